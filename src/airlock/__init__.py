@@ -1,0 +1,45 @@
+"""airlock: use machine-learning models you do not trust without being owned by them.
+
+Public API (pinned by ``tests/test_public_api.py``)::
+
+    airlock.scan(path, ...) -> Report       static, fail-closed scan of model files
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from airlock._scan.api import scan
+from airlock.errors import (
+    AirlockError,
+    FormatError,
+    IntegrityError,
+    LimitError,
+    PolicyError,
+    SandboxError,
+    UsageError,
+)
+from airlock.limits import Limits
+from airlock.policy import Policy
+from airlock.results import FileReport, Finding, Location, Report, Severity, Skipped, Verdict
+
+__all__ = [
+    "AirlockError",
+    "FileReport",
+    "Finding",
+    "FormatError",
+    "IntegrityError",
+    "LimitError",
+    "Limits",
+    "Location",
+    "Policy",
+    "PolicyError",
+    "Report",
+    "SandboxError",
+    "Severity",
+    "Skipped",
+    "UsageError",
+    "Verdict",
+    "__version__",
+    "scan",
+]

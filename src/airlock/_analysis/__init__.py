@@ -1,0 +1,1 @@
+"""Analysis: the symbolic pickle machine, policy and findings."""

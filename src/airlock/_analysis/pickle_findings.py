@@ -1,0 +1,333 @@
+"""Turn what the pickle machine saw into findings, under a policy.
+
+For every pickle in a stream: each imported global is classified (allowed / dangerous / unknown);
+each call whose callee is computed rather than imported is resolved and classified; BUILDs that
+mutate imported objects or plant ``__setstate__`` are flagged; constant bytes handed to a nested
+loader (``pickle.loads``, also behind base64) are analysed recursively. A stream that breaks off
+after a payload reports the payload, then the error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+from airlock._analysis.catalogue import NESTED_LOADERS
+from airlock._analysis.pickle_vm import Call, Const, DictNode, Global, Machine, Node, PickleResult, TupleNode
+from airlock._analysis.symbolic import callee, fold_bytes, render
+from airlock._formats.base import Issue, PickleStream, ReadContext
+from airlock._formats.joblib_arrays import make_build_hook
+from airlock.errors import FormatError, LimitError
+from airlock.policy import Decision, Policy
+from airlock.results import Severity
+
+__all__ = ["analyse_pickle_stream"]
+
+Located = tuple[tuple[str, ...], Issue]
+
+#: Keys that, planted in an instance dict by BUILD, change what later opcodes call.
+_PLANTED: Final = frozenset(
+    {"__setstate__", "__reduce__", "__reduce_ex__", "__getattr__", "__getattribute__", "__class__", "__dict__",
+     "__init__", "__new__", "__call__", "__getitem__", "__setitem__", "append", "extend", "add"}
+)  # fmt: skip
+_CONTAINER_KINDS: Final = frozenset({"append", "extend", "setitem", "add"})
+
+
+def analyse_pickle_stream(stream: PickleStream, ctx: ReadContext, policy: Policy) -> Iterator[Located]:
+    yield from _analyse_stream(
+        stream.data,
+        stream.offset,
+        ctx,
+        policy,
+        max_pickles=stream.max_pickles,
+        trailing_ok=stream.trailing_ok,
+        lenient=stream.lenient,
+        nested_depth=0,
+    )
+
+
+def _analyse_stream(
+    data: memoryview,
+    start: int,
+    ctx: ReadContext,
+    policy: Policy,
+    *,
+    max_pickles: int | None,
+    trailing_ok: bool,
+    lenient: bool,
+    nested_depth: int,
+) -> Iterator[Located]:
+    limits = ctx.limits
+    pos = start
+    index = 0
+    while True:
+        nested_results: list[PickleResult] = []
+
+        def nested(at: int, _sink: list[PickleResult] = nested_results) -> int:
+            # joblib object arrays: a complete pickle inline; joblib loads it with a fresh unpickler.
+            inner = Machine(data, limits, ctx.check_time, build_hook=None).run(at)
+            _sink.append(inner)
+            if inner.error is not None:
+                raise inner.error
+            return inner.end
+
+        machine = Machine(data, limits, ctx.check_time, build_hook=make_build_hook(data, nested))
+        result = machine.run(pos)
+        if index > 0 and result.error is not None and result.opcodes <= 1 and not result.globals:
+            # Not a pickle at all: bytes after the last pickle.
+            if not trailing_ok:
+                yield (
+                    (),
+                    Issue(
+                        "pickle.trailing-data",
+                        Severity.SUSPICIOUS,
+                        f"{len(data) - pos} bytes after the last pickle that no unpickler reads; "
+                        "a place to hide data from tools that read only the first pickle",
+                        offset=pos,
+                    ),
+                )
+            return
+        for item in (result, *nested_results):
+            yield from _findings(item, data, ctx, policy, nested_depth)
+        if result.error is not None:
+            if lenient and not result.globals and not result.calls:
+                return
+            yield (), _error_issue(result.error, index)
+            return
+        index += 1
+        pos = result.end
+        if pos >= len(data):
+            return
+        if max_pickles is not None and index >= max_pickles:
+            return
+        if index >= limits.max_pickles_per_stream:
+            yield (
+                (),
+                Issue(
+                    "limit.exceeded",
+                    Severity.ERROR,
+                    f"more than {limits.max_pickles_per_stream} pickles in one stream (limit max_pickles_per_stream)",
+                    offset=pos,
+                ),
+            )
+            return
+
+
+def _error_issue(error: FormatError, index: int) -> Issue:
+    rule = "limit.exceeded" if isinstance(error, LimitError) else "format.error"
+    where = f"pickle #{index + 1}: " if index else ""
+    return Issue(rule, Severity.ERROR, f"{where}{error}", offset=error.offset)
+
+
+def _findings(
+    result: PickleResult, data: memoryview, ctx: ReadContext, policy: Policy, nested_depth: int
+) -> Iterator[Located]:
+    # Evidence: the first call that really invokes each dotted name.
+    evidence: dict[str, str] = {}
+    for call in result.calls:
+        name, _args = callee(call)
+        if name is not None and name not in evidence:
+            evidence[name] = render(call)
+
+    for glob in result.globals:
+        cls = policy.classify(glob.module, glob.name, dynamic=glob.dynamic)
+        if cls.decision is Decision.ALLOWED:
+            continue
+        shown = evidence.get(glob.dotted) or evidence.get(cls.name)
+        if cls.decision is Decision.DANGEROUS:
+            rule = "pickle.dynamic-global" if glob.dynamic else "pickle.dangerous-global"
+            yield (
+                (),
+                Issue(
+                    rule,
+                    Severity.MALICIOUS,
+                    f"{glob.opcode} imports {glob.dotted}: {cls.reason}",
+                    offset=glob.offset,
+                    callable=cls.name,
+                    evidence=shown,
+                ),
+            )
+        else:
+            yield (
+                (),
+                Issue(
+                    "pickle.unknown-global",
+                    Severity.SUSPICIOUS,
+                    f"{glob.opcode} imports {glob.dotted}, which is {cls.reason}",
+                    offset=glob.offset,
+                    callable=glob.dotted,
+                    evidence=shown,
+                ),
+            )
+
+    for call in result.calls:
+        yield from _call_findings(call, data, ctx, policy, nested_depth)
+
+    for build in result.builds:
+        target = build.target
+        if isinstance(target, Global):
+            yield (
+                (),
+                Issue(
+                    "pickle.global-mutation",
+                    Severity.MALICIOUS,
+                    f"BUILD sets attributes on the imported object {target.dotted}, changing what later imports return",
+                    offset=build.offset,
+                    callable=target.dotted,
+                    evidence=f"{target.dotted}.__dict__.update({render(build.state)})",
+                ),
+            )
+        planted = _planted_keys(build.state)
+        if planted:
+            yield (
+                (),
+                Issue(
+                    "pickle.setstate-injection",
+                    Severity.MALICIOUS,
+                    f"BUILD plants {', '.join(sorted(planted))} in an instance, redirecting later calls",
+                    offset=build.offset,
+                    evidence=render(build.state),
+                ),
+            )
+
+    for kind, offset, detail in result.anomalies:
+        if kind == "extension-code":
+            yield (
+                (),
+                Issue(
+                    "pickle.extension-code",
+                    Severity.SUSPICIOUS,
+                    f"{detail}: resolved through the process-wide copyreg registry, unknowable statically",
+                    offset=offset,
+                ),
+            )
+        elif kind == "frame-overrun":
+            yield (), Issue("pickle.frame-overrun", Severity.SUSPICIOUS, detail, offset=offset)
+
+
+def _planted_keys(state: Node) -> set[str]:
+    keys: set[str] = set()
+    parts = state.items if isinstance(state, TupleNode) and len(state.items) == 2 else [state]
+    for part in parts:
+        if isinstance(part, DictNode):
+            for key, _value in part.items:
+                if isinstance(key, Const) and isinstance(key.value, str) and key.value in _PLANTED:
+                    keys.add(key.value)
+    return keys
+
+
+def _call_findings(
+    call: Call, data: memoryview, ctx: ReadContext, policy: Policy, nested_depth: int
+) -> Iterator[Located]:
+    name, args = callee(call)
+    if call.kind in _CONTAINER_KINDS:
+        if isinstance(call.func, Global):
+            yield (
+                (),
+                Issue(
+                    "pickle.global-mutation",
+                    Severity.MALICIOUS,
+                    f"{call.kind.upper()} applied to the imported object {call.func.dotted}",
+                    offset=call.offset,
+                    callable=call.func.dotted,
+                    evidence=render(call),
+                ),
+            )
+        return
+    if call.kind == "setstate":
+        yield (
+            (),
+            Issue(
+                "pickle.setstate-injection",
+                Severity.MALICIOUS,
+                "BUILD calls a __setstate__ planted by an earlier BUILD",
+                offset=call.offset,
+                callable=name,
+                evidence=render(call),
+            ),
+        )
+    elif not isinstance(call.func, Global):
+        # The callee is computed (getattr chains, __import__, methodcaller, partial ...).
+        if name is None:
+            yield (
+                (),
+                Issue(
+                    "pickle.computed-call",
+                    Severity.SUSPICIOUS,
+                    "calls an object built inside the pickle; what it is cannot be established statically",
+                    offset=call.offset,
+                    evidence=render(call),
+                ),
+            )
+        else:
+            cls = policy.classify_dotted(name)
+            if cls.decision is Decision.DANGEROUS:
+                yield (
+                    (),
+                    Issue(
+                        "pickle.dangerous-call",
+                        Severity.MALICIOUS,
+                        f"calls {cls.name} reached through a computed callable: {cls.reason}",
+                        offset=call.offset,
+                        callable=cls.name,
+                        evidence=render(call),
+                    ),
+                )
+            elif cls.decision is Decision.UNKNOWN:
+                yield (
+                    (),
+                    Issue(
+                        "pickle.computed-call",
+                        Severity.SUSPICIOUS,
+                        f"calls {name} reached through a computed callable",
+                        offset=call.offset,
+                        callable=name,
+                        evidence=render(call),
+                    ),
+                )
+    if name in NESTED_LOADERS and args:
+        yield from _nested_pickle(name, args[0], call, ctx, policy, nested_depth)
+
+
+def _nested_pickle(
+    loader: str, arg: Node, call: Call, ctx: ReadContext, policy: Policy, nested_depth: int
+) -> Iterator[Located]:
+    limits = ctx.limits
+    step = f"nested pickle passed to {loader} @ {call.offset}"
+    if nested_depth + 1 > limits.max_nested_pickle_depth:
+        yield (
+            (step,),
+            Issue(
+                "limit.exceeded",
+                Severity.ERROR,
+                f"pickles nested deeper than {limits.max_nested_pickle_depth} (limit max_nested_pickle_depth)",
+            ),
+        )
+        return
+    payload = fold_bytes(arg, limits.max_decompressed_bytes)
+    if payload is None:
+        yield (
+            (),
+            Issue(
+                "pickle.nested-unknown",
+                Severity.SUSPICIOUS,
+                f"bytes passed to {loader} are not constant; the nested pickle cannot be analysed",
+                offset=call.offset,
+                callable=loader,
+            ),
+        )
+        return
+    view = memoryview(payload)
+    # torch.storage._load_from_bytes reads a legacy torch file: five pickles, then raw storages.
+    legacy = loader == "torch.storage._load_from_bytes"
+    for members, issue in _analyse_stream(
+        view,
+        0,
+        ctx,
+        policy,
+        max_pickles=5 if legacy else None,
+        trailing_ok=legacy,
+        lenient=False,
+        nested_depth=nested_depth + 1,
+    ):
+        yield (step, *members), issue

@@ -1,0 +1,631 @@
+"""A symbolic pickle machine: it runs every opcode on symbols and executes nothing.
+
+Where a real unpickler would import a global, it creates a :class:`Global`; where it would call
+something (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST, BUILD through ``__setstate__``), it creates a
+:class:`Call` node recording the callee and the argument nodes. Containers are built as nodes too,
+so the result is an object graph of what the pickle *would* build. Two users share it:
+
+* the scanner asks which globals are imported and which calls would run, with which arguments;
+* the safe loader (``airlock.load``) walks the same graph and realises only allowlisted
+  constructors (tensor rebuild functions, storages, OrderedDict, ...).
+
+Stack, metastack (MARK) and memo follow CPython's ``pickle`` semantics exactly, including the
+quirks attackers use (POP removing a MARK, MEMOIZE indexing by memo size, PUT overwriting), so the
+graph is the one the real loader would build. Limits on opcodes, memo and stack are enforced as
+the stream is read.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from airlock._formats.pickle_ops import decode_op
+from airlock.errors import FormatError, LimitError
+from airlock.limits import Limits
+
+__all__ = [
+    "BuildEvent",
+    "Call",
+    "Const",
+    "DictNode",
+    "Ext",
+    "Global",
+    "ListNode",
+    "Machine",
+    "Node",
+    "PersId",
+    "PickleResult",
+    "SetNode",
+    "TupleNode",
+]
+
+
+class Node:
+    """A value the pickle would build. ``offset`` is where the opcode that made it starts."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class Const(Node):
+    """A literal: None, bool, int, float, str, bytes, or a memoryview for large str/bytes."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object, offset: int) -> None:
+        super().__init__(offset)
+        self.value = value
+
+
+class Global(Node):
+    """A global the unpickler would import: ``module`` and ``name`` after the Python 2 name mapping.
+
+    ``name`` may be dotted (an attribute walk from the module). ``dynamic`` is set when the module
+    or name did not come from constant strings (STACK_GLOBAL on computed values).
+    """
+
+    __slots__ = ("dynamic", "module", "name", "opcode")
+
+    def __init__(self, module: str, name: str, offset: int, opcode: str, dynamic: bool = False) -> None:
+        super().__init__(offset)
+        self.module = module
+        self.name = name
+        self.opcode = opcode
+        self.dynamic = dynamic
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+class Call(Node):
+    """A call the unpickler would make: ``func(*args, **kwargs)``.
+
+    ``kind``: ``reduce``, ``newobj`` (``cls.__new__(cls, *args)``), ``newobj_ex``, ``obj``, ``inst``,
+    ``setstate`` (BUILD calling a ``__setstate__`` injected through an earlier BUILD), ``extend``,
+    ``append``, ``setitem`` or ``add`` (container opcodes applied to a non-container object).
+    ``states`` holds the BUILD states applied to the result, in order.
+    """
+
+    __slots__ = ("args", "func", "kind", "kwargs", "setstate", "states")
+
+    def __init__(self, func: Node, args: Node, kwargs: Node | None, kind: str, offset: int) -> None:
+        super().__init__(offset)
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.kind = kind
+        self.states: list[Node] = []
+        #: a ``__setstate__`` planted in the instance dict by an earlier BUILD
+        self.setstate: Node | None = None
+
+
+class TupleNode(Node):
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Node], offset: int) -> None:
+        super().__init__(offset)
+        self.items = items
+
+
+class ListNode(Node):
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Node], offset: int) -> None:
+        super().__init__(offset)
+        self.items = items
+
+
+class DictNode(Node):
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[Node, Node]], offset: int) -> None:
+        super().__init__(offset)
+        self.items = items
+
+
+class SetNode(Node):
+    __slots__ = ("frozen", "items")
+
+    def __init__(self, items: list[Node], frozen: bool, offset: int) -> None:
+        super().__init__(offset)
+        self.items = items
+        self.frozen = frozen
+
+
+class PersId(Node):
+    """A persistent id: the loader's ``persistent_load(pid)`` decides (torch: storages)."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: Node, offset: int) -> None:
+        super().__init__(offset)
+        self.pid = pid
+
+
+class Ext(Node):
+    """An extension-registry code (EXT1/2/4): resolved through copyreg at load time."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int, offset: int) -> None:
+        super().__init__(offset)
+        self.code = code
+
+
+class Buffer(Node):
+    """An out-of-band buffer (protocol 5 NEXT_BUFFER): supplied by the caller, not the stream."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """BUILD applied ``state`` to ``target`` (a ``__setstate__`` call or an attribute update)."""
+
+    target: Node
+    state: Node
+    offset: int
+
+
+@dataclass
+class PickleResult:
+    """What one pickle in a stream would do. ``error`` is set when the stream broke off."""
+
+    start: int
+    end: int
+    protocol: int
+    root: Node | None
+    globals: list[Global] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    builds: list[BuildEvent] = field(default_factory=list)
+    #: structural oddities: (kind, offset, detail)
+    anomalies: list[tuple[str, int, str]] = field(default_factory=list)
+    opcodes: int = 0
+    error: FormatError | None = None
+
+
+#: Hook for formats that interleave raw data with opcodes (joblib): called after BUILD with the
+#: built node and the position of the next opcode; returns the position to continue from.
+BuildHook = Callable[[Node, int], int]
+
+_CHECK_EVERY: Final = 65536
+
+
+class Machine:
+    """Run one pickle from ``data[start:]`` symbolically. Create one machine per pickle."""
+
+    def __init__(
+        self,
+        data: memoryview,
+        limits: Limits,
+        check_time: Callable[[], None] = lambda: None,
+        build_hook: BuildHook | None = None,
+    ) -> None:
+        self._data = data
+        self._limits = limits
+        self._check_time = check_time
+        self._build_hook = build_hook
+        self._stack: list[Node] = []
+        self._meta: list[list[Node]] = []
+        self._memo: dict[int, Node] = {}
+        self._stack_items = 0
+
+    # -- stack helpers, mirroring CPython's checks ---------------------------------------------------
+
+    def _push(self, node: Node) -> None:
+        self._stack.append(node)
+
+    def _pop(self, offset: int) -> Node:
+        if not self._stack:
+            raise FormatError("stack underflow", offset=offset)
+        return self._stack.pop()
+
+    def _top(self, offset: int) -> Node:
+        if not self._stack:
+            raise FormatError("stack underflow", offset=offset)
+        return self._stack[-1]
+
+    def _pop_mark(self, offset: int) -> list[Node]:
+        if not self._meta:
+            raise FormatError("MARK expected but not found", offset=offset)
+        items = self._stack
+        self._stack = self._meta.pop()
+        return items
+
+    def run(self, start: int) -> PickleResult:
+        result = PickleResult(start=start, end=start, protocol=0, root=None)
+        try:
+            self._loop(start, result)
+        except FormatError as exc:
+            result.error = exc
+        return result
+
+    def _loop(self, start: int, result: PickleResult) -> None:
+        data = self._data
+        limits = self._limits
+        pos = start
+        while True:
+            result.opcodes += 1
+            if result.opcodes % _CHECK_EVERY == 0:
+                if result.opcodes > limits.max_pickle_opcodes:
+                    raise LimitError(
+                        f"more than {limits.max_pickle_opcodes} opcodes in one pickle (limit max_pickle_opcodes)",
+                        offset=pos,
+                    )
+                if len(self._memo) > limits.max_memo_entries:
+                    raise LimitError(
+                        f"memo holds more than {limits.max_memo_entries} entries (limit max_memo_entries)",
+                        offset=pos,
+                    )
+                depth = len(self._stack) + sum(len(s) for s in self._meta)
+                if depth > limits.max_stack_items:
+                    raise LimitError(
+                        f"stack holds more than {limits.max_stack_items} items (limit max_stack_items)",
+                        offset=pos,
+                    )
+                self._check_time()
+            code, arg, nxt = decode_op(data, pos)
+            if code == 0x2E:  # STOP
+                result.end = nxt
+                result.root = self._pop(pos)
+                return
+            nxt = self._step(code, arg, pos, nxt, result)
+            pos = nxt
+
+    def _step(self, code: int, arg: object, pos: int, nxt: int, result: PickleResult) -> int:
+        push = self._push
+        if code in _CONST_OPS:
+            if code == 0x88:
+                push(Const(True, pos))
+            elif code == 0x89:
+                push(Const(False, pos))
+            else:  # NONE decodes to a None argument; every other literal carries its value
+                push(Const(arg, pos))
+            return nxt
+        handler = _HANDLERS.get(code)
+        if handler is None:  # pragma: no cover - decode_op rejects unknown opcodes
+            raise FormatError(f"unhandled opcode 0x{code:02x}", offset=pos)
+        handler(self, arg, pos, result)
+        if code == 0x62 and self._build_hook is not None:  # BUILD
+            return self._build_hook(self._top(pos), nxt)
+        return nxt
+
+    # -- opcode handlers -----------------------------------------------------------------------------
+
+    def _op_mark(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._meta.append(self._stack)
+        self._stack = []
+
+    def _op_pop(self, arg: object, pos: int, result: PickleResult) -> None:
+        if self._stack:
+            self._stack.pop()
+        else:  # CPython: POP on an empty stack removes the topmost MARK
+            self._pop_mark(pos)
+
+    def _op_pop_mark(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._pop_mark(pos)
+
+    def _op_dup(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(self._top(pos))
+
+    def _op_proto(self, arg: object, pos: int, result: PickleResult) -> None:
+        assert isinstance(arg, int)
+        if arg > 5:
+            raise FormatError(f"unsupported pickle protocol {arg}", offset=pos)
+        result.protocol = arg
+
+    def _op_frame(self, arg: object, pos: int, result: PickleResult) -> None:
+        assert isinstance(arg, int)
+        if arg > len(self._data) - pos:
+            # The real loader stops here; we keep decoding so nothing after it goes unseen.
+            result.anomalies.append(("frame-overrun", pos, f"FRAME of {arg} bytes runs past the end"))
+
+    def _op_persid(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(PersId(Const(arg, pos), pos))
+
+    def _op_binpersid(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(PersId(self._pop(pos), pos))
+
+    def _op_ext(self, arg: object, pos: int, result: PickleResult) -> None:
+        assert isinstance(arg, int)
+        self._push(Ext(arg, pos))
+        result.anomalies.append(("extension-code", pos, f"extension registry code {arg}"))
+
+    def _op_next_buffer(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(Buffer(pos))
+
+    def _op_readonly_buffer(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._top(pos)
+
+    def _global(
+        self, module: str, name: str, pos: int, opcode: str, result: PickleResult, dynamic: bool
+    ) -> Global:
+        # The Python 2 compatibility mapping the real unpickler applies (``fix_imports``).
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        node = Global(module, name, pos, opcode, dynamic)
+        result.globals.append(node)
+        return node
+
+    def _op_global(self, arg: object, pos: int, result: PickleResult) -> None:
+        assert isinstance(arg, tuple)
+        module, name = arg
+        self._push(self._global(module, name, pos, "GLOBAL", result, False))
+
+    def _op_stack_global(self, arg: object, pos: int, result: PickleResult) -> None:
+        name = self._pop(pos)
+        module = self._pop(pos)
+        mod_s = _const_str(module)
+        name_s = _const_str(name)
+        dynamic = mod_s is None or name_s is None
+        if dynamic:
+            result.anomalies.append(
+                ("dynamic-global", pos, "STACK_GLOBAL on values that are not constant strings")
+            )
+        self._push(
+            self._global(
+                mod_s if mod_s is not None else _describe(module),
+                name_s if name_s is not None else _describe(name),
+                pos,
+                "STACK_GLOBAL",
+                result,
+                dynamic,
+            )
+        )
+
+    def _op_inst(self, arg: object, pos: int, result: PickleResult) -> None:
+        assert isinstance(arg, tuple)
+        module, name = arg
+        cls = self._global(module, name, pos, "INST", result, False)
+        args = self._pop_mark(pos)
+        call = Call(cls, TupleNode(args, pos), None, "inst", pos)
+        result.calls.append(call)
+        self._push(call)
+
+    def _op_obj(self, arg: object, pos: int, result: PickleResult) -> None:
+        items = self._pop_mark(pos)
+        if not items:
+            raise FormatError("OBJ without a class", offset=pos)
+        call = Call(items[0], TupleNode(items[1:], pos), None, "obj", pos)
+        result.calls.append(call)
+        self._push(call)
+
+    def _op_reduce(self, arg: object, pos: int, result: PickleResult) -> None:
+        args = self._pop(pos)
+        func = self._pop(pos)
+        call = Call(func, args, None, "reduce", pos)
+        result.calls.append(call)
+        self._push(call)
+
+    def _op_newobj(self, arg: object, pos: int, result: PickleResult) -> None:
+        args = self._pop(pos)
+        cls = self._pop(pos)
+        call = Call(cls, args, None, "newobj", pos)
+        result.calls.append(call)
+        self._push(call)
+
+    def _op_newobj_ex(self, arg: object, pos: int, result: PickleResult) -> None:
+        kwargs = self._pop(pos)
+        args = self._pop(pos)
+        cls = self._pop(pos)
+        call = Call(cls, args, kwargs, "newobj_ex", pos)
+        result.calls.append(call)
+        self._push(call)
+
+    def _op_build(self, arg: object, pos: int, result: PickleResult) -> None:
+        state = self._pop(pos)
+        target = self._top(pos)
+        result.builds.append(BuildEvent(target, state, pos))
+        if isinstance(target, Call):
+            if target.setstate is not None:
+                # An earlier BUILD planted ``__setstate__`` in the instance dict: this BUILD calls it.
+                call = Call(target.setstate, TupleNode([state], pos), None, "setstate", pos)
+                result.calls.append(call)
+            target.states.append(state)
+            planted = _dict_get(state, "__setstate__")
+            if planted is not None:
+                target.setstate = planted
+
+    def _op_empty_list(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(ListNode([], pos))
+
+    def _op_empty_dict(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(DictNode([], pos))
+
+    def _op_empty_tuple(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(TupleNode([], pos))
+
+    def _op_empty_set(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(SetNode([], False, pos))
+
+    def _op_list(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(ListNode(self._pop_mark(pos), pos))
+
+    def _op_tuple(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(TupleNode(self._pop_mark(pos), pos))
+
+    def _op_tuple_n(self, n: int, pos: int) -> None:
+        if len(self._stack) < n:
+            raise FormatError("stack underflow", offset=pos)
+        items = [self._pop(pos) for _ in range(n)][::-1]
+        self._push(TupleNode(items, pos))
+
+    def _op_tuple1(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._op_tuple_n(1, pos)
+
+    def _op_tuple2(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._op_tuple_n(2, pos)
+
+    def _op_tuple3(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._op_tuple_n(3, pos)
+
+    def _op_dict(self, arg: object, pos: int, result: PickleResult) -> None:
+        items = self._pop_mark(pos)
+        if len(items) % 2:
+            raise FormatError("DICT with an odd number of items", offset=pos)
+        self._push(DictNode(list(zip(items[0::2], items[1::2], strict=True)), pos))
+
+    def _op_frozenset(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._push(SetNode(self._pop_mark(pos), True, pos))
+
+    def _container_call(
+        self, target: Node, kind: str, args: list[Node], pos: int, result: PickleResult
+    ) -> None:
+        # The real loader calls target.append / .extend / __setitem__ / .add on whatever it is given.
+        call = Call(target, TupleNode(args, pos), None, kind, pos)
+        result.calls.append(call)
+        result.anomalies.append(
+            (f"{kind}-on-object", pos, f"{kind.upper()} applied to a non-container object")
+        )
+
+    def _op_append(self, arg: object, pos: int, result: PickleResult) -> None:
+        value = self._pop(pos)
+        target = self._top(pos)
+        if isinstance(target, ListNode):
+            target.items.append(value)
+        else:
+            self._container_call(target, "append", [value], pos, result)
+
+    def _op_appends(self, arg: object, pos: int, result: PickleResult) -> None:
+        items = self._pop_mark(pos)
+        target = self._top(pos)
+        if isinstance(target, ListNode):
+            target.items.extend(items)
+        else:
+            self._container_call(target, "extend", items, pos, result)
+
+    def _op_setitem(self, arg: object, pos: int, result: PickleResult) -> None:
+        value = self._pop(pos)
+        key = self._pop(pos)
+        target = self._top(pos)
+        if isinstance(target, DictNode):
+            target.items.append((key, value))
+        else:
+            self._container_call(target, "setitem", [key, value], pos, result)
+
+    def _op_setitems(self, arg: object, pos: int, result: PickleResult) -> None:
+        items = self._pop_mark(pos)
+        if len(items) % 2:
+            raise FormatError("SETITEMS with an odd number of items", offset=pos)
+        target = self._top(pos)
+        if isinstance(target, DictNode):
+            target.items.extend(zip(items[0::2], items[1::2], strict=True))
+        else:
+            self._container_call(target, "setitem", items, pos, result)
+
+    def _op_additems(self, arg: object, pos: int, result: PickleResult) -> None:
+        items = self._pop_mark(pos)
+        target = self._top(pos)
+        if isinstance(target, SetNode) and not target.frozen:
+            target.items.extend(items)
+        else:
+            self._container_call(target, "add", items, pos, result)
+
+    def _memo_get(self, key: object, pos: int) -> None:
+        assert isinstance(key, int)
+        node = self._memo.get(key)
+        if node is None:
+            raise FormatError(f"memo key {key} was never stored", offset=pos)
+        self._push(node)
+
+    def _op_get(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._memo_get(arg, pos)
+
+    def _op_put(self, arg: object, pos: int, result: PickleResult) -> None:
+        assert isinstance(arg, int)
+        if arg < 0:
+            raise FormatError("negative PUT argument", offset=pos)
+        self._memo[arg] = self._top(pos)
+
+    def _op_memoize(self, arg: object, pos: int, result: PickleResult) -> None:
+        self._memo[len(self._memo)] = self._top(pos)
+
+
+def _const_str(node: Node) -> str | None:
+    if isinstance(node, Const) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _describe(node: Node) -> str:
+    if isinstance(node, Global):
+        return f"<{node.dotted}>"
+    return f"<{type(node).__name__}>"
+
+
+def _dict_get(node: Node, key: str) -> Node | None:
+    if isinstance(node, TupleNode) and len(node.items) == 2:
+        # (state, slotstate): slotstate entries are set with setattr, which also plants attributes
+        for part in node.items:
+            found = _dict_get(part, key)
+            if found is not None:
+                return found
+        return None
+    if isinstance(node, DictNode):
+        for k, v in node.items:
+            if isinstance(k, Const) and k.value == key:
+                return v
+    return None
+
+
+_CONST_OPS: Final = frozenset(
+    [0x4E, 0x88, 0x89, 0x46, 0x47, 0x49, 0x4A, 0x4B, 0x4C, 0x4D, 0x8A, 0x8B, 0x53, 0x54, 0x55, 0x56, 0x58,
+     0x8C, 0x8D, 0x42, 0x43, 0x8E, 0x96]
+)  # fmt: skip
+
+_Handler = Callable[[Machine, object, int, PickleResult], None]
+
+_HANDLERS: Final[dict[int, _Handler]] = {
+    0x28: Machine._op_mark,
+    0x30: Machine._op_pop,
+    0x31: Machine._op_pop_mark,
+    0x32: Machine._op_dup,
+    0x80: Machine._op_proto,
+    0x95: Machine._op_frame,
+    0x50: Machine._op_persid,
+    0x51: Machine._op_binpersid,
+    0x82: Machine._op_ext,
+    0x83: Machine._op_ext,
+    0x84: Machine._op_ext,
+    0x97: Machine._op_next_buffer,
+    0x98: Machine._op_readonly_buffer,
+    0x63: Machine._op_global,
+    0x93: Machine._op_stack_global,
+    0x69: Machine._op_inst,
+    0x6F: Machine._op_obj,
+    0x52: Machine._op_reduce,
+    0x81: Machine._op_newobj,
+    0x92: Machine._op_newobj_ex,
+    0x62: Machine._op_build,
+    0x5D: Machine._op_empty_list,
+    0x7D: Machine._op_empty_dict,
+    0x29: Machine._op_empty_tuple,
+    0x8F: Machine._op_empty_set,
+    0x6C: Machine._op_list,
+    0x74: Machine._op_tuple,
+    0x85: Machine._op_tuple1,
+    0x86: Machine._op_tuple2,
+    0x87: Machine._op_tuple3,
+    0x64: Machine._op_dict,
+    0x91: Machine._op_frozenset,
+    0x61: Machine._op_append,
+    0x65: Machine._op_appends,
+    0x73: Machine._op_setitem,
+    0x75: Machine._op_setitems,
+    0x90: Machine._op_additems,
+    0x67: Machine._op_get,
+    0x68: Machine._op_get,
+    0x6A: Machine._op_get,
+    0x70: Machine._op_put,
+    0x71: Machine._op_put,
+    0x72: Machine._op_put,
+    0x94: Machine._op_memoize,
+}

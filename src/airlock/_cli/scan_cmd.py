@@ -1,0 +1,115 @@
+"""``airlock scan``: static, fail-closed scan of model files and folders."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from airlock._render import RENDERERS
+from airlock._scan.api import scan
+from airlock.errors import UsageError
+from airlock.limits import DEFAULT_LIMITS, Limits
+from airlock.policy import DEFAULT_PROFILES, Policy
+from airlock.results import Report
+
+__all__ = ["COMMAND"]
+
+_LIMIT_FLAGS = {
+    "max_seconds_per_file": float,
+    "max_decompressed_bytes": int,
+    "max_pickle_opcodes": int,
+    "max_archive_depth": int,
+    "max_archive_members": int,
+}
+
+
+class ScanCommand:
+    name = "scan"
+    help = "scan model files or folders for code that would run on load (never executes them)"
+    description = (
+        "Statically analyse model files (pickle, PyTorch, NumPy, joblib, ...) detected by content. "
+        "Nothing is executed, written or sent anywhere. Exit codes: 0 clean, 1 malicious, "
+        "2 error or usage, 3 suspicious only. Anything not proven clean is not clean."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders to scan")
+        parser.add_argument(
+            "--format",
+            choices=sorted(RENDERERS),
+            default="text",
+            help="output format: text for people (default), json (versioned schema), sarif (SARIF 2.1.0)",
+        )
+        parser.add_argument(
+            "-o", "--output", type=Path, help="write the report to this file instead of stdout"
+        )
+        parser.add_argument(
+            "--jobs", type=int, default=1, metavar="N", help="scan files in N worker processes (default 1)"
+        )
+        parser.add_argument(
+            "--policy",
+            type=Path,
+            metavar="FILE",
+            help="TOML policy file: 'profiles' (list) and 'allow' (exact dotted names); see docs/scan.md",
+        )
+        parser.add_argument(
+            "--allow",
+            action="append",
+            default=[],
+            metavar="MODULE.NAME",
+            help="allow one more exact global (repeatable); never overrides a known-dangerous callable",
+        )
+        parser.add_argument(
+            "--profile",
+            action="append",
+            choices=DEFAULT_PROFILES,
+            metavar="NAME",
+            help=f"use only these allowlist profiles (repeatable; default all: {', '.join(DEFAULT_PROFILES)})",
+        )
+        for name, kind in _LIMIT_FLAGS.items():
+            parser.add_argument(
+                "--" + name.replace("_", "-"),
+                type=kind,
+                metavar="N",
+                help=f"limit {name} (default {getattr(DEFAULT_LIMITS, name)})",
+            )
+
+    def run(self, args: argparse.Namespace) -> int:
+        policy = _policy(args)
+        changes = {n: getattr(args, n) for n in _LIMIT_FLAGS if getattr(args, n) is not None}
+        limits: Limits = DEFAULT_LIMITS.replace(**changes) if changes else DEFAULT_LIMITS
+        reports = [scan(path, policy=policy, limits=limits, jobs=args.jobs) for path in args.paths]
+        report = reports[0] if len(reports) == 1 else _merge(reports)
+        text = RENDERERS[args.format](report)
+        if args.output is not None:
+            try:
+                args.output.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot write {args.output}: {exc.strerror}") from exc
+        else:
+            sys.stdout.write(text)
+        return report.exit_code
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    allow = frozenset(args.allow)
+    if args.policy is not None:
+        if args.profile:
+            raise UsageError("--profile and --policy both choose profiles; put 'profiles' in the policy file")
+        return Policy.from_file(args.policy, extra_allow=allow)
+    profiles = tuple(args.profile) if args.profile else DEFAULT_PROFILES
+    return Policy(profiles, allow, ("--allow",) if allow else ())
+
+
+def _merge(reports: list[Report]) -> Report:
+    return Report(
+        root=", ".join(r.root for r in reports),
+        files=tuple(f for r in reports for f in r.files),
+        skipped=tuple(s for r in reports for s in r.skipped),
+        unsafe_options=reports[0].unsafe_options,
+        allowances=reports[0].allowances,
+    )
+
+
+COMMAND = ScanCommand()

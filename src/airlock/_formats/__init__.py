@@ -1,0 +1,1 @@
+"""Bounded readers: bytes in, neutral facts out. They know nothing of policy (see ``base``)."""

@@ -1,0 +1,138 @@
+"""The reader interface every format implements.
+
+A reader gets the bytes of one file or archive member (a read-only ``memoryview``, usually over an
+``mmap`` so untouched regions are never read) and yields *facts*:
+
+* :class:`PickleStream` — bytes that some loader unpickles; the engine hands them to the pickle
+  machine and the policy.
+* :class:`Nested` — an embedded file (archive member, decompressed stream); the engine sniffs it by
+  content and scans it with whatever reader fits, up to ``Limits.max_archive_depth``.
+* :class:`Template` — a Jinja template found in model metadata, analysed without rendering.
+* :class:`Issue` — a structural fact the reader itself establishes (a zip-parser differential, a
+  header that lies about sizes, executable code in the archive).
+
+Readers raise :class:`~airlock.errors.FormatError` (or ``LimitError``) when the bytes do not parse;
+facts yielded before the error are kept, so a payload followed by a broken tail is still reported.
+Every size and offset read from the input is checked against ``len(data)`` before it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from airlock.limits import Limits
+from airlock.results import Severity
+
+__all__ = [
+    "Fact",
+    "FolderCheck",
+    "Issue",
+    "Nested",
+    "PickleStream",
+    "ReadContext",
+    "Reader",
+    "Template",
+]
+
+
+@dataclass(frozen=True)
+class PickleStream:
+    """Bytes a loader unpickles, starting at ``offset`` of the reader's data.
+
+    Every pickle that follows back to back is analysed too (a loader may call ``load`` again),
+    up to ``max_pickles`` when the format says how many there are (torch legacy: five, then raw
+    storage bytes, which ``trailing_ok`` accepts). Other bytes after the last pickle are a
+    finding. ``lenient``: the bytes may legitimately not be a pickle at all (a torch storage
+    member that merely starts like one), so a parse failure is not an error — but anything
+    dangerous decoded before the failure is still reported.
+    """
+
+    data: memoryview
+    offset: int
+    role: str
+    max_pickles: int | None = None
+    trailing_ok: bool = False
+    lenient: bool = False
+
+
+@dataclass(frozen=True)
+class Nested:
+    """An embedded file to sniff and scan. ``name`` becomes one step of the finding's location."""
+
+    name: str
+    data: memoryview | bytes
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Template:
+    """A Jinja template from model metadata (e.g. GGUF ``tokenizer.chat_template``)."""
+
+    name: str
+    text: str
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A structural finding established by the reader."""
+
+    rule: str
+    severity: Severity
+    message: str
+    offset: int | None = None
+    callable: str | None = None
+    evidence: str | None = None
+
+
+Fact = PickleStream | Nested | Template | Issue
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """What a reader may know about where its bytes come from."""
+
+    limits: Limits
+    #: the file on disk being scanned (for nested members: the outermost file)
+    file_path: Path
+    #: the directory the scan started from (a folder scan) or the file's parent
+    root: Path
+    #: archive members and embedded streams between the file and these bytes, outermost first
+    members: tuple[str, ...] = ()
+    #: True when the bytes are the whole file on disk (not an archive member)
+    on_disk: bool = True
+    #: raises LimitError when the per-file time budget is spent; readers call it in long loops
+    check_time: Callable[[], None] = field(default=lambda: None)
+
+
+class Reader(Protocol):
+    """One format. Registered in :data:`airlock._formats.registry.READERS`, tried in order."""
+
+    @property
+    def name(self) -> str:
+        """Short, stable format name shown in reports (``pickle``, ``torch-zip``, ``npy`` ...)."""
+        ...
+
+    def sniff(self, head: bytes, size: int) -> bool:
+        """True when ``head`` (the first bytes, at most 4 KiB) of a ``size``-byte input is this format."""
+        ...
+
+    def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
+        """Yield facts about ``data``; raise FormatError when it does not parse."""
+        ...
+
+
+class FolderCheck(Protocol):
+    """A check on a whole directory (Hugging Face layout, TensorFlow SavedModel ...).
+
+    Yields ``(relative path, Issue)`` pairs; the engine attaches them to that file's report
+    (or to the folder itself when the path is ``.``).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]: ...

@@ -1,0 +1,31 @@
+"""The readers airlock knows, in the order they are tried, and the names that look like models."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Final
+
+from airlock._formats.base import Reader
+from airlock._formats.pickle import PickleReader, TorchLegacyReader
+
+__all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
+
+#: Tried in order; the first whose ``sniff`` accepts the content reads it. Specific formats come
+#: before the generic pickle reader, whose protocol-0 probe is the loosest test.
+READERS: Final[tuple[Reader, ...]] = (
+    TorchLegacyReader(),
+    PickleReader(),
+)
+
+#: Suffixes of model files. Only used to decide whether a file no reader recognises is reported
+#: as unsupported (an ERROR verdict) or listed as skipped; never to choose a reader.
+MODEL_SUFFIXES: Final = frozenset(
+    ".bin .pt .pth .pkl .pickle .ckpt .joblib .jbl .npy .npz .safetensors .gguf .ggml .onnx .ort .keras "
+    ".h5 .hdf5 .pb .tflite .lite .msgpack .mar .model .dill .sav .tar .zip .7z .gz .bz2 .xz .lzma .zst "
+    ".mlmodel .mlpackage .engine .plan .nemo .llamafile .params .weights .ptl .torchscript .data".split()
+)
+
+
+def looks_like_model_file(name: str) -> bool:
+    suffixes = [s.lower() for s in PurePosixPath(name).suffixes]
+    return any(s in MODEL_SUFFIXES for s in suffixes)

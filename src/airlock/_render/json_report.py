@@ -1,0 +1,50 @@
+"""``--format json``: a stable, versioned document (schema in ``report.schema.json``, docs/scan.md)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from airlock import __version__
+from airlock.results import SCHEMA_VERSION, Finding, Report
+
+
+def _finding(finding: Finding) -> dict[str, Any]:
+    return {
+        "rule": finding.rule,
+        "severity": finding.severity.value,
+        "message": finding.message,
+        "callable": finding.callable,
+        "evidence": finding.evidence,
+        "members": list(finding.location.members),
+        "offset": finding.location.offset,
+        "count": finding.count,
+    }
+
+
+def to_dict(report: Report) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "airlock", "version": __version__},
+        "root": report.root,
+        "verdict": report.verdict.value,
+        "exit_code": report.exit_code,
+        "unsafe_options": list(report.unsafe_options),
+        "allowances": list(report.allowances),
+        "files": [
+            {
+                "path": f.path,
+                "format": f.format,
+                "verdict": f.verdict.value,
+                "size": f.size,
+                "seconds": round(f.seconds, 6),
+                "findings": [_finding(x) for x in f.findings],
+            }
+            for f in report.files
+        ],
+        "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
+    }
+
+
+def render(report: Report) -> str:
+    return json.dumps(to_dict(report), indent=2, sort_keys=False) + "\n"

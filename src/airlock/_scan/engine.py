@@ -1,0 +1,149 @@
+"""Scan one file: open without following links, map it, sniff, read, analyse, aggregate findings."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from pathlib import Path
+
+from airlock._analysis.pickle_findings import analyse_pickle_stream
+from airlock._formats.base import Issue, Nested, PickleStream, ReadContext, Reader, Template
+from airlock._formats.registry import READERS, looks_like_model_file
+from airlock._scan.collect import Collector
+from airlock.errors import FormatError, LimitError
+from airlock.limits import Limits
+from airlock.policy import Policy
+from airlock.results import FileReport, Severity
+
+__all__ = ["scan_file", "sniff"]
+
+_HEAD = 4096
+
+
+def sniff(data: memoryview | bytes) -> Reader | None:
+    """The first registered reader that recognises ``data`` by content, or None."""
+    head = bytes(data[:_HEAD])
+    for reader in READERS:
+        if reader.sniff(head, len(data)):
+            return reader
+    return None
+
+
+def scan_file(path: Path, display: str, root: Path, limits: Limits, policy: Policy) -> FileReport:
+    """Scan one regular file. Never raises for bad input: every failure is a finding."""
+    start = time.monotonic()
+    collector = Collector(display, limits)
+    size = 0
+    fmt: str | None = None
+    try:
+        # O_NOFOLLOW: the walk saw a regular file; if it was swapped for a link since, refuse.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot open: {exc.strerror}"))
+        return collector.report(None, 0, time.monotonic() - start)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            collector.add((), Issue("format.empty", Severity.ERROR, "empty file: nothing to prove clean"))
+            return collector.report(None, 0, time.monotonic() - start)
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                deadline = start + limits.max_seconds_per_file
+
+                def check_time() -> None:
+                    if time.monotonic() > deadline:
+                        raise LimitError(
+                            f"analysis took longer than {limits.max_seconds_per_file} s (limit max_seconds_per_file)"
+                        )
+
+                ctx = ReadContext(limits=limits, file_path=path, root=root, check_time=check_time)
+                fmt = _scan_data(view, ctx, collector, policy, top_name=path.name)
+            finally:
+                view.release()
+    except OSError as exc:
+        collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot read: {exc.strerror}"))
+    finally:
+        os.close(fd)
+    return collector.report(fmt, size, time.monotonic() - start)
+
+
+def _scan_data(
+    data: memoryview, ctx: ReadContext, collector: Collector, policy: Policy, top_name: str
+) -> str | None:
+    """Sniff and read ``data``; route every fact. Returns the format name, or None if unknown."""
+    reader = sniff(data)
+    if reader is None:
+        if ctx.members and not looks_like_model_file(top_name):
+            collector.add(
+                ctx.members,
+                Issue(
+                    "format.not-analysed", Severity.INFO, "member of unknown format, not a model file name"
+                ),
+            )
+        else:
+            collector.add(
+                ctx.members,
+                Issue(
+                    "format.unsupported",
+                    Severity.ERROR,
+                    "no reader recognises this content; it cannot be proven clean",
+                ),
+            )
+        return None
+    try:
+        for fact in reader.read(data, ctx):
+            _route(fact, ctx, collector, policy)
+    except LimitError as exc:
+        collector.add(ctx.members, Issue("limit.exceeded", Severity.ERROR, str(exc), offset=exc.offset))
+    except FormatError as exc:
+        collector.add(
+            ctx.members,
+            Issue("format.error", Severity.ERROR, f"{reader.name}: {exc}", offset=exc.offset),
+        )
+    return reader.name
+
+
+def _route(
+    fact: PickleStream | Nested | Template | Issue, ctx: ReadContext, collector: Collector, policy: Policy
+) -> None:
+    if isinstance(fact, Issue):
+        collector.add(ctx.members, fact)
+    elif isinstance(fact, PickleStream):
+        for members, issue in analyse_pickle_stream(fact, ctx, policy):
+            collector.add(ctx.members + members, issue)
+    elif isinstance(fact, Nested):
+        _scan_nested(fact, ctx, collector, policy)
+    else:
+        collector.add(
+            ctx.members,
+            Issue("template.not-analysed", Severity.ERROR, f"template {fact.name}: no template analyser"),
+        )
+
+
+def _scan_nested(fact: Nested, ctx: ReadContext, collector: Collector, policy: Policy) -> None:
+    members = (*ctx.members, fact.name)
+    if len(members) > ctx.limits.max_archive_depth:
+        collector.add(
+            members,
+            Issue(
+                "limit.exceeded",
+                Severity.ERROR,
+                f"nested deeper than {ctx.limits.max_archive_depth} levels (limit max_archive_depth)",
+            ),
+        )
+        return
+    view = fact.data if isinstance(fact.data, memoryview) else memoryview(fact.data)
+    if len(view) == 0:
+        collector.add(members, Issue("format.not-analysed", Severity.INFO, "empty member"))
+        return
+    inner = ReadContext(
+        limits=ctx.limits,
+        file_path=ctx.file_path,
+        root=ctx.root,
+        members=members,
+        on_disk=False,
+        check_time=ctx.check_time,
+    )
+    collector.note_format(_scan_data(view, inner, collector, policy, top_name=fact.name))

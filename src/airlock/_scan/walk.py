@@ -1,0 +1,83 @@
+"""Walk the paths to scan without following links or opening special files."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from airlock.errors import LimitError, UsageError
+from airlock.limits import Limits
+
+__all__ = ["Entry", "walk"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A path met while walking. ``kind`` is ``file``, ``symlink`` or ``special``."""
+
+    path: Path
+    display: str
+    kind: str
+    #: for symlinks: where the link points and whether that stays inside the scanned tree
+    target: str | None = None
+    inside: bool = True
+
+
+def _display(path: Path, root: Path, root_is_dir: bool) -> str:
+    if not root_is_dir:
+        return str(path)
+    rel = path.relative_to(root).as_posix()
+    return f"{root.as_posix().rstrip('/')}/{rel}"
+
+
+def walk(root: Path, limits: Limits) -> Iterator[Entry]:
+    """Yield every file, symlink and special file below ``root`` (or ``root`` itself), sorted.
+
+    Symlinks are reported, never followed: following them would let a model folder make the
+    scanner read (and report on) files outside it, and would let a link swap the bytes that get
+    loaded after the scan.
+    """
+    try:
+        st = root.lstat()
+    except OSError as exc:
+        raise UsageError(f"cannot read {root}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        yield _entry(root, st, root, False, root.parent)
+        return
+    count = 0
+    real_root = root.resolve()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                children = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise UsageError(f"cannot list {folder}: {exc.strerror}") from exc
+        subdirs: list[Path] = []
+        for child in children:
+            count += 1
+            if count > limits.max_files:
+                raise LimitError(f"folder holds more than {limits.max_files} entries (limit max_files)")
+            path = Path(child.path)
+            cst = child.stat(follow_symlinks=False)
+            if stat.S_ISDIR(cst.st_mode):
+                subdirs.append(path)
+            else:
+                yield _entry(path, cst, root, True, real_root)
+        stack.extend(reversed(subdirs))
+
+
+def _entry(path: Path, st: os.stat_result, root: Path, root_is_dir: bool, real_root: Path) -> Entry:
+    display = _display(path, root, root_is_dir)
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(path)
+        resolved = path.resolve()
+        inside = resolved == real_root or real_root in resolved.parents
+        return Entry(path, display, "symlink", target=target, inside=inside)
+    if stat.S_ISREG(st.st_mode):
+        return Entry(path, display, "file")
+    return Entry(path, display, "special")

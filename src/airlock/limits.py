@@ -1,0 +1,69 @@
+"""Every bound the readers and the pickle machine enforce, in one validated, frozen place.
+
+A limit that is hit is an error verdict (``limit.exceeded``), never a silent truncation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Final
+
+from airlock.errors import UsageError
+
+__all__ = ["DEFAULT_LIMITS", "Limits"]
+
+_KIB: Final = 1024
+_MIB: Final = 1024 * _KIB
+_GIB: Final = 1024 * _MIB
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on work and memory for one scan. All fields must be positive."""
+
+    #: opcodes the pickle machine decodes in one pickle stream (padding attacks use millions)
+    max_pickle_opcodes: int = 20_000_000
+    #: entries in one pickle's memo
+    max_memo_entries: int = 5_000_000
+    #: items on the pickle stack and metastack together
+    max_stack_items: int = 5_000_000
+    #: pickles read back to back from one stream
+    max_pickles_per_stream: int = 64
+    #: depth of pickles hidden inside pickles (pickle.loads of a constant, base64 or not)
+    max_nested_pickle_depth: int = 8
+    #: depth of containers inside containers (zip in tar in zip ...)
+    max_archive_depth: int = 5
+    #: members in one archive
+    max_archive_members: int = 200_000
+    #: bytes one compressed member, stream or file may expand to in memory
+    max_decompressed_bytes: int = 1 * _GIB
+    #: total bytes all decompressed members of one top-level file may expand to
+    max_total_decompressed_bytes: int = 4 * _GIB
+    #: ratio of expanded to compressed size above which a member is treated as a bomb
+    max_compression_ratio: int = 1000
+    #: seconds of analysis for one top-level file before it is abandoned with an error verdict
+    max_seconds_per_file: float = 120.0
+    #: findings kept per file (more are counted, not listed)
+    max_findings_per_file: int = 500
+    #: header bytes a format may declare (safetensors JSON, npy dict, ...)
+    max_header_bytes: int = 100 * _MIB
+    #: files visited when scanning a folder
+    max_files: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise UsageError(f"limit {field.name} must be a positive number, got {value!r}")
+
+    def replace(self, **changes: int | float) -> Limits:
+        """A copy with some limits changed; unknown names are a :class:`UsageError`."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(f"unknown limit(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+DEFAULT_LIMITS: Final = Limits()
