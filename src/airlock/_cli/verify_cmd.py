@@ -1,0 +1,144 @@
+"""``airlock verify PATH``: check a model against a digest, a lock file or a signature. Strict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+from airlock._cli.hash_cmd import limits_from_args
+from airlock.errors import IntegrityError
+from airlock.integrity import Verified, verify
+
+__all__ = ["COMMAND"]
+
+
+def _report(verified: Verified) -> dict[str, object]:
+    return {
+        "verified": True,
+        "path": verified.path,
+        "mode": verified.mode.value,
+        "source": verified.source,
+        "signer": verified.signer,
+        "unsafe": list(verified.unsafe),
+        "manifest": json.loads(verified.manifest.to_json()),
+    }
+
+
+@dataclass(frozen=True)
+class VerifyCommand:
+    name: str = "verify"
+    help: str = "check a model against a digest, lock file or signature (strict)"
+    description: str = (
+        "Verify PATH against exactly one trust source: --expect ALG:HEX (one file), --lock FILE "
+        "(known-good digests per file), or --signature SIG (an OMS Sigstore bundle) with --key, --cert "
+        "or --trust-root. Strict: extra, missing and changed files, symbolic links and special files "
+        "all fail, each listed. Exit codes: 0 verified, 1 integrity failure, 2 error or usage."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("path", metavar="PATH", help="model file or folder to verify")
+        src = parser.add_argument_group("trust source (exactly one)")
+        src.add_argument(
+            "--expect", metavar="ALG:HEX", help="expected digest of a single file, e.g. sha256:ab12..."
+        )
+        src.add_argument(
+            "--lock", metavar="FILE", help="lock file of known-good digests (formats: docs/integrity.md)"
+        )
+        src.add_argument(
+            "--signature", metavar="SIG", help="OMS signature bundle (model_signing / airlock sign)"
+        )
+        trust = parser.add_argument_group("who may have signed (with --signature, exactly one)")
+        trust.add_argument(
+            "--key", metavar="PUB.pem", help="PEM EC public key of the signer (OMS key method)"
+        )
+        trust.add_argument(
+            "--cert",
+            action="append",
+            default=[],
+            metavar="CA.pem",
+            help="trusted CA certificate(s) the signing certificate must chain to; repeatable",
+        )
+        trust.add_argument(
+            "--chain",
+            action="append",
+            default=[],
+            metavar="CHAIN.pem",
+            help="extra intermediate certificates not carried in the bundle; repeatable",
+        )
+        trust.add_argument(
+            "--trust-root",
+            metavar="TRUSTED_ROOT.json",
+            help="Sigstore trusted root file for keyless bundles (offline; never fetched)",
+        )
+        trust.add_argument(
+            "--identity", metavar="ID", help="expected Sigstore signer identity (email or URI)"
+        )
+        trust.add_argument("--issuer", metavar="URL", help="expected OIDC issuer of the Sigstore identity")
+        unsafe = parser.add_argument_group("weakening the check (each one is reported)")
+        unsafe.add_argument(
+            "--unsafe-ignore",
+            action="append",
+            default=[],
+            metavar="RELPATH",
+            help="UNSAFE: leave this relative path (file or folder) unchecked; repeatable",
+        )
+        unsafe.add_argument(
+            "--unsafe-allow-extra",
+            action="store_true",
+            help="UNSAFE: accept files that the lock file or signature does not list",
+        )
+        unsafe.add_argument(
+            "--unsafe-allow-symlinks",
+            action="store_true",
+            help="UNSAFE: follow symbolic links to regular files (they may point anywhere)",
+        )
+        parser.add_argument("--workers", type=int, metavar="N", help="hashing threads (default: CPU count)")
+        parser.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+
+    def run(self, args: argparse.Namespace) -> int:
+        unsafe = [
+            f"--unsafe-ignore {p}" for p in args.unsafe_ignore
+        ] + [flag for flag, on in (("--unsafe-allow-extra", args.unsafe_allow_extra),
+                                   ("--unsafe-allow-symlinks", args.unsafe_allow_symlinks)) if on]  # fmt: skip
+        for flag in unsafe:
+            print(f"airlock verify: WARNING: {flag} weakens the integrity check", file=sys.stderr)
+        try:
+            verified = verify(
+                args.path,
+                expect=args.expect,
+                lock=args.lock,
+                signature=args.signature,
+                key=args.key,
+                certs=args.cert,
+                chain=args.chain,
+                trust_root=args.trust_root,
+                identity=args.identity,
+                issuer=args.issuer,
+                unsafe_ignore=args.unsafe_ignore,
+                unsafe_allow_extra=args.unsafe_allow_extra,
+                unsafe_allow_symlinks=args.unsafe_allow_symlinks,
+                limits=limits_from_args(args),
+            )
+        except IntegrityError as exc:
+            if args.format == "json":
+                problems = list(getattr(exc, "problems", ())) or [str(exc)]
+                doc = {"verified": False, "path": args.path, "problems": problems, "unsafe": unsafe}
+                sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+            print(f"airlock verify: FAILED: {exc}", file=sys.stderr)
+            return 1
+        if args.format == "json":
+            sys.stdout.write(json.dumps(_report(verified), indent=2, ensure_ascii=False) + "\n")
+            return 0
+        m = verified.manifest
+        print(f"verified: {m.name} ({len(m.files)} files, {m.total_bytes} bytes) against {verified.source}")
+        if verified.signer:
+            print(f"signer: {verified.signer}")
+        print(f"root digest: sha256:{m.root_digest}")
+        for option in verified.unsafe:
+            print(f"UNSAFE option in force: {option}")
+        return 0
+
+
+COMMAND = VerifyCommand()

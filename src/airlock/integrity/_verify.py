@@ -1,0 +1,273 @@
+"""Verification: check the trust source first (digest, lock file, signature), then hash the model with
+the parameters it names and compare every file. Strict unless an ``unsafe_*`` option says otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from airlock.errors import IntegrityError, UsageError
+from airlock.integrity._compare import Expected, ExpectedFile, compare, integrity_error
+from airlock.integrity._keys import (
+    certificate_public_key,
+    check_signature,
+    describe_certificate,
+    key_hint,
+    load_certificates,
+    load_public_key,
+    verify_chain,
+)
+from airlock.integrity._lock import parse_digest, read_bounded, read_lock
+from airlock.integrity._manifest import Manifest, build_manifest
+from airlock.integrity._oms import Bundle, pae, parse_bundle, parse_statement
+from airlock.integrity._params import HashLimits, HashParams, Method
+from airlock.integrity._walk import SINGLE_FILE_NAME, FileRef, Tree, walk
+
+__all__ = ["TrustMode", "Verified", "verify"]
+
+_log = logging.getLogger("airlock.integrity")
+PathLike = str | os.PathLike[str]
+
+
+class TrustMode(enum.Enum):
+    """Where the known-good digests came from."""
+
+    DIGEST = "digest"
+    LOCK = "lock"
+    KEY = "key"
+    CERTIFICATE = "certificate"
+    SIGSTORE = "sigstore"
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A model that matched its trust source: the manifest of exactly the bytes that were checked."""
+
+    #: absolute path of the verified file or folder
+    path: str
+    manifest: Manifest
+    mode: TrustMode
+    #: the lock file, signature or digest that was trusted
+    source: str
+    #: who signed (key hint, certificate subject, Sigstore identity); None for digests and lock files
+    signer: str | None
+    #: unsafe options that were in force (empty when fully strict); renderers must show them
+    unsafe: tuple[str, ...] = ()
+    _files: tuple[FileRef, ...] = field(default=(), repr=False, compare=False)
+
+    def open(self, rel: str) -> BinaryIO:
+        """Open one verified file for reading, refusing it if it is no longer the file that was hashed.
+
+        Checks device, inode, size, modification and change time against what was hashed, on the
+        opened descriptor, so a file swapped or rewritten after verification is an IntegrityError.
+        """
+        ref = next((f for f in self._files if f.rel == rel), None)
+        if ref is None:
+            raise UsageError(f"{rel} is not a file of the verified manifest for {self.path}")
+        flags = (
+            os.O_RDONLY
+            | getattr(os, "O_CLOEXEC", 0)
+            | (0 if ref.via_symlink else getattr(os, "O_NOFOLLOW", 0))
+        )
+        try:
+            fd = os.open(ref.abspath, flags | getattr(os, "O_NONBLOCK", 0))
+        except OSError as exc:
+            raise IntegrityError(
+                f"changed after verification: {rel} cannot be opened ({exc.strerror})"
+            ) from exc
+        st = os.fstat(fd)
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if not stat.S_ISREG(st.st_mode) or identity != (
+            ref.dev,
+            ref.ino,
+            ref.size,
+            ref.mtime_ns,
+            ref.ctime_ns,
+        ):
+            os.close(fd)
+            raise IntegrityError(f"changed after verification: {rel} is not the file that was hashed")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+
+def _single_file_view(expected: Expected, tree: Tree) -> Expected:
+    """For a single file, use the entry named ``.`` or the file's own name (a folder lock may list it)."""
+    for name in (SINGLE_FILE_NAME, tree.name):
+        want = expected.files.get(name)
+        if want is not None:
+            renamed = ExpectedFile(SINGLE_FILE_NAME, want.size, want.digest, want.shards)
+            return Expected(
+                expected.algorithm, expected.method, expected.shard_size, {".": renamed}, expected.source
+            )
+    raise IntegrityError(
+        f"integrity check failed for {tree.name} (1 problem):\n  missing: {tree.name} is not in {expected.source}"
+    )
+
+
+@dataclass(frozen=True)
+class _Source:
+    expected: Expected
+    mode: TrustMode
+    signer: str | None
+    signature_path: str | None = None
+
+
+def _from_bundle(
+    bundle: Bundle,
+    *,
+    key: PathLike | None,
+    certs: Sequence[PathLike],
+    chain: Sequence[PathLike],
+    trust_root: PathLike | None,
+    identity: str | None,
+    issuer: str | None,
+    limits: HashLimits,
+    source: str,
+) -> tuple[Expected, TrustMode, str]:
+    modes = [m for m, given in (("key", key), ("cert", certs), ("trust_root", trust_root)) if given]
+    if len(modes) != 1:
+        raise UsageError(
+            f"a signature needs exactly one of a public key, a CA certificate or a trust root, got {modes or 'none'}"
+        )
+    message = pae(bundle.payload_type, bundle.payload)
+    if key is not None:
+        public = load_public_key(key)
+        hint = key_hint(public)
+        if bundle.certificates:
+            raise IntegrityError("signature check: the bundle carries certificates, but a bare key was given")
+        if bundle.key_hint is not None and bundle.key_hint != hint:
+            raise IntegrityError(
+                f"signature check: key hint expected {hint} got {bundle.key_hint} (signed by another key)"
+            )
+        check_signature(public, bundle.signature, message, f"public key {os.fspath(key)}")
+        mode, signer = TrustMode.KEY, f"public key sha256:{hint}"
+    elif certs:
+        if not bundle.certificates:
+            raise IntegrityError(
+                "signature check: the bundle has no certificate (it was signed with a bare key)"
+            )
+        anchors = load_certificates(certs, "CA certificate")
+        extra = load_certificates(chain, "certificate chain")
+        leaf = verify_chain(bundle.certificates[0], bundle.certificates[1:], anchors, extra)
+        check_signature(certificate_public_key(leaf), bundle.signature, message, describe_certificate(leaf))
+        mode, signer = TrustMode.CERTIFICATE, describe_certificate(leaf)
+    else:
+        from airlock.integrity._sigstore import verify_sigstore_bundle
+
+        assert trust_root is not None
+        if not identity or not issuer:
+            raise UsageError("Sigstore verification needs both the signer identity and its OIDC issuer")
+        signer = verify_sigstore_bundle(
+            bundle, message, trust_root, identity=identity, issuer=issuer, limits=limits
+        )
+        mode = TrustMode.SIGSTORE
+    return parse_statement(bundle.payload_type, bundle.payload, limits, source), mode, signer
+
+
+def _load_source(
+    root: str,
+    *,
+    expect: str | None,
+    lock: PathLike | None,
+    signature: PathLike | None,
+    key: PathLike | None,
+    certs: Sequence[PathLike],
+    chain: Sequence[PathLike],
+    trust_root: PathLike | None,
+    identity: str | None,
+    issuer: str | None,
+    limits: HashLimits,
+) -> _Source:
+    given = [name for name, value in (("expect", expect), ("lock", lock), ("signature", signature)) if value]
+    if len(given) != 1:
+        raise UsageError(
+            f"verify needs exactly one of an expected digest, a lock file or a signature, got {given or 'none'}"
+        )
+    if signature is None and (key or certs or chain or trust_root or identity or issuer):
+        raise UsageError("keys, certificates, trust roots and identities only apply to --signature")
+    if expect is not None:
+        algorithm, hexdigest = parse_digest(expect, "expected digest")
+        files = {SINGLE_FILE_NAME: ExpectedFile(SINGLE_FILE_NAME, None, hexdigest)}
+        return _Source(
+            Expected(algorithm, Method.FILES, None, files, f"digest {algorithm.value}:{hexdigest}"),
+            TrustMode.DIGEST,
+            None,
+        )
+    if lock is not None:
+        return _Source(read_lock(lock, limits), TrustMode.LOCK, None)
+    assert signature is not None
+    sig_path = os.path.abspath(os.fspath(signature))
+    source = f"signature {os.path.basename(sig_path)}"
+    bundle = parse_bundle(read_bounded(sig_path, limits.max_document_bytes, "signature"))
+    expected, mode, signer = _from_bundle(
+        bundle, key=key, certs=certs, chain=chain, trust_root=trust_root,
+        identity=identity, issuer=issuer, limits=limits, source=source,
+    )  # fmt: skip
+    return _Source(expected, mode, signer, sig_path)
+
+
+def verify(
+    path: PathLike,
+    *,
+    expect: str | None = None,
+    lock: PathLike | None = None,
+    signature: PathLike | None = None,
+    key: PathLike | None = None,
+    certs: Sequence[PathLike] = (),
+    chain: Sequence[PathLike] = (),
+    trust_root: PathLike | None = None,
+    identity: str | None = None,
+    issuer: str | None = None,
+    unsafe_ignore: Sequence[str] = (),
+    unsafe_allow_extra: bool = False,
+    unsafe_allow_symlinks: bool = False,
+    limits: HashLimits | None = None,
+) -> Verified:
+    """Verify ``path`` against exactly one trust source; return the manifest of the verified bytes.
+
+    Raises ``IntegrityError`` listing every problem (``extra: x``, ``missing: y``, ``hash mismatch:
+    z expected ... got ...``, ``symlink: s -> t``) when the model does not match, and ``UsageError`` /
+    ``FormatError`` when the request or the trust source itself is unusable.
+    """
+    limits = limits or HashLimits()
+    root = os.path.abspath(os.fspath(path))
+    src = _load_source(
+        root, expect=expect, lock=lock, signature=signature, key=key, certs=certs, chain=chain,
+        trust_root=trust_root, identity=identity, issuer=issuer, limits=limits,
+    )  # fmt: skip
+    unsafe: list[str] = []
+    if unsafe_ignore:
+        unsafe.append("unsafe-ignore: " + ", ".join(unsafe_ignore))
+    if unsafe_allow_extra:
+        unsafe.append("unsafe-allow-extra")
+    if unsafe_allow_symlinks:
+        unsafe.append("unsafe-allow-symlinks")
+    for option in unsafe:
+        _log.warning("integrity check weakened by %s", option)
+    excluded = list(unsafe_ignore)
+    if src.signature_path is not None:
+        rel = os.path.relpath(src.signature_path, root)
+        if rel == ".":
+            raise UsageError("the signature file cannot be the model it signs")
+        if not rel.startswith(".." + os.sep) and rel != "..":
+            excluded.append(rel.replace(os.sep, "/"))  # the signature never signs itself
+    exp = src.expected
+    params = HashParams(exp.algorithm, exp.method, exp.shard_size, unsafe_allow_symlinks, tuple(excluded))
+    tree = walk(root, params, limits)
+    if tree.is_single_file and exp.files.keys() != {SINGLE_FILE_NAME}:
+        exp = _single_file_view(exp, tree)
+    elif not tree.is_single_file and src.mode is TrustMode.DIGEST:
+        raise UsageError(
+            f"an expected digest checks one file, but {os.fspath(path)} is a folder (use a lock file)"
+        )
+    manifest = build_manifest(tree, params, limits)
+    problems = [*tree.problems, *compare(exp, manifest, allow_extra=unsafe_allow_extra)]
+    if problems:
+        raise integrity_error(tree.name, problems)
+    return Verified(root, manifest, src.mode, exp.source, src.signer, tuple(unsafe), tree.files)
