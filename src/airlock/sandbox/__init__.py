@@ -1,0 +1,31 @@
+"""Load and run models you do not trust inside an OS sandbox (``airlock run``, ``airlock doctor``).
+
+Public API (pinned by ``tests/sandbox/test_public_api.py``)::
+
+    load_state_dict(path) -> dict[str, numpy.ndarray]   the framework's loader runs in the sandbox
+    Worker(path, ...)                                      a loaded model for repeated inference
+    Sandbox(policy, runtimes)                              a warm worker that forks one job per model
+    doctor(policy) -> DoctorReport                         which layers are active on this host
+
+See docs/sandbox.md for the layers, what each blocks, and the limits of the threat model.
+"""
+
+from __future__ import annotations
+
+from airlock.sandbox._layers import DoctorReport, LayerStatus, doctor
+from airlock.sandbox._policy import DEFAULT_SANDBOX_LIMITS, SandboxLevel, SandboxLimits, SandboxPolicy
+from airlock.sandbox._worker import LoadInfo, Sandbox, Worker, load_state_dict
+
+__all__ = [
+    "DEFAULT_SANDBOX_LIMITS",
+    "DoctorReport",
+    "LayerStatus",
+    "LoadInfo",
+    "Sandbox",
+    "SandboxLevel",
+    "SandboxLimits",
+    "SandboxPolicy",
+    "Worker",
+    "doctor",
+    "load_state_dict",
+]

@@ -1,0 +1,112 @@
+"""One job: a process forked by the worker that locks itself down, then loads and runs a model.
+
+Order matters and is the point of this module: new session, close every inherited descriptor but
+the job socket, rlimits, Landlock, non-dumpable, then the job seccomp filter (no exec, no new
+processes, no sockets) -- and only then receive the model's file descriptor and let the runtime
+touch untrusted bytes. Runs inside the sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+from typing import Any, NoReturn
+
+from airlock.sandbox._frames import FrameCaps, recv_frame, send_frame
+from airlock.sandbox._kernel import apply_landlock, load_bpf, set_dumpable
+from airlock.sandbox._messages import TensorCaps, check_header, decode_tensors, encode_tensors
+from airlock.sandbox._runtimes import runtime_named
+from airlock.sandbox._runtimes.base import Loaded
+
+__all__ = ["run_job"]
+
+_MAX_MESSAGE = 4000
+
+
+def _lockdown(sock_fd: int, job_bpf: bytes, cfg: dict[str, Any]) -> str:
+    os.setsid()
+    os.closerange(3, sock_fd)
+    os.closerange(sock_fd + 1, 65536)
+    limits = cfg["limits"]
+    cpu = int(limits["cpu_seconds"])
+    for kind, soft, hard in (
+        (resource.RLIMIT_AS, limits["memory_bytes"], limits["memory_bytes"]),
+        (resource.RLIMIT_CPU, cpu, cpu + 1),
+        (resource.RLIMIT_FSIZE, limits["file_size_bytes"], limits["file_size_bytes"]),
+        (resource.RLIMIT_NOFILE, limits["open_files"], limits["open_files"]),
+        (resource.RLIMIT_NPROC, limits["tasks"], limits["tasks"]),
+        (resource.RLIMIT_CORE, 0, 0),
+    ):
+        resource.setrlimit(kind, (int(soft), int(hard)))
+    layers = ["rlimits"]
+    if cfg["landlock"]:
+        abi = apply_landlock([(str(path), int(rights)) for path, rights in cfg["landlock"]])
+        layers.append(f"landlock-abi{abi}")
+    set_dumpable(False)
+    load_bpf(job_bpf)
+    layers.append("seccomp-job")
+    return ",".join(layers)
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc)
+    context = exc.__cause__ or exc.__context__
+    if context is not None and str(context) not in message:
+        message = f"{message} (from {type(context).__name__}: {context})"
+    return message[:_MAX_MESSAGE]
+
+
+def _serve(sock: socket.socket, cfg: dict[str, Any], layers: str) -> int:
+    limits = cfg["limits"]
+    caps = FrameCaps(int(limits["max_header_bytes"]), int(limits["max_frame_bytes"]))
+    tensor_caps = TensorCaps(int(limits["max_tensors"]), int(limits["max_rank"]))
+    send_frame(sock, {"type": "ready", "pid": os.getpid(), "layers": layers})
+    loaded: Loaded | None = None
+    while True:
+        frame = recv_frame(sock, caps)
+        kind = check_header(frame.header, ("load", "state_dict", "infer", "close"))
+        if kind == "close":
+            return 0
+        try:
+            if kind == "load":
+                runtime = runtime_named(str(frame.header["runtime"]))
+                if len(frame.fds) != runtime.files:
+                    raise ValueError(f"{runtime.name} takes {runtime.files} file(s), got {len(frame.fds)}")
+                files = [os.fdopen(fd, "rb") for fd in frame.fds]
+                definition = frame.header["definition"]
+                loaded = runtime.load(
+                    files,
+                    definition if isinstance(definition, str) else None,
+                    int(str(frame.header["threads"])),
+                )
+                send_frame(
+                    sock, {"type": "loaded", "kind": loaded.kind, "summary": loaded.summary()[:_MAX_MESSAGE]}
+                )
+                continue
+            if loaded is None:
+                raise ValueError(f"{kind} before a successful load")
+            if kind == "state_dict":
+                arrays = loaded.state_dict()
+            else:
+                arrays = loaded.infer(decode_tensors(frame.header["tensors"], frame.payload, tensor_caps))
+            specs, buffers = encode_tensors(arrays)
+            send_frame(sock, {"type": "tensors", "tensors": specs}, buffers)
+        except BaseException as exc:  # a payload may raise anything, SystemExit included
+            send_frame(
+                sock, {"type": "error", "stage": kind, "error": type(exc).__name__, "message": _describe(exc)}
+            )
+            if kind == "load":
+                return 3
+
+
+def run_job(sock_fd: int, job_bpf: bytes, cfg: dict[str, Any]) -> NoReturn:
+    """Entry point in the forked child; never returns."""
+    code = 70
+    try:
+        layers = _lockdown(sock_fd, job_bpf, cfg)
+        sock = socket.socket(fileno=sock_fd)
+        code = _serve(sock, cfg, layers)
+    except BaseException:  # the parent sees the closed socket and the exit status (70)
+        code = 70
+    os._exit(code)

@@ -1,0 +1,161 @@
+"""Raw kernel calls the worker makes on itself: load a BPF seccomp program, apply Landlock rules.
+
+Runs inside the sandbox, so it uses only ctypes and the standard library (no libseccomp there:
+the BPF bytes were compiled by airlock before the worker started). Numbers are the Linux UAPI
+values; the Landlock syscall numbers are the same on every architecture.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Sequence
+from typing import Final
+
+from airlock.errors import SandboxError
+
+__all__ = [
+    "apply_landlock",
+    "landlock_abi",
+    "load_bpf",
+    "set_dumpable",
+    "set_no_new_privs",
+]
+
+_LIBC: Final = ctypes.CDLL(None, use_errno=True)
+_LIBC.syscall.restype = ctypes.c_long
+
+_PR_SET_DUMPABLE: Final = 4
+_PR_SET_SECCOMP: Final = 22
+_PR_SET_NO_NEW_PRIVS: Final = 38
+_SECCOMP_MODE_FILTER: Final = 2
+
+_SYS_LANDLOCK_CREATE_RULESET: Final = 444
+_SYS_LANDLOCK_ADD_RULE: Final = 445
+_SYS_LANDLOCK_RESTRICT_SELF: Final = 446
+_LANDLOCK_CREATE_RULESET_VERSION: Final = 1
+_LANDLOCK_RULE_PATH_BENEATH: Final = 1
+
+# filesystem rights (ABI 1..5)
+FS_EXECUTE: Final = 1 << 0
+FS_WRITE_FILE: Final = 1 << 1
+FS_READ_FILE: Final = 1 << 2
+FS_READ_DIR: Final = 1 << 3
+FS_REMOVE_DIR: Final = 1 << 4
+FS_REMOVE_FILE: Final = 1 << 5
+FS_MAKE_CHAR: Final = 1 << 6
+FS_MAKE_DIR: Final = 1 << 7
+FS_MAKE_REG: Final = 1 << 8
+FS_MAKE_SOCK: Final = 1 << 9
+FS_MAKE_FIFO: Final = 1 << 10
+FS_MAKE_BLOCK: Final = 1 << 11
+FS_MAKE_SYM: Final = 1 << 12
+FS_REFER: Final = 1 << 13
+FS_TRUNCATE: Final = 1 << 14
+FS_IOCTL_DEV: Final = 1 << 15
+_FS_BY_ABI: Final = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1, 5: (1 << 16) - 1}
+_FILE_RIGHTS: Final = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+
+READ_ONLY: Final = FS_READ_FILE | FS_READ_DIR
+READ_WRITE: Final = (
+    READ_ONLY | FS_WRITE_FILE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR | FS_MAKE_REG | FS_MAKE_SYM
+    | FS_TRUNCATE | FS_REFER
+)  # fmt: skip
+_NET_BIND_TCP: Final = 1
+_NET_CONNECT_TCP: Final = 2
+_SCOPE_ABSTRACT_UNIX: Final = 1
+_SCOPE_SIGNAL: Final = 2
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = (("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64))
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = (("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
+
+
+def _fail(what: str) -> SandboxError:
+    err = ctypes.get_errno()
+    return SandboxError(f"{what} failed: {os.strerror(err)} (errno {err})")
+
+
+def set_no_new_privs() -> None:
+    if _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise _fail("prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def set_dumpable(value: bool) -> None:
+    """Non-dumpable processes cannot be ptraced or have /proc/PID/mem opened by same-uid peers."""
+    if _LIBC.prctl(_PR_SET_DUMPABLE, int(value), 0, 0, 0) != 0:
+        raise _fail("prctl(PR_SET_DUMPABLE)")
+
+
+def load_bpf(program: bytes) -> None:
+    """Install a compiled seccomp program on the calling thread (and its future threads)."""
+    if not program or len(program) % 8 or len(program) // 8 > 0xFFFF:
+        raise SandboxError(f"seccomp: program of {len(program)} bytes is not a valid BPF program")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
+    set_no_new_privs()
+    if _LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        raise _fail("prctl(PR_SET_SECCOMP)")
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version; 0 when Landlock is missing or disabled."""
+    version = _LIBC.syscall(
+        _SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), _LANDLOCK_CREATE_RULESET_VERSION
+    )
+    return int(version) if version > 0 else 0
+
+
+def apply_landlock(rules: Sequence[tuple[str, int]]) -> int:
+    """Restrict the calling process to ``rules`` (path, rights); everything else is refused.
+
+    Also refuses every TCP bind/connect (ABI >= 4) and scopes signals and abstract Unix sockets to
+    the process's own domain (ABI >= 6). Returns the ABI used. Paths that do not exist are skipped.
+    """
+    abi = landlock_abi()
+    if abi <= 0:
+        raise SandboxError("landlock: not supported by this kernel")
+    handled_fs = _FS_BY_ABI.get(abi, _FS_BY_ABI[5])
+    attr = _RulesetAttr(handled_fs, 0, 0)
+    size = 8
+    if abi >= 4:
+        attr.net = _NET_BIND_TCP | _NET_CONNECT_TCP
+        size = 16
+    if abi >= 6:
+        attr.scoped = _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL
+        size = 24
+    ruleset = _LIBC.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0)
+    if ruleset < 0:
+        raise _fail("landlock_create_ruleset")
+    try:
+        for path, rights in rules:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                allowed = rights & handled_fs
+                if not os.path.isdir(path):
+                    allowed &= _FILE_RIGHTS
+                beneath = _PathBeneath(allowed, fd)
+                if _LIBC.syscall(
+                    _SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(beneath), 0
+                ):
+                    raise _fail(f"landlock_add_rule({path})")
+            finally:
+                os.close(fd)
+        set_no_new_privs()
+        if _LIBC.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
+            raise _fail("landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+    return abi

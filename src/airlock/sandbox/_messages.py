@@ -1,0 +1,205 @@
+"""The meaning of frame headers: one schema per message type, tensors as raw little-endian buffers.
+
+Every header is checked against its schema (exact key set, exact JSON types) before any field is
+used; tensor tables are checked against the payload (contiguous, in order, sizes that add up, no
+object dtypes, rank and count caps). Runs on both sides of the channel: standard library plus numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from airlock.errors import LimitError, SandboxError
+
+__all__ = [
+    "DTYPES",
+    "SCHEMAS",
+    "TensorCaps",
+    "check_header",
+    "decode_tensors",
+    "encode_tensors",
+]
+
+#: wire name -> numpy dtype string (little endian). bfloat16 needs ml_dtypes on the receiving side.
+DTYPES: Final[Mapping[str, str]] = {
+    "bool": "|b1",
+    "uint8": "|u1",
+    "int8": "|i1",
+    "uint16": "<u2",
+    "int16": "<i2",
+    "uint32": "<u4",
+    "int32": "<i4",
+    "uint64": "<u8",
+    "int64": "<i8",
+    "float16": "<f2",
+    "float32": "<f4",
+    "float64": "<f8",
+    "complex64": "<c8",
+    "complex128": "<c16",
+    "bfloat16": "bfloat16",
+}
+_MAX_NAME: Final = 1024
+
+# Field kinds: "str", "int", "str?" (string or null), "tensors", "options"
+SCHEMAS: Final[Mapping[str, Mapping[str, str]]] = {
+    # airlock -> zygote
+    "spawn": {},
+    # zygote -> airlock (once, when its imports are done)
+    "hello": {"pid": "int"},
+    # zygote -> airlock
+    "spawned": {"pid": "int"},
+    "exited": {"pid": "int", "status": "str"},
+    # airlock -> job
+    "load": {"runtime": "str", "definition": "str?", "threads": "int"},
+    "state_dict": {},
+    "infer": {"tensors": "tensors"},
+    "close": {},
+    # job -> airlock
+    "ready": {"pid": "int", "layers": "str"},
+    "loaded": {"kind": "str", "summary": "str"},
+    "tensors": {"tensors": "tensors"},
+    "error": {"stage": "str", "error": "str", "message": "str"},
+}
+
+
+@dataclass(frozen=True)
+class TensorCaps:
+    max_tensors: int
+    max_rank: int
+
+
+def _type_ok(kind: str, value: object) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "str?":
+        return value is None or isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "tensors":
+        return isinstance(value, list)
+    raise AssertionError(f"unknown schema kind {kind}")
+
+
+def check_header(header: Mapping[str, object], expected: Sequence[str]) -> str:
+    """Check ``header`` against the schema of its type; the type must be one of ``expected``."""
+    kind = header.get("type")
+    if not isinstance(kind, str) or kind not in expected:
+        raise SandboxError(f"channel: message type {kind!r} is not one of {', '.join(expected)}")
+    schema = SCHEMAS[kind]
+    keys = set(header) - {"type"}
+    if keys != set(schema):
+        raise SandboxError(
+            f"channel: {kind} message has fields {sorted(keys)}, expected exactly {sorted(schema)}"
+        )
+    for name, field_kind in schema.items():
+        if not _type_ok(field_kind, header[name]):
+            raise SandboxError(
+                f"channel: {kind}.{name} must be {field_kind}, got {type(header[name]).__name__}"
+            )
+    return kind
+
+
+def _numpy_dtype(name: str) -> np.dtype[Any]:
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError as exc:  # pragma: no cover - ml_dtypes ships with the numpy/torch extras
+            raise SandboxError("channel: a bfloat16 tensor needs the ml_dtypes package") from exc
+        bf16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+        return bf16
+    return np.dtype(DTYPES[name])
+
+
+def _wire_name(dtype: np.dtype[Any]) -> str:
+    if dtype.name == "bfloat16":
+        return "bfloat16"
+    for name, code in DTYPES.items():
+        if name != "bfloat16" and np.dtype(code) == dtype.newbyteorder("<") and dtype.kind != "O":
+            return name
+    raise SandboxError(f"channel: dtype {dtype} cannot cross the channel (allowed: {', '.join(DTYPES)})")
+
+
+def decode_tensors(specs: object, payload: memoryview, caps: TensorCaps) -> dict[str, np.ndarray[Any, Any]]:
+    """Build arrays (views over ``payload``) from a checked tensor table."""
+    if not isinstance(specs, list):
+        raise SandboxError(f"channel: tensor table must be a list, got {type(specs).__name__}")
+    if len(specs) > caps.max_tensors:
+        raise LimitError(f"channel: {len(specs)} tensors in one frame exceeds the cap of {caps.max_tensors}")
+    result: dict[str, np.ndarray[Any, Any]] = {}
+    position = 0
+    for index, spec in enumerate(specs):
+        if not isinstance(spec, dict) or set(spec) != {"name", "dtype", "shape", "offset", "nbytes"}:
+            raise SandboxError(
+                f"channel: tensor {index} must have exactly name, dtype, shape, offset, nbytes"
+            )
+        name, dtype, shape = spec["name"], spec["dtype"], spec["shape"]
+        offset, nbytes = spec["offset"], spec["nbytes"]
+        if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME:
+            raise SandboxError(f"channel: tensor {index} name must be a string of 1..{_MAX_NAME} characters")
+        if name in result:
+            raise SandboxError(f"channel: tensor name {name!r} appears twice")
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise SandboxError(f"channel: tensor {name!r} dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise SandboxError(f"channel: tensor {name!r} shape must be a list of non-negative integers")
+        if len(shape) > caps.max_rank:
+            raise LimitError(f"channel: tensor {name!r} has rank {len(shape)}, the cap is {caps.max_rank}")
+        for value, label in ((offset, "offset"), (nbytes, "nbytes")):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise SandboxError(f"channel: tensor {name!r} {label} must be a non-negative integer")
+        assert isinstance(offset, int) and isinstance(nbytes, int)
+        np_dtype = _numpy_dtype(dtype)
+        expected = math.prod(shape) * np_dtype.itemsize
+        if nbytes != expected:
+            raise SandboxError(
+                f"channel: tensor {name!r} has nbytes {nbytes}, shape and dtype need {expected}"
+            )
+        if offset != position:
+            raise SandboxError(
+                f"channel: tensor {name!r} starts at {offset}, expected {position} (contiguous)"
+            )
+        if offset + nbytes > payload.nbytes:
+            raise SandboxError(
+                f"channel: tensor {name!r} ends at {offset + nbytes}, payload has {payload.nbytes}"
+            )
+        array = np.frombuffer(payload, dtype=np_dtype, count=math.prod(shape), offset=offset)
+        result[name] = array.reshape(shape)
+        position = offset + nbytes
+    if position != payload.nbytes:
+        raise SandboxError(f"channel: tensors cover {position} bytes, payload has {payload.nbytes}")
+    return result
+
+
+def encode_tensors(
+    arrays: Sequence[tuple[str, np.ndarray[Any, Any]]],
+) -> tuple[list[object], list[memoryview]]:
+    """Tensor table and zero-copy buffers for :func:`~._frames.send_frame`."""
+    specs: list[object] = []
+    buffers: list[memoryview] = []
+    position = 0
+    for name, given in arrays:
+        if not isinstance(given, np.ndarray):
+            raise SandboxError(f"channel: value {name!r} is {type(given).__name__}, not a numpy array")
+        wire = _wire_name(given.dtype)
+        if given.dtype.byteorder == ">":
+            given = given.astype(given.dtype.newbyteorder("<"))  # noqa: PLW2901
+        value: np.ndarray[Any, Any] = np.ascontiguousarray(given)
+        buffers.append(memoryview(value.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
+        specs.append(
+            {
+                "name": name,
+                "dtype": wire,
+                "shape": list(value.shape),
+                "offset": position,
+                "nbytes": value.nbytes,
+            }
+        )
+        position += value.nbytes
+    return specs, buffers

@@ -1,0 +1,99 @@
+"""What the sandbox is asked to enforce: the isolation level and the resource limits, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Final
+
+from airlock.errors import UsageError
+
+__all__ = ["DEFAULT_SANDBOX_LIMITS", "SandboxLevel", "SandboxLimits", "SandboxPolicy"]
+
+_MIB: Final = 1024 * 1024
+_GIB: Final = 1024 * _MIB
+
+
+class SandboxLevel(enum.Enum):
+    """How many layers must be active before untrusted bytes are touched.
+
+    STANDARD needs namespaces, an unprivileged host uid, both seccomp filters and rlimits; Landlock
+    and cgroups are used when present. STRICT needs Landlock and cgroups too.
+    """
+
+    STANDARD = "standard"
+    STRICT = "strict"
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource bounds for one sandboxed worker. Every field must be positive."""
+
+    #: address space of one job process (RLIMIT_AS) and, where cgroups work, the whole worker's memory
+    memory_bytes: int = 8 * _GIB
+    #: CPU seconds one job process may use (RLIMIT_CPU; SIGXCPU at the soft limit, SIGKILL one second later)
+    cpu_seconds: int = 600
+    #: wall-clock seconds one request (start, load, one inference) may take before the whole tree is killed
+    wall_seconds: float = 300.0
+    #: bytes one file written inside the sandbox may reach (RLIMIT_FSIZE)
+    file_size_bytes: int = 64 * _MIB
+    #: size of the private tmpfs mounted on /tmp inside the sandbox
+    tmpfs_bytes: int = 64 * _MIB
+    #: open file descriptors per process (RLIMIT_NOFILE)
+    open_files: int = 256
+    #: tasks (processes and threads) of the sandbox uid (RLIMIT_NPROC) and of the worker's pids cgroup
+    tasks: int = 256
+    #: bytes one frame (header plus tensor data) may carry over the channel, either direction
+    max_frame_bytes: int = 16 * _GIB
+    #: bytes of one frame's JSON header
+    max_header_bytes: int = 4 * _MIB
+    #: tensors in one frame
+    max_tensors: int = 100_000
+    #: dimensions of one tensor
+    max_rank: int = 32
+    #: compute threads the runtime may use inside the worker (torch / onnxruntime intra-op threads)
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise UsageError(f"sandbox limit {item.name} must be a positive number, got {value!r}")
+
+    def replace(self, **changes: int | float) -> SandboxLimits:
+        """A copy with some limits changed; unknown names are a :class:`UsageError`."""
+        known = {item.name for item in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(
+                f"unknown sandbox limit(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+DEFAULT_SANDBOX_LIMITS: Final = SandboxLimits()
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """Level, limits and the identity the sandbox runs as when the caller is root.
+
+    ``unsafe_weaker_sandbox`` runs with whatever layers exist when a required one is missing; it is
+    named so on purpose, and every front end warns loudly when it is set.
+    """
+
+    level: SandboxLevel = SandboxLevel.STANDARD
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    #: host uid/gid the sandbox runs as when the caller is root (never 0)
+    sandbox_uid: int = 65534
+    sandbox_gid: int = 65534
+    unsafe_weaker_sandbox: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.level, SandboxLevel):
+            raise UsageError(f"sandbox level must be a SandboxLevel, got {self.level!r}")
+        for name in ("sandbox_uid", "sandbox_gid"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value >= 2**32 - 1:
+                raise UsageError(f"{name} must be a non-root id between 1 and 2**32-2, got {value!r}")

@@ -1,0 +1,132 @@
+"""The two seccomp filters, compiled by airlock (trusted side) into BPF bytes.
+
+* **launch** filter: handed to bubblewrap (``--seccomp FD``) and in force from the worker's first
+  instruction. Allows exec and fork (the worker has to start and fork jobs) but refuses network
+  sockets, ptrace, namespaces, mounts, kernel-attack-surface syscalls (bpf, io_uring, keyctl,
+  perf_event_open, userfaultfd, module loading, ...).
+* **job** filter: loaded by each job process after its imports and before it reads a single
+  untrusted byte (see :mod:`._bpf`). Adds: no exec, no new processes (threads still work: ``clone``
+  with ``CLONE_THREAD``), no sockets at all (the inherited socket keeps working), no signals to
+  process groups, to every process or to the worker's pid 1.
+
+libseccomp adds the architecture check itself: a syscall made through another ABI (i386, x32)
+kills the process, so the lists cannot be side-stepped that way. The action for a refused call is
+an errno, so a payload sees a clean error and the worker reports it.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import functools
+import os
+from typing import Final
+
+from airlock.errors import SandboxError
+
+__all__ = ["FilterStage", "compile_filter", "seccomp_available"]
+
+_AF_UNIX: Final = 1
+_CLONE_THREAD: Final = 0x00010000
+_CLONE_NAMESPACES: Final = (
+    0x00020000,  # CLONE_NEWNS
+    0x02000000,  # CLONE_NEWCGROUP
+    0x04000000,  # CLONE_NEWUTS
+    0x08000000,  # CLONE_NEWIPC
+    0x10000000,  # CLONE_NEWUSER
+    0x20000000,  # CLONE_NEWPID
+    0x40000000,  # CLONE_NEWNET
+    0x00000080,  # CLONE_NEWTIME
+)
+
+#: refused in both stages: debugging other processes, namespaces and mounts, kernel attack surface
+_ALWAYS_DENIED: Final = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot",
+    "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+    "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "keyctl", "add_key", "request_key", "kexec_load", "kexec_file_load",
+    "init_module", "finit_module", "delete_module", "reboot", "swapon", "swapoff", "acct", "quotactl",
+    "syslog", "iopl", "ioperm", "open_by_handle_at", "name_to_handle_at", "lookup_dcookie",
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "vhangup", "uselib",
+)  # fmt: skip
+
+#: refused in the job stage only: running programs, new processes, any new socket or connection
+_JOB_DENIED: Final = (
+    "execve", "execveat", "fork", "vfork",
+    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+)  # fmt: skip
+
+
+class FilterStage(enum.Enum):
+    LAUNCH = "launch"
+    JOB = "job"
+
+
+def _import_pyseccomp() -> object:
+    try:
+        import pyseccomp  # type: ignore[import-untyped]
+    except (ImportError, OSError, AttributeError) as exc:
+        raise SandboxError(
+            "seccomp: cannot load libseccomp through pyseccomp "
+            f"({exc}); install airlock[sandbox] and the system libseccomp2"
+        ) from exc
+    return pyseccomp
+
+
+def seccomp_available() -> tuple[bool, str]:
+    """Whether filters can be compiled here, and why not."""
+    try:
+        compile_filter(FilterStage.JOB)
+    except SandboxError as exc:
+        return False, str(exc)
+    return True, "libseccomp via pyseccomp"
+
+
+@functools.cache
+def compile_filter(stage: FilterStage) -> bytes:
+    """The BPF program of ``stage`` for the native architecture, as raw ``sock_filter`` bytes."""
+    sc = _import_pyseccomp()
+    native = sc.Arch.NATIVE  # type: ignore[attr-defined]
+    deny = sc.ERRNO(errno.EPERM)  # type: ignore[attr-defined]
+    flt = sc.SyscallFilter(sc.ALLOW)  # type: ignore[attr-defined]
+
+    def rule(action: int, name: str, *args: object) -> None:
+        if sc.resolve_syscall(native, name) < 0:  # type: ignore[attr-defined]
+            return  # not a syscall on this architecture
+        flt.add_rule(action, name, *args)
+
+    for name in _ALWAYS_DENIED:
+        rule(deny, name)
+    for flag in _CLONE_NAMESPACES:
+        rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))  # type: ignore[attr-defined]
+    # clone3 passes its flags in memory a filter cannot read: report "not implemented" so libc falls
+    # back to clone(2), whose flags the rules above and below do see.
+    rule(sc.ERRNO(errno.ENOSYS), "clone3")  # type: ignore[attr-defined]
+    if stage is FilterStage.LAUNCH:
+        rule(
+            sc.ERRNO(errno.EAFNOSUPPORT),  # type: ignore[attr-defined]
+            "socket",
+            sc.Arg(0, sc.NE, _AF_UNIX),  # type: ignore[attr-defined]
+        )
+    else:
+        for name in _JOB_DENIED:
+            rule(deny, name)
+        # a new process is a clone without CLONE_THREAD; threads stay allowed
+        rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))  # type: ignore[attr-defined]
+        # signals: not to pid 1 (the worker), not to process groups (pid <= 0), not to everyone (-1)
+        for name in ("kill", "tkill", "tgkill"):
+            rule(deny, name, sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 1))  # type: ignore[attr-defined]
+        rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0))  # type: ignore[attr-defined]
+        rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0x80000000, 0x80000000))  # type: ignore[attr-defined]
+    fd = os.memfd_create("airlock-seccomp", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "w+b", closefd=False) as handle:
+            flt.export_bpf(handle)
+        size = os.fstat(fd).st_size
+        program = os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+    if not program or len(program) % 8:
+        raise SandboxError(f"seccomp: compiled filter has {len(program)} bytes, expected a multiple of 8")
+    return program
