@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from integrity_helpers import build_model
+
+from tests.integrity.integrity_helpers import build_model
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-from integrity_helpers import MODEL_FILES
 
 from airlock.errors import IntegrityError, LimitError, UsageError
 from airlock.integrity import Algorithm, HashLimits, Method, hash
+from tests.integrity.integrity_helpers import MODEL_FILES
 
 
 def test_manifest_lists_every_file_sorted_with_size_and_sha256(model: Path) -> None:

@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
-from integrity_helpers import MODEL_FILES, flip_byte
 
 from airlock.errors import FormatError, IntegrityError, LimitError, UsageError
 from airlock.integrity import HashLimits, TrustMode, hash, verify
 from airlock.integrity._lock import render_lock
+from tests.integrity.integrity_helpers import MODEL_FILES, flip_byte
 
 
 def _sha(data: bytes) -> str:
