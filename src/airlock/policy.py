@@ -112,6 +112,8 @@ class Policy:
         parts = qualname.split(".")
         if any(_is_dunder(p) for p in parts) and dotted not in self._table:
             hit = lookup(dotted)
+            if hit is not None and hit[0] == dotted:
+                return Classification(Decision.DANGEROUS, dotted, hit[1])
             why = "dunder attribute walk reaches interpreter internals"
             return Classification(Decision.DANGEROUS, hit[0] if hit else dotted, why)
         allowed = self._table.get(dotted)
@@ -119,7 +121,7 @@ class Policy:
             return Classification(Decision.ALLOWED, dotted, allowed)
         if len(parts) > 1:
             # An attribute walk (``torch`` + ``serialization.os.system``): name the object it reaches.
-            for start in range(len(parts) - 2, 0, -1):
+            for start in range(len(parts) - 2, -1, -1):
                 hit = lookup(".".join(parts[start:]))
                 if hit is not None:
                     return Classification(

@@ -30,7 +30,7 @@ from airlock._analysis.pickle_vm import (
 __all__ = ["args_of", "fold_bytes", "render", "resolve"]
 
 _MAX_DEPTH: Final = 6
-_RENDER_DEPTH: Final = 3
+_RENDER_DEPTH: Final = 5
 _RENDER_CHARS: Final = 240
 
 _GETATTR: Final = frozenset({"builtins.getattr", "builtins.object.__getattribute__"})
