@@ -7,12 +7,14 @@ from typing import Final
 
 from airlock._formats.base import Reader
 from airlock._formats.pickle import PickleReader, TorchLegacyReader
+from airlock._formats.safetensors import SafetensorsReader
 
 __all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
 
 #: Tried in order; the first whose ``sniff`` accepts the content reads it. Specific formats come
 #: before the generic pickle reader, whose protocol-0 probe is the loosest test.
 READERS: Final[tuple[Reader, ...]] = (
+    SafetensorsReader(),
     TorchLegacyReader(),
     PickleReader(),
 )
@@ -27,5 +29,4 @@ MODEL_SUFFIXES: Final = frozenset(
 
 
 def looks_like_model_file(name: str) -> bool:
-    suffixes = [s.lower() for s in PurePosixPath(name).suffixes]
-    return any(s in MODEL_SUFFIXES for s in suffixes)
+    return PurePosixPath(name).suffix.lower() in MODEL_SUFFIXES
