@@ -70,7 +70,7 @@ class VerifyCommand:
         trust.add_argument(
             "--trust-root",
             metavar="TRUSTED_ROOT.json",
-            help="Sigstore trusted root file for keyless bundles (offline; never fetched); NOT YET AVAILABLE",
+            help="Sigstore trusted root file for keyless bundles (offline; never fetched)",
         )
         trust.add_argument(
             "--identity", metavar="ID", help="expected Sigstore signer identity (email or URI)"
