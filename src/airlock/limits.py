@@ -50,6 +50,8 @@ class Limits:
     max_header_bytes: int = 100 * _MIB
     #: files visited when scanning a folder
     max_files: int = 1_000_000
+    #: nesting of protobuf messages (ONNX graphs in attributes, TensorFlow functions); protobuf's own default
+    max_protobuf_depth: int = 100
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

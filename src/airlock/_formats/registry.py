@@ -6,6 +6,7 @@ from pathlib import PurePosixPath
 from typing import Final
 
 from airlock._formats.base import Reader
+from airlock._formats.onnx import OnnxReader
 from airlock._formats.pickle import PickleReader, TorchLegacyReader
 from airlock._formats.safetensors import SafetensorsReader
 
@@ -15,6 +16,7 @@ __all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
 #: before the generic pickle reader, whose protocol-0 probe is the loosest test.
 READERS: Final[tuple[Reader, ...]] = (
     SafetensorsReader(),
+    OnnxReader(),
     TorchLegacyReader(),
     PickleReader(),
 )

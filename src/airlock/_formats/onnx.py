@@ -1,0 +1,526 @@
+"""ONNX models (``ModelProto``), read with airlock's own protobuf reader.
+
+An ONNX file runs no Python, but loading it can still hurt:
+
+* **external data** — a tensor whose ``data_location`` is EXTERNAL names a file (``location``)
+  the loader opens and reads at ``offset``/``length``. CVE-2022-25882 (``..``), CVE-2024-27318
+  (the bypass of its fix) and later reports (absolute paths, symlinks and hard links to files
+  outside the folder) made loaders read arbitrary files into tensors. Every location must be a
+  plain relative path that stays inside the model's folder after resolving links; on disk the
+  target is checked with ``lstat``/``realpath``: a symlink out, a hard link whose other names lie
+  outside, a missing file and an offset/length past its end are findings. Inside an archive the
+  file system cannot be checked, so external data there is reported as unverifiable.
+* **custom operators** — a node in a domain the standard runtimes implement themselves is
+  data; any other domain names code from a custom-op library (a policy decision).
+* **model-local functions** (``FunctionProto``) redefine what an operator name means; they are
+  reported and their bodies are walked like graphs.
+
+Graphs nested in attributes (``If``/``Loop``/``Scan`` bodies), training graphs, sparse tensors
+and function bodies are all walked; nesting is bounded by ``Limits.max_protobuf_depth``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from airlock._formats import protobuf as pb
+from airlock._formats.base import Fact, Issue, ReadContext
+from airlock.errors import FormatError
+from airlock.results import Severity
+
+__all__ = ["STANDARD_DOMAINS", "OnnxReader", "location_problem"]
+
+#: Operator domains implemented by the runtimes themselves, with no user-supplied code:
+#: the ONNX standard sets ("" and "ai.onnx" are the same), ONNX-ML, the training sets, and
+#: ``com.microsoft`` — onnxruntime's contrib operators, compiled into every onnxruntime build and
+#: emitted by its transformer optimisers. Any other domain needs a custom-op library that the
+#: *caller* registers; the model names code it does not carry, which is a policy decision.
+STANDARD_DOMAINS: Final = frozenset(
+    {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training", "com.microsoft"}
+)
+
+#: ModelProto fields and their wire types (onnx.proto): what the sniff accepts at the top level.
+_MODEL_FIELDS: Final = {
+    1: pb.VARINT,  # ir_version
+    2: pb.LEN,  # producer_name
+    3: pb.LEN,  # producer_version
+    4: pb.LEN,  # domain
+    5: pb.VARINT,  # model_version
+    6: pb.LEN,  # doc_string
+    7: pb.LEN,  # graph
+    8: pb.LEN,  # opset_import
+    14: pb.LEN,  # metadata_props
+    20: pb.LEN,  # training_info
+    25: pb.LEN,  # functions
+    26: pb.LEN,  # configuration
+}
+_MAX_IR_VERSION: Final = 64
+_EXTERNAL: Final = 1
+_KNOWN_LOCATIONS: Final = (0, _EXTERNAL)
+_DIGITS: Final = re.compile(r"[0-9]{1,20}")
+_DRIVE: Final = re.compile(r"^[A-Za-z]:")
+#: names kept in messages are cut to this many characters
+_SHOW: Final = 200
+#: entries visited when looking for a hard-linked file's other names inside the model folder
+_MAX_LINK_SEARCH: Final = 100_000
+
+
+def _show(text: str) -> str:
+    return text if len(text) <= _SHOW else text[:_SHOW] + "..."
+
+
+def location_problem(location: str) -> str | None:
+    """Why ``location`` escapes the folder it is relative to, or None for a plain relative path.
+
+    Both separators count (a Windows loader splits on ``\\``), and a component of dots and spaces
+    counts as ``..`` when it has two dots or more (Windows drops trailing dots and spaces).
+    """
+    if "\x00" in location:
+        return "contains a NUL byte (C loaders cut the path there)"
+    if location.startswith(("/", "\\")):
+        return "is an absolute path"
+    if _DRIVE.match(location):
+        return "starts with a drive letter"
+    for part in re.split(r"[/\\]", location):
+        if part.count(".") >= 2 and not part.strip(". "):
+            return f"has a {part!r} component that climbs out of the folder"
+    return None
+
+
+@dataclass
+class _State:
+    """What one read accumulates: reported names (each reported once), caches per location."""
+
+    ctx: ReadContext
+    functions: frozenset[tuple[str, str]]
+    reported: set[tuple[str, str]] = field(default_factory=set)
+    #: location -> (resolved file, size) when it passed the file-system checks, else None
+    files: dict[str, tuple[Path, int] | None] = field(default_factory=dict)
+
+    def once(self, rule: str, key: str) -> bool:
+        if (rule, key) in self.reported:
+            return False
+        self.reported.add((rule, key))
+        return True
+
+
+class OnnxReader:
+    name = "onnx"
+
+    def sniff(self, head: bytes, size: int) -> bool:
+        """A ModelProto: ir_version (field 1, a small varint) first — every ONNX writer serialises
+        fields in number order — then only ModelProto fields with their proper wire types, at
+        least two of them, as far as the head reaches."""
+        seen = 0
+        try:
+            for f in pb.iter_fields(head, 0, len(head)):
+                if seen == 0 and not (
+                    f.number == 1 and f.wire == pb.VARINT and 1 <= f.value <= _MAX_IR_VERSION
+                ):
+                    return False
+                if _MODEL_FIELDS.get(f.number) != f.wire:
+                    return False
+                seen += 1
+        except FormatError as exc:
+            if seen == 0 or exc.offset is None:
+                return False
+            # A ModelProto field running past the head (or a tag cut by its end) is still ONNX:
+            # claimed so that a truncated model gets a precise error rather than "unsupported".
+            return _known_field(head, exc.offset) or (seen >= 2 and exc.offset >= len(head) - 16)
+        return seen >= 2
+
+    def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
+        size = len(data)
+        functions: set[tuple[str, str]] = set()
+        present: set[int] = set()
+        for f in pb.iter_fields(data, 0, size):
+            present.add(f.number)
+            if f.number == 25:
+                functions.add(_function_key(data, f))
+        # Protobuf has no end marker: a file cut at a field boundary still parses. ONNX requires
+        # ir_version, a graph and opset_import (serialised last of the three), so a cut that
+        # drops any of them is caught here.
+        for number, what in ((1, "ir_version"), (7, "graph"), (8, "opset_import")):
+            if number not in present:
+                raise FormatError(
+                    f"ModelProto has no {what} (field {number}); every ONNX model needs one (file truncated?)",
+                    offset=size,
+                )
+        state = _State(ctx, frozenset(functions))
+        for f in pb.iter_fields(data, 0, size):
+            ctx.check_time()
+            if f.number == 7:
+                yield from _graph(data, _message(f, "graph"), state, 1, "graph")
+            elif f.number == 20:
+                yield from _training_info(data, _message(f, "training_info"), state, 1)
+            elif f.number == 25:
+                yield from _function(data, _message(f, "function"), state, 1)
+
+
+def _known_field(head: bytes, pos: int) -> bool:
+    """True when the sniff stopped at a well-formed ModelProto length-delimited field that runs
+    past the end of the head."""
+    try:
+        tag, p = pb.read_varint(head, pos, len(head))
+        pb.read_varint(head, p, len(head))
+    except FormatError:
+        return False
+    return tag & 7 == pb.LEN and _MODEL_FIELDS.get(tag >> 3) == pb.LEN
+
+
+def _message(f: pb.Field, what: str) -> pb.Field:
+    if f.wire != pb.LEN:
+        raise FormatError(
+            f"{what} at offset {f.offset} has wire type {f.wire_name()} (expected an embedded message)",
+            offset=f.offset,
+        )
+    return f
+
+
+def _function_key(data: memoryview, f: pb.Field) -> tuple[str, str]:
+    _message(f, "function")
+    name = domain = ""
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number == 1:
+            name = pb.text(data, g, "function name")
+        elif g.number == 10:
+            domain = pb.text(data, g, "function domain")
+    return domain, name
+
+
+def _graph(data: memoryview, f: pb.Field, state: _State, depth: int, where: str) -> Iterator[Fact]:
+    depth = pb.enter(depth, state.ctx.limits, f.offset)
+    name = ""
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number == 2:
+            name = _show(pb.text(data, g, "graph name"))
+    where = f"{where} {name!r}" if name else where
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number == 1:
+            yield from _node(data, _message(g, "node"), state, depth, where)
+        elif g.number == 5:
+            yield from _tensor(data, _message(g, "initializer"), state, depth, where)
+        elif g.number == 15:
+            yield from _sparse(data, _message(g, "sparse_initializer"), state, depth, where)
+
+
+def _training_info(data: memoryview, f: pb.Field, state: _State, depth: int) -> Iterator[Fact]:
+    depth = pb.enter(depth, state.ctx.limits, f.offset)
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number in (1, 2):
+            role = "initialization" if g.number == 1 else "algorithm"
+            yield from _graph(data, _message(g, role), state, depth, f"training {role} graph")
+
+
+def _function(data: memoryview, f: pb.Field, state: _State, depth: int) -> Iterator[Fact]:
+    depth = pb.enter(depth, state.ctx.limits, f.offset)
+    domain, name = _function_key(data, f)
+    qualified = f"{domain}::{name}" if domain else name
+    nodes = sum(1 for g in pb.iter_fields(data, f.start, f.end) if g.number == 7)
+    shadow = (
+        " in a standard domain, so it can shadow the standard operator" if domain in STANDARD_DOMAINS else ""
+    )
+    yield Issue(
+        "onnx.function",
+        Severity.SUSPICIOUS,
+        f"model-local function {_show(qualified)!r} ({nodes} nodes){shadow}: it redefines an operator "
+        f"(expected only standard operators); its body is checked like a graph",
+        offset=f.offset,
+        callable=_show(qualified),
+    )
+    where = f"function {_show(qualified)!r}"
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number == 7:
+            yield from _node(data, _message(g, "node"), state, depth, where)
+
+
+def _node(data: memoryview, f: pb.Field, state: _State, depth: int, where: str) -> Iterator[Fact]:
+    depth = pb.enter(depth, state.ctx.limits, f.offset)
+    state.ctx.check_time()
+    name = op_type = domain = ""
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number == 3:
+            name = pb.text(data, g, "node name")
+        elif g.number == 4:
+            op_type = pb.text(data, g, "node op_type")
+        elif g.number == 7:
+            domain = pb.text(data, g, "node domain")
+    if domain not in STANDARD_DOMAINS and (domain, op_type) not in state.functions:
+        op = f"{domain}::{op_type}"
+        if state.once("onnx.custom-domain", op):
+            yield Issue(
+                "onnx.custom-domain",
+                Severity.SUSPICIOUS,
+                f"node {_show(name)!r} in {where} uses operator {_show(op)!r} from custom domain "
+                f"{_show(domain)!r} (expected one of {', '.join(repr(d) for d in sorted(STANDARD_DOMAINS))}): "
+                f"it runs code from a custom-op library",
+                offset=f.offset,
+                callable=_show(op),
+            )
+    here = f"node {_show(name or op_type)!r} in {where}"
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number == 5:
+            yield from _attribute(data, _message(g, "attribute"), state, depth, here)
+
+
+def _attribute(data: memoryview, f: pb.Field, state: _State, depth: int, where: str) -> Iterator[Fact]:
+    depth = pb.enter(depth, state.ctx.limits, f.offset)
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number in (5, 10):
+            yield from _tensor(data, _message(g, "attribute tensor"), state, depth, where)
+        elif g.number in (6, 11):
+            yield from _graph(data, _message(g, "attribute graph"), state, depth, f"subgraph of {where}")
+        elif g.number in (22, 23):
+            yield from _sparse(data, _message(g, "attribute sparse tensor"), state, depth, where)
+
+
+def _sparse(data: memoryview, f: pb.Field, state: _State, depth: int, where: str) -> Iterator[Fact]:
+    depth = pb.enter(depth, state.ctx.limits, f.offset)
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number in (1, 2):
+            yield from _tensor(data, _message(g, "sparse tensor part"), state, depth, where)
+
+
+def _tensor(data: memoryview, f: pb.Field, state: _State, depth: int, where: str) -> Iterator[Fact]:
+    depth = pb.enter(depth, state.ctx.limits, f.offset)
+    name = ""
+    data_location = 0
+    entries: list[tuple[str, str, int]] = []
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number == 8:
+            name = pb.text(data, g, "tensor name")
+        elif g.number == 14:
+            if g.wire != pb.VARINT:
+                raise FormatError(
+                    f"tensor data_location at offset {g.offset} is not a varint", offset=g.offset
+                )
+            data_location = g.value
+        elif g.number == 13:
+            pb.enter(depth, state.ctx.limits, g.offset)
+            key = value = ""
+            for h in pb.iter_fields(data, _message(g, "external_data entry").start, g.end):
+                if h.number == 1:
+                    key = pb.text(data, h, "external_data key")
+                elif h.number == 2:
+                    value = pb.text(data, h, "external_data value")
+            entries.append((key, value, g.offset))
+    if data_location not in _KNOWN_LOCATIONS:
+        yield Issue(
+            "onnx.bad-tensor",
+            Severity.ERROR,
+            f"tensor {_show(name)!r} in {where} has data_location {data_location} (expected 0 DEFAULT or 1 EXTERNAL)",
+            offset=f.offset,
+        )
+    if data_location == _EXTERNAL or entries:
+        yield from _external(entries, name, where, f.offset, data_location == _EXTERNAL, state)
+
+
+def _external(
+    entries: list[tuple[str, str, int]], tensor: str, where: str, offset: int, external: bool, state: _State
+) -> Iterator[Issue]:
+    label = f"tensor {_show(tensor)!r} in {where}"
+    values: dict[str, list[str]] = {}
+    for key, value, _ in entries:
+        values.setdefault(key, []).append(value)
+    for key, seen in values.items():
+        if len(seen) > 1:
+            yield Issue(
+                "onnx.external-data-field",
+                Severity.ERROR,
+                f"{label}: external_data key {_show(key)!r} appears {len(seen)} times (expected once; "
+                f"loaders disagree on which one wins)",
+                offset=offset,
+            )
+    locations = values.get("location", [])
+    if not locations:
+        if external:
+            yield Issue(
+                "onnx.external-data-field",
+                Severity.ERROR,
+                f"{label}: data_location is EXTERNAL but no 'location' entry is given (expected one)",
+                offset=offset,
+            )
+        return
+    numbers: dict[str, int | None] = {}
+    for key in ("offset", "length"):
+        raw = values[key][-1] if key in values else None
+        if raw is not None and not _DIGITS.fullmatch(raw):
+            yield Issue(
+                "onnx.external-data-field",
+                Severity.ERROR,
+                f"{label}: external_data {key} {_show(raw)!r} is not a plain decimal number (expected digits only)",
+                offset=offset,
+            )
+            return
+        numbers[key] = None if raw is None else int(raw)
+    for location in locations:
+        yield from _check_location(location, label, offset, numbers["offset"], numbers["length"], state)
+
+
+def _check_location(
+    location: str, label: str, offset: int, start: int | None, length: int | None, state: _State
+) -> Iterator[Issue]:
+    shown = _show(location)
+    problem = location_problem(location)
+    if problem is not None:
+        if state.once("onnx.external-data-traversal", location):
+            yield Issue(
+                "onnx.external-data-traversal",
+                Severity.MALICIOUS,
+                f"{label}: external data location {shown!r} {problem}: the loader would read a file outside "
+                f"the model folder (expected a plain relative path inside it)",
+                offset=offset,
+                evidence=shown,
+            )
+        return
+    if not location or ":" in location or "\\" in location:
+        if state.once("onnx.external-data-path", location):
+            yield Issue(
+                "onnx.external-data-path",
+                Severity.ERROR,
+                f"{label}: external data location {shown!r} is empty or holds ':' or '\\' "
+                f"(expected a plain relative path with '/' separators)",
+                offset=offset,
+                evidence=shown,
+            )
+        return
+    ctx = state.ctx
+    if not ctx.on_disk:
+        if state.once("onnx.external-data-unverifiable", location):
+            yield Issue(
+                "onnx.external-data-unverifiable",
+                Severity.SUSPICIOUS,
+                f"{label}: external data file {shown!r} is referenced from inside an archive, so its links "
+                f"and size cannot be checked (expected the model unpacked in a folder)",
+                offset=offset,
+                evidence=shown,
+            )
+        return
+    if location not in state.files:
+        issues: list[Issue] = []
+        state.files[location] = _check_file(location, label, offset, ctx, issues)
+        yield from issues
+    checked = state.files[location]
+    if checked is None:
+        return
+    _, size = checked
+    first = start or 0
+    if first > size or (length is not None and length > size - first):
+        end = "the end" if length is None else first + length
+        yield Issue(
+            "onnx.external-data-bounds",
+            Severity.ERROR,
+            f"{label}: external data {shown!r} bytes {first}..{end} lie beyond its size {size} "
+            f"(expected offset + length <= file size)",
+            offset=offset,
+            evidence=shown,
+        )
+
+
+def _check_file(
+    location: str, label: str, offset: int, ctx: ReadContext, out: list[Issue]
+) -> tuple[Path, int] | None:
+    """Resolve ``location`` next to the model; append findings; the file and size when usable."""
+    shown = _show(location)
+    folder = ctx.file_path.parent
+    real_folder = Path(os.path.realpath(folder))
+    target = folder / location
+    real = Path(os.path.realpath(target))
+    if real != real_folder and real_folder not in real.parents:
+        out.append(
+            Issue(
+                "onnx.external-data-symlink",
+                Severity.MALICIOUS,
+                f"{label}: external data location {shown!r} resolves through a symlink to {_show(str(real))!r}, "
+                f"outside the model folder {_show(str(real_folder))!r} (expected a file inside it)",
+                offset=offset,
+                evidence=shown,
+            )
+        )
+        return None
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        out.append(
+            Issue(
+                "onnx.external-data-missing",
+                Severity.ERROR,
+                f"{label}: external data file {shown!r} cannot be read: {exc.strerror} (expected a file next to the model)",
+                offset=offset,
+                evidence=shown,
+            )
+        )
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        out.append(
+            Issue(
+                "onnx.external-data-missing",
+                Severity.ERROR,
+                f"{label}: external data {shown!r} is not a regular file (expected a file next to the model)",
+                offset=offset,
+                evidence=shown,
+            )
+        )
+        return None
+    if st.st_nlink > 1:
+        inside = _names_inside(real_folder, st, ctx)
+        if inside is None:
+            out.append(
+                Issue(
+                    "onnx.external-data-hardlink",
+                    Severity.SUSPICIOUS,
+                    f"{label}: external data file {shown!r} has {st.st_nlink} hard links and the model folder is "
+                    f"too large to account for them (expected one name, or all names inside the folder)",
+                    offset=offset,
+                    evidence=shown,
+                )
+            )
+        elif inside < st.st_nlink:
+            out.append(
+                Issue(
+                    "onnx.external-data-hardlink",
+                    Severity.MALICIOUS,
+                    f"{label}: external data file {shown!r} is a hard link with {st.st_nlink} names, only {inside} "
+                    f"of them inside the model folder: it is a file from outside the folder (expected a file "
+                    f"that belongs to the model)",
+                    offset=offset,
+                    evidence=shown,
+                )
+            )
+            return None
+    return real, st.st_size
+
+
+def _names_inside(folder: Path, target: os.stat_result, ctx: ReadContext) -> int | None:
+    """How many names below ``folder`` (links not followed) are the file ``target``; None if the
+    folder holds more than ``_MAX_LINK_SEARCH`` entries."""
+    count = 0
+    seen = 0
+    stack = [folder]
+    while stack:
+        ctx.check_time()
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > _MAX_LINK_SEARCH:
+                return None
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(Path(entry.path))
+            elif st.st_ino == target.st_ino and st.st_dev == target.st_dev:
+                count += 1
+    return count
