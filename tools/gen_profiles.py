@@ -64,7 +64,7 @@ def sklearn_classes() -> list[str]:
     ]:
         module = importlib.import_module(module_name)
         for obj in vars(module).values():
-            if inspect.isclass(obj) and obj.__module__ == module_name and not obj.__name__.startswith("_"):
+            if inspect.isclass(obj) and obj.__module__ == module_name:
                 names.add(f"{obj.__module__}.{obj.__qualname__}")
     return sorted(names)
 

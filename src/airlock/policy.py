@@ -4,10 +4,11 @@ Decisions, in order:
 
 1. a dynamic global (STACK_GLOBAL on computed values) or a dunder attribute walk
    (``builtins.__dict__.get``) is DANGEROUS;
-2. an exact name on an active profile, or an explicit allowance, is ALLOWED;
+2. an exact name on an active profile is ALLOWED;
 3. a name (or the object an attribute walk reaches) in the catalogue of known-dangerous
    callables is DANGEROUS, with the catalogue's label;
-4. anything else is UNKNOWN: SUSPICIOUS, pending a policy decision.
+4. an exact name allowed explicitly is ALLOWED;
+5. anything else is UNKNOWN: SUSPICIOUS, pending a policy decision.
 
 Allowances come only from the command line (``--allow``) or a policy file named on it
 (``--policy FILE``); never from the current directory or the scanned files. An allowance never
@@ -75,10 +76,6 @@ class Policy:
         for profile in self.profiles:
             for entry in PROFILES[profile]:
                 table[entry.name] = f"{profile}: {entry.reason}"
-        for name in self.allow:
-            table.setdefault(
-                name, "allowed explicitly" + (f" ({', '.join(self.sources)})" if self.sources else "")
-            )
         object.__setattr__(self, "_table", table)
 
     @classmethod
@@ -130,11 +127,12 @@ class Policy:
         hit = lookup(dotted)
         if hit is not None:
             return Classification(Decision.DANGEROUS, dotted, hit[1])
+        if dotted in self.allow:  # checked after the catalogue: an allowance never overrides it
+            where = f" ({', '.join(self.sources)})" if self.sources else ""
+            return Classification(Decision.ALLOWED, dotted, f"allowed explicitly{where}")
         return Classification(Decision.UNKNOWN, dotted, "not on any active allowlist profile")
 
     def classify_dotted(self, dotted: str) -> Classification:
         """Classify a resolved dotted path (from a computed call) whose module split is unknown."""
-        if dotted in self._table:
-            return Classification(Decision.ALLOWED, dotted, self._table[dotted])
         module, _, qualname = dotted.partition(".")
         return self.classify(module, qualname or "?")

@@ -33,7 +33,9 @@ def test_attack_is_malicious_and_named(attack: Attack, tmp_path: Path) -> None:
     assert not marker.exists(), "the scanner ran the payload"
 
 
-@pytest.mark.parametrize("attack", [a for a in ATTACKS if a.runnable], ids=[a.id for a in ATTACKS if a.runnable])
+@pytest.mark.parametrize(
+    "attack", [a for a in ATTACKS if a.runnable], ids=[a.id for a in ATTACKS if a.runnable]
+)
 def test_fixture_is_a_real_attack(attack: Attack, tmp_path: Path) -> None:
     """The fixture really runs its payload under plain pickle.load (in a throwaway process)."""
     marker = tmp_path / "pwned"

@@ -243,7 +243,9 @@ class Machine:
         try:
             self._loop(start, result)
         except FormatError as exc:
-            result.error = exc
+            # Drop the traceback: its frames hold views of the (memory-mapped) input, and a
+            # result -> error -> frame -> result cycle would keep the mapping alive.
+            result.error = exc.with_traceback(None)
         return result
 
     def _loop(self, start: int, result: PickleResult) -> None:

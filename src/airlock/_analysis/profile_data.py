@@ -422,6 +422,7 @@ SKLEARN_CLASSES: Final[tuple[str, ...]] = (
     "sklearn.ensemble._forest.RandomTreesEmbedding",
     "sklearn.ensemble._gb.GradientBoostingClassifier",
     "sklearn.ensemble._gb.GradientBoostingRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
@@ -636,5 +637,8 @@ SKLEARN_CLASSES: Final[tuple[str, ...]] = (
     "sklearn.tree._tree.DepthFirstTreeBuilder",
     "sklearn.tree._tree.Tree",
     "sklearn.tree._tree.TreeBuilder",
+    "sklearn.tree._tree._AlphaPruner",
+    "sklearn.tree._tree._CCPPruneController",
+    "sklearn.tree._tree._PathFinder",
     "sklearn.utils._bunch.Bunch",
 )

@@ -145,6 +145,9 @@ _NUMPY: Final = _entries(
         "numpy.random._mt19937.MT19937",
         "numpy.random._pcg64.PCG64",
         "numpy.random.bit_generator.SeedSequence",
+        "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
+        "numpy.random._generator.__pyx_unpickle_Generator",
+        "numpy.random.mtrand.__pyx_unpickle_RandomState",
     ]
     + [
         f"numpy.{name}"
@@ -206,12 +209,23 @@ _PYTHON: Final = _entries(
 
 _ARGPARSE: Final = _entries(["argparse.Namespace"], "plain attribute bag holding training arguments")
 
-_SKLEARN: Final = _entries(
-    profile_data.SKLEARN_CLASSES,
-    "scikit-learn estimator or helper class: unpickled by __new__ + __setstate__",
-) + _entries(
-    ["joblib.numpy_pickle.NumpyArrayWrapper", "joblib.numpy_pickle.NDArrayWrapper"],
-    "joblib placeholder for an array stored raw after it (the array bytes are checked, not run)",
+_SKLEARN: Final = (
+    _entries(
+        profile_data.SKLEARN_CLASSES,
+        "scikit-learn estimator or helper class: unpickled by __new__ + __setstate__",
+    )
+    + _entries(
+        [
+            "sklearn.neighbors._kd_tree.newObj",
+            "sklearn.neighbors._ball_tree.newObj",
+            "sklearn.metrics._dist_metrics.newObj",
+        ],
+        "scikit-learn Cython helper: cls.__new__(cls) for a class checked on its own",
+    )
+    + _entries(
+        ["joblib.numpy_pickle.NumpyArrayWrapper", "joblib.numpy_pickle.NDArrayWrapper"],
+        "joblib placeholder for an array stored raw after it (the array bytes are checked, not run)",
+    )
 )
 
 _TRANSFORMERS: Final = _entries(

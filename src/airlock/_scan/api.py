@@ -54,9 +54,10 @@ def scan(
                 reports[index] = _symlink_report(entry, limits)
         else:
             skipped.append(Skipped(entry.display, "special file (device, FIFO or socket): not opened"))
+    results: dict[int, FileReport | Skipped] = {}
     if jobs == 1 or len(files) < 2:
         for index, entry in files:
-            reports[index] = scan_file(entry.path, entry.display, base, limits, policy)
+            results[index] = scan_file(entry.path, entry.display, base, limits, policy)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = {
@@ -64,7 +65,13 @@ def scan(
                 for index, entry in files
             }
             for index, future in futures.items():
-                reports[index] = future.result()
+                results[index] = future.result()
+    for index in sorted(results):
+        result = results[index]
+        if isinstance(result, Skipped):
+            skipped.append(result)
+        else:
+            reports[index] = result
     ordered = tuple(reports[i] for i in sorted(reports))
     return Report(
         root=str(root),

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import mmap
 import os
 import time
 from pathlib import Path
 
 from airlock._analysis.pickle_findings import analyse_pickle_stream
+from airlock._analysis.template import analyse_template
 from airlock._formats.base import Issue, Nested, PickleStream, ReadContext, Reader, Template
 from airlock._formats.registry import READERS, looks_like_model_file
 from airlock._scan.collect import Collector
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
 from airlock.policy import Policy
-from airlock.results import FileReport, Severity
+from airlock.results import FileReport, Severity, Skipped
 
 __all__ = ["scan_file", "sniff"]
 
@@ -30,8 +33,12 @@ def sniff(data: memoryview | bytes) -> Reader | None:
     return None
 
 
-def scan_file(path: Path, display: str, root: Path, limits: Limits, policy: Policy) -> FileReport:
-    """Scan one regular file. Never raises for bad input: every failure is a finding."""
+def scan_file(path: Path, display: str, root: Path, limits: Limits, policy: Policy) -> FileReport | Skipped:
+    """Scan one regular file. Never raises for bad input: every failure is a finding.
+
+    A file whose content no reader recognises and whose name is not a model file name (a README,
+    a licence) is returned as :class:`Skipped`; with a model file name it is an ERROR.
+    """
     start = time.monotonic()
     collector = Collector(display, limits)
     size = 0
@@ -47,7 +54,8 @@ def scan_file(path: Path, display: str, root: Path, limits: Limits, policy: Poli
         if size == 0:
             collector.add((), Issue("format.empty", Severity.ERROR, "empty file: nothing to prove clean"))
             return collector.report(None, 0, time.monotonic() - start)
-        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+        mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        try:
             view = memoryview(mapped)
             try:
                 deadline = start + limits.max_seconds_per_file
@@ -60,13 +68,28 @@ def scan_file(path: Path, display: str, root: Path, limits: Limits, policy: Poli
 
                 ctx = ReadContext(limits=limits, file_path=path, root=root, check_time=check_time)
                 fmt = _scan_data(view, ctx, collector, policy, top_name=path.name)
+                if fmt is None and not looks_like_model_file(path.name):
+                    return Skipped(display, "content of no known model format, and not a model file name")
             finally:
                 view.release()
+        finally:
+            _close_mapping(mapped)
     except OSError as exc:
         collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot read: {exc.strerror}"))
     finally:
         os.close(fd)
     return collector.report(fmt, size, time.monotonic() - start)
+
+
+def _close_mapping(mapped: mmap.mmap) -> None:
+    """Unmap now; if a view of the mapping is still referenced somewhere (a reference cycle not
+    yet collected), collect and retry, and otherwise leave the unmapping to the garbage collector."""
+    try:
+        mapped.close()
+    except BufferError:
+        gc.collect()
+        with contextlib.suppress(BufferError):
+            mapped.close()
 
 
 def _scan_data(
@@ -75,6 +98,8 @@ def _scan_data(
     """Sniff and read ``data``; route every fact. Returns the format name, or None if unknown."""
     reader = sniff(data)
     if reader is None:
+        if not ctx.members and not looks_like_model_file(top_name):
+            return None  # the caller lists the file as skipped
         if ctx.members and not looks_like_model_file(top_name):
             collector.add(
                 ctx.members,
@@ -116,10 +141,8 @@ def _route(
     elif isinstance(fact, Nested):
         _scan_nested(fact, ctx, collector, policy)
     else:
-        collector.add(
-            ctx.members,
-            Issue("template.not-analysed", Severity.ERROR, f"template {fact.name}: no template analyser"),
-        )
+        for issue in analyse_template(fact.name, fact.text, ctx.limits, fact.offset):
+            collector.add(ctx.members, issue)
 
 
 def _scan_nested(fact: Nested, ctx: ReadContext, collector: Collector, policy: Policy) -> None:
