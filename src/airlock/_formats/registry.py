@@ -9,6 +9,7 @@ from airlock._formats.base import Reader
 from airlock._formats.onnx import OnnxReader
 from airlock._formats.pickle import PickleReader, TorchLegacyReader
 from airlock._formats.safetensors import SafetensorsReader
+from airlock._formats.zip_reader import ZipReader
 
 __all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
 
@@ -17,6 +18,7 @@ __all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
 READERS: Final[tuple[Reader, ...]] = (
     SafetensorsReader(),
     OnnxReader(),
+    ZipReader(),
     TorchLegacyReader(),
     PickleReader(),
 )
