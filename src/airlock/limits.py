@@ -48,6 +48,8 @@ class Limits:
     max_findings_per_file: int = 500
     #: header bytes a format may declare (safetensors JSON, npy dict, ...)
     max_header_bytes: int = 100 * _MIB
+    #: bytes of one Jinja template (chat templates are tens of kB); parsed, never rendered
+    max_template_bytes: int = 1 * _MIB
     #: files visited when scanning a folder
     max_files: int = 1_000_000
     #: nesting of protobuf messages (ONNX graphs in attributes, TensorFlow functions); protobuf's own default

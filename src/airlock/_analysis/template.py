@@ -1,0 +1,507 @@
+"""Jinja templates from model metadata, analysed without rendering.
+
+A chat template is code: llama-cpp-python rendered GGUF ``tokenizer.chat_template`` with a plain
+``jinja2.Environment`` (CVE-2024-34359), where ``().__class__.__base__.__subclasses__()`` or
+``cycler.__init__.__globals__.os`` reach Python and run commands. airlock never renders, compiles or
+runs a template: it parses it to jinja2's AST (``Environment.parse`` only lexes and parses) and
+walks the tree.
+
+* MALICIOUS ``template.ssti``: an attribute or item that is a Python internal (``__class__``,
+  ``__globals__``, ``__subclasses__``, ``_module``, ``gi_frame`` ...) reached by ``.attr``,
+  ``['attr']``, ``|attr(...)``, an ``attribute=`` argument or a key built from constants (``'__cla'
+  ~ 'ss__'``, ``'%s' % ...``, ``|join``, ``|reverse``, slicing, ``{% set %}`` variables); a
+  format string whose field reaches an internal (``'{0.__class__}'.format(x)``); a name from the
+  SSTI vocabulary (``self``, ``config``, ``request``, ``os``, ``popen``, ``__builtins__`` ...);
+  attribute access on Jinja's ``cycler``/``joiner``/``lipsum`` globals; the ``attr`` filter.
+* SUSPICIOUS: method calls outside the short list that real chat templates use, computed keys that
+  cannot be resolved statically, unknown filters and calls, ``include``/``import``/``extends``,
+  resource exhaustion (``**``, huge ``range``), a private (``_x``) attribute.
+* ERROR ``template.parse``: the template does not parse (or exceeds the size/nesting bound).
+
+Everything else is CLEAN, which is where the templates the common chat models ship end up.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import jinja2
+import jinja2.ext
+import jinja2.filters
+import jinja2.nodes as jn
+from jinja2.exceptions import TemplateSyntaxError
+
+from airlock._formats.base import Issue
+from airlock.limits import Limits
+from airlock.results import Severity
+
+__all__ = ["analyse_template"]
+
+#: Methods the public chat templates call (Llama 3.x, Mistral, Qwen, Gemma, Phi, DeepSeek, Hermes).
+SAFE_METHODS: Final = frozenset(
+    "strip lstrip rstrip split rsplit splitlines startswith endswith lower upper title capitalize "
+    "replace find rfind count join items keys values get isdigit isalpha isspace isalnum cycle".split()
+)
+#: Names from the server-side-template-injection vocabulary: never needed by a chat template.
+SSTI_NAMES: Final = frozenset(
+    "self config request session os popen subprocess sys builtins __builtins__ importlib eval exec "
+    "open getattr setattr globals locals vars dir compile __import__ url_for get_flashed_messages "
+    "application".split()
+)
+#: Jinja globals whose attributes lead to Python function globals (``cycler.__init__.__globals__``).
+INTERNALS_GLOBALS: Final = frozenset({"cycler", "joiner", "lipsum"})
+#: Callables a chat template may call by name: Jinja's globals and the helpers chat runtimes add.
+KNOWN_CALLS: Final = frozenset(
+    {"range", "namespace", "dict", "raise_exception", "strftime_now", "caller", "cycler", "joiner", "lipsum"}
+)
+KNOWN_FILTERS: Final = frozenset(jinja2.filters.FILTERS) - {"attr"}
+#: Attributes that are Python internals without leading underscores (function, frame, code objects).
+_INTERNAL_ATTRS: Final = frozenset(
+    "mro func_globals func_code func_closure gi_frame gi_code gi_yieldfrom f_globals f_locals f_builtins "
+    "f_back f_code co_code co_consts tb_frame tb_next im_func im_self im_class cr_frame cr_code ag_frame "
+    "ag_code format_map".split()
+)
+_DUNDER_WORD: Final = re.compile(r"__[A-Za-z_]\w*__")
+_PRINTF_SIMPLE: Final = re.compile(r"%[%scd]")
+_PRINTF_ANY: Final = re.compile(r"%")
+_FORMAT_FIELD: Final = re.compile(r"\{([^{}]*)\}")
+_MAX_FOLD: Final = 4096
+_STRING_FILTERS: Final = frozenset(
+    "join format string replace reverse lower upper trim first last center".split()
+)
+_MAX_RANGE: Final = 100_000
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """Parses transformers' ``{% generation %}...{% endgeneration %}`` block (assistant masks)."""
+
+    tags = {"generation"}  # noqa: RUF012 - jinja's Extension API declares it as a class attribute
+
+    def parse(self, parser: jinja2.parser.Parser) -> jn.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jn.Scope(body, lineno=lineno)
+
+
+def _environment() -> jinja2.Environment:
+    # Only used to parse. The extensions match what chat runtimes enable (loop controls, generation).
+    return jinja2.Environment(extensions=["jinja2.ext.loopcontrols", _GenerationTag])  # noqa: S701
+
+
+def analyse_template(name: str, text: str, limits: Limits, offset: int | None = None) -> list[Issue]:
+    """Findings for one template (empty when it is clean). Never renders or compiles it."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.max_template_bytes:
+        return [
+            Issue(
+                "template.parse",
+                Severity.ERROR,
+                f"template {name}: {size} bytes exceeds limit max_template_bytes {limits.max_template_bytes}",
+                offset=offset,
+            )
+        ]
+    try:
+        tree = _environment().parse(text)
+    except TemplateSyntaxError as exc:
+        return [
+            Issue(
+                "template.parse",
+                Severity.ERROR,
+                f"template {name}: does not parse as Jinja: {exc.message} (line {exc.lineno})",
+                offset=offset,
+            )
+        ]
+    except RecursionError:
+        return [
+            Issue(
+                "template.parse",
+                Severity.ERROR,
+                f"template {name}: nested too deeply to parse",
+                offset=offset,
+            )
+        ]
+    walker = _Walker(name, text, offset)
+    try:
+        walker.walk(tree)
+    except RecursionError:
+        walker.add(Severity.ERROR, "template.parse", "expression nested too deeply to analyse", None)
+    return walker.issues
+
+
+def _is_internal(attr: str) -> bool:
+    return attr.startswith("__") or attr in _INTERNAL_ATTRS
+
+
+class _Walker:
+    def __init__(self, name: str, text: str, offset: int | None) -> None:
+        self.name = name
+        self.lines = text.splitlines()
+        self.offset = offset
+        self.issues: list[Issue] = []
+        self.consts: dict[str, object] = {}
+        self.local_names: set[str] = set()
+        self.macros: set[str] = set()
+        self._seen: set[tuple[str, str]] = set()
+
+    # ---- reporting -------------------------------------------------------------------------
+
+    def add(
+        self, severity: Severity, rule: str, what: str, node: jn.Node | None, construct: str | None = None
+    ) -> None:
+        key = (rule, what)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        line = getattr(node, "lineno", None)
+        evidence = None
+        if line is not None and 0 < line <= len(self.lines):
+            evidence = self.lines[line - 1].strip()[:200]
+        where = f" (line {line})" if line is not None else ""
+        self.issues.append(
+            Issue(
+                rule,
+                severity,
+                f"template {self.name}: {what}{where}",
+                offset=self.offset,
+                callable=construct,
+                evidence=evidence,
+            )
+        )
+
+    def ssti(self, what: str, node: jn.Node, construct: str | None) -> None:
+        self.add(
+            Severity.MALICIOUS,
+            "template.ssti",
+            f"{what}; Python internals reachable from a template run code when it is rendered "
+            "(server-side template injection, expected none)",
+            node,
+            construct,
+        )
+
+    def check_key(self, key: str, node: jn.Node, how: str) -> None:
+        """A string used as an attribute name (dotted paths checked part by part)."""
+        for part in key.split("."):
+            if _is_internal(part):
+                self.ssti(f"attribute {part!r} reached via {how}", node, _expr(node))
+                return
+            if part.startswith("_"):
+                self.add(
+                    Severity.SUSPICIOUS,
+                    "template.private-attribute",
+                    f"private attribute {part!r} reached via {how} (expected public names only)",
+                    node,
+                    _expr(node),
+                )
+
+    # ---- walking ---------------------------------------------------------------------------
+
+    def walk(self, tree: jn.Template) -> None:
+        # Pass 1: names the template binds itself (loop variables, set targets, macros and their
+        # arguments) shadow globals; constant assignments are remembered for key folding.
+        for node in tree.find_all((jn.Name, jn.Macro, jn.Assign)):
+            if isinstance(node, jn.Name) and node.ctx in ("store", "param"):
+                self.local_names.add(node.name)
+            elif isinstance(node, jn.Macro):
+                self.macros.add(node.name)
+            elif isinstance(node, jn.Assign) and isinstance(node.target, jn.Name):
+                value = _fold(node.node, self.consts)
+                if value is not None:
+                    self.consts[node.target.name] = value
+        stack: list[jn.Node] = [tree]
+        while stack:
+            node = stack.pop()
+            self.visit(node)
+            stack.extend(reversed(list(node.iter_child_nodes())))
+
+    def visit(self, node: jn.Node) -> None:
+        if isinstance(node, jn.Getattr):
+            if _is_internal(node.attr):
+                self.ssti(f"attribute {node.attr!r} accessed", node, _expr(node))
+            elif node.attr.startswith("_"):
+                self.check_key(node.attr, node, "attribute access")
+            self.check_base(node.node, node)
+        elif isinstance(node, jn.Getitem):
+            self.visit_getitem(node)
+        elif isinstance(node, jn.NSRef):
+            self.check_key(node.attr, node, f"namespace assignment {node.name}.{node.attr}")
+        elif isinstance(node, jn.Name) and node.ctx == "load":
+            if node.name in SSTI_NAMES and node.name not in self.local_names:
+                self.ssti(f"name {node.name!r} referenced", node, node.name)
+        elif isinstance(node, jn.Filter | jn.Test):
+            self.visit_filter(node)
+        elif isinstance(node, jn.Call):
+            self.visit_call(node)
+        elif isinstance(node, jn.Keyword):
+            if _is_internal(node.key):
+                self.ssti(f"keyword argument {node.key!r}", node, node.key)
+        elif isinstance(node, jn.Pow):
+            self.add(
+                Severity.SUSPICIOUS, "template.resource", "exponentiation '**' (resource exhaustion)", node
+            )
+        elif isinstance(node, jn.Include | jn.Import | jn.FromImport | jn.Extends):
+            self.add(
+                Severity.SUSPICIOUS,
+                "template.include",
+                f"{type(node).__name__.lower()} of another template (chat templates are self-contained)",
+                node,
+            )
+        elif isinstance(node, jn.Concat | jn.Add | jn.Mod | jn.Mul):
+            value = _fold(node, self.consts)
+            if isinstance(value, str) and _DUNDER_WORD.search(value):
+                self.ssti(f"string {value[:60]!r} assembled from pieces", node, value[:60])
+
+    def check_base(self, base: jn.Node, node: jn.Node) -> None:
+        if isinstance(base, jn.Name) and base.name in INTERNALS_GLOBALS and base.name not in self.local_names:
+            self.ssti(f"attribute of Jinja global {base.name!r} accessed", node, _expr(node))
+
+    def visit_getitem(self, node: jn.Getitem) -> None:
+        self.check_base(node.node, node)
+        if isinstance(node.arg, jn.Slice):
+            return
+        key = _fold(node.arg, self.consts)
+        if isinstance(key, str):
+            how = "subscript" if isinstance(node.arg, jn.Const) else "a subscript built from constants"
+            if _is_internal(key):
+                self.ssti(f"item {key!r} accessed via {how}", node, _expr(node))
+            elif key.startswith("_"):
+                self.check_key(key, node, how)
+        elif key is None and _may_build_string(node.arg):
+            self.add(
+                Severity.SUSPICIOUS,
+                "template.computed-key",
+                f"subscript key computed at render time ({_expr(node.arg)}) cannot be checked statically",
+                node,
+                _expr(node),
+            )
+
+    def visit_filter(self, node: jn.Filter | jn.Test) -> None:
+        kind = "filter" if isinstance(node, jn.Filter) else "test"
+        if isinstance(node, jn.Filter):
+            if node.name == "attr":
+                arg = _fold(node.args[0], self.consts) if node.args else None
+                shown = repr(arg) if isinstance(arg, str) else "a computed name"
+                self.ssti(f"'|attr({shown})' filter (bypasses attribute checks)", node, _expr(node))
+            elif node.name not in KNOWN_FILTERS:
+                self.add(
+                    Severity.SUSPICIOUS,
+                    "template.unknown-filter",
+                    f"filter {node.name!r} is not a Jinja built-in",
+                    node,
+                )
+        for arg in [*node.args, *(kw.value for kw in node.kwargs)]:
+            value = _fold(arg, self.consts)
+            if isinstance(value, str):
+                if value == "attr" and node.name in ("map", "select", "reject"):
+                    self.ssti(f"'attr' filter applied through {kind} {node.name!r}", node, _expr(node))
+                self.check_key(value, node, f"an argument of {kind} {node.name!r}")
+
+    def visit_call(self, node: jn.Call) -> None:
+        target = node.node
+        if isinstance(target, jn.Getattr):
+            method = target.attr
+            if method == "format":
+                self.check_format(target.node, node)
+            elif method not in SAFE_METHODS and not _is_internal(method):
+                self.add(
+                    Severity.SUSPICIOUS,
+                    "template.method-call",
+                    f"call of method {method!r} (not among the string/list/dict methods chat templates use)",
+                    node,
+                    _expr(target),
+                )
+        elif isinstance(target, jn.Name):
+            if target.name == "range":
+                for arg in node.args:
+                    if isinstance(arg, jn.Const) and isinstance(arg.value, int) and arg.value > _MAX_RANGE:
+                        self.add(
+                            Severity.SUSPICIOUS,
+                            "template.resource",
+                            f"range({arg.value}) exceeds {_MAX_RANGE} iterations (resource exhaustion)",
+                            node,
+                        )
+            elif (
+                target.name not in KNOWN_CALLS
+                and target.name not in self.macros
+                and target.name not in SSTI_NAMES
+                and target.name not in self.local_names
+            ):
+                self.add(
+                    Severity.SUSPICIOUS,
+                    "template.unknown-call",
+                    f"call of {target.name!r}, which is neither a Jinja global nor a macro of the template",
+                    node,
+                    target.name,
+                )
+        for arg in node.args:
+            value = _fold(arg, self.consts)
+            if isinstance(value, str) and _is_internal(value):
+                self.ssti(f"string {value!r} passed to a call", node, _expr(node))
+
+    def check_format(self, receiver: jn.Node, node: jn.Call) -> None:
+        fmt = _fold(receiver, self.consts)
+        if not isinstance(fmt, str):
+            self.add(
+                Severity.SUSPICIOUS,
+                "template.method-call",
+                "str.format on a format string that is not a constant (fields can reach attributes)",
+                node,
+                _expr(node.node),
+            )
+            return
+        for field in _FORMAT_FIELD.findall(fmt):
+            name = field.split("!")[0].split(":")[0]
+            for part in re.split(r"[.\[\]]", name):
+                if _is_internal(part) or part.startswith("_"):
+                    self.ssti(f"format field {{{field}}} reaches {part!r}", node, _expr(node))
+                    return
+
+
+def _may_build_string(node: jn.Node) -> bool:
+    """True when an unresolved key expression may assemble a string (and so an attribute name)."""
+    if isinstance(node, jn.Concat):
+        return True
+    if isinstance(node, jn.Add | jn.Mul | jn.Mod):
+        return any(isinstance(c.value, str) for c in node.find_all(jn.Const)) or any(
+            _may_build_string(n) for n in (node.left, node.right)
+        )
+    if isinstance(node, jn.Filter):
+        return node.name in _STRING_FILTERS
+    if isinstance(node, jn.Call) and isinstance(node.node, jn.Getattr):
+        return node.node.attr in ("join", "format", "replace", "lower", "upper", "strip")
+    return False
+
+
+def _fold(node: jn.Node, consts: dict[str, object]) -> object:
+    """The value of an expression built only from constants, or None. Bounded; runs nothing."""
+    if isinstance(node, jn.Const):
+        value = node.value
+        return value if isinstance(value, str | int | float | bool) else None
+    if isinstance(node, jn.Name) and node.ctx == "load":
+        return consts.get(node.name)
+    if isinstance(node, jn.List | jn.Tuple):
+        items = [_fold(item, consts) for item in node.items]
+        return None if any(i is None for i in items) else items
+    if isinstance(node, jn.Concat):
+        parts = [_fold(item, consts) for item in node.nodes]
+        if any(p is None or isinstance(p, list) for p in parts):
+            return None
+        return _bounded("".join(str(p) for p in parts))
+    if isinstance(node, jn.Add | jn.Mul | jn.Mod):
+        left, right = _fold(node.left, consts), _fold(node.right, consts)
+        return _binary(node, left, right)
+    if isinstance(node, jn.Getitem):
+        base = _fold(node.node, consts)
+        if isinstance(base, str | list) and isinstance(node.arg, jn.Slice):
+            bounds = [
+                None if b is None else _fold(b, consts)
+                for b in (node.arg.start, node.arg.stop, node.arg.step)
+            ]
+            if all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
+                start, stop, step = (b if isinstance(b, int) else None for b in bounds)
+                if step == 0:
+                    return None
+                return base[start:stop:step]
+        index = _fold(node.arg, consts)
+        if isinstance(base, str | list) and isinstance(index, int) and -len(base) <= index < len(base):
+            return base[index]
+        return None
+    if isinstance(node, jn.Filter) and node.node is not None:
+        return _fold_filter(node, _fold(node.node, consts), [_fold(a, consts) for a in node.args])
+    if isinstance(node, jn.Call) and isinstance(node.node, jn.Getattr):
+        receiver = _fold(node.node.node, consts)
+        args = [_fold(a, consts) for a in node.args]
+        if (
+            isinstance(receiver, str)
+            and node.node.attr == "join"
+            and len(args) == 1
+            and isinstance(args[0], list)
+        ):
+            return _bounded(receiver.join(str(a) for a in args[0]))
+        if isinstance(receiver, str) and node.node.attr in ("lower", "upper", "strip") and not args:
+            return getattr(receiver, node.node.attr)()
+        if isinstance(receiver, str) and node.node.attr == "replace":
+            return _replace(receiver, args)
+    return None
+
+
+def _binary(node: jn.Node, left: object, right: object) -> object:
+    if left is None or right is None:
+        return None
+    if isinstance(node, jn.Add):
+        if isinstance(left, str) and isinstance(right, str):
+            return _bounded(left + right)
+        return None
+    if isinstance(node, jn.Mul):
+        if isinstance(left, int) and isinstance(right, str):
+            left, right = right, left
+        if isinstance(left, str) and isinstance(right, int) and not isinstance(right, bool):
+            return left * right if len(left) * max(right, 0) <= _MAX_FOLD else None
+        return None
+    # '%' formatting only with %s %c %d and no width or precision: bounded output, no attribute access.
+    if isinstance(left, str) and len(_PRINTF_ANY.findall(left)) == len(_PRINTF_SIMPLE.findall(left)):
+        args = tuple(right) if isinstance(right, list) else (right,)
+        try:
+            return _bounded(left % args)
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return None
+
+
+def _fold_filter(node: jn.Filter, value: object, args: list[object]) -> object:
+    if value is None:
+        return None
+    if node.name == "join" and isinstance(value, list):
+        sep = args[0] if args and isinstance(args[0], str) else ""
+        return _bounded(sep.join(str(v) for v in value))
+    if node.name == "reverse" and isinstance(value, str | list):
+        return value[::-1]
+    if node.name in ("lower", "upper", "trim", "string") and isinstance(value, str):
+        if node.name == "lower":
+            return value.lower()
+        return value.upper() if node.name == "upper" else value.strip() if node.name == "trim" else value
+    if node.name in ("first", "last") and isinstance(value, str | list) and value:
+        return value[0] if node.name == "first" else value[-1]
+    if node.name == "format" and isinstance(value, str):
+        return _binary(jn.Mod(), value, list(args))
+    if node.name == "replace" and isinstance(value, str):
+        return _replace(value, args)
+    return None
+
+
+def _replace(text: str, args: list[object]) -> str | None:
+    old, new = [*args, None, None][:2]
+    if len(args) != 2 or not isinstance(old, str) or not isinstance(new, str):
+        return None
+    return text.replace(old, new) if len(text) * (len(new) + 1) <= _MAX_FOLD else None
+
+
+def _bounded(text: str) -> str | None:
+    return text if len(text) <= _MAX_FOLD else None
+
+
+def _expr(node: jn.Node, depth: int = 0) -> str:
+    """A short source-like rendering of an expression for messages (``cycler.__init__.__globals__``)."""
+    if depth > 12:
+        return "..."
+    if isinstance(node, jn.Name):
+        return node.name
+    if isinstance(node, jn.Const):
+        return repr(node.value)[:40]
+    if isinstance(node, jn.Getattr):
+        return f"{_expr(node.node, depth + 1)}.{node.attr}"
+    if isinstance(node, jn.Getitem):
+        arg = "..." if isinstance(node.arg, jn.Slice) else _expr(node.arg, depth + 1)
+        return f"{_expr(node.node, depth + 1)}[{arg}]"
+    if isinstance(node, jn.Call):
+        return f"{_expr(node.node, depth + 1)}()"
+    if isinstance(node, jn.Filter) and node.node is not None:
+        args = ", ".join(_expr(a, depth + 1) for a in node.args)
+        return (
+            f"{_expr(node.node, depth + 1)}|{node.name}({args})"
+            if args
+            else f"{_expr(node.node, depth + 1)}|{node.name}"
+        )
+    if isinstance(node, jn.Tuple | jn.List):
+        return "()" if not node.items else f"({', '.join(_expr(i, depth + 1) for i in node.items[:3])})"
+    return f"<{type(node).__name__.lower()}>"
