@@ -6,6 +6,7 @@ from pathlib import PurePosixPath
 from typing import Final
 
 from airlock._formats.base import Reader
+from airlock._formats.npy import NpyReader
 from airlock._formats.onnx import OnnxReader
 from airlock._formats.pickle import PickleReader, TorchLegacyReader
 from airlock._formats.safetensors import SafetensorsReader
@@ -19,6 +20,7 @@ READERS: Final[tuple[Reader, ...]] = (
     SafetensorsReader(),
     OnnxReader(),
     ZipReader(),
+    NpyReader(),
     TorchLegacyReader(),
     PickleReader(),
 )

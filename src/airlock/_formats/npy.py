@@ -1,0 +1,163 @@
+"""NumPy ``.npy`` arrays (format versions 1.0, 2.0, 3.0); ``.npz`` is a zip of them.
+
+Layout (``numpy.lib.format``): ``\\x93NUMPY``, major and minor version bytes, the header length
+(2 bytes in 1.0, 4 bytes after), then a Python dict literal ``{'descr': ..., 'fortran_order':
+..., 'shape': (...)}`` and the raw data. The header is parsed with airlock's own bounded literal
+parser (never ``eval``). When the dtype holds Python objects anywhere (``|O``, also inside
+structured fields or sub-arrays), numpy stores the data as a pickle: it is handed to the pickle
+analysis. Otherwise the data must be exactly ``prod(shape) * itemsize`` bytes: fewer is a
+format error; more is a finding (numpy ignores the surplus, so it can hide anything).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from collections.abc import Iterator
+from typing import Final
+
+from airlock._formats.base import Fact, Issue, PickleStream, ReadContext
+from airlock._formats.pyliteral import Literal, parse_literal
+from airlock.errors import FormatError, LimitError
+from airlock.results import Severity
+
+__all__ = ["NpyReader", "dtype_info"]
+
+MAGIC: Final = b"\x93NUMPY"
+_TYPESTR: Final = re.compile(r"([<>|=]?)([?bBhHiIlLqQefdgFDGOSaUVmMuc])([0-9]*)(\[[A-Za-z0-9]+\])?", re.ASCII)
+#: sizes of one-character type codes without an explicit size
+_CODE_SIZES: Final = {
+    "?": 1, "b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "l": 8, "L": 8, "q": 8, "Q": 8,
+    "e": 2, "f": 4, "d": 8, "g": 16, "F": 8, "D": 16, "G": 32, "O": 8, "M": 8, "m": 8,
+}  # fmt: skip
+_MAX_DTYPE_DEPTH: Final = 16
+
+
+class NpyReader:
+    name = "npy"
+
+    def sniff(self, head: bytes, size: int) -> bool:
+        return head.startswith(MAGIC)
+
+    def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
+        size = len(data)
+        if size < 10:
+            raise FormatError(f"{size}-byte file is too short for an npy header (at least 10 bytes)")
+        major, minor = data[6], data[7]
+        if (major, minor) not in ((1, 0), (2, 0), (3, 0)):
+            raise FormatError(f"npy format version {major}.{minor} is not 1.0, 2.0 or 3.0", offset=6)
+        if major == 1:
+            (hlen,) = struct.unpack_from("<H", data, 8)
+            start = 10
+        else:
+            if size < 12:
+                raise FormatError(f"{size}-byte file is too short for an npy {major}.0 header (12 bytes)")
+            (hlen,) = struct.unpack_from("<I", data, 8)
+            start = 12
+        if hlen > ctx.limits.max_header_bytes:
+            raise LimitError(
+                f"npy header length {hlen} exceeds {ctx.limits.max_header_bytes} (limit max_header_bytes)",
+                offset=8,
+            )
+        end = start + hlen
+        if end > size:
+            raise FormatError(f"npy header length {hlen} runs past the end of the {size}-byte file", offset=8)
+        encoding = "utf-8" if major == 3 else "latin-1"
+        try:
+            text = bytes(data[start:end]).decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"npy header is not valid {encoding}: {exc.reason}", offset=start) from exc
+        header = parse_literal(text, ctx.limits.max_header_bytes)
+        descr, fortran, shape = _header_fields(header)
+        itemsize, has_object = dtype_info(descr)
+        if has_object:
+            # numpy: pickle.load of the whole array (allow_pickle=True) — analyse that pickle.
+            yield PickleStream(data, end, "npy object array")
+            return
+        del fortran  # layout does not change the byte count
+        expected = math.prod(shape) * itemsize
+        available = size - end
+        if available < expected:
+            raise FormatError(
+                f"npy data is {available} bytes, shape {shape} x itemsize {itemsize} needs {expected}",
+                offset=end,
+            )
+        if available > expected:
+            yield Issue(
+                "npy.trailing-data",
+                Severity.SUSPICIOUS,
+                f"{available - expected} bytes after the array data (shape {shape} x itemsize {itemsize} "
+                f"= {expected}); numpy ignores them, so they can hide anything",
+                offset=end + expected,
+            )
+
+
+def _header_fields(header: Literal) -> tuple[Literal, bool, tuple[int, ...]]:
+    if not isinstance(header, dict):
+        raise FormatError(f"npy header is a {type(header).__name__}, not a dict")
+    keys = set(header)
+    if keys != {"descr", "fortran_order", "shape"}:
+        raise FormatError(
+            f"npy header keys {sorted(map(repr, keys))} are not exactly 'descr', 'fortran_order', 'shape'"
+        )
+    fortran = header["fortran_order"]
+    if not isinstance(fortran, bool):
+        raise FormatError(f"npy fortran_order is {fortran!r}, not True or False")
+    shape = header["shape"]
+    if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape):
+        raise FormatError(f"npy shape {shape!r} is not a tuple of non-negative integers")
+    return header["descr"], fortran, tuple(n for n in shape if isinstance(n, int))
+
+
+def dtype_info(descr: Literal, depth: int = 0) -> tuple[int, bool]:
+    """(itemsize, holds Python objects) of an npy ``descr``, as ``numpy.lib.format`` reads it."""
+    if depth > _MAX_DTYPE_DEPTH:
+        raise FormatError(f"npy dtype nested deeper than {_MAX_DTYPE_DEPTH} levels")
+    if isinstance(descr, str):
+        return _typestr(descr)
+    if isinstance(descr, tuple):
+        # (base, shape): a sub-array dtype.
+        if len(descr) != 2:
+            raise FormatError(f"npy sub-array dtype {descr!r} is not (dtype, shape)")
+        size, obj = dtype_info(descr[0], depth + 1)
+        return size * _count(descr[1]), obj
+    if isinstance(descr, list):
+        total = 0
+        has_object = False
+        for field in descr:
+            if not isinstance(field, tuple) or len(field) not in (2, 3):
+                raise FormatError(f"npy structured field {field!r} is not (name, dtype[, shape])")
+            name = field[0]
+            if not (isinstance(name, str) or (isinstance(name, tuple) and len(name) == 2)):
+                raise FormatError(f"npy field name {name!r} is not a string or (title, name)")
+            size, obj = dtype_info(field[1], depth + 1)
+            if len(field) == 3:
+                size *= _count(field[2])
+            total += size
+            has_object = has_object or obj
+        return total, has_object
+    raise FormatError(f"npy descr {descr!r} is not a type string, a field list or a sub-array")
+
+
+def _count(shape: Literal) -> int:
+    if type(shape) is int and shape >= 0:
+        return shape
+    if isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape):
+        return math.prod(n for n in shape if isinstance(n, int))
+    raise FormatError(f"npy sub-array shape {shape!r} is not a non-negative int or tuple of them")
+
+
+def _typestr(text: str) -> tuple[int, bool]:
+    match = _TYPESTR.fullmatch(text)
+    if match is None:
+        raise FormatError(f"npy type string {text!r} is not one airlock can size")
+    kind, digits = match.group(2), match.group(3)
+    if not digits:
+        if kind not in _CODE_SIZES:
+            raise FormatError(f"npy type string {text!r} has no size")
+        return _CODE_SIZES[kind], kind == "O"
+    count = int(digits)
+    if kind == "U":
+        return 4 * count, False
+    return count, kind == "O"

@@ -1,0 +1,152 @@
+"""A small, bounded parser for Python literals (the ``.npy`` header dictionary). Never ``eval``.
+
+Accepts what ``numpy.lib.format`` writes and ``ast.literal_eval`` would read in a header:
+strings (single or double quoted, simple escapes), integers, ``True``/``False``/``None``,
+tuples, lists and dicts. Nesting depth and text length are bounded; anything else is a
+:class:`~airlock.errors.FormatError` naming the offset.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from airlock.errors import FormatError
+
+__all__ = ["Literal", "parse_literal"]
+
+Literal = str | int | bool | None | tuple["Literal", ...] | list["Literal"] | dict["Literal", "Literal"]
+
+MAX_DEPTH: Final = 32
+_DIGITS: Final = frozenset("0123456789")
+_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0"}
+_WORDS: Final[dict[str, Literal]] = {"True": True, "False": False, "None": None}
+
+
+def parse_literal(text: str, max_length: int) -> Literal:
+    """The literal in ``text`` (surrounding whitespace allowed)."""
+    if len(text) > max_length:
+        raise FormatError(f"literal of {len(text)} characters exceeds {max_length}")
+    parser = _Parser(text)
+    value = parser.value(0)
+    parser.skip()
+    if parser.pos != len(text):
+        raise FormatError(
+            f"unexpected {text[parser.pos : parser.pos + 10]!r} after the literal", offset=parser.pos
+        )
+    return value
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def skip(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
+            self.pos += 1
+
+    def fail(self, what: str) -> FormatError:
+        got = self.text[self.pos : self.pos + 10]
+        return FormatError(f"{what} at offset {self.pos}, got {got!r}", offset=self.pos)
+
+    def value(self, depth: int) -> Literal:
+        if depth > MAX_DEPTH:
+            raise FormatError(f"literal nested deeper than {MAX_DEPTH} levels", offset=self.pos)
+        self.skip()
+        if self.pos >= len(self.text):
+            raise self.fail("expected a value")
+        ch = self.text[self.pos]
+        if ch in "'\"":
+            return self.string(ch)
+        if ch == "(":
+            items, comma = self.sequence(")", depth)
+            # ``(x)`` is just x, as in Python; ``(x,)`` is a one-tuple.
+            return items[0] if len(items) == 1 and not comma else tuple(items)
+        if ch == "[":
+            return self.sequence("]", depth)[0]
+        if ch == "{":
+            return self.mapping(depth)
+        if ch in _DIGITS or ch in "+-":
+            return self.integer()
+        for word, result in _WORDS.items():
+            if self.text.startswith(word, self.pos):
+                self.pos += len(word)
+                return result
+        raise self.fail("expected a string, integer, tuple, list, dict, True, False or None")
+
+    def string(self, quote: str) -> str:
+        self.pos += 1
+        out: list[str] = []
+        while self.pos < len(self.text):
+            ch = self.text[self.pos]
+            if ch == quote:
+                self.pos += 1
+                return "".join(out)
+            if ch == "\\":
+                nxt = self.text[self.pos + 1 : self.pos + 2]
+                if nxt not in _ESCAPES:
+                    raise self.fail("unsupported escape in string")
+                out.append(_ESCAPES[nxt])
+                self.pos += 2
+                continue
+            if ch == "\n":
+                raise self.fail("newline inside a string")
+            out.append(ch)
+            self.pos += 1
+        raise self.fail("unterminated string")
+
+    def integer(self) -> int:
+        start = self.pos
+        if self.text[self.pos] in "+-":
+            self.pos += 1
+        digits = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] in _DIGITS:
+            self.pos += 1
+        if self.pos == digits or self.pos - digits > 40:
+            raise self.fail("expected an integer of at most 40 digits")
+        if self.pos < len(self.text) and (self.text[self.pos] in ".eExXjJ_" or self.text[self.pos].isalpha()):
+            raise self.fail("only decimal integers are supported")
+        return int(self.text[start : self.pos])
+
+    def sequence(self, close: str, depth: int) -> tuple[list[Literal], bool]:
+        self.pos += 1
+        items: list[Literal] = []
+        comma = False
+        while True:
+            self.skip()
+            if self.text.startswith(close, self.pos):
+                self.pos += 1
+                return items, comma
+            items.append(self.value(depth + 1))
+            self.skip()
+            if self.text.startswith(",", self.pos):
+                comma = True
+                self.pos += 1
+            elif not self.text.startswith(close, self.pos):
+                raise self.fail(f"expected ',' or {close!r}")
+
+    def mapping(self, depth: int) -> dict[Literal, Literal]:
+        self.pos += 1
+        out: dict[Literal, Literal] = {}
+        while True:
+            self.skip()
+            if self.text.startswith("}", self.pos):
+                self.pos += 1
+                return out
+            key = self.value(depth + 1)
+            try:
+                hash(key)
+            except TypeError:
+                raise self.fail("unhashable dict key") from None
+            self.skip()
+            if not self.text.startswith(":", self.pos):
+                raise self.fail("expected ':'")
+            self.pos += 1
+            if key in out:
+                raise self.fail(f"duplicate key {key!r}")
+            out[key] = self.value(depth + 1)
+            self.skip()
+            if self.text.startswith(",", self.pos):
+                self.pos += 1
+            elif not self.text.startswith("}", self.pos):
+                raise self.fail("expected ',' or '}'")
