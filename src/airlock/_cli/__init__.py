@@ -7,14 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from airlock import __version__
-from airlock._cli import hash_cmd, scan_cmd, sign_cmd, verify_cmd
+from airlock._cli import doctor_cmd, hash_cmd, run_cmd, scan_cmd, sign_cmd, verify_cmd
 from airlock._cli.base import Command
 from airlock.errors import AirlockError, UsageError
 
 __all__ = ["COMMANDS", "entry_point", "main"]
 
 #: Every subcommand, in the order ``airlock --help`` lists them.
-COMMANDS: tuple[Command, ...] = (scan_cmd.COMMAND, hash_cmd.COMMAND, sign_cmd.COMMAND, verify_cmd.COMMAND)
+COMMANDS: tuple[Command, ...] = (scan_cmd.COMMAND, hash_cmd.COMMAND, sign_cmd.COMMAND, verify_cmd.COMMAND, run_cmd.COMMAND, doctor_cmd.COMMAND)
 
 
 def build_parser() -> argparse.ArgumentParser:

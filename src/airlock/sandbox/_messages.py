@@ -190,7 +190,7 @@ def encode_tensors(
         wire = _wire_name(given.dtype)
         if given.dtype.byteorder == ">":
             given = given.astype(given.dtype.newbyteorder("<"))  # noqa: PLW2901
-        value: np.ndarray[Any, Any] = np.ascontiguousarray(given)
+        value: np.ndarray[Any, Any] = np.ascontiguousarray(given).reshape(given.shape)  # keeps 0-d shapes
         buffers.append(memoryview(value.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
         specs.append(
             {

@@ -36,6 +36,8 @@ class SandboxLimits:
     cpu_seconds: int = 600
     #: wall-clock seconds one request (start, load, one inference) may take before the whole tree is killed
     wall_seconds: float = 300.0
+    #: wall-clock seconds a cold start (launch plus runtime imports) may take
+    start_seconds: float = 120.0
     #: bytes one file written inside the sandbox may reach (RLIMIT_FSIZE)
     file_size_bytes: int = 64 * _MIB
     #: size of the private tmpfs mounted on /tmp inside the sandbox

@@ -55,13 +55,18 @@ class Sandbox:
         self.runtimes = runtimes
         self._exits: dict[int, str] = {}
         self._launched: Launched | None = launch(self.policy, runtimes)
-        self.control.settimeout(self.policy.limits.wall_seconds)
+        # a cold start imports the runtimes (seconds); it has its own bound, then requests get wall_seconds
+        self.control.settimeout(self.policy.limits.start_seconds)
         try:
-            frame = self._recv_control()
-        except SandboxError as exc:
+            frame = recv_frame(self.control, _CONTROL_CAPS)
+        except (TimeoutError, SandboxError) as exc:
+            self._launched.process.kill()
             stderr = self._stderr()
             self.kill()
-            raise SandboxError(f"sandbox: the worker did not start ({exc}); worker said: {stderr}") from exc
+            raise SandboxError(
+                f"sandbox: the worker did not start ({exc or 'timed out'}); worker said: {stderr}"
+            ) from exc
+        self.control.settimeout(self.policy.limits.wall_seconds)
         check_header(frame.header, ("hello",))
 
     @property

@@ -1,0 +1,68 @@
+"""``airlock doctor``: which sandbox layers are active on this host, and whether a level can run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from airlock.sandbox import SandboxLevel, SandboxPolicy, doctor
+
+__all__ = ["COMMAND"]
+
+
+class DoctorCommand:
+    name = "doctor"
+    help = "show which sandbox layers work on this host (for airlock run)"
+    description = (
+        "Probe every sandbox layer (namespaces via bubblewrap, unprivileged uid, seccomp filters, "
+        "Landlock, rlimits, cgroups, wall-clock kill) and say whether the chosen level can run. "
+        "Exit 0 when every layer the level needs is active, 2 otherwise."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--level",
+            choices=[level.value for level in SandboxLevel],
+            default=SandboxLevel.STANDARD.value,
+            help="isolation level to check (standard: namespaces, uid, seccomp, rlimits; strict: plus Landlock and cgroups)",
+        )
+        parser.add_argument(
+            "--format", choices=["text", "json"], default="text", help="output format (default text)"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        report = doctor(SandboxPolicy(level=SandboxLevel(args.level)))
+        if args.format == "json":
+            layers = [
+                {
+                    "name": s.name,
+                    "active": s.active,
+                    "required": s.required,
+                    "blocks": s.blocks,
+                    "detail": s.detail,
+                }
+                for s in report.layers
+            ]
+            print(
+                json.dumps(
+                    {
+                        "level": report.level.value,
+                        "ok": report.ok,
+                        "missing": list(report.missing),
+                        "layers": layers,
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            for s in report.layers:
+                state = "active " if s.active else "MISSING"
+                need = "required" if s.required else "optional"
+                print(f"{state}  {s.name:<17} {need}  {s.detail}")
+                print(f"{'':28}blocks: {s.blocks}")
+            verdict = "can run" if report.ok else f"CANNOT run (missing {', '.join(report.missing)})"
+            print(f"level {report.level.value}: {verdict}")
+        return 0 if report.ok else 2
+
+
+COMMAND = DoctorCommand()

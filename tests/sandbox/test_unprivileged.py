@@ -1,0 +1,59 @@
+"""The escape suite and the ordinary models again, as an unprivileged caller (uid 65534).
+
+CI runs as root, so this test re-runs those files in a subprocess that drops to uid 65534 first
+(the same staging the launcher uses makes a root-only interpreter path visible). On a non-root
+machine the main run already is the unprivileged run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from airlock.sandbox._staging import make_preexec, plan_staging
+
+REPO = Path(__file__).resolve().parents[2]
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the caller is already unprivileged: the main run covers it")
+def test_escape_suite_as_unprivileged_user() -> None:
+    work = Path(tempfile.mkdtemp(prefix="airlock-unpriv-"))
+    try:
+        home = work / "home"
+        home.mkdir()
+        for path in (work, home):
+            os.chown(path, NOBODY, NOBODY)
+        preexec = make_preexec(plan_staging([os.path.realpath(sys.base_prefix)]), (NOBODY, NOBODY), None, ())
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-B",
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--basetemp",
+                str(work / "t"),
+                "tests/sandbox/test_escape.py",
+                "tests/sandbox/test_models.py",
+            ],
+            cwd=REPO,
+            env={"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+            preexec_fn=preexec,
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    output = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+    assert done.returncode == 0, output[-4000:]
+    assert " passed" in output and "skipped" not in output and "failed" not in output, output[-2000:]
