@@ -53,6 +53,8 @@ class PickleStream:
     data: memoryview
     offset: int
     role: str
+    #: the archive member these bytes are, when they are one (shown in the finding's location)
+    member: str | None = None
     max_pickles: int | None = None
     trailing_ok: bool = False
     lenient: bool = False

@@ -136,8 +136,9 @@ def _route(
     if isinstance(fact, Issue):
         collector.add(ctx.members, fact)
     elif isinstance(fact, PickleStream):
+        base = (*ctx.members, fact.member) if fact.member else ctx.members
         for members, issue in analyse_pickle_stream(fact, ctx, policy):
-            collector.add(ctx.members + members, issue)
+            collector.add(base + members, issue)
     elif isinstance(fact, Nested):
         _scan_nested(fact, ctx, collector, policy)
     else:
