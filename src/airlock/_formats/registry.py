@@ -6,6 +6,7 @@ from pathlib import PurePosixPath
 from typing import Final
 
 from airlock._formats.base import Reader
+from airlock._formats.keras import KerasConfigReader, KerasH5Reader, KerasZipReader
 from airlock._formats.npy import NpyReader
 from airlock._formats.onnx import OnnxReader
 from airlock._formats.pickle import PickleReader, TorchLegacyReader
@@ -19,6 +20,9 @@ __all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
 READERS: Final[tuple[Reader, ...]] = (
     SafetensorsReader(),
     OnnxReader(),
+    KerasZipReader(),
+    KerasH5Reader(),
+    KerasConfigReader(),
     ZipReader(),
     NpyReader(),
     TorchLegacyReader(),

@@ -1,0 +1,505 @@
+"""Keras models: v3 ``.keras`` archives, bare Keras config JSON, and legacy HDF5 (``.h5``).
+
+Keras rebuilds a model from a JSON config in which every object is a dict naming what to import:
+``{"module": ..., "class_name": ..., "config": ..., "registered_name": ...}``. The loader imports
+``module`` and takes ``class_name`` from it (``class_name == "function"`` names a function, with
+its name in ``config``). That is how the published attacks work:
+
+* CVE-2024-3660 — a ``Lambda`` layer carries marshalled Python bytecode that runs on load;
+* CVE-2025-1550 — the config names any module and function (``os.system``), and Keras imports
+  and calls it, even with ``safe_mode=True``; after the fix limited modules to Keras' own
+  packages, Keras functions with side effects were used instead (``keras.utils.get_file``
+  downloads to any path; ``keras.config.enable_unsafe_deserialization`` turns safe mode off).
+
+So every object in the config is checked, wherever it sits (layers, activations, initializers,
+losses, optimizers ...): marshalled bytecode anywhere and ``Lambda`` layers carrying it are
+MALICIOUS; a name outside Keras' own packages is SUSPICIOUS (custom code the caller must
+register), MALICIOUS when it is a known-dangerous callable (the shared catalogue plus the Keras
+functions above). Nothing is imported, unmarshalled or called.
+
+Legacy HDF5 files keep the same JSON in the ``model_config`` attribute. Reading HDF5 needs
+``h5py`` (the ``airlock[keras-h5]`` extra); without it such files are an ERROR, never clean.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import io
+import json
+import re
+from collections.abc import Iterator
+from typing import Any, Final
+
+from airlock._analysis.catalogue import lookup
+from airlock._formats.base import Fact, Issue, Nested, ReadContext
+from airlock._formats.zip import LOCAL_SIG, member_bytes, parse_zip
+from airlock.errors import FormatError, LimitError
+from airlock.limits import Limits
+from airlock.results import Severity
+
+__all__ = ["KerasConfigReader", "KerasH5Reader", "KerasZipReader", "analyse_config"]
+
+#: Top-level packages whose objects Keras itself ships (the packages Keras >= 3.9 imports in
+#: safe mode, plus tf_keras, the Keras 2 line). Names inside them are still checked against
+#: :data:`KERAS_DANGEROUS`.
+KERAS_PACKAGES: Final = frozenset({"keras", "keras_hub", "keras_nlp", "keras_cv", "tf_keras"})
+
+#: Keras functions with side effects that a config can reach from inside the allowed packages
+#: (the bypasses of the CVE-2025-1550 fix). A prefix covers everything reached through it.
+KERAS_DANGEROUS: Final[dict[str, str]] = {
+    "keras.utils.get_file": "downloads a file to any path",
+    "keras.src.utils.file_utils": "file system and network access",
+    "keras.config.enable_unsafe_deserialization": "turns safe mode off",
+    "keras.src.saving.serialization_lib.enable_unsafe_deserialization": "turns safe mode off",
+    "keras.src.backend.common.global_state": "changes loader state",
+    "keras.saving.load_model": "nested model load",
+    "keras.models.load_model": "nested model load",
+    "keras.src.saving": "nested model load and loader state",
+    "keras.src.legacy.saving": "nested model load",
+    "keras.src.utils.python_utils": "unmarshals Python bytecode",
+    "keras.utils.io_utils": "file access",
+    "keras.src.utils.io_utils": "file access",
+    "tf_keras.src.utils.data_utils.get_file": "downloads a file to any path",
+    "tf_keras.utils.get_file": "downloads a file to any path",
+}
+
+#: Class names legacy configs (no ``module`` key) use for Keras' own objects. An unknown name
+#: there is a custom object: code the loader must have registered.
+KERAS_BUILTIN_CLASSES: Final = frozenset(
+    """Sequential Functional Model InputLayer Input Dense EinsumDense Activation Dropout Flatten
+    Reshape Permute RepeatVector Masking Embedding Identity Lambda Add Subtract Multiply Average
+    Maximum Minimum Concatenate Dot Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose
+    Conv3DTranspose Convolution1D Convolution2D Convolution3D SeparableConv1D SeparableConv2D
+    DepthwiseConv1D DepthwiseConv2D MaxPooling1D MaxPooling2D MaxPooling3D AveragePooling1D
+    AveragePooling2D AveragePooling3D GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D
+    GlobalAveragePooling1D GlobalAveragePooling2D GlobalAveragePooling3D MaxPool1D MaxPool2D
+    MaxPool3D AvgPool1D AvgPool2D AvgPool3D GlobalMaxPool1D GlobalMaxPool2D GlobalAvgPool1D
+    GlobalAvgPool2D ZeroPadding1D ZeroPadding2D ZeroPadding3D Cropping1D Cropping2D Cropping3D
+    UpSampling1D UpSampling2D UpSampling3D BatchNormalization LayerNormalization
+    GroupNormalization UnitNormalization SpectralNormalization RMSNormalization Normalization
+    SimpleRNN SimpleRNNCell LSTM LSTMCell GRU GRUCell RNN StackedRNNCells Bidirectional
+    TimeDistributed ConvLSTM1D ConvLSTM2D ConvLSTM3D MultiHeadAttention Attention
+    AdditiveAttention GroupQueryAttention ReLU LeakyReLU PReLU ELU Softmax ThresholdedReLU
+    GaussianNoise GaussianDropout AlphaDropout SpatialDropout1D SpatialDropout2D SpatialDropout3D
+    ActivityRegularization Rescaling Resizing CenterCrop RandomCrop RandomFlip RandomRotation
+    RandomZoom RandomTranslation RandomContrast RandomBrightness StringLookup IntegerLookup
+    CategoryEncoding Hashing Discretization TextVectorization
+    GlorotUniform GlorotNormal HeUniform HeNormal LecunUniform LecunNormal Zeros Ones Constant
+    RandomUniform RandomNormal TruncatedNormal VarianceScaling Orthogonal Identity
+    L1 L2 L1L2 OrthogonalRegularizer MaxNorm MinMaxNorm NonNeg UnitNorm
+    SGD Adam AdamW Adamax Adagrad Adadelta RMSprop Nadam Ftrl Lion LossScaleOptimizer
+    MeanSquaredError MeanAbsoluteError MeanAbsolutePercentageError MeanSquaredLogarithmicError
+    BinaryCrossentropy CategoricalCrossentropy SparseCategoricalCrossentropy Hinge SquaredHinge
+    CategoricalHinge KLDivergence Poisson CosineSimilarity Huber LogCosh BinaryFocalCrossentropy
+    Accuracy BinaryAccuracy CategoricalAccuracy SparseCategoricalAccuracy TopKCategoricalAccuracy
+    SparseTopKCategoricalAccuracy AUC Precision Recall Mean Sum MeanMetricWrapper
+    ExponentialDecay PiecewiseConstantDecay PolynomialDecay InverseTimeDecay CosineDecay
+    CosineDecayRestarts""".split()
+)
+
+#: Keras' own data markers (tensors, arrays, bytes, slices): values, not code.
+_DATA_CLASSES: Final = frozenset(
+    {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"}
+)
+_SHOW: Final = 120
+_B64_PROBE: Final = 24
+#: bytes of one base64 bytecode string decoded to list the names in it
+_MAX_EVIDENCE_DECODE: Final = 64 * 1024
+_PRINTABLE: Final = re.compile(rb"[\x20-\x7e]+")
+#: marshal string type codes: one-byte length (short ASCII, interned or not), four-byte length
+_SHORT_STRINGS: Final = frozenset(b"zZ")
+_LONG_STRINGS: Final = frozenset(b"aAut")
+_HDF5_MAGIC: Final = b"\x89HDF\r\n\x1a\n"
+_KERAS_MEMBERS: Final = frozenset({"config.json", "metadata.json", "model.weights.h5"})
+_CONFIG_HEAD: Final = re.compile(rb'^\s*\{.{0,2048}?"class_name"\s*:', re.S)
+
+
+def _show(text: str) -> str:
+    return text if len(text) <= _SHOW else text[:_SHOW] + "..."
+
+
+def _marshal_code(text: str) -> bool:
+    """True when ``text`` is base64 of a marshalled code object (what ``func_dump`` writes):
+    type byte ``c`` (with or without the ref flag) and small argument counts after it."""
+    if len(text) < _B64_PROBE:
+        return False
+    try:
+        raw = base64.b64decode(text[:_B64_PROBE], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    if raw[0] not in (0x63, 0xE3):
+        return False
+    counts = [int.from_bytes(raw[i : i + 4], "little") for i in (1, 5, 9)]
+    return all(c < 256 for c in counts)
+
+
+def _bytecode_names(text: str) -> str:
+    """The printable strings inside marshalled bytecode (names, constants): what it would do."""
+    try:
+        raw = base64.b64decode(text[: _MAX_EVIDENCE_DECODE * 4 // 3], validate=False)
+    except (binascii.Error, ValueError):
+        return ""
+    words: list[str] = []
+    i = 0
+    while i < len(raw) - 1:
+        kind = raw[i] & 0x7F  # without marshal's ref flag
+        if kind in _SHORT_STRINGS:
+            n, start = raw[i + 1], i + 2
+        elif kind in _LONG_STRINGS and i + 5 <= len(raw):
+            n, start = int.from_bytes(raw[i + 1 : i + 5], "little"), i + 5
+        else:
+            i += 1
+            continue
+        word = raw[start : start + n]
+        if n >= 2 and len(word) == n and _PRINTABLE.fullmatch(word):
+            words.append(word.decode("ascii"))
+            i = start + n
+        else:
+            i += 1
+    return _show(", ".join(dict.fromkeys(words)))
+
+
+def _bytecode(where: str, text: str, rule: str, what: str) -> Issue:
+    names = _bytecode_names(text)
+    return Issue(
+        rule,
+        Severity.MALICIOUS,
+        f"{what} at {where} carries marshalled Python bytecode ({len(text)} base64 characters"
+        f"{'; names in it: ' + names if names else ''}) that runs when the model loads "
+        f"(expected no serialized Python code)",
+        evidence=names or _show(text),
+    )
+
+
+def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue]:
+    """Findings for a parsed Keras config (any JSON value), walked iteratively."""
+    stack: list[tuple[Any, str]] = [(root, label)]
+    visited = 0
+    while stack:
+        value, where = stack.pop()
+        visited += 1
+        if visited % 4096 == 0:
+            ctx.check_time()
+        if isinstance(value, str):
+            if _marshal_code(value):
+                yield _bytecode(where, value, "keras.serialized-function", "a string")
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in reversed(list(enumerate(value))))
+        elif isinstance(value, dict):
+            class_name = value.get("class_name")
+            children = value
+            if isinstance(class_name, str):
+                inner = value.get("config")
+                name = inner.get("name") if isinstance(inner, dict) else None
+                where = f"{where} ({_show(class_name)}" + (
+                    f" {_show(name)!r})" if isinstance(name, str) else ")"
+                )
+                found = list(_check_object(value, class_name, where))
+                yield from found
+                if isinstance(inner, dict) and any(
+                    i.rule == "keras.lambda" and i.severity is Severity.MALICIOUS for i in found
+                ):
+                    # the Lambda's bytecode is reported once, as the Lambda
+                    children = {**value, "config": {k: v for k, v in inner.items() if k != "function"}}
+            for key, item in reversed(list(children.items())):
+                if key != "class_name":
+                    stack.append((item, f"{where}.{_show(str(key))}"))
+
+
+def _check_object(obj: dict[str, Any], class_name: str, where: str) -> Iterator[Issue]:
+    inner = obj.get("config")
+    module = obj.get("module")
+    registered = obj.get("registered_name")
+    if class_name == "__lambda__":
+        code = inner.get("code", "") if isinstance(inner, dict) else ""
+        yield _bytecode(
+            where, code if isinstance(code, str) else "", "keras.serialized-function", "a __lambda__ object"
+        )
+        return
+    if class_name in _DATA_CLASSES:
+        return
+    if class_name == "Lambda" and (module is None or _package(module) in KERAS_PACKAGES):
+        yield from _lambda(inner, where)
+    if class_name == "__typespec__":
+        spec = obj.get("spec_name")
+        yield from _check_name(module, spec if isinstance(spec, str) else "", where, "type spec")
+    elif class_name == "function":
+        yield from _check_name(module, inner if isinstance(inner, str) else "", where, "function")
+    else:
+        yield from _check_name(module, class_name, where, "class")
+    if isinstance(registered, str) and registered not in (class_name, inner):
+        yield from _check_registered(registered, where)
+
+
+def _lambda(inner: object, where: str) -> Iterator[Issue]:
+    function = inner.get("function") if isinstance(inner, dict) else None
+    legacy = inner.get("function_type") if isinstance(inner, dict) else None
+    code: str | None = None
+    if isinstance(function, dict) and function.get("class_name") == "__lambda__":
+        raw = function.get("config", {}).get("code") if isinstance(function.get("config"), dict) else None
+        code = raw if isinstance(raw, str) else ""
+    elif legacy == "lambda" or (isinstance(function, list) and function and isinstance(function[0], str)):
+        first = function[0] if isinstance(function, list) and function else function
+        code = first if isinstance(first, str) else ""
+    elif isinstance(function, str) and _marshal_code(function):
+        code = function
+    if code is not None:
+        yield _bytecode(where, code, "keras.lambda", "Lambda layer (CVE-2024-3660)")
+        return
+    target = function.get("config") if isinstance(function, dict) else function
+    yield Issue(
+        "keras.lambda",
+        Severity.SUSPICIOUS,
+        f"Lambda layer at {where} calls {_show(str(target))!r}: arbitrary Python runs in the model "
+        f"(expected built-in layers only)",
+        callable=_show(str(target)),
+    )
+
+
+def _package(module: object) -> str:
+    return module.split(".", 1)[0] if isinstance(module, str) else ""
+
+
+def _dangerous(dotted: str) -> str | None:
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        reason = KERAS_DANGEROUS.get(".".join(parts[:end]))
+        if reason is not None:
+            return reason
+    found = lookup(dotted)
+    return found[1] if found else None
+
+
+def _check_name(module: object, name: str, where: str, kind: str) -> Iterator[Issue]:
+    if module is not None and not isinstance(module, str):
+        raise FormatError(f"'module' at {where} is {type(module).__name__} (expected a string or null)")
+    if not name:
+        yield Issue(
+            "keras.custom-object",
+            Severity.SUSPICIOUS,
+            f"{kind} at {where} has no usable name (expected a Keras class or function name)",
+        )
+        return
+    if not module:
+        if kind == "class" and name in KERAS_BUILTIN_CLASSES:
+            return
+        dotted = name
+    elif module == "builtins":
+        # Keras looks the name up among its own activations etc., then falls back to importing
+        # Python's builtins module: a Python builtin's name reaches the real builtin.
+        if not hasattr(builtins, name):
+            return
+        dotted = f"builtins.{name}"
+    else:
+        dotted = f"{module}.{name}"
+    reason = _dangerous(dotted)
+    if reason is not None:
+        yield Issue(
+            "keras.unsafe-module",
+            Severity.MALICIOUS,
+            f"{kind} at {where} names {_show(dotted)!r} ({reason}); Keras imports it while loading, even in "
+            f"safe mode before 3.9 (CVE-2025-1550) (expected Keras' own layers and functions)",
+            callable=_show(dotted),
+        )
+    elif module and _package(module) in KERAS_PACKAGES and not name.startswith("_"):
+        return
+    else:
+        yield Issue(
+            "keras.custom-object",
+            Severity.SUSPICIOUS,
+            f"{kind} at {where} names {_show(dotted)!r}, outside Keras' own packages "
+            f"({', '.join(sorted(KERAS_PACKAGES))}): custom code the loader must supply",
+            callable=_show(dotted),
+        )
+
+
+def _check_registered(registered: str, where: str) -> Iterator[Issue]:
+    package, _, name = registered.partition(">")
+    dotted = f"{package}.{name}" if name else registered
+    reason = _dangerous(dotted)
+    if reason is not None:
+        yield Issue(
+            "keras.unsafe-module",
+            Severity.MALICIOUS,
+            f"registered name {_show(registered)!r} at {where} names {_show(dotted)!r} ({reason}) "
+            f"(expected Keras' own objects)",
+            callable=_show(dotted),
+        )
+    elif name and package.split(".", 1)[0] not in KERAS_PACKAGES:
+        yield Issue(
+            "keras.custom-object",
+            Severity.SUSPICIOUS,
+            f"registered name {_show(registered)!r} at {where} is a custom object from package "
+            f"{_show(package)!r}: code the loader must have registered (expected Keras' own objects)",
+            callable=_show(dotted),
+        )
+
+
+def _parse(raw: bytes | memoryview, limits: Limits, what: str) -> Any:
+    if len(raw) > limits.max_header_bytes:
+        raise LimitError(
+            f"{what} is {len(raw)} bytes, more than {limits.max_header_bytes} (limit max_header_bytes)"
+        )
+    try:
+        # bytes, as Keras passes them: json detects UTF-8/16/32 the same way for both of us
+        return json.loads(bytes(raw))
+    except RecursionError as exc:
+        raise LimitError(f"{what} nests deeper than the JSON parser allows") from exc
+    except ValueError as exc:
+        raise FormatError(f"{what} is not valid JSON: {exc}") from exc
+
+
+def _config_root(config: Any, what: str) -> None:
+    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
+        raise FormatError(f"{what} is not a Keras object (expected a JSON object with a 'class_name' string)")
+
+
+class KerasConfigReader:
+    """A bare Keras config (``model.to_json()``, an unpacked ``config.json``)."""
+
+    name = "keras-config"
+
+    def sniff(self, head: bytes, size: int) -> bool:
+        return _CONFIG_HEAD.match(head) is not None and b'"config"' in head
+
+    def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
+        config = _parse(data, ctx.limits, "Keras config")
+        _config_root(config, "Keras config")
+        yield from analyse_config(config, ctx, "config")
+
+
+class KerasZipReader:
+    """Keras v3 ``.keras``: a zip whose first member is ``metadata.json`` or ``config.json``
+    (the order Keras writes). A reordered archive is read by the generic zip reader, whose
+    ``config.json`` member the :class:`KerasConfigReader` then analyses."""
+
+    name = "keras"
+
+    def sniff(self, head: bytes, size: int) -> bool:
+        if not head.startswith(LOCAL_SIG) or len(head) < 30:
+            return False
+        length = int.from_bytes(head[26:28], "little")
+        return head[30 : 30 + length] in (b"metadata.json", b"config.json")
+
+    def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
+        listing = parse_zip(data, ctx.limits, ctx.check_time)
+        yield from listing.issues
+        configs = listing.find("config.json")
+        if not configs:
+            raise FormatError(
+                "Keras archive has no config.json (expected config.json, metadata.json and weights)"
+            )
+        for member in configs:
+            what = f"config.json (entry {member.index})" if len(configs) > 1 else "config.json"
+            config = _parse(member_bytes(listing, member, ctx.limits), ctx.limits, what)
+            _config_root(config, what)
+            yield from analyse_config(config, ctx, what)
+        for member in listing.members:
+            # Weights in HDF5 are plain datasets for h5py; every other member (npz weights, which
+            # Keras loads with allow_pickle=True, assets, anything extra) is scanned as a file.
+            if member.name in _KERAS_MEMBERS or member.is_dir:
+                continue
+            yield Nested(member.name, member_bytes(listing, member, ctx.limits), member.header_offset)
+
+
+def looks_like_hdf5(head: bytes) -> bool:
+    """HDF5's signature at offset 0, 512, 1024 or 2048 (where the library looks within 4 KiB)."""
+    return any(head[at : at + 8] == _HDF5_MAGIC for at in (0, 512, 1024, 2048))
+
+
+class _View(io.RawIOBase):
+    """A read-only file object over a memoryview, for h5py (no copy of the file)."""
+
+    def __init__(self, data: memoryview) -> None:
+        super().__init__()
+        self._data = data
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = max(0, min(len(buffer), len(self._data) - self._pos))
+        buffer[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._data)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+class KerasH5Reader:
+    """Legacy Keras HDF5: the JSON in the root attributes ``model_config`` / ``training_config``."""
+
+    name = "keras-h5"
+
+    def sniff(self, head: bytes, size: int) -> bool:
+        return looks_like_hdf5(head)
+
+    def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
+        try:
+            import h5py  # optional: the keras-h5 extra
+        except ImportError:
+            yield Issue(
+                "keras.h5-unsupported",
+                Severity.ERROR,
+                "HDF5 file (legacy Keras .h5) cannot be analysed: h5py is not installed "
+                "(install airlock[keras-h5]); it cannot be proven clean",
+            )
+            return
+        # Security note: libhdf5 (C) parses these bytes in this process; only the root attributes
+        # are read, the fixed-size ones after a size check.
+        configs: dict[str, bytes] = {}
+        keras_layout = False
+        try:
+            with _View(data) as view, h5py.File(view, "r") as h5:
+                for key in ("model_config", "training_config"):
+                    if key not in h5.attrs:
+                        continue
+                    attr = h5.attrs.get_id(key)
+                    if attr.get_storage_size() > ctx.limits.max_header_bytes:
+                        raise LimitError(
+                            f"HDF5 attribute {key} is larger than {ctx.limits.max_header_bytes} bytes (limit max_header_bytes)"
+                        )
+                    value = h5.attrs[key]
+                    if isinstance(value, str):
+                        # h5py decodes with surrogateescape: get the stored bytes back
+                        value = value.encode("utf-8", "surrogateescape")
+                    if not isinstance(value, bytes):
+                        raise FormatError(
+                            f"HDF5 attribute {key} is {type(value).__name__} (expected a JSON string)"
+                        )
+                    configs[key] = value
+                keras_layout = "layer_names" in h5.attrs or {"layers", "vars"} & set(h5.keys()) != set()
+        except (FormatError, LimitError):
+            raise
+        except Exception as exc:  # h5py raises OSError, KeyError, ValueError, RuntimeError ...
+            raise FormatError(f"HDF5 file does not parse: {type(exc).__name__}: {exc}") from exc
+        if not configs:
+            if keras_layout:
+                yield Issue(
+                    "keras.h5-weights", Severity.INFO, "HDF5 holds Keras weights only (no model_config)"
+                )
+                return
+            yield Issue(
+                "keras.h5-unknown",
+                Severity.ERROR,
+                "HDF5 file holds neither a Keras model_config nor Keras weights; its contents are not "
+                "analysed, so it cannot be proven clean",
+            )
+            return
+        for key, raw in configs.items():
+            config = _parse(raw, ctx.limits, f"HDF5 attribute {key}")
+            if key == "model_config":
+                _config_root(config, "HDF5 attribute model_config")
+            yield from analyse_config(config, ctx, key)
