@@ -6,6 +6,7 @@ from pathlib import PurePosixPath
 from typing import Final
 
 from airlock._formats.base import Reader
+from airlock._formats.compressed import COMPRESSED_READERS
 from airlock._formats.keras import KerasConfigReader, KerasH5Reader, KerasZipReader
 from airlock._formats.npy import NpyReader
 from airlock._formats.onnx import OnnxReader
@@ -25,6 +26,7 @@ READERS: Final[tuple[Reader, ...]] = (
     KerasConfigReader(),
     ZipReader(),
     NpyReader(),
+    *COMPRESSED_READERS,
     TorchLegacyReader(),
     PickleReader(),
 )
