@@ -12,6 +12,7 @@ from airlock._formats.npy import NpyReader
 from airlock._formats.onnx import OnnxReader
 from airlock._formats.pickle import PickleReader, TorchLegacyReader
 from airlock._formats.safetensors import SafetensorsReader
+from airlock._formats.savedmodel import SavedModelReader
 from airlock._formats.zip_reader import ZipReader
 
 __all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
@@ -20,6 +21,7 @@ __all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
 #: before the generic pickle reader, whose protocol-0 probe is the loosest test.
 READERS: Final[tuple[Reader, ...]] = (
     SafetensorsReader(),
+    SavedModelReader(),  # before ONNX: both open with field 1 = 1, field 2
     OnnxReader(),
     KerasZipReader(),
     KerasH5Reader(),
