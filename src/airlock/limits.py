@@ -50,6 +50,8 @@ class Limits:
     max_header_bytes: int = 100 * _MIB
     #: bytes of one Jinja template (chat templates are tens of kB); parsed, never rendered
     max_template_bytes: int = 1 * _MIB
+    #: arrays nested inside arrays in GGUF metadata
+    max_gguf_array_depth: int = 8
     #: files visited when scanning a folder
     max_files: int = 1_000_000
     #: nesting of protobuf messages (ONNX graphs in attributes, TensorFlow functions); protobuf's own default

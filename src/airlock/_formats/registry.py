@@ -7,6 +7,7 @@ from typing import Final
 
 from airlock._formats.base import Reader
 from airlock._formats.compressed import COMPRESSED_READERS
+from airlock._formats.gguf import GGUFReader
 from airlock._formats.keras import KerasConfigReader, KerasH5Reader, KerasZipReader
 from airlock._formats.npy import NpyReader
 from airlock._formats.onnx import OnnxReader
@@ -21,6 +22,7 @@ __all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
 #: before the generic pickle reader, whose protocol-0 probe is the loosest test.
 READERS: Final[tuple[Reader, ...]] = (
     SafetensorsReader(),
+    GGUFReader(),
     SavedModelReader(),  # before ONNX: both open with field 1 = 1, field 2
     OnnxReader(),
     KerasZipReader(),
