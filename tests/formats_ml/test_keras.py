@@ -172,6 +172,10 @@ def test_reordered_archive_config_is_still_analysed(tmp_path: Path) -> None:
     assert KerasConfigReader().sniff(config[:4096], len(config))
     found = issues(read_all(KerasConfigReader(), config, tmp_path / "config.json"))
     assert [i.rule for i in found] == ["keras.lambda"]
+    # end to end: the generic zip reader hands config.json over, and it is found there
+    report = scan_one(path)
+    assert report.verdict is Verdict.MALICIOUS
+    assert only(report, "keras.lambda").location.members == ("config.json",)
 
 
 def test_other_members_are_scanned_as_files(tmp_path: Path) -> None:
