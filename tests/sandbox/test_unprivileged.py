@@ -30,7 +30,9 @@ def test_escape_suite_as_unprivileged_user() -> None:
         home.mkdir()
         for path in (work, home):
             os.chown(path, NOBODY, NOBODY)
-        preexec = make_preexec(plan_staging([os.path.realpath(sys.base_prefix)]), (NOBODY, NOBODY), None, ())
+        # the interpreter, the venv and the clone may all sit under /root (0700): stage what the run needs
+        needed = [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), str(REPO)]
+        preexec = make_preexec(plan_staging(needed), (NOBODY, NOBODY), None, ())
         done = subprocess.run(
             [
                 sys.executable,
