@@ -14,7 +14,14 @@ from airlock.errors import AirlockError, UsageError
 __all__ = ["COMMANDS", "entry_point", "main"]
 
 #: Every subcommand, in the order ``airlock --help`` lists them.
-COMMANDS: tuple[Command, ...] = (scan_cmd.COMMAND, hash_cmd.COMMAND, sign_cmd.COMMAND, verify_cmd.COMMAND, run_cmd.COMMAND, doctor_cmd.COMMAND)
+COMMANDS: tuple[Command, ...] = (
+    scan_cmd.COMMAND,
+    hash_cmd.COMMAND,
+    sign_cmd.COMMAND,
+    verify_cmd.COMMAND,
+    run_cmd.COMMAND,
+    doctor_cmd.COMMAND,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
