@@ -14,6 +14,7 @@ from airlock._formats.onnx import OnnxReader
 from airlock._formats.pickle import PickleReader, TorchLegacyReader
 from airlock._formats.safetensors import SafetensorsReader
 from airlock._formats.savedmodel import SavedModelReader
+from airlock._formats.tar import TarReader
 from airlock._formats.zip_reader import ZipReader
 
 __all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
@@ -31,6 +32,7 @@ READERS: Final[tuple[Reader, ...]] = (
     ZipReader(),
     NpyReader(),
     *COMPRESSED_READERS,
+    TarReader(),
     TorchLegacyReader(),
     PickleReader(),
 )
