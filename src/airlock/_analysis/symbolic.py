@@ -73,6 +73,17 @@ def resolve(node: Node, depth: int = 0) -> str | None:
         return None
     if isinstance(node, Global):
         return node.dotted
+    if isinstance(node, PersId):
+        # torch's legacy persistent_load returns the class for ('module', cls, source_file, source)
+        pid = node.pid
+        if (
+            isinstance(pid, TupleNode)
+            and len(pid.items) >= 2
+            and isinstance(pid.items[0], Const)
+            and pid.items[0].value == "module"
+        ):
+            return resolve(pid.items[1], depth + 1)
+        return None
     if not isinstance(node, Call):
         return None
     func = resolve(node.func, depth + 1)
