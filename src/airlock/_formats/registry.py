@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Final
 
-from airlock._formats.base import Reader
+from airlock._formats.base import FolderCheck, Reader
 from airlock._formats.compressed import COMPRESSED_READERS
 from airlock._formats.gguf import GGUFReader
+from airlock._formats.hf_folder import HFFolderCheck
 from airlock._formats.keras import KerasConfigReader, KerasH5Reader, KerasZipReader
 from airlock._formats.npy import NpyReader
 from airlock._formats.onnx import OnnxReader
@@ -17,7 +18,7 @@ from airlock._formats.savedmodel import SavedModelReader
 from airlock._formats.tar import TarReader
 from airlock._formats.zip_reader import ZipReader
 
-__all__ = ["MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
+__all__ = ["FOLDER_CHECKS", "MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
 
 #: Tried in order; the first whose ``sniff`` accepts the content reads it. Specific formats come
 #: before the generic pickle reader, whose protocol-0 probe is the loosest test.
@@ -36,6 +37,9 @@ READERS: Final[tuple[Reader, ...]] = (
     TorchLegacyReader(),
     PickleReader(),
 )
+
+#: Whole-folder checks, run on every folder of a folder scan (see ``base.FolderCheck``).
+FOLDER_CHECKS: Final[tuple[FolderCheck, ...]] = (HFFolderCheck(),)
 
 #: Suffixes of model files. Only used to decide whether a file no reader recognises is reported
 #: as unsupported (an ERROR verdict) or listed as skipped; never to choose a reader.

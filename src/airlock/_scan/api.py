@@ -6,7 +6,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from airlock._formats.base import Issue
+from airlock._formats.base import Issue, ReadContext
+from airlock._formats.registry import FOLDER_CHECKS
 from airlock._scan.collect import Collector
 from airlock._scan.engine import scan_file
 from airlock._scan.walk import Entry, walk
@@ -66,6 +67,8 @@ def scan(
             }
             for index, future in futures.items():
                 results[index] = future.result()
+    if base == root:
+        _apply_folder_checks(base, entries, results, limits)
     for index in sorted(results):
         result = results[index]
         if isinstance(result, Skipped):
@@ -79,6 +82,59 @@ def scan(
         skipped=tuple(skipped),
         allowances=tuple(sorted(policy.allow)),
     )
+
+
+# --- folder checks (Hugging Face layout ...) -------------------------------------------------
+# Each check in FOLDER_CHECKS looks at one folder at a time and yields (relative path, Issue).
+# The issues join that file's report; a file the walk listed as skipped (JSON, templates, .py)
+# becomes a report of its own, CLEAN unless an issue says otherwise (checks mark every file they
+# analysed completely with an INFO finding). Issues for "." or for a path not scanned as a file
+# get a report named after the folder.
+
+
+def _apply_folder_checks(
+    base: Path, entries: list[Entry], results: dict[int, FileReport | Skipped], limits: Limits
+) -> None:
+    by_path = {entry.path: index for index, entry in enumerate(entries) if index in results}
+    folders = sorted({base} | {entry.path.parent for entry in entries if entry.kind == "file"})
+    extra = len(entries)
+    for folder in folders:
+        ctx = ReadContext(limits=limits, file_path=folder, root=base)
+        pending: dict[int, list[Issue]] = {}
+        displays: dict[str, int] = {}
+        for check in FOLDER_CHECKS:
+            for rel, issue in check.check(folder, ctx):
+                target = folder / rel if rel != "." else folder
+                index = by_path.get(target)
+                if index is None:
+                    index = displays.setdefault(target.as_posix(), extra + len(displays))
+                pending.setdefault(index, []).append(issue)
+        names = {index: display for display, index in displays.items()}
+        for index, issues in pending.items():
+            previous = results.get(index) if index < len(entries) else None
+            display = entries[index].display if index < len(entries) else names[index]
+            results[index] = _with_issues(previous, display, issues, limits)
+        extra += len(displays)
+
+
+def _with_issues(
+    previous: FileReport | Skipped | None, display: str, issues: list[Issue], limits: Limits
+) -> FileReport:
+    collector = Collector(display, limits)
+    fmt = FOLDER_CHECKS[0].name
+    size = 0
+    seconds = 0.0
+    if isinstance(previous, FileReport):
+        fmt, size, seconds = previous.format or fmt, previous.size, previous.seconds
+        for finding in previous.findings:
+            collector.add(
+                finding.location.members,
+                Issue(finding.rule, finding.severity, finding.message, finding.location.offset,
+                      finding.callable, finding.evidence),
+            )  # fmt: skip
+    for issue in issues:
+        collector.add((), issue)
+    return collector.report(fmt, size, seconds)
 
 
 def _symlink_report(entry: Entry, limits: Limits) -> FileReport:

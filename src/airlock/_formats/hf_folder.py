@@ -1,0 +1,332 @@
+"""Hugging Face model folders: what ``from_pretrained`` reads besides the weights.
+
+A folder is treated as a Hugging Face model when it holds ``config.json``, ``tokenizer_config.json``
+or a ``*.index.json`` shard index. Then:
+
+* ``config.json`` / ``tokenizer_config.json`` / other ``*.json`` must parse as strict JSON
+  (``hf.json``, ERROR otherwise).
+* ``auto_map`` entries name code that ``trust_remote_code=True`` imports and runs:
+  ``hf.remote-code`` (SUSPICIOUS, executable code needing a policy decision; MALICIOUS when the
+  shipped module calls a process/exec/network primitive at import time); a module path that is
+  absolute or holds ``..`` is ``hf.remote-code-traversal`` (MALICIOUS); ``repo--module.Class``
+  (code from another repository, which a scan of this folder cannot see) is SUSPICIOUS.
+* Every ``*.py`` file is executable code ``trust_remote_code`` may import: ``hf.remote-code``.
+* Chat templates (``chat_template`` in tokenizer_config.json, ``chat_template.jinja``,
+  ``chat_template.json``, other ``*.jinja``) are analysed without rendering.
+* Shard indexes: every ``weight_map`` file must be a plain name inside the folder
+  (``hf.index-traversal``, MALICIOUS) and exist (``hf.index-missing``, ERROR).
+
+Files the check analysed completely get an INFO ``hf.analysed`` finding, so the scan reports them
+(CLEAN when nothing else is wrong) instead of listing them as skipped. Files are opened without
+following links and read only up to ``Limits.max_header_bytes``.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+from airlock._analysis.template import analyse_template
+from airlock._formats.base import Issue, ReadContext
+from airlock._formats.safetensors import parse_json_strict
+from airlock.errors import FormatError
+from airlock.results import Severity
+
+__all__ = ["ANALYSED", "HFFolderCheck"]
+
+#: rule of the INFO finding that marks a file as analysed by the folder check
+ANALYSED: Final = "hf.analysed"
+_MARKERS: Final = ("config.json", "tokenizer_config.json")
+#: calls that have no business running when a modeling file is imported
+_IMPORT_TIME_DANGER: Final = frozenset(
+    "os.system os.popen os.execv os.execve os.execl os.spawnl os.remove os.unlink subprocess.run "
+    "subprocess.Popen subprocess.call subprocess.check_call subprocess.check_output exec eval compile "
+    "__import__ socket.socket urllib.request.urlopen requests.get requests.post shutil.rmtree "
+    "pickle.loads pickle.load marshal.loads ctypes.CDLL".split()
+)
+
+
+class HFFolderCheck:
+    name = "hf-folder"
+
+    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+        try:
+            children = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        files = {e.name: Path(e.path) for e in children if e.is_file(follow_symlinks=False)}
+        if not any(m in files for m in _MARKERS) and not any(n.endswith(".index.json") for n in files):
+            return
+        for name, path in files.items():
+            ctx.check_time()
+            if name.endswith(".py"):
+                yield from _python_file(name, path, ctx)
+            elif name.endswith(".jinja"):
+                yield from _template_file(name, path, ctx)
+            elif name.endswith(".json"):
+                yield from _json_file(name, path, folder, files, ctx)
+
+
+def _read(path: Path, ctx: ReadContext) -> bytes:
+    """The bytes of a regular file, opened without following links, bounded by max_header_bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError("not a regular file")
+        if st.st_size > ctx.limits.max_header_bytes:
+            raise FormatError(
+                f"{st.st_size} bytes exceeds limit max_header_bytes {ctx.limits.max_header_bytes}"
+            )
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(ctx.limits.max_header_bytes + 1)
+    finally:
+        os.close(fd)
+
+
+def _analysed(name: str, what: str) -> tuple[str, Issue]:
+    return name, Issue(ANALYSED, Severity.INFO, f"{what} (analysed by the Hugging Face folder check)")
+
+
+def _json_file(
+    name: str, path: Path, folder: Path, files: dict[str, Path], ctx: ReadContext
+) -> Iterator[tuple[str, Issue]]:
+    try:
+        value = parse_json_strict(_read(path, ctx), name)
+    except (FormatError, OSError) as exc:
+        yield name, Issue("hf.json", Severity.ERROR, f"{name}: {exc}; transformers cannot load it")
+        return
+    yield _analysed(name, "JSON parsed")
+    if not isinstance(value, dict):
+        if name in _MARKERS:
+            yield (
+                name,
+                Issue(
+                    "hf.json",
+                    Severity.ERROR,
+                    f"{name}: top level is a JSON {type(value).__name__}, expected an object",
+                ),
+            )
+        return
+    auto_map = value.get("auto_map")
+    if auto_map is not None:
+        yield from _auto_map(name, auto_map, files, ctx)
+    if name in ("tokenizer_config.json", "chat_template.json", "processor_config.json"):
+        yield from _chat_templates(name, value.get("chat_template"), ctx)
+    if name.endswith(".index.json"):
+        yield from _index(name, value, folder)
+
+
+def _chat_templates(name: str, template: object, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+    if template is None:
+        return
+    if isinstance(template, str):
+        for issue in analyse_template(f"{name} chat_template", template, ctx.limits):
+            yield name, issue
+        return
+    if isinstance(template, list):
+        for index, entry in enumerate(template):
+            if isinstance(entry, dict) and isinstance(entry.get("template"), str):
+                label = f"{name} chat_template[{entry.get('name', index)!r:.40}]"
+                for issue in analyse_template(label, entry["template"], ctx.limits):
+                    yield name, issue
+            else:
+                yield (
+                    name,
+                    Issue(
+                        "hf.json", Severity.ERROR, f"{name}: chat_template[{index}] is not {{name, template}}"
+                    ),
+                )
+        return
+    yield (
+        name,
+        Issue(
+            "hf.json",
+            Severity.ERROR,
+            f"{name}: chat_template is a JSON {type(template).__name__}, expected a string",
+        ),
+    )
+
+
+def _template_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+    try:
+        text = _read(path, ctx).decode("utf-8")
+    except (FormatError, OSError, UnicodeDecodeError) as exc:
+        yield name, Issue("template.parse", Severity.ERROR, f"{name}: cannot read as a UTF-8 template: {exc}")
+        return
+    yield _analysed(name, "Jinja template parsed, not rendered")
+    for issue in analyse_template(name, text, ctx.limits):
+        yield name, issue
+
+
+def _auto_map(
+    name: str, auto_map: object, files: dict[str, Path], ctx: ReadContext
+) -> Iterator[tuple[str, Issue]]:
+    if not isinstance(auto_map, dict):
+        yield name, Issue("hf.json", Severity.ERROR, f"{name}: auto_map is not an object")
+        return
+    for auto_class, refs in auto_map.items():
+        for ref in refs if isinstance(refs, list) else [refs]:
+            if ref is None:
+                continue
+            if not isinstance(ref, str):
+                yield (
+                    name,
+                    Issue("hf.json", Severity.ERROR, f"{name}: auto_map[{auto_class!r}] is not a string"),
+                )
+                continue
+            yield from _class_reference(name, auto_class, ref, files)
+
+
+def _class_reference(
+    name: str, auto_class: str, ref: str, files: dict[str, Path]
+) -> Iterator[tuple[str, Issue]]:
+    where = f"{name} auto_map {auto_class} -> {ref!r:.100}"
+    repo, _, local = ref.rpartition("--")
+    module, _, cls = local.rpartition(".")
+    path = PurePosixPath(module)
+    if not module or path.is_absolute() or ".." in path.parts or "\\" in module or module.startswith("~"):
+        yield (
+            name,
+            Issue(
+                "hf.remote-code-traversal",
+                Severity.MALICIOUS,
+                f"{where}: module path leaves the model folder (expected a module name inside it); "
+                "trust_remote_code would import code from elsewhere on the machine",
+                callable=ref,
+                evidence=ref,
+            ),
+        )
+        return
+    if repo:
+        yield (
+            name,
+            Issue(
+                "hf.remote-code",
+                Severity.SUSPICIOUS,
+                f"{where}: code from another repository {repo!r:.80}, which trust_remote_code downloads and runs; "
+                "not part of this scan",
+                callable=f"{module}.{cls}",
+                evidence=ref,
+            ),
+        )
+        return
+    file = f"{module}.py"
+    present = file in files
+    yield (
+        name,
+        Issue(
+            "hf.remote-code",
+            Severity.SUSPICIOUS,
+            f"{where}: trust_remote_code would import {file} "
+            + ("(shipped in the folder) and run it: executable code" if present else "(not in the folder)"),
+            callable=f"{module}.{cls}",
+            evidence=ref,
+        ),
+    )
+
+
+def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+    yield (
+        name,
+        Issue(
+            "hf.remote-code",
+            Severity.SUSPICIOUS,
+            f"{name}: Python file in a model folder; trust_remote_code imports and runs such files (executable code)",
+            callable=name.removesuffix(".py"),
+        ),
+    )
+    try:
+        source = _read(path, ctx)
+        tree = ast.parse(source, filename=name)  # parsed, never compiled or run
+    except (FormatError, OSError, SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        yield name, Issue("hf.python-parse", Severity.ERROR, f"{name}: does not parse as Python: {exc}")
+        return
+    for call, line in _import_time_calls(tree):
+        yield (
+            name,
+            Issue(
+                "hf.remote-code",
+                Severity.MALICIOUS,
+                f"{name}: calls {call} when imported (line {line}); a modeling file has no reason to",
+                callable=call,
+                evidence=ast.get_source_segment(source.decode("utf-8", "replace"), _line_node(tree, line))
+                or call,
+            ),
+        )
+
+
+def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
+    """Calls of dangerous primitives that run at import: module and class bodies, not functions."""
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Call):
+            dotted = _dotted(node.func)
+            if dotted in _IMPORT_TIME_DANGER:
+                yield dotted, node.lineno
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _dotted(node: ast.AST) -> str | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _line_node(tree: ast.Module, line: int) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.lineno == line:
+            return node
+    return tree
+
+
+def _index(name: str, value: dict[str, object], folder: Path) -> Iterator[tuple[str, Issue]]:
+    weight_map = value.get("weight_map")
+    if not isinstance(weight_map, dict):
+        yield name, Issue("hf.index", Severity.ERROR, f"{name}: weight_map missing or not an object")
+        return
+    reported: set[str] = set()
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str):
+            yield (
+                name,
+                Issue("hf.index", Severity.ERROR, f"{name}: weight_map[{tensor!r:.60}] is not a file name"),
+            )
+            continue
+        if shard in reported:
+            continue
+        reported.add(shard)
+        path = PurePosixPath(shard)
+        if not shard or path.is_absolute() or ".." in path.parts or "\\" in shard:
+            yield (
+                name,
+                Issue(
+                    "hf.index-traversal",
+                    Severity.MALICIOUS,
+                    f"{name}: weight_map file {shard!r:.100} is not a plain file name inside the folder "
+                    "(a loader would read weights from elsewhere)",
+                    evidence=shard,
+                ),
+            )
+        elif not (folder / shard).is_file() or (folder / shard).is_symlink():
+            yield (
+                name,
+                Issue(
+                    "hf.index-missing",
+                    Severity.ERROR,
+                    f"{name}: weight_map file {shard!r:.100} is missing from the folder (or not a regular file)",
+                    evidence=shard,
+                ),
+            )

@@ -1,0 +1,240 @@
+"""Hugging Face folders: complete folders clean; remote code, traversal and broken files reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import airlock
+from airlock import Severity, Verdict
+from airlock._render.text import render as render_text
+from tests.formats_hf.chat_templates import PUBLIC
+from tests.formats_hf.test_hf_template import cve_2024_34359
+
+
+def _save_pretrained(folder: Path, *, shard: str | None = None) -> Path:
+    """A real tiny model folder written by transformers: config, generation config, tokenizer, weights."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model.generation_config.max_new_tokens = 8
+    model.save_pretrained(folder, max_shard_size=shard or "5GB")
+    vocab = {f"w{i}": i for i in range(29)} | {"<s>": 29, "</s>": 30, "<unk>": 31}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))  # noqa: S106 - a token, not a password
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=raw, **{"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    )
+    tok.chat_template = PUBLIC["llama3"]
+    tok.save_pretrained(folder)
+    (folder / "README.md").write_text("# tiny\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_pretrained(tmp_path_factory.mktemp("hf") / "tiny")
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for item in src.iterdir():
+        (dst / item.name).write_bytes(item.read_bytes())
+    return dst
+
+
+def test_complete_folder_is_clean(hf_folder: Path) -> None:
+    names = {p.name for p in hf_folder.iterdir()}
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+            "tokenizer_config.json"} <= names  # fmt: skip
+    report = airlock.scan(hf_folder)
+    assert report.verdict is Verdict.CLEAN, render_text(report)
+    formats = {Path(f.path).name: f.format for f in report.files}
+    assert formats["model.safetensors"] == "safetensors"
+    assert formats["config.json"] == "hf-folder"
+    assert formats["tokenizer_config.json"] == "hf-folder"
+    assert [s.path for s in report.skipped] == [f"{hf_folder.as_posix()}/README.md"]
+
+
+def test_sharded_folder_with_index_is_clean(tmp_path: Path) -> None:
+    folder = _save_pretrained(tmp_path / "sharded", shard="20KB")
+    shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    assert (folder / "model.safetensors.index.json").exists()
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.CLEAN, render_text(report)
+
+
+def test_index_naming_a_missing_shard_is_an_error(hf_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    index = {
+        "metadata": {},
+        "weight_map": {"a": "model.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.ERROR
+    (finding,) = [f for f in report.findings() if f.rule == "hf.index-missing"]
+    assert "'model-00002-of-00002.safetensors' is missing" in finding.message
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "a/../../b.safetensors"])
+def test_index_pointing_outside_the_folder_is_malicious(hf_folder: Path, tmp_path: Path, shard: str) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": shard}}))
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS
+    (finding,) = [f for f in report.findings() if f.rule == "hf.index-traversal"]
+    assert finding.evidence == shard
+
+
+def _with_remote_code(folder: Path, source: str) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "configuration_tiny.TinyConfig",
+        "AutoModelForCausalLM": "modeling_tiny.TinyModel",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling_tiny.py").write_text(source)
+    (folder / "configuration_tiny.py").write_text("class TinyConfig:\n    pass\n")
+
+
+def test_auto_map_to_shipped_code_is_reported_as_executable_code(hf_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    _with_remote_code(folder, "import torch\n\nclass TinyModel(torch.nn.Module):\n    pass\n")
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.SUSPICIOUS, render_text(report)
+    by_file = {Path(f.path).name: f for f in report.files}
+    config_findings = [f for f in by_file["config.json"].findings if f.rule == "hf.remote-code"]
+    assert {f.callable for f in config_findings} == {
+        "modeling_tiny.TinyModel",
+        "configuration_tiny.TinyConfig",
+    }
+    assert any("would import modeling_tiny.py (shipped in the folder)" in f.message for f in config_findings)
+    assert by_file["modeling_tiny.py"].verdict is Verdict.SUSPICIOUS
+
+
+def test_auto_map_to_shipped_code_that_runs_a_command_on_import_is_malicious(
+    hf_folder: Path, tmp_path: Path
+) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    marker = tmp_path / "pwned"
+    _with_remote_code(folder, f"import os\nos.system('touch {marker}')\n\nclass TinyModel:\n    pass\n")
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    (finding,) = [f for f in report.findings() if f.severity is Severity.MALICIOUS]
+    assert finding.callable == "os.system"
+    assert str(marker) in (finding.evidence or "")
+    assert not marker.exists()
+    # the fixture is real: transformers with trust_remote_code runs it (in a throwaway process)
+    code = (
+        "import sys\nfrom transformers.dynamic_module_utils import get_class_from_dynamic_module\n"
+        "get_class_from_dynamic_module('modeling_tiny.TinyModel', sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, timeout=120, check=False,
+                   env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert marker.exists(), "the fixture does not run its payload under trust_remote_code"
+
+
+@pytest.mark.parametrize(
+    ("ref", "rule", "severity"),
+    [
+        ("/tmp/evil.Model", "hf.remote-code-traversal", Severity.MALICIOUS),
+        ("../../evil.Model", "hf.remote-code-traversal", Severity.MALICIOUS),
+        ("other/repo--modeling_x.Model", "hf.remote-code", Severity.SUSPICIOUS),
+    ],
+)
+def test_auto_map_outside_the_folder(
+    hf_folder: Path, tmp_path: Path, ref: str, rule: str, severity: Severity
+) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": [ref, None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    report = airlock.scan(folder)
+    assert report.verdict is severity.verdict
+    (finding,) = [f for f in report.findings() if f.rule == rule]
+    assert finding.severity is severity
+    assert finding.evidence == ref
+
+
+def test_malicious_chat_template_in_tokenizer_config(hf_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    marker = tmp_path / "pwned"
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = [{"name": "default", "template": PUBLIC["qwen3"]},
+                               {"name": "tool_use", "template": cve_2024_34359(marker)}]  # fmt: skip
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS
+    ssti = [f for f in report.findings() if f.rule == "template.ssti"]
+    assert ssti and all("chat_template['tool_use']" in f.message for f in ssti)
+    assert not marker.exists()
+
+
+def test_chat_template_jinja_file_is_analysed(hf_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    (folder / "chat_template.jinja").write_text(PUBLIC["gemma"])
+    assert airlock.scan(folder).verdict is Verdict.CLEAN
+    (folder / "chat_template.jinja").write_text("{{ self._TemplateReference__context }}")
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS
+    assert {Path(f.location.path).name for f in report.findings() if f.rule == "template.ssti"} == {
+        "chat_template.jinja"
+    }
+
+
+@pytest.mark.parametrize("content", [b"{", b'{"a": 1, "a": 2}', b"\xff\xfe", b"[1, 2]"])
+def test_broken_config_json_is_an_error(hf_folder: Path, tmp_path: Path, content: bytes) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    (folder / "config.json").write_bytes(content)
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.ERROR
+    assert any(f.rule == "hf.json" and "config.json" in f.message for f in report.findings())
+
+
+def test_a_python_file_alone_makes_the_folder_suspicious(hf_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    (folder / "helper.py").write_text(
+        "def f():\n    import os\n    os.system('x')\n"
+    )  # inside a function: not at import
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.SUSPICIOUS
+    assert [f.rule for f in report.findings() if f.severity is not Severity.INFO] == ["hf.remote-code"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.binary(max_size=300),
+    st.sampled_from(
+        [
+            "config.json",
+            "tokenizer_config.json",
+            "model.safetensors.index.json",
+            "chat_template.jinja",
+            "modeling_x.py",
+        ]
+    ),
+)
+def test_fuzz_folder_files_never_crash(tmp_path: Path, blob: bytes, name: str) -> None:
+    folder = tmp_path / "fz"
+    folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    (folder / "config.json").write_text("{}")
+    (folder / name).write_bytes(blob)
+    report = airlock.scan(folder)
+    assert report.files
