@@ -14,7 +14,7 @@ def test_top_level_names() -> None:
         [
             "AirlockError", "FileReport", "Finding", "FormatError", "IntegrityError", "LimitError", "Limits",
             "Location", "Policy", "PolicyError", "Report", "SandboxError", "Severity", "Skipped", "UsageError",
-            "Verdict", "__version__", "scan",
+            "Verdict", "__version__", "load", "scan",
         ]
     )  # fmt: skip
     for name in airlock.__all__:

@@ -3,6 +3,7 @@
 Public API (pinned by ``tests/test_public_api.py``)::
 
     airlock.scan(path, ...) -> Report       static, fail-closed scan of model files
+    airlock.load(path, ...) -> dict         tensors of a checkpoint, loaded without running it
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from airlock.errors import (
     UsageError,
 )
 from airlock.limits import Limits
+from airlock.loading import load
 from airlock.policy import Policy
 from airlock.results import FileReport, Finding, Location, Report, Severity, Skipped, Verdict
 
@@ -41,5 +43,6 @@ __all__ = [
     "UsageError",
     "Verdict",
     "__version__",
+    "load",
     "scan",
 ]

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from airlock import __version__
-from airlock._cli import doctor_cmd, hash_cmd, run_cmd, scan_cmd, sign_cmd, verify_cmd
+from airlock._cli import convert_cmd, doctor_cmd, hash_cmd, load_cmd, run_cmd, scan_cmd, sign_cmd, verify_cmd
 from airlock._cli.base import Command
 from airlock.errors import AirlockError, UsageError
 
@@ -19,6 +19,8 @@ COMMANDS: tuple[Command, ...] = (
     hash_cmd.COMMAND,
     sign_cmd.COMMAND,
     verify_cmd.COMMAND,
+    load_cmd.COMMAND,
+    convert_cmd.COMMAND,
     run_cmd.COMMAND,
     doctor_cmd.COMMAND,
 )

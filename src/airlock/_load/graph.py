@@ -1,0 +1,408 @@
+"""Realise the symbolic pickle graph: tensors, plain containers and a few constants, nothing else.
+
+The walk never calls what a node names. Each allowlisted constructor has its own small realiser
+here that rebuilds the *data* the real callable would return (a tensor view, a dict, a tuple);
+every other callable or global is a :class:`~airlock.errors.PolicyError` naming it. Classes the
+caller allows explicitly (``allow=("argparse.Namespace",)``) are realised as the plain dict of
+the state BUILD would give them, never by calling the class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from airlock._analysis.pickle_vm import (
+    Call,
+    Const,
+    DictNode,
+    Global,
+    ListNode,
+    Node,
+    PersId,
+    PickleResult,
+    SetNode,
+    TupleNode,
+)
+from airlock._load.dtypes import DType, dtype_from_numpy, torch_dtype
+from airlock._load.model import Storage, TensorRef, check_view, contiguous_strides
+from airlock.errors import FormatError, LimitError, PolicyError
+
+__all__ = ["StorageType", "TypedStorage", "realise"]
+
+#: containers deeper than this are refused (real checkpoints nest a handful of levels)
+MAX_DEPTH: Final = 200
+
+_TENSOR_V2: Final = "torch._utils._rebuild_tensor_v2"
+_TENSOR_V3: Final = "torch._utils._rebuild_tensor_v3"
+_TENSOR_V1: Final = "torch._utils._rebuild_tensor"
+_PARAMETER: Final = frozenset(
+    {"torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"}
+)
+_FROM_TYPE: Final = frozenset({"torch._tensor._rebuild_from_type_v2"})
+_TENSOR_TYPES: Final = frozenset({"torch.Tensor", "torch._tensor.Tensor", "torch.nn.parameter.Parameter"})
+_ORDERED_DICT: Final = frozenset({"collections.OrderedDict"})
+_RECONSTRUCT: Final = frozenset({"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"})
+_NP_DTYPE: Final = "numpy.dtype"
+_NP_NDARRAY: Final = "numpy.ndarray"
+#: tensor kinds torch can pickle that airlock.load refuses, and why
+_UNSUPPORTED: Final = {
+    "torch._utils._rebuild_qtensor": "a quantized tensor",
+    "torch._utils._rebuild_sparse_tensor": "a sparse tensor",
+    "torch._utils._rebuild_nested_tensor": "a nested tensor",
+    "torch._utils._rebuild_meta_tensor_no_storage": "a meta tensor (no data)",
+    "torch._utils._rebuild_wrapper_subclass": "a tensor subclass",
+    "torch._utils._rebuild_device_tensor_from_numpy": "a device tensor",
+    "torch._utils._rebuild_device_tensor_from_cpu_tensor": "a device tensor",
+}
+_SUPPORTED_HINT: Final = "airlock.load realises dense tensors only"
+
+
+@dataclass(frozen=True)
+class StorageType:
+    """A storage class named in a persistent id (``torch.FloatStorage``), kept by its name."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _DTypeValue:
+    dtype: DType
+
+
+#: resolves a realised persistent id (a tuple) to a storage
+PidResolver = Callable[[tuple[object, ...], int], "TypedStorage"]
+
+
+def realise(result: PickleResult, resolve_pid: PidResolver, allow: frozenset[str]) -> object:
+    """The data the pickle's root would be, with tensors as :class:`TensorRef` leaves."""
+    if result.error is not None:
+        raise result.error
+    if result.root is None:
+        raise FormatError("the pickle builds no object")
+    return _Walker(result, resolve_pid, allow).value(result.root, 0)
+
+
+class _Walker:
+    def __init__(self, result: PickleResult, resolve_pid: PidResolver, allow: frozenset[str]) -> None:
+        self._resolve_pid = resolve_pid
+        self._allow = allow
+        self._done: dict[int, object] = {}
+        self._active: set[int] = set()
+        # SETITEMS / APPENDS applied to a constructed object (an OrderedDict) are separate calls.
+        self._items: dict[int, list[Call]] = {}
+        for call in result.calls:
+            if call.kind in ("setitem", "append", "extend", "add"):
+                self._items.setdefault(id(call.func), []).append(call)
+
+    def value(self, node: Node, depth: int) -> object:
+        if depth > MAX_DEPTH:
+            raise LimitError(
+                f"objects nested deeper than {MAX_DEPTH} levels in the pickle (offset {node.offset})"
+            )
+        key = id(node)
+        if key in self._done:
+            return self._done[key]
+        if key in self._active:
+            raise FormatError(f"the pickle's object graph refers to itself at offset {node.offset}")
+        self._active.add(key)
+        try:
+            out = self._value(node, depth + 1)
+        finally:
+            self._active.discard(key)
+        self._done[key] = out
+        return out
+
+    def _value(self, node: Node, depth: int) -> object:
+        if isinstance(node, Const):
+            return bytes(node.value) if isinstance(node.value, memoryview) else node.value
+        if isinstance(node, TupleNode):
+            return tuple(self.value(item, depth) for item in node.items)
+        if isinstance(node, ListNode):
+            return [self.value(item, depth) for item in node.items]
+        if isinstance(node, DictNode):
+            return self._dict(node.items, depth, node.offset)
+        if isinstance(node, SetNode):
+            return [self.value(item, depth) for item in node.items]
+        if isinstance(node, Global):
+            return self._global(node)
+        if isinstance(node, PersId):
+            pid = self.value(node.pid, depth)
+            if not isinstance(pid, tuple):
+                raise FormatError(
+                    f"persistent id at offset {node.offset} is a {type(pid).__name__}, not a tuple"
+                )
+            return self._resolve_pid(pid, node.offset)
+        if isinstance(node, Call):
+            return self._call(node, depth)
+        raise PolicyError(
+            f"{type(node).__name__} at pickle offset {node.offset} is not something airlock.load realises"
+        )
+
+    def _dict(self, items: list[tuple[Node, Node]], depth: int, offset: int) -> dict[object, object]:
+        out: dict[object, object] = {}
+        for k, v in items:
+            key = self.value(k, depth)
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                raise FormatError(f"dict key {key!r:.60} at offset {offset} is not a string or an integer")
+            out[key] = self.value(v, depth)
+        return out
+
+    def _global(self, node: Global) -> object:
+        module, name = node.module, node.name
+        if module == "torch" and name.endswith("Storage"):
+            return StorageType(name)
+        if module in ("torch.storage", "torch") and name == "UntypedStorage":
+            return StorageType("UntypedStorage")
+        if module == "torch" and not node.dynamic:
+            try:
+                return _DTypeValue(torch_dtype(name))
+            except FormatError:
+                pass
+        if node.dotted in _TENSOR_TYPES:
+            return node.dotted
+        if node.dotted == _NP_NDARRAY:
+            return _NP_NDARRAY_MARK
+        raise PolicyError(
+            f"{node.dotted} (imported at pickle offset {node.offset}) is not a value airlock.load realises"
+        )
+
+    def _call(self, call: Call, depth: int) -> object:
+        func = call.func
+        if not isinstance(func, Global) or func.dynamic:
+            raise PolicyError(
+                f"call at pickle offset {call.offset} has a computed callee; airlock.load refuses it"
+            )
+        dotted = func.dotted
+        if call.kind not in ("reduce", "newobj", "obj", "inst", "newobj_ex"):
+            raise PolicyError(f"{call.kind} call on {dotted} at pickle offset {call.offset} is refused")
+        if call.kwargs is not None and not (isinstance(call.kwargs, DictNode) and not call.kwargs.items):
+            raise PolicyError(f"{dotted} called with keyword arguments at pickle offset {call.offset}")
+        if dotted in _UNSUPPORTED:
+            raise FormatError(
+                f"{dotted} at pickle offset {call.offset} rebuilds {_UNSUPPORTED[dotted]}; {_SUPPORTED_HINT} "
+                "(convert it to a dense tensor before saving)"
+            )
+        args_value = self.value(call.args, depth)
+        if not isinstance(args_value, tuple | list):
+            raise FormatError(f"arguments of {dotted} at offset {call.offset} are not a tuple")
+        args = tuple(args_value)
+        where = f"{dotted} at pickle offset {call.offset}"
+        if dotted in (_TENSOR_V2, _TENSOR_V3, _TENSOR_V1):
+            self._no_state(call, where)
+            return _tensor(dotted, args, where)
+        if dotted in _PARAMETER:
+            self._no_state(call, where)
+            if len(args) not in (3, 4) or not isinstance(args[0], TensorRef):
+                raise FormatError(
+                    f"{where}: expected (tensor, requires_grad, hooks[, state]), got {len(args)} arguments"
+                )
+            if len(args) == 4 and args[3] not in (None, {}, (None, None), ({}, None), (None, {}), ({}, {})):
+                raise PolicyError(f"{where}: a parameter with extra Python state is refused")
+            return args[0]
+        if dotted in _FROM_TYPE:
+            return self._from_type(call, args, where, depth)
+        if dotted in _ORDERED_DICT:
+            return self._ordered_dict(call, args, where, depth)
+        if dotted == "torch.Size":
+            if len(args) != 1 or not isinstance(args[0], tuple):
+                raise FormatError(f"{where}: expected one tuple of sizes")
+            return args[0]
+        if dotted == "_codecs.encode":
+            return _codecs_encode(args, where)
+        if dotted in _RECONSTRUCT:
+            return self._ndarray(call, args, where, depth)
+        if dotted == _NP_DTYPE:
+            return _numpy_dtype(call, args, where, self, depth)
+        if dotted in self._allow:
+            return self._plain_object(call, args, where, depth)
+        raise PolicyError(
+            f"{dotted} (called at pickle offset {call.offset}) is not a constructor airlock.load realises; "
+            f"pass allow=['{dotted}'] to read an inert class's attributes as a plain dict"
+        )
+
+    def _no_state(self, call: Call, where: str) -> None:
+        if call.states or self._items.get(id(call)):
+            raise PolicyError(f"{where}: BUILD or container opcodes applied to a tensor are refused")
+
+    def _from_type(self, call: Call, args: tuple[object, ...], where: str, depth: int) -> object:
+        self._no_state(call, where)
+        if len(args) != 4:
+            raise FormatError(f"{where}: expected (func, type, args, state), got {len(args)} arguments")
+        func_node = call.args.items[0] if isinstance(call.args, TupleNode) and call.args.items else None
+        if not isinstance(func_node, Global) or func_node.dotted not in (_TENSOR_V2, _TENSOR_V3, _TENSOR_V1):
+            raise PolicyError(f"{where}: only tensor rebuild functions may be wrapped")
+        if args[1] not in _TENSOR_TYPES:
+            raise PolicyError(f"{where}: tensor type {args[1]!r} is not a plain tensor or parameter")
+        if args[3] not in (None, {}):
+            raise PolicyError(f"{where}: a tensor with extra Python state is refused")
+        if not isinstance(args[2], tuple):
+            raise FormatError(f"{where}: arguments are not a tuple")
+        return _tensor(func_node.dotted, args[2], where)
+
+    def _ordered_dict(
+        self, call: Call, args: tuple[object, ...], where: str, depth: int
+    ) -> dict[object, object]:
+        out: dict[object, object] = {}
+        if args:
+            if len(args) != 1 or not isinstance(args[0], list | tuple):
+                raise FormatError(f"{where}: expected no arguments or one list of pairs")
+            for pair in args[0]:
+                if not isinstance(pair, tuple | list) or len(pair) != 2:
+                    raise FormatError(f"{where}: item {pair!r:.40} is not a (key, value) pair")
+                out[_key(pair[0], where)] = pair[1]
+        for item_call in self._items.get(id(call), []):
+            if item_call.kind != "setitem" or not isinstance(item_call.args, TupleNode):
+                raise PolicyError(f"{where}: {item_call.kind} applied to an OrderedDict is refused")
+            flat = item_call.args.items
+            for k, v in zip(flat[0::2], flat[1::2], strict=True):
+                out[_key(self.value(k, depth), where)] = self.value(v, depth)
+        # BUILD state of an OrderedDict is its instance __dict__ (torch: the _metadata attribute);
+        # it holds no tensors and is dropped.
+        return out
+
+    def _plain_object(
+        self, call: Call, args: tuple[object, ...], where: str, depth: int
+    ) -> dict[object, object]:
+        if args and not (call.kind == "newobj" and args == ()):
+            raise PolicyError(f"{where}: an allowed class is realised only when created without arguments")
+        if self._items.get(id(call)):
+            raise PolicyError(f"{where}: container opcodes applied to an allowed class are refused")
+        out: dict[object, object] = {}
+        for state_node in call.states:
+            state = self.value(state_node, depth)
+            parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+            for part in parts:
+                if part is None:
+                    continue
+                if not isinstance(part, dict):
+                    raise PolicyError(f"{where}: state is a {type(part).__name__}, not an attribute dict")
+                out.update(part)
+        return out
+
+    def _ndarray(self, call: Call, args: tuple[object, ...], where: str, depth: int) -> TensorRef:
+        if len(args) != 3 or args[0] != _NP_NDARRAY_MARK:
+            raise PolicyError(f"{where}: only numpy.ndarray is reconstructed")
+        if len(call.states) != 1 or self._items.get(id(call)):
+            raise FormatError(f"{where}: expected exactly one array state")
+        state = self.value(call.states[0], depth)
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise FormatError(f"{where}: array state is not (version, shape, dtype, fortran, data)")
+        _version, shape, dtype, fortran, raw = state
+        if not isinstance(dtype, _NumpyDType):
+            raise FormatError(f"{where}: array dtype is not a numpy.dtype")
+        if not isinstance(raw, bytes):
+            raise PolicyError(f"{where}: array data is not raw bytes (object arrays are refused)")
+        if not isinstance(shape, tuple) or not isinstance(fortran, bool):
+            raise FormatError(f"{where}: bad array shape or order")
+        storage = Storage(f"inline@{call.offset}", len(raw), 0, (0, 0), dtype.big_endian, raw)
+        ref = check_view(where, storage, dtype.dtype, 0, shape, _strides(shape, fortran))
+        if ref.nbytes != len(raw):
+            raise FormatError(
+                f"{where}: shape {shape} x {dtype.dtype.itemsize} bytes needs {ref.nbytes} bytes, data has {len(raw)}"
+            )
+        return ref
+
+
+_NP_NDARRAY_MARK: Final = "numpy.ndarray-type"
+
+
+@dataclass(frozen=True)
+class _NumpyDType:
+    dtype: DType
+    big_endian: bool
+
+
+def _strides(shape: tuple[object, ...], fortran: bool) -> tuple[int, ...]:
+    dims = tuple(n if type(n) is int else 0 for n in shape)
+    if not fortran:
+        return contiguous_strides(dims)
+    return tuple(reversed(contiguous_strides(tuple(reversed(dims)))))
+
+
+def _numpy_dtype(
+    call: Call, args: tuple[object, ...], where: str, walker: _Walker, depth: int
+) -> _NumpyDType:
+    if not args or not isinstance(args[0], str):
+        raise FormatError(f"{where}: expected a type string")
+    if len(call.states) > 1:
+        raise FormatError(f"{where}: more than one dtype state")
+    order = "<"
+    if call.states:
+        state = walker.value(call.states[0], depth)
+        if not isinstance(state, tuple) or len(state) < 2 or not isinstance(state[1], str):
+            raise FormatError(f"{where}: dtype state is not (version, byteorder, ...)")
+        if any(part is not None for part in state[2:5]):
+            raise FormatError(
+                f"{where}: structured or sub-array numpy dtypes are not supported by airlock.load"
+            )
+        order = state[1]
+    found = dtype_from_numpy(args[0])
+    if found is None:
+        raise FormatError(
+            f"{where}: numpy dtype {args[0]!r:.20} is not supported by airlock.load (object arrays are refused)"
+        )
+    return _NumpyDType(found, order == ">" and found.itemsize > 1)
+
+
+def _codecs_encode(args: tuple[object, ...], where: str) -> bytes:
+    if len(args) != 2 or not isinstance(args[0], str) or args[1] not in ("latin1", "latin-1"):
+        raise PolicyError(f"{where}: only encode(text, 'latin1') is realised")
+    try:
+        return args[0].encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise FormatError(f"{where}: text is not latin-1") from exc
+
+
+def _key(value: object, where: str) -> str | int:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return value
+    raise FormatError(f"{where}: key {value!r:.60} is not a string or an integer")
+
+
+def _tensor(dotted: str, args: tuple[object, ...], where: str) -> TensorRef:
+    if dotted == _TENSOR_V1:
+        if len(args) != 4:
+            raise FormatError(f"{where}: expected 4 arguments, got {len(args)}")
+        storage, offset, shape, stride = args
+        dtype_arg: object = None
+        metadata: object = None
+    elif dotted == _TENSOR_V2:
+        if len(args) not in (6, 7):
+            raise FormatError(f"{where}: expected 6 or 7 arguments, got {len(args)}")
+        storage, offset, shape, stride = args[:4]
+        dtype_arg = None
+        metadata = args[6] if len(args) == 7 else None
+    else:
+        if len(args) not in (7, 8):
+            raise FormatError(f"{where}: expected 7 or 8 arguments, got {len(args)}")
+        storage, offset, shape, stride = args[:4]
+        dtype_arg = args[6]
+        metadata = args[7] if len(args) == 8 else None
+    if len(args) >= 6 and args[5] not in ({}, None):
+        raise PolicyError(f"{where}: backward hooks are refused")
+    if not isinstance(storage, TypedStorage):
+        raise FormatError(f"{where}: first argument is not a storage from a persistent id")
+    dtype = storage.dtype
+    if dtype_arg is not None:
+        if not isinstance(dtype_arg, _DTypeValue):
+            raise FormatError(f"{where}: dtype argument is not a torch dtype")
+        dtype = dtype_arg.dtype
+    if dtype is None:
+        raise FormatError(f"{where}: untyped storage without a dtype")
+    ref = check_view(where, storage.storage, dtype, offset, shape, stride)
+    if metadata:
+        if not isinstance(metadata, dict) or not set(metadata) <= {"conj", "neg"}:
+            raise FormatError(f"{where}: tensor metadata {metadata!r:.60} is not understood")
+        ref = TensorRef(ref.storage, ref.dtype, ref.offset, ref.shape, ref.stride,
+                        neg=bool(metadata.get("neg")), conj=bool(metadata.get("conj")))  # fmt: skip
+    return ref
+
+
+@dataclass(frozen=True, eq=False)
+class TypedStorage:
+    """What a storage persistent id resolves to: the bytes, and the dtype its type names (or None)."""
+
+    storage: Storage
+    dtype: DType | None
