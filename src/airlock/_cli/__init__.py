@@ -7,7 +7,21 @@ import sys
 from collections.abc import Sequence
 
 from airlock import __version__
-from airlock._cli import convert_cmd, doctor_cmd, hash_cmd, load_cmd, run_cmd, scan_cmd, sign_cmd, verify_cmd
+from airlock._cli import (
+    audit_cmd,
+    certs_cmd,
+    convert_cmd,
+    doctor_cmd,
+    hash_cmd,
+    key_cmd,
+    load_cmd,
+    run_cmd,
+    scan_cmd,
+    serve_cmd,
+    sign_cmd,
+    tenant_cmd,
+    verify_cmd,
+)
 from airlock._cli.base import Command
 from airlock.errors import AirlockError, UsageError
 
@@ -23,6 +37,11 @@ COMMANDS: tuple[Command, ...] = (
     convert_cmd.COMMAND,
     run_cmd.COMMAND,
     doctor_cmd.COMMAND,
+    serve_cmd.COMMAND,
+    tenant_cmd.COMMAND,
+    key_cmd.COMMAND,
+    audit_cmd.COMMAND,
+    certs_cmd.COMMAND,
 )
 
 

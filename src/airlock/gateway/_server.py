@@ -1,0 +1,255 @@
+"""Running the gateway: admission, workers, sockets, and two uvicorn servers (API and loopback admin).
+
+Start-up fails closed: an unreadable config or TLS file, a model refused at admission, a worker that
+does not start, or a plaintext listener on a non-loopback address (without ``unsafe_plaintext``)
+each stop the gateway with a :class:`UsageError` before any socket accepts a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from airlock.errors import UsageError
+from airlock.gateway._admission import admit
+from airlock.gateway._app import CLIENT_CN_KEY, GatewayState, build_app
+from airlock.gateway._config import GatewayConfig, ModelConfig, TlsConfig
+from airlock.gateway._memory_limiter import MemoryLimiter
+from airlock.gateway._observe import Metrics
+from airlock.gateway._sqlite_store import SqliteStore
+from airlock.gateway._store import AdmissionRecord, Store
+from airlock.gateway._tls import client_common_name, server_context
+from airlock.gateway._workers import Lane, SandboxWorker, WorkerBackend
+from airlock.sandbox import SandboxPolicy
+
+__all__ = ["Gateway", "admit_models", "is_loopback", "open_store"]
+
+_log = logging.getLogger("airlock.gateway")
+
+
+def open_store(config: GatewayConfig) -> Store:
+    """The configured state backend (SQLite is the only one shipped)."""
+    return SqliteStore(config.server.state)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _CertAwareH11(H11Protocol):
+    """h11 protocol that puts the verified client certificate's CN into each request's scope state."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            common_name = client_common_name(ssl_object.getpeercert())
+            # per-connection copy: uvicorn copies app_state into every request's scope["state"]
+            self.app_state = {**self.app_state, CLIENT_CN_KEY: common_name}
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"server: cannot resolve listen address {host!r}: {exc}") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"server: cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def admit_models(
+    config: GatewayConfig, store: Store
+) -> list[tuple[ModelConfig, AdmissionRecord, Path | None]]:
+    """Admit every configured model (store each record); the caller decides what a refusal means."""
+    staging = config.server.state.with_name(config.server.state.name + ".models")
+    results = []
+    for model in config.models:
+        record, staged = admit(model, staging)
+        store.put_admission(record)
+        level = logging.INFO if staged is not None else logging.ERROR
+        _log.log(level, "admission", extra={"model": model.name, "decision": record.decision, "reason": record.reason,
+                                            "verdict": record.verdict, "digest": record.digest})  # fmt: skip
+        results.append((model, record, staged))
+    return results
+
+
+@dataclass(frozen=True)
+class _Bound:
+    api: socket.socket
+    admin: socket.socket
+
+
+class Gateway:
+    """One gateway process. ``await start()`` then ``await wait()`` (or ``await stop()``)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        tls: TlsConfig | None = None,
+        unsafe_plaintext: bool = False,
+        policy: SandboxPolicy | None = None,
+    ) -> None:
+        self.config = replace(config, tls=tls) if tls is not None else config
+        self.unsafe_plaintext = unsafe_plaintext
+        self.policy = policy or SandboxPolicy(limits=config.sandbox)
+        host = self.config.server.host
+        if self.config.tls is None and not is_loopback(host):
+            if not unsafe_plaintext:
+                raise UsageError(
+                    f"server: refusing to serve plaintext HTTP on non-loopback address {host!r}: "
+                    "configure [tls] (or --tls-cert/--tls-key), or pass --unsafe-plaintext"
+                )
+            _log.warning(
+                "UNSAFE: plaintext HTTP on a non-loopback address",
+                extra={"host": host, "unsafe": "plaintext"},
+            )
+        self._ssl: ssl.SSLContext | None = server_context(self.config.tls) if self.config.tls else None
+        self.state: GatewayState | None = None
+        self._servers: list[uvicorn.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._bound: _Bound | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._bound is not None
+        return int(self._bound.api.getsockname()[1])
+
+    @property
+    def admin_port(self) -> int:
+        assert self._bound is not None
+        return int(self._bound.admin.getsockname()[1])
+
+    def _ssl_factory(self, _config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        assert self._ssl is not None
+        return self._ssl
+
+    def _factory(self, staged: Path, model: ModelConfig) -> WorkerBackend:
+        return SandboxWorker(staged, model.runtime, self.policy)
+
+    async def start(self, *, store: Store | None = None) -> None:
+        config = self.config
+        store = store or open_store(config)
+        missing = sorted({t for m in config.models for t in m.tenants if store.tenant(t) is None})
+        if missing:
+            store.close()
+            raise UsageError(
+                f"config names unknown tenant(s) {', '.join(missing)}; add them with: airlock tenant add"
+            )
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(None, admit_models, config, store)
+        refused = [(m, r) for m, r, staged in results if staged is None]
+        if refused:
+            lines = []
+            for model, record in refused:
+                lines.append(f"  {model.name}: {record.reason}")
+                lines.extend(f"    {f['severity']} {f['rule']}: {f['message']}" for f in record.findings[:20])
+            raise UsageError(
+                "admission refused model(s); remove them from the config or fix them:\n" + "\n".join(lines)
+            )
+        state = GatewayState(config, store, MemoryLimiter(), Metrics(), {m.name: r for m, r, _ in results})
+        for model, record, staged in results:
+            assert staged is not None
+            for tenant in model.tenants:
+                factory = functools.partial(self._factory, staged, model)
+                state.lanes[(tenant, model.name)] = Lane(
+                    tenant, model.name, record.digest, factory, model.workers
+                )
+        self.state = state
+        try:
+            await asyncio.gather(*(lane.start() for lane in state.lanes.values()))
+            self._bound = _Bound(
+                _bind(config.server.host, config.server.port), _bind("127.0.0.1", config.server.admin_port)
+            )
+        except BaseException:
+            await self._close_lanes()
+            raise
+        api = uvicorn.Config(
+            build_app(state), http=_CertAwareH11, lifespan="off", log_config=None, access_log=False,
+            server_header=False, date_header=False, timeout_graceful_shutdown=5, ws="none",
+            ssl_context_factory=self._ssl_factory if self._ssl is not None else None,
+        )  # fmt: skip
+        admin = uvicorn.Config(_admin_app(state), http="h11", lifespan="off", log_config=None,
+                               access_log=False, server_header=False, ws="none")  # fmt: skip
+        self._servers = [uvicorn.Server(api), uvicorn.Server(admin)]
+        sockets = [self._bound.api, self._bound.admin]
+        self._tasks = [
+            loop.create_task(s.serve(sockets=[sock])) for s, sock in zip(self._servers, sockets, strict=True)
+        ]
+        while not all(s.started for s in self._servers):
+            if any(t.done() for t in self._tasks):
+                await self.stop()
+                raise UsageError("server: the HTTP server failed to start")
+            await asyncio.sleep(0.01)
+        _log.info("listening", extra={"host": config.server.host, "port": self.port, "admin_port": self.admin_port,
+                                      "tls": self._ssl is not None, "models": len(results), "lanes": len(state.lanes)})  # fmt: skip
+
+    async def wait(self) -> None:
+        """Until either server stops (a signal, or :meth:`stop`); then stop everything."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        await self.stop()
+
+    async def _close_lanes(self) -> None:
+        if self.state is not None:
+            for lane in self.state.lanes.values():
+                await lane.close()
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.should_exit = True
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks = []
+        await self._close_lanes()
+        if self._bound is not None:
+            self._bound.api.close()
+            self._bound.admin.close()
+        if self.state is not None:
+            head = ""
+            for row in self.state.store.audit_rows():
+                head = row.row_hash
+            _log.info("stopped", extra={"audit_head": head})
+            self.state.store.close()
+            self.state = None
+
+
+def _admin_app(state: GatewayState) -> Starlette:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes: list[Any] = [Route("/metrics", metrics, methods=["GET"])]
+    return Starlette(routes=routes)

@@ -1,0 +1,223 @@
+"""The embedded default state: one SQLite file (standard library), WAL mode.
+
+One connection guarded by a lock serves the gateway's threads; other processes (``airlock key
+revoke`` while the gateway runs) share the file through SQLite's own locking, so a revocation is
+seen by the very next request. Audit appends run in ``BEGIN IMMEDIATE`` so concurrent writers
+serialise and the chain never forks.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time as _time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from airlock.errors import UsageError
+from airlock.gateway._audit import GENESIS, chain_hash
+from airlock.gateway._config import TenantLimits
+from airlock.gateway._store import AdmissionRecord, AuditRow, KeyRecord, TenantRecord
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY, created REAL NOT NULL,
+    requests_per_minute INTEGER, tensor_bytes_per_minute INTEGER, max_concurrent INTEGER
+);
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(name),
+    token_hash BLOB NOT NULL, scopes TEXT NOT NULL, created REAL NOT NULL, revoked REAL
+);
+CREATE TABLE IF NOT EXISTS admissions (
+    model TEXT PRIMARY KEY, record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, time REAL NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
+    model TEXT NOT NULL, model_digest TEXT NOT NULL, request_id TEXT NOT NULL,
+    decision TEXT NOT NULL, status INTEGER NOT NULL, prev_hash TEXT NOT NULL, row_hash TEXT NOT NULL
+);
+"""
+
+
+class SqliteStore:
+    name: Final = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            self._db.executescript(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+            )
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise UsageError(f"state: cannot open SQLite database {path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    # tenants ---------------------------------------------------------------------------------
+
+    def add_tenant(self, name: str, limits: TenantLimits | None) -> TenantRecord:
+        record = TenantRecord(name, _time.time(), limits)
+        values = (
+            (limits.requests_per_minute, limits.tensor_bytes_per_minute, limits.max_concurrent)
+            if limits
+            else (None, None, None)
+        )
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO tenants VALUES (?, ?, ?, ?, ?)", (name, record.created, *values)
+                )
+            except sqlite3.IntegrityError as exc:
+                raise UsageError(f"tenant {name!r} already exists") from exc
+        return record
+
+    @staticmethod
+    def _tenant(row: tuple[str, float, int | None, int | None, int | None]) -> TenantRecord:
+        name, created, rpm, bpm, conc = row
+        limits = (
+            TenantLimits(rpm, bpm, conc) if rpm is not None and bpm is not None and conc is not None else None
+        )
+        return TenantRecord(name, created, limits)
+
+    def tenant(self, name: str) -> TenantRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM tenants WHERE name = ?", (name,)).fetchone()
+        return self._tenant(row) if row else None
+
+    def tenants(self) -> list[TenantRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM tenants ORDER BY name").fetchall()
+        return [self._tenant(row) for row in rows]
+
+    # keys ------------------------------------------------------------------------------------
+
+    def add_key(self, record: KeyRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?)",
+                (record.key_id, record.tenant, record.token_hash, json.dumps(list(record.scopes)),
+                 record.created, record.revoked),
+            )  # fmt: skip
+
+    @staticmethod
+    def _key(row: tuple[str, str, bytes, str, float, float | None]) -> KeyRecord:
+        key_id, tenant, token_hash, scopes, created, revoked = row
+        return KeyRecord(key_id, tenant, bytes(token_hash), tuple(json.loads(scopes)), created, revoked)
+
+    def key(self, key_id: str) -> KeyRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+        return self._key(row) if row else None
+
+    def keys(self, tenant: str | None) -> list[KeyRecord]:
+        with self._lock:
+            if tenant is None:
+                rows = self._db.execute("SELECT * FROM keys ORDER BY created").fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM keys WHERE tenant = ? ORDER BY created", (tenant,)
+                ).fetchall()
+        return [self._key(row) for row in rows]
+
+    def revoke_key(self, key_id: str, when: float) -> bool:
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL", (when, key_id)
+            )
+        return cursor.rowcount == 1
+
+    # admissions ------------------------------------------------------------------------------
+
+    def put_admission(self, record: AdmissionRecord) -> None:
+        data = {
+            "model": record.model, "path": record.path, "digest": record.digest,
+            "integrity": record.integrity, "verdict": record.verdict, "decision": record.decision,
+            "reason": record.reason, "findings": list(record.findings), "time": record.time,
+        }  # fmt: skip
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO admissions VALUES (?, ?)", (record.model, json.dumps(data))
+            )
+
+    def admission(self, model: str) -> AdmissionRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM admissions WHERE model = ?", (model,)).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        return AdmissionRecord(
+            data["model"], data["path"], data["digest"], data["integrity"], data["verdict"],
+            data["decision"], data["reason"], tuple(data["findings"]), data["time"],
+        )  # fmt: skip
+
+    # audit -----------------------------------------------------------------------------------
+
+    def append_audit(
+        self,
+        time: float,
+        tenant: str,
+        key_id: str,
+        model: str,
+        model_digest: str,
+        request_id: str,
+        decision: str,
+        status: int,
+    ) -> AuditRow:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                last = self._db.execute(
+                    "SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                row_hash = chain_hash(
+                    prev, seq, time, tenant, key_id, model, model_digest, request_id, decision, status
+                )
+                row = AuditRow(
+                    seq,
+                    time,
+                    tenant,
+                    key_id,
+                    model,
+                    model_digest,
+                    request_id,
+                    decision,
+                    status,
+                    prev,
+                    row_hash,
+                )
+                self._db.execute(
+                    "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq,
+                        time,
+                        tenant,
+                        key_id,
+                        model,
+                        model_digest,
+                        request_id,
+                        decision,
+                        status,
+                        prev,
+                        row_hash,
+                    ),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return row
+
+    def audit_rows(self) -> Iterator[AuditRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+        for row in rows:
+            yield AuditRow(*row)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

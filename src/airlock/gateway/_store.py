@@ -1,0 +1,111 @@
+"""The state interface: tenants, keys, admission records and the audit log.
+
+SQLite (:mod:`._sqlite_store`) is the embedded default. A PostgreSQL implementation of the same
+protocol lets several stateless gateway replicas share tenants, keys and the audit chain; nothing
+above this interface knows which one is in use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from airlock.gateway._config import TenantLimits
+
+__all__ = ["AdmissionRecord", "AuditRow", "KeyRecord", "Store", "TenantRecord"]
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    name: str
+    created: float
+    #: None: the config's [defaults]
+    limits: TenantLimits | None
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    key_id: str
+    tenant: str
+    #: sha256 of the whole token; the token itself is never stored
+    token_hash: bytes
+    #: model names this key may call; empty = every model served to its tenant
+    scopes: tuple[str, ...]
+    created: float
+    revoked: float | None
+
+
+@dataclass(frozen=True)
+class AdmissionRecord:
+    model: str
+    path: str
+    digest: str
+    #: how integrity was checked: "sha256 digest", "signature", or "none configured"
+    integrity: str
+    verdict: str
+    #: "admitted" or "refused"
+    decision: str
+    reason: str
+    #: findings as plain dicts (rule, severity, message, location, callable)
+    findings: tuple[dict[str, str], ...]
+    time: float
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    time: float
+    tenant: str
+    key_id: str
+    model: str
+    model_digest: str
+    request_id: str
+    decision: str
+    status: int
+    prev_hash: str
+    row_hash: str
+
+
+class Store(Protocol):
+    def add_tenant(self, name: str, limits: TenantLimits | None) -> TenantRecord:
+        """Raise UsageError when the tenant exists."""
+        ...
+
+    def tenant(self, name: str) -> TenantRecord | None: ...
+
+    def tenants(self) -> list[TenantRecord]: ...
+
+    def add_key(self, record: KeyRecord) -> None: ...
+
+    def key(self, key_id: str) -> KeyRecord | None: ...
+
+    def keys(self, tenant: str | None) -> list[KeyRecord]: ...
+
+    def revoke_key(self, key_id: str, when: float) -> bool:
+        """True when the key existed and was not revoked yet."""
+        ...
+
+    def put_admission(self, record: AdmissionRecord) -> None: ...
+
+    def admission(self, model: str) -> AdmissionRecord | None: ...
+
+    def append_audit(
+        self,
+        time: float,
+        tenant: str,
+        key_id: str,
+        model: str,
+        model_digest: str,
+        request_id: str,
+        decision: str,
+        status: int,
+    ) -> AuditRow:
+        """Append one row, chained to the previous one (atomically: concurrent writers serialise)."""
+        ...
+
+    def audit_rows(self) -> Iterator[AuditRow]:
+        """Every row in storage order (by seq)."""
+        ...
+
+    def close(self) -> None: ...
