@@ -174,6 +174,7 @@ class Gateway:
             for model, record in refused:
                 lines.append(f"  {model.name}: {record.reason}")
                 lines.extend(f"    {f['severity']} {f['rule']}: {f['message']}" for f in record.findings[:20])
+            store.close()
             raise UsageError(
                 "admission refused model(s); remove them from the config or fix them:\n" + "\n".join(lines)
             )

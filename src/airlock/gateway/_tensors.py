@@ -88,7 +88,8 @@ def _tensor(index: int, item: object) -> tuple[str, np.ndarray[Any, Any], str]:
         info = np.iinfo(dtype)
         if int(raw.min()) < info.min or int(raw.max()) > info.max:
             raise TensorError(f"input {name!r}: a value is out of range for {datatype}")
-    array = raw.astype(dtype).reshape(shape)
+    with np.errstate(over="ignore"):  # overflow is reported just below
+        array = raw.astype(dtype).reshape(shape)
     if (
         dtype.kind == "f"
         and array.size
