@@ -40,8 +40,11 @@ class Limits:
     max_decompressed_bytes: int = 1 * _GIB
     #: total bytes all decompressed members of one top-level file may expand to
     max_total_decompressed_bytes: int = 4 * _GIB
-    #: ratio of expanded to compressed size above which a member is treated as a bomb
+    #: ratio of expanded to compressed size above which a member is treated as a bomb ...
     max_compression_ratio: int = 1000
+    #: ... once it expands past this many bytes (small, very compressible members such as arrays of
+    #: zeros are ordinary; bombs are large)
+    compression_ratio_floor: int = 64 * _MIB
     #: seconds of analysis for one top-level file before it is abandoned with an error verdict
     max_seconds_per_file: float = 120.0
     #: findings kept per file (more are counted, not listed)

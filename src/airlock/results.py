@@ -138,6 +138,8 @@ class Report:
     unsafe_options: tuple[str, ...] = ()
     #: allowances added on the command line or from a policy file, shown in every rendering
     allowances: tuple[str, ...] = field(default=())
+    #: when the scan ran on verified bytes (``--lock``, ``--signature``, ``--expect``): what vouched for them
+    integrity: str | None = None
 
     @property
     def verdict(self) -> Verdict:

@@ -226,8 +226,9 @@ def test_entry_limit_is_checked_before_reading() -> None:
 def test_deflate_bomb_is_a_limit_error() -> None:
     raw = build_zip([Entry(b"m/bomb", b"\x00" * 10_000_000, method=8)])
     listing = _parse(raw)
+    assert len(member_bytes(listing, listing.members[0], DEFAULT_LIMITS)) == 10_000_000  # below the floor
     with pytest.raises(LimitError, match="a ratio above 1000"):
-        member_bytes(listing, listing.members[0], DEFAULT_LIMITS)
+        member_bytes(listing, listing.members[0], DEFAULT_LIMITS.replace(compression_ratio_floor=1_000_000))
     with pytest.raises(LimitError, match="declares 10000000 bytes uncompressed, more than 1000"):
         member_bytes(listing, listing.members[0], DEFAULT_LIMITS.replace(max_decompressed_bytes=1000))
 

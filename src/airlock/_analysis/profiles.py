@@ -94,6 +94,26 @@ _TORCH: Final = (
     + _entries(["torch.Size", "torch.device", "torch.dtype", "torch.layout", "torch.memory_format"], _DTYPE)
     + _entries(["torch.serialization._get_layout"], "maps a layout name to a torch.layout constant")
     + _entries(
+        [
+            f"torch.{name}"
+            for name in (
+                "FloatTensor DoubleTensor HalfTensor BFloat16Tensor ByteTensor CharTensor ShortTensor "
+                "IntTensor LongTensor BoolTensor"
+            ).split()
+        ],
+        "legacy tensor type named by torch's legacy tar format",
+    )
+    + _entries(
+        [
+            f"torch.jit._pickle.{name}"
+            for name in (
+                "build_intlist build_tensorlist build_doublelist build_boollist "
+                "build_tensor_from_id restore_type_tag"
+            ).split()
+        ],
+        "TorchScript list/tensor rebuild helper used by constants.pkl and .debug_pkl",
+    )
+    + _entries(
         profile_data.TORCH_NN_MODULE_CLASSES,
         "torch.nn layer class: unpickled by __new__ + __setstate__, runs no file-chosen code",
     )

@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from airlock._cli.verify_cmd import add_trust_arguments, verify_from_args, wants_verification
 from airlock._render import RENDERERS
 from airlock._scan.api import scan
-from airlock.errors import UsageError
+from airlock.errors import IntegrityError, UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.policy import DEFAULT_PROFILES, Policy
 from airlock.results import Report
@@ -30,7 +31,9 @@ class ScanCommand:
     description = (
         "Statically analyse model files (pickle, PyTorch, NumPy, joblib, ...) detected by content. "
         "Nothing is executed, written or sent anywhere. Exit codes: 0 clean, 1 malicious, "
-        "2 error or usage, 3 suspicious only. Anything not proven clean is not clean."
+        "2 error or usage, 3 suspicious only. Anything not proven clean is not clean. With --lock, "
+        "--signature or --expect the files are verified first (exit 1 if they do not match) and the "
+        "scan reads exactly the verified bytes."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -67,6 +70,7 @@ class ScanCommand:
             metavar="NAME",
             help=f"use only these allowlist profiles (repeatable; default all: {', '.join(DEFAULT_PROFILES)})",
         )
+        add_trust_arguments(parser, required=False)
         for name, kind in _LIMIT_FLAGS.items():
             parser.add_argument(
                 "--" + name.replace("_", "-"),
@@ -79,7 +83,18 @@ class ScanCommand:
         policy = _policy(args)
         changes = {n: getattr(args, n) for n in _LIMIT_FLAGS if getattr(args, n) is not None}
         limits: Limits = DEFAULT_LIMITS.replace(**changes) if changes else DEFAULT_LIMITS
-        reports = [scan(path, policy=policy, limits=limits, jobs=args.jobs) for path in args.paths]
+        verified = None
+        if wants_verification(args):
+            if len(args.paths) != 1:
+                raise UsageError("--expect, --lock and --signature verify one PATH; give exactly one")
+            try:
+                verified = verify_from_args(args, str(args.paths[0]), command="scan")
+            except IntegrityError as exc:
+                print(f"airlock scan: integrity check FAILED, nothing was scanned: {exc}", file=sys.stderr)
+                return 1
+        reports = [
+            scan(path, policy=policy, limits=limits, jobs=args.jobs, verified=verified) for path in args.paths
+        ]
         report = reports[0] if len(reports) == 1 else _merge(reports)
         text = RENDERERS[args.format](report)
         if args.output is not None:

@@ -39,88 +39,14 @@ class VerifyCommand:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("path", metavar="PATH", help="model file or folder to verify")
-        src = parser.add_argument_group("trust source (exactly one)")
-        src.add_argument(
-            "--expect", metavar="ALG:HEX", help="expected digest of a single file, e.g. sha256:ab12..."
-        )
-        src.add_argument(
-            "--lock", metavar="FILE", help="lock file of known-good digests (formats: docs/integrity.md)"
-        )
-        src.add_argument(
-            "--signature", metavar="SIG", help="OMS signature bundle (model_signing / airlock sign)"
-        )
-        trust = parser.add_argument_group("who may have signed (with --signature, exactly one)")
-        trust.add_argument(
-            "--key", metavar="PUB.pem", help="PEM EC public key of the signer (OMS key method)"
-        )
-        trust.add_argument(
-            "--cert",
-            action="append",
-            default=[],
-            metavar="CA.pem",
-            help="trusted CA certificate(s) the signing certificate must chain to; repeatable",
-        )
-        trust.add_argument(
-            "--chain",
-            action="append",
-            default=[],
-            metavar="CHAIN.pem",
-            help="extra intermediate certificates not carried in the bundle; repeatable",
-        )
-        trust.add_argument(
-            "--trust-root",
-            metavar="TRUSTED_ROOT.json",
-            help="Sigstore trusted root file for keyless bundles (offline; never fetched)",
-        )
-        trust.add_argument(
-            "--identity", metavar="ID", help="expected Sigstore signer identity (email or URI)"
-        )
-        trust.add_argument("--issuer", metavar="URL", help="expected OIDC issuer of the Sigstore identity")
-        unsafe = parser.add_argument_group("weakening the check (each one is reported)")
-        unsafe.add_argument(
-            "--unsafe-ignore",
-            action="append",
-            default=[],
-            metavar="RELPATH",
-            help="UNSAFE: leave this relative path (file or folder) unchecked; repeatable",
-        )
-        unsafe.add_argument(
-            "--unsafe-allow-extra",
-            action="store_true",
-            help="UNSAFE: accept files that the lock file or signature does not list",
-        )
-        unsafe.add_argument(
-            "--unsafe-allow-symlinks",
-            action="store_true",
-            help="UNSAFE: follow symbolic links to regular files (they may point anywhere)",
-        )
+        add_trust_arguments(parser)
         parser.add_argument("--workers", type=int, metavar="N", help="hashing threads (default: CPU count)")
         parser.add_argument("--format", choices=["text", "json"], default="text", help="output format")
 
     def run(self, args: argparse.Namespace) -> int:
-        unsafe = [
-            f"--unsafe-ignore {p}" for p in args.unsafe_ignore
-        ] + [flag for flag, on in (("--unsafe-allow-extra", args.unsafe_allow_extra),
-                                   ("--unsafe-allow-symlinks", args.unsafe_allow_symlinks)) if on]  # fmt: skip
-        for flag in unsafe:
-            print(f"airlock verify: WARNING: {flag} weakens the integrity check", file=sys.stderr)
+        unsafe = unsafe_flags(args)
         try:
-            verified = verify(
-                args.path,
-                expect=args.expect,
-                lock=args.lock,
-                signature=args.signature,
-                key=args.key,
-                certs=args.cert,
-                chain=args.chain,
-                trust_root=args.trust_root,
-                identity=args.identity,
-                issuer=args.issuer,
-                unsafe_ignore=args.unsafe_ignore,
-                unsafe_allow_extra=args.unsafe_allow_extra,
-                unsafe_allow_symlinks=args.unsafe_allow_symlinks,
-                limits=limits_from_args(args),
-            )
+            verified = verify_from_args(args, args.path, command="verify")
         except IntegrityError as exc:
             if args.format == "json":
                 problems = list(getattr(exc, "problems", ())) or [str(exc)]
@@ -139,6 +65,95 @@ class VerifyCommand:
         for option in verified.unsafe:
             print(f"UNSAFE option in force: {option}")
         return 0
+
+
+def add_trust_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """The trust-source, signer and --unsafe-... options, shared by ``verify`` and ``scan``."""
+    title = "trust source (exactly one)" if required else "verify first (at most one trust source)"
+    src = parser.add_argument_group(title)
+    src.add_argument(
+        "--expect", metavar="ALG:HEX", help="expected digest of a single file, e.g. sha256:ab12..."
+    )
+    src.add_argument(
+        "--lock", metavar="FILE", help="lock file of known-good digests (formats: docs/integrity.md)"
+    )
+    src.add_argument("--signature", metavar="SIG", help="OMS signature bundle (model_signing / airlock sign)")
+    trust = parser.add_argument_group("who may have signed (with --signature, exactly one)")
+    trust.add_argument("--key", metavar="PUB.pem", help="PEM EC public key of the signer (OMS key method)")
+    trust.add_argument(
+        "--cert",
+        action="append",
+        default=[],
+        metavar="CA.pem",
+        help="trusted CA certificate(s) the signing certificate must chain to; repeatable",
+    )
+    trust.add_argument(
+        "--chain",
+        action="append",
+        default=[],
+        metavar="CHAIN.pem",
+        help="extra intermediate certificates not carried in the bundle; repeatable",
+    )
+    trust.add_argument(
+        "--trust-root",
+        metavar="TRUSTED_ROOT.json",
+        help="Sigstore trusted root file for keyless bundles (offline; never fetched)",
+    )
+    trust.add_argument("--identity", metavar="ID", help="expected Sigstore signer identity (email or URI)")
+    trust.add_argument("--issuer", metavar="URL", help="expected OIDC issuer of the Sigstore identity")
+    unsafe = parser.add_argument_group("weakening the check (each one is reported)")
+    unsafe.add_argument(
+        "--unsafe-ignore",
+        action="append",
+        default=[],
+        metavar="RELPATH",
+        help="UNSAFE: leave this relative path (file or folder) unchecked; repeatable",
+    )
+    unsafe.add_argument(
+        "--unsafe-allow-extra",
+        action="store_true",
+        help="UNSAFE: accept files that the lock file or signature does not list",
+    )
+    unsafe.add_argument(
+        "--unsafe-allow-symlinks",
+        action="store_true",
+        help="UNSAFE: follow symbolic links to regular files (they may point anywhere)",
+    )
+
+
+def unsafe_flags(args: argparse.Namespace) -> list[str]:
+    ignored = [f"--unsafe-ignore {p}" for p in args.unsafe_ignore]
+    flags = (
+        ("--unsafe-allow-extra", args.unsafe_allow_extra),
+        ("--unsafe-allow-symlinks", args.unsafe_allow_symlinks),
+    )
+    return ignored + [flag for flag, on in flags if on]
+
+
+def wants_verification(args: argparse.Namespace) -> bool:
+    return any(getattr(args, name) for name in ("expect", "lock", "signature"))
+
+
+def verify_from_args(args: argparse.Namespace, path: str, *, command: str) -> Verified:
+    """Run :func:`airlock.integrity.verify` with the options :func:`add_trust_arguments` added."""
+    for flag in unsafe_flags(args):
+        print(f"airlock {command}: WARNING: {flag} weakens the integrity check", file=sys.stderr)
+    return verify(
+        path,
+        expect=args.expect,
+        lock=args.lock,
+        signature=args.signature,
+        key=args.key,
+        certs=args.cert,
+        chain=args.chain,
+        trust_root=args.trust_root,
+        identity=args.identity,
+        issuer=args.issuer,
+        unsafe_ignore=args.unsafe_ignore,
+        unsafe_allow_extra=args.unsafe_allow_extra,
+        unsafe_allow_symlinks=args.unsafe_allow_symlinks,
+        limits=limits_from_args(args) if hasattr(args, "workers") else None,
+    )
 
 
 COMMAND = VerifyCommand()

@@ -122,7 +122,10 @@ def _one_stream(data: memoryview, pos: int, kind: _Kind, out: bytearray, cap: in
                     offset=start,
                 )
             consumed = max(1, pos - start - len(pending))
-            if len(out) > consumed * limits.max_compression_ratio:
+            if (
+                len(out) > limits.compression_ratio_floor
+                and len(out) > consumed * limits.max_compression_ratio
+            ):
                 raise LimitError(
                     f"{kind.name} stream expands {consumed} bytes to more than {len(out)}, a ratio above "
                     f"{limits.max_compression_ratio} (limit max_compression_ratio)",

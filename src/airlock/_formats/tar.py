@@ -166,7 +166,7 @@ def _legacy(data: memoryview, regular: list[tarfile.TarInfo], ctx: ReadContext) 
         elif info.name == "tensors":
             yield from _tensors(view, ctx)
         elif info.name in ("pickle", "sys_info"):
-            yield PickleStream(view, 0, f"torch legacy tar {info.name}")
+            yield PickleStream(view, 0, f"torch legacy tar {info.name}", member=info.name)
         else:
             yield Nested(info.name, view)
 
@@ -175,7 +175,9 @@ def _storages(view: memoryview, ctx: ReadContext) -> Iterator[Fact]:
     count, pos = _count(view, 0, "storages")
     for index in range(count):
         ctx.check_time()
-        yield PickleStream(view, pos, "torch legacy tar storages", max_pickles=1, trailing_ok=True)
+        yield PickleStream(
+            view, pos, "torch legacy tar storages", member="storages", max_pickles=1, trailing_ok=True
+        )
         end, storage_class = _scan_pickle(view, pos)
         size = _ELEMENT_SIZES.get(storage_class or "")
         if size is None:
@@ -194,7 +196,7 @@ def _storages(view: memoryview, ctx: ReadContext) -> Iterator[Fact]:
         pos = raw_end
     if pos >= len(view):
         raise FormatError("legacy storages member ends before its storage views pickle", offset=pos)
-    yield PickleStream(view, pos, "torch legacy tar storage views", max_pickles=1)
+    yield PickleStream(view, pos, "torch legacy tar storage views", member="storages", max_pickles=1)
     end, _ = _scan_pickle(view, pos)
     if end != len(view):
         yield Issue(
@@ -209,7 +211,9 @@ def _tensors(view: memoryview, ctx: ReadContext) -> Iterator[Fact]:
     count, pos = _count(view, 0, "tensors")
     for index in range(count):
         ctx.check_time()
-        yield PickleStream(view, pos, "torch legacy tar tensors", max_pickles=1, trailing_ok=True)
+        yield PickleStream(
+            view, pos, "torch legacy tar tensors", member="tensors", max_pickles=1, trailing_ok=True
+        )
         end, _ = _scan_pickle(view, pos)
         ndim = _unpack(view, end, "<i", f"tensor {index} ndim")
         if not 0 <= ndim <= 64:

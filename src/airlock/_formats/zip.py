@@ -270,7 +270,10 @@ def member_bytes(listing: ZipListing, member: ZipMember, limits: Limits) -> memo
             f"{limits.max_decompressed_bytes} (limit max_decompressed_bytes)",
             offset=member.header_offset,
         )
-    if declared > max(1, member.compressed_size) * limits.max_compression_ratio:
+    if (
+        declared > limits.compression_ratio_floor
+        and declared > max(1, member.compressed_size) * limits.max_compression_ratio
+    ):
         raise LimitError(
             f"member {member.name!r} would expand {member.compressed_size} bytes to {declared}, a ratio "
             f"above {limits.max_compression_ratio} (limit max_compression_ratio)",

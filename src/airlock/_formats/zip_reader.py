@@ -167,7 +167,7 @@ def _pickle(
     for item in _content(listing, member, budget):
         if isinstance(item, memoryview | bytes):
             view = item if isinstance(item, memoryview) else memoryview(item)
-            yield PickleStream(view, 0, f"{role} {member.name}", lenient=lenient)
+            yield PickleStream(view, 0, f"{role} {member.name}", member=member.name, lenient=lenient)
         else:
             yield item
 

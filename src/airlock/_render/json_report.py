@@ -31,6 +31,7 @@ def to_dict(report: Report) -> dict[str, Any]:
         "exit_code": report.exit_code,
         "unsafe_options": list(report.unsafe_options),
         "allowances": list(report.allowances),
+        "integrity": report.integrity,
         "files": [
             {
                 "path": f.path,

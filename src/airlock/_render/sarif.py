@@ -72,7 +72,12 @@ def render(report: Report) -> str:
                     }
                 },
                 "results": results,
-                "properties": {"verdict": report.verdict.value, "exitCode": report.exit_code},
+                "properties": {
+                    "verdict": report.verdict.value,
+                    "exitCode": report.exit_code,
+                    "integrity": report.integrity,
+                    "unsafeOptions": list(report.unsafe_options),
+                },
             }
         ],
     }

@@ -9,6 +9,8 @@ def render(report: Report) -> str:
     lines: list[str] = []
     for option in report.unsafe_options:
         lines.append(f"WARNING: insecure option in force: {option}")
+    if report.integrity:
+        lines.append(f"integrity: {report.integrity}")
     if report.allowances:
         lines.append(f"note: extra allowances in force: {', '.join(report.allowances)}")
     for file in report.files:

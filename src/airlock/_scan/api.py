@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airlock._formats.base import Issue, ReadContext
 from airlock._formats.registry import FOLDER_CHECKS
@@ -16,6 +17,9 @@ from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.policy import Policy
 from airlock.results import FileReport, Report, Severity, Skipped
 
+if TYPE_CHECKING:
+    from airlock.integrity import Verified
+
 __all__ = ["scan"]
 
 
@@ -25,17 +29,24 @@ def scan(
     policy: Policy | None = None,
     limits: Limits = DEFAULT_LIMITS,
     jobs: int = 1,
+    verified: Verified | None = None,
 ) -> Report:
     """Scan a file or a folder, statically, and return a :class:`~airlock.results.Report`.
 
     Nothing in the scanned files is executed; nothing is written; no network is used; no
     configuration is read from the current directory or from the scanned tree. Every file is
     sniffed by content. ``jobs`` > 1 scans files in that many worker processes.
+
+    ``verified``: the result of :func:`airlock.integrity.verify` for this same ``path``. Every
+    file it lists is then read through it (refused if it is no longer the file that was hashed),
+    so the verdict is about exactly the verified bytes.
     """
     if jobs < 1:
         raise UsageError(f"jobs must be at least 1, got {jobs}")
     policy = policy or Policy()
     root = Path(path)
+    if verified is not None and Path(verified.path).resolve() != root.resolve():
+        raise UsageError(f"the verification is for {verified.path}, not for {root}")
     entries = list(walk(root, limits))
     base = root if root.is_dir() and not root.is_symlink() else root.parent
     files: list[tuple[int, Entry]] = []
@@ -56,13 +67,23 @@ def scan(
         else:
             skipped.append(Skipped(entry.display, "special file (device, FIFO or socket): not opened"))
     results: dict[int, FileReport | Skipped] = {}
+    listed = {f.path for f in verified.manifest.files} if verified is not None else set()
+
+    def rel(entry: Entry) -> str | None:
+        if verified is None:
+            return None
+        name = "." if base != root else entry.path.relative_to(root).as_posix()
+        return name if name in listed else None  # extra files exist only under --unsafe-allow-extra
+
     if jobs == 1 or len(files) < 2:
         for index, entry in files:
-            results[index] = scan_file(entry.path, entry.display, base, limits, policy)
+            results[index] = scan_file(entry.path, entry.display, base, limits, policy, verified, rel(entry))
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = {
-                index: pool.submit(scan_file, entry.path, entry.display, base, limits, policy)
+                index: pool.submit(
+                    scan_file, entry.path, entry.display, base, limits, policy, verified, rel(entry)
+                )
                 for index, entry in files
             }
             for index, future in futures.items():
@@ -80,8 +101,16 @@ def scan(
         root=str(root),
         files=ordered,
         skipped=tuple(skipped),
+        unsafe_options=verified.unsafe if verified is not None else (),
         allowances=tuple(sorted(policy.allow)),
+        integrity=_describe(verified) if verified is not None else None,
     )
+
+
+def _describe(verified: Verified) -> str:
+    signer = f", signed by {verified.signer}" if verified.signer else ""
+    count = len(verified.manifest.files)
+    return f"{count} file(s) verified against {verified.source}{signer} before scanning"
 
 
 # --- folder checks (Hugging Face layout ...) -------------------------------------------------

@@ -8,16 +8,20 @@ import mmap
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airlock._analysis.pickle_findings import analyse_pickle_stream
 from airlock._analysis.template import analyse_template
 from airlock._formats.base import Issue, Nested, PickleStream, ReadContext, Reader, Template
 from airlock._formats.registry import READERS, looks_like_model_file
 from airlock._scan.collect import Collector
-from airlock.errors import FormatError, LimitError
+from airlock.errors import FormatError, IntegrityError, LimitError
 from airlock.limits import Limits
 from airlock.policy import Policy
 from airlock.results import FileReport, Severity, Skipped
+
+if TYPE_CHECKING:
+    from airlock.integrity import Verified
 
 __all__ = ["scan_file", "sniff"]
 
@@ -33,24 +37,44 @@ def sniff(data: memoryview | bytes) -> Reader | None:
     return None
 
 
-def scan_file(path: Path, display: str, root: Path, limits: Limits, policy: Policy) -> FileReport | Skipped:
+def scan_file(
+    path: Path,
+    display: str,
+    root: Path,
+    limits: Limits,
+    policy: Policy,
+    verified: Verified | None = None,
+    rel: str | None = None,
+) -> FileReport | Skipped:
     """Scan one regular file. Never raises for bad input: every failure is a finding.
 
     A file whose content no reader recognises and whose name is not a model file name (a README,
     a licence) is returned as :class:`Skipped`; with a model file name it is an ERROR.
+
+    With ``verified`` (the result of ``airlock.integrity.verify``), the file is opened through it,
+    which refuses a file that is no longer the one that was hashed, and it is checked again after
+    the scan, so the verdict is about exactly the verified bytes.
     """
     start = time.monotonic()
     collector = Collector(display, limits)
     size = 0
     fmt: str | None = None
     try:
-        # O_NOFOLLOW: the walk saw a regular file; if it was swapped for a link since, refuse.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        if verified is not None and rel is not None:
+            with verified.open(rel) as handle:
+                fd = os.dup(handle.fileno())
+        else:
+            # O_NOFOLLOW: the walk saw a regular file; if it was swapped for a link since, refuse.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot open: {exc.strerror}"))
         return collector.report(None, 0, time.monotonic() - start)
+    except IntegrityError as exc:
+        collector.add((), Issue("integrity.changed", Severity.ERROR, str(exc)))
+        return collector.report(None, 0, time.monotonic() - start)
     try:
-        size = os.fstat(fd).st_size
+        before = os.fstat(fd)
+        size = before.st_size
         if size == 0:
             collector.add((), Issue("format.empty", Severity.ERROR, "empty file: nothing to prove clean"))
             return collector.report(None, 0, time.monotonic() - start)
@@ -74,6 +98,17 @@ def scan_file(path: Path, display: str, root: Path, limits: Limits, policy: Poli
                 view.release()
         finally:
             _close_mapping(mapped)
+        if verified is not None:
+            after = os.fstat(fd)
+            if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+                before.st_size,
+                before.st_mtime_ns,
+                before.st_ctime_ns,
+            ):
+                collector.add(
+                    (),
+                    Issue("integrity.changed", Severity.ERROR, "the file changed while it was being scanned"),
+                )
     except OSError as exc:
         collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot read: {exc.strerror}"))
     finally:
