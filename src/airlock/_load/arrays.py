@@ -42,7 +42,7 @@ def raw_array(ref: TensorRef, mapped: memoryview) -> np.ndarray[Any, Any]:
         strides=tuple(s * size for s in ref.stride),
     )
     if ref.storage.big_endian and ref.dtype.swap_unit > 1:
-        flat = np.ascontiguousarray(arr).reshape(-1)
+        flat = np.array(arr, copy=True, order="C").reshape(-1)  # never swap the mapping in place
         flat.view(np.dtype(f"u{ref.dtype.swap_unit}")).byteswap(inplace=True)
         arr = flat.reshape(ref.shape)
     return arr
