@@ -260,21 +260,7 @@ def _skip_array(cur: _Cursor, ctx: ReadContext, key: str, depth: int) -> None:
         cur.skip(length, VALUE_SIZES[etype], what, _COUNT)
     elif etype == _STRING:
         cur.need(length, 8, what, _COUNT)
-        data, size, pos = cur.data, cur.size, cur.pos
-        unpack = _U64.unpack_from
-        for index in range(length):
-            if index & 0xFFFF == 0xFFFF:
-                ctx.check_time()
-            if size - pos < 8:
-                cur.pos = pos
-                cur.need(1, 8, f"array {key!r:.60} string length")
-            slen: int = unpack(data, pos)[0]
-            pos += 8
-            if slen > size - pos:
-                cur.pos = pos
-                cur.need(slen, 1, f"array {key!r:.60} string length")
-            pos += slen
-        cur.pos = pos
+        cur.pos = _skip_strings(cur, ctx, key, length)
     elif etype == _ARRAY:
         cur.need(length, _MIN_ARRAY, what, _COUNT)
         for index in range(length):
@@ -283,6 +269,31 @@ def _skip_array(cur: _Cursor, ctx: ReadContext, key: str, depth: int) -> None:
             _skip_array(cur, ctx, key, depth + 1)
     else:
         raise _Stop(_value_type_issue(key, etype, type_at))
+
+
+def _skip_strings(cur: _Cursor, ctx: ReadContext, key: str, length: int) -> int:
+    """Skip ``length`` strings (vocabularies: 100k+ entries) without decoding; returns the new position.
+
+    The hot loop only reads each length and moves on; a string that overruns the file stops it,
+    and the cursor then reports that string's length against what remained.
+    """
+    data, size, pos = cur.data, cur.size, cur.pos
+    unpack = _U64.unpack_from
+    done = 0
+    while done < length:
+        ctx.check_time()
+        chunk = min(length - done, 1 << 16)
+        for _ in range(chunk):
+            if pos > size - 8:
+                cur.pos = pos
+                cur.need(1, 8, f"array {key!r:.60} string length field", _TRUNCATED)
+            start = pos + 8
+            pos = start + unpack(data, pos)[0]
+            if pos > size:
+                cur.pos = start
+                cur.need(pos - start, 1, f"array {key!r:.60} string length")
+        done += chunk
+    return pos
 
 
 def _tensor_infos(cur: _Cursor, ctx: ReadContext, n_tensors: int, alignment: int) -> Iterator[Issue]:
