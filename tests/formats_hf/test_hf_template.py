@@ -91,6 +91,9 @@ def test_cve_fixture_really_runs_under_an_unsandboxed_jinja(tmp_path: Path) -> N
         ("{% set ns = namespace() %}{% set ns.__class__ = 1 %}", None),
         ("{{ dict(__class__=1) }}", "__class__"),
         ("{{ x.__getattribute__('y') }}", "__getattribute__"),
+        ("{% with a = '__class__' %}{{ x[a] }}{% endwith %}", "'__class__'"),
+        ("{% for a in ['__globals__'] %}{{ f[a] }}{% endfor %}", "'__globals__'"),
+        ("{{ x['\\x5f\\x5fclass\\x5f\\x5f'] }}", "__class__"),
     ],
 )
 def test_ssti_constructs_are_malicious(template: str, named: str | None) -> None:

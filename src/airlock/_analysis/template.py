@@ -246,6 +246,13 @@ class _Walker:
                 f"{type(node).__name__.lower()} of another template (chat templates are self-contained)",
                 node,
             )
+        elif isinstance(node, jn.Const) and isinstance(node.value, str):
+            # However it reaches a lookup ({% with %}, loop variables, macro defaults ...), a string
+            # naming a dunder has no place in a chat template.
+            if any(_DUNDER_WORD.fullmatch(part) for part in node.value.split(".")):
+                self.ssti(
+                    f"string constant {node.value[:60]!r} names a Python internal", node, node.value[:60]
+                )
         elif isinstance(node, jn.Concat | jn.Add | jn.Mod | jn.Mul):
             value = _fold(node, self.consts)
             if isinstance(value, str) and _DUNDER_WORD.search(value):
