@@ -24,6 +24,7 @@ Everything else is CLEAN, which is where the templates the common chat models sh
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Final
 
 import jinja2
@@ -102,7 +103,10 @@ def analyse_template(name: str, text: str, limits: Limits, offset: int | None = 
             )
         ]
     try:
-        tree = _environment().parse(text)
+        with warnings.catch_warnings():
+            # jinja's lexer decodes string escapes with Python's codec, which warns on "\_" etc.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tree = _environment().parse(text)
     except TemplateSyntaxError as exc:
         return [
             Issue(
