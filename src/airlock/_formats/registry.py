@@ -45,7 +45,7 @@ FOLDER_CHECKS: Final[tuple[FolderCheck, ...]] = (HFFolderCheck(),)
 #: as unsupported (an ERROR verdict) or listed as skipped; never to choose a reader.
 MODEL_SUFFIXES: Final = frozenset(
     ".bin .pt .pth .pkl .pickle .ckpt .joblib .jbl .npy .npz .safetensors .gguf .ggml .onnx .ort .keras "
-    ".h5 .hdf5 .pb .tflite .lite .msgpack .mar .model .dill .sav .tar .zip .7z .gz .bz2 .xz .lzma .zst "
+    ".h5 .hdf5 .pb .tflite .lite .msgpack .mar .dill .sav .tar .zip .7z .gz .bz2 .xz .lzma .zst "
     ".mlmodel .mlpackage .engine .plan .nemo .llamafile .params .weights .ptl .torchscript .data".split()
 )
 
