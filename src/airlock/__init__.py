@@ -8,6 +8,8 @@ Public API (pinned by ``tests/test_public_api.py``)::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 from airlock._scan.api import scan
@@ -21,9 +23,22 @@ from airlock.errors import (
     UsageError,
 )
 from airlock.limits import Limits
-from airlock.loading import load
 from airlock.policy import Policy
 from airlock.results import FileReport, Finding, Location, Report, Severity, Skipped, Verdict
+
+if TYPE_CHECKING:
+    from airlock.loading import load
+
+
+def __getattr__(name: str) -> object:
+    # ``load`` pulls in the tensor machinery; import it on first use so ``import airlock`` (and
+    # every ``airlock scan``) stays cheap.
+    if name == "load":
+        from airlock.loading import load
+
+        return load
+    raise AttributeError(f"module 'airlock' has no attribute {name!r}")
+
 
 __all__ = [
     "AirlockError",

@@ -27,7 +27,8 @@ _SMALL = Limits(max_pickle_opcodes=100_000, max_memo_entries=10_000, max_stack_i
 def _attack_bytes(tmp: Path) -> list[bytes]:
     out = []
     for attack in ATTACKS:
-        if attack.id in ("byte-padding", "opcode-padding"):
+        # second-pickle: its first pickle alone is a complete, ordinary pickle, so a cut there is clean.
+        if attack.id in ("byte-padding", "opcode-padding", "second-pickle"):
             continue
         out.append(attack.build(tmp, tmp / "pwned").read_bytes())
     return out
@@ -97,3 +98,14 @@ def test_deep_nesting_is_bounded(tmp_path: Path) -> None:
     path.write_bytes(data)
     report = airlock.scan(path)
     assert report.verdict in (airlock.Verdict.CLEAN, airlock.Verdict.ERROR)
+
+
+def test_every_truncation_of_every_attack_is_never_clean(tmp_path: Path) -> None:
+    """Exhaustive, not sampled: each prefix of each attack fixture is MALICIOUS or an error."""
+    corpus = _attack_bytes(tmp_path)
+    path = tmp_path / "prefix.pkl"
+    for seed in corpus:
+        for cut in range(1, len(seed)):
+            path.write_bytes(seed[:cut])
+            verdict = airlock.scan(path).verdict
+            assert verdict is not airlock.Verdict.CLEAN, (seed[:cut], verdict)

@@ -73,7 +73,13 @@ def _analyse_stream(
 
         machine = Machine(data, limits, ctx.check_time, build_hook=make_build_hook(data, nested))
         result = machine.run(pos)
-        if index > 0 and result.error is not None and result.opcodes <= 1 and not result.globals:
+        if (
+            index > 0
+            and max_pickles is None
+            and result.error is not None
+            and result.opcodes <= 1
+            and not result.globals
+        ):
             # Not a pickle at all: bytes after the last pickle.
             if not trailing_ok:
                 yield (
@@ -97,6 +103,18 @@ def _analyse_stream(
         index += 1
         pos = result.end
         if pos >= len(data):
+            if max_pickles is not None and index < max_pickles:
+                # The format says how many pickles there are (torch legacy: five); fewer is a
+                # truncated file, which the real loader would fail on.
+                yield (
+                    (),
+                    Issue(
+                        "format.error",
+                        Severity.ERROR,
+                        f"stream ends after {index} pickle(s); this format holds {max_pickles}",
+                        offset=pos,
+                    ),
+                )
             return
         if max_pickles is not None and index >= max_pickles:
             return

@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from airlock._cli.hash_cmd import limits_from_args
 from airlock.errors import IntegrityError
-from airlock.integrity import Verified, verify
+
+if TYPE_CHECKING:
+    from airlock.integrity import Verified
 
 __all__ = ["COMMAND"]
 
@@ -136,6 +138,11 @@ def wants_verification(args: argparse.Namespace) -> bool:
 
 def verify_from_args(args: argparse.Namespace, path: str, *, command: str) -> Verified:
     """Run :func:`airlock.integrity.verify` with the options :func:`add_trust_arguments` added."""
+    # Imported here: the hashing and signature machinery (cryptography) is loaded only when a
+    # command actually verifies, not by every ``airlock scan``.
+    from airlock._cli.hash_cmd import limits_from_args
+    from airlock.integrity import verify
+
     for flag in unsafe_flags(args):
         print(f"airlock {command}: WARNING: {flag} weakens the integrity check", file=sys.stderr)
     return verify(

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from airlock._analysis.template import analyse_template
+from airlock._analysis import analyse_template
 from airlock._formats.base import Issue, ReadContext
 from airlock._formats.safetensors import parse_json_strict
 from airlock.errors import FormatError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +78,8 @@ def scan(
         for index, entry in files:
             results[index] = scan_file(entry.path, entry.display, base, limits, policy, verified, rel(entry))
     else:
+        from concurrent.futures import ProcessPoolExecutor  # only when asked for: costly to import
+
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = {
                 index: pool.submit(

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from airlock._analysis import analyse_template
 from airlock._analysis.pickle_findings import analyse_pickle_stream
-from airlock._analysis.template import analyse_template
 from airlock._formats.base import Issue, Nested, PickleStream, ReadContext, Reader, Template
 from airlock._formats.registry import READERS, looks_like_model_file
 from airlock._scan.collect import Collector
