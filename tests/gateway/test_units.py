@@ -141,3 +141,18 @@ def test_audit_chain_links_rows(tmp_path: Path) -> None:
     assert report.ok and report.rows == 3
     assert not verify_chain(list(store.audit_rows())[:2], expect_head=rows[-1].row_hash).ok
     store.close()
+
+
+def test_listening_sockets_are_tcp_with_nodelay() -> None:
+    # asyncio only sets TCP_NODELAY on accepted sockets whose proto is IPPROTO_TCP; a proto-0 socket
+    # cost every response ~40 ms of Nagle + delayed ACK (found by bench/gateway_bench.py)
+    import socket
+
+    from airlock.gateway._server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sock.close()
