@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,13 +80,48 @@ class ServeCommand:
             print("airlock serve: WARNING: --unsafe-plaintext: keys and tensors may cross the network in clear",
                   file=sys.stderr)  # fmt: skip
         gateway = Gateway(config, tls=tls, unsafe_plaintext=args.unsafe_plaintext)
-        asyncio.run(_serve(gateway))
+        _run(gateway)
         return 0
 
 
 async def _serve(gateway: Gateway) -> None:
     await gateway.start()
     await gateway.wait()
+
+
+def _run(gateway: Gateway) -> None:
+    """Serve on a loop thread; SIGTERM/SIGINT in the main thread ask for a clean stop.
+
+    (uvicorn re-raises a signal it captured once its server returns, which would end the process
+    before the workers are stopped and the audit head is logged; on a non-main thread it leaves
+    signals alone.)
+    """
+    loop = asyncio.new_event_loop()
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            loop.run_until_complete(_serve(gateway))
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            loop.close()
+
+    def on_signal(signum: int, frame: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop may already be closed
+            loop.call_soon_threadsafe(gateway.request_stop)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    thread = threading.Thread(target=body, name="airlock-serve")
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure:
+        raise failure[0]
 
 
 def _admit_only(config: object) -> int:

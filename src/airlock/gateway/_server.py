@@ -224,6 +224,11 @@ class Gateway:
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
         await self.stop()
 
+    def request_stop(self) -> None:
+        """Ask both servers to finish (call on the gateway's loop); :meth:`wait` then cleans up."""
+        for server in self._servers:
+            server.should_exit = True
+
     async def _close_lanes(self) -> None:
         if self.state is not None:
             for lane in self.state.lanes.values():
