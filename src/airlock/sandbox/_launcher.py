@@ -86,6 +86,9 @@ def _bwrap_argv(bwrap: str, paths: list[str], policy: SandboxPolicy, seccomp_fd:
             argv += ["--symlink", os.readlink(host), host]
         elif os.path.isdir(host):
             argv += ["--ro-bind", host, host]
+    # The private tmpfs goes on before the runtime binds: bwrap mounts in argument order, and a
+    # venv or checkout that lives under the host's /tmp (as CI clones may) must stay visible.
+    argv += ["--size", str(policy.limits.tmpfs_bytes), "--tmpfs", _TMP]
     for path in paths:
         argv += ["--ro-bind", path, path]
     if os.path.isfile("/etc/ld.so.cache"):
@@ -93,7 +96,6 @@ def _bwrap_argv(bwrap: str, paths: list[str], policy: SandboxPolicy, seccomp_fd:
     threads = str(policy.limits.threads)
     argv += [
         "--proc", "/proc", "--dev", "/dev",
-        "--size", str(policy.limits.tmpfs_bytes), "--tmpfs", _TMP,
         "--chdir", _TMP, "--setenv", "HOME", _TMP, "--setenv", "TMPDIR", _TMP,
         "--setenv", "OMP_NUM_THREADS", threads, "--setenv", "MKL_NUM_THREADS", threads,
         "--seccomp", str(seccomp_fd), "--",
