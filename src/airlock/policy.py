@@ -18,7 +18,6 @@ overrides a DANGEROUS decision.
 from __future__ import annotations
 
 import enum
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -85,6 +84,8 @@ class Policy:
         profiles = ["python", "torch", "numpy"]   # optional; default: all
         allow = ["mypkg.layers.MyLayer"]            # optional exact names
         """
+        import tomllib  # only when a policy file is named
+
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:

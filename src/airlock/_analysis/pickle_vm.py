@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import _compat_pickle
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
-from airlock._formats.pickle_ops import decode_op
+from airlock._formats.pickle_ops import NO_ARG_OPCODES, decode_op
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
 
@@ -164,8 +163,7 @@ class Buffer(Node):
     __slots__ = ()
 
 
-@dataclass(frozen=True)
-class BuildEvent:
+class BuildEvent(NamedTuple):
     """BUILD applied ``state`` to ``target`` (a ``__setstate__`` call or an attribute update)."""
 
     target: Node
@@ -173,21 +171,34 @@ class BuildEvent:
     offset: int
 
 
-@dataclass
 class PickleResult:
     """What one pickle in a stream would do. ``error`` is set when the stream broke off."""
 
-    start: int
-    end: int
-    protocol: int
-    root: Node | None
-    globals: list[Global] = field(default_factory=list)
-    calls: list[Call] = field(default_factory=list)
-    builds: list[BuildEvent] = field(default_factory=list)
-    #: structural oddities: (kind, offset, detail)
-    anomalies: list[tuple[str, int, str]] = field(default_factory=list)
-    opcodes: int = 0
-    error: FormatError | None = None
+    __slots__ = (
+        "anomalies",
+        "builds",
+        "calls",
+        "end",
+        "error",
+        "globals",
+        "opcodes",
+        "protocol",
+        "root",
+        "start",
+    )
+
+    def __init__(self, start: int, end: int, protocol: int, root: Node | None) -> None:
+        self.start = start
+        self.end = end
+        self.protocol = protocol
+        self.root = root
+        self.globals: list[Global] = []
+        self.calls: list[Call] = []
+        self.builds: list[BuildEvent] = []
+        #: structural oddities: (kind, offset, detail)
+        self.anomalies: list[tuple[str, int, str]] = []
+        self.opcodes = 0
+        self.error: FormatError | None = None
 
 
 #: Hook for formats that interleave raw data with opcodes (joblib): called after BUILD with the
@@ -195,6 +206,7 @@ class PickleResult:
 BuildHook = Callable[[Node, int], int]
 
 _CHECK_EVERY: Final = 65536
+_UINT1_OPS: Final = frozenset({0x4B, 0x68, 0x71})
 
 
 class Machine:
@@ -249,54 +261,70 @@ class Machine:
         return result
 
     def _loop(self, start: int, result: PickleResult) -> None:
+        # The hot loop: locals instead of attribute lookups, no-argument opcodes decoded inline,
+        # literals pushed inline; everything else goes through the handler table.
         data = self._data
-        limits = self._limits
+        size = len(data)
+        handlers = _HANDLERS
+        const_ops = _CONST_OPS
+        no_arg = NO_ARG_OPCODES
+        build_hook = self._build_hook
         pos = start
-        while True:
-            result.opcodes += 1
-            if result.opcodes % _CHECK_EVERY == 0:
-                if result.opcodes > limits.max_pickle_opcodes:
-                    raise LimitError(
-                        f"more than {limits.max_pickle_opcodes} opcodes in one pickle (limit max_pickle_opcodes)",
-                        offset=pos,
-                    )
-                if len(self._memo) > limits.max_memo_entries:
-                    raise LimitError(
-                        f"memo holds more than {limits.max_memo_entries} entries (limit max_memo_entries)",
-                        offset=pos,
-                    )
-                depth = len(self._stack) + sum(len(s) for s in self._meta)
-                if depth > limits.max_stack_items:
-                    raise LimitError(
-                        f"stack holds more than {limits.max_stack_items} items (limit max_stack_items)",
-                        offset=pos,
-                    )
-                self._check_time()
-            code, arg, nxt = decode_op(data, pos)
-            if code == 0x2E:  # STOP
-                result.end = nxt
-                result.root = self._pop(pos)
-                return
-            nxt = self._step(code, arg, pos, nxt, result)
-            pos = nxt
+        count = result.opcodes
+        next_check = count + _CHECK_EVERY
+        try:
+            while True:
+                count += 1
+                if count >= next_check:
+                    next_check = count + _CHECK_EVERY
+                    self._check_limits(count, pos)
+                code = data[pos] if pos < size else -1
+                if code in no_arg:
+                    arg: object = None
+                    nxt = pos + 1
+                elif code in _UINT1_OPS and pos + 1 < size:  # BININT1 BINGET BINPUT: one-byte argument
+                    arg = data[pos + 1]
+                    nxt = pos + 2
+                else:
+                    code, arg, nxt = decode_op(data, pos)
+                if code == 0x2E:  # STOP
+                    result.end = nxt
+                    result.root = self._pop(pos)
+                    return
+                if code in const_ops:
+                    if code == 0x88:
+                        arg = True
+                    elif code == 0x89:
+                        arg = False
+                    self._stack.append(Const(arg, pos))  # NONE decodes to a None argument
+                elif code == 0x62 and build_hook is not None:  # BUILD, then joblib's inline arrays
+                    self._op_build(arg, pos, result)
+                    nxt = build_hook(self._top(pos), nxt)
+                else:
+                    handlers[code](self, arg, pos, result)
+                pos = nxt
+        finally:
+            result.opcodes = count
 
-    def _step(self, code: int, arg: object, pos: int, nxt: int, result: PickleResult) -> int:
-        push = self._push
-        if code in _CONST_OPS:
-            if code == 0x88:
-                push(Const(True, pos))
-            elif code == 0x89:
-                push(Const(False, pos))
-            else:  # NONE decodes to a None argument; every other literal carries its value
-                push(Const(arg, pos))
-            return nxt
-        handler = _HANDLERS.get(code)
-        if handler is None:  # pragma: no cover - decode_op rejects unknown opcodes
-            raise FormatError(f"unhandled opcode 0x{code:02x}", offset=pos)
-        handler(self, arg, pos, result)
-        if code == 0x62 and self._build_hook is not None:  # BUILD
-            return self._build_hook(self._top(pos), nxt)
-        return nxt
+    def _check_limits(self, count: int, pos: int) -> None:
+        limits = self._limits
+        if count > limits.max_pickle_opcodes:
+            raise LimitError(
+                f"more than {limits.max_pickle_opcodes} opcodes in one pickle (limit max_pickle_opcodes)",
+                offset=pos,
+            )
+        if len(self._memo) > limits.max_memo_entries:
+            raise LimitError(
+                f"memo holds more than {limits.max_memo_entries} entries (limit max_memo_entries)",
+                offset=pos,
+            )
+        depth = len(self._stack) + sum(len(s) for s in self._meta)
+        if depth > limits.max_stack_items:
+            raise LimitError(
+                f"stack holds more than {limits.max_stack_items} items (limit max_stack_items)",
+                offset=pos,
+            )
+        self._check_time()
 
     # -- opcode handlers -----------------------------------------------------------------------------
 

@@ -6,11 +6,6 @@ recurse without end.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import bz2
-import lzma
-import zlib
 from collections.abc import Callable
 from typing import Final
 
@@ -173,29 +168,40 @@ def _render(node: Node, depth: int) -> str:
     return f"<{type(node).__name__.lower()}>"
 
 
-_B64: Final[dict[str, Callable[[bytes], bytes]]] = {
-    "base64.b64decode": base64.b64decode,
-    "base64.standard_b64decode": base64.standard_b64decode,
-    "base64.urlsafe_b64decode": base64.urlsafe_b64decode,
-    "base64.b32decode": base64.b32decode,
-    "base64.b16decode": base64.b16decode,
-    "base64.b85decode": base64.b85decode,
-    "base64.a85decode": base64.a85decode,
-    "base64.decodebytes": base64.decodebytes,
-    "binascii.a2b_base64": binascii.a2b_base64,
-    "binascii.unhexlify": binascii.unhexlify,
-    "binascii.a2b_hex": binascii.a2b_hex,
-}
+def _decoders() -> dict[str, Callable[[bytes], bytes]]:
+    # Imported when a pickle actually passes bytes through a decoder: rare, and not free at start-up.
+    import base64
+    import binascii
+
+    return {
+        "base64.b64decode": base64.b64decode,
+        "base64.standard_b64decode": base64.standard_b64decode,
+        "base64.urlsafe_b64decode": base64.urlsafe_b64decode,
+        "base64.b32decode": base64.b32decode,
+        "base64.b16decode": base64.b16decode,
+        "base64.b85decode": base64.b85decode,
+        "base64.a85decode": base64.a85decode,
+        "base64.decodebytes": base64.decodebytes,
+        "binascii.a2b_base64": binascii.a2b_base64,
+        "binascii.unhexlify": binascii.unhexlify,
+        "binascii.a2b_hex": binascii.a2b_hex,
+    }
 
 
 def _bounded_decompress(kind: str, data: bytes, limit: int) -> bytes | None:
-    if kind == "zlib":
-        d = zlib.decompressobj()
-        out = d.decompress(data, limit + 1)
-    elif kind == "bz2":
-        out = bz2.BZ2Decompressor().decompress(data, limit + 1)
-    else:
-        out = lzma.LZMADecompressor().decompress(data, limit + 1)
+    import bz2
+    import lzma
+    import zlib
+
+    try:
+        if kind == "zlib":
+            out = zlib.decompressobj().decompress(data, limit + 1)
+        elif kind == "bz2":
+            out = bz2.BZ2Decompressor().decompress(data, limit + 1)
+        else:
+            out = lzma.LZMADecompressor().decompress(data, limit + 1)
+    except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError):
+        return None
     return out if len(out) <= limit else None
 
 
@@ -228,8 +234,9 @@ def fold_bytes(node: Node, limit: int, depth: int = 0) -> bytes | None:
         inner = fold_bytes(args[0], limit, depth + 1)
         if inner is None:
             return None
-        if func in _B64:
-            return bytes(_B64[func](inner))
+        decoders = _decoders() if func.startswith(("base64.", "binascii.")) else {}
+        if func in decoders:
+            return bytes(decoders[func](inner))
         if func == "builtins.bytes.fromhex":
             return bytes.fromhex(inner.decode("ascii"))
         if func in ("zlib.decompress",):
@@ -239,7 +246,7 @@ def fold_bytes(node: Node, limit: int, depth: int = 0) -> bytes | None:
         if func in ("lzma.decompress",):
             return _bounded_decompress("lzma", inner, limit)
         if func in ("codecs.decode", "_codecs.decode") and len(args) > 1 and _const_str(args[1]) == "base64":
-            return base64.b64decode(inner)
-    except (ValueError, TypeError, zlib.error, OSError, lzma.LZMAError, EOFError, UnicodeDecodeError):
+            return _decoders()["base64.b64decode"](inner)
+    except (ValueError, TypeError, UnicodeDecodeError):  # binascii.Error is a ValueError
         return None
     return None

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from airlock import __version__
 from airlock._cli.base import Command
@@ -21,8 +21,7 @@ from airlock.errors import AirlockError, UsageError
 __all__ = ["COMMANDS", "CommandEntry", "entry_point", "main"]
 
 
-@dataclass(frozen=True)
-class CommandEntry:
+class CommandEntry(NamedTuple):
     name: str
     #: the module that defines ``COMMAND`` for this name
     module: str

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from airlock._cli.verify_cmd import add_trust_arguments, verify_from_args, wants_verification
-from airlock._render import RENDERERS
+from airlock._render import FORMATS, render
 from airlock._scan.api import scan
 from airlock.errors import IntegrityError, UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
@@ -40,7 +40,7 @@ class ScanCommand:
         parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders to scan")
         parser.add_argument(
             "--format",
-            choices=sorted(RENDERERS),
+            choices=sorted(FORMATS),
             default="text",
             help="output format: text for people (default), json (versioned schema), sarif (SARIF 2.1.0)",
         )
@@ -96,7 +96,7 @@ class ScanCommand:
             scan(path, policy=policy, limits=limits, jobs=args.jobs, verified=verified) for path in args.paths
         ]
         report = reports[0] if len(reports) == 1 else _merge(reports)
-        text = RENDERERS[args.format](report)
+        text = render(report, args.format)
         if args.output is not None:
             try:
                 args.output.write_text(text, encoding="utf-8")

@@ -11,6 +11,7 @@ A reader gets the bytes of one file or archive member (a read-only ``memoryview`
 * :class:`Issue` — a structural fact the reader itself establishes (a zip-parser differential, a
   header that lies about sizes, executable code in the archive).
 
+Facts are immutable named tuples (cheap to define: the scanner's start-up time matters).
 Readers raise :class:`~airlock.errors.FormatError` (or ``LimitError``) when the bytes do not parse;
 facts yielded before the error are kept, so a payload followed by a broken tail is still reported.
 Every size and offset read from the input is checked against ``len(data)`` before it is used.
@@ -19,9 +20,8 @@ Every size and offset read from the input is checked against ``len(data)`` befor
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from airlock.limits import Limits
 from airlock.results import Severity
@@ -38,8 +38,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class PickleStream:
+class PickleStream(NamedTuple):
     """Bytes a loader unpickles, starting at ``offset`` of the reader's data.
 
     Every pickle that follows back to back is analysed too (a loader may call ``load`` again),
@@ -60,8 +59,7 @@ class PickleStream:
     lenient: bool = False
 
 
-@dataclass(frozen=True)
-class Nested:
+class Nested(NamedTuple):
     """An embedded file to sniff and scan. ``name`` becomes one step of the finding's location."""
 
     name: str
@@ -69,8 +67,7 @@ class Nested:
     offset: int = 0
 
 
-@dataclass(frozen=True)
-class Template:
+class Template(NamedTuple):
     """A Jinja template from model metadata (e.g. GGUF ``tokenizer.chat_template``)."""
 
     name: str
@@ -78,8 +75,7 @@ class Template:
     offset: int = 0
 
 
-@dataclass(frozen=True)
-class Issue:
+class Issue(NamedTuple):
     """A structural finding established by the reader."""
 
     rule: str
@@ -93,8 +89,11 @@ class Issue:
 Fact = PickleStream | Nested | Template | Issue
 
 
-@dataclass(frozen=True)
-class ReadContext:
+def _no_time_limit() -> None:
+    return None
+
+
+class ReadContext(NamedTuple):
     """What a reader may know about where its bytes come from."""
 
     limits: Limits
@@ -107,7 +106,7 @@ class ReadContext:
     #: True when the bytes are the whole file on disk (not an archive member)
     on_disk: bool = True
     #: raises LimitError when the per-file time budget is spent; readers call it in long loops
-    check_time: Callable[[], None] = field(default=lambda: None)
+    check_time: Callable[[], None] = _no_time_limit
 
 
 class Reader(Protocol):

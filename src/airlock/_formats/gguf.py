@@ -414,3 +414,7 @@ def _check_data(
             f"{data_size - covered} bytes after the last tensor (more than alignment padding of {alignment})",
             offset=data_start + covered,
         )
+
+
+#: The instance the registry loads (``airlock._formats.registry.READERS``).
+READER: Final = GGUFReader()

@@ -503,3 +503,9 @@ class KerasH5Reader:
             if key == "model_config":
                 _config_root(config, "HDF5 attribute model_config")
             yield from analyse_config(config, ctx, key)
+
+
+#: The instances the registry loads (``airlock._formats.registry.READERS``).
+ZIP_READER: Final = KerasZipReader()
+H5_READER: Final = KerasH5Reader()
+CONFIG_READER: Final = KerasConfigReader()

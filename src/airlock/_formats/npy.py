@@ -161,3 +161,7 @@ def _typestr(text: str) -> tuple[int, bool]:
     if kind == "U":
         return 4 * count, False
     return count, kind == "O"
+
+
+#: The instance the registry loads (``airlock._formats.registry.READERS``).
+READER: Final = NpyReader()

@@ -524,3 +524,7 @@ def _names_inside(folder: Path, target: os.stat_result, ctx: ReadContext) -> int
             elif st.st_ino == target.st_ino and st.st_dev == target.st_dev:
                 count += 1
     return count
+
+
+#: The instance the registry loads (``airlock._formats.registry.READERS``).
+READER: Final = OnnxReader()

@@ -74,3 +74,8 @@ class TorchLegacyReader:
 
     def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
         yield PickleStream(data, 0, "torch legacy", max_pickles=5, trailing_ok=True)
+
+
+#: The instances the registry loads (``airlock._formats.registry.READERS``).
+LEGACY_READER: Final = TorchLegacyReader()
+READER: Final = PickleReader()

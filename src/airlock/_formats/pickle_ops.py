@@ -13,7 +13,7 @@ from typing import Final
 
 from airlock.errors import FormatError
 
-__all__ = ["ARG_NONE", "MAX_TEXT_LINE", "OPCODE_NAMES", "decode_op"]
+__all__ = ["ARG_NONE", "MAX_TEXT_LINE", "NO_ARG_OPCODES", "OPCODE_NAMES", "decode_op"]
 
 #: Longest text-line argument (protocol 0 ints, names, strings) we accept.
 MAX_TEXT_LINE: Final = 64 * 1024 * 1024
@@ -22,7 +22,10 @@ MAX_DECODED_TEXT: Final = 1024 * 1024
 
 ARG_NONE: Final = None
 
-_NONE_ARG = frozenset(b"(.012NQRabdeltosu}])\x81\x85\x86\x87\x88\x89\x8f\x90\x91\x92\x93\x94\x97\x98")
+#: Opcodes that take no argument (the machine decodes them inline).
+NO_ARG_OPCODES: Final = frozenset(
+    b"(.012NQRabdeltosu}])\x81\x85\x86\x87\x88\x89\x8f\x90\x91\x92\x93\x94\x97\x98"
+)
 
 OPCODE_NAMES: Final[dict[int, str]] = {
     ord(k): v
@@ -166,7 +169,7 @@ def decode_op(data: memoryview, pos: int) -> tuple[int, Arg, int]:
         raise FormatError("pickle ends without STOP", offset=pos)
     code = data[pos]
     p = pos + 1
-    if code in _NONE_ARG:
+    if code in NO_ARG_OPCODES:
         return code, None, p
     name = OPCODE_NAMES.get(code)
     if name is None:

@@ -2,44 +2,105 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 from typing import Final
 
 from airlock._formats.base import FolderCheck, Reader
-from airlock._formats.compressed import COMPRESSED_READERS
-from airlock._formats.gguf import GGUFReader
-from airlock._formats.hf_folder import HFFolderCheck
-from airlock._formats.keras import KerasConfigReader, KerasH5Reader, KerasZipReader
-from airlock._formats.npy import NpyReader
-from airlock._formats.onnx import OnnxReader
-from airlock._formats.pickle import PickleReader, TorchLegacyReader
-from airlock._formats.safetensors import SafetensorsReader
-from airlock._formats.savedmodel import SavedModelReader
-from airlock._formats.tar import TarReader
-from airlock._formats.zip_reader import ZipReader
 
-__all__ = ["FOLDER_CHECKS", "MODEL_SUFFIXES", "READERS", "looks_like_model_file"]
+__all__ = [
+    "MODEL_SUFFIXES",
+    "READERS",
+    "ReaderEntry",
+    "folder_checks",
+    "looks_like_model_file",
+    "readers_for",
+]
+
+
+class ReaderEntry:
+    """One reader module, imported only when a file could be in its format.
+
+    ``may_match`` is a cheap necessary condition on the first bytes (a magic number where the
+    format has one); the reader's own ``sniff`` decides. Most scans meet one or two formats, and
+    importing every reader module would cost more than scanning a multi-GB checkpoint.
+    """
+
+    __slots__ = ("_loaded", "attribute", "may_match", "module")
+
+    def __init__(self, module: str, attribute: str, may_match: Callable[[bytes], bool]) -> None:
+        self.module = module
+        #: attribute of the module holding the reader instance (or a tuple of instances)
+        self.attribute = attribute
+        self.may_match = may_match
+        self._loaded: tuple[Reader, ...] | None = None
+
+    def load(self) -> tuple[Reader, ...]:
+        if self._loaded is None:
+            value = getattr(importlib.import_module(self.module), self.attribute)
+            self._loaded = tuple(value) if isinstance(value, tuple) else (value,)
+        return self._loaded
+
+
+def _starts(*magic: bytes) -> Callable[[bytes], bool]:
+    return lambda head: head.startswith(magic)
+
+
+def _at(offset: int, magic: bytes) -> Callable[[bytes], bool]:
+    return lambda head: head[offset : offset + len(magic)] == magic
+
+
+def _any(head: bytes) -> bool:
+    return True
+
+
+def _hdf5(head: bytes) -> bool:
+    return any(head[at : at + 8] == b"\x89HDF\r\n\x1a\n" for at in (0, 512, 1024, 2048))
+
+
+def _json_object(head: bytes) -> bool:
+    return head.lstrip()[:1] == b"{"
+
+
+_F: Final = "airlock._formats."
 
 #: Tried in order; the first whose ``sniff`` accepts the content reads it. Specific formats come
 #: before the generic pickle reader, whose protocol-0 probe is the loosest test.
-READERS: Final[tuple[Reader, ...]] = (
-    SafetensorsReader(),
-    GGUFReader(),
-    SavedModelReader(),  # before ONNX: both open with field 1 = 1, field 2
-    OnnxReader(),
-    KerasZipReader(),
-    KerasH5Reader(),
-    KerasConfigReader(),
-    ZipReader(),
-    NpyReader(),
-    *COMPRESSED_READERS,
-    TarReader(),
-    TorchLegacyReader(),
-    PickleReader(),
+READERS: Final[tuple[ReaderEntry, ...]] = (
+    ReaderEntry(_F + "safetensors", "READER", _at(8, b"{")),
+    ReaderEntry(_F + "gguf", "READER", _starts(b"GGUF")),
+    ReaderEntry(_F + "savedmodel", "READER", _starts(b"\x08")),  # before ONNX: both open with field 1
+    ReaderEntry(_F + "onnx", "READER", _starts(b"\x08")),
+    ReaderEntry(_F + "keras", "ZIP_READER", _starts(b"PK\x03\x04")),
+    ReaderEntry(_F + "keras", "H5_READER", _hdf5),
+    ReaderEntry(_F + "keras", "CONFIG_READER", _json_object),
+    ReaderEntry(_F + "zip_reader", "READER", _starts(b"PK\x03\x04", b"PK\x05\x06")),
+    ReaderEntry(_F + "npy", "READER", _starts(b"\x93NUMPY")),
+    ReaderEntry(
+        _F + "compressed",
+        "COMPRESSED_READERS",
+        _starts(b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d", b"\x78", b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd"),
+    ),
+    ReaderEntry(_F + "tar", "READER", _at(257, b"ustar")),
+    ReaderEntry(_F + "pickle", "LEGACY_READER", _starts(b"\x80\x02\x8a\x0a")),
+    ReaderEntry(_F + "pickle", "READER", _any),
 )
 
-#: Whole-folder checks, run on every folder of a folder scan (see ``base.FolderCheck``).
-FOLDER_CHECKS: Final[tuple[FolderCheck, ...]] = (HFFolderCheck(),)
+
+def readers_for(head: bytes) -> Iterator[Reader]:
+    """The readers that may read content starting with ``head``, in order, imported on demand."""
+    for entry in READERS:
+        if entry.may_match(head):
+            yield from entry.load()
+
+
+def folder_checks() -> tuple[FolderCheck, ...]:
+    """Whole-folder checks, run on every folder of a folder scan (see ``base.FolderCheck``)."""
+    from airlock._formats.hf_folder import HFFolderCheck
+
+    return (HFFolderCheck(),)
+
 
 #: Suffixes of model files. Only used to decide whether a file no reader recognises is reported
 #: as unsupported (an ERROR verdict) or listed as skipped; never to choose a reader.

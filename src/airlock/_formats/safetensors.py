@@ -331,3 +331,7 @@ def _check_layout(spans: list[tuple[int, int, str]], data_size: int, data_start:
             f"tensors cover {_bytes(covered)})",
             offset=data_start + covered,
         )
+
+
+#: The instance the registry loads (``airlock._formats.registry.READERS``).
+READER: Final = SafetensorsReader()

@@ -197,3 +197,7 @@ def _attr_string(data: memoryview, node: pb.Field, key: str, limits: Limits, dep
             if g.number == 2:
                 value = pb.text(data, g, f"attr {key}")
     return value
+
+
+#: The instance the registry loads (``airlock._formats.registry.READERS``).
+READER: Final = SavedModelReader()

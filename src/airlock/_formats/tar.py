@@ -278,3 +278,7 @@ def _scan_pickle(view: memoryview, pos: int) -> tuple[int, str | None]:
         elif code == 0x93 and len(strings) == 2 and found is None:  # STACK_GLOBAL
             found = strings[1] if strings[0] == "torch" else None
     raise LimitError("legacy record pickle has more than 1,000,000 opcodes", offset=pos)
+
+
+#: The instance the registry loads (``airlock._formats.registry.READERS``).
+READER: Final = TarReader()

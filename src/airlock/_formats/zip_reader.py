@@ -243,3 +243,7 @@ def _torchscript(listing: ZipListing, code: list[ZipMember], budget: _Budget) ->
                     callable=use.op,
                     evidence=use.text,
                 )
+
+
+#: The instance the registry loads (``airlock._formats.registry.READERS``).
+READER: Final = ZipReader()

@@ -1,17 +1,23 @@
-"""Report renderers: one module per output format, registered in ``RENDERERS``."""
+"""Report renderers: one module per output format, imported when its format is asked for."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Final
 
-from airlock._render import json_report, sarif, text
 from airlock.results import Report
 
-__all__ = ["RENDERERS"]
+__all__ = ["FORMATS", "render"]
 
-RENDERERS: Final[dict[str, Callable[[Report], str]]] = {
-    "text": text.render,
-    "json": json_report.render,
-    "sarif": sarif.render,
+#: Output format name -> the module whose ``render(report) -> str`` produces it.
+FORMATS: Final[dict[str, str]] = {
+    "text": "airlock._render.text",
+    "json": "airlock._render.json_report",
+    "sarif": "airlock._render.sarif",
 }
+
+
+def render(report: Report, fmt: str) -> str:
+    renderer: Callable[[Report], str] = importlib.import_module(FORMATS[fmt]).render
+    return renderer(report)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airlock._formats.base import Issue, ReadContext
-from airlock._formats.registry import FOLDER_CHECKS
+from airlock._formats.registry import folder_checks
 from airlock._scan.collect import Collector
 from airlock._scan.engine import scan_file
 from airlock._scan.walk import Entry, walk
@@ -115,7 +115,7 @@ def _describe(verified: Verified) -> str:
 
 
 # --- folder checks (Hugging Face layout ...) -------------------------------------------------
-# Each check in FOLDER_CHECKS looks at one folder at a time and yields (relative path, Issue).
+# Each check in folder_checks() looks at one folder at a time and yields (relative path, Issue).
 # The issues join that file's report; a file the walk listed as skipped (JSON, templates, .py)
 # becomes a report of its own, CLEAN unless an issue says otherwise (checks mark every file they
 # analysed completely with an INFO finding). Issues for "." or for a path not scanned as a file
@@ -128,11 +128,12 @@ def _apply_folder_checks(
     by_path = {entry.path: index for index, entry in enumerate(entries) if index in results}
     folders = sorted({base} | {entry.path.parent for entry in entries if entry.kind == "file"})
     extra = len(entries)
+    checks = folder_checks()
     for folder in folders:
         ctx = ReadContext(limits=limits, file_path=folder, root=base)
         pending: dict[int, list[Issue]] = {}
         displays: dict[str, int] = {}
-        for check in FOLDER_CHECKS:
+        for check in checks:
             for rel, issue in check.check(folder, ctx):
                 target = folder / rel if rel != "." else folder
                 index = by_path.get(target)
@@ -151,7 +152,7 @@ def _with_issues(
     previous: FileReport | Skipped | None, display: str, issues: list[Issue], limits: Limits
 ) -> FileReport:
     collector = Collector(display, limits)
-    fmt = FOLDER_CHECKS[0].name
+    fmt = folder_checks()[0].name
     size = 0
     seconds = 0.0
     if isinstance(previous, FileReport):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from airlock._analysis import analyse_template
 from airlock._analysis.pickle_findings import analyse_pickle_stream
 from airlock._formats.base import Issue, Nested, PickleStream, ReadContext, Reader, Template
-from airlock._formats.registry import READERS, looks_like_model_file
+from airlock._formats.registry import looks_like_model_file, readers_for
 from airlock._scan.collect import Collector
 from airlock.errors import FormatError, IntegrityError, LimitError
 from airlock.limits import Limits
@@ -31,7 +31,7 @@ _HEAD = 4096
 def sniff(data: memoryview | bytes) -> Reader | None:
     """The first registered reader that recognises ``data`` by content, or None."""
     head = bytes(data[:_HEAD])
-    for reader in READERS:
+    for reader in readers_for(head):
         if reader.sniff(head, len(data)):
             return reader
     return None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from airlock.errors import LimitError, UsageError
 from airlock.limits import Limits
@@ -14,8 +14,7 @@ from airlock.limits import Limits
 __all__ = ["Entry", "walk"]
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """A path met while walking. ``kind`` is ``file``, ``symlink`` or ``special``."""
 
     path: Path
