@@ -284,6 +284,7 @@ def build_big(folder: Path) -> dict[str, Path]:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+    os.sync()  # flush the new files now, not during the timings
     return paths
 
 
@@ -301,7 +302,9 @@ _HEADER_READERS = {
 
 
 def big_table(paths: dict[str, Path], runs: int) -> None:
-    print(f"\nbig files (median of {runs} runs; peak RSS of the tool's process)\n")
+    print(
+        f"\nbig files (median of {runs} round-robin runs after one warm-up; peak RSS of the tool's process)\n"
+    )
     header = f"{'file':<20} {'tool':<22} {'seconds':>8} {'peak MB':>8} {'verdict/exit':>13}"
     print(header)
     print("-" * len(header))
@@ -315,8 +318,14 @@ def big_table(paths: dict[str, Path], runs: int) -> None:
                     [str(REPO / ".venv" / "bin" / "python"), "-c", _HEADER_READERS[label], str(path)],
                 )
             )
-        for name, argv in tools:
-            results = [run(argv) for _ in range(runs)]
+        for _name, argv in tools:  # one untimed warm-up run each: page cache, bytecode
+            run(argv)
+        rounds: dict[str, list[Run]] = {name: [] for name, _argv in tools}
+        for _ in range(runs):  # round-robin, so drift on a shared machine hits every tool alike
+            for name, argv in tools:
+                rounds[name].append(run(argv))
+        for name, _argv in tools:
+            results = rounds[name]
             seconds = statistics.median(r.seconds for r in results)
             rss = max(r.max_rss_mb for r in results)
             times[name] = seconds
