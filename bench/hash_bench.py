@@ -126,8 +126,14 @@ def _bench(label: str, path: Path, shard: int, runs: int, size: int) -> dict[str
     results: dict[str, tuple[float, float]] = {}
     print(f"\n== {label}: {path.relative_to(_WORK.parent)} ({size / 1e9:.2f} GB), median of {runs} runs ==")
     print(f"{'tool':<46}{'seconds':>9}{'GB/s':>8}{'peak RSS MB':>13}")
-    for name, argv, inside in cases:
-        samples = [_measure(argv, inside) for _ in range(runs)]
+    # Round-robin: each round runs every tool once, so drift (writeback of the freshly made
+    # files, other load on a shared machine) hits every tool alike instead of the first one.
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name, _argv, _inside in cases}
+    for _ in range(runs):
+        for name, argv, inside in cases:
+            rounds[name].append(_measure(argv, inside))
+    for name, _argv, _inside in cases:
+        samples = rounds[name]
         seconds = statistics.median(s for s, _ in samples)
         rss = max(r for _, r in samples)
         results[name] = (seconds, rss)
@@ -160,6 +166,7 @@ def main() -> int:
                 _make_file(f, part)
         if not single.exists() or single.stat().st_size != 4 * part:
             _make_file(single, 4 * part)
+        os.sync()  # write the new files back now, not during the timings
         _warm(folder)
         _warm(single)
         size = 4 * part

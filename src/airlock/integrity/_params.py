@@ -90,7 +90,7 @@ class HashLimits:
     #: UTF-8 bytes of one relative path
     max_path_bytes: int = 4096
     #: bytes read per system call (and the buffer each worker owns)
-    chunk_size: int = 1 * _MIB
+    chunk_size: int = 2 * _MIB
     #: hashing threads (hashlib releases the GIL while it hashes)
     workers: int = dataclasses.field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 16)))
     #: bytes of a signature bundle or lock file read into memory
