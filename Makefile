@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (Python, pip and gcc only):
-#   make demo   builds a small model folder (ordinary and malicious files, generated in code) and scans it
+#   make demo   builds a small model folder (ordinary and malicious files, generated in code) and scans it,
+#               then admits models to the gateway (the malicious one refused), serves one, calls it with a key
 #   make test   installs everything the tests need into .venv and runs them
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/airlock scan demo; status=$$?; \
 	  echo "airlock scan exit code: $$status (1 = malicious found, as expected)"; \
 	  test $$status -eq 1 && test ! -e demo/PWNED && echo "demo/PWNED does not exist: no payload ran"
+	$(BIN)/python examples/serve_demo.py demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

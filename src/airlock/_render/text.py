@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airlock.results import Report, Verdict
+from airlock.results import Report, Severity, Verdict
 
 
 def render(report: Report) -> str:
@@ -17,6 +17,8 @@ def render(report: Report) -> str:
         fmt = f" [{file.format}]" if file.format else ""
         lines.append(f"{file.verdict.value:<10} {file.path}{fmt}")
         for finding in file.findings:
+            if finding.severity is Severity.INFO:
+                continue  # never weighs on a verdict; the JSON and SARIF reports keep them
             where = ""
             if finding.location.members:
                 where += " in " + " > ".join(finding.location.members)
