@@ -18,6 +18,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Final
 
 from airlock import Policy, Verdict, scan
 from airlock.errors import AirlockError, IntegrityError, UsageError
@@ -102,6 +103,18 @@ def admit(model: ModelConfig, staging: Path) -> tuple[AdmissionRecord, Path | No
     verdict = report.verdict
     if verdict is Verdict.CLEAN:
         reason = "scan CLEAN" + (f" with allowances {sorted(model.allow)}" if model.allow else "")
+        if model.definition is not None and _is_pickle_checkpoint(report.files[0].format):
+            # Weights and code distributed independently: the operator's definition file brings
+            # the code, so the weights need no unpickler at all, not even in the sandbox.
+            try:
+                converted = _convert_weights(staged, model)
+            except AirlockError as exc:
+                return record(
+                    integrity, verdict.value, "refused", f"conversion to safetensors failed: {exc}"
+                ), None
+            return record(
+                integrity, verdict.value, "admitted", f"{reason}; {converted[1]}", findings
+            ), converted[0]
         return record(integrity, verdict.value, "admitted", reason, findings), staged
     why = {
         Verdict.SUSPICIOUS: "scan SUSPICIOUS: unknown callables not covered by the model's allowances",
@@ -109,3 +122,20 @@ def admit(model: ModelConfig, staging: Path) -> tuple[AdmissionRecord, Path | No
         Verdict.ERROR: "scan ERROR: the model could not be fully analysed",
     }[verdict]
     return record(integrity, verdict.value, "refused", why, findings), None
+
+
+#: Formats whose tensors airlock.load can read without an unpickler (see docs/convert.md).
+_PICKLE_CHECKPOINTS: Final = ("zip", "torch-legacy", "pickle")
+
+
+def _is_pickle_checkpoint(fmt: str | None) -> bool:
+    return fmt is not None and fmt.split("+")[0] in _PICKLE_CHECKPOINTS
+
+
+def _convert_weights(staged: Path, model: ModelConfig) -> tuple[Path, str]:
+    """Convert admitted pickle weights to safetensors next to the staged copy."""
+    from airlock.loading import convert
+
+    target = staged.with_suffix(".safetensors")
+    convert(staged, target, force=True, allow=model.allow)
+    return target, f"pickle weights converted to safetensors ({target.name}), loaded with {model.definition}"

@@ -86,6 +86,9 @@ class ModelConfig:
     path: Path
     #: sandbox runtime; told from the file's content when not given
     runtime: str | None
+    #: trusted model-definition file (``build_model()``) for the ``definition`` runtime; ``path`` is
+    #: then the weights, and pickle weights are converted to safetensors at admission
+    definition: Path | None
     #: ``sha256:HEX``: admission verifies the file against it
     expect: str | None
     signature: Path | None
@@ -267,6 +270,7 @@ def _model(base: Path, name: str, data: object) -> ModelConfig:
     if path is None:
         raise UsageError(f"config: models.{name}.path is required")
     runtime = table.get("runtime", str)
+    definition = table.get("definition", str)
     expect = table.get("sha256", str)
     signature = table.get("signature", str)
     public_key = table.get("public_key", str)
@@ -291,10 +295,18 @@ def _model(base: Path, name: str, data: object) -> ModelConfig:
     if workers > 16:
         raise UsageError(f"config: models.{name}.workers must be at most 16, got {workers}")
     assert isinstance(runtime, str | None) and isinstance(expect, str | None)
+    assert isinstance(definition, str | None)
+    if definition is not None:
+        if runtime not in (None, "definition"):
+            raise UsageError(
+                f"config: models.{name}.definition needs runtime 'definition' (or none), got {runtime!r}"
+            )
+        runtime = "definition"
     return ModelConfig(
         name=name,
         path=_path(base, path),
         runtime=runtime,
+        definition=_path(base, definition) if definition is not None else None,
         expect=expect,
         signature=_path(base, signature) if signature is not None else None,
         public_key=_path(base, public_key) if public_key is not None else None,

@@ -158,7 +158,7 @@ class Gateway:
         return self._ssl
 
     def _factory(self, staged: Path, model: ModelConfig) -> WorkerBackend:
-        return SandboxWorker(staged, model.runtime, self.policy)
+        return SandboxWorker(staged, model.runtime, self.policy, model.definition)
 
     async def start(self, *, store: Store | None = None) -> None:
         config = self.config

@@ -55,14 +55,19 @@ class WorkerBackend(Protocol):
 class SandboxWorker:
     """An admitted model loaded in its own sandbox (own launcher, namespaces, seccomp, rlimits)."""
 
-    def __init__(self, path: Path, runtime: str | None, policy: SandboxPolicy) -> None:
+    def __init__(
+        self, path: Path, runtime: str | None, policy: SandboxPolicy, definition: Path | None = None
+    ) -> None:
         self._path, self._runtime, self._policy = path, runtime, policy
+        self._definition = definition
         self._worker: Worker | None = None
         self._dead = False
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self._worker = Worker(self._path, runtime=self._runtime, policy=self._policy)
+        self._worker = Worker(
+            self._path, runtime=self._runtime, definition=self._definition, policy=self._policy
+        )
 
     def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
         worker = self._worker
