@@ -19,13 +19,30 @@ from __future__ import annotations
 
 import _compat_pickle
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Final
 
+from airlock._analysis.pickle_graph import (
+    Buffer,
+    BuildEvent,
+    Call,
+    Const,
+    DictNode,
+    Ext,
+    Global,
+    ListNode,
+    Node,
+    PersId,
+    PickleResult,
+    SetNode,
+    TupleNode,
+)
 from airlock._formats.pickle_ops import NO_ARG_OPCODES, decode_op
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
 
+# The graph's node types are re-exported: callers import them from here with the machine.
 __all__ = [
+    "Buffer",
     "BuildEvent",
     "Call",
     "Const",
@@ -40,165 +57,6 @@ __all__ = [
     "SetNode",
     "TupleNode",
 ]
-
-
-class Node:
-    """A value the pickle would build. ``offset`` is where the opcode that made it starts."""
-
-    __slots__ = ("offset",)
-
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-
-
-class Const(Node):
-    """A literal: None, bool, int, float, str, bytes, or a memoryview for large str/bytes."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object, offset: int) -> None:
-        super().__init__(offset)
-        self.value = value
-
-
-class Global(Node):
-    """A global the unpickler would import: ``module`` and ``name`` after the Python 2 name mapping.
-
-    ``name`` may be dotted (an attribute walk from the module). ``dynamic`` is set when the module
-    or name did not come from constant strings (STACK_GLOBAL on computed values).
-    """
-
-    __slots__ = ("dynamic", "module", "name", "opcode")
-
-    def __init__(self, module: str, name: str, offset: int, opcode: str, dynamic: bool = False) -> None:
-        super().__init__(offset)
-        self.module = module
-        self.name = name
-        self.opcode = opcode
-        self.dynamic = dynamic
-
-    @property
-    def dotted(self) -> str:
-        return f"{self.module}.{self.name}"
-
-
-class Call(Node):
-    """A call the unpickler would make: ``func(*args, **kwargs)``.
-
-    ``kind``: ``reduce``, ``newobj`` (``cls.__new__(cls, *args)``), ``newobj_ex``, ``obj``, ``inst``,
-    ``setstate`` (BUILD calling a ``__setstate__`` injected through an earlier BUILD), ``extend``,
-    ``append``, ``setitem`` or ``add`` (container opcodes applied to a non-container object).
-    ``states`` holds the BUILD states applied to the result, in order.
-    """
-
-    __slots__ = ("args", "func", "kind", "kwargs", "setstate", "states")
-
-    def __init__(self, func: Node, args: Node, kwargs: Node | None, kind: str, offset: int) -> None:
-        super().__init__(offset)
-        self.func = func
-        self.args = args
-        self.kwargs = kwargs
-        self.kind = kind
-        self.states: list[Node] = []
-        #: a ``__setstate__`` planted in the instance dict by an earlier BUILD
-        self.setstate: Node | None = None
-
-
-class TupleNode(Node):
-    __slots__ = ("items",)
-
-    def __init__(self, items: list[Node], offset: int) -> None:
-        super().__init__(offset)
-        self.items = items
-
-
-class ListNode(Node):
-    __slots__ = ("items",)
-
-    def __init__(self, items: list[Node], offset: int) -> None:
-        super().__init__(offset)
-        self.items = items
-
-
-class DictNode(Node):
-    __slots__ = ("items",)
-
-    def __init__(self, items: list[tuple[Node, Node]], offset: int) -> None:
-        super().__init__(offset)
-        self.items = items
-
-
-class SetNode(Node):
-    __slots__ = ("frozen", "items")
-
-    def __init__(self, items: list[Node], frozen: bool, offset: int) -> None:
-        super().__init__(offset)
-        self.items = items
-        self.frozen = frozen
-
-
-class PersId(Node):
-    """A persistent id: the loader's ``persistent_load(pid)`` decides (torch: storages)."""
-
-    __slots__ = ("pid",)
-
-    def __init__(self, pid: Node, offset: int) -> None:
-        super().__init__(offset)
-        self.pid = pid
-
-
-class Ext(Node):
-    """An extension-registry code (EXT1/2/4): resolved through copyreg at load time."""
-
-    __slots__ = ("code",)
-
-    def __init__(self, code: int, offset: int) -> None:
-        super().__init__(offset)
-        self.code = code
-
-
-class Buffer(Node):
-    """An out-of-band buffer (protocol 5 NEXT_BUFFER): supplied by the caller, not the stream."""
-
-    __slots__ = ()
-
-
-class BuildEvent(NamedTuple):
-    """BUILD applied ``state`` to ``target`` (a ``__setstate__`` call or an attribute update)."""
-
-    target: Node
-    state: Node
-    offset: int
-
-
-class PickleResult:
-    """What one pickle in a stream would do. ``error`` is set when the stream broke off."""
-
-    __slots__ = (
-        "anomalies",
-        "builds",
-        "calls",
-        "end",
-        "error",
-        "globals",
-        "opcodes",
-        "protocol",
-        "root",
-        "start",
-    )
-
-    def __init__(self, start: int, end: int, protocol: int, root: Node | None) -> None:
-        self.start = start
-        self.end = end
-        self.protocol = protocol
-        self.root = root
-        self.globals: list[Global] = []
-        self.calls: list[Call] = []
-        self.builds: list[BuildEvent] = []
-        #: structural oddities: (kind, offset, detail)
-        self.anomalies: list[tuple[str, int, str]] = []
-        self.opcodes = 0
-        self.error: FormatError | None = None
 
 
 #: Hook for formats that interleave raw data with opcodes (joblib): called after BUILD with the
