@@ -18,7 +18,8 @@ register), MALICIOUS when it is a known-dangerous callable (the shared catalogue
 functions above). Nothing is imported, unmarshalled or called.
 
 Legacy HDF5 files keep the same JSON in the ``model_config`` attribute. Reading HDF5 needs
-``h5py`` (the ``airlock[keras-h5]`` extra); without it such files are an ERROR, never clean.
+``h5py`` (the ``airlock[keras-h5]`` extra) inside the sandbox (libhdf5 never parses untrusted
+bytes in the scanning process); without h5py or the sandbox such files are an ERROR, never clean.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
-import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from typing import Any, Final
@@ -35,7 +36,7 @@ from typing import Any, Final
 from airlock._analysis.catalogue import lookup
 from airlock._formats.base import Fact, Issue, Nested, ReadContext
 from airlock._formats.zip import LOCAL_SIG, member_bytes, parse_zip
-from airlock.errors import FormatError, LimitError
+from airlock.errors import FormatError, LimitError, SandboxError
 from airlock.limits import Limits
 from airlock.results import Severity
 
@@ -409,35 +410,6 @@ def looks_like_hdf5(head: bytes) -> bool:
     return any(head[at : at + 8] == _HDF5_MAGIC for at in (0, 512, 1024, 2048))
 
 
-class _View(io.RawIOBase):
-    """A read-only file object over a memoryview, for h5py (no copy of the file)."""
-
-    def __init__(self, data: memoryview) -> None:
-        super().__init__()
-        self._data = data
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = max(0, min(len(buffer), len(self._data) - self._pos))
-        buffer[:n] = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: len(self._data)}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-
 class KerasH5Reader:
     """Legacy Keras HDF5: the JSON in the root attributes ``model_config`` / ``training_config``."""
 
@@ -448,43 +420,14 @@ class KerasH5Reader:
 
     def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
         try:
-            import h5py  # optional: the keras-h5 extra
-        except ImportError:
+            configs, keras_layout = _h5_attributes_in_sandbox(data, ctx)
+        except _Unavailable as exc:
             yield Issue(
                 "keras.h5-unsupported",
                 Severity.ERROR,
-                "HDF5 file (legacy Keras .h5) cannot be analysed: h5py is not installed "
-                "(install airlock[keras-h5]); it cannot be proven clean",
+                f"HDF5 file (legacy Keras .h5) cannot be analysed: {exc}; it cannot be proven clean",
             )
             return
-        # Security note: libhdf5 (C) parses these bytes in this process; only the root attributes
-        # are read, the fixed-size ones after a size check.
-        configs: dict[str, bytes] = {}
-        keras_layout = False
-        try:
-            with _View(data) as view, h5py.File(view, "r") as h5:
-                for key in ("model_config", "training_config"):
-                    if key not in h5.attrs:
-                        continue
-                    attr = h5.attrs.get_id(key)
-                    if attr.get_storage_size() > ctx.limits.max_header_bytes:
-                        raise LimitError(
-                            f"HDF5 attribute {key} is larger than {ctx.limits.max_header_bytes} bytes (limit max_header_bytes)"
-                        )
-                    value = h5.attrs[key]
-                    if isinstance(value, str):
-                        # h5py decodes with surrogateescape: get the stored bytes back
-                        value = value.encode("utf-8", "surrogateescape")
-                    if not isinstance(value, bytes):
-                        raise FormatError(
-                            f"HDF5 attribute {key} is {type(value).__name__} (expected a JSON string)"
-                        )
-                    configs[key] = value
-                keras_layout = "layer_names" in h5.attrs or {"layers", "vars"} & set(h5.keys()) != set()
-        except (FormatError, LimitError):
-            raise
-        except Exception as exc:  # h5py raises OSError, KeyError, ValueError, RuntimeError ...
-            raise FormatError(f"HDF5 file does not parse: {type(exc).__name__}: {exc}") from exc
         if not configs:
             if keras_layout:
                 yield Issue(
@@ -503,6 +446,54 @@ class KerasH5Reader:
             if key == "model_config":
                 _config_root(config, "HDF5 attribute model_config")
             yield from analyse_config(config, ctx, key)
+
+
+class _Unavailable(Exception):
+    """The sandboxed HDF5 reader cannot run here (extra not installed, sandbox not available)."""
+
+
+def _h5_attributes_in_sandbox(data: memoryview, ctx: ReadContext) -> tuple[dict[str, bytes], bool]:
+    """The root attributes Keras keeps its configs in, read by h5py inside the sandbox.
+
+    libhdf5 (C, with a history of memory-safety bugs) never parses these bytes in this process:
+    a sandboxed job reads the attributes and hands them back as bytes (``hdf5-attributes``
+    runtime). The job reads an in-memory copy of exactly the bytes scanned (a memfd: nothing is
+    written to disk).
+    """
+    try:
+        import h5py  # noqa: F401 - presence check only: the job imports it, never this process
+
+        from airlock.sandbox import load_state_dict
+    except ImportError as exc:
+        raise _Unavailable(f"{exc.name} is not installed (install airlock[keras-h5])") from exc
+    memfd = -1
+    try:
+        # Exactly the bytes this scan checked, as an in-memory file (nothing is written to disk).
+        memfd = os.memfd_create("airlock-h5", os.MFD_CLOEXEC)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(memfd, view) :]
+        path = f"/proc/self/fd/{memfd}"
+        arrays = load_state_dict(path, runtime="hdf5-attributes")
+    except SandboxError as exc:
+        message = str(exc)
+        if "does not parse" in message or "HDF5" in message or "OSError" in message:
+            raise FormatError(f"HDF5 file does not parse (read in the sandbox): {message}") from exc
+        raise _Unavailable(f"the sandbox that reads HDF5 is not available here: {message}") from exc
+    finally:
+        if memfd >= 0:
+            os.close(memfd)
+    configs: dict[str, bytes] = {}
+    for key in ("model_config", "training_config"):
+        if key in arrays:
+            raw = arrays[key].tobytes()
+            if len(raw) > ctx.limits.max_header_bytes:
+                raise LimitError(
+                    f"HDF5 attribute {key} is larger than {ctx.limits.max_header_bytes} bytes (limit max_header_bytes)"
+                )
+            configs[key] = raw
+    layout = arrays.get("keras_layout")
+    return configs, bool(layout is not None and layout.size and int(layout[0]))
 
 
 #: The instances the registry loads (``airlock._formats.registry.READERS``).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from airlock.errors import UsageError
-from airlock.sandbox._runtimes import onnx_rt, torch_definition, torch_pickle, torchscript
+from airlock.sandbox._runtimes import hdf5_attrs, onnx_rt, torch_definition, torch_pickle, torchscript
 from airlock.sandbox._runtimes.base import Runtime
 
 __all__ = ["RUNTIMES", "runtime_named"]
@@ -15,6 +15,7 @@ RUNTIMES: Final[tuple[Runtime, ...]] = (
     torchscript.RUNTIME,
     torch_definition.RUNTIME,
     onnx_rt.RUNTIME,
+    hdf5_attrs.RUNTIME,
 )
 
 
