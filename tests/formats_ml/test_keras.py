@@ -4,6 +4,7 @@ bypasses, custom objects, legacy HDF5, and ordinary models that must stay clean.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -237,3 +238,17 @@ def test_h5_reader_sniffs_by_signature() -> None:
     assert reader.sniff(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100, 108)
     assert reader.sniff(b"\x00" * 512 + b"\x89HDF\r\n\x1a\n", 520)
     assert not reader.sniff(b"\x00" * 100 + b"\x89HDF\r\n\x1a\n", 108)
+
+
+def test_libhdf5_never_runs_in_the_scanning_process(tmp_path: Path) -> None:
+    """The trust boundary: h5py (libhdf5) is imported by the sandboxed job, not by the scanner."""
+    path = write_h5(tmp_path / "m.h5", legacy_sequential())
+    code = (
+        "import sys, airlock\n"
+        f"report = airlock.scan({str(path)!r})\n"
+        "print(report.verdict.value, 'h5py' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert proc.stdout.split() == ["CLEAN", "False"]

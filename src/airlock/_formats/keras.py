@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import importlib.util
 import json
 import os
 import re
@@ -460,12 +461,12 @@ def _h5_attributes_in_sandbox(data: memoryview, ctx: ReadContext) -> tuple[dict[
     runtime). The job reads an in-memory copy of exactly the bytes scanned (a memfd: nothing is
     written to disk).
     """
+    if importlib.util.find_spec("h5py") is None:  # the job imports it; this process never does
+        raise _Unavailable("h5py is not installed (install airlock[keras-h5])")
     try:
-        import h5py  # noqa: F401 - presence check only: the job imports it, never this process
-
         from airlock.sandbox import load_state_dict
     except ImportError as exc:
-        raise _Unavailable(f"{exc.name} is not installed (install airlock[keras-h5])") from exc
+        raise _Unavailable(f"{exc.name} is not installed (install airlock[sandbox])") from exc
     memfd = -1
     try:
         # Exactly the bytes this scan checked, as an in-memory file (nothing is written to disk).
