@@ -9,18 +9,7 @@ from hypothesis import strategies as st
 from airlock._formats import protobuf as pb
 from airlock.errors import FormatError, LimitError
 from airlock.limits import DEFAULT_LIMITS
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+from tests.formats_ml.tfgen import varint
 
 
 def test_fields_of_each_wire_type() -> None:
