@@ -13,7 +13,17 @@ from collections.abc import Iterator
 from typing import Final
 
 from airlock._analysis.catalogue import NESTED_LOADERS
-from airlock._analysis.pickle_vm import Call, Const, DictNode, Global, Machine, Node, PickleResult, TupleNode
+from airlock._analysis.pickle_vm import (
+    BuildHook,
+    Call,
+    Const,
+    DictNode,
+    Global,
+    Machine,
+    Node,
+    PickleResult,
+    TupleNode,
+)
 from airlock._analysis.symbolic import callee, fold_bytes, render
 from airlock._formats.base import Issue, PickleStream, ReadContext
 from airlock._formats.joblib_arrays import make_build_hook
@@ -71,7 +81,16 @@ def _analyse_stream(
                 raise inner.error
             return inner.end
 
-        machine = Machine(data, limits, ctx.check_time, build_hook=make_build_hook(data, nested))
+        joblib_hook = make_build_hook(data, nested)
+        skipped: list[int] = []
+
+        def hook(node: Node, at: int, _skipped: list[int] = skipped, _joblib: BuildHook = joblib_hook) -> int:
+            after = _joblib(node, at)
+            if after != at:
+                _skipped.append(at)
+            return after
+
+        machine = Machine(data, limits, ctx.check_time, build_hook=hook)
         result = machine.run(pos)
         if (
             index > 0
@@ -93,8 +112,13 @@ def _analyse_stream(
                     ),
                 )
             return
+        reported: set[tuple[str, str | None, str]] = set()
         for item in (result, *nested_results):
-            yield from _findings(item, data, ctx, policy, nested_depth)
+            for members, issue in _findings(item, data, ctx, policy, nested_depth):
+                reported.add(_key(issue))
+                yield members, issue
+        if skipped:
+            yield from _as_plain_pickle(data, pos, ctx, policy, nested_depth, reported)
         if result.error is not None:
             if lenient and not result.globals and not result.calls:
                 return
@@ -129,6 +153,42 @@ def _analyse_stream(
                 ),
             )
             return
+
+
+_PLAIN_READING_RULES: Final = frozenset(
+    {"pickle.dangerous-global", "pickle.unknown-global", "pickle.dangerous-call"}
+)
+
+
+def _key(issue: Issue) -> tuple[str, str | None, str]:
+    return (issue.rule, issue.callable, issue.message if issue.callable is None else "")
+
+
+def _as_plain_pickle(
+    data: memoryview,
+    start: int,
+    ctx: ReadContext,
+    policy: Policy,
+    nested_depth: int,
+    reported: set[tuple[str, str | None, str]],
+) -> Iterator[Located]:
+    """The same stream as plain ``pickle.load`` reads it: joblib's inline array bytes as opcodes.
+
+    joblib skips the array bytes after a NumpyArrayWrapper; a plain unpickler executes them. A
+    file whose "array data" is a payload is harmless to joblib and not to ``pickle.load``, so both
+    readings are analysed. A plain reading of an ordinary joblib file breaks off in the array
+    bytes; that error is expected and not reported.
+
+    Only imports by name (and calls resolved to a catalogued name) are reported from this reading:
+    a plain reading of an object array's inline pickle fetches the outer stream's memo, which makes
+    STACK_GLOBAL operands and callees non-constant — CPython then stops ("STACK_GLOBAL requires
+    str"). Anything a payload in the array bytes could run it must import by name first.
+    """
+    plain = Machine(data, ctx.limits, ctx.check_time, build_hook=None).run(start)
+    step = "as plain pickle.load reads it (joblib's array bytes as opcodes)"
+    for members, issue in _findings(plain, data, ctx, policy, nested_depth):
+        if issue.rule in _PLAIN_READING_RULES and _key(issue) not in reported:
+            yield (step, *members), issue
 
 
 def _error_issue(error: FormatError, index: int) -> Issue:
