@@ -92,7 +92,7 @@ def test_limits_stop_padding_before_the_machine_runs_away(tmp_path: Path) -> Non
 
 
 def test_deep_nesting_is_bounded(tmp_path: Path) -> None:
-    # a million nested lists: the graph is built iteratively and rendering is depth-bounded
+    # 200,000 nested lists: the graph is built iteratively and rendering is depth-bounded
     data = b"\x80\x04" + b"]" * 1 + b"(]" * 200_000 + b"e" * 200_000 + b"."
     path = tmp_path / "deep.pkl"
     path.write_bytes(data)

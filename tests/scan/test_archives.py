@@ -65,3 +65,18 @@ def test_nesting_deeper_than_the_limit_is_an_error(tmp_path: Path) -> None:
     report = airlock.scan(path, limits=airlock.Limits(max_archive_depth=2))
     assert report.verdict is Verdict.ERROR
     assert any(f.rule == "limit.exceeded" and "max_archive_depth" in f.message for f in report.findings())
+
+
+def test_compressed_model_file_of_unknown_content_is_not_clean(tmp_path: Path) -> None:
+    """A decompressed stream is judged by the name it was compressed from: unknown content in
+    model.bin.gz is an unsupported model file (ERROR), in notes.txt.gz merely not analysed."""
+    import gzip
+
+    model = tmp_path / "model.bin.gz"
+    model.write_bytes(gzip.compress(b"\x00\x01\x02 not a format airlock knows"))
+    report = airlock.scan(model)
+    assert report.verdict is Verdict.ERROR
+    assert any(f.rule == "format.unsupported" for f in report.findings())
+    notes = tmp_path / "notes.txt.gz"
+    notes.write_bytes(gzip.compress(b"just some text\n"))
+    assert airlock.scan(notes).verdict is Verdict.CLEAN

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["scan_file", "sniff"]
 
 _HEAD = 4096
+_COMPRESSION_SUFFIXES = frozenset({".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".lz4", ".zst"})
 
 
 def sniff(data: memoryview | bytes) -> Reader | None:
@@ -205,4 +206,11 @@ def _scan_nested(fact: Nested, ctx: ReadContext, collector: Collector, policy: P
         on_disk=False,
         check_time=ctx.check_time,
     )
-    collector.note_format(_scan_data(view, inner, collector, policy, top_name=fact.name))
+    name = fact.name
+    if name.startswith("<"):
+        # A derived stream (``<gzip>`` ...): whether unknown content is a model file of an unknown
+        # format is judged by the name of what was decompressed ("model.bin.gz" -> "model.bin").
+        outer = ctx.members[-1] if ctx.members else ctx.file_path.name
+        stem, dot, suffix = outer.rpartition(".")
+        name = stem if dot and f".{suffix.lower()}" in _COMPRESSION_SUFFIXES else outer
+    collector.note_format(_scan_data(view, inner, collector, policy, top_name=name))
