@@ -57,7 +57,7 @@ def test_bad_magic_and_bad_json_are_refused() -> None:
     a, b = _pair()
     body = b'{"type":"close","type":"x"}'
     a.sendall(struct.pack("<4sIQ", b"ALF1", len(body), 0) + body)
-    with pytest.raises(SandboxError, match="duplicate key"):
+    with pytest.raises(SandboxError, match="duplicate JSON key"):
         recv_frame(b, CAPS)
 
 

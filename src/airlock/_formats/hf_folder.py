@@ -32,7 +32,7 @@ from typing import Final
 
 from airlock._analysis import analyse_template
 from airlock._formats.base import Issue, ReadContext
-from airlock._formats.safetensors import parse_json_strict
+from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError
 from airlock.results import Severity
 

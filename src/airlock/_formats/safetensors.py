@@ -15,16 +15,15 @@ Tensor bytes are never touched: a multi-gigabyte file costs one header read.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Final
 
 from airlock._formats.base import Fact, Issue, ReadContext
+from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError, LimitError
 from airlock.results import Severity
 
-__all__ = ["DTYPE_BITS", "SafetensorsReader", "parse_json_strict"]
+__all__ = ["DTYPE_BITS", "SafetensorsReader"]
 
 #: Every dtype the reference implementation knows (safetensors 0.8), with its size in bits.
 DTYPE_BITS: Final[dict[str, int]] = {
@@ -56,56 +55,6 @@ _TENSOR_KEYS: Final = frozenset({"dtype", "shape", "data_offsets"})
 _METADATA: Final = "__metadata__"
 # The reference writer pads the header with spaces; JSON allows any whitespace there.
 _SNIFF_MAX_HEADER: Final = 1 << 32
-_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-class _DuplicateKeyError(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKeyError(key)
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse_json_strict(raw: bytes, what: str, offset: int = 0) -> Any:
-    """Parse ``raw`` as strict UTF-8 JSON: no duplicate keys, no NaN/Infinity, no lone surrogates.
-
-    Raises :class:`FormatError` naming ``what`` on any failure (deep nesting included).
-    """
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError(
-            f"{what} is not valid UTF-8 at byte {exc.start}", offset=offset + exc.start
-        ) from exc
-    try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except _DuplicateKeyError as exc:
-        raise FormatError(
-            f"{what} has duplicate key {_show(str(exc.args[0]))} (parsers disagree on which value wins)",
-            offset=offset,
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{what} is not valid JSON: {exc.msg} at char {exc.pos}", offset=offset) from exc
-    except (ValueError, RecursionError) as exc:
-        raise FormatError(f"{what} is not valid JSON: {type(exc).__name__}: {exc}", offset=offset) from exc
-    if _SURROGATE_ESCAPE.search(text) is None:
-        return value
-    try:
-        # json accepts "\ud800" escapes; strict parsers (serde) and UTF-8 output do not.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (UnicodeEncodeError, RecursionError) as exc:
-        raise FormatError(f"{what} holds an invalid unicode escape (lone surrogate)", offset=offset) from exc
-    return value
 
 
 def _show(name: str, limit: int = 80) -> str:

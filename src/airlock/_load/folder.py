@@ -14,8 +14,8 @@ import secrets
 from pathlib import Path
 from typing import Final
 
-from airlock._formats.safetensors import parse_json_strict
 from airlock._load.convert import Converted, _publish, convert_file, safetensors_name
+from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError, LimitError, UsageError
 from airlock.limits import Limits
 

@@ -25,7 +25,6 @@ from airlock._formats.npy import MAGIC as NPY_MAGIC
 from airlock._formats.npy import _header_fields, dtype_info
 from airlock._formats.pickle import LEGACY_MAGIC
 from airlock._formats.pyliteral import parse_literal
-from airlock._formats.safetensors import parse_json_strict
 from airlock._formats.zip import STORED, ZipListing, ZipMember, member_bytes, parse_zip
 from airlock._formats.zip_reader import _torch_prefix
 from airlock._load.dtypes import DTYPES, QUANTIZED_STORAGES, STORAGE_TYPES, DType, dtype_from_numpy
@@ -33,6 +32,7 @@ from airlock._load.graph import StorageType, TypedStorage, realise
 from airlock._load.model import Storage, TensorRef, check_view, contiguous_strides
 from airlock._scan.collect import Collector
 from airlock._scan.engine import _scan_data
+from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError, LimitError, PolicyError, UsageError
 from airlock.limits import Limits
 from airlock.policy import Policy

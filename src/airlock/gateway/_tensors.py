@@ -6,13 +6,14 @@ ever describes the caller's own request, so it is safe to send back).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 
+from airlock._strictjson import parse_json_strict
+from airlock.errors import FormatError
 from airlock.gateway._config import DATATYPES, TensorSpec
 
 __all__ = ["TensorError", "encode_outputs", "parse_infer_request"]
@@ -28,26 +29,11 @@ class TensorError(ValueError):
     """A request body that is not a well-formed inference request; its message goes back as a 400."""
 
 
-def _reject_constant(name: str) -> object:
-    raise TensorError(f"JSON constant {name} is not allowed")
-
-
-def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if key in result:
-            raise TensorError(f"duplicate JSON key {key!r}")
-        result[key] = value
-    return result
-
-
 def _parse_json(body: bytes) -> dict[str, object]:
     try:
-        value = json.loads(body.decode("utf-8"), object_pairs_hook=_object, parse_constant=_reject_constant)
-    except TensorError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise TensorError(f"request body is not valid JSON: {type(exc).__name__}") from exc
+        value = parse_json_strict(body, "request body")
+    except FormatError as exc:
+        raise TensorError(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise TensorError("request body must be a JSON object")
     return value

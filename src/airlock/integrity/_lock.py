@@ -19,6 +19,7 @@ import os
 import re
 from typing import Any, Final
 
+from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError, LimitError, UsageError
 from airlock.integrity._compare import Expected, ExpectedFile
 from airlock.integrity._manifest import MANIFEST_FORMAT, Manifest, ShardDigest
@@ -54,28 +55,9 @@ def read_bounded(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
     return data
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise FormatError(f"duplicate JSON key {key!r}")
-        out[key] = value
-    return out
-
-
 def load_json_document(data: bytes, what: str) -> Any:
     """Parse JSON strictly: UTF-8, no duplicate keys, no NaN, bounded nesting (a FormatError, never a crash)."""
-    try:
-        text = data.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except FormatError as exc:
-        raise FormatError(f"{what}: {exc}") from exc
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FormatError(f"{what} is not valid JSON: {exc}") from exc
-
-
-def _reject_constant(name: str) -> Any:
-    raise FormatError(f"non-standard JSON constant {name}")
+    return parse_json_strict(data, what)
 
 
 def check_rel_path(path: object, what: str) -> str:

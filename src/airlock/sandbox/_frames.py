@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from airlock.errors import LimitError, SandboxError
+from airlock._strictjson import parse_json_strict
+from airlock.errors import FormatError, LimitError, SandboxError
 
 __all__ = ["MAX_FDS_PER_FRAME", "Frame", "FrameCaps", "recv_frame", "send_frame"]
 
@@ -44,30 +45,15 @@ class Frame:
     fds: tuple[int, ...]
 
 
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"JSON constant {name} is not allowed")
-
-
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
 def encode_header(header: dict[str, object]) -> bytes:
     return json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def decode_header(raw: bytes | bytearray | memoryview) -> dict[str, object]:
     try:
-        value = json.loads(
-            bytes(raw).decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise SandboxError(f"channel: frame header is not valid JSON: {exc}") from exc
+        value = parse_json_strict(raw, "channel: frame header")
+    except FormatError as exc:
+        raise SandboxError(str(exc)) from exc
     if not isinstance(value, dict):
         raise SandboxError(f"channel: frame header must be a JSON object, got {type(value).__name__}")
     return value
