@@ -10,30 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from airlock.errors import PolicyError, UsageError
+from airlock.errors import UsageError
 from airlock.sandbox import SandboxLevel, SandboxPolicy, Worker
+from airlock.sandbox._messages import printable
 from airlock.sandbox._runtimes import RUNTIMES
 
 __all__ = ["COMMAND"]
 
 _MAX_JSON_INPUT = 16 << 20
-
-
-def _scan_gate(model: Path, skip: bool) -> None:
-    """Static scan first: MALICIOUS is refused (SUSPICIOUS is expected for models that need code;
-    the sandbox is the answer to those)."""
-    if skip:
-        print("airlock run: WARNING: --unsafe-skip-scan: the static scan gate is OFF", file=sys.stderr)
-        return
-    from airlock import scan
-    from airlock.results import Verdict
-
-    report = scan(model)
-    if report.verdict is Verdict.MALICIOUS:
-        raise PolicyError(
-            f"scan gate: {model} is MALICIOUS (scan verdict {report.verdict.value}, expected CLEAN or SUSPICIOUS); "
-            "see `airlock scan`; --unsafe-skip-scan runs it in the sandbox anyway"
-        )
 
 
 def _read_inputs(path: Path) -> dict[str, np.ndarray[Any, Any]]:
@@ -64,8 +48,9 @@ class RunCommand:
     name = "run"
     help = "load or run an untrusted model inside the OS sandbox"
     description = (
-        "Scan MODEL (MALICIOUS is refused), then load it with its framework's own loader inside the "
-        "sandbox (see `airlock doctor` and docs/sandbox.md). --load-only prints the tensors found; "
+        "Open MODEL once into a sealed private copy, check it (--expect), scan that copy (only CLEAN "
+        "passes unless --unsafe-allow-suspicious), then load the same copy with its framework's own "
+        "loader inside the sandbox (see `airlock doctor` and docs/sandbox.md). --load-only prints the tensors found; "
         "--input/--output run one inference (.safetensors, or .json for small tensors). Exit 0 on "
         "success, 2 on any error."
     )
@@ -102,9 +87,24 @@ class RunCommand:
             help="run even if layers the level needs are missing on this host (UNSAFE, warns loudly)",
         )
         parser.add_argument(
+            "--expect", metavar="sha256:HEX", help="refuse MODEL unless its bytes have this digest"
+        )
+        parser.add_argument(
+            "--allow",
+            action="append",
+            default=[],
+            metavar="MODULE.NAME",
+            help="a callable the scan may treat as known (repeatable), as for `airlock scan --allow`",
+        )
+        parser.add_argument(
+            "--unsafe-allow-suspicious",
+            action="store_true",
+            help="load a model the scan finds SUSPICIOUS (unknown callables) in the sandbox (UNSAFE, warns)",
+        )
+        parser.add_argument(
             "--unsafe-skip-scan",
             action="store_true",
-            help="do not refuse models the static scan finds MALICIOUS (UNSAFE)",
+            help="do not scan MODEL at all; the sandbox is then the only protection (UNSAFE, warns)",
         )
 
     def run(self, args: argparse.Namespace) -> int:
@@ -115,7 +115,15 @@ class RunCommand:
                 "airlock run: WARNING: --unsafe-weaker-sandbox: missing layers will NOT stop the run",
                 file=sys.stderr,
             )
-        _scan_gate(args.model, args.unsafe_skip_scan)
+        if args.unsafe_skip_scan:
+            print("airlock run: WARNING: --unsafe-skip-scan: the static scan gate is OFF", file=sys.stderr)
+        if args.unsafe_allow_suspicious:
+            print(
+                "airlock run: WARNING: --unsafe-allow-suspicious: a SUSPICIOUS model will be loaded",
+                file=sys.stderr,
+            )
+        from airlock.policy import Policy
+        from airlock.sandbox._gate import gate
         from airlock.sandbox._policy import SandboxLimits
 
         policy = SandboxPolicy(
@@ -123,15 +131,26 @@ class RunCommand:
             limits=SandboxLimits(wall_seconds=args.timeout),
             unsafe_weaker_sandbox=args.unsafe_weaker_sandbox,
         )
+        # one gate: the bytes checked and scanned here are the very bytes the job loads
+        gated = gate(
+            args.model,
+            policy=Policy(allow=frozenset(args.allow), sources=("--allow",)) if args.allow else None,
+            expect=args.expect,
+            max_bytes=policy.limits.memory_bytes,
+            unsafe_allow_suspicious=args.unsafe_allow_suspicious,
+            unsafe_skip_scan=args.unsafe_skip_scan,
+        )
         inputs = _read_inputs(args.input) if args.input is not None else None
-        with Worker(args.model, runtime=args.runtime, definition=args.definition, policy=policy) as worker:
-            info = worker.info
+        with gated, Worker(gated, runtime=args.runtime, definition=args.definition, policy=policy) as worker:
+            info = worker.info  # job-supplied text in info is already escaped
             print(
                 f"loaded {info.summary} ({info.kind}, runtime {info.runtime}) in the sandbox [{info.job_layers}]"
             )
             if args.load_only:
                 for name, array in worker.state_dict().items():
-                    print(f"{name}\t{array.dtype}\t{list(array.shape)}")
+                    # names with control characters never get here (refused by the channel); escape anyway
+                    shown = name if name.isprintable() else printable(name)
+                    print(f"{shown}\t{array.dtype}\t{list(array.shape)}")
                 return 0
             assert inputs is not None and args.output is not None
             outputs = worker.infer(inputs)

@@ -73,7 +73,8 @@ class HFFolderCheck:
 
 def _read(path: Path, ctx: ReadContext) -> bytes:
     """The bytes of a regular file, opened without following links, bounded by max_header_bytes."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    # O_NONBLOCK: a file swapped for a FIFO since the folder was listed must not block the open
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

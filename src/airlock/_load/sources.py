@@ -66,7 +66,8 @@ def open_checked(path: Path, limits: Limits, policy: Policy, *, writable: bool) 
     arrays over the mapping are writable and writes never reach the file.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a FIFO must not block the open; it is refused as not regular just below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise UsageError(f"cannot open {path}: {exc.strerror}") from exc
     try:

@@ -19,7 +19,7 @@ from airlock.results import FileReport, Report, Severity, Skipped
 if TYPE_CHECKING:
     from airlock.integrity import Verified
 
-__all__ = ["scan"]
+__all__ = ["scan", "scan_fd"]
 
 
 def scan(
@@ -106,6 +106,17 @@ def scan(
         allowances=tuple(sorted(policy.allow)),
         integrity=_describe(verified) if verified is not None else None,
     )
+
+
+def scan_fd(fd: int, name: Path, *, policy: Policy | None = None, limits: Limits = DEFAULT_LIMITS) -> Report:
+    """Scan the regular file open as ``fd`` (named ``name`` in the report) exactly as :func:`scan`
+    scans one file. The sandbox gate scans its sealed private copy this way, so the verdict is
+    about exactly the bytes the sandbox loads."""
+    policy = policy or Policy()
+    result = scan_file(name, str(name), name.parent, limits, policy, opened=fd)
+    files = (result,) if isinstance(result, FileReport) else ()
+    skipped = (result,) if isinstance(result, Skipped) else ()
+    return Report(root=str(name), files=files, skipped=skipped, allowances=tuple(sorted(policy.allow)))
 
 
 def _describe(verified: Verified) -> str:

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import mmap
 import os
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,7 @@ def scan_file(
     policy: Policy,
     verified: Verified | None = None,
     rel: str | None = None,
+    opened: int | None = None,
 ) -> FileReport | Skipped:
     """Scan one regular file. Never raises for bad input: every failure is a finding.
 
@@ -55,18 +57,24 @@ def scan_file(
     With ``verified`` (the result of ``airlock.integrity.verify``), the file is opened through it,
     which refuses a file that is no longer the one that was hashed, and it is checked again after
     the scan, so the verdict is about exactly the verified bytes.
+
+    ``opened``: an already open descriptor to scan instead of opening ``path`` (the sandbox gate
+    scans its sealed private copy this way); ``path`` then only names the file.
     """
     start = time.monotonic()
     collector = Collector(display, limits)
     size = 0
     fmt: str | None = None
     try:
-        if verified is not None and rel is not None:
+        if opened is not None:
+            fd = os.dup(opened)
+        elif verified is not None and rel is not None:
             with verified.open(rel) as handle:
                 fd = os.dup(handle.fileno())
         else:
             # O_NOFOLLOW: the walk saw a regular file; if it was swapped for a link since, refuse.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: if it was swapped for a FIFO, the open must not wait for a writer.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot open: {exc.strerror}"))
         return collector.report(None, 0, time.monotonic() - start)
@@ -75,6 +83,9 @@ def scan_file(
         return collector.report(None, 0, time.monotonic() - start)
     try:
         before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            collector.add((), Issue("file.unreadable", Severity.ERROR, "not a regular file: not read"))
+            return collector.report(None, 0, time.monotonic() - start)
         size = before.st_size
         if size == 0:
             collector.add((), Issue("format.empty", Severity.ERROR, "empty file: nothing to prove clean"))

@@ -1,9 +1,13 @@
 """Length-prefixed frames over a Unix socket, used in both directions between airlock and a worker.
 
 A frame is ``magic (4) | header length u32 | payload length u64 | JSON header | payload``, little
-endian. File descriptors ride along with the first bytes of a frame (SCM_RIGHTS). Both lengths are
-checked against the caps before anything is allocated; the header must be one JSON object with no
-duplicate keys and no NaN/Infinity. What the header *means* is checked by :mod:`._messages`.
+endian. File descriptors ride along with the first bytes of a frame (SCM_RIGHTS), towards a job
+only: the host receives with ``accept_fds=False`` and closes (then refuses) any a job attaches. Both
+lengths are checked against the caps first, and a payload is received into a buffer that grows
+only as bytes arrive, so a claimed size costs nothing by itself. A ``deadline`` bounds a whole
+frame, not each read. The header must be one JSON object with no duplicate keys and no
+NaN/Infinity. What the header *means* is checked by :mod:`._messages`. Every failure is
+:class:`SandboxError` (or :class:`TimeoutError` past a deadline).
 
 This module runs inside the sandbox too, so it imports only the standard library and
 :mod:`airlock.errors`. Never pickle: the peer may be hostile.
@@ -14,14 +18,16 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import os
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from airlock._strictjson import parse_json_strict
-from airlock.errors import FormatError, LimitError, SandboxError
+from airlock.errors import FormatError, SandboxError
 
 __all__ = ["MAX_FDS_PER_FRAME", "Frame", "FrameCaps", "recv_frame", "send_frame"]
 
@@ -59,12 +65,30 @@ def decode_header(raw: bytes | bytearray | memoryview) -> dict[str, object]:
     return value
 
 
-def _sendmsg_all(sock: socket.socket, buffers: list[memoryview], fds: Sequence[int]) -> None:
+#: the first allocation for a payload; it then at most doubles, and only once the bytes already
+#: received fill it, so a claimed size costs nothing until the peer actually sends that much
+_FIRST_CHUNK: Final = 1 << 16
+
+
+def _settle(sock: socket.socket, deadline: float | None) -> None:
+    """Before each blocking call: the socket waits at most until ``deadline`` (a monotonic time)."""
+    if deadline is None:
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("channel: deadline passed")
+    sock.settimeout(left)
+
+
+def _sendmsg_all(
+    sock: socket.socket, buffers: list[memoryview], fds: Sequence[int], deadline: float | None
+) -> None:
     ancillary = []
     if fds:
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
     pending = [b for b in buffers if b.nbytes]
     while pending:
+        _settle(sock, deadline)
         # sendmsg takes a bounded number of buffers (IOV_MAX); send in batches and handle partial writes
         sent = sock.sendmsg(pending[:512], ancillary)
         ancillary = []
@@ -83,8 +107,13 @@ def send_frame(
     header: dict[str, object],
     buffers: Sequence[memoryview] = (),
     fds: Sequence[int] = (),
+    *,
+    deadline: float | None = None,
 ) -> None:
-    """Send one frame. ``buffers`` are written back to back as the payload, without copying."""
+    """Send one frame. ``buffers`` are written back to back as the payload, without copying.
+
+    ``deadline`` (a :func:`time.monotonic` time) bounds the whole send; past it :class:`TimeoutError`.
+    """
     if len(fds) > MAX_FDS_PER_FRAME:
         raise SandboxError(f"channel: {len(fds)} file descriptors in one frame, at most {MAX_FDS_PER_FRAME}")
     raw = encode_header(header)
@@ -92,69 +121,122 @@ def send_frame(
     payload_len = sum(v.nbytes for v in views)
     prefix = _PREFIX.pack(_MAGIC, len(raw), payload_len)
     try:
-        _sendmsg_all(sock, [memoryview(prefix), memoryview(raw), *views], fds)
+        _sendmsg_all(sock, [memoryview(prefix), memoryview(raw), *views], fds, deadline)
+    except TimeoutError:
+        raise
     except OSError as exc:
         raise SandboxError(f"channel: sending a frame failed: {exc}") from exc
 
 
-def _recv_exact_into(sock: socket.socket, view: memoryview) -> None:
-    got = 0
-    while got < view.nbytes:
-        n = sock.recv_into(view[got:])
-        if n == 0:
-            raise SandboxError(
-                f"channel: peer closed the connection in the middle of a frame ({got} of {view.nbytes} bytes)"
-            )
-        got += n
-
-
 def _close_all(fds: Sequence[int]) -> None:
-    import os
-
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
 
 
-def recv_frame(sock: socket.socket, caps: FrameCaps) -> Frame:
-    """Receive one frame, enforcing ``caps`` before allocating. EOF before a frame starts is an error."""
-    prefix = bytearray(_PREFIX.size)
-    fds: list[int] = []
-    try:
-        n, ancdata, flags, _ = sock.recvmsg_into(
-            [prefix], socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4), socket.MSG_CMSG_CLOEXEC
-        )
-    except TimeoutError:
-        raise
-    except OSError as exc:
-        raise SandboxError(f"channel: receiving a frame failed: {exc}") from exc
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.extend(array.array("i", data[: len(data) - len(data) % 4]))
-    try:
+class _Receiver:
+    """Reads from ``sock`` with one deadline for the whole frame and an fd policy for every read."""
+
+    def __init__(self, sock: socket.socket, accept_fds: bool, deadline: float | None) -> None:
+        self.sock = sock
+        self.accept_fds = accept_fds
+        self.deadline = deadline
+        self.fds: list[int] = []
+        self.first = True
+
+    def read_into(self, view: memoryview) -> int:
+        _settle(self.sock, self.deadline)
+        # Every read asks for control data: a peer may attach descriptors to any byte of a frame,
+        # and the only way to refuse them is to receive (then close) them.
+        space = socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4)
+        try:
+            n, ancdata, flags, _ = self.sock.recvmsg_into([view], space, socket.MSG_CMSG_CLOEXEC)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise SandboxError(f"channel: receiving a frame failed: {exc}") from exc
+        got: list[int] = []
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                got.extend(array.array("i", data[: len(data) - len(data) % 4]))
+        self.fds.extend(got)
         if flags & socket.MSG_CTRUNC:
             raise SandboxError(f"channel: more than {MAX_FDS_PER_FRAME} file descriptors in one frame")
-        if n == 0:
-            raise SandboxError("channel: peer closed the connection")
-        if n < len(prefix):
-            _recv_exact_into(sock, memoryview(prefix)[n:])
+        if got and not (self.accept_fds and self.first):
+            where = "" if self.first else " after the first bytes of a frame"
+            raise SandboxError(
+                f"channel: the peer sent {len(got)} file descriptor(s){where}; none are accepted (closed)"
+            )
+        self.first = False
+        return n
+
+    def exact_into(self, view: memoryview) -> None:
+        got = 0
+        while got < view.nbytes:
+            with view[got:] as rest:
+                n = self.read_into(rest)
+            if n == 0:
+                raise SandboxError(
+                    f"channel: peer closed the connection in the middle of a frame ({got} of {view.nbytes} bytes)"
+                )
+            got += n
+
+    def grow_into(self, size: int) -> bytearray:
+        """``size`` bytes, in a buffer that grows only as they arrive (at most twice what came)."""
+        buffer = bytearray()
+        got = 0
+        while got < size:
+            if got == len(buffer):
+                grow = min(size, max(_FIRST_CHUNK, 2 * len(buffer))) - len(buffer)
+                try:
+                    buffer.extend(bytes(grow))
+                except MemoryError:
+                    raise SandboxError(
+                        f"channel: out of memory after receiving {got} of the {size} bytes the peer announced"
+                    ) from None
+            with memoryview(buffer) as whole, whole[got:] as rest:
+                n = self.read_into(rest)
+            if n == 0:
+                raise SandboxError(
+                    f"channel: peer closed the connection in the middle of a frame ({got} of {size} bytes)"
+                )
+            got += n
+        return buffer
+
+
+def recv_frame(
+    sock: socket.socket, caps: FrameCaps, *, accept_fds: bool = True, deadline: float | None = None
+) -> Frame:
+    """Receive one frame, enforcing ``caps`` before allocating. EOF before a frame starts is an error.
+
+    ``accept_fds=False`` (the host side): descriptors the peer attaches anywhere are closed and the
+    call fails. ``deadline`` (a :func:`time.monotonic` time) bounds the whole frame, however slowly
+    its bytes arrive; past it :class:`TimeoutError`. Every other failure is :class:`SandboxError`.
+    """
+    receiver = _Receiver(sock, accept_fds, deadline)
+    prefix = bytearray(_PREFIX.size)
+    try:
+        with memoryview(prefix) as view:
+            n = receiver.read_into(view)
+            if n == 0:
+                raise SandboxError("channel: peer closed the connection")
+            if n < len(prefix):
+                receiver.exact_into(view[n:])
         magic, header_len, payload_len = _PREFIX.unpack(prefix)
         if magic != _MAGIC:
             raise SandboxError(f"channel: frame magic is {bytes(magic)!r}, expected {_MAGIC!r}")
         if header_len > caps.max_header_bytes:
-            raise LimitError(
+            raise SandboxError(
                 f"channel: frame header of {header_len} bytes exceeds the cap of {caps.max_header_bytes}"
             )
         if header_len + payload_len > caps.max_frame_bytes:
-            raise LimitError(
+            raise SandboxError(
                 f"channel: frame of {header_len + payload_len} bytes exceeds the cap of {caps.max_frame_bytes}"
             )
-        raw = bytearray(header_len)
-        _recv_exact_into(sock, memoryview(raw))
+        raw = receiver.grow_into(header_len)
         header = decode_header(raw)
-        payload = bytearray(payload_len)
-        _recv_exact_into(sock, memoryview(payload))
+        payload = receiver.grow_into(payload_len)
     except BaseException:
-        _close_all(fds)
+        _close_all(receiver.fds)
         raise
-    return Frame(header=header, payload=memoryview(payload), fds=tuple(fds))
+    return Frame(header=header, payload=memoryview(payload), fds=tuple(receiver.fds))

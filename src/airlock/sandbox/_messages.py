@@ -7,14 +7,13 @@ object dtypes, rank and count caps). Runs on both sides of the channel: standard
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 
-from airlock.errors import LimitError, SandboxError
+from airlock.errors import SandboxError
 
 __all__ = [
     "DTYPES",
@@ -23,6 +22,7 @@ __all__ = [
     "check_header",
     "decode_tensors",
     "encode_tensors",
+    "printable",
 ]
 
 #: wire name -> numpy dtype string (little endian). bfloat16 needs ml_dtypes on the receiving side.
@@ -71,6 +71,37 @@ SCHEMAS: Final[Mapping[str, Mapping[str, str]]] = {
 class TensorCaps:
     max_tensors: int
     max_rank: int
+    #: bytes one tensor could describe, zero dimensions counted as one (the frame cap): bounds
+    #: every shape before any arithmetic, so ``[0, 10**4000]`` is refused, not an overflow
+    max_bytes: int = 1 << 62
+
+
+def printable(text: str, limit: int = 4000) -> str:
+    """``text`` from a job made safe to print: quoted, at most ``limit`` characters, every control,
+    format (bidi), separator and unassigned character escaped, so no terminal sequence survives."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")  # repr escapes what is not printable
+
+
+def _element_count(name: str, shape: object, itemsize: int, caps: TensorCaps) -> int:
+    """Elements of ``shape``, checked one dimension at a time against ``caps.max_bytes``."""
+    if not isinstance(shape, list):
+        raise SandboxError(f"channel: tensor {name!r} shape must be a list of non-negative integers")
+    if len(shape) > caps.max_rank:
+        raise SandboxError(f"channel: tensor {name!r} has rank {len(shape)}, the cap is {caps.max_rank}")
+    bound = caps.max_bytes // itemsize
+    count = 1
+    span = 1  # the product with zero dimensions counted as one: what numpy checks for overflow
+    for dim in shape:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise SandboxError(f"channel: tensor {name!r} shape must be a list of non-negative integers")
+        if dim > bound or span * max(dim, 1) > bound:
+            raise SandboxError(
+                f"channel: tensor {name!r} shape {printable(str(shape), 200)} spans more than "
+                f"the cap of {caps.max_bytes} bytes"
+            )
+        span *= max(dim, 1)
+        count *= dim
+    return count
 
 
 def _type_ok(kind: str, value: object) -> bool:
@@ -129,7 +160,9 @@ def decode_tensors(specs: object, payload: memoryview, caps: TensorCaps) -> dict
     if not isinstance(specs, list):
         raise SandboxError(f"channel: tensor table must be a list, got {type(specs).__name__}")
     if len(specs) > caps.max_tensors:
-        raise LimitError(f"channel: {len(specs)} tensors in one frame exceeds the cap of {caps.max_tensors}")
+        raise SandboxError(
+            f"channel: {len(specs)} tensors in one frame exceeds the cap of {caps.max_tensors}"
+        )
     result: dict[str, np.ndarray[Any, Any]] = {}
     position = 0
     for index, spec in enumerate(specs):
@@ -141,22 +174,21 @@ def decode_tensors(specs: object, payload: memoryview, caps: TensorCaps) -> dict
         offset, nbytes = spec["offset"], spec["nbytes"]
         if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME:
             raise SandboxError(f"channel: tensor {index} name must be a string of 1..{_MAX_NAME} characters")
+        if not name.isprintable():
+            raise SandboxError(
+                f"channel: tensor {index} name {printable(name)} holds control or invisible characters"
+            )
         if name in result:
             raise SandboxError(f"channel: tensor name {name!r} appears twice")
         if not isinstance(dtype, str) or dtype not in DTYPES:
             raise SandboxError(f"channel: tensor {name!r} dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise SandboxError(f"channel: tensor {name!r} shape must be a list of non-negative integers")
-        if len(shape) > caps.max_rank:
-            raise LimitError(f"channel: tensor {name!r} has rank {len(shape)}, the cap is {caps.max_rank}")
         for value, label in ((offset, "offset"), (nbytes, "nbytes")):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise SandboxError(f"channel: tensor {name!r} {label} must be a non-negative integer")
         assert isinstance(offset, int) and isinstance(nbytes, int)
         np_dtype = _numpy_dtype(dtype)
-        expected = math.prod(shape) * np_dtype.itemsize
+        count = _element_count(name, shape, np_dtype.itemsize, caps)
+        expected = count * np_dtype.itemsize
         if nbytes != expected:
             raise SandboxError(
                 f"channel: tensor {name!r} has nbytes {nbytes}, shape and dtype need {expected}"
@@ -169,8 +201,8 @@ def decode_tensors(specs: object, payload: memoryview, caps: TensorCaps) -> dict
             raise SandboxError(
                 f"channel: tensor {name!r} ends at {offset + nbytes}, payload has {payload.nbytes}"
             )
-        array = np.frombuffer(payload, dtype=np_dtype, count=math.prod(shape), offset=offset)
-        result[name] = array.reshape(shape)
+        array = np.frombuffer(payload, dtype=np_dtype, count=count, offset=offset)
+        result[name] = array.reshape(tuple(shape))
         position = offset + nbytes
     if position != payload.nbytes:
         raise SandboxError(f"channel: tensors cover {position} bytes, payload has {payload.nbytes}")

@@ -46,8 +46,9 @@ class SandboxLimits:
     open_files: int = 256
     #: tasks (processes and threads) of the sandbox uid (RLIMIT_NPROC) and of the worker's pids cgroup
     tasks: int = 256
-    #: bytes one frame (header plus tensor data) may carry over the channel, either direction
-    max_frame_bytes: int = 16 * _GIB
+    #: bytes one frame (header plus tensor data) may carry over the channel, either direction;
+    #: never more than ``memory_bytes`` in effect (see :attr:`frame_bytes`)
+    max_frame_bytes: int = 8 * _GIB
     #: bytes of one frame's JSON header
     max_header_bytes: int = 4 * _MIB
     #: tensors in one frame
@@ -62,6 +63,12 @@ class SandboxLimits:
             value = getattr(self, item.name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise UsageError(f"sandbox limit {item.name} must be a positive number, got {value!r}")
+
+    @property
+    def frame_bytes(self) -> int:
+        """The cap one frame is received under: ``max_frame_bytes``, but never more than the job's
+        own ``memory_bytes`` (a job cannot honestly hold a reply larger than its address space)."""
+        return int(min(self.max_frame_bytes, self.memory_bytes))
 
     def replace(self, **changes: int | float) -> SandboxLimits:
         """A copy with some limits changed; unknown names are a :class:`UsageError`."""

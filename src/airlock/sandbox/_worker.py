@@ -11,21 +11,22 @@ import contextlib
 import os
 import signal
 import socket
-import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from airlock.errors import SandboxError, UsageError
+from airlock.errors import SandboxError
+from airlock.limits import DEFAULT_LIMITS
+from airlock.policy import Policy
 from airlock.sandbox._detect import detect_runtime
 from airlock.sandbox._frames import Frame, FrameCaps, recv_frame, send_frame
+from airlock.sandbox._gate import GatedModel, gate, open_regular, sealed_copy
 from airlock.sandbox._launcher import Launched, launch
-from airlock.sandbox._messages import TensorCaps, check_header, decode_tensors, encode_tensors
+from airlock.sandbox._messages import TensorCaps, check_header, decode_tensors, encode_tensors, printable
 from airlock.sandbox._policy import SandboxPolicy
 from airlock.sandbox._runtimes import runtime_named
 
@@ -56,9 +57,9 @@ class Sandbox:
         self._exits: dict[int, str] = {}
         self._launched: Launched | None = launch(self.policy, runtimes)
         # a cold start imports the runtimes (seconds); it has its own bound, then requests get wall_seconds
-        self.control.settimeout(self.policy.limits.start_seconds)
+        deadline = time.monotonic() + self.policy.limits.start_seconds
         try:
-            frame = recv_frame(self.control, _CONTROL_CAPS)
+            frame = recv_frame(self.control, _CONTROL_CAPS, accept_fds=False, deadline=deadline)
         except (TimeoutError, SandboxError) as exc:
             self._launched.process.kill()
             stderr = self._stderr()
@@ -66,8 +67,11 @@ class Sandbox:
             raise SandboxError(
                 f"sandbox: the worker did not start ({exc or 'timed out'}); worker said: {stderr}"
             ) from exc
-        self.control.settimeout(self.policy.limits.wall_seconds)
-        check_header(frame.header, ("hello",))
+        try:
+            check_header(frame.header, ("hello",))
+        except SandboxError:
+            self.kill()
+            raise
 
     @property
     def control(self) -> socket.socket:
@@ -89,23 +93,32 @@ class Sandbox:
         assert process.stderr is not None
         return process.stderr.read(8192).decode(errors="replace").strip() or "(no output)"
 
-    def _recv_control(self) -> Frame:
+    def _recv_control(self, deadline: float) -> Frame:
         try:
-            return recv_frame(self.control, _CONTROL_CAPS)
+            return recv_frame(self.control, _CONTROL_CAPS, accept_fds=False, deadline=deadline)
         except TimeoutError as exc:
             self.kill()
             raise SandboxError(
                 f"sandbox: wall-clock limit of {self.policy.limits.wall_seconds} s exceeded; worker killed"
             ) from exc
+        except SandboxError:
+            self.kill()  # the worker spoke out of protocol: it is no longer trusted to run jobs
+            raise
 
-    def _spawn(self) -> tuple[socket.socket, int]:
+    def _spawn(self, deadline: float) -> tuple[socket.socket, int]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            send_frame(self.control, {"type": "spawn"}, fds=[theirs.fileno()])
+            send_frame(self.control, {"type": "spawn"}, fds=[theirs.fileno()], deadline=deadline)
+        except TimeoutError as exc:
+            ours.close()
+            self.kill()
+            raise SandboxError(
+                "sandbox: the worker did not take a spawn request in time; worker killed"
+            ) from exc
         finally:
             theirs.close()
         while True:
-            frame = self._recv_control()
+            frame = self._recv_control(deadline)
             kind = check_header(frame.header, ("spawned", "exited"))
             pid = frame.header["pid"]
             assert isinstance(pid, int)
@@ -116,15 +129,13 @@ class Sandbox:
     def exit_status(self, pid: int, wait: float = 2.0) -> str:
         """How job ``pid`` ended, as its worker reported it ("killed by SIGXCPU", "exit 3", ...)."""
         deadline = time.monotonic() + wait
-        while pid not in self._exits and time.monotonic() < deadline:
-            self.control.settimeout(max(0.01, deadline - time.monotonic()))
+        while pid not in self._exits and time.monotonic() < deadline and self._launched is not None:
             try:
-                frame = recv_frame(self.control, _CONTROL_CAPS)
+                frame = recv_frame(self.control, _CONTROL_CAPS, accept_fds=False, deadline=deadline)
+                kind = check_header(frame.header, ("exited",))
             except (TimeoutError, SandboxError):
                 break
-            finally:
-                self.control.settimeout(self.policy.limits.wall_seconds)
-            if check_header(frame.header, ("exited",)) == "exited":
+            if kind == "exited":
                 number = frame.header["pid"]
                 assert isinstance(number, int)
                 self._exits[number] = str(frame.header["status"])
@@ -132,12 +143,12 @@ class Sandbox:
 
     def open(
         self,
-        model: str | os.PathLike[str],
+        model: str | os.PathLike[str] | GatedModel,
         *,
         runtime: str | None = None,
         definition: str | os.PathLike[str] | None = None,
     ) -> Worker:
-        """Fork a job, lock it down, and load ``model`` in it (warm start)."""
+        """Fork a job, lock it down, and load ``model`` in it (warm start). No scan: see :class:`Worker`."""
         return Worker(model, runtime=runtime, definition=definition, sandbox=self)
 
     def kill(self) -> None:
@@ -172,65 +183,67 @@ class Sandbox:
         self.close()
 
 
-def _open_model(path: str | os.PathLike[str]) -> int:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise UsageError(f"cannot open model {os.fspath(path)!r}: {exc.strerror}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"model {os.fspath(path)!r} is not a regular file")
-    return fd
-
-
 class Worker:
     """A model loaded in its own locked-down job, for repeated inference.
 
     ``runtime`` is told from the file's content when not given. ``definition`` is a trusted Python
     file defining ``build_model()``; then ``model`` is a safetensors file of its weights.
+
+    ``model`` is a :class:`GatedModel` (from :func:`airlock.sandbox.gate`: verified and scanned) or
+    a path. A path is *not* scanned here (the sandbox is then the only protection): it is copied
+    once into a sealed private memory file, like a gated model, so the job can neither write the
+    host file nor learn its path. Every request has a deadline (``wall_seconds``) for the whole
+    exchange; past it the worker tree is killed. Replies are bounded by ``frame_bytes`` (never
+    more than the job's memory limit) and may carry no file descriptors.
     """
 
     def __init__(
         self,
-        model: str | os.PathLike[str],
+        model: str | os.PathLike[str] | GatedModel,
         *,
         runtime: str | None = None,
         definition: str | os.PathLike[str] | None = None,
         policy: SandboxPolicy | None = None,
         sandbox: Sandbox | None = None,
     ) -> None:
-        fd = _open_model(model)
         self._sock: socket.socket | None = None
         self._owned: Sandbox | None = None
+        limits = (sandbox.policy if sandbox is not None else policy or SandboxPolicy()).limits
+        if isinstance(model, GatedModel):
+            if model.fd < 0:
+                raise SandboxError(f"worker: the gated model {model.source!r} is already closed")
+            fd = os.dup(model.fd)
+        else:
+            fd = sealed_copy(model, limits.memory_bytes).fd
         try:
             source = None
             if definition is not None:
                 runtime = runtime or "definition"
-                source = Path(definition).read_text(encoding="utf-8")
+                source = _read_definition(definition)
             name = runtime or detect_runtime(fd)
             runtime_named(name)
             if sandbox is None:
                 self._owned = sandbox = Sandbox(policy, runtimes=(name,))
             self.sandbox = sandbox
-            limits = sandbox.policy.limits
-            self._caps = FrameCaps(limits.max_header_bytes, limits.max_frame_bytes)
-            self._tensor_caps = TensorCaps(limits.max_tensors, limits.max_rank)
-            self._sock, self._pid = sandbox._spawn()
-            self._sock.settimeout(limits.wall_seconds)
-            ready = self._expect("start", ("ready",))
+            self._caps = FrameCaps(limits.max_header_bytes, limits.frame_bytes)
+            self._tensor_caps = TensorCaps(limits.max_tensors, limits.max_rank, limits.frame_bytes)
+            deadline = self._deadline()
+            self._sock, self._pid = sandbox._spawn(deadline)
+            ready = self._expect("start", ("ready",), deadline)
             header: dict[str, object] = {
                 "type": "load",
                 "runtime": name,
                 "definition": source,
                 "threads": limits.threads,
             }
-            send_frame(self._sock, header, fds=[fd])
-            loaded = self._expect("load", ("loaded",))
+            deadline = self._deadline()
+            self._send("load", header, (), [fd], deadline)
+            loaded = self._expect("load", ("loaded",), deadline)
             self.info = LoadInfo(
                 name,
-                str(loaded.header["kind"]),
-                str(loaded.header["summary"]),
-                str(ready.header["layers"]),
+                printable(str(loaded.header["kind"]), 200)[1:-1],
+                printable(str(loaded.header["summary"]))[1:-1],
+                printable(str(ready.header["layers"]), 200)[1:-1],
                 sandbox.layers,
             )
         except BaseException:
@@ -239,49 +252,91 @@ class Worker:
         finally:
             os.close(fd)
 
-    def _expect(self, stage: str, kinds: tuple[str, ...]) -> Frame:
-        assert self._sock is not None
+    def _deadline(self) -> float:
+        return time.monotonic() + self.sandbox.policy.limits.wall_seconds
+
+    def _past_deadline(self, stage: str) -> SandboxError:
+        self.sandbox.kill()
+        self._drop()
+        return SandboxError(
+            f"sandboxed {stage} exceeded the wall-clock limit of {self.sandbox.policy.limits.wall_seconds} s; "
+            "the worker tree was killed"
+        )
+
+    def _drop(self) -> None:
+        """Forget the job socket: after a protocol failure nothing more is said to that job."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _send(
+        self,
+        stage: str,
+        header: dict[str, object],
+        buffers: list[memoryview] | tuple[()],
+        fds: list[int],
+        deadline: float,
+    ) -> None:
+        if self._sock is None:
+            raise SandboxError("worker: already closed (or failed)")
         try:
-            frame = recv_frame(self._sock, self._caps)
+            send_frame(self._sock, header, buffers, fds, deadline=deadline)
         except TimeoutError as exc:
-            self.sandbox.kill()
-            raise SandboxError(
-                f"sandboxed {stage} exceeded the wall-clock limit of {self.sandbox.policy.limits.wall_seconds} s; "
-                "the worker tree was killed"
-            ) from exc
+            raise self._past_deadline(stage) from exc
         except SandboxError as exc:
+            self._drop()
             status = self.sandbox.exit_status(self._pid) if self.sandbox._launched else "worker killed"
             raise SandboxError(f"sandboxed {stage} failed: the job died ({status}): {exc}") from exc
-        kind = check_header(frame.header, (*kinds, "error"))
+
+    def _expect(self, stage: str, kinds: tuple[str, ...], deadline: float) -> Frame:
+        if self._sock is None:
+            raise SandboxError("worker: already closed (or failed)")
+        try:
+            frame = recv_frame(self._sock, self._caps, accept_fds=False, deadline=deadline)
+            kind = check_header(frame.header, (*kinds, "error"))
+        except TimeoutError as exc:
+            raise self._past_deadline(stage) from exc
+        except SandboxError as exc:
+            # the job broke the protocol (or died): it is not spoken to again
+            self._drop()
+            status = (
+                self.sandbox.exit_status(self._pid, wait=0.5) if self.sandbox._launched else "worker killed"
+            )
+            raise SandboxError(
+                f"sandboxed {stage} failed: the job died or broke the protocol ({status}): {exc}"
+            ) from exc
         if kind == "error":
             raise SandboxError(
-                f"sandboxed {frame.header['stage']} failed: {frame.header['error']}: {frame.header['message']}"
+                f"sandboxed {printable(str(frame.header['stage']), 40)} failed: "
+                f"{printable(str(frame.header['error']), 200)}: {printable(str(frame.header['message']))}"
             )
         return frame
 
-    def _tensors(self, stage: str) -> dict[str, np.ndarray[Any, Any]]:
-        frame = self._expect(stage, ("tensors",))
-        return decode_tensors(frame.header["tensors"], frame.payload, self._tensor_caps)
+    def _tensors(self, stage: str, deadline: float) -> dict[str, np.ndarray[Any, Any]]:
+        frame = self._expect(stage, ("tensors",), deadline)
+        try:
+            return decode_tensors(frame.header["tensors"], frame.payload, self._tensor_caps)
+        except SandboxError as exc:
+            self._drop()
+            raise SandboxError(f"sandboxed {stage} failed: the job sent a bad tensor table: {exc}") from exc
 
     def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
         """Every tensor of the loaded object (module parameters and buffers, or checkpoint tensors)."""
-        if self._sock is None:
-            raise SandboxError("worker: already closed")
-        send_frame(self._sock, {"type": "state_dict"})
-        return self._tensors("state_dict")
+        deadline = self._deadline()
+        self._send("state_dict", {"type": "state_dict"}, (), [], deadline)
+        return self._tensors("state_dict", deadline)
 
     def infer(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
         """One inference; see docs/sandbox.md for how input names map to the model's arguments."""
-        if self._sock is None:
-            raise SandboxError("worker: already closed")
         specs, buffers = encode_tensors(list(inputs.items()))
-        send_frame(self._sock, {"type": "infer", "tensors": specs}, buffers)
-        return self._tensors("infer")
+        deadline = self._deadline()
+        self._send("infer", {"type": "infer", "tensors": specs}, buffers, [], deadline)
+        return self._tensors("infer", deadline)
 
     def close(self) -> None:
         if self._sock is not None:
-            with contextlib.suppress(SandboxError):
-                send_frame(self._sock, {"type": "close"})
+            with contextlib.suppress(SandboxError, TimeoutError):
+                send_frame(self._sock, {"type": "close"}, deadline=time.monotonic() + 1.0)
             self._sock.close()
             self._sock = None
         if self._owned is not None:
@@ -297,9 +352,48 @@ class Worker:
         self.close()
 
 
+def _read_definition(path: str | os.PathLike[str]) -> str:
+    fd = open_regular(path, "definition")
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read(_MAX_DEFINITION + 1)
+    if len(raw) > _MAX_DEFINITION:
+        raise SandboxError(f"definition {os.fspath(path)!r} is larger than {_MAX_DEFINITION} bytes")
+    return raw.decode("utf-8")
+
+
+_MAX_DEFINITION = 1 << 20
+
+
 def load_state_dict(
-    path: str | os.PathLike[str], *, runtime: str | None = None, policy: SandboxPolicy | None = None
+    path: str | os.PathLike[str] | GatedModel,
+    *,
+    runtime: str | None = None,
+    policy: SandboxPolicy | None = None,
+    scan_policy: Policy | None = None,
+    expect: str | None = None,
+    unsafe_allow_suspicious: bool = False,
+    unsafe_skip_scan: bool = False,
 ) -> dict[str, np.ndarray[Any, Any]]:
-    """Load ``path`` with the framework's own loader inside the sandbox; tensors come back as arrays."""
-    with Worker(path, runtime=runtime, policy=policy) as worker:
-        return worker.state_dict()
+    """Gate ``path`` (open once, sealed private copy, ``expect`` digest, static scan: only CLEAN
+    passes, see :func:`airlock.sandbox.gate`), then load that copy with the framework's own loader
+    inside the sandbox; tensors come back as arrays. ``unsafe_skip_scan`` skips the scan (logged
+    as a warning); the sandbox is then the only protection."""
+    sandbox_policy = policy or SandboxPolicy()
+    if isinstance(path, GatedModel):
+        gated = path
+    else:
+        gated = gate(
+            path,
+            policy=scan_policy,
+            limits=DEFAULT_LIMITS,
+            expect=expect,
+            max_bytes=sandbox_policy.limits.memory_bytes,
+            unsafe_allow_suspicious=unsafe_allow_suspicious,
+            unsafe_skip_scan=unsafe_skip_scan,
+        )
+    try:
+        with Worker(gated, runtime=runtime, policy=sandbox_policy) as worker:
+            return worker.state_dict()
+    finally:
+        if gated is not path:
+            gated.close()
