@@ -90,11 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command.run(args)
     except UsageError as exc:
-        print(f"airlock {command.name}: usage error: {exc}", file=sys.stderr)
+        print(f"airlock {command.name}: usage error: {_escaped(str(exc))}", file=sys.stderr)
         return 2
     except AirlockError as exc:
-        print(f"airlock {command.name}: error: {exc}", file=sys.stderr)
+        print(f"airlock {command.name}: error: {_escaped(str(exc))}", file=sys.stderr)
         return 2
+
+
+def _escaped(text: str) -> str:
+    """An error message made safe for a terminal: messages may quote hostile input (a sandboxed
+    job's error text, a file name), so control and invisible characters are escaped, line by line."""
+    return "\n".join(line if line.isprintable() else repr(line)[1:-1] for line in text.split("\n"))
 
 
 def entry_point() -> None:

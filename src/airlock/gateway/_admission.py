@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Final
 
-from airlock import Policy, Verdict, scan
+from airlock import Policy, scan
 from airlock.errors import AirlockError, IntegrityError, UsageError
 from airlock.gateway._config import ModelConfig
 from airlock.gateway._store import AdmissionRecord
 from airlock.integrity import verify
+from airlock.sandbox._gate import refusal
 
 __all__ = ["admit", "stage_model"]
 
@@ -101,7 +102,8 @@ def admit(model: ModelConfig, staging: Path) -> tuple[AdmissionRecord, Path | No
     report = scan(staged, policy=Policy(allow=model.allow, sources=(f"config models.{model.name}.allow",)))
     findings = _finding_dicts(tuple(report.findings()))
     verdict = report.verdict
-    if verdict is Verdict.CLEAN:
+    refused = refusal(verdict)  # the one verdict rule, shared with `airlock run` and load_state_dict
+    if refused is None:
         reason = "scan CLEAN" + (f" with allowances {sorted(model.allow)}" if model.allow else "")
         if model.definition is not None and _is_pickle_checkpoint(report.files[0].format):
             # Weights and code distributed independently: the operator's definition file brings
@@ -116,12 +118,7 @@ def admit(model: ModelConfig, staging: Path) -> tuple[AdmissionRecord, Path | No
                 integrity, verdict.value, "admitted", f"{reason}; {converted[1]}", findings
             ), converted[0]
         return record(integrity, verdict.value, "admitted", reason, findings), staged
-    why = {
-        Verdict.SUSPICIOUS: "scan SUSPICIOUS: unknown callables not covered by the model's allowances",
-        Verdict.MALICIOUS: "scan MALICIOUS",
-        Verdict.ERROR: "scan ERROR: the model could not be fully analysed",
-    }[verdict]
-    return record(integrity, verdict.value, "refused", why, findings), None
+    return record(integrity, verdict.value, "refused", refused, findings), None
 
 
 #: Formats whose tensors airlock.load can read without an unpickler (see docs/convert.md).

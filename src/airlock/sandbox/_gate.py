@@ -140,7 +140,7 @@ def refusal(verdict: Verdict, *, unsafe_allow_suspicious: bool = False) -> str |
         return (
             None
             if unsafe_allow_suspicious
-            else "scan SUSPICIOUS: unknown callables not covered by allowances"
+            else "scan SUSPICIOUS: unknown callables not covered by the model's allowances"
         )
     if verdict is Verdict.MALICIOUS:
         return "scan MALICIOUS"

@@ -77,9 +77,12 @@ class TensorCaps:
 
 
 def printable(text: str, limit: int = 4000) -> str:
-    """``text`` from a job made safe to print: quoted, at most ``limit`` characters, every control,
-    format (bidi), separator and unassigned character escaped, so no terminal sequence survives."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")  # repr escapes what is not printable
+    """``text`` from a job made safe to print: at most ``limit`` characters, and every control,
+    format (bidi), separator and unassigned character escaped (``\\x1b``), so no terminal
+    sequence survives; ordinary text is left as it is."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text if text.isprintable() else repr(text)[1:-1]  # repr escapes exactly what is not printable
 
 
 def _element_count(name: str, shape: object, itemsize: int, caps: TensorCaps) -> int:

@@ -55,6 +55,8 @@ class Sandbox:
             runtime_named(name)
         self.runtimes = runtimes
         self._exits: dict[int, str] = {}
+        #: without a pid namespace, jobs (own sessions) would outlive a killed worker: pidfds to kill them by
+        self._job_pidfds: dict[int, int] = {}
         self._launched: Launched | None = launch(self.policy, runtimes)
         # a cold start imports the runtimes (seconds); it has its own bound, then requests get wall_seconds
         deadline = time.monotonic() + self.policy.limits.start_seconds
@@ -123,6 +125,9 @@ class Sandbox:
             pid = frame.header["pid"]
             assert isinstance(pid, int)
             if kind == "spawned":
+                if "namespaces" not in self.layers and pid > 1:  # the pid is a host pid then
+                    with contextlib.suppress(OSError):
+                        self._job_pidfds[pid] = os.pidfd_open(pid)
                 return ours, pid
             self._exits[pid] = str(frame.header["status"])
 
@@ -158,6 +163,11 @@ class Sandbox:
         launched, self._launched = self._launched, None
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(launched.process.pid, signal.SIGKILL)
+        for pidfd in self._job_pidfds.values():
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.close(pidfd)
+        self._job_pidfds.clear()
         with contextlib.suppress(ProcessLookupError):
             launched.process.kill()
         launched.process.wait()
@@ -214,7 +224,8 @@ class Worker:
                 raise SandboxError(f"worker: the gated model {model.source!r} is already closed")
             fd = os.dup(model.fd)
         else:
-            fd = sealed_copy(model, limits.memory_bytes).fd
+            with sealed_copy(model, limits.memory_bytes) as copy:
+                fd = os.dup(copy.fd)
         try:
             source = None
             if definition is not None:
@@ -241,9 +252,9 @@ class Worker:
             loaded = self._expect("load", ("loaded",), deadline)
             self.info = LoadInfo(
                 name,
-                printable(str(loaded.header["kind"]), 200)[1:-1],
-                printable(str(loaded.header["summary"]))[1:-1],
-                printable(str(ready.header["layers"]), 200)[1:-1],
+                printable(str(loaded.header["kind"]), 200),
+                printable(str(loaded.header["summary"])),
+                printable(str(ready.header["layers"]), 200),
                 sandbox.layers,
             )
         except BaseException:

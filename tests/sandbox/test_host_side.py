@@ -1,0 +1,330 @@
+"""The host side of the channel treats the job as hostile (issue 11).
+
+Each case is a real torch file whose payload runs in a real job and speaks the frame protocol to
+the host itself, as a compromised job would: it finds its socket and writes raw frames. The host
+must bound memory by bytes received (never by bytes claimed), enforce one deadline per call and
+kill the worker tree past it, refuse (and close) any file descriptor, refuse absurd tensor tables
+with SandboxError only, and never print job text raw. ``test_unprivileged.py`` re-runs this file as
+uid 65534.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from airlock.errors import SandboxError
+from airlock.sandbox import Sandbox, SandboxPolicy
+from airlock.sandbox._policy import SandboxLimits
+from tests.sandbox._payloads import exec_checkpoint
+from tests.sandbox.conftest import FAST_LIMITS
+
+#: stdlib only: runs inside the job. ``S`` is the job's own channel socket; ``frame`` builds raw frames.
+PRELUDE = """
+import os, stat, socket, struct, json, time, array
+def _find():
+    for fd in range(3, 256):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                return fd
+        except OSError:
+            pass
+S = socket.socket(fileno=os.dup(_find()))
+def frame(header, payload=b'', header_len=None, payload_len=None):
+    raw = json.dumps(header).encode()
+    return struct.pack('<4sIQ', b'ALF1', len(raw) if header_len is None else header_len,
+                       len(payload) if payload_len is None else payload_len) + raw + payload
+def tensors_frame(specs, payload=b''):
+    return frame({'type': 'tensors', 'tensors': specs}, payload)
+LOADED = frame({'type': 'loaded', 'kind': 'checkpoint', 'summary': 'hostile'})
+"""
+
+
+def hostile(path: Path, source: str) -> Path:
+    # one fresh globals dict, so the prelude's names are visible inside its functions
+    return exec_checkpoint(path, f"exec({PRELUDE + source!r}, {{}})")
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(field)
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _descendants(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat_line = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat_line.rsplit(")", 1)[1].split()[1])
+    found = {root}
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if parent in found and pid not in found:
+                found.add(pid)
+                changed = True
+    return found - {root}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.fixture
+def short() -> Iterator[Sandbox]:
+    """A worker of its own with a 3 s wall-clock limit (the deadline tests kill it)."""
+    limits = FAST_LIMITS.replace(wall_seconds=3.0)
+    with Sandbox(SandboxPolicy(limits=limits), runtimes=("torch",)) as sandbox:
+        yield sandbox
+
+
+def _still_serves(sandbox: Sandbox, tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"w": torch.arange(3.0)}, tmp_path / "benign.pt")
+    with sandbox.open(tmp_path / "benign.pt") as worker:
+        assert np.array_equal(worker.state_dict()["w"], np.arange(3.0, dtype=np.float32))
+
+
+# --- memory: the claim costs nothing, the cap comes from the job's memory limit ---------------
+
+
+def test_frame_cap_is_derived_from_the_job_memory_limit() -> None:
+    limits = SandboxLimits()
+    assert limits.frame_bytes == limits.memory_bytes
+    assert limits.frame_bytes <= limits.max_frame_bytes
+    assert SandboxLimits(memory_bytes=1 << 30).frame_bytes == 1 << 30
+    assert SandboxLimits(max_frame_bytes=1 << 20).frame_bytes == 1 << 20
+
+
+def test_a_claim_above_the_job_memory_limit_is_refused_at_once(warm: Sandbox, tmp_path: Path) -> None:
+    claim = FAST_LIMITS.memory_bytes + 1  # the old default cap (16 GiB) let this allocate
+    model = hostile(
+        tmp_path / "claim.pt",
+        f"S.sendall(frame({{'type': 'loaded', 'kind': 'k', 'summary': 's'}}, payload_len={claim}))\n"
+        "time.sleep(30)",
+    )
+    started = time.monotonic()
+    with pytest.raises(
+        SandboxError, match=rf"frame of \d+ bytes exceeds the cap of {FAST_LIMITS.memory_bytes}\b"
+    ):
+        warm.open(model)
+    assert time.monotonic() - started < 10
+
+
+def test_a_huge_claim_allocates_nothing_before_bytes_arrive(short: Sandbox, tmp_path: Path) -> None:
+    claim = 2 << 30  # under the cap: the host must wait for the bytes, not reserve them
+    model = hostile(
+        tmp_path / "claim.pt",
+        f"S.sendall(frame({{'type': 'loaded', 'kind': 'k', 'summary': 's'}}, payload_len={claim}) + b'x' * 1000)\n"
+        "time.sleep(30)",
+    )
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM)
+    before = _status("VmRSS")
+    with pytest.raises(SandboxError, match=r"wall-clock limit of 3.0 s"):
+        short.open(model)
+    grown = _status("VmHWM") - before
+    assert grown < 256 << 20, f"the host grew by {grown >> 20} MiB for a claim of {claim >> 20} MiB"
+
+
+def test_out_of_memory_while_receiving_is_a_sandbox_error() -> None:
+    """A reply that really is too big for the host: SandboxError, never a bare MemoryError."""
+    script = (
+        "import resource, socket, struct, threading\n"
+        "from airlock.errors import SandboxError\n"
+        "from airlock.sandbox._frames import FrameCaps, recv_frame\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "a, b = socket.socketpair()\n"
+        "n = 1 << 31\n"
+        "def feed():\n"
+        "    b.sendall(struct.pack('<4sIQ', b'ALF1', 2, n) + b'{}')\n"
+        "    chunk = b'x' * (1 << 20)\n"
+        "    try:\n"
+        "        while True: b.sendall(chunk)\n"
+        "    except OSError: pass\n"
+        "threading.Thread(target=feed, daemon=True).start()\n"
+        "try:\n"
+        "    recv_frame(a, FrameCaps(1 << 16, 1 << 40), accept_fds=False)\n"
+        "except SandboxError as exc:\n"
+        "    print('SandboxError', exc)\n"
+        "a.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, check=False)
+    out = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 0, out[-2000:]
+    assert "SandboxError channel: out of memory after receiving" in out, out[-2000:]
+
+
+# --- time: one deadline per call, then the whole tree dies --------------------------------------
+
+
+def test_a_trickling_job_is_killed_at_the_deadline(short: Sandbox, tmp_path: Path) -> None:
+    # a byte every 2.5 s never trips a 3 s per-read timeout; the header is 8 bytes (20 s in all)
+    model = hostile(
+        tmp_path / "trickle.pt",
+        "S.sendall(struct.pack('<4sIQ', b'ALF1', 8, 0))\n"
+        "for _ in range(8):\n"
+        "    time.sleep(2.5)\n"
+        "    S.sendall(b' ')\n"
+        "time.sleep(30)",
+    )
+    assert short._launched is not None
+    bwrap = short._launched.process.pid
+    seen: set[int] = set()
+
+    def watch() -> None:
+        time.sleep(1.5)
+        seen.update(_descendants(bwrap))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.monotonic()
+    with pytest.raises(
+        SandboxError,
+        match=r"sandboxed load exceeded the wall-clock limit of 3.0 s; the worker tree was killed",
+    ):
+        short.open(model)
+    elapsed = time.monotonic() - started
+    watcher.join()
+    assert elapsed < 6, f"the host waited {elapsed:.1f} s under a 3 s limit"
+    assert len(seen) >= 2, seen  # the worker (pid 1) and the job were running
+    time.sleep(0.5)
+    assert [pid for pid in seen if _alive(pid)] == [], "processes of the worker tree survived the deadline"
+    with pytest.raises(SandboxError, match="already closed"):
+        short.open(model)
+
+
+def test_a_job_that_stops_reading_cannot_block_the_host_past_the_deadline(
+    short: Sandbox, tmp_path: Path
+) -> None:
+    """The deadline covers sending too: 64 MiB of inputs to a job (and worker) that never read."""
+    import torch
+
+    torch.save({"w": torch.ones(2)}, tmp_path / "w.pt")
+    worker = short.open(tmp_path / "w.pt")
+    assert short._launched is not None
+    for pid in _descendants(short._launched.process.pid):
+        os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(SandboxError, match=r"sandboxed infer exceeded the wall-clock limit of 3.0 s"):
+        worker.infer({"x": np.zeros(16 << 20, dtype=np.float32)})
+    assert time.monotonic() - started < 6
+
+
+# --- file descriptors: never accepted -----------------------------------------------------------
+
+_SEND_FDS = """
+fds = []
+for i in range(4):
+    try:
+        fd = os.memfd_create('leak%d' % i)
+        os.ftruncate(fd, 64 << 20)
+    except OSError:
+        fd = os.dup(0)
+    fds.append(fd)
+anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', fds).tobytes())]
+"""
+
+
+def test_fds_attached_to_a_reply_are_closed_and_refused(warm: Sandbox, tmp_path: Path) -> None:
+    model = hostile(tmp_path / "fds.pt", _SEND_FDS + "S.sendmsg([LOADED], anc)\ntime.sleep(30)")
+    before = _open_fds()
+    with pytest.raises(SandboxError, match=r"sent 4 file descriptor\(s\); none are accepted"):
+        warm.open(model)
+    assert _open_fds() <= before, "descriptors from the job stayed open in the host"
+    _still_serves(warm, tmp_path)
+
+
+def test_fds_attached_after_the_first_bytes_are_refused(warm: Sandbox, tmp_path: Path) -> None:
+    model = hostile(
+        tmp_path / "fds_late.pt",
+        _SEND_FDS + "S.sendall(LOADED[:20])\ntime.sleep(0.3)\nS.sendmsg([LOADED[20:]], anc)\ntime.sleep(30)",
+    )
+    before = _open_fds()
+    with pytest.raises(SandboxError, match=r"file descriptor.* after the first bytes of a frame"):
+        warm.open(model)
+    assert _open_fds() <= before
+
+
+# --- absurd tensor tables: SandboxError, before any arithmetic can overflow -----------------------
+
+
+def _absurd(specs: str, payload: str = "b''") -> str:
+    return f"S.sendall(LOADED)\nS.sendall(tensors_frame({specs}, {payload}))\ntime.sleep(30)"
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (
+            "[{'name': 'a', 'dtype': 'float32', 'shape': [0, 10**4000], 'offset': 0, 'nbytes': 0}]",
+            "spans more than",
+        ),
+        (
+            "[{'name': 'a', 'dtype': 'float32', 'shape': [2**40] * 30 + [0], 'offset': 0, 'nbytes': 0}]",
+            "spans more than",
+        ),
+        ("[{'name': 'a', 'dtype': 'float32', 'shape': [-1], 'offset': 0, 'nbytes': 0}]", "non-negative"),
+        ("[{'name': 'a', 'dtype': 'float32', 'shape': [True], 'offset': 0, 'nbytes': 4}]", "non-negative"),
+        ("[{'name': 'a', 'dtype': 'float32', 'shape': [1.0], 'offset': 0, 'nbytes': 4}]", "non-negative"),
+        ("[{'name': 'a', 'dtype': 'float32', 'shape': [1], 'offset': 0, 'nbytes': 10**4000}]", "nbytes"),
+        ("[{'name': '\\x1b[2Jwiped', 'dtype': 'uint8', 'shape': [1], 'offset': 0, 'nbytes': 1}]", "control"),
+    ],
+)
+def test_absurd_tensor_tables_are_sandbox_errors(
+    warm: Sandbox, tmp_path: Path, specs: str, message: str
+) -> None:
+    model = hostile(tmp_path / "shape.pt", _absurd(specs, "b'\\0' * 4"))
+    with warm.open(model) as worker, pytest.raises(SandboxError, match=message) as caught:
+        worker.state_dict()
+    assert "\x1b" not in str(caught.value)
+
+
+# --- special files: refused before any blocking open --------------------------------------------
+
+
+def test_a_fifo_model_is_refused_without_blocking(warm: Sandbox, tmp_path: Path) -> None:
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)
+    from airlock.errors import UsageError
+
+    result: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            warm.open(fifo)
+        except BaseException as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # unblock the open so the thread can end, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("opening a FIFO as the model blocked the host")
+    assert len(result) == 1 and isinstance(result[0], UsageError), result
+    assert re.search("not a regular file", str(result[0]))
