@@ -47,7 +47,9 @@ def test_unsafe_weaker_sandbox_runs_loudly_and_keeps_the_job_filter(
     assert "WEAKER sandbox" in capsys.readouterr().err
     model = exec_checkpoint(tmp_path / "exec.pt", "import os\nos.execv('/bin/sh', ['sh', '-c', 'true'])")
     with pytest.raises(SandboxError, match=r"Operation not permitted"):
-        load_state_dict(model, policy=policy, unsafe_skip_scan=True)  # the sandbox, not the scan, is under test
+        load_state_dict(
+            model, policy=policy, unsafe_skip_scan=True
+        )  # the sandbox, not the scan, is under test
 
 
 def test_strict_level_names_its_extra_layers() -> None:

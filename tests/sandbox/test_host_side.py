@@ -94,6 +94,24 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.fixture(scope="module")
+def _pool() -> Iterator[dict[str, Sandbox]]:
+    holder: dict[str, Sandbox] = {}
+    yield holder
+    if "warm" in holder:
+        holder["warm"].close()
+
+
+@pytest.fixture
+def warm(_pool: dict[str, Sandbox]) -> Sandbox:
+    """conftest's warm worker, but started again if an earlier test's failure killed it, so one
+    failure (a deadline kill) does not hide the others."""
+    sandbox = _pool.get("warm")
+    if sandbox is None or sandbox._launched is None:
+        sandbox = _pool["warm"] = Sandbox(SandboxPolicy(limits=FAST_LIMITS), runtimes=("torch",))
+    return sandbox
+
+
 @pytest.fixture
 def short() -> Iterator[Sandbox]:
     """A worker of its own with a 3 s wall-clock limit (the deadline tests kill it)."""

@@ -22,7 +22,7 @@ from airlock.sandbox._frames import FrameCaps, recv_frame
 from airlock.sandbox._messages import DTYPES, TensorCaps, check_header, decode_tensors
 
 CAPS = FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 20)
-TCAPS = TensorCaps(max_tensors=8, max_rank=32, max_bytes=1 << 20)
+TCAPS = TensorCaps(max_tensors=8, max_rank=32)  # max_bytes: the default bound
 
 _ints = st.one_of(
     st.integers(min_value=-3, max_value=64),
@@ -68,6 +68,31 @@ def test_tensor_tables_only_raise_sandbox_error(table: object, payload: bytes) -
     assert total == len(payload)
     for name, array in arrays.items():
         assert name.isprintable() and isinstance(array, np.ndarray)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    dims=st.lists(
+        st.one_of(
+            st.just(0), st.integers(min_value=1, max_value=2**70), st.sampled_from([2**40, 2**63, 10**4000])
+        ),
+        min_size=1,
+        max_size=32,
+    ),
+    zero_at=st.integers(min_value=0, max_value=31),
+    dtype=st.sampled_from(sorted(DTYPES)),
+)
+def test_empty_tensors_with_absurd_shapes_only_raise_sandbox_error(
+    dims: list[int], zero_at: int, dtype: str
+) -> None:
+    """A zero anywhere makes the size 0, so the byte count checks pass: the shape itself must be bounded."""
+    dims[zero_at % len(dims)] = 0
+    table = [{"name": "t", "dtype": dtype, "shape": dims, "offset": 0, "nbytes": 0}]
+    try:
+        arrays = decode_tensors(table, memoryview(b""), TCAPS)
+    except SandboxError:
+        return
+    assert arrays["t"].size == 0 and list(arrays["t"].shape) == dims
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import mmap
 import os
-import zipfile
 
-from airlock.errors import UsageError
+from airlock.errors import FormatError, UsageError
 
 __all__ = ["detect_runtime"]
 
@@ -19,10 +19,21 @@ def detect_runtime(fd: int) -> str:
     if head[:1] == b"\x80":
         return "torch"
     if head[:4] == b"PK\x03\x04":
-        # names only, from the central directory; no member is decompressed
-        with os.fdopen(os.dup(fd), "rb") as handle, zipfile.ZipFile(handle) as archive:
-            names = archive.namelist()[:_MAX_MEMBERS]
-        os.lseek(fd, 0, os.SEEK_SET)  # the dup shared the offset; the job must read from byte 0
+        # names only, from the central directory, with airlock's own bounded zip reader (never the
+        # stdlib zipfile on untrusted bytes in the trusted process); no member is decompressed
+        from airlock._formats.zip import parse_zip
+        from airlock.limits import DEFAULT_LIMITS
+
+        size = os.fstat(fd).st_size
+        try:
+            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped, memoryview(mapped) as view:
+                listing = parse_zip(view, DEFAULT_LIMITS)
+                names = [member.name for member in listing.members[:_MAX_MEMBERS]]
+                del listing
+        except (FormatError, ValueError, OSError, BufferError) as exc:
+            raise UsageError(
+                f"cannot tell the runtime: the zip archive does not list ({exc}); pass --runtime"
+            ) from exc
         if any(name.split("/")[1:2] == ["code"] for name in names) or any(
             name.endswith("/constants.pkl") for name in names
         ):
