@@ -114,7 +114,7 @@ def test_tensors_round_trip_and_declared_inputs_are_enforced() -> None:
         parse_infer_request(body, (TensorSpec("x", "INT32", (-1, 3)),))
     for data, message in (
         ('"datatype": "UINT8", "shape": [1], "data": [300]', "out of range for UINT8"),
-        ('"datatype": "INT8", "shape": [1], "data": [1.5]', "values of the wrong kind for INT8"),
+        ('"datatype": "INT8", "shape": [1], "data": [1.5]', "not an integer, or out of range for INT8"),
         ('"datatype": "FP16", "shape": [1], "data": [1e10]', "overflows FP16"),
         ('"datatype": "FP32", "shape": [1], "data": [NaN]', "^request body is not valid JSON$"),
         ('"datatype": "FP32", "shape": [-1], "data": []', "shape must be a list of non-negative integers"),
