@@ -126,7 +126,7 @@ def test_f1_a_stranger_flood_is_throttled_and_stores_nothing_verbatim(make_gatew
     """F1: unique 8000-character model names without a key: per-address 429s before authentication,
     one metric label, bounded audit fields and log lines, a bounded table of addresses."""
     gateway = make_gateway(
-        server="preauth_requests_per_second = 20\npreauth_burst = 40\npreauth_tracked_addresses = 4\n"
+        server="preauth_failures_per_second = 20\npreauth_failure_burst = 40\npreauth_tracked_addresses = 4\n"
     )
     lines: list[str] = []
     handler = logging.Handler()
@@ -153,7 +153,7 @@ def test_f1_a_stranger_flood_is_throttled_and_stores_nothing_verbatim(make_gatew
     text = gateway.metrics()
     assert "xxxxxxxxxx" not in text and len(text) - metrics_before < 4096
     assert 'airlock_requests_total{model="",status="401",tenant=""}' in text
-    assert 'airlock_preauth_refused_total{reason="rate"}' in text
+    assert 'airlock_preauth_refused_total{reason="failures"}' in text
     db = sqlite3.connect(gateway.config.server.state)
     widest, rows = db.execute(
         "SELECT MAX(LENGTH(model) + LENGTH(tenant) + LENGTH(key_id) + LENGTH(request_id)), COUNT(*) "
@@ -274,6 +274,27 @@ def test_f4_slow_headers_time_out_and_connections_are_capped(make_gateway: Any) 
     assert 'airlock_preauth_refused_total{reason="header_timeout"} 12.0' in text
     assert 'airlock_preauth_refused_total{reason="address_connections"} 1.0' in text
     assert 'airlock_preauth_refused_total{reason="connections"} 1.0' in text
+
+
+def test_f1_the_request_bucket_throttles_a_single_address_before_authentication(make_gateway: Any) -> None:
+    """F1: the per-address request bucket (every request, keyed or not) answers 429 once empty."""
+    gateway = make_gateway(server="preauth_requests_per_second = 5\npreauth_burst = 10\n")
+    with gateway.client("acme") as client:
+        statuses = [client.post("/v2/models/affine/infer", json=BODY).status_code for _ in range(30)]
+    assert 10 <= statuses.count(200) <= 14 and statuses.count(429) == 30 - statuses.count(200)
+    assert statuses[:10] == [200] * 10
+    assert 'airlock_preauth_refused_total{reason="rate"}' in gateway.metrics()
+
+
+def test_f4_a_tls_handshake_that_never_comes_is_cut_off(make_gateway: Any, tmp_path: Path) -> None:
+    """F4 with TLS: connections are seen by the guard only after the handshake, which asyncio lets
+    take 60 s; the gateway gives it header_timeout_seconds."""
+    certs = tmp_path / "certs"
+    assert main(["certs", "dev", "--out", str(certs), "--host", "127.0.0.1"]) == 0
+    tls = f'\n[tls]\ncert = "{certs / "server.pem"}"\nkey = "{certs / "server.key"}"\n'
+    gateway = make_gateway(server="header_timeout_seconds = 1.0\n", extra=tls)
+    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+        assert _closed_by_server(sock, 5.0)  # no ClientHello ever sent
 
 
 def test_f4_a_second_slow_request_on_a_kept_alive_connection_times_out_too(make_gateway: Any) -> None:

@@ -137,6 +137,8 @@ def _auth(state: GatewayState, request: Request) -> Authenticated:
         who = None
     if who is None:
         state.metrics.unauthenticated.inc()
+        if state.preauth is not None:
+            state.preauth.failed(request.scope.get("client"))
         raise _Refused(_error(401, headers={"WWW-Authenticate": "Bearer"}), "denied:unauthenticated")
     return who
 

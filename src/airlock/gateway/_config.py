@@ -131,8 +131,12 @@ class ServerConfig:
     #: an idle keep-alive connection is closed after this many seconds
     keep_alive_seconds: float = 5.0
     #: token bucket per source address, taken for every request before authentication (429)
-    preauth_requests_per_second: float = 200.0
-    preauth_burst: int = 400
+    preauth_requests_per_second: float = 1000.0
+    preauth_burst: int = 2000
+    #: a second bucket per source address, taken by each failed authentication (401); while it is
+    #: empty every request from that address gets a 429 before authentication
+    preauth_failures_per_second: float = 5.0
+    preauth_failure_burst: int = 50
     #: source addresses whose buckets are remembered (least recently seen forgotten first)
     preauth_tracked_addresses: int = 65536
     #: JSON bodies larger than this are parsed (and large replies encoded) in the tenant's own codec
@@ -234,13 +238,18 @@ def _server(base: Path, data: object) -> ServerConfig:
     ints = {
         key: _positive_int(table, key, getattr(defaults, key))
         for key in (
-            "max_connections", "max_connections_per_address", "preauth_burst",
+            "max_connections", "max_connections_per_address", "preauth_burst", "preauth_failure_burst",
             "preauth_tracked_addresses", "offload_bytes",
         )
     }  # fmt: skip
     floats = {
         key: _positive_float(table, key, getattr(defaults, key))
-        for key in ("header_timeout_seconds", "keep_alive_seconds", "preauth_requests_per_second")
+        for key in (
+            "header_timeout_seconds",
+            "keep_alive_seconds",
+            "preauth_requests_per_second",
+            "preauth_failures_per_second",
+        )
     }
     table.done()
     assert isinstance(host, str)
@@ -252,6 +261,8 @@ def _server(base: Path, data: object) -> ServerConfig:
         keep_alive_seconds=floats["keep_alive_seconds"],
         preauth_requests_per_second=floats["preauth_requests_per_second"],
         preauth_burst=ints["preauth_burst"],
+        preauth_failures_per_second=floats["preauth_failures_per_second"],
+        preauth_failure_burst=ints["preauth_failure_burst"],
         preauth_tracked_addresses=ints["preauth_tracked_addresses"],
         offload_bytes=ints["offload_bytes"],
     )  # fmt: skip

@@ -14,7 +14,11 @@ from ``[server]`` (:class:`~airlock.gateway._config.ServerConfig`).
 * :class:`PreAuth`: ASGI middleware. Duplicate single-valued headers (two ``Authorization``: which
   one would a proxy have checked?) and ``Content-Length`` together with ``Transfer-Encoding``
   (request smuggling behind a proxy that picks the other one) are a 400 that closes the connection;
-  then one token per request from the source address's bucket, or a 429.
+  then a 429 unless the source address has a token in both of its buckets: ``requests`` (taken by
+  every request; generous, so one busy client is not throttled) and ``failures`` (taken by each
+  401; small, so a stranger gets a few audited 401s a second and then 429s that cost nothing).
+* With TLS, connections are only seen here once the handshake completes; the handshake itself is
+  given ``header_timeout_seconds`` too (:class:`GuardedServer`).
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import socket
 import time
 from collections import OrderedDict
 from typing import Any, Final
 
+import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from airlock.gateway._config import ServerConfig
 
-__all__ = ["ConnectionGuard", "PreAuth", "address_key", "guarded_protocol"]
+__all__ = ["ConnectionGuard", "GuardedServer", "PreAuth", "address_key", "guarded_protocol"]
 
 #: headers that may appear at most once in a request
 SINGLE: Final = frozenset(
@@ -148,11 +154,48 @@ def guarded_protocol(guard: ConnectionGuard, base: type[H11Protocol] = H11Protoc
     return type("GuardedH11", bases, {"guard": guard})
 
 
+class GuardedServer(uvicorn.Server):
+    """uvicorn's server, with a deadline on TLS handshakes (asyncio's default is 60 s).
+
+    uvicorn 0.54 does not pass ``ssl_handshake_timeout`` to ``loop.create_server``; this server
+    supplies it while its listeners are created, on this loop only."""
+
+    def __init__(self, config: uvicorn.Config, handshake_timeout: float) -> None:
+        super().__init__(config)
+        self.handshake_timeout = handshake_timeout
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        original = loop.create_server
+
+        async def create_server(*args: Any, **kwargs: Any) -> asyncio.Server:
+            if kwargs.get("ssl") is not None:
+                kwargs["ssl_handshake_timeout"] = self.handshake_timeout
+            return await original(*args, **kwargs)
+
+        loop.create_server = create_server  # type: ignore[method-assign]
+        try:
+            await super().startup(sockets)
+        finally:
+            del loop.create_server  # the instance attribute; the class method shows through again
+
+
 class _Bucket:
     __slots__ = ("stamp", "tokens")
 
     def __init__(self, tokens: float, stamp: float) -> None:
         self.tokens, self.stamp = tokens, stamp
+
+    def refill(self, now: float, rate: float, burst: float) -> None:
+        self.tokens = min(burst, self.tokens + (now - self.stamp) * rate)
+        self.stamp = now
+
+
+class _Address:
+    __slots__ = ("failures", "requests")
+
+    def __init__(self, requests: _Bucket, failures: _Bucket) -> None:
+        self.requests, self.failures = requests, failures
 
 
 async def _answer(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]]) -> None:
@@ -169,26 +212,44 @@ class PreAuth:
         self.app = app
         self.rate = config.preauth_requests_per_second
         self.burst = float(config.preauth_burst)
+        self.failure_rate = config.preauth_failures_per_second
+        self.failure_burst = float(config.preauth_failure_burst)
         self.capacity = config.preauth_tracked_addresses
-        self.buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self.buckets: OrderedDict[str, _Address] = OrderedDict()
         #: refusals by reason (for metrics); the keys are fixed
-        self.refused: dict[str, int] = {"rate": 0, "duplicate_header": 0, "length_and_chunked": 0}
+        self.refused: dict[str, int] = {
+            "rate": 0,
+            "failures": 0,
+            "duplicate_header": 0,
+            "length_and_chunked": 0,
+        }
 
-    def _take(self, key: str, now: float) -> float:
-        """0.0 when a token was taken, else the seconds until one is available."""
-        bucket = self.buckets.get(key)
-        if bucket is None:
+    def _address(self, key: str, now: float) -> _Address:
+        entry = self.buckets.get(key)
+        if entry is None:
             if len(self.buckets) >= self.capacity:
-                self.buckets.popitem(last=False)
-            bucket = self.buckets[key] = _Bucket(self.burst, now)
+                self.buckets.popitem(last=False)  # the least recently seen address is forgotten
+            entry = self.buckets[key] = _Address(_Bucket(self.burst, now), _Bucket(self.failure_burst, now))
         else:
             self.buckets.move_to_end(key)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
-        bucket.stamp = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate
+        entry.requests.refill(now, self.rate, self.burst)
+        entry.failures.refill(now, self.failure_rate, self.failure_burst)
+        return entry
+
+    def _take(self, key: str, now: float) -> tuple[float, str]:
+        """(0.0, "") when the request may go on, else the seconds until it could and the reason."""
+        entry = self._address(key, now)
+        if entry.failures.tokens < 1.0:
+            return (1.0 - entry.failures.tokens) / self.failure_rate, "failures"
+        if entry.requests.tokens < 1.0:
+            return (1.0 - entry.requests.tokens) / self.rate, "rate"
+        entry.requests.tokens -= 1.0
+        return 0.0, ""
+
+    def failed(self, client: tuple[str, int] | None) -> None:
+        """Charge one failed authentication to the caller's address."""
+        entry = self._address(address_key(client[0] if client else None), time.monotonic())
+        entry.failures.tokens = max(0.0, entry.failures.tokens - 1.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -210,9 +271,9 @@ class PreAuth:
             await _answer(send, 400, "invalid request: ambiguous headers", [(b"connection", b"close")])
             return
         client = scope.get("client")
-        wait = self._take(address_key(client[0] if client else None), time.monotonic())
+        wait, reason = self._take(address_key(client[0] if client else None), time.monotonic())
         if wait > 0.0:
-            self.refused["rate"] += 1
+            self.refused[reason] += 1
             retry = str(max(1, int(wait + 0.999))).encode("ascii")
             await _answer(send, 429, "rate limit exceeded: source address", [(b"retry-after", retry)])
             return

@@ -31,7 +31,7 @@ from airlock.gateway._admission import admit
 from airlock.gateway._app import CLIENT_CN_KEY, GatewayState, build_app
 from airlock.gateway._audit import AuditHead, load_key, write_head
 from airlock.gateway._config import GatewayConfig, ModelConfig, TlsConfig
-from airlock.gateway._guard import ConnectionGuard, guarded_protocol
+from airlock.gateway._guard import ConnectionGuard, GuardedServer, guarded_protocol
 from airlock.gateway._memory_limiter import MemoryLimiter
 from airlock.gateway._observe import Metrics
 from airlock.gateway._sqlite_store import SqliteStore
@@ -217,7 +217,7 @@ class Gateway:
         )  # fmt: skip
         admin = uvicorn.Config(_admin_app(state), http="h11", lifespan="off", log_config=None,
                                access_log=False, server_header=False, ws="none")  # fmt: skip
-        self._servers = [uvicorn.Server(api), uvicorn.Server(admin)]
+        self._servers = [GuardedServer(api, config.server.header_timeout_seconds), uvicorn.Server(admin)]
         sockets = [self._bound.api, self._bound.admin]
         self._tasks = [
             loop.create_task(s.serve(sockets=[sock])) for s, sock in zip(self._servers, sockets, strict=True)

@@ -114,7 +114,9 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: object) -
         raise TensorError(f"input {name!r}: data holds a value out of range for {datatype}, or is ragged")
     if raw.size and dtype.kind in "iu" and raw.dtype.kind == "f":
         # floats, or integers that numpy could only hold as float64 (2**63 next to a negative)
-        raise TensorError(f"input {name!r}: data holds a value that is not an integer, or out of range for {datatype}")
+        raise TensorError(
+            f"input {name!r}: data holds a value that is not an integer, or out of range for {datatype}"
+        )
     if raw.size and raw.dtype.kind not in _KINDS[dtype.kind]:
         raise TensorError(f"input {name!r}: data holds values of the wrong kind for {datatype}")
     expected = math.prod(shape)
