@@ -1,18 +1,22 @@
 """Gateway cost, measured side by side in one run (not run by CI).
 
-    .venv/bin/python bench/gateway_bench.py [--requests N] [--connections C]
+    .venv/bin/python bench/gateway_bench.py [--requests N] [--connections 1,16,64,256] [--seconds S]
 
-Everything runs on loopback: a small ONNX model (x[1,4] @ W + b) in a sandboxed worker.
+Everything runs on loopback over TLS, servers in their own processes, one minimal asyncio HTTP/1.1
+client (so the client's own cost stays small next to the servers'). The model is a small ONNX
+affine map (x[N,4] @ W + b) with 2 sandboxed workers per lane.
 
-* direct: ``airlock.sandbox.Worker.infer`` on the same staged model, one caller, in process;
-* gateway: the same inference through ``airlock serve`` (uvicorn on 127.0.0.1, API key, budgets,
-  audit row, metrics) from one keep-alive connection (httpx), JSON both ways;
-* gateway, C concurrent connections: throughput, p50/p99, every status counted;
-* budget: C connections against a tenant whose request budget is smaller than the burst:
-  the only non-200 answers must be the intended 429s.
+(a) throughput: ``airlock serve`` next to a bare Starlette/uvicorn echo app on the same stack
+    (uvicorn, h11, the same TLS context settings), at each connection count;
+    goal: the gateway >= 0.6x the echo app's requests/s at 64 connections.
+(b) fairness: tenant B's latency (sequential small requests) alone, then while tenant A sends
+    back-to-back maximum-size requests (JSON, then binary tensors) on two connections;
+    goal: B's p99 < 250 ms and < 2x B's p99 alone.
+(c) overhead: ``airlock.sandbox.Worker.infer`` called directly, then the same inference through the
+    gateway on one keep-alive connection; goal: the gateway adds < 2 ms p50.
 
-Target: the gateway adds < 2 ms p50 over the direct call. The client shares the machine's cores
-with the server (and with whatever else runs there), so absolute numbers move between runs.
+The client shares the machine's cores with the servers and with whatever else runs there, so
+absolute numbers move between runs; compare the columns of one run.
 """
 
 from __future__ import annotations
@@ -20,35 +24,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import socket
+import ssl
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from airlock.gateway import Gateway, TenantLimits, create_key, load_config, open_store
+from airlock.gateway import TenantLimits, create_key, dev_certificates, load_config, open_store
 from airlock.sandbox import SandboxPolicy, Worker
 
-#: like curl and most HTTP clients: without it, Nagle's algorithm holds the request body behind the
-#: headers until the server's delayed ACK (~40 ms on Linux), which would measure the kernel, not us
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
+ECHO_REPLY = b'{"model_name":"affine","id":"x","outputs":[{"name":"y","datatype":"FP32","shape":[1,3],"data":[9.0,11.0,13.0]}]}'
+MAX_BODY = 8 * 1024 * 1024
 
 
 def _pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _line(name: str, samples: list[float], extra: str = "") -> str:
     ms = [s * 1000 for s in samples]
-    return f"{name:<46} p50 {_pct(ms, 0.5):7.3f} ms  p99 {_pct(ms, 0.99):7.3f} ms  n={len(ms)} {extra}"
+    return f"{name:<50} p50 {_pct(ms, 0.5):8.3f} ms  p99 {_pct(ms, 0.99):8.3f} ms  n={len(ms)} {extra}"
 
 
 def _model(path: Path) -> None:
@@ -68,39 +74,60 @@ def _model(path: Path) -> None:
 def _config(folder: Path) -> Path:
     path = folder / "gateway.toml"
     path.write_text(
-        """
+        f"""
 [server]
 port = 0
 admin_port = 0
 state = "state.db"
+max_body_bytes = {MAX_BODY}
+request_timeout_seconds = 60
+# one client address drives everything here
+preauth_requests_per_second = 1000000.0
+preauth_burst = 1000000
+max_connections_per_address = 1024
+[tls]
+cert = "certs/server.pem"
+key = "certs/server.key"
 [defaults]
 requests_per_minute = 10000000
-tensor_bytes_per_minute = 10000000000
+tensor_bytes_per_minute = 100000000000
 max_concurrent = 1000
 [models.affine]
 path = "affine.onnx"
 runtime = "onnx"
-tenants = ["bench", "burst"]
+tenants = ["bench", "a", "b"]
 workers = 2
-inputs = [{ name = "x", datatype = "FP32", shape = [-1, 4] }]
+inputs = [{{ name = "x", datatype = "FP32", shape = [-1, 4] }}]
 """,
         encoding="utf-8",
     )
     return path
 
 
-def _request(token: str) -> bytes:
-    body = json.dumps(BODY).encode()
+def _request(token: str, body: bytes, extra: str = "") -> bytes:
     head = (
         f"POST /v2/models/affine/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     )
     return head.encode() + body
+
+
+class _Client:
+    def __init__(self, port: int, context: ssl.SSLContext) -> None:
+        self.port, self.context = port, context
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, ssl=self.context, server_hostname="127.0.0.1", limit=2**24
+        )
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return reader, writer
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
     """One request on a keep-alive connection; returns the status (the body is read and dropped)."""
     writer.write(request)
+    await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
@@ -110,22 +137,17 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
 
 
 async def _load(
-    port: int, token: str, connections: int, total: int
+    client: _Client, request: bytes, connections: int, seconds: float
 ) -> tuple[list[float], Counter[str], float]:
-    """``connections`` keep-alive connections (a minimal asyncio HTTP/1.1 client, so that the client's
-    own cost stays small next to the server's) sharing ``total`` requests."""
-    request = _request(token)
+    """``connections`` keep-alive connections sending back to back for ``seconds``."""
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
-    remaining = total
+    stop = time.perf_counter() + seconds
 
     async def one_connection() -> None:
-        nonlocal remaining
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.get_extra_info("socket").setsockopt(*NODELAY[0])
+        reader, writer = await client.connect()
         try:
-            while remaining > 0:
-                remaining -= 1
+            while time.perf_counter() < stop:
                 started = time.perf_counter()
                 try:
                     status = await _exchange(reader, writer, request)
@@ -143,34 +165,177 @@ async def _load(
     return latencies, statuses, time.perf_counter() - started
 
 
+def _echo_server(port_file: str, cert: str, key: str) -> None:
+    """A bare Starlette app on uvicorn (h11, TLS): reads the body, answers a fixed inference reply."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def infer(request: Request) -> Response:
+        await request.body()
+        return Response(ECHO_REPLY, media_type="application/json")
+
+    app = Starlette(routes=[Route("/v2/models/affine/infer", infer, methods=["POST"])])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    Path(port_file).write_text(str(sock.getsockname()[1]))
+    config = uvicorn.Config(
+        app, http="h11", lifespan="off", log_config=None, access_log=False, ws="none",
+        ssl_certfile=cert, ssl_keyfile=key, server_header=False, date_header=False,
+    )  # fmt: skip
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _start_gateway(config: Path) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airlock", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        entry = json.loads(line)
+        if entry.get("message") == "listening":
+            # keep draining stderr so the gateway never blocks on a full pipe
+            import threading
+
+            threading.Thread(target=lambda: [None for _ in process.stderr or ()], daemon=True).start()
+            return process, int(entry["port"])
+    raise SystemExit(f"the gateway did not start (exit {process.wait()})")
+
+
+def _start_echo(folder: Path, certs: Path) -> tuple[subprocess.Popen[str], int]:
+    port_file = folder / "echo.port"
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--echo-server", str(port_file), str(certs / "server.pem"),
+         str(certs / "server.key")], stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not port_file.exists() or not port_file.read_text():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise SystemExit("the echo server did not start")
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return process, int(port_file.read_text())
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _max_bodies(token: str) -> tuple[bytes, bytes]:
+    """Tenant A's largest requests: JSON just under the body cap, and binary of the same rows."""
+    row = "[1.5,2.25,3.125,4.0625],"
+    rows = (MAX_BODY - 200) // len(row)
+    data = "[" + (row * rows)[:-1] + "]"
+    text = f'{{"inputs":[{{"name":"x","datatype":"FP32","shape":[{rows},4],"data":{data}}}]}}'
+    json_request = _request(token, text.encode())
+    x = np.tile(np.array([[1.5, 2.25, 3.125, 4.0625]], dtype=np.float32), ((MAX_BODY - 4096) // 16, 1))
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+    binary_request = _request(
+        token, header + x.tobytes(), f"Inference-Header-Content-Length: {len(header)}\r\n"
+    )
+    return json_request, binary_request
+
+
+async def _fairness(client: _Client, tokens: dict[str, str], seconds: float) -> None:
+    small = _request(tokens["b"], json.dumps(BODY).encode())
+
+    async def tenant_b() -> list[float]:
+        reader, writer = await client.connect()
+        samples = []
+        stop = time.perf_counter() + seconds
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            assert await _exchange(reader, writer, small) == 200
+            samples.append(time.perf_counter() - started)
+            await asyncio.sleep(0.005)
+        writer.close()
+        return samples
+
+    alone = await tenant_b()
+    print(_line("(b) tenant B alone", alone))
+    for kind, request in zip(("JSON", "binary"), _max_bodies(tokens["a"]), strict=True):
+        sent: Counter[str] = Counter()
+        done = asyncio.Event()
+
+        async def tenant_a(
+            request: bytes = request, sent: Counter[str] = sent, done: asyncio.Event = done
+        ) -> None:
+            reader, writer = await client.connect()
+            while not done.is_set():
+                sent[str(await _exchange(reader, writer, request))] += 1
+            writer.close()
+
+        hogs = [asyncio.create_task(tenant_a()) for _ in range(2)]
+        await asyncio.sleep(0.5)
+        loaded = await tenant_b()
+        done.set()
+        await asyncio.gather(*hogs)
+        p99, base = _pct(loaded, 0.99), _pct(alone, 0.99)
+        verdict = "ok" if p99 < 0.25 and p99 < 2 * base else "MISSED"
+        print(_line(f"(b) tenant B while A sends 8 MB {kind} x2", loaded,
+                    f"A answered {dict(sent)}  goal p99 < 250 ms and < {2 * base * 1000:.1f} ms: {verdict}"))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--requests", type=int, default=2000, help="sequential requests per single-caller phase"
-    )
-    parser.add_argument(
-        "--connections", type=int, default=200, help="concurrent connections in the load phases"
-    )
+    parser.add_argument("--requests", type=int, default=1000, help="sequential requests in (c)")
+    parser.add_argument("--connections", default="1,16,64,256", help="connection counts for (a)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per load step in (a) and (b)")
+    parser.add_argument("--echo-server", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.echo_server:
+        _echo_server(*args.echo_server)
+        return
+    counts = [int(c) for c in args.connections.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         _model(folder / "affine.onnx")
-        config = load_config(_config(folder))
+        certs = folder / "certs"
+        dev_certificates(certs, ["127.0.0.1"])
+        config_path = _config(folder)
+        config = load_config(config_path)
         store = open_store(config)
-        store.add_tenant("bench", None)
-        budget = args.connections * 5  # a burst of 10 x connections against 5 x connections tokens
-        store.add_tenant("burst", TenantLimits(budget, 10**10, 1000))
-        tokens = {t: create_key(store, t)[1] for t in ("bench", "burst")}
+        for tenant in ("bench", "a", "b"):
+            store.add_tenant(tenant, TenantLimits(10**7, 10**11, 1000))
+        tokens = {t: create_key(store, t)[1] for t in ("bench", "a", "b")}
         store.close()
+        context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        print(f"gateway bench, TLS on loopback, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
+              f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
 
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
-        thread.start()
-        gateway = Gateway(config)
-        asyncio.run_coroutine_threadsafe(gateway.start(), loop).result(120)
-        url = f"http://127.0.0.1:{gateway.port}"
-        staged = next((folder / "state.db.models").glob("*.onnx"))
+        echo, echo_port = _start_echo(folder, certs)
+        gateway, port = _start_gateway(config_path)
         try:
+            request = _request(tokens["bench"], json.dumps(BODY).encode())
+            asyncio.run(_load(_Client(port, context), request, 4, 1.0))  # warm-up
+            asyncio.run(_load(_Client(echo_port, context), request, 4, 1.0))
+            for connections in counts:
+                rates = []
+                for name, target in (("echo app", echo_port), ("gateway", port)):
+                    latencies, statuses, wall = asyncio.run(
+                        _load(_Client(target, context), request, connections, args.seconds)
+                    )
+                    rates.append(len(latencies) / wall)
+                    print(_line(f"(a) {name}, {connections} connections", latencies,
+                                f"{rates[-1]:7.0f} req/s  {dict(statuses)}"))  # fmt: skip
+                goal = "  goal >= 0.6" if connections == 64 else ""
+                print(f"{'(a) gateway / echo app':<50} {rates[1] / rates[0]:.2f}x{goal}")
+
+            asyncio.run(_fairness(_Client(port, context), tokens, args.seconds))
+
+            staged = next((folder / "state.db.models").glob("*.onnx"))
             x = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
             with Worker(staged, runtime="onnx", policy=SandboxPolicy(limits=config.sandbox)) as worker:
                 for _ in range(100):
@@ -181,22 +346,9 @@ def main() -> None:
                     worker.infer({"x": x})
                     direct.append(time.perf_counter() - started)
 
-            through = []
-            transport = httpx.HTTPTransport(socket_options=NODELAY)
-            headers = {"Authorization": f"Bearer {tokens['bench']}"}
-            with httpx.Client(base_url=url, headers=headers, transport=transport) as client:
-                for _ in range(100):
-                    client.post("/v2/models/affine/infer", json=BODY)
-                for _ in range(args.requests):
-                    started = time.perf_counter()
-                    response = client.post("/v2/models/affine/infer", json=BODY)
-                    through.append(time.perf_counter() - started)
-                    assert response.status_code == 200, response.text
-
             async def sequential() -> list[float]:
-                reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-                writer.get_extra_info("socket").setsockopt(*NODELAY[0])
-                request, samples = _request(tokens["bench"]), []
+                reader, writer = await _Client(port, context).connect()
+                samples = []
                 for _ in range(args.requests):
                     started = time.perf_counter()
                     assert await _exchange(reader, writer, request) == 200
@@ -204,34 +356,14 @@ def main() -> None:
                 writer.close()
                 return samples
 
-            raw = asyncio.run(sequential())
-            print(
-                f"gateway bench: 2 sandboxed ONNX workers per lane, loopback, {time.strftime('%Y-%m-%d %H:%M')}"
-            )
-            print(_line("direct Worker.infer (in process)", direct))
-            print(_line("gateway, 1 connection, httpx client", through))
-            print(_line("gateway, 1 connection, minimal asyncio client", raw))
-            added = statistics.median(raw) - statistics.median(direct)
-            print(
-                f"{'gateway adds (p50, minimal client - direct)':<46} {added * 1000:7.3f} ms   target < 2 ms"
-            )
-
-            total = args.connections * 10
-            latencies, statuses, wall = asyncio.run(
-                _load(gateway.port, tokens["bench"], args.connections, total)
-            )
-            print(_line(f"gateway, {args.connections} connections", latencies,
-                        f"{len(latencies) / wall:7.0f} req/s  statuses {dict(statuses)}"))  # fmt: skip
-            latencies, statuses, wall = asyncio.run(
-                _load(gateway.port, tokens["burst"], args.connections, total)
-            )
-            errors = {k: v for k, v in statuses.items() if k not in ("200", "429")}
-            print(_line(f"budget {budget}/min, {total} requests", latencies,
-                        f"statuses {dict(statuses)}  errors {errors or 'none'}"))  # fmt: skip
+            through = asyncio.run(sequential())
+            print(_line("(c) direct Worker.infer (in process)", direct))
+            print(_line("(c) gateway, 1 TLS connection", through))
+            added = statistics.median(through) - statistics.median(direct)
+            print(f"{'(c) gateway adds (p50)':<50} {added * 1000:8.3f} ms   goal < 2 ms")
         finally:
-            asyncio.run_coroutine_threadsafe(gateway.stop(), loop).result(60)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(30)
+            _stop(gateway)
+            _stop(echo)
 
 
 if __name__ == "__main__":

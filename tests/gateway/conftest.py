@@ -42,17 +42,18 @@ class Running:
 
 
 def write_config(folder: Path, extra: str = "", *, server: str = "") -> Path:
+    """The test config; ``server`` lines replace the defaults of the same key."""
     path = folder / "gateway.toml"
+    defaults = (
+        'host = "127.0.0.1"\nport = 0\nadmin_port = 0\nmax_body_bytes = 65536\n'
+        'request_timeout_seconds = 1.5\nstate = "state.db"\n'
+    )
+    given = {line.split("=")[0].strip() for line in server.splitlines() if "=" in line}
+    kept = "".join(f"{line}\n" for line in defaults.splitlines() if line.split("=")[0].strip() not in given)
     path.write_text(
         f"""
 [server]
-host = "127.0.0.1"
-port = 0
-admin_port = 0
-max_body_bytes = 65536
-request_timeout_seconds = 1.5
-state = "state.db"
-{server}
+{kept}{server}
 
 [defaults]
 requests_per_minute = 6000

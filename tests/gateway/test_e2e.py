@@ -160,9 +160,9 @@ def test_oversize_bodies_get_413(env: Env) -> None:
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]}]}',
          "input 'x': data has 3 elements, shape [1, 4] needs 4"),
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": ["a", "b", "c", "d"]}]}',
-         "input 'x': data holds 'U'-kind values"),
+         "input 'x': data holds values of the wrong kind for FP32"),
         (b'{"inputs": [{"name": "x", "datatype": "STRING", "shape": [1], "data": ["a"]}]}',
-         "input 'x': datatype 'STRING' is not one of"),
+         "input 'x': datatype is not one of"),
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}',
          "input 'x': got FP32 [1, 3], the model takes FP32 [-1, 4]"),
         (b'{"inputs": [{"name": "z", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}',
@@ -242,14 +242,23 @@ def test_metrics_are_served_on_the_loopback_admin_port(env: Env) -> None:
 
 
 def _copy_state(env: Env, folder: Path) -> Path:
+    """A copy of the running gateway's state (the head file first, then the database), with a config
+    naming the same audit key."""
     folder.mkdir()
+    head = env.config.audit.head_file
+    if head.exists():
+        (folder / "head.json").write_bytes(head.read_bytes())
     source = sqlite3.connect(env.config.server.state)
     target = sqlite3.connect(folder / "state.db")
     source.backup(target)
     source.close()
     target.close()
     config = folder / "gateway.toml"
-    config.write_text('[server]\nstate = "state.db"\n', encoding="utf-8")
+    config.write_text(
+        f'[server]\nstate = "state.db"\n[audit]\nkey_file = "{env.config.audit.key_file}"\n'
+        'head_file = "head.json"\n',
+        encoding="utf-8",
+    )
     return config
 
 
@@ -275,7 +284,7 @@ def test_the_audit_log_records_requests_and_detects_tampering(
         assert main(["audit", "verify", "--config", str(config)]) == 1
         return capsys.readouterr().out
 
-    assert "row seq 3: content does not match its hash (the row was edited)" in tampered(
+    assert "row seq 3: content does not match its MAC (the row was edited)" in tampered(
         "edited", "UPDATE audit SET status = 200 WHERE seq = 3;"
     )
     assert "row seq 5: expected seq 4 (a row was removed or reordered)" in tampered(

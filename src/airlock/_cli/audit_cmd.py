@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from airlock.gateway import load_config, open_store, verify_chain
+from airlock.gateway._audit import load_key, read_head
 
 __all__ = ["COMMAND"]
 
@@ -15,9 +16,10 @@ class AuditCommand:
     name: str = "audit"
     help: str = "verify the hash chain of the airlock serve audit log"
     description: str = (
-        "Recompute the audit log's hash chain and report every edited, removed or reordered row. Rows "
-        "removed from the very end leave a valid shorter chain: pass the head you recorded earlier "
-        "(printed here and logged by the gateway at shutdown) with --expect-head to catch that too. "
+        "Recompute the audit log's HMAC chain with the key named by [audit] key_file and report every "
+        "edited, removed or reordered row. The chain must also reach the head the gateway last wrote to "
+        "[audit] head_file (every few seconds and at shutdown), so rows cut from the end after a crash "
+        "are caught too; --expect-head checks against a head recorded elsewhere as well. "
         "Exit codes: 0 intact, 1 tampered, 2 error."
     )
 
@@ -32,11 +34,15 @@ class AuditCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         config = load_config(args.config)
+        key = load_key(config.audit.key_file, create=False)
+        recorded = read_head(config.audit.head_file, key)
         store = open_store(config)
         try:
-            report = verify_chain(store.audit_rows(), expect_head=args.expect_head)
+            report = verify_chain(store.audit_rows(), key, expect_head=args.expect_head, recorded=recorded)
         finally:
             store.close()
+        if recorded is None:
+            print(f"note: no head file at {config.audit.head_file}: rows cut from the end cannot be detected")
         for problem in report.problems:
             print(f"TAMPERED: {problem}")
         state = "intact" if report.ok else f"TAMPERED ({len(report.problems)} problem(s))"

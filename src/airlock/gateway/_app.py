@@ -1,13 +1,22 @@
 """The HTTP surface: KServe v2 routes on Starlette, with authentication, budgets and audit.
 
+Before any of this, :mod:`._guard` has applied the connection caps, the header deadline, the strict
+header checks and the per-address token bucket (those refusals are counted, not audited).
+
 Order of checks for an inference call (each refusal is audited and counted):
 401 unauthenticated -> 404 model not served to this tenant (the same answer as a model that does
 not exist: nothing about other tenants leaks) -> 403 key not scoped for the model -> 429 tenant
 concurrency cap -> 429 request budget -> 413 body cap -> 400 malformed tensors -> 429 tensor-byte
-budget -> worker (504 deadline, 503 worker failure) -> 200.
+budget -> audit row "started" (503 when it cannot be written: nothing runs unaudited) -> worker
+(504 deadline, 503 worker failure) -> 200. Whatever fails after that, the request ends with its
+outcome row; an unexpected exception is a 500 with a fixed text, audited like any other outcome.
+
+Nothing a caller sent is stored or labelled verbatim unless it was checked first: the model name in
+audit rows, metric labels and logs is a configured model's name or empty.
 
 Error bodies are ``{"error": "..."}`` (the KServe v2 shape) with fixed texts; only a 400 describes
-the caller's own request. Never a traceback, a key, or another tenant's name.
+the caller's own request, with fixed phrases. Never a traceback, an exception's text, a key, or
+another tenant's name.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -27,14 +36,23 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from airlock import __version__
+from airlock.gateway._codec import Codecs, CodecUnavailable
 from airlock.gateway._config import GatewayConfig, ModelConfig, TenantLimits
+from airlock.gateway._guard import ConnectionGuard, PreAuth
 from airlock.gateway._keys import Authenticated, authenticate
 from airlock.gateway._limiter import Admit, RateLimiter
 from airlock.gateway._observe import Metrics
-from airlock.gateway._store import AdmissionRecord, Store
-from airlock.gateway._tensors import OutputError, TensorError, encode_outputs, parse_infer_request
+from airlock.gateway._store import AdmissionRecord, AuditUnavailable, Store
+from airlock.gateway._tensors import (
+    InferRequest,
+    OutputError,
+    TensorError,
+    encode_reply,
+    parse_infer_request,
+)
 from airlock.gateway._workers import Lane, WorkerCrashed, WorkerTimeout
 
 __all__ = ["GatewayState", "build_app"]
@@ -54,6 +72,11 @@ class GatewayState:
     #: admitted models only
     admissions: dict[str, AdmissionRecord]
     lanes: dict[tuple[str, str], Lane] = field(default_factory=dict)
+    codecs: Codecs = field(default_factory=Codecs)
+    #: False after an audit row could not be written, until one is written again (readiness)
+    audit_ok: bool = True
+    preauth: PreAuth | None = None
+    guard: ConnectionGuard | None = None
 
     def limits(self, tenant: str) -> TenantLimits:
         record = self.store.tenant(tenant)
@@ -90,10 +113,14 @@ _TEXTS: Final = {
     503: "model worker unavailable; it is being restarted",
     504: "request timed out",
 }
+AUDIT_UNAVAILABLE: Final = "audit log unavailable; the request was not served"
+CODEC_UNAVAILABLE: Final = "request decoder unavailable; retry"
 
 
-def _error(status: int, detail: str | None = None, headers: Mapping[str, str] | None = None) -> Response:
-    text = _TEXTS.get(status, "error")
+def _error(
+    status: int, detail: str | None = None, headers: Mapping[str, str] | None = None, *, text: str = ""
+) -> Response:
+    text = text or _TEXTS.get(status, "error")
     return _json({"error": f"{text}: {detail}" if detail else text}, status, headers)
 
 
@@ -110,6 +137,8 @@ def _auth(state: GatewayState, request: Request) -> Authenticated:
         who = None
     if who is None:
         state.metrics.unauthenticated.inc()
+        if state.preauth is not None:
+            state.preauth.failed(request.scope.get("client"))
         raise _Refused(_error(401, headers={"WWW-Authenticate": "Bearer"}), "denied:unauthenticated")
     return who
 
@@ -145,14 +174,96 @@ async def _body(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+def _header_length(request: Request) -> int | None:
+    """``Inference-Header-Content-Length`` (the binary tensor extension), strictly: digits only."""
+    raw = request.headers.get("inference-header-content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 12:
+        raise _Refused(
+            _error(400, "Inference-Header-Content-Length must be a decimal number"), "denied:malformed"
+        )
+    return int(raw)
+
+
+def _model_label(state: GatewayState, name: str) -> str:
+    """The model name as stored and labelled: a configured model's name, else empty (never the caller's)."""
+    return name if state.config.model(name) is not None else ""
+
+
 def _audit(
     state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int
 ) -> None:
+    """Append one audit row; raise AuditUnavailable (and mark the gateway not ready) when it cannot."""
     record = state.admissions.get(model) if who is not None and state.visible(who.tenant, model) else None
-    state.store.append_audit(
-        time.time(), who.tenant if who else "", who.key_id if who else "", model,
-        record.digest if record else "", request_id, decision, status,
-    )  # fmt: skip
+    try:
+        state.store.append_audit(
+            time.time(), who.tenant if who else "", who.key_id if who else "", _model_label(state, model),
+            record.digest if record else "", request_id, decision, status,
+        )  # fmt: skip
+    except AuditUnavailable:
+        if state.audit_ok:
+            _log.error("audit log unavailable: refusing inference until a row can be written")
+        state.audit_ok = False
+        state.metrics.audit_failures.inc()
+        raise
+    state.audit_ok = True
+
+
+async def _parse(
+    state: GatewayState,
+    tenant: str,
+    model: ModelConfig,
+    body: bytes,
+    header_length: int | None,
+    deadline: float,
+) -> InferRequest:
+    try:
+        if header_length is not None or len(body) <= state.config.server.offload_bytes:
+            return parse_infer_request(body, model.inputs, header_length)
+        return await state.codecs.parse(tenant, body, model.inputs, deadline)
+    except TensorError as exc:
+        raise _Refused(_error(400, str(exc)), "denied:malformed") from None
+    except TimeoutError:
+        raise _Refused(_error(504), "failed:timeout") from None
+    except CodecUnavailable:
+        raise _Refused(_error(503, text=CODEC_UNAVAILABLE), "failed:codec") from None
+
+
+async def _reply(
+    state: GatewayState, tenant: str, name: str, reply_id: str, request: InferRequest,
+    outputs: dict[str, Any], deadline: float,
+) -> Response:  # fmt: skip
+    if request.outputs:
+        missing = [n for n, _ in request.outputs if n not in outputs]
+        if missing:
+            raise _Refused(
+                _error(400, f"output {missing[0]!r} is not produced by the model"), "denied:malformed"
+            )
+        outputs = {n: outputs[n] for n, _ in request.outputs}
+    binary = frozenset(n for n in outputs if request.binary_output) | frozenset(
+        n for n, wanted in request.outputs if wanted
+    )
+    chunks: Sequence[bytes | memoryview]
+    text_bytes = sum(int(a.nbytes) for n, a in outputs.items() if n not in binary)
+    try:
+        # a JSON number takes up to ~25 characters per 4-8 bytes: large replies are encoded off the loop
+        if text_bytes * 4 <= state.config.server.offload_bytes:
+            chunks, header = encode_reply(name, reply_id, outputs, binary)
+        else:
+            chunks, header = await state.codecs.encode(tenant, name, reply_id, outputs, binary, deadline)
+    except OutputError:
+        raise _Refused(_error(502, "the model's output cannot be represented"), "failed:output") from None
+    except TimeoutError:
+        raise _Refused(_error(504), "failed:timeout") from None
+    except CodecUnavailable:
+        raise _Refused(_error(503, text=CODEC_UNAVAILABLE), "failed:codec") from None
+    body = b"".join(chunks)
+    if header is None:
+        return Response(body, media_type="application/json")
+    return Response(
+        body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header)}
+    )
 
 
 async def infer(request: Request) -> Response:
@@ -176,27 +287,29 @@ async def infer(request: Request) -> Response:
         admit = state.limiter.take_request(who.tenant, limits, time.monotonic())
         if not admit.allowed:
             raise _limited(state, who.tenant, admit)
+        header_length = _header_length(request)
         try:
             async with asyncio.timeout_at(deadline):
                 body = await _body(request, state.config.server.max_body_bytes)
         except TimeoutError as exc:
             raise _Refused(_error(504), "failed:timeout") from exc
-        try:
-            client_id, inputs = parse_infer_request(body, model.inputs)
-        except TensorError as exc:
-            raise _Refused(_error(400, str(exc)), "denied:malformed") from exc
-        admit = state.limiter.take_bytes(
-            who.tenant, limits, sum(a.nbytes for a in inputs.values()), time.monotonic()
-        )
+        parsed = await _parse(state, who.tenant, model, body, header_length, deadline)
+        nbytes = sum(int(a.nbytes) for a in parsed.inputs.values())
+        admit = state.limiter.take_bytes(who.tenant, limits, nbytes, time.monotonic())
         if not admit.allowed:
-            if sum(a.nbytes for a in inputs.values()) > limits.tensor_bytes_per_minute:
+            if nbytes > limits.tensor_bytes_per_minute:
                 raise _Refused(
                     _error(413, "tensors exceed the tenant's per-minute byte budget"), "denied:tensor-size"
                 )
             raise _limited(state, who.tenant, admit)
         lane = state.lanes[(who.tenant, name)]
         try:
-            outputs = await lane.infer(inputs, deadline)
+            # written before the model runs: a request that cannot be audited is never served
+            _audit(state, who, name, request_id, "started", 0)
+        except AuditUnavailable:
+            raise _Refused(_error(503, text=AUDIT_UNAVAILABLE), "failed:audit") from None
+        try:
+            outputs = await lane.infer(parsed.inputs, deadline)
         except WorkerTimeout as exc:
             state.metrics.restarts.labels(who.tenant, name, "timeout").inc()
             raise _Refused(_error(504), "failed:timeout") from exc
@@ -212,28 +325,30 @@ async def infer(request: Request) -> Response:
                 },
             )
             raise _Refused(_error(503), "failed:worker") from exc
-        try:
-            encoded = encode_outputs(outputs)
-        except OutputError as exc:
-            raise _Refused(_error(502, "the model's output cannot be represented"), "failed:output") from exc
-        body_out: dict[str, object] = {"model_name": name, "id": client_id or request_id, "outputs": encoded}
-        response = _json(body_out)
+        response = await _reply(state, who.tenant, name, parsed.id or request_id, parsed, outputs, deadline)
     except _Refused as refused:
         decision, response = refused.decision, refused.response
+    except Exception as exc:
+        _log.error("request failed", extra={"request_id": request_id, "error": type(exc).__name__})
+        decision, response = "failed:internal", _error(500)
     finally:
         if entered and who is not None:
             state.limiter.leave(who.tenant)
             state.metrics.in_flight.labels(who.tenant).dec()
+    if decision != "failed:audit":
+        try:
+            _audit(state, who, name, request_id, decision, response.status_code)
+        except AuditUnavailable:
+            # the outcome cannot be recorded: the caller gets no result it could use unaudited
+            decision, response = "failed:audit", _error(503, text=AUDIT_UNAVAILABLE)
     response.headers["x-request-id"] = request_id
-    _audit(state, who, name, request_id, decision, response.status_code)
     elapsed = time.perf_counter() - started
     tenant = who.tenant if who else ""
-    state.metrics.requests.labels(
-        tenant, name if decision != "denied:not-found" else "", str(response.status_code)
-    ).inc()
+    label = _model_label(state, name) if decision != "denied:not-found" else ""
+    state.metrics.requests.labels(tenant, label, str(response.status_code)).inc()
     if who is not None and decision == "allowed":
         state.metrics.latency.labels(tenant, name).observe(elapsed)
-    _log.info("infer", extra={"request_id": request_id, "tenant": tenant, "model": name, "status": response.status_code,
+    _log.info("infer", extra={"request_id": request_id, "tenant": tenant, "model": label, "status": response.status_code,
                               "decision": decision, "ms": round(elapsed * 1000, 3)})  # fmt: skip
     return response
 
@@ -293,12 +408,13 @@ async def live(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
-    ok = bool(state.lanes) and all(lane.ready for lane in state.lanes.values())
+    ok = state.audit_ok and bool(state.lanes) and all(lane.ready for lane in state.lanes.values())
     return _json({"ready": ok}, 200 if ok else 503)
 
 
 async def server_metadata(request: Request) -> Response:
-    return _json({"name": "airlock", "version": __version__, "extensions": ["airlock-admission"]})
+    extensions = ["airlock-admission", "binary_tensor_data"]
+    return _json({"name": "airlock", "version": __version__, "extensions": extensions})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -311,7 +427,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _error(500)
 
 
-def build_app(state: GatewayState) -> Starlette:
+def build_app(state: GatewayState) -> ASGIApp:
     routes = [
         Route("/v2", server_metadata, methods=["GET"]),
         Route("/v2/health/live", live, methods=["GET"]),
@@ -324,4 +440,5 @@ def build_app(state: GatewayState) -> Starlette:
     handlers: Mapping[Any, Any] = {HTTPException: _http_error, Exception: _server_error}
     app = Starlette(routes=routes, exception_handlers=dict(handlers))
     app.state.gateway = state
-    return app
+    state.preauth = PreAuth(app, state.config.server)
+    return state.preauth

@@ -19,6 +19,7 @@ from airlock.errors import UsageError
 from airlock.sandbox import SandboxLimits
 
 __all__ = [
+    "AuditConfig",
     "GatewayConfig",
     "ModelConfig",
     "ServerConfig",
@@ -120,6 +121,38 @@ class ServerConfig:
     request_timeout_seconds: float = 30.0
     #: SQLite state (tenants, keys, admissions, audit)
     state: Path = Path("airlock-state.db")
+    # -- limits applied before authentication (nothing a stranger sends may grow state) --------
+    #: open connections in all (more are closed at once)
+    max_connections: int = 1024
+    #: open connections from one source address (an IPv6 /64 counts as one address)
+    max_connections_per_address: int = 64
+    #: a request's header block must arrive within this many seconds of its first byte (slowloris)
+    header_timeout_seconds: float = 10.0
+    #: an idle keep-alive connection is closed after this many seconds
+    keep_alive_seconds: float = 5.0
+    #: token bucket per source address, taken for every request before authentication (429)
+    preauth_requests_per_second: float = 1000.0
+    preauth_burst: int = 2000
+    #: a second bucket per source address, taken by each failed authentication (401); while it is
+    #: empty every request from that address gets a 429 before authentication
+    preauth_failures_per_second: float = 5.0
+    preauth_failure_burst: int = 50
+    #: source addresses whose buckets are remembered (least recently seen forgotten first)
+    preauth_tracked_addresses: int = 65536
+    #: JSON bodies larger than this are parsed (and large replies encoded) in the tenant's own codec
+    #: process, never on the event loop
+    offload_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Where the audit chain's HMAC key and its periodically written head live (never in the database)."""
+
+    #: 32 random bytes (64 hex digits); created 0600 on first start when missing
+    key_file: Path
+    #: JSON {seq, head, time, mac}: rewritten every ``head_interval_seconds`` and at shutdown
+    head_file: Path
+    head_interval_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +160,7 @@ class GatewayConfig:
     source: Path
     server: ServerConfig
     tls: TlsConfig | None
+    audit: AuditConfig
     defaults: TenantLimits
     sandbox: SandboxLimits
     models: tuple[ModelConfig, ...]
@@ -179,6 +213,14 @@ def _positive_int(table: _Table, key: str, default: int, *, zero: bool = False) 
     return value
 
 
+def _positive_float(table: _Table, key: str, default: float) -> float:
+    value = table.get(key, (int, float), default)
+    assert isinstance(value, int | float)
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"config: {table.where}.{key} must be > 0, got {value}")
+    return float(value)
+
+
 def _server(base: Path, data: object) -> ServerConfig:
     table = _Table("server", data)
     host = table.get("host", str, "127.0.0.1")
@@ -192,9 +234,51 @@ def _server(base: Path, data: object) -> ServerConfig:
     if not math.isfinite(timeout) or timeout <= 0:
         raise UsageError(f"config: server.request_timeout_seconds must be > 0, got {timeout}")
     state = table.get("state", str, "airlock-state.db")
+    defaults = ServerConfig()
+    ints = {
+        key: _positive_int(table, key, getattr(defaults, key))
+        for key in (
+            "max_connections", "max_connections_per_address", "preauth_burst", "preauth_failure_burst",
+            "preauth_tracked_addresses", "offload_bytes",
+        )
+    }  # fmt: skip
+    floats = {
+        key: _positive_float(table, key, getattr(defaults, key))
+        for key in (
+            "header_timeout_seconds",
+            "keep_alive_seconds",
+            "preauth_requests_per_second",
+            "preauth_failures_per_second",
+        )
+    }
     table.done()
     assert isinstance(host, str)
-    return ServerConfig(host, port, admin_port, body, float(timeout), _path(base, state))
+    return ServerConfig(
+        host, port, admin_port, body, float(timeout), _path(base, state),
+        max_connections=ints["max_connections"],
+        max_connections_per_address=ints["max_connections_per_address"],
+        header_timeout_seconds=floats["header_timeout_seconds"],
+        keep_alive_seconds=floats["keep_alive_seconds"],
+        preauth_requests_per_second=floats["preauth_requests_per_second"],
+        preauth_burst=ints["preauth_burst"],
+        preauth_failures_per_second=floats["preauth_failures_per_second"],
+        preauth_failure_burst=ints["preauth_failure_burst"],
+        preauth_tracked_addresses=ints["preauth_tracked_addresses"],
+        offload_bytes=ints["offload_bytes"],
+    )  # fmt: skip
+
+
+def _audit(base: Path, state: Path, data: object) -> AuditConfig:
+    table = _Table("audit", data)
+    key_file = table.get("key_file", str)
+    head_file = table.get("head_file", str)
+    interval = _positive_float(table, "head_interval_seconds", 5.0)
+    table.done()
+    return AuditConfig(
+        _path(base, key_file) if key_file is not None else state.with_name(state.name + ".audit-key"),
+        _path(base, head_file) if head_file is not None else state.with_name(state.name + ".audit-head"),
+        interval,
+    )
 
 
 def _tls(base: Path, data: object) -> TlsConfig:
@@ -333,10 +417,11 @@ def load_config(path: str | Path) -> GatewayConfig:
     server = _server(base, top.get("server", dict, {}))
     tls_data = top.get("tls", dict)
     tls = _tls(base, tls_data) if tls_data is not None else None
+    audit = _audit(base, server.state, top.get("audit", dict, {}))
     defaults = _limits(top.get("defaults", dict, {}))
     sandbox = _sandbox(top.get("sandbox", dict, {}))
     models_data = top.get("models", dict, {})
     top.done()
     assert isinstance(models_data, dict)
     models = tuple(_model(base, name, item) for name, item in models_data.items())
-    return GatewayConfig(source, server, tls, defaults, sandbox, models)
+    return GatewayConfig(source, server, tls, audit, defaults, sandbox, models)

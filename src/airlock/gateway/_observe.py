@@ -6,9 +6,12 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["JsonFormatter", "Metrics", "configure_json_logs"]
 
@@ -42,22 +45,64 @@ class Metrics:
         self.unauthenticated = Counter(
             "airlock_unauthenticated", "Requests refused with 401", registry=self.registry
         )
+        self.audit_failures = Counter(
+            "airlock_audit_failures", "Audit rows that could not be written (each refused a request)",
+            registry=self.registry,
+        )  # fmt: skip
+
+    def watch(self, name: str, help_text: str, read: Callable[[], Mapping[tuple[str, ...], float]],
+              labels: tuple[str, ...], *, gauge: bool = False) -> None:  # fmt: skip
+        """Export counts kept elsewhere (the pre-auth guard, the lanes), read at scrape time."""
+        self.registry.register(_Read(name, help_text, read, labels, gauge))
+
+
+class _Read(Collector):
+    def __init__(
+        self, name: str, help_text: str, read: Callable[[], Mapping[tuple[str, ...], float]],
+        labels: tuple[str, ...], gauge: bool,
+    ) -> None:  # fmt: skip
+        self.name, self.help, self.read, self.labels, self.gauge = name, help_text, read, labels, gauge
+
+    def collect(self) -> Iterable[Metric]:
+        family: CounterMetricFamily | GaugeMetricFamily
+        if self.gauge:
+            family = GaugeMetricFamily(self.name, self.help, labels=list(self.labels))
+        else:
+            family = CounterMetricFamily(self.name, self.help, labels=list(self.labels))
+        for values, number in self.read().items():
+            family.add_metric(list(values), number)
+        yield family
+
+
+#: no log field is longer than this (a caller's bytes can reach a log only through a bug; even then
+#: a line stays bounded)
+MAX_FIELD: Final = 512
+
+
+def _bounded(value: object) -> object:
+    if isinstance(value, int | float | bool | type(None)):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= MAX_FIELD else text[:MAX_FIELD] + "...[truncated]"
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and every ``extra`` field."""
+    """One JSON object per line: time, level, logger, message, and every ``extra`` field.
+
+    Strings are bounded (:data:`MAX_FIELD`) and JSON-escaped (control characters, quotes and
+    non-ASCII included), so no field can forge or flood a log line."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "time": round(record.created, 6),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _bounded(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value if isinstance(value, str | int | float | bool | type(None)) else str(value)
-        return json.dumps(entry, separators=(",", ":"))
+                entry[key[:64]] = _bounded(value)
+        return json.dumps(entry, separators=(",", ":"), ensure_ascii=True)
 
 
 def configure_json_logs(level: int = logging.INFO) -> None:

@@ -29,7 +29,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from airlock.errors import UsageError
 from airlock.gateway._admission import admit
 from airlock.gateway._app import CLIENT_CN_KEY, GatewayState, build_app
+from airlock.gateway._audit import AuditHead, load_key, write_head
 from airlock.gateway._config import GatewayConfig, ModelConfig, TlsConfig
+from airlock.gateway._guard import ConnectionGuard, GuardedServer, guarded_protocol
 from airlock.gateway._memory_limiter import MemoryLimiter
 from airlock.gateway._observe import Metrics
 from airlock.gateway._sqlite_store import SqliteStore
@@ -43,9 +45,12 @@ __all__ = ["Gateway", "admit_models", "is_loopback", "open_store"]
 _log = logging.getLogger("airlock.gateway")
 
 
-def open_store(config: GatewayConfig) -> Store:
-    """The configured state backend (SQLite is the only one shipped)."""
-    return SqliteStore(config.server.state)
+def open_store(config: GatewayConfig, *, audit_key: bytes | None = None) -> Store:
+    """The configured state backend (SQLite is the only one shipped).
+
+    ``audit_key`` (from :func:`load_key`) is needed only to append audit rows: the gateway passes it,
+    the tenant and key commands do not."""
+    return SqliteStore(config.server.state, audit_key)
 
 
 def is_loopback(host: str) -> bool:
@@ -142,6 +147,9 @@ class Gateway:
         self._servers: list[uvicorn.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._bound: _Bound | None = None
+        self._key: bytes | None = None
+        self._head_task: asyncio.Task[None] | None = None
+        self._written: AuditHead | None = None
 
     @property
     def port(self) -> int:
@@ -162,7 +170,8 @@ class Gateway:
 
     async def start(self, *, store: Store | None = None) -> None:
         config = self.config
-        store = store or open_store(config)
+        self._key = load_key(config.audit.key_file, create=True)
+        store = store or open_store(config, audit_key=self._key)
         missing = sorted({t for m in config.models for t in m.tenants if store.tenant(t) is None})
         if missing:
             store.close()
@@ -189,6 +198,8 @@ class Gateway:
                 state.lanes[(tenant, model.name)] = Lane(
                     tenant, model.name, record.digest, factory, model.workers
                 )
+        state.guard = ConnectionGuard(config.server)
+        _export(state)
         self.state = state
         try:
             await asyncio.gather(*(lane.start() for lane in state.lanes.values()))
@@ -199,13 +210,14 @@ class Gateway:
             await self._close_lanes()
             raise
         api = uvicorn.Config(
-            build_app(state), http=_CertAwareH11, lifespan="off", log_config=None, access_log=False,
-            server_header=False, date_header=False, timeout_graceful_shutdown=5, ws="none",
+            build_app(state), http=guarded_protocol(state.guard, _CertAwareH11), lifespan="off",
+            log_config=None, access_log=False, server_header=False, date_header=False,
+            timeout_graceful_shutdown=5, ws="none", timeout_keep_alive=config.server.keep_alive_seconds,  # type: ignore[arg-type]
             ssl_context_factory=self._ssl_factory if self._ssl is not None else None,
         )  # fmt: skip
         admin = uvicorn.Config(_admin_app(state), http="h11", lifespan="off", log_config=None,
                                access_log=False, server_header=False, ws="none")  # fmt: skip
-        self._servers = [uvicorn.Server(api), uvicorn.Server(admin)]
+        self._servers = [GuardedServer(api, config.server.header_timeout_seconds), uvicorn.Server(admin)]
         sockets = [self._bound.api, self._bound.admin]
         self._tasks = [
             loop.create_task(s.serve(sockets=[sock])) for s, sock in zip(self._servers, sockets, strict=True)
@@ -215,6 +227,7 @@ class Gateway:
                 await self.stop()
                 raise UsageError("server: the HTTP server failed to start")
             await asyncio.sleep(0.01)
+        self._head_task = loop.create_task(self._heads())
         _log.info("listening", extra={"host": config.server.host, "port": self.port, "admin_port": self.admin_port,
                                       "tls": self._ssl is not None, "models": len(results), "lanes": len(state.lanes)})  # fmt: skip
 
@@ -234,7 +247,33 @@ class Gateway:
             for lane in self.state.lanes.values():
                 await lane.close()
 
+    async def _heads(self) -> None:
+        """Write the audit head to the head file and the log every ``head_interval_seconds``."""
+        while True:
+            await asyncio.sleep(self.config.audit.head_interval_seconds)
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(None, self._write_head)
+
+    def _write_head(self) -> str:
+        state, key = self.state, self._key
+        if state is None or key is None:
+            return ""
+        head = state.store.audit_head()
+        if self._written is not None and self._written.seq == head.seq:
+            return head.head
+        try:
+            write_head(self.config.audit.head_file, key, head)
+        except OSError as exc:
+            _log.error("audit head not written", extra={"error": exc.strerror or type(exc).__name__})
+        else:
+            self._written = head
+        _log.info("audit head", extra={"seq": head.seq, "audit_head": head.head})
+        return head.head
+
     async def stop(self) -> None:
+        if self._head_task is not None:
+            self._head_task.cancel()
+            self._head_task = None
         for server in self._servers:
             server.should_exit = True
         for task in self._tasks:
@@ -246,12 +285,44 @@ class Gateway:
             self._bound.api.close()
             self._bound.admin.close()
         if self.state is not None:
+            self.state.codecs.close()
             head = ""
-            for row in self.state.store.audit_rows():
-                head = row.row_hash
+            with contextlib.suppress(Exception):
+                head = self._write_head()
             _log.info("stopped", extra={"audit_head": head})
             self.state.store.close()
             self.state = None
+
+
+def _export(state: GatewayState) -> None:
+    """Counts kept by the guard, the pre-auth limiter and the lanes, read at scrape time."""
+    guard = state.guard
+    assert guard is not None
+
+    def preauth() -> dict[tuple[str, ...], float]:
+        counts: dict[tuple[str, ...], float] = {(k,): float(v) for k, v in guard.refused.items()}
+        if state.preauth is not None:
+            counts.update({(k,): float(v) for k, v in state.preauth.refused.items()})
+        return counts
+
+    state.metrics.watch(
+        "airlock_preauth_refused",
+        "Requests or connections refused before authentication",
+        preauth,
+        ("reason",),
+    )
+    state.metrics.watch(
+        "airlock_connections", "Open API connections", lambda: {(): float(guard.total)}, (), gauge=True
+    )
+    state.metrics.watch(
+        "airlock_worker_calls", "Requests handed to a model worker",
+        lambda: {(t, m): float(lane.dispatched) for (t, m), lane in state.lanes.items()}, ("tenant", "model"),
+    )  # fmt: skip
+    state.metrics.watch(
+        "airlock_live_workers", "Workers whose process is alive",
+        lambda: {(t, m): float(lane.live_workers()) for (t, m), lane in state.lanes.items()},
+        ("tenant", "model"), gauge=True,
+    )  # fmt: skip
 
 
 def _admin_app(state: GatewayState) -> Starlette:

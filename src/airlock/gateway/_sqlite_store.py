@@ -8,6 +8,7 @@ serialise and the chain never forks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Final
 
 from airlock.errors import UsageError
-from airlock.gateway._audit import GENESIS, chain_hash
+from airlock.gateway._audit import GENESIS, AuditHead, chain_hash
 from airlock.gateway._config import TenantLimits
-from airlock.gateway._store import AdmissionRecord, AuditRow, KeyRecord, TenantRecord
+from airlock.gateway._store import AdmissionRecord, AuditRow, AuditUnavailable, KeyRecord, TenantRecord
 
 __all__ = ["SqliteStore"]
 
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS audit (
 class SqliteStore:
     name: Final = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, audit_key: bytes | None = None) -> None:
+        self._audit_key = audit_key
         try:
             self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
             self._db.executescript(
@@ -167,50 +169,38 @@ class SqliteStore:
         decision: str,
         status: int,
     ) -> AuditRow:
+        if self._audit_key is None:
+            raise AuditUnavailable("the store was opened without the audit key")
+        key = self._audit_key
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                last = self._db.execute(
-                    "SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-                row_hash = chain_hash(
-                    prev, seq, time, tenant, key_id, model, model_digest, request_id, decision, status
-                )
-                row = AuditRow(
-                    seq,
-                    time,
-                    tenant,
-                    key_id,
-                    model,
-                    model_digest,
-                    request_id,
-                    decision,
-                    status,
-                    prev,
-                    row_hash,
-                )
-                self._db.execute(
-                    "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        seq,
-                        time,
-                        tenant,
-                        key_id,
-                        model,
-                        model_digest,
-                        request_id,
-                        decision,
-                        status,
-                        prev,
-                        row_hash,
-                    ),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    last = self._db.execute(
+                        "SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1"
+                    ).fetchone()
+                    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                    fields = (time, tenant, key_id, model, model_digest, request_id, decision, status)
+                    row = AuditRow(seq, *fields, prev, chain_hash(key, prev, seq, *fields))
+                    self._db.execute(
+                        "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (row.seq, *fields, row.prev_hash, row.row_hash),
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                # a full disk (SQLITE_FULL), a write the OS refuses (EFBIG, EIO -> SQLITE_IOERR) or a
+                # locked database: the caller refuses service rather than serve unaudited
+                raise AuditUnavailable(f"audit append failed: {exc}") from exc
         return row
+
+    def audit_head(self) -> AuditHead:
+        with self._lock:
+            last = self._db.execute("SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return AuditHead(last[0], last[1], _time.time()) if last else AuditHead(0, GENESIS, _time.time())
 
     def audit_rows(self) -> Iterator[AuditRow]:
         with self._lock:

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from airlock.gateway._config import TenantLimits
 
-__all__ = ["AdmissionRecord", "AuditRow", "KeyRecord", "Store", "TenantRecord"]
+if TYPE_CHECKING:
+    from airlock.gateway._audit import AuditHead
+
+__all__ = ["AdmissionRecord", "AuditRow", "AuditUnavailable", "KeyRecord", "Store", "TenantRecord"]
+
+
+class AuditUnavailable(Exception):
+    """An audit row could not be written (full disk, I/O error, no key): the request is refused."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,13 @@ class Store(Protocol):
         decision: str,
         status: int,
     ) -> AuditRow:
-        """Append one row, chained to the previous one (atomically: concurrent writers serialise)."""
+        """Append one row, chained to the previous one (atomically: concurrent writers serialise).
+
+        Raise :class:`AuditUnavailable` when it cannot be written."""
+        ...
+
+    def audit_head(self) -> AuditHead:
+        """The last row's seq and MAC (seq 0 and the genesis hash for an empty log)."""
         ...
 
     def audit_rows(self) -> Iterator[AuditRow]:

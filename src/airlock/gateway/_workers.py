@@ -6,9 +6,15 @@ gateway serves has passed admission and runs sandboxed; there is deliberately no
 unsandboxed backend.
 
 A :class:`Lane` owns its workers and a private thread pool (so one tenant's slow model can never
-starve another tenant's threads). A worker that fails mid-request is killed, that request gets a
-:class:`WorkerCrashed`, and a replacement starts in the background; a request that outlives its
-deadline gets :class:`WorkerTimeout` and its worker is killed and replaced the same way.
+starve another tenant's threads); its ``workers`` run requests concurrently, one request per worker.
+A worker that fails mid-request is killed, that request gets a :class:`WorkerCrashed`, and a
+replacement starts in the background; a request that outlives its deadline gets
+:class:`WorkerTimeout` and its worker is killed and replaced the same way.
+
+Workers are watched: each worker's process is held by a pidfd registered with the event loop, so a
+worker that dies while idle (the OOM killer, an operator's ``kill``) is noticed at once, dropped
+from the idle set and replaced; readiness counts only live workers. Where pidfds are missing
+(Linux < 5.3) a watcher polls every 0.2 s instead.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +48,10 @@ class WorkerBackend(Protocol):
     def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]: ...
 
     def alive(self) -> bool: ...
+
+    def exit_fd(self) -> int | None:
+        """A file descriptor that becomes readable when the worker's process exits (a pidfd), or None."""
+        ...
 
     def kill(self) -> None:
         """Kill the process tree now; safe to call from another thread and more than once."""
@@ -75,8 +86,25 @@ class SandboxWorker:
             raise WorkerCrashed("worker is not running")
         return worker.infer(inputs)
 
+    def _process(self) -> Any:
+        worker = self._worker
+        launched = getattr(worker.sandbox, "_launched", None) if worker is not None else None
+        return getattr(launched, "process", None)
+
     def alive(self) -> bool:
-        return self._worker is not None and not self._dead
+        if self._worker is None or self._dead:
+            return False
+        process = self._process()
+        return process is not None and process.poll() is None
+
+    def exit_fd(self) -> int | None:
+        process = self._process()
+        if process is None or not hasattr(os, "pidfd_open"):
+            return None
+        try:
+            return os.pidfd_open(process.pid)
+        except OSError:
+            return None
 
     def kill(self) -> None:
         with self._lock:
@@ -90,11 +118,8 @@ class SandboxWorker:
 
     @property
     def pid(self) -> int | None:
-        worker = self._worker
         # the launcher process of this worker's own sandbox (airlock.sandbox keeps it on _launched)
-        launched = getattr(worker.sandbox, "_launched", None) if worker is not None else None
-        process = getattr(launched, "process", None)
-        pid = getattr(process, "pid", None)
+        pid = getattr(self._process(), "pid", None)
         return pid if isinstance(pid, int) else None
 
 
@@ -119,7 +144,11 @@ class Lane:
         self._all: list[WorkerBackend] = []
         self._pool = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix=f"lane-{tenant}-{model}")
         self._restarts: set[asyncio.Task[None]] = set()
+        self._replacing: set[int] = set()
+        self._watches: dict[int, tuple[int | None, asyncio.Task[None] | None]] = {}
         self.restarted = 0
+        #: requests handed to a worker (for metrics and tests)
+        self.dispatched = 0
         self._closed = False
 
     async def start(self) -> None:
@@ -129,6 +158,7 @@ class Lane:
         self._all.extend(backends)
         await asyncio.gather(*(loop.run_in_executor(self._pool, b.start) for b in backends))
         for backend in backends:
+            self._watch(backend)
             self._idle.put_nowait(backend)
 
     def closed(self) -> bool:
@@ -138,11 +168,45 @@ class Lane:
     def ready(self) -> bool:
         return not self._closed and any(b.alive() for b in self._all)
 
+    def live_workers(self) -> int:
+        return sum(b.alive() for b in self._all)
+
     def pids(self) -> list[int]:
         return [pid for b in self._all if b.alive() and (pid := b.pid) is not None]
 
+    def _watch(self, backend: WorkerBackend) -> None:
+        loop = asyncio.get_running_loop()
+        fd = backend.exit_fd()
+        if fd is not None:
+            loop.add_reader(fd, self._exited, backend)
+            self._watches[id(backend)] = (fd, None)
+        else:
+            self._watches[id(backend)] = (None, loop.create_task(self._poll(backend)))
+
+    def _unwatch(self, backend: WorkerBackend) -> None:
+        fd, task = self._watches.pop(id(backend), (None, None))
+        if fd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _poll(self, backend: WorkerBackend) -> None:
+        while backend.alive():
+            await asyncio.sleep(0.2)
+        self._exited(backend)
+
+    def _exited(self, backend: WorkerBackend) -> None:
+        """The worker's process ended (its pidfd became readable): replace it now."""
+        self._unwatch(backend)
+        if not self._closed:
+            _log.warning("worker exited", extra={"tenant": self.tenant, "model": self.model})
+            self._schedule_replace(backend)
+
     async def _replace(self, dead: WorkerBackend) -> None:
         loop = asyncio.get_running_loop()
+        self._unwatch(dead)
         await loop.run_in_executor(self._pool, dead.kill)
         delay = 0.5
         while not self.closed():
@@ -152,7 +216,7 @@ class Lane:
             except AirlockError as exc:
                 _log.error(
                     "worker restart failed",
-                    extra={"tenant": self.tenant, "model": self.model, "error": str(exc)},
+                    extra={"tenant": self.tenant, "model": self.model, "error": str(exc)[:500]},
                 )
                 fresh.kill()
                 await asyncio.sleep(delay)
@@ -162,24 +226,37 @@ class Lane:
                 fresh.kill()
                 return
             self._all = [b for b in self._all if b is not dead] + [fresh]
+            self._replacing.discard(id(dead))
             self.restarted += 1
             _log.warning("worker restarted", extra={"tenant": self.tenant, "model": self.model})
+            self._watch(fresh)
             self._idle.put_nowait(fresh)
             return
 
     def _schedule_replace(self, dead: WorkerBackend) -> None:
+        if id(dead) in self._replacing or self._closed:
+            return  # the watcher and a failed request may both notice the same death
+        self._replacing.add(id(dead))
         task = asyncio.get_running_loop().create_task(self._replace(dead))
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
+
+    async def _idle_worker(self) -> WorkerBackend:
+        while True:
+            backend = await self._idle.get()
+            if backend.alive():
+                return backend
+            self._schedule_replace(backend)  # died while idle: its replacement joins the queue
 
     async def infer(self, inputs: Arrays, deadline: float) -> dict[str, np.ndarray[Any, Any]]:
         """Run one inference on an idle worker before ``deadline`` (loop time)."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(deadline):
-                backend = await self._idle.get()
+                backend = await self._idle_worker()
         except TimeoutError as exc:
             raise WorkerTimeout("no worker became free before the deadline") from exc
+        self.dispatched += 1
         future = loop.run_in_executor(self._pool, backend.infer, inputs)
         try:
             async with asyncio.timeout_at(deadline):
@@ -207,6 +284,8 @@ class Lane:
         self._closed = True
         for task in list(self._restarts):
             task.cancel()
+        for backend in list(self._all):
+            self._unwatch(backend)
         for backend in self._all:
             backend.kill()
         self._pool.shutdown(wait=False, cancel_futures=True)

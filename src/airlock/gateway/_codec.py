@@ -1,0 +1,130 @@
+"""Per-tenant codec processes: large JSON bodies are parsed, and large replies encoded, off the loop.
+
+``json.loads`` and ``ndarray.tolist`` are C loops that hold the GIL: an 8 MB body costs about a
+second, and in a thread of the gateway that second would stall every tenant. So each tenant gets
+its own codec process (created on first use, one at a time per tenant): a tenant's large requests
+queue behind its own, never behind another tenant's, and the event loop only moves bytes. Small
+bodies (``[server] offload_bytes``) and binary tensors (a view of the body, no parsing) stay inline.
+
+The process runs only airlock's own parser over the caller's bytes; what comes back is the request
+id, the output choice and each array as (name, dtype string, shape, raw bytes), rebuilt here with
+``numpy.frombuffer`` after the same shape/size checks. A codec that outlives the request deadline
+is killed and replaced on next use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Final
+
+import numpy as np
+
+from airlock.gateway._config import TensorSpec
+from airlock.gateway._tensors import InferRequest, encode_reply, parse_infer_request
+
+__all__ = ["CodecUnavailable", "Codecs"]
+
+_Raw = tuple[str, str, tuple[int, ...], bytes]
+_CONTEXT: Final = multiprocessing.get_context("forkserver")
+
+
+class CodecUnavailable(Exception):
+    """The tenant's codec process died or outlived the deadline (it is replaced on next use)."""
+
+
+def _parse_child(
+    body: bytes, declared: Sequence[TensorSpec]
+) -> tuple[str | None, list[_Raw], tuple[tuple[str, bool], ...], bool]:
+    request = parse_infer_request(body, declared)
+    raw = [(n, a.dtype.str, a.shape, a.tobytes()) for n, a in request.inputs.items()]
+    return request.id, raw, request.outputs, request.binary_output
+
+
+def _encode_child(
+    model: str, reply_id: str, outputs: list[_Raw], binary: frozenset[str]
+) -> tuple[list[bytes], int | None]:
+    arrays = {n: _rebuild(d, s, b) for n, d, s, b in outputs}
+    chunks, header = encode_reply(model, reply_id, arrays, binary)
+    return [bytes(c) for c in chunks], header
+
+
+def _rebuild(dtype: str, shape: tuple[int, ...], data: bytes) -> np.ndarray[Any, Any]:
+    kind = np.dtype(dtype)
+    if math.prod(shape) * kind.itemsize != len(data):
+        raise CodecUnavailable("codec returned an array whose size does not match its shape")
+    return np.frombuffer(data, dtype=kind).reshape(shape)
+
+
+class Codecs:
+    def __init__(self) -> None:
+        self._pools: dict[str, ProcessPoolExecutor] = {}
+
+    def _pool(self, tenant: str) -> ProcessPoolExecutor:
+        pool = self._pools.get(tenant)
+        if pool is None:
+            pool = self._pools[tenant] = ProcessPoolExecutor(max_workers=1, mp_context=_CONTEXT)
+        return pool
+
+    def pids(self, tenant: str) -> list[int]:
+        pool = self._pools.get(tenant)
+        processes: Mapping[int, Any] = getattr(pool, "_processes", None) or {}
+        return [p.pid for p in processes.values() if p.is_alive()]
+
+    def _discard(self, tenant: str) -> None:
+        pool = self._pools.pop(tenant, None)
+        if pool is None:
+            return
+        processes: Mapping[int, Any] = getattr(pool, "_processes", None) or {}
+        for process in list(processes.values()):
+            with contextlib.suppress(OSError, ValueError):
+                process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, tenant: str, deadline: float, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self._pool(tenant), fn, *args)
+        except (BrokenProcessPool, RuntimeError):
+            self._discard(tenant)
+            future = loop.run_in_executor(self._pool(tenant), fn, *args)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await future
+        except TimeoutError:
+            self._discard(tenant)  # a wedged or slow codec is killed, not left to block the tenant
+            raise
+        except BrokenProcessPool as exc:
+            self._discard(tenant)
+            raise CodecUnavailable("the codec process died") from exc
+
+    async def parse(
+        self, tenant: str, body: bytes, declared: Sequence[TensorSpec], deadline: float
+    ) -> InferRequest:
+        request_id, raw, outputs, binary = await self._run(tenant, deadline, _parse_child, body, declared)
+        inputs = {}
+        for name, dtype, shape, data in raw:
+            inputs[name] = _rebuild(dtype, shape, data)
+        return InferRequest(request_id, inputs, outputs, binary)
+
+    async def encode(
+        self,
+        tenant: str,
+        model: str,
+        reply_id: str,
+        outputs: Mapping[str, np.ndarray[Any, Any]],
+        binary: frozenset[str],
+        deadline: float,
+    ) -> tuple[list[bytes], int | None]:
+        raw = [(n, a.dtype.str, a.shape, a.tobytes()) for n, a in outputs.items()]
+        chunks, header = await self._run(tenant, deadline, _encode_child, model, reply_id, raw, binary)
+        return list(chunks), header
+
+    def close(self) -> None:
+        for tenant in list(self._pools):
+            self._discard(tenant)

@@ -1,0 +1,280 @@
+"""What happens before authentication: connection caps, header deadlines, strict headers, and a
+token bucket per source address.
+
+Nothing here stores anything a caller sent: addresses are the only key (an IPv6 address counts as
+its /64, which one host can fill at will), the table of buckets is bounded (least recently seen
+forgotten first), and refusals are counted, never logged or audited one by one. All bounds come
+from ``[server]`` (:class:`~airlock.gateway._config.ServerConfig`).
+
+* :class:`ConnectionGuard` + :func:`guarded_protocol`: uvicorn's h11 protocol with a global and a
+  per-address cap on open connections (connections beyond it are closed at once) and a deadline
+  for each request's header block, counted from its first byte (slowloris). uvicorn 0.54 has a
+  keep-alive timeout and ``limit_concurrency`` (a 503 after the headers were read, with the
+  connection still open) but neither bounds open connections nor how long headers may take.
+* :class:`PreAuth`: ASGI middleware. Duplicate single-valued headers (two ``Authorization``: which
+  one would a proxy have checked?) and ``Content-Length`` together with ``Transfer-Encoding``
+  (request smuggling behind a proxy that picks the other one) are a 400 that closes the connection;
+  then a 429 unless the source address has a token in both of its buckets: ``requests`` (taken by
+  every request; generous, so one busy client is not throttled) and ``failures`` (taken by each
+  401; small, so a stranger gets a few audited 401s a second and then 429s that cost nothing).
+* With TLS, connections are only seen here once the handshake completes; the handshake itself is
+  given ``header_timeout_seconds`` too (:class:`GuardedServer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+import time
+from collections import OrderedDict
+from typing import Any, Final
+
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from airlock.gateway._config import ServerConfig
+
+__all__ = ["ConnectionGuard", "GuardedServer", "PreAuth", "address_key", "guarded_protocol"]
+
+#: headers that may appear at most once in a request
+SINGLE: Final = frozenset(
+    {
+        b"authorization",
+        b"content-length",
+        b"transfer-encoding",
+        b"content-type",
+        b"host",
+        b"inference-header-content-length",
+    }
+)
+
+
+def address_key(host: str | None) -> str:
+    """The unit a limit applies to: an IPv4 address, or the /64 network of an IPv6 address."""
+    if not host:
+        return "-"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "-"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False).network_address) + "/64"
+    return str(address)
+
+
+class ConnectionGuard:
+    """Counts open connections in all and per address; shared by every protocol instance."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.total = 0
+        self.by_address: dict[str, int] = {}
+        #: connections closed by a cap or a header deadline, by reason (for metrics)
+        self.refused: dict[str, int] = {"connections": 0, "address_connections": 0, "header_timeout": 0}
+
+    def open(self, key: str) -> str | None:
+        """Count a new connection; return the refusal reason (and count nothing) when over a cap."""
+        if self.total >= self.config.max_connections:
+            self.refused["connections"] += 1
+            return "connections"
+        if self.by_address.get(key, 0) >= self.config.max_connections_per_address:
+            self.refused["address_connections"] += 1
+            return "address_connections"
+        self.total += 1
+        self.by_address[key] = self.by_address.get(key, 0) + 1
+        return None
+
+    def close(self, key: str) -> None:
+        self.total -= 1
+        left = self.by_address.get(key, 1) - 1
+        if left > 0:
+            self.by_address[key] = left
+        else:
+            self.by_address.pop(key, None)
+
+
+class _GuardedH11(H11Protocol):
+    guard: ConnectionGuard
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard_key: str | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._timed_cycle: object = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        key = address_key(self.client[0] if self.client else None)
+        if self.guard.open(key) is not None:
+            transport.abort()
+            return
+        self._guard_key = key
+        self._arm()
+
+    def _arm(self) -> None:
+        self._header_timer = self.loop.call_later(
+            self.guard.config.header_timeout_seconds, self._header_deadline
+        )
+        self._timed_cycle = self.cycle
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_deadline(self) -> None:
+        self._header_timer = None
+        self.guard.refused["header_timeout"] += 1
+        self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and self._header_timer is None and self._guard_key is not None:
+            self._arm()  # the first byte of a new request: its headers now have a deadline
+        super().data_received(data)
+        if self._header_timer is not None and self.cycle is not self._timed_cycle:
+            self._disarm()  # the header block is complete (uvicorn started a new request cycle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._guard_key is not None:
+            self.guard.close(self._guard_key)
+            self._guard_key = None
+        super().connection_lost(exc)
+
+
+def guarded_protocol(guard: ConnectionGuard, base: type[H11Protocol] = H11Protocol) -> type[H11Protocol]:
+    """An h11 protocol class (derived from ``base``) that enforces ``guard``."""
+    bases: tuple[type, ...] = (_GuardedH11,) if base is H11Protocol else (_GuardedH11, base)
+    return type("GuardedH11", bases, {"guard": guard})
+
+
+class GuardedServer(uvicorn.Server):
+    """uvicorn's server, with a deadline on TLS handshakes (asyncio's default is 60 s).
+
+    uvicorn 0.54 does not pass ``ssl_handshake_timeout`` to ``loop.create_server``; this server
+    supplies it while its listeners are created, on this loop only."""
+
+    def __init__(self, config: uvicorn.Config, handshake_timeout: float) -> None:
+        super().__init__(config)
+        self.handshake_timeout = handshake_timeout
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        original = loop.create_server
+
+        async def create_server(*args: Any, **kwargs: Any) -> asyncio.Server:
+            if kwargs.get("ssl") is not None:
+                kwargs["ssl_handshake_timeout"] = self.handshake_timeout
+            return await original(*args, **kwargs)
+
+        loop.create_server = create_server  # type: ignore[method-assign]
+        try:
+            await super().startup(sockets)
+        finally:
+            del loop.create_server  # the instance attribute; the class method shows through again
+
+
+class _Bucket:
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens, self.stamp = tokens, stamp
+
+    def refill(self, now: float, rate: float, burst: float) -> None:
+        self.tokens = min(burst, self.tokens + (now - self.stamp) * rate)
+        self.stamp = now
+
+
+class _Address:
+    __slots__ = ("failures", "requests")
+
+    def __init__(self, requests: _Bucket, failures: _Bucket) -> None:
+        self.requests, self.failures = requests, failures
+
+
+async def _answer(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps({"error": text}).encode("ascii")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class PreAuth:
+    """ASGI middleware: strict headers, then a token from the source address's bucket."""
+
+    def __init__(self, app: ASGIApp, config: ServerConfig) -> None:
+        self.app = app
+        self.rate = config.preauth_requests_per_second
+        self.burst = float(config.preauth_burst)
+        self.failure_rate = config.preauth_failures_per_second
+        self.failure_burst = float(config.preauth_failure_burst)
+        self.capacity = config.preauth_tracked_addresses
+        self.buckets: OrderedDict[str, _Address] = OrderedDict()
+        #: refusals by reason (for metrics); the keys are fixed
+        self.refused: dict[str, int] = {
+            "rate": 0,
+            "failures": 0,
+            "duplicate_header": 0,
+            "length_and_chunked": 0,
+        }
+
+    def _address(self, key: str, now: float) -> _Address:
+        entry = self.buckets.get(key)
+        if entry is None:
+            if len(self.buckets) >= self.capacity:
+                self.buckets.popitem(last=False)  # the least recently seen address is forgotten
+            entry = self.buckets[key] = _Address(_Bucket(self.burst, now), _Bucket(self.failure_burst, now))
+        else:
+            self.buckets.move_to_end(key)
+        entry.requests.refill(now, self.rate, self.burst)
+        entry.failures.refill(now, self.failure_rate, self.failure_burst)
+        return entry
+
+    def _take(self, key: str, now: float) -> tuple[float, str]:
+        """(0.0, "") when the request may go on, else the seconds until it could and the reason."""
+        entry = self._address(key, now)
+        if entry.failures.tokens < 1.0:
+            return (1.0 - entry.failures.tokens) / self.failure_rate, "failures"
+        if entry.requests.tokens < 1.0:
+            return (1.0 - entry.requests.tokens) / self.rate, "rate"
+        entry.requests.tokens -= 1.0
+        return 0.0, ""
+
+    def failed(self, client: tuple[str, int] | None) -> None:
+        """Charge one failed authentication to the caller's address."""
+        entry = self._address(address_key(client[0] if client else None), time.monotonic())
+        entry.failures.tokens = max(0.0, entry.failures.tokens - 1.0)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen: set[bytes] = set()
+        problem = None
+        for name, _ in scope["headers"]:
+            if name in SINGLE:
+                if name in seen:
+                    problem = "duplicate_header"
+                    break
+                seen.add(name)
+        if problem is None and b"content-length" in seen and b"transfer-encoding" in seen:
+            problem = "length_and_chunked"
+        if problem is not None:
+            self.refused[problem] += 1
+            # the body cannot be framed unambiguously: answer and close, never read on
+            await _answer(send, 400, "invalid request: ambiguous headers", [(b"connection", b"close")])
+            return
+        client = scope.get("client")
+        wait, reason = self._take(address_key(client[0] if client else None), time.monotonic())
+        if wait > 0.0:
+            self.refused[reason] += 1
+            retry = str(max(1, int(wait + 0.999))).encode("ascii")
+            await _answer(send, 429, "rate limit exceeded: source address", [(b"retry-after", retry)])
+            return
+        await self.app(scope, receive, send)
