@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from airlock._load.arrays import to_numpy, to_torch
+from airlock._load.arrays import Prepared, to_numpy, to_torch
 from airlock._load.convert import Converted, convert_file
 from airlock._load.folder import convert_folder
 from airlock._load.sources import open_checked, plan_tensors
@@ -53,7 +53,8 @@ def load(
     with open_checked(Path(path), limits, policy, writable=True) as mapped:
         plan = plan_tensors(mapped, limits, allowed)
         convert = to_torch if framework == "pt" else to_numpy
-        return {name: convert(ref, mapped.view) for name, ref in plan.items()}
+        prepared: Prepared = {}  # one transformed copy per byte-swapped / negated storage
+        return {name: convert(ref, mapped.view, prepared) for name, ref in plan.items()}
 
 
 def convert(

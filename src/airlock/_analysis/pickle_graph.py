@@ -167,6 +167,7 @@ class PickleResult:
         "error",
         "globals",
         "opcodes",
+        "persids",
         "protocol",
         "root",
         "start",
@@ -180,6 +181,8 @@ class PickleResult:
         self.globals: list[Global] = []
         self.calls: list[Call] = []
         self.builds: list[BuildEvent] = []
+        #: persistent ids in the order the unpickler would call ``persistent_load`` on them
+        self.persids: list[PersId] = []
         #: structural oddities: (kind, offset, detail)
         self.anomalies: list[tuple[str, int, str]] = []
         self.opcodes = 0

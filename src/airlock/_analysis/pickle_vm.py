@@ -215,10 +215,14 @@ class Machine:
             result.anomalies.append(("frame-overrun", pos, f"FRAME of {arg} bytes runs past the end"))
 
     def _op_persid(self, arg: object, pos: int, result: PickleResult) -> None:
-        self._push(PersId(Const(arg, pos), pos))
+        node = PersId(Const(arg, pos), pos)
+        result.persids.append(node)
+        self._push(node)
 
     def _op_binpersid(self, arg: object, pos: int, result: PickleResult) -> None:
-        self._push(PersId(self._pop(pos), pos))
+        node = PersId(self._pop(pos), pos)
+        result.persids.append(node)
+        self._push(node)
 
     def _op_ext(self, arg: object, pos: int, result: PickleResult) -> None:
         assert isinstance(arg, int)

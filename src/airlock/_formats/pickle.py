@@ -15,11 +15,27 @@ from airlock._formats.base import Fact, PickleStream, ReadContext
 from airlock._formats.pickle_ops import decode_op
 from airlock.errors import FormatError
 
-__all__ = ["LEGACY_MAGIC", "PickleReader", "TorchLegacyReader", "looks_like_pickle"]
+__all__ = ["LEGACY_MAGIC", "PickleReader", "TorchLegacyReader", "is_legacy_magic", "looks_like_pickle"]
 
 #: ``pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)``: torch's legacy magic number.
 LEGACY_MAGIC: Final = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
+#: the magic number's LONG1 opcode and STOP, as every protocol from 2 on writes them
+_LEGACY_MAGIC_BODY: Final = LEGACY_MAGIC[2:]
 _PROBE_OPS: Final = 32
+
+
+def is_legacy_magic(head: bytes) -> bool:
+    """True when ``head`` starts with torch's legacy magic number pickled with protocol 2 to 5
+    (``torch.save(..., pickle_protocol=N, _use_new_zipfile_serialization=False)``; protocols 4
+    and 5 put it in a FRAME)."""
+    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+        return False
+    body = head[2:]
+    if head[1] >= 4 and body[:1] == b"\x95":
+        body = body[9:]
+    return body.startswith(_LEGACY_MAGIC_BODY)
+
+
 # Opcodes a protocol 0/1 pickle can start with (no PROTO header).
 _TEXT_START: Final = frozenset(b"(cSVIJKLFGNX}])UTBCqpgh")
 
@@ -70,7 +86,7 @@ class TorchLegacyReader:
     name = "torch-legacy"
 
     def sniff(self, head: bytes, size: int) -> bool:
-        return head.startswith(LEGACY_MAGIC)
+        return is_legacy_magic(head)
 
     def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
         yield PickleStream(data, 0, "torch legacy", max_pickles=5, trailing_ok=True)

@@ -83,7 +83,12 @@ READERS: Final[tuple[ReaderEntry, ...]] = (
         _starts(b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d", b"\x78", b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd"),
     ),
     ReaderEntry(_F + "tar", "READER", _at(257, b"ustar")),
-    ReaderEntry(_F + "pickle", "LEGACY_READER", _starts(b"\x80\x02\x8a\x0a")),
+    # torch's legacy magic number pickled with protocol 2 or 3, or (4, 5) inside a FRAME
+    ReaderEntry(
+        _F + "pickle",
+        "LEGACY_READER",
+        _starts(b"\x80\x02\x8a\x0a", b"\x80\x03\x8a\x0a", b"\x80\x04\x95", b"\x80\x05\x95"),
+    ),
     ReaderEntry(_F + "pickle", "READER", _any),
 )
 

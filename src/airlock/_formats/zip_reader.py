@@ -190,8 +190,13 @@ def _storage(listing: ZipListing, member: ZipMember, budget: _Budget) -> Iterato
 
 
 def _record(listing: ZipListing, member: ZipMember, rel: str, budget: _Budget) -> Iterator[Fact]:
-    if member.uncompressed_size <= 64 and member.method == STORED:
-        content = member_head(listing, member, 64)
+    if member.uncompressed_size <= 64:
+        # torch reads deflated records too (a zip written with every member deflated loads)
+        content = (
+            member_head(listing, member, 64)
+            if member.method == STORED
+            else bytes(budget.read(listing, member))[:64]
+        )
         if _RECORDS[rel].fullmatch(content):
             return
         detail = f"holds {content[:64]!r}"

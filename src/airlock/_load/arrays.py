@@ -2,32 +2,120 @@
 
 A native-byte-order view is zero-copy: an ``ndarray`` with the planned shape, strides and offset
 over the storage's bytes (the plan already proved it lies inside them; numpy checks again).
-Big-endian storages and tensors with torch's lazy ``neg`` / ``conj`` bits are materialised as
-native copies. numpy is imported here, lazily, never by ``import airlock``.
+Byte-swapped storages and tensors with torch's lazy ``neg`` / ``conj`` bits are materialised at
+the *storage* level: one private copy of the storage's bytes, transformed, and the planned view
+over that copy. Memory is therefore bounded by the storage, never by a view's logical size (a
+stride-0 view of 16 bytes as ``(2**14, 2**14)`` stays 16 bytes). numpy is imported here, lazily,
+never by ``import airlock``.
+
+The transforms follow torch bit for bit (see docs/convert.md, "Byte order and lazy bits"):
+storages are swapped in units of the storage type's scalar size; ``neg`` flips the sign bit of
+float32/float64/complex parts, quiets float16 signalling NaNs, turns every bfloat16 NaN into
+torch's canonical ``0x7fc0`` and negates integers in two's complement; ``conj`` flips the sign of
+the imaginary part (complex32: the float16 rule). Lazy bits on dtypes torch itself cannot resolve
+(``neg_cpu`` is not implemented for them) are refused.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from airlock._load.model import TensorRef
+from airlock._load.model import Storage, TensorRef
 from airlock.errors import FormatError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["raw_array", "to_numpy", "to_torch"]
+__all__ = ["Prepared", "raw_array", "to_numpy", "to_torch"]
+
+#: transformed storage copies for one load, keyed by (storage identity, dtype, neg, conj)
+Prepared = dict[tuple[int, str, bool, bool], Any]
+
+_SIGN: Final = {2: 0x8000, 4: 0x8000_0000, 8: 0x8000_0000_0000_0000}
+_INTS: Final = frozenset({"int8", "int16", "int32", "int64", "uint8"})
+_FLOATS: Final = frozenset({"float16", "bfloat16", "float32", "float64"})
+_COMPLEX: Final = {"complex32": "float16", "complex64": "float32", "complex128": "float64"}
 
 
-def _base(ref: TensorRef, mapped: memoryview) -> memoryview:
-    st = ref.storage
+def _base(st: Storage, mapped: memoryview) -> memoryview:
     if st.data is not None:
         return memoryview(st.data)[st.offset : st.offset + st.nbytes]
     return mapped[st.offset : st.offset + st.nbytes]
 
 
-def raw_array(ref: TensorRef, mapped: memoryview) -> np.ndarray[Any, Any]:
-    """The tensor as an array of unsigned integers of its item size, in native byte order."""
+def check_lazy_bits(ref: TensorRef, where: str) -> None:
+    """FormatError when ``ref`` carries a lazy bit torch cannot resolve for its dtype."""
+    name = ref.dtype.name
+    if ref.neg and not (name in _INTS or name in _FLOATS or (name in _COMPLEX and name != "complex32")):
+        raise FormatError(f"{where}: a lazy negation on a {name} tensor (torch cannot resolve it either)")
+    if ref.conj and name not in _COMPLEX:
+        raise FormatError(f"{where}: a lazy conjugation on a {name} tensor, which is not complex")
+
+
+def _negate_float(words: np.ndarray[Any, Any], name: str) -> None:
+    """Negate float scalars stored as unsigned words, in place, exactly as torch does."""
+    import numpy as np
+
+    size = words.dtype.itemsize
+    if name == "bfloat16":
+        nan = (words & 0x7F80 == 0x7F80) & (words & 0x007F != 0)
+        words ^= np.uint16(0x8000)
+        words[nan] = 0x7FC0  # torch computes in float32 and rounds back: every NaN becomes canonical
+        return
+    words ^= words.dtype.type(_SIGN[size])
+    if name == "float16":
+        nan = (words & 0x7C00 == 0x7C00) & (words & 0x03FF != 0)
+        words[nan] |= np.uint16(0x0200)  # float16 -> float32 -> float16 quiets signalling NaNs
+
+
+def _transform(flat: np.ndarray[Any, Any], ref: TensorRef) -> None:
+    import numpy as np
+
+    name = ref.dtype.name
+    if name in _INTS:
+        if ref.neg:
+            signed = flat.view(np.dtype(f"<i{ref.dtype.itemsize}"))
+            np.negative(signed, out=signed)
+        return
+    if name in _FLOATS:
+        _negate_float(flat.view(np.dtype(f"<u{ref.dtype.itemsize}")), name)
+        return
+    part = _COMPLEX[name]
+    words = flat.view(np.dtype(f"<u{ref.dtype.itemsize // 2}"))
+    real, imag = words[0::2], words[1::2]
+    if ref.neg:
+        _negate_float(real, part)
+    if ref.neg != ref.conj:
+        _negate_float(imag, part)
+
+
+def _prepared(ref: TensorRef, mapped: memoryview, cache: Prepared | None) -> Any:
+    """The bytes ``ref`` views: the mapping itself, or a transformed private copy of its storage."""
+    st = ref.storage
+    if st.swap <= 1 and not ref.neg and not ref.conj:
+        return _base(st, mapped)
+    key = (id(st), ref.dtype.name, ref.neg, ref.conj)
+    if cache is not None and key in cache:
+        return cache[key]
+    import numpy as np
+
+    check_lazy_bits(ref, f"tensor over storage {st.key!r}")
+    data = np.frombuffer(_base(st, mapped), dtype=np.uint8).copy()
+    if st.swap > 1:
+        whole = len(data) - len(data) % st.swap
+        data[:whole].view(np.dtype(f"<u{st.swap}")).byteswap(inplace=True)
+    if ref.neg or ref.conj:
+        size = ref.dtype.itemsize
+        _transform(data[: len(data) - len(data) % size], ref)
+    if cache is not None:
+        cache[key] = data
+    return data
+
+
+def raw_array(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None) -> np.ndarray[Any, Any]:
+    """The tensor as an array of unsigned integers of its item size, in native byte order, with
+    lazy bits applied. A view (never a copy of the logical size) of the mapping or of one
+    transformed storage copy."""
     import numpy as np
 
     carrier = ref.dtype.carrier()
@@ -37,32 +125,18 @@ def raw_array(ref: TensorRef, mapped: memoryview) -> np.ndarray[Any, Any]:
     arr: np.ndarray[Any, Any] = np.ndarray(
         ref.shape,
         dtype=carrier,
-        buffer=_base(ref, mapped),
+        buffer=_prepared(ref, mapped, cache),
         offset=ref.offset * size,
         strides=tuple(s * size for s in ref.stride),
     )
-    if ref.storage.big_endian and ref.dtype.swap_unit > 1:
-        flat = np.array(arr, copy=True, order="C").reshape(-1)  # never swap the mapping in place
-        flat.view(np.dtype(f"u{ref.dtype.swap_unit}")).byteswap(inplace=True)
-        arr = flat.reshape(ref.shape)
     return arr
 
 
-def to_numpy(ref: TensorRef, mapped: memoryview) -> np.ndarray[Any, Any]:
-    import numpy as np
-
-    arr = raw_array(ref, mapped).view(ref.dtype.to_numpy())
-    if ref.neg or ref.conj:
-        if ref.dtype.numpy is None:
-            raise FormatError(f"torch {ref.dtype.name} tensor with a lazy neg/conj bit cannot be realised")
-        if ref.neg:
-            arr = np.negative(arr)
-        if ref.conj:
-            arr = np.conj(arr)
-    return arr
+def to_numpy(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None) -> np.ndarray[Any, Any]:
+    return raw_array(ref, mapped, cache).view(ref.dtype.to_numpy())
 
 
-def to_torch(ref: TensorRef, mapped: memoryview) -> Any:
+def to_torch(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None) -> Any:
     try:
         import torch
     except ImportError as exc:
@@ -71,14 +145,9 @@ def to_torch(ref: TensorRef, mapped: memoryview) -> Any:
     if not isinstance(target, torch.dtype):
         raise FormatError(f"dtype {ref.dtype.name} has no torch equivalent")
     if ref.dtype.numpy is not None and not ref.dtype.numpy.startswith("ml:"):
-        arr = to_numpy(ref, mapped)
+        arr = to_numpy(ref, mapped, cache)
         return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-    raw = raw_array(ref, mapped)
+    raw = raw_array(ref, mapped, cache)
     if raw.dtype.kind != "u":
         raise FormatError(f"dtype {ref.dtype.name} cannot be handed to torch")
-    tensor = torch.from_numpy(raw if raw.flags.writeable else raw.copy()).view(target)
-    if ref.neg:
-        tensor = tensor.neg()
-    if ref.conj:
-        tensor = tensor.conj().resolve_conj()
-    return tensor
+    return torch.from_numpy(raw if raw.flags.writeable else raw.copy()).view(target)

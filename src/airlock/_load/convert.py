@@ -21,16 +21,16 @@ import json
 import mmap
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 from airlock import __version__
-from airlock._load.arrays import raw_array, to_numpy
+from airlock._load.arrays import Prepared, raw_array
 from airlock._load.model import TensorRef
 from airlock._load.sources import Mapped, open_checked, plan_tensors
-from airlock.errors import FormatError, UsageError
+from airlock.errors import FormatError, LimitError, UsageError
 from airlock.limits import Limits
 from airlock.policy import Policy
 
@@ -80,7 +80,56 @@ def convert_file(
                 raise FormatError(
                     f"tensor {name!r}: safetensors has no {ref.dtype.name} dtype; cannot convert"
                 )
+        check_expansion(plan, limits)
         return _write(mapped, plan, src, dst, force)
+
+
+def check_expansion(plan: dict[str, TensorRef], limits: Limits) -> None:
+    """Refuse a plan whose views repeat bytes (stride 0, overlapping strides) into more output
+    than ``limits.max_decompressed_bytes``, before anything is written.
+
+    safetensors must hold every element, so a stride-0 view of 16 bytes as ``(2**14, 2**14)``
+    float32 writes 1 GiB. The bytes written beyond each view's own span are counted for the
+    whole file, like decompressed bytes.
+    """
+    total = 0
+    for name, ref in plan.items():
+        span = ref.byte_span()
+        if span is None:
+            continue
+        extra = ref.nbytes - (span[1] - span[0])
+        if extra <= 0:
+            continue
+        total += extra
+        if total > limits.max_decompressed_bytes:
+            raise LimitError(
+                f"tensor {name!r}: size {ref.shape} with stride {ref.stride} repeats its "
+                f"{span[1] - span[0]} bytes into {ref.nbytes}; the file's repeated bytes pass "
+                f"{limits.max_decompressed_bytes} (limit max_decompressed_bytes)"
+            )
+
+
+def _write_strided(out: IO[bytes], arr: Any, check_time: Callable[[], None]) -> None:
+    """Write ``arr`` in C order, copying at most about one chunk at a time (never the whole
+    logical size of a strided or stride-0 view)."""
+    import numpy as np
+
+    if arr.size == 0:
+        return
+    if arr.ndim == 0 or arr.nbytes <= _CHUNK or arr.flags.c_contiguous:
+        if arr.flags.c_contiguous:
+            out.write(arr.reshape(-1).view(np.uint8).data)
+        else:
+            out.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
+        return
+    row = arr[0].nbytes
+    step = max(1, _CHUNK // max(row, 1))
+    for start in range(0, arr.shape[0], step):
+        check_time()
+        if step == 1 and row > _CHUNK:
+            _write_strided(out, arr[start], check_time)
+        else:
+            _write_strided(out, arr[start : start + step], check_time)
 
 
 def _layout(plan: dict[str, TensorRef]) -> list[tuple[str, TensorRef]]:
@@ -133,7 +182,7 @@ def _streamable(group: list[tuple[str, TensorRef]]) -> bool:
     st = ref.storage
     return (
         st.data is None
-        and not (st.big_endian and ref.dtype.swap_unit > 1)
+        and st.swap <= 1
         and not ref.neg
         and not ref.conj
         and ref.is_contiguous()
@@ -172,7 +221,6 @@ class _Pass:
 
 
 def _write(mapped: Mapped, plan: dict[str, TensorRef], src: Path, dst: Path, force: bool) -> Converted:
-    import numpy as np
 
     order = _layout(plan)
     header, sha_at = _header(order, src)
@@ -193,14 +241,11 @@ def _write(mapped: Mapped, plan: dict[str, TensorRef], src: Path, dst: Path, for
                     written[group[0][0]] = group[0][1].nbytes
                     continue
                 walk.hash_to(region[1])  # hashed; the pages are faulted back in from the page cache
+                prepared: Prepared = {}  # swapped / negated storage copies, for this region only
                 for name, ref in group:
-                    if ref.neg or ref.conj:
-                        arr = np.ascontiguousarray(to_numpy(ref, walk.view)).view(ref.dtype.carrier())
-                    else:
-                        arr = np.ascontiguousarray(raw_array(ref, walk.view))
-                    out.write(arr.reshape(-1).view(np.uint8).data if arr.size else b"")
+                    _write_strided(out, raw_array(ref, walk.view, prepared), walk.check_time)
                     written[name] = ref.nbytes
-                    del arr
+                del prepared
                 walk.drop(*region)
             walk.hash_to(len(walk.view))
             digest = walk.hasher.hexdigest()

@@ -25,6 +25,7 @@ from airlock._analysis.pickle_vm import (
     SetNode,
     TupleNode,
 )
+from airlock._load.arrays import check_lazy_bits
 from airlock._load.dtypes import DType, dtype_from_numpy, torch_dtype
 from airlock._load.model import Storage, TensorRef, check_view, contiguous_strides
 from airlock.errors import FormatError, LimitError, PolicyError
@@ -81,7 +82,13 @@ def realise(result: PickleResult, resolve_pid: PidResolver, allow: frozenset[str
         raise result.error
     if result.root is None:
         raise FormatError("the pickle builds no object")
-    return _Walker(result, resolve_pid, allow).value(result.root, 0)
+    walker = _Walker(result, resolve_pid, allow)
+    # torch calls persistent_load once per persistent id, in stream order, whether or not the
+    # object it makes is ever used; the first reference to a storage key fixes its type. Resolve
+    # them all in that order first, so the walk below only looks them up.
+    for node in result.persids:
+        walker.value(node, 0)
+    return walker.value(result.root, 0)
 
 
 class _Walker:
@@ -143,10 +150,8 @@ class _Walker:
     def _dict(self, items: list[tuple[Node, Node]], depth: int, offset: int) -> dict[object, object]:
         out: dict[object, object] = {}
         for k, v in items:
-            key = self.value(k, depth)
-            if not isinstance(key, str | int) or isinstance(key, bool):
-                raise FormatError(f"dict key {key!r:.60} at offset {offset} is not a string or an integer")
-            out[key] = self.value(v, depth)
+            # Python dict semantics, as the unpickler's: 1, 1.0 and True are one key, the last wins.
+            out[_key(self.value(k, depth), f"dict at offset {offset}")] = self.value(v, depth)
         return out
 
     def _global(self, node: Global) -> object:
@@ -296,7 +301,7 @@ class _Walker:
             raise PolicyError(f"{where}: array data is not raw bytes (object arrays are refused)")
         if not isinstance(shape, tuple) or not isinstance(fortran, bool):
             raise FormatError(f"{where}: bad array shape or order")
-        storage = Storage(f"inline@{call.offset}", len(raw), 0, (0, 0), dtype.big_endian, raw)
+        storage = Storage(f"inline@{call.offset}", len(raw), 0, (0, 0), dtype.swap, raw)
         ref = check_view(where, storage, dtype.dtype, 0, shape, _strides(shape, fortran))
         if ref.nbytes != len(raw):
             raise FormatError(
@@ -311,7 +316,8 @@ _NP_NDARRAY_MARK: Final = "numpy.ndarray-type"
 @dataclass(frozen=True)
 class _NumpyDType:
     dtype: DType
-    big_endian: bool
+    #: byte-swap unit of a big-endian array (1: native)
+    swap: int
 
 
 def _strides(shape: tuple[object, ...], fortran: bool) -> tuple[int, ...]:
@@ -343,7 +349,7 @@ def _numpy_dtype(
         raise FormatError(
             f"{where}: numpy dtype {args[0]!r:.20} is not supported by airlock.load (object arrays are refused)"
         )
-    return _NumpyDType(found, order == ">" and found.itemsize > 1)
+    return _NumpyDType(found, found.swap_unit if order == ">" else 1)
 
 
 def _codecs_encode(args: tuple[object, ...], where: str) -> bytes:
@@ -355,10 +361,21 @@ def _codecs_encode(args: tuple[object, ...], where: str) -> bytes:
         raise FormatError(f"{where}: text is not latin-1") from exc
 
 
-def _key(value: object, where: str) -> str | int:
-    if isinstance(value, str | int) and not isinstance(value, bool):
+def _plain_key(value: object) -> bool:
+    if value is None or isinstance(value, str | int | float | bytes):
+        return True
+    return isinstance(value, tuple) and all(_plain_key(item) for item in value)
+
+
+def _key(value: object, where: str) -> object:
+    """A dict key torch's unpickler would accept and a dotted name can spell: None, bool, int,
+    float, str, bytes and tuples of them (named by ``str(key)``)."""
+    if _plain_key(value):
         return value
-    raise FormatError(f"{where}: key {value!r:.60} is not a string or an integer")
+    raise FormatError(
+        f"{where}: key {value!r:.60} is a {type(value).__name__}; airlock.load names tensors by "
+        "None/bool/number/string/bytes keys and tuples of them"
+    )
 
 
 def _tensor(dotted: str, args: tuple[object, ...], where: str) -> TensorRef:
@@ -384,25 +401,29 @@ def _tensor(dotted: str, args: tuple[object, ...], where: str) -> TensorRef:
         raise PolicyError(f"{where}: backward hooks are refused")
     if not isinstance(storage, TypedStorage):
         raise FormatError(f"{where}: first argument is not a storage from a persistent id")
+    # v1/v2: the dtype of the storage object (the first reference to its key decides, as in
+    # torch); v3: the explicit dtype over the storage's bytes.
     dtype = storage.dtype
     if dtype_arg is not None:
         if not isinstance(dtype_arg, _DTypeValue):
             raise FormatError(f"{where}: dtype argument is not a torch dtype")
         dtype = dtype_arg.dtype
-    if dtype is None:
-        raise FormatError(f"{where}: untyped storage without a dtype")
     ref = check_view(where, storage.storage, dtype, offset, shape, stride)
     if metadata:
         if not isinstance(metadata, dict) or not set(metadata) <= {"conj", "neg"}:
             raise FormatError(f"{where}: tensor metadata {metadata!r:.60} is not understood")
+        if not all(type(v) is bool for v in metadata.values()):
+            raise FormatError(f"{where}: tensor metadata {metadata!r:.60} is not booleans")
         ref = TensorRef(ref.storage, ref.dtype, ref.offset, ref.shape, ref.stride,
                         neg=bool(metadata.get("neg")), conj=bool(metadata.get("conj")))  # fmt: skip
+        check_lazy_bits(ref, where)
     return ref
 
 
 @dataclass(frozen=True, eq=False)
 class TypedStorage:
-    """What a storage persistent id resolves to: the bytes, and the dtype its type names (or None)."""
+    """What a storage persistent id resolves to: the bytes, and the dtype of the storage object
+    (``torch.UntypedStorage``: uint8, as torch's loader makes it)."""
 
     storage: Storage
-    dtype: DType | None
+    dtype: DType

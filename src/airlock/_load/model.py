@@ -12,10 +12,14 @@ from typing import Final
 from airlock._load.dtypes import DType
 from airlock.errors import FormatError, LimitError
 
-__all__ = ["MAX_DIMS", "Storage", "TensorRef", "check_view", "contiguous_strides"]
+__all__ = ["MAX_DIMS", "MAX_LOGICAL_BYTES", "Storage", "TensorRef", "check_view", "contiguous_strides"]
 
 #: torch allows at most 64 dimensions
 MAX_DIMS: Final = 64
+#: A tensor's logical size (elements x item size) must fit a signed 64-bit integer: torch refuses a
+#: larger element count, numpy a larger array. Stride-0 and overlapping views are bounded by this
+#: *logical* size, not by the bytes they view.
+MAX_LOGICAL_BYTES: Final = 2**63 - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,14 +29,17 @@ class Storage:
     ``offset`` is absolute in the mapped file when ``data`` is None; otherwise the bytes are
     ``data`` (an inflated zip member, bytes inside the pickle) and ``offset`` is into ``data``.
     ``region`` is the file byte range the storage's bytes come from (shared by legacy views of one
-    root storage); the converter walks regions in file order and reads each once.
+    root storage); the converter walks regions in file order and reads each once. ``swap`` is the
+    size of the units whose byte order is reversed when the storage is read (1: none). It is fixed
+    once per storage, by the storage's own type, exactly as torch swaps a storage once when it is
+    loaded, whatever dtypes tensors later view it with.
     """
 
     key: str
     nbytes: int
     offset: int
     region: tuple[int, int]
-    big_endian: bool = False
+    swap: int = 1
     data: bytes | None = None
 
 
@@ -103,6 +110,13 @@ def check_view(
         raise FormatError(f"tensor {name}: storage offset {offset!r:.40} is not a non-negative integer")
     assert isinstance(offset, int)
     ref = TensorRef(storage, dtype, offset, shape, stride)
+    if ref.nbytes > MAX_LOGICAL_BYTES:
+        raise LimitError(
+            f"tensor {name}: size {shape} of {dtype.name} is {ref.nbytes} bytes, more than a 64-bit size "
+            "can hold (torch refuses it too)"
+        )
+    if offset > MAX_LOGICAL_BYTES or any(s > MAX_LOGICAL_BYTES for s in stride):
+        raise LimitError(f"tensor {name}: storage offset or stride does not fit a 64-bit integer")
     span = ref.byte_span()
     if span is not None and span[1] > storage.nbytes:
         raise FormatError(

@@ -23,7 +23,7 @@ from airlock._analysis.pickle_vm import Machine, PickleResult
 from airlock._formats.base import ReadContext
 from airlock._formats.npy import MAGIC as NPY_MAGIC
 from airlock._formats.npy import _header_fields, dtype_info
-from airlock._formats.pickle import LEGACY_MAGIC
+from airlock._formats.pickle import is_legacy_magic
 from airlock._formats.pyliteral import parse_literal
 from airlock._formats.zip import STORED, ZipListing, ZipMember, member_bytes, parse_zip
 from airlock._formats.zip_reader import _torch_prefix
@@ -176,7 +176,12 @@ def _torch_zip(
         if order not in (b"little", b"big"):
             raise FormatError(f"byteorder record holds {order[:16]!r}, expected b'little' or b'big'")
         big = order == b"big"
-    storages: dict[str, Storage] = {}
+    # torch's loader keeps one storage object per key: the first reference loads it (its type
+    # sets the dtype, the record must hold exactly numel x itemsize bytes, a big-endian file is
+    # swapped in that type's units) and every later reference gets that same object back,
+    # whatever type or size it names. Empty storages are not kept (torch caches a storage only
+    # when its data pointer is not null), so each reference to one makes its own.
+    loaded: dict[str, TypedStorage] = {}
 
     def resolve(pid: tuple[object, ...], offset: int) -> TypedStorage:
         where = f"storage persistent id at pickle offset {offset}"
@@ -190,29 +195,29 @@ def _torch_zip(
             raise FormatError(f"{where}: storage key {key!r:.40} or location is malformed")
         if type(numel) is not int or numel < 0:
             raise FormatError(f"{where}: element count {numel!r:.40} is not a non-negative integer")
+        found = loaded.get(key)
+        if found is not None:
+            return found
         nbytes = numel * dtype.itemsize
-        storage = storages.get(key)
-        if storage is None:
-            member = _one(listing, f"{prefix}/data/{key}")
-            if member is None:
-                raise FormatError(f"{where}: no member {prefix}/data/{key} holds storage {key!r}")
-            region = (member.data_offset, member.data_end)
-            if member.uncompressed_size != nbytes:
-                raise FormatError(
-                    f"{where}: storage {key!r} is {numel} x {dtype.itemsize} = {nbytes} bytes, "
-                    f"its member holds {member.uncompressed_size}"
-                )
-            if member.method == STORED:
-                storage = Storage(key, nbytes, member.data_offset, region, big)
-            else:
-                data = bytes(member_bytes(listing, member, limits))
-                storage = Storage(key, len(data), 0, region, big, data)
-            storages[key] = storage
-        elif storage.nbytes != nbytes:
+        member = _one(listing, f"{prefix}/data/{key}")
+        if member is None:
+            raise FormatError(f"{where}: no member {prefix}/data/{key} holds storage {key!r}")
+        region = (member.data_offset, member.data_end)
+        if member.uncompressed_size != nbytes:
             raise FormatError(
-                f"{where}: storage {key!r} is used with {nbytes} bytes and with {storage.nbytes}"
+                f"{where}: storage {key!r} is {numel} x {dtype.itemsize} = {nbytes} bytes, "
+                f"its member holds {member.uncompressed_size}"
             )
-        return TypedStorage(storage, None if kind == StorageType("UntypedStorage") else dtype)
+        swap = dtype.swap_unit if big else 1
+        if member.method == STORED:
+            storage = Storage(key, nbytes, member.data_offset, region, swap)
+        else:
+            data = bytes(member_bytes(listing, member, limits))
+            storage = Storage(key, len(data), 0, region, swap, data)
+        typed = TypedStorage(storage, dtype)
+        if nbytes:
+            loaded[key] = typed
+        return typed
 
     pickled = member_bytes(listing, main, limits)
     view = pickled if isinstance(pickled, memoryview) else memoryview(pickled)
@@ -223,7 +228,7 @@ def _torch_zip(
 def _legacy(
     view: memoryview, limits: Limits, allow: frozenset[str], check_time: Callable[[], None]
 ) -> object:
-    if bytes(view[: len(LEGACY_MAGIC)]) != LEGACY_MAGIC:
+    if not is_legacy_magic(bytes(view[:32])):
         raise FormatError("not a torch legacy file: magic number missing")
     results: list[PickleResult] = []
     pos = 0
@@ -239,60 +244,100 @@ def _legacy(
     keys = realise(results[4], _no_pid, frozenset())
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
         raise FormatError("torch legacy storage key list is not a list of distinct strings")
-    # Pass 1 learns each root storage's dtype and size from the persistent ids; the raw records
-    # after the pickles are laid out by them.
-    roots: dict[str, tuple[DType, int]] = {}
+    # Pass 1 replays torch's persistent_load over one table of storages by key, roots and views
+    # alike, in stream order: the first reference to a key makes its object (a root's type fixes
+    # its dtype and size; a view is a byte slice of whatever object its root key names), and
+    # every later reference returns that object, whatever type, size or slice it names. The key
+    # list then says which objects the raw records after the pickles fill; a record that would
+    # fill a view, a duplicate, and a storage no record fills (torch leaves it uninitialised)
+    # are refused.
+    table: dict[str, _LegacyObject] = {}
+    by_offset: dict[int, _LegacyObject] = {}
 
     def learn(pid: tuple[object, ...], offset: int) -> TypedStorage:
-        key, dtype, numel, _view = _legacy_pid(pid, offset)
-        known = roots.setdefault(key, (dtype, numel))
-        if known[1] != numel:
-            raise FormatError(f"legacy storage {key!r} declared with {known[1]} and {numel} elements")
-        return TypedStorage(Storage(key, numel * dtype.itemsize, 0, (0, 0)), dtype)
+        key, dtype, numel, view_meta = _legacy_pid(pid, offset)
+        root = table.get(key)
+        if root is None:
+            root = _LegacyObject(key, dtype, numel * dtype.itemsize, None, 0)
+            table[key] = root
+        elif root.nbytes == 0:
+            root = _LegacyObject(key, dtype, 0, None, 0)  # torch: a fresh empty storage of this type
+        obj = root
+        if view_meta is not None:
+            view_key, start, size = view_meta
+            found = table.get(view_key)
+            if found is None:
+                lo, hi = start * dtype.itemsize, (start + size) * dtype.itemsize
+                if hi > root.nbytes:
+                    raise FormatError(
+                        f"legacy storage view {view_key!r} [{lo}, {hi}) lies outside storage {key!r} "
+                        f"({root.nbytes} bytes)"
+                    )
+                found = _LegacyObject(view_key, dtype, hi - lo, root, lo)
+                table[view_key] = found
+            obj = found
+        by_offset[offset] = obj
+        return TypedStorage(Storage(obj.key, obj.nbytes, 0, (0, 0)), obj.dtype)
 
     realise(results[3], learn, allow)
-    placed: dict[str, Storage] = {}
+    placed: dict[int, Storage] = {}
+    if len(set(keys)) != len(keys):
+        raise FormatError("torch legacy storage key list names a storage twice")
     for key in keys:
-        if key not in roots:
+        obj = table.get(key)
+        if obj is None:
             raise FormatError(f"legacy storage key {key!r} is listed but no tensor uses it")
-        dtype, numel = roots[key]
+        if obj.root is not None:
+            raise FormatError(f"legacy storage key {key!r} names a view, not a storage torch.save writes")
         if pos + 8 > len(view):
             raise FormatError(f"legacy storage {key!r}: record header at {pos} runs past the end", offset=pos)
         (count,) = struct.unpack_from("<q", view, pos)
-        if count != numel:
+        if count < 0 or count * obj.dtype.itemsize != obj.nbytes:
             raise FormatError(
-                f"legacy storage {key!r}: record holds {count} elements, expected {numel}", offset=pos
+                f"legacy storage {key!r}: record holds {count} elements, expected "
+                f"{obj.nbytes // obj.dtype.itemsize}",
+                offset=pos,
             )
-        nbytes = numel * dtype.itemsize
         start = pos + 8
-        if start + nbytes > len(view):
+        if start + obj.nbytes > len(view):
             raise FormatError(
-                f"legacy storage {key!r}: {nbytes} bytes from offset {start} run past the end of the "
+                f"legacy storage {key!r}: {obj.nbytes} bytes from offset {start} run past the end of the "
                 f"{len(view)}-byte file",
                 offset=pos,
             )
-        placed[key] = Storage(key, nbytes, start, (start, start + nbytes))
-        pos = start + nbytes
+        placed[id(obj)] = Storage(key, obj.nbytes, start, (start, start + obj.nbytes))
+        pos = start + obj.nbytes
     if pos != len(view):
         raise FormatError(f"{len(view) - pos} bytes after the last legacy storage record", offset=pos)
-    missing = sorted(set(roots) - set(placed))
-    if missing:
-        raise FormatError(f"legacy storages {missing[:5]} are used but have no record")
+
+    def storage_of(obj: _LegacyObject) -> Storage:
+        if obj.root is None:
+            if obj.nbytes == 0:
+                return Storage(obj.key, 0, 0, (0, 0))
+            found = placed.get(id(obj))
+            if found is None:
+                raise FormatError(f"legacy storage {obj.key!r} is used but has no record")
+            return found
+        base = storage_of(obj.root)
+        return Storage(obj.key, obj.nbytes, base.offset + obj.start, base.region)
 
     def resolve(pid: tuple[object, ...], offset: int) -> TypedStorage:
-        key, dtype, _numel, view_meta = _legacy_pid(pid, offset)
-        root = placed[key]
-        if view_meta is None:
-            return TypedStorage(root, dtype)
-        view_key, start, size = view_meta
-        lo, hi = start * dtype.itemsize, (start + size) * dtype.itemsize
-        if hi > root.nbytes:
-            raise FormatError(
-                f"legacy storage view {view_key!r} [{lo}, {hi}) lies outside storage {key!r} ({root.nbytes} bytes)"
-            )
-        return TypedStorage(Storage(view_key, hi - lo, root.offset + lo, root.region), dtype)
+        obj = by_offset[offset]
+        return TypedStorage(storage_of(obj), obj.dtype)
 
     return realise(results[3], resolve, allow)
+
+
+@dataclass(frozen=True, eq=False)
+class _LegacyObject:
+    """One entry of torch's legacy ``deserialized_objects`` table: a root storage (``root`` None)
+    or a byte slice ``[start, start + nbytes)`` of another entry."""
+
+    key: str
+    dtype: DType
+    nbytes: int
+    root: _LegacyObject | None
+    start: int
 
 
 def _legacy_pid(pid: tuple[object, ...], offset: int) -> tuple[str, DType, int, tuple[str, int, int] | None]:
@@ -348,10 +393,10 @@ def _npy(view: memoryview, start: int, end: int, limits: Limits, region: tuple[i
     dtype = dtype_from_numpy(descr)
     if dtype is None:
         raise FormatError(f"{name}: npy dtype {descr!r} is not supported by airlock.load")
-    big = descr.startswith(">") and dtype.itemsize > 1
+    swap = dtype.swap_unit if descr.startswith(">") else 1
     data_start = head + hlen
     base = start if data is None else 0
-    storage = Storage(name, size - data_start, base + data_start, region or (start, end), big, data)
+    storage = Storage(name, size - data_start, base + data_start, region or (start, end), swap, data)
     strides = (
         contiguous_strides(shape)
         if not fortran
@@ -413,21 +458,31 @@ def _safetensors(view: memoryview, limits: Limits) -> dict[str, TensorRef]:
 
 
 def flatten(value: object) -> dict[str, TensorRef]:
-    """Tensors in nested dicts / lists / tuples by dotted name; other leaves are dropped."""
+    """Tensors in nested dicts / lists / tuples by dotted name (keys spelled by ``str``); other
+    leaves are dropped. Two tensors whose paths spell the same name are an error naming both."""
     out: dict[str, TensorRef] = {}
+    paths: dict[str, tuple[object, ...]] = {}
     if isinstance(value, TensorRef):
         return {"tensor": value}
-    stack: list[tuple[str, object]] = [("", value)]
+    stack: list[tuple[tuple[object, ...], object]] = [((), value)]
     while stack:
-        prefix, item = stack.pop()
+        path, item = stack.pop()
         if isinstance(item, TensorRef):
-            if prefix in out:
-                raise FormatError(f"two tensors flatten to the same name {prefix!r}")
-            out[prefix] = item
+            name = ".".join(str(part) for part in path)
+            if name in out:
+                raise FormatError(
+                    f"two tensors flatten to the same name {name!r}: keys {_spell(paths[name])} and {_spell(path)}"
+                )
+            out[name] = item
+            paths[name] = path
         elif isinstance(item, dict):
             for key, sub in reversed(list(item.items())):
-                stack.append((f"{prefix}.{key}" if prefix else str(key), sub))
+                stack.append(((*path, key), sub))
         elif isinstance(item, list | tuple):
             for index in range(len(item) - 1, -1, -1):
-                stack.append((f"{prefix}.{index}" if prefix else str(index), item[index]))
+                stack.append(((*path, index), item[index]))
     return out
+
+
+def _spell(path: tuple[object, ...]) -> str:
+    return "".join(f"[{part!r:.60}]" for part in path) or "(the root)"
