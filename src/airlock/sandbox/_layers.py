@@ -16,12 +16,12 @@ from typing import Final, Protocol
 
 from airlock.errors import SandboxError
 from airlock.sandbox._cgroups import cgroup_support
-from airlock.sandbox._kernel import landlock_abi
+from airlock.sandbox._kernel import UNSAFE_NO_LANDLOCK_ENV, landlock_abi
 from airlock.sandbox._policy import SandboxLevel, SandboxPolicy
 from airlock.sandbox._seccomp import seccomp_available
 from airlock.sandbox._staging import make_preexec, plan_staging
 
-__all__ = ["LAYERS", "DoctorReport", "LayerStatus", "bwrap_path", "doctor", "require"]
+__all__ = ["LAYERS", "DoctorReport", "LayerStatus", "bwrap_path", "doctor", "require", "unsafe_no_landlock"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,8 @@ def bwrap_path() -> str | None:
 @functools.cache
 def _bwrap_works(path: str, uid: int, gid: int) -> tuple[bool, str]:
     argv = [path, "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1", "--die-with-parent",
-            "--ro-bind", "/", "/", "--proc", "/proc", "--", sys.executable, "-I", "-S", "-c", "pass"]  # fmt: skip
+            "--cap-drop", "ALL", "--cap-add", "CAP_SYS_ADMIN", "--ro-bind", "/", "/", "--proc", "/proc",
+            "--dev", "/dev", "--remount-ro", "/dev", "--", sys.executable, "-I", "-S", "-c", "pass"]  # fmt: skip
     preexec = None
     try:
         if os.geteuid() == 0:
@@ -147,6 +148,11 @@ class _Landlock:
     levels = _STRICT
 
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
+        if unsafe_no_landlock():
+            return False, (
+                f"DISABLED by {UNSAFE_NO_LANDLOCK_ENV}=1 (unsafe: for tests and diagnosis only; "
+                "seccomp, namespaces and rlimits carry every protection alone)"
+            )
         abi = landlock_abi()
         if abi <= 0:
             return False, "kernel has no Landlock (or it is disabled)"
@@ -199,6 +205,11 @@ LAYERS: Final[tuple[_Layer, ...]] = (
 )
 
 
+def unsafe_no_landlock() -> bool:
+    """Whether the test/diagnosis switch that hides Landlock is set (``…_UNSAFE_NO_LANDLOCK=1``)."""
+    return os.environ.get(UNSAFE_NO_LANDLOCK_ENV) == "1"
+
+
 def doctor(policy: SandboxPolicy | None = None) -> DoctorReport:
     """Probe every layer on this host for ``policy``'s level."""
     policy = policy or SandboxPolicy()
@@ -212,6 +223,12 @@ def doctor(policy: SandboxPolicy | None = None) -> DoctorReport:
 def require(policy: SandboxPolicy) -> DoctorReport:
     """Fail closed: refuse when a layer the level needs is missing, unless the policy says unsafe."""
     report = doctor(policy)
+    if unsafe_no_landlock():
+        print(
+            f"airlock: WARNING: Landlock is DISABLED by {UNSAFE_NO_LANDLOCK_ENV}=1 "
+            "(unsafe: for tests and diagnosis only)",
+            file=sys.stderr,
+        )
     if report.missing and not policy.unsafe_weaker_sandbox:
         details = "; ".join(f"{s.name}: {s.detail}" for s in report.layers if s.name in report.missing)
         raise SandboxError(
