@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,3 +281,43 @@ def test_lowering_the_workers_limits_fails_cleanly(jobs: Sandbox, tmp_path: Path
     ):
         jobs.open(model)
     _serves(jobs, tmp_path)
+
+
+_REOPEN = """
+import os, stat
+
+def probe():
+    out = {}
+    for fd in range(3, 64):
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            continue
+        for link in (f'/proc/self/fd/{fd}', f'/dev/fd/{fd}', f'/proc/thread-self/fd/{fd}'):
+            try:
+                out[link + ' readlink'] = os.readlink(link)
+            except OSError as exc:
+                out[link + ' readlink'] = exc.errno
+            try:
+                os.close(os.open(link, os.O_WRONLY | os.O_APPEND))
+                out[link + ' write'] = 'opened'
+            except OSError as exc:
+                out[link + ' write'] = exc.errno
+        try:
+            os.fchmod(fd, 0o666)
+            out[f'fchmod {fd}'] = 'changed'
+        except OSError as exc:
+            out[f'fchmod {fd}'] = exc.errno
+    return out
+"""
+
+
+def test_the_model_descriptor_cannot_be_reopened_or_located(jobs: Sandbox, tmp_path: Path) -> None:
+    """Through /proc/self/fd a job could reopen the model for writing and read its host path."""
+    seen = _probe(jobs, tmp_path / "reopen.pt", _REOPEN)
+    assert seen, "the probe found no regular file descriptor (the model's) to try"
+    assert all(value in (errno.ENOENT, errno.EACCES, errno.EPERM) for value in seen.values()), seen
+    assert str(tmp_path) not in json.dumps(seen)
+    assert os.stat(tmp_path / "reopen.pt").st_mode & 0o777 != 0o666

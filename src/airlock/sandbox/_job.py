@@ -20,6 +20,7 @@ from airlock.sandbox._kernel import (
     apply_landlock,
     drop_capabilities,
     load_bpf,
+    mask_own_fds,
     own_pid_guard,
     private_tmp,
     set_dumpable,
@@ -42,6 +43,7 @@ def _lockdown(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> str:
     layers = ["rlimits"]
     if cfg["private_tmp"]:
         private_tmp(cfg["tmp"], int(cfg["limits"]["tmpfs_bytes"]))
+        mask_own_fds()
         layers.append("private-tmp")
     drop_capabilities()
     os.closerange(3, sock_fd)

@@ -25,6 +25,7 @@ __all__ = [
     "hide_command_line",
     "landlock_abi",
     "load_bpf",
+    "mask_own_fds",
     "own_pid_guard",
     "private_tmp",
     "set_dumpable",
@@ -45,6 +46,7 @@ _PR_CAP_AMBIENT: Final = 47
 _PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
 _LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
 _CLONE_NEWNS: Final = 0x00020000
+_MS_RDONLY: Final = 0x1
 _MS_NOSUID: Final = 0x2
 _MS_NODEV: Final = 0x4
 _MS_NOEXEC: Final = 0x8
@@ -147,6 +149,23 @@ def private_tmp(path: str, size_bytes: int) -> None:
     if _LIBC.mount(b"tmpfs", path.encode(), b"tmpfs", flags, options) != 0:
         raise _fail(f"mount tmpfs on {path}")
     os.chdir(path)  # the old cwd is the worker's /tmp, which this job must not reach
+
+
+def mask_own_fds() -> None:
+    """Cover ``/proc/PID/{fd,task,map_files}`` of the calling process with empty read-only tmpfs.
+
+    Then ``/proc/self/fd/N``, ``/dev/fd/N`` and ``/proc/thread-self/fd/N`` no longer resolve:
+    the job can neither reopen a descriptor it was given (the model) with other access modes nor
+    read where it points on the host. Needs the private mount namespace of :func:`private_tmp`.
+    Known gap: a thread's own ``/proc/TID/fd`` (TID not the pid) is not covered, so the model's
+    descriptor must not be writable in the first place (airlock passes a read-only one).
+    """
+    pid = os.getpid()
+    flags = _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    for name in ("fd", "task", "map_files"):
+        target = f"/proc/{pid}/{name}".encode()
+        if _LIBC.mount(b"tmpfs", target, b"tmpfs", flags, b"size=4k,mode=0555") != 0:
+            raise _fail(f"mount tmpfs on /proc/{pid}/{name}")
 
 
 def hide_command_line(title: bytes) -> None:

@@ -11,7 +11,8 @@
   untrusted byte. Adds: no exec, no new processes (threads still work: ``clone`` with
   ``CLONE_THREAD``), no sockets at all (the inherited socket keeps working), no mounts or
   namespaces, no memory outside the address-space limit (memfd_create, SysV shm/msg/sem, POSIX
-  message queues), no process groups or sessions, no chmod/chown (the model's fd stays read-only).
+  message queues), no process groups or sessions, no chmod/chown/xattrs (ACLs): a read-only
+  model file stays read-only.
 * **own-pid** guard (see :func:`own_pid_rules`): each job builds a tiny third program with its own
   pid, so that signals (kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo) reach only itself.
 
@@ -77,6 +78,8 @@ _JOB_DENIED: Final = (
     "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop", "semtimedop", "semctl",
     "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
     "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "fchownat", "lchown",
+    "setxattr", "lsetxattr", "fsetxattr", "setxattrat", "removexattr", "lremovexattr", "fremovexattr",
+    "removexattrat",
 )  # fmt: skip
 
 #: signals: allowed only to the job itself; (syscall, index of its pid argument)
