@@ -98,7 +98,10 @@ def _bwrap_works(path: str, uid: int, gid: int) -> tuple[bool, str]:
 
 class _Namespaces:
     name = "namespaces"
-    blocks = "network (no interfaces but an isolated lo), host processes, host files outside ro binds, /root and home"
+    blocks = (
+        "network (no interfaces but an isolated lo), host processes, host files outside ro binds, /root and "
+        "home; per job: a private /tmp, /proc/self/fd masked; read-only root and /dev (no /dev/shm)"
+    )
     levels = _ALL
 
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
@@ -124,7 +127,10 @@ class _Uid:
 
 class _SeccompLaunch:
     name = "seccomp-launch"
-    blocks = "network sockets, ptrace, mount, unshare/setns, bpf, io_uring, keyctl, perf, module loading"
+    blocks = (
+        "network sockets, ptrace, process_vm_*, pidfd_open, setns, namespaces but a job's mount ns, bpf, "
+        "io_uring, keyctl, perf, module loading; prlimit/sched_set*/setpriority/ioprio_set/... on other pids"
+    )
     levels = _ALL
 
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
@@ -133,7 +139,10 @@ class _SeccompLaunch:
 
 class _SeccompJob:
     name = "seccomp-job"
-    blocks = "exec, new processes (threads allowed), every new socket, signals to the worker or groups"
+    blocks = (
+        "exec, new processes (threads allowed), every new socket, mounts, signals to any pid but the job's "
+        "own, memory RLIMIT_AS does not count (memfd, SysV shm/msg/sem, mqueues), chmod/chown/xattrs"
+    )
     levels = _ALL
 
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
@@ -170,7 +179,8 @@ class _Rlimits:
         lim = policy.limits
         return True, (
             f"AS {lim.memory_bytes} B, CPU {lim.cpu_seconds} s, FSIZE {lim.file_size_bytes} B, "
-            f"NOFILE {lim.open_files}, NPROC {lim.tasks}, CORE 0"
+            f"NOFILE {lim.open_files}, NPROC {lim.tasks}, CORE 0; memory a job can hold outside AS: "
+            f"its own /tmp only ({lim.tmpfs_bytes} B; memfd, SysV and POSIX IPC refused)"
         )
 
 

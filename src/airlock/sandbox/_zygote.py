@@ -97,13 +97,13 @@ class _Jobs:
                 return
             if pid == 0:
                 return
+            send_frame(self.ctl, {"type": "exited", "pid": pid, "status": _status(status)})
             line = self.by_pid.pop(pid, None)
             if line is not None:
                 self.lines.pop(line, None)
                 with contextlib.suppress(KeyError):
                     self.poller.unregister(line)
-                os.close(line)  # now airlock sees the end of the job's channel
-            send_frame(self.ctl, {"type": "exited", "pid": pid, "status": _status(status)})
+                os.close(line)  # only now airlock sees the end of the job's channel, status already sent
 
     def kill_all(self) -> None:
         for pid in list(self.by_pid):
