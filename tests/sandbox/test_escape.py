@@ -105,8 +105,12 @@ def test_file_under_callers_home_is_unreadable(warm: Sandbox, tmp_path: Path, ho
         tmp_path / "ls.pt",
         bytes_tensor(f"'\\n'.join(__import__('os').listdir({str(home_file.parent)!r})).encode()"),
     )
-    with pytest.raises(SandboxError, match=BLOCKED):
-        _load(warm, listing)
+    if "landlock" in warm.layers:
+        with pytest.raises(SandboxError, match=BLOCKED):
+            _load(warm, listing)
+    else:  # the home folder is not mounted: at most the runtime folders bound in below it show
+        names = _load(warm, listing)["evidence"].tobytes().decode().split("\n")
+        assert home_file.name not in names
 
 
 def test_write_outside_tmpfs_is_blocked(warm: Sandbox, tmp_path: Path) -> None:

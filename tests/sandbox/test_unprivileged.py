@@ -1,4 +1,4 @@
-"""The escape suite and the ordinary models again, as an unprivileged caller (uid 65534).
+"""The escape suite, the job-isolation suite and the ordinary models again, as an unprivileged caller (uid 65534).
 
 CI runs as root, so this test re-runs those files in a subprocess that drops to uid 65534 first
 (the same staging the launcher uses makes a root-only interpreter path visible). On a non-root
@@ -45,10 +45,17 @@ def test_escape_suite_as_unprivileged_user() -> None:
                 "--basetemp",
                 str(work / "t"),
                 "tests/sandbox/test_escape.py",
+                "tests/sandbox/test_jobs.py",
                 "tests/sandbox/test_models.py",
             ],
             cwd=REPO,
-            env={"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+            env={
+                "HOME": str(home),
+                "PATH": "/usr/bin:/bin",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                # a checkout tested through PYTHONPATH (not installed) must test itself, not the venv's copy
+                **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
+            },
             preexec_fn=preexec,
             capture_output=True,
             timeout=600,

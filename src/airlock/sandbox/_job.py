@@ -1,9 +1,11 @@
 """One job: a process forked by the worker that locks itself down, then loads and runs a model.
 
-Order matters and is the point of this module: new session, close every inherited descriptor but
-the job socket, rlimits, Landlock, non-dumpable, then the job seccomp filter (no exec, no new
-processes, no sockets) -- and only then receive the model's file descriptor and let the runtime
-touch untrusted bytes. Runs inside the sandbox.
+Order matters and is the point of this module: read the job filter from its sealed memfd, new
+session, a mount namespace with a private /tmp (where the worker may mount), drop every
+capability, close every inherited descriptor but the job socket, rlimits, Landlock, non-dumpable,
+then the job seccomp filter (no exec, no new processes, no sockets, no memory outside RLIMIT_AS)
+and the own-pid guard (signals only to itself) -- and only then receive the model's file
+descriptor and let the runtime touch untrusted bytes. Runs inside the sandbox.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import socket
 from typing import Any, NoReturn
 
 from airlock.sandbox._frames import FrameCaps, recv_frame, send_frame
-from airlock.sandbox._kernel import apply_landlock, load_bpf, set_dumpable
+from airlock.sandbox._kernel import (
+    apply_landlock,
+    drop_capabilities,
+    load_bpf,
+    mask_own_fds,
+    own_pid_guard,
+    private_tmp,
+    set_dumpable,
+)
 from airlock.sandbox._messages import TensorCaps, check_header, decode_tensors, encode_tensors
 from airlock.sandbox._runtimes import runtime_named
 from airlock.sandbox._runtimes.base import Loaded
@@ -24,8 +34,18 @@ __all__ = ["run_job"]
 _MAX_MESSAGE = 4000
 
 
-def _lockdown(sock_fd: int, job_bpf: bytes, cfg: dict[str, Any]) -> str:
+def _lockdown(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> str:
+    size = os.fstat(job_bpf_fd).st_size
+    job_bpf = os.pread(job_bpf_fd, size, 0)
+    if len(job_bpf) != size:
+        raise OSError("short read of the job filter")
     os.setsid()
+    layers = ["rlimits"]
+    if cfg["private_tmp"]:
+        private_tmp(cfg["tmp"], int(cfg["limits"]["tmpfs_bytes"]))
+        mask_own_fds()
+        layers.append("private-tmp")
+    drop_capabilities()
     os.closerange(3, sock_fd)
     os.closerange(sock_fd + 1, 65536)
     limits = cfg["limits"]
@@ -39,12 +59,12 @@ def _lockdown(sock_fd: int, job_bpf: bytes, cfg: dict[str, Any]) -> str:
         (resource.RLIMIT_CORE, 0, 0),
     ):
         resource.setrlimit(kind, (int(soft), int(hard)))
-    layers = ["rlimits"]
     if cfg["landlock"]:
         abi = apply_landlock([(str(path), int(rights)) for path, rights in cfg["landlock"]])
         layers.append(f"landlock-abi{abi}")
     set_dumpable(False)
     load_bpf(job_bpf)
+    load_bpf(own_pid_guard([(int(n), int(i)) for n, i in cfg["own_pid_rules"]], os.getpid()))
     layers.append("seccomp-job")
     return ",".join(layers)
 
@@ -100,11 +120,11 @@ def _serve(sock: socket.socket, cfg: dict[str, Any], layers: str) -> int:
                 return 3
 
 
-def run_job(sock_fd: int, job_bpf: bytes, cfg: dict[str, Any]) -> NoReturn:
+def run_job(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> NoReturn:
     """Entry point in the forked child; never returns."""
     code = 70
     try:
-        layers = _lockdown(sock_fd, job_bpf, cfg)
+        layers = _lockdown(sock_fd, job_bpf_fd, cfg)
         sock = socket.socket(fileno=sock_fd)
         code = _serve(sock, cfg, layers)
     except BaseException:  # the parent sees the closed socket and the exit status (70)

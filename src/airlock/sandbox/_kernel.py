@@ -1,4 +1,5 @@
-"""Raw kernel calls the worker makes on itself: load a BPF seccomp program, apply Landlock rules.
+"""Raw kernel calls the worker makes on itself: load a BPF seccomp program, apply Landlock rules,
+build the job's own-pid guard, give a job its own /tmp, drop capabilities, hide the command line.
 
 Runs inside the sandbox, so it uses only ctypes and the standard library (no libseccomp there:
 the BPF bytes were compiled by airlock before the worker started). Numbers are the Linux UAPI
@@ -8,19 +9,31 @@ values; the Landlock syscall numbers are the same on every architecture.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import struct
+import sys
 from collections.abc import Sequence
 from typing import Final
 
 from airlock.errors import SandboxError
 
 __all__ = [
+    "UNSAFE_NO_LANDLOCK_ENV",
     "apply_landlock",
+    "drop_capabilities",
+    "hide_command_line",
     "landlock_abi",
     "load_bpf",
+    "mask_own_fds",
+    "own_pid_guard",
+    "private_tmp",
     "set_dumpable",
     "set_no_new_privs",
 ]
+
+#: test/diagnosis only: pretend the kernel has no Landlock, to prove the other layers hold alone
+UNSAFE_NO_LANDLOCK_ENV: Final = "AIRLOCK_SANDBOX_UNSAFE_NO_LANDLOCK"
 
 _LIBC: Final = ctypes.CDLL(None, use_errno=True)
 _LIBC.syscall.restype = ctypes.c_long
@@ -29,6 +42,24 @@ _PR_SET_DUMPABLE: Final = 4
 _PR_SET_SECCOMP: Final = 22
 _PR_SET_NO_NEW_PRIVS: Final = 38
 _SECCOMP_MODE_FILTER: Final = 2
+_PR_CAP_AMBIENT: Final = 47
+_PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
+_LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
+_CLONE_NEWNS: Final = 0x00020000
+_MS_RDONLY: Final = 0x1
+_MS_NOSUID: Final = 0x2
+_MS_NODEV: Final = 0x4
+_MS_NOEXEC: Final = 0x8
+_MS_REC: Final = 0x4000
+_MS_PRIVATE: Final = 0x40000
+
+# classic BPF, as seccomp runs it (linux/filter.h, linux/seccomp.h)
+_BPF_LD_W_ABS: Final = 0x20
+_BPF_JEQ_K: Final = 0x15
+_BPF_RET_K: Final = 0x06
+_SECCOMP_RET_ALLOW: Final = 0x7FFF0000
+_SECCOMP_RET_ERRNO: Final = 0x00050000
+_SECCOMP_DATA_ARGS: Final = 16
 
 _SYS_LANDLOCK_CREATE_RULESET: Final = 444
 _SYS_LANDLOCK_ADD_RULE: Final = 445
@@ -96,6 +127,84 @@ def set_dumpable(value: bool) -> None:
         raise _fail("prctl(PR_SET_DUMPABLE)")
 
 
+def drop_capabilities() -> None:
+    """Empty the effective, permitted, inheritable and ambient sets (capabilities of the sandbox's
+    user namespace: the worker keeps CAP_SYS_ADMIN there only to mount each job's /tmp)."""
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if _LIBC.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
+        raise _fail("prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+    if _LIBC.capset(header, data) != 0:
+        raise _fail("capset")
+
+
+def private_tmp(path: str, size_bytes: int) -> None:
+    """A mount namespace of the caller's own with a fresh, size-capped tmpfs on ``path`` (cwd too)."""
+    if _LIBC.unshare(_CLONE_NEWNS) != 0:
+        raise _fail("unshare(CLONE_NEWNS)")
+    if _LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        raise _fail("mount --make-rprivate /")
+    options = f"size={int(size_bytes)},mode=0700".encode()
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    if _LIBC.mount(b"tmpfs", path.encode(), b"tmpfs", flags, options) != 0:
+        raise _fail(f"mount tmpfs on {path}")
+    os.chdir(path)  # the old cwd is the worker's /tmp, which this job must not reach
+
+
+def mask_own_fds() -> None:
+    """Cover ``/proc/PID/{fd,task,map_files}`` of the calling process with empty read-only tmpfs.
+
+    Then ``/proc/self/fd/N``, ``/dev/fd/N`` and ``/proc/thread-self/fd/N`` no longer resolve:
+    the job can neither reopen a descriptor it was given (the model) with other access modes nor
+    read where it points on the host. Needs the private mount namespace of :func:`private_tmp`.
+    Known gap: a thread's own ``/proc/TID/fd`` (TID not the pid) is not covered, so the model's
+    descriptor must not be writable in the first place (airlock passes a read-only one).
+    """
+    pid = os.getpid()
+    flags = _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    for name in ("fd", "task", "map_files"):
+        target = f"/proc/{pid}/{name}".encode()
+        if _LIBC.mount(b"tmpfs", target, b"tmpfs", flags, b"size=4k,mode=0555") != 0:
+            raise _fail(f"mount tmpfs on /proc/{pid}/{name}")
+
+
+def hide_command_line(title: bytes) -> None:
+    """Overwrite this process's argv area so /proc/PID/cmdline shows ``title`` only."""
+    with open("/proc/self/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[48 - 3]), int(fields[49 - 3])  # arg_start, arg_end: fields 48 and 49
+    if end <= start:
+        return
+    text = title[: end - start - 1]
+    ctypes.memset(start, 0, end - start)
+    ctypes.memmove(start, text, len(text))
+
+
+def own_pid_guard(rules: Sequence[tuple[int, int]], pid: int) -> bytes:
+    """A seccomp program that refuses each (syscall, pid argument) unless the pid is ``pid``.
+
+    Only the low 32 bits of the argument are compared: the kernel reads a pid as a 32-bit int.
+    Architecture checks are left to the filters compiled by libseccomp, which kill other ABIs.
+    """
+    low = 0 if sys.byteorder == "little" else 4
+    count = len(rules)
+    allow, deny = 1 + count + 1 + 2 * count, 1 + count + 1 + 2 * count + 1
+    code = [(_BPF_LD_W_ABS, 0, 0, 0)]
+    for i, (number, _) in enumerate(rules):
+        block = 1 + count + 1 + 2 * i
+        code.append((_BPF_JEQ_K, block - (1 + i) - 1, 0, number))
+    code.append((_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW))
+    for i, (_, index) in enumerate(rules):
+        here = 1 + count + 1 + 2 * i
+        code.append((_BPF_LD_W_ABS, 0, 0, _SECCOMP_DATA_ARGS + 8 * index + low))
+        code.append((_BPF_JEQ_K, allow - (here + 1) - 1, deny - (here + 1) - 1, pid))
+    code.append((_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW))
+    code.append((_BPF_RET_K, 0, 0, _SECCOMP_RET_ERRNO | errno.EPERM))
+    if any(not 0 <= jump <= 255 for _, jt, jf, _ in code for jump in (jt, jf)):
+        raise SandboxError("seccomp: own-pid guard has too many rules for 8-bit jumps")
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in code)
+
+
 def load_bpf(program: bytes) -> None:
     """Install a compiled seccomp program on the calling thread (and its future threads)."""
     if not program or len(program) % 8 or len(program) // 8 > 0xFFFF:
@@ -108,7 +217,13 @@ def load_bpf(program: bytes) -> None:
 
 
 def landlock_abi() -> int:
-    """The kernel's Landlock ABI version; 0 when Landlock is missing or disabled."""
+    """The kernel's Landlock ABI version; 0 when Landlock is missing or disabled.
+
+    ``AIRLOCK_SANDBOX_UNSAFE_NO_LANDLOCK=1`` makes it 0 on purpose (tests and diagnosis only):
+    the escape suite runs that way to prove every other protection holds without Landlock.
+    """
+    if os.environ.get(UNSAFE_NO_LANDLOCK_ENV) == "1":
+        return 0
     version = _LIBC.syscall(
         _SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), _LANDLOCK_CREATE_RULESET_VERSION
     )

@@ -1,16 +1,20 @@
 """Start one worker inside the layers: cgroup, unprivileged uid, bubblewrap, launch seccomp filter.
 
-The worker is ``python -I -B -c BOOTSTRAP`` inside bubblewrap with ``--unshare-all --clearenv
---cap-drop ALL --as-pid-1 --die-with-parent --new-session --disable-userns``, read-only binds of
-/usr, the interpreter, the virtual environment and airlock itself, a size-capped private tmpfs on
-/tmp, a fresh /proc and a minimal /dev. No home, no /root, no model folder: models reach jobs as
-file descriptors only. ``--as-pid-1`` means no bubblewrap helper holds the caller's environment
-inside; when pid 1 (the worker) dies the kernel kills every job.
+The worker is ``python -I -B -c BOOTSTRAP FD`` inside bubblewrap with ``--unshare-all --clearenv
+--cap-drop ALL --cap-add CAP_SYS_ADMIN --as-pid-1 --die-with-parent --new-session
+--disable-userns``, read-only binds of /usr, the interpreter, the virtual environment and airlock
+itself, a size-capped private tmpfs on /tmp, a fresh /proc and a read-only minimal /dev (no
+writable /dev/shm). No home, no /root, no model folder: models reach jobs as file descriptors
+only. ``--as-pid-1`` means no bubblewrap helper holds the caller's environment inside; when pid 1
+(the worker) dies the kernel kills every job. CAP_SYS_ADMIN is a capability of the sandbox's own
+user namespace only; the worker uses it to mount a private /tmp for each job, and each job drops
+it before anything else. The configuration travels in a sealed memfd (``FD``), not in argv.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import resource
@@ -27,19 +31,21 @@ from airlock.sandbox._cgroups import CgroupSet
 from airlock.sandbox._kernel import FS_WRITE_FILE, READ_ONLY, READ_WRITE
 from airlock.sandbox._layers import DoctorReport, bwrap_path, require
 from airlock.sandbox._policy import SandboxPolicy
-from airlock.sandbox._seccomp import FilterStage, compile_filter
+from airlock.sandbox._seccomp import FilterStage, compile_filter, own_pid_rules
 from airlock.sandbox._staging import make_preexec, plan_staging
 
 __all__ = ["Launched", "launch"]
 
 _AIRLOCK_ROOT: Final = str(Path(__file__).resolve().parent.parent)
 _BOOTSTRAP: Final = (
-    "import sys,types\n"
-    "root=sys.argv[1]\n"
+    "import sys,types,os,json\n"
+    "with os.fdopen(int(sys.argv[1]),'rb') as f:\n"
+    "    cfg=json.loads(f.read())\n"
+    "root=cfg['root']\n"
     "for name,path in (('airlock',root),('airlock.sandbox',root+'/sandbox')):\n"
     "    m=types.ModuleType(name);m.__path__=[path];sys.modules[name]=m\n"
     "from airlock.sandbox._zygote import main\n"
-    "main(sys.argv[2])\n"
+    "main(cfg)\n"
 )
 #: the private tmpfs *inside* the sandbox (never the host /tmp)
 _TMP: Final = "/tmp"  # noqa: S108
@@ -69,8 +75,16 @@ def runtime_paths() -> list[str]:
 
 
 def _memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(name, 0)
-    os.write(fd, data)
+    """A memfd holding ``data`` that nobody (the worker and its jobs included) can change."""
+    fd = os.memfd_create(name, os.MFD_ALLOW_SEALING)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    fcntl.fcntl(
+        fd,
+        fcntl.F_ADD_SEALS,
+        fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL,
+    )
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
@@ -78,7 +92,7 @@ def _memfd(name: str, data: bytes) -> int:
 def _bwrap_argv(bwrap: str, paths: list[str], policy: SandboxPolicy, seccomp_fd: int) -> list[str]:
     argv = [
         bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-        "--as-pid-1", "--clearenv", "--cap-drop", "ALL", "--hostname", "airlock",
+        "--as-pid-1", "--clearenv", "--cap-drop", "ALL", "--cap-add", "CAP_SYS_ADMIN", "--hostname", "airlock",
     ]  # fmt: skip
     for top in _SYSTEM_TOP:
         host = f"/{top}"
@@ -95,7 +109,10 @@ def _bwrap_argv(bwrap: str, paths: list[str], policy: SandboxPolicy, seccomp_fd:
         argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     threads = str(policy.limits.threads)
     argv += [
-        "--proc", "/proc", "--dev", "/dev",
+        "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+        # bubblewrap's own root is an unbounded tmpfs the sandbox uid owns: read-only, or a job
+        # could write outside /tmp (memory RLIMIT_AS does not count, shared with later jobs)
+        "--remount-ro", "/",
         "--chdir", _TMP, "--setenv", "HOME", _TMP, "--setenv", "TMPDIR", _TMP,
         "--setenv", "OMP_NUM_THREADS", threads, "--setenv", "MKL_NUM_THREADS", threads,
         "--seccomp", str(seccomp_fd), "--",
@@ -137,20 +154,25 @@ def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
         ],
     )
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    fds: list[int] = []
+    memfds: list[int] = []
     try:
-        launch_fd = _memfd("airlock-launch-filter", compile_filter(FilterStage.LAUNCH))
-        job_fd = _memfd("airlock-job-filter", compile_filter(FilterStage.JOB))
-        fds = [launch_fd, job_fd, child_sock.fileno()]
+        memfds.append(launch_fd := _memfd("airlock-launch-filter", compile_filter(FilterStage.LAUNCH)))
+        memfds.append(job_fd := _memfd("airlock-job-filter", compile_filter(FilterStage.JOB)))
         config = {
+            "root": _AIRLOCK_ROOT,
             "control_fd": child_sock.fileno(),
             "job_bpf_fd": job_fd,
             "launch_bpf_fd": -1 if bwrap else launch_fd,
+            "own_pid_rules": own_pid_rules(),
             "runtimes": list(runtimes),
             "limits": dataclasses.asdict(limits),
             "landlock": _landlock_rules(paths) if report.active("landlock") else None,
+            # a mount namespace per job needs the worker's CAP_SYS_ADMIN inside bubblewrap's userns
+            "private_tmp": bool(bwrap),
+            "tmp": _TMP,
         }
-        argv = [sys.executable, "-I", "-B", "-c", _BOOTSTRAP, _AIRLOCK_ROOT, json.dumps(config)]
+        memfds.append(config_fd := _memfd("airlock-config", json.dumps(config).encode()))
+        argv = [sys.executable, "-I", "-B", "-c", _BOOTSTRAP, str(config_fd)]
         if bwrap:
             argv = _bwrap_argv(bwrap, paths, policy, launch_fd) + argv
         process = subprocess.Popen(
@@ -158,7 +180,7 @@ def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            pass_fds=fds,
+            pass_fds=[*memfds, child_sock.fileno()],
             preexec_fn=preexec,  # noqa: PLW1509 - it only makes syscalls (see _staging)
             env={},
             cwd="/",
@@ -171,7 +193,7 @@ def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
         raise
     finally:
         child_sock.close()
-        for fd in fds[:2]:
+        for fd in memfds:
             os.close(fd)
     layers = tuple(s.name for s in report.layers if s.active and (s.name != "cgroups" or cgroups is not None))
     return Launched(process, parent_sock, cgroups, report, layers)

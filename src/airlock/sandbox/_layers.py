@@ -16,12 +16,12 @@ from typing import Final, Protocol
 
 from airlock.errors import SandboxError
 from airlock.sandbox._cgroups import cgroup_support
-from airlock.sandbox._kernel import landlock_abi
+from airlock.sandbox._kernel import UNSAFE_NO_LANDLOCK_ENV, landlock_abi
 from airlock.sandbox._policy import SandboxLevel, SandboxPolicy
 from airlock.sandbox._seccomp import seccomp_available
 from airlock.sandbox._staging import make_preexec, plan_staging
 
-__all__ = ["LAYERS", "DoctorReport", "LayerStatus", "bwrap_path", "doctor", "require"]
+__all__ = ["LAYERS", "DoctorReport", "LayerStatus", "bwrap_path", "doctor", "require", "unsafe_no_landlock"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,8 @@ def bwrap_path() -> str | None:
 @functools.cache
 def _bwrap_works(path: str, uid: int, gid: int) -> tuple[bool, str]:
     argv = [path, "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1", "--die-with-parent",
-            "--ro-bind", "/", "/", "--proc", "/proc", "--", sys.executable, "-I", "-S", "-c", "pass"]  # fmt: skip
+            "--cap-drop", "ALL", "--cap-add", "CAP_SYS_ADMIN", "--ro-bind", "/", "/", "--proc", "/proc",
+            "--dev", "/dev", "--remount-ro", "/dev", "--", sys.executable, "-I", "-S", "-c", "pass"]  # fmt: skip
     preexec = None
     try:
         if os.geteuid() == 0:
@@ -97,7 +98,10 @@ def _bwrap_works(path: str, uid: int, gid: int) -> tuple[bool, str]:
 
 class _Namespaces:
     name = "namespaces"
-    blocks = "network (no interfaces but an isolated lo), host processes, host files outside ro binds, /root and home"
+    blocks = (
+        "network (no interfaces but an isolated lo), host processes, host files outside ro binds, /root and "
+        "home; per job: a private /tmp, /proc/self/fd masked; read-only root and /dev (no /dev/shm)"
+    )
     levels = _ALL
 
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
@@ -123,7 +127,10 @@ class _Uid:
 
 class _SeccompLaunch:
     name = "seccomp-launch"
-    blocks = "network sockets, ptrace, mount, unshare/setns, bpf, io_uring, keyctl, perf, module loading"
+    blocks = (
+        "network sockets, ptrace, process_vm_*, pidfd_open, setns, namespaces but a job's mount ns, bpf, "
+        "io_uring, keyctl, perf, module loading; prlimit/sched_set*/setpriority/ioprio_set/... on other pids"
+    )
     levels = _ALL
 
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
@@ -132,7 +139,10 @@ class _SeccompLaunch:
 
 class _SeccompJob:
     name = "seccomp-job"
-    blocks = "exec, new processes (threads allowed), every new socket, signals to the worker or groups"
+    blocks = (
+        "exec, new processes (threads allowed), every new socket, mounts, signals to any pid but the job's "
+        "own, memory RLIMIT_AS does not count (memfd, SysV shm/msg/sem, mqueues), chmod/chown/xattrs"
+    )
     levels = _ALL
 
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
@@ -147,6 +157,11 @@ class _Landlock:
     levels = _STRICT
 
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
+        if unsafe_no_landlock():
+            return False, (
+                f"DISABLED by {UNSAFE_NO_LANDLOCK_ENV}=1 (unsafe: for tests and diagnosis only; "
+                "seccomp, namespaces and rlimits carry every protection alone)"
+            )
         abi = landlock_abi()
         if abi <= 0:
             return False, "kernel has no Landlock (or it is disabled)"
@@ -164,7 +179,8 @@ class _Rlimits:
         lim = policy.limits
         return True, (
             f"AS {lim.memory_bytes} B, CPU {lim.cpu_seconds} s, FSIZE {lim.file_size_bytes} B, "
-            f"NOFILE {lim.open_files}, NPROC {lim.tasks}, CORE 0"
+            f"NOFILE {lim.open_files}, NPROC {lim.tasks}, CORE 0; memory a job can hold outside AS: "
+            f"its own /tmp only ({lim.tmpfs_bytes} B; memfd, SysV and POSIX IPC refused)"
         )
 
 
@@ -199,6 +215,11 @@ LAYERS: Final[tuple[_Layer, ...]] = (
 )
 
 
+def unsafe_no_landlock() -> bool:
+    """Whether the test/diagnosis switch that hides Landlock is set (``…_UNSAFE_NO_LANDLOCK=1``)."""
+    return os.environ.get(UNSAFE_NO_LANDLOCK_ENV) == "1"
+
+
 def doctor(policy: SandboxPolicy | None = None) -> DoctorReport:
     """Probe every layer on this host for ``policy``'s level."""
     policy = policy or SandboxPolicy()
@@ -212,6 +233,12 @@ def doctor(policy: SandboxPolicy | None = None) -> DoctorReport:
 def require(policy: SandboxPolicy) -> DoctorReport:
     """Fail closed: refuse when a layer the level needs is missing, unless the policy says unsafe."""
     report = doctor(policy)
+    if unsafe_no_landlock():
+        print(
+            f"airlock: WARNING: Landlock is DISABLED by {UNSAFE_NO_LANDLOCK_ENV}=1 "
+            "(unsafe: for tests and diagnosis only)",
+            file=sys.stderr,
+        )
     if report.missing and not policy.unsafe_weaker_sandbox:
         details = "; ".join(f"{s.name}: {s.detail}" for s in report.layers if s.name in report.missing)
         raise SandboxError(

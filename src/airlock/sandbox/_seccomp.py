@@ -3,11 +3,18 @@
 * **launch** filter: handed to bubblewrap (``--seccomp FD``) and in force from the worker's first
   instruction. Allows exec and fork (the worker has to start and fork jobs) but refuses network
   sockets, ptrace, namespaces, mounts, kernel-attack-surface syscalls (bpf, io_uring, keyctl,
-  perf_event_open, userfaultfd, module loading, ...).
+  perf_event_open, userfaultfd, module loading, ...), and every call that acts on another
+  process by pid (prlimit64, setpriority, sched_set*, ioprio_set, migrate/move_pages, pidfd_open,
+  ...) unless the pid is 0, i.e. the caller itself. Only ``unshare(CLONE_NEWNS)`` and ``mount``
+  stay open: the worker gives each job its own mount namespace with a private /tmp.
 * **job** filter: loaded by each job process after its imports and before it reads a single
-  untrusted byte (see :mod:`._bpf`). Adds: no exec, no new processes (threads still work: ``clone``
-  with ``CLONE_THREAD``), no sockets at all (the inherited socket keeps working), no signals to
-  process groups, to every process or to the worker's pid 1.
+  untrusted byte. Adds: no exec, no new processes (threads still work: ``clone`` with
+  ``CLONE_THREAD``), no sockets at all (the inherited socket keeps working), no mounts or
+  namespaces, no memory outside the address-space limit (memfd_create, SysV shm/msg/sem, POSIX
+  message queues), no process groups or sessions, no chmod/chown/xattrs (ACLs): a read-only
+  model file stays read-only.
+* **own-pid** guard (see :func:`own_pid_rules`): each job builds a tiny third program with its own
+  pid, so that signals (kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo) reach only itself.
 
 libseccomp adds the architecture check itself: a syscall made through another ABI (i386, x32)
 kills the process, so the lists cannot be side-stepped that way. The action for a refused call is
@@ -20,13 +27,16 @@ import enum
 import errno
 import functools
 import os
-from typing import Final
+from typing import Any, Final
 
 from airlock.errors import SandboxError
 
-__all__ = ["FilterStage", "compile_filter", "seccomp_available"]
+__all__ = ["FilterStage", "compile_filter", "own_pid_rules", "seccomp_available"]
 
 _AF_UNIX: Final = 1
+_CLONE_NEWNS: Final = 0x00020000
+_PRIO_PROCESS: Final = 0
+_IOPRIO_WHO_PROCESS: Final = 1
 _CLONE_THREAD: Final = 0x00010000
 _CLONE_NAMESPACES: Final = (
     0x00020000,  # CLONE_NEWNS
@@ -42,7 +52,8 @@ _CLONE_NAMESPACES: Final = (
 #: refused in both stages: debugging other processes, namespaces and mounts, kernel attack surface
 _ALWAYS_DENIED: Final = (
     "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
-    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot",
+    "pidfd_open", "process_madvise", "process_mrelease",
+    "setns", "umount2", "pivot_root", "chroot",
     "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
     "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
     "keyctl", "add_key", "request_key", "kexec_load", "kexec_file_load",
@@ -51,11 +62,34 @@ _ALWAYS_DENIED: Final = (
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "vhangup", "uselib",
 )  # fmt: skip
 
-#: refused in the job stage only: running programs, new processes, any new socket or connection
+#: calls whose first argument names a process: refused unless it is 0 (the caller itself)
+_OWN_PROCESS_ONLY: Final = (
+    "prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr",
+    "migrate_pages", "move_pages", "get_robust_list", "setpgid",
+)  # fmt: skip
+
+#: refused in the job stage only: running programs, new processes, any new socket or connection,
+#: mounts and namespaces, memory that RLIMIT_AS does not count, process groups, mode changes
 _JOB_DENIED: Final = (
     "execve", "execveat", "fork", "vfork",
     "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+    "unshare", "mount", "setpgid", "setsid", "pidfd_send_signal",
+    "memfd_create", "memfd_secret", "shmget", "shmat", "shmctl", "shmdt",
+    "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop", "semtimedop", "semctl",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "fchownat", "lchown",
+    "setxattr", "lsetxattr", "fsetxattr", "setxattrat", "removexattr", "lremovexattr", "fremovexattr",
+    "removexattrat",
 )  # fmt: skip
+
+#: signals: allowed only to the job itself; (syscall, index of its pid argument)
+_SIGNAL_CALLS: Final = (
+    ("kill", 0),
+    ("tkill", 0),
+    ("tgkill", 0),
+    ("rt_sigqueueinfo", 0),
+    ("rt_tgsigqueueinfo", 0),
+)
 
 
 class FilterStage(enum.Enum):
@@ -98,12 +132,24 @@ def compile_filter(stage: FilterStage) -> bytes:
 
     for name in _ALWAYS_DENIED:
         rule(deny, name)
+    arg = sc.Arg  # type: ignore[attr-defined]
+    ne = sc.NE  # type: ignore[attr-defined]
+    for name in _OWN_PROCESS_ONLY:
+        rule(deny, name, arg(0, ne, 0))
+    # setpriority(which, who) / ioprio_set(which, who): only "this process" (who 0); never a
+    # process group or a user (all processes of the sandbox uid: the worker and every job)
+    rule(deny, "setpriority", arg(0, ne, _PRIO_PROCESS))
+    rule(deny, "setpriority", arg(1, ne, 0))
+    rule(deny, "ioprio_set", arg(0, ne, _IOPRIO_WHO_PROCESS))
+    rule(deny, "ioprio_set", arg(1, ne, 0))
     for flag in _CLONE_NAMESPACES:
         rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))  # type: ignore[attr-defined]
     # clone3 passes its flags in memory a filter cannot read: report "not implemented" so libc falls
     # back to clone(2), whose flags the rules above and below do see.
     rule(sc.ERRNO(errno.ENOSYS), "clone3")  # type: ignore[attr-defined]
     if stage is FilterStage.LAUNCH:
+        # the worker's only use of unshare: a fresh mount namespace (private /tmp) per job
+        rule(deny, "unshare", arg(0, ne, _CLONE_NEWNS))
         rule(
             sc.ERRNO(errno.EAFNOSUPPORT),  # type: ignore[attr-defined]
             "socket",
@@ -119,7 +165,7 @@ def compile_filter(stage: FilterStage) -> bytes:
             rule(deny, name, sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 1))  # type: ignore[attr-defined]
         rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0))  # type: ignore[attr-defined]
         rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0x80000000, 0x80000000))  # type: ignore[attr-defined]
-    fd = os.memfd_create("airlock-seccomp", os.MFD_CLOEXEC)
+    fd = os.memfd_create("airlock-seccomp", os.MFD_CLOEXEC)  # trusted side: the host compiles
     try:
         with open(fd, "w+b", closefd=False) as handle:
             flt.export_bpf(handle)
@@ -130,3 +176,17 @@ def compile_filter(stage: FilterStage) -> bytes:
     if not program or len(program) % 8:
         raise SandboxError(f"seccomp: compiled filter has {len(program)} bytes, expected a multiple of 8")
     return program
+
+
+def own_pid_rules() -> list[tuple[int, int]]:
+    """(syscall number, pid argument index) of the signal calls, for the job's own-pid guard.
+
+    Numbers are resolved here (trusted side, libseccomp) because the job has no libseccomp.
+    """
+    sc: Any = _import_pyseccomp()
+    rules = []
+    for name, index in _SIGNAL_CALLS:
+        number = int(sc.resolve_syscall(sc.Arch.NATIVE, name))
+        if number >= 0:
+            rules.append((number, index))
+    return rules

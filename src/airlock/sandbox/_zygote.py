@@ -4,11 +4,22 @@ locked-down job for every ``spawn`` request that arrives on the control socket.
 The worker itself never reads an untrusted byte: model file descriptors only ever reach jobs, and
 only after the job's lockdown. It reports each job's exit status so airlock can say *why* a job died
 (SIGXCPU, SIGKILL by the memory limit, ...).
+
+The worker treats its jobs as hostile:
+
+* it is non-dumpable from its first instruction, so no job can open ``/proc/1/mem`` (and rewrite
+  the next job's filter), ``/proc/1/environ`` or ``/proc/1/fd`` even without Landlock; its command
+  line is overwritten (the configuration arrives on a file descriptor, never in argv);
+* the job filter lives in a sealed memfd (no write, shrink or grow): each job reads its own copy;
+* it keeps a duplicate of each job's channel and watches for airlock hanging up: when a request
+  ends (``Worker.close``, a deadline, airlock exiting) the job is killed with SIGKILL, whatever
+  it was doing; the job is its own session and cannot fork, so that ends every thread it had.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
 import os
 import select
 import signal
@@ -19,11 +30,14 @@ from typing import Any
 from airlock.errors import SandboxError
 from airlock.sandbox._frames import FrameCaps, recv_frame, send_frame
 from airlock.sandbox._job import run_job
-from airlock.sandbox._kernel import load_bpf
+from airlock.sandbox._kernel import hide_command_line, load_bpf, set_dumpable
 from airlock.sandbox._messages import check_header
 from airlock.sandbox._runtimes import runtime_named
 
 __all__ = ["main"]
+
+_SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+_HANGUP = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 def _read_fd(fd: int) -> bytes:
@@ -34,28 +48,83 @@ def _read_fd(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _sealed(fd: int) -> int:
+    """``fd`` if it is a memfd nobody can change any more; else refuse to start."""
+    if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & _SEALS != _SEALS:
+        raise SandboxError("worker: the job filter is not in a sealed memfd")
+    return fd
+
+
 def _status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit {os.WEXITSTATUS(status)}"
 
 
-def _reap(ctl: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        send_frame(ctl, {"type": "exited", "pid": pid, "status": _status(status)})
+def _kill(pid: int) -> None:
+    for kill in (os.killpg, os.kill):  # the job is its own process group once it ran setsid
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
 
 
-def main(raw_config: str) -> None:
-    cfg: dict[str, Any] = json.loads(raw_config)
+class _Jobs:
+    """Live jobs: pid -> the worker's duplicate of the job's channel, watched for a hang-up."""
+
+    def __init__(self, ctl: socket.socket, poller: select.poll) -> None:
+        self.ctl = ctl
+        self.poller = poller
+        self.lines: dict[int, int] = {}  # fd of the duplicate -> pid
+        self.by_pid: dict[int, int] = {}
+
+    def add(self, pid: int, line: int) -> None:
+        self.lines[line] = pid
+        self.by_pid[pid] = line
+        self.poller.register(line, select.POLLRDHUP)
+
+    def hung_up(self, line: int) -> None:
+        """airlock closed its end: the request is over, so is the job (reaped later)."""
+        pid = self.lines.get(line)
+        with contextlib.suppress(KeyError):
+            self.poller.unregister(line)
+        if pid is not None:
+            _kill(pid)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            send_frame(self.ctl, {"type": "exited", "pid": pid, "status": _status(status)})
+            line = self.by_pid.pop(pid, None)
+            if line is not None:
+                self.lines.pop(line, None)
+                with contextlib.suppress(KeyError):
+                    self.poller.unregister(line)
+                os.close(line)  # only now airlock sees the end of the job's channel, status already sent
+
+    def kill_all(self) -> None:
+        for pid in list(self.by_pid):
+            _kill(pid)
+
+
+def _child(fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> None:
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        run_job(fd, job_bpf_fd, cfg)
+    finally:
+        os._exit(70)  # never fall back into the worker's loop
+
+
+def main(cfg: dict[str, Any]) -> None:
+    set_dumpable(False)
+    hide_command_line(b"airlock-worker")
     if cfg["launch_bpf_fd"] >= 0:  # no bubblewrap (weaker sandbox): install the launch filter ourselves
         load_bpf(_read_fd(cfg["launch_bpf_fd"]))
-    job_bpf = _read_fd(cfg["job_bpf_fd"])
+    job_bpf_fd = _sealed(cfg["job_bpf_fd"])
     ctl = socket.socket(fileno=cfg["control_fd"])
     for name in cfg["runtimes"]:
         runtime_named(name).warm_up()
@@ -68,36 +137,44 @@ def main(raw_config: str) -> None:
         os.dup2(devnull, fd)
     os.close(devnull)
     caps = FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 16)
-    while True:
-        ready, _, _ = select.select([ctl.fileno(), wake_r], [], [])
-        if wake_r in ready:
-            while True:
-                try:
-                    os.read(wake_r, 512)
-                except BlockingIOError:
-                    break
-            _reap(ctl)
-        if ctl.fileno() not in ready:
-            continue
-        try:
-            frame = recv_frame(ctl, caps)
-            check_header(frame.header, ("spawn",))
-        except SandboxError:
-            break  # airlock went away or spoke nonsense: stop, which ends every job (pid 1 exits)
-        if len(frame.fds) != 1:
-            for fd in frame.fds:
-                os.close(fd)
-            break
-        pid = os.fork()
-        if pid == 0:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            ctl.close()
-            run_job(frame.fds[0], job_bpf, cfg)
-        os.close(frame.fds[0])
-        send_frame(ctl, {"type": "spawned", "pid": pid})
+    poller = select.poll()
+    poller.register(ctl.fileno(), select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    jobs = _Jobs(ctl, poller)
+    try:
+        while True:
+            events = dict(poller.poll())
+            for line, event in events.items():
+                if line in jobs.lines and event & _HANGUP:
+                    jobs.hung_up(line)
+            if wake_r in events:
+                while True:
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        break
+                jobs.reap()
+            if ctl.fileno() not in events:
+                continue
+            try:
+                frame = recv_frame(ctl, caps)
+                check_header(frame.header, ("spawn",))
+            except SandboxError:
+                break  # airlock went away or spoke nonsense: stop, which ends every job (pid 1 exits)
+            if len(frame.fds) != 1:
+                for fd in frame.fds:
+                    os.close(fd)
+                break
+            line = os.dup(frame.fds[0])
+            os.set_inheritable(line, False)
+            pid = os.fork()
+            if pid == 0:
+                ctl.close()
+                os.close(line)
+                _child(frame.fds[0], job_bpf_fd, cfg)
+            os.close(frame.fds[0])
+            jobs.add(pid, line)
+            send_frame(ctl, {"type": "spawned", "pid": pid})
+    finally:
+        jobs.kill_all()
     sys.exit(0)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

@@ -1,0 +1,323 @@
+"""Jobs against jobs and against the worker (pid 1), inside one warm sandbox.
+
+A job is hostile: it must not reach another pid's limits, priority, affinity, signals or memory,
+must not outlive its request, must see a /tmp of its own, and must not hold memory outside its
+address-space limit. Every test here holds with Landlock off too (``test_configurations.py``
+re-runs this file with ``AIRLOCK_SANDBOX_UNSAFE_NO_LANDLOCK=1`` and as an unprivileged uid): these
+protections come from seccomp, the worker's own hardening and the mount namespace of each job.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from airlock.errors import SandboxError
+from airlock.sandbox import Sandbox, SandboxPolicy
+from tests.sandbox._payloads import bytes_tensor, exec_checkpoint, exec_then_eval_checkpoint
+from tests.sandbox.conftest import FAST_LIMITS
+
+pyseccomp = pytest.importorskip("pyseccomp", reason="the sandbox extra is part of airlock[dev]")
+
+
+def _nr(name: str) -> int:
+    return int(pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name))
+
+
+@pytest.fixture(scope="module")
+def jobs() -> Iterator[Sandbox]:
+    """A warm sandbox of its own: a test that fails on a weak sandbox may leave this one broken."""
+    with Sandbox(SandboxPolicy(limits=FAST_LIMITS), runtimes=("torch",)) as sandbox:
+        yield sandbox
+
+
+def _probe(sandbox: Sandbox, path: Path, source: str) -> Any:
+    """Run ``source`` (which defines ``probe() -> JSON-able``) in a job; return what it returned."""
+    setup = (
+        f"namespace = {{}}\nexec({source!r}, namespace)\nimport builtins\n"
+        "builtins.airlock_probe = lambda ns=namespace: __import__('json').dumps(ns['probe']()).encode()\n"
+    )
+    model = exec_then_eval_checkpoint(path, setup, bytes_tensor("airlock_probe()"))
+    with sandbox.open(model) as worker:
+        evidence = worker.state_dict()["evidence"]
+    return json.loads(evidence.tobytes())
+
+
+def _serves(sandbox: Sandbox, tmp_path: Path) -> None:
+    torch.save({"w": torch.arange(3.0)}, tmp_path / "benign.pt")
+    with sandbox.open(tmp_path / "benign.pt") as worker:
+        assert np.array_equal(worker.state_dict()["w"], np.arange(3.0, dtype=np.float32))
+
+
+_CALLS = """
+import ctypes, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+NR = {nr!r}
+
+def call(fn, *args):
+    ctypes.set_errno(0)
+    result = fn(*args)
+    return 0 if result >= 0 else ctypes.get_errno()
+
+def probe():
+    out = {{}}
+    for name, target in (("worker", os.getppid()), ("job", {other})):
+        rlim = (ctypes.c_uint64 * 2)(1 << 20, 1 << 20)
+        param = ctypes.c_int(0)
+        mask = ctypes.c_uint64(1)
+        info = (ctypes.c_int * 32)(signal.SIGWINCH, 0, -1)  # si_code SI_QUEUE
+        nodes = ctypes.c_ulong(1)
+        out[name] = {{
+            "prlimit64": call(libc.syscall, NR["prlimit64"], target, 9, rlim, None),
+            "setpriority": call(libc.setpriority, 0, target, 19),
+            "setpriority-pgrp": call(libc.setpriority, 1, target, 19),
+            "setpriority-user": call(libc.setpriority, 2, 0, 19),
+            "sched_setaffinity": call(libc.sched_setaffinity, target, 8, ctypes.byref(mask)),
+            "sched_setscheduler": call(libc.sched_setscheduler, target, 5, ctypes.byref(param)),
+            "sched_setparam": call(libc.sched_setparam, target, ctypes.byref(param)),
+            "ioprio_set": call(libc.syscall, NR["ioprio_set"], 1, target, 3 << 13),
+            "ioprio_set-user": call(libc.syscall, NR["ioprio_set"], 3, 0, 3 << 13),
+            "migrate_pages": call(libc.syscall, NR["migrate_pages"], target, 64, ctypes.byref(nodes), ctypes.byref(nodes)),
+            "move_pages": call(libc.syscall, NR["move_pages"], target, 0, None, None, None, 0),
+            "kill": call(libc.kill, target, signal.SIGWINCH),
+            "tgkill": call(libc.syscall, NR["tgkill"], target, target, signal.SIGWINCH),
+            "rt_sigqueueinfo": call(libc.syscall, NR["rt_sigqueueinfo"], target, signal.SIGWINCH, info),
+            "rt_tgsigqueueinfo": call(libc.syscall, NR["rt_tgsigqueueinfo"], target, target, signal.SIGWINCH, info),
+            "pidfd_open": call(libc.syscall, NR["pidfd_open"], target, 0),
+            "get_robust_list": call(libc.syscall, NR["get_robust_list"], target, ctypes.byref(nodes), ctypes.byref(nodes)),
+        }}
+    own = ctypes.c_uint64(0)
+    out["self"] = {{
+        "prlimit64": call(libc.syscall, NR["prlimit64"], 0, 9, None, ctypes.byref((ctypes.c_uint64 * 2)())),
+        "setrlimit": call(libc.setrlimit, 4, ctypes.byref((ctypes.c_uint64 * 2)(0, 0))),
+        "sched_getaffinity": call(libc.sched_getaffinity, 0, 8, ctypes.byref(own)),
+        "setpriority": call(libc.setpriority, 0, 0, 1),
+        "raise": call(getattr(libc, "raise"), signal.SIGWINCH),
+        "kill-self": call(libc.kill, os.getpid(), signal.SIGWINCH),
+    }}
+    return out
+"""
+
+_SYSCALLS = ("prlimit64", "ioprio_set", "migrate_pages", "move_pages", "tgkill", "rt_sigqueueinfo",
+             "rt_tgsigqueueinfo", "pidfd_open", "get_robust_list")  # fmt: skip
+
+
+def test_a_job_cannot_touch_the_worker_or_another_job(jobs: Sandbox, tmp_path: Path) -> None:
+    """prlimit64 and the whole family on any pid but the job's own: EPERM, and nothing changed."""
+    torch.manual_seed(0)
+    module = torch.nn.Linear(4, 2).eval()
+    torch.save(module, tmp_path / "victim.pt")
+    x = np.ones((1, 4), np.float32)
+    with jobs.open(tmp_path / "victim.pt") as victim:
+        before = victim.infer({"x": x})["output"]
+        nr = {name: _nr(name) for name in _SYSCALLS}
+        result = _probe(jobs, tmp_path / "hostile.pt", _CALLS.format(nr=nr, other=victim._pid))
+        for target in ("worker", "job"):
+            refused = {name: code for name, code in result[target].items() if code == errno.EPERM}
+            assert refused == result[target], f"calls on the {target} that were not refused: {result[target]}"
+        # the job's own calls still work (libc uses pid 0 for itself)
+        assert result["self"] == dict.fromkeys(result["self"], 0), result["self"]
+        # the victim is unharmed: same limits, still answers
+        np.testing.assert_array_equal(victim.infer({"x": x})["output"], before)
+    _serves(jobs, tmp_path)  # later jobs start: the worker's limits were not lowered
+
+
+def test_a_job_is_killed_when_its_request_ends(jobs: Sandbox, tmp_path: Path) -> None:
+    """A job that ignores "close" (and keeps a thread sleeping) is killed, not left running."""
+    model = exec_checkpoint(
+        tmp_path / "linger.pt",
+        "import os, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(3600,)).start()\n"
+        "os._exit = lambda code, sleep=time.sleep: sleep(3600)\n",
+    )
+    with jobs.open(model) as worker:
+        pid = worker._pid
+        worker.state_dict()
+    assert jobs.exit_status(pid, wait=5) == "killed by SIGKILL"
+    _serves(jobs, tmp_path)
+
+
+def test_a_job_without_close_is_killed_when_the_socket_goes(jobs: Sandbox, tmp_path: Path) -> None:
+    """Closing the job's channel (what a host deadline does) kills a job stuck in its payload."""
+    model = exec_checkpoint(
+        tmp_path / "stuck.pt", "import os, time\nos._exit = lambda code, sleep=time.sleep: sleep(3600)\n"
+    )
+    worker = jobs.open(model)
+    pid = worker._pid
+    assert worker._sock is not None
+    worker._sock.close()  # no "close" frame: only the socket disappears
+    worker._sock = None
+    assert jobs.exit_status(pid, wait=5) == "killed by SIGKILL"
+
+
+def test_each_job_has_its_own_tmp(jobs: Sandbox, tmp_path: Path) -> None:
+    writer = exec_checkpoint(
+        tmp_path / "writer.pt",
+        "open('/tmp/airlock-shared', 'w').write('from job A')\nopen('airlock-cwd', 'w').write('A')",
+    )
+    reader = (
+        "import os\n"
+        "def probe():\n"
+        "    return {'listing': sorted(os.listdir('/tmp')), 'cwd': os.getcwd(), 'cwd_listing': sorted(os.listdir('.'))}\n"
+    )
+    with jobs.open(writer):  # job A is still alive while B looks
+        seen = _probe(jobs, tmp_path / "reader.pt", reader)
+    assert seen == {"listing": [], "cwd": "/tmp", "cwd_listing": []}
+    assert _probe(jobs, tmp_path / "reader2.pt", reader)["listing"] == []
+
+
+def test_the_worker_is_not_writable_or_readable_through_proc(jobs: Sandbox, tmp_path: Path) -> None:
+    """Without Landlock the worker's memory was writable: a job replaced the next job's filter."""
+    source = (
+        "import os\n"
+        "def probe():\n"
+        "    out = {}\n"
+        "    ppid = os.getppid()\n"
+        "    for name, mode in (('mem', os.O_RDWR), ('mem-read', os.O_RDONLY), ('environ', os.O_RDONLY),\n"
+        "                       ('fd', os.O_RDONLY | os.O_DIRECTORY), ('cwd', os.O_RDONLY | os.O_DIRECTORY)):\n"
+        "        path = f'/proc/{ppid}/' + name.split('-')[0]\n"
+        "        try:\n"
+        "            os.close(os.open(path, mode))\n"
+        "            out[name] = 'opened'\n"
+        "        except OSError as exc:\n"
+        "            out[name] = exc.errno\n"
+        "    out['cmdline'] = open(f'/proc/{ppid}/cmdline', 'rb').read().decode(errors='replace')\n"
+        "    return out\n"
+    )
+    seen = _probe(jobs, tmp_path / "mem.pt", source)
+    cmdline = seen.pop("cmdline")
+    assert all(code in (errno.EACCES, errno.EPERM) for code in seen.values()), seen
+    # the worker's command line holds no configuration and no host path of airlock
+    airlock_root = str(Path(__file__).resolve().parents[2] / "src")
+    for revealing in ("memory_bytes", "landlock", airlock_root, sys.executable):
+        assert revealing not in cmdline, cmdline
+    _serves(jobs, tmp_path)
+
+
+_MEMORY = """
+import ctypes, os, resource
+LIMIT = 256 << 20
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
+libc.shmdt.argtypes = (ctypes.c_void_p,)
+
+def fill(write, total):
+    chunk, held = b'x' * (1 << 20), 0
+    try:
+        while held < total:
+            write(chunk)
+            held += len(chunk)
+    except OSError:
+        pass
+    return held
+
+def probe():
+    vm = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize'))
+    resource.setrlimit(resource.RLIMIT_AS, (vm + LIMIT, vm + LIMIT))  # 256 MiB left, try 2x that
+    out = {}
+    try:
+        fd = os.memfd_create('airlock-probe')
+        out['memfd'] = fill(lambda b: os.write(fd, b), 2 * LIMIT)
+        os.close(fd)
+    except OSError as exc:
+        out['memfd'] = -exc.errno
+    try:
+        with open('/dev/shm/airlock-probe', 'wb') as f:
+            out['dev-shm'] = fill(f.write, 2 * LIMIT)
+        os.unlink('/dev/shm/airlock-probe')
+    except OSError as exc:
+        out['dev-shm'] = -exc.errno
+    held, ids = 0, []
+    for _ in range(4):  # four 128 MiB SysV segments, each attached, filled and detached in turn
+        ident = libc.shmget(0, LIMIT // 2, 0o1600)
+        if ident < 0:
+            held = -ctypes.get_errno()
+            break
+        ids.append(ident)
+        addr = libc.shmat(ident, None, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            break
+        ctypes.memset(addr, 1, LIMIT // 2)
+        libc.shmdt(addr)
+        held += LIMIT // 2
+    for ident in ids:
+        libc.shmctl(ident, 0, None)  # IPC_RMID
+    out['sysv-shm'] = held
+    ctypes.set_errno(0)
+    out['msgget'] = -ctypes.get_errno() if libc.msgget(0, 0o1600) < 0 else 'created'
+    return out
+"""
+
+
+def test_memory_outside_the_address_space_is_refused(jobs: Sandbox, tmp_path: Path) -> None:
+    """memfd, /dev/shm and SysV IPC pages do not count against RLIMIT_AS: the job may not make any."""
+    seen = _probe(jobs, tmp_path / "memory.pt", _MEMORY)
+    assert seen["memfd"] == -errno.EPERM, seen
+    assert seen["dev-shm"] in (-errno.EROFS, -errno.EACCES, -errno.ENOENT), seen
+    assert seen["sysv-shm"] == -errno.EPERM, seen
+    assert seen["msgget"] == -errno.EPERM, seen
+    _serves(jobs, tmp_path)
+
+
+def test_lowering_the_workers_limits_fails_cleanly(jobs: Sandbox, tmp_path: Path) -> None:
+    """The attack as a payload would write it: the load fails with EPERM, later jobs still start."""
+    model = exec_checkpoint(
+        tmp_path / "lower.pt",
+        "import resource, os\nresource.prlimit(os.getppid(), resource.RLIMIT_AS, (1 << 20, 1 << 20))",
+    )
+    with pytest.raises(
+        SandboxError, match=r"sandboxed load failed: PermissionError: .*Operation not permitted"
+    ):
+        jobs.open(model)
+    _serves(jobs, tmp_path)
+
+
+_REOPEN = """
+import os, stat
+
+def probe():
+    out = {}
+    for fd in range(3, 64):
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            continue
+        for link in (f'/proc/self/fd/{fd}', f'/dev/fd/{fd}', f'/proc/thread-self/fd/{fd}'):
+            try:
+                out[link + ' readlink'] = os.readlink(link)
+            except OSError as exc:
+                out[link + ' readlink'] = exc.errno
+            try:
+                os.close(os.open(link, os.O_WRONLY | os.O_APPEND))
+                out[link + ' write'] = 'opened'
+            except OSError as exc:
+                out[link + ' write'] = exc.errno
+        try:
+            os.fchmod(fd, 0o666)
+            out[f'fchmod {fd}'] = 'changed'
+        except OSError as exc:
+            out[f'fchmod {fd}'] = exc.errno
+    return out
+"""
+
+
+def test_the_model_descriptor_cannot_be_reopened_or_located(jobs: Sandbox, tmp_path: Path) -> None:
+    """Through /proc/self/fd a job could reopen the model for writing and read its host path."""
+    seen = _probe(jobs, tmp_path / "reopen.pt", _REOPEN)
+    assert seen, "the probe found no regular file descriptor (the model's) to try"
+    assert all(value in (errno.ENOENT, errno.EACCES, errno.EPERM) for value in seen.values()), seen
+    assert str(tmp_path) not in json.dumps(seen)
+    assert os.stat(tmp_path / "reopen.pt").st_mode & 0o777 != 0o666
