@@ -165,6 +165,7 @@ class PickleResult:
         "calls",
         "end",
         "error",
+        "frame_crossing",
         "globals",
         "opcodes",
         "protocol",
@@ -182,5 +183,7 @@ class PickleResult:
         self.builds: list[BuildEvent] = []
         #: structural oddities: (kind, offset, detail)
         self.anomalies: list[tuple[str, int, str]] = []
+        #: offset of the first opcode that reads past the end of a FRAME (readers disagree there)
+        self.frame_crossing: int | None = None
         self.opcodes = 0
         self.error: FormatError | None = None
