@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from airlock._analysis.catalogue import NESTED_LOADERS
+from airlock._analysis.pickle_data import scan_data_pickle
 from airlock._analysis.pickle_vm import (
     BuildHook,
     Call,
@@ -91,8 +92,10 @@ def _analyse_stream(
                 _skipped.append(at)
             return after
 
-        machine = Machine(data, limits, ctx.check_time, build_hook=hook)
-        result = machine.run(pos)
+        # Plain data (most big pickles) needs no object graph: a counting pass judges it.
+        result = scan_data_pickle(data, pos, limits, ctx.check_time)
+        if result is None:
+            result = Machine(data, limits, ctx.check_time, build_hook=hook).run(pos)
         if (
             index > 0
             and max_pickles is None
