@@ -3,7 +3,8 @@
 Builds, under bench/.work/ (git-ignored):
 
 * big files: a 1 GiB PyTorch zip checkpoint and a 1 GiB legacy checkpoint (~300 tensors each),
-  a 1 GiB safetensors file and a 1 GiB GGUF file;
+  a 1 GiB safetensors file, a 1 GiB GGUF file, and a pickle of one million small dicts (~22 MB:
+  the shape of vocabularies and pickled datasets; goal <= 0.5x picklescan's time, <= 150 MB);
 * the corpus: airlock's pickle attack fixtures (tests/fixtures/attacks.py, each with the name of
   its payload), malicious PyTorch zip checkpoints, the ordinary files of tests/fixtures/benign.py,
   and the peer corpus ../shared/corpora/picklescan-tests (labels from its manifest);
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import re
 import shutil
 import statistics
@@ -252,28 +254,34 @@ def _tensors(total: int, count: int) -> list[tuple[str, tuple[int, ...]]]:
     return [(f"layers.{i}.weight", (side, per // side)) for i in range(count)]
 
 
-def build_big(folder: Path) -> dict[str, Path]:
+def build_big(folder: Path, only: str = "") -> dict[str, Path]:
+    """The big files whose label starts with ``only``, built once under ``folder``."""
     import numpy as np
-    import torch
-    from safetensors.numpy import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     shapes = _tensors(GIB, 300)
-    state = {name: torch.ones(shape) for name, shape in shapes}
     paths = {
         "torch zip 1 GiB": folder / "big_zip.pt",
         "torch legacy 1 GiB": folder / "big_legacy.pt",
         "safetensors 1 GiB": folder / "big.safetensors",
         "gguf 1 GiB": folder / "big.gguf",
+        "pickle 1M dicts": folder / "dicts.pkl",
     }
-    if not paths["torch zip 1 GiB"].exists():
-        torch.save(state, paths["torch zip 1 GiB"])
-    if not paths["torch legacy 1 GiB"].exists():
-        torch.save(state, paths["torch legacy 1 GiB"], _use_new_zipfile_serialization=False)
-    if not paths["safetensors 1 GiB"].exists():
-        save_file({k: v.numpy() for k, v in state.items()}, str(paths["safetensors 1 GiB"]))
-    del state
-    if not paths["gguf 1 GiB"].exists():
+    paths = {label: path for label, path in paths.items() if label.startswith(only)}
+    missing = {label for label, path in paths.items() if not path.exists()}
+    if missing & {"torch zip 1 GiB", "torch legacy 1 GiB", "safetensors 1 GiB"}:
+        import torch
+        from safetensors.numpy import save_file
+
+        state = {name: torch.ones(shape) for name, shape in shapes}
+        if "torch zip 1 GiB" in missing:
+            torch.save(state, paths["torch zip 1 GiB"])
+        if "torch legacy 1 GiB" in missing:
+            torch.save(state, paths["torch legacy 1 GiB"], _use_new_zipfile_serialization=False)
+        if "safetensors 1 GiB" in missing:
+            save_file({k: v.numpy() for k, v in state.items()}, str(paths["safetensors 1 GiB"]))
+        del state
+    if "gguf 1 GiB" in missing:
         import gguf
 
         writer = gguf.GGUFWriter(str(paths["gguf 1 GiB"]), "llama")
@@ -284,6 +292,11 @@ def build_big(folder: Path) -> dict[str, Path]:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+    if "pickle 1M dicts" in missing:
+        rows = [{"id": i, "token": f"w{i}"} for i in range(1_000_000)]
+        with open(paths["pickle 1M dicts"], "wb") as handle:
+            pickle.dump(rows, handle, protocol=4)
+        del rows
     os.sync()  # flush the new files now, not during the timings
     return paths
 
@@ -336,7 +349,7 @@ def big_table(paths: dict[str, Path], runs: int) -> None:
                 except (ValueError, KeyError):
                     verdict = f"exit {results[0].code}"
             print(f"{label:<20} {name:<22} {seconds:>8.3f} {rss:>8.1f} {verdict:>13}")
-        ref = "picklescan" if label.startswith("torch") else "header read (reference)"
+        ref = "picklescan" if label.startswith(("torch", "pickle")) else "header read (reference)"
         print(f"{label:<20} ratio airlock / {ref}: {times['airlock'] / times[ref]:.2f}\n")
 
 
@@ -345,6 +358,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per big file and tool (median is shown)")
     parser.add_argument("--skip-big", action="store_true", help="skip the 1 GiB files")
     parser.add_argument("--skip-corpus", action="store_true", help="skip the corpus")
+    parser.add_argument(
+        "--only", default="", help="big files whose label starts with this (e.g. 'pickle', 'torch zip')"
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep bench/.work/scan (the big files) afterwards"
     )
@@ -360,7 +376,7 @@ def main() -> None:
             shutil.rmtree(corpus_dir, ignore_errors=True)
             corpus_table(build_corpus(corpus_dir))
         if not args.skip_big:
-            big_table(build_big(WORK / "big"), args.runs)
+            big_table(build_big(WORK / "big", args.only), args.runs)
     finally:
         if not args.keep:
             shutil.rmtree(WORK, ignore_errors=True)

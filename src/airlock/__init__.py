@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from airlock._scan.api import scan
 from airlock.errors import (
     AirlockError,
     FormatError,
@@ -22,22 +21,42 @@ from airlock.errors import (
     SandboxError,
     UsageError,
 )
-from airlock.limits import Limits
-from airlock.policy import Policy
-from airlock.results import FileReport, Finding, Location, Report, Severity, Skipped, Verdict
 
 if TYPE_CHECKING:
+    from airlock._scan.api import scan
+    from airlock.limits import Limits
     from airlock.loading import load
+    from airlock.policy import Policy
+    from airlock.results import FileReport, Finding, Location, Report, Severity, Skipped, Verdict
+
+#: Names imported on first use (PEP 562), so that ``import airlock`` and ``airlock --version``
+#: cost no more than the error classes: the scanner, the policy and the tensor machinery load
+#: when a program first touches them.
+_LAZY: dict[str, str] = {
+    "scan": "airlock._scan.api",
+    "load": "airlock.loading",
+    "Limits": "airlock.limits",
+    "Policy": "airlock.policy",
+    **{
+        name: "airlock.results"
+        for name in ("FileReport", "Finding", "Location", "Report", "Severity", "Skipped", "Verdict")
+    },
+}
 
 
 def __getattr__(name: str) -> object:
-    # ``load`` pulls in the tensor machinery; import it on first use so ``import airlock`` (and
-    # every ``airlock scan``) stays cheap.
-    if name == "load":
-        from airlock.loading import load
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'airlock' has no attribute {name!r}")
+    import importlib
 
-        return load
-    raise AttributeError(f"module 'airlock' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from airlock._analysis.catalogue import NESTED_LOADERS
+from airlock._analysis.pickle_data import scan_data_pickle
 from airlock._analysis.pickle_vm import (
     BuildHook,
     Call,
@@ -27,6 +28,7 @@ from airlock._analysis.pickle_vm import (
 from airlock._analysis.symbolic import callee, fold_bytes, render
 from airlock._formats.base import Issue, PickleStream, ReadContext
 from airlock._formats.joblib_arrays import make_build_hook
+from airlock._formats.pickle_ops import file_reading
 from airlock.errors import FormatError, LimitError
 from airlock.policy import Decision, Policy
 from airlock.results import Severity
@@ -90,8 +92,10 @@ def _analyse_stream(
                 _skipped.append(at)
             return after
 
-        machine = Machine(data, limits, ctx.check_time, build_hook=hook)
-        result = machine.run(pos)
+        # Plain data (most big pickles) needs no object graph: a counting pass judges it.
+        result = scan_data_pickle(data, pos, limits, ctx.check_time)
+        if result is None:
+            result = Machine(data, limits, ctx.check_time, build_hook=hook).run(pos)
         if (
             index > 0
             and max_pickles is None
@@ -119,6 +123,8 @@ def _analyse_stream(
                 yield members, issue
         if skipped:
             yield from _as_plain_pickle(data, pos, ctx, policy, nested_depth, reported)
+        if result.frame_crossing is not None:
+            yield from _as_file_reader(data, pos, result, ctx, policy, nested_depth, reported)
         if result.error is not None:
             if lenient and not result.globals and not result.calls:
                 return
@@ -189,6 +195,48 @@ def _as_plain_pickle(
     for members, issue in _findings(plain, data, ctx, policy, nested_depth):
         if issue.rule in _PLAIN_READING_RULES and _key(issue) not in reported:
             yield (step, *members), issue
+
+
+_FILE_STEP: Final = (
+    "as a file reader without peek reads it (torch.load of a zip checkpoint, pickle.load(io.BytesIO))"
+)
+
+
+def _as_file_reader(
+    data: memoryview,
+    start: int,
+    result: PickleResult,
+    ctx: ReadContext,
+    policy: Policy,
+    nested_depth: int,
+    reported: set[tuple[str, str | None, str]],
+) -> Iterator[Located]:
+    """The pickle as CPython reads it from a file object without ``peek`` (see
+    ``pickle_ops.FileReading``): an opcode that crosses the end of a FRAME is read from other bytes
+    there than ``pickle.loads`` reads. Ordinary pickles never do this (the pickler ends frames
+    between opcodes), so the crossing itself is reported, and every finding of that reading too,
+    at its offset in the file."""
+    reading = file_reading(data, start, ctx.limits.max_decompressed_bytes)
+    if reading is None:
+        return
+    assert result.frame_crossing is not None
+    spans = ", ".join(f"{a}-{b}" for a, b in reading.dropped[:4])
+    yield (
+        (),
+        Issue(
+            "pickle.frame-differential",
+            Severity.SUSPICIOUS,
+            f"an opcode crosses the end of a FRAME: pickle.loads reads it whole, a file reader without "
+            f"peek skips bytes {spans} and reads on after the frame",
+            offset=result.frame_crossing,
+        ),
+    )
+    other = Machine(memoryview(reading.data), ctx.limits, ctx.check_time, build_hook=None).run(0)
+    for members, issue in _findings(other, memoryview(reading.data), ctx, policy, nested_depth):
+        if _key(issue) in reported:
+            continue
+        reported.add(_key(issue))
+        yield (_FILE_STEP, *members), issue._replace(offset=reading.original_offset(issue.offset))
 
 
 def _error_issue(error: FormatError, index: int) -> Issue:

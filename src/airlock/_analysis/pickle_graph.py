@@ -165,6 +165,7 @@ class PickleResult:
         "calls",
         "end",
         "error",
+        "frame_crossing",
         "globals",
         "opcodes",
         "persids",
@@ -185,5 +186,7 @@ class PickleResult:
         self.persids: list[PersId] = []
         #: structural oddities: (kind, offset, detail)
         self.anomalies: list[tuple[str, int, str]] = []
+        #: offset of the first opcode that reads past the end of a FRAME (readers disagree there)
+        self.frame_crossing: int | None = None
         self.opcodes = 0
         self.error: FormatError | None = None

@@ -64,6 +64,7 @@ __all__ = [
 BuildHook = Callable[[Node, int], int]
 
 _CHECK_EVERY: Final = 65536
+_NO_FRAME: Final = 1 << 62
 _UINT1_OPS: Final = frozenset({0x4B, 0x68, 0x71})
 
 
@@ -128,6 +129,7 @@ class Machine:
         no_arg = NO_ARG_OPCODES
         build_hook = self._build_hook
         pos = start
+        frame_end = _NO_FRAME
         count = result.opcodes
         next_check = count + _CHECK_EVERY
         try:
@@ -145,6 +147,19 @@ class Machine:
                     nxt = pos + 2
                 else:
                     code, arg, nxt = decode_op(data, pos)
+                    if code == 0x95:  # FRAME: where a peek-less file reader's buffer ends
+                        assert isinstance(arg, int)
+                        # the header, or the frame it announces, runs past the current frame
+                        crosses = pos < frame_end < nxt or nxt < frame_end < nxt + arg
+                        if crosses and result.frame_crossing is None:
+                            result.frame_crossing = pos
+                        if frame_end == _NO_FRAME or nxt >= frame_end:
+                            frame_end = nxt + arg
+                if nxt > frame_end:
+                    if pos < frame_end and result.frame_crossing is None:
+                        # This opcode runs past the end of a FRAME: readers disagree on its bytes.
+                        result.frame_crossing = pos
+                    frame_end = _NO_FRAME
                 if code == 0x2E:  # STOP
                     result.end = nxt
                     result.root = self._pop(pos)

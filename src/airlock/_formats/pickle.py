@@ -1,7 +1,8 @@
 """Raw pickle streams (protocols 0-5, back to back) and the PyTorch legacy format.
 
-Sniffing is by content: a PROTO opcode, or a run of opcodes that decodes cleanly (protocol 0/1
-text pickles have no header). The torch legacy format is a pickle stream whose first pickle is
+Sniffing is by what the unpickler accepts, not by what picklers usually write: content is a
+pickle when ``pickle.load`` would reach STOP or import something before failing, whatever its
+first opcode (``looks_like_pickle``). The torch legacy format is a pickle stream whose first pickle is
 torch's magic number; it holds five pickles (magic, protocol, sys info, main object, storage
 keys) followed by raw storage bytes.
 """
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from airlock._formats.base import Fact, PickleStream, ReadContext
-from airlock._formats.pickle_ops import decode_op
+from airlock._formats.pickle_ops import OPCODE_TABLE, Truncated, decode_op, file_reading
 from airlock.errors import FormatError
 
 __all__ = ["LEGACY_MAGIC", "PickleReader", "TorchLegacyReader", "is_legacy_magic", "looks_like_pickle"]
@@ -21,7 +22,6 @@ __all__ = ["LEGACY_MAGIC", "PickleReader", "TorchLegacyReader", "is_legacy_magic
 LEGACY_MAGIC: Final = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
 #: the magic number's LONG1 opcode and STOP, as every protocol from 2 on writes them
 _LEGACY_MAGIC_BODY: Final = LEGACY_MAGIC[2:]
-_PROBE_OPS: Final = 32
 
 
 def is_legacy_magic(head: bytes) -> bool:
@@ -36,47 +36,110 @@ def is_legacy_magic(head: bytes) -> bool:
     return body.startswith(_LEGACY_MAGIC_BODY)
 
 
-# Opcodes a protocol 0/1 pickle can start with (no PROTO header).
-_TEXT_START: Final = frozenset(b"(cSVIJKLFGNX}])UTBCqpgh")
+_HIGHEST_PROTOCOL: Final = 5
+_GLOBAL_OPS: Final = frozenset({0x63, 0x69})  # GLOBAL INST: import the module named on the line
+_EXT_OPS: Final = frozenset({0x82, 0x83, 0x84})  # EXT1/2/4: the copyreg registry imports a global
+_GET_OPS: Final = frozenset({0x67, 0x68, 0x6A})
+_PUT_OPS: Final = frozenset({0x70, 0x71, 0x72})
+_STR_OPS: Final = frozenset({0x53, 0x54, 0x55, 0x56, 0x58, 0x8C, 0x8D})  # push a str (py2 str too)
 
 
-def looks_like_pickle(head: bytes) -> bool:
-    """True when ``head`` starts with a PROTO opcode, or decodes as pickle opcodes up to STOP
-    or for a good stretch (protocol 0/1 pickles have no magic number)."""
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return True
-    if not head or head[0] not in _TEXT_START:
-        return False
+def looks_like_pickle(head: bytes, size: int | None = None) -> bool:
+    """True when ``pickle.load`` would do something with content starting with ``head``.
+
+    Not a magic number: the unpickler's own rules (``pickle_ops.OPCODE_TABLE``: arguments, stack,
+    MARKs, memo) are applied to ``head`` from its first byte, in both ways CPython reads a pickle
+    (``pickle.loads`` and a file reader without ``peek``, which differ around FRAME). The content
+    is a pickle when the unpickler would reach STOP, or import something (GLOBAL/INST naming a
+    module, STACK_GLOBAL on two strings, an extension code) before it fails; or when ``head`` ends
+    before the unpickler fails while more of the file follows (``size`` unknown: assumed). Content
+    that fails before importing anything (text that happens to start with an opcode letter) does
+    nothing under any unpickler and is not a pickle.
+    """
+    total = len(head) if size is None else size
+    more = size is None or size > len(head)
     view = memoryview(head)
+    if _probe(view, total, more):
+        return True
+    reading = file_reading(view, 0, len(head))
+    return reading is not None and _probe(memoryview(reading.data), total, more)
+
+
+def _probe(view: memoryview, total: int, more: bool) -> bool:
+    stack: list[bool] = []  # one entry per item: is it a str (STACK_GLOBAL's operands must be)
+    marks: list[int] = []  # stack heights at each MARK
+    memo: dict[int, bool] = {}
     pos = 0
-    ops = 0
-    first = -1
     try:
-        while pos < len(view) and ops < _PROBE_OPS:
-            code, arg, pos = decode_op(view, pos)
-            if ops == 0:
-                first = code
-                # GLOBAL / INST naming an importable-looking module and name: a pickle, whatever follows.
-                if code in (0x63, 0x69) and isinstance(arg, tuple) and all(_dotted(a) for a in arg):
-                    return True
-            ops += 1
+        while True:
+            code, arg, pos_next = decode_op(view, pos)
+            entry = OPCODE_TABLE[code]
+            fence = marks[-1] if marks else 0
             if code == 0x2E:  # STOP
-                return ops >= 2
+                return len(stack) > fence
+            if code in _GLOBAL_OPS:
+                assert isinstance(arg, tuple)
+                # find_class imports the module: an effect, whatever follows. A module name that
+                # is not dotted identifiers cannot be imported, and the unpickler fails there.
+                return _importable(arg[0])
+            if code in _EXT_OPS:
+                return True
+            if code == 0x93:  # STACK_GLOBAL
+                return len(stack) - fence >= 2 and stack[-1] and stack[-2]
+            if code == 0x28:  # MARK
+                marks.append(len(stack))
+            elif code == 0x30:  # POP: on an empty frame CPython pops the MARK instead
+                if len(stack) > fence:
+                    stack.pop()
+                elif marks:
+                    marks.pop()
+                else:
+                    return False
+            elif code == 0x80:  # PROTO
+                assert isinstance(arg, int)
+                if arg > _HIGHEST_PROTOCOL:
+                    return False
+            elif code in _GET_OPS:
+                if arg not in memo:
+                    return False
+                stack.append(memo[arg])  # type: ignore[index]
+            elif code in _PUT_OPS or code == 0x94:  # PUT / MEMOIZE: need an item to store
+                if len(stack) <= fence or (isinstance(arg, int) and arg < 0):
+                    return False
+                memo[len(memo) if code == 0x94 else arg] = stack[-1]  # type: ignore[index]
+            elif code == 0x32:  # DUP
+                if len(stack) <= fence:
+                    return False
+                stack.append(stack[-1])
+            else:
+                _arg, below, takes_mark, above, pushed = entry
+                if takes_mark:
+                    if not marks or len(stack) - fence < above:
+                        return False
+                    del stack[marks.pop() :]
+                    fence = marks[-1] if marks else 0
+                if len(stack) - fence < below:
+                    return False
+                if below:
+                    del stack[-below:]
+                stack.extend([code in _STR_OPS] * pushed)
+            pos = pos_next
+    except Truncated as exc:
+        # The head ends first: a pickle if the file goes on (and the argument fits in it).
+        return more and (exc.need_end is None or exc.need_end <= total)
     except FormatError:
-        # Ran off the end of the head after several good opcodes: still a pickle.
-        return ops >= 4 and pos >= len(view) - 512
-    return ops >= _PROBE_OPS and first != -1
+        return False
 
 
-def _dotted(text: str) -> bool:
-    return bool(text) and all(part.isidentifier() for part in text.split("."))
+def _importable(module: str) -> bool:
+    return bool(module) and all(part.isidentifier() for part in module.split("."))
 
 
 class PickleReader:
     name = "pickle"
 
     def sniff(self, head: bytes, size: int) -> bool:
-        return looks_like_pickle(head)
+        return looks_like_pickle(head, size)
 
     def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
         yield PickleStream(data, 0, "pickle")

@@ -7,13 +7,23 @@ returned as zero-copy ``memoryview`` slices.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import struct
 from typing import Final
 
 from airlock.errors import FormatError
 
-__all__ = ["ARG_NONE", "MAX_TEXT_LINE", "NO_ARG_OPCODES", "OPCODE_NAMES", "decode_op"]
+__all__ = [
+    "ARG_NONE",
+    "MAX_TEXT_LINE",
+    "NO_ARG_OPCODES",
+    "OPCODE_NAMES",
+    "FileReading",
+    "Truncated",
+    "decode_op",
+    "file_reading",
+]
 
 #: Longest text-line argument (protocol 0 ints, names, strings) we accept.
 MAX_TEXT_LINE: Final = 64 * 1024 * 1024
@@ -110,13 +120,23 @@ _F8: Final = struct.Struct(">d")
 Arg = None | int | float | str | bytes | memoryview | tuple[str, str]
 
 
+class Truncated(FormatError):
+    """The data ended before an opcode or its argument did. ``need_end`` is the position the
+    argument would end at (None when unknown: a text line with no newline yet)."""
+
+    def __init__(self, message: str, *, offset: int | None, need_end: int | None) -> None:
+        super().__init__(message, offset=offset)
+        self.need_end = need_end
+
+
 def _need(data: memoryview, pos: int, n: int, what: str) -> None:
     if n < 0:
         raise FormatError(f"{what}: negative length {n}", offset=pos)
     if pos + n > len(data):
-        raise FormatError(
+        raise Truncated(
             f"{what}: needs {n} bytes but only {len(data) - pos} remain (truncated or lying length)",
             offset=pos,
+            need_end=pos + n,
         )
 
 
@@ -133,7 +153,7 @@ def _line(data: memoryview, pos: int, what: str) -> tuple[bytes, int]:
         if end >= limit:
             if limit < len(data):
                 raise FormatError(f"{what}: text argument longer than {MAX_TEXT_LINE} bytes", offset=pos)
-            raise FormatError(f"{what}: no newline before end of data", offset=pos)
+            raise Truncated(f"{what}: no newline before end of data", offset=pos, need_end=None)
         chunk *= 4
 
 
@@ -166,7 +186,7 @@ def _quoted(text: bytes, pos: int) -> bytes:
 def decode_op(data: memoryview, pos: int) -> tuple[int, Arg, int]:
     """Decode the opcode at ``pos``: returns (opcode byte, argument, position of the next opcode)."""
     if pos >= len(data):
-        raise FormatError("pickle ends without STOP", offset=pos)
+        raise Truncated("pickle ends without STOP", offset=pos, need_end=pos + 1)
     code = data[pos]
     p = pos + 1
     if code in NO_ARG_OPCODES:
@@ -265,3 +285,218 @@ def _decode_text_op(data: memoryview, pos: int, code: int, name: str) -> tuple[i
         except UnicodeDecodeError as exc:
             raise FormatError("PERSID: id is not ASCII", offset=pos) from exc
     raise FormatError(f"unhandled opcode {name}", offset=pos)  # pragma: no cover - table is complete
+
+
+# -- the unpickler's opcode table and how a file reader consumes it ---------------------------------
+
+#: ``pickletools.opcodes`` as data (tests/analysis/test_pickle_sniff.py checks it against the
+#: running interpreter): opcode -> (argument, items below the MARK or popped, takes a MARK, items
+#: above the MARK, items pushed). Argument: n > 0 fixed bytes; 0 none; -1 one text line; -2 two
+#: lines; -11/-14/-18 a 1/4/8-byte length, then that many bytes.
+OPCODE_TABLE: Final[dict[int, tuple[int, int, bool, int, int]]] = {
+    0x49: (-1, 0, False, 0, 1),  # INT
+    0x4A: (4, 0, False, 0, 1),  # BININT
+    0x4B: (1, 0, False, 0, 1),  # BININT1
+    0x4D: (2, 0, False, 0, 1),  # BININT2
+    0x4C: (-1, 0, False, 0, 1),  # LONG
+    0x8A: (-11, 0, False, 0, 1),  # LONG1
+    0x8B: (-14, 0, False, 0, 1),  # LONG4
+    0x53: (-1, 0, False, 0, 1),  # STRING
+    0x54: (-14, 0, False, 0, 1),  # BINSTRING
+    0x55: (-11, 0, False, 0, 1),  # SHORT_BINSTRING
+    0x42: (-14, 0, False, 0, 1),  # BINBYTES
+    0x43: (-11, 0, False, 0, 1),  # SHORT_BINBYTES
+    0x8E: (-18, 0, False, 0, 1),  # BINBYTES8
+    0x96: (-18, 0, False, 0, 1),  # BYTEARRAY8
+    0x97: (0, 0, False, 0, 1),  # NEXT_BUFFER
+    0x98: (0, 1, False, 0, 1),  # READONLY_BUFFER
+    0x4E: (0, 0, False, 0, 1),  # NONE
+    0x88: (0, 0, False, 0, 1),  # NEWTRUE
+    0x89: (0, 0, False, 0, 1),  # NEWFALSE
+    0x56: (-1, 0, False, 0, 1),  # UNICODE
+    0x8C: (-11, 0, False, 0, 1),  # SHORT_BINUNICODE
+    0x58: (-14, 0, False, 0, 1),  # BINUNICODE
+    0x8D: (-18, 0, False, 0, 1),  # BINUNICODE8
+    0x46: (-1, 0, False, 0, 1),  # FLOAT
+    0x47: (8, 0, False, 0, 1),  # BINFLOAT
+    0x5D: (0, 0, False, 0, 1),  # EMPTY_LIST
+    0x61: (0, 2, False, 0, 1),  # APPEND
+    0x65: (0, 1, True, 0, 1),  # APPENDS
+    0x6C: (0, 0, True, 0, 1),  # LIST
+    0x29: (0, 0, False, 0, 1),  # EMPTY_TUPLE
+    0x74: (0, 0, True, 0, 1),  # TUPLE
+    0x85: (0, 1, False, 0, 1),  # TUPLE1
+    0x86: (0, 2, False, 0, 1),  # TUPLE2
+    0x87: (0, 3, False, 0, 1),  # TUPLE3
+    0x7D: (0, 0, False, 0, 1),  # EMPTY_DICT
+    0x64: (0, 0, True, 0, 1),  # DICT
+    0x73: (0, 3, False, 0, 1),  # SETITEM
+    0x75: (0, 1, True, 0, 1),  # SETITEMS
+    0x8F: (0, 0, False, 0, 1),  # EMPTY_SET
+    0x90: (0, 1, True, 0, 1),  # ADDITEMS
+    0x91: (0, 0, True, 0, 1),  # FROZENSET
+    0x30: (0, 1, False, 0, 0),  # POP
+    0x32: (0, 1, False, 0, 2),  # DUP
+    0x28: (0, 0, False, 0, 1),  # MARK
+    0x31: (0, 0, True, 0, 0),  # POP_MARK
+    0x67: (-1, 0, False, 0, 1),  # GET
+    0x68: (1, 0, False, 0, 1),  # BINGET
+    0x6A: (4, 0, False, 0, 1),  # LONG_BINGET
+    0x70: (-1, 0, False, 0, 0),  # PUT
+    0x71: (1, 0, False, 0, 0),  # BINPUT
+    0x72: (4, 0, False, 0, 0),  # LONG_BINPUT
+    0x94: (0, 1, False, 0, 1),  # MEMOIZE
+    0x82: (1, 0, False, 0, 1),  # EXT1
+    0x83: (2, 0, False, 0, 1),  # EXT2
+    0x84: (4, 0, False, 0, 1),  # EXT4
+    0x63: (-2, 0, False, 0, 1),  # GLOBAL
+    0x93: (0, 2, False, 0, 1),  # STACK_GLOBAL
+    0x52: (0, 2, False, 0, 1),  # REDUCE
+    0x62: (0, 2, False, 0, 1),  # BUILD
+    0x69: (-2, 0, True, 0, 1),  # INST
+    0x6F: (0, 0, True, 1, 1),  # OBJ
+    0x81: (0, 2, False, 0, 1),  # NEWOBJ
+    0x92: (0, 3, False, 0, 1),  # NEWOBJ_EX
+    0x80: (1, 0, False, 0, 0),  # PROTO
+    0x2E: (0, 1, False, 0, 0),  # STOP
+    0x95: (8, 0, False, 0, 0),  # FRAME
+    0x50: (-1, 0, False, 0, 1),  # PERSID
+    0x51: (0, 1, False, 0, 1),  # BINPERSID
+}
+
+_FRAME: Final = 0x95
+#: BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8: CPython reads their bodies in order, across
+#: the end of the buffer (``_Unpickler_ReadInto``); every other argument is read as one piece.
+_READ_INTO: Final = frozenset({0x42, 0x43, 0x8E, 0x96})
+_STOP: Final = 0x2E
+
+
+class FileReading:
+    """A pickle as CPython's C unpickler reads it from a file object without ``peek``.
+
+    ``pickle.loads`` and ``pickle.load(open(path, "rb"))`` read the bytes in order. An unpickler
+    reading a file object without ``peek`` (``io.BytesIO``, ``open(..., buffering=0)``: what
+    ``torch.load`` hands the unpickler for a zip checkpoint's ``data.pkl``) buffers exactly the
+    bytes of a FRAME; a read that runs past the end of that buffer drops the rest of it and reads
+    on from the file after the frame. So a text line, a length or a string that crosses the end of
+    a FRAME is read from other bytes than ``pickle.loads`` reads. ``data`` is what that reader
+    consumes, in order; ``dropped`` the (start, end) ranges of the original it skips.
+    """
+
+    __slots__ = ("_starts", "data", "dropped", "segments")
+
+    def __init__(self, data: bytes, segments: list[tuple[int, int]], dropped: list[tuple[int, int]]) -> None:
+        self.data = data
+        #: (offset in ``data``, offset in the original) where each contiguous piece starts
+        self.segments = segments
+        self._starts = [s for s, _ in segments]
+        self.dropped = dropped
+
+    def original_offset(self, offset: int | None) -> int | None:
+        """Where ``offset`` in :attr:`data` lies in the original bytes."""
+        if offset is None or not self.segments:
+            return offset
+        index = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        here, there = self.segments[index]
+        return there + offset - here
+
+
+def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | None:
+    """The bytes a ``peek``-less file reader consumes for the pickle at ``start`` (see
+    :class:`FileReading`), up to STOP, the first undecodable opcode, or ``max_bytes`` consumed.
+    None when it consumes the same bytes as ``pickle.loads`` (no read crosses a FRAME's end)."""
+    size = len(data)
+    pos = start  # next byte the unpickler reads
+    buf_end = start  # end of the buffered bytes; reads at buf_end come straight from the file
+    kept: list[tuple[int, int]] = []  # original (start, end) ranges consumed, in order
+    dropped: list[tuple[int, int]] = []
+    piece = start
+    skipped = 0
+
+    def drop() -> None:
+        nonlocal piece, skipped
+        kept.append((piece, pos))
+        dropped.append((pos, buf_end))
+        skipped += buf_end - pos
+        piece = buf_end
+
+    def read(n: int) -> int:
+        # Returns where the n bytes read start in the original.
+        nonlocal pos, buf_end
+        if n < 0:
+            raise FormatError("negative length", offset=pos)
+        if pos + n <= buf_end:
+            at = pos
+            pos += n
+            return at
+        if pos < buf_end:
+            drop()
+        at = buf_end
+        pos = buf_end = at + n
+        if pos > size:
+            raise FormatError("file ends inside an argument", offset=at)
+        return at
+
+    def readline() -> int:
+        nonlocal pos, buf_end
+        nl = bytes(data[pos:buf_end]).find(b"\n") if pos < buf_end else -1
+        if nl >= 0:
+            at = pos
+            pos += nl + 1
+            return at
+        if pos < buf_end:
+            drop()
+        at = buf_end
+        limit = min(size, at + MAX_TEXT_LINE)
+        found = bytes(data[at:limit]).find(b"\n")
+        if found < 0:
+            raise FormatError("file ends inside a text line", offset=at)
+        pos = buf_end = at + found + 1
+        return at
+
+    try:
+        while pos - start - skipped < max_bytes:
+            code = data[read(1)]
+            entry = OPCODE_TABLE.get(code)
+            if entry is None:
+                break
+            arg = entry[0]
+            if code == _FRAME:
+                length = _U8.unpack_from(data, read(8))[0]
+                if pos + length > buf_end:  # the C unpickler reads the frame, then rewinds to its start
+                    read(length)
+                    pos -= length
+            elif arg > 0:
+                read(arg)
+            elif arg == -1:
+                readline()
+            elif arg == -2:
+                readline()
+                readline()
+            elif arg < -10:
+                width = -arg - 10
+                at = read(width)
+                n = int.from_bytes(
+                    data[at : at + width], "little", signed=width == 4 and code in (0x54, 0x8B)
+                )
+                if code in _READ_INTO:
+                    # bytes bodies are read with readinto: the rest of the buffer, then the file
+                    if n < 0 or pos + n > size:
+                        break
+                    pos += n
+                    buf_end = max(buf_end, pos)
+                else:
+                    read(n)
+            if code == _STOP:
+                break
+    except (FormatError, IndexError):
+        pass
+    if not dropped:
+        return None
+    kept.append((piece, min(pos, size)))
+    segments: list[tuple[int, int]] = []
+    out = bytearray()
+    for s, e in kept:
+        segments.append((len(out), s))
+        out += data[s:e]
+    return FileReading(bytes(out), segments, dropped)

@@ -1,0 +1,142 @@
+"""The FRAME differential: an opcode that crosses the end of a FRAME is read from other bytes by a
+file reader without ``peek`` (``torch.load`` of a zip checkpoint, ``pickle.load(io.BytesIO)``)
+than by ``pickle.loads``. airlock analyses both readings; the verdict is the worse one.
+
+Each fixture is proven with the real loaders in subprocesses: the bytes readers do not run the
+payload, the peek-less readers (and torch.load) do.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import airlock
+from airlock import Severity, Verdict
+from airlock._formats.pickle_ops import file_reading
+from airlock._render.text import render as render_text
+from airlock.results import Finding
+from tests.fixtures.loaders import runs_payload
+
+_STEP = "as a file reader without peek reads it (torch.load of a zip checkpoint, pickle.load(io.BytesIO))"
+
+
+def _frame(content: bytes) -> bytes:
+    return b"\x95" + struct.pack("<Q", len(content)) + content
+
+
+def _payload(marker: Path) -> bytes:
+    return b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+
+
+def line_crossing(marker: Path) -> tuple[bytes, int]:
+    """GLOBAL's module line starts in the frame: ``pickle.loads`` reads ``xxos``, a file reader
+    drops ``xx`` and imports ``os``. Returns the pickle and the offset of the GLOBAL opcode."""
+    head = b"\x80\x04" + _frame(b"cxx")
+    return head + _payload(marker)[1:], len(head) - 3
+
+
+def string_crossing(marker: Path) -> tuple[bytes, int]:
+    """A BINUNICODE whose text runs past the frame: ``pickle.loads`` reads the payload as data
+    (harmless: a string and bytes), a file reader skips the rest of the frame, reads its string
+    from after it and runs the payload. (BINBYTES bodies are read in order by both.)"""
+    payload = _payload(marker)
+    n = 64
+    in_frame = b"X" + struct.pack("<I", n) + b"AAAAA"
+    rest = b"Z" * (n - 5) + b"B" + struct.pack("<I", len(payload)) + payload + b"00N."
+    head = b"\x80\x04" + _frame(in_frame)
+    return head + rest, len(head) + n
+
+
+FIXTURES = {"line-crossing": line_crossing, "string-crossing": string_crossing}
+
+
+def _dangerous(report: airlock.Report) -> Finding:
+    hits = [f for f in report.findings() if f.rule == "pickle.dangerous-global" and f.callable == "os.system"]
+    assert len(hits) == 1, render_text(report)
+    return hits[0]
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_both_readings_are_analysed(name: str, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    data, offset = FIXTURES[name](marker)
+    path = tmp_path / "model.pkl"
+    path.write_bytes(data)
+    # The readers disagree: in-order readers do not run it, peek-less file readers do.
+    assert not runs_payload("pickle.loads", path, marker)
+    assert not runs_payload("pickle.load(open)", path, marker)
+    assert runs_payload("pickle.load(BytesIO)", path, marker)
+    assert runs_payload("pickle.load(unbuffered)", path, marker)
+
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    finding = _dangerous(report)
+    assert finding.severity is Severity.MALICIOUS
+    assert finding.location.members == (_STEP,)
+    assert finding.location.offset == offset
+    assert data[offset : offset + 1] == b"c"  # the offset is in the file, not in the reading
+    differential = [f for f in report.findings() if f.rule == "pickle.frame-differential"]
+    assert len(differential) == 1 and differential[0].severity is Severity.SUSPICIOUS
+    assert not marker.exists()
+
+
+def _torch_checkpoint(folder: Path, data_pkl: bytes) -> Path:
+    import torch
+
+    original = folder / "orig.pt"
+    torch.save({"a": 1}, original)
+    path = folder / "model.pt"
+    with zipfile.ZipFile(original) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            content = data_pkl if info.filename.endswith("/data.pkl") else src.read(info)
+            dst.writestr(info.filename, content)
+    original.unlink()
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_torch_load_runs_the_file_reading_and_airlock_names_it(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    marker = tmp_path / "pwned"
+    data, offset = FIXTURES[name](marker)
+    path = _torch_checkpoint(tmp_path, data)
+    assert runs_payload("torch.load", path, marker), "torch.load does not run the fixture"
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    finding = _dangerous(report)
+    assert finding.location.members == ("orig/data.pkl", _STEP)
+    assert finding.location.offset == offset
+    assert not marker.exists()
+
+
+def test_ordinary_framed_pickles_have_one_reading() -> None:
+    """The pickler ends frames between opcodes: big protocol 4/5 pickles never cross a frame end."""
+    value = {"rows": [{"id": i, "name": f"n{i}", "blob": b"x" * (i % 300)} for i in range(20_000)]}
+    for protocol in (4, 5):
+        data = pickle.dumps(value, protocol=protocol)
+        assert data.count(b"\x95") >= 1
+        assert file_reading(memoryview(data), 0, len(data)) is None
+
+
+def test_frame_inside_a_frame_that_overruns_it(tmp_path: Path) -> None:
+    """A FRAME inside a frame that claims more than the outer frame holds: a peek-less reader
+    drops the rest of the outer frame and reads the inner one from after it."""
+    marker = tmp_path / "pwned"
+    payload = _payload(marker)
+    # pickle.loads: the inner FRAME is a no-op and SHORT_BINBYTES reads the payload as data.
+    outer = b"\x95" + struct.pack("<Q", len(payload)) + b"C" + bytes([len(payload)])
+    data = b"\x80\x04" + _frame(outer) + payload + b"0N."
+    path = tmp_path / "model.pkl"
+    path.write_bytes(data)
+    assert not runs_payload("pickle.loads", path, marker)
+    assert runs_payload("pickle.load(BytesIO)", path, marker)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    finding = _dangerous(report)
+    assert (finding.location.members, finding.location.offset) == ((_STEP,), len(data) - len(payload) - 3)
+    assert any(f.rule == "pickle.frame-differential" for f in report.findings()), render_text(report)
