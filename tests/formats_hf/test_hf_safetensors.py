@@ -284,6 +284,7 @@ def test_fuzz_scan_never_crashes_and_never_clean_on_junk_after_valid(tmp_path: P
     path = tmp_path / "f.safetensors"
     path.write_bytes(_VALID + junk)
     report = airlock.scan(path)
+    assert report.verdict is not Verdict.CLEAN
 
 
 # --- read numbers and whitespace as the reference (Rust, serde_json) parser does (issue 10) -----
