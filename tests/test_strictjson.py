@@ -29,3 +29,10 @@ def test_accepted() -> None:
     assert parse_json_strict(b'{"a": [1, 2.5, "\\u00e9", null, true]}', "doc") == {
         "a": [1, 2.5, "é", None, True]
     }
+
+
+def test_integer_negative_zero_is_refused() -> None:
+    # Python reads -0 as 0, serde_json as the float -0.0: two readings of one document.
+    with pytest.raises(FormatError, match="integer -0"):
+        parse_json_strict(b'{"a": [1, -0]}', "doc")
+    assert parse_json_strict(b'{"a": [0, -0.0, -1]}', "doc") == {"a": [0, -0.0, -1]}

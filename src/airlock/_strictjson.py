@@ -1,7 +1,8 @@
 """Strict JSON, the one parser for every JSON document airlock reads from untrusted hands.
 
 Strict means: UTF-8 (no lone surrogates, even escaped), no duplicate keys (two parsers would disagree on which value wins), no
-NaN/Infinity, and deep nesting reported rather than crashing. Every failure is a
+NaN/Infinity, no integer ``-0`` (Python reads 0, serde_json the float -0.0, so a Rust loader that
+wants an unsigned integer refuses what Python accepts), and deep nesting reported rather than crashing. Every failure is a
 :class:`~airlock.errors.FormatError` naming the document; callers at a wire boundary (the
 sandbox channel, the gateway) re-raise it as their own error type.
 """
@@ -33,6 +34,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _integer(text: str) -> int:
+    if text == "-0":
+        raise _Rejected("integer -0 (Python reads 0, serde_json the float -0.0)")
+    return int(text)
+
+
 def _reject_constant(name: str) -> Any:
     raise _Rejected(f"JSON constant {name} is not allowed")
 
@@ -54,7 +61,9 @@ def parse_json_strict(raw: bytes | bytearray | memoryview | str, what: str, offs
                 f"{what} is not valid UTF-8 at byte {exc.start}", offset=offset + exc.start
             ) from exc
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        value = json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_int=_integer
+        )
     except _Rejected as exc:
         raise FormatError(f"{what} has {exc}", offset=offset) from exc
     except json.JSONDecodeError as exc:

@@ -198,10 +198,10 @@ def test_total_decompressed_limit(tmp_path: Path) -> None:
 
 
 def test_unsupported_method_is_an_error(tmp_path: Path) -> None:
-    raw = build_zip([Entry(b"a.bin", b"abc", method=12)])
-    report = scan_one(_write(tmp_path, "bz.zip", raw))
+    raw = build_zip([Entry(b"a.bin", b"abc", method=93)])
+    report = scan_one(_write(tmp_path, "zstd.zip", raw))
     assert report.verdict is Verdict.ERROR
-    assert any("unsupported compression method 12" in f.message for f in report.findings)
+    assert any("unsupported compression method 93 (zstd)" in f.message for f in report.findings)
 
 
 def test_truncated_archive_is_an_error(checkpoint: Path, tmp_path: Path) -> None:

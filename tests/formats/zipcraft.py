@@ -7,6 +7,8 @@ tests write them with this small writer instead.
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import struct
 import zlib
 from dataclasses import dataclass
@@ -35,11 +37,23 @@ class Entry:
     before: bytes = b""
     #: force zip64 fields for this entry (sizes and offset in the zip64 extra)
     zip64: bool = False
+    #: the member's bytes as stored, when not what ``method`` makes of ``data``
+    packed: bytes | None = None
 
 
 def deflate(data: bytes) -> bytes:
     packer = zlib.compressobj(6, zlib.DEFLATED, -15)
     return packer.compress(data) + packer.flush()
+
+
+def zip_lzma(data: bytes, *, dict_size: int = 1 << 20, declared_dict: int | None = None) -> bytes:
+    """A zip LZMA (method 14) member: version, properties size, 5 properties bytes, raw LZMA1."""
+    lc, lp, pb = 3, 0, 2
+    filters = [{"id": lzma.FILTER_LZMA1, "lc": lc, "lp": lp, "pb": pb, "dict_size": dict_size}]
+    packer = lzma.LZMACompressor(lzma.FORMAT_RAW, filters=filters)
+    stream = packer.compress(data) + packer.flush()
+    props = struct.pack("<BI", (pb * 5 + lp) * 9 + lc, dict_size if declared_dict is None else declared_dict)
+    return struct.pack("<BBH", 9, 20, len(props)) + props + stream
 
 
 def build_zip(
@@ -56,7 +70,7 @@ def build_zip(
     central = bytearray()
     offsets: list[int] = []
     for entry in entries:
-        payload = deflate(entry.data) if entry.method == 8 else entry.data
+        payload = entry.packed if entry.packed is not None else _pack(entry.method, entry.data)
         crc = zlib.crc32(entry.data) if entry.crc is None else entry.crc
         usize = len(entry.data) if entry.uncompressed_size is None else entry.uncompressed_size
         flags = entry.flags | (0x0008 if entry.descriptor else 0)
@@ -107,3 +121,13 @@ def build_zip(
             "<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, len(central), cd_offset, len(comment)
         )
     return prefix + bytes(out) + comment + trailing
+
+
+def _pack(method: int, data: bytes) -> bytes:
+    if method == 8:
+        return deflate(data)
+    if method == 12:
+        return bz2.compress(data)
+    if method == 14:
+        return zip_lzma(data)
+    return data

@@ -337,3 +337,125 @@ def test_fuzz_truncated_file_never_clean(tmp_path: Path, cut: int) -> None:
 
 def test_strings_use_gstr_helper() -> None:
     assert gstr("ab") == struct.pack("<Q", 2) + b"ab"
+
+
+# --- chat templates where the real consumers find them (issue 10) -----------------------------
+
+_LOAD_AND_RENDER = (
+    "import jinja2, sys\n"
+    "from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint\n"
+    "template = load_gguf_checkpoint(sys.argv[1])['tokenizer_config']['chat_template']\n"
+    "assert isinstance(template, str), type(template)\n"
+    "jinja2.Environment().from_string(template).render(messages=[])\n"
+)
+
+
+def _write_with_array(path: Path, key: str, pieces: list[str]) -> Path:
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny")
+    writer.add_context_length(128)
+    writer.add_token_list(["<s>", "</s>", "a", "b"])
+    writer.add_token_scores([0.0] * 4)
+    writer.add_array(key, pieces)
+    writer.add_tensor("tok_embd.weight", np.ones((8, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_template_stored_as_a_one_element_array(tmp_path: Path) -> None:
+    # transformers' GGUF loader unwraps a one-element array into the chat_template string.
+    proof_marker = tmp_path / "proof"
+    proof = _write_with_array(
+        tmp_path / "proof.gguf", "tokenizer.chat_template", [cve_2024_34359(proof_marker)]
+    )
+    subprocess.run([sys.executable, "-c", _LOAD_AND_RENDER, str(proof)], check=True, timeout=300)
+    assert proof_marker.exists()
+
+    marker = tmp_path / "pwned"
+    path = _write_with_array(tmp_path / "evil.gguf", "tokenizer.chat_template", [cve_2024_34359(marker)])
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    ssti = [f for f in report.findings() if f.rule == "template.ssti"]
+    assert ssti and all("tokenizer.chat_template[0]" in f.message for f in ssti)
+    assert not marker.exists()
+
+
+def test_template_split_over_array_elements_is_analysed_joined(tmp_path: Path) -> None:
+    # each piece alone is harmless text; a consumer that joins them gets the payload
+    payload = cve_2024_34359(tmp_path / "pwned")
+    cut = payload.index("__subclasses__") + 4
+    path = _write_with_array(
+        tmp_path / "evil.gguf", "tokenizer.chat_template.rag", [payload[:cut], payload[cut:]]
+    )
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    assert any(f.rule == "template.ssti" and "(elements joined)" in f.message for f in report.findings()), (
+        render_text(report)
+    )
+
+
+def test_vocabulary_arrays_are_still_skipped_not_analysed() -> None:
+    blob = GGUF(kv=[("tokenizer.ggml.tokens", ARRAY, (STRING, ["{{", "}}", "{%", "%}"]))]).build()
+    assert _facts(blob) == []
+
+
+@pytest.mark.parametrize(
+    "key", ["tokenizer.chat_template\0", "tokenizer.chat_template\0.bak", "tokenizer.chat_template.x\0"]
+)
+def test_key_with_a_nul_is_the_template_key_to_llama_cpp(tmp_path: Path, key: str) -> None:
+    # llama.cpp's loader keeps metadata in a map keyed by gguf_get_key(), a C string: the key is
+    # cut at the first NUL. gguf-py keeps the NUL (so transformers ignores the key) — the file is
+    # valid for the reference parser, and airlock must read it the way llama.cpp does.
+    marker = tmp_path / "pwned"
+    blob = GGUF(kv=[("general.architecture", STRING, "llama"), (key, STRING, cve_2024_34359(marker))]).build()
+    path = tmp_path / "m.gguf"
+    path.write_bytes(blob)
+    assert key in gguf.GGUFReader(str(path)).fields
+    templates = [f for f in _facts(blob) if isinstance(f, Template)]
+    assert [t.name for t in templates] == [key]
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+
+
+def test_keys_equal_up_to_a_nul_are_a_duplicate() -> None:
+    blob = GGUF(
+        kv=[
+            ("tokenizer.chat_template\0", STRING, "{{ 'a' }}"),
+            ("tokenizer.chat_template", STRING, "{{ 'b' }}"),
+        ]
+    ).build()
+    issues = _issues(blob)
+    assert [i.rule for i in issues] == ["gguf.duplicate-key"]
+    assert "cuts keys at the first NUL" in issues[0].message
+    assert len([f for f in _facts(blob) if isinstance(f, Template)]) == 2
+
+
+@pytest.mark.parametrize("key", ["tokenizer.chat_template", "tokenizer.chat_template\0", "general.notes"])
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_template_size_at_the_limit(tmp_path: Path, key: str, extra: int) -> None:
+    limit = DEFAULT_LIMITS.max_template_bytes
+    evil = "{{ cycler.__init__.__globals__.os.popen('id') }}"
+    text = evil + " " * (limit + extra - len(evil))
+    assert len(text.encode()) == limit + extra
+    path = tmp_path / "m.gguf"
+    path.write_bytes(GGUF(kv=[(key, STRING, text)]).build())
+    report = airlock.scan(path)
+    rules = {f.rule for f in report.findings()}
+    if extra <= 0:
+        assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    else:  # too large to analyse: an error, never clean
+        assert report.verdict is Verdict.ERROR, render_text(report)
+        assert "template.parse" in rules
+
+
+def test_template_array_over_the_limit_is_an_error(tmp_path: Path) -> None:
+    limit = DEFAULT_LIMITS.max_template_bytes
+    pieces = ["{{ 'x' }}" + " " * (limit // 2)] * 3
+    path = tmp_path / "m.gguf"
+    path.write_bytes(GGUF(kv=[("tokenizer.chat_template", ARRAY, (STRING, pieces))]).build())
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.ERROR, render_text(report)
+    assert any("max_template_bytes" in f.message for f in report.findings())

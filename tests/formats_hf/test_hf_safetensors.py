@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from airlock._formats.safetensors import DTYPE_BITS, SafetensorsReader
 from airlock._render.text import render as render_text
 from airlock.errors import FormatError, LimitError
 from airlock.limits import DEFAULT_LIMITS
+from tests.formats_hf import st_fuzz
 from tests.formats_hf.st_build import st_bytes, tensor, write_st
 
 READER = SafetensorsReader()
@@ -282,3 +285,65 @@ def test_fuzz_scan_never_crashes_and_never_clean_on_junk_after_valid(tmp_path: P
     path.write_bytes(_VALID + junk)
     report = airlock.scan(path)
     assert report.verdict is not Verdict.CLEAN
+
+
+# --- read numbers and whitespace as the reference (Rust, serde_json) parser does (issue 10) -----
+
+_REFERENCE = (
+    "import sys\nfrom safetensors import safe_open\n"
+    "with safe_open(sys.argv[1], 'np') as f:\n    [f.get_tensor(k) for k in f.keys()]\n"
+)
+
+
+def _reference_accepts(path: Path) -> bool:
+    done = subprocess.run(
+        [sys.executable, "-c", _REFERENCE, str(path)], capture_output=True, timeout=120, check=False
+    )
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("offsets", "shape"),
+    [
+        ("[-0, 4]", "[1]"),
+        ("[0, 4]", "[-0]"),
+        ("[0, 4.0]", "[1]"),
+        ("[0, 4e0]", "[1]"),
+        ("[0, 18446744073709551620]", "[1]"),
+    ],
+)
+def test_numbers_the_reference_parser_refuses_are_refused(tmp_path: Path, offsets: str, shape: str) -> None:
+    # Python's json reads -0 as 0 (and would call the file clean); serde_json reads the float
+    # -0.0 and the reference loader refuses it. airlock follows the reference: not CLEAN.
+    header = f'{{"w": {{"dtype": "F32", "shape": {shape}, "data_offsets": {offsets}}}}}'.encode()
+    path = write_st(tmp_path / "m.safetensors", header, b"\0" * 4)
+    assert not _reference_accepts(path)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.ERROR, report
+
+
+def test_usize_max_offsets_are_read_not_refused_as_numbers(tmp_path: Path) -> None:
+    # 2**64-1 is a valid usize: refused for pointing past the file, not as a number
+    header = (
+        b'{"w": {"dtype": "U8", "shape": [1], "data_offsets": [18446744073709551614, 18446744073709551615]}}'
+    )
+    report = airlock.scan(write_st(tmp_path / "m.safetensors", header, b"\0"))
+    assert report.verdict is Verdict.ERROR
+    assert "safetensors.header-schema" not in {f.rule for f in report.findings()}
+
+
+@pytest.mark.parametrize("space", [b" ", b"\n", b"\t\r\n "])
+def test_whitespace_before_the_header_object_is_sniffed(tmp_path: Path, space: bytes) -> None:
+    header = space + b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}'
+    path = write_st(tmp_path / "weights.bin", header, b"\0" * 4)
+    assert _reference_accepts(path)
+    report = airlock.scan(path)
+    assert report.files[0].format == "safetensors"
+    assert report.verdict is Verdict.CLEAN
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fuzzed_headers_clean_only_when_the_reference_loads_them(tmp_path: Path, seed: int) -> None:
+    bad, stats = st_fuzz.disagreements(tmp_path, seed, 700)
+    assert not bad, "\n".join(bad[:10])
+    assert stats["agree"] > 100, stats

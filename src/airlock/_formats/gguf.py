@@ -25,7 +25,7 @@ from airlock._formats.base import Fact, Issue, ReadContext, Template
 from airlock.errors import FormatError, LimitError
 from airlock.results import Severity
 
-__all__ = ["GGML_TYPES", "VALUE_SIZES", "GGUFReader"]
+__all__ = ["GGML_TYPES", "VALUE_SIZES", "GGUFReader", "is_template_key"]
 
 _MAGIC: Final = b"GGUF"
 _VERSIONS: Final = frozenset({2, 3})
@@ -171,6 +171,8 @@ def _read(cur: _Cursor, ctx: ReadContext) -> Iterator[Fact]:
     cur.need(n_tensors, _MIN_TENSOR_INFO, "tensor count", _COUNT)
     alignment = _DEFAULT_ALIGNMENT
     keys: set[str] = set()
+    #: keys as llama.cpp sees them (cut at the first NUL) -> the full key first seen
+    c_keys: dict[str, str] = {}
     for index in range(n_kv):
         if index % 1024 == 0:
             ctx.check_time()
@@ -183,17 +185,30 @@ def _read(cur: _Cursor, ctx: ReadContext) -> Iterator[Fact]:
                 f"metadata key {key!r:.80} appears twice (loaders disagree on which value wins)",
                 offset=key_at,
             )
+        elif (c_key := key.split("\0", 1)[0]) in c_keys:
+            yield Issue(
+                "gguf.duplicate-key",
+                Severity.ERROR,
+                f"metadata keys {c_keys[c_key]!r:.80} and {key!r:.80} are the same key to llama.cpp, which "
+                "cuts keys at the first NUL and keeps the first; gguf-py and transformers keep both",
+                offset=key_at,
+            )
         keys.add(key)
+        c_keys.setdefault(key.split("\0", 1)[0], key)
         vtype = cur.u32()
         value_at = cur.pos
         if vtype == _STRING:
             raw = cur.string(f"string {key!r:.60}")
-            if key == _TEMPLATE_KEY or key.startswith(_TEMPLATE_KEY + "."):
+            if is_template_key(key):
                 yield Template(key, _text(raw, f"template {key!r:.60}", value_at + 8), offset=value_at)
-            elif len(raw) <= ctx.limits.max_template_bytes:
+            else:
+                # Any other string that looks like a template is analysed too, whatever its size:
+                # an oversized one is a template.parse error, never skipped.
                 text = bytes(raw).decode("utf-8", "replace")
                 if _looks_like_jinja(text):
                     yield Template(key, text, offset=value_at)
+        elif vtype == _ARRAY and is_template_key(key):
+            yield from _template_array(cur, ctx, key)
         elif vtype == _ARRAY:
             _skip_array(cur, ctx, key, depth=1)
         elif vtype in VALUE_SIZES:
@@ -211,6 +226,47 @@ def _read(cur: _Cursor, ctx: ReadContext) -> Iterator[Fact]:
         else:
             raise _Stop(_value_type_issue(key, vtype, value_at - 4))
     yield from _tensor_infos(cur, ctx, n_tensors, alignment)
+
+
+def is_template_key(key: str) -> bool:
+    """A key some loader reads a chat template from: ``tokenizer.chat_template`` or a named one
+    (``tokenizer.chat_template.<name>``), as llama.cpp and llama-cpp-python see it — cut at the
+    first NUL (``gguf_get_key`` returns a C string), so ``tokenizer.chat_template\\0x`` counts."""
+    key = key.split("\0", 1)[0]
+    return key == _TEMPLATE_KEY or key.startswith(_TEMPLATE_KEY + ".")
+
+
+def _template_array(cur: _Cursor, ctx: ReadContext, key: str) -> Iterator[Fact]:
+    """A chat template stored as an array. transformers (gguf-py) unwraps a one-element array into
+    the template string; other consumers may join the pieces. Every string element is analysed,
+    and the elements joined; arrays of anything else hold no template and are skipped."""
+    type_at = cur.pos
+    etype = cur.u32()
+    if etype != _STRING:
+        cur.pos = type_at
+        _skip_array(cur, ctx, key, depth=1)
+        return
+    length = cur.u64()
+    cur.need(length, 8, f"array {key!r:.60} element count", _COUNT)
+    pieces: list[str] = []
+    total = 0
+    for index in range(length):
+        if index & 0xFFF == 0xFFF:
+            ctx.check_time()
+        at = cur.pos
+        raw = cur.string(f"template {key!r:.60} element {index}")
+        total += len(raw)
+        if total > ctx.limits.max_template_bytes:
+            raise LimitError(
+                f"template {key!r:.60} stored as an array holds more than {ctx.limits.max_template_bytes} "
+                "bytes (limit max_template_bytes)",
+                offset=at,
+            )
+        text = _text(raw, f"template {key!r:.60} element {index}", at + 8)
+        pieces.append(text)
+        yield Template(f"{key}[{index}]", text, offset=at)
+    if len(pieces) > 1:
+        yield Template(f"{key} (elements joined)", "".join(pieces), offset=type_at)
 
 
 def _value_type_issue(key: str, vtype: int, offset: int) -> Issue:

@@ -29,9 +29,19 @@ _TYPESTR: Final = re.compile(r"([<>|=]?)([?bBhHiIlLqQefdgFDGOSaUVmMuc])([0-9]*)(
 #: sizes of one-character type codes without an explicit size
 _CODE_SIZES: Final = {
     "?": 1, "b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "l": 8, "L": 8, "q": 8, "Q": 8,
-    "e": 2, "f": 4, "d": 8, "g": 16, "F": 8, "D": 16, "G": 32, "O": 8, "M": 8, "m": 8,
+    "e": 2, "f": 4, "d": 8, "g": 16, "F": 8, "D": 16, "G": 32, "O": 8, "M": 8, "m": 8, "c": 1,
 }  # fmt: skip
 _MAX_DTYPE_DEPTH: Final = 16
+#: the sizes numpy accepts after a one-character code (``i8``, ``f2``, ``O4`` is an 8-byte object)
+_SIZED: Final[dict[str, dict[int, int]]] = {
+    "b": {1: 1}, "i": {1: 1, 2: 2, 4: 4, 8: 8}, "u": {1: 1, 2: 2, 4: 4, 8: 8},
+    "f": {2: 2, 4: 4, 8: 8, 16: 16}, "c": {8: 8, 16: 16, 32: 32}, "O": {4: 8, 8: 8},
+    "m": {8: 8}, "M": {8: 8},
+}  # fmt: skip
+#: codes whose digits are a length (bytes; characters of 4 bytes for U)
+_FLEXIBLE: Final = frozenset("SaUV")
+_MAX_ITEMSIZE: Final = 2**31 - 1
+_TIME_UNITS: Final = frozenset("Y M W D h m s ms us ns ps fs as generic".split())
 
 
 class NpyReader:
@@ -71,6 +81,10 @@ class NpyReader:
         header = parse_literal(text, ctx.limits.max_header_bytes)
         descr, fortran, shape = _header_fields(header)
         itemsize, has_object = dtype_info(descr)
+        if isinstance(descr, tuple) and not has_object:
+            # A sub-array dtype for the whole array: numpy reads the items, then cannot give them
+            # the header's shape and refuses the file. (An object one is unpickled first, below.)
+            raise FormatError(f"npy descr {descr!r:.80} is a sub-array dtype, which numpy cannot load")
         if has_object:
             # numpy: pickle.load of the whole array (allow_pickle=True) — analyse that pickle.
             yield PickleStream(data, end, "npy object array")
@@ -125,12 +139,22 @@ def dtype_info(descr: Literal, depth: int = 0) -> tuple[int, bool]:
     if isinstance(descr, list):
         total = 0
         has_object = False
+        seen: set[Literal] = set()
         for field in descr:
             if not isinstance(field, tuple) or len(field) not in (2, 3):
                 raise FormatError(f"npy structured field {field!r} is not (name, dtype[, shape])")
             name = field[0]
             if not (isinstance(name, str) or (isinstance(name, tuple) and len(name) == 2)):
                 raise FormatError(f"npy field name {name!r} is not a string or (title, name)")
+            pad = name == "" and isinstance(field[1], str) and field[1].lstrip("<>|=").startswith("V")
+            if not pad:
+                # numpy refuses a name or title used twice; airlock must not size what numpy refuses.
+                for label in name if isinstance(name, tuple) else (name,):
+                    if label in seen:
+                        raise FormatError(
+                            f"npy structured dtype uses the field name or title {label!r} twice"
+                        )
+                    seen.add(label)
             size, obj = dtype_info(field[1], depth + 1)
             if len(field) == 3:
                 size *= _count(field[2])
@@ -149,18 +173,32 @@ def _count(shape: Literal) -> int:
 
 
 def _typestr(text: str) -> tuple[int, bool]:
+    """Size a numpy type string exactly as ``numpy.dtype`` does, or refuse what numpy refuses."""
     match = _TYPESTR.fullmatch(text)
     if match is None:
         raise FormatError(f"npy type string {text!r} is not one airlock can size")
-    kind, digits = match.group(2), match.group(3)
+    kind, digits, unit = match.group(2), match.group(3), match.group(4)
+    if unit is not None and (kind not in "mM" or unit[1:-1] not in _TIME_UNITS):
+        raise FormatError(f"npy type string {text!r}: only datetimes take a unit, one of numpy's")
+    if kind in _FLEXIBLE:
+        if not digits:
+            if kind == "a":
+                raise FormatError(f"npy type string {text!r} has no size")
+            return 0, False
+        count = int(digits)
+        size = count * (4 if kind == "U" else 1)
+        if size >= _MAX_ITEMSIZE:
+            raise FormatError(f"npy type string {text!r}: an item of {size} bytes is more than numpy allows")
+        return size, False
     if not digits:
         if kind not in _CODE_SIZES:
             raise FormatError(f"npy type string {text!r} has no size")
         return _CODE_SIZES[kind], kind == "O"
-    count = int(digits)
-    if kind == "U":
-        return 4 * count, False
-    return count, kind == "O"
+    sizes = _SIZED.get(kind, {})
+    sized = sizes.get(int(digits)) if len(digits) <= 3 else None
+    if sized is None:
+        raise FormatError(f"npy type string {text!r}: numpy has no {kind!r} type of {digits} bytes")
+    return sized, kind == "O"
 
 
 #: The instance the registry loads (``airlock._formats.registry.READERS``).

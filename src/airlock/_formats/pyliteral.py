@@ -1,8 +1,14 @@
 """A small, bounded parser for Python literals (the ``.npy`` header dictionary). Never ``eval``.
 
 Accepts what ``numpy.lib.format`` writes and ``ast.literal_eval`` would read in a header:
-strings (single or double quoted, simple escapes), integers, ``True``/``False``/``None``,
-tuples, lists and dicts. Nesting depth and text length are bounded; anything else is a
+strings (single or double quoted, simple and octal escapes), decimal integers, ``True``/
+``False``/``None``, tuples, lists and dicts. Nesting depth and text length are bounded.
+
+The rule is *read it as ``ast.literal_eval`` does, or refuse*: every form accepted here gives the
+value Python gives (``'\\01'`` is ``chr(1)``, ``(x)`` is ``x``, ``-0`` is ``0``); forms Python
+reads but airlock does not need (comments, implicit string concatenation, prefixes, hex,
+underscores, line continuations, duplicate dict keys — last wins in Python) are refused, and so
+are forms Python refuses (NUL bytes anywhere, leading zeros such as ``007``). A refusal is a
 :class:`~airlock.errors.FormatError` naming the offset.
 """
 
@@ -18,7 +24,8 @@ Literal = str | int | bool | None | tuple["Literal", ...] | list["Literal"] | di
 
 MAX_DEPTH: Final = 32
 _DIGITS: Final = frozenset("0123456789")
-_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0"}
+_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"'}
+_OCTAL: Final = frozenset("01234567")
 _WORDS: Final[dict[str, Literal]] = {"True": True, "False": False, "None": None}
 
 
@@ -26,6 +33,9 @@ def parse_literal(text: str, max_length: int) -> Literal:
     """The literal in ``text`` (surrounding whitespace allowed)."""
     if len(text) > max_length:
         raise FormatError(f"literal of {len(text)} characters exceeds {max_length}")
+    if "\0" in text:
+        # Python refuses source text with NUL bytes (ValueError), so numpy refuses the header.
+        raise FormatError("literal holds a NUL byte", offset=text.index("\0"))
     parser = _Parser(text)
     value = parser.value(0)
     parser.skip()
@@ -84,6 +94,14 @@ class _Parser:
                 return "".join(out)
             if ch == "\\":
                 nxt = self.text[self.pos + 1 : self.pos + 2]
+                if nxt and nxt in _OCTAL:
+                    # \o, \oo, \ooo: up to three octal digits, as Python reads them
+                    end = self.pos + 1
+                    while end < self.pos + 4 and end < len(self.text) and self.text[end] in _OCTAL:
+                        end += 1
+                    out.append(chr(int(self.text[self.pos + 1 : end], 8)))
+                    self.pos = end
+                    continue
                 if nxt not in _ESCAPES:
                     raise self.fail("unsupported escape in string")
                 out.append(_ESCAPES[nxt])
@@ -104,6 +122,8 @@ class _Parser:
             self.pos += 1
         if self.pos == digits or self.pos - digits > 40:
             raise self.fail("expected an integer of at most 40 digits")
+        if self.text[digits] == "0" and self.text[digits : self.pos].strip("0"):
+            raise self.fail("leading zeros in a decimal integer (Python refuses them)")
         if self.pos < len(self.text) and (self.text[self.pos] in ".eExXjJ_" or self.text[self.pos].isalpha()):
             raise self.fail("only decimal integers are supported")
         return int(self.text[start : self.pos])

@@ -59,6 +59,11 @@ def _hdf5(head: bytes) -> bool:
     return any(head[at : at + 8] == b"\x89HDF\r\n\x1a\n" for at in (0, 512, 1024, 2048))
 
 
+def _json_after_length(head: bytes) -> bool:
+    # safetensors: an 8-byte length, then a JSON object (serde_json skips whitespace before it)
+    return head[8:].lstrip(b" \t\r\n")[:1] == b"{"
+
+
 def _json_object(head: bytes) -> bool:
     return head.lstrip()[:1] == b"{"
 
@@ -68,7 +73,7 @@ _F: Final = "airlock._formats."
 #: Tried in order; the first whose ``sniff`` accepts the content reads it. Specific formats come
 #: before the generic pickle reader, whose protocol-0 probe is the loosest test.
 READERS: Final[tuple[ReaderEntry, ...]] = (
-    ReaderEntry(_F + "safetensors", "READER", _at(8, b"{")),
+    ReaderEntry(_F + "safetensors", "READER", _json_after_length),
     ReaderEntry(_F + "gguf", "READER", _starts(b"GGUF")),
     ReaderEntry(_F + "savedmodel", "READER", _starts(b"\x08")),  # before ONNX: both open with field 1
     ReaderEntry(_F + "onnx", "READER", _starts(b"\x08")),

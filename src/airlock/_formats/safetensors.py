@@ -72,19 +72,24 @@ def _bytes(n: int) -> str:
     return f"{n:,} bytes"  # pragma: no cover - loop always returns for n >= 10_000
 
 
+#: the reference parser reads shapes and offsets as Rust ``usize`` (64-bit); larger values fail there
+_USIZE_MAX: Final = 2**64 - 1
+
+
 def _is_uint(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _USIZE_MAX
 
 
 class SafetensorsReader:
     name = "safetensors"
 
     def sniff(self, head: bytes, size: int) -> bool:
-        # The length must be plausible and the header must open with '{'. A header length that
+        # The length must be plausible and the header must open with '{' (after whitespace). A header length that
         # overruns the file is still claimed, so a truncated file gets a precise error. With the
         # length below 2**32, bytes 4..7 are zero: no pickle can be hidden in the prefix (the
         # 0x00 byte is not a pickle opcode, and four bytes cannot name and call a global).
-        if len(head) < 10 or head[8] != ord("{"):
+        # The reference parser (serde_json) accepts JSON whitespace before the object, so do we.
+        if len(head) < 10 or not head[8:].lstrip(b" \t\r\n").startswith(b"{"):
             return False
         length = int.from_bytes(head[:8], "little")
         return 2 <= length < _SNIFF_MAX_HEADER
@@ -171,7 +176,7 @@ def _check_tensor(name: str, info: object) -> tuple[tuple[int, int] | None, list
             span = (begin, end)
     elif "data_offsets" in info:
         issues.append(
-            _schema(f"{label}: data_offsets must be two non-negative integers, got {offsets!r:.80}")
+            _schema(f"{label}: data_offsets must be two integers in 0..2**64-1, got {offsets!r:.80}")
         )
     dtype = info.get("dtype")
     bits = DTYPE_BITS.get(dtype) if isinstance(dtype, str) else None
@@ -182,7 +187,7 @@ def _check_tensor(name: str, info: object) -> tuple[tuple[int, int] | None, list
     shape = info.get("shape")
     shape_ok = isinstance(shape, list) and all(_is_uint(d) for d in shape)
     if not shape_ok and "shape" in info:
-        issues.append(_schema(f"{label}: shape must be a list of non-negative integers, got {shape!r:.80}"))
+        issues.append(_schema(f"{label}: shape must be a list of integers in 0..2**64-1, got {shape!r:.80}"))
     if bits is not None and shape_ok and span is not None:
         assert isinstance(shape, list)
         span_bytes = span[1] - span[0]

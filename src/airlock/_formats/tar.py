@@ -3,8 +3,9 @@
 Headers are read with the standard library's ``tarfile`` — the very parser ``torch.load`` uses
 for these files — over a read-only view of the bytes (no copy, no extraction, no link
 following). Every member's data range is checked against the file; the member count is bounded
-by ``max_archive_members``. Links and device nodes are findings (an extracting loader such as
-torch's ``tar.extract`` would follow or create them); duplicate names are findings (``tarfile``
+by ``max_archive_members``. Names and links an extracting loader would write outside its folder
+(or write through) are MALICIOUS (:mod:`airlock._formats.tar_paths`); other links and device
+nodes are findings (an extracting loader would follow or create them); duplicate names are findings (``tarfile``
 and torch use the last copy, other tools the first — every copy is analysed).
 
 **torch legacy tar** (members ``storages``, ``tensors``, ``pickle``, optionally ``sys_info``),
@@ -26,6 +27,7 @@ from typing import Final
 
 from airlock._formats.base import Fact, Issue, Nested, PickleStream, ReadContext
 from airlock._formats.pickle_ops import decode_op
+from airlock._formats.tar_paths import extraction_issues
 from airlock.errors import FormatError, LimitError
 from airlock.results import Severity
 
@@ -105,16 +107,9 @@ class TarReader:
                     "first; every copy is analysed",
                 )
         regular = [m for m in members if m.isreg()]
+        yield from extraction_issues(members)
         for info in members:
-            if info.issym() or info.islnk():
-                yield Issue(
-                    "tar.link",
-                    Severity.SUSPICIOUS,
-                    f"member {info.name!r} is a {'symbolic' if info.issym() else 'hard'} link to "
-                    f"{info.linkname!r}: an extracting loader would follow it",
-                    offset=info.offset,
-                )
-            elif not info.isreg() and not info.isdir():
+            if not info.isreg() and not info.isdir() and not info.issym() and not info.islnk():
                 yield Issue(
                     "tar.special",
                     Severity.SUSPICIOUS,

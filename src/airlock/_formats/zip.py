@@ -28,11 +28,14 @@ What cannot be listed faithfully at all raises :class:`~airlock.errors.FormatErr
 
 from __future__ import annotations
 
+import bz2
+import dataclasses
+import lzma
 import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 from airlock._formats.base import Issue
 from airlock.errors import FormatError, LimitError
@@ -40,7 +43,10 @@ from airlock.limits import Limits
 from airlock.results import Severity
 
 __all__ = [
+    "BZIP2",
+    "COMPRESSED",
     "DEFLATED",
+    "LZMA",
     "STORED",
     "ZipListing",
     "ZipMember",
@@ -52,6 +58,15 @@ __all__ = [
 
 STORED: Final = 0
 DEFLATED: Final = 8
+BZIP2: Final = 12
+LZMA: Final = 14
+#: the compression methods Python's zipfile reads (torch's miniz: deflate only)
+COMPRESSED: Final = frozenset({DEFLATED, BZIP2, LZMA})
+_LZMA_PROPS: Final = 5
+#: (pb=4 * 5 + lp=4) * 9 + lc=8: the largest LZMA1 properties byte liblzma accepts
+_LZMA_MAX_LCLPPB: Final = (4 * 5 + 4) * 9 + 8
+_LZMA_MIN_DICT: Final = 4096
+_DECODE_ERRORS: Final = (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError)
 LOCAL_SIG: Final = b"PK\x03\x04"
 _CENTRAL_SIG: Final = b"PK\x01\x02"
 _EOCD_SIG: Final = b"PK\x05\x06"
@@ -77,7 +92,15 @@ _FLAG_NAMES: Final = {
 }
 #: at most this many gap/overlap issues are listed per archive; the rest are summed up in one
 _MAX_REGION_ISSUES: Final = 16
-_METHOD_NAMES: Final = {12: "bzip2", 14: "lzma", 93: "zstd", 95: "xz", 98: "ppmd", 9: "deflate64"}
+_METHOD_NAMES: Final = {
+    8: "deflate",
+    12: "bzip2",
+    14: "lzma",
+    93: "zstd",
+    95: "xz",
+    98: "ppmd",
+    9: "deflate64",
+}
 
 
 @dataclass(frozen=True)
@@ -135,6 +158,51 @@ class ZipListing:
         return tuple(m for m in self.members if m.name == name)
 
 
+class _Reading(NamedTuple):
+    """Where one reader looks for the central directory, and how it shifts member offsets."""
+
+    who: str
+    start: int
+    shift: int
+
+
+def _readings_issue(
+    prefix: int,
+    cd_offset: int,
+    zip_start: int,
+    listed: list[tuple[_Reading, list[ZipMember], list[Issue]]],
+    failed: list[tuple[_Reading, FormatError]],
+    eocd: int,
+) -> Issue:
+    if len(listed) == 2:
+        (_, torch_members, _), (_, zip_members, _) = listed
+        same = {(m.name, m.data_offset) for m in torch_members} == {
+            (m.name, m.data_offset) for m in zip_members
+        }
+        return Issue(
+            "zip.two-directories",
+            Severity.SUSPICIOUS,
+            f"the end record puts the central directory at offset {cd_offset}, where torch (miniz) reads "
+            f"it ({len(torch_members)} entries); zipfile reads the directory that ends at the record, at "
+            f"offset {zip_start}, and shifts every member offset by {prefix} ({len(zip_members)} entries): "
+            + ("both list the same members" if same else "the two readers see different archives")
+            + "; every member of both is analysed",
+            offset=eocd,
+        )
+    reading, exc = failed[0]
+    ok = listed[0][0]
+    if ok.shift and prefix > 0:
+        what = f"{prefix} bytes precede the archive: zipfile shifts every offset by {prefix}"
+    else:
+        what = f"the directory offset {cd_offset} and the end record disagree by {prefix} bytes: {ok.who} lists it"
+    return Issue(
+        "zip.prefix",
+        Severity.SUSPICIOUS,
+        f"{what}, {reading.who} cannot list it ({exc}); the two see different content",
+        offset=0,
+    )
+
+
 def looks_like_zip(head: bytes) -> bool:
     """A local header at offset 0 (what torch.load requires), or an empty archive's end record."""
     return head.startswith(LOCAL_SIG) or (head.startswith(_EOCD_SIG) and len(head) >= _EOCD_SIZE)
@@ -161,7 +229,7 @@ def parse_zip(data: memoryview, limits: Limits, check_time: Callable[[], None] |
     directory_end = eocd
     locator = eocd - _Z64_LOCATOR_SIZE
     if locator >= 0 and _sig(data, locator) == _Z64_LOCATOR_SIG:
-        z64 = _read_zip64(data, locator, regions)
+        z64 = _read_zip64(data, locator, regions, issues)
         directory_end = z64[4]
         saturated = (n_disk, n_total, cd_size, cd_offset)
         for name, small, big, full in zip(
@@ -200,31 +268,59 @@ def parse_zip(data: memoryview, limits: Limits, check_time: Callable[[], None] |
             f"central directory size {cd_size} is larger than the {directory_end} bytes before its end record",
             offset=eocd,
         )
-    # zipfile's view: the directory ends where the end record starts; anything in front shifts offsets.
-    prefix = directory_end - cd_size - cd_offset
-    if prefix < 0:
-        raise FormatError(
-            f"central directory offset {cd_offset} + size {cd_size} runs past its end record at {directory_end}",
-            offset=eocd,
-        )
+    # Two readings of one end record. torch (miniz) reads the directory at the offset the record
+    # gives; zipfile reads the cd_size bytes that end at the record and shifts every member offset
+    # by the difference (meant for bytes prepended to an archive). They are one reading unless the
+    # difference is non-zero — then each is listed, and every member of each is analysed.
+    zip_start = directory_end - cd_size
+    prefix = zip_start - cd_offset
+    readings = [_Reading("torch (miniz)", cd_offset, 0)]
     if prefix:
-        issues.append(
-            Issue(
-                "zip.prefix",
-                Severity.SUSPICIOUS,
-                f"{prefix} bytes precede the archive: zipfile shifts every offset by {prefix}, torch does "
-                "not read the file as a zip at all; the two see different content",
-                offset=0,
+        readings.append(_Reading("zipfile", zip_start, prefix))
+    listed: list[tuple[_Reading, list[ZipMember], list[Issue]]] = []
+    failed: list[tuple[_Reading, FormatError]] = []
+    for reading in readings:
+        found: list[Issue] = []
+        try:
+            if reading.start < 0 or reading.start + cd_size > directory_end:
+                raise FormatError(
+                    f"central directory offset {reading.start} + size {cd_size} runs past its end record "
+                    f"at {directory_end}",
+                    offset=eocd,
+                )
+            listing_members = _read_directory(
+                data,
+                reading.start,
+                reading.start + cd_size,
+                reading.shift,
+                n_total,
+                limits,
+                found,
+                check_time,
             )
-        )
-    cd_start = cd_offset + prefix
+        except FormatError as exc:
+            failed.append((reading, exc))
+            continue
+        _check_duplicates(listing_members, found)
+        listed.append((reading, listing_members, found))
+    if not listed:
+        raise failed[0][1]
     if prefix:
+        issues.append(_readings_issue(prefix, cd_offset, zip_start, listed, failed, eocd))
+    members: list[ZipMember] = []
+    seen: set[tuple[int, int, bytes]] = set()
+    for reading, listing_members, found in listed:
+        issues.extend(found)
+        regions.append((reading.start, reading.start + cd_size, f"central directory ({reading.who})"))
+        for member in listing_members:
+            key = (member.header_offset, member.data_offset, member.raw_name)
+            if key not in seen:
+                seen.add(key)
+                members.append(dataclasses.replace(member, index=len(members)))
+    if prefix > 0 and len(listed) == 1 and listed[0][0].shift:
         regions.append((0, prefix, "bytes before the archive"))
-    regions.append((cd_start, directory_end, "central directory"))
-    members = _read_directory(data, cd_start, directory_end, prefix, n_total, limits, issues, check_time)
     for member in members:
         regions.append((member.header_offset, member.end, f"member {member.name!r}"))
-    _check_duplicates(members, issues)
     _check_regions(data, regions, issues)
     return ZipListing(tuple(members), tuple(issues), comment, prefix, data)
 
@@ -234,20 +330,21 @@ def member_head(listing: ZipListing, member: ZipMember, limit: int) -> bytes:
     src = listing.data[member.data_offset : member.data_end]
     if member.method == STORED:
         return bytes(src[:limit])
-    if member.method == DEFLATED:
-        inflater = zlib.decompressobj(-15)
-        try:
-            return inflater.decompress(src, limit)
-        except zlib.error as exc:
-            raise FormatError(f"member {member.name!r}: deflate stream is corrupt: {exc}") from exc
-    raise FormatError(f"member {member.name!r}: unsupported compression method {_method(member.method)}")
+    decoder = _decoder(src, member, min(member.uncompressed_size, limit) + 1)
+    try:
+        return decoder.decompress(src, limit)
+    except _DECODE_ERRORS as exc:
+        raise FormatError(
+            f"member {member.name!r}: {_METHOD_NAMES[member.method]} stream is corrupt: {exc}"
+        ) from exc
 
 
 def member_bytes(listing: ZipListing, member: ZipMember, limits: Limits) -> memoryview | bytes:
-    """The member's content: a zero-copy view when stored, bounded inflation when deflated.
+    """The member's content: a zero-copy view when stored, bounded decompression otherwise.
 
-    Deflated members may expand to their declared size only, at most ``max_decompressed_bytes``
-    and ``max_compression_ratio`` times their compressed size; beyond that: LimitError.
+    Deflated, bzip2 and LZMA members (the methods Python's ``zipfile``, and so numpy and Keras,
+    read) may expand to their declared size only, at most ``max_decompressed_bytes`` and
+    ``max_compression_ratio`` times their compressed size; beyond that: LimitError.
     """
     src = listing.data[member.data_offset : member.data_end]
     if member.method == STORED:
@@ -258,7 +355,7 @@ def member_bytes(listing: ZipListing, member: ZipMember, limits: Limits) -> memo
                 offset=member.header_offset,
             )
         return src
-    if member.method != DEFLATED:
+    if member.method not in COMPRESSED:
         raise FormatError(
             f"member {member.name!r}: unsupported compression method {_method(member.method)}",
             offset=member.header_offset,
@@ -279,25 +376,94 @@ def member_bytes(listing: ZipListing, member: ZipMember, limits: Limits) -> memo
             f"above {limits.max_compression_ratio} (limit max_compression_ratio)",
             offset=member.header_offset,
         )
-    inflater = zlib.decompressobj(-15)
+    decoder = _decoder(src, member, declared + 1)
     try:
         # One byte past the declared size is enough to prove a lie; memory stays bounded.
-        out = inflater.decompress(src, declared + 1)
-    except zlib.error as exc:
+        out = decoder.decompress(src, declared + 1)
+    except _DECODE_ERRORS as exc:
         raise FormatError(
-            f"member {member.name!r}: deflate stream is corrupt: {exc}", offset=member.data_offset
+            f"member {member.name!r}: {_METHOD_NAMES[member.method]} stream is corrupt: {exc}",
+            offset=member.data_offset,
         ) from exc
     if len(out) > declared:
         raise LimitError(
             f"member {member.name!r} inflates past its declared size {declared}",
             offset=member.data_offset,
         )
-    if len(out) < declared or not inflater.eof:
+    # zipfile also ends a bzip2/LZMA member when its compressed bytes are used up (an LZMA stream
+    # may omit its end marker); a deflate stream must end.
+    if len(out) < declared or not (decoder.eof or (member.method != DEFLATED and decoder.drained)):
         raise FormatError(
-            f"member {member.name!r}: deflate stream ends after {len(out)} of {declared} bytes",
+            f"member {member.name!r}: {_METHOD_NAMES[member.method]} stream ends after {len(out)} of {declared} bytes",
             offset=member.data_offset,
         )
     return out
+
+
+class _Decoder:
+    """One member's decompressor behind one interface; output bounded by ``max_length``."""
+
+    def __init__(self, obj: Any, skip: int, *, inflate: bool = False) -> None:
+        self._obj = obj
+        self._skip = skip
+        #: zlib's API reports leftover input as unconsumed_tail, bz2/lzma as needs_input
+        self._inflate = inflate
+        self.drained = False
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._obj.eof)
+
+    def decompress(self, src: memoryview, max_length: int) -> bytes:
+        out: bytes = self._obj.decompress(src[self._skip :], max_length)
+        self.drained = not self._obj.unconsumed_tail if self._inflate else bool(self._obj.needs_input)
+        return out
+
+
+def _decoder(src: memoryview, member: ZipMember, most: int) -> _Decoder:
+    """A decompressor for ``member`` that never needs a window larger than ``most`` output bytes."""
+    if member.method == DEFLATED:
+        return _Decoder(zlib.decompressobj(-15), 0, inflate=True)
+    if member.method == BZIP2:
+        return _Decoder(bz2.BZ2Decompressor(), 0)
+    if member.method == LZMA:
+        return _Decoder(_lzma(src, member, most), 4 + _LZMA_PROPS)
+    raise FormatError(
+        f"member {member.name!r}: unsupported compression method {_method(member.method)}",
+        offset=member.header_offset,
+    )
+
+
+def _lzma(src: memoryview, member: ZipMember, most: int) -> lzma.LZMADecompressor:
+    """Raw LZMA1 after zip's 4-byte header (2 bytes encoder version, 2 bytes properties size) and
+    5 properties bytes (lc/lp/pb, dictionary size), checked as liblzma checks them for zipfile.
+
+    The dictionary is capped at the output ever decoded (``most``): a decoder never looks further
+    back than what it wrote, so the output is the same, and a file cannot make us allocate the
+    4 GiB window it declares."""
+    if len(src) < 4 + _LZMA_PROPS:
+        raise FormatError(
+            f"member {member.name!r}: LZMA data is shorter than its {4 + _LZMA_PROPS}-byte header",
+            offset=member.data_offset,
+        )
+    (size,) = struct.unpack_from("<H", src, 2)
+    if size != _LZMA_PROPS:
+        raise FormatError(
+            f"member {member.name!r}: LZMA properties are {size} bytes, LZMA1 has {_LZMA_PROPS}",
+            offset=member.data_offset,
+        )
+    byte = src[4]
+    pb, rest = divmod(byte, 45)
+    lp, lc = divmod(rest, 9)
+    (dict_size,) = struct.unpack_from("<I", src, 5)
+    if byte > _LZMA_MAX_LCLPPB or lc + lp > 4:
+        raise FormatError(
+            f"member {member.name!r}: LZMA properties byte {byte} (lc={lc} lp={lp} pb={pb}) is invalid",
+            offset=member.data_offset,
+        )
+    window = max(_LZMA_MIN_DICT, min(dict_size, most))
+    filters = [{"id": lzma.FILTER_LZMA1, "lc": lc, "lp": lp, "pb": pb, "dict_size": window}]
+    return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
 
 
 def _sig(data: memoryview, pos: int) -> bytes:
@@ -331,12 +497,39 @@ def _find_eocd(data: memoryview) -> int:
 
 
 def _read_zip64(
-    data: memoryview, locator: int, regions: list[tuple[int, int, str]]
+    data: memoryview, locator: int, regions: list[tuple[int, int, str]], issues: list[Issue]
 ) -> tuple[int, int, int, int, int]:
-    """(entries on disk, entries, directory size, directory offset, record position)."""
+    """(entries on disk, entries, directory size, directory offset, record position).
+
+    torch (miniz) finds the zip64 end record at the offset its locator gives; zipfile assumes it
+    sits right before the locator (fixed size) and ignores that offset. One record at one of the
+    two places is read with an issue naming the reader that misses it; two different records are
+    two archives and an error."""
     z64_disk, record, total_disks = struct.unpack_from("<IQI", data, locator + 4)
     if z64_disk != 0 or total_disks > 1:
         raise FormatError(f"zip64 locator names disk {z64_disk} of {total_disks}: multi-disk archive")
+    assumed = locator - _Z64_EOCD_SIZE
+    at_offset = record + _Z64_EOCD_SIZE <= locator and _sig(data, record) == _Z64_EOCD_SIG
+    at_assumed = assumed >= 0 and _sig(data, assumed) == _Z64_EOCD_SIG
+    if record != assumed and at_offset and at_assumed:
+        raise FormatError(
+            f"two zip64 end records: torch reads the one at offset {record} (the locator's), zipfile the one "
+            f"at {assumed} (right before the locator)",
+            offset=locator,
+        )
+    if record != assumed and (at_offset or at_assumed):
+        missed = "zipfile" if at_offset else "torch (miniz)"
+        issues.append(
+            Issue(
+                "zip.zip64-mismatch",
+                Severity.SUSPICIOUS,
+                f"the zip64 locator points at offset {record}, the zip64 end record "
+                f"{'is there' if at_offset else f'sits at {assumed}'}, right before the locator is where "
+                f"zipfile looks: {missed} does not find it and reads another archive (or none)",
+                offset=locator,
+            )
+        )
+        record = record if at_offset else assumed
     if record + _Z64_EOCD_SIZE > locator:
         raise FormatError(
             f"zip64 end record offset {record} + {_Z64_EOCD_SIZE} runs past its locator at {locator}",
@@ -522,7 +715,7 @@ def _check_local(
     issues: list[Issue],
 ) -> ZipMember:
     size = len(data)
-    if header + _LOCAL_SIZE > size:
+    if header < 0 or header + _LOCAL_SIZE > size:
         raise FormatError(
             f"member {name!r}: local header offset {header} is past the end of the {size}-byte file",
             offset=header,

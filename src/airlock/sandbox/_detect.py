@@ -1,15 +1,21 @@
-"""Which runtime a model file needs, told from its first bytes (never from its name)."""
+"""Which runtime a model file needs, told from its first bytes (never from its name).
+
+The file is untrusted and this runs in the trusted process, so zips are listed with airlock's own
+bounded reader (:func:`airlock._formats.zip.parse_zip`, over a read-only ``mmap``: names from the
+central directory, nothing decompressed), never with ``zipfile``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 
-from airlock.errors import FormatError, UsageError
+from airlock._formats.zip import parse_zip
+from airlock.errors import FormatError, LimitError, UsageError
+from airlock.limits import DEFAULT_LIMITS
 
 __all__ = ["detect_runtime"]
-
-_MAX_MEMBERS = 100_000
 
 
 def detect_runtime(fd: int) -> str:
@@ -19,21 +25,7 @@ def detect_runtime(fd: int) -> str:
     if head[:1] == b"\x80":
         return "torch"
     if head[:4] == b"PK\x03\x04":
-        # names only, from the central directory, with airlock's own bounded zip reader (never the
-        # stdlib zipfile on untrusted bytes in the trusted process); no member is decompressed
-        from airlock._formats.zip import parse_zip
-        from airlock.limits import DEFAULT_LIMITS
-
-        size = os.fstat(fd).st_size
-        try:
-            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped, memoryview(mapped) as view:
-                listing = parse_zip(view, DEFAULT_LIMITS)
-                names = [member.name for member in listing.members[:_MAX_MEMBERS]]
-                del listing
-        except (FormatError, ValueError, OSError, BufferError) as exc:
-            raise UsageError(
-                f"cannot tell the runtime: the zip archive does not list ({exc}); pass --runtime"
-            ) from exc
+        names = _zip_names(fd)
         if any(name.split("/")[1:2] == ["code"] for name in names) or any(
             name.endswith("/constants.pkl") for name in names
         ):
@@ -42,3 +34,18 @@ def detect_runtime(fd: int) -> str:
     if head[:1] == b"\x08":  # field 1 (ir_version), varint: how every ONNX ModelProto starts
         return "onnx"
     raise UsageError(f"cannot tell the runtime from the first bytes {head!r}; pass --runtime")
+
+
+def _zip_names(fd: int) -> list[str]:
+    """Member names from the central directory, read by airlock's reader (bounded by the limits)."""
+    try:
+        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"cannot map the model file to tell its runtime: {exc}") from exc
+    try:
+        return [member.name for member in parse_zip(memoryview(mapped), DEFAULT_LIMITS).members]
+    except (FormatError, LimitError) as exc:
+        raise UsageError(f"cannot list the zip archive to tell its runtime ({exc}); pass --runtime") from exc
+    finally:
+        with contextlib.suppress(BufferError):  # a view still held by a traceback: freed with it
+            mapped.close()

@@ -1,0 +1,67 @@
+"""The sandbox's runtime detection lists untrusted zips with airlock's own reader, never zipfile."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airlock.errors import UsageError
+from airlock.sandbox._detect import detect_runtime
+from tests.formats.zipcraft import Entry, build_zip
+
+torch = pytest.importorskip("torch")
+
+
+def _detect(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.lseek(fd, 3, os.SEEK_SET)
+        runtime = detect_runtime(fd)
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 3  # the offset the job reads from is untouched
+        return runtime
+    finally:
+        os.close(fd)
+
+
+def test_torch_and_torchscript_archives(tmp_path: Path) -> None:
+    plain = tmp_path / "m.pt"
+    torch.save({"w": torch.ones(2)}, plain)
+    script = tmp_path / "s.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), script)
+    assert _detect(plain) == "torch"
+    assert _detect(script) == "torchscript"
+
+
+def test_code_folder_named_in_a_crafted_archive(tmp_path: Path) -> None:
+    path = tmp_path / "x.pt"
+    path.write_bytes(build_zip([Entry(b"m/data.pkl", b"\x80\x02N."), Entry(b"m/code/x.py", b"pass")]))
+    assert _detect(path) == "torchscript"
+
+
+@pytest.mark.parametrize("cut", [10, 60, -5])
+def test_broken_zip_is_a_clear_error(tmp_path: Path, cut: int) -> None:
+    raw = build_zip([Entry(b"m/data.pkl", b"\x80\x02N.")])
+    path = tmp_path / "x.pt"
+    path.write_bytes(raw[:cut])
+    with pytest.raises(UsageError, match="pass --runtime"):
+        _detect(path)
+
+
+def test_zipfile_is_never_imported(tmp_path: Path) -> None:
+    path = tmp_path / "x.pt"
+    path.write_bytes(build_zip([Entry(b"m/data.pkl", b"\x80\x02N.")]))
+    code = (
+        "import os, sys\n"
+        "from airlock.sandbox._detect import detect_runtime\n"
+        "assert 'zipfile' not in sys.modules, 'imported at start'\n"
+        "print(detect_runtime(os.open(sys.argv[1], os.O_RDONLY)))\n"
+        "assert 'zipfile' not in sys.modules, 'imported while detecting'\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == "torch"
