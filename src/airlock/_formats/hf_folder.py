@@ -32,6 +32,7 @@ from typing import Final
 
 from airlock._analysis import analyse_template
 from airlock._formats.base import Issue, ReadContext
+from airlock._formats.hf_cache import cache_link_target
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError
 from airlock.results import Severity
@@ -58,7 +59,14 @@ class HFFolderCheck:
             children = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             return
-        files = {e.name: Path(e.path) for e in children if e.is_file(follow_symlinks=False)}
+        files: dict[str, Path] = {}
+        for e in children:
+            if e.is_file(follow_symlinks=False):
+                files[e.name] = Path(e.path)
+            elif e.is_symlink():
+                blob = cache_link_target(Path(e.path))  # Hugging Face cache: read the blob
+                if blob is not None:
+                    files[e.name] = blob
         if not any(m in files for m in _MARKERS) and not any(n.endswith(".index.json") for n in files):
             return
         for name, path in files.items():
@@ -118,7 +126,7 @@ def _json_file(
     if name in ("tokenizer_config.json", "chat_template.json", "processor_config.json"):
         yield from _chat_templates(name, value.get("chat_template"), ctx)
     if name.endswith(".index.json"):
-        yield from _index(name, value, folder)
+        yield from _index(name, value, folder, files)
 
 
 def _chat_templates(name: str, template: object, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
@@ -292,7 +300,9 @@ def _line_node(tree: ast.Module, line: int) -> ast.AST:
     return tree
 
 
-def _index(name: str, value: dict[str, object], folder: Path) -> Iterator[tuple[str, Issue]]:
+def _index(
+    name: str, value: dict[str, object], folder: Path, files: dict[str, Path]
+) -> Iterator[tuple[str, Issue]]:
     weight_map = value.get("weight_map")
     if not isinstance(weight_map, dict):
         yield name, Issue("hf.index", Severity.ERROR, f"{name}: weight_map missing or not an object")
@@ -320,7 +330,7 @@ def _index(name: str, value: dict[str, object], folder: Path) -> Iterator[tuple[
                     evidence=shard,
                 ),
             )
-        elif not (folder / shard).is_file() or (folder / shard).is_symlink():
+        elif shard not in files and not _present(folder / shard):
             yield (
                 name,
                 Issue(
@@ -330,3 +340,11 @@ def _index(name: str, value: dict[str, object], folder: Path) -> Iterator[tuple[
                     evidence=shard,
                 ),
             )
+
+
+def _present(path: Path) -> bool:
+    """A regular file (not a link), or a Hugging Face cache link to a blob of the same repository."""
+    try:
+        return (path.is_file() and not path.is_symlink()) or cache_link_target(path) is not None
+    except OSError:
+        return False

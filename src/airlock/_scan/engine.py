@@ -46,6 +46,7 @@ def scan_file(
     policy: Policy,
     verified: Verified | None = None,
     rel: str | None = None,
+    blob: Path | None = None,
 ) -> FileReport | Skipped:
     """Scan one regular file. Never raises for bad input: every failure is a finding.
 
@@ -55,6 +56,9 @@ def scan_file(
     With ``verified`` (the result of ``airlock.integrity.verify``), the file is opened through it,
     which refuses a file that is no longer the one that was hashed, and it is checked again after
     the scan, so the verdict is about exactly the verified bytes.
+
+    ``blob``: for a Hugging Face cache snapshot link, the resolved blob to read; ``path`` (the
+    link) still gives the file its name, as the loader sees it.
     """
     start = time.monotonic()
     collector = Collector(display, limits)
@@ -66,10 +70,10 @@ def scan_file(
                 fd = os.dup(handle.fileno())
         else:
             # O_NOFOLLOW: the walk saw a regular file; if it was swapped for a link since, refuse.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(blob or path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot open: {exc.strerror}"))
-        return collector.report(None, 0, time.monotonic() - start)
+        return collector.report(None, 0, time.monotonic() - start, blob)
     except IntegrityError as exc:
         collector.add((), Issue("integrity.changed", Severity.ERROR, str(exc)))
         return collector.report(None, 0, time.monotonic() - start)
@@ -78,7 +82,7 @@ def scan_file(
         size = before.st_size
         if size == 0:
             collector.add((), Issue("format.empty", Severity.ERROR, "empty file: nothing to prove clean"))
-            return collector.report(None, 0, time.monotonic() - start)
+            return collector.report(None, 0, time.monotonic() - start, blob)
         mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
         try:
             view = memoryview(mapped)
@@ -114,7 +118,7 @@ def scan_file(
         collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot read: {exc.strerror}"))
     finally:
         os.close(fd)
-    return collector.report(fmt, size, time.monotonic() - start)
+    return collector.report(fmt, size, time.monotonic() - start, blob)
 
 
 def _close_mapping(mapped: mmap.mmap) -> None:
