@@ -238,3 +238,59 @@ def test_fuzz_folder_files_never_crash(tmp_path: Path, blob: bytes, name: str) -
     (folder / name).write_bytes(blob)
     report = airlock.scan(folder)
     assert report.files
+
+
+def _tokenizer_templates(folder: Path) -> dict[str, str]:
+    """The chat templates transformers itself loads from ``folder`` (in a throwaway process)."""
+    code = (
+        "import sys, json\nfrom transformers import PreTrainedTokenizerFast\n"
+        "t = PreTrainedTokenizerFast.from_pretrained(sys.argv[1])\n"
+        "c = t.chat_template\nprint(json.dumps(c if isinstance(c, dict) else {'default': c}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True,
+                          timeout=120, check=False, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_additional_chat_templates_are_analysed(hf_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    extra = folder / "additional_chat_templates"
+    extra.mkdir()
+    (extra / "tool_use.jinja").write_text(cve_2024_34359(tmp_path / "pwned"))
+    (extra / "rag.jinja").write_text(PUBLIC["qwen3"])
+    assert "tool_use" in _tokenizer_templates(folder)  # the loader reads it
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    ssti = {f.location.path for f in report.findings() if f.rule == "template.ssti"}
+    assert ssti == {f"{folder.as_posix()}/additional_chat_templates/tool_use.jinja"}
+    by_file = {f.path: f for f in report.files}
+    assert by_file[f"{folder.as_posix()}/additional_chat_templates/rag.jinja"].verdict is Verdict.CLEAN
+
+
+@pytest.mark.parametrize("keep", [("tokenizer.json",), ("tokenizer.json", "generation_config.json"), ()])
+def test_templates_in_tokenizer_folders_without_config_are_analysed(
+    hf_folder: Path, tmp_path: Path, keep: tuple[str, ...]
+) -> None:
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    for name in keep:
+        (folder / name).write_bytes((hf_folder / name).read_bytes())
+    (folder / "chat_template.jinja").write_text(cve_2024_34359(tmp_path / "pwned"))
+    if keep:
+        assert "default" in _tokenizer_templates(folder)  # no tokenizer_config.json, still loaded
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    assert {Path(f.location.path).name for f in report.findings() if f.rule == "template.ssti"} == {
+        "chat_template.jinja"
+    }
+
+
+def test_python_file_in_a_tokenizer_only_folder_is_reported(hf_folder: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_bytes((hf_folder / "tokenizer.json").read_bytes())
+    (folder / "tokenization_x.py").write_text("import os\nos.system('true')\n")
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS
+    assert {f.callable for f in report.findings() if f.severity is Severity.MALICIOUS} == {"os.system"}

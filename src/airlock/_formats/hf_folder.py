@@ -1,7 +1,9 @@
 """Hugging Face model folders: what ``from_pretrained`` reads besides the weights.
 
-A folder is treated as a Hugging Face model when it holds ``config.json``, ``tokenizer_config.json``
-or a ``*.index.json`` shard index. Then:
+A folder is treated as a Hugging Face model when it, or the folder above it, holds a file some
+Hugging Face loader reads (:data:`HF_FILES`: ``config.json``, ``tokenizer.json``,
+``model_index.json`` ...) or a ``*.index.json`` shard index. ``*.jinja`` templates and the files in
+:data:`HF_FILES` are analysed in every folder. Then:
 
 * ``config.json`` / ``tokenizer_config.json`` / other ``*.json`` must parse as strict JSON
   (``hf.json``, ERROR otherwise).
@@ -26,7 +28,7 @@ from __future__ import annotations
 import ast
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Final
 
@@ -42,6 +44,15 @@ __all__ = ["ANALYSED", "HFFolderCheck"]
 #: rule of the INFO finding that marks a file as analysed by the folder check
 ANALYSED: Final = "hf.analysed"
 _MARKERS: Final = ("config.json", "tokenizer_config.json")
+#: Files that some Hugging Face loader (transformers, diffusers, sentence-transformers, peft) reads
+#: from a model folder: any one of them makes the folder a Hugging Face folder.
+HF_FILES: Final = frozenset(
+    """config.json tokenizer_config.json tokenizer.json special_tokens_map.json added_tokens.json
+    generation_config.json preprocessor_config.json processor_config.json chat_template.json
+    chat_template.jinja video_preprocessor_config.json feature_extractor_config.json
+    image_processor_config.json model_index.json scheduler_config.json adapter_config.json
+    modules.json config_sentence_transformers.json sentence_bert_config.json""".split()
+)
 #: calls that have no business running when a modeling file is imported
 _IMPORT_TIME_DANGER: Final = frozenset(
     "os.system os.popen os.execv os.execve os.execl os.spawnl os.remove os.unlink subprocess.run "
@@ -67,16 +78,31 @@ class HFFolderCheck:
                 blob = cache_link_target(Path(e.path))  # Hugging Face cache: read the blob
                 if blob is not None:
                     files[e.name] = blob
-        if not any(m in files for m in _MARKERS) and not any(n.endswith(".index.json") for n in files):
-            return
+        # A folder of a Hugging Face model: it, or the folder above it (diffusers components,
+        # additional_chat_templates/), holds a file that some from_pretrained reads.
+        hf = _is_hf(files.keys()) or (folder != ctx.root and _is_hf(_names(folder.parent)))
         for name, path in files.items():
             ctx.check_time()
-            if name.endswith(".py"):
-                yield from _python_file(name, path, ctx)
-            elif name.endswith(".jinja"):
+            if name.endswith(".jinja"):
+                # Loaders read templates wherever they are (chat_template.jinja,
+                # additional_chat_templates/*.jinja): never skipped, whatever the folder holds.
                 yield from _template_file(name, path, ctx)
-            elif name.endswith(".json"):
+            elif name.endswith(".py") and hf:
+                yield from _python_file(name, path, ctx)
+            elif name.endswith(".json") and (hf or name in HF_FILES):
                 yield from _json_file(name, path, folder, files, ctx)
+
+
+def _is_hf(names: Iterable[str]) -> bool:
+    return any(n in HF_FILES or n.endswith(".index.json") for n in names)
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as it:
+            return [e.name for e in it]
+    except OSError:
+        return []
 
 
 def _read(path: Path, ctx: ReadContext) -> bytes:
