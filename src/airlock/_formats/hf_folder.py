@@ -55,10 +55,18 @@ HF_FILES: Final = frozenset(
 )
 #: calls that have no business running when a modeling file is imported
 _IMPORT_TIME_DANGER: Final = frozenset(
-    "os.system os.popen os.execv os.execve os.execl os.spawnl os.remove os.unlink subprocess.run "
-    "subprocess.Popen subprocess.call subprocess.check_call subprocess.check_output exec eval compile "
-    "__import__ socket.socket urllib.request.urlopen requests.get requests.post shutil.rmtree "
-    "pickle.loads pickle.load marshal.loads ctypes.CDLL".split()
+    """os.system os.popen os.execv os.execve os.execl os.execle os.execlp os.execlpe os.execvp os.execvpe
+    os.spawnl os.spawnle os.spawnlp os.spawnlpe os.spawnv os.spawnve os.spawnvp os.spawnvpe os.posix_spawn
+    os.posix_spawnp os.fork os.forkpty os.kill os.remove os.unlink os.rmdir os.removedirs os.startfile
+    posix.system posix.popen pty.spawn subprocess.run subprocess.Popen subprocess.call
+    subprocess.check_call subprocess.check_output subprocess.getoutput subprocess.getstatusoutput
+    exec eval compile __import__ breakpoint builtins.exec builtins.eval builtins.compile builtins.__import__
+    runpy.run_path runpy.run_module code.interact socket.socket socket.create_connection
+    urllib.request.urlopen urllib.request.urlretrieve http.client.HTTPConnection
+    http.client.HTTPSConnection requests.get requests.post requests.request httpx.get httpx.post
+    webbrowser.open shutil.rmtree shutil.move pickle.loads pickle.load marshal.loads marshal.load
+    dill.loads dill.load torch.load ctypes.CDLL ctypes.PyDLL ctypes.cdll.LoadLibrary
+    ctypes.pydll.LoadLibrary ctypes.CDLL importlib.import_module multiprocessing.Process""".split()
 )
 
 
@@ -135,6 +143,9 @@ def _json_file(
         yield name, Issue("hf.json", Severity.ERROR, f"{name}: {exc}; transformers cannot load it")
         return
     yield _analysed(name, "JSON parsed")
+    if name == "modules.json" and isinstance(value, list):
+        yield from _sentence_transformers(name, value, files)
+        return
     if not isinstance(value, dict):
         if name in _MARKERS:
             yield (
@@ -149,6 +160,13 @@ def _json_file(
     auto_map = value.get("auto_map")
     if auto_map is not None:
         yield from _auto_map(name, auto_map, files, ctx)
+    custom = value.get("custom_pipelines")
+    if custom is not None:
+        yield from _custom_pipelines(name, custom, files)
+    if name == "model_index.json":
+        yield from _model_index(name, value, folder)
+    if name == "adapter_config.json":
+        yield from _peft(name, value.get("auto_mapping"))
     if name in ("tokenizer_config.json", "chat_template.json", "processor_config.json"):
         yield from _chat_templates(name, value.get("chat_template"), ctx)
     if name.endswith(".index.json"):
@@ -213,13 +231,13 @@ def _auto_map(
                     Issue("hf.json", Severity.ERROR, f"{name}: auto_map[{auto_class!r}] is not a string"),
                 )
                 continue
-            yield from _class_reference(name, auto_class, ref, files)
+            yield from _class_reference(name, f"auto_map {auto_class}", ref, files)
 
 
 def _class_reference(
     name: str, auto_class: str, ref: str, files: dict[str, Path]
 ) -> Iterator[tuple[str, Issue]]:
-    where = f"{name} auto_map {auto_class} -> {ref!r:.100}"
+    where = f"{name} {auto_class} -> {ref!r:.100}"
     repo, _, local = ref.rpartition("--")
     module, _, cls = local.rpartition(".")
     path = PurePosixPath(module)
@@ -264,6 +282,127 @@ def _class_reference(
     )
 
 
+#: Libraries a diffusers ``model_index.json`` may name for a component (``[library, class]``):
+#: diffusers itself, transformers, and the diffusers pipeline modules its own pipelines use.
+DIFFUSERS_LIBRARIES: Final = frozenset({"diffusers", "transformers", "stable_diffusion", "onnxruntime"})
+#: Packages whose classes sentence-transformers' ``modules.json`` and peft's ``auto_mapping`` name.
+_ST_PACKAGES: Final = ("sentence_transformers.",)
+_PEFT_PACKAGES: Final = ("transformers", "peft")
+
+
+def _dynamic(name: str, where: str, module: str, how: str) -> tuple[str, Issue]:
+    return (
+        name,
+        Issue(
+            "hf.dynamic-module",
+            Severity.SUSPICIOUS,
+            f"{name} {where}: the loader imports module {module!r:.100} by name ({how}); not a library "
+            "the loader ships, so its import-time code is outside this scan",
+            callable=module[:100],
+            evidence=module[:200],
+        ),
+    )
+
+
+def _custom_pipelines(name: str, custom: object, files: dict[str, Path]) -> Iterator[tuple[str, Issue]]:
+    """transformers' ``pipeline()``: ``custom_pipelines[task].impl`` is imported with
+    ``get_class_from_dynamic_module`` exactly like an ``auto_map`` entry."""
+    if not isinstance(custom, dict):
+        yield name, Issue("hf.json", Severity.ERROR, f"{name}: custom_pipelines is not an object")
+        return
+    for task, info in custom.items():
+        impl = info.get("impl") if isinstance(info, dict) else None
+        if not isinstance(impl, str):
+            yield (
+                name,
+                Issue(
+                    "hf.json", Severity.ERROR, f"{name}: custom_pipelines[{task!r:.60}] has no 'impl' string"
+                ),
+            )
+            continue
+        yield from _class_reference(name, f"custom_pipelines[{task!r:.60}]", impl, files)
+
+
+def _model_index(name: str, value: dict[str, object], folder: Path) -> Iterator[tuple[str, Issue]]:
+    """diffusers ``model_index.json``: ``"unet": [library, class]`` imports ``library`` by name
+    (``importlib.import_module``), or, when ``<component>/<library>.py`` is shipped, runs that file;
+    ``_class_name: [file, class]`` runs ``<file>.py`` as a custom pipeline."""
+    pipeline = value.get("_class_name")
+    if isinstance(pipeline, list) and pipeline and isinstance(pipeline[0], str):
+        yield from _shipped_or_dynamic(name, "_class_name", pipeline[0], folder / f"{pipeline[0]}.py")
+    for component, entry in value.items():
+        if component.startswith("_") or not isinstance(entry, list) or len(entry) != 2:
+            continue
+        library = entry[0]
+        if library is None or (isinstance(library, str) and library in DIFFUSERS_LIBRARIES):
+            continue
+        if not isinstance(library, str):
+            yield name, Issue("hf.json", Severity.ERROR, f"{name}: {component!r:.60} library is not a string")
+            continue
+        yield from _shipped_or_dynamic(
+            name, f"component {component!r:.60}", library, folder / component / f"{library}.py"
+        )
+
+
+def _shipped_or_dynamic(name: str, where: str, module: str, shipped: Path) -> Iterator[tuple[str, Issue]]:
+    path = PurePosixPath(module)
+    if path.is_absolute() or ".." in path.parts or "\\" in module or "/" in module:
+        yield (
+            name,
+            Issue(
+                "hf.remote-code-traversal",
+                Severity.MALICIOUS,
+                f"{name} {where}: module {module!r:.100} leaves the model folder",
+                callable=module[:100],
+                evidence=module[:200],
+            ),
+        )
+    elif _present(shipped):
+        yield (
+            name,
+            Issue(
+                "hf.remote-code",
+                Severity.SUSPICIOUS,
+                f"{name} {where}: the loader runs {shipped.name} shipped in the folder (executable code)",
+                callable=module[:100],
+                evidence=module[:200],
+            ),
+        )
+    else:
+        yield _dynamic(name, where, module, "importlib.import_module")
+
+
+def _sentence_transformers(
+    name: str, modules: list[object], files: dict[str, Path]
+) -> Iterator[tuple[str, Issue]]:
+    """sentence-transformers ``modules.json``: every ``type`` is imported by its dotted name."""
+    for index, entry in enumerate(modules):
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if not isinstance(kind, str):
+            yield name, Issue("hf.json", Severity.ERROR, f"{name}: module [{index}] has no 'type' string")
+            continue
+        if kind.startswith(_ST_PACKAGES):
+            continue
+        module = kind.rpartition(".")[0] or kind
+        if f"{module}.py" in files:
+            yield from _class_reference(name, f"modules[{index}].type", kind, files)
+        else:
+            yield _dynamic(name, f"modules[{index}].type", kind, "sentence_transformers import_from_string")
+
+
+def _peft(name: str, mapping: object) -> Iterator[tuple[str, Issue]]:
+    """peft ``adapter_config.json``: ``auto_mapping.parent_library`` is imported by name."""
+    if not isinstance(mapping, dict):
+        return
+    library = mapping.get("parent_library")
+    if library is None:
+        return
+    if not isinstance(library, str):
+        yield name, Issue("hf.json", Severity.ERROR, f"{name}: auto_mapping.parent_library is not a string")
+    elif library.split(".", 1)[0] not in _PEFT_PACKAGES:
+        yield _dynamic(name, "auto_mapping.parent_library", library, "peft AutoPeftModel")
+
+
 def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
     yield (
         name,
@@ -295,16 +434,49 @@ def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str,
 
 
 def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
-    """Calls of dangerous primitives that run at import: module and class bodies, not functions."""
+    """Calls of dangerous primitives that run at import: module and class bodies, decorators,
+    default values and annotations, not function bodies. Names are resolved through the file's
+    imports (``from os import system as s``; ``import subprocess as sp``)."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+
+    def resolve(func: ast.AST) -> str | None:
+        dotted = _dotted(func)
+        if dotted is None:
+            return None
+        head, _, rest = dotted.partition(".")
+        resolved = aliases.get(head, head) + (f".{rest}" if rest else "")
+        return resolved if resolved in _IMPORT_TIME_DANGER or dotted in _IMPORT_TIME_DANGER else None
+
     stack: list[ast.AST] = list(tree.body)
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            for decorator in node.decorator_list:  # ``@os.system`` calls it with the function
+                hit = None if isinstance(decorator, ast.Call) else resolve(decorator)
+                if hit is not None:
+                    yield hit, decorator.lineno
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            # the body runs when called; decorators, defaults and annotations run now
+            stack.extend(node.decorator_list)
+            stack.append(node.args)
+            if node.returns is not None:
+                stack.append(node.returns)
+            continue
+        if isinstance(node, ast.Lambda):
+            stack.append(node.args)
             continue
         if isinstance(node, ast.Call):
-            dotted = _dotted(node.func)
-            if dotted in _IMPORT_TIME_DANGER:
-                yield dotted, node.lineno
+            hit = resolve(node.func)
+            if hit is not None:
+                yield hit, node.lineno
         stack.extend(ast.iter_child_nodes(node))
 
 
