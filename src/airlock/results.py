@@ -125,6 +125,9 @@ class FileReport:
     findings: tuple[Finding, ...]
     size: int
     seconds: float
+    #: Hugging Face cache: ``path`` is the snapshot link the loader opens, ``blob`` the file whose
+    #: bytes were read (``blobs/<hash>``); None for every other file
+    blob: str | None = None
 
 
 @dataclass(frozen=True)

@@ -238,3 +238,192 @@ def test_fuzz_folder_files_never_crash(tmp_path: Path, blob: bytes, name: str) -
     (folder / name).write_bytes(blob)
     report = airlock.scan(folder)
     assert report.files
+
+
+def _tokenizer_templates(folder: Path) -> dict[str, str]:
+    """The chat templates transformers itself loads from ``folder`` (in a throwaway process)."""
+    code = (
+        "import sys, json\nfrom transformers import PreTrainedTokenizerFast\n"
+        "t = PreTrainedTokenizerFast.from_pretrained(sys.argv[1])\n"
+        "c = t.chat_template\nprint(json.dumps(c if isinstance(c, dict) else {'default': c}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True,
+                          timeout=120, check=False, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_additional_chat_templates_are_analysed(hf_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    extra = folder / "additional_chat_templates"
+    extra.mkdir()
+    (extra / "tool_use.jinja").write_text(cve_2024_34359(tmp_path / "pwned"))
+    (extra / "rag.jinja").write_text(PUBLIC["qwen3"])
+    assert "tool_use" in _tokenizer_templates(folder)  # the loader reads it
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    ssti = {f.location.path for f in report.findings() if f.rule == "template.ssti"}
+    assert ssti == {f"{folder.as_posix()}/additional_chat_templates/tool_use.jinja"}
+    by_file = {f.path: f for f in report.files}
+    assert by_file[f"{folder.as_posix()}/additional_chat_templates/rag.jinja"].verdict is Verdict.CLEAN
+
+
+@pytest.mark.parametrize("keep", [("tokenizer.json",), ("tokenizer.json", "generation_config.json"), ()])
+def test_templates_in_tokenizer_folders_without_config_are_analysed(
+    hf_folder: Path, tmp_path: Path, keep: tuple[str, ...]
+) -> None:
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    for name in keep:
+        (folder / name).write_bytes((hf_folder / name).read_bytes())
+    (folder / "chat_template.jinja").write_text(cve_2024_34359(tmp_path / "pwned"))
+    if keep:
+        assert "default" in _tokenizer_templates(folder)  # no tokenizer_config.json, still loaded
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    assert {Path(f.location.path).name for f in report.findings() if f.rule == "template.ssti"} == {
+        "chat_template.jinja"
+    }
+
+
+def test_python_file_in_a_tokenizer_only_folder_is_reported(hf_folder: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_bytes((hf_folder / "tokenizer.json").read_bytes())
+    (folder / "tokenization_x.py").write_text("import os\nos.system('true')\n")
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS
+    assert {f.callable for f in report.findings() if f.severity is Severity.MALICIOUS} == {"os.system"}
+
+
+# --- keys that make a Hugging Face loader import code by name -----------------------------------
+
+
+def test_custom_pipelines_impl_runs_shipped_code_and_is_reported(hf_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    marker = tmp_path / "pwned"
+    config = json.loads((folder / "config.json").read_text())
+    config["custom_pipelines"] = {"tiny-task": {"impl": "pipeline_tiny.TinyPipeline", "pt": []}}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "pipeline_tiny.py").write_text(
+        f"import os\nos.system('touch {marker}')\n\nclass TinyPipeline:\n    pass\n"
+    )
+    # transformers.pipeline imports the impl (trust_remote_code) before anything else
+    code = (
+        "import sys\nfrom transformers import pipeline\npipeline(model=sys.argv[1], trust_remote_code=True)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, timeout=180, check=False,
+                   env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert marker.exists(), "the fixture does not run its payload in transformers.pipeline"
+    marker.unlink()
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS
+    by_file = {Path(f.path).name: f for f in report.files}
+    (finding,) = [f for f in by_file["config.json"].findings if f.rule == "hf.remote-code"]
+    assert finding.callable == "pipeline_tiny.TinyPipeline"
+    assert "custom_pipelines['tiny-task']" in finding.message
+    assert not marker.exists()
+
+
+def test_custom_pipelines_from_another_repository_is_suspicious(hf_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    config = json.loads((folder / "config.json").read_text())
+    config["custom_pipelines"] = {"t": {"impl": "other/repo--pipe.Pipe"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.SUSPICIOUS
+    assert [f.evidence for f in report.findings() if f.rule == "hf.remote-code"] == ["other/repo--pipe.Pipe"]
+
+
+def _diffusers_folder(folder: Path, components: dict[str, object]) -> Path:
+    """The layout diffusers' save_pretrained writes: model_index.json naming [library, class] per
+    component, one subfolder per component with its config."""
+    folder.mkdir()
+    index: dict[str, object] = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0"}
+    index.update(components)
+    (folder / "model_index.json").write_text(json.dumps(index))
+    for name in components:
+        (folder / name).mkdir()
+        (folder / name / "config.json").write_text("{}")
+    return folder
+
+
+def test_diffusers_known_libraries_are_clean(tmp_path: Path) -> None:
+    folder = _diffusers_folder(tmp_path / "sd", {
+        "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"], "feature_extractor": [None, None],
+    })  # fmt: skip
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.CLEAN, render_text(report)
+
+
+@pytest.mark.parametrize(
+    ("components", "rule", "severity", "named"),
+    [
+        ({"unet": ["antigravity", "UNet"]}, "hf.dynamic-module", Severity.SUSPICIOUS, "antigravity"),
+        ({"unet": ["diffuserz", "UNet"]}, "hf.dynamic-module", Severity.SUSPICIOUS, "diffuserz"),
+        ({"unet": ["../../evil", "UNet"]}, "hf.remote-code-traversal", Severity.MALICIOUS, "../../evil"),
+    ],
+)
+def test_diffusers_components_importing_other_modules(
+    tmp_path: Path, components: dict[str, object], rule: str, severity: Severity, named: str
+) -> None:
+    report = airlock.scan(_diffusers_folder(tmp_path / "sd", components))
+    assert report.verdict is severity.verdict, render_text(report)
+    (finding,) = [f for f in report.findings() if f.rule == rule]
+    assert finding.callable == named and finding.severity is severity
+
+
+def test_diffusers_custom_component_and_pipeline_code(tmp_path: Path) -> None:
+    folder = _diffusers_folder(tmp_path / "sd", {"unet": ["my_unet", "MyUNet"]})
+    (folder / "unet" / "my_unet.py").write_text("import os\nos.system('true')\nclass MyUNet: pass\n")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_class_name"] = ["pipeline_x", "MyPipeline"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    (folder / "pipeline_x.py").write_text("class MyPipeline: pass\n")
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    index_findings = {
+        (f.rule, f.callable) for f in report.findings() if Path(f.location.path).name == "model_index.json"
+    }
+    assert index_findings >= {("hf.remote-code", "my_unet"), ("hf.remote-code", "pipeline_x")}
+    assert {f.callable for f in report.findings() if f.severity is Severity.MALICIOUS} == {"os.system"}
+
+
+def test_sentence_transformers_and_peft_module_names(hf_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))  # fmt: skip
+    assert airlock.scan(folder).verdict is Verdict.CLEAN
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": 2, "name": "2", "path": "2", "type": "evil_pkg.layers.Grab"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "auto_mapping": {"base_model_class": "X", "parent_library": "os"}})
+    )
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.SUSPICIOUS
+    assert {f.callable for f in report.findings() if f.rule == "hf.dynamic-module"} == {
+        "evil_pkg.layers.Grab", "os"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from os import system as s\ns('true')\n",
+        "import subprocess as sp\nsp.run(['true'])\n",
+        "import os\ndef f(a=os.system('true')):\n    pass\n",
+        "import os\n@os.system\ndef f():\n    pass\n",
+        "class M:\n    import os\n    os.popen('true')\n",
+    ],
+)
+def test_import_time_code_is_found_through_aliases_decorators_and_defaults(
+    hf_folder: Path, tmp_path: Path, source: str
+) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    (folder / "modeling_x.py").write_text(source)
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jinja2.exceptions import TemplateSyntaxError
 
 from airlock import Severity
 from airlock._analysis.template import analyse_template
@@ -171,3 +172,129 @@ def test_fuzz_mutated_public_templates_never_raise(family: str, data: st.DataObj
     )
     issues = analyse_template("t", text[:pos] + insert + text[pos:], DEFAULT_LIMITS)
     assert all(isinstance(i, Issue) for i in issues)
+
+
+# --- the allowlist of constructs --------------------------------------------------------------
+
+DATA_ATTRIBUTE = "{% for g in [lipsum]|map(attribute=a) %}{{ g[b].popen(c).read() }}{% endfor %}"
+DATA_ATTRIBUTE_NO_GLOBAL = (
+    "{% for t in [messages]|map(attribute=a) %}{% for b in [t]|map(attribute=b) %}"
+    "{% for s in [b]|map(attribute=c) %}{{ s }}{% endfor %}{% endfor %}{% endfor %}"
+)
+
+
+def test_attribute_names_from_data_run_code_in_jinja_and_are_malicious(tmp_path: Path) -> None:
+    """No dunder in the template: the attribute names come from metadata the runtime passes in
+    (a GGUF's token strings...). A plain jinja2 Environment, as llama-cpp-python used, runs it."""
+    marker = tmp_path / "pwned"
+    code = (
+        "import jinja2, sys\njinja2.Environment().from_string(sys.argv[1])"
+        ".render(a='__globals__', b='os', c='touch ' + sys.argv[2], messages=[])"
+    )
+    subprocess.run([sys.executable, "-c", code, DATA_ATTRIBUTE, str(marker)], timeout=60, check=False)
+    assert marker.exists(), "the fixture does not run its payload"
+    for template in (DATA_ATTRIBUTE, DATA_ATTRIBUTE_NO_GLOBAL):
+        issues = _analyse(template)
+        malicious = [i for i in issues if i.severity is Severity.MALICIOUS]
+        assert any("comes from data" in i.message and "map" in (i.callable or "") for i in malicious), issues
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ("{{ x|map(attribute=k)|list }}", "comes from data"),
+        ("{{ x|selectattr(k)|list }}", "comes from data"),
+        ("{{ x|sort(attribute=k) }}", "comes from data"),
+        ("{{ x|groupby(k) }}", "comes from data"),
+        ("{{ x|sum(attribute=messages[0]) }}", "comes from data"),
+        ("{{ x|map(f)|list }}", "chosen by data"),
+        ("{{ x|select(t)|list }}", "chosen by data"),
+        ("{{ x|selectattr('a', t)|list }}", "chosen by data"),
+        ("{% set r = range %}{{ r(3) }}", "'range' used as an object"),
+        ("{{ [lipsum]|first }}", "'lipsum' used as an object"),
+        ("{{ x|map(attribute='y')|list if joiner else '' }}", "'joiner' used as an object"),
+        ("{{ namespace }}", "'namespace' used as an object"),
+        ("{% for f in fs %}{{ f() }}{% endfor %}", "got from data"),
+        ("{{ x['a']() }}", "computed"),
+        ("{{ (x|first)() }}", "computed"),
+        ("{{ x.y()() }}", "computed"),
+    ],
+)
+def test_outside_the_allowed_flow_is_malicious(template: str, words: str) -> None:
+    malicious = [i for i in _analyse(template) if i.severity is Severity.MALICIOUS]
+    assert any(i.rule == "template.ssti" and words in i.message for i in malicious), _analyse(template)
+
+
+@pytest.mark.parametrize(
+    ("template", "rule"),
+    [
+        ("{{ x|pprint }}", "template.unknown-filter"),
+        ("{{ x|xmlattr }}", "template.unknown-filter"),
+        ("{{ x|map('urlize')|list }}", "template.unknown-filter"),
+        ("{% if x is callable %}{% endif %}", "template.unknown-test"),
+        ("{{ x|select('callable')|list }}", "template.unknown-test"),
+        ("{{ range(*args) }}", "template.construct"),
+        ("{% block b %}x{% endblock %}", "template.construct"),
+    ],
+)
+def test_outside_the_allowed_subset_is_suspicious(template: str, rule: str) -> None:
+    issues = _analyse(template)
+    assert {i.rule for i in issues} == {rule}, issues
+    assert all(i.severity is Severity.SUSPICIOUS for i in issues)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ x|map(attribute='name')|join(', ') }}",
+        "{{ x|selectattr('role', 'equalto', 'user')|list|length }}",
+        "{{ x|rejectattr('content', 'none')|list }}",
+        "{{ x|map('trim')|map('lower')|list }}",
+        "{{ x|select('string')|list }}",
+        "{{ range(3)|list }}{{ dict(a=1) }}{{ cycler('a', 'b').next }}",
+        "{% set ns = namespace(a=1) %}{% set ns.a = 2 %}{{ ns.a }}",
+        "{{ x|groupby('role') }}{{ x|groupby(0) }}{{ x|sort(attribute='a.b') }}",
+        "{% for k, v in tool.items() %}{{ tool[k] }}{{ v|tojson(indent=2) }}{% endfor %}",
+        "{% macro m(a) %}{{ a }}{{ caller() if caller }}{% endmacro %}{{ m(1) }}"
+        "{% call m(2) %}x{% endcall %}",
+        "{% filter upper %}x{% endfilter %}{% with a = 1 %}{{ a }}{% endwith %}",
+        "{{ messages[loop_index - 1]['content'][:10] }}{{ -1 }}{{ 1 // 2 }}{{ a / b }}",
+    ],
+)
+def test_the_allowed_subset_is_clean(template: str) -> None:
+    assert _analyse(template) == []
+
+
+def _transformers_templates() -> dict[str, str]:
+    """Every chat template in the installed transformers: its *.jinja files and the string
+    constants in its source that are templates (parse, and loop over messages)."""
+    import ast
+
+    import transformers
+
+    from airlock._analysis.template import _environment
+
+    root = Path(transformers.__file__).parent
+    found = {str(p.relative_to(root)): p.read_text() for p in root.rglob("*.jinja")}
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if "{%" not in text:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "{%" in node.value:
+                value = node.value
+                if "message" not in value:
+                    continue
+                try:
+                    _environment().parse(value)
+                except TemplateSyntaxError:
+                    continue  # a docstring fragment
+                found[f"{path.relative_to(root)}:{node.lineno}"] = value
+    return found
+
+
+def test_every_chat_template_shipped_with_transformers_is_clean() -> None:
+    templates = _transformers_templates()
+    assert len(templates) >= 3, sorted(templates)  # llama4, qwen2_audio, smolvlm at least
+    for name, text in templates.items():
+        assert _analyse(text) == [], name

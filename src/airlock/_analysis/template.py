@@ -6,19 +6,27 @@ A chat template is code: llama-cpp-python rendered GGUF ``tokenizer.chat_templat
 runs a template: it parses it to jinja2's AST (``Environment.parse`` only lexes and parses) and
 walks the tree.
 
-* MALICIOUS ``template.ssti``: an attribute or item that is a Python internal (``__class__``,
-  ``__globals__``, ``__subclasses__``, ``_module``, ``gi_frame`` ...) reached by ``.attr``,
-  ``['attr']``, ``|attr(...)``, an ``attribute=`` argument or a key built from constants (``'__cla'
-  ~ 'ss__'``, ``'%s' % ...``, ``|join``, ``|reverse``, slicing, ``{% set %}`` variables); a
-  format string whose field reaches an internal (``'{0.__class__}'.format(x)``); a name from the
-  SSTI vocabulary (``self``, ``config``, ``request``, ``os``, ``popen``, ``__builtins__`` ...);
-  attribute access on Jinja's ``cycler``/``joiner``/``lipsum`` globals; the ``attr`` filter.
-* SUSPICIOUS: method calls outside the short list that real chat templates use, computed keys that
-  cannot be resolved statically, unknown filters and calls, ``include``/``import``/``extends``,
+Templates are judged by an ALLOWLIST of the constructs real chat templates use: loops,
+conditionals, ``set``/macros/``namespace``, item and public attribute access on the variables the
+runtime passes (``messages``, ``tools``, ``add_generation_prompt``, special tokens ...), the filters
+in :data:`ALLOWED_FILTERS`, the tests in :data:`ALLOWED_TESTS` and the string/list/dict methods in
+:data:`SAFE_METHODS`.
+
+* MALICIOUS ``template.ssti``: a Python internal (``__class__``, ``__globals__``, ``gi_frame`` ...)
+  reached by ``.attr``, ``['attr']``, ``|attr``, an attribute argument or a key built from
+  constants; a Jinja global that is a Python object (``lipsum``, ``cycler``, ``joiner``,
+  ``namespace``, ``range``, ``dict``) used other than by calling it; a call of anything but a
+  global, a macro of the template or an allowed method (a variable, an item, a filter's result);
+  an attribute name, filter or test chosen by data (``map(attribute=x)``, ``map(f)``,
+  ``select(t)`` with a variable): the runtime fills variables from model metadata, so such
+  names reach any attribute; the SSTI vocabulary (``self``, ``config``, ``request``, ``os`` ...).
+* SUSPICIOUS: anything else outside the allowlist (``template.construct``,
+  ``template.unknown-filter``, ``template.unknown-test``, ``template.unknown-call``,
+  ``template.method-call``), computed keys that build strings, ``include``/``import``/``extends``,
   resource exhaustion (``**``, huge ``range``), a private (``_x``) attribute.
 * ERROR ``template.parse``: the template does not parse (or exceeds the size/nesting bound).
 
-Everything else is CLEAN, which is where the templates the common chat models ship end up.
+Every chat template shipped with transformers and the public ones in the tests come out CLEAN.
 """
 
 from __future__ import annotations
@@ -56,7 +64,38 @@ INTERNALS_GLOBALS: Final = frozenset({"cycler", "joiner", "lipsum"})
 KNOWN_CALLS: Final = frozenset(
     {"range", "namespace", "dict", "raise_exception", "strftime_now", "caller", "cycler", "joiner", "lipsum"}
 )
-KNOWN_FILTERS: Final = frozenset(jinja2.filters.FILTERS) - {"attr"}
+#: Jinja globals that are Python objects (classes, functions): only ever called by name. Used any
+#: other way (``lipsum.__globals__``, ``x|map(attribute=k)`` on them, passed around) they are a
+#: way into Python's internals.
+OBJECT_GLOBALS: Final = frozenset({"range", "namespace", "dict", "cycler", "joiner", "lipsum"})
+#: The filters real chat templates use (``attr`` is never allowed: it bypasses attribute checks).
+ALLOWED_FILTERS: Final = frozenset(
+    """abs batch capitalize center count d default dictsort e escape first float format groupby
+    indent int items join last length list lower map max min reject rejectattr replace reverse
+    round safe select selectattr slice sort string striptags sum title tojson trim truncate unique
+    upper wordcount""".split()
+)
+KNOWN_FILTERS: Final = ALLOWED_FILTERS
+#: The tests real chat templates use.
+ALLOWED_TESTS: Final = frozenset(
+    """defined undefined none string number mapping iterable sequence boolean true false integer
+    float equalto eq == ne != lt < gt > le <= ge >= in odd even divisibleby sameas lower upper
+    escaped""".split()
+)
+#: filter -> where its attribute-name argument is (keyword ``attribute``, and/or a position)
+_ATTRIBUTE_ARGS: Final[dict[str, int | None]] = {
+    "map": None, "selectattr": 0, "rejectattr": 0, "sort": None, "groupby": 0, "sum": None,
+    "unique": None, "min": None, "max": None,
+}  # fmt: skip
+#: Node types of the allowed subset (statements and expressions real chat templates use).
+_ALLOWED_NODES: Final = (
+    jn.Template, jn.Output, jn.TemplateData, jn.For, jn.If, jn.Assign, jn.AssignBlock, jn.Macro,
+    jn.CallBlock, jn.FilterBlock, jn.With, jn.Scope, jn.Continue, jn.Break, jn.Name, jn.Const,
+    jn.Tuple, jn.List, jn.Dict, jn.Pair, jn.Keyword, jn.CondExpr, jn.Compare, jn.Operand, jn.And,
+    jn.Or, jn.Not, jn.Neg, jn.Pos, jn.Add, jn.Sub, jn.Mul, jn.Div, jn.FloorDiv, jn.Mod, jn.Concat,
+    jn.Getattr, jn.Getitem, jn.Slice, jn.Filter, jn.Test, jn.Call, jn.NSRef, jn.Pow,
+    jn.Include, jn.Import, jn.FromImport, jn.Extends,
+)  # fmt: skip
 #: Attributes that are Python internals without leading underscores (function, frame, code objects).
 _INTERNAL_ATTRS: Final = frozenset(
     "mro func_globals func_code func_closure gi_frame gi_code gi_yieldfrom f_globals f_locals f_builtins "
@@ -146,6 +185,8 @@ class _Walker:
         self.consts: dict[str, object] = {}
         self.local_names: set[str] = set()
         self.macros: set[str] = set()
+        #: ids of Name nodes that are called directly (``range(3)``): the one allowed use of a global
+        self.callees: set[int] = set()
         self._seen: set[tuple[str, str]] = set()
 
     # ---- reporting -------------------------------------------------------------------------
@@ -219,12 +260,18 @@ class _Walker:
             stack.extend(reversed(list(node.iter_child_nodes())))
 
     def visit(self, node: jn.Node) -> None:
+        if not isinstance(node, _ALLOWED_NODES):
+            self.add(
+                Severity.SUSPICIOUS,
+                "template.construct",
+                f"{type(node).__name__} is outside the constructs chat templates use",
+                node,
+            )
         if isinstance(node, jn.Getattr):
             if _is_internal(node.attr):
                 self.ssti(f"attribute {node.attr!r} accessed", node, _expr(node))
             elif node.attr.startswith("_"):
                 self.check_key(node.attr, node, "attribute access")
-            self.check_base(node.node, node)
         elif isinstance(node, jn.Getitem):
             self.visit_getitem(node)
         elif isinstance(node, jn.NSRef):
@@ -232,6 +279,16 @@ class _Walker:
         elif isinstance(node, jn.Name) and node.ctx == "load":
             if node.name in SSTI_NAMES and node.name not in self.local_names:
                 self.ssti(f"name {node.name!r} referenced", node, node.name)
+            elif (
+                node.name in OBJECT_GLOBALS
+                and node.name not in self.local_names
+                and id(node) not in self.callees
+            ):
+                self.ssti(
+                    f"Jinja global {node.name!r} used as an object (only calling it is allowed)",
+                    node,
+                    node.name,
+                )
         elif isinstance(node, jn.Filter | jn.Test):
             self.visit_filter(node)
         elif isinstance(node, jn.Call):
@@ -262,12 +319,7 @@ class _Walker:
             if isinstance(value, str) and _DUNDER_WORD.search(value):
                 self.ssti(f"string {value[:60]!r} assembled from pieces", node, value[:60])
 
-    def check_base(self, base: jn.Node, node: jn.Node) -> None:
-        if isinstance(base, jn.Name) and base.name in INTERNALS_GLOBALS and base.name not in self.local_names:
-            self.ssti(f"attribute of Jinja global {base.name!r} accessed", node, _expr(node))
-
     def visit_getitem(self, node: jn.Getitem) -> None:
-        self.check_base(node.node, node)
         if isinstance(node.arg, jn.Slice):
             return
         key = _fold(node.arg, self.consts)
@@ -287,28 +339,79 @@ class _Walker:
             )
 
     def visit_filter(self, node: jn.Filter | jn.Test) -> None:
-        kind = "filter" if isinstance(node, jn.Filter) else "test"
-        if isinstance(node, jn.Filter):
-            if node.name == "attr":
-                arg = _fold(node.args[0], self.consts) if node.args else None
-                shown = repr(arg) if isinstance(arg, str) else "a computed name"
-                self.ssti(f"'|attr({shown})' filter (bypasses attribute checks)", node, _expr(node))
-            elif node.name not in KNOWN_FILTERS:
-                self.add(
-                    Severity.SUSPICIOUS,
-                    "template.unknown-filter",
-                    f"filter {node.name!r} is not a Jinja built-in",
-                    node,
-                )
-        for arg in [*node.args, *(kw.value for kw in node.kwargs)]:
-            value = _fold(arg, self.consts)
-            if isinstance(value, str):
-                if value == "attr" and node.name in ("map", "select", "reject"):
-                    self.ssti(f"'attr' filter applied through {kind} {node.name!r}", node, _expr(node))
-                self.check_key(value, node, f"an argument of {kind} {node.name!r}")
+        is_filter = isinstance(node, jn.Filter)
+        kind = "filter" if is_filter else "test"
+        if is_filter and node.name == "attr":
+            arg = _fold(node.args[0], self.consts) if node.args else None
+            shown = repr(arg) if isinstance(arg, str) else "a computed name"
+            self.ssti(f"'|attr({shown})' filter (bypasses attribute checks)", node, _expr(node))
+        elif node.name not in (ALLOWED_FILTERS if is_filter else ALLOWED_TESTS):
+            self.add(
+                Severity.SUSPICIOUS,
+                f"template.unknown-{kind}",
+                f"{kind} {node.name!r} is outside the {kind}s chat templates use",
+                node,
+            )
+        if not isinstance(node, jn.Filter):
+            return
+        position = _ATTRIBUTE_ARGS.get(node.name, -1)
+        if position != -1:
+            candidates = [kw.value for kw in node.kwargs if kw.key == "attribute"]
+            if position is not None and len(node.args) > position:
+                candidates.append(node.args[position])
+            for arg in candidates:
+                self.check_attribute_name(arg, node)
+        has_attribute = any(kw.key == "attribute" for kw in node.kwargs)
+        if node.name == "map" and node.args and not has_attribute:
+            self.check_named(node.args[0], node, "filter")
+        elif node.name in ("select", "reject") and node.args:
+            self.check_named(node.args[0], node, "test")
+        elif node.name in ("selectattr", "rejectattr") and len(node.args) > 1:
+            self.check_named(node.args[1], node, "test")
+
+    def check_attribute_name(self, arg: jn.Node, node: jn.Filter) -> None:
+        """The attribute name a filter looks up on every item must be a constant public name."""
+        value = _fold(arg, self.consts)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return  # an index (groupby(0))
+        if not isinstance(value, str):
+            self.ssti(
+                f"attribute name of filter {node.name!r} comes from data ({_expr(arg)}), so the template "
+                "can reach any attribute",
+                node,
+                _expr(node),
+            )
+            return
+        how = f"the attribute argument of filter {node.name!r}"
+        self.check_key(value, node, how if isinstance(arg, jn.Const) else how + " (built from constants)")
+
+    def check_named(self, arg: jn.Node, node: jn.Filter, what: str) -> None:
+        """``map('lower')``, ``select('defined')``: the filter or test applied must be constant and allowed."""
+        value = _fold(arg, self.consts)
+        if not isinstance(value, str):
+            self.ssti(
+                f"{what} applied by filter {node.name!r} is chosen by data ({_expr(arg)})", node, _expr(node)
+            )
+        elif what == "filter" and value == "attr":
+            self.ssti(f"'attr' filter applied through filter {node.name!r}", node, _expr(node))
+        elif value not in (ALLOWED_FILTERS if what == "filter" else ALLOWED_TESTS):
+            self.add(
+                Severity.SUSPICIOUS,
+                f"template.unknown-{what}",
+                f"{what} {value!r} applied by filter {node.name!r} is outside the {what}s chat templates use",
+                node,
+            )
 
     def visit_call(self, node: jn.Call) -> None:
         target = node.node
+        if node.dyn_args is not None or node.dyn_kwargs is not None:
+            self.add(
+                Severity.SUSPICIOUS,
+                "template.construct",
+                "call with *args or **kwargs (arguments cannot be checked statically)",
+                node,
+                _expr(target),
+            )
         if isinstance(target, jn.Getattr):
             method = target.attr
             if method == "format":
@@ -322,6 +425,7 @@ class _Walker:
                     _expr(target),
                 )
         elif isinstance(target, jn.Name):
+            self.callees.add(id(target))
             if target.name == "range":
                 for arg in node.args:
                     if isinstance(arg, jn.Const) and isinstance(arg.value, int) and arg.value > _MAX_RANGE:
@@ -331,12 +435,16 @@ class _Walker:
                             f"range({arg.value}) exceeds {_MAX_RANGE} iterations (resource exhaustion)",
                             node,
                         )
-            elif (
-                target.name not in KNOWN_CALLS
-                and target.name not in self.macros
-                and target.name not in SSTI_NAMES
-                and target.name not in self.local_names
-            ):
+            elif target.name in self.macros or target.name in SSTI_NAMES:
+                pass  # a macro of the template; the SSTI vocabulary is reported as a name
+            elif target.name in self.local_names:
+                self.ssti(
+                    f"call of {target.name!r}, a value the template got from data (only Jinja's globals "
+                    "and the template's macros may be called)",
+                    node,
+                    target.name,
+                )
+            elif target.name not in KNOWN_CALLS:
                 self.add(
                     Severity.SUSPICIOUS,
                     "template.unknown-call",
@@ -344,6 +452,13 @@ class _Walker:
                     node,
                     target.name,
                 )
+        else:
+            self.ssti(
+                f"call of a value the template computed ({_expr(target)}); only Jinja's globals, the "
+                "template's macros and string/list/dict methods may be called",
+                node,
+                _expr(target),
+            )
         for arg in node.args:
             value = _fold(arg, self.consts)
             if isinstance(value, str) and _is_internal(value):

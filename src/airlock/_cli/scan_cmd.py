@@ -37,7 +37,13 @@ class ScanCommand:
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders to scan")
+        parser.add_argument(
+            "paths",
+            nargs="+",
+            metavar="PATH",
+            help="files or folders to scan; hf://ORG/NAME[@REVISION] scans that model's snapshot in the local "
+            "Hugging Face cache (HF_HUB_CACHE / HF_HOME; offline, nothing is downloaded)",
+        )
         parser.add_argument(
             "--format",
             choices=sorted(FORMATS),
@@ -83,17 +89,18 @@ class ScanCommand:
         policy = _policy(args)
         changes = {n: getattr(args, n) for n in _LIMIT_FLAGS if getattr(args, n) is not None}
         limits: Limits = DEFAULT_LIMITS.replace(**changes) if changes else DEFAULT_LIMITS
+        paths = [_path(p) for p in args.paths]
         verified = None
         if wants_verification(args):
-            if len(args.paths) != 1:
+            if len(paths) != 1:
                 raise UsageError("--expect, --lock and --signature verify one PATH; give exactly one")
             try:
-                verified = verify_from_args(args, str(args.paths[0]), command="scan")
+                verified = verify_from_args(args, str(paths[0]), command="scan")
             except IntegrityError as exc:
                 print(f"airlock scan: integrity check FAILED, nothing was scanned: {exc}", file=sys.stderr)
                 return 1
         reports = [
-            scan(path, policy=policy, limits=limits, jobs=args.jobs, verified=verified) for path in args.paths
+            scan(path, policy=policy, limits=limits, jobs=args.jobs, verified=verified) for path in paths
         ]
         report = reports[0] if len(reports) == 1 else _merge(reports)
         text = render(report, args.format)
@@ -105,6 +112,14 @@ class ScanCommand:
         else:
             sys.stdout.write(text)
         return report.exit_code
+
+
+def _path(text: str) -> Path:
+    if text.startswith("hf://"):
+        from airlock._formats.hf_cache import resolve_hf_uri  # only for hf:// paths
+
+        return resolve_hf_uri(text)
+    return Path(text)
 
 
 def _policy(args: argparse.Namespace) -> Policy:

@@ -1,7 +1,9 @@
 """Hugging Face model folders: what ``from_pretrained`` reads besides the weights.
 
-A folder is treated as a Hugging Face model when it holds ``config.json``, ``tokenizer_config.json``
-or a ``*.index.json`` shard index. Then:
+A folder is treated as a Hugging Face model when it, or the folder above it, holds a file some
+Hugging Face loader reads (:data:`HF_FILES`: ``config.json``, ``tokenizer.json``,
+``model_index.json`` ...) or a ``*.index.json`` shard index. ``*.jinja`` templates and the files in
+:data:`HF_FILES` are analysed in every folder. Then:
 
 * ``config.json`` / ``tokenizer_config.json`` / other ``*.json`` must parse as strict JSON
   (``hf.json``, ERROR otherwise).
@@ -26,12 +28,13 @@ from __future__ import annotations
 import ast
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Final
 
 from airlock._analysis import analyse_template
 from airlock._formats.base import Issue, ReadContext
+from airlock._formats.hf_cache import cache_link_target
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError
 from airlock.results import Severity
@@ -41,12 +44,29 @@ __all__ = ["ANALYSED", "HFFolderCheck"]
 #: rule of the INFO finding that marks a file as analysed by the folder check
 ANALYSED: Final = "hf.analysed"
 _MARKERS: Final = ("config.json", "tokenizer_config.json")
+#: Files that some Hugging Face loader (transformers, diffusers, sentence-transformers, peft) reads
+#: from a model folder: any one of them makes the folder a Hugging Face folder.
+HF_FILES: Final = frozenset(
+    """config.json tokenizer_config.json tokenizer.json special_tokens_map.json added_tokens.json
+    generation_config.json preprocessor_config.json processor_config.json chat_template.json
+    chat_template.jinja video_preprocessor_config.json feature_extractor_config.json
+    image_processor_config.json model_index.json scheduler_config.json adapter_config.json
+    modules.json config_sentence_transformers.json sentence_bert_config.json""".split()
+)
 #: calls that have no business running when a modeling file is imported
 _IMPORT_TIME_DANGER: Final = frozenset(
-    "os.system os.popen os.execv os.execve os.execl os.spawnl os.remove os.unlink subprocess.run "
-    "subprocess.Popen subprocess.call subprocess.check_call subprocess.check_output exec eval compile "
-    "__import__ socket.socket urllib.request.urlopen requests.get requests.post shutil.rmtree "
-    "pickle.loads pickle.load marshal.loads ctypes.CDLL".split()
+    """os.system os.popen os.execv os.execve os.execl os.execle os.execlp os.execlpe os.execvp os.execvpe
+    os.spawnl os.spawnle os.spawnlp os.spawnlpe os.spawnv os.spawnve os.spawnvp os.spawnvpe os.posix_spawn
+    os.posix_spawnp os.fork os.forkpty os.kill os.remove os.unlink os.rmdir os.removedirs os.startfile
+    posix.system posix.popen pty.spawn subprocess.run subprocess.Popen subprocess.call
+    subprocess.check_call subprocess.check_output subprocess.getoutput subprocess.getstatusoutput
+    exec eval compile __import__ breakpoint builtins.exec builtins.eval builtins.compile builtins.__import__
+    runpy.run_path runpy.run_module code.interact socket.socket socket.create_connection
+    urllib.request.urlopen urllib.request.urlretrieve http.client.HTTPConnection
+    http.client.HTTPSConnection requests.get requests.post requests.request httpx.get httpx.post
+    webbrowser.open shutil.rmtree shutil.move pickle.loads pickle.load marshal.loads marshal.load
+    dill.loads dill.load torch.load ctypes.CDLL ctypes.PyDLL ctypes.cdll.LoadLibrary
+    ctypes.pydll.LoadLibrary ctypes.CDLL importlib.import_module multiprocessing.Process""".split()
 )
 
 
@@ -58,17 +78,39 @@ class HFFolderCheck:
             children = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             return
-        files = {e.name: Path(e.path) for e in children if e.is_file(follow_symlinks=False)}
-        if not any(m in files for m in _MARKERS) and not any(n.endswith(".index.json") for n in files):
-            return
+        files: dict[str, Path] = {}
+        for e in children:
+            if e.is_file(follow_symlinks=False):
+                files[e.name] = Path(e.path)
+            elif e.is_symlink():
+                blob = cache_link_target(Path(e.path))  # Hugging Face cache: read the blob
+                if blob is not None:
+                    files[e.name] = blob
+        # A folder of a Hugging Face model: it, or the folder above it (diffusers components,
+        # additional_chat_templates/), holds a file that some from_pretrained reads.
+        hf = _is_hf(files.keys()) or (folder != ctx.root and _is_hf(_names(folder.parent)))
         for name, path in files.items():
             ctx.check_time()
-            if name.endswith(".py"):
-                yield from _python_file(name, path, ctx)
-            elif name.endswith(".jinja"):
+            if name.endswith(".jinja"):
+                # Loaders read templates wherever they are (chat_template.jinja,
+                # additional_chat_templates/*.jinja): never skipped, whatever the folder holds.
                 yield from _template_file(name, path, ctx)
-            elif name.endswith(".json"):
+            elif name.endswith(".py") and hf:
+                yield from _python_file(name, path, ctx)
+            elif name.endswith(".json") and (hf or name in HF_FILES):
                 yield from _json_file(name, path, folder, files, ctx)
+
+
+def _is_hf(names: Iterable[str]) -> bool:
+    return any(n in HF_FILES or n.endswith(".index.json") for n in names)
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as it:
+            return [e.name for e in it]
+    except OSError:
+        return []
 
 
 def _read(path: Path, ctx: ReadContext) -> bytes:
@@ -102,6 +144,9 @@ def _json_file(
         yield name, Issue("hf.json", Severity.ERROR, f"{name}: {exc}; transformers cannot load it")
         return
     yield _analysed(name, "JSON parsed")
+    if name == "modules.json" and isinstance(value, list):
+        yield from _sentence_transformers(name, value, files)
+        return
     if not isinstance(value, dict):
         if name in _MARKERS:
             yield (
@@ -116,10 +161,17 @@ def _json_file(
     auto_map = value.get("auto_map")
     if auto_map is not None:
         yield from _auto_map(name, auto_map, files, ctx)
+    custom = value.get("custom_pipelines")
+    if custom is not None:
+        yield from _custom_pipelines(name, custom, files)
+    if name == "model_index.json":
+        yield from _model_index(name, value, folder)
+    if name == "adapter_config.json":
+        yield from _peft(name, value.get("auto_mapping"))
     if name in ("tokenizer_config.json", "chat_template.json", "processor_config.json"):
         yield from _chat_templates(name, value.get("chat_template"), ctx)
     if name.endswith(".index.json"):
-        yield from _index(name, value, folder)
+        yield from _index(name, value, folder, files)
 
 
 def _chat_templates(name: str, template: object, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
@@ -180,13 +232,13 @@ def _auto_map(
                     Issue("hf.json", Severity.ERROR, f"{name}: auto_map[{auto_class!r}] is not a string"),
                 )
                 continue
-            yield from _class_reference(name, auto_class, ref, files)
+            yield from _class_reference(name, f"auto_map {auto_class}", ref, files)
 
 
 def _class_reference(
     name: str, auto_class: str, ref: str, files: dict[str, Path]
 ) -> Iterator[tuple[str, Issue]]:
-    where = f"{name} auto_map {auto_class} -> {ref!r:.100}"
+    where = f"{name} {auto_class} -> {ref!r:.100}"
     repo, _, local = ref.rpartition("--")
     module, _, cls = local.rpartition(".")
     path = PurePosixPath(module)
@@ -231,6 +283,127 @@ def _class_reference(
     )
 
 
+#: Libraries a diffusers ``model_index.json`` may name for a component (``[library, class]``):
+#: diffusers itself, transformers, and the diffusers pipeline modules its own pipelines use.
+DIFFUSERS_LIBRARIES: Final = frozenset({"diffusers", "transformers", "stable_diffusion", "onnxruntime"})
+#: Packages whose classes sentence-transformers' ``modules.json`` and peft's ``auto_mapping`` name.
+_ST_PACKAGES: Final = ("sentence_transformers.",)
+_PEFT_PACKAGES: Final = ("transformers", "peft")
+
+
+def _dynamic(name: str, where: str, module: str, how: str) -> tuple[str, Issue]:
+    return (
+        name,
+        Issue(
+            "hf.dynamic-module",
+            Severity.SUSPICIOUS,
+            f"{name} {where}: the loader imports module {module!r:.100} by name ({how}); not a library "
+            "the loader ships, so its import-time code is outside this scan",
+            callable=module[:100],
+            evidence=module[:200],
+        ),
+    )
+
+
+def _custom_pipelines(name: str, custom: object, files: dict[str, Path]) -> Iterator[tuple[str, Issue]]:
+    """transformers' ``pipeline()``: ``custom_pipelines[task].impl`` is imported with
+    ``get_class_from_dynamic_module`` exactly like an ``auto_map`` entry."""
+    if not isinstance(custom, dict):
+        yield name, Issue("hf.json", Severity.ERROR, f"{name}: custom_pipelines is not an object")
+        return
+    for task, info in custom.items():
+        impl = info.get("impl") if isinstance(info, dict) else None
+        if not isinstance(impl, str):
+            yield (
+                name,
+                Issue(
+                    "hf.json", Severity.ERROR, f"{name}: custom_pipelines[{task!r:.60}] has no 'impl' string"
+                ),
+            )
+            continue
+        yield from _class_reference(name, f"custom_pipelines[{task!r:.60}]", impl, files)
+
+
+def _model_index(name: str, value: dict[str, object], folder: Path) -> Iterator[tuple[str, Issue]]:
+    """diffusers ``model_index.json``: ``"unet": [library, class]`` imports ``library`` by name
+    (``importlib.import_module``), or, when ``<component>/<library>.py`` is shipped, runs that file;
+    ``_class_name: [file, class]`` runs ``<file>.py`` as a custom pipeline."""
+    pipeline = value.get("_class_name")
+    if isinstance(pipeline, list) and pipeline and isinstance(pipeline[0], str):
+        yield from _shipped_or_dynamic(name, "_class_name", pipeline[0], folder / f"{pipeline[0]}.py")
+    for component, entry in value.items():
+        if component.startswith("_") or not isinstance(entry, list) or len(entry) != 2:
+            continue
+        library = entry[0]
+        if library is None or (isinstance(library, str) and library in DIFFUSERS_LIBRARIES):
+            continue
+        if not isinstance(library, str):
+            yield name, Issue("hf.json", Severity.ERROR, f"{name}: {component!r:.60} library is not a string")
+            continue
+        yield from _shipped_or_dynamic(
+            name, f"component {component!r:.60}", library, folder / component / f"{library}.py"
+        )
+
+
+def _shipped_or_dynamic(name: str, where: str, module: str, shipped: Path) -> Iterator[tuple[str, Issue]]:
+    path = PurePosixPath(module)
+    if path.is_absolute() or ".." in path.parts or "\\" in module or "/" in module:
+        yield (
+            name,
+            Issue(
+                "hf.remote-code-traversal",
+                Severity.MALICIOUS,
+                f"{name} {where}: module {module!r:.100} leaves the model folder",
+                callable=module[:100],
+                evidence=module[:200],
+            ),
+        )
+    elif _present(shipped):
+        yield (
+            name,
+            Issue(
+                "hf.remote-code",
+                Severity.SUSPICIOUS,
+                f"{name} {where}: the loader runs {shipped.name} shipped in the folder (executable code)",
+                callable=module[:100],
+                evidence=module[:200],
+            ),
+        )
+    else:
+        yield _dynamic(name, where, module, "importlib.import_module")
+
+
+def _sentence_transformers(
+    name: str, modules: list[object], files: dict[str, Path]
+) -> Iterator[tuple[str, Issue]]:
+    """sentence-transformers ``modules.json``: every ``type`` is imported by its dotted name."""
+    for index, entry in enumerate(modules):
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if not isinstance(kind, str):
+            yield name, Issue("hf.json", Severity.ERROR, f"{name}: module [{index}] has no 'type' string")
+            continue
+        if kind.startswith(_ST_PACKAGES):
+            continue
+        module = kind.rpartition(".")[0] or kind
+        if f"{module}.py" in files:
+            yield from _class_reference(name, f"modules[{index}].type", kind, files)
+        else:
+            yield _dynamic(name, f"modules[{index}].type", kind, "sentence_transformers import_from_string")
+
+
+def _peft(name: str, mapping: object) -> Iterator[tuple[str, Issue]]:
+    """peft ``adapter_config.json``: ``auto_mapping.parent_library`` is imported by name."""
+    if not isinstance(mapping, dict):
+        return
+    library = mapping.get("parent_library")
+    if library is None:
+        return
+    if not isinstance(library, str):
+        yield name, Issue("hf.json", Severity.ERROR, f"{name}: auto_mapping.parent_library is not a string")
+    elif library.split(".", 1)[0] not in _PEFT_PACKAGES:
+        yield _dynamic(name, "auto_mapping.parent_library", library, "peft AutoPeftModel")
+
+
 def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
     yield (
         name,
@@ -262,16 +435,49 @@ def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str,
 
 
 def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
-    """Calls of dangerous primitives that run at import: module and class bodies, not functions."""
+    """Calls of dangerous primitives that run at import: module and class bodies, decorators,
+    default values and annotations, not function bodies. Names are resolved through the file's
+    imports (``from os import system as s``; ``import subprocess as sp``)."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+
+    def resolve(func: ast.AST) -> str | None:
+        dotted = _dotted(func)
+        if dotted is None:
+            return None
+        head, _, rest = dotted.partition(".")
+        resolved = aliases.get(head, head) + (f".{rest}" if rest else "")
+        return resolved if resolved in _IMPORT_TIME_DANGER or dotted in _IMPORT_TIME_DANGER else None
+
     stack: list[ast.AST] = list(tree.body)
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            for decorator in node.decorator_list:  # ``@os.system`` calls it with the function
+                hit = None if isinstance(decorator, ast.Call) else resolve(decorator)
+                if hit is not None:
+                    yield hit, decorator.lineno
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            # the body runs when called; decorators, defaults and annotations run now
+            stack.extend(node.decorator_list)
+            stack.append(node.args)
+            if node.returns is not None:
+                stack.append(node.returns)
+            continue
+        if isinstance(node, ast.Lambda):
+            stack.append(node.args)
             continue
         if isinstance(node, ast.Call):
-            dotted = _dotted(node.func)
-            if dotted in _IMPORT_TIME_DANGER:
-                yield dotted, node.lineno
+            hit = resolve(node.func)
+            if hit is not None:
+                yield hit, node.lineno
         stack.extend(ast.iter_child_nodes(node))
 
 
@@ -293,7 +499,9 @@ def _line_node(tree: ast.Module, line: int) -> ast.AST:
     return tree
 
 
-def _index(name: str, value: dict[str, object], folder: Path) -> Iterator[tuple[str, Issue]]:
+def _index(
+    name: str, value: dict[str, object], folder: Path, files: dict[str, Path]
+) -> Iterator[tuple[str, Issue]]:
     weight_map = value.get("weight_map")
     if not isinstance(weight_map, dict):
         yield name, Issue("hf.index", Severity.ERROR, f"{name}: weight_map missing or not an object")
@@ -321,7 +529,7 @@ def _index(name: str, value: dict[str, object], folder: Path) -> Iterator[tuple[
                     evidence=shard,
                 ),
             )
-        elif not (folder / shard).is_file() or (folder / shard).is_symlink():
+        elif shard not in files and not _present(folder / shard):
             yield (
                 name,
                 Issue(
@@ -331,3 +539,11 @@ def _index(name: str, value: dict[str, object], folder: Path) -> Iterator[tuple[
                     evidence=shard,
                 ),
             )
+
+
+def _present(path: Path) -> bool:
+    """A regular file (not a link), or a Hugging Face cache link to a blob of the same repository."""
+    try:
+        return (path.is_file() and not path.is_symlink()) or cache_link_target(path) is not None
+    except OSError:
+        return False

@@ -40,6 +40,7 @@ def to_dict(report: Report) -> dict[str, Any]:
                 "size": f.size,
                 "seconds": round(f.seconds, 6),
                 "findings": [_finding(x) for x in f.findings],
+                **({"blob": f.blob} if f.blob is not None else {}),
             }
             for f in report.files
         ],

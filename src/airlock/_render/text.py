@@ -15,7 +15,8 @@ def render(report: Report) -> str:
         lines.append(f"note: extra allowances in force: {', '.join(report.allowances)}")
     for file in report.files:
         fmt = f" [{file.format}]" if file.format else ""
-        lines.append(f"{file.verdict.value:<10} {file.path}{fmt}")
+        blob = f" (blob {file.blob})" if file.blob else ""
+        lines.append(f"{file.verdict.value:<10} {file.path}{fmt}{blob}")
         for finding in file.findings:
             if finding.severity is Severity.INFO:
                 continue  # never weighs on a verdict; the JSON and SARIF reports keep them

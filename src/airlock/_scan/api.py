@@ -51,9 +51,22 @@ def scan(
     files: list[tuple[int, Entry]] = []
     reports: dict[int, FileReport] = {}
     skipped: list[Skipped] = []
+    # Hugging Face cache: a blob that a snapshot link names is scanned under the link's name
+    # (the name the loader sees), not a second time under its hash.
+    linked = {entry.blob for entry in entries if entry.blob is not None}
     for index, entry in enumerate(entries):
-        if entry.kind == "file":
+        if entry.kind == "file" and entry.blob is None and linked and entry.path.resolve() in linked:
+            skipped.append(
+                Skipped(
+                    entry.display, "Hugging Face cache blob: scanned as the snapshot file(s) linking to it"
+                )
+            )
+        elif entry.kind == "file":
             files.append((index, entry))
+        elif entry.kind == "bookkeeping":
+            skipped.append(
+                Skipped(entry.display, "Hugging Face cache bookkeeping (markers and locks, never loaded)")
+            )
         elif entry.kind == "symlink":
             if entry.inside:
                 skipped.append(
@@ -76,14 +89,24 @@ def scan(
 
     if jobs == 1 or len(files) < 2:
         for index, entry in files:
-            results[index] = scan_file(entry.path, entry.display, base, limits, policy, verified, rel(entry))
+            results[index] = scan_file(
+                entry.path, entry.display, base, limits, policy, verified, rel(entry), entry.blob
+            )
     else:
         from concurrent.futures import ProcessPoolExecutor  # only when asked for: costly to import
 
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = {
                 index: pool.submit(
-                    scan_file, entry.path, entry.display, base, limits, policy, verified, rel(entry)
+                    scan_file,
+                    entry.path,
+                    entry.display,
+                    base,
+                    limits,
+                    policy,
+                    verified,
+                    rel(entry),
+                    entry.blob,
                 )
                 for index, entry in files
             }
@@ -155,12 +178,17 @@ def _apply_folder_checks(
         for index, issues in pending.items():
             previous = results.get(index) if index < len(entries) else None
             display = entries[index].display if index < len(entries) else names[index]
-            results[index] = _with_issues(previous, display, issues, limits)
+            blob = entries[index].blob if index < len(entries) else None
+            results[index] = _with_issues(previous, display, issues, limits, blob)
         extra += len(displays)
 
 
 def _with_issues(
-    previous: FileReport | Skipped | None, display: str, issues: list[Issue], limits: Limits
+    previous: FileReport | Skipped | None,
+    display: str,
+    issues: list[Issue],
+    limits: Limits,
+    blob: Path | None = None,
 ) -> FileReport:
     collector = Collector(display, limits)
     fmt = folder_checks()[0].name
@@ -176,7 +204,7 @@ def _with_issues(
             )  # fmt: skip
     for issue in issues:
         collector.add((), issue)
-    return collector.report(fmt, size, seconds)
+    return collector.report(fmt, size, seconds, blob)
 
 
 def _symlink_report(entry: Entry, limits: Limits) -> FileReport:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from airlock._formats.base import Issue
 from airlock.limits import Limits
 from airlock.results import FileReport, Finding, Location, Severity, Verdict
@@ -52,7 +54,7 @@ class Collector:
             evidence=issue.evidence,
         )
 
-    def report(self, fmt: str | None, size: int, seconds: float) -> FileReport:
+    def report(self, fmt: str | None, size: int, seconds: float, blob: Path | None = None) -> FileReport:
         findings = [self._findings[key] for key in self._order]
         for severity, count in self._dropped.items():
             # Dropped findings still weigh on the verdict through this summary finding.
@@ -74,4 +76,5 @@ class Collector:
             findings=tuple(findings),
             size=size,
             seconds=seconds,
+            blob=None if blob is None else str(blob),
         )

@@ -48,6 +48,7 @@ def scan_file(
     verified: Verified | None = None,
     rel: str | None = None,
     opened: int | None = None,
+    blob: Path | None = None,
 ) -> FileReport | Skipped:
     """Scan one regular file. Never raises for bad input: every failure is a finding.
 
@@ -60,6 +61,9 @@ def scan_file(
 
     ``opened``: an already open descriptor to scan instead of opening ``path`` (the sandbox gate
     scans its sealed private copy this way); ``path`` then only names the file.
+
+    ``blob``: for a Hugging Face cache snapshot link, the resolved blob to read; ``path`` (the
+    link) still gives the file its name, as the loader sees it.
     """
     start = time.monotonic()
     collector = Collector(display, limits)
@@ -74,10 +78,11 @@ def scan_file(
         else:
             # O_NOFOLLOW: the walk saw a regular file; if it was swapped for a link since, refuse.
             # O_NONBLOCK: if it was swapped for a FIFO, the open must not wait for a writer.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+            fd = os.open(blob or path, flags)
     except OSError as exc:
         collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot open: {exc.strerror}"))
-        return collector.report(None, 0, time.monotonic() - start)
+        return collector.report(None, 0, time.monotonic() - start, blob)
     except IntegrityError as exc:
         collector.add((), Issue("integrity.changed", Severity.ERROR, str(exc)))
         return collector.report(None, 0, time.monotonic() - start)
@@ -89,7 +94,7 @@ def scan_file(
         size = before.st_size
         if size == 0:
             collector.add((), Issue("format.empty", Severity.ERROR, "empty file: nothing to prove clean"))
-            return collector.report(None, 0, time.monotonic() - start)
+            return collector.report(None, 0, time.monotonic() - start, blob)
         mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
         try:
             view = memoryview(mapped)
@@ -125,7 +130,7 @@ def scan_file(
         collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot read: {exc.strerror}"))
     finally:
         os.close(fd)
-    return collector.report(fmt, size, time.monotonic() - start)
+    return collector.report(fmt, size, time.monotonic() - start, blob)
 
 
 def _close_mapping(mapped: mmap.mmap) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from airlock._formats.hf_cache import BOOKKEEPING, cache_link_target, cache_repo
 from airlock.errors import LimitError, UsageError
 from airlock.limits import Limits
 
@@ -15,7 +16,8 @@ __all__ = ["Entry", "walk"]
 
 
 class Entry(NamedTuple):
-    """A path met while walking. ``kind`` is ``file``, ``symlink`` or ``special``."""
+    """A path met while walking. ``kind`` is ``file``, ``symlink``, ``special`` or ``bookkeeping``
+    (a folder of the Hugging Face cache that holds only markers and locks, never loaded)."""
 
     path: Path
     display: str
@@ -23,6 +25,8 @@ class Entry(NamedTuple):
     #: for symlinks: where the link points and whether that stays inside the scanned tree
     target: str | None = None
     inside: bool = True
+    #: for a Hugging Face cache snapshot link (kind ``file``): the blob whose bytes the loader reads
+    blob: Path | None = None
 
 
 def _display(path: Path, root: Path, root_is_dir: bool) -> str:
@@ -37,7 +41,10 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
 
     Symlinks are reported, never followed: following them would let a model folder make the
     scanner read (and report on) files outside it, and would let a link swap the bytes that get
-    loaded after the scan.
+    loaded after the scan. The one exception is the Hugging Face hub cache, where every file a
+    loader opens is a link ``snapshots/<commit>/<name> -> ../../blobs/<hash>``: such a link is a
+    ``file`` entry named by the link and read from the blob, when the resolved blob is a regular
+    file inside the same cache repository (``hf_cache.cache_link_target``).
     """
     try:
         st = root.lstat()
@@ -64,6 +71,9 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
             path = Path(child.path)
             cst = child.stat(follow_symlinks=False)
             if stat.S_ISDIR(cst.st_mode):
+                if child.name in BOOKKEEPING and _in_cache(path):
+                    yield Entry(path, _display(path, root, True), "bookkeeping")
+                    continue
                 subdirs.append(path)
             else:
                 yield _entry(path, cst, root, True, real_root)
@@ -74,9 +84,24 @@ def _entry(path: Path, st: os.stat_result, root: Path, root_is_dir: bool, real_r
     display = _display(path, root, root_is_dir)
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
+        blob = cache_link_target(path)
+        if blob is not None:
+            return Entry(path, display, "file", target=target, blob=blob)
         resolved = path.resolve()
         inside = resolved == real_root or real_root in resolved.parents
         return Entry(path, display, "symlink", target=target, inside=inside)
     if stat.S_ISREG(st.st_mode):
         return Entry(path, display, "file")
     return Entry(path, display, "special")
+
+
+def _in_cache(folder: Path) -> bool:
+    """``<repo>/.no_exist`` or ``<hub>/.locks``: bookkeeping of the Hugging Face hub cache."""
+    parent = folder.parent
+    if folder.name == ".no_exist":
+        return (parent / "snapshots").is_dir() and cache_repo(parent / "snapshots" / "x" / "y") == parent
+    try:
+        with os.scandir(parent) as it:
+            return any(cache_repo(Path(e.path) / "snapshots" / "x" / "y") is not None for e in it)
+    except OSError:
+        return False
