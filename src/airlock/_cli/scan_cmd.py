@@ -119,7 +119,8 @@ def _policy(args: argparse.Namespace) -> Policy:
 
 def _merge(reports: list[Report]) -> Report:
     return Report(
-        root=", ".join(r.root for r in reports),
+        root=reports[0].root,
+        roots=tuple(r.root for r in reports),
         files=tuple(f for r in reports for f in r.files),
         skipped=tuple(s for r in reports for s in r.skipped),
         unsafe_options=reports[0].unsafe_options,

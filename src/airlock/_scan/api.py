@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from airlock import _progress
 from airlock._formats.base import Issue, ReadContext
 from airlock._formats.registry import folder_checks
 from airlock._scan.collect import Collector
@@ -74,21 +75,27 @@ def scan(
         name = "." if base != root else entry.path.relative_to(root).as_posix()
         return name if name in listed else None  # extra files exist only under --unsafe-allow-extra
 
-    if jobs == 1 or len(files) < 2:
-        for index, entry in files:
-            results[index] = scan_file(entry.path, entry.display, base, limits, policy, verified, rel(entry))
-    else:
-        from concurrent.futures import ProcessPoolExecutor  # only when asked for: costly to import
-
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {
-                index: pool.submit(
-                    scan_file, entry.path, entry.display, base, limits, policy, verified, rel(entry)
+    sizes = {index: _size(entry.path) for index, entry in files} if _progress.enabled() else {}
+    with _progress.task(f"scanning {root}", sum(sizes.values()), len(files)):
+        if jobs == 1 or len(files) < 2:
+            for index, entry in files:
+                results[index] = scan_file(
+                    entry.path, entry.display, base, limits, policy, verified, rel(entry)
                 )
-                for index, entry in files
-            }
-            for index, future in futures.items():
-                results[index] = future.result()
+                _progress.advance(sizes.get(index, 0), files=1)
+        else:
+            from concurrent.futures import ProcessPoolExecutor  # only when asked for: costly to import
+
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = {
+                    index: pool.submit(
+                        scan_file, entry.path, entry.display, base, limits, policy, verified, rel(entry)
+                    )
+                    for index, entry in files
+                }
+                for index, future in futures.items():
+                    results[index] = future.result()
+                    _progress.advance(sizes.get(index, 0), files=1)
     if base == root:
         _apply_folder_checks(base, entries, results, limits)
     for index in sorted(results):
@@ -106,6 +113,13 @@ def scan(
         allowances=tuple(sorted(policy.allow)),
         integrity=_describe(verified) if verified is not None else None,
     )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return 0
 
 
 def _describe(verified: Verified) -> str:
