@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -147,30 +148,40 @@ def _apply_folder_checks(
         ctx = ReadContext(limits=limits, file_path=folder, root=base)
         pending: dict[int, list[Issue]] = {}
         displays: dict[str, int] = {}
+        started = time.perf_counter()
+        targets: dict[int, Path] = {}
         for check in checks:
             for rel, issue in check.check(folder, ctx):
                 target = folder / rel if rel != "." else folder
                 index = by_path.get(target)
                 if index is None:
                     index = displays.setdefault(target.as_posix(), extra + len(displays))
+                targets[index] = target
                 pending.setdefault(index, []).append(issue)
+        # The folder's checks read its files together: each file they report on is charged the
+        # time they took, and has its own size (not 0: a report lists what it read).
+        seconds = time.perf_counter() - started
         names = {index: display for display, index in displays.items()}
         for index, issues in pending.items():
             previous = results.get(index) if index < len(entries) else None
             display = entries[index].display if index < len(entries) else names[index]
-            results[index] = _with_issues(previous, display, issues, limits)
+            size = _size(targets[index]) if targets[index].is_file() else 0
+            results[index] = _with_issues(previous, display, issues, limits, size, seconds)
         extra += len(displays)
 
 
 def _with_issues(
-    previous: FileReport | Skipped | None, display: str, issues: list[Issue], limits: Limits
+    previous: FileReport | Skipped | None,
+    display: str,
+    issues: list[Issue],
+    limits: Limits,
+    size: int,
+    seconds: float,
 ) -> FileReport:
     collector = Collector(display, limits)
     fmt = folder_checks()[0].name
-    size = 0
-    seconds = 0.0
     if isinstance(previous, FileReport):
-        fmt, size, seconds = previous.format or fmt, previous.size, previous.seconds
+        fmt, size, seconds = previous.format or fmt, previous.size, previous.seconds + seconds
         for finding in previous.findings:
             collector.add(
                 finding.location.members,
