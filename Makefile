@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 LOCKSUM = $(shell cat pyproject.toml $(1) | cksum | cut -d' ' -f1)
 DEV_STAMP  := $(VENV)/.installed-dev-$(call LOCKSUM,requirements/dev.lock)
 DEMO_STAMP := $(VENV)/.installed-demo-$(call LOCKSUM,requirements/demo.lock)
-PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes --no-deps -r
+PIP_LOCKED := $(BIN)/pip install --quiet --no-compile --require-hashes --no-deps -r
 COMPILE    := pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --strip-extras
 
 .PHONY: demo test check lint typecheck install lock clean
