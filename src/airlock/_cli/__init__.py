@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import NamedTuple, NoReturn
 
@@ -67,6 +68,21 @@ class _ArgumentError(Exception):
         self.parser = parser
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Wraps descriptions like argparse does, but never inside a word: paths stay whole."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        text = " ".join(text.split())
+        return textwrap.fill(
+            text,
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors reach :func:`main` (to print them as JSON too)."""
 
@@ -93,6 +109,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         prog="airlock",
         description="Use machine-learning models you do not trust without being owned by them.",
         epilog=epilog,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"airlock {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -102,7 +119,11 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
             continue
         command = entry.load()
         command_parser = sub.add_parser(
-            command.name, help=command.help, description=command.description, epilog=epilog
+            command.name,
+            help=command.help,
+            description=command.description,
+            epilog=epilog,
+            formatter_class=_Formatter,
         )
         command.add_arguments(command_parser)
         if entry.name in _QUIET:
