@@ -50,16 +50,9 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _run(argv: list[str], cwd: Path, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=_clean_env(),
-        **kw,  # type: ignore[call-overload]
+        argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False, env=_clean_env()
     )
 
 
