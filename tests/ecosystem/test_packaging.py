@@ -291,3 +291,72 @@ def test_all_extra_install_runs_every_command_past_the_extra_check(
     bad = _model(work)
     sbom = _run([str(bin_dir / "airlock"), "scan", str(bad), "--format", "cyclonedx"], cwd=work)
     assert sbom.returncode == 1 and json.loads(sbom.stdout)["bomFormat"] == "CycloneDX"
+
+
+def test_release_procedure_sbom_sign_verify(dist: dict[str, Path], tmp_path: Path) -> None:
+    """docs/release.md steps 2-4 on the built artifacts: SBOM, airlock sign, airlock verify and
+    model_signing verify; a swapped wheel fails both."""
+    pytest.importorskip("model_signing")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    release = tmp_path / "dist"
+    release.mkdir()
+    for artifact in dist.values():
+        shutil.copyfile(artifact, release / artifact.name)
+    sbom_path = release / "model-airlock-0.1.0.cdx.json"
+    made = _run(
+        [sys.executable, str(ROOT / "tools" / "release_sbom.py"), str(release), str(ROOT / "requirements" / "dev.lock"), str(sbom_path)],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    sbom = json.loads(sbom_path.read_text())
+    assert sbom["metadata"]["component"]["purl"] == "pkg:pypi/model-airlock@0.1.0"
+    names = {c["name"] for c in sbom["components"]}
+    assert {dist["wheel"].name, dist["sdist"].name, "jinja2", "cryptography"} <= names
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    priv, pub = tmp_path / "release.key", tmp_path / "release.pub"
+    priv.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    sig = tmp_path / "model-airlock-0.1.0.sig"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+    def airlock(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "airlock", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
+
+    def reference(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "model_signing", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert airlock("sign", str(release), "--key", str(priv), "-o", str(sig)).returncode == 0
+    assert airlock("verify", str(release), "--signature", str(sig), "--key", str(pub)).returncode == 0
+    ok = reference("verify", "key", str(release), "--signature", str(sig), "--public_key", str(pub))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    wheel = release / dist["wheel"].name
+    wheel.write_bytes(wheel.read_bytes() + b"\0")
+    assert airlock("verify", str(release), "--signature", str(sig), "--key", str(pub)).returncode == 1
+    assert (
+        reference("verify", "key", str(release), "--signature", str(sig), "--public_key", str(pub)).returncode
+        != 0
+    )
