@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 #: Version of the JSON report schema (docs/scan.md). Bumped on any incompatible change.
-SCHEMA_VERSION: Final = "1.0"
+SCHEMA_VERSION: Final = "1.1"
 
 
 class Verdict(enum.Enum):
@@ -143,6 +143,13 @@ class Report:
     allowances: tuple[str, ...] = field(default=())
     #: when the scan ran on verified bytes (``--lock``, ``--signature``, ``--expect``): what vouched for them
     integrity: str | None = None
+    #: every path given to the scan, when it was more than one (``root`` is then the first)
+    roots: tuple[str, ...] = ()
+
+    @property
+    def all_roots(self) -> tuple[str, ...]:
+        """The scanned paths, in the order given."""
+        return self.roots or (self.root,)
 
     @property
     def verdict(self) -> Verdict:

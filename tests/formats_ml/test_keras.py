@@ -216,7 +216,7 @@ def test_h5_without_h5py_is_an_error_naming_the_extra(
     monkeypatch.setitem(sys.modules, "h5py", None)
     report = scan_one(path)
     assert report.verdict is Verdict.ERROR
-    assert "install airlock[keras-h5]" in only(report, "keras.h5-unsupported").message
+    assert "install model-airlock[keras-h5]" in only(report, "keras.h5-unsupported").message
 
 
 def test_h5_that_is_not_keras_is_an_error(tmp_path: Path) -> None:

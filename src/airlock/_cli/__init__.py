@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
+import textwrap
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from airlock import __version__
+from airlock._cli._extras import extra_for, install_hint, missing_extras
 from airlock._cli.base import Command
 from airlock.errors import AirlockError, UsageError
 
-__all__ = ["COMMANDS", "CommandEntry", "entry_point", "main"]
+__all__ = ["COMMANDS", "CommandEntry", "docs_location", "entry_point", "main"]
+
+#: Exit code for Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 class CommandEntry(NamedTuple):
@@ -27,6 +34,8 @@ class CommandEntry(NamedTuple):
     module: str
     #: the one-line help ``airlock --help`` shows (equal to the command's own ``help``)
     help: str
+    #: extras of model-airlock the command always needs (checked before it is imported)
+    extras: tuple[str, ...] = ()
 
     def load(self) -> Command:
         command: Command = importlib.import_module(self.module).COMMAND
@@ -39,23 +48,68 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("hash", "airlock._cli.hash_cmd", "print a manifest (path, size, digest) of every file of a model"),
     CommandEntry("sign", "airlock._cli.sign_cmd", "sign a model with an EC key (OpenSSF model signing bundle)"),
     CommandEntry("verify", "airlock._cli.verify_cmd", "check a model against a digest, lock file or signature (strict)"),
-    CommandEntry("load", "airlock._cli.load_cmd", "list the tensors of a model file, loaded without running anything"),
-    CommandEntry("convert", "airlock._cli.convert_cmd", "convert a pickle checkpoint or a Hugging Face folder to safetensors, running nothing"),
-    CommandEntry("run", "airlock._cli.run_cmd", "load or run an untrusted model inside the OS sandbox"),
-    CommandEntry("doctor", "airlock._cli.doctor_cmd", "show which sandbox layers work on this host (for airlock run)"),
-    CommandEntry("serve", "airlock._cli.serve_cmd", "serve admitted models to authenticated tenants (KServe v2 over HTTPS)"),
-    CommandEntry("tenant", "airlock._cli.tenant_cmd", "add or list the tenants of an airlock serve gateway"),
-    CommandEntry("key", "airlock._cli.key_cmd", "create, revoke or list API keys of airlock serve tenants"),
-    CommandEntry("audit", "airlock._cli.audit_cmd", "verify the hash chain of the airlock serve audit log"),
+    CommandEntry("load", "airlock._cli.load_cmd", "list the tensors of a model file, loaded without running anything", ("numpy",)),
+    CommandEntry("convert", "airlock._cli.convert_cmd", "convert a pickle checkpoint or a Hugging Face folder to safetensors, running nothing", ("numpy",)),
+    CommandEntry("run", "airlock._cli.run_cmd", "load or run an untrusted model inside the OS sandbox", ("sandbox", "numpy")),
+    CommandEntry("doctor", "airlock._cli.doctor_cmd", "show which sandbox layers work on this host (for airlock run)", ("sandbox",)),
+    CommandEntry("serve", "airlock._cli.serve_cmd", "serve admitted models to authenticated tenants (KServe v2 over HTTPS)", ("serve",)),
+    CommandEntry("tenant", "airlock._cli.tenant_cmd", "add or list the tenants of an airlock serve gateway", ("serve",)),
+    CommandEntry("key", "airlock._cli.key_cmd", "create, revoke or list API keys of airlock serve tenants", ("serve",)),
+    CommandEntry("audit", "airlock._cli.audit_cmd", "verify the hash chain of the airlock serve audit log", ("serve",)),
     CommandEntry("certs", "airlock._cli.certs_cmd", "make a development CA, server certificate and mTLS client certificates"),
 )  # fmt: skip
 
 
+class _ArgumentError(Exception):
+    """argparse's complaint about the command line, raised instead of exiting."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps descriptions like argparse does, but never inside a word: paths stay whole."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        text = " ".join(text.split())
+        return textwrap.fill(
+            text,
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors reach :func:`main` (to print them as JSON too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ArgumentError(self, message)
+
+
+def docs_location() -> str:
+    """Where the docs/*.md files named in help texts are on this machine.
+
+    Wheels ship them as package data (``airlock/docs``); a source checkout has them in ``docs/``.
+    """
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for candidate in (os.path.join(here, "docs"), os.path.join(here, os.pardir, os.pardir, "docs")):
+        if os.path.isfile(os.path.join(candidate, "scan.md")):
+            return os.path.normpath(candidate)
+    return "https://pypi.org/project/model-airlock/ (README)"
+
+
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser, with full arguments for ``selected`` (all commands when it is ``"*"``)."""
-    parser = argparse.ArgumentParser(
+    epilog = f"The docs/*.md files named in help texts are installed in {docs_location()}"
+    parser = _Parser(
         prog="airlock",
         description="Use machine-learning models you do not trust without being owned by them.",
+        epilog=epilog,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"airlock {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -64,37 +118,108 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(entry.name, help=entry.help)
             continue
         command = entry.load()
-        command_parser = sub.add_parser(command.name, help=command.help, description=command.description)
+        command_parser = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.description,
+            epilog=epilog,
+            formatter_class=_Formatter,
+        )
         command.add_arguments(command_parser)
+        if entry.name in _QUIET:
+            command_parser.add_argument(
+                "-q", "--quiet", action="store_true", help="no progress display on a terminal"
+            )
         command_parser.set_defaults(_command=command)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command. Exit codes: as the command documents; 2 for usage and airlock errors.
+#: Commands that show progress on a terminal (stderr), which --quiet turns off.
+_QUIET = frozenset({"scan", "hash"})
 
-    Only :class:`AirlockError` is caught: anything else is a bug and keeps its traceback.
+
+def _wants_json(args: Sequence[str]) -> bool:
+    for index, arg in enumerate(args):
+        if arg == "--format" and index + 1 < len(args) and args[index + 1] == "json":
+            return True
+        if arg == "--format=json":
+            return True
+    return False
+
+
+class _Failure(NamedTuple):
+    kind: str
+    message: str
+    code: int
+
+
+def _report(name: str, failure: _Failure, as_json: bool) -> int:
+    """One line on stderr; with --format json also a JSON error object on stdout."""
+    prefix = f"airlock {name}" if name else "airlock"
+    label = {"usage": "usage error: ", "error": "error: "}.get(failure.kind, "")
+    print(f"{prefix}: {label}{_escaped(failure.message)}", file=sys.stderr)
+    if as_json:
+        doc = {
+            "error": {"command": name or None, "kind": failure.kind, "message": failure.message},
+            "exit_code": failure.code,
+        }
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    return failure.code
+
+
+def _missing(name: str, extras: Sequence[str]) -> _Failure:
+    noun = "extra" if len(extras) == 1 else "extras"
+    names = ", ".join(repr(e) for e in extras)
+    return _Failure("missing-extra", f"needs the {names} {noun}, not installed: {install_hint(extras)}", 2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Exit codes: as the command documents; 2 for usage and airlock errors and
+    for a missing extra; 130 when interrupted (Ctrl-C).
+
+    Only :class:`AirlockError`, a missing optional extra and Ctrl-C are caught: anything else is a
+    bug and keeps its traceback.
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
-    names = {entry.name for entry in COMMANDS}
-    selected = args_list[0] if args_list and args_list[0] in names else None
-    parser = build_parser(selected)
+    as_json = _wants_json(args_list)
+    entries = {entry.name: entry for entry in COMMANDS}
+    selected = args_list[0] if args_list and args_list[0] in entries else None
+    name = selected or ""
     try:
-        args = parser.parse_args(args_list)
-    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help/--version
-        return int(exc.code) if isinstance(exc.code, int) else 2
-    command: Command | None = getattr(args, "_command", None)
-    if command is None:
-        parser.print_help(sys.stderr)
-        return 2
-    try:
+        if selected is not None:
+            missing = missing_extras(entries[selected].extras)
+            if missing:
+                return _report(name, _missing(name, missing), as_json)
+        parser = build_parser(selected)
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit as exc:  # --help and --version exit 0
+            return int(exc.code) if isinstance(exc.code, int) else 2
+        except _ArgumentError as exc:
+            exc.parser.print_usage(sys.stderr)
+            return _report(name, _Failure("usage", str(exc), 2), as_json)
+        command: Command | None = getattr(args, "_command", None)
+        if command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        from airlock import _progress
+
+        _progress.configure(enabled=sys.stderr.isatty() and not getattr(args, "quiet", False))
         return command.run(args)
     except UsageError as exc:
-        print(f"airlock {command.name}: usage error: {_escaped(str(exc))}", file=sys.stderr)
-        return 2
+        return _report(name, _Failure("usage", str(exc), 2), as_json)
     except AirlockError as exc:
-        print(f"airlock {command.name}: error: {_escaped(str(exc))}", file=sys.stderr)
-        return 2
+        return _report(name, _Failure("error", str(exc), 2), as_json)
+    except ModuleNotFoundError as exc:
+        extra = extra_for(exc)
+        if extra is None:
+            raise  # not an optional piece: a bug, keep the traceback
+        return _report(name, _missing(name, [extra]), as_json)
+    except KeyboardInterrupt:
+        from airlock import _progress
+
+        _progress.clear()
+        return _report(name, _Failure("interrupted", "interrupted", EXIT_INTERRUPTED), as_json)
 
 
 def _escaped(text: str) -> str:
@@ -104,4 +229,10 @@ def _escaped(text: str) -> str:
 
 
 def entry_point() -> None:
-    sys.exit(main())
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        # Worker threads (hashing) may still be reading; do not wait for them at exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

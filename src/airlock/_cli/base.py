@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Protocol
 
-__all__ = ["Command"]
+from airlock.errors import AirlockError
+
+__all__ = ["Command", "write_output"]
+
+
+def write_output(path: str | os.PathLike[str], text: str) -> None:
+    """Write a report to ``-o PATH``. Failing to write is an error (exit 2), not a usage error:
+    the command line was right, the file system said no."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise AirlockError(f"cannot write {os.fspath(path)}: {exc.strerror or exc}") from exc
 
 
 class Command(Protocol):

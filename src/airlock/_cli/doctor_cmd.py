@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from airlock._doctor import check_loaders, render_text, to_json
 from airlock.sandbox import SandboxLevel, SandboxPolicy, doctor
 
 __all__ = ["COMMAND"]
@@ -16,6 +17,8 @@ class DoctorCommand:
     description = (
         "Probe every sandbox layer (namespaces via bubblewrap, unprivileged uid, seccomp filters, "
         "Landlock, rlimits, cgroups, wall-clock kill) and say whether the chosen level can run. "
+        "Also lists the loader versions the sandbox would run (torch, onnxruntime, transformers, gguf, "
+        "jinja2, ...) with warnings for releases that have known load-time vulnerabilities. "
         "Exit 0 when every layer the level needs is active, 2 otherwise."
     )
 
@@ -32,6 +35,7 @@ class DoctorCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         report = doctor(SandboxPolicy(level=SandboxLevel(args.level)))
+        loaders = check_loaders()  # versions and known load-time advisories (airlock._doctor)
         if args.format == "json":
             layers = [
                 {
@@ -50,6 +54,7 @@ class DoctorCommand:
                         "ok": report.ok,
                         "missing": list(report.missing),
                         "layers": layers,
+                        "loaders": to_json(loaders),
                     },
                     indent=2,
                 )
@@ -62,6 +67,7 @@ class DoctorCommand:
                 print(f"{'':28}blocks: {s.blocks}")
             verdict = "can run" if report.ok else f"CANNOT run (missing {', '.join(report.missing)})"
             print(f"level {report.level.value}: {verdict}")
+            print("\n".join(render_text(loaders)))
         return 0 if report.ok else 2
 
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from airlock.errors import IntegrityError, UsageError
+from airlock._cli.base import write_output
+from airlock.errors import IntegrityError
 from airlock.integrity import Algorithm, HashLimits, Manifest, hash
 from airlock.integrity._lock import render_lock
 
@@ -59,6 +60,10 @@ def limits_from_args(args: argparse.Namespace) -> HashLimits:
     return HashLimits(workers=args.workers) if args.workers else HashLimits()
 
 
+#: Problems that are I/O failures (exit 2), not properties of the model (exit 1).
+_IO_PROBLEMS = ("unreadable", "file changed while hashing")
+
+
 def _render(manifest: Manifest, fmt: str) -> str:
     if fmt == "json":
         return manifest.to_json()
@@ -75,7 +80,7 @@ class HashCommand:
         "Hash every regular file under PATH (or PATH itself) with bounded memory, in parallel, and print "
         "a manifest in canonical order. Symbolic links are refused unless --allow-symlinks; special "
         "files always are. Exit codes: 0 done, 1 the model holds files that cannot be hashed "
-        "(symlinks, special files), 2 error or usage. Formats are documented in docs/integrity.md."
+        "(symlinks, special files), 2 error (unreadable file, unwritable -o) or usage. Formats are documented in docs/integrity.md."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -100,14 +105,13 @@ class HashCommand:
             )
         except IntegrityError as exc:
             print(f"airlock hash: {exc}", file=sys.stderr)
-            return 1
+            # 1 means "holds files that cannot be hashed" (links, special files); a file that
+            # could not be read, or changed while it was read, is an error like any other I/O.
+            problems = getattr(exc, "problems", ()) or (str(exc),)
+            return 2 if any(p.startswith(_IO_PROBLEMS) for p in problems) else 1
         text = _render(manifest, args.format)
         if args.output:
-            try:
-                with open(args.output, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-            except OSError as exc:
-                raise UsageError(f"cannot write {args.output}: {exc.strerror}") from exc
+            write_output(args.output, text)
         else:
             sys.stdout.write(text)
         return 0

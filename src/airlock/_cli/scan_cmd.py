@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from airlock._cli.verify_cmd import add_trust_arguments, verify_from_args, wants_verification
+from airlock._cli._stdin import STDIN, spooled_stdin
+from airlock._cli.base import write_output
+from airlock._cli.verify_cmd import (
+    add_trust_arguments,
+    unsafe_flags,
+    verify_from_args,
+    wants_verification,
+)
 from airlock._render import FORMATS, render
 from airlock._scan.api import scan
 from airlock.errors import IntegrityError, UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.policy import DEFAULT_PROFILES, Policy
 from airlock.results import Report
+
+if TYPE_CHECKING:
+    from airlock.integrity import Verified
 
 __all__ = ["COMMAND"]
 
@@ -41,14 +53,16 @@ class ScanCommand:
             "paths",
             nargs="+",
             metavar="PATH",
-            help="files or folders to scan; hf://ORG/NAME[@REVISION] scans that model's snapshot in the local "
-            "Hugging Face cache (HF_HUB_CACHE / HF_HOME; offline, nothing is downloaded)",
+            help="files or folders to scan; - reads one file from standard input; hf://ORG/NAME[@REVISION] "
+            "scans that model's snapshot in the local Hugging Face cache (HF_HUB_CACHE / HF_HOME; offline, "
+            "nothing is downloaded)",
         )
         parser.add_argument(
             "--format",
             choices=sorted(FORMATS),
             default="text",
-            help="output format: text for people (default), json (versioned schema), sarif (SARIF 2.1.0)",
+            help="output format: text for people (default), json (versioned schema), sarif (SARIF 2.1.0), "
+            "cyclonedx (CycloneDX 1.6 ML-BOM; needs the 'sbom' extra), html (one self-contained page)",
         )
         parser.add_argument(
             "-o", "--output", type=Path, help="write the report to this file instead of stdout"
@@ -91,6 +105,11 @@ class ScanCommand:
         limits: Limits = DEFAULT_LIMITS.replace(**changes) if changes else DEFAULT_LIMITS
         paths = [_path(p) for p in args.paths]
         verified = None
+        if unsafe_flags(args) and not wants_verification(args):
+            raise UsageError(
+                f"{unsafe_flags(args)[0]} only weakens a verification; give --lock, --signature or "
+                "--expect with it (without one it would do nothing)"
+            )
         if wants_verification(args):
             if len(paths) != 1:
                 raise UsageError("--expect, --lock and --signature verify one PATH; give exactly one")
@@ -99,16 +118,11 @@ class ScanCommand:
             except IntegrityError as exc:
                 print(f"airlock scan: integrity check FAILED, nothing was scanned: {exc}", file=sys.stderr)
                 return 1
-        reports = [
-            scan(path, policy=policy, limits=limits, jobs=args.jobs, verified=verified) for path in paths
-        ]
+        reports = [_scan_one(path, policy, limits, args.jobs, verified) for path in paths]
         report = reports[0] if len(reports) == 1 else _merge(reports)
         text = render(report, args.format)
         if args.output is not None:
-            try:
-                args.output.write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"cannot write {args.output}: {exc.strerror}") from exc
+            write_output(args.output, text)
         else:
             sys.stdout.write(text)
         return report.exit_code
@@ -120,6 +134,23 @@ def _path(text: str) -> Path:
 
         return resolve_hf_uri(text)
     return Path(text)
+
+
+def _scan_one(path: Path, policy: Policy, limits: Limits, jobs: int, verified: Verified | None) -> Report:
+    if str(path) != STDIN:
+        return scan(path, policy=policy, limits=limits, jobs=jobs, verified=verified)
+    if verified is not None:
+        raise UsageError("standard input (-) cannot be verified first; save it to a file")
+    with spooled_stdin(limits.max_total_decompressed_bytes) as spooled:
+        report = scan(spooled, policy=policy, limits=limits)
+        name = str(spooled)
+    rename = {name: STDIN}
+    return dataclasses.replace(
+        report,
+        root=STDIN,
+        files=tuple(dataclasses.replace(f, path=rename.get(f.path, f.path)) for f in report.files),
+        skipped=tuple(dataclasses.replace(s, path=rename.get(s.path, s.path)) for s in report.skipped),
+    )
 
 
 def _policy(args: argparse.Namespace) -> Policy:
@@ -134,7 +165,8 @@ def _policy(args: argparse.Namespace) -> Policy:
 
 def _merge(reports: list[Report]) -> Report:
     return Report(
-        root=", ".join(r.root for r in reports),
+        root=reports[0].root,
+        roots=tuple(r.root for r in reports),
         files=tuple(f for r in reports for f in r.files),
         skipped=tuple(s for r in reports for s in r.skipped),
         unsafe_options=reports[0].unsafe_options,

@@ -18,7 +18,7 @@ register), MALICIOUS when it is a known-dangerous callable (the shared catalogue
 functions above). Nothing is imported, unmarshalled or called.
 
 Legacy HDF5 files keep the same JSON in the ``model_config`` attribute. Reading HDF5 needs
-``h5py`` (the ``airlock[keras-h5]`` extra) inside the sandbox (libhdf5 never parses untrusted
+``h5py`` (the ``model-airlock[keras-h5]`` extra) inside the sandbox (libhdf5 never parses untrusted
 bytes in the scanning process); without h5py or the sandbox such files are an ERROR, never clean.
 """
 
@@ -462,11 +462,11 @@ def _h5_attributes_in_sandbox(data: memoryview, ctx: ReadContext) -> tuple[dict[
     written to disk).
     """
     if importlib.util.find_spec("h5py") is None:  # the job imports it; this process never does
-        raise _Unavailable("h5py is not installed (install airlock[keras-h5])")
+        raise _Unavailable("h5py is not installed (install model-airlock[keras-h5])")
     try:
         from airlock.sandbox import load_state_dict
     except ImportError as exc:
-        raise _Unavailable(f"{exc.name} is not installed (install airlock[sandbox])") from exc
+        raise _Unavailable(f"{exc.name} is not installed (install model-airlock[sandbox])") from exc
     memfd = -1
     try:
         # Exactly the bytes this scan checked, as an in-memory file (nothing is written to disk).

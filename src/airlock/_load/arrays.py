@@ -140,7 +140,7 @@ def to_torch(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None) 
     try:
         import torch
     except ImportError as exc:
-        raise UsageError("framework='pt' needs torch (pip install 'airlock[torch]')") from exc
+        raise UsageError("framework='pt' needs torch (pip install 'model-airlock[torch]')") from exc
     target = getattr(torch, ref.dtype.name, None)
     if not isinstance(target, torch.dtype):
         raise FormatError(f"dtype {ref.dtype.name} has no torch equivalent")

@@ -15,6 +15,8 @@ FORMATS: Final[dict[str, str]] = {
     "text": "airlock._render.text",
     "json": "airlock._render.json_report",
     "sarif": "airlock._render.sarif",
+    "cyclonedx": "airlock._render.cyclonedx",
+    "html": "airlock._render.html",
 }
 
 

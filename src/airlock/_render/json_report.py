@@ -26,7 +26,9 @@ def to_dict(report: Report) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "airlock", "version": __version__},
-        "root": report.root,
+        # one scanned path: its name; several: null, and ``roots`` lists them (schema 1.1)
+        "root": report.root if len(report.all_roots) == 1 else None,
+        "roots": list(report.all_roots),
         "verdict": report.verdict.value,
         "exit_code": report.exit_code,
         "unsafe_options": list(report.unsafe_options),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from airlock import _progress
 from airlock._formats.base import Issue, ReadContext
 from airlock._formats.registry import folder_checks
 from airlock._scan.collect import Collector
@@ -87,31 +89,35 @@ def scan(
         name = "." if base != root else entry.path.relative_to(root).as_posix()
         return name if name in listed else None  # extra files exist only under --unsafe-allow-extra
 
-    if jobs == 1 or len(files) < 2:
-        for index, entry in files:
-            results[index] = scan_file(
-                entry.path, entry.display, base, limits, policy, verified, rel(entry), entry.blob
-            )
-    else:
-        from concurrent.futures import ProcessPoolExecutor  # only when asked for: costly to import
-
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {
-                index: pool.submit(
-                    scan_file,
-                    entry.path,
-                    entry.display,
-                    base,
-                    limits,
-                    policy,
-                    verified,
-                    rel(entry),
-                    entry.blob,
+    sizes = {index: _size(entry.blob or entry.path) for index, entry in files} if _progress.enabled() else {}
+    with _progress.task(f"scanning {root}", sum(sizes.values()), len(files)):
+        if jobs == 1 or len(files) < 2:
+            for index, entry in files:
+                results[index] = scan_file(
+                    entry.path, entry.display, base, limits, policy, verified, rel(entry), blob=entry.blob
                 )
-                for index, entry in files
-            }
-            for index, future in futures.items():
-                results[index] = future.result()
+                _progress.advance(sizes.get(index, 0), files=1)
+        else:
+            from concurrent.futures import ProcessPoolExecutor  # only when asked for: costly to import
+
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = {
+                    index: pool.submit(
+                        scan_file,
+                        entry.path,
+                        entry.display,
+                        base,
+                        limits,
+                        policy,
+                        verified,
+                        rel(entry),
+                        blob=entry.blob,
+                    )
+                    for index, entry in files
+                }
+                for index, future in futures.items():
+                    results[index] = future.result()
+                    _progress.advance(sizes.get(index, 0), files=1)
     if base == root:
         _apply_folder_checks(base, entries, results, limits)
     for index in sorted(results):
@@ -142,6 +148,13 @@ def scan_fd(fd: int, name: Path, *, policy: Policy | None = None, limits: Limits
     return Report(root=str(name), files=files, skipped=skipped, allowances=tuple(sorted(policy.allow)))
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return 0
+
+
 def _describe(verified: Verified) -> str:
     signer = f", signed by {verified.signer}" if verified.signer else ""
     count = len(verified.manifest.files)
@@ -167,19 +180,26 @@ def _apply_folder_checks(
         ctx = ReadContext(limits=limits, file_path=folder, root=base)
         pending: dict[int, list[Issue]] = {}
         displays: dict[str, int] = {}
+        started = time.perf_counter()
+        targets: dict[int, Path] = {}
         for check in checks:
             for rel, issue in check.check(folder, ctx):
                 target = folder / rel if rel != "." else folder
                 index = by_path.get(target)
                 if index is None:
                     index = displays.setdefault(target.as_posix(), extra + len(displays))
+                targets[index] = target
                 pending.setdefault(index, []).append(issue)
+        # The folder's checks read its files together: each file they report on is charged the
+        # time they took, and has its own size (not 0: a report lists what it read).
+        seconds = time.perf_counter() - started
         names = {index: display for display, index in displays.items()}
         for index, issues in pending.items():
             previous = results.get(index) if index < len(entries) else None
             display = entries[index].display if index < len(entries) else names[index]
             blob = entries[index].blob if index < len(entries) else None
-            results[index] = _with_issues(previous, display, issues, limits, blob)
+            size = _size(blob or targets[index]) if (blob or targets[index]).is_file() else 0
+            results[index] = _with_issues(previous, display, issues, limits, size, seconds, blob)
         extra += len(displays)
 
 
@@ -188,14 +208,14 @@ def _with_issues(
     display: str,
     issues: list[Issue],
     limits: Limits,
+    size: int,
+    seconds: float,
     blob: Path | None = None,
 ) -> FileReport:
     collector = Collector(display, limits)
     fmt = folder_checks()[0].name
-    size = 0
-    seconds = 0.0
     if isinstance(previous, FileReport):
-        fmt, size, seconds = previous.format or fmt, previous.size, previous.seconds
+        fmt, size, seconds = previous.format or fmt, previous.size, previous.seconds + seconds
         for finding in previous.findings:
             collector.add(
                 finding.location.members,

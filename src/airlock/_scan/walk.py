@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -51,7 +52,16 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
     except OSError as exc:
         raise UsageError(f"cannot read {root}: {exc.strerror}") from exc
     if not stat.S_ISDIR(st.st_mode):
-        yield _entry(root, st, root, False, root.parent)
+        if stat.S_ISLNK(st.st_mode):
+            # A link named on the command line is the file the caller chose, and what load and
+            # convert read through: scan the regular file it points to, under the name given.
+            # (Links met inside a scanned folder are still never followed.)
+            with contextlib.suppress(OSError):
+                target = root.resolve(strict=True)
+                if stat.S_ISREG(target.stat().st_mode):
+                    yield Entry(target, str(root), "file")
+                    return
+        yield _entry(root, st, root, False, root.parent.resolve())
         return
     count = 0
     real_root = root.resolve()

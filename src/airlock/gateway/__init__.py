@@ -16,21 +16,51 @@ of its own per tenant. See docs/serve.md for the tenancy model, TLS, metrics and
 
 from __future__ import annotations
 
-from airlock.gateway._admission import admit
-from airlock.gateway._audit import AuditReport, verify_chain
-from airlock.gateway._config import (
-    GatewayConfig,
-    ModelConfig,
-    ServerConfig,
-    TenantLimits,
-    TensorSpec,
-    TlsConfig,
-    load_config,
-)
-from airlock.gateway._keys import create_key
-from airlock.gateway._server import Gateway, open_store
-from airlock.gateway._store import AdmissionRecord, AuditRow, KeyRecord, Store, TenantRecord
-from airlock.gateway._tls import DevCertificates, dev_certificates
+from typing import TYPE_CHECKING
+
+from airlock._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from airlock.gateway._admission import admit
+    from airlock.gateway._audit import AuditReport, verify_chain
+    from airlock.gateway._config import (
+        GatewayConfig,
+        ModelConfig,
+        ServerConfig,
+        TenantLimits,
+        TensorSpec,
+        TlsConfig,
+        load_config,
+    )
+    from airlock.gateway._keys import create_key
+    from airlock.gateway._server import Gateway, open_store
+    from airlock.gateway._store import AdmissionRecord, AuditRow, KeyRecord, Store, TenantRecord
+    from airlock.gateway._tls import DevCertificates, dev_certificates
+
+#: Each public name and the submodule it lives in, imported on first access (airlock._lazy).
+_EXPORTS = {
+    "admit": "airlock.gateway._admission",
+    "AuditReport": "airlock.gateway._audit",
+    "verify_chain": "airlock.gateway._audit",
+    "GatewayConfig": "airlock.gateway._config",
+    "ModelConfig": "airlock.gateway._config",
+    "ServerConfig": "airlock.gateway._config",
+    "TenantLimits": "airlock.gateway._config",
+    "TensorSpec": "airlock.gateway._config",
+    "TlsConfig": "airlock.gateway._config",
+    "load_config": "airlock.gateway._config",
+    "create_key": "airlock.gateway._keys",
+    "Gateway": "airlock.gateway._server",
+    "open_store": "airlock.gateway._server",
+    "AdmissionRecord": "airlock.gateway._store",
+    "AuditRow": "airlock.gateway._store",
+    "KeyRecord": "airlock.gateway._store",
+    "Store": "airlock.gateway._store",
+    "TenantRecord": "airlock.gateway._store",
+    "DevCertificates": "airlock.gateway._tls",
+    "dev_certificates": "airlock.gateway._tls",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "AdmissionRecord",

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
+from airlock import _progress
 from airlock.errors import IntegrityError, UsageError
 from airlock.integrity._params import Algorithm, HashLimits
 from airlock.integrity._walk import FileRef
@@ -42,7 +43,7 @@ def new_hasher(algorithm: Algorithm, *, threads: int = 1) -> Hasher:
         import blake3
     except ImportError as exc:
         raise UsageError(
-            "digest algorithm blake3 needs the blake3 package: pip install 'airlock[integrity]'"
+            "digest algorithm blake3 needs the blake3 package: pip install 'model-airlock[integrity]'"
         ) from exc
     hasher: Hasher = blake3.blake3(max_threads=threads if threads > 1 else 1)
     return hasher
@@ -105,9 +106,12 @@ def _hash_range(item: Range, algorithm: Algorithm, buffers: _Buffers, threads: i
                 )
             hasher.update(data)
             offset += len(data)
+            _progress.advance(len(data))
         st = os.fstat(fd)
         if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != (ref.size, ref.mtime_ns, ref.ctime_ns):
             raise IntegrityError(f"file changed while hashing: {ref.rel} was modified during hashing")
+        if item.end == ref.size:
+            _progress.advance(0, files=1)
     except OSError as exc:
         raise IntegrityError(f"unreadable: {ref.rel} ({exc.strerror})") from exc
     finally:

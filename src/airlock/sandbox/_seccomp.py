@@ -103,7 +103,7 @@ def _import_pyseccomp() -> object:
     except (ImportError, OSError, AttributeError) as exc:
         raise SandboxError(
             "seccomp: cannot load libseccomp through pyseccomp "
-            f"({exc}); install airlock[sandbox] and the system libseccomp2"
+            f"({exc}); install model-airlock[sandbox] and the system libseccomp2"
         ) from exc
     return pyseccomp
 

@@ -1,0 +1,44 @@
+"""``airlock scan -``: the scanner reads files, so standard input is spooled to a private file first.
+
+The copy goes into a fresh 0700 temporary folder (a 0600 file), is bounded by the scan's
+``max_total_decompressed_bytes`` limit (exceeding it is an error, never a partial scan), and is
+removed when the scan is done. The report names it ``-``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from airlock.errors import LimitError
+
+__all__ = ["STDIN", "spooled_stdin"]
+
+STDIN = "-"
+_CHUNK = 1 << 20
+
+
+@contextmanager
+def spooled_stdin(max_bytes: int) -> Iterator[Path]:
+    folder = tempfile.mkdtemp(prefix="airlock-stdin-")
+    try:
+        path = Path(folder) / "stdin"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        total = 0
+        with os.fdopen(fd, "wb") as out:
+            source = sys.stdin.buffer
+            while chunk := source.read(min(_CHUNK, max_bytes + 1 - total)):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise LimitError(
+                        f"standard input is larger than {max_bytes} bytes (limit max_total_decompressed_bytes)"
+                    )
+                out.write(chunk)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
