@@ -244,10 +244,13 @@ def test_without_a_pid_namespace_the_deadline_still_kills_the_job(
     from airlock.sandbox import _layers
 
     monkeypatch.setattr(_layers, "bwrap_path", lambda: None)
+    # and no cgroup either (as for an unprivileged caller here): its tree kill would hide the gap
+    monkeypatch.setattr(_layers, "cgroup_support", lambda: (None, "disabled by the test"))
     policy = SandboxPolicy(limits=FAST_LIMITS.replace(wall_seconds=3.0), unsafe_weaker_sandbox=True)
     model = hostile(tmp_path / "sleep.pt", "time.sleep(60)")
     with Sandbox(policy, runtimes=("torch",)) as sandbox:
         assert sandbox._launched is not None and "namespaces" not in sandbox.layers
+        assert sandbox._launched.cgroups is None
         root = sandbox._launched.process.pid
         seen: set[int] = set()
 
