@@ -2,8 +2,9 @@
 
 Public API (pinned by ``tests/sandbox/test_public_api.py``)::
 
-    load_state_dict(path) -> dict[str, numpy.ndarray]   the framework's loader runs in the sandbox
-    Worker(path, ...)                                      a loaded model for repeated inference
+    load_state_dict(path) -> dict[str, numpy.ndarray]   gate (verify, scan: only CLEAN), then load in the sandbox
+    gate(path, ...) -> GatedModel                          open once, sealed private copy, verify, scan
+    Worker(path | GatedModel, ...)                         a loaded model for repeated inference
     Sandbox(policy, runtimes)                              a warm worker that forks one job per model
     doctor(policy) -> DoctorReport                         which layers are active on this host
 
@@ -12,6 +13,7 @@ See docs/sandbox.md for the layers, what each blocks, and the limits of the thre
 
 from __future__ import annotations
 
+from airlock.sandbox._gate import GatedModel, gate
 from airlock.sandbox._layers import DoctorReport, LayerStatus, doctor
 from airlock.sandbox._policy import DEFAULT_SANDBOX_LIMITS, SandboxLevel, SandboxLimits, SandboxPolicy
 from airlock.sandbox._worker import LoadInfo, Sandbox, Worker, load_state_dict
@@ -19,6 +21,7 @@ from airlock.sandbox._worker import LoadInfo, Sandbox, Worker, load_state_dict
 __all__ = [
     "DEFAULT_SANDBOX_LIMITS",
     "DoctorReport",
+    "GatedModel",
     "LayerStatus",
     "LoadInfo",
     "Sandbox",
@@ -27,5 +30,6 @@ __all__ = [
     "SandboxPolicy",
     "Worker",
     "doctor",
+    "gate",
     "load_state_dict",
 ]

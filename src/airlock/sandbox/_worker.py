@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from airlock.errors import SandboxError
+from airlock.errors import SandboxError, UsageError
 from airlock.limits import DEFAULT_LIMITS
 from airlock.policy import Policy
 from airlock.sandbox._detect import detect_runtime
@@ -327,9 +327,7 @@ class Worker:
         except SandboxError as exc:
             # the job broke the protocol (or died): it is not spoken to again
             self._drop()
-            status = (
-                self.sandbox.exit_status(self._pid, wait=0.5) if self.sandbox._launched else "worker killed"
-            )
+            status = self.sandbox.exit_status(self._pid) if self.sandbox._launched else "worker killed"
             raise SandboxError(f"sandboxed {stage} failed: the job died ({status}): {exc}") from exc
         if kind == "error":
             raise SandboxError(
@@ -383,8 +381,11 @@ def _read_definition(path: str | os.PathLike[str]) -> str:
     with os.fdopen(fd, "rb") as handle:
         raw = handle.read(_MAX_DEFINITION + 1)
     if len(raw) > _MAX_DEFINITION:
-        raise SandboxError(f"definition {os.fspath(path)!r} is larger than {_MAX_DEFINITION} bytes")
-    return raw.decode("utf-8")
+        raise UsageError(f"definition {os.fspath(path)!r} is larger than {_MAX_DEFINITION} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"definition {os.fspath(path)!r} is not UTF-8 text: {exc}") from exc
 
 
 _MAX_DEFINITION = 1 << 20
