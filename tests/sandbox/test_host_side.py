@@ -186,7 +186,7 @@ def test_out_of_memory_while_receiving_is_a_sandbox_error() -> None:
         "    except OSError: pass\n"
         "threading.Thread(target=feed, daemon=True).start()\n"
         "try:\n"
-        "    recv_frame(a, FrameCaps(1 << 16, 1 << 40), accept_fds=False)\n"
+        "    recv_frame(a, FrameCaps(1 << 16, 1 << 40))\n"
         "except SandboxError as exc:\n"
         "    print('SandboxError', exc)\n"
         "a.close()\n"
@@ -234,6 +234,38 @@ def test_a_trickling_job_is_killed_at_the_deadline(short: Sandbox, tmp_path: Pat
     assert [pid for pid in seen if _alive(pid)] == [], "processes of the worker tree survived the deadline"
     with pytest.raises(SandboxError, match="already closed"):
         short.open(model)
+
+
+def test_without_a_pid_namespace_the_deadline_still_kills_the_job(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--unsafe-weaker-sandbox without bubblewrap: jobs run in sessions of their own, so killing
+    the worker's process group alone would leave them running; the host kills each by pidfd."""
+    from airlock.sandbox import _layers
+
+    monkeypatch.setattr(_layers, "bwrap_path", lambda: None)
+    # and no cgroup either (as for an unprivileged caller here): its tree kill would hide the gap
+    monkeypatch.setattr(_layers, "cgroup_support", lambda: (None, "disabled by the test"))
+    policy = SandboxPolicy(limits=FAST_LIMITS.replace(wall_seconds=3.0), unsafe_weaker_sandbox=True)
+    model = hostile(tmp_path / "sleep.pt", "time.sleep(60)")
+    with Sandbox(policy, runtimes=("torch",)) as sandbox:
+        assert sandbox._launched is not None and "namespaces" not in sandbox.layers
+        assert sandbox._launched.cgroups is None
+        root = sandbox._launched.process.pid
+        seen: set[int] = set()
+
+        def watch() -> None:
+            time.sleep(1.5)
+            seen.update(_descendants(root))
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        with pytest.raises(SandboxError, match=r"exceeded the wall-clock limit of 3\.0 s"):
+            sandbox.open(model)
+        watcher.join()
+    assert seen, "the job was not seen running"
+    time.sleep(0.5)
+    assert [pid for pid in seen if _alive(pid)] == [], "the job outlived the deadline"
 
 
 def test_a_job_that_stops_reading_cannot_block_the_host_past_the_deadline(

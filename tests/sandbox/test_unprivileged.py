@@ -1,4 +1,4 @@
-"""The escape suite, the job-isolation suite and the ordinary models again, as an unprivileged caller (uid 65534).
+"""The escape suite, the job-isolation suite, the ordinary models and the host-side suites again, as an unprivileged caller (uid 65534).
 
 CI runs as root, so this test re-runs those files in a subprocess that drops to uid 65534 first
 (the same staging the launcher uses makes a root-only interpreter path visible). On a non-root
@@ -47,6 +47,8 @@ def test_escape_suite_as_unprivileged_user() -> None:
                 "tests/sandbox/test_escape.py",
                 "tests/sandbox/test_jobs.py",
                 "tests/sandbox/test_models.py",
+                "tests/sandbox/test_host_side.py",  # the host side against hostile jobs (issue 11)
+                "tests/sandbox/test_gate.py",
             ],
             cwd=REPO,
             env={

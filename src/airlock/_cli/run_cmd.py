@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,12 @@ _MAX_JSON_INPUT = 16 << 20
 
 
 def _read_inputs(path: Path) -> dict[str, np.ndarray[Any, Any]]:
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError as exc:
+        raise UsageError(f"--input {path}: {exc.strerror}") from exc
+    if not regular:  # a FIFO would block the read forever
+        raise UsageError(f"--input {path} is not a regular file")
     if path.suffix == ".json":
         if path.stat().st_size > _MAX_JSON_INPUT:
             raise UsageError(

@@ -15,6 +15,7 @@ caller says ``unsafe_allow_suspicious``; MALICIOUS and ERROR are always refused.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -79,6 +80,12 @@ class GatedModel:
     report: Report | None = None
     unsafe: tuple[str, ...] = field(default=())
 
+    def reopen(self) -> int:
+        """A new read-only descriptor of the copy, with its own offset (each job reads from byte 0)."""
+        if self.fd < 0:
+            raise UsageError(f"the gated model {self.source!r} is already closed")
+        return _reopen_readonly(self.fd)
+
     def close(self) -> None:
         if self.fd >= 0:
             with contextlib.suppress(OSError):
@@ -95,16 +102,42 @@ class GatedModel:
         self.close()
 
 
+def _reopen_readonly(fd: int) -> int:
+    """A new open file description of ``fd``'s file, read-only, at offset 0: the job can neither
+    write through it nor (sealed) reopen it to write, and does not share an offset with anyone."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # no /proc on the host: a dup (shared offset; sealed, so writes still fail)
+        copy = os.dup(fd)
+        os.lseek(copy, 0, os.SEEK_SET)
+        return copy
+
+
 def sealed_copy(path: str | os.PathLike[str], max_bytes: int, what: str = "model") -> GatedModel:
     """Copy ``path`` (at most ``max_bytes``) into a sealed memory file; return a read-only fd of it."""
     source = open_regular(path, what)
     memfd = os.memfd_create("airlock-model", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         copied = 0
+        kernel_copy = True
         try:
             while True:
                 # the size may change under us: copy to EOF, never more than max_bytes + 1
-                n = os.sendfile(memfd, source, None, min(_CHUNK, max_bytes + 1 - copied))
+                want = min(_CHUNK, max_bytes + 1 - copied)
+                if kernel_copy:
+                    try:
+                        n = os.sendfile(memfd, source, None, want)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EINVAL, errno.ENOSYS) or copied:
+                            raise
+                        kernel_copy = False  # a file system without sendfile: copy through a buffer
+                        continue
+                else:
+                    chunk = os.read(source, min(want, 1 << 20))
+                    n = len(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(memfd, view) :]
                 if n == 0:
                     break
                 copied += n
@@ -120,7 +153,7 @@ def sealed_copy(path: str | os.PathLike[str], max_bytes: int, what: str = "model
             with mmap.mmap(memfd, copied, prot=mmap.PROT_READ) as mapped:
                 digest.update(mapped)
         # a read-only open file description: the job can neither write through it nor (sealed) reopen to write
-        readonly = os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY | os.O_CLOEXEC)
+        readonly = _reopen_readonly(memfd)
     finally:
         os.close(memfd)
         os.close(source)

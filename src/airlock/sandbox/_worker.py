@@ -14,12 +14,13 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from airlock.errors import SandboxError
+from airlock.errors import SandboxError, UsageError
 from airlock.limits import DEFAULT_LIMITS
 from airlock.policy import Policy
 from airlock.sandbox._detect import detect_runtime
@@ -126,10 +127,28 @@ class Sandbox:
             assert isinstance(pid, int)
             if kind == "spawned":
                 if "namespaces" not in self.layers and pid > 1:  # the pid is a host pid then
-                    with contextlib.suppress(OSError):
-                        self._job_pidfds[pid] = os.pidfd_open(pid)
+                    self._track_job(pid)
                 return ours, pid
             self._exits[pid] = str(frame.header["status"])
+
+    def _track_job(self, pid: int) -> None:
+        """Keep a pidfd of job ``pid`` (a host pid: no pid namespace) to kill it with the worker.
+
+        The worker may be hostile by now, so the pid is trusted only if that process is the
+        worker's own child: the pidfd pins the process, then its parent is checked."""
+        assert self._launched is not None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return
+        try:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            parent = -1
+        if parent != self._launched.process.pid:
+            os.close(pidfd)
+            return
+        self._job_pidfds[pid] = pidfd
 
     def exit_status(self, pid: int, wait: float = 2.0) -> str:
         """How job ``pid`` ended, as its worker reported it ("killed by SIGXCPU", "exit 3", ...)."""
@@ -220,12 +239,10 @@ class Worker:
         self._owned: Sandbox | None = None
         limits = (sandbox.policy if sandbox is not None else policy or SandboxPolicy()).limits
         if isinstance(model, GatedModel):
-            if model.fd < 0:
-                raise SandboxError(f"worker: the gated model {model.source!r} is already closed")
-            fd = os.dup(model.fd)
+            fd = model.reopen()
         else:
             with sealed_copy(model, limits.memory_bytes) as copy:
-                fd = os.dup(copy.fd)
+                fd = copy.reopen()
         try:
             source = None
             if definition is not None:
@@ -310,12 +327,8 @@ class Worker:
         except SandboxError as exc:
             # the job broke the protocol (or died): it is not spoken to again
             self._drop()
-            status = (
-                self.sandbox.exit_status(self._pid, wait=0.5) if self.sandbox._launched else "worker killed"
-            )
-            raise SandboxError(
-                f"sandboxed {stage} failed: the job died or broke the protocol ({status}): {exc}"
-            ) from exc
+            status = self.sandbox.exit_status(self._pid) if self.sandbox._launched else "worker killed"
+            raise SandboxError(f"sandboxed {stage} failed: the job died ({status}): {exc}") from exc
         if kind == "error":
             raise SandboxError(
                 f"sandboxed {printable(str(frame.header['stage']), 40)} failed: "
@@ -368,8 +381,11 @@ def _read_definition(path: str | os.PathLike[str]) -> str:
     with os.fdopen(fd, "rb") as handle:
         raw = handle.read(_MAX_DEFINITION + 1)
     if len(raw) > _MAX_DEFINITION:
-        raise SandboxError(f"definition {os.fspath(path)!r} is larger than {_MAX_DEFINITION} bytes")
-    return raw.decode("utf-8")
+        raise UsageError(f"definition {os.fspath(path)!r} is larger than {_MAX_DEFINITION} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"definition {os.fspath(path)!r} is not UTF-8 text: {exc}") from exc
 
 
 _MAX_DEFINITION = 1 << 20
