@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from airlock.sandbox import SandboxLevel, SandboxPolicy, doctor
+from airlock.sandbox._kernel import UNSAFE_NO_LANDLOCK_ENV
+from airlock.sandbox._layers import unsafe_no_landlock
 
 __all__ = ["COMMAND"]
 
@@ -32,6 +35,12 @@ class DoctorCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         report = doctor(SandboxPolicy(level=SandboxLevel(args.level)))
+        if unsafe_no_landlock():
+            print(
+                f"airlock: WARNING: Landlock is DISABLED by {UNSAFE_NO_LANDLOCK_ENV}=1 "
+                "(unsafe: for tests and diagnosis only)",
+                file=sys.stderr,
+            )
         if args.format == "json":
             layers = [
                 {
