@@ -17,17 +17,25 @@ from pathlib import Path
 
 import pytest
 
+from airlock._cli import main
 from airlock.sandbox._kernel import UNSAFE_NO_LANDLOCK_ENV
 from airlock.sandbox._layers import doctor
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_doctor_reports_landlock_disabled_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_reports_landlock_disabled_loudly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(UNSAFE_NO_LANDLOCK_ENV, "1")
     landlock = next(layer for layer in doctor().layers if layer.name == "landlock")
     assert not landlock.active
     assert f"DISABLED by {UNSAFE_NO_LANDLOCK_ENV}=1" in landlock.detail
+    assert main(["doctor"]) == 0  # optional at the standard level: still runs, but says so
+    captured = capsys.readouterr()
+    assert "Landlock is DISABLED" in captured.err
+    assert f"MISSING  landlock          optional  DISABLED by {UNSAFE_NO_LANDLOCK_ENV}=1" in captured.out
+    assert main(["doctor", "--level", "strict"]) == 2
 
 
 def test_escape_suite_without_landlock(tmp_path: Path) -> None:

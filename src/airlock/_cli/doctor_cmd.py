@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from airlock._doctor import check_loaders, render_text, to_json
 from airlock.sandbox import SandboxLevel, SandboxPolicy, doctor
+from airlock.sandbox._kernel import UNSAFE_NO_LANDLOCK_ENV
+from airlock.sandbox._layers import unsafe_no_landlock
 
 __all__ = ["COMMAND"]
 
@@ -36,6 +39,12 @@ class DoctorCommand:
     def run(self, args: argparse.Namespace) -> int:
         report = doctor(SandboxPolicy(level=SandboxLevel(args.level)))
         loaders = check_loaders()  # versions and known load-time advisories (airlock._doctor)
+        if unsafe_no_landlock():
+            print(
+                f"airlock: WARNING: Landlock is DISABLED by {UNSAFE_NO_LANDLOCK_ENV}=1 "
+                "(unsafe: for tests and diagnosis only)",
+                file=sys.stderr,
+            )
         if args.format == "json":
             layers = [
                 {
