@@ -39,13 +39,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from airlock import __version__
+from airlock.gateway._audit_writer import AuditWriter
 from airlock.gateway._codec import Codecs, CodecUnavailable
 from airlock.gateway._config import GatewayConfig, ModelConfig, TenantLimits
 from airlock.gateway._guard import ConnectionGuard, PreAuth
 from airlock.gateway._keys import Authenticated, authenticate
 from airlock.gateway._limiter import Admit, RateLimiter
 from airlock.gateway._observe import Metrics
-from airlock.gateway._store import AdmissionRecord, AuditUnavailable, Store
+from airlock.gateway._store import AdmissionRecord, AuditEntry, AuditUnavailable, Store
 from airlock.gateway._tensors import (
     InferRequest,
     OutputError,
@@ -76,6 +77,8 @@ class GatewayState:
     #: False after an audit row could not be written, until one is written again (readiness)
     audit_ok: bool = True
     preauth: PreAuth | None = None
+    #: the group-commit writer (None: rows are written inline, as in unit tests)
+    audit: AuditWriter | None = None
     guard: ConnectionGuard | None = None
 
     def limits(self, tenant: str) -> TenantLimits:
@@ -191,16 +194,20 @@ def _model_label(state: GatewayState, name: str) -> str:
     return name if state.config.model(name) is not None else ""
 
 
-def _audit(
+async def _audit(
     state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int
 ) -> None:
     """Append one audit row; raise AuditUnavailable (and mark the gateway not ready) when it cannot."""
     record = state.admissions.get(model) if who is not None and state.visible(who.tenant, model) else None
+    entry = AuditEntry(
+        time.time(), who.tenant if who else "", who.key_id if who else "", _model_label(state, model),
+        record.digest if record else "", request_id, decision, status,
+    )  # fmt: skip
     try:
-        state.store.append_audit(
-            time.time(), who.tenant if who else "", who.key_id if who else "", _model_label(state, model),
-            record.digest if record else "", request_id, decision, status,
-        )  # fmt: skip
+        if state.audit is not None:
+            await state.audit.append(entry)
+        else:
+            state.store.append_audit_many([entry])
     except AuditUnavailable:
         if state.audit_ok:
             _log.error("audit log unavailable: refusing inference until a row can be written")
@@ -305,7 +312,7 @@ async def infer(request: Request) -> Response:
         lane = state.lanes[(who.tenant, name)]
         try:
             # written before the model runs: a request that cannot be audited is never served
-            _audit(state, who, name, request_id, "started", 0)
+            await _audit(state, who, name, request_id, "started", 0)
         except AuditUnavailable:
             raise _Refused(_error(503, text=AUDIT_UNAVAILABLE), "failed:audit") from None
         try:
@@ -337,7 +344,7 @@ async def infer(request: Request) -> Response:
             state.metrics.in_flight.labels(who.tenant).dec()
     if decision != "failed:audit":
         try:
-            _audit(state, who, name, request_id, decision, response.status_code)
+            await _audit(state, who, name, request_id, decision, response.status_code)
         except AuditUnavailable:
             # the outcome cannot be recorded: the caller gets no result it could use unaudited
             decision, response = "failed:audit", _error(503, text=AUDIT_UNAVAILABLE)
