@@ -246,7 +246,7 @@ def _closed_by_server(sock: socket.socket, within: float) -> bool:
 def test_f4_slow_headers_time_out_and_connections_are_capped(make_gateway: Any) -> None:
     """F4: slowloris connections were never closed, and nothing capped open connections."""
     gateway = make_gateway(
-        server="header_timeout_seconds = 1.0\nmax_connections = 12\nmax_connections_per_address = 8\n"
+        server="header_timeout_seconds = 2.5\nmax_connections = 12\nmax_connections_per_address = 8\n"
     )
     health = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     slow = []
@@ -265,7 +265,7 @@ def test_f4_slow_headers_time_out_and_connections_are_capped(make_gateway: Any) 
     time.sleep(0.2)
     assert _raw(gateway.port, health, source="127.0.0.6", timeout=3) == b""
     # the header deadline closes every stuck connection; then the server answers again
-    assert all(_closed_by_server(sock, 5.0) for sock in slow)
+    assert all(_closed_by_server(sock, 8.0) for sock in slow)
     for sock in slow:
         sock.close()
     time.sleep(0.2)
@@ -553,7 +553,7 @@ def test_workers_of_one_lane_serve_requests_concurrently(make_gateway: Any) -> N
 
     def long_call() -> None:
         with gateway.client("acme") as client:
-            result["long"] = client.post("/v2/models/slow/infer", json=body(1024)).status_code
+            result["long"] = client.post("/v2/models/slow/infer", json=body(512)).status_code
 
     thread = threading.Thread(target=long_call)
     thread.start()
