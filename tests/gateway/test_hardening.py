@@ -230,6 +230,32 @@ def test_f3_a_request_that_reaches_a_lane_is_audited_started_then_finished(env: 
     assert rows == [("affine", "started", 0), ("affine", "allowed", 200)]
 
 
+def test_f3_a_request_cut_off_by_shutdown_still_ends_with_an_audit_row(make_gateway: Any) -> None:
+    """F3: a request still in its worker when the grace period of a shutdown ends is recorded."""
+    slow = '\n[models.slow]\npath = "slow.onnx"\nruntime = "onnx"\ntenants = ["acme"]\n'
+    gateway = make_gateway(server="request_timeout_seconds = 60\n", models=slow)
+    lane = gateway.running.gateway.state.lanes[("acme", "slow")]
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0]},
+                       {"name": "shape", "datatype": "INT64", "shape": [2], "data": [1024, 1024]}]}  # fmt: skip
+
+    def call() -> None:
+        with contextlib.suppress(httpx.HTTPError), gateway.client("acme") as client:
+            client.post("/v2/models/slow/infer", json=body)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while lane.dispatched == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    stop, gateway.stop = gateway.stop, lambda: None  # stopped here, not again by the fixture
+    stop()  # uvicorn waits 5 s, then cancels what still runs
+    thread.join(30)
+    db = sqlite3.connect(gateway.config.server.state)
+    rows = db.execute("SELECT decision, status FROM audit WHERE model = 'slow' ORDER BY seq").fetchall()
+    db.close()
+    assert rows == [("started", 0), ("failed:cancelled", 499)]
+
+
 # F4 -------------------------------------------------------------------------------------------
 
 

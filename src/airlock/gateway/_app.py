@@ -22,6 +22,7 @@ another tenant's name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -194,15 +195,21 @@ def _model_label(state: GatewayState, name: str) -> str:
     return name if state.config.model(name) is not None else ""
 
 
+def _entry(
+    state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int
+) -> AuditEntry:
+    record = state.admissions.get(model) if who is not None and state.visible(who.tenant, model) else None
+    return AuditEntry(
+        time.time(), who.tenant if who else "", who.key_id if who else "", _model_label(state, model),
+        record.digest if record else "", request_id, decision, status,
+    )  # fmt: skip
+
+
 async def _audit(
     state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int
 ) -> None:
     """Append one audit row; raise AuditUnavailable (and mark the gateway not ready) when it cannot."""
-    record = state.admissions.get(model) if who is not None and state.visible(who.tenant, model) else None
-    entry = AuditEntry(
-        time.time(), who.tenant if who else "", who.key_id if who else "", _model_label(state, model),
-        record.digest if record else "", request_id, decision, status,
-    )  # fmt: skip
+    entry = _entry(state, who, model, request_id, decision, status)
     try:
         if state.audit is not None:
             await state.audit.append(entry)
@@ -335,9 +342,15 @@ async def infer(request: Request) -> Response:
         response = await _reply(state, who.tenant, name, parsed.id or request_id, parsed, outputs, deadline)
     except _Refused as refused:
         decision, response = refused.decision, refused.response
-    except Exception as exc:
+    except Exception as exc:  # every request ends audited, with a fixed text
         _log.error("request failed", extra={"request_id": request_id, "error": type(exc).__name__})
         decision, response = "failed:internal", _error(500)
+    except asyncio.CancelledError:
+        # the server is shutting down past its grace period: record the end before unwinding
+        # (written directly: this task may not await any more)
+        with contextlib.suppress(AuditUnavailable):
+            state.store.append_audit_many([_entry(state, who, name, request_id, "failed:cancelled", 499)])
+        raise
     finally:
         if entered and who is not None:
             state.limiter.leave(who.tenant)
