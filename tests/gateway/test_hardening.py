@@ -625,3 +625,29 @@ def test_binary_tensor_extension_round_trip(env: Env) -> None:
         assert client.post("/v2/models/affine/infer", content=body, headers=headers).status_code == 400
         headers["Inference-Header-Content-Length"] = "-5"
         assert client.post("/v2/models/affine/infer", content=body, headers=headers).status_code == 400
+
+
+def test_large_replies_are_streamed_intact_in_both_encodings(make_gateway: Any) -> None:
+    """1.4 MB of binary input; the 1 MB reply comes back binary (streamed from the output buffer) and
+    as JSON (encoded in the tenant's codec process, then streamed)."""
+    gateway = make_gateway(server="max_body_bytes = 4194304\nrequest_timeout_seconds = 30\n")
+    x = (np.arange(90000 * 4, dtype=np.float32) % 97).reshape(90000, 4)
+    expected = x @ _models.AFFINE_W + _models.AFFINE_B
+    inputs = [
+        {"name": "x", "datatype": "FP32", "shape": [90000, 4], "parameters": {"binary_data_size": x.nbytes}}
+    ]
+    with gateway.client("acme") as client:
+        body, headers = _binary({"inputs": inputs, "parameters": {"binary_data_output": True}}, x.tobytes())
+        response = client.post("/v2/models/affine/infer", content=body, headers=headers)
+        assert response.status_code == 200 and int(response.headers["content-length"]) == len(
+            response.content
+        )
+        length = int(response.headers["inference-header-content-length"])
+        y = np.frombuffer(response.content[length:], dtype="<f4").reshape(90000, 3)
+        np.testing.assert_allclose(y, expected, rtol=1e-6)
+        body, headers = _binary({"inputs": inputs}, x.tobytes())
+        response = client.post("/v2/models/affine/infer", content=body, headers=headers)
+        assert response.status_code == 200 and len(response.content) > 1024 * 1024
+        (output,) = response.json()["outputs"]
+        np.testing.assert_allclose(np.array(output["data"]).reshape(90000, 3), expected, rtol=1e-6)
+    assert gateway.running.gateway.state.codecs.pids("acme")  # the JSON reply was encoded off the loop

@@ -28,14 +28,14 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -117,6 +117,9 @@ _TEXTS: Final = {
     503: "model worker unavailable; it is being restarted",
     504: "request timed out",
 }
+#: replies above this size are streamed in slices of _SLICE bytes
+_STREAM_ABOVE: Final = 1024 * 1024
+_SLICE: Final = 256 * 1024
 AUDIT_UNAVAILABLE: Final = "audit log unavailable; the request was not served"
 CODEC_UNAVAILABLE: Final = "request decoder unavailable; retry"
 
@@ -272,12 +275,23 @@ async def _reply(
         raise _Refused(_error(504), "failed:timeout") from None
     except CodecUnavailable:
         raise _Refused(_error(503, text=CODEC_UNAVAILABLE), "failed:codec") from None
-    body = b"".join(chunks)
-    if header is None:
-        return Response(body, media_type="application/json")
-    return Response(
-        body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header)}
+    headers = {} if header is None else {"Inference-Header-Content-Length": str(header)}
+    media = "application/json" if header is None else "application/octet-stream"
+    size = sum(len(c) for c in chunks)
+    if size <= _STREAM_ABOVE:
+        return Response(b"".join(chunks), media_type=media, headers=headers)
+    # a large reply goes out in slices straight from the output buffers: each slice is one short
+    # step of the event loop (TLS encryption included), so other tenants' requests interleave
+    return StreamingResponse(
+        _slices(chunks), media_type=media, headers={**headers, "Content-Length": str(size)}
     )
+
+
+async def _slices(chunks: Sequence[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        for start in range(0, len(view), _SLICE):
+            yield view[start : start + _SLICE]
 
 
 async def infer(request: Request) -> Response:
