@@ -203,9 +203,14 @@ def test_a_worker_killed_mid_request_gives_503_and_is_restarted(env: Env) -> Non
         with _client(env, "acme") as client:
             results["slow"] = client.post("/v2/models/slow/infer", json=_slow_body(1024))
 
+    lane = _lane(env, "acme", "slow")
+    dispatched = lane.dispatched
     thread = threading.Thread(target=call)
     thread.start()
-    time.sleep(0.4)  # the request is now inside the worker (it needs seconds; the deadline is 1.5 s)
+    deadline = time.monotonic() + 10
+    while lane.dispatched == dispatched and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)  # the request is now inside the worker (it needs seconds; the deadline is 1.5 s)
     os.killpg(before[0], signal.SIGKILL)  # as the OOM killer would
     with _client(env, "globex") as globex:  # another tenant, meanwhile: unaffected
         assert [globex.post("/v2/models/affine/infer", json=_infer_body()).status_code for _ in range(5)] == [

@@ -22,30 +22,32 @@ another tenant's name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from airlock import __version__
+from airlock.gateway._audit_writer import AuditWriter
 from airlock.gateway._codec import Codecs, CodecUnavailable
 from airlock.gateway._config import GatewayConfig, ModelConfig, TenantLimits
 from airlock.gateway._guard import ConnectionGuard, PreAuth
 from airlock.gateway._keys import Authenticated, authenticate
 from airlock.gateway._limiter import Admit, RateLimiter
 from airlock.gateway._observe import Metrics
-from airlock.gateway._store import AdmissionRecord, AuditUnavailable, Store
+from airlock.gateway._store import AdmissionRecord, AuditEntry, AuditUnavailable, Store
 from airlock.gateway._tensors import (
     InferRequest,
     OutputError,
@@ -76,6 +78,8 @@ class GatewayState:
     #: False after an audit row could not be written, until one is written again (readiness)
     audit_ok: bool = True
     preauth: PreAuth | None = None
+    #: the group-commit writer (None: rows are written inline, as in unit tests)
+    audit: AuditWriter | None = None
     guard: ConnectionGuard | None = None
 
     def limits(self, tenant: str) -> TenantLimits:
@@ -113,6 +117,9 @@ _TEXTS: Final = {
     503: "model worker unavailable; it is being restarted",
     504: "request timed out",
 }
+#: replies above this size are streamed in slices of _SLICE bytes
+_STREAM_ABOVE: Final = 1024 * 1024
+_SLICE: Final = 256 * 1024
 AUDIT_UNAVAILABLE: Final = "audit log unavailable; the request was not served"
 CODEC_UNAVAILABLE: Final = "request decoder unavailable; retry"
 
@@ -191,16 +198,26 @@ def _model_label(state: GatewayState, name: str) -> str:
     return name if state.config.model(name) is not None else ""
 
 
-def _audit(
+def _entry(
+    state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int
+) -> AuditEntry:
+    record = state.admissions.get(model) if who is not None and state.visible(who.tenant, model) else None
+    return AuditEntry(
+        time.time(), who.tenant if who else "", who.key_id if who else "", _model_label(state, model),
+        record.digest if record else "", request_id, decision, status,
+    )  # fmt: skip
+
+
+async def _audit(
     state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int
 ) -> None:
     """Append one audit row; raise AuditUnavailable (and mark the gateway not ready) when it cannot."""
-    record = state.admissions.get(model) if who is not None and state.visible(who.tenant, model) else None
+    entry = _entry(state, who, model, request_id, decision, status)
     try:
-        state.store.append_audit(
-            time.time(), who.tenant if who else "", who.key_id if who else "", _model_label(state, model),
-            record.digest if record else "", request_id, decision, status,
-        )  # fmt: skip
+        if state.audit is not None:
+            await state.audit.append(entry)
+        else:
+            state.store.append_audit_many([entry])
     except AuditUnavailable:
         if state.audit_ok:
             _log.error("audit log unavailable: refusing inference until a row can be written")
@@ -258,12 +275,23 @@ async def _reply(
         raise _Refused(_error(504), "failed:timeout") from None
     except CodecUnavailable:
         raise _Refused(_error(503, text=CODEC_UNAVAILABLE), "failed:codec") from None
-    body = b"".join(chunks)
-    if header is None:
-        return Response(body, media_type="application/json")
-    return Response(
-        body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header)}
+    headers = {} if header is None else {"Inference-Header-Content-Length": str(header)}
+    media = "application/json" if header is None else "application/octet-stream"
+    size = sum(len(c) for c in chunks)
+    if size <= _STREAM_ABOVE:
+        return Response(b"".join(chunks), media_type=media, headers=headers)
+    # a large reply goes out in slices straight from the output buffers: each slice is one short
+    # step of the event loop (TLS encryption included), so other tenants' requests interleave
+    return StreamingResponse(
+        _slices(chunks), media_type=media, headers={**headers, "Content-Length": str(size)}
     )
+
+
+async def _slices(chunks: Sequence[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        for start in range(0, len(view), _SLICE):
+            yield view[start : start + _SLICE]
 
 
 async def infer(request: Request) -> Response:
@@ -305,7 +333,7 @@ async def infer(request: Request) -> Response:
         lane = state.lanes[(who.tenant, name)]
         try:
             # written before the model runs: a request that cannot be audited is never served
-            _audit(state, who, name, request_id, "started", 0)
+            await _audit(state, who, name, request_id, "started", 0)
         except AuditUnavailable:
             raise _Refused(_error(503, text=AUDIT_UNAVAILABLE), "failed:audit") from None
         try:
@@ -328,16 +356,22 @@ async def infer(request: Request) -> Response:
         response = await _reply(state, who.tenant, name, parsed.id or request_id, parsed, outputs, deadline)
     except _Refused as refused:
         decision, response = refused.decision, refused.response
-    except Exception as exc:
+    except Exception as exc:  # every request ends audited, with a fixed text
         _log.error("request failed", extra={"request_id": request_id, "error": type(exc).__name__})
         decision, response = "failed:internal", _error(500)
+    except asyncio.CancelledError:
+        # the server is shutting down past its grace period: record the end before unwinding
+        # (written directly: this task may not await any more)
+        with contextlib.suppress(AuditUnavailable):
+            state.store.append_audit_many([_entry(state, who, name, request_id, "failed:cancelled", 499)])
+        raise
     finally:
         if entered and who is not None:
             state.limiter.leave(who.tenant)
             state.metrics.in_flight.labels(who.tenant).dec()
     if decision != "failed:audit":
         try:
-            _audit(state, who, name, request_id, decision, response.status_code)
+            await _audit(state, who, name, request_id, decision, response.status_code)
         except AuditUnavailable:
             # the outcome cannot be recorded: the caller gets no result it could use unaudited
             decision, response = "failed:audit", _error(503, text=AUDIT_UNAVAILABLE)

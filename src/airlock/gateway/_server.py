@@ -30,6 +30,7 @@ from airlock.errors import UsageError
 from airlock.gateway._admission import admit
 from airlock.gateway._app import CLIENT_CN_KEY, GatewayState, build_app
 from airlock.gateway._audit import AuditHead, load_key, write_head
+from airlock.gateway._audit_writer import AuditWriter
 from airlock.gateway._config import GatewayConfig, ModelConfig, TlsConfig
 from airlock.gateway._guard import ConnectionGuard, GuardedServer, guarded_protocol
 from airlock.gateway._memory_limiter import MemoryLimiter
@@ -199,6 +200,7 @@ class Gateway:
                     tenant, model.name, record.digest, factory, model.workers
                 )
         state.guard = ConnectionGuard(config.server)
+        state.audit = AuditWriter(store)
         _export(state)
         self.state = state
         try:
@@ -208,6 +210,10 @@ class Gateway:
             )
         except BaseException:
             await self._close_lanes()
+            state.audit.close()
+            state.codecs.close()
+            store.close()
+            self.state = None
             raise
         api = uvicorn.Config(
             build_app(state), http=guarded_protocol(state.guard, _CertAwareH11), lifespan="off",
@@ -286,6 +292,8 @@ class Gateway:
             self._bound.admin.close()
         if self.state is not None:
             self.state.codecs.close()
+            if self.state.audit is not None:
+                self.state.audit.close()
             head = ""
             with contextlib.suppress(Exception):
                 head = self._write_head()

@@ -20,7 +20,14 @@ from typing import Final
 from airlock.errors import UsageError
 from airlock.gateway._audit import GENESIS, AuditHead, chain_hash
 from airlock.gateway._config import TenantLimits
-from airlock.gateway._store import AdmissionRecord, AuditRow, AuditUnavailable, KeyRecord, TenantRecord
+from airlock.gateway._store import (
+    AdmissionRecord,
+    AuditEntry,
+    AuditRow,
+    AuditUnavailable,
+    KeyRecord,
+    TenantRecord,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -169,9 +176,14 @@ class SqliteStore:
         decision: str,
         status: int,
     ) -> AuditRow:
+        entry = AuditEntry(time, tenant, key_id, model, model_digest, request_id, decision, status)
+        return self.append_audit_many([entry])[0]
+
+    def append_audit_many(self, entries: list[AuditEntry]) -> list[AuditRow]:
         if self._audit_key is None:
             raise AuditUnavailable("the store was opened without the audit key")
         key = self._audit_key
+        rows: list[AuditRow] = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -180,12 +192,22 @@ class SqliteStore:
                         "SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1"
                     ).fetchone()
                     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-                    fields = (time, tenant, key_id, model, model_digest, request_id, decision, status)
-                    row = AuditRow(seq, *fields, prev, chain_hash(key, prev, seq, *fields))
-                    self._db.execute(
+                    for entry in entries:
+                        fields = (
+                            entry.time, entry.tenant, entry.key_id, entry.model, entry.model_digest,
+                            entry.request_id, entry.decision, entry.status,
+                        )  # fmt: skip
+                        row = AuditRow(seq, *fields, prev, chain_hash(key, prev, seq, *fields))
+                        rows.append(row)
+                        seq, prev = seq + 1, row.row_hash
+                    self._db.executemany(
                         "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (row.seq, *fields, row.prev_hash, row.row_hash),
-                    )
+                        [
+                            (r.seq, r.time, r.tenant, r.key_id, r.model, r.model_digest, r.request_id,
+                             r.decision, r.status, r.prev_hash, r.row_hash)
+                            for r in rows
+                        ],
+                    )  # fmt: skip
                     self._db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
@@ -195,7 +217,7 @@ class SqliteStore:
                 # a full disk (SQLITE_FULL), a write the OS refuses (EFBIG, EIO -> SQLITE_IOERR) or a
                 # locked database: the caller refuses service rather than serve unaudited
                 raise AuditUnavailable(f"audit append failed: {exc}") from exc
-        return row
+        return rows
 
     def audit_head(self) -> AuditHead:
         with self._lock:

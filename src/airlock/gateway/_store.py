@@ -16,7 +16,15 @@ from airlock.gateway._config import TenantLimits
 if TYPE_CHECKING:
     from airlock.gateway._audit import AuditHead
 
-__all__ = ["AdmissionRecord", "AuditRow", "AuditUnavailable", "KeyRecord", "Store", "TenantRecord"]
+__all__ = [
+    "AdmissionRecord",
+    "AuditEntry",
+    "AuditRow",
+    "AuditUnavailable",
+    "KeyRecord",
+    "Store",
+    "TenantRecord",
+]
 
 
 class AuditUnavailable(Exception):
@@ -57,6 +65,20 @@ class AdmissionRecord:
     #: findings as plain dicts (rule, severity, message, location, callable)
     findings: tuple[dict[str, str], ...]
     time: float
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """The fields of an audit row before the store numbers and chains it."""
+
+    time: float
+    tenant: str
+    key_id: str
+    model: str
+    model_digest: str
+    request_id: str
+    decision: str
+    status: int
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,10 @@ class Store(Protocol):
         """Append one row, chained to the previous one (atomically: concurrent writers serialise).
 
         Raise :class:`AuditUnavailable` when it cannot be written."""
+        ...
+
+    def append_audit_many(self, entries: list[AuditEntry]) -> list[AuditRow]:
+        """Append ``entries`` in order in one transaction (all or none); AuditUnavailable when not."""
         ...
 
     def audit_head(self) -> AuditHead:
