@@ -161,7 +161,7 @@ def digest(t):
     if t.is_quantized or t.is_sparse:
         return None
     t = t.resolve_conj().resolve_neg().contiguous()
-    raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    raw = t.as_strided((t.numel(),), (1,)).view(torch.uint8).numpy().tobytes() if t.numel() else b""
     return hashlib.sha256(raw).hexdigest()
 
 def load(path):

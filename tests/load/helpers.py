@@ -10,7 +10,11 @@ def torch_bytes(tensor: Any) -> bytes:
     import torch
 
     t = tensor.detach().resolve_conj().resolve_neg().contiguous()
-    return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    if not t.numel():
+        return b""
+    # contiguous() leaves size-1 dimensions with any stride (0 included); the elements are dense
+    flat = t.as_strided((t.numel(),), (1,))
+    return bytes(flat.view(torch.uint8).numpy().tobytes())
 
 
 def numpy_bytes(array: Any) -> bytes:

@@ -408,3 +408,29 @@ def test_refusals_name_the_keys(crafted: dict[str, tuple[Path, Any, dict[str, An
     with pytest.raises(FormatError) as info:
         airlock.load(path)
     assert re.search(r"\['a\.b'\].*\['a'\]\['b'\]", str(info.value))
+
+
+_MISALIGNED = r"""
+import sys
+import airlock
+for name, t in airlock.load(sys.argv[1], framework="pt").items():
+    assert t.data_ptr() % t.element_size() == 0 or t.numel() == 0, (name, t.data_ptr())
+    t.contiguous()  # torch's complex kernels crash on a misaligned complex128
+print("ok")
+"""
+
+
+def test_torch_tensors_are_aligned_even_when_the_zip_member_is_not(tmp_path: Path) -> None:
+    # stdlib zipfile does not align members as torch's writer does: the data starts anywhere
+    src = tmp_path / "misaligned.pt"
+    state = {
+        "c": T(_f("ComplexDoubleStorage", "0", 2), 0, (1, 1, 3), (1, 1, 0)),
+        "f": T(_f("FloatStorage", "1", 4), 1, (3,), (1,)),
+    }
+    src.write_bytes(torch_zip(state, {"0": bytes(range(32)), "1": F4}, prefix="x"))
+    script = tmp_path / "run.py"
+    script.write_text(_MISALIGNED)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(src)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-1000:]

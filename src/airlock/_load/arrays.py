@@ -31,6 +31,7 @@ __all__ = ["Prepared", "raw_array", "to_numpy", "to_torch"]
 #: transformed storage copies for one load, keyed by (storage identity, dtype, neg, conj)
 Prepared = dict[tuple[int, str, bool, bool], Any]
 
+_ALIGN: Final = 64
 _SIGN: Final = {2: 0x8000, 4: 0x8000_0000, 8: 0x8000_0000_0000_0000}
 _INTS: Final = frozenset({"int8", "int16", "int32", "int64", "uint8"})
 _FLOATS: Final = frozenset({"float16", "bfloat16", "float32", "float64"})
@@ -89,18 +90,28 @@ def _transform(flat: np.ndarray[Any, Any], ref: TensorRef) -> None:
         _negate_float(imag, part)
 
 
-def _prepared(ref: TensorRef, mapped: memoryview, cache: Prepared | None) -> Any:
-    """The bytes ``ref`` views: the mapping itself, or a transformed private copy of its storage."""
-    st = ref.storage
-    if st.swap <= 1 and not ref.neg and not ref.conj:
-        return _base(st, mapped)
-    key = (id(st), ref.dtype.name, ref.neg, ref.conj)
-    if cache is not None and key in cache:
-        return cache[key]
+def _prepared(ref: TensorRef, mapped: memoryview, cache: Prepared | None, align: bool) -> Any:
+    """The bytes ``ref`` views: the mapping itself, or a transformed private copy of its storage.
+
+    ``align``: the storage must start on a 64-byte boundary (torch's kernels assume aligned
+    elements and crash on a misaligned complex128; a zip member may start anywhere). A
+    misaligned storage is then copied once, like a transformed one.
+    """
     import numpy as np
 
+    st = ref.storage
+    base = _base(st, mapped)
+    misaligned = align and st.nbytes > 0 and np.frombuffer(base, dtype=np.uint8).ctypes.data % _ALIGN != 0
+    if st.swap <= 1 and not ref.neg and not ref.conj and not misaligned:
+        return base
+    key = (id(st), ref.dtype.name if ref.neg or ref.conj else "", ref.neg, ref.conj)
+    if cache is not None and key in cache:
+        return cache[key]
     check_lazy_bits(ref, f"tensor over storage {st.key!r}")
-    data = np.frombuffer(_base(st, mapped), dtype=np.uint8).copy()
+    block = np.empty(st.nbytes + _ALIGN, dtype=np.uint8)
+    skip = -block.ctypes.data % _ALIGN
+    data = block[skip : skip + st.nbytes]
+    data[:] = np.frombuffer(base, dtype=np.uint8)
     if st.swap > 1:
         whole = len(data) - len(data) % st.swap
         data[:whole].view(np.dtype(f"<u{st.swap}")).byteswap(inplace=True)
@@ -112,10 +123,12 @@ def _prepared(ref: TensorRef, mapped: memoryview, cache: Prepared | None) -> Any
     return data
 
 
-def raw_array(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None) -> np.ndarray[Any, Any]:
+def raw_array(
+    ref: TensorRef, mapped: memoryview, cache: Prepared | None = None, *, align: bool = False
+) -> np.ndarray[Any, Any]:
     """The tensor as an array of unsigned integers of its item size, in native byte order, with
     lazy bits applied. A view (never a copy of the logical size) of the mapping or of one
-    transformed storage copy."""
+    transformed (or, with ``align``, realigned) storage copy."""
     import numpy as np
 
     carrier = ref.dtype.carrier()
@@ -125,15 +138,17 @@ def raw_array(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None)
     arr: np.ndarray[Any, Any] = np.ndarray(
         ref.shape,
         dtype=carrier,
-        buffer=_prepared(ref, mapped, cache),
+        buffer=_prepared(ref, mapped, cache, align),
         offset=ref.offset * size,
         strides=tuple(s * size for s in ref.stride),
     )
     return arr
 
 
-def to_numpy(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None) -> np.ndarray[Any, Any]:
-    return raw_array(ref, mapped, cache).view(ref.dtype.to_numpy())
+def to_numpy(
+    ref: TensorRef, mapped: memoryview, cache: Prepared | None = None, *, align: bool = False
+) -> np.ndarray[Any, Any]:
+    return raw_array(ref, mapped, cache, align=align).view(ref.dtype.to_numpy())
 
 
 def to_torch(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None) -> Any:
@@ -145,9 +160,9 @@ def to_torch(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None) 
     if not isinstance(target, torch.dtype):
         raise FormatError(f"dtype {ref.dtype.name} has no torch equivalent")
     if ref.dtype.numpy is not None and not ref.dtype.numpy.startswith("ml:"):
-        arr = to_numpy(ref, mapped, cache)
+        arr = to_numpy(ref, mapped, cache, align=True)
         return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-    raw = raw_array(ref, mapped, cache)
+    raw = raw_array(ref, mapped, cache, align=True)
     if raw.dtype.kind != "u":
         raise FormatError(f"dtype {ref.dtype.name} cannot be handed to torch")
     return torch.from_numpy(raw if raw.flags.writeable else raw.copy()).view(target)

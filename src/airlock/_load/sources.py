@@ -350,6 +350,9 @@ def _legacy_pid(pid: tuple[object, ...], offset: int) -> tuple[str, DType, int, 
     if len(pid) != 6:
         raise FormatError(f"{where}: expected 6 fields, got {len(pid)}")
     _, kind_v, key, location, numel, view_meta = pid
+    if kind_v == StorageType("UntypedStorage"):
+        # torch's legacy loader reads the dtype off the storage class; UntypedStorage has none
+        raise FormatError(f"{where}: torch.UntypedStorage in a legacy file (torch cannot load it either)")
     dtype = _storage_dtype(kind_v, where)
     if not isinstance(key, str) or not isinstance(location, str) or type(numel) is not int or numel < 0:
         raise FormatError(f"{where}: malformed key, location or element count")
