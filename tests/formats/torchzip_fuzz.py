@@ -59,9 +59,9 @@ def generate_one(rng: random.Random, tag: int) -> bytes:
         if rng.random() < 0.8:
             entries.append(Entry(f"{prefix}/".encode() + name, data))
     for extra in range(rng.choice([0, 0, 1, 2])):  # more candidates for data.pkl
-        name = rng.choice(["data.pkl", "DATA.PKL", "Data.pkl", "data.pkl ", "data.pk"])
+        variant = rng.choice(["data.pkl", "DATA.PKL", "Data.pkl", "data.pkl ", "data.pk"])
         entries.insert(rng.randrange(len(entries) + 1),
-                       Entry(f"{prefix}/{name}".encode(), _pickle(tag * 10 + extra + 1), method=rng.choice([0, 8])))  # fmt: skip
+                       Entry(f"{prefix}/{variant}".encode(), _pickle(tag * 10 + extra + 1), method=rng.choice([0, 8])))  # fmt: skip
     for entry in entries:
         roll = rng.random()
         if roll < 0.05:
