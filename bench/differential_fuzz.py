@@ -20,12 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.formats import npy_fuzz  # noqa: E402
-from tests.formats_hf import st_fuzz  # noqa: E402
+from tests.formats import npy_fuzz, torchzip_fuzz  # noqa: E402
+from tests.formats_hf import gguf_fuzz, st_fuzz  # noqa: E402
 
 TARGETS: dict[str, Callable[[Path, int, int], tuple[list[str], dict[str, int]]]] = {
     "npy": npy_fuzz.disagreements,
     "safetensors": st_fuzz.disagreements,
+    "torch-zip": torchzip_fuzz.disagreements,
+    "gguf": gguf_fuzz.disagreements,
 }
 
 

@@ -31,7 +31,9 @@ def test_torch_and_torchscript_archives(tmp_path: Path) -> None:
     plain = tmp_path / "m.pt"
     torch.save({"w": torch.ones(2)}, plain)
     script = tmp_path / "s.pt"
-    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), script)
+    # scripted in a throwaway process: scripting here would mangle class names for other tests
+    code = "import sys, torch\ntorch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), sys.argv[1])\n"
+    subprocess.run([sys.executable, "-c", code, str(script)], check=True, timeout=120)
     assert _detect(plain) == "torch"
     assert _detect(script) == "torchscript"
 

@@ -21,6 +21,7 @@ from airlock._formats.gguf import GGML_TYPES, GGUFReader
 from airlock._render.text import render as render_text
 from airlock.errors import FormatError, LimitError
 from airlock.limits import DEFAULT_LIMITS
+from tests.formats_hf import gguf_fuzz
 from tests.formats_hf.chat_templates import PUBLIC
 from tests.formats_hf.gguf_build import ARRAY, BOOL, GGUF, STRING, UINT8, UINT32, Tensor, gstr
 from tests.formats_hf.test_hf_template import cve_2024_34359
@@ -459,3 +460,10 @@ def test_template_array_over_the_limit_is_an_error(tmp_path: Path) -> None:
     report = airlock.scan(path)
     assert report.verdict is Verdict.ERROR, render_text(report)
     assert any("max_template_bytes" in f.message for f in report.findings())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fuzzed_files_every_consumer_template_is_analysed(tmp_path: Path, seed: int) -> None:
+    bad, stats = gguf_fuzz.disagreements(tmp_path, seed, 400)
+    assert not bad, "\n".join(bad[:10])
+    assert stats["covered"] > 150, stats

@@ -21,6 +21,7 @@ and function bodies are all walked; nesting is bounded by ``Limits.max_protobuf_
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import stat
@@ -34,7 +35,7 @@ from airlock._formats.base import Fact, Issue, ReadContext
 from airlock.errors import FormatError
 from airlock.results import Severity
 
-__all__ = ["STANDARD_DOMAINS", "OnnxReader", "location_problem"]
+__all__ = ["STANDARD_DOMAINS", "OnnxReader", "location_problem", "looks_like_onnx"]
 
 #: Operator domains implemented by the runtimes themselves, with no user-supplied code:
 #: the ONNX standard sets ("" and "ai.onnx" are the same), ONNX-ML, the training sets, and
@@ -114,26 +115,7 @@ class OnnxReader:
     name = "onnx"
 
     def sniff(self, head: bytes, size: int) -> bool:
-        """A ModelProto: ir_version (field 1, a small varint) first — every ONNX writer serialises
-        fields in number order — then only ModelProto fields with their proper wire types, at
-        least two of them, as far as the head reaches."""
-        seen = 0
-        try:
-            for f in pb.iter_fields(head, 0, len(head)):
-                if seen == 0 and not (
-                    f.number == 1 and f.wire == pb.VARINT and 1 <= f.value <= _MAX_IR_VERSION
-                ):
-                    return False
-                if _MODEL_FIELDS.get(f.number) != f.wire:
-                    return False
-                seen += 1
-        except FormatError as exc:
-            if seen == 0 or exc.offset is None:
-                return False
-            # A ModelProto field running past the head (or a tag cut by its end) is still ONNX:
-            # claimed so that a truncated model gets a precise error rather than "unsupported".
-            return _known_field(head, exc.offset) or (seen >= 2 and exc.offset >= len(head) - 16)
-        return seen >= 2
+        return looks_like_onnx(head, size)
 
     def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
         size = len(data)
@@ -163,15 +145,78 @@ class OnnxReader:
                 yield from _function(data, _message(f, "function"), state, 1)
 
 
-def _known_field(head: bytes, pos: int) -> bool:
-    """True when the sniff stopped at a well-formed ModelProto length-delimited field that runs
-    past the end of the head."""
+def looks_like_onnx(head: bytes, size: int) -> bool:
+    """What ``onnx.load`` (protobuf) accepts as a ModelProto, judged on the first bytes.
+
+    Protobuf fields may come in any order (writers use number order; parsers do not care), so
+    the sniff does not ask for ``ir_version`` first: every field seen must be a ModelProto field
+    with its wire type, a length that fits the file, and content of the right shape where the
+    head shows it (UTF-8 strings; a graph, opset or metadata entry whose own first fields are
+    fields of that message). At least one of ``ir_version`` (1..64), ``graph`` and
+    ``opset_import`` must be seen, unless a single field already runs past the head; and at least
+    two fields, or one that runs past the head. A truncated model is still claimed, so the read
+    reports where it breaks."""
+    pos = 0
+    seen = anchors = 0
+    end = len(head)
+    cut = False
+    while pos < end:
+        try:
+            tag, p = pb.read_varint(head, pos, end)
+            number, wire = tag >> 3, tag & 7
+            if _MODEL_FIELDS.get(number) != wire:
+                return False
+            value, p = pb.read_varint(head, p, end)
+        except FormatError:
+            cut = True  # a tag or varint cut by the end of the head
+            break
+        if wire == pb.VARINT:
+            if number == 1:
+                if not 1 <= value <= _MAX_IR_VERSION:
+                    return False
+                anchors += 1
+            pos = p
+        else:
+            if not _plausible_body(number, head[p : min(end, p + value)]):
+                return False
+            if p + value > size:
+                # runs past the end of the file: a truncated model when what came before is
+                # ONNX (claimed, so the read says where it breaks); otherwise not ONNX
+                return anchors >= 1
+            anchors += number in (7, 8)
+            pos = p + value
+        seen += 1
+    past = cut or pos > end  # the last field runs past the head: judged on what was seen
+    return seen >= 1 and (anchors >= 1 or past) and (seen >= 2 or past)
+
+
+#: the wire types of the first fields of the messages the sniff looks into
+_BODY_FIELDS: Final[dict[int, dict[int, int]]] = {
+    # GraphProto: node, name, initializer, doc_string, input, output, value_info,
+    # quantization_annotation, sparse_initializer, metadata_props — all length-delimited
+    7: {n: pb.LEN for n in (1, 2, 5, 10, 11, 12, 13, 14, 15, 16)},
+    8: {1: pb.LEN, 2: pb.VARINT},  # OperatorSetIdProto: domain, version
+    14: {1: pb.LEN, 2: pb.LEN},  # StringStringEntryProto: key, value
+}
+_TEXT_FIELDS: Final = frozenset({2, 3, 4, 6})
+
+
+def _plausible_body(number: int, body: bytes) -> bool:
+    """The (possibly cut) content of ModelProto field ``number`` looks like what it must hold."""
+    if number in _TEXT_FIELDS:
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(body, final=False)
+        except UnicodeDecodeError:
+            return False
+        return True
+    fields = _BODY_FIELDS.get(number)
+    if fields is None or not body:
+        return True
     try:
-        tag, p = pb.read_varint(head, pos, len(head))
-        pb.read_varint(head, p, len(head))
+        tag, _ = pb.read_varint(body, 0, len(body))
     except FormatError:
-        return False
-    return tag & 7 == pb.LEN and _MODEL_FIELDS.get(tag >> 3) == pb.LEN
+        return True  # the first tag itself is cut
+    return fields.get(tag >> 3) == tag & 7
 
 
 def _message(f: pb.Field, what: str) -> pb.Field:

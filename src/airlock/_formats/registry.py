@@ -69,6 +69,11 @@ def _json_object(head: bytes) -> bool:
 
 
 _F: Final = "airlock._formats."
+#: the tags of the ModelProto fields (ir_version 1 ... configuration 26), any of which may lead
+_ONNX_FIRST_TAGS: Final = (
+    b"\x08", b"\x12", b"\x1a", b"\x22", b"\x28", b"\x32", b"\x3a", b"\x42", b"\x72", b"\xa2\x01",
+    b"\xca\x01", b"\xd2\x01",
+)  # fmt: skip
 
 #: Tried in order; the first whose ``sniff`` accepts the content reads it. Specific formats come
 #: before the generic pickle reader, whose protocol-0 probe is the loosest test.
@@ -76,7 +81,8 @@ READERS: Final[tuple[ReaderEntry, ...]] = (
     ReaderEntry(_F + "safetensors", "READER", _json_after_length),
     ReaderEntry(_F + "gguf", "READER", _starts(b"GGUF")),
     ReaderEntry(_F + "savedmodel", "READER", _starts(b"\x08")),  # before ONNX: both open with field 1
-    ReaderEntry(_F + "onnx", "READER", _starts(b"\x08")),
+    # any ModelProto field may come first: protobuf parsers accept fields in any order
+    ReaderEntry(_F + "onnx", "READER", _starts(*_ONNX_FIRST_TAGS)),
     ReaderEntry(_F + "keras", "ZIP_READER", _starts(b"PK\x03\x04")),
     ReaderEntry(_F + "keras", "H5_READER", _hdf5),
     ReaderEntry(_F + "keras", "CONFIG_READER", _json_object),

@@ -11,16 +11,19 @@ import contextlib
 import mmap
 import os
 
+from airlock._formats.onnx import looks_like_onnx
 from airlock._formats.zip import parse_zip
 from airlock.errors import FormatError, LimitError, UsageError
 from airlock.limits import DEFAULT_LIMITS
 
 __all__ = ["detect_runtime"]
 
+_HEAD = 4096
+
 
 def detect_runtime(fd: int) -> str:
     """``torch`` (pickle or torch zip), ``torchscript`` (zip with ``code/``), ``onnx`` (protobuf
-    ModelProto starting with ir_version). Reads through ``fd`` without moving its offset."""
+    ModelProto, sniffed as the scanner sniffs it). Reads through ``fd`` without moving its offset."""
     head = os.pread(fd, 8, 0)
     if head[:1] == b"\x80":
         return "torch"
@@ -31,8 +34,8 @@ def detect_runtime(fd: int) -> str:
         ):
             return "torchscript"
         return "torch"
-    if head[:1] == b"\x08":  # field 1 (ir_version), varint: how every ONNX ModelProto starts
-        return "onnx"
+    if looks_like_onnx(os.pread(fd, _HEAD, 0), os.fstat(fd).st_size):
+        return "onnx"  # a ModelProto, whatever field comes first (the scanner's own sniff)
     raise UsageError(f"cannot tell the runtime from the first bytes {head!r}; pass --runtime")
 
 
