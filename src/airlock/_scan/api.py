@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from airlock._formats.base import Issue, ReadContext
 from airlock._formats.registry import folder_checks
 from airlock._scan.collect import Collector
-from airlock._scan.engine import scan_file
+from airlock._scan.engine import apply_allowances, scan_file
 from airlock._scan.walk import Entry, walk
 from airlock.errors import UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
@@ -113,7 +113,7 @@ def scan(
             for index, future in futures.items():
                 results[index] = future.result()
     if base == root:
-        _apply_folder_checks(base, entries, results, limits)
+        _apply_folder_checks(base, entries, results, limits, policy)
     for index in sorted(results):
         result = results[index]
         if isinstance(result, Skipped):
@@ -146,7 +146,11 @@ def _describe(verified: Verified) -> str:
 
 
 def _apply_folder_checks(
-    base: Path, entries: list[Entry], results: dict[int, FileReport | Skipped], limits: Limits
+    base: Path,
+    entries: list[Entry],
+    results: dict[int, FileReport | Skipped],
+    limits: Limits,
+    policy: Policy,
 ) -> None:
     by_path = {entry.path: index for index, entry in enumerate(entries) if index in results}
     folders = sorted({base} | {entry.path.parent for entry in entries if entry.kind == "file"})
@@ -162,7 +166,7 @@ def _apply_folder_checks(
                 index = by_path.get(target)
                 if index is None:
                     index = displays.setdefault(target.as_posix(), extra + len(displays))
-                pending.setdefault(index, []).append(issue)
+                pending.setdefault(index, []).append(apply_allowances(issue, policy))
         names = {index: display for display, index in displays.items()}
         for index, issues in pending.items():
             previous = results.get(index) if index < len(entries) else None
