@@ -199,3 +199,13 @@ def test_allow_never_clears_a_dangerous_keras_name(tmp_path: Path) -> None:
     layer = obj("keras.layers", "Dense", {"name": "d", "activation": obj("os", "function", "system")})
     path = write_keras(tmp_path / "m.keras", functional(layer))
     assert main(["scan", str(path), "--allow", "os.system"]) == 1
+
+
+def test_stray_characters_do_not_hide_an_embedded_pickle(tmp_path: Path) -> None:
+    """base64.b64decode (what Keras calls) drops characters outside the alphabet."""
+    marker = tmp_path / "pwned"
+    text = base64.b64encode(pickle.dumps(_Payload(marker), protocol=2)).decode()
+    noisy = "!".join(text[i : i + 7] for i in range(0, len(text), 7))
+    assert base64.b64decode(noisy) == base64.b64decode(text)
+    report = scan_one(write_keras(tmp_path / "m.keras", model(torch_module_wrapper(noisy))))
+    assert report.verdict is Verdict.MALICIOUS

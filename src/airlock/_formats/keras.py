@@ -231,7 +231,7 @@ _MAGICS: Final = (
 #: protocol 0/1 pickles: a GLOBAL line (``cos\nsystem\n``), or a container opcode ending in STOP
 _PICKLE_GLOBAL: Final = re.compile(rb"^c[\w.]{1,200}\n[\w.]{1,200}\n")
 _PICKLE_START: Final = frozenset(b"(]})")
-_B64_TEXT: Final = re.compile(r"^[A-Za-z0-9+/\-_\s]+={0,2}\s*$")
+_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
 _HEX_TEXT: Final = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 _MIN_EMBEDDED: Final = 16
 #: strings that name a file or a location outside the model: absolute paths, home, traversal, URLs
@@ -248,25 +248,30 @@ def _embedded(text: str) -> tuple[str, bytes] | None:
     """``(kind, bytes)`` when ``text`` is base64 or hex of a file some loader reads."""
     if len(text) < _MIN_EMBEDDED:
         return None
-    raw: bytes | None = None
-    kind = ""
-    if _HEX_TEXT.match(text) and len(text) >= 2 * _MIN_EMBEDDED // 2:
-        raw, kind = bytes.fromhex(text), "hex"
-    elif _B64_TEXT.match(text):
+    if _HEX_TEXT.match(text):
+        readings = [("hex", bytes.fromhex(text))]
+    else:
         try:
-            # decoded as Keras decodes it (base64.b64decode, not validating: stray characters dropped)
-            cleaned = "".join(text.split())
-            alt = "-" in cleaned or "_" in cleaned
-            raw = (base64.urlsafe_b64decode if alt else base64.b64decode)(cleaned + "=" * (-len(cleaned) % 4))
-            kind = "base64"
-        except (binascii.Error, ValueError):
+            data = text.encode("ascii")  # what Keras does first; non-ASCII never decodes
+        except UnicodeEncodeError:
             return None
-    if raw is None or len(raw) < 2:
-        return None
-    if raw.startswith(_MAGICS) or (raw[:1] in (b"\xe3", b"\x63") and _marshal_raw(raw)):
-        return kind, raw
-    if _PICKLE_GLOBAL.match(raw) or (raw[0] in _PICKLE_START and raw.endswith(b".")):
-        return kind, raw
+        readings = []
+        # binascii's non-strict decoding is base64.b64decode's (Keras' TorchModuleWrapper):
+        # characters outside the alphabet are dropped, so they cannot hide a payload; a string
+        # with '-'/'_' is also read as URL-safe base64 (every reading is checked)
+        variants = [data, data.translate(_URLSAFE)] if (b"-" in data or b"_" in data) else [data]
+        for variant in variants:
+            try:
+                readings.append(("base64", binascii.a2b_base64(variant, strict_mode=False)))
+            except (binascii.Error, ValueError):
+                continue
+    for kind, raw in readings:
+        if len(raw) < 2:
+            continue
+        if raw.startswith(_MAGICS) or (raw[:1] in (b"\xe3", b"\x63") and _marshal_raw(raw)):
+            return kind, raw
+        if _PICKLE_GLOBAL.match(raw) or (raw[0] in _PICKLE_START and raw.endswith(b".")):
+            return kind, raw
     return None
 
 

@@ -151,7 +151,19 @@ ORDINARY_OPS: Final = frozenset(
     UnicodeDecode UnicodeDecodeWithOffsets UnicodeEncode UnicodeScript UnicodeTranscode Unique
     UniqueV2 UniqueWithCounts UniqueWithCountsV2 Unpack UnravelIndex UnsortedSegmentMax
     UnsortedSegmentMin UnsortedSegmentProd UnsortedSegmentSum UpperBound VarHandleOp VarIsInitializedOp
-    Variable VariableShape VariableV2 Where While Xdivy XlaCallModule Xlog1py Xlogy ZerosLike Zeta""".split()
+    Variable VariableShape VariableV2 Where While Xdivy XlaCallModule Xlog1py Xlogy ZerosLike Zeta
+    DisableCopyOnRead BatchFunction CudnnRNN CudnnRNNV2 CudnnRNNV3 CudnnRNNBackprop CudnnRNNBackpropV2
+    CudnnRNNBackpropV3 CudnnRNNCanonicalToParams CudnnRNNParamsToCanonical BlockLSTM BlockLSTMV2
+    LSTMBlockCell GRUBlockCell ResourceApplyAdam ResourceApplyAdamWithAmsgrad ResourceApplyAdagrad
+    ResourceApplyAdagradV2 ResourceApplyAdadelta ResourceApplyAdaMax ResourceApplyRMSProp
+    ResourceApplyCenteredRMSProp ResourceApplyFtrl ResourceApplyFtrlV2 ResourceApplyGradientDescent
+    ResourceApplyMomentum ResourceApplyKerasMomentum ResourceApplyProximalAdagrad
+    ResourceApplyProximalGradientDescent ResourceSparseApplyAdagrad ResourceSparseApplyAdagradV2
+    ResourceSparseApplyFtrl ResourceSparseApplyFtrlV2 ResourceSparseApplyMomentum
+    ResourceSparseApplyKerasMomentum ResourceSparseApplyRMSProp ResourceSparseApplyAdadelta
+    ResourceScatterSub ResourceScatterMul ResourceScatterDiv ResourceScatterMin ResourceScatterMax
+    ResourceScatterNdAdd ResourceScatterNdSub ResourceApplyAddSign ResourceApplyPowerSign
+    SymbolicGradient Gelu""".split()
 )
 
 _SCHEMA_VERSION: Final = 1
