@@ -427,3 +427,25 @@ def test_import_time_code_is_found_through_aliases_decorators_and_defaults(
     (folder / "modeling_x.py").write_text(source)
     report = airlock.scan(folder)
     assert report.verdict is Verdict.MALICIOUS, render_text(report)
+
+
+def test_allow_names_remote_code_and_dynamic_modules(
+    hf_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airlock._cli import main
+
+    folder = _copy(hf_folder, tmp_path / "f")
+    _with_remote_code(folder, "import torch\n\nclass TinyModel(torch.nn.Module):\n    pass\n")
+    (folder / "modules.json").write_text(
+        json.dumps([{"idx": 0, "name": "0", "path": "", "type": "evil_pkg.Grab"}])
+    )
+    base = ["scan", str(folder)]
+    assert main(base) == 3
+    allow = ["--allow", "modeling_tiny.TinyModel", "--allow", "configuration_tiny.TinyConfig"]
+    assert main([*base, *allow]) == 3  # evil_pkg.Grab still unknown
+    assert main([*base, *allow, "--allow", "evil_pkg.Grab"]) == 0
+    assert main([*base, "--allow", "modeling_tiny.TinyModel", "--allow", "evil_pkg.Grab"]) == 3  # near miss
+    # an allowance never clears code that runs a command on import
+    (folder / "modeling_tiny.py").write_text("import os\nos.system('true')\nclass TinyModel: pass\n")
+    assert main([*base, *allow, "--allow", "evil_pkg.Grab"]) == 1
+    capsys.readouterr()

@@ -298,3 +298,9 @@ def test_every_chat_template_shipped_with_transformers_is_clean() -> None:
     assert len(templates) >= 3, sorted(templates)  # llama4, qwen2_audio, smolvlm at least
     for name, text in templates.items():
         assert _analyse(text) == [], name
+
+
+def test_join_attribute_from_data_and_recursive_loops() -> None:
+    assert any(i.severity is Severity.MALICIOUS for i in _analyse("{{ x|join(',', attribute=k) }}"))
+    assert _analyse("{{ x|join(',', attribute='name') }}") == []
+    assert _analyse("{% for m in ms recursive %}{{ loop(m.children) }}{% endfor %}") == []

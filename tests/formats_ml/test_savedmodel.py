@@ -49,10 +49,18 @@ def test_sniff_wins_over_onnx_and_onnx_still_rejects_it() -> None:
         ("EagerPyFunc", "savedmodel.python-op", Severity.MALICIOUS),
         ("WriteFile", "savedmodel.file-op", Severity.MALICIOUS),
         ("RpcClient", "savedmodel.network-op", Severity.MALICIOUS),
-        ("ReadFile", "savedmodel.file-op", Severity.SUSPICIOUS),
-        ("MatchingFiles", "savedmodel.file-op", Severity.SUSPICIOUS),
-        ("ImmutableConst", "savedmodel.file-op", Severity.SUSPICIOUS),
-        ("DebugIdentityV2", "savedmodel.debug-op", Severity.SUSPICIOUS),
+        ("ReadFile", "savedmodel.file-op", Severity.MALICIOUS),
+        ("MatchingFiles", "savedmodel.file-op", Severity.MALICIOUS),
+        ("ImmutableConst", "savedmodel.file-op", Severity.MALICIOUS),
+        ("DebugIdentityV2", "savedmodel.debug-op", Severity.MALICIOUS),
+        ("TFRecordDataset", "savedmodel.file-op", Severity.MALICIOUS),
+        ("Restore", "savedmodel.file-op", Severity.MALICIOUS),
+        ("WriteSummary", "savedmodel.file-op", Severity.MALICIOUS),
+        ("SqlDataset", "savedmodel.file-op", Severity.MALICIOUS),
+        ("Recv", "savedmodel.network-op", Severity.MALICIOUS),
+        ("Save", "savedmodel.file-op", Severity.MALICIOUS),
+        ("MyCustomOp", "savedmodel.unknown-op", Severity.SUSPICIOUS),
+        ("ReadFileX", "savedmodel.unknown-op", Severity.SUSPICIOUS),
     ],
 )
 def test_risky_op_is_named_with_its_node(tmp_path: Path, op: str, rule: str, severity: Severity) -> None:
@@ -127,3 +135,25 @@ def test_mangled_saved_models_only_raise_format_errors(
 def test_every_truncation_is_an_error(cut: int) -> None:
     with pytest.raises(FormatError):
         read_all(READER, _SEEDS[0][:cut], Path("/x/saved_model.pb"))
+
+
+def test_ordinary_ops_and_library_function_calls_are_clean(tmp_path: Path) -> None:
+    from airlock._formats.savedmodel import ORDINARY_OPS
+
+    fn = function("__inference_call_7", node("a", "Relu"), node("b", "Softmax"), node("c", "ReadVariableOp"))
+    nodes = [node(f"n{i}", op) for i, op in enumerate(sorted(ORDINARY_OPS - {"PrintV2"}))]
+    data = saved_model(*ordinary(), *nodes, node("call", "__inference_call_7"), functions=(fn,))
+    assert_clean(_scan(tmp_path, data))
+
+
+def test_allow_names_a_tensorflow_op(tmp_path: Path) -> None:
+    from airlock._cli import main
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(saved_model(*ordinary(), node("x", "MyCustomOp")))
+    assert main(["scan", str(folder)]) == 3
+    assert main(["scan", str(folder), "--allow", "tf.MyCustomOp"]) == 0
+    assert main(["scan", str(folder), "--allow", "tf.MyCustomOpp"]) == 3
+    (folder / "saved_model.pb").write_bytes(saved_model(*ordinary(), node("x", "WriteFile")))
+    assert main(["scan", str(folder), "--allow", "tf.WriteFile"]) == 1

@@ -62,8 +62,9 @@ SSTI_NAMES: Final = frozenset(
 INTERNALS_GLOBALS: Final = frozenset({"cycler", "joiner", "lipsum"})
 #: Callables a chat template may call by name: Jinja's globals and the helpers chat runtimes add.
 KNOWN_CALLS: Final = frozenset(
-    {"range", "namespace", "dict", "raise_exception", "strftime_now", "caller", "cycler", "joiner", "lipsum"}
-)
+    {"range", "namespace", "dict", "raise_exception", "strftime_now", "caller", "cycler", "joiner", "lipsum",
+     "loop"}
+)  # fmt: skip
 #: Jinja globals that are Python objects (classes, functions): only ever called by name. Used any
 #: other way (``lipsum.__globals__``, ``x|map(attribute=k)`` on them, passed around) they are a
 #: way into Python's internals.
@@ -85,7 +86,7 @@ ALLOWED_TESTS: Final = frozenset(
 #: filter -> where its attribute-name argument is (keyword ``attribute``, and/or a position)
 _ATTRIBUTE_ARGS: Final[dict[str, int | None]] = {
     "map": None, "selectattr": 0, "rejectattr": 0, "sort": None, "groupby": 0, "sum": None,
-    "unique": None, "min": None, "max": None,
+    "unique": None, "min": None, "max": None, "join": None,
 }  # fmt: skip
 #: Node types of the allowed subset (statements and expressions real chat templates use).
 _ALLOWED_NODES: Final = (

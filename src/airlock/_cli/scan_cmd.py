@@ -81,7 +81,9 @@ class ScanCommand:
             action="append",
             default=[],
             metavar="MODULE.NAME",
-            help="allow one more exact global (repeatable); never overrides a known-dangerous callable",
+            help="allow one more exact name (repeatable): a pickle global, a custom Keras class "
+            "(mypkg.layers.MyLayer), a Hugging Face remote-code class (modeling_x.MyModel) or a module a "
+            "config names; never overrides a known-dangerous callable",
         )
         parser.add_argument(
             "--profile",

@@ -175,8 +175,13 @@ def _bytecode(where: str, text: str, rule: str, what: str) -> Issue:
     )
 
 
-def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue]:
-    """Findings for a parsed Keras config (any JSON value), walked iteratively."""
+def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue | Nested]:
+    """Findings for a parsed Keras config (any JSON value), walked iteratively.
+
+    Besides the objects it names: bytes embedded as base64 or hex that decode to a pickle, a zip,
+    marshal data or another known container are yielded as :class:`Nested` files (Keras 3's
+    ``TorchModuleWrapper`` keeps a whole ``torch.save`` archive in its config and ``torch.load``s
+    it with ``weights_only=False``); strings that are host paths or URLs are ``keras.path``."""
     stack: list[tuple[Any, str]] = [(root, label)]
     visited = 0
     while stack:
@@ -187,6 +192,13 @@ def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue]:
         if isinstance(value, str):
             if _marshal_code(value):
                 yield _bytecode(where, value, "keras.serialized-function", "a string")
+                continue
+            embedded = _embedded(value)
+            if embedded is not None:
+                kind, raw = embedded
+                yield Nested(f"{where} ({kind})", raw)
+            elif len(value) <= _MAX_PATH and _PATH.search(value):
+                yield _path_issue(where, value)
         elif isinstance(value, list):
             stack.extend((item, f"{where}[{i}]") for i, item in reversed(list(enumerate(value))))
         elif isinstance(value, dict):
@@ -208,6 +220,81 @@ def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue]:
             for key, item in reversed(list(children.items())):
                 if key != "class_name":
                     stack.append((item, f"{where}.{_show(str(key))}"))
+
+
+#: the start of decoded bytes that some loader reads as a file: zip (torch.save, .keras, npz),
+#: pickle protocols 2-5, gzip/bzip2/xz, NumPy, HDF5, GGUF
+_MAGICS: Final = (
+    b"PK\x03\x04", b"PK\x05\x06", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"\x1f\x8b",
+    b"BZh", b"\xfd7zXZ", b"\x93NUMPY", b"\x89HDF", b"GGUF",
+)  # fmt: skip
+#: protocol 0/1 pickles: a GLOBAL line (``cos\nsystem\n``), or a container opcode ending in STOP
+_PICKLE_GLOBAL: Final = re.compile(rb"^c[\w.]{1,200}\n[\w.]{1,200}\n")
+_PICKLE_START: Final = frozenset(b"(]})")
+_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+_HEX_TEXT: Final = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
+_MIN_EMBEDDED: Final = 16
+#: strings that name a file or a location outside the model: absolute paths, home, traversal, URLs
+_PATH: Final = re.compile(r"^(?:/|~|[A-Za-z]:[\\/]|\\\\|\.\.[\\/]|[A-Za-z][\w+.-]*://)|[\\/]\.\.(?:[\\/]|$)")
+_MAX_PATH: Final = 4096
+#: config keys whose string value Keras or TensorFlow opens as a file (vocabularies, downloads)
+_FILE_KEYS: Final = frozenset(
+    "vocabulary vocabulary_file vocab_file idf_weights filepath file_path path fname origin cache_dir "
+    "cache_subdir log_dir table_file merges".split()
+)
+
+
+def _embedded(text: str) -> tuple[str, bytes] | None:
+    """``(kind, bytes)`` when ``text`` is base64 or hex of a file some loader reads."""
+    if len(text) < _MIN_EMBEDDED:
+        return None
+    if _HEX_TEXT.match(text):
+        readings = [("hex", bytes.fromhex(text))]
+    else:
+        try:
+            data = text.encode("ascii")  # what Keras does first; non-ASCII never decodes
+        except UnicodeEncodeError:
+            return None
+        readings = []
+        # binascii's non-strict decoding is base64.b64decode's (Keras' TorchModuleWrapper):
+        # characters outside the alphabet are dropped, so they cannot hide a payload; a string
+        # with '-'/'_' is also read as URL-safe base64 (every reading is checked)
+        variants = [data, data.translate(_URLSAFE)] if (b"-" in data or b"_" in data) else [data]
+        for variant in variants:
+            try:
+                readings.append(("base64", binascii.a2b_base64(variant, strict_mode=False)))
+            except (binascii.Error, ValueError):
+                continue
+    for kind, raw in readings:
+        if len(raw) < 2:
+            continue
+        if raw.startswith(_MAGICS) or (raw[:1] in (b"\xe3", b"\x63") and _marshal_raw(raw)):
+            return kind, raw
+        if _PICKLE_GLOBAL.match(raw) or (raw[0] in _PICKLE_START and raw.endswith(b".")):
+            return kind, raw
+    return None
+
+
+def _marshal_raw(raw: bytes) -> bool:
+    counts = [int.from_bytes(raw[i : i + 4], "little") for i in (1, 5, 9)]
+    return len(raw) >= 13 and all(c < 256 for c in counts)
+
+
+def _path_issue(where: str, value: str) -> Issue:
+    key = where.rsplit(".", 1)[-1].split(" ", 1)[0]
+    opened = key in _FILE_KEYS
+    return Issue(
+        "keras.path",
+        Severity.MALICIOUS if opened else Severity.SUSPICIOUS,
+        f"config value at {where} names {_show(value)!r}, a location outside the model"
+        + (
+            f"; Keras opens '{key}' values as files while loading (reads or downloads host data)"
+            if opened
+            else " (expected no host paths or URLs in a model config)"
+        ),
+        callable=_show(value),
+        evidence=_show(value),
+    )
 
 
 def _check_object(obj: dict[str, Any], class_name: str, where: str) -> Iterator[Issue]:
@@ -232,7 +319,14 @@ def _check_object(obj: dict[str, Any], class_name: str, where: str) -> Iterator[
     else:
         yield from _check_name(module, class_name, where, "class")
     if isinstance(registered, str) and registered not in (class_name, inner):
-        yield from _check_registered(registered, where)
+        package, _, registered_class = registered.partition(">")
+        same = (
+            isinstance(module, str)
+            and registered_class == class_name
+            and (module == package or module.startswith(f"{package}."))
+        )
+        if not same:  # "pkg>Cls" for module "pkg.x", class "Cls": the class check covers it
+            yield from _check_registered(registered, where)
 
 
 def _lambda(inner: object, where: str) -> Iterator[Issue]:

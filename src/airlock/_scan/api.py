@@ -11,7 +11,7 @@ from airlock import _progress
 from airlock._formats.base import Issue, ReadContext
 from airlock._formats.registry import folder_checks
 from airlock._scan.collect import Collector
-from airlock._scan.engine import scan_file
+from airlock._scan.engine import apply_allowances, scan_file
 from airlock._scan.walk import Entry, walk
 from airlock.errors import UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
@@ -119,7 +119,7 @@ def scan(
                     results[index] = future.result()
                     _progress.advance(sizes.get(index, 0), files=1)
     if base == root:
-        _apply_folder_checks(base, entries, results, limits)
+        _apply_folder_checks(base, entries, results, limits, policy)
     for index in sorted(results):
         result = results[index]
         if isinstance(result, Skipped):
@@ -170,7 +170,11 @@ def _describe(verified: Verified) -> str:
 
 
 def _apply_folder_checks(
-    base: Path, entries: list[Entry], results: dict[int, FileReport | Skipped], limits: Limits
+    base: Path,
+    entries: list[Entry],
+    results: dict[int, FileReport | Skipped],
+    limits: Limits,
+    policy: Policy,
 ) -> None:
     by_path = {entry.path: index for index, entry in enumerate(entries) if index in results}
     folders = sorted({base} | {entry.path.parent for entry in entries if entry.kind == "file"})
@@ -189,7 +193,7 @@ def _apply_folder_checks(
                 if index is None:
                     index = displays.setdefault(target.as_posix(), extra + len(displays))
                 targets[index] = target
-                pending.setdefault(index, []).append(issue)
+                pending.setdefault(index, []).append(apply_allowances(issue, policy))
         # The folder's checks read its files together: each file they report on is charged the
         # time they took, and has its own size (not 0: a report lists what it read).
         seconds = time.perf_counter() - started

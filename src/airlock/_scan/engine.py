@@ -24,7 +24,35 @@ from airlock.results import FileReport, Severity, Skipped
 if TYPE_CHECKING:
     from airlock.integrity import Verified
 
-__all__ = ["scan_file", "sniff"]
+__all__ = ["ALLOWABLE_RULES", "apply_allowances", "scan_file", "sniff"]
+
+#: Findings about a name the loader imports that is simply not on an allowlist (custom Keras
+#: objects, Hugging Face remote code and modules named in configs). ``--allow NAME`` / a policy
+#: file turns such a SUSPICIOUS finding into INFO; a MALICIOUS finding is never allowed away.
+ALLOWABLE_RULES = frozenset(
+    {"keras.custom-object", "hf.remote-code", "hf.dynamic-module", "savedmodel.unknown-op"}
+)
+
+
+def apply_allowances(issue: Issue, policy: Policy) -> Issue:
+    """``issue``, or an INFO note when the user allowed the exact name it is about.
+
+    A Python file (``hf.remote-code`` on ``modeling_x.py``, callable ``modeling_x``) counts as
+    allowed when a class in it is (``--allow modeling_x.MyModel``); a TensorFlow op as ``tf.OpName``."""
+    name = issue.callable
+    if issue.severity is not Severity.SUSPICIOUS or issue.rule not in ALLOWABLE_RULES or not name:
+        return issue
+    if issue.rule == "savedmodel.unknown-op":
+        name = f"tf.{name}"  # TensorFlow op names are allowed as tf.OpName
+    if name not in policy.allow and not (
+        issue.rule == "hf.remote-code"
+        and "." not in name
+        and any(a.startswith(f"{name}.") for a in policy.allow)
+    ):
+        return issue
+    where = f" ({', '.join(policy.sources)})" if policy.sources else ""
+    return issue._replace(severity=Severity.INFO, message=f"{issue.message} [allowed explicitly{where}]")
+
 
 _HEAD = 4096
 _COMPRESSION_SUFFIXES = frozenset({".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".lz4", ".zst"})
@@ -186,7 +214,7 @@ def _route(
     fact: PickleStream | Nested | Template | Issue, ctx: ReadContext, collector: Collector, policy: Policy
 ) -> None:
     if isinstance(fact, Issue):
-        collector.add(ctx.members, fact)
+        collector.add(ctx.members, apply_allowances(fact, policy) if policy.allow else fact)
     elif isinstance(fact, PickleStream):
         base = (*ctx.members, fact.member) if fact.member else ctx.members
         for members, issue in analyse_pickle_stream(fact, ctx, policy):
