@@ -44,7 +44,7 @@ _PUT_OPS: Final = frozenset({0x70, 0x71, 0x72})
 _STR_OPS: Final = frozenset({0x53, 0x54, 0x55, 0x56, 0x58, 0x8C, 0x8D})  # push a str (py2 str too)
 
 
-def looks_like_pickle(head: bytes, size: int | None = None) -> bool:
+def looks_like_pickle(head: bytes, size: int | None = None, *, extension_codes: bool = True) -> bool:
     """True when ``pickle.load`` would do something with content starting with ``head``.
 
     Not a magic number: the unpickler's own rules (``pickle_ops.OPCODE_TABLE``: arguments, stack,
@@ -55,17 +55,22 @@ def looks_like_pickle(head: bytes, size: int | None = None) -> bool:
     before the unpickler fails while more of the file follows (``size`` unknown: assumed). Content
     that fails before importing anything (text that happens to start with an opcode letter) does
     nothing under any unpickler and is not a pickle.
+
+    ``extension_codes=False``: an extension code (EXT1/2/4) alone does not make content a pickle.
+    For bytes that no loader unpickles by design (torch's raw storages), where one random byte
+    0x82-0x84 would otherwise turn ordinary weights into an "unknowable extension" finding: the
+    copyreg registry is empty in a fresh interpreter, so those opcodes fail there.
     """
     total = len(head) if size is None else size
     more = size is None or size > len(head)
     view = memoryview(head)
-    if _probe(view, total, more):
+    if _probe(view, total, more, extension_codes):
         return True
     reading = file_reading(view, 0, len(head))
-    return reading is not None and _probe(memoryview(reading.data), total, more)
+    return reading is not None and _probe(memoryview(reading.data), total, more, extension_codes)
 
 
-def _probe(view: memoryview, total: int, more: bool) -> bool:
+def _probe(view: memoryview, total: int, more: bool, extension_codes: bool) -> bool:
     stack: list[bool] = []  # one entry per item: is it a str (STACK_GLOBAL's operands must be)
     marks: list[int] = []  # stack heights at each MARK
     memo: dict[int, bool] = {}
@@ -83,7 +88,7 @@ def _probe(view: memoryview, total: int, more: bool) -> bool:
                 # is not dotted identifiers cannot be imported, and the unpickler fails there.
                 return _importable(arg[0])
             if code in _EXT_OPS:
-                return True
+                return extension_codes
             if code == 0x93:  # STACK_GLOBAL
                 return len(stack) - fence >= 2 and stack[-1] and stack[-2]
             if code == 0x28:  # MARK

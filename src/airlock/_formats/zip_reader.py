@@ -174,7 +174,8 @@ def _pickle(
 
 def _sniff_pickle(listing: ZipListing, member: ZipMember) -> Iterator[Issue | bool]:
     try:
-        yield looks_like_pickle(member_head(listing, member, _HEAD))
+        head = member_head(listing, member, _HEAD)
+        yield looks_like_pickle(head, member.uncompressed_size, extension_codes=False)
     except FormatError as exc:
         yield Issue("format.error", Severity.ERROR, f"zip: {exc}", offset=exc.offset)
 
