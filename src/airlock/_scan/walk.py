@@ -52,10 +52,11 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
     except OSError as exc:
         raise UsageError(f"cannot read {root}: {exc.strerror}") from exc
     if not stat.S_ISDIR(st.st_mode):
-        if stat.S_ISLNK(st.st_mode):
+        if stat.S_ISLNK(st.st_mode) and cache_link_target(root) is None:
             # A link named on the command line is the file the caller chose, and what load and
             # convert read through: scan the regular file it points to, under the name given.
-            # (Links met inside a scanned folder are still never followed.)
+            # (Links met inside a scanned folder are still never followed; a Hugging Face cache
+            # link is an entry of its own below, named by the link and read from its blob.)
             with contextlib.suppress(OSError):
                 target = root.resolve(strict=True)
                 if stat.S_ISREG(target.stat().st_mode):
