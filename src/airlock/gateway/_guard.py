@@ -24,8 +24,10 @@ from ``[server]`` (:class:`~airlock.gateway._config.ServerConfig`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
+import resource
 import socket
 import time
 from collections import OrderedDict
@@ -37,7 +39,15 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from airlock.gateway._config import ServerConfig
 
-__all__ = ["ConnectionGuard", "GuardedServer", "PreAuth", "address_key", "guarded_protocol"]
+__all__ = [
+    "ConnectionGuard",
+    "GuardedServer",
+    "PreAuth",
+    "address_key",
+    "connection_cap",
+    "guarded_protocol",
+    "raise_fd_limit",
+]
 
 #: headers that may appear at most once in a request
 SINGLE: Final = frozenset(
@@ -67,11 +77,36 @@ def address_key(host: str | None) -> str:
     return str(address)
 
 
+#: file descriptors kept free for everything but API connections: listeners, SQLite, logs, the
+#: admin port, codec pipes (plus :data:`FDS_PER_LANE` for each lane's workers)
+FDS_RESERVED: Final = 64
+FDS_PER_LANE: Final = 8
+
+
+def connection_cap(configured: int, fd_limit: int, lanes: int) -> int:
+    """The connection cap actually enforced: never more than the descriptors left once the reserve
+    is set aside, so accept() never meets EMFILE (asyncio then stops accepting for a second at a
+    time, and every caller stalls)."""
+    return max(1, min(configured, fd_limit - FDS_RESERVED - FDS_PER_LANE * lanes))
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (at most 65536); return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 65536 if soft == resource.RLIM_INFINITY else soft
+
+
 class ConnectionGuard:
     """Counts open connections in all and per address; shared by every protocol instance."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, cap: int | None = None) -> None:
         self.config = config
+        self.cap = config.max_connections if cap is None else cap
         self.total = 0
         self.by_address: dict[str, int] = {}
         #: connections closed by a cap or a header deadline, by reason (for metrics)
@@ -79,7 +114,7 @@ class ConnectionGuard:
 
     def open(self, key: str) -> str | None:
         """Count a new connection; return the refusal reason (and count nothing) when over a cap."""
-        if self.total >= self.config.max_connections:
+        if self.total >= self.cap:
             self.refused["connections"] += 1
             return "connections"
         if self.by_address.get(key, 0) >= self.config.max_connections_per_address:
