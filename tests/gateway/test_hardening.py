@@ -470,6 +470,11 @@ def test_f7_rows_cut_from_the_end_after_a_crash_are_detected_without_expect_head
     capsys.readouterr()
     assert main(["audit", "verify", "--config", str(config)]) == 1
     assert "the chain ends at seq 7 but the head recorded at" in capsys.readouterr().out
+    # deleting the head file as well does not make the shortened log pass
+    config.write_text(config.read_text().replace("head.json", "gone.json"), encoding="utf-8")
+    assert main(["audit", "verify", "--config", str(config)]) == 1
+    assert "no head file at" in capsys.readouterr().out
+    config.write_text(config.read_text().replace("gone.json", "head.json"), encoding="utf-8")
     # re-chaining the shortened log without the key (plain SHA-256, the old scheme) does not help
     from airlock.gateway._audit import GENESIS
 
