@@ -337,6 +337,37 @@ def test_f4_a_second_slow_request_on_a_kept_alive_connection_times_out_too(make_
         assert _closed_by_server(sock, 5.0)
 
 
+def test_f4_a_client_that_never_reads_its_reply_is_cut_off(make_gateway: Any) -> None:
+    """F4, the other end: a reply that backs up (the client stops reading) held its buffer and the
+    connection forever; now the connection is aborted after send_timeout_seconds."""
+    gateway = make_gateway(
+        server="send_timeout_seconds = 1.0\nmax_body_bytes = 8388608\nrequest_timeout_seconds = 30\n"
+    )
+    x = np.ones((440000, 4), dtype=np.float32)  # 7 MB in, 5.3 MB back: more than the kernel buffers
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [440000, 4],
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+    body = header + x.tobytes()
+    request = (
+        b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {gateway.tokens['acme']}\r\nContent-Length: {len(body)}\r\n".encode()
+        + f"Inference-Header-Content-Length: {len(header)}\r\n\r\n".encode()
+    )  # fmt: skip
+    guard = gateway.running.gateway.state.guard
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.connect(("127.0.0.1", gateway.port))
+        sock.sendall(request + body)  # ... and never read
+        deadline = time.monotonic() + 20
+        while guard.refused["send_timeout"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert guard.refused["send_timeout"] == 1
+        assert guard.total == 0
+    finally:
+        sock.close()
+
+
 # F5 -------------------------------------------------------------------------------------------
 
 

@@ -110,7 +110,9 @@ class ConnectionGuard:
         self.total = 0
         self.by_address: dict[str, int] = {}
         #: connections closed by a cap or a header deadline, by reason (for metrics)
-        self.refused: dict[str, int] = {"connections": 0, "address_connections": 0, "header_timeout": 0}
+        self.refused: dict[str, int] = {
+            "connections": 0, "address_connections": 0, "header_timeout": 0, "send_timeout": 0,
+        }  # fmt: skip
 
     def open(self, key: str) -> str | None:
         """Count a new connection; return the refusal reason (and count nothing) when over a cap."""
@@ -141,6 +143,7 @@ class _GuardedH11(H11Protocol):
         self._guard_key: str | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._timed_cycle: object = None
+        self._send_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -175,8 +178,31 @@ class _GuardedH11(H11Protocol):
         if self._header_timer is not None and self.cycle is not self._timed_cycle:
             self._disarm()  # the header block is complete (uvicorn started a new request cycle)
 
+    def pause_writing(self) -> None:
+        """The reply backs up (the client does not read): it has send_timeout_seconds to resume."""
+        super().pause_writing()
+        if self._send_timer is None and self._guard_key is not None:
+            self._send_timer = self.loop.call_later(
+                self.guard.config.send_timeout_seconds, self._send_deadline
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_deadline(self) -> None:
+        # abort, not close: close() would wait, holding the buffer, for a reader that never reads
+        self._send_timer = None
+        self.guard.refused["send_timeout"] += 1
+        self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._guard_key is not None:
             self.guard.close(self._guard_key)
             self._guard_key = None
