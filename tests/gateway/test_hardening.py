@@ -368,6 +368,28 @@ def test_f4_a_client_that_never_reads_its_reply_is_cut_off(make_gateway: Any) ->
         sock.close()
 
 
+def test_f4_a_refusal_before_the_body_is_read_closes_the_connection(env: Env) -> None:
+    """F4: after a 401 the server kept reading and dropping the unread body for as long as the
+    client trickled it, with no deadline; such replies now close the connection."""
+    port = int(env.url.rsplit(":", 1)[1])
+    key = f"Bearer {_token(env)}".encode()
+    for auth, model, status in (
+        (b"Bearer nonsense", b"affine", b"401"),
+        (key, b"no-such", b"404"),
+        (key, b"affine", b"504"),
+    ):  # the last one: the body never completes within the request deadline
+        path = b"/v2/models/" + model + b"/infer"
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
+                         + b"\r\nContent-Length: 60000\r\n\r\n" + b" " * 100)  # fmt: skip
+            sock.settimeout(5)
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        assert answer.split(b" ")[1] == status and b"connection: close" in answer.lower()
+
+
 # F5 -------------------------------------------------------------------------------------------
 
 

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from typing import Any, Final
 
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from airlock.gateway._config import ServerConfig
@@ -331,11 +331,35 @@ class PreAuth:
             # the body cannot be framed unambiguously: answer and close, never read on
             await _answer(send, 400, "invalid request: ambiguous headers", [(b"connection", b"close")])
             return
+        has_body = b"transfer-encoding" in seen or any(
+            name == b"content-length" and value.strip() != b"0" for name, value in scope["headers"]
+        )
+        close = [(b"connection", b"close")] if has_body else []
         client = scope.get("client")
         wait, reason = self._take(address_key(client[0] if client else None), time.monotonic())
         if wait > 0.0:
             self.refused[reason] += 1
             retry = str(max(1, int(wait + 0.999))).encode("ascii")
-            await _answer(send, 429, "rate limit exceeded: source address", [(b"retry-after", retry)])
+            await _answer(send, 429, "rate limit exceeded: source address", [(b"retry-after", retry), *close])
             return
-        await self.app(scope, receive, send)
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        # A reply sent before the body was read (401, 404, 429, 413, ...) closes the connection:
+        # otherwise the server goes on reading and dropping the unread body, with no deadline, for as
+        # long as the client cares to trickle it.
+        received = False
+
+        async def receive_all() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                received = True
+            return message
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and not received:
+                message = {**message, "headers": [*message.get("headers", []), *close]}
+            await send(message)
+
+        await self.app(scope, receive_all, send_closing)
