@@ -380,6 +380,9 @@ def main() -> None:
                         statuses[str(status)] += 1
                         if status == 200:
                             samples.append(time.perf_counter() - started)
+                        else:  # a refusal sent before the body was read closes the connection
+                            writer.close()
+                            reader, writer = await client.connect()
                     writer.close()
 
                 await asyncio.gather(*(one() for _ in range(64)))
