@@ -14,6 +14,8 @@ affine map (x[N,4] @ W + b) with 2 sandboxed workers per lane.
     goal: B's p99 < 250 ms and < 2x B's p99 alone.
 (c) overhead: ``airlock.sandbox.Worker.infer`` called directly, then the same inference through the
     gateway on one keep-alive connection; goal: the gateway adds < 2 ms p50.
+(d) budget: 64 connections against a tenant whose request budget is half the burst: the only
+    non-200 answers must be the intended 429s.
 
 The client shares the machine's cores with the servers and with whatever else runs there, so
 absolute numbers move between runs; compare the columns of one run.
@@ -45,6 +47,8 @@ from airlock.sandbox import SandboxPolicy, Worker
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
 ECHO_REPLY = b'{"model_name":"affine","id":"x","outputs":[{"name":"y","datatype":"FP32","shape":[1,3],"data":[9.0,11.0,13.0]}]}'
 MAX_BODY = 8 * 1024 * 1024
+#: requests per minute of the "burst" tenant in (d): its burst is 2x this
+BURST_BUDGET = 640
 
 
 def _pct(samples: list[float], q: float) -> float:
@@ -95,7 +99,7 @@ max_concurrent = 1000
 [models.affine]
 path = "affine.onnx"
 runtime = "onnx"
-tenants = ["bench", "a", "b"]
+tenants = ["bench", "a", "b", "burst"]
 workers = 2
 inputs = [{{ name = "x", datatype = "FP32", shape = [-1, 4] }}]
 """,
@@ -309,7 +313,8 @@ def main() -> None:
         store = open_store(config)
         for tenant in ("bench", "a", "b"):
             store.add_tenant(tenant, TenantLimits(10**7, 10**11, 1000))
-        tokens = {t: create_key(store, t)[1] for t in ("bench", "a", "b")}
+        store.add_tenant("burst", TenantLimits(BURST_BUDGET, 10**11, 1000))
+        tokens = {t: create_key(store, t)[1] for t in ("bench", "a", "b", "burst")}
         store.close()
         context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
         print(f"gateway bench, TLS on loopback, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
@@ -361,6 +366,32 @@ def main() -> None:
             print(_line("(c) gateway, 1 TLS connection", through))
             added = statistics.median(through) - statistics.median(direct)
             print(f"{'(c) gateway adds (p50)':<50} {added * 1000:8.3f} ms   goal < 2 ms")
+
+            burst = _request(tokens["burst"], json.dumps(BODY).encode())
+
+            async def budget() -> tuple[list[float], Counter[str]]:
+                client, statuses, samples = _Client(port, context), Counter[str](), []
+
+                async def one() -> None:
+                    reader, writer = await client.connect()
+                    for _ in range(2 * BURST_BUDGET // 64):
+                        started = time.perf_counter()
+                        status = await _exchange(reader, writer, burst)
+                        statuses[str(status)] += 1
+                        if status == 200:
+                            samples.append(time.perf_counter() - started)
+                        else:  # a refusal sent before the body was read closes the connection
+                            writer.close()
+                            reader, writer = await client.connect()
+                    writer.close()
+
+                await asyncio.gather(*(one() for _ in range(64)))
+                return samples, statuses
+
+            samples, statuses = asyncio.run(budget())
+            errors = {k: v for k, v in statuses.items() if k not in ("200", "429")}
+            print(_line(f"(d) budget {BURST_BUDGET}/min, {2 * BURST_BUDGET} requests", samples,
+                        f"{dict(statuses)}  errors {errors or 'none'}"))  # fmt: skip
         finally:
             _stop(gateway)
             _stop(echo)

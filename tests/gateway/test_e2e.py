@@ -250,6 +250,7 @@ def _copy_state(env: Env, folder: Path) -> Path:
     """A copy of the running gateway's state (the head file first, then the database), with a config
     naming the same audit key."""
     folder.mkdir()
+    env.running.gateway._write_head()  # as the gateway does every few seconds
     head = env.config.audit.head_file
     if head.exists():
         (folder / "head.json").write_bytes(head.read_bytes())

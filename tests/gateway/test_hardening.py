@@ -337,6 +337,59 @@ def test_f4_a_second_slow_request_on_a_kept_alive_connection_times_out_too(make_
         assert _closed_by_server(sock, 5.0)
 
 
+def test_f4_a_client_that_never_reads_its_reply_is_cut_off(make_gateway: Any) -> None:
+    """F4, the other end: a reply that backs up (the client stops reading) held its buffer and the
+    connection forever; now the connection is aborted after send_timeout_seconds."""
+    gateway = make_gateway(
+        server="send_timeout_seconds = 1.0\nmax_body_bytes = 8388608\nrequest_timeout_seconds = 30\n"
+    )
+    x = np.ones((440000, 4), dtype=np.float32)  # 7 MB in, 5.3 MB back: more than the kernel buffers
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [440000, 4],
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+    body = header + x.tobytes()
+    request = (
+        b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {gateway.tokens['acme']}\r\nContent-Length: {len(body)}\r\n".encode()
+        + f"Inference-Header-Content-Length: {len(header)}\r\n\r\n".encode()
+    )  # fmt: skip
+    guard = gateway.running.gateway.state.guard
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.connect(("127.0.0.1", gateway.port))
+        sock.sendall(request + body)  # ... and never read
+        deadline = time.monotonic() + 20
+        while guard.refused["send_timeout"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert guard.refused["send_timeout"] == 1
+        assert guard.total == 0
+    finally:
+        sock.close()
+
+
+def test_f4_a_refusal_before_the_body_is_read_closes_the_connection(env: Env) -> None:
+    """F4: after a 401 the server kept reading and dropping the unread body for as long as the
+    client trickled it, with no deadline; such replies now close the connection."""
+    port = int(env.url.rsplit(":", 1)[1])
+    key = f"Bearer {_token(env)}".encode()
+    for auth, model, status in (
+        (b"Bearer nonsense", b"affine", b"401"),
+        (key, b"no-such", b"404"),
+        (key, b"affine", b"504"),
+    ):  # the last one: the body never completes within the request deadline
+        path = b"/v2/models/" + model + b"/infer"
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
+                         + b"\r\nContent-Length: 60000\r\n\r\n" + b" " * 100)  # fmt: skip
+            sock.settimeout(5)
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        assert answer.split(b" ")[1] == status and b"connection: close" in answer.lower()
+
+
 # F5 -------------------------------------------------------------------------------------------
 
 
@@ -470,6 +523,11 @@ def test_f7_rows_cut_from_the_end_after_a_crash_are_detected_without_expect_head
     capsys.readouterr()
     assert main(["audit", "verify", "--config", str(config)]) == 1
     assert "the chain ends at seq 7 but the head recorded at" in capsys.readouterr().out
+    # deleting the head file as well does not make the shortened log pass
+    config.write_text(config.read_text().replace("head.json", "gone.json"), encoding="utf-8")
+    assert main(["audit", "verify", "--config", str(config)]) == 1
+    assert "no head file at" in capsys.readouterr().out
+    config.write_text(config.read_text().replace("gone.json", "head.json"), encoding="utf-8")
     # re-chaining the shortened log without the key (plain SHA-256, the old scheme) does not help
     from airlock.gateway._audit import GENESIS
 
@@ -623,8 +681,11 @@ def test_binary_tensor_extension_round_trip(env: Env) -> None:
         header["inputs"][0] |= {"shape": [1, 4], "parameters": {"binary_data_size": 16}}
         body, headers = _binary(header, nan.tobytes())
         assert client.post("/v2/models/affine/infer", content=body, headers=headers).status_code == 400
-        headers["Inference-Header-Content-Length"] = "-5"
-        assert client.post("/v2/models/affine/infer", content=body, headers=headers).status_code == 400
+        for bad in (b"-5", b"\xb2", b"1e3", b"0"):  # "\xb2" is a Latin-1 digit that int() refuses
+            response = client.post(
+                "/v2/models/affine/infer", content=body, headers={b"Inference-Header-Content-Length": bad}
+            )
+            assert response.status_code == 400, bad
 
 
 def test_large_replies_are_streamed_intact_in_both_encodings(make_gateway: Any) -> None:

@@ -159,3 +159,13 @@ def test_listening_sockets_are_tcp_with_nodelay() -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         sock.close()
+
+
+def test_the_connection_cap_leaves_descriptors_for_everything_else() -> None:
+    from airlock.gateway._guard import FDS_PER_LANE, FDS_RESERVED, connection_cap
+
+    assert connection_cap(1024, 65536, 10) == 1024
+    room = 1024 - FDS_RESERVED - FDS_PER_LANE * 10
+    assert connection_cap(1024, 1024, 10) == room  # an fd limit of 1024 cannot hold 1024 connections
+    assert connection_cap(room - 1, 1024, 10) == room - 1
+    assert connection_cap(1024, 10, 10) == 1

@@ -169,7 +169,8 @@ def _limited(state: GatewayState, tenant: str, admit: Admit) -> _Refused:
 
 async def _body(request: Request, cap: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > cap):
+    # isascii: str.isdigit() accepts digits int() refuses ("²" is Latin-1)
+    if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > cap):
         raise _Refused(_error(413, f"the limit is {cap} bytes"), "denied:body-size")
     chunks: list[bytes] = []
     size = 0
@@ -186,7 +187,7 @@ def _header_length(request: Request) -> int | None:
     raw = request.headers.get("inference-header-content-length")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise _Refused(
             _error(400, "Inference-Header-Content-Length must be a decimal number"), "denied:malformed"
         )

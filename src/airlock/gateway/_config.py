@@ -130,6 +130,8 @@ class ServerConfig:
     header_timeout_seconds: float = 10.0
     #: an idle keep-alive connection is closed after this many seconds
     keep_alive_seconds: float = 5.0
+    #: a connection whose reader lets the reply back up for this long is cut (slow reads)
+    send_timeout_seconds: float = 30.0
     #: token bucket per source address, taken for every request before authentication (429)
     preauth_requests_per_second: float = 1000.0
     preauth_burst: int = 2000
@@ -247,6 +249,7 @@ def _server(base: Path, data: object) -> ServerConfig:
         for key in (
             "header_timeout_seconds",
             "keep_alive_seconds",
+            "send_timeout_seconds",
             "preauth_requests_per_second",
             "preauth_failures_per_second",
         )
@@ -259,6 +262,7 @@ def _server(base: Path, data: object) -> ServerConfig:
         max_connections_per_address=ints["max_connections_per_address"],
         header_timeout_seconds=floats["header_timeout_seconds"],
         keep_alive_seconds=floats["keep_alive_seconds"],
+        send_timeout_seconds=floats["send_timeout_seconds"],
         preauth_requests_per_second=floats["preauth_requests_per_second"],
         preauth_burst=ints["preauth_burst"],
         preauth_failures_per_second=floats["preauth_failures_per_second"],

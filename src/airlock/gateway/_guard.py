@@ -24,20 +24,30 @@ from ``[server]`` (:class:`~airlock.gateway._config.ServerConfig`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
+import resource
 import socket
 import time
 from collections import OrderedDict
 from typing import Any, Final
 
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from airlock.gateway._config import ServerConfig
 
-__all__ = ["ConnectionGuard", "GuardedServer", "PreAuth", "address_key", "guarded_protocol"]
+__all__ = [
+    "ConnectionGuard",
+    "GuardedServer",
+    "PreAuth",
+    "address_key",
+    "connection_cap",
+    "guarded_protocol",
+    "raise_fd_limit",
+]
 
 #: headers that may appear at most once in a request
 SINGLE: Final = frozenset(
@@ -67,19 +77,46 @@ def address_key(host: str | None) -> str:
     return str(address)
 
 
+#: file descriptors kept free for everything but API connections: listeners, SQLite, logs, the
+#: admin port, codec pipes (plus :data:`FDS_PER_LANE` for each lane's workers)
+FDS_RESERVED: Final = 64
+FDS_PER_LANE: Final = 8
+
+
+def connection_cap(configured: int, fd_limit: int, lanes: int) -> int:
+    """The connection cap actually enforced: never more than the descriptors left once the reserve
+    is set aside, so accept() never meets EMFILE (asyncio then stops accepting for a second at a
+    time, and every caller stalls)."""
+    return max(1, min(configured, fd_limit - FDS_RESERVED - FDS_PER_LANE * lanes))
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (at most 65536); return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 65536 if soft == resource.RLIM_INFINITY else soft
+
+
 class ConnectionGuard:
     """Counts open connections in all and per address; shared by every protocol instance."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, cap: int | None = None) -> None:
         self.config = config
+        self.cap = config.max_connections if cap is None else cap
         self.total = 0
         self.by_address: dict[str, int] = {}
         #: connections closed by a cap or a header deadline, by reason (for metrics)
-        self.refused: dict[str, int] = {"connections": 0, "address_connections": 0, "header_timeout": 0}
+        self.refused: dict[str, int] = {
+            "connections": 0, "address_connections": 0, "header_timeout": 0, "send_timeout": 0,
+        }  # fmt: skip
 
     def open(self, key: str) -> str | None:
         """Count a new connection; return the refusal reason (and count nothing) when over a cap."""
-        if self.total >= self.config.max_connections:
+        if self.total >= self.cap:
             self.refused["connections"] += 1
             return "connections"
         if self.by_address.get(key, 0) >= self.config.max_connections_per_address:
@@ -106,6 +143,7 @@ class _GuardedH11(H11Protocol):
         self._guard_key: str | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._timed_cycle: object = None
+        self._send_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -140,8 +178,31 @@ class _GuardedH11(H11Protocol):
         if self._header_timer is not None and self.cycle is not self._timed_cycle:
             self._disarm()  # the header block is complete (uvicorn started a new request cycle)
 
+    def pause_writing(self) -> None:
+        """The reply backs up (the client does not read): it has send_timeout_seconds to resume."""
+        super().pause_writing()
+        if self._send_timer is None and self._guard_key is not None:
+            self._send_timer = self.loop.call_later(
+                self.guard.config.send_timeout_seconds, self._send_deadline
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_deadline(self) -> None:
+        # abort, not close: close() would wait, holding the buffer, for a reader that never reads
+        self._send_timer = None
+        self.guard.refused["send_timeout"] += 1
+        self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._guard_key is not None:
             self.guard.close(self._guard_key)
             self._guard_key = None
@@ -270,11 +331,35 @@ class PreAuth:
             # the body cannot be framed unambiguously: answer and close, never read on
             await _answer(send, 400, "invalid request: ambiguous headers", [(b"connection", b"close")])
             return
+        has_body = b"transfer-encoding" in seen or any(
+            name == b"content-length" and value.strip() != b"0" for name, value in scope["headers"]
+        )
+        close = [(b"connection", b"close")] if has_body else []
         client = scope.get("client")
         wait, reason = self._take(address_key(client[0] if client else None), time.monotonic())
         if wait > 0.0:
             self.refused[reason] += 1
             retry = str(max(1, int(wait + 0.999))).encode("ascii")
-            await _answer(send, 429, "rate limit exceeded: source address", [(b"retry-after", retry)])
+            await _answer(send, 429, "rate limit exceeded: source address", [(b"retry-after", retry), *close])
             return
-        await self.app(scope, receive, send)
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        # A reply sent before the body was read (401, 404, 429, 413, ...) closes the connection:
+        # otherwise the server goes on reading and dropping the unread body, with no deadline, for as
+        # long as the client cares to trickle it.
+        received = False
+
+        async def receive_all() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                received = True
+            return message
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and not received:
+                message = {**message, "headers": [*message.get("headers", []), *close]}
+            await send(message)
+
+        await self.app(scope, receive_all, send_closing)

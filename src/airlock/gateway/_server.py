@@ -32,7 +32,13 @@ from airlock.gateway._app import CLIENT_CN_KEY, GatewayState, build_app
 from airlock.gateway._audit import AuditHead, load_key, write_head
 from airlock.gateway._audit_writer import AuditWriter
 from airlock.gateway._config import GatewayConfig, ModelConfig, TlsConfig
-from airlock.gateway._guard import ConnectionGuard, GuardedServer, guarded_protocol
+from airlock.gateway._guard import (
+    ConnectionGuard,
+    GuardedServer,
+    connection_cap,
+    guarded_protocol,
+    raise_fd_limit,
+)
 from airlock.gateway._memory_limiter import MemoryLimiter
 from airlock.gateway._observe import Metrics
 from airlock.gateway._sqlite_store import SqliteStore
@@ -199,7 +205,13 @@ class Gateway:
                 state.lanes[(tenant, model.name)] = Lane(
                     tenant, model.name, record.digest, factory, model.workers
                 )
-        state.guard = ConnectionGuard(config.server)
+        cap = connection_cap(config.server.max_connections, raise_fd_limit(), len(state.lanes))
+        if cap < config.server.max_connections:
+            _log.warning(
+                "connection cap lowered to fit the file descriptor limit",
+                extra={"max_connections": config.server.max_connections, "effective": cap},
+            )
+        state.guard = ConnectionGuard(config.server, cap)
         state.audit = AuditWriter(store)
         _export(state)
         self.state = state
