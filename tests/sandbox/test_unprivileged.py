@@ -50,7 +50,13 @@ def test_escape_suite_as_unprivileged_user() -> None:
                 "tests/sandbox/test_gate.py",
             ],
             cwd=REPO,
-            env={"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+            # PYTHONPATH: this checkout's airlock, not whichever one the venv has installed
+            env={
+                "HOME": str(home),
+                "PATH": "/usr/bin:/bin",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONPATH": str(REPO / "src"),
+            },
             preexec_fn=preexec,
             capture_output=True,
             timeout=600,
