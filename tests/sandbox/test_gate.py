@@ -283,3 +283,26 @@ def test_worker_errors_escape_job_text(warm: Sandbox, tmp_path: Path) -> None:
     with pytest.raises(SandboxError) as caught:
         warm.open(model)
     assert "\x1b" not in str(caught.value) and "ValueError" in str(caught.value)
+
+
+def test_admission_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    from airlock.gateway._admission import stage_model
+
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            stage_model(fifo, tmp_path / "staging")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("admission blocked on a FIFO")
+    assert len(outcome) == 1 and isinstance(outcome[0], UsageError), outcome
+    assert "not a regular file" in str(outcome[0])

@@ -51,12 +51,12 @@ def test_escape_suite_as_unprivileged_user() -> None:
                 "tests/sandbox/test_gate.py",
             ],
             cwd=REPO,
+            # PYTHONPATH: this checkout's airlock, not whichever one the venv has installed
             env={
                 "HOME": str(home),
                 "PATH": "/usr/bin:/bin",
                 "PYTHONDONTWRITEBYTECODE": "1",
-                # a checkout tested through PYTHONPATH (not installed) must test itself, not the venv's copy
-                **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
+                "PYTHONPATH": str(REPO / "src"),
             },
             preexec_fn=preexec,
             capture_output=True,

@@ -36,7 +36,8 @@ def stage_model(source: Path, staging: Path) -> tuple[Path, str]:
     """Copy ``source`` (a regular file) into ``staging``; return the copy and its sha256 hex digest."""
     staging.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO configured as the model must not block admission (refused just below)
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise UsageError(f"admission: cannot open model {source}: {exc.strerror}") from exc
     digest = hashlib.sha256()
