@@ -71,6 +71,7 @@ def call(fn, *args):
 
 def probe():
     out = {{}}
+    pipe_r, pipe_w = os.pipe()
     for name, target in (("worker", os.getppid()), ("job", {other})):
         rlim = (ctypes.c_uint64 * 2)(1 << 20, 1 << 20)
         param = ctypes.c_int(0)
@@ -94,6 +95,10 @@ def probe():
             "rt_sigqueueinfo": call(libc.syscall, NR["rt_sigqueueinfo"], target, signal.SIGWINCH, info),
             "rt_tgsigqueueinfo": call(libc.syscall, NR["rt_tgsigqueueinfo"], target, target, signal.SIGWINCH, info),
             "pidfd_open": call(libc.syscall, NR["pidfd_open"], target, 0),
+            "fcntl-F_SETOWN": call(libc.fcntl, pipe_r, 8, target),
+            "fcntl-F_SETOWN-high-bits": call(libc.syscall, NR["fcntl"], pipe_r, (1 << 32) | 8, target),
+            "fcntl-F_SETSIG": call(libc.fcntl, pipe_r, 10, signal.SIGWINCH),
+            "ioctl-FIOSETOWN": call(libc.ioctl, pipe_r, 0x8901, ctypes.byref(ctypes.c_int(target))),
             "get_robust_list": call(libc.syscall, NR["get_robust_list"], target, ctypes.byref(nodes), ctypes.byref(nodes)),
         }}
     own = ctypes.c_uint64(0)
@@ -108,7 +113,7 @@ def probe():
     return out
 """
 
-_SYSCALLS = ("prlimit64", "ioprio_set", "migrate_pages", "move_pages", "tgkill", "rt_sigqueueinfo",
+_SYSCALLS = ("fcntl", "prlimit64", "ioprio_set", "migrate_pages", "move_pages", "tgkill", "rt_sigqueueinfo",
              "rt_tgsigqueueinfo", "pidfd_open", "get_robust_list")  # fmt: skip
 
 
@@ -143,7 +148,7 @@ def test_a_job_is_killed_when_its_request_ends(jobs: Sandbox, tmp_path: Path) ->
     with jobs.open(model) as worker:
         pid = worker._pid
         worker.state_dict()
-    assert jobs.exit_status(pid, wait=5) == "killed by SIGKILL"
+    assert jobs.exit_status(pid, wait=15) == "killed by SIGKILL"
     _serves(jobs, tmp_path)
 
 
@@ -157,7 +162,7 @@ def test_a_job_without_close_is_killed_when_the_socket_goes(jobs: Sandbox, tmp_p
     assert worker._sock is not None
     worker._sock.close()  # no "close" frame: only the socket disappears
     worker._sock = None
-    assert jobs.exit_status(pid, wait=5) == "killed by SIGKILL"
+    assert jobs.exit_status(pid, wait=15) == "killed by SIGKILL"
 
 
 def test_each_job_has_its_own_tmp(jobs: Sandbox, tmp_path: Path) -> None:

@@ -82,6 +82,10 @@ _JOB_DENIED: Final = (
     "removexattrat",
 )  # fmt: skip
 
+#: fcntl F_SETOWN, F_SETSIG, F_SETOWN_EX and ioctl FIOSETOWN, SIOCSPGRP: who gets SIGIO for a file
+_FCNTL_OWNER: Final = (8, 10, 15)
+_IOCTL_OWNER: Final = (0x8901, 0x8902)
+
 #: signals: allowed only to the job itself; (syscall, index of its pid argument)
 _SIGNAL_CALLS: Final = (
     ("kill", 0),
@@ -160,6 +164,13 @@ def compile_filter(stage: FilterStage) -> bytes:
             rule(deny, name)
         # a new process is a clone without CLONE_THREAD; threads stay allowed
         rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))  # type: ignore[attr-defined]
+        # signals by way of a file's owner (SIGIO/F_SETSIG to any pid of the same uid when the fd
+        # becomes ready): no job may set an owner or the signal; cmd is a 32-bit int to the kernel
+        masked = sc.MASKED_EQ  # type: ignore[attr-defined]
+        for cmd in _FCNTL_OWNER:
+            rule(deny, "fcntl", arg(1, masked, 0xFFFFFFFF, cmd))
+        for cmd in _IOCTL_OWNER:
+            rule(deny, "ioctl", arg(1, masked, 0xFFFFFFFF, cmd))
         # signals: not to pid 1 (the worker), not to process groups (pid <= 0), not to everyone (-1)
         for name in ("kill", "tkill", "tgkill"):
             rule(deny, name, sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 1))  # type: ignore[attr-defined]
