@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from airlock.errors import FormatError, IntegrityError
-from airlock.integrity import TrustMode, sign, verify
+from airlock.errors import FormatError, IntegrityError, LimitError
+from airlock.integrity import HashLimits, TrustMode, sign, verify
 from tests.integrity.integrity_helpers import (
     MODEL_FILES,
     build_model,
@@ -198,11 +198,14 @@ def test_reference_shard_signature_with_float_shard_size_verifies(
     config.set_hashing_config(hashing_config).sign(model, sig)
     statement = json.loads(base64.b64decode(json.loads(sig.read_text())["dsseEnvelope"]["payload"]))
     assert statement["predicate"]["serialization"]["shard_size"] == 1024.0  # the quirk we tolerate
-    verified = verify(model, signature=sig, key=pki["pub"])
+    small = HashLimits(min_shard_size=1024)
+    verified = verify(model, signature=sig, key=pki["pub"], limits=small)
     assert verified.manifest.params.shard_size == 1024
+    with pytest.raises(LimitError, match=r"shard size 1024 is below the minimum of 1048576 bytes"):
+        verify(model, signature=sig, key=pki["pub"])  # the default floor refuses such a signature
     flip_byte(model / "weights" / "layer.0.bin", 9000)
     with pytest.raises(IntegrityError, match=r"hash mismatch: weights/layer\.0\.bin bytes 8192\.\.9216"):
-        verify(model, signature=sig, key=pki["pub"])
+        verify(model, signature=sig, key=pki["pub"], limits=small)
 
 
 def test_airlock_refuses_a_statement_whose_root_digest_does_not_add_up(
