@@ -151,3 +151,63 @@ def test_duplicate_shard_in_a_manifest_lock_is_refused(tmp_path: Path) -> None:
     lock.write_text(json.dumps(doc))
     with pytest.raises(FormatError, match=r"a shard is listed twice"):
         verify(model, lock=lock)
+
+
+# --- Verified.open hands out exactly the verified bytes
+
+
+def test_open_refuses_a_write_through_a_shared_mapping_that_leaves_the_times_alone(tmp_path: Path) -> None:
+    import mmap
+    import os
+
+    from airlock.errors import IntegrityError
+    from airlock.integrity._lock import render_lock
+
+    data = bytes(range(256)) * 64
+    model = build_model(tmp_path / "model", {"w.bin": data, "config.json": b"{}"})
+    fd = os.open(model / "w.bin", os.O_RDWR)
+    mapping = mmap.mmap(fd, len(data), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    try:
+        mapping[100] = data[100]  # the page is now dirty (and its time already updated)
+        lock = tmp_path / "model.lock"
+        lock.write_text(render_lock(hash(model)))
+        verified = verify(model, lock=lock)
+        before = os.stat(model / "w.bin")
+        mapping[101] = data[101] ^ 0xFF  # a write to the already-dirty page: no fault, no new times
+        after = os.stat(model / "w.bin")
+        assert (before.st_mtime_ns, before.st_ctime_ns, before.st_size, before.st_ino) == (
+            after.st_mtime_ns, after.st_ctime_ns, after.st_size, after.st_ino,
+        )  # fmt: skip
+        with pytest.raises(IntegrityError, match=r"changed after verification: w\.bin bytes 0\.\.16384"):
+            verified.open("w.bin")
+        mapping[101] = data[101]  # back to the verified bytes: handed out, as a sealed private copy
+        with verified.open("w.bin") as fh:
+            assert fh.read() == data
+            import fcntl
+
+            seals = fcntl.fcntl(fh.fileno(), fcntl.F_GET_SEALS)
+            assert seals & fcntl.F_SEAL_WRITE and seals & fcntl.F_SEAL_SEAL
+            with pytest.raises(OSError):
+                os.pwrite(fh.fileno(), b"x", 0)
+            mapping[101] = data[101] ^ 0xFF  # later writes to the file never reach the copy
+            fh.seek(0)
+            assert fh.read() == data
+    finally:
+        mapping.close()
+        os.close(fd)
+
+
+def test_scan_with_lock_reads_the_sealed_copy(tmp_path: Path) -> None:
+    import os
+
+    from airlock._scan.api import scan
+    from airlock.integrity._lock import render_lock
+
+    model = build_model(tmp_path / "model", {"config.json": b'{"model_type": "gpt2"}'})
+    lock = tmp_path / "model.lock"
+    lock.write_text(render_lock(hash(model)))
+    verified = verify(model, lock=lock)
+    with verified.open("config.json") as fh:
+        assert os.readlink(f"/proc/self/fd/{fh.fileno()}").startswith("/memfd:airlock-verified")
+    report = scan(model, verified=verified)
+    assert report.verdict.value == "CLEAN"
