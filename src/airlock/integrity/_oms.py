@@ -66,6 +66,10 @@ def statement_bytes(manifest: Manifest) -> bytes:
         serialization["shard_size"] = params.shard_size
     if params.excluded:
         serialization["ignore_paths"] = list(params.excluded)
+    # model-signing labels shard digests "<hash>-sharded-<size>" and compares labels when it verifies
+    label = params.algorithm.value
+    if params.shard_size is not None:
+        label = f"{label}-sharded-{params.shard_size}"
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": manifest.name, "digest": {"sha256": manifest.root_digest}}],
@@ -73,8 +77,7 @@ def statement_bytes(manifest: Manifest) -> bytes:
         "predicate": {
             "serialization": serialization,
             "resources": [
-                {"name": r.name, "algorithm": params.algorithm.value, "digest": r.digest}
-                for r in manifest.resources()
+                {"name": r.name, "algorithm": label, "digest": r.digest} for r in manifest.resources()
             ],
         },
     }
