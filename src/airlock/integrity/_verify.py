@@ -178,6 +178,7 @@ class _Source:
 
 def _from_bundle(
     bundle: Bundle,
+    raw: bytes,
     *,
     key: PathLike | None,
     certs: Sequence[PathLike],
@@ -210,6 +211,15 @@ def _from_bundle(
             raise IntegrityError(
                 "signature check: the bundle has no certificate (it was signed with a bare key)"
             )
+        if bundle.tlog_entries or _is_keyless(bundle.certificates[0]):
+            # A Fulcio certificate names *who* signed in its SAN; a CA alone accepts anyone it
+            # issued to. Keyless bundles are verified with their log entry, identity and issuer.
+            raise UsageError(
+                "this is a Sigstore keyless bundle: verify it with --trust-root, --identity and "
+                "--issuer (a CA certificate alone would accept any identity it issued to)"
+            )
+        if identity or issuer:
+            raise UsageError("--identity and --issuer apply to Sigstore keyless bundles (--trust-root)")
         anchors = load_certificates(certs, "CA certificate")
         extra = load_certificates(chain, "certificate chain")
         leaf = verify_chain(bundle.certificates[0], bundle.certificates[1:], anchors, extra)
@@ -221,11 +231,27 @@ def _from_bundle(
         assert trust_root is not None
         if not identity or not issuer:
             raise UsageError("Sigstore verification needs both the signer identity and its OIDC issuer")
-        signer = verify_sigstore_bundle(
-            bundle, message, trust_root, identity=identity, issuer=issuer, limits=limits
+        payload_type, payload, signer = verify_sigstore_bundle(
+            raw, trust_root, identity=identity, issuer=issuer, limits=limits
         )
+        if (payload_type, payload) != (bundle.payload_type, bundle.payload):
+            raise IntegrityError("sigstore check: the verified payload is not the bundle's payload")
         mode = TrustMode.SIGSTORE
     return parse_statement(bundle.payload_type, bundle.payload, limits, source), mode, signer
+
+
+#: Fulcio's OIDC issuer extensions (v1 and v2): a certificate for a keyless signature
+_FULCIO_ISSUER_OIDS = ("1.3.6.1.4.1.57264.1.1", "1.3.6.1.4.1.57264.1.8")
+
+
+def _is_keyless(der: bytes) -> bool:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return False
+    return any(ext.oid.dotted_string in _FULCIO_ISSUER_OIDS for ext in cert.extensions)
 
 
 def _load_source(
@@ -262,9 +288,10 @@ def _load_source(
     assert signature is not None
     sig_path = os.path.abspath(os.fspath(signature))
     source = f"signature {os.path.basename(sig_path)}"
-    bundle = parse_bundle(read_bounded(sig_path, limits.max_document_bytes, "signature"))
+    raw = read_bounded(sig_path, limits.max_document_bytes, "signature")
+    bundle = parse_bundle(raw)
     expected, mode, signer = _from_bundle(
-        bundle, key=key, certs=certs, chain=chain, trust_root=trust_root,
+        bundle, raw, key=key, certs=certs, chain=chain, trust_root=trust_root,
         identity=identity, issuer=issuer, limits=limits, source=source,
     )  # fmt: skip
     return _Source(expected, mode, signer, sig_path)
