@@ -42,8 +42,8 @@ def test_hash_lock_then_verify_round_trip(
 
 
 def test_hash_json_and_refusing_symlinks(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["hash", str(model), "--format", "json", "--shard-size", "1024"]) == 0
-    assert json.loads(capsys.readouterr().out)["parameters"]["shard_size"] == 1024
+    assert main(["hash", str(model), "--format", "json", "--shard-size", "1048576"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["shard_size"] == 1048576
     (model / "link").symlink_to("/etc/hostname")
     assert main(["hash", str(model)]) == 1
     assert "symlink: link -> /etc/hostname" in capsys.readouterr().err

@@ -67,7 +67,7 @@ def test_text_output_matches_sha256sum_lines(model: Path) -> None:
 
 
 def test_shards_cover_each_file_in_order_and_match_slices(model: Path) -> None:
-    manifest = hash(model, shard_size=1000)
+    manifest = hash(model, shard_size=1000, limits=HashLimits(min_shard_size=1000))
     entry = next(e for e in manifest.files if e.path == "model.safetensors")
     data = MODEL_FILES["model.safetensors"]
     assert [(s.start, s.end) for s in entry.shards] == [(0, 1000), (1000, 2000), (2000, 3000), (3000, 3100)]

@@ -10,11 +10,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from airlock.errors import FormatError, IntegrityError
-from airlock.integrity import TrustMode, sign, verify
+from airlock.errors import FormatError, IntegrityError, LimitError, UsageError
+from airlock.integrity import HashLimits, TrustMode, sign, verify
 from tests.integrity.integrity_helpers import (
     MODEL_FILES,
     build_model,
@@ -198,11 +199,14 @@ def test_reference_shard_signature_with_float_shard_size_verifies(
     config.set_hashing_config(hashing_config).sign(model, sig)
     statement = json.loads(base64.b64decode(json.loads(sig.read_text())["dsseEnvelope"]["payload"]))
     assert statement["predicate"]["serialization"]["shard_size"] == 1024.0  # the quirk we tolerate
-    verified = verify(model, signature=sig, key=pki["pub"])
+    small = HashLimits(min_shard_size=1024)
+    verified = verify(model, signature=sig, key=pki["pub"], limits=small)
     assert verified.manifest.params.shard_size == 1024
+    with pytest.raises(LimitError, match=r"shard size 1024 is below the minimum of 1048576 bytes"):
+        verify(model, signature=sig, key=pki["pub"])  # the default floor refuses such a signature
     flip_byte(model / "weights" / "layer.0.bin", 9000)
     with pytest.raises(IntegrityError, match=r"hash mismatch: weights/layer\.0\.bin bytes 8192\.\.9216"):
-        verify(model, signature=sig, key=pki["pub"])
+        verify(model, signature=sig, key=pki["pub"], limits=small)
 
 
 def test_airlock_refuses_a_statement_whose_root_digest_does_not_add_up(
@@ -230,3 +234,51 @@ def test_airlock_refuses_a_statement_whose_root_digest_does_not_add_up(
     (tmp_path / "s.sig").write_text(render_bundle(payload, signature, key_hint=None, certificates=[]))
     with pytest.raises(FormatError, match=r"statement: root digest expected sha256:0{64} got sha256:"):
         verify(model, signature=tmp_path / "s.sig", key=pki["pub"])
+
+
+_MODES = [(alg, shard) for alg in ("sha256", "blake2b", "blake3") for shard in (None, 1 << 20)]
+
+
+def _reference_hashing(alg: str, shard: int | None) -> Any:
+    from model_signing import hashing
+
+    name = "blake2" if alg == "blake2b" else alg  # model-signing's name when hashing
+    config = hashing.Config()  # type: ignore[no-untyped-call]
+    if shard is None:
+        return config.use_file_serialization(hashing_algorithm=name)  # type: ignore[arg-type]
+    return config.use_shard_serialization(hashing_algorithm=name, shard_size=shard)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("alg", "shard"), _MODES)
+def test_every_hashing_mode_interoperates_both_ways_or_is_refused(
+    tmp_path: Path, pki: dict[str, Path], alg: str, shard: int | None
+) -> None:
+    from model_signing import signing, verifying
+
+    model = build_model(tmp_path / "model")
+    ours, theirs = tmp_path / "airlock.sig", tmp_path / "reference.sig"
+    # model-signing 1.1.1 guesses its verifier's hashing from the signature only for whole files
+    # with sha256 / blake3 (it reads a shard size as a float and 'blake2b' as unknown, for its own
+    # signatures too), so its verifier is told the mode, as its documentation shows.
+    reference = verifying.Config().use_elliptic_key_verifier(public_key=pki["pub"])  # type: ignore[no-untyped-call]
+    reference.set_hashing_config(_reference_hashing(alg, shard))
+    if alg == "blake3" and shard is not None:
+        with pytest.raises(UsageError, match=r"blake3 signatures cannot be sharded"):
+            sign(model, key=pki["priv"], output=ours, algorithm=alg, shard_size=shard)
+    else:
+        sign(model, key=pki["priv"], output=ours, algorithm=alg, shard_size=shard)
+        statement = json.loads(base64.b64decode(json.loads(ours.read_text())["dsseEnvelope"]["payload"]))
+        label = f"{alg}-sharded-{shard}" if shard else alg
+        assert {r["algorithm"] for r in statement["predicate"]["resources"]} == {label}
+        reference.verify(model, ours)  # raises on any mismatch
+    signer = signing.Config().use_elliptic_key_signer(private_key=pki["priv"])  # type: ignore[no-untyped-call]
+    signer.set_hashing_config(_reference_hashing(alg, shard)).sign(model, theirs)
+    assert verify(model, signature=theirs, key=pki["pub"]).mode is TrustMode.KEY
+    flip_byte(model / "weights" / "layer.0.bin", 10)
+    with pytest.raises(IntegrityError, match=r"hash mismatch: weights/layer\.0\.bin"):
+        verify(model, signature=theirs, key=pki["pub"])
+    if ours.exists():
+        with pytest.raises(IntegrityError, match=r"hash mismatch: weights/layer\.0\.bin"):
+            verify(model, signature=ours, key=pki["pub"])
+        with pytest.raises(ValueError, match=r"mismatch"):
+            reference.verify(model, ours)

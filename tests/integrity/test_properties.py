@@ -41,11 +41,15 @@ def test_manifest_independent_of_creation_order_and_location(
     shuffled = order[:]
     random.Random(seed).shuffle(shuffled)  # noqa: S311 - test data order, not crypto
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        first = hash(_write(Path(a) / "m", files, order), shard_size=shard, limits=HashLimits(workers=1))
+        first = hash(
+            _write(Path(a) / "m", files, order),
+            shard_size=shard,
+            limits=HashLimits(workers=1, min_shard_size=1),
+        )
         second = hash(
             _write(Path(b) / "deeper" / "elsewhere", files, shuffled),
             shard_size=shard,
-            limits=HashLimits(workers=3, chunk_size=4096),
+            limits=HashLimits(workers=3, chunk_size=4096, min_shard_size=1),
         )
     assert first.files == second.files
     assert first.root_digest == second.root_digest
@@ -66,11 +70,14 @@ def test_any_single_byte_change_fails_verification(
     with tempfile.TemporaryDirectory() as tmp:
         root = _write(Path(tmp) / "m", files, sorted(files))
         lock = Path(tmp) / "lock.json"
-        lock.write_text(hash(root, shard_size=shard).to_json() if shard else render_lock(hash(root)))
-        verify(root, lock=lock)  # clean before the change
+        small = HashLimits(min_shard_size=1)
+        lock.write_text(
+            hash(root, shard_size=shard, limits=small).to_json() if shard else render_lock(hash(root))
+        )
+        verify(root, lock=lock, limits=small)  # clean before the change
         changed = bytearray(files[victim])
         changed[offset] ^= mask
         (root / victim).write_bytes(bytes(changed))
         with pytest.raises(IntegrityError, match=r"hash mismatch: ") as info:
-            verify(root, lock=lock)
+            verify(root, lock=lock, limits=small)
     assert f"hash mismatch: {victim} " in str(info.value)

@@ -92,11 +92,12 @@ def test_sha256sum_text_lock_and_manifest_json_are_accepted(model: Path, tmp_pat
     text.write_text(hash(model).to_text())
     assert verify(model, lock=text).mode is TrustMode.LOCK
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(hash(model, shard_size=1024).to_json())
-    verify(model, lock=manifest)
+    small = HashLimits(min_shard_size=1024)
+    manifest.write_text(hash(model, shard_size=1024, limits=small).to_json())
+    verify(model, lock=manifest, limits=small)
     flip_byte(model / "weights" / "layer.0.bin", 5000)
     with pytest.raises(IntegrityError, match=r"hash mismatch: weights/layer.0.bin bytes 4096..5120 expected"):
-        verify(model, lock=manifest)
+        verify(model, lock=manifest, limits=small)
 
 
 def test_single_file_against_a_folder_lock_and_an_expected_digest(model: Path, tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ MODULE_EXTRA: Final[dict[str, str]] = {
     "uvicorn": "serve",
     "prometheus_client": "serve",
     "cyclonedx": "sbom",
+    "sigstore": "sigstore",
 }
 
 #: Extra -> the import names that must be present for it to count as installed.

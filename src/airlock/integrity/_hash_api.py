@@ -83,6 +83,14 @@ def sign(
         certs = [c.public_bytes(Encoding.DER) for c in [leaf, *load_certificates(chain, "certificate chain")]]
     elif chain:
         raise UsageError("a certificate chain needs a signing certificate")
+    algo = Algorithm.parse(algorithm) if isinstance(algorithm, str) else algorithm
+    if algo is Algorithm.BLAKE3 and shard_size is not None:
+        # model-signing 1.1.1 has no blake3 shards (it hashes whole files instead), so it could
+        # never verify such a signature
+        raise UsageError(
+            "blake3 signatures cannot be sharded (model-signing hashes blake3 by whole file); "
+            "drop --shard-size or use sha256 / blake2b"
+        )
     root = os.path.abspath(os.fspath(path))
     out = os.path.abspath(os.fspath(output))
     rel = os.path.relpath(out, root)

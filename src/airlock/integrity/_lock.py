@@ -23,7 +23,7 @@ from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError, LimitError, UsageError
 from airlock.integrity._compare import Expected, ExpectedFile
 from airlock.integrity._manifest import MANIFEST_FORMAT, Manifest, ShardDigest
-from airlock.integrity._params import Algorithm, HashLimits, Method
+from airlock.integrity._params import Algorithm, HashLimits, Method, check_shard_size
 
 __all__ = [
     "LOCK_FORMAT",
@@ -146,6 +146,11 @@ def _from_manifest_json(doc: dict[str, Any], source: str, limits: HashLimits) ->
     except (UsageError, ValueError) as exc:
         raise FormatError(f"{source}: bad parameters: {exc}") from exc
     shard_size = _size(params.get("shard_size"), source) if method is Method.SHARDS else None
+    if method is Method.SHARDS:
+        if shard_size is None:
+            raise FormatError(f"{source}: method shards needs a shard_size")
+        check_shard_size(shard_size, limits, source)
+    total_shards = 0
     out: dict[str, ExpectedFile] = {}
     for item in files:
         if not isinstance(item, dict):
@@ -162,6 +167,9 @@ def _from_manifest_json(doc: dict[str, Any], source: str, limits: HashLimits) ->
         shards = item.get("shards")
         if not isinstance(shards, list):
             raise FormatError(f"{where}: 'shards' must be a list")
+        total_shards += len(shards)
+        if total_shards > limits.max_resources:
+            raise LimitError(f"{source}: more than {limits.max_resources} shards (limit max_resources)")
         parsed = []
         for shard in shards:
             if not isinstance(shard, dict):
@@ -171,6 +179,8 @@ def _from_manifest_json(doc: dict[str, Any], source: str, limits: HashLimits) ->
                 raise FormatError(f"{where}: shard bounds {start!r}..{end!r} are invalid")
             _, hexdigest = parse_digest(shard.get("digest"), where, default=algorithm)
             parsed.append(ShardDigest(start, end, hexdigest))
+        if len({p.start for p in parsed}) != len(parsed):
+            raise FormatError(f"{where}: a shard is listed twice")
         out[path] = ExpectedFile(path, size, None, tuple(parsed))
     return Expected(algorithm, method, shard_size, out, source)
 

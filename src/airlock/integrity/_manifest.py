@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from airlock.errors import LimitError
 from airlock.integrity._digest import Range, hash_ranges
-from airlock.integrity._params import HashLimits, HashParams, Method
+from airlock.integrity._params import HashLimits, HashParams, Method, check_shard_size
 from airlock.integrity._walk import FileRef, Tree
 
 __all__ = [
@@ -133,10 +134,18 @@ def escape_text_path(path: str) -> str:
     return path.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _ranges(files: tuple[FileRef, ...], params: HashParams) -> list[Range]:
+def _ranges(files: tuple[FileRef, ...], params: HashParams, limits: HashLimits) -> list[Range]:
     if params.method is Method.FILES:
         return [Range(f, 0, f.size) for f in files]
     assert params.shard_size is not None
+    check_shard_size(params.shard_size, limits, "hashing")
+    # Count the ranges arithmetically before any is built.
+    count = sum(-(-f.size // params.shard_size) for f in files)
+    if count > limits.max_resources:
+        raise LimitError(
+            f"hashing: shard size {params.shard_size} makes {count} shards, more than {limits.max_resources} "
+            "(limit max_resources); use a larger shard size"
+        )
     out: list[Range] = []
     for f in files:
         # As OMS shards: [0, s), [s, 2s), ... the last one ends at the file size; empty files have none.
@@ -149,7 +158,7 @@ def _ranges(files: tuple[FileRef, ...], params: HashParams) -> list[Range]:
 
 def build_manifest(tree: Tree, params: HashParams, limits: HashLimits) -> Manifest:
     """Hash every listed file of ``tree``; the caller has already dealt with ``tree.problems``."""
-    ranges = _ranges(tree.files, params)
+    ranges = _ranges(tree.files, params, limits)
     digests = hash_ranges(ranges, params.algorithm, limits)
     entries: list[FileEntry] = []
     if params.method is Method.FILES:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -19,7 +20,7 @@ from airlock.errors import FormatError, LimitError, UsageError
 from airlock.integrity._compare import Expected, ExpectedFile
 from airlock.integrity._lock import check_rel_path, load_json_document, parse_digest
 from airlock.integrity._manifest import Manifest, ShardDigest
-from airlock.integrity._params import Algorithm, HashLimits, Method
+from airlock.integrity._params import Algorithm, HashLimits, Method, check_shard_size
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
@@ -65,6 +66,10 @@ def statement_bytes(manifest: Manifest) -> bytes:
         serialization["shard_size"] = params.shard_size
     if params.excluded:
         serialization["ignore_paths"] = list(params.excluded)
+    # model-signing labels shard digests "<hash>-sharded-<size>" and compares labels when it verifies
+    label = params.algorithm.value
+    if params.shard_size is not None:
+        label = f"{label}-sharded-{params.shard_size}"
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": manifest.name, "digest": {"sha256": manifest.root_digest}}],
@@ -72,8 +77,7 @@ def statement_bytes(manifest: Manifest) -> bytes:
         "predicate": {
             "serialization": serialization,
             "resources": [
-                {"name": r.name, "algorithm": params.algorithm.value, "digest": r.digest}
-                for r in manifest.resources()
+                {"name": r.name, "algorithm": label, "digest": r.digest} for r in manifest.resources()
             ],
         },
     }
@@ -213,6 +217,8 @@ def parse_statement(payload_type: str, payload: bytes, limits: HashLimits, sourc
     except (UsageError, ValueError) as exc:
         raise FormatError(f"statement: unsupported serialization: {exc}") from exc
     shard_size = _shard_size(ser.get("shard_size")) if method is Method.SHARDS else None
+    if shard_size is not None:
+        check_shard_size(shard_size, limits, "statement")
     ignore = ser.get("ignore_paths", [])
     if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
         raise FormatError("statement: serialization.ignore_paths must be a list of strings")
@@ -228,6 +234,7 @@ def parse_statement(payload_type: str, payload: bytes, limits: HashLimits, sourc
     names: set[str] = set()
     files: dict[str, ExpectedFile] = {}
     shards: dict[str, list[ShardDigest]] = {}
+    starts: dict[tuple[str, int], str] = {}
     for raw in resources:
         res = _obj(raw, "resource")
         name, algo = res.get("name"), res.get("algorithm")
@@ -245,7 +252,13 @@ def parse_statement(payload_type: str, payload: bytes, limits: HashLimits, sourc
             files[path] = ExpectedFile(path, None, hexdigest)
             continue
         path, start, end = _split_shard(name, shard_size)
-        shards.setdefault(check_rel_path(path, "statement"), []).append(ShardDigest(start, end, hexdigest))
+        path = check_rel_path(path, "statement")
+        if (path, start) in starts:
+            raise FormatError(
+                f"statement: shard {path}:{start} is listed twice ({starts[path, start]!r}, {name!r})"
+            )
+        starts[path, start] = name
+        shards.setdefault(path, []).append(ShardDigest(start, end, hexdigest))
     if hasher.hexdigest() != root_digest:
         raise FormatError(
             f"statement: root digest expected sha256:{root_digest} got sha256:{hasher.hexdigest()} "
@@ -256,11 +269,19 @@ def parse_statement(payload_type: str, payload: bytes, limits: HashLimits, sourc
     return Expected(algorithm, method, shard_size, files, source, excluded_by_source=tuple(ignore))
 
 
+#: a shard offset as model-signing writes it: ASCII digits, no sign, no leading zero (so one shard
+#: has exactly one name; ``str.isdigit`` would also take ``00`` and Arabic-Indic digits)
+_OFFSET: Final = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
 def _split_shard(name: str, shard_size: int | None) -> tuple[str, int, int]:
     path, sep1, rest = name.rpartition(":")
     path, sep2, start_text = path.rpartition(":")
-    if not (sep1 and sep2 and start_text.isdigit() and rest.isdigit()):
-        raise FormatError(f"statement: shard resource {name!r} is not 'path:start:end'")
+    if not (sep1 and sep2 and _OFFSET.fullmatch(start_text) and _OFFSET.fullmatch(rest)):
+        raise FormatError(
+            f"statement: shard resource {name!r} is not 'path:start:end' with decimal offsets "
+            "(ASCII digits, no leading zeros)"
+        )
     start, end = int(start_text), int(rest)
     assert shard_size is not None
     if end <= start or end - start > shard_size or start % shard_size:

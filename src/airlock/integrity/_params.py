@@ -14,7 +14,7 @@ from typing import Final
 
 from airlock.errors import UsageError
 
-__all__ = ["Algorithm", "HashLimits", "HashParams", "Method"]
+__all__ = ["Algorithm", "HashLimits", "HashParams", "Method", "check_shard_size"]
 
 _KIB: Final = 1024
 _MIB: Final = 1024 * _KIB
@@ -95,8 +95,11 @@ class HashLimits:
     workers: int = dataclasses.field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 16)))
     #: bytes of a signature bundle or lock file read into memory
     max_document_bytes: int = 64 * _MIB
-    #: resources (files or shards) listed in one signature or lock file
+    #: resources (files or shards) listed in one signature or lock file, or hashed in one run
     max_resources: int = 4_000_000
+    #: smallest shard size a run, a lock file or a signature may use: a smaller one is refused before
+    #: any range is built (``shard_size: 1`` would make one object per byte)
+    min_shard_size: int = 1 * _MIB
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -105,3 +108,14 @@ class HashLimits:
                 raise UsageError(f"hash limit {field.name} must be a positive integer, got {value!r}")
         if not 4 * _KIB <= self.chunk_size <= 64 * _MIB:
             raise UsageError(f"hash limit chunk_size must be within 4 KiB..64 MiB, got {self.chunk_size}")
+
+
+def check_shard_size(shard_size: int, limits: HashLimits, where: str) -> None:
+    """LimitError when ``shard_size`` is below the floor ``limits.min_shard_size``."""
+    if shard_size < limits.min_shard_size:
+        from airlock.errors import LimitError
+
+        raise LimitError(
+            f"{where}: shard size {shard_size} is below the minimum of {limits.min_shard_size} bytes "
+            "(limit min_shard_size); it would make one digest per few bytes"
+        )

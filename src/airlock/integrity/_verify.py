@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from airlock.errors import IntegrityError, UsageError
 from airlock.integrity._compare import Expected, ExpectedFile, compare, integrity_error
+from airlock.integrity._digest import new_hasher
 from airlock.integrity._keys import (
     certificate_public_key,
     check_signature,
@@ -24,9 +25,9 @@ from airlock.integrity._keys import (
     verify_chain,
 )
 from airlock.integrity._lock import parse_digest, read_bounded, read_lock
-from airlock.integrity._manifest import Manifest, build_manifest
+from airlock.integrity._manifest import FileEntry, Manifest, build_manifest
 from airlock.integrity._oms import Bundle, pae, parse_bundle, parse_statement
-from airlock.integrity._params import HashLimits, HashParams, Method
+from airlock.integrity._params import Algorithm, HashLimits, HashParams, Method
 from airlock.integrity._walk import SINGLE_FILE_NAME, FileRef, Tree, walk
 
 __all__ = ["TrustMode", "Verified", "verify"]
@@ -62,14 +63,22 @@ class Verified:
     _files: tuple[FileRef, ...] = field(default=(), repr=False, compare=False)
 
     def open(self, rel: str) -> BinaryIO:
-        """Open one verified file for reading, refusing it if it is no longer the file that was hashed.
+        """Open one verified file for reading: a private, sealed copy of bytes that were hashed again.
 
-        Checks device, inode, size, modification and change time against what was hashed, on the
-        opened descriptor, so a file swapped or rewritten after verification is an IntegrityError.
+        Metadata cannot prove content: a write through a shared mapping to a page that is already
+        dirty changes a file without touching its mtime or ctime. So the file is read once more,
+        each byte hashed as it is copied into a sealed memfd (no write, grow or shrink possible,
+        by anyone), and the copy is handed out only when every digest matches the manifest again.
+        A file that is not the one that was hashed (device, inode, size, times) is refused first.
+        The copy lives in memory (or swap) while the returned file is open.
         """
         ref = next((f for f in self._files if f.rel == rel), None)
         if ref is None:
             raise UsageError(f"{rel} is not a file of the verified manifest for {self.path}")
+        entries = self.manifest.files
+        entry = next((e for e in entries if e.path == rel), entries[0] if len(entries) == 1 else None)
+        if entry is None or entry.size != ref.size:
+            raise UsageError(f"{rel} has no entry in the verified manifest for {self.path}")
         flags = (
             os.O_RDONLY
             | getattr(os, "O_CLOEXEC", 0)
@@ -81,19 +90,68 @@ class Verified:
             raise IntegrityError(
                 f"changed after verification: {rel} cannot be opened ({exc.strerror})"
             ) from exc
-        st = os.fstat(fd)
-        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if not stat.S_ISREG(st.st_mode) or identity != (
-            ref.dev,
-            ref.ino,
-            ref.size,
-            ref.mtime_ns,
-            ref.ctime_ns,
-        ):
+        try:
+            st = os.fstat(fd)
+            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if not stat.S_ISREG(st.st_mode) or identity != (
+                ref.dev,
+                ref.ino,
+                ref.size,
+                ref.mtime_ns,
+                ref.ctime_ns,
+            ):
+                raise IntegrityError(f"changed after verification: {rel} is not the file that was hashed")
+            os.set_blocking(fd, True)
+            copy = _verified_copy(fd, rel, entry, self.manifest.params.algorithm)
+        finally:
             os.close(fd)
-            raise IntegrityError(f"changed after verification: {rel} is not the file that was hashed")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return os.fdopen(copy, "rb")
+
+
+_COPY_CHUNK = 4 * 1024 * 1024
+_SEALS = ("F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE")
+
+
+def _verified_copy(fd: int, rel: str, entry: FileEntry, algorithm: Algorithm) -> int:
+    """A sealed memfd holding ``entry.size`` bytes of ``fd``, each range hashed as it was copied and
+    compared with the manifest; IntegrityError (and nothing handed out) on any difference."""
+    import fcntl
+
+    ranges = (
+        [(s.start, s.end, s.digest) for s in entry.shards]
+        if entry.digest is None
+        else [(0, entry.size, entry.digest)]
+    )
+    name = "airlock-verified"
+    out = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        for start, end, want in ranges:
+            hasher = new_hasher(algorithm)
+            offset = start
+            while offset < end:
+                data = os.pread(fd, min(_COPY_CHUNK, end - offset), offset)
+                if not data:
+                    raise IntegrityError(
+                        f"changed after verification: {rel} is shorter than {entry.size} bytes"
+                    )
+                hasher.update(data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(out, view) :]
+                offset += len(data)
+            if hasher.hexdigest() != want:
+                raise IntegrityError(
+                    f"changed after verification: {rel} bytes {start}..{end} no longer have the verified digest"
+                )
+        seals = 0
+        for seal in _SEALS:
+            seals |= getattr(fcntl, seal)
+        fcntl.fcntl(out, fcntl.F_ADD_SEALS, seals)
+        os.lseek(out, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(out)
+        raise
+    return out
 
 
 def _single_file_view(expected: Expected, tree: Tree) -> Expected:
@@ -120,6 +178,7 @@ class _Source:
 
 def _from_bundle(
     bundle: Bundle,
+    raw: bytes,
     *,
     key: PathLike | None,
     certs: Sequence[PathLike],
@@ -152,6 +211,15 @@ def _from_bundle(
             raise IntegrityError(
                 "signature check: the bundle has no certificate (it was signed with a bare key)"
             )
+        if bundle.tlog_entries or _is_keyless(bundle.certificates[0]):
+            # A Fulcio certificate names *who* signed in its SAN; a CA alone accepts anyone it
+            # issued to. Keyless bundles are verified with their log entry, identity and issuer.
+            raise UsageError(
+                "this is a Sigstore keyless bundle: verify it with --trust-root, --identity and "
+                "--issuer (a CA certificate alone would accept any identity it issued to)"
+            )
+        if identity or issuer:
+            raise UsageError("--identity and --issuer apply to Sigstore keyless bundles (--trust-root)")
         anchors = load_certificates(certs, "CA certificate")
         extra = load_certificates(chain, "certificate chain")
         leaf = verify_chain(bundle.certificates[0], bundle.certificates[1:], anchors, extra)
@@ -163,11 +231,27 @@ def _from_bundle(
         assert trust_root is not None
         if not identity or not issuer:
             raise UsageError("Sigstore verification needs both the signer identity and its OIDC issuer")
-        signer = verify_sigstore_bundle(
-            bundle, message, trust_root, identity=identity, issuer=issuer, limits=limits
+        payload_type, payload, signer = verify_sigstore_bundle(
+            raw, trust_root, identity=identity, issuer=issuer, limits=limits
         )
+        if (payload_type, payload) != (bundle.payload_type, bundle.payload):
+            raise IntegrityError("sigstore check: the verified payload is not the bundle's payload")
         mode = TrustMode.SIGSTORE
     return parse_statement(bundle.payload_type, bundle.payload, limits, source), mode, signer
+
+
+#: Fulcio's OIDC issuer extensions (v1 and v2): a certificate for a keyless signature
+_FULCIO_ISSUER_OIDS = ("1.3.6.1.4.1.57264.1.1", "1.3.6.1.4.1.57264.1.8")
+
+
+def _is_keyless(der: bytes) -> bool:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return False
+    return any(ext.oid.dotted_string in _FULCIO_ISSUER_OIDS for ext in cert.extensions)
 
 
 def _load_source(
@@ -204,9 +288,10 @@ def _load_source(
     assert signature is not None
     sig_path = os.path.abspath(os.fspath(signature))
     source = f"signature {os.path.basename(sig_path)}"
-    bundle = parse_bundle(read_bounded(sig_path, limits.max_document_bytes, "signature"))
+    raw = read_bounded(sig_path, limits.max_document_bytes, "signature")
+    bundle = parse_bundle(raw)
     expected, mode, signer = _from_bundle(
-        bundle, key=key, certs=certs, chain=chain, trust_root=trust_root,
+        bundle, raw, key=key, certs=certs, chain=chain, trust_root=trust_root,
         identity=identity, issuer=issuer, limits=limits, source=source,
     )  # fmt: skip
     return _Source(expected, mode, signer, sig_path)
