@@ -140,3 +140,19 @@ def test_frame_inside_a_frame_that_overruns_it(tmp_path: Path) -> None:
     finding = _dangerous(report)
     assert (finding.location.members, finding.location.offset) == ((_STEP,), len(data) - len(payload) - 3)
     assert any(f.rule == "pickle.frame-differential" for f in report.findings()), render_text(report)
+
+
+def test_an_opcode_that_fails_inside_a_frame_is_read_again_from_the_file(tmp_path: Path) -> None:
+    """Found by the differential fuzzer: ``pickle.loads`` fails on a STRING whose line starts in
+    the frame (``S0'touch ...'``), so the crossing was never seen; a peek-less reader drops the
+    ``0`` at the frame's end, reads a valid string and runs INST os.system."""
+    marker = tmp_path / "pwned"
+    data = b"\x8c\x01x0(" + _frame(b"S0") + b"'touch " + str(marker).encode() + b"'\nios\nsystem\n."
+    path = tmp_path / "model.pkl"
+    path.write_bytes(data)
+    assert not runs_payload("pickle.loads", path, marker)
+    assert runs_payload("pickle.load(BytesIO)", path, marker)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    finding = _dangerous(report)
+    assert (finding.location.members, finding.location.offset) == ((_STEP,), data.index(b"ios\n"))

@@ -176,6 +176,12 @@ class Machine:
                 else:
                     handlers[code](self, arg, pos, result)
                 pos = nxt
+        except FormatError:
+            if pos < frame_end != _NO_FRAME and result.frame_crossing is None:
+                # An opcode inside a FRAME does not decode: read from the file, it may end past
+                # the frame and be read from other bytes (analysed by the caller).
+                result.frame_crossing = pos
+            raise
         finally:
             result.opcodes = count
 
