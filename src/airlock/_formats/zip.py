@@ -310,50 +310,66 @@ def _read_directory(
             )
         if check_time is not None and len(members) % 4096 == 0:
             check_time()
-        if pos + _CENTRAL_SIZE > end:
-            raise FormatError(
-                f"central directory entry {len(members)} at offset {pos} needs {_CENTRAL_SIZE} bytes, "
-                f"only {end - pos} left in the directory",
-                offset=pos,
+        try:
+            if pos + _CENTRAL_SIZE > end:
+                raise FormatError(
+                    f"central directory entry {len(members)} at offset {pos} needs {_CENTRAL_SIZE} bytes, "
+                    f"only {end - pos} left in the directory",
+                    offset=pos,
+                )
+            if sig(data, pos) != _CENTRAL_SIG:
+                raise FormatError(
+                    f"central directory entry {len(members)}: bad signature {bytes(data[pos : pos + 4])!r} "
+                    f"at offset {pos}",
+                    offset=pos,
+                )
+            (
+                _made,
+                _needed,
+                flags,
+                method,
+                _t,
+                _d,
+                crc,
+                csize,
+                usize,
+                nlen,
+                elen,
+                clen,
+                disk,
+                _ia,
+                _ea,
+                offset,
+            ) = struct.unpack_from("<HHHHHHIIIHHHHHII", data, pos + 4)
+            var_end = pos + _CENTRAL_SIZE + nlen + elen + clen
+            if var_end > end:
+                raise FormatError(
+                    f"central directory entry {len(members)}: name, extra and comment ({nlen}+{elen}+{clen} bytes) "
+                    f"run past the end of the directory at {end}",
+                    offset=pos,
+                )
+            raw_name = bytes(data[pos + _CENTRAL_SIZE : pos + _CENTRAL_SIZE + nlen])
+            extra = data[pos + _CENTRAL_SIZE + nlen : pos + _CENTRAL_SIZE + nlen + elen]
+            name = _decode_name(raw_name, flags, issues, pos)
+            usize, csize, offset = _zip64_fields(extra, usize, csize, offset, disk, name, issues, pos)
+            members.append(_check_local(data, len(members), name, raw_name, flags, method, crc, csize, usize,
+                                        offset + prefix, issues))  # fmt: skip
+            pos = var_end
+        except FormatError as exc:
+            if len(members) < declared:
+                raise
+            # Past the entries the end record counts: torch (miniz) never reads this far, zipfile
+            # refuses the archive. The counted entries are what torch reads: analyse them.
+            issues.append(
+                Issue(
+                    "zip.entry-count",
+                    Severity.SUSPICIOUS,
+                    f"after the {declared} entries the end record counts, the directory holds bytes that "
+                    f"do not list ({exc}): torch (miniz) reads the counted entries, zipfile refuses the archive",
+                    offset=pos,
+                )
             )
-        if sig(data, pos) != _CENTRAL_SIG:
-            raise FormatError(
-                f"central directory entry {len(members)}: bad signature {bytes(data[pos : pos + 4])!r} "
-                f"at offset {pos}",
-                offset=pos,
-            )
-        (
-            _made,
-            _needed,
-            flags,
-            method,
-            _t,
-            _d,
-            crc,
-            csize,
-            usize,
-            nlen,
-            elen,
-            clen,
-            disk,
-            _ia,
-            _ea,
-            offset,
-        ) = struct.unpack_from("<HHHHHHIIIHHHHHII", data, pos + 4)
-        var_end = pos + _CENTRAL_SIZE + nlen + elen + clen
-        if var_end > end:
-            raise FormatError(
-                f"central directory entry {len(members)}: name, extra and comment ({nlen}+{elen}+{clen} bytes) "
-                f"run past the end of the directory at {end}",
-                offset=pos,
-            )
-        raw_name = bytes(data[pos + _CENTRAL_SIZE : pos + _CENTRAL_SIZE + nlen])
-        extra = data[pos + _CENTRAL_SIZE + nlen : pos + _CENTRAL_SIZE + nlen + elen]
-        name = _decode_name(raw_name, flags, issues, pos)
-        usize, csize, offset = _zip64_fields(extra, usize, csize, offset, disk, name, issues, pos)
-        members.append(_check_local(data, len(members), name, raw_name, flags, method, crc, csize, usize,
-                                    offset + prefix, issues))  # fmt: skip
-        pos = var_end
+            return members
     if len(members) != declared:
         issues.append(
             Issue(
