@@ -200,13 +200,15 @@ def _read(cur: _Cursor, ctx: ReadContext) -> Iterator[Fact]:
         if vtype == _STRING:
             raw = cur.string(f"string {key!r:.60}")
             if is_template_key(key):
-                yield Template(key, _text(raw, f"template {key!r:.60}", value_at + 8), offset=value_at)
+                yield Template(
+                    _shown(key), _text(raw, f"template {key!r:.60}", value_at + 8), offset=value_at
+                )
             else:
                 # Any other string that looks like a template is analysed too, whatever its size:
                 # an oversized one is a template.parse error, never skipped.
                 text = bytes(raw).decode("utf-8", "replace")
                 if _looks_like_jinja(text):
-                    yield Template(key, text, offset=value_at)
+                    yield Template(_shown(key), text, offset=value_at)
         elif vtype == _ARRAY and is_template_key(key):
             yield from _template_array(cur, ctx, key)
         elif vtype == _ARRAY:
@@ -226,6 +228,14 @@ def _read(cur: _Cursor, ctx: ReadContext) -> Iterator[Fact]:
         else:
             raise _Stop(_value_type_issue(key, vtype, value_at - 4))
     yield from _tensor_infos(cur, ctx, n_tensors, alignment)
+
+
+#: control characters in keys are shown escaped (a NUL in a key is the point of some attacks)
+_CONTROL: Final = {c: f"\\x{c:02x}" for c in range(32)} | {0: "\\0"}
+
+
+def _shown(key: str) -> str:
+    return key.translate(_CONTROL)
 
 
 def is_template_key(key: str) -> bool:
@@ -264,9 +274,9 @@ def _template_array(cur: _Cursor, ctx: ReadContext, key: str) -> Iterator[Fact]:
             )
         text = _text(raw, f"template {key!r:.60} element {index}", at + 8)
         pieces.append(text)
-        yield Template(f"{key}[{index}]", text, offset=at)
+        yield Template(f"{_shown(key)}[{index}]", text, offset=at)
     if len(pieces) > 1:
-        yield Template(f"{key} (elements joined)", "".join(pieces), offset=type_at)
+        yield Template(f"{_shown(key)} (elements joined)", "".join(pieces), offset=type_at)
 
 
 def _value_type_issue(key: str, vtype: int, offset: int) -> Issue:

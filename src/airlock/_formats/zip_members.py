@@ -41,7 +41,7 @@ def member_head(listing: ZipListing, member: ZipMember, limit: int) -> bytes:
     src = listing.data[member.data_offset : member.data_end]
     if member.method == STORED:
         return bytes(src[:limit])
-    decoder = _decoder(src, member, min(member.uncompressed_size, limit) + 1)
+    decoder = _decoder(src, member, limit + 1)  # the window never needs more than the output
     try:
         return decoder.decompress(src, limit)
     except _DECODE_ERRORS as exc:
