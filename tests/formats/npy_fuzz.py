@@ -35,7 +35,10 @@ _DESCRS = [
     "[('', '<i4')]", "[('', '|V4'), ('', '|V2'), ('a', '<f4')]", "[(('a', 'a'), '<f4')]",
     "[(('t', 'a'), '<f4'), ('t', '<i2')]", "[('a', '|O', (2,))]", "[('a', ('<f4', (2,)))]", "[(1, '<f4')]",
 ]  # fmt: skip
-_INTS = ["3", "0", "1", "2", "-0", "+2", "007", "00", "0x2", "1_0", "2L", "True", "False", "2.0", "-1", "(2)"]
+_INTS = [
+    "3", "0", "1", "2", "-0", "+2", "007", "00", "0x2", "1_0", "2L", "3 L", "1L5", "2l", "0L", "True", "False",
+    "2.0", "-1", "(2)",
+]  # fmt: skip
 _BOOLS = ["False", "True", "0", "1", "None", "'False'"]
 _SPACES = ["", " ", "  ", "\t", "\n", "\r", "\f", "\\\n"]
 
@@ -101,7 +104,7 @@ def airlock_reading(raw: bytes) -> dict[str, Any] | None:
     (hlen,) = struct.unpack_from("<H" if version == 1 else "<I", raw, 8)
     text = raw[start : start + hlen].decode("utf-8" if version == 3 else "latin-1")
     try:
-        header = parse_literal(text, 1 << 20)
+        header = parse_literal(text, 1 << 20, py2_longs=version < 3)
         descr, fortran, shape = _header_fields(header)
         itemsize, has_object = dtype_info(descr)
         if isinstance(descr, tuple) and not has_object:

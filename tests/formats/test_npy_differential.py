@@ -79,3 +79,24 @@ def test_forms_numpy_refuses_are_refused(tmp_path: Path, descr: str, shape: str)
     path = tmp_path / "x.npy"
     path.write_bytes(raw)
     assert scan_one(path).verdict is Verdict.ERROR
+
+
+@pytest.mark.parametrize(("version", "accepted"), [(1, True), (2, True), (3, False)])
+def test_python2_long_literals_as_numpy_reads_them(tmp_path: Path, version: int, accepted: bool) -> None:
+    # numpy drops an 'L' after a number in 1.0/2.0 headers (files written by Python 2)
+    raw = build("{'descr': '<f8', 'fortran_order': False, 'shape': (3L, 2 L), }", version)
+    reading = airlock_reading(raw)
+    path = tmp_path / "py2.npy"
+    path.write_bytes(raw[: len(raw) - 4096] + bytes(48))
+    code = "import sys, numpy as np\nprint(np.load(sys.argv[1]).shape)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode == 0) is accepted, done.stderr
+    if accepted:
+        assert reading is not None and reading["shape"] == [3, 2]
+        assert "(3, 2)" in done.stdout
+        assert scan_one(path).verdict is Verdict.CLEAN
+    else:
+        assert reading is None
+        assert scan_one(path).verdict is Verdict.ERROR

@@ -11,6 +11,7 @@ import io
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,14 @@ def test_ordinary_folder_tar_is_clean(tmp_path: Path) -> None:
         tar.add(folder, arcname=".")
     report = scan_one(archive)
     assert report.verdict is Verdict.CLEAN, report
+
+
+def test_huge_link_targets_are_bounded_and_not_clean(tmp_path: Path) -> None:
+    # pax headers allow megabyte names: resolution stops after a fixed number of components
+    chain = [_member(f"l{i}", sym="/".join([f"l{i + 1}"] * 2000)) for i in range(50)]
+    archive = _tar(tmp_path / "a.tar", [*chain, _member("l0/x", b"owned")])
+    started = time.perf_counter()
+    report = scan_one(archive)
+    assert time.perf_counter() - started < 20
+    assert report.verdict is not Verdict.CLEAN
+    assert "tar.link-write" in {f.rule for f in report.findings}

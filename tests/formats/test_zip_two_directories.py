@@ -121,3 +121,21 @@ def test_bytes_before_an_archive_keep_the_prefix_explanation(tmp_path: Path) -> 
     (finding,) = [f for f in report.findings if f.rule == "zip.prefix"]
     assert "torch (miniz) cannot list it" in finding.message, finding.message
     assert "zip.two-directories" not in rules(report)
+
+
+def test_torchs_directory_shorter_than_the_size_the_record_gives(tmp_path: Path) -> None:
+    # zipfile's directory (the size the end record gives) is longer than torch's: miniz reads the
+    # counted entries and stops; the bytes after them (the start of zipfile's directory) must not
+    # make airlock drop torch's reading.
+    bigger = rebuild_zip(_checkpoint("zipfile"), {}, add=[("archive/extra/notes.txt", b"x" * 40)])
+    proof_marker = tmp_path / "proof"
+    proof = tmp_path / "proof.pt"
+    proof.write_bytes(two_directories(_checkpoint("t", payload(proof_marker)), bigger))
+    _run(_TORCH, proof)
+    assert proof_marker.exists()
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(two_directories(_checkpoint("t", payload(marker)), bigger))
+    report = scan_one(path)
+    assert_malicious(report, "system", marker)
+    assert "zip.two-directories" in rules(report)

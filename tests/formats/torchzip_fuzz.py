@@ -87,15 +87,14 @@ def generate_one(rng: random.Random, tag: int) -> bytes:
     roll = rng.random()
     if roll < 0.15 and not kwargs and not any(e.zip64 for e in entries):
         # a second directory, read by zipfile; torch keeps the end record's offset
-        # the same entries (so the same directory size, which miniz checks), other data.pkl bytes
-        other = build_zip(
-            [
-                dataclasses.replace(e, data=_pickle(tag * 10 + 9))
-                if e.name.lower().endswith(b"data.pkl")
-                else e
-                for e in entries
-            ]
-        )
+        # the same entries (or more: miniz reads the counted ones), other data.pkl bytes
+        other_entries = [
+            dataclasses.replace(e, data=_pickle(tag * 10 + 9)) if e.name.lower().endswith(b"data.pkl") else e
+            for e in entries
+        ]
+        if rng.random() < 0.5:  # zipfile's directory longer than torch's (miniz stops at the count)
+            other_entries.append(Entry(f"{prefix}/extra/notes.txt".encode(), b"n" * rng.randint(0, 50)))
+        other = build_zip(other_entries)
         cd_offset, cd = _directory(raw)
         o_offset, o_cd = _directory(other)
         # [torch's members][zipfile's members][torch's directory][zipfile's directory][end record]

@@ -416,7 +416,7 @@ def test_key_with_a_nul_is_the_template_key_to_llama_cpp(tmp_path: Path, key: st
     path.write_bytes(blob)
     assert key in gguf.GGUFReader(str(path)).fields
     templates = [f for f in _facts(blob) if isinstance(f, Template)]
-    assert [t.name for t in templates] == [key]
+    assert [t.name for t in templates] == [key.replace("\0", "\\0")]
     report = airlock.scan(path)
     assert report.verdict is Verdict.MALICIOUS, render_text(report)
 
@@ -467,3 +467,21 @@ def test_fuzzed_files_every_consumer_template_is_analysed(tmp_path: Path, seed: 
     bad, stats = gguf_fuzz.disagreements(tmp_path, seed, 400)
     assert not bad, "\n".join(bad[:10])
     assert stats["covered"] > 150, stats
+
+
+def test_large_plain_metadata_string_is_not_a_template(tmp_path: Path) -> None:
+    limit = DEFAULT_LIMITS.max_template_bytes
+    text = "{ x }" + "a" * (2 * limit) + "{{ y }"  # no complete marker pair
+    path = tmp_path / "m.gguf"
+    path.write_bytes(GGUF(kv=[("general.notes", STRING, text)]).build())
+    assert airlock.scan(path).verdict is Verdict.CLEAN
+
+
+def test_markers_across_the_chunk_boundary_are_found(tmp_path: Path) -> None:
+    limit = DEFAULT_LIMITS.max_template_bytes
+    text = "a" * ((1 << 20) - 1) + "{{ evil }}" + "b" * limit
+    path = tmp_path / "m.gguf"
+    path.write_bytes(GGUF(kv=[("general.notes", STRING, text)]).build())
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.ERROR
+    assert "template.parse" in {f.rule for f in report.findings()}

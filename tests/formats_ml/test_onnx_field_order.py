@@ -107,3 +107,38 @@ def test_sniff_accepts_every_real_model_prefix() -> None:
     assert onnx.load_from_string(data).graph.name == "g"
     for cut in range(16, len(data) + 1, 7):
         assert looks_like_onnx(data[:cut], len(data)), cut
+
+
+def _unknown(number: int, payload: bytes) -> bytes:
+    return pb_encode_tag(number, 2) + pb_encode_varint(len(payload)) + payload
+
+
+def pb_encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def pb_encode_tag(number: int, wire: int) -> bytes:
+    return pb_encode_varint(number << 3 | wire)
+
+
+@pytest.mark.parametrize("number", [9, 15, 99, 1000])
+def test_unknown_fields_after_a_model_field_are_still_onnx(tmp_path: Path, number: int) -> None:
+    # protobuf keeps fields it does not know; onnx.load and onnxruntime load such a model
+    model = simple_model()
+    model.ir_version = 10
+    data = reorder(model.SerializeToString(), "reversed")
+    first = next(iter(pb.iter_fields(data, 0, len(data))))
+    raw = data[: first.end] + _unknown(number, b"\x00junk" * 50) + data[first.end :]
+    path = tmp_path / "weights.dat"
+    path.write_bytes(raw)
+    subprocess.run([sys.executable, "-c", _RUN, str(path)], check=True, timeout=120, capture_output=True)
+    report = airlock.scan(tmp_path)
+    (only,) = report.files
+    assert only.format == "onnx"
+    assert only.verdict is Verdict.CLEAN, only

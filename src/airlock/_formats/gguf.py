@@ -66,6 +66,7 @@ _U32: Final = struct.Struct("<I")
 _U64: Final = struct.Struct("<Q")
 _TEMPLATE_KEY: Final = "tokenizer.chat_template"
 _COUNT: Final = "gguf.count-exceeds-file"
+_CHUNK: Final = 1 << 20
 _TRUNCATED: Final = "gguf.truncated"
 
 
@@ -79,6 +80,24 @@ class _Stop(Exception):
 
 def _looks_like_jinja(text: str) -> bool:
     return ("{%" in text and "%}" in text) or ("{{" in text and "}}" in text)
+
+
+def _bytes_look_like_jinja(raw: memoryview) -> bool:
+    """:func:`_looks_like_jinja` on bytes, read in bounded chunks (one byte of overlap)."""
+    found: set[bytes] = set()
+    for start in range(0, len(raw), _CHUNK):
+        chunk = bytes(raw[start : start + _CHUNK + 1])
+        found.update(marker for marker in (b"{%", b"%}", b"{{", b"}}") if marker in chunk)
+    return {b"{%", b"%}"} <= found or {b"{{", b"}}"} <= found
+
+
+def _oversized(key: str, size: int, offset: int, limit: int) -> Issue:
+    return Issue(
+        "template.parse",
+        Severity.ERROR,
+        f"template {_shown(key)}: {size} bytes exceeds limit max_template_bytes {limit}",
+        offset=offset,
+    )
 
 
 class _Cursor:
@@ -199,14 +218,20 @@ def _read(cur: _Cursor, ctx: ReadContext) -> Iterator[Fact]:
         value_at = cur.pos
         if vtype == _STRING:
             raw = cur.string(f"string {key!r:.60}")
-            if is_template_key(key):
-                yield Template(key, _text(raw, f"template {key!r:.60}", value_at + 8), offset=value_at)
+            if len(raw) > ctx.limits.max_template_bytes:
+                # Too large to analyse; never decoded (a huge string would cost memory). A template
+                # key, or any string that looks like a template, is an error — never skipped.
+                if is_template_key(key) or _bytes_look_like_jinja(raw):
+                    yield _oversized(key, len(raw), value_at, ctx.limits.max_template_bytes)
+            elif is_template_key(key):
+                yield Template(
+                    _shown(key), _text(raw, f"template {key!r:.60}", value_at + 8), offset=value_at
+                )
             else:
-                # Any other string that looks like a template is analysed too, whatever its size:
-                # an oversized one is a template.parse error, never skipped.
+                # any other string that looks like a template is analysed too
                 text = bytes(raw).decode("utf-8", "replace")
                 if _looks_like_jinja(text):
-                    yield Template(key, text, offset=value_at)
+                    yield Template(_shown(key), text, offset=value_at)
         elif vtype == _ARRAY and is_template_key(key):
             yield from _template_array(cur, ctx, key)
         elif vtype == _ARRAY:
@@ -226,6 +251,14 @@ def _read(cur: _Cursor, ctx: ReadContext) -> Iterator[Fact]:
         else:
             raise _Stop(_value_type_issue(key, vtype, value_at - 4))
     yield from _tensor_infos(cur, ctx, n_tensors, alignment)
+
+
+#: control characters in keys are shown escaped (a NUL in a key is the point of some attacks)
+_CONTROL: Final = {c: f"\\x{c:02x}" for c in range(32)} | {0: "\\0"}
+
+
+def _shown(key: str) -> str:
+    return key.translate(_CONTROL)
 
 
 def is_template_key(key: str) -> bool:
@@ -264,9 +297,9 @@ def _template_array(cur: _Cursor, ctx: ReadContext, key: str) -> Iterator[Fact]:
             )
         text = _text(raw, f"template {key!r:.60} element {index}", at + 8)
         pieces.append(text)
-        yield Template(f"{key}[{index}]", text, offset=at)
+        yield Template(f"{_shown(key)}[{index}]", text, offset=at)
     if len(pieces) > 1:
-        yield Template(f"{key} (elements joined)", "".join(pieces), offset=type_at)
+        yield Template(f"{_shown(key)} (elements joined)", "".join(pieces), offset=type_at)
 
 
 def _value_type_issue(key: str, vtype: int, offset: int) -> Issue:

@@ -78,7 +78,8 @@ class NpyReader:
             text = bytes(data[start:end]).decode(encoding)
         except UnicodeDecodeError as exc:
             raise FormatError(f"npy header is not valid {encoding}: {exc.reason}", offset=start) from exc
-        header = parse_literal(text, ctx.limits.max_header_bytes)
+        # numpy reads Python 2 long literals (3L) in 1.0 and 2.0 headers
+        header = parse_literal(text, ctx.limits.max_header_bytes, py2_longs=major < 3)
         descr, fortran, shape = _header_fields(header)
         itemsize, has_object = dtype_info(descr)
         if isinstance(descr, tuple) and not has_object:

@@ -150,23 +150,33 @@ def looks_like_onnx(head: bytes, size: int) -> bool:
 
     Protobuf fields may come in any order (writers use number order; parsers do not care), so
     the sniff does not ask for ``ir_version`` first: every field seen must be a ModelProto field
-    with its wire type, a length that fits the file, and content of the right shape where the
+    with its wire type (or, after one, a field protobuf keeps as unknown, when an anchor below is
+    seen too), a length that fits the file, and content of the right shape where the
     head shows it (UTF-8 strings; a graph, opset or metadata entry whose own first fields are
     fields of that message). At least one of ``ir_version`` (1..64), ``graph`` and
     ``opset_import`` must be seen, unless a single field already runs past the head; and at least
     two fields, or one that runs past the head. A truncated model is still claimed, so the read
     reports where it breaks."""
     pos = 0
-    seen = anchors = 0
+    seen = anchors = unknown = 0
     end = len(head)
     cut = False
     while pos < end:
         try:
             tag, p = pb.read_varint(head, pos, end)
             number, wire = tag >> 3, tag & 7
-            if _MODEL_FIELDS.get(number) != wire:
+            expected = _MODEL_FIELDS.get(number)
+            if expected is None:
+                # protobuf keeps fields it does not know and onnx.load accepts them; after a
+                # ModelProto field, an unknown one with a valid wire type is allowed
+                if seen == 0 or number == 0 or wire not in (pb.VARINT, pb.I64, pb.LEN, pb.I32):
+                    return False
+                unknown += 1
+            elif expected != wire:
                 return False
-            value, p = pb.read_varint(head, p, end)
+            value = 0
+            if wire in (pb.VARINT, pb.LEN):
+                value, p = pb.read_varint(head, p, end)
         except FormatError:
             cut = True  # a tag or varint cut by the end of the head
             break
@@ -176,17 +186,21 @@ def looks_like_onnx(head: bytes, size: int) -> bool:
                     return False
                 anchors += 1
             pos = p
+        elif wire != pb.LEN:
+            pos = p + (8 if wire == pb.I64 else 4)
         else:
-            if not _plausible_body(number, head[p : min(end, p + value)]):
+            if expected is not None and not _plausible_body(number, head[p : min(end, p + value)]):
                 return False
             if p + value > size:
                 # runs past the end of the file: a truncated model when what came before is
                 # ONNX (claimed, so the read says where it breaks); otherwise not ONNX
-                return anchors >= 1
+                return anchors >= 1 and expected is not None
             anchors += number in (7, 8)
             pos = p + value
         seen += 1
     past = cut or pos > end  # the last field runs past the head: judged on what was seen
+    if unknown:
+        return anchors >= 1 and seen - unknown >= 1
     return seen >= 1 and (anchors >= 1 or past) and (seen >= 2 or past)
 
 

@@ -29,14 +29,17 @@ _OCTAL: Final = frozenset("01234567")
 _WORDS: Final[dict[str, Literal]] = {"True": True, "False": False, "None": None}
 
 
-def parse_literal(text: str, max_length: int) -> Literal:
-    """The literal in ``text`` (surrounding whitespace allowed)."""
+def parse_literal(text: str, max_length: int, *, py2_longs: bool = False) -> Literal:
+    """The literal in ``text`` (surrounding whitespace allowed).
+
+    ``py2_longs``: also read Python 2 long literals (``3L``, ``3 L``) as numpy does for npy format
+    1.0 and 2.0 headers (``_filter_header`` drops a name token ``L`` that follows a number)."""
     if len(text) > max_length:
         raise FormatError(f"literal of {len(text)} characters exceeds {max_length}")
     if "\0" in text:
         # Python refuses source text with NUL bytes (ValueError), so numpy refuses the header.
         raise FormatError("literal holds a NUL byte", offset=text.index("\0"))
-    parser = _Parser(text)
+    parser = _Parser(text, py2_longs=py2_longs)
     value = parser.value(0)
     parser.skip()
     if parser.pos != len(text):
@@ -47,9 +50,10 @@ def parse_literal(text: str, max_length: int) -> Literal:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, py2_longs: bool = False) -> None:
         self.text = text
         self.pos = 0
+        self.py2_longs = py2_longs
 
     def skip(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
@@ -124,9 +128,24 @@ class _Parser:
             raise self.fail("expected an integer of at most 40 digits")
         if self.text[digits] == "0" and self.text[digits : self.pos].strip("0"):
             raise self.fail("leading zeros in a decimal integer (Python refuses them)")
+        value_end = self.pos
         if self.pos < len(self.text) and (self.text[self.pos] in ".eExXjJ_" or self.text[self.pos].isalpha()):
-            raise self.fail("only decimal integers are supported")
-        return int(self.text[start : self.pos])
+            if not (self.py2_longs and self._long_suffix()):
+                raise self.fail("only decimal integers are supported")
+        elif self.py2_longs:
+            self._long_suffix()
+        return int(self.text[start:value_end])
+
+    def _long_suffix(self) -> bool:
+        """Consume spaces and a name token ``L`` after a number; False (nothing consumed) if absent."""
+        at = self.pos
+        while at < len(self.text) and self.text[at] in " \t":
+            at += 1
+        after = self.text[at + 1 : at + 2]
+        if self.text[at : at + 1] != "L" or (after and (after.isalnum() or after == "_")):
+            return False
+        self.pos = at + 1
+        return True
 
     def sequence(self, close: str, depth: int) -> tuple[list[Literal], bool]:
         self.pos += 1

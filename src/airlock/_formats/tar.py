@@ -107,7 +107,7 @@ class TarReader:
                     "first; every copy is analysed",
                 )
         regular = [m for m in members if m.isreg()]
-        yield from extraction_issues(members)
+        yield from extraction_issues(members, ctx.check_time)
         for info in members:
             if not info.isreg() and not info.isdir() and not info.issym() and not info.islnk():
                 yield Issue(

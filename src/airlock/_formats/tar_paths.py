@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import tarfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
 from airlock._formats.base import Issue
@@ -36,6 +36,10 @@ __all__ = ["extraction_issues"]
 
 #: symbolic links the kernel follows in one path lookup before it fails with ELOOP
 _MAX_HOPS: Final = 40
+#: Linux's PATH_MAX: a longer path cannot be opened
+_PATH_MAX: Final = 4096
+#: path components resolved for one path (names and link targets can be megabytes in pax headers)
+_MAX_STEPS: Final = 4096
 _SEPARATORS: Final = re.compile(r"[/\\]")
 _DRIVE: Final = re.compile(r"[A-Za-z]:")
 
@@ -58,10 +62,16 @@ def _walk(start: tuple[str, ...], path: str, links: dict[str, str], *, follow_la
     if _absolute(path):
         return _Landing(None, None)
     todo = deque(_SEPARATORS.split(path))
-    stack = list(start)
+    # stack[i] is the key of the i-th folder level ("a", "a/b", ...): built once per component
+    stack: list[str] = []
+    for part in start:
+        stack.append(f"{stack[-1]}/{part}" if stack else part)
     via: str | None = None
-    hops = 0
+    hops = steps = 0
     while todo:
+        steps += 1
+        if steps > _MAX_STEPS:
+            return _Landing(None, via, loop=True)  # unresolvable within the bound: never "inside"
         part = todo.popleft()
         if part in ("", "."):
             continue
@@ -70,28 +80,31 @@ def _walk(start: tuple[str, ...], path: str, links: dict[str, str], *, follow_la
                 return _Landing(None, via)
             stack.pop()
             continue
-        stack.append(part)
-        key = "/".join(stack)
+        key = f"{stack[-1]}/{part}" if stack else part
+        if len(key) > _PATH_MAX:
+            return _Landing(None, via, loop=True)  # the kernel fails with ENAMETOOLONG: never "inside"
         target = links.get(key)
         if target is None or not (follow_last or any(p not in ("", ".") for p in todo)):
+            stack.append(key)
             continue
         hops += 1
         if hops > _MAX_HOPS:
             return _Landing(None, via, loop=True)
         via = via or key
-        stack.pop()
         if _absolute(target):
             return _Landing(None, via)
         todo.extendleft(reversed(_SEPARATORS.split(target)))
-    return _Landing(tuple(stack), via)
+    return _Landing(tuple(stack[-1].split("/")) if stack else (), via)
 
 
 def _kind(info: tarfile.TarInfo) -> str:
     return "symbolic link" if info.issym() else "hard link"
 
 
-def extraction_issues(members: list[tarfile.TarInfo]) -> Iterator[Issue]:
-    """The findings above, for members in archive order."""
+def extraction_issues(
+    members: list[tarfile.TarInfo], check_time: Callable[[], None] = lambda: None
+) -> Iterator[Issue]:
+    """The findings above, for members in archive order (``check_time`` is called per member)."""
     all_links: dict[str, str] = {}
     for info in members:
         if info.issym():
@@ -101,6 +114,7 @@ def extraction_issues(members: list[tarfile.TarInfo]) -> Iterator[Issue]:
     symlinks: dict[str, str] = {}
     hardlinks: dict[str, str] = {}
     for info in members:
+        check_time()
         lexical = _walk((), info.name, {}, follow_last=False).parts
         if lexical is None:
             yield Issue(
