@@ -248,3 +248,18 @@ def test_copy_of_the_snapshot_is_a_plain_folder(cache: tuple[Path, Path, Path], 
     copy = tmp_path / "copy"
     shutil.copytree(repo / "snapshots" / COMMIT, copy, symlinks=False)
     assert _facts(airlock.scan(copy)) == _facts(airlock.scan(repo / "snapshots" / COMMIT))
+
+
+def test_folder_findings_join_the_open_file_report_with_any_number_of_jobs(
+    cache: tuple[Path, Path, Path],
+) -> None:
+    plain, _, repo = cache
+    for target in (plain, repo / "snapshots" / COMMIT):
+        one, two = airlock.scan(target), airlock.scan(target, jobs=2)
+        assert _facts(one) == _facts(two) and one.verdict is Verdict.MALICIOUS
+        paths = [f.path for f in two.files]
+        assert len(paths) == len(set(paths))  # one report per file, folder findings inside it
+        by_name = {Path(f.path).name: f for f in two.files}
+        code = by_name["modeling_tiny.py"]
+        assert code.format == "hf-folder" and code.verdict is Verdict.MALICIOUS
+        assert by_name["config.json"].blob is None or "/blobs/" in by_name["config.json"].blob
