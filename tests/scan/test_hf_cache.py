@@ -263,3 +263,18 @@ def test_folder_findings_join_the_open_file_report_with_any_number_of_jobs(
         code = by_name["modeling_tiny.py"]
         assert code.format == "hf-folder" and code.verdict is Verdict.MALICIOUS
         assert by_name["config.json"].blob is None or "/blobs/" in by_name["config.json"].blob
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"), [("chat_template.jinja", "template.ssti"), ("modeling_tiny.py", "hf.remote-code")]
+)
+def test_a_single_template_or_code_file_is_judged_by_its_name(
+    cache: tuple[Path, Path, Path], name: str, rule: str
+) -> None:
+    plain, _, repo = cache
+    for target in (plain / name, repo / "snapshots" / COMMIT / name):
+        report = airlock.scan(target)
+        assert report.verdict is Verdict.MALICIOUS, render_text(report)
+        (file,) = report.files
+        assert file.path == str(target)
+        assert any(f.rule == rule and f.severity is Severity.MALICIOUS for f in file.findings)

@@ -84,11 +84,13 @@ def scan(
     # still open (scan_file), so no report is ever rebuilt from its findings.
     by_file: dict[int, tuple[Issue, ...]] = {}
     folder_format = None
-    if base == root:
+    if files:
         checks = folder_checks()
         folder_format = checks[0].name if checks else None
         by_file, others = _run_folder_checks(base, entries, [i for i, _ in files], limits, policy)
-        for offset, (display, issues) in enumerate(others):
+        # One file given: the checks of its folder say what its name makes of it (a template,
+        # remote code); findings about the folder's other files are not part of this scan.
+        for offset, (display, issues) in enumerate(others if base == root else []):
             reports[len(entries) + offset] = _folder_report(display, issues, limits, folder_format)
 
     def rel(entry: Entry) -> str | None:
