@@ -223,11 +223,14 @@ def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue | 
 
 
 #: the start of decoded bytes that some loader reads as a file: zip (torch.save, .keras, npz),
-#: pickle protocols 2-5, gzip/bzip2/xz, NumPy, HDF5, GGUF
+#: gzip (deflate), bzip2, xz, NumPy, HDF5, GGUF
 _MAGICS: Final = (
-    b"PK\x03\x04", b"PK\x05\x06", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"\x1f\x8b",
-    b"BZh", b"\xfd7zXZ", b"\x93NUMPY", b"\x89HDF", b"GGUF",
+    b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b\x08", b"\xfd7zXZ\x00", b"\x93NUMPY", b"\x89HDF\r\n", b"GGUF",
+    *(b"BZh" + bytes([c]) for c in b"123456789"),
 )  # fmt: skip
+#: opcodes a pickle's first object starts with (after PROTO, or a container opcode): with them a
+#: random decoding of an ordinary string is very unlikely to look like a pickle
+_PICKLE_SECOND: Final = frozenset(b"\x95c\x93\x8c()]}NKJM\x8aXUTCBG\x88\x89Vq\x94ldtILSFpgio")
 #: protocol 0/1 pickles: a GLOBAL line (``cos\nsystem\n``), or a container opcode ending in STOP
 _PICKLE_GLOBAL: Final = re.compile(rb"^c[\w.]{1,200}\n[\w.]{1,200}\n")
 _PICKLE_START: Final = frozenset(b"(]})")
@@ -266,11 +269,15 @@ def _embedded(text: str) -> tuple[str, bytes] | None:
             except (binascii.Error, ValueError):
                 continue
     for kind, raw in readings:
-        if len(raw) < 2:
+        if len(raw) < 8:
             continue
         if raw.startswith(_MAGICS) or (raw[:1] in (b"\xe3", b"\x63") and _marshal_raw(raw)):
             return kind, raw
-        if _PICKLE_GLOBAL.match(raw) or (raw[0] in _PICKLE_START and raw.endswith(b".")):
+        if raw[0] == 0x80 and 2 <= raw[1] <= 5 and raw[2] in _PICKLE_SECOND:  # PROTO 2-5
+            return kind, raw
+        if _PICKLE_GLOBAL.match(raw) or (
+            raw[0] in _PICKLE_START and raw[1] in _PICKLE_SECOND and raw.endswith(b".")
+        ):
             return kind, raw
     return None
 
