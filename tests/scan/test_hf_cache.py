@@ -278,3 +278,14 @@ def test_a_single_template_or_code_file_is_judged_by_its_name(
         (file,) = report.files
         assert file.path == str(target)
         assert any(f.rule == rule and f.severity is Severity.MALICIOUS for f in file.findings)
+
+
+def test_relative_paths_into_the_cache(
+    cache: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, hub, repo = cache
+    monkeypatch.chdir(hub)
+    for target in (Path(repo.name), Path("."), Path(repo.name) / "snapshots" / COMMIT / "pytorch_model.bin"):
+        report = airlock.scan(target)
+        assert report.verdict is Verdict.MALICIOUS, render_text(report)
+        assert all(f.verdict is not Verdict.ERROR for f in report.files), render_text(report)
