@@ -217,7 +217,7 @@ def test_ordinary_strings_are_not_mistaken_for_embedded_files() -> None:
     import random
     import string
 
-    from airlock._formats.keras import _embedded
+    from airlock._formats.keras_config import _embedded
 
     rng = random.Random(7)  # noqa: S311 - a seeded test corpus, not a secret
     alphabet = string.ascii_letters + string.digits + "_"
