@@ -449,3 +449,25 @@ def test_allow_names_remote_code_and_dynamic_modules(
     (folder / "modeling_tiny.py").write_text("import os\nos.system('true')\nclass TinyModel: pass\n")
     assert main([*base, *allow, "--allow", "evil_pkg.Grab"]) == 1
     capsys.readouterr()
+
+
+def test_custom_generate_code_in_a_subfolder_is_analysed(hf_folder: Path, tmp_path: Path) -> None:
+    """transformers' from_pretrained(trust_remote_code=True) imports custom_generate/generate.py."""
+    folder = _copy(hf_folder, tmp_path / "f")
+    marker = tmp_path / "pwned"
+    (folder / "custom_generate").mkdir()
+    (folder / "custom_generate" / "generate.py").write_text(
+        f"import os\nos.system('touch {marker}')\n\ndef generate(model, *args, **kwargs):\n    pass\n"
+    )
+    code = (
+        "import sys\nfrom transformers import AutoModelForCausalLM\n"
+        "AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, timeout=180, check=False,
+                   env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert marker.exists(), "the fixture does not run its payload in from_pretrained"
+    marker.unlink()
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    (finding,) = [f for f in report.findings() if f.severity is Severity.MALICIOUS]
+    assert finding.location.path.endswith("custom_generate/generate.py") and finding.callable == "os.system"

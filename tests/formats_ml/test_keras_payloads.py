@@ -209,3 +209,27 @@ def test_stray_characters_do_not_hide_an_embedded_pickle(tmp_path: Path) -> None
     assert base64.b64decode(noisy) == base64.b64decode(text)
     report = scan_one(write_keras(tmp_path / "m.keras", model(torch_module_wrapper(noisy))))
     assert report.verdict is Verdict.MALICIOUS
+
+
+def test_ordinary_strings_are_not_mistaken_for_embedded_files() -> None:
+    """Every config string is decoded the way b64decode would; the magic/opcode checks must keep
+    ordinary names from looking like files (a false nested file could turn a model into an ERROR)."""
+    import random
+    import string
+
+    from airlock._formats.keras_config import _embedded
+
+    rng = random.Random(7)  # noqa: S311 - a seeded test corpus, not a secret
+    alphabet = string.ascii_letters + string.digits + "_"
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(16, 48)))
+        assert _embedded(text) is None, text
+
+
+def test_protocol_0_inst_payload_is_found(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    raw = f"(S'touch {marker}'\nios\nsystem\n.".encode()
+    report = scan_one(
+        write_keras(tmp_path / "m.keras", model(torch_module_wrapper(base64.b64encode(raw).decode())))
+    )
+    assert report.verdict is Verdict.MALICIOUS

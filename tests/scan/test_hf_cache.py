@@ -248,3 +248,44 @@ def test_copy_of_the_snapshot_is_a_plain_folder(cache: tuple[Path, Path, Path], 
     copy = tmp_path / "copy"
     shutil.copytree(repo / "snapshots" / COMMIT, copy, symlinks=False)
     assert _facts(airlock.scan(copy)) == _facts(airlock.scan(repo / "snapshots" / COMMIT))
+
+
+def test_folder_findings_join_the_open_file_report_with_any_number_of_jobs(
+    cache: tuple[Path, Path, Path],
+) -> None:
+    plain, _, repo = cache
+    for target in (plain, repo / "snapshots" / COMMIT):
+        one, two = airlock.scan(target), airlock.scan(target, jobs=2)
+        assert _facts(one) == _facts(two) and one.verdict is Verdict.MALICIOUS
+        paths = [f.path for f in two.files]
+        assert len(paths) == len(set(paths))  # one report per file, folder findings inside it
+        by_name = {Path(f.path).name: f for f in two.files}
+        code = by_name["modeling_tiny.py"]
+        assert code.format == "hf-folder" and code.verdict is Verdict.MALICIOUS
+        assert by_name["config.json"].blob is None or "/blobs/" in by_name["config.json"].blob
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"), [("chat_template.jinja", "template.ssti"), ("modeling_tiny.py", "hf.remote-code")]
+)
+def test_a_single_template_or_code_file_is_judged_by_its_name(
+    cache: tuple[Path, Path, Path], name: str, rule: str
+) -> None:
+    plain, _, repo = cache
+    for target in (plain / name, repo / "snapshots" / COMMIT / name):
+        report = airlock.scan(target)
+        assert report.verdict is Verdict.MALICIOUS, render_text(report)
+        (file,) = report.files
+        assert file.path == str(target)
+        assert any(f.rule == rule and f.severity is Severity.MALICIOUS for f in file.findings)
+
+
+def test_relative_paths_into_the_cache(
+    cache: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, hub, repo = cache
+    monkeypatch.chdir(hub)
+    for target in (Path(repo.name), Path("."), Path(repo.name) / "snapshots" / COMMIT / "pytorch_model.bin"):
+        report = airlock.scan(target)
+        assert report.verdict is Verdict.MALICIOUS, render_text(report)
+        assert all(f.verdict is not Verdict.ERROR for f in report.files), render_text(report)

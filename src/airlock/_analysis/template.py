@@ -41,6 +41,8 @@ import jinja2.filters
 import jinja2.nodes as jn
 from jinja2.exceptions import TemplateSyntaxError
 
+from airlock._analysis.template_fold import fold as _fold
+from airlock._analysis.template_fold import may_build_string as _may_build_string
 from airlock._formats.base import Issue
 from airlock.limits import Limits
 from airlock.results import Severity
@@ -104,13 +106,7 @@ _INTERNAL_ATTRS: Final = frozenset(
     "ag_code format_map".split()
 )
 _DUNDER_WORD: Final = re.compile(r"__[A-Za-z_]\w*__")
-_PRINTF_SIMPLE: Final = re.compile(r"%[%scd]")
-_PRINTF_ANY: Final = re.compile(r"%")
 _FORMAT_FIELD: Final = re.compile(r"\{([^{}]*)\}")
-_MAX_FOLD: Final = 4096
-_STRING_FILTERS: Final = frozenset(
-    "join format string replace reverse lower upper trim first last center".split()
-)
 _MAX_RANGE: Final = 100_000
 
 
@@ -482,129 +478,6 @@ class _Walker:
                 if _is_internal(part) or part.startswith("_"):
                     self.ssti(f"format field {{{field}}} reaches {part!r}", node, _expr(node))
                     return
-
-
-def _may_build_string(node: jn.Node) -> bool:
-    """True when an unresolved key expression may assemble a string (and so an attribute name)."""
-    if isinstance(node, jn.Concat):
-        return True
-    if isinstance(node, jn.Add | jn.Mul | jn.Mod):
-        return any(isinstance(c.value, str) for c in node.find_all(jn.Const)) or any(
-            _may_build_string(n) for n in (node.left, node.right)
-        )
-    if isinstance(node, jn.Filter):
-        return node.name in _STRING_FILTERS
-    if isinstance(node, jn.Call) and isinstance(node.node, jn.Getattr):
-        return node.node.attr in ("join", "format", "replace", "lower", "upper", "strip")
-    return False
-
-
-def _fold(node: jn.Node, consts: dict[str, object]) -> object:
-    """The value of an expression built only from constants, or None. Bounded; runs nothing."""
-    if isinstance(node, jn.Const):
-        value = node.value
-        return value if isinstance(value, str | int | float | bool) else None
-    if isinstance(node, jn.Name) and node.ctx == "load":
-        return consts.get(node.name)
-    if isinstance(node, jn.List | jn.Tuple):
-        items = [_fold(item, consts) for item in node.items]
-        return None if any(i is None for i in items) else items
-    if isinstance(node, jn.Concat):
-        parts = [_fold(item, consts) for item in node.nodes]
-        if any(p is None or isinstance(p, list) for p in parts):
-            return None
-        return _bounded("".join(str(p) for p in parts))
-    if isinstance(node, jn.Add | jn.Mul | jn.Mod):
-        left, right = _fold(node.left, consts), _fold(node.right, consts)
-        return _binary(node, left, right)
-    if isinstance(node, jn.Getitem):
-        base = _fold(node.node, consts)
-        if isinstance(base, str | list) and isinstance(node.arg, jn.Slice):
-            bounds = [
-                None if b is None else _fold(b, consts)
-                for b in (node.arg.start, node.arg.stop, node.arg.step)
-            ]
-            if all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
-                start, stop, step = (b if isinstance(b, int) else None for b in bounds)
-                if step == 0:
-                    return None
-                return base[start:stop:step]
-        index = _fold(node.arg, consts)
-        if isinstance(base, str | list) and isinstance(index, int) and -len(base) <= index < len(base):
-            return base[index]
-        return None
-    if isinstance(node, jn.Filter) and node.node is not None:
-        return _fold_filter(node, _fold(node.node, consts), [_fold(a, consts) for a in node.args])
-    if isinstance(node, jn.Call) and isinstance(node.node, jn.Getattr):
-        receiver = _fold(node.node.node, consts)
-        args = [_fold(a, consts) for a in node.args]
-        if (
-            isinstance(receiver, str)
-            and node.node.attr == "join"
-            and len(args) == 1
-            and isinstance(args[0], list)
-        ):
-            return _bounded(receiver.join(str(a) for a in args[0]))
-        if isinstance(receiver, str) and node.node.attr in ("lower", "upper", "strip") and not args:
-            return getattr(receiver, node.node.attr)()
-        if isinstance(receiver, str) and node.node.attr == "replace":
-            return _replace(receiver, args)
-    return None
-
-
-def _binary(node: jn.Node, left: object, right: object) -> object:
-    if left is None or right is None:
-        return None
-    if isinstance(node, jn.Add):
-        if isinstance(left, str) and isinstance(right, str):
-            return _bounded(left + right)
-        return None
-    if isinstance(node, jn.Mul):
-        if isinstance(left, int) and isinstance(right, str):
-            left, right = right, left
-        if isinstance(left, str) and isinstance(right, int) and not isinstance(right, bool):
-            return left * right if len(left) * max(right, 0) <= _MAX_FOLD else None
-        return None
-    # '%' formatting only with %s %c %d and no width or precision: bounded output, no attribute access.
-    if isinstance(left, str) and len(_PRINTF_ANY.findall(left)) == len(_PRINTF_SIMPLE.findall(left)):
-        args = tuple(right) if isinstance(right, list) else (right,)
-        try:
-            return _bounded(left % args)
-        except (TypeError, ValueError, OverflowError):
-            return None
-    return None
-
-
-def _fold_filter(node: jn.Filter, value: object, args: list[object]) -> object:
-    if value is None:
-        return None
-    if node.name == "join" and isinstance(value, list):
-        sep = args[0] if args and isinstance(args[0], str) else ""
-        return _bounded(sep.join(str(v) for v in value))
-    if node.name == "reverse" and isinstance(value, str | list):
-        return value[::-1]
-    if node.name in ("lower", "upper", "trim", "string") and isinstance(value, str):
-        if node.name == "lower":
-            return value.lower()
-        return value.upper() if node.name == "upper" else value.strip() if node.name == "trim" else value
-    if node.name in ("first", "last") and isinstance(value, str | list) and value:
-        return value[0] if node.name == "first" else value[-1]
-    if node.name == "format" and isinstance(value, str):
-        return _binary(jn.Mod(), value, list(args))
-    if node.name == "replace" and isinstance(value, str):
-        return _replace(value, args)
-    return None
-
-
-def _replace(text: str, args: list[object]) -> str | None:
-    old, new = [*args, None, None][:2]
-    if len(args) != 2 or not isinstance(old, str) or not isinstance(new, str):
-        return None
-    return text.replace(old, new) if len(text) * (len(new) + 1) <= _MAX_FOLD else None
-
-
-def _bounded(text: str) -> str | None:
-    return text if len(text) <= _MAX_FOLD else None
 
 
 def _expr(node: jn.Node, depth: int = 0) -> str:

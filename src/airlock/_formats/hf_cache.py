@@ -77,12 +77,17 @@ def hub_cache_dir(env: dict[str, str] | None = None) -> Path:
     env = dict(os.environ) if env is None else env
     explicit = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
     if explicit:
-        return Path(os.path.expanduser(explicit))
+        return Path(_expand(explicit))
     home = env.get("HF_HOME")
     if not home:
         xdg = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         home = os.path.join(xdg, "huggingface")
-    return Path(os.path.expanduser(home)) / "hub"
+    return Path(_expand(home)) / "hub"
+
+
+def _expand(value: str) -> str:
+    """``~`` and ``$VAR`` expanded, as huggingface_hub does for these variables."""
+    return os.path.expandvars(os.path.expanduser(value))
 
 
 def resolve_hf_uri(uri: str, env: dict[str, str] | None = None) -> Path:

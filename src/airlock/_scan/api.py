@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,6 +81,18 @@ def scan(
             skipped.append(Skipped(entry.display, "special file (device, FIFO or socket): not opened"))
     results: dict[int, FileReport | Skipped] = {}
     listed = {f.path for f in verified.manifest.files} if verified is not None else set()
+    # Folder checks first: what they find about a file joins that file's report while it is
+    # still open (scan_file), so no report is ever rebuilt from its findings.
+    by_file: dict[int, tuple[Issue, ...]] = {}
+    folder_format = None
+    if files:
+        checks = folder_checks()
+        folder_format = checks[0].name if checks else None
+        by_file, others = _run_folder_checks(base, entries, [i for i, _ in files], limits, policy)
+        # One file given: the checks of its folder say what its name makes of it (a template,
+        # remote code); findings about the folder's other files are not part of this scan.
+        for offset, (display, issues) in enumerate(others if base == root else []):
+            reports[len(entries) + offset] = _folder_report(display, issues, limits, folder_format)
 
     def rel(entry: Entry) -> str | None:
         if verified is None:
@@ -94,8 +105,9 @@ def scan(
         if jobs == 1 or len(files) < 2:
             for index, entry in files:
                 results[index] = scan_file(
-                    entry.path, entry.display, base, limits, policy, verified, rel(entry), blob=entry.blob
-                )
+                    entry.path, entry.display, base, limits, policy, verified, rel(entry),
+                    blob=entry.blob, folder_issues=by_file.get(index, ()), folder_format=folder_format,
+                )  # fmt: skip
                 _progress.advance(sizes.get(index, 0), files=1)
         else:
             from concurrent.futures import ProcessPoolExecutor  # only when asked for: costly to import
@@ -112,14 +124,14 @@ def scan(
                         verified,
                         rel(entry),
                         blob=entry.blob,
+                        folder_issues=by_file.get(index, ()),
+                        folder_format=folder_format,
                     )
                     for index, entry in files
                 }
                 for index, future in futures.items():
                     results[index] = future.result()
                     _progress.advance(sizes.get(index, 0), files=1)
-    if base == root:
-        _apply_folder_checks(base, entries, results, limits, policy)
     for index in sorted(results):
         result = results[index]
         if isinstance(result, Skipped):
@@ -163,72 +175,39 @@ def _describe(verified: Verified) -> str:
 
 # --- folder checks (Hugging Face layout ...) -------------------------------------------------
 # Each check in folder_checks() looks at one folder at a time and yields (relative path, Issue).
-# The issues join that file's report; a file the walk listed as skipped (JSON, templates, .py)
-# becomes a report of its own, CLEAN unless an issue says otherwise (checks mark every file they
-# analysed completely with an INFO finding). Issues for "." or for a path not scanned as a file
-# get a report named after the folder.
+# The issues are handed to scan_file with that file's other inputs and join its report; a file
+# the reader alone would list as skipped (JSON, templates, .py) is then reported, CLEAN unless an
+# issue says otherwise (checks mark every file they analysed completely with an INFO finding).
+# Issues for "." or for a path not scanned as a file get a report named after that path.
 
 
-def _apply_folder_checks(
-    base: Path,
-    entries: list[Entry],
-    results: dict[int, FileReport | Skipped],
-    limits: Limits,
-    policy: Policy,
-) -> None:
-    by_path = {entry.path: index for index, entry in enumerate(entries) if index in results}
-    folders = sorted({base} | {entry.path.parent for entry in entries if entry.kind == "file"})
-    extra = len(entries)
+def _run_folder_checks(
+    base: Path, entries: list[Entry], scanned: list[int], limits: Limits, policy: Policy
+) -> tuple[dict[int, tuple[Issue, ...]], list[tuple[str, list[Issue]]]]:
+    by_path = {entries[index].path: index for index in scanned}
+    folders = sorted({base} | {entries[index].path.parent for index in scanned})
+    by_file: dict[int, list[Issue]] = {}
+    others: dict[str, list[Issue]] = {}
     checks = folder_checks()
     for folder in folders:
         ctx = ReadContext(limits=limits, file_path=folder, root=base)
-        pending: dict[int, list[Issue]] = {}
-        displays: dict[str, int] = {}
-        started = time.perf_counter()
-        targets: dict[int, Path] = {}
         for check in checks:
-            for rel, issue in check.check(folder, ctx):
+            for rel, found in check.check(folder, ctx):
                 target = folder / rel if rel != "." else folder
+                issue = apply_allowances(found, policy)
                 index = by_path.get(target)
                 if index is None:
-                    index = displays.setdefault(target.as_posix(), extra + len(displays))
-                targets[index] = target
-                pending.setdefault(index, []).append(apply_allowances(issue, policy))
-        # The folder's checks read its files together: each file they report on is charged the
-        # time they took, and has its own size (not 0: a report lists what it read).
-        seconds = time.perf_counter() - started
-        names = {index: display for display, index in displays.items()}
-        for index, issues in pending.items():
-            previous = results.get(index) if index < len(entries) else None
-            display = entries[index].display if index < len(entries) else names[index]
-            blob = entries[index].blob if index < len(entries) else None
-            size = _size(blob or targets[index]) if (blob or targets[index]).is_file() else 0
-            results[index] = _with_issues(previous, display, issues, limits, size, seconds, blob)
-        extra += len(displays)
+                    others.setdefault(target.as_posix(), []).append(issue)
+                else:
+                    by_file.setdefault(index, []).append(issue)
+    return {i: tuple(v) for i, v in by_file.items()}, list(others.items())
 
 
-def _with_issues(
-    previous: FileReport | Skipped | None,
-    display: str,
-    issues: list[Issue],
-    limits: Limits,
-    size: int,
-    seconds: float,
-    blob: Path | None = None,
-) -> FileReport:
+def _folder_report(display: str, issues: list[Issue], limits: Limits, fmt: str | None) -> FileReport:
     collector = Collector(display, limits)
-    fmt = folder_checks()[0].name
-    if isinstance(previous, FileReport):
-        fmt, size, seconds = previous.format or fmt, previous.size, previous.seconds + seconds
-        for finding in previous.findings:
-            collector.add(
-                finding.location.members,
-                Issue(finding.rule, finding.severity, finding.message, finding.location.offset,
-                      finding.callable, finding.evidence),
-            )  # fmt: skip
     for issue in issues:
         collector.add((), issue)
-    return collector.report(fmt, size, seconds, blob)
+    return collector.report(fmt, 0, 0.0)
 
 
 def _symlink_report(entry: Entry, limits: Limits) -> FileReport:

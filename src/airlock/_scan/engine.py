@@ -77,6 +77,8 @@ def scan_file(
     rel: str | None = None,
     opened: int | None = None,
     blob: Path | None = None,
+    folder_issues: tuple[Issue, ...] = (),
+    folder_format: str | None = None,
 ) -> FileReport | Skipped:
     """Scan one regular file. Never raises for bad input: every failure is a finding.
 
@@ -92,11 +94,23 @@ def scan_file(
 
     ``blob``: for a Hugging Face cache snapshot link, the resolved blob to read; ``path`` (the
     link) still gives the file its name, as the loader sees it.
+
+    ``folder_issues``: what the folder checks found about this file (``folder_format`` names the
+    check); they join the file's findings before its report is closed, and a file they analysed is
+    reported (in that format) instead of skipped.
     """
     start = time.monotonic()
     collector = Collector(display, limits)
     size = 0
     fmt: str | None = None
+
+    def close(fmt: str | None, size: int) -> FileReport:
+        for issue in folder_issues:
+            collector.add((), issue)
+        if fmt is None and folder_issues:
+            fmt = folder_format
+        return collector.report(fmt, size, time.monotonic() - start, blob)
+
     try:
         if opened is not None:
             fd = os.dup(opened)
@@ -110,10 +124,10 @@ def scan_file(
             fd = os.open(blob or path, flags)
     except OSError as exc:
         collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot open: {exc.strerror}"))
-        return collector.report(None, 0, time.monotonic() - start, blob)
+        return close(None, 0)
     except IntegrityError as exc:
         collector.add((), Issue("integrity.changed", Severity.ERROR, str(exc)))
-        return collector.report(None, 0, time.monotonic() - start)
+        return close(None, 0)
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
@@ -122,7 +136,7 @@ def scan_file(
         size = before.st_size
         if size == 0:
             collector.add((), Issue("format.empty", Severity.ERROR, "empty file: nothing to prove clean"))
-            return collector.report(None, 0, time.monotonic() - start, blob)
+            return close(None, 0)
         mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
         try:
             view = memoryview(mapped)
@@ -137,7 +151,7 @@ def scan_file(
 
                 ctx = ReadContext(limits=limits, file_path=path, root=root, check_time=check_time)
                 fmt = _scan_data(view, ctx, collector, policy, top_name=path.name)
-                if fmt is None and not looks_like_model_file(path.name):
+                if fmt is None and not folder_issues and not looks_like_model_file(path.name):
                     return Skipped(display, "content of no known model format, and not a model file name")
             finally:
                 view.release()
@@ -158,7 +172,7 @@ def scan_file(
         collector.add((), Issue("file.unreadable", Severity.ERROR, f"cannot read: {exc.strerror}"))
     finally:
         os.close(fd)
-    return collector.report(fmt, size, time.monotonic() - start, blob)
+    return close(fmt, size)
 
 
 def _close_mapping(mapped: mmap.mmap) -> None:

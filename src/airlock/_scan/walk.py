@@ -110,7 +110,9 @@ def _in_cache(folder: Path) -> bool:
     """``<repo>/.no_exist`` or ``<hub>/.locks``: bookkeeping of the Hugging Face hub cache."""
     parent = folder.parent
     if folder.name == ".no_exist":
-        return (parent / "snapshots").is_dir() and cache_repo(parent / "snapshots" / "x" / "y") == parent
+        return (parent / "snapshots").is_dir() and cache_repo(
+            parent / "snapshots" / "x" / "y"
+        ) == parent.absolute()
     try:
         with os.scandir(parent) as it:
             return any(cache_repo(Path(e.path) / "snapshots" / "x" / "y") is not None for e in it)
