@@ -20,7 +20,10 @@ COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 COPY docs ./docs
 COPY setup.py ./
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+COPY requirements ./requirements
+COPY tools/lock_to_constraints.py ./tools/
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && python tools/lock_to_constraints.py requirements/dev.lock > /wheels/constraints.txt
 
 FROM python:3.12-slim-bookworm
 ARG EXTRAS=sandbox,numpy,onnx,safetensors,integrity,serve,sbom
@@ -29,11 +32,11 @@ ARG EXTRAS=sandbox,numpy,onnx,safetensors,integrity,serve,sbom
 RUN apt-get update \
     && apt-get install -y --no-install-recommends bubblewrap libseccomp2 \
     && rm -rf /var/lib/apt/lists/*
-COPY requirements/dev.lock /tmp/constraints.txt
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --constraint /tmp/constraints.txt \
+# The tested versions (requirements/dev.lock) as constraints: the wheel built above has no hash to pin.
+RUN pip install --no-cache-dir --constraint /wheels/constraints.txt \
         "$(ls /wheels/model_airlock-*.whl)[${EXTRAS}]" \
-    && rm -rf /wheels /tmp/constraints.txt \
+    && rm -rf /wheels \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin airlock
 USER 10001:10001
 WORKDIR /home/airlock

@@ -72,14 +72,22 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _versions_of_the_lock(folder: Path) -> Path:
-    """requirements/dev.lock as plain constraints (name==version): pip turns --require-hashes on for
-    any hashed line, and the wheel under test cannot be in the lock."""
-    lines = []
-    for line in (ROOT / "requirements" / "dev.lock").read_text().splitlines():
-        if line and not line.startswith((" ", "#")):
-            lines.append(line.removesuffix("\\").strip())
+    """requirements/dev.lock as plain constraints (tools/lock_to_constraints.py, as the Dockerfile
+    does): pip turns --require-hashes on for any hashed line, and the wheel under test has no hash."""
+    made = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "lock_to_constraints.py"),
+            str(ROOT / "requirements" / "dev.lock"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     path = folder / "constraints.txt"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(made.stdout)
+    assert "torch==2.13.0" in made.stdout and "--hash" not in made.stdout
     return path
 
 
