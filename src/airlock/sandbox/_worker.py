@@ -108,7 +108,9 @@ class Sandbox:
             self.kill()  # the worker spoke out of protocol: it is no longer trusted to run jobs
             raise
 
-    def _spawn(self, deadline: float) -> tuple[socket.socket, int]:
+    def _spawn(self, deadline: float | None = None) -> tuple[socket.socket, int]:
+        if deadline is None:
+            deadline = time.monotonic() + self.policy.limits.wall_seconds
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             send_frame(self.control, {"type": "spawn"}, fds=[theirs.fileno()], deadline=deadline)
