@@ -156,10 +156,34 @@ def flat(value, prefix, out):
         for i, v in enumerate(value):
             flat(v, f"{prefix}.{i}" if prefix else str(i), out)
 
+def components(name, t, out):
+    # what airlock.load gives for a quantized or sparse tensor: its parts as dense tensors
+    if t.is_quantized:
+        out[name] = t.int_repr()
+        if t.qscheme() == torch.per_tensor_affine:
+            out[name + ".scale"] = torch.tensor(t.q_scale(), dtype=torch.float64)
+            out[name + ".zero_point"] = torch.tensor(t.q_zero_point(), dtype=torch.int64)
+        else:
+            out[name + ".scales"] = t.q_per_channel_scales()
+            out[name + ".zero_points"] = t.q_per_channel_zero_points()
+            out[name + ".axis"] = torch.tensor(t.q_per_channel_axis(), dtype=torch.int64)
+        return True
+    layout = str(t.layout)
+    if layout == "torch.sparse_coo":
+        parts = {"indices": t._indices(), "values": t._values()}
+    elif layout in ("torch.sparse_csr", "torch.sparse_bsr"):
+        parts = {"crow_indices": t.crow_indices(), "col_indices": t.col_indices(), "values": t.values()}
+    elif layout in ("torch.sparse_csc", "torch.sparse_bsc"):
+        parts = {"ccol_indices": t.ccol_indices(), "row_indices": t.row_indices(), "values": t.values()}
+    else:
+        return False
+    for key, part in parts.items():
+        out[name + "." + key] = part
+    out[name + ".size"] = torch.tensor(list(t.shape), dtype=torch.int64)
+    return True
+
 def digest(t):
     t = t.detach()
-    if t.is_quantized or t.is_sparse:
-        return None
     t = t.resolve_conj().resolve_neg().contiguous()
     raw = t.as_strided((t.numel(),), (1,)).view(torch.uint8).numpy().tobytes() if t.numel() else b""
     return hashlib.sha256(raw).hexdigest()
@@ -182,6 +206,10 @@ for path in json.load(sys.stdin):
         out = {}
         value, via = load(path)
         flat(value, "", out)
+        for name, t in list(out.items()):
+            if t.is_quantized or t.layout != torch.strided:
+                del out[name]
+                components(name, t, out)
         row = {}
         for name, t in out.items():
             try:

@@ -434,3 +434,50 @@ def test_torch_tensors_are_aligned_even_when_the_zip_member_is_not(tmp_path: Pat
         [sys.executable, str(script), str(src)], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-1000:]
+
+
+def test_quantized_and_sparse_tensors_load_as_their_parts(tmp_path: Path) -> None:
+    import torch
+
+    state = {
+        "q": torch.quantize_per_tensor(torch.tensor([1.0, -2.0, 3.5]), 0.5, 3, torch.qint8),
+        "qu": torch.quantize_per_tensor(torch.linspace(0, 4, 6).reshape(2, 3), 0.25, 10, torch.quint8),
+        "q32": torch.quantize_per_tensor(torch.tensor([1.0, 2.0]), 0.1, 0, torch.qint32),
+        "qc": torch.quantize_per_channel(
+            torch.arange(6.0).reshape(2, 3),
+            torch.tensor([0.1, 0.2], dtype=torch.float64),
+            torch.tensor([0, 1]),
+            0,
+            torch.quint8,
+        ),
+        "coo": torch.sparse_coo_tensor(
+            torch.tensor([[0, 1, 1], [2, 0, 1]]), torch.tensor([3.0, 4.0, 5.0]), (2, 3)
+        ),
+        "csr": torch.tensor([[0.0, 1.0], [2.0, 0.0]]).to_sparse_csr(),
+        "csc": torch.tensor([[0.0, 1.0], [2.0, 3.0]]).to_sparse_csc(),
+        "dense": torch.ones(2),
+    }
+    path = tmp_path / "qs.pt"
+    torch.save(state, path)
+    torch_says = torch_load([path])[str(path)]
+    got = airlock_load(path)
+    assert "ok" in got and got == torch_says
+    assert {"q", "q.scale", "q.zero_point", "qc.scales", "qc.zero_points", "qc.axis", "coo.indices", "coo.values",
+            "coo.size", "csr.crow_indices", "csc.row_indices"} <= set(got["ok"])  # fmt: skip
+    assert got["ok"]["q"][0] == "int8" and got["ok"]["qu"][0] == "uint8" and got["ok"]["q32"][0] == "int32"
+
+
+def test_convert_refuses_a_quantized_tensor_by_name(tmp_path: Path) -> None:
+    import torch
+
+    src = tmp_path / "q.pt"
+    torch.save(
+        {"w": torch.ones(2), "layer.q": torch.quantize_per_tensor(torch.ones(3), 0.5, 0, torch.qint8)}, src
+    )
+    dst = tmp_path / "q.safetensors"
+    with pytest.raises(FormatError, match=r"tensor 'layer\.q' is quantized \(qint8 \(per_tensor_affine\)\)"):
+        convert(src, dst)
+    assert not dst.exists()
+    sparse = tmp_path / "s.pt"
+    torch.save({"s": torch.eye(3).to_sparse()}, sparse)
+    convert(sparse, tmp_path / "s.safetensors")  # components are dense tensors

@@ -76,6 +76,11 @@ def convert_file(
     with open_checked(src, limits, policy or Policy(allow=allow), writable=False) as mapped:
         plan = plan_tensors(mapped, limits, allow)
         for name, ref in plan.items():
+            if ref.quantized is not None:
+                raise FormatError(
+                    f"tensor {name!r} is quantized ({ref.quantized}); safetensors has no quantized dtype, "
+                    "so airlock convert refuses it (airlock.load gives its integer representation and parameters)"
+                )
             if ref.dtype.safetensors is None:
                 raise FormatError(
                     f"tensor {name!r}: safetensors has no {ref.dtype.name} dtype; cannot convert"

@@ -105,10 +105,12 @@ STORAGE_TYPES: Final[dict[str, str]] = {
     "BoolStorage": "bool", "BFloat16Storage": "bfloat16", "ComplexDoubleStorage": "complex128",
     "ComplexFloatStorage": "complex64", "UntypedStorage": "uint8",
 }  # fmt: skip
-#: quantized storages: named so the refusal can say what they are
-QUANTIZED_STORAGES: Final = frozenset(
-    {"QInt8Storage", "QInt32Storage", "QUInt8Storage", "QUInt4x2Storage", "QUInt2x4Storage"}
-)
+#: quantized storages: torch's quantized dtype and the integer type of its representation; the
+#: sub-byte packed ones (no representation of their own) are refused by name
+QUANTIZED_STORAGES: Final[dict[str, tuple[str, str | None]]] = {
+    "QInt8Storage": ("qint8", "int8"), "QUInt8Storage": ("quint8", "uint8"), "QInt32Storage": ("qint32", "int32"),
+    "QUInt4x2Storage": ("quint4x2", None), "QUInt2x4Storage": ("quint2x4", None),
+}  # fmt: skip
 
 
 def torch_dtype(name: str) -> DType:

@@ -9,6 +9,8 @@ the state BUILD would give them, never by calling the class.
 
 from __future__ import annotations
 
+import dataclasses
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -30,7 +32,7 @@ from airlock._load.dtypes import DType, dtype_from_numpy, torch_dtype
 from airlock._load.model import Storage, TensorRef, check_view, contiguous_strides
 from airlock.errors import FormatError, LimitError, PolicyError
 
-__all__ = ["StorageType", "TypedStorage", "realise"]
+__all__ = ["Quantized", "StorageType", "TypedStorage", "realise"]
 
 #: containers deeper than this are refused (real checkpoints nest a handful of levels)
 MAX_DEPTH: Final = 200
@@ -48,9 +50,19 @@ _RECONSTRUCT: Final = frozenset({"numpy.core.multiarray._reconstruct", "numpy._c
 _NP_DTYPE: Final = "numpy.dtype"
 _NP_NDARRAY: Final = "numpy.ndarray"
 #: tensor kinds torch can pickle that airlock.load refuses, and why
+_QTENSOR: Final = "torch._utils._rebuild_qtensor"
+_SPARSE: Final = "torch._utils._rebuild_sparse_tensor"
+_GET_LAYOUT: Final = "torch.serialization._get_layout"
+_QSCHEMES: Final = frozenset({"per_tensor_affine", "per_channel_affine", "per_channel_affine_float_qparams"})
+#: sparse layouts torch saves, and the names of their components (after the indices: values)
+_LAYOUTS: Final = {
+    "torch.sparse_coo": ("indices", "values"),
+    "torch.sparse_csr": ("crow_indices", "col_indices", "values"),
+    "torch.sparse_csc": ("ccol_indices", "row_indices", "values"),
+    "torch.sparse_bsr": ("crow_indices", "col_indices", "values"),
+    "torch.sparse_bsc": ("ccol_indices", "row_indices", "values"),
+}
 _UNSUPPORTED: Final = {
-    "torch._utils._rebuild_qtensor": "a quantized tensor",
-    "torch._utils._rebuild_sparse_tensor": "a sparse tensor",
     "torch._utils._rebuild_nested_tensor": "a nested tensor",
     "torch._utils._rebuild_meta_tensor_no_storage": "a meta tensor (no data)",
     "torch._utils._rebuild_wrapper_subclass": "a tensor subclass",
@@ -70,6 +82,26 @@ class StorageType:
 @dataclass(frozen=True)
 class _DTypeValue:
     dtype: DType
+
+
+@dataclass(frozen=True)
+class _QScheme:
+    name: str
+
+
+@dataclass(frozen=True)
+class _Layout:
+    name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Quantized:
+    """A quantized tensor: its integer representation (``ref``, marked ``quantized``) and its
+    quantization parameters as small tensors (``scale``/``zero_point``, or per channel
+    ``scales``/``zero_points``/``axis``), flattened to ``name`` and ``name.<parameter>``."""
+
+    ref: TensorRef
+    extras: dict[str, TensorRef]
 
 
 #: resolves a realised persistent id (a tuple) to a storage
@@ -160,6 +192,8 @@ class _Walker:
             return StorageType(name)
         if module in ("torch.storage", "torch") and name == "UntypedStorage":
             return StorageType("UntypedStorage")
+        if module == "torch" and name in _QSCHEMES and not node.dynamic:
+            return _QScheme(name)
         if module == "torch" and not node.dynamic:
             try:
                 return _DTypeValue(torch_dtype(name))
@@ -197,9 +231,22 @@ class _Walker:
         if dotted in (_TENSOR_V2, _TENSOR_V3, _TENSOR_V1):
             self._no_state(call, where)
             return _tensor(dotted, args, where)
+        if dotted == _QTENSOR:
+            self._no_state(call, where)
+            return _qtensor(args, where, call.offset)
+        if dotted == _SPARSE:
+            self._no_state(call, where)
+            return _sparse(args, where, call.offset)
+        if dotted == _GET_LAYOUT:
+            if len(args) != 1 or args[0] not in _LAYOUTS:
+                raise FormatError(
+                    f"{where}: layout {args[:1]!r:.60} is not a sparse layout airlock.load reads"
+                )
+            assert isinstance(args[0], str)
+            return _Layout(args[0])
         if dotted in _PARAMETER:
             self._no_state(call, where)
-            if len(args) not in (3, 4) or not isinstance(args[0], TensorRef):
+            if len(args) not in (3, 4) or not isinstance(args[0], TensorRef | Quantized):
                 raise FormatError(
                     f"{where}: expected (tensor, requires_grad, hooks[, state]), got {len(args)} arguments"
                 )
@@ -401,6 +448,8 @@ def _tensor(dotted: str, args: tuple[object, ...], where: str) -> TensorRef:
         raise PolicyError(f"{where}: backward hooks are refused")
     if not isinstance(storage, TypedStorage):
         raise FormatError(f"{where}: first argument is not a storage from a persistent id")
+    if storage.quantized is not None:
+        raise FormatError(f"{where}: a plain tensor over a {storage.quantized} storage (torch refuses it)")
     # v1/v2: the dtype of the storage object (the first reference to its key decides, as in
     # torch); v3: the explicit dtype over the storage's bytes.
     dtype = storage.dtype
@@ -423,7 +472,84 @@ def _tensor(dotted: str, args: tuple[object, ...], where: str) -> TensorRef:
 @dataclass(frozen=True, eq=False)
 class TypedStorage:
     """What a storage persistent id resolves to: the bytes, and the dtype of the storage object
-    (``torch.UntypedStorage``: uint8, as torch's loader makes it)."""
+    (``torch.UntypedStorage``: uint8, as torch's loader makes it; a quantized storage: the integer
+    type of its representation, and ``quantized`` names torch's dtype)."""
 
     storage: Storage
     dtype: DType
+    quantized: str | None = None
+
+
+def _inline(values: list[int] | list[float], dtype: str, shape: tuple[int, ...], offset: int) -> TensorRef:
+    """A small tensor made of parameters the pickle holds (a scale, a zero point, a size)."""
+    code = "d" if dtype == "float64" else "q"
+    data = struct.pack(f"<{len(values)}{code}", *values)
+    storage = Storage(f"inline@{offset}", len(data), 0, (0, 0), 1, data)
+    return TensorRef(storage, torch_dtype(dtype), 0, shape, contiguous_strides(shape))
+
+
+def _hooks_ok(value: object, where: str) -> None:
+    if value not in ({}, None):
+        raise PolicyError(f"{where}: backward hooks are refused")
+
+
+def _qtensor(args: tuple[object, ...], where: str, offset: int) -> Quantized:
+    """``_rebuild_qtensor(storage, offset, size, stride, qparams, requires_grad, hooks)``."""
+    if len(args) != 7:
+        raise FormatError(f"{where}: expected 7 arguments, got {len(args)}")
+    storage, start, shape, stride, qparams, _grad, hooks = args
+    _hooks_ok(hooks, where)
+    if not isinstance(storage, TypedStorage) or storage.quantized is None:
+        raise FormatError(f"{where}: a quantized tensor needs a quantized storage (QInt8Storage ...)")
+    ref = check_view(where, storage.storage, storage.dtype, start, shape, stride)
+    if not isinstance(qparams, tuple) or not qparams or not isinstance(qparams[0], _QScheme):
+        raise FormatError(f"{where}: quantizer parameters {qparams!r:.60} are not (scheme, ...)")
+    scheme = qparams[0].name
+    extras: dict[str, TensorRef]
+    if scheme == "per_tensor_affine":
+        if len(qparams) != 3 or type(qparams[1]) not in (float, int) or type(qparams[2]) is not int:
+            raise FormatError(f"{where}: per-tensor parameters are not (scheme, scale, zero_point)")
+        extras = {
+            "scale": _inline([float(qparams[1])], "float64", (), offset),
+            "zero_point": _inline([qparams[2]], "int64", (), offset),
+        }
+    else:
+        if (
+            len(qparams) != 4
+            or not all(isinstance(p, TensorRef) for p in qparams[1:3])
+            or type(qparams[3]) is not int
+        ):
+            raise FormatError(f"{where}: per-channel parameters are not (scheme, scales, zero_points, axis)")
+        assert isinstance(qparams[1], TensorRef) and isinstance(qparams[2], TensorRef)
+        extras = {
+            "scales": qparams[1],
+            "zero_points": qparams[2],
+            "axis": _inline([qparams[3]], "int64", (), offset),
+        }
+    marked = dataclasses.replace(ref, quantized=f"{storage.quantized} ({scheme})")
+    return Quantized(marked, extras)
+
+
+def _sparse(args: tuple[object, ...], where: str, offset: int) -> dict[str, TensorRef]:
+    """``_rebuild_sparse_tensor(layout, data)``: the components, as dense tensors, and the size."""
+    if len(args) != 2 or not isinstance(args[0], _Layout) or not isinstance(args[1], tuple):
+        raise FormatError(f"{where}: expected (layout, data)")
+    names = _LAYOUTS[args[0].name]
+    data = args[1]
+    extra = data[len(names) + 1 :]
+    if (
+        args[0].name == "torch.sparse_coo"
+        and extra
+        and not (len(extra) == 1 and type(extra[0]) in (bool, type(None)))
+    ):
+        raise FormatError(f"{where}: sparse COO data is not (indices, values, size[, is_coalesced])")
+    if args[0].name != "torch.sparse_coo" and extra:
+        raise FormatError(f"{where}: sparse data has {len(data)} parts, expected {len(names) + 1}")
+    if len(data) < len(names) + 1 or not all(isinstance(part, TensorRef) for part in data[: len(names)]):
+        raise FormatError(f"{where}: sparse components are not tensors")
+    size = data[len(names)]
+    if not isinstance(size, tuple) or not all(type(n) is int and n >= 0 for n in size):
+        raise FormatError(f"{where}: sparse size {size!r:.60} is not a tuple of sizes")
+    out: dict[str, TensorRef] = {name: part for name, part in zip(names, data, strict=False)}
+    out["size"] = _inline(list(size), "int64", (len(size),), offset)
+    return out

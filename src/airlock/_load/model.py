@@ -54,6 +54,8 @@ class TensorRef:
     stride: tuple[int, ...]
     neg: bool = False
     conj: bool = False
+    #: for the integer representation of a quantized tensor: torch's dtype and scheme
+    quantized: str | None = None
 
     @property
     def numel(self) -> int:

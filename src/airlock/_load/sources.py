@@ -28,7 +28,7 @@ from airlock._formats.pyliteral import parse_literal
 from airlock._formats.zip import STORED, ZipListing, ZipMember, member_bytes, parse_zip
 from airlock._formats.zip_reader import _torch_prefix
 from airlock._load.dtypes import DTYPES, QUANTIZED_STORAGES, STORAGE_TYPES, DType, dtype_from_numpy
-from airlock._load.graph import StorageType, TypedStorage, realise
+from airlock._load.graph import Quantized, StorageType, TypedStorage, realise
 from airlock._load.model import Storage, TensorRef, check_view, contiguous_strides
 from airlock._scan.collect import Collector
 from airlock._scan.engine import _scan_data
@@ -144,17 +144,22 @@ def _no_pid(pid: tuple[object, ...], offset: int) -> TypedStorage:
     raise FormatError(f"persistent id at offset {offset} in a plain pickle: no loader defines it")
 
 
-def _storage_dtype(kind: object, where: str) -> DType:
+def _storage_dtype(kind: object, where: str) -> tuple[DType, str | None]:
+    """The dtype a storage class holds, and its quantized torch dtype (``qint8``) or None."""
     if not isinstance(kind, StorageType):
         raise FormatError(f"{where}: storage type is not a torch storage class")
-    if kind.name in QUANTIZED_STORAGES:
-        raise FormatError(
-            f"{where}: torch.{kind.name} holds quantized data; airlock.load realises dense tensors only"
-        )
+    quantized = QUANTIZED_STORAGES.get(kind.name)
+    if quantized is not None:
+        qname, rep = quantized
+        if rep is None:
+            raise FormatError(
+                f"{where}: torch.{kind.name} holds packed {qname} data; airlock.load refuses it"
+            )
+        return DTYPES[rep], qname
     name = STORAGE_TYPES.get(kind.name)
     if name is None:
         raise FormatError(f"{where}: unknown storage type torch.{kind.name}")
-    return DTYPES[name]
+    return DTYPES[name], None
 
 
 def _one(listing: ZipListing, name: str) -> ZipMember | None:
@@ -190,7 +195,7 @@ def _torch_zip(
                 f"{where}: expected ('storage', type, key, location, numel), got {len(pid)} fields"
             )
         _, kind, key, location, numel = pid
-        dtype = _storage_dtype(kind, where)
+        dtype, quantized = _storage_dtype(kind, where)
         if not isinstance(key, str) or not key or "/" in key or not isinstance(location, str):
             raise FormatError(f"{where}: storage key {key!r:.40} or location is malformed")
         if type(numel) is not int or numel < 0:
@@ -214,7 +219,7 @@ def _torch_zip(
         else:
             data = bytes(member_bytes(listing, member, limits))
             storage = Storage(key, len(data), 0, region, swap, data)
-        typed = TypedStorage(storage, dtype)
+        typed = TypedStorage(storage, dtype, quantized)
         if nbytes:
             loaded[key] = typed
         return typed
@@ -353,7 +358,9 @@ def _legacy_pid(pid: tuple[object, ...], offset: int) -> tuple[str, DType, int, 
     if kind_v == StorageType("UntypedStorage"):
         # torch's legacy loader reads the dtype off the storage class; UntypedStorage has none
         raise FormatError(f"{where}: torch.UntypedStorage in a legacy file (torch cannot load it either)")
-    dtype = _storage_dtype(kind_v, where)
+    dtype, quantized = _storage_dtype(kind_v, where)
+    if quantized is not None:
+        raise FormatError(f"{where}: a quantized storage in a legacy file is not supported by airlock.load")
     if not isinstance(key, str) or not isinstance(location, str) or type(numel) is not int or numel < 0:
         raise FormatError(f"{where}: malformed key, location or element count")
     if view_meta is None:
@@ -467,9 +474,16 @@ def flatten(value: object) -> dict[str, TensorRef]:
     paths: dict[str, tuple[object, ...]] = {}
     if isinstance(value, TensorRef):
         return {"tensor": value}
+    if isinstance(value, Quantized):
+        value = {"tensor": value}
     stack: list[tuple[tuple[object, ...], object]] = [((), value)]
     while stack:
         path, item = stack.pop()
+        if isinstance(item, Quantized):
+            for key, sub in reversed(list(item.extras.items())):
+                stack.append(((*path, key), sub))
+            stack.append((path, item.ref))
+            continue
         if isinstance(item, TensorRef):
             name = ".".join(str(part) for part in path)
             if name in out:
