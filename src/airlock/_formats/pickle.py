@@ -22,7 +22,7 @@ __all__ = ["LEGACY_MAGIC", "PickleReader", "TorchLegacyReader", "looks_like_pick
 LEGACY_MAGIC: Final = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
 _HIGHEST_PROTOCOL: Final = 5
 _GLOBAL_OPS: Final = frozenset({0x63, 0x69})  # GLOBAL INST: import the module named on the line
-_EXT_OPS: Final = frozenset({0x82, 0x83, 0x84})  # EXT1/2/4: the copyreg registry imports a global
+_EXT_OPS: Final = frozenset({0x82, 0x83, 0x84})  # EXT1/2/4: a global from the copyreg registry
 _GET_OPS: Final = frozenset({0x67, 0x68, 0x6A})
 _PUT_OPS: Final = frozenset({0x70, 0x71, 0x72})
 _STR_OPS: Final = frozenset({0x53, 0x54, 0x55, 0x56, 0x58, 0x8C, 0x8D})  # push a str (py2 str too)
@@ -35,7 +35,7 @@ def looks_like_pickle(head: bytes, size: int | None = None) -> bool:
     MARKs, memo) are applied to ``head`` from its first byte, in both ways CPython reads a pickle
     (``pickle.loads`` and a file reader without ``peek``, which differ around FRAME). The content
     is a pickle when the unpickler would reach STOP, or import something (GLOBAL/INST naming a
-    module, STACK_GLOBAL on two strings, an extension code) before it fails; or when ``head`` ends
+    module, STACK_GLOBAL on two strings) before it fails; or when ``head`` ends
     before the unpickler fails while more of the file follows (``size`` unknown: assumed). Content
     that fails before importing anything (text that happens to start with an opcode letter) does
     nothing under any unpickler and is not a pickle.
@@ -67,7 +67,10 @@ def _probe(view: memoryview, total: int, more: bool) -> bool:
                 # is not dotted identifiers cannot be imported, and the unpickler fails there.
                 return _importable(arg[0])
             if code in _EXT_OPS:
-                return True
+                # The copyreg extension registry is empty unless the loading program fills it:
+                # the unpickler fails here ("unregistered extension code"). Raw tensor bytes
+                # that start with 0x82-0x84 are not pickles.
+                return False
             if code == 0x93:  # STACK_GLOBAL
                 return len(stack) - fence >= 2 and stack[-1] and stack[-2]
             if code == 0x28:  # MARK
