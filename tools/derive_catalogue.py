@@ -130,6 +130,8 @@ SKIP = re.compile(
     r"|^scipy\.(?!io($|\.)|linalg\._|_lib\._)|^sympy\.(?!core\.sympify)"
 )
 MAX_MODULES_PER_PACKAGE = 1500
+#: package -> the module whose ``__all__`` names it re-exports lazily
+LAZY_REEXPORTS = {"transformers": "transformers.models.auto"}
 
 
 def _modules() -> Iterator[types.ModuleType]:
@@ -278,6 +280,7 @@ def derive() -> tuple[dict[str, str], int]:
 
     paths: dict[int, list[str]] = {}
     objects: dict[int, Any] = {}
+    classes: list[tuple[str, type]] = []
     modules = 0
     for module in _modules():
         modules += 1
@@ -285,6 +288,20 @@ def derive() -> tuple[dict[str, str], int]:
             key = id(obj)
             objects[key] = obj
             paths.setdefault(key, []).append(path)
+            if inspect.isclass(obj):
+                classes.append((path, obj))
+    for package, source in LAZY_REEXPORTS.items():
+        # Lazy packages (transformers) re-export names on first access: list the ones we walked.
+        try:
+            pkg, src = importlib.import_module(package), importlib.import_module(source)
+        except ImportError:
+            continue
+        for name in getattr(src, "__all__", ()):
+            obj = getattr(src, name, None)
+            if obj is not None and getattr(pkg, name, None) is obj:
+                paths.setdefault(id(obj), []).append(f"{package}.{name}")
+                if inspect.isclass(obj):
+                    classes.append((f"{package}.{name}", obj))
 
     # reason[id] = (category, chain)
     reason: dict[int, tuple[str, str]] = {k: (c, d) for k, (d, c) in sinks.items()}
@@ -313,6 +330,18 @@ def derive() -> tuple[dict[str, str], int]:
         if not new:
             break
         reason.update(new)
+
+    # Methods a class inherits: ``AutoModel.from_pretrained`` is the base class's function.
+    for path, cls in classes:
+        for name in dir(cls):
+            try:
+                member = inspect.getattr_static(cls, name)
+            except AttributeError:
+                continue
+            func = member.__func__ if isinstance(member, classmethod | staticmethod) else member
+            key = id(func)
+            if key in reason and f"{path}.{name}" not in paths.get(key, []) and not name.startswith("__"):
+                paths.setdefault(key, []).append(f"{path}.{name}")
 
     out: dict[str, str] = {}
     for key, (category, chain) in reason.items():

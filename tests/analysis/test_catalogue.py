@@ -35,9 +35,12 @@ ABSENT: dict[str, str] = {
         "Python 2 names a pickle may still carry",
     ),
     **dict.fromkeys(["nt"], "Windows only"),
+    # the pinned torch 2.13 no longer ships it; older ones do (GHSA-4r9r-ch6f-vxmx)
+    **dict.fromkeys(["torch.utils.bottleneck"], "older versions of a pinned library"),
     **dict.fromkeys(["_interpreters", "interpreters", "_pyrepl"], "newer Pythons than the pinned 3.11"),
     **dict.fromkeys(
         ["aiohttp", "dill", "dill._dill.loads", "dill.loads", "fabric", "jsonpickle", "keras.models.load_model",
+         "pandas.io.pickle", "pandas.read_pickle",
          "paramiko", "pexpect", "plumbum", "sh", "tensorflow"],
         "third-party packages not in the pinned environment",
     ),

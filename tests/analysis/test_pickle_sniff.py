@@ -193,3 +193,23 @@ def test_opcode_table_is_the_unpicklers() -> None:
             shape = (len(names), False, 0)
         derived[ord(op.code)] = (arg, *shape, len(op.stack_after))
     assert derived == OPCODE_TABLE
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x95\xff\xff\xff\xff\x00\x00\x00\x00N.",  # a FRAME that overruns, then a data pickle
+        b"\x82\x85N.",  # an extension code: the unpickler fails ("unregistered extension code")
+        b"N.",  # a complete data pickle
+        b"(" + b"K\x01" * 3000,  # decodes past the 4 KiB head
+    ],
+    ids=["frame-overrun", "ext1", "data-pickle", "long-run"],
+)
+def test_tensor_bytes_that_decode_as_opcodes_stay_clean(raw: bytes, tmp_path: Path) -> None:
+    """torch never unpickles storages: raw tensor bytes that happen to decode (random weights
+    do, now and then) are reported only for what they would import, never for their structure."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.frombuffer(bytearray(raw), dtype=torch.uint8)}, path)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.CLEAN, render_text(report)

@@ -53,7 +53,7 @@ DANGEROUS_MODULES: Final[dict[str, str]] = {
     "uuid._get_command_stdout": _PROC, "platform._syscmd_file": _PROC, "platform._syscmd_ver": _PROC,
     "numpy.f2py": _EXEC, "numpy.testing": _EXEC, "numpy.distutils": _PROC, "numpy.load": CATEGORY_NESTED,
     "numpy.lib.npyio": CATEGORY_NESTED, "numpy.ctypeslib": _EXEC,
-    "torch.utils.collect_env": _PROC, "torch.utils.cpp_extension": _EXEC,
+    "torch.utils.bottleneck": _EXEC, "torch.utils.collect_env": _PROC, "torch.utils.cpp_extension": _EXEC,
     "torch.utils._config_module": _EXEC, "torch.utils.data.datapipes.utils.decoder": CATEGORY_NESTED,
     "torch._dynamo": _EXEC, "torch._inductor": _EXEC, "torch.fx.experimental": _EXEC,
     "torch.jit.unsupported_tensor_ops": _EXEC, "torch.testing": _EXEC, "torch.hub": _EXEC,
@@ -65,6 +65,10 @@ DANGEROUS_MODULES: Final[dict[str, str]] = {
     "keras.models.load_model": CATEGORY_NESTED, "tensorflow": _EXEC, "jinja2": _EXEC,
     "yaml": CATEGORY_NESTED, "jsonpickle": CATEGORY_NESTED, "huggingface_hub": _NET,
     "transformers.dynamic_module_utils": _EXEC, "transformers.utils.hub": _NET,
+    "rlcompleter": _EXEC, "tkinter": _EXEC, "_tkinter": _EXEC, "platform": _PROC, "_sitebuiltins": _PROC,
+    "mailbox": _FILE, "modulefinder": _IMPORT, "sched": _INDIRECT, "atexit": _INDIRECT,
+    "pandas.io.pickle": CATEGORY_NESTED, "numpy.lib._datasource": _NET, "joblib.memory": _FILE,
+    "torch.export": CATEGORY_NESTED, "compileall": _FILE, "py_compile": _FILE, "zipapp": _FILE,
 }  # fmt: skip
 
 #: Exact dotted names (and everything reached through them) outside the modules above.
@@ -90,6 +94,17 @@ DANGEROUS_NAMES: Final[dict[str, str]] = {
     "torch.save": _FILE, "torch.from_file": _FILE, "torch.classes": _EXEC,
     "numpy.save": _FILE, "numpy.savez": _FILE, "numpy.fromfile": _FILE, "numpy.memmap": _FILE,
     "numpy.ndarray.tofile": _FILE, "numpy.loadtxt": _FILE, "numpy.genfromtxt": _FILE,
+    "weakref.finalize": _INDIRECT, "itertools.starmap": _INDIRECT, "itertools.accumulate": _INDIRECT,
+    "itertools.filterfalse": _INDIRECT, "itertools.dropwhile": _INDIRECT, "itertools.takewhile": _INDIRECT,
+    "itertools.groupby": _INDIRECT, "uuid.getnode": _PROC, "uuid.uuid1": _PROC, "uuid._ifconfig_getnode": _PROC,
+    "uuid._ip_getnode": _PROC, "uuid._arp_getnode": _PROC, "uuid._lanscan_getnode": _PROC,
+    "uuid._netstat_getnode": _PROC, "pandas.read_pickle": CATEGORY_NESTED,
+    "numpy.vectorize": _INDIRECT, "numpy.frompyfunc": _INDIRECT, "numpy.piecewise": _INDIRECT,
+    "numpy.apply_along_axis": _INDIRECT, "numpy.apply_over_axes": _INDIRECT, "numpy.fromfunction": _INDIRECT,
+    "torch.UntypedStorage.from_file": _FILE, "torch.TypedStorage.from_file": _FILE,
+    "torch.storage.UntypedStorage.from_file": _FILE, "torch.storage.TypedStorage.from_file": _FILE,
+    "joblib.Memory": _FILE, "numpy.lib.format.read_array": CATEGORY_NESTED,
+    "numpy.lib._format_impl.read_array": CATEGORY_NESTED,
 }  # fmt: skip
 
 #: Callables that deserialise their first argument: constant bytes passed to them are analysed.

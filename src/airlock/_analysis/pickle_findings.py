@@ -117,14 +117,17 @@ def _analyse_stream(
                 )
             return
         reported: set[tuple[str, str | None, str]] = set()
-        for item in (result, *nested_results):
+        # Raw tensor bytes that happen to decode (lenient) and import or call nothing: their
+        # structural oddities (a FRAME that overruns, an extension code) are noise, not findings.
+        quiet = lenient and not result.globals and not result.calls
+        for item in () if quiet else (result, *nested_results):
             for members, issue in _findings(item, data, ctx, policy, nested_depth):
                 reported.add(_key(issue))
                 yield members, issue
         if skipped:
             yield from _as_plain_pickle(data, pos, ctx, policy, nested_depth, reported)
         if result.frame_crossing is not None:
-            yield from _as_file_reader(data, pos, result, ctx, policy, nested_depth, reported)
+            yield from _as_file_reader(data, pos, result, ctx, policy, nested_depth, reported, lenient)
         if result.error is not None:
             if lenient and not result.globals and not result.calls:
                 return
@@ -210,6 +213,7 @@ def _as_file_reader(
     policy: Policy,
     nested_depth: int,
     reported: set[tuple[str, str | None, str]],
+    lenient: bool,
 ) -> Iterator[Located]:
     """The pickle as CPython reads it from a file object without ``peek`` (see
     ``pickle_ops.FileReading``): an opcode that crosses the end of a FRAME is read from other bytes
@@ -221,16 +225,17 @@ def _as_file_reader(
         return
     assert result.frame_crossing is not None
     spans = ", ".join(f"{a}-{b}" for a, b in reading.dropped[:4])
-    yield (
-        (),
-        Issue(
-            "pickle.frame-differential",
-            Severity.SUSPICIOUS,
-            f"an opcode crosses the end of a FRAME: pickle.loads reads it whole, a file reader without "
-            f"peek skips bytes {spans} and reads on after the frame",
-            offset=result.frame_crossing,
-        ),
-    )
+    if not lenient:  # raw tensor bytes that happen to decode (lenient) report only what they import
+        yield (
+            (),
+            Issue(
+                "pickle.frame-differential",
+                Severity.SUSPICIOUS,
+                f"an opcode crosses the end of a FRAME: pickle.loads reads it whole, a file reader "
+                f"without peek skips bytes {spans} and reads on after the frame",
+                offset=result.frame_crossing,
+            ),
+        )
     other = Machine(memoryview(reading.data), ctx.limits, ctx.check_time, build_hook=None).run(0)
     for members, issue in _findings(other, memoryview(reading.data), ctx, policy, nested_depth):
         if _key(issue) in reported:

@@ -38,39 +38,35 @@ def is_legacy_magic(head: bytes) -> bool:
 
 _HIGHEST_PROTOCOL: Final = 5
 _GLOBAL_OPS: Final = frozenset({0x63, 0x69})  # GLOBAL INST: import the module named on the line
-_EXT_OPS: Final = frozenset({0x82, 0x83, 0x84})  # EXT1/2/4: the copyreg registry imports a global
+_EXT_OPS: Final = frozenset({0x82, 0x83, 0x84})  # EXT1/2/4: a global from the copyreg registry
 _GET_OPS: Final = frozenset({0x67, 0x68, 0x6A})
 _PUT_OPS: Final = frozenset({0x70, 0x71, 0x72})
 _STR_OPS: Final = frozenset({0x53, 0x54, 0x55, 0x56, 0x58, 0x8C, 0x8D})  # push a str (py2 str too)
 
 
-def looks_like_pickle(head: bytes, size: int | None = None, *, extension_codes: bool = True) -> bool:
+def looks_like_pickle(head: bytes, size: int | None = None) -> bool:
     """True when ``pickle.load`` would do something with content starting with ``head``.
 
     Not a magic number: the unpickler's own rules (``pickle_ops.OPCODE_TABLE``: arguments, stack,
     MARKs, memo) are applied to ``head`` from its first byte, in both ways CPython reads a pickle
     (``pickle.loads`` and a file reader without ``peek``, which differ around FRAME). The content
     is a pickle when the unpickler would reach STOP, or import something (GLOBAL/INST naming a
-    module, STACK_GLOBAL on two strings, an extension code) before it fails; or when ``head`` ends
+    module, STACK_GLOBAL on two strings) before it fails; or when ``head`` ends
     before the unpickler fails while more of the file follows (``size`` unknown: assumed). Content
     that fails before importing anything (text that happens to start with an opcode letter) does
     nothing under any unpickler and is not a pickle.
 
-    ``extension_codes=False``: an extension code (EXT1/2/4) alone does not make content a pickle.
-    For bytes that no loader unpickles by design (torch's raw storages), where one random byte
-    0x82-0x84 would otherwise turn ordinary weights into an "unknowable extension" finding: the
-    copyreg registry is empty in a fresh interpreter, so those opcodes fail there.
     """
     total = len(head) if size is None else size
     more = size is None or size > len(head)
     view = memoryview(head)
-    if _probe(view, total, more, extension_codes):
+    if _probe(view, total, more):
         return True
     reading = file_reading(view, 0, len(head))
-    return reading is not None and _probe(memoryview(reading.data), total, more, extension_codes)
+    return reading is not None and _probe(memoryview(reading.data), total, more)
 
 
-def _probe(view: memoryview, total: int, more: bool, extension_codes: bool) -> bool:
+def _probe(view: memoryview, total: int, more: bool) -> bool:
     stack: list[bool] = []  # one entry per item: is it a str (STACK_GLOBAL's operands must be)
     marks: list[int] = []  # stack heights at each MARK
     memo: dict[int, bool] = {}
@@ -88,7 +84,10 @@ def _probe(view: memoryview, total: int, more: bool, extension_codes: bool) -> b
                 # is not dotted identifiers cannot be imported, and the unpickler fails there.
                 return _importable(arg[0])
             if code in _EXT_OPS:
-                return extension_codes
+                # The copyreg extension registry is empty unless the loading program fills it:
+                # the unpickler fails here ("unregistered extension code"). Raw tensor bytes
+                # that start with 0x82-0x84 are not pickles.
+                return False
             if code == 0x93:  # STACK_GLOBAL
                 return len(stack) - fence >= 2 and stack[-1] and stack[-2]
             if code == 0x28:  # MARK

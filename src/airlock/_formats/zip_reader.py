@@ -175,7 +175,7 @@ def _pickle(
 def _sniff_pickle(listing: ZipListing, member: ZipMember) -> Iterator[Issue | bool]:
     try:
         head = member_head(listing, member, _HEAD)
-        yield looks_like_pickle(head, member.uncompressed_size, extension_codes=False)
+        yield looks_like_pickle(head, member.uncompressed_size)
     except FormatError as exc:
         yield Issue("format.error", Severity.ERROR, f"zip: {exc}", offset=exc.offset)
 
