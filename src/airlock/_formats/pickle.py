@@ -55,7 +55,6 @@ def looks_like_pickle(head: bytes, size: int | None = None) -> bool:
     before the unpickler fails while more of the file follows (``size`` unknown: assumed). Content
     that fails before importing anything (text that happens to start with an opcode letter) does
     nothing under any unpickler and is not a pickle.
-
     """
     total = len(head) if size is None else size
     more = size is None or size > len(head)
