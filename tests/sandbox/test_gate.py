@@ -106,32 +106,47 @@ def test_a_gated_model_is_immune_to_later_changes_of_the_path(warm: Sandbox, tmp
 
 
 def test_the_job_sees_no_host_path_and_cannot_write_the_model(warm: Sandbox, tmp_path: Path) -> None:
+    # /proc/self/fd is masked in every job (test_jobs.py); a second thread's /proc/TID/fd is not,
+    # so the probe goes through one: the descriptor it finds must name the sealed copy, never a
+    # host path, and reopening it for writing must change nothing.
     probe = (
-        "import os, builtins\n"
-        "links, writes = [], []\n"
-        "for n in sorted(os.listdir('/proc/self/fd')):\n"
-        "    try:\n"
-        "        links.append(os.readlink('/proc/self/fd/' + n))\n"
-        "    except OSError as exc:\n"
-        "        links.append('?' + exc.strerror)\n"
-        "    if links[-1].startswith('/memfd:') or links[-1].startswith('/') and '.pt' in links[-1]:\n"
+        "import os, builtins, threading\n"
+        "out = {}\n"
+        "def look(out=out, os=os, threading=threading):  # exec'd with separate locals: no closures\n"
+        "  try:\n"
+        "    base = '/proc/%d/fd' % threading.get_native_id()\n"
+        "    links, writes = [], []\n"
+        "    for n in sorted(os.listdir(base)):\n"
         "        try:\n"
-        "            with open('/proc/self/fd/' + n, 'r+b') as f:\n"
-        "                f.seek(0, 2)\n"
-        "                f.write(b'APPENDED')\n"
-        "            writes.append('wrote ' + n)\n"
+        "            links.append(os.readlink(base + '/' + n))\n"
         "        except OSError as exc:\n"
-        "            writes.append('refused ' + n + ' ' + str(exc.strerror))\n"
-        "builtins._probe = ('|'.join(links) + '#' + '|'.join(writes)).encode()\n"
+        "            links.append('?' + exc.strerror)\n"
+        "        if links[-1].startswith('/memfd:') or links[-1].startswith('/') and '.pt' in links[-1]:\n"
+        "            try:\n"
+        "                with open(base + '/' + n, 'r+b') as f:\n"
+        "                    f.seek(0, 2)\n"
+        "                    f.write(b'APPENDED')\n"
+        "                writes.append('wrote ' + n)\n"
+        "            except OSError as exc:\n"
+        "                writes.append('refused ' + n + ' ' + str(exc.strerror))\n"
+        "    out['r'] = '|'.join(links) + '#' + '|'.join(writes)\n"
+        "  except BaseException as exc:\n"
+        "    out['r'] = 'thread failed: %r#' % (exc,)\n"
+        "t = threading.Thread(target=look)\n"
+        "t.start()\n"
+        "t.join()\n"
+        "main = ','.join(sorted(os.listdir('/proc/self/fd')))\n"
+        "builtins._probe = (out['r'] + '#' + main).encode()\n"
     )
     model = exec_then_eval_checkpoint(tmp_path / "probe.pt", probe, bytes_tensor("_probe"))
     before = model.read_bytes()
     with warm.open(model) as worker:
         report = bytes(worker.state_dict()["evidence"]).decode()
-    links, writes = report.split("#")
+    links, writes, main_listing = report.split("#")
     assert "/memfd:airlock-model" in links, links
     assert str(tmp_path) not in links and "probe.pt" not in links, links
     assert "wrote" not in writes and "refused" in writes, writes
+    assert main_listing == "", main_listing  # the main thread's view is masked
     assert model.read_bytes() == before
 
 
