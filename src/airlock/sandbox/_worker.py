@@ -33,6 +33,7 @@ from airlock.sandbox._runtimes import runtime_named
 
 __all__ = ["LoadInfo", "Sandbox", "Worker", "load_state_dict"]
 
+_MAX_EXITS = 4096
 _CONTROL_CAPS = FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 16)
 
 
@@ -131,7 +132,13 @@ class Sandbox:
                 if "namespaces" not in self.layers and pid > 1:  # the pid is a host pid then
                     self._track_job(pid)
                 return ours, pid
-            self._exits[pid] = str(frame.header["status"])
+            self._record_exit(pid, str(frame.header["status"]))
+
+    def _record_exit(self, pid: int, status: str) -> None:
+        """Remember how a job ended: escaped (the worker may be hostile) and bounded in number."""
+        if len(self._exits) >= _MAX_EXITS:
+            self._exits.pop(next(iter(self._exits)))
+        self._exits[pid] = printable(status, 100)
 
     def _track_job(self, pid: int) -> None:
         """Keep a pidfd of job ``pid`` (a host pid: no pid namespace) to kill it with the worker.
@@ -164,7 +171,7 @@ class Sandbox:
             if kind == "exited":
                 number = frame.header["pid"]
                 assert isinstance(number, int)
-                self._exits[number] = str(frame.header["status"])
+                self._record_exit(number, str(frame.header["status"]))
         return self._exits.get(pid, "unknown (worker did not report)")
 
     def open(
