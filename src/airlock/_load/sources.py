@@ -327,7 +327,11 @@ def _legacy(
         return Storage(obj.key, obj.nbytes, base.offset + obj.start, base.region)
 
     def resolve(pid: tuple[object, ...], offset: int) -> TypedStorage:
-        obj = by_offset[offset]
+        obj = by_offset.get(offset)
+        if obj is None:  # both passes resolve the same persistent ids; never expected
+            raise FormatError(
+                f"legacy persistent id at pickle offset {offset} was not seen in the first pass"
+            )
         return TypedStorage(storage_of(obj), obj.dtype)
 
     return realise(results[3], resolve, allow)
