@@ -105,7 +105,10 @@ def test_packed_quantized_storages_are_refused_by_name(tmp_path: Path) -> None:
     torch.save({"q": packed}, tmp_path / "q4.pt")
     with pytest.raises(FormatError, match=r"torch\.QUInt4x2Storage holds packed quint4x2 data"):
         airlock.load(tmp_path / "q4.pt")
-    assert set(airlock.load(benign.torch_state_dict_all_dtypes(tmp_path)[0])) >= {"quantized", "quantized.scale"}
+    assert set(airlock.load(benign.torch_state_dict_all_dtypes(tmp_path)[0])) >= {
+        "quantized",
+        "quantized.scale",
+    }
 
 
 def test_full_module_is_refused_naming_the_class(tmp_path: Path) -> None:

@@ -13,7 +13,9 @@ storages are swapped in units of the storage type's scalar size; ``neg`` flips t
 float32/float64/complex parts, quiets float16 signalling NaNs, turns every bfloat16 NaN into
 torch's canonical ``0x7fc0`` and negates integers in two's complement; ``conj`` flips the sign of
 the imaginary part (complex32: the float16 rule). Lazy bits on dtypes torch itself cannot resolve
-(``neg_cpu`` is not implemented for them) are refused.
+(``neg_cpu`` is not implemented for them) are refused, and so is a lazy negation of complex data
+holding NaN or zero parts, whose result in torch depends on the element's position in its
+vectorised loops.
 """
 
 from __future__ import annotations
@@ -84,10 +86,48 @@ def _transform(flat: np.ndarray[Any, Any], ref: TensorRef) -> None:
     part = _COMPLEX[name]
     words = flat.view(np.dtype(f"<u{ref.dtype.itemsize // 2}"))
     real, imag = words[0::2], words[1::2]
+    if ref.neg and _has_nan_or_zero(words):
+        # torch negates complex numbers with a vector subtraction (0 - z: NaNs quieted, signs kept,
+        # -0 becomes +0) in the body of its loops and with a scalar sign flip in their tails, so
+        # which elements get which depends on their position and the CPU's vector width
+        raise FormatError(
+            f"tensor over storage {ref.storage.key!r}: a lazy negation on {name} data holding NaN or "
+            "signed zero parts; torch's result for those depends on its CPU kernel, so airlock refuses it"
+        )
+    if ref.neg and ref.conj:
+        # torch resolves both bits as conj(0 - z): an IEEE subtraction (NaNs quieted with their
+        # sign kept, -0 and +0 both become +0), then the imaginary sign flipped
+        _subtract_from_zero(real)
+        _subtract_from_zero(imag)
+        imag ^= imag.dtype.type(_SIGN[imag.dtype.itemsize])
+        return
     if ref.neg:
         _negate_float(real, part)
     if ref.neg != ref.conj:
         _negate_float(imag, part)
+
+
+def _has_nan_or_zero(words: np.ndarray[Any, Any]) -> bool:
+    size = words.dtype.itemsize
+    sign = words.dtype.type(_SIGN[size])
+    exponent = words.dtype.type(0x7F80_0000 if size == 4 else 0x7FF0 << 48)
+    mantissa = words.dtype.type((1 << 23) - 1 if size == 4 else (1 << 52) - 1)
+    nan = (words & exponent == exponent) & (words & mantissa != 0)
+    return bool(nan.any() or (words & ~sign == 0).any())
+
+
+def _subtract_from_zero(words: np.ndarray[Any, Any]) -> None:
+    """``0.0 - x`` for float32/float64 scalars stored as unsigned words, in place."""
+    size = words.dtype.itemsize
+    sign = words.dtype.type(_SIGN[size])
+    exponent, quiet = (0x7F80_0000, 0x0040_0000) if size == 4 else (0x7FF0 << 48, 1 << 51)
+    mantissa = words.dtype.type((1 << 23) - 1 if size == 4 else (1 << 52) - 1)
+    nan = (words & words.dtype.type(exponent) == exponent) & (words & mantissa != 0)
+    zero = words & ~sign == 0
+    keep = words[nan] | words.dtype.type(quiet)
+    words ^= sign
+    words[zero] = 0
+    words[nan] = keep
 
 
 def _prepared(ref: TensorRef, mapped: memoryview, cache: Prepared | None, align: bool) -> Any:
