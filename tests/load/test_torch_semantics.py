@@ -211,19 +211,19 @@ CASES: dict[str, Callable[[], Case]] = {
         ),
         None,
     ),
-    "neg: float16 signalling NaNs are quieted": lambda: (
+    "neg on float16 NaNs (torch: quieted in loop tails only) is refused": lambda: (
         torch_zip(
             {"a": T(_f("HalfStorage", "0", 5), 0, (5,), (1,), meta={"neg": True})},
             {"0": struct.pack("<5H", 0x7C01, 0xFC01, 0x7D00, 0x3C00, 0x7C00)},
         ),
-        None,
+        (FormatError, r"lazy negation or conjugation of float16 data holding NaNs"),
     ),
-    "neg: every bfloat16 NaN becomes 0x7fc0": lambda: (
+    "neg on bfloat16 NaNs (torch: canonical in loop tails only) is refused": lambda: (
         torch_zip(
             {"a": T(_f("BFloat16Storage", "0", 3), 0, (3,), (1,), meta={"neg": True})},
             {"0": struct.pack("<3H", 0x7F81, 0xFF81, 0x3F80)},
         ),
-        None,
+        (FormatError, r"lazy negation or conjugation of bfloat16 data holding NaNs"),
     ),
     "conj: complex NaN signs flip bitwise; neg: float NaN signs flip bitwise": lambda: (
         torch_zip(
@@ -234,6 +234,21 @@ CASES: dict[str, Callable[[], Case]] = {
             {
                 "0": struct.pack("<4I", 0x7F800001, 0, 0x7FC00000, 0xFF800001),
                 "1": struct.pack("<4I", 0x7F800001, 0, 0x7FC00000, 0xFF800001),
+            },
+        ),
+        None,
+    ),
+    "neg on half-precision data without NaNs, 200 elements (vector body and scalar tail)": lambda: (
+        torch_zip(
+            {
+                "h": T(_f("HalfStorage", "0", 200), 0, (200,), (1,), meta={"neg": True}),
+                "b": T(_f("BFloat16Storage", "1", 200), 3, (197,), (1,), meta={"neg": True}),
+                "c": T(_f("UntypedStorage", "2", 16), 0, (4,), (1,), dtype="complex32", meta={"conj": True}),
+            },
+            {
+                "0": struct.pack("<200H", *[(k * 331) % 0x7C00 | (k % 2) << 15 for k in range(200)]),
+                "1": struct.pack("<200H", *[0x7F80 if k % 9 == 0 else (k * 97) % 0x7F80 for k in range(200)]),
+                "2": struct.pack("<8H", 0x7C00, 0, 0x8000, 0x3C00, 1, 0xFC00, 0x7BFF, 2),
             },
         ),
         None,
@@ -259,12 +274,12 @@ CASES: dict[str, Callable[[], Case]] = {
         ),
         (FormatError, r"lazy negation on complex64 data holding NaN or signed zero parts"),
     ),
-    "conj: complex32 imaginary parts follow the float16 rule": lambda: (
+    "conj on complex32 NaN parts is refused": lambda: (
         torch_zip(
             {"a": T(_f("UntypedStorage", "0", 8), 0, (2,), (1,), dtype="complex32", meta={"conj": True})},
             {"0": struct.pack("<4H", 0x7C01, 0x7C01, 1, 0xFC02)},
         ),
-        None,
+        (FormatError, r"of float16 data holding NaNs"),
     ),
     "neg: integers wrap": lambda: (
         torch_zip(
