@@ -10,10 +10,12 @@ never by ``import airlock``.
 
 The transforms follow torch bit for bit (see docs/convert.md, "Byte order and lazy bits"):
 storages are swapped in units of the storage type's scalar size; ``neg`` flips the sign bit of
-float32/float64/complex parts, quiets float16 signalling NaNs, turns every bfloat16 NaN into
-torch's canonical ``0x7fc0`` and negates integers in two's complement; ``conj`` flips the sign of
-the imaginary part (complex32: the float16 rule). Lazy bits on dtypes torch itself cannot resolve
-(``neg_cpu`` is not implemented for them) are refused.
+floats and complex parts and negates integers in two's complement; ``conj`` flips the sign of
+the imaginary part. Where torch's own result depends on its kernel (half-precision NaNs, complex
+NaN or zero parts under ``neg``) the tensor is refused. Lazy bits on dtypes torch itself cannot resolve
+(``neg_cpu`` is not implemented for them) are refused, and so is a lazy negation of complex data
+holding NaN or zero parts, whose result in torch depends on the element's position in its
+vectorised loops.
 """
 
 from __future__ import annotations
@@ -53,20 +55,23 @@ def check_lazy_bits(ref: TensorRef, where: str) -> None:
         raise FormatError(f"{where}: a lazy conjugation on a {name} tensor, which is not complex")
 
 
-def _negate_float(words: np.ndarray[Any, Any], name: str) -> None:
-    """Negate float scalars stored as unsigned words, in place, exactly as torch does."""
-    import numpy as np
+def _negate_float(words: np.ndarray[Any, Any], name: str, ref: TensorRef) -> None:
+    """Negate float scalars stored as unsigned words, in place, exactly as torch does.
 
+    torch negates half-precision NaNs differently in the vectorised body of its loops (a sign
+    flip) and in their scalar tails (through float32: float16 signalling NaNs quieted, bfloat16
+    NaNs made canonical), so which one an element gets depends on its position and the CPU's
+    vector width. Half-precision data holding a NaN is refused; every other value is a sign flip.
+    """
     size = words.dtype.itemsize
-    if name == "bfloat16":
-        nan = (words & 0x7F80 == 0x7F80) & (words & 0x007F != 0)
-        words ^= np.uint16(0x8000)
-        words[nan] = 0x7FC0  # torch computes in float32 and rounds back: every NaN becomes canonical
-        return
+    if name in ("float16", "bfloat16"):
+        exponent, mantissa = (0x7C00, 0x03FF) if name == "float16" else (0x7F80, 0x007F)
+        if ((words & exponent == exponent) & (words & mantissa != 0)).any():
+            raise FormatError(
+                f"tensor over storage {ref.storage.key!r}: a lazy negation or conjugation of {name} data "
+                "holding NaNs; torch's result for those depends on its CPU kernel, so airlock refuses it"
+            )
     words ^= words.dtype.type(_SIGN[size])
-    if name == "float16":
-        nan = (words & 0x7C00 == 0x7C00) & (words & 0x03FF != 0)
-        words[nan] |= np.uint16(0x0200)  # float16 -> float32 -> float16 quiets signalling NaNs
 
 
 def _transform(flat: np.ndarray[Any, Any], ref: TensorRef) -> None:
@@ -79,15 +84,53 @@ def _transform(flat: np.ndarray[Any, Any], ref: TensorRef) -> None:
             np.negative(signed, out=signed)
         return
     if name in _FLOATS:
-        _negate_float(flat.view(np.dtype(f"<u{ref.dtype.itemsize}")), name)
+        _negate_float(flat.view(np.dtype(f"<u{ref.dtype.itemsize}")), name, ref)
         return
     part = _COMPLEX[name]
     words = flat.view(np.dtype(f"<u{ref.dtype.itemsize // 2}"))
     real, imag = words[0::2], words[1::2]
+    if ref.neg and _has_nan_or_zero(words):
+        # torch negates complex numbers with a vector subtraction (0 - z: NaNs quieted, signs kept,
+        # -0 becomes +0) in the body of its loops and with a scalar sign flip in their tails, so
+        # which elements get which depends on their position and the CPU's vector width
+        raise FormatError(
+            f"tensor over storage {ref.storage.key!r}: a lazy negation on {name} data holding NaN or "
+            "signed zero parts; torch's result for those depends on its CPU kernel, so airlock refuses it"
+        )
+    if ref.neg and ref.conj:
+        # torch resolves both bits as conj(0 - z): an IEEE subtraction (NaNs quieted with their
+        # sign kept, -0 and +0 both become +0), then the imaginary sign flipped
+        _subtract_from_zero(real)
+        _subtract_from_zero(imag)
+        imag ^= imag.dtype.type(_SIGN[imag.dtype.itemsize])
+        return
     if ref.neg:
-        _negate_float(real, part)
+        _negate_float(real, part, ref)
     if ref.neg != ref.conj:
-        _negate_float(imag, part)
+        _negate_float(imag, part, ref)
+
+
+def _has_nan_or_zero(words: np.ndarray[Any, Any]) -> bool:
+    size = words.dtype.itemsize
+    sign = words.dtype.type(_SIGN[size])
+    exponent = words.dtype.type(0x7F80_0000 if size == 4 else 0x7FF0 << 48)
+    mantissa = words.dtype.type((1 << 23) - 1 if size == 4 else (1 << 52) - 1)
+    nan = (words & exponent == exponent) & (words & mantissa != 0)
+    return bool(nan.any() or (words & ~sign == 0).any())
+
+
+def _subtract_from_zero(words: np.ndarray[Any, Any]) -> None:
+    """``0.0 - x`` for float32/float64 scalars stored as unsigned words, in place."""
+    size = words.dtype.itemsize
+    sign = words.dtype.type(_SIGN[size])
+    exponent, quiet = (0x7F80_0000, 0x0040_0000) if size == 4 else (0x7FF0 << 48, 1 << 51)
+    mantissa = words.dtype.type((1 << 23) - 1 if size == 4 else (1 << 52) - 1)
+    nan = (words & words.dtype.type(exponent) == exponent) & (words & mantissa != 0)
+    zero = words & ~sign == 0
+    keep = words[nan] | words.dtype.type(quiet)
+    words ^= sign
+    words[zero] = 0
+    words[nan] = keep
 
 
 def _prepared(ref: TensorRef, mapped: memoryview, cache: Prepared | None, align: bool) -> Any:
