@@ -170,6 +170,11 @@ def test_a_pickle_longer_than_the_sniffed_head_is_a_pickle(tmp_path: Path) -> No
     head = (filler + _global_body(marker))[:4096]
     assert looks_like_pickle(head, 4097)
     assert not looks_like_pickle(head, 4096)
+    # a text argument cut by the head: a pickle only while what came so far can still be valid
+    assert looks_like_pickle((b"V" + b"a" * 5000)[:4096], 5003)  # UNICODE takes any bytes
+    assert looks_like_pickle((b"cmod" + b"x" * 5000)[:4096], 6000)  # a long module name
+    assert not looks_like_pickle((b"PK\x03\x04" + bytes(range(200, 256)) * 80)[:4096], 10**6)  # PERSID: ASCII
+    assert not looks_like_pickle((b"I12" + b"a" * 5000)[:4096], 6000)  # INT: digits
 
 
 def test_opcode_table_is_the_unpicklers() -> None:
