@@ -156,3 +156,23 @@ def test_an_opcode_that_fails_inside_a_frame_is_read_again_from_the_file(tmp_pat
     assert report.verdict is Verdict.MALICIOUS, render_text(report)
     finding = _dangerous(report)
     assert (finding.location.members, finding.location.offset) == ((_STEP,), data.index(b"ios\n"))
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_the_second_reading_is_bounded_by_max_decompressed_bytes(extra: int, tmp_path: Path) -> None:
+    """The peek-less reading is a copy of the bytes it consumes: it stops at the limit and says so."""
+    marker = tmp_path / "pwned"
+    data, _offset = line_crossing(marker)
+    reading = file_reading(memoryview(data), 0, len(data))
+    assert reading is not None
+    consumed = len(reading.data)
+    path = tmp_path / "model.pkl"
+    path.write_bytes(data)
+    limit = consumed + extra
+    report = airlock.scan(path, limits=airlock.Limits(max_decompressed_bytes=limit))
+    limited = [f for f in report.findings() if f.rule == "limit.exceeded"]
+    cut = file_reading(memoryview(data), 0, limit)
+    assert cut is not None and cut.cut == (extra < 0)
+    assert bool(limited) == (extra < 0), render_text(report)
+    # the payload comes before the cut: named either way (MALICIOUS outranks the limit's ERROR)
+    assert report.verdict is Verdict.MALICIOUS

@@ -170,6 +170,11 @@ def test_a_pickle_longer_than_the_sniffed_head_is_a_pickle(tmp_path: Path) -> No
     head = (filler + _global_body(marker))[:4096]
     assert looks_like_pickle(head, 4097)
     assert not looks_like_pickle(head, 4096)
+    # a text argument cut by the head: a pickle only while what came so far can still be valid
+    assert looks_like_pickle((b"V" + b"a" * 5000)[:4096], 5003)  # UNICODE takes any bytes
+    assert looks_like_pickle((b"cmod" + b"x" * 5000)[:4096], 6000)  # a long module name
+    assert not looks_like_pickle((b"PK\x03\x04" + bytes(range(200, 256)) * 80)[:4096], 10**6)  # PERSID: ASCII
+    assert not looks_like_pickle((b"I12" + b"a" * 5000)[:4096], 6000)  # INT: digits
 
 
 def test_opcode_table_is_the_unpicklers() -> None:
@@ -213,3 +218,25 @@ def test_tensor_bytes_that_decode_as_opcodes_stay_clean(raw: bytes, tmp_path: Pa
     torch.save({"w": torch.frombuffer(bytearray(raw), dtype=torch.uint8)}, path)
     report = airlock.scan(path)
     assert report.verdict is Verdict.CLEAN, render_text(report)
+
+
+def test_a_tar_that_is_also_a_pickle_is_analysed_both_ways(tmp_path: Path) -> None:
+    """A polyglot: the tar reader claims the file (``ustar`` at 257), but its first member's name
+    is a pickle that ``pickle.load`` runs. The pickle reading is analysed too."""
+    import io
+    import tarfile
+
+    marker = tmp_path / "pwned"
+    name = "cos\nsystem\n(S'touch pwned'\ntR."  # relative: the loader runs in tmp_path
+    path = tmp_path / "model.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    assert runs_payload("pickle.load(open)", path, marker)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    assert report.files[0].format == "tar"
+    finding = _finding(report, "/model.tar")
+    assert finding.callable == "os.system"
+    assert (finding.location.members, finding.location.offset) == (("as pickle.load reads it",), 0)

@@ -236,6 +236,17 @@ def _as_file_reader(
                 offset=result.frame_crossing,
             ),
         )
+    if reading.cut:
+        yield (
+            (_FILE_STEP,),
+            Issue(
+                "limit.exceeded",
+                Severity.ERROR,
+                f"the peek-less reading is longer than {ctx.limits.max_decompressed_bytes} bytes "
+                "(limit max_decompressed_bytes); its rest is not analysed",
+                offset=start,
+            ),
+        )
     other = Machine(memoryview(reading.data), ctx.limits, ctx.check_time, build_hook=None).run(0)
     for members, issue in _findings(other, memoryview(reading.data), ctx, policy, nested_depth):
         if _key(issue) in reported:

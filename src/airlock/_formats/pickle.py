@@ -9,6 +9,7 @@ keys) followed by raw storage bytes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Final
 
@@ -128,10 +129,36 @@ def _probe(view: memoryview, total: int, more: bool) -> bool:
                 stack.extend([code in _STR_OPS] * pushed)
             pos = pos_next
     except Truncated as exc:
-        # The head ends first: a pickle if the file goes on (and the argument fits in it).
-        return more and (exc.need_end is None or exc.need_end <= total)
+        # The head ends first: a pickle if the file goes on and the argument can still be valid
+        # (fits in the file; a text line so far made of what that opcode accepts).
+        if not more:
+            return False
+        if exc.need_end is not None:
+            return exc.need_end <= total
+        start = pos if exc.offset is None else exc.offset
+        return _plausible_line(view[pos], bytes(view[start:]))
     except FormatError:
         return False
+
+
+_DIGITS: Final = re.compile(rb"[+-]?[0-9]*L?")
+_FLOAT: Final = re.compile(rb"[-+0-9.eEinfatyINFATY]*")
+_DOTTED: Final = re.compile(rb"[A-Za-z0-9_.\x80-\xff]*")
+
+
+def _plausible_line(code: int, partial: bytes) -> bool:
+    """Could an unterminated text argument that starts with ``partial`` still be valid?"""
+    if code in (0x49, 0x4C, 0x67, 0x70):  # INT LONG GET PUT
+        return _DIGITS.fullmatch(partial) is not None
+    if code == 0x46:  # FLOAT
+        return _FLOAT.fullmatch(partial) is not None
+    if code in _GLOBAL_OPS:
+        return _DOTTED.fullmatch(partial) is not None
+    if code == 0x53:  # STRING: a quoted literal
+        return partial[:1] in (b"'", b'"')
+    if code == 0x50:  # PERSID: an ASCII id
+        return partial.isascii()
+    return True  # UNICODE: raw-unicode-escape takes any bytes
 
 
 def _importable(module: str) -> bool:

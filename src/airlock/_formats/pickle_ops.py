@@ -383,7 +383,7 @@ class FileReading:
     consumes, in order; ``dropped`` the (start, end) ranges of the original it skips.
     """
 
-    __slots__ = ("_starts", "data", "dropped", "segments")
+    __slots__ = ("_starts", "cut", "data", "dropped", "segments")
 
     def __init__(self, data: bytes, segments: list[tuple[int, int]], dropped: list[tuple[int, int]]) -> None:
         self.data = data
@@ -391,6 +391,8 @@ class FileReading:
         self.segments = segments
         self._starts = [s for s, _ in segments]
         self.dropped = dropped
+        #: the reading stopped at ``max_bytes`` before STOP or an error: the rest is not in ``data``
+        self.cut = False
 
     def original_offset(self, offset: int | None) -> int | None:
         """Where ``offset`` in :attr:`data` lies in the original bytes."""
@@ -412,6 +414,7 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
     dropped: list[tuple[int, int]] = []
     piece = start
     skipped = 0
+    cut = False
 
     def drop() -> None:
         nonlocal piece, skipped
@@ -455,7 +458,10 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
         return at
 
     try:
-        while pos - start - skipped < max_bytes:
+        while True:
+            if pos - start - skipped >= max_bytes:
+                cut = True
+                break
             code = data[read(1)]
             entry = OPCODE_TABLE.get(code)
             if entry is None:
@@ -499,4 +505,6 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
     for s, e in kept:
         segments.append((len(out), s))
         out += data[s:e]
-    return FileReading(bytes(out), segments, dropped)
+    reading = FileReading(bytes(out), segments, dropped)
+    reading.cut = cut
+    return reading

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from airlock._analysis import analyse_template
 from airlock._analysis.pickle_findings import analyse_pickle_stream
 from airlock._formats.base import Issue, Nested, PickleStream, ReadContext, Reader, Template
+from airlock._formats.pickle import looks_like_pickle
 from airlock._formats.registry import looks_like_model_file, readers_for
 from airlock._scan.collect import Collector
 from airlock.errors import FormatError, IntegrityError, LimitError
@@ -55,6 +56,8 @@ def apply_allowances(issue: Issue, policy: Policy) -> Issue:
 
 
 _HEAD = 4096
+_PICKLE_READERS = frozenset({"pickle", "torch-legacy"})
+_PICKLE_STEP = "as pickle.load reads it"
 _COMPRESSION_SUFFIXES = frozenset({".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".lz4", ".zst"})
 
 
@@ -221,6 +224,14 @@ def _scan_data(
             ctx.members,
             Issue("format.error", Severity.ERROR, f"{reader.name}: {exc}", offset=exc.offset),
         )
+    if reader.name not in _PICKLE_READERS and looks_like_pickle(bytes(data[:_HEAD]), len(data)):
+        # A polyglot: content another format claims that pickle.load would also run (a tar whose
+        # first member name is a pickle, a GGUF magic that decodes as BINFLOAT). That reading is
+        # analysed too; only what it imports or calls is reported (lenient).
+        stream = PickleStream(
+            data, 0, "pickle", member=_PICKLE_STEP, max_pickles=1, trailing_ok=True, lenient=True
+        )
+        _route(stream, ctx, collector, policy)
     return reader.name
 
 
