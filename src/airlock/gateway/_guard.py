@@ -2,8 +2,9 @@
 token bucket per source address.
 
 Nothing here stores anything a caller sent: addresses are the only key (an IPv6 address counts as
-its /64, which one host can fill at will), the table of buckets is bounded (least recently seen
-forgotten first), and refusals are counted, never logged or audited one by one. All bounds come
+its /64, which one host can fill at will), the table of buckets is bounded (the least recently seen
+address is forgotten, but only once its buckets are full again; while it is still in debt, new
+addresses share one overflow bucket), and refusals are counted, never logged or audited one by one. All bounds come
 from ``[server]`` (:class:`~airlock.gateway._config.ServerConfig`).
 
 * :class:`ConnectionGuard` + :func:`guarded_protocol`: uvicorn's h11 protocol with a global and a
@@ -277,6 +278,9 @@ class PreAuth:
         self.failure_burst = float(config.preauth_failure_burst)
         self.capacity = config.preauth_tracked_addresses
         self.buckets: OrderedDict[str, _Address] = OrderedDict()
+        #: the buckets new addresses share while the table is full of addresses in debt
+        now = time.monotonic()
+        self.overflow = _Address(_Bucket(self.burst, now), _Bucket(self.failure_burst, now))
         #: refusals by reason (for metrics); the keys are fixed
         self.refused: dict[str, int] = {
             "rate": 0,
@@ -285,16 +289,29 @@ class PreAuth:
             "length_and_chunked": 0,
         }
 
-    def _address(self, key: str, now: float) -> _Address:
-        entry = self.buckets.get(key)
-        if entry is None:
-            if len(self.buckets) >= self.capacity:
-                self.buckets.popitem(last=False)  # the least recently seen address is forgotten
-            entry = self.buckets[key] = _Address(_Bucket(self.burst, now), _Bucket(self.failure_burst, now))
-        else:
-            self.buckets.move_to_end(key)
+    def _refill(self, entry: _Address, now: float) -> bool:
+        """Refill both buckets; True when both are full (the address is then like one never seen)."""
         entry.requests.refill(now, self.rate, self.burst)
         entry.failures.refill(now, self.failure_rate, self.failure_burst)
+        return entry.requests.tokens >= self.burst and entry.failures.tokens >= self.failure_burst
+
+    def _address(self, key: str, now: float) -> _Address:
+        entry = self.buckets.get(key)
+        if entry is not None:
+            self.buckets.move_to_end(key)
+            self._refill(entry, now)
+            return entry
+        if len(self.buckets) >= self.capacity:
+            # Only an address whose buckets are full again may be forgotten: forgetting one in debt
+            # would hand it a fresh burst, and an attacker cycling through more addresses than the
+            # table holds would never run dry. While the least recently seen address is still in
+            # debt, every new address shares one overflow bucket instead.
+            oldest = next(iter(self.buckets.values()))
+            if not self._refill(oldest, now):
+                self._refill(self.overflow, now)
+                return self.overflow
+            self.buckets.popitem(last=False)
+        entry = self.buckets[key] = _Address(_Bucket(self.burst, now), _Bucket(self.failure_burst, now))
         return entry
 
     def _take(self, key: str, now: float) -> tuple[float, str]:
