@@ -18,8 +18,8 @@ from ``[server]`` (:class:`~airlock.gateway._config.ServerConfig`).
   then a 429 unless the source address has a token in both of its buckets: ``requests`` (taken by
   every request; generous, so one busy client is not throttled) and ``failures`` (taken by each
   401; small, so a stranger gets a few audited 401s a second and then 429s that cost nothing).
-* With TLS, connections are only seen here once the handshake completes; the handshake itself is
-  given ``header_timeout_seconds`` too (:class:`GuardedServer`).
+* With TLS, connections are counted from accept(), before their handshake (:class:`_GuardedTLS`),
+  and the handshake is given ``header_timeout_seconds`` too (:class:`GuardedServer`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ import json
 import resource
 import socket
 import time
+from asyncio.sslproto import SSLProtocol
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Final
 
 import uvicorn
@@ -145,13 +147,18 @@ class _GuardedH11(H11Protocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._timed_cycle: object = None
         self._send_timer: asyncio.TimerHandle | None = None
+        #: set by :class:`_GuardedTLS`, which counted this connection at accept()
+        self._counted_by_tls = False
+        self._owns_count = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         key = address_key(self.client[0] if self.client else None)
-        if self.guard.open(key) is not None:
-            transport.abort()
-            return
+        if not self._counted_by_tls:
+            if self.guard.open(key) is not None:
+                transport.abort()
+                return
+            self._owns_count = True
         self._guard_key = key
         self._arm()
 
@@ -204,8 +211,42 @@ class _GuardedH11(H11Protocol):
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
-        if self._guard_key is not None:
+        if self._guard_key is not None and self._owns_count:
             self.guard.close(self._guard_key)
+        self._guard_key = None
+        self._owns_count = False
+        super().connection_lost(exc)
+
+
+class _GuardedTLS(SSLProtocol):
+    """asyncio's TLS protocol, counted against the connection caps from accept() on.
+
+    With ``ssl=`` handed to ``create_server``, the application protocol hears of a connection only
+    once the handshake is done: connections that never finish it (or never start it) held a file
+    descriptor each, uncounted, for the whole handshake deadline. This layer takes the count when
+    the TCP connection is accepted and gives it back when the connection is gone."""
+
+    def __init__(self, guard: ConnectionGuard, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard = guard
+        self._guard_key: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        key = address_key(peer[0] if isinstance(peer, tuple) and peer else None)
+        if self._guard.open(key) is not None:
+            # before any handshake work; connection_lost follows
+            (transport.abort if isinstance(transport, asyncio.Transport) else transport.close)()
+            return
+        self._guard_key = key
+        app = self._app_protocol
+        if isinstance(app, _GuardedH11):
+            app._counted_by_tls = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._guard_key is not None:
+            self._guard.close(self._guard_key)
             self._guard_key = None
         super().connection_lost(exc)
 
@@ -220,7 +261,8 @@ class GuardedServer(uvicorn.Server):
     """uvicorn's server, with a deadline on TLS handshakes (asyncio's default is 60 s).
 
     uvicorn 0.54 does not pass ``ssl_handshake_timeout`` to ``loop.create_server``; this server
-    supplies it while its listeners are created, on this loop only."""
+    supplies it while its listeners are created, on this loop only, and layers TLS itself
+    (:class:`_GuardedTLS`) so that connections count against the caps before their handshake."""
 
     def __init__(self, config: uvicorn.Config, handshake_timeout: float) -> None:
         super().__init__(config)
@@ -230,12 +272,27 @@ class GuardedServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         original = loop.create_server
 
-        async def create_server(*args: Any, **kwargs: Any) -> asyncio.Server:
-            if kwargs.get("ssl") is not None:
-                kwargs["ssl_handshake_timeout"] = self.handshake_timeout
-            return await original(*args, **kwargs)
+        async def create_server(
+            factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
+        ) -> asyncio.Server:
+            context = kwargs.pop("ssl", None)
+            if context is None:
+                return await original(factory, *args, **kwargs)
 
-        loop.create_server = create_server  # type: ignore[method-assign]
+            def tls() -> asyncio.BaseProtocol:
+                app = factory()
+                guard = getattr(app, "guard", None)
+                if not isinstance(guard, ConnectionGuard):
+                    raise TypeError("the TLS listener needs a guarded protocol")
+                return _GuardedTLS(
+                    guard, loop, app, context, None, server_side=True,
+                    ssl_handshake_timeout=self.handshake_timeout,
+                )  # fmt: skip
+
+            # plain TCP underneath, TLS layered by _GuardedTLS: counted from accept() on
+            return await original(tls, *args, **kwargs)
+
+        loop.create_server = create_server  # type: ignore[method-assign,assignment]
         try:
             await super().startup(sockets)
         finally:
