@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from airlock._cli import main
-from tests.gateway.test_hardening import _closed_by_server, make_gateway
+from tests.gateway.test_hardening import _closed_by_server, _raw, make_gateway
 
 __all__ = ["make_gateway"]  # the fixture, re-exported for pytest
 
@@ -85,3 +85,51 @@ def test_tls_connections_count_against_the_cap_from_accept_not_from_the_end_of_t
         assert client.get("/v2/health/live").status_code == 200
     time.sleep(0.3)
     assert gateway.running.gateway.state.guard.total == 0  # every count was given back
+
+
+def _chunked(port: int, body: bytes, sizes: list[int], token: str | None, source: str = "127.0.0.1") -> bytes:
+    """POST ``body`` to affine in chunks of ``sizes`` (the last chunk takes the rest), all sent at once."""
+    head = b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+    if token:
+        head += b"Authorization: Bearer " + token.encode() + b"\r\n"
+    parts, at = [], 0
+    for size in [*sizes, len(body)]:
+        piece = body[at : at + size]
+        at += len(piece)
+        if piece:
+            parts.append(b"%x\r\n%s\r\n" % (len(piece), piece))
+    return _raw(port, head + b"\r\n" + b"".join(parts) + b"0\r\n\r\n", source=source, timeout=10)
+
+
+def test_a_body_of_tiny_chunks_is_cut_off_before_it_stalls_the_event_loop(make_gateway: Any) -> None:
+    """F2/F4 variant, no key needed: h11 parses each chunk in Python on the event loop, before the
+    application (and authentication) sees the request. 240 KB of one-byte chunks in one socket read
+    stalled every caller for ~0.7 s, and a stranger could repeat it at will. Now a body may have
+    CHUNK_GRACE chunks plus one per CHUNK_BYTES of payload; beyond that the connection is aborted."""
+    gateway = make_gateway()
+    payload = b"x" * 40000
+    started = time.monotonic()
+    for last in range(2, 6):
+        answer = _chunked(gateway.port, payload, [1] * 40000, None, source=f"127.0.0.{last}")
+        assert answer == b""  # aborted: no 401 after ~0.7 s of parsing
+    assert time.monotonic() - started < 1.5  # was ~3 s of event-loop time for these four
+    assert gateway.running.gateway.state.guard.refused["small_chunks"] == 4
+    assert 'airlock_preauth_refused_total{reason="small_chunks"} 4.0' in gateway.metrics()
+
+
+def test_the_chunk_bound_is_exact_and_leaves_ordinary_chunked_bodies_alone(make_gateway: Any) -> None:
+    """N-1/N/N+1 around the bound: 64 chunks (63 of one byte) pass, 65 do not; a 60 KB body in
+    512-byte chunks (118 chunks, within one per KiB plus 64) is served."""
+    from airlock.gateway._guard import CHUNK_BYTES, CHUNK_GRACE
+
+    assert (CHUNK_GRACE, CHUNK_BYTES) == (64, 1024)
+    gateway = make_gateway()
+    token = gateway.tokens["acme"]
+    body = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}'
+    for chunks, served in ((63, True), (64, True), (65, False)):
+        answer = _chunked(gateway.port, body, [1] * (chunks - 1), token)
+        assert answer.startswith(b"HTTP/1.1 200") is served, (chunks, answer[:80])
+        assert (answer == b"") is not served
+    big = body[:-1] + b" " * (60000 - len(body)) + b"}"
+    answer = _chunked(gateway.port, big, [512] * 200, token)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]

@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
+import h11
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -115,6 +116,7 @@ class ConnectionGuard:
         #: connections closed by a cap or a header deadline, by reason (for metrics)
         self.refused: dict[str, int] = {
             "connections": 0, "address_connections": 0, "header_timeout": 0, "send_timeout": 0,
+            "small_chunks": 0,
         }  # fmt: skip
 
     def open(self, key: str) -> str | None:
@@ -138,11 +140,54 @@ class ConnectionGuard:
             self.by_address.pop(key, None)
 
 
+#: chunks a request body may have for free; beyond them, one more chunk per CHUNK_BYTES of payload
+CHUNK_GRACE: Final = 64
+CHUNK_BYTES: Final = 1024
+
+
+class _BoundedFraming(h11.Connection):
+    """h11's connection, refusing chunked bodies whose chunks are too small to be worth parsing.
+
+    h11 parses each chunk in Python (~15 us), on the event loop, as soon as its bytes arrive and
+    before the application has seen the request (so before authentication): 256 KiB of one-byte
+    chunks, one socket read, stalled every caller for ~0.7 s. A body may have ``CHUNK_GRACE``
+    chunks plus one per ``CHUNK_BYTES`` of payload so far; the framing work then stays proportional
+    to the payload, as with ``Content-Length``. ``on_violation`` is called once (it aborts the
+    connection) and parsing stops."""
+
+    def __init__(self, max_incomplete_event_size: int, on_violation: Callable[[], None]) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+        self._on_violation = on_violation
+        self._chunks = 0
+        self._bytes = 0
+        self._violated = False
+
+    def next_event(self) -> Any:
+        if self._violated:
+            return h11.NEED_DATA
+        event = super().next_event()
+        if isinstance(event, h11.Data):
+            self._bytes += len(event.data)
+            if event.chunk_start:
+                self._chunks += 1
+                if self._chunks > CHUNK_GRACE + self._bytes // CHUNK_BYTES:
+                    self._violated = True
+                    self._on_violation()
+                    return h11.NEED_DATA
+        elif isinstance(event, h11.Request):
+            self._chunks = self._bytes = 0
+        return event
+
+
 class _GuardedH11(H11Protocol):
     guard: ConnectionGuard
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        limit = getattr(
+            self.conn, "_max_incomplete_event_size", h11._connection.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+        )
+        self.conn = _BoundedFraming(limit, self._small_chunks)
         self._guard_key: str | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._timed_cycle: object = None
@@ -172,6 +217,10 @@ class _GuardedH11(H11Protocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def _small_chunks(self) -> None:
+        self.guard.refused["small_chunks"] += 1
+        self.transport.abort()
 
     def _header_deadline(self) -> None:
         self._header_timer = None
