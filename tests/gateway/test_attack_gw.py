@@ -6,6 +6,7 @@ addresses, so several source addresses are available) and failed before its fix.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import time
@@ -133,3 +134,42 @@ def test_the_chunk_bound_is_exact_and_leaves_ordinary_chunked_bodies_alone(make_
     big = body[:-1] + b" " * (60000 - len(body)) + b"}"
     answer = _chunked(gateway.port, big, [512] * 200, token)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+
+
+def _head(lines: int) -> bytes:
+    """A health request (Connection: close) whose head has ``lines`` header lines in all."""
+    fields = b"".join(b"X-%d: y\r\n" % i for i in range(lines - 2))
+    return b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + fields + b"Connection: close\r\n\r\n"
+
+
+def test_a_head_of_thousands_of_tiny_header_lines_is_refused_before_it_is_parsed(make_gateway: Any) -> None:
+    """F4 variant, no key needed: h11 parses each header line in Python (~6 us) on the event loop
+    before anything else runs; its 16 KiB head bound allows ~3000 lines, ~20 ms per request, and
+    the per-address bucket (1000 requests/s) is taken only after that. A head may now have 100
+    header lines (N-1/N/N+1 below); more abort the connection before h11 parses a line."""
+    from airlock.gateway._guard import HEADER_LINES
+
+    assert HEADER_LINES == 100
+    gateway = make_gateway()
+    for lines, served in ((99, True), (100, True), (101, False)):
+        answer = _raw(gateway.port, _head(lines))
+        assert answer.startswith(b"HTTP/1.1 200") is served, (lines, answer[:60])
+        assert (answer == b"") is not served
+    # the same head with bare LF line ends, and one arriving a few lines at a time
+    flood = b"GET /v2/health/live HTTP/1.1\nHost: x\n" + b"a:b\n" * 3000 + b"\n"
+    assert _raw(gateway.port, flood) == b""
+    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(40):
+                sock.sendall(b"a:b\r\n" * 5)
+                time.sleep(0.01)
+        assert _closed_by_server(sock, 2.0)
+    refused = gateway.running.gateway.state.guard.refused["header_lines"]
+    assert refused == 3
+    # many small pipelined requests are each counted on their own: all served
+    pipelined = (b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"a:b\r\n" * 60 + b"\r\n") * 3
+    answer = _raw(
+        gateway.port, pipelined + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.count(b"HTTP/1.1 200") == 4
