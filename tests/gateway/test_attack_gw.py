@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from airlock._cli import main
-from tests.gateway.test_hardening import _closed_by_server, _raw, make_gateway
+from tests.gateway.test_hardening import _audit_rows, _closed_by_server, _raw, make_gateway
 
 __all__ = ["make_gateway"]  # the fixture, re-exported for pytest
 
@@ -173,3 +173,36 @@ def test_a_head_of_thousands_of_tiny_header_lines_is_refused_before_it_is_parsed
         gateway.port, pipelined + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert answer.count(b"HTTP/1.1 200") == 4
+
+
+UNDECLARED = """
+[models.open]
+path = "affine.onnx"
+runtime = "onnx"
+tenants = ["acme", "globex"]
+"""
+
+
+def test_inputs_the_model_refuses_are_a_400_and_never_restart_its_worker(make_gateway: Any) -> None:
+    """A model without declared inputs gets whatever a tenant sends; when the model raised on it,
+    the worker (alive, its protocol intact) was treated as crashed: killed, a new sandbox started,
+    503 "being restarted" to the caller and ``failed:worker`` in the audit. Any tenant could keep its
+    lanes restarting (a sandbox start costs the whole machine CPU) with one wrong shape per request.
+    A model's own error is now a 400 with a fixed text, audited ``failed:model``; the worker stays."""
+    gateway = make_gateway(models=UNDECLARED)
+    lane = gateway.running.gateway.state.lanes[("acme", "open")]
+    pids = lane.pids()
+    wrong = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
+    right = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    with gateway.client("acme") as client:
+        for _ in range(3):
+            reply = client.post("/v2/models/open/infer", json=wrong)
+            assert reply.status_code == 400, reply.text
+            assert reply.json() == {"error": "invalid request: the model could not run on these inputs"}
+            request_id = reply.headers["x-request-id"]
+        assert client.post("/v2/models/open/infer", json=right).status_code == 200
+    assert lane.restarted == 0 and lane.pids() == pids
+    assert _audit_rows(gateway.config.server.state, request_id) == [
+        ("open", "started", 0),
+        ("open", "failed:model", 400),
+    ]

@@ -8,7 +8,7 @@ Order of checks for an inference call (each refusal is audited and counted):
 not exist: nothing about other tenants leaks) -> 403 key not scoped for the model -> 429 tenant
 concurrency cap -> 429 request budget -> 413 body cap -> 400 malformed tensors -> 429 tensor-byte
 budget -> audit row "started" (503 when it cannot be written: nothing runs unaudited) -> worker
-(504 deadline, 503 worker failure) -> 200. Whatever fails after that, the request ends with its
+(504 deadline, 503 worker failure, 400 when the model raised on the inputs) -> 200. Whatever fails after that, the request ends with its
 outcome row; an unexpected exception is a 500 with a fixed text, audited like any other outcome.
 
 Nothing a caller sent is stored or labelled verbatim unless it was checked first: the model name in
@@ -55,7 +55,7 @@ from airlock.gateway._tensors import (
     encode_reply,
     parse_infer_request,
 )
-from airlock.gateway._workers import Lane, WorkerCrashed, WorkerTimeout
+from airlock.gateway._workers import Lane, ModelFailed, WorkerCrashed, WorkerTimeout
 
 __all__ = ["GatewayState", "build_app"]
 
@@ -342,6 +342,9 @@ async def infer(request: Request) -> Response:
         except WorkerTimeout as exc:
             state.metrics.restarts.labels(who.tenant, name, "timeout").inc()
             raise _Refused(_error(504), "failed:timeout") from exc
+        except ModelFailed:
+            # the model's own message is not echoed: fixed phrases only
+            raise _Refused(_error(400, "the model could not run on these inputs"), "failed:model") from None
         except WorkerCrashed as exc:
             state.metrics.restarts.labels(who.tenant, name, "crash").inc()
             _log.warning(

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from airlock.errors import SandboxError, UsageError
+from airlock.errors import ModelError, SandboxError, UsageError
 from airlock.sandbox._detect import detect_runtime
 from airlock.sandbox._frames import Frame, FrameCaps, recv_frame, send_frame
 from airlock.sandbox._launcher import Launched, launch
@@ -254,9 +254,10 @@ class Worker:
             raise SandboxError(f"sandboxed {stage} failed: the job died ({status}): {exc}") from exc
         kind = check_header(frame.header, (*kinds, "error"))
         if kind == "error":
-            raise SandboxError(
-                f"sandboxed {frame.header['stage']} failed: {frame.header['error']}: {frame.header['message']}"
-            )
+            message = f"sandboxed {frame.header['stage']} failed: {frame.header['error']}: {frame.header['message']}"
+            if frame.header["stage"] in ("infer", "state_dict"):
+                raise ModelError(message)  # the job caught it and waits for the next request
+            raise SandboxError(message)
         return frame
 
     def _tensors(self, stage: str) -> dict[str, np.ndarray[Any, Any]]:
