@@ -206,3 +206,20 @@ def test_inputs_the_model_refuses_are_a_400_and_never_restart_its_worker(make_ga
         ("open", "started", 0),
         ("open", "failed:model", 400),
     ]
+
+
+def test_trailers_of_a_chunked_body_are_held_to_the_same_line_bound(make_gateway: Any) -> None:
+    """The header-line bound, through the back door: a chunked body's trailers are header lines
+    too, parsed by h11 in Python before authentication. 100 trailer lines pass, 101 do not."""
+    gateway = make_gateway()
+    token = gateway.tokens["acme"]
+    body = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}'
+    head = b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+    for lines, served in ((100, True), (101, False), (3000, False)):
+        trailers = b"".join(b"T-%d: y\r\n" % i for i in range(lines))
+        for last in (b"0\r\n", b"000;ext=1\r\n"):
+            request = head + b"Authorization: Bearer " + token.encode() + b"\r\n\r\n"
+            request += b"%x\r\n%s\r\n" % (len(body), body) + last + trailers + b"\r\n"
+            answer = _raw(gateway.port, request)
+            assert answer.startswith(b"HTTP/1.1 200") is served, (lines, last, answer[:60])
+    assert gateway.running.gateway.state.guard.refused["header_lines"] == 4

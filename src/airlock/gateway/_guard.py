@@ -146,6 +146,9 @@ class ConnectionGuard:
 HEADER_LINES: Final = 100
 #: where a request head ends (h11 accepts bare LF line ends too)
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
+#: the last chunk's size line (trailers follow it), after the previous chunk's CRLF, which h11
+#: consumes only when it reads on
+_LAST_CHUNK: Final = re.compile(rb"(?:\r?\n)?0+[ \t]*(?:;[^\r\n]*)?\r?\n")
 #: chunks a request body may have for free; beyond them, one more chunk per CHUNK_BYTES of payload
 CHUNK_GRACE: Final = 64
 CHUNK_BYTES: Final = 1024
@@ -158,26 +161,33 @@ class _BoundedFraming(h11.Connection):
     before the application has seen the request (so before authentication): 256 KiB of one-byte
     chunks, one socket read, stalled every caller for ~0.7 s. A body may have ``CHUNK_GRACE``
     chunks plus one per ``CHUNK_BYTES`` of payload so far; the framing work then stays proportional
-    to the payload, as with ``Content-Length``. Likewise a request head may have ``HEADER_LINES``
-    lines, counted before h11 parses them. ``on_violation(reason)`` is called once (it aborts the
+    to the payload, as with ``Content-Length``. Likewise a request head, and a chunked body's
+    trailers, may have ``HEADER_LINES`` lines, counted before h11 parses them. ``on_violation(reason)`` is called once (it aborts the
     connection) and parsing stops."""
 
     def __init__(self, max_incomplete_event_size: int, on_violation: Callable[[str], None]) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
         self._on_violation = on_violation
+        self._peek_bytes = max_incomplete_event_size + 8
         self._chunks = 0
         self._bytes = 0
+        #: a chunked body's next bytes are a chunk-size line (the last one is followed by trailers)
+        self._at_chunk_line = False
         self._violated = False
 
     def next_event(self) -> Any:
         if self._violated:
             return h11.NEED_DATA
-        if self.their_state is h11.IDLE and self._too_many_lines():
+        if self.their_state is h11.IDLE and self._too_many_lines(self._peek()):
+            self._violate("header_lines")
+            return h11.NEED_DATA
+        if self._at_chunk_line and self.their_state is h11.SEND_BODY and self._too_many_trailers():
             self._violate("header_lines")
             return h11.NEED_DATA
         event = super().next_event()
         if isinstance(event, h11.Data):
             self._bytes += len(event.data)
+            self._at_chunk_line = bool(event.chunk_end)
             if event.chunk_start:
                 self._chunks += 1
                 if self._chunks > CHUNK_GRACE + self._bytes // CHUNK_BYTES:
@@ -185,16 +195,38 @@ class _BoundedFraming(h11.Connection):
                     return h11.NEED_DATA
         elif isinstance(event, h11.Request):
             self._chunks = self._bytes = 0
+            self._at_chunk_line = any(name == b"transfer-encoding" for name, _ in event.headers)
+        elif isinstance(event, h11.EndOfMessage):
+            self._at_chunk_line = False
         return event
 
-    def _too_many_lines(self) -> bool:
-        """Whether the next request's head (as far as it has arrived) has more than HEADER_LINES
-        header lines; counted with C-speed byte scans before h11 parses a line of it."""
-        data = self.trailing_data[0]
+    def _peek(self) -> bytes:
+        """The first bytes not yet parsed (no more than h11 would take as one head)."""
+        buffer = getattr(getattr(self, "_receive_buffer", None), "_data", None)
+        if isinstance(buffer, bytearray):
+            return bytes(buffer[: self._peek_bytes])
+        return self.trailing_data[0][: self._peek_bytes]
+
+    @staticmethod
+    def _too_many_lines(data: bytes, first: int = 1) -> bool:
+        """Whether a head (a request line and headers, or ``first=0``: trailers only), as far as it
+        has arrived, has more than HEADER_LINES header lines; counted with C-speed byte scans
+        before h11 parses a line of it."""
         end = _HEAD_END.search(data)
         if end is not None:  # the request line's LF and one per header line but the last
-            return data.count(b"\n", 0, end.start()) > HEADER_LINES
-        return data.count(b"\n") > HEADER_LINES + 1  # the blank line may still come
+            return data.count(b"\n", 0, end.start()) + 1 - first > HEADER_LINES
+        return data.count(b"\n") - first > HEADER_LINES  # the blank line may still come
+
+    def _too_many_trailers(self) -> bool:
+        """At a chunk-size line: when it is the last chunk's, whether too many trailer lines follow."""
+        data = self._peek()
+        last = _LAST_CHUNK.match(data)
+        if last is None:
+            return False
+        rest = data[last.end() :]
+        if rest[:1] == b"\n" or rest[:2] == b"\r\n":
+            return False  # no trailers
+        return self._too_many_lines(rest, first=0)
 
     def _violate(self, reason: str) -> None:
         self._violated = True
