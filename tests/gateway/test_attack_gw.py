@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sqlite3
 import ssl
 import time
 from pathlib import Path
@@ -223,3 +224,25 @@ def test_trailers_of_a_chunked_body_are_held_to_the_same_line_bound(make_gateway
             answer = _raw(gateway.port, request)
             assert answer.startswith(b"HTTP/1.1 200") is served, (lines, last, answer[:60])
     assert gateway.running.gateway.state.guard.refused["header_lines"] == 4
+
+
+def test_a_client_that_leaves_mid_body_is_audited_as_disconnected_not_as_an_internal_error(
+    make_gateway: Any,
+) -> None:
+    """A caller that hangs up (or sends a chunk size h11 refuses) in the middle of its body was
+    recorded as ``failed:internal`` 500 with an error log line each time, which any tenant could
+    repeat at will: a false alarm in the audit and the logs. It is ``failed:disconnected`` (499)."""
+    gateway = make_gateway()
+    token = gateway.tokens["acme"].encode()
+    head = b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + b"\r\n"
+    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+        sock.sendall(head + b"Content-Length: 1000\r\n\r\n" + b'{"inputs": [')
+        time.sleep(0.3)
+    _raw(gateway.port, head + b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffffffffff\r\nxx")
+    time.sleep(0.5)
+    db = sqlite3.connect(gateway.config.server.state)
+    try:
+        rows = db.execute("SELECT decision, status FROM audit WHERE tenant = 'acme' ORDER BY seq").fetchall()
+    finally:
+        db.close()
+    assert rows == [("failed:disconnected", 499)] * 2

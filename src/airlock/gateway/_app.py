@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -174,11 +174,15 @@ async def _body(request: Request, cap: int) -> bytes:
         raise _Refused(_error(413, f"the limit is {cap} bytes"), "denied:body-size")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise _Refused(_error(413, f"the limit is {cap} bytes"), "denied:body-size")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise _Refused(_error(413, f"the limit is {cap} bytes"), "denied:body-size")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # the caller hung up (or h11 refused its framing and closed): nobody to answer, nothing wrong here
+        raise _Refused(_error(499, text="client closed the request"), "failed:disconnected") from None
     return b"".join(chunks)
 
 
