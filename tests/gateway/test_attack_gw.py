@@ -246,3 +246,25 @@ def test_a_client_that_leaves_mid_body_is_audited_as_disconnected_not_as_an_inte
     finally:
         db.close()
     assert rows == [("failed:disconnected", 499)] * 2
+
+
+def test_the_admin_port_has_a_connection_cap_and_a_header_deadline(make_gateway: Any) -> None:
+    """F4 on the other port: /metrics (loopback) was served by plain h11 with no cap and no header
+    deadline; silent connections there stayed open for good, and each took a descriptor from the
+    reserve that keeps the API listener's accept() working. The admin port now has both."""
+    from airlock.gateway._guard import ADMIN_CONNECTIONS
+
+    gateway = make_gateway(server="header_timeout_seconds = 2\n")
+    port = gateway.running.gateway.admin_port
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(ADMIN_CONNECTIONS + 24)]
+    for sock in silent:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+    time.sleep(0.3)
+    closed = sum(_closed_by_server(sock, 0.01) for sock in silent)
+    refused = gateway.running.gateway.state.admin_guard.refused
+    assert closed == 24, (closed, refused)  # over the cap: closed at once
+    assert all(_closed_by_server(sock, 4.0) for sock in silent)  # the rest: at the header deadline
+    for sock in silent:
+        sock.close()
+    time.sleep(0.2)
+    assert "airlock_connections" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text

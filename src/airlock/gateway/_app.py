@@ -81,6 +81,8 @@ class GatewayState:
     #: the group-commit writer (None: rows are written inline, as in unit tests)
     audit: AuditWriter | None = None
     guard: ConnectionGuard | None = None
+    #: the admin port's own connection guard
+    admin_guard: ConnectionGuard | None = None
 
     def limits(self, tenant: str) -> TenantLimits:
         record = self.store.tenant(tenant)

@@ -45,6 +45,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from airlock.gateway._config import ServerConfig
 
 __all__ = [
+    "ADMIN_CONNECTIONS",
     "ConnectionGuard",
     "GuardedServer",
     "PreAuth",
@@ -85,6 +86,8 @@ def address_key(host: str | None) -> str:
 #: file descriptors kept free for everything but API connections: listeners, SQLite, logs, the
 #: admin port, codec pipes (plus :data:`FDS_PER_LANE` for each lane's workers)
 FDS_RESERVED: Final = 64
+#: open connections to the admin port (/metrics), out of that reserve
+ADMIN_CONNECTIONS: Final = 16
 FDS_PER_LANE: Final = 8
 
 

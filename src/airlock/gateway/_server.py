@@ -33,6 +33,7 @@ from airlock.gateway._audit import AuditHead, load_key, write_head
 from airlock.gateway._audit_writer import AuditWriter
 from airlock.gateway._config import GatewayConfig, ModelConfig, TlsConfig
 from airlock.gateway._guard import (
+    ADMIN_CONNECTIONS,
     ConnectionGuard,
     GuardedServer,
     connection_cap,
@@ -233,8 +234,20 @@ class Gateway:
             timeout_graceful_shutdown=5, ws="none", timeout_keep_alive=config.server.keep_alive_seconds,  # type: ignore[arg-type]
             ssl_context_factory=self._ssl_factory if self._ssl is not None else None,
         )  # fmt: skip
-        admin = uvicorn.Config(_admin_app(state), http="h11", lifespan="off", log_config=None,
-                               access_log=False, server_header=False, ws="none")  # fmt: skip
+        # the admin port (loopback only) gets the same header and send deadlines and a small cap of
+        # its own: its connections come out of the descriptor reserve that keeps accept() working
+        admin_guard = ConnectionGuard(
+            replace(
+                config.server,
+                max_connections=ADMIN_CONNECTIONS,
+                max_connections_per_address=ADMIN_CONNECTIONS,
+            ),
+            ADMIN_CONNECTIONS,
+        )
+        state.admin_guard = admin_guard
+        admin = uvicorn.Config(_admin_app(state), http=guarded_protocol(admin_guard), lifespan="off",
+                               log_config=None, access_log=False, server_header=False, ws="none",
+                               timeout_keep_alive=config.server.keep_alive_seconds)  # type: ignore[arg-type]  # fmt: skip
         self._servers = [GuardedServer(api, config.server.header_timeout_seconds), uvicorn.Server(admin)]
         sockets = [self._bound.api, self._bound.admin]
         self._tasks = [
