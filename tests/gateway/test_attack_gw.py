@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from airlock._cli import main
 from tests.gateway.test_hardening import _audit_rows, _closed_by_server, _raw, make_gateway
@@ -268,3 +269,43 @@ def test_the_admin_port_has_a_connection_cap_and_a_header_deadline(make_gateway:
         sock.close()
     time.sleep(0.2)
     assert "airlock_connections" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+
+def test_integers_at_every_datatypes_edges_are_decided_exactly(make_gateway: Any) -> None:
+    """F10 variant, the other way round: numpy guesses one type for a JSON list, and for UINT64
+    values >= 2**63 next to smaller ones it guessed float64, so ``[0, 18446744073709551615]`` (both
+    in range) was refused; an integer beyond 64 bits was refused for FP32 although it fits.
+    Those lists are now decided value by value: in range is accepted, one past either edge is not."""
+    import json
+
+    from airlock.gateway._tensors import TensorError, parse_infer_request
+
+    def parse(datatype: str, data: list[Any]) -> list[Any]:
+        body = {"inputs": [{"name": "x", "datatype": datatype, "shape": [len(data)], "data": data}]}
+        values: list[Any] = parse_infer_request(json.dumps(body).encode(), ()).inputs["x"].tolist()
+        return values
+
+    edges = {
+        "INT8": 8,
+        "INT16": 16,
+        "INT32": 32,
+        "INT64": 64,
+        "UINT8": -8,
+        "UINT16": -16,
+        "UINT32": -32,
+        "UINT64": -64,
+    }
+    for datatype, bits in edges.items():
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if bits > 0 else (0, 2**-bits - 1)
+        assert parse(datatype, [low, high, 1]) == [low, high, 1]
+        for outside in ([low - 1, high], [low, high + 1], [1.0, high], [True, high + 1]):
+            with pytest.raises(TensorError):
+                parse(datatype, outside)
+    # over real HTTP: a 71-bit integer is a float32 value like any other
+    gateway = make_gateway()
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [2**70, 1, 2, 3]}]}
+    with gateway.client("acme") as client:
+        reply = client.post("/v2/models/affine/infer", json=body)
+        assert reply.status_code == 200, reply.text
+        body["inputs"][0]["data"] = [2**200, 1, 2, 3]
+        assert client.post("/v2/models/affine/infer", json=body).status_code == 400
