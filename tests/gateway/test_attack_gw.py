@@ -309,3 +309,29 @@ def test_integers_at_every_datatypes_edges_are_decided_exactly(make_gateway: Any
         assert reply.status_code == 200, reply.text
         body["inputs"][0]["data"] = [2**200, 1, 2, 3]
         assert client.post("/v2/models/affine/infer", json=body).status_code == 400
+
+
+def test_emptying_the_audit_log_and_removing_the_head_file_is_detected(
+    make_gateway: Any, capsys: Any
+) -> None:
+    """F7 variant: deleting the head file was caught only while rows remained; deleting every row
+    (or the whole database) together with the head file passed as an intact, empty log. The head
+    file is now written when the gateway starts, before it serves, so a gateway that has run (its
+    key file exists) always has one, and a missing head file fails verification at any row count."""
+    gateway = make_gateway(extra="[audit]\nhead_interval_seconds = 0.2\n")
+    assert gateway.config.audit.head_file.exists()  # before any request
+    with gateway.client("acme") as client:
+        assert client.post("/v2/models/affine/infer", json={"inputs": []}).status_code == 400
+    time.sleep(0.5)  # the periodic head now names the rows
+    config = str(gateway.config.source)
+    assert main(["audit", "verify", "--config", config]) == 0
+    db = sqlite3.connect(gateway.config.server.state)
+    db.execute("DELETE FROM audit")
+    db.commit()
+    db.close()
+    time.sleep(0.5)  # the gateway does not bless the shorter log with a new head
+    assert main(["audit", "verify", "--config", config]) == 1
+    gateway.config.audit.head_file.unlink()
+    capsys.readouterr()
+    assert main(["audit", "verify", "--config", config]) == 1
+    assert "no head file" in capsys.readouterr().out

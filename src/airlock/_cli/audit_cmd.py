@@ -42,12 +42,14 @@ class AuditCommand:
         finally:
             store.close()
         problems = list(report.problems)
-        if recorded is None and report.rows:
-            # the gateway writes the head within seconds of the first row: a log with rows and no
-            # head file has lost it (deleted with rows cut from the end?); fail closed
+        if recorded is None:
+            # the gateway writes the head file when it starts, before serving (the key file this
+            # check just read is created at that start too): a missing head file was removed,
+            # perhaps with every row after it, even all of them; fail closed
             problems.append(
-                f"no head file at {config.audit.head_file} although the log has {report.rows} row(s): "
-                "rows cut from the end cannot be ruled out (check --expect-head against a logged head)"
+                f"no head file at {config.audit.head_file} although the gateway has run (the log has "
+                f"{report.rows} row(s)): rows cut from the end cannot be ruled out "
+                "(check --expect-head against a logged head)"
             )
         for problem in problems:
             print(f"TAMPERED: {problem}")

@@ -217,6 +217,9 @@ class Gateway:
         _export(state)
         self.state = state
         try:
+            # the head is on disk before the first request: from then on a missing head file means
+            # it was removed (with rows cut from the end?), never "not written yet"
+            await loop.run_in_executor(None, self._first_head)
             await asyncio.gather(*(lane.start() for lane in state.lanes.values()))
             self._bound = _Bound(
                 _bind(config.server.host, config.server.port), _bind("127.0.0.1", config.server.admin_port)
@@ -285,6 +288,18 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.get_running_loop().run_in_executor(None, self._write_head)
 
+    def _first_head(self) -> None:
+        state, key = self.state, self._key
+        assert state is not None and key is not None
+        head = state.store.audit_head()
+        try:
+            write_head(self.config.audit.head_file, key, head)
+        except OSError as exc:
+            raise UsageError(
+                f"audit: cannot write the head file {self.config.audit.head_file}: {exc.strerror}"
+            ) from exc
+        self._written = head
+
     def _write_head(self) -> str:
         state, key = self.state, self._key
         if state is None or key is None:
@@ -292,6 +307,11 @@ class Gateway:
         head = state.store.audit_head()
         if self._written is not None and self._written.seq == head.seq:
             return head.head
+        if self._written is not None and head.seq < self._written.seq:
+            # the log shrank under the gateway: rows were cut; the head file keeps the evidence
+            _log.error("audit log shorter than its recorded head: rows removed",
+                       extra={"seq": head.seq, "recorded_seq": self._written.seq})  # fmt: skip
+            return self._written.head
         try:
             write_head(self.config.audit.head_file, key, head)
         except OSError as exc:
