@@ -18,7 +18,8 @@ class AuditCommand:
     description: str = (
         "Recompute the audit log's HMAC chain with the key named by [audit] key_file and report every "
         "edited, removed or reordered row. The chain must also reach the head the gateway last wrote to "
-        "[audit] head_file (every few seconds and at shutdown), so rows cut from the end after a crash "
+        "[audit] head_file (at start, every few seconds and at shutdown; a missing head file fails), "
+        "so rows cut from the end after a crash "
         "are caught too; --expect-head checks against a head recorded elsewhere as well. "
         "Exit codes: 0 intact, 1 tampered, 2 error."
     )
