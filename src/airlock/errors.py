@@ -21,6 +21,7 @@ __all__ = [
     "FormatError",
     "IntegrityError",
     "LimitError",
+    "ModelError",
     "PolicyError",
     "SandboxError",
     "UsageError",
@@ -57,3 +58,7 @@ class IntegrityError(AirlockError):
 
 class SandboxError(AirlockError):
     """The sandbox could not be set up as required, or a sandboxed worker failed."""
+
+
+class ModelError(SandboxError):
+    """The sandboxed model raised an error for one request; its worker answered and is intact."""

@@ -18,7 +18,8 @@ class AuditCommand:
     description: str = (
         "Recompute the audit log's HMAC chain with the key named by [audit] key_file and report every "
         "edited, removed or reordered row. The chain must also reach the head the gateway last wrote to "
-        "[audit] head_file (every few seconds and at shutdown), so rows cut from the end after a crash "
+        "[audit] head_file (at start, every few seconds and at shutdown; a missing head file fails), "
+        "so rows cut from the end after a crash "
         "are caught too; --expect-head checks against a head recorded elsewhere as well. "
         "Exit codes: 0 intact, 1 tampered, 2 error."
     )
@@ -42,12 +43,14 @@ class AuditCommand:
         finally:
             store.close()
         problems = list(report.problems)
-        if recorded is None and report.rows:
-            # the gateway writes the head within seconds of the first row: a log with rows and no
-            # head file has lost it (deleted with rows cut from the end?); fail closed
+        if recorded is None:
+            # the gateway writes the head file when it starts, before serving (the key file this
+            # check just read is created at that start too): a missing head file was removed,
+            # perhaps with every row after it, even all of them; fail closed
             problems.append(
-                f"no head file at {config.audit.head_file} although the log has {report.rows} row(s): "
-                "rows cut from the end cannot be ruled out (check --expect-head against a logged head)"
+                f"no head file at {config.audit.head_file} although the gateway has run (the log has "
+                f"{report.rows} row(s)): rows cut from the end cannot be ruled out "
+                "(check --expect-head against a logged head)"
             )
         for problem in problems:
             print(f"TAMPERED: {problem}")

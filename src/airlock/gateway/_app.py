@@ -8,7 +8,7 @@ Order of checks for an inference call (each refusal is audited and counted):
 not exist: nothing about other tenants leaks) -> 403 key not scoped for the model -> 429 tenant
 concurrency cap -> 429 request budget -> 413 body cap -> 400 malformed tensors -> 429 tensor-byte
 budget -> audit row "started" (503 when it cannot be written: nothing runs unaudited) -> worker
-(504 deadline, 503 worker failure) -> 200. Whatever fails after that, the request ends with its
+(504 deadline, 503 worker failure, 400 when the model raised on the inputs) -> 200. Whatever fails after that, the request ends with its
 outcome row; an unexpected exception is a 500 with a fixed text, audited like any other outcome.
 
 Nothing a caller sent is stored or labelled verbatim unless it was checked first: the model name in
@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -55,7 +55,7 @@ from airlock.gateway._tensors import (
     encode_reply,
     parse_infer_request,
 )
-from airlock.gateway._workers import Lane, WorkerCrashed, WorkerTimeout
+from airlock.gateway._workers import Lane, ModelFailed, WorkerCrashed, WorkerTimeout
 
 __all__ = ["GatewayState", "build_app"]
 
@@ -81,6 +81,8 @@ class GatewayState:
     #: the group-commit writer (None: rows are written inline, as in unit tests)
     audit: AuditWriter | None = None
     guard: ConnectionGuard | None = None
+    #: the admin port's own connection guard
+    admin_guard: ConnectionGuard | None = None
 
     def limits(self, tenant: str) -> TenantLimits:
         record = self.store.tenant(tenant)
@@ -174,11 +176,15 @@ async def _body(request: Request, cap: int) -> bytes:
         raise _Refused(_error(413, f"the limit is {cap} bytes"), "denied:body-size")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise _Refused(_error(413, f"the limit is {cap} bytes"), "denied:body-size")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise _Refused(_error(413, f"the limit is {cap} bytes"), "denied:body-size")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # the caller hung up (or h11 refused its framing and closed): nobody to answer, nothing wrong here
+        raise _Refused(_error(499, text="client closed the request"), "failed:disconnected") from None
     return b"".join(chunks)
 
 
@@ -342,6 +348,9 @@ async def infer(request: Request) -> Response:
         except WorkerTimeout as exc:
             state.metrics.restarts.labels(who.tenant, name, "timeout").inc()
             raise _Refused(_error(504), "failed:timeout") from exc
+        except ModelFailed:
+            # the model's own message is not echoed: fixed phrases only
+            raise _Refused(_error(400, "the model could not run on these inputs"), "failed:model") from None
         except WorkerCrashed as exc:
             state.metrics.restarts.labels(who.tenant, name, "crash").inc()
             _log.warning(

@@ -139,7 +139,8 @@ class ServerConfig:
     #: empty every request from that address gets a 429 before authentication
     preauth_failures_per_second: float = 5.0
     preauth_failure_burst: int = 50
-    #: source addresses whose buckets are remembered (least recently seen forgotten first)
+    #: source addresses whose buckets are remembered (one in debt is never forgotten; beyond this,
+    #: new addresses share one overflow bucket)
     preauth_tracked_addresses: int = 65536
     #: JSON bodies larger than this are parsed (and large replies encoded) in the tenant's own codec
     #: process, never on the event loop

@@ -2,8 +2,9 @@
 token bucket per source address.
 
 Nothing here stores anything a caller sent: addresses are the only key (an IPv6 address counts as
-its /64, which one host can fill at will), the table of buckets is bounded (least recently seen
-forgotten first), and refusals are counted, never logged or audited one by one. All bounds come
+its /64, which one host can fill at will), the table of buckets is bounded (the least recently seen
+address is forgotten, but only once its buckets are full again; while it is still in debt, new
+addresses share one overflow bucket), and refusals are counted, never logged or audited one by one. All bounds come
 from ``[server]`` (:class:`~airlock.gateway._config.ServerConfig`).
 
 * :class:`ConnectionGuard` + :func:`guarded_protocol`: uvicorn's h11 protocol with a global and a
@@ -17,8 +18,8 @@ from ``[server]`` (:class:`~airlock.gateway._config.ServerConfig`).
   then a 429 unless the source address has a token in both of its buckets: ``requests`` (taken by
   every request; generous, so one busy client is not throttled) and ``failures`` (taken by each
   401; small, so a stranger gets a few audited 401s a second and then 429s that cost nothing).
-* With TLS, connections are only seen here once the handshake completes; the handshake itself is
-  given ``header_timeout_seconds`` too (:class:`GuardedServer`).
+* With TLS, connections are counted from accept(), before their handshake (:class:`_GuardedTLS`),
+  and the handshake is given ``header_timeout_seconds`` too (:class:`GuardedServer`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import re
 import resource
 import socket
 import time
+from asyncio.sslproto import SSLProtocol
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Final
 
+import h11
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -40,6 +45,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from airlock.gateway._config import ServerConfig
 
 __all__ = [
+    "ADMIN_CONNECTIONS",
     "ConnectionGuard",
     "GuardedServer",
     "PreAuth",
@@ -80,6 +86,8 @@ def address_key(host: str | None) -> str:
 #: file descriptors kept free for everything but API connections: listeners, SQLite, logs, the
 #: admin port, codec pipes (plus :data:`FDS_PER_LANE` for each lane's workers)
 FDS_RESERVED: Final = 64
+#: open connections to the admin port (/metrics), out of that reserve
+ADMIN_CONNECTIONS: Final = 16
 FDS_PER_LANE: Final = 8
 
 
@@ -112,6 +120,7 @@ class ConnectionGuard:
         #: connections closed by a cap or a header deadline, by reason (for metrics)
         self.refused: dict[str, int] = {
             "connections": 0, "address_connections": 0, "header_timeout": 0, "send_timeout": 0,
+            "small_chunks": 0, "header_lines": 0,
         }  # fmt: skip
 
     def open(self, key: str) -> str | None:
@@ -135,22 +144,123 @@ class ConnectionGuard:
             self.by_address.pop(key, None)
 
 
+#: header lines a request head may have (Apache's LimitRequestFields): h11 parses each line in
+#: Python (~6 us), before authentication, and its 16 KiB head bound alone allows ~3000 of them
+HEADER_LINES: Final = 100
+#: where a request head ends (h11 accepts bare LF line ends too)
+_HEAD_END: Final = re.compile(rb"\n\r?\n")
+#: the last chunk's size line (trailers follow it), after the previous chunk's CRLF, which h11
+#: consumes only when it reads on
+_LAST_CHUNK: Final = re.compile(rb"(?:\r?\n)?0+[ \t]*(?:;[^\r\n]*)?\r?\n")
+#: chunks a request body may have for free; beyond them, one more chunk per CHUNK_BYTES of payload
+CHUNK_GRACE: Final = 64
+CHUNK_BYTES: Final = 1024
+
+
+class _BoundedFraming(h11.Connection):
+    """h11's connection, refusing chunked bodies whose chunks are too small to be worth parsing.
+
+    h11 parses each chunk in Python (~15 us), on the event loop, as soon as its bytes arrive and
+    before the application has seen the request (so before authentication): 256 KiB of one-byte
+    chunks, one socket read, stalled every caller for ~0.7 s. A body may have ``CHUNK_GRACE``
+    chunks plus one per ``CHUNK_BYTES`` of payload so far; the framing work then stays proportional
+    to the payload, as with ``Content-Length``. Likewise a request head, and a chunked body's
+    trailers, may have ``HEADER_LINES`` lines, counted before h11 parses them. ``on_violation(reason)`` is called once (it aborts the
+    connection) and parsing stops."""
+
+    def __init__(self, max_incomplete_event_size: int, on_violation: Callable[[str], None]) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+        self._on_violation = on_violation
+        self._peek_bytes = max_incomplete_event_size + 8
+        self._chunks = 0
+        self._bytes = 0
+        #: a chunked body's next bytes are a chunk-size line (the last one is followed by trailers)
+        self._at_chunk_line = False
+        self._violated = False
+
+    def next_event(self) -> Any:
+        if self._violated:
+            return h11.NEED_DATA
+        if self.their_state is h11.IDLE and self._too_many_lines(self._peek()):
+            self._violate("header_lines")
+            return h11.NEED_DATA
+        if self._at_chunk_line and self.their_state is h11.SEND_BODY and self._too_many_trailers():
+            self._violate("header_lines")
+            return h11.NEED_DATA
+        event = super().next_event()
+        if isinstance(event, h11.Data):
+            self._bytes += len(event.data)
+            self._at_chunk_line = bool(event.chunk_end)
+            if event.chunk_start:
+                self._chunks += 1
+                if self._chunks > CHUNK_GRACE + self._bytes // CHUNK_BYTES:
+                    self._violate("small_chunks")
+                    return h11.NEED_DATA
+        elif isinstance(event, h11.Request):
+            self._chunks = self._bytes = 0
+            self._at_chunk_line = any(name == b"transfer-encoding" for name, _ in event.headers)
+        elif isinstance(event, h11.EndOfMessage):
+            self._at_chunk_line = False
+        return event
+
+    def _peek(self) -> bytes:
+        """The first bytes not yet parsed (no more than h11 would take as one head)."""
+        buffer = getattr(getattr(self, "_receive_buffer", None), "_data", None)
+        if isinstance(buffer, bytearray):
+            return bytes(buffer[: self._peek_bytes])
+        return self.trailing_data[0][: self._peek_bytes]
+
+    @staticmethod
+    def _too_many_lines(data: bytes, first: int = 1) -> bool:
+        """Whether a head (a request line and headers, or ``first=0``: trailers only), as far as it
+        has arrived, has more than HEADER_LINES header lines; counted with C-speed byte scans
+        before h11 parses a line of it."""
+        end = _HEAD_END.search(data)
+        if end is not None:  # the request line's LF and one per header line but the last
+            return data.count(b"\n", 0, end.start()) + 1 - first > HEADER_LINES
+        return data.count(b"\n") - first > HEADER_LINES  # the blank line may still come
+
+    def _too_many_trailers(self) -> bool:
+        """At a chunk-size line: when it is the last chunk's, whether too many trailer lines follow."""
+        data = self._peek()
+        last = _LAST_CHUNK.match(data)
+        if last is None:
+            return False
+        rest = data[last.end() :]
+        if rest[:1] == b"\n" or rest[:2] == b"\r\n":
+            return False  # no trailers
+        return self._too_many_lines(rest, first=0)
+
+    def _violate(self, reason: str) -> None:
+        self._violated = True
+        self._on_violation(reason)
+
+
 class _GuardedH11(H11Protocol):
     guard: ConnectionGuard
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        limit = getattr(
+            self.conn, "_max_incomplete_event_size", h11._connection.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+        )
+        self.conn = _BoundedFraming(limit, self._framing)
         self._guard_key: str | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._timed_cycle: object = None
         self._send_timer: asyncio.TimerHandle | None = None
+        #: set by :class:`_GuardedTLS`, which counted this connection at accept()
+        self._counted_by_tls = False
+        self._owns_count = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         key = address_key(self.client[0] if self.client else None)
-        if self.guard.open(key) is not None:
-            transport.abort()
-            return
+        if not self._counted_by_tls:
+            if self.guard.open(key) is not None:
+                transport.abort()
+                return
+            self._owns_count = True
         self._guard_key = key
         self._arm()
 
@@ -164,6 +274,10 @@ class _GuardedH11(H11Protocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def _framing(self, reason: str) -> None:
+        self.guard.refused[reason] += 1
+        self.transport.abort()
 
     def _header_deadline(self) -> None:
         self._header_timer = None
@@ -203,8 +317,42 @@ class _GuardedH11(H11Protocol):
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
-        if self._guard_key is not None:
+        if self._guard_key is not None and self._owns_count:
             self.guard.close(self._guard_key)
+        self._guard_key = None
+        self._owns_count = False
+        super().connection_lost(exc)
+
+
+class _GuardedTLS(SSLProtocol):
+    """asyncio's TLS protocol, counted against the connection caps from accept() on.
+
+    With ``ssl=`` handed to ``create_server``, the application protocol hears of a connection only
+    once the handshake is done: connections that never finish it (or never start it) held a file
+    descriptor each, uncounted, for the whole handshake deadline. This layer takes the count when
+    the TCP connection is accepted and gives it back when the connection is gone."""
+
+    def __init__(self, guard: ConnectionGuard, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard = guard
+        self._guard_key: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        key = address_key(peer[0] if isinstance(peer, tuple) and peer else None)
+        if self._guard.open(key) is not None:
+            # before any handshake work; connection_lost follows
+            (transport.abort if isinstance(transport, asyncio.Transport) else transport.close)()
+            return
+        self._guard_key = key
+        app = self._app_protocol
+        if isinstance(app, _GuardedH11):
+            app._counted_by_tls = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._guard_key is not None:
+            self._guard.close(self._guard_key)
             self._guard_key = None
         super().connection_lost(exc)
 
@@ -219,7 +367,8 @@ class GuardedServer(uvicorn.Server):
     """uvicorn's server, with a deadline on TLS handshakes (asyncio's default is 60 s).
 
     uvicorn 0.54 does not pass ``ssl_handshake_timeout`` to ``loop.create_server``; this server
-    supplies it while its listeners are created, on this loop only."""
+    supplies it while its listeners are created, on this loop only, and layers TLS itself
+    (:class:`_GuardedTLS`) so that connections count against the caps before their handshake."""
 
     def __init__(self, config: uvicorn.Config, handshake_timeout: float) -> None:
         super().__init__(config)
@@ -229,12 +378,27 @@ class GuardedServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         original = loop.create_server
 
-        async def create_server(*args: Any, **kwargs: Any) -> asyncio.Server:
-            if kwargs.get("ssl") is not None:
-                kwargs["ssl_handshake_timeout"] = self.handshake_timeout
-            return await original(*args, **kwargs)
+        async def create_server(
+            factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
+        ) -> asyncio.Server:
+            context = kwargs.pop("ssl", None)
+            if context is None:
+                return await original(factory, *args, **kwargs)
 
-        loop.create_server = create_server  # type: ignore[method-assign]
+            def tls() -> asyncio.BaseProtocol:
+                app = factory()
+                guard = getattr(app, "guard", None)
+                if not isinstance(guard, ConnectionGuard):
+                    raise TypeError("the TLS listener needs a guarded protocol")
+                return _GuardedTLS(
+                    guard, loop, app, context, None, server_side=True,
+                    ssl_handshake_timeout=self.handshake_timeout,
+                )  # fmt: skip
+
+            # plain TCP underneath, TLS layered by _GuardedTLS: counted from accept() on
+            return await original(tls, *args, **kwargs)
+
+        loop.create_server = create_server  # type: ignore[method-assign,assignment]
         try:
             await super().startup(sockets)
         finally:
@@ -277,6 +441,9 @@ class PreAuth:
         self.failure_burst = float(config.preauth_failure_burst)
         self.capacity = config.preauth_tracked_addresses
         self.buckets: OrderedDict[str, _Address] = OrderedDict()
+        #: the buckets new addresses share while the table is full of addresses in debt
+        now = time.monotonic()
+        self.overflow = _Address(_Bucket(self.burst, now), _Bucket(self.failure_burst, now))
         #: refusals by reason (for metrics); the keys are fixed
         self.refused: dict[str, int] = {
             "rate": 0,
@@ -285,16 +452,29 @@ class PreAuth:
             "length_and_chunked": 0,
         }
 
-    def _address(self, key: str, now: float) -> _Address:
-        entry = self.buckets.get(key)
-        if entry is None:
-            if len(self.buckets) >= self.capacity:
-                self.buckets.popitem(last=False)  # the least recently seen address is forgotten
-            entry = self.buckets[key] = _Address(_Bucket(self.burst, now), _Bucket(self.failure_burst, now))
-        else:
-            self.buckets.move_to_end(key)
+    def _refill(self, entry: _Address, now: float) -> bool:
+        """Refill both buckets; True when both are full (the address is then like one never seen)."""
         entry.requests.refill(now, self.rate, self.burst)
         entry.failures.refill(now, self.failure_rate, self.failure_burst)
+        return entry.requests.tokens >= self.burst and entry.failures.tokens >= self.failure_burst
+
+    def _address(self, key: str, now: float) -> _Address:
+        entry = self.buckets.get(key)
+        if entry is not None:
+            self.buckets.move_to_end(key)
+            self._refill(entry, now)
+            return entry
+        if len(self.buckets) >= self.capacity:
+            # Only an address whose buckets are full again may be forgotten: forgetting one in debt
+            # would hand it a fresh burst, and an attacker cycling through more addresses than the
+            # table holds would never run dry. While the least recently seen address is still in
+            # debt, every new address shares one overflow bucket instead.
+            oldest = next(iter(self.buckets.values()))
+            if not self._refill(oldest, now):
+                self._refill(self.overflow, now)
+                return self.overflow
+            self.buckets.popitem(last=False)
+        entry = self.buckets[key] = _Address(_Bucket(self.burst, now), _Bucket(self.failure_burst, now))
         return entry
 
     def _take(self, key: str, now: float) -> tuple[float, str]:

@@ -33,6 +33,7 @@ from airlock.gateway._audit import AuditHead, load_key, write_head
 from airlock.gateway._audit_writer import AuditWriter
 from airlock.gateway._config import GatewayConfig, ModelConfig, TlsConfig
 from airlock.gateway._guard import (
+    ADMIN_CONNECTIONS,
     ConnectionGuard,
     GuardedServer,
     connection_cap,
@@ -216,6 +217,9 @@ class Gateway:
         _export(state)
         self.state = state
         try:
+            # the head is on disk before the first request: from then on a missing head file means
+            # it was removed (with rows cut from the end?), never "not written yet"
+            await loop.run_in_executor(None, self._first_head)
             await asyncio.gather(*(lane.start() for lane in state.lanes.values()))
             self._bound = _Bound(
                 _bind(config.server.host, config.server.port), _bind("127.0.0.1", config.server.admin_port)
@@ -233,8 +237,20 @@ class Gateway:
             timeout_graceful_shutdown=5, ws="none", timeout_keep_alive=config.server.keep_alive_seconds,  # type: ignore[arg-type]
             ssl_context_factory=self._ssl_factory if self._ssl is not None else None,
         )  # fmt: skip
-        admin = uvicorn.Config(_admin_app(state), http="h11", lifespan="off", log_config=None,
-                               access_log=False, server_header=False, ws="none")  # fmt: skip
+        # the admin port (loopback only) gets the same header and send deadlines and a small cap of
+        # its own: its connections come out of the descriptor reserve that keeps accept() working
+        admin_guard = ConnectionGuard(
+            replace(
+                config.server,
+                max_connections=ADMIN_CONNECTIONS,
+                max_connections_per_address=ADMIN_CONNECTIONS,
+            ),
+            ADMIN_CONNECTIONS,
+        )
+        state.admin_guard = admin_guard
+        admin = uvicorn.Config(_admin_app(state), http=guarded_protocol(admin_guard), lifespan="off",
+                               log_config=None, access_log=False, server_header=False, ws="none",
+                               timeout_keep_alive=config.server.keep_alive_seconds)  # type: ignore[arg-type]  # fmt: skip
         self._servers = [GuardedServer(api, config.server.header_timeout_seconds), uvicorn.Server(admin)]
         sockets = [self._bound.api, self._bound.admin]
         self._tasks = [
@@ -272,6 +288,18 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.get_running_loop().run_in_executor(None, self._write_head)
 
+    def _first_head(self) -> None:
+        state, key = self.state, self._key
+        assert state is not None and key is not None
+        head = state.store.audit_head()
+        try:
+            write_head(self.config.audit.head_file, key, head)
+        except OSError as exc:
+            raise UsageError(
+                f"audit: cannot write the head file {self.config.audit.head_file}: {exc.strerror}"
+            ) from exc
+        self._written = head
+
     def _write_head(self) -> str:
         state, key = self.state, self._key
         if state is None or key is None:
@@ -279,6 +307,11 @@ class Gateway:
         head = state.store.audit_head()
         if self._written is not None and self._written.seq == head.seq:
             return head.head
+        if self._written is not None and head.seq < self._written.seq:
+            # the log shrank under the gateway: rows were cut; the head file keeps the evidence
+            _log.error("audit log shorter than its recorded head: rows removed",
+                       extra={"seq": head.seq, "recorded_seq": self._written.seq})  # fmt: skip
+            return self._written.head
         try:
             write_head(self.config.audit.head_file, key, head)
         except OSError as exc:

@@ -109,14 +109,10 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: object) -
         raw = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
         raise TensorError(f"input {name!r}: data is ragged or not numeric") from None
-    if raw.size and raw.dtype.kind == "O":
-        # Python ints beyond 64 bits (or mixed with other kinds) land in an object array
-        raise TensorError(f"input {name!r}: data holds a value out of range for {datatype}, or is ragged")
-    if raw.size and dtype.kind in "iu" and raw.dtype.kind == "f":
-        # floats, or integers that numpy could only hold as float64 (2**63 next to a negative)
-        raise TensorError(
-            f"input {name!r}: data holds a value that is not an integer, or out of range for {datatype}"
-        )
+    if raw.size and (raw.dtype.kind == "O" or (dtype.kind in "iu" and raw.dtype.kind == "f")):
+        # numpy guessed no exact type: integers beyond 64 bits, or UINT64 values >= 2**63 next to
+        # smaller ones (float64), or floats among integers; decided value by value
+        raw = _exact(name, datatype, dtype, data)
     if raw.size and raw.dtype.kind not in _KINDS[dtype.kind]:
         raise TensorError(f"input {name!r}: data holds values of the wrong kind for {datatype}")
     expected = math.prod(shape)
@@ -137,6 +133,33 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: object) -
     if dtype.kind == "f" and array.size and not bool(np.isfinite(array).all()):
         raise TensorError(f"input {name!r}: a value overflows {datatype}")
     return array
+
+
+def _exact(name: str, datatype: str, dtype: np.dtype[Any], data: list[Any]) -> np.ndarray[Any, Any]:
+    """``data`` as an exact integer array (integer datatypes) or float64 (float datatypes), decided
+    element by element; a ragged list, a non-number, a float for an integer type, or a value out
+    of range is a TensorError."""
+    try:
+        values = np.array(data, dtype=object)
+    except (ValueError, TypeError):
+        raise TensorError(f"input {name!r}: data is ragged or not numeric") from None
+    kinds = (int, bool) if dtype.kind in "iu" else (int, bool, float)
+    flat = values.reshape(-1).tolist()
+    if not all(type(v) in kinds for v in flat):
+        if dtype.kind in "iu":
+            raise TensorError(
+                f"input {name!r}: data holds a value that is not an integer, or out of range for {datatype}"
+            )
+        raise TensorError(f"input {name!r}: data is ragged or not numeric")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if min(flat) < info.min or max(flat) > info.max:
+            raise TensorError(f"input {name!r}: a value is out of range for {datatype}")
+        return np.array(flat, dtype=dtype).reshape(values.shape)
+    try:
+        return np.array([float(v) for v in flat], dtype=np.float64).reshape(values.shape)
+    except OverflowError:  # an integer beyond float64
+        raise TensorError(f"input {name!r}: a number is out of range for {datatype}") from None
 
 
 def _from_binary(name: str, datatype: str, shape: tuple[int, ...], chunk: memoryview) -> np.ndarray[Any, Any]:

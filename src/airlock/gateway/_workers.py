@@ -8,7 +8,8 @@ unsandboxed backend.
 A :class:`Lane` owns its workers and a private thread pool (so one tenant's slow model can never
 starve another tenant's threads); its ``workers`` run requests concurrently, one request per worker.
 A worker that fails mid-request is killed, that request gets a :class:`WorkerCrashed`, and a
-replacement starts in the background; a request that outlives its deadline gets
+replacement starts in the background (a model that merely raised on its inputs is not a failure:
+the request gets :class:`ModelFailed` and the worker serves on); a request that outlives its deadline gets
 :class:`WorkerTimeout` and its worker is killed and replaced the same way.
 
 Workers are watched: each worker's process is held by a pidfd registered with the event loop, so a
@@ -31,10 +32,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from airlock.errors import AirlockError
+from airlock.errors import AirlockError, ModelError
 from airlock.sandbox import SandboxPolicy, Worker
 
-__all__ = ["Lane", "SandboxWorker", "WorkerBackend", "WorkerCrashed", "WorkerTimeout"]
+__all__ = ["Lane", "ModelFailed", "SandboxWorker", "WorkerBackend", "WorkerCrashed", "WorkerTimeout"]
 
 _log = logging.getLogger("airlock.gateway")
 Arrays = Mapping[str, np.ndarray[Any, Any]]
@@ -125,6 +126,10 @@ class SandboxWorker:
 
 class WorkerCrashed(Exception):
     """The worker died or broke its protocol during a request."""
+
+
+class ModelFailed(Exception):
+    """The model raised on this request's inputs; its worker answered and serves on."""
 
 
 class WorkerTimeout(Exception):
@@ -267,6 +272,14 @@ class Lane:
                 await future
             self._schedule_replace(backend)
             raise WorkerTimeout("the request outlived its deadline; worker killed") from exc
+        except ModelError as exc:
+            # the job caught the model's exception and waits for the next request: nothing to
+            # replace (a restart per wrong input would let a caller keep sandboxes starting)
+            if backend.alive():
+                self._idle.put_nowait(backend)
+            else:
+                self._schedule_replace(backend)
+            raise ModelFailed(str(exc)) from exc
         except AirlockError as exc:
             self._schedule_replace(backend)
             raise WorkerCrashed(str(exc)) from exc

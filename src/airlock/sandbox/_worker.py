@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from airlock.errors import SandboxError, UsageError
+from airlock.errors import ModelError, SandboxError, UsageError
 from airlock.limits import DEFAULT_LIMITS
 from airlock.policy import Policy
 from airlock.sandbox._detect import detect_runtime
@@ -339,10 +339,13 @@ class Worker:
             status = self.sandbox.exit_status(self._pid) if self.sandbox._launched else "worker killed"
             raise SandboxError(f"sandboxed {stage} failed: the job died ({status}): {exc}") from exc
         if kind == "error":
-            raise SandboxError(
+            message = (
                 f"sandboxed {printable(str(frame.header['stage']), 40)} failed: "
                 f"{printable(str(frame.header['error']), 200)}: {printable(str(frame.header['message']))}"
             )
+            if frame.header["stage"] in ("infer", "state_dict"):
+                raise ModelError(message)  # the job caught it and waits for the next request
+            raise SandboxError(message)
         return frame
 
     def _tensors(self, stage: str, deadline: float) -> dict[str, np.ndarray[Any, Any]]:
