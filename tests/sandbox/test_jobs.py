@@ -181,6 +181,53 @@ def test_each_job_has_its_own_tmp(jobs: Sandbox, tmp_path: Path) -> None:
     assert _probe(jobs, tmp_path / "reader2.pt", reader)["listing"] == []
 
 
+_NAMES_FILL = """
+import errno, os
+def fill(make, limit):
+    made = 0
+    try:
+        while made < limit:
+            make(made)
+            made += 1
+    except OSError as exc:
+        return [made, errno.errorcode.get(exc.errno, str(exc.errno))]
+    return [made, None]
+
+def probe():
+    limit = {limit}
+    name = "n" * 200  # long names: a dentry name past the inline bytes is one more allocation
+    out = {{"dirs": fill(lambda i: os.mkdir(f"{{name}}{{i}}"), limit)}}
+    for i in range(out["dirs"][0]):
+        os.rmdir(f"{{name}}{{i}}")
+    open("target", "w").close()
+    out["links"] = fill(lambda i: os.link("target", f"{{name}}{{i}}"), limit)
+    for i in range(out["links"][0]):
+        os.unlink(f"{{name}}{{i}}")
+    out["symlinks"] = fill(lambda i: os.symlink("target", f"{{name}}{{i}}"), limit)
+    st = os.statvfs(".")
+    out["files"] = st.f_files
+    return out
+"""
+
+
+def test_tmp_names_cannot_hold_kernel_memory(jobs: Sandbox, tmp_path: Path) -> None:
+    """tmpfs ``size=`` caps file contents only: empty directories, hard links and symlinks cost an
+    inode and a dentry each but no block. The private /tmp had millions of inodes (a job made
+    300 000 directories with 200-byte names in 6 s in a 16 MiB /tmp, ~1 KiB of kernel memory each,
+    outside RLIMIT_AS and, without cgroups, outside every budget)."""
+    from airlock.sandbox._kernel import tmp_inodes
+
+    cap = tmp_inodes(FAST_LIMITS.tmpfs_bytes)
+    limit = 4 * cap + 1000  # the old /tmp allowed all of these
+    seen = _probe(jobs, tmp_path / "names.pt", _NAMES_FILL.format(limit=limit))
+    assert seen["files"] == cap
+    for kind in ("dirs", "links", "symlinks"):
+        made, error = seen[kind]
+        assert error == "ENOSPC", (kind, seen)
+        assert made < cap, (kind, seen)  # the root directory and "target" hold inodes too
+    _serves(jobs, tmp_path)
+
+
 def test_the_worker_is_not_writable_or_readable_through_proc(jobs: Sandbox, tmp_path: Path) -> None:
     """Without Landlock the worker's memory was writable: a job replaced the next job's filter."""
     source = (
