@@ -137,6 +137,46 @@ def test_a_job_cannot_touch_the_worker_or_another_job(jobs: Sandbox, tmp_path: P
     _serves(jobs, tmp_path)  # later jobs start: the worker's limits were not lowered
 
 
+_HOG = """
+import builtins, threading
+hold = threading.Event()
+made = 0
+while made < 100000:
+    try:
+        threading.Thread(target=hold.wait, daemon=True).start()
+    except RuntimeError:  # can't start new thread: the task budget is full
+        break
+    made += 1
+builtins.airlock_threads = made
+"""
+
+
+def test_a_job_holding_every_task_stops_no_other_job_or_sandbox(jobs: Sandbox, tmp_path: Path) -> None:
+    """RLIMIT_NPROC counts per uid: set before bubblewrap, it capped every task of the *host* uid
+    (65534 for root callers, shared by all sandboxes and gateway tenants). A job that held its
+    threads made the next fork of every worker fail, and the worker died: its sandbox was dead
+    for good, in this sandbox and in every other one."""
+    hog = exec_then_eval_checkpoint(
+        tmp_path / "hog.pt", _HOG, "__import__('torch').tensor(__import__('builtins').airlock_threads)"
+    )
+    with jobs.open(hog) as holder:
+        made = int(holder.state_dict()["evidence"])
+        assert FAST_LIMITS.tasks - 16 <= made < FAST_LIMITS.tasks  # it really holds the whole budget
+        _serves(jobs, tmp_path)  # the worker still forks (it has a reserve beyond the jobs' budget)
+        with Sandbox(SandboxPolicy(limits=FAST_LIMITS), runtimes=()) as other:
+            _serves(other, tmp_path)  # another sandbox of the same uid has a budget of its own
+        # past the reserve too: the request fails cleanly, the worker stays up
+        opened = []
+        try:
+            with pytest.raises(SandboxError, match="could not start a job"):
+                for _ in range(64):
+                    opened.append(jobs.open(tmp_path / "benign.pt"))
+        finally:
+            for worker in opened:
+                worker.close()
+    _serves(jobs, tmp_path)
+
+
 def test_a_job_is_killed_when_its_request_ends(jobs: Sandbox, tmp_path: Path) -> None:
     """A job that ignores "close" (and keeps a thread sleeping) is killed, not left running."""
     model = exec_checkpoint(

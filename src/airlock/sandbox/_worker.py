@@ -125,7 +125,13 @@ class Sandbox:
             theirs.close()
         while True:
             frame = self._recv_control(deadline)
-            kind = check_header(frame.header, ("spawned", "exited"))
+            kind = check_header(frame.header, ("spawned", "exited", "spawn_failed"))
+            if kind == "spawn_failed":
+                ours.close()
+                raise SandboxError(
+                    f"sandbox: the worker could not start a job: {printable(str(frame.header['error']), 200)} "
+                    f"(the other jobs of this sandbox hold its {self.policy.limits.tasks} tasks)"
+                )
             pid = frame.header["pid"]
             assert isinstance(pid, int)
             if kind == "spawned":
