@@ -267,6 +267,36 @@ def test_load_state_dict_and_definitions_refuse_fifos(tmp_path: Path) -> None:
     assert len(outcome) == 1 and isinstance(outcome[0], UsageError), outcome
 
 
+def test_a_regular_file_whose_reads_wait_is_refused_without_hanging(tmp_path: Path) -> None:
+    """/proc/kmsg is a regular file by type, but a read waits for the next kernel message: a
+    symlink to it as the model made `airlock run`, `load_state_dict` and `--definition` hang for
+    ever. The gate's descriptor stays non-blocking, so such a read fails at once and is refused."""
+    from airlock.sandbox._gate import WOULD_BLOCK
+
+    link = tmp_path / "model.pt"
+    link.symlink_to("/proc/kmsg")
+    readable = os.access("/proc/kmsg", os.R_OK)  # root only: the unprivileged run cannot open it at all
+    expected = WOULD_BLOCK if readable else "cannot open model"
+    run = _no_hang([sys.executable, "-m", "airlock", "run", "--load-only", str(link)])
+    assert run.returncode == 2 and expected.encode() in run.stderr, run.stderr
+    script = (
+        "import sys\n"
+        "from airlock.errors import UsageError\n"
+        "from airlock.sandbox._gate import sealed_copy\n"
+        "from airlock.sandbox._worker import _read_definition\n"
+        "for call in (lambda: sealed_copy(sys.argv[1], 1 << 20), lambda: _read_definition(sys.argv[1])):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except UsageError as exc:\n"
+        "        print(exc)\n"
+    )
+    done = _no_hang([sys.executable, "-c", script, str(link)])
+    lines = done.stdout.decode().splitlines()
+    assert done.returncode == 0 and len(lines) == 2, done.stderr
+    if readable:
+        assert all(WOULD_BLOCK in line for line in lines), lines
+
+
 # --- escaping -------------------------------------------------------------------------------------
 
 _NASTY = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\u202etxt.exe"

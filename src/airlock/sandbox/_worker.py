@@ -25,7 +25,7 @@ from airlock.limits import DEFAULT_LIMITS
 from airlock.policy import Policy
 from airlock.sandbox._detect import detect_runtime
 from airlock.sandbox._frames import Frame, FrameCaps, recv_frame, send_frame
-from airlock.sandbox._gate import GatedModel, gate, open_regular, sealed_copy
+from airlock.sandbox._gate import WOULD_BLOCK, GatedModel, gate, open_regular, sealed_copy
 from airlock.sandbox._launcher import Launched, launch
 from airlock.sandbox._messages import TensorCaps, check_header, decode_tensors, encode_tensors, printable
 from airlock.sandbox._policy import SandboxPolicy
@@ -393,8 +393,13 @@ class Worker:
 
 def _read_definition(path: str | os.PathLike[str]) -> str:
     fd = open_regular(path, "definition")
-    with os.fdopen(fd, "rb") as handle:
-        raw = handle.read(_MAX_DEFINITION + 1)
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            raw = handle.read(_MAX_DEFINITION + 1)
+    except BlockingIOError:
+        raw = None
+    if raw is None:  # a non-blocking read that would wait
+        raise UsageError(f"definition {os.fspath(path)!r}: {WOULD_BLOCK}")
     if len(raw) > _MAX_DEFINITION:
         raise UsageError(f"definition {os.fspath(path)!r} is larger than {_MAX_DEFINITION} bytes")
     try:
