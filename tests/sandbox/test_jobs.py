@@ -177,6 +177,27 @@ def test_a_job_holding_every_task_stops_no_other_job_or_sandbox(jobs: Sandbox, t
     _serves(jobs, tmp_path)
 
 
+def test_a_job_cannot_open_pseudo_terminals(jobs: Sandbox, tmp_path: Path) -> None:
+    """bubblewrap's devpts has ptmx mode 666: without Landlock a job opened hundreds of
+    pseudo-terminals (kernel memory, the host-wide kernel.pty.max, the tty attack surface)."""
+    source = (
+        "import errno, os\n"
+        "def probe():\n"
+        "    out = {}\n"
+        "    for path in ('/dev/pts/ptmx', '/dev/ptmx'):\n"
+        "        try:\n"
+        "            os.close(os.open(path, os.O_RDWR | os.O_NOCTTY))\n"
+        "            out[path] = 'opened'\n"
+        "        except OSError as exc:\n"
+        "            out[path] = errno.errorcode.get(exc.errno, str(exc.errno))\n"
+        "    out['pts'] = os.listdir('/dev/pts') if os.path.isdir('/dev/pts') else []\n"
+        "    return out\n"
+    )
+    seen = _probe(jobs, tmp_path / "pty.pt", source)
+    assert seen["/dev/pts/ptmx"] in ("ENOENT", "EACCES") and seen["/dev/ptmx"] in ("ENOENT", "EACCES"), seen
+    assert seen["pts"] == [], seen
+
+
 def test_a_job_is_killed_when_its_request_ends(jobs: Sandbox, tmp_path: Path) -> None:
     """A job that ignores "close" (and keeps a thread sleeping) is killed, not left running."""
     model = exec_checkpoint(

@@ -167,6 +167,10 @@ def private_tmp(path: str, size_bytes: int) -> None:
     os.chdir(path)  # the old cwd is the worker's /tmp, which this job must not reach
 
 
+#: directories a job never needs, covered with an empty read-only tmpfs in its mount namespace
+_HIDDEN_DIRS: Final = ("/dev/pts",)
+
+
 def mask_own_fds() -> None:
     """Cover ``/proc/PID/{fd,task,map_files}`` of the calling process with empty read-only tmpfs.
 
@@ -175,13 +179,18 @@ def mask_own_fds() -> None:
     read where it points on the host. Needs the private mount namespace of :func:`private_tmp`.
     Known gap: a thread's own ``/proc/TID/fd`` (TID not the pid) is not covered, so the model's
     descriptor must not be writable in the first place (airlock passes a read-only one).
+
+    ``/dev/pts`` is covered too: bubblewrap's devpts lets anyone open ``ptmx`` (mode 666), and a
+    job has no use for terminals: without Landlock a job opened hundreds of pseudo-terminals
+    (kernel memory, the host-wide ``kernel.pty.max``, and the tty line-discipline attack surface).
     """
     pid = os.getpid()
     flags = _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    for name in ("fd", "task", "map_files"):
-        target = f"/proc/{pid}/{name}".encode()
-        if _LIBC.mount(b"tmpfs", target, b"tmpfs", flags, b"size=4k,mode=0555") != 0:
-            raise _fail(f"mount tmpfs on /proc/{pid}/{name}")
+    targets = [f"/proc/{pid}/{name}" for name in ("fd", "task", "map_files")]
+    targets += [path for path in _HIDDEN_DIRS if os.path.isdir(path)]
+    for target in targets:
+        if _LIBC.mount(b"tmpfs", target.encode(), b"tmpfs", flags, b"size=4k,mode=0555") != 0:
+            raise _fail(f"mount tmpfs on {target}")
 
 
 def hide_command_line(title: bytes) -> None:
