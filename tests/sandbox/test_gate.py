@@ -323,6 +323,49 @@ def test_run_refuses_tensor_names_with_control_characters(
     assert "\x1b" not in printed and "\u202e" not in printed
 
 
+def _callable_named(path: Path, module: str, name: str) -> Path:
+    """A pickle whose STACK_GLOBAL names any strings (GLOBAL cannot hold a line break; this can)."""
+
+    def short(text: str) -> bytes:
+        raw = text.encode()
+        return b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+
+    path.write_bytes(b"\x80\x04" + short(module) + short(name) + b"\x93" + short("x") + b"\x85R.")
+    return path
+
+
+_FAKE_LINE = "os\nairlock run: loaded 1 tensor (state_dict) OK" + _NASTY
+
+
+def test_scan_gate_refusals_are_one_escaped_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The gate's refusal quotes the first finding, which quotes the model: a callable named with a
+    line break printed a fake "loaded ... OK" line of its own under `airlock run`."""
+    model = _callable_named(tmp_path / "fake.pkl", _FAKE_LINE, "system")
+    assert main(["run", str(model), "--load-only"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("airlock run: error: scan gate:"), (
+        captured.err
+    )
+    assert (
+        "\\nairlock run: loaded" in captured.err
+        and "\x1b" not in captured.err
+        and "\u202e" not in captured.err
+    )
+
+
+def test_scan_text_report_escapes_names_from_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`airlock scan` printed callable names raw: terminal sequences and fake lines from the file."""
+    model = _callable_named(tmp_path / "fake.pkl", _FAKE_LINE, "system")
+    main(["scan", str(model)])
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\x07" not in printed and "\u202e" not in printed, printed
+    assert not any(line.startswith("airlock run:") for line in printed.splitlines()), printed
+    assert "\\x1b]0;owned" in printed  # shown, escaped
+
+
 def test_worker_errors_escape_job_text(warm: Sandbox, tmp_path: Path) -> None:
     model = exec_checkpoint(tmp_path / "err.pt", f"raise ValueError({_NASTY!r})")
     with pytest.raises(SandboxError) as caught:

@@ -31,6 +31,7 @@ from airlock.errors import IntegrityError, PolicyError, UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.policy import Policy
 from airlock.results import Report, Verdict
+from airlock.sandbox._messages import printable
 
 __all__ = ["WOULD_BLOCK", "GatedModel", "gate", "open_regular", "refusal", "sealed_copy"]
 
@@ -223,7 +224,10 @@ def gate(
                 (f for f in report.findings() if f.severity.verdict is report.verdict),
                 None,
             )
-            detail = f"; first finding: {first.rule}: {first.message}" if first is not None else ""
+            # the finding quotes the model (callable names): one escaped line, never a fake line of output
+            detail = (
+                f"; first finding: {first.rule}: {printable(first.message, 400)}" if first is not None else ""
+            )
             raise PolicyError(f"scan gate: {gated.source} refused: {why}{detail}")
         if unsafe_allow_suspicious and report.verdict is Verdict.SUSPICIOUS:
             _LOG.warning("airlock: unsafe_allow_suspicious: %r is SUSPICIOUS and loaded anyway", gated.source)
