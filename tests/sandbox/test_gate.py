@@ -267,6 +267,36 @@ def test_load_state_dict_and_definitions_refuse_fifos(tmp_path: Path) -> None:
     assert len(outcome) == 1 and isinstance(outcome[0], UsageError), outcome
 
 
+def test_a_regular_file_whose_reads_wait_is_refused_without_hanging(tmp_path: Path) -> None:
+    """/proc/kmsg is a regular file by type, but a read waits for the next kernel message: a
+    symlink to it as the model made `airlock run`, `load_state_dict` and `--definition` hang for
+    ever. The gate's descriptor stays non-blocking, so such a read fails at once and is refused."""
+    from airlock.sandbox._gate import WOULD_BLOCK
+
+    link = tmp_path / "model.pt"
+    link.symlink_to("/proc/kmsg")
+    readable = os.access("/proc/kmsg", os.R_OK)  # root only: the unprivileged run cannot open it at all
+    expected = WOULD_BLOCK if readable else "cannot open model"
+    run = _no_hang([sys.executable, "-m", "airlock", "run", "--load-only", str(link)])
+    assert run.returncode == 2 and expected.encode() in run.stderr, run.stderr
+    script = (
+        "import sys\n"
+        "from airlock.errors import UsageError\n"
+        "from airlock.sandbox._gate import sealed_copy\n"
+        "from airlock.sandbox._worker import _read_definition\n"
+        "for call in (lambda: sealed_copy(sys.argv[1], 1 << 20), lambda: _read_definition(sys.argv[1])):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except UsageError as exc:\n"
+        "        print(exc)\n"
+    )
+    done = _no_hang([sys.executable, "-c", script, str(link)])
+    lines = done.stdout.decode().splitlines()
+    assert done.returncode == 0 and len(lines) == 2, done.stderr
+    if readable:
+        assert all(WOULD_BLOCK in line for line in lines), lines
+
+
 # --- escaping -------------------------------------------------------------------------------------
 
 _NASTY = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\u202etxt.exe"
@@ -291,6 +321,49 @@ def test_run_refuses_tensor_names_with_control_characters(
     printed = captured.out + captured.err
     assert "holds control or invisible characters" in printed
     assert "\x1b" not in printed and "\u202e" not in printed
+
+
+def _callable_named(path: Path, module: str, name: str) -> Path:
+    """A pickle whose STACK_GLOBAL names any strings (GLOBAL cannot hold a line break; this can)."""
+
+    def short(text: str) -> bytes:
+        raw = text.encode()
+        return b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+
+    path.write_bytes(b"\x80\x04" + short(module) + short(name) + b"\x93" + short("x") + b"\x85R.")
+    return path
+
+
+_FAKE_LINE = "os\nairlock run: loaded 1 tensor (state_dict) OK" + _NASTY
+
+
+def test_scan_gate_refusals_are_one_escaped_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The gate's refusal quotes the first finding, which quotes the model: a callable named with a
+    line break printed a fake "loaded ... OK" line of its own under `airlock run`."""
+    model = _callable_named(tmp_path / "fake.pkl", _FAKE_LINE, "system")
+    assert main(["run", str(model), "--load-only"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("airlock run: error: scan gate:"), (
+        captured.err
+    )
+    assert (
+        "\\nairlock run: loaded" in captured.err
+        and "\x1b" not in captured.err
+        and "\u202e" not in captured.err
+    )
+
+
+def test_scan_text_report_escapes_names_from_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`airlock scan` printed callable names raw: terminal sequences and fake lines from the file."""
+    model = _callable_named(tmp_path / "fake.pkl", _FAKE_LINE, "system")
+    main(["scan", str(model)])
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\x07" not in printed and "\u202e" not in printed, printed
+    assert not any(line.startswith("airlock run:") for line in printed.splitlines()), printed
+    assert "\\x1b]0;owned" in printed  # shown, escaped
 
 
 def test_worker_errors_escape_job_text(warm: Sandbox, tmp_path: Path) -> None:

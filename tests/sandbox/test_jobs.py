@@ -137,6 +137,67 @@ def test_a_job_cannot_touch_the_worker_or_another_job(jobs: Sandbox, tmp_path: P
     _serves(jobs, tmp_path)  # later jobs start: the worker's limits were not lowered
 
 
+_HOG = """
+import builtins, threading
+hold = threading.Event()
+made = 0
+while made < 100000:
+    try:
+        threading.Thread(target=hold.wait, daemon=True).start()
+    except RuntimeError:  # can't start new thread: the task budget is full
+        break
+    made += 1
+builtins.airlock_threads = made
+"""
+
+
+def test_a_job_holding_every_task_stops_no_other_job_or_sandbox(jobs: Sandbox, tmp_path: Path) -> None:
+    """RLIMIT_NPROC counts per uid: set before bubblewrap, it capped every task of the *host* uid
+    (65534 for root callers, shared by all sandboxes and gateway tenants). A job that held its
+    threads made the next fork of every worker fail, and the worker died: its sandbox was dead
+    for good, in this sandbox and in every other one."""
+    hog = exec_then_eval_checkpoint(
+        tmp_path / "hog.pt", _HOG, "__import__('torch').tensor(__import__('builtins').airlock_threads)"
+    )
+    with jobs.open(hog) as holder:
+        made = int(holder.state_dict()["evidence"])
+        assert FAST_LIMITS.tasks - 16 <= made < FAST_LIMITS.tasks  # it really holds the whole budget
+        _serves(jobs, tmp_path)  # the worker still forks (it has a reserve beyond the jobs' budget)
+        with Sandbox(SandboxPolicy(limits=FAST_LIMITS), runtimes=()) as other:
+            _serves(other, tmp_path)  # another sandbox of the same uid has a budget of its own
+        # past the reserve too: the request fails cleanly, the worker stays up
+        opened = []
+        try:
+            with pytest.raises(SandboxError, match="could not start a job"):
+                for _ in range(64):
+                    opened.append(jobs.open(tmp_path / "benign.pt"))
+        finally:
+            for worker in opened:
+                worker.close()
+    _serves(jobs, tmp_path)
+
+
+def test_a_job_cannot_open_pseudo_terminals(jobs: Sandbox, tmp_path: Path) -> None:
+    """bubblewrap's devpts has ptmx mode 666: without Landlock a job opened hundreds of
+    pseudo-terminals (kernel memory, the host-wide kernel.pty.max, the tty attack surface)."""
+    source = (
+        "import errno, os\n"
+        "def probe():\n"
+        "    out = {}\n"
+        "    for path in ('/dev/pts/ptmx', '/dev/ptmx'):\n"
+        "        try:\n"
+        "            os.close(os.open(path, os.O_RDWR | os.O_NOCTTY))\n"
+        "            out[path] = 'opened'\n"
+        "        except OSError as exc:\n"
+        "            out[path] = errno.errorcode.get(exc.errno, str(exc.errno))\n"
+        "    out['pts'] = os.listdir('/dev/pts') if os.path.isdir('/dev/pts') else []\n"
+        "    return out\n"
+    )
+    seen = _probe(jobs, tmp_path / "pty.pt", source)
+    assert seen["/dev/pts/ptmx"] in ("ENOENT", "EACCES") and seen["/dev/ptmx"] in ("ENOENT", "EACCES"), seen
+    assert seen["pts"] == [], seen
+
+
 def test_a_job_is_killed_when_its_request_ends(jobs: Sandbox, tmp_path: Path) -> None:
     """A job that ignores "close" (and keeps a thread sleeping) is killed, not left running."""
     model = exec_checkpoint(
@@ -179,6 +240,53 @@ def test_each_job_has_its_own_tmp(jobs: Sandbox, tmp_path: Path) -> None:
         seen = _probe(jobs, tmp_path / "reader.pt", reader)
     assert seen == {"listing": [], "cwd": "/tmp", "cwd_listing": []}
     assert _probe(jobs, tmp_path / "reader2.pt", reader)["listing"] == []
+
+
+_NAMES_FILL = """
+import errno, os
+def fill(make, limit):
+    made = 0
+    try:
+        while made < limit:
+            make(made)
+            made += 1
+    except OSError as exc:
+        return [made, errno.errorcode.get(exc.errno, str(exc.errno))]
+    return [made, None]
+
+def probe():
+    limit = {limit}
+    name = "n" * 200  # long names: a dentry name past the inline bytes is one more allocation
+    out = {{"dirs": fill(lambda i: os.mkdir(f"{{name}}{{i}}"), limit)}}
+    for i in range(out["dirs"][0]):
+        os.rmdir(f"{{name}}{{i}}")
+    open("target", "w").close()
+    out["links"] = fill(lambda i: os.link("target", f"{{name}}{{i}}"), limit)
+    for i in range(out["links"][0]):
+        os.unlink(f"{{name}}{{i}}")
+    out["symlinks"] = fill(lambda i: os.symlink("target", f"{{name}}{{i}}"), limit)
+    st = os.statvfs(".")
+    out["files"] = st.f_files
+    return out
+"""
+
+
+def test_tmp_names_cannot_hold_kernel_memory(jobs: Sandbox, tmp_path: Path) -> None:
+    """tmpfs ``size=`` caps file contents only: empty directories, hard links and symlinks cost an
+    inode and a dentry each but no block. The private /tmp had millions of inodes (a job made
+    300 000 directories with 200-byte names in 6 s in a 16 MiB /tmp, ~1 KiB of kernel memory each,
+    outside RLIMIT_AS and, without cgroups, outside every budget)."""
+    from airlock.sandbox._kernel import tmp_inodes
+
+    cap = tmp_inodes(FAST_LIMITS.tmpfs_bytes)
+    limit = 4 * cap + 1000  # the old /tmp allowed all of these
+    seen = _probe(jobs, tmp_path / "names.pt", _NAMES_FILL.format(limit=limit))
+    assert seen["files"] == cap
+    for kind in ("dirs", "links", "symlinks"):
+        made, error = seen[kind]
+        assert error == "ENOSPC", (kind, seen)
+        assert made < cap, (kind, seen)  # the root directory and "target" hold inodes too
+    _serves(jobs, tmp_path)
 
 
 def test_the_worker_is_not_writable_or_readable_through_proc(jobs: Sandbox, tmp_path: Path) -> None:

@@ -31,12 +31,15 @@ from airlock.errors import IntegrityError, PolicyError, UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.policy import Policy
 from airlock.results import Report, Verdict
+from airlock.sandbox._messages import printable
 
-__all__ = ["GatedModel", "gate", "open_regular", "refusal", "sealed_copy"]
+__all__ = ["WOULD_BLOCK", "GatedModel", "gate", "open_regular", "refusal", "sealed_copy"]
 
 _LOG: Final = logging.getLogger("airlock.sandbox")
 _SEALS: Final = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _CHUNK: Final = 1 << 24
+#: why a file opened by :func:`open_regular` is refused when a read of it would wait
+WOULD_BLOCK: Final = "reading it would wait for data: not an ordinary file (e.g. /proc/kmsg)"
 
 
 def open_regular(path: str | os.PathLike[str], what: str = "model") -> int:
@@ -44,6 +47,10 @@ def open_regular(path: str | os.PathLike[str], what: str = "model") -> int:
 
     ``stat`` first (a FIFO, device or socket is never opened at all), then open with O_NONBLOCK
     (a path swapped for a FIFO in between cannot block) and check the opened object again.
+    The descriptor *stays* non-blocking: some files are regular by type but their reads wait
+    for data (``/proc/kmsg``, tracing pipes; a symlink to one made ``airlock run`` hang for
+    ever). On a disk file O_NONBLOCK changes nothing; on those a read fails with EAGAIN, which
+    every reader here refuses (:data:`WOULD_BLOCK`).
     """
     shown = os.fspath(path)
     try:
@@ -55,7 +62,6 @@ def open_regular(path: str | os.PathLike[str], what: str = "model") -> int:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UsageError(f"{what} {shown!r} is not a regular file (FIFO, device, socket or folder)")
-        os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
@@ -145,6 +151,8 @@ def sealed_copy(path: str | os.PathLike[str], max_bytes: int, what: str = "model
                     raise UsageError(
                         f"{what} {os.fspath(path)!r} is larger than {max_bytes} bytes (the sandbox memory limit)"
                     )
+        except BlockingIOError as exc:
+            raise UsageError(f"{what} {os.fspath(path)!r}: {WOULD_BLOCK}") from exc
         except OSError as exc:
             raise UsageError(f"cannot read {what} {os.fspath(path)!r}: {exc.strerror}") from exc
         fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, _SEALS)
@@ -216,7 +224,10 @@ def gate(
                 (f for f in report.findings() if f.severity.verdict is report.verdict),
                 None,
             )
-            detail = f"; first finding: {first.rule}: {first.message}" if first is not None else ""
+            # the finding quotes the model (callable names): one escaped line, never a fake line of output
+            detail = (
+                f"; first finding: {first.rule}: {printable(first.message, 400)}" if first is not None else ""
+            )
             raise PolicyError(f"scan gate: {gated.source} refused: {why}{detail}")
         if unsafe_allow_suspicious and report.verdict is Verdict.SUSPICIOUS:
             _LOG.warning("airlock: unsafe_allow_suspicious: %r is SUSPICIOUS and loaded anyway", gated.source)

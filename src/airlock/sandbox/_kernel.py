@@ -30,6 +30,7 @@ __all__ = [
     "private_tmp",
     "set_dumpable",
     "set_no_new_privs",
+    "tmp_inodes",
 ]
 
 #: test/diagnosis only: pretend the kernel has no Landlock, to prove the other layers hold alone
@@ -138,17 +139,36 @@ def drop_capabilities() -> None:
         raise _fail("capset")
 
 
+#: tmpfs bytes per inode a job's /tmp may use. ``size=`` caps only file *contents*: empty files,
+#: directories, hard links and short symlinks cost no block but an inode, a dentry and a name
+#: (about 1 KiB of kernel memory each, outside RLIMIT_AS and every cgroup-less budget), and a
+#: tmpfs defaults to millions of inodes. One inode per 16 KiB keeps that below 1/16 of the size.
+TMP_BYTES_PER_INODE: Final = 16 << 10
+#: enough inodes for a runtime's own scratch files even under a tiny ``tmpfs_bytes``
+TMP_MIN_INODES: Final = 256
+
+
+def tmp_inodes(size_bytes: int) -> int:
+    """The inode cap (``nr_inodes``) of a job's private /tmp of ``size_bytes``: links count too."""
+    return max(TMP_MIN_INODES, int(size_bytes) // TMP_BYTES_PER_INODE)
+
+
 def private_tmp(path: str, size_bytes: int) -> None:
-    """A mount namespace of the caller's own with a fresh, size-capped tmpfs on ``path`` (cwd too)."""
+    """A mount namespace of the caller's own with a fresh tmpfs on ``path`` (cwd too), capped in
+    bytes (``size``) and in inodes (:func:`tmp_inodes`), so names cannot hold kernel memory."""
     if _LIBC.unshare(_CLONE_NEWNS) != 0:
         raise _fail("unshare(CLONE_NEWNS)")
     if _LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         raise _fail("mount --make-rprivate /")
-    options = f"size={int(size_bytes)},mode=0700".encode()
+    options = f"size={int(size_bytes)},nr_inodes={tmp_inodes(size_bytes)},mode=0700".encode()
     flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
     if _LIBC.mount(b"tmpfs", path.encode(), b"tmpfs", flags, options) != 0:
         raise _fail(f"mount tmpfs on {path}")
     os.chdir(path)  # the old cwd is the worker's /tmp, which this job must not reach
+
+
+#: directories a job never needs, covered with an empty read-only tmpfs in its mount namespace
+_HIDDEN_DIRS: Final = ("/dev/pts",)
 
 
 def mask_own_fds() -> None:
@@ -159,13 +179,18 @@ def mask_own_fds() -> None:
     read where it points on the host. Needs the private mount namespace of :func:`private_tmp`.
     Known gap: a thread's own ``/proc/TID/fd`` (TID not the pid) is not covered, so the model's
     descriptor must not be writable in the first place (airlock passes a read-only one).
+
+    ``/dev/pts`` is covered too: bubblewrap's devpts lets anyone open ``ptmx`` (mode 666), and a
+    job has no use for terminals: without Landlock a job opened hundreds of pseudo-terminals
+    (kernel memory, the host-wide ``kernel.pty.max``, and the tty line-discipline attack surface).
     """
     pid = os.getpid()
     flags = _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    for name in ("fd", "task", "map_files"):
-        target = f"/proc/{pid}/{name}".encode()
-        if _LIBC.mount(b"tmpfs", target, b"tmpfs", flags, b"size=4k,mode=0555") != 0:
-            raise _fail(f"mount tmpfs on /proc/{pid}/{name}")
+    targets = [f"/proc/{pid}/{name}" for name in ("fd", "task", "map_files")]
+    targets += [path for path in _HIDDEN_DIRS if os.path.isdir(path)]
+    for target in targets:
+        if _LIBC.mount(b"tmpfs", target.encode(), b"tmpfs", flags, b"size=4k,mode=0555") != 0:
+            raise _fail(f"mount tmpfs on {target}")
 
 
 def hide_command_line(title: bytes) -> None:

@@ -30,7 +30,7 @@ from airlock.errors import SandboxError
 from airlock.sandbox._cgroups import CgroupSet
 from airlock.sandbox._kernel import FS_WRITE_FILE, READ_ONLY, READ_WRITE
 from airlock.sandbox._layers import DoctorReport, bwrap_path, require
-from airlock.sandbox._policy import SandboxPolicy
+from airlock.sandbox._policy import TASK_RESERVE, SandboxPolicy
 from airlock.sandbox._seccomp import FilterStage, compile_filter, own_pid_rules
 from airlock.sandbox._staging import make_preexec, plan_staging
 
@@ -138,7 +138,7 @@ def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
     cgroups = None
     if report.active("cgroups"):
         try:
-            cgroups = CgroupSet.create(limits.memory_bytes, limits.tasks)
+            cgroups = CgroupSet.create(limits.memory_bytes, limits.tasks + TASK_RESERVE)
         except OSError as exc:
             raise SandboxError(f"cgroups: creating the worker's group failed: {exc}") from exc
     staging = plan_staging([*paths, *([os.path.dirname(bwrap)] if bwrap else [])]) if is_root else None
@@ -147,7 +147,12 @@ def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
         (policy.sandbox_uid, policy.sandbox_gid) if is_root else None,
         cgroups.join_self if cgroups is not None else None,
         [
-            (resource.RLIMIT_NPROC, limits.tasks),
+            # NOT ``tasks`` here: a user namespace records its creator's RLIMIT_NPROC as the cap on
+            # every task of the *host* uid, which all sandboxes of that uid (65534 for root callers,
+            # every gateway tenant) share, so one job holding its budget made every other sandbox's
+            # worker fail to fork and die. The worker sets ``tasks`` (+ reserve) inside, where the
+            # count is this sandbox's alone.
+            (resource.RLIMIT_NPROC, resource.getrlimit(resource.RLIMIT_NPROC)[1]),
             (resource.RLIMIT_CORE, 0),
             (resource.RLIMIT_NOFILE, limits.open_files),
             (resource.RLIMIT_FSIZE, limits.file_size_bytes),

@@ -54,6 +54,8 @@ SCHEMAS: Final[Mapping[str, Mapping[str, str]]] = {
     # zygote -> airlock
     "spawned": {"pid": "int"},
     "exited": {"pid": "int", "status": "str"},
+    # the worker could not fork a job (the sandbox's task budget is full): it stays up, the request fails
+    "spawn_failed": {"error": "str"},
     # airlock -> job
     "load": {"runtime": "str", "definition": "str?", "threads": "int"},
     "state_dict": {},

@@ -26,6 +26,10 @@ class SandboxLevel(enum.Enum):
     STRICT = "strict"
 
 
+#: tasks the worker may use beyond its jobs' ``tasks`` budget (itself and the jobs it forks)
+TASK_RESERVE: Final = 16
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
     """Resource bounds for one sandboxed worker. Every field must be positive."""
@@ -44,7 +48,9 @@ class SandboxLimits:
     tmpfs_bytes: int = 64 * _MIB
     #: open file descriptors per process (RLIMIT_NOFILE)
     open_files: int = 256
-    #: tasks (processes and threads) of the sandbox uid (RLIMIT_NPROC) and of the worker's pids cgroup
+    #: tasks (processes and threads) all jobs of one sandbox may hold together (RLIMIT_NPROC, counted
+    #: in the sandbox's own user namespace, so never shared with other sandboxes of the same uid);
+    #: the worker and its pids cgroup have ``TASK_RESERVE`` more, so it can always fork and report
     tasks: int = 256
     #: bytes one frame (header plus tensor data) may carry over the channel, either direction;
     #: never more than ``memory_bytes`` in effect (see :attr:`frame_bytes`)

@@ -25,7 +25,7 @@ from airlock.limits import DEFAULT_LIMITS
 from airlock.policy import Policy
 from airlock.sandbox._detect import detect_runtime
 from airlock.sandbox._frames import Frame, FrameCaps, recv_frame, send_frame
-from airlock.sandbox._gate import GatedModel, gate, open_regular, sealed_copy
+from airlock.sandbox._gate import WOULD_BLOCK, GatedModel, gate, open_regular, sealed_copy
 from airlock.sandbox._launcher import Launched, launch
 from airlock.sandbox._messages import TensorCaps, check_header, decode_tensors, encode_tensors, printable
 from airlock.sandbox._policy import SandboxPolicy
@@ -125,7 +125,13 @@ class Sandbox:
             theirs.close()
         while True:
             frame = self._recv_control(deadline)
-            kind = check_header(frame.header, ("spawned", "exited"))
+            kind = check_header(frame.header, ("spawned", "exited", "spawn_failed"))
+            if kind == "spawn_failed":
+                ours.close()
+                raise SandboxError(
+                    f"sandbox: the worker could not start a job: {printable(str(frame.header['error']), 200)} "
+                    f"(the other jobs of this sandbox hold its {self.policy.limits.tasks} tasks)"
+                )
             pid = frame.header["pid"]
             assert isinstance(pid, int)
             if kind == "spawned":
@@ -390,8 +396,13 @@ class Worker:
 
 def _read_definition(path: str | os.PathLike[str]) -> str:
     fd = open_regular(path, "definition")
-    with os.fdopen(fd, "rb") as handle:
-        raw = handle.read(_MAX_DEFINITION + 1)
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            raw = handle.read(_MAX_DEFINITION + 1)
+    except BlockingIOError:
+        raw = None
+    if raw is None:  # a non-blocking read that would wait
+        raise UsageError(f"definition {os.fspath(path)!r}: {WOULD_BLOCK}")
     if len(raw) > _MAX_DEFINITION:
         raise UsageError(f"definition {os.fspath(path)!r} is larger than {_MAX_DEFINITION} bytes")
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import select
 import signal
 import socket
@@ -32,6 +33,7 @@ from airlock.sandbox._frames import FrameCaps, recv_frame, send_frame
 from airlock.sandbox._job import run_job
 from airlock.sandbox._kernel import hide_command_line, load_bpf, set_dumpable
 from airlock.sandbox._messages import check_header
+from airlock.sandbox._policy import TASK_RESERVE
 from airlock.sandbox._runtimes import runtime_named
 
 __all__ = ["main"]
@@ -121,6 +123,11 @@ def _child(fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> None:
 
 def main(cfg: dict[str, Any]) -> None:
     set_dumpable(False)
+    # The sandbox's own task budget, counted in its own user namespace (the launcher leaves the host
+    # uid's budget alone, which every sandbox of that uid shares). Jobs get ``tasks``; the worker has
+    # TASK_RESERVE more, so jobs that hold every task they may have cannot stop it forking.
+    tasks = int(cfg["limits"]["tasks"])
+    resource.setrlimit(resource.RLIMIT_NPROC, (tasks + TASK_RESERVE, tasks + TASK_RESERVE))
     hide_command_line(b"airlock-worker")
     if cfg["launch_bpf_fd"] >= 0:  # no bubblewrap (weaker sandbox): install the launch filter ourselves
         load_bpf(_read_fd(cfg["launch_bpf_fd"]))
@@ -167,7 +174,13 @@ def main(cfg: dict[str, Any]) -> None:
                 break
             line = os.dup(frame.fds[0])
             os.set_inheritable(line, False)
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as exc:  # EAGAIN: jobs hold the task budget; fail this request, not the worker
+                os.close(line)
+                os.close(frame.fds[0])
+                send_frame(ctl, {"type": "spawn_failed", "error": f"fork: {exc.strerror}"})
+                continue
             if pid == 0:
                 ctl.close()
                 os.close(line)
