@@ -176,7 +176,7 @@ def _h5_attributes_in_sandbox(data: memoryview, ctx: ReadContext) -> tuple[dict[
     if importlib.util.find_spec("h5py") is None:  # the job imports it; this process never does
         raise _Unavailable("h5py is not installed (install model-airlock[keras-h5])")
     try:
-        from airlock.sandbox import load_state_dict
+        from airlock.sandbox import Worker
     except ImportError as exc:
         raise _Unavailable(f"{exc.name} is not installed (install model-airlock[sandbox])") from exc
     memfd = -1
@@ -187,7 +187,10 @@ def _h5_attributes_in_sandbox(data: memoryview, ctx: ReadContext) -> tuple[dict[
         while view:
             view = view[os.write(memfd, view) :]
         path = f"/proc/self/fd/{memfd}"
-        arrays = load_state_dict(path, runtime="hdf5-attributes")
+        # Worker, not load_state_dict: load_state_dict scans first, and this IS the scan (its
+        # reader would come back here, without end); only attributes are read, in the sandbox.
+        with Worker(path, runtime="hdf5-attributes") as worker:
+            arrays = worker.state_dict()
     except SandboxError as exc:
         message = str(exc)
         if "does not parse" in message or "HDF5" in message or "OSError" in message:
