@@ -233,3 +233,44 @@ def test_protocol_0_inst_payload_is_found(tmp_path: Path) -> None:
         write_keras(tmp_path / "m.keras", model(torch_module_wrapper(base64.b64encode(raw).decode())))
     )
     assert report.verdict is Verdict.MALICIOUS
+
+
+def _headerless_payloads(marker: Path) -> dict[str, bytes]:
+    """Pickles that ``pickle.load`` runs but that carry no PROTO 2-5 header, no leading GLOBAL
+    line and no STOP at the very end (torch's legacy reader ignores what follows the pickles)."""
+    cmd = f"touch {marker}".encode()
+    return {
+        "proto-1": b"\x80\x01cposix\nsystem\nq\x00X" + len(cmd).to_bytes(4, "little") + cmd + b"\x85R.",
+        "protocol-4-no-proto": b"\x8c\x05posix\x8c\x06system\x93\x8c" + bytes([len(cmd)]) + cmd + b"\x85R.",
+        "none-pop-first": b"N0cposix\nsystem\n(S'" + cmd + b"'\ntR.",
+        "trailing-bytes": b"(S'" + cmd + b"'\niposix\nsystem\n." + b"\x00not a pickle",
+    }
+
+
+@pytest.mark.parametrize("variant", ["proto-1", "protocol-4-no-proto", "none-pop-first", "trailing-bytes"])
+def test_torch_module_wrapper_bytes_are_read_as_torch_load_reads_them(tmp_path: Path, variant: str) -> None:
+    """TorchModuleWrapper.from_config runs ``torch.load(BytesIO(b64decode(module)), weights_only=False)``:
+    bytes that are not a zip are unpickled from the first byte, whatever opcode is there. Guessing
+    "is this a pickle" from a header missed these (the model was CLEAN, exit 0)."""
+    marker = tmp_path / "pwned"
+    text = base64.b64encode(_headerless_payloads(marker)[variant]).decode()
+    path = write_keras(tmp_path / "m.keras", model(torch_module_wrapper(text)))
+    if HAVE_KERAS:
+        done = _keras_load(path)
+    else:  # the exact call Keras makes, in a throwaway process
+        code = (
+            "import base64, io, sys, torch\n"
+            "torch.load(io.BytesIO(base64.b64decode(sys.argv[1].encode('ascii'))), weights_only=False)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code, text], capture_output=True, text=True,
+                              timeout=300, check=False)  # fmt: skip
+    assert marker.exists(), done.stderr[-3000:]
+    marker.unlink()
+    report = scan_one(path)
+    assert report.verdict is Verdict.MALICIOUS, report
+    hits = [f for f in report.findings if f.severity is Severity.MALICIOUS]
+    assert {f.callable for f in hits} & {"os.system", "posix.system"}, hits
+    assert any(
+        "TorchModuleWrapper" in m and m.endswith("module (base64)") for f in hits for m in f.location.members
+    )
+    assert not marker.exists()
