@@ -83,9 +83,12 @@ class HFFolderCheck:
             if e.is_file(follow_symlinks=False):
                 files[e.name] = Path(e.path)
             elif e.is_symlink():
-                blob = cache_link_target(Path(e.path))  # Hugging Face cache: read the blob
-                if blob is not None:
-                    files[e.name] = blob
+                # The loader opens the link's name and reads its target: a Hugging Face cache
+                # snapshot link (the blob) or a link to a file inside the scanned folder is
+                # analysed under the link's name (config.json -> notes.txt is a config.json).
+                target = cache_link_target(Path(e.path)) or _inside_link_target(Path(e.path), ctx.root)
+                if target is not None:
+                    files[e.name] = target
         # A folder of a Hugging Face model: it, or the folder above it (diffusers components,
         # additional_chat_templates/), holds a file that some from_pretrained reads.
         hf = _is_hf(files.keys()) or (folder != ctx.root and _is_hf(_names(folder.parent)))
@@ -99,6 +102,20 @@ class HFFolderCheck:
                 yield from _python_file(name, path, ctx)
             elif name.endswith(".json") and (hf or name in HF_FILES):
                 yield from _json_file(name, path, folder, files, ctx)
+
+
+def _inside_link_target(link: Path, root: Path) -> Path | None:
+    """The regular file a link resolves to when it stays inside ``root``; None otherwise (a link
+    that leaves the scanned folder is reported by the scan and never read)."""
+    try:
+        real_root = Path(os.path.realpath(root))
+        target = Path(os.path.realpath(link))
+        st = target.lstat()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if real_root not in target.parents or not stat.S_ISREG(st.st_mode):
+        return None
+    return target
 
 
 def _is_hf(names: Iterable[str]) -> bool:

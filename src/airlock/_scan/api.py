@@ -78,6 +78,12 @@ def scan(
                 reports[index] = _symlink_report(entry, limits)
         else:
             skipped.append(Skipped(entry.display, "special file (device, FIFO or socket): not opened"))
+    # A link inside the folder gives its target another name, the one the loader opens.
+    aliases: dict[Path, tuple[str, ...]] = {}
+    for entry in entries:
+        if entry.kind == "symlink" and entry.inside:
+            target = entry.path.resolve()
+            aliases[target] = (*aliases.get(target, ()), entry.path.name)
     results: dict[int, FileReport | Skipped] = {}
     listed = {f.path for f in verified.manifest.files} if verified is not None else set()
     # Folder checks first: what they find about a file joins that file's report while it is
@@ -103,7 +109,7 @@ def scan(
         for index, entry in files:
             results[index] = scan_file(
                 entry.path, entry.display, base, limits, policy, verified, rel(entry), entry.blob,
-                by_file.get(index, ()), folder_format,
+                by_file.get(index, ()), folder_format, aliases.get(entry.path.resolve(), ()),
             )  # fmt: skip
     else:
         from concurrent.futures import ProcessPoolExecutor  # only when asked for: costly to import
@@ -122,6 +128,7 @@ def scan(
                     entry.blob,
                     by_file.get(index, ()),
                     folder_format,
+                    aliases.get(entry.path.resolve(), ()),
                 )
                 for index, entry in files
             }
