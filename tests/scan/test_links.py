@@ -99,3 +99,28 @@ def test_ordinary_links_inside_a_folder_stay_clean(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     report = airlock.scan(model)
     assert report.verdict is Verdict.CLEAN, render_text(report)
+
+
+def test_code_in_a_deep_folder_that_a_link_names_custom_generate_is_analysed(tmp_path: Path) -> None:
+    """``custom_generate -> deep/er``: ``generate(custom_generate=folder, trust_remote_code=True)``
+    imports ``custom_generate/generate.py``; the file lay two folders below the model, where ``.py``
+    files were not analysed (only a folder or its parent counted as a Hugging Face folder)."""
+    model = _save_pretrained(tmp_path / "model")
+    marker = tmp_path / "pwned"
+    (model / "deep" / "er").mkdir(parents=True)
+    (model / "deep" / "er" / "generate.py").write_text(
+        f"import os\nos.system('touch {marker}')\n\ndef generate(model, *args, **kwargs):\n    return None\n"
+    )
+    (model / "custom_generate").symlink_to("deep/er")
+    done = _loader(
+        "import sys, torch\nfrom transformers import AutoModelForCausalLM\n"
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
+        "m.generate(torch.tensor([[1, 2]]), custom_generate=sys.argv[1], trust_remote_code=True, max_new_tokens=2)\n",
+        str(model),
+    )
+    assert marker.exists(), done.stderr[-3000:]
+    marker.unlink()
+    report = airlock.scan(model)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    (code,) = [f for f in report.files if f.path.endswith("deep/er/generate.py")]
+    assert any(f.rule == "hf.remote-code" and f.callable == "os.system" for f in code.findings), code

@@ -1,6 +1,6 @@
 """Hugging Face model folders: what ``from_pretrained`` reads besides the weights.
 
-A folder is treated as a Hugging Face model when it, or the folder above it, holds a file some
+A folder is treated as a Hugging Face model when it, or any folder above it up to the scanned one, holds a file some
 Hugging Face loader reads (:data:`HF_FILES`: ``config.json``, ``tokenizer.json``,
 ``model_index.json`` ...) or a ``*.index.json`` shard index. ``*.jinja`` templates and the files in
 :data:`HF_FILES` are analysed in every folder. Then:
@@ -89,9 +89,10 @@ class HFFolderCheck:
                 target = cache_link_target(Path(e.path)) or _inside_link_target(Path(e.path), ctx.root)
                 if target is not None:
                     files[e.name] = target
-        # A folder of a Hugging Face model: it, or the folder above it (diffusers components,
-        # additional_chat_templates/), holds a file that some from_pretrained reads.
-        hf = _is_hf(files.keys()) or (folder != ctx.root and _is_hf(_names(folder.parent)))
+        # A folder of a Hugging Face model: it, or a folder above it up to the scanned folder
+        # (diffusers components, custom_generate/, and whatever a link inside the model names as
+        # such a subfolder: custom_generate -> deep/er), holds a file that some from_pretrained reads.
+        hf = _is_hf(files.keys()) or _hf_above(folder, ctx.root)
         for name, path in files.items():
             ctx.check_time()
             if name.endswith(".jinja"):
@@ -120,6 +121,22 @@ def _inside_link_target(link: Path, root: Path) -> Path | None:
 
 def _is_hf(names: Iterable[str]) -> bool:
     return any(n in HF_FILES or n.endswith(".index.json") for n in names)
+
+
+def _hf_above(folder: Path, root: Path) -> bool:
+    """True when a folder between ``folder`` (excluded) and ``root`` (included) is a Hugging Face
+    folder. A subfolder at any depth can be what a loader opens under another name (a link
+    inside the model), so depth alone never makes its code or configs unanalysed."""
+    try:
+        folder.relative_to(root)
+    except ValueError:
+        return False
+    current = folder
+    while current not in (root, current.parent):
+        current = current.parent
+        if _is_hf(_names(current)):
+            return True
+    return False
 
 
 def _names(folder: Path) -> list[str]:
