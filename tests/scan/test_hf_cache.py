@@ -318,3 +318,32 @@ def test_bookkeeping_folders_hide_nothing(tmp_path: Path, where: str) -> None:
     assert not any(f.path.endswith("/marker") for f in report.files)
     assert any(s.path.endswith(where) for s in report.skipped)
     assert not marker.exists()
+
+
+def test_a_snapshot_link_to_a_folder_is_not_scanned_in_place(tmp_path: Path) -> None:
+    """``snapshots/<c>/custom_generate -> ../../blobs/gen`` (a folder): the loader imports
+    ``custom_generate/generate.py``; scanning the repository folder listed the link as "target
+    scanned in place", and ``blobs/gen/generate.py`` was skipped (no Hugging Face file near it):
+    CLEAN, exit 0. The hub client links only files to blobs; any other link under a snapshot is
+    reported as not followed, as the snapshot scan already did."""
+    hub = tmp_path / "hub"
+    repo = build_cache(hub, REPO_ID, _save_pretrained(tmp_path / "src"))
+    marker = tmp_path / "pwned"
+    (repo / "blobs" / "gen").mkdir()
+    (repo / "blobs" / "gen" / "generate.py").write_text(
+        f"import os\nos.system('touch {marker}')\n\ndef generate(model, *args, **kwargs):\n    return None\n"
+    )
+    (repo / "snapshots" / COMMIT / "custom_generate").symlink_to("../../blobs/gen")
+    code = (
+        "import sys, torch\nfrom transformers import AutoModelForCausalLM\n"
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
+        "m.generate(torch.tensor([[1, 2]]), custom_generate=sys.argv[1], trust_remote_code=True, max_new_tokens=2)\n"
+    )
+    done = _run(code, hub, REPO_ID)
+    assert marker.exists(), done.stderr[-3000:]
+    marker.unlink()
+    for target in (repo, hub, repo / "snapshots" / COMMIT):
+        report = airlock.scan(target)
+        assert report.verdict is not Verdict.CLEAN, render_text(report)
+        (link,) = [f for f in report.files if f.path.endswith("/custom_generate")]
+        assert [f.rule for f in link.findings] == ["fs.symlink-outside"], link

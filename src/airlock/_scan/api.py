@@ -201,7 +201,8 @@ def _symlink_report(entry: Entry, limits: Limits) -> FileReport:
         Issue(
             "fs.symlink-outside",
             Severity.SUSPICIOUS,
-            f"symlink to {entry.target} leaves the scanned folder; not followed, so its target is unscanned",
+            f"symlink to {entry.target} leaves the scanned folder, or is a Hugging Face cache link that is "
+            "not a file of its repository; not followed, so its target is unscanned",
         ),
     )
     return collector.report(None, 0, 0.0)

@@ -96,7 +96,11 @@ def _entry(path: Path, st: os.stat_result, root: Path, root_is_dir: bool, real_r
         if blob is not None:
             return Entry(path, display, "file", target=target, blob=blob)
         resolved = path.resolve()
-        inside = resolved == real_root or real_root in resolved.parents
+        # Under a cache snapshot the hub client only ever links files to blobs of the repository:
+        # any other link there (to a folder, to a link elsewhere) is not "scanned in place" even
+        # when its target lies in the scanned tree, because the target's names (blobs/<x>/...)
+        # are not the names the loader opens (snapshots/<commit>/custom_generate/...).
+        inside = cache_repo(path) is None and (resolved == real_root or real_root in resolved.parents)
         return Entry(path, display, "symlink", target=target, inside=inside)
     if stat.S_ISREG(st.st_mode):
         return Entry(path, display, "file")
