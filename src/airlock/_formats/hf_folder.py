@@ -191,9 +191,8 @@ def _json_file(
                 ),
             )
         return
-    auto_map = value.get("auto_map")
-    if auto_map is not None:
-        yield from _auto_map(name, auto_map, files, ctx)
+    for where, auto_map in _auto_maps(value):
+        yield from _auto_map(name, auto_map, files, ctx, where)
     custom = value.get("custom_pipelines")
     if custom is not None:
         yield from _custom_pipelines(name, custom, files)
@@ -249,23 +248,44 @@ def _template_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[st
         yield name, issue
 
 
+def _auto_maps(value: object) -> Iterator[tuple[str, object]]:
+    """Every ``auto_map`` in a JSON document, at any depth, with its path (``auto_map``,
+    ``image_processor.auto_map``). Loaders honour nested ones: transformers reads the image,
+    video and feature processors' configs from sections of ``processor_config.json``."""
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                where = f"{path}.{key}" if path else str(key)
+                if key == "auto_map":
+                    yield where, item
+                else:
+                    stack.append((item, where))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
+
+
 def _auto_map(
-    name: str, auto_map: object, files: dict[str, Path], ctx: ReadContext
+    name: str, auto_map: object, files: dict[str, Path], ctx: ReadContext, where: str = "auto_map"
 ) -> Iterator[tuple[str, Issue]]:
     if not isinstance(auto_map, dict):
-        yield name, Issue("hf.json", Severity.ERROR, f"{name}: auto_map is not an object")
+        yield name, Issue("hf.json", Severity.ERROR, f"{name}: {where:.100} is not an object")
         return
     for auto_class, refs in auto_map.items():
-        for ref in refs if isinstance(refs, list) else [refs]:
+        # a reference, a list of them ([slow, fast] tokenizers) or a dict of them by backend
+        # (image processors: {"torchvision": ..., "pil": ...})
+        listed = refs if isinstance(refs, list) else list(refs.values()) if isinstance(refs, dict) else [refs]
+        for ref in listed:
             if ref is None:
                 continue
             if not isinstance(ref, str):
                 yield (
                     name,
-                    Issue("hf.json", Severity.ERROR, f"{name}: auto_map[{auto_class!r}] is not a string"),
+                    Issue("hf.json", Severity.ERROR, f"{name}: {where:.100}[{auto_class!r}] is not a string"),
                 )
                 continue
-            yield from _class_reference(name, f"auto_map {auto_class}", ref, files)
+            yield from _class_reference(name, f"{where:.100} {auto_class}", ref, files)
 
 
 def _class_reference(
