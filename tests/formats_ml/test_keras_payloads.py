@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import importlib.util
 import io
+import json
 import os
 import pickle
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +235,85 @@ def test_protocol_0_inst_payload_is_found(tmp_path: Path) -> None:
         write_keras(tmp_path / "m.keras", model(torch_module_wrapper(base64.b64encode(raw).decode())))
     )
     assert report.verdict is Verdict.MALICIOUS
+
+
+def _headerless_payloads(marker: Path) -> dict[str, bytes]:
+    """Pickles that ``pickle.load`` runs but that carry no PROTO 2-5 header, no leading GLOBAL
+    line and no STOP at the very end (torch's legacy reader ignores what follows the pickles)."""
+    cmd = f"touch {marker}".encode()
+    return {
+        "proto-1": b"\x80\x01cposix\nsystem\nq\x00X" + len(cmd).to_bytes(4, "little") + cmd + b"\x85R.",
+        "protocol-4-no-proto": b"\x8c\x05posix\x8c\x06system\x93\x8c" + bytes([len(cmd)]) + cmd + b"\x85R.",
+        "none-pop-first": b"N0cposix\nsystem\n(S'" + cmd + b"'\ntR.",
+        "trailing-bytes": b"(S'" + cmd + b"'\niposix\nsystem\n." + b"\x00not a pickle",
+    }
+
+
+@pytest.mark.parametrize("variant", ["proto-1", "protocol-4-no-proto", "none-pop-first", "trailing-bytes"])
+def test_torch_module_wrapper_bytes_are_read_as_torch_load_reads_them(tmp_path: Path, variant: str) -> None:
+    """TorchModuleWrapper.from_config runs ``torch.load(BytesIO(b64decode(module)), weights_only=False)``:
+    bytes that are not a zip are unpickled from the first byte, whatever opcode is there. Guessing
+    "is this a pickle" from a header missed these (the model was CLEAN, exit 0)."""
+    marker = tmp_path / "pwned"
+    text = base64.b64encode(_headerless_payloads(marker)[variant]).decode()
+    path = write_keras(tmp_path / "m.keras", model(torch_module_wrapper(text)))
+    if HAVE_KERAS:
+        done = _keras_load(path)
+    else:  # the exact call Keras makes, in a throwaway process
+        code = (
+            "import base64, io, sys, torch\n"
+            "torch.load(io.BytesIO(base64.b64decode(sys.argv[1].encode('ascii'))), weights_only=False)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code, text], capture_output=True, text=True,
+                              timeout=300, check=False)  # fmt: skip
+    assert marker.exists(), done.stderr[-3000:]
+    marker.unlink()
+    report = scan_one(path)
+    assert report.verdict is Verdict.MALICIOUS, report
+    hits = [f for f in report.findings if f.severity is Severity.MALICIOUS]
+    assert {f.callable for f in hits} & {"os.system", "posix.system"}, hits
+    assert any(
+        "TorchModuleWrapper" in m and m.endswith("module (base64)") for f in hits for m in f.location.members
+    )
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["m.keras", "m.zip"])
+def test_a_reordered_archive_with_escaped_keys_is_read_as_keras_reads_it(tmp_path: Path, name: str) -> None:
+    """Keras opens ``config.json`` by name whatever the member order; JSON escapes (``\\u0063lass_name``)
+    decode to the same keys. With the weights first and escaped keys, the archive went to the
+    generic zip reader, whose members are sniffed by their first bytes: config.json was "not a
+    model file" and the embedded pickle ran under Keras while the scan said CLEAN, exit 0."""
+    marker = tmp_path / "pwned"
+    raw = pickle.dumps(_Payload(marker), protocol=2)
+    config = json.dumps(model(torch_module_wrapper(base64.b64encode(raw).decode())))
+    escaped = config.replace('"class_name"', '"\\u0063lass_name"').replace('"config"', '"\\u0063onfig"')
+    assert json.loads(escaped) == json.loads(config)
+    path = write_keras(tmp_path / name, {}, first="model.weights.h5")
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members["config.json"] = escaped.encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, data in members.items():
+            zf.writestr(member, data)
+    if HAVE_KERAS:
+        keras_path = path if name.endswith(".keras") else path.rename(path.with_suffix(".keras"))
+        done = _keras_load(keras_path)
+        assert marker.exists(), done.stderr[-3000:]
+        marker.unlink()
+        if keras_path != path:
+            keras_path.rename(path)
+    report = scan_one(path)
+    assert report.verdict is Verdict.MALICIOUS, report
+    hits = [f for f in report.findings if f.severity is Severity.MALICIOUS]
+    assert {f.callable for f in hits} & {"os.system", "posix.system"}, hits
+    assert not marker.exists()
+
+
+def test_a_zipped_hugging_face_folder_is_not_taken_for_keras(tmp_path: Path) -> None:
+    path = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+        zf.writestr("README.md", "# model\n")
+    report = scan_one(path)
+    assert report.verdict is Verdict.CLEAN, report

@@ -289,3 +289,61 @@ def test_relative_paths_into_the_cache(
         report = airlock.scan(target)
         assert report.verdict is Verdict.MALICIOUS, render_text(report)
         assert all(f.verdict is not Verdict.ERROR for f in report.files), render_text(report)
+
+
+@pytest.mark.parametrize("where", [".locks", "models--x--y/.no_exist"])
+def test_bookkeeping_folders_hide_nothing(tmp_path: Path, where: str) -> None:
+    """A folder named like the cache's bookkeeping (``.locks`` beside a ``models--*`` folder,
+    ``<repo>/.no_exist``) was skipped whole; a link elsewhere in the model was skipped as "target
+    scanned in place". ``torch.load`` of the link ran the pickle while the scan said CLEAN, exit 0.
+    Only empty markers and locks are bookkeeping; every other file in such a folder is scanned."""
+    model = tmp_path / "model"
+    (model / "models--x--y" / "snapshots").mkdir(parents=True)
+    (model / where).mkdir(parents=True, exist_ok=True)
+    (model / where / "marker").write_bytes(b"")  # a real marker stays bookkeeping
+    marker = tmp_path / "pwned"
+    (model / where / "blob").write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    (model / "pytorch_model.bin").symlink_to(f"{where}/blob")
+    (model / "config.json").write_text('{"model_type": "gpt2"}')
+    code = "import sys, torch\ntorch.load(sys.argv[1], weights_only=False)\n"
+    subprocess.run([sys.executable, "-c", code, str(model / "pytorch_model.bin")], capture_output=True,
+                   timeout=120, check=False)  # fmt: skip
+    assert marker.exists()  # the real loader follows the link and runs the pickle
+    marker.unlink()
+    report = airlock.scan(model)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    (bad,) = [f for f in report.files if f.verdict is Verdict.MALICIOUS]
+    assert bad.path.endswith(f"{where}/blob")
+    assert {f.callable for f in bad.findings} & {"os.system", "posix.system"}
+    assert not any(f.path.endswith("/marker") for f in report.files)
+    assert any(s.path.endswith(where) for s in report.skipped)
+    assert not marker.exists()
+
+
+def test_a_snapshot_link_to_a_folder_is_not_scanned_in_place(tmp_path: Path) -> None:
+    """``snapshots/<c>/custom_generate -> ../../blobs/gen`` (a folder): the loader imports
+    ``custom_generate/generate.py``; scanning the repository folder listed the link as "target
+    scanned in place", and ``blobs/gen/generate.py`` was skipped (no Hugging Face file near it):
+    CLEAN, exit 0. The hub client links only files to blobs; any other link under a snapshot is
+    reported as not followed, as the snapshot scan already did."""
+    hub = tmp_path / "hub"
+    repo = build_cache(hub, REPO_ID, _save_pretrained(tmp_path / "src"))
+    marker = tmp_path / "pwned"
+    (repo / "blobs" / "gen").mkdir()
+    (repo / "blobs" / "gen" / "generate.py").write_text(
+        f"import os\nos.system('touch {marker}')\n\ndef generate(model, *args, **kwargs):\n    return None\n"
+    )
+    (repo / "snapshots" / COMMIT / "custom_generate").symlink_to("../../blobs/gen")
+    code = (
+        "import sys, torch\nfrom transformers import AutoModelForCausalLM\n"
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
+        "m.generate(torch.tensor([[1, 2]]), custom_generate=sys.argv[1], trust_remote_code=True, max_new_tokens=2)\n"
+    )
+    done = _run(code, hub, REPO_ID)
+    assert marker.exists(), done.stderr[-3000:]
+    marker.unlink()
+    for target in (repo, hub, repo / "snapshots" / COMMIT):
+        report = airlock.scan(target)
+        assert report.verdict is not Verdict.CLEAN, render_text(report)
+        (link,) = [f for f in report.files if f.path.endswith("/custom_generate")]
+        assert [f.rule for f in link.findings] == ["fs.symlink-outside"], link

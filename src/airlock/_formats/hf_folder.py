@@ -1,6 +1,6 @@
 """Hugging Face model folders: what ``from_pretrained`` reads besides the weights.
 
-A folder is treated as a Hugging Face model when it, or the folder above it, holds a file some
+A folder is treated as a Hugging Face model when it, or any folder above it up to the scanned one, holds a file some
 Hugging Face loader reads (:data:`HF_FILES`: ``config.json``, ``tokenizer.json``,
 ``model_index.json`` ...) or a ``*.index.json`` shard index. ``*.jinja`` templates and the files in
 :data:`HF_FILES` are analysed in every folder. Then:
@@ -83,12 +83,16 @@ class HFFolderCheck:
             if e.is_file(follow_symlinks=False):
                 files[e.name] = Path(e.path)
             elif e.is_symlink():
-                blob = cache_link_target(Path(e.path))  # Hugging Face cache: read the blob
-                if blob is not None:
-                    files[e.name] = blob
-        # A folder of a Hugging Face model: it, or the folder above it (diffusers components,
-        # additional_chat_templates/), holds a file that some from_pretrained reads.
-        hf = _is_hf(files.keys()) or (folder != ctx.root and _is_hf(_names(folder.parent)))
+                # The loader opens the link's name and reads its target: a Hugging Face cache
+                # snapshot link (the blob) or a link to a file inside the scanned folder is
+                # analysed under the link's name (config.json -> notes.txt is a config.json).
+                target = cache_link_target(Path(e.path)) or _inside_link_target(Path(e.path), ctx.root)
+                if target is not None:
+                    files[e.name] = target
+        # A folder of a Hugging Face model: it, or a folder above it up to the scanned folder
+        # (diffusers components, custom_generate/, and whatever a link inside the model names as
+        # such a subfolder: custom_generate -> deep/er), holds a file that some from_pretrained reads.
+        hf = _is_hf(files.keys()) or _hf_above(folder, ctx.root)
         for name, path in files.items():
             ctx.check_time()
             if name.endswith(".jinja"):
@@ -101,8 +105,38 @@ class HFFolderCheck:
                 yield from _json_file(name, path, folder, files, ctx)
 
 
+def _inside_link_target(link: Path, root: Path) -> Path | None:
+    """The regular file a link resolves to when it stays inside ``root``; None otherwise (a link
+    that leaves the scanned folder is reported by the scan and never read)."""
+    try:
+        real_root = Path(os.path.realpath(root))
+        target = Path(os.path.realpath(link))
+        st = target.lstat()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if real_root not in target.parents or not stat.S_ISREG(st.st_mode):
+        return None
+    return target
+
+
 def _is_hf(names: Iterable[str]) -> bool:
     return any(n in HF_FILES or n.endswith(".index.json") for n in names)
+
+
+def _hf_above(folder: Path, root: Path) -> bool:
+    """True when a folder between ``folder`` (excluded) and ``root`` (included) is a Hugging Face
+    folder. A subfolder at any depth can be what a loader opens under another name (a link
+    inside the model), so depth alone never makes its code or configs unanalysed."""
+    try:
+        folder.relative_to(root)
+    except ValueError:
+        return False
+    current = folder
+    while current not in (root, current.parent):
+        current = current.parent
+        if _is_hf(_names(current)):
+            return True
+    return False
 
 
 def _names(folder: Path) -> list[str]:
@@ -158,9 +192,8 @@ def _json_file(
                 ),
             )
         return
-    auto_map = value.get("auto_map")
-    if auto_map is not None:
-        yield from _auto_map(name, auto_map, files, ctx)
+    for where, auto_map in _auto_maps(value):
+        yield from _auto_map(name, auto_map, files, ctx, where)
     custom = value.get("custom_pipelines")
     if custom is not None:
         yield from _custom_pipelines(name, custom, files)
@@ -216,23 +249,44 @@ def _template_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[st
         yield name, issue
 
 
+def _auto_maps(value: object) -> Iterator[tuple[str, object]]:
+    """Every ``auto_map`` in a JSON document, at any depth, with its path (``auto_map``,
+    ``image_processor.auto_map``). Loaders honour nested ones: transformers reads the image,
+    video and feature processors' configs from sections of ``processor_config.json``."""
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                where = f"{path}.{key}" if path else str(key)
+                if key == "auto_map":
+                    yield where, item
+                else:
+                    stack.append((item, where))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
+
+
 def _auto_map(
-    name: str, auto_map: object, files: dict[str, Path], ctx: ReadContext
+    name: str, auto_map: object, files: dict[str, Path], ctx: ReadContext, where: str = "auto_map"
 ) -> Iterator[tuple[str, Issue]]:
     if not isinstance(auto_map, dict):
-        yield name, Issue("hf.json", Severity.ERROR, f"{name}: auto_map is not an object")
+        yield name, Issue("hf.json", Severity.ERROR, f"{name}: {where:.100} is not an object")
         return
     for auto_class, refs in auto_map.items():
-        for ref in refs if isinstance(refs, list) else [refs]:
+        # a reference, a list of them ([slow, fast] tokenizers) or a dict of them by backend
+        # (image processors: {"torchvision": ..., "pil": ...})
+        listed = refs if isinstance(refs, list) else list(refs.values()) if isinstance(refs, dict) else [refs]
+        for ref in listed:
             if ref is None:
                 continue
             if not isinstance(ref, str):
                 yield (
                     name,
-                    Issue("hf.json", Severity.ERROR, f"{name}: auto_map[{auto_class!r}] is not a string"),
+                    Issue("hf.json", Severity.ERROR, f"{name}: {where:.100}[{auto_class!r}] is not a string"),
                 )
                 continue
-            yield from _class_reference(name, f"auto_map {auto_class}", ref, files)
+            yield from _class_reference(name, f"{where:.100} {auto_class}", ref, files)
 
 
 def _class_reference(

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from airlock._formats.base import Fact, Issue, Nested, ReadContext
 from airlock._formats.keras_config import analyse_config
-from airlock._formats.zip import LOCAL_SIG, member_bytes, parse_zip
+from airlock._formats.zip import LOCAL_SIG, ZipListing, member_bytes, parse_zip
 from airlock.errors import FormatError, LimitError, SandboxError
 from airlock.limits import Limits
 from airlock.results import Severity
@@ -99,23 +99,62 @@ class KerasZipReader:
 
     def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
         listing = parse_zip(data, ctx.limits, ctx.check_time)
+        if _foreign_config(listing, ctx.limits):
+            # config.json first, valid JSON but no Keras object (a zipped Hugging Face folder):
+            # not for Keras, so an ordinary zip
+            from airlock._formats.zip_reader import ZipReader  # imports this module
+
+            yield from ZipReader().read(data, ctx)
+            return
         yield from listing.issues
-        configs = listing.find("config.json")
-        if not configs:
-            raise FormatError(
-                "Keras archive has no config.json (expected config.json, metadata.json and weights)"
-            )
-        for member in configs:
-            what = f"config.json (entry {member.index})" if len(configs) > 1 else "config.json"
-            config = _parse(member_bytes(listing, member, ctx.limits), ctx.limits, what)
-            _config_root(config, what)
-            yield from analyse_config(config, ctx, what)
-        for member in listing.members:
-            # Weights in HDF5 are plain datasets for h5py; every other member (npz weights, which
-            # Keras loads with allow_pickle=True, assets, anything extra) is scanned as a file.
-            if member.name in _KERAS_MEMBERS or member.is_dir:
-                continue
-            yield Nested(member.name, member_bytes(listing, member, ctx.limits), member.header_offset)
+        yield from read_keras_listing(listing, ctx)
+
+
+def _foreign_config(listing: ZipListing, limits: Limits) -> bool:
+    """config.json is there and parses, but is not a Keras object (a missing or broken one stays
+    a Keras format error: the archive was sniffed as Keras)."""
+    configs = listing.find("config.json")
+    if not configs:
+        return False
+    try:
+        config = _parse(member_bytes(listing, configs[0], limits), limits, "config.json")
+    except (FormatError, LimitError):
+        return False
+    return not (isinstance(config, dict) and isinstance(config.get("class_name"), str))
+
+
+def is_keras_listing(listing: ZipListing, limits: Limits) -> bool:
+    """True when a zip is what Keras' ``load_model`` reads, whatever its member order or name:
+    Keras opens the member ``config.json`` by name; it is a Keras object when its JSON (escapes
+    decoded, as ``json.loads`` does) is an object with a ``class_name`` string."""
+    configs = listing.find("config.json")
+    if not configs:
+        return False
+    try:
+        config = _parse(member_bytes(listing, configs[0], limits), limits, "config.json")
+    except (FormatError, LimitError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("class_name"), str)
+
+
+def read_keras_listing(listing: ZipListing, ctx: ReadContext) -> Iterator[Fact]:
+    """The facts of a Keras v3 archive whose directory has been parsed (issues already given)."""
+    configs = listing.find("config.json")
+    if not configs:
+        raise FormatError(
+            "Keras archive has no config.json (expected config.json, metadata.json and weights)"
+        )
+    for member in configs:
+        what = f"config.json (entry {member.index})" if len(configs) > 1 else "config.json"
+        config = _parse(member_bytes(listing, member, ctx.limits), ctx.limits, what)
+        _config_root(config, what)
+        yield from analyse_config(config, ctx, what)
+    for member in listing.members:
+        # Weights in HDF5 are plain datasets for h5py; every other member (npz weights, which
+        # Keras loads with allow_pickle=True, assets, anything extra) is scanned as a file.
+        if member.name in _KERAS_MEMBERS or member.is_dir:
+            continue
+        yield Nested(member.name, member_bytes(listing, member, ctx.limits), member.header_offset)
 
 
 def looks_like_hdf5(head: bytes) -> bool:

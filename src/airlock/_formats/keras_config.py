@@ -15,12 +15,13 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import contextlib
 import re
 from collections.abc import Iterator
 from typing import Any, Final
 
 from airlock._analysis.catalogue import lookup
-from airlock._formats.base import Issue, Nested, ReadContext
+from airlock._formats.base import Issue, Nested, PickleStream, ReadContext
 from airlock.errors import FormatError
 from airlock.results import Severity
 
@@ -155,7 +156,43 @@ def _bytecode(where: str, text: str, rule: str, what: str) -> Issue:
     )
 
 
-def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue | Nested]:
+#: Keras' own classes whose ``from_config`` decodes a config string and hands the bytes to a
+#: loader: class name -> (config key, loader). The bytes are analysed as that loader reads them,
+#: whatever they start with (a magic-number guess would miss a pickle that ``torch.load`` still
+#: runs: ``torch.load`` on bytes that are not a zip unpickles them from the first byte).
+_DECODE_SITES: Final[dict[str, tuple[str, str]]] = {
+    # keras/src/utils/torch_utils.py: torch.load(BytesIO(base64.b64decode(module)), weights_only=False)
+    "TorchModuleWrapper": ("module", "torch.load"),
+}
+
+
+def _decode_site(
+    value: dict[str, Any], class_name: str, where: str
+) -> Iterator[Issue | Nested | PickleStream]:
+    """What the loader of a :data:`_DECODE_SITES` class reads from its config."""
+    key, loader = _DECODE_SITES[class_name]
+    inner = value.get("config")
+    text = inner.get(key) if isinstance(inner, dict) else None
+    if not isinstance(text, str):
+        return
+    raw = b""
+    # base64.b64decode(text.encode("ascii")): non-strict, characters outside the alphabet dropped;
+    # where it fails, Keras' own decoding fails the same way and torch.load never sees the bytes
+    with contextlib.suppress(UnicodeEncodeError, binascii.Error, ValueError):
+        raw = binascii.a2b_base64(text.encode("ascii"), strict_mode=False)
+    label = f"{where}.{key} (base64)"
+    if raw.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        yield Nested(label, raw)  # torch.save's zip: the torch reader
+    elif raw:
+        # torch's legacy format: pickle.load from byte 0, up to five pickles, then raw storages
+        yield PickleStream(memoryview(raw), 0, f"{loader} of a config string", member=label,
+                           max_pickles=5, trailing_ok=True)  # fmt: skip
+    other = _embedded(text)  # another reading (hex) that other code could decode
+    if other is not None and other[1] != raw:
+        yield Nested(f"{where}.{key} ({other[0]})", other[1])
+
+
+def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue | Nested | PickleStream]:
     """Findings for a parsed Keras config (any JSON value), walked iteratively.
 
     Besides the objects it names: bytes embedded as base64 or hex that decode to a pickle, a zip,
@@ -192,6 +229,10 @@ def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue | 
                 )
                 found = list(_check_object(value, class_name, where))
                 yield from found
+                if class_name in _DECODE_SITES and isinstance(inner, dict):
+                    yield from _decode_site(value, class_name, where)
+                    site_key = _DECODE_SITES[class_name][0]
+                    children = {**value, "config": {k: v for k, v in inner.items() if k != site_key}}
                 if isinstance(inner, dict) and any(
                     i.rule == "keras.lambda" and i.severity is Severity.MALICIOUS for i in found
                 ):

@@ -68,6 +68,13 @@ class ZipReader:
         budget = _Budget(ctx.limits)
         prefix = _torch_prefix(listing)
         if prefix is None:
+            # Keras' load_model opens config.json by name, whatever the member order (which is
+            # all the KerasZipReader's sniff looks at) or the file's name: read it as Keras does.
+            from airlock._formats import keras  # keras imports zip; imported here, not at load
+
+            if keras.is_keras_listing(listing, ctx.limits):
+                yield from keras.read_keras_listing(listing, ctx)
+                return
             for member in listing.members:
                 ctx.check_time()
                 if not member.is_dir:

@@ -79,6 +79,12 @@ def scan(
                 reports[index] = _symlink_report(entry, limits)
         else:
             skipped.append(Skipped(entry.display, "special file (device, FIFO or socket): not opened"))
+    # A link inside the folder gives its target another name, the one the loader opens.
+    aliases: dict[Path, tuple[str, ...]] = {}
+    for entry in entries:
+        if entry.kind == "symlink" and entry.inside:
+            target = entry.path.resolve()
+            aliases[target] = (*aliases.get(target, ()), entry.path.name)
     results: dict[int, FileReport | Skipped] = {}
     listed = {f.path for f in verified.manifest.files} if verified is not None else set()
     # Folder checks first: what they find about a file joins that file's report while it is
@@ -107,6 +113,7 @@ def scan(
                 results[index] = scan_file(
                     entry.path, entry.display, base, limits, policy, verified, rel(entry),
                     blob=entry.blob, folder_issues=by_file.get(index, ()), folder_format=folder_format,
+                    aliases=aliases.get(entry.path.resolve(), ()),
                 )  # fmt: skip
                 _progress.advance(sizes.get(index, 0), files=1)
         else:
@@ -126,6 +133,7 @@ def scan(
                         blob=entry.blob,
                         folder_issues=by_file.get(index, ()),
                         folder_format=folder_format,
+                        aliases=aliases.get(entry.path.resolve(), ()),
                     )
                     for index, entry in files
                 }
@@ -217,7 +225,8 @@ def _symlink_report(entry: Entry, limits: Limits) -> FileReport:
         Issue(
             "fs.symlink-outside",
             Severity.SUSPICIOUS,
-            f"symlink to {entry.target} leaves the scanned folder; not followed, so its target is unscanned",
+            f"symlink to {entry.target} leaves the scanned folder, or is a Hugging Face cache link that is "
+            "not a file of its repository; not followed, so its target is unscanned",
         ),
     )
     return collector.report(None, 0, 0.0)

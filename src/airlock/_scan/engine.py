@@ -82,6 +82,7 @@ def scan_file(
     blob: Path | None = None,
     folder_issues: tuple[Issue, ...] = (),
     folder_format: str | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> FileReport | Skipped:
     """Scan one regular file. Never raises for bad input: every failure is a finding.
 
@@ -101,6 +102,10 @@ def scan_file(
     ``folder_issues``: what the folder checks found about this file (``folder_format`` names the
     check); they join the file's findings before its report is closed, and a file they analysed is
     reported (in that format) instead of skipped.
+
+    ``aliases``: names of links inside the scanned folder that point at this file. A loader opens
+    the link by its name, so when one of them is a model file name (``pytorch_model.bin`` ->
+    ``notes.txt``) the file is judged by it: content no reader knows is then an ERROR, not skipped.
     """
     start = time.monotonic()
     collector = Collector(display, limits)
@@ -153,8 +158,9 @@ def scan_file(
                         )
 
                 ctx = ReadContext(limits=limits, file_path=path, root=root, check_time=check_time)
-                fmt = _scan_data(view, ctx, collector, policy, top_name=path.name)
-                if fmt is None and not folder_issues and not looks_like_model_file(path.name):
+                name = next((n for n in (path.name, *aliases) if looks_like_model_file(n)), path.name)
+                fmt = _scan_data(view, ctx, collector, policy, top_name=name)
+                if fmt is None and not folder_issues and not looks_like_model_file(name):
                     return Skipped(display, "content of no known model format, and not a model file name")
             finally:
                 view.release()

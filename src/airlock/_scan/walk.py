@@ -18,7 +18,8 @@ __all__ = ["Entry", "walk"]
 
 class Entry(NamedTuple):
     """A path met while walking. ``kind`` is ``file``, ``symlink``, ``special`` or ``bookkeeping``
-    (a folder of the Hugging Face cache that holds only markers and locks, never loaded)."""
+    (a folder of the Hugging Face cache for markers and locks, never loaded: its empty files are
+    not listed, any other file in it is an entry of its own kind)."""
 
     path: Path
     display: str
@@ -66,15 +67,16 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
         return
     count = 0
     real_root = root.resolve()
-    stack = [root]
+    #: (folder, inside a bookkeeping folder of the Hugging Face cache)
+    stack = [(root, False)]
     while stack:
-        folder = stack.pop()
+        folder, bookkeeping = stack.pop()
         try:
             with os.scandir(folder) as it:
                 children = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             raise UsageError(f"cannot list {folder}: {exc.strerror}") from exc
-        subdirs: list[Path] = []
+        subdirs: list[tuple[Path, bool]] = []
         for child in children:
             count += 1
             if count > limits.max_files:
@@ -82,11 +84,17 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
             path = Path(child.path)
             cst = child.stat(follow_symlinks=False)
             if stat.S_ISDIR(cst.st_mode):
-                if child.name in BOOKKEEPING and _in_cache(path):
+                if not bookkeeping and child.name in BOOKKEEPING and _in_cache(path):
                     yield Entry(path, _display(path, root, True), "bookkeeping")
-                    continue
-                subdirs.append(path)
+                    subdirs.append((path, True))
+                else:
+                    subdirs.append((path, bookkeeping))
+            elif bookkeeping and stat.S_ISREG(cst.st_mode) and cst.st_size == 0:
+                continue  # a marker or a lock: empty, never loaded (covered by the folder's entry)
             else:
+                # Bookkeeping is verified, not assumed from the folder's name: anything in it that
+                # is not an empty marker (bytes, a link, a device) is scanned like any other file;
+                # a link elsewhere in the model may point at it.
                 yield _entry(path, cst, root, True, real_root)
         stack.extend(reversed(subdirs))
 
@@ -99,7 +107,11 @@ def _entry(path: Path, st: os.stat_result, root: Path, root_is_dir: bool, real_r
         if blob is not None:
             return Entry(path, display, "file", target=target, blob=blob)
         resolved = path.resolve()
-        inside = resolved == real_root or real_root in resolved.parents
+        # Under a cache snapshot the hub client only ever links files to blobs of the repository:
+        # any other link there (to a folder, to a link elsewhere) is not "scanned in place" even
+        # when its target lies in the scanned tree, because the target's names (blobs/<x>/...)
+        # are not the names the loader opens (snapshots/<commit>/custom_generate/...).
+        inside = cache_repo(path) is None and (resolved == real_root or real_root in resolved.parents)
         return Entry(path, display, "symlink", target=target, inside=inside)
     if stat.S_ISREG(st.st_mode):
         return Entry(path, display, "file")
