@@ -231,12 +231,15 @@ def test_f3_a_request_that_reaches_a_lane_is_audited_started_then_finished(env: 
 
 
 def test_f3_a_request_cut_off_by_shutdown_still_ends_with_an_audit_row(make_gateway: Any) -> None:
-    """F3: a request still in its worker when the grace period of a shutdown ends is recorded."""
+    """F3: a request still in its worker when the grace period of a shutdown ends is recorded.
+
+    16384 x 1024 rows through 120 matmuls: far longer than the 5 s grace on any machine (1024 rows
+    finished inside it on a quiet one)."""
     slow = '\n[models.slow]\npath = "slow.onnx"\nruntime = "onnx"\ntenants = ["acme"]\n'
     gateway = make_gateway(server="request_timeout_seconds = 60\n", models=slow)
     lane = gateway.running.gateway.state.lanes[("acme", "slow")]
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0]},
-                       {"name": "shape", "datatype": "INT64", "shape": [2], "data": [1024, 1024]}]}  # fmt: skip
+                       {"name": "shape", "datatype": "INT64", "shape": [2], "data": [16384, 1024]}]}  # fmt: skip
 
     def call() -> None:
         with contextlib.suppress(httpx.HTTPError), gateway.client("acme") as client:
