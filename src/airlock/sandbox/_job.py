@@ -42,7 +42,7 @@ def _lockdown(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> str:
     os.setsid()
     layers = ["rlimits"]
     if cfg["private_tmp"]:
-        private_tmp(cfg["tmp"], int(cfg["limits"]["tmpfs_bytes"]))
+        private_tmp(cfg["tmp"], int(cfg["limits"]["tmpfs_bytes"]), cfg["tmp_keep"])
         mask_own_fds()
         layers.append("private-tmp")
     drop_capabilities()

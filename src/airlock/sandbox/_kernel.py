@@ -51,6 +51,7 @@ _MS_RDONLY: Final = 0x1
 _MS_NOSUID: Final = 0x2
 _MS_NODEV: Final = 0x4
 _MS_NOEXEC: Final = 0x8
+_MS_BIND: Final = 0x1000
 _MS_REC: Final = 0x4000
 _MS_PRIVATE: Final = 0x40000
 
@@ -153,17 +154,33 @@ def tmp_inodes(size_bytes: int) -> int:
     return max(TMP_MIN_INODES, int(size_bytes) // TMP_BYTES_PER_INODE)
 
 
-def private_tmp(path: str, size_bytes: int) -> None:
+def private_tmp(path: str, size_bytes: int, keep: Sequence[str] = ()) -> None:
     """A mount namespace of the caller's own with a fresh tmpfs on ``path`` (cwd too), capped in
-    bytes (``size``) and in inodes (:func:`tmp_inodes`), so names cannot hold kernel memory."""
+    bytes (``size``) and in inodes (:func:`tmp_inodes`), so names cannot hold kernel memory.
+
+    ``keep``: read-only runtime binds that live below ``path`` (a venv or checkout under the host's
+    /tmp, as CI clones may be). The fresh tmpfs would hide them, so each is held open first and
+    bound again at the same place inside it; a bind copies the source mount's read-only flag.
+    """
     if _LIBC.unshare(_CLONE_NEWNS) != 0:
         raise _fail("unshare(CLONE_NEWNS)")
     if _LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         raise _fail("mount --make-rprivate /")
-    options = f"size={int(size_bytes)},nr_inodes={tmp_inodes(size_bytes)},mode=0700".encode()
-    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    if _LIBC.mount(b"tmpfs", path.encode(), b"tmpfs", flags, options) != 0:
-        raise _fail(f"mount tmpfs on {path}")
+    # held open in the NEW namespace (a bind's source must be a mount of the caller's namespace)
+    held = [(target, os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) for target in keep]
+    try:
+        options = f"size={int(size_bytes)},nr_inodes={tmp_inodes(size_bytes)},mode=0700".encode()
+        flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+        if _LIBC.mount(b"tmpfs", path.encode(), b"tmpfs", flags, options) != 0:
+            raise _fail(f"mount tmpfs on {path}")
+        for target, fd in held:
+            os.makedirs(target, mode=0o755, exist_ok=True)
+            source = f"/proc/self/fd/{fd}".encode()
+            if _LIBC.mount(source, target.encode(), None, _MS_BIND | _MS_REC, None) != 0:
+                raise _fail(f"bind {target} again inside the private {path}")
+    finally:
+        for _target, fd in held:
+            os.close(fd)
     os.chdir(path)  # the old cwd is the worker's /tmp, which this job must not reach
 
 

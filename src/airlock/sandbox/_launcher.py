@@ -175,6 +175,8 @@ def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
             # a mount namespace per job needs the worker's CAP_SYS_ADMIN inside bubblewrap's userns
             "private_tmp": bool(bwrap),
             "tmp": _TMP,
+            # runtime binds below /tmp (a CI clone's venv): each job binds them again in its own /tmp
+            "tmp_keep": [p for p in paths if p.startswith(_TMP + "/")],
         }
         memfds.append(config_fd := _memfd("airlock-config", json.dumps(config).encode()))
         argv = [sys.executable, "-I", "-B", "-c", _BOOTSTRAP, str(config_fd)]
