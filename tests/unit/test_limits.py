@@ -119,3 +119,43 @@ def test_template_size_counts_utf8_bytes_not_characters() -> None:
     text = "{{ 'é' }}"  # 9 characters, 10 bytes
     limits = dataclasses.replace(DEFAULT_LIMITS, max_template_bytes=len(text))
     assert [i.rule for i in analyse_template("t", text, limits)] == ["template.parse"]
+
+
+def _nested(depth: int) -> bytes:
+    """A pickle that hands a pickle to pickle.loads, ``depth`` times; the innermost builds a list."""
+    from tests.fixtures.picklegen import binbytes, call, program, sglob
+
+    data = program(b"]")
+    for _ in range(depth):
+        data = program(call(sglob("pickle", "loads"), binbytes(data)))
+    return data
+
+
+@pytest.mark.parametrize(("depth", "over"), [(2, False), (3, False), (4, True)])
+def test_max_nested_pickle_depth_at_n_minus_1_n_n_plus_1(tmp_path: Path, depth: int, over: bool) -> None:
+    path = tmp_path / "n.pkl"
+    path.write_bytes(_nested(depth))
+    limits = dataclasses.replace(DEFAULT_LIMITS, max_nested_pickle_depth=3)
+    _verdict, findings = _scan(path, limits)
+    exceeded = [f for f in findings if f.rule == "limit.exceeded"]
+    assert bool(exceeded) is over
+    if over:
+        (finding,) = exceeded
+        assert finding.message == "pickles nested deeper than 3 (limit max_nested_pickle_depth)"
+        assert len(finding.location.members) == 4  # the fourth nested pickle is the one refused
+
+
+@pytest.mark.parametrize(("count", "over"), [(2, False), (3, False), (4, True)])
+def test_max_pickles_per_stream_at_n_minus_1_n_n_plus_1(tmp_path: Path, count: int, over: bool) -> None:
+    from tests.fixtures.picklegen import program
+
+    path = tmp_path / "s.pkl"
+    path.write_bytes(program(b"]") * count)
+    limits = dataclasses.replace(DEFAULT_LIMITS, max_pickles_per_stream=3)
+    verdict, findings = _scan(path, limits)
+    exceeded = [f for f in findings if f.rule == "limit.exceeded"]
+    assert bool(exceeded) is over, findings
+    if over:
+        assert exceeded[0].message == "more than 3 pickles in one stream (limit max_pickles_per_stream)"
+        assert exceeded[0].location.offset == 3 * len(program(b"]"))
+        assert verdict is Verdict.ERROR
