@@ -422,7 +422,7 @@ def run_module(name: str, jobs: int, timeout: float) -> dict[str, object]:
 def run_hand_mutants(names: list[str]) -> list[dict[str, object]]:
     """Apply each hand mutant of ``names`` alone to a scratch src/ and run the module's tests."""
     results: list[dict[str, object]] = []
-    where = WORK / "hand"
+    where = WORK / f"hand-{os.getpid()}"  # two runs at once must not share a scratch tree
     for mutant in (m for m in HAND_MUTANTS if m.module in names):
         module = MODULES[mutant.module]
         if where.exists():
@@ -460,6 +460,8 @@ def run_hand_mutants(names: list[str]) -> list[dict[str, object]]:
         else:
             status = f"error rc={proc.returncode}"
         results.append({"module": mutant.module, "what": mutant.what, "status": status})
+    if where.exists():
+        shutil.rmtree(where)
     return results
 
 

@@ -5,11 +5,17 @@ run past the data region, and the helpers that write the messages.
 
 from __future__ import annotations
 
+import json
+import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airlock._formats import safetensors as st
+from airlock._formats.base import Issue, ReadContext
+from airlock.errors import FormatError
+from airlock.limits import DEFAULT_LIMITS
 from airlock.results import Severity
 
 
@@ -262,3 +268,125 @@ def test_shape_text_is_cut() -> None:
     assert st._shape(list(range(100))) == str(list(range(100)))[:57] + "...]"
     exact = [1] * 20  # "[1, 1, ..., 1]" is 59 characters
     assert st._shape(exact) == str(exact)
+
+
+# -- the reader itself: edges of the file, the sniffer, the deadline cadence ---------------------------
+
+
+def _read(data: bytes, check_time: Any = None) -> list[Issue]:
+    ctx = ReadContext(DEFAULT_LIMITS, Path("m.safetensors"), Path("."))
+    if check_time is not None:
+        ctx = ctx._replace(check_time=check_time)
+    return [fact for fact in st.READER.read(memoryview(data), ctx) if isinstance(fact, Issue)]
+
+
+def _file(header: dict[str, Any], data: bytes = b"") -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+@pytest.mark.parametrize("size", [0, 7])
+def test_file_shorter_than_the_length_prefix(size: int) -> None:
+    with pytest.raises(FormatError) as caught:
+        _read(b"\0" * size)
+    assert str(caught.value) == f"file of {size} bytes is shorter than the 8-byte header length"
+    assert caught.value.offset == 0
+
+
+def test_file_of_exactly_the_prefix_has_an_empty_header() -> None:
+    with pytest.raises(FormatError) as caught:
+        _read(b"\0" * 8)
+    assert "shorter than the 8-byte" not in str(caught.value)
+    assert "safetensors header" in str(caught.value)
+
+
+def test_header_json_errors_name_the_header_and_its_offset() -> None:
+    with pytest.raises(FormatError) as caught:
+        _read(struct.pack("<Q", 2) + b"{x")
+    assert str(caught.value).startswith("safetensors header is not valid JSON")
+    assert caught.value.offset == 8
+    with pytest.raises(FormatError) as caught:
+        _read(struct.pack("<Q", 2) + b"[]")
+    assert str(caught.value) == "header is a JSON list, expected an object"
+    assert caught.value.offset == 8
+
+
+def test_header_json_error_points_at_the_header() -> None:
+    # the offset is where the header starts; the message names the character inside it
+    for raw, char in ((b"{x}", 1), (b" {x}", 2)):
+        with pytest.raises(FormatError) as caught:
+            _read(struct.pack("<Q", len(raw)) + raw)
+        assert caught.value.offset == 8
+        assert str(caught.value).endswith(f"at char {char}")
+
+
+def test_metadata_first_does_not_hide_the_tensors() -> None:
+    header = {"__metadata__": {"format": "pt"}, "w": _tensor("U8", (4,), (0, 4))}
+    assert _read(_file(header, b"\0" * 4)) == []
+    bad = {"__metadata__": {"format": "pt"}, "w": _tensor("U8", (5,), (0, 4))}
+    assert [i.rule for i in _read(_file(bad, b"\0" * 4))] == ["safetensors.size-mismatch"]
+
+
+def test_reader_names_the_tensor() -> None:
+    (issue,) = _read(_file({"weight.0": _tensor("U8", (5,), (0, 4))}, b"\0" * 4))
+    assert issue.message.startswith("tensor 'weight.0': ")
+
+
+def test_deadline_is_checked_every_4096_tensors() -> None:
+    calls: list[int] = []
+    header = {f"t{i}": _tensor("U8", (0,), (0, 0)) for i in range(4097)}
+    assert _read(_file(header), check_time=lambda: calls.append(1)) == []
+    assert len(calls) == 2  # at tensors 0 and 4096
+
+
+@pytest.mark.parametrize(
+    ("head", "claimed"),
+    [
+        (struct.pack("<Q", 2) + b"{}", True),  # exactly 10 bytes
+        (struct.pack("<Q", 2) + b"{", False),  # 9 bytes
+        (struct.pack("<Q", 3) + b"\n{}", True),
+        (struct.pack("<Q", 3) + b" \t{", True),
+        (struct.pack("<Q", 3) + b"\x0b{}", False),  # not JSON whitespace
+        (struct.pack("<Q", 3) + b"X{}", False),
+        (struct.pack("<Q", 1) + b"{}", False),  # length 1: no JSON object fits
+        (struct.pack("<Q", (1 << 32) - 1) + b"{}", True),
+        (struct.pack("<Q", 1 << 32) + b"{}", False),
+    ],
+)
+def test_sniff(head: bytes, claimed: bool) -> None:
+    assert st.READER.sniff(head, 1 << 40) is claimed
+
+
+def test_overlap_names_an_empty_tensor_name() -> None:
+    (issue,) = st._check_layout([(0, 8, ""), (4, 8, "b")], 8, 0)
+    assert "overlap the bytes of tensor '' (covered up to 8)" in issue.message
+
+
+def test_overlap_keeps_naming_the_tensor_that_covered_the_bytes() -> None:
+    issues = list(st._check_layout([(0, 8, "a"), (4, 8, "b"), (6, 8, "c")], 8, 0))
+    assert [i.evidence for i in issues] == ["b@[4,8] overlaps a", "c@[6,8] overlaps a"]
+
+
+def test_size_mismatch_issues_are_errors_at_the_header() -> None:
+    for info in (_tensor("U8", [2**64 - 1, 2], (0, 8)), _tensor("F4", (3,), (0, 2))):
+        (issue,) = st._check_tensor("w", info)[1]
+        assert (issue.rule, issue.severity, issue.offset) == ("safetensors.size-mismatch", Severity.ERROR, 8)
+
+
+def test_unexpected_keys_shown_five_at_most_and_cut() -> None:
+    info = {**_tensor(), **{f"k{i}": 1 for i in range(6)}, "x" * 50: 1}
+    (issue,) = st._check_tensor("w", info)[1]
+    assert issue.message.startswith("tensor 'w': keys missing [], unexpected ['k0', 'k1', 'k2', 'k3', 'k4']")
+    info = {**_tensor(), "y" * 50: 1}
+    (issue,) = st._check_tensor("w", info)[1]
+    assert issue.message == f"tensor 'w': keys missing [], unexpected ['{'y' * 36}...']"
+
+
+def test_unhashable_dtype_is_an_unknown_dtype() -> None:
+    assert _rules(_tensor(dtype=[1])) == [("safetensors.dtype", "tensor 'w': unknown dtype [1]")]
+
+
+def test_shape_text_of_61_characters_is_cut() -> None:
+    shape = [1] * 19 + [11]  # str() is 61 characters
+    assert len(str(shape)) == 61
+    assert st._shape(shape) == str(shape)[:57] + "...]"
