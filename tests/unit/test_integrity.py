@@ -115,3 +115,29 @@ def test_manifest_known_answer(tmp_path: Path) -> None:
         ShardDigest(0, 4, hashlib.sha256(b"weig").hexdigest()),
         ShardDigest(4, 7, hashlib.sha256(b"hts").hexdigest()),
     )
+
+
+def test_extra_file_the_signer_excluded_says_so() -> None:
+    expected = Expected(
+        Algorithm.SHA256, Method.FILES, None, {"a": ExpectedFile("a", 7, D)}, "signature m.sig", ("logs",)
+    )
+    problems = compare(
+        expected, _manifest(FileEntry("a", 7, D), FileEntry("logs/x", 1, D), FileEntry("b", 1, D))
+    )
+    assert problems == [
+        "extra: logs/x (not in signature m.sig; excluded by the signer)",
+        "extra: b (not in signature m.sig)",
+    ]
+
+
+def test_shards_of_an_empty_file_against_a_nonempty_one() -> None:
+    want = ExpectedFile("a", None, None, ())
+    got = FileEntry("a", 4, None, (ShardDigest(0, 4, D),))
+    assert compare(_expected(want, method=Method.SHARDS), _manifest(got)) == [
+        "size mismatch: a expected 0 bytes (from its shards) got 4"
+    ]
+
+
+def test_integrity_error_lists_two_problems_one_per_line() -> None:
+    error = integrity_error("m", ["missing: a", "extra: b"])
+    assert str(error) == "integrity check failed for m (2 problems):\n  missing: a\n  extra: b"
