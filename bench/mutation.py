@@ -327,6 +327,57 @@ HAND_MUTANTS: tuple[HandMutant, ...] = (
         "if got_shards[(start, end)][:16] != digest[:16]:",
     ),
     HandMutant(
+        "pickle_vm",
+        "POP on an empty stack leaves the MARK",
+        "        else:  # CPython: POP on an empty stack removes the topmost MARK\n            self._pop_mark(pos)\n",
+        "        else:\n            pass\n",
+    ),
+    HandMutant(
+        "pickle_vm",
+        "MEMOIZE indexes by the highest key + 1",
+        "self._memo[len(self._memo)] = self._top(pos)",
+        "self._memo[max(self._memo, default=-1) + 1] = self._top(pos)",
+    ),
+    HandMutant(
+        "pickle_vm",
+        "PUT keeps the first value",
+        "self._memo[arg] = self._top(pos)",
+        "self._memo.setdefault(arg, self._top(pos))",
+    ),
+    HandMutant(
+        "pickle_vm",
+        "extension opcodes not reported",
+        '        result.anomalies.append(("extension-code", pos, f"extension registry code {arg}"))\n',
+        "",
+    ),
+    HandMutant(
+        "pickle_vm",
+        "planted __setstate__ not modelled",
+        "                target.setstate = planted\n",
+        "                pass\n",
+    ),
+    HandMutant(
+        "pickle_findings", "setstate-injection rule dropped", "        if planted:\n", "        if False:\n"
+    ),
+    HandMutant(
+        "pickle_findings",
+        "extension-code finding dropped",
+        'if kind == "extension-code":',
+        'if kind == "extension":',
+    ),
+    HandMutant(
+        "template",
+        "cycler not treated as a Python object",
+        'OBJECT_GLOBALS: Final = frozenset({"range", "namespace", "dict", "cycler", "joiner", "lipsum"})',
+        'OBJECT_GLOBALS: Final = frozenset({"range", "namespace", "dict", "joiner", "lipsum"})',
+    ),
+    HandMutant(
+        "template",
+        "~ not folded",
+        '        return _bounded("".join(str(p) for p in parts))\n',
+        "        return None\n",
+    ),
+    HandMutant(
         "collect",
         "findings beyond the cap do not weigh",
         "        for severity, count in self._dropped.items():",
