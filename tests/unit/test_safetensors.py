@@ -390,3 +390,12 @@ def test_shape_text_of_61_characters_is_cut() -> None:
     shape = [1] * 19 + [11]  # str() is 61 characters
     assert len(str(shape)) == 61
     assert st._shape(shape) == str(shape)[:57] + "...]"
+
+
+@pytest.mark.parametrize(
+    ("elements", "span", "ok"), [(2**60 + 1, 2**60 + 1, True), (2**60 + 1, 2**60, False)]
+)
+def test_sizes_past_2_pow_53_are_compared_exactly(elements: int, span: int, ok: bool) -> None:
+    # integer arithmetic: a float division would round 2**60 + 1 to 2**60 and hide a one-byte lie
+    issues = st._check_tensor("w", _tensor("U8", (elements,), (0, span)))[1]
+    assert (issues == []) is ok
