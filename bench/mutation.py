@@ -148,6 +148,8 @@ EQUIVALENT: dict[str, str] = {
         "_elements cap 1 << 64 -> 2 << 64: any count above 2**64 takes the same 'needs more than' branch"
     ),
     "airlock._formats.safetensors.x__check_tensor__mutmut_113": "_elements cap 1 << 64 -> 1 << 65: as #112",
+    "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
+    "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
 }
 
 

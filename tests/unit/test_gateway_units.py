@@ -265,3 +265,69 @@ def test_admission_digest_compared_with_compare_digest() -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and any(isinstance(op, ast.Eq | ast.NotEq) for op in node.ops):
             assert "model.expect" not in ast.unparse(node), ast.unparse(node)
+
+
+# -- the audit key file -------------------------------------------------------------------------------
+
+
+def test_load_key_creates_once_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "audit.key"
+    key = _audit.load_key(path, create=True)
+    assert len(key) == 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    text = path.read_text(encoding="ascii")
+    assert text == key.hex() + "\n"
+    assert _audit.load_key(path, create=True) == key  # never overwritten
+    assert _audit.load_key(path, create=False) == key
+    assert _audit.load_key(tmp_path / "other.key", create=True) != key
+
+
+def test_load_key_missing_without_create(tmp_path: Path) -> None:
+    path = tmp_path / "audit.key"
+    with pytest.raises(
+        UsageError, match=r"^audit: cannot read the key file .*audit\.key: No such file or directory$"
+    ):
+        _audit.load_key(path, create=False)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("ab" * 32, True),
+        ("ab" * 32 + "\n", True),
+        ("  " + "ab" * 32 + "  \n", True),
+        ("ab" * 31 + "a", False),  # 63 digits
+        ("ab" * 32 + "a", False),  # 65 digits
+        ("AB" * 32, False),  # upper case
+        ("ag" * 32, False),
+        ("ab" * 64, False),  # 128 digits: more than is read
+    ],
+)
+def test_load_key_format(tmp_path: Path, text: str, ok: bool) -> None:
+    path = tmp_path / "audit.key"
+    path.write_text(text, encoding="ascii")
+    if ok:
+        assert _audit.load_key(path, create=False) == bytes.fromhex(text.strip())
+    else:
+        with pytest.raises(UsageError, match=r"must hold 64 lower-case hex digits$"):
+            _audit.load_key(path, create=False)
+
+
+def test_load_key_reads_a_bounded_amount(tmp_path: Path) -> None:
+    path = tmp_path / "audit.key"
+    path.write_bytes(("ab" * 32).encode() + b" " * 64 + b"junk")  # junk past 128 bytes is not read
+    assert _audit.load_key(path, create=False) == bytes.fromhex("ab" * 32)
+    path.write_bytes(("ab" * 32).encode() + b" " * 63 + b"junk")
+    with pytest.raises(UsageError):
+        _audit.load_key(path, create=False)
+
+
+def test_bearer_token_with_trailing_space(store: SqliteStore) -> None:
+    record, token = _keys.create_key(store, "acme")
+    assert _keys.authenticate(store, f"Bearer {token} ") == _keys.Authenticated("acme", record.key_id, ())
+
+
+def test_create_key_for_an_unknown_tenant(store: SqliteStore) -> None:
+    with pytest.raises(UsageError, match=r"^no tenant named 'nope' \(create it with: airlock tenant add\)$"):
+        _keys.create_key(store, "nope")
