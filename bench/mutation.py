@@ -150,6 +150,18 @@ EQUIVALENT: dict[str, str] = {
     "airlock._formats.safetensors.x__check_tensor__mutmut_113": "_elements cap 1 << 64 -> 1 << 65: as #112",
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_chain_hash__mutmut_10": "the key separator of json.dumps: the body is a list, it has no keys",
+    "airlock.gateway._audit.x_chain_hash__mutmut_17": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_chain_hash__mutmut_21": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_read_head__mutmut_5": (
+        "read(4097) -> read(): the same verdict on every file (over 4096 bytes is refused); "
+        "the bound only caps memory on a huge file"
+    ),
+    "airlock.gateway._audit.x_read_head__mutmut_7": "read(4097) -> read(4098): both exceed the 4096-byte bound the same way",
+    "airlock.gateway._audit.x_read_head__mutmut_14": 'data = None -> "": neither is a dict, both refused',
+    "airlock.gateway._audit.x_verify_chain__mutmut_7": "reached = None when a head is recorded: falsy like False; unused otherwise",
+    "airlock.gateway._audit.x_write_head__mutmut_44": '"ascii" -> "ASCII": the same codec',
 }
 
 

@@ -331,3 +331,47 @@ def test_bearer_token_with_trailing_space(store: SqliteStore) -> None:
 def test_create_key_for_an_unknown_tenant(store: SqliteStore) -> None:
     with pytest.raises(UsageError, match=r"^no tenant named 'nope' \(create it with: airlock tenant add\)$"):
         _keys.create_key(store, "nope")
+
+
+def test_row_hash_of_non_ascii_fields_is_escaped() -> None:
+    fields = {**FIELDS, "tenant": "café", "model": "模型"}
+    assert chain_hash(KEY, GENESIS, **fields) == _reference(KEY, GENESIS, fields)  # type: ignore[arg-type]
+
+
+def test_head_file_is_compact_private_and_replaced_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "audit.head"
+    head = AuditHead(3, "cd" * 32, 1700000001.0)
+    write_head(path, KEY, AuditHead(2, "ab" * 32, 0.0))
+    assert path.stat().st_mode & 0o777 == 0o600
+    stale = tmp_path / "audit.head.tmp"
+    stale.write_text("x" * 10_000)  # a temporary left by a crash: truncated, then renamed over
+    write_head(path, KEY, head)
+    assert not stale.exists()
+    mac = _audit._head_mac(KEY, 3, "cd" * 32)
+    expected = {"seq": 3, "head": "cd" * 32, "time": 1700000001.0, "mac": mac}
+    assert path.read_text(encoding="ascii") == json.dumps(expected, separators=(",", ":"))
+    assert read_head(path, KEY) == head
+
+
+@pytest.mark.parametrize(("size", "ok"), [(4095, True), (4096, True), (4097, False)])
+def test_head_file_size_at_n_minus_1_n_n_plus_1(tmp_path: Path, size: int, ok: bool) -> None:
+    path = tmp_path / "audit.head"
+    write_head(path, KEY, AuditHead(1, "ab" * 32, 0.0))
+    raw = path.read_bytes()
+    path.write_bytes(raw + b" " * (size - len(raw)))
+    if ok:
+        assert read_head(path, KEY) == AuditHead(1, "ab" * 32, 0.0)
+    else:
+        with pytest.raises(UsageError, match="is not a head record"):
+            read_head(path, KEY)
+
+
+def test_unreadable_head_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"^audit: cannot read the head file .*: Is a directory$"):
+        read_head(tmp_path, KEY)
+
+
+def test_truncated_tail_message_ends_with_the_cause() -> None:
+    rows = _chain(2)
+    (problem,) = verify_chain(rows[:1], KEY, recorded=AuditHead(2, rows[1].row_hash, 0.0)).problems
+    assert problem.endswith("is seq 2 (rows removed at the end)")
