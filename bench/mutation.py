@@ -162,6 +162,10 @@ EQUIVALENT: dict[str, str] = {
     "airlock.gateway._audit.x_read_head__mutmut_14": 'data = None -> "": neither is a dict, both refused',
     "airlock.gateway._audit.x_verify_chain__mutmut_7": "reached = None when a head is recorded: falsy like False; unused otherwise",
     "airlock.gateway._audit.x_write_head__mutmut_44": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_chain_hash__mutmut_7": "ensure_ascii=True dropped: True is the default",
+    "airlock.gateway._audit.x_load_key__mutmut_19": "secrets.token_hex(32) -> (None): the default is 32 bytes",
+    "airlock.gateway._audit.x_load_key__mutmut_22": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_load_key__mutmut_39": '"ascii" -> "ASCII": the same codec',
 }
 
 

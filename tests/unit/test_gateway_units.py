@@ -375,3 +375,11 @@ def test_truncated_tail_message_ends_with_the_cause() -> None:
     rows = _chain(2)
     (problem,) = verify_chain(rows[:1], KEY, recorded=AuditHead(2, rows[1].row_hash, 0.0)).problems
     assert problem.endswith("is seq 2 (rows removed at the end)")
+
+
+@pytest.mark.parametrize("raw", [b"\xff" * 64, b"X" * 64, b"\xc3\xa9" * 32])
+def test_load_key_garbage_is_a_usage_error(tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "audit.key"
+    path.write_bytes(raw)
+    with pytest.raises(UsageError, match=r"must hold 64 lower-case hex digits$"):
+        _audit.load_key(path, create=False)
