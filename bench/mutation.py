@@ -1,0 +1,630 @@
+"""Mutation testing of the security-critical modules with mutmut 3 (not in CI: too slow).
+
+Each module is mutated on its own, in a scratch copy of the tree under ``bench/.work/mutation/``,
+against the nearest tests only (the table below), so one run takes minutes, not hours::
+
+    python bench/mutation.py results policy        # some modules
+    python bench/mutation.py --all                 # every module in the table
+    python bench/mutation.py --list                # the table
+
+For each module the score is ``killed / (mutants - equivalent)``; timeouts count as killed (the
+mutant made the tests hang). Surviving mutants are printed with their diff and written to
+``bench/.work/mutation/<module>/survivors.txt``; each must be killed by a new test or listed as
+equivalent, with its reason, in ``EQUIVALENT`` below (keyed by mutmut's mutant name). The table in
+docs/mutation.md between the ``mutation:begin`` / ``mutation:end`` markers is rewritten with the
+measured scores; modules not run keep their previous row.
+
+The configuration is this file plus ``[tool.mutmut]`` in pyproject.toml (pytest options shared by
+every module). Needs ``mutmut>=3.8,<4`` (the ``dev`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "bench" / ".work" / "mutation"
+DOC = ROOT / "docs" / "mutation.md"
+BEGIN, END = "<!-- mutation:begin -->", "<!-- mutation:end -->"
+#: seconds the nearest tests may take on one hand mutant before it counts as caught (a hang)
+HAND_TIMEOUT = 180
+HAND_BEGIN, HAND_END = "<!-- hand:begin -->", "<!-- hand:end -->"
+
+
+@dataclass(frozen=True)
+class Module:
+    source: str  # path under src/
+    tests: tuple[str, ...]  # the nearest tests: files or node ids under tests/, then pytest options
+
+
+MODULES: dict[str, Module] = {
+    # verdicts and the findings collector
+    "results": Module("airlock/results.py", ("tests/unit/test_results.py", "tests/unit/test_collect.py")),
+    "collect": Module("airlock/_scan/collect.py", ("tests/unit/test_collect.py",)),
+    # policy core
+    "policy": Module("airlock/policy.py", ("tests/unit/test_policy.py",)),
+    "catalogue": Module(
+        "airlock/_analysis/catalogue.py",
+        (
+            "tests/unit/test_catalogue.py",
+            "tests/unit/test_policy.py",
+            # walks every entry in the pinned environment (imports torch, numpy ...: ~30 s)
+            "tests/analysis/test_catalogue.py::test_every_hand_entry_exists",
+        ),
+    ),
+    # all of profiles.py runs at import time, which mutmut cannot mutate: hand mutants only
+    "profiles": Module("airlock/_analysis/profiles.py", ("tests/unit/test_policy.py",)),
+    # pickle machine and findings
+    "pickle_vm": Module(
+        "airlock/_analysis/pickle_vm.py",
+        (
+            "tests/unit/test_pickle_quirks.py",
+            "tests/analysis/test_attacks.py",
+            "tests/analysis/test_pickle_frames.py",
+        ),
+    ),
+    "pickle_findings": Module(
+        "airlock/_analysis/pickle_findings.py",
+        ("tests/unit/test_pickle_quirks.py", "tests/analysis/test_attacks.py"),
+    ),
+    "template": Module(
+        "airlock/_analysis/template.py",
+        ("tests/unit/test_pickle_quirks.py", "tests/formats_hf/test_hf_template.py"),
+    ),
+    # format readers
+    "zip": Module(
+        "airlock/_formats/zip_reader.py",
+        ("tests/formats/test_zip_reader.py", "tests/formats/test_zip_parse.py"),
+    ),
+    "safetensors": Module(
+        "airlock/_formats/safetensors.py",
+        # the differential fuzz tests (reference loader, seconds each) are left out of the loop
+        (
+            "tests/unit/test_safetensors.py",
+            "tests/unit/test_limits.py",
+            "tests/formats_hf/test_hf_safetensors.py",
+            "-k",
+            "not fuzz and not reference",
+        ),
+    ),
+    "gguf": Module("airlock/_formats/gguf.py", ("tests/formats_hf/test_hf_gguf.py",)),
+    "npy": Module("airlock/_formats/npy.py", ("tests/formats/test_npy.py",)),
+    # integrity
+    "integrity_compare": Module(
+        "airlock/integrity/_compare.py", ("tests/unit/test_integrity.py", "tests/integrity")
+    ),
+    "integrity_verify": Module(
+        "airlock/integrity/_verify.py", ("tests/unit/test_integrity.py", "tests/integrity")
+    ),
+    "integrity_manifest": Module(
+        "airlock/integrity/_manifest.py", ("tests/unit/test_integrity.py", "tests/integrity")
+    ),
+    # sandbox layers
+    "seccomp": Module("airlock/sandbox/_seccomp.py", ("tests/unit/test_sandbox_layers.py",)),
+    "frames": Module("airlock/sandbox/_frames.py", ("tests/unit/test_sandbox_layers.py",)),
+    "worker": Module("airlock/sandbox/_worker.py", ("tests/unit/test_sandbox_layers.py",)),
+    # gateway
+    "gateway_keys": Module("airlock/gateway/_keys.py", ("tests/unit/test_gateway_units.py",)),
+    "gateway_app": Module("airlock/gateway/_app.py", ("tests/gateway",)),
+    "gateway_audit": Module("airlock/gateway/_audit.py", ("tests/unit/test_gateway_units.py",)),
+    "gateway_limiter": Module("airlock/gateway/_limiter.py", ("tests/gateway",)),
+    # loading
+    "load_model": Module("airlock/_load/model.py", ("tests/load",)),
+    "load_graph": Module("airlock/_load/graph.py", ("tests/load",)),
+    "load_arrays": Module("airlock/_load/arrays.py", ("tests/load",)),
+}
+
+#: Surviving mutants judged equivalent (no test can tell them apart from the original), with the
+#: reason. Keys are mutmut mutant names (``module.x_function__mutmut_N``).
+EQUIVALENT: dict[str, str] = {
+    "airlock.results.xǁVerdictǁworst__mutmut_2": (
+        "`>` -> `>=`: ranks are distinct, so equal rank means the same (singleton) verdict"
+    ),
+    "airlock._scan.collect.xǁCollectorǁadd__mutmut_5": (
+        '"" -> "XXXX": any constant in the key slot used when a callable is present is the same key'
+    ),
+    "airlock.policy.xǁPolicyǁclassify__mutmut_52": (
+        "`len(parts) > 1` -> `>= 1`: with one part the walk's range(-1, -1, -1) is empty"
+    ),
+    "airlock.policy.xǁPolicyǁfrom_file__mutmut_3": (
+        'read_text(encoding="utf-8") -> encoding=None: the locale encoding, UTF-8 here and in CI '
+        "(Python coerces the C locale to UTF-8); kept explicit for other locales"
+    ),
+    "airlock.policy.xǁPolicyǁfrom_file__mutmut_5": '"utf-8" -> "UTF-8": the same codec',
+    "airlock._formats.safetensors.x__check_layout__mutmut_3": (
+        "last_name None -> \"\": it is only read as `last_name or ''`"
+    ),
+    "airlock._formats.safetensors.x__check_tensor__mutmut_112": (
+        "_elements cap 1 << 64 -> 2 << 64: any count above 2**64 takes the same 'needs more than' branch"
+    ),
+    "airlock._formats.safetensors.x__check_tensor__mutmut_113": "_elements cap 1 << 64 -> 1 << 65: as #112",
+    "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
+    "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_chain_hash__mutmut_10": "the key separator of json.dumps: the body is a list, it has no keys",
+    "airlock.gateway._audit.x_chain_hash__mutmut_17": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_chain_hash__mutmut_21": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_read_head__mutmut_5": (
+        "read(4097) -> read(): the same verdict on every file (over 4096 bytes is refused); "
+        "the bound only caps memory on a huge file"
+    ),
+    "airlock.gateway._audit.x_read_head__mutmut_7": "read(4097) -> read(4098): both exceed the 4096-byte bound the same way",
+    "airlock.gateway._audit.x_read_head__mutmut_14": 'data = None -> "": neither is a dict, both refused',
+    "airlock.gateway._audit.x_verify_chain__mutmut_7": "reached = None when a head is recorded: falsy like False; unused otherwise",
+    "airlock.gateway._audit.x_write_head__mutmut_44": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_chain_hash__mutmut_7": "ensure_ascii=True dropped: True is the default",
+    "airlock.gateway._audit.x_load_key__mutmut_19": "secrets.token_hex(32) -> (None): the default is 32 bytes",
+    "airlock.gateway._audit.x_load_key__mutmut_22": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_load_key__mutmut_39": '"ascii" -> "ASCII": the same codec',
+}
+
+
+@dataclass(frozen=True)
+class HandMutant:
+    """A bug mutmut cannot make: mutmut 3 mutates function bodies only, not properties, module-level
+    tables (verdict ranks, catalogue entries, allowlists) or class attributes. Each is applied to a
+    scratch copy of src/ alone and the module's nearest tests must fail."""
+
+    module: str
+    what: str
+    old: str
+    new: str
+
+
+HAND_MUTANTS: tuple[HandMutant, ...] = (
+    HandMutant(
+        "results",
+        "ranks of SUSPICIOUS and ERROR swapped",
+        "Verdict.SUSPICIOUS: 1, Verdict.ERROR: 2, Verdict.MALICIOUS: 3}",
+        "Verdict.SUSPICIOUS: 2, Verdict.ERROR: 1, Verdict.MALICIOUS: 3}",
+    ),
+    HandMutant(
+        "results",
+        "ERROR and MALICIOUS rank equal",
+        "Verdict.ERROR: 2, Verdict.MALICIOUS: 3}",
+        "Verdict.ERROR: 3, Verdict.MALICIOUS: 3}",
+    ),
+    HandMutant(
+        "results",
+        "exit codes of ERROR and SUSPICIOUS swapped",
+        "Verdict.ERROR: 2, Verdict.SUSPICIOUS: 3}",
+        "Verdict.ERROR: 3, Verdict.SUSPICIOUS: 2}",
+    ),
+    HandMutant(
+        "results", "a scan that analysed nothing is CLEAN", "return Verdict.ERROR\n", "return Verdict.CLEAN\n"
+    ),
+    HandMutant(
+        "results",
+        "INFO weighs as SUSPICIOUS",
+        "Severity.INFO: Verdict.CLEAN",
+        "Severity.INFO: Verdict.SUSPICIOUS",
+    ),
+    HandMutant(
+        "results",
+        "rank property reads the exit-code table",
+        "return _RANKS[self]",
+        "return _EXIT_CODES[self]",
+    ),
+    HandMutant(
+        "results",
+        "report verdict is the first file's",
+        "return Verdict.worst([f.verdict for f in self.files])",
+        "return self.files[0].verdict",
+    ),
+    HandMutant(
+        "policy",
+        "allowlist matched on a prefix instead of the exact name",
+        "allowed = self._table.get(dotted)",
+        "allowed = next((v for k, v in self._table.items() if dotted.startswith(k)), None)",
+    ),
+    HandMutant(
+        "policy",
+        "allowlist matched on a suffix",
+        "allowed = self._table.get(dotted)",
+        "allowed = next((v for k, v in self._table.items() if k.endswith(dotted.rpartition('.')[2]) and dotted.endswith(k.rpartition('.')[2])), None)",
+    ),
+    HandMutant(
+        "policy",
+        "allowance checked before the catalogue",
+        "        hit = lookup(dotted)\n        if hit is not None:\n            return Classification(Decision.DANGEROUS, dotted, hit[1])\n        if dotted in self.allow:",
+        "        hit = lookup(dotted)\n        if hit is not None and dotted not in self.allow:\n            return Classification(Decision.DANGEROUS, dotted, hit[1])\n        if dotted in self.allow:",
+    ),
+    HandMutant(
+        "policy",
+        "dynamic globals judged like static ones",
+        "        if dynamic:\n",
+        "        if dynamic and False:\n",
+    ),
+    HandMutant("catalogue", "misspelt catalogue module", '"subprocess": _PROC', '"subprocesss": _PROC'),
+    HandMutant(
+        "catalogue", "misspelt catalogue name", '"builtins.getattr": _ATTR', '"builtins.getatr": _ATTR'
+    ),
+    HandMutant("catalogue", "catalogue entry dropped", '"socket": _NET, ', ""),
+    HandMutant(
+        "catalogue",
+        "lookup on a text prefix",
+        '    parts = dotted.split(".")\n    derived = _derived_entries()',
+        "    for name, cat in {**DANGEROUS_MODULES, **DANGEROUS_NAMES}.items():\n"
+        "        if dotted.startswith(name):\n"
+        "            return name, cat\n"
+        '    parts = dotted.split(".")\n    derived = _derived_entries()',
+    ),
+    HandMutant(
+        "profiles",
+        "allowlist entry misspelt",
+        '"torch._utils._rebuild_tensor_v2",',
+        '"torch._utils._rebuild_tensor_v2x",',
+    ),
+    HandMutant(
+        "profiles",
+        "dangerous name added to an allowlist",
+        '"builtins.slice",',
+        '"builtins.slice", "builtins.getattr",',
+    ),
+    HandMutant(
+        "safetensors",
+        "header bound off by 8 (length checked against the size, not size - 8)",
+        "if 8 + length > size:",
+        "if length > size:",
+    ),
+    HandMutant(
+        "seccomp",
+        "connect allowed in jobs",
+        '"socket", "socketpair", "connect", "bind",',
+        '"socket", "socketpair", "bind",',
+    ),
+    HandMutant("seccomp", "bind allowed in jobs", '"connect", "bind", "listen",', '"connect", "listen",'),
+    HandMutant("seccomp", "bpf allowed", '"bpf", "perf_event_open",', '"perf_event_open",'),
+    HandMutant("seccomp", "CLONE_NEWUSER missing", "    0x10000000,  # CLONE_NEWUSER\n", ""),
+    HandMutant(
+        "seccomp", "launch sockets of any family", "sc.Arg(0, sc.NE, _AF_UNIX)", "sc.Arg(0, sc.EQ, 999)"
+    ),
+    HandMutant(
+        "frames",
+        "header cap off by one",
+        "if header_len > caps.max_header_bytes:",
+        "if header_len > caps.max_header_bytes + 1:",
+    ),
+    HandMutant(
+        "frames",
+        "frame cap ignores the header",
+        "if header_len + payload_len > caps.max_frame_bytes:",
+        "if payload_len > caps.max_frame_bytes:",
+    ),
+    HandMutant(
+        "frames", "no deadline on the socket", "    sock.settimeout(left)\n", "    sock.settimeout(None)\n"
+    ),
+    HandMutant(
+        "worker",
+        "control frames capped at 1 MiB",
+        "max_header_bytes=1 << 16, max_frame_bytes=1 << 16",
+        "max_header_bytes=1 << 20, max_frame_bytes=1 << 20",
+    ),
+    HandMutant(
+        "gateway_audit",
+        "row hash does not cover the previous hash",
+        'message = prev_hash.encode("ascii") + b"\\n" + body.encode("ascii")',
+        'message = body.encode("ascii")',
+    ),
+    HandMutant(
+        "gateway_audit",
+        "MAC compared with ==",
+        "if not hmac.compare_digest(recomputed, row.row_hash):",
+        "if recomputed != row.row_hash:",
+    ),
+    HandMutant(
+        "gateway_audit", "status not covered", "request_id, decision, status],", "request_id, decision],"
+    ),
+    HandMutant(
+        "gateway_keys",
+        "token hash compared with ==",
+        "if not hmac.compare_digest(given, stored) or",
+        "if given != stored or",
+    ),
+    HandMutant(
+        "gateway_keys",
+        "token compared on a prefix",
+        "if not hmac.compare_digest(given, stored) or",
+        "if not hmac.compare_digest(given[:16], stored[:16]) or",
+    ),
+    HandMutant("gateway_keys", "revoked keys accepted", " or record.revoked is not None:", ":"),
+    HandMutant(
+        "integrity_compare",
+        "digest compared on a prefix",
+        "if want.digest != got.digest:",
+        "if want.digest[:32] != (got.digest or '')[:32]:",
+    ),
+    HandMutant(
+        "integrity_compare",
+        "shard digest compared on a prefix",
+        "if got_shards[(start, end)] != digest:",
+        "if got_shards[(start, end)][:16] != digest[:16]:",
+    ),
+    HandMutant(
+        "pickle_vm",
+        "POP on an empty stack leaves the MARK",
+        "        else:  # CPython: POP on an empty stack removes the topmost MARK\n            self._pop_mark(pos)\n",
+        "        else:\n            pass\n",
+    ),
+    HandMutant(
+        "pickle_vm",
+        "MEMOIZE indexes by the highest key + 1",
+        "self._memo[len(self._memo)] = self._top(pos)",
+        "self._memo[max(self._memo, default=-1) + 1] = self._top(pos)",
+    ),
+    HandMutant(
+        "pickle_vm",
+        "PUT keeps the first value",
+        "self._memo[arg] = self._top(pos)",
+        "self._memo.setdefault(arg, self._top(pos))",
+    ),
+    HandMutant(
+        "pickle_vm",
+        "extension opcodes not reported",
+        '        result.anomalies.append(("extension-code", pos, f"extension registry code {arg}"))\n',
+        "",
+    ),
+    HandMutant(
+        "pickle_vm",
+        "planted __setstate__ not modelled",
+        "                target.setstate = planted\n",
+        "                pass\n",
+    ),
+    HandMutant(
+        "pickle_findings", "setstate-injection rule dropped", "        if planted:\n", "        if False:\n"
+    ),
+    HandMutant(
+        "pickle_findings",
+        "extension-code finding dropped",
+        'if kind == "extension-code":',
+        'if kind == "extension":',
+    ),
+    HandMutant(
+        "template",
+        "cycler not treated as a Python object",
+        'OBJECT_GLOBALS: Final = frozenset({"range", "namespace", "dict", "cycler", "joiner", "lipsum"})',
+        'OBJECT_GLOBALS: Final = frozenset({"range", "namespace", "dict", "joiner", "lipsum"})',
+    ),
+    HandMutant(
+        "template",
+        "~ not folded",
+        '        return _bounded("".join(str(p) for p in parts))\n',
+        "        return None\n",
+    ),
+    HandMutant(
+        "collect",
+        "findings beyond the cap do not weigh",
+        "        for severity, count in self._dropped.items():",
+        "        for severity, count in {}.items():",
+    ),
+)
+
+
+def _pyproject(module: Module) -> str:
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    shared = base.get("tool", {}).get("mutmut", {})
+    pytest_opts = base["tool"]["pytest"]["ini_options"]
+    cfg = {
+        **shared,
+        "source_paths": ["src"],
+        "only_mutate": [f"src/{module.source}"],
+        "pytest_add_cli_args_test_selection": list(module.tests),
+    }
+
+    def value(v: object) -> str:
+        return json.dumps(v)
+
+    lines = ["[tool.mutmut]"] + [f"{k} = {value(v)}" for k, v in cfg.items()]
+    lines += ["", "[tool.pytest.ini_options]"]
+    lines += [f"{k} = {value(v)}" for k, v in pytest_opts.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _prepare(name: str, module: Module) -> Path:
+    where = WORK / name
+    if where.exists():
+        shutil.rmtree(where)
+    where.mkdir(parents=True)
+    shutil.copytree(ROOT / "src", where / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT / "tests", where / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    (where / "pyproject.toml").write_text(_pyproject(module), encoding="utf-8")
+    # mutmut copies src/ to mutants/src/ itself (skipping files already there, mtimes kept); made
+    # here so that the PYTHONPATH entry for it exists when Python starts (a missing directory is
+    # cached as "no finder" and the installed airlock would be imported instead)
+    shutil.copytree(where / "src", where / "mutants" / "src")
+    return where
+
+
+def _mutmut(where: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    # mutated code first, for pytest and for the subprocesses some tests start
+    env["PYTHONPATH"] = str(where / "mutants" / "src")
+    exe = Path(sys.executable).with_name("mutmut")
+    return subprocess.run(
+        [str(exe), *args], cwd=where, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def run_module(name: str, jobs: int, timeout: float) -> dict[str, object]:
+    module = MODULES[name]
+    if not (ROOT / "src" / module.source).is_file():
+        return {"module": name, "error": f"src/{module.source} does not exist"}
+    where = _prepare(name, module)
+    start = time.monotonic()
+    proc = _mutmut(where, "run", "--max-children", str(jobs), timeout=timeout)
+    seconds = time.monotonic() - start
+    (where / "run.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if proc.returncode != 0:
+        return {"module": name, "error": f"mutmut run exited {proc.returncode}; see {where}/run.log"}
+    listing = _mutmut(where, "results", "--all", "true", timeout=600).stdout
+    status: dict[str, str] = {}
+    for line in listing.splitlines():
+        match = re.match(r"\s*(\S+): (.+)$", line)
+        if match:
+            status[match[1]] = match[2].strip()
+    survivors = sorted(k for k, v in status.items() if v in ("survived", "no tests", "suspicious"))
+    equivalent = [k for k in survivors if k in EQUIVALENT]
+    alive = [k for k in survivors if k not in EQUIVALENT]
+    skipped = sum(1 for v in status.values() if v in ("skipped", "not checked"))
+    considered = len(status) - skipped - len(equivalent)
+    killed = considered - len(alive)
+    diffs = [_mutmut(where, "show", k, timeout=120).stdout for k in alive]
+    (where / "survivors.txt").write_text("\n".join(diffs), encoding="utf-8")
+    return {
+        "module": name,
+        "source": f"src/{module.source}",
+        "tests": list(module.tests),
+        "mutants": len(status),
+        "killed": killed,
+        "equivalent": len(equivalent),
+        "skipped": skipped,
+        "survived": alive,
+        "score": round(100.0 * killed / considered, 1) if considered else None,
+        "seconds": round(seconds),
+    }
+
+
+def run_hand_mutants(names: list[str]) -> list[dict[str, object]]:
+    """Apply each hand mutant of ``names`` alone to a scratch src/ and run the module's tests."""
+    results: list[dict[str, object]] = []
+    where = WORK / f"hand-{os.getpid()}"  # two runs at once must not share a scratch tree
+    for mutant in (m for m in HAND_MUTANTS if m.module in names):
+        module = MODULES[mutant.module]
+        if where.exists():
+            shutil.rmtree(where)
+        shutil.copytree(
+            ROOT / "src", where / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+        target = where / "src" / module.source
+        text = target.read_text(encoding="utf-8")
+        if text.count(mutant.old) != 1:
+            results.append(
+                {
+                    "module": mutant.module,
+                    "what": mutant.what,
+                    "status": "not applicable (text not found once)",
+                }
+            )
+            continue
+        target.write_text(text.replace(mutant.old, mutant.new), encoding="utf-8")
+        env = dict(os.environ, PYTHONPATH=str(where / "src"))
+        tests = [str(ROOT / t) if t.startswith("tests/") else t for t in module.tests]
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=HAND_TIMEOUT, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            # the mutant made the tests hang (a socket without its deadline): caught, like mutmut's timeouts
+            results.append({"module": mutant.module, "what": mutant.what, "status": "killed (tests hung)"})
+            continue
+        if proc.returncode == 1:
+            status = "killed"
+        elif proc.returncode == 0:
+            status = "survived"
+        else:
+            status = f"error rc={proc.returncode}"
+        results.append({"module": mutant.module, "what": mutant.what, "status": status})
+    if where.exists():
+        shutil.rmtree(where)
+    return results
+
+
+def _row(result: dict[str, object]) -> str:
+    if "error" in result:
+        return f"| {result['module']} | error: {result['error']} | | | | |"
+    survived = result["survived"]
+    assert isinstance(survived, list)
+    return (
+        f"| {result['module']} | `{result['source']}` | {result['score']}% | {result['killed']} / "
+        f"{result['mutants']} ({result['equivalent']} equivalent) | {len(survived)} | {result['seconds']} s |"
+    )
+
+
+def _update_doc(results: list[dict[str, object]], hand: list[dict[str, object]]) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    head, _, rest = text.partition(BEGIN)
+    table, _, tail = rest.partition(END)
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in table.splitlines()
+        if line.startswith("| ") and "---" not in line
+    }
+    rows.pop("module", None)
+    for result in results:
+        rows[str(result["module"])] = _row(result)
+    order = [m for m in MODULES if m in rows]
+    body = [
+        "| module | source | score | killed / mutants | surviving | time |",
+        "|---|---|---|---|---|---|",
+        *(rows[m] for m in order),
+    ]
+    DOC.write_text(head + BEGIN + "\n" + "\n".join(body) + "\n" + END + tail, encoding="utf-8")
+    if hand:
+        lines = [f"| {h['module']} | {h['what']} | {h['status']} |" for h in hand]
+        text = DOC.read_text(encoding="utf-8")
+        head, _, rest = text.partition(HAND_BEGIN)
+        old, _, tail = rest.partition(HAND_END)
+        keep = [
+            line
+            for line in old.splitlines()
+            if line.startswith("| ")
+            and "---" not in line
+            and line.split("|")[1].strip() not in {str(h["module"]) for h in hand}
+        ]
+        keep = [line for line in keep if line.split("|")[1].strip() != "module"]
+        body = ["| module | injected bug | result |", "|---|---|---|", *keep, *lines]
+        DOC.write_text(head + HAND_BEGIN + "\n" + "\n".join(body) + "\n" + HAND_END + tail, encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("modules", nargs="*", help="module names from the table (--list)")
+    parser.add_argument("--all", action="store_true", help="every module in the table")
+    parser.add_argument("--list", action="store_true", help="print the table and exit")
+    parser.add_argument("--jobs", type=int, default=1, help="mutmut --max-children (default 1)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per module (default 3600)")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/mutation.md")
+    parser.add_argument(
+        "--hand-only", action="store_true", help="only the hand mutants (seconds, not minutes)"
+    )
+    args = parser.parse_args()
+    if args.list:
+        for name, module in MODULES.items():
+            print(f"{name:20} src/{module.source:40} {' '.join(module.tests)}")
+        return 0
+    names = list(MODULES) if args.all else args.modules
+    unknown = [n for n in names if n not in MODULES]
+    if unknown or not names:
+        parser.error(f"unknown or no module(s): {' '.join(unknown)}; see --list")
+    results = []
+    hand = run_hand_mutants(names)
+    for item in hand:
+        print(f"hand mutant [{item['module']}] {item['what']}: {item['status']}")
+    for name in [] if args.hand_only else names:
+        result = run_module(name, args.jobs, args.timeout)
+        results.append(result)
+        print(json.dumps(result, indent=2))
+        survivors = WORK / name / "survivors.txt"
+        if survivors.is_file() and survivors.stat().st_size:
+            print(survivors.read_text(encoding="utf-8"))
+    (WORK / "last.json").write_text(json.dumps({"mutmut": results, "hand": hand}, indent=2), encoding="utf-8")
+    if not args.no_doc:
+        _update_doc(results, hand)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
