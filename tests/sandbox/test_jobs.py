@@ -23,6 +23,7 @@ import torch
 
 from airlock.errors import SandboxError
 from airlock.sandbox import Sandbox, SandboxPolicy
+from airlock.sandbox._launcher import runtime_paths
 from tests.sandbox._payloads import bytes_tensor, exec_checkpoint, exec_then_eval_checkpoint
 from tests.sandbox.conftest import FAST_LIMITS
 
@@ -238,8 +239,34 @@ def test_each_job_has_its_own_tmp(jobs: Sandbox, tmp_path: Path) -> None:
     )
     with jobs.open(writer):  # job A is still alive while B looks
         seen = _probe(jobs, tmp_path / "reader.pt", reader)
-    assert seen == {"listing": [], "cwd": "/tmp", "cwd_listing": []}
-    assert _probe(jobs, tmp_path / "reader2.pt", reader)["listing"] == []
+    # nothing of job A's; only the mount points of runtime binds that live under /tmp (a checkout
+    # or venv there, as CI clones may be), bound again read-only in each job's own /tmp
+    binds = sorted({p.split("/")[2] for p in runtime_paths() if p.startswith("/tmp/")})
+    assert seen == {"listing": binds, "cwd": "/tmp", "cwd_listing": binds}
+    assert _probe(jobs, tmp_path / "reader2.pt", reader)["listing"] == binds
+
+
+def test_runtime_binds_under_tmp_stay_visible_and_read_only(jobs: Sandbox, tmp_path: Path) -> None:
+    """A checkout or venv under the host's /tmp is bound into the sandbox; each job's fresh /tmp
+    would hide it (the job then cannot import its runtime): it is bound again, read-only."""
+    under_tmp = [p for p in runtime_paths() if p.startswith("/tmp/")]
+    if not under_tmp:
+        pytest.skip("no runtime path lives under /tmp in this checkout (CI clones may: tested there)")
+    source = (
+        "import os\n"
+        f"PATHS = {under_tmp!r}\n"
+        "def probe():\n"
+        "    out = {}\n"
+        "    for p in PATHS:\n"
+        "        try:\n"
+        "            open(os.path.join(p, 'airlock-written'), 'w').close()\n"
+        "            out[p] = [os.path.isdir(p), 'written']\n"
+        "        except OSError as exc:\n"
+        "            out[p] = [os.path.isdir(p), exc.strerror]\n"
+        "    return out\n"
+    )
+    seen = _probe(jobs, tmp_path / "binds.pt", source)
+    assert all(visible and how != "written" for visible, how in seen.values()), seen
 
 
 _NAMES_FILL = """

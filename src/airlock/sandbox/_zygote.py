@@ -26,7 +26,8 @@ import select
 import signal
 import socket
 import sys
-from typing import Any
+import time
+from typing import Any, Final
 
 from airlock.errors import SandboxError
 from airlock.sandbox._frames import FrameCaps, recv_frame, send_frame
@@ -69,6 +70,10 @@ def _kill(pid: int) -> None:
             kill(pid, signal.SIGKILL)
 
 
+#: how long a fork that fails for want of tasks waits for jobs already killed to be reaped
+_DYING_WAIT_SECONDS: Final = 2.0
+
+
 class _Jobs:
     """Live jobs: pid -> the worker's duplicate of the job's channel, watched for a hang-up."""
 
@@ -77,6 +82,7 @@ class _Jobs:
         self.poller = poller
         self.lines: dict[int, int] = {}  # fd of the duplicate -> pid
         self.by_pid: dict[int, int] = {}
+        self.dying: set[int] = set()  # killed, not yet reaped: their tasks still count
 
     def add(self, pid: int, line: int) -> None:
         self.lines[line] = pid
@@ -90,6 +96,7 @@ class _Jobs:
             self.poller.unregister(line)
         if pid is not None:
             _kill(pid)
+            self.dying.add(pid)
 
     def reap(self) -> None:
         while True:
@@ -99,6 +106,7 @@ class _Jobs:
                 return
             if pid == 0:
                 return
+            self.dying.discard(pid)
             send_frame(self.ctl, {"type": "exited", "pid": pid, "status": _status(status)})
             line = self.by_pid.pop(pid, None)
             if line is not None:
@@ -106,6 +114,20 @@ class _Jobs:
                 with contextlib.suppress(KeyError):
                     self.poller.unregister(line)
                 os.close(line)  # only now airlock sees the end of the job's channel, status already sent
+
+    def fork(self) -> int:
+        """``os.fork``; when the task budget is spent only because jobs whose request ended are still
+        dying (SIGKILL sent, threads not yet gone, not reaped), wait for them, bounded, and retry.
+        Jobs of live requests are never waited for: their holding the budget fails the fork."""
+        deadline = time.monotonic() + _DYING_WAIT_SECONDS
+        while True:
+            try:
+                return os.fork()
+            except BlockingIOError:  # EAGAIN
+                self.reap()
+                if not self.dying or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     def kill_all(self) -> None:
         for pid in list(self.by_pid):
@@ -175,7 +197,7 @@ def main(cfg: dict[str, Any]) -> None:
             line = os.dup(frame.fds[0])
             os.set_inheritable(line, False)
             try:
-                pid = os.fork()
+                pid = jobs.fork()
             except OSError as exc:  # EAGAIN: jobs hold the task budget; fail this request, not the worker
                 os.close(line)
                 os.close(frame.fds[0])
