@@ -12,7 +12,7 @@ import pytest
 
 from airlock.integrity._compare import Expected, ExpectedFile, compare, integrity_error
 from airlock.integrity._manifest import FileEntry, Manifest, ShardDigest
-from airlock.integrity._params import Algorithm, HashParams, Method
+from airlock.integrity._params import Algorithm, HashLimits, HashParams, Method
 
 D = hashlib.sha256(b"weights").hexdigest()
 
@@ -109,7 +109,8 @@ def test_manifest_known_answer(tmp_path: Path) -> None:
     assert by_path["a.bin"] == FileEntry("a.bin", 7, D)
     assert by_path["sub/b.txt"] == FileEntry("sub/b.txt", 0, hashlib.sha256(b"").hexdigest())
     assert len(manifest.files) == 2
-    sharded = _hash_api.hash(tmp_path, shard_size=4)
+    # below the 1 MiB floor on purpose: a known answer needs shards of a few bytes
+    sharded = _hash_api.hash(tmp_path, shard_size=4, limits=HashLimits(min_shard_size=4))
     (a,) = [f for f in sharded.files if f.path == "a.bin"]
     assert a.shards == (
         ShardDigest(0, 4, hashlib.sha256(b"weig").hexdigest()),

@@ -68,6 +68,7 @@ def looks_like_pickle(head: bytes, size: int | None = None) -> bool:
 
 def _probe(view: memoryview, total: int, more: bool) -> bool:
     stack: list[bool] = []  # one entry per item: is it a str (STACK_GLOBAL's operands must be)
+    seen_proto = False
     marks: list[int] = []  # stack heights at each MARK
     memo: dict[int, bool] = {}
     pos = 0
@@ -84,10 +85,11 @@ def _probe(view: memoryview, total: int, more: bool) -> bool:
                 # is not dotted identifiers cannot be imported, and the unpickler fails there.
                 return _importable(arg[0])
             if code in _EXT_OPS:
-                # The copyreg extension registry is empty unless the loading program fills it:
-                # the unpickler fails here ("unregistered extension code"). Raw tensor bytes
-                # that start with 0x82-0x84 are not pickles.
-                return False
+                # The copyreg extension registry is empty unless the loading program fills it, and
+                # then the unpickler imports what it names. After a PROTO header (what every pickler
+                # writes before protocol-2 opcodes) that is a pickle whose import is unknowable; with
+                # no header it is noise such as raw tensor bytes starting with 0x82-0x84.
+                return seen_proto
             if code == 0x93:  # STACK_GLOBAL
                 return len(stack) - fence >= 2 and stack[-1] and stack[-2]
             if code == 0x28:  # MARK
@@ -103,6 +105,7 @@ def _probe(view: memoryview, total: int, more: bool) -> bool:
                 assert isinstance(arg, int)
                 if arg > _HIGHEST_PROTOCOL:
                     return False
+                seen_proto = True
             elif code in _GET_OPS:
                 if arg not in memo:
                     return False
