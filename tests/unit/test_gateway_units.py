@@ -383,3 +383,23 @@ def test_load_key_garbage_is_a_usage_error(tmp_path: Path, raw: bytes) -> None:
     path.write_bytes(raw)
     with pytest.raises(UsageError, match=r"must hold 64 lower-case hex digits$"):
         _audit.load_key(path, create=False)
+
+
+def test_head_file_ignores_a_leftover_temporary_file_and_links(tmp_path: Path) -> None:
+    """A crash between write and rename leaves ``.tmp`` behind: its mode (0644 here) must not
+    become the head file's, and a link planted under that name must not be followed."""
+    path = tmp_path / "audit.head"
+    leftover = tmp_path / "audit.head.tmp"
+    leftover.write_text("stale")
+    leftover.chmod(0o644)
+    head = AuditHead(3, "cd" * 32, 0.0)
+    write_head(path, KEY, head)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert read_head(path, KEY) == head
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched")
+    leftover.symlink_to(elsewhere)
+    write_head(path, KEY, head)
+    assert elsewhere.read_text() == "untouched"
+    assert not leftover.exists() and not leftover.is_symlink()
+    assert read_head(path, KEY) == head

@@ -104,7 +104,11 @@ def write_head(path: Path, key: bytes, head: AuditHead) -> None:
     """Replace the head file atomically (write, fsync, rename): a crash leaves the old or the new one."""
     data = {"seq": head.seq, "head": head.head, "time": head.time, "mac": _head_mac(key, head.seq, head.head)}
     temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # A leftover temporary file (a crash between write and rename) or a link planted there must
+    # not lend its mode or its target: remove it, then create a fresh 0600 file, never following.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, json.dumps(data, separators=(",", ":")).encode("ascii"))
         os.fsync(fd)
