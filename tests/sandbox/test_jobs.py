@@ -12,7 +12,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import pytest
 import torch
 
 from airlock.errors import SandboxError
-from airlock.sandbox import Sandbox, SandboxPolicy
+from airlock.sandbox import Sandbox, SandboxPolicy, _launcher
 from airlock.sandbox._launcher import runtime_paths
 from tests.sandbox._payloads import bytes_tensor, exec_checkpoint, exec_then_eval_checkpoint
 from tests.sandbox.conftest import FAST_LIMITS
@@ -246,17 +248,37 @@ def test_each_job_has_its_own_tmp(jobs: Sandbox, tmp_path: Path) -> None:
     assert _probe(jobs, tmp_path / "reader2.pt", reader)["listing"] == binds
 
 
-def test_runtime_binds_under_tmp_stay_visible_and_read_only(jobs: Sandbox, tmp_path: Path) -> None:
+@pytest.fixture
+def airlock_under_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Runtime paths of which at least one lives under the host's /tmp: this checkout's when it
+    does (a CI clone may), else a copy of ``airlock`` placed there for the worker to import."""
+    under_tmp = [p for p in runtime_paths() if p.startswith("/tmp/")]
+    if under_tmp:
+        yield under_tmp
+        return
+    top = tempfile.mkdtemp(prefix="airlock-runtime-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)  # noqa: S103 -- the sandbox's own uid (65534 for a root caller) must read it
+        shutil.copytree(
+            Path(_launcher._AIRLOCK_ROOT), Path(top, "airlock"), ignore=shutil.ignore_patterns("__pycache__")
+        )
+        monkeypatch.setattr(_launcher, "_AIRLOCK_ROOT", os.path.join(top, "airlock"))
+        assert top in runtime_paths()
+        yield [top]
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_runtime_binds_under_tmp_stay_visible_and_read_only(
+    airlock_under_tmp: list[str], tmp_path: Path
+) -> None:
     """A checkout or venv under the host's /tmp is bound into the sandbox; each job's fresh /tmp
     would hide it (the job then cannot import its runtime): it is bound again, read-only."""
-    under_tmp = [p for p in runtime_paths() if p.startswith("/tmp/")]
-    if not under_tmp:
-        pytest.skip("no runtime path lives under /tmp in this checkout (CI clones may: tested there)")
     source = (
-        "import os\n"
-        f"PATHS = {under_tmp!r}\n"
+        "import os, airlock\n"
+        f"PATHS = {airlock_under_tmp!r}\n"
         "def probe():\n"
-        "    out = {}\n"
+        "    out = {'airlock': list(airlock.__path__)[0]}\n"
         "    for p in PATHS:\n"
         "        try:\n"
         "            open(os.path.join(p, 'airlock-written'), 'w').close()\n"
@@ -265,7 +287,12 @@ def test_runtime_binds_under_tmp_stay_visible_and_read_only(jobs: Sandbox, tmp_p
         "            out[p] = [os.path.isdir(p), exc.strerror]\n"
         "    return out\n"
     )
-    seen = _probe(jobs, tmp_path / "binds.pt", source)
+    # a sandbox of its own: the worker imports airlock from where ``_AIRLOCK_ROOT`` says
+    with Sandbox(SandboxPolicy(limits=FAST_LIMITS), runtimes=("torch",)) as sandbox:
+        seen = _probe(sandbox, tmp_path / "binds.pt", source)
+    # the job imported its airlock from the bind under /tmp, which it sees and cannot write
+    assert any(seen.pop("airlock").startswith(p + "/") for p in airlock_under_tmp), seen
+    assert set(seen) == set(airlock_under_tmp), seen
     assert all(visible and how != "written" for visible, how in seen.values()), seen
 
 
