@@ -11,17 +11,15 @@ in a subprocess (``numpy.load(allow_pickle=False)`` plus its own header reader f
 
 from __future__ import annotations
 
-import json
 import random
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from airlock._formats.npy import _header_fields, dtype_info
 from airlock._formats.pyliteral import parse_literal
 from airlock.errors import FormatError, LimitError
+from tests._differential import reference_readings, write_corpus
 
 _DATA = bytes(4096)
 
@@ -145,25 +143,14 @@ print(json.dumps(out))
 
 def numpy_readings(paths: list[Path]) -> list[dict[str, Any]]:
     """numpy's reading of each file, from one throwaway subprocess."""
-    done = subprocess.run(
-        [sys.executable, "-c", _NUMPY, *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    result: list[dict[str, Any]] = json.loads(done.stdout)
+    result: list[dict[str, Any]] = reference_readings(_NUMPY, paths)
     return result
 
 
 def disagreements(folder: Path, seed: int, count: int) -> tuple[list[str], dict[str, int]]:
     """Cases where airlock accepts a header and numpy reads it otherwise (or refuses it)."""
     files = generate(seed, count)
-    paths = []
-    for index, raw in enumerate(files):
-        path = folder / f"{seed}-{index}.npy"
-        path.write_bytes(raw)
-        paths.append(path)
+    paths = write_corpus(folder, seed, files, ".npy")
     theirs = numpy_readings(paths)
     bad: list[str] = []
     stats = {"agree": 0, "both_refuse": 0, "airlock_refuses": 0}

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import pickle
 import random
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from airlock._formats.base import Nested, PickleStream, ReadContext
 from airlock._formats.zip_reader import ZipReader
 from airlock.errors import FormatError, LimitError
 from airlock.limits import DEFAULT_LIMITS
+from tests._differential import reference_readings, write_corpus
 from tests.formats.zipcraft import Entry, build_zip
 
 _RECORDS = [(b"byteorder", b"little"), (b"version", b"3\n"), (b".data/serialization_id", b"1234")]
@@ -133,14 +131,7 @@ print(json.dumps(out))
 
 
 def torch_readings(paths: list[Path]) -> list[str | None]:
-    done = subprocess.run(
-        [sys.executable, "-c", _TORCH, *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    result: list[str | None] = json.loads(done.stdout)
+    result: list[str | None] = reference_readings(_TORCH, paths)
     return result
 
 
@@ -160,11 +151,7 @@ def airlock_pickles(raw: bytes) -> set[str] | None:
 def disagreements(folder: Path, seed: int, count: int) -> tuple[list[str], dict[str, int]]:
     """Archives airlock lists where torch unpickles bytes airlock did not analyse."""
     files = generate(seed, count)
-    paths = []
-    for index, raw in enumerate(files):
-        path = folder / f"{seed}-{index}.pt"
-        path.write_bytes(raw)
-        paths.append(path)
+    paths = write_corpus(folder, seed, files, ".pt")
     theirs = torch_readings(paths)
     bad: list[str] = []
     stats = {"covered": 0, "torch_refuses": 0, "airlock_refuses": 0}

@@ -12,10 +12,7 @@ reads the file without error, every such template text is among the templates ai
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 from airlock._formats.base import Issue, ReadContext, Template
@@ -23,6 +20,7 @@ from airlock._formats.gguf import GGUFReader
 from airlock.errors import FormatError, LimitError
 from airlock.limits import DEFAULT_LIMITS
 from airlock.results import Severity
+from tests._differential import reference_readings, write_corpus
 from tests.formats_hf.gguf_build import ARRAY, GGUF, STRING, UINT32, Tensor
 
 _KEYS = [
@@ -90,14 +88,7 @@ print(json.dumps(out))
 
 
 def gguf_py_readings(paths: list[Path]) -> list[list[str] | None]:
-    done = subprocess.run(
-        [sys.executable, "-c", _GGUF_PY, *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    result: list[list[str] | None] = json.loads(done.stdout)
+    result: list[list[str] | None] = reference_readings(_GGUF_PY, paths)
     return result
 
 
@@ -118,11 +109,7 @@ def airlock_templates(raw: bytes) -> set[str] | None:
 def disagreements(folder: Path, seed: int, count: int) -> tuple[list[str], dict[str, int]]:
     """Files airlock reads cleanly where a consumer uses a template airlock never analysed."""
     files = generate(seed, count)
-    paths = []
-    for index, raw in enumerate(files):
-        path = folder / f"{seed}-{index}.gguf"
-        path.write_bytes(raw)
-        paths.append(path)
+    paths = write_corpus(folder, seed, files, ".gguf")
     theirs = gguf_py_readings(paths)
     bad: list[str] = []
     stats = {"covered": 0, "airlock_refuses": 0, "reference_refuses": 0}

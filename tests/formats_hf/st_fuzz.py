@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import random
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import airlock
 from airlock.results import Verdict
+from tests._differential import reference_readings, write_corpus
 
 _DTYPES = [
     ("F32", 4),
@@ -125,25 +124,14 @@ print(json.dumps(out))
 
 
 def loader_results(paths: list[Path]) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", _LOADER, *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    result: list[str] = json.loads(done.stdout)
+    result: list[str] = reference_readings(_LOADER, paths)
     return result
 
 
 def disagreements(folder: Path, seed: int, count: int) -> tuple[list[str], dict[str, Any]]:
     """Files airlock calls CLEAN that the reference loader refuses."""
     files = generate(seed, count)
-    paths = []
-    for index, raw in enumerate(files):
-        path = folder / f"{seed}-{index}.safetensors"
-        path.write_bytes(raw)
-        paths.append(path)
+    paths = write_corpus(folder, seed, files, ".safetensors")
     theirs = loader_results(paths)
     bad: list[str] = []
     stats = {"agree": 0, "both_refuse": 0, "airlock_refuses": 0}
