@@ -147,4 +147,5 @@ def test_scan_of_a_torch_checkpoint_imports_nothing_heavy(tmp_path: Path) -> Non
     assert '"verdict": "CLEAN"' in stdout
     assert _matching(modules, HEAVY) == []
     assert _matching(modules, _OTHER_FORMATS) == []
+    assert "airlock._formats.torchscript" not in modules  # not a TorchScript archive
     assert "airlock._formats.zip_reader" in modules
