@@ -26,13 +26,15 @@ the ``airlock`` script next to ``sys.executable`` (``sys.executable -m airlock``
 bench prints the airlock package it measured. ``--baseline-src DIR`` adds a second airlock (another
 checkout's ``src/``, e.g. ``git archive HEAD~3 src | tar -x -C /tmp/old``) to the big-file and
 start-up tables, run round-robin with the others, for before/after comparisons on a shared machine;
-the load average is printed with every table.
+the load average is printed with every table. ``--cold`` drops each big file from the page cache
+before every timed run (a model just downloaded, or scanned once long ago), and the "disk MB"
+column shows what each tool read from disk.
 
 "Blocked" for each tool: airlock exit code != 0; picklescan exit code != 0; modelscan exit code 1
 or 2 (3 means "no supported files": skipped, not blocked); fickling --check-safety exit code != 0;
 ModelAudit exit code != 0. ModelAudit's telemetry is switched off (PROMPTFOO_DISABLE_TELEMETRY=1).
 
-Usage: python bench/scan_bench.py [--runs 3] [--skip-big] [--skip-corpus] [--skip-startup] [--keep]
+Usage: python bench/scan_bench.py [--runs 3] [--skip-big] [--skip-corpus] [--skip-startup] [--keep] [--cold]
                                   [--only LABEL] [--tools airlock,picklescan] [--baseline-src DIR]
 """
 
@@ -93,6 +95,8 @@ class Run:
     seconds: float
     max_rss_mb: float
     cpu_seconds: float = 0.0
+    #: bytes the process read from disk (``ru_inblock``; 0 when everything came from the page cache)
+    disk_bytes: int = 0
 
 
 def run(argv: list[str], timeout: float = 600, env: dict[str, str] | None = None) -> Run:
@@ -134,7 +138,18 @@ def run(argv: list[str], timeout: float = 600, env: dict[str, str] | None = None
     if marks:
         rss_kb = float(marks[-1].split()[-1])
         text = "\n".join(line for line in text.splitlines() if not line.startswith(_RSS_MARK))
-    return Run(proc.returncode, text, seconds, rss_kb / 1024, usage.ru_utime + usage.ru_stime)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(proc.returncode, text, seconds, rss_kb / 1024, cpu, usage.ru_inblock * 512)
+
+
+def drop_from_page_cache(path: Path) -> None:
+    """Evict one file's pages (only this file: nothing else on a shared machine is disturbed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages cannot be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def load_average() -> str:
@@ -405,25 +420,33 @@ def _verdict(name: str, result: Run) -> str:
 
 
 def timed_rounds(
-    commands: list[tuple[str, list[str], dict[str, str] | None]], runs: int
+    commands: list[tuple[str, list[str], dict[str, str] | None]], runs: int, cold: Path | None = None
 ) -> dict[str, list[Run]]:
     """One untimed warm-up run of each command (page cache, bytecode), then ``runs`` round-robin
-    rounds, so drift on a shared machine hits every command alike."""
+    rounds, so drift on a shared machine hits every command alike. ``cold``: a file dropped from
+    the page cache before every timed run."""
     for _name, argv, env in commands:
         run(argv, env=env)
     rounds: dict[str, list[Run]] = {name: [] for name, _argv, _env in commands}
     for _ in range(runs):
         for name, argv, env in commands:
+            if cold is not None:
+                drop_from_page_cache(cold)
             rounds[name].append(run(argv, env=env))
     return rounds
 
 
-def big_table(paths: dict[str, Path], runs: int, tools: list[Tool]) -> None:
+def big_table(paths: dict[str, Path], runs: int, tools: list[Tool], cold: bool = False) -> None:
+    cache = "each file dropped from the page cache before every run" if cold else "page cache warm"
     print(
-        f"\nbig files (medians of {runs} round-robin runs after one warm-up; wall and CPU seconds "
-        f"(user + system); peak RSS of the tool's process; {load_average()} at the start)\n"
+        f"\nbig files (medians of {runs} round-robin runs after one warm-up; {cache}; wall and CPU "
+        f"seconds (user + system); MB read from disk; peak RSS of the tool's process; "
+        f"{load_average()} at the start)\n"
     )
-    header = f"{'file':<20} {'tool':<23} {'seconds':>8} {'cpu s':>7} {'peak MB':>8} {'verdict/exit':>13}"
+    header = (
+        f"{'file':<20} {'tool':<23} {'seconds':>8} {'cpu s':>7} {'disk MB':>8} {'peak MB':>8} "
+        f"{'verdict/exit':>13}"
+    )
     print(header)
     print("-" * len(header))
     for label, path in paths.items():
@@ -434,15 +457,19 @@ def big_table(paths: dict[str, Path], runs: int, tools: list[Tool]) -> None:
         if label in _HEADER_READERS:
             reader = [sys.executable, "-c", _HEADER_READERS[label], str(path)]
             commands.append(("header read (reference)", reader, None))
-        rounds = timed_rounds(commands, runs)
+        rounds = timed_rounds(commands, runs, path if cold else None)
         for name, results in rounds.items():
             seconds = statistics.median(r.seconds for r in results)
             cpu = statistics.median(r.cpu_seconds for r in results)
+            disk = statistics.median(r.disk_bytes for r in results) / 1e6
             peaks[name] = max(r.max_rss_mb for r in results)
             times[name] = seconds
             cpus[name] = cpu
             verdict = _verdict(name, results[0])
-            print(f"{label:<20} {name:<23} {seconds:>8.3f} {cpu:>7.3f} {peaks[name]:>8.1f} {verdict:>13}")
+            print(
+                f"{label:<20} {name:<23} {seconds:>8.3f} {cpu:>7.3f} {disk:>8.1f} {peaks[name]:>8.1f} "
+                f"{verdict:>13}"
+            )
         ref = "picklescan" if label.startswith(("torch", "pickle")) else "header read (reference)"
         for name, seconds in times.items():
             if not name.startswith("airlock") or ref not in times:
@@ -516,6 +543,11 @@ def main() -> None:
         help="also time the airlock package in DIR (another checkout's src/), round-robin with the others",
     )
     parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop each big file from the page cache before every timed run (posix_fadvise; that file only)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep bench/.work/scan (the big files) afterwards"
     )
     args = parser.parse_args()
@@ -542,7 +574,7 @@ def main() -> None:
             shutil.rmtree(corpus_dir, ignore_errors=True)
             corpus_table(build_corpus(corpus_dir), tools)
         if not args.skip_big:
-            big_table(build_big(WORK / "big", args.only), args.runs, tools)
+            big_table(build_big(WORK / "big", args.only), args.runs, tools, args.cold)
     finally:
         if not args.keep:
             shutil.rmtree(WORK, ignore_errors=True)
