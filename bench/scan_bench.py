@@ -61,7 +61,16 @@ sys.path.insert(0, str(REPO))
 
 WORK = REPO / "bench" / ".work" / "scan"
 VENVS = REPO / "bench" / ".work" / "venvs"
-CORPUS = REPO.parent / "shared" / "corpora" / "picklescan-tests"
+#: the peer corpus: shared/corpora/picklescan-tests next to the checkout or next to a folder above
+#: it (a worktree under wt/ finds the one the main checkout sees); --corpus names another
+CORPUS = next(
+    (
+        folder / "shared" / "corpora" / "picklescan-tests"
+        for folder in REPO.parents
+        if (folder / "shared" / "corpora" / "picklescan-tests" / "manifest.json").exists()
+    ),
+    REPO.parent / "shared" / "corpora" / "picklescan-tests",
+)
 GIB = 1024**3
 
 PEERS = {
@@ -269,7 +278,7 @@ class _Payload:
         return (os.system, (self.command,))
 
 
-def build_corpus(folder: Path) -> list[Sample]:
+def build_corpus(folder: Path, corpus: Path = CORPUS) -> list[Sample]:
     from tests.fixtures.attacks import ATTACKS
     from tests.fixtures.benign import BENIGN
 
@@ -298,14 +307,14 @@ def build_corpus(folder: Path) -> list[Sample]:
         for path in builder(sub):
             files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
             samples.extend(Sample(f, False, None, f"airlock:{key}") for f in files if f.suffix != ".json")
-    if CORPUS.exists():
-        manifest = json.loads((CORPUS / "manifest.json").read_text())
+    if corpus.exists():
+        manifest = json.loads((corpus / "manifest.json").read_text())
         for item in manifest["samples"]:
             samples.append(
-                Sample(CORPUS / item["file"], item["kind"] == "malicious", None, "picklescan-corpus")
+                Sample(corpus / item["file"], item["kind"] == "malicious", None, "picklescan-corpus")
             )
     else:
-        print(f"NOTE: {CORPUS} is absent: the peer corpus is not part of this run", flush=True)
+        print(f"NOTE: {corpus} is absent: the peer corpus is not part of this run", flush=True)
     if marker.exists():
         raise SystemExit("a payload ran while building the corpus")
     return samples
@@ -543,6 +552,9 @@ def main() -> None:
         help="also time the airlock package in DIR (another checkout's src/), round-robin with the others",
     )
     parser.add_argument(
+        "--corpus", type=Path, default=CORPUS, help=f"the peer corpus folder (default {CORPUS})"
+    )
+    parser.add_argument(
         "--cold",
         action="store_true",
         help="drop each big file from the page cache before every timed run (posix_fadvise; that file only)",
@@ -572,7 +584,7 @@ def main() -> None:
         if not args.skip_corpus:
             corpus_dir = WORK / "corpus"
             shutil.rmtree(corpus_dir, ignore_errors=True)
-            corpus_table(build_corpus(corpus_dir), tools)
+            corpus_table(build_corpus(corpus_dir, args.corpus), tools)
         if not args.skip_big:
             big_table(build_big(WORK / "big", args.only), args.runs, tools, args.cold)
     finally:
