@@ -1,11 +1,16 @@
-"""The command table: lazy entries match their modules, and scanning imports nothing else."""
+"""The command table: lazy entries match their modules, and start-up and scanning import nothing else."""
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+import airlock
 from airlock._cli import COMMANDS, build_parser, main
 
 
@@ -47,3 +52,100 @@ def test_scan_command_imports_no_other_command() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stderr.strip().splitlines()[-1] == "[]"
+
+
+# -- start-up: what a command imports (non-timing: the modules themselves) ------------------------
+
+#: Runs the real entry point (what the ``airlock`` script runs) and writes the modules it added
+#: to ``sys.modules`` to argv[1]; nothing but ``sys`` and ``atexit`` is imported before it.
+_PROBE = (
+    "import sys, atexit\n"
+    "before = set(sys.modules)\n"
+    "out, sys.argv = sys.argv[1], ['airlock', *sys.argv[2:]]\n"
+    "def dump():\n"
+    "    with open(out, 'w') as fh:\n"
+    "        fh.write('\\n'.join(sorted(set(sys.modules) - before)))\n"
+    "atexit.register(dump)\n"
+    "from airlock._cli import entry_point\n"
+    "entry_point()\n"
+)
+
+#: Packages no start-up and no scan of a plain pickle or a PyTorch checkpoint may import: ML
+#: frameworks, the gateway's and the signing stack's dependencies, parsers of other formats, and
+#: standard-library machinery a scan never needs (spawning, networking, logging, temp files).
+HEAVY = frozenset(
+    {
+        "torch", "numpy", "scipy", "pandas", "ml_dtypes", "safetensors", "gguf", "onnx", "onnxruntime",
+        "google", "h5py", "tensorflow", "keras", "sklearn", "joblib", "transformers", "jinja2",
+        "markupsafe", "yaml", "starlette", "uvicorn", "anyio", "httpx", "h11", "prometheus_client",
+        "cryptography", "sigstore", "model_signing", "pydantic", "cyclonedx", "blake3", "pyseccomp",
+        "pickle", "zipfile", "tarfile", "subprocess", "multiprocessing", "concurrent", "asyncio",
+        "socket", "ssl", "http", "email", "logging", "tempfile", "random", "sqlite3", "xml",
+    }
+)  # fmt: skip
+
+#: airlock modules a scan of one format must not import: the other formats' readers and
+#: analyses, and the machinery of the other commands.
+_OTHER_FORMATS = (
+    "airlock._formats.keras", "airlock._formats.onnx", "airlock._formats.gguf",
+    "airlock._formats.savedmodel", "airlock._formats.safetensors", "airlock._formats.npy",
+    "airlock._formats.tar", "airlock._formats.compressed", "airlock._analysis.template",
+    "airlock.gateway", "airlock.sandbox", "airlock.integrity", "airlock._load", "airlock.loading",
+)  # fmt: skip
+_ZIP = ("airlock._formats.zip", "airlock._formats.torchscript")
+
+
+def _imported(tmp_path: Path, *args: str) -> tuple[set[str], str]:
+    out = tmp_path / "modules.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.exists(), proc.stderr
+    return set(filter(None, out.read_text().split("\n"))), proc.stdout
+
+
+def _matching(modules: set[str], prefixes: tuple[str, ...] | frozenset[str]) -> list[str]:
+    return sorted(
+        m for m in modules if any(m == p or m.startswith(p + ".") or m.startswith(p + "_") for p in prefixes)
+    )
+
+
+def test_version_imports_only_the_command_line(tmp_path: Path) -> None:
+    modules, stdout = _imported(tmp_path, "--version")
+    assert stdout == f"airlock {airlock.__version__}\n"
+    # not argparse, typing, json, re or collections: a bare interpreter start plus airlock's own
+    # (and modules built into the interpreter, such as gc, which cost nothing to import)
+    added = {m for m in modules if m not in sys.builtin_module_names} - {"__future__"}
+    assert added <= {"airlock", "airlock.errors", "airlock._cli"}, sorted(added)
+
+
+def test_only_a_lone_version_flag_skips_the_parser(tmp_path: Path) -> None:
+    modules, stdout = _imported(tmp_path, "--version", "--help")
+    assert "argparse" in modules  # argparse answers it, and acts on --version first
+    assert stdout == f"airlock {airlock.__version__}\n"
+
+
+def test_scan_of_a_plain_pickle_imports_nothing_heavy(tmp_path: Path) -> None:
+    path = tmp_path / "rows.pkl"
+    path.write_bytes(pickle.dumps([{"id": 1, "token": "a"}], protocol=4))
+    modules, stdout = _imported(tmp_path, "scan", str(path), "--format", "json")
+    assert '"verdict": "CLEAN"' in stdout
+    assert _matching(modules, HEAVY) == []
+    assert _matching(modules, _OTHER_FORMATS + _ZIP) == []
+    assert "airlock._analysis.pickle_vm" in modules  # the probe does see what a scan imports
+
+
+def test_scan_of_a_torch_checkpoint_imports_nothing_heavy(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "small.pt"
+    torch.save({"w": torch.zeros(2, 2)}, path)
+    modules, stdout = _imported(tmp_path, "scan", str(path), "--format", "json")
+    assert '"verdict": "CLEAN"' in stdout
+    assert _matching(modules, HEAVY) == []
+    assert _matching(modules, _OTHER_FORMATS) == []
+    assert "airlock._formats.torchscript" not in modules  # not a TorchScript archive
+    assert "airlock._formats.zip_reader" in modules

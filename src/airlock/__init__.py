@@ -8,8 +8,6 @@ Public API (pinned by ``tests/test_public_api.py``)::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 __version__ = "0.1.0"
 
 from airlock.errors import (
@@ -22,6 +20,10 @@ from airlock.errors import (
     UsageError,
 )
 
+#: ``typing.TYPE_CHECKING`` without importing ``typing`` (type checkers treat any name
+#: TYPE_CHECKING as true): ``import airlock`` and ``airlock --version`` stay as cheap as the error
+#: classes.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from airlock._scan.api import scan
     from airlock.limits import Limits

@@ -10,7 +10,6 @@ stdout, or to stderr after the task, is never interleaved with it. Nothing goes 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -55,6 +54,8 @@ class _Task:
         self.stream = stream
         self.done_bytes = 0
         self.done_files = 0
+        import threading  # only when progress is shown: a scan piped to a file never needs it
+
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self.stop = threading.Event()

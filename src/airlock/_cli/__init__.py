@@ -8,19 +8,19 @@ the modules' own).
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
+import gc
 import os
 import sys
-import textwrap
-from collections.abc import Sequence
-from typing import NamedTuple, NoReturn
 
 from airlock import __version__
-from airlock._cli._extras import extra_for, install_hint, missing_extras
-from airlock._cli.base import Command
 from airlock.errors import AirlockError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+
+    from airlock._cli.base import Command
 
 __all__ = ["COMMANDS", "CommandEntry", "docs_location", "entry_point", "main"]
 
@@ -28,16 +28,27 @@ __all__ = ["COMMANDS", "CommandEntry", "docs_location", "entry_point", "main"]
 EXIT_INTERRUPTED = 130
 
 
-class CommandEntry(NamedTuple):
-    name: str
-    #: the module that defines ``COMMAND`` for this name
-    module: str
-    #: the one-line help ``airlock --help`` shows (equal to the command's own ``help``)
-    help: str
-    #: extras of model-airlock the command always needs (checked before it is imported)
-    extras: tuple[str, ...] = ()
+class CommandEntry:
+    """One subcommand of the table below (a plain class: ``typing.NamedTuple`` would make every
+    start-up, ``airlock --version`` included, import ``typing`` and ``collections``)."""
+
+    __slots__ = ("extras", "help", "module", "name")
+
+    def __init__(self, name: str, module: str, help: str, extras: tuple[str, ...] = ()) -> None:
+        self.name = name
+        #: the module that defines ``COMMAND`` for this name
+        self.module = module
+        #: the one-line help ``airlock --help`` shows (equal to the command's own ``help``)
+        self.help = help
+        #: extras of model-airlock the command always needs (checked before it is imported)
+        self.extras = extras
+
+    def __repr__(self) -> str:
+        return f"CommandEntry({self.name!r}, {self.module!r})"
 
     def load(self) -> Command:
+        import importlib
+
         command: Command = importlib.import_module(self.module).COMMAND
         return command
 
@@ -60,36 +71,6 @@ COMMANDS: tuple[CommandEntry, ...] = (
 )  # fmt: skip
 
 
-class _ArgumentError(Exception):
-    """argparse's complaint about the command line, raised instead of exiting."""
-
-    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
-        super().__init__(message)
-        self.parser = parser
-
-
-class _Formatter(argparse.HelpFormatter):
-    """Wraps descriptions like argparse does, but never inside a word: paths stay whole."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        text = " ".join(text.split())
-        return textwrap.fill(
-            text,
-            width,
-            initial_indent=indent,
-            subsequent_indent=indent,
-            break_on_hyphens=False,
-            break_long_words=False,
-        )
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors reach :func:`main` (to print them as JSON too)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _ArgumentError(self, message)
-
-
 def docs_location() -> str:
     """Where the docs/*.md files named in help texts are on this machine.
 
@@ -104,38 +85,13 @@ def docs_location() -> str:
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser, with full arguments for ``selected`` (all commands when it is ``"*"``)."""
-    epilog = f"The docs/*.md files named in help texts are installed in {docs_location()}"
-    parser = _Parser(
-        prog="airlock",
-        description="Use machine-learning models you do not trust without being owned by them.",
-        epilog=epilog,
-        formatter_class=_Formatter,
-    )
-    parser.add_argument("--version", action="version", version=f"airlock {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for entry in COMMANDS:
-        if selected not in (entry.name, "*"):
-            sub.add_parser(entry.name, help=entry.help)
-            continue
-        command = entry.load()
-        command_parser = sub.add_parser(
-            command.name,
-            help=command.help,
-            description=command.description,
-            epilog=epilog,
-            formatter_class=_Formatter,
-        )
-        command.add_arguments(command_parser)
-        if entry.name in _QUIET:
-            command_parser.add_argument(
-                "-q", "--quiet", action="store_true", help="no progress display on a terminal"
-            )
-        command_parser.set_defaults(_command=command)
-    return parser
+    from airlock._cli._parser import build_parser as build
+
+    return build(selected)
 
 
 #: Commands that show progress on a terminal (stderr), which --quiet turns off.
-_QUIET = frozenset({"scan", "hash"})
+QUIET = frozenset({"scan", "hash"})
 
 
 def _wants_json(args: Sequence[str]) -> bool:
@@ -147,10 +103,13 @@ def _wants_json(args: Sequence[str]) -> bool:
     return False
 
 
-class _Failure(NamedTuple):
-    kind: str
-    message: str
-    code: int
+class _Failure:
+    __slots__ = ("code", "kind", "message")
+
+    def __init__(self, kind: str, message: str, code: int) -> None:
+        self.kind = kind
+        self.message = message
+        self.code = code
 
 
 def _report(name: str, failure: _Failure, as_json: bool) -> int:
@@ -159,6 +118,8 @@ def _report(name: str, failure: _Failure, as_json: bool) -> int:
     label = {"usage": "usage error: ", "error": "error: "}.get(failure.kind, "")
     print(f"{prefix}: {label}{_escaped(failure.message)}", file=sys.stderr)
     if as_json:
+        import json
+
         doc = {
             "error": {"command": name or None, "kind": failure.kind, "message": failure.message},
             "exit_code": failure.code,
@@ -168,23 +129,35 @@ def _report(name: str, failure: _Failure, as_json: bool) -> int:
 
 
 def _missing(name: str, extras: Sequence[str]) -> _Failure:
+    from airlock._cli._extras import install_hint
+
     noun = "extra" if len(extras) == 1 else "extras"
     names = ", ".join(repr(e) for e in extras)
     return _Failure("missing-extra", f"needs the {names} {noun}, not installed: {install_hint(extras)}", 2)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, started: Callable[[], None] | None = None) -> int:
     """Run one command. Exit codes: as the command documents; 2 for usage and airlock errors and
     for a missing extra; 130 when interrupted (Ctrl-C).
 
     Only :class:`AirlockError`, a missing optional extra and Ctrl-C are caught: anything else is a
     bug and keeps its traceback.
+
+    ``started``: called once the command line is parsed (its modules imported), just before the
+    command runs.
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list == ["--version"]:
+        # answered before any parser is built: the version is what scripts probe most often
+        print(f"airlock {__version__}")
+        return 0
     as_json = _wants_json(args_list)
     entries = {entry.name: entry for entry in COMMANDS}
     selected = args_list[0] if args_list and args_list[0] in entries else None
     name = selected or ""
+    from airlock._cli._extras import extra_for, missing_extras
+    from airlock._cli._parser import ArgumentError
+
     try:
         if selected is not None:
             missing = missing_extras(entries[selected].extras)
@@ -195,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(args_list)
         except SystemExit as exc:  # --help and --version exit 0
             return int(exc.code) if isinstance(exc.code, int) else 2
-        except _ArgumentError as exc:
+        except ArgumentError as exc:
             exc.parser.print_usage(sys.stderr)
             return _report(name, _Failure("usage", str(exc), 2), as_json)
         command: Command | None = getattr(args, "_command", None)
@@ -205,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from airlock import _progress
 
         _progress.configure(enabled=sys.stderr.isatty() and not getattr(args, "quiet", False))
+        if started is not None:
+            started()
         return command.run(args)
     except UsageError as exc:
         return _report(name, _Failure("usage", str(exc), 2), as_json)
@@ -228,8 +203,21 @@ def _escaped(text: str) -> str:
     return "\n".join(line if line.isprintable() else repr(line)[1:-1] for line in text.split("\n"))
 
 
+def _started() -> None:
+    """The start-up imports are done: collect from now on, but never again walk what they made."""
+    gc.enable()
+    gc.freeze()
+
+
 def entry_point() -> None:
-    code = main()
+    # Start-up is mostly imports: tens of thousands of long-lived objects and no garbage worth a
+    # collection, yet the collector would walk them again and again (a tenth of a small scan's
+    # time). It is off until the command runs; then they are frozen out of every later collection.
+    gc.disable()
+    try:
+        code = main(started=_started)
+    finally:
+        gc.enable()
     if code == EXIT_INTERRUPTED:
         # Worker threads (hashing) may still be reading; do not wait for them at exit.
         sys.stdout.flush()

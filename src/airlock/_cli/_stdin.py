@@ -8,9 +8,7 @@ removed when the scan is done. The report names it ``-``.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +23,9 @@ _CHUNK = 1 << 20
 
 @contextmanager
 def spooled_stdin(max_bytes: int) -> Iterator[Path]:
+    import shutil
+    import tempfile  # only for "-": every other scan would pay for importing random and tempfile
+
     folder = tempfile.mkdtemp(prefix="airlock-stdin-")
     try:
         path = Path(folder) / "stdin"

@@ -64,6 +64,15 @@ def _json_after_length(head: bytes) -> bool:
     return head[8:].lstrip(b" \t\r\n")[:1] == b"{"
 
 
+def _keras_zip(head: bytes) -> bool:
+    # the first local header names metadata.json or config.json (KerasZipReader.sniff decides);
+    # any other zip (a torch checkpoint) never imports the Keras readers
+    if not head.startswith(b"PK\x03\x04") or len(head) < 30:
+        return False
+    length = int.from_bytes(head[26:28], "little")
+    return head[30 : 30 + length] in (b"metadata.json", b"config.json")
+
+
 def _json_object(head: bytes) -> bool:
     return head.lstrip()[:1] == b"{"
 
@@ -83,7 +92,7 @@ READERS: Final[tuple[ReaderEntry, ...]] = (
     ReaderEntry(_F + "savedmodel", "READER", _starts(b"\x08")),  # before ONNX: both open with field 1
     # any ModelProto field may come first: protobuf parsers accept fields in any order
     ReaderEntry(_F + "onnx", "READER", _starts(*_ONNX_FIRST_TAGS)),
-    ReaderEntry(_F + "keras", "ZIP_READER", _starts(b"PK\x03\x04")),
+    ReaderEntry(_F + "keras", "ZIP_READER", _keras_zip),
     ReaderEntry(_F + "keras", "H5_READER", _hdf5),
     ReaderEntry(_F + "keras", "CONFIG_READER", _json_object),
     ReaderEntry(_F + "zip_reader", "READER", _starts(b"PK\x03\x04", b"PK\x05\x06")),

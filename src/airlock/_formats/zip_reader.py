@@ -27,7 +27,6 @@ from typing import Final
 
 from airlock._formats.base import Fact, Issue, Nested, PickleStream, ReadContext
 from airlock._formats.pickle import looks_like_pickle
-from airlock._formats.torchscript import dangerous_ops
 from airlock._formats.zip import (
     STORED,
     ZipListing,
@@ -225,6 +224,8 @@ def _nested(listing: ZipListing, member: ZipMember, budget: _Budget) -> Iterator
 
 
 def _torchscript(listing: ZipListing, code: list[ZipMember], budget: _Budget) -> Iterator[Fact]:
+    from airlock._formats.torchscript import dangerous_ops  # only for TorchScript archives
+
     names = ", ".join(m.name for m in code[:_MAX_NAMED]) + (
         f" and {len(code) - _MAX_NAMED} more" if len(code) > _MAX_NAMED else ""
     )
