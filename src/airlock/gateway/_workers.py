@@ -5,8 +5,9 @@ A :class:`WorkerBackend` is one loaded model in one isolated process tree. The o
 gateway serves has passed admission and runs sandboxed; there is deliberately no in-process or
 unsandboxed backend.
 
-A :class:`Lane` owns its workers and a private thread pool (so one tenant's slow model can never
-starve another tenant's threads); its ``workers`` run requests concurrently, one request per worker.
+A :class:`Lane` owns its workers, one thread per worker and a private queue of requests (so one
+tenant's slow model can never starve another tenant's threads); its ``workers`` run requests
+concurrently, one request per worker, each taking the next queued request as soon as it answered.
 A worker that fails mid-request is killed, that request gets a :class:`WorkerCrashed`, and a
 replacement starts in the background (a model that merely raised on its inputs is not a failure:
 the request gets :class:`ModelFailed` and the worker serves on); a request that outlives its deadline gets
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -136,8 +138,28 @@ class WorkerTimeout(Exception):
     """The request outlived its deadline; its worker was killed."""
 
 
+class _Job:
+    """One request for a lane: queued, then run by one worker's thread (or abandoned first)."""
+
+    __slots__ = ("backend", "future", "inputs", "state")
+
+    def __init__(self, inputs: Arrays, future: asyncio.Future[dict[str, np.ndarray[Any, Any]]]) -> None:
+        self.inputs, self.future = inputs, future
+        self.state = _QUEUED
+        self.backend: WorkerBackend | None = None
+
+
+_QUEUED, _RUNNING, _DONE, _ABANDONED = 0, 1, 2, 3
+
+
 class Lane:
-    """The workers of one (tenant, model) pair."""
+    """The workers of one (tenant, model) pair.
+
+    Each worker has its own thread that takes the lane's next request from a queue as soon as it
+    has answered the last one: a worker never waits for the event loop between requests (on a busy
+    loop that wait was most of the time a worker was held), and ``workers = N`` run N requests at
+    once. The loop only queues a request and awaits its answer; deadlines, kills and replacements
+    are decided on the loop."""
 
     def __init__(
         self, tenant: str, model: str, digest: str, factory: Callable[[], WorkerBackend], size: int
@@ -145,8 +167,13 @@ class Lane:
         self.tenant, self.model, self.digest = tenant, model, digest
         self._factory = factory
         self._size = size
-        self._idle: asyncio.Queue[WorkerBackend] = asyncio.Queue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        #: guards each job's state and the set of retired workers (taken by the loop and the threads)
+        self._lock = threading.Lock()
+        self._retired: set[int] = set()
+        self._threads: list[threading.Thread] = []
         self._all: list[WorkerBackend] = []
+        # starting and killing workers (blocking calls) happen here, off the loop
         self._pool = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix=f"lane-{tenant}-{model}")
         self._restarts: set[asyncio.Task[None]] = set()
         self._replacing: set[int] = set()
@@ -164,7 +191,73 @@ class Lane:
         await asyncio.gather(*(loop.run_in_executor(self._pool, b.start) for b in backends))
         for backend in backends:
             self._watch(backend)
-            self._idle.put_nowait(backend)
+            self._serve(backend)
+
+    def _serve(self, backend: WorkerBackend) -> None:
+        thread = threading.Thread(
+            target=self._run, args=(backend, asyncio.get_running_loop()),
+            name=f"lane-{self.tenant}-{self.model}", daemon=True,
+        )  # fmt: skip
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _run(self, backend: WorkerBackend, loop: asyncio.AbstractEventLoop) -> None:
+        """A worker's thread: run the lane's requests one after another until the worker fails,
+        dies, or the lane closes."""
+        while True:
+            job = self._jobs.get()
+            if job is None or self._closed:
+                return
+            with self._lock:
+                if job.state == _ABANDONED:  # its deadline passed (or its caller left) in the queue
+                    continue
+                usable = id(backend) not in self._retired and backend.alive()
+                if usable:
+                    job.state, job.backend = _RUNNING, backend
+                    self.dispatched += 1
+            if not usable:
+                # this worker died while idle: the request goes to the others (or to its
+                # replacement), and this thread ends
+                self._jobs.put(job)
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    loop.call_soon_threadsafe(self._schedule_replace, backend)
+                return
+            result: dict[str, np.ndarray[Any, Any]] | None = None
+            error: BaseException | None = None
+            try:
+                result = backend.infer(job.inputs)
+            except BaseException as exc:
+                error = exc
+            serves_on = error is None or (isinstance(error, ModelError) and backend.alive())
+            try:
+                loop.call_soon_threadsafe(self._finish, job, result, error, serves_on)
+            except RuntimeError:  # the loop is closed
+                return
+            if not serves_on:
+                return
+
+    def _finish(
+        self, job: _Job, result: dict[str, np.ndarray[Any, Any]] | None, error: BaseException | None,
+        serves_on: bool,
+    ) -> None:  # fmt: skip
+        """On the loop: a job's outcome; a worker that failed is replaced."""
+        backend = job.backend
+        with self._lock:
+            job.state = _DONE
+        if not serves_on and backend is not None:
+            self._schedule_replace(backend)
+        if job.future.done():  # the caller timed out (its worker was killed) or went away
+            return
+        if error is None:
+            job.future.set_result(result if result is not None else {})
+        elif isinstance(error, ModelError):
+            # the job caught the model's exception and waits for the next request: nothing to
+            # replace (a restart per wrong input would let a caller keep sandboxes starting)
+            job.future.set_exception(ModelFailed(str(error)))
+        elif isinstance(error, AirlockError):
+            job.future.set_exception(WorkerCrashed(str(error)))
+        else:
+            job.future.set_exception(error)
 
     def closed(self) -> bool:
         return self._closed
@@ -235,10 +328,12 @@ class Lane:
             self.restarted += 1
             _log.warning("worker restarted", extra={"tenant": self.tenant, "model": self.model})
             self._watch(fresh)
-            self._idle.put_nowait(fresh)
+            self._serve(fresh)
             return
 
     def _schedule_replace(self, dead: WorkerBackend) -> None:
+        with self._lock:  # its thread takes no more requests
+            self._retired.add(id(dead))
         if id(dead) in self._replacing or self._closed:
             return  # the watcher and a failed request may both notice the same death
         self._replacing.add(id(dead))
@@ -246,52 +341,35 @@ class Lane:
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
 
-    async def _idle_worker(self) -> WorkerBackend:
-        while True:
-            backend = await self._idle.get()
-            if backend.alive():
-                return backend
-            self._schedule_replace(backend)  # died while idle: its replacement joins the queue
-
     async def infer(self, inputs: Arrays, deadline: float) -> dict[str, np.ndarray[Any, Any]]:
-        """Run one inference on an idle worker before ``deadline`` (loop time)."""
-        loop = asyncio.get_running_loop()
+        """Run one inference on the lane's next free worker before ``deadline`` (loop time)."""
+        job = _Job(inputs, asyncio.get_running_loop().create_future())
+        self._jobs.put(job)
         try:
             async with asyncio.timeout_at(deadline):
-                backend = await self._idle_worker()
+                return await job.future
         except TimeoutError as exc:
-            raise WorkerTimeout("no worker became free before the deadline") from exc
-        self.dispatched += 1
-        future = loop.run_in_executor(self._pool, backend.infer, inputs)
-        try:
-            async with asyncio.timeout_at(deadline):
-                result = await asyncio.shield(future)
-        except TimeoutError as exc:
+            with self._lock:
+                state = job.state
+                if state == _QUEUED:
+                    job.state = _ABANDONED
+            if state == _DONE:  # answered in the same turn as the deadline passed
+                if not job.future.cancelled():
+                    return job.future.result()
+                raise WorkerTimeout("the request outlived its deadline") from exc
+            if state != _RUNNING or job.backend is None:
+                raise WorkerTimeout("no worker became free before the deadline") from exc
+            backend = job.backend
             backend.kill()
-            with contextlib.suppress(BaseException):
-                await future
             self._schedule_replace(backend)
             raise WorkerTimeout("the request outlived its deadline; worker killed") from exc
-        except ModelError as exc:
-            # the job caught the model's exception and waits for the next request: nothing to
-            # replace (a restart per wrong input would let a caller keep sandboxes starting)
-            if backend.alive():
-                self._idle.put_nowait(backend)
-            else:
-                self._schedule_replace(backend)
-            raise ModelFailed(str(exc)) from exc
-        except AirlockError as exc:
-            self._schedule_replace(backend)
-            raise WorkerCrashed(str(exc)) from exc
-        except WorkerCrashed:
-            self._schedule_replace(backend)
-            raise
         except asyncio.CancelledError:
-            # the client went away: the worker may still be busy; let it finish, then return it
-            future.add_done_callback(lambda _f: self._idle.put_nowait(backend) if backend.alive() else None)
+            # the client went away: a queued request is dropped; a running one finishes on its
+            # worker, which then serves on
+            with self._lock:
+                if job.state == _QUEUED:
+                    job.state = _ABANDONED
             raise
-        self._idle.put_nowait(backend)
-        return result
 
     async def close(self) -> None:
         self._closed = True
@@ -299,6 +377,8 @@ class Lane:
             task.cancel()
         for backend in list(self._all):
             self._unwatch(backend)
+        for _ in self._threads:
+            self._jobs.put(None)
         for backend in self._all:
             backend.kill()
         self._pool.shutdown(wait=False, cancel_futures=True)
