@@ -282,20 +282,24 @@ def _start_gateway(config: Path, profile: str | None = None) -> tuple[subprocess
     command = ["-m", "airlock", "serve", "--config", str(config)]
     if profile:  # the event loop under cProfile (stats written when the gateway stops)
         command = [__file__, "--profiled-gateway", profile, str(config)]
-    process = subprocess.Popen(
-        [sys.executable, *command],
-        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert process.stderr is not None
-    for line in process.stderr:
-        entry = json.loads(line)
-        if entry.get("message") == "listening":
-            # keep draining stderr so the gateway never blocks on a full pipe
-            import threading
-
-            threading.Thread(target=lambda: [None for _ in process.stderr or ()], daemon=True).start()
-            return process, int(entry["port"])
-    raise SystemExit(f"the gateway did not start (exit {process.wait()})")
+    # The log goes to a file, as it would to journald: a pipe drained by a thread of this (busy,
+    # single-GIL) client filled up and the gateway's loop blocked on each log line (~1 ms a request)
+    log = config.with_name("gateway.log")
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, *command], stderr=sink, stdin=subprocess.DEVNULL, text=True
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in log.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line still being written
+                continue
+            if entry.get("message") == "listening":
+                return process, int(entry["port"])
+        time.sleep(0.1)
+    raise SystemExit(f"the gateway did not start (exit {process.poll()}):\n{log.read_text()[-2000:]}")
 
 
 def _start_echo(folder: Path, certs: Path) -> tuple[subprocess.Popen[str], int]:
