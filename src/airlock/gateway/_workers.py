@@ -22,15 +22,15 @@ from the idle set and replaced; readiness counts only live workers. Where pidfds
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
-import queue
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -48,7 +48,17 @@ class WorkerBackend(Protocol):
         """Launch and load (blocking); raise AirlockError when that fails."""
         ...
 
-    def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]: ...
+    def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
+        """One request: :meth:`send` then :meth:`receive`."""
+        ...
+
+    def send(self, inputs: Arrays) -> None:
+        """Send a request; the worker answers requests in order, one at a time."""
+        ...
+
+    def receive(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The answer to the oldest request sent and not yet answered."""
+        ...
 
     def alive(self) -> bool: ...
 
@@ -83,11 +93,20 @@ class SandboxWorker:
             self._path, runtime=self._runtime, definition=self._definition, policy=self._policy
         )
 
-    def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
+    def _running(self) -> Worker:
         worker = self._worker
         if worker is None or self._dead:
             raise WorkerCrashed("worker is not running")
-        return worker.infer(inputs)
+        return worker
+
+    def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
+        return self._running().infer(inputs)
+
+    def send(self, inputs: Arrays) -> None:
+        self._running().send_infer(inputs)
+
+    def receive(self) -> dict[str, np.ndarray[Any, Any]]:
+        return self._running().receive_infer()
 
     def _process(self) -> Any:
         worker = self._worker
@@ -139,7 +158,8 @@ class WorkerTimeout(Exception):
 
 
 class _Job:
-    """One request for a lane: queued, then run by one worker's thread (or abandoned first)."""
+    """One request for a lane: queued, sent to one worker (ahead, or to run now), answered; or
+    abandoned before it ran."""
 
     __slots__ = ("backend", "future", "inputs", "state")
 
@@ -149,17 +169,29 @@ class _Job:
         self.backend: WorkerBackend | None = None
 
 
-_QUEUED, _RUNNING, _DONE, _ABANDONED = 0, 1, 2, 3
+#: queued; sent to a worker while it still runs the previous request; running; answered; dropped
+_QUEUED, _AHEAD, _RUNNING, _DONE, _ABANDONED = 0, 1, 2, 3, 4
+#: a request is sent to a busy worker ahead of time only when it is this small: it then fits in the
+#: socket's buffer, so the send never waits for the worker (which reads it only after answering)
+AHEAD_BYTES: Final = 16 * 1024
+AHEAD_INPUTS: Final = 16
+
+
+def _small(inputs: Arrays) -> bool:
+    return len(inputs) <= AHEAD_INPUTS and sum(int(a.nbytes) for a in inputs.values()) <= AHEAD_BYTES
 
 
 class Lane:
     """The workers of one (tenant, model) pair.
 
     Each worker has its own thread that takes the lane's next request from a queue as soon as it
-    has answered the last one: a worker never waits for the event loop between requests (on a busy
-    loop that wait was most of the time a worker was held), and ``workers = N`` run N requests at
-    once. The loop only queues a request and awaits its answer; deadlines, kills and replacements
-    are decided on the loop."""
+    has answered the last one: a worker never waits for the event loop between requests, and
+    ``workers = N`` run N requests at once. While every worker is busy, each thread also sends the
+    next small request to its worker ahead of time, so the worker finds it waiting when it has
+    answered (no thread or process wake-up between two requests). The loop only queues a request
+    and awaits its answer; deadlines, kills and replacements are decided on the loop. A request sent
+    ahead that is still waiting when its deadline passes is a 504 without killing anyone; its
+    worker is replaced once it gets to it (nothing runs for a caller who has gone)."""
 
     def __init__(
         self, tenant: str, model: str, digest: str, factory: Callable[[], WorkerBackend], size: int
@@ -167,9 +199,12 @@ class Lane:
         self.tenant, self.model, self.digest = tenant, model, digest
         self._factory = factory
         self._size = size
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        #: guards each job's state and the set of retired workers (taken by the loop and the threads)
+        #: guards the queue, each job's state and the set of retired workers (loop and threads)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: collections.deque[_Job] = collections.deque()
+        #: threads waiting for a request (a busy worker sends nothing ahead while one waits)
+        self._waiting = 0
         self._retired: set[int] = set()
         self._threads: list[threading.Thread] = []
         self._all: list[WorkerBackend] = []
@@ -201,39 +236,109 @@ class Lane:
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
+    def _drop_abandoned(self) -> None:
+        while self._queue and self._queue[0].state == _ABANDONED:
+            self._queue.popleft()
+
+    def _next(self, backend: WorkerBackend) -> _Job | None:
+        """The next request, now running on ``backend``; None when the lane closes, the worker was
+        retired, or it died while idle (its request stays queued for the others)."""
+        with self._changed:
+            self._waiting += 1
+            try:
+                while True:
+                    if self._closed or id(backend) in self._retired:
+                        return None
+                    self._drop_abandoned()
+                    if self._queue:
+                        break
+                    self._changed.wait()
+            finally:
+                self._waiting -= 1
+            if not backend.alive():
+                self._changed.notify()  # the request is for another worker
+                return None
+            job = self._queue.popleft()
+            job.state, job.backend = _RUNNING, backend
+            self.dispatched += 1
+            return job
+
+    def _ahead(self, backend: WorkerBackend) -> _Job | None:
+        """The next request, to be sent ahead to ``backend`` (busy): only when no worker is idle
+        (an idle one takes it at once) and the request is small."""
+        with self._lock:
+            if self._waiting:
+                return None
+            self._drop_abandoned()
+            if not self._queue or not _small(self._queue[0].inputs):
+                return None
+            job = self._queue.popleft()
+            job.state, job.backend = _AHEAD, backend
+            self.dispatched += 1
+            return job
+
+    def _requeue(self, job: _Job) -> None:
+        """A request sent ahead to a worker that failed first: it never ran; it goes first again."""
+        with self._changed:
+            if job.state == _AHEAD:
+                job.state, job.backend = _QUEUED, None
+                self._queue.appendleft(job)
+                self._changed.notify()
+
+    @staticmethod
+    def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> bool:
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
     def _run(self, backend: WorkerBackend, loop: asyncio.AbstractEventLoop) -> None:
         """A worker's thread: run the lane's requests one after another until the worker fails,
-        dies, or the lane closes."""
+        dies, is retired, or the lane closes."""
+        ahead: _Job | None = None
         while True:
-            job = self._jobs.get()
-            if job is None or self._closed:
-                return
-            with self._lock:
-                if job.state == _ABANDONED:  # its deadline passed (or its caller left) in the queue
-                    continue
-                usable = id(backend) not in self._retired and backend.alive()
-                if usable:
-                    job.state, job.backend = _RUNNING, backend
-                    self.dispatched += 1
-            if not usable:
-                # this worker died while idle: the request goes to the others (or to its
-                # replacement), and this thread ends
-                self._jobs.put(job)
-                with contextlib.suppress(RuntimeError):  # the loop is closed
-                    loop.call_soon_threadsafe(self._schedule_replace, backend)
-                return
+            if ahead is None:
+                job = self._next(backend)
+                if job is None:
+                    if not self._closed and id(backend) not in self._retired:  # died while idle
+                        self._post(loop, self._schedule_replace, backend)
+                    return
+                try:
+                    backend.send(job.inputs)
+                except BaseException as exc:
+                    self._post(loop, self._finish, job, None, exc, False)
+                    return
+            else:
+                job, ahead = ahead, None
+                with self._lock:
+                    stale = job.state == _ABANDONED
+                    if not stale:
+                        job.state = _RUNNING
+                if stale:
+                    # its deadline passed while it waited behind the last one: as at any
+                    # deadline, the worker is killed (it would run for nobody) and replaced
+                    backend.kill()
+                    self._post(loop, self._schedule_replace, backend)
+                    return
+            ahead = self._ahead(backend)
+            if ahead is not None:
+                try:
+                    backend.send(ahead.inputs)
+                except BaseException:  # the worker failed: the receive below says how
+                    self._requeue(ahead)
+                    ahead = None
             result: dict[str, np.ndarray[Any, Any]] | None = None
             error: BaseException | None = None
             try:
-                result = backend.infer(job.inputs)
+                result = backend.receive()
             except BaseException as exc:
                 error = exc
             serves_on = error is None or (isinstance(error, ModelError) and backend.alive())
-            try:
-                loop.call_soon_threadsafe(self._finish, job, result, error, serves_on)
-            except RuntimeError:  # the loop is closed
-                return
-            if not serves_on:
+            if not serves_on and ahead is not None:
+                self._requeue(ahead)  # the worker never got to it
+                ahead = None
+            if not self._post(loop, self._finish, job, result, error, serves_on) or not serves_on:
                 return
 
     def _finish(
@@ -332,8 +437,9 @@ class Lane:
             return
 
     def _schedule_replace(self, dead: WorkerBackend) -> None:
-        with self._lock:  # its thread takes no more requests
+        with self._changed:  # its thread takes no more requests
             self._retired.add(id(dead))
+            self._changed.notify_all()
         if id(dead) in self._replacing or self._closed:
             return  # the watcher and a failed request may both notice the same death
         self._replacing.add(id(dead))
@@ -344,14 +450,16 @@ class Lane:
     async def infer(self, inputs: Arrays, deadline: float) -> dict[str, np.ndarray[Any, Any]]:
         """Run one inference on the lane's next free worker before ``deadline`` (loop time)."""
         job = _Job(inputs, asyncio.get_running_loop().create_future())
-        self._jobs.put(job)
+        with self._changed:
+            self._queue.append(job)
+            self._changed.notify()
         try:
             async with asyncio.timeout_at(deadline):
                 return await job.future
         except TimeoutError as exc:
             with self._lock:
                 state = job.state
-                if state == _QUEUED:
+                if state in (_QUEUED, _AHEAD):
                     job.state = _ABANDONED
             if state == _DONE:  # answered in the same turn as the deadline passed
                 if not job.future.cancelled():
@@ -364,8 +472,8 @@ class Lane:
             self._schedule_replace(backend)
             raise WorkerTimeout("the request outlived its deadline; worker killed") from exc
         except asyncio.CancelledError:
-            # the client went away: a queued request is dropped; a running one finishes on its
-            # worker, which then serves on
+            # the client went away: a queued request is dropped; one sent to a worker runs there
+            # (the answer is dropped) and the worker serves on
             with self._lock:
                 if job.state == _QUEUED:
                     job.state = _ABANDONED
@@ -373,12 +481,12 @@ class Lane:
 
     async def close(self) -> None:
         self._closed = True
+        with self._changed:
+            self._changed.notify_all()
         for task in list(self._restarts):
             task.cancel()
         for backend in list(self._all):
             self._unwatch(backend)
-        for _ in self._threads:
-            self._jobs.put(None)
         for backend in self._all:
             backend.kill()
         self._pool.shutdown(wait=False, cancel_futures=True)
