@@ -269,7 +269,7 @@ def _profiled_gateway(stats: str, config_path: str) -> None:
         await gateway.start()
         await gateway.wait()
 
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.thread_time)  # CPU time: preemption by other processes is not counted
     profiler.enable()
     try:
         loop.run_until_complete(serve())

@@ -79,7 +79,17 @@ class _Read(Collector):
 MAX_FIELD: Final = 512
 
 
+_PLAIN: Final = frozenset({int, float, bool, type(None)})
+#: one encoder for every line (json.dumps with options builds a new one per call)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def _bounded(value: object) -> object:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is str and len(value) <= MAX_FIELD:  # type: ignore[arg-type]
+        return value
     if isinstance(value, int | float | bool | type(None)):
         return value
     text = value if isinstance(value, str) else str(value)
@@ -102,7 +112,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key[:64]] = _bounded(value)
-        return json.dumps(entry, separators=(",", ":"), ensure_ascii=True)
+        return _ENCODER.encode(entry)
 
 
 def configure_json_logs(level: int = logging.INFO) -> None:
