@@ -192,3 +192,25 @@ def test_requests_sent_ahead_keep_their_order_and_answers(gateway: _Gateway) -> 
     # y = sum(x * 0.5**120 * ...) is proportional to x: the ratios give each caller's own x back
     assert sorted(results) == list(range(1, 9))
     assert all(results[n] == pytest.approx(n * results[1], rel=1e-5) for n in results)
+
+
+def test_a_worker_thread_that_fails_gets_its_worker_replaced(gateway: _Gateway) -> None:
+    """Whatever breaks a worker's thread, its worker is replaced and the request it was about to
+    take is served by the replacement, not left queued until its deadline."""
+    state = gateway.running.gateway.state
+    assert state is not None
+    lane = state.lanes[("acme", "slow")]
+    backend = lane._all[0]
+    real = backend.alive
+
+    def alive() -> bool:
+        if threading.current_thread().name.startswith("lane-"):
+            raise RuntimeError("injected")  # the thread's own check, before it takes a request
+        return bool(real())
+
+    backend.alive = alive  # type: ignore[method-assign]
+    with gateway.client("acme") as client:
+        reply = client.post("/v2/models/slow/infer", json=_slow(1), timeout=60)
+    assert reply.status_code == 200, reply.text
+    assert lane.restarted == 1
+    assert backend not in lane._all

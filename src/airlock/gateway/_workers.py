@@ -230,7 +230,7 @@ class Lane:
 
     def _serve(self, backend: WorkerBackend) -> None:
         thread = threading.Thread(
-            target=self._run, args=(backend, asyncio.get_running_loop()),
+            target=self._guarded, args=(backend, asyncio.get_running_loop()),
             name=f"lane-{self.tenant}-{self.model}", daemon=True,
         )  # fmt: skip
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
@@ -292,6 +292,16 @@ class Lane:
         except RuntimeError:  # the loop is closed
             return False
         return True
+
+    def _guarded(self, backend: WorkerBackend, loop: asyncio.AbstractEventLoop) -> None:
+        """:meth:`_run`; should it ever fail, its worker is replaced rather than left unserved (a
+        request it had taken then meets its deadline, which kills that worker)."""
+        try:
+            self._run(backend, loop)
+        except BaseException as exc:
+            _log.error("worker thread failed", extra={"tenant": self.tenant, "model": self.model,
+                                                      "error": type(exc).__name__})  # fmt: skip
+            self._post(loop, self._schedule_replace, backend)
 
     def _run(self, backend: WorkerBackend, loop: asyncio.AbstractEventLoop) -> None:
         """A worker's thread: run the lane's requests one after another until the worker fails,
