@@ -49,6 +49,13 @@ def _show(name: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "...'"
 
 
+#: one decoder for every document (json.loads with hooks builds a new one per call); it keeps no
+#: state between documents
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_int=_integer
+)
+
+
 def parse_json_strict(raw: bytes | bytearray | memoryview | str, what: str, offset: int = 0) -> Any:
     """Parse ``raw`` strictly; raise :class:`FormatError` naming ``what`` on any failure."""
     if isinstance(raw, str):
@@ -61,9 +68,7 @@ def parse_json_strict(raw: bytes | bytearray | memoryview | str, what: str, offs
                 f"{what} is not valid UTF-8 at byte {exc.start}", offset=offset + exc.start
             ) from exc
     try:
-        value = json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_int=_integer
-        )
+        value = _DECODER.decode(text)
     except _Rejected as exc:
         raise FormatError(f"{what} has {exc}", offset=offset) from exc
     except json.JSONDecodeError as exc:

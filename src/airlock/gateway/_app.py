@@ -123,6 +123,8 @@ _TEXTS: Final = {
 _STREAM_ABOVE: Final = 1024 * 1024
 _SLICE: Final = 256 * 1024
 AUDIT_UNAVAILABLE: Final = "audit log unavailable; the request was not served"
+#: no answer yet
+_UNSET: Final = Response(b"", status_code=500)
 CODEC_UNAVAILABLE: Final = "request decoder unavailable; retry"
 
 
@@ -310,7 +312,9 @@ async def infer(request: Request) -> Response:
     deadline = loop.time() + state.config.server.request_timeout_seconds
     who: Authenticated | None = None
     entered = False
-    decision, response = "allowed", _error(500)
+    # the answer is built once it is known (an error response built ahead cost as much as the
+    # whole authentication step)
+    decision, response = "allowed", _UNSET
     try:
         who = _auth(state, request)
         model = _model_for(state, who, name)
@@ -318,7 +322,7 @@ async def infer(request: Request) -> Response:
         if not state.limiter.enter(who.tenant, limits):
             raise _limited(state, who.tenant, Admit(False, 1.0, "concurrency"))
         entered = True
-        state.metrics.in_flight.labels(who.tenant).inc()
+        state.metrics.child(state.metrics.in_flight, who.tenant).inc()
         admit = state.limiter.take_request(who.tenant, limits, time.monotonic())
         if not admit.allowed:
             raise _limited(state, who.tenant, admit)
@@ -378,7 +382,9 @@ async def infer(request: Request) -> Response:
     finally:
         if entered and who is not None:
             state.limiter.leave(who.tenant)
-            state.metrics.in_flight.labels(who.tenant).dec()
+            state.metrics.child(state.metrics.in_flight, who.tenant).dec()
+    if response is _UNSET:  # not reached: every way out of the block above sets the answer
+        decision, response = "failed:internal", _error(500)
     if decision != "failed:audit":
         try:
             await _audit(state, who, name, request_id, decision, response.status_code)
@@ -389,9 +395,9 @@ async def infer(request: Request) -> Response:
     elapsed = time.perf_counter() - started
     tenant = who.tenant if who else ""
     label = _model_label(state, name) if decision != "denied:not-found" else ""
-    state.metrics.requests.labels(tenant, label, str(response.status_code)).inc()
+    state.metrics.child(state.metrics.requests, tenant, label, str(response.status_code)).inc()
     if who is not None and decision == "allowed":
-        state.metrics.latency.labels(tenant, name).observe(elapsed)
+        state.metrics.child(state.metrics.latency, tenant, name).observe(elapsed)
     _log.info("infer", extra={"request_id": request_id, "tenant": tenant, "model": label, "status": response.status_code,
                               "decision": decision, "ms": round(elapsed * 1000, 3)})  # fmt: skip
     return response

@@ -42,6 +42,8 @@ __all__ = [
 
 GENESIS: Final = "0" * 64
 _KEY_BYTES: Final = 32
+#: the canonical JSON of a row's fields (one encoder: json.dumps with options builds one per call)
+_CANONICAL: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 #: a head file is a few hundred bytes; anything bigger is not one
 _MAX_HEAD_FILE: Final = 4096
 
@@ -59,13 +61,12 @@ def chain_hash(
     decision: str,
     status: int,
 ) -> str:
-    body = json.dumps(
-        [seq, repr(time), tenant, key_id, model, model_digest, request_id, decision, status],
-        separators=(",", ":"),
-        ensure_ascii=True,
+    body = _CANONICAL.encode(
+        [seq, repr(time), tenant, key_id, model, model_digest, request_id, decision, status]
     )
     message = prev_hash.encode("ascii") + b"\n" + body.encode("ascii")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    # one-shot HMAC (OpenSSL in one call): the same MAC as hmac.new(...).hexdigest()
+    return hmac.digest(key, message, "sha256").hex()
 
 
 def load_key(path: Path, *, create: bool) -> bytes:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import re
@@ -68,8 +69,12 @@ SINGLE: Final = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(host: str | None) -> str:
-    """The unit a limit applies to: an IPv4 address, or the /64 network of an IPv6 address."""
+    """The unit a limit applies to: an IPv4 address, or the /64 network of an IPv6 address.
+
+    Asked on every request and every connection; remembered for the last 4096 peer addresses
+    (parsing one costs more than the rest of the pre-auth check)."""
     if not host:
         return "-"
     try:

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -45,10 +45,21 @@ class Metrics:
         self.unauthenticated = Counter(
             "airlock_unauthenticated", "Requests refused with 401", registry=self.registry
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.audit_failures = Counter(
             "airlock_audit_failures", "Audit rows that could not be written (each refused a request)",
             registry=self.registry,
         )  # fmt: skip
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: the per-request metrics are looked up without
+        prometheus_client's lock and label checks. Label values are configured names and fixed
+        statuses only, so the table stays as small as the metrics themselves."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def watch(self, name: str, help_text: str, read: Callable[[], Mapping[tuple[str, ...], float]],
               labels: tuple[str, ...], *, gauge: bool = False) -> None:  # fmt: skip
@@ -79,7 +90,17 @@ class _Read(Collector):
 MAX_FIELD: Final = 512
 
 
+_PLAIN: Final = frozenset({int, float, bool, type(None)})
+#: one encoder for every line (json.dumps with options builds a new one per call)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def _bounded(value: object) -> object:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is str and len(value) <= MAX_FIELD:  # type: ignore[arg-type]
+        return value
     if isinstance(value, int | float | bool | type(None)):
         return value
     text = value if isinstance(value, str) else str(value)
@@ -102,11 +123,19 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key[:64]] = _bounded(value)
-        return json.dumps(entry, separators=(",", ":"), ensure_ascii=True)
+        return _ENCODER.encode(entry)
 
 
 def configure_json_logs(level: int = logging.INFO) -> None:
-    """Send airlock.gateway and uvicorn logs to stderr as JSON lines."""
+    """Send airlock.gateway and uvicorn logs to stderr as JSON lines.
+
+    For the ``airlock serve`` process: records no longer collect what no line shows (the calling
+    source line, which walks the stack, and thread and process names), the optimisations the
+    logging documentation lists; a line per request is then a fraction of the cost."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     for name in ("airlock.gateway", "uvicorn", "uvicorn.error"):

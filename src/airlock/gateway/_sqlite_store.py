@@ -4,6 +4,13 @@ One connection guarded by a lock serves the gateway's threads; other processes (
 revoke`` while the gateway runs) share the file through SQLite's own locking, so a revocation is
 seen by the very next request. Audit appends run in ``BEGIN IMMEDIATE`` so concurrent writers
 serialise and the chain never forks.
+
+Key and tenant records read by every request are kept in memory, but only as long as
+``PRAGMA data_version`` (which changes when any other connection commits to the file) and this
+store's own writes say nothing changed: each read still asks SQLite that one cheap question, so a
+revocation by another process is seen by the very next request, as before. Only records that
+exist are kept (a caller naming unknown key ids cannot grow the cache); their number is bounded by
+the keys an operator created.
 """
 
 from __future__ import annotations
@@ -65,6 +72,22 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise UsageError(f"state: cannot open SQLite database {path}: {exc}") from exc
         self._lock = threading.Lock()
+        self._keys: dict[str, KeyRecord] = {}
+        self._tenants: dict[str, TenantRecord] = {}
+        self._version: int | None = None
+
+    def _current(self) -> None:
+        """Forget cached records when another connection committed since the last look (lock held)."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._keys.clear()
+            self._tenants.clear()
+            self._version = version
+
+    def _forget(self) -> None:
+        """After this connection wrote tenants or keys (data_version does not see its own commits)."""
+        self._keys.clear()
+        self._tenants.clear()
 
     # tenants ---------------------------------------------------------------------------------
 
@@ -76,6 +99,7 @@ class SqliteStore:
             else (None, None, None)
         )
         with self._lock:
+            self._forget()
             try:
                 self._db.execute(
                     "INSERT INTO tenants VALUES (?, ?, ?, ?, ?)", (name, record.created, *values)
@@ -94,8 +118,15 @@ class SqliteStore:
 
     def tenant(self, name: str) -> TenantRecord | None:
         with self._lock:
+            self._current()
+            record = self._tenants.get(name)
+            if record is not None:
+                return record
             row = self._db.execute("SELECT * FROM tenants WHERE name = ?", (name,)).fetchone()
-        return self._tenant(row) if row else None
+            if row is None:
+                return None
+            record = self._tenants[name] = self._tenant(row)
+            return record
 
     def tenants(self) -> list[TenantRecord]:
         with self._lock:
@@ -106,6 +137,7 @@ class SqliteStore:
 
     def add_key(self, record: KeyRecord) -> None:
         with self._lock:
+            self._forget()
             self._db.execute(
                 "INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?)",
                 (record.key_id, record.tenant, record.token_hash, json.dumps(list(record.scopes)),
@@ -119,8 +151,15 @@ class SqliteStore:
 
     def key(self, key_id: str) -> KeyRecord | None:
         with self._lock:
+            self._current()
+            record = self._keys.get(key_id)
+            if record is not None:
+                return record
             row = self._db.execute("SELECT * FROM keys WHERE key_id = ?", (key_id,)).fetchone()
-        return self._key(row) if row else None
+            if row is None:
+                return None
+            record = self._keys[key_id] = self._key(row)
+            return record
 
     def keys(self, tenant: str | None) -> list[KeyRecord]:
         with self._lock:
@@ -134,6 +173,7 @@ class SqliteStore:
 
     def revoke_key(self, key_id: str, when: float) -> bool:
         with self._lock:
+            self._forget()
             cursor = self._db.execute(
                 "UPDATE keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL", (when, key_id)
             )

@@ -5,8 +5,9 @@ A :class:`WorkerBackend` is one loaded model in one isolated process tree. The o
 gateway serves has passed admission and runs sandboxed; there is deliberately no in-process or
 unsandboxed backend.
 
-A :class:`Lane` owns its workers and a private thread pool (so one tenant's slow model can never
-starve another tenant's threads); its ``workers`` run requests concurrently, one request per worker.
+A :class:`Lane` owns its workers, one thread per worker and a private queue of requests (so one
+tenant's slow model can never starve another tenant's threads); its ``workers`` run requests
+concurrently, one request per worker, each taking the next queued request as soon as it answered.
 A worker that fails mid-request is killed, that request gets a :class:`WorkerCrashed`, and a
 replacement starts in the background (a model that merely raised on its inputs is not a failure:
 the request gets :class:`ModelFailed` and the worker serves on); a request that outlives its deadline gets
@@ -21,6 +22,7 @@ from the idle set and replaced; readiness counts only live workers. Where pidfds
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -28,7 +30,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -46,7 +48,17 @@ class WorkerBackend(Protocol):
         """Launch and load (blocking); raise AirlockError when that fails."""
         ...
 
-    def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]: ...
+    def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
+        """One request: :meth:`send` then :meth:`receive`."""
+        ...
+
+    def send(self, inputs: Arrays) -> None:
+        """Send a request; the worker answers requests in order, one at a time."""
+        ...
+
+    def receive(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The answer to the oldest request sent and not yet answered."""
+        ...
 
     def alive(self) -> bool: ...
 
@@ -81,11 +93,20 @@ class SandboxWorker:
             self._path, runtime=self._runtime, definition=self._definition, policy=self._policy
         )
 
-    def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
+    def _running(self) -> Worker:
         worker = self._worker
         if worker is None or self._dead:
             raise WorkerCrashed("worker is not running")
-        return worker.infer(inputs)
+        return worker
+
+    def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
+        return self._running().infer(inputs)
+
+    def send(self, inputs: Arrays) -> None:
+        self._running().send_infer(inputs)
+
+    def receive(self) -> dict[str, np.ndarray[Any, Any]]:
+        return self._running().receive_infer()
 
     def _process(self) -> Any:
         worker = self._worker
@@ -136,8 +157,41 @@ class WorkerTimeout(Exception):
     """The request outlived its deadline; its worker was killed."""
 
 
+class _Job:
+    """One request for a lane: queued, sent to one worker (ahead, or to run now), answered; or
+    abandoned before it ran."""
+
+    __slots__ = ("backend", "future", "inputs", "state")
+
+    def __init__(self, inputs: Arrays, future: asyncio.Future[dict[str, np.ndarray[Any, Any]]]) -> None:
+        self.inputs, self.future = inputs, future
+        self.state = _QUEUED
+        self.backend: WorkerBackend | None = None
+
+
+#: queued; sent to a worker while it still runs the previous request; running; answered; dropped
+_QUEUED, _AHEAD, _RUNNING, _DONE, _ABANDONED = 0, 1, 2, 3, 4
+#: a request is sent to a busy worker ahead of time only when it is this small: it then fits in the
+#: socket's buffer, so the send never waits for the worker (which reads it only after answering)
+AHEAD_BYTES: Final = 16 * 1024
+AHEAD_INPUTS: Final = 16
+
+
+def _small(inputs: Arrays) -> bool:
+    return len(inputs) <= AHEAD_INPUTS and sum(int(a.nbytes) for a in inputs.values()) <= AHEAD_BYTES
+
+
 class Lane:
-    """The workers of one (tenant, model) pair."""
+    """The workers of one (tenant, model) pair.
+
+    Each worker has its own thread that takes the lane's next request from a queue as soon as it
+    has answered the last one: a worker never waits for the event loop between requests, and
+    ``workers = N`` run N requests at once. While every worker is busy, each thread also sends the
+    next small request to its worker ahead of time, so the worker finds it waiting when it has
+    answered (no thread or process wake-up between two requests). The loop only queues a request
+    and awaits its answer; deadlines, kills and replacements are decided on the loop. A request sent
+    ahead that is still waiting when its deadline passes is a 504 without killing anyone; its
+    worker is replaced once it gets to it (nothing runs for a caller who has gone)."""
 
     def __init__(
         self, tenant: str, model: str, digest: str, factory: Callable[[], WorkerBackend], size: int
@@ -145,8 +199,16 @@ class Lane:
         self.tenant, self.model, self.digest = tenant, model, digest
         self._factory = factory
         self._size = size
-        self._idle: asyncio.Queue[WorkerBackend] = asyncio.Queue()
+        #: guards the queue, each job's state and the set of retired workers (loop and threads)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: collections.deque[_Job] = collections.deque()
+        #: threads waiting for a request (a busy worker sends nothing ahead while one waits)
+        self._waiting = 0
+        self._retired: set[int] = set()
+        self._threads: list[threading.Thread] = []
         self._all: list[WorkerBackend] = []
+        # starting and killing workers (blocking calls) happen here, off the loop
         self._pool = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix=f"lane-{tenant}-{model}")
         self._restarts: set[asyncio.Task[None]] = set()
         self._replacing: set[int] = set()
@@ -164,7 +226,153 @@ class Lane:
         await asyncio.gather(*(loop.run_in_executor(self._pool, b.start) for b in backends))
         for backend in backends:
             self._watch(backend)
-            self._idle.put_nowait(backend)
+            self._serve(backend)
+
+    def _serve(self, backend: WorkerBackend) -> None:
+        thread = threading.Thread(
+            target=self._guarded, args=(backend, asyncio.get_running_loop()),
+            name=f"lane-{self.tenant}-{self.model}", daemon=True,
+        )  # fmt: skip
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _drop_abandoned(self) -> None:
+        while self._queue and self._queue[0].state == _ABANDONED:
+            self._queue.popleft()
+
+    def _next(self, backend: WorkerBackend) -> _Job | None:
+        """The next request, now running on ``backend``; None when the lane closes, the worker was
+        retired, or it died while idle (its request stays queued for the others)."""
+        with self._changed:
+            self._waiting += 1
+            try:
+                while True:
+                    if self._closed or id(backend) in self._retired:
+                        return None
+                    self._drop_abandoned()
+                    if self._queue:
+                        break
+                    self._changed.wait()
+            finally:
+                self._waiting -= 1
+            if not backend.alive():
+                self._changed.notify()  # the request is for another worker
+                return None
+            job = self._queue.popleft()
+            job.state, job.backend = _RUNNING, backend
+            self.dispatched += 1
+            return job
+
+    def _ahead(self, backend: WorkerBackend) -> _Job | None:
+        """The next request, to be sent ahead to ``backend`` (busy): only when no worker is idle
+        (an idle one takes it at once) and the request is small."""
+        with self._lock:
+            if self._waiting:
+                return None
+            self._drop_abandoned()
+            if not self._queue or not _small(self._queue[0].inputs):
+                return None
+            job = self._queue.popleft()
+            job.state, job.backend = _AHEAD, backend
+            self.dispatched += 1
+            return job
+
+    def _requeue(self, job: _Job) -> None:
+        """A request sent ahead to a worker that failed first: it never ran; it goes first again."""
+        with self._changed:
+            if job.state == _AHEAD:
+                job.state, job.backend = _QUEUED, None
+                self._queue.appendleft(job)
+                self._changed.notify()
+
+    @staticmethod
+    def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> bool:
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+    def _guarded(self, backend: WorkerBackend, loop: asyncio.AbstractEventLoop) -> None:
+        """:meth:`_run`; should it ever fail, its worker is replaced rather than left unserved (a
+        request it had taken then meets its deadline, which kills that worker)."""
+        try:
+            self._run(backend, loop)
+        except BaseException as exc:
+            _log.error("worker thread failed", extra={"tenant": self.tenant, "model": self.model,
+                                                      "error": type(exc).__name__})  # fmt: skip
+            self._post(loop, self._schedule_replace, backend)
+
+    def _run(self, backend: WorkerBackend, loop: asyncio.AbstractEventLoop) -> None:
+        """A worker's thread: run the lane's requests one after another until the worker fails,
+        dies, is retired, or the lane closes."""
+        ahead: _Job | None = None
+        while True:
+            if ahead is None:
+                job = self._next(backend)
+                if job is None:
+                    if not self._closed and id(backend) not in self._retired:  # died while idle
+                        self._post(loop, self._schedule_replace, backend)
+                    return
+                try:
+                    backend.send(job.inputs)
+                except BaseException as exc:
+                    self._post(loop, self._finish, job, None, exc, False)
+                    return
+            else:
+                job, ahead = ahead, None
+                with self._lock:
+                    stale = job.state == _ABANDONED
+                    if not stale:
+                        job.state = _RUNNING
+                if stale:
+                    # its deadline passed while it waited behind the last one: as at any
+                    # deadline, the worker is killed (it would run for nobody) and replaced
+                    backend.kill()
+                    self._post(loop, self._schedule_replace, backend)
+                    return
+            ahead = self._ahead(backend)
+            if ahead is not None:
+                try:
+                    backend.send(ahead.inputs)
+                except BaseException:  # the worker failed: the receive below says how
+                    self._requeue(ahead)
+                    ahead = None
+            result: dict[str, np.ndarray[Any, Any]] | None = None
+            error: BaseException | None = None
+            try:
+                result = backend.receive()
+            except BaseException as exc:
+                error = exc
+            serves_on = error is None or (isinstance(error, ModelError) and backend.alive())
+            if not serves_on and ahead is not None:
+                self._requeue(ahead)  # the worker never got to it
+                ahead = None
+            if not self._post(loop, self._finish, job, result, error, serves_on) or not serves_on:
+                return
+
+    def _finish(
+        self, job: _Job, result: dict[str, np.ndarray[Any, Any]] | None, error: BaseException | None,
+        serves_on: bool,
+    ) -> None:  # fmt: skip
+        """On the loop: a job's outcome; a worker that failed is replaced."""
+        backend = job.backend
+        with self._lock:
+            job.state = _DONE
+        if not serves_on and backend is not None:
+            self._schedule_replace(backend)
+        if job.future.done():  # the caller timed out (its worker was killed) or went away
+            return
+        if error is None:
+            job.future.set_result(result if result is not None else {})
+        elif isinstance(error, ModelError):
+            # the job caught the model's exception and waits for the next request: nothing to
+            # replace (a restart per wrong input would let a caller keep sandboxes starting)
+            job.future.set_exception(ModelFailed(str(error)))
+        elif isinstance(error, AirlockError):
+            job.future.set_exception(WorkerCrashed(str(error)))
+        else:
+            job.future.set_exception(error)
 
     def closed(self) -> bool:
         return self._closed
@@ -235,10 +443,13 @@ class Lane:
             self.restarted += 1
             _log.warning("worker restarted", extra={"tenant": self.tenant, "model": self.model})
             self._watch(fresh)
-            self._idle.put_nowait(fresh)
+            self._serve(fresh)
             return
 
     def _schedule_replace(self, dead: WorkerBackend) -> None:
+        with self._changed:  # its thread takes no more requests
+            self._retired.add(id(dead))
+            self._changed.notify_all()
         if id(dead) in self._replacing or self._closed:
             return  # the watcher and a failed request may both notice the same death
         self._replacing.add(id(dead))
@@ -246,55 +457,42 @@ class Lane:
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
 
-    async def _idle_worker(self) -> WorkerBackend:
-        while True:
-            backend = await self._idle.get()
-            if backend.alive():
-                return backend
-            self._schedule_replace(backend)  # died while idle: its replacement joins the queue
-
     async def infer(self, inputs: Arrays, deadline: float) -> dict[str, np.ndarray[Any, Any]]:
-        """Run one inference on an idle worker before ``deadline`` (loop time)."""
-        loop = asyncio.get_running_loop()
+        """Run one inference on the lane's next free worker before ``deadline`` (loop time)."""
+        job = _Job(inputs, asyncio.get_running_loop().create_future())
+        with self._changed:
+            self._queue.append(job)
+            self._changed.notify()
         try:
             async with asyncio.timeout_at(deadline):
-                backend = await self._idle_worker()
+                return await job.future
         except TimeoutError as exc:
-            raise WorkerTimeout("no worker became free before the deadline") from exc
-        self.dispatched += 1
-        future = loop.run_in_executor(self._pool, backend.infer, inputs)
-        try:
-            async with asyncio.timeout_at(deadline):
-                result = await asyncio.shield(future)
-        except TimeoutError as exc:
+            with self._lock:
+                state = job.state
+                if state in (_QUEUED, _AHEAD):
+                    job.state = _ABANDONED
+            if state == _DONE:  # answered in the same turn as the deadline passed
+                if not job.future.cancelled():
+                    return job.future.result()
+                raise WorkerTimeout("the request outlived its deadline") from exc
+            if state != _RUNNING or job.backend is None:
+                raise WorkerTimeout("no worker became free before the deadline") from exc
+            backend = job.backend
             backend.kill()
-            with contextlib.suppress(BaseException):
-                await future
             self._schedule_replace(backend)
             raise WorkerTimeout("the request outlived its deadline; worker killed") from exc
-        except ModelError as exc:
-            # the job caught the model's exception and waits for the next request: nothing to
-            # replace (a restart per wrong input would let a caller keep sandboxes starting)
-            if backend.alive():
-                self._idle.put_nowait(backend)
-            else:
-                self._schedule_replace(backend)
-            raise ModelFailed(str(exc)) from exc
-        except AirlockError as exc:
-            self._schedule_replace(backend)
-            raise WorkerCrashed(str(exc)) from exc
-        except WorkerCrashed:
-            self._schedule_replace(backend)
-            raise
         except asyncio.CancelledError:
-            # the client went away: the worker may still be busy; let it finish, then return it
-            future.add_done_callback(lambda _f: self._idle.put_nowait(backend) if backend.alive() else None)
+            # the client went away: a queued request is dropped; one sent to a worker runs there
+            # (the answer is dropped) and the worker serves on
+            with self._lock:
+                if job.state == _QUEUED:
+                    job.state = _ABANDONED
             raise
-        self._idle.put_nowait(backend)
-        return result
 
     async def close(self) -> None:
         self._closed = True
+        with self._changed:
+            self._changed.notify_all()
         for task in list(self._restarts):
             task.cancel()
         for backend in list(self._all):

@@ -375,6 +375,20 @@ class Worker:
         self._send("infer", {"type": "infer", "tensors": specs}, buffers, [], deadline)
         return self._tensors("infer", deadline)
 
+    def send_infer(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Send one inference request without waiting for its answer (:meth:`receive_infer`).
+
+        The job answers requests one at a time, in order, and reads the next one only once it has
+        answered: a caller may send a request while the previous one runs, so the job finds it
+        waiting when it is done. Such a request must fit in the socket's buffer (a few KiB),
+        or the send waits for the job to read it, which it does only after its current answer."""
+        specs, buffers = encode_tensors(list(inputs.items()))
+        self._send("infer", {"type": "infer", "tensors": specs}, buffers, [], self._deadline())
+
+    def receive_infer(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The answer to the oldest request sent with :meth:`send_infer`, within ``wall_seconds``."""
+        return self._tensors("infer", self._deadline())
+
     def close(self) -> None:
         if self._sock is not None:
             with contextlib.suppress(SandboxError, TimeoutError):
