@@ -22,6 +22,7 @@ from airlock.sandbox._kernel import (
     load_bpf,
     mask_own_fds,
     own_pid_guard,
+    private_proc,
     private_tmp,
     set_dumpable,
 )
@@ -42,9 +43,12 @@ def _lockdown(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> str:
     os.setsid()
     layers = ["rlimits"]
     if cfg["private_tmp"]:
-        private_tmp(cfg["tmp"], int(cfg["limits"]["tmpfs_bytes"]), cfg["tmp_keep"])
+        private_tmp(cfg["tmp"], int(cfg["limits"]["tmpfs_bytes"]))
+        private_proc("/proc", cfg["tmp"] + "/.airlock-proc")
         mask_own_fds()
         layers.append("private-tmp")
+    if cfg.get("neutral_mounts"):
+        layers.append("neutral-paths")
     drop_capabilities()
     os.closerange(3, sock_fd)
     os.closerange(sock_fd + 1, 65536)
