@@ -1,17 +1,19 @@
 """Start one worker inside the layers: cgroup, unprivileged uid, bubblewrap, launch seccomp filter.
 
-The worker is ``python -I -B -c BOOTSTRAP FD`` inside bubblewrap with ``--unshare-all --clearenv
+The worker is ``python -I -S -B -c BOOTSTRAP FD`` inside bubblewrap with ``--unshare-all --clearenv
 --cap-drop ALL --cap-add CAP_SYS_ADMIN --as-pid-1 --die-with-parent --new-session
---disable-userns``, read-only binds of /usr, the interpreter, the site-packages and airlock
-itself, a size-capped private tmpfs on /tmp, a fresh /proc and a read-only minimal /dev (no
-writable /dev/shm). The runtime appears at neutral paths (``/airlock/python``, ``/airlock/site-0``,
-``/airlock/src``), never at its host paths, and the worker re-roots each of those binds on an
-overlay before anything else runs (see :class:`RuntimeView`): no file of ``/proc``, no
-``sys.executable``, ``sys.path`` or module ``__file__`` inside names a host directory. No home, no /root, no model folder: models reach jobs as file descriptors
-only. ``--as-pid-1`` means no bubblewrap helper holds the caller's environment inside; when pid 1
-(the worker) dies the kernel kills every job. CAP_SYS_ADMIN is a capability of the sandbox's own
-user namespace only; the worker uses it to mount a private /tmp for each job, and each job drops
-it before anything else. The configuration travels in a sealed memfd (``FD``), not in argv.
+--disable-userns``, read-only binds of /usr, the interpreter's prefix, the site-packages and
+airlock itself, a size-capped private tmpfs on /tmp, a fresh /proc and a read-only minimal /dev (no
+writable /dev/shm). The runtime appears at neutral paths (``/airlock/python``, ``/airlock/site-N``,
+``/airlock/src``), never at its host paths; the bootstrap re-roots those binds on overlays and
+pivots into a root without the host binds before anything else runs, then the worker loads the
+launch filter (see :class:`RuntimeView`): no file of ``/proc``, no ``sys.executable``, ``sys.path``
+or module ``__file__`` inside names a host directory. No home, no /root, no model folder: models
+reach jobs as file descriptors only. ``--as-pid-1`` means no bubblewrap helper holds the caller's
+environment inside; when pid 1 (the worker) dies the kernel kills every job. CAP_SYS_ADMIN is a
+capability of the sandbox's own (nested) user namespace only; the worker uses it for that root and
+to mount a private /tmp and /proc for each job, and each job drops it before anything else. The
+configuration travels in a sealed memfd (``FD``), not in argv.
 """
 
 from __future__ import annotations
@@ -109,8 +111,8 @@ class RuntimeView:
     ``/airlock/python``, airlock's folder ``/airlock/src``, each other directory (site-packages)
     ``/airlock/site-N``. A bind alone is not enough: ``/proc/PID/mountinfo`` prints each mount's
     root *within its filesystem* (``/root/.pyenv/versions/3.11.7``) wherever it is mounted, so
-    the worker mounts an overlay (whose root is ``/``, whose options name only the neutral path)
-    over each neutral bind and detaches the bind (:func:`airlock.sandbox._kernel.runtime_view`).
+    the worker mounts an overlay of each (whose root is ``/``, whose options name only the neutral
+    path) and pivots into a root without the binds (:func:`airlock.sandbox._kernel.runtime_view`).
     """
 
     #: (host directory, sandbox directory)
