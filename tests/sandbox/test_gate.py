@@ -106,9 +106,9 @@ def test_a_gated_model_is_immune_to_later_changes_of_the_path(warm: Sandbox, tmp
 
 
 def test_the_job_sees_no_host_path_and_cannot_write_the_model(warm: Sandbox, tmp_path: Path) -> None:
-    # /proc/self/fd is masked in every job (test_jobs.py); a second thread's /proc/TID/fd is not,
-    # so the probe goes through one: the descriptor it finds must name the sealed copy, never a
-    # host path, and reopening it for writing must change nothing.
+    # /proc/self/fd is masked in every job (test_jobs.py), and a second thread's /proc/TID is not
+    # in the job's own /proc at all (test_paths.py): the probe tries both ways to the descriptor;
+    # neither may name a host path, and nothing may reopen it for writing.
     probe = (
         "import os, builtins, threading\n"
         "out = {}\n"
@@ -143,9 +143,9 @@ def test_the_job_sees_no_host_path_and_cannot_write_the_model(warm: Sandbox, tmp
     with warm.open(model) as worker:
         report = bytes(worker.state_dict()["evidence"]).decode()
     links, writes, main_listing = report.split("#")
-    assert "/memfd:airlock-model" in links, links
-    assert str(tmp_path) not in links and "probe.pt" not in links, links
-    assert "wrote" not in writes and "refused" in writes, writes
+    assert links.startswith("thread failed: FileNotFoundError"), links  # no /proc/TID: no link to read
+    assert str(tmp_path) not in report and "probe.pt" not in report, report
+    assert writes == "", writes
     assert main_listing == "", main_listing  # the main thread's view is masked
     assert model.read_bytes() == before
 

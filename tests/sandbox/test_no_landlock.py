@@ -59,6 +59,7 @@ def test_escape_suite_without_landlock(tmp_path: Path) -> None:
             str(tmp_path / "t"),
             "tests/sandbox/test_escape.py",
             "tests/sandbox/test_jobs.py",
+            "tests/sandbox/test_paths.py",
         ],
         cwd=REPO,
         env=env,

@@ -1,8 +1,9 @@
 """One job: a process forked by the worker that locks itself down, then loads and runs a model.
 
 Order matters and is the point of this module: read the job filter from its sealed memfd, new
-session, a mount namespace with a private /tmp (where the worker may mount), drop every
-capability, close every inherited descriptor but the job socket, rlimits, Landlock, non-dumpable,
+session, a mount namespace (where the worker may mount) with a private /tmp and a /proc holding
+no pid but the job's own, drop every capability, close every inherited descriptor but the job
+socket, rlimits, Landlock, non-dumpable,
 then the job seccomp filter (no exec, no new processes, no sockets, no memory outside RLIMIT_AS)
 and the own-pid guard (signals only to itself) -- and only then receive the model's file
 descriptor and let the runtime touch untrusted bytes. Runs inside the sandbox.
@@ -22,6 +23,7 @@ from airlock.sandbox._kernel import (
     load_bpf,
     mask_own_fds,
     own_pid_guard,
+    private_proc,
     private_tmp,
     set_dumpable,
 )
@@ -42,9 +44,12 @@ def _lockdown(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> str:
     os.setsid()
     layers = ["rlimits"]
     if cfg["private_tmp"]:
-        private_tmp(cfg["tmp"], int(cfg["limits"]["tmpfs_bytes"]), cfg["tmp_keep"])
+        private_tmp(cfg["tmp"], int(cfg["limits"]["tmpfs_bytes"]))
+        private_proc("/proc", cfg["tmp"] + "/.airlock-proc")
         mask_own_fds()
         layers.append("private-tmp")
+    if cfg.get("neutral_mounts"):
+        layers.append("neutral-paths")
     drop_capabilities()
     os.closerange(3, sock_fd)
     os.closerange(sock_fd + 1, 65536)

@@ -1,5 +1,6 @@
-"""Raw kernel calls the worker makes on itself: load a BPF seccomp program, apply Landlock rules,
-build the job's own-pid guard, give a job its own /tmp, drop capabilities, hide the command line.
+"""Raw kernel calls the worker makes on itself: re-root the runtime binds on overlays, load a BPF
+seccomp program, apply Landlock rules, build the job's own-pid guard, give a job its own /tmp and
+/proc, drop capabilities, hide the command line.
 
 Runs inside the sandbox, so it uses only ctypes and the standard library (no libseccomp there:
 the BPF bytes were compiled by airlock before the worker started). Numbers are the Linux UAPI
@@ -27,7 +28,9 @@ __all__ = [
     "load_bpf",
     "mask_own_fds",
     "own_pid_guard",
+    "private_proc",
     "private_tmp",
+    "runtime_view",
     "set_dumpable",
     "set_no_new_privs",
     "tmp_inodes",
@@ -52,8 +55,14 @@ _MS_NOSUID: Final = 0x2
 _MS_NODEV: Final = 0x4
 _MS_NOEXEC: Final = 0x8
 _MS_BIND: Final = 0x1000
+_MS_MOVE: Final = 0x2000
 _MS_REC: Final = 0x4000
 _MS_PRIVATE: Final = 0x40000
+_MNT_DETACH: Final = 2
+_MS_REMOUNT: Final = 0x20
+#: pivot_root(2) has no libc wrapper; its number differs per architecture (asm/unistd.h)
+_SYS_PIVOT_ROOT: Final = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "ppc64": 203,
+                          "s390x": 217, "i686": 217, "armv7l": 218}.get(os.uname().machine)  # fmt: skip
 
 # classic BPF, as seccomp runs it (linux/filter.h, linux/seccomp.h)
 _BPF_LD_W_ABS: Final = 0x20
@@ -154,34 +163,122 @@ def tmp_inodes(size_bytes: int) -> int:
     return max(TMP_MIN_INODES, int(size_bytes) // TMP_BYTES_PER_INODE)
 
 
-def private_tmp(path: str, size_bytes: int, keep: Sequence[str] = ()) -> None:
+def _mount(source: bytes | None, target: str, fstype: bytes | None, flags: int, data: bytes | None) -> None:
+    if _LIBC.mount(source, target.encode(), fstype, flags, data) != 0:
+        raise _fail(f"mount {target}")
+
+
+def runtime_view(views: Sequence[str], empty: str, new_root: str) -> bool:
+    """Give the worker a root in which every neutral runtime directory is an overlay, not a bind.
+
+    ``/proc/PID/mountinfo`` prints, for every mount, its root *within its filesystem*: a bind of
+    ``/root/.pyenv/versions/3.11.7`` shows that path wherever it is mounted, to every process of the
+    namespace and of every namespace copied from it (each job's). An overlay's root is its own
+    ``/``, and its options show only the ``lowerdir`` strings given here (the neutral path itself).
+
+    bubblewrap leaves the worker in a user namespace nested below the one that owns its mounts
+    (``--disable-userns``), where they are locked: none can be unmounted. So, as containers do:
+    a new mount namespace (owned by the worker's user namespace), a fresh tmpfs on ``new_root``,
+    every top-level entry of ``/`` bound again into it (recursively; symlinks copied) except
+    ``/airlock``, under which each runtime directory (``views``) is a read-only overlay of the old
+    bind (and ``empty``: one lower layer alone is refused); the tmpfs made read-only; then
+    ``pivot_root`` into it and the old root detached with every bind of a host runtime path. Files
+    already open or mapped from an old bind stay valid (their paths then read relative to it:
+    ``/bin/python3.11``). Runs in the worker before its launch filter, which refuses
+    ``pivot_root`` and ``umount2``. Returns False, changing nothing, where the kernel does not let
+    a user namespace mount an overlay (before Linux 5.11).
+    """
+    if not views:
+        return False
+    if _LIBC.unshare(_CLONE_NEWNS) != 0:
+        raise _fail("unshare(CLONE_NEWNS)")
+    _mount(b"none", "/", None, _MS_REC | _MS_PRIVATE, None)
+    _mount(b"tmpfs", new_root, b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=0755,size=64k")
+    top = os.path.dirname(views[0])  # "/airlock"
+    for box in views:
+        os.makedirs(new_root + box, mode=0o755)
+        options = f"lowerdir={box}:{empty}".encode()
+        flags = _MS_RDONLY | _MS_NOSUID | _MS_NODEV
+        if _LIBC.mount(b"overlay", (new_root + box).encode(), b"overlay", flags, options) != 0:
+            if _LIBC.umount2(new_root.encode(), _MNT_DETACH) != 0:
+                raise _fail(f"umount2({new_root})")
+            return False
+    for name in sorted(os.listdir("/")):
+        old, new = "/" + name, new_root + "/" + name
+        if old == top:
+            continue
+        if os.path.islink(old):
+            os.symlink(os.readlink(old), new)
+            continue
+        if os.path.isdir(old):
+            os.mkdir(new, 0o755)
+        else:
+            os.close(os.open(new, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        _mount(old.encode(), new, None, _MS_BIND | _MS_REC, None)
+    if _SYS_PIVOT_ROOT is None:
+        raise SandboxError(f"pivot_root: syscall number unknown on {os.uname().machine}")
+    old_root = new_root + top + "/.old"
+    os.mkdir(old_root, 0o700)
+    _mount(None, new_root, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None)
+    if _LIBC.syscall(_SYS_PIVOT_ROOT, new_root.encode(), old_root.encode()) != 0:
+        raise _fail("pivot_root")
+    os.chdir("/")
+    if _LIBC.umount2((top + "/.old").encode(), _MNT_DETACH) != 0:
+        raise _fail("umount2(old root)")
+    return True
+
+
+def private_tmp(path: str, size_bytes: int) -> None:
     """A mount namespace of the caller's own with a fresh tmpfs on ``path`` (cwd too), capped in
     bytes (``size``) and in inodes (:func:`tmp_inodes`), so names cannot hold kernel memory.
 
-    ``keep``: read-only runtime binds that live below ``path`` (a venv or checkout under the host's
-    /tmp, as CI clones may be). The fresh tmpfs would hide them, so each is held open first and
-    bound again at the same place inside it; a bind copies the source mount's read-only flag.
+    No runtime directory lives below ``path`` inside the sandbox (they are all under ``/airlock``,
+    wherever they are on the host), so the fresh tmpfs hides nothing the job needs.
     """
     if _LIBC.unshare(_CLONE_NEWNS) != 0:
         raise _fail("unshare(CLONE_NEWNS)")
     if _LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         raise _fail("mount --make-rprivate /")
-    # held open in the NEW namespace (a bind's source must be a mount of the caller's namespace)
-    held = [(target, os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) for target in keep]
-    try:
-        options = f"size={int(size_bytes)},nr_inodes={tmp_inodes(size_bytes)},mode=0700".encode()
-        flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-        if _LIBC.mount(b"tmpfs", path.encode(), b"tmpfs", flags, options) != 0:
-            raise _fail(f"mount tmpfs on {path}")
-        for target, fd in held:
-            os.makedirs(target, mode=0o755, exist_ok=True)
-            source = f"/proc/self/fd/{fd}".encode()
-            if _LIBC.mount(source, target.encode(), None, _MS_BIND | _MS_REC, None) != 0:
-                raise _fail(f"bind {target} again inside the private {path}")
-    finally:
-        for _target, fd in held:
-            os.close(fd)
+    options = f"size={int(size_bytes)},nr_inodes={tmp_inodes(size_bytes)},mode=0700".encode()
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    if _LIBC.mount(b"tmpfs", path.encode(), b"tmpfs", flags, options) != 0:
+        raise _fail(f"mount tmpfs on {path}")
     os.chdir(path)  # the old cwd is the worker's /tmp, which this job must not reach
+
+
+def private_proc(proc: str, staging: str) -> None:
+    """Give the calling process a ``proc`` of its own: the system-wide entries, and no pid but its own.
+
+    ``/proc/PID`` of the worker (pid 1), of every sibling job and of each of the caller's own
+    threads (``/proc/TID`` resolves although ``readdir`` does not list it) would otherwise stay
+    readable: their ``stat``, ``status``, mount tables, and a thread's ``fd`` directory, which
+    :func:`mask_own_fds` cannot cover for threads that do not exist yet. So, in the caller's
+    mount namespace (:func:`private_tmp`): a tmpfs on ``staging`` holding a bind of every entry of
+    ``proc`` that is not a pid (``cpuinfo``, ``meminfo``, ``sys``: an allowlist by rule, not by
+    name, so runtimes keep what they read), a bind of the caller's own ``/proc/PID``, ``self`` as a
+    link to it and ``thread-self`` as a link into its (masked) ``task``; made read-only, moved over
+    ``proc``. Any other pid, later ones included, is not there (ENOENT).
+    """
+    pid = str(os.getpid())
+    os.mkdir(staging, 0o700)
+    _mount(b"tmpfs", staging, b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, b"mode=0755,size=64k")
+    for name in [pid, *(n for n in os.listdir(proc) if not n.isdigit())]:
+        old, new = f"{proc}/{name}", f"{staging}/{name}"
+        if name == "self":
+            os.symlink(pid, new)
+        elif name == "thread-self":
+            os.symlink(f"{pid}/task/{pid}", new)
+        elif os.path.islink(old):
+            os.symlink(os.readlink(old), new)
+        else:
+            if os.path.isdir(old):
+                os.mkdir(new, 0o555)
+            else:
+                os.close(os.open(new, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444))
+            _mount(old.encode(), new, None, _MS_BIND | _MS_REC, None)
+    _mount(None, staging, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
+    _mount(staging.encode(), proc, None, _MS_MOVE, None)
+    os.rmdir(staging)
 
 
 #: directories a job never needs, covered with an empty read-only tmpfs in its mount namespace

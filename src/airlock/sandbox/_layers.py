@@ -134,7 +134,8 @@ class _Namespaces:
     name = "namespaces"
     blocks = (
         "network (no interfaces but an isolated lo), host processes, host files outside ro binds, /root and "
-        "home; per job: a private /tmp, /proc/self/fd masked; read-only root and /dev (no /dev/shm)"
+        "home, host paths (the runtime at neutral /airlock paths on overlays); per job: a private /tmp, a "
+        "/proc with no pid but its own, /proc/self/fd masked; read-only root and /dev (no /dev/shm)"
     )
     levels = _ALL
 

@@ -145,14 +145,15 @@ def _child(fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> None:
 
 def main(cfg: dict[str, Any]) -> None:
     set_dumpable(False)
+    # The launch filter: installed here, not by bubblewrap, because the bootstrap first re-roots the
+    # runtime binds (umount2, which the filter refuses); until now only airlock's own code ran.
+    load_bpf(_read_fd(cfg["launch_bpf_fd"]))
     # The sandbox's own task budget, counted in its own user namespace (the launcher leaves the host
     # uid's budget alone, which every sandbox of that uid shares). Jobs get ``tasks``; the worker has
     # TASK_RESERVE more, so jobs that hold every task they may have cannot stop it forking.
     tasks = int(cfg["limits"]["tasks"])
     resource.setrlimit(resource.RLIMIT_NPROC, (tasks + TASK_RESERVE, tasks + TASK_RESERVE))
     hide_command_line(b"airlock-worker")
-    if cfg["launch_bpf_fd"] >= 0:  # no bubblewrap (weaker sandbox): install the launch filter ourselves
-        load_bpf(_read_fd(cfg["launch_bpf_fd"]))
     job_bpf_fd = _sealed(cfg["job_bpf_fd"])
     ctl = socket.socket(fileno=cfg["control_fd"])
     for name in cfg["runtimes"]:
