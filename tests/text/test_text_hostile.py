@@ -69,7 +69,7 @@ def _generate(
         (_text(2), ("stop", 2**31, 2), 5, "prompt_tokens 2147483648"),
         ([{"type": "text", "text": "x", "extra": "y"}], ("stop", 0, 1), 5, "text message has fields"),
         ([{"type": "tensors", "tensors": []}], ("stop", 0, 1), 5, "message type 'tensors' is not one of"),
-        ([{"type": "text", "text": 7}], ("stop", 0, 1), 5, "text.text must be str"),  # type: ignore[dict-item]
+        ([{"type": "text", "text": 7}], ("stop", 0, 1), 5, "text.text must be str"),
     ],
 )
 def test_each_lie_drops_the_job(
