@@ -112,7 +112,7 @@ def main() -> None:
     peak = int(str(ref["peak_rss"])) / 2**20
     print(f"model {path.name}, {args.tokens} tokens greedy, {args.rounds} rounds, {args.threads} threads")
     print(f"{'':24}{'in-process':>14}{'sandbox':>14}{'ratio / delta':>16}")
-    print(f"{'cold load (s)':24}{ref_load:>14.1f}{our_load:>14.1f}{our_load / ref_load:>15.2f}x")  # type: ignore[operator]
+    print(f"{'cold load (s)':24}{ref_load:>14.1f}{our_load:>14.1f}{our_load / ref_load:>15.2f}x")
     print(
         f"{'time to first token (ms)':24}{ref_ttft * 1e3:>14.1f}{our_ttft * 1e3:>14.1f}{(our_ttft - ref_ttft) * 1e3:>+14.1f}ms"
     )
