@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,30 @@ def test_ssti_template_is_refused_and_forced_through_it_reaches_nothing(
         forced.stderr
     )
     assert not target.exists()
+
+
+def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(smollm2: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airlock", "chat", str(smollm2), "--max-tokens", "300", "--timeout", "600"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(b"Tell me a very long story about a dragon.\n")
+        proc.stdin.flush()
+        first = proc.stdout.read(1)  # the answer has started to stream (after the load)
+        assert first, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(b"What is the capital of France?\n", timeout=900)
+    finally:
+        proc.kill()
+    text = (first + out).decode()
+    assert proc.returncode == 0, err.decode()
+    assert b"[stopped]" in err and b"Traceback" not in err
+    answers = [line for line in text.splitlines() if line.strip()]
+    assert len(answers) == 2 and "Paris" in answers[1], answers
+    assert len(answers[0]) < 300 * 4  # the story was cut short, not told to its 300 tokens

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from airlock._cli._sandboxed import add_gate_arguments, add_text_arguments, open_worker, text_request
@@ -15,6 +18,22 @@ __all__ = ["COMMAND"]
 _MAX_LINE = 1 << 16
 
 
+@contextmanager
+def _interrupt_flag() -> Iterator[list[bool]]:
+    """While an answer streams, Ctrl-C only raises a flag, checked between two tokens: a
+    KeyboardInterrupt in the middle of reading a message would leave the channel half-read."""
+    flag = [False]
+
+    def note(signum: int, frame: object) -> None:
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class ChatCommand:
     name = "chat"
     help = "chat with an untrusted GGUF model at a terminal (it runs inside the OS sandbox)"
@@ -23,7 +42,7 @@ class ChatCommand:
         "once, then read one message per line from standard input and stream the answer. The chat "
         "template is rendered inside the sandbox; every character the model writes that could drive the "
         "terminal is escaped. Ctrl-C stops the current answer (press it again at the prompt to quit); "
-        "Ctrl-D or an empty input ends. Exit 0, or 2 on any error."
+        "Ctrl-D or an empty input ends. Exit 0; 2 on any error; 130 after Ctrl-C at the prompt."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -45,12 +64,13 @@ class ChatCommand:
                     return 0
                 history.append({"role": "user", "content": line.rstrip("\n")})
                 stream = worker.generate(**text_request(args, list(history)))
-                try:
+                with _interrupt_flag() as interrupted:
                     for piece in stream:
                         print(terminal_text(piece), end="", flush=True)
-                except KeyboardInterrupt:
-                    stream.close()  # the job stops between two tokens; the model stays loaded
-                    print(" [stopped]", end="", file=sys.stderr, flush=True)
+                        if interrupted[0]:
+                            stream.close()  # the job stops between two tokens; the model stays loaded
+                            print(" [stopped]", end="", file=sys.stderr, flush=True)
+                            break
                 print(flush=True)
                 if stream.result is not None:
                     history.append({"role": "assistant", "content": stream.result.text})
