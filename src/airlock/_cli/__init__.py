@@ -62,6 +62,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("load", "airlock._cli.load_cmd", "list the tensors of a model file, loaded without running anything", ("numpy",)),
     CommandEntry("convert", "airlock._cli.convert_cmd", "convert a pickle checkpoint or a Hugging Face folder to safetensors, running nothing", ("numpy",)),
     CommandEntry("run", "airlock._cli.run_cmd", "load or run an untrusted model inside the OS sandbox", ("sandbox", "numpy")),
+    CommandEntry("chat", "airlock._cli.chat_cmd", "chat with an untrusted GGUF model at a terminal (it runs inside the OS sandbox)", ("sandbox", "text")),
     CommandEntry("doctor", "airlock._cli.doctor_cmd", "show which sandbox layers work on this host (for airlock run)", ("sandbox",)),
     CommandEntry("serve", "airlock._cli.serve_cmd", "serve admitted models to authenticated tenants (KServe v2 over HTTPS)", ("serve",)),
     CommandEntry("tenant", "airlock._cli.tenant_cmd", "add or list the tenants of an airlock serve gateway", ("serve",)),

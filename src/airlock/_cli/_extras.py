@@ -45,6 +45,9 @@ MODULE_EXTRA: Final[dict[str, str]] = {
     "prometheus_client": "serve",
     "cyclonedx": "sbom",
     "sigstore": "sigstore",
+    "transformers": "text",
+    "gguf": "text",
+    "tokenizers": "text",
 }
 
 #: Extra -> the import names that must be present for it to count as installed.

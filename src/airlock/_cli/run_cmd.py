@@ -11,8 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from airlock._cli._sandboxed import (
+    add_gate_arguments,
+    add_text_arguments,
+    generation_json,
+    open_worker,
+    text_request,
+)
 from airlock.errors import UsageError
-from airlock.sandbox import SandboxLevel, SandboxPolicy, Worker
 from airlock.sandbox._messages import printable
 from airlock.sandbox._runtimes import RUNTIMES
 
@@ -58,7 +64,8 @@ class RunCommand:
         "Open MODEL once into a sealed private copy, check it (--expect), scan that copy (only CLEAN "
         "passes unless --unsafe-allow-suspicious), then load the same copy with its framework's own "
         "loader inside the sandbox (see `airlock doctor` and docs/sandbox.md). --load-only prints the tensors found; "
-        "--input/--output run one inference (.safetensors, or .json for small tensors). Exit 0 on "
+        "--input/--output run one inference (.safetensors, or .json for small tensors); --prompt or "
+        "--messages generate with a text model (GGUF) and print JSON {text, finish_reason, usage}. Exit 0 on "
         "success, 2 on any error."
     )
 
@@ -79,80 +86,32 @@ class RunCommand:
             type=Path,
             help="trusted Python file defining build_model(); MODEL is then safetensors weights",
         )
-        parser.add_argument(
-            "--level",
-            choices=[v.value for v in SandboxLevel],
-            default="standard",
-            help="isolation level (see airlock doctor)",
-        )
-        parser.add_argument(
-            "--timeout", type=float, default=300.0, help="wall-clock seconds per step (default 300)"
-        )
-        parser.add_argument(
-            "--unsafe-weaker-sandbox",
-            action="store_true",
-            help="run even if layers the level needs are missing on this host (UNSAFE, warns loudly)",
-        )
-        parser.add_argument(
-            "--expect", metavar="sha256:HEX", help="refuse MODEL unless its bytes have this digest"
-        )
-        parser.add_argument(
-            "--allow",
-            action="append",
-            default=[],
-            metavar="MODULE.NAME",
-            help="a callable the scan may treat as known (repeatable), as for `airlock scan --allow`",
-        )
-        parser.add_argument(
-            "--unsafe-allow-suspicious",
-            action="store_true",
-            help="load a model the scan finds SUSPICIOUS (unknown callables) in the sandbox (UNSAFE, warns)",
-        )
-        parser.add_argument(
-            "--unsafe-skip-scan",
-            action="store_true",
-            help="do not scan MODEL at all; the sandbox is then the only protection (UNSAFE, warns)",
-        )
+        add_gate_arguments(parser)
+        add_text_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
-        if not args.load_only and (args.input is None or args.output is None):
-            raise UsageError("give --load-only, or both --input and --output")
-        if args.unsafe_weaker_sandbox:
-            print(
-                "airlock run: WARNING: --unsafe-weaker-sandbox: missing layers will NOT stop the run",
-                file=sys.stderr,
+        text = args.prompt is not None or args.messages is not None
+        if text and (args.load_only or args.input is not None or args.output is not None):
+            raise UsageError(
+                "--prompt/--messages generate text; they do not go with --load-only, --input or --output"
             )
-        if args.unsafe_skip_scan:
-            print("airlock run: WARNING: --unsafe-skip-scan: the static scan gate is OFF", file=sys.stderr)
-        if args.unsafe_allow_suspicious:
-            print(
-                "airlock run: WARNING: --unsafe-allow-suspicious: a SUSPICIOUS model will be loaded",
-                file=sys.stderr,
+        if not text and not args.load_only and (args.input is None or args.output is None):
+            raise UsageError(
+                "give --load-only, both --input and --output, or --prompt/--messages for a text model"
             )
-        from airlock.policy import Policy
-        from airlock.sandbox._gate import gate
-        from airlock.sandbox._policy import SandboxLimits
-
-        policy = SandboxPolicy(
-            level=SandboxLevel(args.level),
-            limits=SandboxLimits(wall_seconds=args.timeout),
-            unsafe_weaker_sandbox=args.unsafe_weaker_sandbox,
-        )
-        # one gate: the bytes checked and scanned here are the very bytes the job loads
-        gated = gate(
-            args.model,
-            policy=Policy(allow=frozenset(args.allow), sources=("--allow",)) if args.allow else None,
-            expect=args.expect,
-            max_bytes=policy.limits.memory_bytes,
-            unsafe_allow_suspicious=args.unsafe_allow_suspicious,
-            unsafe_skip_scan=args.unsafe_skip_scan,
-        )
+        request = text_request(args) if text else None
         inputs = _read_inputs(args.input) if args.input is not None else None
-        with gated, Worker(gated, runtime=args.runtime, definition=args.definition, policy=policy) as worker:
+        with open_worker(args, "airlock run") as worker:
             info = worker.info  # job-supplied text in info is already escaped
             print(
-                f"loaded {info.summary} ({info.kind}, runtime {info.runtime}) in the sandbox [{info.job_layers}]"
+                f"loaded {info.summary} ({info.kind}, runtime {info.runtime}) in the sandbox [{info.job_layers}]",
+                file=sys.stderr if text else sys.stdout,
             )
+            if request is not None:
+                done = worker.generate(**request).read()
+                # JSON escapes every control character: nothing the model wrote reaches the terminal raw
+                print(json.dumps(generation_json(done), ensure_ascii=True))
+                return 0
             if args.load_only:
                 for name, array in worker.state_dict().items():
                     # names with control characters never get here (refused by the channel); escape anyway

@@ -23,10 +23,12 @@ _HEAD = 4096
 
 def detect_runtime(fd: int) -> str:
     """``torch`` (pickle or torch zip), ``torchscript`` (zip with ``code/``), ``onnx`` (protobuf
-    ModelProto, sniffed as the scanner sniffs it). Reads through ``fd`` without moving its offset."""
+    ModelProto, sniffed as the scanner sniffs it), ``text-gguf`` (GGUF magic). Reads through ``fd`` without moving its offset."""
     head = os.pread(fd, 8, 0)
     if head[:1] == b"\x80":
         return "torch"
+    if head[:4] == b"GGUF":
+        return "text-gguf"
     if head[:4] == b"PK\x03\x04":
         names = _zip_names(fd)
         if any(name.split("/")[1:2] == ["code"] for name in names) or any(

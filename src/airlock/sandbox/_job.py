@@ -11,8 +11,10 @@ descriptor and let the runtime touch untrusted bytes. Runs inside the sandbox.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import select
 import socket
 from typing import Any, NoReturn
 
@@ -29,7 +31,7 @@ from airlock.sandbox._kernel import (
 )
 from airlock.sandbox._messages import TensorCaps, check_header, decode_tensors, encode_tensors
 from airlock.sandbox._runtimes import runtime_named
-from airlock.sandbox._runtimes.base import Loaded
+from airlock.sandbox._runtimes.base import Generated, Generates, Loaded
 
 __all__ = ["run_job"]
 
@@ -90,9 +92,11 @@ def _serve(sock: socket.socket, cfg: dict[str, Any], layers: str) -> int:
     loaded: Loaded | None = None
     while True:
         frame = recv_frame(sock, caps)
-        kind = check_header(frame.header, ("load", "state_dict", "infer", "close"))
+        kind = check_header(frame.header, ("load", "state_dict", "infer", "generate", "cancel", "close"))
         if kind == "close":
             return 0
+        if kind == "cancel":
+            continue  # it crossed the ``done`` of the generation it was meant for
         try:
             if kind == "load":
                 runtime = runtime_named(str(frame.header["runtime"]))
@@ -111,6 +115,22 @@ def _serve(sock: socket.socket, cfg: dict[str, Any], layers: str) -> int:
                 continue
             if loaded is None:
                 raise ValueError(f"{kind} before a successful load")
+            if kind == "generate":
+                if not isinstance(loaded, Generates):
+                    raise ValueError(f"generate: a {loaded.kind} does not generate text")
+                ended = _generate(sock, caps, loaded, str(frame.header["request"]))
+                if ended is None:
+                    return 0  # the host closed while it waited
+                send_frame(
+                    sock,
+                    {
+                        "type": "done",
+                        "finish": ended.finish,
+                        "prompt_tokens": ended.prompt_tokens,
+                        "completion_tokens": ended.completion_tokens,
+                    },
+                )
+                continue
             if kind == "state_dict":
                 arrays = loaded.state_dict()
             else:
@@ -123,6 +143,27 @@ def _serve(sock: socket.socket, cfg: dict[str, Any], layers: str) -> int:
             )
             if kind == "load":
                 return 3
+
+
+def _generate(sock: socket.socket, caps: FrameCaps, loaded: Generates, request: str) -> Generated | None:
+    """Stream one generation; between tokens, look (without waiting) for ``cancel`` or ``close``."""
+    closing = False
+
+    def cancelled() -> bool:
+        nonlocal closing
+        if closing:
+            return True
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        kind = check_header(recv_frame(sock, caps).header, ("cancel", "close"))
+        closing = kind == "close"
+        return True
+
+    ended = loaded.generate(
+        json.loads(request), lambda text: send_frame(sock, {"type": "text", "text": text}), cancelled
+    )
+    return None if closing else ended
 
 
 def run_job(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> NoReturn:

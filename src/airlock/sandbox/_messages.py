@@ -60,11 +60,18 @@ SCHEMAS: Final[Mapping[str, Mapping[str, str]]] = {
     "load": {"runtime": "str", "definition": "str?", "threads": "int"},
     "state_dict": {},
     "infer": {"tensors": "tensors"},
+    # a text model: ``request`` is the JSON of one generation request (text_gguf.check_request)
+    "generate": {"request": "str"},
+    # between two tokens: stop generating, answer ``done`` with finish "cancelled"
+    "cancel": {},
     "close": {},
     # job -> airlock
     "ready": {"pid": "int", "layers": "str"},
     "loaded": {"kind": "str", "summary": "str"},
     "tensors": {"tensors": "tensors"},
+    # one per generated token (its new text, maybe empty), then one ``done``
+    "text": {"text": "str"},
+    "done": {"finish": "str", "prompt_tokens": "int", "completion_tokens": "int"},
     "error": {"stage": "str", "error": "str", "message": "str"},
 }
 

@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +30,7 @@ from airlock.sandbox._launcher import Launched, launch
 from airlock.sandbox._messages import TensorCaps, check_header, decode_tensors, encode_tensors, printable
 from airlock.sandbox._policy import SandboxPolicy
 from airlock.sandbox._runtimes import runtime_named
+from airlock.sandbox._text import TextStream, build_request
 
 __all__ = ["LoadInfo", "Sandbox", "Worker", "load_state_dict"]
 
@@ -349,7 +350,7 @@ class Worker:
                 f"sandboxed {printable(str(frame.header['stage']), 40)} failed: "
                 f"{printable(str(frame.header['error']), 200)}: {printable(str(frame.header['message']))}"
             )
-            if frame.header["stage"] in ("infer", "state_dict"):
+            if frame.header["stage"] in ("infer", "state_dict", "generate"):
                 raise ModelError(message)  # the job caught it and waits for the next request
             raise SandboxError(message)
         return frame
@@ -388,6 +389,34 @@ class Worker:
     def receive_infer(self) -> dict[str, np.ndarray[Any, Any]]:
         """The answer to the oldest request sent with :meth:`send_infer`, within ``wall_seconds``."""
         return self._tensors("infer", self._deadline())
+
+    def generate(
+        self,
+        *,
+        messages: Sequence[dict[str, str]] | None = None,
+        prompt: str | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> TextStream:
+        """Generate text with a text model (runtime ``text-gguf``): chat ``messages`` (rendered by
+        the model's chat template inside the job) or a raw ``prompt``; iterate the stream for each
+        token's text, or call ``.read()``. ``UsageError`` for a bad request, before the job sees it."""
+        try:
+            request = build_request(
+                messages=messages,
+                prompt=prompt,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                stop=stop,
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        return TextStream(self, request)
 
     def close(self) -> None:
         if self._sock is not None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Final
 
 from airlock.errors import UsageError
-from airlock.sandbox._runtimes import hdf5_attrs, onnx_rt, torch_definition, torch_pickle, torchscript
+from airlock.sandbox._runtimes import (
+    hdf5_attrs,
+    onnx_rt,
+    text_gguf,
+    torch_definition,
+    torch_pickle,
+    torchscript,
+)
 from airlock.sandbox._runtimes.base import Runtime
 
 __all__ = ["RUNTIMES", "runtime_named"]
@@ -16,6 +23,7 @@ RUNTIMES: Final[tuple[Runtime, ...]] = (
     torch_definition.RUNTIME,
     onnx_rt.RUNTIME,
     hdf5_attrs.RUNTIME,
+    text_gguf.RUNTIME,
 )
 
 

@@ -7,12 +7,13 @@ exists (imports only: no untrusted byte has been seen); ``load`` runs in a job a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, BinaryIO, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Loaded", "NamedArrays", "Runtime"]
+__all__ = ["Generated", "Generates", "Loaded", "NamedArrays", "Runtime"]
 
 NamedArrays = list[tuple[str, np.ndarray[Any, Any]]]
 
@@ -31,6 +32,27 @@ class Loaded(Protocol):
 
     def infer(self, inputs: dict[str, np.ndarray[Any, Any]]) -> NamedArrays:
         """Run the model once on ``inputs`` (see docs/sandbox.md for how inputs map to arguments)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Generated:
+    """How a generation ended: ``stop`` (end of text or a stop string), ``length`` (max_tokens),
+    ``cancelled`` (the host asked); the token counts the model saw and produced."""
+
+    finish: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@runtime_checkable
+class Generates(Protocol):
+    """A loaded text model: streams text for one request (see ``text_gguf.check_request``)."""
+
+    def generate(
+        self, request: dict[str, Any], emit: Callable[[str], None], cancelled: Callable[[], bool]
+    ) -> Generated:
+        """Call ``emit`` once per generated token with its new text; stop when ``cancelled()``."""
         ...
 
 

@@ -1,0 +1,283 @@
+"""A GGUF chat model run by transformers + gguf (CPU), inside a job only.
+
+Everything model-supplied is handled here, never in the trusted process: the GGUF metadata and
+tokenizer data (parsed by ``gguf`` and ``tokenizers``), the weights (dequantised by ``gguf``) and
+the chat template (rendered by Jinja's ``ImmutableSandboxedEnvironment``, inside the job's own
+sandbox). The job gets the model as a read-only descriptor of a sealed copy; ``gguf`` maps it
+read-only.
+
+Generation streams one ``text`` message per generated token (possibly empty while a multi-byte
+character is incomplete) and ends with one ``done`` message; between tokens the job looks for a
+``cancel`` message from the host and stops when it finds one. State is per request: a fresh KV
+cache per call, the sampling seed set per call, nothing kept between requests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from airlock.sandbox._runtimes.base import Generated, Loaded, NamedArrays
+
+__all__ = ["RUNTIME", "check_request"]
+
+#: the fields a generation request has; the host builds it, the job checks it again
+_REQUEST_FIELDS = frozenset({"messages", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop"})
+_ROLES = frozenset({"system", "user", "assistant"})
+_MAX_STOPS = 4
+_MAX_STOP_CHARS = 256
+
+
+def check_request(request: object) -> dict[str, Any]:
+    """The request's fields, checked; ``ValueError`` naming the first bad one.
+
+    Exactly one of ``messages`` (a list of ``{"role", "content"}`` with roles system, user,
+    assistant) and ``prompt`` (raw text, no template); ``max_tokens`` >= 1; ``temperature`` in
+    [0, 2] (0: greedy); ``top_p`` in (0, 1]; ``seed`` an integer or null; ``stop`` up to 4
+    non-empty strings of up to 256 characters.
+    """
+    if not isinstance(request, dict) or set(request) != _REQUEST_FIELDS:
+        raise ValueError(f"generate: the request must have exactly the fields {sorted(_REQUEST_FIELDS)}")
+    messages, prompt = request["messages"], request["prompt"]
+    if (messages is None) == (prompt is None):
+        raise ValueError("generate: give exactly one of messages and prompt")
+    if messages is not None:
+        if not isinstance(messages, list) or not messages:
+            raise ValueError("generate: messages must be a non-empty list")
+        for message in messages:
+            if (
+                not isinstance(message, dict)
+                or set(message) != {"role", "content"}
+                or message["role"] not in _ROLES
+                or not isinstance(message["content"], str)
+            ):
+                raise ValueError("generate: each message is {role: system|user|assistant, content: string}")
+    elif not isinstance(prompt, str):
+        raise ValueError("generate: prompt must be a string")
+    max_tokens = request["max_tokens"]
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise ValueError("generate: max_tokens must be an integer >= 1")
+    temperature, top_p = request["temperature"], request["top_p"]
+    if not isinstance(temperature, int | float) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
+        raise ValueError("generate: temperature must be a number in [0, 2]")
+    if not isinstance(top_p, int | float) or isinstance(top_p, bool) or not 0 < top_p <= 1:
+        raise ValueError("generate: top_p must be a number in (0, 1]")
+    seed = request["seed"]
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63):
+        raise ValueError("generate: seed must be null or an integer in [0, 2**63)")
+    stop = request["stop"]
+    if (
+        not isinstance(stop, list)
+        or len(stop) > _MAX_STOPS
+        or not all(isinstance(s, str) and 0 < len(s) <= _MAX_STOP_CHARS for s in stop)
+    ):
+        raise ValueError(
+            f"generate: stop must be a list of up to {_MAX_STOPS} non-empty strings of up to {_MAX_STOP_CHARS} characters"
+        )
+    return request
+
+
+@dataclass
+class _Stream:
+    """Turns the growing list of generated ids into text deltas; finds stop strings."""
+
+    decode: Callable[[list[int]], str]
+    stop: list[str]
+    sent: str = ""
+    ids: list[int] = field(default_factory=list)
+    stopped: bool = False
+
+    def push(self, token: int) -> str:
+        """The new text after ``token`` (empty while a character is incomplete or after a stop)."""
+        self.ids.append(token)
+        if self.stopped:
+            return ""
+        text = self.decode(self.ids)
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            text = text[:cut]
+        elif text.endswith("\ufffd"):
+            return ""  # a multi-byte character is not complete yet
+        delta = text[len(self.sent) :] if text.startswith(self.sent) else ""
+        self.sent += delta
+        return delta
+
+
+@dataclass
+class _Chat:
+    model: Any
+    tokenizer: Any
+    template: str | None
+    summary_text: str
+    kind: str = "text"
+
+    def summary(self) -> str:
+        return self.summary_text
+
+    def state_dict(self) -> NamedArrays:
+        return [(name, value.detach().numpy()) for name, value in self.model.state_dict().items()]
+
+    def infer(self, inputs: dict[str, np.ndarray[Any, Any]]) -> NamedArrays:
+        raise ValueError("infer: a text model generates text (use generate)")
+
+    def _prompt_text(self, request: dict[str, Any]) -> str:
+        if request["prompt"] is not None:
+            return str(request["prompt"])
+        if self.template is None:
+            raise ValueError("generate: the model has no chat template; send a raw prompt instead")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(f"chat template: {message}")
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        return env.from_string(self.template).render(
+            messages=request["messages"],
+            add_generation_prompt=True,
+            bos_token=self.tokenizer.bos_token or "",
+            eos_token=self.tokenizer.eos_token or "",
+        )
+
+    def generate(
+        self, request: dict[str, Any], emit: Callable[[str], None], cancelled: Callable[[], bool]
+    ) -> Generated:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        request = check_request(request)
+        text = self._prompt_text(request)
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        prompt_tokens = int(ids.shape[1])
+        stream = _Stream(
+            lambda toks: str(self.tokenizer.decode(toks, skip_special_tokens=True)), request["stop"]
+        )
+        eos = _end_tokens(self.model, self.tokenizer)
+        state = {"count": 0, "eos": False, "cancelled": False}
+
+        class _Step(StoppingCriteria):
+            """Called after each generated token: stream it, then say whether to stop."""
+
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                token = int(input_ids[0, -1])
+                state["count"] += 1
+                if token in eos:
+                    state["eos"] = True
+                    emit("")
+                else:
+                    emit(stream.push(token))
+                if cancelled():
+                    state["cancelled"] = True
+                stop = stream.stopped or state["cancelled"] or state["eos"]
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
+
+        if request["seed"] is not None:
+            torch.manual_seed(request["seed"])
+        sampling = request["temperature"] > 0
+        with torch.no_grad():
+            self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=request["max_tokens"],
+                do_sample=sampling,
+                temperature=request["temperature"] if sampling else None,
+                top_p=request["top_p"] if sampling else None,
+                top_k=None,
+                stopping_criteria=StoppingCriteriaList([_Step()]),
+                eos_token_id=sorted(eos),
+                pad_token_id=min(eos),
+            )
+        if state["cancelled"]:
+            finish = "cancelled"
+        elif stream.stopped or state["eos"]:
+            finish = "stop"
+        else:
+            finish = "length"
+        return Generated(finish, prompt_tokens, int(state["count"]))
+
+
+def _end_tokens(model: Any, tokenizer: Any) -> frozenset[int]:
+    """Every id that ends a generation: the model's generation config and the tokenizer's."""
+    found = model.generation_config.eos_token_id
+    ids = set(found if isinstance(found, list) else [found]) | {tokenizer.eos_token_id}
+    ends = frozenset(int(i) for i in ids if isinstance(i, int))
+    if not ends:
+        raise ValueError("the model names no end-of-text token")
+    return ends
+
+
+class _TextGGUF:
+    name = "text-gguf"
+    files = 1
+
+    def warm_up(self) -> None:
+        # offline, quiet: nothing is downloaded and no progress bar is drawn, whatever the model says
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+        for module in (
+            "torch",
+            "gguf",
+            "jinja2.sandbox",
+            "transformers",
+            "transformers.modeling_gguf_pytorch_utils",
+            "transformers.integrations.gguf",
+        ):
+            importlib.import_module(module)
+        hf_logging: Any = importlib.import_module("transformers.utils.logging")
+        hf_logging.disable_progress_bar()
+
+    def load(self, files: Sequence[BinaryIO], definition: str | None, threads: int) -> Loaded:
+        import torch
+
+        # untyped libraries: reached through Any
+        hf: Any = importlib.import_module("transformers")
+        load_gguf_checkpoint = importlib.import_module(
+            "transformers.modeling_gguf_pytorch_utils"
+        ).load_gguf_checkpoint
+        convert_gguf_tokenizer = importlib.import_module(
+            "transformers.integrations.gguf"
+        ).convert_gguf_tokenizer
+        torch.set_num_threads(threads)
+        handle = files[0]
+        meta = load_gguf_checkpoint(handle, return_tensors=False)
+        settings = dict(meta["config"])
+        architecture = str(settings.pop("model_type"))
+        settings.pop("_model_name_or_path", None)
+        config = hf.AutoConfig.for_model(architecture, **settings)
+        model = hf.AutoModelForCausalLM.from_config(config)
+        tensors = load_gguf_checkpoint(handle, return_tensors=True, model_to_load=model)["tensors"]
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+        if set(missing) - tied or unexpected:
+            raise ValueError(
+                f"GGUF weights do not fit the {architecture} model: missing {sorted(set(missing) - tied)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+        model.tie_weights()
+        model.eval()
+        tokenizer_config = dict(meta["tokenizer_config"])
+        template = tokenizer_config.pop("chat_template", None)
+        fast, extra = convert_gguf_tokenizer(architecture, meta["tokenizer"])
+        tokenizer = hf.PreTrainedTokenizerFast(tokenizer_object=fast, **extra, **tokenizer_config)
+        summary = json.dumps(
+            {
+                "architecture": architecture,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "context": int(getattr(config, "max_position_embeddings", 0) or 0),
+                "chat_template": template is not None,
+            },
+            sort_keys=True,
+        )
+        return _Chat(model, tokenizer, template if isinstance(template, str) else None, summary)
+
+
+RUNTIME = _TextGGUF()
