@@ -68,11 +68,14 @@ class Nested(NamedTuple):
 
 
 class Template(NamedTuple):
-    """A Jinja template from model metadata (e.g. GGUF ``tokenizer.chat_template``)."""
+    """A Jinja template from model metadata (GGUF ``tokenizer.chat_template``, a Hugging Face
+    ``chat_template``, a ``.jinja`` file), judged by the template analysis, never rendered.
+    ``offset``: where the template starts in the reader's data, None when it has no one place
+    (a value inside parsed JSON)."""
 
     name: str
     text: str
-    offset: int = 0
+    offset: int | None = 0
 
 
 class Issue(NamedTuple):
@@ -129,11 +132,12 @@ class Reader(Protocol):
 class FolderCheck(Protocol):
     """A check on a whole directory (Hugging Face layout, TensorFlow SavedModel ...).
 
-    Yields ``(relative path, Issue)`` pairs; the engine attaches them to that file's report
-    (or to the folder itself when the path is ``.``).
+    Yields ``(relative path, fact)`` pairs, the facts being an :class:`Issue` or a
+    :class:`Template` found in that file; the scan judges them and attaches the findings to that
+    file's report (or to the folder itself when the path is ``.``).
     """
 
     @property
     def name(self) -> str: ...
 
-    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]: ...
+    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | Template]]: ...

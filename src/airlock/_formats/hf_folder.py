@@ -32,8 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from airlock._analysis import analyse_template
-from airlock._formats.base import Issue, ReadContext
+from airlock._formats.base import Issue, ReadContext, Template
 from airlock._formats.hf_cache import cache_link_target
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError
@@ -73,7 +72,7 @@ _IMPORT_TIME_DANGER: Final = frozenset(
 class HFFolderCheck:
     name = "hf-folder"
 
-    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | Template]]:
         try:
             children = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
@@ -171,7 +170,7 @@ def _analysed(name: str, what: str) -> tuple[str, Issue]:
 
 def _json_file(
     name: str, path: Path, folder: Path, files: dict[str, Path], ctx: ReadContext
-) -> Iterator[tuple[str, Issue]]:
+) -> Iterator[tuple[str, Issue | Template]]:
     try:
         value = parse_json_strict(_read(path, ctx), name)
     except (FormatError, OSError) as exc:
@@ -202,24 +201,22 @@ def _json_file(
     if name == "adapter_config.json":
         yield from _peft(name, value.get("auto_mapping"))
     if name in ("tokenizer_config.json", "chat_template.json", "processor_config.json"):
-        yield from _chat_templates(name, value.get("chat_template"), ctx)
+        yield from _chat_templates(name, value.get("chat_template"))
     if name.endswith(".index.json"):
         yield from _index(name, value, folder, files)
 
 
-def _chat_templates(name: str, template: object, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+def _chat_templates(name: str, template: object) -> Iterator[tuple[str, Issue | Template]]:
     if template is None:
         return
     if isinstance(template, str):
-        for issue in analyse_template(f"{name} chat_template", template, ctx.limits):
-            yield name, issue
+        yield name, Template(f"{name} chat_template", template, None)
         return
     if isinstance(template, list):
         for index, entry in enumerate(template):
             if isinstance(entry, dict) and isinstance(entry.get("template"), str):
                 label = f"{name} chat_template[{entry.get('name', index)!r:.40}]"
-                for issue in analyse_template(label, entry["template"], ctx.limits):
-                    yield name, issue
+                yield name, Template(label, entry["template"], None)
             else:
                 yield (
                     name,
@@ -238,15 +235,14 @@ def _chat_templates(name: str, template: object, ctx: ReadContext) -> Iterator[t
     )
 
 
-def _template_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+def _template_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | Template]]:
     try:
         text = _read(path, ctx).decode("utf-8")
     except (FormatError, OSError, UnicodeDecodeError) as exc:
         yield name, Issue("template.parse", Severity.ERROR, f"{name}: cannot read as a UTF-8 template: {exc}")
         return
     yield _analysed(name, "Jinja template parsed, not rendered")
-    for issue in analyse_template(name, text, ctx.limits):
-        yield name, issue
+    yield name, Template(name, text, None)
 
 
 def _auto_maps(value: object) -> Iterator[tuple[str, object]]:

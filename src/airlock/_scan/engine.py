@@ -25,7 +25,7 @@ from airlock.results import FileReport, Severity, Skipped
 if TYPE_CHECKING:
     from airlock.integrity import Verified
 
-__all__ = ["ALLOWABLE_RULES", "apply_allowances", "scan_file", "sniff"]
+__all__ = ["ALLOWABLE_RULES", "apply_allowances", "judge_folder_fact", "scan_file", "sniff"]
 
 #: Findings about a name the loader imports that is simply not on an allowlist (custom Keras
 #: objects, Hugging Face remote code and modules named in configs). ``--allow NAME`` / a policy
@@ -53,6 +53,13 @@ def apply_allowances(issue: Issue, policy: Policy) -> Issue:
         return issue
     where = f" ({', '.join(policy.sources)})" if policy.sources else ""
     return issue._replace(severity=Severity.INFO, message=f"{issue.message} [allowed explicitly{where}]")
+
+
+def judge_folder_fact(fact: Issue | Template, limits: Limits, policy: Policy) -> list[Issue]:
+    """The findings for one fact a folder check found in a file (see ``base.FolderCheck``)."""
+    if isinstance(fact, Template):
+        return analyse_template(fact.name, fact.text, limits, fact.offset)
+    return [apply_allowances(fact, policy)]
 
 
 _HEAD = 4096
