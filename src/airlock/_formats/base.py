@@ -8,8 +8,13 @@ A reader gets the bytes of one file or archive member (a read-only ``memoryview`
 * :class:`Nested` — an embedded file (archive member, decompressed stream); the engine sniffs it by
   content and scans it with whatever reader fits, up to ``Limits.max_archive_depth``.
 * :class:`Template` — a Jinja template found in model metadata, analysed without rendering.
+* :class:`CodeReference` — a name the loader will import or look up ("this Keras config names
+  class X of module M"); the analysis decides whether it is allowed, unknown or dangerous.
 * :class:`Issue` — a structural fact the reader itself establishes (a zip-parser differential, a
   header that lies about sizes, executable code in the archive).
+
+Readers never judge names against allowlists or the catalogue: that is the analysis layer's work
+(``_analysis``, ``airlock.policy``), which this package never imports (tests/test_architecture.py).
 
 Facts are immutable named tuples (cheap to define: the scanner's start-up time matters).
 Readers raise :class:`~airlock.errors.FormatError` (or ``LimitError``) when the bytes do not parse;
@@ -27,6 +32,7 @@ from airlock.limits import Limits
 from airlock.results import Severity
 
 __all__ = [
+    "CodeReference",
     "Fact",
     "FolderCheck",
     "Issue",
@@ -78,6 +84,20 @@ class Template(NamedTuple):
     offset: int | None = 0
 
 
+class CodeReference(NamedTuple):
+    """A name a loader imports or looks up while loading, as the artifact spells it.
+
+    ``ecosystem`` says whose loader (``keras``); ``kind`` what is named (``class``, ``function``,
+    ``type spec``, ``registered name``); ``module`` the module named with it (None when the loader
+    resolves ``name`` by itself); ``where`` the place in the artifact, for the message."""
+
+    ecosystem: str
+    kind: str
+    module: str | None
+    name: str
+    where: str
+
+
 class Issue(NamedTuple):
     """A structural finding established by the reader."""
 
@@ -89,7 +109,7 @@ class Issue(NamedTuple):
     evidence: str | None = None
 
 
-Fact = PickleStream | Nested | Template | Issue
+Fact = PickleStream | Nested | Template | CodeReference | Issue
 
 
 def _no_time_limit() -> None:

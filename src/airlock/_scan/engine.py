@@ -8,12 +8,22 @@ import mmap
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airlock._analysis import analyse_template
 from airlock._analysis.pickle_findings import analyse_pickle_stream
-from airlock._formats.base import Issue, Nested, PickleStream, ReadContext, Reader, Template
+from airlock._formats.base import (
+    CodeReference,
+    Fact,
+    Issue,
+    Nested,
+    PickleStream,
+    ReadContext,
+    Reader,
+    Template,
+)
 from airlock._formats.pickle import looks_like_pickle
 from airlock._formats.registry import looks_like_model_file, readers_for
 from airlock._scan.collect import Collector
@@ -53,6 +63,15 @@ def apply_allowances(issue: Issue, policy: Policy) -> Issue:
         return issue
     where = f" ({', '.join(policy.sources)})" if policy.sources else ""
     return issue._replace(severity=Severity.INFO, message=f"{issue.message} [allowed explicitly{where}]")
+
+
+def judge_reference(ref: CodeReference) -> Iterator[Issue]:
+    """The findings for a name the loader imports (imported on first use: most scans meet none)."""
+    from airlock._analysis.keras_names import judge_keras_reference
+
+    if ref.ecosystem != "keras":
+        raise AssertionError(f"no judge for {ref.ecosystem} references")
+    return judge_keras_reference(ref)
 
 
 def judge_folder_fact(fact: Issue | Template, limits: Limits, policy: Policy) -> list[Issue]:
@@ -248,11 +267,12 @@ def _scan_data(
     return reader.name
 
 
-def _route(
-    fact: PickleStream | Nested | Template | Issue, ctx: ReadContext, collector: Collector, policy: Policy
-) -> None:
+def _route(fact: Fact, ctx: ReadContext, collector: Collector, policy: Policy) -> None:
     if isinstance(fact, Issue):
         collector.add(ctx.members, apply_allowances(fact, policy) if policy.allow else fact)
+    elif isinstance(fact, CodeReference):
+        for issue in judge_reference(fact):
+            collector.add(ctx.members, apply_allowances(issue, policy) if policy.allow else issue)
     elif isinstance(fact, PickleStream):
         base = (*ctx.members, fact.member) if fact.member else ctx.members
         for members, issue in analyse_pickle_stream(fact, ctx, policy):
