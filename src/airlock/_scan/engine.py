@@ -21,11 +21,10 @@ from airlock._formats.base import (
     Nested,
     PickleStream,
     ReadContext,
-    Reader,
     Template,
 )
 from airlock._formats.pickle import looks_like_pickle
-from airlock._formats.registry import looks_like_model_file, readers_for
+from airlock._formats.registry import Format, looks_like_model_file, sniff_format
 from airlock._scan.collect import Collector
 from airlock.errors import FormatError, IntegrityError, LimitError
 from airlock.limits import Limits
@@ -82,18 +81,13 @@ def judge_folder_fact(fact: Issue | Template, limits: Limits, policy: Policy) ->
 
 
 _HEAD = 4096
-_PICKLE_READERS = frozenset({"pickle", "torch-legacy"})
 _PICKLE_STEP = "as pickle.load reads it"
 _COMPRESSION_SUFFIXES = frozenset({".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".lz4", ".zst"})
 
 
-def sniff(data: memoryview | bytes) -> Reader | None:
-    """The first registered reader that recognises ``data`` by content, or None."""
-    head = bytes(data[:_HEAD])
-    for reader in readers_for(head):
-        if reader.sniff(head, len(data)):
-            return reader
-    return None
+def sniff(data: memoryview | bytes) -> Format | None:
+    """The first registered format whose reader recognises ``data`` by content, or None."""
+    return sniff_format(bytes(data[:_HEAD]), len(data))
 
 
 def scan_file(
@@ -225,8 +219,8 @@ def _scan_data(
     data: memoryview, ctx: ReadContext, collector: Collector, policy: Policy, top_name: str
 ) -> str | None:
     """Sniff and read ``data``; route every fact. Returns the format name, or None if unknown."""
-    reader = sniff(data)
-    if reader is None:
+    fmt = sniff(data)
+    if fmt is None:
         if not ctx.members and not looks_like_model_file(top_name):
             return None  # the caller lists the file as skipped
         if ctx.members and not looks_like_model_file(top_name):
@@ -247,16 +241,16 @@ def _scan_data(
             )
         return None
     try:
-        for fact in reader.read(data, ctx):
+        for fact in fmt.reader().read(data, ctx):
             _route(fact, ctx, collector, policy)
     except LimitError as exc:
         collector.add(ctx.members, Issue("limit.exceeded", Severity.ERROR, str(exc), offset=exc.offset))
     except FormatError as exc:
         collector.add(
             ctx.members,
-            Issue("format.error", Severity.ERROR, f"{reader.name}: {exc}", offset=exc.offset),
+            Issue("format.error", Severity.ERROR, f"{fmt.name}: {exc}", offset=exc.offset),
         )
-    if reader.name not in _PICKLE_READERS and looks_like_pickle(bytes(data[:_HEAD]), len(data)):
+    if not fmt.whole_pickle and looks_like_pickle(bytes(data[:_HEAD]), len(data)):
         # A polyglot: content another format claims that pickle.load would also run (a tar whose
         # first member name is a pickle, a GGUF magic that decodes as BINFLOAT). That reading is
         # analysed too; only what it imports or calls is reported (lenient).
@@ -264,7 +258,7 @@ def _scan_data(
             data, 0, "pickle", member=_PICKLE_STEP, max_pickles=1, trailing_ok=True, lenient=True
         )
         _route(stream, ctx, collector, policy)
-    return reader.name
+    return fmt.name
 
 
 def _route(fact: Fact, ctx: ReadContext, collector: Collector, policy: Policy) -> None:
