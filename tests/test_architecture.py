@@ -211,3 +211,38 @@ def test_the_format_name_check_leaves_other_strings_alone() -> None:
         'if info.name == "pickle": pass\nif kind == "zlib": pass\nLOADERS = ("torch", "onnx", "gguf")\n'
     )
     assert _name_matches(ast.parse(source), _format_names()) == []
+
+
+# --- folder checks yield facts; the scan judges them -----------------------------------------
+
+
+def test_the_hf_folder_check_yields_code_and_templates_as_facts(tmp_path: Path) -> None:
+    """The check reports what the folder holds (a template, a Python file's source) and judges
+    neither; the scan's analysis names the payloads."""
+    from airlock._formats.base import Issue, PythonSource, ReadContext, Template
+    from airlock._formats.hf_folder import HFFolderCheck
+    from airlock.limits import DEFAULT_LIMITS
+    from airlock.results import Severity, Verdict
+
+    (tmp_path / "config.json").write_text('{"auto_map": {"AutoModel": "modeling_x.M"}}')
+    (tmp_path / "modeling_x.py").write_text("import os\nos.system('true')\nclass M: pass\n")
+    ssti = "{{ cycler.__init__.__globals__.os.popen('true').read() }}"
+    (tmp_path / "chat_template.jinja").write_text(ssti)
+    ctx = ReadContext(limits=DEFAULT_LIMITS, file_path=tmp_path, root=tmp_path)
+    facts = list(HFFolderCheck().check(tmp_path, ctx))
+    assert (
+        "modeling_x.py",
+        PythonSource("modeling_x.py", b"import os\nos.system('true')\nclass M: pass\n"),
+    ) in facts
+    assert ("chat_template.jinja", Template("chat_template.jinja", ssti, None)) in facts
+    judged = [f for _, f in facts if isinstance(f, Issue) and f.severity is Severity.MALICIOUS]
+    assert judged == []  # nothing judged by the reader
+    report = airlock.scan(tmp_path)
+    malicious = {
+        (f.location.path.rsplit("/", 1)[-1], f.rule)
+        for f in report.findings()
+        if f.severity is Severity.MALICIOUS
+    }
+    assert ("modeling_x.py", "hf.remote-code") in malicious
+    assert any(name == "chat_template.jinja" for name, _ in malicious)
+    assert report.verdict is Verdict.MALICIOUS

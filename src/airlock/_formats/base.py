@@ -8,6 +8,7 @@ A reader gets the bytes of one file or archive member (a read-only ``memoryview`
 * :class:`Nested` — an embedded file (archive member, decompressed stream); the engine sniffs it by
   content and scans it with whatever reader fits, up to ``Limits.max_archive_depth``.
 * :class:`Template` — a Jinja template found in model metadata, analysed without rendering.
+* :class:`PythonSource` — a Python file the loader imports, for the analysis to parse.
 * :class:`CodeReference` — a name the loader will import or look up ("this Keras config names
   class X of module M"); the analysis decides whether it is allowed, unknown or dangerous.
 * :class:`Issue` — a structural fact the reader itself establishes (a zip-parser differential, a
@@ -38,6 +39,7 @@ __all__ = [
     "Issue",
     "Nested",
     "PickleStream",
+    "PythonSource",
     "ReadContext",
     "Reader",
     "Template",
@@ -82,6 +84,14 @@ class Template(NamedTuple):
     name: str
     text: str
     offset: int | None = 0
+
+
+class PythonSource(NamedTuple):
+    """A Python file a loader imports and runs (``trust_remote_code`` modeling code), as bytes;
+    the analysis parses it with ``ast`` (never compiles or runs it) for what it calls when imported."""
+
+    name: str
+    source: bytes
 
 
 class CodeReference(NamedTuple):
@@ -152,12 +162,14 @@ class Reader(Protocol):
 class FolderCheck(Protocol):
     """A check on a whole directory (Hugging Face layout, TensorFlow SavedModel ...).
 
-    Yields ``(relative path, fact)`` pairs, the facts being an :class:`Issue` or a
-    :class:`Template` found in that file; the scan judges them and attaches the findings to that
+    Yields ``(relative path, fact)`` pairs, the facts being an :class:`Issue`, a
+    :class:`Template` or a :class:`PythonSource` found in that file; the scan judges them and attaches the findings to that
     file's report (or to the folder itself when the path is ``.``).
     """
 
     @property
     def name(self) -> str: ...
 
-    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | Template]]: ...
+    def check(
+        self, folder: Path, ctx: ReadContext
+    ) -> Iterator[tuple[str, Issue | Template | PythonSource]]: ...

@@ -25,14 +25,13 @@ following links and read only up to ``Limits.max_header_bytes``.
 
 from __future__ import annotations
 
-import ast
 import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from airlock._formats.base import Issue, ReadContext, Template
+from airlock._formats.base import Issue, PythonSource, ReadContext, Template
 from airlock._formats.hf_cache import cache_link_target
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError
@@ -52,27 +51,12 @@ HF_FILES: Final = frozenset(
     image_processor_config.json model_index.json scheduler_config.json adapter_config.json
     modules.json config_sentence_transformers.json sentence_bert_config.json""".split()
 )
-#: calls that have no business running when a modeling file is imported
-_IMPORT_TIME_DANGER: Final = frozenset(
-    """os.system os.popen os.execv os.execve os.execl os.execle os.execlp os.execlpe os.execvp os.execvpe
-    os.spawnl os.spawnle os.spawnlp os.spawnlpe os.spawnv os.spawnve os.spawnvp os.spawnvpe os.posix_spawn
-    os.posix_spawnp os.fork os.forkpty os.kill os.remove os.unlink os.rmdir os.removedirs os.startfile
-    posix.system posix.popen pty.spawn subprocess.run subprocess.Popen subprocess.call
-    subprocess.check_call subprocess.check_output subprocess.getoutput subprocess.getstatusoutput
-    exec eval compile __import__ breakpoint builtins.exec builtins.eval builtins.compile builtins.__import__
-    runpy.run_path runpy.run_module code.interact socket.socket socket.create_connection
-    urllib.request.urlopen urllib.request.urlretrieve http.client.HTTPConnection
-    http.client.HTTPSConnection requests.get requests.post requests.request httpx.get httpx.post
-    webbrowser.open shutil.rmtree shutil.move pickle.loads pickle.load marshal.loads marshal.load
-    dill.loads dill.load torch.load ctypes.CDLL ctypes.PyDLL ctypes.cdll.LoadLibrary
-    ctypes.pydll.LoadLibrary ctypes.CDLL importlib.import_module multiprocessing.Process""".split()
-)
 
 
 class HFFolderCheck:
     name = "hf-folder"
 
-    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | Template]]:
+    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | Template | PythonSource]]:
         try:
             children = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
@@ -454,7 +438,7 @@ def _peft(name: str, mapping: object) -> Iterator[tuple[str, Issue]]:
         yield _dynamic(name, "auto_mapping.parent_library", library, "peft AutoPeftModel")
 
 
-def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | PythonSource]]:
     yield (
         name,
         Issue(
@@ -466,87 +450,10 @@ def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str,
     )
     try:
         source = _read(path, ctx)
-        tree = ast.parse(source, filename=name)  # parsed, never compiled or run
-    except (FormatError, OSError, SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+    except (FormatError, OSError) as exc:
         yield name, Issue("hf.python-parse", Severity.ERROR, f"{name}: does not parse as Python: {exc}")
         return
-    for call, line in _import_time_calls(tree):
-        yield (
-            name,
-            Issue(
-                "hf.remote-code",
-                Severity.MALICIOUS,
-                f"{name}: calls {call} when imported (line {line}); a modeling file has no reason to",
-                callable=call,
-                evidence=ast.get_source_segment(source.decode("utf-8", "replace"), _line_node(tree, line))
-                or call,
-            ),
-        )
-
-
-def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
-    """Calls of dangerous primitives that run at import: module and class bodies, decorators,
-    default values and annotations, not function bodies. Names are resolved through the file's
-    imports (``from os import system as s``; ``import subprocess as sp``)."""
-    aliases: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.asname:
-                    aliases[alias.asname] = alias.name
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for alias in node.names:
-                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-
-    def resolve(func: ast.AST) -> str | None:
-        dotted = _dotted(func)
-        if dotted is None:
-            return None
-        head, _, rest = dotted.partition(".")
-        resolved = aliases.get(head, head) + (f".{rest}" if rest else "")
-        return resolved if resolved in _IMPORT_TIME_DANGER or dotted in _IMPORT_TIME_DANGER else None
-
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            for decorator in node.decorator_list:  # ``@os.system`` calls it with the function
-                hit = None if isinstance(decorator, ast.Call) else resolve(decorator)
-                if hit is not None:
-                    yield hit, decorator.lineno
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            # the body runs when called; decorators, defaults and annotations run now
-            stack.extend(node.decorator_list)
-            stack.append(node.args)
-            if node.returns is not None:
-                stack.append(node.returns)
-            continue
-        if isinstance(node, ast.Lambda):
-            stack.append(node.args)
-            continue
-        if isinstance(node, ast.Call):
-            hit = resolve(node.func)
-            if hit is not None:
-                yield hit, node.lineno
-        stack.extend(ast.iter_child_nodes(node))
-
-
-def _dotted(node: ast.AST) -> str | None:
-    parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
-
-
-def _line_node(tree: ast.Module, line: int) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and node.lineno == line:
-            return node
-    return tree
+    yield name, PythonSource(name, source)  # what it calls when imported: _analysis/python_source.py
 
 
 def _index(

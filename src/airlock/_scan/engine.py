@@ -20,6 +20,7 @@ from airlock._formats.base import (
     Issue,
     Nested,
     PickleStream,
+    PythonSource,
     ReadContext,
     Template,
 )
@@ -73,11 +74,17 @@ def judge_reference(ref: CodeReference) -> Iterator[Issue]:
     return judge_keras_reference(ref)
 
 
-def judge_folder_fact(fact: Issue | Template, limits: Limits, policy: Policy) -> list[Issue]:
+def judge_folder_fact(fact: Issue | Template | PythonSource, limits: Limits, policy: Policy) -> list[Issue]:
     """The findings for one fact a folder check found in a file (see ``base.FolderCheck``)."""
     if isinstance(fact, Template):
-        return analyse_template(fact.name, fact.text, limits, fact.offset)
-    return [apply_allowances(fact, policy)]
+        issues = analyse_template(fact.name, fact.text, limits, fact.offset)
+    elif isinstance(fact, PythonSource):
+        from airlock._analysis.python_source import analyse_python  # only for folders with code
+
+        issues = list(analyse_python(fact))
+    else:
+        issues = [fact]
+    return [apply_allowances(issue, policy) for issue in issues]
 
 
 _HEAD = 4096
