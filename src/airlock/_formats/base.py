@@ -8,6 +8,7 @@ A reader gets the bytes of one file or archive member (a read-only ``memoryview`
 * :class:`Nested` — an embedded file (archive member, decompressed stream); the engine sniffs it by
   content and scans it with whatever reader fits, up to ``Limits.max_archive_depth``.
 * :class:`Template` — a Jinja template found in model metadata, analysed without rendering.
+* :class:`GraphOp` — an operation a TensorFlow graph runs ("node N is a ReadFile op").
 * :class:`PythonSource` — a Python file the loader imports, for the analysis to parse.
 * :class:`CodeReference` — a name the loader will import or look up ("this Keras config names
   class X of module M"); the analysis decides whether it is allowed, unknown or dangerous.
@@ -36,6 +37,7 @@ __all__ = [
     "CodeReference",
     "Fact",
     "FolderCheck",
+    "GraphOp",
     "Issue",
     "Nested",
     "PickleStream",
@@ -108,6 +110,19 @@ class CodeReference(NamedTuple):
     where: str
 
 
+class GraphOp(NamedTuple):
+    """An operation a TensorFlow graph runs: node ``node`` in ``where`` is an ``op`` op.
+    ``calls_function``: the op is named after a function of the graph's own library (a call of
+    it); ``output_stream``: ``PrintV2``'s output stream attribute, when the op has one."""
+
+    op: str
+    node: str
+    where: str
+    offset: int
+    calls_function: bool = False
+    output_stream: str | None = None
+
+
 class Issue(NamedTuple):
     """A structural finding established by the reader."""
 
@@ -119,7 +134,7 @@ class Issue(NamedTuple):
     evidence: str | None = None
 
 
-Fact = PickleStream | Nested | Template | CodeReference | Issue
+Fact = PickleStream | Nested | Template | CodeReference | GraphOp | Issue
 
 
 def _no_time_limit() -> None:

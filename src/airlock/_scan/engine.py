@@ -17,6 +17,7 @@ from airlock._analysis.pickle_findings import analyse_pickle_stream
 from airlock._formats.base import (
     CodeReference,
     Fact,
+    GraphOp,
     Issue,
     Nested,
     PickleStream,
@@ -72,6 +73,13 @@ def judge_reference(ref: CodeReference) -> Iterator[Issue]:
     if ref.ecosystem != "keras":
         raise AssertionError(f"no judge for {ref.ecosystem} references")
     return judge_keras_reference(ref)
+
+
+def judge_graph_op(fact: GraphOp) -> Iterator[Issue]:
+    """The finding for an op a TensorFlow graph runs (imported on first use)."""
+    from airlock._analysis.tf_ops import judge_graph_op as judge
+
+    return judge(fact)
 
 
 def judge_folder_fact(fact: Issue | Template | PythonSource, limits: Limits, policy: Policy) -> list[Issue]:
@@ -271,8 +279,8 @@ def _scan_data(
 def _route(fact: Fact, ctx: ReadContext, collector: Collector, policy: Policy) -> None:
     if isinstance(fact, Issue):
         collector.add(ctx.members, apply_allowances(fact, policy) if policy.allow else fact)
-    elif isinstance(fact, CodeReference):
-        for issue in judge_reference(fact):
+    elif isinstance(fact, CodeReference | GraphOp):
+        for issue in judge_reference(fact) if isinstance(fact, CodeReference) else judge_graph_op(fact):
             collector.add(ctx.members, apply_allowances(issue, policy) if policy.allow else issue)
     elif isinstance(fact, PickleStream):
         base = (*ctx.members, fact.member) if fact.member else ctx.members
