@@ -67,3 +67,27 @@ def test_zipfile_is_never_imported(tmp_path: Path) -> None:
         [sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True, timeout=60
     )
     assert out.stdout.strip() == "torch"
+
+
+def test_runtime_comes_from_the_format_the_scanner_sniffs(tmp_path: Path) -> None:
+    """The format's record names the runtime: content is sniffed as the scanner sniffs it, so a
+    protocol-0 pickle (what pickle.load reads, no PROTO) is torch's, and formats no sandbox
+    runtime loads are a clear error naming the format, never guessed as torch."""
+    proto0 = tmp_path / "p.bin"
+    proto0.write_bytes(b"(dp0\nVw\np1\nI1\ns.")
+    assert _detect(proto0) == "torch"
+    keras = tmp_path / "m.keras"
+    keras.write_bytes(
+        build_zip([Entry(b"metadata.json", b"{}"), Entry(b"config.json", b'{"class_name": "X"}')])
+    )
+    with pytest.raises(UsageError, match=r"keras content: no sandbox runtime loads it; pass --runtime"):
+        _detect(keras)
+    safetensors = tmp_path / "m.safetensors"
+    header = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    safetensors.write_bytes(len(header).to_bytes(8, "little") + header + b"\x00" * 4)
+    with pytest.raises(UsageError, match=r"safetensors content: no sandbox runtime"):
+        _detect(safetensors)
+    text = tmp_path / "notes.txt"
+    text.write_bytes(b"hello, world\n")
+    with pytest.raises(UsageError, match=r"cannot tell the runtime from the first bytes b'hello, w'"):
+        _detect(text)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from airlock import Verdict
+from airlock._formats.base import Nested
 from airlock._formats.keras import KerasConfigReader, KerasH5Reader, KerasZipReader
 from airlock.errors import FormatError
 from airlock.results import Severity
@@ -186,7 +187,7 @@ def test_other_members_are_scanned_as_files(tmp_path: Path) -> None:
         tmp_path / "m.keras", functional(), extra={"model.weights.npz": b"PK\x05\x06" + b"\x00" * 18}
     )
     facts = read_all(KerasZipReader(), path.read_bytes(), path)
-    assert [getattr(f, "name", None) for f in facts if not hasattr(f, "rule")] == ["model.weights.npz"]
+    assert [f.name for f in facts if isinstance(f, Nested)] == ["model.weights.npz"]
 
 
 def test_archive_without_config_is_an_error(tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def test_every_truncation_is_an_error(cut: int) -> None:
 
 
 def test_ordinary_ops_and_library_function_calls_are_clean(tmp_path: Path) -> None:
-    from airlock._formats.savedmodel import ORDINARY_OPS
+    from airlock._analysis.tf_ops import ORDINARY_OPS
 
     fn = function("__inference_call_7", node("a", "Relu"), node("b", "Softmax"), node("c", "ReadVariableOp"))
     nodes = [node(f"n{i}", op) for i, op in enumerate(sorted(ORDINARY_OPS - {"PrintV2"}))]

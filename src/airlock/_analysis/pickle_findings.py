@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from airlock._analysis.catalogue import NESTED_LOADERS
+from airlock._analysis.joblib_arrays import make_build_hook
 from airlock._analysis.pickle_data import scan_data_pickle
 from airlock._analysis.pickle_vm import (
     BuildHook,
@@ -27,7 +28,6 @@ from airlock._analysis.pickle_vm import (
 )
 from airlock._analysis.symbolic import callee, fold_bytes, render
 from airlock._formats.base import Issue, PickleStream, ReadContext
-from airlock._formats.joblib_arrays import make_build_hook
 from airlock._formats.pickle_ops import file_reading
 from airlock.errors import FormatError, LimitError
 from airlock.policy import Decision, Policy

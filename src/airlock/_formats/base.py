@@ -8,8 +8,15 @@ A reader gets the bytes of one file or archive member (a read-only ``memoryview`
 * :class:`Nested` — an embedded file (archive member, decompressed stream); the engine sniffs it by
   content and scans it with whatever reader fits, up to ``Limits.max_archive_depth``.
 * :class:`Template` — a Jinja template found in model metadata, analysed without rendering.
+* :class:`GraphOp` — an operation a TensorFlow graph runs ("node N is a ReadFile op").
+* :class:`PythonSource` — a Python file the loader imports, for the analysis to parse.
+* :class:`CodeReference` — a name the loader will import or look up ("this Keras config names
+  class X of module M"); the analysis decides whether it is allowed, unknown or dangerous.
 * :class:`Issue` — a structural fact the reader itself establishes (a zip-parser differential, a
   header that lies about sizes, executable code in the archive).
+
+Readers never judge names against allowlists or the catalogue: that is the analysis layer's work
+(``_analysis``, ``airlock.policy``), which this package never imports (tests/test_architecture.py).
 
 Facts are immutable named tuples (cheap to define: the scanner's start-up time matters).
 Readers raise :class:`~airlock.errors.FormatError` (or ``LimitError``) when the bytes do not parse;
@@ -27,11 +34,14 @@ from airlock.limits import Limits
 from airlock.results import Severity
 
 __all__ = [
+    "CodeReference",
     "Fact",
     "FolderCheck",
+    "GraphOp",
     "Issue",
     "Nested",
     "PickleStream",
+    "PythonSource",
     "ReadContext",
     "Reader",
     "Template",
@@ -68,11 +78,49 @@ class Nested(NamedTuple):
 
 
 class Template(NamedTuple):
-    """A Jinja template from model metadata (e.g. GGUF ``tokenizer.chat_template``)."""
+    """A Jinja template from model metadata (GGUF ``tokenizer.chat_template``, a Hugging Face
+    ``chat_template``, a ``.jinja`` file), judged by the template analysis, never rendered.
+    ``offset``: where the template starts in the reader's data, None when it has no one place
+    (a value inside parsed JSON)."""
 
     name: str
     text: str
-    offset: int = 0
+    offset: int | None = 0
+
+
+class PythonSource(NamedTuple):
+    """A Python file a loader imports and runs (``trust_remote_code`` modeling code), as bytes;
+    the analysis parses it with ``ast`` (never compiles or runs it) for what it calls when imported."""
+
+    name: str
+    source: bytes
+
+
+class CodeReference(NamedTuple):
+    """A name a loader imports or looks up while loading, as the artifact spells it.
+
+    ``ecosystem`` says whose loader (``keras``); ``kind`` what is named (``class``, ``function``,
+    ``type spec``, ``registered name``); ``module`` the module named with it (None when the loader
+    resolves ``name`` by itself); ``where`` the place in the artifact, for the message."""
+
+    ecosystem: str
+    kind: str
+    module: str | None
+    name: str
+    where: str
+
+
+class GraphOp(NamedTuple):
+    """An operation a TensorFlow graph runs: node ``node`` in ``where`` is an ``op`` op.
+    ``calls_function``: the op is named after a function of the graph's own library (a call of
+    it); ``output_stream``: ``PrintV2``'s output stream attribute, when the op has one."""
+
+    op: str
+    node: str
+    where: str
+    offset: int
+    calls_function: bool = False
+    output_stream: str | None = None
 
 
 class Issue(NamedTuple):
@@ -86,7 +134,7 @@ class Issue(NamedTuple):
     evidence: str | None = None
 
 
-Fact = PickleStream | Nested | Template | Issue
+Fact = PickleStream | Nested | Template | CodeReference | GraphOp | Issue
 
 
 def _no_time_limit() -> None:
@@ -129,11 +177,14 @@ class Reader(Protocol):
 class FolderCheck(Protocol):
     """A check on a whole directory (Hugging Face layout, TensorFlow SavedModel ...).
 
-    Yields ``(relative path, Issue)`` pairs; the engine attaches them to that file's report
-    (or to the folder itself when the path is ``.``).
+    Yields ``(relative path, fact)`` pairs, the facts being an :class:`Issue`, a
+    :class:`Template` or a :class:`PythonSource` found in that file; the scan judges them and attaches the findings to that
+    file's report (or to the folder itself when the path is ``.``).
     """
 
     @property
     def name(self) -> str: ...
 
-    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]: ...
+    def check(
+        self, folder: Path, ctx: ReadContext
+    ) -> Iterator[tuple[str, Issue | Template | PythonSource]]: ...

@@ -7,14 +7,17 @@ Hugging Face loader reads (:data:`HF_FILES`: ``config.json``, ``tokenizer.json``
 
 * ``config.json`` / ``tokenizer_config.json`` / other ``*.json`` must parse as strict JSON
   (``hf.json``, ERROR otherwise).
-* ``auto_map`` entries name code that ``trust_remote_code=True`` imports and runs:
-  ``hf.remote-code`` (SUSPICIOUS, executable code needing a policy decision; MALICIOUS when the
-  shipped module calls a process/exec/network primitive at import time); a module path that is
-  absolute or holds ``..`` is ``hf.remote-code-traversal`` (MALICIOUS); ``repo--module.Class``
-  (code from another repository, which a scan of this folder cannot see) is SUSPICIOUS.
-* Every ``*.py`` file is executable code ``trust_remote_code`` may import: ``hf.remote-code``.
+* ``auto_map`` entries and the other config keys that make a loader import code
+  (``hf_code_refs.py``): ``hf.remote-code`` (SUSPICIOUS, executable code needing a policy
+  decision); a module path that is absolute or holds ``..`` is ``hf.remote-code-traversal``
+  (MALICIOUS); ``repo--module.Class`` (code from another repository, which a scan of this folder
+  cannot see) is SUSPICIOUS.
+* Every ``*.py`` file is executable code ``trust_remote_code`` may import: ``hf.remote-code``;
+  its source is yielded as a ``PythonSource`` fact, and the analysis reports a process/exec/network
+  primitive it calls at import time (MALICIOUS).
 * Chat templates (``chat_template`` in tokenizer_config.json, ``chat_template.jinja``,
-  ``chat_template.json``, other ``*.jinja``) are analysed without rendering.
+  ``chat_template.json``, other ``*.jinja``) are yielded as ``Template`` facts, analysed by the
+  scan without rendering.
 * Shard indexes: every ``weight_map`` file must be a plain name inside the folder
   (``hf.index-traversal``, MALICIOUS) and exist (``hf.index-missing``, ERROR).
 
@@ -25,16 +28,23 @@ following links and read only up to ``Limits.max_header_bytes``.
 
 from __future__ import annotations
 
-import ast
 import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from airlock._analysis import analyse_template
-from airlock._formats.base import Issue, ReadContext
+from airlock._formats.base import Issue, PythonSource, ReadContext, Template
 from airlock._formats.hf_cache import cache_link_target
+from airlock._formats.hf_code_refs import (
+    auto_map,
+    auto_maps,
+    custom_pipelines,
+    model_index,
+    peft,
+    present,
+    sentence_transformers,
+)
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError
 from airlock.results import Severity
@@ -53,27 +63,12 @@ HF_FILES: Final = frozenset(
     image_processor_config.json model_index.json scheduler_config.json adapter_config.json
     modules.json config_sentence_transformers.json sentence_bert_config.json""".split()
 )
-#: calls that have no business running when a modeling file is imported
-_IMPORT_TIME_DANGER: Final = frozenset(
-    """os.system os.popen os.execv os.execve os.execl os.execle os.execlp os.execlpe os.execvp os.execvpe
-    os.spawnl os.spawnle os.spawnlp os.spawnlpe os.spawnv os.spawnve os.spawnvp os.spawnvpe os.posix_spawn
-    os.posix_spawnp os.fork os.forkpty os.kill os.remove os.unlink os.rmdir os.removedirs os.startfile
-    posix.system posix.popen pty.spawn subprocess.run subprocess.Popen subprocess.call
-    subprocess.check_call subprocess.check_output subprocess.getoutput subprocess.getstatusoutput
-    exec eval compile __import__ breakpoint builtins.exec builtins.eval builtins.compile builtins.__import__
-    runpy.run_path runpy.run_module code.interact socket.socket socket.create_connection
-    urllib.request.urlopen urllib.request.urlretrieve http.client.HTTPConnection
-    http.client.HTTPSConnection requests.get requests.post requests.request httpx.get httpx.post
-    webbrowser.open shutil.rmtree shutil.move pickle.loads pickle.load marshal.loads marshal.load
-    dill.loads dill.load torch.load ctypes.CDLL ctypes.PyDLL ctypes.cdll.LoadLibrary
-    ctypes.pydll.LoadLibrary ctypes.CDLL importlib.import_module multiprocessing.Process""".split()
-)
 
 
 class HFFolderCheck:
     name = "hf-folder"
 
-    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | Template | PythonSource]]:
         try:
             children = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
@@ -171,7 +166,7 @@ def _analysed(name: str, what: str) -> tuple[str, Issue]:
 
 def _json_file(
     name: str, path: Path, folder: Path, files: dict[str, Path], ctx: ReadContext
-) -> Iterator[tuple[str, Issue]]:
+) -> Iterator[tuple[str, Issue | Template]]:
     try:
         value = parse_json_strict(_read(path, ctx), name)
     except (FormatError, OSError) as exc:
@@ -179,7 +174,7 @@ def _json_file(
         return
     yield _analysed(name, "JSON parsed")
     if name == "modules.json" and isinstance(value, list):
-        yield from _sentence_transformers(name, value, files)
+        yield from sentence_transformers(name, value, files)
         return
     if not isinstance(value, dict):
         if name in _MARKERS:
@@ -192,34 +187,32 @@ def _json_file(
                 ),
             )
         return
-    for where, auto_map in _auto_maps(value):
-        yield from _auto_map(name, auto_map, files, ctx, where)
+    for where, found in auto_maps(value):
+        yield from auto_map(name, found, files, ctx, where)
     custom = value.get("custom_pipelines")
     if custom is not None:
-        yield from _custom_pipelines(name, custom, files)
+        yield from custom_pipelines(name, custom, files)
     if name == "model_index.json":
-        yield from _model_index(name, value, folder)
+        yield from model_index(name, value, folder)
     if name == "adapter_config.json":
-        yield from _peft(name, value.get("auto_mapping"))
+        yield from peft(name, value.get("auto_mapping"))
     if name in ("tokenizer_config.json", "chat_template.json", "processor_config.json"):
-        yield from _chat_templates(name, value.get("chat_template"), ctx)
+        yield from _chat_templates(name, value.get("chat_template"))
     if name.endswith(".index.json"):
         yield from _index(name, value, folder, files)
 
 
-def _chat_templates(name: str, template: object, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+def _chat_templates(name: str, template: object) -> Iterator[tuple[str, Issue | Template]]:
     if template is None:
         return
     if isinstance(template, str):
-        for issue in analyse_template(f"{name} chat_template", template, ctx.limits):
-            yield name, issue
+        yield name, Template(f"{name} chat_template", template, None)
         return
     if isinstance(template, list):
         for index, entry in enumerate(template):
             if isinstance(entry, dict) and isinstance(entry.get("template"), str):
                 label = f"{name} chat_template[{entry.get('name', index)!r:.40}]"
-                for issue in analyse_template(label, entry["template"], ctx.limits):
-                    yield name, issue
+                yield name, Template(label, entry["template"], None)
             else:
                 yield (
                     name,
@@ -238,227 +231,17 @@ def _chat_templates(name: str, template: object, ctx: ReadContext) -> Iterator[t
     )
 
 
-def _template_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+def _template_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | Template]]:
     try:
         text = _read(path, ctx).decode("utf-8")
     except (FormatError, OSError, UnicodeDecodeError) as exc:
         yield name, Issue("template.parse", Severity.ERROR, f"{name}: cannot read as a UTF-8 template: {exc}")
         return
     yield _analysed(name, "Jinja template parsed, not rendered")
-    for issue in analyse_template(name, text, ctx.limits):
-        yield name, issue
+    yield name, Template(name, text, None)
 
 
-def _auto_maps(value: object) -> Iterator[tuple[str, object]]:
-    """Every ``auto_map`` in a JSON document, at any depth, with its path (``auto_map``,
-    ``image_processor.auto_map``). Loaders honour nested ones: transformers reads the image,
-    video and feature processors' configs from sections of ``processor_config.json``."""
-    stack: list[tuple[object, str]] = [(value, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, dict):
-            for key, item in node.items():
-                where = f"{path}.{key}" if path else str(key)
-                if key == "auto_map":
-                    yield where, item
-                else:
-                    stack.append((item, where))
-        elif isinstance(node, list):
-            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
-
-
-def _auto_map(
-    name: str, auto_map: object, files: dict[str, Path], ctx: ReadContext, where: str = "auto_map"
-) -> Iterator[tuple[str, Issue]]:
-    if not isinstance(auto_map, dict):
-        yield name, Issue("hf.json", Severity.ERROR, f"{name}: {where:.100} is not an object")
-        return
-    for auto_class, refs in auto_map.items():
-        # a reference, a list of them ([slow, fast] tokenizers) or a dict of them by backend
-        # (image processors: {"torchvision": ..., "pil": ...})
-        listed = refs if isinstance(refs, list) else list(refs.values()) if isinstance(refs, dict) else [refs]
-        for ref in listed:
-            if ref is None:
-                continue
-            if not isinstance(ref, str):
-                yield (
-                    name,
-                    Issue("hf.json", Severity.ERROR, f"{name}: {where:.100}[{auto_class!r}] is not a string"),
-                )
-                continue
-            yield from _class_reference(name, f"{where:.100} {auto_class}", ref, files)
-
-
-def _class_reference(
-    name: str, auto_class: str, ref: str, files: dict[str, Path]
-) -> Iterator[tuple[str, Issue]]:
-    where = f"{name} {auto_class} -> {ref!r:.100}"
-    repo, _, local = ref.rpartition("--")
-    module, _, cls = local.rpartition(".")
-    path = PurePosixPath(module)
-    if not module or path.is_absolute() or ".." in path.parts or "\\" in module or module.startswith("~"):
-        yield (
-            name,
-            Issue(
-                "hf.remote-code-traversal",
-                Severity.MALICIOUS,
-                f"{where}: module path leaves the model folder (expected a module name inside it); "
-                "trust_remote_code would import code from elsewhere on the machine",
-                callable=ref,
-                evidence=ref,
-            ),
-        )
-        return
-    if repo:
-        yield (
-            name,
-            Issue(
-                "hf.remote-code",
-                Severity.SUSPICIOUS,
-                f"{where}: code from another repository {repo!r:.80}, which trust_remote_code downloads and runs; "
-                "not part of this scan",
-                callable=f"{module}.{cls}",
-                evidence=ref,
-            ),
-        )
-        return
-    file = f"{module}.py"
-    present = file in files
-    yield (
-        name,
-        Issue(
-            "hf.remote-code",
-            Severity.SUSPICIOUS,
-            f"{where}: trust_remote_code would import {file} "
-            + ("(shipped in the folder) and run it: executable code" if present else "(not in the folder)"),
-            callable=f"{module}.{cls}",
-            evidence=ref,
-        ),
-    )
-
-
-#: Libraries a diffusers ``model_index.json`` may name for a component (``[library, class]``):
-#: diffusers itself, transformers, and the diffusers pipeline modules its own pipelines use.
-DIFFUSERS_LIBRARIES: Final = frozenset({"diffusers", "transformers", "stable_diffusion", "onnxruntime"})
-#: Packages whose classes sentence-transformers' ``modules.json`` and peft's ``auto_mapping`` name.
-_ST_PACKAGES: Final = ("sentence_transformers.",)
-_PEFT_PACKAGES: Final = ("transformers", "peft")
-
-
-def _dynamic(name: str, where: str, module: str, how: str) -> tuple[str, Issue]:
-    return (
-        name,
-        Issue(
-            "hf.dynamic-module",
-            Severity.SUSPICIOUS,
-            f"{name} {where}: the loader imports module {module!r:.100} by name ({how}); not a library "
-            "the loader ships, so its import-time code is outside this scan",
-            callable=module[:100],
-            evidence=module[:200],
-        ),
-    )
-
-
-def _custom_pipelines(name: str, custom: object, files: dict[str, Path]) -> Iterator[tuple[str, Issue]]:
-    """transformers' ``pipeline()``: ``custom_pipelines[task].impl`` is imported with
-    ``get_class_from_dynamic_module`` exactly like an ``auto_map`` entry."""
-    if not isinstance(custom, dict):
-        yield name, Issue("hf.json", Severity.ERROR, f"{name}: custom_pipelines is not an object")
-        return
-    for task, info in custom.items():
-        impl = info.get("impl") if isinstance(info, dict) else None
-        if not isinstance(impl, str):
-            yield (
-                name,
-                Issue(
-                    "hf.json", Severity.ERROR, f"{name}: custom_pipelines[{task!r:.60}] has no 'impl' string"
-                ),
-            )
-            continue
-        yield from _class_reference(name, f"custom_pipelines[{task!r:.60}]", impl, files)
-
-
-def _model_index(name: str, value: dict[str, object], folder: Path) -> Iterator[tuple[str, Issue]]:
-    """diffusers ``model_index.json``: ``"unet": [library, class]`` imports ``library`` by name
-    (``importlib.import_module``), or, when ``<component>/<library>.py`` is shipped, runs that file;
-    ``_class_name: [file, class]`` runs ``<file>.py`` as a custom pipeline."""
-    pipeline = value.get("_class_name")
-    if isinstance(pipeline, list) and pipeline and isinstance(pipeline[0], str):
-        yield from _shipped_or_dynamic(name, "_class_name", pipeline[0], folder / f"{pipeline[0]}.py")
-    for component, entry in value.items():
-        if component.startswith("_") or not isinstance(entry, list) or len(entry) != 2:
-            continue
-        library = entry[0]
-        if library is None or (isinstance(library, str) and library in DIFFUSERS_LIBRARIES):
-            continue
-        if not isinstance(library, str):
-            yield name, Issue("hf.json", Severity.ERROR, f"{name}: {component!r:.60} library is not a string")
-            continue
-        yield from _shipped_or_dynamic(
-            name, f"component {component!r:.60}", library, folder / component / f"{library}.py"
-        )
-
-
-def _shipped_or_dynamic(name: str, where: str, module: str, shipped: Path) -> Iterator[tuple[str, Issue]]:
-    path = PurePosixPath(module)
-    if path.is_absolute() or ".." in path.parts or "\\" in module or "/" in module:
-        yield (
-            name,
-            Issue(
-                "hf.remote-code-traversal",
-                Severity.MALICIOUS,
-                f"{name} {where}: module {module!r:.100} leaves the model folder",
-                callable=module[:100],
-                evidence=module[:200],
-            ),
-        )
-    elif _present(shipped):
-        yield (
-            name,
-            Issue(
-                "hf.remote-code",
-                Severity.SUSPICIOUS,
-                f"{name} {where}: the loader runs {shipped.name} shipped in the folder (executable code)",
-                callable=module[:100],
-                evidence=module[:200],
-            ),
-        )
-    else:
-        yield _dynamic(name, where, module, "importlib.import_module")
-
-
-def _sentence_transformers(
-    name: str, modules: list[object], files: dict[str, Path]
-) -> Iterator[tuple[str, Issue]]:
-    """sentence-transformers ``modules.json``: every ``type`` is imported by its dotted name."""
-    for index, entry in enumerate(modules):
-        kind = entry.get("type") if isinstance(entry, dict) else None
-        if not isinstance(kind, str):
-            yield name, Issue("hf.json", Severity.ERROR, f"{name}: module [{index}] has no 'type' string")
-            continue
-        if kind.startswith(_ST_PACKAGES):
-            continue
-        module = kind.rpartition(".")[0] or kind
-        if f"{module}.py" in files:
-            yield from _class_reference(name, f"modules[{index}].type", kind, files)
-        else:
-            yield _dynamic(name, f"modules[{index}].type", kind, "sentence_transformers import_from_string")
-
-
-def _peft(name: str, mapping: object) -> Iterator[tuple[str, Issue]]:
-    """peft ``adapter_config.json``: ``auto_mapping.parent_library`` is imported by name."""
-    if not isinstance(mapping, dict):
-        return
-    library = mapping.get("parent_library")
-    if library is None:
-        return
-    if not isinstance(library, str):
-        yield name, Issue("hf.json", Severity.ERROR, f"{name}: auto_mapping.parent_library is not a string")
-    elif library.split(".", 1)[0] not in _PEFT_PACKAGES:
-        yield _dynamic(name, "auto_mapping.parent_library", library, "peft AutoPeftModel")
-
-
-def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue]]:
+def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | PythonSource]]:
     yield (
         name,
         Issue(
@@ -470,87 +253,10 @@ def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str,
     )
     try:
         source = _read(path, ctx)
-        tree = ast.parse(source, filename=name)  # parsed, never compiled or run
-    except (FormatError, OSError, SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+    except (FormatError, OSError) as exc:
         yield name, Issue("hf.python-parse", Severity.ERROR, f"{name}: does not parse as Python: {exc}")
         return
-    for call, line in _import_time_calls(tree):
-        yield (
-            name,
-            Issue(
-                "hf.remote-code",
-                Severity.MALICIOUS,
-                f"{name}: calls {call} when imported (line {line}); a modeling file has no reason to",
-                callable=call,
-                evidence=ast.get_source_segment(source.decode("utf-8", "replace"), _line_node(tree, line))
-                or call,
-            ),
-        )
-
-
-def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
-    """Calls of dangerous primitives that run at import: module and class bodies, decorators,
-    default values and annotations, not function bodies. Names are resolved through the file's
-    imports (``from os import system as s``; ``import subprocess as sp``)."""
-    aliases: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.asname:
-                    aliases[alias.asname] = alias.name
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for alias in node.names:
-                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-
-    def resolve(func: ast.AST) -> str | None:
-        dotted = _dotted(func)
-        if dotted is None:
-            return None
-        head, _, rest = dotted.partition(".")
-        resolved = aliases.get(head, head) + (f".{rest}" if rest else "")
-        return resolved if resolved in _IMPORT_TIME_DANGER or dotted in _IMPORT_TIME_DANGER else None
-
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            for decorator in node.decorator_list:  # ``@os.system`` calls it with the function
-                hit = None if isinstance(decorator, ast.Call) else resolve(decorator)
-                if hit is not None:
-                    yield hit, decorator.lineno
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            # the body runs when called; decorators, defaults and annotations run now
-            stack.extend(node.decorator_list)
-            stack.append(node.args)
-            if node.returns is not None:
-                stack.append(node.returns)
-            continue
-        if isinstance(node, ast.Lambda):
-            stack.append(node.args)
-            continue
-        if isinstance(node, ast.Call):
-            hit = resolve(node.func)
-            if hit is not None:
-                yield hit, node.lineno
-        stack.extend(ast.iter_child_nodes(node))
-
-
-def _dotted(node: ast.AST) -> str | None:
-    parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
-
-
-def _line_node(tree: ast.Module, line: int) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and node.lineno == line:
-            return node
-    return tree
+    yield name, PythonSource(name, source)  # what it calls when imported: _analysis/python_source.py
 
 
 def _index(
@@ -583,7 +289,7 @@ def _index(
                     evidence=shard,
                 ),
             )
-        elif shard not in files and not _present(folder / shard):
+        elif shard not in files and not present(folder / shard):
             yield (
                 name,
                 Issue(
@@ -593,11 +299,3 @@ def _index(
                     evidence=shard,
                 ),
             )
-
-
-def _present(path: Path) -> bool:
-    """A regular file (not a link), or a Hugging Face cache link to a blob of the same repository."""
-    try:
-        return (path.is_file() and not path.is_symlink()) or cache_link_target(path) is not None
-    except OSError:
-        return False

@@ -15,8 +15,9 @@ So every object in the config is checked, wherever it sits (layers, activations,
 losses, optimizers ...): marshalled bytecode anywhere and ``Lambda`` layers carrying it are
 MALICIOUS; a name outside Keras' own packages is SUSPICIOUS (custom code the caller must
 register), MALICIOUS when it is a known-dangerous callable (the shared catalogue plus the Keras
-functions above). Nothing is imported, unmarshalled or called. The readers are here; the
-analysis of a parsed config (names, embedded files, paths) is ``keras_config.py``.
+functions above). Nothing is imported, unmarshalled or called. The readers are here; the walk
+of a parsed config (the names it makes Keras import, embedded files, paths) is
+``keras_config.py``, and the judgement of those names is ``_analysis/keras_names.py``.
 
 Legacy HDF5 files keep the same JSON in the ``model_config`` attribute. Reading HDF5 needs
 ``h5py`` (the ``model-airlock[keras-h5]`` extra) inside the sandbox (libhdf5 never parses untrusted
@@ -44,7 +45,7 @@ __all__ = [
     "KerasH5Reader",
     "KerasZipReader",
     "analyse_config",
-]  # analysis: keras_config.py
+]  # the config walk: keras_config.py
 
 _HDF5_MAGIC: Final = b"\x89HDF\r\n\x1a\n"
 _KERAS_MEMBERS: Final = frozenset({"config.json", "metadata.json", "model.weights.h5"})

@@ -14,76 +14,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import builtins
 import contextlib
 import re
 from collections.abc import Iterator
 from typing import Any, Final
 
-from airlock._analysis.catalogue import lookup
-from airlock._formats.base import Issue, Nested, PickleStream, ReadContext
+from airlock._formats.base import CodeReference, Issue, Nested, PickleStream, ReadContext
 from airlock.errors import FormatError
 from airlock.results import Severity
 
-__all__ = ["KERAS_BUILTIN_CLASSES", "KERAS_DANGEROUS", "KERAS_PACKAGES", "analyse_config"]
+__all__ = ["KERAS_PACKAGES", "analyse_config"]
 
 #: Top-level packages whose objects Keras itself ships (the packages Keras >= 3.9 imports in
-#: safe mode, plus tf_keras, the Keras 2 line). Names inside them are still checked against
-#: :data:`KERAS_DANGEROUS`.
+#: safe mode, plus tf_keras, the Keras 2 line): which ``Lambda`` is Keras' own. Names inside them
+#: are judged by the analysis (``_analysis/keras_names.py``) like every other name.
 KERAS_PACKAGES: Final = frozenset({"keras", "keras_hub", "keras_nlp", "keras_cv", "tf_keras"})
-
-#: Keras functions with side effects that a config can reach from inside the allowed packages
-#: (the bypasses of the CVE-2025-1550 fix). A prefix covers everything reached through it.
-KERAS_DANGEROUS: Final[dict[str, str]] = {
-    "keras.utils.get_file": "downloads a file to any path",
-    "keras.src.utils.file_utils": "file system and network access",
-    "keras.config.enable_unsafe_deserialization": "turns safe mode off",
-    "keras.src.saving.serialization_lib.enable_unsafe_deserialization": "turns safe mode off",
-    "keras.src.backend.common.global_state": "changes loader state",
-    "keras.saving.load_model": "nested model load",
-    "keras.models.load_model": "nested model load",
-    "keras.src.saving": "nested model load and loader state",
-    "keras.src.legacy.saving": "nested model load",
-    "keras.src.utils.python_utils": "unmarshals Python bytecode",
-    "keras.utils.io_utils": "file access",
-    "keras.src.utils.io_utils": "file access",
-    "tf_keras.src.utils.data_utils.get_file": "downloads a file to any path",
-    "tf_keras.utils.get_file": "downloads a file to any path",
-}
-
-#: Class names legacy configs (no ``module`` key) use for Keras' own objects. An unknown name
-#: there is a custom object: code the loader must have registered.
-KERAS_BUILTIN_CLASSES: Final = frozenset(
-    """Sequential Functional Model InputLayer Input Dense EinsumDense Activation Dropout Flatten
-    Reshape Permute RepeatVector Masking Embedding Identity Lambda Add Subtract Multiply Average
-    Maximum Minimum Concatenate Dot Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose
-    Conv3DTranspose Convolution1D Convolution2D Convolution3D SeparableConv1D SeparableConv2D
-    DepthwiseConv1D DepthwiseConv2D MaxPooling1D MaxPooling2D MaxPooling3D AveragePooling1D
-    AveragePooling2D AveragePooling3D GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D
-    GlobalAveragePooling1D GlobalAveragePooling2D GlobalAveragePooling3D MaxPool1D MaxPool2D
-    MaxPool3D AvgPool1D AvgPool2D AvgPool3D GlobalMaxPool1D GlobalMaxPool2D GlobalAvgPool1D
-    GlobalAvgPool2D ZeroPadding1D ZeroPadding2D ZeroPadding3D Cropping1D Cropping2D Cropping3D
-    UpSampling1D UpSampling2D UpSampling3D BatchNormalization LayerNormalization
-    GroupNormalization UnitNormalization SpectralNormalization RMSNormalization Normalization
-    SimpleRNN SimpleRNNCell LSTM LSTMCell GRU GRUCell RNN StackedRNNCells Bidirectional
-    TimeDistributed ConvLSTM1D ConvLSTM2D ConvLSTM3D MultiHeadAttention Attention
-    AdditiveAttention GroupQueryAttention ReLU LeakyReLU PReLU ELU Softmax ThresholdedReLU
-    GaussianNoise GaussianDropout AlphaDropout SpatialDropout1D SpatialDropout2D SpatialDropout3D
-    ActivityRegularization Rescaling Resizing CenterCrop RandomCrop RandomFlip RandomRotation
-    RandomZoom RandomTranslation RandomContrast RandomBrightness StringLookup IntegerLookup
-    CategoryEncoding Hashing Discretization TextVectorization
-    GlorotUniform GlorotNormal HeUniform HeNormal LecunUniform LecunNormal Zeros Ones Constant
-    RandomUniform RandomNormal TruncatedNormal VarianceScaling Orthogonal Identity
-    L1 L2 L1L2 OrthogonalRegularizer MaxNorm MinMaxNorm NonNeg UnitNorm
-    SGD Adam AdamW Adamax Adagrad Adadelta RMSprop Nadam Ftrl Lion LossScaleOptimizer
-    MeanSquaredError MeanAbsoluteError MeanAbsolutePercentageError MeanSquaredLogarithmicError
-    BinaryCrossentropy CategoricalCrossentropy SparseCategoricalCrossentropy Hinge SquaredHinge
-    CategoricalHinge KLDivergence Poisson CosineSimilarity Huber LogCosh BinaryFocalCrossentropy
-    Accuracy BinaryAccuracy CategoricalAccuracy SparseCategoricalAccuracy TopKCategoricalAccuracy
-    SparseTopKCategoricalAccuracy AUC Precision Recall Mean Sum MeanMetricWrapper
-    ExponentialDecay PiecewiseConstantDecay PolynomialDecay InverseTimeDecay CosineDecay
-    CosineDecayRestarts""".split()
-)
 
 #: Keras' own data markers (tensors, arrays, bytes, slices): values, not code.
 _DATA_CLASSES: Final = frozenset(
@@ -168,7 +113,7 @@ _DECODE_SITES: Final[dict[str, tuple[str, str]]] = {
 
 def _decode_site(
     value: dict[str, Any], class_name: str, where: str
-) -> Iterator[Issue | Nested | PickleStream]:
+) -> Iterator[Issue | Nested | PickleStream | CodeReference]:
     """What the loader of a :data:`_DECODE_SITES` class reads from its config."""
     key, loader = _DECODE_SITES[class_name]
     inner = value.get("config")
@@ -192,7 +137,9 @@ def _decode_site(
         yield Nested(f"{where}.{key} ({other[0]})", other[1])
 
 
-def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue | Nested | PickleStream]:
+def analyse_config(
+    root: Any, ctx: ReadContext, label: str
+) -> Iterator[Issue | Nested | PickleStream | CodeReference]:
     """Findings for a parsed Keras config (any JSON value), walked iteratively.
 
     Besides the objects it names: bytes embedded as base64 or hex that decode to a pickle, a zip,
@@ -234,7 +181,8 @@ def analyse_config(root: Any, ctx: ReadContext, label: str) -> Iterator[Issue | 
                     site_key = _DECODE_SITES[class_name][0]
                     children = {**value, "config": {k: v for k, v in inner.items() if k != site_key}}
                 if isinstance(inner, dict) and any(
-                    i.rule == "keras.lambda" and i.severity is Severity.MALICIOUS for i in found
+                    isinstance(i, Issue) and i.rule == "keras.lambda" and i.severity is Severity.MALICIOUS
+                    for i in found
                 ):
                     # the Lambda's bytecode is reported once, as the Lambda
                     children = {**value, "config": {k: v for k, v in inner.items() if k != "function"}}
@@ -325,7 +273,7 @@ def _path_issue(where: str, value: str) -> Issue:
     )
 
 
-def _check_object(obj: dict[str, Any], class_name: str, where: str) -> Iterator[Issue]:
+def _check_object(obj: dict[str, Any], class_name: str, where: str) -> Iterator[Issue | CodeReference]:
     inner = obj.get("config")
     module = obj.get("module")
     registered = obj.get("registered_name")
@@ -339,13 +287,15 @@ def _check_object(obj: dict[str, Any], class_name: str, where: str) -> Iterator[
         return
     if class_name == "Lambda" and (module is None or _package(module) in KERAS_PACKAGES):
         yield from _lambda(inner, where)
+    if module is not None and not isinstance(module, str):
+        raise FormatError(f"'module' at {where} is {type(module).__name__} (expected a string or null)")
     if class_name == "__typespec__":
         spec = obj.get("spec_name")
-        yield from _check_name(module, spec if isinstance(spec, str) else "", where, "type spec")
+        yield CodeReference("keras", "type spec", module, spec if isinstance(spec, str) else "", where)
     elif class_name == "function":
-        yield from _check_name(module, inner if isinstance(inner, str) else "", where, "function")
+        yield CodeReference("keras", "function", module, inner if isinstance(inner, str) else "", where)
     else:
-        yield from _check_name(module, class_name, where, "class")
+        yield CodeReference("keras", "class", module, class_name, where)
     if isinstance(registered, str) and registered not in (class_name, inner):
         package, _, registered_class = registered.partition(">")
         same = (
@@ -354,7 +304,7 @@ def _check_object(obj: dict[str, Any], class_name: str, where: str) -> Iterator[
             and (module == package or module.startswith(f"{package}."))
         )
         if not same:  # "pkg>Cls" for module "pkg.x", class "Cls": the class check covers it
-            yield from _check_registered(registered, where)
+            yield CodeReference("keras", "registered name", None, registered, where)
 
 
 def _lambda(inner: object, where: str) -> Iterator[Issue]:
@@ -384,78 +334,3 @@ def _lambda(inner: object, where: str) -> Iterator[Issue]:
 
 def _package(module: object) -> str:
     return module.split(".", 1)[0] if isinstance(module, str) else ""
-
-
-def _dangerous(dotted: str) -> str | None:
-    parts = dotted.split(".")
-    for end in range(len(parts), 0, -1):
-        reason = KERAS_DANGEROUS.get(".".join(parts[:end]))
-        if reason is not None:
-            return reason
-    found = lookup(dotted)
-    return found[1] if found else None
-
-
-def _check_name(module: object, name: str, where: str, kind: str) -> Iterator[Issue]:
-    if module is not None and not isinstance(module, str):
-        raise FormatError(f"'module' at {where} is {type(module).__name__} (expected a string or null)")
-    if not name:
-        yield Issue(
-            "keras.custom-object",
-            Severity.SUSPICIOUS,
-            f"{kind} at {where} has no usable name (expected a Keras class or function name)",
-        )
-        return
-    if not module:
-        if kind == "class" and name in KERAS_BUILTIN_CLASSES:
-            return
-        dotted = name
-    elif module == "builtins":
-        # Keras looks the name up among its own activations etc., then falls back to importing
-        # Python's builtins module: a Python builtin's name reaches the real builtin.
-        if not hasattr(builtins, name):
-            return
-        dotted = f"builtins.{name}"
-    else:
-        dotted = f"{module}.{name}"
-    reason = _dangerous(dotted)
-    if reason is not None:
-        yield Issue(
-            "keras.unsafe-module",
-            Severity.MALICIOUS,
-            f"{kind} at {where} names {_show(dotted)!r} ({reason}); Keras imports it while loading, even in "
-            f"safe mode before 3.9 (CVE-2025-1550) (expected Keras' own layers and functions)",
-            callable=_show(dotted),
-        )
-    elif module and _package(module) in KERAS_PACKAGES and not name.startswith("_"):
-        return
-    else:
-        yield Issue(
-            "keras.custom-object",
-            Severity.SUSPICIOUS,
-            f"{kind} at {where} names {_show(dotted)!r}, outside Keras' own packages "
-            f"({', '.join(sorted(KERAS_PACKAGES))}): custom code the loader must supply",
-            callable=_show(dotted),
-        )
-
-
-def _check_registered(registered: str, where: str) -> Iterator[Issue]:
-    package, _, name = registered.partition(">")
-    dotted = f"{package}.{name}" if name else registered
-    reason = _dangerous(dotted)
-    if reason is not None:
-        yield Issue(
-            "keras.unsafe-module",
-            Severity.MALICIOUS,
-            f"registered name {_show(registered)!r} at {where} names {_show(dotted)!r} ({reason}) "
-            f"(expected Keras' own objects)",
-            callable=_show(dotted),
-        )
-    elif name and package.split(".", 1)[0] not in KERAS_PACKAGES:
-        yield Issue(
-            "keras.custom-object",
-            Severity.SUSPICIOUS,
-            f"registered name {_show(registered)!r} at {where} is a custom object from package "
-            f"{_show(package)!r}: code the loader must have registered (expected Keras' own objects)",
-            callable=_show(dotted),
-        )

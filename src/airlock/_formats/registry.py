@@ -1,4 +1,5 @@
-"""The readers airlock knows, in the order they are tried, and the names that look like models."""
+"""The formats airlock knows (one :class:`Format` record each, in the order their readers are
+tried), the folder checks, and the names that look like models."""
 
 from __future__ import annotations
 
@@ -10,37 +11,96 @@ from typing import Final
 from airlock._formats.base import FolderCheck, Reader
 
 __all__ = [
+    "FORMATS",
     "MODEL_SUFFIXES",
-    "READERS",
-    "ReaderEntry",
+    "Format",
     "folder_checks",
+    "format_named",
+    "formats_for",
     "looks_like_model_file",
-    "readers_for",
+    "sniff_format",
 ]
 
+#: the sandbox runtimes a format's real loader runs in (``airlock run``, sandbox/_runtimes)
+RUNTIME_TORCH: Final = "torch"
+RUNTIME_ONNX: Final = "onnx"
+RUNTIME_TEXT: Final = "text-gguf"
 
-class ReaderEntry:
-    """One reader module, imported only when a file could be in its format.
 
-    ``may_match`` is a cheap necessary condition on the first bytes (a magic number where the
-    format has one); the reader's own ``sniff`` decides. Most scans meet one or two formats, and
-    importing every reader module would cost more than scanning a multi-GB checkpoint.
+class Format:
+    """One format airlock knows, and everything airlock does with it.
+
+    * the **reader** (``reader_module``/``reader_attribute``, an instance, or ``(attribute, i)`` for
+      the i-th of a tuple of instances), imported only when a file could be in the format:
+      ``may_match`` is a cheap necessary condition on the first bytes (a magic number where the
+      format has one), the reader's own ``sniff`` decides. Most scans meet one or two formats,
+      and importing every reader module would cost more than scanning a multi-GB checkpoint;
+    * ``whole_pickle``: the reader analyses the whole content as what ``pickle.load`` reads, so the
+      scan need not read it a second time as a polyglot pickle;
+    * ``planner``: ``"module:function"`` that plans the tensors ``airlock.load`` / ``convert`` take
+      from a scanned file of this format (``(Mapped, Limits, allow) -> {name: TensorRef}``), or
+      None when they refuse it;
+    * ``unpickled_weights``: the real loader (``torch.load``, ``pickle.load``) unpickles the
+      weights, so the gateway converts them to safetensors when the operator brings the code;
+    * ``runtime``: the sandbox runtime whose loader reads this format in ``airlock run``, or None
+      (a torch zip with TorchScript's layout is refined to ``torchscript`` by its member names);
+    * ``sequential``: the reader reads the whole content front to back (a pickle, a compressed
+      stream), so the scan keeps the kernel's read-ahead for it; every other reader touches a
+      directory, headers and a few members, and gets its mapping advised MADV_RANDOM.
+
+    Every place that needs to know something about a format asks its record; nothing outside this
+    module compares format names (tests/test_architecture.py).
     """
 
-    __slots__ = ("_loaded", "attribute", "may_match", "module")
+    __slots__ = (
+        "_loaded",
+        "may_match",
+        "name",
+        "planner",
+        "reader_attribute",
+        "reader_index",
+        "reader_module",
+        "runtime",
+        "sequential",
+        "unpickled_weights",
+        "whole_pickle",
+    )
 
-    def __init__(self, module: str, attribute: str, may_match: Callable[[bytes], bool]) -> None:
-        self.module = module
-        #: attribute of the module holding the reader instance (or a tuple of instances)
-        self.attribute = attribute
+    def __init__(
+        self,
+        name: str,
+        reader: str,
+        may_match: Callable[[bytes], bool],
+        *,
+        index: int | None = None,
+        whole_pickle: bool = False,
+        planner: str | None = None,
+        unpickled_weights: bool = False,
+        runtime: str | None = None,
+        sequential: bool = False,
+    ) -> None:
+        self.name = name
+        module, _, attribute = reader.partition(":")
+        self.reader_module = module
+        self.reader_attribute = attribute
+        self.reader_index = index
         self.may_match = may_match
-        self._loaded: tuple[Reader, ...] | None = None
+        self.whole_pickle = whole_pickle
+        self.planner = planner
+        self.unpickled_weights = unpickled_weights
+        self.runtime = runtime
+        self.sequential = sequential or whole_pickle
+        self._loaded: Reader | None = None
 
-    def load(self) -> tuple[Reader, ...]:
+    def reader(self) -> Reader:
+        """The reader instance (its module imported on first use)."""
         if self._loaded is None:
-            value = getattr(importlib.import_module(self.module), self.attribute)
-            self._loaded = tuple(value) if isinstance(value, tuple) else (value,)
+            value = getattr(importlib.import_module(self.reader_module), self.reader_attribute)
+            self._loaded = value[self.reader_index] if self.reader_index is not None else value
         return self._loaded
+
+    def __repr__(self) -> str:
+        return f"Format({self.name!r})"
 
 
 def _starts(*magic: bytes) -> Callable[[bytes], bool]:
@@ -84,40 +144,67 @@ _ONNX_FIRST_TAGS: Final = (
     b"\xca\x01", b"\xd2\x01",
 )  # fmt: skip
 
-#: Tried in order; the first whose ``sniff`` accepts the content reads it. Specific formats come
-#: before the generic pickle reader, whose protocol-0 probe is the loosest test.
-READERS: Final[tuple[ReaderEntry, ...]] = (
-    ReaderEntry(_F + "safetensors", "READER", _json_after_length),
-    ReaderEntry(_F + "gguf", "READER", _starts(b"GGUF")),
-    ReaderEntry(_F + "savedmodel", "READER", _starts(b"\x08")),  # before ONNX: both open with field 1
+#: Tried in order; the first whose reader's ``sniff`` accepts the content reads it. Specific
+#: formats come before the generic pickle reader, whose protocol-0 probe is the loosest test.
+_C: Final = _F + "compressed:COMPRESSED_READERS"
+_PLAN: Final = "airlock._load.sources:"
+FORMATS: Final[tuple[Format, ...]] = (
+    Format("safetensors", _F + "safetensors:READER", _json_after_length, planner=_PLAN + "plan_safetensors"),
+    Format("gguf", _F + "gguf:READER", _starts(b"GGUF"), runtime=RUNTIME_TEXT),
+    Format("tf-savedmodel", _F + "savedmodel:READER", _starts(b"\x08")),  # before ONNX: both open with field 1
     # any ModelProto field may come first: protobuf parsers accept fields in any order
-    ReaderEntry(_F + "onnx", "READER", _starts(*_ONNX_FIRST_TAGS)),
-    ReaderEntry(_F + "keras", "ZIP_READER", _keras_zip),
-    ReaderEntry(_F + "keras", "H5_READER", _hdf5),
-    ReaderEntry(_F + "keras", "CONFIG_READER", _json_object),
-    ReaderEntry(_F + "zip_reader", "READER", _starts(b"PK\x03\x04", b"PK\x05\x06")),
-    ReaderEntry(_F + "npy", "READER", _starts(b"\x93NUMPY")),
-    ReaderEntry(
-        _F + "compressed",
-        "COMPRESSED_READERS",
-        _starts(b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d", b"\x78", b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd"),
+    Format("onnx", _F + "onnx:READER", _starts(*_ONNX_FIRST_TAGS), runtime=RUNTIME_ONNX),
+    Format("keras", _F + "keras:ZIP_READER", _keras_zip),  # a cheap first-member check: a torch zip never imports Keras
+    Format("keras-h5", _F + "keras:H5_READER", _hdf5),
+    Format("keras-config", _F + "keras:CONFIG_READER", _json_object),
+    Format(
+        "zip", _F + "zip_reader:READER", _starts(b"PK\x03\x04", b"PK\x05\x06"), planner=_PLAN + "plan_zip",
+        unpickled_weights=True, runtime=RUNTIME_TORCH,
     ),
-    ReaderEntry(_F + "tar", "READER", _at(257, b"ustar")),
+    Format("npy", _F + "npy:READER", _starts(b"\x93NUMPY"), planner=_PLAN + "plan_npy"),
+    Format("gzip", _C, _starts(b"\x1f\x8b"), index=0, sequential=True),
+    Format("bz2", _C, _starts(b"BZh"), index=1, sequential=True),
+    Format("xz", _C, _starts(b"\xfd7zXZ"), index=2, sequential=True),
+    Format("lzma", _C, _starts(b"\x5d"), index=3, sequential=True),
+    Format("zlib", _C, _starts(b"\x78"), index=4, sequential=True),
+    Format("lz4/zstd", _C, _starts(b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd"), index=5),
+    Format("tar", _F + "tar:READER", _at(257, b"ustar")),
     # torch's legacy magic number pickled with protocol 2 or 3, or (4, 5) inside a FRAME
-    ReaderEntry(
-        _F + "pickle",
-        "LEGACY_READER",
+    Format(
+        "torch-legacy", _F + "pickle:LEGACY_READER",
         _starts(b"\x80\x02\x8a\x0a", b"\x80\x03\x8a\x0a", b"\x80\x04\x95", b"\x80\x05\x95"),
+        whole_pickle=True, planner=_PLAN + "plan_legacy", unpickled_weights=True, runtime=RUNTIME_TORCH,
     ),
-    ReaderEntry(_F + "pickle", "READER", _any),
-)
+    Format(
+        "pickle", _F + "pickle:READER", _any, whole_pickle=True, planner=_PLAN + "plan_pickle",
+        unpickled_weights=True, runtime=RUNTIME_TORCH,
+    ),
+)  # fmt: skip
+_BY_NAME: Final = {f.name: f for f in FORMATS}
 
 
-def readers_for(head: bytes) -> Iterator[Reader]:
-    """The readers that may read content starting with ``head``, in order, imported on demand."""
-    for entry in READERS:
-        if entry.may_match(head):
-            yield from entry.load()
+def formats_for(head: bytes) -> Iterator[Format]:
+    """The formats whose content may start with ``head``, in order (nothing imported yet)."""
+    for fmt in FORMATS:
+        if fmt.may_match(head):
+            yield fmt
+
+
+def sniff_format(head: bytes, size: int) -> Format | None:
+    """The first format whose reader recognises content starting with ``head`` (at most 4 KiB) of
+    a ``size``-byte input: the one sniff the scan, the loader and the sandbox share."""
+    for fmt in formats_for(head):
+        if fmt.reader().sniff(head, size):
+            return fmt
+    return None
+
+
+def format_named(name: str | None) -> Format | None:
+    """The record of a format by the name a report gives it (``FileReport.format`` joins the
+    formats of nested content with ``+``: the first is the file's own)."""
+    if not name:
+        return None
+    return _BY_NAME.get(name.split("+", 1)[0])
 
 
 def folder_checks() -> tuple[FolderCheck, ...]:

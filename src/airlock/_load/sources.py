@@ -8,6 +8,7 @@ byte ranges of the mapping, proven to lie inside them.
 
 from __future__ import annotations
 
+import importlib
 import mmap
 import os
 import stat
@@ -25,6 +26,7 @@ from airlock._formats.npy import MAGIC as NPY_MAGIC
 from airlock._formats.npy import _header_fields, dtype_info
 from airlock._formats.pickle import is_legacy_magic
 from airlock._formats.pyliteral import parse_literal
+from airlock._formats.registry import format_named
 from airlock._formats.zip import STORED, ZipListing, ZipMember, member_bytes, parse_zip
 from airlock._formats.zip_reader import _torch_prefix
 from airlock._load.dtypes import DTYPES, QUANTIZED_STORAGES, STORAGE_TYPES, DType, dtype_from_numpy
@@ -38,7 +40,16 @@ from airlock.limits import Limits
 from airlock.policy import Policy
 from airlock.results import FileReport, Severity, Verdict
 
-__all__ = ["Mapped", "open_checked", "plan_tensors"]
+__all__ = [
+    "Mapped",
+    "open_checked",
+    "plan_legacy",
+    "plan_npy",
+    "plan_pickle",
+    "plan_safetensors",
+    "plan_tensors",
+    "plan_zip",
+]
 
 _ST_DTYPES: Final = {d.safetensors: d for d in DTYPES.values() if d.safetensors}
 
@@ -52,7 +63,7 @@ class Mapped:
     mapped: mmap.mmap
     view: memoryview
     report: FileReport
-    #: the reader that recognised the content (``zip``, ``torch-legacy``, ``npy``, ...)
+    #: the name of the format that recognised the content (its record: ``registry.format_named``)
     format: str | None
     check_time: Callable[[], None]
 
@@ -119,25 +130,46 @@ def require_clean(report: FileReport) -> None:
 
 
 def plan_tensors(m: Mapped, limits: Limits, allow: frozenset[str]) -> dict[str, TensorRef]:
-    """Every tensor in the file by flattened name, as views proven to lie inside their bytes."""
-    view = m.view
-    fmt = m.format
-    if fmt == "zip":
-        listing = parse_zip(view, limits, m.check_time)
-        prefix = _torch_prefix(listing)
-        if prefix is not None:
-            return flatten(_torch_zip(listing, prefix, limits, allow, m.check_time))
-        return _npz(listing, limits)
-    if fmt == "torch-legacy":
-        return flatten(_legacy(view, limits, allow, m.check_time))
-    if fmt == "pickle":
-        result = Machine(view, limits, m.check_time).run(0)
-        return flatten(realise(result, _no_pid, allow))
-    if fmt == "npy":
-        return {"array": _npy(view, 0, len(view), limits, None, "array")}
-    if fmt == "safetensors":
-        return _safetensors(view, limits)
-    raise FormatError(f"{m.path}: format {fmt or 'unknown'} holds no tensors airlock.load can read")
+    """Every tensor in the file by flattened name, as views proven to lie inside their bytes.
+    The format's record (``_formats/registry.py``) names the planner for its content."""
+    fmt = format_named(m.format)
+    if fmt is None or fmt.planner is None:
+        raise FormatError(f"{m.path}: format {m.format or 'unknown'} holds no tensors airlock.load can read")
+    module, _, function = fmt.planner.partition(":")
+    plan: Callable[[Mapped, Limits, frozenset[str]], dict[str, TensorRef]] = getattr(
+        importlib.import_module(module), function
+    )
+    return plan(m, limits, allow)
+
+
+def plan_zip(m: Mapped, limits: Limits, allow: frozenset[str]) -> dict[str, TensorRef]:
+    """A torch.save zip, or an npz."""
+    listing = parse_zip(m.view, limits, m.check_time)
+    prefix = _torch_prefix(listing)
+    if prefix is not None:
+        return flatten(_torch_zip(listing, prefix, limits, allow, m.check_time))
+    return _npz(listing, limits)
+
+
+def plan_legacy(m: Mapped, limits: Limits, allow: frozenset[str]) -> dict[str, TensorRef]:
+    """torch's legacy format: five pickles, then raw storages."""
+    return flatten(_legacy(m.view, limits, allow, m.check_time))
+
+
+def plan_pickle(m: Mapped, limits: Limits, allow: frozenset[str]) -> dict[str, TensorRef]:
+    """A plain pickle of tensors or arrays (no persistent ids)."""
+    result = Machine(m.view, limits, m.check_time).run(0)
+    return flatten(realise(result, _no_pid, allow))
+
+
+def plan_npy(m: Mapped, limits: Limits, allow: frozenset[str]) -> dict[str, TensorRef]:
+    """One NumPy array."""
+    return {"array": _npy(m.view, 0, len(m.view), limits, None, "array")}
+
+
+def plan_safetensors(m: Mapped, limits: Limits, allow: frozenset[str]) -> dict[str, TensorRef]:
+    """A safetensors file."""
+    return _safetensors(m.view, limits)
 
 
 def _no_pid(pid: tuple[object, ...], offset: int) -> TypedStorage:

@@ -10,7 +10,7 @@ from airlock import _progress
 from airlock._formats.base import Issue, ReadContext
 from airlock._formats.registry import folder_checks
 from airlock._scan.collect import Collector
-from airlock._scan.engine import apply_allowances, scan_file
+from airlock._scan.engine import judge_folder_fact, scan_file
 from airlock._scan.walk import Entry, walk
 from airlock.errors import UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
@@ -202,12 +202,12 @@ def _run_folder_checks(
         for check in checks:
             for rel, found in check.check(folder, ctx):
                 target = folder / rel if rel != "." else folder
-                issue = apply_allowances(found, policy)
                 index = by_path.get(target)
-                if index is None:
-                    others.setdefault(target.as_posix(), []).append(issue)
-                else:
-                    by_file.setdefault(index, []).append(issue)
+                for issue in judge_folder_fact(found, limits, policy):
+                    if index is None:
+                        others.setdefault(target.as_posix(), []).append(issue)
+                    else:
+                        by_file.setdefault(index, []).append(issue)
     return {i: tuple(v) for i, v in by_file.items()}, list(others.items())
 
 

@@ -8,14 +8,25 @@ import mmap
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airlock._analysis import analyse_template
 from airlock._analysis.pickle_findings import analyse_pickle_stream
-from airlock._formats.base import Issue, Nested, PickleStream, ReadContext, Reader, Template
+from airlock._formats.base import (
+    CodeReference,
+    Fact,
+    GraphOp,
+    Issue,
+    Nested,
+    PickleStream,
+    PythonSource,
+    ReadContext,
+    Template,
+)
 from airlock._formats.pickle import looks_like_pickle
-from airlock._formats.registry import looks_like_model_file, readers_for
+from airlock._formats.registry import Format, looks_like_model_file, sniff_format
 from airlock._scan.collect import Collector
 from airlock.errors import FormatError, IntegrityError, LimitError
 from airlock.limits import Limits
@@ -25,7 +36,7 @@ from airlock.results import FileReport, Severity, Skipped
 if TYPE_CHECKING:
     from airlock.integrity import Verified
 
-__all__ = ["ALLOWABLE_RULES", "apply_allowances", "scan_file", "sniff"]
+__all__ = ["ALLOWABLE_RULES", "apply_allowances", "judge_folder_fact", "scan_file", "sniff"]
 
 #: Findings about a name the loader imports that is simply not on an allowlist (custom Keras
 #: objects, Hugging Face remote code and modules named in configs). ``--allow NAME`` / a policy
@@ -55,27 +66,51 @@ def apply_allowances(issue: Issue, policy: Policy) -> Issue:
     return issue._replace(severity=Severity.INFO, message=f"{issue.message} [allowed explicitly{where}]")
 
 
+def judge_reference(ref: CodeReference) -> Iterator[Issue]:
+    """The findings for a name the loader imports (imported on first use: most scans meet none)."""
+    from airlock._analysis.keras_names import judge_keras_reference
+
+    if ref.ecosystem != "keras":
+        raise AssertionError(f"no judge for {ref.ecosystem} references")
+    return judge_keras_reference(ref)
+
+
+def judge_graph_op(fact: GraphOp) -> Iterator[Issue]:
+    """The finding for an op a TensorFlow graph runs (imported on first use)."""
+    from airlock._analysis.tf_ops import judge_graph_op as judge
+
+    return judge(fact)
+
+
+def judge_folder_fact(fact: Issue | Template | PythonSource, limits: Limits, policy: Policy) -> list[Issue]:
+    """The findings for one fact a folder check found in a file (see ``base.FolderCheck``)."""
+    if isinstance(fact, Template):
+        issues = analyse_template(fact.name, fact.text, limits, fact.offset)
+    elif isinstance(fact, PythonSource):
+        from airlock._analysis.python_source import analyse_python  # only for folders with code
+
+        issues = list(analyse_python(fact))
+    else:
+        issues = [fact]
+    return [apply_allowances(issue, policy) for issue in issues]
+
+
 _HEAD = 4096
-_PICKLE_READERS = frozenset({"pickle", "torch-legacy"})
 #: Readers that read the whole file front to back (a pickle stream, a compressed stream) get the
 #: kernel's read-ahead. Every other reader touches a directory, headers and a few members, and
 #: read-ahead around each of those reads pulls in tensor data nobody looks at: with an 8 MiB
 #: read-ahead window, a scan of a 1 GiB torch zip that was not in the page cache read all 1 GiB
-#: from disk to look at 2 MiB. So the mapping is advised MADV_RANDOM until its reader is known.
-_SEQUENTIAL_READERS = _PICKLE_READERS | {"gzip", "bz2", "xz", "lzma", "zlib"}
+#: from disk to look at 2 MiB. So the mapping is advised MADV_RANDOM until its reader is known
+#: (``Format.sequential``).
 _MADV_RANDOM: int | None = getattr(mmap, "MADV_RANDOM", None)
 _MADV_NORMAL: int | None = getattr(mmap, "MADV_NORMAL", None)
 _PICKLE_STEP = "as pickle.load reads it"
 _COMPRESSION_SUFFIXES = frozenset({".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".lz4", ".zst"})
 
 
-def sniff(data: memoryview | bytes) -> Reader | None:
-    """The first registered reader that recognises ``data`` by content, or None."""
-    head = bytes(data[:_HEAD])
-    for reader in readers_for(head):
-        if reader.sniff(head, len(data)):
-            return reader
-    return None
+def sniff(data: memoryview | bytes) -> Format | None:
+    """The first registered format whose reader recognises ``data`` by content, or None."""
+    return sniff_format(bytes(data[:_HEAD]), len(data))
 
 
 def scan_file(
@@ -223,10 +258,10 @@ def _scan_data(
 
     ``mapping``: the file's mapping, when ``data`` is the whole file (read-ahead follows the reader).
     """
-    reader = sniff(data)
-    if mapping is not None and reader is not None and reader.name in _SEQUENTIAL_READERS:
+    fmt = sniff(data)
+    if mapping is not None and fmt is not None and fmt.sequential:
         _advise(mapping, _MADV_NORMAL)
-    if reader is None:
+    if fmt is None:
         if not ctx.members and not looks_like_model_file(top_name):
             return None  # the caller lists the file as skipped
         if ctx.members and not looks_like_model_file(top_name):
@@ -247,16 +282,16 @@ def _scan_data(
             )
         return None
     try:
-        for fact in reader.read(data, ctx):
+        for fact in fmt.reader().read(data, ctx):
             _route(fact, ctx, collector, policy)
     except LimitError as exc:
         collector.add(ctx.members, Issue("limit.exceeded", Severity.ERROR, str(exc), offset=exc.offset))
     except FormatError as exc:
         collector.add(
             ctx.members,
-            Issue("format.error", Severity.ERROR, f"{reader.name}: {exc}", offset=exc.offset),
+            Issue("format.error", Severity.ERROR, f"{fmt.name}: {exc}", offset=exc.offset),
         )
-    if reader.name not in _PICKLE_READERS and looks_like_pickle(bytes(data[:_HEAD]), len(data)):
+    if not fmt.whole_pickle and looks_like_pickle(bytes(data[:_HEAD]), len(data)):
         # A polyglot: content another format claims that pickle.load would also run (a tar whose
         # first member name is a pickle, a GGUF magic that decodes as BINFLOAT). That reading is
         # analysed too; only what it imports or calls is reported (lenient).
@@ -264,14 +299,15 @@ def _scan_data(
             data, 0, "pickle", member=_PICKLE_STEP, max_pickles=1, trailing_ok=True, lenient=True
         )
         _route(stream, ctx, collector, policy)
-    return reader.name
+    return fmt.name
 
 
-def _route(
-    fact: PickleStream | Nested | Template | Issue, ctx: ReadContext, collector: Collector, policy: Policy
-) -> None:
+def _route(fact: Fact, ctx: ReadContext, collector: Collector, policy: Policy) -> None:
     if isinstance(fact, Issue):
         collector.add(ctx.members, apply_allowances(fact, policy) if policy.allow else fact)
+    elif isinstance(fact, CodeReference | GraphOp):
+        for issue in judge_reference(fact) if isinstance(fact, CodeReference) else judge_graph_op(fact):
+            collector.add(ctx.members, apply_allowances(issue, policy) if policy.allow else issue)
     elif isinstance(fact, PickleStream):
         base = (*ctx.members, fact.member) if fact.member else ctx.members
         for members, issue in analyse_pickle_stream(fact, ctx, policy):

@@ -18,9 +18,9 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Final
 
 from airlock import Policy, scan
+from airlock._formats.registry import format_named
 from airlock.errors import AirlockError, IntegrityError, UsageError
 from airlock.gateway._config import ModelConfig
 from airlock.gateway._store import AdmissionRecord
@@ -122,12 +122,11 @@ def admit(model: ModelConfig, staging: Path) -> tuple[AdmissionRecord, Path | No
     return record(integrity, verdict.value, "refused", refused, findings), None
 
 
-#: Formats whose tensors airlock.load can read without an unpickler (see docs/convert.md).
-_PICKLE_CHECKPOINTS: Final = ("zip", "torch-legacy", "pickle")
-
-
-def _is_pickle_checkpoint(fmt: str | None) -> bool:
-    return fmt is not None and fmt.split("+")[0] in _PICKLE_CHECKPOINTS
+def _is_pickle_checkpoint(name: str | None) -> bool:
+    """Weights the real loader unpickles and airlock.load can read without an unpickler
+    (docs/convert.md): the format's record says both."""
+    fmt = format_named(name)
+    return fmt is not None and fmt.unpickled_weights and fmt.planner is not None
 
 
 def _convert_weights(staged: Path, model: ModelConfig) -> tuple[Path, str]:

@@ -1,8 +1,10 @@
-"""Which runtime a model file needs, told from its first bytes (never from its name).
+"""Which runtime a model file needs, told from its content (never from its name).
 
-The file is untrusted and this runs in the trusted process, so zips are listed with airlock's own
-bounded reader (:func:`airlock._formats.zip.parse_zip`, over a read-only ``mmap``: names from the
-central directory, nothing decompressed), never with ``zipfile``.
+The content is sniffed exactly as the scanner sniffs it (``registry.sniff_format``), and the
+format's record names the runtime whose loader reads it. The file is untrusted and this runs in
+the trusted process, so a zip is listed with airlock's own bounded reader
+(:func:`airlock._formats.zip.parse_zip`, over a read-only ``mmap``: names from the central
+directory, nothing decompressed), never with ``zipfile``, to tell TorchScript from torch.save.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import contextlib
 import mmap
 import os
 
-from airlock._formats.onnx import looks_like_onnx
-from airlock._formats.zip import parse_zip
+from airlock._formats.registry import RUNTIME_TORCH, sniff_format
+from airlock._formats.zip import LOCAL_SIG, parse_zip
 from airlock.errors import FormatError, LimitError, UsageError
 from airlock.limits import DEFAULT_LIMITS
 
@@ -22,23 +24,21 @@ _HEAD = 4096
 
 
 def detect_runtime(fd: int) -> str:
-    """``torch`` (pickle or torch zip), ``torchscript`` (zip with ``code/``), ``onnx`` (protobuf
-    ModelProto, sniffed as the scanner sniffs it), ``text-gguf`` (GGUF magic). Reads through ``fd`` without moving its offset."""
-    head = os.pread(fd, 8, 0)
-    if head[:1] == b"\x80":
-        return "torch"
-    if head[:4] == b"GGUF":
-        return "text-gguf"
-    if head[:4] == b"PK\x03\x04":
+    """The runtime of the file's format (its record in ``_formats/registry.py``): ``torch``
+    (pickle, torch legacy, torch zip), ``torchscript`` (a zip with ``code/``), ``onnx``, ``text-gguf`` (GGUF).
+    Reads through ``fd`` without moving its offset."""
+    head = os.pread(fd, _HEAD, 0)
+    fmt = sniff_format(head, os.fstat(fd).st_size)
+    if fmt is None or fmt.runtime is None:
+        what = f"{fmt.name} content" if fmt is not None else f"the first bytes {head[:8]!r}"
+        raise UsageError(f"cannot tell the runtime from {what}: no sandbox runtime loads it; pass --runtime")
+    if fmt.runtime == RUNTIME_TORCH and head.startswith(LOCAL_SIG):
         names = _zip_names(fd)
         if any(name.split("/")[1:2] == ["code"] for name in names) or any(
             name.endswith("/constants.pkl") for name in names
         ):
             return "torchscript"
-        return "torch"
-    if looks_like_onnx(os.pread(fd, _HEAD, 0), os.fstat(fd).st_size):
-        return "onnx"  # a ModelProto, whatever field comes first (the scanner's own sniff)
-    raise UsageError(f"cannot tell the runtime from the first bytes {head!r}; pass --runtime")
+    return fmt.runtime
 
 
 def _zip_names(fd: int) -> list[str]:
