@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import pickletools
 import struct
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from airlock._analysis.pickle_findings import analyse_pickle_stream
 from airlock._formats.base import PickleStream, ReadContext
+from airlock.errors import LimitError
 from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.policy import Policy
 from airlock.results import Severity
@@ -771,3 +773,140 @@ def test_the_file_reading_does_not_repeat_the_first_readings_findings() -> None:
          "an opcode crosses the end of a FRAME: pickle.loads reads it whole, a file reader without peek skips bytes "
          "32-34 and reads on after the frame", 31, None, None),
     ]  # fmt: skip
+
+
+def test_every_dropped_span_is_named_up_to_four_and_the_reading_reports_once() -> None:
+    data = b"\x80\x04" + (_frame(b"cxx") + b"os\nsystem\n0") * 5 + b"N."
+    found = findings(data)
+    assert [r[5] for r in found if r[1] == "pickle.unknown-global"] == ["xxos.system"] * 5
+    (differential,) = [r for r in found if r[1] == "pickle.frame-differential"]
+    assert differential[3] == (
+        "an opcode crosses the end of a FRAME: pickle.loads reads it whole, a file reader without peek skips "
+        "bytes 12-14, 35-37, 58-60, 81-83 and reads on after the frame"
+    )
+    # five os.system imports in that reading, one finding (the first)
+    assert [r for r in found if r[0] == (FILE_STEP,)] == [
+        ((FILE_STEP,), "pickle.dangerous-global", MAL, f"GLOBAL {SYSTEM}", 11, "os.system", None)
+    ]
+
+
+def test_the_file_reading_goes_on_after_a_finding_it_already_had() -> None:
+    data = (
+        b"\x80\x04"
+        + call(sglob("subprocess", "run"), const("x"))
+        + b"0"
+        + _frame(b"cxx")
+        + b"os\nsystem\n0N."
+    )
+    assert [(r[0], r[1], r[5]) for r in findings(data)] == [
+        ((), "pickle.dangerous-global", "subprocess.run"),
+        ((), "pickle.unknown-global", "xxos.system"),
+        ((), "pickle.frame-differential", None),
+        ((FILE_STEP,), "pickle.dangerous-global", "os.system"),
+    ]
+
+
+def _string_crossing(opcodes: bytes) -> bytes:
+    """pickle.loads reads ``opcodes`` as the body of a BINBYTES; a file reader without peek skips the
+    rest of a FRAME, takes its string from after the frame and runs ``opcodes`` (the length bytes
+    of the BINBYTES end the string, so they must be valid UTF-8)."""
+    assert all(b < 0x80 for b in struct.pack("<I", len(opcodes)))
+    in_frame = b"X" + struct.pack("<I", 64) + b"AAAAA"
+    rest = b"Z" * 59 + b"B" + struct.pack("<I", len(opcodes)) + opcodes + b"00N."
+    return b"\x80\x04" + _frame(in_frame) + rest
+
+
+PADDED = b"N0" * 34_987 + PAYLOAD  # 70000 bytes, 69974 + 9 opcodes: the limits are checked once
+
+
+@pytest.mark.parametrize("limit", [65535, 65536])
+def test_a_limit_in_the_file_reading_is_an_error(limit: int) -> None:
+    data = _string_crossing(PADDED)
+    found = findings(data, limits(max_pickle_opcodes=limit))
+    assert [r[1] for r in found] == ["pickle.frame-differential", "limit.exceeded" if limit < 65536 else
+                                     "pickle.dangerous-global"]  # fmt: skip
+    last = found[-1]
+    if limit < 65536:  # it was silent: the reading stopped, os.system after it went unseen
+        assert last[:4] == (
+            (FILE_STEP,),
+            "limit.exceeded",
+            ERR,
+            "more than 65535 opcodes in one pickle (limit max_pickle_opcodes)",
+        )
+        assert last[4] is not None and data[last[4] : last[4] + 2] == b"N0"
+    else:
+        assert last == ((FILE_STEP,), "pickle.dangerous-global", MAL, f"GLOBAL {SYSTEM}", data.index(b"cos\n"),
+                        "os.system", "os.system(b'touch m')")  # fmt: skip
+
+
+def test_the_time_budget_reaches_the_file_reading() -> None:
+    calls: list[int] = []
+
+    def budget() -> None:
+        calls.append(1)
+        raise LimitError("time budget of the file spent", offset=None)
+
+    data = _string_crossing(PADDED)
+    pickles = PickleStream(memoryview(data), 0, "pickle", None)
+    ctx = ReadContext(DEFAULT_LIMITS, Path("m.pkl"), Path("."), check_time=budget)
+    found = [(m, *i) for m, i in analyse_pickle_stream(pickles, ctx, POLICY)]
+    assert found[-1] == (
+        (FILE_STEP,),
+        "limit.exceeded",
+        ERR,
+        "time budget of the file spent",
+        None,
+        None,
+        None,
+    )
+    assert len(calls) == 1
+
+
+PLAIN_PAYLOAD = b"cposix\nsystem\n(S'touch m'\ntR0"
+
+
+def _opcode_65536(data: bytes) -> int:
+    """Where a plain reading's opcode 65536 starts (pickletools only decodes, it runs nothing)."""
+    return next(
+        pos
+        for n, (_op, _arg, pos) in enumerate(pickletools.genops(data), 1)
+        if n == 65536 and pos is not None
+    )
+
+
+@pytest.mark.parametrize("limit", [65535, 65536])
+def test_a_limit_in_the_plain_reading_is_an_error(limit: int) -> None:
+    array = b"N0" * 35_000 + PLAIN_PAYLOAD
+    data = b"\x80\x04" + _wrapper("u1", len(array)) + array + b"."
+    found = findings(data, limits(max_pickle_opcodes=limit))
+    if limit < 65536:
+        assert found == [((PLAIN_STEP,), "limit.exceeded", ERR,
+                          "more than 65535 opcodes in one pickle (limit max_pickle_opcodes)", _opcode_65536(data),
+                          None, None)]  # fmt: skip
+    else:
+        assert [(r[0], r[1], r[5]) for r in found] == [
+            ((PLAIN_STEP,), "pickle.dangerous-global", "posix.system")
+        ]
+
+
+def test_nested_pickles_in_the_second_readings_are_analysed() -> None:
+    nested = call(sglob("pickle", "loads"), binbytes(program(call(OS, const("x")))))
+    array = nested + b"0\xff"
+    data = b"\x80\x04" + _wrapper("u1", len(array)) + array + b"."
+    inner = data.index(nested) + len(nested) - 1
+    assert [(r[0], r[1], r[5]) for r in findings(data)] == [
+        ((PLAIN_STEP,), "pickle.dangerous-global", "pickle.loads"),
+        (
+            (PLAIN_STEP, f"nested pickle passed to pickle.loads @ {inner}"),
+            "pickle.dangerous-global",
+            "os.system",
+        ),
+    ]
+    # bytes to pickle.loads, opcodes to a file reader: only that reading sees the nested pickle
+    crossing = _string_crossing(nested)
+    at = len(crossing) - 5 - 5  # REDUCE in the file reading: before `00N.`, less the 5 bytes it drops
+    assert [(r[0], r[1], r[5]) for r in findings(crossing)] == [
+        ((), "pickle.frame-differential", None),
+        ((FILE_STEP,), "pickle.dangerous-global", "pickle.loads"),
+        ((FILE_STEP, f"nested pickle passed to pickle.loads @ {at}"), "pickle.dangerous-global", "os.system"),
+    ]

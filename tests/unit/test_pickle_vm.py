@@ -10,6 +10,7 @@ limits are checked every 65536 opcodes, so the limit tests sit at N-1 / N / N+1 
 from __future__ import annotations
 
 import dataclasses
+import pickletools
 import struct
 from collections.abc import Callable
 
@@ -638,6 +639,15 @@ def test_check_time_can_stop_the_machine() -> None:
     assert len(calls) == 2
 
 
+def _checked_at(data: bytes) -> int:
+    """Where opcode 65536 starts (the limits are checked before it runs); pickletools only decodes."""
+    return next(
+        pos
+        for n, (_op, _arg, pos) in enumerate(pickletools.genops(data), 1)
+        if n == 65536 and pos is not None
+    )
+
+
 def _memo_program(entries: int) -> bytes:
     # `entries` memo slots (BININT1 0, MEMOIZE, POP: 3 opcodes each), then NONE POP padding
     body = b"K\x00\x940" * entries
@@ -652,7 +662,8 @@ def test_memo_limit(limit: int, fails: bool) -> None:
     error = run(data, limits).error
     if fails:
         assert isinstance(error, LimitError)
-        assert str(error).startswith(f"memo holds more than {limit} entries (limit max_memo_entries)")
+        assert str(error) == f"memo holds more than {limit} entries (limit max_memo_entries)"
+        assert error.offset == _checked_at(data) == 2 + 4 * 100 + 65536 - 302
     else:
         assert error is None
 
@@ -672,7 +683,8 @@ def test_stack_limit_counts_the_stack_and_every_mark(limit: int, fails: bool) ->
     error = run(data, limits).error
     if fails:
         assert isinstance(error, LimitError)
-        assert str(error).startswith(f"stack holds more than {limit} items (limit max_stack_items)")
+        assert str(error) == f"stack holds more than {limit} items (limit max_stack_items)"
+        assert error.offset == _checked_at(data) == 65537
     else:
         assert error is None
 
