@@ -160,6 +160,38 @@ EQUIVALENT: dict[str, str] = {
         "_elements cap 1 << 64 -> 2 << 64: any count above 2**64 takes the same 'needs more than' branch"
     ),
     "airlock._formats.safetensors.x__check_tensor__mutmut_113": "_elements cap 1 << 64 -> 1 << 65: as #112",
+    "airlock._analysis.pickle_vm.xǁMachineǁ_op_dict__mutmut_20": (
+        "zip(strict=True) -> None/False/dropped: an odd count is refused just before, so the halves are always the same length"
+    ),
+    "airlock._analysis.pickle_vm.xǁMachineǁ_op_dict__mutmut_23": (
+        "zip(strict=True) -> None/False/dropped: an odd count is refused just before, so the halves are always the same length"
+    ),
+    "airlock._analysis.pickle_vm.xǁMachineǁ_op_dict__mutmut_28": (
+        "zip(strict=True) -> None/False/dropped: an odd count is refused just before, so the halves are always the same length"
+    ),
+    "airlock._analysis.pickle_vm.xǁMachineǁ_op_setitems__mutmut_17": (
+        "zip(strict=True) -> None/False/dropped: an odd count is refused just before, so the halves are always the same length"
+    ),
+    "airlock._analysis.pickle_vm.xǁMachineǁ_op_setitems__mutmut_20": (
+        "zip(strict=True) -> None/False/dropped: an odd count is refused just before, so the halves are always the same length"
+    ),
+    "airlock._analysis.pickle_vm.xǁMachineǁ_op_setitems__mutmut_25": (
+        "zip(strict=True) -> None/False/dropped: an odd count is refused just before, so the halves are always the same length"
+    ),
+    "airlock._analysis.pickle_vm.xǁMachineǁ_op_tuple_n__mutmut_9": (
+        "_pop(pos) -> _pop(None): unreachable, the length is checked before popping, so the pop never underflows"
+    ),
+    "airlock._analysis.pickle_findings.x__analyse_stream__mutmut_15": "Machine(..., build_hook=None) -> the argument dropped: None is the default",
+    "airlock._analysis.pickle_findings.x__as_plain_pickle__mutmut_9": "Machine(..., build_hook=None) -> the argument dropped: None is the default",
+    "airlock._analysis.pickle_findings.x__as_file_reader__mutmut_45": "Machine(..., build_hook=None) -> the argument dropped: None is the default",
+    "airlock._analysis.pickle_findings.x__analyse_stream__mutmut_30": "_skipped.append(at) -> append(None): the list is only tested for being non-empty",
+    "airlock._analysis.pickle_findings.x__analyse_stream__mutmut_31": "the counting pass (scan_data_pickle) skipped: it is an optimisation for plain data, on which the machine makes the same findings and errors (it only costs time)",
+    "airlock._analysis.pickle_findings.x__analyse_stream__mutmut_85": "_findings(..., data=None): the data parameter of _findings is never read",
+    "airlock._analysis.pickle_findings.x__as_plain_pickle__mutmut_14": "_findings(..., data=None): the data parameter of _findings is never read",
+    "airlock._analysis.pickle_findings.x__as_file_reader__mutmut_49": "_findings(..., data=None): the data parameter of _findings is never read",
+    "airlock._analysis.pickle_findings.x__key__mutmut_4": '"" -> "XXXX" in the dedupe key: keys are only compared with keys made by the same function',
+    "airlock._analysis.pickle_findings.x__nested_pickle__mutmut_43": "trailing_ok=legacy -> None: a legacy stream has max_pickles=5, which returns before the trailing check; otherwise legacy is False, as falsy as None",
+    "airlock._analysis.pickle_findings.x__nested_pickle__mutmut_44": "lenient=False -> None: only read in boolean tests, as falsy as False",
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',

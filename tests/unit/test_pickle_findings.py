@@ -910,3 +910,115 @@ def test_nested_pickles_in_the_second_readings_are_analysed() -> None:
         ((FILE_STEP,), "pickle.dangerous-global", "pickle.loads"),
         ((FILE_STEP, f"nested pickle passed to pickle.loads @ {at}"), "pickle.dangerous-global", "os.system"),
     ]
+
+
+def test_the_plain_reading_follows_the_wrapper_alone() -> None:
+    # a dtype without a BUILD of its own: the wrapper's BUILD is the only one that skips bytes
+    dtype = call(sglob("numpy", "dtype"), const("u1"), b"\x89", b"\x88")
+    state = b"}(" + unicode("shape") + const(len(PLAIN_PAYLOAD)) + b"\x85" + unicode("dtype") + dtype + b"u"
+    wrapper = sglob("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81" + state + b"b"
+    data = b"\x80\x04" + wrapper + PLAIN_PAYLOAD + b"."
+    assert [(r[0], r[1], r[5]) for r in findings(data)] == [
+        ((PLAIN_STEP,), "pickle.dangerous-global", "posix.system")
+    ]
+
+
+def _budget(calls: list[int]) -> ReadContext:
+    def spend() -> None:
+        calls.append(1)
+        raise LimitError("time budget of the file spent", offset=None)
+
+    return ReadContext(DEFAULT_LIMITS, Path("m.pkl"), Path("."), check_time=spend)
+
+
+def _with_budget(data: bytes, calls: list[int]) -> list[Row]:
+    pickles = PickleStream(memoryview(data), 0, "pickle", None)
+    return [(m, *i) for m, i in analyse_pickle_stream(pickles, _budget(calls), POLICY)]
+
+
+LONG_OBJECTS = OS + b"0" + b"N0" * 35_000 + b"N"  # not plain data: the machine runs it
+
+
+def test_the_machine_gets_the_limits_and_the_time_budget() -> None:
+    data = program(LONG_OBJECTS)
+    assert findings(data, limits(max_pickle_opcodes=65535))[-1] == (
+        (), "limit.exceeded", ERR, "more than 65535 opcodes in one pickle (limit max_pickle_opcodes)", _opcode_65536(data), None,
+        None
+    )  # fmt: skip
+    assert findings(data, limits(max_pickle_opcodes=65536))[-1][1] == "pickle.dangerous-global"
+    calls: list[int] = []
+    assert _with_budget(data, calls)[-1] == (
+        (),
+        "limit.exceeded",
+        ERR,
+        "time budget of the file spent",
+        None,
+        None,
+        None,
+    )
+    assert calls == [1]
+
+
+def test_a_joblib_object_array_pickle_gets_the_limits_and_the_time_budget() -> None:
+    inner = program(LONG_OBJECTS)
+    data = b"\x80\x04" + _wrapper("O", 1) + inner + b"."
+    found = findings(data, limits(max_pickle_opcodes=65535))
+    assert found[-1][1:4] == (
+        "limit.exceeded",
+        ERR,
+        "more than 65535 opcodes in one pickle (limit max_pickle_opcodes)",
+    )
+    calls: list[int] = []
+    assert _with_budget(data, calls)[-1][1:4] == ("limit.exceeded", ERR, "time budget of the file spent")
+    assert calls == [1]
+
+
+def test_a_broken_first_pickle_is_an_error_not_trailing_data() -> None:
+    assert findings(b"\xff") == [((), "format.error", ERR, "unknown opcode 0xff", 0, None, None)]
+
+
+def test_a_nested_pickle_is_never_lenient() -> None:
+    data = program(call(sglob("pickle", "loads"), binbytes(b"\xff\xff")))
+    assert findings(data)[1:] == [
+        (
+            ("nested pickle passed to pickle.loads @ 27",),
+            "format.error",
+            ERR,
+            "unknown opcode 0xff",
+            0,
+            None,
+            None,
+        )
+    ]
+
+
+def test_evidence_of_an_attribute_walk() -> None:
+    # the import is named by its dotted name, the evidence is its call (or the call of what it reaches)
+    walk = sglob("mypkg", "a.os.system")
+    reason = "STACK_GLOBAL imports mypkg.a.os.system: process creation via mypkg.a.os.system"
+    assert findings(program(call(walk, const("x")))) == [
+        ((), "pickle.dangerous-global", MAL, reason, 22, "os.system", "mypkg.a.os.system('x')")
+    ]
+    computed = call(call(sglob("builtins", "getattr"), call(sglob("builtins", "__import__"), const("os")),
+                         const("system")), const("x"))  # fmt: skip
+    assert findings(program(walk + b"0" + computed))[0] == (
+        (),
+        "pickle.dangerous-global",
+        MAL,
+        reason,
+        22,
+        "os.system",
+        "os.system('x')",
+    )
+
+
+def test_second_readings_skip_only_the_same_finding() -> None:
+    # extension code 7 in both readings (one finding), code 8 only in the file reading's view
+    data = _string_crossing(b"\x82\x080")
+    data = data[:2] + b"\x82\x070" + data[2:]
+    found = [(r[0], r[1], r[3][:25]) for r in findings(data)]
+    assert found == [
+        ((), "pickle.extension-code", "extension registry code 7"),
+        ((), "pickle.frame-differential", "an opcode crosses the end"),
+        ((FILE_STEP,), "pickle.extension-code", "extension registry code 8"),
+    ]
