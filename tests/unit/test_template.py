@@ -695,6 +695,96 @@ CASES: dict[str, tuple[str, list[Row]]] = {
         "{% for x in y %}{{ loop.cycle('a', 'b') }}{% endfor %}",
         [],
     ),
+    'empty-tuple': (
+        '{{ ().__class__ }}',
+        [
+            ('template.ssti', MAL, _ssti("attribute '__class__' accessed"), '().__class__', '{{ ().__class__ }}'),
+        ],
+    ),
+    'expr-deep-items': (
+        '{{ x[a][a][a][a][a][a][a][a][a][a][a][a][a][a].__class__ }}',
+        [
+            ('template.ssti', MAL, _ssti("attribute '__class__' accessed"), '...[...][a][a][a][a][a][a][a][a][a][a][a].__class__', '{{ x[a][a][a][a][a][a][a][a][a][a][a][a][a][a].__class__ }}'),
+        ],
+    ),
+    'expr-deep-item-key': (
+        '{{ x[a.b.c.d.e.f.g.h.i.j.k.l.m.n].__class__ }}',
+        [
+            ('template.ssti', MAL, _ssti("attribute '__class__' accessed"), 'x[....d.e.f.g.h.i.j.k.l.m.n].__class__', '{{ x[a.b.c.d.e.f.g.h.i.j.k.l.m.n].__class__ }}'),
+        ],
+    ),
+    'expr-deep-calls': (
+        '{{ x()()()()()()()()()()()()()().__class__ }}',
+        [
+            ('template.ssti', MAL, _ssti("attribute '__class__' accessed"), '...()()()()()()()()()()()().__class__', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (...()()()()()()()()()()()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), '...()()()()()()()()()()()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()()()()()()()()()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()()()()()()()()()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()()()()()()()()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()()()()()()()()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()()()()()()()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()()()()()()()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()()()()()()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()()()()()()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()()()()()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()()()()()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()()()()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()()()()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()()()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()()()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.ssti', MAL, _ssti("call of a value the template computed (x()); only Jinja's globals, the template's macros and string/list/dict methods may be called"), 'x()', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+            ('template.unknown-call', SUS, "template t: call of 'x', which is neither a Jinja global nor a macro of the template (line 1)", 'x', '{{ x()()()()()()()()()()()()()().__class__ }}'),
+        ],
+    ),
+    'expr-deep-filters': (
+        '{{ (x|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim).__class__ }}',
+        [
+            ('template.ssti', MAL, _ssti("attribute '__class__' accessed"), '...|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim.__class__', '{{ (x|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim|trim).__class__ }}'),
+        ],
+    ),
+    'expr-deep-filters-with-args': (
+        '{{ (x|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)).__class__ }}',
+        [
+            ('template.ssti', MAL, _ssti("attribute '__class__' accessed"), '...|default(...)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1).__class__', '{{ (x|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)|default(1)).__class__ }}'),
+        ],
+    ),
+    'expr-deep-filter-arg': (
+        '{{ (x|default(a.b.c.d.e.f.g.h.i.j.k.l.m.n)).__class__ }}',
+        [
+            ('template.ssti', MAL, _ssti("attribute '__class__' accessed"), 'x|default(....d.e.f.g.h.i.j.k.l.m.n).__class__', '{{ (x|default(a.b.c.d.e.f.g.h.i.j.k.l.m.n)).__class__ }}'),
+        ],
+    ),
+    'expr-deep-tuples': (
+        '{{ ((((((((((((((a,),),),),),),),),),),),),),).__class__ }}',
+        [
+            ('template.ssti', MAL, _ssti("attribute '__class__' accessed"), '((((((((((((...)))))))))))).__class__', '{{ ((((((((((((((a,),),),),),),),),),),),),),).__class__ }}'),
+        ],
+    ),
+    'generation-tag-body-is-analysed': (
+        '{% generation %}{{ x.__class__ }}{% endgeneration %}',
+        [
+            ('template.ssti', MAL, _ssti("attribute '__class__' accessed"), 'x.__class__', '{% generation %}{{ x.__class__ }}{% endgeneration %}'),
+        ],
+    ),
+    'long-dunder-constant': (
+        "{{ '__aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa__' }}",
+        [
+            ('template.ssti', MAL, _ssti("string constant '__aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' names a Python internal"), '__aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', "{{ '__aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa__' }}"),
+        ],
+    ),
+    'unlisted-filter-attribute-keyword': (
+        "{{ x|default(attribute='_p') }}{{ x|default('a', '_p') }}",
+        [],
+    ),
+    'selectattr-without-arguments': (
+        '{{ x|selectattr }}{{ x|rejectattr }}',
+        [],
+    ),
+    'map-filter-that-is-not-a-test': (
+        "{{ x|map('trim') }}{{ x|select('none') }}",
+        [],
+    ),
+    'format-spec-is-not-a-path': (
+        "{{ '{0:.2f}'.format(x) }}{{ '{0:.__x}'.format(x) }}",
+        [],
+    ),
 }  # fmt: skip
 
 
