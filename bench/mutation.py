@@ -195,6 +195,8 @@ EQUIVALENT: dict[str, str] = {
     "airlock._analysis.template.xǁ_GenerationTagǁparse__mutmut_12": "Scope(body, lineno=None): the Scope's own line is never shown (it is an allowed node that no rule reports; its body keeps its lines)",
     "airlock._analysis.template.xǁ_GenerationTagǁparse__mutmut_14": "Scope(body) without lineno: as #12",
     "airlock._analysis.template.xǁ_Walkerǁadd__mutmut_16": "`0 < line` -> `0 <= line`: jinja numbers lines from 1, so line 0 never occurs",
+    "airlock._analysis.pickle_findings.x__findings__mutmut_57": "_call_findings(call, data=None, ...): the data parameter of _call_findings is never read",
+    "airlock._analysis.template.x_analyse_template__mutmut_16": 'simplefilter("ignore", DeprecationWarning) -> every category: on the pinned Python (3.11) parsing warns only with DeprecationWarning (invalid escapes in strings)',
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',

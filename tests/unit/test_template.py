@@ -785,6 +785,12 @@ CASES: dict[str, tuple[str, list[Row]]] = {
         "{{ '{0:.2f}'.format(x) }}{{ '{0:.__x}'.format(x) }}",
         [],
     ),
+    "long-assembled-string": (
+        "{{ '__' ~ 'a' * 70 ~ '__' }}",
+        [
+            ("template.ssti", MAL, _ssti("string '__" + "a" * 58 + "' assembled from pieces"), "__" + "a" * 58, "{{ '__' ~ 'a' * 70 ~ '__' }}"),
+        ],
+    ),
 }  # fmt: skip
 
 
