@@ -1022,3 +1022,13 @@ def test_second_readings_skip_only_the_same_finding() -> None:
         ((), "pickle.frame-differential", "an opcode crosses the end"),
         ((FILE_STEP,), "pickle.extension-code", "extension registry code 8"),
     ]
+
+
+def test_the_time_budget_reaches_the_plain_reading() -> None:
+    array = b"N0" * 35_000 + PLAIN_PAYLOAD
+    data = b"\x80\x04" + _wrapper("u1", len(array)) + array + b"."
+    calls: list[int] = []
+    assert _with_budget(data, calls) == [
+        ((PLAIN_STEP,), "limit.exceeded", ERR, "time budget of the file spent", None, None, None)
+    ]
+    assert calls == [1]
