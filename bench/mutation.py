@@ -207,6 +207,7 @@ EQUIVALENT: dict[str, str] = {
     "airlock._analysis.template_fold.x__fold_filter__mutmut_65": "_binary(jn.Mod(), ...) -> _binary(None, ...): not Add or Mul, so the % branch is taken either way",
     "airlock._analysis.pickle_findings.x__as_plain_pickle__mutmut_28": "_error_issue(error, 0) -> None: the index is only tested for truth, None is as falsy as 0",
     "airlock._analysis.pickle_findings.x__as_file_reader__mutmut_68": "_error_issue(error, 0) -> None: as the plain reading's",
+    "airlock._analysis.template.x__expr__mutmut_60": '`"()" if not node.items else ...` -> always the join: an empty join renders the same "()"',
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',
