@@ -198,6 +198,10 @@ def _as_plain_pickle(
     for members, issue in _findings(plain, data, ctx, policy, nested_depth):
         if issue.rule in _PLAIN_READING_RULES and _key(issue) not in reported:
             yield (step, *members), issue
+    if isinstance(plain.error, LimitError):
+        # stopped by a limit (opcodes, memo, the time budget), not by the array bytes: the rest of
+        # this reading is not analysed, which is an error, never silence
+        yield (step,), _error_issue(plain.error, 0)
 
 
 _FILE_STEP: Final = (
@@ -253,6 +257,10 @@ def _as_file_reader(
             continue
         reported.add(_key(issue))
         yield (_FILE_STEP, *members), issue._replace(offset=reading.original_offset(issue.offset))
+    if isinstance(other.error, LimitError):
+        # the reading stopped at a limit (opcodes, memo, the time budget): its rest is not analysed
+        error = _error_issue(other.error, 0)
+        yield (_FILE_STEP,), error._replace(offset=reading.original_offset(error.offset))
 
 
 def _error_issue(error: FormatError, index: int) -> Issue:

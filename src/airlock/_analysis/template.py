@@ -326,7 +326,7 @@ class _Walker:
                 self.ssti(f"item {key!r} accessed via {how}", node, _expr(node))
             elif key.startswith("_"):
                 self.check_key(key, node, how)
-        elif key is None and _may_build_string(node.arg):
+        elif key is None and _may_build_string(node.arg, self.consts):
             self.add(
                 Severity.SUSPICIOUS,
                 "template.computed-key",
@@ -358,8 +358,9 @@ class _Walker:
                 candidates.append(node.args[position])
             for arg in candidates:
                 self.check_attribute_name(arg, node)
-        has_attribute = any(kw.key == "attribute" for kw in node.kwargs)
-        if node.name == "map" and node.args and not has_attribute:
+        # map applies the filter named by its first positional argument whenever there is one,
+        # passing ``attribute=`` on to that filter (jinja's prepare_map)
+        if node.name == "map" and node.args:
             self.check_named(node.args[0], node, "filter")
         elif node.name in ("select", "reject") and node.args:
             self.check_named(node.args[0], node, "test")

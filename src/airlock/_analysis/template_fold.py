@@ -17,13 +17,25 @@ __all__ = ["fold", "may_build_string"]
 _PRINTF_SIMPLE: Final = re.compile(r"%[%scd]")
 _PRINTF_ANY: Final = re.compile(r"%")
 _MAX_FOLD: Final = 4096
+#: a dunder word, or a Python internal without underscores, anywhere in a string
+_INTERNAL_TEXT: Final = re.compile(
+    r"__[A-Za-z_]\w*__|mro|func_globals|func_code|func_closure|gi_frame|gi_code|gi_yieldfrom|f_globals|f_locals|f_builtins|f_back|f_code|"
+    r"co_code|co_consts|tb_frame|tb_next|im_func|im_self|im_class|cr_frame|cr_code|ag_frame|ag_code|format_map"
+)
 _STRING_FILTERS: Final = frozenset(
     "join format string replace reverse lower upper trim first last center".split()
 )
 
 
-def may_build_string(node: jn.Node) -> bool:
-    """True when an unresolved key expression may assemble a string (and so an attribute name)."""
+def may_build_string(node: jn.Node, consts: dict[str, object] | None = None) -> bool:
+    """True when an unresolved key expression may assemble a string (and so an attribute name).
+
+    Besides the string-building operators, any key computed from a constant that holds a Python
+    internal's name (``'zz__class__'.split('zz')[1]``, ``'zz__class__'[n:]`` with ``n`` from data):
+    the folder does not model every string operation, and what it cannot fold it must not trust.
+    """
+    if _holds_internal(node, consts or {}):
+        return True
     if isinstance(node, jn.Concat):
         return True
     if isinstance(node, jn.Add | jn.Mul | jn.Mod):
@@ -37,6 +49,13 @@ def may_build_string(node: jn.Node) -> bool:
     return False
 
 
+def _holds_internal(node: jn.Node, consts: dict[str, object]) -> bool:
+    """A string constant (or a ``{% set %}`` constant) in the expression names a Python internal."""
+    texts = [c.value for c in node.find_all(jn.Const) if isinstance(c.value, str)]
+    texts += [v for n in node.find_all(jn.Name) if isinstance(v := consts.get(n.name), str)]
+    return any(_INTERNAL_TEXT.search(t) for t in texts)
+
+
 def fold(node: jn.Node, consts: dict[str, object]) -> object:
     """The value of an expression built only from constants, or None. Bounded; runs nothing."""
     if isinstance(node, jn.Const):
@@ -44,6 +63,9 @@ def fold(node: jn.Node, consts: dict[str, object]) -> object:
         return value if isinstance(value, str | int | float | bool) else None
     if isinstance(node, jn.Name) and node.ctx == "load":
         return consts.get(node.name)
+    if isinstance(node, jn.Neg):  # a negative literal (``[::-1]``) parses as Neg(Const)
+        value = fold(node.node, consts)
+        return -value if isinstance(value, int) and not isinstance(value, bool) else None
     if isinstance(node, jn.List | jn.Tuple):
         items = [fold(item, consts) for item in node.items]
         return None if any(i is None for i in items) else items
@@ -58,10 +80,11 @@ def fold(node: jn.Node, consts: dict[str, object]) -> object:
     if isinstance(node, jn.Getitem):
         base = fold(node.node, consts)
         if isinstance(base, str | list) and isinstance(node.arg, jn.Slice):
-            bounds = [
-                None if b is None else fold(b, consts) for b in (node.arg.start, node.arg.stop, node.arg.step)
-            ]
-            if all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
+            given = [b for b in (node.arg.start, node.arg.stop, node.arg.step)]
+            bounds = [None if b is None else fold(b, consts) for b in given]
+            # a bound that is given but not constant is unknown, not absent: no value
+            known = all(b is None or v is not None for b, v in zip(given, bounds, strict=True))
+            if known and all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
                 start, stop, step = (b if isinstance(b, int) else None for b in bounds)
                 if step == 0:
                     return None
