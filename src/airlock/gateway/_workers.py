@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -205,13 +206,17 @@ class Lane:
         self._queue: collections.deque[_Job] = collections.deque()
         #: threads waiting for a request (a busy worker sends nothing ahead while one waits)
         self._waiting = 0
-        self._retired: set[int] = set()
+        #: workers whose threads take no more requests. Held weakly, by the object itself: an
+        #: ``id()`` is reused once its object is freed, and a replacement that got a retired
+        #: worker's id was taken for retired too (its thread returned at once: a live worker that
+        #: never served). A weak set also forgets the dead instead of growing with each restart.
+        self._retired: weakref.WeakSet[WorkerBackend] = weakref.WeakSet()
         self._threads: list[threading.Thread] = []
         self._all: list[WorkerBackend] = []
         # starting and killing workers (blocking calls) happen here, off the loop
         self._pool = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix=f"lane-{tenant}-{model}")
         self._restarts: set[asyncio.Task[None]] = set()
-        self._replacing: set[int] = set()
+        self._replacing: weakref.WeakSet[WorkerBackend] = weakref.WeakSet()
         self._watches: dict[int, tuple[int | None, asyncio.Task[None] | None]] = {}
         self.restarted = 0
         #: requests handed to a worker (for metrics and tests)
@@ -247,7 +252,7 @@ class Lane:
             self._waiting += 1
             try:
                 while True:
-                    if self._closed or id(backend) in self._retired:
+                    if self._closed or backend in self._retired:
                         return None
                     self._drop_abandoned()
                     if self._queue:
@@ -311,7 +316,7 @@ class Lane:
             if ahead is None:
                 job = self._next(backend)
                 if job is None:
-                    if not self._closed and id(backend) not in self._retired:  # died while idle
+                    if not self._closed and backend not in self._retired:  # died while idle
                         self._post(loop, self._schedule_replace, backend)
                     return
                 try:
@@ -439,7 +444,7 @@ class Lane:
                 fresh.kill()
                 return
             self._all = [b for b in self._all if b is not dead] + [fresh]
-            self._replacing.discard(id(dead))
+            self._replacing.discard(dead)
             self.restarted += 1
             _log.warning("worker restarted", extra={"tenant": self.tenant, "model": self.model})
             self._watch(fresh)
@@ -448,11 +453,11 @@ class Lane:
 
     def _schedule_replace(self, dead: WorkerBackend) -> None:
         with self._changed:  # its thread takes no more requests
-            self._retired.add(id(dead))
+            self._retired.add(dead)
             self._changed.notify_all()
-        if id(dead) in self._replacing or self._closed:
+        if dead in self._replacing or self._closed:
             return  # the watcher and a failed request may both notice the same death
-        self._replacing.add(id(dead))
+        self._replacing.add(dead)
         task = asyncio.get_running_loop().create_task(self._replace(dead))
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
