@@ -326,6 +326,11 @@ class Lane:
                     return
             else:
                 job, ahead = ahead, None
+                if backend in self._retired:
+                    # retired (being killed) after its last answer: the request sent ahead never
+                    # ran; it goes back to the queue for the replacement, not down with this one
+                    self._requeue(job)
+                    return
                 with self._lock:
                     stale = job.state == _ABANDONED
                     if not stale:
@@ -422,10 +427,18 @@ class Lane:
             _log.warning("worker exited", extra={"tenant": self.tenant, "model": self.model})
             self._schedule_replace(backend)
 
+    async def _kill(self, backend: WorkerBackend) -> None:
+        """Kill ``backend`` off the loop (it waits for the worker tree to exit); at once once the
+        lane's pool is shut down."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, backend.kill)
+        except RuntimeError:  # the pool was shut down (the lane closed)
+            backend.kill()
+
     async def _replace(self, dead: WorkerBackend) -> None:
         loop = asyncio.get_running_loop()
         self._unwatch(dead)
-        await loop.run_in_executor(self._pool, dead.kill)
+        await self._kill(dead)
         delay = 0.5
         while not self.closed():
             fresh = self._factory()
@@ -436,12 +449,12 @@ class Lane:
                     "worker restart failed",
                     extra={"tenant": self.tenant, "model": self.model, "error": str(exc)[:500]},
                 )
-                fresh.kill()
+                await self._kill(fresh)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
             if self.closed():  # closed while this worker was starting
-                fresh.kill()
+                await self._kill(fresh)
                 return
             self._all = [b for b in self._all if b is not dead] + [fresh]
             self._replacing.discard(dead)
@@ -482,9 +495,10 @@ class Lane:
                 raise WorkerTimeout("the request outlived its deadline") from exc
             if state != _RUNNING or job.backend is None:
                 raise WorkerTimeout("no worker became free before the deadline") from exc
-            backend = job.backend
-            backend.kill()
-            self._schedule_replace(backend)
+            # retired now (its thread takes nothing more) and killed off the loop: killing waits
+            # for the worker tree to exit, which for a model holding gigabytes took most of a
+            # second, and every tenant's requests waited on the loop meanwhile
+            self._schedule_replace(job.backend)
             raise WorkerTimeout("the request outlived its deadline; worker killed") from exc
         except asyncio.CancelledError:
             # the client went away: a queued request is dropped; one sent to a worker runs there
