@@ -7,6 +7,7 @@ import asyncio
 import gc
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,5 +86,49 @@ def test_killing_a_timed_out_worker_does_not_stall_the_event_loop(tmp_path: Path
         with gateway.client("globex") as client:  # the other tenant is served
             assert client.post("/v2/models/affine/infer", json=BODY).status_code == 200
         assert max(lags) < 0.3, sorted(lags)[-3:]
+    finally:
+        gateway.stop()
+
+
+def _slow(rows: int) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0]},
+                       {"name": "shape", "datatype": "INT64", "shape": [2], "data": [rows, 1024]}]}  # fmt: skip
+
+
+def test_a_small_request_is_not_held_behind_a_long_one_while_another_worker_idles(tmp_path: Path) -> None:
+    """Two workers, both busy; the queue holds a long request L, then a small one X. The first
+    worker to free up takes L and, every worker being busy at that instant, sends X ahead to
+    itself: X then waits for all of L although the second worker frees up a moment later and
+    idles. X should be served by the idle worker long before L ends."""
+    slow = SLOW.replace("workers = 1", "workers = 2")
+    gateway = _Gateway(tmp_path, "request_timeout_seconds = 120\n", AFFINE + slow)
+    try:
+        state = gateway.running.gateway.state
+        assert state is not None
+        lane = state.lanes[("acme", "slow")]
+        took: dict[str, float] = {}
+
+        def call(name: str, rows: int) -> None:
+            started = time.monotonic()
+            with gateway.client("acme") as client:
+                reply = client.post("/v2/models/slow/infer", json=_slow(rows), timeout=120)
+            assert reply.status_code == 200, reply.text
+            took[name] = time.monotonic() - started
+
+        threads = [threading.Thread(target=call, args=(f"busy{n}", 384)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        _until(lambda: lane.dispatched == 2)
+        threads.append(threading.Thread(target=call, args=("long", 1536)))
+        threads[-1].start()
+        _until(lambda: len(lane._queue) == 1)
+        threads.append(threading.Thread(target=call, args=("small", 1)))
+        threads[-1].start()
+        _until(lambda: len(lane._queue) == 2)
+        for thread in threads:
+            thread.join(150)
+        assert set(took) == {"busy0", "busy1", "long", "small"}
+        # served by the worker that idles once its "busy" request is done, not behind "long"
+        assert took["small"] < took["long"] / 2, took
     finally:
         gateway.stop()

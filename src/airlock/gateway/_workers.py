@@ -270,12 +270,15 @@ class Lane:
 
     def _ahead(self, backend: WorkerBackend) -> _Job | None:
         """The next request, to be sent ahead to ``backend`` (busy): only when no worker is idle
-        (an idle one takes it at once) and the request is small."""
+        (an idle one takes it at once), the request is small, and the queue holds a request for
+        each of the lane's other workers too. A request sent ahead waits for all of this worker's
+        current one, however long: with fewer queued, another worker could free up and idle
+        while it waits (a small request held 21 s behind a long one that way)."""
         with self._lock:
             if self._waiting:
                 return None
             self._drop_abandoned()
-            if not self._queue or not _small(self._queue[0].inputs):
+            if len(self._queue) < self._size or not _small(self._queue[0].inputs):
                 return None
             job = self._queue.popleft()
             job.state, job.backend = _AHEAD, backend
