@@ -85,7 +85,7 @@ def test_killing_a_timed_out_worker_does_not_stall_the_event_loop(tmp_path: Path
         watcher.cancel()
         with gateway.client("globex") as client:  # the other tenant is served
             assert client.post("/v2/models/affine/infer", json=BODY).status_code == 200
-        assert max(lags) < 0.3, sorted(lags)[-3:]
+        assert max(lags) < 0.2, sorted(lags)[-3:]  # fixed: ~0.04 s; before: 0.35-0.85 s
     finally:
         gateway.stop()
 
