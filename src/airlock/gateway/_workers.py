@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -205,13 +206,17 @@ class Lane:
         self._queue: collections.deque[_Job] = collections.deque()
         #: threads waiting for a request (a busy worker sends nothing ahead while one waits)
         self._waiting = 0
-        self._retired: set[int] = set()
+        #: workers whose threads take no more requests. Held weakly, by the object itself: an
+        #: ``id()`` is reused once its object is freed, and a replacement that got a retired
+        #: worker's id was taken for retired too (its thread returned at once: a live worker that
+        #: never served). A weak set also forgets the dead instead of growing with each restart.
+        self._retired: weakref.WeakSet[WorkerBackend] = weakref.WeakSet()
         self._threads: list[threading.Thread] = []
         self._all: list[WorkerBackend] = []
         # starting and killing workers (blocking calls) happen here, off the loop
         self._pool = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix=f"lane-{tenant}-{model}")
         self._restarts: set[asyncio.Task[None]] = set()
-        self._replacing: set[int] = set()
+        self._replacing: weakref.WeakSet[WorkerBackend] = weakref.WeakSet()
         self._watches: dict[int, tuple[int | None, asyncio.Task[None] | None]] = {}
         self.restarted = 0
         #: requests handed to a worker (for metrics and tests)
@@ -247,7 +252,7 @@ class Lane:
             self._waiting += 1
             try:
                 while True:
-                    if self._closed or id(backend) in self._retired:
+                    if self._closed or backend in self._retired:
                         return None
                     self._drop_abandoned()
                     if self._queue:
@@ -265,12 +270,15 @@ class Lane:
 
     def _ahead(self, backend: WorkerBackend) -> _Job | None:
         """The next request, to be sent ahead to ``backend`` (busy): only when no worker is idle
-        (an idle one takes it at once) and the request is small."""
+        (an idle one takes it at once), the request is small, and the queue holds a request for
+        each of the lane's other workers too. A request sent ahead waits for all of this worker's
+        current one, however long: with fewer queued, another worker could free up and idle
+        while it waits (a small request held 21 s behind a long one that way)."""
         with self._lock:
             if self._waiting:
                 return None
             self._drop_abandoned()
-            if not self._queue or not _small(self._queue[0].inputs):
+            if len(self._queue) < self._size or not _small(self._queue[0].inputs):
                 return None
             job = self._queue.popleft()
             job.state, job.backend = _AHEAD, backend
@@ -311,7 +319,7 @@ class Lane:
             if ahead is None:
                 job = self._next(backend)
                 if job is None:
-                    if not self._closed and id(backend) not in self._retired:  # died while idle
+                    if not self._closed and backend not in self._retired:  # died while idle
                         self._post(loop, self._schedule_replace, backend)
                     return
                 try:
@@ -321,6 +329,11 @@ class Lane:
                     return
             else:
                 job, ahead = ahead, None
+                if backend in self._retired:
+                    # retired (being killed) after its last answer: the request sent ahead never
+                    # ran; it goes back to the queue for the replacement, not down with this one
+                    self._requeue(job)
+                    return
                 with self._lock:
                     stale = job.state == _ABANDONED
                     if not stale:
@@ -417,10 +430,18 @@ class Lane:
             _log.warning("worker exited", extra={"tenant": self.tenant, "model": self.model})
             self._schedule_replace(backend)
 
+    async def _kill(self, backend: WorkerBackend) -> None:
+        """Kill ``backend`` off the loop (it waits for the worker tree to exit); at once once the
+        lane's pool is shut down."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, backend.kill)
+        except RuntimeError:  # the pool was shut down (the lane closed)
+            backend.kill()
+
     async def _replace(self, dead: WorkerBackend) -> None:
         loop = asyncio.get_running_loop()
         self._unwatch(dead)
-        await loop.run_in_executor(self._pool, dead.kill)
+        await self._kill(dead)
         delay = 0.5
         while not self.closed():
             fresh = self._factory()
@@ -431,15 +452,15 @@ class Lane:
                     "worker restart failed",
                     extra={"tenant": self.tenant, "model": self.model, "error": str(exc)[:500]},
                 )
-                fresh.kill()
+                await self._kill(fresh)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
             if self.closed():  # closed while this worker was starting
-                fresh.kill()
+                await self._kill(fresh)
                 return
             self._all = [b for b in self._all if b is not dead] + [fresh]
-            self._replacing.discard(id(dead))
+            self._replacing.discard(dead)
             self.restarted += 1
             _log.warning("worker restarted", extra={"tenant": self.tenant, "model": self.model})
             self._watch(fresh)
@@ -448,11 +469,11 @@ class Lane:
 
     def _schedule_replace(self, dead: WorkerBackend) -> None:
         with self._changed:  # its thread takes no more requests
-            self._retired.add(id(dead))
+            self._retired.add(dead)
             self._changed.notify_all()
-        if id(dead) in self._replacing or self._closed:
+        if dead in self._replacing or self._closed:
             return  # the watcher and a failed request may both notice the same death
-        self._replacing.add(id(dead))
+        self._replacing.add(dead)
         task = asyncio.get_running_loop().create_task(self._replace(dead))
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
@@ -477,9 +498,10 @@ class Lane:
                 raise WorkerTimeout("the request outlived its deadline") from exc
             if state != _RUNNING or job.backend is None:
                 raise WorkerTimeout("no worker became free before the deadline") from exc
-            backend = job.backend
-            backend.kill()
-            self._schedule_replace(backend)
+            # retired now (its thread takes nothing more) and killed off the loop: killing waits
+            # for the worker tree to exit, which for a model holding gigabytes took most of a
+            # second, and every tenant's requests waited on the loop meanwhile
+            self._schedule_replace(job.backend)
             raise WorkerTimeout("the request outlived its deadline; worker killed") from exc
         except asyncio.CancelledError:
             # the client went away: a queued request is dropped; one sent to a worker runs there
