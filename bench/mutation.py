@@ -84,7 +84,11 @@ MODULES: dict[str, Module] = {
     # format readers
     "zip": Module(
         "airlock/_formats/zip_reader.py",
-        ("tests/formats/test_zip_reader.py", "tests/formats/test_zip_parse.py"),
+        (
+            "tests/unit/test_zip_reader.py",
+            "tests/formats/test_zip_reader.py",
+            "tests/formats/test_zip_parse.py",
+        ),
     ),
     "safetensors": Module(
         "airlock/_formats/safetensors.py",
@@ -97,17 +101,44 @@ MODULES: dict[str, Module] = {
             "not fuzz and not reference",
         ),
     ),
-    "gguf": Module("airlock/_formats/gguf.py", ("tests/formats_hf/test_hf_gguf.py",)),
-    "npy": Module("airlock/_formats/npy.py", ("tests/formats/test_npy.py",)),
+    "gguf": Module(
+        "airlock/_formats/gguf.py",
+        # the fuzz tests and the real-loader subprocess tests (seconds each) are left out of the loop
+        (
+            "tests/unit/test_gguf.py",
+            "tests/formats_hf/test_hf_gguf.py",
+            "-k",
+            "not fuzz and not one_element_array and not payload_not_run",
+        ),
+    ),
+    "npy": Module(
+        "airlock/_formats/npy.py",
+        # the hypothesis fuzz tests (300 examples each) are left out of the loop
+        ("tests/unit/test_npy.py", "tests/formats/test_npy.py", "-k", "not mangled and not only_raises"),
+    ),
     # integrity
     "integrity_compare": Module(
         "airlock/integrity/_compare.py", ("tests/unit/test_integrity.py", "tests/integrity")
     ),
+    # the reference-signer interop and property tests (minutes) are left out of the loop
     "integrity_verify": Module(
-        "airlock/integrity/_verify.py", ("tests/unit/test_integrity.py", "tests/integrity")
+        "airlock/integrity/_verify.py",
+        (
+            "tests/unit/test_integrity_verify.py",
+            "tests/unit/test_integrity.py",
+            "tests/integrity/test_verify_lock.py",
+            "tests/integrity/test_sigstore_offline.py",
+            "tests/integrity/test_outsider_findings.py",
+        ),
     ),
     "integrity_manifest": Module(
-        "airlock/integrity/_manifest.py", ("tests/unit/test_integrity.py", "tests/integrity")
+        "airlock/integrity/_manifest.py",
+        (
+            "tests/unit/test_integrity_manifest.py",
+            "tests/unit/test_integrity.py",
+            "tests/integrity/test_hash.py",
+            "tests/integrity/test_cli.py",
+        ),
     ),
     # sandbox layers
     "seccomp": Module("airlock/sandbox/_seccomp.py", ("tests/unit/test_sandbox_layers.py",)),
@@ -148,6 +179,10 @@ EQUIVALENT: dict[str, str] = {
         "_elements cap 1 << 64 -> 2 << 64: any count above 2**64 takes the same 'needs more than' branch"
     ),
     "airlock._formats.safetensors.x__check_tensor__mutmut_113": "_elements cap 1 << 64 -> 1 << 65: as #112",
+    "airlock._formats.npy.x__typestr__mutmut_16": (
+        '`kind not in "mM"` -> `"XXmMXX"`: kind is one character the type-string regex matched, never X'
+    ),
+    "airlock._formats.npy.xǁNpyReaderǁread__mutmut_71": '"latin-1" -> "LATIN-1": the same codec',
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',
