@@ -183,6 +183,60 @@ EQUIVALENT: dict[str, str] = {
         '`kind not in "mM"` -> `"XXmMXX"`: kind is one character the type-string regex matched, never X'
     ),
     "airlock._formats.npy.xǁNpyReaderǁread__mutmut_71": '"latin-1" -> "LATIN-1": the same codec',
+    "airlock.integrity._manifest.x_build_manifest__mutmut_15": (
+        "entries = [] -> None: both branches assign entries before it is read"
+    ),
+    "airlock.integrity._manifest.xǁManifestǁto_json__mutmut_48": (
+        "json.dumps(ensure_ascii=False) -> None: None is falsy, read the same as False"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_29": (
+        'getattr(os, "O_CLOEXEC", 0) default -> None: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_32": (
+        'getattr(os, "O_CLOEXEC", 0) default -> no default: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_35": (
+        'getattr(os, "O_CLOEXEC", 0) default -> 1: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_41": (
+        'getattr(os, "O_NOFOLLOW", 0) default -> None: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_44": (
+        'getattr(os, "O_NOFOLLOW", 0) default -> no default: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_47": (
+        'getattr(os, "O_NOFOLLOW", 0) default -> 1: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_56": (
+        'getattr(os, "O_NONBLOCK", 0) default -> None: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_59": (
+        'getattr(os, "O_NONBLOCK", 0) default -> no default: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_62": (
+        'getattr(os, "O_NONBLOCK", 0) default -> 1: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_76": (
+        "os.set_blocking(fd, True) -> False: the fd is a regular file by then (S_ISREG checked), and "
+        "O_NONBLOCK does not change reads of regular files on Linux"
+    ),
+    "airlock.integrity._verify.x__verified_copy__mutmut_46": (
+        "seals = 0 -> 1: 1 is F_SEAL_SEAL, which the loop ORs in anyway"
+    ),
+    "airlock.integrity._verify.x_verify__mutmut_69": (
+        'rel != ".." -> "XX..XX": a signature at ".." is the model\'s parent folder, which reading the '
+        "signature refused before (not a file)"
+    ),
+    "airlock.integrity._verify.x_verify__mutmut_9": "root -> None passed to _load_source, which never reads it",
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',

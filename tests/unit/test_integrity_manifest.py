@@ -276,3 +276,18 @@ def test_shard_floor_at_n_minus_1_n_n_plus_1(tmp_path: Path, floor: int, refused
         assert str(info.value).startswith("hashing: shard size 4 is below the minimum of 5 bytes")
     else:
         assert len(build_manifest(tree, params, limits).files[0].shards) == 3
+
+
+@pytest.mark.parametrize("params", [HashParams(), SHARDS], ids=["files", "shards"])
+def test_a_digest_count_that_does_not_match_the_ranges_is_refused(
+    tmp_path: Path, params: HashParams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # hash_ranges returns one digest per range; should it ever return fewer, the manifest must not
+    # silently drop the files left over (a manifest of fewer files than the folder holds)
+    from airlock.integrity import _manifest
+    from airlock.integrity._digest import hash_ranges as real
+
+    root = _tree(tmp_path / "model", {"a": b"1", "b": b"2"})
+    monkeypatch.setattr(_manifest, "hash_ranges", lambda *args: real(*args)[:-1])
+    with pytest.raises(ValueError, match="zip"):
+        build_manifest(walk(root, params, SMALL), params, SMALL)

@@ -700,3 +700,165 @@ def test_copy_uses_the_manifest_algorithm(tmp_path: Path) -> None:
             _verify._verified_copy(fd, "f", FileEntry("f", 7, _h(b"weights")), Algorithm.BLAKE2B)
     finally:
         os.close(fd)
+
+
+def test_single_file_view_is_the_same_expectation_under_dot(tmp_path: Path) -> None:
+    from airlock.integrity._compare import Expected, ExpectedFile
+
+    model = _model(tmp_path)
+    params = HashParams(method=Method.SHARDS, shard_size=4)
+    tree = walk(model / "a.bin", params, SMALL)
+    shards = (ShardDigest(0, 4, _h(b"weig")), ShardDigest(4, 7, _h(b"hts")))
+    expected = Expected(
+        Algorithm.BLAKE2B, Method.SHARDS, 4, {"a.bin": ExpectedFile("a.bin", 7, None, shards)}, "lock file x"
+    )
+    assert _verify._single_file_view(expected, tree) == Expected(
+        Algorithm.BLAKE2B, Method.SHARDS, 4, {".": ExpectedFile(".", 7, None, shards)}, "lock file x"
+    )
+
+
+def test_open_asks_for_cloexec_nofollow_and_nonblock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a spy on os.open: the model file is opened close-on-exec (no child process inherits it while
+    # it is copied), without following a link planted since, and without blocking on a FIFO
+    model = _model(tmp_path)
+    (model / "link").symlink_to("a.bin")
+    lock = _lock(tmp_path, {"a.bin": b"weights", "sub/b.txt": b"text", "link": b"weights"})
+    verified = verify(model, lock=lock, unsafe_allow_symlinks=True)
+    seen: list[tuple[str, int]] = []
+    real_open = os.open
+
+    def spy(path: str, flags: int, *args: int) -> int:
+        seen.append((os.path.basename(path), flags))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", spy)
+    for rel in ("a.bin", "link"):
+        verified.open(rel).close()
+    base = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+    assert seen == [("a.bin", base | os.O_NOFOLLOW), ("link", base)]
+
+
+def test_chain_from_the_bundle_and_from_the_command_line(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    ca = make_ca()
+    middle = issue(ca, "intermediate", is_ca=True)
+    leaf = issue(middle, "signer")
+    cert, key = write_issued(tmp_path, "leaf", leaf)
+    mid_pem = tmp_path / "mid.pem"
+    mid_pem.write_bytes(middle.cert.public_bytes(serialization.Encoding.PEM))
+    ca_pem = tmp_path / "ca.pem"
+    ca_pem.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    # the bundle carries the intermediate: the CA alone verifies it
+    carried = tmp_path / "carried.sig"
+    sign(model, key=key, certificate=cert, chain=[mid_pem], output=carried)
+    assert verify(model, signature=carried, certs=[ca_pem]).mode is TrustMode.CERTIFICATE
+    # the bundle carries the leaf only: the intermediate must come from --certificate-chain
+    bare = tmp_path / "bare.sig"
+    sign(model, key=key, certificate=cert, output=bare)
+    assert verify(model, signature=bare, certs=[ca_pem], chain=[mid_pem]).mode is TrustMode.CERTIFICATE
+    with pytest.raises(IntegrityError):
+        verify(model, signature=bare, certs=[ca_pem])
+
+
+@pytest.mark.parametrize(("option", "label"), [("certs", "CA certificate"), ("chain", "certificate chain")])
+def test_unreadable_certificate_files_are_named(tmp_path: Path, option: str, label: str) -> None:
+    model = _model(tmp_path)
+    sig, ca_pem, _ = _ca_signed(tmp_path, model)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n", encoding="utf-8")
+    kwargs: dict[str, object] = (
+        {"certs": [junk]} if option == "certs" else {"certs": [ca_pem], "chain": [junk]}
+    )
+    message = _usage(path=model, signature=sig, **kwargs)
+    assert message.startswith(f"{label} {junk} holds no readable PEM certificate: ")
+
+
+def test_forged_payload_under_a_certificate_names_the_certificate(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    sig, ca_pem, leaf = _ca_signed(tmp_path, model)
+    bundle = json.loads(sig.read_text())
+    payload = base64.b64decode(bundle["dsseEnvelope"]["payload"])
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(payload.replace(b"a.bin", b"a.bim")).decode()
+    sig.write_text(json.dumps(bundle))
+    with pytest.raises(IntegrityError) as info:
+        verify(model, signature=sig, certs=[ca_pem])
+    fingerprint = leaf.fingerprint(hashes.SHA256()).hex()
+    assert str(info.value) == (
+        "signature check: the DSSE signature does not verify with certificate CN=signer "
+        f"(sha256 fingerprint {fingerprint})"
+    )
+
+
+def test_sigstore_payload_must_be_the_bundle_payload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the Sigstore verifier checks its own parse of the bundle; should it ever verify another
+    # payload than the one airlock reads the digests from, nothing is trusted
+    from airlock.integrity import _sigstore
+
+    model = _model(tmp_path)
+    sig, _, _ = _ca_signed(tmp_path, model)
+    bundle = json.loads(sig.read_text())
+    payload = base64.b64decode(bundle["dsseEnvelope"]["payload"])
+    payload_type = bundle["dsseEnvelope"]["payloadType"]
+    answers = iter([(payload_type, payload + b" "), ("other/type", payload), (payload_type, payload)])
+
+    def verified_by_sigstore(*args: object, **kwargs: object) -> tuple[str, bytes, str]:
+        got_type, got_payload = next(answers)
+        return got_type, got_payload, "me@example.com (issuer https://issuer)"
+
+    monkeypatch.setattr(_sigstore, "verify_sigstore_bundle", verified_by_sigstore)
+    for _ in range(2):
+        with pytest.raises(IntegrityError) as info:
+            verify(model, signature=sig, trust_root=sig, identity="me", issuer="https://issuer")
+        assert str(info.value) == "sigstore check: the verified payload is not the bundle's payload"
+    verified = verify(model, signature=sig, trust_root=sig, identity="me", issuer="https://issuer")
+    assert verified.mode is TrustMode.SIGSTORE
+    assert verified.signer == "me@example.com (issuer https://issuer)"
+
+
+def test_expected_digest_source_is_the_file_under_dot() -> None:
+    from airlock.integrity._compare import Expected, ExpectedFile
+
+    digest = _h(b"weights")
+    source = _verify._load_source(
+        "/m", expect=f"sha256:{digest}", lock=None, signature=None, key=None, certs=(), chain=(),
+        trust_root=None, identity=None, issuer=None, limits=SMALL,
+    )  # fmt: skip
+    assert source == _verify._Source(
+        Expected(
+            Algorithm.SHA256,
+            Method.FILES,
+            None,
+            {".": ExpectedFile(".", None, digest)},
+            f"digest sha256:{digest}",
+        ),
+        TrustMode.DIGEST,
+        None,
+    )
+
+
+def test_unreadable_expected_digest_is_named(tmp_path: Path) -> None:
+    from airlock.errors import FormatError
+
+    model = _model(tmp_path)
+    with pytest.raises(FormatError) as info:
+        verify(model / "a.bin", expect="sha256:abc")
+    assert str(info.value).startswith("expected digest: ")
+
+
+def test_missing_or_oversized_signature_file_is_named(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    priv, pub = write_key_pair(tmp_path, "k")
+    missing = tmp_path / "none.sig"
+    assert _usage(path=model, signature=missing, key=pub) == (
+        f"cannot read signature {missing}: No such file or directory"
+    )
+    sig = tmp_path / "model.sig"
+    sign(model, key=priv, output=sig)
+    size = sig.stat().st_size
+    with pytest.raises(LimitError) as info:
+        verify(model, signature=sig, key=pub, limits=HashLimits(max_document_bytes=size - 1))
+    assert str(info.value) == f"signature size limit: {sig} is {size} bytes, limit {size - 1}"
+    assert (
+        verify(model, signature=sig, key=pub, limits=HashLimits(max_document_bytes=size)).mode
+        is TrustMode.KEY
+    )
