@@ -534,6 +534,18 @@ def test_oversized_strings_that_look_like_templates(text: str) -> None:
     ]
 
 
+def test_oversized_string_is_searched_in_chunks_not_byte_by_byte() -> None:
+    # a 2 MiB string against the 1 MiB template limit: searched in 1 MiB chunks (milliseconds);
+    # a window moved one byte at a time would copy a mebibyte per byte and never finish
+    import time
+
+    text = b"{{" + b"a" * (2 << 20) + b"}}"
+    raw = _header(0, 1) + _kv("general.notes", STRING, gstr(text))
+    started = time.monotonic()
+    assert [i.rule for i in _read(raw) if isinstance(i, Issue)] == ["template.parse"]
+    assert time.monotonic() - started < 30
+
+
 def test_bytes_look_like_jinja_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gguf_mod, "_CHUNK", 4)
     look = gguf_mod._bytes_look_like_jinja
@@ -1081,3 +1093,10 @@ def test_a_short_tensor_after_a_long_one_does_not_shrink_the_coverage() -> None:
     issues = [i for i in _read(gg.build()) if isinstance(i, Issue)]
     # b lies inside a: an overlap; c starts right where a ends: no gap
     assert [(i.rule, i.evidence) for i in issues] == [("gguf.tensor-overlap", "b@[4,8) overlaps a")]
+
+
+def test_template_key_array_of_numbers_is_bounded_like_any_array() -> None:
+    key = "tokenizer.chat_template"
+    arr = struct.pack("<IQ", UINT32, 5) + b"\0" * 16
+    raw = _header(0, 1) + _kv(key, ARRAY, arr)
+    assert _read(raw) == [_count_issue(f"array {key!r} element count", 5, 20, 16, len(raw), 59 + 12)]

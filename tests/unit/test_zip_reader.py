@@ -165,9 +165,17 @@ def test_keras_archive_is_read_as_keras() -> None:
 
 
 def test_storage_that_does_not_look_like_a_pickle_yields_nothing() -> None:
-    for data in (b"weights!", b"\x80\x02" + b"\xff" * 10, b""):
+    # b"\x80\x02Vabc" would be a pickle if the member went on (a text line in progress); it ends there
+    for data in (b"weights!", b"\x80\x02" + b"\xff" * 10, b"", b"\x80\x02Vabc"):
         raw = build_zip([Entry(b"a/data.pkl", PKL), Entry(b"a/data/0", data)])
         assert _facts(raw) == [_main("a/data.pkl")], data
+
+
+def test_storage_whose_head_is_cut_is_judged_by_its_full_size() -> None:
+    # only the first 4096 bytes are sniffed: a text line still going at their end may be a pickle
+    data = b"\x80\x02V" + b"a" * 5000
+    raw = build_zip([Entry(b"a/data.pkl", PKL), Entry(b"a/data/0", data)])
+    assert _facts(raw) == [_main("a/data.pkl"), _main("a/data/0", data, lenient=True, role="storage")]
 
 
 def test_deflated_storage_that_looks_like_a_pickle() -> None:
@@ -462,3 +470,55 @@ def test_stored_member_with_mismatched_sizes_is_a_format_error_issue() -> None:
     issues = [f for f in facts if isinstance(f, Issue) and f.rule == "format.error"]
     assert issues and issues[0].message.startswith("zip: stored member 'x': compressed size 3 differs")
     assert issues[0].severity is Severity.ERROR
+
+
+@pytest.mark.parametrize(
+    ("rel", "data", "declared"),
+    [(".data/serialization_id", b"a" * 64 + b"hidden bytes", 64), ("version", b"3\n" + b"x" * 30, 2)],
+)
+def test_stored_record_with_more_bytes_than_it_declares(rel: str, data: bytes, declared: int) -> None:
+    # regression: the record's first bytes matched what torch writes and the rest went unread, with
+    # no finding at all; a stored member whose sizes disagree is refused everywhere else
+    name = f"a/{rel}"
+    raw = build_zip([Entry(b"a/data.pkl", PKL), Entry(name.encode(), data, uncompressed_size=declared)])
+    header = _members(raw)[name][0]
+    assert _facts(raw) == [
+        _main("a/data.pkl"),
+        Issue(
+            "torch.bad-record",
+            Severity.SUSPICIOUS,
+            f"torch record {name!r} is stored as {len(data)} bytes but declares {declared}, not what torch writes",
+            offset=header,
+        ),
+        Issue(
+            "format.error",
+            Severity.ERROR,
+            f"zip: stored member {name!r}: compressed size {len(data)} differs from uncompressed size {declared}",
+            offset=header,
+        ),
+    ]
+
+
+def test_deflated_record_spends_the_budget() -> None:
+    raw = build_zip([Entry(b"a/data.pkl", PKL), Entry(b"a/version", b"1234", method=DEFLATED),
+                     Entry(b"a/x", b"y" * 6, method=DEFLATED)])  # fmt: skip
+    assert _facts(raw, max_total_decompressed_bytes=10)[1:] == [Nested("a/x", b"y" * 6)]
+    facts = _facts(raw, max_total_decompressed_bytes=9)
+    assert isinstance(facts[1], Issue)
+    assert facts[1].message == (
+        "member 'a/x': member 'a/x' would bring the archive's decompressed total to 10 bytes, more than 9 "
+        "(limit max_total_decompressed_bytes)"
+    )
+
+
+def test_storage_head_error_keeps_its_offset() -> None:
+    raw = build_zip([Entry(b"a/data.pkl", PKL), Entry(b"a/data/0", PKL, method=14, packed=b"\x09\x14")])
+    assert _facts(raw) == [
+        _main("a/data.pkl"),
+        Issue(
+            "format.error",
+            Severity.ERROR,
+            "zip: member 'a/data/0': LZMA data is shorter than its 9-byte header",
+            offset=_members(raw)["a/data/0"][1],
+        ),
+    ]
