@@ -230,6 +230,54 @@ EQUIVALENT: dict[str, str] = {
         "signature refused before (not a file)"
     ),
     "airlock.integrity._verify.x_verify__mutmut_9": "root -> None passed to _load_source, which never reads it",
+    "airlock._formats.gguf.x__bytes_look_like_jinja__mutmut_13": (
+        "chunk overlap of 1 byte -> 2: markers are 2 bytes, one byte of overlap already sees each; "
+        "a wider window only finds markers that are in the string"
+    ),
+    "airlock._formats.gguf.x__text__mutmut_4": '"utf-8" -> "UTF-8": the same codec',
+    "airlock._formats.gguf.x__read__mutmut_16": 'int.from_bytes(..., "big") -> no byteorder: "big" is the default',
+    "airlock._formats.gguf.x__read__mutmut_98": 'key.split("\\0", 1)[0] -> split("\\0")[0]: the first piece is the same',
+    "airlock._formats.gguf.x__read__mutmut_101": 'key.split("\\0", 1)[0] -> split("\\0", 2)[0]: as #98',
+    "airlock._formats.gguf.x__read__mutmut_125": "as #98 (the llama.cpp key recorded)",
+    "airlock._formats.gguf.x__read__mutmut_128": "as #98 (the llama.cpp key recorded)",
+    "airlock._formats.gguf.x__read__mutmut_170": '"utf-8" -> "UTF-8": the same codec',
+    "airlock._formats.gguf.x_is_template_key__mutmut_5": "as x__read__mutmut_98",
+    "airlock._formats.gguf.x_is_template_key__mutmut_8": "as x__read__mutmut_98",
+    "airlock._formats.gguf.x__skip_strings__mutmut_16": (
+        "pos > size - 8 -> >=: the fast check only hands over to cur.need(1, 8), which lets exactly 8 "
+        "remaining bytes through"
+    ),
+    "airlock._formats.gguf.x__skip_strings__mutmut_18": "pos > size - 8 -> > size - 9: the same as #16",
+    "airlock._formats.gguf.x__skip_strings__mutmut_40": (
+        "pos > size -> >=: a string ending at the end of the file hands over to cur.need(0, 1), which passes"
+    ),
+    "airlock._formats.gguf.x__check_data__mutmut_17": (
+        'last = "" -> None: only named in an overlap, and the first span always sets it (begin < 0 is impossible)'
+    ),
+    "airlock._formats.gguf.x__check_data__mutmut_18": 'last = "" -> "XXXX": as #17',
+    "airlock._formats.zip_reader.x__torch_prefix__mutmut_10": 'name.split("/", 1)[0] -> split("/")[0]: the same first piece',
+    "airlock._formats.zip_reader.x__torch_prefix__mutmut_14": 'name.split("/", 1)[0] -> split("/", 2)[0]: as #10',
+    "airlock._formats.zip_reader.x__read_torch__mutmut_9": "torchscript = False -> None: both falsy, only tested for truth",
+    "airlock._formats.zip_reader.x__pickle__mutmut_8": (
+        "a memoryview wrapped again in memoryview(): the same bytes, still a memoryview"
+    ),
+    "airlock._formats.zip_reader.x__torchscript__mutmut_38": '"utf-8" -> "UTF-8": the same codec',
+    "airlock._formats.zip_reader.x__torchscript__mutmut_47": (
+        "continue -> break in the loop over _content's items: the content is its last item, so both end the loop"
+    ),
+    "airlock._formats.zip_reader.x__record__mutmut_4": (
+        "a stored record read through the budget instead of member_head: stored members cost the budget "
+        "nothing, and a record reaches this branch only when its stored size is its declared size (<= 64)"
+    ),
+    "airlock._formats.zip_reader.x__record__mutmut_8": (
+        "member_head(..., 64) -> None (no cap): the record reaches it only when stored and declared sizes "
+        "agree and are at most 64"
+    ),
+    "airlock._formats.zip_reader.x__record__mutmut_12": "member_head(..., 64) -> 65: as #8",
+    "airlock._formats.zip_reader.x__record__mutmut_19": (
+        "decompressed record cut at [:64] -> [:65]: decompression stops at the declared size, at most 64"
+    ),
+    "airlock._formats.zip_reader.x__record__mutmut_22": "content[:64] -> [:65] in the message: content is at most 64 bytes",
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',

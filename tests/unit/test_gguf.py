@@ -1100,3 +1100,86 @@ def test_template_key_array_of_numbers_is_bounded_like_any_array() -> None:
     arr = struct.pack("<IQ", UINT32, 5) + b"\0" * 16
     raw = _header(0, 1) + _kv(key, ARRAY, arr)
     assert _read(raw) == [_count_issue(f"array {key!r} element count", 5, 20, 16, len(raw), 59 + 12)]
+
+
+def _length_issue(what: str, length: int, remaining: int, size: int, pos: int) -> Issue:
+    return Issue(
+        "gguf.length-exceeds-file",
+        Severity.ERROR,
+        f"{what} {length} needs at least {length} bytes but only {remaining} remain (file size {size})",
+        offset=pos,
+        evidence=f"{what}={length}",
+    )
+
+
+def test_key_length_past_the_end_names_the_key() -> None:
+    raw = _header(0, 1) + struct.pack("<Q", 20) + b"k" * 19
+    assert _read(raw) == [_length_issue("key length", 20, 19, len(raw), 32)]
+
+
+def test_template_element_length_past_the_end_names_the_element() -> None:
+    key = "tokenizer.chat_template"
+    arr = struct.pack("<IQ", STRING, 2) + gstr("ab") + struct.pack("<Q", 9) + b"x" * 8
+    raw = _header(0, 1) + _kv(key, ARRAY, arr)
+    assert _read(raw)[:1] == [Template(f"{key}[0]", "ab", offset=71)]
+    assert _read(raw)[1:] == [
+        _length_issue(f"template {key!r} element 1 length", 9, 8, len(raw), len(raw) - 8)
+    ]
+
+
+def test_tensor_name_length_past_the_end_names_the_tensor() -> None:
+    raw = _header(1, 0) + struct.pack("<Q", 30) + b"t" * 29
+    assert _read(raw) == [_length_issue("tensor name length", 30, 29, len(raw), 32)]
+
+
+def test_template_key_cut_at_the_first_nul_only() -> None:
+    assert is_template_key("tokenizer.chat_template\0a\0b")
+    assert is_template_key("tokenizer.chat_template.x\0a\0b")
+    assert not is_template_key("general\0tokenizer.chat_template")
+
+
+@pytest.mark.parametrize(
+    "first",
+    [Tensor("t", [2**63], nbytes=0), Tensor("t", [31], ggml_type=2, nbytes=0), Tensor("t", [8], ggml_type=4)],
+    ids=["too-many-elements", "block", "unknown-type"],
+)
+def test_tensors_after_a_refused_one_are_still_read(first: Tensor) -> None:
+    gg = GGUF(tensors=[first, Tensor("t", [8], offset=0)])
+    rules = [i.rule for i in _read(gg.build()) if isinstance(i, Issue)]
+    assert rules[1:] == ["gguf.duplicate-tensor"]
+
+
+def test_out_of_bounds_offset_is_where_the_tensor_begins() -> None:
+    gg = GGUF(tensors=[Tensor("a", [8]), Tensor("b", [8])])
+    raw = gg.build()[:-1]
+    start = len(raw) + 1 - 64
+    assert _read(raw) == [
+        Issue(
+            "gguf.tensor-out-of-bounds",
+            Severity.ERROR,
+            "tensor 'b': data [32, 64) ends past the data region of 63 bytes",
+            offset=start + 32,
+        )
+    ]
+
+
+def test_overlap_names_the_first_tensor_reaching_the_covered_end() -> None:
+    gg = GGUF(
+        kv=[("general.alignment", UINT32, 4)],
+        alignment=4,
+        tensors=[Tensor("a", [8]), Tensor("b", [7], offset=4), Tensor("c", [1], offset=8)],
+    )
+    evidence = [i.evidence for i in _read(gg.build()) if isinstance(i, Issue)]
+    # b ends where a does (32): a still reaches furthest first, and c is named against it
+    assert evidence == ["b@[4,32) overlaps a", "c@[8,12) overlaps a"]
+
+
+@pytest.mark.parametrize(("first", "second"), [("a", "a\0x\0y"), ("a\0x\0y", "a")])
+def test_keys_with_two_nuls_are_cut_at_the_first(first: str, second: str) -> None:
+    raw = _header(0, 2) + _kv(first, UINT8, b"\0") + _kv(second, UINT8, b"\0")
+    assert [i.rule for i in _read(raw) if isinstance(i, Issue)] == ["gguf.duplicate-key"]
+
+
+def test_string_value_length_past_the_end_names_the_key() -> None:
+    raw = _header(0, 1) + _kv("k", STRING, struct.pack("<Q", 10) + b"v" * 9)
+    assert _read(raw) == [_length_issue("string 'k' length", 10, 9, len(raw), len(raw) - 9)]

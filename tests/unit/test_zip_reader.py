@@ -522,3 +522,25 @@ def test_storage_head_error_keeps_its_offset() -> None:
             offset=_members(raw)["a/data/0"][1],
         ),
     ]
+
+
+def test_budget_adds_up_every_member() -> None:
+    raw = build_zip([Entry(n, b"x" * 4, method=DEFLATED) for n in (b"a", b"b", b"c")])
+    assert len([f for f in _facts(raw, max_total_decompressed_bytes=12) if isinstance(f, Nested)]) == 3
+    facts = _facts(raw, max_total_decompressed_bytes=11)
+    assert isinstance(facts[2], Issue)
+    assert "decompressed total to 12 bytes, more than 11" in facts[2].message
+
+
+def test_storage_key_with_a_slash_is_a_nested_member() -> None:
+    raw = build_zip([Entry(b"a/data.pkl", PKL), Entry(b"a/data//0", b"weights!")])
+    assert _facts(raw) == [_main("a/data.pkl"), Nested("a/data//0", b"weights!")]
+
+
+def test_pickle_streams_are_memoryviews_even_when_decompressed() -> None:
+    ctx = ReadContext(limits=DEFAULT_LIMITS, file_path=Path("m.pt"), root=Path())
+    raw = build_zip([Entry(b"a/data.pkl", PKL, method=DEFLATED)])
+    (fact,) = ZipReader().read(memoryview(raw), ctx)
+    assert isinstance(fact, PickleStream)
+    assert isinstance(fact.data, memoryview)
+    assert bytes(fact.data) == PKL
