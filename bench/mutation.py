@@ -265,19 +265,19 @@ EQUIVALENT: dict[str, str] = {
     "airlock._formats.zip_reader.x__torchscript__mutmut_47": (
         "continue -> break in the loop over _content's items: the content is its last item, so both end the loop"
     ),
-    "airlock._formats.zip_reader.x__record__mutmut_4": (
+    "airlock._formats.zip_reader.x__record__mutmut_9": (
         "a stored record read through the budget instead of member_head: stored members cost the budget "
         "nothing, and a record reaches this branch only when its stored size is its declared size (<= 64)"
     ),
-    "airlock._formats.zip_reader.x__record__mutmut_8": (
+    "airlock._formats.zip_reader.x__record__mutmut_13": (
         "member_head(..., 64) -> None (no cap): the record reaches it only when stored and declared sizes "
         "agree and are at most 64"
     ),
-    "airlock._formats.zip_reader.x__record__mutmut_12": "member_head(..., 64) -> 65: as #8",
-    "airlock._formats.zip_reader.x__record__mutmut_19": (
+    "airlock._formats.zip_reader.x__record__mutmut_17": "member_head(..., 64) -> 65: as #13",
+    "airlock._formats.zip_reader.x__record__mutmut_24": (
         "decompressed record cut at [:64] -> [:65]: decompression stops at the declared size, at most 64"
     ),
-    "airlock._formats.zip_reader.x__record__mutmut_22": "content[:64] -> [:65] in the message: content is at most 64 bytes",
+    "airlock._formats.zip_reader.x__record__mutmut_27": "content[:64] -> [:65] in the message: content is at most 64 bytes",
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',
