@@ -96,7 +96,11 @@ MODULES: dict[str, Module] = {
     # format readers
     "zip": Module(
         "airlock/_formats/zip_reader.py",
-        ("tests/formats/test_zip_reader.py", "tests/formats/test_zip_parse.py"),
+        (
+            "tests/unit/test_zip_reader.py",
+            "tests/formats/test_zip_reader.py",
+            "tests/formats/test_zip_parse.py",
+        ),
     ),
     "safetensors": Module(
         "airlock/_formats/safetensors.py",
@@ -109,17 +113,37 @@ MODULES: dict[str, Module] = {
             "not fuzz and not reference",
         ),
     ),
-    "gguf": Module("airlock/_formats/gguf.py", ("tests/formats_hf/test_hf_gguf.py",)),
-    "npy": Module("airlock/_formats/npy.py", ("tests/formats/test_npy.py",)),
+    # 875 mutants: the end-to-end tests (tests/formats_hf/test_hf_gguf.py: full scans, fuzzing,
+    # real loaders in subprocesses) are left out of the loop; the unit tests pin every rule
+    "gguf": Module("airlock/_formats/gguf.py", ("tests/unit/test_gguf.py",)),
+    "npy": Module(
+        "airlock/_formats/npy.py",
+        # the hypothesis fuzz tests (300 examples each) are left out of the loop
+        ("tests/unit/test_npy.py", "tests/formats/test_npy.py", "-k", "not mangled and not only_raises"),
+    ),
     # integrity
     "integrity_compare": Module(
         "airlock/integrity/_compare.py", ("tests/unit/test_integrity.py", "tests/integrity")
     ),
+    # the reference-signer interop and property tests (minutes) are left out of the loop
     "integrity_verify": Module(
-        "airlock/integrity/_verify.py", ("tests/unit/test_integrity.py", "tests/integrity")
+        "airlock/integrity/_verify.py",
+        (
+            "tests/unit/test_integrity_verify.py",
+            "tests/unit/test_integrity.py",
+            "tests/integrity/test_verify_lock.py",
+            "tests/integrity/test_sigstore_offline.py",
+            "tests/integrity/test_outsider_findings.py",
+        ),
     ),
     "integrity_manifest": Module(
-        "airlock/integrity/_manifest.py", ("tests/unit/test_integrity.py", "tests/integrity")
+        "airlock/integrity/_manifest.py",
+        (
+            "tests/unit/test_integrity_manifest.py",
+            "tests/unit/test_integrity.py",
+            "tests/integrity/test_hash.py",
+            "tests/integrity/test_cli.py",
+        ),
     ),
     # sandbox layers
     "seccomp": Module("airlock/sandbox/_seccomp.py", ("tests/unit/test_sandbox_layers.py",)),
@@ -208,6 +232,112 @@ EQUIVALENT: dict[str, str] = {
     "airlock._analysis.pickle_findings.x__as_plain_pickle__mutmut_28": "_error_issue(error, 0) -> None: the index is only tested for truth, None is as falsy as 0",
     "airlock._analysis.pickle_findings.x__as_file_reader__mutmut_68": "_error_issue(error, 0) -> None: as the plain reading's",
     "airlock._analysis.template.x__expr__mutmut_60": '`"()" if not node.items else ...` -> always the join: an empty join renders the same "()"',
+    "airlock._formats.npy.x__typestr__mutmut_16": (
+        '`kind not in "mM"` -> `"XXmMXX"`: kind is one character the type-string regex matched, never X'
+    ),
+    "airlock._formats.npy.xǁNpyReaderǁread__mutmut_71": '"latin-1" -> "LATIN-1": the same codec',
+    "airlock.integrity._manifest.x_build_manifest__mutmut_15": (
+        "entries = [] -> None: both branches assign entries before it is read"
+    ),
+    "airlock.integrity._manifest.xǁManifestǁto_json__mutmut_48": (
+        "json.dumps(ensure_ascii=False) -> None: None is falsy, read the same as False"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_29": (
+        'getattr(os, "O_CLOEXEC", 0) default -> None: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_32": (
+        'getattr(os, "O_CLOEXEC", 0) default -> no default: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_35": (
+        'getattr(os, "O_CLOEXEC", 0) default -> 1: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_41": (
+        'getattr(os, "O_NOFOLLOW", 0) default -> None: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_44": (
+        'getattr(os, "O_NOFOLLOW", 0) default -> no default: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_47": (
+        'getattr(os, "O_NOFOLLOW", 0) default -> 1: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_56": (
+        'getattr(os, "O_NONBLOCK", 0) default -> None: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_59": (
+        'getattr(os, "O_NONBLOCK", 0) default -> no default: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_62": (
+        'getattr(os, "O_NONBLOCK", 0) default -> 1: the default is read only where os lacks the flag; '
+        "Linux (the only platform of the memfd copy) has it"
+    ),
+    "airlock.integrity._verify.xǁVerifiedǁopen__mutmut_76": (
+        "os.set_blocking(fd, True) -> False: the fd is a regular file by then (S_ISREG checked), and "
+        "O_NONBLOCK does not change reads of regular files on Linux"
+    ),
+    "airlock.integrity._verify.x__verified_copy__mutmut_46": (
+        "seals = 0 -> 1: 1 is F_SEAL_SEAL, which the loop ORs in anyway"
+    ),
+    "airlock.integrity._verify.x_verify__mutmut_69": (
+        'rel != ".." -> "XX..XX": a signature at ".." is the model\'s parent folder, which reading the '
+        "signature refused before (not a file)"
+    ),
+    "airlock.integrity._verify.x_verify__mutmut_9": "root -> None passed to _load_source, which never reads it",
+    "airlock._formats.gguf.x__bytes_look_like_jinja__mutmut_13": (
+        "chunk overlap of 1 byte -> 2: markers are 2 bytes, one byte of overlap already sees each; "
+        "a wider window only finds markers that are in the string"
+    ),
+    "airlock._formats.gguf.x__text__mutmut_4": '"utf-8" -> "UTF-8": the same codec',
+    "airlock._formats.gguf.x__read__mutmut_16": 'int.from_bytes(..., "big") -> no byteorder: "big" is the default',
+    "airlock._formats.gguf.x__read__mutmut_98": 'key.split("\\0", 1)[0] -> split("\\0")[0]: the first piece is the same',
+    "airlock._formats.gguf.x__read__mutmut_101": 'key.split("\\0", 1)[0] -> split("\\0", 2)[0]: as #98',
+    "airlock._formats.gguf.x__read__mutmut_125": "as #98 (the llama.cpp key recorded)",
+    "airlock._formats.gguf.x__read__mutmut_128": "as #98 (the llama.cpp key recorded)",
+    "airlock._formats.gguf.x__read__mutmut_170": '"utf-8" -> "UTF-8": the same codec',
+    "airlock._formats.gguf.x_is_template_key__mutmut_5": "as x__read__mutmut_98",
+    "airlock._formats.gguf.x_is_template_key__mutmut_8": "as x__read__mutmut_98",
+    "airlock._formats.gguf.x__skip_strings__mutmut_16": (
+        "pos > size - 8 -> >=: the fast check only hands over to cur.need(1, 8), which lets exactly 8 "
+        "remaining bytes through"
+    ),
+    "airlock._formats.gguf.x__skip_strings__mutmut_18": "pos > size - 8 -> > size - 9: the same as #16",
+    "airlock._formats.gguf.x__skip_strings__mutmut_40": (
+        "pos > size -> >=: a string ending at the end of the file hands over to cur.need(0, 1), which passes"
+    ),
+    "airlock._formats.gguf.x__check_data__mutmut_17": (
+        'last = "" -> None: only named in an overlap, and the first span always sets it (begin < 0 is impossible)'
+    ),
+    "airlock._formats.gguf.x__check_data__mutmut_18": 'last = "" -> "XXXX": as #17',
+    "airlock._formats.zip_reader.x__torch_prefix__mutmut_10": 'name.split("/", 1)[0] -> split("/")[0]: the same first piece',
+    "airlock._formats.zip_reader.x__torch_prefix__mutmut_14": 'name.split("/", 1)[0] -> split("/", 2)[0]: as #10',
+    "airlock._formats.zip_reader.x__read_torch__mutmut_9": "torchscript = False -> None: both falsy, only tested for truth",
+    "airlock._formats.zip_reader.x__pickle__mutmut_8": (
+        "a memoryview wrapped again in memoryview(): the same bytes, still a memoryview"
+    ),
+    "airlock._formats.zip_reader.x__torchscript__mutmut_38": '"utf-8" -> "UTF-8": the same codec',
+    "airlock._formats.zip_reader.x__torchscript__mutmut_47": (
+        "continue -> break in the loop over _content's items: the content is its last item, so both end the loop"
+    ),
+    "airlock._formats.zip_reader.x__record__mutmut_9": (
+        "a stored record read through the budget instead of member_head: stored members cost the budget "
+        "nothing, and a record reaches this branch only when its stored size is its declared size (<= 64)"
+    ),
+    "airlock._formats.zip_reader.x__record__mutmut_13": (
+        "member_head(..., 64) -> None (no cap): the record reaches it only when stored and declared sizes "
+        "agree and are at most 64"
+    ),
+    "airlock._formats.zip_reader.x__record__mutmut_17": "member_head(..., 64) -> 65: as #13",
+    "airlock._formats.zip_reader.x__record__mutmut_24": (
+        "decompressed record cut at [:64] -> [:65]: decompression stops at the declared size, at most 64"
+    ),
+    "airlock._formats.zip_reader.x__record__mutmut_27": "content[:64] -> [:65] in the message: content is at most 64 bytes",
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',

@@ -197,7 +197,10 @@ def _storage(listing: ZipListing, member: ZipMember, budget: _Budget) -> Iterato
 
 
 def _record(listing: ZipListing, member: ZipMember, rel: str, budget: _Budget) -> Iterator[Fact]:
-    if member.uncompressed_size <= 64:
+    # a stored member holds as many bytes as it declares; one that does not is no record torch wrote
+    # (and its extra bytes would go unread): reported, and scanned as a nested file, which refuses it
+    sized = member.method != STORED or member.compressed_size == member.uncompressed_size
+    if member.uncompressed_size <= 64 and sized:
         # torch reads deflated records too (a zip written with every member deflated loads)
         content = (
             member_head(listing, member, 64)
@@ -207,6 +210,8 @@ def _record(listing: ZipListing, member: ZipMember, rel: str, budget: _Budget) -
         if _RECORDS[rel].fullmatch(content):
             return
         detail = f"holds {content[:64]!r}"
+    elif not sized:
+        detail = f"is stored as {member.compressed_size} bytes but declares {member.uncompressed_size}"
     else:
         detail = f"is {member.uncompressed_size} bytes (method {member.method})"
     yield Issue(
