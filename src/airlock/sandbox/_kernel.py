@@ -319,27 +319,39 @@ def hide_command_line(title: bytes) -> None:
     ctypes.memmove(start, text, len(text))
 
 
-def own_pid_guard(rules: Sequence[tuple[int, int]], pid: int) -> bytes:
+def own_pid_guard(
+    rules: Sequence[tuple[int, int]], pid: int, readers: Sequence[tuple[int, int]] = ()
+) -> bytes:
     """A seccomp program that refuses each (syscall, pid argument) unless the pid is ``pid``.
 
+    ``rules`` are the signal calls, where 0 means the caller's process group: only ``pid`` passes.
+    ``readers`` are the calls that read a process's state (``getsid``, ``sched_getaffinity`` ...),
+    where 0 means the caller: ``pid`` and 0 pass; for any other pid, alive or not, the same EPERM,
+    so a job can neither read another process nor learn that it exists.
     Only the low 32 bits of the argument are compared: the kernel reads a pid as a 32-bit int.
     Architecture checks are left to the filters compiled by libseccomp, which kill other ABIs.
     """
     low = 0 if sys.byteorder == "little" else 4
-    count = len(rules)
-    allow, deny = 1 + count + 1 + 2 * count, 1 + count + 1 + 2 * count + 1
+    entries = [(number, index, False) for number, index in rules]
+    entries += [(number, index, True) for number, index in readers]
+    count = len(entries)
+    starts, at = [], 1 + count + 1
+    for _, _, zero in entries:
+        starts.append(at)
+        at += 3 if zero else 2
+    allow, deny = at, at + 1
     code = [(_BPF_LD_W_ABS, 0, 0, 0)]
-    for i, (number, _) in enumerate(rules):
-        block = 1 + count + 1 + 2 * i
-        code.append((_BPF_JEQ_K, block - (1 + i) - 1, 0, number))
+    for i, (number, _, _) in enumerate(entries):
+        code.append((_BPF_JEQ_K, starts[i] - (1 + i) - 1, 0, number))
     code.append((_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW))
-    for i, (_, index) in enumerate(rules):
-        here = 1 + count + 1 + 2 * i
+    for start, (_, index, zero) in zip(starts, entries, strict=True):
         code.append((_BPF_LD_W_ABS, 0, 0, _SECCOMP_DATA_ARGS + 8 * index + low))
-        code.append((_BPF_JEQ_K, allow - (here + 1) - 1, deny - (here + 1) - 1, pid))
+        code.append((_BPF_JEQ_K, allow - (start + 1) - 1, 0 if zero else deny - (start + 1) - 1, pid))
+        if zero:
+            code.append((_BPF_JEQ_K, allow - (start + 2) - 1, deny - (start + 2) - 1, 0))
     code.append((_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW))
     code.append((_BPF_RET_K, 0, 0, _SECCOMP_RET_ERRNO | errno.EPERM))
-    if any(not 0 <= jump <= 255 for _, jt, jf, _ in code for jump in (jt, jf)):
+    if len(code) != deny + 1 or any(not 0 <= jump <= 255 for _, jt, jf, _ in code for jump in (jt, jf)):
         raise SandboxError("seccomp: own-pid guard has too many rules for 8-bit jumps")
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in code)
 
