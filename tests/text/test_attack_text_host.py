@@ -10,6 +10,7 @@ the gateway), or stall it waiting for payload bytes that never come until the de
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from airlock.errors import SandboxError
 from airlock.sandbox import Sandbox, SandboxPolicy
+from airlock.sandbox._frames import FrameCaps, recv_frame, send_frame
 from airlock.sandbox._policy import SandboxLimits
 from tests.sandbox._payloads import exec_checkpoint
 
@@ -70,3 +72,22 @@ def test_a_payload_claim_on_a_token_fails_at_once(warm: Sandbox, tmp_path: Path)
     with pytest.raises(SandboxError, match="a 'text' message carries no payload"):
         _stream(warm, tmp_path, 0, 1 << 30)
     assert time.monotonic() - started < LIMITS.wall_seconds / 2
+
+
+@pytest.mark.parametrize("kind", ["text", "done", "error", "loaded", "ready"])
+def test_only_a_tensors_message_may_carry_a_payload(kind: str) -> None:
+    """The channel rule alone, on a socket pair: refused after the header, before a payload byte."""
+    caps = FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 30, payload_types=frozenset({"tensors"}))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, theirs:
+        send_frame(theirs, {"type": "tensors", "tensors": []}, [memoryview(b"abcd")])
+        assert (
+            bytes(recv_frame(ours, caps, accept_fds=False, deadline=time.monotonic() + 5).payload) == b"abcd"
+        )
+        send_frame(theirs, {"type": kind})  # without a payload: passed on to the schema check
+        assert recv_frame(ours, caps, accept_fds=False, deadline=time.monotonic() + 5).header == {
+            "type": kind
+        }
+        send_frame(theirs, {"type": kind}, [memoryview(b"x")])
+        with pytest.raises(SandboxError, match=f"a '{kind}' message carries no payload; 1 bytes announced"):
+            recv_frame(ours, caps, accept_fds=False, deadline=time.monotonic() + 5)
