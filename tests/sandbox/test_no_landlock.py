@@ -62,6 +62,7 @@ def test_escape_suite_without_landlock(tmp_path: Path) -> None:
             "tests/sandbox/test_paths.py",
             "tests/sandbox/test_attack_pids.py",
             "tests/sandbox/test_attack_mounts.py",
+            "tests/sandbox/test_attack_lastpid.py",
         ],
         cwd=REPO,
         env=env,

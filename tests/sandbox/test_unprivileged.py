@@ -52,6 +52,7 @@ def test_escape_suite_as_unprivileged_user() -> None:
                 "tests/sandbox/test_paths.py",
                 "tests/sandbox/test_attack_pids.py",
                 "tests/sandbox/test_attack_mounts.py",
+                "tests/sandbox/test_attack_lastpid.py",
             ],
             cwd=REPO,
             # PYTHONPATH: this checkout's airlock, not whichever one the venv has installed

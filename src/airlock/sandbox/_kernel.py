@@ -257,7 +257,9 @@ def private_proc(proc: str, staging: str) -> None:
     ``proc`` that is not a pid (``cpuinfo``, ``meminfo``, ``sys``: an allowlist by rule, not by
     name, so runtimes keep what they read), a bind of the caller's own ``/proc/PID``, ``self`` as a
     link to it and ``thread-self`` as a link into its (masked) ``task``; made read-only, moved over
-    ``proc``. Any other pid, later ones included, is not there (ENOENT).
+    ``proc``. Any other pid, later ones included, is not there (ENOENT). The two files that print
+    the pid namespace's newest pid say nothing of it: ``loadavg`` is a copy whose last field is the
+    job's own pid, ``sys/kernel/ns_last_pid`` is covered with ``/dev/null``.
     """
     pid = str(os.getpid())
     os.mkdir(staging, 0o700)
@@ -266,6 +268,12 @@ def private_proc(proc: str, staging: str) -> None:
         old, new = f"{proc}/{name}", f"{staging}/{name}"
         if name == "self":
             os.symlink(pid, new)
+        elif name == "loadavg":  # its last field is the pid namespace's newest pid: say the job's own
+            with open(old, "rb") as handle:
+                fields = handle.read().split()
+            fd = os.open(new, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b" ".join([*fields[:-1], pid.encode()]) + b"\n")
         elif name == "thread-self":
             os.symlink(f"{pid}/task/{pid}", new)
         elif os.path.islink(old):
@@ -276,6 +284,11 @@ def private_proc(proc: str, staging: str) -> None:
             else:
                 os.close(os.open(new, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444))
             _mount(old.encode(), new, None, _MS_BIND | _MS_REC, None)
+    # the namespace's newest pid (a sibling job, a thread of one, as it starts): nothing to read
+    last_pid = f"{staging}/sys/kernel/ns_last_pid"
+    if os.path.exists(last_pid):
+        _mount(b"/dev/null", last_pid, None, _MS_BIND, None)
+        _mount(None, last_pid, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NOEXEC, None)
     _mount(None, staging, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
     _mount(staging.encode(), proc, None, _MS_MOVE, None)
     os.rmdir(staging)
