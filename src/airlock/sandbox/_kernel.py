@@ -257,9 +257,10 @@ def private_proc(proc: str, staging: str) -> None:
     ``proc`` that is not a pid (``cpuinfo``, ``meminfo``, ``sys``: an allowlist by rule, not by
     name, so runtimes keep what they read), a bind of the caller's own ``/proc/PID``, ``self`` as a
     link to it and ``thread-self`` as a link into its (masked) ``task``; made read-only, moved over
-    ``proc``. Any other pid, later ones included, is not there (ENOENT). The two files that print
-    the pid namespace's newest pid say nothing of it: ``loadavg`` is a copy whose last field is the
-    job's own pid, ``sys/kernel/ns_last_pid`` is covered with ``/dev/null``.
+    ``proc``. Any other pid, later ones included, is not there (ENOENT). The files that name other
+    pids say nothing of them: ``loadavg`` is a copy whose last field (the pid namespace's newest
+    pid) is the job's own, ``sys/kernel/ns_last_pid`` is covered with ``/dev/null`` and ``locks``
+    (every lock of the system with its holder's pid) is empty.
     """
     pid = str(os.getpid())
     os.mkdir(staging, 0o700)
@@ -268,6 +269,8 @@ def private_proc(proc: str, staging: str) -> None:
         old, new = f"{proc}/{name}", f"{staging}/{name}"
         if name == "self":
             os.symlink(pid, new)
+        elif name == "locks":  # every lock of the system with its holder's pid (siblings' too): none
+            os.close(os.open(new, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444))
         elif name == "loadavg":  # its last field is the pid namespace's newest pid: say the job's own
             with open(old, "rb") as handle:
                 fields = handle.read().split()
