@@ -156,9 +156,10 @@ def test_a_claim_above_the_job_memory_limit_is_refused_at_once(warm: Sandbox, tm
 
 def test_a_huge_claim_allocates_nothing_before_bytes_arrive(short: Sandbox, tmp_path: Path) -> None:
     claim = 2 << 30  # under the cap: the host must wait for the bytes, not reserve them
+    # a ``tensors`` message: the only one a job may attach a payload to (any other is refused at once)
     model = hostile(
         tmp_path / "claim.pt",
-        f"S.sendall(frame({{'type': 'loaded', 'kind': 'k', 'summary': 's'}}, payload_len={claim}) + b'x' * 1000)\n"
+        f"S.sendall(frame({{'type': 'tensors', 'tensors': []}}, payload_len={claim}) + b'x' * 1000)\n"
         "time.sleep(30)",
     )
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM)

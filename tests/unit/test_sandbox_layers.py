@@ -396,7 +396,10 @@ def test_worker_control_socket_deadline_kills_a_silent_worker(
 
 
 def test_worker_control_caps() -> None:
-    assert FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 16) == _worker._CONTROL_CAPS
+    assert (
+        FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 16, payload_types=frozenset())
+        == _worker._CONTROL_CAPS
+    )
 
 
 def test_worker_control_frame_over_the_cap_kills_the_worker(

@@ -20,11 +20,15 @@ _MAX_LINE = 1 << 16
 
 @contextmanager
 def _interrupt_flag() -> Iterator[list[bool]]:
-    """While an answer streams, Ctrl-C only raises a flag, checked between two tokens: a
-    KeyboardInterrupt in the middle of reading a message would leave the channel half-read."""
+    """While an answer streams, a first Ctrl-C only raises a flag, checked between two tokens: a
+    KeyboardInterrupt in the middle of reading a message would leave the channel half-read. A
+    model that sends no token never reaches that check, so a second Ctrl-C during the same answer
+    raises KeyboardInterrupt: the chat gives up on the job (dropped, killed) and ends (exit 130)."""
     flag = [False]
 
     def note(signum: int, frame: object) -> None:
+        if flag[0]:
+            raise KeyboardInterrupt
         flag[0] = True
 
     previous = signal.signal(signal.SIGINT, note)
@@ -41,7 +45,8 @@ class ChatCommand:
         "Gate MODEL as `airlock run` does (only CLEAN passes unless --unsafe-*), load it in the sandbox "
         "once, then read one message per line from standard input and stream the answer. The chat "
         "template is rendered inside the sandbox; every character the model writes that could drive the "
-        "terminal is escaped. Ctrl-C stops the current answer (press it again at the prompt to quit); "
+        "terminal is escaped. Ctrl-C stops the current answer (press it again at the prompt to quit, or "
+        "twice during an answer that does not stop: the job is killed and the chat ends); "
         "Ctrl-D or an empty input ends. Exit 0; 2 on any error; 130 after Ctrl-C at the prompt."
     )
 

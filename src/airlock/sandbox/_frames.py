@@ -42,6 +42,10 @@ class FrameCaps:
 
     max_header_bytes: int
     max_frame_bytes: int
+    #: the message types that may carry a payload (None: any). Checked once the header is read and
+    #: before a payload byte is, so a message that has none (a token of text, ``done``, ``error``)
+    #: cannot make the receiver hold ``max_frame_bytes`` or wait for bytes that never come.
+    payload_types: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,11 @@ def recv_frame(
             )
         raw = receiver.grow_into(header_len)
         header = decode_header(raw)
+        kind = header.get("type")
+        if payload_len and caps.payload_types is not None and kind not in caps.payload_types:
+            raise SandboxError(
+                f"channel: a {str(kind)[:40]!r} message carries no payload; {payload_len} bytes announced"
+            )
         payload = receiver.grow_into(payload_len)
     except BaseException:
         _close_all(receiver.fds)

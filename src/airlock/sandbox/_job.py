@@ -71,7 +71,13 @@ def _lockdown(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> str:
         layers.append(f"landlock-abi{abi}")
     set_dumpable(False)
     load_bpf(job_bpf)
-    load_bpf(own_pid_guard([(int(n), int(i)) for n, i in cfg["own_pid_rules"]], os.getpid()))
+    load_bpf(
+        own_pid_guard(
+            [(int(n), int(i)) for n, i in cfg["own_pid_rules"]],
+            os.getpid(),
+            [(int(n), int(i)) for n, i in cfg["own_pid_readers"]],
+        )
+    )
     layers.append("seccomp-job")
     return ",".join(layers)
 

@@ -257,7 +257,10 @@ def private_proc(proc: str, staging: str) -> None:
     ``proc`` that is not a pid (``cpuinfo``, ``meminfo``, ``sys``: an allowlist by rule, not by
     name, so runtimes keep what they read), a bind of the caller's own ``/proc/PID``, ``self`` as a
     link to it and ``thread-self`` as a link into its (masked) ``task``; made read-only, moved over
-    ``proc``. Any other pid, later ones included, is not there (ENOENT).
+    ``proc``. Any other pid, later ones included, is not there (ENOENT). The files that name other
+    pids say nothing of them: ``loadavg`` is a copy whose last field (the pid namespace's newest
+    pid) is the job's own, ``sys/kernel/ns_last_pid`` is covered with ``/dev/null`` and ``locks``
+    (every lock of the system with its holder's pid) is empty.
     """
     pid = str(os.getpid())
     os.mkdir(staging, 0o700)
@@ -266,6 +269,14 @@ def private_proc(proc: str, staging: str) -> None:
         old, new = f"{proc}/{name}", f"{staging}/{name}"
         if name == "self":
             os.symlink(pid, new)
+        elif name == "locks":  # every lock of the system with its holder's pid (siblings' too): none
+            os.close(os.open(new, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444))
+        elif name == "loadavg":  # its last field is the pid namespace's newest pid: say the job's own
+            with open(old, "rb") as handle:
+                fields = handle.read().split()
+            fd = os.open(new, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b" ".join([*fields[:-1], pid.encode()]) + b"\n")
         elif name == "thread-self":
             os.symlink(f"{pid}/task/{pid}", new)
         elif os.path.islink(old):
@@ -276,6 +287,11 @@ def private_proc(proc: str, staging: str) -> None:
             else:
                 os.close(os.open(new, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444))
             _mount(old.encode(), new, None, _MS_BIND | _MS_REC, None)
+    # the namespace's newest pid (a sibling job, a thread of one, as it starts): nothing to read
+    last_pid = f"{staging}/sys/kernel/ns_last_pid"
+    if os.path.exists(last_pid):
+        _mount(b"/dev/null", last_pid, None, _MS_BIND, None)
+        _mount(None, last_pid, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NOEXEC, None)
     _mount(None, staging, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
     _mount(staging.encode(), proc, None, _MS_MOVE, None)
     os.rmdir(staging)
@@ -319,27 +335,39 @@ def hide_command_line(title: bytes) -> None:
     ctypes.memmove(start, text, len(text))
 
 
-def own_pid_guard(rules: Sequence[tuple[int, int]], pid: int) -> bytes:
+def own_pid_guard(
+    rules: Sequence[tuple[int, int]], pid: int, readers: Sequence[tuple[int, int]] = ()
+) -> bytes:
     """A seccomp program that refuses each (syscall, pid argument) unless the pid is ``pid``.
 
+    ``rules`` are the signal calls, where 0 means the caller's process group: only ``pid`` passes.
+    ``readers`` are the calls that read a process's state (``getsid``, ``sched_getaffinity`` ...),
+    where 0 means the caller: ``pid`` and 0 pass; for any other pid, alive or not, the same EPERM,
+    so a job can neither read another process nor learn that it exists.
     Only the low 32 bits of the argument are compared: the kernel reads a pid as a 32-bit int.
     Architecture checks are left to the filters compiled by libseccomp, which kill other ABIs.
     """
     low = 0 if sys.byteorder == "little" else 4
-    count = len(rules)
-    allow, deny = 1 + count + 1 + 2 * count, 1 + count + 1 + 2 * count + 1
+    entries = [(number, index, False) for number, index in rules]
+    entries += [(number, index, True) for number, index in readers]
+    count = len(entries)
+    starts, at = [], 1 + count + 1
+    for _, _, zero in entries:
+        starts.append(at)
+        at += 3 if zero else 2
+    allow, deny = at, at + 1
     code = [(_BPF_LD_W_ABS, 0, 0, 0)]
-    for i, (number, _) in enumerate(rules):
-        block = 1 + count + 1 + 2 * i
-        code.append((_BPF_JEQ_K, block - (1 + i) - 1, 0, number))
+    for i, (number, _, _) in enumerate(entries):
+        code.append((_BPF_JEQ_K, starts[i] - (1 + i) - 1, 0, number))
     code.append((_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW))
-    for i, (_, index) in enumerate(rules):
-        here = 1 + count + 1 + 2 * i
+    for start, (_, index, zero) in zip(starts, entries, strict=True):
         code.append((_BPF_LD_W_ABS, 0, 0, _SECCOMP_DATA_ARGS + 8 * index + low))
-        code.append((_BPF_JEQ_K, allow - (here + 1) - 1, deny - (here + 1) - 1, pid))
+        code.append((_BPF_JEQ_K, allow - (start + 1) - 1, 0 if zero else deny - (start + 1) - 1, pid))
+        if zero:
+            code.append((_BPF_JEQ_K, allow - (start + 2) - 1, deny - (start + 2) - 1, 0))
     code.append((_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW))
     code.append((_BPF_RET_K, 0, 0, _SECCOMP_RET_ERRNO | errno.EPERM))
-    if any(not 0 <= jump <= 255 for _, jt, jf, _ in code for jump in (jt, jf)):
+    if len(code) != deny + 1 or any(not 0 <= jump <= 255 for _, jt, jf, _ in code for jump in (jt, jf)):
         raise SandboxError("seccomp: own-pid guard has too many rules for 8-bit jumps")
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in code)
 

@@ -37,7 +37,7 @@ from airlock.sandbox._cgroups import CgroupSet
 from airlock.sandbox._kernel import FS_WRITE_FILE, READ_ONLY, READ_WRITE
 from airlock.sandbox._layers import DoctorReport, bwrap_path, require
 from airlock.sandbox._policy import TASK_RESERVE, SandboxPolicy
-from airlock.sandbox._seccomp import FilterStage, compile_filter, own_pid_rules
+from airlock.sandbox._seccomp import FilterStage, compile_filter, own_pid_reader_rules, own_pid_rules
 from airlock.sandbox._staging import make_preexec, plan_staging
 
 __all__ = ["Launched", "RuntimeView", "launch", "runtime_paths"]
@@ -274,6 +274,7 @@ def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
             "job_bpf_fd": job_fd,
             "launch_bpf_fd": launch_fd,
             "own_pid_rules": own_pid_rules(),
+            "own_pid_readers": own_pid_reader_rules(),
             "runtimes": list(runtimes),
             "limits": dataclasses.asdict(limits),
             "landlock": _landlock_rules(view) if report.active("landlock") else None,

@@ -14,7 +14,9 @@
   message queues), no process groups or sessions, no chmod/chown/xattrs (ACLs): a read-only
   model file stays read-only.
 * **own-pid** guard (see :func:`own_pid_rules`): each job builds a tiny third program with its own
-  pid, so that signals (kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo) reach only itself.
+  pid, so that signals (kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo) reach only itself,
+  and the calls that read a process by pid (getsid, getpgid, sched_get*, getpriority, ioprio_get)
+  read only itself: another pid, alive or not, gets the same EPERM.
 
 libseccomp adds the architecture check itself: a syscall made through another ABI (i386, x32)
 kills the process, so the lists cannot be side-stepped that way. The action for a refused call is
@@ -31,7 +33,7 @@ from typing import Any, Final
 
 from airlock.errors import SandboxError
 
-__all__ = ["FilterStage", "compile_filter", "own_pid_rules", "seccomp_available"]
+__all__ = ["FilterStage", "compile_filter", "own_pid_reader_rules", "own_pid_rules", "seccomp_available"]
 
 _AF_UNIX: Final = 1
 _CLONE_NEWNS: Final = 0x00020000
@@ -94,6 +96,16 @@ _SIGNAL_CALLS: Final = (
     ("rt_sigqueueinfo", 0),
     ("rt_tgsigqueueinfo", 0),
 )
+
+
+#: calls that read another process's state by pid (index of the pid argument): a job may ask
+#: only about itself (0 or its own pid), enforced by the own-pid guard; else it could list the
+#: worker and its sibling jobs and read what they set on themselves (nice value, affinity)
+_PID_READERS: Final = (
+    ("getsid", 0), ("getpgid", 0), ("sched_getaffinity", 0), ("sched_getparam", 0),
+    ("sched_getscheduler", 0), ("sched_getattr", 0), ("sched_rr_get_interval", 0),
+    ("getpriority", 1), ("ioprio_get", 1),
+)  # fmt: skip
 
 
 class FilterStage(enum.Enum):
@@ -162,6 +174,12 @@ def compile_filter(stage: FilterStage) -> bytes:
     else:
         for name in _JOB_DENIED:
             rule(deny, name)
+        # getpriority/ioprio_get of a process group or a user (every process of the sandbox uid);
+        # a process by pid is left to the own-pid guard. capget names its pid inside a struct no
+        # filter can read: refused (the job has dropped every capability; it has none to ask about)
+        rule(deny, "getpriority", arg(0, ne, _PRIO_PROCESS))
+        rule(deny, "ioprio_get", arg(0, ne, _IOPRIO_WHO_PROCESS))
+        rule(deny, "capget")
         # a new process is a clone without CLONE_THREAD; threads stay allowed
         rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))  # type: ignore[attr-defined]
         # signals by way of a file's owner (SIGIO/F_SETSIG to any pid of the same uid when the fd
@@ -189,15 +207,25 @@ def compile_filter(stage: FilterStage) -> bytes:
     return program
 
 
+def _resolved(calls: tuple[tuple[str, int], ...]) -> list[tuple[int, int]]:
+    sc: Any = _import_pyseccomp()
+    rules = []
+    for name, index in calls:
+        number = int(sc.resolve_syscall(sc.Arch.NATIVE, name))
+        if number >= 0:
+            rules.append((number, index))
+    return rules
+
+
 def own_pid_rules() -> list[tuple[int, int]]:
     """(syscall number, pid argument index) of the signal calls, for the job's own-pid guard.
 
     Numbers are resolved here (trusted side, libseccomp) because the job has no libseccomp.
     """
-    sc: Any = _import_pyseccomp()
-    rules = []
-    for name, index in _SIGNAL_CALLS:
-        number = int(sc.resolve_syscall(sc.Arch.NATIVE, name))
-        if number >= 0:
-            rules.append((number, index))
-    return rules
+    return _resolved(_SIGNAL_CALLS)
+
+
+def own_pid_reader_rules() -> list[tuple[int, int]]:
+    """(syscall number, pid argument index) of the calls that read a process by pid, for the
+    own-pid guard (where 0, the caller itself, passes too)."""
+    return _resolved(_PID_READERS)

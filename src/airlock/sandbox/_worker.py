@@ -35,7 +35,9 @@ from airlock.sandbox._text import TextStream, build_request
 __all__ = ["LoadInfo", "Sandbox", "Worker", "load_state_dict"]
 
 _MAX_EXITS = 4096
-_CONTROL_CAPS = FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 16)
+_CONTROL_CAPS = FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 16, payload_types=frozenset())
+#: the only message a job sends with a payload (its raw tensor buffers)
+_JOB_PAYLOADS = frozenset({"tensors"})
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,7 @@ class Worker:
             if sandbox is None:
                 self._owned = sandbox = Sandbox(policy, runtimes=(name,))
             self.sandbox = sandbox
-            self._caps = FrameCaps(limits.max_header_bytes, limits.frame_bytes)
+            self._caps = FrameCaps(limits.max_header_bytes, limits.frame_bytes, _JOB_PAYLOADS)
             self._tensor_caps = TensorCaps(limits.max_tensors, limits.max_rank, limits.frame_bytes)
             deadline = self._deadline()
             self._sock, self._pid = sandbox._spawn(deadline)

@@ -166,7 +166,7 @@ def main(cfg: dict[str, Any]) -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
-    caps = FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 16)
+    caps = FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 16, payload_types=frozenset())
     poller = select.poll()
     poller.register(ctl.fileno(), select.POLLIN)
     poller.register(wake_r, select.POLLIN)
