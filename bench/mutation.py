@@ -111,7 +111,10 @@ MODULES: dict[str, Module] = {
     ),
     # sandbox layers
     "seccomp": Module("airlock/sandbox/_seccomp.py", ("tests/unit/test_sandbox_layers.py",)),
-    "frames": Module("airlock/sandbox/_frames.py", ("tests/unit/test_sandbox_layers.py",)),
+    "frames": Module(
+        "airlock/sandbox/_frames.py",
+        ("tests/unit/test_frames.py", "tests/unit/test_sandbox_layers.py"),
+    ),
     "worker": Module("airlock/sandbox/_worker.py", ("tests/unit/test_sandbox_layers.py",)),
     # gateway
     "gateway_keys": Module("airlock/gateway/_keys.py", ("tests/unit/test_gateway_units.py",)),
@@ -148,6 +151,34 @@ EQUIVALENT: dict[str, str] = {
         "_elements cap 1 << 64 -> 2 << 64: any count above 2**64 takes the same 'needs more than' branch"
     ),
     "airlock._formats.safetensors.x__check_tensor__mutmut_113": "_elements cap 1 << 64 -> 1 << 65: as #112",
+    "airlock.sandbox._frames.x__sendmsg_all__mutmut_19": (
+        "batch pending[:512] -> [:513]: any batch up to IOV_MAX (1024 on Linux) sends the same bytes; "
+        "only the number of sendmsg calls differs (more than 1024 buffers is tested)"
+    ),
+    "airlock.sandbox._frames.x__sendmsg_all__mutmut_31": (
+        "sent = 0 -> None after a partial buffer: only read as the truth value of `while sent and pending`"
+    ),
+    "airlock.sandbox._frames.x_encode_header__mutmut_4": (
+        "allow_nan=False -> None: json.dumps tests `if not allow_nan`, so None refuses NaN the same way"
+    ),
+    "airlock.sandbox._frames.x_encode_header__mutmut_12": '"utf-8" -> "UTF-8": the same codec',
+    "airlock.sandbox._frames.x_recv_frame__mutmut_19": (
+        "`n < len(prefix)` -> `<=`: at n == 16 exact_into gets an empty view and reads nothing"
+    ),
+    "airlock.sandbox._frames.x_send_frame__mutmut_9": (
+        'memoryview.cast("B") -> cast("b"): signed bytes, the same nbytes and the same bytes on the wire'
+    ),
+    "airlock.sandbox._frames.xǁ_Receiverǁread_into__mutmut_27": (
+        'received fds read as array("I") instead of "i": the kernel installs descriptors >= 0 and below '
+        "RLIMIT_NOFILE (< 2**31), whose unsigned and signed readings are equal"
+    ),
+    "airlock.sandbox._frames.xǁ_Receiverǁread_into__mutmut_28": (
+        "`len(data) - len(data) % 4` -> `+`: SCM_RIGHTS data is whole ints (the kernel copies whole "
+        "descriptors even when truncating), so the remainder is 0 and the slice is the same"
+    ),
+    "airlock.sandbox._frames.xǁ_Receiverǁread_into__mutmut_44": (
+        "self.first = False -> None: `first` is only read as a truth value"
+    ),
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',
@@ -289,6 +320,120 @@ HAND_MUTANTS: tuple[HandMutant, ...] = (
     HandMutant(
         "seccomp", "launch sockets of any family", "sc.Arg(0, sc.NE, _AF_UNIX)", "sc.Arg(0, sc.EQ, 999)"
     ),
+    HandMutant(
+        "seccomp",
+        "own-process calls checked on the wrong argument",
+        "rule(deny, name, arg(0, ne, 0))",
+        "rule(deny, name, arg(1, ne, 0))",
+    ),
+    HandMutant(
+        "seccomp",
+        "setpriority for a process group or user",
+        '    rule(deny, "setpriority", arg(0, ne, _PRIO_PROCESS))\n',
+        "",
+    ),
+    HandMutant(
+        "seccomp", "setpriority for another process", '    rule(deny, "setpriority", arg(1, ne, 0))\n', ""
+    ),
+    HandMutant(
+        "seccomp",
+        "ioprio_set for a group or user",
+        '    rule(deny, "ioprio_set", arg(0, ne, _IOPRIO_WHO_PROCESS))\n',
+        "",
+    ),
+    HandMutant(
+        "seccomp", "ioprio_set for another process", '    rule(deny, "ioprio_set", arg(1, ne, 0))\n', ""
+    ),
+    HandMutant("seccomp", "clone3 allowed", '    rule(sc.ERRNO(errno.ENOSYS), "clone3")', "    pass"),
+    HandMutant(
+        "seccomp",
+        "clone3 refused with EPERM (libc does not fall back to clone)",
+        'rule(sc.ERRNO(errno.ENOSYS), "clone3")',
+        'rule(sc.ERRNO(errno.EPERM), "clone3")',
+    ),
+    HandMutant(
+        "seccomp",
+        "any unshare at launch",
+        'rule(deny, "unshare", arg(0, ne, _CLONE_NEWNS))',
+        'rule(deny, "unshare", arg(0, ne, _CLONE_NEWNS), arg(1, ne, 0))',
+    ),
+    HandMutant(
+        "seccomp",
+        "fork-like clone allowed in jobs",
+        'rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))',
+        'rule(deny, "clone", sc.Arg(0, sc.EQ, 0))',
+    ),
+    HandMutant("seccomp", "launch socket refused with EPERM", "sc.ERRNO(errno.EAFNOSUPPORT)", "deny"),
+    HandMutant(
+        "seccomp", "AF_UNSPEC sockets at launch", "sc.Arg(0, sc.NE, _AF_UNIX)", "sc.Arg(0, sc.GT, _AF_UNIX)"
+    ),
+    HandMutant(
+        "seccomp",
+        "fcntl owner command compared on 64 bits",
+        'rule(deny, "fcntl", arg(1, masked, 0xFFFFFFFF, cmd))',
+        'rule(deny, "fcntl", arg(1, sc.EQ, cmd))',
+    ),
+    HandMutant(
+        "seccomp", "F_SETSIG allowed", "_FCNTL_OWNER: Final = (8, 10, 15)", "_FCNTL_OWNER: Final = (8, 15)"
+    ),
+    HandMutant(
+        "seccomp",
+        "SIOCSPGRP allowed",
+        "_IOCTL_OWNER: Final = (0x8901, 0x8902)",
+        "_IOCTL_OWNER: Final = (0x8901,)",
+    ),
+    HandMutant(
+        "seccomp",
+        "ioctl owner command compared on 64 bits",
+        'rule(deny, "ioctl", arg(1, masked, 0xFFFFFFFF, cmd))',
+        'rule(deny, "ioctl", arg(1, sc.EQ, cmd))',
+    ),
+    HandMutant(
+        "seccomp",
+        "tkill/tgkill may signal the worker",
+        'for name in ("kill", "tkill", "tgkill"):',
+        'for name in ("kill",):',
+    ),
+    HandMutant(
+        "seccomp",
+        "kill of pid 1 compared on 64 bits",
+        "rule(deny, name, sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 1))",
+        "rule(deny, name, sc.Arg(0, sc.EQ, 1))",
+    ),
+    HandMutant(
+        "seccomp",
+        "kill of the own process group allowed",
+        'rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0))',
+        'rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0xFFFFFFFF))',
+    ),
+    HandMutant(
+        "seccomp",
+        "kill of negative pids allowed",
+        'rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0x80000000, 0x80000000))',
+        'rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0xFFFFFFFF))',
+    ),
+    HandMutant(
+        "seccomp",
+        "job stage rules at launch, launch rules in jobs",
+        "if stage is FilterStage.LAUNCH:",
+        "if stage is FilterStage.JOB:",
+    ),
+    HandMutant(
+        "seccomp", "refusals with EACCES", "deny = sc.ERRNO(errno.EPERM)", "deny = sc.ERRNO(errno.EACCES)"
+    ),
+    HandMutant("seccomp", "shmat allowed in jobs", '"shmget", "shmat",', '"shmget",'),
+    HandMutant("seccomp", "mq_open allowed in jobs", '"mq_open", "mq_unlink",', '"mq_unlink",'),
+    HandMutant("seccomp", "lsetxattr allowed in jobs", '"setxattr", "lsetxattr",', '"setxattr",'),
+    HandMutant("seccomp", "pidfd_send_signal allowed in jobs", ' "pidfd_send_signal",', ""),
+    HandMutant("seccomp", "kcmp allowed", '"kcmp", ', ""),
+    HandMutant("seccomp", "io_uring_enter allowed", '"io_uring_enter", ', ""),
+    HandMutant("seccomp", "fsopen allowed", '"fsopen", ', ""),
+    HandMutant("seccomp", "migrate_pages on any process", '"migrate_pages", ', ""),
+    HandMutant("seccomp", "CLONE_NEWTIME missing", "    0x00000080,  # CLONE_NEWTIME\n", ""),
+    HandMutant(
+        "seccomp", "rt_sigqueueinfo left out of the own-pid guard", '    ("rt_sigqueueinfo", 0),\n', ""
+    ),
+    HandMutant("seccomp", "signal guard on the wrong argument", '("tgkill", 0),', '("tgkill", 1),'),
     HandMutant(
         "frames",
         "header cap off by one",
