@@ -115,16 +115,22 @@ MODULES: dict[str, Module] = {
         "airlock/sandbox/_frames.py",
         ("tests/unit/test_frames.py", "tests/unit/test_sandbox_layers.py"),
     ),
-    "worker": Module("airlock/sandbox/_worker.py", ("tests/unit/test_sandbox_layers.py",)),
+    # the worker and its jobs played by the test (real processes, real sockets); tests/sandbox starts real ones
+    "worker": Module(
+        "airlock/sandbox/_worker.py", ("tests/unit/test_worker.py", "tests/unit/test_sandbox_layers.py")
+    ),
     # gateway
     "gateway_keys": Module("airlock/gateway/_keys.py", ("tests/unit/test_gateway_units.py",)),
     "gateway_app": Module("airlock/gateway/_app.py", ("tests/gateway",)),
     "gateway_audit": Module("airlock/gateway/_audit.py", ("tests/unit/test_gateway_units.py",)),
     "gateway_limiter": Module("airlock/gateway/_limiter.py", ("tests/gateway",)),
     # loading
-    "load_model": Module("airlock/_load/model.py", ("tests/load",)),
-    "load_graph": Module("airlock/_load/graph.py", ("tests/load",)),
-    "load_arrays": Module("airlock/_load/arrays.py", ("tests/load",)),
+    # unit tests only (seconds); the end-to-end tests/load (torch in subprocesses, minutes) stay out of the loop
+    "load_model": Module(
+        "airlock/_load/model.py", ("tests/unit/test_load_model.py", "tests/unit/test_load_graph.py")
+    ),
+    "load_graph": Module("airlock/_load/graph.py", ("tests/unit/test_load_graph.py",)),
+    "load_arrays": Module("airlock/_load/arrays.py", ("tests/unit/test_load_arrays.py",)),
 }
 
 #: Surviving mutants judged equivalent (no test can tell them apart from the original), with the
@@ -178,6 +184,13 @@ EQUIVALENT: dict[str, str] = {
     ),
     "airlock.sandbox._frames.xǁ_Receiverǁread_into__mutmut_44": (
         "self.first = False -> None: `first` is only read as a truth value"
+    ),
+    "airlock.sandbox._seccomp.x_own_pid_rules__mutmut_5": (
+        "resolve_syscall(Arch.NATIVE) -> (None): Arch.NATIVE is 0 (SCMP_ARCH_NATIVE), which None becomes"
+    ),
+    "airlock.sandbox._seccomp.x_seccomp_available__mutmut_1": (
+        "compile_filter(FilterStage.JOB) -> (None): every stage that is not LAUNCH compiles the job "
+        "filter, so the probe compiles the same program"
     ),
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
@@ -434,6 +447,69 @@ HAND_MUTANTS: tuple[HandMutant, ...] = (
         "seccomp", "rt_sigqueueinfo left out of the own-pid guard", '    ("rt_sigqueueinfo", 0),\n', ""
     ),
     HandMutant("seccomp", "signal guard on the wrong argument", '("tgkill", 0),', '("tgkill", 1),'),
+    HandMutant(
+        "load_model",
+        "numel skips the first dimension",
+        "for dim in self.shape:",
+        "for dim in self.shape[1:]:",
+    ),
+    HandMutant(
+        "load_model",
+        "nbytes ignores the item size",
+        "return self.numel * self.dtype.itemsize",
+        "return self.numel",
+    ),
+    HandMutant("load_model", "65 dimensions allowed", "MAX_DIMS: Final = 64", "MAX_DIMS: Final = 65"),
+    HandMutant(
+        "load_model",
+        "logical size bound of 2**64",
+        "MAX_LOGICAL_BYTES: Final = 2**63 - 1",
+        "MAX_LOGICAL_BYTES: Final = 2**64 - 1",
+    ),
+    HandMutant("load_graph", "nesting bound off by one", "MAX_DEPTH: Final = 200", "MAX_DEPTH: Final = 201"),
+    HandMutant(
+        "load_graph",
+        "parameters with state not realised",
+        '{"torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"}',
+        '{"torch._utils._rebuild_parameter"}',
+    ),
+    HandMutant(
+        "load_graph",
+        "Parameter not a tensor type",
+        ', "torch.nn.parameter.Parameter"})',
+        "})",
+    ),
+    HandMutant(
+        "load_graph",
+        "numpy 2 reconstruct path dropped",
+        ', "numpy._core.multiarray._reconstruct"})',
+        "})",
+    ),
+    HandMutant(
+        "load_graph",
+        "sparse CSC components named like CSR",
+        '"torch.sparse_csc": ("ccol_indices", "row_indices", "values"),',
+        '"torch.sparse_csc": ("crow_indices", "col_indices", "values"),',
+    ),
+    HandMutant("load_arrays", "int64 negation refused", '"int32", "int64", "uint8"', '"int32", "uint8"'),
+    HandMutant(
+        "load_arrays",
+        "float64 sign bit wrong",
+        "8: 0x8000_0000_0000_0000}",
+        "8: 0x4000_0000_0000_0000}",
+    ),
+    HandMutant(
+        "load_arrays",
+        "lazy negation of complex32 accepted",
+        '(name in _COMPLEX and name != "complex32")',
+        "(name in _COMPLEX)",
+    ),
+    HandMutant(
+        "load_arrays",
+        "complex64 not treated as complex",
+        '_COMPLEX: Final = {"complex32": "float16", "complex64": "float32", ',
+        '_COMPLEX: Final = {"complex32": "float16", ',
+    ),
     HandMutant(
         "frames",
         "header cap off by one",
