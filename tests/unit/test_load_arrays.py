@@ -474,3 +474,50 @@ def test_to_torch_refusals(torch: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         UsageError, match=r"^framework='pt' needs torch \(pip install 'model-airlock\[torch\]'\)$"
     ):
         to_torch(TensorRef(st, DTYPES["float32"], 0, (1,), (1,)), EMPTY)
+
+
+def _aligned_block(payload: bytes, start: int, writeable: bool) -> tuple[Any, memoryview, int]:
+    block = np.zeros(256, dtype=np.uint8)
+    base = -block.ctypes.data % 64 + start
+    block[base : base + len(payload)] = np.frombuffer(payload, dtype=np.uint8)
+    block.flags.writeable = writeable
+    return block, memoryview(block), base
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_to_torch_copies_read_only_memory_without_a_warning(torch: Any, dtype: str) -> None:
+    block, mapping, base = _aligned_block(struct.pack("<4H", 0x3F80, 0, 0x4000, 0), 0, writeable=False)
+    st = Storage("k", 8, base, (0, 8))
+    ref = TensorRef(st, DTYPES[dtype], 0, (8 // DTYPES[dtype].itemsize,), (1,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when handed a read-only array
+        t = to_torch(ref, mapping)
+    assert t.data_ptr() != block.ctypes.data + base  # a copy
+    assert t.dtype == getattr(torch, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("start", [4, 8, 32])
+def test_to_torch_realigns_a_misaligned_storage(torch: Any, dtype: str, start: int) -> None:
+    _block, mapping, base = _aligned_block(
+        struct.pack("<4H", 0x3F80, 0x3F80, 0x4000, 0x4000), start, writeable=True
+    )
+    st = Storage("k", 8, base, (0, 8))
+    ref = TensorRef(st, DTYPES[dtype], 0, (8 // DTYPES[dtype].itemsize,), (1,))
+    cache: arrays.Prepared = {}
+    t = to_torch(ref, mapping, cache)
+    assert t.data_ptr() % 64 == 0
+    assert len(cache) == 1  # the realigned copy is kept for the next tensor over the storage
+    again = to_torch(ref, mapping, cache)
+    assert again.data_ptr() == t.data_ptr()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_to_torch_shares_one_transformed_copy(torch: Any, dtype: str) -> None:
+    data = struct.pack("<4H", 0x3F80, 0x3F80, 0x4000, 0x4000)
+    st = Storage("k", 8, 0, (0, 8), 1, data)
+    n = 8 // DTYPES[dtype].itemsize
+    cache: arrays.Prepared = {}
+    first = to_torch(TensorRef(st, DTYPES[dtype], 0, (n,), (1,), neg=True), EMPTY, cache)
+    second = to_torch(TensorRef(st, DTYPES[dtype], 0, (n,), (1,), neg=True), EMPTY, cache)
+    assert first.data_ptr() == second.data_ptr() and len(cache) == 1
