@@ -192,6 +192,24 @@ EQUIVALENT: dict[str, str] = {
         "compile_filter(FilterStage.JOB) -> (None): every stage that is not LAUNCH compiles the job "
         "filter, so the probe compiles the same program"
     ),
+    "airlock._load.arrays.x__transform__mutmut_43": (
+        "_negate_float(real, part -> None): the name only tells half precision apart (its NaN rule); "
+        "a negated complex tensor is complex64/128 here (complex32 negation is refused before)"
+    ),
+    "airlock._load.arrays.x__transform__mutmut_44": (
+        "_negate_float(real, part, ref -> None): ref only names the storage in the half-precision NaN "
+        "refusal, which float32/float64 parts never reach"
+    ),
+    "airlock._load.arrays.x__prepared__mutmut_56": (
+        "`st.swap > 1` -> `>= 1`: byte-swapping in units of one byte is the identity"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_track_job__mutmut_16": (
+        "parent = -1 -> None when /proc/PID/stat is unreadable: neither is the worker's pid, the pidfd is closed"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_track_job__mutmut_17": (
+        "parent = -1 -> +1: pid 1 is never the worker (airlock's own child), the pidfd is closed the same way"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_track_job__mutmut_18": "parent = -1 -> -2: not a pid either",
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',

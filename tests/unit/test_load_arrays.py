@@ -521,3 +521,14 @@ def test_to_torch_shares_one_transformed_copy(torch: Any, dtype: str) -> None:
     first = to_torch(TensorRef(st, DTYPES[dtype], 0, (n,), (1,), neg=True), EMPTY, cache)
     second = to_torch(TensorRef(st, DTYPES[dtype], 0, (n,), (1,), neg=True), EMPTY, cache)
     assert first.data_ptr() == second.data_ptr() and len(cache) == 1
+
+
+@pytest.mark.parametrize("nbytes", [1, 2])
+def test_align_holds_for_the_smallest_storages(nbytes: int) -> None:
+    block = np.zeros(256, dtype=np.uint8)
+    base = -block.ctypes.data % 64 + 1  # one byte past a boundary
+    block[base : base + nbytes] = 7
+    st = Storage("k", nbytes, base, (0, nbytes))
+    out = to_numpy(TensorRef(st, DTYPES["uint8"], 0, (nbytes,), (1,)), memoryview(block), None, align=True)
+    assert out.tolist() == [7] * nbytes
+    assert out.ctypes.data % 64 == 0

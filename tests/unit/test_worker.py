@@ -818,3 +818,86 @@ def test_a_worker_that_does_not_start(
         assert all(process.poll() is not None for process in p.processes)  # killed
     finally:
         p.reap()
+
+
+# -- more edges -----------------------------------------------------------------------------------------
+
+
+def test_a_job_named_with_parentheses_and_in_its_own_session_is_tracked(tmp_path: Path) -> None:
+    """/proc/PID/stat is parsed from the last ')' (a command name may hold ') 1 2'), and the parent
+    is field 4, not the process group (the job here has its own session)."""
+    odd = tmp_path / "x) 1 2 3"
+    odd.symlink_to("/bin/sleep")
+    f = Fake(["sh", "-c", f"setsid '{odd}' 60 & wait"], layers=())
+    try:
+        deadline = time.monotonic() + 5
+        child = 0
+        while not child and time.monotonic() < deadline:
+            path = Path(f"/proc/{f.process.pid}/task/{f.process.pid}/children")
+            for pid in (int(x) for x in path.read_text().split()):
+                if Path(f"/proc/{pid}/comm").read_text().startswith("x) 1"):
+                    child = pid
+            time.sleep(0.02)
+        assert child
+        f.sandbox._track_job(child)
+        assert list(f.sandbox._job_pidfds) == [child]
+    finally:
+        f.close()
+
+
+def _short(fake: Fake, seconds: float) -> None:
+    from airlock.sandbox._policy import SandboxLimits
+
+    fake.sandbox.policy = SandboxPolicy(limits=SandboxLimits(wall_seconds=seconds))
+
+
+@pytest.mark.parametrize("stage", ["infer", "state_dict"])
+def test_a_request_to_a_silent_job_hits_the_wall_clock_limit(job: Job, fake: Fake, stage: str) -> None:
+    _short(fake, 0.4)
+    start = time.monotonic()
+    with pytest.raises(SandboxError) as info:
+        if stage == "infer":
+            job.worker.infer({"x": np.zeros(2, np.float32)})
+        else:
+            job.worker.state_dict()
+    assert (
+        str(info.value)
+        == f"sandboxed {stage} exceeded the wall-clock limit of 0.4 s; the worker tree was killed"
+    )
+    assert time.monotonic() - start < 4
+
+
+def test_inputs_to_a_job_that_never_reads_hit_the_wall_clock_limit(job: Job, fake: Fake) -> None:
+    _short(fake, 0.4)
+    start = time.monotonic()
+    with pytest.raises(SandboxError) as info:
+        job.worker.infer({"x": np.zeros(4 << 20, np.float32)})
+    assert (
+        str(info.value)
+        == "sandboxed infer exceeded the wall-clock limit of 0.4 s; the worker tree was killed"
+    )
+    assert time.monotonic() - start < 4
+
+
+def test_infer_request_header(job: Job) -> None:
+    got: dict[str, Any] = {}
+
+    def peer() -> None:
+        got["header"] = recv_frame(job.peer, CAPS, deadline=soon()).header
+        send_frame(job.peer, {"type": "tensors", "tensors": []}, deadline=soon())
+
+    thread = play(peer)
+    assert job.worker.infer({"x": np.zeros(3, np.uint8)}) == {}
+    thread.join(5)
+    specs, _ = encode_tensors([("x", np.zeros(3, np.uint8))])
+    assert got["header"] == {"type": "infer", "tensors": specs}
+
+
+def test_definition_must_be_a_regular_file_message(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo2"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError) as info:
+        _worker._read_definition(fifo)
+    assert (
+        str(info.value) == f"definition {str(fifo)!r} is not a regular file (FIFO, device, socket or folder)"
+    )
