@@ -210,6 +210,17 @@ EQUIVALENT: dict[str, str] = {
         "parent = -1 -> +1: pid 1 is never the worker (airlock's own child), the pidfd is closed the same way"
     ),
     "airlock.sandbox._worker.xǁSandboxǁ_track_job__mutmut_18": "parent = -1 -> -2: not a pid either",
+    "airlock.sandbox._worker.x__read_definition__mutmut_15": (
+        "read(_MAX_DEFINITION + 1) -> read(None): the same verdict on every file (over 1 MiB refused); "
+        "the bound only caps memory"
+    ),
+    "airlock.sandbox._worker.x__read_definition__mutmut_17": (
+        "read(_MAX_DEFINITION + 1) -> + 2: both exceed the 1 MiB bound the same way"
+    ),
+    "airlock.sandbox._worker.x__read_definition__mutmut_27": '"utf-8" -> "UTF-8": the same codec',
+    "airlock.sandbox._worker.x_load_state_dict__mutmut_16": (
+        "limits=DEFAULT_LIMITS dropped from gate(): DEFAULT_LIMITS is gate's default"
+    ),
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',

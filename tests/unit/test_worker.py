@@ -901,3 +901,33 @@ def test_definition_must_be_a_regular_file_message(tmp_path: Path) -> None:
     assert (
         str(info.value) == f"definition {str(fifo)!r} is not a regular file (FIFO, device, socket or folder)"
     )
+
+
+SUSPICIOUS = b"\x80\x02cipaddress\nip_address\n(X\x07\x00\x00\x001.2.3.4tR."  # an unknown callable
+MALICIOUS = b"\x80\x02cos\nsystem\n(X\x04\x00\x00\x00truetR."  # never run: the gate refuses it first
+
+
+def test_load_state_dict_refuses_what_the_scan_refuses(played: Played, tmp_path: Path) -> None:
+    from airlock.errors import PolicyError
+
+    bad, odd = tmp_path / "bad.pkl", tmp_path / "odd.pkl"
+    bad.write_bytes(MALICIOUS)
+    odd.write_bytes(SUSPICIOUS)
+    with pytest.raises(PolicyError, match="refused"):
+        _worker.load_state_dict(bad)
+    with pytest.raises(PolicyError, match="refused"):
+        _worker.load_state_dict(odd)
+    assert played.launched == []
+    # each unsafe option, and a scan policy that allows the callable, lets the file through
+    assert "w" in _worker.load_state_dict(odd, unsafe_allow_suspicious=True)
+    assert "w" in _worker.load_state_dict(bad, unsafe_skip_scan=True)
+    from airlock.policy import Policy
+
+    assert "w" in _worker.load_state_dict(odd, scan_policy=Policy(allow=frozenset({"ipaddress.ip_address"})))
+    assert [blob for _, blob in played.loads] == [SUSPICIOUS, MALICIOUS, SUSPICIOUS]
+
+
+def test_load_state_dict_names_the_runtime(played: Played, tmp_path: Path) -> None:
+    _worker.load_state_dict(_model(tmp_path), runtime="torchscript", unsafe_skip_scan=True)
+    assert played.launched[0][1] == ("torchscript",)
+    assert played.loads[0][0]["runtime"] == "torchscript"
