@@ -221,6 +221,20 @@ EQUIVALENT: dict[str, str] = {
     "airlock.sandbox._worker.x_load_state_dict__mutmut_16": (
         "limits=DEFAULT_LIMITS dropped from gate(): DEFAULT_LIMITS is gate's default"
     ),
+    "airlock.sandbox._worker.xǁSandboxǁclose__mutmut_4": (
+        "wait(timeout=5) -> 6 before the kill: only how long close() lets the worker exit by itself"
+    ),
+    "airlock.sandbox._worker.xǁWorkerǁ__init____mutmut_47": (
+        "_spawn(deadline) -> _spawn(None): _spawn then takes now + wall_seconds, the same deadline "
+        "microseconds later"
+    ),
+    "airlock.sandbox._worker.xǁWorkerǁ__init____mutmut_75": (
+        "the load request sent without a deadline: a few hundred bytes always fit a fresh socket's "
+        "buffer, so the send never waits (the reply has its deadline)"
+    ),
+    "airlock.sandbox._worker.xǁWorkerǁstate_dict__mutmut_6": (
+        "the state_dict request sent without a deadline: 24 bytes, as above; the reply has its deadline"
+    ),
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',

@@ -623,6 +623,9 @@ class Played:
     ) -> None:
         self.hello = hello if hello is not None else {"type": "hello", "pid": 1}
         self.job_error = job_error
+        #: "silent-start": no ready; "silent-load": no reply to load; "gone": closes after ready
+        self.job_mode = ""
+        self.kind, self.layers = "checkpoint", "seccomp landlock\x1b"
         self.launched: list[tuple[object, tuple[str, ...]]] = []
         self.loads: list[tuple[dict[str, object], bytes]] = []
         self.requests: list[dict[str, object]] = []
@@ -657,17 +660,23 @@ class Played:
     def _job(self, sock: socket.socket) -> None:
         with sock:
             try:
-                send_frame(
-                    sock, {"type": "ready", "pid": 1, "layers": "seccomp landlock\x1b"}, deadline=soon()
-                )
+                if self.job_mode == "silent-start":
+                    time.sleep(5)
+                    return
+                send_frame(sock, {"type": "ready", "pid": 1, "layers": self.layers}, deadline=soon())
+                if self.job_mode == "gone":
+                    return
                 frame = recv_frame(sock, CAPS, deadline=soon())
                 with os.fdopen(frame.fds[0], "rb") as model:
                     self.loads.append((frame.header, model.read()))
                 if self.job_error is not None:
                     send_frame(sock, self.job_error, deadline=soon())
                     return
+                if self.job_mode == "silent-load":
+                    time.sleep(5)
+                    return
                 send_frame(
-                    sock, {"type": "loaded", "kind": "checkpoint", "summary": "1 tensor\n"}, deadline=soon()
+                    sock, {"type": "loaded", "kind": self.kind, "summary": "1 tensor\n"}, deadline=soon()
                 )
                 while True:
                     request = recv_frame(sock, CAPS, deadline=soon(30)).header
@@ -931,3 +940,96 @@ def test_load_state_dict_names_the_runtime(played: Played, tmp_path: Path) -> No
     _worker.load_state_dict(_model(tmp_path), runtime="torchscript", unsafe_skip_scan=True)
     assert played.launched[0][1] == ("torchscript",)
     assert played.loads[0][0]["runtime"] == "torchscript"
+
+
+def test_worker_takes_its_limits_from_a_shared_sandbox(played: Played, tmp_path: Path) -> None:
+    from airlock.sandbox._policy import SandboxLimits
+
+    limits = SandboxLimits(max_tensors=7, max_rank=3, max_header_bytes=1000, max_frame_bytes=5000)
+    with _worker.Sandbox(SandboxPolicy(limits=limits)) as sandbox, sandbox.open(_model(tmp_path)) as worker:
+        assert worker._caps == FrameCaps(1000, 5000)
+        assert worker._tensor_caps == TensorCaps(7, 3, 5000)
+
+
+def test_worker_starts_its_own_sandbox_for_its_runtime(played: Played, tmp_path: Path) -> None:
+    definition = tmp_path / "d.py"
+    definition.write_text("def build_model():\n    return None\n", encoding="utf-8")
+    with _worker.Worker(_model(tmp_path), definition=definition) as worker:
+        assert played.launched[0][1] == ("definition",)
+        limits = SandboxPolicy().limits
+        assert worker._tensor_caps == TensorCaps(limits.max_tensors, limits.max_rank, limits.frame_bytes)
+
+
+def test_what_a_job_reports_at_start_is_bounded(played: Played, tmp_path: Path) -> None:
+    played.kind, played.layers = "k" * 300, "l" * 300
+    with _worker.Worker(_model(tmp_path)) as worker:
+        assert worker.info.kind == "k" * 200 + "..."
+        assert worker.info.job_layers == "l" * 200 + "..."
+
+
+@pytest.mark.parametrize(("mode", "stage"), [("silent-start", "start"), ("silent-load", "load")])
+def test_a_job_silent_at_start_or_load_hits_the_wall_clock_limit(
+    played: Played, tmp_path: Path, mode: str, stage: str
+) -> None:
+    from airlock.sandbox._policy import SandboxLimits
+
+    played.job_mode = mode
+    start = time.monotonic()
+    with pytest.raises(SandboxError) as info:
+        _worker.Worker(_model(tmp_path), policy=SandboxPolicy(limits=SandboxLimits(wall_seconds=0.5)))
+    assert str(info.value) == (
+        f"sandboxed {stage} exceeded the wall-clock limit of 0.5 s; the worker tree was killed"
+    )
+    assert time.monotonic() - start < 4
+
+
+def test_a_job_gone_before_its_load_request(played: Played, tmp_path: Path) -> None:
+    played.job_mode = "gone"
+    with pytest.raises(SandboxError, match=r"^sandboxed load failed: the job died \("):
+        _worker.Worker(_model(tmp_path))
+
+
+def test_a_state_dict_request_to_a_job_that_is_gone(job: Job) -> None:
+    job.peer.close()
+    with pytest.raises(SandboxError, match=r"^sandboxed state_dict failed: the job died \(exit 9\): "):
+        job.worker.state_dict()
+
+
+def test_a_trickling_reply_hits_the_deadline_of_the_whole_request(job: Job, fake: Fake) -> None:
+    """The deadline bounds the whole exchange: a job that sends its reply a byte at a time, each
+    byte well within the time left, is still cut off when the request's time is up."""
+    _short(fake, 0.6)
+    specs, buffers = encode_tensors([("y", np.zeros(64, np.float32))])
+    stop = threading.Event()
+
+    def peer() -> None:
+        recv_frame(job.peer, CAPS, deadline=soon())
+        out = socket.socketpair()
+        send_frame(out[0], {"type": "tensors", "tensors": specs}, buffers, deadline=soon())
+        out[0].close()
+        data = out[1].recv(1 << 20)
+        out[1].close()
+        for byte in data:
+            if stop.wait(0.05):
+                return
+            try:
+                job.peer.send(bytes([byte]))
+            except OSError:
+                return
+
+    thread = play(peer)
+    start = time.monotonic()
+    try:
+        with pytest.raises(SandboxError, match=r"exceeded the wall-clock limit of 0\.6 s"):
+            job.worker.infer({"x": np.zeros(1, np.float32)})
+        assert time.monotonic() - start < 4
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_close_kills_a_worker_that_does_not_exit(fake: Fake) -> None:
+    start = time.monotonic()
+    fake.sandbox.close()  # sleep(1) ignores its control socket: waited for, then killed
+    assert 4.5 < time.monotonic() - start < 10
+    assert fake.process.wait(timeout=5) == -9
