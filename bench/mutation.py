@@ -235,6 +235,34 @@ EQUIVALENT: dict[str, str] = {
     "airlock.sandbox._worker.xǁWorkerǁstate_dict__mutmut_6": (
         "the state_dict request sent without a deadline: 24 bytes, as above; the reply has its deadline"
     ),
+    "airlock._load.graph.xǁ_Walkerǁ_global__mutmut_15": (
+        '("torch.storage", "torch") -> "XXtorchXX": torch.UntypedStorage already matched the `torch.*Storage` rule above'
+    ),
+    "airlock._load.graph.xǁ_Walkerǁ_global__mutmut_16": ('"torch" -> "TORCH" in the same test: as #15'),
+    "airlock._load.graph.xǁ_Walkerǁ_ordered_dict__mutmut_34": (
+        "zip(strict=True) -> strict=None: the machine refuses SETITEMS with an odd number of items, so the halves are equal"
+    ),
+    "airlock._load.graph.xǁ_Walkerǁ_ordered_dict__mutmut_37": ("strict dropped: as #34"),
+    "airlock._load.graph.xǁ_Walkerǁ_ordered_dict__mutmut_42": ("strict=False: as #34"),
+    "airlock._load.graph.xǁ_Walkerǁ_plain_object__mutmut_4": (
+        '`call.kind == "newobj"` -> `!=`: dead clause, `args and ... args == ()` is never true (non-empty args are never ())'
+    ),
+    "airlock._load.graph.xǁ_Walkerǁ_plain_object__mutmut_5": ('"newobj" -> "XXnewobjXX": as #4'),
+    "airlock._load.graph.xǁ_Walkerǁ_plain_object__mutmut_6": ('"newobj" -> "NEWOBJ": as #4'),
+    "airlock._load.graph.x__strides__mutmut_7": (
+        "a non-integer size becomes 1 instead of 0 in the strides: check_view refuses such a size before the strides matter"
+    ),
+    "airlock._load.graph.x__numpy_dtype__mutmut_8": ('order "<" -> None: only ever compared with ">"'),
+    "airlock._load.graph.x__numpy_dtype__mutmut_9": ('order "<" -> "XX<XX": only ever compared with ">"'),
+    "airlock._load.graph.x__codecs_encode__mutmut_16": ('"latin-1" -> "LATIN-1": the same codec'),
+    "airlock._load.graph.x__tensor__mutmut_7": ('metadata None -> "" for v1: only read as `if metadata:`'),
+    "airlock._load.graph.x__qtensor__mutmut_88": (
+        "`and` -> `or` in an assert made true by the all(isinstance(...)) check just above"
+    ),
+    "airlock._load.graph.x__sparse__mutmut_58": (
+        "zip(strict=False) -> strict=None: the same (non-strict) zip"
+    ),
+    "airlock._load.graph.x__sparse__mutmut_61": ("strict=False dropped: the default"),
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',

@@ -871,3 +871,78 @@ def test_sparse_refusals(body: bytes, error: type[Exception], pattern: str) -> N
 def test_sparse_size_of_zero_is_a_size() -> None:
     out = load(sparse("torch.sparse_coo", idx("i"), idx("v"), c((0, 0))))
     assert out["size"].storage.data == bytes(16)
+
+
+# -- the realised small tensors hold the right bytes ----------------------------------------------------
+
+
+def _values(ref: TensorRef) -> list[object]:
+    np = pytest.importorskip("numpy")
+    from airlock._load.arrays import to_numpy
+
+    out = to_numpy(ref, memoryview(b""))
+    assert isinstance(out, np.ndarray)
+    return list(out.ravel().tolist())
+
+
+def test_inline_tensors_read_back() -> None:
+    body = qtensor(tup(g("torch", "per_tensor_affine"), c(0.25), c(-3)))
+    out = load(body)
+    assert _values(out.extras["scale"]) == [0.25] and _values(out.extras["zero_point"]) == [-3]
+    scales = v2(pid("DoubleStorage", "s", 2), 0, (2,), (1,))
+    zeros = v2(pid("LongStorage", "z", 2), 0, (2,), (1,))
+    per_channel = qtensor(tup(g("torch", "per_channel_affine"), scales, zeros, c(1)))
+    axis = load(per_channel).extras["axis"]
+    assert _values(axis) == [1] and axis.storage.key == f"inline@{per_channel.rindex(b'R') + 2}"
+    sp = sparse("torch.sparse_coo", idx("i"), idx("v"), c((3, 5)))
+    size = load(sp)["size"]
+    assert _values(size) == [3, 5] and size.storage.key == f"inline@{sp.rindex(b'R') + 2}"
+    arr = load(ndarray((3,), np_dtype("i2"), struct.pack("<3h", 5, -6, 7)))
+    assert _values(arr) == [5, -6, 7]
+    big_endian = load(ndarray((2,), np_dtype("i2", np_state(">")), struct.pack(">2h", 300, -2)))
+    assert _values(big_endian) == [300, -2]
+
+
+def test_dtype_state_of_two_fields_is_enough() -> None:
+    ref = load(ndarray((2,), np_dtype("f4", tup(c(3), c("<"))), bytes(8)))
+    assert ref.dtype.name == "float32"
+
+
+def test_array_shape_with_a_non_integer_is_refused_cleanly() -> None:
+    body = build(call("numpy.core.multiarray._reconstruct", g("numpy", "ndarray"), c((0,)), c(b"b")),
+                 tup(c(1), c(("x",)), np_dtype("f4"), c(False), c(bytes(4))))  # fmt: skip
+    refused(
+        body,
+        FormatError,
+        r"tensor numpy\.core\.multiarray\._reconstruct at pickle offset \d+: size \('x',\) is not a tuple of non-negative integers",
+    )
+
+
+def test_view_errors_name_the_call() -> None:
+    body = ndarray((3,), np_dtype("f4"), bytes(8))
+    refused(
+        body,
+        FormatError,
+        r"tensor numpy\.core\.multiarray\._reconstruct at pickle offset \d+: view .* reaches byte 12 of a storage of 8 bytes",
+    )
+    q = call(
+        "torch._utils._rebuild_qtensor",
+        Q,
+        c(0),
+        c((3, 4)),
+        c((4, 1)),
+        tup(g("torch", "per_tensor_affine"), c(0.5), c(3)),
+        c(False),
+        HOOKS,
+    )
+    refused(
+        q,
+        FormatError,
+        r"tensor torch\._utils\._rebuild_qtensor at pickle offset \d+: view .* reaches byte 12 of a storage of 8 bytes",
+    )
+    wrapped = _from_type(inner=tup(F, c(0), c((2,)), c((1,)), c(False)))
+    refused(
+        wrapped,
+        FormatError,
+        r"torch\._tensor\._rebuild_from_type_v2 at pickle offset \d+: expected 6 or 7 arguments, got 5",
+    )
