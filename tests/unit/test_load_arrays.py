@@ -532,3 +532,11 @@ def test_align_holds_for_the_smallest_storages(nbytes: int) -> None:
     out = to_numpy(TensorRef(st, DTYPES["uint8"], 0, (nbytes,), (1,)), memoryview(block), None, align=True)
     assert out.tolist() == [7] * nbytes
     assert out.ctypes.data % 64 == 0
+
+
+def test_raw_array_does_not_realign_unless_asked() -> None:
+    block = np.zeros(128, dtype=np.uint8)
+    base = -block.ctypes.data % 64 + 3
+    st = Storage("k", 8, base, (0, 8))
+    out = raw_array(TensorRef(st, DTYPES["uint16"], 0, (4,), (1,)), memoryview(block))
+    assert np.shares_memory(out, block)  # a view of the mapping, misaligned as it is
