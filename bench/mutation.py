@@ -263,6 +263,25 @@ EQUIVALENT: dict[str, str] = {
         "zip(strict=False) -> strict=None: the same (non-strict) zip"
     ),
     "airlock._load.graph.x__sparse__mutmut_61": ("strict=False dropped: the default"),
+    "airlock.sandbox._worker.xǁSandboxǁ__init____mutmut_27": (
+        "the 'timed out' fallback in `exc or 'timed out'` is dead: an exception is always truthy"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ__init____mutmut_28": ("as #27"),
+    "airlock.sandbox._worker.xǁSandboxǁ_stderr__mutmut_4": (
+        "wait(timeout=2) -> 3: only how long a worker that did not start is waited for"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_spawn__mutmut_7": (
+        "socketpair(AF_UNIX, SOCK_STREAM) -> socketpair(SOCK_STREAM): SOCK_STREAM is 1 == AF_UNIX, the type defaults to SOCK_STREAM"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_spawn__mutmut_8": (
+        "socketpair(AF_UNIX) : the type defaults to SOCK_STREAM"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_spawn__mutmut_60": (
+        "`pid > 1` -> `>= 1`: pid 1 is never the worker's child, _track_job drops it"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁexit_status__mutmut_7": (
+        "`time.monotonic() < deadline` -> `<=`: equal floats for one instant, then recv_frame's own deadline check"
+    ),
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',

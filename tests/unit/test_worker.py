@@ -209,7 +209,9 @@ def test_exit_status_waits_for_the_report(fake: Fake) -> None:
     assert fake.sandbox.exit_status(9, wait=5) == "killed by SIGXCPU"
     thread.join(5)
     assert fake.sandbox._exits == {4: "exit 1", 9: "killed by SIGXCPU"}
-    assert fake.sandbox.exit_status(4, wait=0) == "exit 1"  # already known: no wait
+    start = time.monotonic()
+    assert fake.sandbox.exit_status(4, wait=3) == "exit 1"  # already known: no wait
+    assert time.monotonic() - start < 1
 
 
 def test_exit_status_gives_up(fake: Fake) -> None:
@@ -736,6 +738,7 @@ def test_worker_in_a_shared_sandbox_with_a_definition(played: Played, tmp_path: 
     weights.write_bytes(b"not read here")
     with _worker.Sandbox(runtimes=("torch", "definition")) as sandbox:
         assert played.launched == [(sandbox.policy, ("torch", "definition"))]
+        assert sandbox.runtimes == ("torch", "definition")
         with sandbox.open(weights, definition=definition) as worker:
             assert worker._owned is None and worker.sandbox is sandbox
             assert worker.info.runtime == "definition"
@@ -995,7 +998,8 @@ def test_a_state_dict_request_to_a_job_that_is_gone(job: Job) -> None:
         job.worker.state_dict()
 
 
-def test_a_trickling_reply_hits_the_deadline_of_the_whole_request(job: Job, fake: Fake) -> None:
+@pytest.mark.parametrize("stage", ["infer", "state_dict"])
+def test_a_trickling_reply_hits_the_deadline_of_the_whole_request(job: Job, fake: Fake, stage: str) -> None:
     """The deadline bounds the whole exchange: a job that sends its reply a byte at a time, each
     byte well within the time left, is still cut off when the request's time is up."""
     _short(fake, 0.6)
@@ -1020,8 +1024,13 @@ def test_a_trickling_reply_hits_the_deadline_of_the_whole_request(job: Job, fake
     thread = play(peer)
     start = time.monotonic()
     try:
-        with pytest.raises(SandboxError, match=r"exceeded the wall-clock limit of 0\.6 s"):
-            job.worker.infer({"x": np.zeros(1, np.float32)})
+        with pytest.raises(
+            SandboxError, match=rf"^sandboxed {stage} exceeded the wall-clock limit of 0\.6 s"
+        ):
+            if stage == "infer":
+                job.worker.infer({"x": np.zeros(1, np.float32)})
+            else:
+                job.worker.state_dict()
         assert time.monotonic() - start < 4
     finally:
         stop.set()
@@ -1033,3 +1042,79 @@ def test_close_kills_a_worker_that_does_not_exit(fake: Fake) -> None:
     fake.sandbox.close()  # sleep(1) ignores its control socket: waited for, then killed
     assert 4.5 < time.monotonic() - start < 10
     assert fake.process.wait(timeout=5) == -9
+
+
+def test_a_worker_that_sends_descriptors_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = Played(hello={})
+    monkeypatch.setattr(_worker, "launch", p.launch)
+    real = p._worker
+
+    def with_fd(peer: socket.socket, process: subprocess.Popen[bytes]) -> None:
+        r, w = os.pipe()
+        socket.send_fds(
+            peer, [b"ALF1" + (24).to_bytes(4, "little") + bytes(8) + b'{"type":"hello","pid":1}'], [r]
+        )
+        os.close(r)
+        os.close(w)
+        real(peer, process)
+
+    monkeypatch.setattr(p, "_worker", with_fd)
+    try:
+        with pytest.raises(SandboxError) as info:
+            _worker.Sandbox()
+        assert str(info.value) == (
+            "sandbox: the worker did not start (channel: the peer sent 1 file descriptor(s); none are accepted "
+            "(closed)); worker said: worker says hi"
+        )
+    finally:
+        p.reap()
+
+
+def test_an_exit_report_with_descriptors_is_not_taken(fake: Fake) -> None:
+    r, w = os.pipe()
+    frame = b'{"type":"exited","pid":9,"status":"exit 0"}'
+    socket.send_fds(fake.peer, [b"ALF1" + len(frame).to_bytes(4, "little") + bytes(8) + frame], [r])
+    os.close(r)
+    os.close(w)
+    start = time.monotonic()
+    assert fake.sandbox.exit_status(9, wait=3) == "unknown (worker did not report)"
+    assert time.monotonic() - start < 2
+
+
+def test_stderr_is_bounded_and_decoded_leniently() -> None:
+    f = Fake(["sh", "-c", "head -c 10000 /dev/zero | tr '\\0' x >&2; exit 1"])
+    try:
+        assert f.sandbox._stderr() == "x" * 8192
+    finally:
+        f.close()
+    g = Fake(["sh", "-c", "printf 'bad \\377 byte' >&2; exit 1"])
+    try:
+        assert g.sandbox._stderr() == "bad \ufffd byte"
+    finally:
+        g.close()
+
+
+def test_jobs_in_a_pid_namespace_are_never_tracked() -> None:
+    f = Fake(["sh", "-c", "sleep 60 & wait"], layers=("namespaces",))
+    try:
+        deadline = time.monotonic() + 5
+        children: list[int] = []
+        while not children and time.monotonic() < deadline:
+            children = [
+                int(x)
+                for x in Path(f"/proc/{f.process.pid}/task/{f.process.pid}/children").read_text().split()
+            ]
+            time.sleep(0.02)
+
+        def worker() -> None:
+            frame = recv_frame(f.peer, CAPS, deadline=soon())
+            os.close(frame.fds[0])
+            send_frame(f.peer, {"type": "spawned", "pid": children[0]}, deadline=soon())
+
+        thread = play(worker)
+        sock, _ = f.sandbox._spawn(soon())
+        thread.join(5)
+        sock.close()
+        assert f.sandbox._job_pidfds == {}  # a pid inside the namespace names nothing on the host
+    finally:
+        f.close()
