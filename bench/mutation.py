@@ -147,17 +147,26 @@ MODULES: dict[str, Module] = {
     ),
     # sandbox layers
     "seccomp": Module("airlock/sandbox/_seccomp.py", ("tests/unit/test_sandbox_layers.py",)),
-    "frames": Module("airlock/sandbox/_frames.py", ("tests/unit/test_sandbox_layers.py",)),
-    "worker": Module("airlock/sandbox/_worker.py", ("tests/unit/test_sandbox_layers.py",)),
+    "frames": Module(
+        "airlock/sandbox/_frames.py",
+        ("tests/unit/test_frames.py", "tests/unit/test_sandbox_layers.py"),
+    ),
+    # the worker and its jobs played by the test (real processes, real sockets); tests/sandbox starts real ones
+    "worker": Module(
+        "airlock/sandbox/_worker.py", ("tests/unit/test_worker.py", "tests/unit/test_sandbox_layers.py")
+    ),
     # gateway
     "gateway_keys": Module("airlock/gateway/_keys.py", ("tests/unit/test_gateway_units.py",)),
     "gateway_app": Module("airlock/gateway/_app.py", ("tests/gateway",)),
     "gateway_audit": Module("airlock/gateway/_audit.py", ("tests/unit/test_gateway_units.py",)),
     "gateway_limiter": Module("airlock/gateway/_limiter.py", ("tests/gateway",)),
     # loading
-    "load_model": Module("airlock/_load/model.py", ("tests/load",)),
-    "load_graph": Module("airlock/_load/graph.py", ("tests/load",)),
-    "load_arrays": Module("airlock/_load/arrays.py", ("tests/load",)),
+    # unit tests only (seconds); the end-to-end tests/load (torch in subprocesses, minutes) stay out of the loop
+    "load_model": Module(
+        "airlock/_load/model.py", ("tests/unit/test_load_model.py", "tests/unit/test_load_graph.py")
+    ),
+    "load_graph": Module("airlock/_load/graph.py", ("tests/unit/test_load_graph.py",)),
+    "load_arrays": Module("airlock/_load/arrays.py", ("tests/unit/test_load_arrays.py",)),
 }
 
 #: Surviving mutants judged equivalent (no test can tell them apart from the original), with the
@@ -338,6 +347,131 @@ EQUIVALENT: dict[str, str] = {
         "decompressed record cut at [:64] -> [:65]: decompression stops at the declared size, at most 64"
     ),
     "airlock._formats.zip_reader.x__record__mutmut_27": "content[:64] -> [:65] in the message: content is at most 64 bytes",
+    "airlock.sandbox._frames.x__sendmsg_all__mutmut_19": (
+        "batch pending[:512] -> [:513]: any batch up to IOV_MAX (1024 on Linux) sends the same bytes; "
+        "only the number of sendmsg calls differs (more than 1024 buffers is tested)"
+    ),
+    "airlock.sandbox._frames.x__sendmsg_all__mutmut_31": (
+        "sent = 0 -> None after a partial buffer: only read as the truth value of `while sent and pending`"
+    ),
+    "airlock.sandbox._frames.x_encode_header__mutmut_4": (
+        "allow_nan=False -> None: json.dumps tests `if not allow_nan`, so None refuses NaN the same way"
+    ),
+    "airlock.sandbox._frames.x_encode_header__mutmut_12": '"utf-8" -> "UTF-8": the same codec',
+    "airlock.sandbox._frames.x_recv_frame__mutmut_19": (
+        "`n < len(prefix)` -> `<=`: at n == 16 exact_into gets an empty view and reads nothing"
+    ),
+    "airlock.sandbox._frames.x_send_frame__mutmut_9": (
+        'memoryview.cast("B") -> cast("b"): signed bytes, the same nbytes and the same bytes on the wire'
+    ),
+    "airlock.sandbox._frames.xǁ_Receiverǁread_into__mutmut_27": (
+        'received fds read as array("I") instead of "i": the kernel installs descriptors >= 0 and below '
+        "RLIMIT_NOFILE (< 2**31), whose unsigned and signed readings are equal"
+    ),
+    "airlock.sandbox._frames.xǁ_Receiverǁread_into__mutmut_28": (
+        "`len(data) - len(data) % 4` -> `+`: SCM_RIGHTS data is whole ints (the kernel copies whole "
+        "descriptors even when truncating), so the remainder is 0 and the slice is the same"
+    ),
+    "airlock.sandbox._frames.xǁ_Receiverǁread_into__mutmut_44": (
+        "self.first = False -> None: `first` is only read as a truth value"
+    ),
+    "airlock.sandbox._seccomp.x_own_pid_rules__mutmut_5": (
+        "resolve_syscall(Arch.NATIVE) -> (None): Arch.NATIVE is 0 (SCMP_ARCH_NATIVE), which None becomes"
+    ),
+    "airlock.sandbox._seccomp.x_seccomp_available__mutmut_1": (
+        "compile_filter(FilterStage.JOB) -> (None): every stage that is not LAUNCH compiles the job "
+        "filter, so the probe compiles the same program"
+    ),
+    "airlock._load.arrays.x__transform__mutmut_43": (
+        "_negate_float(real, part -> None): the name only tells half precision apart (its NaN rule); "
+        "a negated complex tensor is complex64/128 here (complex32 negation is refused before)"
+    ),
+    "airlock._load.arrays.x__transform__mutmut_44": (
+        "_negate_float(real, part, ref -> None): ref only names the storage in the half-precision NaN "
+        "refusal, which float32/float64 parts never reach"
+    ),
+    "airlock._load.arrays.x__prepared__mutmut_56": (
+        "`st.swap > 1` -> `>= 1`: byte-swapping in units of one byte is the identity"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_track_job__mutmut_16": (
+        "parent = -1 -> None when /proc/PID/stat is unreadable: neither is the worker's pid, the pidfd is closed"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_track_job__mutmut_17": (
+        "parent = -1 -> +1: pid 1 is never the worker (airlock's own child), the pidfd is closed the same way"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_track_job__mutmut_18": "parent = -1 -> -2: not a pid either",
+    "airlock.sandbox._worker.x__read_definition__mutmut_15": (
+        "read(_MAX_DEFINITION + 1) -> read(None): the same verdict on every file (over 1 MiB refused); "
+        "the bound only caps memory"
+    ),
+    "airlock.sandbox._worker.x__read_definition__mutmut_17": (
+        "read(_MAX_DEFINITION + 1) -> + 2: both exceed the 1 MiB bound the same way"
+    ),
+    "airlock.sandbox._worker.x__read_definition__mutmut_27": '"utf-8" -> "UTF-8": the same codec',
+    "airlock.sandbox._worker.x_load_state_dict__mutmut_16": (
+        "limits=DEFAULT_LIMITS dropped from gate(): DEFAULT_LIMITS is gate's default"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁclose__mutmut_4": (
+        "wait(timeout=5) -> 6 before the kill: only how long close() lets the worker exit by itself"
+    ),
+    "airlock.sandbox._worker.xǁWorkerǁ__init____mutmut_47": (
+        "_spawn(deadline) -> _spawn(None): _spawn then takes now + wall_seconds, the same deadline "
+        "microseconds later"
+    ),
+    "airlock.sandbox._worker.xǁWorkerǁ__init____mutmut_75": (
+        "the load request sent without a deadline: a few hundred bytes always fit a fresh socket's "
+        "buffer, so the send never waits (the reply has its deadline)"
+    ),
+    "airlock.sandbox._worker.xǁWorkerǁstate_dict__mutmut_6": (
+        "the state_dict request sent without a deadline: 24 bytes, as above; the reply has its deadline"
+    ),
+    "airlock._load.graph.xǁ_Walkerǁ_global__mutmut_15": (
+        '("torch.storage", "torch") -> "XXtorchXX": torch.UntypedStorage already matched the `torch.*Storage` rule above'
+    ),
+    "airlock._load.graph.xǁ_Walkerǁ_global__mutmut_16": ('"torch" -> "TORCH" in the same test: as #15'),
+    "airlock._load.graph.xǁ_Walkerǁ_ordered_dict__mutmut_34": (
+        "zip(strict=True) -> strict=None: the machine refuses SETITEMS with an odd number of items, so the halves are equal"
+    ),
+    "airlock._load.graph.xǁ_Walkerǁ_ordered_dict__mutmut_37": ("strict dropped: as #34"),
+    "airlock._load.graph.xǁ_Walkerǁ_ordered_dict__mutmut_42": ("strict=False: as #34"),
+    "airlock._load.graph.xǁ_Walkerǁ_plain_object__mutmut_4": (
+        '`call.kind == "newobj"` -> `!=`: dead clause, `args and ... args == ()` is never true (non-empty args are never ())'
+    ),
+    "airlock._load.graph.xǁ_Walkerǁ_plain_object__mutmut_5": ('"newobj" -> "XXnewobjXX": as #4'),
+    "airlock._load.graph.xǁ_Walkerǁ_plain_object__mutmut_6": ('"newobj" -> "NEWOBJ": as #4'),
+    "airlock._load.graph.x__strides__mutmut_7": (
+        "a non-integer size becomes 1 instead of 0 in the strides: check_view refuses such a size before the strides matter"
+    ),
+    "airlock._load.graph.x__numpy_dtype__mutmut_8": ('order "<" -> None: only ever compared with ">"'),
+    "airlock._load.graph.x__numpy_dtype__mutmut_9": ('order "<" -> "XX<XX": only ever compared with ">"'),
+    "airlock._load.graph.x__codecs_encode__mutmut_16": ('"latin-1" -> "LATIN-1": the same codec'),
+    "airlock._load.graph.x__tensor__mutmut_7": ('metadata None -> "" for v1: only read as `if metadata:`'),
+    "airlock._load.graph.x__qtensor__mutmut_88": (
+        "`and` -> `or` in an assert made true by the all(isinstance(...)) check just above"
+    ),
+    "airlock._load.graph.x__sparse__mutmut_58": (
+        "zip(strict=False) -> strict=None: the same (non-strict) zip"
+    ),
+    "airlock._load.graph.x__sparse__mutmut_61": ("strict=False dropped: the default"),
+    "airlock.sandbox._worker.xǁSandboxǁ__init____mutmut_27": (
+        "the 'timed out' fallback in `exc or 'timed out'` is dead: an exception is always truthy"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ__init____mutmut_28": ("as #27"),
+    "airlock.sandbox._worker.xǁSandboxǁ_stderr__mutmut_4": (
+        "wait(timeout=2) -> 3: only how long a worker that did not start is waited for"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_spawn__mutmut_7": (
+        "socketpair(AF_UNIX, SOCK_STREAM) -> socketpair(SOCK_STREAM): SOCK_STREAM is 1 == AF_UNIX, the type defaults to SOCK_STREAM"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_spawn__mutmut_8": (
+        "socketpair(AF_UNIX) : the type defaults to SOCK_STREAM"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁ_spawn__mutmut_60": (
+        "`pid > 1` -> `>= 1`: pid 1 is never the worker's child, _track_job drops it"
+    ),
+    "airlock.sandbox._worker.xǁSandboxǁexit_status__mutmut_7": (
+        "`time.monotonic() < deadline` -> `<=`: equal floats for one instant, then recv_frame's own deadline check"
+    ),
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',
@@ -478,6 +612,183 @@ HAND_MUTANTS: tuple[HandMutant, ...] = (
     HandMutant("seccomp", "CLONE_NEWUSER missing", "    0x10000000,  # CLONE_NEWUSER\n", ""),
     HandMutant(
         "seccomp", "launch sockets of any family", "sc.Arg(0, sc.NE, _AF_UNIX)", "sc.Arg(0, sc.EQ, 999)"
+    ),
+    HandMutant(
+        "seccomp",
+        "own-process calls checked on the wrong argument",
+        "rule(deny, name, arg(0, ne, 0))",
+        "rule(deny, name, arg(1, ne, 0))",
+    ),
+    HandMutant(
+        "seccomp",
+        "setpriority for a process group or user",
+        '    rule(deny, "setpriority", arg(0, ne, _PRIO_PROCESS))\n',
+        "",
+    ),
+    HandMutant(
+        "seccomp", "setpriority for another process", '    rule(deny, "setpriority", arg(1, ne, 0))\n', ""
+    ),
+    HandMutant(
+        "seccomp",
+        "ioprio_set for a group or user",
+        '    rule(deny, "ioprio_set", arg(0, ne, _IOPRIO_WHO_PROCESS))\n',
+        "",
+    ),
+    HandMutant(
+        "seccomp", "ioprio_set for another process", '    rule(deny, "ioprio_set", arg(1, ne, 0))\n', ""
+    ),
+    HandMutant("seccomp", "clone3 allowed", '    rule(sc.ERRNO(errno.ENOSYS), "clone3")', "    pass"),
+    HandMutant(
+        "seccomp",
+        "clone3 refused with EPERM (libc does not fall back to clone)",
+        'rule(sc.ERRNO(errno.ENOSYS), "clone3")',
+        'rule(sc.ERRNO(errno.EPERM), "clone3")',
+    ),
+    HandMutant(
+        "seccomp",
+        "any unshare at launch",
+        'rule(deny, "unshare", arg(0, ne, _CLONE_NEWNS))',
+        'rule(deny, "unshare", arg(0, ne, _CLONE_NEWNS), arg(1, ne, 0))',
+    ),
+    HandMutant(
+        "seccomp",
+        "fork-like clone allowed in jobs",
+        'rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))',
+        'rule(deny, "clone", sc.Arg(0, sc.EQ, 0))',
+    ),
+    HandMutant("seccomp", "launch socket refused with EPERM", "sc.ERRNO(errno.EAFNOSUPPORT)", "deny"),
+    HandMutant(
+        "seccomp", "AF_UNSPEC sockets at launch", "sc.Arg(0, sc.NE, _AF_UNIX)", "sc.Arg(0, sc.GT, _AF_UNIX)"
+    ),
+    HandMutant(
+        "seccomp",
+        "fcntl owner command compared on 64 bits",
+        'rule(deny, "fcntl", arg(1, masked, 0xFFFFFFFF, cmd))',
+        'rule(deny, "fcntl", arg(1, sc.EQ, cmd))',
+    ),
+    HandMutant(
+        "seccomp", "F_SETSIG allowed", "_FCNTL_OWNER: Final = (8, 10, 15)", "_FCNTL_OWNER: Final = (8, 15)"
+    ),
+    HandMutant(
+        "seccomp",
+        "SIOCSPGRP allowed",
+        "_IOCTL_OWNER: Final = (0x8901, 0x8902)",
+        "_IOCTL_OWNER: Final = (0x8901,)",
+    ),
+    HandMutant(
+        "seccomp",
+        "ioctl owner command compared on 64 bits",
+        'rule(deny, "ioctl", arg(1, masked, 0xFFFFFFFF, cmd))',
+        'rule(deny, "ioctl", arg(1, sc.EQ, cmd))',
+    ),
+    HandMutant(
+        "seccomp",
+        "tkill/tgkill may signal the worker",
+        'for name in ("kill", "tkill", "tgkill"):',
+        'for name in ("kill",):',
+    ),
+    HandMutant(
+        "seccomp",
+        "kill of pid 1 compared on 64 bits",
+        "rule(deny, name, sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 1))",
+        "rule(deny, name, sc.Arg(0, sc.EQ, 1))",
+    ),
+    HandMutant(
+        "seccomp",
+        "kill of the own process group allowed",
+        'rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0))',
+        'rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0xFFFFFFFF))',
+    ),
+    HandMutant(
+        "seccomp",
+        "kill of negative pids allowed",
+        'rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0x80000000, 0x80000000))',
+        'rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0xFFFFFFFF))',
+    ),
+    HandMutant(
+        "seccomp",
+        "job stage rules at launch, launch rules in jobs",
+        "if stage is FilterStage.LAUNCH:",
+        "if stage is FilterStage.JOB:",
+    ),
+    HandMutant(
+        "seccomp", "refusals with EACCES", "deny = sc.ERRNO(errno.EPERM)", "deny = sc.ERRNO(errno.EACCES)"
+    ),
+    HandMutant("seccomp", "shmat allowed in jobs", '"shmget", "shmat",', '"shmget",'),
+    HandMutant("seccomp", "mq_open allowed in jobs", '"mq_open", "mq_unlink",', '"mq_unlink",'),
+    HandMutant("seccomp", "lsetxattr allowed in jobs", '"setxattr", "lsetxattr",', '"setxattr",'),
+    HandMutant("seccomp", "pidfd_send_signal allowed in jobs", ' "pidfd_send_signal",', ""),
+    HandMutant("seccomp", "kcmp allowed", '"kcmp", ', ""),
+    HandMutant("seccomp", "io_uring_enter allowed", '"io_uring_enter", ', ""),
+    HandMutant("seccomp", "fsopen allowed", '"fsopen", ', ""),
+    HandMutant("seccomp", "migrate_pages on any process", '"migrate_pages", ', ""),
+    HandMutant("seccomp", "CLONE_NEWTIME missing", "    0x00000080,  # CLONE_NEWTIME\n", ""),
+    HandMutant(
+        "seccomp", "rt_sigqueueinfo left out of the own-pid guard", '    ("rt_sigqueueinfo", 0),\n', ""
+    ),
+    HandMutant("seccomp", "signal guard on the wrong argument", '("tgkill", 0),', '("tgkill", 1),'),
+    HandMutant(
+        "load_model",
+        "numel skips the first dimension",
+        "for dim in self.shape:",
+        "for dim in self.shape[1:]:",
+    ),
+    HandMutant(
+        "load_model",
+        "nbytes ignores the item size",
+        "return self.numel * self.dtype.itemsize",
+        "return self.numel",
+    ),
+    HandMutant("load_model", "65 dimensions allowed", "MAX_DIMS: Final = 64", "MAX_DIMS: Final = 65"),
+    HandMutant(
+        "load_model",
+        "logical size bound of 2**64",
+        "MAX_LOGICAL_BYTES: Final = 2**63 - 1",
+        "MAX_LOGICAL_BYTES: Final = 2**64 - 1",
+    ),
+    HandMutant("load_graph", "nesting bound off by one", "MAX_DEPTH: Final = 200", "MAX_DEPTH: Final = 201"),
+    HandMutant(
+        "load_graph",
+        "parameters with state not realised",
+        '{"torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"}',
+        '{"torch._utils._rebuild_parameter"}',
+    ),
+    HandMutant(
+        "load_graph",
+        "Parameter not a tensor type",
+        ', "torch.nn.parameter.Parameter"})',
+        "})",
+    ),
+    HandMutant(
+        "load_graph",
+        "numpy 2 reconstruct path dropped",
+        ', "numpy._core.multiarray._reconstruct"})',
+        "})",
+    ),
+    HandMutant(
+        "load_graph",
+        "sparse CSC components named like CSR",
+        '"torch.sparse_csc": ("ccol_indices", "row_indices", "values"),',
+        '"torch.sparse_csc": ("crow_indices", "col_indices", "values"),',
+    ),
+    HandMutant("load_arrays", "int64 negation refused", '"int32", "int64", "uint8"', '"int32", "uint8"'),
+    HandMutant(
+        "load_arrays",
+        "float64 sign bit wrong",
+        "8: 0x8000_0000_0000_0000}",
+        "8: 0x4000_0000_0000_0000}",
+    ),
+    HandMutant(
+        "load_arrays",
+        "lazy negation of complex32 accepted",
+        '(name in _COMPLEX and name != "complex32")',
+        "(name in _COMPLEX)",
+    ),
+    HandMutant(
+        "load_arrays",
+        "complex64 not treated as complex",
+        '_COMPLEX: Final = {"complex32": "float16", "complex64": "float32", ',
+        '_COMPLEX: Final = {"complex32": "float16", ',
     ),
     HandMutant(
         "frames",

@@ -223,11 +223,15 @@ class _Walker:
                 f"{dotted} at pickle offset {call.offset} rebuilds {_UNSUPPORTED[dotted]}; {_SUPPORTED_HINT} "
                 "(convert it to a dense tensor before saving)"
             )
+        where = f"{dotted} at pickle offset {call.offset}"
+        if dotted in _FROM_TYPE:
+            # its first argument is the wrapped rebuild function: a global checked by name, never
+            # realised as a value (which every other global that is not data would be refused as)
+            return self._from_type(call, where, depth)
         args_value = self.value(call.args, depth)
         if not isinstance(args_value, tuple | list):
             raise FormatError(f"arguments of {dotted} at offset {call.offset} are not a tuple")
         args = tuple(args_value)
-        where = f"{dotted} at pickle offset {call.offset}"
         if dotted in (_TENSOR_V2, _TENSOR_V3, _TENSOR_V1):
             self._no_state(call, where)
             return _tensor(dotted, args, where)
@@ -238,11 +242,10 @@ class _Walker:
             self._no_state(call, where)
             return _sparse(args, where, call.offset)
         if dotted == _GET_LAYOUT:
-            if len(args) != 1 or args[0] not in _LAYOUTS:
+            if len(args) != 1 or not isinstance(args[0], str) or args[0] not in _LAYOUTS:
                 raise FormatError(
                     f"{where}: layout {args[:1]!r:.60} is not a sparse layout airlock.load reads"
                 )
-            assert isinstance(args[0], str)
             return _Layout(args[0])
         if dotted in _PARAMETER:
             self._no_state(call, where)
@@ -253,8 +256,6 @@ class _Walker:
             if len(args) == 4 and args[3] not in (None, {}, (None, None), ({}, None), (None, {}), ({}, {})):
                 raise PolicyError(f"{where}: a parameter with extra Python state is refused")
             return args[0]
-        if dotted in _FROM_TYPE:
-            return self._from_type(call, args, where, depth)
         if dotted in _ORDERED_DICT:
             return self._ordered_dict(call, args, where, depth)
         if dotted == "torch.Size":
@@ -278,20 +279,25 @@ class _Walker:
         if call.states or self._items.get(id(call)):
             raise PolicyError(f"{where}: BUILD or container opcodes applied to a tensor are refused")
 
-    def _from_type(self, call: Call, args: tuple[object, ...], where: str, depth: int) -> object:
+    def _from_type(self, call: Call, where: str, depth: int) -> object:
+        """``_rebuild_from_type_v2(func, type, args, state)``: a plain tensor or parameter, no state."""
         self._no_state(call, where)
-        if len(args) != 4:
-            raise FormatError(f"{where}: expected (func, type, args, state), got {len(args)} arguments")
-        func_node = call.args.items[0] if isinstance(call.args, TupleNode) and call.args.items else None
+        if not isinstance(call.args, TupleNode | ListNode):
+            raise FormatError(f"{where}: arguments are not a tuple")
+        items = call.args.items
+        if len(items) != 4:
+            raise FormatError(f"{where}: expected (func, type, args, state), got {len(items)} arguments")
+        func_node = items[0]
         if not isinstance(func_node, Global) or func_node.dotted not in (_TENSOR_V2, _TENSOR_V3, _TENSOR_V1):
             raise PolicyError(f"{where}: only tensor rebuild functions may be wrapped")
-        if args[1] not in _TENSOR_TYPES:
-            raise PolicyError(f"{where}: tensor type {args[1]!r} is not a plain tensor or parameter")
-        if args[3] not in (None, {}):
+        kind, inner, state = (self.value(item, depth) for item in items[1:])
+        if not isinstance(kind, str) or kind not in _TENSOR_TYPES:
+            raise PolicyError(f"{where}: tensor type {kind!r:.60} is not a plain tensor or parameter")
+        if state not in (None, {}):
             raise PolicyError(f"{where}: a tensor with extra Python state is refused")
-        if not isinstance(args[2], tuple):
+        if not isinstance(inner, tuple):
             raise FormatError(f"{where}: arguments are not a tuple")
-        return _tensor(func_node.dotted, args[2], where)
+        return _tensor(func_node.dotted, inner, where)
 
     def _ordered_dict(
         self, call: Call, args: tuple[object, ...], where: str, depth: int
