@@ -137,6 +137,9 @@ def test_spawn_reply_out_of_protocol(fake: Fake) -> None:
         fake.sandbox._spawn(soon())
     thread.join(5)
     assert str(info.value) == "channel: message type 'loaded' is not one of spawned, exited, spawn_failed"
+    # a worker out of protocol is no longer trusted to run jobs: killed, as for a bad frame
+    assert fake.sandbox._launched is None
+    assert fake.process.wait(timeout=5) == -9
 
 
 def test_spawn_reply_over_the_control_cap_kills_the_worker(fake: Fake) -> None:

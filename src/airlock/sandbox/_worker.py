@@ -127,8 +127,13 @@ class Sandbox:
         finally:
             theirs.close()
         while True:
-            frame = self._recv_control(deadline)
-            kind = check_header(frame.header, ("spawned", "exited", "spawn_failed"))
+            try:
+                frame = self._recv_control(deadline)
+                kind = check_header(frame.header, ("spawned", "exited", "spawn_failed"))
+            except SandboxError:
+                ours.close()
+                self.kill()  # a frame out of protocol: the worker is no longer trusted to run jobs
+                raise
             if kind == "spawn_failed":
                 ours.close()
                 raise SandboxError(
