@@ -115,7 +115,8 @@ MODULES: dict[str, Module] = {
     "worker": Module("airlock/sandbox/_worker.py", ("tests/unit/test_sandbox_layers.py",)),
     # gateway
     "gateway_keys": Module("airlock/gateway/_keys.py", ("tests/unit/test_gateway_units.py",)),
-    "gateway_app": Module("airlock/gateway/_app.py", ("tests/gateway",)),
+    # real HTTP against build_app(), workers in process (tests/unit/_gateway_server.py): seconds, not minutes
+    "gateway_app": Module("airlock/gateway/_app.py", ("tests/unit/test_gateway_app.py",)),
     "gateway_audit": Module("airlock/gateway/_audit.py", ("tests/unit/test_gateway_units.py",)),
     # the limiter protocol and its Admit record; the buckets themselves are in _memory_limiter
     "gateway_limiter": Module("airlock/gateway/_limiter.py", ("tests/unit/test_gateway_limiter.py",)),
