@@ -21,6 +21,7 @@ The control value is the first element of input ``x`` (``FP32 [-1, 4]``):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import socket
 import threading
 import time
@@ -34,6 +35,7 @@ import uvicorn
 
 from airlock.errors import AirlockError, ModelError
 from airlock.gateway._app import GatewayState, build_app
+from airlock.gateway._audit_writer import AuditWriter
 from airlock.gateway._config import (
     AuditConfig,
     GatewayConfig,
@@ -77,7 +79,7 @@ class Backend:
         if first == 13:
             raise ModelError("Traceback: secret /etc/passwd from the model")
         if first == 66:
-            raise AirlockError("the worker broke its protocol")
+            raise AirlockError("the worker broke its protocol: " + "x" * 600)
         if first == 99:
             time.sleep(HANG_SECONDS)
         if first == 7:
@@ -164,6 +166,7 @@ class Served:
         self.state.lanes = dict(self.lanes)
         self.state.audit_ok = True
         self.state.store = self.store
+        self.state.audit = AuditWriter(self.store)  # group commits, as the gateway writes them
         self.app = build_app(self.state)  # a fresh pre-auth guard too
 
     def serve(self, **server: Any) -> None:
@@ -188,14 +191,30 @@ class Served:
         return sum(b.calls for b in self.backends)
 
     def asgi(
-        self, headers: list[tuple[bytes, bytes]], body: bytes, path: str = "/v2/models/affine/infer"
+        self,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        path: str = "/v2/models/affine/infer",
+        **extra: Any,
     ) -> tuple[int, bytes]:
         """Call the ASGI application directly (on the server's loop) with headers no HTTP parser
-        in front of it would let through: (status, body)."""
+        in front of it would let through: (status, body). ``extra`` goes into the scope."""
+        sent = self.asgi_later(headers, body, path, **extra).result(10)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    def asgi_later(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        path: str = "/v2/models/affine/infer",
+        **extra: Any,
+    ) -> concurrent.futures.Future[list[dict[str, Any]]]:
+        """:meth:`asgi` as a future of the messages sent (cancel it to cancel the request)."""
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
             "headers": [(b"host", b"x"), *headers], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", self.port),
+            **extra,
         }  # fmt: skip
         sent: list[dict[str, Any]] = []
         messages = [{"type": "http.request", "body": body, "more_body": False}]
@@ -209,8 +228,11 @@ class Served:
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        asyncio.run_coroutine_threadsafe(self.app(scope, receive, send), self.loop).result(10)
-        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+        async def run() -> list[dict[str, Any]]:
+            await self.app(scope, receive, send)
+            return sent
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop)
 
 
 def start(folder: Path) -> tuple[Served, Callable[[], None]]:

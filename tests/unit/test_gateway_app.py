@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 from airlock import __version__
-from airlock.gateway._config import TenantLimits
+from airlock.gateway._app import CLIENT_CN_KEY
+from airlock.gateway._config import TenantLimits, TlsConfig
 from airlock.gateway._sqlite_store import SqliteStore
 from airlock.gateway._workers import Lane
 from tests.unit._gateway_server import DIGEST, HANG_SECONDS, Served, start
@@ -721,8 +722,11 @@ def audit_fails(gw: Served) -> Iterator[Served]:
         _heal_audit(gw)
 
 
-def test_no_audit_row_no_service(audit_fails: Served, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("writer", ["group commit", "inline"])
+def test_no_audit_row_no_service(audit_fails: Served, caplog: pytest.LogCaptureFixture, writer: str) -> None:
     gw = audit_fails
+    if writer == "inline":
+        gw.state.audit = None  # rows written by the request itself
     _fail_audit(gw)
     before = gw.calls()
     with caplog.at_level(logging.ERROR, logger="airlock.gateway"):
@@ -743,6 +747,7 @@ def test_no_audit_row_no_service(audit_fails: Served, caplog: pytest.LogCaptureF
     _heal_audit(gw)
     got = _infer(gw, _body([1, 2, 3, 4]))
     assert got.status_code == 200 and bool(gw.state.audit_ok)
+    assert [r[4:] for r in _rows(gw, got)] == [("started", 0), ("allowed", 200)]
     with _client(gw, None) as client:
         assert client.get("/v2/health/ready").status_code == 200
 
@@ -941,3 +946,193 @@ def test_a_codec_past_the_deadline_is_a_504(gw: Served, stage: str) -> None:
     assert (got.status_code, got.json()) == (504, {"error": "request timed out"})
     started = [("started", 0)] if stage == "encode" else []
     assert [r[4:] for r in _rows(gw, got)] == [*started, ("failed:timeout", 504)]
+
+
+# logs and metrics of inference --------------------------------------------------------------------
+
+
+def _logged(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
+    fields = ("request_id", "tenant", "model", "status", "decision", "ms", "error")
+    return [
+        {f: getattr(r, f) for f in fields if hasattr(r, f)}
+        for r in caplog.records
+        if r.getMessage() == message
+    ]
+
+
+@pytest.mark.parametrize(
+    "who, model, status, decision, label",
+    [
+        ("acme", "affine", 200, "allowed", "affine"),
+        ("acme", "private", 404, "denied:not-found", ""),  # not visible to acme: never named
+        (None, "affine", 401, "denied:unauthenticated", "affine"),
+    ],
+)
+def test_each_inference_is_logged_once_with_fixed_fields(
+    gw: Served,
+    caplog: pytest.LogCaptureFixture,
+    who: str | None,
+    model: str,
+    status: int,
+    decision: str,
+    label: str,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="airlock.gateway"):
+        got = _infer(gw, _body([1, 2, 3, 4]), who=who, model=model)
+    assert got.status_code == status
+    (record,) = _logged(caplog, "infer")
+    ms = record.pop("ms")
+    assert record == {
+        "request_id": got.headers["x-request-id"], "tenant": "acme" if who else "", "model": label,
+        "status": status, "decision": decision,
+    }  # fmt: skip
+    assert isinstance(ms, float) and 0 <= ms < 20000 and ms == round(ms, 3)
+
+
+def test_latency_is_measured_for_served_requests(gw: Served) -> None:
+    assert _infer(gw, _body([1, 2, 3, 4])).status_code == 200
+    total = gw.metric("airlock_request_seconds_sum", tenant="acme", model="affine")
+    assert 0 < total < 20
+    assert gw.metric("airlock_request_seconds_count", tenant="acme", model="affine") == 1
+
+
+def test_a_crashed_worker_is_logged_with_a_bounded_error(
+    gw: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="airlock.gateway"):
+        got = _infer(gw, _body([66, 0, 0, 0]))
+    assert got.status_code == 503
+    (record,) = _logged(caplog, "worker failed")
+    error = ("the worker broke its protocol: " + "x" * 600)[:500]
+    assert record == {
+        "request_id": got.headers["x-request-id"],
+        "tenant": "acme",
+        "model": "affine",
+        "error": error,
+    }
+
+
+def test_an_unexpected_error_is_logged_by_type_only(gw: Served, caplog: pytest.LogCaptureFixture) -> None:
+    del gw.state.lanes[("acme", "free")]
+    with caplog.at_level(logging.ERROR, logger="airlock.gateway"):
+        got = _infer(
+            gw, {"inputs": [{"name": "a", "datatype": "INT8", "shape": [1], "data": [1]}]}, model="free"
+        )
+    assert got.status_code == 500
+    assert _logged(caplog, "request failed") == [
+        {"request_id": got.headers["x-request-id"], "error": "KeyError"}
+    ]
+
+
+def test_an_unaudited_outcome_is_logged_as_such(
+    audit_fails: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fail_audit(audit_fails, "NEW.decision != 'started'")
+    with caplog.at_level(logging.INFO, logger="airlock.gateway"):
+        got = _infer(audit_fails, _body([1, 2, 3, 4]))
+    assert got.status_code == 503
+    assert [(r["status"], r["decision"]) for r in _logged(caplog, "infer")] == [(503, "failed:audit")]
+
+
+# budgets are per tenant ---------------------------------------------------------------------------
+
+
+def test_each_tenant_has_its_own_request_bucket(gw: Served) -> None:
+    for _ in range(3):
+        assert _infer(gw, _body([1, 2, 3, 4]), who="limited").status_code == 200
+    assert _infer(gw, _body([1, 2, 3, 4]), who="limited").status_code == 429
+    assert _infer(gw, _body([1, 2, 3, 4]), who="globex").status_code == 200
+
+
+def test_each_tenant_has_its_own_byte_bucket(gw: Served) -> None:
+    gw.state.config = replace(gw.config, defaults=TenantLimits(6000, 32, 8))
+    assert _infer(gw, _body([1, 2, 3, 4], [1, 2, 3, 4])).status_code == 200  # acme: all 32 bytes
+    assert _infer(gw, _body([1, 2, 3, 4])).status_code == 429
+    assert _infer(gw, _body([1, 2, 3, 4]), who="globex").status_code == 200
+
+
+# deadlines ----------------------------------------------------------------------------------------
+
+
+def test_a_body_that_never_arrives_is_a_504(gw: Served) -> None:
+    gw.serve(request_timeout_seconds=0.3)
+    head = (
+        f"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {gw.tokens['acme']}\r\n"
+        "Content-Length: 100\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(head + b'{"inputs": ')  # and nothing more
+        status, headers, body = _read_reply(sock)
+    assert (status, body) == (504, b'{"error":"request timed out"}')
+    assert [r[4:] for r in _rows_of(gw, headers)] == [("failed:timeout", 504)]
+
+
+def _read_reply(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    reply = b""
+    while b"\r\n\r\n" not in reply and (chunk := sock.recv(65536)):
+        reply += chunk
+    top, _, rest = reply.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(rest) < int(headers.get("content-length", 0)) and (chunk := sock.recv(65536)):
+        rest += chunk
+    return int(lines[0].split()[1]), headers, rest
+
+
+def test_a_request_cancelled_at_shutdown_is_audited(gw: Served) -> None:
+    """Past the grace period the server cancels requests in flight: each still ends with a row."""
+    seen = {r.seq for r in gw.store.audit_rows()}
+    auth = [(b"authorization", f"Bearer {gw.tokens['acme']}".encode())]
+    future = gw.asgi_later(auth, json.dumps(_body([99, 0, 0, 0])).encode())
+    assert _wait_for(lambda: gw.metric("airlock_in_flight", tenant="acme") == 1)
+    time.sleep(0.05)  # in the worker now
+    future.cancel()
+    assert _wait_for(lambda: len([r for r in gw.store.audit_rows() if r.seq not in seen]) == 2)
+    new = [r for r in gw.store.audit_rows() if r.seq not in seen]
+    key = gw.key_ids["acme"]
+    assert [(r.tenant, r.key_id, r.model, r.model_digest, r.decision, r.status) for r in new] == [
+        ("acme", key, "affine", DIGEST, "started", 0),
+        ("acme", key, "affine", DIGEST, "failed:cancelled", 499),
+    ]
+    assert new[0].request_id == new[1].request_id
+    assert _wait_for(lambda: gw.metric("airlock_in_flight", tenant="acme") == 0)
+    time.sleep(HANG_SECONDS)  # the worker finishes its request and goes back to its lane
+
+
+def _wait_for(predicate: Any, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+# mTLS: the certificate's CN must name the key's tenant ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "client_ca, cn, status",
+    [
+        (None, None, 200),  # TLS without client certificates: the key alone
+        (None, "globex", 200),
+        ("ca.pem", "acme", 200),
+        ("ca.pem", "globex", 401),  # another tenant's certificate
+        ("ca.pem", None, 401),  # no certificate
+        ("ca.pem", "", 401),
+    ],
+)
+def test_mtls_certificate_must_name_the_keys_tenant(
+    gw: Served, client_ca: str | None, cn: str | None, status: int
+) -> None:
+    """The TLS layer (._server, tested with real certificates in tests/gateway) puts the verified
+    client certificate's CN into the request scope; the app compares it with the key's tenant."""
+    tls = TlsConfig(Path("cert.pem"), Path("key.pem"), Path(client_ca) if client_ca else None)
+    gw.state.config = replace(gw.config, tls=tls)
+    auth = [(b"authorization", f"Bearer {gw.tokens['acme']}".encode())]
+    extra: dict[str, Any] = {} if cn is None else {"state": {CLIENT_CN_KEY: cn}}
+    got = gw.asgi(auth, json.dumps(_body([1, 2, 3, 4])).encode(), **extra)
+    assert got[0] == status
+    if status == 401:
+        assert got[1] == b'{"error":"unauthenticated"}'
+        assert gw.metric("airlock_unauthenticated_total") == 1
