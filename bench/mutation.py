@@ -119,6 +119,10 @@ MODULES: dict[str, Module] = {
     "gateway_app": Module("airlock/gateway/_app.py", ("tests/unit/test_gateway_app.py",)),
     "gateway_audit": Module("airlock/gateway/_audit.py", ("tests/unit/test_gateway_units.py",)),
     # the limiter protocol and its Admit record; the buckets themselves are in _memory_limiter
+    # what runs before authentication: connection caps, header deadlines, strict headers, buckets
+    "gateway_guard": Module("airlock/gateway/_guard.py", ("tests/unit/test_gateway_guard.py",)),
+    # KServe tensors checked before a worker sees them: datatype ranges, shapes, counts, binary framing
+    "gateway_tensors": Module("airlock/gateway/_tensors.py", ("tests/unit/test_gateway_tensors.py",)),
     "gateway_limiter": Module("airlock/gateway/_limiter.py", ("tests/unit/test_gateway_limiter.py",)),
     "gateway_memory_limiter": Module(
         "airlock/gateway/_memory_limiter.py", ("tests/unit/test_gateway_limiter.py",)
@@ -171,6 +175,42 @@ EQUIVALENT: dict[str, str] = {
     "airlock.gateway._audit.x_load_key__mutmut_19": "secrets.token_hex(32) -> (None): the default is 32 bytes",
     "airlock.gateway._audit.x_load_key__mutmut_22": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x_load_key__mutmut_39": '"ascii" -> "ASCII": the same codec',
+    # gateway app: header names are case-insensitive and Starlette lower-cases them both ways
+    # (Headers.get lower-cases the key; Response and MutableHeaders lower-case names they store)
+    "airlock.gateway._app.x__auth__mutmut_8": 'headers.get("AUTHORIZATION"): Starlette lower-cases the key',
+    "airlock.gateway._app.x__body__mutmut_4": 'headers.get("CONTENT-LENGTH"): Starlette lower-cases the key',
+    "airlock.gateway._app.x__header_length__mutmut_4": (
+        'headers.get("INFERENCE-HEADER-CONTENT-LENGTH"): Starlette lower-cases the key'
+    ),
+    "airlock.gateway._app.x__auth__mutmut_41": '"www-authenticate": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__auth__mutmut_42": '"WWW-AUTHENTICATE": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__limited__mutmut_31": '"retry-after": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__limited__mutmut_32": '"RETRY-AFTER": Starlette lower-cases response header names',
+    "airlock.gateway._app.x_infer__mutmut_304": '"X-REQUEST-ID": MutableHeaders lower-cases the name it sets',
+    # the default text of _error is never used: every caller passes a status in _TEXTS or a text
+    # of its own, and _http_error maps any other status to 500
+    "airlock.gateway._app.x__error__mutmut_5": "_TEXTS.get(status, None): the default is never reached",
+    "airlock.gateway._app.x__error__mutmut_7": "_TEXTS.get(status): the default is never reached",
+    "airlock.gateway._app.x__error__mutmut_8": '"XXerrorXX" default: never reached',
+    "airlock.gateway._app.x__error__mutmut_9": '"ERROR" default: never reached',
+    # the 499 for a caller that hung up is never delivered; its audit row (status, decision) is tested
+    "airlock.gateway._app.x__body__mutmut_46": "499 text None: the reply goes to a caller that has hung up",
+    "airlock.gateway._app.x__body__mutmut_48": "499 text dropped: the reply goes to a caller that has hung up",
+    "airlock.gateway._app.x__body__mutmut_50": "499 text changed: the reply goes to a caller that has hung up",
+    "airlock.gateway._app.x__body__mutmut_51": "499 text changed: the reply goes to a caller that has hung up",
+    "airlock.gateway._app.x__slices__mutmut_5": (
+        'memoryview cast("b") instead of "B": one-byte items either way, the same bytes are sent'
+    ),
+    "airlock.gateway._app.x_infer__mutmut_11": "entered = None instead of False: only ever tested for truth",
+    "airlock.gateway._app.x_infer__mutmut_17": (
+        "the initial response _error(500) -> _error(501): every path that reaches its use assigns another"
+    ),
+    "airlock.gateway._app.x_infer__mutmut_43": (
+        "Admit(None, ...) for the concurrency refusal: _limited never reads `allowed`"
+    ),
+    "airlock.gateway._app.x_infer__mutmut_49": (
+        "Admit(True, ...) for the concurrency refusal: _limited never reads `allowed`"
+    ),
     "airlock.gateway._memory_limiter.xǁMemoryLimiterǁleave__mutmut_12": (
         "leave: get(tenant, 0) -> get(tenant, 1): for a tenant never counted max(0, 0 - 1) and "
         "max(0, 1 - 1) are both 0; a counted tenant never reads the default"
@@ -476,15 +516,25 @@ def _mutmut(where: Path, *args: str, timeout: float) -> subprocess.CompletedProc
     )
 
 
-def run_module(name: str, jobs: int, timeout: float) -> dict[str, object]:
+def run_module(name: str, jobs: int, timeout: float, rescore: bool = False) -> dict[str, object]:
     module = MODULES[name]
     if not (ROOT / "src" / module.source).is_file():
         return {"module": name, "error": f"src/{module.source} does not exist"}
-    where = _prepare(name, module)
-    start = time.monotonic()
-    proc = _mutmut(where, "run", "--max-children", str(jobs), timeout=timeout)
-    seconds = time.monotonic() - start
-    (where / "run.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if rescore:
+        # the last run's verdicts, scored again with the current EQUIVALENT (no mutant is re-run)
+        where = WORK / name
+        if not (where / "seconds.txt").is_file():
+            return {"module": name, "error": f"no finished run in {where} to rescore"}
+        seconds = float((where / "seconds.txt").read_text(encoding="utf-8"))
+        proc = subprocess.CompletedProcess([], 0, "", "")
+    else:
+        where = _prepare(name, module)
+        start = time.monotonic()
+        proc = _mutmut(where, "run", "--max-children", str(jobs), timeout=timeout)
+        seconds = time.monotonic() - start
+        (where / "run.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+        if proc.returncode == 0:
+            (where / "seconds.txt").write_text(str(seconds), encoding="utf-8")
     mutated = (where / "mutants" / "src" / module.source).read_text(encoding="utf-8")
     if proc.returncode != 0 and "__mutmut_" not in mutated:
         # only class bodies, Protocol stubs or import-time code: nothing mutmut 3 mutates
@@ -629,6 +679,11 @@ def main() -> int:
     parser.add_argument(
         "--hand-only", action="store_true", help="only the hand mutants (seconds, not minutes)"
     )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the last run of each module again with the current EQUIVALENT (runs nothing)",
+    )
     args = parser.parse_args()
     if args.list:
         for name, module in MODULES.items():
@@ -639,11 +694,11 @@ def main() -> int:
     if unknown or not names:
         parser.error(f"unknown or no module(s): {' '.join(unknown)}; see --list")
     results = []
-    hand = run_hand_mutants(names)
+    hand = [] if args.rescore else run_hand_mutants(names)
     for item in hand:
         print(f"hand mutant [{item['module']}] {item['what']}: {item['status']}")
     for name in [] if args.hand_only else names:
-        result = run_module(name, args.jobs, args.timeout)
+        result = run_module(name, args.jobs, args.timeout, args.rescore)
         results.append(result)
         print(json.dumps(result, indent=2))
         survivors = WORK / name / "survivors.txt"
