@@ -211,6 +211,35 @@ EQUIVALENT: dict[str, str] = {
     "airlock.gateway._app.x_infer__mutmut_49": (
         "Admit(True, ...) for the concurrency refusal: _limited never reads `allowed`"
     ),
+    # gateway tensors
+    "airlock.gateway._tensors.x__datatype__mutmut_4": "`byteorder == '>'` test dropped: newbyteorder('<') of a little-endian or byte-order-free dtype is that dtype",
+    "airlock.gateway._tensors.x__exact__mutmut_6": "np.array(data, dtype=object) accepts every list np.asarray(data) accepted before it; the except is a guard",
+    "airlock.gateway._tensors.x__exact__mutmut_11": 'kind in "XXiuXX": a one-letter numpy kind (b, i, u, f here) is in it iff it is in "iu"',
+    "airlock.gateway._tensors.x__exact__mutmut_22": 'kind in "XXiuXX": as #11',
+    "airlock.gateway._tensors.x__exact__mutmut_27": 'kind in "XXiuXX": as #11',
+    "airlock.gateway._tensors.x__from_json__mutmut_15": 'kind in "XXiuXX": as _exact #11',
+    "airlock.gateway._tensors.x__from_json__mutmut_48": 'kind in "XXiuXX": as _exact #11',
+    "airlock.gateway._tensors.x__exact__mutmut_16": "reshape(-2): numpy takes any negative size as 'infer' (-1)",
+    "airlock.gateway._tensors.x_encode_outputs__mutmut_7": "reshape(-2): numpy takes any negative size as 'infer' (-1)",
+    "airlock.gateway._tensors.x__exact__mutmut_44": "np.array of Python floats with dtype=None: float64 is the default",
+    "airlock.gateway._tensors.x__exact__mutmut_46": "np.array of Python floats without dtype: float64 is the default",
+    "airlock.gateway._tensors.x__matches__mutmut_11": "zip strict=None: the lengths were compared just before",
+    "airlock.gateway._tensors.x__matches__mutmut_14": "zip without strict: the lengths were compared just before",
+    "airlock.gateway._tensors.x__matches__mutmut_15": "zip strict=False: the lengths were compared just before",
+    "airlock.gateway._tensors.x__outputs__mutmut_43": 'bool(params.get("binary_data", None)): bool(None) is False',
+    "airlock.gateway._tensors.x__outputs__mutmut_45": 'bool(params.get("binary_data")): bool(None) is False',
+    "airlock.gateway._tensors.x_parse_infer_request__mutmut_225": 'bool(params.get("binary_data_output", None)): bool(None) is False',
+    "airlock.gateway._tensors.x_parse_infer_request__mutmut_227": 'bool(params.get("binary_data_output")): bool(None) is False',
+    "airlock.gateway._tensors.x__parameters__mutmut_10": "the separator of the allowed keys: every table of allowed keys has one key",
+    "airlock.gateway._tensors.x__parse_json__mutmut_3": "parse_json_strict(body, None): its message (which names `what`) is replaced by a fixed phrase",
+    "airlock.gateway._tensors.x_encode_outputs__mutmut_8": "the non-finite path taken for more arrays: for finite values it yields the same list as tolist()",
+    "airlock.gateway._tensors.x_encode_outputs__mutmut_9": "the non-finite path taken for every float array: for finite values the same list as tolist()",
+    "airlock.gateway._tensors.x_encode_outputs__mutmut_14": "not bool(None): every float array takes the element-wise path, which yields the same list for finite values",
+    "airlock.gateway._tensors.x_encode_reply__mutmut_26": "always data.cast('B'): the array was made C-contiguous just before, so the branch is always this one",
+    "airlock.gateway._tensors.x_encode_reply__mutmut_27": "always tobytes(): the same bytes as the buffer view (a copy)",
+    "airlock.gateway._tensors.x_encode_reply__mutmut_28": "tobytes() for contiguous arrays: the same bytes (a copy)",
+    "airlock.gateway._tensors.x_encode_reply__mutmut_31": 'data.cast("b"): one-byte items either way, the same bytes are sent',
+    "airlock.gateway._tensors.x_encode_reply__mutmut_50": '"utf-8" -> "UTF-8": the same codec',
     "airlock.gateway._memory_limiter.xǁMemoryLimiterǁleave__mutmut_12": (
         "leave: get(tenant, 0) -> get(tenant, 1): for a tenant never counted max(0, 0 - 1) and "
         "max(0, 1 - 1) are both 0; a counted tenant never reads the default"

@@ -381,3 +381,29 @@ def test_non_contiguous_binary_outputs_are_sent_in_order() -> None:
     y = np.arange(12, dtype="<i4").reshape(3, 4)[:, ::2]
     chunks, _ = encode_reply("m", "r", {"y": y}, frozenset({"y"}))
     assert b"".join(bytes(c) for c in chunks[1:]) == np.ascontiguousarray(y).tobytes()
+
+
+@pytest.mark.parametrize("datatype, info", INTS, ids=[d for d, _ in INTS])
+def test_both_limits_in_one_list_and_in_two_dimensions(datatype: str, info: Any) -> None:
+    """[min, max] of UINT64 is float64 to numpy's guess, so it is decided value by value: both
+    ends are still in range, and the shape is kept."""
+    got = parse_infer_request(_one(datatype, f"[[{info.min}, {info.max}]]", "[1, 2]"), ()).inputs["x"]
+    assert got.tolist() == [[info.min, info.max]] and got.shape == (1, 2)
+
+
+def test_floats_decided_value_by_value_keep_their_values_and_shape() -> None:
+    got = parse_infer_request(_one("FP64", f"[[1.5, {2**70}]]", "[1, 2]"), ()).inputs["x"]
+    assert got.tolist() == [[1.5, 2.0**70]] and got.dtype == np.float64 and got.shape == (1, 2)
+    _refused(_one("FP64", f"[{2**70}, null]", "[2]"), "input 'x': data is ragged or not numeric")
+
+
+def test_overflow_into_a_datatype_is_an_error_never_a_warning() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _refused(_one("FP16", "[70000.0]"), "input 'x': a value overflows FP16")
+
+
+def test_a_one_byte_binary_header_is_read() -> None:
+    _refused(b"1", "inference header must be a JSON object", header=1)
