@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import multiprocessing
+import multiprocessing.forkserver
+import os
 import socket
 import threading
 import time
@@ -235,7 +239,24 @@ class Served:
         return asyncio.run_coroutine_threadsafe(run(), self.loop)
 
 
+def _own_forkserver() -> None:
+    """The codecs run in processes from multiprocessing's fork server, a per-process singleton. A
+    process forked from one that started it (mutmut runs each mutant in a fork) inherits the
+    singleton but cannot wait for that server (ChildProcessError when a codec starts): forget it
+    there, so a fork server of its own is started."""
+    server: Any = multiprocessing.forkserver._forkserver
+    if server._forkserver_pid is None:
+        return
+    try:
+        os.waitpid(server._forkserver_pid, os.WNOHANG)
+    except ChildProcessError:
+        with contextlib.suppress(OSError):
+            os.close(server._forkserver_alive_fd)
+        server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
+
+
 def start(folder: Path) -> tuple[Served, Callable[[], None]]:
+    _own_forkserver()
     server = ServerConfig(
         port=0, admin_port=0, max_body_bytes=4096, request_timeout_seconds=20.0, state=folder / "state.db",
         preauth_burst=100000, preauth_failure_burst=100000, preauth_requests_per_second=100000.0,
@@ -330,5 +351,13 @@ def start(folder: Path) -> tuple[Served, Callable[[], None]]:
         thread.join(10)
         store.close()
         sock.close()
+        # reap the killed codec processes and stop multiprocessing's fork server: a process forked
+        # from this one later (mutmut runs each mutant in a fork) must not inherit children it
+        # cannot wait for
+        deadline = time.monotonic() + 10
+        while multiprocessing.active_children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
 
     return served, stop
