@@ -221,6 +221,11 @@ EQUIVALENT: dict[str, str] = {
     "airlock.gateway._tensors.x__from_json__mutmut_48": 'kind in "XXiuXX": as _exact #11',
     "airlock.gateway._tensors.x__exact__mutmut_16": "reshape(-2): numpy takes any negative size as 'infer' (-1)",
     "airlock.gateway._tensors.x_encode_outputs__mutmut_7": "reshape(-2): numpy takes any negative size as 'infer' (-1)",
+    "airlock.gateway._tensors.x__exact__mutmut_37": (
+        "reshape(None) of the exact integers: _from_json reshapes them to the declared shape right after "
+        "(the element count was checked)"
+    ),
+    "airlock.gateway._tensors.x__exact__mutmut_42": "reshape(None) of the exact floats: as #37",
     "airlock.gateway._tensors.x__exact__mutmut_44": "np.array of Python floats with dtype=None: float64 is the default",
     "airlock.gateway._tensors.x__exact__mutmut_46": "np.array of Python floats without dtype: float64 is the default",
     "airlock.gateway._tensors.x__matches__mutmut_11": "zip strict=None: the lengths were compared just before",
