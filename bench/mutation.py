@@ -497,6 +497,40 @@ HAND_MUTANTS: tuple[HandMutant, ...] = (
         '    budget: str = "requests"\n',
     ),
     HandMutant(
+        "gateway_app",
+        "a 401 is not charged to the source address",
+        '            state.preauth.failed(request.scope.get("client"))\n',
+        "            pass\n",
+    ),
+    HandMutant(
+        "gateway_app",
+        "an unknown model name is labelled verbatim",
+        'return name if state.config.model(name) is not None else ""',
+        "return name",
+    ),
+    HandMutant(
+        "gateway_guard", "duplicate Authorization headers accepted", '        b"authorization",\n', ""
+    ),
+    HandMutant(
+        "gateway_guard",
+        "header lines bounded at 1000",
+        "HEADER_LINES: Final = 100",
+        "HEADER_LINES: Final = 1000",
+    ),
+    HandMutant(
+        "gateway_guard",
+        "64 free small chunks become 4096",
+        "CHUNK_GRACE: Final = 64",
+        "CHUNK_GRACE: Final = 4096",
+    ),
+    HandMutant("gateway_tensors", "65 inputs accepted", "_MAX_INPUTS: Final = 64", "_MAX_INPUTS: Final = 65"),
+    HandMutant(
+        "gateway_tensors",
+        "element bound 2**62",
+        "_MAX_ELEMENTS: Final = 2**40",
+        "_MAX_ELEMENTS: Final = 2**62",
+    ),
+    HandMutant(
         "collect",
         "findings beyond the cap do not weigh",
         "        for severity, count in self._dropped.items():",
