@@ -187,6 +187,19 @@ EQUIVALENT: dict[str, str] = {
     "airlock.gateway._app.x__limited__mutmut_31": '"retry-after": Starlette lower-cases response header names',
     "airlock.gateway._app.x__limited__mutmut_32": '"RETRY-AFTER": Starlette lower-cases response header names',
     "airlock.gateway._app.x_infer__mutmut_304": '"X-REQUEST-ID": MutableHeaders lower-cases the name it sets',
+    "airlock.gateway._app.x__reply__mutmut_86": '"inference-header-content-length": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__reply__mutmut_87": '"INFERENCE-HEADER-CONTENT-LENGTH": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__reply__mutmut_116": '"content-length": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__reply__mutmut_117": '"CONTENT-LENGTH": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__reply__mutmut_99": (
+        "size < _STREAM_ABOVE: a reply of exactly 1 MiB is streamed in slices instead of sent whole, "
+        "with the same status, headers and bytes"
+    ),
+    # _http_error is registered for HTTPException only, and Starlette raises only 404 and 405 here
+    "airlock.gateway._app.x__http_error__mutmut_3": "isinstance(...) or True: only HTTPException reaches this handler",
+    "airlock.gateway._app.x__http_error__mutmut_4": "else 501: only HTTPException reaches this handler",
+    "airlock.gateway._app.x__http_error__mutmut_7": "status in _TEXTS or True: Starlette raises only 404 and 405 here",
+    "airlock.gateway._app.x__http_error__mutmut_9": "else 501: Starlette raises only 404 and 405 here, both in _TEXTS",
     # the default text of _error is never used: every caller passes a status in _TEXTS or a text
     # of its own, and _http_error maps any other status to 500
     "airlock.gateway._app.x__error__mutmut_5": "_TEXTS.get(status, None): the default is never reached",

@@ -395,10 +395,19 @@ def test_large_replies_arrive_whole(gw: Served, count: int) -> None:
     """Replies above 1 MiB are streamed in 256 KiB slices: every byte arrives, in order."""
     got = _infer(gw, _body([7, count, 0, 0], parameters={"binary_data_output": True}))
     assert got.status_code == 200
+    assert got.headers["content-type"] == "application/octet-stream"
     assert int(got.headers["content-length"]) == len(got.content)
     header, raw = _split(got)
     assert header["outputs"][0]["shape"] == [count]
     assert np.array_equal(np.frombuffer(raw, dtype="<f4"), np.arange(count, dtype=np.float32))
+
+
+def test_a_large_json_reply_is_streamed_as_json(gw: Served) -> None:
+    got = _infer(gw, _body([7, 200000, 0, 0]))  # ~1.3 MB of JSON numbers
+    assert got.status_code == 200
+    assert got.headers["content-type"] == "application/json"
+    assert int(got.headers["content-length"]) == len(got.content) > 1024 * 1024
+    assert got.json()["outputs"][0]["data"][-1] == 199999
 
 
 def test_an_output_that_cannot_be_encoded_is_a_502(gw: Served) -> None:
