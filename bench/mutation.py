@@ -157,9 +157,18 @@ MODULES: dict[str, Module] = {
     ),
     # gateway
     "gateway_keys": Module("airlock/gateway/_keys.py", ("tests/unit/test_gateway_units.py",)),
-    "gateway_app": Module("airlock/gateway/_app.py", ("tests/gateway",)),
+    # real HTTP against build_app(), workers in process (tests/unit/_gateway_server.py): seconds, not minutes
+    "gateway_app": Module("airlock/gateway/_app.py", ("tests/unit/test_gateway_app.py",)),
     "gateway_audit": Module("airlock/gateway/_audit.py", ("tests/unit/test_gateway_units.py",)),
-    "gateway_limiter": Module("airlock/gateway/_limiter.py", ("tests/gateway",)),
+    # the limiter protocol and its Admit record; the buckets themselves are in _memory_limiter
+    # what runs before authentication: connection caps, header deadlines, strict headers, buckets
+    "gateway_guard": Module("airlock/gateway/_guard.py", ("tests/unit/test_gateway_guard.py",)),
+    # KServe tensors checked before a worker sees them: datatype ranges, shapes, counts, binary framing
+    "gateway_tensors": Module("airlock/gateway/_tensors.py", ("tests/unit/test_gateway_tensors.py",)),
+    "gateway_limiter": Module("airlock/gateway/_limiter.py", ("tests/unit/test_gateway_limiter.py",)),
+    "gateway_memory_limiter": Module(
+        "airlock/gateway/_memory_limiter.py", ("tests/unit/test_gateway_limiter.py",)
+    ),
     # loading
     # unit tests only (seconds); the end-to-end tests/load (torch in subprocesses, minutes) stay out of the loop
     "load_model": Module(
@@ -490,6 +499,113 @@ EQUIVALENT: dict[str, str] = {
     "airlock.gateway._audit.x_load_key__mutmut_19": "secrets.token_hex(32) -> (None): the default is 32 bytes",
     "airlock.gateway._audit.x_load_key__mutmut_22": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x_load_key__mutmut_39": '"ascii" -> "ASCII": the same codec',
+    # gateway app: header names are case-insensitive and Starlette lower-cases them both ways
+    # (Headers.get lower-cases the key; Response and MutableHeaders lower-case names they store)
+    "airlock.gateway._app.x__auth__mutmut_8": 'headers.get("AUTHORIZATION"): Starlette lower-cases the key',
+    "airlock.gateway._app.x__body__mutmut_4": 'headers.get("CONTENT-LENGTH"): Starlette lower-cases the key',
+    "airlock.gateway._app.x__header_length__mutmut_4": (
+        'headers.get("INFERENCE-HEADER-CONTENT-LENGTH"): Starlette lower-cases the key'
+    ),
+    "airlock.gateway._app.x__auth__mutmut_41": '"www-authenticate": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__auth__mutmut_42": '"WWW-AUTHENTICATE": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__limited__mutmut_31": '"retry-after": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__limited__mutmut_32": '"RETRY-AFTER": Starlette lower-cases response header names',
+    "airlock.gateway._app.x_infer__mutmut_304": '"X-REQUEST-ID": MutableHeaders lower-cases the name it sets',
+    "airlock.gateway._app.x__reply__mutmut_86": '"inference-header-content-length": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__reply__mutmut_87": '"INFERENCE-HEADER-CONTENT-LENGTH": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__reply__mutmut_116": '"content-length": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__reply__mutmut_117": '"CONTENT-LENGTH": Starlette lower-cases response header names',
+    "airlock.gateway._app.x__reply__mutmut_99": (
+        "size < _STREAM_ABOVE: a reply of exactly 1 MiB is streamed in slices instead of sent whole, "
+        "with the same status, headers and bytes"
+    ),
+    # _http_error is registered for HTTPException only, and Starlette raises only 404 and 405 here
+    "airlock.gateway._app.x__http_error__mutmut_3": "isinstance(...) or True: only HTTPException reaches this handler",
+    "airlock.gateway._app.x__http_error__mutmut_4": "else 501: only HTTPException reaches this handler",
+    "airlock.gateway._app.x__http_error__mutmut_7": "status in _TEXTS or True: Starlette raises only 404 and 405 here",
+    "airlock.gateway._app.x__http_error__mutmut_9": "else 501: Starlette raises only 404 and 405 here, both in _TEXTS",
+    # Starlette gives a function route without methods GET (and HEAD), and upper-cases method names
+    "airlock.gateway._app.x_build_app__mutmut_4": "a GET route with methods=None: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_7": "a GET route with methods omitted: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_11": 'a GET route with methods=["get"]: Starlette makes it GET',
+    "airlock.gateway._app.x_build_app__mutmut_14": "a GET route with methods=None: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_17": "a GET route with methods omitted: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_21": 'a GET route with methods=["get"]: Starlette makes it GET',
+    "airlock.gateway._app.x_build_app__mutmut_24": "a GET route with methods=None: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_27": "a GET route with methods omitted: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_31": 'a GET route with methods=["get"]: Starlette makes it GET',
+    "airlock.gateway._app.x_build_app__mutmut_34": "a GET route with methods=None: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_37": "a GET route with methods omitted: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_41": 'a GET route with methods=["get"]: Starlette makes it GET',
+    "airlock.gateway._app.x_build_app__mutmut_44": "a GET route with methods=None: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_47": "a GET route with methods omitted: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_51": 'a GET route with methods=["get"]: Starlette makes it GET',
+    "airlock.gateway._app.x_build_app__mutmut_54": "a GET route with methods=None: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_57": "a GET route with methods omitted: Starlette makes it GET",
+    "airlock.gateway._app.x_build_app__mutmut_61": 'a GET route with methods=["get"]: Starlette makes it GET',
+    "airlock.gateway._app.x_build_app__mutmut_71": 'the infer route with methods=["post"]: Starlette upper-cases method names',
+    # the default text of _error is never used: every caller passes a status in _TEXTS or a text
+    # of its own, and _http_error maps any other status to 500
+    "airlock.gateway._app.x__error__mutmut_5": "_TEXTS.get(status, None): the default is never reached",
+    "airlock.gateway._app.x__error__mutmut_7": "_TEXTS.get(status): the default is never reached",
+    "airlock.gateway._app.x__error__mutmut_8": '"XXerrorXX" default: never reached',
+    "airlock.gateway._app.x__error__mutmut_9": '"ERROR" default: never reached',
+    # the 499 for a caller that hung up is never delivered; its audit row (status, decision) is tested
+    "airlock.gateway._app.x__body__mutmut_46": "499 text None: the reply goes to a caller that has hung up",
+    "airlock.gateway._app.x__body__mutmut_48": "499 text dropped: the reply goes to a caller that has hung up",
+    "airlock.gateway._app.x__body__mutmut_50": "499 text changed: the reply goes to a caller that has hung up",
+    "airlock.gateway._app.x__body__mutmut_51": "499 text changed: the reply goes to a caller that has hung up",
+    "airlock.gateway._app.x__slices__mutmut_5": (
+        'memoryview cast("b") instead of "B": one-byte items either way, the same bytes are sent'
+    ),
+    "airlock.gateway._app.x_infer__mutmut_11": "entered = None instead of False: only ever tested for truth",
+    "airlock.gateway._app.x_infer__mutmut_17": (
+        "the initial response _error(500) -> _error(501): every path that reaches its use assigns another"
+    ),
+    "airlock.gateway._app.x_infer__mutmut_43": (
+        "Admit(None, ...) for the concurrency refusal: _limited never reads `allowed`"
+    ),
+    "airlock.gateway._app.x_infer__mutmut_49": (
+        "Admit(True, ...) for the concurrency refusal: _limited never reads `allowed`"
+    ),
+    # gateway tensors
+    "airlock.gateway._tensors.x__datatype__mutmut_4": "`byteorder == '>'` test dropped: newbyteorder('<') of a little-endian or byte-order-free dtype is that dtype",
+    "airlock.gateway._tensors.x__exact__mutmut_6": "np.array(data, dtype=object) accepts every list np.asarray(data) accepted before it; the except is a guard",
+    "airlock.gateway._tensors.x__exact__mutmut_11": 'kind in "XXiuXX": a one-letter numpy kind (b, i, u, f here) is in it iff it is in "iu"',
+    "airlock.gateway._tensors.x__exact__mutmut_22": 'kind in "XXiuXX": as #11',
+    "airlock.gateway._tensors.x__exact__mutmut_27": 'kind in "XXiuXX": as #11',
+    "airlock.gateway._tensors.x__from_json__mutmut_15": 'kind in "XXiuXX": as _exact #11',
+    "airlock.gateway._tensors.x__from_json__mutmut_48": 'kind in "XXiuXX": as _exact #11',
+    "airlock.gateway._tensors.x__exact__mutmut_16": "reshape(-2): numpy takes any negative size as 'infer' (-1)",
+    "airlock.gateway._tensors.x_encode_outputs__mutmut_7": "reshape(-2): numpy takes any negative size as 'infer' (-1)",
+    "airlock.gateway._tensors.x__exact__mutmut_37": (
+        "reshape(None) of the exact integers: _from_json reshapes them to the declared shape right after "
+        "(the element count was checked)"
+    ),
+    "airlock.gateway._tensors.x__exact__mutmut_42": "reshape(None) of the exact floats: as #37",
+    "airlock.gateway._tensors.x__exact__mutmut_44": "np.array of Python floats with dtype=None: float64 is the default",
+    "airlock.gateway._tensors.x__exact__mutmut_46": "np.array of Python floats without dtype: float64 is the default",
+    "airlock.gateway._tensors.x__matches__mutmut_11": "zip strict=None: the lengths were compared just before",
+    "airlock.gateway._tensors.x__matches__mutmut_14": "zip without strict: the lengths were compared just before",
+    "airlock.gateway._tensors.x__matches__mutmut_15": "zip strict=False: the lengths were compared just before",
+    "airlock.gateway._tensors.x__outputs__mutmut_43": 'bool(params.get("binary_data", None)): bool(None) is False',
+    "airlock.gateway._tensors.x__outputs__mutmut_45": 'bool(params.get("binary_data")): bool(None) is False',
+    "airlock.gateway._tensors.x_parse_infer_request__mutmut_225": 'bool(params.get("binary_data_output", None)): bool(None) is False',
+    "airlock.gateway._tensors.x_parse_infer_request__mutmut_227": 'bool(params.get("binary_data_output")): bool(None) is False',
+    "airlock.gateway._tensors.x__parameters__mutmut_10": "the separator of the allowed keys: every table of allowed keys has one key",
+    "airlock.gateway._tensors.x__parse_json__mutmut_3": "parse_json_strict(body, None): its message (which names `what`) is replaced by a fixed phrase",
+    "airlock.gateway._tensors.x_encode_outputs__mutmut_8": "the non-finite path taken for more arrays: for finite values it yields the same list as tolist()",
+    "airlock.gateway._tensors.x_encode_outputs__mutmut_9": "the non-finite path taken for every float array: for finite values the same list as tolist()",
+    "airlock.gateway._tensors.x_encode_outputs__mutmut_14": "not bool(None): every float array takes the element-wise path, which yields the same list for finite values",
+    "airlock.gateway._tensors.x_encode_reply__mutmut_26": "always data.cast('B'): the array was made C-contiguous just before, so the branch is always this one",
+    "airlock.gateway._tensors.x_encode_reply__mutmut_27": "always tobytes(): the same bytes as the buffer view (a copy)",
+    "airlock.gateway._tensors.x_encode_reply__mutmut_28": "tobytes() for contiguous arrays: the same bytes (a copy)",
+    "airlock.gateway._tensors.x_encode_reply__mutmut_31": 'data.cast("b"): one-byte items either way, the same bytes are sent',
+    "airlock.gateway._tensors.x_encode_reply__mutmut_50": '"utf-8" -> "UTF-8": the same codec',
+    "airlock.gateway._memory_limiter.xǁMemoryLimiterǁleave__mutmut_12": (
+        "leave: get(tenant, 0) -> get(tenant, 1): for a tenant never counted max(0, 0 - 1) and "
+        "max(0, 1 - 1) are both 0; a counted tenant never reads the default"
+    ),
 }
 
 
@@ -960,6 +1076,52 @@ HAND_MUTANTS: tuple[HandMutant, ...] = (
         "            if all(",
     ),
     HandMutant(
+        "gateway_limiter",
+        "an allowed request carries a wait",
+        "    retry_after: float = 0.0\n",
+        "    retry_after: float = 1.0\n",
+    ),
+    HandMutant(
+        "gateway_limiter",
+        "an allowed request names a budget",
+        '    budget: str = ""\n',
+        '    budget: str = "requests"\n',
+    ),
+    HandMutant(
+        "gateway_app",
+        "a 401 is not charged to the source address",
+        '            state.preauth.failed(request.scope.get("client"))\n',
+        "            pass\n",
+    ),
+    HandMutant(
+        "gateway_app",
+        "an unknown model name is labelled verbatim",
+        'return name if state.config.model(name) is not None else ""',
+        "return name",
+    ),
+    HandMutant(
+        "gateway_guard", "duplicate Authorization headers accepted", '        b"authorization",\n', ""
+    ),
+    HandMutant(
+        "gateway_guard",
+        "header lines bounded at 1000",
+        "HEADER_LINES: Final = 100",
+        "HEADER_LINES: Final = 1000",
+    ),
+    HandMutant(
+        "gateway_guard",
+        "64 free small chunks become 4096",
+        "CHUNK_GRACE: Final = 64",
+        "CHUNK_GRACE: Final = 4096",
+    ),
+    HandMutant("gateway_tensors", "65 inputs accepted", "_MAX_INPUTS: Final = 64", "_MAX_INPUTS: Final = 65"),
+    HandMutant(
+        "gateway_tensors",
+        "element bound 2**62",
+        "_MAX_ELEMENTS: Final = 2**40",
+        "_MAX_ELEMENTS: Final = 2**62",
+    ),
+    HandMutant(
         "collect",
         "findings beyond the cap do not weigh",
         "        for severity, count in self._dropped.items():",
@@ -1013,15 +1175,29 @@ def _mutmut(where: Path, *args: str, timeout: float) -> subprocess.CompletedProc
     )
 
 
-def run_module(name: str, jobs: int, timeout: float) -> dict[str, object]:
+def run_module(name: str, jobs: int, timeout: float, rescore: bool = False) -> dict[str, object]:
     module = MODULES[name]
     if not (ROOT / "src" / module.source).is_file():
         return {"module": name, "error": f"src/{module.source} does not exist"}
-    where = _prepare(name, module)
-    start = time.monotonic()
-    proc = _mutmut(where, "run", "--max-children", str(jobs), timeout=timeout)
-    seconds = time.monotonic() - start
-    (where / "run.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if rescore:
+        # the last run's verdicts, scored again with the current EQUIVALENT (no mutant is re-run)
+        where = WORK / name
+        if not (where / "seconds.txt").is_file():
+            return {"module": name, "error": f"no finished run in {where} to rescore"}
+        seconds = float((where / "seconds.txt").read_text(encoding="utf-8"))
+        proc = subprocess.CompletedProcess([], 0, "", "")
+    else:
+        where = _prepare(name, module)
+        start = time.monotonic()
+        proc = _mutmut(where, "run", "--max-children", str(jobs), timeout=timeout)
+        seconds = time.monotonic() - start
+        (where / "run.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+        if proc.returncode == 0:
+            (where / "seconds.txt").write_text(str(seconds), encoding="utf-8")
+    mutated = (where / "mutants" / "src" / module.source).read_text(encoding="utf-8")
+    if proc.returncode != 0 and "__mutmut_" not in mutated:
+        # only class bodies, Protocol stubs or import-time code: nothing mutmut 3 mutates
+        return {"module": name, "source": f"src/{module.source}", "note": "no code mutmut can mutate"}
     if proc.returncode != 0:
         return {"module": name, "error": f"mutmut run exited {proc.returncode}; see {where}/run.log"}
     listing = _mutmut(where, "results", "--all", "true", timeout=600).stdout
@@ -1101,6 +1277,10 @@ def run_hand_mutants(names: list[str]) -> list[dict[str, object]]:
 def _row(result: dict[str, object]) -> str:
     if "error" in result:
         return f"| {result['module']} | error: {result['error']} | | | | |"
+    if "note" in result:
+        return (
+            f"| {result['module']} | `{result['source']}` | n/a | {result['note']} (hand mutants only) | | |"
+        )
     survived = result["survived"]
     assert isinstance(survived, list)
     return (
@@ -1158,6 +1338,11 @@ def main() -> int:
     parser.add_argument(
         "--hand-only", action="store_true", help="only the hand mutants (seconds, not minutes)"
     )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the last run of each module again with the current EQUIVALENT (runs nothing)",
+    )
     args = parser.parse_args()
     if args.list:
         for name, module in MODULES.items():
@@ -1168,11 +1353,11 @@ def main() -> int:
     if unknown or not names:
         parser.error(f"unknown or no module(s): {' '.join(unknown)}; see --list")
     results = []
-    hand = run_hand_mutants(names)
+    hand = [] if args.rescore else run_hand_mutants(names)
     for item in hand:
         print(f"hand mutant [{item['module']}] {item['what']}: {item['status']}")
     for name in [] if args.hand_only else names:
-        result = run_module(name, args.jobs, args.timeout)
+        result = run_module(name, args.jobs, args.timeout, args.rescore)
         results.append(result)
         print(json.dumps(result, indent=2))
         survivors = WORK / name / "survivors.txt"
