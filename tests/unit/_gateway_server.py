@@ -21,6 +21,7 @@ The control value is the first element of input ``x`` (``FP32 [-1, 4]``):
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import multiprocessing
@@ -70,6 +71,8 @@ class Backend:
         self.started = 0
         #: inputs this worker was handed
         self.calls = 0
+        #: requests sent and not yet received
+        self.pending: collections.deque[Any] = collections.deque()
 
     def start(self) -> None:
         self.started += 1
@@ -94,6 +97,15 @@ class Backend:
         if first == 3:
             return {"y": y}
         return {"y": y, "s": x.sum(axis=1).astype(np.float32)}
+
+    def send(self, inputs: Any) -> None:
+        """Queue a request: answered in order by :meth:`receive` (the lanes send ahead)."""
+        if self.dead:
+            raise AirlockError("worker is not running")
+        self.pending.append(inputs)
+
+    def receive(self) -> dict[str, np.ndarray[Any, Any]]:
+        return self.infer(self.pending.popleft())
 
     def alive(self) -> bool:
         return not self.dead
