@@ -36,6 +36,7 @@ _ARGS = {
     "load": ["load", "m.pkl"],
     "convert": ["convert", "m.pkl", "-o", "out.safetensors"],
     "run": ["run", "m.pkl"],
+    "chat": ["chat", "m.gguf"],
     "doctor": ["doctor"],
     "serve": ["serve", "--config", "c.toml"],
     "tenant": ["tenant", "list", "--config", "c.toml"],
