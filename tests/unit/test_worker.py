@@ -77,7 +77,11 @@ CAPS = FrameCaps(1 << 16, 1 << 16)
 
 
 def test_control_caps_and_limits() -> None:
-    assert FrameCaps(max_header_bytes=65536, max_frame_bytes=65536) == _worker._CONTROL_CAPS
+    # no control message carries a payload (only a job's tensors reply may)
+    assert (
+        FrameCaps(max_header_bytes=65536, max_frame_bytes=65536, payload_types=frozenset())
+        == _worker._CONTROL_CAPS
+    )
     assert _worker._MAX_EXITS == 4096
     assert _worker._MAX_DEFINITION == 1 << 20
 
@@ -541,7 +545,7 @@ def test_a_bad_tensor_table_drops_the_job(job: Job) -> None:
 
 def test_reply_caps_come_from_the_policy(job: Job) -> None:
     limits = SandboxPolicy().limits
-    assert job.worker._caps == FrameCaps(limits.max_header_bytes, limits.frame_bytes)
+    assert job.worker._caps == FrameCaps(limits.max_header_bytes, limits.frame_bytes, frozenset({"tensors"}))
     job.peer.sendall(b"ALF1" + (limits.max_header_bytes + 1).to_bytes(4, "little") + bytes(8))
     with pytest.raises(SandboxError, match="frame header of 4194305 bytes exceeds the cap of 4194304"):
         job.worker._expect("infer", ("tensors",), soon())
@@ -954,7 +958,7 @@ def test_worker_takes_its_limits_from_a_shared_sandbox(played: Played, tmp_path:
 
     limits = SandboxLimits(max_tensors=7, max_rank=3, max_header_bytes=1000, max_frame_bytes=5000)
     with _worker.Sandbox(SandboxPolicy(limits=limits)) as sandbox, sandbox.open(_model(tmp_path)) as worker:
-        assert worker._caps == FrameCaps(1000, 5000)
+        assert worker._caps == FrameCaps(1000, 5000, frozenset({"tensors"}))
         assert worker._tensor_caps == TensorCaps(7, 3, 5000)
 
 
