@@ -391,7 +391,7 @@ class Job:
         w = _worker.Worker.__new__(_worker.Worker)
         w._sock, w._owned, w.sandbox, w._pid = ours, None, fake.sandbox, 42
         limits = fake.sandbox.policy.limits
-        w._caps = FrameCaps(limits.max_header_bytes, limits.frame_bytes)
+        w._caps = FrameCaps(limits.max_header_bytes, limits.frame_bytes, _worker._JOB_PAYLOADS)
         w._tensor_caps = TensorCaps(limits.max_tensors, limits.max_rank, limits.frame_bytes)
         self.worker = w
         fake.sandbox._exits[42] = "exit 9"  # so that a failure does not wait for the report
