@@ -38,7 +38,7 @@ runs = []
 for _ in range(rounds):
     marks = []
     t0 = time.perf_counter()
-    request = {"messages": messages, "prompt": None, "max_tokens": tokens, "temperature": 0.0, "top_p": 1.0, "seed": None, "stop": []}
+    request = {"messages": messages, "prompt": None, "max_tokens": tokens, "temperature": 0.0, "top_p": 1.0, "seed": None, "stop": [], "context": 0}
     done = chat.generate(request, lambda text: marks.append(time.perf_counter()), lambda: False)
     runs.append({"ttft": marks[0] - t0, "tokens": done.completion_tokens, "seconds": marks[-1] - t0})
 print(json.dumps({"load": load, "runs": runs, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))

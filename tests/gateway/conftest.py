@@ -17,13 +17,13 @@ from tests.gateway import _models
 class Running:
     """Start ``gateway`` on a private event loop thread; :meth:`stop` shuts servers and workers down."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, start_timeout: float = 120) -> None:
         self.gateway = gateway
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="gateway-loop", daemon=True)
         self.thread.start()
         try:
-            asyncio.run_coroutine_threadsafe(gateway.start(), self.loop).result(120)
+            asyncio.run_coroutine_threadsafe(gateway.start(), self.loop).result(start_timeout)
         except BaseException:
             self._end()
             raise

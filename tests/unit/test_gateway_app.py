@@ -462,10 +462,10 @@ def test_the_deadline_comes_from_the_configuration(gw: Served) -> None:
 
 
 def test_an_unexpected_error_is_a_500_with_a_fixed_text_and_audited(gw: Served) -> None:
-    del gw.state.lanes[("acme", "free")]  # an admitted model without its lane: a KeyError inside
+    gw.state.lanes[("acme", "free")] = object()  # type: ignore[assignment]  # a lane without infer: AttributeError inside
     got = _infer(gw, {"inputs": [{"name": "a", "datatype": "INT8", "shape": [1], "data": [1]}]}, model="free")
     assert (got.status_code, got.json()) == (500, {"error": "internal error"})
-    assert [r[4:] for r in _rows(gw, got)] == [("failed:internal", 500)]
+    assert [r[4:] for r in _rows(gw, got)] == [("started", 0), ("failed:internal", 500)]
 
 
 # budgets ------------------------------------------------------------------------------------------
@@ -1022,14 +1022,14 @@ def test_a_crashed_worker_is_logged_with_a_bounded_error(
 
 
 def test_an_unexpected_error_is_logged_by_type_only(gw: Served, caplog: pytest.LogCaptureFixture) -> None:
-    del gw.state.lanes[("acme", "free")]
+    gw.state.lanes[("acme", "free")] = object()  # type: ignore[assignment]  # a lane without infer
     with caplog.at_level(logging.ERROR, logger="airlock.gateway"):
         got = _infer(
             gw, {"inputs": [{"name": "a", "datatype": "INT8", "shape": [1], "data": [1]}]}, model="free"
         )
     assert got.status_code == 500
     assert _logged(caplog, "request failed") == [
-        {"request_id": got.headers["x-request-id"], "error": "KeyError"}
+        {"request_id": got.headers["x-request-id"], "error": "AttributeError"}
     ]
 
 

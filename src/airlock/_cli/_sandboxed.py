@@ -18,6 +18,7 @@ from airlock.sandbox._text import Generation
 __all__ = [
     "add_gate_arguments",
     "add_text_arguments",
+    "context_message",
     "generation_json",
     "open_worker",
     "read_messages",
@@ -148,6 +149,14 @@ def text_request(args: argparse.Namespace, messages: list[dict[str, str]] | None
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return request
+
+
+def context_message(done: Generation, max_tokens: int) -> str:
+    """Why a generation that ended with finish ``context`` produced nothing."""
+    return (
+        f"the prompt ({done.prompt_tokens} tokens) and max_tokens ({max_tokens}) do not fit the "
+        "model's context: shorten the prompt or lower --max-tokens"
+    )
 
 
 def generation_json(done: Generation) -> dict[str, object]:

@@ -9,7 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from airlock._cli._sandboxed import add_gate_arguments, add_text_arguments, open_worker, text_request
+from airlock._cli._sandboxed import (
+    add_gate_arguments,
+    add_text_arguments,
+    context_message,
+    open_worker,
+    text_request,
+)
 from airlock.sandbox._text import terminal_text
 
 __all__ = ["COMMAND"]
@@ -77,7 +83,11 @@ class ChatCommand:
                             print(" [stopped]", end="", file=sys.stderr, flush=True)
                             break
                 print(flush=True)
-                if stream.result is not None:
+                if stream.result is not None and stream.result.finish == "context":
+                    # the conversation no longer fits: say so, and forget the message that did not fit
+                    history.pop()
+                    print(f"airlock chat: {context_message(stream.result, args.max_tokens)}", file=sys.stderr)
+                elif stream.result is not None:
                     history.append({"role": "assistant", "content": stream.result.text})
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from airlock._cli._sandboxed import (
     add_gate_arguments,
     add_text_arguments,
+    context_message,
     generation_json,
     open_worker,
     text_request,
@@ -109,6 +110,8 @@ class RunCommand:
             )
             if request is not None:
                 done = worker.generate(**request).read()
+                if done.finish == "context":
+                    raise UsageError(context_message(done, int(request["max_tokens"])))
                 # JSON escapes every control character: nothing the model wrote reaches the terminal raw
                 print(json.dumps(generation_json(done), ensure_ascii=True))
                 return 0

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 
 from airlock.gateway import TenantLimits, load_config, open_store
-from airlock.gateway._config import check_name
+from airlock.gateway._config import LIMIT_FIELDS, check_name
 
 __all__ = ["COMMAND"]
 
@@ -35,6 +35,13 @@ class TenantCommand:
             "--tensor-bytes-per-minute", type=int, metavar="N", help="input tensor bytes budget"
         )
         parser.add_argument("--max-concurrent", type=int, metavar="N", help="requests in flight at once")
+        parser.add_argument(
+            "--tokens-per-minute", type=int, metavar="N",
+            help="text models: prompt + completion tokens budget (token bucket)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--max-generations", type=int, metavar="N", help="text models: generations running at once"
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         config = load_config(args.config)
@@ -45,23 +52,14 @@ class TenantCommand:
                     shown = tenant.limits or config.defaults
                     print(json.dumps({"tenant": tenant.name, "created": tenant.created,
                                       "limits": "defaults" if tenant.limits is None else "own",
-                                      "requests_per_minute": shown.requests_per_minute,
-                                      "tensor_bytes_per_minute": shown.tensor_bytes_per_minute,
-                                      "max_concurrent": shown.max_concurrent}))  # fmt: skip
+                                      **{f: getattr(shown, f) for f in LIMIT_FIELDS}}))  # fmt: skip
                 return 0
             name = check_name("tenant", args.tenant)
-            given = (args.requests_per_minute, args.tensor_bytes_per_minute, args.max_concurrent)
+            given = {f: getattr(args, f) for f in LIMIT_FIELDS}
             limits: TenantLimits | None = None
-            if any(v is not None for v in given):
-                d = config.defaults
+            if any(v is not None for v in given.values()):
                 limits = TenantLimits(
-                    args.requests_per_minute
-                    if args.requests_per_minute is not None
-                    else d.requests_per_minute,
-                    args.tensor_bytes_per_minute
-                    if args.tensor_bytes_per_minute is not None
-                    else d.tensor_bytes_per_minute,
-                    args.max_concurrent if args.max_concurrent is not None else d.max_concurrent,
+                    **{f: getattr(config.defaults, f) if v is None else v for f, v in given.items()}
                 )
             store.add_tenant(name, limits)
             print(f"tenant {name} added")

@@ -55,6 +55,7 @@ from airlock.gateway._tensors import (
     encode_reply,
     parse_infer_request,
 )
+from airlock.gateway._text_lane import TextLane
 from airlock.gateway._workers import Lane, ModelFailed, WorkerCrashed, WorkerTimeout
 
 __all__ = ["GatewayState", "build_app"]
@@ -74,6 +75,10 @@ class GatewayState:
     #: admitted models only
     admissions: dict[str, AdmissionRecord]
     lanes: dict[tuple[str, str], Lane] = field(default_factory=dict)
+    #: text models' lanes (the OpenAI-compatible endpoints, :mod:`._openai`)
+    text_lanes: dict[tuple[str, str], TextLane] = field(default_factory=dict)
+    #: tasks that finish a request after its handler returned (a stream's outcome row)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     codecs: Codecs = field(default_factory=Codecs)
     #: False after an audit row could not be written, until one is written again (readiness)
     audit_ok: bool = True
@@ -208,20 +213,22 @@ def _model_label(state: GatewayState, name: str) -> str:
 
 
 def _entry(
-    state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int
-) -> AuditEntry:
+    state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int,
+    tokens: tuple[int, int] = (0, 0),
+) -> AuditEntry:  # fmt: skip
     record = state.admissions.get(model) if who is not None and state.visible(who.tenant, model) else None
     return AuditEntry(
         time.time(), who.tenant if who else "", who.key_id if who else "", _model_label(state, model),
-        record.digest if record else "", request_id, decision, status,
+        record.digest if record else "", request_id, decision, status, *tokens,
     )  # fmt: skip
 
 
 async def _audit(
-    state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int
-) -> None:
+    state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int,
+    tokens: tuple[int, int] = (0, 0),
+) -> None:  # fmt: skip
     """Append one audit row; raise AuditUnavailable (and mark the gateway not ready) when it cannot."""
-    entry = _entry(state, who, model, request_id, decision, status)
+    entry = _entry(state, who, model, request_id, decision, status, tokens)
     try:
         if state.audit is not None:
             await state.audit.append(entry)
@@ -318,6 +325,12 @@ async def infer(request: Request) -> Response:
     try:
         who = _auth(state, request)
         model = _model_for(state, who, name)
+        lane = state.lanes.get((who.tenant, name))
+        if lane is None:
+            raise _Refused(
+                _error(400, "a text model: call it on /v1/chat/completions or /v1/completions"),
+                "denied:malformed",
+            )
         limits = state.limits(who.tenant)
         if not state.limiter.enter(who.tenant, limits):
             raise _limited(state, who.tenant, Admit(False, 1.0, "concurrency"))
@@ -341,7 +354,6 @@ async def infer(request: Request) -> Response:
                     _error(413, "tensors exceed the tenant's per-minute byte budget"), "denied:tensor-size"
                 )
             raise _limited(state, who.tenant, admit)
-        lane = state.lanes[(who.tenant, name)]
         try:
             # written before the model runs: a request that cannot be audited is never served
             await _audit(state, who, name, request_id, "started", 0)
@@ -434,7 +446,7 @@ async def model_ready(request: Request) -> Response:
         _model_for(state, who, name)
     except _Refused as refused:
         return refused.response
-    lane = state.lanes.get((who.tenant, name))
+    lane = state.lanes.get((who.tenant, name)) or state.text_lanes.get((who.tenant, name))
     ready = lane is not None and lane.ready
     return _json({"name": name, "ready": ready}, 200 if ready else 503)
 
@@ -458,7 +470,8 @@ async def live(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
-    ok = state.audit_ok and bool(state.lanes) and all(lane.ready for lane in state.lanes.values())
+    lanes: list[Lane | TextLane] = [*state.lanes.values(), *state.text_lanes.values()]
+    ok = state.audit_ok and bool(lanes) and all(lane.ready for lane in lanes)
     return _json({"ready": ok}, 200 if ok else 503)
 
 
@@ -487,6 +500,9 @@ def build_app(state: GatewayState) -> ASGIApp:
         Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
         Route("/v2/models/{model}/infer", infer, methods=["POST"]),
     ]
+    from airlock.gateway._openai import OPENAI_ROUTES  # it builds on this module's helpers
+
+    routes += [Route(path, endpoint, methods=methods) for path, endpoint, methods in OPENAI_ROUTES]
     handlers: Mapping[Any, Any] = {HTTPException: _http_error, Exception: _server_error}
     app = Starlette(routes=routes, exception_handlers=dict(handlers))
     app.state.gateway = state

@@ -1,7 +1,8 @@
 """The audit chain: each row's MAC covers its fields and the previous row's MAC.
 
 ``row_hash = HMAC-SHA256(key, prev_hash || canonical JSON of (seq, time, tenant, key_id, model,
-model_digest, request_id, decision, status))``. The key lives in a file named by the config
+model_digest, request_id, decision, status[, prompt_tokens, completion_tokens]))`` (the token
+counts of a text request, when not both zero). The key lives in a file named by the config
 (``[audit] key_file``), never in the database: someone who can write the database but not read the
 key cannot rewrite rows and recompute the chain. Editing a row breaks its MAC; removing or
 reordering rows breaks the ``seq`` run and the ``prev_hash`` link.
@@ -60,10 +61,25 @@ def chain_hash(
     request_id: str,
     decision: str,
     status: int,
+    tokens: tuple[int, int] = (0, 0),
 ) -> str:
-    body = _CANONICAL.encode(
-        [seq, repr(time), tenant, key_id, model, model_digest, request_id, decision, status]
-    )
+    fields: list[object] = [
+        seq,
+        repr(time),
+        tenant,
+        key_id,
+        model,
+        model_digest,
+        request_id,
+        decision,
+        status,
+    ]
+    if tokens != (0, 0):
+        # text requests: prompt and completion tokens. Rows without tokens keep the original nine
+        # fields (chains written before are still valid); a row with tokens has eleven, so no row
+        # can have its counts removed or changed without a new MAC
+        fields.extend(tokens)
+    body = _CANONICAL.encode(fields)
     message = prev_hash.encode("ascii") + b"\n" + body.encode("ascii")
     # one-shot HMAC (OpenSSL in one call): the same MAC as hmac.new(...).hexdigest()
     return hmac.digest(key, message, "sha256").hex()
@@ -184,6 +200,7 @@ def verify_chain(
         recomputed = chain_hash(
             key, row.prev_hash, row.seq, row.time, row.tenant, row.key_id, row.model,
             row.model_digest, row.request_id, row.decision, row.status,
+            (row.prompt_tokens, row.completion_tokens),
         )  # fmt: skip
         if not hmac.compare_digest(recomputed, row.row_hash):
             problems.append(f"row seq {row.seq}: content does not match its MAC (the row was edited)")

@@ -19,6 +19,8 @@ from airlock.errors import UsageError
 from airlock.sandbox import SandboxLimits
 
 __all__ = [
+    "LIMIT_FIELDS",
+    "MAX_CONTEXT",
     "AuditConfig",
     "GatewayConfig",
     "ModelConfig",
@@ -56,16 +58,27 @@ def check_name(kind: str, name: object) -> str:
     return name
 
 
+#: the per-tenant limits, in the order they are stored
+LIMIT_FIELDS: Final = (
+    "requests_per_minute", "tensor_bytes_per_minute", "max_concurrent", "tokens_per_minute", "max_generations",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TenantLimits:
-    """Per-tenant budgets: token buckets refilled continuously over one minute, and in-flight requests."""
+    """Per-tenant budgets: token buckets refilled continuously over one minute, and in-flight requests.
+
+    ``tokens_per_minute`` (prompt + completion tokens of text models) and ``max_generations``
+    (text generations running at once) apply to the OpenAI-compatible endpoints only."""
 
     requests_per_minute: int = 600
     tensor_bytes_per_minute: int = 256 * 1024 * 1024
     max_concurrent: int = 4
+    tokens_per_minute: int = 20000
+    max_generations: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("requests_per_minute", "tensor_bytes_per_minute", "max_concurrent"):
+        for name in LIMIT_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise UsageError(f"limit {name} must be a positive integer, got {value!r}")
@@ -101,6 +114,15 @@ class ModelConfig:
     #: sandboxed workers per (tenant, model) pair
     workers: int
     inputs: tuple[TensorSpec, ...]
+    #: text models: the largest ``max_tokens`` a request may ask for (and its default)
+    max_tokens: int = 512
+    #: text models: the context window in tokens (prompt + completion); 0 = the model's own
+    #: (reported by its worker at load, at most :data:`MAX_CONTEXT`)
+    context_length: int = 0
+
+
+#: the largest context a text model may have (a bound on anything a worker claims)
+MAX_CONTEXT: Final = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,8 @@ class ServerConfig:
     admin_port: int = 9090
     max_body_bytes: int = 8 * 1024 * 1024
     request_timeout_seconds: float = 30.0
+    #: a text generation (OpenAI endpoints), from the request to its last token
+    generation_timeout_seconds: float = 300.0
     #: SQLite state (tenants, keys, admissions, audit)
     state: Path = Path("airlock-state.db")
     # -- limits applied before authentication (nothing a stranger sends may grow state) --------
@@ -249,6 +273,7 @@ def _server(base: Path, data: object) -> ServerConfig:
         key: _positive_float(table, key, getattr(defaults, key))
         for key in (
             "header_timeout_seconds",
+            "generation_timeout_seconds",
             "keep_alive_seconds",
             "send_timeout_seconds",
             "preauth_requests_per_second",
@@ -258,7 +283,9 @@ def _server(base: Path, data: object) -> ServerConfig:
     table.done()
     assert isinstance(host, str)
     return ServerConfig(
-        host, port, admin_port, body, float(timeout), _path(base, state),
+        host, port, admin_port, body, float(timeout),
+        generation_timeout_seconds=floats["generation_timeout_seconds"],
+        state=_path(base, state),
         max_connections=ints["max_connections"],
         max_connections_per_address=ints["max_connections_per_address"],
         header_timeout_seconds=floats["header_timeout_seconds"],
@@ -297,14 +324,8 @@ def _tls(base: Path, data: object) -> TlsConfig:
 
 def _limits(data: object) -> TenantLimits:
     table = _Table("defaults", data)
-    fields = {
-        key: _positive_int(table, key, default)
-        for key, default in (
-            ("requests_per_minute", 600),
-            ("tensor_bytes_per_minute", 256 * 1024 * 1024),
-            ("max_concurrent", 4),
-        )
-    }
+    defaults = TenantLimits()
+    fields = {key: _positive_int(table, key, getattr(defaults, key)) for key in LIMIT_FIELDS}
     table.done()
     return TenantLimits(**fields)
 
@@ -367,7 +388,15 @@ def _model(base: Path, name: str, data: object) -> ModelConfig:
     tenants = _str_list(table, "tenants")
     workers = _positive_int(table, "workers", 1)
     inputs = _inputs(name, table.get("inputs", list, []))
+    max_tokens = _positive_int(table, "max_tokens", 512)
+    context_length = _positive_int(table, "context_length", 0, zero=True)
     table.done()
+    if max_tokens > MAX_CONTEXT or context_length > MAX_CONTEXT:
+        raise UsageError(f"config: models.{name}.max_tokens and context_length must be at most {MAX_CONTEXT}")
+    if context_length and max_tokens > context_length:
+        raise UsageError(
+            f"config: models.{name}.max_tokens ({max_tokens}) is larger than its context_length ({context_length})"
+        )
     if expect is not None:
         assert isinstance(expect, str)
         if not re.fullmatch(r"[0-9a-f]{64}", expect):
@@ -403,6 +432,8 @@ def _model(base: Path, name: str, data: object) -> ModelConfig:
         tenants=tenants,
         workers=workers,
         inputs=inputs,
+        max_tokens=max_tokens,
+        context_length=context_length,
     )
 
 

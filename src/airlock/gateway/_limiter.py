@@ -1,4 +1,5 @@
-"""The rate-limit interface: per-tenant token buckets (requests, tensor bytes) and concurrency caps.
+"""The rate-limit interface: per-tenant token buckets (requests, tensor bytes, text tokens) and
+concurrency caps (requests in flight, text generations running).
 
 :mod:`._memory_limiter` keeps buckets in process (one gateway). A Redis implementation of the same
 protocol lets replicas share one budget per tenant.
@@ -19,7 +20,8 @@ class Admit:
     allowed: bool
     #: seconds until the request could succeed (for Retry-After); 0 when allowed
     retry_after: float = 0.0
-    #: which budget refused: "requests", "tensor_bytes", "concurrency", or "" when allowed
+    #: which budget refused: "requests", "tensor_bytes", "tokens", "concurrency", "generations",
+    #: or "" when allowed
     budget: str = ""
 
 
@@ -37,3 +39,18 @@ class RateLimiter(Protocol):
         ...
 
     def leave(self, tenant: str) -> None: ...
+
+    def take_tokens(self, tenant: str, limits: TenantLimits, tokens: int, now: float) -> Admit:
+        """Reserve ``tokens`` text tokens before a generation (all or nothing)."""
+        ...
+
+    def settle_tokens(self, tenant: str, limits: TenantLimits, delta: int, now: float) -> None:
+        """After a generation: charge ``delta`` more tokens than were reserved (the bucket may go
+        into debt), or give ``-delta`` back (never above one minute's budget)."""
+        ...
+
+    def enter_generation(self, tenant: str, limits: TenantLimits) -> bool:
+        """Count one generation running; False (and nothing counted) at the tenant's cap."""
+        ...
+
+    def leave_generation(self, tenant: str) -> None: ...

@@ -38,6 +38,8 @@ class MemoryLimiter:
         self._requests: dict[str, _Bucket] = {}
         self._bytes: dict[str, _Bucket] = {}
         self._in_flight: dict[str, int] = {}
+        self._tokens: dict[str, _Bucket] = {}
+        self._generations: dict[str, int] = {}
 
     @staticmethod
     def _bucket(table: dict[str, _Bucket], tenant: str, capacity: float, now: float) -> _Bucket:
@@ -67,3 +69,26 @@ class MemoryLimiter:
 
     def leave(self, tenant: str) -> None:
         self._in_flight[tenant] = max(0, self._in_flight.get(tenant, 0) - 1)
+
+    def take_tokens(self, tenant: str, limits: TenantLimits, tokens: int, now: float) -> Admit:
+        capacity = float(limits.tokens_per_minute)
+        wait = self._bucket(self._tokens, tenant, capacity, now).take(
+            float(tokens), capacity, capacity / 60.0, now
+        )
+        return Admit(True) if wait == 0.0 else Admit(False, wait, "tokens")
+
+    def settle_tokens(self, tenant: str, limits: TenantLimits, delta: int, now: float) -> None:
+        capacity = float(limits.tokens_per_minute)
+        bucket = self._bucket(self._tokens, tenant, capacity, now)
+        bucket.take(0.0, capacity, capacity / 60.0, now)  # refill up to now
+        bucket.tokens = min(capacity, bucket.tokens - delta)
+
+    def enter_generation(self, tenant: str, limits: TenantLimits) -> bool:
+        current = self._generations.get(tenant, 0)
+        if current >= limits.max_generations:
+            return False
+        self._generations[tenant] = current + 1
+        return True
+
+    def leave_generation(self, tenant: str) -> None:
+        self._generations[tenant] = max(0, self._generations.get(tenant, 0) - 1)

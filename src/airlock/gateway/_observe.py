@@ -42,6 +42,10 @@ class Metrics:
         self.in_flight = Gauge(
             "airlock_in_flight", "Inference requests in flight", ["tenant"], registry=self.registry
         )
+        self.tokens = Counter(
+            "airlock_tokens", "Text tokens used, by tenant, model and kind (prompt, completion)",
+            ["tenant", "model", "kind"], registry=self.registry,
+        )  # fmt: skip
         self.unauthenticated = Counter(
             "airlock_unauthenticated", "Requests refused with 401", registry=self.registry
         )

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -44,13 +45,17 @@ from airlock.gateway._memory_limiter import MemoryLimiter
 from airlock.gateway._observe import Metrics
 from airlock.gateway._sqlite_store import SqliteStore
 from airlock.gateway._store import AdmissionRecord, Store
+from airlock.gateway._text_lane import TextLane
 from airlock.gateway._tls import client_common_name, server_context
-from airlock.gateway._workers import Lane, SandboxWorker, WorkerBackend
+from airlock.gateway._workers import Lane, SandboxWorker
 from airlock.sandbox import SandboxPolicy
+from airlock.sandbox._detect import detect_runtime
 
 __all__ = ["Gateway", "admit_models", "is_loopback", "open_store"]
 
 _log = logging.getLogger("airlock.gateway")
+#: the runtime of models served on the OpenAI-compatible endpoints
+TEXT_RUNTIME = "text-gguf"
 
 
 def open_store(config: GatewayConfig, *, audit_key: bytes | None = None) -> Store:
@@ -173,7 +178,7 @@ class Gateway:
         assert self._ssl is not None
         return self._ssl
 
-    def _factory(self, staged: Path, model: ModelConfig) -> WorkerBackend:
+    def _factory(self, staged: Path, model: ModelConfig) -> SandboxWorker:
         return SandboxWorker(staged, model.runtime, self.policy, model.definition)
 
     async def start(self, *, store: Store | None = None) -> None:
@@ -201,12 +206,19 @@ class Gateway:
         state = GatewayState(config, store, MemoryLimiter(), Metrics(), {m.name: r for m, r, _ in results})
         for model, record, staged in results:
             assert staged is not None
+            text = _is_text(staged, model)
             for tenant in model.tenants:
                 factory = functools.partial(self._factory, staged, model)
-                state.lanes[(tenant, model.name)] = Lane(
-                    tenant, model.name, record.digest, factory, model.workers
-                )
-        cap = connection_cap(config.server.max_connections, raise_fd_limit(), len(state.lanes))
+                if text:
+                    state.text_lanes[(tenant, model.name)] = TextLane(
+                        tenant, model.name, record.digest, factory, model.workers, model.context_length
+                    )
+                else:
+                    state.lanes[(tenant, model.name)] = Lane(
+                        tenant, model.name, record.digest, factory, model.workers
+                    )
+        lanes = len(state.lanes) + len(state.text_lanes)
+        cap = connection_cap(config.server.max_connections, raise_fd_limit(), lanes)
         if cap < config.server.max_connections:
             _log.warning(
                 "connection cap lowered to fit the file descriptor limit",
@@ -220,7 +232,10 @@ class Gateway:
             # the head is on disk before the first request: from then on a missing head file means
             # it was removed (with rows cut from the end?), never "not written yet"
             await loop.run_in_executor(None, self._first_head)
-            await asyncio.gather(*(lane.start() for lane in state.lanes.values()))
+            await asyncio.gather(
+                *(lane.start() for lane in state.lanes.values()),
+                *(lane.start() for lane in state.text_lanes.values()),
+            )
             self._bound = _Bound(
                 _bind(config.server.host, config.server.port), _bind("127.0.0.1", config.server.admin_port)
             )
@@ -263,7 +278,7 @@ class Gateway:
             await asyncio.sleep(0.01)
         self._head_task = loop.create_task(self._heads())
         _log.info("listening", extra={"host": config.server.host, "port": self.port, "admin_port": self.admin_port,
-                                      "tls": self._ssl is not None, "models": len(results), "lanes": len(state.lanes)})  # fmt: skip
+                                      "tls": self._ssl is not None, "models": len(results), "lanes": lanes})  # fmt: skip
 
     async def wait(self) -> None:
         """Until either server stops (a signal, or :meth:`stop`); then stop everything."""
@@ -280,6 +295,8 @@ class Gateway:
         if self.state is not None:
             for lane in self.state.lanes.values():
                 await lane.close()
+            for text_lane in self.state.text_lanes.values():
+                await text_lane.close()
 
     async def _heads(self) -> None:
         """Write the audit head to the head file and the log every ``head_interval_seconds``."""
@@ -373,9 +390,27 @@ def _export(state: GatewayState) -> None:
     )  # fmt: skip
     state.metrics.watch(
         "airlock_live_workers", "Workers whose process is alive",
-        lambda: {(t, m): float(lane.live_workers()) for (t, m), lane in state.lanes.items()},
+        lambda: {**{(t, m): float(lane.live_workers()) for (t, m), lane in state.lanes.items()},
+                 **{(t, m): float(lane.live_workers()) for (t, m), lane in state.text_lanes.items()}},
         ("tenant", "model"), gauge=True,
     )  # fmt: skip
+    state.metrics.watch(
+        "airlock_generations_running", "Text generations holding a worker now",
+        lambda: {(t, m): float(lane.running) for (t, m), lane in state.text_lanes.items()},
+        ("tenant", "model"), gauge=True,
+    )  # fmt: skip
+
+
+def _is_text(staged: Path, model: ModelConfig) -> bool:
+    """Whether the model is served on the OpenAI-compatible text endpoints (runtime ``text-gguf``,
+    given or told from the admitted file's content, as the worker will tell it)."""
+    if model.runtime is not None:
+        return model.runtime == TEXT_RUNTIME
+    fd = os.open(staged, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return detect_runtime(fd) == TEXT_RUNTIME
+    finally:
+        os.close(fd)
 
 
 def _admin_app(state: GatewayState) -> Starlette:

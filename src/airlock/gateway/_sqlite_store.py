@@ -22,11 +22,11 @@ import threading
 import time as _time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from airlock.errors import UsageError
 from airlock.gateway._audit import GENESIS, AuditHead, chain_hash
-from airlock.gateway._config import TenantLimits
+from airlock.gateway._config import LIMIT_FIELDS, TenantLimits
 from airlock.gateway._store import (
     AdmissionRecord,
     AuditEntry,
@@ -41,7 +41,8 @@ __all__ = ["SqliteStore"]
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS tenants (
     name TEXT PRIMARY KEY, created REAL NOT NULL,
-    requests_per_minute INTEGER, tensor_bytes_per_minute INTEGER, max_concurrent INTEGER
+    requests_per_minute INTEGER, tensor_bytes_per_minute INTEGER, max_concurrent INTEGER,
+    tokens_per_minute INTEGER, max_generations INTEGER
 );
 CREATE TABLE IF NOT EXISTS keys (
     key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(name),
@@ -53,9 +54,27 @@ CREATE TABLE IF NOT EXISTS admissions (
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, time REAL NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
     model TEXT NOT NULL, model_digest TEXT NOT NULL, request_id TEXT NOT NULL,
-    decision TEXT NOT NULL, status INTEGER NOT NULL, prev_hash TEXT NOT NULL, row_hash TEXT NOT NULL
+    decision TEXT NOT NULL, status INTEGER NOT NULL, prev_hash TEXT NOT NULL, row_hash TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0
 );
 """
+
+
+#: columns added after the first release: (table, column, type); added to an older file on open
+_ADDED: Final = (
+    ("tenants", "tokens_per_minute", "INTEGER"),
+    ("tenants", "max_generations", "INTEGER"),
+    ("audit", "prompt_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("audit", "completion_tokens", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Bring a state file written by an older airlock up to the current schema (columns only)."""
+    for table, column, kind in _ADDED:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 class SqliteStore:
@@ -69,6 +88,7 @@ class SqliteStore:
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
             )
             self._db.executescript(_SCHEMA)
+            _add_columns(self._db)
         except sqlite3.Error as exc:
             raise UsageError(f"state: cannot open SQLite database {path}: {exc}") from exc
         self._lock = threading.Lock()
@@ -93,28 +113,27 @@ class SqliteStore:
 
     def add_tenant(self, name: str, limits: TenantLimits | None) -> TenantRecord:
         record = TenantRecord(name, _time.time(), limits)
-        values = (
-            (limits.requests_per_minute, limits.tensor_bytes_per_minute, limits.max_concurrent)
-            if limits
-            else (None, None, None)
-        )
+        values = tuple(getattr(limits, f) if limits else None for f in LIMIT_FIELDS)
         with self._lock:
             self._forget()
             try:
                 self._db.execute(
-                    "INSERT INTO tenants VALUES (?, ?, ?, ?, ?)", (name, record.created, *values)
+                    "INSERT INTO tenants (name, created, requests_per_minute, tensor_bytes_per_minute, "
+                    "max_concurrent, tokens_per_minute, max_generations) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, record.created, *values),
                 )
             except sqlite3.IntegrityError as exc:
                 raise UsageError(f"tenant {name!r} already exists") from exc
         return record
 
     @staticmethod
-    def _tenant(row: tuple[str, float, int | None, int | None, int | None]) -> TenantRecord:
-        name, created, rpm, bpm, conc = row
-        limits = (
-            TenantLimits(rpm, bpm, conc) if rpm is not None and bpm is not None and conc is not None else None
-        )
-        return TenantRecord(name, created, limits)
+    def _tenant(row: tuple[Any, ...]) -> TenantRecord:
+        name, created, *values = row
+        if any(v is None for v in values[:3]):
+            return TenantRecord(name, created, None)
+        # a tenant stored before the text-model limits existed keeps their defaults
+        given = {f: v for f, v in zip(LIMIT_FIELDS, values, strict=True) if v is not None}
+        return TenantRecord(name, created, TenantLimits(**given))
 
     def tenant(self, name: str) -> TenantRecord | None:
         with self._lock:
@@ -237,14 +256,17 @@ class SqliteStore:
                             entry.time, entry.tenant, entry.key_id, entry.model, entry.model_digest,
                             entry.request_id, entry.decision, entry.status,
                         )  # fmt: skip
-                        row = AuditRow(seq, *fields, prev, chain_hash(key, prev, seq, *fields))
+                        tokens = (entry.prompt_tokens, entry.completion_tokens)
+                        mac = chain_hash(key, prev, seq, *fields, tokens)
+                        row = AuditRow(seq, *fields, prev, mac, *tokens)
                         rows.append(row)
                         seq, prev = seq + 1, row.row_hash
                     self._db.executemany(
-                        "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             (r.seq, r.time, r.tenant, r.key_id, r.model, r.model_digest, r.request_id,
-                             r.decision, r.status, r.prev_hash, r.row_hash)
+                             r.decision, r.status, r.prev_hash, r.row_hash, r.prompt_tokens,
+                             r.completion_tokens)
                             for r in rows
                         ],
                     )  # fmt: skip

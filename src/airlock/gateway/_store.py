@@ -79,6 +79,9 @@ class AuditEntry:
     request_id: str
     decision: str
     status: int
+    #: text models: the tokens the request used (never its text)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class AuditRow:
     status: int
     prev_hash: str
     row_hash: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Store(Protocol):

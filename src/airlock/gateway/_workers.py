@@ -35,10 +35,21 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-from airlock.errors import AirlockError, ModelError
+from airlock._strictjson import parse_json_strict
+from airlock.errors import AirlockError, FormatError, ModelError
+from airlock.gateway._config import MAX_CONTEXT
 from airlock.sandbox import SandboxPolicy, Worker
+from airlock.sandbox._text import TextStream
 
-__all__ = ["Lane", "ModelFailed", "SandboxWorker", "WorkerBackend", "WorkerCrashed", "WorkerTimeout"]
+__all__ = [
+    "Lane",
+    "ModelFailed",
+    "SandboxWorker",
+    "WorkerBackend",
+    "WorkerCrashed",
+    "WorkerTimeout",
+    "context_claim",
+]
 
 _log = logging.getLogger("airlock.gateway")
 Arrays = Mapping[str, np.ndarray[Any, Any]]
@@ -109,6 +120,15 @@ class SandboxWorker:
     def receive(self) -> dict[str, np.ndarray[Any, Any]]:
         return self._running().receive_infer()
 
+    def generate(self, request: dict[str, Any]) -> TextStream:
+        """A text model's generation (``request`` from ``build_request``), streamed."""
+        return TextStream(self._running(), request)
+
+    def context(self) -> int:
+        """The context window the loaded text model claims (0 when it does not say)."""
+        worker = self._worker
+        return context_claim(worker.info.summary) if worker is not None else 0
+
     def _process(self) -> Any:
         worker = self._worker
         launched = getattr(worker.sandbox, "_launched", None) if worker is not None else None
@@ -144,6 +164,19 @@ class SandboxWorker:
         # the launcher process of this worker's own sandbox (airlock.sandbox keeps it on _launched)
         pid = getattr(self._process(), "pid", None)
         return pid if isinstance(pid, int) else None
+
+
+def context_claim(summary: str) -> int:
+    """The ``context`` a text job reported in its load summary (JSON), or 0 when absent or not a
+    whole number in [1, MAX_CONTEXT] (the job is not trusted to say anything sensible)."""
+    try:
+        value = parse_json_strict(summary, "load summary")
+    except FormatError:
+        return 0
+    found = value.get("context") if isinstance(value, dict) else None
+    if not isinstance(found, int) or isinstance(found, bool) or not 0 < found <= MAX_CONTEXT:
+        return 0
+    return found
 
 
 class WorkerCrashed(Exception):

@@ -30,14 +30,17 @@ __all__ = ["CANCEL_GRACE", "MAX_PIECE", "Generation", "TextStream", "build_reque
 MAX_PIECE = 1024
 #: seconds a cancelled job has to answer ``done`` before it is dropped
 CANCEL_GRACE = 2.0
-_FINISHES = frozenset({"stop", "length", "cancelled"})
+_FINISHES = frozenset({"stop", "length", "cancelled", "context"})
 _MAX_COUNT = 2**31
 
 
 @dataclass(frozen=True)
 class Generation:
     """A finished generation: the text, why it ended, and the token counts (the job's counts of
-    the prompt; the completion count is checked against the messages the host received)."""
+    the prompt; the completion count is checked against the messages the host received).
+
+    ``finish`` is ``stop``, ``length``, ``cancelled`` (only after the host asked) or ``context``
+    (the prompt and max_tokens do not fit the model's context; nothing was generated)."""
 
     text: str
     finish: str
@@ -54,8 +57,10 @@ def build_request(
     top_p: float = 1.0,
     seed: int | None = None,
     stop: Sequence[str] = (),
+    context: int = 0,
 ) -> dict[str, Any]:
-    """One generation request, checked here before it reaches a job (``ValueError`` if bad)."""
+    """One generation request, checked here before it reaches a job (``ValueError`` if bad).
+    ``context``: a context window smaller than the model's own (0: the model's)."""
     request = {
         "messages": [dict(m) for m in messages] if messages is not None else None,
         "prompt": prompt,
@@ -64,6 +69,7 @@ def build_request(
         "top_p": top_p,
         "seed": seed,
         "stop": list(stop),
+        "context": context,
     }
     return check_request(request)
 
@@ -121,6 +127,8 @@ class TextStream:
             self._fail(f"{completion} completion tokens claimed, {self._count} received")
         if finish == "length" and completion != self._max_tokens:
             self._fail(f"finish 'length' after {completion} of max_tokens={self._max_tokens} tokens")
+        if finish == "context" and completion:
+            self._fail(f"finish 'context' after {completion} tokens")
         if not 0 <= prompt_tokens < _MAX_COUNT:
             self._fail(f"prompt_tokens {prompt_tokens}")
         self.result = Generation("".join(self._pieces), finish, prompt_tokens, completion)

@@ -38,7 +38,8 @@ class Loaded(Protocol):
 @dataclass(frozen=True)
 class Generated:
     """How a generation ended: ``stop`` (end of text or a stop string), ``length`` (max_tokens),
-    ``cancelled`` (the host asked); the token counts the model saw and produced."""
+    ``cancelled`` (the host asked), ``context`` (the prompt and max_tokens do not fit the model's
+    context: nothing was generated); the token counts the model saw and produced."""
 
     finish: str
     prompt_tokens: int

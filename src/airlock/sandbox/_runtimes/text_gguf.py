@@ -6,7 +6,9 @@ the chat template (rendered by Jinja's ``ImmutableSandboxedEnvironment``, inside
 sandbox). The job gets the model as a read-only descriptor of a sealed copy; ``gguf`` maps it
 read-only.
 
-Generation streams one ``text`` message per generated token (possibly empty while a multi-byte
+A request whose prompt and ``max_tokens`` do not fit the model's context generates nothing: it
+ends at once with ``done`` (finish ``context``, the prompt's token count). Otherwise generation
+streams one ``text`` message per generated token (possibly empty while a multi-byte
 character is incomplete) and ends with one ``done`` message; between tokens the job looks for a
 ``cancel`` message from the host and stops when it finds one. State is per request: a fresh KV
 cache per call, the sampling seed set per call, nothing kept between requests.
@@ -28,7 +30,9 @@ from airlock.sandbox._runtimes.base import Generated, Loaded, NamedArrays
 __all__ = ["RUNTIME", "check_request"]
 
 #: the fields a generation request has; the host builds it, the job checks it again
-_REQUEST_FIELDS = frozenset({"messages", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop"})
+_REQUEST_FIELDS = frozenset(
+    {"messages", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "context"}
+)
 _ROLES = frozenset({"system", "user", "assistant"})
 _MAX_STOPS = 4
 _MAX_STOP_CHARS = 256
@@ -40,7 +44,8 @@ def check_request(request: object) -> dict[str, Any]:
     Exactly one of ``messages`` (a list of ``{"role", "content"}`` with roles system, user,
     assistant) and ``prompt`` (raw text, no template); ``max_tokens`` >= 1; ``temperature`` in
     [0, 2] (0: greedy); ``top_p`` in (0, 1]; ``seed`` an integer or null; ``stop`` up to 4
-    non-empty strings of up to 256 characters.
+    non-empty strings of up to 256 characters; ``context`` an integer >= 0: the host's context
+    window for this request (0: the model's own; the smaller of the two applies).
     """
     if not isinstance(request, dict) or set(request) != _REQUEST_FIELDS:
         raise ValueError(f"generate: the request must have exactly the fields {sorted(_REQUEST_FIELDS)}")
@@ -71,6 +76,9 @@ def check_request(request: object) -> dict[str, Any]:
     seed = request["seed"]
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63):
         raise ValueError("generate: seed must be null or an integer in [0, 2**63)")
+    context = request["context"]
+    if not isinstance(context, int) or isinstance(context, bool) or not 0 <= context < 2**31:
+        raise ValueError("generate: context must be an integer >= 0")
     stop = request["stop"]
     if (
         not isinstance(stop, list)
@@ -116,6 +124,8 @@ class _Chat:
     tokenizer: Any
     template: str | None
     summary_text: str
+    #: the context window in tokens (prompt + completion); 0 when the model does not say
+    context: int = 0
     kind: str = "text"
 
     def summary(self) -> str:
@@ -156,6 +166,9 @@ class _Chat:
         text = self._prompt_text(request)
         ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
         prompt_tokens = int(ids.shape[1])
+        window = min(c for c in (self.context, request["context"], 2**31) if c)
+        if prompt_tokens + request["max_tokens"] > window:
+            return Generated("context", prompt_tokens, 0)  # nothing generated: the host says why
         stream = _Stream(
             lambda toks: str(self.tokenizer.decode(toks, skip_special_tokens=True)), request["stop"]
         )
@@ -268,16 +281,17 @@ class _TextGGUF:
         template = tokenizer_config.pop("chat_template", None)
         fast, extra = convert_gguf_tokenizer(architecture, meta["tokenizer"])
         tokenizer = hf.PreTrainedTokenizerFast(tokenizer_object=fast, **extra, **tokenizer_config)
+        context = int(getattr(config, "max_position_embeddings", 0) or 0)
         summary = json.dumps(
             {
                 "architecture": architecture,
                 "parameters": sum(p.numel() for p in model.parameters()),
-                "context": int(getattr(config, "max_position_embeddings", 0) or 0),
+                "context": context,
                 "chat_template": template is not None,
             },
             sort_keys=True,
         )
-        return _Chat(model, tokenizer, template if isinstance(template, str) else None, summary)
+        return _Chat(model, tokenizer, template if isinstance(template, str) else None, summary, context)
 
 
 RUNTIME = _TextGGUF()

@@ -1,0 +1,723 @@
+"""The OpenAI-compatible text endpoints: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
+
+The same tenants, keys, scopes, TLS, audit and metrics as the KServe routes (:mod:`._app`); the
+checks run in this order, each refusal audited and counted:
+
+401 unauthenticated -> 429 requests in flight -> 429 request budget -> 413 body cap -> 400 not
+JSON / no model -> 404 model not served to this tenant (the same answer as a model that does not
+exist) -> 403 key not scoped for it -> 400 not a text model, malformed request (an unsupported
+parameter is named), ``max_tokens`` above the model's ceiling or context -> 429 generations
+running -> 400 (larger than a minute's budget) / 429 tokens-per-minute budget -> audit row
+"started" -> a free worker of the tenant's own lane (504 none before the deadline, 503) -> 400 when
+the prompt and ``max_tokens`` do not fit the model's context -> 200.
+
+Token budget: before generating, ``max_tokens`` plus an estimate of the prompt (a quarter of its
+UTF-8 bytes, at most the context) is reserved; when the generation ended, the reservation is
+settled against the real counts (the job's count of the prompt is a claim, bounded by the model's
+context). A streamed answer starts only once the first token (or the end) is there, so a refusal
+by the model is still a plain 4xx/5xx answer; after that, a failure ends the stream with an
+``error`` event and no ``[DONE]``. A client that goes away stops its generation between two tokens.
+
+Error bodies have the OpenAI shape ``{"error": {"message", "type", "param", "code"}}`` with fixed
+texts; never the model's text, a traceback, a key, or another tenant's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from airlock._strictjson import parse_json_strict
+from airlock.errors import FormatError
+from airlock.gateway._app import (
+    AUDIT_UNAVAILABLE,
+    GatewayState,
+    _audit,
+    _auth,
+    _body,
+    _entry,
+    _error,
+    _limited,
+    _model_for,
+    _model_label,
+    _Refused,
+)
+from airlock.gateway._config import ModelConfig
+from airlock.gateway._limiter import Admit
+from airlock.gateway._store import AuditUnavailable
+from airlock.gateway._text_lane import TextLane, TextRun
+from airlock.gateway._workers import WorkerCrashed, WorkerTimeout
+from airlock.sandbox._text import Generation, build_request
+
+__all__ = ["OPENAI_ROUTES", "chat_completions", "completions", "list_text_models", "text_model"]
+
+_log = logging.getLogger("airlock.gateway")
+
+_TYPES: Final = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error",
+    499: "client_closed", 500: "server_error", 502: "server_error", 503: "server_error", 504: "timeout",
+}  # fmt: skip
+#: parameters each endpoint takes (anything else is a 400 naming it)
+_CHAT: Final = frozenset({
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
+    "stream", "stream_options", "n", "user",
+})  # fmt: skip
+_COMPLETION: Final = frozenset({
+    "model", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options",
+    "n", "user", "echo", "suffix", "logprobs", "best_of",
+})  # fmt: skip
+#: accepted only at their default value (so clients that always send them work)
+_DEFAULTS: Final[Mapping[str, object]] = {
+    "n": 1,
+    "echo": False,
+    "suffix": None,
+    "logprobs": None,
+    "best_of": 1,
+}
+_ROLES: Final = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+#: OpenAI's default max_tokens for /v1/completions
+_COMPLETION_DEFAULT_MAX: Final = 16
+
+
+class _Invalid(Exception):
+    """The request body is not one this endpoint takes (a 400 with this text)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def _oai(
+    status: int, message: str, headers: Mapping[str, str] | None = None, param: str | None = None
+) -> Response:
+    body = {
+        "error": {
+            "message": message,
+            "type": _TYPES.get(status, "server_error"),
+            "param": param,
+            "code": None,
+        }
+    }
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def _as_openai(response: Response) -> Response:
+    """A refusal built by the shared KServe helpers, in the OpenAI error shape (same status, headers);
+    one already in that shape is returned as it is."""
+    try:
+        error = json.loads(bytes(response.body))["error"]
+    except (ValueError, KeyError, TypeError):
+        error = "error"
+    if isinstance(error, dict):
+        return response
+    message = str(error)
+    headers = {k: v for k, v in response.headers.items() if k in ("retry-after", "www-authenticate")}
+    return _oai(response.status_code, message, headers)
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    model: str
+    #: the fields of ``build_request`` (checked by it)
+    generate: dict[str, Any]
+    stream: bool
+    include_usage: bool
+    #: UTF-8 bytes of the prompt text (for the token reservation)
+    prompt_bytes: int
+
+
+def _optional(body: Mapping[str, Any], key: str) -> Any:
+    """A parameter's value; null and absent are the same (clients send both)."""
+    return body.get(key)
+
+
+def _number(body: Mapping[str, Any], key: str, default: float) -> float:
+    value = _optional(body, key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"{key} must be a number", key)
+    return float(value)
+
+
+def _count(body: Mapping[str, Any], key: str) -> int | None:
+    value = _optional(body, key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"{key} must be an integer", key)
+    return value
+
+
+def _stop(body: Mapping[str, Any]) -> list[str]:
+    value = _optional(body, "stop")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return list(value)
+    raise _Invalid("stop must be a string or a list of strings", "stop")
+
+
+def _content(index: int, value: object) -> str:
+    """A message's content: a string, or a list of text parts (joined)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for part in value:
+            text = part.get("text") if isinstance(part, dict) and set(part) == {"type", "text"} else None
+            if part.get("type") != "text" or not isinstance(text, str):
+                raise _Invalid(f"messages[{index}].content: only text parts are supported", "messages")
+            parts.append(text)
+        return "".join(parts)
+    raise _Invalid(f"messages[{index}].content must be a string or a list of text parts", "messages")
+
+
+def _messages(value: object) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise _Invalid("messages must be a non-empty array", "messages")
+    out: list[dict[str, str]] = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise _Invalid(f"messages[{index}] must be an object with role and content", "messages")
+        extra = sorted(set(message) - {"role", "content"})
+        if extra:
+            raise _Invalid(f"messages[{index}]: unsupported field(s): {', '.join(extra)[:200]}", "messages")
+        role = message["role"]
+        if not isinstance(role, str) or role not in _ROLES:
+            raise _Invalid(f"messages[{index}].role must be one of {', '.join(_ROLES)}", "messages")
+        out.append({"role": _ROLES[role], "content": _content(index, message["content"])})
+    return out
+
+
+def parse_text_request(raw: bytes, *, chat: bool, ceiling: int, context: int = 0) -> TextRequest:
+    """The request body of ``/v1/chat/completions`` (``chat``) or ``/v1/completions``, checked.
+    ``ceiling``: the largest max_tokens; ``context``: the window the job must keep to (0: its own)."""
+    try:
+        body = parse_json_strict(raw, "request")
+    except FormatError as exc:
+        raise _Invalid(f"the body is not valid JSON ({str(exc)[:200]})") from None
+    if not isinstance(body, dict):
+        raise _Invalid("the body must be a JSON object")
+    allowed = _CHAT if chat else _COMPLETION
+    unsupported = sorted(set(body) - allowed)
+    if unsupported:
+        shown = ", ".join(name[:64] for name in unsupported[:8])
+        raise _Invalid(f"unsupported parameter(s): {shown}", unsupported[0][:64])
+    for key, default in _DEFAULTS.items():
+        if key in allowed and body.get(key, default) not in (default, None):
+            raise _Invalid(f"{key} is supported only as {json.dumps(default)}", key)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _Invalid("model is required", "model")
+    user = _optional(body, "user")
+    if user is not None and not isinstance(user, str):
+        raise _Invalid("user must be a string", "user")
+    stream = _optional(body, "stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _Invalid("stream must be a boolean", "stream")
+    options = _optional(body, "stream_options")
+    include_usage = False
+    if options is not None:
+        if not stream:
+            raise _Invalid("stream_options is only allowed with stream: true", "stream_options")
+        if not isinstance(options, dict) or set(options) - {"include_usage"}:
+            raise _Invalid("stream_options takes only include_usage", "stream_options")
+        usage = options.get("include_usage", False)
+        if not isinstance(usage, bool):
+            raise _Invalid("stream_options.include_usage must be a boolean", "stream_options")
+        include_usage = usage
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    if chat:
+        messages = _messages(body.get("messages"))
+        size = sum(len(m["content"].encode("utf-8", "surrogatepass")) for m in messages)
+        asked = _count(body, "max_completion_tokens")
+        if asked is None:
+            asked = _count(body, "max_tokens")
+        elif _count(body, "max_tokens") is not None:
+            raise _Invalid("give max_tokens or max_completion_tokens, not both", "max_tokens")
+        default = ceiling
+    else:
+        value = body.get("prompt")
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if not isinstance(value, str):
+            raise _Invalid("prompt must be a string (or an array of one string)", "prompt")
+        prompt = value
+        size = len(prompt.encode("utf-8", "surrogatepass"))
+        asked = _count(body, "max_tokens")
+        default = min(_COMPLETION_DEFAULT_MAX, ceiling)
+    max_tokens = default if asked is None else asked
+    if max_tokens < 1:
+        raise _Invalid("max_tokens must be at least 1", "max_tokens")
+    if max_tokens > ceiling:
+        raise _Invalid(f"max_tokens {max_tokens} is above this model's limit of {ceiling}", "max_tokens")
+    seed = _count(body, "seed")
+    if seed is not None and seed < 0:
+        raise _Invalid("seed must be >= 0", "seed")
+    try:
+        generate = build_request(
+            messages=messages, prompt=prompt, max_tokens=max_tokens,
+            temperature=_number(body, "temperature", 1.0),
+            top_p=_number(body, "top_p", 1.0), seed=seed, stop=_stop(body), context=context,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise _Invalid(str(exc).removeprefix("generate: ")) from None
+    return TextRequest(model, generate, bool(stream), include_usage, size)
+
+
+# -- helpers for both endpoints --------------------------------------------------------------
+
+
+def _reserve(state: GatewayState, lane: TextLane, request: TextRequest) -> int:
+    """Tokens to reserve before generating: max_tokens plus an estimate of the prompt."""
+    estimate = math.ceil(request.prompt_bytes / 4)
+    if lane.context:
+        estimate = min(estimate, lane.context)
+    return int(request.generate["max_tokens"]) + estimate
+
+
+def _spent(lane: TextLane, done: Generation | None, reserved: int) -> int:
+    """Tokens the generation used: the job's prompt count (a claim: at most the context, or the
+    reservation when the context is unknown) plus the completion tokens the host counted."""
+    if done is None:
+        return reserved
+    bound = lane.context or reserved
+    return min(done.prompt_tokens, bound) + done.completion_tokens
+
+
+def _usage(done: Generation, lane: TextLane) -> dict[str, int]:
+    prompt = min(done.prompt_tokens, lane.context) if lane.context else done.prompt_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": done.completion_tokens,
+            "total_tokens": prompt + done.completion_tokens}  # fmt: skip
+
+
+def _finish(done: Generation) -> str:
+    return "length" if done.finish == "length" else "stop"
+
+
+def _context_refusal(lane: TextLane, done: Generation, max_tokens: int) -> _Refused:
+    """The job said the prompt does not fit: believed only when its count makes that true."""
+    if lane.context and done.prompt_tokens + max_tokens <= lane.context:
+        raise WorkerCrashed("the worker claimed a context overflow that its own counts contradict")
+    return _Refused(
+        _oai(400, f"the prompt ({done.prompt_tokens} tokens) and max_tokens ({max_tokens}) do not fit this "
+                  f"model's context of {lane.context or 'unknown'} tokens", param="messages"),
+        "denied:context",
+    )  # fmt: skip
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body was read: the next message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+@dataclass
+class _Call:
+    """What a text request holds while it runs, released once at the end."""
+
+    state: GatewayState
+    who: Any = None
+    name: str = ""
+    request_id: str = ""
+    entered: bool = False
+    generating: bool = False
+    reserved: int = 0
+    lane: TextLane | None = None
+    run: TextRun | None = None
+    max_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: the outcome row was written (or is being written)
+    ended: bool = False
+
+    def release(self) -> None:
+        state, who = self.state, self.who
+        if who is None:
+            return
+        limits = state.limits(who.tenant)
+        if self.run is not None:
+            self.run.cancel()  # no-op once it ended
+        if self.reserved and self.lane is not None:
+            done = self.run.result if self.run is not None else None
+            used = _spent(self.lane, done, self.reserved) if self.run is not None else 0
+            state.limiter.settle_tokens(who.tenant, limits, used - self.reserved, time.monotonic())
+            self.reserved = 0
+            if done is not None:
+                self.prompt_tokens, self.completion_tokens = (
+                    _usage(done, self.lane)["prompt_tokens"],
+                    done.completion_tokens,
+                )
+                state.metrics.child(state.metrics.tokens, who.tenant, self.name, "prompt").inc(
+                    self.prompt_tokens
+                )
+                state.metrics.child(state.metrics.tokens, who.tenant, self.name, "completion").inc(
+                    done.completion_tokens
+                )
+        if self.generating:
+            state.limiter.leave_generation(who.tenant)
+            self.generating = False
+        if self.entered:
+            state.limiter.leave(who.tenant)
+            state.metrics.child(state.metrics.in_flight, who.tenant).dec()
+            self.entered = False
+
+
+async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest, TextLane]:
+    """Every check before the worker: authentication, budgets, the body; the audit row 'started'."""
+    state = call.state
+    call.who = who = _auth(state, request)
+    limits = state.limits(who.tenant)
+    if not state.limiter.enter(who.tenant, limits):
+        raise _limited(state, who.tenant, Admit(False, 1.0, "concurrency"))
+    call.entered = True
+    state.metrics.child(state.metrics.in_flight, who.tenant).inc()
+    admit = state.limiter.take_request(who.tenant, limits, time.monotonic())
+    if not admit.allowed:
+        raise _limited(state, who.tenant, admit)
+    deadline = asyncio.get_running_loop().time() + state.config.server.request_timeout_seconds
+    try:
+        async with asyncio.timeout_at(deadline):
+            raw = await _body(request, state.config.server.max_body_bytes)
+    except TimeoutError as exc:
+        raise _Refused(_error(504), "failed:timeout") from exc
+    name = _peek_model(raw)
+    model: ModelConfig = _model_for(state, who, name)
+    call.name = name
+    lane = state.text_lanes.get((who.tenant, name))
+    if lane is None:
+        raise _Refused(_oai(400, f"model {name!r} is not a text model; call it on /v2", param="model"),
+                       "denied:malformed")  # fmt: skip
+    ceiling = min(model.max_tokens, lane.context) if lane.context else model.max_tokens
+    try:
+        parsed = parse_text_request(raw, chat=chat, ceiling=ceiling, context=lane.context)
+    except _Invalid as exc:
+        raise _Refused(_oai(400, str(exc), param=exc.param), "denied:malformed") from None
+    if not state.limiter.enter_generation(who.tenant, limits):
+        raise _limited(state, who.tenant, Admit(False, 1.0, "generations"))
+    call.generating = True
+    reserve = _reserve(state, lane, parsed)
+    if reserve > limits.tokens_per_minute:
+        raise _Refused(
+            _oai(400, f"max_tokens and the prompt (about {reserve} tokens) exceed the tenant's budget of "
+                      f"{limits.tokens_per_minute} tokens per minute", param="max_tokens"),
+            "denied:tokens",
+        )  # fmt: skip
+    admit = state.limiter.take_tokens(who.tenant, limits, reserve, time.monotonic())
+    if not admit.allowed:
+        raise _limited(state, who.tenant, admit)
+    call.reserved, call.lane, call.max_tokens = reserve, lane, int(parsed.generate["max_tokens"])
+    try:
+        await _audit(state, who, name, call.request_id, "started", 0)
+    except AuditUnavailable:
+        raise _Refused(_error(503, text=AUDIT_UNAVAILABLE), "failed:audit") from None
+    return parsed, lane
+
+
+def _peek_model(raw: bytes) -> str:
+    """The ``model`` field, for the 404/403 checks before the rest of the body is judged."""
+    try:
+        body = parse_json_strict(raw, "request")
+    except FormatError:
+        raise _Refused(_oai(400, "the body is not valid JSON"), "denied:malformed") from None
+    model = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(model, str) or not model:
+        raise _Refused(_oai(400, "model is required", param="model"), "denied:malformed")
+    return model
+
+
+async def _start(call: _Call, lane: TextLane, parsed: TextRequest, deadline: float) -> TextRun:
+    try:
+        call.run = await lane.open(parsed.generate, deadline)
+    except WorkerTimeout:
+        raise _Refused(_error(504), "failed:timeout") from None
+    except WorkerCrashed:
+        raise _Refused(_error(503), "failed:worker") from None
+    return call.run
+
+
+async def _end(call: _Call, decision: str, status: int) -> None:
+    """Release the budgets and write the outcome row (with the token counts); once per request."""
+    if call.ended:
+        return
+    call.ended = True
+    await _outcome(call, decision, status)
+
+
+async def _outcome(call: _Call, decision: str, status: int) -> None:
+    call.release()
+    with contextlib.suppress(AuditUnavailable):
+        await _audit(call.state, call.who, call.name, call.request_id, decision, status,
+                     tokens=(call.prompt_tokens, call.completion_tokens))  # fmt: skip
+    state = call.state
+    tenant = call.who.tenant if call.who is not None else ""
+    label = _model_label(state, call.name) if decision != "denied:not-found" else ""
+    state.metrics.child(state.metrics.requests, tenant, label, str(status)).inc()
+    _log.info("generate", extra={"request_id": call.request_id, "tenant": tenant, "model": label,
+                                 "status": status, "decision": decision,
+                                 "prompt_tokens": call.prompt_tokens,
+                                 "completion_tokens": call.completion_tokens})  # fmt: skip
+
+
+def _chunk(kind: str, call_id: str, created: int, name: str, choices: list[dict[str, Any]],
+           usage: dict[str, int] | None = None) -> bytes:  # fmt: skip
+    body: dict[str, Any] = {
+        "id": call_id,
+        "object": kind,
+        "created": created,
+        "model": name,
+        "choices": choices,
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return b"data: " + json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n\n"
+
+
+async def _handle(request: Request, chat: bool) -> Response:
+    state: GatewayState = request.app.state.gateway
+    call = _Call(state, request_id=uuid.uuid4().hex)
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.config.server.generation_timeout_seconds
+    watcher: asyncio.Task[None] | None = None
+    try:
+        parsed, lane = await _admit(call, request, chat)
+        run = await _start(call, lane, parsed, deadline)
+        first = await _first(run, deadline)
+        done = run.result if first is None else None
+        if done is not None and done.finish == "context":
+            raise _context_refusal(lane, done, call.max_tokens)
+        created = int(time.time())
+        call_id = ("chatcmpl-" if chat else "cmpl-") + call.request_id
+        if parsed.stream:
+            # from here the stream ends the request (releases, outcome row), whenever it ends
+            stream = _stream(call, lane, run, first, parsed, chat, call_id, created, deadline)
+            headers = {"x-request-id": call.request_id, "cache-control": "no-store"}
+            return _EventStream(call, stream, media_type="text/event-stream", headers=headers)
+        watcher = loop.create_task(_disconnected(request))
+        watcher.add_done_callback(lambda _t: run.cancel())
+        text = [] if first is None else [first]
+        async with asyncio.timeout_at(deadline):
+            async for piece in run.pieces():
+                text.append(piece)
+        done = run.result
+        assert done is not None
+        if done.finish == "context":
+            raise _context_refusal(lane, done, call.max_tokens)
+        if done.finish == "cancelled":
+            raise _Refused(_oai(499, "client closed the request"), "failed:disconnected")
+        call.release()
+        usage = _usage(done, lane)
+        content = "".join(text)
+        if chat:
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
+                                      "logprobs": None, "finish_reason": _finish(done)}  # fmt: skip
+        else:
+            choice = {"index": 0, "text": content, "logprobs": None, "finish_reason": _finish(done)}
+        body = {"id": call_id, "object": "chat.completion" if chat else "text_completion", "created": created,
+                "model": call.name, "choices": [choice], "usage": usage}  # fmt: skip
+        response = Response(
+            json.dumps(body, separators=(",", ":"), ensure_ascii=True), media_type="application/json"
+        )
+        decision = "allowed"
+        state.metrics.child(state.metrics.latency, call.who.tenant, call.name).observe(
+            time.perf_counter() - started
+        )
+    except _Refused as refused:
+        response, decision = _as_openai(refused.response), refused.decision
+    except TimeoutError:
+        response, decision = _oai(504, "request timed out"), "failed:timeout"
+    except WorkerCrashed:
+        response, decision = _oai(503, "model worker unavailable; it is being restarted"), "failed:worker"
+    except Exception as exc:
+        _log.error("request failed", extra={"request_id": call.request_id, "error": type(exc).__name__})
+        response, decision = _oai(500, "internal error"), "failed:internal"
+    except asyncio.CancelledError:
+        call.release()
+        with contextlib.suppress(AuditUnavailable):
+            state.store.append_audit_many(
+                [_entry(state, call.who, call.name, call.request_id, "failed:cancelled", 499)]
+            )
+        raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    response.headers["x-request-id"] = call.request_id
+    await _end(call, decision, response.status_code)
+    return response
+
+
+async def _first(run: TextRun, deadline: float) -> str | None:
+    """The first non-empty piece, or None when the generation ended without one."""
+    async with asyncio.timeout_at(deadline):
+        async for piece in run.pieces():
+            if piece:
+                return piece
+    return None
+
+
+async def _stream(
+    call: _Call, lane: TextLane, run: TextRun, first: str | None, parsed: TextRequest, chat: bool,
+    call_id: str, created: int, deadline: float,
+) -> AsyncIterator[bytes]:  # fmt: skip
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    name = call.name
+    decision, status = "allowed", 200
+
+    def piece_chunk(text: str) -> bytes:
+        if chat:
+            return _chunk(kind, call_id, created, name, [{"index": 0, "delta": {"content": text},
+                                                          "logprobs": None, "finish_reason": None}])  # fmt: skip
+        return _chunk(kind, call_id, created, name, [{"index": 0, "text": text, "logprobs": None,
+                                                      "finish_reason": None}])  # fmt: skip
+
+    try:
+        if chat:
+            yield _chunk(kind, call_id, created, name, [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                         "logprobs": None, "finish_reason": None}])  # fmt: skip
+        if first is not None:
+            yield piece_chunk(first)
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for piece in run.pieces():
+                    if piece:
+                        yield piece_chunk(piece)
+        except TimeoutError:
+            decision, status = "failed:timeout", 504
+            yield _error_event(504, "request timed out")
+            return
+        except WorkerCrashed:
+            decision, status = "failed:worker", 503
+            yield _error_event(503, "model worker failed")
+            return
+        done = run.result
+        assert done is not None
+        finish = _finish(done)
+        if chat:
+            yield _chunk(kind, call_id, created, name, [{"index": 0, "delta": {}, "logprobs": None,
+                                                         "finish_reason": finish}])  # fmt: skip
+        else:
+            yield _chunk(kind, call_id, created, name, [{"index": 0, "text": "", "logprobs": None,
+                                                         "finish_reason": finish}])  # fmt: skip
+        if parsed.include_usage:
+            yield _chunk(kind, call_id, created, name, [], _usage(done, lane))
+        yield b"data: [DONE]\n\n"
+    except BaseException:
+        # the client went away (the task is cancelled) or the send failed: stop the generation now
+        decision, status = "failed:disconnected", 499
+        run.cancel()
+        raise
+    finally:
+        _end_later(call, decision, status)
+
+
+def _end_later(call: _Call, decision: str, status: int) -> None:
+    """Stop the generation and write the outcome off the current (possibly cancelled) task."""
+    if call.run is not None:
+        call.run.cancel()
+    if call.ended:
+        return
+    call.ended = True
+    task = asyncio.get_running_loop().create_task(_outcome(call, decision, status))
+    call.state.background.add(task)
+    task.add_done_callback(call.state.background.discard)
+
+
+class _EventStream(StreamingResponse):
+    """A server-sent event stream that ends its request however the response ends: a client that
+    left before the first byte was sent never starts the stream's generator (whose own ``finally``
+    would have done it)."""
+
+    def __init__(self, call: _Call, content: AsyncIterator[bytes], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._call = call
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _end_later(self._call, "failed:disconnected", 499)
+
+
+def _error_event(status: int, message: str) -> bytes:
+    body = {
+        "error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": None, "code": None}
+    }
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode("ascii") + b"\n\n"
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _handle(request, chat=True)
+
+
+async def completions(request: Request) -> Response:
+    return await _handle(request, chat=False)
+
+
+def _model_entry(state: GatewayState, name: str) -> dict[str, object]:
+    record = state.admissions[name]
+    return {"id": name, "object": "model", "created": int(record.time), "owned_by": "airlock"}
+
+
+async def list_text_models(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    try:
+        who = _auth(state, request)
+    except _Refused as refused:
+        return _as_openai(refused.response)
+    names = sorted(
+        name for (tenant, name) in state.text_lanes
+        if tenant == who.tenant and state.visible(tenant, name) and (not who.scopes or name in who.scopes)
+    )  # fmt: skip
+    return Response(
+        json.dumps(
+            {"object": "list", "data": [_model_entry(state, n) for n in names]}, separators=(",", ":")
+        ),
+        media_type="application/json",
+    )
+
+
+async def text_model(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    name = request.path_params["model"]
+    try:
+        who = _auth(state, request)
+        _model_for(state, who, name)
+    except _Refused as refused:
+        return _as_openai(refused.response)
+    if (who.tenant, name) not in state.text_lanes:
+        return _oai(404, "not found")
+    return Response(
+        json.dumps(_model_entry(state, name), separators=(",", ":")), media_type="application/json"
+    )
+
+
+OPENAI_ROUTES: Final = (
+    ("/v1/chat/completions", chat_completions, ["POST"]),
+    ("/v1/completions", completions, ["POST"]),
+    ("/v1/models", list_text_models, ["GET"]),
+    ("/v1/models/{model}", text_model, ["GET"]),
+)
