@@ -17,6 +17,7 @@ from typing import Final
 
 from airlock.errors import UsageError
 from airlock.sandbox import SandboxLimits
+from airlock.sandbox._policy import MAX_GPU_INDEX
 
 __all__ = [
     "AuditConfig",
@@ -101,6 +102,8 @@ class ModelConfig:
     #: sandboxed workers per (tenant, model) pair
     workers: int
     inputs: tuple[TensorSpec, ...]
+    #: the one NVIDIA GPU (``/dev/nvidia<gpu>``) this model's single lane runs on, or None (CPU)
+    gpu: int | None = None
 
 
 @dataclass(frozen=True)
@@ -367,6 +370,7 @@ def _model(base: Path, name: str, data: object) -> ModelConfig:
     tenants = _str_list(table, "tenants")
     workers = _positive_int(table, "workers", 1)
     inputs = _inputs(name, table.get("inputs", list, []))
+    gpu = _gpu(table)
     table.done()
     if expect is not None:
         assert isinstance(expect, str)
@@ -403,7 +407,42 @@ def _model(base: Path, name: str, data: object) -> ModelConfig:
         tenants=tenants,
         workers=workers,
         inputs=inputs,
+        gpu=gpu,
     )
+
+
+def _gpu(table: _Table) -> int | None:
+    value = table.get("gpu", int)
+    if value is None:
+        return None
+    assert isinstance(value, int)
+    if not 0 <= value <= MAX_GPU_INDEX:
+        raise UsageError(
+            f"config: {table.where}.gpu must be a GPU index from 0 to {MAX_GPU_INDEX}, got {value}"
+        )
+    return value
+
+
+def _check_gpus(models: tuple[ModelConfig, ...]) -> None:
+    """A GPU serves at most one lane, i.e. one (tenant, model) pair: a GPU's memory is never shared
+    by two tenants' processes (a process reuses what another freed; see docs/llm.md, GPU lanes)."""
+    owners: dict[int, tuple[str, str]] = {}
+    for model in models:
+        if model.gpu is None:
+            continue
+        if len(model.tenants) > 1:
+            raise UsageError(
+                f"config: models.{model.name}.gpu = {model.gpu} is for one tenant, but the model names "
+                f"{len(model.tenants)} ({', '.join(model.tenants)}): a GPU is never shared by two tenants; "
+                "give each tenant its own [models.X] table with its own gpu"
+            )
+        lane = (model.tenants[0], model.name)
+        other = owners.setdefault(model.gpu, lane)
+        if other != lane:
+            raise UsageError(
+                f"config: gpu {model.gpu} is given to models.{other[1]} (tenant {other[0]}) and to "
+                f"models.{model.name} (tenant {lane[0]}): a GPU serves one lane (one tenant, one model)"
+            )
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -429,4 +468,5 @@ def load_config(path: str | Path) -> GatewayConfig:
     top.done()
     assert isinstance(models_data, dict)
     models = tuple(_model(base, name, item) for name, item in models_data.items())
+    _check_gpus(models)
     return GatewayConfig(source, server, tls, audit, defaults, sandbox, models)

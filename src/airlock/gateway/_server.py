@@ -174,7 +174,8 @@ class Gateway:
         return self._ssl
 
     def _factory(self, staged: Path, model: ModelConfig) -> WorkerBackend:
-        return SandboxWorker(staged, model.runtime, self.policy, model.definition)
+        policy = self.policy if model.gpu is None else replace(self.policy, gpu=model.gpu)
+        return SandboxWorker(staged, model.runtime, policy, model.definition)
 
     async def start(self, *, store: Store | None = None) -> None:
         config = self.config

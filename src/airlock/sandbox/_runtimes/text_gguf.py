@@ -10,6 +10,11 @@ Generation streams one ``text`` message per generated token (possibly empty whil
 character is incomplete) and ends with one ``done`` message; between tokens the job looks for a
 ``cancel`` message from the host and stops when it finds one. State is per request: a fresh KV
 cache per call, the sampling seed set per call, nothing kept between requests.
+
+Device: the CPU, unless the worker was given a GPU (``SandboxPolicy(gpu=N)``, gateway
+``[models.X] gpu = N``): the launcher then sets ``AIRLOCK_SANDBOX_DEVICE=cuda`` in the worker's
+environment and the model goes to ``cuda:0``, the only GPU whose device node exists inside. A GPU
+that CUDA cannot use there is a load error, never a silent fallback to the CPU.
 """
 
 from __future__ import annotations
@@ -154,7 +159,9 @@ class _Chat:
 
         request = check_request(request)
         text = self._prompt_text(request)
-        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(
+            self.model.device
+        )
         prompt_tokens = int(ids.shape[1])
         stream = _Stream(
             lambda toks: str(self.tokenizer.decode(toks, skip_special_tokens=True)), request["stop"]
@@ -179,7 +186,7 @@ class _Chat:
                 return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
 
         if request["seed"] is not None:
-            torch.manual_seed(request["seed"])
+            torch.manual_seed(request["seed"])  # seeds every CUDA device too
         sampling = request["temperature"] > 0
         with torch.no_grad():
             self.model.generate(
@@ -201,6 +208,23 @@ class _Chat:
         else:
             finish = "length"
         return Generated(finish, prompt_tokens, int(state["count"]))
+
+
+def _device(torch: Any) -> Any:
+    """``cuda:0`` when the worker was given a GPU (and CUDA works there), else the CPU."""
+    from airlock.sandbox._gpu import GPU_DEVICE_ENV
+
+    wanted = os.environ.get(GPU_DEVICE_ENV)
+    if wanted is None:
+        return torch.device("cpu")
+    if wanted != "cuda":
+        raise ValueError(f"{GPU_DEVICE_ENV}={wanted!r}: only 'cuda' is known")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "this worker was given a GPU but CUDA cannot use it inside the sandbox "
+            "(torch built without CUDA, or the driver refused): not falling back to the CPU"
+        )
+    return torch.device("cuda", 0)
 
 
 def _end_tokens(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -264,6 +288,7 @@ class _TextGGUF:
             )
         model.tie_weights()
         model.eval()
+        model.to(_device(torch))
         tokenizer_config = dict(meta["tokenizer_config"])
         template = tokenizer_config.pop("chat_template", None)
         fast, extra = convert_gguf_tokenizer(architecture, meta["tokenizer"])
