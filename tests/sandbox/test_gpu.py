@@ -178,11 +178,14 @@ def test_gpu_index_without_a_node_is_refused(host: Path) -> None:
 
 
 def test_node_the_sandbox_uid_cannot_open_is_refused(host: Path) -> None:
-    (host / "dev/nvidiactl").chmod(0o660)  # owned by the test's uid, not the sandbox's
+    """A node only its owner and group may open (0660, as some distributions ship them), while
+    the sandbox runs as another uid and gid: refused before launch, not an opaque CUDA error."""
+    (host / "dev/nvidiactl").chmod(0o660)
     with pytest.raises(
-        SandboxError, match=r"/dev/nvidiactl not readable and writable by the sandbox \(uid 65534\)"
+        SandboxError, match=r"/dev/nvidiactl not readable and writable by the sandbox \(uid 12345\)"
     ):
-        gpu_binding(0, root=str(host), sandbox_ids=_SANDBOX_IDS)
+        gpu_binding(0, root=str(host), sandbox_ids=(12345, 12345))
+    assert gpu_binding(0, root=str(host), sandbox_ids=(os.stat(host / "dev/nvidiactl").st_uid, 12345))
 
 
 @pytest.mark.parametrize("bad", [-1, MAX_GPU_INDEX + 1, True, "0", 1.0])
