@@ -271,6 +271,7 @@ class _TextGGUF:
             "transformers.integrations.gguf"
         ).convert_gguf_tokenizer
         torch.set_num_threads(threads)
+        device = _device(torch)  # before the slow part: a GPU that does not work fails at once
         handle = files[0]
         meta = load_gguf_checkpoint(handle, return_tensors=False)
         settings = dict(meta["config"])
@@ -288,7 +289,7 @@ class _TextGGUF:
             )
         model.tie_weights()
         model.eval()
-        model.to(_device(torch))
+        model.to(device)
         tokenizer_config = dict(meta["tokenizer_config"])
         template = tokenizer_config.pop("chat_template", None)
         fast, extra = convert_gguf_tokenizer(architecture, meta["tokenizer"])
