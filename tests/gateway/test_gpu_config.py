@@ -91,3 +91,12 @@ def test_the_lane_gets_its_gpu_and_a_missing_gpu_is_a_named_error(tmp_path: Path
         SandboxError, match=r"GPU 253 is not usable on this host: device node\(s\) /dev/nvidia253"
     ):
         gpu_lane.start()
+
+
+def test_a_lane_gpu_comes_from_the_config_only(tmp_path: Path) -> None:
+    """A base policy that names a GPU does not put CPU lanes (or another lane) on it."""
+    text = _model("gpu_lane", "['acme']", "1") + _model("cpu_lane", "['globex']", None)
+    config = load_config(_config(tmp_path, text))
+    gateway = Gateway(config, policy=SandboxPolicy(limits=config.sandbox, gpu=5))
+    lanes = [gateway._factory(tmp_path / "m.onnx", model) for model in config.models]
+    assert [lane._policy.gpu for lane in lanes] == [1, None]  # type: ignore[attr-defined]
