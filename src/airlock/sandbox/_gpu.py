@@ -25,7 +25,8 @@ run CUDA under Landlock):
   by the worker's memory cgroup instead, which a GPU policy therefore requires.
 
 Nothing else of ``/dev`` (no other GPU, no ``nvidia-modeset``, no MPS pipe directory, no
-persistenced socket) and nothing of ``/sys`` is bound. Where the host lacks a node or the driver,
+persistenced socket) and nothing of ``/sys`` is bound (x86 CUDA does without it; Grace Hopper,
+where the driver reads ``/sys/devices/system/node``, is not supported). Where the host lacks a node or the driver,
 :func:`gpu_binding` raises a :class:`SandboxError` naming what is missing: a GPU policy never falls
 back to the CPU silently.
 """
