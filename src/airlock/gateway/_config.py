@@ -17,6 +17,7 @@ from typing import Final
 
 from airlock.errors import UsageError
 from airlock.sandbox import SandboxLimits
+from airlock.sandbox._policy import MAX_GPU_INDEX
 
 __all__ = [
     "LIMIT_FIELDS",
@@ -119,6 +120,8 @@ class ModelConfig:
     #: text models: the context window in tokens (prompt + completion); 0 = the model's own
     #: (reported by its worker at load, at most :data:`MAX_CONTEXT`)
     context_length: int = 0
+    #: the one NVIDIA GPU (``/dev/nvidia<gpu>``) this model's single lane runs on, or None (CPU)
+    gpu: int | None = None
 
 
 #: the largest context a text model may have (a bound on anything a worker claims)
@@ -390,6 +393,7 @@ def _model(base: Path, name: str, data: object) -> ModelConfig:
     inputs = _inputs(name, table.get("inputs", list, []))
     max_tokens = _positive_int(table, "max_tokens", 512)
     context_length = _positive_int(table, "context_length", 0, zero=True)
+    gpu = _gpu(table)
     table.done()
     if max_tokens > MAX_CONTEXT or context_length > MAX_CONTEXT:
         raise UsageError(f"config: models.{name}.max_tokens and context_length must be at most {MAX_CONTEXT}")
@@ -434,7 +438,42 @@ def _model(base: Path, name: str, data: object) -> ModelConfig:
         inputs=inputs,
         max_tokens=max_tokens,
         context_length=context_length,
+        gpu=gpu,
     )
+
+
+def _gpu(table: _Table) -> int | None:
+    value = table.get("gpu", int)
+    if value is None:
+        return None
+    assert isinstance(value, int)
+    if not 0 <= value <= MAX_GPU_INDEX:
+        raise UsageError(
+            f"config: {table.where}.gpu must be a GPU index from 0 to {MAX_GPU_INDEX}, got {value}"
+        )
+    return value
+
+
+def _check_gpus(models: tuple[ModelConfig, ...]) -> None:
+    """A GPU serves at most one lane, i.e. one (tenant, model) pair: a GPU's memory is never shared
+    by two tenants' processes (a process reuses what another freed; see docs/llm.md, GPU lanes)."""
+    owners: dict[int, tuple[str, str]] = {}
+    for model in models:
+        if model.gpu is None:
+            continue
+        if len(model.tenants) > 1:
+            raise UsageError(
+                f"config: models.{model.name}.gpu = {model.gpu} is for one tenant, but the model names "
+                f"{len(model.tenants)} ({', '.join(model.tenants)}): a GPU is never shared by two tenants; "
+                "give each tenant its own [models.X] table with its own gpu"
+            )
+        lane = (model.tenants[0], model.name)
+        other = owners.setdefault(model.gpu, lane)
+        if other != lane:
+            raise UsageError(
+                f"config: gpu {model.gpu} is given to models.{other[1]} (tenant {other[0]}) and to "
+                f"models.{model.name} (tenant {lane[0]}): a GPU serves one lane (one tenant, one model)"
+            )
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -460,4 +499,5 @@ def load_config(path: str | Path) -> GatewayConfig:
     top.done()
     assert isinstance(models_data, dict)
     models = tuple(_model(base, name, item) for name, item in models_data.items())
+    _check_gpus(models)
     return GatewayConfig(source, server, tls, audit, defaults, sandbox, models)

@@ -179,7 +179,9 @@ class Gateway:
         return self._ssl
 
     def _factory(self, staged: Path, model: ModelConfig) -> SandboxWorker:
-        return SandboxWorker(staged, model.runtime, self.policy, model.definition)
+        # a lane's GPU comes from its model's config only (one lane per GPU), never from the base policy
+        policy = self.policy if self.policy.gpu == model.gpu else replace(self.policy, gpu=model.gpu)
+        return SandboxWorker(staged, model.runtime, policy, model.definition)
 
     async def start(self, *, store: Store | None = None) -> None:
         config = self.config

@@ -45,10 +45,15 @@ def _lockdown(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> str:
         raise OSError("short read of the job filter")
     os.setsid()
     layers = ["rlimits"]
+    # a GPU job: CUDA reserves address space far beyond host memory (airlock.sandbox._gpu); its
+    # memory is bounded by the worker's cgroup, which a GPU policy requires
+    gpu = cfg.get("gpu") is not None
+    if gpu:
+        layers.append("gpu-no-address-limit")
     if cfg["private_tmp"]:
         private_tmp(cfg["tmp"], int(cfg["limits"]["tmpfs_bytes"]))
         private_proc("/proc", cfg["tmp"] + "/.airlock-proc")
-        mask_own_fds()
+        mask_own_fds(("fd", "map_files") if gpu else ("fd", "task", "map_files"))
         layers.append("private-tmp")
     if cfg.get("neutral_mounts"):
         layers.append("neutral-paths")
@@ -58,7 +63,7 @@ def _lockdown(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> str:
     limits = cfg["limits"]
     cpu = int(limits["cpu_seconds"])
     for kind, soft, hard in (
-        (resource.RLIMIT_AS, limits["memory_bytes"], limits["memory_bytes"]),
+        *(() if gpu else ((resource.RLIMIT_AS, limits["memory_bytes"], limits["memory_bytes"]),)),
         (resource.RLIMIT_CPU, cpu, cpu + 1),
         (resource.RLIMIT_FSIZE, limits["file_size_bytes"], limits["file_size_bytes"]),
         (resource.RLIMIT_NOFILE, limits["open_files"], limits["open_files"]),

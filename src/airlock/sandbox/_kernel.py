@@ -301,7 +301,7 @@ def private_proc(proc: str, staging: str) -> None:
 _HIDDEN_DIRS: Final = ("/dev/pts",)
 
 
-def mask_own_fds() -> None:
+def mask_own_fds(names: Sequence[str] = ("fd", "task", "map_files")) -> None:
     """Cover ``/proc/PID/{fd,task,map_files}`` of the calling process with empty read-only tmpfs.
 
     Then ``/proc/self/fd/N``, ``/dev/fd/N`` and ``/proc/thread-self/fd/N`` no longer resolve:
@@ -313,10 +313,13 @@ def mask_own_fds() -> None:
     ``/dev/pts`` is covered too: bubblewrap's devpts lets anyone open ``ptmx`` (mode 666), and a
     job has no use for terminals: without Landlock a job opened hundreds of pseudo-terminals
     (kernel memory, the host-wide ``kernel.pty.max``, and the tty line-discipline attack surface).
+
+    A GPU job passes ``names`` without ``task``: the NVIDIA driver names its threads through
+    ``/proc/self/task/<tid>/comm`` and fails without it (airlock.sandbox._gpu).
     """
     pid = os.getpid()
     flags = _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    targets = [f"/proc/{pid}/{name}" for name in ("fd", "task", "map_files")]
+    targets = [f"/proc/{pid}/{name}" for name in names]
     targets += [path for path in _HIDDEN_DIRS if os.path.isdir(path)]
     for target in targets:
         if _LIBC.mount(b"tmpfs", target.encode(), b"tmpfs", flags, b"size=4k,mode=0555") != 0:

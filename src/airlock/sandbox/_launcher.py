@@ -34,6 +34,7 @@ from typing import Final
 
 from airlock.errors import SandboxError
 from airlock.sandbox._cgroups import CgroupSet
+from airlock.sandbox._gpu import GPU_DEVICE_ENV, GpuBinding, gpu_binding
 from airlock.sandbox._kernel import FS_WRITE_FILE, READ_ONLY, READ_WRITE
 from airlock.sandbox._layers import DoctorReport, bwrap_path, require
 from airlock.sandbox._policy import TASK_RESERVE, SandboxPolicy
@@ -186,7 +187,9 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
-def _bwrap_argv(bwrap: str, view: RuntimeView, policy: SandboxPolicy) -> list[str]:
+def _bwrap_argv(
+    bwrap: str, view: RuntimeView, policy: SandboxPolicy, gpu: GpuBinding | None = None
+) -> list[str]:
     argv = [
         bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
         "--as-pid-1", "--clearenv", "--cap-drop", "ALL", "--cap-add", "CAP_SYS_ADMIN", "--hostname", "airlock",
@@ -205,8 +208,12 @@ def _bwrap_argv(bwrap: str, view: RuntimeView, policy: SandboxPolicy) -> list[st
     if os.path.isfile("/etc/ld.so.cache"):
         argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     threads = str(policy.limits.threads)
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    if gpu is not None:  # exactly this GPU's nodes, on the minimal /dev before it is made read-only
+        for host, box in gpu.devices:
+            argv += ["--dev-bind", host, box]
     argv += [
-        "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+        "--remount-ro", "/dev",
         # bubblewrap's own root is an unbounded tmpfs the sandbox uid owns: read-only, or a job
         # could write outside /tmp (memory RLIMIT_AS does not count, shared with later jobs)
         "--remount-ro", "/",
@@ -215,17 +222,34 @@ def _bwrap_argv(bwrap: str, view: RuntimeView, policy: SandboxPolicy) -> list[st
     ]  # fmt: skip
     if (library := view.library_path) is not None:
         argv += ["--setenv", "LD_LIBRARY_PATH", library]
+    if gpu is not None:
+        argv += ["--setenv", GPU_DEVICE_ENV, "cuda"]
     # No ``--seccomp``: the worker loads the launch filter itself, as soon as it has re-rooted the
     # runtime binds (which needs umount2, a call that filter refuses); nothing else runs before.
     return [*argv, "--"]
 
 
-def _landlock_rules(view: RuntimeView) -> list[tuple[str, int]]:
+def _landlock_rules(view: RuntimeView, gpu: GpuBinding | None = None) -> list[tuple[str, int]]:
     rules = [(box, READ_ONLY) for _outside, box in view.binds]
     rules += [(f"/{top}", READ_ONLY) for top in _SYSTEM_TOP if os.path.isdir(f"/{top}")]
     rules += [("/etc/ld.so.cache", READ_ONLY), ("/proc", READ_ONLY), ("/dev", READ_ONLY | FS_WRITE_FILE)]
     rules.append((_TMP, READ_WRITE))
+    if gpu is not None:  # ioctl (Landlock ABI 5) on exactly the GPU's device files, nowhere else
+        rules += gpu.landlock_rules
     return rules
+
+
+def _gpu(policy: SandboxPolicy, bwrap: str | None, is_root: bool) -> GpuBinding | None:
+    """The GPU the policy asks for, checked on the host; refused without bubblewrap, which alone
+    hides the other GPUs' nodes (a worker without it sees the whole host /dev)."""
+    if policy.gpu is None:
+        return None
+    if bwrap is None:
+        raise SandboxError(
+            f"sandbox: GPU {policy.gpu} needs the namespaces layer (bubblewrap): without it the worker "
+            "would see every GPU of the host"
+        )
+    return gpu_binding(policy.gpu, sandbox_ids=(policy.sandbox_uid, policy.sandbox_gid) if is_root else None)
 
 
 def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
@@ -234,6 +258,7 @@ def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
     limits = policy.limits
     is_root = os.geteuid() == 0
     bwrap = bwrap_path() if report.active("namespaces") else None
+    gpu = _gpu(policy, bwrap, is_root)
     view = RuntimeView.plan(neutral=bool(bwrap))
     paths = [outside for outside, _box in view.binds]
     cgroups = None
@@ -277,16 +302,18 @@ def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
             "own_pid_readers": own_pid_reader_rules(),
             "runtimes": list(runtimes),
             "limits": dataclasses.asdict(limits),
-            "landlock": _landlock_rules(view) if report.active("landlock") else None,
+            "landlock": _landlock_rules(view, gpu) if report.active("landlock") else None,
             # a mount namespace per job needs the worker's CAP_SYS_ADMIN inside bubblewrap's userns
             "private_tmp": bool(bwrap),
             "tmp": _TMP,
         }
+        if gpu is not None:  # only then: a CPU worker's configuration stays as it was
+            config["gpu"] = gpu.index
         memfds.append(config_fd := _memfd("airlock-config", json.dumps(config).encode()))
         # -S: no site-packages from a venv's pyvenv.cfg (not mounted); the bootstrap adds them
         argv = [view.interpreter, "-I", "-S", "-B", "-c", _BOOTSTRAP, str(config_fd)]
         if bwrap:
-            argv = _bwrap_argv(bwrap, view, policy) + argv
+            argv = _bwrap_argv(bwrap, view, policy, gpu) + argv
         process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

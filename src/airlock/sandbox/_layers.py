@@ -250,6 +250,12 @@ LAYERS: Final[tuple[_Layer, ...]] = (
 )
 
 
+#: layers a GPU policy needs at every level: a GPU job has no address-space limit (CUDA reserves
+#: address space in proportion to the device memory, see airlock.sandbox._gpu), so its host
+#: memory is bounded by the worker's memory cgroup
+GPU_LAYERS: Final = frozenset({"cgroups"})
+
+
 def unsafe_no_landlock() -> bool:
     """Whether the test/diagnosis switch that hides Landlock is set (``…_UNSAFE_NO_LANDLOCK=1``)."""
     return os.environ.get(UNSAFE_NO_LANDLOCK_ENV) == "1"
@@ -261,7 +267,8 @@ def doctor(policy: SandboxPolicy | None = None) -> DoctorReport:
     statuses = []
     for layer in LAYERS:
         active, detail = layer.probe(policy)
-        statuses.append(LayerStatus(layer.name, active, policy.level in layer.levels, layer.blocks, detail))
+        required = policy.level in layer.levels or (policy.gpu is not None and layer.name in GPU_LAYERS)
+        statuses.append(LayerStatus(layer.name, active, required, layer.blocks, detail))
     return DoctorReport(policy.level, tuple(statuses))
 
 

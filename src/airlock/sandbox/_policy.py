@@ -26,6 +26,9 @@ class SandboxLevel(enum.Enum):
     STRICT = "strict"
 
 
+#: the highest NVIDIA GPU minor number: 254 and 255 are nvidia-modeset and nvidiactl
+MAX_GPU_INDEX: Final = 253
+
 #: tasks the worker may use beyond its jobs' ``tasks`` budget (itself and the jobs it forks)
 TASK_RESERVE: Final = 16
 
@@ -96,6 +99,11 @@ class SandboxPolicy:
 
     ``unsafe_weaker_sandbox`` runs with whatever layers exist when a required one is missing; it is
     named so on purpose, and every front end warns loudly when it is set.
+
+    ``gpu`` gives the worker exactly one NVIDIA GPU: ``/dev/nvidia<gpu>`` (the device minor number,
+    ``nvidia-smi --query-gpu=index,minor_number --format=csv`` shows it) plus ``/dev/nvidiactl`` and
+    ``/dev/nvidia-uvm``; no other GPU's node is ever visible. ``None`` (the default): no GPU at all.
+    See :mod:`airlock.sandbox._gpu` and docs/sandbox.md.
     """
 
     level: SandboxLevel = SandboxLevel.STANDARD
@@ -104,6 +112,8 @@ class SandboxPolicy:
     sandbox_uid: int = 65534
     sandbox_gid: int = 65534
     unsafe_weaker_sandbox: bool = False
+    #: the one NVIDIA GPU (device minor ``N`` of ``/dev/nvidiaN``) the worker may use, or None
+    gpu: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.level, SandboxLevel):
@@ -112,3 +122,9 @@ class SandboxPolicy:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value >= 2**32 - 1:
                 raise UsageError(f"{name} must be a non-root id between 1 and 2**32-2, got {value!r}")
+        if self.gpu is not None and (
+            not isinstance(self.gpu, int) or isinstance(self.gpu, bool) or not 0 <= self.gpu <= MAX_GPU_INDEX
+        ):
+            raise UsageError(
+                f"gpu must be a GPU index between 0 and {MAX_GPU_INDEX} (or None), got {self.gpu!r}"
+            )

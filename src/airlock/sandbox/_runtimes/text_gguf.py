@@ -12,6 +12,11 @@ streams one ``text`` message per generated token (possibly empty while a multi-b
 character is incomplete) and ends with one ``done`` message; between tokens the job looks for a
 ``cancel`` message from the host and stops when it finds one. State is per request: a fresh KV
 cache per call, the sampling seed set per call, nothing kept between requests.
+
+Device: the CPU, unless the worker was given a GPU (``SandboxPolicy(gpu=N)``, gateway
+``[models.X] gpu = N``): the launcher then sets ``AIRLOCK_SANDBOX_DEVICE=cuda`` in the worker's
+environment and the model goes to ``cuda:0``, the only GPU whose device node exists inside. A GPU
+that CUDA cannot use there is a load error, never a silent fallback to the CPU.
 """
 
 from __future__ import annotations
@@ -164,7 +169,9 @@ class _Chat:
 
         request = check_request(request)
         text = self._prompt_text(request)
-        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(
+            self.model.device
+        )
         prompt_tokens = int(ids.shape[1])
         window = min(c for c in (self.context, request["context"], 2**31) if c)
         if prompt_tokens + request["max_tokens"] > window:
@@ -192,7 +199,7 @@ class _Chat:
                 return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
 
         if request["seed"] is not None:
-            torch.manual_seed(request["seed"])
+            torch.manual_seed(request["seed"])  # seeds every CUDA device too
         sampling = request["temperature"] > 0
         with torch.no_grad():
             self.model.generate(
@@ -214,6 +221,23 @@ class _Chat:
         else:
             finish = "length"
         return Generated(finish, prompt_tokens, int(state["count"]))
+
+
+def _device(torch: Any) -> Any:
+    """``cuda:0`` when the worker was given a GPU (and CUDA works there), else the CPU."""
+    from airlock.sandbox._gpu import GPU_DEVICE_ENV
+
+    wanted = os.environ.get(GPU_DEVICE_ENV)
+    if wanted is None:
+        return torch.device("cpu")
+    if wanted != "cuda":
+        raise ValueError(f"{GPU_DEVICE_ENV}={wanted!r}: only 'cuda' is known")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "this worker was given a GPU but CUDA cannot use it inside the sandbox "
+            "(torch built without CUDA, or the driver refused): not falling back to the CPU"
+        )
+    return torch.device("cuda", 0)
 
 
 def _end_tokens(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -260,6 +284,7 @@ class _TextGGUF:
             "transformers.integrations.gguf"
         ).convert_gguf_tokenizer
         torch.set_num_threads(threads)
+        device = _device(torch)  # before the slow part: a GPU that does not work fails at once
         handle = files[0]
         meta = load_gguf_checkpoint(handle, return_tensors=False)
         settings = dict(meta["config"])
@@ -277,6 +302,7 @@ class _TextGGUF:
             )
         model.tie_weights()
         model.eval()
+        model.to(device)
         tokenizer_config = dict(meta["tokenizer_config"])
         template = tokenizer_config.pop("chat_template", None)
         fast, extra = convert_gguf_tokenizer(architecture, meta["tokenizer"])
