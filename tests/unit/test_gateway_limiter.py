@@ -151,3 +151,71 @@ def test_leave_never_counts_below_zero() -> None:
     limiter.leave("a")  # one leave too many: still zero, not -1
     assert limiter.enter("a", one)
     assert not limiter.enter("a", one)
+
+
+# -- text models: tokens per minute and generations running --------------------------------------
+
+#: 60 tokens a minute: exactly one a second
+TOKENS = TenantLimits(tokens_per_minute=60, max_generations=2)
+
+
+def test_tokens_burst_at_n_minus_1_n_n_plus_1() -> None:
+    for n, allowed in ((59, True), (60, True), (61, False)):
+        admit = MemoryLimiter().take_tokens("a", TOKENS, n, 0.0)
+        assert admit == (Admit(True) if allowed else Admit(False, 1.0, "tokens")), n
+
+
+def test_settling_refunds_unused_tokens_but_never_above_a_minute() -> None:
+    limiter = MemoryLimiter()
+    assert limiter.take_tokens("a", TOKENS, 50, 0.0).allowed
+    limiter.settle_tokens("a", TOKENS, -40, 0.0)  # used 10 of the 50 reserved
+    assert limiter.take_tokens("a", TOKENS, 50, 0.0).allowed  # 50 left
+    assert limiter.take_tokens("a", TOKENS, 1, 0.0) == Admit(False, 1.0, "tokens")
+    limiter.settle_tokens("a", TOKENS, -1000, 0.0)  # a lying refund: capped at one minute's budget
+    assert limiter.take_tokens("a", TOKENS, 60, 0.0).allowed
+    assert limiter.take_tokens("a", TOKENS, 1, 0.0).allowed is False
+
+
+def test_settling_a_longer_prompt_puts_the_bucket_in_debt() -> None:
+    limiter = MemoryLimiter()
+    assert limiter.take_tokens("a", TOKENS, 60, 0.0).allowed
+    limiter.settle_tokens("a", TOKENS, 30, 0.0)  # 30 more than reserved: 30 tokens of debt
+    assert limiter.take_tokens("a", TOKENS, 1, 0.0) == Admit(False, 31.0, "tokens")
+    assert limiter.take_tokens("a", TOKENS, 1, 31.0) == Admit(True)
+
+
+def test_generations_cap_at_n_minus_1_n_n_plus_1() -> None:
+    limiter = MemoryLimiter()
+    assert limiter.enter_generation("a", TOKENS) and limiter.enter_generation("a", TOKENS)
+    assert not limiter.enter_generation("a", TOKENS)
+    assert limiter.enter_generation("b", TOKENS)  # per tenant
+    limiter.leave_generation("a")
+    assert limiter.enter_generation("a", TOKENS)
+
+
+def test_settling_refills_up_to_now_first() -> None:
+    limiter = MemoryLimiter()
+    assert limiter.take_tokens("a", TOKENS, 60, 0.0).allowed
+    limiter.settle_tokens("a", TOKENS, 0, 10.0)  # nothing to settle: 10 s of refill is 10 tokens
+    assert limiter.take_tokens("a", TOKENS, 11, 10.0) == Admit(False, 1.0, "tokens")
+    assert limiter.take_tokens("a", TOKENS, 10, 10.0) == Admit(True)
+
+
+def test_settling_a_tenant_without_a_bucket_starts_from_a_full_one() -> None:
+    limiter = MemoryLimiter()
+    limiter.settle_tokens("fresh", TOKENS, 20, 5.0)  # a debt before any reservation (a restart, say)
+    assert limiter.take_tokens("fresh", TOKENS, 40, 5.0) == Admit(True)
+    assert limiter.take_tokens("fresh", TOKENS, 1, 5.0) == Admit(False, 1.0, "tokens")
+
+
+def test_leaving_generations_counts_down_exactly_and_never_below_zero() -> None:
+    limiter = MemoryLimiter()
+    limiter.leave_generation("a")  # a leave without an enter (never happens; must not break the count)
+    assert limiter.enter_generation("a", TOKENS) and limiter.enter_generation("a", TOKENS)
+    limiter.leave_generation("a")  # one of two left: one more fits, not two
+    assert limiter.enter_generation("a", TOKENS)
+    assert not limiter.enter_generation("a", TOKENS)
+    for _ in range(3):
+        limiter.leave_generation("a")  # down to 0, not below
+    assert limiter.enter_generation("a", TOKENS) and limiter.enter_generation("a", TOKENS)
+    assert not limiter.enter_generation("a", TOKENS)

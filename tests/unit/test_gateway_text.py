@@ -6,8 +6,6 @@ generation budgets, the audit row's token counts, the store's schema upgrade, th
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import sqlite3
 from pathlib import Path
@@ -18,8 +16,6 @@ import pytest
 from airlock.errors import UsageError
 from airlock.gateway._audit import GENESIS, chain_hash, verify_chain
 from airlock.gateway._config import LIMIT_FIELDS, MAX_CONTEXT, TenantLimits, load_config
-from airlock.gateway._limiter import Admit
-from airlock.gateway._memory_limiter import MemoryLimiter
 from airlock.gateway._openai import _Invalid, _spent, parse_text_request
 from airlock.gateway._sqlite_store import SqliteStore
 from airlock.gateway._store import AuditEntry
@@ -174,44 +170,7 @@ def test_content_parts_roles_and_prompt_arrays() -> None:
     assert "prompt" in str(_refused(b'{"model": "m", "prompt": ["a", "b"]}', chat=False))
 
 
-# -- token accounting ----------------------------------------------------------------------------
-
-#: 60 tokens a minute: exactly one a second
-TOKENS = TenantLimits(tokens_per_minute=60, max_generations=2)
-
-
-def test_tokens_burst_at_n_minus_1_n_n_plus_1() -> None:
-    for n, allowed in ((59, True), (60, True), (61, False)):
-        admit = MemoryLimiter().take_tokens("a", TOKENS, n, 0.0)
-        assert admit == (Admit(True) if allowed else Admit(False, 1.0, "tokens")), n
-
-
-def test_settling_refunds_unused_tokens_but_never_above_a_minute() -> None:
-    limiter = MemoryLimiter()
-    assert limiter.take_tokens("a", TOKENS, 50, 0.0).allowed
-    limiter.settle_tokens("a", TOKENS, -40, 0.0)  # used 10 of the 50 reserved
-    assert limiter.take_tokens("a", TOKENS, 50, 0.0).allowed  # 50 left
-    assert limiter.take_tokens("a", TOKENS, 1, 0.0) == Admit(False, 1.0, "tokens")
-    limiter.settle_tokens("a", TOKENS, -1000, 0.0)  # a lying refund: capped at one minute's budget
-    assert limiter.take_tokens("a", TOKENS, 60, 0.0).allowed
-    assert limiter.take_tokens("a", TOKENS, 1, 0.0).allowed is False
-
-
-def test_settling_a_longer_prompt_puts_the_bucket_in_debt() -> None:
-    limiter = MemoryLimiter()
-    assert limiter.take_tokens("a", TOKENS, 60, 0.0).allowed
-    limiter.settle_tokens("a", TOKENS, 30, 0.0)  # 30 more than reserved: 30 tokens of debt
-    assert limiter.take_tokens("a", TOKENS, 1, 0.0) == Admit(False, 31.0, "tokens")
-    assert limiter.take_tokens("a", TOKENS, 1, 31.0) == Admit(True)
-
-
-def test_generations_cap_at_n_minus_1_n_n_plus_1() -> None:
-    limiter = MemoryLimiter()
-    assert limiter.enter_generation("a", TOKENS) and limiter.enter_generation("a", TOKENS)
-    assert not limiter.enter_generation("a", TOKENS)
-    assert limiter.enter_generation("b", TOKENS)  # per tenant
-    limiter.leave_generation("a")
-    assert limiter.enter_generation("a", TOKENS)
+# -- token accounting (the buckets themselves: tests/unit/test_gateway_limiter.py) ---------------
 
 
 def test_spent_tokens_bound_the_jobs_prompt_claim() -> None:
@@ -235,41 +194,13 @@ def test_a_workers_context_claim_is_bounded(summary: str, context: int) -> None:
     assert context_claim(summary) == context
 
 
-# -- audit rows with token counts ----------------------------------------------------------------
+# -- audit rows with token counts (their MAC: tests/unit/test_gateway_units.py) ------------------
 
 KEY = b"k" * 32
 ROW: dict[str, Any] = dict(
     seq=1, time=1.5, tenant="acme", key_id="k1", model="m", model_digest="d", request_id="r", decision="allowed",
     status=200,
 )  # fmt: skip
-
-
-def test_rows_without_tokens_keep_the_original_mac() -> None:
-    body = json.dumps([1, "1.5", "acme", "k1", "m", "d", "r", "allowed", 200], separators=(",", ":"))
-    original = hmac.new(KEY, GENESIS.encode() + b"\n" + body.encode(), hashlib.sha256).hexdigest()
-    assert chain_hash(KEY, GENESIS, **ROW) == chain_hash(KEY, GENESIS, **ROW, tokens=(0, 0)) == original
-
-
-@pytest.mark.parametrize("tokens", [(1, 0), (0, 1), (12, 34)])
-def test_token_counts_are_covered_by_the_mac(tokens: tuple[int, int]) -> None:
-    body = json.dumps([1, "1.5", "acme", "k1", "m", "d", "r", "allowed", 200, *tokens], separators=(",", ":"))
-    expected = hmac.new(KEY, GENESIS.encode() + b"\n" + body.encode(), hashlib.sha256).hexdigest()
-    assert chain_hash(KEY, GENESIS, **ROW, tokens=tokens) == expected
-    assert expected != chain_hash(KEY, GENESIS, **ROW)
-
-
-def test_editing_a_rows_token_counts_is_detected(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db", audit_key=KEY)
-    store.append_audit_many([AuditEntry(1.0, "acme", "k", "m", "d", "r1", "allowed", 200, 12, 3),
-                             AuditEntry(2.0, "acme", "k", "m", "d", "r2", "allowed", 200)])  # fmt: skip
-    assert verify_chain(store.audit_rows(), KEY).ok
-    store.close()
-    with sqlite3.connect(tmp_path / "s.db") as db:
-        db.execute("UPDATE audit SET completion_tokens = 2 WHERE seq = 1")
-    store = SqliteStore(tmp_path / "s.db", audit_key=KEY)
-    report = verify_chain(store.audit_rows(), KEY)
-    assert [p for p in report.problems if "seq 1" in p and "MAC" in p]
-    store.close()
 
 
 def test_a_state_file_from_before_text_models_is_upgraded(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import sqlite3
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from airlock.errors import UsageError
 from airlock.gateway import _admission, _audit, _keys
 from airlock.gateway._audit import GENESIS, AuditHead, chain_hash, read_head, verify_chain, write_head
 from airlock.gateway._sqlite_store import SqliteStore
-from airlock.gateway._store import AuditRow
+from airlock.gateway._store import AuditEntry, AuditRow
 from airlock.sandbox import _gate
 
 KEY = b"k" * 32
@@ -403,3 +404,50 @@ def test_head_file_ignores_a_leftover_temporary_file_and_links(tmp_path: Path) -
     assert elsewhere.read_text() == "untouched"
     assert not leftover.exists() and not leftover.is_symlink()
     assert read_head(path, KEY) == head
+
+
+# -- text requests: token counts in the MAC ------------------------------------------------------
+
+TKEY = b"k" * 32
+TROW: dict[str, Any] = dict(
+    seq=1, time=1.5, tenant="acme", key_id="k1", model="m", model_digest="d", request_id="r", decision="allowed",
+    status=200,
+)  # fmt: skip
+
+
+def test_rows_without_tokens_keep_the_original_mac() -> None:
+    body = json.dumps([1, "1.5", "acme", "k1", "m", "d", "r", "allowed", 200], separators=(",", ":"))
+    original = hmac.new(TKEY, GENESIS.encode() + b"\n" + body.encode(), hashlib.sha256).hexdigest()
+    assert chain_hash(TKEY, GENESIS, **TROW) == chain_hash(TKEY, GENESIS, **TROW, tokens=(0, 0)) == original
+
+
+@pytest.mark.parametrize("tokens", [(1, 0), (0, 1), (12, 34)])
+def test_token_counts_are_covered_by_the_mac(tokens: tuple[int, int]) -> None:
+    body = json.dumps([1, "1.5", "acme", "k1", "m", "d", "r", "allowed", 200, *tokens], separators=(",", ":"))
+    expected = hmac.new(TKEY, GENESIS.encode() + b"\n" + body.encode(), hashlib.sha256).hexdigest()
+    assert chain_hash(TKEY, GENESIS, **TROW, tokens=tokens) == expected
+    assert expected != chain_hash(TKEY, GENESIS, **TROW)
+
+
+def test_editing_a_rows_token_counts_is_detected(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db", audit_key=TKEY)
+    store.append_audit_many([AuditEntry(1.0, "acme", "k", "m", "d", "r1", "allowed", 200, 12, 3),
+                             AuditEntry(2.0, "acme", "k", "m", "d", "r2", "allowed", 200)])  # fmt: skip
+    assert verify_chain(store.audit_rows(), TKEY).ok
+    store.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("UPDATE audit SET completion_tokens = 2 WHERE seq = 1")
+    store = SqliteStore(tmp_path / "s.db", audit_key=TKEY)
+    report = verify_chain(store.audit_rows(), TKEY)
+    assert [p for p in report.problems if "seq 1" in p and "MAC" in p]
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("seq", "head", "reached"),
+    [(0, GENESIS, True), (0, "f" * 64, False), (1, GENESIS, False), (1, "f" * 64, False)],
+)
+def test_a_recorded_head_of_seq_0_is_reached_only_at_genesis(seq: int, head: str, reached: bool) -> None:
+    """An empty log meets a recorded head only when that head is the genesis (seq 0, GENESIS)."""
+    report = verify_chain([], KEY, recorded=AuditHead(seq, head, 0.0))
+    assert report.ok is reached, report.problems

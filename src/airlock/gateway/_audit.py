@@ -63,17 +63,7 @@ def chain_hash(
     status: int,
     tokens: tuple[int, int] = (0, 0),
 ) -> str:
-    fields: list[object] = [
-        seq,
-        repr(time),
-        tenant,
-        key_id,
-        model,
-        model_digest,
-        request_id,
-        decision,
-        status,
-    ]
+    fields: list[object] = [seq, repr(time), tenant, key_id, model, model_digest, request_id, decision, status]  # fmt: skip
     if tokens != (0, 0):
         # text requests: prompt and completion tokens. Rows without tokens keep the original nine
         # fields (chains written before are still valid); a row with tokens has eleven, so no row
