@@ -502,9 +502,13 @@ CASES: dict[str, tuple[str, list[Row]]] = {
         [],
     ),
     'range-limit': (
-        '{{ range(100000) }}{{ range(0, 100001) }}',
+        '{{ range(10000000) }}{% for i in range(100000) %}{% endfor %}',
+        [],
+    ),
+    'range-over-limit': (
+        '{% for i in range(0, 100001) %}{% endfor %}',
         [
-            ('template.resource', SUS, 'template t: range(100001) exceeds 100000 iterations (resource exhaustion) (line 1)', None, '{{ range(100000) }}{{ range(0, 100001) }}'),
+            ('template.resource', SUS, "template t: a loop brings one rendering to 100,001 loop iterations, macro calls and list items, D being the size of the caller's data (limit 100,000 per unit of D) (resource exhaustion) (line 1)", None, '{% for i in range(0, 100001) %}{% endfor %}'),
         ],
     ),
     'range-bool': (
