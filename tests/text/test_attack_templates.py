@@ -1,10 +1,11 @@
-"""Outside attack on the chat-template scanner: resource exhaustion it calls CLEAN.
+"""Outside attack on the chat-template scanner: resource exhaustion it called CLEAN.
 
-The scanner's rule (src/airlock/_analysis/template.py) is that resource exhaustion (``**``, a huge
-``range``) is SUSPICIOUS, so a gate that lets only CLEAN through keeps such a template out. Each
-template below is CLEAN to it, yet renders for hours or allocates gigabytes: the range bound is
-checked per loop, not over nested loops, and sizes given to repetition, padding or indentation
-are not checked at all. The rendering happens only inside the sandbox (bounded by its CPU, memory
+The scanner's rule (src/airlock/_analysis/template.py) is that resource exhaustion is SUSPICIOUS,
+so a gate that lets only CLEAN through keeps such a template out. Each template below renders for
+hours or allocates gigabytes (proven with the real renderer in a throwaway process); the scanner
+checked each range alone, not nested loops, and not the sizes given to repetition, padding,
+indentation, formats, nor growth in loops or recursion. It now bounds the work of a whole
+rendering (src/airlock/_analysis/template_cost.py) and every one of them is ``template.resource``. The rendering happens only inside the sandbox (bounded by its CPU, memory
 and wall-clock limits), so the harm is a job that burns its whole budget on every request (a
 gateway lane killed and cold-reloaded each time), not an escape.
 """
@@ -34,11 +35,52 @@ EXHAUSTING = {
     # doubling a string 100 times
     "doubling": "{% set ns = namespace(s='x') %}{% for a in range(100) %}{% set ns.s = ns.s ~ ns.s %}"
     "{% endfor %}{{ ns.s }}",
+    # held-out style: the same classes, spelled otherwise (sizes through set, arithmetic, filters,
+    # methods, macros, recursion, other names for the same namespace)
+    # the same exhaustion, spelled differently
+    "range-bound-via-set": "{% set n = 100000 %}{% for a in range(n) %}{% for b in range(n) %}{% endfor %}{% endfor %}",
+    "range-of-a-product": "{% set a = 300 %}{% set b = 300 %}{% for i in range(a * b) %}{% for j in range(a * b) %}"
+    "{% endfor %}{% endfor %}",
+    "range-bound-from-length": "{% set s = 'x' * 90000 %}{% for i in range(s|length) %}{% for j in range(s|length) %}"
+    "{% endfor %}{% endfor %}",
+    "list-repeat-count-via-set": "{% set n = 2000000000 %}{{ [n] * n }}",
+    "string-repeat-count-first": "{{ 2000000000 * 'ab' }}",
+    "printf-zero-pad": "{{ '%02000000000d'|format(1) }}",
+    "printf-operator": "{{ '%0999999999d' % 1 }}",
+    "printf-star-width": "{{ '%*s' % (2000000000, 'x') }}",
+    "brace-format-width": "{{ '{:>2000000000}'.format('x') }}",
+    "center-in-a-loop": "{% for i in range(100) %}{{ 'x'|center(100000000) }}{% endfor %}",
+    "tojson-indent": "{{ messages|tojson(indent=2000000000) }}",
+    "batch-fill": "{{ [1]|batch(2000000000, 0)|list }}",
+    "slice-count": "{{ [1]|slice(2000000000)|list }}",
+    "lipsum-count": "{{ lipsum(2000000) }}",
+    "macro-recursion": "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}",
+    "loop-recursion": "{% for x in [1, 2] recursive %}{% if loop.depth < 40 %}{{ loop([1, 2]) }}{% endif %}{% endfor %}",
+    "doubling-through-a-macro": "{% set ns = namespace(s='x') %}{% macro grow() %}{% set ns.s = ns.s ~ ns.s %}"
+    "{% endmacro %}{% for i in range(64) %}{{ grow() }}{% endfor %}{{ ns.s|length }}",
+    "doubling-a-list": "{% set ns = namespace(l=['x']) %}{% for i in range(100) %}{% set ns.l = ns.l + ns.l %}"
+    "{% endfor %}{{ ns.l|length }}",
+    "doubling-through-an-alias": "{% set a = namespace(s='x') %}{% set b = a %}{% for i in range(100) %}"
+    "{% set b.s = a.s ~ a.s %}{% endfor %}{{ a.s|length }}",
+    "doubling-by-repetition": "{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = ns.s * 2 %}"
+    "{% endfor %}{{ ns.s|length }}",
+    "doubling-by-replace": "{% set ns = namespace(s='xx') %}{% for i in range(40) %}{% set ns.s = ns.s|replace('x', 'xx') %}"
+    "{% endfor %}{{ ns.s|length }}",
+    "doubling-by-join": "{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = [ns.s, ns.s]|join %}"
+    "{% endfor %}{{ ns.s|length }}",
+    "doubling-by-set-block": "{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set t %}{{ ns.s }}{{ ns.s }}{% endset %}"
+    "{% set ns.s = t %}{% endfor %}{{ ns.s|length }}",
+    "growing-counter-as-range": "{% set ns = namespace(n=1) %}{% for i in range(60) %}{% set ns.n = ns.n * 2 %}{% endfor %}"
+    "{% for i in range(ns.n % 100000) %}{% for j in range(ns.n % 100000) %}{% endfor %}{% endfor %}",
+    "messages-inside-big-loops": "{% for a in range(100000) %}{% for b in range(100000) %}{% for m in messages %}"
+    "{{ m.content }}{% endfor %}{% endfor %}{% endfor %}",
+    "filter-block-width": "{% filter center(2000000000) %}x{% endfilter %}",
+    "indent-string-width": "{{ ('x\\n' * 1000)|indent(width='          ' * 100000) }}",
 }
 
 
 #: renders a template as the job does (ImmutableSandboxedEnvironment), in a throwaway process
-#: capped at 1 GiB of address space: exhaustion shows as MemoryError or as no answer in 10 s
+#: capped at 1 GiB of address space: exhaustion shows as MemoryError or as no answer in 5 s
 _RENDER = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
@@ -61,10 +103,10 @@ def test_each_template_really_exhausts_the_renderer(name: str) -> None:
             capture_output=True,
             check=False,
             text=True,
-            timeout=10,
+            timeout=5,
         )
     except subprocess.TimeoutExpired:
-        return  # still rendering after 10 s
+        return  # still rendering after 5 s
     assert done.stdout.strip() == "MemoryError", (done.stdout, done.stderr[-500:])
 
 

@@ -54,6 +54,9 @@ MAX_DEGREE: Final = 8
 MAX_SIMULATED: Final = 64
 #: abstract evaluations before the template is called too complex to bound
 MAX_EVALUATIONS: Final = 300_000
+#: macro calls one chain of recursion can nest: jinja 3.1 spends at least 4 Python frames on a
+#: call (measured: a macro recursion stops near depth 200 at Python's default limit of 1000 frames)
+MAX_MACRO_DEPTH: Final = 250
 #: nesting of macro calls followed (a deeper chain is a recursion in disguise)
 _MAX_CALL_DEPTH: Final = 32
 
@@ -444,7 +447,15 @@ class _Cost:
                     state = self.block(node.body, dict(state), dry)
                 final[key] = replace(_join(value, state.get(key, NOTHING)), const=None)
             else:
-                final[key] = replace(value, n=(_INF,), size=(_INF,), elem=(_INF,), const=None)
+                grew = [any(any(c for c in step[i]) for step in grow) for i in range(3)]
+                n = (_INF,) if grew[0] else value.n
+                final[key] = replace(
+                    value,
+                    n=n,
+                    size=_digits(n) if _numeric(value) else (_INF,) if grew[1] else value.size,
+                    elem=(_INF,) if grew[2] else value.elem,
+                    const=None,
+                )
         return final
 
     def writes(self, body: list[jn.Node]) -> int:
@@ -472,13 +483,12 @@ class _Cost:
 
     def check_loop_recursion(self, node: jn.For, ctx: _Ctx) -> None:
         """``loop(x)`` must recurse into a strict piece of caller data, or the depth is unbounded."""
-        targets = _names(node.target)
-        pieces = targets | _pieces(node.body, targets)
+        depths = _depths(node.body, dict.fromkeys(_names(node.target), 1))
         for call in node.find_all(jn.Call):
             if (
                 isinstance(call.node, jn.Name)
                 and call.node.name == "loop"
-                and not (call.args and _is_piece(call.args[0], pieces, pieces))
+                and not (call.args and _depth(call.args[0], depths) >= 1)
             ):
                 self.unbounded(
                     "a recursive loop() called with something other than a piece of the loop's "
@@ -650,7 +660,9 @@ class _Cost:
                 magnitude = (_INF,)
             # a float renders in at most 24 characters whatever its magnitude
             return Val(magnitude, const(24) if isinstance(node, jn.Div) else _digits(magnitude), ZERO)
-        return _num(pmax(left.n, right.n) if _numeric(left) else left.n)  # a % b <= max(|a|, |b|)
+        if isinstance(right.const, int | float) and not isinstance(right.const, bool) and right.const:
+            return _num(const(min(abs(right.const), _INF)))  # |a % b| < |b|
+        return _num(pmax(left.n, right.n) if _numeric(left) else left.n)
 
     def printf(self, fmt: Val, args: list[Val], node: jn.Node, ctx: _Ctx) -> Val:
         """``'%5s' % x`` and ``|format``: the text, plus each field's width or precision, plus the args."""
@@ -937,18 +949,18 @@ class _Cost:
         if not calls:
             return ONE
         params = {p.name for p in macro.args}
-        pieces = _pieces(macro.body, params)
-        strict = all(_progresses(c, params, pieces) for c in calls)
+        depths = _depths(macro.body, dict.fromkeys(params, 0))
+        strict = all(_progresses(c, depths) for c in calls)
         # a chain of calls that do not descend into the data ends at Python's recursion limit
-        return D if strict else pscale(D, 1000)
+        return D if strict else pscale(D, MAX_MACRO_DEPTH)
 
     def recursion(self, name: str, node: jn.Call, ctx: _Ctx) -> None:
         macro = self.macros[name][0]
         params = {p.name for p in macro.args}
-        pieces = _pieces(macro.body, params)
-        if _progresses(node, params, pieces):
+        depths = _depths(macro.body, dict.fromkeys(params, 0))
+        if _progresses(node, depths):
             return  # descends into the caller's data: depth bounded by the data
-        if _branching(macro.body, name, lambda c: _progresses(c, params, pieces)) > 1:
+        if _branching(macro.body, name, lambda c: _progresses(c, depths)) > 1:
             self.unbounded(
                 f"macro {name!r} calls itself more than once per call with arguments that are not "
                 "pieces of the caller's data (exponential in the recursion depth)",
@@ -1017,68 +1029,65 @@ def _loop_target(node: jn.For) -> str | None:
     return node.target.name if isinstance(node.target, jn.Name) else None
 
 
-def _root(node: jn.Node) -> str | None:
-    """The variable an access chain starts from (``x`` in ``x.a['b']|items``)."""
-    while isinstance(node, jn.Getattr | jn.Getitem | jn.Filter):
-        if isinstance(node, jn.Getitem) and isinstance(node.arg, jn.Slice):
-            return None
-        if isinstance(node, jn.Filter) and node.node is None:
-            return None
-        node = node.node  # type: ignore[assignment]
-    return node.name if isinstance(node, jn.Name) else None
+#: filters whose result is one element of their input (one level deeper in the data)
+_ELEMENT_FILTERS: Final = frozenset({"first", "last", "random", "min", "max"})
 
 
-def _is_piece(node: jn.Node, roots: set[str], pieces: set[str]) -> bool:
-    """``x.a``, ``x['a']``, ``x.a|items``, ``{'type': t}`` with ``t`` a loop variable over ``x.b``:
-    a strict piece of one of ``roots`` (a recursion that passes one descends into the data)."""
+def _depth(node: jn.Node, depths: dict[str, int]) -> int:
+    """How many levels below the recursion's own input the value of ``node`` is: ``x`` 0,
+    ``x.a`` 1, an item of ``x.a`` 2, ``{'type': t}`` one less than ``t``; -1 when it is not a
+    piece of it at all (a constant, arithmetic, the caller's other data)."""
     if isinstance(node, jn.Name):
-        return node.name in pieces
+        return depths.get(node.name, -1)
     if isinstance(node, jn.Getattr | jn.Getitem):
+        inner = _depth(node.node, depths)
         if isinstance(node, jn.Getitem) and isinstance(node.arg, jn.Slice):
-            return False
-        return _root(node) in roots | pieces
+            return inner  # shorter, not deeper
+        return inner + 1 if inner >= 0 else -1
     if isinstance(node, jn.Filter) and node.node is not None:
-        if node.name in ("items", "dictsort") and isinstance(node.node, jn.Name):
-            # a mapping's (key, value) pairs: pieces of it, and not a mapping (|items again fails)
-            return node.node.name in roots | pieces
-        return _is_piece(node.node, roots, pieces)
-    items = (
-        [p.value for p in node.items]
-        if isinstance(node, jn.Dict)
-        else list(node.items)
-        if isinstance(node, jn.List | jn.Tuple)
-        else []
-    )
+        inner = _depth(node.node, depths)
+        return inner + 1 if node.name in _ELEMENT_FILTERS and inner >= 0 else inner
+    if isinstance(node, jn.CondExpr):
+        branches = [node.expr1] + ([node.expr2] if node.expr2 is not None else [])
+        return min(_depth(b, depths) for b in branches)
+    items: list[jn.Node] = []
+    if isinstance(node, jn.Dict):
+        items = [p.value for p in node.items]
+    elif isinstance(node, jn.List | jn.Tuple):
+        items = list(node.items)
     moving = [i for i in items if not isinstance(i, jn.Const)]
-    return bool(moving) and all(_is_piece(i, roots, pieces) for i in moving)
+    if not moving:
+        return -1
+    # a container wraps its items one level up: [x] is no deeper than x's parent
+    return max(min(_depth(i, depths) for i in moving) - 1, -1)
 
 
-def _pieces(body: Iterable[jn.Node], roots: set[str]) -> set[str]:
-    """Names ``body`` binds to strict pieces of ``roots``: loop variables over a root or a piece,
-    ``set`` targets given a piece."""
-    nodes: list[jn.Node] = []
+def _depths(body: Iterable[jn.Node], seeds: dict[str, int]) -> dict[str, int]:
+    """The depth of every name ``body`` binds (loop variables one deeper than what they iterate,
+    ``set`` targets as deep as their value), the least over all its bindings; -1 once any
+    binding is not a piece."""
+    bindings: list[tuple[set[str], jn.Node, int]] = []
     for top in body:
-        nodes.append(top)
-        nodes.extend(top.find_all((jn.For, jn.Assign)))
-    pieces: set[str] = set()
-    changed = True
-    while changed:
+        for n in [top, *top.find_all((jn.For, jn.Assign))]:
+            if isinstance(n, jn.For):
+                bindings.append((_names(n.target), n.iter, 1))
+            elif isinstance(n, jn.Assign):
+                bindings.append((_names(n.target), n.node, 0))
+    depths = dict(seeds)
+    for _ in range(len(bindings) + 1):
         changed = False
-        for n in nodes:
-            new: set[str] = set()
-            if (
-                isinstance(n, jn.For)
-                and (_root(n.iter) in roots | pieces or _is_piece(n.iter, roots, pieces))
-            ) or (isinstance(n, jn.Assign) and _is_piece(n.node, roots, pieces)):
-                new = _names(n.target)
-            if new - pieces:
-                pieces |= new
-                changed = True
-    return pieces
-
-
-def _expr_key(target: jn.Node) -> str:
-    return ",".join(sorted(_names(target)))
+        for names, value, deeper in bindings:
+            d = _depth(value, depths)
+            d = d + deeper if d >= 0 else -1
+            for name in names:
+                old = depths.get(name)
+                new = d if old is None else min(old, d)
+                if new != old:
+                    depths[name] = new
+                    changed = True
+        if not changed:
+            break
+    return depths
 
 
 def _names(target: jn.Node) -> set[str]:
@@ -1087,8 +1096,14 @@ def _names(target: jn.Node) -> set[str]:
     return {x.name for x in target.find_all(jn.Name)}
 
 
-def _progresses(call: jn.Call, roots: set[str], pieces: set[str]) -> bool:
-    return any(_is_piece(a, roots, pieces) for a in [*call.args, *(k.value for k in call.kwargs)])
+def _expr_key(target: jn.Node) -> str:
+    return ",".join(sorted(_names(target)))
+
+
+def _progresses(call: jn.Call, depths: dict[str, int]) -> bool:
+    """Some argument is strictly inside the recursion's input: the recursion descends the data."""
+    keywords = cast("list[jn.Keyword]", call.kwargs)
+    return any(_depth(a, depths) >= 1 for a in [*call.args, *(k.value for k in keywords)])
 
 
 def _branching(nodes: Iterable[jn.Node], name: str, progress: Callable[[jn.Call], bool]) -> float:

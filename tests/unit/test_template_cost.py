@@ -1,0 +1,273 @@
+"""The bound on one rendering's work (template_cost): limits at N-1 / N / N+1, and the spellings.
+
+Nothing here renders a template: the analyser only parses. Each limit is tested where the bound
+is exactly at it (CLEAN) and one over (``template.resource``); the real renderer's behaviour on
+the exhausting spellings is proven in tests/text/test_attack_templates.py, and every real chat
+template staying CLEAN in tests/formats_hf/test_hf_template.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from airlock._analysis import template_cost
+from airlock._analysis.template import _environment, analyse_template
+from airlock._analysis.template_cost import (
+    MAX_DEGREE,
+    MAX_EVALUATIONS,
+    MAX_MACRO_DEPTH,
+    MAX_STEPS,
+    bound_template,
+)
+from airlock.limits import DEFAULT_LIMITS, Limits
+
+CHARS = DEFAULT_LIMITS.max_template_bytes
+
+
+def rules(text: str, limits: Limits = DEFAULT_LIMITS) -> list[str]:
+    return [i.rule for i in analyse_template("t", text, limits)]
+
+
+def resource(text: str) -> list[str]:
+    return [i.message for i in analyse_template("t", text, DEFAULT_LIMITS) if i.rule == "template.resource"]
+
+
+def bound(text: str) -> template_cost.Bound:
+    return bound_template(_environment().parse(text), CHARS)
+
+
+def loops(*bounds: str, body: str = "") -> str:
+    """Nested loops: ``loops('range(3)', 'messages')`` -> for over range(3) around for over messages."""
+    head = "".join(f"{{% for v{i} in {b} %}}" for i, b in enumerate(bounds))
+    return head + body + "{% endfor %}" * len(bounds)
+
+
+# ---- steps: loop iterations, macro calls, list items -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        (loops(f"range({MAX_STEPS})"), False),
+        (loops(f"range({MAX_STEPS + 1})"), True),
+        # nested: the outer loop's own iterations count too (10 + 10 * 9999 = 100,000)
+        (loops("range(10)", "range(9999)"), False),
+        (loops("range(10)", "range(10000)"), True),
+        # the bound reached through {% set %} and arithmetic
+        (f"{{% set n = {MAX_STEPS} %}}" + loops("range(n)"), False),
+        (f"{{% set n = {MAX_STEPS + 1} %}}" + loops("range(n)"), True),
+        ("{% set a = 316 %}{% set b = 316 %}" + loops("range(a * b)"), False),
+        ("{% set a = 317 %}{% set b = 317 %}" + loops("range(a * b)"), True),
+        (loops("range(0, 100000, 1)"), False),
+        (loops("range(50000, 50001)"), True),  # |start| + |stop| bounds the length
+        # lists built: [x] * n items, |batch and |slice counts
+        # (the list [0] is one item; |batch also walks its input: one more)
+        (f"{{% set l = [0] * {MAX_STEPS - 1} %}}", False),
+        (f"{{% set l = [0] * {MAX_STEPS} %}}", True),
+        (f"{{% set l = [1]|batch({MAX_STEPS - 3}, 0) %}}", False),
+        (f"{{% set l = [1]|batch({MAX_STEPS - 2}, 0) %}}", True),
+        (f"{{% set l = [1]|slice({MAX_STEPS - 2}) %}}", True),
+    ],
+)
+def test_steps_limit(text: str, flagged: bool) -> None:
+    assert (rules(text) == ["template.resource"]) is flagged, (text, rules(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        (loops("messages", body="{{ v0.content }}"), False),  # a loop over the caller's data alone
+        # 99,999 iterations per message, plus the message loop's own: 100,000 per unit of data
+        (loops("messages", "range(99999)"), False),
+        (loops("messages", "range(100000)"), True),
+        (loops(f"range({MAX_STEPS})", "messages"), False),
+        (loops("range(1000000)", "messages"), True),
+        (loops("range(1000)", "range(1000)", "messages"), True),
+        # a loop over a piece of the enclosing item adds nothing: all pieces together are the data
+        (loops("messages", "v0.tool_calls", "v1.arguments|items", body="{{ v2 }}"), False),
+    ],
+)
+def test_a_loop_over_the_callers_data_counts_once_per_unit(text: str, flagged: bool) -> None:
+    assert (rules(text) == ["template.resource"]) is flagged, (text, rules(text))
+
+
+def test_pieces_of_an_enclosing_item_are_amortised_and_other_data_is_not() -> None:
+    piece = bound(loops("messages", "v0.tool_calls", "v1.arguments"))
+    assert len(piece.steps) == 2  # degree 1: messages, their tool calls and arguments together
+    other = bound(loops("messages", "tools", "messages"))
+    assert len(other.steps) == 4  # degree 3: the whole of the data inside the whole of it
+
+
+def test_degree_limit() -> None:
+    at = loops(*["messages"] * MAX_DEGREE)
+    over = loops(*["messages"] * (MAX_DEGREE + 1))
+    assert rules(at) == []
+    assert rules(over) == ["template.resource"]
+    assert f"a power of D above {MAX_DEGREE}" in resource(over)[0]
+
+
+# ---- chars: characters built and output ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        (f"{{% set s = 'x' * {CHARS} %}}", False),
+        (f"{{% set s = 'x' * {CHARS + 1} %}}", True),
+        (f"{{% set s = {CHARS + 1} * 'x' %}}", True),
+        # built and output: both count
+        (f"{{{{ 'x' * {CHARS // 2} }}}}", False),
+        (f"{{{{ 'x' * {CHARS // 2 + 1} }}}}", True),
+        (f"{{% set s = 'x'|center({CHARS}) %}}", False),
+        (f"{{% set s = 'x'|center({CHARS + 1}) %}}", True),
+        (f"{{% set s = 'x'.center({CHARS + 1}) %}}", True),  # (a method-call finding too)
+        # '%0Nd' is the format's 10 characters, the argument's 2 (a bound on its digits), and N
+        (f"{{% set s = '%0{CHARS - 12}d'|format(1) %}}", False),
+        (f"{{% set s = '%0{CHARS - 11}d'|format(1) %}}", True),
+        (f"{{% set s = '%0{CHARS - 11}d' % 1 %}}", True),
+        (f"{{% set s = '%.{CHARS}f' % 1 %}}", True),  # a precision is a width too
+        (f"{{% set s = '%*d' % ({CHARS}, 1) %}}", True),  # '*' takes it from the arguments
+        (f"{{% set s = '{{:>{CHARS}}}'.format('x') %}}", True),
+        (f"{{% set s = '{{:>{{w}}}}'.format('x', w={CHARS}) %}}", True),
+        ("{% set s = 'x'|indent(1000) %}", False),
+        (f"{{% set s = ('x\\n' * 100)|indent({CHARS // 100}) %}}", True),
+        (f"{{% set s = messages|tojson(indent={CHARS}) %}}", True),
+        (f"{{% filter center({CHARS + 1}) %}}x{{% endfilter %}}", True),
+        (f"{{% set s = lipsum({CHARS // 1600}) %}}", False),
+        (f"{{% set s = lipsum({CHARS // 1600 + 1}) %}}", True),
+        # a template's own text, output once, never reaches the limit (it is at most as long)
+        ("{% for m in messages %}" + "x" * 10_000 + "{% endfor %}", False),
+    ],
+)
+def test_chars_limit(text: str, flagged: bool) -> None:
+    assert ("template.resource" in rules(text)) is flagged, (text, rules(text))
+
+
+def test_the_chars_limit_is_max_template_bytes() -> None:
+    text = "{% set s = 'x' * 1000 %}"
+    assert rules(text, Limits(max_template_bytes=1000)) == []
+    assert rules(text, Limits(max_template_bytes=999)) == ["template.resource"]
+
+
+# ---- growth inside loops ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        # linear growth (accumulating the messages) is fine; doubling is not, however spelled
+        ("{% set ns = namespace(s='') %}{% for m in messages %}{% set ns.s = ns.s ~ m.content %}"
+         "{% endfor %}{{ ns.s }}", False),
+        ("{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}"
+         "{% for i in range(ns.n) %}{% endfor %}", False),
+        ("{% set ns = namespace(s='x') %}{% for i in range(10) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", False),
+        ("{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", True),
+        ("{% set ns = namespace(s='x') %}{% for m in messages %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", True),
+        ("{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", True),
+        ("{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = ns.s * 2 %}{% endfor %}", True),
+        ("{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = [ns.s, ns.s]|join %}{% endfor %}", True),
+        ("{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = ns.s|replace('x', 'xx') %}"
+         "{% endfor %}", True),
+        ("{% set ns = namespace(l=[1]) %}{% for i in range(100) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", True),
+        ("{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set t %}{{ ns.s }}{{ ns.s }}{% endset %}"
+         "{% set ns.s = t %}{% endfor %}", True),
+        # through another name for the same namespace, a macro, a chain of assignments
+        ("{% set a = namespace(s='x') %}{% set b = a %}{% for i in range(100) %}{% set b.s = a.s ~ a.s %}"
+         "{% endfor %}", True),
+        ("{% set ns = namespace(s='x') %}{% macro grow() %}{% set ns.s = ns.s ~ ns.s %}{% endmacro %}"
+         "{% for i in range(100) %}{{ grow() }}{% endfor %}", True),
+        ("{% set ns = namespace(a='x', b='x', c='x') %}{% for i in range(100) %}{% set ns.a = ns.b %}"
+         "{% set ns.b = ns.c %}{% set ns.c = ns.c ~ ns.a %}{% endfor %}", True),
+        # a number that doubles is harmless until it sizes something
+        ("{% set ns = namespace(n=1) %}{% for i in range(100) %}{% set ns.n = ns.n * 2 %}{% endfor %}", False),
+        ("{% set ns = namespace(n=1) %}{% for i in range(100) %}{% set ns.n = ns.n * 2 %}{% endfor %}"
+         "{% for i in range(ns.n) %}{% endfor %}", True),
+        # a fresh namespace in every call does not accumulate across calls
+        ("{% macro m(x) %}{% set c = namespace(n=0) %}{% for y in x %}{% set c.n = c.n + 1 %}{% endfor %}"
+         "{{ c.n }}{% endmacro %}{% for m2 in messages %}{{ m(messages) }}{% endfor %}", False),
+    ],
+)  # fmt: skip
+def test_growth_in_loops(text: str, flagged: bool) -> None:
+    assert ("template.resource" in rules(text)) is flagged, (text, rules(text))
+
+
+# ---- recursion -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        # descends into the caller's data: bounded by the data's depth, however it branches
+        ("{% macro f(x) %}{{ f(x.a) }}{{ f(x.b) }}{% endmacro %}{{ f(tools) }}", False),
+        ("{% macro f(s) %}{% for t in s.type %}{{ f({'type': t}) }}{% endfor %}{% endmacro %}{{ f(tools) }}", False),
+        ("{% macro f(x, k=1) %}{% for key, v in x|items %}{{ f(v, k) }}{% endfor %}{% endmacro %}{{ f(tools) }}",
+         False),
+        # one call that does not descend: a chain that ends at the recursion limit
+        ("{% macro f(x) %}{{ f(x|items) }}{% endmacro %}{{ f(tools) }}", False),
+        # branching without descending: exponential in the depth
+        ("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}", True),
+        ("{% macro f(x) %}{{ f(x) }}{{ f(x) }}{% endmacro %}{{ f(tools) }}", True),
+        ("{% macro f(x) %}{{ f([x]) }}{{ f([x]) }}{% endmacro %}{{ f(tools) }}", True),
+        # {'k': v} wraps a piece back to the depth of x: no progress, and it branches
+        ("{% macro f(x) %}{% for k, v in x|items %}{{ f({'k': v}) }}{% endfor %}{% endmacro %}{{ f(tools) }}",
+         True),
+        ("{% macro f(x) %}{% for i in range(2) %}{{ f(x) }}{% endfor %}{% endmacro %}{{ f(tools) }}", True),
+        ("{% macro f(x, n) %}{% if n %}{{ f(x|list, n - 1) }}{{ f(x|list, n - 1) }}{% endif %}{% endmacro %}"
+         "{{ f(tools, 40) }}", True),
+        ("{% macro f(x) %}{% set y = [x, x] %}{{ f(y[0]) }}{{ f(y[1]) }}{% endmacro %}{{ f(tools) }}", True),
+        # loop(): into a piece of the item, or not
+        ("{% for m in ms recursive %}{{ loop(m.children) }}{% endfor %}", False),
+        ("{% for m in ms recursive %}{{ loop(m) }}{% endfor %}", False),
+        ("{% for m in ms recursive %}{{ loop(ms) }}{% endfor %}", True),
+        ("{% for m in ms recursive %}{{ loop([m]) }}{% endfor %}", True),
+        ("{% for m in [1, 2] recursive %}{% if loop.depth < 40 %}{{ loop([1, 2]) }}{% endif %}{% endfor %}", True),
+    ],
+)  # fmt: skip
+def test_recursion(text: str, flagged: bool) -> None:
+    assert ("template.resource" in rules(text)) is flagged, (text, rules(text))
+
+
+def test_the_chain_bound_is_deeper_than_the_real_renderer_recurses() -> None:
+    """MAX_MACRO_DEPTH bounds a chain of macro calls: jinja cannot nest that many at Python's limit."""
+    code = (
+        "import sys, jinja2.sandbox\n"
+        "sys.setrecursionlimit(1000)\n"
+        "env = jinja2.sandbox.ImmutableSandboxedEnvironment()\n"
+        "t = env.from_string('{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(N) }}')\n"
+        "for n in (MAX_MACRO_DEPTH // 4, MAX_MACRO_DEPTH):\n"
+        "    try:\n        t.render(N=n)\n        print(n, 'rendered')\n"
+        "    except RecursionError:\n        print(n, 'RecursionError')\n"
+    ).replace("MAX_MACRO_DEPTH", str(MAX_MACRO_DEPTH))
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split("\n")[:2] == [
+        f"{MAX_MACRO_DEPTH // 4} rendered",  # not vacuous: a shallower chain renders
+        f"{MAX_MACRO_DEPTH} RecursionError",
+    ], done
+
+
+# ---- fail closed -----------------------------------------------------------------------------------
+
+
+def test_a_template_too_complex_to_bound_is_suspicious() -> None:
+    # nested loops each growing a chain of namespace attributes: every probing round per level
+    chain = "".join(f"{{% set ns.a{i} = ns.a{i} ~ ns.a{i + 1} %}}" for i in range(10))
+    init = ", ".join(f"a{i}='x'" for i in range(11))
+    text = f"{{% set ns = namespace({init}) %}}" + loops(*["messages"] * 6, body=chain)
+    found = resource(text)
+    assert any(f"too complex to bound within {MAX_EVALUATIONS}" in m for m in found), found
+
+
+def test_the_bound_reports_each_limit_once_with_its_line() -> None:
+    text = "\n".join([loops("range(1000)", "range(1000)"), "{{ 'x' * 10000000 }}", "{{ 'y' * 10000000 }}"])
+    found = analyse_template("t", text, DEFAULT_LIMITS)
+    assert [(i.rule, i.severity.name) for i in found] == [("template.resource", "SUSPICIOUS")] * 2
+    assert found[0].message.endswith("(limit 100,000 per unit of D) (resource exhaustion) (line 1)")
+    assert found[1].message.startswith(
+        "template t: repetition '*' brings one rendering to 10,000,001 characters"
+    )
+    assert found[1].message.endswith("(line 2)")
