@@ -477,6 +477,8 @@ CASES: dict[str, tuple[str, list[Row]]] = {
         '{{ x.format(y) }}',
         [
             ('template.method-call', SUS, 'template t: str.format on a format string that is not a constant (fields can reach attributes) (line 1)', 'x.format', '{{ x.format(y) }}'),
+            # nor its widths bounded (a width may come from an argument)
+            ('template.resource', SUS, 'template t: a format width makes the characters of one rendering unbounded (resource exhaustion) (line 1)', None, '{{ x.format(y) }}'),
         ],
     ),
     'format-two-bad-fields': (

@@ -271,3 +271,64 @@ def test_the_bound_reports_each_limit_once_with_its_line() -> None:
         "template t: repetition '*' brings one rendering to 10,000,001 characters"
     )
     assert found[1].message.endswith("(line 2)")
+
+
+# ---- numbers read out of the caller's data, mutual recursion, map with a filter -------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        # a length of the data is bounded by its size; a number in it is not (nor in the model's
+        # metadata, which runtimes pass the same way: bos_token, ...)
+        (loops("range(messages|length)"), False),
+        (loops("range(messages|length * 1000)"), False),
+        (loops("range(m.count)"), True),
+        (loops("range(m.count|int)"), True),
+        (loops("range(bos_token|int)"), True),
+        ("{{ 'x' * m.count }}", True),
+        ("{{ m.content * 2 }}", False),
+        ("{{ m.content * m.count }}", True),
+        ("{{ 'x'|center(m.width) }}", True),
+        ("{{ '%*s' % (m.width, 'x') }}", True),
+        ("{{ [1]|batch(m.count, 0)|list }}", True),
+        ("{% set n = m.count * 2 %}" + loops("range(n)"), True),
+        ("{% set n = 10 / m.x %}" + loops("range(n|int)"), True),
+    ],
+)
+def test_numbers_read_out_of_the_data_have_any_magnitude(text: str, flagged: bool) -> None:
+    assert ("template.resource" in rules(text)) is flagged, (text, rules(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        ("{% macro f(x) %}{{ g(x.a) }}{% endmacro %}{% macro g(y) %}{{ f(y.b) }}{{ f(y.c) }}{% endmacro %}"
+         "{{ f(tools) }}", False),
+        ("{% macro f(n) %}{{ g(n) }}{{ g(n) }}{% endmacro %}{% macro g(n) %}{% if n > 0 %}{{ f(n - 1) }}"
+         "{% endif %}{% endmacro %}{{ f(40) }}", True),
+        ("{% macro f(x) %}{{ g(x) }}{% endmacro %}{% macro g(y) %}{{ f(y) }}{% endmacro %}{{ f(tools) }}", True),
+        # map applies the named filter, with its arguments, to every item
+        ("{{ messages|map('center', 100)|list }}", False),
+        ("{{ [1, 2]|map('center', 1000000000)|list }}", True),
+        ("{{ messages|map('format', 'x')|list }}", False),
+        ("{{ ['%0999999999d']|map('format', 1)|list }}", True),
+    ],
+)  # fmt: skip
+def test_mutual_recursion_and_filters_applied_by_map(text: str, flagged: bool) -> None:
+    assert ("template.resource" in rules(text)) is flagged, (text, rules(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "degree"),
+    [
+        # pieces of one item: the first loop over them is amortised, a second one nested in it is not
+        (loops("messages", "v0.content"), 1),
+        (loops("messages", "v0.content", "v0.content"), 2),
+        (loops("messages", "v0.tool_calls", "v1.arguments"), 1),
+        # a recursive loop visits pieces below its items: at most the data again
+        ("{% for m in [messages] recursive %}{{ loop(m) }}{% endfor %}", 1),
+    ],
+)
+def test_amortised_loops(text: str, degree: int) -> None:
+    assert len(bound(text).steps) - 1 == degree, bound(text).steps

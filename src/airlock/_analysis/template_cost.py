@@ -228,6 +228,16 @@ class _Cost:
         self.macros: dict[str, list[jn.Macro]] = {}
         for macro in tree.find_all(jn.Macro):
             self.macros.setdefault(macro.name, []).append(macro)
+        #: macro -> the macros its body calls
+        self.graph: dict[str, set[str]] = {
+            name: {
+                c.node.name
+                for m in defs
+                for c in m.find_all(jn.Call)
+                if isinstance(c.node, jn.Name) and c.node.name in self.macros
+            }
+            for name, defs in self.macros.items()
+        }
         self.calls: list[str] = []  # macros being followed
         self.callers: list[tuple[list[jn.Node], State, _Ctx]] = []
         self.out: list[Poly] = [ZERO]
@@ -369,10 +379,15 @@ class _Cost:
 
     def loop(self, node: jn.For, state: State, ctx: _Ctx) -> State:
         iterable = self.expr(node.iter, state, ctx)
-        amortised = iterable.data and bool(iterable.origin & ctx.active)
-        factor = ONE if amortised else iterable.n
+        # a loop over a piece of the item of an enclosing loop over caller data: all such pieces
+        # together are at most the data. Once: a second loop over pieces of the same item,
+        # nested in the first, runs for every pair.
+        used = iterable.origin & ctx.active if iterable.data else frozenset()
+        factor = ONE if used else iterable.n
+        if node.recursive:  # loop() visits pieces below the items: at most the data in all
+            factor = padd(factor, D)
         self.steps(factor, ctx, node, "a loop")
-        active = ctx.active | {id(node)} if iterable.data else ctx.active
+        active = (ctx.active - used) | {id(node)} if iterable.data else ctx.active
         inner = _Ctx(
             pmul(ctx.m, factor),
             pmul(ctx.local, factor),
@@ -636,9 +651,19 @@ class _Cost:
             n = pmul(left.n, right.n)
             if _numeric(left) and _numeric(right):
                 return replace(_num(n), const=_fold_num(node, left.const, right.const))
-            # repetition of a string or list: count x items, count x characters
-            size = pmax(pmul(left.size, right.n), pmul(left.n, right.size))
-            value = Val(n, size, pmax(left.elem, right.elem), is_str=left.is_str or right.is_str)
+            # repetition of a string or list: count x items, count x characters. The count is the
+            # side that is a number of the template's; one read out of the caller's data may be
+            # any number (and data times such a number is still data: any number, if a number)
+            data = left.data or right.data
+            left_n = left.n if _numeric(left) or not data else _count(left)
+            right_n = right.n if _numeric(right) or not data else _count(right)
+            if left.data and _numeric(right):
+                left_n = left.n
+            if right.data and _numeric(left):
+                right_n = right.n
+            n = pmax(pmul(left.n, right_n), pmul(left_n, right.n))
+            size = pmax(pmul(left.size, right_n), pmul(left_n, right.size))
+            value = Val(n, size, pmax(left.elem, right.elem), data=data, is_str=left.is_str or right.is_str)
             return replace(self.built(value, node, ctx, "repetition '*'"), const=folded)
         if isinstance(node, jn.Pow):
             a, b = left.n, right.n
@@ -654,10 +679,8 @@ class _Cost:
             c = right.const
             if isinstance(c, int | float) and not isinstance(c, bool) and c:
                 magnitude = pscale(left.n, max(1.0, 1 / abs(c)))
-            elif right.data:
-                magnitude = pmul(left.n, D)
             else:
-                magnitude = (_INF,)
+                magnitude = (_INF,)  # a divisor from data or computed may be tiny
             # a float renders in at most 24 characters whatever its magnitude
             return Val(magnitude, const(24) if isinstance(node, jn.Div) else _digits(magnitude), ZERO)
         if isinstance(right.const, int | float) and not isinstance(right.const, bool) and right.const:
@@ -713,7 +736,9 @@ class _Cost:
         if name in ("length", "count", "wordcount"):
             return _num(value.n)
         if name in ("int", "float", "abs", "round"):
-            if value.data or _numeric(value):
+            if value.data:
+                return _num((_INF,))  # a number read out of the data: any magnitude
+            if _numeric(value):
                 return _num(value.n)
             if isinstance(value.const, str):
                 try:
@@ -726,11 +751,11 @@ class _Cost:
                 return self.printf(value, args + list(kwargs.values()), node, ctx)
             width = arg(0, "width") or _num(const(80 if name in ("center", "wordwrap") else 4))
             if name == "center":
-                return self.built(_string(pmax(value.size, width.n)), node, ctx, "a width argument")
+                return self.built(_string(pmax(value.size, _count(width))), node, ctx, "a width argument")
             if name == "indent":
                 lines = padd(value.size, ONE)  # a width may also be given as a string
                 return self.built(
-                    _string(padd(value.size, pmul(lines, pmax(width.n, width.size)))),
+                    _string(padd(value.size, pmul(lines, pmax(_count(width), width.size)))),
                     node,
                     ctx,
                     "a width argument",
@@ -746,8 +771,8 @@ class _Cost:
         if name in ("batch", "slice"):
             count = arg(0, "linecount" if name == "batch" else "slices") or NOTHING
             fill = arg(1, "fill_with")
-            n = padd(value.n, count.n)
-            size = padd(value.size, pmul(count.n, padd(const(4), fill.size if fill else ZERO)))
+            n = padd(value.n, _count(count))
+            size = padd(value.size, pmul(_count(count), padd(const(4), fill.size if fill else ZERO)))
             self.steps(walked, ctx, node, f"filter {name!r}")
             return self.built(
                 Val(n, size, pmax(value.size, value.elem)), node, ctx, f"the count of filter {name!r}"
@@ -763,10 +788,17 @@ class _Cost:
             return self.built(_string(size, value.data), node, ctx, "filter 'replace'")
         if name in ("tojson",):
             indent = arg(0, "indent")
-            per = padd(const(6), indent.n if indent else ZERO)
+            per = padd(const(6), _count(indent) if indent else ZERO)
             return self.built(_string(pmul(value.size, per)), node, ctx, "filter 'tojson'")
         if name in ("e", "escape", "forceescape", "urlencode", "string", "pprint", "xmlattr", "urlize"):
             return self.built(_string(pscale(value.size, 9), value.data), node, ctx, f"filter {name!r}")
+        if name == "map" and args and isinstance(args[0].const, str) and "attribute" not in kwargs:
+            # map('center', n): the named filter on every item
+            self.steps(walked, ctx, node, "filter 'map'")
+            each = replace(ctx, m=pmul(ctx.m, walked))
+            item = self.apply(args[0].const, _item(value), args[1:], kwargs, node, each)
+            size = pmul(walked, padd(item.size, const(2)))
+            return Val(walked, size, pmax(item.size, item.elem), data=value.data, origin=value.origin)
         if name in ("list", "map", "select", "reject", "selectattr", "rejectattr", "sort", "unique",
                     "dictsort", "items", "groupby", "reverse", "sum", "min", "max", "first", "last",
                     "random"):  # fmt: skip
@@ -806,7 +838,7 @@ class _Cost:
         name = target.name
         if name == "range":
             count = ZERO  # |stop - start| <= |start| + |stop|; a step only shortens it
-            for bound in [a.n for a in args][:2]:
+            for bound in [_count(a) for a in args][:2]:
                 count = padd(count, bound)
             return Val(count, const(40), count, lazy=True)
         if name == "namespace":
@@ -856,10 +888,12 @@ class _Cost:
             return self.apply("replace", receiver, args, kwargs, node, ctx)
         if attr in ("center", "ljust", "rjust", "zfill"):
             width = args[0] if args else NOTHING
-            return self.built(_string(pmax(receiver.size, width.n)), node, ctx, "a width argument")
+            return self.built(_string(pmax(receiver.size, _count(width))), node, ctx, "a width argument")
         if attr == "expandtabs":
             tab = args[0] if args else _num(const(8))
-            return self.built(_string(pmul(receiver.size, padd(tab.n, ONE))), node, ctx, "a width argument")
+            return self.built(
+                _string(pmul(receiver.size, padd(_count(tab), ONE))), node, ctx, "a width argument"
+            )
         if attr in ("split", "rsplit", "splitlines", "items", "keys", "values", "partition", "rpartition"):
             self.steps(receiver.n, ctx, node, f"method {attr!r}")
             return Val(
@@ -941,25 +975,57 @@ class _Cost:
             self.calls.pop()
         return self.built(result, node, ctx, f"macro {name!r}")
 
+    def cycle(self, name: str) -> set[str]:
+        """The macros that ``name`` calls, directly or not, and that call it back (with itself)."""
+
+        def reach(start: str) -> set[str]:
+            seen: set[str] = set()
+            todo = list(self.graph.get(start, ()))
+            while todo:
+                n = todo.pop()
+                if n not in seen:
+                    seen.add(n)
+                    todo.extend(self.graph.get(n, ()))
+            return seen
+
+        if name not in reach(name):
+            return set()
+        return {other for other in reach(name) if name in reach(other)} | {name}
+
+    def edges(self, cycle: set[str]) -> list[tuple[jn.Macro, jn.Call, dict[str, int]]]:
+        """Every call from a macro of ``cycle`` to one of it, with the caller's depths."""
+        found = []
+        for name in sorted(cycle):
+            for macro in self.macros[name]:
+                depths = _depths(macro.body, dict.fromkeys((p.name for p in macro.args), 0))
+                for call in macro.find_all(jn.Call):
+                    if isinstance(call.node, jn.Name) and call.node.name in cycle:
+                        found.append((macro, call, depths))
+        return found
+
     def recursion_factor(self, macro: jn.Macro) -> Poly:
-        """How often a macro's body runs per outside call: D when it recurses over caller data."""
-        calls = [
-            c for c in macro.find_all(jn.Call) if isinstance(c.node, jn.Name) and c.node.name == macro.name
-        ]
-        if not calls:
+        """How often a macro's body runs per outside call: D when it recurses into caller data."""
+        cycle = self.cycle(macro.name)
+        if not cycle:
             return ONE
-        params = {p.name for p in macro.args}
-        depths = _depths(macro.body, dict.fromkeys(params, 0))
-        strict = all(_progresses(c, depths) for c in calls)
+        strict = all(_progresses(call, depths) for _, call, depths in self.edges(cycle))
         # a chain of calls that do not descend into the data ends at Python's recursion limit
         return D if strict else pscale(D, MAX_MACRO_DEPTH)
 
     def recursion(self, name: str, node: jn.Call, ctx: _Ctx) -> None:
+        cycle = self.cycle(name)
+        edges = self.edges(cycle)
+        if all(_progresses(call, depths) for _, call, depths in edges):
+            return  # every call descends into the caller's data: depth bounded by the data
+        if len(cycle) > 1:
+            self.unbounded(
+                f"macros {', '.join(sorted(cycle))} call each other with arguments that are not "
+                "pieces of the caller's data (no bounded depth)",
+                node,
+            )
+            return
         macro = self.macros[name][0]
-        params = {p.name for p in macro.args}
-        depths = _depths(macro.body, dict.fromkeys(params, 0))
-        if _progresses(node, depths):
-            return  # descends into the caller's data: depth bounded by the data
+        depths = _depths(macro.body, dict.fromkeys((p.name for p in macro.args), 0))
         if _branching(macro.body, name, lambda c: _progresses(c, depths)) > 1:
             self.unbounded(
                 f"macro {name!r} calls itself more than once per call with arguments that are not "
@@ -970,8 +1036,8 @@ class _Cost:
 
 def arg_or(args: list[Val], kwargs: dict[str, Val], i: int, key: str, default: Poly) -> Poly:
     if key in kwargs:
-        return kwargs[key].n
-    return args[i].n if len(args) > i else default
+        return _count(kwargs[key])
+    return _count(args[i]) if len(args) > i else default
 
 
 def _numeric(v: Val) -> bool:
@@ -986,10 +1052,16 @@ def _item(v: Val) -> Val:
     return Val(v.elem, v.elem, v.elem)
 
 
+def _count(v: Val) -> Poly:
+    """``v`` used as a number (a count, a width): a number read out of the caller's data may be
+    anything; its length is bounded, its value is not."""
+    return (_INF,) if v.data else v.n
+
+
 def _widest(args: list[Val]) -> Poly:
     widest = ZERO
     for a in args:
-        widest = pmax(widest, a.n)
+        widest = pmax(widest, _count(a))
     return widest
 
 
@@ -1102,8 +1174,7 @@ def _expr_key(target: jn.Node) -> str:
 
 def _progresses(call: jn.Call, depths: dict[str, int]) -> bool:
     """Some argument is strictly inside the recursion's input: the recursion descends the data."""
-    keywords = cast("list[jn.Keyword]", call.kwargs)
-    return any(_depth(a, depths) >= 1 for a in [*call.args, *(k.value for k in keywords)])
+    return any(_depth(a, depths) >= 1 for a in [*call.args, *(k.value for k in call.kwargs)])
 
 
 def _branching(nodes: Iterable[jn.Node], name: str, progress: Callable[[jn.Call], bool]) -> float:
