@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from airlock._analysis.template import analyse_template
+from airlock._analysis.template import _environment, analyse_template
+from airlock._analysis.template_cost import bound_template
 from airlock.limits import DEFAULT_LIMITS
 
 _TAIL = "{% for m in messages %}{{ m.content }}{% endfor %}"
@@ -118,3 +120,20 @@ def test_an_ordinary_template_is_clean() -> None:  # not vacuous: the tail alone
 def test_resource_exhaustion_is_not_clean(name: str) -> None:
     issues = analyse_template(name, EXHAUSTING[name] + _TAIL, DEFAULT_LIMITS)
     assert any(issue.rule == "template.resource" for issue in issues), issues
+
+
+def test_the_real_smollm2_template_is_clean_and_bounded(smollm2: Path) -> None:
+    """The chat template of the GGUF the text tests run (read by gguf-py in a throwaway process)."""
+    code = (
+        "import sys\nfrom gguf import GGUFReader\n"
+        "f = GGUFReader(sys.argv[1]).fields['tokenizer.chat_template']\n"
+        "sys.stdout.write(bytes(f.parts[f.data[0]]).decode())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(smollm2)], capture_output=True, check=True, text=True, timeout=120
+    )
+    template = done.stdout
+    assert "messages" in template and "<|im_start|>" in template  # not vacuous: the real one
+    assert analyse_template("smollm2", template, DEFAULT_LIMITS) == []
+    cost = bound_template(_environment().parse(template), DEFAULT_LIMITS.max_template_bytes)
+    assert len(cost.steps) == 2 and cost.findings == []  # one pass over the messages
