@@ -351,3 +351,25 @@ def test_shapes_of_public_templates_are_bounded(name: str) -> None:
     # (DeepSeek's list.append is a template.method-call of its own, not a resource finding)
     assert resource(SHAPES[name]) == []
     assert bound(SHAPES[name]).findings == []
+
+
+def test_mutual_recursion_is_named_as_such() -> None:
+    text = (
+        "{% macro f(n) %}{{ g(n) }}{% endmacro %}{% macro g(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}"
+        "{% endif %}{% endmacro %}{{ f(3) }}"
+    )
+    found = resource(text)
+    assert found == [
+        "template t: macros f, g call each other with arguments that are not pieces of the caller's data "
+        "(no bounded depth) (resource exhaustion) (line 1)"
+    ]
+
+
+@pytest.mark.parametrize(("work", "flagged"), [(100, False), (1000, True)])
+def test_a_chain_that_does_not_descend_costs_its_depth(work: int, flagged: bool) -> None:
+    """One self-call that does not descend: the body may run MAX_MACRO_DEPTH times per item."""
+    text = (
+        f"{{% macro f(x) %}}{{% for i in range({work}) %}}{{% endfor %}}{{{{ f(x|items) }}}}{{% endmacro %}}"
+        "{{ f(tools) }}"
+    )
+    assert ("template.resource" in rules(text)) is flagged

@@ -238,6 +238,7 @@ class _Cost:
             }
             for name, defs in self.macros.items()
         }
+        self._cycles: dict[str, set[str]] = {}
         self.calls: list[str] = []  # macros being followed
         self.callers: list[tuple[list[jn.Node], State, _Ctx]] = []
         self.out: list[Poly] = [ZERO]
@@ -965,7 +966,9 @@ class _Cost:
                     inner[param.name] = replace(given or NOTHING, part=False)
                 for extra in ("varargs", "kwargs"):
                     inner[extra] = DATA
-                factor = self.recursion_factor(macro)
+                # entering a recursion: its body may run many times; inside it, once per call
+                inside = any(c in self.cycle(name) for c in self.calls[:-1])
+                factor = ONE if inside else self.recursion_factor(macro)
                 body_ctx = _Ctx(pmul(ctx.m, factor), ONE, ctx.record, ctx.active, None)
                 value = self.captured(macro.body, inner, body_ctx)
                 value = replace(value, n=pmul(value.n, factor), size=pmul(value.size, factor))
@@ -977,6 +980,11 @@ class _Cost:
 
     def cycle(self, name: str) -> set[str]:
         """The macros that ``name`` calls, directly or not, and that call it back (with itself)."""
+        if name not in self._cycles:
+            self._cycles[name] = self._cycle(name)
+        return self._cycles[name]
+
+    def _cycle(self, name: str) -> set[str]:
 
         def reach(start: str) -> set[str]:
             seen: set[str] = set()
