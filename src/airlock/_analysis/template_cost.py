@@ -239,6 +239,7 @@ class _Cost:
             for name, defs in self.macros.items()
         }
         self._cycles: dict[str, set[str]] = {}
+        self._writes: dict[int, int] = {}  # by id of a loop body (the tree outlives the analysis)
         self.calls: list[str] = []  # macros being followed
         self.callers: list[tuple[list[jn.Node], State, _Ctx]] = []
         self.out: list[Poly] = [ZERO]
@@ -434,6 +435,8 @@ class _Cost:
         final = dict(history[-1])
         for key in set().union(*history[1:]):
             sizes = [s.get(key, NOTHING) for s in history]
+            if all(v == sizes[1] for v in sizes[2:]):
+                continue  # the same after every round: it does not grow
             grow = [
                 (pgrow(a.n, b.n), pgrow(a.size, b.size), pgrow(a.elem, b.elem))
                 for a, b in itertools.pairwise(sizes[1:])
@@ -476,6 +479,12 @@ class _Cost:
 
     def writes(self, body: list[jn.Node]) -> int:
         """How many variables and namespace attributes ``body`` (and the macros it calls) assign."""
+        key = id(body)
+        if key not in self._writes:
+            self._writes[key] = self._count_writes(body)
+        return self._writes[key]
+
+    def _count_writes(self, body: list[jn.Node]) -> int:
         names: set[object] = set()
         seen: set[str] = set()
         todo: list[jn.Node] = list(body)
