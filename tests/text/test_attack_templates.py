@@ -12,6 +12,7 @@ gateway lane killed and cold-reloaded each time), not an escape.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from airlock._analysis.template import _environment, analyse_template
 from airlock._analysis.template_cost import bound_template
 from airlock.limits import DEFAULT_LIMITS
+from tests.text.conftest import with_template
 
 _TAIL = "{% for m in messages %}{{ m.content }}{% endfor %}"
 EXHAUSTING = {
@@ -137,3 +139,18 @@ def test_the_real_smollm2_template_is_clean_and_bounded(smollm2: Path) -> None:
     assert analyse_template("smollm2", template, DEFAULT_LIMITS) == []
     cost = bound_template(_environment().parse(template), DEFAULT_LIMITS.max_template_bytes)
     assert len(cost.steps) == 2 and cost.findings == []  # one pass over the messages
+
+
+def test_a_gguf_whose_template_exhausts_the_renderer_is_suspicious(smollm2: Path, tmp_path: Path) -> None:
+    """End to end: the real GGUF with an exhausting chat template (written by gguf-py's editor)
+    is SUSPICIOUS to ``airlock scan`` (exit 3), so a gate that passes only CLEAN keeps it out."""
+    model = with_template(
+        smollm2, tmp_path / "exhausting.gguf", EXHAUSTING["doubling-through-a-macro"] + _TAIL
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    done = subprocess.run(
+        [sys.executable, "-m", "airlock", "scan", str(model)],
+        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 3, (done.stdout[-2000:], done.stderr[-2000:])
+    assert "template.resource" in done.stdout
