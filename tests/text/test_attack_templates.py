@@ -51,6 +51,7 @@ EXHAUSTING = {
     "string-repeat-count-first": "{{ 2000000000 * 'ab' }}",
     "printf-zero-pad": "{{ '%02000000000d'|format(1) }}",
     "printf-operator": "{{ '%0999999999d' % 1 }}",
+    "printf-mapping-key": "{{ '%(a)2000000000s' % {'a': 'x'} }}",
     "printf-star-width": "{{ '%*s' % (2000000000, 'x') }}",
     "brace-format-width": "{{ '{:>2000000000}'.format('x') }}",
     "center-in-a-loop": "{% for i in range(100) %}{{ 'x'|center(100000000) }}{% endfor %}",

@@ -130,6 +130,9 @@ def test_degree_limit() -> None:
         (f"{{% set s = '%0{CHARS - 11}d' % 1 %}}", True),
         (f"{{% set s = '%.{CHARS}f' % 1 %}}", True),  # a precision is a width too
         (f"{{% set s = '%*d' % ({CHARS}, 1) %}}", True),  # '*' takes it from the arguments
+        (f"{{% set s = '%(a){CHARS}s' % {{'a': 'x'}} %}}", True),  # a mapping key before the width
+        (f"{{% set s = '%(a){CHARS}s'|format(a='x') %}}", True),
+        (f"{{% set s = '%{CHARS}ld' % 1 %}}", True),
         (f"{{% set s = '{{:>{CHARS}}}'.format('x') %}}", True),
         (f"{{% set s = '{{:>{{w}}}}'.format('x', w={CHARS}) %}}", True),
         ("{% set s = 'x'|indent(1000) %}", False),

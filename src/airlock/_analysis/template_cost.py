@@ -65,7 +65,7 @@ _INF = math.inf
 ZERO: Final[Poly] = (0.0,)
 ONE: Final[Poly] = (1.0,)
 D: Final[Poly] = (0.0, 1.0)
-_WIDTH = re.compile(r"%[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?[a-zA-Z%]")
+_WIDTH = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?[a-zA-Z%]")
 _BRACE_WIDTH = re.compile(r"\{[^{}:]*:[^{}]*?(\d+|\{[^{}]*\})?(?:\.(\d+|\{[^{}]*\}))?[a-zA-Z%]?\}")
 
 
