@@ -141,7 +141,6 @@ class Val:
     size: Poly = ZERO  # characters it renders to (and so its memory)
     elem: Poly = ZERO  # the size of anything nested in it
     data: bool = False  # caller data or read out of it
-    part: bool = False  # a strict piece of caller data reached by an access (recursion progress)
     origin: frozenset[int] = frozenset()  # data loops whose item it is a piece of
     ns: frozenset[int] = frozenset()  # namespaces it may be
     const: object = None  # the folded constant (str, int, float) when known
@@ -161,7 +160,6 @@ def _join(a: Val, b: Val) -> Val:
         pmax(a.size, b.size),
         pmax(a.elem, b.elem),
         a.data or b.data,
-        a.part and b.part,
         a.origin | b.origin,
         a.ns | b.ns,
         a.const if a.const == b.const else None,
@@ -197,7 +195,6 @@ class _Ctx:
     local: Poly  # times it runs in one call of the enclosing macro (output accounting)
     record: bool  # charge costs (False while probing a loop's growth)
     active: frozenset[int] = frozenset()  # data loops around
-    loop_target: str | None = None  # the recursive loop's target name (for loop() calls)
 
 
 @dataclass
@@ -245,7 +242,6 @@ class _Cost:
         self.out: list[Poly] = [ZERO]
         self.evaluations = 0
         self._crossed: set[str] = set()
-        self._ns_ids = 0
 
     # ---- accounting --------------------------------------------------------------------------
 
@@ -395,13 +391,8 @@ class _Cost:
             pmul(ctx.local, factor),
             ctx.record,
             active,
-            _loop_target(node) if node.recursive else ctx.loop_target,
         )
-        item = (
-            Val(D, D, D, data=True, part=True, origin=frozenset({id(node)}))
-            if iterable.data
-            else _item(iterable)
-        )
+        item = Val(D, D, D, data=True, origin=frozenset({id(node)})) if iterable.data else _item(iterable)
         if node.recursive:
             self.check_loop_recursion(node, ctx)
 
@@ -545,7 +536,7 @@ class _Cost:
                 for bound in (node.arg.start, node.arg.stop, node.arg.step):
                     if bound is not None:
                         self.expr(bound, state, ctx)
-                return replace(base, part=False, const=None)
+                return replace(base, const=None)
             key = self.expr(node.arg, state, ctx)
             return self.member(base, key.const if isinstance(key.const, str) else None, state)
         if isinstance(node, jn.Tuple | jn.List):
@@ -609,7 +600,7 @@ class _Cost:
                 value = _join(value, v)
             return value
         if base.data:
-            return Val(D, D, D, data=True, part=True, origin=base.origin)
+            return Val(D, D, D, data=True, origin=base.origin)
         if base.is_str:
             return _string(ONE)
         return Val(base.elem, base.elem, base.elem)
@@ -626,7 +617,6 @@ class _Cost:
                 size,
                 elem,
                 data=bool(data),
-                part=bool(data) and all(i.part for i in data),
                 origin=frozenset().union(*(i.origin for i in data)),
             ),
             node,
@@ -815,7 +805,7 @@ class _Cost:
             self.steps(walked, ctx, node, f"filter {name!r}")
             if name in ("first", "last", "random", "min", "max"):
                 if value.data:
-                    return replace(DATA, part=True, origin=value.origin)
+                    return replace(DATA, origin=value.origin)
                 return _string(ONE) if value.is_str else Val(value.elem, value.elem, value.elem)
             if name == "sum":
                 start = arg(1, "start")
@@ -823,7 +813,7 @@ class _Cost:
             if name == "list" and value.is_str:
                 return Val(value.n, pscale(value.size, 5), ONE)
             if name in ("items", "dictsort", "groupby"):
-                return replace(value, size=pscale(value.size, 2), part=value.part, const=None, is_str=False)
+                return replace(value, size=pscale(value.size, 2), const=None, is_str=False)
             return replace(value, const=None, is_str=False if name != "reverse" else value.is_str)
         if name in ("default", "d"):
             other = arg(0, "default_value") or NOTHING
@@ -852,7 +842,6 @@ class _Cost:
                 count = padd(count, bound)
             return Val(count, const(40), count, lazy=True)
         if name == "namespace":
-            self._ns_ids += 1
             space = id(node)
             for old in [k for k in state if isinstance(k, tuple) and k[0] == space]:
                 del state[old]  # a new namespace each time this runs
@@ -871,7 +860,7 @@ class _Cost:
             value = NOTHING
             for a in args:
                 value = _join(value, a)
-            return Val(value.size, value.size, value.elem, data=value.data, part=value.part)
+            return Val(value.size, value.size, value.elem, data=value.data)
         if name == "caller":
             return self.call_caller(node, ctx)
         if name == "loop":
@@ -911,7 +900,6 @@ class _Cost:
                 pscale(receiver.size, 5),
                 receiver.size,
                 data=receiver.data,
-                part=receiver.part,
                 origin=receiver.origin,
             )
         if attr in ("get", "pop", "cycle"):
@@ -919,7 +907,7 @@ class _Cost:
             for a in args[1:] if attr != "cycle" else args:
                 value = _join(value, a)
             if receiver.data:
-                return _join(replace(DATA, part=True, origin=receiver.origin), value)
+                return _join(replace(DATA, origin=receiver.origin), value)
             return _join(Val(receiver.elem, receiver.elem, receiver.elem), value)
         if attr in ("count", "find", "rfind", "index", "rindex"):
             return _num(receiver.n)
@@ -972,13 +960,13 @@ class _Cost:
                     given = kwargs.get(param.name, args[i] if i < len(args) else None)
                     if given is None and default_at >= 0:
                         given = self.expr(macro.defaults[default_at], state, ctx)
-                    inner[param.name] = replace(given or NOTHING, part=False)
+                    inner[param.name] = given or NOTHING
                 for extra in ("varargs", "kwargs"):
                     inner[extra] = DATA
                 # entering a recursion: its body may run many times; inside it, once per call
                 inside = any(c in self.cycle(name) for c in self.calls[:-1])
                 factor = ONE if inside else self.recursion_factor(macro)
-                body_ctx = _Ctx(pmul(ctx.m, factor), ONE, ctx.record, ctx.active, None)
+                body_ctx = _Ctx(pmul(ctx.m, factor), ONE, ctx.record, ctx.active)
                 value = self.captured(macro.body, inner, body_ctx)
                 value = replace(value, n=pmul(value.n, factor), size=pmul(value.size, factor))
                 _merge_namespaces_into(state, inner)
@@ -1063,7 +1051,7 @@ def _numeric(v: Val) -> bool:
 
 def _item(v: Val) -> Val:
     if v.data:
-        return Val(D, D, D, data=True, part=True, origin=v.origin)
+        return Val(D, D, D, data=True, origin=v.origin)
     if v.is_str:
         return _string(ONE)
     return Val(v.elem, v.elem, v.elem)
@@ -1112,10 +1100,6 @@ def _is_seq(node: jn.Node) -> bool:
 def _args_of(node: jn.Node, state: State, cost: _Cost, ctx: _Ctx) -> list[Val]:
     assert isinstance(node, jn.Tuple | jn.List)
     return [cost.expr(i, state, replace(ctx, record=False)) for i in node.items]
-
-
-def _loop_target(node: jn.For) -> str | None:
-    return node.target.name if isinstance(node.target, jn.Name) else None
 
 
 #: filters whose result is one element of their input (one level deeper in the data)
