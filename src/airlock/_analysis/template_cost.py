@@ -11,11 +11,12 @@ bounds two measures of one rendering:
 
 Every bound is a polynomial in ``D``, the size of the caller's data (the ``messages``, ``tools``
 and every other variable the runtime passes: each list has at most ``D`` items, each string at
-most ``D`` characters, each number at most ``D``). A loop over caller data counts ``D`` iterations,
-a loop over a piece of the item of an enclosing loop over caller data (``message.tool_calls``)
-counts nothing more (the pieces of all items together are at most ``D``). The template's own
-factors are the polynomial's coefficients; the template is SUSPICIOUS (``template.resource``)
-when
+most ``D`` characters; a *number* read out of it may be anything, so one that sizes something —
+a range, a repetition count, a width — makes the bound infinite). A loop over caller data counts
+``D`` iterations; the first loop over a piece of the item of an enclosing loop over caller data
+(``message.tool_calls``) counts nothing more (the pieces of all items together are at most
+``D``). The template's own factors are the polynomial's coefficients; the template is SUSPICIOUS
+(``template.resource``) when
 
 * a coefficient of steps exceeds :data:`MAX_STEPS` (100,000: jinja's sandbox bound on one
   ``range``, here over the whole rendering, per unit of caller data),
@@ -44,7 +45,7 @@ import jinja2.nodes as jn
 
 from airlock._analysis.template_fold import fold
 
-__all__ = ["MAX_DEGREE", "MAX_STEPS", "Bound", "bound_template"]
+__all__ = ["MAX_DEGREE", "MAX_EVALUATIONS", "MAX_MACRO_DEPTH", "MAX_STEPS", "Bound", "bound_template"]
 
 #: loop iterations, macro calls and list items per unit of caller data (jinja's sandbox MAX_RANGE)
 MAX_STEPS: Final = 100_000
