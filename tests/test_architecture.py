@@ -246,3 +246,60 @@ def test_the_hf_folder_check_yields_code_and_templates_as_facts(tmp_path: Path) 
     assert ("modeling_x.py", "hf.remote-code") in malicious
     assert any(name == "chat_template.jinja" for name, _ in malicious)
     assert report.verdict is Verdict.MALICIOUS
+
+
+# --- policy lives in the analysis: readers name no rule a judge decides --------------------------
+
+#: the analysis modules that judge a reader's facts (each owns its allowlist and its rule ids)
+_FACT_JUDGES = ("keras_names", "tf_ops", "onnx_ops")
+
+
+def _rule_ids(path: Path) -> set[str]:
+    """The rule ids a judge module emits: first arguments of ``Issue(...)`` and the rule of each
+    ``(rule, severity, what)`` triple it tabulates."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Issue" and node.args:
+            first = node.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                found.add(first.value)
+        elif isinstance(node, ast.Tuple) and len(node.elts) == 3:
+            first = node.elts[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str) and "." in first.value:
+                found.add(first.value)
+    return found
+
+
+def _string_constants(path: Path) -> set[str]:
+    return {
+        node.value
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+
+
+def test_readers_emit_no_rule_that_a_judge_decides() -> None:
+    """A reader yields the fact (an op, a class name); the verdict and its rule are the judge's.
+    The ONNX domain allowlist once lived in the reader and emitted ``onnx.custom-domain`` there."""
+    judged: dict[str, str] = {}
+    for module in _FACT_JUDGES:
+        for rule in _rule_ids(SRC / "_analysis" / f"{module}.py"):
+            judged[rule] = module
+    assert {"onnx.custom-domain", "onnx.function", "savedmodel.unknown-op", "keras.custom-object"} <= set(
+        judged
+    )
+    offenders = [
+        f"{path.relative_to(SRC)} emits {rule!r} (decided by _analysis/{judged[rule]}.py)"
+        for path in sorted(FORMATS_DIR.glob("*.py"))
+        for rule in sorted(_string_constants(path) & set(judged))
+    ]
+    assert offenders == []
+
+
+def test_the_onnx_domain_allowlist_is_the_analysis_one() -> None:
+    import airlock._formats.onnx as reader
+    from airlock._analysis.onnx_ops import STANDARD_DOMAINS
+
+    assert "com.microsoft" in STANDARD_DOMAINS
+    assert not hasattr(reader, "STANDARD_DOMAINS")

@@ -477,6 +477,8 @@ CASES: dict[str, tuple[str, list[Row]]] = {
         '{{ x.format(y) }}',
         [
             ('template.method-call', SUS, 'template t: str.format on a format string that is not a constant (fields can reach attributes) (line 1)', 'x.format', '{{ x.format(y) }}'),
+            # nor its widths bounded (a width may come from an argument)
+            ('template.resource', SUS, 'template t: a format width makes the characters of one rendering unbounded (resource exhaustion) (line 1)', None, '{{ x.format(y) }}'),
         ],
     ),
     'format-two-bad-fields': (
@@ -502,9 +504,13 @@ CASES: dict[str, tuple[str, list[Row]]] = {
         [],
     ),
     'range-limit': (
-        '{{ range(100000) }}{{ range(0, 100001) }}',
+        '{{ range(10000000) }}{% for i in range(100000) %}{% endfor %}',
+        [],
+    ),
+    'range-over-limit': (
+        '{% for i in range(0, 100001) %}{% endfor %}',
         [
-            ('template.resource', SUS, 'template t: range(100001) exceeds 100000 iterations (resource exhaustion) (line 1)', None, '{{ range(100000) }}{{ range(0, 100001) }}'),
+            ('template.resource', SUS, "template t: a loop brings one rendering to 100,001 loop iterations, macro calls and list items, D being the size of the caller's data (limit 100,000 per unit of D) (resource exhaustion) (line 1)", None, '{% for i in range(0, 100001) %}{% endfor %}'),
         ],
     ),
     'range-bool': (

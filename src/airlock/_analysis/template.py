@@ -41,6 +41,7 @@ import jinja2.filters
 import jinja2.nodes as jn
 from jinja2.exceptions import TemplateSyntaxError
 
+from airlock._analysis.template_cost import bound_template
 from airlock._analysis.template_fold import fold as _fold
 from airlock._analysis.template_fold import may_build_string as _may_build_string
 from airlock._formats.base import Issue
@@ -107,7 +108,6 @@ _INTERNAL_ATTRS: Final = frozenset(
 )
 _DUNDER_WORD: Final = re.compile(r"__[A-Za-z_]\w*__")
 _FORMAT_FIELD: Final = re.compile(r"\{([^{}]*)\}")
-_MAX_RANGE: Final = 100_000
 
 
 class _GenerationTag(jinja2.ext.Extension):
@@ -166,6 +166,9 @@ def analyse_template(name: str, text: str, limits: Limits, offset: int | None = 
         walker.walk(tree)
     except RecursionError:
         walker.add(Severity.ERROR, "template.parse", "expression nested too deeply to analyse", None)
+        return walker.issues
+    for why, node in bound_template(tree, limits.max_template_bytes).findings:
+        walker.add(Severity.SUSPICIOUS, "template.resource", f"{why} (resource exhaustion)", node)
     return walker.issues
 
 
@@ -424,15 +427,9 @@ class _Walker:
                 )
         elif isinstance(target, jn.Name):
             self.callees.add(id(target))
-            if target.name == "range":
-                for arg in node.args:
-                    if isinstance(arg, jn.Const) and isinstance(arg.value, int) and arg.value > _MAX_RANGE:
-                        self.add(
-                            Severity.SUSPICIOUS,
-                            "template.resource",
-                            f"range({arg.value}) exceeds {_MAX_RANGE} iterations (resource exhaustion)",
-                            node,
-                        )
+            if target.name in ("range", *self.macros) or target.name in SSTI_NAMES:
+                pass  # range's size is bounded by template_cost; a macro of the template; the
+                # SSTI vocabulary is reported as a name
             elif target.name in self.macros or target.name in SSTI_NAMES:
                 pass  # a macro of the template; the SSTI vocabulary is reported as a name
             elif target.name in self.local_names:

@@ -8,7 +8,8 @@ A reader gets the bytes of one file or archive member (a read-only ``memoryview`
 * :class:`Nested` — an embedded file (archive member, decompressed stream); the engine sniffs it by
   content and scans it with whatever reader fits, up to ``Limits.max_archive_depth``.
 * :class:`Template` — a Jinja template found in model metadata, analysed without rendering.
-* :class:`GraphOp` — an operation a TensorFlow graph runs ("node N is a ReadFile op").
+* :class:`GraphOp` — an operation a TensorFlow or ONNX graph runs ("node N is a ReadFile op",
+  "node N runs operator D::O"), or an ONNX operator the model defines itself.
 * :class:`PythonSource` — a Python file the loader imports, for the analysis to parse.
 * :class:`CodeReference` — a name the loader will import or look up ("this Keras config names
   class X of module M"); the analysis decides whether it is allowed, unknown or dangerous.
@@ -111,9 +112,12 @@ class CodeReference(NamedTuple):
 
 
 class GraphOp(NamedTuple):
-    """An operation a TensorFlow graph runs: node ``node`` in ``where`` is an ``op`` op.
-    ``calls_function``: the op is named after a function of the graph's own library (a call of
-    it); ``output_stream``: ``PrintV2``'s output stream attribute, when the op has one."""
+    """An operation a graph runs: node ``node`` in ``where`` is an ``op`` op.
+    ``calls_function``: the op is named after a function of the model's own library (a call of
+    it); ``output_stream``: TensorFlow ``PrintV2``'s output stream attribute, when the op has one.
+    ``ecosystem``: ``"tf"`` or ``"onnx"``; an ONNX op also has its operator ``domain``, and
+    ``defines`` is set (to its number of nodes) when the fact is the model *defining* operator
+    ``domain::op`` itself (a model-local ``FunctionProto``) rather than a node running it."""
 
     op: str
     node: str
@@ -121,6 +125,9 @@ class GraphOp(NamedTuple):
     offset: int
     calls_function: bool = False
     output_stream: str | None = None
+    ecosystem: str = "tf"
+    domain: str = ""
+    defines: int | None = None
 
 
 class Issue(NamedTuple):

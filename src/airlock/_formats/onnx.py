@@ -11,10 +11,11 @@ An ONNX file runs no Python, but loading it can still hurt:
   target is checked with ``lstat``/``realpath``: a symlink out, a hard link whose other names lie
   outside, a missing file and an offset/length past its end are findings. Inside an archive the
   file system cannot be checked, so external data there is reported as unverifiable.
-* **custom operators** — a node in a domain the standard runtimes implement themselves is
-  data; any other domain names code from a custom-op library (a policy decision).
-* **model-local functions** (``FunctionProto``) redefine what an operator name means; they are
-  reported and their bodies are walked like graphs.
+* **custom operators** — every operator a node runs is yielded as a ``GraphOp`` fact (once per
+  ``domain::op_type``); which domains the runtimes implement themselves, and so which ones name
+  code from a custom-op library, is the analysis' decision (``_analysis/onnx_ops.py``).
+* **model-local functions** (``FunctionProto``) redefine what an operator name means; each is
+  yielded as a ``GraphOp`` fact with ``defines`` set, and its body is walked like a graph.
 
 Graphs nested in attributes (``If``/``Loop``/``Scan`` bodies), training graphs, sparse tensors
 and function bodies are all walked; nesting is bounded by ``Limits.max_protobuf_depth``.
@@ -29,21 +30,12 @@ from pathlib import Path
 from typing import Final
 
 from airlock._formats import protobuf as pb
-from airlock._formats.base import Fact, Issue, ReadContext
+from airlock._formats.base import Fact, GraphOp, Issue, ReadContext
 from airlock._formats.onnx_external import external_data, location_problem
 from airlock.errors import FormatError
 from airlock.results import Severity
 
-__all__ = ["STANDARD_DOMAINS", "OnnxReader", "location_problem", "looks_like_onnx"]
-
-#: Operator domains implemented by the runtimes themselves, with no user-supplied code:
-#: the ONNX standard sets ("" and "ai.onnx" are the same), ONNX-ML, the training sets, and
-#: ``com.microsoft`` — onnxruntime's contrib operators, compiled into every onnxruntime build and
-#: emitted by its transformer optimisers. Any other domain needs a custom-op library that the
-#: *caller* registers; the model names code it does not carry, which is a policy decision.
-STANDARD_DOMAINS: Final = frozenset(
-    {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training", "com.microsoft"}
-)
+__all__ = ["OnnxReader", "location_problem", "looks_like_onnx"]
 
 #: ModelProto fields and their wire types (onnx.proto): what the sniff accepts at the top level.
 _MODEL_FIELDS: Final = {
@@ -259,17 +251,7 @@ def _function(data: memoryview, f: pb.Field, state: _State, depth: int) -> Itera
     domain, name = _function_key(data, f)
     qualified = f"{domain}::{name}" if domain else name
     nodes = sum(1 for g in pb.iter_fields(data, f.start, f.end) if g.number == 7)
-    shadow = (
-        " in a standard domain, so it can shadow the standard operator" if domain in STANDARD_DOMAINS else ""
-    )
-    yield Issue(
-        "onnx.function",
-        Severity.SUSPICIOUS,
-        f"model-local function {_show(qualified)!r} ({nodes} nodes){shadow}: it redefines an operator "
-        f"(expected only standard operators); its body is checked like a graph",
-        offset=f.offset,
-        callable=_show(qualified),
-    )
+    yield GraphOp(name, "", "the model's functions", f.offset, ecosystem="onnx", domain=domain, defines=nodes)
     where = f"function {_show(qualified)!r}"
     for g in pb.iter_fields(data, f.start, f.end):
         if g.number == 7:
@@ -287,18 +269,9 @@ def _node(data: memoryview, f: pb.Field, state: _State, depth: int, where: str) 
             op_type = pb.text(data, g, "node op_type")
         elif g.number == 7:
             domain = pb.text(data, g, "node domain")
-    if domain not in STANDARD_DOMAINS and (domain, op_type) not in state.functions:
-        op = f"{domain}::{op_type}"
-        if state.once("onnx.custom-domain", op):
-            yield Issue(
-                "onnx.custom-domain",
-                Severity.SUSPICIOUS,
-                f"node {_show(name)!r} in {where} uses operator {_show(op)!r} from custom domain "
-                f"{_show(domain)!r} (expected one of {', '.join(repr(d) for d in sorted(STANDARD_DOMAINS))}): "
-                f"it runs code from a custom-op library",
-                offset=f.offset,
-                callable=_show(op),
-            )
+    if state.once("operator", f"{domain}::{op_type}"):  # the first node running each operator
+        calls = (domain, op_type) in state.functions
+        yield GraphOp(op_type, name, where, f.offset, calls_function=calls, ecosystem="onnx", domain=domain)
     here = f"node {_show(name or op_type)!r} in {where}"
     for g in pb.iter_fields(data, f.start, f.end):
         if g.number == 5:

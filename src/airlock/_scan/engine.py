@@ -76,7 +76,13 @@ def judge_reference(ref: CodeReference) -> Iterator[Issue]:
 
 
 def judge_graph_op(fact: GraphOp) -> Iterator[Issue]:
-    """The finding for an op a TensorFlow graph runs (imported on first use)."""
+    """The finding for an op a TensorFlow or ONNX graph runs (imported on first use)."""
+    if fact.ecosystem == "onnx":
+        from airlock._analysis.onnx_ops import judge_onnx_op
+
+        return judge_onnx_op(fact)
+    if fact.ecosystem != "tf":
+        raise AssertionError(f"no judge for {fact.ecosystem} graph ops")
     from airlock._analysis.tf_ops import judge_graph_op as judge
 
     return judge(fact)
