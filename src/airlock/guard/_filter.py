@@ -45,7 +45,7 @@ _ACTIVE: Final = (
 )  # fmt: skip
 #: a tag, with quoted attribute values (a ">" inside quotes does not end it); linear: the
 #: alternatives start with different characters
-_TAG: Final = re.compile(r"<([a-zA-Z][^\s/>]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*)(>?)")
+_TAG: Final = re.compile(r"<([a-zA-Z][^\s/<>]*)((?:[^<>\"']|\"[^\"]*\"|'[^']*')*)(>?)")
 _ATTR: Final = re.compile(r"([^\s\"'>/=]+)(?:\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s\"'>]+))?")
 _URL_ATTRS_LOADING: Final = frozenset(
     {"src", "srcset", "poster", "background", "data", "lowsrc", "dynsrc", "codebase", "archive"}

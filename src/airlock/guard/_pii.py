@@ -27,6 +27,7 @@ the guard uses needs them.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,7 +113,21 @@ def _public_suffixes() -> Any:
     return tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
 
 
-_PHONE: Final = r"(?<![\w+])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{2,4}(?:[ .\-]?\d{2,5}){1,4}(?!\w)"
+_PHONE: Final = (
+    r"(?<![\w+.])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{2,4}(?:[ .\-]?\d{2,5}){1,4}(?!\w|\.\d)"
+)
+
+
+_DOTTED_QUAD: Final = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+
+
+def _embedded(text: str, start: int, end: int) -> bool:
+    """An address inside a longer dotted or colon-separated run ("1.2.3.4.5" is a version)."""
+    before = text[start - 1] if start > 0 else ""
+    after = text[end : end + 2]
+    if before.isalnum() or before in ".:":
+        return before != "." or start < 2 or text[start - 2].isalnum()
+    return bool(after) and (after[0].isalnum() or (after[0] in ".:" and after[1:2].isalnum()))
 
 
 def _recognizers(config: PIIConfig) -> list[Any]:
@@ -136,6 +151,8 @@ def _recognizers(config: PIIConfig) -> list[Any]:
         def validate_result(self, pattern_text: str) -> bool:
             import phonenumbers
 
+            if _DOTTED_QUAD.fullmatch(pattern_text):  # an IPv4 address, not a phone number
+                return False
             for region in (None,) if pattern_text.startswith("+") else regions:
                 try:
                     number = phonenumbers.parse(pattern_text, region)
@@ -192,6 +209,8 @@ class PIIStep:
         )
         kept: list[Any] = []
         for result in sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start)):
+            if result.entity_type == "IP_ADDRESS" and _embedded(text, result.start, result.end):
+                continue
             if all(result.end <= k.start or result.start >= k.end for k in kept):
                 kept.append(result)
         kept.sort(key=lambda r: r.start)

@@ -20,7 +20,7 @@ _SAFE_DATA: Final = re.compile(r"data:image/(?:png|gif|jpeg|jpg|webp|bmp);", re.
 _REMOTE_SCHEMES: Final = frozenset({"http", "https", "ftp", "ftps", "ws", "wss", "ldap", "file", "smb"})
 #: browsers drop these anywhere in a URL (WHATWG URL parser) and spaces before it
 _DROPPED: Final = re.compile(r"[\x00-\x20\x7f\u200b-\u200f\u2028\u2029\ufeff]+")
-_BASE64ISH: Final = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
+_BASE64ISH: Final = re.compile(r"[A-Za-z0-9+_-]{24,}={0,2}")  # one path segment
 _NESTED_URL: Final = re.compile(r"(?:https?:)?//[^\s&#]+", re.IGNORECASE)
 
 
