@@ -153,6 +153,8 @@ def _recognizers(config: PIIConfig) -> list[Any]:
 
             if _DOTTED_QUAD.fullmatch(pattern_text):  # an IPv4 address, not a phone number
                 return False
+            if not 7 <= sum(c.isdigit() for c in pattern_text) <= 15:  # E.164: at most 15 digits
+                return False
             for region in (None,) if pattern_text.startswith("+") else regions:
                 try:
                     number = phonenumbers.parse(pattern_text, region)
@@ -190,7 +192,18 @@ def _engine(config: PIIConfig) -> Any:
         engine = nlp.SpacyNlpEngine(models=[{"lang_code": "en", "model_name": config.spacy_model}])
         engine.load()
         registry.add_nlp_recognizer(nlp_engine=engine)
-    return presidio.AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
+    enhancer = None
+    if config.spacy_model is None:
+        # without an NLP engine there are no tokens to find context words in; Presidio's default
+        # enhancer would still deep-copy every result (a third of the step's time, measured)
+        class NoContext(presidio.ContextAwareEnhancer):  # type: ignore[misc,name-defined]
+            def enhance_using_context(self, text: str, raw_results: Any, *args: Any, **kwargs: Any) -> Any:
+                return raw_results
+
+        enhancer = NoContext(0, 0, 0, 0)
+    return presidio.AnalyzerEngine(
+        registry=registry, nlp_engine=engine, supported_languages=["en"], context_aware_enhancer=enhancer
+    )
 
 
 class PIIStep:
