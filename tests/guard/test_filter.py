@@ -77,6 +77,23 @@ def test_allowed_hosts_pass_and_subdomain_entries() -> None:
     assert rules("![x](https://evilcdn.example/a.png)", config) == ["filter.exfil-image"]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://attacker.example\\@img.example/x.png",  # a browser reads the backslash as a slash
+        "https://img.example%2F@attacker.example/x.png",  # %2F is no slash in a host to a browser
+        "https://img.example@attacker.example/x.png",  # user info
+        "https:attacker.example/x.png",  # no slashes: still a host to a browser
+        "\\\\attacker.example/x.png",  # backslashes: scheme-relative to a browser
+    ],
+)
+def test_allowlist_parsing_tricks(url: str) -> None:
+    config = GuardConfig(
+        unicode=None, pii=None, filter=FilterConfig(allowed_hosts=frozenset({"img.example"}))
+    )
+    assert rules(f"![x]({url})", config) == ["filter.exfil-image"], url
+
+
 def test_redirect_through_an_allowed_host_is_judged_by_its_target() -> None:
     config = GuardConfig(
         unicode=None, pii=None, filter=FilterConfig(allowed_hosts=frozenset({"www.google.com"}))

@@ -67,14 +67,27 @@ def judge_url(raw: str, policy: UrlPolicy, *, auto_loads: bool, depth: int = 0) 
     """``(rule, reason)`` for a URL that must not pass, else None.
 
     ``auto_loads``: the renderer fetches it without a click (an image, a ``src``, CSS ``url()``).
-    Reasons never quote the URL.
+    Two readings are judged and both must pass: the one a browser gets (HTML entities decoded once)
+    and the fully decoded one (entities and percent-encoding undone repeatedly): ``%2F`` in a host
+    is not a slash to a browser, but ``%6A`` in a scheme is a ``j`` to a lenient renderer. In both,
+    a backslash counts as a slash, as WHATWG URL parsing does for web schemes. Reasons never quote
+    the URL.
     """
     if len(raw) > policy.max_url_chars:
         return (
             "filter.exfil-url",
             f"URL of {len(raw)} characters exceeds max_url_chars {policy.max_url_chars}",
         )
-    url = _DROPPED.sub("", decode_bounded(raw, policy.max_decode_rounds))
+    browser = _DROPPED.sub("", html.unescape(raw)).replace("\\", "/")
+    decoded = _DROPPED.sub("", decode_bounded(raw, policy.max_decode_rounds)).replace("\\", "/")
+    for url in dict.fromkeys((browser, decoded)):
+        found = _judge(url, raw, policy, auto_loads=auto_loads, depth=depth)
+        if found is not None:
+            return found
+    return None
+
+
+def _judge(url: str, raw: str, policy: UrlPolicy, *, auto_loads: bool, depth: int) -> tuple[str, str] | None:
     lowered = url.lower()
     if lowered.startswith(_SCRIPT_SCHEMES):
         return "filter.script-url", f"URL with the {lowered.split(':', 1)[0]}: scheme runs script"
