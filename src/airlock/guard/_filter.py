@@ -56,7 +56,9 @@ _URL_ATTRS_LINK: Final = frozenset(
 _CSS_URL: Final = re.compile(r"url\s*\(|@import|expression\s*\(", re.IGNORECASE)
 _MD_OPEN: Final = re.compile(r"(!?)\[")
 _REF_DEF: Final = re.compile(r"^ {0,3}\[([^\]\n]{1,999})\]:[ \t]*\n?[ \t]*(<[^>\n]*>|\S+)", re.MULTILINE)
-_REF_IMAGE: Final = re.compile(r"!\[([^\]\n]{0,999})\](?:\[([^\]\n]{0,999})\])?")
+_REF_IMAGE: Final = re.compile(
+    r"!\[([^\]\n]{0,999})\](?:[ \t]?\[([^\]\n]{0,999})\])?"
+)  # a space: Markdown.pl
 _AUTOLINK: Final = re.compile(r"<([a-zA-Z][a-zA-Z0-9+.-]{1,31}:[^\s<>]*)>")
 _BARE_URL: Final = re.compile(r"(?:\b(?:https?|ftp)://|(?<![\w/])www\.)[^\s<>\"'`]+", re.IGNORECASE)
 
@@ -231,17 +233,21 @@ class FilterStep:
 
     def _markdown(self, text: str, hits: list[Hit]) -> None:
         pairs = _bracket_pairs(text)
-        consumed = 0  # every link starting before this is inside one already judged: linear time
+        # a bracket inside a destination already judged starts no link (each destination is read
+        # once: linear time); one inside a link's text does ([![img](a)](b) is an image in a link)
+        inside = (0, 0)
         for opening in _MD_OPEN.finditer(text):
             bracket = opening.end() - 1
             close = pairs.get(bracket, -1)
-            if opening.start() < consumed or close < 0 or close + 1 >= len(text) or text[close + 1] != "(":
+            if inside[0] <= opening.start() < inside[1]:
+                continue
+            if close < 0 or close + 1 >= len(text) or text[close + 1] != "(":
                 continue
             found = _link_destination(text, close + 2, self.config.max_url_chars)
             if found is None:
                 continue
             url, end = found
-            consumed = end
+            inside = (close + 2, end)
             image = opening.group(1) == "!"
             self._url(hits, url, opening.start(), end, auto_loads=image)
         image_labels = {
