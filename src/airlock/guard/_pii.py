@@ -223,13 +223,19 @@ class PIIStep:
         results = self._engine.analyze(
             text, language="en", entities=self._entities, score_threshold=self.config.min_score
         )
+        # one result per stretch of text: of overlapping results the higher score (then the longer)
+        # wins; a sweep in start order, O(n log n) (a pairwise check was quadratic: 12,500 IP
+        # addresses in 100k characters took 20 s)
         kept: list[Any] = []
-        for result in sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start)):
+        for result in sorted(results, key=lambda r: (r.start, -r.score, -(r.end - r.start))):
             if result.entity_type == "IP_ADDRESS" and _embedded(text, result.start, result.end):
                 continue
-            if all(result.end <= k.start or result.start >= k.end for k in kept):
-                kept.append(result)
-        kept.sort(key=lambda r: r.start)
+            if kept and result.start < kept[-1].end:
+                last = kept[-1]
+                if (result.score, result.end - result.start) > (last.score, last.end - last.start):
+                    kept[-1] = result
+                continue
+            kept.append(result)
         hits: list[Hit] = []
         mapping: dict[str, str] = {}
         by_value: dict[tuple[str, str], str] = {}
