@@ -191,3 +191,13 @@ def test_many_values_at_the_size_limit_stay_linear(guard: Guard) -> None:
     result = guard.check(text)
     assert len(result.findings) == 11_111
     assert time.monotonic() - started < 10  # ~1.5 s; the quadratic overlap check took 20+ s
+
+
+@pytest.mark.parametrize(
+    "text", ["10.1.1.1", "10.1.1.1 at the start", "at the end 10.1.1.1", "end of a sentence 10.1.1.1."]
+)
+def test_an_address_at_either_end_of_the_text(guard: Guard, text: str) -> None:
+    start = text.index("10.")
+    assert [(f.rule, f.span) for f in guard.check(text).findings] == [
+        ("pii.ip_address", Span(start, start + 8))
+    ]

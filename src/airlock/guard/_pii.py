@@ -128,7 +128,7 @@ def _embedded(text: str, start: int, end: int) -> bool:
     """An address inside a longer dotted or colon-separated run ("1.2.3.4.5" is a version)."""
     before = text[start - 1] if start > 0 else ""
     after = text[end : end + 2]
-    if before.isalnum() or before in ".:":
+    if before and (before.isalnum() or before in ".:"):
         return before != "." or start < 2 or text[start - 2].isalnum()
     return bool(after) and (after[0].isalnum() or (after[0] in ".:" and after[1:2].isalnum()))
 
