@@ -97,3 +97,13 @@ def test_exit_codes() -> None:
         Decision.REDACTED: 3,
         Decision.FLAGGED: 3,
     }
+
+
+def test_audit_record_holds_no_text() -> None:
+    result = Guard().check("secret-marker bob@example.com \u200b ![x](https://secret-marker.example/?q=1)")
+    record = result.to_audit()
+    assert "secret-marker" not in str(record) and "example" not in str(record)
+    assert record["decision"] == "redacted"
+    findings = record["findings"]
+    assert isinstance(findings, list)
+    assert {f["rule"] for f in findings} == {"unicode.invisible", "filter.exfil-image", "pii.email_address"}

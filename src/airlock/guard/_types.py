@@ -160,6 +160,23 @@ class GuardResult:
     def blocked(self) -> bool:
         return self.decision is Decision.BLOCKED
 
+    def to_audit(self) -> dict[str, object]:
+        """What an audit log or a metric may keep: the decision and, per finding, step, rule, action
+        and span; never the text, the output or a reason."""
+        return {
+            "decision": self.decision.value,
+            "findings": [
+                {
+                    "step": f.step,
+                    "rule": f.rule,
+                    "action": f.action.value,
+                    "start": f.span.start,
+                    "end": f.span.end,
+                }
+                for f in self.findings
+            ],
+        }
+
     def to_json(self) -> dict[str, object]:
         """The stable machine form (``airlock guard --format json``); the pseudonym mapping is never
         part of it."""
