@@ -75,8 +75,22 @@ def test_variation_selector_smuggling_is_caught() -> None:
     assert check("\ufe0fstart")[2] == [("unicode.variation-selector", Span(0, 1))]  # nothing to attach to
 
 
-def test_zwj_between_ascii_letters_is_removed() -> None:
+def test_joiners_that_only_split_a_word_are_removed() -> None:
     assert check("pass\u200dword")[1] == "password"
+    assert (
+        check("\u043f\u0430\u200d\u0440\u043e\u043b\u044c")[1] == "\u043f\u0430\u0440\u043e\u043b\u044c"
+    )  # Cyrillic
+    assert check("\u03b1\u200c\u03b2")[1] == "\u03b1\u03b2"  # Greek
+    assert check("1\u200d2")[1] == "12"
+
+
+def test_joiners_doing_their_job_stay() -> None:
+    for text in (
+        "\u2764\ufe0f\u200d\U0001f525",  # heart on fire: ZWJ after VS16
+        "\U0001f44b\U0001f3fd\u200d\U0001f91d",  # skin tone then ZWJ
+        "\u0915\u094d\u200d\u0937",  # Devanagari: virama, ZWJ
+    ):
+        assert check(text)[0] is Decision.ALLOWED, ascii(text)
 
 
 def test_every_format_and_control_character_is_covered() -> None:

@@ -95,6 +95,8 @@ class Guard:
     def check(self, data: str | bytes) -> GuardResult:
         """Run the pipeline on ``data`` (bytes must be UTF-8). Never raises for what the text
         holds: oversized or undecodable input is a BLOCKED result."""
+        if not isinstance(data, (str, bytes)):
+            raise UsageError(f"Guard.check takes str or bytes, got {type(data).__name__}")
         names = tuple(s.name for s in self.steps)
         refused = check_sizes(data, self.config.limits)
         if refused is not None:

@@ -100,6 +100,27 @@ _RULES: Final = {
 }
 
 
+#: scripts whose words never need a joiner: a ZWJ/ZWNJ inside them only splits a word (to slip a
+#: keyword past a filter)
+_NO_JOINERS: Final = frozenset({"LATIN", "CYRILLIC", "GREEK", "COMMON", "INHERITED"})
+#: what may stand before a ZWJ in an emoji sequence besides a pictograph: VS16 and skin tones
+_EMOJI_TAIL: Final = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff]")
+
+
+def _joins(before: str, after: str) -> bool:
+    """A zero-width joiner or non-joiner doing its job: inside an emoji sequence, or between two
+    letters (or a letter and a combining mark such as a virama) of a script that uses joiners
+    (Arabic, Persian, Indic, ...)."""
+    if not before or not after:
+        return False
+    if unicodedata.category(after) == "So" and (
+        unicodedata.category(before) == "So" or _EMOJI_TAIL.match(before)
+    ):
+        return True
+    letters = all(c.isalpha() or unicodedata.category(c) in ("Mn", "Mc") for c in (before, after))
+    return letters and _script(before) not in _NO_JOINERS and _script(after) not in _NO_JOINERS
+
+
 class UnicodeStep:
     """Find hidden characters; remove, refuse or flag them as configured."""
 
@@ -117,12 +138,7 @@ class UnicodeStep:
                 end - start == 1 and before != "" and _HIDDEN.match(before) is None and not before.isspace()
             )
         if kind == "invisible" and end - start == 1 and text[start] in "\u200c\u200d":
-            return (
-                before > "\x7f"
-                and after > "\x7f"
-                and _HIDDEN.match(before) is None
-                and _HIDDEN.match(after) is None
-            )
+            return _joins(before, after)
         if kind == "tags" and before == _BLACK_FLAG and text[end - 1] == _TAG_END and end - start <= 8:
             return all("\U000e0030" <= c <= "\U000e007a" for c in text[start : end - 1])
         return False
