@@ -10,7 +10,8 @@ isolates: "Trojan Source"), ``unicode.tag`` (U+E0000..E007F, "ASCII smuggling"),
 them: data smuggled in selectors), ``unicode.control`` and ``unicode.invisible``.
 
 What stays: a single variation selector after a visible character (❤️), a zero-width joiner or
-non-joiner between two non-ASCII characters (emoji sequences, Persian, Indic scripts), and the tag
+non-joiner inside an emoji sequence or between letters of a script that uses joiners (Arabic,
+Persian, Indic; never inside Latin, Cyrillic or Greek words), and the tag
 sequence of a subdivision flag (U+1F3F4, tag letters/digits, U+E007F).
 """
 
