@@ -83,7 +83,8 @@ def test_public_names() -> None:
         [
             "DEFAULT_ENTITIES", "Action", "Decision", "Edit", "EncodeConfig", "FilterConfig", "Guard",
             "GuardConfig", "GuardFinding", "GuardResult", "Hit", "PIIConfig", "Pseudonyms", "SizeLimits",
-            "Sink", "Span", "Step", "StepReport", "UnicodeConfig", "ValidationConfig", "build_steps", "encode",
+            "Sink", "Span", "Step", "StepReport", "UnicodeConfig", "ValidationConfig", "build_steps",
+            "config_from_table", "encode",
         ]
     )  # fmt: skip
     for name in airlock.guard.__all__:

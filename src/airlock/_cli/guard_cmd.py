@@ -17,12 +17,6 @@ __all__ = ["COMMAND"]
 _ACTIONS = ("block", "redact", "flag", "off")
 
 
-def _action(value: str) -> Any:
-    from airlock.guard import Action
-
-    return None if value == "off" else Action(value)
-
-
 class GuardCommand:
     name = "guard"
     help = "check untrusted text: hidden characters, markup, exfiltration links, PII; redact or block"
@@ -145,65 +139,40 @@ class GuardCommand:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from airlock.guard import (
-        EncodeConfig,
-        FilterConfig,
-        GuardConfig,
-        PIIConfig,
-        Sink,
-        SizeLimits,
-        UnicodeConfig,
-        ValidationConfig,
-    )
+    """The flags as a guard table (the same parser as a serve config's ``guard`` table)."""
+    from airlock.guard import config_from_table
 
-    hidden = _action(args.hidden)
-    unicode = UnicodeConfig(
-        control=hidden,
-        invisible=hidden,
-        bidi=hidden,
-        tags=hidden,
-        variation_selectors=hidden,
-        nfkc=not args.no_nfkc,
-        homoglyphs=_action(args.homoglyphs),
-        whole_script_homoglyphs=None if args.homoglyphs == "off" else UnicodeConfig().whole_script_homoglyphs,
-    )
-    validation = None
-    if args.charset is not None or args.json_schema is not None:
-        schema = None
-        if args.json_schema is not None:
-            from airlock._strictjson import parse_json_strict
+    table: dict[str, Any] = {
+        "hidden": args.hidden,
+        "nfkc": not args.no_nfkc,
+        "homoglyphs": args.homoglyphs,
+        "markup": args.markup,
+        "images": args.images,
+        "links": args.links,
+        "allowed_hosts": list(args.allow_host),
+        "pii": args.pii,
+        "max_chars": args.max_chars,
+        "max_bytes": args.max_bytes,
+        "max_lines": args.max_lines,
+    }
+    if args.spacy_model:
+        table["spacy_model"] = args.spacy_model
+    if args.sink:
+        table["sink"] = args.sink
+    if args.charset is not None:
+        table["charset"] = [c.strip() for c in args.charset.split(",") if c.strip()]
+    if args.json_schema is not None:
+        from airlock._strictjson import parse_json_strict
 
-            try:
-                raw = args.json_schema.read_bytes()
-            except OSError as exc:
-                raise UsageError(
-                    f"cannot read --json-schema {args.json_schema}: {exc.strerror or exc}"
-                ) from exc
-            schema = parse_json_strict(raw, f"JSON Schema {args.json_schema}")
-            if not isinstance(schema, dict):
-                raise UsageError(f"--json-schema {args.json_schema} must hold a JSON object")
-        categories = None
-        if args.charset is not None:
-            categories = frozenset(c.strip() for c in args.charset.split(",") if c.strip())
-        validation = ValidationConfig(allowed_categories=categories, json_schema=schema)
-    pii = None
-    if args.pii != "off":
-        pii = PIIConfig(action=_action(args.pii), spacy_model=args.spacy_model)
-    elif args.spacy_model:
-        raise UsageError("--spacy-model needs the PII step (--pii is off)")
-    return GuardConfig(
-        limits=SizeLimits(max_chars=args.max_chars, max_bytes=args.max_bytes, max_lines=args.max_lines),
-        unicode=unicode,
-        validation=validation,
-        filter=FilterConfig(
-            markup=_action(args.markup),
-            images=_action(args.images),
-            links=_action(args.links),
-            allowed_hosts=frozenset(args.allow_host),
-        ),
-        pii=pii,
-        encode=None if args.sink is None else EncodeConfig(Sink(args.sink)),
-    )
+        try:
+            raw = args.json_schema.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read --json-schema {args.json_schema}: {exc.strerror or exc}") from exc
+        schema = parse_json_strict(raw, f"JSON Schema {args.json_schema}")
+        if not isinstance(schema, dict):
+            raise UsageError(f"--json-schema {args.json_schema} must hold a JSON object")
+        table["json_schema"] = schema
+    return config_from_table(table, "airlock guard")
 
 
 def _read_bounded(stream: Any, max_bytes: int) -> bytes:

@@ -26,6 +26,7 @@ from airlock.guard._pii import DEFAULT_ENTITIES, PIIConfig
 from airlock.guard._pipeline import Guard, GuardConfig, build_steps
 from airlock.guard._sizes import SizeLimits
 from airlock.guard._step import Step, StepReport
+from airlock.guard._table import config_from_table
 from airlock.guard._types import Action, Decision, Edit, GuardFinding, GuardResult, Hit, Pseudonyms, Span
 from airlock.guard._unicode import UnicodeConfig
 from airlock.guard._validate import ValidationConfig
@@ -52,5 +53,6 @@ __all__ = [
     "UnicodeConfig",
     "ValidationConfig",
     "build_steps",
+    "config_from_table",
     "encode",
 ]
