@@ -73,6 +73,15 @@ def test_variation_selector_smuggling_is_caught() -> None:
     assert text == "x \U0001f600 y"
     assert found == [("unicode.variation-selector", Span(3, 3 + len(payload)))]
     assert check("\ufe0fstart")[2] == [("unicode.variation-selector", Span(0, 1))]  # nothing to attach to
+    # one selector after each letter: a byte per visible character
+    smuggled = "".join(c + chr(0xE0100 + b) for c, b in zip("hello", b"key!!", strict=True))
+    assert check(smuggled)[1] == "hello"
+    assert check("A\ufe00B")[1] == "AB"
+
+
+def test_defined_variation_sequences_stay() -> None:
+    for text in ("1\ufe0f\u20e3", "\u845b\U000e0100", "\u2764\ufe0e", "\u2229\ufe00"):
+        assert check(text)[0] is Decision.ALLOWED, ascii(text)
 
 
 def test_joiners_that_only_split_a_word_are_removed() -> None:

@@ -9,7 +9,9 @@ isolates: "Trojan Source"), ``unicode.tag`` (U+E0000..E007F, "ASCII smuggling"),
 ``unicode.variation-selector`` (a selector not directly after a visible character, or a run of
 them: data smuggled in selectors), ``unicode.control`` and ``unicode.invisible``.
 
-What stays: a single variation selector after a visible character (❤️), a zero-width joiner or
+What stays: a single variation selector where Unicode defines variation sequences (FE0E/FE0F after
+an emoji or a keycap digit, FE00-FE0D after a non-ASCII character, U+E0100-E01EF after a Han
+ideograph; one selector after every ASCII letter would smuggle a byte per letter), a zero-width joiner or
 non-joiner inside an emoji sequence or between letters of a script that uses joiners (Arabic,
 Persian, Indic; never inside Latin, Cyrillic or Greek words), and the tag
 sequence of a subdivision flag (U+1F3F4, tag letters/digits, U+E007F).
@@ -135,9 +137,14 @@ class UnicodeStep:
         before = text[start - 1] if start > 0 else ""
         after = text[end] if end < len(text) else ""
         if kind == "variation_selectors":
-            return (
-                end - start == 1 and before != "" and _HIDDEN.match(before) is None and not before.isspace()
-            )
+            if end - start != 1 or not before or _HIDDEN.match(before) or before.isspace():
+                return False
+            selector = text[start]
+            if selector in "\ufe0e\ufe0f":  # text/emoji presentation: emoji, keycaps (1️⃣)
+                return not before.isascii() or before in "0123456789#*"
+            if selector < "\U000e0100":  # FE00-FE0D, Mongolian FVS: variants of non-ASCII characters
+                return not before.isascii()
+            return _script(before) == "HAN"  # ideographic variation sequences (U+E0100-E01EF)
         if kind == "invisible" and end - start == 1 and text[start] in "\u200c\u200d":
             return _joins(before, after)
         if kind == "tags" and before == _BLACK_FLAG and text[end - 1] == _TAG_END and end - start <= 8:
