@@ -74,6 +74,7 @@ _ARGS = {
     "tenant": ["tenant", "list", "--config", "c.toml"],
     "key": ["key", "list", "--config", "c.toml"],
     "audit": ["audit", "verify", "--config", "c.toml"],
+    "guard": ["guard", "hello"],
 }
 
 

@@ -48,6 +48,11 @@ MODULE_EXTRA: Final[dict[str, str]] = {
     "transformers": "text",
     "gguf": "text",
     "tokenizers": "text",
+    "presidio_analyzer": "guard",
+    "confusable_homoglyphs": "guard",
+    "phonenumbers": "guard",
+    "tldextract": "guard",
+    "jsonschema": "guard",
 }
 
 #: Extra -> the import names that must be present for it to count as installed.

@@ -1,0 +1,96 @@
+"""Encoding for the downstream sink (``encode`` step): the last step, it makes every character of
+the output inert in the place it goes.
+
+* ``html``: ``& < > " '`` become character references (safe in element content and in quoted
+  attribute values; never put text into a script, style or unquoted attribute).
+* ``markdown``: every ASCII punctuation character is backslash-escaped (CommonMark lets any of
+  them be escaped, and an escaped one is literal: no emphasis, link, image, HTML or entity), and
+  ``<``, ``>`` and ``&`` are also written as character references for renderers that allow HTML.
+* ``shell``: one POSIX shell word (``shlex.quote``: single quotes, ``'`` as ``'"'"'``); text with
+  a NUL byte cannot be an argument and is BLOCKED.
+* ``sql``: one standard SQL string literal (``'`` doubled; a NUL is BLOCKED). This is right for
+  PostgreSQL (standard_conforming_strings on, the default), SQLite and SQL Server; MySQL needs
+  NO_BACKSLASH_ESCAPES. Query parameters (placeholders) are the right answer wherever the driver
+  has them: use this only where a literal must be written.
+"""
+
+from __future__ import annotations
+
+import enum
+import html
+import shlex
+from dataclasses import dataclass
+from typing import Final
+
+from airlock.errors import UsageError
+from airlock.guard._step import StepReport
+from airlock.guard._types import Action, Edit, Hit
+
+__all__ = ["EncodeConfig", "EncodeStep", "Sink", "encode"]
+
+
+class Sink(enum.Enum):
+    HTML = "html"
+    MARKDOWN = "markdown"
+    SHELL = "shell"
+    SQL = "sql"
+
+
+_MD_PUNCT: Final = frozenset("!\"#$%'()*+,-./:;=?@[\\]^_`{|}~")
+_MD_TABLE: Final = {ord(c): "\\" + c for c in _MD_PUNCT} | {
+    ord("<"): "&lt;",
+    ord(">"): "&gt;",
+    ord("&"): "&amp;",
+}
+
+
+def encode(text: str, sink: Sink) -> str:
+    """``text`` made inert for ``sink``. Raises :class:`UsageError` for text that cannot be
+    encoded for it (a NUL for shell and SQL)."""
+    if sink is Sink.HTML:
+        return html.escape(text, quote=True)
+    if sink is Sink.MARKDOWN:
+        return text.translate(_MD_TABLE)
+    if "\x00" in text:
+        raise UsageError(f"text with a NUL character cannot be encoded for {sink.value}")
+    if sink is Sink.SHELL:
+        return shlex.quote(text)
+    if sink is Sink.SQL:
+        return "'" + text.replace("'", "''") + "'"
+    raise AssertionError(sink)  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeConfig:
+    """``sink``: where the output goes (see the module docstring for what each encoding does)."""
+
+    sink: Sink
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sink, Sink):
+            raise UsageError(f"EncodeConfig.sink must be a Sink, got {self.sink!r}")
+
+
+class EncodeStep:
+    name = "encode"
+
+    def __init__(self, config: EncodeConfig) -> None:
+        self.config = config
+
+    def check(self, text: str) -> StepReport:
+        sink = self.config.sink
+        if sink in (Sink.SHELL, Sink.SQL) and "\x00" in text:
+            at = text.index("\x00")
+            return StepReport(
+                (
+                    Hit(
+                        "encode.nul",
+                        f"a NUL character cannot be part of a {sink.value} value",
+                        at,
+                        at + 1,
+                        Action.BLOCK,
+                    ),
+                )
+            )
+        encoded = encode(text, sink)
+        return StepReport(edits=(Edit(0, len(text), encoded),) if encoded != text else ())
