@@ -154,7 +154,10 @@ def _number(body: Mapping[str, Any], key: str, default: float) -> float:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid(f"{key} must be a number", key)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer no float holds (JSON integers have no size limit)
+        raise _Invalid(f"{key} is out of range", key) from None
 
 
 def _count(body: Mapping[str, Any], key: str) -> int | None:
@@ -184,8 +187,10 @@ def _content(index: int, value: object) -> str:
     if isinstance(value, list):
         parts = []
         for part in value:
-            text = part.get("text") if isinstance(part, dict) and set(part) == {"type", "text"} else None
-            if part.get("type") != "text" or not isinstance(text, str):
+            if not isinstance(part, dict) or set(part) != {"type", "text"}:
+                raise _Invalid(f"messages[{index}].content: only text parts are supported", "messages")
+            text = part["text"]
+            if part["type"] != "text" or not isinstance(text, str):
                 raise _Invalid(f"messages[{index}].content: only text parts are supported", "messages")
             parts.append(text)
         return "".join(parts)
