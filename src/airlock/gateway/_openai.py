@@ -16,7 +16,10 @@ UTF-8 bytes, at most the context) is reserved; when the generation ended, the re
 settled against the real counts (the job's count of the prompt is a claim, bounded by the model's
 context). A streamed answer starts only once the first token (or the end) is there, so a refusal
 by the model is still a plain 4xx/5xx answer; after that, a failure ends the stream with an
-``error`` event and no ``[DONE]``. A client that goes away stops its generation between two tokens.
+``error`` event and no ``[DONE]``. A client that goes away while its request waits for a worker or
+for the first token ends the request at once (499); one that goes away later stops its generation
+between two tokens. A body above ``offload_bytes`` is parsed in the tenant's codec process, never
+on the event loop; an answer whose outcome row cannot be written is not delivered (503).
 
 Error bodies have the OpenAI shape ``{"error": {"message", "type", "param", "code"}}`` with fixed
 texts; never the model's text, a traceback, a key, or another tenant's name.
@@ -44,6 +47,7 @@ from airlock.gateway._app import (
     AUDIT_UNAVAILABLE,
     CODEC_UNAVAILABLE,
     GatewayState,
+    _admission_view,
     _audit,
     _auth,
     _body,
@@ -800,9 +804,9 @@ async def text_model(request: Request) -> Response:
         return _as_openai(refused.response)
     if (who.tenant, name) not in state.text_lanes:
         return _oai(404, "not found")
-    return Response(
-        json.dumps(_model_entry(state, name), separators=(",", ":")), media_type="application/json"
-    )
+    # an extra field (clients keep it): the admission record, as in the KServe model metadata
+    entry = {**_model_entry(state, name), "airlock": {"admission": _admission_view(state.admissions[name])}}
+    return Response(json.dumps(entry, separators=(",", ":")), media_type="application/json")
 
 
 OPENAI_ROUTES: Final = (
