@@ -219,6 +219,29 @@ def test_a_text_answer_whose_outcome_row_cannot_be_written_is_not_delivered(serv
     assert [r[:2] for r in served.rows(healed.headers["x-request-id"])] == [("started", 0), ("allowed", 200)]
 
 
+# -- a stream cut short: the tokens it got are recorded -----------------------------------------------
+
+
+def test_a_stream_the_client_cuts_short_is_audited_with_the_tokens_generated(served: Served) -> None:
+    """A client that reads a streamed answer and hangs up before its end got those tokens: the
+    outcome row (the record a tenant is billed from) holds them, not 0 (the generation was
+    released before it reported its counts)."""
+    prompt = _completion(served, prompt=COUNT, max_tokens=1).json()["usage"]["prompt_tokens"]
+    body = {"model": "smol", "prompt": COUNT, "max_tokens": 64, "temperature": 0, "stream": True}
+    with served.http() as http, http.stream("POST", "/completions", json=body) as a:
+        request_id = a.headers["x-request-id"]
+        got = 0
+        for line in a.iter_lines():
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
+                got += 1
+                if got == 5:
+                    break
+    _wait(lambda: len(served.rows(request_id)) == 2, 10, "no outcome row")
+    decision, status, prompt_tokens, completion_tokens = served.rows(request_id)[1]
+    assert (decision, status, prompt_tokens) == ("failed:disconnected", 499, prompt)
+    assert 5 <= completion_tokens <= 64
+
+
 # -- a worker that dies mid-generation; a client that leaves while queued ------------------------------
 
 

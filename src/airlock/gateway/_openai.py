@@ -61,7 +61,7 @@ from airlock.gateway._app import (
 from airlock.gateway._codec import CodecUnavailable
 from airlock.gateway._limiter import Admit
 from airlock.gateway._store import AuditUnavailable
-from airlock.gateway._text_lane import TextLane, TextRun
+from airlock.gateway._text_lane import KILL_AFTER, TextLane, TextRun
 from airlock.gateway._workers import WorkerCrashed, WorkerTimeout
 from airlock.sandbox._text import Generation, build_request
 
@@ -384,6 +384,8 @@ class _Call:
             used = _spent(self.lane, done, self.reserved) if self.run is not None else 0
             state.limiter.settle_tokens(who.tenant, limits, used - self.reserved, time.monotonic())
             self.reserved = 0
+            if done is None and self.run is not None:
+                self.completion_tokens = self.run.received  # it failed before its count came
             if done is not None:
                 self.prompt_tokens, self.completion_tokens = (
                     _usage(done, self.lane)["prompt_tokens"],
@@ -536,7 +538,18 @@ async def _outcome(call: _Call, decision: str, status: int) -> None:
 
 
 async def _record(call: _Call, decision: str, status: int) -> bool:
-    """Release the budgets, then write the outcome row; False when it could not be written."""
+    """Release the budgets, then write the outcome row; False when it could not be written.
+
+    A generation stopped early (client gone, deadline) is first waited for (it stops between two
+    tokens, or is killed within KILL_AFTER): its row and its charge then hold the tokens really
+    generated, not nothing (a client that hung up just before the end would get a whole answer
+    recorded as 0 tokens), and the generation counter is held until the worker is free."""
+    run = call.run
+    if run is not None and not run.ended.is_set():
+        run.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(KILL_AFTER + 1.0):
+                await run.ended.wait()
     call.release()
     try:
         await _audit(call.state, call.who, call.name, call.request_id, decision, status,

@@ -70,6 +70,8 @@ class TextRun:
         #: set on the loop once the worker's thread has finished (the worker is back or replaced)
         self.ended = asyncio.Event()
         self.result: Generation | None = None
+        #: tokens received from the job so far (its count when it failed before ``done``)
+        self.received = 0
         self.error: BaseException | None = None
         #: the end of the pieces was read (later calls of :meth:`pieces` yield nothing)
         self._drained = False
@@ -243,6 +245,7 @@ class TextLane:
             stream = run.backend.generate(request)
             try:
                 for piece in stream:
+                    run.received += 1
                     loop.call_soon_threadsafe(run._queue.put_nowait, piece)
                     if run.stop.is_set():
                         break
