@@ -1,6 +1,7 @@
-"""Outside attacks on the OpenAI request parser (pure logic): whatever JSON a tenant sends within
-the body cap, the parser answers with a 400 (:class:`_Invalid`), never another exception (which the
-endpoint turns into a 500 "internal error" and a ``failed:internal`` audit row)."""
+"""Outside attacks on the OpenAI request parser and the job's stop strings (pure logic): whatever
+JSON a tenant sends within the body cap, the parser answers with a 400 (:class:`_Invalid`), never
+another exception (which the endpoint turns into a 500 "internal error" and a ``failed:internal``
+audit row); no part of a stop string is ever sent."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from airlock.gateway._openai import _Invalid, parse_text_request
+from airlock.gateway._openai import _Invalid, parse_text_request, read_text_body
+from airlock.sandbox._runtimes.text_gguf import _Stream
 
 _CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
 _PROMPT: dict[str, Any] = {"model": "m", "prompt": "Hi"}
@@ -62,3 +64,52 @@ def test_no_json_value_in_any_field_raises_anything_but_a_400() -> None:
         except Exception as exc:  # any other exception is the bug
             crashed.append((json.dumps(body)[:100], type(exc).__name__))
     assert crashed == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 200_000,  # nesting far past the recursion limit, well within a body cap
+        b'{"model": "m", "prompt": ' + b"[" * 100_000,
+        b'{"model": "m", "prompt": "\\ud800"}',  # a lone surrogate
+        b'{"model": "m", "model": "n"}',  # duplicate keys: parsers disagree on which wins
+        b"\xff",
+    ],
+)
+def test_hostile_json_is_a_400_before_any_model_is_looked_up(raw: bytes) -> None:
+    assert read_text_body(raw, False, {"m": (64, 256)}) == ("refused", "the body is not valid JSON", None)
+
+
+def test_read_text_body_keeps_the_order_of_checks() -> None:
+    models = {"m": (64, 256)}
+    assert read_text_body(b'{"prompt": "x"}', False, models) == ("refused", "model is required", "model")
+    # a model that is none of the tenant's text models: the caller decides 404, 403 or 400
+    assert read_text_body(b'{"model": "other", "bogus": 1}', False, models) == ("model", "other", None)
+    assert read_text_body(b'{"model": "m", "max_tokens": 65, "prompt": "x"}', False, models) == (
+        "invalid", "m", ("max_tokens 65 is above this model's limit of 64", "max_tokens"),
+    )  # fmt: skip
+    kind, name, parsed = read_text_body(b'{"model": "m", "prompt": "x"}', False, models)
+    assert (kind, name, parsed.generate["context"]) == ("parsed", "m", 256)
+
+
+# -- the job's stop-string handling (text_gguf._Stream, pure logic) --------------------------------
+
+_PIECES = {1: " 4", 2: ",", 3: " 5", 4: "\ufffd"}
+
+
+def _stream(stop: list[str]) -> _Stream:
+    return _Stream(lambda ids: "".join(_PIECES[i] for i in ids), stop)
+
+
+def test_a_stop_string_split_across_tokens_is_never_sent_in_part() -> None:
+    stream = _stream([", 5"])
+    assert [stream.push(1), stream.push(2), stream.push(3)] == [" 4", "", ""]
+    assert stream.stopped and stream.sent == " 4"
+
+
+def test_text_held_back_for_a_stop_string_that_did_not_come_is_sent_at_the_end() -> None:
+    last = _stream([", 4, 9"])
+    assert [last.push(1), last.push(2), last.push(3, last=True)] == [" 4", "", ", 5"]
+    ended = _stream([", 4, 9"])
+    assert [ended.push(1), ended.push(2), ended.flush()] == [" 4", "", ","]
+    assert ended.sent == " 4,"
