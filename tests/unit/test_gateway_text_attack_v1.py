@@ -5,12 +5,16 @@ audit row); no part of a stop string is ever sent."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
 import pytest
 
 from airlock.gateway._openai import _Invalid, parse_text_request, read_text_body
+from airlock.gateway._text_lane import TextLane
+from airlock.gateway._workers import WorkerTimeout
 from airlock.sandbox._runtimes.text_gguf import _Stream
 
 _CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
@@ -113,3 +117,49 @@ def test_text_held_back_for_a_stop_string_that_did_not_come_is_sent_at_the_end()
     ended = _stream([", 4, 9"])
     assert [ended.push(1), ended.push(2), ended.flush()] == [" 4", "", ","]
     assert ended.sent == " 4,"
+
+
+# -- the text lane's queue -------------------------------------------------------------------------
+
+
+class _Busy:
+    """A worker stand-in that stays busy: nothing in these tests generates."""
+
+    pid = None
+
+    def start(self) -> None: ...
+    def generate(self, request: dict[str, Any]) -> Any:
+        raise AssertionError("not reached")
+
+    def context(self) -> int:
+        return 0
+
+    def alive(self) -> bool:
+        return True
+
+    def kill(self) -> None: ...
+
+
+def test_requests_that_gave_up_waiting_do_not_stay_in_the_lanes_queue() -> None:
+    """Each request that waited for a worker and gave up (deadline: 504; client gone) left its
+    cancelled waiter in the lane's queue until a worker was released: with the worker busy for a
+    long generation, or being replaced again and again, the queue grew with every request."""
+
+    async def run() -> int:
+        lane = TextLane("acme", "m", "d", _Busy, 1)
+        await lane.start()
+        held = await lane._acquire(asyncio.get_running_loop().time() + 1)  # the only worker, busy
+        for _ in range(50):
+            with pytest.raises(WorkerTimeout):
+                await lane.open({}, asyncio.get_running_loop().time() + 0.001)
+        waiting = asyncio.ensure_future(lane.open({}, asyncio.get_running_loop().time() + 30))
+        await asyncio.sleep(0.01)
+        waiting.cancel()  # the client went away
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        queued = len(lane._waiters)
+        lane._release(held)
+        await lane.close()
+        return queued
+
+    assert asyncio.run(run()) == 0

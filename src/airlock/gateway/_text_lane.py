@@ -172,6 +172,10 @@ class TextLane:
                 self._release(waiter.result())  # handed over as the wait ended: pass it on
             else:
                 waiter.cancel()
+                # out of the queue now: a waiter given up (deadline, client gone) must not stay
+                # until a worker is released (with no worker coming back, never)
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             raise
         if not backend.alive():
             self._replace_later(backend)
