@@ -14,8 +14,9 @@ import pytest
 
 from airlock.gateway._openai import _Invalid, parse_text_request, read_text_body
 from airlock.gateway._text_lane import TextLane
-from airlock.gateway._workers import WorkerTimeout
+from airlock.gateway._workers import WorkerCrashed, WorkerTimeout
 from airlock.sandbox._runtimes.text_gguf import _Stream
+from airlock.sandbox._text import Generation
 
 _CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
 _PROMPT: dict[str, Any] = {"model": "m", "prompt": "Hi"}
@@ -163,3 +164,72 @@ def test_requests_that_gave_up_waiting_do_not_stay_in_the_lanes_queue() -> None:
         return queued
 
     assert asyncio.run(run()) == 0
+
+
+class _Told:
+    """The stream a job sends back: nothing generated, then ``done`` with ``result``."""
+
+    def __init__(self, result: Generation) -> None:
+        self.result = result
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def close(self) -> None: ...
+
+
+class _ContextLiar(_Busy):
+    """A hostile job: refuses every request as too long for its context, whatever its size."""
+
+    started = 0
+
+    def start(self) -> None:
+        type(self).started += 1
+        self.dead = False
+
+    def generate(self, request: dict[str, Any]) -> Any:
+        return _Told(Generation("", "context", 3, 0))  # 3 + max_tokens fits a context of 256
+
+    def alive(self) -> bool:
+        return not self.dead
+
+    def kill(self) -> None:
+        self.dead = True
+
+
+def test_a_job_whose_context_refusal_its_own_counts_contradict_is_replaced() -> None:
+    """The gateway answered 503 "being restarted" to a job that claimed a context overflow its own
+    prompt count contradicts, and put the lying worker back in the lane to answer the next request."""
+
+    async def run() -> tuple[bool, int]:
+        lane = TextLane("acme", "m", "d", _ContextLiar, 1, context_length=256)
+        await lane.start()
+        (liar,) = lane._all
+        assert isinstance(liar, _ContextLiar)
+        opened = await lane.open({"max_tokens": 16}, asyncio.get_running_loop().time() + 5)
+        with pytest.raises(WorkerCrashed):
+            async for _ in opened.pieces():
+                pass
+        for _ in range(100):  # the replacement starts in the background
+            if lane.restarted:
+                break
+            await asyncio.sleep(0.01)
+        replaced = liar not in lane._all and liar.dead
+        await lane.close()
+        return replaced, lane.restarted
+
+    assert asyncio.run(run()) == (True, 1)
+
+
+def test_a_context_refusal_the_counts_support_keeps_the_worker() -> None:
+    async def run() -> bool:
+        lane = TextLane("acme", "m", "d", _ContextLiar, 1, context_length=256)
+        await lane.start()
+        opened = await lane.open({"max_tokens": 254}, asyncio.get_running_loop().time() + 5)  # 3 + 254 > 256
+        async for _ in opened.pieces():
+            pass
+        kept = opened.result is not None and opened.result.finish == "context" and lane.restarted == 0
+        await lane.close()
+        return kept and opened.error is None
+
+    assert asyncio.run(run())

@@ -72,6 +72,8 @@ class TextRun:
         self.result: Generation | None = None
         #: tokens received from the job so far (its count when it failed before ``done``)
         self.received = 0
+        #: the request's max_tokens (to judge the job's claims)
+        self.max_tokens = 0
         self.error: BaseException | None = None
         #: the end of the pieces was read (later calls of :meth:`pieces` yield nothing)
         self._drained = False
@@ -232,6 +234,7 @@ class TextLane:
         except TimeoutError as exc:
             raise WorkerTimeout("no worker became free before the deadline") from exc
         run = TextRun(self, backend)
+        run.max_tokens = int(request.get("max_tokens", 0))
         self.running += 1
         loop = asyncio.get_running_loop()
         try:
@@ -263,6 +266,13 @@ class TextLane:
 
     def _ended(self, run: TextRun, result: Generation | None, error: BaseException | None) -> None:
         """On the loop: the worker's thread finished the generation."""
+        refused = result is not None and result.finish == "context" and bool(self.context)
+        if refused and result is not None and result.prompt_tokens + run.max_tokens <= self.context:
+            # a job that refuses a request its own count says fits is lying: it is not kept
+            result, error = (
+                None,
+                WorkerCrashed("the job claimed a context overflow its own counts contradict"),
+            )
         run.result, run.error = result, error
         self.running -= 1
         run.ended.set()
