@@ -103,6 +103,11 @@ class Codecs:
             self._discard(tenant)
             raise CodecUnavailable("the codec process died") from exc
 
+    async def run(self, tenant: str, deadline: float, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in the tenant's codec process (a module-level function of airlock's own,
+        over the caller's bytes); TimeoutError past ``deadline``, CodecUnavailable when it died."""
+        return await self._run(tenant, deadline, fn, *args)
+
     async def parse(
         self, tenant: str, body: bytes, declared: Sequence[TensorSpec], deadline: float
     ) -> InferRequest:

@@ -16,7 +16,10 @@ UTF-8 bytes, at most the context) is reserved; when the generation ended, the re
 settled against the real counts (the job's count of the prompt is a claim, bounded by the model's
 context). A streamed answer starts only once the first token (or the end) is there, so a refusal
 by the model is still a plain 4xx/5xx answer; after that, a failure ends the stream with an
-``error`` event and no ``[DONE]``. A client that goes away stops its generation between two tokens.
+``error`` event and no ``[DONE]``. A client that goes away while its request waits for a worker or
+for the first token ends the request at once (499); one that goes away later stops its generation
+between two tokens. A body above ``offload_bytes`` is parsed in the tenant's codec process, never
+on the event loop; an answer whose outcome row cannot be written is not delivered (503).
 
 Error bodies have the OpenAI shape ``{"error": {"message", "type", "param", "code"}}`` with fixed
 texts; never the model's text, a traceback, a key, or another tenant's name.
@@ -31,9 +34,9 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -42,7 +45,9 @@ from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError
 from airlock.gateway._app import (
     AUDIT_UNAVAILABLE,
+    CODEC_UNAVAILABLE,
     GatewayState,
+    _admission_view,
     _audit,
     _auth,
     _body,
@@ -53,16 +58,19 @@ from airlock.gateway._app import (
     _model_label,
     _Refused,
 )
-from airlock.gateway._config import ModelConfig
+from airlock.gateway._codec import CodecUnavailable
 from airlock.gateway._limiter import Admit
 from airlock.gateway._store import AuditUnavailable
-from airlock.gateway._text_lane import TextLane, TextRun
+from airlock.gateway._text_lane import KILL_AFTER, TextLane, TextRun
 from airlock.gateway._workers import WorkerCrashed, WorkerTimeout
 from airlock.sandbox._text import Generation, build_request
 
-__all__ = ["OPENAI_ROUTES", "chat_completions", "completions", "list_text_models", "text_model"]
+__all__ = [
+    "OPENAI_ROUTES", "chat_completions", "completions", "list_text_models", "read_text_body", "text_model",
+]  # fmt: skip
 
 _log = logging.getLogger("airlock.gateway")
+_T = TypeVar("_T")
 
 _TYPES: Final = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -154,7 +162,10 @@ def _number(body: Mapping[str, Any], key: str, default: float) -> float:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid(f"{key} must be a number", key)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer no float holds (JSON integers have no size limit)
+        raise _Invalid(f"{key} is out of range", key) from None
 
 
 def _count(body: Mapping[str, Any], key: str) -> int | None:
@@ -184,8 +195,10 @@ def _content(index: int, value: object) -> str:
     if isinstance(value, list):
         parts = []
         for part in value:
-            text = part.get("text") if isinstance(part, dict) and set(part) == {"type", "text"} else None
-            if part.get("type") != "text" or not isinstance(text, str):
+            if not isinstance(part, dict) or set(part) != {"type", "text"}:
+                raise _Invalid(f"messages[{index}].content: only text parts are supported", "messages")
+            text = part["text"]
+            if part["type"] != "text" or not isinstance(text, str):
                 raise _Invalid(f"messages[{index}].content: only text parts are supported", "messages")
             parts.append(text)
         return "".join(parts)
@@ -218,6 +231,11 @@ def parse_text_request(raw: bytes, *, chat: bool, ceiling: int, context: int = 0
         raise _Invalid(f"the body is not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(body, dict):
         raise _Invalid("the body must be a JSON object")
+    return _checked(body, chat=chat, ceiling=ceiling, context=context)
+
+
+def _checked(body: dict[str, Any], *, chat: bool, ceiling: int, context: int) -> TextRequest:
+    """:func:`parse_text_request` on the parsed body."""
     allowed = _CHAT if chat else _COMPLETION
     unsupported = sorted(set(body) - allowed)
     if unsupported:
@@ -366,6 +384,8 @@ class _Call:
             used = _spent(self.lane, done, self.reserved) if self.run is not None else 0
             state.limiter.settle_tokens(who.tenant, limits, used - self.reserved, time.monotonic())
             self.reserved = 0
+            if done is None and self.run is not None:
+                self.completion_tokens = self.run.received  # it failed before its count came
             if done is not None:
                 self.prompt_tokens, self.completion_tokens = (
                     _usage(done, self.lane)["prompt_tokens"],
@@ -404,18 +424,18 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
             raw = await _body(request, state.config.server.max_body_bytes)
     except TimeoutError as exc:
         raise _Refused(_error(504), "failed:timeout") from exc
-    name = _peek_model(raw)
-    model: ModelConfig = _model_for(state, who, name)
+    kind, name, detail = await _read(state, who.tenant, raw, chat, deadline)
+    if kind == "refused":
+        raise _Refused(_oai(400, name, param=detail), "denied:malformed")
+    _model_for(state, who, name)
     call.name = name
     lane = state.text_lanes.get((who.tenant, name))
-    if lane is None:
+    if lane is None or kind == "model":
         raise _Refused(_oai(400, f"model {name!r} is not a text model; call it on /v2", param="model"),
                        "denied:malformed")  # fmt: skip
-    ceiling = min(model.max_tokens, lane.context) if lane.context else model.max_tokens
-    try:
-        parsed = parse_text_request(raw, chat=chat, ceiling=ceiling, context=lane.context)
-    except _Invalid as exc:
-        raise _Refused(_oai(400, str(exc), param=exc.param), "denied:malformed") from None
+    if kind == "invalid":
+        raise _Refused(_oai(400, detail[0], param=detail[1]), "denied:malformed")
+    parsed: TextRequest = detail
     if not state.limiter.enter_generation(who.tenant, limits):
         raise _limited(state, who.tenant, Admit(False, 1.0, "generations"))
     call.generating = True
@@ -437,16 +457,56 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
     return parsed, lane
 
 
-def _peek_model(raw: bytes) -> str:
-    """The ``model`` field, for the 404/403 checks before the rest of the body is judged."""
+#: what :func:`read_text_body` found: ("refused", message, None) before a model name was found;
+#: ("model", name, None) for a name that is none of the tenant's text models; ("invalid", name,
+#: (message, param)); ("parsed", name, TextRequest). Plain data: it comes back from a codec process.
+BodyOutcome = tuple[str, str, Any]
+
+
+def read_text_body(raw: bytes, chat: bool, models: Mapping[str, tuple[int, int]]) -> BodyOutcome:
+    """Parse a text request's body once: its ``model`` (for the 404/403 checks, made by the caller)
+    and, for one of ``models`` (name -> (max_tokens ceiling, context)), the checked request. Runs
+    inline for a small body, in the tenant's codec process for a large one (never raises)."""
     try:
         body = parse_json_strict(raw, "request")
     except FormatError:
-        raise _Refused(_oai(400, "the body is not valid JSON"), "denied:malformed") from None
+        return ("refused", "the body is not valid JSON", None)
     model = body.get("model") if isinstance(body, dict) else None
     if not isinstance(model, str) or not model:
-        raise _Refused(_oai(400, "model is required", param="model"), "denied:malformed")
-    return model
+        return ("refused", "model is required", "model")
+    if model not in models:
+        return ("model", model, None)
+    ceiling, context = models[model]
+    try:
+        return ("parsed", model, _checked(body, chat=chat, ceiling=ceiling, context=context))
+    except _Invalid as exc:
+        return ("invalid", model, (str(exc), exc.param))
+
+
+def _text_models(state: GatewayState, tenant: str) -> dict[str, tuple[int, int]]:
+    """The tenant's text models: name -> (the largest max_tokens, the context window; 0: unknown)."""
+    out = {}
+    for (owner, name), lane in state.text_lanes.items():
+        model = state.config.model(name)
+        if owner == tenant and model is not None:
+            ceiling = min(model.max_tokens, lane.context) if lane.context else model.max_tokens
+            out[name] = (ceiling, lane.context)
+    return out
+
+
+async def _read(state: GatewayState, tenant: str, raw: bytes, chat: bool, deadline: float) -> BodyOutcome:
+    """:func:`read_text_body`, off the event loop for a body above ``offload_bytes`` (a large JSON
+    parse holds the loop for a second: every tenant would wait)."""
+    models = _text_models(state, tenant)
+    if len(raw) <= state.config.server.offload_bytes:
+        return read_text_body(raw, chat, models)
+    try:
+        outcome: BodyOutcome = await state.codecs.run(tenant, deadline, read_text_body, raw, chat, models)
+    except TimeoutError:
+        raise _Refused(_error(504), "failed:timeout") from None
+    except CodecUnavailable:
+        raise _Refused(_error(503, text=CODEC_UNAVAILABLE), "failed:codec") from None
+    return outcome
 
 
 async def _start(call: _Call, lane: TextLane, parsed: TextRequest, deadline: float) -> TextRun:
@@ -459,19 +519,47 @@ async def _start(call: _Call, lane: TextLane, parsed: TextRequest, deadline: flo
     return call.run
 
 
-async def _end(call: _Call, decision: str, status: int) -> None:
-    """Release the budgets and write the outcome row (with the token counts); once per request."""
+async def _end(call: _Call, decision: str, response: Response) -> Response:
+    """Release the budgets and write the outcome row (with the token counts); once per request.
+    An answer whose outcome row cannot be written is not delivered: the caller gets a 503."""
     if call.ended:
-        return
+        return response
     call.ended = True
-    await _outcome(call, decision, status)
+    if not await _record(call, decision, response.status_code):
+        decision, response = "failed:audit", _oai(503, AUDIT_UNAVAILABLE, {"x-request-id": call.request_id})
+    _tally(call, decision, response.status_code)
+    return response
 
 
 async def _outcome(call: _Call, decision: str, status: int) -> None:
+    """A stream's end (its answer is already out): the outcome row, the metrics."""
+    await _record(call, decision, status)
+    _tally(call, decision, status)
+
+
+async def _record(call: _Call, decision: str, status: int) -> bool:
+    """Release the budgets, then write the outcome row; False when it could not be written.
+
+    A generation stopped early (client gone, deadline) is first waited for (it stops between two
+    tokens, or is killed within KILL_AFTER): its row and its charge then hold the tokens really
+    generated, not nothing (a client that hung up just before the end would get a whole answer
+    recorded as 0 tokens), and the generation counter is held until the worker is free."""
+    run = call.run
+    if run is not None and not run.ended.is_set():
+        run.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(KILL_AFTER + 1.0):
+                await run.ended.wait()
     call.release()
-    with contextlib.suppress(AuditUnavailable):
+    try:
         await _audit(call.state, call.who, call.name, call.request_id, decision, status,
                      tokens=(call.prompt_tokens, call.completion_tokens))  # fmt: skip
+    except AuditUnavailable:
+        return False
+    return True
+
+
+def _tally(call: _Call, decision: str, status: int) -> None:
     state = call.state
     tenant = call.who.tenant if call.who is not None else ""
     label = _model_label(state, call.name) if decision != "denied:not-found" else ""
@@ -505,19 +593,22 @@ async def _handle(request: Request, chat: bool) -> Response:
     watcher: asyncio.Task[None] | None = None
     try:
         parsed, lane = await _admit(call, request, chat)
-        run = await _start(call, lane, parsed, deadline)
-        first = await _first(run, deadline)
+        # from here a client that hangs up ends the request at once: not queued for a worker, not
+        # generating for nobody (the stream, once returned, notices on its own)
+        watcher = loop.create_task(_disconnected(request))
+        run = await _unless_gone(_start(call, lane, parsed, deadline), watcher)
+        first = await _unless_gone(_first(run, deadline), watcher)
         done = run.result if first is None else None
         if done is not None and done.finish == "context":
             raise _context_refusal(lane, done, call.max_tokens)
         created = int(time.time())
         call_id = ("chatcmpl-" if chat else "cmpl-") + call.request_id
         if parsed.stream:
+            watcher.cancel()  # the response reads the connection from now on
             # from here the stream ends the request (releases, outcome row), whenever it ends
             stream = _stream(call, lane, run, first, parsed, chat, call_id, created, deadline)
             headers = {"x-request-id": call.request_id, "cache-control": "no-store"}
             return _EventStream(call, stream, media_type="text/event-stream", headers=headers)
-        watcher = loop.create_task(_disconnected(request))
         watcher.add_done_callback(lambda _t: run.cancel())
         text = [] if first is None else [first]
         async with asyncio.timeout_at(deadline):
@@ -566,8 +657,24 @@ async def _handle(request: Request, chat: bool) -> Response:
         if watcher is not None:
             watcher.cancel()
     response.headers["x-request-id"] = call.request_id
-    await _end(call, decision, response.status_code)
-    return response
+    return await _end(call, decision, response)
+
+
+async def _unless_gone(step: Coroutine[Any, Any, _T], gone: asyncio.Task[None]) -> _T:
+    """``step``'s result, unless the client hangs up first (``gone`` ends): then ``step`` is
+    cancelled and the request ends as a 499."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await task  # a worker it took is back with the lane; a run it started is in the call
+    raise _Refused(_oai(499, "client closed the request"), "failed:disconnected")
 
 
 async def _first(run: TextRun, deadline: float) -> str | None:
@@ -710,9 +817,9 @@ async def text_model(request: Request) -> Response:
         return _as_openai(refused.response)
     if (who.tenant, name) not in state.text_lanes:
         return _oai(404, "not found")
-    return Response(
-        json.dumps(_model_entry(state, name), separators=(",", ":")), media_type="application/json"
-    )
+    # an extra field (clients keep it): the admission record, as in the KServe model metadata
+    entry = {**_model_entry(state, name), "airlock": {"admission": _admission_view(state.admissions[name])}}
+    return Response(json.dumps(entry, separators=(",", ":")), media_type="application/json")
 
 
 OPENAI_ROUTES: Final = (

@@ -45,7 +45,7 @@ from airlock.gateway._memory_limiter import MemoryLimiter
 from airlock.gateway._observe import Metrics
 from airlock.gateway._sqlite_store import SqliteStore
 from airlock.gateway._store import AdmissionRecord, Store
-from airlock.gateway._text_lane import TextLane
+from airlock.gateway._text_lane import KILL_AFTER, TextLane
 from airlock.gateway._tls import client_common_name, server_context
 from airlock.gateway._workers import Lane, SandboxWorker
 from airlock.sandbox import SandboxPolicy
@@ -56,6 +56,8 @@ __all__ = ["Gateway", "admit_models", "is_loopback", "open_store"]
 _log = logging.getLogger("airlock.gateway")
 #: the runtime of models served on the OpenAI-compatible endpoints
 TEXT_RUNTIME = "text-gguf"
+#: seconds the shutdown waits for the requests it cancelled to unwind (and, more, for their rows)
+_DRAIN_SECONDS = 5.0
 
 
 def open_store(config: GatewayConfig, *, audit_key: bytes | None = None) -> Store:
@@ -293,6 +295,17 @@ class Gateway:
         for server in self._servers:
             server.should_exit = True
 
+    async def _drain(self) -> None:
+        """After the servers stopped: let the requests they cancelled (past the graceful period)
+        unwind, then finish the outcome rows those requests left to write (a text stream's row
+        waits for its generation to stop, up to KILL_AFTER), so that every request that started
+        ends with its row before the lanes and the store close. Bounded waits."""
+        requests = {t for server in self._servers for t in getattr(server.server_state, "tasks", ())}
+        if requests:
+            await asyncio.wait(requests, timeout=_DRAIN_SECONDS)
+        if self.state is not None and self.state.background:
+            await asyncio.wait(set(self.state.background), timeout=KILL_AFTER + _DRAIN_SECONDS)
+
     async def _close_lanes(self) -> None:
         if self.state is not None:
             for lane in self.state.lanes.values():
@@ -350,6 +363,7 @@ class Gateway:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks = []
+        await self._drain()
         await self._close_lanes()
         if self._bound is not None:
             self._bound.api.close()

@@ -70,6 +70,10 @@ class TextRun:
         #: set on the loop once the worker's thread has finished (the worker is back or replaced)
         self.ended = asyncio.Event()
         self.result: Generation | None = None
+        #: tokens received from the job so far (its count when it failed before ``done``)
+        self.received = 0
+        #: the request's max_tokens (to judge the job's claims)
+        self.max_tokens = 0
         self.error: BaseException | None = None
         #: the end of the pieces was read (later calls of :meth:`pieces` yield nothing)
         self._drained = False
@@ -170,6 +174,10 @@ class TextLane:
                 self._release(waiter.result())  # handed over as the wait ended: pass it on
             else:
                 waiter.cancel()
+                # out of the queue now: a waiter given up (deadline, client gone) must not stay
+                # until a worker is released (with no worker coming back, never)
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             raise
         if not backend.alive():
             self._replace_later(backend)
@@ -226,6 +234,7 @@ class TextLane:
         except TimeoutError as exc:
             raise WorkerTimeout("no worker became free before the deadline") from exc
         run = TextRun(self, backend)
+        run.max_tokens = int(request.get("max_tokens", 0))
         self.running += 1
         loop = asyncio.get_running_loop()
         try:
@@ -243,6 +252,7 @@ class TextLane:
             stream = run.backend.generate(request)
             try:
                 for piece in stream:
+                    run.received += 1
                     loop.call_soon_threadsafe(run._queue.put_nowait, piece)
                     if run.stop.is_set():
                         break
@@ -256,6 +266,13 @@ class TextLane:
 
     def _ended(self, run: TextRun, result: Generation | None, error: BaseException | None) -> None:
         """On the loop: the worker's thread finished the generation."""
+        refused = result is not None and result.finish == "context" and bool(self.context)
+        if refused and result is not None and result.prompt_tokens + run.max_tokens <= self.context:
+            # a job that refuses a request its own count says fits is lying: it is not kept
+            result, error = (
+                None,
+                WorkerCrashed("the job claimed a context overflow its own counts contradict"),
+            )
         run.result, run.error = result, error
         self.running -= 1
         run.ended.set()

@@ -98,7 +98,11 @@ def check_request(request: object) -> dict[str, Any]:
 
 @dataclass
 class _Stream:
-    """Turns the growing list of generated ids into text deltas; finds stop strings."""
+    """Turns the growing list of generated ids into text deltas; finds stop strings.
+
+    Text that may be the start of a stop string (a suffix of the text that is a prefix of one) is
+    held back until the next token tells: a stop string split across tokens is never sent in part.
+    The last token (``last``, or :meth:`flush` at the end of text) sends what was held."""
 
     decode: Callable[[list[int]], str]
     stop: list[str]
@@ -106,7 +110,7 @@ class _Stream:
     ids: list[int] = field(default_factory=list)
     stopped: bool = False
 
-    def push(self, token: int) -> str:
+    def push(self, token: int, last: bool = False) -> str:
         """The new text after ``token`` (empty while a character is incomplete or after a stop)."""
         self.ids.append(token)
         if self.stopped:
@@ -116,8 +120,29 @@ class _Stream:
         if cut >= 0:
             self.stopped = True
             text = text[:cut]
+        elif last:
+            pass
         elif text.endswith("\ufffd"):
             return ""  # a multi-byte character is not complete yet
+        else:
+            text = text[: len(text) - self._held(text)]
+        return self._send(text)
+
+    def flush(self) -> str:
+        """At the end of text: whatever was held back."""
+        return "" if self.stopped else self._send(self.decode(self.ids))
+
+    def _held(self, text: str) -> int:
+        """The length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
+        longest = 0
+        for stop in self.stop:
+            for size in range(min(len(stop) - 1, len(text)), longest, -1):
+                if text.endswith(stop[:size]):
+                    longest = size
+                    break
+        return longest
+
+    def _send(self, text: str) -> str:
         delta = text[len(self.sent) :] if text.startswith(self.sent) else ""
         self.sent += delta
         return delta
@@ -190,9 +215,9 @@ class _Chat:
                 state["count"] += 1
                 if token in eos:
                     state["eos"] = True
-                    emit("")
+                    emit(stream.flush())
                 else:
-                    emit(stream.push(token))
+                    emit(stream.push(token, last=state["count"] >= request["max_tokens"]))
                 if cancelled():
                     state["cancelled"] = True
                 stop = stream.stopped or state["cancelled"] or state["eos"]
