@@ -523,7 +523,7 @@ EQUIVALENT: dict[str, str] = {
     "airlock.gateway._app.x__auth__mutmut_42": '"WWW-AUTHENTICATE": Starlette lower-cases response header names',
     "airlock.gateway._app.x__limited__mutmut_31": '"retry-after": Starlette lower-cases response header names',
     "airlock.gateway._app.x__limited__mutmut_32": '"RETRY-AFTER": Starlette lower-cases response header names',
-    "airlock.gateway._app.x_infer__mutmut_304": '"X-REQUEST-ID": MutableHeaders lower-cases the name it sets',
+    "airlock.gateway._app.x_infer__mutmut_329": '"X-REQUEST-ID": MutableHeaders lower-cases the name it sets',
     "airlock.gateway._app.x__reply__mutmut_86": '"inference-header-content-length": Starlette lower-cases response header names',
     "airlock.gateway._app.x__reply__mutmut_87": '"INFERENCE-HEADER-CONTENT-LENGTH": Starlette lower-cases response header names',
     "airlock.gateway._app.x__reply__mutmut_116": '"content-length": Starlette lower-cases response header names',
@@ -572,15 +572,15 @@ EQUIVALENT: dict[str, str] = {
         'memoryview cast("b") instead of "B": one-byte items either way, the same bytes are sent'
     ),
     "airlock.gateway._app.x_infer__mutmut_11": "entered = None instead of False: only ever tested for truth",
-    "airlock.gateway._app.x_infer__mutmut_17": (
-        "the initial response _error(500) -> _error(501): every path that reaches its use assigns another"
-    ),
-    "airlock.gateway._app.x_infer__mutmut_43": (
-        "Admit(None, ...) for the concurrency refusal: _limited never reads `allowed`"
-    ),
-    "airlock.gateway._app.x_infer__mutmut_49": (
-        "Admit(True, ...) for the concurrency refusal: _limited never reads `allowed`"
-    ),
+    "airlock.gateway._app.x_infer__mutmut_57": "Admit(None, ...) for the concurrency refusal: _limited never reads `allowed`",
+    "airlock.gateway._app.x_infer__mutmut_63": "Admit(True, ...) for the concurrency refusal: _limited never reads `allowed`",
+    **{
+        f"airlock.gateway._app.x_infer__mutmut_{n}": (
+            "the fallback after the try block when no answer was set: not reached (every way out sets one)"
+        )
+        for n in range(299, 304)
+    },
+    "airlock.gateway._app.x_infer__mutmut_391": "the logged duration times 1.001: a measurement no test can know exactly",
     # gateway tensors
     "airlock.gateway._tensors.x__datatype__mutmut_4": "`byteorder == '>'` test dropped: newbyteorder('<') of a little-endian or byte-order-free dtype is that dtype",
     "airlock.gateway._tensors.x__exact__mutmut_6": "np.array(data, dtype=object) accepts every list np.asarray(data) accepted before it; the except is a guard",

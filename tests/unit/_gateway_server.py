@@ -180,6 +180,7 @@ class Served:
         self.state.limiter = MemoryLimiter()
         self.state.metrics = Metrics()
         self.state.lanes = dict(self.lanes)
+        self.state.text_lanes = {}
         self.state.audit_ok = True
         self.state.store = self.store
         self.state.audit = AuditWriter(self.store)  # group commits, as the gateway writes them

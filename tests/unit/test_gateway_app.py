@@ -1145,3 +1145,62 @@ def test_mtls_certificate_must_name_the_keys_tenant(
     if status == 401:
         assert got[1] == b'{"error":"unauthenticated"}'
         assert gw.metric("airlock_unauthenticated_total") == 1
+
+
+# text models (the /v1 routes themselves: tests/gateway/test_openai.py) ----------------------------
+
+
+class _TextLane:
+    """Stands in for a text lane where only its presence and readiness are read."""
+
+    def __init__(self, ready: bool) -> None:
+        self.ready = ready
+
+
+def test_a_text_model_called_on_v2_is_a_400_before_anything_is_charged(gw: Served) -> None:
+    del gw.state.lanes[("acme", "free")]
+    gw.state.text_lanes[("acme", "free")] = _TextLane(True)  # type: ignore[assignment]
+    got = _infer(gw, {"inputs": [{"name": "a", "datatype": "INT8", "shape": [1], "data": [1]}]}, model="free")
+    assert (got.status_code, got.json()) == (
+        400,
+        {"error": "invalid request: a text model: call it on /v1/chat/completions or /v1/completions"},
+    )
+    assert [r[4:] for r in _rows(gw, got)] == [("denied:malformed", 400)]  # no "started": nothing ran
+    assert gw.metric("airlock_in_flight", tenant="acme") == 0
+
+
+@pytest.mark.parametrize("ready", [True, False])
+def test_readiness_counts_text_lanes(gw: Served, ready: bool) -> None:
+    del gw.state.lanes[("acme", "free")]
+    gw.state.text_lanes[("acme", "free")] = _TextLane(ready)  # type: ignore[assignment]
+    with _client(gw) as client:
+        got = client.get("/v2/models/free/ready")
+        assert (got.status_code, got.json()) == (200 if ready else 503, {"name": "free", "ready": ready})
+        health = client.get("/v2/health/ready")
+        assert (health.status_code, health.json()) == (200 if ready else 503, {"ready": ready})
+
+
+def test_the_v1_routes_are_mounted_with_their_methods(gw: Served) -> None:
+    with _client(gw) as client:
+        listed = client.get("/v1/models")
+        assert (listed.status_code, listed.json()) == (200, {"object": "list", "data": []})
+        for path in ("/v1/chat/completions", "/v1/completions"):
+            got = client.get(path)
+            assert (got.status_code, got.json()) == (405, {"error": "method not allowed"}), path
+        assert client.post("/v1/models").status_code == 405
+
+
+def test_audit_rows_carry_token_counts(gw: Served) -> None:
+    import asyncio
+
+    from airlock.gateway._app import _audit
+    from airlock.gateway._keys import authenticate
+
+    who = authenticate(gw.state.store, f"Bearer {gw.tokens['acme']}")
+    assert who is not None
+    gw.state.audit = None  # written inline
+    asyncio.run(_audit(gw.state, who, "affine", "tokens-1", "allowed", 200, tokens=(3, 4)))
+    asyncio.run(_audit(gw.state, who, "affine", "tokens-2", "allowed", 200))
+    rows = {r.request_id: r for r in gw.state.store.audit_rows() if r.request_id.startswith("tokens-")}
+    assert (rows["tokens-1"].prompt_tokens, rows["tokens-1"].completion_tokens) == (3, 4)
+    assert (rows["tokens-2"].prompt_tokens, rows["tokens-2"].completion_tokens) == (0, 0)
