@@ -31,7 +31,7 @@ import sys
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -125,10 +125,17 @@ def load_splits(wheel: Path) -> dict[tuple[str, str], Split]:
     return out
 
 
-def _vocab(counts: Sequence[Counter[str]], min_df: int, cap: int) -> tuple[list[str], np.ndarray]:
+Counts = Counter[str] | frozenset[str]  # a frozenset: presence only (tf = 1)
+
+
+def _items(c: Counts) -> Iterable[tuple[str, int]]:
+    return c.items() if isinstance(c, Counter) else ((f, 1) for f in c)
+
+
+def _vocab(counts: Sequence[Counts], min_df: int, cap: int) -> tuple[list[str], np.ndarray]:
     df: Counter[str] = Counter()
     for c in counts:
-        df.update(c.keys())
+        df.update(c if isinstance(c, frozenset) else c.keys())
     kept = sorted((f for f, n in df.items() if n >= min_df), key=lambda f: (-df[f], f))[:cap]
     kept.sort()
     n_docs = len(counts)
@@ -140,12 +147,12 @@ def _rounded(values: np.ndarray) -> list[float]:
     return [float(f"{v:.{SIG_DIGITS}g}") for v in values.tolist()]
 
 
-def _block_matrix(counts: Sequence[Counter[str]], vocab: list[str], idf: np.ndarray) -> sparse.csr_matrix:
+def _block_matrix(counts: Sequence[Counts], vocab: list[str], idf: np.ndarray) -> sparse.csr_matrix:
     """Sublinear tf * idf, L2-normalised per text: exactly what airlock's _Block computes."""
     index = {f: i for i, f in enumerate(vocab)}
     rows, cols, vals = [], [], []
     for r, c in enumerate(counts):
-        entries = [(index[f], (1.0 + math.log(tf)) * idf[index[f]]) for f, tf in c.items() if f in index]
+        entries = [(index[f], (1.0 + math.log(tf)) * idf[index[f]]) for f, tf in _items(c) if f in index]
         norm = math.sqrt(sum(v * v for _, v in entries)) or 1.0
         for j, v in entries:
             rows.append(r)
@@ -157,7 +164,7 @@ def _block_matrix(counts: Sequence[Counter[str]], vocab: list[str], idf: np.ndar
 @dataclass
 class Featurised:
     words: list[Counter[str]]
-    chars: list[Counter[str]]
+    chars: list[frozenset[str]]
     structure: np.ndarray
 
 

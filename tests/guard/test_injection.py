@@ -24,8 +24,8 @@ SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
 # Pinned: regenerate with tools/train_guard.py (see docs/guard_injection.md) and update both.
-WEIGHTS_SHA256 = "cd7856c3cf0946807aacc4d773a000e80ee0756dee8b40e0efac9441554f7e87"
-WEIGHTS_SHAPE = (25791, 18757, 13)
+WEIGHTS_SHA256 = "20243d80b784f2856889515d8ded0c391b00a84e1bd6ebe785b4d669d43c622a"
+WEIGHTS_SHAPE = (25791, 18757, 14)
 
 
 def _doc() -> dict[str, Any]:

@@ -4,8 +4,8 @@ The model (``data/injection_v1.json``, written by ``tools/train_guard.py`` from 
 neuralchemy train/validation splits only) is a logistic regression over three blocks of features:
 
 * **words**: unigrams and bigrams of the normalised text, sublinear tf * idf, L2-normalised;
-* **chars**: 4-grams inside word boundaries of a de-obfuscated copy (leetspeak undone, spaced-out
-  letters joined), sublinear tf * idf, L2-normalised — robust to ``1gn0re`` and ``i g n o r e``;
+* **chars**: presence of 4-grams of the de-obfuscated word stream (leetspeak undone, spaced-out
+  letters joined, Latin lookalikes mapped), idf-weighted, L2-normalised — robust to ``1gn0re`` and ``i g n o r e``;
 * **structure**: a fixed, hand-written set of patterns for the *shape* of an attack rather than its
   topic: an override verb aimed at the model's instructions, a request to disclose the system prompt,
   persona switches towards "no restrictions", fake role / delimiter tags, refusal suppression,
@@ -348,13 +348,54 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     ),
     (
         "decode_and_follow",
-        "decode-and-follow or encoded payload",
-        r"\b(?:decode|decrypt|deobfuscate|unscramble|reverse)\b.{0,80}\b(?:follow|execute|run|obey|perform|do what)"
-        r"|[a-z0-9+/]{28,}={0,2}",
+        "decode-and-follow instruction",
+        r"\b(?:decode|decrypt|deobfuscate|unscramble|reverse)\b.{0,80}\b(?:follow|execute|run|obey|perform|do what)",
+        ("decod", "decrypt", "deobfuscat", "unscrambl", "revers"),
+    ),
+    (
+        "encoded_blob",
+        "long base64-like run",
+        r"(?<![a-z0-9+/])[a-z0-9+/]{28,}={0,2}",
         (),
     ),
 )
-_STRUCT_RE: Final = tuple((re.compile(pattern), triggers) for _, _, pattern, triggers in STRUCTURES)
+_INSTR_NOUN_TRIGGERS: Final = (
+    "instruction",
+    "prompt",
+    "rule",
+    "directive",
+    "guideline",
+    "constraint",
+    "restriction",
+    "programming",
+    "command",
+    "polic",
+    "guardrail",
+    "safeguard",
+    "filter",
+    "training",
+    "system message",
+    "context",
+    "limitation",
+    "boundar",
+    "protocol",
+    "ethic",
+    "principle",
+    "order",
+    "safety",
+    "previous",
+    "everything",
+)
+#: Second gate: these patterns also need one of these substrings (every match holds one: the
+#: instruction nouns of _INSTR_NOUN; the follow-verbs of decode_and_follow).
+_ALSO_NEEDS: Final[dict[str, tuple[str, ...]]] = {
+    "override_prior": _INSTR_NOUN_TRIGGERS,
+    "override_any": _INSTR_NOUN_TRIGGERS,
+    "decode_and_follow": ("follow", "execute", "run", "obey", "perform", "do what"),
+}
+_STRUCT_RE: Final = tuple(
+    (re.compile(pattern), triggers, _ALSO_NEEDS.get(name, ())) for name, _, pattern, triggers in STRUCTURES
+)
 STRUCT_NAMES: Final = tuple(name for name, _, _, _ in STRUCTURES)
 _STRUCT_REASON: Final = {name: reason for name, reason, _, _ in STRUCTURES}
 
@@ -364,14 +405,15 @@ class Features:
     """Raw counts of one window of text (before idf weighting)."""
 
     words: Counter[str]
-    chars: Counter[str]
+    chars: frozenset[str]
     structure: tuple[bool, ...]
 
 
-def _char_grams(tokens: list[str]) -> Counter[str]:
-    # 4-grams of the word stream with leetspeak undone (grams may span one space between words).
+def _char_grams(tokens: list[str]) -> frozenset[str]:
+    # 4-grams of the word stream with leetspeak undone (grams may span one space between words);
+    # presence only (binary tf): cheaper than counting, and repetition says little at this level.
     s = f" {' '.join(tokens).translate(_LEET)} "
-    return Counter(map("".join, zip(s, s[1:], s[2:], s[3:], strict=False)))
+    return frozenset(map("".join, zip(s, s[1:], s[2:], s[3:], strict=False)))
 
 
 def _has(norm: str, triggers: tuple[str, ...]) -> bool:
@@ -387,7 +429,10 @@ def featurize(text: str) -> Features:
     words: Counter[str] = Counter(tokens)
     words.update(f"{a} {b}" for a, b in itertools.pairwise(tokens))
     chars = _char_grams(tokens)
-    structure = tuple(_has(norm, trig) and pattern.search(norm) is not None for pattern, trig in _STRUCT_RE)
+    structure = tuple(
+        _has(norm, trig) and _has(norm, also) and pattern.search(norm) is not None
+        for pattern, trig, also in _STRUCT_RE
+    )
     return Features(words, chars, structure)
 
 
@@ -432,6 +477,15 @@ class _Block:
         parts = [(value * inv * coef, feature) for feature, value, coef in hits]
         return sum(p for p, _ in parts), parts
 
+    def binary_sum(self, present: frozenset[str]) -> float:
+        """Sum for presence features (tf = 1): idf-weighted, L2-normalised over the known ones."""
+        sq = dot = 0.0
+        for feature in present & self.weights.keys():
+            idf, coef = self.weights[feature]
+            sq += idf * idf
+            dot += idf * coef
+        return dot / math.sqrt(sq) if sq else 0.0
+
 
 class Detector:
     """A loaded prompt-injection model. Build with :func:`detector` (shipped weights)."""
@@ -466,7 +520,7 @@ class Detector:
 
     def _logit(self, feats: Features) -> tuple[float, list[tuple[float, str]]]:
         w_sum, w_parts = self._words.contributions(feats.words)
-        c_sum, _ = self._chars.contributions(feats.chars)
+        c_sum = self._chars.binary_sum(feats.chars)
         reasons: list[tuple[float, str]] = []
         s_sum = 0.0
         for name, present, coef in zip(STRUCT_NAMES, feats.structure, self._structure, strict=True):
