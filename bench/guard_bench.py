@@ -78,17 +78,22 @@ def kb_texts(pool: Sequence[str], n: int, seed: int = 1) -> list[str]:
 
 
 def latency(fn: Callable[[str], object], texts: Sequence[str]) -> dict[str, float]:
+    """Wall-clock p50/p99 of one warm call, and the CPU time of this thread per call (less
+    sensitive to other processes on a shared machine)."""
     for t in texts[:20]:
         fn(t)
     times = []
+    cpu0 = time.thread_time()
     for t in texts:
         t0 = time.perf_counter()
         fn(t)
         times.append(time.perf_counter() - t0)
+    cpu = (time.thread_time() - cpu0) / len(texts)
     times.sort()
     return {
         "p50_ms": round(statistics.median(times) * 1e3, 3),
         "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))] * 1e3, 3),
+        "cpu_mean_ms": round(cpu * 1e3, 3),
         "n": len(times),
     }
 

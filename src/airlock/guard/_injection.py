@@ -457,34 +457,45 @@ class InjectionScore:
     structured: bool = False
 
 
-@dataclass(frozen=True, slots=True)
 class _Block:
-    weights: dict[str, tuple[float, float]]  # feature -> (idf, coefficient)
+    """One block of n-gram features: feature -> (idf, coefficient)."""
+
+    __slots__ = ("idf_coef", "idf_sq", "keys", "weights")
+
+    def __init__(self, weights: dict[str, tuple[float, float]]) -> None:
+        self.weights = weights
+        # frozenset & frozenset iterates the smaller side in C (the text's n-grams, not the
+        # vocabulary); dict_keys & frozenset would iterate the vocabulary.
+        self.keys = frozenset(weights)
+        # for presence features: per-feature idf^2 and idf*coef, summed by map() in C
+        self.idf_sq = {f: i * i for f, (i, _) in weights.items()}
+        self.idf_coef = {f: i * c for f, (i, c) in weights.items()}
 
     def contributions(self, counts: Counter[str]) -> tuple[float, list[tuple[float, str]]]:
-        hits: list[tuple[str, float, float]] = []
-        sq = 0.0
-        for feature, tf in counts.items():
-            entry = self.weights.get(feature)
-            if entry is None:
-                continue
-            value = (1.0 + math.log(tf)) * entry[0]
-            sq += value * value
-            hits.append((feature, value, entry[1]))
+        """Sum of sublinear-tf x idf x coef, L2-normalised over the known features; and the parts."""
+        weights = self.weights
+        hits = [f for f in counts if f in weights]
         if not hits:
             return 0.0, []
+        values = []
+        sq = 0.0
+        for feature in hits:
+            idf, coef = weights[feature]
+            tf = counts[feature]
+            value = idf if tf == 1 else (1.0 + math.log(tf)) * idf
+            sq += value * value
+            values.append((value * coef, feature))
         inv = 1.0 / math.sqrt(sq)
-        parts = [(value * inv * coef, feature) for feature, value, coef in hits]
-        return sum(p for p, _ in parts), parts
+        parts = [(v * inv, f) for v, f in values]
+        return sum(v for v, _ in values) * inv, parts
 
     def binary_sum(self, present: frozenset[str]) -> float:
         """Sum for presence features (tf = 1): idf-weighted, L2-normalised over the known ones."""
-        sq = dot = 0.0
-        for feature in present & self.weights.keys():
-            idf, coef = self.weights[feature]
-            sq += idf * idf
-            dot += idf * coef
-        return dot / math.sqrt(sq) if sq else 0.0
+        hits = present & self.keys
+        if not hits:
+            return 0.0
+        sq = sum(map(self.idf_sq.__getitem__, hits))
+        return sum(map(self.idf_coef.__getitem__, hits)) / math.sqrt(sq)
 
 
 class Detector:
