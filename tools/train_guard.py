@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from scipy import sparse  # type: ignore[import-untyped]
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from airlock.guard import _injection as inj
 
@@ -152,7 +153,11 @@ def _block_matrix(counts: Sequence[Counts], vocab: list[str], idf: np.ndarray) -
     index = {f: i for i, f in enumerate(vocab)}
     rows, cols, vals = [], [], []
     for r, c in enumerate(counts):
-        entries = [(index[f], (1.0 + math.log(tf)) * idf[index[f]]) for f, tf in _items(c) if f in index]
+        # sorted: a frozenset iterates in hash order, which changes per process (PYTHONHASHSEED), and
+        # the order of the norm's sum changes the last bits of the features, then of the weights
+        entries = sorted(
+            (index[f], (1.0 + math.log(tf)) * idf[index[f]]) for f, tf in _items(c) if f in index
+        )
         norm = math.sqrt(sum(v * v for _, v in entries)) or 1.0
         for j, v in entries:
             rows.append(r)
@@ -210,7 +215,10 @@ def source_weights(groups: list[np.ndarray]) -> np.ndarray:
 
 def fit(x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, c: float) -> LogisticRegression:
     model = LogisticRegression(C=c, solver="lbfgs", max_iter=5000, tol=1e-6, random_state=SEED)
-    model.fit(x, y, sample_weight=w)
+    # One BLAS/OpenMP thread: sklearn's loss and BLAS reduce in parallel in a load-dependent order,
+    # which changed the 7th significant digit of a few dozen coefficients between two runs.
+    with threadpool_limits(1):
+        model.fit(x, y, sample_weight=w)
     return model
 
 

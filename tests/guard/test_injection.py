@@ -24,7 +24,7 @@ SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
 # Pinned: regenerate with tools/train_guard.py (see docs/guard_injection.md) and update both.
-WEIGHTS_SHA256 = "20243d80b784f2856889515d8ded0c391b00a84e1bd6ebe785b4d669d43c622a"
+WEIGHTS_SHA256 = "f507dc09d682bef5f637023342223f6bf56d43107e13892538cec5a35e8c4e33"
 WEIGHTS_SHAPE = (25791, 18757, 14)
 
 
