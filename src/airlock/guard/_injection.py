@@ -5,13 +5,16 @@ neuralchemy train/validation splits only) is a logistic regression over three bl
 
 * **words**: unigrams and bigrams of the normalised text, sublinear tf * idf, L2-normalised;
 * **chars**: presence of 4-grams of the de-obfuscated word stream (leetspeak undone, spaced-out
-  letters joined, Latin lookalikes mapped), idf-weighted, L2-normalised — robust to ``1gn0re`` and ``i g n o r e``;
+  letters joined, Latin lookalikes mapped), idf-weighted, L2-normalised: robust to ``1gn0re`` and
+  ``i g n o r e``;
 * **structure**: a fixed, hand-written set of patterns for the *shape* of an attack rather than its
   topic: an override verb aimed at the model's instructions, a request to disclose the system prompt,
   persona switches towards "no restrictions", fake role / delimiter tags, refusal suppression,
   exfiltration to a URL or address, claimed authority, decode-and-follow.
 
-Inference is a dictionary lookup per feature and one sparse dot product: no numpy, scipy or
+A text is flagged when its probability reaches ``threshold`` if an attack structure matched, or the
+stricter ``threshold_unstructured`` if none did (both chosen on the validation splits for a stated
+false-positive rate, see docs). Inference is a dictionary lookup per feature and one sparse dot product: no numpy, scipy or
 scikit-learn (a test pins that). Long texts are scored in overlapping windows and the highest window
 wins, so benign padding cannot dilute an embedded attack.
 
@@ -48,6 +51,7 @@ __all__ = [
     "detector",
     "featurize",
     "load_detector",
+    "read_shipped_weights",
 ]
 
 WEIGHTS_FORMAT: Final = "airlock-injection-v1"
