@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
-# Pinned: regenerate with tools/train_guard.py (see docs/guard_injection.md) and update both.
+# Pinned: regenerate with tools/train_guard.py (see docs/guard.md, "injection") and update both.
 WEIGHTS_SHA256 = "f507dc09d682bef5f637023342223f6bf56d43107e13892538cec5a35e8c4e33"
 WEIGHTS_SHAPE = (25791, 18757, 14)
 

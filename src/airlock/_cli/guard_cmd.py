@@ -84,6 +84,12 @@ class GuardCommand:
             help="a host images and links may point to (repeatable; .example.com for it and its subdomains)",
         )
         steps.add_argument(
+            "--injection",
+            choices=("block", "flag", "off"),
+            default="off",
+            help="the prompt-injection detector trained by this project (default off: opt in; docs/guard.md)",
+        )
+        steps.add_argument(
             "--pii",
             choices=_ACTIONS,
             default="redact",
@@ -151,6 +157,7 @@ def _config(args: argparse.Namespace) -> Any:
         "links": args.links,
         "allowed_hosts": list(args.allow_host),
         "pii": args.pii,
+        "injection": args.injection,
         "max_chars": args.max_chars,
         "max_bytes": args.max_bytes,
         "max_lines": args.max_lines,

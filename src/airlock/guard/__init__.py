@@ -13,7 +13,7 @@ a response before it reaches a user), offline and fast.
 
 The pipeline: size limits (before any work), ``unicode`` (hidden characters), ``nfkc``,
 ``confusables`` (homoglyphs), ``validate`` (character classes, JSON Schema), ``filter`` (script,
-markup, exfiltration links and images), ``pii`` (Presidio, regex recognisers), ``encode`` (for the
+markup, exfiltration links and images), ``injection`` (the prompt-injection detector), ``pii`` (Presidio, regex recognisers), ``encode`` (for the
 sink). Every finding's span is in the original text. Nothing is logged, nothing read from the
 environment or the current directory; the configuration is the :class:`GuardConfig` you pass.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from airlock.guard._encode import EncodeConfig, Sink, encode
 from airlock.guard._filter import FilterConfig
+from airlock.guard._injection_step import InjectionConfig
 from airlock.guard._pii import DEFAULT_ENTITIES, PIIConfig
 from airlock.guard._pipeline import Guard, GuardConfig, build_steps
 from airlock.guard._sizes import SizeLimits
@@ -43,6 +44,7 @@ __all__ = [
     "GuardFinding",
     "GuardResult",
     "Hit",
+    "InjectionConfig",
     "PIIConfig",
     "Pseudonyms",
     "Sink",

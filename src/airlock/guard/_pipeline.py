@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from airlock.errors import UsageError
 from airlock.guard._encode import EncodeConfig, EncodeStep
 from airlock.guard._filter import FilterConfig, FilterStep
+from airlock.guard._injection_step import InjectionConfig, InjectionStep
 from airlock.guard._offsets import OffsetMap, non_overlapping
 from airlock.guard._pii import PIIConfig, PIIStep
 from airlock.guard._sizes import SizeLimits, check_sizes
@@ -28,7 +29,8 @@ class GuardConfig:
     The defaults: limits of :class:`SizeLimits`; Unicode cleaning (invisible, bidi, tag and control
     characters removed, NFKC, homoglyphs in mixed-script words rewritten to Latin); no character
     class or JSON schema restriction; script/markup and exfiltration links removed; PII (email,
-    phone, credit card, IBAN, IP) redacted with Presidio's regex recognisers; no sink encoding.
+    phone, credit card, IBAN, IP) redacted with Presidio's regex recognisers; no sink encoding; no
+    prompt-injection detection unless ``injection`` is given (opt in: docs/guard.md says why).
     """
 
     limits: SizeLimits = field(default_factory=SizeLimits)
@@ -37,6 +39,8 @@ class GuardConfig:
     filter: FilterConfig | None = field(default_factory=FilterConfig)
     pii: PIIConfig | None = field(default_factory=PIIConfig)
     encode: EncodeConfig | None = None
+    #: off by default while the detector flags some short benign texts (docs/guard.md); opt in
+    injection: InjectionConfig | None = None
 
     def __post_init__(self) -> None:
         for name, kind in (
@@ -46,6 +50,7 @@ class GuardConfig:
             ("filter", FilterConfig),
             ("pii", PIIConfig),
             ("encode", EncodeConfig),
+            ("injection", InjectionConfig),
         ):
             value = getattr(self, name)
             if value is not None and not isinstance(value, kind):
@@ -54,10 +59,8 @@ class GuardConfig:
 
 def build_steps(config: GuardConfig) -> list[Step]:
     """The steps ``config`` asks for, in pipeline order: unicode, nfkc, confusables, validate,
-    filter, pii, encode.
-
-    (A prompt-injection step belongs after ``filter`` and before ``pii``: it must see the text the
-    user wrote, with PII still in place, but after hidden characters are gone.)
+    filter, injection, pii, encode. (``injection`` sees the text the user wrote, with PII still in
+    place, but after hidden characters and markup are gone.)
     """
     steps: list[Step] = []
     if config.unicode is not None:
@@ -70,6 +73,8 @@ def build_steps(config: GuardConfig) -> list[Step]:
         steps.append(ValidationStep(config.validation))
     if config.filter is not None:
         steps.append(FilterStep(config.filter))
+    if config.injection is not None:
+        steps.append(InjectionStep(config.injection))
     if config.pii is not None:
         steps.append(PIIStep(config.pii))
     if config.encode is not None:

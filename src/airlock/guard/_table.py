@@ -12,6 +12,7 @@ Keys (all optional; a missing key keeps the default of docs/guard.md)::
     markup = "redact"
     images = "redact"
     links = "flag"
+    injection = "off"            # block | flag | off: the prompt-injection detector (opt in)
     allowed_hosts = ["img.example", ".cdn.example"]
     pii = "redact"
     pseudonymize = false
@@ -31,6 +32,7 @@ from typing import Any, Final
 from airlock.errors import UsageError
 from airlock.guard._encode import EncodeConfig, Sink
 from airlock.guard._filter import FilterConfig
+from airlock.guard._injection_step import InjectionConfig
 from airlock.guard._pii import PIIConfig
 from airlock.guard._pipeline import GuardConfig
 from airlock.guard._sizes import SizeLimits
@@ -40,7 +42,16 @@ from airlock.guard._validate import ValidationConfig
 
 __all__ = ["config_from_table"]
 
-_ACTION_KEYS: Final = ("hidden", "homoglyphs", "charset_action", "markup", "images", "links", "pii")
+_ACTION_KEYS: Final = (
+    "hidden",
+    "homoglyphs",
+    "charset_action",
+    "markup",
+    "images",
+    "links",
+    "pii",
+    "injection",
+)
 _KEYS: Final = frozenset(
     {*_ACTION_KEYS, "nfkc", "charset", "json_schema", "allowed_hosts", "pseudonymize", "pii_entities",
      "spacy_model", "sink", "max_chars", "max_bytes", "max_lines"}
@@ -112,6 +123,10 @@ def config_from_table(table: Mapping[str, Any], where: str = "guard") -> GuardCo
         links=_action(table, "links", "flag", where),
         allowed_hosts=frozenset(hosts),
     )
+    injection_action = _action(table, "injection", "off", where)
+    if injection_action is Action.REDACT:
+        raise UsageError(f"{where}.injection must be block, flag or off (an injection has no part to redact)")
+    injection = None if injection_action is None else InjectionConfig(injection_action)
     pii_action = _action(table, "pii", "redact", where)
     pii = None
     entities = _strings(table, "pii_entities", where)
@@ -138,5 +153,6 @@ def config_from_table(table: Mapping[str, Any], where: str = "guard") -> GuardCo
     sizes = {k: _typed(table, k, int, where) for k in ("max_chars", "max_bytes", "max_lines")}
     limits = SizeLimits(**{k: v for k, v in sizes.items() if v is not None})
     return GuardConfig(
-        limits=limits, unicode=unicode, validation=validation, filter=filter_config, pii=pii, encode=encode
-    )
+        limits=limits, unicode=unicode, validation=validation, filter=filter_config, pii=pii, encode=encode,
+        injection=injection,
+    )  # fmt: skip
