@@ -44,8 +44,14 @@ demo: $(DEMO_STAMP)
 	  test $$status -eq 1 && test ! -e demo/PWNED && echo "demo/PWNED does not exist: no payload ran"
 	$(BIN)/python examples/serve_demo.py demo
 
+# The suite runs in one pytest-xdist process per core (nproc: 2 in CI), at most 8; TEST_WORKERS=N
+# chooses, TEST_WORKERS=0 runs it in make's own pytest process. --dist loadgroup hands tests out one by
+# one, except those marked xdist_group (tests that share an expensive fixture, such as the loaded
+# SmolLM2 model), which run together in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 8 ? n : 8 )))
+
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests bench examples tools

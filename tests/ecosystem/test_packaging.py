@@ -27,7 +27,8 @@ from tests.fixtures.attacks import ATTACKS
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
-pytestmark = pytest.mark.slow
+#: one pytest-xdist process builds the wheel and the venvs (module fixtures) once for all of them
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
 
 #: Commands a core install runs; every other one must name its missing extra and exit 2.
 CORE_COMMANDS = {"scan", "hash", "sign", "verify", "certs"}

@@ -347,6 +347,10 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
+#: the tests that take ``crafted`` run in one pytest-xdist process: torch reads the cases once
+pytestmark = pytest.mark.xdist_group("torch-crafted")
+
+
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Any, dict[str, Any]]]:
     folder = tmp_path_factory.mktemp("crafted")

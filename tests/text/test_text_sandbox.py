@@ -12,6 +12,10 @@ import pytest
 from airlock.errors import UsageError
 from airlock.sandbox import Worker
 
+#: every test here that takes ``chat_worker`` runs in one pytest-xdist process, so the session
+#: fixture (a 20-40 s model load) is built once, not once per process (``make test``: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("smollm2")
+
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 

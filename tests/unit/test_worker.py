@@ -641,6 +641,8 @@ class Played:
         self.loads: list[tuple[dict[str, object], bytes]] = []
         self.requests: list[dict[str, object]] = []
         self.processes: list[subprocess.Popen[bytes]] = []
+        #: the played jobs' threads: they record what they receive after the host has moved on
+        self.jobs: list[threading.Thread] = []
 
     def launch(self, policy: object, runtimes: tuple[str, ...]) -> Any:
         self.launched.append((policy, runtimes))
@@ -662,7 +664,7 @@ class Played:
             while True:
                 frame = recv_frame(peer, CAPS, deadline=soon(30))
                 job = socket.socket(fileno=frame.fds[0])
-                play(lambda job=job: self._job(job))  # type: ignore[misc]
+                self.jobs.append(play(lambda job=job: self._job(job)))  # type: ignore[misc]
                 send_frame(peer, {"type": "spawned", "pid": 1}, deadline=soon())
         except (SandboxError, TimeoutError, OSError):
             peer.close()
@@ -699,6 +701,13 @@ class Played:
             except (SandboxError, TimeoutError, OSError):
                 return
 
+    def settle(self) -> None:
+        """Wait until every played job has returned: the host's last message (``close``) is sent
+        before the host returns, but recorded by the job's thread whenever it next runs."""
+        for thread in self.jobs:
+            thread.join(30)
+            assert not thread.is_alive(), "a played job did not end"
+
     def reap(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -730,6 +739,7 @@ def test_worker_with_its_own_sandbox(played: Played, tmp_path: Path) -> None:
         assert worker.state_dict()["w"].tolist() == [1.0, 1.0]
         owned = worker._owned
         assert owned is not None and worker.sandbox is owned
+    played.settle()
     assert played.loads == [
         (
             {"type": "load", "runtime": "torch", "definition": None, "threads": policy.limits.threads},
