@@ -34,6 +34,9 @@ from airlock.gateway._text_lane import TextLane
 from tests.gateway.conftest import Running, write_config
 from tests.text.conftest import smollm2_path
 
+#: one gateway (and its model loads) per run: every test of this module in one xdist process
+pytestmark = pytest.mark.xdist_group("attack-v1")
+
 COUNT = "1, 2, 3,"  # the model goes on counting: no end-of-text within a few dozen tokens
 #: a generation of many seconds on any CPU (the model counts on: it does not stop by itself); the
 #: tests that start one end it early

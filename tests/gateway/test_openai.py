@@ -29,6 +29,9 @@ from tests.gateway import _models
 from tests.gateway.conftest import Running, write_config
 from tests.text.conftest import smollm2_path
 
+#: one gateway (and its model loads) per run: every test of this module in one xdist process
+pytestmark = pytest.mark.xdist_group("openai")
+
 QUESTION: list[Any] = [{"role": "user", "content": "What is the capital of France?"}]
 #: a marker that must never reach the audit log or the state file
 MARKER = "zq-prompt-marker-4471"
