@@ -48,8 +48,13 @@ def email() -> str:
     return f"{user}@{RNG.choice(['example.com', 'mail.example.org', 'uni.ac.uk', 'firma.de'])}"
 
 
+#: assigned North American area codes: the recogniser keeps only numbers libphonenumber calls valid
+#: (an unassigned area code such as 652 is not a phone number to it, by design: fewer false alarms)
+AREA_CODES = (212, 213, 305, 312, 415, 503, 617, 646, 702, 713, 818, 917)
+
+
 def phone() -> str:
-    n = f"{RNG.randrange(201, 989)}-{RNG.randrange(200, 999)}-{RNG.randrange(1000, 9999)}"
+    n = f"{RNG.choice(AREA_CODES)}-{RNG.randrange(200, 999)}-{RNG.randrange(1000, 9999)}"
     return RNG.choice(
         [
             f"+1 {n}",
@@ -82,6 +87,7 @@ GENERATORS = {
 
 @pytest.mark.parametrize("entity", sorted(GENERATORS))
 def test_recall_on_generated_values(guard: Guard, entity: str) -> None:
+    RNG.seed(f"recall-{entity}")  # the same values whatever ran before (xdist orders tests freely)
     found = 0
     for _ in range(40):
         value = GENERATORS[entity]()
@@ -94,6 +100,7 @@ def test_recall_on_generated_values(guard: Guard, entity: str) -> None:
 
 
 def test_luhn_invalid_cards_are_not_cards(guard: Guard) -> None:
+    RNG.seed("luhn-invalid")
     for _ in range(40):
         value = card(False)
         rules = [f.rule for f in guard.check(f"card {value} here").findings]
@@ -101,6 +108,7 @@ def test_luhn_invalid_cards_are_not_cards(guard: Guard) -> None:
 
 
 def test_iban_with_a_wrong_checksum_is_not_an_iban(guard: Guard) -> None:
+    RNG.seed("iban-invalid")
     for _ in range(40):
         value = iban(False)
         assert "pii.iban_code" not in [f.rule for f in guard.check(f"iban {value} ok").findings], value
