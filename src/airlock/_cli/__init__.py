@@ -64,7 +64,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("run", "airlock._cli.run_cmd", "load or run an untrusted model inside the OS sandbox", ("sandbox", "numpy")),
     CommandEntry("chat", "airlock._cli.chat_cmd", "chat with an untrusted GGUF model at a terminal (it runs inside the OS sandbox)", ("sandbox", "text")),
     CommandEntry("doctor", "airlock._cli.doctor_cmd", "show which sandbox layers work on this host (for airlock run)", ("sandbox",)),
-    CommandEntry("serve", "airlock._cli.serve_cmd", "serve admitted models to authenticated tenants (KServe v2 over HTTPS)", ("serve",)),
+    CommandEntry("serve", "airlock._cli.serve_cmd", "serve admitted models to authenticated tenants (KServe v2, and the OpenAI API for text models, over HTTPS)", ("serve",)),
     CommandEntry("tenant", "airlock._cli.tenant_cmd", "add or list the tenants of an airlock serve gateway", ("serve",)),
     CommandEntry("key", "airlock._cli.key_cmd", "create, revoke or list API keys of airlock serve tenants", ("serve",)),
     CommandEntry("audit", "airlock._cli.audit_cmd", "verify the hash chain of the airlock serve audit log", ("serve",)),

@@ -27,11 +27,12 @@ _log = logging.getLogger("airlock.gateway")
 @dataclass(frozen=True)
 class ServeCommand:
     name: str = "serve"
-    help: str = "serve admitted models to authenticated tenants (KServe v2 over HTTPS)"
+    help: str = "serve admitted models to authenticated tenants (KServe v2, and the OpenAI API for text models, over HTTPS)"
     description: str = (
         "Admit every model in the config (verify -> scan; anything not CLEAN after its allowances is "
         "refused, with its findings), start one sandboxed worker lane per (tenant, model), and serve the "
-        "KServe v2 protocol. The config is read only from --config. Without TLS the gateway binds only "
+        "KServe v2 protocol (tensor models) and the OpenAI-compatible API (text models: /v1/chat/completions, "
+        "/v1/completions, /v1/models). The config is read only from --config. Without TLS the gateway binds only "
         "loopback addresses unless --unsafe-plaintext. Metrics: http://127.0.0.1:ADMIN_PORT/metrics. "
         "Exit codes: 0 stopped cleanly, 1 a model was refused (--admit-only), 2 error."
     )
