@@ -25,8 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
-from airlock.errors import AirlockError
-from airlock.gateway._workers import WorkerCrashed, WorkerTimeout
+from airlock.gateway._workers import WorkerCrashed, WorkerTimeout, kill_off_loop, start_replacement
 from airlock.sandbox._text import CANCEL_GRACE, Generation, TextStream
 
 __all__ = ["KILL_AFTER", "TextBackend", "TextLane", "TextRun"]
@@ -193,35 +192,17 @@ class TextLane:
         task.add_done_callback(self._tasks.discard)
 
     async def _kill(self, backend: TextBackend) -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, backend.kill)
-        except RuntimeError:  # the pool was shut down (the lane closed)
-            backend.kill()
+        await kill_off_loop(self._pool, backend)
 
     async def _replace(self, dead: TextBackend) -> None:
-        loop = asyncio.get_running_loop()
-        await self._kill(dead)
-        delay = 0.5
         try:
-            while not self.closed():
-                fresh = self._factory()
-                try:
-                    await loop.run_in_executor(self._pool, fresh.start)
-                except AirlockError as exc:
-                    _log.error("worker restart failed", extra={"tenant": self.tenant, "model": self.model,
-                                                               "error": str(exc)[:500]})  # fmt: skip
-                    await self._kill(fresh)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-                    continue
-                if self.closed():  # closed while this worker was starting
-                    await self._kill(fresh)
-                    return
-                self._all = [b for b in self._all if b is not dead] + [fresh]
-                self.restarted += 1
-                _log.warning("worker restarted", extra={"tenant": self.tenant, "model": self.model})
-                self._release(fresh)
+            await self._kill(dead)
+            fresh = await start_replacement(self._pool, self._factory, self.closed, self.tenant, self.model)
+            if fresh is None:
                 return
+            self._all = [b for b in self._all if b is not dead] + [fresh]
+            self.restarted += 1
+            self._release(fresh)
         finally:
             self._replacing.discard(id(dead))
 

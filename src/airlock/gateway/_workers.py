@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,7 @@ __all__ = [
 
 _log = logging.getLogger("airlock.gateway")
 Arrays = Mapping[str, np.ndarray[Any, Any]]
+_B = TypeVar("_B", bound="_Startable")
 
 
 class WorkerBackend(Protocol):
@@ -213,6 +214,51 @@ AHEAD_INPUTS: Final = 16
 
 def _small(inputs: Arrays) -> bool:
     return len(inputs) <= AHEAD_INPUTS and sum(int(a.nbytes) for a in inputs.values()) <= AHEAD_BYTES
+
+
+class _Killable(Protocol):
+    def kill(self) -> None: ...
+
+
+class _Startable(_Killable, Protocol):
+    def start(self) -> None: ...
+
+
+async def kill_off_loop(pool: ThreadPoolExecutor, backend: _Killable) -> None:
+    """Kill ``backend`` off the loop (it waits for the worker tree to exit); at once once the
+    lane's pool is shut down."""
+    try:
+        await asyncio.get_running_loop().run_in_executor(pool, backend.kill)
+    except RuntimeError:  # the pool was shut down (the lane closed)
+        backend.kill()
+
+
+async def start_replacement(
+    pool: ThreadPoolExecutor, factory: Callable[[], _B], closed: Callable[[], bool], tenant: str, model: str
+) -> _B | None:
+    """A fresh worker from ``factory``, started off the loop, retried with back-off (0.5 s doubling
+    to 30 s) while starting fails; None when the lane closed first (a worker started meanwhile is
+    killed). Shared by tensor and text lanes."""
+    loop = asyncio.get_running_loop()
+    delay = 0.5
+    while not closed():
+        fresh = factory()
+        try:
+            await loop.run_in_executor(pool, fresh.start)
+        except AirlockError as exc:
+            _log.error(
+                "worker restart failed", extra={"tenant": tenant, "model": model, "error": str(exc)[:500]}
+            )
+            await kill_off_loop(pool, fresh)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            continue
+        if closed():  # closed while this worker was starting
+            await kill_off_loop(pool, fresh)
+            return None
+        _log.warning("worker restarted", extra={"tenant": tenant, "model": model})
+        return fresh
+    return None
 
 
 class Lane:
@@ -464,41 +510,19 @@ class Lane:
             self._schedule_replace(backend)
 
     async def _kill(self, backend: WorkerBackend) -> None:
-        """Kill ``backend`` off the loop (it waits for the worker tree to exit); at once once the
-        lane's pool is shut down."""
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, backend.kill)
-        except RuntimeError:  # the pool was shut down (the lane closed)
-            backend.kill()
+        await kill_off_loop(self._pool, backend)
 
     async def _replace(self, dead: WorkerBackend) -> None:
-        loop = asyncio.get_running_loop()
         self._unwatch(dead)
         await self._kill(dead)
-        delay = 0.5
-        while not self.closed():
-            fresh = self._factory()
-            try:
-                await loop.run_in_executor(self._pool, fresh.start)
-            except AirlockError as exc:
-                _log.error(
-                    "worker restart failed",
-                    extra={"tenant": self.tenant, "model": self.model, "error": str(exc)[:500]},
-                )
-                await self._kill(fresh)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            if self.closed():  # closed while this worker was starting
-                await self._kill(fresh)
-                return
-            self._all = [b for b in self._all if b is not dead] + [fresh]
-            self._replacing.discard(dead)
-            self.restarted += 1
-            _log.warning("worker restarted", extra={"tenant": self.tenant, "model": self.model})
-            self._watch(fresh)
-            self._serve(fresh)
+        fresh = await start_replacement(self._pool, self._factory, self.closed, self.tenant, self.model)
+        if fresh is None:
             return
+        self._all = [b for b in self._all if b is not dead] + [fresh]
+        self._replacing.discard(dead)
+        self.restarted += 1
+        self._watch(fresh)
+        self._serve(fresh)
 
     def _schedule_replace(self, dead: WorkerBackend) -> None:
         with self._changed:  # its thread takes no more requests
