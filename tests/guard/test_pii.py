@@ -209,3 +209,27 @@ def test_an_address_at_either_end_of_the_text(guard: Guard, text: str) -> None:
     assert [(f.rule, f.span) for f in guard.check(text).findings] == [
         ("pii.ip_address", Span(start, start + 8))
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a." * 49_999 + "@",  # Presidio's unbounded local part backtracked here: 23 s at 12,000 characters
+        "x-" * 49_999 + "@",
+        "a@" + "b." * 49_998,
+        "a@" + "b-" * 49_990 + "c.de",
+    ],
+)
+def test_email_search_is_linear_on_adversarial_text_at_the_size_limit(guard: Guard, text: str) -> None:
+    import time
+
+    started = time.monotonic()
+    guard.check(text)
+    assert time.monotonic() - started < 10  # ~0.1 s; quadratic would be hours at 100,000 characters
+
+
+@pytest.mark.parametrize(("local", "found"), [("a" * 63, True), ("a" * 64, True), ("a" * 65, False)])
+def test_email_local_part_up_to_the_rfc_limit_is_found_whole(guard: Guard, local: str, found: bool) -> None:
+    text = f"mail {local}@example.com now"
+    spans = {f.span for f in guard.check(text).findings if f.rule == "pii.email_address"}
+    assert (Span(5, 5 + len(local) + len("@example.com")) in spans) is found
