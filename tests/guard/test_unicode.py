@@ -157,3 +157,8 @@ def test_whole_script_lookalike_word_in_latin_text_is_flagged() -> None:
 
 def test_step_alone_fast_path() -> None:
     assert UnicodeStep(UnicodeConfig()).check("plain ascii").hits == ()
+
+
+def test_braille_pattern_blank_is_removed_like_the_hangul_fillers() -> None:
+    result = Guard().check("igno\u2800re")
+    assert (result.text, [f.rule for f in result.findings]) == ("ignore", ["unicode.invisible"])

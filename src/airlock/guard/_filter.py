@@ -55,10 +55,36 @@ _URL_ATTRS_LINK: Final = frozenset(
 )
 _CSS_URL: Final = re.compile(r"url\s*\(|@import|expression\s*\(", re.IGNORECASE)
 _MD_OPEN: Final = re.compile(r"(!?)\[")
-_REF_DEF: Final = re.compile(r"^ {0,3}\[([^\]\n]{1,999})\]:[ \t]*\n?[ \t]*(<[^>\n]*>|\S+)", re.MULTILINE)
+#: a reference definition at the start of a line, also inside block quotes and list items (CommonMark
+#: reads definitions in any container: "> [a]: https://..." defines [a])
+_REF_DEF: Final = re.compile(
+    r"^ {0,3}(?:(?:>|[-*+]|\d{1,9}[.)])[ \t]*){0,16}\[([^\]\n]{1,999})\]:[ \t]*\n?[ \t]*(<[^>\n]*>|\S+)",
+    re.MULTILINE,
+)
 _REF_IMAGE: Final = re.compile(
     r"!\[([^\]\n]{0,999})\](?:[ \t]?\[([^\]\n]{0,999})\])?"
 )  # a space: Markdown.pl
+#: a CSS escape: up to six hex digits (and one white-space character after them), or any other character
+_CSS_ESCAPE: Final = re.compile(r"\\([0-9a-fA-F]{1,6})[ \t\n\r\f]?|\\(.)", re.DOTALL)
+
+
+def _css_unescape(value: str) -> str:
+    """CSS as a browser reads it: ``u\\rl(`` and ``\\75rl(`` are ``url(``."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(2) is not None:
+            return match.group(2)
+        code = int(match.group(1), 16)
+        return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
+
+    return _CSS_ESCAPE.sub(one, value)
+
+
+def _label(text: str) -> str:
+    """A link label as CommonMark matches it: inner white space collapsed, Unicode case-folded."""
+    return " ".join(text.split()).casefold()
+
+
 _AUTOLINK: Final = re.compile(r"<([a-zA-Z][a-zA-Z0-9+.-]{1,31}:[^\s<>]*)>")
 _BARE_URL: Final = re.compile(r"(?:\b(?:https?|ftp)://|(?<![\w/])www\.)[^\s<>\"'`]+", re.IGNORECASE)
 
@@ -220,7 +246,9 @@ class FilterStep:
                         end,
                     )
                     break
-                if key == "style" and _CSS_URL.search(decode_bounded(value, self.config.max_decode_rounds)):
+                if key == "style" and _CSS_URL.search(
+                    _css_unescape(decode_bounded(value, self.config.max_decode_rounds))
+                ):
                     self._add(
                         hits, "filter.exfil-image", "inline CSS that fetches a resource", tag.start(), end
                     )
@@ -250,14 +278,12 @@ class FilterStep:
             inside = (close + 2, end)
             image = opening.group(1) == "!"
             self._url(hits, url, opening.start(), end, auto_loads=image)
-        image_labels = {
-            (m.group(2) if m.group(2) else m.group(1)).strip().lower() for m in _REF_IMAGE.finditer(text)
-        }
+        image_labels = {_label(m.group(2) if m.group(2) else m.group(1)) for m in _REF_IMAGE.finditer(text)}
         for ref in _REF_DEF.finditer(text):
             url = ref.group(2)
             if url.startswith("<") and url.endswith(">"):
                 url = url[1:-1]
-            image = ref.group(1).strip().lower() in image_labels
+            image = _label(ref.group(1)) in image_labels
             self._url(hits, url, ref.start(), ref.end(), auto_loads=image)
 
     def _autolinks(self, text: str, hits: list[Hit]) -> None:

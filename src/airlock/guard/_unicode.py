@@ -67,10 +67,12 @@ class UnicodeConfig:
 
 
 # Default_Ignorable_Code_Point (Unicode 15.1 DerivedCoreProperties.txt), the other Cf characters,
-# and the controls other than \t \n \r. A test checks every Cf and Cc code point is covered.
+# the controls other than \t \n \r, and U+2800 BRAILLE PATTERN BLANK (a symbol that renders as
+# nothing, like the Hangul fillers: used to split words). A test checks every Cf and Cc code point
+# is covered.
 _HIDDEN: Final = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
-    "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb"
+    "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb"
     "\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd\U00013430-\U0001343f"
     "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
 )
