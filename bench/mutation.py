@@ -87,10 +87,21 @@ MODULES: dict[str, Module] = {
     ),
     # the bound on a rendering's work; the exhausting spellings proven with the real renderer
     # (tests/text/test_attack_templates.py, subprocesses: ~60 s) are left out of the loop
-    "template_cost": Module(
-        "airlock/_analysis/template_cost.py",
-        ("tests/unit/test_template_cost.py", "tests/unit/test_template.py"),
-    ),
+    **{
+        name: Module(
+            f"airlock/_analysis/{name}.py",
+            ("tests/unit/test_template_cost.py", "tests/unit/test_template.py"),
+        )
+        for name in (
+            "template_cost",
+            "template_cost_values",
+            "template_cost_base",
+            "template_cost_stmts",
+            "template_cost_exprs",
+            "template_cost_calls",
+            "template_cost_flow",
+        )
+    },
     "template_fold": Module(
         "airlock/_analysis/template_fold.py",
         (
@@ -1078,67 +1089,73 @@ HAND_MUTANTS: tuple[HandMutant, ...] = (
         "template", "selectattr's positional attribute not checked", '"selectattr": 0,', '"selectattr": None,'
     ),
     HandMutant(
-        "template_cost", "steps limit off by one", "MAX_STEPS: Final = 100_000", "MAX_STEPS: Final = 100_001"
+        "template_cost_values",
+        "steps limit off by one",
+        "MAX_STEPS: Final = 100_000",
+        "MAX_STEPS: Final = 100_001",
     ),
     HandMutant(
-        "template_cost",
+        "template_cost_base",
         "degree limit off by one",
         "len(total) - 1 > MAX_DEGREE",
         "len(total) - 1 > MAX_DEGREE + 1",
     ),
     HandMutant(
-        "template_cost",
+        "template_cost_stmts",
         "a loop's iterations do not multiply its body",
         "            pmul(ctx.m, factor),\n",
         "            ctx.m,\n",
     ),
     HandMutant(
-        "template_cost",
+        "template_cost_stmts",
         "every loop over data amortised",
         "factor = ONE if used else iterable.n",
         "factor = ONE if iterable.data else iterable.n",
     ),
     HandMutant(
-        "template_cost",
+        "template_cost_stmts",
         "amortisation not used up by the first loop",
         "(ctx.active - used) | {id(node)}",
         "ctx.active | {id(node)}",
     ),
     HandMutant(
-        "template_cost",
+        "template_cost_stmts",
         "recursive loops do not count the data below",
         "factor = padd(factor, D)",
         "factor = padd(factor, ZERO)",
     ),
     HandMutant(
-        "template_cost",
+        "template_cost_stmts",
         "growth never accelerating",
         "accelerating = any(_exceeds(",
         "accelerating = False and any(_exceeds(",
     ),
     HandMutant(
-        "template_cost", "numbers from data bounded by D", "return (_INF,) if v.data else v.n", "return v.n"
+        "template_cost_flow",
+        "numbers from data bounded by D",
+        "return (_INF,) if v.data else v.n",
+        "return v.n",
     ),
     HandMutant(
-        "template_cost",
+        "template_cost_calls",
         "two non-descending self-calls allowed",
         "lambda c: _progresses(c, depths)) > 1:",
         "lambda c: _progresses(c, depths)) > 2:",
     ),
     HandMutant(
-        "template_cost",
+        "template_cost_flow",
         "a container does not wrap its items a level up",
         "min(_depth(i, depths) for i in moving) - 1, -1)",
         "min(_depth(i, depths) for i in moving), -1)",
     ),
     HandMutant(
-        "template_cost",
+        "template_cost_calls",
         "mutual recursion judged as self-recursion",
         "if len(cycle) > 1:",
         "if len(cycle) > 2:",
     ),
     HandMutant(
-        "template_cost",
+        "template_cost_calls",
         "a non-descending chain costs D",
         "return D if strict else pscale(D, MAX_MACRO_DEPTH)",
         "return D",
