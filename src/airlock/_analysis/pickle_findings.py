@@ -103,8 +103,10 @@ def _analyse_stream(
             and result.opcodes <= 1
             and not result.globals
         ):
-            # Not a pickle at all: bytes after the last pickle.
-            if not trailing_ok:
+            # Not a pickle at all: bytes after the last pickle. A lenient stream (raw tensor
+            # bytes) goes on after any pickle its first bytes happen to spell (b"\x89." is
+            # ``False``): that is what raw bytes do, not a hiding place.
+            if not (trailing_ok or lenient):
                 yield (
                     (),
                     Issue(
@@ -117,9 +119,13 @@ def _analyse_stream(
                 )
             return
         reported: set[tuple[str, str | None, str]] = set()
-        # Raw tensor bytes that happen to decode (lenient) and import or call nothing: their
-        # structural oddities (a FRAME that overruns, an extension code) are noise, not findings.
-        quiet = lenient and not result.globals and not result.calls
+        # Raw tensor bytes that happen to decode (lenient) and import nothing by name: their
+        # structural oddities (a FRAME that overruns, an extension code, a call of what they
+        # built, a STACK_GLOBAL of non-strings) are noise, not findings. Without an import by name
+        # no unpickler reaches code: an extension code resolves only through copyreg's registry,
+        # which bytes cannot fill (empty in a fresh interpreter), and STACK_GLOBAL refuses
+        # operands that are not strings. Seeded random storages: tests/scan/test_storage_sniff.py.
+        quiet = lenient and not any(not g.dynamic for g in result.globals)
         for item in () if quiet else (result, *nested_results):
             for members, issue in _findings(item, data, ctx, policy, nested_depth):
                 reported.add(_key(issue))
@@ -129,7 +135,7 @@ def _analyse_stream(
         if result.frame_crossing is not None:
             yield from _as_file_reader(data, pos, result, ctx, policy, nested_depth, reported, lenient)
         if result.error is not None:
-            if lenient and not result.globals and not result.calls:
+            if quiet:
                 return
             yield (), _error_issue(result.error, index)
             return
