@@ -33,6 +33,13 @@ def configure(*, enabled: bool) -> None:
     _state.enabled = enabled
 
 
+def forget() -> None:
+    """In a forked worker: show nothing and never touch the parent's task (its lock may have been
+    held by the parent's drawing thread at the fork, which the child does not have)."""
+    _state.enabled = False
+    _state.current = None
+
+
 def enabled() -> bool:
     """Whether progress is shown (callers skip work done only for it, such as sizing files)."""
     return _state.enabled

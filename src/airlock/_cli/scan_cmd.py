@@ -68,7 +68,12 @@ class ScanCommand:
             "-o", "--output", type=Path, help="write the report to this file instead of stdout"
         )
         parser.add_argument(
-            "--jobs", type=int, default=1, metavar="N", help="scan files in N worker processes (default 1)"
+            "--jobs",
+            type=int,
+            default=None,
+            metavar="N",
+            help="scan files in N worker processes (default: the CPUs available, at most 8, when 256 files "
+            "or more, or 256 MiB or more in two files or more, are scanned; else one process)",
         )
         parser.add_argument(
             "--policy",
@@ -138,7 +143,9 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
-def _scan_one(path: Path, policy: Policy, limits: Limits, jobs: int, verified: Verified | None) -> Report:
+def _scan_one(
+    path: Path, policy: Policy, limits: Limits, jobs: int | None, verified: Verified | None
+) -> Report:
     if str(path) != STDIN:
         return scan(path, policy=policy, limits=limits, jobs=jobs, verified=verified)
     if verified is not None:

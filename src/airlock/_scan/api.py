@@ -11,6 +11,7 @@ from airlock._formats.base import Issue, ReadContext
 from airlock._formats.registry import folder_checks
 from airlock._scan.collect import Collector
 from airlock._scan.engine import judge_folder_fact, scan_file
+from airlock._scan.pool import Task, auto_jobs, run
 from airlock._scan.walk import Entry, walk
 from airlock.errors import UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
@@ -28,20 +29,23 @@ def scan(
     *,
     policy: Policy | None = None,
     limits: Limits = DEFAULT_LIMITS,
-    jobs: int = 1,
+    jobs: int | None = 1,
     verified: Verified | None = None,
 ) -> Report:
     """Scan a file or a folder, statically, and return a :class:`~airlock.results.Report`.
 
     Nothing in the scanned files is executed; nothing is written; no network is used; no
     configuration is read from the current directory or from the scanned tree. Every file is
-    sniffed by content. ``jobs`` > 1 scans files in that many worker processes.
+    sniffed by content. ``jobs`` > 1 scans files in that many worker processes; ``None`` picks
+    the number: the CPUs available (at most 8) for a scan of 256 files or more, or of 256 MiB or
+    more in two files or more, else one process (a pool costs more than it saves on a few files).
+    The report is the same for any number of jobs.
 
     ``verified``: the result of :func:`airlock.integrity.verify` for this same ``path``. Every
     file it lists is then read through it (refused if it is no longer the file that was hashed),
     so the verdict is about exactly the verified bytes.
     """
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise UsageError(f"jobs must be at least 1, got {jobs}")
     policy = policy or Policy()
     root = Path(path)
@@ -106,40 +110,26 @@ def scan(
         name = "." if base != root else entry.path.relative_to(root).as_posix()
         return name if name in listed else None  # extra files exist only under --unsafe-allow-extra
 
-    sizes = {index: _size(entry.blob or entry.path) for index, entry in files} if _progress.enabled() else {}
-    with _progress.task(f"scanning {root}", sum(sizes.values()), len(files)):
-        if jobs == 1 or len(files) < 2:
-            for index, entry in files:
-                results[index] = scan_file(
-                    entry.path, entry.display, base, limits, policy, verified, rel(entry),
-                    blob=entry.blob, folder_issues=by_file.get(index, ()), folder_format=folder_format,
-                    aliases=aliases.get(entry.path.resolve(), ()),
-                )  # fmt: skip
-                _progress.advance(sizes.get(index, 0), files=1)
-        else:
-            from concurrent.futures import ProcessPoolExecutor  # only when asked for: costly to import
-
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = {
-                    index: pool.submit(
-                        scan_file,
-                        entry.path,
-                        entry.display,
-                        base,
-                        limits,
-                        policy,
-                        verified,
-                        rel(entry),
-                        blob=entry.blob,
-                        folder_issues=by_file.get(index, ()),
-                        folder_format=folder_format,
-                        aliases=aliases.get(entry.path.resolve(), ()),
-                    )
-                    for index, entry in files
-                }
-                for index, future in futures.items():
-                    results[index] = future.result()
-                    _progress.advance(sizes.get(index, 0), files=1)
+    tasks = [
+        Task(
+            index,
+            entry.path,
+            entry.display,
+            _size(entry.blob or entry.path),
+            rel(entry),
+            entry.blob,
+            by_file.get(index, ()),
+            aliases.get(entry.path.resolve(), ()) if aliases else (),
+        )
+        for index, entry in files
+    ]
+    workers = auto_jobs(len(tasks), sum(t.size for t in tasks)) if jobs is None else jobs
+    with _progress.task(f"scanning {root}", sum(t.size for t in tasks), len(tasks)):
+        for index, result in run(
+            tasks, workers, base=base, limits=limits, policy=policy, verified=verified,
+            folder_format=folder_format, advance=lambda nbytes, count: _progress.advance(nbytes, files=count),
+        ):  # fmt: skip
+            results[index] = result
     for index in sorted(results):
         result = results[index]
         if isinstance(result, Skipped):
