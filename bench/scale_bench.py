@@ -1,0 +1,103 @@
+"""Scan throughput on a tree of many small files: ``airlock scan --jobs N`` against picklescan.
+
+Issue 17's local-parallelism point: on a tree of 2,000 small files (1,000 PyTorch zip checkpoints,
+500 safetensors files, 500 pickles, written by the real libraries) ``--jobs 2`` must take <= 0.6x
+``--jobs 1`` and <= 0.6x picklescan. The tree is built once under bench/.work/tree2k (git-ignored).
+Every tool runs as a CLI on the same tree (process start included), round-robin, ``--runs`` times;
+medians of wall seconds are printed with the ratios and the load average (on a shared machine the
+ratios are what to compare). The gateway replica and Ray parts of issue 17 are not built yet.
+
+airlock runs from this checkout (``src/`` first on PYTHONPATH), picklescan from the running
+interpreter's environment (pinned in requirements/dev.lock).
+
+Usage: python bench/scale_bench.py [--runs 5] [--jobs 1,2,auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TREE = REPO / "bench" / ".work" / "tree2k"
+COUNTS = {"torch": 1000, "safetensors": 500, "pickle": 500}
+
+
+def build_tree() -> Path:
+    marker = TREE.with_name("tree2k.complete")  # outside the tree: an empty file is no model
+    if marker.exists():
+        return TREE
+    import torch  # the real writers; only to build the tree
+    from safetensors.torch import save_file
+
+    shutil.rmtree(TREE, ignore_errors=True)
+    TREE.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(17)
+    for i in range(COUNTS["torch"]):
+        torch.save({"w": torch.randn(4, 4, generator=gen), "b": torch.zeros(4)}, TREE / f"m{i:04d}.pt")
+    for i in range(COUNTS["safetensors"]):
+        save_file({"w": torch.randn(4, 4, generator=gen)}, str(TREE / f"s{i:04d}.safetensors"))
+    for i in range(COUNTS["pickle"]):
+        (TREE / f"p{i:04d}.pkl").write_bytes(pickle.dumps({"a": [1, 2, 3], "b": "x" * (i % 200)}))
+    marker.write_text("")
+    return TREE
+
+
+def commands(jobs: list[str]) -> dict[str, list[str]]:
+    airlock = Path(sys.executable).with_name("airlock")
+    base = [str(airlock)] if airlock.exists() else [sys.executable, "-m", "airlock"]
+    out = {}
+    for j in jobs:
+        extra = [] if j == "auto" else ["--jobs", j]
+        out[f"airlock --jobs {j}"] = [*base, "scan", "-q", *extra, str(TREE)]
+    picklescan = Path(sys.executable).with_name("picklescan")
+    if picklescan.exists():
+        out["picklescan"] = [str(picklescan), "--path", str(TREE)]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--jobs", default="1,2,auto", help="comma-separated --jobs values (auto: no flag)")
+    args = parser.parse_args()
+    build_tree()
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
+    )
+    cmds = commands(args.jobs.split(","))
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    for _ in range(args.runs):
+        for name, cmd in cmds.items():
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, capture_output=True, check=False)
+            times[name].append(time.perf_counter() - start)
+            if name.startswith("airlock") and proc.returncode != 0:
+                print(f"{name}: exit {proc.returncode}: {proc.stdout[-300:]!r} {proc.stderr[-300:]!r}")
+                return 1
+    print(
+        f"tree: {sum(COUNTS.values())} files ({COUNTS}); runs {args.runs}; load {os.getloadavg()[0]:.2f}; cpus {os.cpu_count()}"
+    )
+    med = {name: statistics.median(t) for name, t in times.items()}
+    one = med.get("airlock --jobs 1")
+    ref = med.get("picklescan")
+    for name, value in med.items():
+        vs_one = f"{value / one:.2f}x jobs 1" if one else ""
+        vs_ref = f"{value / ref:.2f}x picklescan" if ref else ""
+        print(f"{name:22} {value:6.3f} s   {vs_one:14} {vs_ref}")
+    print("goal: airlock --jobs 2 <= 0.6x --jobs 1 and <= 0.6x picklescan")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
