@@ -196,20 +196,34 @@ class _Job:
     """One request for a lane: queued, sent to one worker (ahead, or to run now), answered; or
     abandoned before it ran."""
 
-    __slots__ = ("backend", "future", "inputs", "state")
+    __slots__ = ("answer", "backend", "future", "inputs", "state")
 
     def __init__(self, inputs: Arrays, future: asyncio.Future[dict[str, np.ndarray[Any, Any]]]) -> None:
         self.inputs, self.future = inputs, future
         self.state = _QUEUED
         self.backend: WorkerBackend | None = None
+        #: the worker's answer (result, error), kept by its thread before the loop hears of it
+        self.answer: tuple[dict[str, np.ndarray[Any, Any]] | None, BaseException | None] | None = None
 
 
-#: queued; sent to a worker while it still runs the previous request; running; answered; dropped
-_QUEUED, _AHEAD, _RUNNING, _DONE, _ABANDONED = 0, 1, 2, 3, 4
+#: queued; sent to a worker while it still runs the previous request; running; answered (by the
+#: worker: its thread holds the answer, the loop has not had it yet); answered on the loop; dropped
+_QUEUED, _AHEAD, _RUNNING, _ANSWERED, _DONE, _ABANDONED = 0, 1, 2, 3, 4, 5
 #: a request is sent to a busy worker ahead of time only when it is this small: it then fits in the
 #: socket's buffer, so the send never waits for the worker (which reads it only after answering)
 AHEAD_BYTES: Final = 16 * 1024
 AHEAD_INPUTS: Final = 16
+
+
+def _failure(error: BaseException) -> BaseException:
+    """What the caller of :meth:`Lane.infer` gets for a worker's error."""
+    if isinstance(error, ModelError):
+        # the job caught the model's exception and waits for the next request: nothing to
+        # replace (a restart per wrong input would let a caller keep sandboxes starting)
+        return ModelFailed(str(error))
+    if isinstance(error, AirlockError):
+        return WorkerCrashed(str(error))
+    return error
 
 
 def _small(inputs: Arrays) -> bool:
@@ -436,6 +450,10 @@ class Lane:
                 result = backend.receive()
             except BaseException as exc:
                 error = exc
+            with self._lock:
+                # answered: from now on its deadline must not kill this worker, which may already
+                # run the request sent ahead (the loop can see the deadline before the answer)
+                job.state, job.answer = _ANSWERED, (result, error)
             serves_on = error is None or (isinstance(error, ModelError) and backend.alive())
             if not serves_on and ahead is not None:
                 self._requeue(ahead)  # the worker never got to it
@@ -451,20 +469,16 @@ class Lane:
         backend = job.backend
         with self._lock:
             job.state = _DONE
+            if job.answer is None:  # it failed before it ran (the send)
+                job.answer = (result, error)
         if not serves_on and backend is not None:
             self._schedule_replace(backend)
         if job.future.done():  # the caller timed out (its worker was killed) or went away
             return
         if error is None:
             job.future.set_result(result if result is not None else {})
-        elif isinstance(error, ModelError):
-            # the job caught the model's exception and waits for the next request: nothing to
-            # replace (a restart per wrong input would let a caller keep sandboxes starting)
-            job.future.set_exception(ModelFailed(str(error)))
-        elif isinstance(error, AirlockError):
-            job.future.set_exception(WorkerCrashed(str(error)))
         else:
-            job.future.set_exception(error)
+            job.future.set_exception(_failure(error))
 
     def closed(self) -> bool:
         return self._closed
@@ -546,13 +560,16 @@ class Lane:
                 return await job.future
         except TimeoutError as exc:
             with self._lock:
-                state = job.state
+                state, answer = job.state, job.answer
                 if state in (_QUEUED, _AHEAD):
                     job.state = _ABANDONED
-            if state == _DONE:  # answered in the same turn as the deadline passed
-                if not job.future.cancelled():
-                    return job.future.result()
-                raise WorkerTimeout("the request outlived its deadline") from exc
+            if answer is not None:
+                # answered as the deadline passed, before the loop had the answer: the caller
+                # gets it, and nobody is killed (the worker may run the next request already)
+                result, error = answer
+                if error is not None:
+                    raise _failure(error) from exc
+                return result if result is not None else {}
             if state != _RUNNING or job.backend is None:
                 raise WorkerTimeout("no worker became free before the deadline") from exc
             # retired now (its thread takes nothing more) and killed off the loop: killing waits
