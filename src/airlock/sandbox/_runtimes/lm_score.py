@@ -187,7 +187,10 @@ def _from_bundle(files: dict[str, bytes], threads: int) -> _Scorer:
     import torch
     from tokenizers import Tokenizer
 
+    from airlock.sandbox._runtimes.text_gguf import _device
+
     hf: Any = importlib.import_module("transformers")
+    device = _device(torch)  # the GPU the worker was given, checked before the slow part; else the CPU
     settings = json.loads(files["config.json"])
     if not isinstance(settings, dict) or not isinstance(settings.get("model_type"), str):
         raise ValueError("lm-score: config.json must be an object with a model_type")
@@ -208,6 +211,7 @@ def _from_bundle(files: dict[str, bytes], threads: int) -> _Scorer:
         )
     model.tie_weights()
     model.eval()
+    model.to(device)
     tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
     vocab = int(config.vocab_size)
 
