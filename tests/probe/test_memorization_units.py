@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -265,3 +267,75 @@ def test_honest_completions_at_the_edges_are_accepted() -> None:
 def test_each_lie_in_completions_is_refused(reply: dict[str, Any], error: str) -> None:
     with pytest.raises(SandboxError, match=error):
         check_completions(reply, 1, max_new_tokens=2)
+
+
+# --- the folder gate ------------------------------------------------------------------------
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2"}', encoding="utf-8")
+    (folder / "tokenizer.json").write_text("{}", encoding="utf-8")
+    header = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    return folder
+
+
+def test_a_linked_or_special_model_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from airlock.probe.memorization._model import gate_model
+
+    folder = _folder(tmp_path)
+    gated, digests = gate_model(folder, max_bytes=1 << 20)  # the plain folder passes the gate
+    with gated:
+        assert set(digests) == {"config.json", "tokenizer.json", "model.safetensors"}
+        assert os.pread(gated.fd, 8, 0) == b"ALMEMB1\n"
+    secret = tmp_path / "id_ed25519"
+    secret.write_text("PRIVATE KEY", encoding="utf-8")
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer.json").symlink_to(secret)
+    with pytest.raises(UsageError, match=re.escape("tokenizer.json: a symbolic link")):
+        gate_model(folder, max_bytes=1 << 20)
+    (folder / "tokenizer.json").unlink()
+    os.mkfifo(folder / "tokenizer.json")
+    with pytest.raises(UsageError, match=re.escape("tokenizer.json is not a regular file")):
+        gate_model(folder, max_bytes=1 << 20)
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer.json").write_text("x" * 100, encoding="utf-8")
+    with pytest.raises(UsageError, match=re.escape(f"{folder / 'tokenizer.json'}' is larger than 99 bytes")):
+        gate_model(folder, max_bytes=99)
+
+
+def test_a_folder_with_remote_code_is_refused_by_the_scan(tmp_path: Path) -> None:
+    from airlock.errors import PolicyError
+    from airlock.probe.memorization._model import gate_model
+
+    folder = _folder(tmp_path)
+    (folder / "config.json").write_text('{"model_type": "gpt2", "auto_map": {"AutoModel": "evil.Evil"}}')
+    with pytest.raises(PolicyError, match="scan SUSPICIOUS"):
+        gate_model(folder, max_bytes=1 << 20)
+    gated, _ = gate_model(folder, max_bytes=1 << 20, unsafe_allow_suspicious=True)
+    gated.close()
+
+
+def test_the_command_line_fails_cleanly_before_any_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airlock.probe.memorization import main
+
+    records = tmp_path / "records.json"
+    records.write_bytes(_records({"id": "a", "template": "PIN {digits:4}", "text": "PIN 1234"}))
+    model = _folder(tmp_path)
+    for argv, error in (
+        ([str(model), "--records", str(records), "--candidates", "0"], "candidates must be in 1..100000"),
+        ([str(model), "--records", str(records), "--beams", "17"], "beams must be in 1..16"),
+        ([str(model), "--records", str(records), "--timeout", "0"], "wall_seconds must be a positive number"),
+        ([str(model), "--records", str(tmp_path / "none.json")], "cannot open records file"),
+        ([str(model), "--records", str(records), "--expect", "sha256:00"], "--expect checks one file"),
+        ([str(model)], "the following arguments are required: --records"),
+    ):
+        assert main(argv) == 2, argv
+        assert error in capsys.readouterr().err, argv
+    assert main(["--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert "Exit 0: no record at risk; 1: at least one at risk; 2: any error" in help_text

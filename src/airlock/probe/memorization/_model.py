@@ -12,10 +12,12 @@ scanned are the bytes loaded. No file of the folder is parsed in this process.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import math
 import os
+import stat
 import struct
 import tempfile
 from collections.abc import Sequence
@@ -94,6 +96,32 @@ def _scan_folder_copies(folder: Path, copies: Sequence[GatedModel], policy: Poli
     return reports
 
 
+def _sealed_file(folder: Path, name: str, max_bytes: int) -> GatedModel:
+    """A sealed copy of ``folder/name``, which must be a regular file and not a link: a model
+    folder's ``tokenizer.json -> ~/.ssh/id_ed25519`` would hand a host file to the model, which
+    could then write it into its completions (and so into the report)."""
+    path = folder / name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        why = (
+            "a symbolic link (refused: it could name any host file)"
+            if exc.errno == errno.ELOOP
+            else exc.strerror
+        )
+        raise UsageError(f"model file {path}: {why}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"model file {path} is not a regular file")
+        copy = sealed_copy(f"/proc/self/fd/{fd}", max_bytes, what=f"model file {name}")
+    except UsageError as exc:
+        raise UsageError(str(exc).replace(f"/proc/self/fd/{fd}", os.fspath(path))) from exc
+    finally:
+        os.close(fd)
+    copy.source = os.fspath(path)
+    return copy
+
+
 def gate_model(
     path: str | os.PathLike[str],
     *,
@@ -125,7 +153,7 @@ def gate_model(
     copies: list[GatedModel] = []
     try:
         for name in BUNDLE_FILES:
-            copies.append(sealed_copy(source / name, max_bytes, what=f"model file {name}"))
+            copies.append(_sealed_file(source, name, max_bytes))
         if not unsafe_skip_scan:
             verdict = _verdict_of(_scan_folder_copies(source, copies, policy))
             why = refusal(verdict, unsafe_allow_suspicious=unsafe_allow_suspicious)
