@@ -107,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
         unsafe_allow_suspicious=args.unsafe_allow_suspicious,
         unsafe_skip_scan=args.unsafe_skip_scan,
     )
+    if report.false_positive_bound > settings.alpha:
+        print(
+            f"{PROG}: note: with {settings.candidates} candidates an unseen record is flagged with probability up to "
+            f"{report.false_positive_bound:.3g} (above --alpha {settings.alpha}): raise --candidates (and --threshold)",
+            file=sys.stderr,
+        )
     if args.output is not None:
         write_output(args.output, report.to_json())
     sys.stdout.write(report.to_json() if args.format == "json" else report.to_text())
