@@ -18,7 +18,7 @@ Requests are ``infer`` calls over the checked tensor channel (no new message typ
 * ``op`` = [1] **complete**: ``text``/``lengths`` as above (prompts), ``max_new_tokens`` [m],
   ``beams`` [b] -> ``text``/``lengths`` (the continuations, special tokens dropped) and
   ``tokens`` (int64, tokens generated). Greedy when b = 1, beam search otherwise; stops at the
-  model's end-of-text token.
+  model's end-of-text token or at the end of its context.
 """
 
 from __future__ import annotations
@@ -161,13 +161,14 @@ class _Scorer:
         outputs, counts = [], []
         for prompt in prompts:
             ids = torch.tensor([self._ids(prompt)], device=self.model.device)
-            if self.context and ids.shape[1] + max_new_tokens > self.context:
-                raise ValueError("lm-score: a prompt and max_new_tokens exceed the model's context")
+            budget = min(max_new_tokens, self.context - ids.shape[1]) if self.context else max_new_tokens
+            if budget < 1:
+                raise ValueError("lm-score: a prompt fills the model's context: nothing left to generate")
             with torch.no_grad():
                 out = self.model.generate(
                     ids,
                     attention_mask=torch.ones_like(ids),
-                    max_new_tokens=max_new_tokens,
+                    max_new_tokens=budget,
                     do_sample=False,
                     num_beams=beams,
                     eos_token_id=self.eos,
