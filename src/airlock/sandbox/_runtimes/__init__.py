@@ -7,6 +7,7 @@ from typing import Final
 from airlock.errors import UsageError
 from airlock.sandbox._runtimes import (
     hdf5_attrs,
+    lm_score,
     onnx_rt,
     text_gguf,
     torch_definition,
@@ -24,6 +25,7 @@ RUNTIMES: Final[tuple[Runtime, ...]] = (
     onnx_rt.RUNTIME,
     hdf5_attrs.RUNTIME,
     text_gguf.RUNTIME,
+    lm_score.RUNTIME,
 )
 
 
