@@ -66,6 +66,8 @@ BuildHook = Callable[[Node, int], int]
 _CHECK_EVERY: Final = 65536
 _NO_FRAME: Final = 1 << 62
 _UINT1_OPS: Final = frozenset({0x4B, 0x68, 0x71})
+#: LONG_BINGET, LONG_BINPUT: decoded inline too (torch's data.pkl is a third LONG_BINPUT)
+_UINT4_OPS: Final = frozenset({0x6A, 0x72})
 
 
 class Machine:
@@ -145,6 +147,12 @@ class Machine:
                 elif code in _UINT1_OPS and pos + 1 < size:  # BININT1 BINGET BINPUT: one-byte argument
                     arg = data[pos + 1]
                     nxt = pos + 2
+                elif code in _UINT4_OPS and pos + 4 < size:  # LONG_BINGET LONG_BINPUT: uint4
+                    arg = data[pos + 1] | data[pos + 2] << 8 | data[pos + 3] << 16 | data[pos + 4] << 24
+                    nxt = pos + 5
+                elif code == 0x4D and pos + 2 < size:  # BININT2: uint2
+                    arg = data[pos + 1] | data[pos + 2] << 8
+                    nxt = pos + 3
                 else:
                     code, arg, nxt = decode_op(data, pos)
                     if code == 0x95:  # FRAME: where a peek-less file reader's buffer ends

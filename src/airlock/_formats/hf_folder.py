@@ -43,6 +43,7 @@ from airlock._formats.hf_code_refs import (
     present,
     sentence_transformers,
 )
+from airlock._formats.registry import HF_FOLDER_SUFFIXES
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError
 from airlock.results import Severity
@@ -88,6 +89,8 @@ class HFFolderCheck:
         hf = _is_hf(files.keys()) or _hf_above(folder, ctx.root)
         for name, path in files.items():
             ctx.check_time()
+            if not name.endswith(HF_FOLDER_SUFFIXES):
+                continue  # the registry runs this check for one file only when its name ends so
             if name.endswith(".jinja"):
                 # Loaders read templates wherever they are (chat_template.jinja,
                 # additional_chat_templates/*.jinja): never skipped, whatever the folder holds.
