@@ -251,7 +251,7 @@ def test_the_hf_folder_check_yields_code_and_templates_as_facts(tmp_path: Path) 
 # --- policy lives in the analysis: readers name no rule a judge decides --------------------------
 
 #: the analysis modules that judge a reader's facts (each owns its allowlist and its rule ids)
-_FACT_JUDGES = ("keras_names", "tf_ops", "onnx_ops")
+_FACT_JUDGES = ("keras_names", "tf_ops", "onnx_ops", "hf_refs")
 
 
 def _rule_ids(path: Path) -> set[str]:
@@ -303,3 +303,95 @@ def test_the_onnx_domain_allowlist_is_the_analysis_one() -> None:
 
     assert "com.microsoft" in STANDARD_DOMAINS
     assert not hasattr(reader, "STANDARD_DOMAINS")
+
+
+# --- readers hold no allowlist: a name on a profile and its near miss give the same facts --------
+
+
+def _reader_constants(path: Path) -> set[str]:
+    """String constants of a reader module that could be data: not docstrings, not ``__all__``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            skip.add(id(body[0].value))  # a docstring
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            skip.update(id(n) for n in ast.walk(node.value))
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
+    }
+
+
+def _allowlisted_names() -> dict[str, str]:
+    """Module, package and domain names the judges' allowlist profiles allow, by judge."""
+    from airlock._analysis.hf_refs import HF_PROFILE
+    from airlock._analysis.onnx_ops import STANDARD_DOMAINS
+
+    names = {name: "onnx_ops" for name in STANDARD_DOMAINS if name}
+    for profile in HF_PROFILE.values():
+        names.update(dict.fromkeys(profile.exact | profile.packages, "hf_refs"))
+    return names
+
+
+def test_readers_hold_none_of_the_names_a_profile_allows() -> None:
+    """A reader that skips an allowed library must spell the library: no reader module holds a
+    name from a judge's allowlist profile (the diffusers / sentence-transformers / peft package
+    lists and the ONNX domains once lived in readers)."""
+    names = _allowlisted_names()
+    assert {"diffusers", "sentence_transformers", "peft", "com.microsoft"} <= set(names)
+    offenders = [
+        f"{path.relative_to(SRC)} holds {name!r} (allowed by _analysis/{names[name]}.py)"
+        for path in sorted(FORMATS_DIR.glob("*.py"))
+        for name in sorted(_reader_constants(path) & set(names))
+    ]
+    assert offenders == []
+
+
+def test_the_allowlist_check_sees_a_list_in_a_reader(tmp_path: Path) -> None:
+    reader = tmp_path / "reader.py"
+    reader.write_text(
+        '"""docstring naming diffusers"""\n__all__ = ["peft"]\n_LIBS = frozenset({"diffusers"})\n'
+    )
+    assert _reader_constants(reader) & set(_allowlisted_names()) == {"diffusers"}
+
+
+def _hf_facts(folder: Path, name: str) -> list[tuple[str, object]]:
+    """The HF folder check's facts for a folder whose configs make the loaders import ``name``,
+    with ``name`` replaced by a placeholder."""
+    import json
+
+    from airlock._formats.base import CodeReference, ReadContext
+    from airlock._formats.hf_folder import HFFolderCheck
+    from airlock.limits import DEFAULT_LIMITS
+
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "P", "unet": [name, "UNet"]}))
+    (folder / "unet").mkdir()
+    (folder / "modules.json").write_text(json.dumps([{"idx": 0, "path": "", "type": f"{name}.models.T"}]))
+    auto = {"base_model_class": "M", "parent_library": f"{name}.models"}
+    (folder / "adapter_config.json").write_text(json.dumps({"auto_mapping": auto}))
+    ctx = ReadContext(limits=DEFAULT_LIMITS, file_path=folder, root=folder)
+    facts: list[tuple[str, object]] = []
+    for path, fact in HFFolderCheck().check(folder, ctx):
+        if isinstance(fact, CodeReference) and fact.module:
+            facts.append((path, fact._replace(module=fact.module.replace(name, "<N>"))))
+        else:
+            facts.append((path, fact))
+    return facts
+
+
+def test_the_hf_folder_check_yields_the_same_facts_for_allowed_and_unknown_names(tmp_path: Path) -> None:
+    """Neutral facts: whether the loader may import a library is the profile's decision, so the
+    reader reports a name on the profile exactly like its near misses and an unknown name."""
+    from airlock._analysis.hf_refs import HF_PROFILE
+    from airlock._formats.base import CodeReference
+
+    allowed = sorted({n for p in HF_PROFILE.values() for n in p.exact | p.packages})
+    near = [f"{allowed[0]}x", f"x{allowed[0]}", allowed[0].upper(), "evil_pkg"]
+    baseline = _hf_facts(tmp_path / "base", "zz_unknown")
+    assert sum(isinstance(fact, CodeReference) for _, fact in baseline) == 3, baseline
+    for index, name in enumerate(allowed + near):
+        assert _hf_facts(tmp_path / str(index), name) == baseline, name

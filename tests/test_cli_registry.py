@@ -84,6 +84,14 @@ HEAVY = frozenset(
     }
 )  # fmt: skip
 
+#: Standard-library modules a scan of a pickle or a checkpoint has no use for, whose import was a
+#: third of its start-up: ``dataclasses`` (and the ``inspect``, ``ast``, ``dis``, ``tokenize`` it
+#: imports; airlock's records are ``airlock._record``), ``shutil`` (argparse's terminal width; it
+#: imports bz2 and lzma), the zip methods' decompressors and ``textwrap`` (help texts only).
+STARTUP_SLOW = frozenset(
+    {"dataclasses", "inspect", "ast", "dis", "tokenize", "shutil", "bz2", "lzma", "textwrap", "copy"}
+)
+
 #: airlock modules a scan of one format must not import: the other formats' readers and
 #: analyses, and the machinery of the other commands.
 _OTHER_FORMATS = (
@@ -135,6 +143,7 @@ def test_scan_of_a_plain_pickle_imports_nothing_heavy(tmp_path: Path) -> None:
     modules, stdout = _imported(tmp_path, "scan", str(path), "--format", "json")
     assert '"verdict": "CLEAN"' in stdout
     assert _matching(modules, HEAVY) == []
+    assert sorted(modules & STARTUP_SLOW) == []
     assert _matching(modules, _OTHER_FORMATS + _ZIP) == []
     assert "airlock._analysis.pickle_vm" in modules  # the probe does see what a scan imports
 
@@ -146,6 +155,9 @@ def test_scan_of_a_torch_checkpoint_imports_nothing_heavy(tmp_path: Path) -> Non
     modules, stdout = _imported(tmp_path, "scan", str(path), "--format", "json")
     assert '"verdict": "CLEAN"' in stdout
     assert _matching(modules, HEAVY) == []
+    assert sorted(modules & STARTUP_SLOW) == []
     assert _matching(modules, _OTHER_FORMATS) == []
+    # one file whose name no folder check reads: the Hugging Face check is not even imported
+    assert _matching(modules, ("airlock._formats.hf_folder", "airlock._strictjson")) == []
     assert "airlock._formats.torchscript" not in modules  # not a TorchScript archive
     assert "airlock._formats.zip_reader" in modules

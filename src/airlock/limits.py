@@ -5,10 +5,10 @@ A limit that is hit is an error verdict (``limit.exceeded``), never a silent tru
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Final
 
+from airlock._record import record, record_fields
+from airlock._record import replace as _replace
 from airlock.errors import UsageError
 
 __all__ = ["DEFAULT_LIMITS", "Limits"]
@@ -18,9 +18,12 @@ _MIB: Final = 1024 * _KIB
 _GIB: Final = 1024 * _MIB
 
 
-@dataclass(frozen=True)
+@record
 class Limits:
-    """Bounds on work and memory for one scan. All fields must be positive."""
+    """Bounds on work and memory for one scan. All fields must be positive.
+
+    A frozen record (``airlock._record``: a dataclass to ``dataclasses``, without importing it at
+    start-up); :meth:`replace` changes limits by name."""
 
     #: opcodes the pickle machine decodes in one pickle stream (padding attacks use millions)
     max_pickle_opcodes: int = 20_000_000
@@ -61,18 +64,18 @@ class Limits:
     max_protobuf_depth: int = 100
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+        for name in record_fields(self):
+            value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise UsageError(f"limit {field.name} must be a positive number, got {value!r}")
+                raise UsageError(f"limit {name} must be a positive number, got {value!r}")
 
     def replace(self, **changes: int | float) -> Limits:
         """A copy with some limits changed; unknown names are a :class:`UsageError`."""
-        known = {f.name for f in dataclasses.fields(self)}
+        known = set(record_fields(self))
         unknown = sorted(set(changes) - known)
         if unknown:
             raise UsageError(f"unknown limit(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return _replace(self, **changes)
 
 
 DEFAULT_LIMITS: Final = Limits()

@@ -18,12 +18,12 @@ overrides a DANGEROUS decision.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final, NamedTuple
 
 from airlock._analysis.catalogue import lookup
 from airlock._analysis.profiles import PROFILES
+from airlock._record import record
 from airlock.errors import UsageError
 
 __all__ = ["DEFAULT_PROFILES", "Classification", "Decision", "Policy"]
@@ -37,8 +37,7 @@ class Decision(enum.Enum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
-class Classification:
+class Classification(NamedTuple):
     decision: Decision
     #: the name the decision is about: for attribute walks, the object actually reached
     name: str
@@ -50,7 +49,22 @@ def _is_dunder(part: str) -> bool:
     return len(part) > 4 and part.startswith("__") and part.endswith("__")
 
 
-@dataclass(frozen=True)
+#: the allowlist table of each combination of profiles used so far: name -> "profile: reason"
+_TABLES: dict[tuple[str, ...], dict[str, str]] = {}
+
+
+def _table_for(profiles: tuple[str, ...]) -> dict[str, str]:
+    table = _TABLES.get(profiles)
+    if table is None:
+        table = {}
+        for profile in profiles:
+            for entry in PROFILES[profile]:
+                table[entry.name] = f"{profile}: {entry.reason}"
+        _TABLES[profiles] = table
+    return table
+
+
+@record
 class Policy:
     """An immutable policy. ``Policy()`` is the default: every profile, no extra allowances."""
 
@@ -59,7 +73,8 @@ class Policy:
     allow: frozenset[str] = frozenset()
     #: where the allowances came from, for reports
     sources: tuple[str, ...] = ()
-    _table: dict[str, str] = field(init=False, repr=False, compare=False, hash=False)
+    #: the active profiles' allowlist (not a field: set by ``__post_init__``, shared per profile set)
+    _table: ClassVar[dict[str, str]]
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.profiles if p not in PROFILES]
@@ -71,11 +86,7 @@ class Policy:
                 raise UsageError(
                     f"allowance {name!r} is not an exact dotted name like 'mypkg.layers.MyLayer'"
                 )
-        table: dict[str, str] = {}
-        for profile in self.profiles:
-            for entry in PROFILES[profile]:
-                table[entry.name] = f"{profile}: {entry.reason}"
-        object.__setattr__(self, "_table", table)
+        object.__setattr__(self, "_table", _table_for(self.profiles))
 
     @classmethod
     def from_file(cls, path: Path, *, extra_allow: frozenset[str] = frozenset()) -> Policy:

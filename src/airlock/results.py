@@ -1,10 +1,12 @@
-"""Result types of a scan: verdicts, findings and reports. All frozen; renderers only read them."""
+"""Result types of a scan: verdicts, findings and reports. All frozen records (``airlock._record``:
+dataclass behaviour without importing ``dataclasses`` at start-up); renderers only read them."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from typing import Final
+
+from airlock._record import record
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -73,7 +75,7 @@ _SEVERITY_VERDICT: Final = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Location:
     """Where a finding is: the file, the chain of archive members or embedded streams inside it
     (outermost first), and the byte offset inside the innermost one."""
@@ -91,7 +93,7 @@ class Location:
         return text
 
 
-@dataclass(frozen=True)
+@record
 class Finding:
     """One thing airlock found. ``rule`` is a stable identifier documented in docs/scan.md."""
 
@@ -107,7 +109,7 @@ class Finding:
     count: int = 1
 
 
-@dataclass(frozen=True)
+@record
 class Skipped:
     """A file that was not analysed, and why. Skipped files are listed, never called clean."""
 
@@ -115,7 +117,7 @@ class Skipped:
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class FileReport:
     """The result for one file on disk (archive members are reported inside their file)."""
 
@@ -130,7 +132,7 @@ class FileReport:
     blob: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Report:
     """The result of one scan."""
 
@@ -140,7 +142,7 @@ class Report:
     #: insecure options that were in force (``--unsafe-...``), shown in every rendering
     unsafe_options: tuple[str, ...] = ()
     #: allowances added on the command line or from a policy file, shown in every rendering
-    allowances: tuple[str, ...] = field(default=())
+    allowances: tuple[str, ...] = ()
     #: when the scan ran on verified bytes (``--lock``, ``--signature``, ``--expect``): what vouched for them
     integrity: str | None = None
     #: every path given to the scan, when it was more than one (``root`` is then the first)

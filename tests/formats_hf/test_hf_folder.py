@@ -360,8 +360,8 @@ def test_diffusers_known_libraries_are_clean(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("components", "rule", "severity", "named"),
     [
-        ({"unet": ["antigravity", "UNet"]}, "hf.dynamic-module", Severity.SUSPICIOUS, "antigravity"),
-        ({"unet": ["diffuserz", "UNet"]}, "hf.dynamic-module", Severity.SUSPICIOUS, "diffuserz"),
+        ({"unet": ["antigravity", "UNet"]}, "hf.dynamic-module", Severity.SUSPICIOUS, "antigravity.UNet"),
+        ({"unet": ["diffuserz", "UNet"]}, "hf.dynamic-module", Severity.SUSPICIOUS, "diffuserz.UNet"),
         ({"unet": ["../../evil", "UNet"]}, "hf.remote-code-traversal", Severity.MALICIOUS, "../../evil"),
     ],
 )
@@ -386,7 +386,10 @@ def test_diffusers_custom_component_and_pipeline_code(tmp_path: Path) -> None:
     index_findings = {
         (f.rule, f.callable) for f in report.findings() if Path(f.location.path).name == "model_index.json"
     }
-    assert index_findings >= {("hf.remote-code", "my_unet"), ("hf.remote-code", "pipeline_x")}
+    assert index_findings >= {
+        ("hf.remote-code", "my_unet.MyUNet"),
+        ("hf.remote-code", "pipeline_x.MyPipeline"),
+    }
     assert {f.callable for f in report.findings() if f.severity is Severity.MALICIOUS} == {"os.system"}
 
 
@@ -406,7 +409,7 @@ def test_sentence_transformers_and_peft_module_names(hf_folder: Path, tmp_path: 
     report = airlock.scan(folder)
     assert report.verdict is Verdict.SUSPICIOUS
     assert {f.callable for f in report.findings() if f.rule == "hf.dynamic-module"} == {
-        "evil_pkg.layers.Grab", "os"
+        "evil_pkg.layers.Grab", "os.X"
     }  # fmt: skip
 
 

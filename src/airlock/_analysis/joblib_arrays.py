@@ -26,7 +26,7 @@ WRAPPER: Final = "joblib.numpy_pickle.NumpyArrayWrapper"
 _DTYPE_CLASSES: Final = frozenset(
     {"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"}
 )
-_TYPESTR: Final = re.compile(r"^[<>|=]?([biufcmMOSUVa?])(\d*)(\[\w+\])?$")
+_TYPESTR: Final = r"^[<>|=]?([biufcmMOSUVa?])(\d*)(\[\w+\])?$"  # compiled on first use
 _SIZES: Final = {"b": 1, "?": 1, "O": 8, "m": 8, "M": 8}
 
 
@@ -47,7 +47,7 @@ def numpy_dtype_info(node: Node) -> tuple[int, bool] | None:
     first = node.args.items[0]
     if not (isinstance(first, Const) and isinstance(first.value, str)):
         return None
-    match = _TYPESTR.match(first.value)
+    match = re.match(_TYPESTR, first.value)
     if match is None:
         return None
     kind, digits = match.group(1), match.group(2)

@@ -42,7 +42,7 @@ class Const(Node):
     __slots__ = ("value",)
 
     def __init__(self, value: object, offset: int) -> None:
-        super().__init__(offset)
+        self.offset = offset  # Node.__init__, inlined: nodes are made per opcode
         self.value = value
 
 
@@ -56,7 +56,7 @@ class Global(Node):
     __slots__ = ("dynamic", "module", "name", "opcode")
 
     def __init__(self, module: str, name: str, offset: int, opcode: str, dynamic: bool = False) -> None:
-        super().__init__(offset)
+        self.offset = offset  # Node.__init__, inlined: nodes are made per opcode
         self.module = module
         self.name = name
         self.opcode = opcode
@@ -79,7 +79,7 @@ class Call(Node):
     __slots__ = ("args", "func", "kind", "kwargs", "setstate", "states")
 
     def __init__(self, func: Node, args: Node, kwargs: Node | None, kind: str, offset: int) -> None:
-        super().__init__(offset)
+        self.offset = offset  # Node.__init__, inlined: nodes are made per opcode
         self.func = func
         self.args = args
         self.kwargs = kwargs
@@ -93,7 +93,7 @@ class TupleNode(Node):
     __slots__ = ("items",)
 
     def __init__(self, items: list[Node], offset: int) -> None:
-        super().__init__(offset)
+        self.offset = offset  # Node.__init__, inlined: nodes are made per opcode
         self.items = items
 
 
@@ -101,7 +101,7 @@ class ListNode(Node):
     __slots__ = ("items",)
 
     def __init__(self, items: list[Node], offset: int) -> None:
-        super().__init__(offset)
+        self.offset = offset  # Node.__init__, inlined: nodes are made per opcode
         self.items = items
 
 
@@ -109,7 +109,7 @@ class DictNode(Node):
     __slots__ = ("items",)
 
     def __init__(self, items: list[tuple[Node, Node]], offset: int) -> None:
-        super().__init__(offset)
+        self.offset = offset  # Node.__init__, inlined: nodes are made per opcode
         self.items = items
 
 
@@ -117,7 +117,7 @@ class SetNode(Node):
     __slots__ = ("frozen", "items")
 
     def __init__(self, items: list[Node], frozen: bool, offset: int) -> None:
-        super().__init__(offset)
+        self.offset = offset  # Node.__init__, inlined: nodes are made per opcode
         self.items = items
         self.frozen = frozen
 
@@ -128,7 +128,7 @@ class PersId(Node):
     __slots__ = ("pid",)
 
     def __init__(self, pid: Node, offset: int) -> None:
-        super().__init__(offset)
+        self.offset = offset  # Node.__init__, inlined: nodes are made per opcode
         self.pid = pid
 
 
@@ -138,7 +138,7 @@ class Ext(Node):
     __slots__ = ("code",)
 
     def __init__(self, code: int, offset: int) -> None:
-        super().__init__(offset)
+        self.offset = offset  # Node.__init__, inlined: nodes are made per opcode
         self.code = code
 
 

@@ -66,6 +66,11 @@ BuildHook = Callable[[Node, int], int]
 _CHECK_EVERY: Final = 65536
 _NO_FRAME: Final = 1 << 62
 _UINT1_OPS: Final = frozenset({0x4B, 0x68, 0x71})
+#: LONG_BINGET, LONG_BINPUT: decoded inline too (torch's data.pkl is a third LONG_BINPUT)
+_UINT4_OPS: Final = frozenset({0x6A, 0x72})
+#: the memo opcodes with unsigned arguments, run inline (half of torch's data.pkl)
+_BIN_GET_OPS: Final = frozenset({0x68, 0x6A})
+_BIN_PUT_OPS: Final = frozenset({0x71, 0x72})
 
 
 class Machine:
@@ -128,6 +133,7 @@ class Machine:
         const_ops = _CONST_OPS
         no_arg = NO_ARG_OPCODES
         build_hook = self._build_hook
+        memo = self._memo
         pos = start
         frame_end = _NO_FRAME
         count = result.opcodes
@@ -145,6 +151,12 @@ class Machine:
                 elif code in _UINT1_OPS and pos + 1 < size:  # BININT1 BINGET BINPUT: one-byte argument
                     arg = data[pos + 1]
                     nxt = pos + 2
+                elif code in _UINT4_OPS and pos + 4 < size:  # LONG_BINGET LONG_BINPUT: uint4
+                    arg = data[pos + 1] | data[pos + 2] << 8 | data[pos + 3] << 16 | data[pos + 4] << 24
+                    nxt = pos + 5
+                elif code == 0x4D and pos + 2 < size:  # BININT2: uint2
+                    arg = data[pos + 1] | data[pos + 2] << 8
+                    nxt = pos + 3
                 else:
                     code, arg, nxt = decode_op(data, pos)
                     if code == 0x95:  # FRAME: where a peek-less file reader's buffer ends
@@ -170,6 +182,15 @@ class Machine:
                     elif code == 0x89:
                         arg = False
                     self._stack.append(Const(arg, pos))  # NONE decodes to a None argument
+                elif code in _BIN_GET_OPS:  # BINGET LONG_BINGET (as _op_get)
+                    node = memo.get(arg)  # type: ignore[call-overload]
+                    if node is None:
+                        raise FormatError(f"memo key {arg} was never stored", offset=pos)
+                    self._stack.append(node)
+                elif code in _BIN_PUT_OPS:  # BINPUT LONG_BINPUT: unsigned, never negative (as _op_put)
+                    if not self._stack:
+                        raise FormatError("stack underflow", offset=pos)
+                    memo[arg] = self._stack[-1]  # type: ignore[index]
                 elif code == 0x62 and build_hook is not None:  # BUILD, then joblib's inline arrays
                     self._op_build(arg, pos, result)
                     nxt = build_hook(self._top(pos), nxt)
@@ -368,8 +389,10 @@ class Machine:
     def _op_tuple_n(self, n: int, pos: int) -> None:
         if len(self._stack) < n:
             raise FormatError("stack underflow", offset=pos)
-        items = [self._pop(pos) for _ in range(n)][::-1]
-        self._push(TupleNode(items, pos))
+        stack = self._stack
+        items = stack[-n:]
+        del stack[-n:]
+        stack.append(TupleNode(items, pos))
 
     def _op_tuple1(self, arg: object, pos: int, result: PickleResult) -> None:
         self._op_tuple_n(1, pos)

@@ -9,16 +9,14 @@ checked on its own, so ``functools.partial(os.system)`` is caught at ``os.system
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from airlock._analysis import profile_data
 
 __all__ = ["PROFILES", "Entry"]
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     name: str
     reason: str
 

@@ -1,5 +1,6 @@
 """Judging a Python file a loader imports (``PythonSource`` facts from the Hugging Face folder
-check): the calls of dangerous primitives that run at import time — module and class bodies,
+check): the file is remote code (``hf.remote-code``, SUSPICIOUS); the calls of dangerous
+primitives that run at import time — module and class bodies,
 decorators, default values and annotations, not function bodies — are ``hf.remote-code``
 MALICIOUS; a file that does not parse is ``hf.python-parse`` ERROR. The source is parsed with
 ``ast``, never compiled or run.
@@ -34,8 +35,15 @@ _IMPORT_TIME_DANGER: Final = frozenset(
 
 
 def analyse_python(fact: PythonSource) -> Iterator[Issue]:
-    """The findings for one Python file the loader would import."""
+    """The findings for one Python file the loader would import: executable code needing a
+    policy decision (SUSPICIOUS, allowed by ``--allow module.Class``), and what it runs on import."""
     name, source = fact.name, fact.source
+    yield Issue(
+        "hf.remote-code",
+        Severity.SUSPICIOUS,
+        f"{name}: Python file in a model folder; trust_remote_code imports and runs such files (executable code)",
+        callable=name.removesuffix(".py"),
+    )
     try:
         tree = ast.parse(source, filename=name)  # parsed, never compiled or run
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:

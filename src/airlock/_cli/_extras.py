@@ -19,7 +19,6 @@ A test keeps this table equal to the extras declared in pyproject.toml.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable
 from typing import Final
 
@@ -69,6 +68,8 @@ def install_hint(extras: Iterable[str]) -> str:
 
 
 def _present(module: str) -> bool:
+    import importlib.util  # only for commands with extras
+
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):

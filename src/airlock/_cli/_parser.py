@@ -7,7 +7,8 @@ built) does not import argparse, gettext and locale.
 from __future__ import annotations
 
 import argparse
-import textwrap
+import os
+import sys
 from typing import NoReturn
 
 from airlock import __version__
@@ -24,10 +25,35 @@ class ArgumentError(Exception):
         self.parser = parser
 
 
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` gives it (``COLUMNS``, the terminal
+    of standard output, else 80), without importing shutil (and with it zlib, bz2 and lzma):
+    argparse makes a formatter for every argument it adds, and its default asks shutil."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 class _Formatter(argparse.HelpFormatter):
     """Wraps descriptions like argparse does, but never inside a word: paths stay whole."""
 
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ):
+        super().__init__(
+            prog, indent_increment, max_help_position, _columns() - 2 if width is None else width
+        )
+
     def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap  # only when a help text is shown
+
         text = " ".join(text.split())
         return textwrap.fill(
             text,
@@ -47,7 +73,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
-    """The parser, with full arguments for ``selected`` (all commands when it is ``"*"``)."""
+    """The parser, with full arguments for ``selected`` (all commands when it is ``"*"``; with
+    ``None``, every command listed, none with its arguments). With one command selected, the
+    others are left out: nothing would show them, and each would cost a parser at start-up."""
     epilog = f"The docs/*.md files named in help texts are installed in {docs_location()}"
     parser = _Parser(
         prog="airlock",
@@ -59,7 +87,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for entry in COMMANDS:
         if selected not in (entry.name, "*"):
-            sub.add_parser(entry.name, help=entry.help)
+            if selected is None:  # the list of commands is shown (help, unknown command) only then
+                sub.add_parser(entry.name, help=entry.help, formatter_class=_Formatter)
             continue
         command = entry.load()
         command_parser = sub.add_parser(

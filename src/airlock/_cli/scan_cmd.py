@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from airlock._cli.verify_cmd import (
     verify_from_args,
     wants_verification,
 )
+from airlock._record import replace
 from airlock._render import FORMATS, render
 from airlock._scan.api import scan
 from airlock.errors import IntegrityError, UsageError
@@ -154,11 +154,11 @@ def _scan_one(
         report = scan(spooled, policy=policy, limits=limits)
         name = str(spooled)
     rename = {name: STDIN}
-    return dataclasses.replace(
+    return replace(
         report,
         root=STDIN,
-        files=tuple(dataclasses.replace(f, path=rename.get(f.path, f.path)) for f in report.files),
-        skipped=tuple(dataclasses.replace(s, path=rename.get(s.path, s.path)) for s in report.skipped),
+        files=tuple(replace(f, path=rename.get(f.path, f.path)) for f in report.files),
+        skipped=tuple(replace(s, path=rename.get(s.path, s.path)) for s in report.skipped),
     )
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from airlock.errors import IntegrityError
@@ -17,6 +15,8 @@ __all__ = ["COMMAND"]
 
 
 def _report(verified: Verified) -> dict[str, object]:
+    import json
+
     return {
         "verified": True,
         "path": verified.path,
@@ -28,11 +28,12 @@ def _report(verified: Verified) -> dict[str, object]:
     }
 
 
-@dataclass(frozen=True)
 class VerifyCommand:
-    name: str = "verify"
-    help: str = "check a model against a digest, lock file or signature (strict)"
-    description: str = (
+    # a plain class, like ScanCommand: ``airlock scan`` imports this module for its trust flags,
+    # and a dataclass here would import ``dataclasses`` (and ``inspect``) at every scan's start-up
+    name = "verify"
+    help = "check a model against a digest, lock file or signature (strict)"
+    description = (
         "Verify PATH against exactly one trust source: --expect ALG:HEX (one file), --lock FILE "
         "(known-good digests per file), or --signature SIG (an OMS Sigstore bundle) with --key, --cert "
         "or --trust-root. Strict: extra, missing and changed files, symbolic links and special files "
@@ -46,6 +47,8 @@ class VerifyCommand:
         parser.add_argument("--format", choices=["text", "json"], default="text", help="output format")
 
     def run(self, args: argparse.Namespace) -> int:
+        import json
+
         unsafe = unsafe_flags(args)
         try:
             verified = verify_from_args(args, args.path, command="verify")

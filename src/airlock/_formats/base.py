@@ -38,6 +38,7 @@ __all__ = [
     "CodeReference",
     "Fact",
     "FolderCheck",
+    "FolderFact",
     "GraphOp",
     "Issue",
     "Nested",
@@ -100,15 +101,22 @@ class PythonSource(NamedTuple):
 class CodeReference(NamedTuple):
     """A name a loader imports or looks up while loading, as the artifact spells it.
 
-    ``ecosystem`` says whose loader (``keras``); ``kind`` what is named (``class``, ``function``,
-    ``type spec``, ``registered name``); ``module`` the module named with it (None when the loader
-    resolves ``name`` by itself); ``where`` the place in the artifact, for the message."""
+    ``ecosystem`` says whose loader (``keras``, ``hf``); ``kind`` what is named and how the
+    loader gets it (Keras: ``class``, ``function``, ``type spec``, ``registered name``; Hugging
+    Face: ``remote code``, imported from the repository by ``trust_remote_code``, or the loader
+    that imports the module by name unless the folder ships its file, see
+    ``_formats/hf_code_refs.py``); ``module`` the module named with it (None when the loader
+    resolves ``name`` by itself); ``where`` the place in the artifact, for the message.
+    ``shipped``: the file in the folder the loader would run for this name, when it is there;
+    ``repo``: another repository the loader would fetch the module from."""
 
     ecosystem: str
     kind: str
     module: str | None
     name: str
     where: str
+    shipped: str | None = None
+    repo: str | None = None
 
 
 class GraphOp(NamedTuple):
@@ -142,6 +150,8 @@ class Issue(NamedTuple):
 
 
 Fact = PickleStream | Nested | Template | CodeReference | GraphOp | Issue
+#: what a folder check finds in one file of the folder
+FolderFact = Issue | Template | PythonSource | CodeReference
 
 
 def _no_time_limit() -> None:
@@ -185,13 +195,11 @@ class FolderCheck(Protocol):
     """A check on a whole directory (Hugging Face layout, TensorFlow SavedModel ...).
 
     Yields ``(relative path, fact)`` pairs, the facts being an :class:`Issue`, a
-    :class:`Template` or a :class:`PythonSource` found in that file; the scan judges them and attaches the findings to that
+    :class:`Template`, a :class:`PythonSource` or a :class:`CodeReference` found in that file; the scan judges them and attaches the findings to that
     file's report (or to the folder itself when the path is ``.``).
     """
 
     @property
     def name(self) -> str: ...
 
-    def check(
-        self, folder: Path, ctx: ReadContext
-    ) -> Iterator[tuple[str, Issue | Template | PythonSource]]: ...
+    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, FolderFact]]: ...

@@ -29,10 +29,10 @@ from airlock.errors import UsageError
 __all__ = ["BOOKKEEPING", "cache_link_target", "cache_repo", "hub_cache_dir", "resolve_hf_uri"]
 
 #: ``models--org--name`` (also datasets and spaces): a repository folder of the hub cache
-_REPO_NAME: Final = re.compile(r"^(models|datasets|spaces)--[^/]+$")
+_REPO_NAME: Final = r"^(models|datasets|spaces)--[^/]+$"  # patterns compile on first use (re caches)
 #: folders of the cache that hold bookkeeping (empty marker and lock files), never loaded
 BOOKKEEPING: Final = frozenset({".no_exist", ".locks"})
-_REVISION: Final = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
+_REVISION: Final = r"^[A-Za-z0-9._/-]{1,255}$"
 
 
 def cache_repo(path: Path) -> Path | None:
@@ -43,7 +43,7 @@ def cache_repo(path: Path) -> Path | None:
     """
     parts = path.absolute().parts
     for i in range(len(parts) - 3, -1, -1):
-        if parts[i + 1] == "snapshots" and _REPO_NAME.match(parts[i]):
+        if parts[i + 1] == "snapshots" and re.match(_REPO_NAME, parts[i]):
             return Path(*parts[: i + 1])
     return None
 
@@ -104,7 +104,7 @@ def resolve_hf_uri(uri: str, env: dict[str, str] | None = None) -> Path:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}", p) for p in parts):
         raise UsageError(f"{uri!r} is not hf://ORG/NAME[@REVISION]")
-    if not _REVISION.match(revision) or ".." in revision.split("/"):
+    if not re.match(_REVISION, revision) or ".." in revision.split("/"):
         raise UsageError(f"{uri!r}: revision {revision!r} is not a branch, tag or commit name")
     cache = hub_cache_dir(env)
     repo = cache / f"models--{parts[0]}--{parts[1]}"

@@ -8,13 +8,11 @@ Hugging Face loader reads (:data:`HF_FILES`: ``config.json``, ``tokenizer.json``
 * ``config.json`` / ``tokenizer_config.json`` / other ``*.json`` must parse as strict JSON
   (``hf.json``, ERROR otherwise).
 * ``auto_map`` entries and the other config keys that make a loader import code
-  (``hf_code_refs.py``): ``hf.remote-code`` (SUSPICIOUS, executable code needing a policy
-  decision); a module path that is absolute or holds ``..`` is ``hf.remote-code-traversal``
-  (MALICIOUS); ``repo--module.Class`` (code from another repository, which a scan of this folder
-  cannot see) is SUSPICIOUS.
-* Every ``*.py`` file is executable code ``trust_remote_code`` may import: ``hf.remote-code``;
-  its source is yielded as a ``PythonSource`` fact, and the analysis reports a process/exec/network
-  primitive it calls at import time (MALICIOUS).
+  (``hf_code_refs.py``) are yielded as ``CodeReference`` facts; ``_analysis/hf_refs.py`` judges
+  them (remote code, modules outside the loader's profile, paths that leave the folder).
+* Every ``*.py`` file is executable code ``trust_remote_code`` may import: its source is yielded
+  as a ``PythonSource`` fact, which the analysis reports as remote code, MALICIOUS when it calls
+  a process/exec/network primitive at import time.
 * Chat templates (``chat_template`` in tokenizer_config.json, ``chat_template.jinja``,
   ``chat_template.json``, other ``*.jinja``) are yielded as ``Template`` facts, analysed by the
   scan without rendering.
@@ -34,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from airlock._formats.base import Issue, PythonSource, ReadContext, Template
+from airlock._formats.base import CodeReference, FolderFact, Issue, PythonSource, ReadContext, Template
 from airlock._formats.hf_cache import cache_link_target
 from airlock._formats.hf_code_refs import (
     auto_map,
@@ -45,6 +43,7 @@ from airlock._formats.hf_code_refs import (
     present,
     sentence_transformers,
 )
+from airlock._formats.registry import HF_FOLDER_SUFFIXES
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError
 from airlock.results import Severity
@@ -68,7 +67,7 @@ HF_FILES: Final = frozenset(
 class HFFolderCheck:
     name = "hf-folder"
 
-    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | Template | PythonSource]]:
+    def check(self, folder: Path, ctx: ReadContext) -> Iterator[tuple[str, FolderFact]]:
         try:
             children = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
@@ -90,6 +89,8 @@ class HFFolderCheck:
         hf = _is_hf(files.keys()) or _hf_above(folder, ctx.root)
         for name, path in files.items():
             ctx.check_time()
+            if not name.endswith(HF_FOLDER_SUFFIXES):
+                continue  # the registry runs this check for one file only when its name ends so
             if name.endswith(".jinja"):
                 # Loaders read templates wherever they are (chat_template.jinja,
                 # additional_chat_templates/*.jinja): never skipped, whatever the folder holds.
@@ -166,7 +167,7 @@ def _analysed(name: str, what: str) -> tuple[str, Issue]:
 
 def _json_file(
     name: str, path: Path, folder: Path, files: dict[str, Path], ctx: ReadContext
-) -> Iterator[tuple[str, Issue | Template]]:
+) -> Iterator[tuple[str, Issue | Template | CodeReference]]:
     try:
         value = parse_json_strict(_read(path, ctx), name)
     except (FormatError, OSError) as exc:
@@ -188,7 +189,7 @@ def _json_file(
             )
         return
     for where, found in auto_maps(value):
-        yield from auto_map(name, found, files, ctx, where)
+        yield from auto_map(name, found, files, where)
     custom = value.get("custom_pipelines")
     if custom is not None:
         yield from custom_pipelines(name, custom, files)
@@ -242,21 +243,12 @@ def _template_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[st
 
 
 def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | PythonSource]]:
-    yield (
-        name,
-        Issue(
-            "hf.remote-code",
-            Severity.SUSPICIOUS,
-            f"{name}: Python file in a model folder; trust_remote_code imports and runs such files (executable code)",
-            callable=name.removesuffix(".py"),
-        ),
-    )
     try:
         source = _read(path, ctx)
     except (FormatError, OSError) as exc:
         yield name, Issue("hf.python-parse", Severity.ERROR, f"{name}: does not parse as Python: {exc}")
         return
-    yield name, PythonSource(name, source)  # what it calls when imported: _analysis/python_source.py
+    yield name, PythonSource(name, source)  # remote code, judged by _analysis/python_source.py
 
 
 def _index(

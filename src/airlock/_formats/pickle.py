@@ -144,19 +144,20 @@ def _probe(view: memoryview, total: int, more: bool) -> bool:
         return False
 
 
-_DIGITS: Final = re.compile(rb"[+-]?[0-9]*L?")
-_FLOAT: Final = re.compile(rb"[-+0-9.eEinfatyINFATY]*")
-_DOTTED: Final = re.compile(rb"[A-Za-z0-9_.\x80-\xff]*")
+# patterns, compiled on first use (re caches them): most scans never need them
+_DIGITS: Final = rb"[+-]?[0-9]*L?"
+_FLOAT: Final = rb"[-+0-9.eEinfatyINFATY]*"
+_DOTTED: Final = rb"[A-Za-z0-9_.\x80-\xff]*"
 
 
 def _plausible_line(code: int, partial: bytes) -> bool:
     """Could an unterminated text argument that starts with ``partial`` still be valid?"""
     if code in (0x49, 0x4C, 0x67, 0x70):  # INT LONG GET PUT
-        return _DIGITS.fullmatch(partial) is not None
+        return re.fullmatch(_DIGITS, partial) is not None
     if code == 0x46:  # FLOAT
-        return _FLOAT.fullmatch(partial) is not None
+        return re.fullmatch(_FLOAT, partial) is not None
     if code in _GLOBAL_OPS:
-        return _DOTTED.fullmatch(partial) is not None
+        return re.fullmatch(_DOTTED, partial) is not None
     if code == 0x53:  # STRING: a quoted literal
         return partial[:1] in (b"'", b'"')
     if code == 0x50:  # PERSID: an ASCII id

@@ -4,7 +4,7 @@ tried), the folder checks, and the names that look like models."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePosixPath
 from typing import Final
 
@@ -207,8 +207,18 @@ def format_named(name: str | None) -> Format | None:
     return _BY_NAME.get(name.split("+", 1)[0])
 
 
-def folder_checks() -> tuple[FolderCheck, ...]:
-    """Whole-folder checks, run on every folder of a folder scan (see ``base.FolderCheck``)."""
+#: The suffixes of the file names whose facts the Hugging Face folder check yields (JSON configs,
+#: templates, Python code): a scan of one file with another name does not import the check.
+HF_FOLDER_SUFFIXES: Final = (".json", ".jinja", ".py")
+
+
+def folder_checks(names: Iterable[str] | None = None) -> tuple[FolderCheck, ...]:
+    """Whole-folder checks, run on every folder of a folder scan (see ``base.FolderCheck``).
+
+    ``names``: when only these files are scanned (one file given), only the checks that yield
+    facts about files of such names; the others are not imported."""
+    if names is not None and not any(name.endswith(HF_FOLDER_SUFFIXES) for name in names):
+        return ()
     from airlock._formats.hf_folder import HFFolderCheck
 
     return (HFFolderCheck(),)

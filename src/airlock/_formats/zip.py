@@ -33,7 +33,6 @@ What cannot be listed faithfully at all raises :class:`~airlock.errors.FormatErr
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 from collections.abc import Callable
 from typing import Final
@@ -53,6 +52,7 @@ from airlock._formats.zip_model import (
     ZipMember,
     sig,
 )
+from airlock._record import replace
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
 from airlock.results import Severity
@@ -197,7 +197,8 @@ def parse_zip(data: memoryview, limits: Limits, check_time: Callable[[], None] |
             key = (member.header_offset, member.data_offset, member.raw_name)
             if key not in seen:
                 seen.add(key)
-                members.append(dataclasses.replace(member, index=len(members)))
+                index = len(members)
+                members.append(member if member.index == index else replace(member, index=index))
     if prefix > 0 and len(listed) == 1 and listed[0][0].shift:
         regions.append((0, prefix, "bytes before the archive"))
     for member in members:

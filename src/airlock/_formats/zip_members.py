@@ -7,11 +7,9 @@ byte; sizes and ratios are checked against the limits before anything is decompr
 
 from __future__ import annotations
 
-import bz2
-import lzma
 import struct
 import zlib
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from airlock._formats.zip_model import (
     BZIP2,
@@ -27,13 +25,18 @@ from airlock._formats.zip_model import (
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
 
+if TYPE_CHECKING:
+    import lzma
+
 __all__ = ["member_bytes", "member_head"]
 
 _LZMA_PROPS: Final = 5
 #: (pb=4 * 5 + lp=4) * 9 + lc=8: the largest LZMA1 properties byte liblzma accepts
 _LZMA_MAX_LCLPPB: Final = (4 * 5 + 4) * 9 + 8
 _LZMA_MIN_DICT: Final = 4096
-_DECODE_ERRORS: Final = (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError)
+#: what a corrupt stream raises (``_Decoder`` turns lzma's own LZMAError into ValueError: bz2 and
+#: lzma are imported only for members that use them, never by a scan of a torch checkpoint)
+_DECODE_ERRORS: Final = (zlib.error, OSError, EOFError, ValueError)
 
 
 def member_head(listing: ZipListing, member: ZipMember, limit: int) -> bytes:
@@ -114,9 +117,12 @@ def member_bytes(listing: ZipListing, member: ZipMember, limits: Limits) -> memo
 class _Decoder:
     """One member's decompressor behind one interface; output bounded by ``max_length``."""
 
-    def __init__(self, obj: Any, skip: int, *, inflate: bool = False) -> None:
+    def __init__(
+        self, obj: Any, skip: int, *, inflate: bool = False, error: type[Exception] = ValueError
+    ) -> None:
         self._obj = obj
         self._skip = skip
+        self._error = error
         #: zlib's API reports leftover input as unconsumed_tail, bz2/lzma as needs_input
         self._inflate = inflate
         self.drained = False
@@ -126,7 +132,10 @@ class _Decoder:
         return bool(self._obj.eof)
 
     def decompress(self, src: memoryview, max_length: int) -> bytes:
-        out: bytes = self._obj.decompress(src[self._skip :], max_length)
+        try:
+            out: bytes = self._obj.decompress(src[self._skip :], max_length)
+        except self._error as exc:
+            raise ValueError(str(exc)) from exc
         self.drained = not self._obj.unconsumed_tail if self._inflate else bool(self._obj.needs_input)
         return out
 
@@ -136,9 +145,13 @@ def _decoder(src: memoryview, member: ZipMember, most: int) -> _Decoder:
     if member.method == DEFLATED:
         return _Decoder(zlib.decompressobj(-15), 0, inflate=True)
     if member.method == BZIP2:
+        import bz2
+
         return _Decoder(bz2.BZ2Decompressor(), 0)
     if member.method == LZMA:
-        return _Decoder(_lzma(src, member, most), 4 + _LZMA_PROPS)
+        import lzma
+
+        return _Decoder(_lzma(src, member, most), 4 + _LZMA_PROPS, error=lzma.LZMAError)
     raise FormatError(
         f"member {member.name!r}: unsupported compression method {method_label(member.method)}",
         offset=member.header_offset,
@@ -173,5 +186,7 @@ def _lzma(src: memoryview, member: ZipMember, most: int) -> lzma.LZMADecompresso
             offset=member.data_offset,
         )
     window = max(_LZMA_MIN_DICT, min(dict_size, most))
+    import lzma
+
     filters = [{"id": lzma.FILTER_LZMA1, "lc": lc, "lp": lp, "pb": pb, "dict_size": window}]
     return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)

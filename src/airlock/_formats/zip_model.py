@@ -3,10 +3,10 @@ extraction: member records, the listing, and the compression methods Python's zi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Final
 
 from airlock._formats.base import Issue
+from airlock._record import record
 
 __all__ = [
     "BZIP2", "COMPRESSED", "DEFLATED", "LOCAL_SIG", "LOCAL_SIZE", "LZMA", "METHOD_NAMES", "STORED",
@@ -32,7 +32,7 @@ METHOD_NAMES: Final = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class ZipMember:
     """One central directory entry, checked against its local header.
 
@@ -68,16 +68,25 @@ class ZipMember:
         return self.name.endswith("/") and self.uncompressed_size == 0
 
 
-@dataclass(frozen=True)
 class ZipListing:
     """The members of one zip archive in central directory order, and the differentials found."""
 
-    members: tuple[ZipMember, ...]
-    issues: tuple[Issue, ...]
-    comment: bytes
-    #: bytes before the archive proper (zipfile shifts every offset by this much; torch does not)
-    prefix: int
-    data: memoryview = field(repr=False, compare=False)
+    __slots__ = ("comment", "data", "issues", "members", "prefix")
+
+    def __init__(
+        self,
+        members: tuple[ZipMember, ...],
+        issues: tuple[Issue, ...],
+        comment: bytes,
+        prefix: int,
+        data: memoryview,
+    ) -> None:
+        self.members = members
+        self.issues = issues
+        self.comment = comment
+        #: bytes before the archive proper (zipfile shifts every offset by this much; torch does not)
+        self.prefix = prefix
+        self.data = data
 
     def find(self, name: str, *, case_insensitive: bool = False) -> tuple[ZipMember, ...]:
         """Every member called ``name`` (torch: ``case_insensitive=True``), in directory order."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airlock import _progress
-from airlock._formats.base import Issue, ReadContext
+from airlock._formats.base import FolderCheck, Issue, ReadContext
 from airlock._formats.registry import folder_checks
 from airlock._scan.collect import Collector
 from airlock._scan.engine import judge_folder_fact, scan_file
@@ -95,10 +95,11 @@ def scan(
     # still open (scan_file), so no report is ever rebuilt from its findings.
     by_file: dict[int, tuple[Issue, ...]] = {}
     folder_format = None
-    if files:
-        checks = folder_checks()
-        folder_format = checks[0].name if checks else None
-        by_file, others = _run_folder_checks(base, entries, [i for i, _ in files], limits, policy)
+    # One file given: only the checks that say something about a file of its name.
+    checks = folder_checks(None if base == root else [entry.path.name for _, entry in files]) if files else ()
+    if checks:
+        folder_format = checks[0].name
+        by_file, others = _run_folder_checks(base, entries, [i for i, _ in files], limits, policy, checks)
         # One file given: the checks of its folder say what its name makes of it (a template,
         # remote code); findings about the folder's other files are not part of this scan.
         for offset, (display, issues) in enumerate(others if base == root else []):
@@ -180,13 +181,17 @@ def _describe(verified: Verified) -> str:
 
 
 def _run_folder_checks(
-    base: Path, entries: list[Entry], scanned: list[int], limits: Limits, policy: Policy
+    base: Path,
+    entries: list[Entry],
+    scanned: list[int],
+    limits: Limits,
+    policy: Policy,
+    checks: tuple[FolderCheck, ...],
 ) -> tuple[dict[int, tuple[Issue, ...]], list[tuple[str, list[Issue]]]]:
     by_path = {entries[index].path: index for index in scanned}
     folders = sorted({base} | {entries[index].path.parent for index in scanned})
     by_file: dict[int, list[Issue]] = {}
     others: dict[str, list[Issue]] = {}
-    checks = folder_checks()
     for folder in folders:
         ctx = ReadContext(limits=limits, file_path=folder, root=base)
         for check in checks:

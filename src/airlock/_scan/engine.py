@@ -17,6 +17,7 @@ from airlock._analysis.pickle_findings import analyse_pickle_stream
 from airlock._formats.base import (
     CodeReference,
     Fact,
+    FolderFact,
     GraphOp,
     Issue,
     Nested,
@@ -68,6 +69,10 @@ def apply_allowances(issue: Issue, policy: Policy) -> Issue:
 
 def judge_reference(ref: CodeReference) -> Iterator[Issue]:
     """The findings for a name the loader imports (imported on first use: most scans meet none)."""
+    if ref.ecosystem == "hf":
+        from airlock._analysis.hf_refs import judge_hf_reference
+
+        return judge_hf_reference(ref)
     from airlock._analysis.keras_names import judge_keras_reference
 
     if ref.ecosystem != "keras":
@@ -88,7 +93,7 @@ def judge_graph_op(fact: GraphOp) -> Iterator[Issue]:
     return judge(fact)
 
 
-def judge_folder_fact(fact: Issue | Template | PythonSource, limits: Limits, policy: Policy) -> list[Issue]:
+def judge_folder_fact(fact: FolderFact, limits: Limits, policy: Policy) -> list[Issue]:
     """The findings for one fact a folder check found in a file (see ``base.FolderCheck``)."""
     if isinstance(fact, Template):
         issues = analyse_template(fact.name, fact.text, limits, fact.offset)
@@ -96,6 +101,8 @@ def judge_folder_fact(fact: Issue | Template | PythonSource, limits: Limits, pol
         from airlock._analysis.python_source import analyse_python  # only for folders with code
 
         issues = list(analyse_python(fact))
+    elif isinstance(fact, CodeReference):
+        issues = list(judge_reference(fact))
     else:
         issues = [fact]
     return [apply_allowances(issue, policy) for issue in issues]

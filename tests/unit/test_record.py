@@ -1,0 +1,90 @@
+"""``airlock._record``: the frozen records behind results, limits and the policy behave as the
+frozen dataclasses they replaced, for airlock and for code that uses ``dataclasses`` on them."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from typing import ClassVar
+
+import pytest
+
+from airlock._record import FrozenInstanceError, record, record_fields, replace
+from airlock.errors import UsageError
+from airlock.limits import DEFAULT_LIMITS, Limits
+from airlock.policy import Policy
+from airlock.results import Finding, Location, Report, Severity
+
+
+@record
+class Point:
+    x: int
+    y: int = 0
+    label: str | None = None
+    shared: ClassVar[int] = 7
+
+
+def test_fields_defaults_and_arguments() -> None:
+    assert record_fields(Point) == ("x", "y", "label")  # a ClassVar is no field
+    assert Point(1) == Point(x=1, y=0, label=None) == Point(1, 0)
+    assert Point(1, 2, "a").label == "a"
+    assert repr(Point(1, label="a")) == "Point(x=1, y=0, label='a')"
+    with pytest.raises(TypeError, match="missing argument 'x'"):
+        Point()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        Point(1, 2, "a", 4)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="repeated"):
+        Point(1, x=2)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="unexpected"):
+        Point(1, z=2)  # type: ignore[call-arg]
+
+
+def test_frozen_equality_and_hash() -> None:
+    point = Point(1, 2)
+    with pytest.raises(FrozenInstanceError):
+        point.x = 3  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        del point.y
+    assert isinstance(FrozenInstanceError("x"), AttributeError)
+    not_a_record: object = (1, 2, None)
+    assert point != Point(1, 3) and point != not_a_record
+    assert {Point(1, 2), Point(1, 2), Point(2, 1)} == {Point(1, 2), Point(2, 1)}
+    assert pickle.loads(pickle.dumps(point)) == point
+    match point:
+        case Point(1, y):
+            assert y == 2
+        case _:
+            pytest.fail("positional match")
+
+
+def test_replace_reruns_post_init() -> None:
+    assert replace(Point(1, 2), y=5) == Point(1, 5)
+    with pytest.raises(TypeError, match="no field"):
+        replace(Point(1), z=1)
+    assert DEFAULT_LIMITS.replace(max_files=3).max_files == 3
+    for bad in (0, -1, True, "3"):
+        with pytest.raises(UsageError, match="max_files"):
+            DEFAULT_LIMITS.replace(max_files=bad)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="unknown limit"):
+        DEFAULT_LIMITS.replace(max_filez=3)
+
+
+def test_dataclasses_still_see_dataclasses() -> None:
+    """Code that used ``dataclasses`` on airlock's results and limits keeps working."""
+    assert dataclasses.is_dataclass(DEFAULT_LIMITS) and dataclasses.is_dataclass(Limits)
+    assert [f.name for f in dataclasses.fields(Limits)] == list(record_fields(Limits))
+    changed = dataclasses.replace(DEFAULT_LIMITS, max_files=9)
+    assert type(changed) is Limits and changed.max_files == 9 and changed != DEFAULT_LIMITS
+    with pytest.raises(UsageError):
+        dataclasses.replace(DEFAULT_LIMITS, max_files=0)
+    finding = Finding("r", Severity.INFO, "m", Location("p", ("a",), 3))
+    assert dataclasses.asdict(finding)["location"] == {"path": "p", "members": ("a",), "offset": 3}
+    assert dataclasses.replace(Report("r", ()), root="s") == Report("s", ())
+    assert [f.name for f in dataclasses.fields(Policy)] == ["profiles", "allow", "sources"]
+
+
+def test_policy_equality_ignores_its_table() -> None:
+    assert Policy() == Policy() and hash(Policy()) == hash(Policy())
+    assert Policy(allow=frozenset({"a.b"})) != Policy()
+    with pytest.raises(UsageError, match="unknown profile"):
+        Policy(profiles=("nope",))
