@@ -62,7 +62,7 @@ def _json(report: airlock.Report) -> dict[str, object]:
 def test_a_file_of_batch_bytes_or_more_is_a_batch_of_its_own(size: int, alone: bool) -> None:
     out = batches([_task(0, size), _task(1, 1)])
     assert (len(out) == 2) is alone
-    assert sorted(t.index for b in out for t in b) == [0, 1]
+    assert sorted(t.position for b in out for t in b) == [0, 1]
 
 
 @pytest.mark.parametrize("count", [BATCH_FILES - 1, BATCH_FILES, BATCH_FILES + 1])
@@ -76,7 +76,7 @@ def test_a_batch_holds_at_most_batch_bytes_and_largest_files_go_first() -> None:
     out = batches([_task(i, s) for i, s in enumerate(sizes)])
     assert all(sum(t.size for t in b) <= BATCH_BYTES or len(b) == 1 for b in out)
     assert out[0] == [_task(5, BATCH_BYTES * 3)]  # the largest file starts first
-    assert sorted(t.index for b in out for t in b) == list(range(len(sizes)))  # each file exactly once
+    assert sorted(t.position for b in out for t in b) == list(range(len(sizes)))  # each file exactly once
 
 
 # -- the automatic number of jobs -------------------------------------------------------------

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from airlock import _progress
 from airlock._formats.base import Issue
@@ -58,11 +57,10 @@ AUTO_MIN_BYTES: Final = 256 * 1024 * 1024
 AUTO_MAX_JOBS: Final = 8
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
     """One file to scan: what differs from file to file (the rest is :class:`_Shared`)."""
 
-    index: int
+    position: int  # the file's place in the walk (the report keeps that order)
     path: Path
     display: str
     size: int
@@ -72,8 +70,7 @@ class Task:
     aliases: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class _Shared:
+class _Shared(NamedTuple):
     base: Path
     limits: Limits
     policy: Policy
@@ -108,7 +105,7 @@ def batches(tasks: list[Task]) -> list[list[Task]]:
     out: list[list[Task]] = []
     current: list[Task] = []
     held = 0
-    for task in sorted(tasks, key=lambda t: (-t.size, t.index)):
+    for task in sorted(tasks, key=lambda t: (-t.size, t.position)):
         if task.size >= BATCH_BYTES:
             out.append([task])
             continue
@@ -129,7 +126,7 @@ def _start(shared: _Shared) -> None:
 
 def _scan_batch(batch: list[Task]) -> list[tuple[int, FileReport | Skipped]]:
     shared = _WORKER["shared"]  # a KeyError: a worker not started through _start
-    return [(task.index, _one(task, shared)) for task in batch]
+    return [(task.position, _one(task, shared)) for task in batch]
 
 
 def _one(task: Task, shared: _Shared) -> FileReport | Skipped:
@@ -155,7 +152,7 @@ def run(
     shared = _Shared(base, limits, policy, verified, folder_format)
     if jobs == 1 or len(tasks) < 2:
         for task in tasks:
-            yield task.index, _one(task, shared)
+            yield task.position, _one(task, shared)
             advance(task.size, 1)
         return
     import multiprocessing  # only when asked for: costly to import
