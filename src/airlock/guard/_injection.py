@@ -30,10 +30,7 @@ Security assumptions (each relied on below):
 from __future__ import annotations
 
 import functools
-import itertools
 import math
-import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
@@ -41,16 +38,21 @@ from typing import Any, Final
 
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError, IntegrityError, LimitError
+from airlock.guard._injection_features import Features, featurize, normalise
+from airlock.guard._injection_patterns import STRUCT_NAMES, STRUCT_REASON, STRUCTURES
 
 __all__ = [
     "MAX_CHARS",
     "STRUCTURES",
+    "STRUCT_NAMES",
     "WEIGHTS_FORMAT",
     "Detector",
+    "Features",
     "InjectionScore",
     "detector",
     "featurize",
     "load_detector",
+    "normalise",
     "read_shipped_weights",
 ]
 
@@ -67,378 +69,6 @@ WINDOW: Final = 2048
 STRIDE: Final = 1024
 #: At most this many reasons are reported.
 MAX_REASONS: Final = 3
-
-# --- normalisation ---------------------------------------------------------------------------------
-
-_LEET: Final = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
-# Runs of >= 4 single characters separated by one separator: "i g n o r e", "i.g.n.o.r.e".
-_SPACED: Final = re.compile(r"(?<![^\W_])(?:[^\W_][ .\-_*\\|/]){3,}[^\W_](?![^\W_])")
-_SPACED_SEP: Final = re.compile(r"[ .\-_*\\|/]")
-# Latin lookalikes from other scripts (a small, fixed subset of Unicode's confusables), undone only
-# inside words that also hold ASCII letters: "rеmоtе" with Cyrillic е/о becomes "remote", while
-# a word wholly in Cyrillic or Greek is left alone.
-_CONFUSABLE: Final = str.maketrans(
-    "абвгдежзийклмнопрстуфхцчшщъыьэюяѕіјԁɡαβγδεζηθικλμνξοπρστυφχψω€",
-    "abvgdezziiklmnoprstufhccssjyjeuysijdgabgdezhtiklmnxoprstufxpwe",
-)
-_MIXED: Final = re.compile(r"[^\W_]*[a-z][^\W_]*")
-_WS: Final = re.compile(r"\s+")
-_WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
-
-
-def _join_spaced(match: re.Match[str]) -> str:
-    return _SPACED_SEP.sub("", match.group())
-
-
-def _unconfuse(match: re.Match[str]) -> str:
-    word = match.group()
-    return word if word.isascii() else word.translate(_CONFUSABLE)
-
-
-def _normalise(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold()
-    if not text.isascii():
-        text = _MIXED.sub(_unconfuse, text)
-    # Join spaced-out letters before collapsing whitespace: "i g n o r e   a l l" -> "ignore   all".
-    text = _SPACED.sub(_join_spaced, text)
-    return _WS.sub(" ", text)
-
-
-# --- structure patterns ----------------------------------------------------------------------------
-# Each pattern runs on the normalised (casefolded) text. Repetitions are bounded ({0,n}) and built
-# from disjoint classes so matching stays linear in the text length.
-
-_OVERRIDE_VERB: Final = (
-    r"(?:ignore|ignoring|disregard|forget|override|overrule|bypass|abandon|discard|dismiss|neglect"
-    r"|set aside|throw out|stop following|do not follow|don't follow|no longer follow|cancel|erase"
-    r"|delete|drop|skip|violate|break)"
-)
-_INSTR_NOUN: Final = (
-    r"(?:instructions?|prompts?|rules|directives?|guidelines|constraints|restrictions|programming|commands"
-    r"|policies|policy|guardrails|safeguards|filters|training|system message|prior context|limitations"
-    r"|boundaries|protocols?|ethics|principles|orders|safety|content policy|previous (?:messages?|context)"
-    r"|everything (?:above|before|you were told|else))"
-)
-_PRIOR: Final = (
-    r"(?:previous|prior|above|earlier|preceding|initial|original|system|old|existing|default|safety"
-    r"|pre-?programmed|developer|your|all|any|the|these|those|my|its|every)"
-)
-_WORDGAP: Final = r"(?:[^\W_]+[^\w]{1,3}){0,4}"
-_REVEAL: Final = (
-    r"(?:reveal|show|print|display|output|repeat|tell|give|leak|dump|share|list|expose|disclose|write out"
-    r"|recite|spell out|quote|copy|paste|return|provide|echo|what (?:is|are|was|were))"
-)
-_HIDDEN_OBJECT: Final = (
-    r"(?:system|initial|hidden|secret|original|internal|developer|confidential|pre-?prompt|base|full"
-    r"|exact|underlying|configuration)\W{1,3}(?:prompt|instructions?|message|rules|configuration|guidelines"
-    r"|directives|text|setup)"
-)
-
-_OVERRIDE_TRIGGERS: Final = (
-    "ignor",
-    "disregard",
-    "forget",
-    "overr",
-    "bypass",
-    "abandon",
-    "discard",
-    "dismiss",
-    "neglect",
-    "aside",
-    "throw out",
-    "follow",
-    "cancel",
-    "erase",
-    "delete",
-    "drop",
-    "skip",
-    "violat",
-    "break",
-)
-
-#: (name, human-readable reason, pattern, triggers). The pattern is only run when one of the
-#: trigger substrings occurs in the normalised text (an empty tuple: always run); every string the
-#: pattern can match contains one of them, so the gate only saves time. The trained weights name
-#: these in order; a mismatch is an IntegrityError at load time.
-STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
-    (
-        "override_prior",
-        "instruction override aimed at prior instructions",
-        rf"\b{_OVERRIDE_VERB}\W{{1,3}}(?:{_PRIOR}\W{{1,3}}){{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
-        _OVERRIDE_TRIGGERS,
-    ),
-    (
-        "override_any",
-        "override verb near instruction words",
-        rf"\b{_OVERRIDE_VERB}\b\W{{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
-        _OVERRIDE_TRIGGERS,
-    ),
-    (
-        "reveal_system",
-        "request to disclose the system prompt or hidden instructions",
-        rf"\b{_REVEAL}\b\W{{1,3}}{_WORDGAP}(?:your|the|its|my|any|all)\W{{1,3}}{_WORDGAP}{_HIDDEN_OBJECT}\b"
-        r"|\b(?:repeat|print|output|copy|recite)\W{1,3}(?:all|everything|the (?:text|words|lines?))\W{1,3}"
-        r"(?:above|before|preceding|prior)\b"
-        r"|\bverbatim\b.{0,40}\b(?:prompt|instructions|above)\b|\b(?:prompt|instructions)\b.{0,40}\bverbatim\b",
-        (
-            "prompt",
-            "instruction",
-            "message",
-            "rules",
-            "configuration",
-            "guidelines",
-            "directive",
-            "text",
-            "setup",
-            "above",
-            "before",
-            "preceding",
-            "prior",
-            "verbatim",
-        ),
-    ),
-    (
-        "persona_unrestricted",
-        "persona switch to an unrestricted model",
-        r"\b(?:unrestricted|unfiltered|uncensored|jailbroken|jailbreak|amoral|dan|do anything now"
-        r"|developer mode|god mode|dev mode|evil (?:twin|mode|ai|assistant|confidant))\b"
-        r"|\b(?:no|without|free of|free from|not bound by|any)\W{1,3}(?:[^\W_]+\W{1,3}){0,2}"
-        r"(?:restrictions|limits|limitations|filters|rules|guidelines|censorship|ethics|morals|boundaries"
-        r"|policies|guardrails|content polic(?:y|ies)|safety (?:rules|guidelines|filters))\b",
-        (
-            "unrestrict",
-            "unfilter",
-            "uncensor",
-            "jailbr",
-            "amoral",
-            "dan",
-            "anything now",
-            "mode",
-            "evil",
-            "no ",
-            "without",
-            "free ",
-            "bound",
-            "any ",
-        ),
-    ),
-    (
-        "persona_switch",
-        "persona / role switch",
-        r"\b(?:you are now|you're now|you are no longer|from now on,? you|pretend (?:to be|you are|you're)"
-        r"|role-?play as|you will (?:now )?(?:act|behave|respond|answer) as|stay in character"
-        r"|act as (?:if|though) you|simulate (?:an?|the) (?:ai|assistant|model|chatbot))\b",
-        ("you are", "you're", "pretend", "role", "you will", "character", "act as", "simulate"),
-    ),
-    (
-        "fake_delimiter",
-        "fake role or delimiter tag",
-        r"<\|?\s*/?\s*(?:im_start|im_end|system|endoftext|assistant|user|sys)\s*\|?>|\[/?inst\]|<<\s*/?sys\s*>>"
-        r"|</?(?:system|instructions?|admin|developer)>|\[(?:system|admin|developer)(?: (?:message|note|override"
-        r"|prompt))?\]|(?:^|[\n.!?#\]}>-]\s{0,3})(?:system|admin|developer|assistant)\s?(?:message|prompt|override"
-        r"|note)?\s?:|#{2,}\s?(?:system|instructions?|new instructions?|admin|end)|\bend of (?:user input"
-        r"|input|document|context|prompt|conversation)\b|\}\}|\]\]",
-        ("<", "[", "#", ":", "}}", "]]", "end of"),
-    ),
-    (
-        "new_instructions",
-        "new instructions replace the task",
-        r"\b(?:new|updated|real|actual|true|revised|secret|hidden|additional)\W{1,3}(?:instructions?|task|directives?"
-        r"|rules|objective|goal|prompt|system prompt)\W{0,3}(?::|-|is|are)"
-        r"|\binstead,?\W{1,3}(?:you (?:will|should|must)|say|print|output|respond|reply|write|answer)\b"
-        r"|\byour (?:new|real|true|only) (?:task|goal|purpose|instructions?|job|role)\b",
-        (
-            "new",
-            "updated",
-            "real",
-            "actual",
-            "true",
-            "revised",
-            "secret",
-            "hidden",
-            "additional",
-            "instead",
-            "your ",
-        ),
-    ),
-    (
-        "refusal_suppression",
-        "refusal suppression",
-        r"\b(?:(?:do not|don't|never|must not|cannot|can't|won't|will not) (?:ever )?(?:refuse|decline|say no"
-        r"|apologi[sz]e|warn|mention|add|include) ?(?:any )?(?:warnings?|disclaimers?|that you|ethic[a-z]*)?"
-        r"|must (?:always )?(?:comply|answer|obey)|without (?:any )?(?:warnings?|disclaimers?|censorship"
-        r"|refusals?|moral[a-z]*|hesitation))\b",
-        ("not", "n't", "never", "must", "without"),
-    ),
-    (
-        "exfiltration",
-        "exfiltration to a URL, address or image link",
-        r"!\[[^\]]{0,200}\]\(\s*https?://[^)\s]{0,300}[?&=]"
-        r"|\b(?:send|post|forward|email|upload|transmit|exfiltrate|leak|append|include)\b(?:\W{1,3}[^\W_]+){0,8}"
-        r"\W{1,3}(?:to|at|in)\W{1,3}(?:https?://|www\.|[\w.+-]{1,64}@[\w-]{1,63}\.)"
-        r"|\b(?:api[ _-]?keys?|passwords?|credentials|secret keys?|access tokens?|private keys?|environment"
-        r" variables|conversation history|chat history|context window)\b",
-        (
-            "![",
-            "send",
-            "post",
-            "forward",
-            "email",
-            "upload",
-            "transmit",
-            "exfiltr",
-            "leak",
-            "append",
-            "include",
-            "api",
-            "password",
-            "credential",
-            "secret",
-            "token",
-            "private key",
-            "environment",
-            "history",
-            "context window",
-        ),
-    ),
-    (
-        "claimed_authority",
-        "claimed authority or privileged mode",
-        r"\b(?:i am|i'm|this is|as) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|system"
-        r" administrator|operator|maintainer)\b|\b(?:admin|developer|sudo|root|maintenance|debug|god)"
-        r" (?:mode|access|override|privileges|rights|command)\b|\bi (?:authori[sz]e|command|order) you\b",
-        (
-            "i am",
-            "i'm",
-            "this is",
-            "as ",
-            "mode",
-            "access",
-            "override",
-            "privilege",
-            "rights",
-            "command",
-            "authori",
-            "order you",
-        ),
-    ),
-    (
-        "model_internals",
-        "asks about the model's own prompt, rules or configuration",
-        r"\byour\W{1,3}(?:[^\W_]+\W{1,3}){0,2}(?:prompt|system prompt|rules|guidelines|instructions|configuration"
-        r"|config|initiali[sz]ation|programming|directives|training data|constraints|restrictions|setup|settings"
-        r"|policies|filters|guardrails|safety (?:rules|settings|filters)|context window|hidden|secret|internal)\b",
-        ("your",),
-    ),
-    (
-        "forced_output",
-        "dictates the exact output",
-        r"\b(?:say|print|output|respond with|reply with|return|write|answer with|type|repeat after me)\W{1,3}"
-        r"(?:only\W{1,3}|exactly\W{1,3}|just\W{1,3}|nothing but\W{1,3}|the (?:word|phrase|text|string)\W{1,3}){0,2}"
-        r"[\"'\u201c\u2018`]",
-        (
-            "say",
-            "print",
-            "output",
-            "respond with",
-            "reply with",
-            "return",
-            "write",
-            "answer with",
-            "type",
-            "repeat",
-            "pwned",
-        ),
-    ),
-    (
-        "decode_and_follow",
-        "decode-and-follow instruction",
-        r"\b(?:decode|decrypt|deobfuscate|unscramble|reverse)\b.{0,80}\b(?:follow|execute|run|obey|perform|do what)",
-        ("decod", "decrypt", "deobfuscat", "unscrambl", "revers"),
-    ),
-    (
-        "encoded_blob",
-        "long base64-like run",
-        r"(?<![a-z0-9+/])[a-z0-9+/]{28,}={0,2}",
-        (),
-    ),
-)
-_INSTR_NOUN_TRIGGERS: Final = (
-    "instruction",
-    "prompt",
-    "rule",
-    "directive",
-    "guideline",
-    "constraint",
-    "restriction",
-    "programming",
-    "command",
-    "polic",
-    "guardrail",
-    "safeguard",
-    "filter",
-    "training",
-    "system message",
-    "context",
-    "limitation",
-    "boundar",
-    "protocol",
-    "ethic",
-    "principle",
-    "order",
-    "safety",
-    "previous",
-    "everything",
-)
-#: Second gate: these patterns also need one of these substrings (every match holds one: the
-#: instruction nouns of _INSTR_NOUN; the follow-verbs of decode_and_follow).
-_ALSO_NEEDS: Final[dict[str, tuple[str, ...]]] = {
-    "override_prior": _INSTR_NOUN_TRIGGERS,
-    "override_any": _INSTR_NOUN_TRIGGERS,
-    "decode_and_follow": ("follow", "execute", "run", "obey", "perform", "do what"),
-}
-_STRUCT_RE: Final = tuple(
-    (re.compile(pattern), triggers, _ALSO_NEEDS.get(name, ())) for name, _, pattern, triggers in STRUCTURES
-)
-STRUCT_NAMES: Final = tuple(name for name, _, _, _ in STRUCTURES)
-_STRUCT_REASON: Final = {name: reason for name, reason, _, _ in STRUCTURES}
-
-
-@dataclass(frozen=True, slots=True)
-class Features:
-    """Raw counts of one window of text (before idf weighting)."""
-
-    words: Counter[str]
-    chars: frozenset[str]
-    structure: tuple[bool, ...]
-
-
-def _char_grams(tokens: list[str]) -> frozenset[str]:
-    # 4-grams of the word stream with leetspeak undone (grams may span one space between words);
-    # presence only (binary tf): cheaper than counting, and repetition says little at this level.
-    s = f" {' '.join(tokens).translate(_LEET)} "
-    return frozenset(map("".join, zip(s, s[1:], s[2:], s[3:], strict=False)))
-
-
-def _has(norm: str, triggers: tuple[str, ...]) -> bool:
-    if not triggers:
-        return True
-    return any(t in norm for t in triggers)
-
-
-def featurize(text: str) -> Features:
-    """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window)."""
-    norm = _normalise(text)
-    tokens = _WORD.findall(norm)
-    words: Counter[str] = Counter(tokens)
-    words.update(f"{a} {b}" for a, b in itertools.pairwise(tokens))
-    chars = _char_grams(tokens)
-    structure = tuple(
-        _has(norm, trig) and _has(norm, also) and pattern.search(norm) is not None
-        for pattern, trig, also in _STRUCT_RE
-    )
-    return Features(words, chars, structure)
-
 
 # --- the model -------------------------------------------------------------------------------------
 
@@ -543,7 +173,7 @@ class Detector:
                 s_sum += coef
                 if coef > 0:
                     # Structures outrank word n-grams in the reasons: they say *why*, not *which word*.
-                    reasons.append((coef + 100.0, _STRUCT_REASON[name]))
+                    reasons.append((coef + 100.0, STRUCT_REASON[name]))
         reasons.extend((p, f'words "{f}"') for p, f in w_parts if p > 0.05)
         return self._bias + w_sum + c_sum + s_sum, reasons
 
