@@ -24,7 +24,7 @@ SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
 # Pinned: regenerate with tools/train_guard.py (see docs/guard.md, "injection") and update both.
-WEIGHTS_SHA256 = "f507dc09d682bef5f637023342223f6bf56d43107e13892538cec5a35e8c4e33"
+WEIGHTS_SHA256 = "ea1999748ec74fdf1562c2903cc16daca938b295ba926cf8e79ce1a862407059"
 WEIGHTS_SHAPE = (25791, 18757, 14)
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "Features",
     "InjectionScore",
     "detector",
+    "evidence_weight",
     "featurize",
     "load_detector",
     "normalise",
@@ -145,6 +146,7 @@ class Detector:
         threshold: float,
         threshold_unstructured: float,
         meta: dict[str, Any],
+        evidence_words: int = 0,
     ) -> None:
         if len(structure) != len(STRUCTURES):
             raise IntegrityError(
@@ -154,9 +156,16 @@ class Detector:
         self._chars = _Block(chars)
         self._structure = structure
         self._bias = bias
+        self.evidence_words = evidence_words
         self.threshold = threshold
         self.threshold_unstructured = threshold_unstructured
         self.meta = meta
+
+    @property
+    def min_words_unstructured(self) -> int:
+        """Texts (windows) with fewer word tokens than this and no attack structure are never
+        flagged: half the length at which the n-gram blocks get their full weight."""
+        return self.evidence_words // 2
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -174,8 +183,9 @@ class Detector:
                 if coef > 0:
                     # Structures outrank word n-grams in the reasons: they say *why*, not *which word*.
                     reasons.append((coef + 100.0, STRUCT_REASON[name]))
-        reasons.extend((p, f'words "{f}"') for p, f in w_parts if p > 0.05)
-        return self._bias + w_sum + c_sum + s_sum, reasons
+        damp = evidence_weight(feats.n_words, self.evidence_words)
+        reasons.extend((p * damp, f'words "{f}"') for p, f in w_parts if p * damp > 0.05)
+        return self._bias + damp * (w_sum + c_sum) + s_sum, reasons
 
     def score(self, text: str) -> InjectionScore:
         """Score one untrusted text. Raises :class:`~airlock.errors.LimitError` past :data:`MAX_CHARS`."""
@@ -194,18 +204,31 @@ class Detector:
             prob = _sigmoid(logit)
             structured = any(feats.structure)
             threshold = self.threshold if structured else self.threshold_unstructured
-            if best is not None and (best.flagged, best.score) >= (prob >= threshold, prob):
+            # a very short text without an attack structure is never flagged on vocabulary alone
+            flagged = prob >= threshold and (structured or feats.n_words >= self.min_words_unstructured)
+            if best is not None and (best.flagged, best.score) >= (flagged, prob):
                 continue
             reasons.sort(key=lambda r: -r[0])
             best = InjectionScore(
                 score=prob,
                 threshold=threshold,
-                flagged=prob >= threshold,
+                flagged=flagged,
                 reasons=tuple(reason for _, reason in reasons[:MAX_REASONS]),
                 structured=structured,
             )
         assert best is not None
         return best
+
+
+def evidence_weight(n_words: int, evidence_words: int) -> float:
+    """Weight of the n-gram (vocabulary) blocks for a text of ``n_words`` word tokens: ``n_words /
+    evidence_words``, at most 1 (1 when ``evidence_words`` is 0). The blocks are L2-normalised, so
+    without this a one-word text would carry as much vocabulary evidence as a paragraph; with it, a
+    very short text can only be flagged by an attack structure (or a long text's worth of evidence).
+    The trainer applies the same weight, so the model is fitted to it."""
+    if evidence_words <= 0 or n_words >= evidence_words:
+        return 1.0
+    return n_words / evidence_words
 
 
 def _sigmoid(x: float) -> float:
@@ -268,6 +291,13 @@ def load_detector(raw: bytes) -> Detector:
         raise IntegrityError(
             f"injection weights: thresholds {threshold}, {threshold_unstructured} are not 0 < t <= t_unstructured < 1"
         )
+    evidence_words = doc.get("evidence_words", 0)
+    if (
+        isinstance(evidence_words, bool)
+        or not isinstance(evidence_words, int)
+        or not 0 <= evidence_words <= 1000
+    ):
+        raise IntegrityError("injection weights: evidence_words must be an integer in 0..1000")
     meta = doc.get("meta")
     return Detector(
         words=_block(doc, "words"),
@@ -277,6 +307,7 @@ def load_detector(raw: bytes) -> Detector:
         threshold=threshold,
         threshold_unstructured=threshold_unstructured,
         meta=meta if isinstance(meta, dict) else {},
+        evidence_words=evidence_words,
     )
 
 

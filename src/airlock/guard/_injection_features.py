@@ -66,6 +66,8 @@ class Features:
     words: Counter[str]
     chars: frozenset[str]
     structure: tuple[bool, ...]
+    #: Number of word tokens: how much n-gram evidence the text can carry.
+    n_words: int = 0
 
 
 def _char_grams(tokens: list[str]) -> frozenset[str]:
@@ -92,4 +94,4 @@ def featurize(text: str) -> Features:
         _has(norm, trig) and _has(norm, also) and pattern.search(norm) is not None
         for pattern, trig, also in STRUCT_RE
     )
-    return Features(words, chars, structure)
+    return Features(words, chars, structure, len(tokens))

@@ -26,13 +26,16 @@ _OVERRIDE_VERB: Final = (
 _INSTR_NOUN: Final = (
     r"(?:instructions?|prompts?|rules|directives?|guidelines|constraints|restrictions|programming|commands"
     r"|policies|policy|guardrails|safeguards|filters|training|system message|prior context|limitations"
-    r"|boundaries|protocols?|ethics|principles|orders|safety|content policy|previous (?:messages?|context)"
+    r"|boundaries|protocols?|ethics|principles|orders|safety|content policy|previous context"
     r"|everything (?:above|before|you were told|else))"
 )
 _PRIOR: Final = (
     r"(?:previous|prior|above|earlier|preceding|initial|original|system|old|existing|default|safety"
-    r"|pre-?programmed|developer|your|all|any|the|these|those|my|its|every)"
+    r"|pre-?programmed|developer|your|all|any|the|these|those|its|every)"
 )
+# "... told me to ignore the old guidelines": an override verb addressed to a person (reported
+# speech), not to the model. Fixed-width look-behinds; the text's whitespace is collapsed.
+_NOT_REPORTED: Final = r"(?<!me to )(?<!us to )(?<!says to )(?<!said to )(?<!told to )(?<!asked to )"
 _WORDGAP: Final = r"(?:[^\W_]+[^\w]{1,3}){0,4}"
 _REVEAL: Final = (
     r"(?:reveal|show|print|display|output|repeat|tell|give|leak|dump|share|list|expose|disclose|write out"
@@ -74,13 +77,13 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     (
         "override_prior",
         "instruction override aimed at prior instructions",
-        rf"\b{_OVERRIDE_VERB}\W{{1,3}}(?:{_PRIOR}\W{{1,3}}){{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
+        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\W{{1,3}}(?:{_PRIOR}\W{{1,3}}){{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
         _OVERRIDE_TRIGGERS,
     ),
     (
         "override_any",
         "override verb near instruction words",
-        rf"\b{_OVERRIDE_VERB}\b\W{{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
+        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\b\W{{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
         _OVERRIDE_TRIGGERS,
     ),
     (
@@ -110,7 +113,7 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     (
         "persona_unrestricted",
         "persona switch to an unrestricted model",
-        r"\b(?:unrestricted|unfiltered|uncensored|jailbroken|jailbreak|amoral|dan|do anything now"
+        r"\b(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|dan|do anything now"
         r"|developer mode|god mode|dev mode|evil (?:twin|mode|ai|assistant|confidant))\b"
         r"|\b(?:no|without|free of|free from|not bound by|any)\W{1,3}(?:[^\W_]+\W{1,3}){0,2}"
         r"(?:restrictions|limits|limitations|filters|rules|guidelines|censorship|ethics|morals|boundaries"
@@ -186,7 +189,11 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
         r"!\[[^\]]{0,200}\]\(\s*https?://[^)\s]{0,300}[?&=]"
         r"|\b(?:send|post|forward|email|upload|transmit|exfiltrate|leak|append|include)\b(?:\W{1,3}[^\W_]+){0,8}"
         r"\W{1,3}(?:to|at|in)\W{1,3}(?:https?://|www\.|[\w.+-]{1,64}@[\w-]{1,63}\.)"
-        r"|\b(?:api[ _-]?keys?|passwords?|credentials|secret keys?|access tokens?|private keys?|environment"
+        # secrets are an attack's object only when something is to be disclosed or sent: "reset all
+        # passwords" or "rotate the old API keys" is not exfiltration
+        r"|\b(?:reveal|show|print|send|give|tell|output|list|share|leak|dump|include|including|append|email"
+        r"|forward|post|upload|expose|disclose|display|return|provide|what (?:is|are))\b(?:\W{1,3}[^\W_]+){0,5}"
+        r"\W{1,3}(?:api[ _-]?keys?|passwords?|credentials|secret keys?|access tokens?|private keys?|environment"
         r" variables|conversation history|chat history|context window)\b",
         (
             "![",
