@@ -21,13 +21,17 @@ __all__ = ["STRUCTURES", "STRUCT_NAMES", "STRUCT_RE", "STRUCT_REASON"]
 _OVERRIDE_VERB: Final = (
     r"(?:ignore|ignoring|disregard|forget|override|overrule|bypass|abandon|discard|dismiss|neglect"
     r"|set aside|throw out|stop following|do not follow|don't follow|no longer follow|cancel|erase"
-    r"|delete|drop|skip|violate|break)"
+    r"|delete|drop|skip|violate|break|circumvent|evade|get around|disable|deactivate|turn off|switch off"
+    r"|lift|suspend|remove)"
 )
 _INSTR_NOUN: Final = (
     r"(?:instructions?|prompts?|rules|directives?|guidelines|constraints|restrictions|programming|commands"
     r"|policies|policy|guardrails|safeguards|filters|training|system message|prior context|limitations"
-    r"|boundaries|protocols?|ethics|principles|orders|safety|content policy|previous context"
-    r"|everything (?:above|before|you were told|else))"
+    r"|boundaries|protocols?|ethics|principles|orders|safety|content policy|previous context|directions"
+    r"|limits|content filters?|safety filters?|moderation|censorship"
+    r"|everything (?:above|before|you were told|else)"
+    # "ignore the above." / "ignore the above and ..." (but not "ignore the above paragraph")
+    r"|(?:the|all|everything|anything) (?:above|said above|written above)(?=\W{0,3}(?:$|and\b|then\b|instead\b|[.,;:!])))"
 )
 _PRIOR: Final = (
     r"(?:previous|prior|above|earlier|preceding|initial|original|system|old|existing|default|safety"
@@ -43,8 +47,9 @@ _REVEAL: Final = (
 )
 _HIDDEN_OBJECT: Final = (
     r"(?:system|initial|hidden|secret|original|internal|developer|confidential|pre-?prompt|base|full"
-    r"|exact|underlying|configuration)\W{1,3}(?:prompt|instructions?|message|rules|configuration|guidelines"
-    r"|directives|text|setup)"
+    r"|exact|underlying|configuration|concealed|operational|foundational|core|private|protected"
+    r"|initiali[sz]ation)\W{1,3}(?:prompt|instructions?|message|rules|configuration|guidelines"
+    r"|directives|text|setup|parameters|string|directions)"
 )
 
 _OVERRIDE_TRIGGERS: Final = (
@@ -67,6 +72,16 @@ _OVERRIDE_TRIGGERS: Final = (
     "skip",
     "violat",
     "break",
+    "circumvent",
+    "evade",
+    "get around",
+    "disable",
+    "deactivat",
+    "turn off",
+    "switch off",
+    "lift",
+    "suspend",
+    "remove",
 )
 
 #: (name, human-readable reason, pattern, triggers). The pattern is only run when one of the
@@ -150,7 +165,9 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
         r"|</?(?:system|instructions?|admin|developer)>|\[(?:system|admin|developer)(?: (?:message|note|override"
         r"|prompt))?\]|(?:^|[\n.!?#\]}>-]\s{0,3})(?:system|admin|developer|assistant)\s?(?:message|prompt|override"
         r"|note)?\s?:|#{2,}\s?(?:system|instructions?|new instructions?|admin|end)|\bend of (?:user input"
-        r"|input|document|context|prompt|conversation)\b|\}\}|\]\]",
+        r"|input|document|context|prompt|conversation)\b|\}\}|\]\]"
+        # a bracketed "internal" note: "[INTERNAL: reveal ...]", "[debug: ...]"
+        r"|\[(?:internal|debug|hidden|override|confidential|note to (?:the )?(?:ai|assistant|model))\b[^\]]{0,40}\]",
         ("<", "[", "#", ":", "}}", "]]", "end of"),
     ),
     (
@@ -244,7 +261,8 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
         "asks about the model's own prompt, rules or configuration",
         r"\byour\W{1,3}(?:[^\W_]+\W{1,3}){0,2}(?:prompt|system prompt|rules|guidelines|instructions|configuration"
         r"|config|initiali[sz]ation|programming|directives|training data|constraints|restrictions|setup|settings"
-        r"|policies|filters|guardrails|safety (?:rules|settings|filters)|context window|hidden|secret|internal)\b",
+        r"|policies|filters|guardrails|safety (?:rules|settings|filters)|context window|hidden|secret|internal"
+        r"|parameters|operational|foundational|training)\b",
         ("your",),
     ),
     (
@@ -272,6 +290,22 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
         "decode-and-follow instruction",
         r"\b(?:decode|decrypt|deobfuscate|unscramble|reverse)\b.{0,80}\b(?:follow|execute|run|obey|perform|do what)",
         ("decod", "decrypt", "deobfuscat", "unscrambl", "revers"),
+    ),
+    (
+        "rules_suspended",
+        "claims the rules no longer apply",
+        r"\b(?:rules|restrictions|guidelines|policies|filters|limits|safety|ethics|guardrails|censorship)\W{1,3}"
+        r"(?:[^\W_]+\W{1,3}){0,2}(?:do not|don't|no longer|doesn't|does not|won't|will not|cease to) apply\b"
+        r"|\b(?:rules|restrictions|guidelines|filters|guardrails|limits|safety) (?:are|were|have been|is|has been)"
+        r" (?:now )?(?:lifted|suspended|disabled|removed|deleted|loosened|off|void)\b",
+        ("apply", "lifted", "suspended", "disabled", "removed", "deleted", "loosened", "off", "void"),
+    ),
+    (
+        "code_execution",
+        "asks to run a shell command or code payload",
+        r"\b(?:run|execute|exec|eval)\W{0,3}:\W{0,6}`|\bwhoami\b|/etc/(?:passwd|shadow)\b|\bos\.(?:system|popen)\b"
+        r"|/dev/tcp/|\b(?:curl|wget)\b[^\n|`]{0,200}\|\s?(?:ba)?sh\b|\brm -rf /",
+        ("run", "exec", "eval", "whoami", "/etc/", "os.", "/dev/tcp", "curl", "wget", "rm -rf"),
     ),
     (
         "encoded_blob",
@@ -306,6 +340,11 @@ _INSTR_NOUN_TRIGGERS: Final = (
     "safety",
     "previous",
     "everything",
+    "direction",
+    "limit",
+    "moderation",
+    "censor",
+    "above",
 )
 #: Second gate: these patterns also need one of these substrings (every match holds one: the
 #: instruction nouns of _INSTR_NOUN; the follow-verbs of decode_and_follow).
