@@ -35,6 +35,10 @@ _CONFUSABLE: Final = str.maketrans(
 )
 _MIXED: Final = re.compile(r"[^\W_]*[a-z][^\W_]*")
 _WS: Final = re.compile(r"\s+")
+# A plain markup tag ("<p>", "</div>", "<br/>"): not words of the text, so not n-grams and not
+# counted towards its length ("<p>Hello</p>" is one word). The structure patterns still see them
+# (fake role tags such as "</system>" are an attack shape).
+_TAG: Final = re.compile(r"</?[a-z][a-z0-9]{0,15}\s{0,3}/?>")
 _WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 
@@ -86,7 +90,7 @@ def _has(norm: str, triggers: tuple[str, ...]) -> bool:
 def featurize(text: str) -> Features:
     """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window)."""
     norm = normalise(text)
-    tokens = _WORD.findall(norm)
+    tokens = _WORD.findall(_TAG.sub(" ", norm) if "<" in norm else norm)
     words: Counter[str] = Counter(tokens)
     words.update(f"{a} {b}" for a, b in itertools.pairwise(tokens))
     chars = _char_grams(tokens)
