@@ -7,15 +7,20 @@ neuralchemy train/validation splits only) is a logistic regression over three bl
 * **chars**: presence of 4-grams of the de-obfuscated word stream (leetspeak undone, spaced-out
   letters joined, Latin lookalikes mapped), idf-weighted, L2-normalised: robust to ``1gn0re`` and
   ``i g n o r e``;
-* **structure**: a fixed, hand-written set of patterns for the *shape* of an attack rather than its
-  topic: an override verb aimed at the model's instructions, a request to disclose the system prompt,
-  persona switches towards "no restrictions", fake role / delimiter tags, refusal suppression,
-  exfiltration to a URL or address, claimed authority, decode-and-follow.
+* **structure**: a fixed, hand-written set of patterns (:mod:`._injection_patterns`) for the *shape*
+  of an attack rather than its topic: an override verb aimed at the model's instructions, a request
+  to disclose the system prompt, persona switches towards "no restrictions", fake role / delimiter
+  tags, refusal suppression, exfiltration, claimed authority, decode-and-follow, code payloads.
+
+Length-aware evidence: the two n-gram blocks of a text of n words are weighted ``min(1, n /
+evidence_words)`` (:func:`evidence_weight`; the trainer applies the same weight), so a very short
+text cannot reach a high score on vocabulary alone; and a text of fewer than ``evidence_words // 2``
+words without an attack structure is never flagged.
 
 A text is flagged when its probability reaches ``threshold`` if an attack structure matched, or the
 stricter ``threshold_unstructured`` if none did (both chosen on the validation splits for a stated
-false-positive rate, see docs). Inference is a dictionary lookup per feature and one sparse dot product: no numpy, scipy or
-scikit-learn (a test pins that). Long texts are scored in overlapping windows and the highest window
+false-positive rate, see docs). Inference is a dictionary lookup per feature and one sparse dot
+product: no numpy, scipy or scikit-learn (a test pins that). Long texts are scored in overlapping windows and the highest window
 wins, so benign padding cannot dilute an embedded attack.
 
 Security assumptions (each relied on below):
@@ -80,8 +85,10 @@ class InjectionScore:
 
     ``score`` is the model's probability of an injection (0..1); ``flagged`` is ``score >=
     threshold``, where ``threshold`` is the detector's threshold for texts with a matched attack
-    structure, or its stricter one for texts without; ``reasons`` names at most :data:`MAX_REASONS` of the strongest contributions
-    towards "injection" (structures first, then word n-grams), never the text itself beyond them.
+    structure, or its stricter one for texts without (which are, in addition, never flagged under
+    :attr:`Detector.min_words_unstructured` words); ``reasons`` names at most :data:`MAX_REASONS` of
+    the strongest contributions towards "injection" (structures first, then word n-grams), never the
+    text itself beyond them.
     """
 
     score: float
