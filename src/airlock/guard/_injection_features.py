@@ -1,0 +1,101 @@
+"""Feature extraction for the prompt-injection detector: normalisation, n-grams, structure flags.
+
+The text is NFKC-normalised and casefolded; spaced-out letters (``i g n o r e``) are joined; inside
+words that mix ASCII with other scripts, Latin lookalikes are mapped back. Then: word unigrams and
+bigrams (counts), character 4-grams of the word stream with leetspeak undone (presence), and one flag
+per attack structure of :mod:`._injection_patterns`.
+
+Security assumption: the text is untrusted; it is only normalised, matched by the bounded patterns
+and split into n-grams. Its length is bounded by the caller (:data:`._injection.MAX_CHARS`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from typing import Final
+
+from airlock.guard._injection_patterns import STRUCT_RE
+
+__all__ = ["Features", "featurize", "normalise"]
+
+_LEET: Final = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+# Runs of >= 4 single characters separated by one separator: "i g n o r e", "i.g.n.o.r.e".
+_SPACED: Final = re.compile(r"(?<![^\W_])(?:[^\W_][ .\-_*\\|/]){3,}[^\W_](?![^\W_])")
+_SPACED_SEP: Final = re.compile(r"[ .\-_*\\|/]")
+# Latin lookalikes from other scripts (a small, fixed subset of Unicode's confusables), undone only
+# inside words that also hold ASCII letters: "rеmоtе" with Cyrillic е/о becomes "remote", while
+# a word wholly in Cyrillic or Greek is left alone.
+_CONFUSABLE: Final = str.maketrans(
+    "абвгдежзийклмнопрстуфхцчшщъыьэюяѕіјԁɡαβγδεζηθικλμνξοπρστυφχψω€",
+    "abvgdezziiklmnoprstufhccssjyjeuysijdgabgdezhtiklmnxoprstufxpwe",
+)
+_MIXED: Final = re.compile(r"[^\W_]*[a-z][^\W_]*")
+_WS: Final = re.compile(r"\s+")
+# A plain markup tag ("<p>", "</div>", "<br/>"): not words of the text, so not n-grams and not
+# counted towards its length ("<p>Hello</p>" is one word). The structure patterns still see them
+# (fake role tags such as "</system>" are an attack shape).
+_TAG: Final = re.compile(r"</?[a-z][a-z0-9]{0,15}\s{0,3}/?>")
+_WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+
+
+def _join_spaced(match: re.Match[str]) -> str:
+    return _SPACED_SEP.sub("", match.group())
+
+
+def _unconfuse(match: re.Match[str]) -> str:
+    word = match.group()
+    return word if word.isascii() else word.translate(_CONFUSABLE)
+
+
+def normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if not text.isascii():
+        text = _MIXED.sub(_unconfuse, text)
+    # Join spaced-out letters before collapsing whitespace: "i g n o r e   a l l" -> "ignore   all".
+    text = _SPACED.sub(_join_spaced, text)
+    return _WS.sub(" ", text)
+
+
+# --- features ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """Raw counts of one window of text (before idf weighting)."""
+
+    words: Counter[str]
+    chars: frozenset[str]
+    structure: tuple[bool, ...]
+    #: Number of word tokens: how much n-gram evidence the text can carry.
+    n_words: int = 0
+
+
+def _char_grams(tokens: list[str]) -> frozenset[str]:
+    # 4-grams of the word stream with leetspeak undone (grams may span one space between words);
+    # presence only (binary tf): cheaper than counting, and repetition says little at this level.
+    s = f" {' '.join(tokens).translate(_LEET)} "
+    return frozenset(map("".join, zip(s, s[1:], s[2:], s[3:], strict=False)))
+
+
+def _has(norm: str, triggers: tuple[str, ...]) -> bool:
+    if not triggers:
+        return True
+    return any(t in norm for t in triggers)
+
+
+def featurize(text: str) -> Features:
+    """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window)."""
+    norm = normalise(text)
+    tokens = _WORD.findall(_TAG.sub(" ", norm) if "<" in norm else norm)
+    words: Counter[str] = Counter(tokens)
+    words.update(f"{a} {b}" for a, b in itertools.pairwise(tokens))
+    chars = _char_grams(tokens)
+    structure = tuple(
+        _has(norm, trig) and _has(norm, also) and pattern.search(norm) is not None
+        for pattern, trig, also in STRUCT_RE
+    )
+    return Features(words, chars, structure, len(tokens))

@@ -1,0 +1,360 @@
+"""The hand-written attack-structure patterns of the prompt-injection detector.
+
+Each pattern describes the *shape* of an attack rather than its topic (an override verb aimed at
+the model's instructions, a request to disclose the system prompt, a fake role tag, ...). They run on
+the normalised (NFKC, casefolded, de-obfuscated) text of :mod:`._injection_features`; the trained
+model gives each one a weight, in the order of :data:`STRUCTURES`.
+
+Security assumption: the text is untrusted. Repetitions are bounded ({0,n}) and built from disjoint
+classes so matching stays linear in the text length, and each pattern only runs when one of its
+trigger substrings occurs (which only saves time: every match contains one).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["STRUCTURES", "STRUCT_NAMES", "STRUCT_RE", "STRUCT_REASON"]
+
+
+_OVERRIDE_VERB: Final = (
+    r"(?:ignore|ignoring|disregard|forget|override|overrule|bypass|abandon|discard|dismiss|neglect"
+    r"|set aside|throw out|stop following|do not follow|don't follow|no longer follow|cancel|erase"
+    r"|delete|drop|skip|violate|break|circumvent|evade|get around|disable|deactivate|turn off|switch off"
+    r"|lift|suspend|remove)"
+)
+_INSTR_NOUN: Final = (
+    r"(?:instructions?|prompts?|rules|directives?|guidelines|constraints|restrictions|programming|commands"
+    r"|policies|policy|guardrails|safeguards|filters|training|system message|prior context|limitations"
+    r"|boundaries|protocols?|ethics|principles|orders|safety|content policy|previous context|directions"
+    r"|limits|content filters?|safety filters?|moderation|censorship"
+    r"|everything (?:above|before|you were told|else)"
+    # "ignore the above." / "ignore the above and ..." (but not "ignore the above paragraph")
+    r"|(?:the|all|everything|anything) (?:above|said above|written above)(?=\W{0,3}(?:$|and\b|then\b|instead\b|[.,;:!])))"
+)
+_PRIOR: Final = (
+    r"(?:previous|prior|above|earlier|preceding|initial|original|system|old|existing|default|safety"
+    r"|pre-?programmed|developer|your|all|any|the|these|those|its|every)"
+)
+# "... told me to ignore the old guidelines": an override verb addressed to a person (reported
+# speech), not to the model. Fixed-width look-behinds; the text's whitespace is collapsed.
+_NOT_REPORTED: Final = r"(?<!me to )(?<!us to )(?<!says to )(?<!said to )(?<!told to )(?<!asked to )"
+_WORDGAP: Final = r"(?:[^\W_]+[^\w]{1,3}){0,4}"
+_REVEAL: Final = (
+    r"(?:reveal|show|print|display|output|repeat|tell|give|leak|dump|share|list|expose|disclose|write out"
+    r"|recite|spell out|quote|copy|paste|return|provide|echo|what (?:is|are|was|were))"
+)
+_HIDDEN_OBJECT: Final = (
+    r"(?:system|initial|hidden|secret|original|internal|developer|confidential|pre-?prompt|base|full"
+    r"|exact|underlying|configuration|concealed|operational|foundational|core|private|protected"
+    r"|initiali[sz]ation)\W{1,3}(?:prompt|instructions?|message|rules|configuration|guidelines"
+    r"|directives|text|setup|parameters|string|directions)"
+)
+
+_OVERRIDE_TRIGGERS: Final = (
+    "ignor",
+    "disregard",
+    "forget",
+    "overr",
+    "bypass",
+    "abandon",
+    "discard",
+    "dismiss",
+    "neglect",
+    "aside",
+    "throw out",
+    "follow",
+    "cancel",
+    "erase",
+    "delete",
+    "drop",
+    "skip",
+    "violat",
+    "break",
+    "circumvent",
+    "evade",
+    "get around",
+    "disable",
+    "deactivat",
+    "turn off",
+    "switch off",
+    "lift",
+    "suspend",
+    "remove",
+)
+
+#: (name, human-readable reason, pattern, triggers). The pattern is only run when one of the
+#: trigger substrings occurs in the normalised text (an empty tuple: always run); every string the
+#: pattern can match contains one of them, so the gate only saves time. The trained weights name
+#: these in order; a mismatch is an IntegrityError at load time.
+STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
+    (
+        "override_prior",
+        "instruction override aimed at prior instructions",
+        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\W{{1,3}}(?:{_PRIOR}\W{{1,3}}){{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
+        _OVERRIDE_TRIGGERS,
+    ),
+    (
+        "override_any",
+        "override verb near instruction words",
+        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\b\W{{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
+        _OVERRIDE_TRIGGERS,
+    ),
+    (
+        "reveal_system",
+        "request to disclose the system prompt or hidden instructions",
+        rf"\b{_REVEAL}\b\W{{1,3}}{_WORDGAP}(?:your|the|its|my|any|all)\W{{1,3}}{_WORDGAP}{_HIDDEN_OBJECT}\b"
+        r"|\b(?:repeat|print|output|copy|recite)\W{1,3}(?:all|everything|the (?:text|words|lines?))\W{1,3}"
+        r"(?:above|before|preceding|prior)\b"
+        r"|\bverbatim\b.{0,40}\b(?:prompt|instructions|above)\b|\b(?:prompt|instructions)\b.{0,40}\bverbatim\b",
+        (
+            "prompt",
+            "instruction",
+            "message",
+            "rules",
+            "configuration",
+            "guidelines",
+            "directive",
+            "text",
+            "setup",
+            "above",
+            "before",
+            "preceding",
+            "prior",
+            "verbatim",
+        ),
+    ),
+    (
+        "persona_unrestricted",
+        "persona switch to an unrestricted model",
+        r"\b(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|dan|do anything now"
+        r"|developer mode|god mode|dev mode|evil (?:twin|mode|ai|assistant|confidant))\b"
+        r"|\b(?:no|without|free of|free from|not bound by|any)\W{1,3}(?:[^\W_]+\W{1,3}){0,2}"
+        r"(?:restrictions|limits|limitations|filters|rules|guidelines|censorship|ethics|morals|boundaries"
+        r"|policies|guardrails|content polic(?:y|ies)|safety (?:rules|guidelines|filters))\b",
+        (
+            "unrestrict",
+            "unfilter",
+            "uncensor",
+            "jailbr",
+            "amoral",
+            "dan",
+            "anything now",
+            "mode",
+            "evil",
+            "no ",
+            "without",
+            "free ",
+            "bound",
+            "any ",
+        ),
+    ),
+    (
+        "persona_switch",
+        "persona / role switch",
+        r"\b(?:you are now|you're now|you are no longer|from now on,? you|pretend (?:to be|you are|you're)"
+        r"|role-?play as|you will (?:now )?(?:act|behave|respond|answer) as|stay in character"
+        r"|act as (?:if|though) you|simulate (?:an?|the) (?:ai|assistant|model|chatbot))\b",
+        ("you are", "you're", "pretend", "role", "you will", "character", "act as", "simulate"),
+    ),
+    (
+        "fake_delimiter",
+        "fake role or delimiter tag",
+        r"<\|?\s*/?\s*(?:im_start|im_end|system|endoftext|assistant|user|sys)\s*\|?>|\[/?inst\]|<<\s*/?sys\s*>>"
+        r"|</?(?:system|instructions?|admin|developer)>|\[(?:system|admin|developer)(?: (?:message|note|override"
+        r"|prompt))?\]|(?:^|[\n.!?#\]}>-]\s{0,3})(?:system|admin|developer|assistant)\s?(?:message|prompt|override"
+        r"|note)?\s?:|#{2,}\s?(?:system|instructions?|new instructions?|admin|end)|\bend of (?:user input"
+        r"|input|document|context|prompt|conversation)\b|\}\}|\]\]"
+        # a bracketed "internal" note: "[INTERNAL: reveal ...]", "[debug: ...]"
+        r"|\[(?:internal|debug|hidden|override|confidential|note to (?:the )?(?:ai|assistant|model))\b[^\]]{0,40}\]",
+        ("<", "[", "#", ":", "}}", "]]", "end of"),
+    ),
+    (
+        "new_instructions",
+        "new instructions replace the task",
+        r"\b(?:new|updated|real|actual|true|revised|secret|hidden|additional)\W{1,3}(?:instructions?|task|directives?"
+        r"|rules|objective|goal|prompt|system prompt)\W{0,3}(?::|-|is|are)"
+        r"|\binstead,?\W{1,3}(?:you (?:will|should|must)|say|print|output|respond|reply|write|answer)\b"
+        r"|\byour (?:new|real|true|only) (?:task|goal|purpose|instructions?|job|role)\b",
+        (
+            "new",
+            "updated",
+            "real",
+            "actual",
+            "true",
+            "revised",
+            "secret",
+            "hidden",
+            "additional",
+            "instead",
+            "your ",
+        ),
+    ),
+    (
+        "refusal_suppression",
+        "refusal suppression",
+        r"\b(?:(?:do not|don't|never|must not|cannot|can't|won't|will not) (?:ever )?(?:refuse|decline|say no"
+        r"|apologi[sz]e|warn|mention|add|include) ?(?:any )?(?:warnings?|disclaimers?|that you|ethic[a-z]*)?"
+        r"|must (?:always )?(?:comply|answer|obey)|without (?:any )?(?:warnings?|disclaimers?|censorship"
+        r"|refusals?|moral[a-z]*|hesitation))\b",
+        ("not", "n't", "never", "must", "without"),
+    ),
+    (
+        "exfiltration",
+        "exfiltration to a URL, address or image link",
+        r"!\[[^\]]{0,200}\]\(\s*https?://[^)\s]{0,300}[?&=]"
+        r"|\b(?:send|post|forward|email|upload|transmit|exfiltrate|leak|append|include)\b(?:\W{1,3}[^\W_]+){0,8}"
+        r"\W{1,3}(?:to|at|in)\W{1,3}(?:https?://|www\.|[\w.+-]{1,64}@[\w-]{1,63}\.)"
+        # secrets are an attack's object only when something is to be disclosed or sent: "reset all
+        # passwords" or "rotate the old API keys" is not exfiltration
+        r"|\b(?:reveal|show|print|send|give|tell|output|list|share|leak|dump|include|including|append|email"
+        r"|forward|post|upload|expose|disclose|display|return|provide|what (?:is|are))\b(?:\W{1,3}[^\W_]+){0,5}"
+        r"\W{1,3}(?:api[ _-]?keys?|passwords?|credentials|secret keys?|access tokens?|private keys?|environment"
+        r" variables|conversation history|chat history|context window)\b",
+        (
+            "![",
+            "send",
+            "post",
+            "forward",
+            "email",
+            "upload",
+            "transmit",
+            "exfiltr",
+            "leak",
+            "append",
+            "include",
+            "api",
+            "password",
+            "credential",
+            "secret",
+            "token",
+            "private key",
+            "environment",
+            "history",
+            "context window",
+        ),
+    ),
+    (
+        "claimed_authority",
+        "claimed authority or privileged mode",
+        r"\b(?:i am|i'm|this is|as) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|system"
+        r" administrator|operator|maintainer)\b|\b(?:admin|developer|sudo|root|maintenance|debug|god)"
+        r" (?:mode|access|override|privileges|rights|command)\b|\bi (?:authori[sz]e|command|order) you\b",
+        (
+            "i am",
+            "i'm",
+            "this is",
+            "as ",
+            "mode",
+            "access",
+            "override",
+            "privilege",
+            "rights",
+            "command",
+            "authori",
+            "order you",
+        ),
+    ),
+    (
+        "model_internals",
+        "asks about the model's own prompt, rules or configuration",
+        r"\byour\W{1,3}(?:[^\W_]+\W{1,3}){0,2}(?:prompt|system prompt|rules|guidelines|instructions|configuration"
+        r"|config|initiali[sz]ation|programming|directives|training data|constraints|restrictions|setup|settings"
+        r"|policies|filters|guardrails|safety (?:rules|settings|filters)|context window|hidden|secret|internal"
+        r"|parameters|operational|foundational|training)\b",
+        ("your",),
+    ),
+    (
+        "forced_output",
+        "dictates the exact output",
+        r"\b(?:say|print|output|respond with|reply with|return|write|answer with|type|repeat after me)\W{1,3}"
+        r"(?:only\W{1,3}|exactly\W{1,3}|just\W{1,3}|nothing but\W{1,3}|the (?:word|phrase|text|string)\W{1,3}){0,2}"
+        r"[\"'\u201c\u2018`]",
+        (
+            "say",
+            "print",
+            "output",
+            "respond with",
+            "reply with",
+            "return",
+            "write",
+            "answer with",
+            "type",
+            "repeat",
+            "pwned",
+        ),
+    ),
+    (
+        "decode_and_follow",
+        "decode-and-follow instruction",
+        r"\b(?:decode|decrypt|deobfuscate|unscramble|reverse)\b.{0,80}\b(?:follow|execute|run|obey|perform|do what)",
+        ("decod", "decrypt", "deobfuscat", "unscrambl", "revers"),
+    ),
+    (
+        "rules_suspended",
+        "claims the rules no longer apply",
+        r"\b(?:rules|restrictions|guidelines|policies|filters|limits|safety|ethics|guardrails|censorship)\W{1,3}"
+        r"(?:[^\W_]+\W{1,3}){0,2}(?:do not|don't|no longer|doesn't|does not|won't|will not|cease to) apply\b"
+        r"|\b(?:rules|restrictions|guidelines|filters|guardrails|limits|safety) (?:are|were|have been|is|has been)"
+        r" (?:now )?(?:lifted|suspended|disabled|removed|deleted|loosened|off|void)\b",
+        ("apply", "lifted", "suspended", "disabled", "removed", "deleted", "loosened", "off", "void"),
+    ),
+    (
+        "code_execution",
+        "asks to run a shell command or code payload",
+        r"\b(?:run|execute|exec|eval)\W{0,3}:\W{0,6}`|\bwhoami\b|/etc/(?:passwd|shadow)\b|\bos\.(?:system|popen)\b"
+        r"|/dev/tcp/|\b(?:curl|wget)\b[^\n|`]{0,200}\|\s?(?:ba)?sh\b|\brm -rf /",
+        ("run", "exec", "eval", "whoami", "/etc/", "os.", "/dev/tcp", "curl", "wget", "rm -rf"),
+    ),
+    (
+        "encoded_blob",
+        "long base64-like run",
+        r"(?<![a-z0-9+/])[a-z0-9+/]{28,}={0,2}",
+        (),
+    ),
+)
+_INSTR_NOUN_TRIGGERS: Final = (
+    "instruction",
+    "prompt",
+    "rule",
+    "directive",
+    "guideline",
+    "constraint",
+    "restriction",
+    "programming",
+    "command",
+    "polic",
+    "guardrail",
+    "safeguard",
+    "filter",
+    "training",
+    "system message",
+    "context",
+    "limitation",
+    "boundar",
+    "protocol",
+    "ethic",
+    "principle",
+    "order",
+    "safety",
+    "previous",
+    "everything",
+    "direction",
+    "limit",
+    "moderation",
+    "censor",
+    "above",
+)
+#: Second gate: these patterns also need one of these substrings (every match holds one: the
+#: instruction nouns of _INSTR_NOUN; the follow-verbs of decode_and_follow).
+_ALSO_NEEDS: Final[dict[str, tuple[str, ...]]] = {
+    "override_prior": _INSTR_NOUN_TRIGGERS,
+    "override_any": _INSTR_NOUN_TRIGGERS,
+    "decode_and_follow": ("follow", "execute", "run", "obey", "perform", "do what"),
+}
+STRUCT_RE: Final = tuple(
+    (re.compile(pattern), triggers, _ALSO_NEEDS.get(name, ())) for name, _, pattern, triggers in STRUCTURES
+)
+STRUCT_NAMES: Final = tuple(name for name, _, _, _ in STRUCTURES)
+STRUCT_REASON: Final = {name: reason for name, reason, _, _ in STRUCTURES}
