@@ -35,7 +35,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from starlette.requests import Request
@@ -59,10 +59,13 @@ from airlock.gateway._app import (
     _Refused,
 )
 from airlock.gateway._codec import CodecUnavailable
+from airlock.gateway._guard_policy import GuardPolicy
 from airlock.gateway._limiter import Admit
 from airlock.gateway._store import AuditUnavailable
+from airlock.gateway._text_guard import GuardTrail, guard_input, guard_output
 from airlock.gateway._text_lane import KILL_AFTER, TextLane, TextRun
 from airlock.gateway._workers import WorkerCrashed, WorkerTimeout
+from airlock.guard import Pseudonyms
 from airlock.sandbox._text import Generation, build_request
 
 __all__ = [
@@ -371,6 +374,15 @@ class _Call:
     completion_tokens: int = 0
     #: the outcome row was written (or is being written)
     ended: bool = False
+    #: the model's guard policy (None: not guarded), what it decided, the pseudonyms to restore
+    policy: GuardPolicy | None = None
+    trail: GuardTrail = field(default_factory=GuardTrail)
+    pseudonyms: Pseudonyms = field(default_factory=Pseudonyms)
+
+    @property
+    def holds_output(self) -> bool:
+        """Whether the answer is checked before the caller sees any of it."""
+        return self.policy is not None and self.policy.checks_output
 
     def release(self) -> None:
         state, who = self.state, self.who
@@ -427,7 +439,7 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
     kind, name, detail = await _read(state, who.tenant, raw, chat, deadline)
     if kind == "refused":
         raise _Refused(_oai(400, name, param=detail), "denied:malformed")
-    _model_for(state, who, name)
+    model = _model_for(state, who, name)
     call.name = name
     lane = state.text_lanes.get((who.tenant, name))
     if lane is None or kind == "model":
@@ -436,6 +448,12 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
     if kind == "invalid":
         raise _Refused(_oai(400, detail[0], param=detail[1]), "denied:malformed")
     parsed: TextRequest = detail
+    if model.guard is not None:
+        # before any budget is taken: the worker sees only what the input guard left
+        call.policy = model.guard
+        parsed, call.pseudonyms = await guard_input(
+            state, who.tenant, name, model.guard, parsed, deadline, call.trail
+        )
     if not state.limiter.enter_generation(who.tenant, limits):
         raise _limited(state, who.tenant, Admit(False, 1.0, "generations"))
     call.generating = True
@@ -553,7 +571,7 @@ async def _record(call: _Call, decision: str, status: int) -> bool:
     call.release()
     try:
         await _audit(call.state, call.who, call.name, call.request_id, decision, status,
-                     tokens=(call.prompt_tokens, call.completion_tokens))  # fmt: skip
+                     tokens=(call.prompt_tokens, call.completion_tokens), guard=call.trail.audit())  # fmt: skip
     except AuditUnavailable:
         return False
     return True
@@ -623,6 +641,10 @@ async def _handle(request: Request, chat: bool) -> Response:
         call.release()
         usage = _usage(done, lane)
         content = "".join(text)
+        if call.holds_output:
+            assert call.policy is not None
+            content = await guard_output(state, call.who.tenant, call.name, call.policy, content,
+                                         call.pseudonyms, deadline, call.trail)  # fmt: skip
         if chat:
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
                                       "logprobs": None, "finish_reason": _finish(done)}  # fmt: skip
@@ -650,7 +672,17 @@ async def _handle(request: Request, chat: bool) -> Response:
         call.release()
         with contextlib.suppress(AuditUnavailable):
             state.store.append_audit_many(
-                [_entry(state, call.who, call.name, call.request_id, "failed:cancelled", 499)]
+                [
+                    _entry(
+                        state,
+                        call.who,
+                        call.name,
+                        call.request_id,
+                        "failed:cancelled",
+                        499,
+                        guard=call.trail.audit(),
+                    )
+                ]
             )
         raise
     finally:
@@ -705,12 +737,17 @@ async def _stream(
         if chat:
             yield _chunk(kind, call_id, created, name, [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                          "logprobs": None, "finish_reason": None}])  # fmt: skip
-        if first is not None:
+        held: list[str] | None = [] if call.holds_output else None
+        if first is not None and held is not None:
+            held.append(first)
+        elif first is not None:
             yield piece_chunk(first)
         try:
             async with asyncio.timeout_at(deadline):
                 async for piece in run.pieces():
-                    if piece:
+                    if piece and held is not None:
+                        held.append(piece)
+                    elif piece:
                         yield piece_chunk(piece)
         except TimeoutError:
             decision, status = "failed:timeout", 504
@@ -720,6 +757,17 @@ async def _stream(
             decision, status = "failed:worker", 503
             yield _error_event(503, "model worker failed")
             return
+        if held is not None:
+            # a guarded answer goes out in one piece once it is checked: a canary or PII split
+            # across tokens is seen whole, and a withheld answer sends none of its text
+            try:
+                checked = await _checked_output(call, "".join(held), deadline)
+            except _Refused as refused:
+                decision, status = refused.decision, refused.response.status_code
+                yield _error_event(status, _message(refused.response))
+                return
+            if checked:
+                yield piece_chunk(checked)
         done = run.result
         assert done is not None
         finish = _finish(done)
@@ -739,6 +787,20 @@ async def _stream(
         raise
     finally:
         _end_later(call, decision, status)
+
+
+async def _checked_output(call: _Call, text: str, deadline: float) -> str:
+    assert call.policy is not None and call.who is not None
+    return await guard_output(call.state, call.who.tenant, call.name, call.policy, text, call.pseudonyms,
+                              deadline, call.trail)  # fmt: skip
+
+
+def _message(response: Response) -> str:
+    """The fixed text of a refusal built by the shared helpers."""
+    try:
+        return str(json.loads(bytes(response.body))["error"])
+    except (ValueError, KeyError, TypeError):
+        return "error"
 
 
 def _end_later(call: _Call, decision: str, status: int) -> None:
