@@ -308,6 +308,7 @@ def test_nothing_of_the_texts_is_in_the_audit_log_the_logs_or_the_metrics(served
         assert secret.encode() not in stored, secret
         assert secret not in metrics and secret not in logs, secret
     assert "EMAIL_ADDRESS_1" not in logs and b"EMAIL_ADDRESS_1" not in stored
+    assert '\\"canary.leak\\":1' in logs  # the decisions are logged (as JSON in the "guard" field)
     assert re.search(
         r'airlock_guard_decisions_total\{decision="blocked",direction="output",model="guarded"\} [1-9]',
         metrics,

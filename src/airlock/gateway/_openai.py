@@ -6,7 +6,8 @@ checks run in this order, each refusal audited and counted:
 401 unauthenticated -> 429 requests in flight -> 429 request budget -> 413 body cap -> 400 not
 JSON / no model -> 404 model not served to this tenant (the same answer as a model that does not
 exist) -> 403 key not scoped for it -> 400 not a text model, malformed request (an unsupported
-parameter is named), ``max_tokens`` above the model's ceiling or context -> 429 generations
+parameter is named), ``max_tokens`` above the model's ceiling or context -> 400 refused by the
+model's input guard (:mod:`._text_guard`; the worker gets the texts it rewrote) -> 429 generations
 running -> 400 (larger than a minute's budget) / 429 tokens-per-minute budget -> audit row
 "started" -> a free worker of the tenant's own lane (504 none before the deadline, 503) -> 400 when
 the prompt and ``max_tokens`` do not fit the model's context -> 200.
@@ -14,8 +15,10 @@ the prompt and ``max_tokens`` do not fit the model's context -> 200.
 Token budget: before generating, ``max_tokens`` plus an estimate of the prompt (a quarter of its
 UTF-8 bytes, at most the context) is reserved; when the generation ended, the reservation is
 settled against the real counts (the job's count of the prompt is a claim, bounded by the model's
-context). A streamed answer starts only once the first token (or the end) is there, so a refusal
-by the model is still a plain 4xx/5xx answer; after that, a failure ends the stream with an
+context). A guarded model's answer is checked before the caller sees any of it (502 when
+withheld; streamed, it is held and sent whole, or the stream ends with an ``error`` event). A
+streamed answer starts only once the first token (or the end) is there, so a refusal by the model
+is still a plain 4xx/5xx answer; after that, a failure ends the stream with an
 ``error`` event and no ``[DONE]``. A client that goes away while its request waits for a worker or
 for the first token ends the request at once (499); one that goes away later stops its generation
 between two tokens. A body above ``offload_bytes`` is parsed in the tenant's codec process, never
@@ -585,7 +588,8 @@ def _tally(call: _Call, decision: str, status: int) -> None:
     _log.info("generate", extra={"request_id": call.request_id, "tenant": tenant, "model": label,
                                  "status": status, "decision": decision,
                                  "prompt_tokens": call.prompt_tokens,
-                                 "completion_tokens": call.completion_tokens})  # fmt: skip
+                                 "completion_tokens": call.completion_tokens,
+                                 **({"guard": call.trail.audit()} if call.trail.directions else {})})  # fmt: skip
 
 
 def _chunk(kind: str, call_id: str, created: int, name: str, choices: list[dict[str, Any]],
@@ -765,6 +769,13 @@ async def _stream(
             except _Refused as refused:
                 decision, status = refused.decision, refused.response.status_code
                 yield _error_event(status, _message(refused.response))
+                return
+            except Exception as exc:  # the answer is not sent unchecked, and the end is recorded
+                _log.error(
+                    "request failed", extra={"request_id": call.request_id, "error": type(exc).__name__}
+                )
+                decision, status = "failed:internal", 500
+                yield _error_event(500, "internal error")
                 return
             if checked:
                 yield piece_chunk(checked)
