@@ -21,7 +21,7 @@ from airlock.gateway._config import load_config
 from airlock.gateway._guard_policy import MIN_CANARY, GuardPolicy, canonical, guard_policy
 from airlock.gateway._sqlite_store import SqliteStore
 from airlock.gateway._store import AuditEntry
-from airlock.gateway._text_guard import GuardTrail, _oversized, check_input, check_output
+from airlock.gateway._text_guard import GuardTrail, _oversized, check_input, check_output, warm_guards
 from airlock.guard import Action, SizeLimits
 
 KEY = b"g" * 32
@@ -212,3 +212,15 @@ def test_a_state_file_without_the_guard_column_is_upgraded(tmp_path: Path) -> No
     rows = list(store.audit_rows())
     store.close()
     assert [r.guard for r in rows] == ["", '{"input":{}}'] and verify_chain(rows, KEY).ok
+
+
+def test_the_example_in_the_docs_is_a_valid_policy(tmp_path: Path) -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "serve.md").read_text("utf-8")
+    section = docs[docs.index("## Guarding text") :]
+    example = section[section.index("```toml\n") + 8 : section.index("```\n", section.index("```toml"))]
+    (tmp_path / "canaries.txt").write_text("zq-from-the-file-1\n", "utf-8")
+    model = _load(tmp_path, example.replace("models.chat.", "models.t."))
+    policy: GuardPolicy = model.guard
+    assert policy.pseudonymize and policy.outputs is not None and len(policy.canaries) == 2
+    assert policy.inputs is not None and policy.inputs.injection is not None
+    warm_guards("t", policy)  # what the gateway's start does: the guards build
