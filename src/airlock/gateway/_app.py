@@ -214,21 +214,21 @@ def _model_label(state: GatewayState, name: str) -> str:
 
 def _entry(
     state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int,
-    tokens: tuple[int, int] = (0, 0),
+    tokens: tuple[int, int] = (0, 0), guard: str = "",
 ) -> AuditEntry:  # fmt: skip
     record = state.admissions.get(model) if who is not None and state.visible(who.tenant, model) else None
     return AuditEntry(
         time.time(), who.tenant if who else "", who.key_id if who else "", _model_label(state, model),
-        record.digest if record else "", request_id, decision, status, *tokens,
+        record.digest if record else "", request_id, decision, status, *tokens, guard,
     )  # fmt: skip
 
 
 async def _audit(
     state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int,
-    tokens: tuple[int, int] = (0, 0),
+    tokens: tuple[int, int] = (0, 0), guard: str = "",
 ) -> None:  # fmt: skip
     """Append one audit row; raise AuditUnavailable (and mark the gateway not ready) when it cannot."""
-    entry = _entry(state, who, model, request_id, decision, status, tokens)
+    entry = _entry(state, who, model, request_id, decision, status, tokens, guard)
     try:
         if state.audit is not None:
             await state.audit.append(entry)

@@ -1,8 +1,9 @@
 """The audit chain: each row's MAC covers its fields and the previous row's MAC.
 
 ``row_hash = HMAC-SHA256(key, prev_hash || canonical JSON of (seq, time, tenant, key_id, model,
-model_digest, request_id, decision, status[, prompt_tokens, completion_tokens]))`` (the token
-counts of a text request, when not both zero). The key lives in a file named by the config
+model_digest, request_id, decision, status[, prompt_tokens, completion_tokens[, guard]]))`` (the
+token counts of a text request, when not both zero or when the row has guard decisions; the guard
+decisions of a guarded text model, when any). The key lives in a file named by the config
 (``[audit] key_file``), never in the database: someone who can write the database but not read the
 key cannot rewrite rows and recompute the chain. Editing a row breaks its MAC; removing or
 reordering rows breaks the ``seq`` run and the ``prev_hash`` link.
@@ -62,13 +63,17 @@ def chain_hash(
     decision: str,
     status: int,
     tokens: tuple[int, int] = (0, 0),
+    guard: str = "",
 ) -> str:
     fields: list[object] = [seq, repr(time), tenant, key_id, model, model_digest, request_id, decision, status]  # fmt: skip
-    if tokens != (0, 0):
+    if tokens != (0, 0) or guard:
         # text requests: prompt and completion tokens. Rows without tokens keep the original nine
         # fields (chains written before are still valid); a row with tokens has eleven, so no row
         # can have its counts removed or changed without a new MAC
         fields.extend(tokens)
+    if guard:
+        # a guarded text model's decisions: twelve fields (rows without keep their nine or eleven)
+        fields.append(guard)
     body = _CANONICAL.encode(fields)
     message = prev_hash.encode("ascii") + b"\n" + body.encode("ascii")
     # one-shot HMAC (OpenSSL in one call): the same MAC as hmac.new(...).hexdigest()
@@ -190,7 +195,7 @@ def verify_chain(
         recomputed = chain_hash(
             key, row.prev_hash, row.seq, row.time, row.tenant, row.key_id, row.model,
             row.model_digest, row.request_id, row.decision, row.status,
-            (row.prompt_tokens, row.completion_tokens),
+            (row.prompt_tokens, row.completion_tokens), row.guard,
         )  # fmt: skip
         if not hmac.compare_digest(recomputed, row.row_hash):
             problems.append(f"row seq {row.seq}: content does not match its MAC (the row was edited)")

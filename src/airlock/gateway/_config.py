@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from airlock.errors import UsageError
+from airlock.gateway._guard_policy import GuardPolicy, guard_policy
 from airlock.sandbox import SandboxLimits
 from airlock.sandbox._policy import MAX_GPU_INDEX
 
@@ -122,6 +123,8 @@ class ModelConfig:
     context_length: int = 0
     #: the one NVIDIA GPU (``/dev/nvidia<gpu>``) this model's single lane runs on, or None (CPU)
     gpu: int | None = None
+    #: text models: the guard policy of ``[models.X.guard]`` (None: not guarded)
+    guard: GuardPolicy | None = None
 
 
 #: the largest context a text model may have (a bound on anything a worker claims)
@@ -394,7 +397,9 @@ def _model(base: Path, name: str, data: object) -> ModelConfig:
     max_tokens = _positive_int(table, "max_tokens", 512)
     context_length = _positive_int(table, "context_length", 0, zero=True)
     gpu = _gpu(table)
+    guard_data = table.get("guard", dict)
     table.done()
+    guard = guard_policy(base, name, guard_data) if guard_data is not None else None
     if max_tokens > MAX_CONTEXT or context_length > MAX_CONTEXT:
         raise UsageError(f"config: models.{name}.max_tokens and context_length must be at most {MAX_CONTEXT}")
     if context_length and max_tokens > context_length:
@@ -439,6 +444,7 @@ def _model(base: Path, name: str, data: object) -> ModelConfig:
         max_tokens=max_tokens,
         context_length=context_length,
         gpu=gpu,
+        guard=guard,
     )
 
 

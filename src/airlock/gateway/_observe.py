@@ -49,6 +49,15 @@ class Metrics:
         self.unauthenticated = Counter(
             "airlock_unauthenticated", "Requests refused with 401", registry=self.registry
         )
+        # the text guard (docs/serve.md, "Guarding text"): decisions and rule ids, never text
+        self.guard_decisions = Counter(
+            "airlock_guard_decisions", "Guard decisions on text, by model, direction (input, output) and decision",
+            ["model", "direction", "decision"], registry=self.registry,
+        )  # fmt: skip
+        self.guard_findings = Counter(
+            "airlock_guard_findings", "Guard findings on text, by model, direction and rule id",
+            ["model", "direction", "rule"], registry=self.registry,
+        )  # fmt: skip
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.audit_failures = Counter(
             "airlock_audit_failures", "Audit rows that could not be written (each refused a request)",

@@ -6,7 +6,8 @@ checks run in this order, each refusal audited and counted:
 401 unauthenticated -> 429 requests in flight -> 429 request budget -> 413 body cap -> 400 not
 JSON / no model -> 404 model not served to this tenant (the same answer as a model that does not
 exist) -> 403 key not scoped for it -> 400 not a text model, malformed request (an unsupported
-parameter is named), ``max_tokens`` above the model's ceiling or context -> 429 generations
+parameter is named), ``max_tokens`` above the model's ceiling or context -> 400 refused by the
+model's input guard (:mod:`._text_guard`; the worker gets the texts it rewrote) -> 429 generations
 running -> 400 (larger than a minute's budget) / 429 tokens-per-minute budget -> audit row
 "started" -> a free worker of the tenant's own lane (504 none before the deadline, 503) -> 400 when
 the prompt and ``max_tokens`` do not fit the model's context -> 200.
@@ -14,8 +15,10 @@ the prompt and ``max_tokens`` do not fit the model's context -> 200.
 Token budget: before generating, ``max_tokens`` plus an estimate of the prompt (a quarter of its
 UTF-8 bytes, at most the context) is reserved; when the generation ended, the reservation is
 settled against the real counts (the job's count of the prompt is a claim, bounded by the model's
-context). A streamed answer starts only once the first token (or the end) is there, so a refusal
-by the model is still a plain 4xx/5xx answer; after that, a failure ends the stream with an
+context). A guarded model's answer is checked before the caller sees any of it (502 when
+withheld; streamed, it is held and sent whole, or the stream ends with an ``error`` event). A
+streamed answer starts only once the first token (or the end) is there, so a refusal by the model
+is still a plain 4xx/5xx answer; after that, a failure ends the stream with an
 ``error`` event and no ``[DONE]``. A client that goes away while its request waits for a worker or
 for the first token ends the request at once (499); one that goes away later stops its generation
 between two tokens. A body above ``offload_bytes`` is parsed in the tenant's codec process, never
@@ -35,7 +38,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from starlette.requests import Request
@@ -59,10 +62,13 @@ from airlock.gateway._app import (
     _Refused,
 )
 from airlock.gateway._codec import CodecUnavailable
+from airlock.gateway._guard_policy import GuardPolicy
 from airlock.gateway._limiter import Admit
 from airlock.gateway._store import AuditUnavailable
+from airlock.gateway._text_guard import GuardTrail, guard_input, guard_output
 from airlock.gateway._text_lane import KILL_AFTER, TextLane, TextRun
 from airlock.gateway._workers import WorkerCrashed, WorkerTimeout
+from airlock.guard import Pseudonyms
 from airlock.sandbox._text import Generation, build_request
 
 __all__ = [
@@ -371,6 +377,15 @@ class _Call:
     completion_tokens: int = 0
     #: the outcome row was written (or is being written)
     ended: bool = False
+    #: the model's guard policy (None: not guarded), what it decided, the pseudonyms to restore
+    policy: GuardPolicy | None = None
+    trail: GuardTrail = field(default_factory=GuardTrail)
+    pseudonyms: Pseudonyms = field(default_factory=Pseudonyms)
+
+    @property
+    def holds_output(self) -> bool:
+        """Whether the answer is checked before the caller sees any of it."""
+        return self.policy is not None and self.policy.checks_output
 
     def release(self) -> None:
         state, who = self.state, self.who
@@ -427,7 +442,7 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
     kind, name, detail = await _read(state, who.tenant, raw, chat, deadline)
     if kind == "refused":
         raise _Refused(_oai(400, name, param=detail), "denied:malformed")
-    _model_for(state, who, name)
+    model = _model_for(state, who, name)
     call.name = name
     lane = state.text_lanes.get((who.tenant, name))
     if lane is None or kind == "model":
@@ -436,6 +451,12 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
     if kind == "invalid":
         raise _Refused(_oai(400, detail[0], param=detail[1]), "denied:malformed")
     parsed: TextRequest = detail
+    if model.guard is not None:
+        # before any budget is taken: the worker sees only what the input guard left
+        call.policy = model.guard
+        parsed, call.pseudonyms = await guard_input(
+            state, who.tenant, name, model.guard, parsed, deadline, call.trail
+        )
     if not state.limiter.enter_generation(who.tenant, limits):
         raise _limited(state, who.tenant, Admit(False, 1.0, "generations"))
     call.generating = True
@@ -553,7 +574,7 @@ async def _record(call: _Call, decision: str, status: int) -> bool:
     call.release()
     try:
         await _audit(call.state, call.who, call.name, call.request_id, decision, status,
-                     tokens=(call.prompt_tokens, call.completion_tokens))  # fmt: skip
+                     tokens=(call.prompt_tokens, call.completion_tokens), guard=call.trail.audit())  # fmt: skip
     except AuditUnavailable:
         return False
     return True
@@ -567,7 +588,8 @@ def _tally(call: _Call, decision: str, status: int) -> None:
     _log.info("generate", extra={"request_id": call.request_id, "tenant": tenant, "model": label,
                                  "status": status, "decision": decision,
                                  "prompt_tokens": call.prompt_tokens,
-                                 "completion_tokens": call.completion_tokens})  # fmt: skip
+                                 "completion_tokens": call.completion_tokens,
+                                 **({"guard": call.trail.audit()} if call.trail.directions else {})})  # fmt: skip
 
 
 def _chunk(kind: str, call_id: str, created: int, name: str, choices: list[dict[str, Any]],
@@ -623,6 +645,10 @@ async def _handle(request: Request, chat: bool) -> Response:
         call.release()
         usage = _usage(done, lane)
         content = "".join(text)
+        if call.holds_output:
+            assert call.policy is not None
+            content = await guard_output(state, call.who.tenant, call.name, call.policy, content,
+                                         call.pseudonyms, deadline, call.trail)  # fmt: skip
         if chat:
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
                                       "logprobs": None, "finish_reason": _finish(done)}  # fmt: skip
@@ -650,7 +676,17 @@ async def _handle(request: Request, chat: bool) -> Response:
         call.release()
         with contextlib.suppress(AuditUnavailable):
             state.store.append_audit_many(
-                [_entry(state, call.who, call.name, call.request_id, "failed:cancelled", 499)]
+                [
+                    _entry(
+                        state,
+                        call.who,
+                        call.name,
+                        call.request_id,
+                        "failed:cancelled",
+                        499,
+                        guard=call.trail.audit(),
+                    )
+                ]
             )
         raise
     finally:
@@ -705,12 +741,17 @@ async def _stream(
         if chat:
             yield _chunk(kind, call_id, created, name, [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                          "logprobs": None, "finish_reason": None}])  # fmt: skip
-        if first is not None:
+        held: list[str] | None = [] if call.holds_output else None
+        if first is not None and held is not None:
+            held.append(first)
+        elif first is not None:
             yield piece_chunk(first)
         try:
             async with asyncio.timeout_at(deadline):
                 async for piece in run.pieces():
-                    if piece:
+                    if piece and held is not None:
+                        held.append(piece)
+                    elif piece:
                         yield piece_chunk(piece)
         except TimeoutError:
             decision, status = "failed:timeout", 504
@@ -720,6 +761,24 @@ async def _stream(
             decision, status = "failed:worker", 503
             yield _error_event(503, "model worker failed")
             return
+        if held is not None:
+            # a guarded answer goes out in one piece once it is checked: a canary or PII split
+            # across tokens is seen whole, and a withheld answer sends none of its text
+            try:
+                checked = await _checked_output(call, "".join(held), deadline)
+            except _Refused as refused:
+                decision, status = refused.decision, refused.response.status_code
+                yield _error_event(status, _message(refused.response))
+                return
+            except Exception as exc:  # the answer is not sent unchecked, and the end is recorded
+                _log.error(
+                    "request failed", extra={"request_id": call.request_id, "error": type(exc).__name__}
+                )
+                decision, status = "failed:internal", 500
+                yield _error_event(500, "internal error")
+                return
+            if checked:
+                yield piece_chunk(checked)
         done = run.result
         assert done is not None
         finish = _finish(done)
@@ -739,6 +798,20 @@ async def _stream(
         raise
     finally:
         _end_later(call, decision, status)
+
+
+async def _checked_output(call: _Call, text: str, deadline: float) -> str:
+    assert call.policy is not None and call.who is not None
+    return await guard_output(call.state, call.who.tenant, call.name, call.policy, text, call.pseudonyms,
+                              deadline, call.trail)  # fmt: skip
+
+
+def _message(response: Response) -> str:
+    """The fixed text of a refusal built by the shared helpers."""
+    try:
+        return str(json.loads(bytes(response.body))["error"])
+    except (ValueError, KeyError, TypeError):
+        return "error"
 
 
 def _end_later(call: _Call, decision: str, status: int) -> None:

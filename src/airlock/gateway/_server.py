@@ -45,6 +45,7 @@ from airlock.gateway._memory_limiter import MemoryLimiter
 from airlock.gateway._observe import Metrics
 from airlock.gateway._sqlite_store import SqliteStore
 from airlock.gateway._store import AdmissionRecord, Store
+from airlock.gateway._text_guard import warm_guards
 from airlock.gateway._text_lane import KILL_AFTER, TextLane
 from airlock.gateway._tls import client_common_name, server_context
 from airlock.gateway._workers import Lane, SandboxWorker
@@ -207,6 +208,11 @@ class Gateway:
             raise UsageError(
                 "admission refused model(s); remove them from the config or fix them:\n" + "\n".join(lines)
             )
+        try:
+            await loop.run_in_executor(None, _check_guards, [(m, s) for m, _, s in results if s is not None])
+        except UsageError:
+            store.close()
+            raise
         state = GatewayState(config, store, MemoryLimiter(), Metrics(), {m.name: r for m, r, _ in results})
         for model, record, staged in results:
             assert staged is not None
@@ -415,6 +421,20 @@ def _export(state: GatewayState) -> None:
         lambda: {(t, m): float(lane.running) for (t, m), lane in state.text_lanes.items()},
         ("tenant", "model"), gauge=True,
     )  # fmt: skip
+
+
+def _check_guards(admitted: list[tuple[ModelConfig, Path]]) -> None:
+    """A guard policy is for text models (the KServe v2 routes take numeric tensors only, no text);
+    each policy's guards are built now, so a bad one stops the start, not a request."""
+    for model, staged in admitted:
+        if model.guard is None:
+            continue
+        if not _is_text(staged, model):
+            raise UsageError(
+                f"config: models.{model.name}.guard: the guard checks text, and this is a tensor model "
+                "(the KServe v2 routes take no BYTES tensors); remove the guard table"
+            )
+        warm_guards(model.name, model.guard)
 
 
 def _is_text(staged: Path, model: ModelConfig) -> bool:

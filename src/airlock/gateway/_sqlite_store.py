@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, time REAL NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
     model TEXT NOT NULL, model_digest TEXT NOT NULL, request_id TEXT NOT NULL,
     decision TEXT NOT NULL, status INTEGER NOT NULL, prev_hash TEXT NOT NULL, row_hash TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0
+    prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
+    guard TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -66,6 +67,7 @@ _ADDED: Final = (
     ("tenants", "max_generations", "INTEGER"),
     ("audit", "prompt_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("audit", "completion_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("audit", "guard", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -257,16 +259,16 @@ class SqliteStore:
                             entry.request_id, entry.decision, entry.status,
                         )  # fmt: skip
                         tokens = (entry.prompt_tokens, entry.completion_tokens)
-                        mac = chain_hash(key, prev, seq, *fields, tokens)
-                        row = AuditRow(seq, *fields, prev, mac, *tokens)
+                        mac = chain_hash(key, prev, seq, *fields, tokens, entry.guard)
+                        row = AuditRow(seq, *fields, prev, mac, *tokens, entry.guard)
                         rows.append(row)
                         seq, prev = seq + 1, row.row_hash
                     self._db.executemany(
-                        "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             (r.seq, r.time, r.tenant, r.key_id, r.model, r.model_digest, r.request_id,
                              r.decision, r.status, r.prev_hash, r.row_hash, r.prompt_tokens,
-                             r.completion_tokens)
+                             r.completion_tokens, r.guard)
                             for r in rows
                         ],
                     )  # fmt: skip

@@ -82,6 +82,9 @@ class AuditEntry:
     #: text models: the tokens the request used (never its text)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: text models: the guard's decisions (canonical JSON of direction -> decision and rule counts;
+    #: never text); empty when the model is not guarded
+    guard: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ class AuditRow:
     row_hash: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: text models: the guard's decisions (canonical JSON of direction -> decision and rule counts;
+    #: never text); empty when the model is not guarded
+    guard: str = ""
 
 
 class Store(Protocol):
