@@ -37,6 +37,7 @@ import numpy as np
 
 from airlock._strictjson import parse_json_strict
 from airlock.errors import AirlockError, FormatError, ModelError
+from airlock.gateway._bytes import is_bytes, tensor_bytes
 from airlock.gateway._config import MAX_CONTEXT
 from airlock.sandbox import SandboxPolicy, Worker
 from airlock.sandbox._text import TextStream
@@ -227,7 +228,10 @@ def _failure(error: BaseException) -> BaseException:
 
 
 def _small(inputs: Arrays) -> bool:
-    return len(inputs) <= AHEAD_INPUTS and sum(int(a.nbytes) for a in inputs.values()) <= AHEAD_BYTES
+    # a BYTES tensor's frame: 8 bytes of offsets per element and the elements' bytes (tensor_bytes
+    # counts 4 per element)
+    size = sum(tensor_bytes(a) + 4 * a.size if is_bytes(a) else int(a.nbytes) for a in inputs.values())
+    return len(inputs) <= AHEAD_INPUTS and size <= AHEAD_BYTES
 
 
 class _Killable(Protocol):
