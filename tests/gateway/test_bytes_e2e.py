@@ -37,7 +37,7 @@ tenants = ["acme"]
 
 
 def _shout(path: Path) -> Path:
-    suffix = helper.make_tensor("suffix", TensorProto.STRING, [1], [b"!"])
+    suffix = helper.make_tensor("suffix", TensorProto.STRING, [1], [b"!"])  # type: ignore[list-item]
     graph = helper.make_graph(
         [helper.make_node("StringConcat", ["x", "suffix"], ["y"])],
         "shout",
@@ -128,7 +128,9 @@ def test_binary_request_and_binary_reply(client: httpx.Client) -> None:
 
 
 def test_large_requests_go_through_the_tenant_codec(client: httpx.Client) -> None:
-    codecs = _RUNNING[0].gateway.state.codecs
+    state = _RUNNING[0].gateway.state
+    assert state is not None
+    codecs = state.codecs
     response = _binary(client, _prefixed(b"small"), [1])
     assert _strings(response) == ["small!"] and codecs.pids("acme") == []  # parsed inline
     words = [f"w{i}" for i in range(800)]  # ~8 KiB: above offload_bytes, parsed in the codec
