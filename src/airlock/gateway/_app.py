@@ -293,13 +293,17 @@ async def _reply(
     chunks: Sequence[bytes | memoryview]
     # a JSON number takes up to ~25 characters per 4-8 bytes, and every BYTES element (JSON or
     # binary) is a step of Python: large replies are encoded off the loop
+    offload = state.config.server.offload_bytes
+    # (a BYTES output's elements are summed only when there are few of them: no long loop here)
     cost = sum(
-        tensor_bytes(a) + 16 * a.size if is_bytes(a) else 4 * int(a.nbytes)
+        (16 * a.size + (tensor_bytes(a) if 16 * a.size <= offload else 0))
+        if is_bytes(a)
+        else 4 * int(a.nbytes)
         for n, a in outputs.items()
         if n not in binary or is_bytes(a)
     )
     try:
-        if cost <= state.config.server.offload_bytes:
+        if cost <= offload:
             chunks, header = encode_reply(name, reply_id, outputs, binary)
         else:
             chunks, header = await state.codecs.encode(tenant, name, reply_id, outputs, binary, deadline)
@@ -377,7 +381,7 @@ async def infer(request: Request) -> Response:
             raise _Refused(_error(504), "failed:timeout") from exc
         parsed = await _parse(state, who.tenant, model, body, header_length, deadline)
         inputs = screen_bytes(state, who.tenant, model, "input", parsed.inputs)
-        nbytes = sum(tensor_bytes(a) for a in inputs.values())
+        nbytes = parsed.nbytes
         admit = state.limiter.take_bytes(who.tenant, limits, nbytes, time.monotonic())
         if not admit.allowed:
             if nbytes > limits.tensor_bytes_per_minute:

@@ -48,9 +48,9 @@ def _flatten(outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[_Raw]:
 
 def _parse_child(
     body: bytes, declared: Sequence[TensorSpec], header_length: int | None, max_bytes: int | None
-) -> tuple[str | None, list[_Raw], tuple[tuple[str, bool], ...], bool]:
+) -> tuple[str | None, list[_Raw], tuple[tuple[str, bool], ...], bool, int]:
     request = parse_infer_request(body, declared, header_length, max_bytes)
-    return request.id, _flatten(request.inputs), request.outputs, request.binary_output
+    return request.id, _flatten(request.inputs), request.outputs, request.binary_output, request.nbytes
 
 
 def _encode_child(
@@ -134,13 +134,13 @@ class Codecs:
     ) -> InferRequest:
         """The request parsed in the tenant's codec: JSON bodies, and binary ones holding BYTES
         tensors (their elements are split one by one, in Python)."""
-        request_id, raw, outputs, binary = await self._run(
+        request_id, raw, outputs, binary, nbytes = await self._run(
             tenant, deadline, _parse_child, body, declared, header_length, max_bytes
         )
         inputs = {}
         for name, dtype, shape, data in raw:
             inputs[name] = _rebuild(dtype, shape, data)
-        return InferRequest(request_id, inputs, outputs, binary)
+        return InferRequest(request_id, inputs, outputs, binary, int(nbytes))
 
     async def encode(
         self,

@@ -31,6 +31,7 @@ from airlock.gateway._bytes import (
     bytes_from_json,
     bytes_to_binary,
     bytes_to_json,
+    tensor_bytes,
 )
 from airlock.gateway._config import DATATYPES, TensorSpec
 
@@ -68,6 +69,9 @@ class InferRequest:
     outputs: tuple[tuple[str, bool], ...]
     #: binary for every output (request-level ``binary_data_output``)
     binary_output: bool
+    #: the inputs' bytes for the byte budget (a BYTES tensor: its elements + 4 each), counted where
+    #: the request was parsed (the tenant's codec for a large one), not on the event loop
+    nbytes: int
 
 
 def _parse_json(body: bytes | memoryview, what: str) -> dict[str, object]:
@@ -306,7 +310,11 @@ def _parse(
                     f"the model takes {spec.datatype} {list(spec.shape)}"
                 )
     return InferRequest(
-        request_id, arrays, _outputs(request.get("outputs")), bool(params.get("binary_data_output", False))
+        request_id,
+        arrays,
+        _outputs(request.get("outputs")),
+        bool(params.get("binary_data_output", False)),
+        sum(tensor_bytes(a) for a in arrays.values()),
     )
 
 

@@ -230,8 +230,10 @@ def _failure(error: BaseException) -> BaseException:
 def _small(inputs: Arrays) -> bool:
     # a BYTES tensor's frame: 8 bytes of offsets per element and the elements' bytes (tensor_bytes
     # counts 4 per element)
+    if len(inputs) > AHEAD_INPUTS or any(is_bytes(a) and 8 * a.size > AHEAD_BYTES for a in inputs.values()):
+        return False  # (checked first: a large BYTES tensor's elements are never summed here)
     size = sum(tensor_bytes(a) + 4 * a.size if is_bytes(a) else int(a.nbytes) for a in inputs.values())
-    return len(inputs) <= AHEAD_INPUTS and size <= AHEAD_BYTES
+    return size <= AHEAD_BYTES
 
 
 class _Killable(Protocol):

@@ -259,11 +259,10 @@ def _decode_bytes(name: str, shape: object, region: memoryview, caps: TensorCaps
         raise SandboxError(
             f"channel: bytes tensor {name!r} elements end at {last}, its blob has {blob.nbytes} bytes"
         )
+    data = bytes(blob)
+    bounds = ends.tolist()
     array = np.empty(count, dtype=object)
-    start = 0
-    for index, end in enumerate(ends.tolist()):
-        array[index] = bytes(blob[start:end])
-        start = end
+    array[:] = [data[start:end] for start, end in zip([0, *bounds][: len(bounds)], bounds, strict=True)]
     assert isinstance(shape, list)  # checked by _element_count
     return array.reshape(tuple(shape))
 
