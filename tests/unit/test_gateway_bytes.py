@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from airlock.gateway._bytes import bytes_tensors, tensor_bytes
 from airlock.gateway._config import TensorSpec
@@ -234,3 +236,21 @@ def test_the_guard_view_and_budget_bytes() -> None:
     (view,) = bytes_tensors(tensors)
     assert (view.name, view.shape, list(view.items)) == ("t", (1, 2), [b"ab", b"c"])
     assert tensor_bytes(tensors["t"]) == 3 + 8 and tensor_bytes(tensors["x"]) == 12
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    elements=st.binary(max_size=40)
+    | st.lists(st.binary(max_size=5), max_size=6).map(lambda i: _prefixed(*i)),
+    shape=st.lists(st.integers(0, 6) | st.sampled_from([2**20, 2**39]), max_size=3),
+    cut=st.integers(-6, 6),
+)
+def test_fuzzed_binary_bytes_only_raise_tensor_error(elements: bytes, shape: list[int], cut: int) -> None:
+    body, header = _binary(elements, shape, size=len(elements) + cut)
+    try:
+        got = parse_infer_request(body, (), header).inputs["t"]
+    except TensorError:
+        return
+    # accepted only when the elements tile the binary section exactly
+    assert cut == 0 and list(got.shape) == shape
+    assert _prefixed(*got.reshape(-1).tolist()) == elements
