@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from airlock import Policy, scan
-from airlock._formats.registry import format_named
+from airlock._formats.registry import RUNTIME_ONNX, format_named
 from airlock.errors import AirlockError, FormatError, IntegrityError, UsageError
 from airlock.gateway._config import ModelConfig
 from airlock.gateway._signature import check_signature, onnx_inputs
@@ -128,7 +128,13 @@ def admit(model: ModelConfig, staging: Path) -> tuple[AdmissionRecord, Path | No
 
 def _signature_mismatch(model: ModelConfig, staged: Path, file_format: str | None) -> str | None:
     """For an ONNX model with declared ``inputs``: why they do not fit the graph's own inputs."""
-    if not model.inputs or file_format != "onnx" or model.runtime not in (None, "onnx"):
+    fmt = format_named(file_format)
+    if (
+        not model.inputs
+        or fmt is None
+        or fmt.runtime != RUNTIME_ONNX
+        or model.runtime not in (None, RUNTIME_ONNX)
+    ):
         return None
     try:
         why = check_signature(model.inputs, onnx_inputs(staged))
