@@ -48,6 +48,7 @@ def test_escape_suite_as_unprivileged_user() -> None:
                 "tests/sandbox/test_jobs.py",
                 "tests/sandbox/test_models.py",
                 "tests/sandbox/test_host_side.py",  # the host side against hostile jobs (issue 11)
+                "tests/sandbox/test_bytes_channel.py",  # string tensors from hostile jobs
                 "tests/sandbox/test_gate.py",
                 "tests/sandbox/test_paths.py",
                 "tests/sandbox/test_attack_pids.py",

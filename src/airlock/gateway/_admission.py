@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 from airlock import Policy, scan
-from airlock._formats.registry import format_named
-from airlock.errors import AirlockError, IntegrityError, UsageError
+from airlock._formats.registry import RUNTIME_ONNX, format_named
+from airlock.errors import AirlockError, FormatError, IntegrityError, UsageError
 from airlock.gateway._config import ModelConfig
+from airlock.gateway._signature import check_signature, onnx_inputs
 from airlock.gateway._store import AdmissionRecord
 from airlock.integrity import verify
 from airlock.sandbox._gate import refusal
@@ -118,8 +119,28 @@ def admit(model: ModelConfig, staging: Path) -> tuple[AdmissionRecord, Path | No
             return record(
                 integrity, verdict.value, "admitted", f"{reason}; {converted[1]}", findings
             ), converted[0]
+        mismatch = _signature_mismatch(model, staged, report.files[0].format)
+        if mismatch is not None:
+            return record(integrity, verdict.value, "refused", mismatch, findings), None
         return record(integrity, verdict.value, "admitted", reason, findings), staged
     return record(integrity, verdict.value, "refused", refused, findings), None
+
+
+def _signature_mismatch(model: ModelConfig, staged: Path, file_format: str | None) -> str | None:
+    """For an ONNX model with declared ``inputs``: why they do not fit the graph's own inputs."""
+    fmt = format_named(file_format)
+    if (
+        not model.inputs
+        or fmt is None
+        or fmt.runtime != RUNTIME_ONNX
+        or model.runtime not in (None, RUNTIME_ONNX)
+    ):
+        return None
+    try:
+        why = check_signature(model.inputs, onnx_inputs(staged))
+    except FormatError as exc:
+        return f"the model's input signature cannot be read: {exc}"
+    return None if why is None else f"declared inputs do not match the model: {why}"
 
 
 def _is_pickle_checkpoint(name: str | None) -> bool:

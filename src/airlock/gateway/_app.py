@@ -41,6 +41,7 @@ from starlette.types import ASGIApp
 
 from airlock import __version__
 from airlock.gateway._audit_writer import AuditWriter
+from airlock.gateway._bytes import is_bytes, tensor_bytes
 from airlock.gateway._codec import Codecs, CodecUnavailable
 from airlock.gateway._config import GatewayConfig, ModelConfig, TenantLimits
 from airlock.gateway._guard import ConnectionGuard, PreAuth
@@ -49,6 +50,7 @@ from airlock.gateway._limiter import Admit, RateLimiter
 from airlock.gateway._observe import Metrics
 from airlock.gateway._store import AdmissionRecord, AuditEntry, AuditUnavailable, Store
 from airlock.gateway._tensors import (
+    MAX_BINARY_HEADER,
     InferRequest,
     OutputError,
     TensorError,
@@ -243,6 +245,14 @@ async def _audit(
     state.audit_ok = True
 
 
+def _may_hold_bytes(body: bytes, header_length: int) -> bool:
+    """Whether a binary request's header may declare a BYTES tensor, whose elements are split one by
+    one in Python (then a large body is parsed in the tenant's codec, off the loop). Conservative:
+    any JSON escape in the header (``"\\u0042YTES"``) counts as one."""
+    header = body[: min(header_length, MAX_BINARY_HEADER + 1)]
+    return b"BYTES" in header or b"\\" in header
+
+
 async def _parse(
     state: GatewayState,
     tenant: str,
@@ -251,10 +261,13 @@ async def _parse(
     header_length: int | None,
     deadline: float,
 ) -> InferRequest:
+    limit = state.config.server.max_body_bytes
     try:
-        if header_length is not None or len(body) <= state.config.server.offload_bytes:
-            return parse_infer_request(body, model.inputs, header_length)
-        return await state.codecs.parse(tenant, body, model.inputs, deadline)
+        if len(body) <= state.config.server.offload_bytes or (
+            header_length is not None and not _may_hold_bytes(body, header_length)
+        ):
+            return parse_infer_request(body, model.inputs, header_length, limit)
+        return await state.codecs.parse(tenant, body, model.inputs, deadline, limit, header_length)
     except TensorError as exc:
         raise _Refused(_error(400, str(exc)), "denied:malformed") from None
     except TimeoutError:
@@ -278,10 +291,19 @@ async def _reply(
         n for n, wanted in request.outputs if wanted
     )
     chunks: Sequence[bytes | memoryview]
-    text_bytes = sum(int(a.nbytes) for n, a in outputs.items() if n not in binary)
+    # a JSON number takes up to ~25 characters per 4-8 bytes, and every BYTES element (JSON or
+    # binary) is a step of Python: large replies are encoded off the loop
+    offload = state.config.server.offload_bytes
+    # (a BYTES output's elements are summed only when there are few of them: no long loop here)
+    cost = sum(
+        (16 * a.size + (tensor_bytes(a) if 16 * a.size <= offload else 0))
+        if is_bytes(a)
+        else 4 * int(a.nbytes)
+        for n, a in outputs.items()
+        if n not in binary or is_bytes(a)
+    )
     try:
-        # a JSON number takes up to ~25 characters per 4-8 bytes: large replies are encoded off the loop
-        if text_bytes * 4 <= state.config.server.offload_bytes:
+        if cost <= offload:
             chunks, header = encode_reply(name, reply_id, outputs, binary)
         else:
             chunks, header = await state.codecs.encode(tenant, name, reply_id, outputs, binary, deadline)
@@ -308,6 +330,18 @@ async def _slices(chunks: Sequence[bytes | memoryview]) -> AsyncIterator[bytes |
         view = memoryview(chunk).cast("B")
         for start in range(0, len(view), _SLICE):
             yield view[start : start + _SLICE]
+
+
+def screen_bytes(
+    state: GatewayState, tenant: str, model: ModelConfig, direction: str, tensors: dict[str, Any]
+) -> dict[str, Any]:
+    """THE place where a KServe request's parsed tensors (``direction="input"``, after the shape
+    and datatype checks, before the byte budget, the "started" audit row and the worker) and the
+    model's outputs (``"output"``, before encoding) pass through the gateway. BYTES tensors are
+    numpy object arrays of ``bytes``; :func:`airlock.gateway._bytes.bytes_tensors` lists them as
+    (name, shape, elements). A policy step (the input guard) returns the tensors to use, or raises
+    ``_Refused`` with a fixed 400 text and its audit decision. Today: unchanged."""
+    return tensors
 
 
 async def infer(request: Request) -> Response:
@@ -346,7 +380,8 @@ async def infer(request: Request) -> Response:
         except TimeoutError as exc:
             raise _Refused(_error(504), "failed:timeout") from exc
         parsed = await _parse(state, who.tenant, model, body, header_length, deadline)
-        nbytes = sum(int(a.nbytes) for a in parsed.inputs.values())
+        inputs = screen_bytes(state, who.tenant, model, "input", parsed.inputs)
+        nbytes = parsed.nbytes
         admit = state.limiter.take_bytes(who.tenant, limits, nbytes, time.monotonic())
         if not admit.allowed:
             if nbytes > limits.tensor_bytes_per_minute:
@@ -360,7 +395,7 @@ async def infer(request: Request) -> Response:
         except AuditUnavailable:
             raise _Refused(_error(503, text=AUDIT_UNAVAILABLE), "failed:audit") from None
         try:
-            outputs = await lane.infer(parsed.inputs, deadline)
+            outputs = await lane.infer(inputs, deadline)
         except WorkerTimeout as exc:
             state.metrics.restarts.labels(who.tenant, name, "timeout").inc()
             raise _Refused(_error(504), "failed:timeout") from exc
@@ -379,6 +414,7 @@ async def infer(request: Request) -> Response:
                 },
             )
             raise _Refused(_error(503), "failed:worker") from exc
+        outputs = screen_bytes(state, who.tenant, model, "output", outputs)
         response = await _reply(state, who.tenant, name, parsed.id or request_id, parsed, outputs, deadline)
     except _Refused as refused:
         decision, response = refused.decision, refused.response

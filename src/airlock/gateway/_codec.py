@@ -8,7 +8,8 @@ bodies (``[server] offload_bytes``) and binary tensors (a view of the body, no p
 
 The process runs only airlock's own parser over the caller's bytes; what comes back is the request
 id, the output choice and each array as (name, dtype string, shape, raw bytes), rebuilt here with
-``numpy.frombuffer`` after the same shape/size checks. A codec that outlives the request deadline
+``numpy.frombuffer`` after the same shape/size checks; a BYTES tensor (an object array) travels as
+its list of ``bytes`` elements instead of a buffer, and is rebuilt after the same count check. A codec that outlives the request deadline
 is killed and replaced on next use.
 """
 
@@ -30,7 +31,7 @@ from airlock.gateway._tensors import InferRequest, encode_reply, parse_infer_req
 
 __all__ = ["CodecUnavailable", "Codecs"]
 
-_Raw = tuple[str, str, tuple[int, ...], bytes]
+_Raw = tuple[str, str, tuple[int, ...], "bytes | list[bytes]"]
 _CONTEXT: Final = multiprocessing.get_context("forkserver")
 
 
@@ -38,12 +39,18 @@ class CodecUnavailable(Exception):
     """The tenant's codec process died or outlived the deadline (it is replaced on next use)."""
 
 
+def _flatten(outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[_Raw]:
+    return [
+        (n, a.dtype.str, a.shape, a.reshape(-1).tolist() if a.dtype.kind == "O" else a.tobytes())
+        for n, a in outputs.items()
+    ]
+
+
 def _parse_child(
-    body: bytes, declared: Sequence[TensorSpec]
-) -> tuple[str | None, list[_Raw], tuple[tuple[str, bool], ...], bool]:
-    request = parse_infer_request(body, declared)
-    raw = [(n, a.dtype.str, a.shape, a.tobytes()) for n, a in request.inputs.items()]
-    return request.id, raw, request.outputs, request.binary_output
+    body: bytes, declared: Sequence[TensorSpec], header_length: int | None, max_bytes: int | None
+) -> tuple[str | None, list[_Raw], tuple[tuple[str, bool], ...], bool, int]:
+    request = parse_infer_request(body, declared, header_length, max_bytes)
+    return request.id, _flatten(request.inputs), request.outputs, request.binary_output, request.nbytes
 
 
 def _encode_child(
@@ -54,8 +61,16 @@ def _encode_child(
     return [bytes(c) for c in chunks], header
 
 
-def _rebuild(dtype: str, shape: tuple[int, ...], data: bytes) -> np.ndarray[Any, Any]:
+def _rebuild(dtype: str, shape: tuple[int, ...], data: bytes | list[bytes]) -> np.ndarray[Any, Any]:
     kind = np.dtype(dtype)
+    if isinstance(data, list):
+        if kind.kind != "O" or math.prod(shape) != len(data) or not all(isinstance(b, bytes) for b in data):
+            raise CodecUnavailable("codec returned a BYTES array that does not match its shape")
+        array = np.empty(len(data), dtype=object)
+        array[:] = data
+        return array.reshape(shape)
+    if kind.kind == "O":
+        raise CodecUnavailable("codec returned an object array as a buffer")
     if math.prod(shape) * kind.itemsize != len(data):
         raise CodecUnavailable("codec returned an array whose size does not match its shape")
     return np.frombuffer(data, dtype=kind).reshape(shape)
@@ -109,13 +124,23 @@ class Codecs:
         return await self._run(tenant, deadline, fn, *args)
 
     async def parse(
-        self, tenant: str, body: bytes, declared: Sequence[TensorSpec], deadline: float
+        self,
+        tenant: str,
+        body: bytes,
+        declared: Sequence[TensorSpec],
+        deadline: float,
+        max_bytes: int | None = None,
+        header_length: int | None = None,
     ) -> InferRequest:
-        request_id, raw, outputs, binary = await self._run(tenant, deadline, _parse_child, body, declared)
+        """The request parsed in the tenant's codec: JSON bodies, and binary ones holding BYTES
+        tensors (their elements are split one by one, in Python)."""
+        request_id, raw, outputs, binary, nbytes = await self._run(
+            tenant, deadline, _parse_child, body, declared, header_length, max_bytes
+        )
         inputs = {}
         for name, dtype, shape, data in raw:
             inputs[name] = _rebuild(dtype, shape, data)
-        return InferRequest(request_id, inputs, outputs, binary)
+        return InferRequest(request_id, inputs, outputs, binary, int(nbytes))
 
     async def encode(
         self,
@@ -126,7 +151,7 @@ class Codecs:
         binary: frozenset[str],
         deadline: float,
     ) -> tuple[list[bytes], int | None]:
-        raw = [(n, a.dtype.str, a.shape, a.tobytes()) for n, a in outputs.items()]
+        raw = _flatten(outputs)
         chunks, header = await self._run(tenant, deadline, _encode_child, model, reply_id, raw, binary)
         return list(chunks), header
 

@@ -48,6 +48,8 @@ DATATYPES: Final[Mapping[str, str]] = {
     "FP16": "<f2",
     "FP32": "<f4",
     "FP64": "<f8",
+    # text and byte strings: numpy object arrays of ``bytes`` (see ._bytes)
+    "BYTES": "|O",
 }
 
 

@@ -3,7 +3,8 @@
 Two encodings of a request: all-JSON (``data`` arrays of numbers), and the KServe v2 binary tensor
 extension: the body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by the
 raw little-endian bytes of each input that says ``"parameters": {"binary_data_size": N}``, in order.
-Binary inputs become arrays over the body's own buffer (no copy, no JSON numbers).
+Binary inputs become arrays over the body's own buffer (no copy, no JSON numbers). ``BYTES``
+tensors (text, byte strings) are object arrays of ``bytes``, parsed and bounded in :mod:`._bytes`.
 
 Every problem is a :class:`TensorError` whose message is a fixed phrase about the caller's own
 request: it names a tensor (a name of at most 256 characters, already checked) and the check, never
@@ -22,6 +23,16 @@ import numpy as np
 
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError
+from airlock.gateway._bytes import (
+    BYTES,
+    BytesError,
+    BytesOutputError,
+    bytes_from_binary,
+    bytes_from_json,
+    bytes_to_binary,
+    bytes_to_json,
+    tensor_bytes,
+)
 from airlock.gateway._config import DATATYPES, TensorSpec
 
 __all__ = [
@@ -58,6 +69,9 @@ class InferRequest:
     outputs: tuple[tuple[str, bool], ...]
     #: binary for every output (request-level ``binary_data_output``)
     binary_output: bool
+    #: the inputs' bytes for the byte budget (a BYTES tensor: its elements + 4 each), counted where
+    #: the request was parsed (the tenant's codec for a large one), not on the event loop
+    nbytes: int
 
 
 def _parse_json(body: bytes | memoryview, what: str) -> dict[str, object]:
@@ -198,10 +212,23 @@ def _outputs(value: object) -> tuple[tuple[str, bool], ...]:
 
 
 def parse_infer_request(
-    body: bytes | memoryview, declared: Sequence[TensorSpec], header_length: int | None = None
+    body: bytes | memoryview,
+    declared: Sequence[TensorSpec],
+    header_length: int | None = None,
+    max_bytes: int | None = None,
 ) -> InferRequest:
-    """The caller's request checked against ``declared``; ``header_length`` selects the binary form."""
+    """The caller's request checked against ``declared``; ``header_length`` selects the binary form;
+    ``max_bytes`` (the request size limit) bounds BYTES elements, each and all together."""
     view = memoryview(body)
+    try:
+        return _parse(view, declared, header_length, min(len(view), max_bytes or len(view)))
+    except BytesError as exc:
+        raise TensorError(str(exc)) from None
+
+
+def _parse(
+    view: memoryview, declared: Sequence[TensorSpec], header_length: int | None, limit: int
+) -> InferRequest:
     if header_length is None:
         request = _parse_json(view, "request body")
         binary = view[len(view) :]
@@ -244,7 +271,9 @@ def parse_infer_request(
         size = _parameters(f"inputs[{index}]", item.get("parameters"), {"binary_data_size": int}).get(
             "binary_data_size"
         )
-        if size is None:
+        if size is None and datatype == BYTES:
+            array = bytes_from_json(name, shape, item.get("data"), limit)
+        elif size is None:
             array = _from_json(name, datatype, shape, item.get("data"))
         else:
             assert isinstance(size, int)
@@ -252,6 +281,13 @@ def parse_infer_request(
                 raise TensorError(f"input {name!r}: binary_data_size needs Inference-Header-Content-Length")
             if "data" in item:
                 raise TensorError(f"input {name!r}: binary_data_size and data exclude each other")
+            if datatype == BYTES:
+                if not 0 <= size <= len(binary) - offset:
+                    raise TensorError(f"input {name!r}: binary_data_size runs past the body")
+                array = bytes_from_binary(name, shape, binary[offset : offset + size], limit)
+                offset += size
+                arrays[name], types[name] = array, datatype
+                continue
             need = math.prod(shape) * np.dtype(DATATYPES[datatype]).itemsize
             if size != need or offset + size > len(binary):
                 raise TensorError(
@@ -274,7 +310,11 @@ def parse_infer_request(
                     f"the model takes {spec.datatype} {list(spec.shape)}"
                 )
     return InferRequest(
-        request_id, arrays, _outputs(request.get("outputs")), bool(params.get("binary_data_output", False))
+        request_id,
+        arrays,
+        _outputs(request.get("outputs")),
+        bool(params.get("binary_data_output", False)),
+        sum(tensor_bytes(a) for a in arrays.values()),
     )
 
 
@@ -299,8 +339,13 @@ def encode_outputs(outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[dict[str
     for name, array in outputs.items():
         datatype = _datatype(array)
         flat = array.reshape(-1)
-        if array.dtype.kind == "f" and flat.size and not bool(np.isfinite(flat).all()):
-            data: list[object] = [float(v) if math.isfinite(v) else None for v in flat.tolist()]
+        if datatype == BYTES:
+            try:
+                data: list[object] = list(bytes_to_json(array))
+            except BytesOutputError as exc:
+                raise OutputError(str(exc)) from None
+        elif array.dtype.kind == "f" and flat.size and not bool(np.isfinite(flat).all()):
+            data = [float(v) if math.isfinite(v) else None for v in flat.tolist()]
         else:
             data = flat.tolist()
         result.append({"name": name, "datatype": datatype, "shape": list(array.shape), "data": data})
@@ -318,7 +363,15 @@ def encode_reply(
     header: list[dict[str, object]] = []
     chunks: list[bytes | memoryview] = []
     for name, array in outputs.items():
-        if name in binary:
+        if name in binary and _datatype(array) == BYTES:
+            try:
+                blob = bytes_to_binary(array)
+            except BytesOutputError as exc:
+                raise OutputError(str(exc)) from None
+            header.append({"name": name, "datatype": BYTES, "shape": list(array.shape),
+                           "parameters": {"binary_data_size": len(blob)}})  # fmt: skip
+            chunks.append(blob)
+        elif name in binary:
             datatype = _datatype(array)
             little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
             header.append({"name": name, "datatype": datatype, "shape": list(array.shape),

@@ -37,6 +37,7 @@ import numpy as np
 
 from airlock._strictjson import parse_json_strict
 from airlock.errors import AirlockError, FormatError, ModelError
+from airlock.gateway._bytes import is_bytes, tensor_bytes
 from airlock.gateway._config import MAX_CONTEXT
 from airlock.sandbox import SandboxPolicy, Worker
 from airlock.sandbox._text import TextStream
@@ -227,7 +228,12 @@ def _failure(error: BaseException) -> BaseException:
 
 
 def _small(inputs: Arrays) -> bool:
-    return len(inputs) <= AHEAD_INPUTS and sum(int(a.nbytes) for a in inputs.values()) <= AHEAD_BYTES
+    # a BYTES tensor's frame: 8 bytes of offsets per element and the elements' bytes (tensor_bytes
+    # counts 4 per element)
+    if len(inputs) > AHEAD_INPUTS or any(is_bytes(a) and 8 * a.size > AHEAD_BYTES for a in inputs.values()):
+        return False  # (checked first: a large BYTES tensor's elements are never summed here)
+    size = sum(tensor_bytes(a) + 4 * a.size if is_bytes(a) else int(a.nbytes) for a in inputs.values())
+    return size <= AHEAD_BYTES
 
 
 class _Killable(Protocol):

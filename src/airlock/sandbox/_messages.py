@@ -3,6 +3,14 @@
 Every header is checked against its schema (exact key set, exact JSON types) before any field is
 used; tensor tables are checked against the payload (contiguous, in order, sizes that add up, no
 object dtypes, rank and count caps). Runs on both sides of the channel: standard library plus numpy.
+
+Byte strings (KServe ``BYTES``, ONNX ``tensor(string)``) cross as dtype ``bytes``, never pickled:
+the tensor's region of the payload is ``count`` little-endian u64 end offsets (one per element,
+relative to the blob) followed by the blob of the elements back to back. The receiver checks the
+ends before slicing: non-decreasing (no element overlaps another or runs backwards), the last one
+exactly the blob's length (nothing overruns the region, no trailing bytes); ``count`` comes from the
+shape and is bounded by the region (8 bytes an element). They become numpy object arrays of
+``bytes``; text (``str`` elements, numpy ``U`` arrays) is sent as its UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import numpy as np
 from airlock.errors import SandboxError
 
 __all__ = [
+    "BYTES_DTYPE",
     "DTYPES",
     "SCHEMAS",
     "TensorCaps",
@@ -43,6 +52,9 @@ DTYPES: Final[Mapping[str, str]] = {
     "complex128": "<c16",
     "bfloat16": "bfloat16",
 }
+#: wire name of byte-string tensors (object arrays of ``bytes``); see the module docstring
+BYTES_DTYPE: Final = "bytes"
+_END: Final = np.dtype("<u8")
 _MAX_NAME: Final = 1024
 
 # Field kinds: "str", "int", "str?" (string or null), "tensors", "options"
@@ -192,19 +204,23 @@ def decode_tensors(specs: object, payload: memoryview, caps: TensorCaps) -> dict
             )
         if name in result:
             raise SandboxError(f"channel: tensor name {name!r} appears twice")
-        if not isinstance(dtype, str) or dtype not in DTYPES:
-            raise SandboxError(f"channel: tensor {name!r} dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        if not isinstance(dtype, str) or (dtype not in DTYPES and dtype != BYTES_DTYPE):
+            raise SandboxError(
+                f"channel: tensor {name!r} dtype {printable(str(dtype), 40)!r} is not one of "
+                f"{', '.join(DTYPES)}, {BYTES_DTYPE}"
+            )
         for value, label in ((offset, "offset"), (nbytes, "nbytes")):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise SandboxError(f"channel: tensor {name!r} {label} must be a non-negative integer")
         assert isinstance(offset, int) and isinstance(nbytes, int)
-        np_dtype = _numpy_dtype(dtype)
-        count = _element_count(name, shape, np_dtype.itemsize, caps)
-        expected = count * np_dtype.itemsize
-        if nbytes != expected:
-            raise SandboxError(
-                f"channel: tensor {name!r} has nbytes {nbytes}, shape and dtype need {expected}"
-            )
+        if dtype != BYTES_DTYPE:
+            np_dtype = _numpy_dtype(dtype)
+            count = _element_count(name, shape, np_dtype.itemsize, caps)
+            expected = count * np_dtype.itemsize
+            if nbytes != expected:
+                raise SandboxError(
+                    f"channel: tensor {name!r} has nbytes {nbytes}, shape and dtype need {expected}"
+                )
         if offset != position:
             raise SandboxError(
                 f"channel: tensor {name!r} starts at {offset}, expected {position} (contiguous)"
@@ -213,12 +229,62 @@ def decode_tensors(specs: object, payload: memoryview, caps: TensorCaps) -> dict
             raise SandboxError(
                 f"channel: tensor {name!r} ends at {offset + nbytes}, payload has {payload.nbytes}"
             )
+        if dtype == BYTES_DTYPE:
+            result[name] = _decode_bytes(name, shape, payload[offset : offset + nbytes], caps)
+            position = offset + nbytes
+            continue
         array = np.frombuffer(payload, dtype=np_dtype, count=count, offset=offset)
         result[name] = array.reshape(tuple(shape))
         position = offset + nbytes
     if position != payload.nbytes:
         raise SandboxError(f"channel: tensors cover {position} bytes, payload has {payload.nbytes}")
     return result
+
+
+def _decode_bytes(name: str, shape: object, region: memoryview, caps: TensorCaps) -> np.ndarray[Any, Any]:
+    """A ``bytes`` tensor from its region (ends table + blob), every end checked before any slice."""
+    count = _element_count(name, shape, _END.itemsize, caps)
+    table = count * _END.itemsize
+    if table > region.nbytes:
+        raise SandboxError(
+            f"channel: bytes tensor {name!r} of {count} elements needs {table} bytes of offsets, "
+            f"its region has {region.nbytes}"
+        )
+    ends = np.frombuffer(region, dtype=_END, count=count)
+    blob = region[table:]
+    if count and bool((ends[1:] < ends[:-1]).any()):
+        raise SandboxError(f"channel: bytes tensor {name!r} has element offsets that go backwards (overlap)")
+    last = int(ends[-1]) if count else 0
+    if last != blob.nbytes:
+        raise SandboxError(
+            f"channel: bytes tensor {name!r} elements end at {last}, its blob has {blob.nbytes} bytes"
+        )
+    data = bytes(blob)
+    bounds = ends.tolist()
+    array = np.empty(count, dtype=object)
+    array[:] = [data[start:end] for start, end in zip([0, *bounds][: len(bounds)], bounds, strict=True)]
+    assert isinstance(shape, list)  # checked by _element_count
+    return array.reshape(tuple(shape))
+
+
+def _encode_bytes(name: str, given: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], bytes]:
+    """Ends table and blob of a text or byte-string array (elements: ``bytes`` or ``str`` as UTF-8)."""
+    items: list[bytes] = []
+    for item in given.reshape(-1).tolist():
+        if isinstance(item, bytes):
+            items.append(item)
+        elif isinstance(item, str):
+            try:
+                items.append(item.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise SandboxError(f"channel: tensor {name!r} holds text that is not valid Unicode") from None
+        else:
+            raise SandboxError(
+                f"channel: tensor {name!r} holds a {type(item).__name__}, which cannot cross the channel "
+                "(object arrays may hold only bytes or str)"
+            )
+    ends = np.cumsum([len(b) for b in items], dtype=_END) if items else np.zeros(0, dtype=_END)
+    return ends.astype(_END, copy=False), b"".join(items)
 
 
 def encode_tensors(
@@ -231,6 +297,21 @@ def encode_tensors(
     for name, given in arrays:
         if not isinstance(given, np.ndarray):
             raise SandboxError(f"channel: value {name!r} is {type(given).__name__}, not a numpy array")
+        if given.dtype.kind in "OSU":
+            ends, blob = _encode_bytes(name, given)
+            size = ends.nbytes + len(blob)
+            buffers += [memoryview(ends.view(np.uint8)), memoryview(blob)]  # type: ignore[arg-type]
+            specs.append(
+                {
+                    "name": name,
+                    "dtype": BYTES_DTYPE,
+                    "shape": list(given.shape),
+                    "offset": position,
+                    "nbytes": size,
+                }
+            )
+            position += size
+            continue
         wire = _wire_name(given.dtype)
         if given.dtype.byteorder == ">":
             given = given.astype(given.dtype.newbyteorder("<"))  # noqa: PLW2901

@@ -2,6 +2,12 @@
 
 External data files are not supported: the job has no path to the model folder, only the one file.
 ``state_dict`` reads the graph initializers with the ``onnx`` package.
+
+Text: a ``tensor(string)`` input takes a byte-string tensor (an object array of ``bytes``, how
+KServe ``BYTES`` arrive), each element strict UTF-8, decoded to ``str`` here: onnxruntime would
+otherwise turn a ``bytes`` element into the text of its repr (``"b'abc'"``) without a word. A string
+input given numbers, or a numeric input given byte strings, is refused before the graph runs.
+String outputs come back as ``str`` elements and cross the channel as UTF-8 (``_messages``).
 """
 
 from __future__ import annotations
@@ -37,8 +43,31 @@ class _Session:
 
     def infer(self, inputs: dict[str, np.ndarray[Any, Any]]) -> NamedArrays:
         outputs = [o.name for o in self.session.get_outputs()]
-        values = self.session.run(outputs, dict(inputs))
+        types = {i.name: i.type for i in self.session.get_inputs()}
+        feed = {name: _feed(name, types.get(name), value) for name, value in inputs.items()}
+        values = self.session.run(outputs, feed)
         return [(name, np.asarray(value)) for name, value in zip(outputs, values, strict=True)]
+
+
+def _feed(name: str, declared: str | None, value: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``value`` as onnxruntime takes it for an input of type ``declared`` (``tensor(string)``, ...)."""
+    text = value.dtype.kind == "O"
+    if declared == "tensor(string)":
+        if not text:
+            raise TypeError(f"input {name!r} is tensor(string); got {value.dtype} numbers")
+        decoded = np.empty(value.shape, dtype=object)
+        flat = decoded.reshape(-1)
+        for index, item in enumerate(value.reshape(-1).tolist()):
+            if not isinstance(item, bytes):
+                raise TypeError(f"input {name!r}: element {index} is not a byte string")
+            try:
+                flat[index] = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"input {name!r}: element {index} is not valid UTF-8") from None
+        return decoded
+    if text:
+        raise TypeError(f"input {name!r} is {declared}; got byte strings")
+    return value
 
 
 class _OnnxRuntime:

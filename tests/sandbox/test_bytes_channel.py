@@ -1,0 +1,174 @@
+"""Byte-string tensors on the job channel (dtype ``bytes``: u64 end offsets + blob, never pickle).
+
+The host decodes what a job sends as hostile: element counts bounded by the region (8 bytes an
+element) before anything is allocated, ends that go backwards (overlap) or past the blob, bytes
+left after the last element — each a SandboxError. Fuzzed tables and payloads raise nothing else;
+a real hostile job (a torch payload speaking the frame protocol itself) gets the same answer.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airlock.errors import SandboxError
+from airlock.sandbox import Sandbox, SandboxPolicy
+from airlock.sandbox._messages import BYTES_DTYPE, TensorCaps, decode_tensors, encode_tensors
+from tests.sandbox.conftest import FAST_LIMITS
+from tests.sandbox.test_host_side import hostile
+
+TCAPS = TensorCaps(max_tensors=8, max_rank=8)
+
+
+def _table(shape: list[int], nbytes: int, offset: int = 0, name: str = "s") -> list[object]:
+    return [{"name": name, "dtype": BYTES_DTYPE, "shape": shape, "offset": offset, "nbytes": nbytes}]
+
+
+def _region(ends: list[int], blob: bytes) -> bytes:
+    return struct.pack(f"<{len(ends)}Q", *ends) + blob
+
+
+def test_round_trip_of_text_and_bytes() -> None:
+    arrays = [
+        ("t", np.array(["héllo", "", "a\x00b"], dtype=object)),
+        ("b", np.array([[b"\xff", b""], [b"xy", b"z"]], dtype=object)),
+        ("u", np.array(["ab", "c"])),  # a numpy str array crosses as UTF-8 too
+        ("n", np.arange(3, dtype=np.int16)),
+        ("e", np.zeros((0, 2), dtype=object)),
+    ]
+    specs, buffers = encode_tensors(arrays)
+    payload = memoryview(b"".join(bytes(b) for b in buffers))
+    got = decode_tensors(specs, payload, TCAPS)
+    assert got["t"].tolist() == ["héllo".encode(), b"", b"a\x00b"]
+    assert got["b"].shape == (2, 2) and got["b"].tolist() == [[b"\xff", b""], [b"xy", b"z"]]
+    assert got["u"].tolist() == [b"ab", b"c"] and got["n"].tolist() == [0, 1, 2]
+    assert got["e"].shape == (0, 2) and got["e"].dtype == object
+
+
+def test_what_cannot_cross() -> None:
+    with pytest.raises(SandboxError, match="not valid Unicode"):
+        encode_tensors([("t", np.array(["\ud800"], dtype=object))])
+    with pytest.raises(SandboxError, match="holds a int, which cannot cross the channel"):
+        encode_tensors([("t", np.array([b"a", 1], dtype=object))])
+
+
+@pytest.mark.parametrize(
+    ("table", "payload", "message"),
+    [
+        # ends go backwards: element 1 would overlap element 0
+        (_table([2], 16 + 3), _region([3, 1], b"abc"), "go backwards"),
+        # the last end runs past the blob, by one
+        (_table([2], 16 + 3), _region([1, 4], b"abc"), "elements end at 4, its blob has 3 bytes"),
+        # the last end stops short: trailing bytes
+        (_table([2], 16 + 3), _region([1, 2], b"abc"), "elements end at 2, its blob has 3 bytes"),
+        # a first end past the blob (2**64-1) while the last is exact
+        (_table([2], 16 + 3), _region([2**64 - 1, 3], b"abc"), "go backwards"),
+        # a count the region cannot hold: 9 elements need 72 bytes of offsets
+        (_table([9], 64), bytes(64), "of 9 elements needs 72 bytes of offsets, its region has 64"),
+        # a huge declared count with a tiny region, and an absurd shape
+        (
+            _table([2**20], 8),
+            bytes(8),
+            "of 1048576 elements needs 8388608 bytes of offsets, its region has 8",
+        ),
+        (_table([2**61], 8), bytes(8), "spans more than"),
+        (_table([2**62, 0], 0), b"", "spans more than"),
+        (_table([1], 9, offset=1), bytes(10), "starts at 1, expected 0"),
+        (_table([1], 16), _region([8], b"abcdefg"), "ends at 16, payload has 15"),
+        (_table([1], 8 + 3), _region([3], b"abc") + b"!", "tensors cover 11 bytes, payload has 12"),
+    ],
+)
+def test_hostile_bytes_tables_are_sandbox_errors(table: list[object], payload: bytes, message: str) -> None:
+    with pytest.raises(SandboxError, match=message):
+        decode_tensors(table, memoryview(payload), TCAPS)
+
+
+def test_exact_count_at_n_minus_1_n_n_plus_1() -> None:
+    """n empty elements need exactly 8n bytes of offsets."""
+    n = 6
+    region = _region([0] * n, b"")
+    assert decode_tensors(_table([n], len(region)), memoryview(region), TCAPS)["s"].tolist() == [b""] * n
+    with pytest.raises(SandboxError, match="of 7 elements needs 56 bytes of offsets, its region has 48"):
+        decode_tensors(_table([n + 1], len(region)), memoryview(region), TCAPS)
+    with pytest.raises(SandboxError, match="elements end at 0, its blob has 8 bytes"):
+        decode_tensors(_table([n - 1], len(region)), memoryview(region), TCAPS)
+
+
+def test_a_huge_claimed_count_allocates_nothing() -> None:
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        with pytest.raises(SandboxError):
+            decode_tensors(_table([2**40], 16), memoryview(bytes(16)), TensorCaps(8, 8, 1 << 30))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20 and time.perf_counter() - started < 1.0
+
+
+_dims = st.lists(st.one_of(st.integers(0, 5), st.sampled_from([2**31, 2**62, 2**64, -1])), max_size=4)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=_dims,
+    ends=st.lists(st.integers(0, 2**64 - 1) | st.integers(0, 12), max_size=6),
+    blob=st.binary(max_size=12),
+    extra=st.integers(-3, 3),
+)
+def test_fuzzed_bytes_regions_only_raise_sandbox_error(
+    shape: list[int], ends: list[int], blob: bytes, extra: int
+) -> None:
+    payload = _region(ends, blob)
+    try:
+        arrays = decode_tensors(_table(shape, max(0, len(payload) + extra)), memoryview(payload), TCAPS)
+    except SandboxError:
+        return
+    (array,) = arrays.values()
+    items = array.reshape(-1).tolist()
+    # accepted only when the elements exactly tile the blob, in order
+    assert all(isinstance(i, bytes) for i in items) and b"".join(items) == blob
+    assert len(items) == len(ends) and list(array.shape) == shape
+
+
+# --- a real hostile job ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def warm() -> Iterator[Sandbox]:
+    with Sandbox(SandboxPolicy(limits=FAST_LIMITS), runtimes=("torch",)) as sandbox:
+        yield sandbox
+
+
+def _answer(table: str, payload: str) -> str:
+    return f"S.sendall(LOADED)\nS.sendall(tensors_frame({table}, {payload}))\ntime.sleep(30)"
+
+
+@pytest.mark.parametrize(
+    ("table", "payload", "message"),
+    [
+        # overlapping elements
+        ("[{'name':'s','dtype':'bytes','shape':[2],'offset':0,'nbytes':19}]",
+         "struct.pack('<2Q', 3, 1) + b'abc'", "go backwards"),
+        # an end past the blob
+        ("[{'name':'s','dtype':'bytes','shape':[1],'offset':0,'nbytes':11}]",
+         "struct.pack('<Q', 2**40) + b'abc'", "elements end at 1099511627776"),
+        # a count no region could hold, with a tiny payload
+        ("[{'name':'s','dtype':'bytes','shape':[2**20],'offset':0,'nbytes':8}]",
+         "bytes(8)", "bytes of offsets, its region has 8"),
+    ],
+)  # fmt: skip
+def test_a_hostile_job_answer_with_bad_bytes_is_refused(
+    warm: Sandbox, tmp_path: Path, table: str, payload: str, message: str
+) -> None:
+    model = hostile(tmp_path / "bytes.pt", _answer(table, payload))
+    with warm.open(model) as worker, pytest.raises(SandboxError, match=message):
+        worker.state_dict()
