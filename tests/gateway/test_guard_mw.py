@@ -293,7 +293,8 @@ def test_a_guard_on_a_tensor_model_stops_the_start(tmp_path: Path) -> None:
     store.add_tenant("acme", None)
     store.close()
     with pytest.raises(
-        UsageError, match=r"models\.affine\.guard: the guard checks text, and this is a tensor model"
+        UsageError,
+        match=r"models\.affine\.guard: the guard checks text, and this tensor model declares no BYTES input",
     ):
         Running(Gateway(config))
 

@@ -45,6 +45,7 @@ from airlock.gateway._bytes import is_bytes, tensor_bytes
 from airlock.gateway._codec import Codecs, CodecUnavailable
 from airlock.gateway._config import GatewayConfig, ModelConfig, TenantLimits
 from airlock.gateway._guard import ConnectionGuard, PreAuth
+from airlock.gateway._guard_trail import GuardTrail
 from airlock.gateway._keys import Authenticated, authenticate
 from airlock.gateway._limiter import Admit, RateLimiter
 from airlock.gateway._observe import Metrics
@@ -59,6 +60,7 @@ from airlock.gateway._tensors import (
 )
 from airlock.gateway._text_lane import TextLane
 from airlock.gateway._workers import Lane, ModelFailed, WorkerCrashed, WorkerTimeout
+from airlock.guard import Pseudonyms
 
 __all__ = ["GatewayState", "build_app"]
 
@@ -332,16 +334,20 @@ async def _slices(chunks: Sequence[bytes | memoryview]) -> AsyncIterator[bytes |
             yield view[start : start + _SLICE]
 
 
-def screen_bytes(
-    state: GatewayState, tenant: str, model: ModelConfig, direction: str, tensors: dict[str, Any]
-) -> dict[str, Any]:
+async def screen_bytes(
+    state: GatewayState, tenant: str, model: ModelConfig, direction: str, tensors: dict[str, Any],
+    deadline: float, trail: GuardTrail, pseudonyms: Pseudonyms,
+) -> tuple[dict[str, Any], Pseudonyms]:  # fmt: skip
     """THE place where a KServe request's parsed tensors (``direction="input"``, after the shape
     and datatype checks, before the byte budget, the "started" audit row and the worker) and the
-    model's outputs (``"output"``, before encoding) pass through the gateway. BYTES tensors are
-    numpy object arrays of ``bytes``; :func:`airlock.gateway._bytes.bytes_tensors` lists them as
-    (name, shape, elements). A policy step (the input guard) returns the tensors to use, or raises
-    ``_Refused`` with a fixed 400 text and its audit decision. Today: unchanged."""
-    return tensors
+    model's outputs (``"output"``, before encoding) pass through the gateway: a guarded model's
+    BYTES elements go through its guard (:mod:`._bytes_guard`), which returns the tensors to use
+    or raises ``_Refused`` (400 / 502, fixed texts) with its audit decision."""
+    if model.guard is None:
+        return tensors, pseudonyms
+    from airlock.gateway._bytes_guard import guard_tensors  # a guarded model only (it imports this module)
+
+    return await guard_tensors(state, tenant, model, direction, tensors, deadline, trail, pseudonyms)
 
 
 async def infer(request: Request) -> Response:
@@ -356,6 +362,7 @@ async def infer(request: Request) -> Response:
     # the answer is built once it is known (an error response built ahead cost as much as the
     # whole authentication step)
     decision, response = "allowed", _UNSET
+    trail, pseudonyms = GuardTrail(), Pseudonyms()
     try:
         who = _auth(state, request)
         model = _model_for(state, who, name)
@@ -380,7 +387,9 @@ async def infer(request: Request) -> Response:
         except TimeoutError as exc:
             raise _Refused(_error(504), "failed:timeout") from exc
         parsed = await _parse(state, who.tenant, model, body, header_length, deadline)
-        inputs = screen_bytes(state, who.tenant, model, "input", parsed.inputs)
+        inputs, pseudonyms = await screen_bytes(
+            state, who.tenant, model, "input", parsed.inputs, deadline, trail, pseudonyms
+        )
         nbytes = parsed.nbytes
         admit = state.limiter.take_bytes(who.tenant, limits, nbytes, time.monotonic())
         if not admit.allowed:
@@ -414,7 +423,9 @@ async def infer(request: Request) -> Response:
                 },
             )
             raise _Refused(_error(503), "failed:worker") from exc
-        outputs = screen_bytes(state, who.tenant, model, "output", outputs)
+        outputs, _ = await screen_bytes(
+            state, who.tenant, model, "output", outputs, deadline, trail, pseudonyms
+        )
         response = await _reply(state, who.tenant, name, parsed.id or request_id, parsed, outputs, deadline)
     except _Refused as refused:
         decision, response = refused.decision, refused.response
@@ -435,7 +446,7 @@ async def infer(request: Request) -> Response:
         decision, response = "failed:internal", _error(500)
     if decision != "failed:audit":
         try:
-            await _audit(state, who, name, request_id, decision, response.status_code)
+            await _audit(state, who, name, request_id, decision, response.status_code, guard=trail.audit())
         except AuditUnavailable:
             # the outcome cannot be recorded: the caller gets no result it could use unaudited
             decision, response = "failed:audit", _error(503, text=AUDIT_UNAVAILABLE)

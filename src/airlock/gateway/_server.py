@@ -424,15 +424,17 @@ def _export(state: GatewayState) -> None:
 
 
 def _check_guards(admitted: list[tuple[ModelConfig, Path]]) -> None:
-    """A guard policy is for text models (the KServe v2 routes take numeric tensors only, no text);
-    each policy's guards are built now, so a bad one stops the start, not a request."""
+    """A guard policy is for text: a text model's messages and answers, or a tensor model's BYTES
+    tensors (at least one BYTES input declared in ``inputs``; its BYTES outputs are checked too).
+    Each policy's guards are built now, so a bad one stops the start, not a request."""
     for model, staged in admitted:
         if model.guard is None:
             continue
-        if not _is_text(staged, model):
+        if not _is_text(staged, model) and not any(spec.datatype == "BYTES" for spec in model.inputs):
             raise UsageError(
-                f"config: models.{model.name}.guard: the guard checks text, and this is a tensor model "
-                "(the KServe v2 routes take no BYTES tensors); remove the guard table"
+                f"config: models.{model.name}.guard: the guard checks text, and this tensor model declares "
+                "no BYTES input in 'inputs' (numeric tensors are never guarded); declare its BYTES inputs or "
+                "remove the guard table"
             )
         warm_guards(model.name, model.guard)
 

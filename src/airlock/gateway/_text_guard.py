@@ -14,15 +14,15 @@ counts (:class:`GuardTrail`). Never the text, a span's content, a canary, or a p
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from airlock.gateway._app import CODEC_UNAVAILABLE, GatewayState, _error, _Refused
 from airlock.gateway._codec import CodecUnavailable
 from airlock.gateway._guard_policy import GuardPolicy, canonical
+from airlock.gateway._guard_trail import GuardTrail, Outcome
 from airlock.guard import Decision, Guard, GuardConfig, Pseudonyms
 from airlock.guard._sizes import SizeLimits, check_sizes, count_lines
 
@@ -45,37 +45,6 @@ _ORDER: Final = (Decision.BLOCKED, Decision.REDACTED, Decision.FLAGGED, Decision
 _PSEUDONYM: Final = re.compile(r"<([A-Z_]+)_(\d+)>")
 #: Guards built in this process (the gateway's, or a codec process's), by model and direction
 _GUARDS: dict[str, tuple[GuardConfig, Guard]] = {}
-
-
-@dataclass
-class Outcome:
-    """A direction's result: the decision, the checked texts (None when blocked), rule counts; the
-    pseudonym mapping (values: personal data, never in a repr)."""
-
-    decision: str
-    texts: list[str] | None
-    rules: dict[str, int]
-    pseudonyms: dict[str, str] = field(default_factory=dict, repr=False)
-
-
-@dataclass
-class GuardTrail:
-    """What one request's guard did, per direction: what the audit row and the metrics keep."""
-
-    directions: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def add(self, direction: str, outcome: Outcome) -> None:
-        self.directions[direction] = {
-            "decision": outcome.decision,
-            "rules": dict(sorted(outcome.rules.items())),
-        }
-
-    def audit(self) -> str:
-        """Canonical JSON (``{"input": {"decision": ..., "rules": {rule: count}}, "output": ...}``),
-        or "" when nothing was checked."""
-        if not self.directions:
-            return ""
-        return json.dumps(self.directions, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _guard(key: str, config: GuardConfig) -> Guard:
