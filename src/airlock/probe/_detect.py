@@ -98,9 +98,18 @@ def _decoded_runs(text: str) -> Iterator[tuple[str, str]]:
 
 
 def code_views(reply: str, code: str) -> str | None:
-    """The first view of ``reply`` in which ``code`` appears, or None."""
+    """The first view of ``reply`` in which ``code`` appears, or None. The NULs that
+    :func:`strip_echo` leaves split the reply: no view joins text across one."""
     if code in reply:
         return "verbatim"
+    for segment in reply.split("\x00"):
+        view = _segment_views(segment, code)
+        if view is not None:
+            return view
+    return None
+
+
+def _segment_views(reply: str, code: str) -> str | None:
     want = _alnum(code)
     flat = _alnum(reply)
     if want in flat:
