@@ -11,6 +11,7 @@ import codecs
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ _B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 class Stub:
     key: str = "sk-test"
     #: "model" (default), "redirect" (307 to ``location``), "huge" (a body over the client's limit),
-    #: "html" (a reply with markup and quotes), "unauthorised"
+    #: "html" (a reply with markup and quotes), "unauthorised", "trickle" (a body a byte at a time)
     mode: str = "model"
     location: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -78,6 +79,18 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 return
             if stub.mode == "redirect":
                 self._send(307, b"{}", {"Location": stub.location})
+                return
+            if stub.mode == "trickle":  # a byte every 0.2 s: each read is quick, the answer never ends
+                self.send_response(200)
+                self.send_header("Content-Length", "400")
+                self.end_headers()
+                try:
+                    for _ in range(400):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:
+                    pass
                 return
             if stub.mode == "huge":
                 self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')

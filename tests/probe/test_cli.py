@@ -4,6 +4,7 @@ the report, determinism, the guard's reduction, regression mode, escaping, and t
 from __future__ import annotations
 
 import json
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,14 @@ def test_no_proxy_no_redirect_bounded_body(
     assert code == 0
     assert report["attacks"][0]["error"] == "response larger than 1048576 bytes"
     assert report["families"][0]["errors"] == 1 and report["families"][0]["unguarded"]["trials"] == 0
+
+
+def test_a_trickling_server_cannot_hold_the_run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    started = time.monotonic()
+    with stub_server(Stub(mode="trickle")) as slow:
+        code, report, out = _probe(
+            capsys, slow, tmp_path, "--max-prompts", "1", "--benign", "0", "--timeout", "2"
+        )
+    assert code == 0, out
+    assert report["attacks"][0]["error"] == "no complete answer within 2 s"
+    assert time.monotonic() - started < 30  # 80 s if only each read were bounded

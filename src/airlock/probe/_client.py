@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -136,6 +137,9 @@ class ChatClient:
             "seed": self.seed,
             "stream": False,
         }
+        # httpx's timeout bounds each read; the deadline bounds the whole answer (a server that
+        # trickles a byte per read would otherwise hold the run forever)
+        deadline = time.monotonic() + timeout
         try:
             with self._http.stream("POST", self.target.endpoint, json=body, timeout=timeout) as response:
                 raw = bytearray()
@@ -143,6 +147,8 @@ class ChatClient:
                     raw += chunk
                     if len(raw) > MAX_RESPONSE_BYTES:
                         raise CaseFailed(f"response larger than {MAX_RESPONSE_BYTES} bytes")
+                    if time.monotonic() > deadline:
+                        raise CaseFailed(f"no complete answer within {timeout:.0f} s")
                 status = response.status_code
         except httpx.ConnectError as exc:
             raise AirlockError(f"cannot connect to {self.target.endpoint}: {exc}") from exc
