@@ -247,3 +247,26 @@ def test_a_family_named_twice_is_attacked_once(capsys: pytest.CaptureFixture[str
         )
     assert code == 0 and [f["family"] for f in report["families"]] == ["many-shot"]
     assert len({a["id"] for a in report["attacks"]}) == len(report["attacks"]) == 4
+
+
+def test_bad_guard_table_and_key_file_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    guard = tmp_path / "guard.toml"
+    guard.write_text('[guard]\ninjection = "maybe"\n')
+    with stub_server() as stub:
+        code, _, out = _probe(capsys, stub, tmp_path, "--with-guard", str(guard))
+        assert code == 2 and "injection" in out and "'maybe'" in out
+        guard.write_text("not toml = = 1")
+        code, _, out = _probe(capsys, stub, tmp_path, "--with-guard", str(guard))
+        assert code == 2 and "is not TOML" in out
+        code, _, out = _probe(capsys, stub, tmp_path, key="two words")
+        assert code == 2 and "must hold one key, without spaces" in out
+        assert stub.requests == []
+    # the key never reaches the report or stdout
+    with stub_server(Stub(key="sk-secret-4471")) as stub:
+        code, report, out = _probe(
+            capsys, stub, tmp_path, "--max-prompts", "1", "--benign", "0", key="sk-secret-4471"
+        )
+    assert code == 0 and stub.requests[0]["auth"] == "Bearer sk-secret-4471"
+    assert "sk-secret-4471" not in json.dumps(report) and "sk-secret-4471" not in out
