@@ -270,3 +270,31 @@ def test_bad_guard_table_and_key_file_are_usage_errors(
         )
     assert code == 0 and stub.requests[0]["auth"] == "Bearer sk-secret-4471"
     assert "sk-secret-4471" not in json.dumps(report) and "sk-secret-4471" not in out
+
+
+def test_a_rewritten_prompt_is_sent_again_and_judged_on_its_own_reply(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The guard removes zero-width characters (its default 'hidden = redact'); the stub model cannot
+    read the obfuscated override but obeys the cleaned one: the guard made this attack work, and the
+    report says so rather than assuming a guard only ever helps."""
+    guard = tmp_path / "guard.toml"
+    guard.write_text('hidden = "redact"\nhomoglyphs = "off"\npii = "off"\n')
+    sarif_path = tmp_path / "r.sarif"
+    with stub_server() as stub:
+        code, report, out = _probe(
+            capsys, stub, tmp_path, "--family", "encoding", "--max-prompts", "40", "--benign", "0",
+            "--with-guard", str(guard), "--sarif", str(sarif_path),
+        )  # fmt: skip
+    assert code == 0, out
+    zw = [a for a in report["attacks"] if a["mutation"] == "zero-width"]
+    assert all(a["guard"]["decision"] == "redacted" and a["guard"]["success"] for a in zw)
+    assert all(a["guard"]["rules"] == ["unicode.invisible"] and a["guard"]["reply"] for a in zw)
+    assert report["timings"]["requests"] == len(report["attacks"]) + len(zw)
+    # the variants whose zero-width characters split "code word" failed without the guard
+    unreadable = [a for a in zw if not a["success"]]
+    assert len(unreadable) >= 4
+    (entry,) = report["families"]
+    assert entry["guarded"]["successes"] - entry["unguarded"]["successes"] == len(unreadable)
+    results = json.loads(sarif_path.read_text())["runs"][0]["results"]
+    assert {r["properties"]["case"] for r in results} >= {a["id"] for a in zw}

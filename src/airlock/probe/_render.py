@@ -50,7 +50,8 @@ def render_sarif(report: dict[str, Any]) -> dict[str, Any]:
         if not (guarded["success"] if guarded is not None else attack["success"]):
             continue
         rule = f"probe/{attack['family']}"
-        views = ",".join(f"{d['detector']}:{d['view']}" for d in attack["detections"])
+        judged = guarded if guarded is not None and guarded["reply"] is not None else attack
+        views = ",".join(f"{d['detector']}:{d['view']}" for d in judged["detections"])
         fingerprint = hashlib.sha256(f"{rule}|{attack['template']}|{attack['goal']}".encode()).hexdigest()
         results.append(
             {
