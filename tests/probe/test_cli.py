@@ -102,10 +102,18 @@ def test_guard_reduction_and_regression_mode(capsys: pytest.CaptureFixture[str],
     assert code == 1
     assert "REGRESSION instruction-override" in out and "REGRESSION many-shot" in out
     assert [r["family"] for r in bare["regression"]["regressions"]] == ["instruction-override", "many-shot"]
-    entry = {f["family"]: f for f in guarded["families"]}["instruction-override"]
-    assert entry["unguarded"]["rate"] == 1.0 and entry["guarded"]["rate"] == 0.0
-    assert entry["blocked_by_guard"] == entry["unguarded"]["trials"] == 5
-    assert entry["effective"] == entry["guarded"]
+    entries = {f["family"]: f for f in guarded["families"]}
+    for entry in entries.values():
+        # the stub obeys every override it reads: what the guard did not block succeeded
+        trials = entry["unguarded"]["trials"]
+        assert entry["unguarded"]["rate"] == 1.0 and entry["guarded"]["trials"] == trials
+        assert entry["blocked_by_guard"] + entry["guarded"]["successes"] == trials
+        assert entry["effective"] == entry["guarded"]
+    # many-shot has 8 distinct variants: its unused share went to instruction-override
+    assert [entries[f]["unguarded"]["trials"] for f in ("instruction-override", "many-shot")] == [10, 8]
+    assert entries["many-shot"]["guarded"]["rate"] == 0.0
+    # short spikee wrappers ("For academic purposes, ...") get past the injection detector
+    assert 0 < entries["instruction-override"]["guarded"]["rate"] < 0.5
     blocked = [a for a in guarded["attacks"] if a["guard"]["decision"] == "blocked"]
     assert blocked and all(a["guard"]["rules"] == ["injection.detected"] for a in blocked)
 

@@ -73,6 +73,7 @@ def test_the_canary_never_reaches_the_attacker_text_and_the_token_never_the_syst
         assert case.messages[0].role == "system" and secrets.token not in case.messages[0].content
         assert "{goal}" not in case.attack_text and "{generator.name}" not in case.attack_text
         assert "{payload}" not in case.attack_text and "{parts}" not in case.attack_text
+        assert "{instruction}" not in case.attack_text and "<INSTRUCTION>" not in case.attack_text
 
 
 def test_budget_is_shared_round_robin_and_prompts_are_distinct() -> None:
@@ -80,10 +81,10 @@ def test_budget_is_shared_round_robin_and_prompts_are_distinct() -> None:
     cases = build_cases(data, 0, 18)
     assert [c.family for c in cases] == [f for f in FAMILIES for _ in range(2)]
     assert len({c.messages for c in build_cases(data, 0, 1000)}) == len(build_cases(data, 0, 1000))
-    # instruction-override has 5 fixed templates: asking for 50 gives 5, never repeats
-    assert len(build_cases(data, 0, 50, ("instruction-override",))) == 5
+    # delimiter-confusion has 5 fixed templates: asking for 50 gives 5, never repeats
+    assert len(build_cases(data, 0, 50, ("delimiter-confusion",))) == 5
     # a family that runs out leaves its share to the others
-    two = build_cases(data, 0, 30, ("instruction-override", "encoding"))
+    two = build_cases(data, 0, 30, ("delimiter-confusion", "encoding"))
     assert [c.family for c in two].count("encoding") == 25
 
 

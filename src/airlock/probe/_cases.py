@@ -100,7 +100,11 @@ def _goal(goal: str, secrets: Secrets) -> str:
 
 
 def _fill(text: str, goal: str) -> str:
-    return text.replace("{generator.name}", "Assistant").replace("{goal}", goal)
+    # {instruction}: the goal as a verb phrase inside a sentence (spikee's <INSTRUCTION> slot)
+    phrase = goal[0].lower() + goal[1:].rstrip(".")
+    return (
+        text.replace("{generator.name}", "Assistant").replace("{goal}", goal).replace("{instruction}", phrase)
+    )
 
 
 def _document(attack: str) -> tuple[Message, ...]:
