@@ -75,6 +75,7 @@ _ARGS = {
     "key": ["key", "list", "--config", "c.toml"],
     "audit": ["audit", "verify", "--config", "c.toml"],
     "guard": ["guard", "hello"],
+    "probe": ["probe", "https://127.0.0.1:1/v1", "--model", "m"],
 }
 
 

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.xdist_group("memorization")
 CANDIDATES = 500
 _RUN = """
 import sys
-from airlock.probe.memorization import main
-code = main(sys.argv[1:])
+from airlock._cli import main
+code = main(["probe", "--memorization", *sys.argv[1:]])  # the airlock command line, as users run it
 loaded = sorted(m for m in ("torch", "transformers", "safetensors", "tokenizers") if m in sys.modules)
 assert not loaded, f"the trusted process imported {loaded}"
 sys.exit(code)

@@ -339,3 +339,16 @@ def test_the_command_line_fails_cleanly_before_any_load(
     assert main(["--help"]) == 0
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
     assert "Exit 0: no record at risk; 1: at least one at risk; 2: any error" in help_text
+
+
+def test_airlock_probe_memorization_is_the_audit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from airlock._cli import main as airlock
+
+    missing = tmp_path / "none.json"
+    assert airlock(["probe", "--memorization", str(_folder(tmp_path)), "--records", str(missing)]) == 2
+    assert "airlock probe --memorization: error: cannot open records file" in capsys.readouterr().err
+    assert airlock(["probe", "--memorization", "--help"]) == 0
+    assert "--records FILE" in capsys.readouterr().out
+    # without the flag, probe is the prompt-injection probe (a URL and --model)
+    assert airlock(["probe", "--help"]) == 0
+    assert "--memorization" in capsys.readouterr().out

@@ -69,8 +69,13 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("key", "airlock._cli.key_cmd", "create, revoke or list API keys of airlock serve tenants", ("serve",)),
     CommandEntry("audit", "airlock._cli.audit_cmd", "verify the hash chain of the airlock serve audit log", ("serve",)),
     CommandEntry("guard", "airlock._cli.guard_cmd", "check untrusted text: hidden characters, markup, exfiltration links, PII; redact or block", ("guard",)),
+    CommandEntry("probe", "airlock._cli.probe_cmd", "attack a served model with seeded prompt injections; success rates per family, CI regression mode", ("probe",)),
     CommandEntry("certs", "airlock._cli.certs_cmd", "make a development CA, server certificate and mTLS client certificates"),
 )  # fmt: skip
+
+
+#: what ``airlock probe --memorization`` needs (the model runs in the sandbox, through the text runtime)
+MEMORIZATION_EXTRAS = ("sandbox", "text")
 
 
 def docs_location() -> str:
@@ -160,6 +165,14 @@ def main(argv: Sequence[str] | None = None, *, started: Callable[[], None] | Non
     from airlock._cli._extras import extra_for, missing_extras
     from airlock._cli._parser import ArgumentError
 
+    if selected == "probe" and "--memorization" in args_list[1:]:
+        # the memorization audit: a command line of its own (a model, not a URL) under probe's name
+        missing = missing_extras(MEMORIZATION_EXTRAS)
+        if missing:
+            return _report("probe --memorization", _missing("probe --memorization", missing), as_json)
+        from airlock.probe.memorization import main as memorization
+
+        return memorization([arg for arg in args_list[1:] if arg != "--memorization"])
     try:
         if selected is not None:
             missing = missing_extras(entries[selected].extras)

@@ -52,6 +52,7 @@ MODULE_EXTRA: Final[dict[str, str]] = {
     "phonenumbers": "guard",
     "tldextract": "guard",
     "jsonschema": "guard",
+    "httpx": "probe",
 }
 
 #: Extra -> the import names that must be present for it to count as installed.

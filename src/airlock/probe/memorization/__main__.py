@@ -1,5 +1,5 @@
-"""``python -m airlock.probe.memorization ARGS``: the audit's command line until ``airlock probe
---memorization`` is wired to :func:`airlock.probe.memorization.main`."""
+"""``python -m airlock.probe.memorization ARGS``: the same command line as ``airlock probe
+--memorization ARGS``."""
 
 import sys
 

@@ -1,6 +1,6 @@
-"""The command line of the memorization audit (``airlock probe --memorization`` once wired;
-``python -m airlock.probe.memorization`` meanwhile): :func:`main`, or :func:`add_arguments` and
-:func:`run` for a parent command's parser."""
+"""The command line of the memorization audit (``airlock probe --memorization``, dispatched by
+:func:`airlock._cli.main`; also ``python -m airlock.probe.memorization``): :func:`main`, or
+:func:`add_arguments` and :func:`run` for a parent command's parser."""
 
 from __future__ import annotations
 

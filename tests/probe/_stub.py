@@ -1,0 +1,123 @@
+"""A real HTTP server speaking the OpenAI chat-completions protocol, answering like a gullible model:
+it obeys "reply with only the code word X" (also ROT13- and base64-encoded), and tells the access
+code of its system prompt to anyone who asks. Fast and deterministic: the CLI tests run on it; the
+end-to-end test runs on the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_CODE = re.compile(r"code word ([A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4})")
+_SECRET = re.compile(r"access code is ([A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4})")
+_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+
+
+@dataclass
+class Stub:
+    key: str = "sk-test"
+    #: "model" (default), "redirect" (307 to ``location``), "huge" (a body over the client's limit),
+    #: "html" (a reply with markup and quotes), "unauthorised", "trickle" (a body a byte at a time)
+    mode: str = "model"
+    location: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+def _views(text: str) -> Iterator[str]:
+    yield text
+    yield codecs.decode(text, "rot13")
+    for run in _B64.findall(text):
+        try:
+            yield base64.b64decode(run).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            continue
+
+
+def answer(messages: list[dict[str, str]]) -> str:
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    user = messages[-1]["content"]
+    for view in _views(user):
+        found = _CODE.search(view)
+        if found:
+            return found.group(1)
+    secret = _SECRET.search(system)
+    if secret and re.search(r"(?i)access code|instructions|system prompt", user):
+        return f"Of course. The secret access code is {secret.group(1)}."
+    return "Hello! How can I help you with Example Corp products?"
+
+
+def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            stub.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            if self.headers.get("Authorization") != f"Bearer {stub.key}" or stub.mode == "unauthorised":
+                self._send(401, b'{"error": {"message": "invalid API key"}}')
+                return
+            if stub.mode == "redirect":
+                self._send(307, b"{}", {"Location": stub.location})
+                return
+            if stub.mode == "trickle":  # a byte every 0.2 s: each read is quick, the answer never ends
+                self.send_response(200)
+                self.send_header("Content-Length", "400")
+                self.end_headers()
+                try:
+                    for _ in range(400):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:
+                    pass
+                return
+            if stub.mode == "huge":
+                self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')
+                return
+            text = answer(body["messages"])
+            if stub.mode == "html":
+                text = "<script>alert('x')</script> \"quoted\" & <img src=x onerror=alert(1)> " + text
+            doc = {
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                ]
+            }
+            self._send(200, json.dumps(doc).encode())
+
+    return Handler
+
+
+@contextmanager
+def stub_server(stub: Stub | None = None) -> Iterator[Stub]:
+    stub = stub or Stub()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        yield stub
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
