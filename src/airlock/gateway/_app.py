@@ -41,6 +41,7 @@ from starlette.types import ASGIApp
 
 from airlock import __version__
 from airlock.gateway._audit_writer import AuditWriter
+from airlock.gateway._backend import BackendUnavailable
 from airlock.gateway._codec import Codecs, CodecUnavailable
 from airlock.gateway._config import GatewayConfig, ModelConfig, TenantLimits
 from airlock.gateway._guard import ConnectionGuard, PreAuth
@@ -128,6 +129,8 @@ _TEXTS: Final = {
 _STREAM_ABOVE: Final = 1024 * 1024
 _SLICE: Final = 256 * 1024
 AUDIT_UNAVAILABLE: Final = "audit log unavailable; the request was not served"
+#: PostgreSQL ([state] url) or Redis ([limits] url) cannot be reached: refused, never served unchecked
+STATE_UNAVAILABLE: Final = "state service unavailable; the request was not served"
 #: no answer yet
 _UNSET: Final = Response(b"", status_code=500)
 CODEC_UNAVAILABLE: Final = "request decoder unavailable; retry"
@@ -382,6 +385,8 @@ async def infer(request: Request) -> Response:
         response = await _reply(state, who.tenant, name, parsed.id or request_id, parsed, outputs, deadline)
     except _Refused as refused:
         decision, response = refused.decision, refused.response
+    except BackendUnavailable:
+        decision, response = "failed:state", _error(503, text=STATE_UNAVAILABLE)
     except Exception as exc:  # every request ends audited, with a fixed text
         _log.error("request failed", extra={"request_id": request_id, "error": type(exc).__name__})
         decision, response = "failed:internal", _error(500)
@@ -471,8 +476,13 @@ async def live(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     lanes: list[Lane | TextLane] = [*state.lanes.values(), *state.text_lanes.values()]
-    ok = state.audit_ok and bool(lanes) and all(lane.ready for lane in lanes)
+    ok = state.audit_ok and backends_available(state) and bool(lanes) and all(lane.ready for lane in lanes)
     return _json({"ready": ok}, 200 if ok else 503)
+
+
+def backends_available(state: GatewayState) -> bool:
+    """False while the shared state (PostgreSQL) or budgets (Redis) are marked down."""
+    return all(getattr(backend, "available", True) for backend in (state.store, state.limiter))
 
 
 async def server_metadata(request: Request) -> Response:
@@ -483,6 +493,10 @@ async def server_metadata(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     return _error(status if status in _TEXTS else 500)
+
+
+async def _backend_error(request: Request, exc: Exception) -> Response:
+    return _error(503, text=STATE_UNAVAILABLE)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -503,7 +517,9 @@ def build_app(state: GatewayState) -> ASGIApp:
     from airlock.gateway._openai import OPENAI_ROUTES  # it builds on this module's helpers
 
     routes += [Route(path, endpoint, methods=methods) for path, endpoint, methods in OPENAI_ROUTES]
-    handlers: Mapping[Any, Any] = {HTTPException: _http_error, Exception: _server_error}
+    handlers: Mapping[Any, Any] = {
+        HTTPException: _http_error, BackendUnavailable: _backend_error, Exception: _server_error,
+    }  # fmt: skip
     app = Starlette(routes=routes, exception_handlers=dict(handlers))
     app.state.gateway = state
     state.preauth = PreAuth(app, state.config.server)

@@ -46,6 +46,7 @@ from airlock.errors import FormatError
 from airlock.gateway._app import (
     AUDIT_UNAVAILABLE,
     CODEC_UNAVAILABLE,
+    STATE_UNAVAILABLE,
     GatewayState,
     _admission_view,
     _audit,
@@ -58,6 +59,7 @@ from airlock.gateway._app import (
     _model_label,
     _Refused,
 )
+from airlock.gateway._backend import BackendUnavailable
 from airlock.gateway._codec import CodecUnavailable
 from airlock.gateway._limiter import Admit
 from airlock.gateway._store import AuditUnavailable
@@ -376,13 +378,15 @@ class _Call:
         state, who = self.state, self.who
         if who is None:
             return
-        limits = state.limits(who.tenant)
         if self.run is not None:
             self.run.cancel()  # no-op once it ended
         if self.reserved and self.lane is not None:
             done = self.run.result if self.run is not None else None
             used = _spent(self.lane, done, self.reserved) if self.run is not None else 0
-            state.limiter.settle_tokens(who.tenant, limits, used - self.reserved, time.monotonic())
+            # state or budgets unreachable now: the reservation stands (a charge, never a refund)
+            with contextlib.suppress(BackendUnavailable):
+                limits = state.limits(who.tenant)
+                state.limiter.settle_tokens(who.tenant, limits, used - self.reserved, time.monotonic())
             self.reserved = 0
             if done is None and self.run is not None:
                 self.completion_tokens = self.run.received  # it failed before its count came
@@ -643,6 +647,8 @@ async def _handle(request: Request, chat: bool) -> Response:
         response, decision = _oai(504, "request timed out"), "failed:timeout"
     except WorkerCrashed:
         response, decision = _oai(503, "model worker unavailable; it is being restarted"), "failed:worker"
+    except BackendUnavailable:
+        response, decision = _oai(503, STATE_UNAVAILABLE), "failed:state"
     except Exception as exc:
         _log.error("request failed", extra={"request_id": call.request_id, "error": type(exc).__name__})
         response, decision = _oai(500, "internal error"), "failed:internal"

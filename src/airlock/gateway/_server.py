@@ -41,9 +41,8 @@ from airlock.gateway._guard import (
     guarded_protocol,
     raise_fd_limit,
 )
-from airlock.gateway._memory_limiter import MemoryLimiter
 from airlock.gateway._observe import Metrics
-from airlock.gateway._sqlite_store import SqliteStore
+from airlock.gateway._open import migrate_state, open_limiter, open_store
 from airlock.gateway._store import AdmissionRecord, Store
 from airlock.gateway._text_lane import KILL_AFTER, TextLane
 from airlock.gateway._tls import client_common_name, server_context
@@ -51,21 +50,13 @@ from airlock.gateway._workers import Lane, SandboxWorker
 from airlock.sandbox import SandboxPolicy
 from airlock.sandbox._detect import detect_runtime
 
-__all__ = ["Gateway", "admit_models", "is_loopback", "open_store"]
+__all__ = ["Gateway", "admit_models", "is_loopback", "migrate_state", "open_limiter", "open_store"]
 
 _log = logging.getLogger("airlock.gateway")
 #: the runtime of models served on the OpenAI-compatible endpoints
 TEXT_RUNTIME = "text-gguf"
 #: seconds the shutdown waits for the requests it cancelled to unwind (and, more, for their rows)
 _DRAIN_SECONDS = 5.0
-
-
-def open_store(config: GatewayConfig, *, audit_key: bytes | None = None) -> Store:
-    """The configured state backend (SQLite is the only one shipped).
-
-    ``audit_key`` (from :func:`load_key`) is needed only to append audit rows: the gateway passes it,
-    the tenant and key commands do not."""
-    return SqliteStore(config.server.state, audit_key)
 
 
 def is_loopback(host: str) -> bool:
@@ -198,6 +189,11 @@ class Gateway:
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(None, admit_models, config, store)
         refused = [(m, r) for m, r, staged in results if staged is None]
+        try:
+            limiter = open_limiter(config) if not refused else None
+        except BaseException:
+            store.close()
+            raise
         if refused:
             lines = []
             for model, record in refused:
@@ -207,7 +203,8 @@ class Gateway:
             raise UsageError(
                 "admission refused model(s); remove them from the config or fix them:\n" + "\n".join(lines)
             )
-        state = GatewayState(config, store, MemoryLimiter(), Metrics(), {m.name: r for m, r, _ in results})
+        assert limiter is not None
+        state = GatewayState(config, store, limiter, Metrics(), {m.name: r for m, r, _ in results})
         for model, record, staged in results:
             assert staged is not None
             text = _is_text(staged, model)
@@ -248,6 +245,7 @@ class Gateway:
             state.audit.close()
             state.codecs.close()
             store.close()
+            _close(limiter)
             self.state = None
             raise
         api = uvicorn.Config(
@@ -377,7 +375,14 @@ class Gateway:
                 head = self._write_head()
             _log.info("stopped", extra={"audit_head": head})
             self.state.store.close()
+            _close(self.state.limiter)
             self.state = None
+
+
+def _close(limiter: object) -> None:
+    close = getattr(limiter, "close", None)
+    if close is not None:
+        close()
 
 
 def _export(state: GatewayState) -> None:
