@@ -49,6 +49,29 @@ def _pg_bin(name: str) -> str:
     return found
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (PostgreSQL serves each connection from a child process)."""
+    parents: dict[int, list[int]] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(stat).read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, []))
+    return found
+
+
+def pause(process: subprocess.Popen[bytes] | None, stop: bool) -> None:
+    """SIGSTOP (or SIGCONT) a server and its children: it holds its sockets and answers nothing."""
+    assert process is not None
+    for pid in _tree(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP if stop else signal.SIGCONT)
+
+
 def _wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

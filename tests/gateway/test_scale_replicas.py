@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pytest
 
 from airlock.gateway import load_config, open_store
 from tests.gateway import _models
-from tests.gateway._servers import PASSWORD, Postgres, Redis, backend_config
+from tests.gateway._servers import PASSWORD, Postgres, Redis, backend_config, pause
 from tests.gateway.conftest import write_config
 
 pytestmark = pytest.mark.xdist_group("scale")
@@ -207,6 +208,33 @@ def test_postgres_down_is_503_and_not_ready_then_service_resumes(cluster: Cluste
     for n in range(REPLICAS):
         _until_served(cluster, n, 60)
     assert all(process.poll() is None for process in cluster.processes)
+
+
+@pytest.mark.parametrize("server", ["redis", "postgres"])
+def test_a_hung_server_never_stalls_the_event_loop(cluster: Cluster, server: str) -> None:
+    """A server that holds its connections and answers nothing (SIGSTOP; a dead host looks the same):
+    the requests that need it get a 503 once their call's time is up, while the event loop goes on
+    answering everything else at once."""
+    process = cluster.redis.process if server == "redis" else cluster.postgres.process
+    token = cluster.tokens["gamma"]
+    assert cluster.post(0, token).status_code == 200
+    pause(process, True)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            started = time.monotonic()
+            pending = [pool.submit(cluster.post, 0, token) for _ in range(3)]
+            time.sleep(0.5)
+            for _ in range(5):  # the loop is free: these need neither server
+                before = time.monotonic()
+                assert httpx.get(f"{cluster.urls[0]}/v2/health/live", timeout=10).status_code == 200
+                assert time.monotonic() - before < 1.0
+            statuses = [future.result().status_code for future in pending]
+            # the call's time: connect + one command/statement (+1 s), from the config in _servers
+            assert statuses == [503] * 3 and time.monotonic() - started < 20
+        assert cluster.ready(0) == 503
+    finally:
+        pause(process, False)
+    _until_served(cluster, 0, 60)
 
 
 def test_one_audit_chain_with_rows_from_every_replica(cluster: Cluster) -> None:

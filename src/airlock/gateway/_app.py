@@ -48,6 +48,7 @@ from airlock.gateway._guard import ConnectionGuard, PreAuth
 from airlock.gateway._keys import Authenticated, authenticate
 from airlock.gateway._limiter import Admit, RateLimiter
 from airlock.gateway._observe import Metrics
+from airlock.gateway._offload import background, offload
 from airlock.gateway._store import AdmissionRecord, AuditEntry, AuditUnavailable, Store
 from airlock.gateway._tensors import (
     InferRequest,
@@ -148,8 +149,8 @@ class _Refused(Exception):
         self.response, self.decision = response, decision
 
 
-def _auth(state: GatewayState, request: Request) -> Authenticated:
-    who = authenticate(state.store, request.headers.get("authorization"))
+async def _auth(state: GatewayState, request: Request) -> Authenticated:
+    who = await offload(state.store, authenticate, state.store, request.headers.get("authorization"))
     mtls = state.config.tls is not None and state.config.tls.client_ca is not None
     # mTLS: the certificate (verified by the TLS layer against client_ca) must name the key's tenant
     if who is not None and mtls and request.scope.get("state", {}).get(CLIENT_CN_KEY) != who.tenant:
@@ -326,7 +327,7 @@ async def infer(request: Request) -> Response:
     # whole authentication step)
     decision, response = "allowed", _UNSET
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
         model = _model_for(state, who, name)
         lane = state.lanes.get((who.tenant, name))
         if lane is None:
@@ -334,12 +335,12 @@ async def infer(request: Request) -> Response:
                 _error(400, "a text model: call it on /v1/chat/completions or /v1/completions"),
                 "denied:malformed",
             )
-        limits = state.limits(who.tenant)
-        if not state.limiter.enter(who.tenant, limits):
+        limits = await offload(state.store, state.limits, who.tenant)
+        if not await offload(state.limiter, state.limiter.enter, who.tenant, limits):
             raise _limited(state, who.tenant, Admit(False, 1.0, "concurrency"))
         entered = True
         state.metrics.child(state.metrics.in_flight, who.tenant).inc()
-        admit = state.limiter.take_request(who.tenant, limits, time.monotonic())
+        admit = await offload(state.limiter, state.limiter.take_request, who.tenant, limits, time.monotonic())
         if not admit.allowed:
             raise _limited(state, who.tenant, admit)
         header_length = _header_length(request)
@@ -350,7 +351,9 @@ async def infer(request: Request) -> Response:
             raise _Refused(_error(504), "failed:timeout") from exc
         parsed = await _parse(state, who.tenant, model, body, header_length, deadline)
         nbytes = sum(int(a.nbytes) for a in parsed.inputs.values())
-        admit = state.limiter.take_bytes(who.tenant, limits, nbytes, time.monotonic())
+        admit = await offload(
+            state.limiter, state.limiter.take_bytes, who.tenant, limits, nbytes, time.monotonic()
+        )
         if not admit.allowed:
             if nbytes > limits.tensor_bytes_per_minute:
                 raise _Refused(
@@ -398,7 +401,7 @@ async def infer(request: Request) -> Response:
         raise
     finally:
         if entered and who is not None:
-            state.limiter.leave(who.tenant)
+            background(state.limiter, state.limiter.leave, who.tenant)
             state.metrics.child(state.metrics.in_flight, who.tenant).dec()
     if response is _UNSET:  # not reached: every way out of the block above sets the answer
         decision, response = "failed:internal", _error(500)
@@ -432,7 +435,7 @@ async def model_metadata(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     name = request.path_params["model"]
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
         model = _model_for(state, who, name)
     except _Refused as refused:
         return refused.response
@@ -447,7 +450,7 @@ async def model_ready(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     name = request.path_params["model"]
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
         _model_for(state, who, name)
     except _Refused as refused:
         return refused.response
@@ -459,7 +462,7 @@ async def model_ready(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
     except _Refused as refused:
         return refused.response
     names = sorted(

@@ -8,9 +8,10 @@ writer thread was tried: on a small, busy machine the GIL handoffs cost more tha
 The caller awaits its row: the answer comes only once the row is committed (or
 :class:`AuditUnavailable` when it is not).
 
-A store on another machine (PostgreSQL: ``remote = True``) is written off the event loop, one batch
-at a time in a thread: rows handed in while a commit is in flight go in the next one, and a slow or
-dead server holds up only the requests waiting for their rows, never the loop.
+A store on a server (PostgreSQL) is written off the event loop, one batch at a time in the store's
+threads (:func:`._offload.offload`, bounded in time): rows handed in while a commit is in flight go
+in the next one, and a slow or dead server holds up only the requests waiting for their rows, never
+the loop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+from airlock.gateway._backend import BackendUnavailable
+from airlock.gateway._offload import offload
 from airlock.gateway._store import AuditEntry, AuditUnavailable, Store
 
 __all__ = ["AuditWriter"]
@@ -31,7 +34,7 @@ class AuditWriter:
         self._store = store
         self._pending: list[tuple[AuditEntry, asyncio.Future[None]]] = []
         self._scheduled = False
-        self._offload = bool(getattr(store, "remote", False))
+        self._offload = getattr(store, "backend", None) is not None
         self._task: asyncio.Task[None] | None = None
 
     async def append(self, entry: AuditEntry) -> None:
@@ -59,7 +62,11 @@ class AuditWriter:
         try:
             while self._pending:
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-                self._settle(batch, await asyncio.to_thread(self._write, batch))
+                try:
+                    error = await offload(self._store, self._write, batch)
+                except BackendUnavailable as exc:  # down, or no answer in time
+                    error = AuditUnavailable(str(exc))
+                self._settle(batch, error)
         finally:
             self._scheduled = False
 

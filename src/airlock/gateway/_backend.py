@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -29,6 +30,8 @@ _log = logging.getLogger("airlock.gateway")
 
 #: how often a watch thread probes its server (seconds)
 _PROBE_SECONDS: Final = 0.5
+#: threads per server for the gateway's calls (one blocked per request in flight at most)
+_THREADS: Final = 16
 #: a password file holds one line; anything bigger is not one
 _MAX_PASSWORD_FILE: Final = 4096
 _SSLMODES: Final = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
@@ -137,9 +140,13 @@ class Backend:
     the watch marks it up again. While down, :meth:`check` raises at once.
     """
 
-    def __init__(self, what: str, url: str, probe: Callable[[], None]) -> None:
+    def __init__(self, what: str, url: str, probe: Callable[[], None], call_timeout: float) -> None:
         self.what, self._url, self._probe = what, redact(url), probe
         self.available = True
+        #: the gateway's calls run here, never on its event loop (:func:`._offload.offload`)
+        self.executor = ThreadPoolExecutor(_THREADS, thread_name_prefix=f"airlock-{what}")
+        #: the longest a call may take (connect + one statement or command), then it is a failure
+        self.call_timeout = call_timeout
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=f"airlock-{what}-watch", daemon=True)
         self._thread.start()
@@ -166,6 +173,7 @@ class Backend:
                 _log.warning(f"{self.what} available again", extra={"url": self._url})
 
     def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)

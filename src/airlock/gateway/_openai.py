@@ -62,6 +62,7 @@ from airlock.gateway._app import (
 from airlock.gateway._backend import BackendUnavailable
 from airlock.gateway._codec import CodecUnavailable
 from airlock.gateway._limiter import Admit
+from airlock.gateway._offload import background, offload
 from airlock.gateway._store import AuditUnavailable
 from airlock.gateway._text_lane import KILL_AFTER, TextLane, TextRun
 from airlock.gateway._workers import WorkerCrashed, WorkerTimeout
@@ -383,10 +384,7 @@ class _Call:
         if self.reserved and self.lane is not None:
             done = self.run.result if self.run is not None else None
             used = _spent(self.lane, done, self.reserved) if self.run is not None else 0
-            # state or budgets unreachable now: the reservation stands (a charge, never a refund)
-            with contextlib.suppress(BackendUnavailable):
-                limits = state.limits(who.tenant)
-                state.limiter.settle_tokens(who.tenant, limits, used - self.reserved, time.monotonic())
+            background(state.limiter, _settle, state, who.tenant, used - self.reserved)
             self.reserved = 0
             if done is None and self.run is not None:
                 self.completion_tokens = self.run.received  # it failed before its count came
@@ -402,24 +400,31 @@ class _Call:
                     done.completion_tokens
                 )
         if self.generating:
-            state.limiter.leave_generation(who.tenant)
+            background(state.limiter, state.limiter.leave_generation, who.tenant)
             self.generating = False
         if self.entered:
-            state.limiter.leave(who.tenant)
+            background(state.limiter, state.limiter.leave, who.tenant)
             state.metrics.child(state.metrics.in_flight, who.tenant).dec()
             self.entered = False
+
+
+def _settle(state: GatewayState, tenant: str, delta: int) -> None:
+    """Charge (or refund) a finished generation's tokens; with the state or budgets unreachable
+    the reservation stands (a charge, never a refund)."""
+    with contextlib.suppress(BackendUnavailable):
+        state.limiter.settle_tokens(tenant, state.limits(tenant), delta, time.monotonic())
 
 
 async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest, TextLane]:
     """Every check before the worker: authentication, budgets, the body; the audit row 'started'."""
     state = call.state
-    call.who = who = _auth(state, request)
-    limits = state.limits(who.tenant)
-    if not state.limiter.enter(who.tenant, limits):
+    call.who = who = await _auth(state, request)
+    limits = await offload(state.store, state.limits, who.tenant)
+    if not await offload(state.limiter, state.limiter.enter, who.tenant, limits):
         raise _limited(state, who.tenant, Admit(False, 1.0, "concurrency"))
     call.entered = True
     state.metrics.child(state.metrics.in_flight, who.tenant).inc()
-    admit = state.limiter.take_request(who.tenant, limits, time.monotonic())
+    admit = await offload(state.limiter, state.limiter.take_request, who.tenant, limits, time.monotonic())
     if not admit.allowed:
         raise _limited(state, who.tenant, admit)
     deadline = asyncio.get_running_loop().time() + state.config.server.request_timeout_seconds
@@ -440,7 +445,7 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
     if kind == "invalid":
         raise _Refused(_oai(400, detail[0], param=detail[1]), "denied:malformed")
     parsed: TextRequest = detail
-    if not state.limiter.enter_generation(who.tenant, limits):
+    if not await offload(state.limiter, state.limiter.enter_generation, who.tenant, limits):
         raise _limited(state, who.tenant, Admit(False, 1.0, "generations"))
     call.generating = True
     reserve = _reserve(state, lane, parsed)
@@ -450,7 +455,9 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
                       f"{limits.tokens_per_minute} tokens per minute", param="max_tokens"),
             "denied:tokens",
         )  # fmt: skip
-    admit = state.limiter.take_tokens(who.tenant, limits, reserve, time.monotonic())
+    admit = await offload(
+        state.limiter, state.limiter.take_tokens, who.tenant, limits, reserve, time.monotonic()
+    )
     if not admit.allowed:
         raise _limited(state, who.tenant, admit)
     call.reserved, call.lane, call.max_tokens = reserve, lane, int(parsed.generate["max_tokens"])
@@ -798,7 +805,7 @@ def _model_entry(state: GatewayState, name: str) -> dict[str, object]:
 async def list_text_models(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
     except _Refused as refused:
         return _as_openai(refused.response)
     names = sorted(
@@ -817,7 +824,7 @@ async def text_model(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     name = request.path_params["model"]
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
         _model_for(state, who, name)
     except _Refused as refused:
         return _as_openai(refused.response)

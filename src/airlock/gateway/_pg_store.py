@@ -128,8 +128,6 @@ def migrate(config: BackendConfig) -> tuple[int, int]:
 
 class PostgresStore:
     name: Final = "postgresql"
-    #: audit appends are written off the event loop (:class:`._audit_writer.AuditWriter`)
-    remote: Final = True
 
     def __init__(self, config: BackendConfig, audit_key: bytes | None = None) -> None:
         self._audit_key = audit_key
@@ -151,7 +149,9 @@ class PostgresStore:
                 f"state: the database at {self._url} has schema version {version}, this airlock needs "
                 f"{SCHEMA_VERSION}: run `airlock serve --config FILE --migrate` first"
             )
-        self.backend = Backend("state", config.url, self._probe)
+        self.backend = Backend(
+            "state", config.url, self._probe, config.connect_timeout_seconds + config.timeout_seconds + 1.0
+        )
 
     @property
     def available(self) -> bool:

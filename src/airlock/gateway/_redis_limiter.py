@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import math
 import secrets
+import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -115,12 +116,15 @@ class RedisLimiter:
         self._serial = itertools.count()
         #: this replica's tickets per in-flight key (any one of them may be given back)
         self._tickets: dict[str, list[str]] = {}
+        self._lock = threading.Lock()  # the gateway calls from its threads (._offload)
         try:
             self._client.ping()
         except redis.RedisError as exc:
             self._client.close()
             raise UsageError(f"limits: cannot reach Redis at {self._url} ({type(exc).__name__})") from exc
-        self.backend = Backend("limits", config.url, self._probe)
+        self.backend = Backend(
+            "limits", config.url, self._probe, config.connect_timeout_seconds + config.timeout_seconds + 1.0
+        )
 
     @property
     def available(self) -> bool:
@@ -162,16 +166,18 @@ class RedisLimiter:
         entered = self._call(lambda: self._enter(keys=[key], args=[cap, ticket, lifetime_ms]))
         if int(entered) != 1:
             return False
-        self._tickets.setdefault(key, []).append(ticket)
+        with self._lock:
+            self._tickets.setdefault(key, []).append(ticket)
         return True
 
     def _leave_set(self, key: str) -> None:
-        tickets = self._tickets.get(key)
-        if not tickets:
-            return
-        ticket = tickets.pop()
-        if not tickets:
-            del self._tickets[key]
+        with self._lock:
+            tickets = self._tickets.get(key)
+            if not tickets:
+                return
+            ticket = tickets.pop()
+            if not tickets:
+                del self._tickets[key]
         # never raises: a ticket that cannot be removed now expires at its deadline
         with contextlib.suppress(redis.RedisError):
             if self.backend.available:
