@@ -21,6 +21,7 @@ from airlock.gateway._config import TenantLimits
 from airlock.gateway._pg_store import SCHEMA_VERSION, PostgresStore, migrate
 from airlock.gateway._redis_limiter import RedisLimiter
 from airlock.gateway._store import AdmissionRecord, AuditEntry, AuditUnavailable
+from tests.ecosystem.test_cli_shell import _without
 from tests.gateway._servers import PASSWORD, Postgres, Redis
 
 pytestmark = pytest.mark.xdist_group("scale")
@@ -365,4 +366,16 @@ def test_backend_config(tmp_path: Path) -> None:
     assert (
         redact("redis://:pw@h:1/0") == "redis://:***@h:1/0"
         and redact("postgresql://h/db") == "postgresql://h/db"
+    )
+
+
+@pytest.mark.parametrize(("table", "hidden"), [("state", "psycopg"), ("limits", "redis")])
+def test_a_server_url_without_the_scale_extra_names_it(tmp_path: Path, table: str, hidden: str) -> None:
+    url = "postgresql://db/air" if table == "state" else "redis://cache"
+    (tmp_path / "c.toml").write_text(f'[{table}]\nurl = "{url}"\n', encoding="utf-8")
+    args = ["tenant", "list", "--config", "c.toml"] if table == "state" else ["serve", "--config", "c.toml"]
+    proc = _without([hidden], args, tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        f"airlock {args[0]}: needs the 'scale' extra, not installed: pip install 'model-airlock[scale]'"
     )

@@ -53,6 +53,9 @@ MODULE_EXTRA: Final[dict[str, str]] = {
     "phonenumbers": "guard",
     "tldextract": "guard",
     "jsonschema": "guard",
+    "psycopg": "scale",
+    "psycopg_pool": "scale",
+    "redis": "scale",
 }
 
 #: Extra -> the import names that must be present for it to count as installed.
