@@ -84,9 +84,10 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: 
 
 
 class Postgres:
-    """One PostgreSQL cluster (initdb'd once), startable and killable."""
+    """One PostgreSQL cluster (initdb'd once), startable and killable; with ``tls`` (certificate,
+    key) it also accepts TLS (``ssl = on``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.port = free_port()
         # not under pytest's tmp folder (mode 0700, root's): the server's user must reach its data
         self.root = Path(tempfile.mkdtemp(prefix="airlock-pg-"))
@@ -104,6 +105,15 @@ class Postgres:
              f"--pwfile={self.password_file}", "-E", "UTF8", "--no-sync"],
             check=True, capture_output=True, cwd=self.root, **self._user,
         )  # fmt: skip
+        self._tls: list[str] = []
+        if tls is not None:
+            for source, name in zip(tls, ("server.pem", "server.key"), strict=True):
+                shutil.copyfile(source, self.root / name)
+                (self.root / name).chmod(0o600)
+                if self._user:
+                    os.chown(self.root / name, self._user["user"], self._user["group"])
+            self._tls = ["-c", "ssl=on", "-c", f"ssl_cert_file={self.root / 'server.pem'}",
+                         "-c", f"ssl_key_file={self.root / 'server.key'}"]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -116,7 +126,8 @@ class Postgres:
         while True:
             self.process = subprocess.Popen(
                 [_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
-                 "-k", "", "-c", "fsync=off", "-c", "max_connections=200", "-c", "log_min_messages=fatal"],
+                 "-k", "", "-c", "fsync=off", "-c", "max_connections=200", "-c", "log_min_messages=fatal",
+                 *self._tls],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.root, **self._user,
             )  # fmt: skip
             try:
@@ -161,7 +172,9 @@ class Postgres:
 
 
 class Redis:
-    def __init__(self) -> None:
+    """One Redis server; with ``tls`` (certificate, key) it speaks TLS only (``rediss://``)."""
+
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(
@@ -172,16 +185,21 @@ class Redis:
         self.root = Path(tempfile.mkdtemp(prefix="airlock-redis-"))
         self.password_file = self.root / "password"
         self.password_file.write_text(PASSWORD + "\n", encoding="utf-8")
+        self._listen = ["--port", str(self.port)]
+        if tls is not None:
+            self._listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(tls[0]),
+                            "--tls-key-file", str(tls[1]), "--tls-auth-clients", "no"]  # fmt: skip
+        self.scheme = "redis" if tls is None else "rediss"
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{self.scheme}://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.binary, *self._listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.root), "--requirepass", PASSWORD, "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -21,6 +21,7 @@ from airlock.gateway._config import TenantLimits
 from airlock.gateway._pg_store import SCHEMA_VERSION, PostgresStore, migrate
 from airlock.gateway._redis_limiter import RedisLimiter
 from airlock.gateway._store import AdmissionRecord, AuditEntry, AuditUnavailable
+from airlock.gateway._tls import DevCertificates, dev_certificates
 from tests.ecosystem.test_cli_shell import _without
 from tests.gateway._servers import PASSWORD, Postgres, Redis
 
@@ -323,6 +324,53 @@ def test_wrong_password_is_refused_at_start(redis_server: Redis, tmp_path: Path)
     wrong.write_text("not-it\n", encoding="utf-8")
     with pytest.raises(UsageError, match=r"cannot reach Redis at redis://127\.0\.0\.1"):
         RedisLimiter(BackendConfig(redis_server.url, wrong), request_seconds=1, generation_seconds=1)
+
+
+# TLS -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[DevCertificates, DevCertificates]:
+    """The servers' CA and certificate for 127.0.0.1, and another CA that signed nothing of theirs."""
+    folder = tmp_path_factory.mktemp("certs")
+    return dev_certificates(folder / "real", ["127.0.0.1"]), dev_certificates(folder / "other", ["127.0.0.1"])
+
+
+def test_redis_over_tls(certificates: tuple[DevCertificates, DevCertificates]) -> None:
+    real, other = certificates
+    server = Redis(tls=(real.server_cert, real.server_key))
+    try:
+        assert server.url.startswith("rediss://")
+        lim = RedisLimiter(
+            BackendConfig(server.url, server.password_file, real.ca_cert),
+            request_seconds=1,
+            generation_seconds=1,
+        )
+        assert lim.take_request(tenant(), TenantLimits(), 0.0).allowed
+        lim.close()
+        for url, ca in [(server.url, other.ca_cert), (server.url.replace("rediss", "redis"), None)]:
+            with pytest.raises(UsageError, match="cannot reach Redis"):  # unknown CA; plaintext to TLS
+                RedisLimiter(
+                    BackendConfig(url, server.password_file, ca), request_seconds=1, generation_seconds=1
+                )
+    finally:
+        server.close()
+
+
+def test_postgres_over_verified_tls(certificates: tuple[DevCertificates, DevCertificates]) -> None:
+    real, other = certificates
+    server = Postgres(tls=(real.server_cert, real.server_key))
+    try:
+        plain = fresh_database(server)
+        config = BackendConfig(plain.url, plain.password_file, real.ca_cert, "verify-full")
+        store = PostgresStore(config)
+        rows = store._run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert rows == [(True,)]
+        store.close()
+        with pytest.raises(UsageError, match="cannot reach PostgreSQL"):
+            PostgresStore(BackendConfig(plain.url, plain.password_file, other.ca_cert, "verify-full"))
+    finally:
+        server.close()
 
 
 # configuration ---------------------------------------------------------------------------------
