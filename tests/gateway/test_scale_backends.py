@@ -293,6 +293,19 @@ def test_buckets_expire_once_they_would_be_full(redis_server: Redis) -> None:
     lim.close()
 
 
+def test_namespaces_keep_deployments_apart(redis_server: Redis) -> None:
+    name, limits = tenant(), TenantLimits(requests_per_minute=1)
+    first, second = (
+        RedisLimiter(BackendConfig(redis_server.url, redis_server.password_file, namespace=ns),
+                     request_seconds=1, generation_seconds=1)
+        for ns in ("prod", "staging")
+    )  # fmt: skip
+    assert first.take_request(name, limits, 0.0).allowed and not first.take_request(name, limits, 0.0).allowed
+    assert second.take_request(name, limits, 0.0).allowed  # its own bucket
+    first.close()
+    second.close()
+
+
 def test_redis_down_fails_closed_then_recovers_by_itself() -> None:
     server = Redis()
     try:
@@ -407,6 +420,8 @@ def test_backend_config(tmp_path: Path) -> None:
         ),
         ('[state]\npassword_file = "x"\n', r"\[state\] needs url"),
         ('[limits]\nurl = "redis://cache"\ntimeout_seconds = 0\n', "limits.timeout_seconds must be"),
+        ('[limits]\nurl = "redis://cache"\nnamespace = "a:b"\n', "limits.namespace must be"),
+        ('[state]\nurl = "postgresql://db"\nnamespace = "a"\n', r"\[limits\] only"),
     ]:
         with pytest.raises(UsageError, match=message) as caught:
             load_config(_config(tmp_path, text))

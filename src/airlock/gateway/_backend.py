@@ -14,6 +14,7 @@ Passwords never come from the URL: a URL holding one is refused, and the passwor
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ _PROBE_SECONDS: Final = 0.5
 _THREADS: Final = 16
 #: a password file holds one line; anything bigger is not one
 _MAX_PASSWORD_FILE: Final = 4096
+_NAMESPACE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _SSLMODES: Final = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 
 
@@ -53,6 +55,8 @@ class BackendConfig:
     connect_timeout_seconds: float = 2.0
     #: one statement (PostgreSQL) or command (Redis) at most this long
     timeout_seconds: float = 5.0
+    #: Redis only: the first part of every key (deployments sharing one Redis keep apart)
+    namespace: str = "airlock"
 
 
 def redact(url: str) -> str:
@@ -82,7 +86,15 @@ def parse_backend(
     where: str, base: Path, data: dict[str, object], schemes: frozenset[str]
 ) -> BackendConfig | None:
     """``[state]`` / ``[limits]``: None when the table has no ``url`` (the embedded default)."""
-    known = {"url", "password_file", "ca_file", "sslmode", "connect_timeout_seconds", "timeout_seconds"}
+    known = {
+        "url",
+        "password_file",
+        "ca_file",
+        "sslmode",
+        "connect_timeout_seconds",
+        "timeout_seconds",
+        "namespace",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"config: unknown key(s) in [{where}]: {', '.join(unknown)}")
@@ -127,9 +139,14 @@ def parse_backend(
             f"config: {where}.sslmode must be one of {', '.join(sorted(_SSLMODES))} ([state] only)"
         )
     assert sslmode is None or isinstance(sslmode, str)
+    namespace = data.get("namespace", "airlock")
+    if where != "limits" and "namespace" in data:
+        raise UsageError(f"config: {where}.namespace is for [limits] only")
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise UsageError(f"config: {where}.namespace must be 1-63 characters of a-z, 0-9, '_', '.', '-'")
     return BackendConfig(
         url, path("password_file"), path("ca_file"), sslmode,
-        seconds("connect_timeout_seconds", 2.0), seconds("timeout_seconds", 5.0),
+        seconds("connect_timeout_seconds", 2.0), seconds("timeout_seconds", 5.0), namespace,
     )  # fmt: skip
 
 

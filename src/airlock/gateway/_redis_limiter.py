@@ -13,7 +13,8 @@ clocks disagree still share one refill rate.
   margin). Every entry first drops expired tickets: a replica killed mid-request leaks its slots
   only until their deadlines pass, never for good.
 
-Keys: ``airlock:<tenant>:<budget>`` (tenant names are ``[a-z0-9_.-]``, so no key can collide).
+Keys: ``<namespace>:<tenant>:<budget>`` (namespace ``airlock`` unless ``[limits] namespace`` says
+otherwise; tenant names are ``[a-z0-9_.-]``, so no key can collide).
 Every failure to reach Redis marks it down (:class:`._backend.Backend`) and raises
 :class:`BackendUnavailable`: the request is refused, never served unlimited. ``leave`` never
 raises (its ticket expires by itself).
@@ -93,6 +94,7 @@ class RedisLimiter:
         ticket_margin: float = _TICKET_MARGIN,
     ) -> None:  # fmt: skip
         self._url = redact(config.url)
+        self._namespace = config.namespace
         options: dict[str, Any] = {
             "password": read_password(config),
             "socket_timeout": config.timeout_seconds,
@@ -141,7 +143,7 @@ class RedisLimiter:
             raise self.backend.failed(exc) from exc
 
     def _take(self, tenant: str, budget: str, capacity: int, amount: int, mode: str = "take") -> float:
-        key = f"airlock:{tenant}:{budget}"
+        key = f"{self._namespace}:{tenant}:{budget}"
         args: list[str | int] = [capacity, repr(capacity / 60.0), amount, mode]
         reply = self._call(lambda: self._bucket(keys=[key], args=args))
         return float(reply)
@@ -184,16 +186,20 @@ class RedisLimiter:
                 self._client.zrem(key, ticket)
 
     def enter(self, tenant: str, limits: TenantLimits) -> bool:
-        return self._enter_set(f"airlock:{tenant}:in_flight", limits.max_concurrent, self._request_ms)
+        return self._enter_set(
+            f"{self._namespace}:{tenant}:in_flight", limits.max_concurrent, self._request_ms
+        )
 
     def leave(self, tenant: str) -> None:
-        self._leave_set(f"airlock:{tenant}:in_flight")
+        self._leave_set(f"{self._namespace}:{tenant}:in_flight")
 
     def enter_generation(self, tenant: str, limits: TenantLimits) -> bool:
-        return self._enter_set(f"airlock:{tenant}:generations", limits.max_generations, self._generation_ms)
+        return self._enter_set(
+            f"{self._namespace}:{tenant}:generations", limits.max_generations, self._generation_ms
+        )
 
     def leave_generation(self, tenant: str) -> None:
-        self._leave_set(f"airlock:{tenant}:generations")
+        self._leave_set(f"{self._namespace}:{tenant}:generations")
 
     def close(self) -> None:
         self.backend.close()
