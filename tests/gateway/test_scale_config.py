@@ -8,7 +8,7 @@ import pytest
 
 from airlock.errors import UsageError
 from airlock.gateway import load_config
-from airlock.gateway._backend import BackendConfig, redact
+from airlock.gateway._backend import BackendConfig, read_password, redact
 from tests.ecosystem.test_cli_shell import _without
 
 
@@ -65,3 +65,22 @@ def test_a_server_url_without_the_scale_extra_names_it(tmp_path: Path, table: st
     assert proc.stderr.strip() == (
         f"airlock {args[0]}: needs the 'scale' extra, not installed: pip install 'model-airlock[scale]'"
     )
+
+
+def test_password_files(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+
+    def read() -> str | None:
+        return read_password(BackendConfig("redis://cache", path))
+
+    path.write_bytes(b"p\xc3\xa4ss word\n")
+    assert read() == "päss word" and read_password(BackendConfig("redis://cache")) is None
+    path.write_bytes(b"x" * 4096)
+    assert read() == "x" * 4096
+    for content, message in [(b"x" * 4097, "larger than 4096 bytes"), (b"\xff\xfe", "not UTF-8")]:
+        path.write_bytes(content)
+        with pytest.raises(UsageError, match=message):
+            read()
+    path.unlink()
+    with pytest.raises(UsageError, match="cannot read the password file"):
+        read()

@@ -25,14 +25,22 @@ from urllib.parse import urlsplit
 
 from airlock.errors import AirlockError, UsageError
 
-__all__ = ["Backend", "BackendConfig", "BackendUnavailable", "parse_backend", "read_password", "redact"]
+__all__ = [
+    "THREADS",
+    "Backend",
+    "BackendConfig",
+    "BackendUnavailable",
+    "parse_backend",
+    "read_password",
+    "redact",
+]
 
 _log = logging.getLogger("airlock.gateway")
 
 #: how often a watch thread probes its server (seconds)
 _PROBE_SECONDS: Final = 0.5
 #: threads per server for the gateway's calls (one blocked per request in flight at most)
-_THREADS: Final = 16
+THREADS: Final = 16
 #: a password file holds one line; anything bigger is not one
 _MAX_PASSWORD_FILE: Final = 4096
 _NAMESPACE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -79,7 +87,10 @@ def read_password(config: BackendConfig) -> str | None:
         raise UsageError(f"cannot read the password file {config.password_file}: {exc.strerror}") from exc
     if len(raw) > _MAX_PASSWORD_FILE:
         raise UsageError(f"password file {config.password_file} is larger than {_MAX_PASSWORD_FILE} bytes")
-    return raw.decode("utf-8", "strict").rstrip("\r\n")
+    try:
+        return raw.decode("utf-8", "strict").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise UsageError(f"password file {config.password_file} is not UTF-8 text") from None
 
 
 def parse_backend(
@@ -161,7 +172,7 @@ class Backend:
         self.what, self._url, self._probe = what, redact(url), probe
         self.available = True
         #: the gateway's calls run here, never on its event loop (:func:`._offload.offload`)
-        self.executor = ThreadPoolExecutor(_THREADS, thread_name_prefix=f"airlock-{what}")
+        self.executor = ThreadPoolExecutor(THREADS, thread_name_prefix=f"airlock-{what}")
         #: the longest a call may take (connect + one statement or command), then it is a failure
         self.call_timeout = call_timeout
         self._stop = threading.Event()

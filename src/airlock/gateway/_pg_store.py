@@ -29,7 +29,14 @@ import psycopg_pool
 
 from airlock.errors import UsageError
 from airlock.gateway._audit import GENESIS, AuditHead, chain_hash
-from airlock.gateway._backend import Backend, BackendConfig, BackendUnavailable, read_password, redact
+from airlock.gateway._backend import (
+    THREADS,
+    Backend,
+    BackendConfig,
+    BackendUnavailable,
+    read_password,
+    redact,
+)
 from airlock.gateway._config import LIMIT_FIELDS, TenantLimits
 from airlock.gateway._store import (
     AdmissionRecord,
@@ -70,7 +77,8 @@ INSERT INTO airlock_audit_head VALUES (1, 0, '""" + GENESIS + "');"),
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 #: pg_advisory_xact_lock key of migrations (any constant; "airlock" in ASCII)
 _MIGRATE_LOCK: Final = 0x61_69_72_6C_6F_63_6B
-_POOL_MAX: Final = 8
+#: one connection for each of the gateway's threads and one for the watch: no call waits for one
+_POOL_MAX: Final = THREADS + 1
 
 
 def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
@@ -158,7 +166,8 @@ class PostgresStore:
         return self.backend.available
 
     def _probe(self) -> None:
-        self._pool.check()  # drop connections a restarted server broke
+        if not self.backend.available:
+            self._pool.check()  # drop the connections the outage broke before saying it is back
         with self._pool.connection() as conn:
             conn.execute("SELECT 1")
 
