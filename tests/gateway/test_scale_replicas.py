@@ -237,6 +237,23 @@ def test_a_hung_server_never_stalls_the_event_loop(cluster: Cluster, server: str
     _until_served(cluster, 0, 60)
 
 
+@pytest.mark.parametrize("server", ["redis", "postgres"])
+def test_an_idle_replica_notices_a_hung_server(cluster: Cluster, server: str) -> None:
+    """No request needs it, yet readiness turns 503 (the watch's probe gets no answer in time), so a
+    load balancer drains the replica before a caller meets the hang; back once the server answers."""
+    process = cluster.redis.process if server == "redis" else cluster.postgres.process
+    assert cluster.post(1, cluster.tokens["gamma"]).status_code == 200 and cluster.ready(1) == 200
+    pause(process, True)
+    try:
+        end = time.monotonic() + 20
+        while cluster.ready(1) == 200 and time.monotonic() < end:
+            time.sleep(0.2)
+        assert cluster.ready(1) == 503
+    finally:
+        pause(process, False)
+    _until_served(cluster, 1, 60)
+
+
 def test_one_audit_chain_with_rows_from_every_replica(cluster: Cluster) -> None:
     for process in cluster.processes:
         process.send_signal(signal.SIGTERM)

@@ -17,7 +17,8 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -190,15 +191,25 @@ class Backend:
         return BackendUnavailable(f"{self.what} unavailable")
 
     def _watch(self) -> None:
+        # the probe runs in a thread of its own, awaited at most call_timeout: a server that holds
+        # the connection and answers nothing is marked down too (libpq has no read timeout)
+        prober = ThreadPoolExecutor(1, thread_name_prefix=f"airlock-{self.what}-probe")
+        pending: Future[None] | None = None
         while not self._stop.wait(_PROBE_SECONDS):
+            if pending is None or pending.done():
+                pending = prober.submit(self._probe)
             try:
-                self._probe()
+                pending.result(timeout=self.call_timeout)
+            except FutureTimeout:
+                self.failed(TimeoutError("no answer in time"))
+                continue
             except Exception as exc:
                 self.failed(exc)
                 continue
             if not self.available:
                 self.available = True
                 _log.warning(f"{self.what} available again", extra={"url": self._url})
+        prober.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

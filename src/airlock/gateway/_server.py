@@ -42,6 +42,7 @@ from airlock.gateway._guard import (
     raise_fd_limit,
 )
 from airlock.gateway._observe import Metrics
+from airlock.gateway._offload import offload
 from airlock.gateway._open import migrate_state, open_limiter, open_store
 from airlock.gateway._store import AdmissionRecord, Store
 from airlock.gateway._text_lane import KILL_AFTER, TextLane
@@ -316,7 +317,11 @@ class Gateway:
         while True:
             await asyncio.sleep(self.config.audit.head_interval_seconds)
             with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(None, self._write_head)
+                state = self.state
+                assert state is not None
+                # read from the store's own threads (a hung PostgreSQL never ties up the default pool)
+                head = await offload(state.store, state.store.audit_head)
+                await asyncio.get_running_loop().run_in_executor(None, self._write_head, head)
 
     def _first_head(self) -> None:
         state, key = self.state, self._key
@@ -330,11 +335,11 @@ class Gateway:
             ) from exc
         self._written = head
 
-    def _write_head(self) -> str:
+    def _write_head(self, head: AuditHead | None = None) -> str:
         state, key = self.state, self._key
         if state is None or key is None:
             return ""
-        head = state.store.audit_head()
+        head = head or state.store.audit_head()
         if self._written is not None and self._written.seq == head.seq:
             return head.head
         if self._written is not None and head.seq < self._written.seq:
