@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import signal
 import subprocess
@@ -50,6 +51,8 @@ class Cluster:
     processes: list[subprocess.Popen[bytes]]
     urls: list[str]
     tokens: dict[str, str]
+    #: the replicas' metrics (admin) ports
+    admin: list[int]
     #: request ids answered by each replica (x-request-id), to find them in the audit chain
     seen: list[set[str]] = field(default_factory=lambda: [set() for _ in range(REPLICAS)])
 
@@ -63,17 +66,23 @@ class Cluster:
             self.seen[replica].add(response.headers.get("x-request-id", ""))
         return response
 
+    def up(self, replica: int) -> dict[str, float]:
+        """airlock_backend_up by backend, from the replica's metrics."""
+        text = httpx.get(f"http://127.0.0.1:{self.admin[replica]}/metrics", timeout=10).text
+        found = re.findall(r'^airlock_backend_up\{backend="(\w+)"\} (\S+)$', text, re.MULTILINE)
+        return {name: float(value) for name, value in found}
+
     def ready(self, replica: int) -> int:
         return httpx.get(f"{self.urls[replica]}/v2/health/ready", timeout=10).status_code
 
 
-def _listening(log: Path, process: subprocess.Popen[bytes], timeout: float = 180) -> int:
+def _listening(log: Path, process: subprocess.Popen[bytes], timeout: float = 180) -> tuple[int, int]:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
             entry = json.loads(line) if line.startswith("{") else {}
             if entry.get("message") == "listening":
-                return int(entry["port"])
+                return int(entry["port"]), int(entry["admin_port"])
         if process.poll() is not None:
             raise AssertionError(
                 f"replica exited: {log.read_text(encoding='utf-8', errors='replace')[-3000:]}"
@@ -120,7 +129,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
             ))  # fmt: skip
         ports = [_listening(c.parent / "serve.log", p) for c, p in zip(configs, processes, strict=True)]
-        yield Cluster(postgres, redis, configs, processes, [f"http://127.0.0.1:{p}" for p in ports], tokens)
+        urls = [f"http://127.0.0.1:{port}" for port, _ in ports]
+        yield Cluster(postgres, redis, configs, processes, urls, tokens, [admin for _, admin in ports])
     finally:
         for process in processes:
             if process.poll() is None:
@@ -189,10 +199,11 @@ def test_redis_down_is_503_and_not_ready_then_service_resumes(cluster: Cluster) 
     for n in range(REPLICAS):
         response = cluster.post(n, token)
         assert response.status_code == 503 and response.json() == STATE_DOWN  # never served unlimited
-        assert cluster.ready(n) == 503
+        assert cluster.ready(n) == 503 and cluster.up(n) == {"state": 1.0, "limits": 0.0}
     cluster.redis.start()  # same port, empty: no gateway is restarted
     for n in range(REPLICAS):
         _until_served(cluster, n, 30)
+        assert cluster.up(n) == {"state": 1.0, "limits": 1.0}
     assert all(process.poll() is None for process in cluster.processes)
 
 

@@ -421,6 +421,13 @@ def _export(state: GatewayState) -> None:
         ("tenant", "model"), gauge=True,
     )  # fmt: skip
     state.metrics.watch(
+        "airlock_backend_up", "1 while the [state]/[limits] server answers, 0 while it is marked down",
+        lambda: {(name,): float(getattr(owner, "available", True))
+                 for name, owner in (("state", state.store), ("limits", state.limiter))
+                 if getattr(owner, "backend", None) is not None},
+        ("backend",), gauge=True,
+    )  # fmt: skip
+    state.metrics.watch(
         "airlock_generations_running", "Text generations holding a worker now",
         lambda: {(t, m): float(lane.running) for (t, m), lane in state.text_lanes.items()},
         ("tenant", "model"), gauge=True,
