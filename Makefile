@@ -15,7 +15,7 @@ DEMO_STAMP := $(VENV)/.installed-demo-$(call LOCKSUM,requirements/demo.lock)
 PIP_LOCKED := $(BIN)/pip install --quiet --no-compile --require-hashes --no-deps -r
 COMPILE    := pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --strip-extras
 
-.PHONY: demo test check lint typecheck install lock clean
+.PHONY: demo test check lint typecheck install lock clean servers
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +50,20 @@ demo: $(DEMO_STAMP)
 # SmolLM2 model), which run together in one process.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 8 ? n : 8 )))
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) servers
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+# The scale-out tests (tests/gateway/test_scale_*.py) start real PostgreSQL and Redis servers on
+# random loopback ports: Debian's packages, installed here when missing and make runs as root (CI).
+# PostgreSQL refuses to run as root; the tests run it as `nobody` then.
+PG_INITDB = $(firstword $(shell command -v initdb 2>/dev/null) $(wildcard /usr/lib/postgresql/*/bin/initdb))
+APT_SERVERS = DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql redis-server
+servers:
+	@if [ -n "$(PG_INITDB)" ] && command -v redis-server >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  $(APT_SERVERS) >/dev/null || { apt-get update -q >/dev/null && $(APT_SERVERS) >/dev/null; }; \
+	else echo "make: tests/gateway/test_scale_*.py need PostgreSQL and redis-server" \
+	  "(Debian: apt-get install postgresql redis-server)" >&2; fi
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests bench examples tools

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 #: loggers ``airlock serve`` configures for its own process (airlock.gateway._observe.configure_json_logs)
-_SERVE_LOGGERS = ("airlock.gateway", "uvicorn", "uvicorn.error")
+_SERVE_LOGGERS = ("airlock.gateway", "uvicorn", "uvicorn.error", "psycopg.pool")
 _LOGGING_FLAGS = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
 
 

@@ -53,6 +53,9 @@ MODULE_EXTRA: Final[dict[str, str]] = {
     "tldextract": "guard",
     "jsonschema": "guard",
     "httpx": "probe",
+    "psycopg": "scale",
+    "psycopg_pool": "scale",
+    "redis": "scale",
 }
 
 #: Extra -> the import names that must be present for it to count as installed.

@@ -17,7 +17,7 @@ from pathlib import Path
 from airlock.errors import UsageError
 from airlock.gateway import Gateway, TlsConfig, load_config, open_store
 from airlock.gateway._observe import configure_json_logs
-from airlock.gateway._server import admit_models
+from airlock.gateway._server import admit_models, migrate_state
 
 __all__ = ["COMMAND"]
 
@@ -53,6 +53,11 @@ class ServeCommand:
             "--admit-only", action="store_true", help="run admission, print each model's record, and exit"
         )
         parser.add_argument(
+            "--migrate",
+            action="store_true",
+            help="bring the [state] PostgreSQL schema up to date (versioned, under a lock; safe to repeat), then exit",
+        )
+        parser.add_argument(
             "--unsafe-plaintext",
             action="store_true",
             help="UNSAFE: allow plaintext HTTP on a non-loopback address (keys and tensors travel in clear)",
@@ -68,6 +73,9 @@ class ServeCommand:
                 raise UsageError(f"--port must be 0..65535, got {args.port}")
             server = dataclasses.replace(server, port=args.port)
         config = dataclasses.replace(config, server=server)
+        if args.migrate:
+            print(migrate_state(config))
+            return 0
         if args.admit_only:
             return _admit_only(config)
         tls = None

@@ -41,6 +41,7 @@ from starlette.types import ASGIApp
 
 from airlock import __version__
 from airlock.gateway._audit_writer import AuditWriter
+from airlock.gateway._backend import BackendUnavailable
 from airlock.gateway._bytes import is_bytes, tensor_bytes
 from airlock.gateway._codec import Codecs, CodecUnavailable
 from airlock.gateway._config import GatewayConfig, ModelConfig, TenantLimits
@@ -49,6 +50,7 @@ from airlock.gateway._guard_trail import GuardTrail
 from airlock.gateway._keys import Authenticated, authenticate
 from airlock.gateway._limiter import Admit, RateLimiter
 from airlock.gateway._observe import Metrics
+from airlock.gateway._offload import background, offload
 from airlock.gateway._store import AdmissionRecord, AuditEntry, AuditUnavailable, Store
 from airlock.gateway._tensors import (
     MAX_BINARY_HEADER,
@@ -132,6 +134,8 @@ _TEXTS: Final = {
 _STREAM_ABOVE: Final = 1024 * 1024
 _SLICE: Final = 256 * 1024
 AUDIT_UNAVAILABLE: Final = "audit log unavailable; the request was not served"
+#: PostgreSQL ([state] url) or Redis ([limits] url) cannot be reached: refused, never served unchecked
+STATE_UNAVAILABLE: Final = "state service unavailable; the request was not served"
 #: no answer yet
 _UNSET: Final = Response(b"", status_code=500)
 CODEC_UNAVAILABLE: Final = "request decoder unavailable; retry"
@@ -149,8 +153,8 @@ class _Refused(Exception):
         self.response, self.decision = response, decision
 
 
-def _auth(state: GatewayState, request: Request) -> Authenticated:
-    who = authenticate(state.store, request.headers.get("authorization"))
+async def _auth(state: GatewayState, request: Request) -> Authenticated:
+    who = await offload(state.store, authenticate, state.store, request.headers.get("authorization"))
     mtls = state.config.tls is not None and state.config.tls.client_ca is not None
     # mTLS: the certificate (verified by the TLS layer against client_ca) must name the key's tenant
     if who is not None and mtls and request.scope.get("state", {}).get(CLIENT_CN_KEY) != who.tenant:
@@ -364,7 +368,7 @@ async def infer(request: Request) -> Response:
     decision, response = "allowed", _UNSET
     trail, pseudonyms = GuardTrail(), Pseudonyms()
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
         model = _model_for(state, who, name)
         lane = state.lanes.get((who.tenant, name))
         if lane is None:
@@ -372,12 +376,12 @@ async def infer(request: Request) -> Response:
                 _error(400, "a text model: call it on /v1/chat/completions or /v1/completions"),
                 "denied:malformed",
             )
-        limits = state.limits(who.tenant)
-        if not state.limiter.enter(who.tenant, limits):
+        limits = await offload(state.store, state.limits, who.tenant)
+        if not await offload(state.limiter, state.limiter.enter, who.tenant, limits):
             raise _limited(state, who.tenant, Admit(False, 1.0, "concurrency"))
         entered = True
         state.metrics.child(state.metrics.in_flight, who.tenant).inc()
-        admit = state.limiter.take_request(who.tenant, limits, time.monotonic())
+        admit = await offload(state.limiter, state.limiter.take_request, who.tenant, limits, time.monotonic())
         if not admit.allowed:
             raise _limited(state, who.tenant, admit)
         header_length = _header_length(request)
@@ -391,7 +395,9 @@ async def infer(request: Request) -> Response:
             state, who.tenant, model, "input", parsed.inputs, deadline, trail, pseudonyms
         )
         nbytes = parsed.nbytes
-        admit = state.limiter.take_bytes(who.tenant, limits, nbytes, time.monotonic())
+        admit = await offload(
+            state.limiter, state.limiter.take_bytes, who.tenant, limits, nbytes, time.monotonic()
+        )
         if not admit.allowed:
             if nbytes > limits.tensor_bytes_per_minute:
                 raise _Refused(
@@ -429,6 +435,8 @@ async def infer(request: Request) -> Response:
         response = await _reply(state, who.tenant, name, parsed.id or request_id, parsed, outputs, deadline)
     except _Refused as refused:
         decision, response = refused.decision, refused.response
+    except BackendUnavailable:
+        decision, response = "failed:state", _error(503, text=STATE_UNAVAILABLE)
     except Exception as exc:  # every request ends audited, with a fixed text
         _log.error("request failed", extra={"request_id": request_id, "error": type(exc).__name__})
         decision, response = "failed:internal", _error(500)
@@ -440,7 +448,7 @@ async def infer(request: Request) -> Response:
         raise
     finally:
         if entered and who is not None:
-            state.limiter.leave(who.tenant)
+            background(state.limiter, state.limiter.leave, who.tenant)
             state.metrics.child(state.metrics.in_flight, who.tenant).dec()
     if response is _UNSET:  # not reached: every way out of the block above sets the answer
         decision, response = "failed:internal", _error(500)
@@ -474,7 +482,7 @@ async def model_metadata(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     name = request.path_params["model"]
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
         model = _model_for(state, who, name)
     except _Refused as refused:
         return refused.response
@@ -489,7 +497,7 @@ async def model_ready(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     name = request.path_params["model"]
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
         _model_for(state, who, name)
     except _Refused as refused:
         return refused.response
@@ -501,7 +509,7 @@ async def model_ready(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
     except _Refused as refused:
         return refused.response
     names = sorted(
@@ -518,8 +526,13 @@ async def live(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     lanes: list[Lane | TextLane] = [*state.lanes.values(), *state.text_lanes.values()]
-    ok = state.audit_ok and bool(lanes) and all(lane.ready for lane in lanes)
+    ok = state.audit_ok and backends_available(state) and bool(lanes) and all(lane.ready for lane in lanes)
     return _json({"ready": ok}, 200 if ok else 503)
+
+
+def backends_available(state: GatewayState) -> bool:
+    """False while the shared state (PostgreSQL) or budgets (Redis) are marked down."""
+    return all(getattr(backend, "available", True) for backend in (state.store, state.limiter))
 
 
 async def server_metadata(request: Request) -> Response:
@@ -530,6 +543,10 @@ async def server_metadata(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     return _error(status if status in _TEXTS else 500)
+
+
+async def _backend_error(request: Request, exc: Exception) -> Response:
+    return _error(503, text=STATE_UNAVAILABLE)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -550,7 +567,9 @@ def build_app(state: GatewayState) -> ASGIApp:
     from airlock.gateway._openai import OPENAI_ROUTES  # it builds on this module's helpers
 
     routes += [Route(path, endpoint, methods=methods) for path, endpoint, methods in OPENAI_ROUTES]
-    handlers: Mapping[Any, Any] = {HTTPException: _http_error, Exception: _server_error}
+    handlers: Mapping[Any, Any] = {
+        HTTPException: _http_error, BackendUnavailable: _backend_error, Exception: _server_error,
+    }  # fmt: skip
     app = Starlette(routes=routes, exception_handlers=dict(handlers))
     app.state.gateway = state
     state.preauth = PreAuth(app, state.config.server)

@@ -7,6 +7,11 @@ under load one commit serves many requests, and a single request pays one commit
 writer thread was tried: on a small, busy machine the GIL handoffs cost more than the commits.)
 The caller awaits its row: the answer comes only once the row is committed (or
 :class:`AuditUnavailable` when it is not).
+
+A store on a server (PostgreSQL) is written off the event loop, one batch at a time in the store's
+threads (:func:`._offload.offload`, bounded in time): rows handed in while a commit is in flight go
+in the next one, and a slow or dead server holds up only the requests waiting for their rows, never
+the loop.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+from airlock.gateway._backend import BackendUnavailable
+from airlock.gateway._offload import offload
 from airlock.gateway._store import AuditEntry, AuditUnavailable, Store
 
 __all__ = ["AuditWriter"]
@@ -27,6 +34,8 @@ class AuditWriter:
         self._store = store
         self._pending: list[tuple[AuditEntry, asyncio.Future[None]]] = []
         self._scheduled = False
+        self._offload = getattr(store, "backend", None) is not None
+        self._task: asyncio.Task[None] | None = None
 
     async def append(self, entry: AuditEntry) -> None:
         """Return once ``entry`` is committed; raise AuditUnavailable when it cannot be."""
@@ -35,7 +44,10 @@ class AuditWriter:
         self._pending.append((entry, future))
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush, loop)
+            if self._offload:
+                self._task = loop.create_task(self._drain())
+            else:
+                loop.call_soon(self._flush, loop)
         await future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -44,13 +56,31 @@ class AuditWriter:
             loop.call_soon(self._flush, loop)
         else:
             self._scheduled = False
-        error: AuditUnavailable | None = None
+        self._settle(batch, self._write(batch))
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+                try:
+                    error = await offload(self._store, self._write, batch)
+                except BackendUnavailable as exc:  # down, or no answer in time
+                    error = AuditUnavailable(str(exc))
+                self._settle(batch, error)
+        finally:
+            self._scheduled = False
+
+    def _write(self, batch: list[tuple[AuditEntry, asyncio.Future[None]]]) -> AuditUnavailable | None:
         try:
             self._store.append_audit_many([entry for entry, _ in batch])
         except AuditUnavailable as exc:
-            error = exc
+            return exc
         except Exception as exc:
-            error = AuditUnavailable(f"audit append failed: {type(exc).__name__}")
+            return AuditUnavailable(f"audit append failed: {type(exc).__name__}")
+        return None
+
+    @staticmethod
+    def _settle(batch: list[tuple[AuditEntry, asyncio.Future[None]]], error: AuditUnavailable | None) -> None:
         for _, future in batch:
             if future.done():  # the request was cancelled (client gone); its row is written anyway
                 continue

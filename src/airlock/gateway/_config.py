@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from airlock.errors import UsageError
+from airlock.gateway._backend import BackendConfig, parse_backend
 from airlock.gateway._guard_policy import GuardPolicy, guard_policy
 from airlock.sandbox import SandboxLimits
 from airlock.sandbox._policy import MAX_GPU_INDEX
@@ -199,6 +200,10 @@ class GatewayConfig:
     defaults: TenantLimits
     sandbox: SandboxLimits
     models: tuple[ModelConfig, ...]
+    #: ``[state] url``: PostgreSQL shared by replicas (None: the SQLite file ``server.state``)
+    state_backend: BackendConfig | None = None
+    #: ``[limits] url``: Redis shared by replicas (None: budgets in process)
+    limits_backend: BackendConfig | None = None
 
     def model(self, name: str) -> ModelConfig | None:
         for model in self.models:
@@ -504,8 +509,12 @@ def load_config(path: str | Path) -> GatewayConfig:
     defaults = _limits(top.get("defaults", dict, {}))
     sandbox = _sandbox(top.get("sandbox", dict, {}))
     models_data = top.get("models", dict, {})
+    state_data, limits_data = top.get("state", dict, {}), top.get("limits", dict, {})
     top.done()
+    assert isinstance(state_data, dict) and isinstance(limits_data, dict)
+    state_backend = parse_backend("state", base, state_data, frozenset({"postgresql", "postgres"}))
+    limits_backend = parse_backend("limits", base, limits_data, frozenset({"redis", "rediss"}))
     assert isinstance(models_data, dict)
     models = tuple(_model(base, name, item) for name, item in models_data.items())
     _check_gpus(models)
-    return GatewayConfig(source, server, tls, audit, defaults, sandbox, models)
+    return GatewayConfig(source, server, tls, audit, defaults, sandbox, models, state_backend, limits_backend)

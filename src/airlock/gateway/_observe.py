@@ -156,6 +156,10 @@ def configure_json_logs(level: int = logging.INFO) -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+    # the PostgreSQL pool's own reconnection warnings ([state] url), as JSON lines like the rest
+    pool = logging.getLogger("psycopg.pool")
+    pool.handlers[:] = [handler]
+    pool.propagate = False
 
 
 def now() -> float:

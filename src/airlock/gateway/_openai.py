@@ -49,6 +49,7 @@ from airlock.errors import FormatError
 from airlock.gateway._app import (
     AUDIT_UNAVAILABLE,
     CODEC_UNAVAILABLE,
+    STATE_UNAVAILABLE,
     GatewayState,
     _admission_view,
     _audit,
@@ -61,9 +62,11 @@ from airlock.gateway._app import (
     _model_label,
     _Refused,
 )
+from airlock.gateway._backend import BackendUnavailable
 from airlock.gateway._codec import CodecUnavailable
 from airlock.gateway._guard_policy import GuardPolicy
 from airlock.gateway._limiter import Admit
+from airlock.gateway._offload import background, offload
 from airlock.gateway._store import AuditUnavailable
 from airlock.gateway._text_guard import GuardTrail, guard_input, guard_output
 from airlock.gateway._text_lane import KILL_AFTER, TextLane, TextRun
@@ -391,13 +394,12 @@ class _Call:
         state, who = self.state, self.who
         if who is None:
             return
-        limits = state.limits(who.tenant)
         if self.run is not None:
             self.run.cancel()  # no-op once it ended
         if self.reserved and self.lane is not None:
             done = self.run.result if self.run is not None else None
             used = _spent(self.lane, done, self.reserved) if self.run is not None else 0
-            state.limiter.settle_tokens(who.tenant, limits, used - self.reserved, time.monotonic())
+            background(state.limiter, _settle, state, who.tenant, used - self.reserved)
             self.reserved = 0
             if done is None and self.run is not None:
                 self.completion_tokens = self.run.received  # it failed before its count came
@@ -413,24 +415,31 @@ class _Call:
                     done.completion_tokens
                 )
         if self.generating:
-            state.limiter.leave_generation(who.tenant)
+            background(state.limiter, state.limiter.leave_generation, who.tenant)
             self.generating = False
         if self.entered:
-            state.limiter.leave(who.tenant)
+            background(state.limiter, state.limiter.leave, who.tenant)
             state.metrics.child(state.metrics.in_flight, who.tenant).dec()
             self.entered = False
+
+
+def _settle(state: GatewayState, tenant: str, delta: int) -> None:
+    """Charge (or refund) a finished generation's tokens; with the state or budgets unreachable
+    the reservation stands (a charge, never a refund)."""
+    with contextlib.suppress(BackendUnavailable):
+        state.limiter.settle_tokens(tenant, state.limits(tenant), delta, time.monotonic())
 
 
 async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest, TextLane]:
     """Every check before the worker: authentication, budgets, the body; the audit row 'started'."""
     state = call.state
-    call.who = who = _auth(state, request)
-    limits = state.limits(who.tenant)
-    if not state.limiter.enter(who.tenant, limits):
+    call.who = who = await _auth(state, request)
+    limits = await offload(state.store, state.limits, who.tenant)
+    if not await offload(state.limiter, state.limiter.enter, who.tenant, limits):
         raise _limited(state, who.tenant, Admit(False, 1.0, "concurrency"))
     call.entered = True
     state.metrics.child(state.metrics.in_flight, who.tenant).inc()
-    admit = state.limiter.take_request(who.tenant, limits, time.monotonic())
+    admit = await offload(state.limiter, state.limiter.take_request, who.tenant, limits, time.monotonic())
     if not admit.allowed:
         raise _limited(state, who.tenant, admit)
     deadline = asyncio.get_running_loop().time() + state.config.server.request_timeout_seconds
@@ -457,7 +466,7 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
         parsed, call.pseudonyms = await guard_input(
             state, who.tenant, name, model.guard, parsed, deadline, call.trail
         )
-    if not state.limiter.enter_generation(who.tenant, limits):
+    if not await offload(state.limiter, state.limiter.enter_generation, who.tenant, limits):
         raise _limited(state, who.tenant, Admit(False, 1.0, "generations"))
     call.generating = True
     reserve = _reserve(state, lane, parsed)
@@ -467,7 +476,9 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
                       f"{limits.tokens_per_minute} tokens per minute", param="max_tokens"),
             "denied:tokens",
         )  # fmt: skip
-    admit = state.limiter.take_tokens(who.tenant, limits, reserve, time.monotonic())
+    admit = await offload(
+        state.limiter, state.limiter.take_tokens, who.tenant, limits, reserve, time.monotonic()
+    )
     if not admit.allowed:
         raise _limited(state, who.tenant, admit)
     call.reserved, call.lane, call.max_tokens = reserve, lane, int(parsed.generate["max_tokens"])
@@ -669,6 +680,8 @@ async def _handle(request: Request, chat: bool) -> Response:
         response, decision = _oai(504, "request timed out"), "failed:timeout"
     except WorkerCrashed:
         response, decision = _oai(503, "model worker unavailable; it is being restarted"), "failed:worker"
+    except BackendUnavailable:
+        response, decision = _oai(503, STATE_UNAVAILABLE), "failed:state"
     except Exception as exc:
         _log.error("request failed", extra={"request_id": call.request_id, "error": type(exc).__name__})
         response, decision = _oai(500, "internal error"), "failed:internal"
@@ -865,7 +878,7 @@ def _model_entry(state: GatewayState, name: str) -> dict[str, object]:
 async def list_text_models(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
     except _Refused as refused:
         return _as_openai(refused.response)
     names = sorted(
@@ -884,7 +897,7 @@ async def text_model(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     name = request.path_params["model"]
     try:
-        who = _auth(state, request)
+        who = await _auth(state, request)
         _model_for(state, who, name)
     except _Refused as refused:
         return _as_openai(refused.response)

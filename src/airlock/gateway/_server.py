@@ -41,9 +41,9 @@ from airlock.gateway._guard import (
     guarded_protocol,
     raise_fd_limit,
 )
-from airlock.gateway._memory_limiter import MemoryLimiter
 from airlock.gateway._observe import Metrics
-from airlock.gateway._sqlite_store import SqliteStore
+from airlock.gateway._offload import offload
+from airlock.gateway._open import migrate_state, open_limiter, open_store
 from airlock.gateway._store import AdmissionRecord, Store
 from airlock.gateway._text_guard import warm_guards
 from airlock.gateway._text_lane import KILL_AFTER, TextLane
@@ -52,21 +52,13 @@ from airlock.gateway._workers import Lane, SandboxWorker
 from airlock.sandbox import SandboxPolicy
 from airlock.sandbox._detect import detect_runtime
 
-__all__ = ["Gateway", "admit_models", "is_loopback", "open_store"]
+__all__ = ["Gateway", "admit_models", "is_loopback", "migrate_state", "open_limiter", "open_store"]
 
 _log = logging.getLogger("airlock.gateway")
 #: the runtime of models served on the OpenAI-compatible endpoints
 TEXT_RUNTIME = "text-gguf"
 #: seconds the shutdown waits for the requests it cancelled to unwind (and, more, for their rows)
 _DRAIN_SECONDS = 5.0
-
-
-def open_store(config: GatewayConfig, *, audit_key: bytes | None = None) -> Store:
-    """The configured state backend (SQLite is the only one shipped).
-
-    ``audit_key`` (from :func:`load_key`) is needed only to append audit rows: the gateway passes it,
-    the tenant and key commands do not."""
-    return SqliteStore(config.server.state, audit_key)
 
 
 def is_loopback(host: str) -> bool:
@@ -199,6 +191,11 @@ class Gateway:
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(None, admit_models, config, store)
         refused = [(m, r) for m, r, staged in results if staged is None]
+        try:
+            limiter = open_limiter(config) if not refused else None
+        except BaseException:
+            store.close()
+            raise
         if refused:
             lines = []
             for model, record in refused:
@@ -211,9 +208,11 @@ class Gateway:
         try:
             await loop.run_in_executor(None, _check_guards, [(m, s) for m, _, s in results if s is not None])
         except UsageError:
+            _close(limiter)
             store.close()
             raise
-        state = GatewayState(config, store, MemoryLimiter(), Metrics(), {m.name: r for m, r, _ in results})
+        assert limiter is not None
+        state = GatewayState(config, store, limiter, Metrics(), {m.name: r for m, r, _ in results})
         for model, record, staged in results:
             assert staged is not None
             text = _is_text(staged, model)
@@ -254,6 +253,7 @@ class Gateway:
             state.audit.close()
             state.codecs.close()
             store.close()
+            _close(limiter)
             self.state = None
             raise
         api = uvicorn.Config(
@@ -324,7 +324,11 @@ class Gateway:
         while True:
             await asyncio.sleep(self.config.audit.head_interval_seconds)
             with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(None, self._write_head)
+                state = self.state
+                assert state is not None
+                # read from the store's own threads (a hung PostgreSQL never ties up the default pool)
+                head = await offload(state.store, state.store.audit_head)
+                await asyncio.get_running_loop().run_in_executor(None, self._write_head, head)
 
     def _first_head(self) -> None:
         state, key = self.state, self._key
@@ -338,11 +342,11 @@ class Gateway:
             ) from exc
         self._written = head
 
-    def _write_head(self) -> str:
+    def _write_head(self, head: AuditHead | None = None) -> str:
         state, key = self.state, self._key
         if state is None or key is None:
             return ""
-        head = state.store.audit_head()
+        head = head or state.store.audit_head()
         if self._written is not None and self._written.seq == head.seq:
             return head.head
         if self._written is not None and head.seq < self._written.seq:
@@ -383,7 +387,14 @@ class Gateway:
                 head = self._write_head()
             _log.info("stopped", extra={"audit_head": head})
             self.state.store.close()
+            _close(self.state.limiter)
             self.state = None
+
+
+def _close(limiter: object) -> None:
+    close = getattr(limiter, "close", None)
+    if close is not None:
+        close()
 
 
 def _export(state: GatewayState) -> None:
@@ -415,6 +426,13 @@ def _export(state: GatewayState) -> None:
         lambda: {**{(t, m): float(lane.live_workers()) for (t, m), lane in state.lanes.items()},
                  **{(t, m): float(lane.live_workers()) for (t, m), lane in state.text_lanes.items()}},
         ("tenant", "model"), gauge=True,
+    )  # fmt: skip
+    state.metrics.watch(
+        "airlock_backend_up", "1 while the [state]/[limits] server answers, 0 while it is marked down",
+        lambda: {(name,): float(getattr(owner, "available", True))
+                 for name, owner in (("state", state.store), ("limits", state.limiter))
+                 if getattr(owner, "backend", None) is not None},
+        ("backend",), gauge=True,
     )  # fmt: skip
     state.metrics.watch(
         "airlock_generations_running", "Text generations holding a worker now",

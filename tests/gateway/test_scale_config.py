@@ -1,0 +1,86 @@
+"""[state] and [limits] in the serve config, and the scale extra."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airlock.errors import UsageError
+from airlock.gateway import load_config
+from airlock.gateway._backend import BackendConfig, read_password, redact
+from tests.ecosystem.test_cli_shell import _without
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gw.toml"
+    path.write_text(f'[server]\nstate = "s.db"\n{text}', encoding="utf-8")
+    return path
+
+
+def test_backend_config(tmp_path: Path) -> None:
+    config = load_config(_config(tmp_path, '[state]\nurl = "postgresql://u@db:5432/air"\n'
+                                           'password_file = "pg.pw"\nsslmode = "verify-full"\nca_file = "/ca.pem"\n'
+                                           '[limits]\nurl = "rediss://cache:6380/0"\ntimeout_seconds = 0.5\n'))  # fmt: skip
+    assert config.state_backend == BackendConfig(
+        "postgresql://u@db:5432/air", tmp_path / "pg.pw", Path("/ca.pem"), "verify-full", 2.0, 5.0
+    )
+    assert config.limits_backend is not None and config.limits_backend.timeout_seconds == 0.5
+    assert load_config(_config(tmp_path, "")).state_backend is None  # SQLite, in process: the default
+    for text, message in [
+        (
+            '[state]\nurl = "postgresql://u:hunter2@db/air"\n',
+            r"holds a password \(postgresql://u:\*\*\*@db/air\)",
+        ),
+        ('[limits]\nurl = "redis://:hunter2@cache"\n', "put it in limits.password_file"),
+        ('[state]\nurl = "redis://cache"\n', "state.url must start with postgres or postgresql://"),
+        ('[limits]\nurl = "postgresql://db"\n', "limits.url must start with redis or rediss://"),
+        ('[limits]\nurl = "redis://cache"\nsslmode = "require"\n', r"\[state\] only"),
+        ('[state]\nurl = "postgresql://db"\nsslmode = "sometimes"\n', "sslmode must be one of"),
+        (
+            '[state]\nurl = "postgresql://db"\npasword_file = "x"\n',
+            r"unknown key\(s\) in \[state\]: pasword_file",
+        ),
+        ('[state]\npassword_file = "x"\n', r"\[state\] needs url"),
+        ('[limits]\nurl = "redis://cache"\ntimeout_seconds = 0\n', "limits.timeout_seconds must be"),
+        ('[limits]\nurl = "redis://cache"\nnamespace = "a:b"\n', "limits.namespace must be"),
+        ('[state]\nurl = "postgresql://db"\nnamespace = "a"\n', r"\[limits\] only"),
+    ]:
+        with pytest.raises(UsageError, match=message) as caught:
+            load_config(_config(tmp_path, text))
+        assert "hunter2" not in str(caught.value)
+    assert (
+        redact("redis://:pw@h:1/0") == "redis://:***@h:1/0"
+        and redact("postgresql://h/db") == "postgresql://h/db"
+    )
+
+
+@pytest.mark.parametrize(("table", "hidden"), [("state", "psycopg"), ("limits", "redis")])
+def test_a_server_url_without_the_scale_extra_names_it(tmp_path: Path, table: str, hidden: str) -> None:
+    url = "postgresql://db/air" if table == "state" else "redis://cache"
+    (tmp_path / "c.toml").write_text(f'[{table}]\nurl = "{url}"\n', encoding="utf-8")
+    args = ["tenant", "list", "--config", "c.toml"] if table == "state" else ["serve", "--config", "c.toml"]
+    proc = _without([hidden], args, tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        f"airlock {args[0]}: needs the 'scale' extra, not installed: pip install 'model-airlock[scale]'"
+    )
+
+
+def test_password_files(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+
+    def read() -> str | None:
+        return read_password(BackendConfig("redis://cache", path))
+
+    path.write_bytes(b"p\xc3\xa4ss word\n")
+    assert read() == "päss word" and read_password(BackendConfig("redis://cache")) is None
+    path.write_bytes(b"x" * 4096)
+    assert read() == "x" * 4096
+    for content, message in [(b"x" * 4097, "larger than 4096 bytes"), (b"\xff\xfe", "not UTF-8")]:
+        path.write_bytes(content)
+        with pytest.raises(UsageError, match=message):
+            read()
+    path.unlink()
+    with pytest.raises(UsageError, match="cannot read the password file"):
+        read()
