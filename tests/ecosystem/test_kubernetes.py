@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +281,23 @@ def test_network_policies_deny_by_default_and_allow_only_the_datastores(name: st
     open_policy["spec"]["egress"] = [{"ports": [{"port": 443}]}]
     with pytest.raises(AssertionError, match="without `to`"):
         _egress_targets(open_policy)
+
+
+def test_kustomize_builds_every_resource_into_the_namespace() -> None:
+    """`kubectl kustomize` (offline: no cluster is contacted) renders what `kubectl apply -k` sends."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (the other tests lint the same files without it)")
+    done = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    built = [doc for doc in yaml.safe_load_all(done.stdout) if doc is not None]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == sorted(
+        (d["kind"], d["metadata"]["name"]) for _, d in DOCS
+    )
+    for doc in built:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "airlock", doc["metadata"]["name"]
+        if doc["kind"] in WORKLOADS:
+            assert _container_problems(doc) == []
