@@ -64,13 +64,13 @@ canary_file = "canaries.txt"
     assert policy.inputs.filter is not None and policy.inputs.filter.links is Action.REDACT
     assert policy.outputs is not None and policy.outputs.filter is not None
     assert policy.outputs.filter.markup is Action.FLAG
-    assert policy.canaries == ("zq-list-secret-02", "zq-file-secret-01")
+    assert policy.canaries == ("zqlistsecret02", "zqfilesecret01")
     assert policy.checks_output and "secret" not in repr(policy)
 
 
 def test_an_output_table_of_canaries_only_checks_canaries(tmp_path: Path) -> None:
     policy = _load(tmp_path, '[models.t.guard.output]\ncanaries = ["zq-only-canary"]\n').guard
-    assert policy.inputs is None and policy.outputs is None and policy.canaries == ("zq-only-canary",)
+    assert policy.inputs is None and policy.outputs is None and policy.canaries == ("zqonlycanary",)
 
 
 @pytest.mark.parametrize(
@@ -118,6 +118,12 @@ def test_a_canary_shorter_than_the_minimum_is_refused_without_echoing_it(length:
         "zq-c\u0430n\u0430ry-7731",  # Cyrillic a
         "z q - c a n a r y - 7 7 3 1",  # spaced out
         "zq-canary-\U000e0041" + "7731",  # a tag character inside
+        "zq_canary_7731",  # other separators: a canary is its letters and digits
+        "zq\u2013canary\u22127731",  # an en dash, a minus sign
+        "zq-ca\u0301n\u00e4ry-7731",  # accents: a combining mark, a precomposed letter
+        "zq-<b></b>canary-<!-- x -->7731",  # markup a browser drops
+        "zq&#45;canary&#x2d;77&#51;1",  # HTML entities
+        "zq-canary-77\u04171",  # Cyrillic Ze imitating the digit 3
     ],
 )
 def test_canary_spellings_are_blocked(answer: str) -> None:
