@@ -199,6 +199,9 @@ def test_pii_in_an_output_element_is_redacted(served: _Served) -> None:
         [f"the key is {CANARY}"],
         [f"the key is {CANARY.upper().replace('-', '- ')}"],  # case and white space
         ["the key is zq-7f3a-", "canary-51 ok"],  # split over two elements
+        # markup and an entity split over elements: whole only once the elements are joined
+        ["the key is zq-7f3a<b", ">canary-51"],
+        ["the key is zq-7f3a&#4", "5;canary-51"],
     ],
 )
 def test_a_canary_in_the_outputs_is_withheld(served: _Served, items: list[str]) -> None:

@@ -70,7 +70,9 @@ def check_outputs(key: str, policy: GuardPolicy, texts: list[str]) -> Outcome:
     guard on every element (here or in a codec process)."""
     if policy.canaries:
         forms = [canonical(text) for text in texts]
-        joined = "".join(forms)
+        # the joined text's form, not the forms joined: a tag or an entity split over two elements
+        # is whole only in the text a caller joins
+        joined = canonical("".join(texts))
         if any(canary in form for canary in policy.canaries for form in (*forms, joined)):
             return Outcome(Decision.BLOCKED.value, None, {CANARY_RULE: 1})
     if policy.outputs is None:
