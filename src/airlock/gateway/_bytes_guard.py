@@ -125,7 +125,7 @@ async def guard_tensors(
     outcome = await _run(
         state,
         tenant,
-        on_loop(state, items),
+        on_loop(state.config.server.offload_bytes, items),
         deadline,
         screen_elements,
         direction,

@@ -2,12 +2,12 @@
 (:mod:`._guard_policy`) applied to every message content / prompt before the worker sees it, and to
 the model's answer before the caller does (docs/serve.md, "Guarding text").
 
-Guard work is CPU in Python: a request's texts are checked on the event loop only while they are
-few and small (:func:`guard_work` x :data:`GUARD_COST` <= ``[server] offload_bytes``, the bound
-JSON parsing uses); more go to the tenant's own codec process (:mod:`._codec`), so they queue behind
-that tenant's work only. The work counts every text's fixed cost (:data:`TEXT_COST`), not only its
-characters: an empty text costs the pipeline as much as a short one, and a body holds hundreds of
-thousands of empty messages or elements. The guard's size limits are checked first, wherever the
+Guard work is CPU in Python: a request's texts are checked on the event loop only while their
+worst-case work is small (:func:`guard_work` x :data:`GUARD_COST` <= ``[server] offload_bytes``,
+the bound JSON parsing uses: a dozen characters by default); more go to the tenant's own codec
+process (:mod:`._codec`), so they queue behind that tenant's work only. The cost is that of the
+slowest content measured (an attacker picks the content), and counts every text's fixed cost
+(:data:`TEXT_COST`): a body holds hundreds of thousands of empty messages or elements. The guard's size limits are checked first, wherever the
 texts are checked, before any guard work, for each text and for the request's texts together.
 
 What is kept of a decision (audit row, metrics, logs): direction, decision and rule ids with
@@ -37,12 +37,14 @@ __all__ = [
     "check_output", "guard_input", "guard_output", "guard_work", "screen_input", "screen_output", "warm_guards",
 ]  # fmt: skip
 
-#: guard work per character, in units of JSON parsing per byte (measured: ~0.5-1 us per character
-#: for the default pipeline, ~10 ns per byte for json.loads)
-GUARD_COST: Final = 64
-#: guard work of one text whatever its length, in characters (measured: ~40 us for an empty text,
-#: ~90 us for a one-character one, against ~0.5-1 us a character)
-TEXT_COST: Final = 128
+#: guard work per character, in units of JSON parsing per byte (~10 ns), for the WORST content, not
+#: typical text: plain English costs ~0.2-0.6 us a character, but text the pipeline works hard on
+#: (Cyrillic look-alikes, phone numbers, IP addresses, IBANs, markdown brackets) ~10-40 us a character
+#: (measured, warm, default and full policies). The loop's share must hold for what an attacker sends.
+GUARD_COST: Final = 4096
+#: guard work of one text whatever its length, in those characters (measured: ~40-90 us for an
+#: empty or one-character text)
+TEXT_COST: Final = 4
 #: the fixed texts of a refusal (never the text, the rule or the span)
 INPUT_REFUSED: Final = "the request was refused by the input guard"
 OUTPUT_REFUSED: Final = "the model's answer was withheld by the output guard"
@@ -150,10 +152,11 @@ def guard_work(count: int, chars: int) -> int:
     return chars + count * TEXT_COST
 
 
-def on_loop(state: GatewayState, texts: Sequence[str | bytes]) -> bool:
-    """Whether checking ``texts`` (or UTF-8 elements) is cheap enough for the event loop (the count
-    is looked at first: summing a huge list's lengths is itself work)."""
-    budget = state.config.server.offload_bytes // GUARD_COST
+def on_loop(offload_bytes: int, texts: Sequence[str | bytes]) -> bool:
+    """Whether checking ``texts`` (or UTF-8 elements) is cheap enough for the event loop at worst
+    (``offload_bytes``: the server's bound on loop work, in JSON bytes; the count is looked at
+    first: summing a huge list's lengths is itself work)."""
+    budget = offload_bytes // GUARD_COST
     if len(texts) * TEXT_COST > budget:
         return False
     return guard_work(len(texts), sum(map(len, texts))) <= budget
@@ -217,7 +220,14 @@ async def guard_input(
         return parsed, Pseudonyms()
     texts = _texts(parsed.generate)
     outcome = await _run(
-        state, tenant, on_loop(state, texts), deadline, screen_input, f"{model}/input", policy.inputs, texts
+        state,
+        tenant,
+        on_loop(state.config.server.offload_bytes, texts),
+        deadline,
+        screen_input,
+        f"{model}/input",
+        policy.inputs,
+        texts,
     )
     _count(state, model, "input", outcome, trail)
     if outcome.texts is None:
@@ -232,7 +242,7 @@ async def guard_output(
     """The answer as the caller may see it (checked, redacted, pseudonyms restored); a blocked
     answer raises a refusal (502, fixed text) and nothing of it is kept."""
     outcome = await _run(
-        state, tenant, on_loop(state, [text]), deadline, screen_output, f"{model}/output", policy.outputs,
+        state, tenant, on_loop(state.config.server.offload_bytes, [text]), deadline, screen_output, f"{model}/output", policy.outputs,
         policy.canaries, text,
     )  # fmt: skip
     _count(state, model, "output", outcome, trail)
