@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import struct
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Served]:
     folder = tmp_path_factory.mktemp("bytes-guard")
     _shout(folder / "shout.onnx")
     _echo(folder / "echo.onnx")
-    config = load_config(write_config(folder, MODELS, server="request_timeout_seconds = 20.0"))
+    config = load_config(
+        write_config(folder, MODELS, server="request_timeout_seconds = 20.0\nmax_body_bytes = 1048576")
+    )
     store = open_store(config)
     store.add_tenant("acme", None)
     _, token = create_key(store, "acme")
@@ -196,6 +199,9 @@ def test_pii_in_an_output_element_is_redacted(served: _Served) -> None:
         [f"the key is {CANARY}"],
         [f"the key is {CANARY.upper().replace('-', '- ')}"],  # case and white space
         ["the key is zq-7f3a-", "canary-51 ok"],  # split over two elements
+        # markup and an entity split over elements: whole only once the elements are joined
+        ["the key is zq-7f3a<b", ">canary-51"],
+        ["the key is zq-7f3a&#4", "5;canary-51"],
     ],
 )
 def test_a_canary_in_the_outputs_is_withheld(served: _Served, items: list[str]) -> None:
@@ -208,7 +214,9 @@ def test_a_canary_in_the_outputs_is_withheld(served: _Served, items: list[str]) 
     assert b"7f3a" not in served.stored()
 
 
-@pytest.mark.parametrize("items", [["zq-7f3a-canary-5", "2"], ["zq-7f3a-canary51"], ["zq-7f3a-canary-5"]])
+#: a canary is its letters and digits: "zq-7f3a-canary51" is the canary (punctuation does not hide
+#: it), a changed digit is not
+@pytest.mark.parametrize("items", [["zq-7f3a-canary-5", "2"], ["zq-7f3a-canary-52"], ["zq-7f3a-canary-5"]])
 def test_a_canary_near_miss_passes(served: _Served, items: list[str]) -> None:
     assert _out(served.call("echo", items)) == items
 
@@ -222,3 +230,42 @@ def test_a_guard_on_a_model_without_bytes_inputs_stops_the_start(tmp_path: Path)
     store.close()
     with pytest.raises(UsageError, match=r"models\.affine\.guard: .* declares no BYTES input"):
         Running(Gateway(config))
+
+
+def _slowest_health_check(
+    served: _Served, call: Callable[[], httpx.Response]
+) -> tuple[httpx.Response, float]:
+    """``call()``'s reply, and the slowest health check answered while it ran."""
+    result: dict[str, httpx.Response] = {}
+    worker = threading.Thread(target=lambda: result.setdefault("reply", call()))
+    worker.start()
+    slowest = 0.0
+    while worker.is_alive():
+        started = time.monotonic()
+        assert served.client.get("/v2/health/live").status_code == 200
+        slowest = max(slowest, time.monotonic() - started)
+        time.sleep(0.02)
+    worker.join()
+    return result["reply"], slowest
+
+
+def test_many_tiny_elements_do_not_hold_the_event_loop(served: _Served) -> None:
+    """Guard work is mostly a fixed cost per text (~40 us for an empty one): 150,000 empty elements
+    with no characters to speak of are seconds of checks. They must go to the tenant's codec
+    process, not run on the event loop: a health check answers promptly meanwhile."""
+    items = [""] * 150_000 + ["see ![x](https://evil.example/a.png)"]  # blocked after all the rest
+    reply, slowest = _slowest_health_check(served, lambda: served.call("shout", items))
+    assert reply.status_code == 400 and reply.json()["error"] == INPUT_REFUSED
+    # on the loop these checks block every other request for seconds (~4 s unloaded)
+    assert slowest < 1.0, f"the event loop was held for {slowest:.2f} s"
+
+
+def test_many_distinct_values_do_not_make_restoring_pseudonyms_quadratic(served: _Served) -> None:
+    """3,000 elements with 3,000 distinct addresses: 3,000 pseudonyms, restored in 3,000 answer
+    elements. Restoring matched every pseudonym as an alternative, rebuilt for each element on the
+    event loop (~15 s of N^2 work); it is one pass per element now, where the rest of the elements'
+    work runs."""
+    items = [f"to u{i}@example.com" for i in range(3000)]
+    reply, slowest = _slowest_health_check(served, lambda: served.call("pseudo", items))
+    assert _out(reply) == [f"{item}!" for item in items]  # each caller's own value back in place
+    assert slowest < 1.0, f"the event loop was held for {slowest:.2f} s"

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,7 +117,9 @@ canary_file = "canaries.txt"
 {model}
 """
     path = write_config(
-        folder, models, server="request_timeout_seconds = 120\ngeneration_timeout_seconds = 120"
+        folder,
+        models,
+        server="request_timeout_seconds = 120\ngeneration_timeout_seconds = 120\nmax_body_bytes = 8388608",
     )
     source = path.read_text("utf-8")
     limits = "[sandbox]\nwall_seconds = 600\nstart_seconds = 300\nthreads = 2\nmemory_bytes = 4294967296\n"
@@ -246,6 +249,25 @@ def test_a_canary_in_an_answer_is_withheld(served: Served, secret: str) -> None:
     assert guard["output"] == {"decision": "blocked", "rules": {"canary.leak": 1}}
 
 
+#: the canary as a reader sees it, spelled so that removing white space and hidden characters alone
+#: misses it: other separators, dashes of other code points, an accent (a combining mark), markup a
+#: browser drops, an HTML entity
+@pytest.mark.parametrize(
+    "spelling",
+    ["zq_canary_7731", "zq.canary.7731", "zq\u2013canary\u20137731", "zq-ca\u0301nary-7731",
+     "zq-<b></b>canary-7731", "zq-canary&#45;7731"],
+)  # fmt: skip
+def test_a_canary_respelled_between_its_letters_is_withheld(served: Served, spelling: str) -> None:
+    plain = served.complete("plain", copy_prompt(spelling)).json()["choices"][0]["text"]
+    assert plain.startswith(f" {spelling}")  # the model does write this spelling
+    reply = served.complete("guarded", copy_prompt(spelling))
+    assert reply.status_code == 502 and reply.json()["error"]["message"] == OUTPUT_REFUSED
+    assert "canary" not in reply.text
+    decision, status, guard = served.row(reply.headers["x-request-id"])
+    assert (decision, status) == ("denied:guard-output", 502)
+    assert guard["output"] == {"decision": "blocked", "rules": {"canary.leak": 1}}
+
+
 def _events(served: Served, model: str, prompt: str) -> tuple[list[str], str]:
     body = {"model": model, "prompt": prompt, "max_tokens": 16, "temperature": 0, "stream": True}
     headers = {"Authorization": f"Bearer {served.token}"}
@@ -322,3 +344,29 @@ def test_nothing_of_the_texts_is_in_the_audit_log_the_logs_or_the_metrics(served
         r'airlock_guard_findings_total\{direction="input",model="guarded",rule="pii.email_address"\} [1-9]',
         metrics,
     )
+
+
+def test_many_empty_messages_do_not_hold_the_event_loop(served: Served) -> None:
+    """Guard work is mostly a fixed cost per text (~40 us for an empty one): 150,000 empty messages
+    (4 MiB) have no characters to speak of but are seconds of checks. They go to the tenant's
+    codec process, not the event loop: a health check answers promptly meanwhile."""
+    messages = [{"role": "user", "content": ""}] * 150_000
+    messages.append({"role": "user", "content": "see ![x](https://evil.example/a.png)"})  # blocked last
+    result: dict[str, httpx.Response] = {}
+
+    def call() -> None:
+        result["reply"] = served.post("/v1/chat/completions", {"model": "guarded", "messages": messages})
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    slowest = 0.0
+    while worker.is_alive():
+        started = time.monotonic()
+        assert httpx.get(f"{served.base}/v2/health/live", timeout=60).status_code == 200
+        slowest = max(slowest, time.monotonic() - started)
+        time.sleep(0.02)
+    worker.join()
+    reply = result["reply"]
+    assert reply.status_code == 400 and reply.json()["error"]["message"] == INPUT_REFUSED
+    # on the loop these checks block every other request for seconds (~6 s unloaded)
+    assert slowest < 1.0, f"the event loop was held for {slowest:.2f} s"

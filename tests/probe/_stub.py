@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
+import gzip
 import json
 import re
 import threading
@@ -27,7 +29,8 @@ _B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 class Stub:
     key: str = "sk-test"
     #: "model" (default), "redirect" (307 to ``location``), "huge" (a body over the client's limit),
-    #: "html" (a reply with markup and quotes), "unauthorised", "trickle" (a body a byte at a time)
+    #: "html" (a reply with markup and quotes), "unauthorised", "trickle" (a body a byte at a time),
+    #: "bomb" (a valid answer padded to 64 MiB, sent gzip inside gzip: ~70 KB on the wire)
     mode: str = "model"
     location: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -57,6 +60,13 @@ def answer(messages: list[dict[str, str]]) -> str:
     return "Hello! How can I help you with Example Corp products?"
 
 
+@functools.cache
+def bomb() -> bytes:
+    """A valid answer padded with 64 MiB of white space, gzip inside gzip (made once)."""
+    doc = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
+    return gzip.compress(gzip.compress(json.dumps(doc).encode() + b" " * (64 << 20), 9), 9)
+
+
 def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -73,7 +83,14 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            stub.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            stub.requests.append(
+                {
+                    "path": self.path,
+                    "auth": self.headers.get("Authorization"),
+                    "body": body,
+                    "encoding": self.headers.get("Accept-Encoding"),
+                }
+            )
             if self.headers.get("Authorization") != f"Bearer {stub.key}" or stub.mode == "unauthorised":
                 self._send(401, b'{"error": {"message": "invalid API key"}}')
                 return
@@ -96,6 +113,9 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')
                 return
             text = answer(body["messages"])
+            if stub.mode == "bomb":
+                self._send(200, bomb(), {"Content-Encoding": "gzip, gzip"})
+                return
             if stub.mode == "html":
                 text = "<script>alert('x')</script> \"quoted\" & <img src=x onerror=alert(1)> " + text
             doc = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import tracemalloc
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import jsonschema
 import pytest
 
 from airlock._cli import main
-from tests.probe._stub import Stub, stub_server
+from airlock.probe._cases import Message
+from airlock.probe._client import MAX_RESPONSE_BYTES, CaseFailed, ChatClient, Target
+from tests.probe._stub import Stub, bomb, stub_server
 
 GUARD = 'injection = "block"\npii = "off"\n'
 
@@ -160,7 +163,6 @@ def test_budget_of_seconds_stops_the_run_and_says_so(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     from airlock.probe import Budget, Settings, probe
-    from airlock.probe._cases import Message
     from airlock.probe._client import Reply
 
     ticks = iter(range(0, 10_000, 10))
@@ -207,6 +209,25 @@ def test_no_proxy_no_redirect_bounded_body(
     assert code == 0
     assert report["attacks"][0]["error"] == "response larger than 1048576 bytes"
     assert report["families"][0]["errors"] == 1 and report["families"][0]["unguarded"]["trials"] == 0
+
+
+def test_a_compressed_answer_is_refused_before_it_is_inflated() -> None:
+    """A hostile target answers ~70 KB that inflate to 64 MiB (gzip inside gzip). The client asks
+    for no encoding and refuses one it did not ask for, before decoding: the memory a reply can take
+    is its bytes on the wire (at most MAX_RESPONSE_BYTES), never what they inflate to."""
+    assert len(bomb()) < 1 << 20  # made before memory is measured
+    with stub_server(Stub(mode="bomb")) as server:
+        target = Target(url=server.url, model="m", api_key=server.key)
+        with ChatClient(target, max_tokens=8, seed=0) as client:
+            tracemalloc.start()
+            try:
+                with pytest.raises(CaseFailed, match=r"content-encoding 'gzip, gzip'"):
+                    client.chat((Message("user", "hello"),), timeout=30)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        assert server.requests[0]["encoding"] == "identity"
+    assert peak < 8 << 20, f"{peak} bytes allocated for a {MAX_RESPONSE_BYTES}-byte limit"
 
 
 def test_a_trickling_server_cannot_hold_the_run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

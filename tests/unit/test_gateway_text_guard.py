@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,18 @@ import pytest
 
 from airlock.errors import UsageError
 from airlock.gateway._audit import GENESIS, chain_hash, verify_chain
-from airlock.gateway._config import load_config
+from airlock.gateway._config import ServerConfig, load_config
 from airlock.gateway._guard_policy import MIN_CANARY, GuardPolicy, canonical, guard_policy
 from airlock.gateway._sqlite_store import SqliteStore
 from airlock.gateway._store import AuditEntry
-from airlock.gateway._text_guard import GuardTrail, _oversized, check_input, check_output, warm_guards
+from airlock.gateway._text_guard import (
+    GuardTrail,
+    _oversized,
+    check_input,
+    check_output,
+    on_loop,
+    warm_guards,
+)
 from airlock.guard import Action, SizeLimits
 
 KEY = b"g" * 32
@@ -64,13 +72,13 @@ canary_file = "canaries.txt"
     assert policy.inputs.filter is not None and policy.inputs.filter.links is Action.REDACT
     assert policy.outputs is not None and policy.outputs.filter is not None
     assert policy.outputs.filter.markup is Action.FLAG
-    assert policy.canaries == ("zq-list-secret-02", "zq-file-secret-01")
+    assert policy.canaries == ("zqlistsecret02", "zqfilesecret01")
     assert policy.checks_output and "secret" not in repr(policy)
 
 
 def test_an_output_table_of_canaries_only_checks_canaries(tmp_path: Path) -> None:
     policy = _load(tmp_path, '[models.t.guard.output]\ncanaries = ["zq-only-canary"]\n').guard
-    assert policy.inputs is None and policy.outputs is None and policy.canaries == ("zq-only-canary",)
+    assert policy.inputs is None and policy.outputs is None and policy.canaries == ("zqonlycanary",)
 
 
 @pytest.mark.parametrize(
@@ -118,6 +126,12 @@ def test_a_canary_shorter_than_the_minimum_is_refused_without_echoing_it(length:
         "zq-c\u0430n\u0430ry-7731",  # Cyrillic a
         "z q - c a n a r y - 7 7 3 1",  # spaced out
         "zq-canary-\U000e0041" + "7731",  # a tag character inside
+        "zq_canary_7731",  # other separators: a canary is its letters and digits
+        "zq\u2013canary\u22127731",  # an en dash, a minus sign
+        "zq-ca\u0301n\u00e4ry-7731",  # accents: a combining mark, a precomposed letter
+        "zq-<b></b>canary-<!-- x -->7731",  # markup a browser drops
+        "zq&#45;canary&#x2d;77&#51;1",  # HTML entities
+        "zq-canary-77\u04171",  # Cyrillic Ze imitating the digit 3
     ],
 )
 def test_canary_spellings_are_blocked(answer: str) -> None:
@@ -224,3 +238,51 @@ def test_the_example_in_the_docs_is_a_valid_policy(tmp_path: Path) -> None:
     assert policy.pseudonymize and policy.outputs is not None and len(policy.canaries) == 2
     assert policy.inputs is not None and policy.inputs.injection is not None
     warm_guards("t", policy)  # what the gateway's start does: the guards build
+
+
+# -- what the event loop may be given ----------------------------------------------------------------
+
+#: content the pipeline works hardest on, per character (measured: 10-40 us a character, against
+#: ~0.2-0.6 us for plain English)
+_SLOW = {
+    "lookalikes": "аоеі",
+    "phones": "+1 (555) 555-5555 ",
+    "addresses": "1.1.1.1 ",
+    "ibans": "DE89 3704 0044 0532 0130 00 ",
+    "brackets": "![",
+}
+
+
+def _largest_on_loop(offload: int, base: str, count: int) -> list[str]:
+    """``count`` equal texts of ``base`` repeated, as long as the gateway would still check them on
+    the event loop."""
+    size = 0
+    while on_loop(offload, [(base * (size + 2))[: size + 1]] * count):
+        size += 1
+    return [(base * (size + 1))[:size]] * count
+
+
+@pytest.mark.parametrize("kind", sorted(_SLOW))
+@pytest.mark.parametrize("count", [1, 3])
+def test_what_runs_on_the_event_loop_is_cheap_whatever_the_content(kind: str, count: int) -> None:
+    """The loop checks a request's texts itself only while they are cheap; "cheap" must hold for
+    the content an attacker picks, not typical text: the most the loop takes, made of the slowest
+    content known, through the fullest policy, stays near the ~1 ms JSON parsing is allowed
+    (it took 12-37 ms when the bound assumed plain text's cost a character)."""
+    policy = guard_policy(
+        Path("/"),
+        "t",
+        {"input": {"injection": "flag", "pseudonymize": True, "images": "block", "links": "flag"}},
+    )
+    assert policy.inputs is not None
+    texts = _largest_on_loop(ServerConfig().offload_bytes, _SLOW[kind], count)
+    assert on_loop(ServerConfig().offload_bytes, texts)
+    check_input("t/input", policy.inputs, texts)  # warm (first use loads tables)
+    best = min(_timed(lambda: check_input("t/input", policy.inputs, texts)) for _ in range(5))
+    assert best < 0.005, f"{sum(map(len, texts))} characters of {kind} took {best * 1e3:.1f} ms on the loop"
+
+
+def _timed(step: Any) -> float:
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started

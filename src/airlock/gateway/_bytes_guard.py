@@ -16,6 +16,8 @@ The same policy, checks, size bounds, offloading and trail as the text endpoints
 
 from __future__ import annotations
 
+from dataclasses import replace
+from itertools import chain
 from typing import Any, Final
 
 import numpy as np
@@ -34,18 +36,19 @@ from airlock.gateway._text_guard import (
     _oversized,
     _run,
     check_input,
+    on_loop,
 )
 from airlock.guard import Decision, Pseudonyms
 
-__all__ = ["UTF8_RULE", "check_outputs", "guard_tensors"]
+__all__ = ["UTF8_RULE", "check_outputs", "guard_tensors", "screen_elements"]
 
 #: the guard's own rule for bytes that are not UTF-8 (airlock.guard's size step)
 UTF8_RULE: Final = "size.utf8"
 
 
-def _decode(found: list[BytesTensor]) -> list[str] | None:
+def _decode(items: list[bytes]) -> list[str] | None:
     try:
-        return [item.decode("utf-8") for tensor in found for item in tensor.items]
+        return [item.decode("utf-8") for item in items]
     except UnicodeDecodeError:
         return None
 
@@ -67,12 +70,37 @@ def check_outputs(key: str, policy: GuardPolicy, texts: list[str]) -> Outcome:
     guard on every element (here or in a codec process)."""
     if policy.canaries:
         forms = [canonical(text) for text in texts]
-        joined = "".join(forms)
+        # the joined text's form, not the forms joined: a tag or an entity split over two elements
+        # is whole only in the text a caller joins
+        joined = canonical("".join(texts))
         if any(canary in form for canary in policy.canaries for form in (*forms, joined)):
             return Outcome(Decision.BLOCKED.value, None, {CANARY_RULE: 1})
     if policy.outputs is None:
         return Outcome(Decision.ALLOWED.value, texts, {})
     return check_input(key, policy.outputs, texts)
+
+
+def screen_elements(
+    direction: str, key: str, policy: GuardPolicy, items: list[bytes], pseudonyms: Pseudonyms
+) -> Outcome:
+    """BYTES elements decoded (strict UTF-8), their size limits, then the direction's checks; the
+    checked texts in the outcome, an output's with ``pseudonyms`` restored (here or in a codec
+    process: all of it is work per element)."""
+    texts = _decode(items)
+    if texts is None:
+        return Outcome(Decision.BLOCKED.value, None, {UTF8_RULE: 1})
+    config = policy.inputs if direction == "input" else policy.outputs
+    if config is not None:
+        refused = _oversized(texts, config.limits)
+        if refused is not None:
+            return refused
+    if direction == "input":
+        assert config is not None
+        return check_input(key, config, texts)
+    outcome = check_outputs(key, policy, texts)
+    if outcome.texts is None:
+        return outcome
+    return replace(outcome, texts=pseudonyms.restore_all(outcome.texts))
 
 
 async def guard_tensors(
@@ -90,21 +118,22 @@ async def guard_tensors(
         return tensors, pseudonyms
     if direction == "output" and config is None and not policy.canaries and not len(pseudonyms):
         return tensors, pseudonyms  # nothing to check, nothing to put back
-    texts = _decode(found)
-    outcome: Outcome | None = None
-    if texts is None:
-        outcome = Outcome(Decision.BLOCKED.value, None, {UTF8_RULE: 1})
-    elif config is not None:
-        outcome = _oversized(texts, config.limits)
-    if outcome is None:
-        assert texts is not None
-        size = sum(len(text) for text in texts)
-        key = f"{model.name}/{direction}"
-        if direction == "input":
-            assert config is not None
-            outcome = await _run(state, tenant, size, deadline, check_input, key, config, texts)
-        else:
-            outcome = await _run(state, tenant, size, deadline, check_outputs, key, policy, texts)
+    items = list(chain.from_iterable(tensor.items for tensor in found))
+    key = f"{model.name}/{direction}"
+    # decoding, the size limits and the checks all run where the elements' work fits (on_loop):
+    # a body of many tiny elements is as much fixed work per element as long texts are
+    outcome = await _run(
+        state,
+        tenant,
+        on_loop(state.config.server.offload_bytes, items),
+        deadline,
+        screen_elements,
+        direction,
+        key,
+        policy,
+        items,
+        pseudonyms,
+    )
     _count(state, model.name, direction, outcome, trail)
     if outcome.texts is None:
         if direction == "input":
@@ -112,4 +141,4 @@ async def guard_tensors(
         raise _Refused(_error(502, text=OUTPUT_REFUSED), "denied:guard-output")
     if direction == "input":
         return _rebuilt(tensors, found, outcome.texts), Pseudonyms(outcome.pseudonyms)
-    return _rebuilt(tensors, found, [pseudonyms.restore(text) for text in outcome.texts]), pseudonyms
+    return _rebuilt(tensors, found, outcome.texts), pseudonyms

@@ -5,12 +5,13 @@ Each direction is a table of :func:`airlock.guard.config_from_table` (the vocabu
 ``airlock guard``'s flags), read strictly: an unknown key is an error naming it. A direction whose
 table is absent is not guarded; a model without a ``guard`` table is not guarded at all. The output
 table also takes ``canaries`` (strings) and ``canary_file`` (one per line): texts that must never
-appear in a response, compared after :func:`canonical` (hidden characters and white space removed,
-NFKC, case folded).
+appear in a response, compared after :func:`canonical` (their letters and digits only: hidden
+characters, markup, accents, punctuation and white space removed, look-alikes mapped, case folded).
 """
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -30,21 +31,44 @@ MAX_CANARY: Final = 1024
 MAX_CANARIES: Final = 10_000
 #: the largest canary file read
 _MAX_CANARY_FILE: Final = 1 << 20
-_SPACE: Final = re.compile(r"\s+")
+#: what a canary is not: anything but letters and digits (punctuation, symbols, white space, the
+#: combining marks NFKD splits off, "_")
+_NOT_ALNUM: Final = re.compile(r"[\W_]+")
+#: an HTML/XML tag or comment (an answer a browser renders shows the text around it joined)
+_TAG: Final = re.compile(r"<[^<>]*>")
 _OUTPUT_KEYS: Final = ("canaries", "canary_file")
 
 
 @lru_cache(maxsize=1)
 def _lookalikes() -> dict[int, str]:
-    return str.maketrans(_latin_lookalikes())
+    """Letters (the guard's homoglyph table) and digits (``З`` -> ``3``) that imitate ASCII ones."""
+    import json
+    from importlib import resources
+
+    table = dict(_latin_lookalikes())
+    data = json.loads(
+        resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8")
+    )
+    for char, entries in data.items():
+        if len(char) != 1 or char.isascii() or not char.isalnum() or char in table:
+            continue
+        target = next((e.get("c", "") for e in entries if len(e.get("c", "")) == 1), "")
+        if target.isascii() and target.isalnum():
+            table[char] = target
+    return str.maketrans(table)
 
 
 def canonical(text: str) -> str:
-    """The form canaries are compared in: hidden characters (zero-width, bidi, tags, controls)
-    removed, NFKC, letters that imitate Latin ones made Latin (Unicode confusables: Cyrillic
-    ``а``), case folded, white space removed (``Ｓ Ｅ\u200bＣＲＥＴ`` -> ``secret``)."""
-    text = unicodedata.normalize("NFKC", _HIDDEN.sub("", text)).translate(_lookalikes()).casefold()
-    return _SPACE.sub("", unicodedata.normalize("NFKC", text))
+    """The form canaries are compared in: the text's letters and digits in order, as a reader sees
+    them. Hidden characters (zero-width, bidi, tags, controls) removed, HTML entities decoded and
+    tags removed, NFKD (compatibility forms: fullwidth, mathematical letters), letters and digits
+    that imitate Latin ones made Latin (Unicode confusables: Cyrillic ``а``), case folded, and then
+    everything that is not a letter or digit removed: combining marks (accents), punctuation and
+    dashes of any script, symbols, white space (``Ｓ-É\u200bC&#82;ЕT`` -> ``secret``). A canary is
+    a secret's letters and digits; what a model puts between them does not hide it."""
+    text = _TAG.sub("", html.unescape(_HIDDEN.sub("", text)))
+    text = unicodedata.normalize("NFKD", text).translate(_lookalikes()).casefold()
+    return _NOT_ALNUM.sub("", unicodedata.normalize("NFKD", text))
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 (:mod:`._guard_policy`) applied to every message content / prompt before the worker sees it, and to
 the model's answer before the caller does (docs/serve.md, "Guarding text").
 
-Guard work is CPU in Python: a request's texts are checked on the event loop only while they are
-small (characters x :data:`GUARD_COST` <= ``[server] offload_bytes``, the bound JSON parsing uses);
-larger ones go to the tenant's own codec process (:mod:`._codec`), so they queue behind that
-tenant's work only. The guard's size limits are checked first, on the loop, before any guard work,
-for each text and for the request's texts together.
+Guard work is CPU in Python: a request's texts are checked on the event loop only while their
+worst-case work is small (:func:`guard_work` x :data:`GUARD_COST` <= ``[server] offload_bytes``,
+the bound JSON parsing uses: a dozen characters by default); more go to the tenant's own codec
+process (:mod:`._codec`), so they queue behind that tenant's work only. The cost is that of the
+slowest content measured (an attacker picks the content), and counts every text's fixed cost
+(:data:`TEXT_COST`): a body holds hundreds of thousands of empty messages or elements. The guard's size limits are checked first, wherever the
+texts are checked, before any guard work, for each text and for the request's texts together.
 
 What is kept of a decision (audit row, metrics, logs): direction, decision and rule ids with
 counts (:class:`GuardTrail`). Never the text, a span's content, a canary, or a pseudonym's value.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,13 +33,18 @@ if TYPE_CHECKING:
     from airlock.gateway._openai import TextRequest
 
 __all__ = [
-    "GUARD_COST", "INPUT_REFUSED", "OUTPUT_REFUSED", "GuardTrail", "Outcome", "check_input",
-    "check_output", "guard_input", "guard_output", "warm_guards",
+    "GUARD_COST", "INPUT_REFUSED", "OUTPUT_REFUSED", "TEXT_COST", "GuardTrail", "Outcome", "check_input",
+    "check_output", "guard_input", "guard_output", "guard_work", "screen_input", "screen_output", "warm_guards",
 ]  # fmt: skip
 
-#: guard work per character, in units of JSON parsing per byte (measured: ~0.5-1 us per character
-#: for the default pipeline, ~10 ns per byte for json.loads)
-GUARD_COST: Final = 64
+#: guard work per character, in units of JSON parsing per byte (~10 ns), for the WORST content, not
+#: typical text: plain English costs ~0.2-0.6 us a character, but text the pipeline works hard on
+#: (Cyrillic look-alikes, phone numbers, IP addresses, IBANs, markdown brackets) ~10-40 us a character
+#: (measured, warm, default and full policies). The loop's share must hold for what an attacker sends.
+GUARD_COST: Final = 4096
+#: guard work of one text whatever its length, in those characters (measured: ~40-90 us for an
+#: empty or one-character text)
+TEXT_COST: Final = 4
 #: the fixed texts of a refusal (never the text, the rule or the span)
 INPUT_REFUSED: Final = "the request was refused by the input guard"
 OUTPUT_REFUSED: Final = "the model's answer was withheld by the output guard"
@@ -139,10 +147,36 @@ def _oversized(texts: list[str], limits: SizeLimits) -> Outcome | None:
     return None
 
 
-async def _run(state: GatewayState, tenant: str, size: int, deadline: float, fn: Any, *args: Any) -> Outcome:
-    """``fn(*args)`` on the loop when ``size`` characters are cheap enough, else in the tenant's
-    codec process."""
-    if size * GUARD_COST <= state.config.server.offload_bytes:
+def guard_work(count: int, chars: int) -> int:
+    """The guard work of ``count`` texts of ``chars`` characters together, in characters."""
+    return chars + count * TEXT_COST
+
+
+def on_loop(offload_bytes: int, texts: Sequence[str | bytes]) -> bool:
+    """Whether checking ``texts`` (or UTF-8 elements) is cheap enough for the event loop at worst
+    (``offload_bytes``: the server's bound on loop work, in JSON bytes; the count is looked at
+    first: summing a huge list's lengths is itself work)."""
+    budget = offload_bytes // GUARD_COST
+    if len(texts) * TEXT_COST > budget:
+        return False
+    return guard_work(len(texts), sum(map(len, texts))) <= budget
+
+
+def screen_input(key: str, config: GuardConfig, texts: list[str]) -> Outcome:
+    """The size limits (each text and all together), then :func:`check_input`."""
+    return _oversized(texts, config.limits) or check_input(key, config, texts)
+
+
+def screen_output(key: str, config: GuardConfig | None, canaries: tuple[str, ...], text: str) -> Outcome:
+    """The output size limits, then :func:`check_output`."""
+    refused = None if config is None else _oversized([text], config.limits)
+    return refused or check_output(key, config, canaries, text)
+
+
+async def _run(state: GatewayState, tenant: str, loop: bool, deadline: float, fn: Any, *args: Any) -> Outcome:
+    """``fn(*args)`` on the event loop when ``loop`` (:func:`on_loop`), else in the tenant's codec
+    process."""
+    if loop:
         result: Outcome = fn(*args)
         return result
     try:
@@ -185,12 +219,16 @@ async def guard_input(
     if policy.inputs is None:
         return parsed, Pseudonyms()
     texts = _texts(parsed.generate)
-    outcome = _oversized(texts, policy.inputs.limits)
-    if outcome is None:
-        size = sum(len(t) for t in texts)
-        outcome = await _run(
-            state, tenant, size, deadline, check_input, f"{model}/input", policy.inputs, texts
-        )
+    outcome = await _run(
+        state,
+        tenant,
+        on_loop(state.config.server.offload_bytes, texts),
+        deadline,
+        screen_input,
+        f"{model}/input",
+        policy.inputs,
+        texts,
+    )
     _count(state, model, "input", outcome, trail)
     if outcome.texts is None:
         raise _Refused(_error(400, text=INPUT_REFUSED), "denied:guard-input")
@@ -203,13 +241,10 @@ async def guard_output(
 ) -> str:  # fmt: skip
     """The answer as the caller may see it (checked, redacted, pseudonyms restored); a blocked
     answer raises a refusal (502, fixed text) and nothing of it is kept."""
-    outcome: Outcome | None = None
-    if policy.outputs is not None:
-        outcome = _oversized([text], policy.outputs.limits)
-    if outcome is None:
-        outcome = await _run(
-            state, tenant, len(text), deadline, check_output, f"{model}/output", policy.outputs, policy.canaries, text
-        )  # fmt: skip
+    outcome = await _run(
+        state, tenant, on_loop(state.config.server.offload_bytes, [text]), deadline, screen_output, f"{model}/output", policy.outputs,
+        policy.canaries, text,
+    )  # fmt: skip
     _count(state, model, "output", outcome, trail)
     if outcome.texts is None:
         raise _Refused(_error(502, text=OUTPUT_REFUSED), "denied:guard-output")

@@ -4,7 +4,10 @@ httpx with ``trust_env=False``: no proxy, CA bundle or .netrc from the environme
 (and the API key) go to the target and nowhere else; no redirects are followed (a redirect could
 send them elsewhere). Plain HTTP is allowed to loopback addresses only, unless the caller passes
 ``unsafe_plain_http``. Every request has a deadline; a response body is read to at most
-:data:`MAX_RESPONSE_BYTES` and parsed with airlock's strict JSON parser.
+:data:`MAX_RESPONSE_BYTES` as it came over the wire and parsed with airlock's strict JSON parser. No
+content encoding is asked for (``Accept-Encoding: identity``) and one the server uses anyway is
+refused before decoding: a few KB of gzip inside gzip inflate to gigabytes in one decoding step,
+before any limit on the decoded bytes could be checked.
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ class ChatClient:
                 verify = ssl.create_default_context(cafile=str(target.ca))
             except (OSError, ssl.SSLError) as exc:
                 raise UsageError(f"cannot use --ca {target.ca}: {exc}") from exc
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         if target.api_key is not None:
             headers["Authorization"] = f"Bearer {target.api_key}"
         self._http = httpx.Client(
@@ -142,8 +145,11 @@ class ChatClient:
         deadline = time.monotonic() + timeout
         try:
             with self._http.stream("POST", self.target.endpoint, json=body, timeout=timeout) as response:
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding != "identity":
+                    raise CaseFailed(f"the answer has content-encoding {encoding[:40]!r}; none was asked for")
                 raw = bytearray()
-                for chunk in response.iter_bytes():
+                for chunk in response.iter_raw():
                     raw += chunk
                     if len(raw) > MAX_RESPONSE_BYTES:
                         raise CaseFailed(f"response larger than {MAX_RESPONSE_BYTES} bytes")
