@@ -1,0 +1,115 @@
+"""Python 2 strings are strings to every default unpickler: STACK_GLOBAL imports by them.
+
+STRING / BINSTRING / SHORT_BINSTRING load as ``str`` (``pickle.load``'s ``encoding="ASCII"``,
+torch's ``"utf-8"``, numpy's ``"latin1"``). The lenient reading of torch storages stayed quiet for
+STACK_GLOBALs whose operands were not unicode constants, so a storage member holding
+``U os U mkdir STACK_GLOBAL ... REDUCE`` scanned CLEAN while ``pickle.loads`` of the extracted
+member ran ``os.mkdir``. These fixtures are proven with the real loader in a subprocess.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import airlock
+from airlock.results import Verdict
+
+torch = pytest.importorskip("torch")
+
+
+def _py2_str(op: bytes, text: bytes) -> bytes:
+    if op == b"U":  # SHORT_BINSTRING
+        return b"U" + bytes([len(text)]) + text
+    if op == b"T":  # BINSTRING
+        return b"T" + len(text).to_bytes(4, "little") + text
+    return b"S'" + text + b"'\n"  # STRING, protocol 0
+
+
+def _payload(marker: Path, op: bytes) -> bytes:
+    arg = str(marker).encode()
+    assert len(arg) < 256
+    return (
+        b"\x80\x04" + _py2_str(op, b"os") + _py2_str(op, b"mkdir") + b"\x93" + _py2_str(op, arg) + b"\x85R."
+    )
+
+
+def _proven(raw: bytes, marker: Path) -> None:
+    """The real unpickler runs the payload (a harmless mkdir) in a throwaway subprocess."""
+    code = "import pickle, sys; pickle.loads(bytes.fromhex(sys.argv[1]))"
+    subprocess.run([sys.executable, "-c", code, raw.hex()], check=True, timeout=60, capture_output=True)
+    assert marker.is_dir()
+    marker.rmdir()
+
+
+@pytest.mark.parametrize("op", [b"U", b"T", b"S"])
+def test_storage_importing_by_python2_strings_is_named(tmp_path: Path, op: bytes) -> None:
+    marker = tmp_path / "ran"
+    raw = _payload(marker, op)
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()}, path)
+    with zipfile.ZipFile(path) as z:  # the fixture, read in the test process: no airlock input
+        member = next(n for n in z.namelist() if n.endswith("/data/0"))
+        assert z.read(member) == raw
+    _proven(raw, marker)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, [(f.rule, f.message) for f in report.findings()]
+    hits = [f for f in report.findings() if f.rule == "pickle.dangerous-global"]
+    assert [f.callable for f in hits] == ["os.mkdir"]
+
+
+def test_plain_pickle_importing_by_python2_strings_names_the_callable(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    raw = _payload(marker, b"U")
+    _proven(raw, marker)
+    path = tmp_path / "model.pkl"
+    path.write_bytes(raw)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS
+    assert [f.callable for f in report.findings() if f.rule == "pickle.dangerous-global"] == ["os.mkdir"]
+
+
+def test_near_miss_bytes_operands_stay_quiet_in_a_storage(tmp_path: Path) -> None:
+    # SHORT_BINBYTES operands: bytes to every unpickler, STACK_GLOBAL refuses them ("requires str")
+    raw = b"\x80\x04C\x02osC\x05mkdir\x93."
+    out = subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; pickle.loads(bytes.fromhex(sys.argv[1]))", raw.hex()],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and "STACK_GLOBAL requires str" in out.stderr
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()}, path)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.CLEAN, [(f.rule, f.message) for f in report.findings()]
+
+
+def test_opaque_operands_are_not_quiet() -> None:
+    """STACK_GLOBAL on an extension code (a process that registered one resolves it to any object,
+    a string included) is an import that may succeed: the storage is not quiet."""
+    from airlock._analysis.pickle_findings import analyse_pickle_stream
+    from airlock._formats.base import PickleStream, ReadContext
+    from airlock.limits import DEFAULT_LIMITS
+    from airlock.policy import Policy
+
+    # EXT1 7 -> os.name ("posix" once registered), "system": posix.system
+    raw = b"\x80\x04\x82\x07\x8c\x06system\x93\x8c\x04true\x85R."
+    code = (
+        "import copyreg, pickle, sys; copyreg.add_extension('os', 'name', 7); "
+        "print(pickle.loads(bytes.fromhex(sys.argv[1])).__name__)"
+    )
+    head = raw[: raw.index(b"\x93") + 1] + b"."  # the global alone, not called
+    out = subprocess.run(
+        [sys.executable, "-c", code, head.hex()], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "system", out.stderr
+    ctx = ReadContext(DEFAULT_LIMITS, Path("m.pt"), Path("."))
+    stream = PickleStream(memoryview(raw), 0, "storage", None, lenient=True)
+    rules = [issue.rule for _, issue in analyse_pickle_stream(stream, ctx, Policy())]
+    assert "pickle.dynamic-global" in rules
