@@ -40,8 +40,8 @@ def _payload(marker: Path, op: bytes) -> bytes:
 
 def _proven(raw: bytes, marker: Path) -> None:
     """The real unpickler runs the payload (a harmless mkdir) in a throwaway subprocess."""
-    code = "import pickle, sys; pickle.loads(bytes.fromhex(sys.argv[1]))"
-    subprocess.run([sys.executable, "-c", code, raw.hex()], check=True, timeout=60, capture_output=True)
+    code = "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"
+    subprocess.run([sys.executable, "-c", code], input=raw, check=True, timeout=60, capture_output=True)
     assert marker.is_dir()
     marker.rmdir()
 
@@ -113,3 +113,38 @@ def test_opaque_operands_are_not_quiet() -> None:
     stream = PickleStream(memoryview(raw), 0, "storage", None, lenient=True)
     rules = [issue.rule for _, issue in analyse_pickle_stream(stream, ctx, Policy())]
     assert "pickle.dynamic-global" in rules
+
+
+def test_storage_with_a_huge_long4_before_the_payload_is_named(tmp_path: Path) -> None:
+    """A LONG4 longer than the reader decodes is valid to every unpickler: the reading used to stop
+    there ("larger than any model file needs"), and a lenient storage reading took the stop for
+    the end of raw bytes, so the import after it went unreported."""
+    marker = tmp_path / "ran"
+    n = 100_001
+    raw = (
+        b"\x80\x02\x8b" + n.to_bytes(4, "little") + b"\x01" * n + b"0"  # LONG4, POP
+        b"cos\nmkdir\n(V" + str(marker).encode() + b"\ntR."
+    )
+    _proven(raw, marker)
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()}, path)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS
+    assert [f.callable for f in report.findings() if f.rule == "pickle.dangerous-global"] == ["os.mkdir"]
+
+
+def test_a_limit_that_stops_a_storage_reading_is_an_error() -> None:
+    """A storage reading stopped by the reader's own limit (here max_pickle_opcodes) has not been
+    read to its end: an error, never the silence of raw bytes."""
+    from airlock._analysis.pickle_findings import analyse_pickle_stream
+    from airlock._formats.base import PickleStream, ReadContext
+    from airlock.limits import DEFAULT_LIMITS
+    from airlock.policy import Policy
+
+    limits = DEFAULT_LIMITS.replace(max_pickle_opcodes=100_000)
+    # EXT codes keep the full machine (not the plain-data pass); then the payload past the limit
+    raw = b"\x80\x02" + b"\x82\x01" * 200_000 + b"cos\nsystem\n(Vtrue\ntR."
+    ctx = ReadContext(limits, Path("m.pt"), Path("."))
+    stream = PickleStream(memoryview(raw), 0, "storage", None, lenient=True)
+    rules = [issue.rule for _, issue in analyse_pickle_stream(stream, ctx, Policy())]
+    assert rules == ["limit.exceeded"]

@@ -138,7 +138,9 @@ def _analyse_stream(
         if result.frame_crossing is not None:
             yield from _as_file_reader(data, pos, result, ctx, policy, nested_depth, reported, lenient)
         if result.error is not None:
-            if quiet:
+            if quiet and not isinstance(result.error, LimitError):
+                # the bytes broke off where any unpickler stops too; a limit of this reader
+                # (opcodes, memo, stack, time) stopped it early instead: what follows is not analysed
                 return
             yield (), _error_issue(result.error, index)
             return

@@ -117,7 +117,25 @@ _U4: Final = struct.Struct("<I")
 _U8: Final = struct.Struct("<Q")
 _F8: Final = struct.Struct(">d")
 
-Arg = None | int | float | str | bytes | memoryview | tuple[str, str]
+#: LONG4 integers longer than this many bytes are not decoded (a :class:`HugeInt` stands for them).
+MAX_DECODED_LONG: Final = 100_000
+
+
+class HugeInt:
+    """A LONG4 integer too long to decode here: every unpickler decodes it (it is valid), so the
+    reading goes on past it; its value is never needed to judge what a pickle imports or calls,
+    and no tensor size or offset is this long (a loader that needs an ``int`` refuses it)."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+    def __repr__(self) -> str:
+        return f"<{self.nbytes}-byte integer>"
+
+
+Arg = None | int | float | str | bytes | memoryview | tuple[str, str] | HugeInt
 
 
 class Truncated(FormatError):
@@ -233,8 +251,10 @@ def decode_op(data: memoryview, pos: int) -> tuple[int, Arg, int]:
         _need(data, p, 4, name)
         n = _I4.unpack_from(data, p)[0]
         _need(data, p + 4, n, name)
-        if n > 100_000:
-            raise FormatError(f"LONG4: {n}-byte integer is larger than any model file needs", offset=pos)
+        if n > MAX_DECODED_LONG:
+            # valid to every unpickler: stopping here would hide what follows (a lenient storage
+            # reading treats a stop as the end of a pickle), so the reading goes on
+            return code, HugeInt(n), p + 4 + n
         return code, int.from_bytes(data[p + 4 : p + 4 + n], "little", signed=True), p + 4 + n
     else:
         return _decode_text_op(data, pos, code, name)
