@@ -148,3 +148,50 @@ def test_a_limit_that_stops_a_storage_reading_is_an_error() -> None:
     stream = PickleStream(memoryview(raw), 0, "storage", None, lenient=True)
     rules = [issue.rule for _, issue in analyse_pickle_stream(stream, ctx, Policy())]
     assert rules == ["limit.exceeded"]
+
+
+@pytest.mark.parametrize(
+    "spelling", [b"I0x10\n", b"I010\n", b"I1_0\n", b"I 5\n", b"L0x10L\n", b"(I1\np1_0\n0g10\n0"]
+)
+def test_storage_with_protocol0_integers_as_cpython_reads_them_is_named(
+    tmp_path: Path, spelling: bytes
+) -> None:
+    """Protocol-0 integers the reader refused (hex, strtol octal, underscores, whitespace) are read
+    on by CPython's _pickle: a stop there hid the import after them in a storage member."""
+    marker = tmp_path / "ran"
+    if spelling.startswith(b"("):  # its own MARK and POP: then the leftover MARK is popped
+        raw = spelling + b"1" + b"cos\nmkdir\n(V" + str(marker).encode() + b"\ntR."
+    else:
+        raw = spelling + b"0" + b"cos\nmkdir\n(V" + str(marker).encode() + b"\ntR."
+    _proven(raw, marker)
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()}, path)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, [(f.rule, f.message) for f in report.findings()]
+    assert [f.callable for f in report.findings() if f.rule == "pickle.dangerous-global"] == ["os.mkdir"]
+
+
+def test_protocol0_integer_values_match_cpython() -> None:
+    from airlock._formats.pickle_ops import decode_op
+
+    spellings = [b"0x10", b"010", b"1_0", b" 5", b"5 ", b"00", b"01", b"+0", b"+1", b" 1", b"-00", b"08",
+                 b"12L", b"0b11", b"\t7", b"-010", b"0o17", b"1__0", b"", b"x"]  # fmt: skip
+    ops = [b"I" + s + b"\n." for s in spellings] + [b"L" + s + b"L\n." for s in spellings]
+    code = (
+        "import pickle, sys\n"
+        "for line in sys.stdin.buffer.read().split(b'\\0'):\n"
+        "    try: print(repr(pickle.loads(line)))\n"
+        "    except Exception: print('ERR')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=b"\0".join(ops), capture_output=True, check=True, timeout=60
+    )
+    real = out.stdout.decode().split()
+
+    def ours(op: bytes) -> str:
+        try:
+            return repr(decode_op(memoryview(op), 0)[1])
+        except Exception:
+            return "ERR"
+
+    assert [ours(op) for op in ops] == real
