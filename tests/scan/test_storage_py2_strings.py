@@ -195,3 +195,21 @@ def test_protocol0_integer_values_match_cpython() -> None:
             return "ERR"
 
     assert [ours(op) for op in ops] == real
+
+
+def test_storage_with_a_text_line_longer_than_the_reader_reads_is_an_error(tmp_path: Path) -> None:
+    """A protocol-0 STRING longer than MAX_TEXT_LINE is valid to CPython; the reader's stop there
+    is its own limit, reported, never the quiet end of raw storage bytes."""
+    from airlock._analysis.pickle_findings import analyse_pickle_stream
+    from airlock._formats.base import PickleStream, ReadContext
+    from airlock._formats.pickle_ops import MAX_TEXT_LINE
+    from airlock.limits import DEFAULT_LIMITS
+    from airlock.policy import Policy
+
+    marker = tmp_path / "ran"
+    raw = b"S'" + b"a" * MAX_TEXT_LINE + b"'\n0" + b"cos\nmkdir\n(V" + str(marker).encode() + b"\ntR."
+    _proven(raw, marker)
+    ctx = ReadContext(DEFAULT_LIMITS, Path("m.pt"), Path("."))
+    stream = PickleStream(memoryview(raw), 0, "storage", None, lenient=True)
+    rules = [issue.rule for _, issue in analyse_pickle_stream(stream, ctx, Policy())]
+    assert rules == ["limit.exceeded"]

@@ -172,7 +172,7 @@ def _line(data: memoryview, pos: int, what: str) -> tuple[bytes, int]:
             return piece[:nl], pos + nl + 1
         if end >= limit:
             if limit < len(data):
-                raise FormatError(f"{what}: text argument longer than {MAX_TEXT_LINE} bytes", offset=pos)
+                raise LimitError(f"{what}: text argument longer than {MAX_TEXT_LINE} bytes", offset=pos)
             raise Truncated(f"{what}: no newline before end of data", offset=pos, need_end=None)
         chunk *= 4
 
