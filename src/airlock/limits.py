@@ -16,6 +16,7 @@ __all__ = ["DEFAULT_LIMITS", "Limits"]
 _KIB: Final = 1024
 _MIB: Final = 1024 * _KIB
 _GIB: Final = 1024 * _MIB
+_INF: Final = float("inf")
 
 
 @record
@@ -66,8 +67,9 @@ class Limits:
     def __post_init__(self) -> None:
         for name in record_fields(self):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise UsageError(f"limit {name} must be a positive number, got {value!r}")
+            # not NaN (every comparison with it is False: the limit would never fire) nor infinity
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < _INF:
+                raise UsageError(f"limit {name} must be a positive finite number, got {value!r}")
 
     def replace(self, **changes: int | float) -> Limits:
         """A copy with some limits changed; unknown names are a :class:`UsageError`."""

@@ -119,13 +119,16 @@ def _analyse_stream(
                 )
             return
         reported: set[tuple[str, str | None, str]] = set()
-        # Raw tensor bytes that happen to decode (lenient) and import nothing by name: their
-        # structural oddities (a FRAME that overruns, an extension code, a call of what they
-        # built, a STACK_GLOBAL of non-strings) are noise, not findings. Without an import by name
-        # no unpickler reaches code: an extension code resolves only through copyreg's registry,
-        # which bytes cannot fill (empty in a fresh interpreter), and STACK_GLOBAL refuses
-        # operands that are not strings. Seeded random storages: tests/scan/test_storage_sniff.py.
-        quiet = lenient and not any(not g.dynamic for g in result.globals)
+        # Raw tensor bytes that happen to decode (lenient) and import nothing: their structural
+        # oddities (a FRAME that overruns, an extension code, a call of what they built, a
+        # STACK_GLOBAL of constants that are not strings) are noise, not findings. Without an
+        # import no unpickler reaches code: an extension code resolves only through copyreg's
+        # registry, which bytes cannot fill (empty in a fresh interpreter, also after importing
+        # torch, numpy, sklearn, joblib, transformers), and STACK_GLOBAL refuses constant operands
+        # that are not strings. Every other global is an import: by name, by Python 2 strings
+        # (str to every default unpickler), or on computed operands ("opaque": a call's result
+        # may be a string). Seeded random storages: tests/scan/test_storage_sniff.py.
+        quiet = lenient and all(g.dynamic and not g.opaque for g in result.globals)
         for item in () if quiet else (result, *nested_results):
             for members, issue in _findings(item, data, ctx, policy, nested_depth):
                 reported.add(_key(issue))
@@ -135,7 +138,9 @@ def _analyse_stream(
         if result.frame_crossing is not None:
             yield from _as_file_reader(data, pos, result, ctx, policy, nested_depth, reported, lenient)
         if result.error is not None:
-            if quiet:
+            if quiet and not isinstance(result.error, LimitError):
+                # the bytes broke off where any unpickler stops too; a limit of this reader
+                # (opcodes, memo, stack, time) stopped it early instead: what follows is not analysed
                 return
             yield (), _error_issue(result.error, index)
             return

@@ -46,21 +46,39 @@ class Const(Node):
         self.value = value
 
 
+class Py2Str(Const):
+    """A Python 2 ``str`` (STRING, BINSTRING, SHORT_BINSTRING), kept as bytes.
+
+    Every default unpickler (``pickle.load``, ``torch.load``, ``numpy.load``, joblib) decodes these
+    to ``str`` (``encoding="ASCII"``, ``"utf-8"`` or ``"latin1"``), so STACK_GLOBAL imports by them
+    exactly as by a unicode string; only ``encoding="bytes"`` keeps them bytes.
+    """
+
+    __slots__ = ()
+
+
 class Global(Node):
     """A global the unpickler would import: ``module`` and ``name`` after the Python 2 name mapping.
 
     ``name`` may be dotted (an attribute walk from the module). ``dynamic`` is set when the module
-    or name did not come from constant strings (STACK_GLOBAL on computed values).
+    or name did not come from constant strings (STACK_GLOBAL on computed values). ``opaque`` is
+    set when a dynamic operand is not a constant at all (a call's result, an extension code, a
+    persistent id, a memo entry of such): at run time it may well be a string, so the import may
+    succeed. A dynamic global that is not opaque has a constant operand that is not a string,
+    which every unpickler refuses ("STACK_GLOBAL requires str").
     """
 
-    __slots__ = ("dynamic", "module", "name", "opcode")
+    __slots__ = ("dynamic", "module", "name", "opaque", "opcode")
 
-    def __init__(self, module: str, name: str, offset: int, opcode: str, dynamic: bool = False) -> None:
+    def __init__(
+        self, module: str, name: str, offset: int, opcode: str, dynamic: bool = False, opaque: bool = False
+    ) -> None:
         self.offset = offset  # Node.__init__, inlined: nodes are made per opcode
         self.module = module
         self.name = name
         self.opcode = opcode
         self.dynamic = dynamic
+        self.opaque = opaque
 
     @property
     def dotted(self) -> str:

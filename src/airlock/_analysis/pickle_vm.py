@@ -33,6 +33,7 @@ from airlock._analysis.pickle_graph import (
     Node,
     PersId,
     PickleResult,
+    Py2Str,
     SetNode,
     TupleNode,
 )
@@ -181,6 +182,10 @@ class Machine:
                         arg = True
                     elif code == 0x89:
                         arg = False
+                    elif 0x53 <= code <= 0x55:  # STRING BINSTRING SHORT_BINSTRING: str when loaded
+                        self._stack.append(Py2Str(arg, pos))
+                        pos = nxt
+                        continue
                     self._stack.append(Const(arg, pos))  # NONE decodes to a None argument
                 elif code in _BIN_GET_OPS:  # BINGET LONG_BINGET (as _op_get)
                     node = memo.get(arg)  # type: ignore[call-overload]
@@ -278,14 +283,21 @@ class Machine:
         self._top(pos)
 
     def _global(
-        self, module: str, name: str, pos: int, opcode: str, result: PickleResult, dynamic: bool
+        self,
+        module: str,
+        name: str,
+        pos: int,
+        opcode: str,
+        result: PickleResult,
+        dynamic: bool,
+        opaque: bool = False,
     ) -> Global:
         # The Python 2 compatibility mapping the real unpickler applies (``fix_imports``).
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         elif module in _compat_pickle.IMPORT_MAPPING:
             module = _compat_pickle.IMPORT_MAPPING[module]
-        node = Global(module, name, pos, opcode, dynamic)
+        node = Global(module, name, pos, opcode, dynamic, opaque)
         result.globals.append(node)
         return node
 
@@ -300,6 +312,8 @@ class Machine:
         mod_s = _const_str(module)
         name_s = _const_str(name)
         dynamic = mod_s is None or name_s is None
+        # operands that may both be strings when the real unpickler runs: the import may succeed
+        opaque = dynamic and _may_be_str(module) and _may_be_str(name)
         if dynamic:
             result.anomalies.append(
                 ("dynamic-global", pos, "STACK_GLOBAL on values that are not constant strings")
@@ -312,6 +326,7 @@ class Machine:
                 "STACK_GLOBAL",
                 result,
                 dynamic,
+                opaque,
             )
         )
 
@@ -486,9 +501,28 @@ class Machine:
 
 
 def _const_str(node: Node) -> str | None:
-    if isinstance(node, Const) and isinstance(node.value, str):
-        return node.value
+    """The string a real unpickler would see, or None when it is not a constant string.
+
+    A Python 2 string is decoded as the unpickler's ``encoding`` would: ASCII for ``pickle``'s
+    default; other bytes as latin-1 (numpy's choice; utf-8 would give another non-ASCII name, and
+    no allowlisted name is non-ASCII, so the classification is the same).
+    """
+    if isinstance(node, Const):
+        value = node.value
+        if isinstance(value, str):
+            return value
+        if isinstance(node, Py2Str) and isinstance(value, bytes | memoryview):
+            return bytes(value).decode("latin-1")
     return None
+
+
+def _may_be_str(node: Node) -> bool:
+    """False only for what is never a ``str`` to any unpickler: a constant of another type (bytes,
+    numbers, None) and the containers the unpickler builds itself. A call's result, an extension
+    code, a persistent id, and text too long to decode here (a memoryview) may be strings."""
+    if isinstance(node, Const):
+        return isinstance(node.value, str | memoryview) or isinstance(node, Py2Str)
+    return not isinstance(node, ListNode | DictNode | TupleNode | SetNode)
 
 
 def _describe(node: Node) -> str:

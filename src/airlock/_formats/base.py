@@ -72,11 +72,17 @@ class PickleStream(NamedTuple):
 
 
 class Nested(NamedTuple):
-    """An embedded file to sniff and scan. ``name`` becomes one step of the finding's location."""
+    """An embedded file to sniff and scan. ``name`` becomes one step of the finding's location.
+
+    ``raw``: bytes that may legitimately be no file at all (a torch storage) but start like a
+    format another loader opens by its magic (joblib's compressors, ``numpy.load``'s npy/zip,
+    ``torch.load``'s zip): scanned as that file, every finding reported except that its bytes do
+    not parse as the format (``format.*``: raw tensor bytes)."""
 
     name: str
     data: memoryview | bytes
     offset: int = 0
+    raw: bool = False
 
 
 class Template(NamedTuple):

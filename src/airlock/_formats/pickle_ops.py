@@ -12,7 +12,7 @@ import codecs
 import struct
 from typing import Final
 
-from airlock.errors import FormatError
+from airlock.errors import FormatError, LimitError
 
 __all__ = [
     "ARG_NONE",
@@ -29,6 +29,8 @@ __all__ = [
 MAX_TEXT_LINE: Final = 64 * 1024 * 1024
 #: String arguments longer than this are returned undecoded (as a memoryview).
 MAX_DECODED_TEXT: Final = 1024 * 1024
+#: protocol-0 integer text longer than this is not converted (CPython refuses > 4,300 decimal digits)
+_MAX_INT_TEXT: Final = 100_000
 
 ARG_NONE: Final = None
 
@@ -117,7 +119,25 @@ _U4: Final = struct.Struct("<I")
 _U8: Final = struct.Struct("<Q")
 _F8: Final = struct.Struct(">d")
 
-Arg = None | int | float | str | bytes | memoryview | tuple[str, str]
+#: LONG4 integers longer than this many bytes are not decoded (a :class:`HugeInt` stands for them).
+MAX_DECODED_LONG: Final = 100_000
+
+
+class HugeInt:
+    """A LONG4 integer too long to decode here: every unpickler decodes it (it is valid), so the
+    reading goes on past it; its value is never needed to judge what a pickle imports or calls,
+    and no tensor size or offset is this long (a loader that needs an ``int`` refuses it)."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+    def __repr__(self) -> str:
+        return f"<{self.nbytes}-byte integer>"
+
+
+Arg = None | int | float | str | bytes | memoryview | tuple[str, str] | HugeInt
 
 
 class Truncated(FormatError):
@@ -152,7 +172,7 @@ def _line(data: memoryview, pos: int, what: str) -> tuple[bytes, int]:
             return piece[:nl], pos + nl + 1
         if end >= limit:
             if limit < len(data):
-                raise FormatError(f"{what}: text argument longer than {MAX_TEXT_LINE} bytes", offset=pos)
+                raise LimitError(f"{what}: text argument longer than {MAX_TEXT_LINE} bytes", offset=pos)
             raise Truncated(f"{what}: no newline before end of data", offset=pos, need_end=None)
         chunk *= 4
 
@@ -166,11 +186,25 @@ def _text(raw: memoryview, pos: int, encoding: str) -> str | memoryview:
         raise FormatError(f"string argument is not valid {encoding}: {exc.reason}", offset=pos) from exc
 
 
-def _decimal(text: bytes, pos: int, what: str) -> int:
-    body = text[:-1] if text.endswith(b"L") else text
-    if not body or len(body) > 10_000 or not body.lstrip(b"+-").isdigit():
-        raise FormatError(f"{what}: not a decimal integer: {text[:40]!r}", offset=pos)
-    return int(body)
+def _c_int(text: bytes, pos: int, what: str, base: int, *, strtol: bool = False) -> int:
+    """A protocol-0 integer argument exactly as CPython's ``_pickle`` reads it (``PyLong_FromString``:
+    whitespace, underscores, ``0x``/``0o``/``0b`` prefixes for base 0; ``strtol``'s leading-zero
+    octal for INT). A stricter reading stops where the real unpickler reads on, hiding what follows.
+    """
+    if len(text) > _MAX_INT_TEXT:
+        raise LimitError(f"{what}: integer text longer than {_MAX_INT_TEXT} bytes", offset=pos)
+    if strtol:  # INT only; LONG, GET and PUT go straight to PyLong_FromString
+        # what C strtol reads as octal and int(text, 0) refuses ("010" is 8 to INT)
+        body = text.lstrip(b" \t\n\v\f\r")
+        sign = body[:1] if body[:1] in (b"+", b"-") else b""
+        digits = body[len(sign) :]
+        if len(digits) > 1 and digits[:1] == b"0" and not digits.strip(b"01234567"):
+            value = int(digits, 8)
+            return -value if sign == b"-" else value
+    try:
+        return int(text, base)
+    except ValueError as exc:
+        raise FormatError(f"{what}: not an integer: {text[:40]!r}", offset=pos) from exc
 
 
 def _quoted(text: bytes, pos: int) -> bytes:
@@ -233,8 +267,10 @@ def decode_op(data: memoryview, pos: int) -> tuple[int, Arg, int]:
         _need(data, p, 4, name)
         n = _I4.unpack_from(data, p)[0]
         _need(data, p + 4, n, name)
-        if n > 100_000:
-            raise FormatError(f"LONG4: {n}-byte integer is larger than any model file needs", offset=pos)
+        if n > MAX_DECODED_LONG:
+            # valid to every unpickler: stopping here would hide what follows (a lenient storage
+            # reading treats a stop as the end of a pickle), so the reading goes on
+            return code, HugeInt(n), p + 4 + n
         return code, int.from_bytes(data[p + 4 : p + 4 + n], "little", signed=True), p + 4 + n
     else:
         return _decode_text_op(data, pos, code, name)
@@ -257,16 +293,13 @@ def _decode_text_op(data: memoryview, pos: int, code: int, name: str) -> tuple[i
         except UnicodeDecodeError as exc:
             raise FormatError(f"{name}: module or name is not UTF-8", offset=pos) from exc
     text, nxt = _line(data, p, name)
-    if code == 0x49:  # INT, with the protocol-0 spellings of booleans
-        if text == b"00":
-            return code, False, nxt
-        if text == b"01":
-            return code, True, nxt
-        return code, _decimal(text, pos, name), nxt
-    if code == 0x4C:  # LONG
-        return code, _decimal(text, pos, name), nxt
-    if code in (0x67, 0x70):  # GET PUT
-        return code, _decimal(text, pos, name), nxt
+    if code == 0x49:  # INT: C strtol(base 0) first, then int(text, 0); "00" "01" "+0" ... are bools
+        value = _c_int(text, pos, name, 0, strtol=True)
+        return code, (bool(value) if len(text) == 2 and value in (0, 1) else value), nxt
+    if code == 0x4C:  # LONG: an optional trailing L, then int(text, 0)
+        return code, _c_int(text[:-1] if text.endswith(b"L") else text, pos, name, 0), nxt
+    if code in (0x67, 0x70):  # GET PUT: int(text, 10)
+        return code, _c_int(text, pos, name, 10), nxt
     if code == 0x46:  # FLOAT
         try:
             return code, float(text.decode("ascii")), nxt

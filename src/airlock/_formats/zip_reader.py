@@ -194,6 +194,23 @@ def _storage(listing: ZipListing, member: ZipMember, budget: _Budget) -> Iterato
             # Raw tensor bytes that start like a pickle: torch never unpickles them, but other
             # loaders of a renamed member might; report what they would import, not parse errors.
             yield from _pickle(listing, member, budget, "storage", lenient=True)
+        elif _claimed(listing, member):
+            # Bytes that start like a file another loader opens by its magic (joblib.load
+            # decompresses gzip/zlib/bz2/xz/lzma/lz4 and unpickles; numpy.load and torch.load open
+            # npy and zip): scanned as that file; that they do not parse is no finding (raw bytes).
+            for item in _content(listing, member, budget):
+                yield Nested(member.name, item, raw=True) if isinstance(item, memoryview | bytes) else item
+
+
+def _claimed(listing: ZipListing, member: ZipMember) -> bool:
+    from airlock._formats.registry import sniff_format  # the registry names this module's reader
+
+    try:
+        head = member_head(listing, member, _HEAD)
+    except FormatError:
+        return False  # reported by the sniff that ran first
+    fmt = sniff_format(bytes(head), member.uncompressed_size)
+    return fmt is not None and not fmt.whole_pickle
 
 
 def _record(listing: ZipListing, member: ZipMember, rel: str, budget: _Budget) -> Iterator[Fact]:

@@ -27,6 +27,7 @@ from airlock._analysis.pickle_vm import (
     SetNode,
     TupleNode,
 )
+from airlock._formats.pickle_ops import HugeInt
 from airlock._load.arrays import check_lazy_bits
 from airlock._load.dtypes import DType, dtype_from_numpy, torch_dtype
 from airlock._load.model import Storage, TensorRef, check_view, contiguous_strides
@@ -155,6 +156,10 @@ class _Walker:
 
     def _value(self, node: Node, depth: int) -> object:
         if isinstance(node, Const):
+            if isinstance(node.value, HugeInt):  # never a tensor's size or offset: refused as before
+                raise FormatError(
+                    f"LONG4 at offset {node.offset}: {node.value!r} is larger than any model file needs"
+                )
             return bytes(node.value) if isinstance(node.value, memoryview) else node.value
         if isinstance(node, TupleNode):
             return tuple(self.value(item, depth) for item in node.items)

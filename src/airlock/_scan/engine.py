@@ -363,4 +363,23 @@ def _scan_nested(fact: Nested, ctx: ReadContext, collector: Collector, policy: P
         outer = ctx.members[-1] if ctx.members else ctx.file_path.name
         stem, dot, suffix = outer.rpartition(".")
         name = stem if dot and f".{suffix.lower()}" in _COMPRESSION_SUFFIXES else outer
-    collector.note_format(_scan_data(view, inner, collector, policy, top_name=name))
+    if fact.raw:
+        _scan_data(view, inner, _RawBytes(collector), policy, top_name=name)
+    else:
+        collector.note_format(_scan_data(view, inner, collector, policy, top_name=name))
+
+
+class _RawBytes(Collector):
+    """What a scan of raw bytes that start like a file reports (``Nested.raw``): every finding but
+    those saying the bytes do not parse as the format (``format.*``). Limits stay errors: a reading
+    stopped by one has not been read to its end."""
+
+    def __init__(self, inner: Collector) -> None:  # a view: holds nothing itself
+        self._inner = inner
+
+    def add(self, members: tuple[str, ...], issue: Issue) -> None:
+        if not issue.rule.startswith("format."):
+            self._inner.add(members, issue)
+
+    def note_format(self, name: str | None) -> None:
+        pass

@@ -70,8 +70,9 @@ class SandboxLimits:
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise UsageError(f"sandbox limit {item.name} must be a positive number, got {value!r}")
+            # not NaN (every comparison with it is False: the limit would never fire) nor infinity
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < float("inf"):
+                raise UsageError(f"sandbox limit {item.name} must be a positive finite number, got {value!r}")
 
     @property
     def frame_bytes(self) -> int:
