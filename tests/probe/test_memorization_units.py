@@ -329,7 +329,10 @@ def test_the_command_line_fails_cleanly_before_any_load(
     for argv, error in (
         ([str(model), "--records", str(records), "--candidates", "0"], "candidates must be in 1..100000"),
         ([str(model), "--records", str(records), "--beams", "17"], "beams must be in 1..16"),
-        ([str(model), "--records", str(records), "--timeout", "0"], "wall_seconds must be a positive finite number"),
+        (
+            [str(model), "--records", str(records), "--timeout", "0"],
+            "wall_seconds must be a positive finite number",
+        ),
         ([str(model), "--records", str(tmp_path / "none.json")], "cannot open records file"),
         ([str(model), "--records", str(records), "--expect", "sha256:00"], "--expect checks one file"),
         ([str(model)], "the following arguments are required: --records"),
