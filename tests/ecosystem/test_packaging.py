@@ -44,6 +44,7 @@ _ARGS = {
     "key": ["key", "list", "--config", "c.toml"],
     "audit": ["audit", "verify", "--config", "c.toml"],
     "guard": ["guard", "hello"],
+    "probe": ["probe", "https://127.0.0.1:9/v1", "--model", "m"],
 }
 
 
@@ -182,6 +183,12 @@ def test_core_install_every_other_command_names_its_extra(core: Path, tmp_path: 
         line = proc.stderr.strip()
         assert "\n" not in line, line
         assert "pip install 'model-airlock[" in line, line
+    # the memorization audit runs the model in the sandbox through the text runtime: its own extras
+    audit = _run(
+        [str(core / "airlock"), "probe", "--memorization", "m.gguf", "--records", "r.json"], cwd=tmp_path
+    )
+    assert audit.returncode == 2 and "Traceback" not in audit.stderr, audit.stderr
+    assert "airlock probe --memorization: " in audit.stderr and "pip install 'model-airlock[" in audit.stderr
     certs = _run([str(core / "airlock"), "certs", "dev", "--out", str(tmp_path / "certs")], cwd=tmp_path)
     assert certs.returncode == 0, certs.stderr
     blake = _run(
