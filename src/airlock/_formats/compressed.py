@@ -15,13 +15,10 @@ are reported as unsupported (ERROR), never passed as clean.
 
 from __future__ import annotations
 
-import bz2
-import lzma
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from airlock._formats.base import Fact, Issue, Nested, ReadContext
 from airlock.errors import FormatError, LimitError
@@ -67,8 +64,7 @@ def _is_zlib(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0 and not head[1] & 0x20
 
 
-@dataclass(frozen=True)
-class _Kind:
+class _Kind(NamedTuple):
     name: str
     sniff: Callable[[bytes], bool]
     make: Callable[[], Any]
@@ -90,6 +86,8 @@ def _bounded(data: memoryview, kind: _Kind, ctx: ReadContext) -> tuple[bytes, in
 
 
 def _one_stream(data: memoryview, pos: int, kind: _Kind, out: bytearray, cap: int, ctx: ReadContext) -> int:
+    import lzma  # only when something is decompressed: a sniff (random weights of a storage) needs none
+
     limits = ctx.limits
     decomp = kind.make()
     pending = b""
@@ -146,6 +144,18 @@ def _one_stream(data: memoryview, pos: int, kind: _Kind, out: bytearray, cap: in
         raise FormatError(f"{kind.name} stream is corrupt: {exc}", offset=start) from exc
 
 
+def _bz2() -> Any:
+    import bz2  # imported when a bz2 stream is read, not when bytes are sniffed
+
+    return bz2
+
+
+def _lzma(*, xz: bool) -> Any:
+    import lzma  # imported when an xz/lzma stream is read, not when bytes are sniffed
+
+    return lzma.LZMADecompressor(lzma.FORMAT_XZ if xz else lzma.FORMAT_ALONE, memlimit=_LZMA_MEMLIMIT)
+
+
 class _StreamReader:
     def __init__(self, kind: _Kind) -> None:
         self._kind = kind
@@ -186,15 +196,9 @@ class UnsupportedCompressionReader:
 
 COMPRESSED_READERS: Final = (
     _StreamReader(_Kind("gzip", _is_gzip, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), zlib_api=True)),
-    _StreamReader(_Kind("bz2", _is_bz2, bz2.BZ2Decompressor)),
-    _StreamReader(
-        _Kind("xz", _is_xz, lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT))
-    ),
-    _StreamReader(
-        _Kind(
-            "lzma", _is_lzma_alone, lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=_LZMA_MEMLIMIT)
-        )
-    ),
+    _StreamReader(_Kind("bz2", _is_bz2, lambda: _bz2().BZ2Decompressor())),
+    _StreamReader(_Kind("xz", _is_xz, lambda: _lzma(xz=True))),
+    _StreamReader(_Kind("lzma", _is_lzma_alone, lambda: _lzma(xz=False))),
     _StreamReader(_Kind("zlib", _is_zlib, lambda: zlib.decompressobj(zlib.MAX_WBITS), zlib_api=True)),
     UnsupportedCompressionReader(),
 )

@@ -44,6 +44,10 @@ class Format:
       weights, so the gateway converts them to safetensors when the operator brings the code;
     * ``runtime``: the sandbox runtime whose loader reads this format in ``airlock run``, or None
       (a torch zip with TorchScript's layout is refined to ``torchscript`` by its member names);
+    * ``raw_loaded``: a loader that runs code opens such bytes by their content alone, whatever
+      their name — ``joblib.load`` (a compressed stream, then unpickled), ``numpy.load`` (npy with
+      object arrays, npz) and ``torch.load`` (zip): raw bytes that start so (a torch storage member)
+      are read as such a file too;
     * ``sequential``: the reader reads the whole content front to back (a pickle, a compressed
       stream), so the scan keeps the kernel's read-ahead for it; every other reader touches a
       directory, headers and a few members, and gets its mapping advised MADV_RANDOM.
@@ -57,6 +61,7 @@ class Format:
         "may_match",
         "name",
         "planner",
+        "raw_loaded",
         "reader_attribute",
         "reader_index",
         "reader_module",
@@ -78,6 +83,7 @@ class Format:
         unpickled_weights: bool = False,
         runtime: str | None = None,
         sequential: bool = False,
+        raw_loaded: bool = False,
     ) -> None:
         self.name = name
         module, _, attribute = reader.partition(":")
@@ -90,6 +96,7 @@ class Format:
         self.unpickled_weights = unpickled_weights
         self.runtime = runtime
         self.sequential = sequential or whole_pickle
+        self.raw_loaded = raw_loaded
         self._loaded: Reader | None = None
 
     def reader(self) -> Reader:
@@ -159,15 +166,15 @@ FORMATS: Final[tuple[Format, ...]] = (
     Format("keras-config", _F + "keras:CONFIG_READER", _json_object),
     Format(
         "zip", _F + "zip_reader:READER", _starts(b"PK\x03\x04", b"PK\x05\x06"), planner=_PLAN + "plan_zip",
-        unpickled_weights=True, runtime=RUNTIME_TORCH,
+        unpickled_weights=True, runtime=RUNTIME_TORCH, raw_loaded=True,
     ),
-    Format("npy", _F + "npy:READER", _starts(b"\x93NUMPY"), planner=_PLAN + "plan_npy"),
-    Format("gzip", _C, _starts(b"\x1f\x8b"), index=0, sequential=True),
-    Format("bz2", _C, _starts(b"BZh"), index=1, sequential=True),
-    Format("xz", _C, _starts(b"\xfd7zXZ"), index=2, sequential=True),
-    Format("lzma", _C, _starts(b"\x5d"), index=3, sequential=True),
-    Format("zlib", _C, _starts(b"\x78"), index=4, sequential=True),
-    Format("lz4/zstd", _C, _starts(b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd"), index=5),
+    Format("npy", _F + "npy:READER", _starts(b"\x93NUMPY"), planner=_PLAN + "plan_npy", raw_loaded=True),
+    Format("gzip", _C, _starts(b"\x1f\x8b"), index=0, sequential=True, raw_loaded=True),
+    Format("bz2", _C, _starts(b"BZh"), index=1, sequential=True, raw_loaded=True),
+    Format("xz", _C, _starts(b"\xfd7zXZ"), index=2, sequential=True, raw_loaded=True),
+    Format("lzma", _C, _starts(b"\x5d"), index=3, sequential=True, raw_loaded=True),
+    Format("zlib", _C, _starts(b"\x78"), index=4, sequential=True, raw_loaded=True),
+    Format("lz4/zstd", _C, _starts(b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd"), index=5, raw_loaded=True),
     Format("tar", _F + "tar:READER", _at(257, b"ustar")),
     # torch's legacy magic number pickled with protocol 2 or 3, or (4, 5) inside a FRAME
     Format(

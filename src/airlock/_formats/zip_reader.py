@@ -178,39 +178,32 @@ def _pickle(
             yield item
 
 
-def _sniff_pickle(listing: ZipListing, member: ZipMember) -> Iterator[Issue | bool]:
+def _storage(listing: ZipListing, member: ZipMember, budget: _Budget) -> Iterator[Fact]:
     try:
-        head = member_head(listing, member, _HEAD)
-        yield looks_like_pickle(head, member.uncompressed_size)
+        head = bytes(member_head(listing, member, _HEAD))
     except FormatError as exc:
         yield Issue("format.error", Severity.ERROR, f"zip: {exc}", offset=exc.offset)
+        return
+    if looks_like_pickle(head, member.uncompressed_size):
+        # Raw tensor bytes that start like a pickle: torch never unpickles them, but other
+        # loaders of a renamed member might; report what they would import, not parse errors.
+        yield from _pickle(listing, member, budget, "storage", lenient=True)
+    elif _claimed(head, member.uncompressed_size):
+        # Bytes that start like a file another loader opens by its magic (joblib.load
+        # decompresses gzip/zlib/bz2/xz/lzma/lz4 and unpickles; numpy.load and torch.load open
+        # npy and zip): scanned as that file; that they do not parse is no finding (raw bytes).
+        for item in _content(listing, member, budget):
+            yield Nested(member.name, item, raw=True) if isinstance(item, memoryview | bytes) else item
 
 
-def _storage(listing: ZipListing, member: ZipMember, budget: _Budget) -> Iterator[Fact]:
-    for result in _sniff_pickle(listing, member):
-        if isinstance(result, Issue):
-            yield result
-        elif result:
-            # Raw tensor bytes that start like a pickle: torch never unpickles them, but other
-            # loaders of a renamed member might; report what they would import, not parse errors.
-            yield from _pickle(listing, member, budget, "storage", lenient=True)
-        elif _claimed(listing, member):
-            # Bytes that start like a file another loader opens by its magic (joblib.load
-            # decompresses gzip/zlib/bz2/xz/lzma/lz4 and unpickles; numpy.load and torch.load open
-            # npy and zip): scanned as that file; that they do not parse is no finding (raw bytes).
-            for item in _content(listing, member, budget):
-                yield Nested(member.name, item, raw=True) if isinstance(item, memoryview | bytes) else item
+def _claimed(head: bytes, size: int) -> bool:
+    """Whether ``head`` (not a pickle's start: :func:`looks_like_pickle` said so) starts a file
+    that a loader running code opens by content alone (``Format.raw_loaded``: joblib's compressed
+    pickles, npy/npz, zip). Other formats' loaders run no code from raw bytes, and reading their
+    readers in for random weights cost a one-file scan ~15 ms of imports (protobuf, JSON, ...)."""
+    from airlock._formats.registry import formats_for  # the registry names this module's reader
 
-
-def _claimed(listing: ZipListing, member: ZipMember) -> bool:
-    from airlock._formats.registry import sniff_format  # the registry names this module's reader
-
-    try:
-        head = member_head(listing, member, _HEAD)
-    except FormatError:
-        return False  # reported by the sniff that ran first
-    fmt = sniff_format(bytes(head), member.uncompressed_size)
-    return fmt is not None and not fmt.whole_pickle
+    return any(fmt.raw_loaded and fmt.reader().sniff(head, size) for fmt in formats_for(head))
 
 
 def _record(listing: ZipListing, member: ZipMember, rel: str, budget: _Budget) -> Iterator[Fact]:
