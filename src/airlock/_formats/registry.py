@@ -188,6 +188,7 @@ FORMATS: Final[tuple[Format, ...]] = (
     ),
 )  # fmt: skip
 _BY_NAME: Final = {f.name: f for f in FORMATS}
+_RAW_LOADED: Final = tuple(f for f in FORMATS if f.raw_loaded)
 
 
 def formats_for(head: bytes) -> Iterator[Format]:
@@ -195,6 +196,12 @@ def formats_for(head: bytes) -> Iterator[Format]:
     for fmt in FORMATS:
         if fmt.may_match(head):
             yield fmt
+
+
+def raw_loaded(head: bytes, size: int) -> bool:
+    """Whether a format with ``raw_loaded`` (a code-running loader opens it by content alone)
+    recognises content starting with ``head``; only those formats' readers are imported."""
+    return any(fmt.may_match(head) and fmt.reader().sniff(head, size) for fmt in _RAW_LOADED)
 
 
 def sniff_format(head: bytes, size: int) -> Format | None:

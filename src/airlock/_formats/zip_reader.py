@@ -201,9 +201,9 @@ def _claimed(head: bytes, size: int) -> bool:
     that a loader running code opens by content alone (``Format.raw_loaded``: joblib's compressed
     pickles, npy/npz, zip). Other formats' loaders run no code from raw bytes, and reading their
     readers in for random weights cost a one-file scan ~15 ms of imports (protobuf, JSON, ...)."""
-    from airlock._formats.registry import formats_for  # the registry names this module's reader
+    from airlock._formats.registry import raw_loaded  # the registry names this module's reader
 
-    return any(fmt.raw_loaded and fmt.reader().sniff(head, size) for fmt in formats_for(head))
+    return raw_loaded(head, size)
 
 
 def _record(listing: ZipListing, member: ZipMember, rel: str, budget: _Budget) -> Iterator[Fact]:
