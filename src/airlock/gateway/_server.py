@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import logging
 import os
 import socket
@@ -27,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from airlock._net import is_loopback
 from airlock.errors import UsageError
 from airlock.gateway._admission import admit
 from airlock.gateway._app import CLIENT_CN_KEY, GatewayState, build_app
@@ -59,15 +59,6 @@ _log = logging.getLogger("airlock.gateway")
 TEXT_RUNTIME = "text-gguf"
 #: seconds the shutdown waits for the requests it cancelled to unwind (and, more, for their rows)
 _DRAIN_SECONDS = 5.0
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _CertAwareH11(H11Protocol):

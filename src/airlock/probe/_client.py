@@ -12,7 +12,6 @@ before any limit on the decoded bytes could be checked.
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from airlock._net import is_loopback
 from airlock._strictjson import parse_json_strict
 from airlock.errors import AirlockError, FormatError, UsageError
 from airlock.probe._cases import Message
@@ -79,22 +79,13 @@ def read_api_key(path: Path) -> str:
     return key
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_url(target: Target) -> None:
     parts = urlsplit(target.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"the target URL must be http:// or https:// with a host, got {target.url!r}")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise UsageError("the target URL must not carry credentials, a query or a fragment")
-    if parts.scheme == "http" and not _loopback(parts.hostname) and not target.unsafe_plain_http:
+    if parts.scheme == "http" and not is_loopback(parts.hostname) and not target.unsafe_plain_http:
         raise UsageError(
             f"plain http:// to {parts.hostname} would send the prompts and the API key unencrypted; "
             "use https://, or --unsafe-plain-http"

@@ -69,3 +69,19 @@ class Runtime(Protocol):
     def warm_up(self) -> None: ...
 
     def load(self, files: Sequence[BinaryIO], definition: str | None, threads: int) -> Loaded: ...
+
+
+def hf_offline(modules: Sequence[str]) -> None:
+    """Import ``modules`` (a runtime's warm-up) with the Hugging Face libraries offline and quiet:
+    nothing is downloaded and no progress bar is drawn, whatever the model says."""
+    import importlib
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    for module in modules:
+        importlib.import_module(module)
+    hf_logging: Any = importlib.import_module("transformers.utils.logging")
+    hf_logging.disable_progress_bar()

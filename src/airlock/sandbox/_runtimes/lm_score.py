@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from typing import Any, BinaryIO, Final
 
 import numpy as np
 
-from airlock.sandbox._runtimes.base import Loaded, NamedArrays
+from airlock.sandbox._runtimes.base import Loaded, NamedArrays, hf_offline
 
 __all__ = ["BUNDLE_FILES", "BUNDLE_MAGIC", "OP_COMPLETE", "OP_SCORE", "RUNTIME"]
 
@@ -255,18 +254,11 @@ class _LMScore:
     files = 1
 
     def warm_up(self) -> None:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
-        for module in ("torch", "safetensors.torch", "tokenizers", "transformers"):
-            importlib.import_module(module)
+        hf_offline(("torch", "safetensors.torch", "tokenizers", "transformers"))
         if importlib.util.find_spec("gguf") is not None:  # GGUF models need the text extra
             from airlock.sandbox._runtimes import text_gguf
 
             text_gguf.RUNTIME.warm_up()
-        hf_logging: Any = importlib.import_module("transformers.utils.logging")
-        hf_logging.disable_progress_bar()
 
     def load(self, files: Sequence[BinaryIO], definition: str | None, threads: int) -> Loaded:
         handle = files[0]

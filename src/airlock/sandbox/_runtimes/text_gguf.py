@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from airlock.sandbox._runtimes.base import Generated, Loaded, NamedArrays
+from airlock.sandbox._runtimes.base import Generated, Loaded, NamedArrays, hf_offline
 
 __all__ = ["RUNTIME", "check_request"]
 
@@ -280,22 +280,16 @@ class _TextGGUF:
     files = 1
 
     def warm_up(self) -> None:
-        # offline, quiet: nothing is downloaded and no progress bar is drawn, whatever the model says
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
-        for module in (
-            "torch",
-            "gguf",
-            "jinja2.sandbox",
-            "transformers",
-            "transformers.modeling_gguf_pytorch_utils",
-            "transformers.integrations.gguf",
-        ):
-            importlib.import_module(module)
-        hf_logging: Any = importlib.import_module("transformers.utils.logging")
-        hf_logging.disable_progress_bar()
+        hf_offline(
+            (
+                "torch",
+                "gguf",
+                "jinja2.sandbox",
+                "transformers",
+                "transformers.modeling_gguf_pytorch_utils",
+                "transformers.integrations.gguf",
+            )
+        )
 
     def load(self, files: Sequence[BinaryIO], definition: str | None, threads: int) -> Loaded:
         import torch
