@@ -45,6 +45,7 @@ from airlock.gateway._store import (
     AuditUnavailable,
     KeyRecord,
     TenantRecord,
+    tenant_row,
 )
 
 __all__ = ["MIGRATIONS", "PostgresStore", "migrate"]
@@ -198,20 +199,12 @@ class PostgresStore:
             raise UsageError(f"tenant {name!r} already exists") from exc
         return record
 
-    @staticmethod
-    def _tenant(row: tuple[Any, ...]) -> TenantRecord:
-        name, created, *values = row
-        if any(v is None for v in values[:3]):
-            return TenantRecord(name, created, None)
-        given = {f: int(v) for f, v in zip(LIMIT_FIELDS, values, strict=True) if v is not None}
-        return TenantRecord(name, created, TenantLimits(**given))
-
     def tenant(self, name: str) -> TenantRecord | None:
         rows = self._run("SELECT * FROM airlock_tenants WHERE name = %s", (name,))
-        return self._tenant(rows[0]) if rows else None
+        return tenant_row(rows[0]) if rows else None
 
     def tenants(self) -> list[TenantRecord]:
-        return [self._tenant(row) for row in self._run("SELECT * FROM airlock_tenants ORDER BY name")]
+        return [tenant_row(row) for row in self._run("SELECT * FROM airlock_tenants ORDER BY name")]
 
     # keys ------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import threading
 import time as _time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from airlock.errors import UsageError
 from airlock.gateway._audit import GENESIS, AuditHead, chain_hash
@@ -34,6 +34,7 @@ from airlock.gateway._store import (
     AuditUnavailable,
     KeyRecord,
     TenantRecord,
+    tenant_row,
 )
 
 __all__ = ["SqliteStore"]
@@ -128,15 +129,6 @@ class SqliteStore:
                 raise UsageError(f"tenant {name!r} already exists") from exc
         return record
 
-    @staticmethod
-    def _tenant(row: tuple[Any, ...]) -> TenantRecord:
-        name, created, *values = row
-        if any(v is None for v in values[:3]):
-            return TenantRecord(name, created, None)
-        # a tenant stored before the text-model limits existed keeps their defaults
-        given = {f: v for f, v in zip(LIMIT_FIELDS, values, strict=True) if v is not None}
-        return TenantRecord(name, created, TenantLimits(**given))
-
     def tenant(self, name: str) -> TenantRecord | None:
         with self._lock:
             self._current()
@@ -146,13 +138,13 @@ class SqliteStore:
             row = self._db.execute("SELECT * FROM tenants WHERE name = ?", (name,)).fetchone()
             if row is None:
                 return None
-            record = self._tenants[name] = self._tenant(row)
+            record = self._tenants[name] = tenant_row(row)
             return record
 
     def tenants(self) -> list[TenantRecord]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM tenants ORDER BY name").fetchall()
-        return [self._tenant(row) for row in rows]
+        return [tenant_row(row) for row in rows]
 
     # keys ------------------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from airlock.gateway._config import TenantLimits
+from airlock.gateway._config import LIMIT_FIELDS, TenantLimits
 
 if TYPE_CHECKING:
     from airlock.gateway._audit import AuditHead
@@ -24,7 +24,19 @@ __all__ = [
     "KeyRecord",
     "Store",
     "TenantRecord",
+    "tenant_row",
 ]
+
+
+def tenant_row(row: tuple[Any, ...]) -> TenantRecord:
+    """A stored tenant row (name, created, then the LIMIT_FIELDS columns) as a record; the same
+    table layout in every backend. A tenant stored before the text-model limits existed keeps
+    their defaults; one without its own request limits uses the config's [defaults]."""
+    name, created, *values = row
+    if any(v is None for v in values[:3]):
+        return TenantRecord(name, created, None)
+    given = {f: int(v) for f, v in zip(LIMIT_FIELDS, values, strict=True) if v is not None}
+    return TenantRecord(name, created, TenantLimits(**given))
 
 
 class AuditUnavailable(Exception):
