@@ -135,8 +135,16 @@ def _sources_json(run: RunResult, data: Catalogue) -> dict[str, Any]:
 
 
 def report_json(
-    run: RunResult, *, target: str, model: str, worst_count: int = 5, guard: str | None = None
+    run: RunResult,
+    *,
+    target: str,
+    model: str,
+    worst_count: int = 5,
+    guard: str | None = None,
+    local: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The ``airlock.probe/1`` report. ``local``: for a local model, ``digest`` (its SHA-256) and
+    ``sandbox`` (the layers its job ran under), added to ``target``."""
     data = catalogue()
     budget = run.settings.budget
     families = []
@@ -156,7 +164,7 @@ def report_json(
     return {
         "schema": SCHEMA,
         "airlock_version": __version__,
-        "target": {"url": target, "model": model},
+        "target": {"url": target, "model": model, **(local or {})},
         "settings": {
             "seed": run.settings.seed,
             "families": list(run.settings.families),
