@@ -92,7 +92,7 @@ class ProbeCommand:
         )
         budget = parser.add_argument_group("budget")
         budget.add_argument(
-            "--max-prompts", type=int, default=45, metavar="N", help="attack prompts in all (default 45)"
+            "--max-prompts", type=int, default=50, metavar="N", help="attack prompts in all (default 50)"
         )
         budget.add_argument(
             "--max-tokens", type=int, default=48, metavar="N", help="tokens per reply (default 48)"

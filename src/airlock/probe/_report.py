@@ -120,7 +120,10 @@ def _detectors_json(run: RunResult) -> list[dict[str, Any]]:
 
 
 def _sources_json(run: RunResult, data: Catalogue) -> dict[str, Any]:
-    used = sorted({r.case.source for r in run.attacks} | {c.source for c in run.not_run})
+    cases = [r.case for r in run.attacks] + list(run.not_run)
+    by_id = {t.id: t for t in data.templates}
+    also = {key for c in cases if (t := by_id.get(c.template)) is not None for key in t.also}
+    used = sorted({c.source for c in cases} | also)
     return {
         key: {
             "package": s.package,
