@@ -30,7 +30,8 @@ class Stub:
     key: str = "sk-test"
     #: "model" (default), "redirect" (307 to ``location``), "huge" (a body over the client's limit),
     #: "html" (a reply with markup and quotes), "unauthorised", "trickle" (a body a byte at a time),
-    #: "bomb" (a valid answer padded to 64 MiB, sent gzip inside gzip: ~70 KB on the wire)
+    #: "bomb" (a valid answer padded to 64 MiB, sent gzip inside gzip: ~70 KB on the wire),
+    #: "polyglot" (obeys in any language: writes the code a message contains, else its whole system prompt)
     mode: str = "model"
     location: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -58,6 +59,18 @@ def answer(messages: list[dict[str, str]]) -> str:
     if secret and re.search(r"(?i)access code|instructions|system prompt", user):
         return f"Of course. The secret access code is {secret.group(1)}."
     return "Hello! How can I help you with Example Corp products?"
+
+
+_ANY_CODE = re.compile(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}")
+
+
+def polyglot(messages: list[dict[str, str]]) -> str:
+    """A model that understands every language and obeys whatever it is told: it writes the code
+    the last message asks for (whatever words ask for it), and otherwise recites its instructions."""
+    found = _ANY_CODE.search(messages[-1]["content"])
+    if found:
+        return f"OK: {found.group(0)}"
+    return next((m["content"] for m in messages if m["role"] == "system"), "")
 
 
 @functools.cache
@@ -112,7 +125,7 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
             if stub.mode == "huge":
                 self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')
                 return
-            text = answer(body["messages"])
+            text = polyglot(body["messages"]) if stub.mode == "polyglot" else answer(body["messages"])
             if stub.mode == "bomb":
                 self._send(200, bomb(), {"Content-Encoding": "gzip, gzip"})
                 return

@@ -50,15 +50,15 @@ def _without_timings(report: dict[str, Any]) -> dict[str, Any]:
 
 def test_report_is_complete_and_deterministic(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with stub_server() as stub:
-        code, first, out = _probe(capsys, stub, tmp_path, "--max-prompts", "18", "--seed", "7")
+        code, first, out = _probe(capsys, stub, tmp_path, "--max-prompts", "20", "--seed", "7")
         assert code == 0, out
-        code, second, _ = _probe(capsys, stub, tmp_path, "--max-prompts", "18", "--seed", "7")
-        _, other, _ = _probe(capsys, stub, tmp_path, "--max-prompts", "18", "--seed", "8")
+        code, second, _ = _probe(capsys, stub, tmp_path, "--max-prompts", "20", "--seed", "7")
+        _, other, _ = _probe(capsys, stub, tmp_path, "--max-prompts", "20", "--seed", "8")
     assert _without_timings(first) == _without_timings(second)
     assert first["attacks"] != other["attacks"] and first["secrets"] != other["secrets"]
-    assert first["schema"] == "airlock.probe/1" and first["timings"]["requests"] == 18 + 12
+    assert first["schema"] == "airlock.probe/1" and first["timings"]["requests"] == 20 + 12
     families = {f["family"]: f for f in first["families"]}
-    assert len(families) == 9 and all(f["unguarded"]["trials"] == 2 for f in families.values())
+    assert len(families) == 10 and all(f["unguarded"]["trials"] == 2 for f in families.values())
     # the gullible model obeys plain overrides and leaks to every extraction attempt
     assert families["instruction-override"]["unguarded"]["rate"] == 1.0
     assert families["system-prompt-extraction"]["unguarded"]["successes"] >= 1

@@ -1,11 +1,14 @@
 """airlock probe against the real SmolLM2-135M-Instruct GGUF served by airlock serve over TLS (the
-gateway of tests/gateway, its sandboxed text lane). A tiny budget (two attacks, one benign
-conversation, 12 tokens each) keeps three runs within CPU reach: the report is produced, it is the
+gateway of tests/gateway, its sandboxed text lane), and the same file as a local TARGET (loaded in
+a sandboxed text-gguf job by the probe itself). A tiny budget (two attacks, one benign
+conversation, 12 tokens each) keeps the runs within CPU reach: the report is produced, it is the
 same for the same seed apart from timings, and regression mode fails when the guard is removed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import pytest
 
 from airlock._cli import main
 from tests.probe._served import Served, served_smollm2
+from tests.text.conftest import smollm2_path
 
 #: the model loads once in one xdist process, with the other SmolLM2 tests
 pytestmark = pytest.mark.xdist_group("smollm2")
@@ -77,4 +81,28 @@ def test_report_deterministic_and_regression_when_the_guard_is_removed(
     strip = ("timings", "regression")
     assert {k: v for k, v in again.items() if k not in strip} == {
         k: v for k, v in first.items() if k not in strip
+    }
+
+
+def test_a_local_gguf_is_probed_inside_the_sandbox_deterministically(tmp_path: Path) -> None:
+    """TARGET a GGUF file: gated (scanned: CLEAN), loaded in a sandboxed text-gguf job whose chat
+    template is rendered there, probed through the same run; the same seed gives the same report."""
+    model = smollm2_path()
+    reports = []
+    for name in ("first", "second"):
+        out = tmp_path / f"{name}.json"
+        args = ["probe", str(model), *BUDGET, "--threads", "2", "--timeout", "300", "--json", str(out)]
+        assert main(args) == 0
+        reports.append(json.loads(out.read_text(encoding="utf-8")))
+    first, second = reports
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert first["target"]["url"] == Path(os.path.abspath(model)).as_uri()
+    assert first["target"]["model"] == model.name and first["target"]["digest"] == f"sha256:{digest}"
+    assert "seccomp" in first["target"]["sandbox"], first["target"]
+    (family,) = first["families"]
+    assert family["family"] == "delimiter-confusion" and family["unguarded"]["trials"] == 2
+    assert family["errors"] == 0 and first["benign"][0]["reply"]
+    assert all(a["reply"] and a["finish_reason"] in ("stop", "length") for a in first["attacks"])
+    assert {k: v for k, v in first.items() if k != "timings"} == {
+        k: v for k, v in second.items() if k != "timings"
     }

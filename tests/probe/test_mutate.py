@@ -78,7 +78,7 @@ def test_the_canary_never_reaches_the_attacker_text_and_the_token_never_the_syst
 
 def test_budget_is_shared_round_robin_and_prompts_are_distinct() -> None:
     data = catalogue()
-    cases = build_cases(data, 0, 18)
+    cases = build_cases(data, 0, 2 * len(FAMILIES))
     assert [c.family for c in cases] == [f for f in FAMILIES for _ in range(2)]
     assert len({c.messages for c in build_cases(data, 0, 1000)}) == len(build_cases(data, 0, 1000))
     # delimiter-confusion has 5 fixed templates: asking for 50 gives 5, never repeats

@@ -69,7 +69,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("key", "airlock._cli.key_cmd", "create, revoke or list API keys of airlock serve tenants", ("serve",)),
     CommandEntry("audit", "airlock._cli.audit_cmd", "verify the hash chain of the airlock serve audit log", ("serve",)),
     CommandEntry("guard", "airlock._cli.guard_cmd", "check untrusted text: hidden characters, markup, exfiltration links, PII; redact or block", ("guard",)),
-    CommandEntry("probe", "airlock._cli.probe_cmd", "attack a served model with seeded prompt injections; success rates per family, CI regression mode", ("probe",)),
+    CommandEntry("probe", "airlock._cli.probe_cmd", "attack a served or local model with seeded prompt injections; success rates per family, CI regression mode", ("probe",)),
     CommandEntry("certs", "airlock._cli.certs_cmd", "make a development CA, server certificate and mTLS client certificates"),
 )  # fmt: skip
 

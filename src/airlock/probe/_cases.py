@@ -155,7 +155,8 @@ def _messages(
         parts = " ".join(f'Let {n} = "{p}".' for n, p in zip(names, pieces, strict=True))
         text = template.text.replace("{parts}", parts).replace("{joined}", " + ".join(names))
     else:
-        text = _fill(template.text, goal)
+        # {token}: a vendored payload's own canary slot (translation), the action token in ASCII
+        text = _fill(template.text, goal).replace("{token}", secrets.token)
     if template.family == "indirect-document":
         return _document(text), None
     if template.family == "indirect-tool":

@@ -26,6 +26,7 @@ FAMILIES: Final = (
     "indirect-document",
     "indirect-tool",
     "encoding",
+    "translation",
     "payload-splitting",
     "many-shot",
 )
@@ -57,6 +58,8 @@ class Template:
     after: str | None
     mutation: str | None
     text: str
+    #: further sources the text is made of (a translated wrapper's instruction comes from another file)
+    also: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,13 @@ def _str(item: dict[str, Any], key: str, where: str, *, optional: bool = False) 
     if not isinstance(value, str) or not value:
         raise FormatError(f"{where}: {key} must be a non-empty string, got {type(value).__name__}")
     return value
+
+
+def _also(item: dict[str, Any], where: str) -> tuple[str, ...]:
+    value = item.get("also", [])
+    if not isinstance(value, list) or not all(isinstance(key, str) and key for key in value):
+        raise FormatError(f"{where}: also must be a list of source keys")
+    return tuple(value)
 
 
 def _read(name: str) -> dict[str, Any]:
@@ -121,11 +131,13 @@ def _templates(doc: dict[str, Any], sources: dict[str, Source]) -> tuple[Templat
             _str(item, "after", where, optional=True),
             _str(item, "mutation", where, optional=True),
             _str(item, "text", where),
+            _also(item, where),
         )
         if template.id in seen:
             raise FormatError(f"{where}: duplicate id {template.id!r}")
         seen.add(template.id)
-        if template.family not in FAMILIES or template.goal not in GOALS or template.source not in sources:
+        known = template.source in sources and all(key in sources for key in template.also)
+        if template.family not in FAMILIES or template.goal not in GOALS or not known:
             raise FormatError(f"{where}: unknown family, goal or source in {template.id!r}")
         if template.mutation is not None and template.mutation not in MUTATIONS:
             raise FormatError(f"{where}: unknown mutation {template.mutation!r}")

@@ -120,7 +120,10 @@ def _detectors_json(run: RunResult) -> list[dict[str, Any]]:
 
 
 def _sources_json(run: RunResult, data: Catalogue) -> dict[str, Any]:
-    used = sorted({r.case.source for r in run.attacks} | {c.source for c in run.not_run})
+    cases = [r.case for r in run.attacks] + list(run.not_run)
+    by_id = {t.id: t for t in data.templates}
+    also = {key for c in cases if (t := by_id.get(c.template)) is not None for key in t.also}
+    used = sorted({c.source for c in cases} | also)
     return {
         key: {
             "package": s.package,
@@ -135,8 +138,16 @@ def _sources_json(run: RunResult, data: Catalogue) -> dict[str, Any]:
 
 
 def report_json(
-    run: RunResult, *, target: str, model: str, worst_count: int = 5, guard: str | None = None
+    run: RunResult,
+    *,
+    target: str,
+    model: str,
+    worst_count: int = 5,
+    guard: str | None = None,
+    local: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The ``airlock.probe/1`` report. ``local``: for a local model, ``digest`` (its SHA-256) and
+    ``sandbox`` (the layers its job ran under), added to ``target``."""
     data = catalogue()
     budget = run.settings.budget
     families = []
@@ -156,7 +167,7 @@ def report_json(
     return {
         "schema": SCHEMA,
         "airlock_version": __version__,
-        "target": {"url": target, "model": model},
+        "target": {"url": target, "model": model, **(local or {})},
         "settings": {
             "seed": run.settings.seed,
             "families": list(run.settings.families),

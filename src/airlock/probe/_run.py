@@ -34,10 +34,10 @@ class GuardLike(Protocol):
 
 @dataclass(frozen=True)
 class Budget:
-    """What one run may spend. Sized for CPU models by default: 45 attacks (5 per family) and
+    """What one run may spend. Sized for CPU models by default: 50 attacks (5 per family) and
     the 12 benign conversations, 48 tokens each."""
 
-    max_prompts: int = 45
+    max_prompts: int = 50
     max_tokens: int = 48
     max_seconds: float = 900.0
     benign: int = 12

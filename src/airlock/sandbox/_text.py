@@ -85,14 +85,15 @@ def terminal_text(text: str) -> str:
 class TextStream:
     """Iterate to get each token's text as the job produces it; :attr:`result` once it ended."""
 
-    def __init__(self, worker: Worker, request: dict[str, Any]) -> None:
+    def __init__(self, worker: Worker, request: dict[str, Any], deadline: float | None = None) -> None:
         self._worker = worker
         self._max_tokens = int(request["max_tokens"])
         self._count = 0
         self._pieces: list[str] = []
         self._cancelled = False
         self.result: Generation | None = None
-        self._deadline = worker._deadline()
+        #: the whole exchange's deadline (``time.monotonic()``): the worker's ``wall_seconds`` from now by default
+        self._deadline = worker._deadline() if deadline is None else deadline
         worker._send("generate", {"type": "generate", "request": json.dumps(request)}, (), [], self._deadline)
 
     def __iter__(self) -> Iterator[str]:

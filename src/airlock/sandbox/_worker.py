@@ -407,10 +407,14 @@ class Worker:
         top_p: float = 1.0,
         seed: int | None = None,
         stop: Sequence[str] = (),
+        timeout: float | None = None,
     ) -> TextStream:
         """Generate text with a text model (runtime ``text-gguf``): chat ``messages`` (rendered by
         the model's chat template inside the job) or a raw ``prompt``; iterate the stream for each
-        token's text, or call ``.read()``. ``UsageError`` for a bad request, before the job sees it."""
+        token's text, or call ``.read()``. ``UsageError`` for a bad request, before the job sees it.
+
+        ``timeout``: seconds the whole generation may take, when shorter than ``wall_seconds``;
+        past it the worker tree is killed, as past ``wall_seconds``."""
         try:
             request = build_request(
                 messages=messages,
@@ -423,7 +427,12 @@ class Worker:
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        return TextStream(self, request)
+        if timeout is not None and not timeout > 0:
+            raise UsageError(f"generate: timeout must be > 0 seconds, got {timeout}")
+        deadline = self._deadline()
+        if timeout is not None:
+            deadline = min(deadline, time.monotonic() + timeout)
+        return TextStream(self, request, deadline)
 
     def close(self) -> None:
         if self._sock is not None:
