@@ -87,9 +87,23 @@ HEAVY = frozenset(
 #: Standard-library modules a scan of a pickle or a checkpoint has no use for, whose import was a
 #: third of its start-up: ``dataclasses`` (and the ``inspect``, ``ast``, ``dis``, ``tokenize`` it
 #: imports; airlock's records are ``airlock._record``), ``shutil`` (argparse's terminal width; it
-#: imports bz2 and lzma), the zip methods' decompressors and ``textwrap`` (help texts only).
+#: imports bz2 and lzma), the zip methods' decompressors and ``textwrap`` (help texts only); and
+#: ``typing`` (a tenth of the start-up of a checkpoint scan, issue 10: the scan path imports
+#: ``typing`` for type checkers only, and its named tuples are ``airlock._record.NamedTuple``).
 STARTUP_SLOW = frozenset(
-    {"dataclasses", "inspect", "ast", "dis", "tokenize", "shutil", "bz2", "lzma", "textwrap", "copy"}
+    {
+        "dataclasses",
+        "inspect",
+        "ast",
+        "dis",
+        "tokenize",
+        "shutil",
+        "bz2",
+        "lzma",
+        "textwrap",
+        "copy",
+        "typing",
+    }
 )
 
 #: What ``airlock scan PATH [--format F] [-q]`` no longer imports (issue 10: a twentieth of the scan
@@ -179,3 +193,13 @@ def test_scan_of_a_torch_checkpoint_imports_nothing_heavy(tmp_path: Path) -> Non
     assert _matching(modules, ("airlock._formats.hf_folder", "airlock._strictjson")) == []
     assert "airlock._formats.torchscript" not in modules  # not a TorchScript archive
     assert "airlock._formats.zip_reader" in modules
+
+
+def test_text_report_scan_imports_no_more(tmp_path: Path) -> None:
+    """``airlock scan FILE`` (the text report, no flag): the same start-up as with --format json."""
+    path = tmp_path / "rows.pkl"
+    path.write_bytes(pickle.dumps([{"id": 1}], protocol=4))
+    modules, stdout = _imported(tmp_path, "scan", str(path))
+    assert "verdict: CLEAN" in stdout
+    assert sorted(modules & (STARTUP_SLOW | COMMON_SCAN_SKIPS)) == []
+    assert _matching(modules, HEAVY) == []
