@@ -189,3 +189,27 @@ def test_scan_facts_are_the_light_named_tuples() -> None:
 
     for cls in (Issue, Nested, PickleStream, ReadContext, Task, Entry):
         assert issubclass(cls, tuple) and cls.__new__.__module__ == "airlock._record", cls
+
+
+@record
+class Slotted:
+    __slots__ = ("x", "y")
+    x: int
+    y: int
+
+
+def test_fields_land_where_the_class_keeps_them() -> None:
+    """Fields go to the instance dict in one call, or through the class's slots when it has them."""
+    slotted = Slotted(1, y=2)
+    assert (slotted.x, slotted.y) == (1, 2) and not hasattr(slotted, "__dict__")
+    assert Slotted(1, 2) == slotted
+    point = Point(3, label="p")
+    assert vars(point) == {"x": 3, "y": 0, "label": "p"}
+    with pytest.raises(FrozenInstanceError):
+        point.x = 4  # type: ignore[misc]
+    with pytest.raises(TypeError, match="missing"):
+        Point()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected"):
+        Point(1, z=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="takes 3"):
+        Point(1, 2, "a", 4)  # type: ignore[call-arg]
