@@ -101,7 +101,7 @@ def record(cls: type[_T]) -> type[_T]:
     # unless the class keeps no instance dictionary, or a field name is a descriptor of the
     # class (a property would not see the dictionary): then one object.__setattr__ per field.
     direct = cls.__dictoffset__ != 0 and not any(
-        hasattr(type(cls.__dict__.get(name)), "__set__") for name in names
+        hasattr(type(_class_attribute(cls, name)), "__set__") for name in names
     )
 
     def __init__(self: Any, *args: object, **kwargs: object) -> None:
@@ -160,6 +160,11 @@ def record(cls: type[_T]) -> type[_T]:
     for attribute, value in attributes.items():
         setattr(cls, attribute, value)
     return cls
+
+
+def _class_attribute(cls: type, name: str) -> object:
+    """What ``cls`` or a base class defines under ``name`` (None), without running descriptors."""
+    return next((k.__dict__[name] for k in cls.__mro__ if name in k.__dict__), None)
 
 
 def record_fields(obj: object) -> tuple[str, ...]:

@@ -213,3 +213,24 @@ def test_fields_land_where_the_class_keeps_them() -> None:
         Point(1, z=2)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="takes 3"):
         Point(1, 2, "a", 4)  # type: ignore[call-arg]
+
+
+class _Base:
+    @property
+    def x(self) -> int:
+        return 41
+
+    @x.setter
+    def x(self, value: int) -> None:
+        object.__setattr__(self, "_x_seen", value)
+
+
+@record
+class OverBase(_Base):
+    x: int
+
+
+def test_a_field_named_like_a_base_class_property_goes_through_it() -> None:
+    """The one-update path would hide the value behind the base class's property."""
+    item = OverBase(5)
+    assert item._x_seen == 5  # type: ignore[attr-defined]
