@@ -87,9 +87,31 @@ HEAVY = frozenset(
 #: Standard-library modules a scan of a pickle or a checkpoint has no use for, whose import was a
 #: third of its start-up: ``dataclasses`` (and the ``inspect``, ``ast``, ``dis``, ``tokenize`` it
 #: imports; airlock's records are ``airlock._record``), ``shutil`` (argparse's terminal width; it
-#: imports bz2 and lzma), the zip methods' decompressors and ``textwrap`` (help texts only).
+#: imports bz2 and lzma), the zip methods' decompressors and ``textwrap`` (help texts only); and
+#: ``typing`` (a tenth of the start-up of a checkpoint scan, issue 10: the scan path imports
+#: ``typing`` for type checkers only, and its named tuples are ``airlock._record.NamedTuple``).
 STARTUP_SLOW = frozenset(
-    {"dataclasses", "inspect", "ast", "dis", "tokenize", "shutil", "bz2", "lzma", "textwrap", "copy"}
+    {
+        "dataclasses",
+        "inspect",
+        "ast",
+        "dis",
+        "tokenize",
+        "shutil",
+        "bz2",
+        "lzma",
+        "textwrap",
+        "copy",
+        "typing",
+    }
+)
+
+#: What ``airlock scan PATH [--format F] [-q]`` no longer imports (issue 10: a twentieth of the scan
+#: of one checkpoint): argparse and its gettext and locale (the command's own reader answers these
+#: command lines, airlock._cli.scan_cmd.ScanCommand.parse_common), the parser module and the
+#: optional-extras table (scan needs no extra).
+COMMON_SCAN_SKIPS = frozenset(
+    {"argparse", "gettext", "locale", "airlock._cli._parser", "airlock._cli._extras"}
 )
 
 #: airlock modules a scan of one format must not import: the other formats' readers and
@@ -137,6 +159,14 @@ def test_only_a_lone_version_flag_skips_the_parser(tmp_path: Path) -> None:
     assert stdout == f"airlock {airlock.__version__}\n"
 
 
+def test_an_uncommon_scan_command_line_still_gets_argparse(tmp_path: Path) -> None:
+    path = tmp_path / "rows.pkl"
+    path.write_bytes(pickle.dumps([1], protocol=4))
+    modules, stdout = _imported(tmp_path, "scan", str(path), "--jobs", "1")
+    assert "verdict: CLEAN" in stdout
+    assert "argparse" in modules  # the probe sees the parser when it is used
+
+
 def test_scan_of_a_plain_pickle_imports_nothing_heavy(tmp_path: Path) -> None:
     path = tmp_path / "rows.pkl"
     path.write_bytes(pickle.dumps([{"id": 1, "token": "a"}], protocol=4))
@@ -144,6 +174,7 @@ def test_scan_of_a_plain_pickle_imports_nothing_heavy(tmp_path: Path) -> None:
     assert '"verdict": "CLEAN"' in stdout
     assert _matching(modules, HEAVY) == []
     assert sorted(modules & STARTUP_SLOW) == []
+    assert sorted(modules & COMMON_SCAN_SKIPS) == []
     assert _matching(modules, _OTHER_FORMATS + _ZIP) == []
     assert "airlock._analysis.pickle_vm" in modules  # the probe does see what a scan imports
 
@@ -156,8 +187,19 @@ def test_scan_of_a_torch_checkpoint_imports_nothing_heavy(tmp_path: Path) -> Non
     assert '"verdict": "CLEAN"' in stdout
     assert _matching(modules, HEAVY) == []
     assert sorted(modules & STARTUP_SLOW) == []
+    assert sorted(modules & COMMON_SCAN_SKIPS) == []
     assert _matching(modules, _OTHER_FORMATS) == []
     # one file whose name no folder check reads: the Hugging Face check is not even imported
     assert _matching(modules, ("airlock._formats.hf_folder", "airlock._strictjson")) == []
     assert "airlock._formats.torchscript" not in modules  # not a TorchScript archive
     assert "airlock._formats.zip_reader" in modules
+
+
+def test_text_report_scan_imports_no_more(tmp_path: Path) -> None:
+    """``airlock scan FILE`` (the text report, no flag): the same start-up as with --format json."""
+    path = tmp_path / "rows.pkl"
+    path.write_bytes(pickle.dumps([{"id": 1}], protocol=4))
+    modules, stdout = _imported(tmp_path, "scan", str(path))
+    assert "verdict: CLEAN" in stdout
+    assert sorted(modules & (STARTUP_SLOW | COMMON_SCAN_SKIPS)) == []
+    assert _matching(modules, HEAVY) == []

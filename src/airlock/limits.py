@@ -5,11 +5,14 @@ A limit that is hit is an error verdict (``limit.exceeded``), never a silent tru
 
 from __future__ import annotations
 
-from typing import Final
-
 from airlock._record import record, record_fields
 from airlock._record import replace as _replace
 from airlock.errors import UsageError
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["DEFAULT_LIMITS", "Limits"]
 

@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import ClassVar, Final, NamedTuple
 
 from airlock._analysis.catalogue import lookup
 from airlock._analysis.profiles import PROFILES
 from airlock._record import record
 from airlock.errors import UsageError
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import ClassVar, Final, NamedTuple
+else:
+    from airlock._record import NamedTuple
 
 __all__ = ["DEFAULT_PROFILES", "Classification", "Decision", "Policy"]
 

@@ -4,9 +4,13 @@ dataclass behaviour without importing ``dataclasses`` at start-up); renderers on
 from __future__ import annotations
 
 import enum
-from typing import Final
 
 from airlock._record import record
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from airlock._formats.base import Issue
     from airlock.limits import Limits

@@ -10,7 +10,11 @@ its submodules (``os`` covers ``os.system`` and ``os.path.join``).
 from __future__ import annotations
 
 import functools
-from typing import Final
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["CATEGORY_NESTED", "DANGEROUS_MODULES", "DANGEROUS_NAMES", "NESTED_LOADERS", "lookup"]
 

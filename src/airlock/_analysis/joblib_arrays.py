@@ -15,10 +15,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Final
 
 from airlock._analysis.pickle_vm import BuildHook, Call, Const, DictNode, Global, Node, TupleNode
 from airlock.errors import FormatError
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["WRAPPER", "make_build_hook", "numpy_dtype_info"]
 

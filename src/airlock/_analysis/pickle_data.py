@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable
-from typing import Final
 
 from airlock._analysis.pickle_graph import PickleResult
 from airlock._formats.pickle_ops import OPCODE_TABLE, decode_op
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["scan_data_pickle"]
 

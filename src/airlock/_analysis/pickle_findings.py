@@ -10,7 +10,6 @@ after a payload reports the payload, then the error.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Final
 
 from airlock._analysis.catalogue import NESTED_LOADERS
 from airlock._analysis.joblib_arrays import make_build_hook
@@ -32,6 +31,11 @@ from airlock._formats.pickle_ops import file_reading
 from airlock.errors import FormatError, LimitError
 from airlock.policy import Decision, Policy
 from airlock.results import Severity
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["analyse_pickle_stream"]
 

@@ -6,9 +6,14 @@ are built as nodes too. Nothing here is ever executed or instantiated from the p
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from airlock.errors import FormatError
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from airlock._record import NamedTuple
 
 __all__ = [
     "Buffer",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import _compat_pickle
 from collections.abc import Callable
-from typing import Final
 
 from airlock._analysis.pickle_graph import (
     Buffer,
@@ -40,6 +39,11 @@ from airlock._analysis.pickle_graph import (
 from airlock._formats.pickle_ops import NO_ARG_OPCODES, decode_op
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 # The graph's node types are re-exported: callers import them from here with the machine.
 __all__ = [

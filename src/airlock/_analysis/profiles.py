@@ -9,9 +9,14 @@ checked on its own, so ``functools.partial(os.system)`` is caught at ``os.system
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
-
 from airlock._analysis import profile_data
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final, NamedTuple
+else:
+    from airlock._record import NamedTuple
 
 __all__ = ["PROFILES", "Entry"]
 

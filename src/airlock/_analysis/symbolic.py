@@ -7,7 +7,6 @@ recurse without end.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
 
 from airlock._analysis.pickle_vm import (
     Call,
@@ -21,6 +20,11 @@ from airlock._analysis.pickle_vm import (
     SetNode,
     TupleNode,
 )
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["args_of", "fold_bytes", "render", "resolve"]
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import os
-from typing import Protocol
 
 from airlock.errors import AirlockError
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: ``airlock scan`` imports this module, and
+#: :class:`Command` is an interface for type checkers only (commands are plain classes)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Protocol
 
 __all__ = ["Command", "write_output"]
 
@@ -21,22 +26,24 @@ def write_output(path: str | os.PathLike[str], text: str) -> None:
         raise AirlockError(f"cannot write {os.fspath(path)}: {exc.strerror or exc}") from exc
 
 
-class Command(Protocol):
-    @property
-    def name(self) -> str: ...
+if TYPE_CHECKING:
 
-    @property
-    def help(self) -> str:
-        """One line for ``airlock --help``."""
-        ...
+    class Command(Protocol):
+        @property
+        def name(self) -> str: ...
 
-    @property
-    def description(self) -> str:
-        """A paragraph for ``airlock NAME --help``."""
-        ...
+        @property
+        def help(self) -> str:
+            """One line for ``airlock --help``."""
+            ...
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+        @property
+        def description(self) -> str:
+            """A paragraph for ``airlock NAME --help``."""
+            ...
 
-    def run(self, args: argparse.Namespace) -> int:
-        """Do the work; return the exit code. Raise AirlockError for failures the user must see."""
-        ...
+        def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+        def run(self, args: argparse.Namespace) -> int:
+            """Do the work; return the exit code. Raise AirlockError for failures the user must see."""
+            ...

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from airlock.errors import IntegrityError
 
+#: ``typing.TYPE_CHECKING`` without importing ``typing`` (``airlock scan`` imports this module)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+
     from airlock.integrity import Verified
 
 __all__ = ["COMMAND"]
@@ -124,6 +126,25 @@ def add_trust_arguments(parser: argparse.ArgumentParser, *, required: bool = Tru
         action="store_true",
         help="UNSAFE: follow symbolic links to regular files (they may point anywhere)",
     )
+
+
+def trust_defaults() -> dict[str, object]:
+    """What :func:`add_trust_arguments` sets when none of its flags is given (fresh lists each
+    call), for a command that reads its common command lines without argparse."""
+    return {
+        "expect": None,
+        "lock": None,
+        "signature": None,
+        "key": None,
+        "cert": [],
+        "chain": [],
+        "trust_root": None,
+        "identity": None,
+        "issuer": None,
+        "unsafe_ignore": [],
+        "unsafe_allow_extra": False,
+        "unsafe_allow_symlinks": False,
+    }
 
 
 def unsafe_flags(args: argparse.Namespace) -> list[str]:

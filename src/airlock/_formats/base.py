@@ -29,10 +29,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple, Protocol
 
 from airlock.limits import Limits
 from airlock.results import Severity
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple, Protocol
+else:
+    from airlock._record import NamedTuple
+
+    Protocol = object  # an interface for type checkers; a plain base class at run time
 
 __all__ = [
     "CodeReference",

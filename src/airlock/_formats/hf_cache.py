@@ -22,9 +22,13 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Final
 
 from airlock.errors import UsageError
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["BOOKKEEPING", "cache_link_target", "cache_repo", "hub_cache_dir", "resolve_hf_uri"]
 

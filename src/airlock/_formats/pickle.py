@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Final
 
 from airlock._formats.base import Fact, PickleStream, ReadContext
 from airlock._formats.pickle_ops import OPCODE_TABLE, Truncated, decode_op, file_reading
 from airlock.errors import FormatError
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["LEGACY_MAGIC", "PickleReader", "TorchLegacyReader", "is_legacy_magic", "looks_like_pickle"]
 

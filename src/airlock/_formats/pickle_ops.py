@@ -10,9 +10,13 @@ from __future__ import annotations
 import bisect
 import codecs
 import struct
-from typing import Final
 
 from airlock.errors import FormatError, LimitError
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "ARG_NONE",

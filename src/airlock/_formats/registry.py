@@ -6,9 +6,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePosixPath
-from typing import Final
 
 from airlock._formats.base import FolderCheck, Reader
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "FORMATS",
@@ -110,8 +114,21 @@ class Format:
         return f"Format({self.name!r})"
 
 
+class _Starts:
+    """``may_match`` for content that starts with one of ``magic`` (it says which first bytes it
+    takes, for :func:`raw_loaded`'s table)."""
+
+    __slots__ = ("magic",)
+
+    def __init__(self, *magic: bytes) -> None:
+        self.magic = magic
+
+    def __call__(self, head: bytes) -> bool:
+        return head.startswith(self.magic)
+
+
 def _starts(*magic: bytes) -> Callable[[bytes], bool]:
-    return lambda head: head.startswith(magic)
+    return _Starts(*magic)
 
 
 def _at(offset: int, magic: bytes) -> Callable[[bytes], bool]:
@@ -200,8 +217,30 @@ def formats_for(head: bytes) -> Iterator[Format]:
 
 def raw_loaded(head: bytes, size: int) -> bool:
     """Whether a format with ``raw_loaded`` (a code-running loader opens it by content alone)
-    recognises content starting with ``head``; only those formats' readers are imported."""
-    return any(fmt.may_match(head) and fmt.reader().sniff(head, size) for fmt in _RAW_LOADED)
+    recognises content starting with ``head``; only those formats' readers are imported.
+
+    Asked for every tensor storage of a checkpoint (hundreds): only the formats that may start
+    with ``head``'s first byte are tried (:func:`_raw_loaded_from`)."""
+    return any(fmt.may_match(head) and fmt.reader().sniff(head, size) for fmt in _raw_loaded_from(head[:1]))
+
+
+#: first byte (b"" for empty content) -> the raw-loaded formats content starting with it may be
+_RAW_BY_FIRST: dict[bytes, tuple[Format, ...]] = {}
+
+
+def _raw_loaded_from(first: bytes) -> tuple[Format, ...]:
+    """The raw-loaded formats whose content may start with ``first``: those with a magic that
+    starts with it, and every one whose ``may_match`` says nothing about its magic (tried always)."""
+    found = _RAW_BY_FIRST.get(first)
+    if found is None:
+        found = tuple(
+            fmt
+            for fmt in _RAW_LOADED
+            if not isinstance(fmt.may_match, _Starts)
+            or any(m[:1] == first or not m for m in fmt.may_match.magic)
+        )
+        _RAW_BY_FIRST[first] = found
+    return found
 
 
 def sniff_format(head: bytes, size: int) -> Format | None:

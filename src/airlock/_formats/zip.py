@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Final
 
 from airlock._formats.base import Issue
 from airlock._formats.zip_differentials import Reading, check_duplicates, check_regions, readings_issue
@@ -56,6 +55,11 @@ from airlock._record import replace
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
 from airlock.results import Severity
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "BZIP2",

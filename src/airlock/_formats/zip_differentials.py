@@ -5,12 +5,18 @@ binary search vs zipfile's last copy), and bytes that belong to no member or dir
 from __future__ import annotations
 
 import struct
-from typing import Final, NamedTuple
 
 from airlock._formats.base import Issue
 from airlock._formats.zip_model import LOCAL_SIG, LOCAL_SIZE, ZipMember, fold, sig
 from airlock.errors import FormatError
 from airlock.results import Severity
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final, NamedTuple
+else:
+    from airlock._record import NamedTuple
 
 __all__ = ["Reading", "check_duplicates", "check_regions", "readings_issue"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import TYPE_CHECKING, Any, Final
 
 from airlock._formats.zip_model import (
     BZIP2,
@@ -25,8 +24,11 @@ from airlock._formats.zip_model import (
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
 
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import lzma
+    from typing import Any, Final
 
 __all__ = ["member_bytes", "member_head"]
 

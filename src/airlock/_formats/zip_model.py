@@ -3,10 +3,13 @@ extraction: member records, the listing, and the compression methods Python's zi
 
 from __future__ import annotations
 
-from typing import Final
-
 from airlock._formats.base import Issue
 from airlock._record import record
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "BZIP2", "COMPRESSED", "DEFLATED", "LOCAL_SIG", "LOCAL_SIZE", "LZMA", "METHOD_NAMES", "STORED",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterator
-from typing import Final
 
 from airlock._formats.base import Fact, Issue, Nested, PickleStream, ReadContext
 from airlock._formats.pickle import looks_like_pickle
@@ -39,6 +38,11 @@ from airlock._formats.zip import (
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
 from airlock.results import Severity
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["ZipReader"]
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from airlock import __version__
 from airlock.results import SCHEMA_VERSION, Finding, Report
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _finding(finding: Finding) -> dict[str, Any]:

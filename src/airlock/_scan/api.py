@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from airlock import _progress
 from airlock._formats.base import FolderCheck, Issue, ReadContext
@@ -18,6 +17,8 @@ from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.policy import Policy
 from airlock.results import FileReport, Report, Severity, Skipped
 
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from airlock.integrity import Verified
 

@@ -10,7 +10,6 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from airlock._analysis import analyse_template
 from airlock._analysis.pickle_findings import analyse_pickle_stream
@@ -34,6 +33,8 @@ from airlock.limits import Limits
 from airlock.policy import Policy
 from airlock.results import FileReport, Severity, Skipped
 
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from airlock.integrity import Verified
 

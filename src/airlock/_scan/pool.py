@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NamedTuple
 
 from airlock import _progress
 from airlock._formats.base import Issue
@@ -31,8 +30,14 @@ from airlock.limits import Limits
 from airlock.policy import Policy
 from airlock.results import FileReport, Skipped
 
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Final, NamedTuple
+
     from airlock.integrity import Verified
+else:
+    from airlock._record import NamedTuple
 
 __all__ = [
     "AUTO_MIN_BYTES",

@@ -7,11 +7,17 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 from airlock._formats.hf_cache import BOOKKEEPING, cache_link_target, cache_repo
 from airlock.errors import LimitError, UsageError
 from airlock.limits import Limits
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from airlock._record import NamedTuple
 
 __all__ = ["Entry", "walk"]
 
