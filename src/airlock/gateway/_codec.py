@@ -10,16 +10,28 @@ The process runs only airlock's own parser over the caller's bytes; what comes b
 id, the output choice and each array as (name, dtype string, shape, raw bytes), rebuilt here with
 ``numpy.frombuffer`` after the same shape/size checks; a BYTES tensor (an object array) travels as
 its list of ``bytes`` elements instead of a buffer, and is rebuilt after the same count check. A codec that outlives the request deadline
-is killed and replaced on next use.
+is killed and replaced at once.
+
+Codec processes run at a lower CPU priority than the gateway (:data:`CODEC_NICE`): their work is
+one tenant's bulk parsing and encoding, while the event loop serves every tenant; on a busy machine
+the loop (and every small request it carries) is scheduled first, and codecs share what is left,
+equally between tenants (one process each).
+
+A tenant whose model has a guard gets its codec at start, warmed (:meth:`Codecs.prepare` and
+:meth:`Codecs.warm`): building a guard (Presidio) takes seconds, and no request should wait for it.
+A warmed codec that is killed or dies is replaced at once and warmed again, its warm-up queued
+before any request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import multiprocessing
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final
@@ -33,6 +45,18 @@ __all__ = ["CodecUnavailable", "Codecs"]
 
 _Raw = tuple[str, str, tuple[int, ...], "bytes | list[bytes]"]
 _CONTEXT: Final = multiprocessing.get_context("forkserver")
+#: how much nicer than the gateway a codec process runs (CFS weight 110 against 1024: a codec gets
+#: about a tenth of a core while the loop or other work at the gateway's priority wants it, all of
+#: it otherwise)
+CODEC_NICE: Final = 10
+_log = logging.getLogger("airlock.gateway")
+#: a call run in a tenant's fresh codec before any request: (function, arguments)
+Warmup = tuple[Callable[..., object], tuple[Any, ...]]
+
+
+def _lower_priority() -> None:
+    """The codec process's initializer: lower its own CPU priority (any process may)."""
+    os.nice(CODEC_NICE)
 
 
 class CodecUnavailable(Exception):
@@ -79,12 +103,44 @@ def _rebuild(dtype: str, shape: tuple[int, ...], data: bytes | list[bytes]) -> n
 class Codecs:
     def __init__(self) -> None:
         self._pools: dict[str, ProcessPoolExecutor] = {}
+        self._warmups: dict[str, tuple[Warmup, ...]] = {}
+        self._closed = False
+
+    def prepare(self, tenant: str, warmups: Sequence[Warmup]) -> None:
+        """Calls every codec of ``tenant`` runs first, before any request (building its guards)."""
+        self._warmups[tenant] = (*self._warmups.get(tenant, ()), *warmups)
+
+    async def warm(self) -> None:
+        """Start the codec of every tenant with warm-up calls, and return once they have run
+        (at start, before the gateway listens). A warm-up that fails is logged; the codec serves
+        on (its requests build what they need)."""
+        loop = asyncio.get_running_loop()
+        waits = [
+            loop.run_in_executor(self._pool(tenant), fn, *args)
+            for tenant, calls in self._warmups.items()
+            for fn, args in calls
+        ]
+        for outcome in await asyncio.gather(*waits, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                _log.error("codec warm-up failed", extra={"error": type(outcome).__name__})
 
     def _pool(self, tenant: str) -> ProcessPoolExecutor:
         pool = self._pools.get(tenant)
         if pool is None:
-            pool = self._pools[tenant] = ProcessPoolExecutor(max_workers=1, mp_context=_CONTEXT)
+            pool = self._pools[tenant] = ProcessPoolExecutor(
+                max_workers=1, mp_context=_CONTEXT, initializer=_lower_priority
+            )
+            for fn, args in self._warmups.get(tenant, ()):
+                # queued first: the process starts now and no request runs before it is warm
+                pool.submit(fn, *args).add_done_callback(_ignore)
         return pool
+
+    def _replace(self, tenant: str) -> None:
+        """Kill the tenant's codec; a warmed one is started again (and warmed) at once."""
+        self._discard(tenant)
+        if tenant in self._warmups and not self._closed:
+            with contextlib.suppress(RuntimeError, OSError):
+                self._pool(tenant)
 
     def pids(self, tenant: str) -> list[int]:
         pool = self._pools.get(tenant)
@@ -106,16 +162,16 @@ class Codecs:
         try:
             future = loop.run_in_executor(self._pool(tenant), fn, *args)
         except (BrokenProcessPool, RuntimeError):
-            self._discard(tenant)
+            self._replace(tenant)
             future = loop.run_in_executor(self._pool(tenant), fn, *args)
         try:
             async with asyncio.timeout_at(deadline):
                 return await future
         except TimeoutError:
-            self._discard(tenant)  # a wedged or slow codec is killed, not left to block the tenant
+            self._replace(tenant)  # a wedged or slow codec is killed, not left to block the tenant
             raise
         except BrokenProcessPool as exc:
-            self._discard(tenant)
+            self._replace(tenant)
             raise CodecUnavailable("the codec process died") from exc
 
     async def run(self, tenant: str, deadline: float, fn: Any, *args: Any) -> Any:
@@ -156,5 +212,13 @@ class Codecs:
         return list(chunks), header
 
     def close(self) -> None:
+        self._closed = True
         for tenant in list(self._pools):
             self._discard(tenant)
+
+
+def _ignore(done: Any) -> None:
+    """A warm-up's outcome after a replacement: nobody waits for it (a failure is the next
+    request's to meet)."""
+    with contextlib.suppress(BaseException):
+        done.result()
