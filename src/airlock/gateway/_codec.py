@@ -12,11 +12,6 @@ id, the output choice and each array as (name, dtype string, shape, raw bytes), 
 its list of ``bytes`` elements instead of a buffer, and is rebuilt after the same count check. A codec that outlives the request deadline
 is killed and replaced at once.
 
-Codec processes run at a lower CPU priority than the gateway (:data:`CODEC_NICE`): their work is
-one tenant's bulk parsing and encoding, while the event loop serves every tenant; on a busy machine
-the loop (and every small request it carries) is scheduled first, and codecs share what is left,
-equally between tenants (one process each).
-
 A tenant whose model has a guard gets its codec at start, warmed (:meth:`Codecs.prepare` and
 :meth:`Codecs.warm`): building a guard (Presidio) takes seconds, and no request should wait for it.
 A warmed codec that is killed or dies is replaced at once and warmed again, its warm-up queued
@@ -30,7 +25,6 @@ import contextlib
 import logging
 import math
 import multiprocessing
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -45,22 +39,13 @@ __all__ = ["CodecUnavailable", "Codecs"]
 
 _Raw = tuple[str, str, tuple[int, ...], "bytes | list[bytes]"]
 _CONTEXT: Final = multiprocessing.get_context("forkserver")
-#: how much nicer than the gateway a codec process runs (CFS weight 110 against 1024: a codec gets
-#: about a tenth of a core while the loop or other work at the gateway's priority wants it, all of
-#: it otherwise)
-CODEC_NICE: Final = 10
 _log = logging.getLogger("airlock.gateway")
 #: a call run in a tenant's fresh codec before any request: (function, arguments)
 Warmup = tuple[Callable[..., object], tuple[Any, ...]]
 
 
-def _lower_priority() -> None:
-    """The codec process's initializer: lower its own CPU priority (any process may)."""
-    os.nice(CODEC_NICE)
-
-
 class CodecUnavailable(Exception):
-    """The tenant's codec process died or outlived the deadline (it is replaced on next use)."""
+    """The tenant's codec process died or outlived the deadline (it is replaced at once)."""
 
 
 def _flatten(outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[_Raw]:
@@ -115,21 +100,13 @@ class Codecs:
         (at start, before the gateway listens). A warm-up that fails is logged; the codec serves
         on (its requests build what they need)."""
         loop = asyncio.get_running_loop()
-        waits = [
-            loop.run_in_executor(self._pool(tenant), fn, *args)
-            for tenant, calls in self._warmups.items()
-            for fn, args in calls
-        ]
-        for outcome in await asyncio.gather(*waits, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                _log.error("codec warm-up failed", extra={"error": type(outcome).__name__})
+        # one worker per codec, first in first out: the barrier runs after the tenant's warm-ups
+        await asyncio.gather(*(loop.run_in_executor(self._pool(t), _barrier) for t in self._warmups))
 
     def _pool(self, tenant: str) -> ProcessPoolExecutor:
         pool = self._pools.get(tenant)
         if pool is None:
-            pool = self._pools[tenant] = ProcessPoolExecutor(
-                max_workers=1, mp_context=_CONTEXT, initializer=_lower_priority
-            )
+            pool = self._pools[tenant] = ProcessPoolExecutor(max_workers=1, mp_context=_CONTEXT)
             for fn, args in self._warmups.get(tenant, ()):
                 # queued first: the process starts now and no request runs before it is warm
                 pool.submit(fn, *args).add_done_callback(_ignore)
@@ -217,8 +194,13 @@ class Codecs:
             self._discard(tenant)
 
 
+def _barrier() -> None:
+    """Run in a codec after its warm-ups: when it returns, they have run."""
+
+
 def _ignore(done: Any) -> None:
-    """A warm-up's outcome after a replacement: nobody waits for it (a failure is the next
-    request's to meet)."""
+    """A warm-up's outcome: nobody waits for it; a failure is logged (the codec's requests then
+    build what they need)."""
     with contextlib.suppress(BaseException):
-        done.result()
+        if (error := done.exception()) is not None:
+            _log.error("codec warm-up failed", extra={"error": type(error).__name__})
