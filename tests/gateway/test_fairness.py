@@ -190,6 +190,33 @@ def test_a_codec_killed_at_a_deadline_is_replaced_warm_at_once(served: Any) -> N
     assert held == ["shout/input"]
 
 
+def test_a_codec_that_dies_while_idle_is_replaced_warm_at_once(served: Any) -> None:
+    """A warmed codec killed from outside while idle (the OOM killer, an operator) is noticed at
+    once (a pidfd on the loop) and replaced, warmed, with no request made: the next request does
+    not meet a dead codec (a 503) nor wait for the warm-up."""
+    gateway = served(GUARDED, "offload_bytes = 1024\nrequest_timeout_seconds = 20\n")
+    (codec,) = gateway.state.codecs.pids("acme")
+    os.kill(codec, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    fresh: list[int] = []
+    while time.monotonic() < deadline:
+        fresh = gateway.state.codecs.pids("acme")
+        if fresh and fresh != [codec]:
+            break
+        time.sleep(0.05)
+    assert fresh and fresh != [codec]
+    held = gateway.running.call(gateway.state.codecs.run("acme", _far(gateway), built_guards), timeout=60)
+    assert held == ["shout/input"]
+    items = [f"mail u{i}@example.com" for i in range(60)]
+    with gateway.client("acme") as client:
+        reply = client.post(
+            "/v2/models/shout/infer",
+            json={"inputs": [{"name": "x", "datatype": "BYTES", "shape": [60], "data": items}]},
+        )
+    assert reply.status_code == 200, reply.text
+    assert gateway.state.codecs.pids("acme") == fresh
+
+
 def _far(gateway: _Served) -> float:
     """A codec deadline 50 s ahead, on the gateway loop's clock (monotonic, like the loop's)."""
     return time.monotonic() + 50

@@ -14,8 +14,8 @@ is killed and replaced at once.
 
 A tenant whose model has a guard gets its codec at start, warmed (:meth:`Codecs.prepare` and
 :meth:`Codecs.warm`): building a guard (Presidio) takes seconds, and no request should wait for it.
-A warmed codec that is killed or dies is replaced at once and warmed again, its warm-up queued
-before any request.
+A warmed codec that is killed at a deadline or dies (its process is watched with a pidfd) is
+replaced at once and warmed again, its warm-up queued before any request.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import multiprocessing
+import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -89,6 +90,8 @@ class Codecs:
     def __init__(self) -> None:
         self._pools: dict[str, ProcessPoolExecutor] = {}
         self._warmups: dict[str, tuple[Warmup, ...]] = {}
+        #: pidfds of warmed codecs' processes, watched on the loop
+        self._watches: dict[str, list[int]] = {}
         self._closed = False
 
     def prepare(self, tenant: str, warmups: Sequence[Warmup]) -> None:
@@ -110,7 +113,33 @@ class Codecs:
             for fn, args in self._warmups.get(tenant, ()):
                 # queued first: the process starts now and no request runs before it is warm
                 pool.submit(fn, *args).add_done_callback(_ignore)
+            if tenant in self._warmups:
+                self._watch(tenant, pool)
         return pool
+
+    def _watch(self, tenant: str, pool: ProcessPoolExecutor) -> None:
+        """Replace a warmed codec the moment its process exits (killed while idle, say), so the
+        next request finds a warm one instead of waiting for the warm-up (a pidfd on the loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+            fds = [os.pidfd_open(pid) for pid in self.pids(tenant)]
+        except (RuntimeError, OSError, AttributeError):  # no loop, or no pidfds (Linux < 5.3)
+            return
+        for fd in fds:
+            loop.add_reader(fd, self._exited, tenant, pool)
+        self._watches[tenant] = fds
+
+    def _unwatch(self, tenant: str) -> None:
+        for fd in self._watches.pop(tenant, []):
+            with contextlib.suppress(RuntimeError, ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+
+    def _exited(self, tenant: str, pool: ProcessPoolExecutor) -> None:
+        self._unwatch(tenant)
+        if self._pools.get(tenant) is pool and not self._closed:
+            _log.warning("codec process exited; replaced", extra={"tenant": tenant})
+            self._replace(tenant)
 
     def _replace(self, tenant: str) -> None:
         """Kill the tenant's codec; a warmed one is started again (and warmed) at once."""
@@ -125,6 +154,7 @@ class Codecs:
         return [p.pid for p in processes.values() if p.is_alive()]
 
     def _discard(self, tenant: str) -> None:
+        self._unwatch(tenant)
         pool = self._pools.pop(tenant, None)
         if pool is None:
             return
