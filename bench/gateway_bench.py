@@ -381,9 +381,11 @@ async def _fairness(client: _Client, tokens: dict[str, str], seconds: float, caf
         writer.close()
         return samples
 
-    alone = await tenant_b()
-    print(_line("(b) tenant B alone", alone))
     for kind in ("JSON", "binary"):
+        # B alone just before A starts: the machine's load drifts, and the ratio compares the
+        # two windows next to each other
+        alone = await tenant_b()
+        print(_line("(b) tenant B alone", alone, f"load average {os.getloadavg()[0]:.1f}"))
         hog = subprocess.Popen(
             [sys.executable, __file__, "--hog", str(client.port), str(cafile), tokens["a"], kind,
              str(seconds + 1.0)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
@@ -445,7 +447,7 @@ def main() -> None:
             asyncio.run(_load(_Client(port, context), request, 4, 1.0))  # warm-up
             asyncio.run(_load(_Client(echo_port, context), request, 4, 1.0))
             for connections in counts if "a" in parts else ():
-                rates, costs = [], []
+                rates, costs, clients, busiest = [], [], [], []
                 for name, target, server in (("echo app", echo_port, echo), ("gateway", port, gateway)):
                     before = _tree_cpu(server.pid)
                     latencies, statuses, wall = asyncio.run(
@@ -455,6 +457,8 @@ def main() -> None:
                     # CPU per answer: what the server (with its workers) and the client each spent
                     spent = _cpu_delta(before, _tree_cpu(server.pid))
                     costs.append(sum(spent.values()) / max(1, len(latencies)))
+                    clients.append(_Load.client_cpu / max(1, len(latencies)))
+                    busiest.append(max(spent.values(), default=0.0) / max(1, len(latencies)))
                     print(_line(f"(a) {name}, {connections} connections", latencies,
                                 f"{rates[-1]:7.0f} req/s  {dict(statuses)}  server "
                                 f"{costs[-1] * 1e3:.3f} ms CPU/req  client "
@@ -469,6 +473,15 @@ def main() -> None:
                 print(f"{'(a) gateway / echo app':<50} {rates[1] / rates[0]:.2f}x{goal}  "
                       f"(server CPU per request: {costs[0] / costs[1]:.2f}x)  "
                       f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+                # what the CPU alone allows, whoever else runs: on this machine's cores, server and
+                # client together; and with a core for every thread and process, the busiest one
+                cores = os.cpu_count() or 1
+                ceiling = [cores / max(1e-9, c + k) for c, k in zip(costs, clients, strict=True)]
+                bound = [1 / max(1e-9, b) for b in busiest]
+                print(f"{'(a) CPU ceilings, req/s (echo, gateway, ratio)':<50} "
+                      f"{cores} cores: {ceiling[0]:.0f}, {ceiling[1]:.0f}, {ceiling[1] / ceiling[0]:.2f}x;  "
+                      f"busiest thread/process: {bound[0]:.0f}, {bound[1]:.0f}, "
+                      f"{bound[1] / bound[0]:.2f}x")  # fmt: skip
 
             if "b" in parts:
                 asyncio.run(_fairness(_Client(port, context), tokens, args.seconds, certs / "ca.pem"))

@@ -26,8 +26,8 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -357,7 +357,7 @@ async def screen_bytes(
 async def infer(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     name = request.path_params["model"]
-    request_id = uuid.uuid4().hex
+    request_id = os.urandom(16).hex()  # 128 random bits as 32 hex digits (uuid4's object cost more)
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.config.server.request_timeout_seconds

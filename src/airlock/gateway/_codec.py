@@ -10,16 +10,23 @@ The process runs only airlock's own parser over the caller's bytes; what comes b
 id, the output choice and each array as (name, dtype string, shape, raw bytes), rebuilt here with
 ``numpy.frombuffer`` after the same shape/size checks; a BYTES tensor (an object array) travels as
 its list of ``bytes`` elements instead of a buffer, and is rebuilt after the same count check. A codec that outlives the request deadline
-is killed and replaced on next use.
+is killed and replaced at once.
+
+A tenant whose model has a guard gets its codec at start, warmed (:meth:`Codecs.prepare` and
+:meth:`Codecs.warm`): building a guard (Presidio) takes seconds, and no request should wait for it.
+A warmed codec that is killed at a deadline or dies (its process is watched with a pidfd) is
+replaced at once and warmed again, its warm-up queued before any request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import multiprocessing
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final
@@ -33,10 +40,13 @@ __all__ = ["CodecUnavailable", "Codecs"]
 
 _Raw = tuple[str, str, tuple[int, ...], "bytes | list[bytes]"]
 _CONTEXT: Final = multiprocessing.get_context("forkserver")
+_log = logging.getLogger("airlock.gateway")
+#: a call run in a tenant's fresh codec before any request: (function, arguments)
+Warmup = tuple[Callable[..., object], tuple[Any, ...]]
 
 
 class CodecUnavailable(Exception):
-    """The tenant's codec process died or outlived the deadline (it is replaced on next use)."""
+    """The tenant's codec process died or outlived the deadline (it is replaced at once)."""
 
 
 def _flatten(outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[_Raw]:
@@ -79,12 +89,64 @@ def _rebuild(dtype: str, shape: tuple[int, ...], data: bytes | list[bytes]) -> n
 class Codecs:
     def __init__(self) -> None:
         self._pools: dict[str, ProcessPoolExecutor] = {}
+        self._warmups: dict[str, tuple[Warmup, ...]] = {}
+        #: pidfds of warmed codecs' processes, watched on the loop
+        self._watches: dict[str, list[int]] = {}
+        self._closed = False
+
+    def prepare(self, tenant: str, warmups: Sequence[Warmup]) -> None:
+        """Calls every codec of ``tenant`` runs first, before any request (building its guards)."""
+        self._warmups[tenant] = (*self._warmups.get(tenant, ()), *warmups)
+
+    async def warm(self) -> None:
+        """Start the codec of every tenant with warm-up calls, and return once they have run
+        (at start, before the gateway listens). A warm-up that fails is logged; the codec serves
+        on (its requests build what they need)."""
+        loop = asyncio.get_running_loop()
+        # one worker per codec, first in first out: the barrier runs after the tenant's warm-ups
+        await asyncio.gather(*(loop.run_in_executor(self._pool(t), _barrier) for t in self._warmups))
 
     def _pool(self, tenant: str) -> ProcessPoolExecutor:
         pool = self._pools.get(tenant)
         if pool is None:
             pool = self._pools[tenant] = ProcessPoolExecutor(max_workers=1, mp_context=_CONTEXT)
+            for fn, args in self._warmups.get(tenant, ()):
+                # queued first: the process starts now and no request runs before it is warm
+                pool.submit(fn, *args).add_done_callback(_ignore)
+            if tenant in self._warmups:
+                self._watch(tenant, pool)
         return pool
+
+    def _watch(self, tenant: str, pool: ProcessPoolExecutor) -> None:
+        """Replace a warmed codec the moment its process exits (killed while idle, say), so the
+        next request finds a warm one instead of waiting for the warm-up (a pidfd on the loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+            fds = [os.pidfd_open(pid) for pid in self.pids(tenant)]
+        except (RuntimeError, OSError, AttributeError):  # no loop, or no pidfds (Linux < 5.3)
+            return
+        for fd in fds:
+            loop.add_reader(fd, self._exited, tenant, pool)
+        self._watches[tenant] = fds
+
+    def _unwatch(self, tenant: str) -> None:
+        for fd in self._watches.pop(tenant, []):
+            with contextlib.suppress(RuntimeError, ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+
+    def _exited(self, tenant: str, pool: ProcessPoolExecutor) -> None:
+        self._unwatch(tenant)
+        if self._pools.get(tenant) is pool and not self._closed:
+            _log.warning("codec process exited; replaced", extra={"tenant": tenant})
+            self._replace(tenant)
+
+    def _replace(self, tenant: str) -> None:
+        """Kill the tenant's codec; a warmed one is started again (and warmed) at once."""
+        self._discard(tenant)
+        if tenant in self._warmups and not self._closed:
+            with contextlib.suppress(RuntimeError, OSError):
+                self._pool(tenant)
 
     def pids(self, tenant: str) -> list[int]:
         pool = self._pools.get(tenant)
@@ -92,6 +154,7 @@ class Codecs:
         return [p.pid for p in processes.values() if p.is_alive()]
 
     def _discard(self, tenant: str) -> None:
+        self._unwatch(tenant)
         pool = self._pools.pop(tenant, None)
         if pool is None:
             return
@@ -106,16 +169,16 @@ class Codecs:
         try:
             future = loop.run_in_executor(self._pool(tenant), fn, *args)
         except (BrokenProcessPool, RuntimeError):
-            self._discard(tenant)
+            self._replace(tenant)
             future = loop.run_in_executor(self._pool(tenant), fn, *args)
         try:
             async with asyncio.timeout_at(deadline):
                 return await future
         except TimeoutError:
-            self._discard(tenant)  # a wedged or slow codec is killed, not left to block the tenant
+            self._replace(tenant)  # a wedged or slow codec is killed, not left to block the tenant
             raise
         except BrokenProcessPool as exc:
-            self._discard(tenant)
+            self._replace(tenant)
             raise CodecUnavailable("the codec process died") from exc
 
     async def run(self, tenant: str, deadline: float, fn: Any, *args: Any) -> Any:
@@ -156,5 +219,18 @@ class Codecs:
         return list(chunks), header
 
     def close(self) -> None:
+        self._closed = True
         for tenant in list(self._pools):
             self._discard(tenant)
+
+
+def _barrier() -> None:
+    """Run in a codec after its warm-ups: when it returns, they have run."""
+
+
+def _ignore(done: Any) -> None:
+    """A warm-up's outcome: nobody waits for it; a failure is logged (the codec's requests then
+    build what they need)."""
+    with contextlib.suppress(BaseException):
+        if (error := done.exception()) is not None:
+            _log.error("codec warm-up failed", extra={"error": type(error).__name__})

@@ -241,6 +241,96 @@ class _BoundedFraming(h11.Connection):
         self._on_violation(reason)
 
 
+#: writes smaller than this wait for the end of the loop's turn and go out together
+COALESCE_BELOW: Final = 16 * 1024
+
+
+class CoalescedWrites(asyncio.Transport):
+    """A connection's transport whose small writes of one turn of the event loop go out as one.
+
+    uvicorn writes a reply's head and its body separately; over TLS each write is a record of its
+    own and a ``send()`` (a third of the loop's time per small request went to those sends). Here a
+    small write is held until the end of the loop's current turn, and what was held goes out in one
+    write; a large write goes out at once, after what was held. Closing sends what was held first;
+    aborting drops it (the connection is cut anyway)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport, self._loop = transport, loop
+        self._held: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if len(data) >= COALESCE_BELOW:
+            self.flush()
+            self._transport.write(data)
+            return
+        self._held.append(bytes(data))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._held:
+            return
+        data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = []
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(len(d) for d in self._held)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+
 class _GuardedH11(H11Protocol):
     guard: ConnectionGuard
 
@@ -259,7 +349,7 @@ class _GuardedH11(H11Protocol):
         self._owns_count = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescedWrites(transport, asyncio.get_running_loop()))
         key = address_key(self.client[0] if self.client else None)
         if not self._counted_by_tls:
             if self.guard.open(key) is not None:

@@ -224,6 +224,10 @@ class Gateway:
                 "connection cap lowered to fit the file descriptor limit",
                 extra={"max_connections": config.server.max_connections, "effective": cap},
             )
+        for model, _, _ in results:
+            if model.guard is not None:  # each tenant's codec builds the model's guards at start
+                for tenant in model.tenants:
+                    state.codecs.prepare(tenant, [(warm_guards, (model.name, model.guard))])
         state.guard = ConnectionGuard(config.server, cap)
         state.audit = AuditWriter(store)
         _export(state)
@@ -235,6 +239,7 @@ class Gateway:
             await asyncio.gather(
                 *(lane.start() for lane in state.lanes.values()),
                 *(lane.start() for lane in state.text_lanes.values()),
+                state.codecs.warm(),
             )
             self._bound = _Bound(
                 _bind(config.server.host, config.server.port), _bind("127.0.0.1", config.server.admin_port)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from airlock.gateway._openai import TextRequest
 
 __all__ = [
-    "GUARD_COST", "INPUT_REFUSED", "OUTPUT_REFUSED", "TEXT_COST", "GuardTrail", "Outcome", "check_input",
+    "GUARD_COST", "INPUT_REFUSED", "OUTPUT_REFUSED", "TEXT_COST", "GuardTrail", "Outcome", "built_guards", "check_input",
     "check_output", "guard_input", "guard_output", "guard_work", "screen_input", "screen_output", "warm_guards",
 ]  # fmt: skip
 
@@ -61,6 +61,11 @@ def _guard(key: str, config: GuardConfig) -> Guard:
     if known is None or known[0] != config:
         known = _GUARDS[key] = (config, Guard(config))
     return known[1]
+
+
+def built_guards() -> list[str]:
+    """The guards this process holds, as ``model/direction`` (a codec's warm-up is checked with it)."""
+    return sorted(_GUARDS)
 
 
 def warm_guards(model: str, policy: GuardPolicy) -> None:
