@@ -97,6 +97,10 @@ class InjectionScore:
     reasons: tuple[str, ...]
     #: True when one of the hand-written attack structures matched (the lower threshold applies).
     structured: bool = False
+    #: True when attack structures matched only inside a reporting frame (a descriptive mention:
+    #: "the attacker told the model to ignore its instructions"): they do not count as structures,
+    #: so the stricter threshold applies and the vocabulary alone decides.
+    reported: bool = False
 
 
 class _Block:
@@ -222,6 +226,7 @@ class Detector:
                 flagged=flagged,
                 reasons=tuple(reason for _, reason in reasons[:MAX_REASONS]),
                 structured=structured,
+                reported=feats.reported,
             )
         assert best is not None
         return best
