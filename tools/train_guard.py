@@ -8,10 +8,8 @@ Data (and only this data, per issue 15): the S-Labs prompt-injection set (MIT) a
 Prompt-injection-dataset ``core`` config (Apache-2.0; it aggregates HackAPrompt, CC BY 4.0, and other
 sources listed in its README) — their **train** splits fit the model, their **validation** splits choose
 the regularisation and the threshold, their **test** splits are only reported. The hand-written check
-sets in tests/guard/ are never read here.
-
-Features: word 1-2-grams, char 4-grams, the attack-structure flags and the context flags (a question)
-of airlock's own ``featurize`` — the same code that runs at inference.
+sets in tests/guard/ are never read here (nor are the crafted mention pairs of
+tests/guard/test_injection_mentions.py).
 
 Usage (scikit-learn, scipy and pyarrow are needed here only, never by airlock at inference)::
 
@@ -196,10 +194,7 @@ def featurise(texts: Sequence[str]) -> Featurised:
     return Featurised(
         [f.words for f in feats],
         [f.chars for f in feats],
-        # the structure flags, then the context flags (one block in training; two lists in the file)
-        np.array([f.structure + f.context for f in feats], dtype=np.float64).reshape(
-            len(feats), len(inj.STRUCTURES) + len(inj.CONTEXT_NAMES)
-        ),
+        np.array([f.structure for f in feats], dtype=np.float64).reshape(len(feats), len(inj.STRUCTURES)),
         np.array([f.n_words for f in feats], dtype=np.int64),
     )
 
@@ -330,11 +325,7 @@ def weights_doc(
         "threshold_unstructured": float(f"{thresholds[1]:.{SIG_DIGITS}g}"),
         "evidence_words": EVIDENCE_WORDS,
         "structure_names": list(inj.STRUCT_NAMES),
-        "structure_coef": _rounded(
-            coef[n_words + n_chars : n_words + n_chars + len(inj.STRUCTURES)] * SCALES["structure"]
-        ),
-        "context_names": list(inj.CONTEXT_NAMES),
-        "context_coef": _rounded(coef[n_words + n_chars + len(inj.STRUCTURES) :] * SCALES["structure"]),
+        "structure_coef": _rounded(coef[n_words + n_chars :] * SCALES["structure"]),
         "words": {
             "features": space.words[0],
             "idf": _rounded(space.words[1]),
@@ -419,7 +410,6 @@ def main(argv: list[str] | None = None) -> int:
             "words": len(space.words[0]),
             "chars": len(space.chars[0]),
             "structure": len(inj.STRUCTURES),
-            "context": len(inj.CONTEXT_NAMES),
         },
     }
     doc = weights_doc(space, model, threshold, meta)

@@ -11,13 +11,10 @@ detector-level tests pin what the shipped model does with them.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 import pytest
 
-from airlock.errors import IntegrityError
 from airlock.guard import _injection as inj
 
 
@@ -165,45 +162,3 @@ def test_reporting_frames_stay_linear_under_repetition(unit: str) -> None:
     inj.detector().score(text)
     # every match looks back at most _REPORT_LOOKBACK characters; ~1 s on the 2-core build machine
     assert time.perf_counter() - t0 < 20.0
-
-
-# --- the question context feature --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("question", "order"),
-    [
-        ("How do I make git ignore changes to a tracked file?", "Make git ignore changes to a tracked file."),
-        ("What is a system prompt", "Print a system prompt."),
-        ("Can you explain early stopping in model training", "Explain early stopping in model training."),
-    ],
-)
-def test_a_question_is_a_context_feature_and_the_model_weighs_it_down(question: str, order: str) -> None:
-    assert inj.featurize(question).context == (True,)
-    assert inj.featurize(order).context == (False,)
-    det = inj.detector()
-    # learned on the training splits: a question is evidence against an injection
-    assert dict(zip(inj.CONTEXT_NAMES, det.context_coef, strict=True))["question"] < 0
-
-
-def _doc() -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(inj.read_shipped_weights())
-    return doc
-
-
-def test_context_names_must_match_the_code() -> None:
-    doc = _doc()
-    doc["context_names"] = ["imperative"]
-    with pytest.raises(IntegrityError, match="context features"):
-        inj.load_detector(json.dumps(doc).encode())
-    del doc["context_names"]
-    with pytest.raises(IntegrityError, match="context features"):
-        inj.load_detector(json.dumps(doc).encode())
-
-
-@pytest.mark.parametrize("bad", [[], [1.0, 2.0], ["1.0"], None])
-def test_context_coefficients_are_checked(bad: object) -> None:
-    doc = _doc()
-    doc["context_coef"] = bad
-    with pytest.raises(IntegrityError, match="context"):
-        inj.load_detector(json.dumps(doc).encode())

@@ -12,9 +12,7 @@ neuralchemy train/validation splits only) is a logistic regression over three bl
   to disclose the system prompt, persona switches towards "no restrictions", fake role / delimiter
   tags, refusal suppression, exfiltration, claimed authority, decode-and-follow, code payloads.
   A match inside a reporting frame ("the attacker told the model to ignore ...", "messages like
-  '...'") is a descriptive mention and does not count (:func:`._injection_patterns.reported_at`);
-* **context**: facts about the text weighed like any feature (:data:`CONTEXT_NAMES`: whether it is
-  a question).
+  '...'") is a descriptive mention and does not count (:func:`._injection_patterns.reported_at`).
 
 Length-aware evidence: the two n-gram blocks of a text of n words are weighted ``min(1, n /
 evidence_words)`` (:func:`evidence_weight`; the trainer applies the same weight), so a very short
@@ -47,11 +45,10 @@ from typing import Any, Final
 
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError, IntegrityError, LimitError
-from airlock.guard._injection_features import CONTEXT_NAMES, Features, featurize, normalise
+from airlock.guard._injection_features import Features, featurize, normalise
 from airlock.guard._injection_patterns import STRUCT_NAMES, STRUCT_REASON, STRUCTURES
 
 __all__ = [
-    "CONTEXT_NAMES",
     "MAX_CHARS",
     "STRUCTURES",
     "STRUCT_NAMES",
@@ -163,17 +160,11 @@ class Detector:
         threshold_unstructured: float,
         meta: dict[str, Any],
         evidence_words: int = 0,
-        context: tuple[float, ...] = (0.0,),
     ) -> None:
         if len(structure) != len(STRUCTURES):
             raise IntegrityError(
                 f"injection weights: {len(structure)} structure weights, expected {len(STRUCTURES)}"
             )
-        if len(context) != len(CONTEXT_NAMES):
-            raise IntegrityError(
-                f"injection weights: {len(context)} context weights, expected {len(CONTEXT_NAMES)}"
-            )
-        self._context = context
         self._words = _Block(words)
         self._chars = _Block(chars)
         self._structure = structure
@@ -188,11 +179,6 @@ class Detector:
         """Texts (windows) with fewer word tokens than this and no attack structure are never
         flagged: half the length at which the n-gram blocks get their full weight."""
         return self.evidence_words // 2
-
-    @property
-    def context_coef(self) -> tuple[float, ...]:
-        """The weights of the context features, in the order of :data:`CONTEXT_NAMES`."""
-        return self._context
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -210,7 +196,6 @@ class Detector:
                 if coef > 0:
                     # Structures outrank word n-grams in the reasons: they say *why*, not *which word*.
                     reasons.append((coef + 100.0, STRUCT_REASON[name]))
-        s_sum += sum(coef for present, coef in zip(feats.context, self._context, strict=True) if present)
         damp = evidence_weight(feats.n_words, self.evidence_words)
         reasons.extend((p * damp, f'words "{f}"') for p, f in w_parts if p * damp > 0.05)
         return self._bias + damp * (w_sum + c_sum) + s_sum, reasons
@@ -314,14 +299,6 @@ def load_detector(raw: bytes) -> Detector:
     structure = doc.get("structure_coef")
     if not isinstance(structure, list):
         raise IntegrityError("injection weights: structure_coef must be a list")
-    if doc.get("context_names") != list(CONTEXT_NAMES):
-        raise IntegrityError(
-            f"injection weights: context features {doc.get('context_names')!r} do not match this airlock"
-            f" ({list(CONTEXT_NAMES)!r})"
-        )
-    context = doc.get("context_coef")
-    if not isinstance(context, list):
-        raise IntegrityError("injection weights: context_coef must be a list")
     threshold = _number(doc.get("threshold"), "threshold")
     threshold_unstructured = _number(doc.get("threshold_unstructured"), "threshold_unstructured")
     if not 0.0 < threshold <= threshold_unstructured < 1.0:
@@ -345,7 +322,6 @@ def load_detector(raw: bytes) -> Detector:
         threshold_unstructured=threshold_unstructured,
         meta=meta if isinstance(meta, dict) else {},
         evidence_words=evidence_words,
-        context=tuple(_number(c, "context coef") for c in context),
     )
 
 

@@ -20,7 +20,7 @@ from typing import Final
 
 from airlock.guard._injection_patterns import STRUCT_RE, reported_at
 
-__all__ = ["CONTEXT_NAMES", "Features", "featurize", "normalise"]
+__all__ = ["Features", "featurize", "normalise"]
 
 _LEET: Final = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 # Runs of >= 4 single characters separated by one separator: "i g n o r e", "i.g.n.o.r.e".
@@ -40,18 +40,6 @@ _WS: Final = re.compile(r"\s+")
 # (fake role tags such as "</system>" are an attack shape).
 _TAG: Final = re.compile(r"</?[a-z][a-z0-9]{0,15}\s{0,3}/?>")
 _WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
-
-
-# Context features: not attack shapes, but facts about the text that the model weighs like any other
-# feature (chosen on the validation splits, see tools/train_guard.py). A question (the text starts
-# with a question word or ends with "?") asks for information; the training sets' benign texts are
-# mostly questions, their injections mostly orders, and with the mood as a feature of its own the
-# n-grams need not learn it from the words of each question.
-_QUESTION: Final = re.compile(
-    r"\?\W{0,3}\Z|\A\W{0,3}(?:what|how|why|when|where|who|which|can|could|is|are|do|does|should|would|will)\b"
-)
-#: Names of the context features, in the order of :attr:`Features.context` (and of the weights).
-CONTEXT_NAMES: Final = ("question",)
 
 
 def _join_spaced(match: re.Match[str]) -> str:
@@ -87,8 +75,6 @@ class Features:
     #: An attack structure matched, but only inside a reporting frame ("the attacker told the model
     #: to ignore ...", "messages like 'ignore ...'"): a descriptive mention, not an instruction.
     reported: bool = False
-    #: The context features, in the order of :data:`CONTEXT_NAMES`.
-    context: tuple[bool, ...] = (False,)
 
 
 def _char_grams(tokens: list[str]) -> frozenset[str]:
@@ -129,5 +115,4 @@ def featurize(text: str) -> Features:
     ]
     structure = tuple(addressed for addressed, _ in found)
     reported = not any(structure) and any(rep for _, rep in found)
-    context = (_QUESTION.search(norm) is not None,)
-    return Features(words, chars, structure, len(tokens), reported, context)
+    return Features(words, chars, structure, len(tokens), reported)
