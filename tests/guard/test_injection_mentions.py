@@ -12,6 +12,7 @@ detector-level tests pin what the shipped model does with them.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +163,8 @@ def test_reporting_frames_stay_linear_under_repetition(unit: str) -> None:
     inj.detector().score(text)
     # every match looks back at most _REPORT_LOOKBACK characters; ~1 s on the 2-core build machine
     assert time.perf_counter() - t0 < 20.0
+
+
+def test_training_tool_never_reads_the_crafted_mentions() -> None:
+    source = (Path(__file__).resolve().parents[2] / "tools/train_guard.py").read_text()
+    assert "injection_mentions.json" not in source
