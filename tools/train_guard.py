@@ -8,7 +8,8 @@ Data (and only this data, per issue 15): the S-Labs prompt-injection set (MIT) a
 Prompt-injection-dataset ``core`` config (Apache-2.0; it aggregates HackAPrompt, CC BY 4.0, and other
 sources listed in its README) — their **train** splits fit the model, their **validation** splits choose
 the regularisation and the threshold, their **test** splits are only reported. The hand-written check
-set in tests/guard/ is never read here.
+sets in tests/guard/ are never read here (nor are the crafted mention pairs of
+tests/guard/test_injection_mentions.py).
 
 Usage (scikit-learn, scipy and pyarrow are needed here only, never by airlock at inference)::
 

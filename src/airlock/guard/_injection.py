@@ -11,6 +11,8 @@ neuralchemy train/validation splits only) is a logistic regression over three bl
   of an attack rather than its topic: an override verb aimed at the model's instructions, a request
   to disclose the system prompt, persona switches towards "no restrictions", fake role / delimiter
   tags, refusal suppression, exfiltration, claimed authority, decode-and-follow, code payloads.
+  A match inside a reporting frame ("the attacker told the model to ignore ...", "messages like
+  '...'") is a descriptive mention and does not count (:func:`._injection_patterns.reported_at`).
 
 Length-aware evidence: the two n-gram blocks of a text of n words are weighted ``min(1, n /
 evidence_words)`` (:func:`evidence_weight`; the trainer applies the same weight), so a very short
@@ -97,6 +99,10 @@ class InjectionScore:
     reasons: tuple[str, ...]
     #: True when one of the hand-written attack structures matched (the lower threshold applies).
     structured: bool = False
+    #: True when attack structures matched only inside a reporting frame (a descriptive mention:
+    #: "the attacker told the model to ignore its instructions"): they do not count as structures,
+    #: so the stricter threshold applies and the vocabulary alone decides.
+    reported: bool = False
 
 
 class _Block:
@@ -222,6 +228,7 @@ class Detector:
                 flagged=flagged,
                 reasons=tuple(reason for _, reason in reasons[:MAX_REASONS]),
                 structured=structured,
+                reported=feats.reported,
             )
         assert best is not None
         return best

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from airlock.guard._injection_patterns import STRUCT_RE
+from airlock.guard._injection_patterns import STRUCT_RE, reported_at
 
 __all__ = ["Features", "featurize", "normalise"]
 
@@ -72,6 +72,9 @@ class Features:
     structure: tuple[bool, ...]
     #: Number of word tokens: how much n-gram evidence the text can carry.
     n_words: int = 0
+    #: An attack structure matched, but only inside a reporting frame ("the attacker told the model
+    #: to ignore ...", "messages like 'ignore ...'"): a descriptive mention, not an instruction.
+    reported: bool = False
 
 
 def _char_grams(tokens: list[str]) -> frozenset[str]:
@@ -87,6 +90,18 @@ def _has(norm: str, triggers: tuple[str, ...]) -> bool:
     return any(t in norm for t in triggers)
 
 
+def _matches(pattern: re.Pattern[str], norm: str) -> tuple[bool, bool]:
+    """(addressed, reported): whether ``pattern`` matches in ``norm`` outside a reporting frame, and
+    whether it matches inside one."""
+    addressed = reported = False
+    for m in pattern.finditer(norm):
+        if reported_at(norm, m.start()):
+            reported = True
+        else:
+            return True, reported
+    return addressed, reported
+
+
 def featurize(text: str) -> Features:
     """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window)."""
     norm = normalise(text)
@@ -94,8 +109,10 @@ def featurize(text: str) -> Features:
     words: Counter[str] = Counter(tokens)
     words.update(f"{a} {b}" for a, b in itertools.pairwise(tokens))
     chars = _char_grams(tokens)
-    structure = tuple(
-        _has(norm, trig) and _has(norm, also) and pattern.search(norm) is not None
+    found = [
+        _matches(pattern, norm) if _has(norm, trig) and _has(norm, also) else (False, False)
         for pattern, trig, also in STRUCT_RE
-    )
-    return Features(words, chars, structure, len(tokens))
+    ]
+    structure = tuple(addressed for addressed, _ in found)
+    reported = not any(structure) and any(rep for _, rep in found)
+    return Features(words, chars, structure, len(tokens), reported)
