@@ -196,7 +196,12 @@ def _run_batches(
         os.write(todo_w, b"".join(_NUMBER.pack(n) for n in range(len(work))))  # fits: MAX_BATCHES
         os.close(todo_w)
         todo_w = -1
-        gc.freeze()  # the workers' collections then leave the parent's objects (and pages) alone
+        # Frozen, the objects made so far are left alone by the collections of every process (a
+        # collection writes to each object it walks: copied pages in the workers and the parent).
+        # The command line froze its start-up objects already and keeps them frozen; a library
+        # caller's objects are unfrozen again once the workers are started.
+        thaw = gc.get_freeze_count() == 0
+        gc.freeze()
         try:
             for _ in range(workers):
                 out = _results_file()
@@ -209,7 +214,8 @@ def _run_batches(
                     _worker(work, shared, todo_r, done_w, out)
                 children.append((pid, out))
         finally:
-            gc.unfreeze()
+            if thaw:
+                gc.unfreeze()
         os.close(done_w)
         done_w = -1
         os.set_blocking(done_r, False)
