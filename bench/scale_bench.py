@@ -9,6 +9,13 @@ ratios are what to compare), with the CPU seconds each used (user + system, its 
 what a busy machine cannot inflate as much as wall time). The gateway replica and Ray parts of
 issue 17 are not built yet.
 
+A machine shared with other work hides what a second process buys: with the kernel's autogroup
+scheduling every process of one session shares that session's slice, so ``--jobs 2`` cannot beat
+``--jobs 1`` in wall time while other sessions keep the CPUs busy. Each ``--jobs`` run is therefore
+repeated in a wrapper that records the CPU seconds of the airlock process itself (``parent``) and
+of its workers: the parent runs from start to end and scans too, so on an idle machine its CPU
+time is about the run's wall time (the "idle estimate" column), whatever the load is now.
+
 The floor: ``airlock scan`` of one small file (interpreter start, imports, output) is paid by every
 run whatever ``--jobs`` is, so on 2 CPUs ``--jobs 2`` takes at least floor + (jobs 1 - floor) / 2;
 the line "2-CPU bound" prints that, and what it is as a ratio of ``--jobs 1`` and of picklescan.
@@ -70,6 +77,29 @@ def commands(jobs: list[str]) -> dict[str, list[str]]:
     return out
 
 
+#: runs the airlock CLI and writes "parent-cpu workers-cpu" to argv[1] at exit
+_SPLIT = """
+import atexit, os, resource, sys
+def _report(path=sys.argv[1]):
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(path, "w") as out:
+        out.write(f"{me.ru_utime + me.ru_stime} {kids.ru_utime + kids.ru_stime}")
+atexit.register(_report)
+sys.argv = ["airlock", *sys.argv[2:]]
+from airlock._cli import entry_point
+entry_point()
+"""
+
+
+def cpu_split(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(parent, workers) CPU seconds of one airlock run (``cmd`` without its program)."""
+    out = TREE.with_name("split.txt")
+    subprocess.run([sys.executable, "-c", _SPLIT, str(out), *cmd], env=env, capture_output=True, check=True)
+    parent, workers = out.read_text().split()
+    return float(parent), float(workers)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,6 +115,7 @@ def main() -> int:
     cmds = commands(args.jobs.split(","))
     times: dict[str, list[float]] = {name: [] for name in cmds}
     cpu: dict[str, list[float]] = {name: [] for name in cmds}
+    split: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds if "--jobs" in name}
     for _ in range(args.runs):
         for name, cmd in cmds.items():
             used = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -93,6 +124,8 @@ def main() -> int:
             times[name].append(time.perf_counter() - start)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu[name].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
+            if name in split:
+                split[name].append(cpu_split(cmd[cmd.index("scan") :], env))
             if name.startswith("airlock") and proc.returncode != 0:
                 print(f"{name}: exit {proc.returncode}: {proc.stdout[-300:]!r} {proc.stderr[-300:]!r}")
                 return 1
@@ -106,6 +139,18 @@ def main() -> int:
         vs_one = f"{value / one:.2f}x jobs 1" if one else ""
         vs_ref = f"{value / ref:.2f}x picklescan" if ref else ""
         print(f"{name:24} {value:6.3f} s  cpu {statistics.median(cpu[name]):6.3f} s   {vs_one:14} {vs_ref}")
+    print("CPU seconds of the airlock process itself and of its workers (medians); on an idle machine")
+    print("the parent's is about the wall time:")
+    for name, pairs in split.items():
+        parent = statistics.median(p for p, _ in pairs)
+        workers = statistics.median(w for _, w in pairs)
+        one_cpu = (
+            statistics.median(p for p, _ in split["airlock --jobs 1"]) if "airlock --jobs 1" in split else 0
+        )
+        ref_cpu = statistics.median(cpu["picklescan"]) if "picklescan" in cpu else 0
+        ratios = f"{parent / one_cpu:.2f}x jobs 1" if one_cpu else ""
+        ratios += f"   {parent / ref_cpu:.2f}x picklescan cpu" if ref_cpu else ""
+        print(f"  {name:22} parent {parent:6.3f} s  workers {workers:6.3f} s   idle estimate {ratios}")
     floor = med["airlock, 1 file (floor)"]
     if one:
         bound = floor + (one - floor) / 2
