@@ -303,3 +303,44 @@ def test_cli_jobs_default_and_zero(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["scan", "--format", "json", str(tmp_path / "t")]) == 1  # MALICIOUS, default jobs
     assert json.loads(capsys.readouterr().out)["verdict"] == "MALICIOUS"
     assert main(["scan", "--jobs", "0", str(tmp_path / "t")]) == 2
+
+
+def test_a_worker_that_raises_makes_its_file_an_error_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A bug (an exception, not a kill) in a worker: the file is an ERROR with the exit status, the
+    traceback reaches stderr (written to the descriptor: never through a lock the fork copied)."""
+    _tree(tmp_path / "t", 6)
+    real = pool._one
+    parent = os.getpid()
+
+    def raises(task: Task, shared: object) -> object:
+        if os.getpid() != parent and task.display.endswith("p0003.pkl"):
+            raise RuntimeError("a bug in a reader")
+        return real(task, shared)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "_one", raises)
+    tasks = [
+        Task(i, p, str(p), p.stat().st_size, None, None, (), ())
+        for i, p in enumerate(sorted((tmp_path / "t").glob("*.pkl")))
+    ]
+    out = dict(
+        pool.run(
+            tasks,
+            2,
+            base=tmp_path / "t",
+            limits=DEFAULT_LIMITS,
+            policy=airlock.Policy(),
+            verified=None,
+            folder_format=None,
+            advance=lambda n, c: None,
+            parent_scans=False,
+        )
+    )
+    got = {tasks[i].display: r for i, r in out.items()}
+    bad = got[str(tmp_path / "t" / "p0003.pkl")]
+    assert isinstance(bad, FileReport) and bad.verdict is Verdict.ERROR
+    assert [f.rule for f in bad.findings] == ["scan.worker-died"]
+    assert "exit status 1" in bad.findings[0].message
+    assert all(r.verdict is not Verdict.ERROR for d, r in got.items() if d != bad.path)  # type: ignore[union-attr]
+    assert "RuntimeError: a bug in a reader" in capfd.readouterr().err

@@ -26,9 +26,9 @@ reported as an ERROR (``scan.worker-died``), never left out and never clean.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple
@@ -325,9 +325,11 @@ def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: 
     except BaseException:  # a worker reports through its exit status
         import traceback
 
-        traceback.print_exc()
+        # Straight to the descriptor: sys.stderr's lock may have been held by the parent's
+        # progress thread at the fork, and this process has no thread to release it.
+        with contextlib.suppress(OSError):
+            os.write(2, traceback.format_exc().encode("utf-8", "replace"))
     finally:
-        sys.stderr.flush()
         os._exit(code)
 
 
