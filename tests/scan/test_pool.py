@@ -344,3 +344,19 @@ def test_a_worker_that_raises_makes_its_file_an_error_and_says_why(
     assert "exit status 1" in bad.findings[0].message
     assert all(r.verdict is not Verdict.ERROR for d, r in got.items() if d != bad.path)  # type: ignore[union-attr]
     assert "RuntimeError: a bug in a reader" in capfd.readouterr().err
+
+
+def test_one_batch_is_scanned_without_a_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten small files with --jobs 4 make one batch: the parent scans it, no process is forked."""
+    _tree(tmp_path / "t", 10)
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    report = airlock.scan(tmp_path / "t", jobs=4)
+    assert forks == []
+    assert len(report.files) == 10 and report.verdict is Verdict.MALICIOUS

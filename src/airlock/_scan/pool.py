@@ -188,7 +188,8 @@ def _run_batches(
     process; fill ``results`` (batch number -> its results) with every batch that came back."""
     import gc
 
-    workers = min(jobs - 1 if parent_scans else jobs, len(work))
+    # the parent takes a batch itself: one batch is scanned without forking anything
+    workers = min(jobs - 1, len(work) - 1) if parent_scans else min(jobs, len(work))
     todo_r, todo_w = os.pipe()
     done_r, done_w = os.pipe()
     children: list[tuple[int, int]] = []  # (pid, file holding its results)
