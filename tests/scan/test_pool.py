@@ -3,9 +3,11 @@ report for any number of jobs, and a dead worker making its files ERRORs, never 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
+import select
 import signal
 import time
 from collections.abc import Iterator
@@ -283,11 +285,14 @@ def test_results_file_frames(tmp_path: Path) -> None:
 
 
 def test_a_batch_pipe_holds_every_batch_number() -> None:
-    """MAX_BATCHES numbers fit in a pipe before any worker reads one (else the parent would block)."""
+    """MAX_BATCHES numbers fit in a pipe before any worker reads one, even a pipe of one page (what
+    Linux gives a user over pipe-user-pages-soft): the parent never blocks filling it."""
+    assert MAX_BATCHES * pool._NUMBER.size <= select.PIPE_BUF == 4096
     r, w = os.pipe()
     try:
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)  # the smallest pipe there is
         os.set_blocking(w, False)
-        os.write(w, b"\0" * (MAX_BATCHES * pool._NUMBER.size))
+        assert os.write(w, b"\0" * (MAX_BATCHES * pool._NUMBER.size)) == MAX_BATCHES * pool._NUMBER.size
     finally:
         os.close(r)
         os.close(w)

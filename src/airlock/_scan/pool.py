@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -61,9 +61,10 @@ __all__ = [
 BATCH_FILES: Final = 64
 #: bytes one batch of small files holds at most; a file this size or larger is a batch of its own
 BATCH_BYTES: Final = 8 * 1024 * 1024
-#: batches one scan is cut into at most (their numbers fill the hand-out pipe before any worker
-#: starts, four bytes each, so they must fit in a pipe's buffer: 64 KiB on Linux, 16 KiB at least)
-MAX_BATCHES: Final = 4096
+#: batches one scan is cut into at most: their numbers fill the hand-out pipe before any worker
+#: starts, four bytes each, so they must fit in the smallest buffer a pipe may have (one page:
+#: Linux gives new pipes of a user over ``pipe-user-pages-soft`` only that)
+MAX_BATCHES: Final = 1024
 #: with ``jobs=None`` (the CLI's default) a scan uses worker processes from this many files ...
 AUTO_MIN_FILES: Final = 256
 #: ... or from this many bytes in two or more files (then one file takes long enough to pay a fork)
@@ -171,7 +172,11 @@ def run(
         return
     work = batches(tasks)
     results: dict[int, list[Result]] = {}
-    yield from _run_batches(work, jobs, shared, advance, parent_scans, results)
+    if not (yield from _run_batches(work, jobs, shared, advance, parent_scans, results)):
+        for task in tasks:  # pragma: no cover - the batch numbers did not fit in the pipe
+            yield task.position, _one(task, shared)
+            advance(task.size, 1)
+        return
     lost = [task for number, batch in enumerate(work) if number not in results for task in batch]
     yield from _rescue(lost, jobs, shared, advance)
 
@@ -183,9 +188,10 @@ def _run_batches(
     advance: Callable[[int, int], None],
     parent_scans: bool,
     results: dict[int, list[Result]],
-) -> Iterator[Result]:
+) -> Generator[Result, None, bool]:
     """Hand out ``work`` through a pipe to forked workers and, with ``parent_scans``, to this
-    process; fill ``results`` (batch number -> its results) with every batch that came back."""
+    process; fill ``results`` (batch number -> its results) with every batch that came back.
+    False, with nothing started, when the batch numbers do not fit in the pipe."""
     import gc
 
     # the parent takes a batch itself: one batch is scanned without forking anything
@@ -194,7 +200,14 @@ def _run_batches(
     done_r, done_w = os.pipe()
     children: list[tuple[int, int]] = []  # (pid, file holding its results)
     try:
-        os.write(todo_w, b"".join(_NUMBER.pack(n) for n in range(len(work))))  # fits: MAX_BATCHES
+        numbers = b"".join(_NUMBER.pack(n) for n in range(len(work)))  # MAX_BATCHES: one page at most
+        os.set_blocking(todo_w, False)  # never wait here for a reader: none exists yet
+        try:
+            written = os.write(todo_w, numbers)
+        except BlockingIOError:
+            written = 0
+        if written != len(numbers):  # pragma: no cover - a pipe smaller than a page
+            return False
         os.close(todo_w)
         todo_w = -1
         # Frozen, the objects made so far are left alone by the collections of every process (a
@@ -239,6 +252,7 @@ def _run_batches(
                     yield from found
             finally:
                 os.close(out)
+        return True
     finally:
         for fd in (todo_r, todo_w, done_r, done_w):
             if fd >= 0:
@@ -313,13 +327,16 @@ def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: 
     code = 1
     try:
         _progress.forget()  # the parent counts the batches; a worker draws nothing
+        if done >= 0:
+            os.set_blocking(done, False)  # progress notes only: dropped when the parent lags
         numbers = iter(range(len(work))) if todo < 0 else iter(lambda: _take(todo), None)
         for number in numbers:
             found = [(task.position, _one(task, shared)) for task in work[number]]
             blob = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
             _write_all(out, _FRAME.pack(number, len(blob)) + blob)
             if done >= 0:
-                os.write(done, _NUMBER.pack(number))
+                with contextlib.suppress(BlockingIOError):
+                    os.write(done, _NUMBER.pack(number))
         code = 0
     except KeyboardInterrupt:
         pass
