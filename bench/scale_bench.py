@@ -5,7 +5,20 @@ Issue 17's local-parallelism point: on a tree of 2,000 small files (1,000 PyTorc
 ``--jobs 1`` and <= 0.6x picklescan. The tree is built once under bench/.work/tree2k (git-ignored).
 Every tool runs as a CLI on the same tree (process start included), round-robin, ``--runs`` times;
 medians of wall seconds are printed with the ratios and the load average (on a shared machine the
-ratios are what to compare). The gateway replica and Ray parts of issue 17 are not built yet.
+ratios are what to compare), with the CPU seconds each used (user + system, its workers included:
+what a busy machine cannot inflate as much as wall time). The gateway replica and Ray parts of
+issue 17 are not built yet.
+
+A machine shared with other work hides what a second process buys: with the kernel's autogroup
+scheduling every process of one session shares that session's slice, so ``--jobs 2`` cannot beat
+``--jobs 1`` in wall time while other sessions keep the CPUs busy. Each ``--jobs`` run is therefore
+repeated in a wrapper that records the CPU seconds of the airlock process itself (``parent``) and
+of its workers: the parent runs from start to end and scans too, so on an idle machine its CPU
+time is about the run's wall time (the "idle estimate" column), whatever the load is now.
+
+The floor: ``airlock scan`` of one small file (interpreter start, imports, output) is paid by every
+run whatever ``--jobs`` is, so on 2 CPUs ``--jobs 2`` takes at least floor + (jobs 1 - floor) / 2;
+the line "2-CPU bound" prints that, and what it is as a ratio of ``--jobs 1`` and of picklescan.
 
 airlock runs from this checkout (``src/`` first on PYTHONPATH), picklescan from the running
 interpreter's environment (pinned in requirements/dev.lock).
@@ -18,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,7 +67,7 @@ def build_tree() -> Path:
 def commands(jobs: list[str]) -> dict[str, list[str]]:
     airlock = Path(sys.executable).with_name("airlock")
     base = [str(airlock)] if airlock.exists() else [sys.executable, "-m", "airlock"]
-    out = {}
+    out = {"airlock, 1 file (floor)": [*base, "scan", "-q", str(TREE / "p0000.pkl")]}
     for j in jobs:
         extra = [] if j == "auto" else ["--jobs", j]
         out[f"airlock --jobs {j}"] = [*base, "scan", "-q", *extra, str(TREE)]
@@ -61,6 +75,29 @@ def commands(jobs: list[str]) -> dict[str, list[str]]:
     if picklescan.exists():
         out["picklescan"] = [str(picklescan), "--path", str(TREE)]
     return out
+
+
+#: runs the airlock CLI and writes "parent-cpu workers-cpu" to argv[1] at exit
+_SPLIT = """
+import atexit, os, resource, sys
+def _report(path=sys.argv[1]):
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(path, "w") as out:
+        out.write(f"{me.ru_utime + me.ru_stime} {kids.ru_utime + kids.ru_stime}")
+atexit.register(_report)
+sys.argv = ["airlock", *sys.argv[2:]]
+from airlock._cli import entry_point
+entry_point()
+"""
+
+
+def cpu_split(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(parent, workers) CPU seconds of one airlock run (``cmd`` without its program)."""
+    out = TREE.with_name("split.txt")
+    subprocess.run([sys.executable, "-c", _SPLIT, str(out), *cmd], env=env, capture_output=True, check=True)
+    parent, workers = out.read_text().split()
+    return float(parent), float(workers)
 
 
 def main() -> int:
@@ -77,11 +114,18 @@ def main() -> int:
     )
     cmds = commands(args.jobs.split(","))
     times: dict[str, list[float]] = {name: [] for name in cmds}
+    cpu: dict[str, list[float]] = {name: [] for name in cmds}
+    split: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds if "--jobs" in name}
     for _ in range(args.runs):
         for name, cmd in cmds.items():
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             proc = subprocess.run(cmd, env=env, capture_output=True, check=False)
             times[name].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
+            if name in split:
+                split[name].append(cpu_split(cmd[cmd.index("scan") :], env))
             if name.startswith("airlock") and proc.returncode != 0:
                 print(f"{name}: exit {proc.returncode}: {proc.stdout[-300:]!r} {proc.stderr[-300:]!r}")
                 return 1
@@ -94,7 +138,24 @@ def main() -> int:
     for name, value in med.items():
         vs_one = f"{value / one:.2f}x jobs 1" if one else ""
         vs_ref = f"{value / ref:.2f}x picklescan" if ref else ""
-        print(f"{name:22} {value:6.3f} s   {vs_one:14} {vs_ref}")
+        print(f"{name:24} {value:6.3f} s  cpu {statistics.median(cpu[name]):6.3f} s   {vs_one:14} {vs_ref}")
+    print("CPU seconds of the airlock process itself and of its workers (medians); on an idle machine")
+    print("the parent's is about the wall time:")
+    for name, pairs in split.items():
+        parent = statistics.median(p for p, _ in pairs)
+        workers = statistics.median(w for _, w in pairs)
+        one_cpu = (
+            statistics.median(p for p, _ in split["airlock --jobs 1"]) if "airlock --jobs 1" in split else 0
+        )
+        ref_cpu = statistics.median(cpu["picklescan"]) if "picklescan" in cpu else 0
+        ratios = f"{parent / one_cpu:.2f}x jobs 1" if one_cpu else ""
+        ratios += f"   {parent / ref_cpu:.2f}x picklescan cpu" if ref_cpu else ""
+        print(f"  {name:22} parent {parent:6.3f} s  workers {workers:6.3f} s   idle estimate {ratios}")
+    floor = med["airlock, 1 file (floor)"]
+    if one:
+        bound = floor + (one - floor) / 2
+        vs_ref = f"{bound / ref:.2f}x picklescan" if ref else ""
+        print(f"{'2-CPU bound, jobs 2':24} {bound:6.3f} s  {'':12}   {bound / one:.2f}x jobs 1   {vs_ref}")
     print("goal: airlock --jobs 2 <= 0.6x --jobs 1 and <= 0.6x picklescan")
     return 0
 

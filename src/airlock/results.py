@@ -49,7 +49,8 @@ class Verdict(enum.Enum):
     def worst(verdicts: list[Verdict] | tuple[Verdict, ...]) -> Verdict:
         result = Verdict.CLEAN
         for verdict in verdicts:
-            if verdict.rank > result.rank:
+            # mostly the same verdict again (a tree of clean files): an identity test, no lookups
+            if verdict is not result and verdict.rank > result.rank:
                 result = verdict
         return result
 

@@ -48,3 +48,18 @@ def test_fixture_is_a_real_attack(attack: Attack, tmp_path: Path) -> None:
         check=False,
     )
     assert marker.exists(), f"{attack.id}: the fixture does not actually run its payload"
+
+
+def test_evidence_is_the_first_call_of_the_name_that_gets_the_finding(tmp_path: Path) -> None:
+    """Evidence is rendered only for a finding's name (not for every allowed call), and it is the
+    first call that invokes that name: here the second of three calls, after an allowed one."""
+    path = tmp_path / "calls.pkl"
+    path.write_bytes(
+        b"(c__builtin__\nlen\n(Vabc\ntR"  # allowed: no finding, no evidence
+        b"cos\nsystem\n(Vecho first\ntR"
+        b"cos\nsystem\n(Vecho second\ntRt."
+    )
+    report = airlock.scan(path)
+    (finding,) = [f for f in report.findings() if f.rule == "pickle.dangerous-global"]
+    assert finding.callable == "os.system"
+    assert finding.evidence == "os.system('echo first')"

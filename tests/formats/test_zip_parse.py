@@ -264,3 +264,20 @@ def test_bad_crc_is_visible_to_callers() -> None:
     listing = _parse(build_zip([Entry(b"m/x", b"abc", crc=1)]))
     member = listing.members[0]
     assert zlib.crc32(member_bytes(listing, member, DEFAULT_LIMITS)) != member.crc32
+
+
+@pytest.mark.parametrize(
+    ("name", "folded"),
+    [
+        ("ARCHIVE/Data.PKL", "archive/data.pkl"),
+        ("Z@[`{", "z@[`{"),  # the neighbours of A-Z and a-z stay
+        ("ÉCOLE/Data.pkl", "École/data.pkl"),  # miniz folds ASCII letters only; str.lower() would fold É
+        ("K", "k"),  # the Kelvin sign: lower() makes it "k"; miniz leaves it
+        ("İ", "İ"),  # lower() makes it two code points
+    ],
+)
+def test_fold_is_miniz_ascii_only_tolower(name: str, folded: str) -> None:
+    from airlock._formats.zip_model import fold
+
+    assert fold(name) == folded
+    assert fold(name) == "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in name)

@@ -1,12 +1,16 @@
 """Scanning in worker processes (airlock._scan.pool): batches, the automatic number of jobs, the same
-report for any number of jobs, and a dead worker failing the scan instead of shortening the report."""
+report for any number of jobs, and a dead worker making its files ERRORs, never shortening the report."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
+import select
 import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +25,13 @@ from airlock._scan.pool import (
     AUTO_MIN_FILES,
     BATCH_BYTES,
     BATCH_FILES,
+    MAX_BATCHES,
     Task,
     auto_jobs,
     batches,
 )
-from airlock.errors import AirlockError
 from airlock.limits import DEFAULT_LIMITS
-from airlock.results import Severity, Verdict
+from airlock.results import FileReport, Severity, Verdict
 
 
 def _task(index: int, size: int) -> Task:
@@ -120,21 +124,50 @@ def test_the_report_is_the_same_for_any_number_of_jobs(tmp_path: Path, jobs: int
     assert render(many, "text") == render(one, "text")
 
 
+@pytest.fixture(autouse=True)
+def _bounded() -> Iterator[None]:
+    """Every test here ends within a minute: a worker that hangs the parent fails the test."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError("a pool test ran for more than 60 s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(60)  # a forked worker does not inherit the alarm
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _slow_parent(real: Any, parent: int, seconds: float) -> Any:
+    """``_one`` that takes ``seconds`` longer in the parent, so that the workers surely take batches."""
+
+    def one(task: Task, shared: object) -> object:
+        if os.getpid() == parent:
+            time.sleep(seconds)
+        return real(task, shared)
+
+    return one
+
+
 def test_jobs_none_uses_workers_on_many_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """jobs=None with 2 CPUs: two processes scan, the parent (which never idles) and one worker."""
     _tree(tmp_path / "t", AUTO_MIN_FILES)
     seen = tmp_path / "pids"
-    real = pool._one
+    real = _slow_parent(pool._one, os.getpid(), 0.002)
 
     def recording(task: Task, shared: object) -> object:
         with seen.open("a") as out:  # forked workers inherit this function
             out.write(f"{os.getpid()}\n")
-        return real(task, shared)  # type: ignore[arg-type]
+        return real(task, shared)
 
     monkeypatch.setattr(pool, "available_cpus", lambda: 2)
     monkeypatch.setattr(pool, "_one", recording)
     report = airlock.scan(tmp_path / "t", jobs=None)
-    pids = set(seen.read_text().split())
-    assert str(os.getpid()) not in pids and len(pids) == 2
+    pids = seen.read_text().split()
+    assert str(os.getpid()) in pids and len(set(pids)) == 2
+    assert len(pids) == AUTO_MIN_FILES + 1  # each file once (notes.txt too: read, then skipped)
     assert len(report.files) == AUTO_MIN_FILES
 
 
@@ -147,25 +180,125 @@ def test_folder_findings_travel_with_their_file(tmp_path: Path) -> None:
         for i, p in enumerate(sorted((tmp_path / "t").glob("*.pkl")))
     ]
     shared = dict(base=tmp_path / "t", limits=DEFAULT_LIMITS, policy=airlock.Policy(), verified=None)
-    out = dict(pool.run(tasks, 2, folder_format=None, advance=lambda n, c: None, **shared))  # type: ignore[arg-type]
+    out = dict(
+        pool.run(tasks, 2, folder_format=None, advance=lambda n, c: None, parent_scans=False, **shared)  # type: ignore[arg-type]
+    )
     assert sorted(out) == list(range(len(tasks)))
     rules = {tasks[i].display: [f.rule for f in r.findings] for i, r in out.items()}  # type: ignore[union-attr]
     assert rules["p0001.pkl"] == ["test.folder"]
     assert rules["p0000.pkl"] == []
 
 
-def test_a_dead_worker_fails_the_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _dies_in_workers(real: Any, parent: int, name: str | None) -> Any:
+    """``_one`` that kills the process scanning ``name`` (any file: None), unless it is the parent:
+    the OOM killer's way out, in a forked worker only."""
+
+    def one(task: Task, shared: object) -> object:
+        if os.getpid() != parent and (name is None or task.display.endswith(name)):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(task, shared)
+
+    return one
+
+
+def _by_path(report: airlock.Report) -> dict[str, tuple[str, list[str]]]:
+    return {f.path: (f.verdict.value, [x.rule for x in f.findings]) for f in report.files}
+
+
+def test_a_file_that_kills_its_worker_is_an_error_and_its_batch_mates_are_rescued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All batches go to workers (parent_scans=False); the one with p0011 loses its worker. Its
+    files are scanned again, one process each: p0011 kills that one too and is an ERROR
+    (scan.worker-died), every other file gets exactly the report a serial scan gives it."""
     _tree(tmp_path / "t", 40)
-    real = pool._one
+    serial = airlock.scan(tmp_path / "t", jobs=1)
+    monkeypatch.setattr(pool, "_one", _dies_in_workers(pool._one, os.getpid(), "p0011.pkl"))
+    monkeypatch.setattr(pool, "BATCH_FILES", 8)  # five batches: the dead one has batch mates
+    tasks = [
+        Task(i, p, str(p), p.stat().st_size, None, None, (), ())
+        for i, p in enumerate(sorted((tmp_path / "t").glob("*.pkl")))
+    ]
+    advanced: list[int] = []
+    out = dict(
+        pool.run(
+            tasks,
+            2,
+            base=tmp_path / "t",
+            limits=DEFAULT_LIMITS,
+            policy=airlock.Policy(),
+            verified=None,
+            folder_format=None,
+            advance=lambda n, c: advanced.append(c),
+            parent_scans=False,
+        )
+    )
+    assert sorted(out) == list(range(len(tasks)))
+    got = {tasks[i].display: r for i, r in out.items()}
+    dead = got.pop(str(tmp_path / "t" / "p0011.pkl"))
+    assert isinstance(dead, FileReport) and dead.verdict is Verdict.ERROR
+    assert [f.rule for f in dead.findings] == ["scan.worker-died"]
+    assert "killed by signal 9" in dead.findings[0].message
+    want = {f.path: f for f in serial.files}
+    for display, report in got.items():
+        assert isinstance(report, FileReport)
+        assert (report.verdict, report.findings) == (want[display].verdict, want[display].findings)
+    assert sum(advanced) == len(tasks)  # every file counted once on the progress display
 
-    def dies_on_one(task: Task, shared: object) -> object:
-        if task.display.endswith("p0011.pkl"):
-            os.kill(os.getpid(), signal.SIGKILL)  # in the forked worker: the OOM killer's way out
-        return real(task, shared)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pool, "_one", dies_on_one)
-    with pytest.raises(AirlockError, match="scan worker process died"):
-        airlock.scan(tmp_path / "t", jobs=2)
+def test_dead_workers_never_shorten_the_report_or_make_it_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker dies on its first file (and so does every rescue process); the parent scans
+    the rest. The report still lists every file, and the files the workers took are ERRORs."""
+    _tree(tmp_path / "t", 300)
+    serial = _by_path(airlock.scan(tmp_path / "t", jobs=1))
+    slow = _slow_parent(pool._one, os.getpid(), 0.002)
+    monkeypatch.setattr(pool, "_one", _dies_in_workers(slow, os.getpid(), None))
+    monkeypatch.setattr(pool, "BATCH_FILES", 16)  # fewer files to rescue one process each
+    report = airlock.scan(tmp_path / "t", jobs=3)
+    got = _by_path(report)
+    assert sorted(got) == sorted(serial)
+    died = [p for p, (_, rules) in got.items() if rules == ["scan.worker-died"]]
+    assert died, "no worker took a batch"
+    assert all(got[p][0] == "ERROR" for p in died)
+    assert {p: v for p, v in got.items() if p not in died} == {p: serial[p] for p in got if p not in died}
+    assert report.verdict is Verdict.MALICIOUS  # p0007 (os.system), or ERROR had the workers taken it
+    assert report.exit_code != 0
+
+
+def test_results_file_frames(tmp_path: Path) -> None:
+    """A worker's results file: complete frames count; a torn last frame (the worker died while
+    writing it) or a frame whose files are not its batch's does not."""
+    work = [[_task(0, 1), _task(1, 1)], [_task(2, 1)], [_task(3, 1)]]
+    ok = pickle.dumps([(0, "a"), (1, "b")])
+    wrong = pickle.dumps([(7, "x")])
+    torn = pickle.dumps([(3, "d")])
+    fd = os.open(tmp_path / "frames", os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, pool._FRAME.pack(0, len(ok)) + ok)
+        os.write(fd, pool._FRAME.pack(1, len(wrong)) + wrong)
+        os.write(fd, pool._FRAME.pack(2, len(torn)) + torn[:-1])
+        assert list(pool._read_results(fd, work)) == [(0, [(0, "a"), (1, "b")])]  # type: ignore[comparison-overlap]
+    finally:
+        os.close(fd)
+
+
+def test_a_batch_pipe_holds_every_batch_number() -> None:
+    """MAX_BATCHES numbers fit in a pipe before any worker reads one, even a pipe of one page (what
+    Linux gives a user over pipe-user-pages-soft): the parent never blocks filling it."""
+    assert MAX_BATCHES * pool._NUMBER.size <= select.PIPE_BUF == 4096
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)  # the smallest pipe there is
+        os.set_blocking(w, False)
+        assert os.write(w, b"\0" * (MAX_BATCHES * pool._NUMBER.size)) == MAX_BATCHES * pool._NUMBER.size
+    finally:
+        os.close(r)
+        os.close(w)
+    many = batches([_task(i, BATCH_BYTES) for i in range(MAX_BATCHES + 5)])  # each a batch of its own
+    assert len(many) == MAX_BATCHES
+    assert sorted(t.position for b in many for t in b) == list(range(MAX_BATCHES + 5))
 
 
 def test_cli_jobs_default_and_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -175,3 +308,60 @@ def test_cli_jobs_default_and_zero(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["scan", "--format", "json", str(tmp_path / "t")]) == 1  # MALICIOUS, default jobs
     assert json.loads(capsys.readouterr().out)["verdict"] == "MALICIOUS"
     assert main(["scan", "--jobs", "0", str(tmp_path / "t")]) == 2
+
+
+def test_a_worker_that_raises_makes_its_file_an_error_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A bug (an exception, not a kill) in a worker: the file is an ERROR with the exit status, the
+    traceback reaches stderr (written to the descriptor: never through a lock the fork copied)."""
+    _tree(tmp_path / "t", 6)
+    real = pool._one
+    parent = os.getpid()
+
+    def raises(task: Task, shared: object) -> object:
+        if os.getpid() != parent and task.display.endswith("p0003.pkl"):
+            raise RuntimeError("a bug in a reader")
+        return real(task, shared)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "_one", raises)
+    tasks = [
+        Task(i, p, str(p), p.stat().st_size, None, None, (), ())
+        for i, p in enumerate(sorted((tmp_path / "t").glob("*.pkl")))
+    ]
+    out = dict(
+        pool.run(
+            tasks,
+            2,
+            base=tmp_path / "t",
+            limits=DEFAULT_LIMITS,
+            policy=airlock.Policy(),
+            verified=None,
+            folder_format=None,
+            advance=lambda n, c: None,
+            parent_scans=False,
+        )
+    )
+    got = {tasks[i].display: r for i, r in out.items()}
+    bad = got[str(tmp_path / "t" / "p0003.pkl")]
+    assert isinstance(bad, FileReport) and bad.verdict is Verdict.ERROR
+    assert [f.rule for f in bad.findings] == ["scan.worker-died"]
+    assert "exit status 1" in bad.findings[0].message
+    assert all(r.verdict is not Verdict.ERROR for d, r in got.items() if d != bad.path)  # type: ignore[union-attr]
+    assert "RuntimeError: a bug in a reader" in capfd.readouterr().err
+
+
+def test_one_batch_is_scanned_without_a_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten small files with --jobs 4 make one batch: the parent scans it, no process is forked."""
+    _tree(tmp_path / "t", 10)
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    report = airlock.scan(tmp_path / "t", jobs=4)
+    assert forks == []
+    assert len(report.files) == 10 and report.verdict is Verdict.MALICIOUS

@@ -40,6 +40,13 @@ def test_worst_of_every_pair(a: Verdict, b: Verdict) -> None:
     assert Verdict.worst([a, Verdict.CLEAN, b]) is expected
 
 
+def test_worst_of_every_sequence_of_three_with_repeats() -> None:
+    """Runs of one verdict (a tree of clean files) are skipped by identity: the worst still wins."""
+    for seq in itertools.product(ORDER, repeat=3):
+        expected = ORDER[max(ORDER.index(v) for v in seq)]
+        assert Verdict.worst([*seq, *seq]) is expected, seq
+
+
 @pytest.mark.parametrize("verdict", ORDER, ids=lambda v: v.value)
 def test_worst_of_one_is_itself(verdict: Verdict) -> None:
     assert Verdict.worst([verdict]) is verdict

@@ -287,18 +287,21 @@ def _error_issue(error: FormatError, index: int) -> Issue:
 def _findings(
     result: PickleResult, data: memoryview, ctx: ReadContext, policy: Policy, nested_depth: int
 ) -> Iterator[Located]:
-    # Evidence: the first call that really invokes each dotted name.
-    evidence: dict[str, str] = {}
+    # Evidence: the first call that really invokes each dotted name, rendered only for a name
+    # that gets a finding (a clean checkpoint calls allowed rebuild functions hundreds of times).
+    first: dict[str, Call] = {}
     for call in result.calls:
         name, _args = callee(call)
-        if name is not None and name not in evidence:
-            evidence[name] = render(call)
+        if name is not None and name not in first:
+            first[name] = call
 
     for glob in result.globals:
         cls = policy.classify(glob.module, glob.name, dynamic=glob.dynamic)
         if cls.decision is Decision.ALLOWED:
             continue
-        shown = evidence.get(glob.dotted) or evidence.get(cls.name)
+        shown = (render(first[glob.dotted]) if glob.dotted in first else None) or (
+            render(first[cls.name]) if cls.name in first else None
+        )
         if cls.decision is Decision.DANGEROUS:
             rule = "pickle.dynamic-global" if glob.dynamic else "pickle.dangerous-global"
             yield (

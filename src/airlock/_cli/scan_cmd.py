@@ -79,8 +79,9 @@ class ScanCommand:
             type=int,
             default=None,
             metavar="N",
-            help="scan files in N worker processes (default: the CPUs available, at most 8, when 256 files "
-            "or more, or 256 MiB or more in two files or more, are scanned; else one process)",
+            help="scan files in N processes, this one and N-1 forked workers (default: the CPUs available, "
+            "at most 8, when 256 files or more, or 256 MiB or more in two files or more, are scanned; else "
+            "one process)",
         )
         parser.add_argument(
             "--policy",

@@ -72,6 +72,8 @@ class HFFolderCheck:
             children = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             return
+        if not any(e.name.endswith(HF_FOLDER_SUFFIXES) for e in children):
+            return  # nothing below would be analysed: skip building a Path per file (2,000 of them: ~5 ms)
         files: dict[str, Path] = {}
         for e in children:
             if e.is_file(follow_symlinks=False):

@@ -104,8 +104,9 @@ def sig(data: memoryview, pos: int) -> bytes:
 
 
 def fold(name: str) -> str:
-    # miniz compares names with an ASCII-only tolower.
-    return name.translate(_ASCII_LOWER)
+    # miniz compares names with an ASCII-only tolower: str.lower() is that on an ASCII name (and
+    # much cheaper than translate), but would also fold non-ASCII letters such as "É".
+    return name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
 
 
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -117,7 +117,7 @@ def scan(
             index,
             entry.path,
             entry.display,
-            _size(entry.blob or entry.path),
+            entry.size if entry.blob is None else _size(entry.blob),
             rel(entry),
             entry.blob,
             by_file.get(index, ()),
@@ -189,8 +189,10 @@ def _run_folder_checks(
     policy: Policy,
     checks: tuple[FolderCheck, ...],
 ) -> tuple[dict[int, tuple[Issue, ...]], list[tuple[str, list[Issue]]]]:
-    by_path = {entries[index].path: index for index in scanned}
-    folders = sorted({base} | {entries[index].path.parent for index in scanned})
+    # Keyed by the path's text (hashing a Path builds that text anyway, and a folder's files share
+    # their parent's: one Path per folder, not per file).
+    by_path = {str(entries[index].path): index for index in scanned}
+    folders = sorted({base} | {Path(parent) for parent in {os.path.dirname(text) for text in by_path}})
     by_file: dict[int, list[Issue]] = {}
     others: dict[str, list[Issue]] = {}
     for folder in folders:
@@ -198,7 +200,7 @@ def _run_folder_checks(
         for check in checks:
             for rel, found in check.check(folder, ctx):
                 target = folder / rel if rel != "." else folder
-                index = by_path.get(target)
+                index = by_path.get(str(target))
                 for issue in judge_folder_fact(found, limits, policy):
                     if index is None:
                         others.setdefault(target.as_posix(), []).append(issue)

@@ -38,7 +38,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from airlock.integrity import Verified
 
-__all__ = ["ALLOWABLE_RULES", "apply_allowances", "judge_folder_fact", "scan_file", "sniff"]
+__all__ = [
+    "ALLOWABLE_RULES",
+    "READ_WHOLE_BYTES",
+    "apply_allowances",
+    "judge_folder_fact",
+    "scan_file",
+    "sniff",
+]
 
 #: Findings about a name the loader imports that is simply not on an allowlist (custom Keras
 #: objects, Hugging Face remote code and modules named in configs). ``--allow NAME`` / a policy
@@ -110,6 +117,8 @@ def judge_folder_fact(fact: FolderFact, limits: Limits, policy: Policy) -> list[
 
 
 _HEAD = 4096
+#: files up to this size are read into memory in one call instead of being mapped
+READ_WHOLE_BYTES = 64 * 1024
 #: Readers that read the whole file front to back (a pickle stream, a compressed stream) get the
 #: kernel's read-ahead. Every other reader touches a directory, headers and a few members, and
 #: read-ahead around each of those reads pulls in tensor data nobody looks at: with an 8 MiB
@@ -202,10 +211,23 @@ def scan_file(
         if size == 0:
             collector.add((), Issue("format.empty", Severity.ERROR, "empty file: nothing to prove clean"))
             return close(None, 0)
-        mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-        _advise(mapped, _MADV_RANDOM)
+        mapped: mmap.mmap | None = None
+        buffer: bytes | mmap.mmap
+        if size <= READ_WHOLE_BYTES:
+            # A small file is read in one call: a mapping costs more system calls (map, advise,
+            # unmap) and page faults than copying a few pages does.
+            content = _read_exactly(fd, size)
+            if content is None:
+                collector.add(
+                    (), Issue("file.unreadable", Severity.ERROR, "the file shrank while it was being read")
+                )
+                return close(None, size)
+            buffer = content
+        else:
+            buffer = mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+            _advise(mapped, _MADV_RANDOM)
         try:
-            view = memoryview(mapped)
+            view = memoryview(buffer)
             try:
                 deadline = start + limits.max_seconds_per_file
 
@@ -223,7 +245,8 @@ def scan_file(
             finally:
                 view.release()
         finally:
-            _close_mapping(mapped)
+            if mapped is not None:
+                _close_mapping(mapped)
         if verified is not None:
             after = os.fstat(fd)
             if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
@@ -240,6 +263,21 @@ def scan_file(
     finally:
         os.close(fd)
     return close(fmt, size)
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """The file's ``size`` bytes, or None when it ends sooner (it shrank since ``fstat``)."""
+    content = os.read(fd, size)
+    if len(content) < size:  # a regular file reads short only at its end, or on a signal
+        parts = [content]
+        held = len(content)
+        while held < size and (more := os.read(fd, size - held)):
+            parts.append(more)
+            held += len(more)
+        if held < size:
+            return None
+        content = b"".join(parts)
+    return content
 
 
 def _advise(mapped: mmap.mmap, advice: int | None) -> None:

@@ -1,34 +1,45 @@
-"""Scanning many files in worker processes, cheaply enough to pay.
+"""Scanning many files in forked worker processes, cheaply enough to pay on small files.
 
-One task per file cost more than it saved (2,000 small files: 1.1 s in one process, 3-4 s with two
-workers): every task pickled the policy, the limits and the verification again, and the parent
-spent its time feeding the queue. Here
+A pool of ``concurrent.futures`` workers cost more than it saved on a tree of small files (2,000 of
+them: 1.1 s in one process, 3 s with two jobs): every task crossed a queue, a feeder thread and a
+result pipe, and the parent spent its time feeding them instead of scanning. Here
 
-* what every file shares (folder, limits, policy, verification, folder format) reaches each worker
-  once, when it starts (:func:`_start`; with ``fork`` it is inherited, not even pickled);
-* files travel in batches (:func:`batches`): a large file alone, small files together up to
-  :data:`BATCH_FILES` files or :data:`BATCH_BYTES` bytes, largest first, so the last batch to
-  finish is a small one and no worker idles behind a big file started late;
-* results come back in the order of the files, whatever the batch order, so a report is the same
-  bytes for any number of jobs (apart from timings).
+* the work is cut into batches before any worker starts (:func:`batches`): a large file alone,
+  small files together up to :data:`BATCH_FILES` files or :data:`BATCH_BYTES` bytes, largest first,
+  so the last batch to finish is a small one and nobody idles behind a big file started late;
+* the batch numbers are written once into a pipe, and every process (the parent too: it scans, it
+  does not idle) takes the next number by reading four bytes from it (a pipe read is atomic), so a
+  batch costs one ``read`` to hand out and nobody waits on the parent;
+* workers are ``fork``\\ ed: they inherit the imported modules, the tasks and what every file shares
+  (folder, limits, policy, verification) as they are, nothing is pickled to them;
+* a worker appends each finished batch (pickled reports) to an anonymous in-memory file of its own,
+  read by the parent once the worker has exited, so a worker never blocks on the parent; a four-byte
+  note on a second pipe tells the parent's progress display that a batch is done;
+* results come back by the files' places in the walk, so a report is the same bytes for any number
+  of jobs (apart from timings).
 
-A worker that dies (killed, out of memory) fails the scan with :class:`~airlock.errors.AirlockError`:
-fail closed, never a report that lacks its files.
+Fail closed: a batch whose results are not all back when its worker has exited (the worker was
+killed, ran out of memory, crashed) is scanned again one file per fresh process (never in the
+parent, which a file that kills its scanner would kill too); a file whose own process dies is
+reported as an ERROR (``scan.worker-died``), never left out and never clean.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterator
+import struct
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 from airlock import _progress
 from airlock._formats.base import Issue
+from airlock._scan.collect import Collector
 from airlock._scan.engine import scan_file
 from airlock.errors import AirlockError
 from airlock.limits import Limits
 from airlock.policy import Policy
-from airlock.results import FileReport, Skipped
+from airlock.results import FileReport, Severity, Skipped
 
 #: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
 TYPE_CHECKING = False
@@ -44,22 +55,30 @@ __all__ = [
     "AUTO_MIN_FILES",
     "BATCH_BYTES",
     "BATCH_FILES",
+    "MAX_BATCHES",
     "Task",
     "auto_jobs",
     "batches",
     "run",
 ]
 
-#: small files one batch holds at most (a batch is one round trip to a worker)
+#: small files one batch holds at most (a batch is one hand-out to a process)
 BATCH_FILES: Final = 64
 #: bytes one batch of small files holds at most; a file this size or larger is a batch of its own
 BATCH_BYTES: Final = 8 * 1024 * 1024
+#: batches one scan is cut into at most: their numbers fill the hand-out pipe before any worker
+#: starts, four bytes each, so they must fit in the smallest buffer a pipe may have (one page:
+#: Linux gives new pipes of a user over ``pipe-user-pages-soft`` only that)
+MAX_BATCHES: Final = 1024
 #: with ``jobs=None`` (the CLI's default) a scan uses worker processes from this many files ...
 AUTO_MIN_FILES: Final = 256
 #: ... or from this many bytes in two or more files (then one file takes long enough to pay a fork)
 AUTO_MIN_BYTES: Final = 256 * 1024 * 1024
 #: workers ``jobs=None`` uses at most (each holds its own read buffers)
 AUTO_MAX_JOBS: Final = 8
+
+_NUMBER = struct.Struct("<I")  # a batch number on the pipes
+_FRAME = struct.Struct("<IQ")  # a batch's results in a worker's file: number, length of the pickle
 
 
 class Task(NamedTuple):
@@ -83,7 +102,7 @@ class _Shared(NamedTuple):
     folder_format: str | None
 
 
-_WORKER: dict[str, _Shared] = {}  # "shared": set in each worker by _start
+Result = tuple[int, FileReport | Skipped]
 
 
 def available_cpus() -> int:
@@ -95,8 +114,8 @@ def available_cpus() -> int:
 
 
 def auto_jobs(files: int, total_bytes: int) -> int:
-    """Worker processes for ``jobs=None``: the CPUs available (at most :data:`AUTO_MAX_JOBS`) when
-    the scan is big enough to pay for them, else 1 (no pool at all)."""
+    """Processes for ``jobs=None``: the CPUs available (at most :data:`AUTO_MAX_JOBS`) when the
+    scan is big enough to pay for them, else 1 (no worker at all)."""
     cpus = min(available_cpus(), AUTO_MAX_JOBS)
     if cpus < 2 or files < 2:
         return 1
@@ -106,7 +125,9 @@ def auto_jobs(files: int, total_bytes: int) -> int:
 
 
 def batches(tasks: list[Task]) -> list[list[Task]]:
-    """Largest files first; a file of :data:`BATCH_BYTES` or more alone, smaller ones grouped."""
+    """Largest files first; a file of :data:`BATCH_BYTES` or more alone, smaller ones grouped by
+    :data:`BATCH_FILES` (more per batch when that would make more than :data:`MAX_BATCHES`)."""
+    per_batch = max(BATCH_FILES, -(-len(tasks) // (MAX_BATCHES // 2)))
     out: list[list[Task]] = []
     current: list[Task] = []
     held = 0
@@ -114,24 +135,16 @@ def batches(tasks: list[Task]) -> list[list[Task]]:
         if task.size >= BATCH_BYTES:
             out.append([task])
             continue
-        if current and (len(current) >= BATCH_FILES or held + task.size > BATCH_BYTES):
+        if current and (len(current) >= per_batch or held + task.size > BATCH_BYTES):
             out.append(current)
             current, held = [], 0
         current.append(task)
         held += task.size
     if current:
         out.append(current)
+    if len(out) > MAX_BATCHES:  # more than MAX_BATCHES / 2 files of BATCH_BYTES or more
+        return [[task for batch in out[i::MAX_BATCHES] for task in batch] for i in range(MAX_BATCHES)]
     return out
-
-
-def _start(shared: _Shared) -> None:
-    _progress.forget()  # the parent counts the batches; a worker draws nothing
-    _WORKER["shared"] = shared
-
-
-def _scan_batch(batch: list[Task]) -> list[tuple[int, FileReport | Skipped]]:
-    shared = _WORKER["shared"]  # a KeyError: a worker not started through _start
-    return [(task.position, _one(task, shared)) for task in batch]
 
 
 def _one(task: Task, shared: _Shared) -> FileReport | Skipped:
@@ -152,34 +165,266 @@ def run(
     verified: Verified | None,
     folder_format: str | None,
     advance: Callable[[int, int], None],
-) -> Iterator[tuple[int, FileReport | Skipped]]:
-    """Scan ``tasks``; ``advance(bytes, files)`` after each file (one process) or batch (a pool)."""
+    parent_scans: bool = True,
+) -> Iterator[Result]:
+    """Scan ``tasks`` in ``jobs`` processes (this one included unless ``parent_scans`` is false:
+    then in ``jobs`` workers); ``advance(bytes, files)`` after each file (one process) or batch."""
     shared = _Shared(base, limits, policy, verified, folder_format)
-    if jobs == 1 or len(tasks) < 2:
+    if (jobs == 1 and parent_scans) or len(tasks) < 2 or not hasattr(os, "fork"):
         for task in tasks:
             yield task.position, _one(task, shared)
             advance(task.size, 1)
         return
-    import multiprocessing  # only when asked for: costly to import
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
     work = batches(tasks)
-    # fork: the workers inherit the parent's imported modules and the shared state as they are
-    # (nothing re-imported, nothing pickled); the scan starts no threads before this point.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, len(work)), mp_context=context, initializer=_start, initargs=(shared,)
-    ) as pool:
-        futures = [(batch, pool.submit(_scan_batch, batch)) for batch in work]
-        for batch, future in futures:
+    results: dict[int, list[Result]] = {}
+    if not (yield from _run_batches(work, jobs, shared, advance, parent_scans, results)):
+        for task in tasks:  # pragma: no cover - the batch numbers did not fit in the pipe
+            yield task.position, _one(task, shared)
+            advance(task.size, 1)
+        return
+    lost = [task for number, batch in enumerate(work) if number not in results for task in batch]
+    yield from _rescue(lost, jobs, shared, advance)
+
+
+def _run_batches(
+    work: list[list[Task]],
+    jobs: int,
+    shared: _Shared,
+    advance: Callable[[int, int], None],
+    parent_scans: bool,
+    results: dict[int, list[Result]],
+) -> Generator[Result, None, bool]:
+    """Hand out ``work`` through a pipe to forked workers and, with ``parent_scans``, to this
+    process; fill ``results`` (batch number -> its results) with every batch that came back.
+    False, with nothing started, when the batch numbers do not fit in the pipe."""
+    import gc
+
+    # the parent takes a batch itself: one batch is scanned without forking anything
+    workers = min(jobs - 1, len(work) - 1) if parent_scans else min(jobs, len(work))
+    todo_r, todo_w = os.pipe()
+    done_r, done_w = os.pipe()
+    children: list[tuple[int, int]] = []  # (pid, file holding its results)
+    try:
+        numbers = b"".join(_NUMBER.pack(n) for n in range(len(work)))  # MAX_BATCHES: one page at most
+        os.set_blocking(todo_w, False)  # never wait here for a reader: none exists yet
+        try:
+            written = os.write(todo_w, numbers)
+        except BlockingIOError:
+            written = 0
+        if written != len(numbers):  # pragma: no cover - a pipe smaller than a page
+            return False
+        os.close(todo_w)
+        todo_w = -1
+        # Frozen, the objects made so far are left alone by the collections of every process (a
+        # collection writes to each object it walks: copied pages in the workers and the parent).
+        # The command line froze its start-up objects already and keeps them frozen; a library
+        # caller's objects are unfrozen again once the workers are started.
+        thaw = gc.get_freeze_count() == 0
+        gc.freeze()
+        try:
+            for _ in range(workers):
+                out = _results_file()
+                try:
+                    pid = os.fork()
+                except OSError:  # no more processes (RLIMIT_NPROC): fewer workers; none: rescued
+                    os.close(out)
+                    break
+                if pid == 0:  # pragma: no cover - the worker (its coverage is not collected)
+                    _worker(work, shared, todo_r, done_w, out)
+                children.append((pid, out))
+        finally:
+            if thaw:
+                gc.unfreeze()
+        os.close(done_w)
+        done_w = -1
+        os.set_blocking(done_r, False)
+        if parent_scans:
+            while (number := _take(todo_r)) is not None:
+                batch = work[number]
+                mine = [(task.position, _one(task, shared)) for task in batch]
+                results[number] = mine
+                yield from mine
+                advance(sum(task.size for task in batch), len(batch))
+                _advance_done(done_r, work, advance)
+        while children:
+            pid, out = children[0]
+            os.waitpid(pid, 0)  # its exit status is not what counts: which batches came back is
+            children.pop(0)
             try:
-                results = future.result()
-            except BrokenProcessPool as exc:
-                raise AirlockError(
-                    f"a scan worker process died (killed or out of memory) while scanning {batch[0].display}"
-                    f"{f' and {len(batch) - 1} other file(s)' if len(batch) > 1 else ''}; no report"
-                ) from exc
-            yield from results
-            advance(sum(task.size for task in batch), len(batch))
+                _advance_done(done_r, work, advance)
+                for number, found in _read_results(out, work):
+                    results[number] = found
+                    yield from found
+            finally:
+                os.close(out)
+        return True
+    finally:
+        for fd in (todo_r, todo_w, done_r, done_w):
+            if fd >= 0:
+                os.close(fd)
+        for pid, out in children:  # only left running when the parent fails (Ctrl-C)
+            _reap(pid)
+            os.close(out)
+
+
+def _rescue(
+    lost: list[Task], jobs: int, shared: _Shared, advance: Callable[[int, int], None]
+) -> Iterator[Result]:
+    """Scan each file of a batch whose worker died in a process of its own (at most ``jobs`` at
+    a time): the files that did not kill it get their report, the one that did an ERROR."""
+    running: dict[int, tuple[Task, int]] = {}  # pid -> (task, its results file)
+    pending = list(reversed(lost))
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                task = pending.pop()
+                out = _results_file()
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    os.close(out)
+                    raise AirlockError(f"cannot start a scan worker process: {exc.strerror}") from exc
+                if pid == 0:  # pragma: no cover - the worker
+                    _worker([[task]], shared, -1, -1, out)
+                running[pid] = (task, out)
+            pid = next(iter(running))  # the oldest (never os.wait: it would reap the caller's children)
+            _, status = os.waitpid(pid, 0)
+            task, out = running.pop(pid)
+            found = dict(_read_results(out, [[task]]))
+            os.close(out)
+            if 0 in found:
+                yield from found[0]
+            else:
+                yield task.position, _died(task, shared.limits, status)
+            advance(task.size, 1)
+    finally:
+        for pid, (_, out) in running.items():
+            _reap(pid)
+            os.close(out)
+
+
+def _died(task: Task, limits: Limits, status: int) -> FileReport:
+    how = (
+        f"killed by signal {os.WTERMSIG(status)}"
+        if os.WIFSIGNALED(status)
+        else f"exit status {os.waitstatus_to_exitcode(status)}"
+    )
+    collector = Collector(task.display, limits)
+    for issue in task.folder_issues:
+        collector.add((), issue)
+    collector.add(
+        (),
+        Issue(
+            "scan.worker-died",
+            Severity.ERROR,
+            f"the process scanning this file died ({how}; out of memory, killed, or a crash) before it "
+            "reported: not proven clean",
+        ),
+    )
+    return collector.report(None, task.size, 0.0, task.blob)
+
+
+def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: int) -> None:
+    """A forked worker: scan the batches it takes (all of ``work`` when ``todo`` is -1), append
+    their results to ``out``, and leave without running the parent's exit handlers."""
+    import pickle  # only the reports this scan's own workers write, never model bytes
+
+    code = 1
+    try:
+        _progress.forget()  # the parent counts the batches; a worker draws nothing
+        if done >= 0:
+            os.set_blocking(done, False)  # progress notes only: dropped when the parent lags
+        numbers = iter(range(len(work))) if todo < 0 else iter(lambda: _take(todo), None)
+        for number in numbers:
+            found = [(task.position, _one(task, shared)) for task in work[number]]
+            blob = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
+            _write_all(out, _FRAME.pack(number, len(blob)) + blob)
+            if done >= 0:
+                with contextlib.suppress(BlockingIOError):
+                    os.write(done, _NUMBER.pack(number))
+        code = 0
+    except KeyboardInterrupt:
+        pass
+    except BaseException:  # a worker reports through its exit status
+        import traceback
+
+        # Straight to the descriptor: sys.stderr's lock may have been held by the parent's
+        # progress thread at the fork, and this process has no thread to release it.
+        with contextlib.suppress(OSError):
+            os.write(2, traceback.format_exc().encode("utf-8", "replace"))
+    finally:
+        os._exit(code)
+
+
+def _take(todo: int) -> int | None:
+    """The next batch number from the hand-out pipe, or None when all are taken."""
+    data = os.read(todo, _NUMBER.size)
+    if not data:
+        return None
+    if len(data) != _NUMBER.size:  # pragma: no cover - a pipe read of four bytes is atomic
+        raise AssertionError("torn read on the batch pipe")
+    number: int = _NUMBER.unpack(data)[0]
+    return number
+
+
+def _advance_done(done: int, work: list[list[Task]], advance: Callable[[int, int], None]) -> None:
+    """Count the batches workers finished since the last look (for the progress display only)."""
+    while True:
+        try:
+            data = os.read(done, _NUMBER.size * 256)
+        except BlockingIOError:
+            return
+        if not data:
+            return
+        for (number,) in _NUMBER.iter_unpack(data):
+            advance(sum(task.size for task in work[number]), len(work[number]))
+
+
+def _results_file() -> int:
+    """An anonymous file for one worker's results (memory-backed where the system has memfd)."""
+    create = getattr(os, "memfd_create", None)
+    if create is not None:
+        try:
+            fd: int = create("airlock-scan", getattr(os, "MFD_CLOEXEC", 0))
+            return fd
+        except OSError:  # pragma: no cover - memfd forbidden (a seccomp filter)
+            pass
+    import tempfile
+
+    with tempfile.TemporaryFile() as handle:
+        return os.dup(handle.fileno())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_results(out: int, work: list[list[Task]]) -> Iterator[tuple[int, list[Result]]]:
+    """The complete batches a worker wrote to ``out``; a torn last frame (the worker died while
+    writing it) or a batch whose results do not name exactly its files counts as not written."""
+    import pickle  # not imported by a scan of one file (tests/test_cli_registry.py)
+
+    size = os.fstat(out).st_size
+    data = os.pread(out, size, 0) if size else b""
+    at = 0
+    while at + _FRAME.size <= len(data):
+        number, length = _FRAME.unpack_from(data, at)
+        at += _FRAME.size
+        if at + length > len(data) or number >= len(work):
+            return
+        found: list[Result] = pickle.loads(data[at : at + length])  # noqa: S301 - our own forked worker pickled these reports
+        at += length
+        if sorted(p for p, _ in found) == sorted(task.position for task in work[number]):
+            yield number, found
+
+
+def _reap(pid: int) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass

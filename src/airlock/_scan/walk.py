@@ -35,6 +35,8 @@ class Entry(NamedTuple):
     inside: bool = True
     #: for a Hugging Face cache snapshot link (kind ``file``): the blob whose bytes the loader reads
     blob: Path | None = None
+    #: for a regular file (kind ``file``, no ``blob``): its size when the walk saw it
+    size: int = 0
 
 
 def _display(path: Path, root: Path, root_is_dir: bool) -> str:
@@ -66,47 +68,49 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
             # link is an entry of its own below, named by the link and read from its blob.)
             with contextlib.suppress(OSError):
                 target = root.resolve(strict=True)
-                if stat.S_ISREG(target.stat().st_mode):
-                    yield Entry(target, str(root), "file")
+                target_st = target.stat()
+                if stat.S_ISREG(target_st.st_mode):
+                    yield Entry(target, str(root), "file", size=target_st.st_size)
                     return
-        yield _entry(root, st, root, False, root.parent.resolve())
+        yield _entry(root, st, _display(root, root, False), root.parent.resolve())
         return
     count = 0
     real_root = root.resolve()
-    #: (folder, inside a bookkeeping folder of the Hugging Face cache)
-    stack = [(root, False)]
+    #: (folder, inside a bookkeeping folder of the Hugging Face cache, the display of its children
+    #: before their names: ``_display`` of the folder and a slash, built once per folder)
+    stack = [(root, False, f"{root.as_posix().rstrip('/')}/")]
     while stack:
-        folder, bookkeeping = stack.pop()
+        folder, bookkeeping, shown = stack.pop()
         try:
             with os.scandir(folder) as it:
                 children = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             raise UsageError(f"cannot list {folder}: {exc.strerror}") from exc
-        subdirs: list[tuple[Path, bool]] = []
+        subdirs: list[tuple[Path, bool, str]] = []
         for child in children:
             count += 1
             if count > limits.max_files:
                 raise LimitError(f"folder holds more than {limits.max_files} entries (limit max_files)")
-            path = Path(child.path)
+            path = folder / child.name
+            display = shown + child.name  # _display(path, root, True), without pathlib's parsing
             cst = child.stat(follow_symlinks=False)
             if stat.S_ISDIR(cst.st_mode):
                 if not bookkeeping and child.name in BOOKKEEPING and _in_cache(path):
-                    yield Entry(path, _display(path, root, True), "bookkeeping")
-                    subdirs.append((path, True))
+                    yield Entry(path, display, "bookkeeping")
+                    subdirs.append((path, True, f"{display}/"))
                 else:
-                    subdirs.append((path, bookkeeping))
+                    subdirs.append((path, bookkeeping, f"{display}/"))
             elif bookkeeping and stat.S_ISREG(cst.st_mode) and cst.st_size == 0:
                 continue  # a marker or a lock: empty, never loaded (covered by the folder's entry)
             else:
                 # Bookkeeping is verified, not assumed from the folder's name: anything in it that
                 # is not an empty marker (bytes, a link, a device) is scanned like any other file;
                 # a link elsewhere in the model may point at it.
-                yield _entry(path, cst, root, True, real_root)
+                yield _entry(path, cst, display, real_root)
         stack.extend(reversed(subdirs))
 
 
-def _entry(path: Path, st: os.stat_result, root: Path, root_is_dir: bool, real_root: Path) -> Entry:
-    display = _display(path, root, root_is_dir)
+def _entry(path: Path, st: os.stat_result, display: str, real_root: Path) -> Entry:
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
         blob = cache_link_target(path)
@@ -120,7 +124,7 @@ def _entry(path: Path, st: os.stat_result, root: Path, root_is_dir: bool, real_r
         inside = cache_repo(path) is None and (resolved == real_root or real_root in resolved.parents)
         return Entry(path, display, "symlink", target=target, inside=inside)
     if stat.S_ISREG(st.st_mode):
-        return Entry(path, display, "file")
+        return Entry(path, display, "file", size=st.st_size)
     return Entry(path, display, "special")
 
 
