@@ -266,12 +266,16 @@ def scan_file(
 
 
 def _read_exactly(fd: int, size: int) -> bytes | None:
-    """The file's ``size`` bytes, or None when it ends sooner (it shrank since ``fstat``)."""
-    content = os.read(fd, size)
+    """The file's first ``size`` bytes, or None when it ends sooner (it shrank since ``fstat``).
+
+    Read at offsets from 0 (``pread``), as the mapping of a larger file is: the descriptor may be
+    a caller's (:func:`airlock._scan.api.scan_fd` dups it, sharing its offset), which must neither
+    decide what is scanned nor be moved by the scan."""
+    content = os.pread(fd, size, 0)
     if len(content) < size:  # a regular file reads short only at its end, or on a signal
         parts = [content]
         held = len(content)
-        while held < size and (more := os.read(fd, size - held)):
+        while held < size and (more := os.pread(fd, size - held, held)):
             parts.append(more)
             held += len(more)
         if held < size:
