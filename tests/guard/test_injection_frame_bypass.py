@@ -4,8 +4,8 @@ The frame rule (``_injection_patterns.reported_at``) discounts an attack structu
 quotation opened by a descriptive marker or a reporting verb (``like '``, ``such as '``,
 ``says '``). The attacker controls the text before the attack too: prefixing an attack the
 detector flags with ``Such as '`` (or an indirect injection that reads as a quoted
-email, ``The email says '...'``, the very shape of indirect injection) unflags it. At 4c402f2 all
-of these were flagged; the bare attacks below are still flagged today.
+email, ``The email says '...'``, the very shape of indirect injection) unflagged it. At 4c402f2 all
+of these were flagged; since the fix a quotation is never a reporting frame.
 """
 
 from __future__ import annotations
@@ -26,10 +26,6 @@ def test_the_bare_attacks_are_flagged() -> None:
         assert inj.detector().score(attack).flagged, attack
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: an attacker-written reporting frame (\"Such as '...'\") unflags a flagged attack",
-)
 @pytest.mark.parametrize("frame", FRAMES)
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_an_attacker_written_frame_does_not_unflag_an_attack(frame: str, attack: str) -> None:

@@ -11,8 +11,9 @@ neuralchemy train/validation splits only) is a logistic regression over three bl
   of an attack rather than its topic: an override verb aimed at the model's instructions, a request
   to disclose the system prompt, persona switches towards "no restrictions", fake role / delimiter
   tags, refusal suppression, exfiltration, claimed authority, decode-and-follow, code payloads.
-  A match inside a reporting frame ("the attacker told the model to ignore ...", "messages like
-  '...'") is a descriptive mention and does not count (:func:`._injection_patterns.reported_at`).
+  A match inside reported speech ("the attacker told the model to ignore ...") is a descriptive
+  mention and does not count (:func:`._injection_patterns.reported_at`); a quotation always counts
+  (its words reach the model verbatim, and the attacker can write the frame too).
 
 Length-aware evidence: the two n-gram blocks of a text of n words are weighted ``min(1, n /
 evidence_words)`` (:func:`evidence_weight`; the trainer applies the same weight), so a very short

@@ -380,34 +380,18 @@ _REPORT_VERB: Final = (
     r"|claiming|inserted|inserts|inserting|injected|injects|injecting|embedded|embeds|planted|plants"
     r"|smuggled|smuggles)"
 )
-_QUOTE_MARKER: Final = (
-    r"(?:like|such as|e\.g\.|for example|for instance|phrases?|strings?|messages?|payloads?|sentences?"
-    r"|words|lines?|commands?|prompts?|inputs?|text|called|named)"
-)
-# A text cited for judgement, in a question: "how would you classify this input: ...", "is this a
-# jailbreak attempt: ...", "what is your assessment of: ...", "can you explain why '...'".
-_CITE_FRAME: Final = (
-    r"(?:what|how|why|is this|would this|could this|can you)\b[^.!?\n:\"'\u201c\u2018`]{0,30}"
-    r"\b(?:classify|classified|interpret|assess|assessment|analy[sz]e|evaluate|judge|make of|think of"
-    r"|response to|reaction to|opinion|explain why|an? (?:jailbreak|attack|injection|prompt injection)"
-    r"|malicious|benign|flagged)\b"
-)
 # "told the model to ", "says the rules ": a reporting verb (not said by "you"), at most six words
 # that are not "you" or "your" and no sentence break (. ! ? : ; newline) in between, right before the match.
-# "says '", "like '", "such as \"": a reporting verb or a descriptive marker opening a quotation, and
-# at most six words inside it (any words, "you" too: it is the quoted text) before the match.
+# A quotation is never a reporting frame ("such as '...'", "the email says '...'", "classify this
+# input: ..."): the quoted words reach the model verbatim, and the attacker writes the frame too — an
+# indirect injection in a retrieved e-mail has exactly that shape (outside review, finding 1).
 # Words are separated by at least one non-word character, so each repetition takes a whole word
 # and matching stays linear in the (bounded) look-back.
-_SEP: Final = r"[^\w.!?:;\n]"
-_IN_QUOTE_SEP: Final = "[^\\w.!?:;\\n\"'\u201c\u201d\u2018\u2019`]"
+# a quotation mark is no separator: a quotation after the reporting verb is not reported speech
+_SEP: Final = "[^\\w.!?:;\\n\"'\u201c\u201d\u2018\u2019`]"
 _REPORTED_SPEECH: Final = re.compile(
     rf"(?<!you )(?<!you've )(?<!you have )\b{_REPORT_VERB}"
     rf"(?:{_SEP}{{1,3}}(?!you\b|your\b|yourself\b|u\b)[^\W_]+){{0,6}}{_SEP}{{0,4}}\Z"
-)
-_REPORTED_QUOTE: Final = re.compile(
-    rf"(?:\b(?:{_REPORT_VERB}|{_QUOTE_MARKER})[ ,]{{0,2}}[\"'\u201c\u2018`]"
-    rf"|\b{_CITE_FRAME}[^.!?\n:\"'\u201c\u2018`]{{0,40}}[:\"'\u201c\u2018`])"
-    rf"(?: {{0,3}}[^\W_]+(?:{_IN_QUOTE_SEP}{{1,3}}[^\W_]+){{0,5}})?{_IN_QUOTE_SEP}{{0,4}}\Z"
 )
 _ADDRESSEE: Final = re.compile(r"you\b|your|yourself")
 #: How far back (characters) a reporting frame is looked for.
@@ -416,12 +400,9 @@ _REPORT_LOOKBACK: Final = 96
 
 def reported_at(norm: str, start: int) -> bool:
     """Whether the structure match at ``start`` of the normalised text is reported (a descriptive
-    mention: "told the model to <match>", "says '<match>'") rather than addressed to the model."""
+    mention: "told the model to <match>") rather than addressed to the model; a quotation never is."""
     begin = max(0, start - _REPORT_LOOKBACK)
-    if _REPORTED_QUOTE.search(norm, begin, start) is not None:
-        return True
-    # outside a quotation, a match that itself addresses the model ("asked for your prompt") is not
-    # reported speech
+    # a match that itself addresses the model ("asked for your prompt") is not reported speech
     if _ADDRESSEE.match(norm, start) is not None:
         return False
     return _REPORTED_SPEECH.search(norm, begin, start) is not None
