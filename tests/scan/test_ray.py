@@ -1,0 +1,440 @@
+"""``airlock scan --ray``: a real local Ray cluster (started here, token authentication on) reads
+the files; the report is the local scan's; a worker killed mid-scan re-queues its files.
+
+The cluster is one head node (2 CPUs, a 200 MB object store, no dashboard UI, usage statistics
+off) on loopback ports picked here, in its own process group, stopped by that group's id."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airlock._cli import main
+from airlock._scan.cluster import MAX_ATTEMPTS, _Job, _requeue, decode, encode
+from airlock._scan.pool import Task
+from airlock.limits import DEFAULT_LIMITS
+from airlock.results import FileReport, Finding, Location, Severity, Skipped, Verdict
+from tests.fixtures.attacks import ATTACKS
+
+ROOT = Path(__file__).resolve().parents[2]
+RAY = Path(sys.executable).with_name("ray")
+
+ray_group = pytest.mark.xdist_group("ray")
+
+
+class Cluster:
+    def __init__(self, address: str, token: str, proc: subprocess.Popen[bytes], home: Path) -> None:
+        self.address = address
+        self.token = token
+        self.proc = proc
+        self.home = home
+
+    def env(self, token: str | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        return {
+            **env,
+            "PYTHONPATH": str(ROOT / "src"),
+            "HOME": str(self.home),  # no ~/.ray/auth_token of the user's
+            "RAY_AUTH_TOKEN": self.token if token is None else token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+
+    def worker_pids(self, title: str) -> list[int]:
+        """Processes of this cluster whose title starts with ``title`` (Ray's ``ray::FUNCTION``
+        while a task runs)."""
+        return [pid for pid, cmdline in _members(self.home) if cmdline.startswith(title)]
+
+
+def _members(home: Path) -> list[tuple[int, str]]:
+    """(pid, command line) of every process of the cluster whose HOME is ``home``: all inherit
+    it, whatever process group or session Ray gave them."""
+    marker = f"HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found.append((int(entry.name), cmdline))
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+#: ``ray start`` attempts: its raylet gives the dashboard agent (a Python process it starts) 15 s to
+#: report its ports and aborts when a loaded machine makes the agent's imports slower than that
+_ATTEMPTS = 3
+
+
+def _start(temp: Path, token: str) -> tuple[subprocess.Popen[bytes], int] | None:
+    """One ``ray start --head --block`` in its own process group; None if its raylet aborted."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONPATH=str(ROOT / "src"),  # the workers run this checkout's airlock
+        HOME=str(temp),
+    )
+    # nice -n -10: ahead of the rest of a loaded machine where allowed (root, as in CI), so that the
+    # agents start within the raylet's 15 s; unprivileged, nice says so and runs it as it is
+    argv = [
+        "nice", "-n", "-10", str(RAY), "start", "--head", "--block", "--num-cpus=2", "--object-store-memory=200000000",
+        "--include-dashboard=false", "--include-log-monitor=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+        f"--port={port}", f"--temp-dir={temp}", f"--dashboard-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
+    ]  # fmt: skip
+    out = (temp / "start.log").open("wb")
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    raylet = temp / "session_latest" / "logs" / "raylet.out"
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and proc.poll() is None:
+        if b"Ray runtime started" in (temp / "start.log").read_bytes():
+            return proc, port
+        if raylet.exists() and b"Check failed" in raylet.read_bytes():
+            break  # the raylet aborted (see _ATTEMPTS): no need to wait for ray start to notice
+        time.sleep(0.5)
+    _stop(proc, temp)
+    return None
+
+
+def _stop(proc: subprocess.Popen[bytes], home: Path) -> None:
+    """Stop the cluster: SIGTERM to ``ray start`` (its own process group), then SIGKILL to each
+    process still running with the cluster's HOME, by its id."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    end = time.monotonic() + 5
+    while time.monotonic() < end and _members(home):
+        time.sleep(0.2)
+    for pid, _ in _members(home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    token = secrets.token_hex(32)
+    logs = []
+    for _ in range(_ATTEMPTS):
+        temp = Path(tempfile.mkdtemp(prefix="alray"))  # short: Ray's unix socket paths must fit
+        started = _start(temp, token)
+        if started is not None:
+            break
+        logs.append((temp / "start.log").read_text(errors="replace")[-2000:])
+        shutil.rmtree(temp, ignore_errors=True)
+    else:
+        joined = "\n".join(logs)
+        pytest.fail(f"ray start failed {_ATTEMPTS} times:\n{joined}")
+    proc, port = started
+    try:
+        yield Cluster(f"127.0.0.1:{port}", token, proc, temp)
+    finally:
+        _stop(proc, temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+# -- the tree ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2,000 benign pickles in folders, every attack fixture planted among them, a few files that
+    are not models, and one large benign pickle (a batch of its own that takes a while)."""
+    root = tmp_path_factory.mktemp("raytree") / "hub"
+    marker = root.parent / "marker"  # what a payload would touch if it ever ran
+    for i in range(2000):
+        folder = root / f"org{i % 10}" / f"model{i % 37}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"w{i:04d}.pkl").write_bytes(
+            pickle.dumps({"i": i, "w": [i * 0.5] * (i % 40), "s": "x" * (i % 90)})
+        )
+    for attack in ATTACKS:
+        folder = root / "planted" / attack.id
+        folder.mkdir(parents=True)
+        attack.build(folder, marker)
+    (root / "org1" / "README.md").write_text("not a model\n")
+    (root / "org2" / "empty.bin").write_bytes(b"")
+    big = list(range(4_000_000))
+    (root / "org3" / "big.pkl").write_bytes(pickle.dumps(big, protocol=2))  # ints one opcode each
+    assert not marker.exists()
+    return root
+
+
+def _cli(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "airlock", "scan", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _without_timings(text: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(text)
+    for f in doc["files"]:
+        f.pop("seconds", None)
+        f.pop("duration_seconds", None)
+    doc.pop("seconds", None)
+    doc.pop("duration_seconds", None)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def local_report(tree: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = _cli(env, "--format", "json", "--jobs", "1", str(tree), str(tree / "planted" / "os-system"))
+    assert proc.returncode == 1, proc.stderr  # MALICIOUS
+    return _without_timings(proc.stdout)
+
+
+# -- on the cluster ------------------------------------------------------------------------------
+
+
+@ray_group
+@pytest.mark.slow
+def test_ray_report_equals_the_local_one(cluster: Cluster, tree: Path, local_report: dict[str, Any]) -> None:
+    proc = _cli(
+        cluster.env(),
+        "--format",
+        "json",
+        "--ray",
+        cluster.address,
+        str(tree),
+        str(tree / "planted" / "os-system"),
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    report = _without_timings(proc.stdout)
+    assert len(report["files"]) >= 2000 + len(ATTACKS)
+    malicious = {f["path"] for f in report["files"] if f["verdict"] == "MALICIOUS"}
+    assert {a.id for a in ATTACKS if a.runnable} <= {Path(p).parent.name for p in malicious}
+    assert report == local_report
+
+
+@ray_group
+@pytest.mark.slow
+def test_a_worker_killed_mid_scan_requeues_its_files(
+    cluster: Cluster, tree: Path, local_report: dict[str, Any]
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airlock", "scan", "--format", "json", "--ray", cluster.address, str(tree),
+         str(tree / "planted" / "os-system")],
+        env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        busy = cluster.worker_pids("ray::scan_batch")
+        if busy:
+            killed = busy[0]
+            os.kill(killed, signal.SIGKILL)
+        else:
+            time.sleep(0.02)
+    out, err = proc.communicate(timeout=240)
+    titles = sorted({c.split()[0] for _, c in _members(cluster.home) if c})
+    assert killed is not None, f"no worker was seen scanning before the scan ended: {err} {titles}"
+    assert proc.returncode == 1, err
+    assert "re-queued" in err, err
+    assert _without_timings(out) == local_report  # every file, the same verdicts
+
+
+@ray_group
+@pytest.mark.slow
+def test_a_wrong_token_is_refused(cluster: Cluster, tree: Path) -> None:
+    proc = _cli(cluster.env(token=secrets.token_hex(32)), "--ray", cluster.address, str(tree / "org1"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("airlock scan: error: cannot connect to the Ray cluster")
+    assert "InvalidAuthToken" in proc.stderr  # refused by the cluster for its token, not unreachable
+
+
+# -- without a cluster ---------------------------------------------------------------------------
+
+
+def test_no_token_is_a_usage_error_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(1))
+    assert main(["scan", "--ray", "127.0.0.1:1", str(tmp_path / "m.pkl")]) == 2
+    assert "needs the cluster's token" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--ray", "auto"], {}, "RAY_ADDRESS, which is not set"),
+        (["--ray", "local"], {}, "airlock never starts one"),
+        (["--ray", "h:1", "--jobs", "2"], {}, "--jobs and --ray"),
+        (["--ray", "h:1", "--expect", "0" * 64], {}, "--ray does not verify"),
+        (["--ray", "h:1"], {"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": "t"}, "always uses Ray token"),
+    ],
+)
+def test_usage_errors(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(1))
+    assert main(["scan", *args, str(tmp_path / "m.pkl")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_without_the_ray_extra_the_error_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.ecosystem.test_cli_shell import _without
+
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(1))
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
+    proc = _without(["ray"], ["scan", "--ray", "127.0.0.1:1", "m.pkl"], tmp_path)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == "airlock scan: needs the 'ray' extra, not installed: pip install 'model-airlock[ray]'"
+    )
+
+
+def test_a_plain_scan_never_imports_ray(tmp_path: Path) -> None:
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(1))
+    code = "import sys; from airlock._cli import main; main(['scan', '-q', sys.argv[1]]); print('ray' in sys.modules, 'airlock._scan.cluster' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "RAY_ADDRESS": "127.0.0.1:1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m.pkl")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.split()[-2:] == ["False", "False"]
+
+
+# -- the worker's answer, checked by the client --------------------------------------------------
+
+
+def _batch() -> list[Task]:
+    return [
+        Task(3, Path("/t/a.pkl"), "a.pkl", 10, None, None, (), ()),
+        Task(7, Path("/t/b.txt"), "b.txt", 5, None, None, (), ()),
+    ]
+
+
+def _good() -> list[tuple[int, FileReport | Skipped]]:
+    finding = Finding(
+        "pickle.dangerous-global",
+        Severity.MALICIOUS,
+        "os.system",
+        Location("a.pkl", ("data.pkl",), 12),
+        "os.system",
+        "os.system('x')",
+        2,
+    )
+    return [
+        (3, FileReport("a.pkl", "pickle", Verdict.MALICIOUS, (finding,), 10, 0.25)),
+        (7, Skipped("b.txt", "not a model")),
+    ]
+
+
+def test_a_valid_answer_round_trips_exactly() -> None:
+    assert decode(encode(_good()), _batch(), DEFAULT_LIMITS) == _good()
+
+
+def _mutations() -> Iterator[tuple[str, object]]:
+    good = json.loads(encode(_good()))
+
+    def variant(change: Any) -> bytes:
+        doc = json.loads(encode(_good()))
+        change(doc)
+        return json.dumps(doc).encode()
+
+    yield "not bytes", good
+    yield "not json", b"\x80\x04K\x01."  # a pickle, not JSON
+    yield "truncated", encode(_good())[:-5]
+    yield "duplicate key", b'{"protocol": 1, "protocol": 1, "airlock": "x", "results": []}'
+    yield "other version", variant(lambda d: d.update(airlock="0.0.0"))
+    yield "other protocol", variant(lambda d: d.update(protocol=2))
+    yield "missing file", variant(lambda d: d["results"].pop())
+    yield "file twice", variant(lambda d: d["results"].__setitem__(1, d["results"][0]))
+    yield "foreign file", variant(lambda d: d["results"][0].update(p=4))
+    yield "renamed file", variant(lambda d: d["results"][0].update(path="other.pkl"))
+    yield "extra field", variant(lambda d: d["results"][0].update(verdict="CLEAN"))
+    yield "unknown severity", variant(lambda d: d["results"][0]["findings"][0].__setitem__(1, "FINE"))
+    yield "short finding", variant(lambda d: d["results"][0]["findings"][0].pop())
+    yield "bool size", variant(lambda d: d["results"][0].update(size=True))
+    yield "negative offset", variant(lambda d: d["results"][0]["findings"][0].__setitem__(4, -1))
+    yield "zero count", variant(lambda d: d["results"][0]["findings"][0].__setitem__(7, 0))
+    yield "blob not given", variant(lambda d: d["results"][0].update(blob="/etc/passwd"))
+    yield "too big", encode(_good()) + b" " * (20 * 1024 * 1024)
+
+
+@pytest.mark.parametrize(("name", "answer"), list(_mutations()), ids=[n for n, _ in _mutations()])
+def test_a_bad_answer_makes_every_file_of_its_batch_an_error(name: str, answer: object) -> None:
+    out = decode(answer, _batch(), DEFAULT_LIMITS)
+    assert [p for p, _ in out] == [3, 7]
+    for (_, result), task in zip(out, _batch(), strict=True):
+        assert isinstance(result, FileReport)
+        assert result.path == task.display
+        assert result.verdict is Verdict.ERROR
+        assert [f.rule for f in result.findings] == ["cluster.bad-result"]
+
+
+def test_the_verdict_is_derived_from_the_findings_not_sent() -> None:
+    doc = json.loads(encode(_good()))
+    doc["results"][0]["findings"] = []  # a worker may drop findings, never make a verdict up
+    report = decode(json.dumps(doc).encode(), _batch(), DEFAULT_LIMITS)[0][1]
+    assert isinstance(report, FileReport) and report.verdict is Verdict.CLEAN and report.findings == ()
+    doc = json.loads(encode(_good()))
+    assert "verdict" not in doc["results"][0]
+
+
+def test_worker_deaths_requeue_then_split_then_give_an_error() -> None:
+    batch = _batch()
+    results: dict[int, FileReport | Skipped] = {}
+    notes: list[str] = []
+    first = _requeue(_Job(0, batch, 0), RuntimeError("died"), DEFAULT_LIMITS, results, notes.append)
+    assert [(j.batch, j.attempts) for j in first] == [(batch, 1)]  # the whole batch again
+    second = _requeue(first[0], RuntimeError("died"), DEFAULT_LIMITS, results, notes.append)
+    assert sorted((j.batch[0].position, j.attempts) for j in second) == [(3, 2), (7, 2)]  # file by file
+    assert not results
+    last = _requeue(second[0], RuntimeError("died"), DEFAULT_LIMITS, results, notes.append)
+    assert last == [] and MAX_ATTEMPTS == 3
+    ((_position, report),) = results.items()
+    assert isinstance(report, FileReport) and report.verdict is Verdict.ERROR
+    assert [f.rule for f in report.findings] == ["cluster.worker-died"]
+    assert len(notes) == 3 and "re-queued" in notes[0]
