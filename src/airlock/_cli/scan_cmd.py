@@ -173,11 +173,16 @@ def _scan_on_ray(args: argparse.Namespace, paths: list[Path], policy: Policy, li
     from airlock._scan.cluster import connect, run_plans, stderr_note
 
     plans = [plan_scan(path, policy=policy, limits=limits) for path in paths]
-    ray = connect(address)
-    try:
-        results = run_plans(ray, plans, note=stderr_note)
-    finally:
-        ray.shutdown()
+    import contextlib
+
+    # Ray's driver prints what the cluster reports (a worker that died ...) on stdout, where the
+    # report goes: while connected, stdout is stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        ray = connect(address)
+        try:
+            results = run_plans(ray, plans, note=stderr_note)
+        finally:
+            ray.shutdown()
     return [plan.finish(result) for plan, result in zip(plans, results, strict=True)]
 
 
