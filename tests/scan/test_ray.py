@@ -6,6 +6,7 @@ off) on loopback ports picked here, in its own process group, stopped by that gr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -63,8 +64,44 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "org2" / "empty.bin").write_bytes(b"")
     big = list(range(4_000_000))
     (root / "org3" / "big.pkl").write_bytes(pickle.dumps(big, protocol=2))  # ints one opcode each
+    _hf_cache(root.parent / "hfcache", marker)
     assert not marker.exists()
     return root
+
+
+def _hf_cache(hub: Path, marker: Path) -> None:
+    """``acme/tiny`` in a Hugging Face cache laid out as hf_hub_download leaves it (blobs named by
+    hash, snapshot links to them): remote code a config names, and a pickle renamed to a PyTorch
+    name. The folder checks run on the client; the workers read the blobs through the links."""
+    repo = hub / "models--acme--tiny"
+    commit = "0" * 40
+    files = {
+        "config.json": json.dumps(
+            {"model_type": "tiny", "auto_map": {"AutoModel": "modeling_tiny.TinyModel"}}
+        ),
+        "modeling_tiny.py": f"import os\nos.system('touch {marker}')\n\nclass TinyModel:\n    pass\n",
+        "pytorch_model.bin": pickle.dumps({"w": [0.5] * 10}, protocol=2),
+        "weights.bin": next(a for a in ATTACKS if a.id == "os-system").build(hub.parent, marker).read_bytes(),
+    }
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, content in files.items():
+        data = content.encode() if isinstance(content, str) else content
+        digest = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / digest).write_bytes(data)
+        (snapshot / name).symlink_to(f"../../blobs/{digest}")
+
+
+def _paths(tree: Path) -> list[str]:
+    """What each scan here is given: the tree, one folder of it a second time, a cached repo."""
+    return [str(tree), str(tree / "planted" / "os-system"), "hf://acme/tiny"]
+
+
+def _with_cache(env: dict[str, str], tree: Path) -> dict[str, str]:
+    return {**env, "HF_HUB_CACHE": str(tree.parent / "hfcache"), "HF_HUB_OFFLINE": "1"}
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -90,8 +127,8 @@ def _without_timings(text: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def local_report(tree: Path) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = _cli(env, "--format", "json", "--jobs", "1", str(tree), str(tree / "planted" / "os-system"))
+    env = _with_cache({**os.environ, "PYTHONPATH": str(ROOT / "src")}, tree)
+    proc = _cli(env, "--format", "json", "--jobs", "1", *_paths(tree))
     assert proc.returncode == 1, proc.stderr  # MALICIOUS
     return _without_timings(proc.stdout)
 
@@ -102,21 +139,18 @@ def local_report(tree: Path) -> dict[str, Any]:
 @ray_group
 @pytest.mark.slow
 def test_ray_report_equals_the_local_one(cluster: Cluster, tree: Path, local_report: dict[str, Any]) -> None:
-    proc = _cli(
-        cluster.env(),
-        "--format",
-        "json",
-        "--ray",
-        cluster.address,
-        str(tree),
-        str(tree / "planted" / "os-system"),
-    )
+    proc = _cli(_with_cache(cluster.env(), tree), "--format", "json", "--ray", cluster.address, *_paths(tree))
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     report = _without_timings(proc.stdout)
     assert len(report["files"]) >= 2000 + len(ATTACKS)
     malicious = {f["path"] for f in report["files"] if f["verdict"] == "MALICIOUS"}
     assert {a.id for a in ATTACKS if a.runnable} <= {Path(p).parent.name for p in malicious}
+    cached = {Path(f["path"]).name: f["verdict"] for f in report["files"] if "/snapshots/" in f["path"]}
+    assert cached == {
+        "config.json": "SUSPICIOUS", "modeling_tiny.py": "MALICIOUS", "pytorch_model.bin": "CLEAN",
+        "weights.bin": "MALICIOUS",
+    }  # fmt: skip
     assert report == local_report
 
 
@@ -126,9 +160,8 @@ def test_a_worker_killed_mid_scan_requeues_its_files(
     cluster: Cluster, tree: Path, local_report: dict[str, Any]
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airlock", "scan", "--format", "json", "--ray", cluster.address, str(tree),
-         str(tree / "planted" / "os-system")],
-        env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "airlock", "scan", "--format", "json", "--ray", cluster.address, *_paths(tree)],
+        env=_with_cache(cluster.env(), tree), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     killed = None
     deadline = time.monotonic() + 120
@@ -150,7 +183,9 @@ def test_a_worker_killed_mid_scan_requeues_its_files(
 @ray_group
 @pytest.mark.slow
 def test_a_wrong_token_is_refused(cluster: Cluster, tree: Path) -> None:
-    proc = _cli(cluster.env(token=secrets.token_hex(32)), "--ray", cluster.address, str(tree / "org1"))
+    # Ray's client retries a refused connection for 20 s by default: 5 s tell the same here
+    env = {**cluster.env(token=secrets.token_hex(32)), "RAY_py_gcs_connect_timeout_s": "5"}
+    proc = _cli(env, "--ray", cluster.address, str(tree / "org1"))
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("airlock scan: error: cannot connect to the Ray cluster")

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 from airlock import __version__, _progress
 from airlock._formats.base import Issue
 from airlock._scan.collect import Collector
-from airlock._scan.pool import Task, _one, _Shared, batches
+from airlock._scan.pool import BATCH_FILES, Task, _one, _Shared, batches
 from airlock.errors import AirlockError, UsageError
 from airlock.limits import Limits
 from airlock.results import FileReport, Finding, Location, Severity, Skipped, Verdict
@@ -71,6 +71,8 @@ MAX_IN_FLIGHT: Final = 256
 _FINDING_BYTES: Final = 16 * 1024
 _RECORD_BYTES: Final = 16 * 1024
 _SEVERITIES: Final = {s.value: s for s in Severity}
+#: seconds added to the longest a batch may take before a cluster that finishes nothing has stalled
+_STALL_SLACK: Final = 300.0
 
 
 # -- the worker's side -----------------------------------------------------------------------
@@ -334,7 +336,13 @@ def run_plans(
     queue = [_Job(i, batch, 0) for i, plan in enumerate(plans) for batch in batches(plan.tasks)]
     queue.reverse()  # popped from the end: first batch first
     results: list[dict[int, FileReport | Skipped]] = [{} for _ in plans]
-    limit = in_flight(float(ray.cluster_resources().get("CPU", 1)))
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    if cpus < 1:
+        raise AirlockError("the Ray cluster has no CPU to run scans on; no report")
+    limit = in_flight(cpus)
+    # a batch is at most BATCH_FILES files, each stopped at max_seconds_per_file: a cluster that
+    # finishes nothing for longer has stalled (its nodes lost, its tasks never scheduled)
+    stall = max(p.limits.max_seconds_per_file for p in plans) * BATCH_FILES + _STALL_SLACK
     pending: dict[Any, _Job] = {}
     total = sum(p.total_bytes for p in plans)
     with _progress.task("scanning on the Ray cluster", total, sum(len(p.tasks) for p in plans)):
@@ -342,7 +350,9 @@ def run_plans(
             while queue and len(pending) < limit:
                 job = queue.pop()
                 pending[remote.remote(shared[job.plan], job.batch)] = job
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=stall)
+            if not done:
+                raise AirlockError(f"the Ray cluster finished no scan in {stall:.0f} s; no report")
             for ref in done:
                 job = pending.pop(ref)
                 limits = plans[job.plan].limits
