@@ -75,11 +75,11 @@ def _hf_cache(hub: Path, marker: Path) -> None:
     name. The folder checks run on the client; the workers read the blobs through the links."""
     repo = hub / "models--acme--tiny"
     commit = "0" * 40
-    files = {
+    files: dict[str, bytes] = {
         "config.json": json.dumps(
             {"model_type": "tiny", "auto_map": {"AutoModel": "modeling_tiny.TinyModel"}}
-        ),
-        "modeling_tiny.py": f"import os\nos.system('touch {marker}')\n\nclass TinyModel:\n    pass\n",
+        ).encode(),
+        "modeling_tiny.py": f"import os\nos.system('touch {marker}')\n\nclass TinyModel:\n    pass\n".encode(),
         "pytorch_model.bin": pickle.dumps({"w": [0.5] * 10}, protocol=2),
         "weights.bin": next(a for a in ATTACKS if a.id == "os-system").build(hub.parent, marker).read_bytes(),
     }
@@ -88,8 +88,7 @@ def _hf_cache(hub: Path, marker: Path) -> None:
     (repo / "refs" / "main").write_text(commit)
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
-    for name, content in files.items():
-        data = content.encode() if isinstance(content, str) else content
+    for name, data in files.items():
         digest = hashlib.sha256(data).hexdigest()
         (repo / "blobs" / digest).write_bytes(data)
         (snapshot / name).symlink_to(f"../../blobs/{digest}")
