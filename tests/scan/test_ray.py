@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 
 from airlock._cli import main
+from airlock._formats.base import Issue
 from airlock._scan.cluster import MAX_ATTEMPTS, _Job, _requeue, decode, encode
+from airlock._scan.engine import SKIPPED_UNKNOWN
 from airlock._scan.pool import Task
 from airlock.limits import DEFAULT_LIMITS
 from airlock.results import FileReport, Finding, Location, Severity, Skipped, Verdict
@@ -281,7 +283,7 @@ def _good() -> list[tuple[int, FileReport | Skipped]]:
     )
     return [
         (3, FileReport("a.pkl", "pickle", Verdict.MALICIOUS, (finding,), 10, 0.25)),
-        (7, Skipped("b.txt", "not a model")),
+        (7, Skipped("b.txt", SKIPPED_UNKNOWN)),
     ]
 
 
@@ -326,6 +328,41 @@ def test_a_bad_answer_makes_every_file_of_its_batch_an_error(name: str, answer: 
         assert result.path == task.display
         assert result.verdict is Verdict.ERROR
         assert [f.rule for f in result.findings] == ["cluster.bad-result"]
+
+
+def test_a_model_file_or_a_file_with_folder_findings_is_never_skipped() -> None:
+    """The engine skips only a file of no known format whose names are no model file names and
+    that no folder check spoke about; a record that skips another is a bad one."""
+
+    issue = Issue("hf.remote-code", Severity.MALICIOUS, "calls os.system", callable="modeling_x")
+    cases = [
+        Task(1, Path("/t/notes.txt"), "notes.txt", 5, None, None, (), ()),  # may be skipped
+        Task(2, Path("/t/model.bin"), "model.bin", 5, None, None, (), ()),
+        Task(3, Path("/t/notes.txt"), "notes.txt", 5, None, None, (), ("pytorch_model.bin",)),
+        Task(4, Path("/t/modeling_x.py"), "modeling_x.py", 5, None, None, (issue,), ()),
+    ]
+    verdicts = []
+    for task in cases:
+        answer = encode([(task.position, Skipped(task.display, SKIPPED_UNKNOWN))])
+        ((_, result),) = decode(answer, [task], DEFAULT_LIMITS)
+        verdicts.append(result.verdict if isinstance(result, FileReport) else "skipped")
+    assert verdicts == ["skipped", Verdict.ERROR, Verdict.ERROR, Verdict.ERROR]
+    answer = encode([(1, Skipped("notes.txt", "some other reason"))])
+    assert isinstance(decode(answer, cases[:1], DEFAULT_LIMITS)[0][1], FileReport)
+
+
+def test_a_folder_finding_the_client_handed_out_cannot_be_dropped() -> None:
+    issue = Issue("hf.remote-code", Severity.MALICIOUS, "calls os.system", callable="modeling_x")
+    task = Task(4, Path("/t/modeling_x.py"), "modeling_x.py", 5, None, None, (issue,), ())
+    kept = Finding(
+        "hf.remote-code", Severity.MALICIOUS, "calls os.system", Location("modeling_x.py"), "modeling_x"
+    )
+    good = FileReport("modeling_x.py", "hf-folder", Verdict.MALICIOUS, (kept,), 5, 0.1)
+    assert decode(encode([(4, good)]), [task], DEFAULT_LIMITS) == [(4, good)]
+    dropped = FileReport("modeling_x.py", "hf-folder", Verdict.CLEAN, (), 5, 0.1)
+    ((_, result),) = decode(encode([(4, dropped)]), [task], DEFAULT_LIMITS)
+    assert isinstance(result, FileReport) and result.verdict is Verdict.ERROR
+    assert [f.rule for f in result.findings] == ["cluster.bad-result"]
 
 
 def test_the_verdict_is_derived_from_the_findings_not_sent() -> None:

@@ -39,7 +39,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from airlock import __version__, _progress
 from airlock._formats.base import Issue
+from airlock._formats.registry import looks_like_model_file
 from airlock._scan.collect import Collector
+from airlock._scan.engine import SKIPPED_UNKNOWN
 from airlock._scan.pool import BATCH_FILES, Task, _one, _Shared, batches
 from airlock.errors import AirlockError, UsageError
 from airlock.limits import Limits
@@ -166,9 +168,12 @@ def _decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, 
 
 def _result(record: dict[str, object], task: Task, limits: Limits) -> FileReport | Skipped:
     if "skipped" in record:
-        if set(record) != {"p", "path", "skipped"}:
+        if set(record) != {"p", "path", "skipped"} or record["skipped"] != SKIPPED_UNKNOWN:
             raise BadResult(f"the record of {task.display} has unexpected fields")
-        return Skipped(task.display, _str(record["skipped"], "skipped"))
+        if task.folder_issues or any(looks_like_model_file(n) for n in (task.path.name, *task.aliases)):
+            # the engine never skips such a file (scan_file): it is judged, at worst an ERROR
+            raise BadResult(f"{task.display} was reported skipped; a file of its name is always judged")
+        return Skipped(task.display, SKIPPED_UNKNOWN)
     if set(record) != {"p", "path", "format", "size", "seconds", "blob", "findings"}:
         raise BadResult(f"the record of {task.display} has unexpected fields")
     blob = _opt_str(record["blob"], "blob")
@@ -183,6 +188,14 @@ def _result(record: dict[str, object], task: Task, limits: Limits) -> FileReport
     ):
         raise BadResult(f"the record of {task.display} has no valid findings list")
     findings = tuple(_finding(item, task.display) for item in findings_in)
+    # what the folder checks found about the file is known here: it must be in the report (unless
+    # the findings limit dropped it, which a limit.findings summary then says)
+    # (by rule and callable: the collector merges repeats of those, keeping the first severity)
+    listed = {(f.rule, f.callable) for f in findings if not f.location.members}
+    if not any(f.rule == "limit.findings" for f in findings):
+        for issue in task.folder_issues:
+            if (issue.rule, issue.callable) not in listed:
+                raise BadResult(f"the record of {task.display} lacks the folder finding {issue.rule}")
     return FileReport(
         path=task.display,
         format=_opt_str(record["format"], "format"),

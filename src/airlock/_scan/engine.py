@@ -37,7 +37,18 @@ from airlock.results import FileReport, Severity, Skipped
 if TYPE_CHECKING:
     from airlock.integrity import Verified
 
-__all__ = ["ALLOWABLE_RULES", "apply_allowances", "judge_folder_fact", "scan_file", "sniff"]
+__all__ = [
+    "ALLOWABLE_RULES",
+    "SKIPPED_UNKNOWN",
+    "apply_allowances",
+    "judge_folder_fact",
+    "scan_file",
+    "sniff",
+]
+
+#: why :func:`scan_file` skips a file: the only reason it has (no folder finding about it, and
+#: neither its name nor a link's is a model file name)
+SKIPPED_UNKNOWN = "content of no known model format, and not a model file name"
 
 #: Findings about a name the loader imports that is simply not on an allowlist (custom Keras
 #: objects, Hugging Face remote code and modules named in configs). ``--allow NAME`` / a policy
@@ -218,7 +229,7 @@ def scan_file(
                 name = next((n for n in (path.name, *aliases) if looks_like_model_file(n)), path.name)
                 fmt = _scan_data(view, ctx, collector, policy, top_name=name, mapping=mapped)
                 if fmt is None and not folder_issues and not looks_like_model_file(name):
-                    return Skipped(display, "content of no known model format, and not a model file name")
+                    return Skipped(display, SKIPPED_UNKNOWN)
             finally:
                 view.release()
         finally:
