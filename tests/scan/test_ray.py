@@ -23,7 +23,7 @@ import pytest
 
 from airlock._cli import main
 from airlock._formats.base import Issue
-from airlock._scan.cluster import MAX_ATTEMPTS, _Job, _requeue, decode, encode
+from airlock._scan.cluster import MAX_ATTEMPTS, MAX_IN_FLIGHT, _Job, _requeue, decode, encode, in_flight
 from airlock._scan.engine import SKIPPED_UNKNOWN
 from airlock._scan.pool import Task
 from airlock.limits import DEFAULT_LIMITS
@@ -389,3 +389,12 @@ def test_worker_deaths_requeue_then_split_then_give_an_error() -> None:
     assert isinstance(report, FileReport) and report.verdict is Verdict.ERROR
     assert [f.rule for f in report.findings] == ["cluster.worker-died"]
     assert len(notes) == 3 and "re-queued" in notes[0]
+
+
+@pytest.mark.parametrize(
+    ("cpus", "expected"),
+    [(0.5, 2), (1, 2), (2, 4), (16, 32), (MAX_IN_FLIGHT // 2 - 1, MAX_IN_FLIGHT - 2),
+     (MAX_IN_FLIGHT // 2, MAX_IN_FLIGHT), (MAX_IN_FLIGHT // 2 + 1, MAX_IN_FLIGHT), (10_000, MAX_IN_FLIGHT)],
+)  # fmt: skip
+def test_in_flight_batches_are_twice_the_cpus_and_bounded(cpus: float, expected: int) -> None:
+    assert in_flight(cpus) == expected
