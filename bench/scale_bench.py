@@ -126,7 +126,9 @@ def main() -> int:
         rate = f"{files / value:7.0f} files/s {nbytes / value / 1e9:7.4f} GB/s"
         print(f"{name:24} {value:6.3f} s  {rate}   {vs_one:14} {vs_ref}")
     print("goal: airlock --jobs 2 <= 0.6x --jobs 1 and <= 0.6x picklescan")
-    print("(times include process start; --ray also Ray's import and connection, about 2-5 s of it)")
+    print(
+        "(times include process start; --ray also importing Ray, connecting and the job's workers starting)"
+    )
     return 0
 
 
