@@ -64,7 +64,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         attack.build(folder, marker)
     (root / "org1" / "README.md").write_text("not a model\n")
     (root / "org2" / "empty.bin").write_bytes(b"")
-    big = list(range(4_000_000))
+    big = list(range(1_500_000))
     (root / "org3" / "big.pkl").write_bytes(pickle.dumps(big, protocol=2))  # ints one opcode each
     _hf_cache(root.parent / "hfcache", marker)
     assert not marker.exists()
@@ -164,15 +164,21 @@ def test_a_worker_killed_mid_scan_requeues_its_files(
         [sys.executable, "-m", "airlock", "scan", "--format", "json", "--ray", cluster.address, *_paths(tree)],
         env=_with_cache(cluster.env(), tree), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    # Kill a worker that has been scanning for 0.5 s on end (big.pkl's batch takes longer; a batch
+    # of small files far less), so that it dies in the middle of a task, not as one ends.
     killed = None
+    since: dict[int, float] = {}
     deadline = time.monotonic() + 120
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        now = time.monotonic()
         busy = cluster.worker_pids("ray::scan_batch")
-        if busy:
-            killed = busy[0]
-            os.kill(killed, signal.SIGKILL)
-        else:
-            time.sleep(0.02)
+        since = {pid: since.get(pid, now) for pid in busy}
+        for pid, start in since.items():
+            if now - start >= 0.5:
+                killed = pid
+                os.kill(pid, signal.SIGKILL)
+                break
+        time.sleep(0.02)
     out, err = proc.communicate(timeout=240)
     titles = sorted({c.split()[0] for _, c in members(cluster.home) if c})
     assert killed is not None, f"no worker was seen scanning before the scan ended: {err} {titles}"
