@@ -75,13 +75,13 @@ def _free_port() -> int:
 ATTEMPTS = 3
 
 
-def _start_once(temp: Path, token: str, cpus: int) -> tuple[subprocess.Popen[bytes], int] | None:
+def _start_once(temp: Path, token: str, cpus: int, auth: bool) -> tuple[subprocess.Popen[bytes], int] | None:
     """One ``ray start --head --block`` in its own process group; None if its raylet aborted."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN=token,
+        RAY_AUTH_MODE="token" if auth else "disabled",
+        RAY_AUTH_TOKEN=token if auth else "",
         RAY_USAGE_STATS_ENABLED="0",
         PYTHONPATH=str(ROOT / "src"),  # the workers run this checkout's airlock
         HOME=str(temp),
@@ -124,13 +124,14 @@ def _stop(proc: subprocess.Popen[bytes], home: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_cluster(cpus: int = 2) -> Iterator[Cluster]:
-    """A started cluster (up to :data:`ATTEMPTS` tries), stopped and removed on exit."""
+def running_cluster(cpus: int = 2, *, auth: bool = True) -> Iterator[Cluster]:
+    """A started cluster (up to :data:`ATTEMPTS` tries), stopped and removed on exit; ``auth=False``:
+    one without token authentication (what --ray must refuse)."""
     token = secrets.token_hex(32)
     logs = []
     for _ in range(ATTEMPTS):
         temp = Path(tempfile.mkdtemp(prefix="alray"))  # short: Ray's unix socket paths must fit
-        started = _start_once(temp, token, cpus)
+        started = _start_once(temp, token, cpus, auth)
         if started is not None:
             break
         logs.append((temp / "start.log").read_text(errors="replace")[-2000:])

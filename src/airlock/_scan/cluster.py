@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,8 @@ _RECORD_BYTES: Final = 16 * 1024
 _SEVERITIES: Final = {s.value: s for s in Severity}
 #: seconds added to the longest a batch may take before a cluster that finishes nothing has stalled
 _STALL_SLACK: Final = 300.0
+#: how long the token probes (:func:`_probe`) wait for the cluster's GCS
+_PROBE_TIMEOUT_MS: Final = 10_000
 
 
 # -- the worker's side -----------------------------------------------------------------------
@@ -306,6 +309,16 @@ def connect(address: str) -> Any:
 
     import ray  # only here: the 'ray' extra (a missing one is named by the CLI)
 
+    source = _token_source()
+    cluster_id = _probe(address, None, None)
+    if cluster_id is None:
+        raise AirlockError(f"the Ray cluster at {address} refused the token from {source}")
+    # A client with a token is let in by a cluster that checks none: make sure this one checks.
+    if _probe(address, secrets.token_hex(32), cluster_id) is not None:
+        raise AirlockError(
+            f"the Ray cluster at {address} accepts any token: it runs without token authentication; "
+            "start every node with RAY_AUTH_MODE=token and its token (docs/scale.md)"
+        )
     try:
         ray.init(
             address=address,
@@ -317,9 +330,37 @@ def connect(address: str) -> Any:
     except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
         raise AirlockError(
             f"cannot connect to the Ray cluster at {address} with token authentication "
-            f"(token from {_token_source()}): {exc}"
+            f"(token from {source}): {exc}"
         ) from exc
     return ray
+
+
+def _probe(address: str, token: str | None, cluster_id: str | None) -> str | None:
+    """The cluster's id (hex) if its GCS at ``address`` answers a call made with ``token`` (None:
+    the configured one), None if it refuses the token; anything else fails the scan. With
+    ``cluster_id`` known, the client does not ask for it first (a refused ask logs a warning)."""
+    from ray._raylet import AuthenticationTokenLoader, InnerGcsClient  # type: ignore[attr-defined]
+    from ray.exceptions import AuthenticationError
+
+    saved = os.environ.get("RAY_AUTH_TOKEN")
+    if token is not None:
+        os.environ["RAY_AUTH_TOKEN"] = token  # Ray's first source
+    AuthenticationTokenLoader.instance().reset_cache()
+    try:
+        client = InnerGcsClient.standalone(address, cluster_id, _PROBE_TIMEOUT_MS)
+        client.internal_kv_get(b"airlock-probe", None, timeout=_PROBE_TIMEOUT_MS / 1000)
+        found: str = client.cluster_id.hex()
+    except AuthenticationError:
+        return None
+    except Exception as exc:  # Ray's client raises several types for an unreachable cluster
+        raise AirlockError(f"cannot reach the Ray cluster at {address}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AUTH_TOKEN", None)
+        else:
+            os.environ["RAY_AUTH_TOKEN"] = saved
+        AuthenticationTokenLoader.instance().reset_cache()
+    return found
 
 
 def in_flight(cpus: float) -> int:
