@@ -169,12 +169,12 @@ def _scan_on_ray(args: argparse.Namespace, paths: list[Path], policy: Policy, li
         raise UsageError("--jobs and --ray both choose where files are read; give one")
     if any(str(path) == STDIN for path in paths):
         raise UsageError("standard input (-) is read here, not on a Ray cluster; save it to a file")
+    import contextlib
+
     from airlock._scan.api import plan_scan
     from airlock._scan.cluster import connect, run_plans, stderr_note
 
     plans = [plan_scan(path, policy=policy, limits=limits) for path in paths]
-    import contextlib
-
     # Ray's driver prints what the cluster reports (a worker that died ...) on stdout, where the
     # report goes: while connected, stdout is stderr.
     with contextlib.redirect_stdout(sys.stderr):

@@ -9,9 +9,10 @@ Python object of the worker's choosing (:func:`decode`). So the report is the lo
 for byte apart from timings.
 
 * **Token authentication, always.** The client sets ``RAY_AUTH_MODE=token`` for itself and refuses
-  to start without a token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or Ray's default file);
-  a cluster started without ``RAY_AUTH_MODE=token`` refuses the client, and a client with a wrong
-  token is refused by the cluster. Usage statistics are off (``RAY_USAGE_STATS_ENABLED=0``).
+  to start without a token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or Ray's default file).
+  A cluster started without ``RAY_AUTH_MODE=token`` lets any client in, so before connecting the
+  client checks (:func:`_probe`) that the cluster answers its token and refuses a random one.
+  Usage statistics are off (``RAY_USAGE_STATS_ENABLED=0``).
 * **Bounded in-flight work**: at most :func:`in_flight` batches are submitted at once (twice the
   cluster's CPUs, at most :data:`MAX_IN_FLIGHT`); results stream back as they finish.
 * **A worker that dies re-queues its files** (Ray's own retries are off so every death is seen):
