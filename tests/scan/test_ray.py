@@ -64,7 +64,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         attack.build(folder, marker)
     (root / "org1" / "README.md").write_text("not a model\n")
     (root / "org2" / "empty.bin").write_bytes(b"")
-    big = list(range(1_500_000))
+    big = list(range(3_000_000))
     (root / "org3" / "big.pkl").write_bytes(pickle.dumps(big, protocol=2))  # ints one opcode each
     _hf_cache(root.parent / "hfcache", marker)
     assert not marker.exists()
@@ -164,8 +164,8 @@ def test_a_worker_killed_mid_scan_requeues_its_files(
         [sys.executable, "-m", "airlock", "scan", "--format", "json", "--ray", cluster.address, *_paths(tree)],
         env=_with_cache(cluster.env(), tree), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    # Kill a worker that has been scanning for 0.5 s on end (big.pkl's batch takes longer; a batch
-    # of small files far less), so that it dies in the middle of a task, not as one ends.
+    # Kill a worker that has been scanning for 0.3 s on end (big.pkl's batch takes about 1 s on an
+    # idle core, a batch of small files far less), so that it dies in a task, not as one ends.
     killed = None
     since: dict[int, float] = {}
     deadline = time.monotonic() + 120
@@ -174,7 +174,7 @@ def test_a_worker_killed_mid_scan_requeues_its_files(
         busy = cluster.worker_pids("ray::scan_batch")
         since = {pid: since.get(pid, now) for pid in busy}
         for pid, start in since.items():
-            if now - start >= 0.5:
+            if now - start >= 0.3:
                 killed = pid
                 os.kill(pid, signal.SIGKILL)
                 break
