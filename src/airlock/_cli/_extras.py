@@ -56,6 +56,7 @@ MODULE_EXTRA: Final[dict[str, str]] = {
     "psycopg": "scale",
     "psycopg_pool": "scale",
     "redis": "scale",
+    "ray": "ray",
 }
 
 #: Extra -> the import names that must be present for it to count as installed.

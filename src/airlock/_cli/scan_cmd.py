@@ -84,6 +84,14 @@ class ScanCommand:
             "one process)",
         )
         parser.add_argument(
+            "--ray",
+            metavar="ADDRESS",
+            help="read the files on the workers of the Ray cluster at ADDRESS (HOST:PORT; auto: "
+            "RAY_ADDRESS) with Ray token authentication (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+            "~/.ray/auth_token); the workers must see the PATHs where this host does; needs the 'ray' "
+            "extra; docs/scale.md",
+        )
+        parser.add_argument(
             "--policy",
             type=Path,
             metavar="FILE",
@@ -174,6 +182,11 @@ class ScanCommand:
         limits: Limits = DEFAULT_LIMITS.replace(**changes) if changes else DEFAULT_LIMITS
         paths = [_path(p) for p in args.paths]
         verified = None
+        if args.ray is not None and wants_verification(args):
+            raise UsageError(
+                "--ray does not verify (the workers would read the files again after the check); "
+                "scan verified files without --ray"
+            )
         if unsafe_flags(args) and not wants_verification(args):
             raise UsageError(
                 f"{unsafe_flags(args)[0]} only weakens a verification; give --lock, --signature or "
@@ -187,7 +200,10 @@ class ScanCommand:
             except IntegrityError as exc:
                 print(f"airlock scan: integrity check FAILED, nothing was scanned: {exc}", file=sys.stderr)
                 return 1
-        reports = [_scan_one(path, policy, limits, args.jobs, verified) for path in paths]
+        if args.ray is not None:
+            reports = _scan_on_ray(args, paths, policy, limits)
+        else:
+            reports = [_scan_one(path, policy, limits, args.jobs, verified) for path in paths]
         report = reports[0] if len(reports) == 1 else _merge(reports)
         text = render(report, args.format)
         if args.output is not None:
@@ -203,6 +219,33 @@ def _path(text: str) -> Path:
 
         return resolve_hf_uri(text)
     return Path(text)
+
+
+def _scan_on_ray(args: argparse.Namespace, paths: list[Path], policy: Policy, limits: Limits) -> list[Report]:
+    import os
+
+    address = os.environ.get("RAY_ADDRESS", "") if args.ray == "auto" else args.ray
+    if not address:
+        raise UsageError("--ray auto takes the cluster's address from RAY_ADDRESS, which is not set")
+    if args.jobs is not None:
+        raise UsageError("--jobs and --ray both choose where files are read; give one")
+    if any(str(path) == STDIN for path in paths):
+        raise UsageError("standard input (-) is read here, not on a Ray cluster; save it to a file")
+    import contextlib
+
+    from airlock._scan.api import plan_scan
+    from airlock._scan.cluster import connect, run_plans, stderr_note
+
+    plans = [plan_scan(path, policy=policy, limits=limits) for path in paths]
+    # Ray's driver prints what the cluster reports (a worker that died ...) on stdout, where the
+    # report goes: while connected, stdout is stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        ray = connect(address)
+        try:
+            results = run_plans(ray, plans, note=stderr_note)
+        finally:
+            ray.shutdown()
+    return [plan.finish(result) for plan, result in zip(plans, results, strict=True)]
 
 
 def _scan_one(

@@ -12,7 +12,7 @@ from airlock._scan.collect import Collector
 from airlock._scan.engine import judge_folder_fact, scan_file
 from airlock._scan.pool import Task, auto_jobs, run
 from airlock._scan.walk import Entry, walk
-from airlock.errors import UsageError
+from airlock.errors import AirlockError, UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.policy import Policy
 from airlock.results import FileReport, Report, Severity, Skipped
@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from airlock.integrity import Verified
 
-__all__ = ["scan", "scan_fd"]
+__all__ = ["Plan", "plan_scan", "scan", "scan_fd"]
 
 
 def scan(
@@ -48,6 +48,81 @@ def scan(
     """
     if jobs is not None and jobs < 1:
         raise UsageError(f"jobs must be at least 1, got {jobs}")
+    plan = plan_scan(path, policy=policy, limits=limits, verified=verified)
+    workers = auto_jobs(len(plan.tasks), plan.total_bytes) if jobs is None else jobs
+    results: dict[int, FileReport | Skipped] = {}
+    with _progress.task(f"scanning {plan.root}", plan.total_bytes, len(plan.tasks)):
+        for index, result in run(
+            plan.tasks, workers, base=plan.base, limits=plan.limits, policy=plan.policy,
+            verified=plan.verified, folder_format=plan.folder_format,
+            advance=lambda nbytes, count: _progress.advance(nbytes, files=count),
+        ):  # fmt: skip
+            results[index] = result
+    return plan.finish(results)
+
+
+class Plan:
+    """A scan up to the point where its files are read: the walk, the folder checks and the
+    tasks, one per file (what :func:`airlock._scan.pool.run` or a Ray cluster scans), and
+    :meth:`finish`, which puts their results into the report. :func:`scan` is plan, run, finish;
+    ``airlock scan --ray`` runs the tasks of several plans on a cluster."""
+
+    def __init__(
+        self,
+        root: Path,
+        base: Path,
+        policy: Policy,
+        limits: Limits,
+        verified: Verified | None,
+        folder_format: str | None,
+        tasks: list[Task],
+        reports: dict[int, FileReport],
+        skipped: list[Skipped],
+    ) -> None:
+        self.root = root
+        self.base = base
+        self.policy = policy
+        self.limits = limits
+        self.verified = verified
+        self.folder_format = folder_format
+        self.tasks = tasks
+        self.total_bytes = sum(t.size for t in tasks)
+        self._reports = reports
+        self._skipped = skipped
+
+    def finish(self, results: dict[int, FileReport | Skipped]) -> Report:
+        """The report, from one result per task (keyed by :attr:`Task.position`)."""
+        missing = [t.display for t in self.tasks if t.position not in results]
+        if missing:  # a runner that lost files: never a report without them
+            raise AirlockError(f"{len(missing)} file(s) have no result, e.g. {missing[0]}; no report")
+        reports = dict(self._reports)
+        skipped = list(self._skipped)
+        for index in sorted(results):
+            result = results[index]
+            if isinstance(result, Skipped):
+                skipped.append(result)
+            else:
+                reports[index] = result
+        ordered = tuple(reports[i] for i in sorted(reports))
+        verified = self.verified
+        return Report(
+            root=str(self.root),
+            files=ordered,
+            skipped=tuple(skipped),
+            unsafe_options=verified.unsafe if verified is not None else (),
+            allowances=tuple(sorted(self.policy.allow)),
+            integrity=_describe(verified) if verified is not None else None,
+        )
+
+
+def plan_scan(
+    path: str | os.PathLike[str],
+    *,
+    policy: Policy | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    verified: Verified | None = None,
+) -> Plan:
+    """Walk ``path`` and run its folder checks: everything of :func:`scan` but reading the files."""
     policy = policy or Policy()
     root = Path(path)
     if verified is not None and Path(verified.path).resolve() != root.resolve():
@@ -90,7 +165,6 @@ def scan(
         if entry.kind == "symlink" and entry.inside:
             target = entry.path.resolve()
             aliases[target] = (*aliases.get(target, ()), entry.path.name)
-    results: dict[int, FileReport | Skipped] = {}
     listed = {f.path for f in verified.manifest.files} if verified is not None else set()
     # Folder checks first: what they find about a file joins that file's report while it is
     # still open (scan_file), so no report is ever rebuilt from its findings.
@@ -125,28 +199,7 @@ def scan(
         )
         for index, entry in files
     ]
-    workers = auto_jobs(len(tasks), sum(t.size for t in tasks)) if jobs is None else jobs
-    with _progress.task(f"scanning {root}", sum(t.size for t in tasks), len(tasks)):
-        for index, result in run(
-            tasks, workers, base=base, limits=limits, policy=policy, verified=verified,
-            folder_format=folder_format, advance=lambda nbytes, count: _progress.advance(nbytes, files=count),
-        ):  # fmt: skip
-            results[index] = result
-    for index in sorted(results):
-        result = results[index]
-        if isinstance(result, Skipped):
-            skipped.append(result)
-        else:
-            reports[index] = result
-    ordered = tuple(reports[i] for i in sorted(reports))
-    return Report(
-        root=str(root),
-        files=ordered,
-        skipped=tuple(skipped),
-        unsafe_options=verified.unsafe if verified is not None else (),
-        allowances=tuple(sorted(policy.allow)),
-        integrity=_describe(verified) if verified is not None else None,
-    )
+    return Plan(root, base, policy, limits, verified, folder_format, tasks, reports, skipped)
 
 
 def scan_fd(fd: int, name: Path, *, policy: Policy | None = None, limits: Limits = DEFAULT_LIMITS) -> Report:

@@ -41,11 +41,16 @@ if TYPE_CHECKING:
 __all__ = [
     "ALLOWABLE_RULES",
     "READ_WHOLE_BYTES",
+    "SKIPPED_UNKNOWN",
     "apply_allowances",
     "judge_folder_fact",
     "scan_file",
     "sniff",
 ]
+
+#: why :func:`scan_file` skips a file: the only reason it has (no folder finding about it, and
+#: neither its name nor a link's is a model file name)
+SKIPPED_UNKNOWN = "content of no known model format, and not a model file name"
 
 #: Findings about a name the loader imports that is simply not on an allowlist (custom Keras
 #: objects, Hugging Face remote code and modules named in configs). ``--allow NAME`` / a policy
@@ -241,7 +246,7 @@ def scan_file(
                 name = next((n for n in (path.name, *aliases) if looks_like_model_file(n)), path.name)
                 fmt = _scan_data(view, ctx, collector, policy, top_name=name, mapping=mapped)
                 if fmt is None and not folder_issues and not looks_like_model_file(name):
-                    return Skipped(display, "content of no known model format, and not a model file name")
+                    return Skipped(display, SKIPPED_UNKNOWN)
             finally:
                 view.release()
         finally:

@@ -1,0 +1,463 @@
+"""``airlock scan --ray ADDRESS``: the files of one or more scans read by the workers of a Ray cluster.
+
+The trusted client (the ``airlock scan`` process) walks every PATH and runs the folder checks
+itself (:func:`airlock._scan.api.plan_scan`), exactly as a local scan does; only the reading of
+the files is fanned out. Each Ray task is one batch of files (:func:`airlock._scan.pool.batches`)
+that a worker scans with airlock's own engine (:func:`airlock._scan.engine.scan_file`, the code
+the local scan runs) and answers with a small JSON record per file: never the bytes, never a
+Python object of the worker's choosing (:func:`decode`). So the report is the local scan's, byte
+for byte apart from timings.
+
+* **Token authentication, always.** The client sets ``RAY_AUTH_MODE=token`` for itself and refuses
+  to start without a token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or Ray's default file).
+  A cluster started without ``RAY_AUTH_MODE=token`` lets any client in, so before connecting the
+  client checks (:func:`_probe`) that the cluster answers its token and refuses a random one.
+  Usage statistics are off (``RAY_USAGE_STATS_ENABLED=0``).
+* **Bounded in-flight work**: at most :func:`in_flight` batches are submitted at once (twice the
+  cluster's CPUs, at most :data:`MAX_IN_FLIGHT`); results stream back as they finish.
+* **A worker that dies re-queues its files** (Ray's own retries are off so every death is seen):
+  the batch runs again; a batch that failed twice runs again file by file, so a file that kills
+  its worker each time costs only itself: after :data:`MAX_ATTEMPTS` deaths it is an ERROR
+  (``cluster.worker-died``), never missing and never clean.
+* **Worker answers are checked** (:func:`decode`): one record per file of the batch, the right
+  names, the documented shape and bounded size; the verdict is derived here from the findings.
+  Anything else makes each file of the batch an ERROR (``cluster.bad-result``). Ray's transport
+  itself unpickles what workers return, so the cluster stays inside the trusted base (the token
+  decides who joins it); the check is against broken, mismatched or confused workers.
+
+The workers must see the files at the same paths as the client (a shared or identically mounted
+file system, the Hugging Face cache included) and run the same airlock version (checked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from airlock import __version__, _progress
+from airlock._formats.base import Issue
+from airlock._formats.registry import looks_like_model_file
+from airlock._scan.collect import Collector
+from airlock._scan.engine import SKIPPED_UNKNOWN
+from airlock._scan.pool import BATCH_FILES, Task, _one, _Shared, batches
+from airlock.errors import AirlockError, UsageError
+from airlock.limits import Limits
+from airlock.results import FileReport, Finding, Location, Severity, Skipped, Verdict
+
+if TYPE_CHECKING:
+    from airlock._scan.api import Plan
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_IN_FLIGHT",
+    "PROTOCOL",
+    "connect",
+    "decode",
+    "encode",
+    "in_flight",
+    "run_plans",
+    "scan_batch",
+]
+
+#: version of the record a worker sends back (bumped on any change of its shape)
+PROTOCOL: Final = 1
+#: how often a file may see its worker die before it is reported as ``cluster.worker-died``
+MAX_ATTEMPTS: Final = 3
+#: batches in flight at most, whatever the cluster's size (each holds a result in the object store)
+MAX_IN_FLIGHT: Final = 256
+#: bytes one file's record may take: the findings a file may list (limit max_findings_per_file,
+#: plus one summary per severity) at this many bytes each, plus this much for the rest
+_FINDING_BYTES: Final = 16 * 1024
+_RECORD_BYTES: Final = 16 * 1024
+_SEVERITIES: Final = {s.value: s for s in Severity}
+#: seconds added to the longest a batch may take before a cluster that finishes nothing has stalled
+_STALL_SLACK: Final = 300.0
+#: how long the token probes (:func:`_probe`) wait for the cluster's GCS
+_PROBE_TIMEOUT_MS: Final = 10_000
+
+
+# -- the worker's side -----------------------------------------------------------------------
+
+
+def scan_batch(shared: _Shared, batch: list[Task]) -> bytes:
+    """Run in a Ray worker: scan each file of ``batch`` as a local scan does; JSON records back."""
+    _progress.forget()  # a worker draws nothing
+    return encode([(task.position, _one(task, shared)) for task in batch])
+
+
+def encode(results: list[tuple[int, FileReport | Skipped]]) -> bytes:
+    """The records of one batch (what :func:`decode` reads)."""
+    records: list[dict[str, Any]] = []
+    for position, result in results:
+        if isinstance(result, Skipped):
+            records.append({"p": position, "path": result.path, "skipped": result.reason})
+            continue
+        findings = [
+            [f.rule, f.severity.value, f.message, list(f.location.members), f.location.offset, f.callable,
+             f.evidence, f.count]
+            for f in result.findings
+        ]  # fmt: skip
+        records.append(
+            {
+                "p": position,
+                "path": result.path,
+                "format": result.format,
+                "size": result.size,
+                "seconds": result.seconds,
+                "blob": result.blob,
+                "findings": findings,
+            }
+        )
+    document = {"protocol": PROTOCOL, "airlock": __version__, "results": records}
+    return json.dumps(document, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+# -- the client's side -----------------------------------------------------------------------
+
+
+class BadResult(Exception):
+    """A worker's answer that is not what :func:`encode` writes for this batch."""
+
+
+def decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, FileReport | Skipped]]:
+    """One result per file of ``batch`` from a worker's answer, or an ERROR for each of them
+    (``cluster.bad-result``) when the answer is not exactly what :func:`encode` writes for it."""
+    try:
+        return _decode(data, batch, limits)
+    except BadResult as exc:
+        return [(task.position, _error(task, limits, "cluster.bad-result", str(exc))) for task in batch]
+
+
+def _decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, FileReport | Skipped]]:
+    from airlock._strictjson import parse_json_strict
+    from airlock.errors import FormatError
+
+    if not isinstance(data, bytes):
+        raise BadResult(f"the worker answered a {type(data).__name__}, not the JSON record")
+    per_file = _RECORD_BYTES + (limits.max_findings_per_file + len(_SEVERITIES)) * _FINDING_BYTES
+    if len(data) > per_file * len(batch):
+        raise BadResult(f"the worker's answer is {len(data)} bytes, more than {per_file} a file")
+    try:
+        document = parse_json_strict(data, "Ray worker result")
+    except FormatError as exc:
+        raise BadResult(f"the worker's answer is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or set(document) != {"protocol", "airlock", "results"}:
+        raise BadResult("the worker's answer is not an airlock result record")
+    if document["protocol"] != PROTOCOL or document["airlock"] != __version__:
+        raise BadResult(
+            f"the worker runs airlock {document['airlock']!r} (record {document['protocol']!r}); "
+            f"this client is airlock {__version__} (record {PROTOCOL}): install the same version on the cluster"
+        )
+    records = document["results"]
+    by_position = {task.position: task for task in batch}
+    if not isinstance(records, list) or len(records) != len(batch):
+        raise BadResult(f"the worker answered for {_count(records)} file(s), not {len(batch)}")
+    out: list[tuple[int, FileReport | Skipped]] = []
+    for record in records:
+        if not isinstance(record, dict):
+            raise BadResult("a record is not a JSON object")
+        task = by_position.pop(_int(record.get("p"), "p"), None)
+        if task is None:
+            raise BadResult("a record for a file not in the batch, or two for one file")
+        if record.get("path") != task.display:
+            raise BadResult(f"a record names {_text(record.get('path'))} for {task.display}")
+        out.append((task.position, _result(record, task, limits)))
+    return out
+
+
+def _result(record: dict[str, object], task: Task, limits: Limits) -> FileReport | Skipped:
+    if "skipped" in record:
+        if set(record) != {"p", "path", "skipped"} or record["skipped"] != SKIPPED_UNKNOWN:
+            raise BadResult(f"the record of {task.display} has unexpected fields")
+        if task.folder_issues or any(looks_like_model_file(n) for n in (task.path.name, *task.aliases)):
+            # the engine never skips such a file (scan_file): it is judged, at worst an ERROR
+            raise BadResult(f"{task.display} was reported skipped; a file of its name is always judged")
+        return Skipped(task.display, SKIPPED_UNKNOWN)
+    if set(record) != {"p", "path", "format", "size", "seconds", "blob", "findings"}:
+        raise BadResult(f"the record of {task.display} has unexpected fields")
+    blob = _opt_str(record["blob"], "blob")
+    if blob is not None and (task.blob is None or blob != str(task.blob)):
+        raise BadResult(f"the record of {task.display} names a blob it was not given")
+    seconds = record["seconds"]
+    if not isinstance(seconds, float | int) or isinstance(seconds, bool) or not 0 <= seconds < 1e9:
+        raise BadResult(f"the record of {task.display} has no valid seconds")
+    findings_in = record["findings"]
+    if not isinstance(findings_in, list) or len(findings_in) > limits.max_findings_per_file + len(
+        _SEVERITIES
+    ):
+        raise BadResult(f"the record of {task.display} has no valid findings list")
+    findings = tuple(_finding(item, task.display) for item in findings_in)
+    # what the folder checks found about the file is known here: it must be in the report (unless
+    # the findings limit dropped it, which a limit.findings summary then says)
+    # (by rule and callable: the collector merges repeats of those, keeping the first severity)
+    listed = {(f.rule, f.callable) for f in findings if not f.location.members}
+    if not any(f.rule == "limit.findings" for f in findings):
+        for issue in task.folder_issues:
+            if (issue.rule, issue.callable) not in listed:
+                raise BadResult(f"the record of {task.display} lacks the folder finding {issue.rule}")
+    return FileReport(
+        path=task.display,
+        format=_opt_str(record["format"], "format"),
+        # derived here, as Collector.report derives it: never the worker's word
+        verdict=Verdict.worst([f.severity.verdict for f in findings]),
+        findings=findings,
+        size=_int(record["size"], "size"),
+        seconds=float(seconds),
+        blob=blob,
+    )
+
+
+def _finding(item: object, display: str) -> Finding:
+    if not isinstance(item, list) or len(item) != 8:
+        raise BadResult(f"a finding of {display} is not an 8-item list")
+    rule, severity, message, members, offset, callable_, evidence, count = item
+    if severity not in _SEVERITIES:
+        raise BadResult(f"a finding of {display} has severity {_text(severity)}")
+    if not isinstance(members, list):
+        raise BadResult(f"a finding of {display} has no members list")
+    count_value = _int(count, "count")
+    if count_value < 1:
+        raise BadResult(f"a finding of {display} counts {count_value}")
+    return Finding(
+        rule=_str(rule, "rule"),
+        severity=_SEVERITIES[severity],
+        message=_str(message, "message"),
+        location=Location(display, tuple(_str(m, "member") for m in members), _opt_int(offset, "offset")),
+        callable=_opt_str(callable_, "callable"),
+        evidence=_opt_str(evidence, "evidence"),
+        count=count_value,
+    )
+
+
+def _int(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BadResult(f"field {name} is not a non-negative integer")
+    return value
+
+
+def _opt_int(value: object, name: str) -> int | None:
+    return None if value is None else _int(value, name)
+
+
+def _str(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise BadResult(f"field {name} is not a string")
+    return value
+
+
+def _opt_str(value: object, name: str) -> str | None:
+    return None if value is None else _str(value, name)
+
+
+def _count(value: object) -> str:
+    return str(len(value)) if isinstance(value, list) else "no list of"
+
+
+def _text(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _error(task: Task, limits: Limits, rule: str, message: str) -> FileReport:
+    collector = Collector(task.display, limits)
+    if rule == "cluster.worker-died":
+        collector.add((), Issue("cluster.worker-died", Severity.ERROR, message))
+    else:
+        collector.add((), Issue("cluster.bad-result", Severity.ERROR, message))
+    return collector.report(None, task.size, 0.0, task.blob)
+
+
+# -- connecting and running ------------------------------------------------------------------
+
+
+def _token_source() -> str | None:
+    """Where Ray will take the token from (its own order), or None when there is none."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return f"RAY_AUTH_TOKEN_PATH ({path})"
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def connect(address: str) -> Any:
+    """Connect to the Ray cluster at ``address`` with token authentication; return the ``ray`` module.
+
+    Nothing is started (an address that would start a local cluster is refused) and nothing is
+    sent home: usage statistics are off for this process."""
+    if not address or address == "local":
+        raise UsageError(
+            "--ray needs the address of a running Ray cluster (HOST:PORT, or RAY_ADDRESS); "
+            "airlock never starts one"
+        )
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.lower() != "token":
+        raise UsageError(f"--ray always uses Ray token authentication; RAY_AUTH_MODE is {mode!r}")
+    if _token_source() is None:
+        raise UsageError(
+            "--ray needs the cluster's token: set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or put it in "
+            "~/.ray/auth_token (ray get-auth-token); see docs/scale.md"
+        )
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import logging
+
+    import ray  # only here: the 'ray' extra (a missing one is named by the CLI)
+
+    source = _token_source()
+    cluster_id = _probe(address, None, None)
+    if cluster_id is None:
+        raise AirlockError(f"the Ray cluster at {address} refused the token from {source}")
+    # A client with a token is let in by a cluster that checks none: make sure this one checks.
+    if _probe(address, secrets.token_hex(32), cluster_id) is not None:
+        raise AirlockError(
+            f"the Ray cluster at {address} accepts any token: it runs without token authentication; "
+            "start every node with RAY_AUTH_MODE=token and its token (docs/scale.md)"
+        )
+    try:
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            configure_logging=True,
+            namespace="airlock-scan",
+        )
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+        raise AirlockError(
+            f"cannot connect to the Ray cluster at {address} with token authentication "
+            f"(token from {source}): {exc}"
+        ) from exc
+    return ray
+
+
+def _probe(address: str, token: str | None, cluster_id: str | None) -> str | None:
+    """The cluster's id (hex) if its GCS at ``address`` answers a call made with ``token`` (None:
+    the configured one), None if it refuses the token; anything else fails the scan. With
+    ``cluster_id`` known, the client does not ask for it first (a refused ask logs a warning)."""
+    from ray._raylet import AuthenticationTokenLoader, InnerGcsClient  # type: ignore[attr-defined]
+    from ray.exceptions import AuthenticationError
+
+    saved = os.environ.get("RAY_AUTH_TOKEN")
+    if token is not None:
+        os.environ["RAY_AUTH_TOKEN"] = token  # Ray's first source
+    AuthenticationTokenLoader.instance().reset_cache()
+    try:
+        client = InnerGcsClient.standalone(address, cluster_id, _PROBE_TIMEOUT_MS)
+        client.internal_kv_get(b"airlock-probe", None, timeout=_PROBE_TIMEOUT_MS / 1000)
+        found: str = client.cluster_id.hex()
+    except AuthenticationError:
+        return None
+    except Exception as exc:  # Ray's client raises several types for an unreachable cluster
+        raise AirlockError(f"cannot reach the Ray cluster at {address}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AUTH_TOKEN", None)
+        else:
+            os.environ["RAY_AUTH_TOKEN"] = saved
+        AuthenticationTokenLoader.instance().reset_cache()
+    return found
+
+
+def in_flight(cpus: float) -> int:
+    """Batches submitted at once to a cluster of ``cpus`` CPUs: enough to keep each busy while
+    results travel back, and never more than :data:`MAX_IN_FLIGHT`."""
+    return max(2, min(MAX_IN_FLIGHT, 2 * int(cpus)))
+
+
+class _Job:
+    __slots__ = ("attempts", "batch", "plan")
+
+    def __init__(self, plan: int, batch: list[Task], attempts: int) -> None:
+        self.plan = plan
+        self.batch = batch
+        self.attempts = attempts
+
+
+def run_plans(
+    ray: Any, plans: list[Plan], *, note: Callable[[str], None] = lambda text: None
+) -> list[dict[int, FileReport | Skipped]]:
+    """Scan the tasks of every plan on the cluster ``ray`` is connected to; one result per task
+    (keyed by position, per plan). ``note`` hears about each worker death and what it re-queued."""
+    remote = ray.remote(num_cpus=1, max_retries=0, retry_exceptions=False)(scan_batch)
+    shared = [
+        ray.put(_Shared(p.base, p.limits, p.policy, p.verified, p.folder_format)) for p in plans
+    ]  # each plan's shared state travels once, not with every batch
+    queue = [_Job(i, batch, 0) for i, plan in enumerate(plans) for batch in batches(plan.tasks)]
+    queue.reverse()  # popped from the end: first batch first
+    results: list[dict[int, FileReport | Skipped]] = [{} for _ in plans]
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    if cpus < 1:
+        raise AirlockError("the Ray cluster has no CPU to run scans on; no report")
+    limit = in_flight(cpus)
+    # a batch is at most BATCH_FILES files, each stopped at max_seconds_per_file: a cluster that
+    # finishes nothing for longer has stalled (its nodes lost, its tasks never scheduled)
+    stall = max(p.limits.max_seconds_per_file for p in plans) * BATCH_FILES + _STALL_SLACK
+    pending: dict[Any, _Job] = {}
+    total = sum(p.total_bytes for p in plans)
+    with _progress.task("scanning on the Ray cluster", total, sum(len(p.tasks) for p in plans)):
+        while queue or pending:
+            while queue and len(pending) < limit:
+                job = queue.pop()
+                pending[remote.remote(shared[job.plan], job.batch)] = job
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=stall)
+            if not done:
+                raise AirlockError(f"the Ray cluster finished no scan in {stall:.0f} s; no report")
+            for ref in done:
+                job = pending.pop(ref)
+                limits = plans[job.plan].limits
+                decoded: list[tuple[int, FileReport | Skipped]]
+                try:
+                    answer = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # the scan raised: a bug, fail closed
+                    message = f"the scan failed on the Ray worker: {type(exc.cause).__name__}"
+                    decoded = [
+                        (t.position, _error(t, limits, "cluster.bad-result", message)) for t in job.batch
+                    ]
+                except ray.exceptions.RayError as exc:  # the worker (or its node) died
+                    queue.extend(_requeue(job, exc, limits, results[job.plan], note))
+                    continue
+                else:
+                    decoded = decode(answer, job.batch, limits)
+                results[job.plan].update(decoded)
+                _progress.advance(sum(t.size for t in job.batch), files=len(job.batch))
+    return results
+
+
+def _requeue(
+    job: _Job,
+    exc: Exception,
+    limits: Limits,
+    results: dict[int, FileReport | Skipped],
+    note: Callable[[str], None],
+) -> list[_Job]:
+    attempts = job.attempts + 1
+    what = type(exc).__name__
+    if attempts >= MAX_ATTEMPTS:
+        for task in job.batch:
+            results[task.position] = _error(
+                task,
+                limits,
+                "cluster.worker-died",
+                f"the Ray worker scanning this file died {attempts} times ({what})",
+            )
+        _progress.advance(sum(t.size for t in job.batch), files=len(job.batch))
+        note(
+            f"a Ray worker died ({what}) scanning {job.batch[0].display} {attempts} times: reported as an error"
+        )
+        return []
+    note(f"a Ray worker died ({what}); {len(job.batch)} file(s) re-queued")
+    if attempts >= 2 and len(job.batch) > 1:  # a file that kills its worker costs only itself
+        return [_Job(job.plan, [task], attempts) for task in reversed(job.batch)]
+    return [_Job(job.plan, job.batch, attempts)]
+
+
+def stderr_note(text: str) -> None:
+    """``note`` for the command line: one line on stderr."""
+    _progress.clear()
+    print(f"airlock scan: {text}", file=sys.stderr)
