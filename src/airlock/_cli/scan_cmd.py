@@ -167,6 +167,7 @@ class ScanCommand:
             paths=paths,
             output=None,
             jobs=None,
+            ray=None,
             policy=None,
             allow=[],
             profile=None,
