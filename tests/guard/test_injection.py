@@ -24,7 +24,7 @@ SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
 # Pinned: regenerate with tools/train_guard.py (see docs/guard.md, "injection") and update both.
-WEIGHTS_SHA256 = "c17233aadcc1bd34856fee43e55d02c0062f2be3ad8f028c00a16c02366cf289"
+WEIGHTS_SHA256 = "a98c7590437d7065bc39cd4a357056fd84c95488bcd4b18f216e6b9ba6000cbd"
 WEIGHTS_SHAPE = (25770, 18756, 16)
 
 

@@ -143,9 +143,13 @@ def test_a_mention_next_to_an_instruction_is_still_an_attack() -> None:
 def test_a_quoted_attack_shape_is_a_structure_and_flagged(quoted: str, instruction: str) -> None:
     feats = inj.featurize(quoted)
     assert any(feats.structure) and not feats.reported, quoted
-    result = inj.detector().score(quoted)
-    assert result.structured and result.flagged, (result.score, result.threshold, result.reasons)
-    assert inj.detector().score(instruction).flagged
+    det = inj.detector()
+    result = det.score(quoted)
+    # counted as a structure: judged against the structured (lower) threshold, not discounted; whether
+    # it then crosses it is the trained words' call
+    assert result.structured and not result.reported and result.threshold == det.threshold
+    assert det.threshold < det.threshold_unstructured
+    assert det.score(instruction).flagged
 
 
 @pytest.mark.parametrize(
