@@ -3,6 +3,7 @@ report for any number of jobs, and a dead worker making its files ERRORs, never 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -365,3 +366,61 @@ def test_one_batch_is_scanned_without_a_worker(tmp_path: Path, monkeypatch: pyte
     report = airlock.scan(tmp_path / "t", jobs=4)
     assert forks == []
     assert len(report.files) == 10 and report.verdict is Verdict.MALICIOUS
+
+
+_ORPHAN_SCRIPT = """
+import os, sys
+from airlock._scan import pool
+pool.BATCH_FILES = 1  # a batch per file: a worker looks for its parent between two files
+import airlock
+print(os.getpid(), flush=True)
+airlock.scan(sys.argv[1], jobs=3)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_workers_stop_soon_after_their_parent_is_killed(tmp_path: Path) -> None:
+    """Outside review: workers were not tied to the parent's life — a scan killed by SIGKILL left
+    its workers scanning the rest of the tree. Each file here takes ~0.1 s (a 370 KB pickle of
+    20,000 dicts); 200 of them leave seconds of work when the parent dies after its workers start."""
+    import subprocess
+    import sys
+
+    blob = pickle.dumps([{"a": i, "b": str(i)} for i in range(20_000)])
+    for index in range(200):
+        (tmp_path / f"m{index:03d}.pkl").write_bytes(blob)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    children: list[int] = []
+    try:
+        assert proc.stdout is not None
+        parent = int(proc.stdout.readline())
+        deadline = time.monotonic() + 60
+        while len(children) < 2 and time.monotonic() < deadline:
+            tasks = Path(f"/proc/{parent}/task")
+            children = [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+            time.sleep(0.05)
+        assert len(children) == 2, children
+        time.sleep(0.5)  # the workers are well into their batches
+        proc.kill()
+        proc.wait(timeout=10)
+        killed = time.monotonic()
+        while any(_alive(pid) for pid in children) and time.monotonic() - killed < 30:
+            time.sleep(0.05)
+        lived = time.monotonic() - killed
+        # one batch (one file, ~0.1 s; a few on a loaded machine) after the parent's death, not
+        # the ~10 s of work left
+        assert lived < 3.0, f"workers ran on for {lived:.1f} s after their parent was killed"
+    finally:
+        proc.kill()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

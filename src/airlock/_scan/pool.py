@@ -21,7 +21,10 @@ result pipe, and the parent spent its time feeding them instead of scanning. Her
 Fail closed: a batch whose results are not all back when its worker has exited (the worker was
 killed, ran out of memory, crashed) is scanned again one file per fresh process (never in the
 parent, which a file that kills its scanner would kill too); a file whose own process dies is
-reported as an ERROR (``scan.worker-died``), never left out and never clean.
+reported as an ERROR (``scan.worker-died``), never left out and never clean. The parent scans
+batches too, so a file that kills the process scanning it ends the whole scan when the parent drew
+it (no report, a non-zero exit: closed too, never a shorter or cleaner report); which process draws
+which batch is a race. A worker looks for its parent between two batches and stops when it is gone.
 """
 
 from __future__ import annotations
@@ -220,6 +223,7 @@ def _run_batches(
         # The command line froze its start-up objects already and keeps them frozen; a library
         # caller's objects are unfrozen again once the workers are started.
         thaw = gc.get_freeze_count() == 0
+        parent = os.getpid()
         gc.freeze()
         try:
             for _ in range(workers):
@@ -230,7 +234,7 @@ def _run_batches(
                     os.close(out)
                     break
                 if pid == 0:  # pragma: no cover - the worker (its coverage is not collected)
-                    _worker(work, shared, todo_r, done_w, out)
+                    _worker(work, shared, todo_r, done_w, out, parent)
                 children.append((pid, out))
         finally:
             if thaw:
@@ -274,6 +278,7 @@ def _rescue(
     a time): the files that did not kill it get their report, the one that did an ERROR."""
     running: dict[int, tuple[Task, int]] = {}  # pid -> (task, its results file)
     pending = list(reversed(lost))
+    parent = os.getpid()
     try:
         while pending or running:
             while pending and len(running) < jobs:
@@ -285,7 +290,7 @@ def _rescue(
                     os.close(out)
                     raise AirlockError(f"cannot start a scan worker process: {exc.strerror}") from exc
                 if pid == 0:  # pragma: no cover - the worker
-                    _worker([[task]], shared, -1, -1, out)
+                    _worker([[task]], shared, -1, -1, out, parent)
                 running[pid] = (task, out)
             pid = next(iter(running))  # the oldest (never os.wait: it would reap the caller's children)
             _, status = os.waitpid(pid, 0)
@@ -324,9 +329,11 @@ def _died(task: Task, limits: Limits, status: int) -> FileReport:
     return collector.report(None, task.size, 0.0, task.blob)
 
 
-def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: int) -> None:
+def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: int, parent: int) -> None:
     """A forked worker: scan the batches it takes (all of ``work`` when ``todo`` is -1), append
-    their results to ``out``, and leave without running the parent's exit handlers."""
+    their results to ``out``, and leave without running the parent's exit handlers — also as soon
+    as it sees, between two batches, that ``parent`` is gone (killed: nobody will read the results,
+    and the worker must not scan on for minutes)."""
     import pickle  # only the reports this scan's own workers write, never model bytes
 
     code = 1
@@ -336,6 +343,8 @@ def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: 
             os.set_blocking(done, False)  # progress notes only: dropped when the parent lags
         numbers = iter(range(len(work))) if todo < 0 else iter(lambda: _take(todo), None)
         for number in numbers:
+            if os.getppid() != parent:
+                break
             found = [(task.position, _one(task, shared)) for task in work[number]]
             blob = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
             _write_all(out, _FRAME.pack(number, len(blob)) + blob)
