@@ -129,9 +129,11 @@ class _ScriptedChat(LocalChat):
     def __init__(self, script: list[Generation | Exception]) -> None:
         self.script = script
         self.opened: list[_Job] = []
+        self.loads: list[float | None] = []
         super().__init__(None, None, max_tokens=8, seed=3)  # type: ignore[arg-type]
 
-    def _open(self) -> Any:
+    def _open(self, within: float | None = None) -> Any:
+        self.loads.append(within)
         return _Job(self.script, self.opened)
 
 
@@ -161,6 +163,8 @@ def test_a_lost_job_is_an_error_of_its_case_and_the_next_gets_a_new_job() -> Non
     assert first.closed and len(chat.opened) == 1
     reply = chat.chat(_HI, timeout=7.5)
     assert (reply.text, reply.finish) == ("again", "length") and len(chat.opened) == 2
+    # the first load has --load-timeout; a restart's load is bounded by the request that needs it
+    assert chat.loads == [None, 7.5]
     with pytest.raises(CaseFailed, match=r"prompt \(9000 tokens\) and max_tokens \(8\) do not fit"):
         chat.chat(_HI, timeout=7.5)
     assert len(chat.opened) == 2  # a prompt too long is the case's error; the job goes on

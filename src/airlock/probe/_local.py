@@ -124,10 +124,16 @@ class LocalChat:
         #: the layers the job runs under (the report shows them)
         self.layers = self._worker.info.job_layers
 
-    def _open(self) -> Worker:
+    def _open(self, within: float | None = None) -> Worker:
+        from dataclasses import replace
+
         from airlock.sandbox import Worker
 
-        return Worker(self.gated, runtime=RUNTIME, policy=self.policy)
+        policy = self.policy
+        if within is not None:
+            load = max(1.0, min(policy.limits.wall_seconds, within))
+            policy = replace(policy, limits=policy.limits.replace(wall_seconds=load, start_seconds=load))
+        return Worker(self.gated, runtime=RUNTIME, policy=policy)
 
     def close(self) -> None:
         if self._worker is not None:
@@ -145,7 +151,9 @@ class LocalChat:
             if self.restarts >= MAX_RESTARTS:
                 raise AirlockError(f"the sandboxed model lost {self.restarts} jobs; the run stops")
             self.restarts += 1
-            self._worker = self._open()
+            # a restart's load is paid by the request that needs it: bounded by that request's
+            # deadline (itself within what is left of --max-seconds), not by --load-timeout again
+            self._worker = self._open(timeout)
         try:
             done = self._worker.generate(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
