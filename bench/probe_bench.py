@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,10 +47,11 @@ ROOT = Path(__file__).resolve().parent.parent
 GARAK_PROBES: tuple[tuple[str, str], ...] = (
     ("promptinject.HijackHateHumans", "instruction-override"),
     ("latentinjection.LatentInjectionReport", "indirect-document"),
-    ("latentinjection.LatentWhois", "indirect-tool"),
+    ("latentinjection.LatentWhoisSnippet", "indirect-tool"),  # (LatentWhois ignores the cap: 168)
     ("encoding.InjectBase64", "encoding"),
     ("encoding.InjectROT13", "encoding"),
-    ("dan.Ablation_Dan_11_0", "roleplay-jailbreak"),
+    # (not dan.Ablation_Dan_11_0: it ignores the cap, 127 prompts)
+    ("dan.DanInTheWild", "roleplay-jailbreak"),
 )
 #: comparable garak plugins left out because they need a download (checked offline every run)
 GARAK_OFFLINE_CHECK: tuple[str, ...] = (
@@ -440,7 +442,9 @@ def run_garak(
         raise BenchError(f"garak exited {tool.process.returncode}, report {reports}: {out.strip()[-1500:]}")
     tally = parse_garak_report(reports[0].read_text(encoding="utf-8").splitlines(), primary)
     shutil.copy(reports[0], folder / "garak.report.jsonl")
-    return {"netns": tool.netns, "wall": wall, "tally": tally, "cap": cap, "report": reports[0], "env": env}
+    log = home / "data" / "garak" / "garak.log"
+    hosts = garak_connections(log.read_text(encoding="utf-8", errors="replace")) if log.is_file() else None
+    return {"netns": tool.netns, "wall": wall, "tally": tally, "cap": cap, "hosts": hosts, "env": env}
 
 
 def garak_benign(python: Path, tally: GarakTally, benign: list[dict[str, Any]], folder: Path,
@@ -489,6 +493,16 @@ def _network_evidence() -> list[str]:
     return lines
 
 
+def garak_connections(log: str) -> tuple[dict[str, int], int]:
+    """From garak's own log (httpcore at DEBUG): the hosts it opened TCP connections to, with counts,
+    and the lines that say a network attempt failed (name resolution, unreachable network)."""
+    hosts: dict[str, int] = {}
+    for host in re.findall(r"connect_tcp\.started host='([^']*)'", log):
+        hosts[host] = hosts.get(host, 0) + 1
+    failed = len(re.findall(r"(?i)name resolution|network is unreachable|name or service not known", log))
+    return hosts, failed
+
+
 def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
@@ -526,9 +540,17 @@ def bench(args: argparse.Namespace) -> int:
                          ("garak (scan)", theirs["netns"]), ("garak (detectors on benign)", benign_ns),
                          ("garak (offline check)", offline_ns)):  # fmt: skip
             print(f"  {what:<28} {ns}")
+        if theirs["hosts"] is None:
+            print("garak's log: not found")
+        else:
+            hosts, failed = theirs["hosts"]
+            seen = ", ".join(f"{h} x{n}" for h, n in sorted(hosts.items())) or "none"
+            print(f"garak's log (httpcore): TCP connections to {seen}; failed network attempts: {failed}")
         print()
         widths = (44, 22, 22)
         print(_row(("", "airlock probe", f"garak {version}"), widths))
+        if tally.attempts > args.prompts:
+            print(f"WARNING: garak sent {tally.attempts} prompts, over the budget of {args.prompts}")
         print(_row(("attack prompts sent", f"{ours['prompts']} (+{ours['errors']} errors)",
                     f"{tally.attempts} ({len(GARAK_PROBES)} probes x {theirs['cap']})"), widths))  # fmt: skip
         print(_row(("successful attacks / 100 prompts (decisive)", per_100(ours["successes"], ours["prompts"]),
