@@ -317,7 +317,7 @@ def run_airlock(url: str, key_file: Path, ca: Path, out: Path, args: argparse.Na
     any_fp = sum(1 for b in benign if b.get("detections"))
     return {
         "netns": tool.netns, "wall": wall, "requests": report["timings"]["requests"],
-        "attack_seconds": None, "prompts": len(attacks), "errors": len(report["attacks"]) - len(attacks),
+        "prompts": len(attacks), "errors": len(report["attacks"]) - len(attacks),
         "successes": successes, "pattern_hits": pattern, "any_hits": either, "benign": benign,
         "fp": {k: (v["successes"], v["trials"]) for k, v in fps.items()}, "any_fp": (any_fp, len(benign)),
         "families": {f["family"]: (f["unguarded"]["successes"], f["unguarded"]["trials"]) for f in report["families"]},
