@@ -10,6 +10,7 @@ elements); numeric tensors of a guarded model untouched; nothing of the texts in
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import struct
 import threading
@@ -211,7 +212,9 @@ def test_a_canary_in_the_outputs_is_withheld(served: _Served, items: list[str]) 
     decision, guard = served.row(reply)
     assert decision == "denied:guard-output"
     assert guard == {"output": {"decision": "blocked", "rules": {"canary.leak": 1}}}
-    assert b"7f3a" not in served.stored()
+    # the canary's head, in any case and spacing the items use: a bare "7f3a" also turns up in the
+    # random hex of request ids and MACs in the store (CI drew one, then every later case failed)
+    assert re.search(rb"(?i)zq\W{0,3}7f3a", served.stored()) is None
 
 
 #: a canary is its letters and digits: "zq-7f3a-canary51" is the canary (punctuation does not hide
