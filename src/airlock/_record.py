@@ -59,6 +59,31 @@ def _annotations(cls: type) -> dict[str, Any]:
     return annotations
 
 
+def _bind(
+    name: str,
+    fields: tuple[str, ...],
+    defaults: dict[str, object],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+) -> list[object]:
+    """The field values of a call ``name(*args, **kwargs)``: positional first, then keywords, then
+    defaults (the slow path of records and named tuples: a call with every field positional skips it)."""
+    count = len(fields)
+    if len(args) > count:
+        raise TypeError(f"{name}() takes {count} arguments, got {len(args)}")
+    values = list(args)
+    for field in fields[len(args) :]:
+        if field in kwargs:
+            values.append(kwargs.pop(field))
+        elif field in defaults:
+            values.append(defaults[field])
+        else:
+            raise TypeError(f"{name}() missing argument {field!r}")
+    if kwargs:
+        raise TypeError(f"{name}() got unexpected or repeated arguments {sorted(kwargs)}")
+    return values
+
+
 class _DataclassFields:
     """``__dataclass_fields__``, made when first asked for: the fields of a frozen dataclass twin
     with the same names, annotations and defaults, cached on the class."""
@@ -105,21 +130,9 @@ def record(cls: type[_T]) -> type[_T]:
     )
 
     def __init__(self: Any, *args: object, **kwargs: object) -> None:
-        given = len(args)
-        if given > count:
-            raise TypeError(f"{cls.__name__}() takes {count} arguments, got {given}")
         values: tuple[object, ...] | list[object] = args
-        if given < count or kwargs:
-            values = list(args)
-            for name in names[given:]:
-                if name in kwargs:
-                    values.append(kwargs.pop(name))
-                elif name in defaults:
-                    values.append(defaults[name])
-                else:
-                    raise TypeError(f"{cls.__name__}() missing argument {name!r}")
-            if kwargs:
-                raise TypeError(f"{cls.__name__}() got unexpected or repeated arguments {sorted(kwargs)}")
+        if len(args) != count or kwargs:
+            values = _bind(cls.__name__, names, defaults, args, kwargs)
         if direct:
             self.__dict__.update(zip(names, values, strict=True))
         else:
@@ -213,25 +226,10 @@ def _tuple_class(name: str, namespace: dict[str, Any]) -> type:
     count = len(fields)
     tuple_new = tuple.__new__
 
-    def bind(args: tuple[object, ...], kwargs: dict[str, object]) -> list[object]:
-        if len(args) > count:
-            raise TypeError(f"{name}() takes {count} arguments, got {len(args)}")
-        values = list(args)
-        for field in fields[len(args) :]:
-            if field in kwargs:
-                values.append(kwargs.pop(field))
-            elif field in defaults:
-                values.append(defaults[field])
-            else:
-                raise TypeError(f"{name}() missing argument {field!r}")
-        if kwargs:
-            raise TypeError(f"{name}() got unexpected or repeated arguments {sorted(kwargs)}")
-        return values
-
     def __new__(cls: type, *args: object, **kwargs: object) -> Any:
         if not kwargs and len(args) == count:
             return tuple_new(cls, args)
-        return tuple_new(cls, bind(args, kwargs))
+        return tuple_new(cls, _bind(name, fields, defaults, args, kwargs))
 
     def _make(cls: type, iterable: Iterable[object]) -> Any:
         values = tuple(iterable)

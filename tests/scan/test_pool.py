@@ -11,7 +11,7 @@ import pickle
 import select
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from airlock._scan.pool import (
     batches,
 )
 from airlock.limits import DEFAULT_LIMITS
-from airlock.results import FileReport, Severity, Verdict
+from airlock.results import FileReport, Severity, Skipped, Verdict
 
 
 def _task(index: int, size: int) -> Task:
@@ -46,6 +46,28 @@ def _tree(root: Path, count: int) -> None:
         (root / f"p{i:04d}.pkl").write_bytes(pickle.dumps({"i": i, "s": "x" * (i % 50)}))
     (root / "p0007.pkl").write_bytes(b"cos\nsystem\n(S'true'\ntR.")
     (root / "notes.txt").write_text("not a model\n")
+
+
+def _run_workers_only(root: Path, advance: Callable[[int, int], None]) -> tuple[list[Task], dict[int, FileReport | Skipped]]:
+    """The pickles under ``root`` scanned by two forked workers (the parent scans none)."""
+    tasks = [
+        Task(i, p, str(p), p.stat().st_size, None, None, (), ())
+        for i, p in enumerate(sorted(root.glob("*.pkl")))
+    ]
+    out = dict(
+        pool.run(
+            tasks,
+            2,
+            base=root,
+            limits=DEFAULT_LIMITS,
+            policy=airlock.Policy(),
+            verified=None,
+            folder_format=None,
+            advance=advance,
+            parent_scans=False,
+        )
+    )
+    return tasks, out
 
 
 def _json(report: airlock.Report) -> dict[str, object]:
@@ -216,24 +238,8 @@ def test_a_file_that_kills_its_worker_is_an_error_and_its_batch_mates_are_rescue
     serial = airlock.scan(tmp_path / "t", jobs=1)
     monkeypatch.setattr(pool, "_one", _dies_in_workers(pool._one, os.getpid(), "p0011.pkl"))
     monkeypatch.setattr(pool, "BATCH_FILES", 8)  # five batches: the dead one has batch mates
-    tasks = [
-        Task(i, p, str(p), p.stat().st_size, None, None, (), ())
-        for i, p in enumerate(sorted((tmp_path / "t").glob("*.pkl")))
-    ]
     advanced: list[int] = []
-    out = dict(
-        pool.run(
-            tasks,
-            2,
-            base=tmp_path / "t",
-            limits=DEFAULT_LIMITS,
-            policy=airlock.Policy(),
-            verified=None,
-            folder_format=None,
-            advance=lambda n, c: advanced.append(c),
-            parent_scans=False,
-        )
-    )
+    tasks, out = _run_workers_only(tmp_path / "t", lambda n, c: advanced.append(c))
     assert sorted(out) == list(range(len(tasks)))
     got = {tasks[i].display: r for i, r in out.items()}
     dead = got.pop(str(tmp_path / "t" / "p0011.pkl"))
@@ -326,23 +332,7 @@ def test_a_worker_that_raises_makes_its_file_an_error_and_says_why(
         return real(task, shared)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pool, "_one", raises)
-    tasks = [
-        Task(i, p, str(p), p.stat().st_size, None, None, (), ())
-        for i, p in enumerate(sorted((tmp_path / "t").glob("*.pkl")))
-    ]
-    out = dict(
-        pool.run(
-            tasks,
-            2,
-            base=tmp_path / "t",
-            limits=DEFAULT_LIMITS,
-            policy=airlock.Policy(),
-            verified=None,
-            folder_format=None,
-            advance=lambda n, c: None,
-            parent_scans=False,
-        )
-    )
+    tasks, out = _run_workers_only(tmp_path / "t", lambda n, c: None)
     got = {tasks[i].display: r for i, r in out.items()}
     bad = got[str(tmp_path / "t" / "p0003.pkl")]
     assert isinstance(bad, FileReport) and bad.verdict is Verdict.ERROR
