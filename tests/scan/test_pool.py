@@ -48,7 +48,9 @@ def _tree(root: Path, count: int) -> None:
     (root / "notes.txt").write_text("not a model\n")
 
 
-def _run_workers_only(root: Path, advance: Callable[[int, int], None]) -> tuple[list[Task], dict[int, FileReport | Skipped]]:
+def _run_workers_only(
+    root: Path, advance: Callable[[int, int], None]
+) -> tuple[list[Task], dict[int, FileReport | Skipped]]:
     """The pickles under ``root`` scanned by two forked workers (the parent scans none)."""
     tasks = [
         Task(i, p, str(p), p.stat().st_size, None, None, (), ())
