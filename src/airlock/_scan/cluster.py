@@ -200,13 +200,18 @@ def _result(record: dict[str, object], task: Task, limits: Limits) -> FileReport
         for issue in task.folder_issues:
             if (issue.rule, issue.callable) not in listed:
                 raise BadResult(f"the record of {task.display} lacks the folder finding {issue.rule}")
+    # a limit.findings summary excuses a missing folder finding, never a verdict below it
+    # (outside review 2, finding 3)
+    floor = Verdict.worst([issue.severity.verdict for issue in task.folder_issues])
+    if floor.rank > Verdict.worst([f.severity.verdict for f in findings]).rank:
+        raise BadResult(f"the record of {task.display} is milder than its folder findings")
     return FileReport(
         path=task.display,
         format=_opt_str(record["format"], "format"),
         # derived here, as Collector.report derives it: never the worker's word
         verdict=Verdict.worst([f.severity.verdict for f in findings]),
         findings=findings,
-        size=_int(record["size"], "size"),
+        size=_size(record["size"], task),
         seconds=float(seconds),
         blob=blob,
     )
@@ -232,6 +237,15 @@ def _finding(item: object, display: str) -> Finding:
         evidence=_opt_str(evidence, "evidence"),
         count=count_value,
     )
+
+
+def _size(value: object, task: Task) -> int:
+    """The record's size: the one this process walked (a worker that read another file at the same
+    path is not believed; outside review 2, finding 4)."""
+    size = _int(value, "size")
+    if size != task.size:
+        raise BadResult(f"the record of {task.display} is about {size} bytes, the file has {task.size}")
+    return size
 
 
 def _int(value: object, name: str) -> int:
@@ -320,6 +334,11 @@ def connect(address: str) -> Any:
             f"the Ray cluster at {address} accepts any token: it runs without token authentication; "
             "start every node with RAY_AUTH_MODE=token and its token (docs/scale.md)"
         )
+    # Ray puts the driver's current directory first on every worker's sys.path: from a folder being
+    # scanned, its airlock/ package would replace the workers' scanner (outside review 2, finding 1).
+    # Connect from "/" (no configuration or code is taken from the current directory).
+    here = os.getcwd()
+    os.chdir("/")
     try:
         ray.init(
             address=address,
@@ -333,6 +352,8 @@ def connect(address: str) -> Any:
             f"cannot connect to the Ray cluster at {address} with token authentication "
             f"(token from {source}): {exc}"
         ) from exc
+    finally:
+        os.chdir(here)
     return ray
 
 
@@ -386,7 +407,7 @@ def run_plans(
     (keyed by position, per plan). ``note`` hears about each worker death and what it re-queued."""
     remote = ray.remote(num_cpus=1, max_retries=0, retry_exceptions=False)(scan_batch)
     shared = [
-        ray.put(_Shared(p.base, p.limits, p.policy, p.verified, p.folder_format)) for p in plans
+        ray.put(_Shared(_absolute(p.base), p.limits, p.policy, p.verified, p.folder_format)) for p in plans
     ]  # each plan's shared state travels once, not with every batch
     queue = [_Job(i, batch, 0) for i, plan in enumerate(plans) for batch in batches(plan.tasks)]
     queue.reverse()  # popped from the end: first batch first
@@ -404,7 +425,10 @@ def run_plans(
         while queue or pending:
             while queue and len(pending) < limit:
                 job = queue.pop()
-                pending[remote.remote(shared[job.plan], job.batch)] = job
+                batch = [  # workers run elsewhere: paths from this process's directory
+                    t._replace(path=_absolute(t.path), blob=t.blob and _absolute(t.blob)) for t in job.batch
+                ]
+                pending[remote.remote(shared[job.plan], batch)] = job
             done, _ = ray.wait(list(pending), num_returns=1, timeout=stall)
             if not done:
                 raise AirlockError(f"the Ray cluster finished no scan in {stall:.0f} s; no report")
@@ -427,6 +451,12 @@ def run_plans(
                 results[job.plan].update(decoded)
                 _progress.advance(sum(t.size for t in job.batch), files=len(job.batch))
     return results
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` from this process's current directory, not normalised (``a/../b`` through a
+    symlinked ``a`` stays what a local scan opens): a worker's current directory is another."""
+    return Path(os.getcwd(), path)
 
 
 def _requeue(
