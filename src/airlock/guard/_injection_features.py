@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from airlock.guard._injection_patterns import STRUCT_RE, reported_at
+from airlock.guard._injection_patterns import STRUCT_RE, benign_directive_spans, reported_at
 
 __all__ = ["Features", "featurize", "normalise"]
 
@@ -105,9 +105,21 @@ def _matches(pattern: re.Pattern[str], norm: str) -> tuple[bool, bool]:
 def featurize(text: str) -> Features:
     """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window)."""
     norm = normalise(text)
-    tokens = _WORD.findall(_TAG.sub(" ", norm) if "<" in norm else norm)
+    # A benign directive ("ignore the previous formatting", "from now on, answer in Spanish") is no
+    # evidence either way: its words are left out of both n-gram blocks and of the word count, and
+    # the pieces around it are tokenised apart (no bigram across it). The attack structures below
+    # are matched on the whole text all the same.
+    spans = benign_directive_spans(norm)
+    pieces, at = [], 0
+    for start, end in spans:
+        pieces.append(norm[at:start])
+        at = end
+    pieces.append(norm[at:])
+    segs = [_WORD.findall(_TAG.sub(" ", p) if "<" in p else p) for p in pieces]
+    tokens = [t for seg in segs for t in seg]
     words: Counter[str] = Counter(tokens)
-    words.update(f"{a} {b}" for a, b in itertools.pairwise(tokens))
+    for seg in segs:
+        words.update(f"{a} {b}" for a, b in itertools.pairwise(seg))
     chars = _char_grams(tokens)
     found = [
         _matches(pattern, norm) if _has(norm, trig) and _has(norm, also) else (False, False)
