@@ -3,7 +3,8 @@
 The text is NFKC-normalised and casefolded; spaced-out letters (``i g n o r e``) are joined; inside
 words that mix ASCII with other scripts, Latin lookalikes are mapped back. Then: word unigrams and
 bigrams (counts), character 4-grams of the word stream with leetspeak undone (presence), and one flag
-per attack structure of :mod:`._injection_patterns`.
+per attack structure of :mod:`._injection_patterns`. The words of benign directives ("ignore the
+previous formatting") are left out of the n-grams; the structures see the whole text.
 
 Security assumption: the text is untrusted; it is only normalised, matched by the bounded patterns
 and split into n-grams. Its length is bounded by the caller (:data:`._injection.MAX_CHARS`).

@@ -15,7 +15,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["STRUCTURES", "STRUCT_NAMES", "STRUCT_RE", "STRUCT_REASON", "reported_at"]
+__all__ = [
+    "BENIGN_DIRECTIVE_RE",
+    "STRUCTURES",
+    "STRUCT_NAMES",
+    "STRUCT_RE",
+    "STRUCT_REASON",
+    "benign_directive_spans",
+    "reported_at",
+]
 
 
 _OVERRIDE_VERB: Final = (
@@ -441,7 +449,7 @@ _BENIGN_OVERRIDE_VERB: Final = (
     r"(?:ignore|ignoring|disregard|disregarding|forget|override|overriding|skip|skipping|drop|dropping"
     r"|discard|dismiss|never mind|scrap|cancel|remove|leave out)"
 )
-# Target classes (each a closed list; documented in docs/guard.md, "Benign directives"):
+# Target classes (each a closed list; documented in docs/guard.md, "Targets"):
 # formatting / layout
 _T_FORMAT: Final = (
     r"formatting|format|markdown|bullet points|bullets?|numbering|headings?|headers?|bold|italics?|indentation"
