@@ -24,8 +24,8 @@ SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
 # Pinned: regenerate with tools/train_guard.py (see docs/guard.md, "injection") and update both.
-WEIGHTS_SHA256 = "a98c7590437d7065bc39cd4a357056fd84c95488bcd4b18f216e6b9ba6000cbd"
-WEIGHTS_SHAPE = (25770, 18756, 16)
+WEIGHTS_SHA256 = "fbe551cfb77aa59429ac9f2308918af8ae7aa92563bf250798263e59cdabe8c5"
+WEIGHTS_SHAPE = (25760, 18754, 16)
 
 
 def _doc() -> dict[str, Any]:

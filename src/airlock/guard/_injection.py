@@ -15,6 +15,12 @@ neuralchemy train/validation splits only) is a logistic regression over three bl
   mention and does not count (:func:`._injection_patterns.reported_at`); a quotation always counts
   (its words reach the model verbatim, and the attacker can write the frame too).
 
+The target decides: a *benign directive* (an override verb aimed at the form of the answer or at the
+user's own earlier text, a "from now on" style request; closed vocabularies in
+:func:`._injection_patterns.benign_directive_spans`) is no evidence, so its words are left out of
+both n-gram blocks (never counted for or against: prefixing one to an attack cannot lower its
+score), while the structures are matched on the whole text.
+
 Length-aware evidence: the two n-gram blocks of a text of n words are weighted ``min(1, n /
 evidence_words)`` (:func:`evidence_weight`; the trainer applies the same weight), so a very short
 text cannot reach a high score on vocabulary alone; and a text of fewer than ``evidence_words // 2``

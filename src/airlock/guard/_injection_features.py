@@ -3,7 +3,8 @@
 The text is NFKC-normalised and casefolded; spaced-out letters (``i g n o r e``) are joined; inside
 words that mix ASCII with other scripts, Latin lookalikes are mapped back. Then: word unigrams and
 bigrams (counts), character 4-grams of the word stream with leetspeak undone (presence), and one flag
-per attack structure of :mod:`._injection_patterns`.
+per attack structure of :mod:`._injection_patterns`. The words of benign directives ("ignore the
+previous formatting") are left out of the n-grams; the structures see the whole text.
 
 Security assumption: the text is untrusted; it is only normalised, matched by the bounded patterns
 and split into n-grams. Its length is bounded by the caller (:data:`._injection.MAX_CHARS`).
@@ -18,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from airlock.guard._injection_patterns import STRUCT_RE, reported_at
+from airlock.guard._injection_patterns import STRUCT_RE, benign_directive_spans, reported_at
 
 __all__ = ["Features", "featurize", "normalise"]
 
@@ -105,9 +106,21 @@ def _matches(pattern: re.Pattern[str], norm: str) -> tuple[bool, bool]:
 def featurize(text: str) -> Features:
     """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window)."""
     norm = normalise(text)
-    tokens = _WORD.findall(_TAG.sub(" ", norm) if "<" in norm else norm)
+    # A benign directive ("ignore the previous formatting", "from now on, answer in Spanish") is no
+    # evidence either way: its words are left out of both n-gram blocks and of the word count, and
+    # the pieces around it are tokenised apart (no bigram across it). The attack structures below
+    # are matched on the whole text all the same.
+    spans = benign_directive_spans(norm)
+    pieces, at = [], 0
+    for start, end in spans:
+        pieces.append(norm[at:start])
+        at = end
+    pieces.append(norm[at:])
+    segs = [_WORD.findall(_TAG.sub(" ", p) if "<" in p else p) for p in pieces]
+    tokens = [t for seg in segs for t in seg]
     words: Counter[str] = Counter(tokens)
-    words.update(f"{a} {b}" for a, b in itertools.pairwise(tokens))
+    for seg in segs:
+        words.update(f"{a} {b}" for a, b in itertools.pairwise(seg))
     chars = _char_grams(tokens)
     found = [
         _matches(pattern, norm) if _has(norm, trig) and _has(norm, also) else (False, False)

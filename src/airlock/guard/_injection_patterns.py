@@ -15,7 +15,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["STRUCTURES", "STRUCT_NAMES", "STRUCT_RE", "STRUCT_REASON", "reported_at"]
+__all__ = [
+    "BENIGN_DIRECTIVE_RE",
+    "STRUCTURES",
+    "STRUCT_NAMES",
+    "STRUCT_RE",
+    "STRUCT_REASON",
+    "benign_directive_spans",
+    "reported_at",
+]
 
 
 _OVERRIDE_VERB: Final = (
@@ -40,6 +48,24 @@ _PRIOR: Final = (
 # "... told me to ignore the old guidelines": an override verb addressed to a person (reported
 # speech), not to the model. Fixed-width look-behinds; the text's whitespace is collapsed.
 _NOT_REPORTED: Final = r"(?<!me to )(?<!us to )(?<!says to )(?<!said to )(?<!told to )(?<!asked to )"
+# The TARGET decides (see docs/guard.md, "Targets"): a privileged or unrestricted mode of a named
+# other thing ("developer mode on Android", "root access in the VM") is not the model's; limits on a
+# named other thing ("without restrictions on budget") are not the model's rules; "do not add
+# disclaimers in the product description" is about a document, not the model's refusals. Anything
+# that names the model or the conversation ("on your side", "in this chat", "on what you say") or
+# its output ("in your answers") keeps the structure.
+_MODEL_WORDS: Final = (
+    r"(?:(?:the|this|that|my|our|a|an)\W{1,3})?(?:model|assistant|ai|bot|chatbot|llm|gpt|chatgpt|claude|gemini"
+    r"|llama|system|chat|conversation|session|answers?|responses?|replies|reply|outputs?|messages?|content"
+    r"|topics?|text|speech|language|words|requests?|questions?|prompts?|instructions?)"
+    r"|you|your|yours|yourself|u|me|us|what|how|anything|everything|whatever|now|please|and|then|so|from"
+    r"|until|again|immediately|right|here|all|every|any"
+)
+# one space, then a word that is none of the above: "developer mode on android", not "developer mode
+# on, ..." or "developer mode on now"
+_NOT_ELSEWHERE: Final = rf"(?! (?:on|in|of|for) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
+_NOT_ON_OTHER: Final = rf"(?! (?:on|to|in|for|regarding) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
+_NOT_IN_ARTIFACT: Final = rf"(?! (?:in|on|to|from) (?:the|this|my|our|a|an) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
 _WORDGAP: Final = r"(?:[^\W_]+[^\w]{1,3}){0,4}"
 _REVEAL: Final = (
     r"(?:reveal|show|print|display|output|repeat|tell|give|leak|dump|share|list|expose|disclose|write out"
@@ -129,10 +155,10 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
         "persona_unrestricted",
         "persona switch to an unrestricted model",
         r"\b(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|dan|do anything now"
-        r"|developer mode|god mode|dev mode|evil (?:twin|mode|ai|assistant|confidant))\b"
-        r"|\b(?:no|without|free of|free from|not bound by|any)\W{1,3}(?:[^\W_]+\W{1,3}){0,2}"
+        rf"|evil (?:twin|mode|ai|assistant|confidant))\b|\b(?:developer mode|god mode|dev mode)\b{_NOT_ELSEWHERE}"
+        r"|\b(?:no|without|free of|free from|not bound by|any)\W{1,3}(?>(?:[^\W_]+\W{1,3}){0,2}"
         r"(?:restrictions|limits|limitations|filters|rules|guidelines|censorship|ethics|morals|boundaries"
-        r"|policies|guardrails|content polic(?:y|ies)|safety (?:rules|guidelines|filters))\b",
+        rf"|policies|guardrails|content polic(?:y|ies)|safety (?:rules|guidelines|filters))\b){_NOT_ON_OTHER}",
         (
             "unrestrict",
             "unfilter",
@@ -194,8 +220,9 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     (
         "refusal_suppression",
         "refusal suppression",
-        r"\b(?:(?:do not|don't|never|must not|cannot|can't|won't|will not) (?:ever )?(?:refuse|decline|say no"
-        r"|apologi[sz]e|warn|mention|add|include) ?(?:any )?(?:warnings?|disclaimers?|that you|ethic[a-z]*)?"
+        r"\b(?:(?>(?:do not|don't|never|must not|cannot|can't|won't|will not) (?:ever )?(?:refuse|decline|say no"
+        r"|apologi[sz]e|warn|mention|add|include)(?: (?:any )?(?:warnings?|disclaimers?|that you|ethic[a-z]*))?)"
+        rf"{_NOT_IN_ARTIFACT}"
         r"|must (?:always )?(?:comply|answer|obey)|without (?:any )?(?:warnings?|disclaimers?|censorship"
         r"|refusals?|moral[a-z]*|hesitation))\b",
         ("not", "n't", "never", "must", "without"),
@@ -240,7 +267,7 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
         "claimed authority or privileged mode",
         r"\b(?:i am|i'm|this is|as) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|system"
         r" administrator|operator|maintainer)\b|\b(?:admin|developer|sudo|root|maintenance|debug|god)"
-        r" (?:mode|access|override|privileges|rights|command)\b|\bi (?:authori[sz]e|command|order) you\b",
+        rf" (?:mode|access|override|privileges|rights|command)\b{_NOT_ELSEWHERE}|\bi (?:authori[sz]e|command|order) you\b",
         (
             "i am",
             "i'm",
@@ -406,3 +433,101 @@ def reported_at(norm: str, start: int) -> bool:
     if _ADDRESSEE.match(norm, start) is not None:
         return False
     return _REPORTED_SPEECH.search(norm, begin, start) is not None
+
+
+# --- benign directives ---------------------------------------------------------------------------------
+#
+# An override verb is an attack shape only when its TARGET is the model's instructions. Aimed at the
+# form of the answer or at the user's own earlier text it is an ordinary request ("ignore the previous
+# formatting and use bullets", "forget my last message", "from now on, answer in Spanish"). Such a
+# clause is recognised from a small closed vocabulary per target class (below) and its words are not
+# evidence of an attack: featurize leaves them out of the n-gram blocks. The attack structures are
+# still matched on the whole text, so "ignore the formatting and your instructions" keeps its
+# override structure, and the rest of the text is judged on its own words.
+
+_BENIGN_OVERRIDE_VERB: Final = (
+    r"(?:ignore|ignoring|disregard|disregarding|forget|override|overriding|skip|skipping|drop|dropping"
+    r"|discard|dismiss|never mind|scrap|cancel|remove|leave out)"
+)
+# Target classes (each a closed list; documented in docs/guard.md, "Targets"):
+# formatting / layout
+_T_FORMAT: Final = (
+    r"formatting|format|markdown|bullet points|bullets?|numbering|headings?|headers?|bold|italics?|indentation"
+    r"|line spacing|spacing|font size|fonts?|layout|capitali[sz]ation|case|punctuation|whitespace|white space"
+    r"|emojis?|line breaks|header row|first row|footnotes|bibliography|citations"
+)
+# style, tone, length, language, spelling
+_T_STYLE: Final = (
+    r"style|tone|voice|length|word limit|word count|character limit|rhyme|rhyming|spelling|typos?|grammar"
+    r"|mistakes|language|accent|formal tone|jargon"
+)
+# parts of the user's data
+_T_DATA: Final = (
+    r"rows?|columns?|cells?|units|decimals|outliers|duplicates|nulls|blank rows|empty rows|blank lines|noise"
+)
+# the user's own earlier text or turn (with a word that says it is earlier or the user's)
+_T_OWN_NOUN: Final = (
+    r"draft|version|answer|reply|response|example|paragraph|sentence|message|email|e-mail|question"
+    r"|request|suggestion|attempt|outline|title|ticket|order|comment|list|snippet|translation|summary"
+    r"|section|chapter|recipe|address|deadline"
+)
+_T_OWN: Final = (
+    rf"(?:(?:my|our)\W{{1,3}}(?:(?:previous|prior|earlier|last|first|old|original|other)\W{{1,3}})?"
+    rf"|(?:the|that|this)\W{{1,3}}(?:previous|prior|earlier|last|first|old|original)\W{{1,3}})"
+    rf"(?:{_T_OWN_NOUN})"
+    r"|(?:what|everything|anything|all) (?:i|we) (?:said|wrote|asked|told you|mentioned|gave you|sent)"
+)
+# a word between the determiner and the target that is not the model's instructions or the model
+_FREE_WORD: Final = rf"(?:(?!(?:you|your|yourself|system|safety|{_INSTR_NOUN})\b)[^\W_]+\W{{1,3}})"
+_BENIGN_OVERRIDE: Final = (
+    rf"\b{_BENIGN_OVERRIDE_VERB}\W{{1,3}}(?:{_T_OWN}"
+    rf"|(?:(?:the|my|our|all|any|these|those|that|this|previous|prior|earlier|last|first|old|default)\W{{1,3}})"
+    rf"{{0,2}}{_FREE_WORD}{{0,2}}(?:{_T_FORMAT}|{_T_STYLE}|{_T_DATA})s?)\b"
+    # the target is the head, not a modifier of the model's instructions ("the formatting rules")
+    rf"(?!\W{{1,3}}(?:{_INSTR_NOUN})\b)"
+    # the directive's own time qualifier: "drop the formal tone from now on"
+    r"(?:\W{1,3}(?:from now on|going forward|for now|for the rest of (?:this|the) (?:chat|conversation))\b)?"
+)
+_LANGUAGE: Final = (
+    r"english|spanish|french|german|italian|portuguese|dutch|polish|russian|ukrainian|japanese|chinese"
+    r"|korean|arabic|hindi|turkish|swedish|greek|hebrew|plain english|simple english"
+)
+# "from now on, (please) answer in Spanish / keep your answers under 100 words / answer with code only"
+_STYLE_DIRECTIVE: Final = (
+    r"\b(?:from now on|going forward|for the rest of (?:this|the) (?:chat|conversation)|in future)\W{1,3}"
+    r"(?:please\W{1,3})?(?:answer|reply|respond|write|speak|talk|keep|make|use|give|format)\W{1,3}"
+    r"(?:(?:your|the|all|my|answers?|replies|responses|it|them|me)\W{1,3}){0,3}"
+    rf"(?:in (?:{_LANGUAGE})|(?:under|below|within|in|at most|less than|fewer than) \d+ (?:words|sentences|lines"
+    r"|characters|bullet points)|(?:short|shorter|brief|briefly|concise|concisely|simple|simpler|formal|formally"
+    r"|casual|casually|polite|politely)\b|with code only|only code|in (?:bullet points|a table|json|markdown"
+    r"|plain text|a list))"
+)
+BENIGN_DIRECTIVE_RE: Final = re.compile(rf"{_BENIGN_OVERRIDE}|{_STYLE_DIRECTIVE}")
+#: The pattern only runs when one of these occurs (every match holds one).
+BENIGN_DIRECTIVE_TRIGGERS: Final = (
+    "ignor",
+    "disregard",
+    "forget",
+    "overrid",
+    "skip",
+    "drop",
+    "discard",
+    "dismiss",
+    "never mind",
+    "scrap",
+    "cancel",
+    "remove",
+    "leave out",
+    "from now on",
+    "going forward",
+    "rest of",
+    "in future",
+)
+
+
+def benign_directive_spans(norm: str) -> list[tuple[int, int]]:
+    """Spans of the normalised text that are override verbs aimed at the form of the answer or the
+    user's own earlier text, or "from now on" style directives (see above)."""
+    if not any(t in norm for t in BENIGN_DIRECTIVE_TRIGGERS):
+        return []
+    return [m.span() for m in BENIGN_DIRECTIVE_RE.finditer(norm)]
