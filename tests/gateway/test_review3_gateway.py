@@ -332,3 +332,54 @@ def test_review3_f2_a_tenants_many_element_bytes_requests_do_not_stall_another(m
         f"B waited {worst * 1000:.0f} ms for one answer while A's BYTES requests were handled "
         f"({len(loaded)} answers; alone: worst {alone_worst * 1000:.0f} ms)"
     )
+
+
+@pytest.mark.xfail(
+    strict=True, reason="review 3: the head file moves on by seq alone, over rows that replaced cut ones"
+)
+def test_review3_f7_rows_cut_under_a_running_gateway_stay_detected_once_new_rows_pass_the_head(
+    make_gateway: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """F7 variant, cut while running, then let traffic refill the sequence numbers.
+
+    Sent: 5 calls (rows 1-10; the head file records seq 10); rows seq > 4 are deleted from the
+    state database while the gateway runs (no key needed); then 4 more calls (the gateway
+    appends rows 5-12 after row 4, a consistent chain).
+    Happened: the periodic head writer logs "audit log shorter than its recorded head" and keeps
+    the old head, but only until the new rows' seq passes it: then it records seq 12 of the new
+    chain, the removed rows 5-10 are nowhere in the head file, and ``airlock audit verify``
+    says ``audit log intact`` (exit 0).
+    Should: the head only moves forward along the chain it recorded (the recorded seq must still
+    hold the recorded MAC); verify reports the replaced rows (exit 1).
+    """
+    gateway = make_gateway(extra="[audit]\nhead_interval_seconds = 0.1\n")
+    head_file = gateway.config.audit.head_file
+
+    def head_reaches(seq: int) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if json.loads(head_file.read_text())["seq"] >= seq:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the head file never reached seq {seq}")
+
+    with gateway.client("acme") as client:
+        for _ in range(5):
+            assert client.post("/v2/models/affine/infer", json=BODY).status_code == 200
+        head_reaches(10)
+        db = sqlite3.connect(gateway.config.server.state)
+        db.execute("DELETE FROM audit WHERE seq > 4")
+        db.commit()
+        db.close()
+        time.sleep(0.5)  # the writer has seen the shorter log (and kept the recorded head)
+        for _ in range(4):
+            assert client.post("/v2/models/affine/infer", json=BODY).status_code == 200
+    time.sleep(1.0)  # several head intervals: the writer had every chance to move on
+    config = tmp_path / "verify.toml"
+    config.write_text(
+        f'[server]\nstate = "{gateway.config.server.state}"\n[audit]\n'
+        f'key_file = "{gateway.config.audit.key_file}"\nhead_file = "{head_file}"\n',
+        encoding="utf-8",
+    )
+    capsys.readouterr()
+    assert main(["audit", "verify", "--config", str(config)]) == 1, capsys.readouterr().out
