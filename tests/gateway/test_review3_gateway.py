@@ -68,9 +68,6 @@ def _descendants(pid: int) -> list[int]:
 # F1 -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 3: X-Forwarded-For from a loopback peer picks the pre-auth bucket"
-)
 def test_review3_f1_x_forwarded_for_does_not_pick_the_preauth_bucket(make_gateway: Any) -> None:
     """F1 variant, X-Forwarded-For spoofing.
 
@@ -98,9 +95,6 @@ def test_review3_f1_x_forwarded_for_does_not_pick_the_preauth_bucket(make_gatewa
 # F9 -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 3: an obs-folded Transfer-Encoding line is accepted next to Content-Length"
-)
 def test_review3_f9_obs_folded_transfer_encoding_with_content_length_is_a_400(env: Env) -> None:
     """F9 variant, obsolete line folding.
 

@@ -125,7 +125,7 @@ class ConnectionGuard:
         #: connections closed by a cap or a header deadline, by reason (for metrics)
         self.refused: dict[str, int] = {
             "connections": 0, "address_connections": 0, "header_timeout": 0, "send_timeout": 0,
-            "small_chunks": 0, "header_lines": 0,
+            "small_chunks": 0, "header_lines": 0, "obs_fold": 0,
         }  # fmt: skip
 
     def open(self, key: str) -> str | None:
@@ -154,6 +154,8 @@ class ConnectionGuard:
 HEADER_LINES: Final = 100
 #: where a request head ends (h11 accepts bare LF line ends too)
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
+#: obsolete line folding (RFC 9112 5.2): a header line that starts with a space or a tab
+_OBS_FOLD: Final = re.compile(rb"\n[ \t]")
 #: the last chunk's size line (trailers follow it), after the previous chunk's CRLF, which h11
 #: consumes only when it reads on
 _LAST_CHUNK: Final = re.compile(rb"(?:\r?\n)?0+[ \t]*(?:;[^\r\n]*)?\r?\n")
@@ -173,7 +175,7 @@ class _BoundedFraming(h11.Connection):
     trailers, may have ``HEADER_LINES`` lines, counted before h11 parses them. ``on_violation(reason)`` is called once (it aborts the
     connection) and parsing stops."""
 
-    def __init__(self, max_incomplete_event_size: int, on_violation: Callable[[str], None]) -> None:
+    def __init__(self, max_incomplete_event_size: int, on_violation: Callable[..., None]) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
         self._on_violation = on_violation
         self._peek_bytes = max_incomplete_event_size + 8
@@ -186,12 +188,25 @@ class _BoundedFraming(h11.Connection):
     def next_event(self) -> Any:
         if self._violated:
             return h11.NEED_DATA
-        if self.their_state is h11.IDLE and self._too_many_lines(self._peek()):
-            self._violate("header_lines")
-            return h11.NEED_DATA
-        if self._at_chunk_line and self.their_state is h11.SEND_BODY and self._too_many_trailers():
-            self._violate("header_lines")
-            return h11.NEED_DATA
+        if self.their_state is h11.IDLE:
+            head = self._peek()
+            if self._too_many_lines(head):
+                self._violate("header_lines")
+                return h11.NEED_DATA
+            end = _HEAD_END.search(head)
+            if end is not None and _OBS_FOLD.search(head, 0, end.start()) is not None:
+                # h11 would unfold the line into the previous header's value; a proxy in front may
+                # read it as a header of its own (``Transfer-Encoding`` next to ``Content-Length``):
+                # uvicorn answers this with a 400 and closes the connection
+                self._on_violation("obs_fold", abort=False)
+                self._violated = True
+                self._process_error(self.their_role)  # h11's own state after a client's error
+                raise h11.RemoteProtocolError("obsolete line folding", error_status_hint=400)
+        if self._at_chunk_line and self.their_state is h11.SEND_BODY:
+            problem = self._bad_trailers()
+            if problem is not None:
+                self._violate(problem)
+                return h11.NEED_DATA
         event = super().next_event()
         if isinstance(event, h11.Data):
             self._bytes += len(event.data)
@@ -225,16 +240,20 @@ class _BoundedFraming(h11.Connection):
             return data.count(b"\n", 0, end.start()) + 1 - first > HEADER_LINES
         return data.count(b"\n") - first > HEADER_LINES  # the blank line may still come
 
-    def _too_many_trailers(self) -> bool:
-        """At a chunk-size line: when it is the last chunk's, whether too many trailer lines follow."""
+    def _bad_trailers(self) -> str | None:
+        """At a chunk-size line: when it is the last chunk's, what is wrong with the trailer lines
+        that follow (too many, or a folded one), as far as they have arrived."""
         data = self._peek()
         last = _LAST_CHUNK.match(data)
         if last is None:
-            return False
+            return None
         rest = data[last.end() :]
         if rest[:1] == b"\n" or rest[:2] == b"\r\n":
-            return False  # no trailers
-        return self._too_many_lines(rest, first=0)
+            return None  # no trailers
+        end = _HEAD_END.search(rest)
+        if rest[:1] in (b" ", b"\t") or _OBS_FOLD.search(rest, 0, len(rest) if end is None else end.start()):
+            return "obs_fold"  # as ambiguous as in the head
+        return "header_lines" if self._too_many_lines(rest, first=0) else None
 
     def _violate(self, reason: str) -> None:
         self._violated = True
@@ -370,9 +389,10 @@ class _GuardedH11(H11Protocol):
             self._header_timer.cancel()
             self._header_timer = None
 
-    def _framing(self, reason: str) -> None:
+    def _framing(self, reason: str, abort: bool = True) -> None:
         self.guard.refused[reason] += 1
-        self.transport.abort()
+        if abort:
+            self.transport.abort()
 
     def _header_deadline(self) -> None:
         self._header_timer = None
