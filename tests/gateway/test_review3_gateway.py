@@ -377,3 +377,56 @@ def test_review3_f7_rows_cut_under_a_running_gateway_stay_detected_once_new_rows
     )
     capsys.readouterr()
     assert main(["audit", "verify", "--config", str(config)]) == 1, capsys.readouterr().out
+
+
+# F4 -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True, reason="review 3: idle keep-alive connections of strangers hold the global cap"
+)
+def test_review3_f4_idle_keep_alive_connections_of_strangers_do_not_lock_tenants_out(
+    make_gateway: Any,
+) -> None:
+    """F4 variant, many idle keep-alive connections (no key needed).
+
+    Sent: with ``max_connections = 24`` and ``max_connections_per_address = 8``, three source
+    addresses (127.0.0.2-4) open 8 connections each and make one unauthenticated
+    ``GET /v2/health/live`` on each, then leave them idle inside ``keep_alive_seconds`` (an
+    attacker repeats the cheap request every few seconds to keep them). Then tenant acme, from a
+    fourth address, makes one inference call.
+    Happened: acme's connection is closed at once (``reason="connections"``): strangers holding
+    idle connections own the whole global cap; with the defaults (1024, 64 per address) 16 IPv4
+    addresses, or 16 /64s of one IPv6 /60, lock every tenant out indefinitely.
+    Should: a connection that sits idle between requests gives way to a new one when the cap is
+    reached (close the longest-idle keep-alive connection; HTTP/1.1 allows it at any time), so
+    acme is served (200).
+    """
+    gateway = make_gateway(
+        server="max_connections = 24\nmax_connections_per_address = 8\nkeep_alive_seconds = 30\n"
+        "preauth_burst = 100000\npreauth_requests_per_second = 100000\n"
+    )
+    cap = gateway.running.gateway.state.guard.cap
+    assert cap == 24, cap  # not lowered by the descriptor limit
+    held: list[httpx.Client] = []
+    try:
+        for last in (2, 3, 4):
+            for _ in range(8):
+                client = httpx.Client(
+                    base_url=gateway.url,
+                    timeout=10,
+                    transport=httpx.HTTPTransport(local_address=f"127.0.0.{last}"),
+                )
+                assert client.get("/v2/health/live").status_code == 200  # the connection stays open
+                held.append(client)
+        assert gateway.running.gateway.state.guard.total == 24
+        with gateway.client("acme", source="127.0.0.9") as client:
+            status: int | str
+            try:
+                status = client.post("/v2/models/affine/infer", json=BODY).status_code
+            except httpx.TransportError as exc:
+                status = f"connection closed: {type(exc).__name__}"
+        assert status == 200, status
+    finally:
+        for client in held:
+            client.close()
