@@ -382,9 +382,6 @@ def test_review3_f7_rows_cut_under_a_running_gateway_stay_detected_once_new_rows
 # F4 -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 3: idle keep-alive connections of strangers hold the global cap"
-)
 def test_review3_f4_idle_keep_alive_connections_of_strangers_do_not_lock_tenants_out(
     make_gateway: Any,
 ) -> None:

@@ -48,6 +48,7 @@ from airlock.gateway._config import ServerConfig
 __all__ = [
     "ADMIN_CONNECTIONS",
     "ConnectionGuard",
+    "Evictable",
     "GuardedServer",
     "PreAuth",
     "address_key",
@@ -114,31 +115,90 @@ def raise_fd_limit() -> int:
     return 65536 if soft == resource.RLIM_INFINITY else soft
 
 
+class Evictable:
+    """A connection the guard may close to make room for a new one (see :meth:`ConnectionGuard.open`)."""
+
+    #: set by :meth:`evict`; the connection's ``connection_lost`` then gives the slot back
+    evicted = False
+
+    def evict(self) -> None:
+        raise NotImplementedError
+
+
 class ConnectionGuard:
-    """Counts open connections in all and per address; shared by every protocol instance."""
+    """Counts open connections in all and per address; shared by every protocol instance.
+
+    When the global cap is reached, a new connection takes the place of one that does nothing for
+    anyone: first the connection idle longest between requests (a keep-alive connection, which
+    HTTP/1.1 lets a server close at any time), else the one that has waited longest for its TLS
+    handshake or its request head to complete. A connection whose request is being read, run or
+    answered is never closed for a newcomer. So strangers holding connections open (idle, or
+    trickling heads within the header deadline) cannot lock tenants out: each newcomer pushes out
+    the stalest of them. The per-address cap is not relaxed this way."""
 
     def __init__(self, config: ServerConfig, cap: int | None = None) -> None:
         self.config = config
         self.cap = config.max_connections if cap is None else cap
         self.total = 0
+        #: connections closed to make room whose ``connection_lost`` has not run yet
+        self.evicting = 0
         self.by_address: dict[str, int] = {}
+        #: connections idle between requests, and connections waiting for a handshake or a head:
+        #: longest-waiting first (each state change moves a connection to the end)
+        self._idle: OrderedDict[Evictable, None] = OrderedDict()
+        self._waiting: OrderedDict[Evictable, None] = OrderedDict()
         #: connections closed by a cap or a header deadline, by reason (for metrics)
         self.refused: dict[str, int] = {
             "connections": 0, "address_connections": 0, "header_timeout": 0, "send_timeout": 0,
-            "small_chunks": 0, "header_lines": 0, "obs_fold": 0,
+            "small_chunks": 0, "header_lines": 0, "obs_fold": 0, "evicted_idle": 0,
+            "evicted_waiting": 0,
         }  # fmt: skip
 
     def open(self, key: str) -> str | None:
         """Count a new connection; return the refusal reason (and count nothing) when over a cap."""
-        if self.total >= self.cap:
-            self.refused["connections"] += 1
-            return "connections"
         if self.by_address.get(key, 0) >= self.config.max_connections_per_address:
             self.refused["address_connections"] += 1
             return "address_connections"
+        if self.total - self.evicting >= self.cap and not self._evict():
+            self.refused["connections"] += 1
+            return "connections"
         self.total += 1
         self.by_address[key] = self.by_address.get(key, 0) + 1
         return None
+
+    def _evict(self) -> bool:
+        """Close the stalest idle or waiting connection; False when every connection is at work."""
+        for table, reason in ((self._idle, "evicted_idle"), (self._waiting, "evicted_waiting")):
+            if table:
+                victim, _ = table.popitem(last=False)
+                self.refused[reason] += 1
+                self.evicting += 1
+                victim.evicted = True
+                victim.evict()
+                return True
+        return False
+
+    def idle(self, connection: Evictable) -> None:
+        """``connection`` answered its request and waits for the next one."""
+        self._waiting.pop(connection, None)
+        self._idle[connection] = None
+
+    def waiting(self, connection: Evictable) -> None:
+        """``connection`` waits for its TLS handshake or a request head."""
+        self._idle.pop(connection, None)
+        self._waiting[connection] = None
+
+    def busy(self, connection: Evictable) -> None:
+        """``connection`` is reading, running or answering a request: never evicted."""
+        self._idle.pop(connection, None)
+        self._waiting.pop(connection, None)
+
+    def gone(self, connection: Evictable) -> None:
+        """``connection`` is closed (its ``connection_lost``)."""
+        self.busy(connection)
+        if connection.evicted:
+            connection.evicted = False
+            self.evicting -= 1
 
     def close(self, key: str) -> None:
         self.total -= 1
@@ -350,7 +410,7 @@ class CoalescedWrites(asyncio.Transport):
         return self._transport.get_protocol()
 
 
-class _GuardedH11(H11Protocol):
+class _GuardedH11(H11Protocol, Evictable):
     guard: ConnectionGuard
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -365,6 +425,7 @@ class _GuardedH11(H11Protocol):
         self._send_timer: asyncio.TimerHandle | None = None
         #: set by :class:`_GuardedTLS`, which counted this connection at accept()
         self._counted_by_tls = False
+        self._tls_layer: _GuardedTLS | None = None
         self._owns_count = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -376,7 +437,14 @@ class _GuardedH11(H11Protocol):
                 return
             self._owns_count = True
         self._guard_key = key
+        if self._tls_layer is not None:
+            self.guard.busy(self._tls_layer)  # its handshake is done: this layer waits for a head now
+        self.guard.waiting(self)
         self._arm()
+
+    def evict(self) -> None:
+        # abort, not close: a TLS close waits for the peer's close_notify, holding the slot
+        self.transport.abort()
 
     def _arm(self) -> None:
         self._header_timer = self.loop.call_later(
@@ -403,9 +471,16 @@ class _GuardedH11(H11Protocol):
         waiting = self.cycle is None or self.cycle.response_complete
         if waiting and self._header_timer is None and self._guard_key is not None:
             self._arm()  # the first byte of a new request: its headers now have a deadline
+            self.guard.waiting(self)
         super().data_received(data)
         if self._header_timer is not None and self.cycle is not self._timed_cycle:
             self._disarm()  # the header block is complete (uvicorn started a new request cycle)
+            self.guard.busy(self)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._guard_key is not None and self.timeout_keep_alive_task is not None:
+            self.guard.idle(self)  # kept alive, with nothing of a next request yet
 
     def pause_writing(self) -> None:
         """The reply backs up (the client does not read): it has send_timeout_seconds to resume."""
@@ -429,6 +504,7 @@ class _GuardedH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self.guard.gone(self)
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
@@ -439,7 +515,7 @@ class _GuardedH11(H11Protocol):
         super().connection_lost(exc)
 
 
-class _GuardedTLS(SSLProtocol):
+class _GuardedTLS(SSLProtocol, Evictable):
     """asyncio's TLS protocol, counted against the connection caps from accept() on.
 
     With ``ssl=`` handed to ``create_server``, the application protocol hears of a connection only
@@ -463,9 +539,19 @@ class _GuardedTLS(SSLProtocol):
         app = self._app_protocol
         if isinstance(app, _GuardedH11):
             app._counted_by_tls = True
+            app._tls_layer = self
+        self._guard.waiting(self)
         super().connection_made(transport)
 
+    def evict(self) -> None:
+        transport = self._transport
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+        elif transport is not None:
+            transport.close()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._guard.gone(self)
         if self._guard_key is not None:
             self._guard.close(self._guard_key)
             self._guard_key = None
