@@ -48,6 +48,7 @@ from airlock.gateway._config import ServerConfig
 __all__ = [
     "ADMIN_CONNECTIONS",
     "ConnectionGuard",
+    "Evictable",
     "GuardedServer",
     "PreAuth",
     "address_key",
@@ -114,31 +115,90 @@ def raise_fd_limit() -> int:
     return 65536 if soft == resource.RLIM_INFINITY else soft
 
 
+class Evictable:
+    """A connection the guard may close to make room for a new one (see :meth:`ConnectionGuard.open`)."""
+
+    #: set by :meth:`evict`; the connection's ``connection_lost`` then gives the slot back
+    evicted = False
+
+    def evict(self) -> None:
+        raise NotImplementedError
+
+
 class ConnectionGuard:
-    """Counts open connections in all and per address; shared by every protocol instance."""
+    """Counts open connections in all and per address; shared by every protocol instance.
+
+    When the global cap is reached, a new connection takes the place of one that does nothing for
+    anyone: first the connection idle longest between requests (a keep-alive connection, which
+    HTTP/1.1 lets a server close at any time), else the one that has waited longest for its TLS
+    handshake or its request head to complete. A connection whose request is being read, run or
+    answered is never closed for a newcomer. So strangers holding connections open (idle, or
+    trickling heads within the header deadline) cannot lock tenants out: each newcomer pushes out
+    the stalest of them. The per-address cap is not relaxed this way."""
 
     def __init__(self, config: ServerConfig, cap: int | None = None) -> None:
         self.config = config
         self.cap = config.max_connections if cap is None else cap
         self.total = 0
+        #: connections closed to make room whose ``connection_lost`` has not run yet
+        self.evicting = 0
         self.by_address: dict[str, int] = {}
+        #: connections idle between requests, and connections waiting for a handshake or a head:
+        #: longest-waiting first (each state change moves a connection to the end)
+        self._idle: OrderedDict[Evictable, None] = OrderedDict()
+        self._waiting: OrderedDict[Evictable, None] = OrderedDict()
         #: connections closed by a cap or a header deadline, by reason (for metrics)
         self.refused: dict[str, int] = {
             "connections": 0, "address_connections": 0, "header_timeout": 0, "send_timeout": 0,
-            "small_chunks": 0, "header_lines": 0,
+            "small_chunks": 0, "header_lines": 0, "obs_fold": 0, "evicted_idle": 0,
+            "evicted_waiting": 0,
         }  # fmt: skip
 
     def open(self, key: str) -> str | None:
         """Count a new connection; return the refusal reason (and count nothing) when over a cap."""
-        if self.total >= self.cap:
-            self.refused["connections"] += 1
-            return "connections"
         if self.by_address.get(key, 0) >= self.config.max_connections_per_address:
             self.refused["address_connections"] += 1
             return "address_connections"
+        if self.total - self.evicting >= self.cap and not self._evict():
+            self.refused["connections"] += 1
+            return "connections"
         self.total += 1
         self.by_address[key] = self.by_address.get(key, 0) + 1
         return None
+
+    def _evict(self) -> bool:
+        """Close the stalest idle or waiting connection; False when every connection is at work."""
+        for table, reason in ((self._idle, "evicted_idle"), (self._waiting, "evicted_waiting")):
+            if table:
+                victim, _ = table.popitem(last=False)
+                self.refused[reason] += 1
+                self.evicting += 1
+                victim.evicted = True
+                victim.evict()
+                return True
+        return False
+
+    def idle(self, connection: Evictable) -> None:
+        """``connection`` answered its request and waits for the next one."""
+        self._waiting.pop(connection, None)
+        self._idle[connection] = None
+
+    def waiting(self, connection: Evictable) -> None:
+        """``connection`` waits for its TLS handshake or a request head."""
+        self._idle.pop(connection, None)
+        self._waiting[connection] = None
+
+    def busy(self, connection: Evictable) -> None:
+        """``connection`` is reading, running or answering a request: never evicted."""
+        self._idle.pop(connection, None)
+        self._waiting.pop(connection, None)
+
+    def gone(self, connection: Evictable) -> None:
+        """``connection`` is closed (its ``connection_lost``)."""
+        self.busy(connection)
+        if connection.evicted:
+            connection.evicted = False
+            self.evicting -= 1
 
     def close(self, key: str) -> None:
         self.total -= 1
@@ -154,6 +214,8 @@ class ConnectionGuard:
 HEADER_LINES: Final = 100
 #: where a request head ends (h11 accepts bare LF line ends too)
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
+#: obsolete line folding (RFC 9112 5.2): a header line that starts with a space or a tab
+_OBS_FOLD: Final = re.compile(rb"\n[ \t]")
 #: the last chunk's size line (trailers follow it), after the previous chunk's CRLF, which h11
 #: consumes only when it reads on
 _LAST_CHUNK: Final = re.compile(rb"(?:\r?\n)?0+[ \t]*(?:;[^\r\n]*)?\r?\n")
@@ -173,7 +235,7 @@ class _BoundedFraming(h11.Connection):
     trailers, may have ``HEADER_LINES`` lines, counted before h11 parses them. ``on_violation(reason)`` is called once (it aborts the
     connection) and parsing stops."""
 
-    def __init__(self, max_incomplete_event_size: int, on_violation: Callable[[str], None]) -> None:
+    def __init__(self, max_incomplete_event_size: int, on_violation: Callable[..., None]) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
         self._on_violation = on_violation
         self._peek_bytes = max_incomplete_event_size + 8
@@ -186,12 +248,25 @@ class _BoundedFraming(h11.Connection):
     def next_event(self) -> Any:
         if self._violated:
             return h11.NEED_DATA
-        if self.their_state is h11.IDLE and self._too_many_lines(self._peek()):
-            self._violate("header_lines")
-            return h11.NEED_DATA
-        if self._at_chunk_line and self.their_state is h11.SEND_BODY and self._too_many_trailers():
-            self._violate("header_lines")
-            return h11.NEED_DATA
+        if self.their_state is h11.IDLE:
+            head = self._peek()
+            if self._too_many_lines(head):
+                self._violate("header_lines")
+                return h11.NEED_DATA
+            end = _HEAD_END.search(head)
+            if end is not None and _OBS_FOLD.search(head, 0, end.start()) is not None:
+                # h11 would unfold the line into the previous header's value; a proxy in front may
+                # read it as a header of its own (``Transfer-Encoding`` next to ``Content-Length``):
+                # uvicorn answers this with a 400 and closes the connection
+                self._on_violation("obs_fold", abort=False)
+                self._violated = True
+                self._process_error(self.their_role)  # h11's own state after a client's error
+                raise h11.RemoteProtocolError("obsolete line folding", error_status_hint=400)
+        if self._at_chunk_line and self.their_state is h11.SEND_BODY:
+            problem = self._bad_trailers()
+            if problem is not None:
+                self._violate(problem)
+                return h11.NEED_DATA
         event = super().next_event()
         if isinstance(event, h11.Data):
             self._bytes += len(event.data)
@@ -225,16 +300,20 @@ class _BoundedFraming(h11.Connection):
             return data.count(b"\n", 0, end.start()) + 1 - first > HEADER_LINES
         return data.count(b"\n") - first > HEADER_LINES  # the blank line may still come
 
-    def _too_many_trailers(self) -> bool:
-        """At a chunk-size line: when it is the last chunk's, whether too many trailer lines follow."""
+    def _bad_trailers(self) -> str | None:
+        """At a chunk-size line: when it is the last chunk's, what is wrong with the trailer lines
+        that follow (too many, or a folded one), as far as they have arrived."""
         data = self._peek()
         last = _LAST_CHUNK.match(data)
         if last is None:
-            return False
+            return None
         rest = data[last.end() :]
         if rest[:1] == b"\n" or rest[:2] == b"\r\n":
-            return False  # no trailers
-        return self._too_many_lines(rest, first=0)
+            return None  # no trailers
+        end = _HEAD_END.search(rest)
+        if rest[:1] in (b" ", b"\t") or _OBS_FOLD.search(rest, 0, len(rest) if end is None else end.start()):
+            return "obs_fold"  # as ambiguous as in the head
+        return "header_lines" if self._too_many_lines(rest, first=0) else None
 
     def _violate(self, reason: str) -> None:
         self._violated = True
@@ -331,7 +410,7 @@ class CoalescedWrites(asyncio.Transport):
         return self._transport.get_protocol()
 
 
-class _GuardedH11(H11Protocol):
+class _GuardedH11(H11Protocol, Evictable):
     guard: ConnectionGuard
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -346,6 +425,7 @@ class _GuardedH11(H11Protocol):
         self._send_timer: asyncio.TimerHandle | None = None
         #: set by :class:`_GuardedTLS`, which counted this connection at accept()
         self._counted_by_tls = False
+        self._tls_layer: _GuardedTLS | None = None
         self._owns_count = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -357,7 +437,14 @@ class _GuardedH11(H11Protocol):
                 return
             self._owns_count = True
         self._guard_key = key
+        if self._tls_layer is not None:
+            self.guard.busy(self._tls_layer)  # its handshake is done: this layer waits for a head now
+        self.guard.waiting(self)
         self._arm()
+
+    def evict(self) -> None:
+        # abort, not close: a TLS close waits for the peer's close_notify, holding the slot
+        self.transport.abort()
 
     def _arm(self) -> None:
         self._header_timer = self.loop.call_later(
@@ -370,9 +457,10 @@ class _GuardedH11(H11Protocol):
             self._header_timer.cancel()
             self._header_timer = None
 
-    def _framing(self, reason: str) -> None:
+    def _framing(self, reason: str, abort: bool = True) -> None:
         self.guard.refused[reason] += 1
-        self.transport.abort()
+        if abort:
+            self.transport.abort()
 
     def _header_deadline(self) -> None:
         self._header_timer = None
@@ -383,9 +471,16 @@ class _GuardedH11(H11Protocol):
         waiting = self.cycle is None or self.cycle.response_complete
         if waiting and self._header_timer is None and self._guard_key is not None:
             self._arm()  # the first byte of a new request: its headers now have a deadline
+            self.guard.waiting(self)
         super().data_received(data)
         if self._header_timer is not None and self.cycle is not self._timed_cycle:
             self._disarm()  # the header block is complete (uvicorn started a new request cycle)
+            self.guard.busy(self)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._guard_key is not None and self.timeout_keep_alive_task is not None:
+            self.guard.idle(self)  # kept alive, with nothing of a next request yet
 
     def pause_writing(self) -> None:
         """The reply backs up (the client does not read): it has send_timeout_seconds to resume."""
@@ -409,6 +504,7 @@ class _GuardedH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self.guard.gone(self)
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
@@ -419,7 +515,7 @@ class _GuardedH11(H11Protocol):
         super().connection_lost(exc)
 
 
-class _GuardedTLS(SSLProtocol):
+class _GuardedTLS(SSLProtocol, Evictable):
     """asyncio's TLS protocol, counted against the connection caps from accept() on.
 
     With ``ssl=`` handed to ``create_server``, the application protocol hears of a connection only
@@ -443,9 +539,19 @@ class _GuardedTLS(SSLProtocol):
         app = self._app_protocol
         if isinstance(app, _GuardedH11):
             app._counted_by_tls = True
+            app._tls_layer = self
+        self._guard.waiting(self)
         super().connection_made(transport)
 
+    def evict(self) -> None:
+        transport = self._transport
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+        elif transport is not None:
+            transport.close()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._guard.gone(self)
         if self._guard_key is not None:
             self._guard.close(self._guard_key)
             self._guard_key = None

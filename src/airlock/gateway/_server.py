@@ -255,7 +255,7 @@ class Gateway:
         api = uvicorn.Config(
             build_app(state), http=guarded_protocol(state.guard, _CertAwareH11), lifespan="off",
             log_config=None, access_log=False, server_header=False, date_header=False,
-            timeout_graceful_shutdown=5, ws="none", timeout_keep_alive=config.server.keep_alive_seconds,  # type: ignore[arg-type]
+            proxy_headers=False, timeout_graceful_shutdown=5, ws="none", timeout_keep_alive=config.server.keep_alive_seconds,  # type: ignore[arg-type]
             ssl_context_factory=self._ssl_factory if self._ssl is not None else None,
         )  # fmt: skip
         # the admin port (loopback only) gets the same header and send deadlines and a small cap of
@@ -271,7 +271,7 @@ class Gateway:
         state.admin_guard = admin_guard
         admin = uvicorn.Config(_admin_app(state), http=guarded_protocol(admin_guard), lifespan="off",
                                log_config=None, access_log=False, server_header=False, ws="none",
-                               timeout_keep_alive=config.server.keep_alive_seconds)  # type: ignore[arg-type]  # fmt: skip
+                               proxy_headers=False, timeout_keep_alive=config.server.keep_alive_seconds)  # type: ignore[arg-type]  # fmt: skip
         self._servers = [GuardedServer(api, config.server.header_timeout_seconds), uvicorn.Server(admin)]
         sockets = [self._bound.api, self._bound.admin]
         self._tasks = [
