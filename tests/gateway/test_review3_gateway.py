@@ -427,3 +427,33 @@ def test_review3_f4_idle_keep_alive_connections_of_strangers_do_not_lock_tenants
     finally:
         for client in held:
             client.close()
+
+
+# F11 ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True, reason="review 3: the max_tokens 400 echoes the caller's number, up to 4300 digits"
+)
+def test_review3_f11_a_text_request_error_does_not_echo_the_callers_number() -> None:
+    """F11 variant, the OpenAI-compatible endpoints.
+
+    Sent (over HTTP to ``/v1/chat/completions`` of a gateway serving SmolLM2 with
+    ``max_tokens = 8``): ``"max_tokens": 999…9`` with 4000 digits.
+    Happened: ``400 {"error": {"message": "max_tokens 999…(all 4000 digits)… is above this
+    model's limit of 8"}}``: the caller's bytes come back in the error text, as long as Python
+    will print an int (4300 digits). Checked here on :func:`read_text_body`, the function the
+    gateway runs on every text body (inline or in the tenant's codec), so no 100 MB model has to
+    load; the HTTP reply carries exactly this message.
+    Should: a fixed phrase (``max_tokens is above this model's limit of 8``), as for the
+    other 400s.
+    """
+    from airlock.gateway._openai import read_text_body
+
+    raw = (
+        '{"model":"chat","max_tokens":' + "9" * 4000 + ',"messages":[{"role":"user","content":"hi"}]}'
+    ).encode()
+    kind, name, detail = read_text_body(raw, True, {"chat": (8, 256)})
+    assert (kind, name) == ("invalid", "chat")
+    message, _param = detail
+    assert "9999" not in message and len(message) < 200, message[:120]
