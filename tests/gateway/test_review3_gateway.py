@@ -117,6 +117,36 @@ def test_review3_f9_obs_folded_transfer_encoding_with_content_length_is_a_400(en
     assert answer.startswith(b"HTTP/1.1 400")
 
 
+@pytest.mark.xfail(
+    strict=True, reason="review 3: h11 merges repeated identical Content-Length headers before the check"
+)
+@pytest.mark.parametrize(
+    "lengths", ["{n}\r\nContent-Length: {n}", "{n}, {n}"], ids=["two-headers", "comma-list"]
+)
+def test_review3_f9_a_repeated_content_length_is_a_400_as_documented(env: Env, lengths: str) -> None:
+    """F8/F9 variant, Content-Length given twice with the same value.
+
+    Sent: a valid inference call whose head carries ``Content-Length: N`` twice (or once as
+    ``N, N``).
+    Happened: 200, the model ran: h11 collapses identical Content-Length values into one header
+    before the gateway's duplicate check sees the headers, though docs/serve.md lists
+    Content-Length among the single-valued headers whose duplicates are a 400 (``invalid request:
+    ambiguous headers``, connection closed). No desync is possible with equal values; the
+    defect is that the documented strict rule does not hold (a proxy that rejects or rewrites
+    such heads will disagree with the gateway about which requests exist).
+    Should: 400 ``invalid request: ambiguous headers`` and the connection closed, as documented
+    (or the documentation says that identical repeats are merged).
+    """
+    body = json.dumps(BODY).encode()
+    request = (
+        b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {env.tokens['acme']}\r\n".encode()
+        + f"Content-Length: {lengths.format(n=len(body))}\r\n\r\n".encode() + body
+    )  # fmt: skip
+    answer = _raw(int(env.url.rsplit(":", 1)[1]), request)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:40]
+
+
 # F5 -------------------------------------------------------------------------------------------
 
 
