@@ -117,9 +117,6 @@ def test_review3_f9_obs_folded_transfer_encoding_with_content_length_is_a_400(en
     assert answer.startswith(b"HTTP/1.1 400")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 3: h11 merges repeated identical Content-Length headers before the check"
-)
 @pytest.mark.parametrize(
     "lengths", ["{n}\r\nContent-Length: {n}", "{n}, {n}"], ids=["two-headers", "comma-list"]
 )
@@ -462,9 +459,6 @@ def test_review3_f4_idle_keep_alive_connections_of_strangers_do_not_lock_tenants
 # F11 ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 3: the max_tokens 400 echoes the caller's number, up to 4300 digits"
-)
 def test_review3_f11_a_text_request_error_does_not_echo_the_callers_number() -> None:
     """F11 variant, the OpenAI-compatible endpoints.
 
