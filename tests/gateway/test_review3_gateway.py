@@ -117,6 +117,33 @@ def test_review3_f9_obs_folded_transfer_encoding_with_content_length_is_a_400(en
     assert answer.startswith(b"HTTP/1.1 400")
 
 
+@pytest.mark.parametrize(
+    "lengths", ["{n}\r\nContent-Length: {n}", "{n}, {n}"], ids=["two-headers", "comma-list"]
+)
+def test_review3_f9_a_repeated_content_length_is_a_400_as_documented(env: Env, lengths: str) -> None:
+    """F8/F9 variant, Content-Length given twice with the same value.
+
+    Sent: a valid inference call whose head carries ``Content-Length: N`` twice (or once as
+    ``N, N``).
+    Happened: 200, the model ran: h11 collapses identical Content-Length values into one header
+    before the gateway's duplicate check sees the headers, though docs/serve.md lists
+    Content-Length among the single-valued headers whose duplicates are a 400 (``invalid request:
+    ambiguous headers``, connection closed). No desync is possible with equal values; the
+    defect is that the documented strict rule does not hold (a proxy that rejects or rewrites
+    such heads will disagree with the gateway about which requests exist).
+    Should: 400 ``invalid request: ambiguous headers`` and the connection closed, as documented
+    (or the documentation says that identical repeats are merged).
+    """
+    body = json.dumps(BODY).encode()
+    request = (
+        b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {env.tokens['acme']}\r\n".encode()
+        + f"Content-Length: {lengths.format(n=len(body))}\r\n\r\n".encode() + body
+    )  # fmt: skip
+    answer = _raw(int(env.url.rsplit(":", 1)[1]), request)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:40]
+
+
 # F5 -------------------------------------------------------------------------------------------
 
 
@@ -427,3 +454,30 @@ def test_review3_f4_idle_keep_alive_connections_of_strangers_do_not_lock_tenants
     finally:
         for client in held:
             client.close()
+
+
+# F11 ------------------------------------------------------------------------------------------
+
+
+def test_review3_f11_a_text_request_error_does_not_echo_the_callers_number() -> None:
+    """F11 variant, the OpenAI-compatible endpoints.
+
+    Sent (over HTTP to ``/v1/chat/completions`` of a gateway serving SmolLM2 with
+    ``max_tokens = 8``): ``"max_tokens": 999…9`` with 4000 digits.
+    Happened: ``400 {"error": {"message": "max_tokens 999…(all 4000 digits)… is above this
+    model's limit of 8"}}``: the caller's bytes come back in the error text, as long as Python
+    will print an int (4300 digits). Checked here on :func:`read_text_body`, the function the
+    gateway runs on every text body (inline or in the tenant's codec), so no 100 MB model has to
+    load; the HTTP reply carries exactly this message.
+    Should: a fixed phrase (``max_tokens is above this model's limit of 8``), as for the
+    other 400s.
+    """
+    from airlock.gateway._openai import read_text_body
+
+    raw = (
+        '{"model":"chat","max_tokens":' + "9" * 4000 + ',"messages":[{"role":"user","content":"hi"}]}'
+    ).encode()
+    kind, name, detail = read_text_body(raw, True, {"chat": (8, 256)})
+    assert (kind, name) == ("invalid", "chat")
+    message, _param = detail
+    assert "9999" not in message and len(message) < 200, message[:120]

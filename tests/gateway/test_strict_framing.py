@@ -118,3 +118,33 @@ def test_proxy_headers_never_change_the_callers_address(env: Env, headers: dict[
     assert response.status_code == 200, response.text
     assert "10.9.8.7" not in preauth.buckets
     assert "127.0.0.1" in preauth.buckets
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        "Content-Length: {n}\r\ncontent-LENGTH: {n}\r\n",  # the same value, another case
+        "Content-Length: {n},{n}\r\n",  # a list without a space
+        "Content-Length: {n}\r\nContent-Length: {m}\r\n",  # two different values
+    ],
+)
+def test_a_repeated_content_length_is_a_400_that_closes(env: Env, lengths: str) -> None:
+    before = env.running.gateway.state.guard.refused["repeated_length"]
+    head = lengths.format(n=len(PAYLOAD), m=len(PAYLOAD) + 1).encode()
+    answer = _raw(_port(env), _head(env, head, b"\r\n") + PAYLOAD)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert answer.count(b"HTTP/1.1") == 1
+    assert env.running.gateway.state.guard.refused["repeated_length"] == before + 1
+
+
+def test_a_header_whose_name_starts_like_content_length_is_not_a_repeat(env: Env) -> None:
+    answer = _raw(
+        _port(env),
+        _head(
+            env,
+            b"Content-Length-Hint: 3\r\n",
+            f"Content-Length: {len(PAYLOAD)}\r\nConnection: close\r\n\r\n".encode(),
+        )
+        + PAYLOAD,
+    )
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

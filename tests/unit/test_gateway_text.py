@@ -126,12 +126,12 @@ def test_max_tokens_and_max_completion_tokens_not_both() -> None:
     ("body", "fragment"),
     [
         (b"[]", "JSON object"),
-        (b'{"model": "m", "model": "n", "messages": []}', "duplicate"),
+        (b'{"model": "m", "model": "n", "messages": []}', "not valid JSON"),
         (b"{", "not valid JSON"),
         (json.dumps({"messages": CHAT["messages"]}).encode(), "model is required"),
         (_chat(messages=[]), "non-empty"),
         (_chat(messages=[{"role": "tool", "content": "x"}]), "role"),
-        (_chat(messages=[{"role": "user", "content": "x", "name": "n"}]), "unsupported field"),
+        (_chat(messages=[{"role": "user", "content": "x", "name": "n"}]), "only role and content"),
         (_chat(messages=[{"role": "user"}]), "role and content"),
         (
             _chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]),

@@ -91,7 +91,7 @@ def test_read_text_body_keeps_the_order_of_checks() -> None:
     # a model that is none of the tenant's text models: the caller decides 404, 403 or 400
     assert read_text_body(b'{"model": "other", "bogus": 1}', False, models) == ("model", "other", None)
     assert read_text_body(b'{"model": "m", "max_tokens": 65, "prompt": "x"}', False, models) == (
-        "invalid", "m", ("max_tokens 65 is above this model's limit of 64", "max_tokens"),
+        "invalid", "m", ("max_tokens is above this model's limit of 64", "max_tokens"),
     )  # fmt: skip
     kind, name, parsed = read_text_body(b'{"model": "m", "prompt": "x"}', False, models)
     assert (kind, name, parsed.generate["context"]) == ("parsed", "m", 256)
@@ -233,3 +233,44 @@ def test_a_context_refusal_the_counts_support_keeps_the_worker() -> None:
         return kept and opened.error is None
 
     assert asyncio.run(run())
+
+
+# -- review 3: a chat request's message count is bounded before any per-message work ---------------
+
+
+def _many(count: int) -> bytes:
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": ""}] * count}).encode()
+
+
+@pytest.mark.parametrize(("context", "most"), [(8, 8), (0, 2048), (100_000, 2048)])
+def test_a_chat_request_holds_at_most_the_context_or_2048_messages(context: int, most: int) -> None:
+    models = {"m": (4, context)}
+    for count in (most - 1, most):
+        kind, _name, _detail = read_text_body(_many(count), True, models)
+        assert kind == "parsed", (count, _detail)
+    kind, _name, detail = read_text_body(_many(most + 1), True, models)
+    assert kind == "invalid"
+    assert detail == (f"messages may hold at most {most} messages for this model", "messages")
+
+
+def test_error_texts_carry_no_caller_bytes_but_identifier_shaped_names() -> None:
+    models = {"m": (64, 256)}
+    odd = '{"model": "m", "prompt": "x", "\\u202ebad name ' + "z" * 100 + '": 1}'
+    assert read_text_body(odd.encode(), False, models) == ("invalid", "m", ("unsupported parameter", None))
+    named = b'{"model": "m", "prompt": "x", "logit_bias": {}}'
+    assert read_text_body(named, False, models) == (
+        "invalid",
+        "m",
+        ("unsupported parameter: logit_bias", "logit_bias"),
+    )
+    long_name = b'{"model": "m", "prompt": "x", "' + b"a" * 41 + b'": 1}'  # one over the 40 shown
+    assert read_text_body(long_name, False, models) == ("invalid", "m", ("unsupported parameter", None))
+    at_40 = b'{"model": "m", "prompt": "x", "' + b"a" * 40 + b'": 1}'
+    assert read_text_body(at_40, False, models)[2] == ("unsupported parameter: " + "a" * 40, "a" * 40)
+    digits = b'{"model": "m", "prompt": "x", "max_tokens": ' + b"7" * 4000 + b"}"
+    assert read_text_body(digits, False, models) == (
+        "invalid", "m", ("max_tokens is above this model's limit of 64", "max_tokens"),
+    )  # fmt: skip
+    extra = b'{"model": "m", "messages": [{"role": "user", "content": "x", "zq_secret_field": 1}]}'
+    message = read_text_body(extra, True, models)[2]
+    assert message == ("messages[0] may hold only role and content", "messages")

@@ -150,7 +150,7 @@ class ConnectionGuard:
         #: connections closed by a cap or a header deadline, by reason (for metrics)
         self.refused: dict[str, int] = {
             "connections": 0, "address_connections": 0, "header_timeout": 0, "send_timeout": 0,
-            "small_chunks": 0, "header_lines": 0, "obs_fold": 0, "evicted_idle": 0,
+            "small_chunks": 0, "header_lines": 0, "obs_fold": 0, "repeated_length": 0, "evicted_idle": 0,
             "evicted_waiting": 0,
         }  # fmt: skip
 
@@ -216,12 +216,29 @@ HEADER_LINES: Final = 100
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
 #: obsolete line folding (RFC 9112 5.2): a header line that starts with a space or a tab
 _OBS_FOLD: Final = re.compile(rb"\n[ \t]")
+#: a Content-Length header line and its value (a name is never preceded by white space: that is
+#: a fold, refused first)
+_LENGTH: Final = re.compile(rb"\ncontent-length[ \t]*:([^\n]*)", re.IGNORECASE)
 #: the last chunk's size line (trailers follow it), after the previous chunk's CRLF, which h11
 #: consumes only when it reads on
 _LAST_CHUNK: Final = re.compile(rb"(?:\r?\n)?0+[ \t]*(?:;[^\r\n]*)?\r?\n")
 #: chunks a request body may have for free; beyond them, one more chunk per CHUNK_BYTES of payload
 CHUNK_GRACE: Final = 64
 CHUNK_BYTES: Final = 1024
+
+
+def _ambiguous_head(head: bytes, end: int) -> str | None:
+    """What makes a complete request head (``head[:end]``) ambiguous before h11 parses it, if
+    anything: a folded line (h11 would unfold it into the previous header's value; a proxy in front
+    may read a header of its own: a folded ``Transfer-Encoding`` next to ``Content-Length``), or
+    ``Content-Length`` more than once or as a list (h11 merges identical values into one header, so
+    the duplicate check after it cannot see them; a proxy may reject or pick one)."""
+    if _OBS_FOLD.search(head, 0, end) is not None:
+        return "obs_fold"
+    lengths = _LENGTH.findall(head, 0, end)
+    if len(lengths) > 1 or any(b"," in value for value in lengths):
+        return "repeated_length"
+    return None
 
 
 class _BoundedFraming(h11.Connection):
@@ -254,14 +271,14 @@ class _BoundedFraming(h11.Connection):
                 self._violate("header_lines")
                 return h11.NEED_DATA
             end = _HEAD_END.search(head)
-            if end is not None and _OBS_FOLD.search(head, 0, end.start()) is not None:
-                # h11 would unfold the line into the previous header's value; a proxy in front may
-                # read it as a header of its own (``Transfer-Encoding`` next to ``Content-Length``):
-                # uvicorn answers this with a 400 and closes the connection
-                self._on_violation("obs_fold", abort=False)
-                self._violated = True
-                self._process_error(self.their_role)  # h11's own state after a client's error
-                raise h11.RemoteProtocolError("obsolete line folding", error_status_hint=400)
+            if end is not None:
+                problem = _ambiguous_head(head, end.start())
+                if problem is not None:
+                    # uvicorn answers this with a 400 and closes the connection
+                    self._on_violation(problem, abort=False)
+                    self._violated = True
+                    self._process_error(self.their_role)  # h11's own state after a client's error
+                    raise h11.RemoteProtocolError(problem, error_status_hint=400)
         if self._at_chunk_line and self.their_state is h11.SEND_BODY:
             problem = self._bad_trailers()
             if problem is not None:

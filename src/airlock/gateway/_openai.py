@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -106,6 +107,20 @@ _DEFAULTS: Final[Mapping[str, object]] = {
 _ROLES: Final = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 #: OpenAI's default max_tokens for /v1/completions
 _COMPLETION_DEFAULT_MAX: Final = 16
+
+
+#: messages one chat request may hold (OpenAI's API has the same bound), and never more than the
+#: model's context window in tokens
+MAX_MESSAGES: Final = 2048
+_NOT_JSON: Final = "the body is not valid JSON"
+#: a caller's parameter name that an error may name: an identifier (what OpenAI's parameters are)
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+def _shown_name(name: str) -> str | None:
+    """``name`` when it is identifier-shaped (bounded, nothing but ASCII letters, digits and
+    underscores), else nothing: an error text never carries other bytes the caller sent."""
+    return name if _NAME.fullmatch(name) else None
 
 
 class _Invalid(Exception):
@@ -214,16 +229,21 @@ def _content(index: int, value: object) -> str:
     raise _Invalid(f"messages[{index}].content must be a string or a list of text parts", "messages")
 
 
-def _messages(value: object) -> list[dict[str, str]]:
+def _messages(value: object, context: int) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise _Invalid("messages must be a non-empty array", "messages")
+    # every message takes at least one token of the context: more can never fit (and each costs
+    # Python work here, on the guard and in the job); at most MAX_MESSAGES, as OpenAI's API has
+    most = min(MAX_MESSAGES, context) if context > 0 else MAX_MESSAGES
+    if len(value) > most:
+        raise _Invalid(f"messages may hold at most {most} messages for this model", "messages")
     out: list[dict[str, str]] = []
     for index, message in enumerate(value):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise _Invalid(f"messages[{index}] must be an object with role and content", "messages")
         extra = sorted(set(message) - {"role", "content"})
         if extra:
-            raise _Invalid(f"messages[{index}]: unsupported field(s): {', '.join(extra)[:200]}", "messages")
+            raise _Invalid(f"messages[{index}] may hold only role and content", "messages")
         role = message["role"]
         if not isinstance(role, str) or role not in _ROLES:
             raise _Invalid(f"messages[{index}].role must be one of {', '.join(_ROLES)}", "messages")
@@ -236,8 +256,10 @@ def parse_text_request(raw: bytes, *, chat: bool, ceiling: int, context: int = 0
     ``ceiling``: the largest max_tokens; ``context``: the window the job must keep to (0: its own)."""
     try:
         body = parse_json_strict(raw, "request")
-    except FormatError as exc:
-        raise _Invalid(f"the body is not valid JSON ({str(exc)[:200]})") from None
+    except FormatError:
+        # a fixed phrase: the parser's own words can carry the caller's bytes (a repeated key) or
+        # Python's (a RecursionError)
+        raise _Invalid(_NOT_JSON) from None
     if not isinstance(body, dict):
         raise _Invalid("the body must be a JSON object")
     return _checked(body, chat=chat, ceiling=ceiling, context=context)
@@ -248,8 +270,8 @@ def _checked(body: dict[str, Any], *, chat: bool, ceiling: int, context: int) ->
     allowed = _CHAT if chat else _COMPLETION
     unsupported = sorted(set(body) - allowed)
     if unsupported:
-        shown = ", ".join(name[:64] for name in unsupported[:8])
-        raise _Invalid(f"unsupported parameter(s): {shown}", unsupported[0][:64])
+        name = _shown_name(unsupported[0])
+        raise _Invalid("unsupported parameter" + (f": {name}" if name else ""), name)
     for key, default in _DEFAULTS.items():
         if key in allowed and body.get(key, default) not in (default, None):
             raise _Invalid(f"{key} is supported only as {json.dumps(default)}", key)
@@ -276,7 +298,7 @@ def _checked(body: dict[str, Any], *, chat: bool, ceiling: int, context: int) ->
     messages: list[dict[str, str]] | None = None
     prompt: str | None = None
     if chat:
-        messages = _messages(body.get("messages"))
+        messages = _messages(body.get("messages"), context)
         size = sum(len(m["content"].encode("utf-8", "surrogatepass")) for m in messages)
         asked = _count(body, "max_completion_tokens")
         if asked is None:
@@ -298,7 +320,7 @@ def _checked(body: dict[str, Any], *, chat: bool, ceiling: int, context: int) ->
     if max_tokens < 1:
         raise _Invalid("max_tokens must be at least 1", "max_tokens")
     if max_tokens > ceiling:
-        raise _Invalid(f"max_tokens {max_tokens} is above this model's limit of {ceiling}", "max_tokens")
+        raise _Invalid(f"max_tokens is above this model's limit of {ceiling}", "max_tokens")
     seed = _count(body, "seed")
     if seed is not None and seed < 0:
         raise _Invalid("seed must be >= 0", "seed")
@@ -502,7 +524,7 @@ def read_text_body(raw: bytes, chat: bool, models: Mapping[str, tuple[int, int]]
     try:
         body = parse_json_strict(raw, "request")
     except FormatError:
-        return ("refused", "the body is not valid JSON", None)
+        return ("refused", _NOT_JSON, None)
     model = body.get("model") if isinstance(body, dict) else None
     if not isinstance(model, str) or not model:
         return ("refused", "model is required", "model")
