@@ -13,7 +13,8 @@ cannot spend the job's whole budget on one prompt:
   the renderer between two Python instructions: a loop that writes nothing is stopped too);
 * **memory**: :data:`RENDER_MEMORY` bytes of address space beyond what the job holds when the
   rendering starts (its ``RLIMIT_AS`` is lowered for the rendering and restored after), so one
-  operation that asks for gigabytes (``'x' * 2000000000``, a padding width) fails at once.
+  operation that asks for gigabytes (``'x' * 2000000000``, a padding width) fails at once. A job
+  without an address-space limit (a GPU job, bounded by its cgroup) keeps the two other bounds.
 
 Each ends the rendering with :class:`TemplateError` (a ``ValueError``: the job reports it as the
 request's error and waits for the next request). ``strftime_now`` is not given: a prompt that
@@ -73,11 +74,11 @@ def _bounded(seconds: float, memory: int) -> Iterator[None]:
 
     previous = signal.signal(signal.SIGALRM, expired)
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    held = _address_space()
-    if held is not None:
-        window = held + memory
-        if soft == resource.RLIM_INFINITY or window < soft:
-            resource.setrlimit(resource.RLIMIT_AS, (window, hard))
+    # only under an address-space limit: a GPU job has none (CUDA reserves far more than it uses;
+    # its driver's threads must not meet a lowered limit), its cgroup bounds its memory
+    held = _address_space() if soft != resource.RLIM_INFINITY else None
+    if held is not None and held + memory < soft:
+        resource.setrlimit(resource.RLIMIT_AS, (held + memory, hard))
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
