@@ -98,7 +98,7 @@ def gate_local(
     unsafe_skip_scan: bool = False,
 ) -> GatedModel:
     """The sealed, scanned copy of ``path`` (a GGUF file), or the sealed chat bundle of a Hugging
-    Face folder (``source`` ``"bundle"``: run it with :data:`FOLDER_RUNTIME`); ``UsageError`` for
+    Face folder (run it with :func:`runtime_of`: :data:`FOLDER_RUNTIME`); ``UsageError`` for
     anything else, ``PolicyError`` when the scan refuses it, ``IntegrityError`` on an ``expect``
     mismatch."""
     from airlock.sandbox._gate import gate
