@@ -9,9 +9,11 @@ the template (an audit hook watches every ``compile``)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,13 @@ from pathlib import Path
 import pytest
 
 from airlock._cli import main
-from airlock.sandbox._runtimes.lm_score import chat_template
+from airlock.sandbox._runtimes.lm_score import (
+    BUNDLE_FILES,
+    BUNDLE_MAGIC,
+    CHAT_BUNDLE_MAGIC,
+    _read_bundle,
+    chat_template,
+)
 from tests.formats_hf.test_hf_template import cve_2024_34359
 from tests.probe import hf_chat_model
 from tests.text.test_attack_templates import EXHAUSTING
@@ -110,7 +118,13 @@ def hook(event, args):
         seen.append(event)
 sys.addaudithook(hook)
 from airlock._cli import main
-from airlock.sandbox._runtimes.lm_score import chat_template
+from airlock.sandbox._runtimes.lm_score import (
+    BUNDLE_FILES,
+    BUNDLE_MAGIC,
+    CHAT_BUNDLE_MAGIC,
+    _read_bundle,
+    chat_template,
+)
 code = main(["probe", {str(model)!r}, "--json", {str(tmp_path / "r.json")!r}, *{_BUDGET!r}])
 during = len(seen)
 sandboxed = "jinja2.sandbox" in sys.modules
@@ -254,3 +268,30 @@ def test_links_and_missing_files_are_refused_before_any_job(
     assert code == 2 and "is a folder without tokenizer.json" in out, out
     code, out = _run(capsys, str(model), "--expect", "sha256:" + "0" * 64, *_BUDGET)
     assert code == 2 and "--expect checks one file" in out, out
+
+
+def _bundle(magic: bytes, files: list[tuple[str, bytes]]) -> io.BytesIO:
+    table = b"".join(struct.pack("<H", len(n)) + n.encode() + struct.pack("<Q", len(b)) for n, b in files)
+    return io.BytesIO(magic + struct.pack("<I", len(files)) + table + b"".join(b for _, b in files))
+
+
+def test_the_job_reads_only_the_bundles_the_host_makes() -> None:
+    """lm_score._read_bundle: a scoring bundle holds exactly the three files; a chat bundle adds
+    chat files only in their order, once each; anything else is refused (not silently read)."""
+    base = [(name, name.encode()) for name in BUNDLE_FILES]
+    chat, files = _read_bundle(_bundle(CHAT_BUNDLE_MAGIC, [*base, ("chat_template.jinja", b"T")]))
+    assert chat and files["chat_template.jinja"] == b"T" and files["config.json"] == b"config.json"
+    assert _read_bundle(_bundle(BUNDLE_MAGIC, base)) == (False, dict(base))
+    bad = [
+        _bundle(BUNDLE_MAGIC, [*base, ("tokenizer_config.json", b"{}")]),  # chat files: not for scoring
+        _bundle(CHAT_BUNDLE_MAGIC, [*base, ("chat_template.jinja", b"T"), ("tokenizer_config.json", b"{}")]),
+        _bundle(CHAT_BUNDLE_MAGIC, [*base, ("chat_template.jinja", b"T"), ("chat_template.jinja", b"U")]),
+        _bundle(CHAT_BUNDLE_MAGIC, [*base, ("modeling_evil.py", b"import os")]),
+        _bundle(CHAT_BUNDLE_MAGIC, base[:2]),
+    ]
+    for handle in bad:
+        with pytest.raises(ValueError, match="the bundle must hold exactly"):
+            _read_bundle(handle)
+    truncated = _bundle(CHAT_BUNDLE_MAGIC, base).getvalue()[:-3]
+    with pytest.raises(ValueError, match="truncated"):
+        _read_bundle(io.BytesIO(truncated))
