@@ -28,6 +28,7 @@ import json
 import os
 import resource
 import signal
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
@@ -66,6 +67,8 @@ def _address_space() -> int | None:
 
 @contextlib.contextmanager
 def _bounded(seconds: float, memory: int) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        raise TemplateError("chat template: rendered only on a job's main thread (its timer needs it)")
     armed = [True]
 
     def expired(signum: int, frame: object) -> None:
