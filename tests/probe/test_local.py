@@ -1,5 +1,5 @@
 """airlock probe with a local model as TARGET: what is refused before any job starts (no such
-file, a folder, not GGUF, a scan verdict that is not CLEAN, flags of the other kind of target),
+file, a folder that is not a Hugging Face model, not GGUF, a scan verdict that is not CLEAN, flags of the other kind of target),
 and how the client of the sandboxed job handles a lost job. The real model end to end is in
 tests/probe/test_e2e.py."""
 
@@ -41,7 +41,8 @@ def test_missing_file_folder_and_not_gguf_are_usage_errors(
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     code, out = _run(capsys, str(folder), *_BUDGET)
-    assert code == 2 and "is a folder" in out and "GGUF" in out
+    # a folder is a Hugging Face model (tests/probe/test_local_hf.py): one without its files is named
+    assert code == 2 and "is a folder without tokenizer.json" in out and "chat template" in out, out
     for name, blob in (("model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "), ("GGU", b"GGU")):
         path = tmp_path / name
         path.write_bytes(blob)

@@ -1,5 +1,5 @@
 """``airlock probe``: prompt-injection pre-analysis of a model behind an OpenAI-compatible endpoint,
-or of a local GGUF model run in a sandboxed job (docs/probe.md)."""
+or of a local GGUF model or Hugging Face folder run in a sandboxed job (docs/probe.md)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ class ProbeCommand:
         "Send seeded prompt-injection attacks (instruction override, system-prompt extraction, "
         "role-play, delimiter confusion, indirect injection through documents and tool output, "
         "encodings, translation, payload splitting, many-shot) to an OpenAI-compatible chat endpoint, or to a "
-        "local GGUF model run in airlock's sandbox (gated like `airlock chat`: only a CLEAN scan passes), detect "
+        "local GGUF model or Hugging Face folder run in airlock's sandbox (gated like `airlock chat`: only a CLEAN "
+        "scan passes; its chat template is rendered inside the sandbox), detect "
         "successes with canaries (a secret in the system prompt, an action token), measure each "
         "detector's false-positive rate on benign conversations, and report success rates per "
         "family with 95% Wilson intervals. Nothing but the target is contacted. Exit codes: 0 done, "
@@ -49,7 +50,7 @@ class ProbeCommand:
             "target",
             metavar="TARGET",
             help="the OpenAI-compatible base URL (e.g. https://127.0.0.1:8443/v1), or a local GGUF "
-            "chat model file, run in airlock's sandbox",
+            "chat model file or Hugging Face model folder (safetensors, with a chat template), run in airlock's sandbox",
         )
         parser.add_argument(
             "--memorization",
@@ -114,7 +115,9 @@ class ProbeCommand:
         budget.add_argument(
             "--timeout", type=float, default=120, metavar="S", help="seconds per request (default 120)"
         )
-        local = parser.add_argument_group("local model (TARGET is a GGUF file; see docs/probe.md)")
+        local = parser.add_argument_group(
+            "local model (TARGET is a GGUF file or a Hugging Face folder; see docs/probe.md)"
+        )
         local.add_argument(
             "--level",
             choices=("standard", "strict"),
@@ -130,7 +133,9 @@ class ProbeCommand:
             help=f"seconds the sandboxed job may take to start and load the model (default {_LOAD_SECONDS:.0f})",
         )
         local.add_argument(
-            "--expect", metavar="sha256:HEX", help="refuse the model unless its bytes have this digest"
+            "--expect",
+            metavar="sha256:HEX",
+            help="refuse the model unless its bytes have this digest (a GGUF file; a folder: check it with airlock verify)",
         )
         local.add_argument(
             "--allow",
@@ -284,7 +289,8 @@ def _check_flags(args: argparse.Namespace, is_url: bool) -> None:
 
 
 def _probe_local(args: argparse.Namespace, settings: Any, guard: Any) -> tuple[Any, str, str, dict[str, str]]:
-    """Gate the GGUF file, load it in a sandboxed job, probe it there: (run, url, model, local)."""
+    """Gate the GGUF file or Hugging Face folder, load it in a sandboxed job, probe it there:
+    (run, url, model, local)."""
     from airlock._cli._extras import install_hint, missing_extras
 
     missing = missing_extras(("sandbox", "text"))

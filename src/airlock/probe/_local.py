@@ -1,10 +1,16 @@
-"""A local GGUF model as the probe's target: gated as ``airlock chat`` gates one, run only inside
-a sandboxed ``text-gguf`` job, never loaded in this process.
+"""A local model as the probe's target: gated as ``airlock chat`` gates one, run only inside a
+sandboxed job, never loaded in this process.
 
-The file is copied once into a sealed memory file and scanned there (only CLEAN passes, unless
-``unsafe_allow_suspicious`` / ``unsafe_skip_scan``); the job loads that very copy, renders the
-model's chat template inside its own sandbox and streams the reply back, checked token by token
-(:class:`airlock.sandbox._text.TextStream`). No port is opened and nothing leaves the machine.
+A GGUF file is copied once into a sealed memory file and scanned there (only CLEAN passes, unless
+``unsafe_allow_suspicious`` / ``unsafe_skip_scan``), and a ``text-gguf`` job loads that very copy.
+A Hugging Face folder is gated file by file as ``airlock probe --memorization`` gates one
+(:func:`airlock.probe.memorization._model.gate_model`, for chat: the tokenizer config and chat
+template files too, every copy scanned), and an ``lm-score`` job loads the sealed chat bundle made
+of those copies: the architecture is one transformers builds itself (``auto_map`` is dropped, no
+remote code is imported), the weights are safetensors. Either job renders the model's chat
+template inside its own sandbox (bounded: ``airlock.sandbox._runtimes._template``) and streams the
+reply back, checked token by token (:class:`airlock.sandbox._text.TextStream`); this process never
+parses, compiles or renders the template. No port is opened and nothing leaves the machine.
 
 A request that overruns its time has its job killed (the sandbox's deadline); the case is then an
 error, and the next request gets a fresh job on the same sealed copy. After
@@ -28,12 +34,16 @@ if TYPE_CHECKING:
     from airlock.policy import Policy
     from airlock.sandbox import GatedModel, SandboxPolicy, Worker
 
-__all__ = ["MAX_RESTARTS", "RUNTIME", "LocalChat", "LocalModel", "describe", "gate_local"]
+__all__ = ["FOLDER_RUNTIME", "MAX_RESTARTS", "RUNTIME", "LocalChat", "LocalModel", "describe", "gate_local"]
 
 RUNTIME: Final = "text-gguf"
+#: the runtime of a Hugging Face folder (its chat bundle)
+FOLDER_RUNTIME: Final = "lm-score"
 #: jobs a run may lose (killed past a deadline, or dropped for breaking the protocol) and restart
 MAX_RESTARTS: Final = 3
 _GGUF_MAGIC: Final = b"GGUF"
+#: the files a Hugging Face folder target must have (the chat template is looked for in the job)
+_FOLDER_NEEDS: Final = ("config.json", "tokenizer.json", "model.safetensors")
 _NOT_GGUF: Final = (
     "TARGET {path} is not a GGUF file: a local target must be a GGUF chat model "
     "(or give the URL of an OpenAI-compatible server)"
@@ -50,8 +60,9 @@ class LocalModel:
     digest: str
 
 
-def _check_path(path: Path) -> None:
-    """Errors a user can act on, before anything is copied: no such file, a folder, not GGUF."""
+def _check_path(path: Path) -> bool:
+    """Errors a user can act on, before anything is copied: no such file, not GGUF; True for a
+    folder (a Hugging Face model, checked by its gate)."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError as exc:
@@ -60,11 +71,7 @@ def _check_path(path: Path) -> None:
     except OSError as exc:
         raise UsageError(f"TARGET {path}: {exc.strerror or exc}") from exc
     if stat.S_ISDIR(mode):
-        raise UsageError(
-            f"TARGET {path} is a folder: a local target must be one GGUF file (airlock's sandboxed chat "
-            "runtime, text-gguf, runs GGUF models only); convert a Hugging Face model to GGUF, or serve it "
-            "with an OpenAI-compatible server and give its URL"
-        )
+        return True
     if not stat.S_ISREG(mode):
         raise UsageError(f"TARGET {path} is not a regular file")
     # the magic only (no parser), for a clear message before the copy and the scan; the sealed
@@ -78,6 +85,7 @@ def _check_path(path: Path) -> None:
             raise UsageError(_NOT_GGUF.format(path=path))
     finally:
         os.close(fd)
+    return False
 
 
 def gate_local(
@@ -89,11 +97,21 @@ def gate_local(
     unsafe_allow_suspicious: bool = False,
     unsafe_skip_scan: bool = False,
 ) -> GatedModel:
-    """The sealed, scanned copy of ``path``; ``UsageError`` unless it is a GGUF file,
-    ``PolicyError`` when the scan refuses it, ``IntegrityError`` on an ``expect`` mismatch."""
+    """The sealed, scanned copy of ``path`` (a GGUF file), or the sealed chat bundle of a Hugging
+    Face folder (run it with :func:`runtime_of`: :data:`FOLDER_RUNTIME`); ``UsageError`` for
+    anything else, ``PolicyError`` when the scan refuses it, ``IntegrityError`` on an ``expect``
+    mismatch."""
     from airlock.sandbox._gate import gate
 
-    _check_path(path)
+    if _check_path(path):
+        return _gate_folder(
+            path,
+            max_bytes=max_bytes,
+            scan_policy=scan_policy,
+            expect=expect,
+            unsafe_allow_suspicious=unsafe_allow_suspicious,
+            unsafe_skip_scan=unsafe_skip_scan,
+        )
     gated = gate(
         path,
         policy=scan_policy,
@@ -108,13 +126,57 @@ def gate_local(
     return gated
 
 
+def _gate_folder(
+    path: Path,
+    *,
+    max_bytes: int,
+    scan_policy: Policy | None,
+    expect: str | None,
+    unsafe_allow_suspicious: bool,
+    unsafe_skip_scan: bool,
+) -> GatedModel:
+    from airlock.probe.memorization._model import gate_model
+
+    if expect is not None:
+        raise UsageError(
+            f"--expect checks one file; TARGET {path} is a folder (check it first with `airlock verify`)"
+        )
+    for name in _FOLDER_NEEDS:
+        if not os.path.lexists(path / name):
+            raise UsageError(
+                f"TARGET {path} is a folder without {name}: a local folder target must be a Hugging Face "
+                f"model with {', '.join(_FOLDER_NEEDS)} and a chat template (or give a GGUF file, or "
+                "the URL of an OpenAI-compatible server)"
+            )
+    gated, _files = gate_model(
+        path,
+        max_bytes=max_bytes,
+        policy=scan_policy,
+        unsafe_allow_suspicious=unsafe_allow_suspicious,
+        unsafe_skip_scan=unsafe_skip_scan,
+        chat=True,
+    )
+    return gated
+
+
+def runtime_of(gated: GatedModel) -> str:
+    """The runtime that chats with a gated target: its first bytes were written by this process
+    (a chat bundle's magic) or checked by it (a GGUF file's)."""
+    from airlock.sandbox._runtimes.lm_score import CHAT_BUNDLE_MAGIC
+
+    head = os.pread(gated.fd, len(CHAT_BUNDLE_MAGIC), 0)
+    return FOLDER_RUNTIME if head == CHAT_BUNDLE_MAGIC else RUNTIME
+
+
 class LocalChat:
-    """The probe's ``Chat`` for a gated GGUF model in a sandboxed ``text-gguf`` job: greedy
-    (temperature 0) with a fixed seed, ``max_tokens`` a reply; a reply is ``Reply(text, finish)``
-    with finish ``stop`` or ``length``, like the HTTP client's."""
+    """The probe's ``Chat`` for a gated local model in a sandboxed job (``text-gguf`` for a GGUF
+    file, ``lm-score`` for a Hugging Face folder's chat bundle): greedy (temperature 0) with a
+    fixed seed, ``max_tokens`` a reply; a reply is ``Reply(text, finish)`` with finish ``stop`` or
+    ``length``, like the HTTP client's."""
 
     def __init__(self, gated: GatedModel, policy: SandboxPolicy, *, max_tokens: int, seed: int) -> None:
         self.gated = gated
+        self.runtime = runtime_of(gated) if gated is not None else RUNTIME
         self.policy = policy
         self.max_tokens = max_tokens
         self.seed = seed
@@ -133,7 +195,7 @@ class LocalChat:
         if within is not None:
             load = max(1.0, min(policy.limits.wall_seconds, within))
             policy = replace(policy, limits=policy.limits.replace(wall_seconds=load, start_seconds=load))
-        return Worker(self.gated, runtime=RUNTIME, policy=policy)
+        return Worker(self.gated, runtime=self.runtime, policy=policy)
 
     def close(self) -> None:
         if self._worker is not None:

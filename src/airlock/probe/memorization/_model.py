@@ -32,7 +32,14 @@ from airlock.results import Verdict
 from airlock.sandbox import GatedModel, SandboxPolicy, Worker, gate
 from airlock.sandbox._gate import _reopen_readonly, refusal, sealed_copy
 from airlock.sandbox._messages import printable
-from airlock.sandbox._runtimes.lm_score import BUNDLE_FILES, BUNDLE_MAGIC, OP_COMPLETE, OP_SCORE
+from airlock.sandbox._runtimes.lm_score import (
+    BUNDLE_FILES,
+    BUNDLE_MAGIC,
+    CHAT_BUNDLE_MAGIC,
+    CHAT_FILES,
+    OP_COMPLETE,
+    OP_SCORE,
+)
 
 __all__ = ["MAX_COMPLETION_CHARS", "Scorer", "gate_model"]
 
@@ -53,15 +60,15 @@ def _verdict_of(reports: Sequence[Any]) -> Verdict:
     return max((r.verdict for r in reports), key=order.index, default=Verdict.CLEAN)
 
 
-def _bundle(copies: Sequence[GatedModel]) -> GatedModel:
+def _bundle(names: Sequence[str], copies: Sequence[GatedModel], magic: bytes) -> GatedModel:
     """One sealed memory file: magic, table, then each sealed copy's bytes (copied, never parsed)."""
     memfd = os.memfd_create("airlock-model", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         table = b"".join(
             struct.pack("<H", len(n)) + n + struct.pack("<Q", c.size)
-            for n, c in ((name.encode(), copy) for name, copy in zip(BUNDLE_FILES, copies, strict=True))
+            for n, c in ((name.encode(), copy) for name, copy in zip(names, copies, strict=True))
         )
-        os.write(memfd, BUNDLE_MAGIC + struct.pack("<I", len(copies)) + table)
+        os.write(memfd, magic + struct.pack("<I", len(copies)) + table)
         digest = hashlib.sha256()
         for copy in copies:
             source = copy.reopen()
@@ -80,12 +87,19 @@ def _bundle(copies: Sequence[GatedModel]) -> GatedModel:
         os.close(memfd)
 
 
-def _scan_folder_copies(folder: Path, copies: Sequence[GatedModel], policy: Policy | None) -> list[Any]:
+def _scan_folder_copies(
+    folder: Path, names: Sequence[str], copies: Sequence[GatedModel], policy: Policy | None
+) -> list[Any]:
+    """The weights' copy scanned as it is; every other copy (configs, tokenizer, chat templates)
+    written into a private folder and scanned there as a Hugging Face folder."""
     from airlock._scan.api import scan, scan_fd
 
-    reports = [scan_fd(copies[2].fd, folder / BUNDLE_FILES[2], policy=policy)]
-    with tempfile.TemporaryDirectory(prefix="airlock-memorization-") as private:
-        for name, copy in zip(BUNDLE_FILES[:2], copies[:2], strict=True):
+    weights = names.index(BUNDLE_FILES[2])
+    reports = [scan_fd(copies[weights].fd, folder / BUNDLE_FILES[2], policy=policy)]
+    with tempfile.TemporaryDirectory(prefix="airlock-model-") as private:
+        for name, copy in zip(names, copies, strict=True):
+            if name == BUNDLE_FILES[2]:
+                continue
             source = copy.reopen()
             try:
                 with os.fdopen(source, "rb", closefd=False) as handle:
@@ -130,8 +144,13 @@ def gate_model(
     expect: str | None = None,
     unsafe_allow_suspicious: bool = False,
     unsafe_skip_scan: bool = False,
+    chat: bool = False,
 ) -> tuple[GatedModel, dict[str, str]]:
-    """The gated model and the digest of each file it was made from (``{name: "sha256:..."}``)."""
+    """The gated model and the digest of each file it was made from (``{name: "sha256:..."}``).
+
+    ``chat``: a Hugging Face folder is gated for chat (the probe's local target): the bundle also
+    holds those of ``CHAT_FILES`` the folder has (a link among them is refused, never skipped),
+    all of them scanned, and has the chat magic; a GGUF file is gated as it is either way."""
     source = Path(path)
     if not source.is_dir():
         gated = gate(
@@ -150,16 +169,20 @@ def gate_model(
         raise UsageError("--expect checks one file; check a folder first with `airlock verify`")
     if (source / "model.safetensors.index.json").exists():
         raise UsageError(f"model {source}: sharded weights are not supported; give one model.safetensors")
+    names = list(BUNDLE_FILES)
+    if chat:
+        names.extend(name for name in CHAT_FILES if os.path.lexists(source / name))
     copies: list[GatedModel] = []
     try:
-        for name in BUNDLE_FILES:
+        for name in names:
             copies.append(_sealed_file(source, name, max_bytes))
         if not unsafe_skip_scan:
-            verdict = _verdict_of(_scan_folder_copies(source, copies, policy))
+            verdict = _verdict_of(_scan_folder_copies(source, names, copies, policy))
             why = refusal(verdict, unsafe_allow_suspicious=unsafe_allow_suspicious)
             if why is not None:
                 raise PolicyError(f"scan gate: {source} refused: {why} (see `airlock scan {source}`)")
-        return _bundle(copies), {name: copy.digest for name, copy in zip(BUNDLE_FILES, copies, strict=True)}
+        digests = {name: copy.digest for name, copy in zip(names, copies, strict=True)}
+        return _bundle(names, copies, CHAT_BUNDLE_MAGIC if chat else BUNDLE_MAGIC), digests
     finally:
         for copy in copies:
             copy.close()

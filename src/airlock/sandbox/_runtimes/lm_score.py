@@ -19,6 +19,18 @@ Requests are ``infer`` calls over the checked tensor channel (no new message typ
   ``beams`` [b] -> ``text``/``lengths`` (the continuations, special tokens dropped) and
   ``tokens`` (int64, tokens generated). Greedy when b = 1, beam search otherwise; stops at the
   model's end-of-text token or at the end of its context.
+
+A *chat bundle* (magic :data:`CHAT_BUNDLE_MAGIC`, the probe's local Hugging Face target) is laid
+out the same way and holds the three files, then those of :data:`CHAT_FILES` the folder has, in
+that order. The job then loads it for chat: a ``generate`` request (the ``text-gguf`` protocol,
+:func:`airlock.sandbox._runtimes.text_gguf.check_request`) renders the chat template here, inside
+the job, with the bounds of :mod:`airlock.sandbox._runtimes._template`. The template is found as
+transformers finds it: ``chat_template.jinja``, else ``chat_template`` in ``tokenizer_config.json``
+(a string, or a list of named templates of which ``default`` is taken), else ``chat_template`` in
+``chat_template.json``; none is a load error, and so is a template that fails on a system and a
+user message (rendered once at load, so that a broken template stops the run at its start).
+Special tokens (``bos_token`` ... ``pad_token``) come from ``tokenizer_config.json``; the end of
+a reply is the config's ``eos_token_id`` or the tokenizer's ``eos_token``.
 """
 
 from __future__ import annotations
@@ -35,24 +47,43 @@ import numpy as np
 
 from airlock.sandbox._runtimes.base import Loaded, NamedArrays, hf_offline
 
-__all__ = ["BUNDLE_FILES", "BUNDLE_MAGIC", "OP_COMPLETE", "OP_SCORE", "RUNTIME"]
+__all__ = [
+    "BUNDLE_FILES",
+    "BUNDLE_MAGIC",
+    "CHAT_BUNDLE_MAGIC",
+    "CHAT_FILES",
+    "OP_COMPLETE",
+    "OP_SCORE",
+    "RUNTIME",
+]
 
 BUNDLE_MAGIC: Final = b"ALMEMB1\n"
+CHAT_BUNDLE_MAGIC: Final = b"ALCHAT1\n"
 BUNDLE_FILES: Final = ("config.json", "tokenizer.json", "model.safetensors")
+#: the files a chat bundle may add (each when the folder has it), in this order
+CHAT_FILES: Final = ("tokenizer_config.json", "chat_template.jinja", "chat_template.json")
+#: a trial conversation rendered at load: the probe's every request has a system and a user turn
+_TRIAL: Final = (
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Hello"},
+)
+_SPECIAL_TOKENS: Final = ("bos_token", "eos_token", "unk_token", "pad_token")
 OP_SCORE: Final = 0
 OP_COMPLETE: Final = 1
 _BATCH: Final = 32
 
 
-def _read_bundle(handle: BinaryIO) -> dict[str, bytes]:
+def _read_bundle(handle: BinaryIO) -> tuple[bool, dict[str, bytes]]:
+    """(whether it is a chat bundle, its files by name)."""
     raw = handle.read()
-    if not raw.startswith(BUNDLE_MAGIC):
+    chat = raw.startswith(CHAT_BUNDLE_MAGIC)
+    if not chat and not raw.startswith(BUNDLE_MAGIC):
         raise ValueError("lm-score: neither a GGUF file nor an airlock model bundle")
     view, at = memoryview(raw), len(BUNDLE_MAGIC)
     (count,) = struct.unpack_from("<I", view, at)
     at += 4
-    if count != len(BUNDLE_FILES):
-        raise ValueError(f"lm-score: a bundle holds {len(BUNDLE_FILES)} files, this one {count}")
+    if count > len(BUNDLE_FILES) + len(CHAT_FILES):
+        raise ValueError(f"lm-score: a bundle of {count} files")
     table = []
     for _ in range(count):
         (size,) = struct.unpack_from("<H", view, at)
@@ -66,9 +97,20 @@ def _read_bundle(handle: BinaryIO) -> dict[str, bytes]:
             raise ValueError("lm-score: the bundle is truncated")
         files[name] = bytes(view[at : at + length])
         at += length
-    if tuple(files) != BUNDLE_FILES or at != len(raw):
-        raise ValueError(f"lm-score: the bundle must hold exactly {', '.join(BUNDLE_FILES)}")
-    return files
+    names = tuple(name for name, _ in table)
+    extra = names[len(BUNDLE_FILES) :]
+    if (
+        names[: len(BUNDLE_FILES)] != BUNDLE_FILES
+        or len(files) != len(names)
+        or at != len(raw)
+        or (extra and not chat)
+        or extra != tuple(n for n in CHAT_FILES if n in extra)
+    ):
+        raise ValueError(
+            f"lm-score: the bundle must hold exactly {', '.join(BUNDLE_FILES)} (a chat bundle: "
+            f"then any of {', '.join(CHAT_FILES)}, in that order)"
+        )
+    return chat, files
 
 
 def _texts(inputs: dict[str, np.ndarray[Any, Any]]) -> list[str]:
@@ -182,10 +224,10 @@ class _Scorer:
         return [("text", text), ("lengths", lengths), ("tokens", np.array(counts, dtype=np.int64))]
 
 
-def _from_bundle(files: dict[str, bytes], threads: int) -> _Scorer:
+def _build(files: dict[str, bytes], threads: int) -> tuple[Any, Any, str]:
+    """(the model, its config, its architecture) from a bundle's config.json and weights."""
     import safetensors.torch
     import torch
-    from tokenizers import Tokenizer
 
     from airlock.sandbox._runtimes.text_gguf import _device
 
@@ -212,6 +254,17 @@ def _from_bundle(files: dict[str, bytes], threads: int) -> _Scorer:
     model.tie_weights()
     model.eval()
     model.to(device)
+    return model, config, architecture
+
+
+def _context(config: Any) -> int:
+    return int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 0)
+
+
+def _from_bundle(files: dict[str, bytes], threads: int) -> _Scorer:
+    from tokenizers import Tokenizer
+
+    model, config, architecture = _build(files, threads)
     tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
     vocab = int(config.vocab_size)
 
@@ -221,16 +274,84 @@ def _from_bundle(files: dict[str, bytes], threads: int) -> _Scorer:
         return int(value) if isinstance(value, int) and 0 <= value < vocab else None
 
     eos = token("eos_token_id")
-    context = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 0)
     return _Scorer(
         model,
         lambda text: list(tokenizer.encode(text, add_special_tokens=False).ids),
         lambda ids: str(tokenizer.decode(ids, skip_special_tokens=True)),
         token("bos_token_id"),
         [eos] if eos is not None else [0],
-        context,
+        _context(config),
         json.dumps({"architecture": architecture, "parameters": sum(p.numel() for p in model.parameters())}),
     )
+
+
+def _json_object(files: dict[str, bytes], name: str) -> dict[str, Any]:
+    if name not in files:
+        return {}
+    value = json.loads(files[name])
+    if not isinstance(value, dict):
+        raise ValueError(f"lm-score: {name} must be a JSON object")
+    return value
+
+
+def chat_template(files: dict[str, bytes]) -> str:
+    """The chat template, found as transformers finds a tokenizer's (see the module's docstring)."""
+    if "chat_template.jinja" in files:
+        return files["chat_template.jinja"].decode("utf-8")
+    found = _json_object(files, "tokenizer_config.json").get("chat_template")
+    if isinstance(found, list):  # named templates: [{"name": ..., "template": ...}]
+        named = {t.get("name"): t.get("template") for t in found if isinstance(t, dict)}
+        found = named.get("default")
+        if found is None:
+            raise ValueError("lm-score: tokenizer_config.json names chat templates but none is 'default'")
+    if found is None:
+        found = _json_object(files, "chat_template.json").get("chat_template")
+    if found is None:
+        raise ValueError(
+            "lm-score: the model has no chat template (chat_template.jinja, chat_template in "
+            "tokenizer_config.json or in chat_template.json)"
+        )
+    if not isinstance(found, str):
+        raise ValueError("lm-score: the chat template is not a string")
+    return found
+
+
+def _special_tokens(settings: dict[str, Any]) -> dict[str, str]:
+    """``bos_token`` ... from tokenizer_config.json: a string, or a saved AddedToken (its content)."""
+    tokens = {}
+    for name in _SPECIAL_TOKENS:
+        value = settings.get(name)
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str) and value:
+            tokens[name] = value
+    return tokens
+
+
+def _chat_from_bundle(files: dict[str, bytes], threads: int) -> Loaded:
+    from tokenizers import Tokenizer
+
+    from airlock.sandbox._runtimes.text_gguf import _Chat
+
+    template = chat_template(files)  # before the slow load: a folder without one fails at once
+    hf: Any = importlib.import_module("transformers")
+    model, config, architecture = _build(files, threads)
+    raw = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
+    special = _special_tokens(_json_object(files, "tokenizer_config.json"))
+    tokenizer = hf.PreTrainedTokenizerFast(tokenizer_object=raw, **special)
+    context = _context(config)
+    summary = json.dumps(
+        {
+            "architecture": architecture,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "context": context,
+            "chat_template": True,
+        },
+        sort_keys=True,
+    )
+    chat = _Chat(model, tokenizer, template, summary, context)
+    chat.prompt_text(list(_TRIAL))  # a template that fails on the probe's first turns fails the load
+    return chat
 
 
 def _from_gguf(handle: BinaryIO, threads: int) -> _Scorer:
@@ -254,7 +375,17 @@ class _LMScore:
     files = 1
 
     def warm_up(self) -> None:
-        hf_offline(("torch", "safetensors.torch", "tokenizers", "transformers"))
+        hf_offline(
+            (
+                "torch",
+                "safetensors.torch",
+                "tokenizers",
+                "transformers",
+                "jinja2.sandbox",
+                "jinja2.ext",
+                "airlock.sandbox._runtimes._template",
+            )
+        )
         if importlib.util.find_spec("gguf") is not None:  # GGUF models need the text extra
             from airlock.sandbox._runtimes import text_gguf
 
@@ -266,7 +397,8 @@ class _LMScore:
         handle.seek(0)
         if head == b"GGUF":
             return _from_gguf(handle, threads)
-        return _from_bundle(_read_bundle(handle), threads)
+        chat, bundle = _read_bundle(handle)
+        return _chat_from_bundle(bundle, threads) if chat else _from_bundle(bundle, threads)
 
 
 RUNTIME = _LMScore()

@@ -3,7 +3,7 @@
 Everything model-supplied is handled here, never in the trusted process: the GGUF metadata and
 tokenizer data (parsed by ``gguf`` and ``tokenizers``), the weights (dequantised by ``gguf``) and
 the chat template (rendered by Jinja's ``ImmutableSandboxedEnvironment``, inside the job's own
-sandbox). The job gets the model as a read-only descriptor of a sealed copy; ``gguf`` maps it
+sandbox, bounded in output, time and memory: ``_template``). The job gets the model as a read-only descriptor of a sealed copy; ``gguf`` maps it
 read-only.
 
 A request whose prompt and ``max_tokens`` do not fit the model's context generates nothing: it
@@ -170,21 +170,19 @@ class _Chat:
     def _prompt_text(self, request: dict[str, Any]) -> str:
         if request["prompt"] is not None:
             return str(request["prompt"])
+        return self.prompt_text(request["messages"])
+
+    def prompt_text(self, messages: list[dict[str, str]]) -> str:
+        """``messages`` rendered by the chat template, with the bounds of ``_template``."""
         if self.template is None:
             raise ValueError("generate: the model has no chat template; send a raw prompt instead")
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        from airlock.sandbox._runtimes._template import render_chat
 
-        def raise_exception(message: str) -> None:
-            raise ValueError(f"chat template: {message}")
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        return env.from_string(self.template).render(
-            messages=request["messages"],
-            add_generation_prompt=True,
-            bos_token=self.tokenizer.bos_token or "",
-            eos_token=self.tokenizer.eos_token or "",
-        )
+        tokens = {
+            "bos_token": self.tokenizer.bos_token or "",
+            "eos_token": self.tokenizer.eos_token or "",
+        }
+        return render_chat(self.template, messages, tokens)
 
     def generate(
         self, request: dict[str, Any], emit: Callable[[str], None], cancelled: Callable[[], bool]
@@ -285,6 +283,8 @@ class _TextGGUF:
                 "torch",
                 "gguf",
                 "jinja2.sandbox",
+                "jinja2.ext",
+                "airlock.sandbox._runtimes._template",
                 "transformers",
                 "transformers.modeling_gguf_pytorch_utils",
                 "transformers.integrations.gguf",
