@@ -46,6 +46,9 @@ _LIMIT_FLAGS = {
 
 class ScanCommand:
     name = "scan"
+    #: the report is written (stdout, or ``-o`` closed) when :meth:`run` returns: the process may
+    #: leave without tearing the interpreter down (``airlock._cli._leave_now`` checks the rest)
+    quick_exit = True
     help = "scan model files or folders for code that would run on load (never executes them)"
     description = (
         "Statically analyse model files (pickle, PyTorch, NumPy, joblib, ...) detected by content. "
