@@ -20,7 +20,7 @@ import pytest
 import airlock
 from airlock._formats.base import Issue
 from airlock._render import render
-from airlock._scan import pool
+from airlock._scan import pool, records
 from airlock._scan.pool import (
     AUTO_MIN_BYTES,
     AUTO_MIN_FILES,
@@ -277,20 +277,28 @@ def test_dead_workers_never_shorten_the_report_or_make_it_clean(
 
 
 def test_results_file_frames(tmp_path: Path) -> None:
-    """A worker's results file: complete frames count; a torn last frame (the worker died while
-    writing it) or a frame whose files are not its batch's does not."""
+    """A worker's results file: complete frames count; a frame whose records are not its batch's
+    files makes each of them an ERROR; a torn last frame (the worker died while writing it) is not
+    read (its batch is scanned again)."""
     work = [[_task(0, 1), _task(1, 1)], [_task(2, 1)], [_task(3, 1)]]
-    ok = pickle.dumps([(0, "a"), (1, "b")])
-    wrong = pickle.dumps([(7, "x")])
-    torn = pickle.dumps([(3, "d")])
+    a = FileReport("f0", "pickle", Verdict.CLEAN, (), 1, 0.1)
+    b = FileReport("f1", "pickle", Verdict.CLEAN, (), 1, 0.1)
+    ok = records.pack([(0, a), (1, b)])
+    wrong = records.pack([(7, a)])
+    torn = records.pack([(3, FileReport("f3", "pickle", Verdict.CLEAN, (), 1, 0.1))])
     fd = os.open(tmp_path / "frames", os.O_RDWR | os.O_CREAT)
     try:
         os.write(fd, pool._FRAME.pack(0, len(ok)) + ok)
         os.write(fd, pool._FRAME.pack(1, len(wrong)) + wrong)
         os.write(fd, pool._FRAME.pack(2, len(torn)) + torn[:-1])
-        assert list(pool._read_results(fd, work)) == [(0, [(0, "a"), (1, "b")])]  # type: ignore[comparison-overlap]
+        frames = list(pool._read_results(fd, work, DEFAULT_LIMITS))
     finally:
         os.close(fd)
+    assert [n for n, _ in frames] == [0, 1]
+    assert frames[0][1] == [(0, a), (1, b)]
+    ((position, error),) = frames[1][1]
+    assert position == 2 and isinstance(error, FileReport) and error.verdict is Verdict.ERROR
+    assert [f.rule for f in error.findings] == ["scan.bad-result"]
 
 
 def test_a_batch_pipe_holds_every_batch_number() -> None:
@@ -362,7 +370,7 @@ def test_one_batch_is_scanned_without_a_worker(tmp_path: Path, monkeypatch: pyte
 
 _ORPHAN_SCRIPT = """
 import os, sys
-from airlock._scan import pool
+from airlock._scan import pool, records
 pool.BATCH_FILES = 1  # a batch per file: a worker looks for its parent between two files
 import airlock
 print(os.getpid(), flush=True)

@@ -12,9 +12,14 @@ result pipe, and the parent spent its time feeding them instead of scanning. Her
   batch costs one ``read`` to hand out and nobody waits on the parent;
 * workers are ``fork``\\ ed: they inherit the imported modules, the tasks and what every file shares
   (folder, limits, policy, verification) as they are, nothing is pickled to them;
-* a worker appends each finished batch (pickled reports) to an anonymous in-memory file of its own,
-  read by the parent once the worker has exited, so a worker never blocks on the parent; a four-byte
-  note on a second pipe tells the parent's progress display that a batch is done;
+* a worker appends each finished batch (its records, :func:`airlock._scan.records.pack`) to an
+  anonymous in-memory file of its own, read by the parent once the worker has exited, so a worker
+  never blocks on the parent; a four-byte note on a second pipe tells the parent's progress display
+  that a batch is done;
+* a worker parses untrusted bytes, so its answer is untrusted too: never unpickled, only records
+  of a fixed shape, each value checked (:func:`airlock._scan.records.unpack`); an answer that does
+  not fit makes every file of its batch an ERROR (``scan.bad-result``), never clean; a second
+  answer for one batch too;
 * results come back by the files' places in the walk, so a report is the same bytes for any number
   of jobs (apart from timings).
 
@@ -81,7 +86,7 @@ AUTO_MIN_BYTES: Final = 256 * 1024 * 1024
 AUTO_MAX_JOBS: Final = 8
 
 _NUMBER = struct.Struct("<I")  # a batch number on the pipes
-_FRAME = struct.Struct("<IQ")  # a batch's results in a worker's file: number, length of the pickle
+_FRAME = struct.Struct("<IQ")  # a batch's results in a worker's file: number, length of its records
 
 
 class Task(NamedTuple):
@@ -202,6 +207,8 @@ def _run_batches(
     False, with nothing started, when the batch numbers do not fit in the pipe."""
     import gc
 
+    from airlock._scan import records  # noqa: F401 - imported once, before the workers fork
+
     # the parent takes a batch itself: one batch is scanned without forking anything
     workers = min(jobs - 1, len(work) - 1) if parent_scans else min(jobs, len(work))
     todo_r, todo_w = os.pipe()
@@ -256,7 +263,10 @@ def _run_batches(
             children.pop(0)
             try:
                 _advance_done(done_r, work, advance)
-                for number, found in _read_results(out, work):
+                for number, answer in _read_results(out, work, shared.limits):
+                    found = answer
+                    if number in results:  # a second answer for one batch: both are in doubt
+                        found = _bad(work[number], shared.limits, "two answers came back for its batch")
                     results[number] = found
                     yield from found
             finally:
@@ -295,7 +305,7 @@ def _rescue(
             pid = next(iter(running))  # the oldest (never os.wait: it would reap the caller's children)
             _, status = os.waitpid(pid, 0)
             task, out = running.pop(pid)
-            found = dict(_read_results(out, [[task]]))
+            found = dict(_read_results(out, [[task]], shared.limits))
             os.close(out)
             if 0 in found:
                 yield from found[0]
@@ -334,7 +344,7 @@ def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: 
     their results to ``out``, and leave without running the parent's exit handlers — also as soon
     as it sees, between two batches, that ``parent`` is gone (killed: nobody will read the results,
     and the worker must not scan on for minutes)."""
-    import pickle  # only the reports this scan's own workers write, never model bytes
+    from airlock._scan.records import pack
 
     code = 1
     try:
@@ -346,8 +356,8 @@ def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: 
             if os.getppid() != parent:
                 break
             found = [(task.position, _one(task, shared)) for task in work[number]]
-            blob = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
-            _write_all(out, _FRAME.pack(number, len(blob)) + blob)
+            records = pack(found)
+            _write_all(out, _FRAME.pack(number, len(records)) + records)
             if done >= 0:
                 with contextlib.suppress(BlockingIOError):
                     os.write(done, _NUMBER.pack(number))
@@ -410,23 +420,35 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_results(out: int, work: list[list[Task]]) -> Iterator[tuple[int, list[Result]]]:
-    """The complete batches a worker wrote to ``out``; a torn last frame (the worker died while
-    writing it) or a batch whose results do not name exactly its files counts as not written."""
-    import pickle  # not imported by a scan of one file (tests/test_cli_registry.py)
+def _read_results(out: int, work: list[list[Task]], limits: Limits) -> Iterator[tuple[int, list[Result]]]:
+    """The batches a worker wrote to ``out``, each checked (:func:`airlock._scan.records.unpack`):
+    one whose answer does not fit is an ERROR for each of its files (``scan.bad-result``). A torn
+    last frame (the worker died while writing it) counts as not written, and so does anything
+    after a frame that names no batch; nothing beyond what the batches' answers may take is read."""
+    from airlock._scan.records import BadResult, answer_bytes, unpack
 
-    size = os.fstat(out).st_size
-    data = os.pread(out, size, 0) if size else b""
+    bound = [_FRAME.size + answer_bytes(limits, len(batch)) for batch in work]
+    size = min(os.fstat(out).st_size, sum(bound))
+    data = memoryview(os.pread(out, size, 0) if size else b"")
     at = 0
     while at + _FRAME.size <= len(data):
         number, length = _FRAME.unpack_from(data, at)
         at += _FRAME.size
-        if at + length > len(data) or number >= len(work):
+        if number >= len(work) or at + length > len(data):
             return
-        found: list[Result] = pickle.loads(data[at : at + length])  # noqa: S301 - our own forked worker pickled these reports
+        batch = work[number]
+        try:
+            found = unpack(data[at : at + length], batch, limits)
+        except BadResult as exc:
+            found = _bad(batch, limits, f"the worker's answer for its batch was not believed: {exc}")
         at += length
-        if sorted(p for p, _ in found) == sorted(task.position for task in work[number]):
-            yield number, found
+        yield number, found
+
+
+def _bad(batch: list[Task], limits: Limits, message: str) -> list[Result]:
+    from airlock._scan.records import bad_batch
+
+    return bad_batch(batch, limits, "scan.bad-result", message)
 
 
 def _reap(pid: int) -> None:
