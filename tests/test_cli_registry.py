@@ -162,9 +162,12 @@ def test_only_a_lone_version_flag_skips_the_parser(tmp_path: Path) -> None:
 def test_an_uncommon_scan_command_line_still_gets_argparse(tmp_path: Path) -> None:
     path = tmp_path / "rows.pkl"
     path.write_bytes(pickle.dumps([1], protocol=4))
-    modules, stdout = _imported(tmp_path, "scan", str(path), "--jobs", "1")
+    modules, stdout = _imported(tmp_path, "scan", str(path), "--max-pickle-opcodes", "1000")
     assert "verdict: CLEAN" in stdout
     assert "argparse" in modules  # the probe sees the parser when it is used
+    modules, stdout = _imported(tmp_path, "scan", str(path), "--jobs", "1", "-o", str(tmp_path / "r.txt"))
+    assert "verdict: CLEAN" in (tmp_path / "r.txt").read_text() and stdout == ""
+    assert "argparse" not in modules  # --jobs and -o are common: read without it
 
 
 def test_scan_of_a_plain_pickle_imports_nothing_heavy(tmp_path: Path) -> None:
