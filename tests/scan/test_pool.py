@@ -301,6 +301,32 @@ def test_results_file_frames(tmp_path: Path) -> None:
     assert [f.rule for f in error.findings] == ["scan.bad-result"]
 
 
+def test_answers_are_taken_as_they_complete(tmp_path: Path) -> None:
+    """The parent reads a live worker's file between its own batches: a frame counts once complete,
+    never twice, and nothing after a frame that names no batch counts."""
+    work = [[_task(0, 1)], [_task(1, 1)], [_task(2, 1)]]
+    reports = [FileReport(f"f{i}", "pickle", Verdict.CLEAN, (), 1, 0.1) for i in range(3)]
+    frames = [
+        pool._FRAME.pack(i, len(r)) + r
+        for i, r in enumerate(records.pack([(i, reports[i])]) for i in range(3))
+    ]
+    fd = os.open(tmp_path / "frames", os.O_RDWR | os.O_CREAT)
+    try:
+        answers = pool._Answers(fd, work, DEFAULT_LIMITS)
+        assert answers.take() == []
+        os.write(fd, frames[0][:5])
+        assert answers.take() == []
+        os.write(fd, frames[0][5:] + frames[1][:-1])
+        assert answers.take() == [(0, [(0, reports[0])])]
+        assert answers.take() == []
+        os.write(fd, frames[1][-1:])
+        assert answers.take() == [(1, [(1, reports[1])])]
+        os.write(fd, pool._FRAME.pack(9, 4) + b"xxxx" + frames[2])
+        assert answers.take() == [] and answers.take() == []
+    finally:
+        os.close(fd)
+
+
 def test_a_batch_pipe_holds_every_batch_number() -> None:
     """MAX_BATCHES numbers fit in a pipe before any worker reads one, even a pipe of one page (what
     Linux gives a user over pipe-user-pages-soft): the parent never blocks filling it."""

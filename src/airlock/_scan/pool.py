@@ -249,6 +249,17 @@ def _run_batches(
         os.close(done_w)
         done_w = -1
         os.set_blocking(done_r, False)
+        answers = {pid: _Answers(out, work, shared.limits) for pid, out in children}
+
+        def collect(pid: int) -> Iterator[Result]:
+            """What the worker ``pid`` has answered since the last look, checked."""
+            for number, answer in answers[pid].take():
+                found = answer
+                if number in results:  # a second answer for one batch: both are in doubt
+                    found = _bad(work[number], shared.limits, "two answers came back for its batch")
+                results[number] = found
+                yield from found
+
         if parent_scans:
             while (number := _take(todo_r)) is not None:
                 batch = work[number]
@@ -257,18 +268,18 @@ def _run_batches(
                 yield from mine
                 advance(sum(task.size for task in batch), len(batch))
                 _advance_done(done_r, work, advance)
+                # the workers' answers are checked between the parent's own batches (which the
+                # workers then take more of), not all after the workers have exited
+                for pid, _ in children:
+                    yield from collect(pid)
         while children:
             pid, out = children[0]
+            yield from collect(pid)  # while it finishes its last batch
             os.waitpid(pid, 0)  # its exit status is not what counts: which batches came back is
             children.pop(0)
             try:
                 _advance_done(done_r, work, advance)
-                for number, answer in _read_results(out, work, shared.limits):
-                    found = answer
-                    if number in results:  # a second answer for one batch: both are in doubt
-                        found = _bad(work[number], shared.limits, "two answers came back for its batch")
-                    results[number] = found
-                    yield from found
+                yield from collect(pid)
             finally:
                 os.close(out)
         return True
@@ -420,29 +431,57 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_results(out: int, work: list[list[Task]], limits: Limits) -> Iterator[tuple[int, list[Result]]]:
-    """The batches a worker wrote to ``out``, each checked (:func:`airlock._scan.records.unpack`):
-    one whose answer does not fit is an ERROR for each of its files (``scan.bad-result``). A torn
-    last frame (the worker died while writing it) counts as not written, and so does anything
+class _Answers:
+    """A worker's results file, read as it grows: its complete frames are taken (and checked,
+    :func:`airlock._scan.records.unpack`) as soon as they are there. One whose answer does not fit
+    is an ERROR for each file of its batch (``scan.bad-result``). A frame not complete when the
+    worker has exited (it died while writing it) counts as not written, and so does anything
     after a frame that names no batch; nothing beyond what the batches' answers may take is read."""
-    from airlock._scan.records import BadResult, answer_bytes, unpack
 
-    bound = [_FRAME.size + answer_bytes(limits, len(batch)) for batch in work]
-    size = min(os.fstat(out).st_size, sum(bound))
-    data = memoryview(os.pread(out, size, 0) if size else b"")
-    at = 0
-    while at + _FRAME.size <= len(data):
-        number, length = _FRAME.unpack_from(data, at)
-        at += _FRAME.size
-        if number >= len(work) or at + length > len(data):
-            return
-        batch = work[number]
-        try:
-            found = unpack(data[at : at + length], batch, limits)
-        except BadResult as exc:
-            found = _bad(batch, limits, f"the worker's answer for its batch was not believed: {exc}")
-        at += length
-        yield number, found
+    __slots__ = ("at", "end", "fd", "limits", "stopped", "work")
+
+    def __init__(self, fd: int, work: list[list[Task]], limits: Limits) -> None:
+        from airlock._scan.records import answer_bytes
+
+        self.fd = fd
+        self.work = work
+        self.limits = limits
+        self.at = 0  # where the first frame not yet taken starts
+        self.end = sum(_FRAME.size + answer_bytes(limits, len(batch)) for batch in work)
+        self.stopped = False
+
+    def take(self) -> list[tuple[int, list[Result]]]:
+        """The frames completed since the last call, each as (batch number, its results)."""
+        from airlock._scan.records import BadResult, unpack
+
+        size = min(os.fstat(self.fd).st_size, self.end)
+        if self.stopped or size - self.at < _FRAME.size:
+            return []
+        data = memoryview(os.pread(self.fd, size - self.at, self.at))
+        out: list[tuple[int, list[Result]]] = []
+        at = 0
+        while at + _FRAME.size <= len(data):
+            number, length = _FRAME.unpack_from(data, at)
+            start = at + _FRAME.size
+            if number >= len(self.work) or self.at + start + length > self.end:
+                self.stopped = True  # names no batch, or longer than any answer may be
+                break
+            if start + length > len(data):
+                break  # not complete (yet)
+            batch = self.work[number]
+            try:
+                found = unpack(data[start : start + length], batch, self.limits)
+            except BadResult as exc:
+                found = _bad(batch, self.limits, f"the worker's answer for its batch was not believed: {exc}")
+            out.append((number, found))
+            at = start + length
+        self.at += at
+        return out
+
+
+def _read_results(out: int, work: list[list[Task]], limits: Limits) -> list[tuple[int, list[Result]]]:
+    """The batches an exited worker wrote to ``out`` (:class:`_Answers`)."""
+    return _Answers(out, work, limits).take()
 
 
 def _bad(batch: list[Task], limits: Limits, message: str) -> list[Result]:
