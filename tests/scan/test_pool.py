@@ -100,6 +100,20 @@ def test_small_files_are_grouped_up_to_batch_files(count: int) -> None:
     assert [len(b) for b in out] == ([count] if count <= BATCH_FILES else [BATCH_FILES, count - BATCH_FILES])
 
 
+def test_the_last_batches_are_smaller() -> None:
+    """Of many batches the last four are cut in four (16 files each): the processes finish closer
+    together. Every file still once, the largest first."""
+    tasks = [_task(i, 10_000 - i) for i in range(2000)]
+    out = batches(tasks)
+    sizes = [len(b) for b in out]
+    assert sizes[:28] == [BATCH_FILES] * 28 and sum(sizes) == 2000  # 31 full batches and one of 16
+    assert max(sizes[-16:]) <= BATCH_FILES // 4 and len(sizes) == 32 - 4 + 16
+    assert sorted(t.position for b in out for t in b) == list(range(2000))
+    assert out[0][0].position == 0
+    few = batches(tasks[: BATCH_FILES * 7])  # fewer than 8 batches: as they are
+    assert [len(b) for b in few] == [BATCH_FILES] * 7
+
+
 def test_a_batch_holds_at_most_batch_bytes_and_largest_files_go_first() -> None:
     sizes = [BATCH_BYTES // 2, BATCH_BYTES // 2, 1, BATCH_BYTES // 2 + 1, 7, BATCH_BYTES * 3]
     out = batches([_task(i, s) for i, s in enumerate(sizes)])

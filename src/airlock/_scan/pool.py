@@ -85,6 +85,11 @@ AUTO_MIN_BYTES: Final = 256 * 1024 * 1024
 #: workers ``jobs=None`` uses at most (each holds its own read buffers)
 AUTO_MAX_JOBS: Final = 8
 
+#: with this many batches or more, the last _TAIL are cut in _TAIL_SPLIT (:func:`batches`)
+_TAIL_FROM: Final = 8
+_TAIL: Final = 4
+_TAIL_SPLIT: Final = 4
+
 _NUMBER = struct.Struct("<I")  # a batch number on the pipes
 _FRAME = struct.Struct("<IQ")  # a batch's results in a worker's file: number, length of its records
 
@@ -134,7 +139,8 @@ def auto_jobs(files: int, total_bytes: int) -> int:
 
 def batches(tasks: list[Task]) -> list[list[Task]]:
     """Largest files first; a file of :data:`BATCH_BYTES` or more alone, smaller ones grouped by
-    :data:`BATCH_FILES` (more per batch when that would make more than :data:`MAX_BATCHES`)."""
+    :data:`BATCH_FILES` (more per batch when that would make more than :data:`MAX_BATCHES`); of
+    many batches, the last few are cut in four."""
     per_batch = max(BATCH_FILES, -(-len(tasks) // (MAX_BATCHES // 2)))
     out: list[list[Task]] = []
     current: list[Task] = []
@@ -152,6 +158,11 @@ def batches(tasks: list[Task]) -> list[list[Task]]:
         out.append(current)
     if len(out) > MAX_BATCHES:  # more than MAX_BATCHES / 2 files of BATCH_BYTES or more
         return [[task for batch in out[i::MAX_BATCHES] for task in batch] for i in range(MAX_BATCHES)]
+    if len(out) >= _TAIL_FROM and len(out) + _TAIL * (_TAIL_SPLIT - 1) <= MAX_BATCHES:
+        # The last batches are cut smaller: the processes then finish closer together (the one
+        # that draws the last batch is the one the others wait for).
+        tail = [batch[i::_TAIL_SPLIT] for batch in out[-_TAIL:] for i in range(_TAIL_SPLIT)]
+        out[-_TAIL:] = [part for part in tail if part]
     return out
 
 
