@@ -9,6 +9,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -211,7 +212,15 @@ def test_through_the_public_scan_the_workers_batches_are_errors(
     an ERROR, so the report is never clean."""
     payload, marker = _malicious_pickle(tmp_path)
     _answer_with(monkeypatch, payload)
-    _tree(tmp_path / "t", 640)  # ten batches: the worker gets some
+    _tree(tmp_path / "t", 640)  # ten batches (22 once the last ones are cut)
+    parent, real = os.getpid(), pool._one
+
+    def slow_in_the_parent(task: Task, shared: pool._Shared) -> FileReport | Skipped:
+        if os.getpid() == parent:  # so that the worker surely takes batches, even on a busy machine
+            time.sleep(0.002)
+        return real(task, shared)
+
+    monkeypatch.setattr(pool, "_one", slow_in_the_parent)
     report = airlock.scan(tmp_path / "t", jobs=2)
     assert not marker.exists()
     assert len(report.files) == 640
@@ -220,4 +229,3 @@ def test_through_the_public_scan_the_workers_batches_are_errors(
     assert report.verdict is Verdict.ERROR and report.exit_code == 2
     bad = [f for f in report.files if f.verdict is Verdict.ERROR]
     assert all([x.rule for x in f.findings] == ["scan.bad-result"] for f in bad)
-    assert os.getpid() == os.getpid()  # still here
