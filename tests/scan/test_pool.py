@@ -341,6 +341,23 @@ def test_answers_are_taken_as_they_complete(tmp_path: Path) -> None:
         os.close(fd)
 
 
+def test_an_answer_longer_than_its_batch_may_take_is_an_error_unread(tmp_path: Path) -> None:
+    limits = DEFAULT_LIMITS.replace(max_findings_per_file=1)
+    work = [[_task(0, 1)], [_task(1, 1)]]
+    bound = records.answer_bytes(limits, 1)
+    ok = records.pack([(1, FileReport("f1", "pickle", Verdict.CLEAN, (), 1, 0.1))])
+    fd = os.open(tmp_path / "frames", os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, pool._FRAME.pack(0, bound + 1) + b"\0" * (bound + 1))
+        os.write(fd, pool._FRAME.pack(1, len(ok)) + ok)
+        ((first, (error,)), (second, found)) = pool._read_results(fd, work, limits)
+    finally:
+        os.close(fd)
+    assert first == 0 and isinstance(error[1], FileReport) and error[1].verdict is Verdict.ERROR
+    assert [f.rule for f in error[1].findings] == ["scan.bad-result"]
+    assert second == 1 and found[0][1].verdict is Verdict.CLEAN  # type: ignore[union-attr]
+
+
 def test_a_batch_pipe_holds_every_batch_number() -> None:
     """MAX_BATCHES numbers fit in a pipe before any worker reads one, even a pipe of one page (what
     Linux gives a user over pipe-user-pages-soft): the parent never blocks filling it."""

@@ -13,9 +13,10 @@ result pipe, and the parent spent its time feeding them instead of scanning. Her
 * workers are ``fork``\\ ed: they inherit the imported modules, the tasks and what every file shares
   (folder, limits, policy, verification) as they are, nothing is pickled to them;
 * a worker appends each finished batch (its records, :func:`airlock._scan.records.pack`) to an
-  anonymous in-memory file of its own, read by the parent once the worker has exited, so a worker
-  never blocks on the parent; a four-byte note on a second pipe tells the parent's progress display
-  that a batch is done;
+  anonymous in-memory file of its own, which the parent reads frame by frame as they complete
+  (between its own batches, and while the worker finishes), so a worker never blocks on the
+  parent; a four-byte note on a second pipe tells the parent's progress display that a batch is
+  done;
 * a worker parses untrusted bytes, so its answer is untrusted too: never unpickled, only records
   of a fixed shape, each value checked (:func:`airlock._scan.records.unpack`); an answer that does
   not fit makes every file of its batch an ERROR (``scan.bad-result``), never clean; a second
@@ -444,49 +445,47 @@ def _write_all(fd: int, data: bytes) -> None:
 
 class _Answers:
     """A worker's results file, read as it grows: its complete frames are taken (and checked,
-    :func:`airlock._scan.records.unpack`) as soon as they are there. One whose answer does not fit
-    is an ERROR for each file of its batch (``scan.bad-result``). A frame not complete when the
-    worker has exited (it died while writing it) counts as not written, and so does anything
-    after a frame that names no batch; nothing beyond what the batches' answers may take is read."""
+    :func:`airlock._scan.records.unpack`) as soon as they are there. One whose answer does not fit,
+    or is longer than an answer for its batch may be (not even read), is an ERROR for each file of
+    its batch (``scan.bad-result``). A frame not complete when the worker has exited (it died while
+    writing it) counts as not written, and so does anything after a frame that names no batch. One
+    frame is read at a time: never more than one batch's answer may take."""
 
-    __slots__ = ("at", "end", "fd", "limits", "stopped", "work")
+    __slots__ = ("at", "fd", "limits", "stopped", "work")
 
     def __init__(self, fd: int, work: list[list[Task]], limits: Limits) -> None:
-        from airlock._scan.records import answer_bytes
-
         self.fd = fd
         self.work = work
         self.limits = limits
         self.at = 0  # where the first frame not yet taken starts
-        self.end = sum(_FRAME.size + answer_bytes(limits, len(batch)) for batch in work)
         self.stopped = False
 
     def take(self) -> list[tuple[int, list[Result]]]:
         """The frames completed since the last call, each as (batch number, its results)."""
-        from airlock._scan.records import BadResult, unpack
+        from airlock._scan.records import BadResult, answer_bytes, unpack
 
-        size = min(os.fstat(self.fd).st_size, self.end)
-        if self.stopped or size - self.at < _FRAME.size:
-            return []
-        data = memoryview(os.pread(self.fd, size - self.at, self.at))
         out: list[tuple[int, list[Result]]] = []
-        at = 0
-        while at + _FRAME.size <= len(data):
-            number, length = _FRAME.unpack_from(data, at)
-            start = at + _FRAME.size
-            if number >= len(self.work) or self.at + start + length > self.end:
-                self.stopped = True  # names no batch, or longer than any answer may be
+        size = os.fstat(self.fd).st_size
+        while not self.stopped and size - self.at >= _FRAME.size:
+            number, length = _FRAME.unpack(os.pread(self.fd, _FRAME.size, self.at))
+            if number >= len(self.work):
+                self.stopped = True  # names no batch: nothing after it is believed either
                 break
-            if start + length > len(data):
+            start = self.at + _FRAME.size
+            if start + length > size:
                 break  # not complete (yet)
             batch = self.work[number]
-            try:
-                found = unpack(data[start : start + length], batch, self.limits)
-            except BadResult as exc:
-                found = _bad(batch, self.limits, f"the worker's answer for its batch was not believed: {exc}")
+            if length > answer_bytes(self.limits, len(batch)):
+                found = _bad(batch, self.limits, f"the worker's answer for its batch is {length} bytes")
+            else:
+                try:
+                    found = unpack(os.pread(self.fd, length, start), batch, self.limits)
+                except BadResult as exc:
+                    found = _bad(
+                        batch, self.limits, f"the worker's answer for its batch was not believed: {exc}"
+                    )
             out.append((number, found))
-            at = start + length
-        self.at += at
+            self.at = start + length
         return out
 
 
