@@ -87,18 +87,29 @@ def commands(jobs: list[str]) -> dict[str, list[str]]:
     return out
 
 
-#: runs the airlock CLI and writes "parent-cpu workers-cpu" to argv[1] at exit
+#: runs the airlock CLI and writes "parent-cpu workers-cpu" to argv[1] when it leaves: through
+#: os._exit (the scan command leaves without tearing the interpreter down, and its forked workers
+#: leave that way too: only this process's own exit writes) or through sys.exit
 _SPLIT = """
-import atexit, os, resource, sys
-def _report(path=sys.argv[1]):
-    me = resource.getrusage(resource.RUSAGE_SELF)
+import os, resource, sys
+def _report(path=sys.argv[1], me=os.getpid()):
+    if os.getpid() != me:
+        return
+    used = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(path, "w") as out:
-        out.write(f"{me.ru_utime + me.ru_stime} {kids.ru_utime + kids.ru_stime}")
-atexit.register(_report)
+        out.write(f"{used.ru_utime + used.ru_stime} {kids.ru_utime + kids.ru_stime}")
+_real_exit = os._exit
+def _exit(code):
+    _report()
+    _real_exit(code)
+os._exit = _exit
 sys.argv = ["airlock", *sys.argv[2:]]
 from airlock._cli import entry_point
-entry_point()
+try:
+    entry_point()
+finally:
+    _report()
 """
 
 

@@ -162,9 +162,12 @@ def test_only_a_lone_version_flag_skips_the_parser(tmp_path: Path) -> None:
 def test_an_uncommon_scan_command_line_still_gets_argparse(tmp_path: Path) -> None:
     path = tmp_path / "rows.pkl"
     path.write_bytes(pickle.dumps([1], protocol=4))
-    modules, stdout = _imported(tmp_path, "scan", str(path), "--jobs", "1")
+    modules, stdout = _imported(tmp_path, "scan", str(path), "--max-pickle-opcodes", "1000")
     assert "verdict: CLEAN" in stdout
     assert "argparse" in modules  # the probe sees the parser when it is used
+    modules, stdout = _imported(tmp_path, "scan", str(path), "--jobs", "1", "-o", str(tmp_path / "r.txt"))
+    assert "verdict: CLEAN" in (tmp_path / "r.txt").read_text() and stdout == ""
+    assert "argparse" not in modules  # --jobs and -o are common: read without it
 
 
 def test_scan_of_a_plain_pickle_imports_nothing_heavy(tmp_path: Path) -> None:
@@ -203,3 +206,29 @@ def test_text_report_scan_imports_no_more(tmp_path: Path) -> None:
     assert "verdict: CLEAN" in stdout
     assert sorted(modules & (STARTUP_SLOW | COMMON_SCAN_SKIPS)) == []
     assert _matching(modules, HEAVY) == []
+
+
+def test_scan_of_a_mixed_tree_with_jobs_imports_nothing_heavy(tmp_path: Path) -> None:
+    """``airlock scan --jobs N TREE`` of the bench's kinds of files (bench/scale_bench.py): PyTorch
+    checkpoints (one storage starting like a zlib stream, which the compressed reader sniffs),
+    safetensors files and pickles. Neither typing nor argparse: each was milliseconds of every
+    process (the parent's imports are serial under --jobs)."""
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    zlib_like = torch.tensor([0x78, 0x9C, 1, 2, 3, 4, 5, 6], dtype=torch.uint8)
+    for i in range(300):
+        torch.save({"w": zlib_like if i % 2 else torch.zeros(2, 2)}, tree / f"m{i:03d}.pt")
+    for i in range(20):
+        safetensors_torch.save_file({"w": torch.ones(2, 2)}, str(tree / f"s{i:03d}.safetensors"))
+        (tree / f"p{i:03d}.pkl").write_bytes(pickle.dumps({"i": i}, protocol=4))
+    for jobs in ("1", "2"):  # one process reads every file; with two, which reads what is a race
+        modules, stdout = _imported(tmp_path, "scan", "-q", "--jobs", jobs, str(tree))
+        assert stdout.endswith("verdict: CLEAN (340 clean; 0 skipped) exit code 0\n")
+        if jobs == "1":
+            assert "airlock._formats.compressed" in modules and "airlock._formats.safetensors" in modules
+        # (lzma: the compressed reader imports it once it decompresses something, as it does here)
+        assert sorted(modules & (STARTUP_SLOW | COMMON_SCAN_SKIPS) - {"lzma"}) == []
+        assert "typing" not in modules and "argparse" not in modules
+        assert _matching(modules, HEAVY) == []

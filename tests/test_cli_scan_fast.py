@@ -44,6 +44,10 @@ COMMON = [
     ["scan", "-"],
     ["scan", "hf://org/name@main", "--format", "cyclonedx"],
     ["scan", "x=y", "dir/", "--format=text", "-q"],
+    ["scan", "-q", "--jobs", "2", "dir/"],
+    ["scan", "dir/", "--jobs=8", "-o", "out.json", "--format", "json"],
+    ["scan", "--output", "r.sarif", "--format=sarif", "a.pt"],
+    ["scan", "--output=r.html", "--jobs", "007", "a.pt"],
 ]
 
 #: command lines argparse must read: help, other options, abbreviations, mistakes
@@ -59,8 +63,17 @@ OTHERS = [
     ["scan", "-x.pt"],  # a PATH that starts with '-'
     ["scan", "--", "-x.pt"],
     ["scan", ""],
-    ["scan", "a.pt", "--jobs", "2"],
-    ["scan", "a.pt", "-o", "out.json"],
+    ["scan", "a.pt", "--jobs", "-1"],  # argparse reads a negative number; the command refuses it
+    ["scan", "a.pt", "--jobs", "+2"],
+    ["scan", "a.pt", "--jobs", "\u0663"],  # int() reads an Arabic-Indic digit: argparse's to read
+    ["scan", "a.pt", "--jobs="],
+    ["scan", "a.pt", "--jobs", "2", "--jobs", "3"],
+    ["scan", "a.pt", "--job", "2"],
+    ["scan", "a.pt", "-oout.json"],
+    ["scan", "a.pt", "-o", "-x"],
+    ["scan", "a.pt", "-o", ""],
+    ["scan", "a.pt", "--output="],
+    ["scan", "a.pt", "-o=x"],
     ["scan", "a.pt", "--allow", "m.x"],
     ["scan", "a.pt", "--expect", "sha256:00"],
     ["scan", "a.pt", "--version"],
@@ -98,6 +111,8 @@ _TOKENS = st.sampled_from(
         "-a.pt", "--", "-1", "--format", "--format=json", "--format=html", "--format=", "--format=x",
         "--form", "--form=json", "--formats", "-q", "--quiet", "--qu", "-qq", "--quiet=1", "-h",
         "--help", "--jobs", "2", "-o", "out", "--allow", "m.x", "--version", "--expect", "-j",
+        "--jobs=3", "--jobs=", "--jobs=x", "0", "007", "+2", " 3", "\u0663", "--output", "--output=",
+        "--output=r", "-oout", "-o=r", "--out", "--jo",
         "--max-archive-depth", "--unsafe-allow-extra", "-Q",
     ]
 )  # fmt: skip

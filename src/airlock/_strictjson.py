@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Final
 
 from airlock.errors import FormatError
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing`` (annotations only): every safetensors
+#: header and config is read through here
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 __all__ = ["parse_json_strict"]
 

@@ -20,7 +20,7 @@ import pytest
 import airlock
 from airlock._formats.base import Issue
 from airlock._render import render
-from airlock._scan import pool
+from airlock._scan import pool, records
 from airlock._scan.pool import (
     AUTO_MIN_BYTES,
     AUTO_MIN_FILES,
@@ -98,6 +98,20 @@ def test_a_file_of_batch_bytes_or_more_is_a_batch_of_its_own(size: int, alone: b
 def test_small_files_are_grouped_up_to_batch_files(count: int) -> None:
     out = batches([_task(i, 10) for i in range(count)])
     assert [len(b) for b in out] == ([count] if count <= BATCH_FILES else [BATCH_FILES, count - BATCH_FILES])
+
+
+def test_the_last_batches_are_smaller() -> None:
+    """Of many batches the last four are cut in four (16 files each): the processes finish closer
+    together. Every file still once, the largest first."""
+    tasks = [_task(i, 10_000 - i) for i in range(2000)]
+    out = batches(tasks)
+    sizes = [len(b) for b in out]
+    assert sizes[:28] == [BATCH_FILES] * 28 and sum(sizes) == 2000  # 31 full batches and one of 16
+    assert max(sizes[-16:]) <= BATCH_FILES // 4 and len(sizes) == 32 - 4 + 16
+    assert sorted(t.position for b in out for t in b) == list(range(2000))
+    assert out[0][0].position == 0
+    few = batches(tasks[: BATCH_FILES * 7])  # fewer than 8 batches: as they are
+    assert [len(b) for b in few] == [BATCH_FILES] * 7
 
 
 def test_a_batch_holds_at_most_batch_bytes_and_largest_files_go_first() -> None:
@@ -277,20 +291,71 @@ def test_dead_workers_never_shorten_the_report_or_make_it_clean(
 
 
 def test_results_file_frames(tmp_path: Path) -> None:
-    """A worker's results file: complete frames count; a torn last frame (the worker died while
-    writing it) or a frame whose files are not its batch's does not."""
+    """A worker's results file: complete frames count; a frame whose records are not its batch's
+    files makes each of them an ERROR; a torn last frame (the worker died while writing it) is not
+    read (its batch is scanned again)."""
     work = [[_task(0, 1), _task(1, 1)], [_task(2, 1)], [_task(3, 1)]]
-    ok = pickle.dumps([(0, "a"), (1, "b")])
-    wrong = pickle.dumps([(7, "x")])
-    torn = pickle.dumps([(3, "d")])
+    a = FileReport("f0", "pickle", Verdict.CLEAN, (), 1, 0.1)
+    b = FileReport("f1", "pickle", Verdict.CLEAN, (), 1, 0.1)
+    ok = records.pack([(0, a), (1, b)])
+    wrong = records.pack([(7, a)])
+    torn = records.pack([(3, FileReport("f3", "pickle", Verdict.CLEAN, (), 1, 0.1))])
     fd = os.open(tmp_path / "frames", os.O_RDWR | os.O_CREAT)
     try:
         os.write(fd, pool._FRAME.pack(0, len(ok)) + ok)
         os.write(fd, pool._FRAME.pack(1, len(wrong)) + wrong)
         os.write(fd, pool._FRAME.pack(2, len(torn)) + torn[:-1])
-        assert list(pool._read_results(fd, work)) == [(0, [(0, "a"), (1, "b")])]  # type: ignore[comparison-overlap]
+        frames = list(pool._read_results(fd, work, DEFAULT_LIMITS))
     finally:
         os.close(fd)
+    assert [n for n, _ in frames] == [0, 1]
+    assert frames[0][1] == [(0, a), (1, b)]
+    ((position, error),) = frames[1][1]
+    assert position == 2 and isinstance(error, FileReport) and error.verdict is Verdict.ERROR
+    assert [f.rule for f in error.findings] == ["scan.bad-result"]
+
+
+def test_answers_are_taken_as_they_complete(tmp_path: Path) -> None:
+    """The parent reads a live worker's file between its own batches: a frame counts once complete,
+    never twice, and nothing after a frame that names no batch counts."""
+    work = [[_task(0, 1)], [_task(1, 1)], [_task(2, 1)]]
+    reports = [FileReport(f"f{i}", "pickle", Verdict.CLEAN, (), 1, 0.1) for i in range(3)]
+    frames = [
+        pool._FRAME.pack(i, len(r)) + r
+        for i, r in enumerate(records.pack([(i, reports[i])]) for i in range(3))
+    ]
+    fd = os.open(tmp_path / "frames", os.O_RDWR | os.O_CREAT)
+    try:
+        answers = pool._Answers(fd, work, DEFAULT_LIMITS)
+        assert answers.take() == []
+        os.write(fd, frames[0][:5])
+        assert answers.take() == []
+        os.write(fd, frames[0][5:] + frames[1][:-1])
+        assert answers.take() == [(0, [(0, reports[0])])]
+        assert answers.take() == []
+        os.write(fd, frames[1][-1:])
+        assert answers.take() == [(1, [(1, reports[1])])]
+        os.write(fd, pool._FRAME.pack(9, 4) + b"xxxx" + frames[2])
+        assert answers.take() == [] and answers.take() == []
+    finally:
+        os.close(fd)
+
+
+def test_an_answer_longer_than_its_batch_may_take_is_an_error_unread(tmp_path: Path) -> None:
+    limits = DEFAULT_LIMITS.replace(max_findings_per_file=1)
+    work = [[_task(0, 1)], [_task(1, 1)]]
+    bound = records.answer_bytes(limits, 1)
+    ok = records.pack([(1, FileReport("f1", "pickle", Verdict.CLEAN, (), 1, 0.1))])
+    fd = os.open(tmp_path / "frames", os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, pool._FRAME.pack(0, bound + 1) + b"\0" * (bound + 1))
+        os.write(fd, pool._FRAME.pack(1, len(ok)) + ok)
+        ((first, (error,)), (second, found)) = pool._read_results(fd, work, limits)
+    finally:
+        os.close(fd)
+    assert first == 0 and isinstance(error[1], FileReport) and error[1].verdict is Verdict.ERROR
+    assert [f.rule for f in error[1].findings] == ["scan.bad-result"]
+    assert second == 1 and found[0][1].verdict is Verdict.CLEAN  # type: ignore[union-attr]
 
 
 def test_a_batch_pipe_holds_every_batch_number() -> None:
@@ -362,7 +427,7 @@ def test_one_batch_is_scanned_without_a_worker(tmp_path: Path, monkeypatch: pyte
 
 _ORPHAN_SCRIPT = """
 import os, sys
-from airlock._scan import pool
+from airlock._scan import pool, records
 pool.BATCH_FILES = 1  # a batch per file: a worker looks for its parent between two files
 import airlock
 print(os.getpid(), flush=True)

@@ -28,6 +28,14 @@ __all__ = ["COMMANDS", "CommandEntry", "docs_location", "entry_point", "main"]
 EXIT_INTERRUPTED = 130
 
 
+class _Exit:
+    #: set when the command that ran asks to leave without tearing the interpreter down
+    quick = False
+
+
+_exit = _Exit()
+
+
 class CommandEntry:
     """One subcommand of the table below (a plain class: ``typing.NamedTuple`` would make every
     start-up, ``airlock --version`` included, import ``typing`` and ``collections``)."""
@@ -153,6 +161,7 @@ def main(argv: Sequence[str] | None = None, *, started: Callable[[], None] | Non
     ``started``: called once the command line is parsed (its modules imported), just before the
     command runs.
     """
+    _exit.quick = False
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list == ["--version"]:
         # answered before any parser is built: the version is what scripts probe most often
@@ -208,7 +217,9 @@ def main(argv: Sequence[str] | None = None, *, started: Callable[[], None] | Non
         _progress.configure(enabled=sys.stderr.isatty() and not getattr(args, "quiet", False))
         if started is not None:
             started()
-        return command.run(args)
+        code = command.run(args)
+        _exit.quick = bool(getattr(command, "quick_exit", False))
+        return code
     except UsageError as exc:
         return _report(name, _Failure("usage", str(exc), 2), as_json)
     except AirlockError as exc:
@@ -253,4 +264,31 @@ def entry_point() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    if _exit.quick:
+        _leave_now(code)
     sys.exit(code)
+
+
+def _leave_now(code: int) -> None:
+    """Leave with ``code`` without tearing the interpreter down (freeing every module and object
+    one by one: a twentieth of a scan of 2,000 small files), when a command that wrote all it
+    had to say asked for it (``quick_exit``) and nothing else is left to do at exit: no exit
+    handler registered (``atexit``: coverage, logging, weakref finalizers, a library's), no other
+    thread alive, and stdout and stderr flushed. Anything else returns, and the interpreter exits
+    as usual (a flush that failed is retried and reported there, exit status 120)."""
+    import atexit
+
+    handlers = getattr(atexit, "_ncallbacks", None)
+    if handlers is None or handlers() != 0:
+        return
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() != 1:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            return
+    os._exit(code)

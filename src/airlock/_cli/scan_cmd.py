@@ -44,8 +44,15 @@ _LIMIT_FLAGS = {
 }
 
 
+#: the options with a value that the fast reader knows (:meth:`ScanCommand.parse_common`)
+_VALUED = {"--format": "format", "--jobs": "jobs", "-o": "output", "--output": "output"}
+
+
 class ScanCommand:
     name = "scan"
+    #: the report is written (stdout, or ``-o`` closed) when :meth:`run` returns: the process may
+    #: leave without tearing the interpreter down (``airlock._cli._leave_now`` checks the rest)
+    quick_exit = True
     help = "scan model files or folders for code that would run on load (never executes them)"
     description = (
         "Statically analyse model files (pickle, PyTorch, NumPy, joblib, ...) detected by content. "
@@ -123,8 +130,8 @@ class ScanCommand:
             )
 
     def parse_common(self, argv: Sequence[str]) -> argparse.Namespace | None:
-        """``airlock scan PATH... [--format F] [-q]``, the command line scripts and CI run, read
-        without argparse (whose import, with gettext and locale, is a twentieth of the scan of one
+        """``airlock scan PATH... [--format F] [-q] [--jobs N] [-o FILE]``, the command lines scripts
+        and CI run, read without argparse (whose import, with gettext and locale, is a twentieth of the scan of one
         checkpoint). The result has exactly the attributes and values argparse would give
         (tests/test_cli_scan_fast.py compares them on generated command lines); anything else —
         another option, an abbreviation, ``--help``, a PATH that starts with ``-`` (but ``-``
@@ -134,7 +141,7 @@ class ScanCommand:
             return None
         paths: list[str] = []
         seen: set[str] = set()
-        values: dict[str, object] = {"format": "text", "quiet": False}
+        values: dict[str, object] = {"format": "text", "quiet": False, "jobs": None, "output": None}
         after_paths = False  # an option came after the PATHs: more PATHs are argparse's error
         value: object
         index = 1
@@ -147,17 +154,28 @@ class ScanCommand:
                 paths.append(arg)
                 continue
             after_paths = bool(paths)
+            name, equals, attached = arg.partition("=")
             if arg in ("-q", "--quiet"):
                 key, value = "quiet", True
-            elif arg == "--format" and index < len(argv):
-                key, value = "format", argv[index]
+            elif name in _VALUED and name.startswith("--") and equals:
+                key, value = _VALUED[name], attached
+            elif arg in _VALUED and index < len(argv):
+                key, value = _VALUED[arg], argv[index]
                 index += 1
-            elif arg.startswith("--format="):
-                key, value = "format", arg[len("--format=") :]
             else:
                 return None
-            if key in seen or (key == "format" and value not in FORMATS):
+            if key in seen or not isinstance(value, (str, bool)):
                 return None
+            if key == "format" and value not in FORMATS:
+                return None
+            if key == "jobs":  # ASCII digits only: anything else is argparse's to read or refuse
+                if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+                    return None
+                value = int(value)
+            if key == "output":
+                if not isinstance(value, str) or not value or value.startswith("-"):
+                    return None
+                value = Path(value)
             seen.add(key)
             values[key] = value
         if not paths:
@@ -165,8 +183,6 @@ class ScanCommand:
         return Namespace(
             command=self.name,
             paths=paths,
-            output=None,
-            jobs=None,
             ray=None,
             policy=None,
             allow=[],

@@ -18,11 +18,18 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, Final, NamedTuple
 
 from airlock._formats.base import Fact, Issue, Nested, ReadContext
 from airlock.errors import FormatError, LimitError
 from airlock.results import Severity
+
+#: ``typing.TYPE_CHECKING`` without importing ``typing``: a checkpoint whose storage bytes happen
+#: to start like a compressed stream has this reader sniff them (in every scan process)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final, NamedTuple
+else:
+    from airlock._record import NamedTuple
 
 __all__ = ["COMPRESSED_READERS", "UnsupportedCompressionReader"]
 

@@ -242,16 +242,20 @@ def _run_folder_checks(
     policy: Policy,
     checks: tuple[FolderCheck, ...],
 ) -> tuple[dict[int, tuple[Issue, ...]], list[tuple[str, list[Issue]]]]:
-    # Keyed by the path's text (hashing a Path builds that text anyway, and a folder's files share
-    # their parent's: one Path per folder, not per file).
-    by_path = {str(entries[index].path): index for index in scanned}
-    folders = sorted({base} | {Path(parent) for parent in {os.path.dirname(text) for text in by_path}})
+    # The folders of the scanned files: the walk's own folder objects (one per folder; hashed
+    # once), not a Path or a dirname per file.
+    folders = sorted({base} | {_folder(entries[index]) for index in scanned})
+    # Keyed by the path's text (hashing a Path builds that text anyway); built only once a check
+    # says something (most folders give it nothing to say: then it is never built).
+    by_path: dict[str, int] | None = None
     by_file: dict[int, list[Issue]] = {}
     others: dict[str, list[Issue]] = {}
     for folder in folders:
         ctx = ReadContext(limits=limits, file_path=folder, root=base)
         for check in checks:
             for rel, found in check.check(folder, ctx):
+                if by_path is None:
+                    by_path = {str(entries[index].path): index for index in scanned}
                 target = folder / rel if rel != "." else folder
                 index = by_path.get(str(target))
                 for issue in judge_folder_fact(found, limits, policy):
@@ -260,6 +264,10 @@ def _run_folder_checks(
                     else:
                         by_file.setdefault(index, []).append(issue)
     return {i: tuple(v) for i, v in by_file.items()}, list(others.items())
+
+
+def _folder(entry: Entry) -> Path:
+    return entry.folder if entry.folder is not None else entry.path.parent
 
 
 def _folder_report(display: str, issues: list[Issue], limits: Limits, fmt: str | None) -> FileReport:

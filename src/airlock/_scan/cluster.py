@@ -40,14 +40,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from airlock import __version__, _progress
-from airlock._formats.base import Issue
-from airlock._formats.registry import looks_like_model_file
-from airlock._scan.collect import Collector
-from airlock._scan.engine import SKIPPED_UNKNOWN
 from airlock._scan.pool import BATCH_FILES, Task, _one, _Shared, batches
+from airlock._scan.records import (
+    SEVERITIES,
+    BadResult,
+    answer_bytes,
+    error,
+    judge,
+    judge_skipped,
+    max_findings,
+)
 from airlock.errors import AirlockError, UsageError
 from airlock.limits import Limits
-from airlock.results import FileReport, Finding, Location, Severity, Skipped, Verdict
+from airlock.results import FileReport, Finding, Location, Skipped
 
 if TYPE_CHECKING:
     from airlock._scan.api import Plan
@@ -70,11 +75,6 @@ PROTOCOL: Final = 1
 MAX_ATTEMPTS: Final = 3
 #: batches in flight at most, whatever the cluster's size (each holds a result in the object store)
 MAX_IN_FLIGHT: Final = 256
-#: bytes one file's record may take: the findings a file may list (limit max_findings_per_file,
-#: plus one summary per severity) at this many bytes each, plus this much for the rest
-_FINDING_BYTES: Final = 16 * 1024
-_RECORD_BYTES: Final = 16 * 1024
-_SEVERITIES: Final = {s.value: s for s in Severity}
 #: seconds added to the longest a batch may take before a cluster that finishes nothing has stalled
 _STALL_SLACK: Final = 300.0
 #: how long the token probes (:func:`_probe`) wait for the cluster's GCS
@@ -120,17 +120,13 @@ def encode(results: list[tuple[int, FileReport | Skipped]]) -> bytes:
 # -- the client's side -----------------------------------------------------------------------
 
 
-class BadResult(Exception):
-    """A worker's answer that is not what :func:`encode` writes for this batch."""
-
-
 def decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, FileReport | Skipped]]:
     """One result per file of ``batch`` from a worker's answer, or an ERROR for each of them
     (``cluster.bad-result``) when the answer is not exactly what :func:`encode` writes for it."""
     try:
         return _decode(data, batch, limits)
     except BadResult as exc:
-        return [(task.position, _error(task, limits, "cluster.bad-result", str(exc))) for task in batch]
+        return [(task.position, error(task, limits, "cluster.bad-result", str(exc))) for task in batch]
 
 
 def _decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, FileReport | Skipped]]:
@@ -139,8 +135,8 @@ def _decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, 
 
     if not isinstance(data, bytes):
         raise BadResult(f"the worker answered a {type(data).__name__}, not the JSON record")
-    per_file = _RECORD_BYTES + (limits.max_findings_per_file + len(_SEVERITIES)) * _FINDING_BYTES
-    if len(data) > per_file * len(batch):
+    if len(data) > answer_bytes(limits, len(batch)):
+        per_file = answer_bytes(limits, 1)
         raise BadResult(f"the worker's answer is {len(data)} bytes, more than {per_file} a file")
     try:
         document = parse_json_strict(data, "Ray worker result")
@@ -171,49 +167,28 @@ def _decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, 
 
 
 def _result(record: dict[str, object], task: Task, limits: Limits) -> FileReport | Skipped:
+    """The JSON record's types checked; what it says checked by the rules of every worker's
+    answer (:func:`airlock._scan.records.judge`)."""
     if "skipped" in record:
-        if set(record) != {"p", "path", "skipped"} or record["skipped"] != SKIPPED_UNKNOWN:
+        if set(record) != {"p", "path", "skipped"}:
             raise BadResult(f"the record of {task.display} has unexpected fields")
-        if task.folder_issues or any(looks_like_model_file(n) for n in (task.path.name, *task.aliases)):
-            # the engine never skips such a file (scan_file): it is judged, at worst an ERROR
-            raise BadResult(f"{task.display} was reported skipped; a file of its name is always judged")
-        return Skipped(task.display, SKIPPED_UNKNOWN)
+        return judge_skipped(task, record["skipped"])
     if set(record) != {"p", "path", "format", "size", "seconds", "blob", "findings"}:
         raise BadResult(f"the record of {task.display} has unexpected fields")
-    blob = _opt_str(record["blob"], "blob")
-    if blob is not None and (task.blob is None or blob != str(task.blob)):
-        raise BadResult(f"the record of {task.display} names a blob it was not given")
     seconds = record["seconds"]
-    if not isinstance(seconds, float | int) or isinstance(seconds, bool) or not 0 <= seconds < 1e9:
+    if not isinstance(seconds, float | int) or isinstance(seconds, bool):
         raise BadResult(f"the record of {task.display} has no valid seconds")
     findings_in = record["findings"]
-    if not isinstance(findings_in, list) or len(findings_in) > limits.max_findings_per_file + len(
-        _SEVERITIES
-    ):
+    if not isinstance(findings_in, list) or len(findings_in) > max_findings(limits):
         raise BadResult(f"the record of {task.display} has no valid findings list")
-    findings = tuple(_finding(item, task.display) for item in findings_in)
-    # what the folder checks found about the file is known here: it must be in the report (unless
-    # the findings limit dropped it, which a limit.findings summary then says)
-    # (by rule and callable: the collector merges repeats of those, keeping the first severity)
-    listed = {(f.rule, f.callable) for f in findings if not f.location.members}
-    if not any(f.rule == "limit.findings" for f in findings):
-        for issue in task.folder_issues:
-            if (issue.rule, issue.callable) not in listed:
-                raise BadResult(f"the record of {task.display} lacks the folder finding {issue.rule}")
-    # a limit.findings summary excuses a missing folder finding, never a verdict below it
-    # (outside review 2, finding 3)
-    floor = Verdict.worst([issue.severity.verdict for issue in task.folder_issues])
-    if floor.rank > Verdict.worst([f.severity.verdict for f in findings]).rank:
-        raise BadResult(f"the record of {task.display} is milder than its folder findings")
-    return FileReport(
-        path=task.display,
-        format=_opt_str(record["format"], "format"),
-        # derived here, as Collector.report derives it: never the worker's word
-        verdict=Verdict.worst([f.severity.verdict for f in findings]),
-        findings=findings,
-        size=_size(record["size"], task),
-        seconds=float(seconds),
-        blob=blob,
+    return judge(
+        task,
+        _opt_str(record["format"], "format"),
+        _int(record["size"], "size"),
+        seconds,
+        _opt_str(record["blob"], "blob"),
+        tuple(_finding(item, task.display) for item in findings_in),
+        walked_size=True,
     )
 
 
@@ -221,7 +196,7 @@ def _finding(item: object, display: str) -> Finding:
     if not isinstance(item, list) or len(item) != 8:
         raise BadResult(f"a finding of {display} is not an 8-item list")
     rule, severity, message, members, offset, callable_, evidence, count = item
-    if severity not in _SEVERITIES:
+    if severity not in SEVERITIES:
         raise BadResult(f"a finding of {display} has severity {_text(severity)}")
     if not isinstance(members, list):
         raise BadResult(f"a finding of {display} has no members list")
@@ -230,22 +205,13 @@ def _finding(item: object, display: str) -> Finding:
         raise BadResult(f"a finding of {display} counts {count_value}")
     return Finding(
         rule=_str(rule, "rule"),
-        severity=_SEVERITIES[severity],
+        severity=SEVERITIES[severity],
         message=_str(message, "message"),
         location=Location(display, tuple(_str(m, "member") for m in members), _opt_int(offset, "offset")),
         callable=_opt_str(callable_, "callable"),
         evidence=_opt_str(evidence, "evidence"),
         count=count_value,
     )
-
-
-def _size(value: object, task: Task) -> int:
-    """The record's size: the one this process walked (a worker that read another file at the same
-    path is not believed; outside review 2, finding 4)."""
-    size = _int(value, "size")
-    if size != task.size:
-        raise BadResult(f"the record of {task.display} is about {size} bytes, the file has {task.size}")
-    return size
 
 
 def _int(value: object, name: str) -> int:
@@ -275,15 +241,6 @@ def _count(value: object) -> str:
 def _text(value: object) -> str:
     shown = repr(value)
     return shown if len(shown) <= 80 else shown[:77] + "..."
-
-
-def _error(task: Task, limits: Limits, rule: str, message: str) -> FileReport:
-    collector = Collector(task.display, limits)
-    if rule == "cluster.worker-died":
-        collector.add((), Issue("cluster.worker-died", Severity.ERROR, message))
-    else:
-        collector.add((), Issue("cluster.bad-result", Severity.ERROR, message))
-    return collector.report(None, task.size, 0.0, task.blob)
 
 
 # -- connecting and running ------------------------------------------------------------------
@@ -441,7 +398,7 @@ def run_plans(
                 except ray.exceptions.RayTaskError as exc:  # the scan raised: a bug, fail closed
                     message = f"the scan failed on the Ray worker: {type(exc.cause).__name__}"
                     decoded = [
-                        (t.position, _error(t, limits, "cluster.bad-result", message)) for t in job.batch
+                        (t.position, error(t, limits, "cluster.bad-result", message)) for t in job.batch
                     ]
                 except ray.exceptions.RayError as exc:  # the worker (or its node) died
                     queue.extend(_requeue(job, exc, limits, results[job.plan], note))
@@ -470,7 +427,7 @@ def _requeue(
     what = type(exc).__name__
     if attempts >= MAX_ATTEMPTS:
         for task in job.batch:
-            results[task.position] = _error(
+            results[task.position] = error(
                 task,
                 limits,
                 "cluster.worker-died",

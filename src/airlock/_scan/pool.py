@@ -12,9 +12,15 @@ result pipe, and the parent spent its time feeding them instead of scanning. Her
   batch costs one ``read`` to hand out and nobody waits on the parent;
 * workers are ``fork``\\ ed: they inherit the imported modules, the tasks and what every file shares
   (folder, limits, policy, verification) as they are, nothing is pickled to them;
-* a worker appends each finished batch (pickled reports) to an anonymous in-memory file of its own,
-  read by the parent once the worker has exited, so a worker never blocks on the parent; a four-byte
-  note on a second pipe tells the parent's progress display that a batch is done;
+* a worker appends each finished batch (its records, :func:`airlock._scan.records.pack`) to an
+  anonymous in-memory file of its own, which the parent reads frame by frame as they complete
+  (between its own batches, and while the worker finishes), so a worker never blocks on the
+  parent; a four-byte note on a second pipe tells the parent's progress display that a batch is
+  done;
+* a worker parses untrusted bytes, so its answer is untrusted too: never unpickled, only records
+  of a fixed shape, each value checked (:func:`airlock._scan.records.unpack`); an answer that does
+  not fit makes every file of its batch an ERROR (``scan.bad-result``), never clean; a second
+  answer for one batch too;
 * results come back by the files' places in the walk, so a report is the same bytes for any number
   of jobs (apart from timings).
 
@@ -80,8 +86,13 @@ AUTO_MIN_BYTES: Final = 256 * 1024 * 1024
 #: workers ``jobs=None`` uses at most (each holds its own read buffers)
 AUTO_MAX_JOBS: Final = 8
 
+#: with this many batches or more, the last _TAIL are cut in _TAIL_SPLIT (:func:`batches`)
+_TAIL_FROM: Final = 8
+_TAIL: Final = 4
+_TAIL_SPLIT: Final = 4
+
 _NUMBER = struct.Struct("<I")  # a batch number on the pipes
-_FRAME = struct.Struct("<IQ")  # a batch's results in a worker's file: number, length of the pickle
+_FRAME = struct.Struct("<IQ")  # a batch's results in a worker's file: number, length of its records
 
 
 class Task(NamedTuple):
@@ -129,7 +140,8 @@ def auto_jobs(files: int, total_bytes: int) -> int:
 
 def batches(tasks: list[Task]) -> list[list[Task]]:
     """Largest files first; a file of :data:`BATCH_BYTES` or more alone, smaller ones grouped by
-    :data:`BATCH_FILES` (more per batch when that would make more than :data:`MAX_BATCHES`)."""
+    :data:`BATCH_FILES` (more per batch when that would make more than :data:`MAX_BATCHES`); of
+    many batches, the last few are cut in four."""
     per_batch = max(BATCH_FILES, -(-len(tasks) // (MAX_BATCHES // 2)))
     out: list[list[Task]] = []
     current: list[Task] = []
@@ -147,6 +159,11 @@ def batches(tasks: list[Task]) -> list[list[Task]]:
         out.append(current)
     if len(out) > MAX_BATCHES:  # more than MAX_BATCHES / 2 files of BATCH_BYTES or more
         return [[task for batch in out[i::MAX_BATCHES] for task in batch] for i in range(MAX_BATCHES)]
+    if len(out) >= _TAIL_FROM and len(out) + _TAIL * (_TAIL_SPLIT - 1) <= MAX_BATCHES:
+        # The last batches are cut smaller: the processes then finish closer together (the one
+        # that draws the last batch is the one the others wait for).
+        tail = [batch[i::_TAIL_SPLIT] for batch in out[-_TAIL:] for i in range(_TAIL_SPLIT)]
+        out[-_TAIL:] = [part for part in tail if part]
     return out
 
 
@@ -202,6 +219,8 @@ def _run_batches(
     False, with nothing started, when the batch numbers do not fit in the pipe."""
     import gc
 
+    from airlock._scan import records  # noqa: F401 - imported once, before the workers fork
+
     # the parent takes a batch itself: one batch is scanned without forking anything
     workers = min(jobs - 1, len(work) - 1) if parent_scans else min(jobs, len(work))
     todo_r, todo_w = os.pipe()
@@ -242,6 +261,17 @@ def _run_batches(
         os.close(done_w)
         done_w = -1
         os.set_blocking(done_r, False)
+        answers = {pid: _Answers(out, work, shared.limits) for pid, out in children}
+
+        def collect(pid: int) -> Iterator[Result]:
+            """What the worker ``pid`` has answered since the last look, checked."""
+            for number, answer in answers[pid].take():
+                found = answer
+                if number in results:  # a second answer for one batch: both are in doubt
+                    found = _bad(work[number], shared.limits, "two answers came back for its batch")
+                results[number] = found
+                yield from found
+
         if parent_scans:
             while (number := _take(todo_r)) is not None:
                 batch = work[number]
@@ -250,15 +280,18 @@ def _run_batches(
                 yield from mine
                 advance(sum(task.size for task in batch), len(batch))
                 _advance_done(done_r, work, advance)
+                # the workers' answers are checked between the parent's own batches (which the
+                # workers then take more of), not all after the workers have exited
+                for pid, _ in children:
+                    yield from collect(pid)
         while children:
             pid, out = children[0]
+            yield from collect(pid)  # while it finishes its last batch
             os.waitpid(pid, 0)  # its exit status is not what counts: which batches came back is
             children.pop(0)
             try:
                 _advance_done(done_r, work, advance)
-                for number, found in _read_results(out, work):
-                    results[number] = found
-                    yield from found
+                yield from collect(pid)
             finally:
                 os.close(out)
         return True
@@ -295,7 +328,7 @@ def _rescue(
             pid = next(iter(running))  # the oldest (never os.wait: it would reap the caller's children)
             _, status = os.waitpid(pid, 0)
             task, out = running.pop(pid)
-            found = dict(_read_results(out, [[task]]))
+            found = dict(_read_results(out, [[task]], shared.limits))
             os.close(out)
             if 0 in found:
                 yield from found[0]
@@ -334,7 +367,7 @@ def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: 
     their results to ``out``, and leave without running the parent's exit handlers — also as soon
     as it sees, between two batches, that ``parent`` is gone (killed: nobody will read the results,
     and the worker must not scan on for minutes)."""
-    import pickle  # only the reports this scan's own workers write, never model bytes
+    from airlock._scan.records import pack
 
     code = 1
     try:
@@ -346,8 +379,8 @@ def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: 
             if os.getppid() != parent:
                 break
             found = [(task.position, _one(task, shared)) for task in work[number]]
-            blob = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
-            _write_all(out, _FRAME.pack(number, len(blob)) + blob)
+            records = pack(found)
+            _write_all(out, _FRAME.pack(number, len(records)) + records)
             if done >= 0:
                 with contextlib.suppress(BlockingIOError):
                     os.write(done, _NUMBER.pack(number))
@@ -410,23 +443,61 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_results(out: int, work: list[list[Task]]) -> Iterator[tuple[int, list[Result]]]:
-    """The complete batches a worker wrote to ``out``; a torn last frame (the worker died while
-    writing it) or a batch whose results do not name exactly its files counts as not written."""
-    import pickle  # not imported by a scan of one file (tests/test_cli_registry.py)
+class _Answers:
+    """A worker's results file, read as it grows: its complete frames are taken (and checked,
+    :func:`airlock._scan.records.unpack`) as soon as they are there. One whose answer does not fit,
+    or is longer than an answer for its batch may be (not even read), is an ERROR for each file of
+    its batch (``scan.bad-result``). A frame not complete when the worker has exited (it died while
+    writing it) counts as not written, and so does anything after a frame that names no batch. One
+    frame is read at a time: never more than one batch's answer may take."""
 
-    size = os.fstat(out).st_size
-    data = os.pread(out, size, 0) if size else b""
-    at = 0
-    while at + _FRAME.size <= len(data):
-        number, length = _FRAME.unpack_from(data, at)
-        at += _FRAME.size
-        if at + length > len(data) or number >= len(work):
-            return
-        found: list[Result] = pickle.loads(data[at : at + length])  # noqa: S301 - our own forked worker pickled these reports
-        at += length
-        if sorted(p for p, _ in found) == sorted(task.position for task in work[number]):
-            yield number, found
+    __slots__ = ("at", "fd", "limits", "stopped", "work")
+
+    def __init__(self, fd: int, work: list[list[Task]], limits: Limits) -> None:
+        self.fd = fd
+        self.work = work
+        self.limits = limits
+        self.at = 0  # where the first frame not yet taken starts
+        self.stopped = False
+
+    def take(self) -> list[tuple[int, list[Result]]]:
+        """The frames completed since the last call, each as (batch number, its results)."""
+        from airlock._scan.records import BadResult, answer_bytes, unpack
+
+        out: list[tuple[int, list[Result]]] = []
+        size = os.fstat(self.fd).st_size
+        while not self.stopped and size - self.at >= _FRAME.size:
+            number, length = _FRAME.unpack(os.pread(self.fd, _FRAME.size, self.at))
+            if number >= len(self.work):
+                self.stopped = True  # names no batch: nothing after it is believed either
+                break
+            start = self.at + _FRAME.size
+            if start + length > size:
+                break  # not complete (yet)
+            batch = self.work[number]
+            if length > answer_bytes(self.limits, len(batch)):
+                found = _bad(batch, self.limits, f"the worker's answer for its batch is {length} bytes")
+            else:
+                try:
+                    found = unpack(os.pread(self.fd, length, start), batch, self.limits)
+                except BadResult as exc:
+                    found = _bad(
+                        batch, self.limits, f"the worker's answer for its batch was not believed: {exc}"
+                    )
+            out.append((number, found))
+            self.at = start + length
+        return out
+
+
+def _read_results(out: int, work: list[list[Task]], limits: Limits) -> list[tuple[int, list[Result]]]:
+    """The batches an exited worker wrote to ``out`` (:class:`_Answers`)."""
+    return _Answers(out, work, limits).take()
+
+
+def _bad(batch: list[Task], limits: Limits, message: str) -> list[Result]:
+    from airlock._scan.records import bad_batch
+
+    return bad_batch(batch, limits, "scan.bad-result", message)
 
 
 def _reap(pid: int) -> None:
