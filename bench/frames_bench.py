@@ -6,7 +6,9 @@ A child process (plain ``socket.sendall`` / ``recv_into``, the same whichever ``
 the path) sends frames of ``--mib`` MiB over a Unix socketpair to a thread of this process that
 receives them with :func:`airlock.sandbox._frames.recv_frame` (the host side: ``accept_fds=False``
 and a deadline), then the thread sends the same size back with ``send_frame``. Per frame it reports
-the receiving (sending) thread's CPU time and the wall time. Meanwhile a second thread asks for the
+the receiving (sending) thread's CPU time, split into user time (in the process, with the GIL
+held: Python, zeroing and copying buffers) and system time (the kernel's copy, GIL released), and
+the wall time. Meanwhile a second thread asks for the
 GIL every millisecond (``time.sleep(0.001)``): its longest wait past the millisecond is how long
 the channel kept a Python thread waiting (the gateway's event loop, in ``airlock serve``); the same
 ticker runs first with nothing else going on, to show what the machine alone costs.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import struct
@@ -90,6 +93,7 @@ def one_round(size: int, frames: int) -> None:
     theirs.close()
     caps = FrameCaps(1 << 16, size + (1 << 16), frozenset({"tensors"}))
     recv_cpu: list[float] = []
+    recv_user: list[float] = []
     recv_wall: list[float] = []
     send_cpu: list[float] = []
     send_wall: list[float] = []
@@ -97,7 +101,9 @@ def one_round(size: int, frames: int) -> None:
     def receiver() -> None:
         for _ in range(frames):
             c0, w0 = time.thread_time(), time.perf_counter()
+            u0 = resource.getrusage(resource.RUSAGE_THREAD).ru_utime
             frame = recv_frame(ours, caps, accept_fds=False, deadline=time.monotonic() + 30)
+            recv_user.append(resource.getrusage(resource.RUSAGE_THREAD).ru_utime - u0)
             recv_cpu.append(time.thread_time() - c0)
             recv_wall.append(time.perf_counter() - w0)
             assert frame.payload.nbytes == size
@@ -119,6 +125,11 @@ def one_round(size: int, frames: int) -> None:
     os.waitpid(pid, 0)
     ours.close()
     print(f"  receive {size >> 20} MiB: cpu {_ms(recv_cpu)}; wall {_ms(recv_wall)}")
+    # user and system time are accounted at the kernel's tick: only their mean over frames means much
+    user = sum(recv_user) / len(recv_user)
+    print(
+        f"    of which user time (GIL held), mean: {user * 1e3:.2f} ms; system time {statistics.mean(recv_cpu) * 1e3 - user * 1e3:.2f} ms"
+    )
     print(f"  send    {size >> 20} MiB: cpu {_ms(send_cpu)}; wall {_ms(send_wall)}")
     print(f"  ticker idle      : {_ms(idle.excess)} over the 1 ms asked (n={len(idle.excess)})")
     print(f"  ticker during I/O: {_ms(busy.excess)} over the 1 ms asked (n={len(busy.excess)})")
