@@ -207,9 +207,9 @@ class _Receiver:
 
 
 def _allocate(size: int) -> bytearray | mmap.mmap:
-    if size < _MAP_FROM:
-        return bytearray(size)
     try:
+        if size < _MAP_FROM:
+            return bytearray(size)
         return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     except (OSError, MemoryError, OverflowError):
         raise SandboxError(f"channel: out of memory for the {size} bytes the peer announced") from None
