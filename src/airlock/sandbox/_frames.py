@@ -3,8 +3,11 @@
 A frame is ``magic (4) | header length u32 | payload length u64 | JSON header | payload``, little
 endian. File descriptors ride along with the first bytes of a frame (SCM_RIGHTS), towards a job
 only: the host receives with ``accept_fds=False`` and closes (then refuses) any a job attaches. Both
-lengths are checked against the caps first, and a payload is received into a buffer that grows
-only as bytes arrive, so a claimed size costs nothing by itself. A ``deadline`` bounds a whole
+lengths are checked against the caps first; a payload is then received straight into one buffer
+allocated once for the announced (and checked) size: a large one is an anonymous mapping, so a
+claimed size costs address space but no memory until the bytes come, and the bytes are copied
+once, by the kernel, with the GIL released (no zeroing, growing or copying in Python, which held
+up every other thread of the host). A ``deadline`` bounds a whole
 frame, not each read. The header must be one JSON object with no duplicate keys and no
 NaN/Infinity. What the header *means* is checked by :mod:`._messages`. Every failure is
 :class:`SandboxError` (or :class:`TimeoutError` past a deadline).
@@ -18,6 +21,7 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import mmap
 import os
 import socket
 import struct
@@ -69,9 +73,9 @@ def decode_header(raw: bytes | bytearray | memoryview) -> dict[str, object]:
     return value
 
 
-#: the first allocation for a payload; it then at most doubles, and only once the bytes already
-#: received fill it, so a claimed size costs nothing until the peer actually sends that much
-_FIRST_CHUNK: Final = 1 << 16
+#: payloads from this size on are received into an anonymous mapping (:func:`_allocate`), smaller
+#: ones into a ``bytearray`` (zeroed, which costs next to nothing at that size)
+_MAP_FROM: Final = 1 << 18
 
 
 def _settle(sock: socket.socket, deadline: float | None) -> None:
@@ -185,27 +189,30 @@ class _Receiver:
                 )
             got += n
 
-    def grow_into(self, size: int) -> bytearray:
-        """``size`` bytes, in a buffer that grows only as they arrive (at most twice what came)."""
-        buffer = bytearray()
-        got = 0
-        while got < size:
-            if got == len(buffer):
-                grow = min(size, max(_FIRST_CHUNK, 2 * len(buffer))) - len(buffer)
-                try:
-                    buffer.extend(bytes(grow))
-                except MemoryError:
-                    raise SandboxError(
-                        f"channel: out of memory after receiving {got} of the {size} bytes the peer announced"
-                    ) from None
-            with memoryview(buffer) as whole, whole[got:] as rest:
-                n = self.read_into(rest)
-            if n == 0:
-                raise SandboxError(
-                    f"channel: peer closed the connection in the middle of a frame ({got} of {size} bytes)"
-                )
-            got += n
-        return buffer
+    def take(self, size: int) -> memoryview:
+        """``size`` bytes, received straight into one buffer allocated once for them.
+
+        The caller has checked ``size`` against its cap. A large buffer is an anonymous mapping:
+        its pages are zero-filled by the kernel, with the GIL released, while the bytes are copied
+        into them, so an announced size costs address space but no memory until the bytes come,
+        and there is no zeroing or copying in Python."""
+        buffer = _allocate(size)
+        view = memoryview(buffer)
+        try:
+            self.exact_into(view)
+        except BaseException:
+            view.release()
+            raise
+        return view
+
+
+def _allocate(size: int) -> bytearray | mmap.mmap:
+    try:
+        if size < _MAP_FROM:
+            return bytearray(size)
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (OSError, MemoryError, OverflowError):
+        raise SandboxError(f"channel: out of memory for the {size} bytes the peer announced") from None
 
 
 def recv_frame(
@@ -237,15 +244,16 @@ def recv_frame(
             raise SandboxError(
                 f"channel: frame of {header_len + payload_len} bytes exceeds the cap of {caps.max_frame_bytes}"
             )
-        raw = receiver.grow_into(header_len)
+        raw = bytearray(header_len)  # at most max_header_bytes
+        receiver.exact_into(memoryview(raw))
         header = decode_header(raw)
         kind = header.get("type")
         if payload_len and caps.payload_types is not None and kind not in caps.payload_types:
             raise SandboxError(
                 f"channel: a {str(kind)[:40]!r} message carries no payload; {payload_len} bytes announced"
             )
-        payload = receiver.grow_into(payload_len)
+        payload = receiver.take(payload_len)
     except BaseException:
         _close_all(receiver.fds)
         raise
-    return Frame(header=header, payload=memoryview(payload), fds=tuple(receiver.fds))
+    return Frame(header=header, payload=payload, fds=tuple(receiver.fds))
