@@ -12,8 +12,10 @@ disk, and the loop serves every tenant, the health probes and the metrics. The e
 server (PostgreSQL) in the store's threads (:func:`._offload.offload`, bounded in time). The loop
 only awaits each request's row, at most until the request's deadline: a row not committed by then
 refuses that request with the audit 503 (:class:`AuditUnavailable`), and only the requests whose
-rows wait are held up. (A row handed to a commit still in flight may land after its request was
-refused: the log then shows a ``started`` row without an outcome row.)
+rows wait are held up. A row still queued at its deadline is withdrawn; one already handed to the
+commit in flight may land after its request was refused (the log then shows a ``started`` row
+without an outcome row). At most :data:`MAX_QUEUED` rows wait: past that a row is refused at once
+(a store locked for minutes never grows the gateway's memory).
 
 :attr:`AuditWriter.writable` is what readiness reports: false after a commit failed (until one
 succeeds) and while a commit has been in flight for longer than :data:`STALLED_AFTER`.
@@ -22,6 +24,7 @@ succeeds) and while a commit has been in flight for longer than :data:`STALLED_A
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
@@ -30,12 +33,14 @@ from airlock.gateway._backend import BackendUnavailable
 from airlock.gateway._offload import offload
 from airlock.gateway._store import AuditEntry, AuditUnavailable, Store
 
-__all__ = ["STALLED_AFTER", "AuditWriter"]
+__all__ = ["MAX_QUEUED", "STALLED_AFTER", "AuditWriter"]
 
 #: rows per transaction at most
 _BATCH: Final = 256
 #: a commit in flight for longer than this (seconds) makes the store "not writable" for readiness
 STALLED_AFTER: Final = 2.0
+#: rows waiting for a commit at most (beyond, a row is refused at once)
+MAX_QUEUED: Final = 16384
 
 _Pending = tuple[AuditEntry, "asyncio.Future[None] | None"]
 
@@ -62,7 +67,8 @@ class AuditWriter:
         by ``deadline`` (event loop time)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue(loop, (entry, future))
+        item = (entry, future)
+        self._queue(loop, item)
         if deadline is None:
             await future
             return
@@ -70,15 +76,21 @@ class AuditWriter:
             async with asyncio.timeout_at(deadline):
                 await future
         except TimeoutError:
+            with contextlib.suppress(ValueError):  # still queued: withdrawn (in flight: it may land)
+                self._pending.remove(item)
             raise AuditUnavailable(
                 "the audit row was not committed in time (the store is locked or slow)"
             ) from None
 
     def post(self, entry: AuditEntry) -> None:
         """Hand in a row nobody waits for (a cancelled request's end): written with the next batch."""
-        self._queue(asyncio.get_running_loop(), (entry, None))
+        with contextlib.suppress(AuditUnavailable):
+            self._queue(asyncio.get_running_loop(), (entry, None))
 
     def _queue(self, loop: asyncio.AbstractEventLoop, item: _Pending) -> None:
+        if len(self._pending) >= MAX_QUEUED:
+            self._failed = True
+            raise AuditUnavailable(f"{MAX_QUEUED} audit rows already wait for the store")
         self._pending.append(item)
         if self._task is None:
             self._task = loop.create_task(self._drain())

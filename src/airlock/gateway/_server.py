@@ -431,7 +431,8 @@ class Gateway:
             head = ""
             with contextlib.suppress(Exception):
                 head = await asyncio.get_running_loop().run_in_executor(None, self._write_head)
-            _log.info("stopped", extra={"audit_head": head})
+            recorded = self._written
+            _log.info("stopped", extra={"seq": recorded.seq if recorded else 0, "audit_head": head})
             await asyncio.get_running_loop().run_in_executor(None, self.state.store.close)
             _close(self.state.limiter)
             self.state = None
