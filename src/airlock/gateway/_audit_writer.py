@@ -136,10 +136,13 @@ class AuditWriter:
             else:
                 future.set_exception(error)
 
-    async def flush(self) -> None:
-        """Until every row handed in is committed or refused (at shutdown, before the store closes)."""
-        while self._task is not None:
-            await asyncio.shield(self._task)
+    async def flush(self, timeout: float) -> None:
+        """Until every row handed in is committed or refused (at shutdown, before the store closes),
+        at most ``timeout`` seconds (a store locked for longer loses the rows still queued)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._task is not None:
+                    await asyncio.shield(self._task)
 
     def close(self) -> None:
         """Stop the writer thread (a commit in flight finishes; nothing is queued after it)."""

@@ -59,6 +59,8 @@ _log = logging.getLogger("airlock.gateway")
 TEXT_RUNTIME = "text-gguf"
 #: seconds the shutdown waits for the requests it cancelled to unwind (and, more, for their rows)
 _DRAIN_SECONDS = 5.0
+#: seconds the shutdown waits for the audit rows still queued (one commit's busy timeout and more)
+_FLUSH_SECONDS: Final = 15.0
 #: while serving, the embedded store's reads (on the event loop) wait at most this for a lock
 _READ_WAIT_SECONDS: Final = 0.2
 
@@ -253,7 +255,7 @@ class Gateway:
             )
         except BaseException:
             await self._close_lanes()
-            await state.audit.flush()
+            await state.audit.flush(_FLUSH_SECONDS)
             state.audit.close()
             state.codecs.close()
             store.close()
@@ -426,7 +428,7 @@ class Gateway:
         if self.state is not None:
             self.state.codecs.close()
             if self.state.audit is not None:
-                await self.state.audit.flush()
+                await self.state.audit.flush(_FLUSH_SECONDS)
                 self.state.audit.close()
             head = ""
             with contextlib.suppress(Exception):
