@@ -176,7 +176,6 @@ def test_review3_f5_a_killed_model_process_inside_the_sandbox_is_noticed(make_ga
 # F6 -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review 3: SQLite audit writes wait on a held lock on the event loop")
 def test_review3_f6_a_locked_state_database_does_not_stall_every_tenant(make_gateway: Any) -> None:
     """F6 variant, the store locked rather than full.
 
@@ -220,7 +219,6 @@ def test_review3_f6_a_locked_state_database_does_not_stall_every_tenant(make_gat
 # F7 -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review 3: a restart rewrites the head file from a shortened log")
 def test_review3_f7_rows_cut_while_stopped_are_still_detected_after_a_restart(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -355,9 +353,6 @@ def test_review3_f2_a_tenants_many_element_bytes_requests_do_not_stall_another(m
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 3: the head file moves on by seq alone, over rows that replaced cut ones"
-)
 def test_review3_f7_rows_cut_under_a_running_gateway_stay_detected_once_new_rows_pass_the_head(
     make_gateway: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -89,6 +89,8 @@ class GatewayState:
     #: False after an audit row could not be written, until one is written again (readiness)
     audit_ok: bool = True
     preauth: PreAuth | None = None
+    #: what breaks the audit chain at the recorded head (rows cut or replaced), None while intact
+    audit_chain: str | None = None
     #: the group-commit writer (None: rows are written inline, as in unit tests)
     audit: AuditWriter | None = None
     guard: ConnectionGuard | None = None
@@ -233,13 +235,17 @@ def _entry(
 
 async def _audit(
     state: GatewayState, who: Authenticated | None, model: str, request_id: str, decision: str, status: int,
-    tokens: tuple[int, int] = (0, 0), guard: str = "",
+    tokens: tuple[int, int] = (0, 0), guard: str = "", deadline: float | None = None,
 ) -> None:  # fmt: skip
-    """Append one audit row; raise AuditUnavailable (and mark the gateway not ready) when it cannot."""
+    """Append one audit row; raise AuditUnavailable (and mark the gateway not ready) when it cannot,
+    or when it is not committed by ``deadline`` (loop time; default: ``request_timeout_seconds``
+    from now, the bound of an outcome row whose request's own deadline may have passed)."""
     entry = _entry(state, who, model, request_id, decision, status, tokens, guard)
     try:
         if state.audit is not None:
-            await state.audit.append(entry)
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + state.config.server.request_timeout_seconds
+            await state.audit.append(entry, deadline)
         else:
             state.store.append_audit_many([entry])
     except AuditUnavailable:
@@ -249,6 +255,16 @@ async def _audit(
         state.metrics.audit_failures.inc()
         raise
     state.audit_ok = True
+
+
+def post_audit(state: GatewayState, entry: AuditEntry) -> None:
+    """Record a row nobody can wait for (a request cancelled at shutdown): queued to the writer,
+    never committed on the event loop (written inline only without a writer, as in unit tests)."""
+    if state.audit is not None:
+        state.audit.post(entry)
+        return
+    with contextlib.suppress(AuditUnavailable):
+        state.store.append_audit_many([entry])
 
 
 def _may_hold_bytes(body: bytes, header_length: int) -> bool:
@@ -406,7 +422,7 @@ async def infer(request: Request) -> Response:
             raise _limited(state, who.tenant, admit)
         try:
             # written before the model runs: a request that cannot be audited is never served
-            await _audit(state, who, name, request_id, "started", 0)
+            await _audit(state, who, name, request_id, "started", 0, deadline=deadline)
         except AuditUnavailable:
             raise _Refused(_error(503, text=AUDIT_UNAVAILABLE), "failed:audit") from None
         try:
@@ -442,9 +458,8 @@ async def infer(request: Request) -> Response:
         decision, response = "failed:internal", _error(500)
     except asyncio.CancelledError:
         # the server is shutting down past its grace period: record the end before unwinding
-        # (written directly: this task may not await any more)
-        with contextlib.suppress(AuditUnavailable):
-            state.store.append_audit_many([_entry(state, who, name, request_id, "failed:cancelled", 499)])
+        # (handed to the writer: this task may not await any more)
+        post_audit(state, _entry(state, who, name, request_id, "failed:cancelled", 499))
         raise
     finally:
         if entered and who is not None:
@@ -526,8 +541,17 @@ async def live(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     lanes: list[Lane | TextLane] = [*state.lanes.values(), *state.text_lanes.values()]
-    ok = state.audit_ok and backends_available(state) and bool(lanes) and all(lane.ready for lane in lanes)
+    ok = (
+        audit_ready(state) and backends_available(state) and bool(lanes) and all(lane.ready for lane in lanes)
+    )
     return _json({"ready": ok}, 200 if ok else 503)
+
+
+def audit_ready(state: GatewayState) -> bool:
+    """The audit log takes rows (the last commit succeeded, none is stalled on a lock or the disk)
+    and still reaches the head recorded in the head file (no rows cut or replaced)."""
+    writable = state.audit.writable if state.audit is not None else state.audit_ok
+    return writable and state.audit_chain is None
 
 
 def backends_available(state: GatewayState) -> bool:

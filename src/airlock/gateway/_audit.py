@@ -12,6 +12,11 @@ Removing rows *at the end* leaves a shorter valid chain. The gateway therefore w
 (seq and MAC, itself MAC'd) to a second place every few seconds and at shutdown: a head file
 (``[audit] head_file``) and the log. ``verify_chain`` given that head reports a chain that no longer
 reaches it: rows cut after a crash are detected without any operator input.
+
+The recorded head is an anchor: it only ever moves forward along the chain it names
+(:func:`advance`): the row at the recorded seq must still carry the recorded MAC and every row
+after it must link to it. A log that ends before the anchor, or whose rows there were replaced
+(cut, then refilled by new traffic), never gets a new head: the head file keeps the evidence.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = [
     "GENESIS",
     "AuditHead",
     "AuditReport",
+    "advance",
     "chain_hash",
     "load_key",
     "read_head",
@@ -214,3 +220,41 @@ def verify_chain(
     if expect_head is not None and expect_head != prev:
         problems.append(f"chain head is {prev}, expected {expect_head} (rows removed at the end, or edited)")
     return AuditReport(count, prev, tuple(problems))
+
+
+def _row_mac(key: bytes, row: AuditRow) -> str:
+    return chain_hash(
+        key, row.prev_hash, row.seq, row.time, row.tenant, row.key_id, row.model, row.model_digest,
+        row.request_id, row.decision, row.status, (row.prompt_tokens, row.completion_tokens), row.guard,
+    )  # fmt: skip
+
+
+def advance(rows: Iterable[AuditRow], key: bytes, anchor: AuditHead) -> tuple[AuditHead, str | None]:
+    """The head ``anchor`` may move to: the last of ``rows`` (the log from seq ``max(anchor.seq, 1)``
+    on) when they start at the anchor with its MAC and each links to the one before (seq + 1,
+    ``prev_hash``, MAC recomputed with ``key``). Otherwise ``(anchor, problem)``: the anchor is kept
+    and ``problem`` says why (rows cut at or before it, replaced, or edited after it)."""
+    genesis = anchor.seq == 0
+    prev, expected = (GENESIS, 1) if genesis else (anchor.head, anchor.seq)
+    last: AuditRow | None = None
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(anchor.time))
+    for row in rows:
+        if not genesis and last is None:
+            if row.seq != anchor.seq or row.row_hash != anchor.head:
+                what = "is gone" if row.seq != anchor.seq else "carries another MAC"
+                return anchor, (
+                    f"the row at the recorded head (seq {anchor.seq}, recorded {when}) {what}: rows were "
+                    "cut or replaced"
+                )
+        elif row.seq != expected or row.prev_hash != prev:
+            return anchor, f"row seq {row.seq} does not link to seq {expected - 1} after the recorded head"
+        if not hmac.compare_digest(_row_mac(key, row), row.row_hash):
+            return anchor, f"row seq {row.seq}: content does not match its MAC (the row was edited)"
+        last, prev, expected = row, row.row_hash, row.seq + 1
+    if last is None:
+        if genesis:
+            return anchor, None
+        return anchor, (
+            f"the log ends before the recorded head (seq {anchor.seq}, recorded {when}): rows were cut"
+        )
+    return AuditHead(last.seq, last.row_hash, time.time()), None

@@ -62,6 +62,7 @@ from airlock.gateway._app import (
     _model_for,
     _model_label,
     _Refused,
+    post_audit,
 )
 from airlock.gateway._backend import BackendUnavailable
 from airlock.gateway._codec import CodecUnavailable
@@ -505,7 +506,7 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
         raise _limited(state, who.tenant, admit)
     call.reserved, call.lane, call.max_tokens = reserve, lane, int(parsed.generate["max_tokens"])
     try:
-        await _audit(state, who, name, call.request_id, "started", 0)
+        await _audit(state, who, name, call.request_id, "started", 0, deadline=deadline)
     except AuditUnavailable:
         raise _Refused(_error(503, text=AUDIT_UNAVAILABLE), "failed:audit") from None
     return parsed, lane
@@ -709,20 +710,13 @@ async def _handle(request: Request, chat: bool) -> Response:
         response, decision = _oai(500, "internal error"), "failed:internal"
     except asyncio.CancelledError:
         call.release()
-        with contextlib.suppress(AuditUnavailable):
-            state.store.append_audit_many(
-                [
-                    _entry(
-                        state,
-                        call.who,
-                        call.name,
-                        call.request_id,
-                        "failed:cancelled",
-                        499,
-                        guard=call.trail.audit(),
-                    )
-                ]
-            )
+        # handed to the audit writer: this task may not await any more
+        post_audit(
+            state,
+            _entry(
+                state, call.who, call.name, call.request_id, "failed:cancelled", 499, guard=call.trail.audit()
+            ),
+        )
         raise
     finally:
         if watcher is not None:

@@ -319,9 +319,9 @@ class PostgresStore:
         seq, head = (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
         return AuditHead(seq, head, _time.time())
 
-    def audit_rows(self) -> Iterator[AuditRow]:
-        """Every row by seq, read in pages (a long log is never held in memory at once)."""
-        after = 0
+    def audit_rows(self, start: int = 1) -> Iterator[AuditRow]:
+        """The rows from seq ``start`` on, read in pages (a long log is never held in memory at once)."""
+        after = start - 1
         while True:
             page = self._run("SELECT * FROM airlock_audit WHERE seq > %s ORDER BY seq LIMIT 1000", (after,))
             for row in page:

@@ -14,10 +14,11 @@ import logging
 import os
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import uvicorn
 from starlette.applications import Starlette
@@ -30,7 +31,7 @@ from airlock._net import is_loopback
 from airlock.errors import UsageError
 from airlock.gateway._admission import admit
 from airlock.gateway._app import CLIENT_CN_KEY, GatewayState, build_app
-from airlock.gateway._audit import AuditHead, load_key, write_head
+from airlock.gateway._audit import AuditHead, advance, load_key, read_head, write_head
 from airlock.gateway._audit_writer import AuditWriter
 from airlock.gateway._config import GatewayConfig, ModelConfig, TlsConfig
 from airlock.gateway._guard import (
@@ -42,7 +43,6 @@ from airlock.gateway._guard import (
     raise_fd_limit,
 )
 from airlock.gateway._observe import Metrics
-from airlock.gateway._offload import offload
 from airlock.gateway._open import migrate_state, open_limiter, open_store
 from airlock.gateway._store import AdmissionRecord, Store
 from airlock.gateway._text_guard import warm_guards
@@ -59,6 +59,10 @@ _log = logging.getLogger("airlock.gateway")
 TEXT_RUNTIME = "text-gguf"
 #: seconds the shutdown waits for the requests it cancelled to unwind (and, more, for their rows)
 _DRAIN_SECONDS = 5.0
+#: seconds the shutdown waits for the audit rows still queued (one commit's busy timeout and more)
+_FLUSH_SECONDS: Final = 15.0
+#: while serving, the embedded store's reads (on the event loop) wait at most this for a lock
+_READ_WAIT_SECONDS: Final = 0.2
 
 
 class _CertAwareH11(H11Protocol):
@@ -148,7 +152,9 @@ class Gateway:
         self._bound: _Bound | None = None
         self._key: bytes | None = None
         self._head_task: asyncio.Task[None] | None = None
+        #: the recorded head (the anchor: moved only forward along its own chain, see :func:`advance`)
         self._written: AuditHead | None = None
+        self._head_lock = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -236,6 +242,9 @@ class Gateway:
             # the head is on disk before the first request: from then on a missing head file means
             # it was removed (with rows cut from the end?), never "not written yet"
             await loop.run_in_executor(None, self._first_head)
+            bound_reads = getattr(store, "bound_reads", None)
+            if bound_reads is not None:  # from now on its reads run on the event loop
+                bound_reads(_READ_WAIT_SECONDS)
             await asyncio.gather(
                 *(lane.start() for lane in state.lanes.values()),
                 *(lane.start() for lane in state.text_lanes.values()),
@@ -246,6 +255,7 @@ class Gateway:
             )
         except BaseException:
             await self._close_lanes()
+            await state.audit.flush(_FLUSH_SECONDS)
             state.audit.close()
             state.codecs.close()
             store.close()
@@ -316,48 +326,89 @@ class Gateway:
                 await text_lane.close()
 
     async def _heads(self) -> None:
-        """Write the audit head to the head file and the log every ``head_interval_seconds``."""
+        """Move the recorded head (head file and log) forward every ``head_interval_seconds``."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.config.audit.head_interval_seconds)
             with contextlib.suppress(Exception):
-                state = self.state
-                assert state is not None
-                # read from the store's own threads (a hung PostgreSQL never ties up the default pool)
-                head = await offload(state.store, state.store.audit_head)
-                await asyncio.get_running_loop().run_in_executor(None, self._write_head, head)
+                # in a thread: reading the new rows can wait for the store (a lock, the disk, a server)
+                await loop.run_in_executor(None, self._write_head)
 
     def _first_head(self) -> None:
+        """Before serving: the log must reach the recorded head and go on from it along its chain.
+
+        A log that ends before the recorded head or no longer holds it (rows cut or replaced while
+        the gateway was stopped or had crashed) refuses the start: a supervisor restarting the
+        gateway at once must not turn the evidence into a clean head. Without a head file (a first
+        start, a new replica of a shared store) the log's end is recorded as it is."""
         state, key = self.state, self._key
         assert state is not None and key is not None
-        head = state.store.audit_head()
+        path = self.config.audit.head_file
+        recorded = read_head(path, key)
+        if recorded is None:
+            head = state.store.audit_head()
+            if head.seq:
+                _log.warning("audit: no head file; recording the log's end as it is",
+                             extra={"seq": head.seq, "head_file": str(path)})  # fmt: skip
+        else:
+            head, problem = advance(state.store.audit_rows(max(recorded.seq, 1)), key, recorded)
+            if problem is not None:
+                _log.error("audit chain broken at the recorded head", extra={"problem": problem})
+                raise UsageError(
+                    f"audit: {problem}. The head file {path} is kept as the evidence; `airlock audit "
+                    "verify` reports the break. To serve on the log as it is once the loss is accounted "
+                    "for, move the head file aside and start again"
+                )
+        self._sync(state.store)
         try:
-            write_head(self.config.audit.head_file, key, head)
+            write_head(path, key, head)
         except OSError as exc:
-            raise UsageError(
-                f"audit: cannot write the head file {self.config.audit.head_file}: {exc.strerror}"
-            ) from exc
+            raise UsageError(f"audit: cannot write the head file {path}: {exc.strerror}") from exc
         self._written = head
+        _log.info("audit head", extra={"seq": head.seq, "audit_head": head.head})
 
-    def _write_head(self, head: AuditHead | None = None) -> str:
+    @staticmethod
+    def _sync(store: Store) -> None:
+        """Make the rows a head is about to name durable first (SQLite: checkpoint the WAL)."""
+        sync = getattr(store, "sync_audit", None)
+        if sync is not None:
+            sync()
+
+    def _write_head(self) -> str:
+        """Record the log's end as the head (file, then log) if it lies on the recorded head's chain;
+        otherwise keep the recorded head, log the break and report it (readiness). Returns the
+        recorded head. Blocking: call it in a thread."""
         state, key = self.state, self._key
         if state is None or key is None:
             return ""
-        head = head or state.store.audit_head()
-        if self._written is not None and self._written.seq == head.seq:
-            return head.head
-        if self._written is not None and head.seq < self._written.seq:
-            # the log shrank under the gateway: rows were cut; the head file keeps the evidence
-            _log.error("audit log shorter than its recorded head: rows removed",
-                       extra={"seq": head.seq, "recorded_seq": self._written.seq})  # fmt: skip
-            return self._written.head
-        try:
-            write_head(self.config.audit.head_file, key, head)
-        except OSError as exc:
-            _log.error("audit head not written", extra={"error": exc.strerror or type(exc).__name__})
-        else:
+        with self._head_lock:
+            anchor = self._written
+            if anchor is None:
+                return ""
+            head, problem = advance(state.store.audit_rows(max(anchor.seq, 1)), key, anchor)
+            if problem is not None:
+                if state.audit_chain != problem:
+                    _log.error("audit chain broken at the recorded head: the head is kept",
+                               extra={"problem": problem, "seq": anchor.seq, "audit_head": anchor.head})  # fmt: skip
+                state.audit_chain = problem
+                return anchor.head
+            if state.audit_chain is not None:
+                _log.warning("audit chain reaches the recorded head again", extra={"seq": anchor.seq})
+                state.audit_chain = None
+            if head.seq == anchor.seq:
+                return anchor.head
+            try:
+                self._sync(state.store)
+                write_head(self.config.audit.head_file, key, head)
+            except Exception as exc:  # the disk (head file) or the store (its sync)
+                _log.error(
+                    "audit head not written",
+                    extra={"error": getattr(exc, "strerror", None) or type(exc).__name__},
+                )
+                return anchor.head
             self._written = head
-        _log.info("audit head", extra={"seq": head.seq, "audit_head": head.head})
-        return head.head
+            _log.info("audit head", extra={"seq": head.seq, "audit_head": head.head})
+            return head.head
 
     async def stop(self) -> None:
         if self._head_task is not None:
@@ -377,12 +428,14 @@ class Gateway:
         if self.state is not None:
             self.state.codecs.close()
             if self.state.audit is not None:
+                await self.state.audit.flush(_FLUSH_SECONDS)
                 self.state.audit.close()
             head = ""
             with contextlib.suppress(Exception):
-                head = self._write_head()
-            _log.info("stopped", extra={"audit_head": head})
-            self.state.store.close()
+                head = await asyncio.get_running_loop().run_in_executor(None, self._write_head)
+            recorded = self._written
+            _log.info("stopped", extra={"seq": recorded.seq if recorded else 0, "audit_head": head})
+            await asyncio.get_running_loop().run_in_executor(None, self.state.store.close)
             _close(self.state.limiter)
             self.state = None
 
@@ -429,6 +482,16 @@ def _export(state: GatewayState) -> None:
                  for name, owner in (("state", state.store), ("limits", state.limiter))
                  if getattr(owner, "backend", None) is not None},
         ("backend",), gauge=True,
+    )  # fmt: skip
+    state.metrics.watch(
+        "airlock_audit_writable",
+        "1 while audit rows are committed (the last commit succeeded, none stalled), else 0",
+        lambda: {(): float(state.audit is None or state.audit.writable)}, (), gauge=True,
+    )  # fmt: skip
+    state.metrics.watch(
+        "airlock_audit_chain_intact",
+        "1 while the audit log reaches the recorded head along its chain, 0 once rows were cut or replaced",
+        lambda: {(): float(state.audit_chain is None)}, (), gauge=True,
     )  # fmt: skip
     state.metrics.watch(
         "airlock_generations_running", "Text generations holding a worker now",

@@ -1,9 +1,15 @@
 """The embedded default state: one SQLite file (standard library), WAL mode.
 
-One connection guarded by a lock serves the gateway's threads; other processes (``airlock key
+One connection guarded by a lock serves the reads and the records; other processes (``airlock key
 revoke`` while the gateway runs) share the file through SQLite's own locking, so a revocation is
-seen by the very next request. Audit appends run in ``BEGIN IMMEDIATE`` so concurrent writers
-serialise and the chain never forks.
+seen by the very next request. Audit appends run on a second connection of their own (its own
+lock), in ``BEGIN IMMEDIATE`` so concurrent writers serialise and the chain never forks: an append
+that waits for another process's write lock (up to the busy timeout, in the gateway's audit writer
+thread) never holds up the reads the event loop makes (WAL readers do not wait for a writer). While
+it serves, the gateway bounds the wait of those reads (:meth:`SqliteStore.bound_reads`): a lock
+they would have to wait for (another process in exclusive locking mode, a recovery) refuses the
+request with :class:`._backend.BackendUnavailable` after a fraction of a second instead of
+stalling the loop for the busy timeout.
 
 Key and tenant records read by every request are kept in memory, but only as long as
 ``PRAGMA data_version`` (which changes when any other connection commits to the file) and this
@@ -26,6 +32,7 @@ from typing import Final
 
 from airlock.errors import UsageError
 from airlock.gateway._audit import GENESIS, AuditHead, chain_hash
+from airlock.gateway._backend import BackendUnavailable
 from airlock.gateway._config import LIMIT_FIELDS, TenantLimits
 from airlock.gateway._store import (
     AdmissionRecord,
@@ -80,13 +87,29 @@ def _add_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+#: how long a statement waits for another connection's lock (SQLite's busy timeout)
+_BUSY_SECONDS: Final = 10.0
+
+
+@contextlib.contextmanager
+def _busy() -> Iterator[None]:
+    """A read that could not get its lock in time: the state is unavailable (503), not a 500."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise BackendUnavailable(f"state database unavailable: {exc}") from exc
+
+
 class SqliteStore:
     name: Final = "sqlite"
 
     def __init__(self, path: Path, audit_key: bytes | None = None) -> None:
         self._audit_key = audit_key
+        self._path = path
         try:
-            self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                path, timeout=_BUSY_SECONDS, isolation_level=None, check_same_thread=False
+            )
             self._db.executescript(
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
             )
@@ -98,6 +121,15 @@ class SqliteStore:
         self._keys: dict[str, KeyRecord] = {}
         self._tenants: dict[str, TenantRecord] = {}
         self._version: int | None = None
+        #: the audit appends' own connection (opened at the first append) and lock
+        self._audit_db: sqlite3.Connection | None = None
+        self._audit_lock = threading.Lock()
+
+    def bound_reads(self, seconds: float) -> None:
+        """Wait at most ``seconds`` for a lock on the reads and records connection (the gateway
+        calls it before it serves: those reads run on its event loop)."""
+        with self._lock:
+            self._db.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
 
     def _current(self) -> None:
         """Forget cached records when another connection committed since the last look (lock held)."""
@@ -130,7 +162,7 @@ class SqliteStore:
         return record
 
     def tenant(self, name: str) -> TenantRecord | None:
-        with self._lock:
+        with self._lock, _busy():
             self._current()
             record = self._tenants.get(name)
             if record is not None:
@@ -163,7 +195,7 @@ class SqliteStore:
         return KeyRecord(key_id, tenant, bytes(token_hash), tuple(json.loads(scopes)), created, revoked)
 
     def key(self, key_id: str) -> KeyRecord | None:
-        with self._lock:
+        with self._lock, _busy():
             self._current()
             record = self._keys.get(key_id)
             if record is not None:
@@ -237,13 +269,12 @@ class SqliteStore:
             raise AuditUnavailable("the store was opened without the audit key")
         key = self._audit_key
         rows: list[AuditRow] = []
-        with self._lock:
+        with self._audit_lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                db = self._audit_connection()
+                db.execute("BEGIN IMMEDIATE")
                 try:
-                    last = self._db.execute(
-                        "SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1"
-                    ).fetchone()
+                    last = db.execute("SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
                     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
                     for entry in entries:
                         fields = (
@@ -255,7 +286,7 @@ class SqliteStore:
                         row = AuditRow(seq, *fields, prev, mac, *tokens, entry.guard)
                         rows.append(row)
                         seq, prev = seq + 1, row.row_hash
-                    self._db.executemany(
+                    db.executemany(
                         "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             (r.seq, r.time, r.tenant, r.key_id, r.model, r.model_digest, r.request_id,
@@ -264,10 +295,10 @@ class SqliteStore:
                             for r in rows
                         ],
                     )  # fmt: skip
-                    self._db.execute("COMMIT")
+                    db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
+                        db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 # a full disk (SQLITE_FULL), a write the OS refuses (EFBIG, EIO -> SQLITE_IOERR) or a
@@ -275,17 +306,45 @@ class SqliteStore:
                 raise AuditUnavailable(f"audit append failed: {exc}") from exc
         return rows
 
+    def _audit_connection(self) -> sqlite3.Connection:
+        """The appends' connection (audit lock held); opened once, on the first append."""
+        if self._audit_db is None:
+            self._audit_db = sqlite3.connect(
+                self._path, timeout=_BUSY_SECONDS, isolation_level=None, check_same_thread=False
+            )
+            self._audit_db.execute("PRAGMA synchronous=NORMAL")
+        return self._audit_db
+
+    def sync_audit(self) -> None:
+        """Make the committed rows durable (before a head naming them is recorded): in WAL mode with
+        ``synchronous=NORMAL`` a commit is not synced, a checkpoint syncs the WAL first. PASSIVE:
+        never waits for a lock (a busy checkpoint still synced what it could)."""
+        with self._audit_lock:
+            db = self._audit_connection()
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def audit_head(self) -> AuditHead:
         with self._lock:
             last = self._db.execute("SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         return AuditHead(last[0], last[1], _time.time()) if last else AuditHead(0, GENESIS, _time.time())
 
-    def audit_rows(self) -> Iterator[AuditRow]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM audit ORDER BY seq").fetchall()
-        for row in rows:
-            yield AuditRow(*row)
+    def audit_rows(self, start: int = 1) -> Iterator[AuditRow]:
+        """The rows from seq ``start`` on, in pages (a long log is never held in memory at once)."""
+        after = start - 1
+        while True:
+            with self._lock:
+                page = self._db.execute(
+                    "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT 1000", (after,)
+                ).fetchall()
+            for row in page:
+                yield AuditRow(*row)
+            if len(page) < 1000:
+                return
+            after = int(page[-1][0])
 
     def close(self) -> None:
+        with self._audit_lock:
+            if self._audit_db is not None:
+                self._audit_db.close()
         with self._lock:
             self._db.close()

@@ -166,8 +166,8 @@ class Store(Protocol):
         """The last row's seq and MAC (seq 0 and the genesis hash for an empty log)."""
         ...
 
-    def audit_rows(self) -> Iterator[AuditRow]:
-        """Every row in storage order (by seq)."""
+    def audit_rows(self, start: int = 1) -> Iterator[AuditRow]:
+        """The rows from seq ``start`` on (every row by default), by seq."""
         ...
 
     def close(self) -> None: ...
