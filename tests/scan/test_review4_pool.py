@@ -1,0 +1,113 @@
+"""Review 4: a forked scan worker that a hostile file took over writes what it likes into the
+channels it shares with the parent (its results file, the progress pipe). The parent must end
+with a report (ERRORs where it cannot believe an answer), never a traceback, an endless loop or
+unbounded memory."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import airlock
+from airlock._scan import pool
+
+
+def _tree(root: Path, count: int) -> Path:
+    root.mkdir()
+    for i in range(count):
+        (root / f"p{i:04d}.pkl").write_bytes(pickle.dumps({"i": i}))
+    return root
+
+
+@pytest.mark.xfail(
+    strict=True, reason="review 4: progress pipe numbers are trusted (IndexError/struct.error)"
+)
+@pytest.mark.parametrize("note", [pool._NUMBER.pack(10**6), b"\x01\x02\x03"], ids=["unknown-batch", "torn"])
+def test_review4_a_bogus_progress_note_does_not_crash_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, note: bytes
+) -> None:
+    """Sent: a worker writes a batch number that does not exist (1,000,000) or three bytes to the
+    progress pipe (its inherited ``done`` descriptor), then scans as usual. Happened: the parent's
+    ``_advance_done`` indexes ``work[number]`` / ``iter_unpack``s the bytes and ``airlock.scan``
+    raises IndexError / struct.error (a traceback from the CLI, no report). Should: the progress
+    note is only a display hint; the scan ends with its report (200 files)."""
+    real = pool._worker
+
+    def evil(work, shared, todo, done, out, parent):  # type: ignore[no-untyped-def]
+        os.write(done, note)
+        real(work, shared, todo, done, out, parent)
+
+    monkeypatch.setattr(pool, "_worker", evil)
+    report = airlock.scan(_tree(tmp_path / "t", 200), jobs=2)
+    assert len(report.files) == 200
+
+
+@pytest.mark.xfail(strict=True, reason="review 4: a results file that shrinks between fstat and pread")
+def test_review4_a_shrinking_results_file_does_not_crash_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sent: a worker takes no batch and, for up to 10 s, truncates its results file to 12,000
+    bytes and back to 0 in a loop. Happened: the parent's ``_Answers.take`` sees a size with
+    ``fstat``, then ``pread`` returns fewer than 12 bytes and ``_FRAME.unpack`` raises
+    ``struct.error: unpack requires a buffer of 12 bytes`` out of ``airlock.scan``. Should: a short
+    read is 'not complete yet' (or an ERROR for that worker's batches); the scan ends with its
+    report of every file."""
+    stop = tmp_path / "stop"
+
+    def evil(work, shared, todo, done, out, parent):  # type: ignore[no-untyped-def]
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not stop.exists():
+            os.ftruncate(out, 12_000)
+            os.ftruncate(out, 0)
+        os._exit(0)
+
+    monkeypatch.setattr(pool, "_worker", evil)
+    try:
+        report = airlock.scan(_tree(tmp_path / "t", 1500), jobs=2)
+    finally:
+        stop.touch()
+    assert len(report.files) == 1500
+
+
+_ZEROS = """
+import os, pickle, resource, sys, time
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+import airlock
+from airlock._scan import pool
+root = Path(sys.argv[1])
+real = pool._worker
+def evil(work, shared, todo, done, out, parent):
+    os.ftruncate(out, 12 * 10**9)  # sparse: 10**9 frames (batch 0, 0 bytes), costs the worker nothing
+    os._exit(0)
+pool._worker = evil
+report = airlock.scan(root, jobs=2)
+print("files", len(report.files), report.verdict.value)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="review 4: the parent takes every frame of a results file")
+def test_review4_a_flood_of_empty_frames_is_bounded(tmp_path: Path) -> None:
+    """Sent: a worker (given a batch) ``ftruncate``s its results file to 12 GB of zeros (sparse:
+    no memory, no time for the worker): 10**9 frames 'batch 0, 0 bytes'. Happened: the parent's
+    ``_Answers.take`` loops over every frame, builds an ERROR batch for each and keeps them all
+    in a list (a 36 MB file already ran > 120 s; here it runs out of time/3 GiB of address space).
+    Should: after a frame it does not believe (or a second answer for one batch) the parent stops
+    reading that worker's file, and the scan ends within seconds with ERRORs for its batches."""
+    root = _tree(tmp_path / "t", 200)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_ZEROS), str(root)],
+            capture_output=True, text=True, timeout=40, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("the parent looped for 40 s over a worker's empty frames")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "files 200 error" in done.stdout
