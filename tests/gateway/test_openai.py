@@ -294,7 +294,13 @@ def test_a_prompt_that_does_not_fit_the_context_is_400_before_generation(text: T
     assert done.usage is not None and done.usage.prompt_tokens == tokens
 
 
-def test_disconnecting_a_stream_frees_the_worker_within_one_second(text: Text) -> None:
+def test_disconnecting_a_stream_stops_its_generation_between_two_tokens_and_frees_the_worker(
+    text: Text,
+) -> None:
+    """A client that hangs up mid-stream stops its generation at the next token (not at max_tokens)
+    and the same worker serves the next request. The proof that it stopped is the token count the
+    host recorded; the wall-clock bound (docs: well within a second on an idle machine) is 3 s here,
+    since on a loaded 2-core machine each metrics poll and token wait queues for a core."""
     assert text.metric("airlock_generations_running", "acme") == 0
     stream = text.client().completions.create(
         model="smol",
@@ -309,8 +315,15 @@ def test_disconnecting_a_stream_frees_the_worker_within_one_second(text: Text) -
     stream.close()  # the client hangs up mid-stream
     closed = time.monotonic()
     while text.metric("airlock_generations_running", "acme") != 0:
-        assert time.monotonic() - closed < 1.0, "the worker was not freed within 1 s"
+        assert time.monotonic() - closed < 3.0, "the worker was not freed within 3 s"
         time.sleep(0.02)
+    with sqlite3.connect(text.state) as db:
+        decision, completion = db.execute(
+            "SELECT decision, completion_tokens FROM audit WHERE model = 'smol' AND decision != 'started' "
+            "ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert decision == "failed:disconnected"
+    assert 2 <= completion < 64, completion  # stopped between two tokens, before max_tokens
     # the same (only) worker answers the next request: it was freed, not killed and reloaded
     pids = text.running.gateway.state.text_lanes[("acme", "smol")].pids()  # type: ignore[union-attr]
     done = text.client().completions.create(model="smol", prompt="1, 2, 3,", max_tokens=2, temperature=0)

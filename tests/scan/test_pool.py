@@ -350,12 +350,13 @@ def test_an_answer_longer_than_its_batch_may_take_is_an_error_unread(tmp_path: P
     try:
         os.write(fd, pool._FRAME.pack(0, bound + 1) + b"\0" * (bound + 1))
         os.write(fd, pool._FRAME.pack(1, len(ok)) + ok)
-        ((first, (error,)), (second, found)) = pool._read_results(fd, work, limits)
+        ((first, (error,)),) = pool._read_results(fd, work, limits)
     finally:
         os.close(fd)
     assert first == 0 and isinstance(error[1], FileReport) and error[1].verdict is Verdict.ERROR
     assert [f.rule for f in error[1].findings] == ["scan.bad-result"]
-    assert second == 1 and found[0][1].verdict is Verdict.CLEAN  # type: ignore[union-attr]
+    # review 4: after an answer it does not believe, nothing more of that worker's file is read
+    # (an honest worker never writes one); batch 1's files are scanned again by the pool's rescue
 
 
 def test_a_batch_pipe_holds_every_batch_number() -> None:

@@ -410,16 +410,23 @@ def _take(todo: int) -> int | None:
 
 
 def _advance_done(done: int, work: list[list[Task]], advance: Callable[[int, int], None]) -> None:
-    """Count the batches workers finished since the last look (for the progress display only)."""
-    while True:
+    """Count the batches workers finished since the last look (for the progress display only).
+
+    The notes come from workers, which parse hostile files: a note is a display hint, never
+    believed beyond that. A number that names no batch, or a torn note, is ignored; and one look
+    reads no more than every batch's note could take, so a worker that floods the pipe cannot keep
+    the parent here (what it writes beyond that waits for the next look)."""
+    for _ in range(len(work) // 256 + 1):
         try:
             data = os.read(done, _NUMBER.size * 256)
         except BlockingIOError:
             return
         if not data:
             return
-        for (number,) in _NUMBER.iter_unpack(data):
-            advance(sum(task.size for task in work[number]), len(work[number]))
+        whole = len(data) - len(data) % _NUMBER.size
+        for (number,) in _NUMBER.iter_unpack(data[:whole]):
+            if number < len(work):
+                advance(sum(task.size for task in work[number]), len(work[number]))
 
 
 def _results_file() -> int:
@@ -449,9 +456,15 @@ class _Answers:
     or is longer than an answer for its batch may be (not even read), is an ERROR for each file of
     its batch (``scan.bad-result``). A frame not complete when the worker has exited (it died while
     writing it) counts as not written, and so does anything after a frame that names no batch. One
-    frame is read at a time: never more than one batch's answer may take."""
+    frame is read at a time: never more than one batch's answer may take.
 
-    __slots__ = ("at", "fd", "limits", "stopped", "work")
+    The file is the worker's, and a worker parses hostile files: an honest one writes each of its
+    batches once, every answer believable. So after an answer that is not believed, or a second
+    answer for one batch, nothing more of the file is read (a worker that wrote gigabytes of empty
+    frames costs one ERROR batch, not a loop over every frame); and a file that shrinks under the
+    reader (a short read) is "not complete yet"."""
+
+    __slots__ = ("at", "fd", "limits", "seen", "stopped", "work")
 
     def __init__(self, fd: int, work: list[list[Task]], limits: Limits) -> None:
         self.fd = fd
@@ -459,6 +472,7 @@ class _Answers:
         self.limits = limits
         self.at = 0  # where the first frame not yet taken starts
         self.stopped = False
+        self.seen: set[int] = set()  # the batches this file has answered
 
     def take(self) -> list[tuple[int, list[Result]]]:
         """The frames completed since the last call, each as (batch number, its results)."""
@@ -467,7 +481,10 @@ class _Answers:
         out: list[tuple[int, list[Result]]] = []
         size = os.fstat(self.fd).st_size
         while not self.stopped and size - self.at >= _FRAME.size:
-            number, length = _FRAME.unpack(os.pread(self.fd, _FRAME.size, self.at))
+            head = os.pread(self.fd, _FRAME.size, self.at)
+            if len(head) < _FRAME.size:
+                break  # the file shrank under us: not complete (yet)
+            number, length = _FRAME.unpack(head)
             if number >= len(self.work):
                 self.stopped = True  # names no batch: nothing after it is believed either
                 break
@@ -475,15 +492,24 @@ class _Answers:
             if start + length > size:
                 break  # not complete (yet)
             batch = self.work[number]
-            if length > answer_bytes(self.limits, len(batch)):
+            if number in self.seen:
+                self.stopped = True  # a second answer for one batch: nothing more is believed
+                found = _bad(batch, self.limits, "two answers came back for its batch")
+            elif length > answer_bytes(self.limits, len(batch)):
+                self.stopped = True
                 found = _bad(batch, self.limits, f"the worker's answer for its batch is {length} bytes")
             else:
+                data = os.pread(self.fd, length, start)
+                if len(data) < length:
+                    break  # the file shrank under us: not complete (yet)
                 try:
-                    found = unpack(os.pread(self.fd, length, start), batch, self.limits)
+                    found = unpack(data, batch, self.limits)
                 except BadResult as exc:
+                    self.stopped = True
                     found = _bad(
                         batch, self.limits, f"the worker's answer for its batch was not believed: {exc}"
                     )
+            self.seen.add(number)
             out.append((number, found))
             self.at = start + length
         return out
