@@ -106,3 +106,45 @@ def test_review4_a_flood_of_empty_frames_is_bounded(tmp_path: Path) -> None:
         pytest.fail("the parent looped for 40 s over a worker's empty frames")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "files 200 ERROR" in done.stdout
+
+
+_SPARSE_FRAME = """
+import os, resource, sys
+from pathlib import Path
+import airlock
+from airlock._scan import pool, records
+from airlock.limits import DEFAULT_LIMITS
+def evil(work, shared, todo, done, out, parent):
+    number = pool._take(todo)
+    length = records.answer_bytes(DEFAULT_LIMITS, len(work[number])) - 1
+    os.write(out, pool._FRAME.pack(number, length))
+    os.ftruncate(out, pool._FRAME.size + length)  # sparse: costs the worker nothing
+    os._exit(0)
+pool._worker = evil
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+report = airlock.scan(Path(sys.argv[1]), jobs=2)
+grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) >> 10
+print("files", len(report.files), report.verdict.value, "grew", grew)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="review 4: one frame may make the parent read ~8 MiB per file")
+def test_review4_one_frame_of_zeros_does_not_cost_the_parent_half_a_gigabyte(tmp_path: Path) -> None:
+    """Sent: a worker takes a batch (64 tiny pickles), writes a frame header for it whose length
+    is ``answer_bytes(limits, 64) - 1`` (~530 MB: 8.4 MB per file, from 505 findings x 16 KiB) and
+    ``ftruncate``s its results file to that length (sparse, free for the worker). Happened: the
+    parent ``pread``s the whole frame into one bytes object before looking at its first byte: its
+    peak RSS grows by ~505 MiB (measured), and by ~16 GB for the ~1,950-file batches of a
+    1,000,000-file tree (a MemoryError traceback under a memory limit). Should: the parent checks
+    the header of an answer before reading the rest, or reads it in bounded pieces, so that a
+    worker's lie costs it no more than a real answer could (here: < 128 MiB of growth); the
+    batch's files are ERRORs either way."""
+    root = _tree(tmp_path / "t", 200)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SPARSE_FRAME), str(root)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    files, count, verdict, _, grew = done.stdout.split()
+    assert (files, count, verdict) == ("files", "200", "ERROR")
+    assert int(grew) < 128, f"the parent's peak memory grew by {grew} MiB"
