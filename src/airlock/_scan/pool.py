@@ -273,7 +273,9 @@ def _run_batches(
                 yield from found
 
         if parent_scans:
-            while (number := _take(todo_r)) is not None:
+            while (number := _take(todo_r, len(work))) is not None:
+                if number in results:
+                    break  # handed out twice: the pipe was tampered with (the rest is rescued)
                 batch = work[number]
                 mine = [(task.position, _one(task, shared)) for task in batch]
                 results[number] = mine
@@ -374,7 +376,7 @@ def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: 
         _progress.forget()  # the parent counts the batches; a worker draws nothing
         if done >= 0:
             os.set_blocking(done, False)  # progress notes only: dropped when the parent lags
-        numbers = iter(range(len(work))) if todo < 0 else iter(lambda: _take(todo), None)
+        numbers = iter(range(len(work))) if todo < 0 else iter(lambda: _take(todo, len(work)), None)
         for number in numbers:
             if os.getppid() != parent:
                 break
@@ -398,15 +400,17 @@ def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: 
         os._exit(code)
 
 
-def _take(todo: int) -> int | None:
-    """The next batch number from the hand-out pipe, or None when all are taken."""
+def _take(todo: int, count: int) -> int | None:
+    """The next batch number from the hand-out pipe, or None when all are taken.
+
+    Every process reads the same pipe, and a worker parses hostile files: one that reads a stray
+    byte shifts every number after it. A short read, or a number that names none of the ``count``
+    batches, ends the hand-out for this process (the batches nobody answered are rescued)."""
     data = os.read(todo, _NUMBER.size)
-    if not data:
+    if len(data) != _NUMBER.size:  # nothing left, or torn (a pipe read of four bytes is atomic)
         return None
-    if len(data) != _NUMBER.size:  # pragma: no cover - a pipe read of four bytes is atomic
-        raise AssertionError("torn read on the batch pipe")
     number: int = _NUMBER.unpack(data)[0]
-    return number
+    return number if number < count else None
 
 
 def _advance_done(done: int, work: list[list[Task]], advance: Callable[[int, int], None]) -> None:
@@ -476,7 +480,7 @@ class _Answers:
 
     def take(self) -> list[tuple[int, list[Result]]]:
         """The frames completed since the last call, each as (batch number, its results)."""
-        from airlock._scan.records import BadResult, answer_bytes, unpack
+        from airlock._scan.records import HEAD_BYTES, BadResult, answer_bytes, check_head, unpack
 
         out: list[tuple[int, list[Result]]] = []
         size = os.fstat(self.fd).st_size
@@ -499,10 +503,12 @@ class _Answers:
                 self.stopped = True
                 found = _bad(batch, self.limits, f"the worker's answer for its batch is {length} bytes")
             else:
-                data = os.pread(self.fd, length, start)
-                if len(data) < length:
-                    break  # the file shrank under us: not complete (yet)
                 try:
+                    # the head first: an answer whose counts do not hold up is refused unread
+                    check_head(os.pread(self.fd, min(length, HEAD_BYTES), start), length, batch, self.limits)
+                    data = os.pread(self.fd, length, start)
+                    if len(data) < length:
+                        break  # the file shrank under us: not complete (yet)
                     found = unpack(data, batch, self.limits)
                 except BadResult as exc:
                     self.stopped = True

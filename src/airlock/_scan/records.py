@@ -195,6 +195,29 @@ def pack(results: list[tuple[int, FileReport | Skipped]]) -> bytes:
     return b"".join([head, *records, *findings, counts, *texts])
 
 
+#: bytes of an answer's head (:func:`check_head` needs no more)
+HEAD_BYTES: Final = _HEAD.size
+
+
+def check_head(
+    head: bytes | memoryview, length: int, batch: list[Task], limits: Limits
+) -> tuple[int, int, int, int, int]:
+    """The counts of an answer of ``length`` bytes from its first :data:`HEAD_BYTES`: raises
+    :class:`BadResult` unless they are ``batch``'s and add up to ``length`` exactly. Checked before
+    the rest is read, so an answer whose head does not hold up costs nothing to refuse."""
+    if length < _HEAD.size or len(head) < _HEAD.size or length > answer_bytes(limits, len(batch)):
+        raise BadResult(f"the worker's answer is {length} bytes")
+    magic, n_records, n_findings, n_members, n_texts, text_bytes = _HEAD.unpack_from(head)
+    if magic != _MAGIC or n_records != len(batch):
+        raise BadResult(f"the worker's answer is not {len(batch)} airlock record(s)")
+    if n_findings > n_records * max_findings(limits):
+        raise BadResult(f"the worker's answer lists {n_findings} findings")
+    total = _HEAD.size + n_records * _RECORD.size + n_findings * _FINDING.size + 4 * (n_members + n_texts)
+    if total + text_bytes != length:
+        raise BadResult("the worker's answer is not as long as its counts say")
+    return n_records, n_findings, n_members, n_texts, text_bytes
+
+
 def unpack(
     data: bytes | memoryview, batch: list[Task], limits: Limits
 ) -> list[tuple[int, FileReport | Skipped]]:
@@ -202,21 +225,13 @@ def unpack(
     :class:`BadResult` for anything else. Every count is checked against the answer's length
     before anything is unpacked, so nothing is allocated beyond what the answer holds."""
     view = memoryview(data)
-    if len(view) < _HEAD.size or len(view) > answer_bytes(limits, len(batch)):
-        raise BadResult(f"the worker's answer is {len(view)} bytes")
-    magic, n_records, n_findings, n_members, n_texts, text_bytes = _HEAD.unpack_from(view)
-    if magic != _MAGIC or n_records != len(batch):
-        raise BadResult(f"the worker's answer is not {len(batch)} airlock record(s)")
-    if n_findings > n_records * max_findings(limits):
-        raise BadResult(f"the worker's answer lists {n_findings} findings")
+    n_records, n_findings, n_members, n_texts, _ = check_head(view, len(view), batch, limits)
     at = _HEAD.size
     ends = (
         at + n_records * _RECORD.size,
         at + n_records * _RECORD.size + n_findings * _FINDING.size,
     )
     counts_end = ends[1] + 4 * (n_members + n_texts)
-    if counts_end + text_bytes != len(view):
-        raise BadResult("the worker's answer is not as long as its counts say")
     refs = struct.unpack_from(f"<{n_members}I{n_texts}I", view, ends[1])
     member_refs = refs[:n_members]
     texts: list[str | None] = [None]
