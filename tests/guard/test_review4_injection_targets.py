@@ -16,7 +16,6 @@ PRETEXT_ATTACKS = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason="review 4: 'no rules for <pretext>' escapes the persona structure")
 @pytest.mark.parametrize("text", PRETEXT_ATTACKS)
 def test_review4_a_pretext_after_the_limit_does_not_hide_the_attack(text: str) -> None:
     """Sent: an unrestricted-persona attack whose limit is followed by 'for <word>' ("no

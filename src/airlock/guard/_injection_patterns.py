@@ -62,9 +62,11 @@ _MODEL_WORDS: Final = (
     r"|until|again|immediately|right|here|all|every|any"
 )
 # one space, then a word that is none of the above: "developer mode on android", not "developer mode
-# on, ..." or "developer mode on now"
-_NOT_ELSEWHERE: Final = rf"(?! (?:on|in|of|for) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
-_NOT_ON_OTHER: Final = rf"(?! (?:on|to|in|for|regarding) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
+# on, ..." or "developer mode on now". Never "for": what follows it is a purpose or a beneficiary
+# ("no rules for fiction", "developer mode for research"), and a limit waived for a purpose is
+# still the model's (review 4: "for <pretext>" hid unrestricted-persona attacks)
+_NOT_ELSEWHERE: Final = rf"(?! (?:on|in|of) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
+_NOT_ON_OTHER: Final = rf"(?! (?:on|to|in|regarding) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
 _NOT_IN_ARTIFACT: Final = rf"(?! (?:in|on|to|from) (?:the|this|my|our|a|an) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
 _WORDGAP: Final = r"(?:[^\W_]+[^\w]{1,3}){0,4}"
 _REVEAL: Final = (
