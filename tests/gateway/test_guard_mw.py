@@ -348,10 +348,11 @@ def test_nothing_of_the_texts_is_in_the_audit_log_the_logs_or_the_metrics(served
 
 def test_many_empty_messages_do_not_hold_the_event_loop(served: Served) -> None:
     """Guard work is mostly a fixed cost per text (~40 us for an empty one): 150,000 empty messages
-    (4 MiB) have no characters to speak of but are seconds of checks. They go to the tenant's
-    codec process, not the event loop: a health check answers promptly meanwhile."""
-    messages = [{"role": "user", "content": ""}] * 150_000
-    messages.append({"role": "user", "content": "see ![x](https://evil.example/a.png)"})  # blocked last
+    (4 MiB) have no characters to speak of but were seconds of checks. A chat request now holds at
+    most min(2048, the model's context) messages, refused before any per-message work (review 3),
+    while a health check answers promptly; a request at that bound is still guarded."""
+    blocked = {"role": "user", "content": "see ![x](https://evil.example/a.png)"}
+    messages = [{"role": "user", "content": ""}] * 150_000 + [blocked]
     result: dict[str, httpx.Response] = {}
 
     def call() -> None:
@@ -367,6 +368,13 @@ def test_many_empty_messages_do_not_hold_the_event_loop(served: Served) -> None:
         time.sleep(0.02)
     worker.join()
     reply = result["reply"]
-    assert reply.status_code == 400 and reply.json()["error"]["message"] == INPUT_REFUSED
-    # on the loop these checks block every other request for seconds (~6 s unloaded)
+    assert reply.status_code == 400, reply.text
+    match = re.fullmatch(
+        r"messages may hold at most (\d+) messages for this model", reply.json()["error"]["message"]
+    )
+    assert match is not None, reply.text
     assert slowest < 1.0, f"the event loop was held for {slowest:.2f} s"
+    most = int(match.group(1))
+    at_bound = [{"role": "user", "content": ""}] * (most - 1) + [blocked]
+    reply = served.post("/v1/chat/completions", {"model": "guarded", "messages": at_bound})
+    assert reply.status_code == 400 and reply.json()["error"]["message"] == INPUT_REFUSED
