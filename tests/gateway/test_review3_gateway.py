@@ -126,9 +126,6 @@ def test_review3_f9_obs_folded_transfer_encoding_with_content_length_is_a_400(en
 # F5 -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 3: a killed model process inside a live sandbox is not noticed"
-)
 def test_review3_f5_a_killed_model_process_inside_the_sandbox_is_noticed(make_gateway: Any) -> None:
     """F5 variant, the process the OOM killer picks.
 

@@ -306,6 +306,19 @@ class Worker:
     def _deadline(self) -> float:
         return time.monotonic() + self.sandbox.policy.limits.wall_seconds
 
+    def channel_fds(self) -> list[int]:
+        """File descriptors of the sockets that carry this worker's requests: the job's channel and
+        the sandbox's control socket. Each hangs up (POLLRDHUP/POLLHUP) when the process at its other
+        end dies, at any depth of the sandbox: the job's channel once the zygote reaped the job (its
+        duplicate is closed only then), the control socket when the zygote ends. No other process
+        holds either end (the launcher passes the control socket to the zygote alone, ``--as-pid-1``;
+        a job's end reaches only that job and the zygote's watching duplicate)."""
+        fds = [self._sock.fileno()] if self._sock is not None else []
+        launched = self.sandbox._launched
+        if launched is not None:
+            fds.append(launched.control.fileno())
+        return fds
+
     def _past_deadline(self, stage: str) -> SandboxError:
         self.sandbox.kill()
         self._drop()
