@@ -57,7 +57,8 @@ __all__ = [
 
 _log = logging.getLogger("airlock.gateway")
 _HANGUP: Final = select.POLLRDHUP | select.POLLHUP | select.POLLERR
-Arrays = Mapping[str, np.ndarray[Any, Any]]
+#: a request's tensors: numpy arrays, BYTES ones as object arrays or PackedBytes
+Arrays = Mapping[str, Any]
 _B = TypeVar("_B", bound="_Startable")
 
 
@@ -119,14 +120,15 @@ class SandboxWorker:
             raise WorkerCrashed("worker is not running")
         return worker
 
-    def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
-        return self._running().infer(inputs)
+    # BYTES outputs stay packed (offsets + one buffer): the gateway never steps through elements
+    def infer(self, inputs: Arrays) -> dict[str, Any]:
+        return self._running().infer(inputs, packed=True)
 
     def send(self, inputs: Arrays) -> None:
         self._running().send_infer(inputs)
 
-    def receive(self) -> dict[str, np.ndarray[Any, Any]]:
-        return self._running().receive_infer()
+    def receive(self) -> dict[str, Any]:
+        return self._running().receive_infer(packed=True)
 
     def generate(self, request: dict[str, Any]) -> TextStream:
         """A text model's generation (``request`` from ``build_request``), streamed."""
