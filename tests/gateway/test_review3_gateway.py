@@ -262,9 +262,6 @@ tenants = ["acme"]
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 3: a tenant's BYTES elements are rebuilt and framed in the gateway process"
-)
 def test_review3_f2_a_tenants_many_element_bytes_requests_do_not_stall_another(make_gateway: Any) -> None:
     """F2 variant, BYTES tensors of many empty elements (binary tensor extension).
 

@@ -115,9 +115,9 @@ class PackedBytes:
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
             raise SandboxError("bytes tensor: shape must be non-negative integers")
-        count = 1
-        for dim in shape:
-            if dim and count > max_elements // dim:  # bounded before the product grows
+        count = 0 if 0 in shape else 1
+        for dim in shape if count else ():
+            if count > max_elements // dim:  # bounded before the product grows
                 raise SandboxError(f"bytes tensor: more than {max_elements} elements")
             count *= dim
         if count > max_elements:
