@@ -294,7 +294,7 @@ def test_the_codecs_bytes_answer_stays_packed_without_an_object_per_element() ->
     count = 1 << 20
     body, header = _binary(b"\x00\x00\x00\x00" * count, [count])
     request = parse_infer_request(body, (), header, len(body))
-    ((name, dtype, shape, data),) = _flatten_child(request.inputs)
+    ((_name, dtype, shape, data),) = _flatten_child(request.inputs)
     assert isinstance(data, tuple) and [len(b) for b in data] == [8 * count, 0]
     tracemalloc.start()
     try:
@@ -318,8 +318,8 @@ def test_the_worker_frame_carries_packed_bytes_both_ways() -> None:
     array = np.empty(3, dtype=object)
     array[:] = [b"x", b"", "\u00e9"]
     caps = TensorCaps(8, 8)
-    for given in (array, PackedBytes.pack("t", array)):
-        specs, buffers = encode_tensors([("t", given)])
+    for sent in (array, PackedBytes.pack("t", array)):
+        specs, buffers = encode_tensors([("t", sent)])
         payload = memoryview(b"".join(bytes(b) for b in buffers))
         packed = decode_tensors(specs, payload, caps, packed=True)["t"]
         assert isinstance(packed, PackedBytes) and packed.items() == [b"x", b"", "\u00e9".encode()]
