@@ -281,7 +281,7 @@ def test_packed_bytes_checks_every_bound_before_use() -> None:
     ]
     for args in refused:
         with pytest.raises(SandboxError):
-            PackedBytes.checked(*args)  # type: ignore[arg-type]
+            PackedBytes.checked(*args)
 
 
 def test_the_codecs_bytes_answer_stays_packed_without_an_object_per_element() -> None:
