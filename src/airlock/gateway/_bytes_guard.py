@@ -182,6 +182,8 @@ async def guard_tensors(
     if packed is None:
         checked = _rebuilt(tensors, bytes_tensors(selected), outcome.texts)
     else:
+        if set(packed) != set(selected):  # every checked tensor comes back, or none goes on
+            raise _Refused(_error(503, text=CODEC_UNAVAILABLE), "failed:codec")
         checked = dict(tensors)
         for name, (shape, ends, blob) in packed.items():
             original = selected[name]
