@@ -293,6 +293,32 @@ def test_a_worker_killed_mid_stream_and_a_client_that_leaves_while_queued(served
     assert done.status_code == 200 and done.json()["choices"][0]["finish_reason"] == "length"
 
 
+def test_a_text_workers_job_killed_while_idle_is_noticed_and_the_next_request_served(served: Served) -> None:
+    """SIGKILL to the job inside the idle text worker's sandbox (the process holding the model; the
+    launcher and the zygote live on): the lane stops counting that worker at once (readiness tells
+    the truth), and the next request waits for its replacement and is served, not failed."""
+    lane = served.lane
+    _wait(lambda: lane.live_workers() == 1 and not lane.running, 600, "no idle worker")
+    (outer,) = lane.pids()
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry}/stat").read_text(encoding="ascii", errors="replace")
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    tree, todo = [], [outer]
+    while todo:
+        found = children.get(todo.pop(0), [])
+        tree += found
+        todo += found
+    assert len(tree) >= 2, tree  # zygote -> job
+    restarted = lane.restarted
+    os.kill(tree[-1], signal.SIGKILL)
+    _wait(lambda: not lane.ready, 10, "the killed job went unnoticed")
+    done = _completion(served, prompt=COUNT, max_tokens=2)
+    assert done.status_code == 200, done.text
+    assert lane.restarted == restarted + 1 and lane.ready
+
+
 # -- shutdown with a stream open (stops the gateway: keep last) ------------------------------------------
 
 

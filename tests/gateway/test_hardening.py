@@ -431,6 +431,61 @@ def test_f5_an_idle_worker_that_dies_is_noticed_and_readiness_tells_the_truth(ma
         assert client.post("/v2/models/affine/infer", json=BODY).status_code == 200
 
 
+def _sandbox_tree(outer: int) -> list[int]:
+    """``outer``'s descendants, nearest first (from /proc): bwrap -> zygote -> job."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text(encoding="ascii", errors="replace")
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [outer]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.parametrize("depth", ["job", "zygote"])
+def test_f5_a_process_dying_anywhere_inside_an_idle_sandbox_drops_readiness(
+    make_gateway: Any, depth: str
+) -> None:
+    """F5 at any depth: SIGKILL to the job that holds the model (the OOM killer's pick) or to the
+    zygote between it and bubblewrap, while the worker is idle and the launcher lives on. The death
+    is noticed with no request asking (readiness drops while the replacement cannot start), then
+    the worker is replaced and serves. Before the fix, only the outer process was watched: readiness
+    stayed 200 and the next request got a 503."""
+    gateway = make_gateway()
+    lane = gateway.running.gateway.state.lanes[("acme", "affine")]
+    (before,) = lane.pids()
+    tree = _sandbox_tree(before)
+    assert len(tree) >= 2, tree  # zygote -> job (bwrap --as-pid-1: the zygote is the sandbox's pid 1)
+    victim = tree[-1] if depth == "job" else tree[-2]
+    staged = Path(lane._factory.args[0])
+    hidden = staged.with_name(staged.name + ".hidden")
+    staged.rename(hidden)  # the replacement cannot start until the file is back
+    try:
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        ready = 200
+        while ready == 200 and time.monotonic() < deadline:
+            ready = httpx.get(f"{gateway.url}/v2/health/ready", timeout=5).status_code
+            time.sleep(0.05)
+        assert ready == 503, f"the killed {depth} went unnoticed"
+    finally:
+        hidden.rename(staged)
+    deadline = time.monotonic() + 30
+    while not lane.pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lane.pids() and lane.pids() != [before]
+    assert httpx.get(f"{gateway.url}/v2/health/ready", timeout=5).status_code == 200
+    with gateway.client("acme") as client:
+        assert client.post("/v2/models/affine/infer", json=BODY).status_code == 200
+
+
 # F6 -------------------------------------------------------------------------------------------
 
 

@@ -147,9 +147,6 @@ def test_review3_f9_a_repeated_content_length_is_a_400_as_documented(env: Env, l
 # F5 -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 3: a killed model process inside a live sandbox is not noticed"
-)
 def test_review3_f5_a_killed_model_process_inside_the_sandbox_is_noticed(make_gateway: Any) -> None:
     """F5 variant, the process the OOM killer picks.
 
@@ -284,9 +281,6 @@ tenants = ["acme"]
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 3: a tenant's BYTES elements are rebuilt and framed in the gateway process"
-)
 def test_review3_f2_a_tenants_many_element_bytes_requests_do_not_stall_another(make_gateway: Any) -> None:
     """F2 variant, BYTES tensors of many empty elements (binary tensor extension).
 

@@ -89,6 +89,8 @@ def test_what_cannot_cross() -> None:
 def test_hostile_bytes_tables_are_sandbox_errors(table: list[object], payload: bytes, message: str) -> None:
     with pytest.raises(SandboxError, match=message):
         decode_tensors(table, memoryview(payload), TCAPS)
+    with pytest.raises(SandboxError):  # kept packed (the gateway's form): refused the same
+        decode_tensors(table, memoryview(payload), TCAPS, packed=True)
 
 
 def test_exact_count_at_n_minus_1_n_n_plus_1() -> None:
@@ -130,12 +132,19 @@ def test_fuzzed_bytes_regions_only_raise_sandbox_error(
     shape: list[int], ends: list[int], blob: bytes, extra: int
 ) -> None:
     payload = _region(ends, blob)
+    table_spec = _table(shape, max(0, len(payload) + extra))
     try:
-        arrays = decode_tensors(_table(shape, max(0, len(payload) + extra)), memoryview(payload), TCAPS)
+        (packed,) = decode_tensors(table_spec, memoryview(payload), TCAPS, packed=True).values()
     except SandboxError:
+        packed = None
+    try:
+        arrays = decode_tensors(table_spec, memoryview(payload), TCAPS)
+    except SandboxError:
+        assert packed is None  # the packed form (the gateway's) accepts nothing the other refuses
         return
     (array,) = arrays.values()
     items = array.reshape(-1).tolist()
+    assert packed is not None and packed.items() == items and list(packed.shape) == shape
     assert list(array.shape) == shape and all(isinstance(i, bytes) for i in items)
     # Accepted only when the payload is exactly one canonical region for this shape: its first
     # 8*count bytes are non-decreasing ends and the rest is the blob they tile, in order. The

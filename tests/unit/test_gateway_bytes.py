@@ -254,3 +254,89 @@ def test_fuzzed_binary_bytes_only_raise_tensor_error(elements: bytes, shape: lis
     # accepted only when the elements tile the binary section exactly
     assert cut == 0 and list(got.shape) == shape
     assert _prefixed(*got.reshape(-1).tolist()) == elements
+
+
+# -- packed BYTES (offsets + one buffer): review 3 F2 ----------------------------------------------
+
+
+def test_packed_bytes_checks_every_bound_before_use() -> None:
+    from airlock.errors import SandboxError
+    from airlock.sandbox._messages import PackedBytes
+
+    ends = np.array([1, 1, 3], dtype="<u8").tobytes()
+    packed = PackedBytes.checked((3,), ends, b"abc", 3, 3)
+    assert packed.items() == [b"a", b"", b"bc"] and packed.size == 3 and packed.nbytes == 24 + 3
+    assert tensor_bytes(packed) == 3 + 4 * 3  # the binary size, counted without a step per element
+    assert [t.items for t in bytes_tensors({"t": packed})] == [[b"a", b"", b"bc"]]
+    refused = [
+        ((3,), ends, b"abc", 2, 3),  # more elements than allowed (N+1 over a cap of N)
+        ((3,), ends, b"abc", 3, 2),  # blob over its cap
+        ((4,), ends, b"abc", 9, 9),  # the shape needs 4 offsets, 3 given
+        ((3,), np.array([2, 1, 3], dtype="<u8").tobytes(), b"abc", 3, 3),  # backwards
+        ((3,), np.array([1, 1, 2], dtype="<u8").tobytes(), b"abc", 3, 3),  # a trailing byte
+        ((3,), np.array([1, 1, 4], dtype="<u8").tobytes(), b"abc", 3, 3),  # past the blob
+        ((0,), b"", b"x", 3, 3),  # bytes with no element
+        ((2**40, 2**40), ends, b"abc", 3, 3),  # a product checked dimension by dimension
+        ((-1,), ends, b"abc", 3, 3),
+    ]
+    for args in refused:
+        with pytest.raises(SandboxError):
+            PackedBytes.checked(*args)
+
+
+def test_the_codecs_bytes_answer_stays_packed_without_an_object_per_element() -> None:
+    """A codec's BYTES answer (1 M empty elements) is checked and kept as offsets + blob in the
+    gateway: no list, no ``bytes`` object per element (the old rebuild held ~1 M of them); the
+    element count is bounded by what a body of the size limit can encode (N ok, N+1 refused)."""
+    from airlock.gateway._codec import CodecUnavailable, _flatten_child, _rebuild
+    from airlock.sandbox._messages import PackedBytes
+
+    count = 1 << 20
+    body, header = _binary(b"\x00\x00\x00\x00" * count, [count])
+    request = parse_infer_request(body, (), header, len(body))
+    ((_name, dtype, shape, data),) = _flatten_child(request.inputs)
+    assert isinstance(data, tuple) and [len(b) for b in data] == [8 * count, 0]
+    tracemalloc.start()
+    try:
+        rebuilt = _rebuild(dtype, shape, data, len(body))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(rebuilt, PackedBytes) and rebuilt.shape == (count,)
+    # vectorised checks take a few bytes per element (the order check's mask); an object per
+    # element (the old rebuild: a list and ~1 M ``bytes``) takes over 40
+    assert peak < 4 * count, peak
+    with pytest.raises(CodecUnavailable):  # more elements than a body of that size could encode
+        _rebuild(dtype, shape, data, 2 * count - 1)
+    assert isinstance(_rebuild(dtype, shape, data, 2 * count), PackedBytes)
+
+
+def test_the_worker_frame_carries_packed_bytes_both_ways() -> None:
+    from airlock.errors import SandboxError
+    from airlock.sandbox._messages import PackedBytes, TensorCaps, decode_tensors, encode_tensors
+
+    array = np.empty(3, dtype=object)
+    array[:] = [b"x", b"", "\u00e9"]
+    caps = TensorCaps(8, 8)
+    for sent in (array, PackedBytes.pack("t", array)):
+        specs, buffers = encode_tensors([("t", sent)])
+        payload = memoryview(b"".join(bytes(b) for b in buffers))
+        packed = decode_tensors(specs, payload, caps, packed=True)["t"]
+        assert isinstance(packed, PackedBytes) and packed.items() == [b"x", b"", "\u00e9".encode()]
+        assert decode_tensors(specs, payload, caps)["t"].tolist() == [b"x", b"", "\u00e9".encode()]
+    specs, buffers = encode_tensors([("t", array)])
+    table = bytearray(b"".join(bytes(b) for b in buffers))
+    table[0:8] = (2).to_bytes(8, "little")  # element 0 ends after element 1: backwards
+    with pytest.raises(SandboxError, match="backwards"):
+        decode_tensors(specs, memoryview(bytes(table)), caps, packed=True)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_json_bytes_element_count_is_bounded_by_half_the_body(extra: int) -> None:
+    body = _json(["a"], [0])
+    count = len(body) // 2 + extra  # at most 2 bytes ("",) an element in the body
+    body = _json(["a"], [count])
+    limit = len(body)
+    message = "more elements than the body can hold" if limit // 2 < count else "data has 1 elements"
+    with pytest.raises(TensorError, match=message):
+        parse_infer_request(body, (), None, limit)

@@ -1,7 +1,10 @@
 """KServe v2 ``BYTES`` tensors: text and byte strings, checked before anything is allocated.
 
 In the gateway a BYTES tensor is a numpy object array of ``bytes`` (row major, its shape the
-request's). Two encodings, as the KServe v2 protocol and its binary tensor extension define them:
+request's) when it was made on the loop (a small body), else a
+:class:`~airlock.sandbox._messages.PackedBytes`: u64 end offsets and one buffer, as the worker frame
+carries it, checked with vectorised bounds and never stepped through element by element in the
+gateway process (a tenant's codec and the worker do that work). Two encodings, as the KServe v2 protocol and its binary tensor extension define them:
 
 * JSON: ``data`` is an array of strings, flat (as many as the shape's elements) or nested exactly
   as the shape (each level a list of the dimension's length, depth = rank). Each string is UTF-8
@@ -12,7 +15,7 @@ request's). Two encodings, as the KServe v2 protocol and its binary tensor exten
   a model that takes text checks its own inputs, see ``sandbox/_runtimes/onnx_rt.py``).
 
 Bounds, all before allocating: the element count from the shape may not exceed what the body
-could encode (4 bytes an element in binary, 2 in JSON: ``"",``), so a shape of ``[2**40]`` with a
+could encode (:func:`max_elements`: 2 bytes an element, JSON's ``"",``; binary needs 4), so a shape of ``[2**40]`` with a
 tiny body is refused before an array is made; each element and all elements together are at most
 ``limit`` bytes (the request size limit, ``[server] max_body_bytes``); a length prefix that runs
 past ``binary_data_size``, or bytes left after the last element, are refused. Error messages are
@@ -29,6 +32,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from airlock.sandbox._messages import PackedBytes
+
 __all__ = [
     "BYTES",
     "BytesTensor",
@@ -38,6 +43,7 @@ __all__ = [
     "bytes_to_binary",
     "bytes_to_json",
     "is_bytes",
+    "max_elements",
     "tensor_bytes",
 ]
 
@@ -49,15 +55,24 @@ class BytesError(ValueError):
     """A BYTES tensor that breaks a rule; the message is a fixed phrase about the caller's request."""
 
 
-def is_bytes(array: np.ndarray[Any, Any]) -> bool:
+def max_elements(limit: int) -> int:
+    """The most BYTES elements a body of ``limit`` bytes can encode: 2 bytes an element in JSON
+    (``"",``), 4 in binary; bounds every element count (and its 8-byte offsets) before allocating."""
+    return max(limit, 2) // 2
+
+
+def is_bytes(array: Any) -> bool:
     return bool(array.dtype.kind == "O")
 
 
-def tensor_bytes(array: np.ndarray[Any, Any]) -> int:
+def tensor_bytes(array: Any) -> int:
     """Bytes a tensor carries (budgets): a BYTES tensor counts its elements' bytes and 4 per element
-    (its binary size), a numeric one its buffer."""
+    (its binary size), a numeric one its buffer. A packed BYTES tensor is counted without a step
+    per element."""
+    if isinstance(array, PackedBytes):
+        return len(array.blob) + 4 * array.size
     if is_bytes(array):
-        return sum(len(item) for item in array.reshape(-1).tolist()) + 4 * array.size
+        return int(sum(len(item) for item in array.reshape(-1).tolist()) + 4 * array.size)
     return int(array.nbytes)
 
 
@@ -70,7 +85,7 @@ def bytes_from_json(name: str, shape: tuple[int, ...], data: object, limit: int)
     if not isinstance(data, list):
         raise BytesError(f"input {name!r}: data must be a JSON array")
     count = math.prod(shape)
-    if count > max(limit, 1):
+    if count > max_elements(limit):
         raise BytesError(f"input {name!r}: shape {list(shape)} has more elements than the body can hold")
     if not any(isinstance(item, list) for item in data):
         flat: list[object] = data  # flat (or rank 1): each element is checked below
@@ -149,14 +164,16 @@ class BytesOutputError(ValueError):
     """A model's BYTES output that cannot be sent as asked (fixed text)."""
 
 
-def _items(array: np.ndarray[Any, Any]) -> list[bytes]:
-    items = array.reshape(-1).tolist()
+def _items(array: Any) -> list[bytes]:
+    if isinstance(array, PackedBytes):
+        return array.items()
+    items: list[bytes] = array.reshape(-1).tolist()
     if not all(isinstance(item, bytes) for item in items):
         raise BytesOutputError("a BYTES output holds something other than byte strings")
     return items
 
 
-def bytes_to_json(array: np.ndarray[Any, Any]) -> list[str]:
+def bytes_to_json(array: Any) -> list[str]:
     """A BYTES output as JSON strings: each element must be UTF-8 (else ask for it as binary)."""
     try:
         return [item.decode("utf-8") for item in _items(array)]
@@ -164,7 +181,7 @@ def bytes_to_json(array: np.ndarray[Any, Any]) -> list[str]:
         raise BytesOutputError("a BYTES output is not UTF-8 text; request it with binary_data") from None
 
 
-def bytes_to_binary(array: np.ndarray[Any, Any]) -> bytes:
+def bytes_to_binary(array: Any) -> bytes:
     """A BYTES output in the binary extension's layout (u32 little-endian length + bytes each)."""
     parts: list[bytes] = []
     pack = _PREFIX.pack
@@ -185,10 +202,15 @@ class BytesTensor:
     items: Sequence[bytes]
 
 
-def bytes_tensors(tensors: Mapping[str, np.ndarray[Any, Any]]) -> list[BytesTensor]:
-    """The BYTES tensors among ``tensors`` (numeric ones are left out)."""
+def bytes_tensors(tensors: Mapping[str, Any]) -> list[BytesTensor]:
+    """The BYTES tensors among ``tensors`` (numeric ones are left out); a step per element: called
+    only where a guard needs the elements, and for many of them in the tenant's codec."""
     return [
-        BytesTensor(name, tuple(array.shape), array.reshape(-1).tolist())
+        BytesTensor(
+            name,
+            tuple(array.shape),
+            _items(array) if isinstance(array, PackedBytes) else array.reshape(-1).tolist(),
+        )
         for name, array in tensors.items()
         if is_bytes(array)
     ]

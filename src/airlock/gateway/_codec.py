@@ -8,8 +8,10 @@ bodies (``[server] offload_bytes``) and binary tensors (a view of the body, no p
 
 The process runs only airlock's own parser over the caller's bytes; what comes back is the request
 id, the output choice and each array as (name, dtype string, shape, raw bytes), rebuilt here with
-``numpy.frombuffer`` after the same shape/size checks; a BYTES tensor (an object array) travels as
-its list of ``bytes`` elements instead of a buffer, and is rebuilt after the same count check. A codec that outlives the request deadline
+``numpy.frombuffer`` after the same shape/size checks; a BYTES tensor travels as two buffers (u64
+end offsets and the elements back to back) and stays so in the gateway (a
+:class:`~airlock.sandbox._messages.PackedBytes`, checked with vectorised bounds), framed for the
+worker as it is: no step per element in the gateway process. Replies go the same way back. A codec that outlives the request deadline
 is killed and replaced at once.
 
 A tenant whose model has a guard gets its codec at start, warmed (:meth:`Codecs.prepare` and
@@ -33,12 +35,15 @@ from typing import Any, Final
 
 import numpy as np
 
+from airlock.errors import SandboxError
+from airlock.gateway._bytes import max_elements
 from airlock.gateway._config import TensorSpec
 from airlock.gateway._tensors import InferRequest, encode_reply, parse_infer_request
+from airlock.sandbox._messages import PackedBytes
 
 __all__ = ["CodecUnavailable", "Codecs"]
 
-_Raw = tuple[str, str, tuple[int, ...], "bytes | list[bytes]"]
+_Raw = tuple[str, str, tuple[int, ...], "bytes | tuple[bytes, bytes]"]
 _CONTEXT: Final = multiprocessing.get_context("forkserver")
 _log = logging.getLogger("airlock.gateway")
 #: a call run in a tenant's fresh codec before any request: (function, arguments)
@@ -49,37 +54,47 @@ class CodecUnavailable(Exception):
     """The tenant's codec process died or outlived the deadline (it is replaced at once)."""
 
 
-def _flatten(outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[_Raw]:
-    return [
-        (n, a.dtype.str, a.shape, a.reshape(-1).tolist() if a.dtype.kind == "O" else a.tobytes())
-        for n, a in outputs.items()
-    ]
+def _flatten_child(inputs: Mapping[str, Any]) -> list[_Raw]:
+    """In the codec: each array as raw bytes; a BYTES one as (u64 end offsets, blob): two buffers,
+    unpickled in the gateway without a step per element."""
+    raw: list[_Raw] = []
+    for name, array in inputs.items():
+        if array.dtype.kind == "O":
+            packed = array if isinstance(array, PackedBytes) else PackedBytes.pack(name, array)
+            raw.append((name, "|O", tuple(packed.shape), (packed.ends.tobytes(), packed.blob)))
+        else:
+            raw.append((name, array.dtype.str, tuple(array.shape), array.tobytes()))
+    return raw
 
 
 def _parse_child(
     body: bytes, declared: Sequence[TensorSpec], header_length: int | None, max_bytes: int | None
 ) -> tuple[str | None, list[_Raw], tuple[tuple[str, bool], ...], bool, int]:
     request = parse_infer_request(body, declared, header_length, max_bytes)
-    return request.id, _flatten(request.inputs), request.outputs, request.binary_output, request.nbytes
+    return request.id, _flatten_child(request.inputs), request.outputs, request.binary_output, request.nbytes
 
 
 def _encode_child(
-    model: str, reply_id: str, outputs: list[_Raw], binary: frozenset[str]
+    model: str, reply_id: str, outputs: Mapping[str, Any], binary: frozenset[str]
 ) -> tuple[list[bytes], int | None]:
-    arrays = {n: _rebuild(d, s, b) for n, d, s, b in outputs}
-    chunks, header = encode_reply(model, reply_id, arrays, binary)
+    # a BYTES output arrives packed (offsets + blob): its elements are stepped through here only
+    chunks, header = encode_reply(model, reply_id, outputs, binary)
     return [bytes(c) for c in chunks], header
 
 
-def _rebuild(dtype: str, shape: tuple[int, ...], data: bytes | list[bytes]) -> np.ndarray[Any, Any]:
+def _rebuild(dtype: str, shape: tuple[int, ...], data: object, limit: int) -> Any:
+    """An array from the codec's answer, its size checked against its shape; a BYTES one stays
+    packed, its offsets checked with vectorised bounds (count from the shape, at most what a body
+    of ``limit`` bytes can encode; never backwards; ending at the blob's end) before use."""
     kind = np.dtype(dtype)
-    if isinstance(data, list):
-        if kind.kind != "O" or math.prod(shape) != len(data) or not all(isinstance(b, bytes) for b in data):
+    if isinstance(data, tuple):
+        if kind.kind != "O" or len(data) != 2 or not all(isinstance(b, bytes) for b in data):
             raise CodecUnavailable("codec returned a BYTES array that does not match its shape")
-        array = np.empty(len(data), dtype=object)
-        array[:] = data
-        return array.reshape(shape)
-    if kind.kind == "O":
+        try:
+            return PackedBytes.checked(tuple(shape), data[0], data[1], max_elements(limit), limit)
+        except SandboxError:
+            raise CodecUnavailable("codec returned a BYTES array that does not match its shape") from None
+    if kind.kind == "O" or not isinstance(data, bytes):
         raise CodecUnavailable("codec returned an object array as a buffer")
     if math.prod(shape) * kind.itemsize != len(data):
         raise CodecUnavailable("codec returned an array whose size does not match its shape")
@@ -201,8 +216,9 @@ class Codecs:
             tenant, deadline, _parse_child, body, declared, header_length, max_bytes
         )
         inputs = {}
+        limit = max_bytes if max_bytes is not None else len(body)
         for name, dtype, shape, data in raw:
-            inputs[name] = _rebuild(dtype, shape, data)
+            inputs[name] = _rebuild(dtype, shape, data, limit)
         return InferRequest(request_id, inputs, outputs, binary, int(nbytes))
 
     async def encode(
@@ -210,12 +226,14 @@ class Codecs:
         tenant: str,
         model: str,
         reply_id: str,
-        outputs: Mapping[str, np.ndarray[Any, Any]],
+        outputs: Mapping[str, Any],
         binary: frozenset[str],
         deadline: float,
     ) -> tuple[list[bytes], int | None]:
-        raw = _flatten(outputs)
-        chunks, header = await self._run(tenant, deadline, _encode_child, model, reply_id, raw, binary)
+        # numeric arrays pickle as one buffer, packed BYTES as two: no step per element here
+        chunks, header = await self._run(
+            tenant, deadline, _encode_child, model, reply_id, dict(outputs), binary
+        )
         return list(chunks), header
 
     def close(self) -> None:

@@ -64,7 +64,8 @@ class TensorError(ValueError):
 class InferRequest:
     #: the caller's own id (echoed back), if any
     id: str | None
-    inputs: dict[str, np.ndarray[Any, Any]]
+    #: numpy arrays; a BYTES one an object array (parsed on the loop) or a PackedBytes (in a codec)
+    inputs: dict[str, Any]
     #: requested outputs (empty: all) and whether each goes back binary
     outputs: tuple[tuple[str, bool], ...]
     #: binary for every output (request-level ``binary_data_output``)
@@ -325,7 +326,7 @@ class OutputError(ValueError):
     """A worker returned something that cannot be sent back as a KServe tensor."""
 
 
-def _datatype(array: np.ndarray[Any, Any]) -> str:
+def _datatype(array: Any) -> str:
     datatype = _FROM_NUMPY.get(
         array.dtype.newbyteorder("<").str if array.dtype.byteorder == ">" else array.dtype.str
     )
@@ -334,20 +335,19 @@ def _datatype(array: np.ndarray[Any, Any]) -> str:
     return datatype
 
 
-def encode_outputs(outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[dict[str, object]]:
+def encode_outputs(outputs: Mapping[str, Any]) -> list[dict[str, object]]:
     result: list[dict[str, object]] = []
     for name, array in outputs.items():
         datatype = _datatype(array)
-        flat = array.reshape(-1)
         if datatype == BYTES:
             try:
                 data: list[object] = list(bytes_to_json(array))
             except BytesOutputError as exc:
                 raise OutputError(str(exc)) from None
-        elif array.dtype.kind == "f" and flat.size and not bool(np.isfinite(flat).all()):
-            data = [float(v) if math.isfinite(v) else None for v in flat.tolist()]
+        elif array.dtype.kind == "f" and array.size and not bool(np.isfinite(array).all()):
+            data = [float(v) if math.isfinite(v) else None for v in array.reshape(-1).tolist()]
         else:
-            data = flat.tolist()
+            data = array.reshape(-1).tolist()
         result.append({"name": name, "datatype": datatype, "shape": list(array.shape), "data": data})
     return result
 
@@ -355,7 +355,7 @@ def encode_outputs(outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[dict[str
 def encode_reply(
     model: str,
     reply_id: str,
-    outputs: Mapping[str, np.ndarray[Any, Any]],
+    outputs: Mapping[str, Any],
     binary: frozenset[str] = frozenset(),
 ) -> tuple[list[bytes | memoryview], int | None]:
     """The response body as buffers (sent as they are) and, when any output is binary, the length of

@@ -13,9 +13,11 @@ replacement starts in the background (a model that merely raised on its inputs i
 the request gets :class:`ModelFailed` and the worker serves on); a request that outlives its deadline gets
 :class:`WorkerTimeout` and its worker is killed and replaced the same way.
 
-Workers are watched: each worker's process is held by a pidfd registered with the event loop, so a
-worker that dies while idle (the OOM killer, an operator's ``kill``) is noticed at once, dropped
-from the idle set and replaced; readiness counts only live workers. Where pidfds are missing
+Workers are watched: each worker's outer process is held by a pidfd, and the two sockets that carry
+its requests (the job's channel, the zygote's control socket) are watched for a hang-up, all in one
+epoll set registered with the event loop, so a worker any process of which dies while idle (the OOM
+killer picking the job that holds the model, an operator's ``kill`` of the zygote) is noticed at
+once, dropped from the idle set and replaced; readiness counts only live workers. Where pidfds are missing
 (Linux < 5.3) a watcher polls every 0.2 s instead.
 """
 
@@ -26,6 +28,7 @@ import collections
 import contextlib
 import logging
 import os
+import select
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -53,7 +56,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("airlock.gateway")
-Arrays = Mapping[str, np.ndarray[Any, Any]]
+_HANGUP: Final = select.POLLRDHUP | select.POLLHUP | select.POLLERR
+#: a request's tensors: numpy arrays, BYTES ones as object arrays or PackedBytes
+Arrays = Mapping[str, Any]
 _B = TypeVar("_B", bound="_Startable")
 
 
@@ -101,6 +106,8 @@ class SandboxWorker:
         self._worker: Worker | None = None
         self._dead = False
         self._lock = threading.Lock()
+        #: pidfds behind the epoll sets :meth:`exit_fd` handed out
+        self._pidfds: list[int] = []
 
     def start(self) -> None:
         self._worker = Worker(
@@ -113,14 +120,15 @@ class SandboxWorker:
             raise WorkerCrashed("worker is not running")
         return worker
 
-    def infer(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
-        return self._running().infer(inputs)
+    # BYTES outputs stay packed (offsets + one buffer): the gateway never steps through elements
+    def infer(self, inputs: Arrays) -> dict[str, Any]:
+        return self._running().infer(inputs, packed=True)
 
     def send(self, inputs: Arrays) -> None:
         self._running().send_infer(inputs)
 
-    def receive(self) -> dict[str, np.ndarray[Any, Any]]:
-        return self._running().receive_infer()
+    def receive(self) -> dict[str, Any]:
+        return self._running().receive_infer(packed=True)
 
     def generate(self, request: dict[str, Any]) -> TextStream:
         """A text model's generation (``request`` from ``build_request``), streamed."""
@@ -136,25 +144,52 @@ class SandboxWorker:
         launched = getattr(worker.sandbox, "_launched", None) if worker is not None else None
         return getattr(launched, "process", None)
 
+    def _channels(self) -> list[int]:
+        worker = self._worker
+        return worker.channel_fds() if worker is not None else []
+
     def alive(self) -> bool:
+        """The sandbox's outer process runs, and neither socket that carries its requests has hung
+        up (the job, or the zygote between, died inside a sandbox whose launcher lives on)."""
         if self._worker is None or self._dead:
             return False
         process = self._process()
-        return process is not None and process.poll() is None
+        if process is None or process.poll() is not None:
+            return False
+        poller = select.poll()
+        for fd in self._channels():
+            poller.register(fd, _HANGUP)
+        return not any(event & _HANGUP for _fd, event in poller.poll(0))
 
     def exit_fd(self) -> int | None:
+        """An epoll descriptor, readable when the sandbox's outer process exits (its pidfd) or
+        either request socket hangs up (``EPOLLRDHUP`` only: a reply arriving does not wake it)."""
         process = self._process()
         if process is None or not hasattr(os, "pidfd_open"):
             return None
+        watch = select.epoll()
         try:
-            return os.pidfd_open(process.pid)
+            pidfd = os.pidfd_open(process.pid)
         except OSError:
+            watch.close()
             return None
+        # the epoll set holds no reference to the pidfd: it is kept (closed with the worker)
+        self._pidfds.append(pidfd)
+        watch.register(pidfd, select.EPOLLIN)
+        for fd in self._channels():
+            watch.register(fd, select.EPOLLRDHUP)
+        fd = os.dup(watch.fileno())  # the same epoll set, outliving this object
+        watch.close()
+        return fd
 
     def kill(self) -> None:
         with self._lock:
             self._dead = True
             worker = self._worker
+            pidfds, self._pidfds = self._pidfds, []
+        for pidfd in pidfds:
+            with contextlib.suppress(OSError):
+                os.close(pidfd)
         if worker is not None:
             with contextlib.suppress(AirlockError, OSError):
                 worker.sandbox.kill()

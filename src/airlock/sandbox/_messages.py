@@ -27,6 +27,8 @@ __all__ = [
     "BYTES_DTYPE",
     "DTYPES",
     "SCHEMAS",
+    "PackedBytes",
+    "Tensor",
     "TensorCaps",
     "check_header",
     "decode_tensors",
@@ -86,6 +88,94 @@ SCHEMAS: Final[Mapping[str, Mapping[str, str]]] = {
     "done": {"finish": "str", "prompt_tokens": "int", "completion_tokens": "int"},
     "error": {"stage": "str", "error": "str", "message": "str"},
 }
+
+
+class PackedBytes:
+    """A byte-string tensor kept as it crosses the channel: ``count`` u64 end offsets (one per
+    element, relative to ``blob``) and the elements back to back in ``blob``; ``count`` is the
+    shape's product. Built only through :meth:`checked` (or from an object array with
+    :meth:`pack`): every check is vectorised or bounded (no Python step per element), so a process
+    that only carries such a tensor (the gateway, between a tenant's codec and the worker frame)
+    never pays per element. ``dtype`` is numpy's object dtype, as for the object array it stands for."""
+
+    __slots__ = ("blob", "ends", "shape")
+    dtype: Final = np.dtype(object)
+
+    def __init__(self, shape: tuple[int, ...], ends: np.ndarray[Any, Any], blob: bytes) -> None:
+        self.shape, self.ends, self.blob = shape, ends, blob
+
+    @classmethod
+    def checked(
+        cls, shape: object, ends: bytes | memoryview, blob: bytes, max_elements: int, max_bytes: int
+    ) -> PackedBytes:
+        """The tensor, if ``shape`` (non-negative ints, product at most ``max_elements``) matches
+        the offsets (8 bytes each), the offsets never go backwards and the last is ``blob``'s
+        length, and ``blob`` holds at most ``max_bytes``: all checked before anything is made."""
+        if not isinstance(shape, tuple) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise SandboxError("bytes tensor: shape must be non-negative integers")
+        count = 0 if 0 in shape else 1
+        for dim in shape if count else ():
+            if count > max_elements // dim:  # bounded before the product grows
+                raise SandboxError(f"bytes tensor: more than {max_elements} elements")
+            count *= dim
+        if count > max_elements:
+            raise SandboxError(f"bytes tensor: more than {max_elements} elements")
+        if not isinstance(blob, bytes) or len(blob) > max_bytes:
+            raise SandboxError(f"bytes tensor: elements exceed {max_bytes} bytes")
+        if len(ends) != count * _END.itemsize:
+            raise SandboxError("bytes tensor: offsets do not match the shape")
+        table = np.frombuffer(ends, dtype=_END)
+        if count and (bool((table[1:] < table[:-1]).any()) or int(table[-1]) != len(blob)):
+            raise SandboxError("bytes tensor: offsets go backwards or do not end at the blob's end")
+        if not count and blob:
+            raise SandboxError("bytes tensor: bytes after the last element")
+        return cls(shape, table, blob)
+
+    @classmethod
+    def pack(cls, name: str, array: np.ndarray[Any, Any]) -> PackedBytes:
+        """An object (or ``S``/``U``) array's elements packed (a step per element: in a codec or a
+        job, or for a small array)."""
+        ends, blob = _encode_bytes(name, array)
+        return cls(tuple(array.shape), ends, blob)
+
+    @property
+    def size(self) -> int:
+        return int(self.ends.shape[0])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Its frame region: the offsets and the blob."""
+        return int(self.ends.nbytes) + len(self.blob)
+
+    def items(self) -> list[bytes]:
+        """The elements, row major (a step per element)."""
+        bounds = self.ends.tolist()
+        blob = self.blob
+        return [blob[start:end] for start, end in zip([0, *bounds][: len(bounds)], bounds, strict=True)]
+
+    def array(self) -> np.ndarray[Any, Any]:
+        """The numpy object array of ``bytes`` it stands for (a step per element)."""
+        out = np.empty(self.size, dtype=object)
+        out[:] = self.items()
+        return out.reshape(self.shape)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # to and from a codec process: two buffers, checked again by the receiver (``checked``)
+        return (_unpickled, (self.shape, self.ends.tobytes(), self.blob))
+
+
+def _unpickled(shape: tuple[int, ...], ends: bytes, blob: bytes) -> PackedBytes:
+    return PackedBytes(shape, np.frombuffer(ends, dtype=_END), blob)
+
+
+#: what crosses the channel as one tensor
+Tensor = np.ndarray[Any, Any] | PackedBytes
 
 
 @dataclass(frozen=True)
@@ -179,15 +269,18 @@ def _wire_name(dtype: np.dtype[Any]) -> str:
     raise SandboxError(f"channel: dtype {dtype} cannot cross the channel (allowed: {', '.join(DTYPES)})")
 
 
-def decode_tensors(specs: object, payload: memoryview, caps: TensorCaps) -> dict[str, np.ndarray[Any, Any]]:
-    """Build arrays (views over ``payload``) from a checked tensor table."""
+def decode_tensors(
+    specs: object, payload: memoryview, caps: TensorCaps, packed: bool = False
+) -> dict[str, Any]:
+    """Build arrays (views over ``payload``) from a checked tensor table; with ``packed``, byte-string
+    tensors stay :class:`PackedBytes` (offsets and blob, checked, no step per element)."""
     if not isinstance(specs, list):
         raise SandboxError(f"channel: tensor table must be a list, got {type(specs).__name__}")
     if len(specs) > caps.max_tensors:
         raise SandboxError(
             f"channel: {len(specs)} tensors in one frame exceeds the cap of {caps.max_tensors}"
         )
-    result: dict[str, np.ndarray[Any, Any]] = {}
+    result: dict[str, Any] = {}
     position = 0
     for index, spec in enumerate(specs):
         if not isinstance(spec, dict) or set(spec) != {"name", "dtype", "shape", "offset", "nbytes"}:
@@ -230,7 +323,26 @@ def decode_tensors(specs: object, payload: memoryview, caps: TensorCaps) -> dict
                 f"channel: tensor {name!r} ends at {offset + nbytes}, payload has {payload.nbytes}"
             )
         if dtype == BYTES_DTYPE:
-            result[name] = _decode_bytes(name, shape, payload[offset : offset + nbytes], caps)
+            region = payload[offset : offset + nbytes]
+            if packed:
+                count = _element_count(name, shape, _END.itemsize, caps)
+                table = count * _END.itemsize
+                if table > region.nbytes:
+                    raise SandboxError(
+                        f"channel: bytes tensor {name!r} has a region too short for its offsets"
+                    )
+                try:
+                    result[name] = PackedBytes.checked(
+                        tuple(shape),
+                        region[:table],
+                        bytes(region[table:]),
+                        count,
+                        region.nbytes,
+                    )
+                except SandboxError as exc:
+                    raise SandboxError(f"channel: tensor {name!r}: {exc}") from None
+            else:
+                result[name] = _decode_bytes(name, shape, region, caps)
             position = offset + nbytes
             continue
         array = np.frombuffer(payload, dtype=np_dtype, count=count, offset=offset)
@@ -288,13 +400,21 @@ def _encode_bytes(name: str, given: np.ndarray[Any, Any]) -> tuple[np.ndarray[An
 
 
 def encode_tensors(
-    arrays: Sequence[tuple[str, np.ndarray[Any, Any]]],
+    arrays: Sequence[tuple[str, Tensor]],
 ) -> tuple[list[object], list[memoryview]]:
     """Tensor table and zero-copy buffers for :func:`~._frames.send_frame`."""
     specs: list[object] = []
     buffers: list[memoryview] = []
     position = 0
     for name, given in arrays:
+        if isinstance(given, PackedBytes):  # already offsets + blob: framed as they are
+            buffers += [memoryview(given.ends.view(np.uint8)), memoryview(given.blob)]  # type: ignore[arg-type]
+            specs.append(
+                {"name": name, "dtype": BYTES_DTYPE, "shape": list(given.shape), "offset": position,
+                 "nbytes": given.nbytes}
+            )  # fmt: skip
+            position += given.nbytes
+            continue
         if not isinstance(given, np.ndarray):
             raise SandboxError(f"channel: value {name!r} is {type(given).__name__}, not a numpy array")
         if given.dtype.kind in "OSU":

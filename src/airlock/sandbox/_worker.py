@@ -27,7 +27,14 @@ from airlock.sandbox._detect import detect_runtime
 from airlock.sandbox._frames import Frame, FrameCaps, recv_frame, send_frame
 from airlock.sandbox._gate import WOULD_BLOCK, GatedModel, gate, open_regular, sealed_copy
 from airlock.sandbox._launcher import Launched, launch
-from airlock.sandbox._messages import TensorCaps, check_header, decode_tensors, encode_tensors, printable
+from airlock.sandbox._messages import (
+    Tensor,
+    TensorCaps,
+    check_header,
+    decode_tensors,
+    encode_tensors,
+    printable,
+)
 from airlock.sandbox._policy import SandboxPolicy
 from airlock.sandbox._runtimes import runtime_named
 from airlock.sandbox._text import TextStream, build_request
@@ -306,6 +313,19 @@ class Worker:
     def _deadline(self) -> float:
         return time.monotonic() + self.sandbox.policy.limits.wall_seconds
 
+    def channel_fds(self) -> list[int]:
+        """File descriptors of the sockets that carry this worker's requests: the job's channel and
+        the sandbox's control socket. Each hangs up (POLLRDHUP/POLLHUP) when the process at its other
+        end dies, at any depth of the sandbox: the job's channel once the zygote reaped the job (its
+        duplicate is closed only then), the control socket when the zygote ends. No other process
+        holds either end (the launcher passes the control socket to the zygote alone, ``--as-pid-1``;
+        a job's end reaches only that job and the zygote's watching duplicate)."""
+        fds = [self._sock.fileno()] if self._sock is not None else []
+        launched = self.sandbox._launched
+        if launched is not None:
+            fds.append(launched.control.fileno())
+        return fds
+
     def _past_deadline(self, stage: str) -> SandboxError:
         self.sandbox.kill()
         self._drop()
@@ -362,10 +382,10 @@ class Worker:
             raise SandboxError(message)
         return frame
 
-    def _tensors(self, stage: str, deadline: float) -> dict[str, np.ndarray[Any, Any]]:
+    def _tensors(self, stage: str, deadline: float, packed: bool = False) -> dict[str, Any]:
         frame = self._expect(stage, ("tensors",), deadline)
         try:
-            return decode_tensors(frame.header["tensors"], frame.payload, self._tensor_caps)
+            return decode_tensors(frame.header["tensors"], frame.payload, self._tensor_caps, packed)
         except SandboxError as exc:
             self._drop()
             raise SandboxError(f"sandboxed {stage} failed: the job sent a bad tensor table: {exc}") from exc
@@ -376,14 +396,15 @@ class Worker:
         self._send("state_dict", {"type": "state_dict"}, (), [], deadline)
         return self._tensors("state_dict", deadline)
 
-    def infer(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
-        """One inference; see docs/sandbox.md for how input names map to the model's arguments."""
+    def infer(self, inputs: Mapping[str, Tensor], packed: bool = False) -> dict[str, Any]:
+        """One inference; see docs/sandbox.md for how input names map to the model's arguments.
+        With ``packed``, byte-string outputs stay :class:`PackedBytes` (offsets and one buffer)."""
         specs, buffers = encode_tensors(list(inputs.items()))
         deadline = self._deadline()
         self._send("infer", {"type": "infer", "tensors": specs}, buffers, [], deadline)
-        return self._tensors("infer", deadline)
+        return self._tensors("infer", deadline, packed)
 
-    def send_infer(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> None:
+    def send_infer(self, inputs: Mapping[str, Tensor]) -> None:
         """Send one inference request without waiting for its answer (:meth:`receive_infer`).
 
         The job answers requests one at a time, in order, and reads the next one only once it has
@@ -393,9 +414,10 @@ class Worker:
         specs, buffers = encode_tensors(list(inputs.items()))
         self._send("infer", {"type": "infer", "tensors": specs}, buffers, [], self._deadline())
 
-    def receive_infer(self) -> dict[str, np.ndarray[Any, Any]]:
-        """The answer to the oldest request sent with :meth:`send_infer`, within ``wall_seconds``."""
-        return self._tensors("infer", self._deadline())
+    def receive_infer(self, packed: bool = False) -> dict[str, Any]:
+        """The answer to the oldest request sent with :meth:`send_infer`, within ``wall_seconds``
+        (``packed``: as for :meth:`infer`)."""
+        return self._tensors("infer", self._deadline(), packed)
 
     def generate(
         self,
