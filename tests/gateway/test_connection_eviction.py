@@ -128,7 +128,7 @@ def test_a_tls_handshake_that_waits_gives_way_to_a_newcomer(make_gateway: Any, t
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert _closed_by_server(silent[0], 3.0)
-    assert all(not _closed_by_server(sock, 0.05) for sock in silent[1:])
+    assert all(not _closed_by_server(other, 0.05) for other in silent[1:])
     assert gateway.running.gateway.state.guard.refused["evicted_waiting"] == 1
-    for sock in silent:
-        sock.close()
+    for other in silent:
+        other.close()

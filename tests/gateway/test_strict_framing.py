@@ -26,6 +26,12 @@ def _port(env: Env) -> int:
     return int(env.url.rsplit(":", 1)[1])
 
 
+def _refused(env: Env) -> dict[str, int]:
+    state = env.running.gateway.state
+    assert state is not None and state.guard is not None
+    return state.guard.refused
+
+
 def _head(env: Env, *lines: bytes) -> bytes:
     return (
         b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -45,12 +51,12 @@ def _head(env: Env, *lines: bytes) -> bytes:
     ],
 )
 def test_a_folded_header_line_is_a_400_that_closes(env: Env, fold: bytes) -> None:
-    before = env.running.gateway.state.guard.refused["obs_fold"]
+    before = _refused(env)["obs_fold"]
     answer = _raw(_port(env), _head(env, fold, f"Content-Length: {len(PAYLOAD)}\r\n\r\n".encode()) + PAYLOAD)
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert answer.count(b"HTTP/1.1") == 1  # nothing else was answered: the connection is closed
     assert b"obsolete" not in answer.lower()  # a fixed phrase, not the parser's words
-    assert env.running.gateway.state.guard.refused["obs_fold"] == before + 1
+    assert _refused(env)["obs_fold"] == before + 1
 
 
 @pytest.mark.parametrize(
@@ -80,11 +86,11 @@ def test_a_body_with_line_breaks_and_spaces_is_not_a_fold(env: Env) -> None:
 
 @pytest.mark.parametrize("fold", [b"X-T: 1\r\n Content-Length: 5\r\n", b" X-T: 1\r\n"])
 def test_a_folded_trailer_line_aborts_the_connection(env: Env, fold: bytes) -> None:
-    before = env.running.gateway.state.guard.refused["obs_fold"]
+    before = _refused(env)["obs_fold"]
     chunked = f"{len(PAYLOAD):x}\r\n".encode() + PAYLOAD + b"\r\n0\r\n" + fold + b"\r\n"
     answer = _raw(_port(env), _head(env, b"Transfer-Encoding: chunked\r\n\r\n") + chunked)
     assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
-    assert env.running.gateway.state.guard.refused["obs_fold"] == before + 1
+    assert _refused(env)["obs_fold"] == before + 1
 
 
 def test_plain_trailers_are_still_accepted(env: Env) -> None:
@@ -107,7 +113,9 @@ def test_plain_trailers_are_still_accepted(env: Env) -> None:
 )
 def test_proxy_headers_never_change_the_callers_address(env: Env, headers: dict[str, str]) -> None:
     """The address the pre-auth buckets see is the TCP peer's, whatever the request claims."""
-    preauth = env.running.gateway.state.preauth
+    state = env.running.gateway.state
+    assert state is not None
+    preauth = state.preauth
     assert preauth is not None
     with httpx.Client(base_url=env.url, timeout=20) as client:
         response = client.post(
@@ -129,12 +137,12 @@ def test_proxy_headers_never_change_the_callers_address(env: Env, headers: dict[
     ],
 )
 def test_a_repeated_content_length_is_a_400_that_closes(env: Env, lengths: str) -> None:
-    before = env.running.gateway.state.guard.refused["repeated_length"]
+    before = _refused(env)["repeated_length"]
     head = lengths.format(n=len(PAYLOAD), m=len(PAYLOAD) + 1).encode()
     answer = _raw(_port(env), _head(env, head, b"\r\n") + PAYLOAD)
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert answer.count(b"HTTP/1.1") == 1
-    assert env.running.gateway.state.guard.refused["repeated_length"] == before + 1
+    assert _refused(env)["repeated_length"] == before + 1
 
 
 def test_a_header_whose_name_starts_like_content_length_is_not_a_repeat(env: Env) -> None:
