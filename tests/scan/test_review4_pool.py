@@ -5,6 +5,7 @@ unbounded memory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -178,3 +179,30 @@ def test_review4_a_misaligned_hand_out_pipe_does_not_crash_the_parent(
     monkeypatch.setattr(pool, "_worker", evil)
     report = airlock.scan(_tree(tmp_path / "t", 1500), jobs=2)
     assert len(report.files) == 1500
+
+
+def test_a_worker_holds_no_other_workers_results_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 4 (design note): a worker forked after another inherited that worker's results file
+    and could rewrite its answers (a MALICIOUS one to CLEAN) without a second answer showing. Each
+    worker now closes the others' before it scans: here each lists the memfds it holds."""
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    real = pool._worker
+
+    def listing(work, shared, todo, done, out, parent):  # type: ignore[no-untyped-def]
+        held = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:airlock-scan"):
+                    held.append(int(fd))
+        (seen / str(os.getpid())).write_text(" ".join(map(str, sorted(held))))
+        real(work, shared, todo, done, out, parent)
+
+    monkeypatch.setattr(pool, "_worker", listing)
+    report = airlock.scan(_tree(tmp_path / "t", 600), jobs=3)
+    assert len(report.files) == 600
+    lists = [path.read_text().split() for path in seen.iterdir()]
+    assert len(lists) == 2  # two workers beside the parent
+    assert all(len(held) == 1 for held in lists), lists  # its own results file, and no other

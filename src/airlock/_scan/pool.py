@@ -253,6 +253,8 @@ def _run_batches(
                     os.close(out)
                     break
                 if pid == 0:  # pragma: no cover - the worker (its coverage is not collected)
+                    for _, other in children:  # the other workers' results are not its to write
+                        os.close(other)
                     _worker(work, shared, todo_r, done_w, out, parent)
                 children.append((pid, out))
         finally:
@@ -325,6 +327,8 @@ def _rescue(
                     os.close(out)
                     raise AirlockError(f"cannot start a scan worker process: {exc.strerror}") from exc
                 if pid == 0:  # pragma: no cover - the worker
+                    for _, other in running.values():  # the other workers' results are not its
+                        os.close(other)
                     _worker([[task]], shared, -1, -1, out, parent)
                 running[pid] = (task, out)
             pid = next(iter(running))  # the oldest (never os.wait: it would reap the caller's children)
