@@ -176,8 +176,8 @@ def test_review3_f5_a_killed_model_process_inside_the_sandbox_is_noticed(make_ga
 def test_review3_f6_a_locked_state_database_does_not_stall_every_tenant(make_gateway: Any) -> None:
     """F6 variant, the store locked rather than full.
 
-    Sent: another process holds a write transaction on the state database (``BEGIN IMMEDIATE``,
-    as an operator's sqlite3 shell, a migration or a backup tool would) for 4 s; meanwhile acme
+    Sent: another process holds a write transaction on the state database (``BEGIN IMMEDIATE``:
+    an operator's sqlite3 shell, a maintenance script, ``airlock key revoke`` on a slow disk) for 4 s; meanwhile acme
     makes one inference call and an unauthenticated caller asks ``/v2/health/live``.
     Happened: /v2/health/live took ~4 s: the audit row's ``BEGIN IMMEDIATE`` runs inline on the
     event loop with SQLite's 10 s busy timeout, so every tenant, every probe and the metrics wait
@@ -309,7 +309,8 @@ def test_review3_f2_a_tenants_many_element_bytes_requests_do_not_stall_another(m
     flooding.set()
 
     def tenant_a() -> None:
-        with gateway.client("acme") as a:
+        headers = {"Authorization": f"Bearer {gateway.tokens['acme']}"}
+        with httpx.Client(base_url=gateway.url, headers=headers, timeout=120) as a:
             while flooding.is_set():
                 reply = a.post(
                     "/v2/models/free/infer", content=big,
