@@ -81,12 +81,17 @@ class Served:
             ).fetchall()
 
     def sql(self, statement: str) -> None:
-        """Run ``statement`` on the gateway's own store connection, on its loop."""
+        """Run ``statement`` on the gateway's own store connections, on its loop: the one it reads
+        with and the one audit rows are appended on (under its lock), so a TEMP trigger is seen
+        by the appends."""
 
         async def run() -> None:
             state = self.running.gateway.state
             assert state is not None
-            state.store._db.execute(statement)  # type: ignore[attr-defined]
+            store: Any = state.store
+            store._db.execute(statement)
+            with store._audit_lock:
+                store._audit_connection().execute(statement)
 
         self.running.call(run())
 
