@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +26,13 @@ from airlock.gateway import Gateway
 from airlock.gateway._audit import GENESIS, AuditHead, advance, chain_hash
 from airlock.gateway._store import AuditRow
 from tests.gateway.conftest import Running
-from tests.gateway.test_hardening import AFFINE, BODY, _Gateway, _worker_calls
+from tests.gateway.test_hardening import BODY, _worker_calls, make_gateway
+
+__all__ = ["make_gateway"]  # a fixture, imported for pytest
 
 pytestmark = pytest.mark.xdist_group("audit_waits")
 
 AUDIT_503 = {"error": "audit log unavailable; the request was not served"}
-
-
-@pytest.fixture
-def make_gateway(tmp_path: Path) -> Iterator[Any]:
-    started: list[_Gateway] = []
-
-    def make(server: str = "", models: str = AFFINE, extra: str = "") -> _Gateway:
-        gateway = _Gateway(tmp_path, server, models, extra)
-        started.append(gateway)
-        return gateway
-
-    yield make
-    for gateway in started:
-        if not gateway.running.loop.is_closed():  # a test may have stopped it itself
-            gateway.stop()
 
 
 def _hold_lock(state: Path, seconds: float) -> subprocess.Popen[str]:

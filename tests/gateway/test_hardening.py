@@ -81,7 +81,8 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
 
     yield make
     for gateway in started:
-        gateway.stop()
+        if not gateway.running.loop.is_closed():  # a test may have stopped it itself
+            gateway.stop()
 
 
 def _raw(port: int, data: bytes, source: str = "127.0.0.1", timeout: float = 5.0) -> bytes:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,11 @@ from airlock._cli import main
 from airlock.gateway import Gateway, create_key, load_config, open_store
 from tests.gateway import _models
 from tests.gateway.conftest import Env, Running, write_config
-from tests.gateway.test_hardening import AFFINE, BODY, _Gateway, _raw
+from tests.gateway.test_hardening import AFFINE, BODY, _raw, make_gateway
+
+__all__ = ["make_gateway"]  # a fixture, imported for pytest
 
 pytestmark = pytest.mark.xdist_group("review3")
-
-
-@pytest.fixture
-def make_gateway(tmp_path: Path) -> Iterator[Any]:
-    started: list[_Gateway] = []
-
-    def make(server: str = "", models: str = AFFINE, extra: str = "") -> _Gateway:
-        gateway = _Gateway(tmp_path, server, models, extra)
-        started.append(gateway)
-        return gateway
-
-    yield make
-    for gateway in started:
-        gateway.stop()
 
 
 def _descendants(pid: int) -> list[int]:
