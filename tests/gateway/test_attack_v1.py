@@ -287,9 +287,14 @@ def test_a_worker_killed_mid_stream_and_a_client_that_leaves_while_queued(served
     thread.join(10)  # B's client timed out and closed its connection
     assert not answered and lane.live_workers() == 0  # still no worker: B got no answer
     _wait(lambda: _queued(lane) == 0, 5, "B still waits for a worker after it left")
-    with contextlib.closing(sqlite3.connect(served.state)) as db:
-        last = db.execute("SELECT decision, status FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    assert tuple(last) == ("failed:disconnected", 499)
+
+    def last_row() -> tuple[str, int]:
+        with contextlib.closing(sqlite3.connect(served.state)) as db:
+            row = db.execute("SELECT decision, status FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (row[0], row[1])
+
+    # the outcome row is committed by the audit writer's thread: it lands within a moment
+    _wait(lambda: last_row() == ("failed:disconnected", 499), 10, f"B's outcome row: {last_row()}")
     _wait(lambda: lane.live_workers() == 1 and not lane.running, 600, "the worker was not replaced")
     assert lane.restarted == 1
     limiter: Any = state.limiter

@@ -151,10 +151,20 @@ def test_readiness_needs_the_audit_log_and_every_lane(gw: Served) -> None:
             200,
             {"ready": True},
         )
-        gw.state.audit_ok = False
+        # with the group-commit writer its last commit decides (audit_ok is the inline path's)
+        assert gw.state.audit is not None
+        gw.state.audit._failed = True
         got = client.get("/v2/health/ready")
         assert (got.status_code, got.json()) == (503, {"ready": False})
-        gw.state.audit_ok = True
+        gw.state.audit._failed = False
+        writer, gw.state.audit = gw.state.audit, None
+        try:
+            gw.state.audit_ok = False
+            got = client.get("/v2/health/ready")
+            assert (got.status_code, got.json()) == (503, {"ready": False})
+        finally:
+            gw.state.audit_ok = True
+            gw.state.audit = writer
         gw.state.lanes = {}
         got = client.get("/v2/health/ready")
         assert (got.status_code, got.json()) == (503, {"ready": False})
@@ -710,17 +720,26 @@ def test_inference_header_content_length_in_non_ascii_digits(gw: Served) -> None
 # the audit log ------------------------------------------------------------------------------------
 
 
+def _on_audit_connections(gw: Served, statement: str) -> None:
+    """Run ``statement`` on the store's connections: the one it reads with and the one audit rows
+    are appended on (under its lock), so a TEMP trigger is seen by the appends."""
+    store: Any = gw.state.store
+    store._db.execute(statement)
+    with store._audit_lock:
+        store._audit_connection().execute(statement)
+
+
 def _fail_audit(gw: Served, when: str = "1") -> None:
     """Make the audit table refuse inserts (as a full disk would: the store's insert fails)."""
-    db = gw.state.store._db  # type: ignore[attr-defined]
-    db.execute(
+    _on_audit_connections(
+        gw,
         f"CREATE TEMP TRIGGER refuse BEFORE INSERT ON audit WHEN {when} "
-        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
     )
 
 
 def _heal_audit(gw: Served) -> None:
-    gw.state.store._db.execute("DROP TRIGGER IF EXISTS temp.refuse")  # type: ignore[attr-defined]
+    _on_audit_connections(gw, "DROP TRIGGER IF EXISTS temp.refuse")
 
 
 @pytest.fixture

@@ -106,7 +106,8 @@ def test_connection_guard_caps_in_all_and_per_address() -> None:
     assert guard.open("c") == "connections"
     assert guard.refused == {
         "connections": 1, "address_connections": 1, "header_timeout": 0, "send_timeout": 0,
-        "small_chunks": 0, "header_lines": 0,
+        "small_chunks": 0, "header_lines": 0, "obs_fold": 0, "repeated_length": 0,
+        "evicted_idle": 0, "evicted_waiting": 0,
     }  # fmt: skip
     guard.close("a")
     assert (guard.total, guard.by_address) == (2, {"a": 1, "b": 1})
@@ -482,20 +483,22 @@ def _wait(predicate: Any, seconds: float = 10.0) -> bool:
 
 
 def test_connection_cap_at_n_minus_1_n_n_plus_1(g: Guarded) -> None:
+    """At the cap (N) a newcomer (N+1) takes the place of the connection that has waited longest
+    for its head (review 3: strangers holding the cap locked tenants out); the count stays N."""
     g.guard.cap = 2
-    first, second = _connect(g), _connect(g)
+    first = _connect(g)
+    assert _wait(lambda: g.guard.total == 1)  # N-1: admitted
+    second = _connect(g)
     try:
-        assert _wait(lambda: g.guard.total == 2)
-        with _connect(g) as third:  # over the cap: closed at once, before a byte is read
-            assert _read(third) == b""
-        assert g.guard.refused["connections"] == 1
-        first.sendall(GET)
-        assert _read(first).startswith(b"HTTP/1.1 200 ")
-        first.close()
-        assert _wait(lambda: g.guard.total == 1)
-        with _connect(g) as again:  # the slot came back
-            again.sendall(GET)
-            assert _read(again).startswith(b"HTTP/1.1 200 ")
+        assert _wait(lambda: g.guard.total == 2)  # N: admitted
+        with _connect(g) as third:  # N+1: admitted, the stalest waiting connection gives way
+            third.sendall(GET)
+            assert _read(third).startswith(b"HTTP/1.1 200 ")
+        assert _read(first) == b""  # closed without a reply
+        assert g.guard.refused["evicted_waiting"] == 1 and g.guard.refused["connections"] == 0
+        assert _wait(lambda: g.guard.total == 1)  # second only: every count was given back
+        second.sendall(GET)
+        assert _read(second).startswith(b"HTTP/1.1 200 ")
     finally:
         first.close()
         second.close()
