@@ -110,7 +110,7 @@ _ROLES: Final = {"system": "system", "developer": "system", "user": "user", "ass
 _COMPLETION_DEFAULT_MAX: Final = 16
 
 
-#: messages one chat request may hold (OpenAI's API has the same bound), and never more than the
+#: messages one chat request may hold (a fixed bound, far above real conversations), and never more than the
 #: model's context window in tokens
 MAX_MESSAGES: Final = 2048
 _NOT_JSON: Final = "the body is not valid JSON"
@@ -234,7 +234,7 @@ def _messages(value: object, context: int) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise _Invalid("messages must be a non-empty array", "messages")
     # every message takes at least one token of the context: more can never fit (and each costs
-    # Python work here, on the guard and in the job); at most MAX_MESSAGES, as OpenAI's API has
+    # Python work here, on the guard and in the job); at most MAX_MESSAGES in any case
     most = min(MAX_MESSAGES, context) if context > 0 else MAX_MESSAGES
     if len(value) > most:
         raise _Invalid(f"messages may hold at most {most} messages for this model", "messages")
