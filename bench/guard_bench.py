@@ -7,7 +7,8 @@ training or threshold choice; _5 was written blind, without seeing the detector,
 to choose anything) and
 the crafted mention pairs tests/guard/injection_mentions.json (texts about attacks + the same words
 as instructions). Reported: F1, precision, recall, the false-positive
-rate on the check sets' hard negatives, and p50/p99 latency of one warm call on a 1 KB text (texts
+rate on the check sets' hard negatives, the recall on the test splits' attacks with a benign
+preamble in front (``preamble_recall``: alone, after a 3-word and after a 12-word preamble), and p50/p99 latency of one warm call on a 1 KB text (texts
 made by joining test-split texts: half of them attacks, so most attack-structure patterns run; and
 the same from benign texts only).
 
@@ -126,6 +127,26 @@ def latency(fn: Callable[[str], object], texts: Sequence[str]) -> dict[str, floa
     }
 
 
+#: benign preambles put before every attack of the test splits (docs/guard.md, "Preambles")
+PREAMBLES = {
+    "short": "Can you help? ",
+    "long": "Hi! Thanks for the help yesterday with my essay, it went well. ",
+}
+
+
+def preamble_recall(flag: Callable[[list[str]], np.ndarray], splits: dict[Any, Any]) -> dict[str, Any]:
+    """Recall on each test split's attacks alone and with each benign preamble in front."""
+    out: dict[str, Any] = {}
+    for source in tg.SOURCES:
+        split = splits[(source, "test")]
+        attacks = [t for t, y in zip(split.texts, split.labels, strict=True) if y == 1]
+        row = {"alone": round(float(flag(attacks).mean()), 4)}
+        for name, preamble in PREAMBLES.items():
+            row[name] = round(float(flag([preamble + t for t in attacks]).mean()), 4)
+        out[f"{source}/test"] = row
+    return out
+
+
 def evaluate(flags: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, y in labels.items():
@@ -175,6 +196,7 @@ def main() -> int:
         "latency_1kb": latency(det.score, kb),
         "latency_1kb_benign_only": latency(det.score, kb_benign),
         "shape": det.shape,
+        "preamble_recall": preamble_recall(lambda ts: np.array([det.score(t).flagged for t in ts]), splits),
     }
     print(json.dumps({"airlock": results["airlock"]}), flush=True)
 
@@ -198,6 +220,9 @@ def main() -> int:
         "threshold": round(thr, 4),
         "latency_1kb": latency(lambda t: lr.predict_proba(vec.transform([t])), kb),
         "latency_1kb_benign_only": latency(lambda t: lr.predict_proba(vec.transform([t])), kb_benign),
+        "preamble_recall": preamble_recall(
+            lambda ts: lr.predict_proba(vec.transform(ts))[:, 1] >= thr, splits
+        ),
     }
     print(json.dumps({"baseline": results["baseline"]}), flush=True)
 

@@ -30,7 +30,9 @@ A text is flagged when its probability reaches ``threshold`` if an attack struct
 stricter ``threshold_unstructured`` if none did (both chosen on the validation splits for a stated
 false-positive rate, see docs). Inference is a dictionary lookup per feature and one sparse dot
 product: no numpy, scipy or scikit-learn (a test pins that). Long texts are scored in overlapping windows and the highest window
-wins, so benign padding cannot dilute an embedded attack.
+wins, so benign padding cannot dilute an embedded attack; within a window, each sentence suffix that
+holds at least half of its words is judged on vocabulary too (:meth:`Detector._best_suffix`), so a
+benign preamble shorter than the attack ("Can you help? ...") cannot dilute it either.
 
 Security assumptions (each relied on below):
 
@@ -44,6 +46,7 @@ Security assumptions (each relied on below):
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -52,7 +55,14 @@ from typing import Any, Final
 
 from airlock._strictjson import parse_json_strict
 from airlock.errors import FormatError, IntegrityError, LimitError
-from airlock.guard._injection_features import Features, featurize, normalise
+from airlock.guard._injection_features import (
+    Features,
+    char_stream,
+    features_of_suffix,
+    featurize,
+    grams_of,
+    normalise,
+)
 from airlock.guard._injection_patterns import STRUCT_NAMES, STRUCT_REASON, STRUCTURES
 
 __all__ = [
@@ -84,6 +94,10 @@ WINDOW: Final = 2048
 STRIDE: Final = 1024
 #: At most this many reasons are reported.
 MAX_REASONS: Final = 3
+#: The two blocks' sums and sums of squares before normalising: words (num, sq), chars (num, sq)
+_Sums = tuple[float, float, float, float]
+#: The reason given when a sentence suffix (the text after a preamble) is what is flagged.
+_PREAMBLE_REASON: Final = "attack vocabulary after a preamble"
 
 # --- the model -------------------------------------------------------------------------------------
 
@@ -126,12 +140,13 @@ class _Block:
         self.idf_sq = {f: i * i for f, (i, _) in weights.items()}
         self.idf_coef = {f: i * c for f, (i, c) in weights.items()}
 
-    def contributions(self, counts: Counter[str]) -> tuple[float, list[tuple[float, str]]]:
-        """Sum of sublinear-tf x idf x coef, L2-normalised over the known features; and the parts."""
+    def contributions(self, counts: Counter[str]) -> tuple[float, list[tuple[float, str]], float, float]:
+        """Sum of sublinear-tf x idf x coef, L2-normalised over the known features; the parts; and
+        the sum and the sum of squares before normalising."""
         weights = self.weights
         hits = [f for f in counts if f in weights]
         if not hits:
-            return 0.0, []
+            return 0.0, [], 0.0, 0.0
         values = []
         sq = 0.0
         for feature in hits:
@@ -142,15 +157,18 @@ class _Block:
             values.append((value * coef, feature))
         inv = 1.0 / math.sqrt(sq)
         parts = [(v * inv, f) for v, f in values]
-        return sum(v for v, _ in values) * inv, parts
+        num = sum(v for v, _ in values)
+        return num * inv, parts, num, sq
 
-    def binary_sum(self, present: frozenset[str]) -> float:
-        """Sum for presence features (tf = 1): idf-weighted, L2-normalised over the known ones."""
+    def binary_sum(self, present: frozenset[str]) -> tuple[float, float, float]:
+        """Sum for presence features (tf = 1): idf-weighted, L2-normalised over the known ones; and
+        the sum and the sum of squares before normalising."""
         hits = present & self.keys
         if not hits:
-            return 0.0
+            return 0.0, 0.0, 0.0
         sq = sum(map(self.idf_sq.__getitem__, hits))
-        return sum(map(self.idf_coef.__getitem__, hits)) / math.sqrt(sq)
+        num = sum(map(self.idf_coef.__getitem__, hits))
+        return num / math.sqrt(sq), num, sq
 
 
 class Detector:
@@ -187,14 +205,20 @@ class Detector:
         flagged: half the length at which the n-gram blocks get their full weight."""
         return self.evidence_words // 2
 
+    def suffix_min_words(self, n_words: int) -> int:
+        """Words a sentence suffix of a window of ``n_words`` words must hold to be judged alone:
+        half the window (rounded up), and never fewer than :attr:`min_words_unstructured`."""
+        return max(self.min_words_unstructured, (n_words + 1) // 2)
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """(word features, char features, structure features)."""
         return len(self._words.weights), len(self._chars.weights), len(self._structure)
 
-    def _logit(self, feats: Features) -> tuple[float, list[tuple[float, str]]]:
-        w_sum, w_parts = self._words.contributions(feats.words)
-        c_sum = self._chars.binary_sum(feats.chars)
+    def _logit(self, feats: Features) -> tuple[float, list[tuple[float, str]], _Sums]:
+        """The logit, the reasons, and the two blocks' sums and sums of squares (before normalising)."""
+        w_sum, w_parts, w_num, w_sq = self._words.contributions(feats.words)
+        c_sum, c_num, c_sq = self._chars.binary_sum(feats.chars)
         reasons: list[tuple[float, str]] = []
         s_sum = 0.0
         for name, present, coef in zip(STRUCT_NAMES, feats.structure, self._structure, strict=True):
@@ -205,7 +229,83 @@ class Detector:
                     reasons.append((coef + 100.0, STRUCT_REASON[name]))
         damp = evidence_weight(feats.n_words, self.evidence_words)
         reasons.extend((p * damp, f'words "{f}"') for p, f in w_parts if p * damp > 0.05)
-        return self._bias + damp * (w_sum + c_sum) + s_sum, reasons
+        return self._bias + damp * (w_sum + c_sum) + s_sum, reasons, (w_num, w_sq, c_num, c_sq)
+
+    def _best_suffix(self, feats: Features, sums: _Sums) -> tuple[float, int]:
+        """The highest vocabulary logit (no structures) of the window's sentence suffixes (its text
+        without its first k sentences, k >= 1) and the token where that suffix starts; ``(-inf,
+        0)`` when there is none. A suffix counts when it holds at least half of the window's words
+        (:meth:`suffix_min_words`): a preamble shorter than what follows it cannot dilute it, while
+        a short closing sentence is still judged with the context before it.
+
+        From the window's own counts, without counting again: the word block loses the prefix's
+        unigrams and bigrams one token at a time (their sublinear tf moves down), and a char 4-gram
+        leaves the char block at the first suffix that starts after its last occurrence in the
+        stream. :func:`._injection_features.features_of_suffix` is the slow equivalent (tests
+        compare the two)."""
+        tokens = feats.tokens
+        n = len(tokens)
+        least = self.suffix_min_words(n)
+        cuts = [start for start in feats.sentence_starts if n - start >= least]
+        if not cuts:
+            return -math.inf, 0
+        log = math.log
+        words = self._words.weights
+        counts = feats.words
+        w_num, w_sq, c_total, c_sq_total = sums  # the whole window's (from :meth:`_logit`)
+        # chars: a 4-gram leaves the suffixes at the first cut after its last occurrence. Walking
+        # the regions between cuts from the end, the known grams of a region not seen after it are
+        # the ones whose last occurrence is there.
+        stream = char_stream(tokens)
+        # where the stream of the suffix from token i begins: the space before token i
+        begins = list(itertools.accumulate((len(t) + 1 for t in tokens[:-1]), initial=0))
+        edges = [0, *(begins[c] for c in cuts)]
+        seen = set(grams_of(stream[edges[-1] :]))
+        keys = self._chars.keys
+        leaving: list[tuple[float, float]] = []  # per region before a cut: its grams' sums
+        for k in range(len(cuts) - 1, -1, -1):
+            grams = grams_of(stream[edges[k] : edges[k + 1] + 3])
+            gone = (grams & keys).difference(seen)
+            seen.update(grams)
+            leaving.append(
+                (
+                    sum(map(self._chars.idf_coef.__getitem__, gone)),
+                    sum(map(self._chars.idf_sq.__getitem__, gone)),
+                )
+            )
+        leaving.reverse()
+        c_at = {}  # cut -> the char sums of its suffix
+        c_num, c_sq = c_total, c_sq_total
+        for cut, (num, sq) in zip(cuts, leaving, strict=True):
+            c_num -= num
+            c_sq -= sq
+            c_at[cut] = (c_num, c_sq)
+        pieces = feats.piece_starts
+        tf: dict[str, int] = {}
+        best, best_at = -math.inf, 0
+        for j in range(cuts[-1]):
+            token = tokens[j]
+            known = [token] if token in words else []
+            if j + 1 < n and j + 1 not in pieces and (pair := f"{token} {tokens[j + 1]}") in words:
+                known.append(pair)
+            for feature in known:  # one occurrence fewer: its sublinear tf x idf moves down
+                idf, coef = words[feature]
+                count = tf.get(feature, counts[feature])
+                tf[feature] = count - 1
+                old = idf if count == 1 else (1.0 + log(count)) * idf
+                new = 0.0 if count == 1 else (idf if count == 2 else (1.0 + log(count - 1)) * idf)
+                w_num += (new - old) * coef
+                w_sq += new * new - old * old
+            start = j + 1
+            if start in c_at:
+                c_num, c_sq = c_at[start]
+                vocab = (w_num / math.sqrt(w_sq) if w_sq > 1e-12 else 0.0) + (
+                    c_num / math.sqrt(c_sq) if c_sq > 1e-12 else 0.0
+                )
+                logit = self._bias + evidence_weight(n - start, self.evidence_words) * vocab
+                if logit > best:
+                    best, best_at = logit, start
+        return best, best_at
 
     def score(self, text: str) -> InjectionScore:
         """Score one untrusted text. Raises :class:`~airlock.errors.LimitError` past :data:`MAX_CHARS`."""
@@ -220,12 +320,25 @@ class Detector:
         best: InjectionScore | None = None
         for window in windows:
             feats = featurize(window)
-            logit, reasons = self._logit(feats)
+            logit, reasons, word_sums = self._logit(feats)
             prob = _sigmoid(logit)
             structured = any(feats.structure)
             threshold = self.threshold if structured else self.threshold_unstructured
             # a very short text without an attack structure is never flagged on vocabulary alone
             flagged = prob >= threshold and (structured or feats.n_words >= self.min_words_unstructured)
+            if not flagged:
+                # A benign preamble cannot dilute what follows it: the vocabulary of each sentence
+                # suffix is judged alone too (no structures: those matched on the whole window).
+                suffix_logit, at = self._best_suffix(feats, word_sums)
+                if _sigmoid(suffix_logit) >= self.threshold_unstructured:
+                    logit, reasons, _ = self._logit(features_of_suffix(feats, at))
+                    reasons.insert(0, (1000.0, _PREAMBLE_REASON))
+                    prob, threshold, structured, flagged = (
+                        _sigmoid(logit),
+                        self.threshold_unstructured,
+                        False,
+                        True,
+                    )
             if best is not None and (best.flagged, best.score) >= (flagged, prob):
                 continue
             reasons.sort(key=lambda r: -r[0])

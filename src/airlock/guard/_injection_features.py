@@ -21,7 +21,7 @@ from typing import Final
 
 from airlock.guard._injection_patterns import STRUCT_RE, benign_directive_spans, reported_at
 
-__all__ = ["Features", "featurize", "normalise"]
+__all__ = ["Features", "char_stream", "features_of_suffix", "featurize", "grams_of", "normalise"]
 
 _LEET: Final = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 # Runs of >= 4 single characters separated by one separator: "i g n o r e", "i.g.n.o.r.e".
@@ -41,6 +41,9 @@ _WS: Final = re.compile(r"\s+")
 # (fake role tags such as "</system>" are an attack shape).
 _TAG: Final = re.compile(r"</?[a-z][a-z0-9]{0,15}\s{0,3}/?>")
 _WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+# The end of a sentence: ., ! or ? (closing quotes or brackets after it) and whitespace. Splitting
+# there removes no word character, so the tokens are those of the whole piece.
+_SENTENCE_END: Final = re.compile(r"[.!?][\"')\]]*\s+")
 
 
 def _join_spaced(match: re.Match[str]) -> str:
@@ -76,12 +79,29 @@ class Features:
     #: An attack structure matched, but only inside a reporting frame ("the attacker told the model
     #: to ignore ...", "messages like 'ignore ...'"): a descriptive mention, not an instruction.
     reported: bool = False
+    #: The word tokens in order (what the n-gram blocks were counted from).
+    tokens: tuple[str, ...] = ()
+    #: Token indices (> 0) where a sentence begins (after ``.``, ``!`` or ``?`` and a space, or
+    #: after a benign directive left out): the places where a preamble can end.
+    sentence_starts: tuple[int, ...] = ()
+    #: Token indices where a piece between two benign directives begins: no bigram crosses them.
+    piece_starts: frozenset[int] = frozenset()
 
 
-def _char_grams(tokens: list[str]) -> frozenset[str]:
+def _char_grams(tokens: list[str] | tuple[str, ...]) -> frozenset[str]:
     # 4-grams of the word stream with leetspeak undone (grams may span one space between words);
     # presence only (binary tf): cheaper than counting, and repetition says little at this level.
-    s = f" {' '.join(tokens).translate(_LEET)} "
+    return grams_of(char_stream(tokens))
+
+
+def char_stream(tokens: list[str] | tuple[str, ...]) -> str:
+    """The stream the char 4-grams are taken from: the tokens, leetspeak undone, space-separated,
+    with a space at each end."""
+    return f" {' '.join(tokens).translate(_LEET)} "
+
+
+def grams_of(s: str) -> frozenset[str]:
+    """The 4-grams of ``s``."""
     return frozenset(map("".join, zip(s, s[1:], s[2:], s[3:], strict=False)))
 
 
@@ -116,8 +136,19 @@ def featurize(text: str) -> Features:
         pieces.append(norm[at:start])
         at = end
     pieces.append(norm[at:])
-    segs = [_WORD.findall(_TAG.sub(" ", p) if "<" in p else p) for p in pieces]
-    tokens = [t for seg in segs for t in seg]
+    segs: list[list[str]] = []
+    tokens: list[str] = []
+    starts: list[int] = []
+    for piece in pieces:
+        seg: list[str] = []
+        for sentence in _SENTENCE_END.split(_TAG.sub(" ", piece) if "<" in piece else piece):
+            found = _WORD.findall(sentence)
+            if found:
+                starts.append(len(tokens) + len(seg))
+                seg.extend(found)
+        segs.append(seg)
+        tokens.extend(seg)
+    piece_starts = frozenset(itertools.accumulate((len(seg) for seg in segs[:-1]), initial=0))
     words: Counter[str] = Counter(tokens)
     for seg in segs:
         words.update(f"{a} {b}" for a, b in itertools.pairwise(seg))
@@ -128,4 +159,26 @@ def featurize(text: str) -> Features:
     ]
     structure = tuple(addressed for addressed, _ in found)
     reported = not any(structure) and any(rep for _, rep in found)
-    return Features(words, chars, structure, len(tokens), reported)
+    return Features(
+        words,
+        chars,
+        structure,
+        len(tokens),
+        reported,
+        tuple(tokens),
+        tuple(i for i in starts if i),
+        piece_starts,
+    )
+
+
+def features_of_suffix(feats: Features, start: int) -> Features:
+    """The n-gram features of ``feats``' tokens from ``start`` on (no structures): what a text that
+    began at that token would count, the same way :func:`featurize` counts a whole text."""
+    tokens = feats.tokens[start:]
+    words: Counter[str] = Counter(tokens)
+    words.update(
+        f"{a} {b}"
+        for i, (a, b) in enumerate(itertools.pairwise(tokens))
+        if start + i + 1 not in feats.piece_starts
+    )
+    return Features(words, _char_grams(tokens), (False,) * len(feats.structure), len(tokens))
