@@ -192,6 +192,8 @@ FORMATS: Final[tuple[Format, ...]] = (
     Format("lzma", _C, _starts(b"\x5d"), index=3, sequential=True, raw_loaded=True),
     Format("zlib", _C, _starts(b"\x78"), index=4, sequential=True, raw_loaded=True),
     Format("lz4/zstd", _C, _starts(b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd"), index=5, raw_loaded=True),
+    # joblib <= 0.9's Z-file: joblib.load still opens it by its prefix and unpickles its zlib stream
+    Format("joblib-zfile", _C, _starts(b"ZF"), index=6, sequential=True, raw_loaded=True),
     Format("tar", _F + "tar:READER", _at(257, b"ustar")),
     # torch's legacy magic number pickled with protocol 2 or 3, or (4, 5) inside a FRAME
     Format(
