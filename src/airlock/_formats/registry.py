@@ -25,6 +25,7 @@ __all__ = [
     "looks_like_model_file",
     "looks_like_tar",
     "sniff_format",
+    "torch_tar_reading",
 ]
 
 #: the sandbox runtimes a format's real loader runs in (``airlock run``, sandbox/_runtimes)
@@ -293,6 +294,21 @@ def sniff_format(head: bytes, size: int) -> Format | None:
         if fmt.reader().sniff(head, size):
             return fmt
     return None
+
+
+def torch_tar_reading(fmt: Format, head: bytes) -> Format | None:
+    """The tar format when ``torch.load`` would open content that ``fmt`` claimed as a tar.
+
+    ``torch.load`` reads a file as a zip when it starts with ``PK\\x03\\x04``, else as a tar
+    whenever ``tarfile`` opens it (:func:`looks_like_tar`), whatever else it is: an npy whose
+    header ends inside the first tar header, a safetensors file whose tensor bytes hold the
+    tar's fields. Pickle is the only other reading with no magic of its own (the engine reads
+    every polyglot pickle too); every other code-running loader's formats start with a magic
+    of their own, so tar is the one second reading such content needs."""
+    tar = _BY_NAME["tar"]
+    if fmt is tar or head.startswith(b"PK\x03\x04") or not looks_like_tar(head):
+        return None
+    return tar
 
 
 def format_named(name: str | None) -> Format | None:
