@@ -65,7 +65,8 @@ DANGEROUS_MODULES: Final[dict[str, str]] = {
     "torch.package": _EXEC, "torch.distributed": _NET, "torch.multiprocessing": _PROC,
     "torch.compile": _EXEC, "torch._ops": _EXEC, "torch.ops": _EXEC, "torch.library": _EXEC,
     "torch.storage._load_from_bytes": CATEGORY_NESTED, "joblib.load": CATEGORY_NESTED,
-    "joblib.numpy_pickle.load": CATEGORY_NESTED, "joblib.parallel": _PROC, "joblib._parallel_backends": _PROC,
+    "joblib.numpy_pickle.load": CATEGORY_NESTED, "joblib.numpy_pickle_compat": CATEGORY_NESTED,
+    "joblib.parallel": _PROC, "joblib._parallel_backends": _PROC,
     "keras.models.load_model": CATEGORY_NESTED, "tensorflow": _EXEC, "jinja2": _EXEC,
     "yaml": CATEGORY_NESTED, "jsonpickle": CATEGORY_NESTED, "huggingface_hub": _NET,
     "transformers.dynamic_module_utils": _EXEC, "transformers.utils.hub": _NET,
@@ -108,6 +109,12 @@ DANGEROUS_NAMES: Final[dict[str, str]] = {
     "torch.UntypedStorage.from_file": _FILE, "torch.TypedStorage.from_file": _FILE,
     "torch.storage.UntypedStorage.from_file": _FILE, "torch.storage.TypedStorage.from_file": _FILE,
     "joblib.Memory": _FILE, "numpy.lib.format.read_array": CATEGORY_NESTED,
+    # joblib <= 0.9 array placeholders: joblib.load's BUILD replaces one by numpy.load(<the file
+    # its state names, joined to the pickle's folder>, allow_pickle=True) (NDArrayWrapper) or a
+    # zlib file read from that path (ZNDArrayWrapper): a path like ../x or /x loads a pickle
+    # outside anything scanned
+    "joblib.numpy_pickle.NDArrayWrapper": CATEGORY_NESTED, "joblib.numpy_pickle.ZNDArrayWrapper": _FILE,
+    "joblib.numpy_pickle.load_compatibility": CATEGORY_NESTED,
     "numpy.lib._format_impl.read_array": CATEGORY_NESTED,
 }  # fmt: skip
 

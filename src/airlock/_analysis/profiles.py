@@ -246,7 +246,7 @@ _SKLEARN: Final = (
         "scikit-learn Cython helper: cls.__new__(cls) for a class checked on its own",
     )
     + _entries(
-        ["joblib.numpy_pickle.NumpyArrayWrapper", "joblib.numpy_pickle.NDArrayWrapper"],
+        ["joblib.numpy_pickle.NumpyArrayWrapper"],
         "joblib placeholder for an array stored raw after it (the array bytes are checked, not run)",
     )
 )

@@ -57,13 +57,26 @@ def _is_xz(head: bytes) -> bool:
 
 
 def _is_lzma_alone(head: bytes) -> bool:
-    # props byte (lc=3, lp=0, pb=2 is what every encoder writes), dictionary size, 64-bit size.
+    # What joblib.load opens: the prefix 0x5D (lc=3, lp=0, pb=2) and then whatever liblzma's
+    # auto decoder (lzma.LZMAFile's FORMAT_AUTO) takes as a .lzma header. That decoder is
+    # "picky" only about the dictionary size: 2**n or 2**n + 2**(n-1) after its own rounding
+    # (which also lets 0 through, and sizes below the 4 KiB it clamps to), or UINT32_MAX; and the
+    # 64-bit size: unknown (all ones) or below 2**38 (this sniff takes below 2**48).
     if len(head) < 13 or head[0] != 0x5D:
         return False
     dict_size: int = struct.unpack_from("<I", head, 1)[0]
     size: int = struct.unpack_from("<Q", head, 5)[0]
-    power: bool = dict_size & (dict_size - 1) == 0 or (dict_size // 3) & (dict_size // 3 - 1) == 0
-    return dict_size >= 4096 and power and (size == 0xFFFFFFFFFFFFFFFF or size < 1 << 48)
+    return _liblzma_takes_dict_size(dict_size) and (size == 0xFFFFFFFFFFFFFFFF or size < 1 << 48)
+
+
+def _liblzma_takes_dict_size(dict_size: int) -> bool:
+    # liblzma alone_decoder.c (picky): d = dict_size - 1; d |= d >> 2, 3, 4, 8, 16; ++d; d == dict_size
+    if dict_size == 0xFFFFFFFF:
+        return True
+    d = (dict_size - 1) & 0xFFFFFFFF
+    for shift in (2, 3, 4, 8, 16):
+        d |= d >> shift
+    return (d + 1) & 0xFFFFFFFF == dict_size
 
 
 def _is_zlib(head: bytes) -> bool:
@@ -201,6 +214,56 @@ class UnsupportedCompressionReader:
         )
 
 
+#: joblib <= 0.9's Z-file: b"ZF", the pickle's length as hex in 19 characters, then zlib
+_ZFILE_HEADER: Final = 21
+
+
+class ZFileReader:
+    """joblib <= 0.9's "Z-file", which ``joblib.load`` still opens by its ``ZF`` prefix, whatever
+    the file's name (``numpy_pickle_compat.read_zfile``): ``ZF``, the pickle's length in hex in 19
+    characters (read by ``int(text, 16)``: spaces, ``0x`` and ``_`` allowed), one optional space,
+    then a single zlib stream (``zlib.decompress``: bytes after it are ignored) that holds the
+    pickle, unpickled from a ``BytesIO``."""
+
+    name = "joblib-zfile"
+
+    def sniff(self, head: bytes, size: int) -> bool:
+        return head.startswith(b"ZF")
+
+    def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
+        field = bytes(data[2:_ZFILE_HEADER])
+        try:
+            length = int(field, 16)
+        except ValueError:
+            # joblib.load fails here, before anything is unpickled; still nothing proven clean
+            raise FormatError(f"joblib Z-file length {field!r} is not hexadecimal", offset=2) from None
+        start = _ZFILE_HEADER + 1 if bytes(data[_ZFILE_HEADER : _ZFILE_HEADER + 1]) == b" " else _ZFILE_HEADER
+        limits = ctx.limits
+        cap = min(limits.max_decompressed_bytes, limits.max_total_decompressed_bytes)
+        out = bytearray()
+        end = _one_stream(data, start, _ZFILE_STREAM, out, cap, ctx)
+        if end < len(data):
+            yield Issue(
+                "compressed.trailing-data",
+                Severity.SUSPICIOUS,
+                f"{len(data) - end} bytes after the joblib Z-file's zlib stream; a place to hide data",
+                offset=end,
+            )
+        if length != len(out):
+            # joblib asserts the length (not under python -O): the pickle is analysed either way
+            yield Issue(
+                "format.error",
+                Severity.ERROR,
+                f"joblib Z-file declares {length} bytes, its zlib stream holds {len(out)}",
+                offset=2,
+            )
+        yield Nested(f"<{self.name}>", bytes(out))
+
+
+_ZFILE_STREAM: Final = _Kind(
+    "joblib Z-file zlib", lambda head: False, lambda: zlib.decompressobj(15), zlib_api=True
+)
+
 COMPRESSED_READERS: Final = (
     _StreamReader(_Kind("gzip", _is_gzip, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), zlib_api=True)),
     _StreamReader(_Kind("bz2", _is_bz2, lambda: _bz2().BZ2Decompressor())),
@@ -208,4 +271,5 @@ COMPRESSED_READERS: Final = (
     _StreamReader(_Kind("lzma", _is_lzma_alone, lambda: _lzma(xz=False))),
     _StreamReader(_Kind("zlib", _is_zlib, lambda: zlib.decompressobj(zlib.MAX_WBITS), zlib_api=True)),
     UnsupportedCompressionReader(),
+    ZFileReader(),
 )

@@ -4,6 +4,7 @@ tried), the folder checks, and the names that look like models."""
 from __future__ import annotations
 
 import importlib
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePosixPath
 
@@ -22,7 +23,9 @@ __all__ = [
     "format_named",
     "formats_for",
     "looks_like_model_file",
+    "looks_like_tar",
     "sniff_format",
+    "torch_tar_reading",
 ]
 
 #: the sandbox runtimes a format's real loader runs in (``airlock run``, sandbox/_runtimes)
@@ -131,8 +134,45 @@ def _starts(*magic: bytes) -> Callable[[bytes], bool]:
     return _Starts(*magic)
 
 
-def _at(offset: int, magic: bytes) -> Callable[[bytes], bool]:
-    return lambda head: head[offset : offset + len(magic)] == magic
+#: torch.load of any file that is not a zip first tries ``tarfile.open(fileobj=f, mode="r:")`` and,
+#: when that opens, unpickles its ``storages`` member. ``tarfile`` asks nothing of the first block
+#: but ``TarInfo.frombuf``'s checks: 512 bytes, not all NUL, and a checksum field that, read as
+#: ``tarfile.nti`` reads it, equals the block's unsigned or signed byte sum (the field counted as 8
+#: spaces). No magic: a V7 header (no ``ustar``) opens like a ustar/GNU/pax one. Repeated here
+#: without importing ``tarfile`` (it imports ``shutil``): every file and every tensor storage of a
+#: checkpoint is asked. tests/scan/test_review5_tar.py compares it with ``tarfile`` itself.
+_BLOCK: Final = 512
+_ZEROS: Final = bytes(_BLOCK)
+_SIGNED: Final = struct.Struct("148b8x356b")
+
+
+def _nti(field: bytes) -> int | None:
+    """``tarfile.nti``: base-256 when the first byte is 0o200 or 0o377, else the text up to the
+    first NUL, ASCII, stripped, read by ``int(text or "0", 8)``; None where tarfile raises."""
+    if field[0] in (0o200, 0o377):
+        value = int.from_bytes(field[1:], "big")
+        return value - 256 ** (len(field) - 1) if field[0] == 0o377 else value
+    cut = field.find(b"\0")
+    text = field if cut < 0 else field[:cut]
+    try:
+        return int(text.decode("ascii").strip() or "0", 8)
+    except ValueError:  # UnicodeDecodeError too
+        return None
+
+
+def looks_like_tar(head: bytes) -> bool:
+    """``head`` (at least its first 512 bytes) is a header block ``tarfile`` accepts."""
+    if len(head) < _BLOCK:
+        return False
+    block = head[:_BLOCK]
+    stored = _nti(block[148:156])
+    if stored is None or block == _ZEROS:
+        return False
+    unsigned = 256 + sum(block) - sum(block[148:156])
+    if stored == unsigned:
+        return True
+    signed: int = 256 + sum(_SIGNED.unpack(block))
+    return stored == signed
 
 
 def _any(head: bytes) -> bool:
@@ -192,7 +232,11 @@ FORMATS: Final[tuple[Format, ...]] = (
     Format("lzma", _C, _starts(b"\x5d"), index=3, sequential=True, raw_loaded=True),
     Format("zlib", _C, _starts(b"\x78"), index=4, sequential=True, raw_loaded=True),
     Format("lz4/zstd", _C, _starts(b"\x04\x22\x4d\x18", b"\x28\xb5\x2f\xfd"), index=5, raw_loaded=True),
-    Format("tar", _F + "tar:READER", _at(257, b"ustar")),
+    # joblib <= 0.9's Z-file: joblib.load still opens it by its prefix and unpickles its zlib stream
+    Format("joblib-zfile", _C, _starts(b"ZF"), index=6, sequential=True, raw_loaded=True),
+    # any block tarfile's first header check takes (a V7 header has no magic): torch.load tries
+    # tarfile.open on every non-zip file and unpickles the tar's storages member
+    Format("tar", _F + "tar:READER", looks_like_tar, raw_loaded=True),
     # torch's legacy magic number pickled with protocol 2 or 3, or (4, 5) inside a FRAME
     Format(
         "torch-legacy", _F + "pickle:LEGACY_READER",
@@ -250,6 +294,21 @@ def sniff_format(head: bytes, size: int) -> Format | None:
         if fmt.reader().sniff(head, size):
             return fmt
     return None
+
+
+def torch_tar_reading(fmt: Format, head: bytes) -> Format | None:
+    """The tar format when ``torch.load`` would open content that ``fmt`` claimed as a tar.
+
+    ``torch.load`` reads a file as a zip when it starts with ``PK\\x03\\x04``, else as a tar
+    whenever ``tarfile`` opens it (:func:`looks_like_tar`), whatever else it is: an npy whose
+    header ends inside the first tar header, a safetensors file whose tensor bytes hold the
+    tar's fields. Pickle is the only other reading with no magic of its own (the engine reads
+    every polyglot pickle too); every other code-running loader's formats start with a magic
+    of their own, so tar is the one second reading such content needs."""
+    tar = _BY_NAME["tar"]
+    if fmt is tar or head.startswith(b"PK\x03\x04") or not looks_like_tar(head):
+        return None
+    return tar
 
 
 def format_named(name: str | None) -> Format | None:

@@ -27,6 +27,7 @@ from typing import Final
 
 from airlock._formats.base import Fact, Issue, Nested, PickleStream, ReadContext
 from airlock._formats.pickle_ops import decode_op
+from airlock._formats.registry import looks_like_tar
 from airlock._formats.tar_paths import extraction_issues
 from airlock.errors import FormatError, LimitError
 from airlock.results import Severity
@@ -45,18 +46,6 @@ _STOP: Final = 0x2E
 _INT_OPS: Final = frozenset({0x4B, 0x4D, 0x4A, 0x8A, 0x49})  # BININT1 BININT2 BININT LONG1 INT
 _HEADER_OPS: Final = frozenset({0x80, 0x95})  # PROTO FRAME
 _STRING_OPS: Final = frozenset({0x8C, 0x58, 0x56, 0x55, 0x54, 0x53})
-
-
-def looks_like_tar(head: bytes) -> bool:
-    """A ustar/GNU/pax header block: the magic and a header checksum that adds up."""
-    if len(head) < 512 or head[257:262] != b"ustar":
-        return False
-    try:
-        stored = int(head[148:156].replace(b"\x00", b" ").strip() or b"-1", 8)
-    except ValueError:
-        return False
-    block = head[:148] + b" " * 8 + head[156:512]
-    return stored in (sum(block), sum(b - 256 if b > 127 else b for b in block))
 
 
 class _ViewFile(io.RawIOBase):

@@ -188,20 +188,29 @@ def _storage(listing: ZipListing, member: ZipMember, budget: _Budget) -> Iterato
     except FormatError as exc:
         yield Issue("format.error", Severity.ERROR, f"zip: {exc}", offset=exc.offset)
         return
-    if looks_like_pickle(head, member.uncompressed_size):
-        # Raw tensor bytes that start like a pickle: torch never unpickles them, but other
-        # loaders of a renamed member might; report what they would import, not parse errors.
-        yield from _pickle(listing, member, budget, "storage", lenient=True)
-    elif _claimed(head, member.uncompressed_size):
-        # Bytes that start like a file another loader opens by its magic (joblib.load
-        # decompresses gzip/zlib/bz2/xz/lzma/lz4 and unpickles; numpy.load and torch.load open
-        # npy and zip): scanned as that file; that they do not parse is no finding (raw bytes).
-        for item in _content(listing, member, budget):
-            yield Nested(member.name, item, raw=True) if isinstance(item, memoryview | bytes) else item
+    # Raw tensor bytes that start like a pickle: torch never unpickles them, but other loaders of
+    # a renamed member might; report what they would import, not parse errors. Bytes that start
+    # like a file another loader opens by its magic (joblib.load decompresses gzip/zlib/bz2/xz/
+    # lzma/lz4 and the Z-file and unpickles; numpy.load and torch.load open npy, zip and tar):
+    # scanned as that file; that they do not parse is no finding (raw bytes). Both, when both
+    # hold: a tar whose first member's name is a pickle ("N.") is also what torch.load opens.
+    pickle_like = looks_like_pickle(head, member.uncompressed_size)
+    claimed = _claimed(head, member.uncompressed_size)
+    if not pickle_like and not claimed:
+        return
+    for item in _content(listing, member, budget):
+        if not isinstance(item, memoryview | bytes):
+            yield item
+            continue
+        if pickle_like:
+            view = item if isinstance(item, memoryview) else memoryview(item)
+            yield PickleStream(view, 0, f"storage {member.name}", member=member.name, lenient=True)
+        if claimed:
+            yield Nested(member.name, item, raw=True)
 
 
 def _claimed(head: bytes, size: int) -> bool:
-    """Whether ``head`` (not a pickle's start: :func:`looks_like_pickle` said so) starts a file
+    """Whether ``head`` (a pickle's start or not: a polyglot is read both ways) starts a file
     that a loader running code opens by content alone (``Format.raw_loaded``: joblib's compressed
     pickles, npy/npz, zip). Other formats' loaders run no code from raw bytes, and reading their
     readers in for random weights cost a one-file scan ~15 ms of imports (protobuf, JSON, ...)."""

@@ -26,7 +26,7 @@ from airlock._formats.base import (
     Template,
 )
 from airlock._formats.pickle import looks_like_pickle
-from airlock._formats.registry import Format, looks_like_model_file, sniff_format
+from airlock._formats.registry import Format, looks_like_model_file, sniff_format, torch_tar_reading
 from airlock._scan.collect import Collector
 from airlock.errors import FormatError, IntegrityError, LimitError
 from airlock.limits import Limits
@@ -133,6 +133,7 @@ READ_WHOLE_BYTES = 64 * 1024
 _MADV_RANDOM: int | None = getattr(mmap, "MADV_RANDOM", None)
 _MADV_NORMAL: int | None = getattr(mmap, "MADV_NORMAL", None)
 _PICKLE_STEP = "as pickle.load reads it"
+_TAR_STEP = "as torch.load reads it (a tar)"
 _COMPRESSION_SUFFIXES = frozenset({".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".lz4", ".zst"})
 
 
@@ -342,6 +343,27 @@ def _scan_data(
                 ),
             )
         return None
+    _read_as(fmt, data, ctx, collector, policy)
+    head = bytes(data[:_HEAD])
+    tar = torch_tar_reading(fmt, head)
+    if tar is not None:
+        # A polyglot: content another format claims that torch.load opens as a tar (an npy whose
+        # header ends inside the tar's first header). That reading is analysed too; that it does
+        # not parse as a tar is no finding (torch.load then unpickles from the first byte: below).
+        tar_ctx = ctx._replace(members=(*ctx.members, _TAR_STEP))
+        _read_as(tar, data, tar_ctx, _RawBytes(collector), policy)
+    if not fmt.whole_pickle and looks_like_pickle(head, len(data)):
+        # A polyglot: content another format claims that pickle.load would also run (a tar whose
+        # first member name is a pickle, a GGUF magic that decodes as BINFLOAT). That reading is
+        # analysed too; only what it imports or calls is reported (lenient).
+        stream = PickleStream(
+            data, 0, "pickle", member=_PICKLE_STEP, max_pickles=1, trailing_ok=True, lenient=True
+        )
+        _route(stream, ctx, collector, policy)
+    return fmt.name
+
+
+def _read_as(fmt: Format, data: memoryview, ctx: ReadContext, collector: Collector, policy: Policy) -> None:
     try:
         for fact in fmt.reader().read(data, ctx):
             _route(fact, ctx, collector, policy)
@@ -352,15 +374,6 @@ def _scan_data(
             ctx.members,
             Issue("format.error", Severity.ERROR, f"{fmt.name}: {exc}", offset=exc.offset),
         )
-    if not fmt.whole_pickle and looks_like_pickle(bytes(data[:_HEAD]), len(data)):
-        # A polyglot: content another format claims that pickle.load would also run (a tar whose
-        # first member name is a pickle, a GGUF magic that decodes as BINFLOAT). That reading is
-        # analysed too; only what it imports or calls is reported (lenient).
-        stream = PickleStream(
-            data, 0, "pickle", member=_PICKLE_STEP, max_pickles=1, trailing_ok=True, lenient=True
-        )
-        _route(stream, ctx, collector, policy)
-    return fmt.name
 
 
 def _route(fact: Fact, ctx: ReadContext, collector: Collector, policy: Policy) -> None:
