@@ -267,7 +267,10 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     (
         "claimed_authority",
         "claimed authority or privileged mode",
-        r"\b(?:i am|i'm|this is|as) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|system"
+        # "as the admin" is a claim unless a role-taking verb asks the model to play that role ("act as a
+        # system administrator and explain ...": a role request, no authority is claimed by the speaker)
+        r"(?:\b(?:i am|i'm|this is)|(?<!\bact )(?<!\bacts )(?<!\bacting )(?<!\bpose )(?<!\bposing )(?<!\bserve )"
+        r"(?<!\bserving )\bas) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|system"
         r" administrator|operator|maintainer)\b|\b(?:admin|developer|sudo|root|maintenance|debug|god)"
         rf" (?:mode|access|override|privileges|rights|command)\b{_NOT_ELSEWHERE}|\bi (?:authori[sz]e|command|order) you\b",
         (
