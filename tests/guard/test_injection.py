@@ -24,7 +24,7 @@ SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
 # Pinned: regenerate with tools/train_guard.py (see docs/guard.md, "injection") and update both.
-WEIGHTS_SHA256 = "9b34543c35f128e709e082754167434f0a397a50bc91cbbcacc2610adf1daad2"
+WEIGHTS_SHA256 = "d6533f9ae691080c03d110bae75e2be8a2c5b2d0b47a646614a07e64245fe64e"
 WEIGHTS_SHAPE = (25760, 18754, 16)
 
 

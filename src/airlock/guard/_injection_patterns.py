@@ -68,7 +68,32 @@ _MODEL_WORDS: Final = (
 _NOT_ELSEWHERE: Final = rf"(?! (?:on|in|of) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
 _NOT_ON_OTHER: Final = rf"(?! (?:on|to|in|regarding) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
 _NOT_IN_ARTIFACT: Final = rf"(?! (?:in|on|to|from) (?:the|this|my|our|a|an) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
+# Instructions owned by a named other thing ("the default rules in my .eslintrc", "bypass the
+# restrictions on my phone", "ignore the instructions on the label") are not the model's: the same
+# owner rule as _NOT_ON_OTHER, for the override structures. The owner is a determiner and a word that
+# is none of the model / conversation words above, no word for the conversation's earlier context
+# ("in the previous message", "in the text above") and none of the model's principals ("of the
+# developer"). Never "for" (a purpose, as above) and never "to". The rule does not apply when a
+# context word already stands between the verb and the noun ("ignore the above instructions in the
+# document", "ignore your rules on this page"): those instructions are the model's whoever holds them.
+_CONTEXT_WORD: Final = (
+    r"(?:previous|prior|above|earlier|preceding|initial|original|last|first|following|below|same|system"
+    r"|your|yours|developer|hidden|secret|internal)"
+)
+_PRINCIPAL: Final = (
+    r"(?:developers?|creators?|admins?|administrators?|owners?|operators?|maintainers?|openai|anthropic)"
+)
+_NOT_OWNED_BY_OTHER: Final = (
+    r"(?! (?:in|on|of|from) (?:the|this|my|our|his|her|their|a|an) [.\-/~@#]?"
+    rf"(?!(?:{_MODEL_WORDS}|{_CONTEXT_WORD}|{_PRINCIPAL})\b)[^\W_])"
+)
 _WORDGAP: Final = r"(?:[^\W_]+[^\w]{1,3}){0,4}"
+# what follows an override verb (and its determiners): instructions that are the model's — a context
+# word before the noun, or no other owner after it
+_OWNED_TARGET: Final = (
+    rf"(?:(?:[^\W_]+\W{{1,3}}){{0,3}}{_CONTEXT_WORD}\W{{1,3}}{_WORDGAP}{_INSTR_NOUN}\b"
+    rf"|{_WORDGAP}{_INSTR_NOUN}\b{_NOT_OWNED_BY_OTHER})"
+)
 _REVEAL: Final = (
     r"(?:reveal|show|print|display|output|repeat|tell|give|leak|dump|share|list|expose|disclose|write out"
     r"|recite|spell out|quote|copy|paste|return|provide|echo|what (?:is|are|was|were))"
@@ -120,13 +145,13 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     (
         "override_prior",
         "instruction override aimed at prior instructions",
-        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\W{{1,3}}(?:{_PRIOR}\W{{1,3}}){{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
+        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\W{{1,3}}(?:{_PRIOR}\W{{1,3}}){{1,3}}{_OWNED_TARGET}",
         _OVERRIDE_TRIGGERS,
     ),
     (
         "override_any",
         "override verb near instruction words",
-        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\b\W{{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
+        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\b\W{{1,3}}{_OWNED_TARGET}",
         _OVERRIDE_TRIGGERS,
     ),
     (
