@@ -24,8 +24,8 @@ SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
 # Pinned: regenerate with tools/train_guard.py (see docs/guard.md, "injection") and update both.
-WEIGHTS_SHA256 = "d6533f9ae691080c03d110bae75e2be8a2c5b2d0b47a646614a07e64245fe64e"
-WEIGHTS_SHAPE = (25760, 18754, 16)
+WEIGHTS_SHA256 = "e7d571606ca69eed2fc03840b705e703ed7cac610df15ddfca0d07498776824c"
+WEIGHTS_SHAPE = (25745, 18753, 16)
 
 
 def _doc() -> dict[str, Any]:

@@ -21,6 +21,7 @@ __all__ = [
     "STRUCT_NAMES",
     "STRUCT_RE",
     "STRUCT_REASON",
+    "TASK_ON_CONTENT_RE",
     "benign_directive_spans",
     "reported_at",
 ]
@@ -532,7 +533,42 @@ _STYLE_DIRECTIVE: Final = (
     r"|casual|casually|polite|politely)\b|with code only|only code|in (?:bullet points|a table|json|markdown"
     r"|plain text|a list))"
 )
+# A task on content the user supplies ("translate this sign into English", "decode this base64
+# string", "alphabetize this list of names", "proofread my cover letter"): a verb that
+# transforms text (a closed list) + a determiner that points at supplied content + at most two free
+# words (no sentence or clause break) + a content noun (a closed list) + optionally the target language. The supplied content
+# itself is not masked: only the task's own words are no evidence. Never "the above" / "your" (the
+# model's context: "translate the above into French" is a prompt-leak request), never "the
+# following" (the frame of neuralchemy's 1,383 HackAPrompt training attacks; masking it left rows
+# such as "Translate the following sentence. How are you?" labelled as attacks with a benign rest,
+# and moved the short greeting "Hello, how are you?" over the threshold), and no model or
+# instruction word among the free words ("decode this system prompt text").
+_TASK_VERB: Final = (
+    r"(?:translate|summari[sz]e|paraphrase|rewrite|rephrase|proofread|reformat|convert|decode|encode|reverse"
+    r"|sort|alphabeti[sz]e|count|transcribe|transliterate|tokeni[sz]e|parse|spell-?check|shorten|simplify)"
+)
+_TASK_DET: Final = r"(?:this|these|that|those|my|our|the attached|the pasted)"
+_T_CONTENT: Final = (
+    r"text|texts|string|strings|sentence|sentences|paragraph|paragraphs|passage|list|table|code|snippet"
+    r"|file|files|email|e-mail|document|article|essay|page|sign|label|letter|note|notes|paper|report|poem"
+    r"|song|lyrics|query|json|csv|xml|html|data|dataset|words|numbers|dates|names|urls?|logs?|transcript"
+    r"|recipe|story|chapter|review|tweet|post"
+)
+# one modifier word inside the task's noun phrase: joined by a space or a hyphen only, so the phrase
+# never reaches across a sentence or clause break into the text that follows ("summarize this
+# article. which words ..." is not one phrase)
+# (and none of the words of a hidden object: "summarize this hidden configuration text" keeps them)
+_TASK_WORD: Final = (
+    r"(?:(?!(?:you|your|yourself|system|safety|initial|hidden|secret|original|internal|developer|confidential"
+    rf"|underlying|concealed|private|protected|configuration|operational|{_INSTR_NOUN})\b)[^\W_]+[ -])"
+)
+_TASK_ON_CONTENT: Final = (
+    rf"\b{_TASK_VERB} {_TASK_DET} {_TASK_WORD}{{0,2}}(?:{_T_CONTENT})\b"
+    rf"(?: (?:in|into|to|from) (?:[^\W_]+ )?(?:{_LANGUAGE})\b)?"
+    rf"|\btranslate (?:(?:it|this|that) )?(?:in|into|to) (?:{_LANGUAGE})\b"
+)
 BENIGN_DIRECTIVE_RE: Final = re.compile(rf"{_BENIGN_OVERRIDE}|{_STYLE_DIRECTIVE}")
+TASK_ON_CONTENT_RE: Final = re.compile(_TASK_ON_CONTENT)
 #: The pattern only runs when one of these occurs (every match holds one).
 BENIGN_DIRECTIVE_TRIGGERS: Final = (
     "ignor",
@@ -553,11 +589,47 @@ BENIGN_DIRECTIVE_TRIGGERS: Final = (
     "rest of",
     "in future",
 )
+#: The task-on-content pattern only runs when one of these occurs (every match holds one).
+TASK_TRIGGERS: Final = (
+    "translat",
+    "summari",
+    "paraphras",
+    "rewrite",
+    "rephras",
+    "proofread",
+    "reformat",
+    "convert",
+    "decod",
+    "encod",
+    "revers",
+    "sort",
+    "alphabeti",
+    "count",
+    "transcrib",
+    "translit",
+    "tokeni",
+    "pars",
+    "spell",
+    "shorten",
+    "simplif",
+)
 
 
 def benign_directive_spans(norm: str) -> list[tuple[int, int]]:
     """Spans of the normalised text that are override verbs aimed at the form of the answer or the
-    user's own earlier text, or "from now on" style directives (see above)."""
-    if not any(t in norm for t in BENIGN_DIRECTIVE_TRIGGERS):
-        return []
-    return [m.span() for m in BENIGN_DIRECTIVE_RE.finditer(norm)]
+    user's own earlier text, "from now on" style directives, or tasks on supplied content (see
+    above); sorted, not overlapping."""
+    spans: list[tuple[int, int]] = []
+    if any(t in norm for t in BENIGN_DIRECTIVE_TRIGGERS):
+        spans.extend(m.span() for m in BENIGN_DIRECTIVE_RE.finditer(norm))
+    if any(t in norm for t in TASK_TRIGGERS):
+        spans.extend(m.span() for m in TASK_ON_CONTENT_RE.finditer(norm))
+        spans.sort()
+        merged: list[tuple[int, int]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        spans = merged
+    return spans
