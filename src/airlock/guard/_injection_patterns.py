@@ -89,12 +89,6 @@ _NOT_OWNED_BY_OTHER: Final = (
     rf"(?!(?:{_MODEL_WORDS}|{_CONTEXT_WORD}|{_PRINCIPAL})\b)[^\W_])"
 )
 _WORDGAP: Final = r"(?:[^\W_]+[^\w]{1,3}){0,4}"
-# what follows an override verb (and its determiners): instructions that are the model's — a context
-# word before the noun, or no other owner after it
-_OWNED_TARGET: Final = (
-    rf"(?:(?:[^\W_]+\W{{1,3}}){{0,3}}{_CONTEXT_WORD}\W{{1,3}}{_WORDGAP}{_INSTR_NOUN}\b"
-    rf"|{_WORDGAP}{_INSTR_NOUN}\b{_NOT_OWNED_BY_OTHER})"
-)
 _REVEAL: Final = (
     r"(?:reveal|show|print|display|output|repeat|tell|give|leak|dump|share|list|expose|disclose|write out"
     r"|recite|spell out|quote|copy|paste|return|provide|echo|what (?:is|are|was|were))"
@@ -146,13 +140,16 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     (
         "override_prior",
         "instruction override aimed at prior instructions",
-        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\W{{1,3}}(?:{_PRIOR}\W{{1,3}}){{1,3}}{_OWNED_TARGET}",
+        # group 1 / 2: a context word before the noun (then the owner rule does not apply)
+        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\W{{1,3}}(?:(?:({_CONTEXT_WORD})|{_PRIOR})\W{{1,3}}){{1,3}}"
+        rf"(?:(?:({_CONTEXT_WORD})|[^\W_]+)\W{{1,3}}){{0,4}}{_INSTR_NOUN}\b(?(1)|(?(2)|{_NOT_OWNED_BY_OTHER}))",
         _OVERRIDE_TRIGGERS,
     ),
     (
         "override_any",
         "override verb near instruction words",
-        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\b\W{{1,3}}{_OWNED_TARGET}",
+        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\b\W{{1,3}}(?:(?:({_CONTEXT_WORD})|[^\W_]+)\W{{1,3}}){{0,4}}"
+        rf"{_INSTR_NOUN}\b(?(1)|{_NOT_OWNED_BY_OTHER})",
         _OVERRIDE_TRIGGERS,
     ),
     (
@@ -295,8 +292,9 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
         "claimed authority or privileged mode",
         # "as the admin" is a claim unless a role-taking verb asks the model to play that role ("act as a
         # system administrator and explain ...": a role request, no authority is claimed by the speaker)
-        r"(?:\b(?:i am|i'm|this is)|(?<!\bact )(?<!\bacts )(?<!\bacting )(?<!\bpose )(?<!\bposing )(?<!\bserve )"
-        r"(?<!\bserving )\bas) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|system"
+        # (the look-behinds run only after "as" matched: checked at every position they cost 0.15 ms per KB)
+        r"\b(?:i am|i'm|this is|as(?<!\bact as)(?<!\bacts as)(?<!\bacting as)(?<!\bpose as)(?<!\bposing as)"
+        r"(?<!\bserve as)(?<!\bserving as)) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|system"
         r" administrator|operator|maintainer)\b|\b(?:admin|developer|sudo|root|maintenance|debug|god)"
         rf" (?:mode|access|override|privileges|rights|command)\b{_NOT_ELSEWHERE}|\bi (?:authori[sz]e|command|order) you\b",
         (
