@@ -24,8 +24,8 @@ SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
 # Pinned: regenerate with tools/train_guard.py (see docs/guard.md, "injection") and update both.
-WEIGHTS_SHA256 = "534cba5110476c426568b3573112661466603bccf163524e769a806617bec92f"
-WEIGHTS_SHAPE = (25760, 18754, 16)
+WEIGHTS_SHA256 = "1bd1ff54f540c9327533e57316bc0cdbc74d30216b7aa4cf6459cb82ffafd08a"
+WEIGHTS_SHAPE = (25745, 18753, 16)
 
 
 def _doc() -> dict[str, Any]:

@@ -21,6 +21,7 @@ __all__ = [
     "STRUCT_NAMES",
     "STRUCT_RE",
     "STRUCT_REASON",
+    "TASK_ON_CONTENT_RE",
     "benign_directive_spans",
     "reported_at",
 ]
@@ -68,6 +69,25 @@ _MODEL_WORDS: Final = (
 _NOT_ELSEWHERE: Final = rf"(?! (?:on|in|of) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
 _NOT_ON_OTHER: Final = rf"(?! (?:on|to|in|regarding) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
 _NOT_IN_ARTIFACT: Final = rf"(?! (?:in|on|to|from) (?:the|this|my|our|a|an) (?!(?:{_MODEL_WORDS})\b)[^\W_])"
+# Instructions owned by a named other thing ("the default rules in my .eslintrc", "bypass the
+# restrictions on my phone", "ignore the instructions on the label") are not the model's: the same
+# owner rule as _NOT_ON_OTHER, for the override structures. The owner is a determiner and a word that
+# is none of the model / conversation words above, no word for the conversation's earlier context
+# ("in the previous message", "in the text above") and none of the model's principals ("of the
+# developer"). Never "for" (a purpose, as above) and never "to". The rule does not apply when a
+# context word already stands between the verb and the noun ("ignore the above instructions in the
+# document", "ignore your rules on this page"): those instructions are the model's whoever holds them.
+_CONTEXT_WORD: Final = (
+    r"(?:previous|prior|above|earlier|preceding|initial|original|last|first|following|below|same|system"
+    r"|your|yours|developer|hidden|secret|internal)"
+)
+_PRINCIPAL: Final = (
+    r"(?:developers?|creators?|admins?|administrators?|owners?|operators?|maintainers?|openai|anthropic)"
+)
+_NOT_OWNED_BY_OTHER: Final = (
+    r"(?! (?:in|on|of|from) (?:the|this|my|our|his|her|their|a|an) [.\-/~@#]?"
+    rf"(?!(?:{_MODEL_WORDS}|{_CONTEXT_WORD}|{_PRINCIPAL})\b)[^\W_])"
+)
 _WORDGAP: Final = r"(?:[^\W_]+[^\w]{1,3}){0,4}"
 _REVEAL: Final = (
     r"(?:reveal|show|print|display|output|repeat|tell|give|leak|dump|share|list|expose|disclose|write out"
@@ -120,13 +140,16 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     (
         "override_prior",
         "instruction override aimed at prior instructions",
-        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\W{{1,3}}(?:{_PRIOR}\W{{1,3}}){{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
+        # group 1 / 2: a context word before the noun (then the owner rule does not apply)
+        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\W{{1,3}}(?:(?:({_CONTEXT_WORD})|{_PRIOR})\W{{1,3}}){{1,3}}"
+        rf"(?:(?:({_CONTEXT_WORD})|[^\W_]+)\W{{1,3}}){{0,4}}{_INSTR_NOUN}\b(?(1)|(?(2)|{_NOT_OWNED_BY_OTHER}))",
         _OVERRIDE_TRIGGERS,
     ),
     (
         "override_any",
         "override verb near instruction words",
-        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\b\W{{1,3}}{_WORDGAP}{_INSTR_NOUN}\b",
+        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\b\W{{1,3}}(?:(?:({_CONTEXT_WORD})|[^\W_]+)\W{{1,3}}){{0,4}}"
+        rf"{_INSTR_NOUN}\b(?(1)|{_NOT_OWNED_BY_OTHER})",
         _OVERRIDE_TRIGGERS,
     ),
     (
@@ -267,7 +290,11 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     (
         "claimed_authority",
         "claimed authority or privileged mode",
-        r"\b(?:i am|i'm|this is|as) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|system"
+        # "as the admin" is a claim unless a role-taking verb asks the model to play that role ("act as a
+        # system administrator and explain ...": a role request, no authority is claimed by the speaker)
+        # (the look-behinds run only after "as" matched: checked at every position they cost 0.15 ms per KB)
+        r"\b(?:i am|i'm|this is|as(?<!\bact as)(?<!\bacts as)(?<!\bacting as)(?<!\bpose as)(?<!\bposing as)"
+        r"(?<!\bserve as)(?<!\bserving as)) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|system"
         r" administrator|operator|maintainer)\b|\b(?:admin|developer|sudo|root|maintenance|debug|god)"
         rf" (?:mode|access|override|privileges|rights|command)\b{_NOT_ELSEWHERE}|\bi (?:authori[sz]e|command|order) you\b",
         (
@@ -504,7 +531,42 @@ _STYLE_DIRECTIVE: Final = (
     r"|casual|casually|polite|politely)\b|with code only|only code|in (?:bullet points|a table|json|markdown"
     r"|plain text|a list))"
 )
+# A task on content the user supplies ("translate this sign into English", "decode this base64
+# string", "alphabetize this list of names", "proofread my cover letter"): a verb that
+# transforms text (a closed list) + a determiner that points at supplied content + at most two free
+# words (no sentence or clause break) + a content noun (a closed list) + optionally the target language. The supplied content
+# itself is not masked: only the task's own words are no evidence. Never "the above" / "your" (the
+# model's context: "translate the above into French" is a prompt-leak request), never "the
+# following" (the frame of neuralchemy's 1,383 HackAPrompt training attacks; masking it left rows
+# such as "Translate the following sentence. How are you?" labelled as attacks with a benign rest,
+# and moved the short greeting "Hello, how are you?" over the threshold), and no model or
+# instruction word among the free words ("decode this system prompt text").
+_TASK_VERB: Final = (
+    r"(?:translate|summari[sz]e|paraphrase|rewrite|rephrase|proofread|reformat|convert|decode|encode|reverse"
+    r"|sort|alphabeti[sz]e|count|transcribe|transliterate|tokeni[sz]e|parse|spell-?check|shorten|simplify)"
+)
+_TASK_DET: Final = r"(?:this|these|that|those|my|our|the attached|the pasted)"
+_T_CONTENT: Final = (
+    r"text|texts|string|strings|sentence|sentences|paragraph|paragraphs|passage|list|table|code|snippet"
+    r"|file|files|email|e-mail|document|article|essay|page|sign|label|letter|note|notes|paper|report|poem"
+    r"|song|lyrics|query|json|csv|xml|html|data|dataset|words|numbers|dates|names|urls?|logs?|transcript"
+    r"|recipe|story|chapter|review|tweet|post"
+)
+# one modifier word inside the task's noun phrase: joined by a space or a hyphen only, so the phrase
+# never reaches across a sentence or clause break into the text that follows ("summarize this
+# article. which words ..." is not one phrase)
+# (and none of the words of a hidden object: "summarize this hidden configuration text" keeps them)
+_TASK_WORD: Final = (
+    r"(?:(?!(?:you|your|yourself|system|safety|initial|hidden|secret|original|internal|developer|confidential"
+    rf"|underlying|concealed|private|protected|configuration|operational|{_INSTR_NOUN})\b)[^\W_]+[ -])"
+)
+_TASK_ON_CONTENT: Final = (
+    rf"\b{_TASK_VERB} {_TASK_DET} {_TASK_WORD}{{0,2}}(?:{_T_CONTENT})\b"
+    rf"(?: (?:in|into|to|from) (?:[^\W_]+ )?(?:{_LANGUAGE})\b)?"
+    rf"|\btranslate (?:(?:it|this|that) )?(?:in|into|to) (?:{_LANGUAGE})\b"
+)
 BENIGN_DIRECTIVE_RE: Final = re.compile(rf"{_BENIGN_OVERRIDE}|{_STYLE_DIRECTIVE}")
+TASK_ON_CONTENT_RE: Final = re.compile(_TASK_ON_CONTENT)
 #: The pattern only runs when one of these occurs (every match holds one).
 BENIGN_DIRECTIVE_TRIGGERS: Final = (
     "ignor",
@@ -525,11 +587,47 @@ BENIGN_DIRECTIVE_TRIGGERS: Final = (
     "rest of",
     "in future",
 )
+#: The task-on-content pattern only runs when one of these occurs (every match holds one).
+TASK_TRIGGERS: Final = (
+    "translat",
+    "summari",
+    "paraphras",
+    "rewrite",
+    "rephras",
+    "proofread",
+    "reformat",
+    "convert",
+    "decod",
+    "encod",
+    "revers",
+    "sort",
+    "alphabeti",
+    "count",
+    "transcrib",
+    "translit",
+    "tokeni",
+    "pars",
+    "spell",
+    "shorten",
+    "simplif",
+)
 
 
 def benign_directive_spans(norm: str) -> list[tuple[int, int]]:
     """Spans of the normalised text that are override verbs aimed at the form of the answer or the
-    user's own earlier text, or "from now on" style directives (see above)."""
-    if not any(t in norm for t in BENIGN_DIRECTIVE_TRIGGERS):
-        return []
-    return [m.span() for m in BENIGN_DIRECTIVE_RE.finditer(norm)]
+    user's own earlier text, "from now on" style directives, or tasks on supplied content (see
+    above); sorted, not overlapping."""
+    spans: list[tuple[int, int]] = []
+    if any(t in norm for t in BENIGN_DIRECTIVE_TRIGGERS):
+        spans.extend(m.span() for m in BENIGN_DIRECTIVE_RE.finditer(norm))
+    if any(t in norm for t in TASK_TRIGGERS):
+        spans.extend(m.span() for m in TASK_ON_CONTENT_RE.finditer(norm))
+        spans.sort()
+        merged: list[tuple[int, int]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        spans = merged
+    return spans
