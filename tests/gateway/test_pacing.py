@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from airlock.gateway import Gateway, create_key, dev_certificates, load_config, open_store
-from airlock.gateway._pacing import SLICE_BYTES, TURN_BUDGET_SECONDS, Paced, TurnBudget
+from airlock.gateway._pacing import FREE_BYTES, SLICE_BYTES, TURN_BUDGET_SECONDS, Paced, TurnBudget
 from tests.gateway import _models
 from tests.gateway.conftest import Running, write_config
 
@@ -108,11 +108,15 @@ class _Recorder:
         self.takes: list[int] = []
 
 
-def _run_paced(messages: list[dict[str, Any]], requests: list[bytes] = ()) -> _Recorder:  # type: ignore[assignment]
+def _run_paced(
+    messages: list[dict[str, Any]],
+    requests: list[bytes] = (),  # type: ignore[assignment]
+    extra_receives: int = 0,
+) -> _Recorder:
     recorder = _Recorder()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        for _ in requests:
+        for _ in range(len(requests) + extra_receives):
             await receive()
         for message in messages:
             await send(message)
@@ -133,7 +137,7 @@ def _run_paced(messages: list[dict[str, Any]], requests: list[bytes] = ()) -> _R
         ]
 
         async def receive() -> dict[str, Any]:
-            return pending.pop(0)
+            return pending.pop(0) if pending else {"type": "http.disconnect"}
 
         async def send(message: MutableMapping[str, Any]) -> None:
             recorder.sent.append(dict(message))
@@ -145,7 +149,16 @@ def _run_paced(messages: list[dict[str, Any]], requests: list[bytes] = ()) -> _R
 
 
 @pytest.mark.parametrize(
-    "size", [SLICE_BYTES - 1, SLICE_BYTES, SLICE_BYTES + 1, 3 * SLICE_BYTES + 5, 2 * MAX_BODY // 3]
+    "size",
+    [
+        FREE_BYTES - 1,
+        FREE_BYTES,
+        FREE_BYTES + 1,
+        SLICE_BYTES - 1,
+        SLICE_BYTES,
+        SLICE_BYTES + 1,
+        2 * MAX_BODY // 3,
+    ],
 )
 @pytest.mark.parametrize("pieces", [1, 3, 40])
 def test_bodies_leave_intact_in_slices_of_at_most_slice_bytes(size: int, pieces: int) -> None:
@@ -162,8 +175,9 @@ def test_bodies_leave_intact_in_slices_of_at_most_slice_bytes(size: int, pieces:
     assert b"".join(bytes(m["body"]) for m in bodies) == payload
     assert max(len(m["body"]) for m in bodies) <= SLICE_BYTES
     assert bodies[-1]["more_body"] is False and all(m["more_body"] for m in bodies[:-1])
-    # the first SLICE_BYTES are free; every later byte was metered
-    assert sum(recorder.takes) == max(0, size - SLICE_BYTES)
+    # the first FREE_BYTES are free; every later byte was metered, a slice at a time
+    assert sum(recorder.takes) == max(0, size - FREE_BYTES)
+    assert len(recorder.takes) >= -(-max(0, size - FREE_BYTES) // SLICE_BYTES)
 
 
 def test_one_whole_body_message_is_cut_too() -> None:
@@ -180,16 +194,18 @@ def test_one_whole_body_message_is_cut_too() -> None:
     assert len(recorder.takes) == 5
 
 
-def test_request_bodies_are_metered_after_the_first_slice() -> None:
-    chunk = SLICE_BYTES // 2
+def test_request_bodies_are_metered_past_the_free_bytes_and_not_after_their_end() -> None:
+    chunk = FREE_BYTES // 2
     recorder = _run_paced(
         [
             {"type": "http.response.start", "status": 200, "headers": []},
             {"type": "http.response.body", "body": b"ok"},
         ],
         [bytes(chunk)] * 10,
+        extra_receives=2,  # as StreamingResponse waiting for a disconnect
     )
-    # receives 1-2 fill the free first slice; receives 3..10 each wait for a turn's grant
+    # receives 1-2 bring FREE_BYTES; receives 3..10 each wait for a turn's grant; the two after
+    # the body's end wait for nothing
     assert recorder.takes == [SLICE_BYTES] * 8
 
 

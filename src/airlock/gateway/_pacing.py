@@ -14,16 +14,21 @@ behind one slice per connection.
 :class:`TurnBudget` per event loop, shared by every connection:
 
 * a response body, whatever the application's ``send`` calls, goes to the server in slices of at
-  most :data:`SLICE_BYTES`; once a reply has sent that many bytes, each further slice first takes
-  its size from the turn's budget;
-* a request body: once a request has received :data:`SLICE_BYTES`, each further ``receive`` (which
+  most :data:`SLICE_BYTES`; past a reply's first :data:`FREE_BYTES`, each slice first takes its
+  size from the turn's budget;
+* a request body: once a request has received :data:`FREE_BYTES`, each further ``receive`` (which
   lets uvicorn read on: it stops reading while 64 KiB are unread) first takes a slice's worth.
 
 Each metered slice waits for a later turn; a turn grants at most :data:`SLICE_BYTES` (and
 always at least one waiter, so nothing starves); the rest wait, first come first served, for the
 next turns. So the loop spends at most about
 :data:`TURN_BUDGET_SECONDS` per turn moving bulk bodies, however many connections move them, and a
-small request's steps run between. Small bodies (below :data:`SLICE_BYTES`) are never metered.
+small request's steps run between. Small bodies (up to :data:`FREE_BYTES`, the size below which
+the connection's writes are coalesced anyway) are never metered, so a small request pays nothing;
+metering from there on, not from a slice on, keeps many connections with medium bodies from
+each moving a free slice in the same turn. (What no middleware can meter is the first read of
+each connection: asyncio decrypts up to 256 KiB per readable connection per turn before the
+application asks; the connection caps bound how many there are.)
 Flow control is kept: uvicorn's ``send`` still waits for the transport to drain before each slice
 while the peer does not read.
 
@@ -41,7 +46,9 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SLICE_BYTES", "TURN_BUDGET_SECONDS", "Paced", "TurnBudget"]
+from airlock.gateway._guard import COALESCE_BELOW
+
+__all__ = ["FREE_BYTES", "SLICE_BYTES", "TURN_BUDGET_SECONDS", "Paced", "TurnBudget"]
 
 #: the loop CPU that bulk bodies (all connections together) may take in one turn of the event loop
 TURN_BUDGET_SECONDS: Final = 0.00025
@@ -50,6 +57,8 @@ _WRITE_SECONDS_PER_BYTE: Final = 0.00075 / (1024 * 1024)
 #: bulk bytes granted per turn: TURN_BUDGET_SECONDS of writing, rounded down to a power of two
 #: (256 KiB); also the largest body one ``send`` hands the server
 SLICE_BYTES: Final = 1 << (int(TURN_BUDGET_SECONDS / _WRITE_SECONDS_PER_BYTE).bit_length() - 1)
+#: a body's bytes that move unmetered (the coalescing threshold of :class:`._guard.CoalescedWrites`)
+FREE_BYTES: Final = COALESCE_BELOW
 
 
 class TurnBudget:
@@ -94,7 +103,7 @@ class TurnBudget:
 
 
 class Paced:
-    """ASGI middleware: request and response bodies beyond :data:`SLICE_BYTES` move in slices
+    """ASGI middleware: request and response bodies beyond :data:`FREE_BYTES` move in slices
     metered by the event loop's :class:`TurnBudget`."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -114,20 +123,25 @@ class Paced:
         budget = self._budget()
         #: body bytes this request received, and this reply sent
         received = sent = 0
+        #: the request body has more to come (a receive after its end waits for a disconnect)
+        reading = True
 
         async def paced_receive() -> Message:
-            nonlocal received
-            if received >= SLICE_BYTES:
+            nonlocal received, reading
+            if reading and received >= FREE_BYTES:
                 await budget.take(SLICE_BYTES)  # the next read, at most one TLS read (256 KiB)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                reading = bool(message.get("more_body", False))
+            else:
+                reading = False
             return message
 
         async def paced_send(message: Message) -> None:
             nonlocal sent
             body = message.get("body", b"")
-            if message["type"] != "http.response.body" or not body or sent + len(body) <= SLICE_BYTES:
+            if message["type"] != "http.response.body" or not body or sent + len(body) <= FREE_BYTES:
                 sent += len(body) if message["type"] == "http.response.body" else 0
                 await send(message)
                 return
@@ -136,8 +150,8 @@ class Paced:
             start, end = 0, len(view)
             while start < end:
                 # the first slice fills this reply's free allowance; every later one is metered
-                stop = min(end, start + (SLICE_BYTES - sent if sent < SLICE_BYTES else SLICE_BYTES))
-                if sent >= SLICE_BYTES:
+                stop = min(end, start + (FREE_BYTES - sent if sent < FREE_BYTES else SLICE_BYTES))
+                if sent >= FREE_BYTES:
                     await budget.take(stop - start)
                 await send(
                     {"type": "http.response.body", "body": view[start:stop], "more_body": more or stop < end}
