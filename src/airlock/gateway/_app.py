@@ -51,6 +51,7 @@ from airlock.gateway._keys import Authenticated, authenticate
 from airlock.gateway._limiter import Admit, RateLimiter
 from airlock.gateway._observe import Metrics
 from airlock.gateway._offload import background, offload
+from airlock.gateway._pacing import Paced
 from airlock.gateway._store import AdmissionRecord, AuditEntry, AuditUnavailable, Store
 from airlock.gateway._tensors import (
     MAX_BINARY_HEADER,
@@ -96,6 +97,8 @@ class GatewayState:
     guard: ConnectionGuard | None = None
     #: the admin port's own connection guard
     admin_guard: ConnectionGuard | None = None
+    #: the outermost middleware: request and reply bodies move in slices metered per loop turn
+    pacing: Paced | None = None
 
     def limits(self, tenant: str) -> TenantLimits:
         record = self.store.tenant(tenant)
@@ -597,4 +600,6 @@ def build_app(state: GatewayState) -> ASGIApp:
     app = Starlette(routes=routes, exception_handlers=dict(handlers))
     app.state.gateway = state
     state.preauth = PreAuth(app, state.config.server)
-    return state.preauth
+    # outermost: every body, in and out (the pre-auth refusals' too), moves in metered slices
+    state.pacing = Paced(state.preauth)
+    return state.pacing
