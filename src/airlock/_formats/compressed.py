@@ -187,13 +187,18 @@ class _StreamReader:
     def read(self, data: memoryview, ctx: ReadContext) -> Iterator[Fact]:
         output, consumed = _bounded(data, self._kind, ctx)
         if consumed < len(data):
-            yield Issue(
-                "compressed.trailing-data",
-                Severity.SUSPICIOUS,
-                f"{len(data) - consumed} bytes after the last {self.name} stream; a place to hide data",
-                offset=consumed,
-            )
+            yield _trailing(len(data), consumed, f"the last {self.name} stream")
         yield Nested(f"<{self.name}>", output)
+
+
+def _trailing(size: int, end: int, after: str) -> Issue:
+    """``compressed.trailing-data``: bytes from ``end`` to ``size`` that follow ``after``."""
+    return Issue(
+        "compressed.trailing-data",
+        Severity.SUSPICIOUS,
+        f"{size - end} bytes after {after}; a place to hide data",
+        offset=end,
+    )
 
 
 class UnsupportedCompressionReader:
@@ -243,12 +248,7 @@ class ZFileReader:
         out = bytearray()
         end = _one_stream(data, start, _ZFILE_STREAM, out, cap, ctx)
         if end < len(data):
-            yield Issue(
-                "compressed.trailing-data",
-                Severity.SUSPICIOUS,
-                f"{len(data) - end} bytes after the joblib Z-file's zlib stream; a place to hide data",
-                offset=end,
-            )
+            yield _trailing(len(data), end, "the joblib Z-file's zlib stream")
         if length != len(out):
             # joblib asserts the length (not under python -O): the pickle is analysed either way
             yield Issue(
