@@ -72,6 +72,19 @@ class _ViewFile(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
+    def read(self, size: int | None = -1) -> bytes:
+        """At most the bytes left, allocated after bounding: ``RawIOBase.read(n)`` allocates ``n``
+        bytes first, and ``tarfile`` reads a pax or GNU long-name header's data with the size its
+        header declares (outside review 6: a declared 2**60 bytes raised MemoryError out of the
+        scan, also from a checkpoint storage read as a tar)."""
+        start = min(self._pos, len(self._data))
+        end = len(self._data) if size is None or size < 0 else min(len(self._data), start + size)
+        self._pos = max(self._pos, end)
+        return bytes(self._data[start:end])
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         chunk = self._data[self._pos : self._pos + len(buffer)]
         buffer[: len(chunk)] = chunk
