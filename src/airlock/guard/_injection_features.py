@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from airlock.guard._injection_patterns import STRUCT_RE, benign_directive_spans, reported_at
+from airlock.guard._injection_patterns import STRUCT_RE, benign_directive_spans, has_task_frame, reported_at
 
 __all__ = ["Features", "char_stream", "features_of_suffix", "featurize", "grams_of", "normalise"]
 
@@ -105,6 +105,9 @@ class Features:
     sentence_starts: tuple[int, ...] = ()
     #: Token indices where a piece between two benign directives begins: no bigram crosses them.
     piece_starts: frozenset[int] = frozenset()
+    #: A task frame on supplied content was masked in a text with an attack structure (see
+    #: :meth:`airlock.guard._injection.Detector.score`: then it is judged unmasked too).
+    framed: bool = False
 
 
 def _char_grams(tokens: list[str] | tuple[str, ...]) -> frozenset[str]:
@@ -142,15 +145,23 @@ def _matches(pattern: re.Pattern[str], norm: str) -> tuple[bool, bool]:
     return addressed, reported
 
 
-def featurize(text: str) -> Features:
-    """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window)."""
+def featurize(text: str, *, tasks: bool = True) -> Features:
+    """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window);
+    ``tasks``: tasks on supplied content are masked like the other benign directives."""
     lines = _normalise_lines(text)  # the sentence split sees line breaks; nothing else does
     norm = lines.replace("\n", " ")
     # A benign directive ("ignore the previous formatting", "from now on, answer in Spanish") is no
     # evidence either way: its words are left out of both n-gram blocks and of the word count, and
     # the pieces around it are tokenised apart (no bigram across it). The attack structures below
     # are matched on the whole text all the same.
-    spans = benign_directive_spans(norm)
+    matched = [
+        _matches(pattern, norm) if _has(norm, trig) and _has(norm, also) else (False, False)
+        for pattern, trig, also in STRUCT_RE
+    ]
+    structure = tuple(addressed for addressed, _ in matched)
+    spans = benign_directive_spans(norm, tasks=tasks)
+    # a task frame was masked around an attack structure: the caller also judges it unmasked
+    framed = tasks and any(structure) and has_task_frame(norm)
     pieces, at = [], 0
     for start, end in spans:
         pieces.append(lines[at:start])
@@ -173,12 +184,7 @@ def featurize(text: str) -> Features:
     for seg in segs:
         words.update(f"{a} {b}" for a, b in itertools.pairwise(seg))
     chars = _char_grams(tokens)
-    found = [
-        _matches(pattern, norm) if _has(norm, trig) and _has(norm, also) else (False, False)
-        for pattern, trig, also in STRUCT_RE
-    ]
-    structure = tuple(addressed for addressed, _ in found)
-    reported = not any(structure) and any(rep for _, rep in found)
+    reported = not any(structure) and any(rep for _, rep in matched)
     return Features(
         words,
         chars,
@@ -188,6 +194,7 @@ def featurize(text: str) -> Features:
         tuple(tokens),
         tuple(i for i in starts if i),
         piece_starts,
+        framed,
     )
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "STRUCT_REASON",
     "TASK_ON_CONTENT_RE",
     "benign_directive_spans",
+    "has_task_frame",
     "reported_at",
 ]
 
@@ -627,14 +628,19 @@ TASK_TRIGGERS: Final = (
 )
 
 
-def benign_directive_spans(norm: str) -> list[tuple[int, int]]:
+def has_task_frame(norm: str) -> bool:
+    """Whether the normalised text holds a task on supplied content (see above)."""
+    return any(t in norm for t in TASK_TRIGGERS) and TASK_ON_CONTENT_RE.search(norm) is not None
+
+
+def benign_directive_spans(norm: str, *, tasks: bool = True) -> list[tuple[int, int]]:
     """Spans of the normalised text that are override verbs aimed at the form of the answer or the
-    user's own earlier text, "from now on" style directives, or tasks on supplied content (see
-    above); sorted, not overlapping."""
+    user's own earlier text, "from now on" style directives, or (``tasks``) tasks on supplied
+    content (see above); sorted, not overlapping."""
     spans: list[tuple[int, int]] = []
     if any(t in norm for t in BENIGN_DIRECTIVE_TRIGGERS):
         spans.extend(m.span() for m in BENIGN_DIRECTIVE_RE.finditer(norm))
-    if any(t in norm for t in TASK_TRIGGERS):
+    if tasks and any(t in norm for t in TASK_TRIGGERS):
         spans.extend(m.span() for m in TASK_ON_CONTENT_RE.finditer(norm))
         spans.sort()
         merged: list[tuple[int, int]] = []
