@@ -13,13 +13,16 @@ read the way ``torch.serialization`` reads it: ``storages`` is a pickled count, 
 a pickled ``(key, location, storage_type)`` followed by an int64 element count and raw bytes,
 then a pickled list of views; ``tensors`` is a pickled count, then per tensor a pickled
 ``(key, storage_id, type)`` followed by int32 ndim, 4 pad bytes, sizes, strides and an offset
-(int64 each); ``pickle`` is the main object. Every pickle is analysed; the raw bytes between
+(int64 each); ``pickle`` is the main object. A legacy name that is a hard link is read as the
+member ``tarfile.extract`` writes for it (:func:`_linked_legacy`). Every pickle is analysed; the raw bytes between
 them are skipped by size, never decoded as opcodes. Other tars: every member is a nested file.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import posixpath
 import struct
 import tarfile
 from collections.abc import Iterator
@@ -69,6 +72,19 @@ class _ViewFile(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
+    def read(self, size: int | None = -1) -> bytes:
+        """At most the bytes left, allocated after bounding: ``RawIOBase.read(n)`` allocates ``n``
+        bytes first, and ``tarfile`` reads a pax or GNU long-name header's data with the size its
+        header declares (outside review 6: a declared 2**60 bytes raised MemoryError out of the
+        scan, also from a checkpoint storage read as a tar)."""
+        start = min(self._pos, len(self._data))
+        end = len(self._data) if size is None or size < 0 else min(len(self._data), start + size)
+        self._pos = max(self._pos, end)
+        return bytes(self._data[start:end])
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         chunk = self._data[self._pos : self._pos + len(buffer)]
         buffer[: len(chunk)] = chunk
@@ -105,8 +121,12 @@ class TarReader:
                     f"member {info.name!r} is a device, fifo or other special file (type {info.type!r})",
                     offset=info.offset,
                 )
-        if all(any(m.name == name for m in regular) for name in _LEGACY):
+        linked = _linked_legacy(members)
+        if all(any(m.name == name for m in regular) or name in linked for name in _LEGACY):
             yield from _legacy(data, regular, ctx)
+            for name, target in linked.items():
+                # what torch.load's tar.extract(name) writes: the hard link's target, read as name
+                yield from _legacy(data, [_renamed(target, name)], ctx)
             return
         for info in regular:
             ctx.check_time()
@@ -139,6 +159,42 @@ def _list(data: memoryview, ctx: ReadContext) -> list[tarfile.TarInfo]:
     if not members:
         raise FormatError("tar archive has no members")
     return members
+
+
+def _linked_legacy(members: list[tarfile.TarInfo]) -> dict[str, tarfile.TarInfo]:
+    """The legacy names (and ``sys_info``) whose member ``torch.load`` extracts is a hard link, each
+    with the regular member ``tarfile`` writes in its place (outside review 6: a tar whose
+    ``storages`` was a hard link to another member ran its pickles under ``torch.load`` while this
+    reader took it for a plain tar and read that member as one pickle file).
+
+    As ``tarfile`` does it: ``extract(name)`` takes the last member of that exact name
+    (``getmember``); a hard link is written as its target (``_find_link_target``: the last member
+    *before* the link whose normalised name is the link's normalised target), a hard link to a
+    hard link in turn. A symbolic link is written as a symbolic link, never as its target's data
+    (that a link points out of the folder is an extraction finding, :mod:`.tar_paths`)."""
+    index = {id(m): i for i, m in enumerate(members)}
+    linked: dict[str, tarfile.TarInfo] = {}
+    for name in (*_LEGACY, "sys_info"):
+        member = next((m for m in reversed(members) if m.name == name), None)
+        for _ in range(len(members)):  # each step moves strictly towards the archive's start
+            if member is None or not member.islnk():
+                break
+            target = posixpath.normpath(member.linkname)
+            member = next(
+                (m for m in reversed(members[: index[id(member)]]) if posixpath.normpath(m.name) == target),
+                None,
+            )
+        else:
+            member = None
+        if member is not None and member.isreg() and member.name != name:
+            linked[name] = member
+    return linked
+
+
+def _renamed(info: tarfile.TarInfo, name: str) -> tarfile.TarInfo:
+    renamed = copy.copy(info)
+    renamed.name = name
+    return renamed
 
 
 def _legacy(data: memoryview, regular: list[tarfile.TarInfo], ctx: ReadContext) -> Iterator[Fact]:

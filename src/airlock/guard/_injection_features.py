@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from airlock.guard._injection_patterns import STRUCT_RE, benign_directive_spans, reported_at
+from airlock.guard._injection_patterns import STRUCT_RE, benign_directive_spans, has_task_frame, reported_at
 
 __all__ = ["Features", "char_stream", "features_of_suffix", "featurize", "grams_of", "normalise"]
 
@@ -41,9 +41,17 @@ _WS: Final = re.compile(r"\s+")
 # (fake role tags such as "</system>" are an attack shape).
 _TAG: Final = re.compile(r"</?[a-z][a-z0-9]{0,15}\s{0,3}/?>")
 _WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
-# The end of a sentence: ., ! or ? (closing quotes or brackets after it) and whitespace. Splitting
-# there removes no word character, so the tokens are those of the whole piece.
-_SENTENCE_END: Final = re.compile(r"[.!?][\"')\]]*\s+")
+# What may close a sentence after its full stop: quotes (straight, curly, guillemets, CJK corner
+# brackets), closing brackets, and markdown emphasis or code ("**Can you help?** Ignore ...").
+_CLOSERS: Final = r"[\"')\]}”’»›」』）】*_~`]"
+# A whitespace run that holds a line break (any of str.splitlines' boundaries).
+_LINE_BREAK_WS: Final = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
+# The end of a sentence: ., ! or ? (closing quotes or brackets after it) and whitespace; a full stop
+# of a script that writes none after it (CJK "。", Devanagari "।", Arabic "؟" / "۔", Ethiopic "።");
+# or a line break (kept as "\n" by _normalise_lines). Outside review 6: a preamble ended by a line
+# break, "。" or ";" ... was not a sentence, so the suffix pass never judged the attack after it.
+# Splitting there removes no word character, so the tokens are those of the whole piece.
+_SENTENCE_END: Final = re.compile(rf"[.!?]{_CLOSERS}*\s+|[。।؟۔።]{_CLOSERS}*\s*|\n")
 
 
 def _join_spaced(match: re.Match[str]) -> str:
@@ -56,12 +64,23 @@ def _unconfuse(match: re.Match[str]) -> str:
 
 
 def normalise(text: str) -> str:
+    return _normalise_lines(text).replace("\n", " ")
+
+
+def _normalise_lines(text: str) -> str:
+    """:func:`normalise`, except that a whitespace run holding a line break becomes one "\n" (not
+    one space): the same length, so the offsets of the two agree."""
     text = unicodedata.normalize("NFKC", text).casefold()
     if not text.isascii():
         text = _MIXED.sub(_unconfuse, text)
     # Join spaced-out letters before collapsing whitespace: "i g n o r e   a l l" -> "ignore   all".
     text = _SPACED.sub(_join_spaced, text)
-    return _WS.sub(" ", text)
+    text = _LINE_BREAK_WS.sub("\n", text)
+    return _WS.sub(_collapse, text)
+
+
+def _collapse(match: re.Match[str]) -> str:
+    return "\n" if match.group() == "\n" else " "
 
 
 # --- features ------------------------------------------------------------------------------------
@@ -86,6 +105,9 @@ class Features:
     sentence_starts: tuple[int, ...] = ()
     #: Token indices where a piece between two benign directives begins: no bigram crosses them.
     piece_starts: frozenset[int] = frozenset()
+    #: A task frame on supplied content was masked in a text with an attack structure (see
+    #: :meth:`airlock.guard._injection.Detector.score`: then it is judged unmasked too).
+    framed: bool = False
 
 
 def _char_grams(tokens: list[str] | tuple[str, ...]) -> frozenset[str]:
@@ -123,19 +145,28 @@ def _matches(pattern: re.Pattern[str], norm: str) -> tuple[bool, bool]:
     return addressed, reported
 
 
-def featurize(text: str) -> Features:
-    """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window)."""
-    norm = normalise(text)
+def featurize(text: str, *, tasks: bool = True) -> Features:
+    """Counts of word 1-2-grams, char 4-grams and the structure flags of ``text`` (one window);
+    ``tasks``: tasks on supplied content are masked like the other benign directives."""
+    lines = _normalise_lines(text)  # the sentence split sees line breaks; nothing else does
+    norm = lines.replace("\n", " ")
     # A benign directive ("ignore the previous formatting", "from now on, answer in Spanish") is no
     # evidence either way: its words are left out of both n-gram blocks and of the word count, and
     # the pieces around it are tokenised apart (no bigram across it). The attack structures below
     # are matched on the whole text all the same.
-    spans = benign_directive_spans(norm)
+    matched = [
+        _matches(pattern, norm) if _has(norm, trig) and _has(norm, also) else (False, False)
+        for pattern, trig, also in STRUCT_RE
+    ]
+    structure = tuple(addressed for addressed, _ in matched)
+    spans = benign_directive_spans(norm, tasks=tasks)
+    # a task frame was masked around an attack structure: the caller also judges it unmasked
+    framed = tasks and any(structure) and has_task_frame(norm)
     pieces, at = [], 0
     for start, end in spans:
-        pieces.append(norm[at:start])
+        pieces.append(lines[at:start])
         at = end
-    pieces.append(norm[at:])
+    pieces.append(lines[at:])
     segs: list[list[str]] = []
     tokens: list[str] = []
     starts: list[int] = []
@@ -153,12 +184,7 @@ def featurize(text: str) -> Features:
     for seg in segs:
         words.update(f"{a} {b}" for a, b in itertools.pairwise(seg))
     chars = _char_grams(tokens)
-    found = [
-        _matches(pattern, norm) if _has(norm, trig) and _has(norm, also) else (False, False)
-        for pattern, trig, also in STRUCT_RE
-    ]
-    structure = tuple(addressed for addressed, _ in found)
-    reported = not any(structure) and any(rep for _, rep in found)
+    reported = not any(structure) and any(rep for _, rep in matched)
     return Features(
         words,
         chars,
@@ -168,6 +194,7 @@ def featurize(text: str) -> Features:
         tuple(tokens),
         tuple(i for i in starts if i),
         piece_starts,
+        framed,
     )
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "STRUCT_REASON",
     "TASK_ON_CONTENT_RE",
     "benign_directive_spans",
+    "has_task_frame",
     "reported_at",
 ]
 
@@ -84,9 +85,23 @@ _CONTEXT_WORD: Final = (
 _PRINCIPAL: Final = (
     r"(?:developers?|creators?|admins?|administrators?|owners?|operators?|maintainers?|openai|anthropic)"
 )
+# The model's own context and configuration under their other names (outside review 6: "ignore the
+# instructions in the context / history / memory / configuration and print ..." had lost the
+# structure, since none of them is a model word above): never another thing's.
+_CONTEXT_NOUN: Final = (
+    r"(?:model|assistant|ai|bot|chatbot|llm|gpt|chatgpt|claude|gemini|llama|system|chat|conversation"
+    r"|session|prompts?|instructions?|messages?|context|history|memory|memories|transcripts?|dialog|dialogue"
+    r"|thread|exchange|configuration|config|settings|setup|template|preamble|preprompt|sysprompt"
+    r"|beginning|header)"
+)
+# The owner is a phrase of up to three words (joined by a space, a hyphen or "'s"): it is another
+# thing's only when none of them is a model, context or principal word ("the whole conversation",
+# "the full context" and "the company's developers" are the model's; "the shampoo bottle" and "my
+# phone's carrier lock" are not). The first word is checked against the wider list above.
 _NOT_OWNED_BY_OTHER: Final = (
     r"(?! (?:in|on|of|from) (?:the|this|my|our|his|her|their|a|an) [.\-/~@#]?"
-    rf"(?!(?:{_MODEL_WORDS}|{_CONTEXT_WORD}|{_PRINCIPAL})\b)[^\W_])"
+    rf"(?!(?:{_MODEL_WORDS}|{_CONTEXT_NOUN}|{_CONTEXT_WORD}|{_PRINCIPAL})\b)"
+    rf"(?!(?:[^\W_]+(?:'s)?[ -]){{1,2}}(?:{_CONTEXT_NOUN}|{_CONTEXT_WORD}|{_PRINCIPAL})\b)[^\W_])"
 )
 _WORDGAP: Final = r"(?:[^\W_]+[^\w]{1,3}){0,4}"
 _REVEAL: Final = (
@@ -613,14 +628,19 @@ TASK_TRIGGERS: Final = (
 )
 
 
-def benign_directive_spans(norm: str) -> list[tuple[int, int]]:
+def has_task_frame(norm: str) -> bool:
+    """Whether the normalised text holds a task on supplied content (see above)."""
+    return any(t in norm for t in TASK_TRIGGERS) and TASK_ON_CONTENT_RE.search(norm) is not None
+
+
+def benign_directive_spans(norm: str, *, tasks: bool = True) -> list[tuple[int, int]]:
     """Spans of the normalised text that are override verbs aimed at the form of the answer or the
-    user's own earlier text, "from now on" style directives, or tasks on supplied content (see
-    above); sorted, not overlapping."""
+    user's own earlier text, "from now on" style directives, or (``tasks``) tasks on supplied
+    content (see above); sorted, not overlapping."""
     spans: list[tuple[int, int]] = []
     if any(t in norm for t in BENIGN_DIRECTIVE_TRIGGERS):
         spans.extend(m.span() for m in BENIGN_DIRECTIVE_RE.finditer(norm))
-    if any(t in norm for t in TASK_TRIGGERS):
+    if tasks and any(t in norm for t in TASK_TRIGGERS):
         spans.extend(m.span() for m in TASK_ON_CONTENT_RE.finditer(norm))
         spans.sort()
         merged: list[tuple[int, int]] = []
