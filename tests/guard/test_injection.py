@@ -24,7 +24,7 @@ SHIPPED = ROOT / "src/airlock/guard/data" / inj.WEIGHTS_RESOURCE
 CHECKSET = json.loads((Path(__file__).parent / "injection_checkset.json").read_text())
 
 # Pinned: regenerate with tools/train_guard.py (see docs/guard.md, "injection") and update both.
-WEIGHTS_SHA256 = "1bd1ff54f540c9327533e57316bc0cdbc74d30216b7aa4cf6459cb82ffafd08a"
+WEIGHTS_SHA256 = "2ebfd1ac941fde1902cf1ee02196ab1dc212ebf571b55c7903cddb3fe9928851"
 WEIGHTS_SHAPE = (25745, 18753, 16)
 
 

@@ -99,7 +99,7 @@ _CONTEXT_NOUN: Final = (
 # "the full context" and "the company's developers" are the model's; "the shampoo bottle" and "my
 # phone's carrier lock" are not). The first word is checked against the wider list above.
 _NOT_OWNED_BY_OTHER: Final = (
-    r"(?! (?:in|on|of|from) (?:the|this|my|our|his|her|their|a|an) [.\-/~@#]?"
+    r"(?! (?:in|on|of|from) (?:my|our) [.\-/~@#]?"
     rf"(?!(?:{_MODEL_WORDS}|{_CONTEXT_NOUN}|{_CONTEXT_WORD}|{_PRINCIPAL})\b)"
     rf"(?!(?:[^\W_]+(?:'s)?[ -]){{1,2}}(?:{_CONTEXT_NOUN}|{_CONTEXT_WORD}|{_PRINCIPAL})\b)[^\W_])"
 )
