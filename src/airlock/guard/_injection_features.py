@@ -45,6 +45,7 @@ _WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 # brackets), closing brackets, and markdown emphasis or code ("**Can you help?** Ignore ...").
 _CLOSERS: Final = r"[\"')\]}”’»›」』）】*_~`]"
 # A whitespace run that holds a line break (any of str.splitlines' boundaries).
+_WS_NOT_LINE: Final = re.compile(r"[^\S\n]+")
 _LINE_BREAK_WS: Final = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
 # The end of a sentence: ., ! or ? (closing quotes or brackets after it) and whitespace; a full stop
 # of a script that writes none after it (CJK "。", Devanagari "।", Arabic "؟" / "۔", Ethiopic "።");
@@ -76,11 +77,8 @@ def _normalise_lines(text: str) -> str:
     # Join spaced-out letters before collapsing whitespace: "i g n o r e   a l l" -> "ignore   all".
     text = _SPACED.sub(_join_spaced, text)
     text = _LINE_BREAK_WS.sub("\n", text)
-    return _WS.sub(_collapse, text)
-
-
-def _collapse(match: re.Match[str]) -> str:
-    return "\n" if match.group() == "\n" else " "
+    # every "\n" left stands alone (the run around it was taken whole): the other runs become " "
+    return _WS_NOT_LINE.sub(" ", text)
 
 
 # --- features ------------------------------------------------------------------------------------
