@@ -20,6 +20,8 @@ from airlock.results import FileReport, Report, Severity, Skipped
 #: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airlock.integrity import Verified
 
 __all__ = ["Plan", "plan_scan", "scan", "scan_fd"]
@@ -135,8 +137,16 @@ def plan_scan(
     # Hugging Face cache: a blob that a snapshot link names is scanned under the link's name
     # (the name the loader sees), not a second time under its hash.
     linked = {entry.blob for entry in entries if entry.blob is not None}
+    unverified = _unverified_test(verified, root, base)
+    stray: set[str] = set()
     for index, entry in enumerate(entries):
-        if entry.kind == "file" and entry.blob is None and linked and entry.path.resolve() in linked:
+        if unverified is not None and unverified(entry):
+            # The walk met a name the verification never saw (added, or a file replaced by a
+            # folder or link, after the check): its bytes are not the verified ones, so it is
+            # not read at all, and the scan cannot be clean.
+            reports[index] = _folder_report(entry.display, [_UNVERIFIED], limits, None)
+            stray.add(entry.path.as_posix())
+        elif entry.kind == "file" and entry.blob is None and linked and entry.path.resolve() in linked:
             skipped.append(
                 Skipped(
                     entry.display, "Hugging Face cache blob: scanned as the snapshot file(s) linking to it"
@@ -177,6 +187,8 @@ def plan_scan(
         by_file, others = _run_folder_checks(base, entries, [i for i, _ in files], limits, policy, checks)
         # One file given: the checks of its folder say what its name makes of it (a template,
         # remote code); findings about the folder's other files are not part of this scan.
+        # A name the verification did not cover is already an error of its own (above).
+        others = [(display, issues) for display, issues in others if display not in stray]
         for offset, (display, issues) in enumerate(others if base == root else []):
             reports[len(entries) + offset] = _folder_report(display, issues, limits, folder_format)
 
@@ -268,6 +280,33 @@ def _run_folder_checks(
 
 def _folder(entry: Entry) -> Path:
     return entry.folder if entry.folder is not None else entry.path.parent
+
+
+_UNVERIFIED = Issue(
+    "integrity.changed",
+    Severity.ERROR,
+    "not in the verified manifest: added, or put in place of a verified file, after verification; not scanned",
+)
+
+
+def _unverified_test(verified: Verified | None, root: Path, base: Path) -> Callable[[Entry], bool] | None:
+    """For a verified scan: a test that is true for a walked entry the verification did not cover.
+
+    Covered are the manifest's files and what the verification left out on purpose (its excluded
+    paths: ``--unsafe-ignore``, the signature file); with ``--unsafe-allow-extra`` everything is.
+    """
+    if verified is None or "unsafe-allow-extra" in verified.unsafe:
+        return None
+    listed = {f.path for f in verified.manifest.files}
+    excluded = verified.manifest.params.excluded
+
+    def test(entry: Entry) -> bool:
+        name = "." if base != root else entry.path.relative_to(root).as_posix()
+        if name in listed:
+            return False
+        return not any(name == ex or name.startswith(ex + "/") for ex in excluded)
+
+    return test
 
 
 def _folder_report(display: str, issues: list[Issue], limits: Limits, fmt: str | None) -> FileReport:
