@@ -188,7 +188,11 @@ def _from_manifest_json(doc: dict[str, Any], source: str, limits: HashLimits) ->
 def _from_text(text: str, source: str, limits: HashLimits) -> Expected:
     out: dict[str, ExpectedFile] = {}
     seen: set[Algorithm] = set()
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only, as coreutils reads them (and as Manifest.to_text escapes names):
+    # str.splitlines() also breaks at \v, \f, \x1c-\x1e, \x85, U+2028 and U+2029, which may sit
+    # unescaped inside a file name and would turn the rest of that name into a line of its own.
+    for number, raw_line in enumerate(text.split("\n"), start=1):
+        line = raw_line.removesuffix("\r")
         if not line.strip() or line.startswith("#"):
             continue
         match = _TEXT_LINE.fullmatch(line)
