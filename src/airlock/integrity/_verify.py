@@ -174,6 +174,8 @@ class _Source:
     mode: TrustMode
     signer: str | None
     signature_path: str | None = None
+    #: identity of the signature's own path just before it was read (``_entry_id``)
+    signature_id: tuple[int, ...] | None = None
 
 
 def _from_bundle(
@@ -288,13 +290,24 @@ def _load_source(
     assert signature is not None
     sig_path = os.path.abspath(os.fspath(signature))
     source = f"signature {os.path.basename(sig_path)}"
+    sig_id = _entry_id(sig_path)
     raw = read_bounded(sig_path, limits.max_document_bytes, "signature")
     bundle = parse_bundle(raw)
     expected, mode, signer = _from_bundle(
         bundle, raw, key=key, certs=certs, chain=chain, trust_root=trust_root,
         identity=identity, issuer=issuer, limits=limits, source=source,
     )  # fmt: skip
-    return _Source(expected, mode, signer, sig_path)
+    return _Source(expected, mode, signer, sig_path, sig_id)
+
+
+def _entry_id(path: str) -> tuple[int, ...] | None:
+    """Identity of ``path`` itself (a link is not followed), or None when it cannot be seen: device
+    and inode, and type, size and times too, since a freed inode number is reused at once."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def verify(
@@ -336,12 +349,14 @@ def verify(
     for option in unsafe:
         _log.warning("integrity check weakened by %s", option)
     excluded = list(unsafe_ignore)
+    sig_rel: str | None = None
     if src.signature_path is not None:
         rel = os.path.relpath(src.signature_path, root)
         if rel == ".":
             raise UsageError("the signature file cannot be the model it signs")
         if not rel.startswith(".." + os.sep) and rel != "..":
             excluded.append(rel.replace(os.sep, "/"))  # the signature never signs itself
+            sig_rel = rel.replace(os.sep, "/")
     exp = src.expected
     params = HashParams(exp.algorithm, exp.method, exp.shard_size, unsafe_allow_symlinks, tuple(excluded))
     tree = walk(root, params, limits)
@@ -353,6 +368,15 @@ def verify(
         )
     manifest = build_manifest(tree, params, limits)
     problems = [*tree.problems, *compare(exp, manifest, allow_extra=unsafe_allow_extra)]
+    if sig_rel is not None and src.signature_path is not None:
+        # The walk left the signature's *name* out (a file, and anything under it were it a
+        # folder): that name must still be the one regular file that was read, else whatever
+        # now holds it went unchecked.
+        now = _entry_id(src.signature_path)
+        if now is None or now != src.signature_id:
+            problems.append(
+                f"signature changed: {sig_rel} is not the file that was read (checked nothing in its place)"
+            )
     if problems:
         raise integrity_error(tree.name, problems)
     return Verified(root, manifest, src.mode, exp.source, src.signer, tuple(unsafe), tree.files)
