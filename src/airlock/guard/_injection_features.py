@@ -19,7 +19,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from airlock.guard._injection_patterns import STRUCT_RE, benign_directive_spans, has_task_frame, reported_at
+from airlock.guard._injection_patterns import (
+    OWNER_FREE_OVERRIDE_RE,
+    STRUCT_RE,
+    benign_directive_spans,
+    has_task_frame,
+    reported_at,
+)
 
 __all__ = ["Features", "char_stream", "features_of_suffix", "featurize", "grams_of", "normalise"]
 
@@ -131,6 +137,10 @@ def _has(norm: str, triggers: tuple[str, ...]) -> bool:
     return any(t in norm for t in triggers)
 
 
+#: the override structures' places in :data:`STRUCT_RE` (see :data:`OWNER_FREE_OVERRIDE_RE`)
+_OVERRIDE_INDEXES: Final = frozenset(index for index, _, _, _ in OWNER_FREE_OVERRIDE_RE)
+
+
 def _matches(pattern: re.Pattern[str], norm: str) -> tuple[bool, bool]:
     """(addressed, reported): whether ``pattern`` matches in ``norm`` outside a reporting frame, and
     whether it matches inside one."""
@@ -156,7 +166,13 @@ def featurize(text: str, *, tasks: bool = True) -> Features:
         _matches(pattern, norm) if _has(norm, trig) and _has(norm, also) else (False, False)
         for pattern, trig, also in STRUCT_RE
     ]
-    structure = tuple(addressed for addressed, _ in matched)
+    flags = [addressed for addressed, _ in matched]
+    if any(flag for index, flag in enumerate(flags) if index not in _OVERRIDE_INDEXES):
+        # next to another attack structure an override counts whoever owns the instructions
+        for index, pattern, trig, also in OWNER_FREE_OVERRIDE_RE:
+            if not flags[index] and _has(norm, trig) and _has(norm, also):
+                flags[index] = _matches(pattern, norm)[0]
+    structure = tuple(flags)
     spans = benign_directive_spans(norm, tasks=tasks)
     # a task frame was masked around an attack structure: the caller also judges it unmasked
     framed = tasks and any(structure) and has_task_frame(norm)
