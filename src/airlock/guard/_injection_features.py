@@ -19,7 +19,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from airlock.guard._injection_patterns import STRUCT_RE, benign_directive_spans, has_task_frame, reported_at
+from airlock.guard._injection_patterns import (
+    OWNER_FREE_OVERRIDE_RE,
+    STRUCT_RE,
+    benign_directive_spans,
+    has_task_frame,
+    reported_at,
+)
 
 __all__ = ["Features", "char_stream", "features_of_suffix", "featurize", "grams_of", "normalise"]
 
@@ -34,7 +40,11 @@ _CONFUSABLE: Final = str.maketrans(
     "абвгдежзийклмнопрстуфхцчшщъыьэюяѕіјԁɡαβγδεζηθικλμνξοπρστυφχψω€",
     "abvgdezziiklmnoprstufhccssjyjeuysijdgabgdezhtiklmnxoprstufxpwe",
 )
-_MIXED: Final = re.compile(r"[^\W_]*[a-z][^\W_]*")
+# Each pattern below that starts with a run (of letters, of whitespace) starts only where the run
+# starts: tried from each place inside a run that cannot match (no ASCII letter, no line break),
+# it backtracked over the rest of the run every time, quadratic in the run (outside review 7:
+# 2,048 characters of "ı" took 44 ms, 2,048 spaces 25 ms; a 256 KiB text 8 s).
+_MIXED: Final = re.compile(r"(?<![^\W_])[^\W_]*[a-z][^\W_]*")
 _WS: Final = re.compile(r"\s+")
 # A plain markup tag ("<p>", "</div>", "<br/>"): not words of the text, so not n-grams and not
 # counted towards its length ("<p>Hello</p>" is one word). The structure patterns still see them
@@ -46,7 +56,7 @@ _WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _CLOSERS: Final = r"[\"')\]}”’»›」』）】*_~`]"
 # A whitespace run that holds a line break (any of str.splitlines' boundaries).
 _WS_NOT_LINE: Final = re.compile(r"[^\S\n]+")
-_LINE_BREAK_WS: Final = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
+_LINE_BREAK_WS: Final = re.compile(r"(?<!\s)\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
 # The end of a sentence: ., ! or ? (closing quotes or brackets after it) and whitespace; a full stop
 # of a script that writes none after it (CJK "。", Devanagari "।", Arabic "؟" / "۔", Ethiopic "።");
 # or a line break (kept as "\n" by _normalise_lines). Outside review 6: a preamble ended by a line
@@ -131,6 +141,10 @@ def _has(norm: str, triggers: tuple[str, ...]) -> bool:
     return any(t in norm for t in triggers)
 
 
+#: the override structures' places in :data:`STRUCT_RE` (see :data:`OWNER_FREE_OVERRIDE_RE`)
+_OVERRIDE_INDEXES: Final = frozenset(index for index, _, _, _ in OWNER_FREE_OVERRIDE_RE)
+
+
 def _matches(pattern: re.Pattern[str], norm: str) -> tuple[bool, bool]:
     """(addressed, reported): whether ``pattern`` matches in ``norm`` outside a reporting frame, and
     whether it matches inside one."""
@@ -156,7 +170,13 @@ def featurize(text: str, *, tasks: bool = True) -> Features:
         _matches(pattern, norm) if _has(norm, trig) and _has(norm, also) else (False, False)
         for pattern, trig, also in STRUCT_RE
     ]
-    structure = tuple(addressed for addressed, _ in matched)
+    flags = [addressed for addressed, _ in matched]
+    if any(flag for index, flag in enumerate(flags) if index not in _OVERRIDE_INDEXES):
+        # next to another attack structure an override counts whoever owns the instructions
+        for index, pattern, trig, also in OWNER_FREE_OVERRIDE_RE:
+            if not flags[index] and _has(norm, trig) and _has(norm, also):
+                flags[index] = _matches(pattern, norm)[0]
+    structure = tuple(flags)
     spans = benign_directive_spans(norm, tasks=tasks)
     # a task frame was masked around an attack structure: the caller also judges it unmasked
     framed = tasks and any(structure) and has_task_frame(norm)
