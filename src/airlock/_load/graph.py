@@ -385,6 +385,10 @@ def _strides(shape: tuple[object, ...], fortran: bool) -> tuple[int, ...]:
     return tuple(reversed(contiguous_strides(tuple(reversed(dims)))))
 
 
+#: numpy byte-order characters a pickled dtype's state may hold
+_NP_ORDERS: Final = ("<", ">", "=", "|")
+
+
 def _numpy_dtype(
     call: Call, args: tuple[object, ...], where: str, walker: _Walker, depth: int
 ) -> _NumpyDType:
@@ -392,7 +396,9 @@ def _numpy_dtype(
         raise FormatError(f"{where}: expected a type string")
     if len(call.states) > 1:
         raise FormatError(f"{where}: more than one dtype state")
-    order = "<"
+    # numpy's byte order: the type string's prefix (``numpy.dtype(">f8")`` is big-endian), which
+    # a BUILD state's byte-order field then replaces ('=' and '|' are native: little here)
+    order = args[0][:1] if args[0][:1] in _NP_ORDERS else "="
     if call.states:
         state = walker.value(call.states[0], depth)
         if not isinstance(state, tuple) or len(state) < 2 or not isinstance(state[1], str):
@@ -402,6 +408,8 @@ def _numpy_dtype(
                 f"{where}: structured or sub-array numpy dtypes are not supported by airlock.load"
             )
         order = state[1]
+    if order not in _NP_ORDERS:
+        raise FormatError(f"{where}: numpy byte order {order!r:.10} is not one of '<', '>', '=', '|'")
     found = dtype_from_numpy(args[0])
     if found is None:
         raise FormatError(
