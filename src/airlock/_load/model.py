@@ -112,7 +112,12 @@ def check_view(
         raise FormatError(f"tensor {name}: storage offset {offset!r:.40} is not a non-negative integer")
     assert isinstance(offset, int)
     ref = TensorRef(storage, dtype, offset, shape, stride)
-    # The product of the non-zero dimensions, not the element count: an empty tensor of size
+    if ref.nbytes > MAX_LOGICAL_BYTES:
+        raise LimitError(
+            f"tensor {name}: size {shape} of {dtype.name} is {ref.nbytes} bytes, more than a 64-bit size "
+            "can hold (torch refuses it too)"
+        )
+    # Also the product of the non-zero dimensions, not the element count: an empty tensor of size
     # (2**40, 2**40, 0) is refused by torch (its running product overflows before the 0), and one
     # of size (2**62, 0) of float32 is an array numpy cannot make (it bounds the non-zero
     # dimensions times the item size by a signed 64-bit size). Both bound every view below.
