@@ -385,6 +385,10 @@ def _strides(shape: tuple[object, ...], fortran: bool) -> tuple[int, ...]:
     return tuple(reversed(contiguous_strides(tuple(reversed(dims)))))
 
 
+#: numpy byte-order characters a pickled dtype's state may hold
+_NP_ORDERS: Final = ("<", ">", "=", "|")
+
+
 def _numpy_dtype(
     call: Call, args: tuple[object, ...], where: str, walker: _Walker, depth: int
 ) -> _NumpyDType:
@@ -392,7 +396,9 @@ def _numpy_dtype(
         raise FormatError(f"{where}: expected a type string")
     if len(call.states) > 1:
         raise FormatError(f"{where}: more than one dtype state")
-    order = "<"
+    # numpy's byte order: the type string's prefix (``numpy.dtype(">f8")`` is big-endian), which
+    # a BUILD state's byte-order field then replaces ('=' and '|' are native: little here)
+    order = args[0][:1] if args[0][:1] in _NP_ORDERS else "="
     if call.states:
         state = walker.value(call.states[0], depth)
         if not isinstance(state, tuple) or len(state) < 2 or not isinstance(state[1], str):
@@ -402,6 +408,8 @@ def _numpy_dtype(
                 f"{where}: structured or sub-array numpy dtypes are not supported by airlock.load"
             )
         order = state[1]
+    if order not in _NP_ORDERS:
+        raise FormatError(f"{where}: numpy byte order {order!r:.10} is not one of '<', '>', '=', '|'")
     found = dtype_from_numpy(args[0])
     if found is None:
         raise FormatError(
@@ -491,10 +499,21 @@ class TypedStorage:
     quantized: str | None = None
 
 
-def _inline(values: list[int] | list[float], dtype: str, shape: tuple[int, ...], offset: int) -> TensorRef:
-    """A small tensor made of parameters the pickle holds (a scale, a zero point, a size)."""
-    code = "d" if dtype == "float64" else "q"
-    data = struct.pack(f"<{len(values)}{code}", *values)
+def _inline(values: list[int], dtype: str, shape: tuple[int, ...], offset: int, where: str) -> TensorRef:
+    """A small tensor made of parameters the pickle holds (a scale, a zero point, a size).
+
+    Every value must fit ``dtype`` (torch refuses the file too: it unpacks them as C ``int64_t``
+    / ``double``); the pickle's integers are unbounded, so this is checked, never left to
+    ``struct``/``float`` to raise."""
+    try:
+        if dtype == "float64":
+            data = struct.pack(f"<{len(values)}d", *(float(v) for v in values))
+        else:
+            if not all(-(2**63) <= v < 2**63 for v in values):
+                raise OverflowError
+            data = struct.pack(f"<{len(values)}q", *values)
+    except OverflowError:
+        raise FormatError(f"{where}: value {max(values, key=abs)!r:.40} does not fit {dtype}") from None
     storage = Storage(f"inline@{offset}", len(data), 0, (0, 0), 1, data)
     return TensorRef(storage, torch_dtype(dtype), 0, shape, contiguous_strides(shape))
 
@@ -521,8 +540,8 @@ def _qtensor(args: tuple[object, ...], where: str, offset: int) -> Quantized:
         if len(qparams) != 3 or type(qparams[1]) not in (float, int) or type(qparams[2]) is not int:
             raise FormatError(f"{where}: per-tensor parameters are not (scheme, scale, zero_point)")
         extras = {
-            "scale": _inline([float(qparams[1])], "float64", (), offset),
-            "zero_point": _inline([qparams[2]], "int64", (), offset),
+            "scale": _inline([qparams[1]], "float64", (), offset, where),
+            "zero_point": _inline([qparams[2]], "int64", (), offset, where),
         }
     else:
         if (
@@ -535,7 +554,7 @@ def _qtensor(args: tuple[object, ...], where: str, offset: int) -> Quantized:
         extras = {
             "scales": qparams[1],
             "zero_points": qparams[2],
-            "axis": _inline([qparams[3]], "int64", (), offset),
+            "axis": _inline([qparams[3]], "int64", (), offset, where),
         }
     marked = dataclasses.replace(ref, quantized=f"{storage.quantized} ({scheme})")
     return Quantized(marked, extras)
@@ -562,5 +581,5 @@ def _sparse(args: tuple[object, ...], where: str, offset: int) -> dict[str, Tens
     if not isinstance(size, tuple) or not all(type(n) is int and n >= 0 for n in size):
         raise FormatError(f"{where}: sparse size {size!r:.60} is not a tuple of sizes")
     out: dict[str, TensorRef] = {name: part for name, part in zip(names, data, strict=False)}
-    out["size"] = _inline(list(size), "int64", (len(size),), offset)
+    out["size"] = _inline(list(size), "int64", (len(size),), offset, where)
     return out

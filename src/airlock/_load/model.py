@@ -117,6 +117,18 @@ def check_view(
             f"tensor {name}: size {shape} of {dtype.name} is {ref.nbytes} bytes, more than a 64-bit size "
             "can hold (torch refuses it too)"
         )
+    # Also the product of the non-zero dimensions, not the element count: an empty tensor of size
+    # (2**40, 2**40, 0) is refused by torch (its running product overflows before the 0), and one
+    # of size (2**62, 0) of float32 is an array numpy cannot make (it bounds the non-zero
+    # dimensions times the item size by a signed 64-bit size). Both bound every view below.
+    spanned = dtype.itemsize
+    for dim in shape:
+        spanned *= dim or 1
+    if spanned > MAX_LOGICAL_BYTES:
+        raise LimitError(
+            f"tensor {name}: size {shape} of {dtype.name} spans {spanned} bytes (its non-zero dimensions "
+            "times the item size), more than a 64-bit size can hold (torch or numpy refuses it too)"
+        )
     if offset > MAX_LOGICAL_BYTES or any(s > MAX_LOGICAL_BYTES for s in stride):
         raise LimitError(f"tensor {name}: storage offset or stride does not fit a 64-bit integer")
     span = ref.byte_span()
