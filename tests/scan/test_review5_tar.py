@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import random
 import struct
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 
 import airlock
 from airlock.results import Verdict
+from tests._proof import TORCH_LOAD, loader_runs_payload
 
 
 def _payload(marker: Path) -> bytes:
@@ -50,10 +49,7 @@ def _proven(raw: bytes, marker: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     path = tmp_path / "proof.bin"
     path.write_bytes(raw)
-    load = "import torch, sys\ntry: torch.load(sys.argv[1], weights_only=False)\nexcept Exception: pass"
-    subprocess.run([sys.executable, "-c", load, path], check=True, timeout=120, capture_output=True)
-    assert marker.is_dir(), "torch.load did not run the payload"
-    marker.rmdir()
+    loader_runs_payload(TORCH_LOAD, path, marker)
 
 
 def _named(report: airlock.Report) -> list[str | None]:

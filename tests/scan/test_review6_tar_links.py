@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import pickle
 import struct
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 
 import airlock
 from airlock.results import Verdict
+from tests._proof import TORCH_LOAD, loader_runs_payload
 
 # a legacy storage record: (key, location, storage class), then int64 element count and raw bytes
 _RECORD = b"\x80\x02(X\x01\x00\x00\x000X\x03\x00\x00\x00cpuctorch\nFloatStorage\nt."
@@ -54,10 +53,7 @@ def _proven(raw: bytes, marker: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     path = tmp_path / "proof.tar"
     path.write_bytes(raw)
-    load = "import torch, sys\ntry: torch.load(sys.argv[1], weights_only=False)\nexcept Exception: pass"
-    subprocess.run([sys.executable, "-c", load, path], check=True, timeout=120, capture_output=True)
-    assert marker.is_dir(), "torch.load did not run the payload"
-    marker.rmdir()
+    loader_runs_payload(TORCH_LOAD, path, marker)
 
 
 @pytest.mark.parametrize(
