@@ -407,26 +407,46 @@ def test_f5_an_idle_worker_that_dies_is_noticed_and_readiness_tells_the_truth(ma
     gateway = make_gateway()
     lane = gateway.running.gateway.state.lanes[("acme", "affine")]
     (before,) = lane.pids()
-    staged = Path(lane._factory.args[0])
-    hidden = staged.with_name(staged.name + ".hidden")
-    staged.rename(hidden)  # the replacement cannot start until the file is back
-    try:
+    with _replacement_held_back(lane):
         os.killpg(before, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        ready = 200
-        while ready == 200 and time.monotonic() < deadline:
-            ready = httpx.get(f"{gateway.url}/v2/health/ready", timeout=5).status_code
-            time.sleep(0.05)
-        assert ready == 503
+        assert _readiness_once_dropped(gateway.url, 10) == 503
         with gateway.client("acme") as client:
             assert client.get("/v2/models/affine/ready").json() == {"name": "affine", "ready": False}
+    (after,) = _restarted(lane)  # with no request asking for it
+    assert after != before
+    _serves_again(gateway)
+
+
+@contextlib.contextmanager
+def _replacement_held_back(lane: Any) -> Iterator[None]:
+    """The lane's worker file is out of place while the block runs: no replacement can start."""
+    staged = Path(lane._factory.args[0])
+    hidden = staged.with_name(staged.name + ".hidden")
+    staged.rename(hidden)
+    try:
+        yield
     finally:
         hidden.rename(staged)
-    deadline = time.monotonic() + 30
-    while not lane.pids() and time.monotonic() < deadline:  # restarted with no request asking for it
+
+
+def _readiness_once_dropped(url: str, seconds: float) -> int:
+    """/v2/health/ready's status once it is no longer 200, or 200 after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    ready = 200
+    while ready == 200 and time.monotonic() < deadline:
+        ready = httpx.get(f"{url}/v2/health/ready", timeout=5).status_code
         time.sleep(0.05)
-    (after,) = lane.pids()
-    assert after != before
+    return ready
+
+
+def _restarted(lane: Any) -> list[int]:
+    deadline = time.monotonic() + 30
+    while not lane.pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(lane.pids())
+
+
+def _serves_again(gateway: Any) -> None:
     assert httpx.get(f"{gateway.url}/v2/health/ready", timeout=5).status_code == 200
     with gateway.client("acme") as client:
         assert client.post("/v2/models/affine/infer", json=BODY).status_code == 200
@@ -465,26 +485,12 @@ def test_f5_a_process_dying_anywhere_inside_an_idle_sandbox_drops_readiness(
     tree = _sandbox_tree(before)
     assert len(tree) >= 2, tree  # zygote -> job (bwrap --as-pid-1: the zygote is the sandbox's pid 1)
     victim = tree[-1] if depth == "job" else tree[-2]
-    staged = Path(lane._factory.args[0])
-    hidden = staged.with_name(staged.name + ".hidden")
-    staged.rename(hidden)  # the replacement cannot start until the file is back
-    try:
+    with _replacement_held_back(lane):
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 15
-        ready = 200
-        while ready == 200 and time.monotonic() < deadline:
-            ready = httpx.get(f"{gateway.url}/v2/health/ready", timeout=5).status_code
-            time.sleep(0.05)
-        assert ready == 503, f"the killed {depth} went unnoticed"
-    finally:
-        hidden.rename(staged)
-    deadline = time.monotonic() + 30
-    while not lane.pids() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert lane.pids() and lane.pids() != [before]
-    assert httpx.get(f"{gateway.url}/v2/health/ready", timeout=5).status_code == 200
-    with gateway.client("acme") as client:
-        assert client.post("/v2/models/affine/infer", json=BODY).status_code == 200
+        assert _readiness_once_dropped(gateway.url, 15) == 503, f"the killed {depth} went unnoticed"
+    after = _restarted(lane)
+    assert after and after != [before]
+    _serves_again(gateway)
 
 
 # F6 -------------------------------------------------------------------------------------------
