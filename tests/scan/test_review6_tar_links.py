@@ -34,7 +34,7 @@ def _storages(marker: Path) -> bytes:
     return pickle.dumps(2, protocol=2) + _RECORD + _RAW + _payload(marker)
 
 
-def _tar(marker: Path, links: dict[str, str]) -> bytes:
+def _tar(marker: Path, links: dict[str, str], kind: bytes = tarfile.LNKTYPE) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         data = _storages(marker)
@@ -43,7 +43,7 @@ def _tar(marker: Path, links: dict[str, str]) -> bytes:
         tar.addfile(info, io.BytesIO(data))
         for name, target in links.items():
             link = tarfile.TarInfo(name)
-            link.type = tarfile.LNKTYPE
+            link.type = kind
             link.linkname = target
             tar.addfile(link)
     return buf.getvalue()
@@ -85,19 +85,8 @@ def test_a_symbolic_link_is_not_read_as_its_target(tmp_path: Path) -> None:
     # tarfile.extract writes a symbolic link as a link (dangling in torch's temporary folder), not
     # its target's data: torch.load runs nothing, and the reader does not read s as storages either
     marker = tmp_path / "ran"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        data = _storages(marker)
-        info = tarfile.TarInfo("s")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-        for name in ("storages", "tensors", "pickle"):
-            link = tarfile.TarInfo(name)
-            link.type = tarfile.SYMTYPE
-            link.linkname = "s"
-            tar.addfile(link)
     path = tmp_path / "model.tar"
-    path.write_bytes(buf.getvalue())
+    path.write_bytes(_tar(marker, dict.fromkeys(("storages", "tensors", "pickle"), "s"), tarfile.SYMTYPE))
     report = airlock.scan(path)
     assert report.verdict is not Verdict.CLEAN
     assert not any(
