@@ -71,35 +71,37 @@ def test_v7_tar_is_read_whatever_its_name(tmp_path: Path) -> None:
     assert not report.skipped
 
 
-@pytest.mark.parametrize("v7", [True, False], ids=["v7", "ustar"])
-def test_tar_in_a_storage_is_read(tmp_path: Path, v7: bool) -> None:
+def _storage_is_malicious(raw: bytes, tmp_path: Path) -> None:
+    """``raw`` saved by torch as one tensor's storage: the scan names the payload in it."""
     torch = pytest.importorskip("torch")
-    marker = tmp_path / "ran"
-    raw = _tar({"storages": _payload(marker)}, v7=v7)
-    _proven(raw, marker, tmp_path)
     path = tmp_path / "weights.pt"
     torch.save({"w": torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()}, path)
     report = airlock.scan(path)
     assert report.verdict is Verdict.MALICIOUS, [(f.rule, f.message) for f in report.findings()]
     assert _named(report) == ["os.mkdir"]
+
+
+@pytest.mark.parametrize("v7", [True, False], ids=["v7", "ustar"])
+def test_tar_in_a_storage_is_read(tmp_path: Path, v7: bool) -> None:
+    pytest.importorskip("torch")
+    marker = tmp_path / "ran"
+    raw = _tar({"storages": _payload(marker)}, v7=v7)
+    _proven(raw, marker, tmp_path)
+    _storage_is_malicious(raw, tmp_path)
 
 
 @pytest.mark.parametrize("v7", [True, False], ids=["v7", "ustar"])
 def test_tar_storage_that_also_starts_like_a_pickle_is_read_both_ways(tmp_path: Path, v7: bool) -> None:
     # the first member's name "N." is a whole pickle (NONE, STOP): the storage looked like a
     # pickle, was read only as one (silent: it imports nothing), and never as the tar torch.load opens
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from airlock._formats.pickle import looks_like_pickle
 
     marker = tmp_path / "ran"
     raw = _tar({"N.": b"x", "storages": _payload(marker)}, v7=v7)
     assert looks_like_pickle(raw[:4096], len(raw))
     _proven(raw, marker, tmp_path)
-    path = tmp_path / "weights.pt"
-    torch.save({"w": torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()}, path)
-    report = airlock.scan(path)
-    assert report.verdict is Verdict.MALICIOUS, [(f.rule, f.message) for f in report.findings()]
-    assert _named(report) == ["os.mkdir"]
+    _storage_is_malicious(raw, tmp_path)
 
 
 def test_a_checksum_one_off_is_no_tar(tmp_path: Path) -> None:
