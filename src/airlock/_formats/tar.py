@@ -162,30 +162,52 @@ def _list(data: memoryview, ctx: ReadContext) -> list[tarfile.TarInfo]:
 
 
 def _linked_legacy(members: list[tarfile.TarInfo]) -> dict[str, tarfile.TarInfo]:
-    """The legacy names (and ``sys_info``) whose member ``torch.load`` extracts is a hard link, each
-    with the regular member ``tarfile`` writes in its place (outside review 6: a tar whose
-    ``storages`` was a hard link to another member ran its pickles under ``torch.load`` while this
-    reader took it for a plain tar and read that member as one pickle file).
+    """The legacy names (and ``sys_info``) whose member ``torch.load`` reads is a link, each with
+    the regular member whose bytes it reads in its place (outside reviews 6 and 7: a tar whose
+    ``storages`` was a hard link, or whose ``tensors`` was a symbolic link to ``storages``, ran its
+    pickles under ``torch.load`` while this reader took it for a plain tar).
 
-    As ``tarfile`` does it: ``extract(name)`` takes the last member of that exact name
-    (``getmember``); a hard link is written as its target (``_find_link_target``: the last member
-    *before* the link whose normalised name is the link's normalised target), a hard link to a
-    hard link in turn. A symbolic link is written as a symbolic link, never as its target's data
-    (that a link points out of the folder is an extraction finding, :mod:`.tar_paths`)."""
+    As ``torch.load`` and ``tarfile`` do it: the member of a name is the last of that exact name
+    (``getmember``).
+    * ``storages``, then ``tensors``, are *extracted* into a fresh folder and opened there: a hard
+      link is written as its target (``_find_link_target``: the last member *before* the link whose
+      normalised name is the link's normalised target), a hard link to a hard link in turn; a
+      symbolic link is written as a link and followed when opened, so it reads a legacy file
+      extracted before it (``tensors`` -> ``storages``) and nothing of the archive otherwise
+      (that a link points out of the folder is an extraction finding, :mod:`.tar_paths`).
+    * ``pickle`` (and ``sys_info``) are read with ``extractfile``, which reads any link as its
+      target in the archive: a hard link as above, a symbolic link as the last member, anywhere in
+      the archive, named by the link's target taken from the link's own folder."""
     index = {id(m): i for i, m in enumerate(members)}
+    extracted: dict[str, tarfile.TarInfo | None] = {}  # legacy name -> what its open() reads
     linked: dict[str, tarfile.TarInfo] = {}
     for name in (*_LEGACY, "sys_info"):
+        opened_from_disk = name in ("storages", "tensors")
         member = next((m for m in reversed(members) if m.name == name), None)
-        for _ in range(len(members)):  # each step moves strictly towards the archive's start
-            if member is None or not member.islnk():
+        for _ in range(len(members) + 1):  # a chain visits each member at most once
+            if member is None or not (member.islnk() or member.issym()):
                 break
-            target = posixpath.normpath(member.linkname)
-            member = next(
-                (m for m in reversed(members[: index[id(member)]]) if posixpath.normpath(m.name) == target),
-                None,
-            )
+            if member.issym():
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+                if opened_from_disk:
+                    # followed on disk: only a legacy file written before it is there to read
+                    member = extracted.get(target) if target in extracted and target != name else None
+                    break
+                member = next((m for m in reversed(members) if posixpath.normpath(m.name) == target), None)
+            else:
+                target = posixpath.normpath(member.linkname)
+                member = next(
+                    (
+                        m
+                        for m in reversed(members[: index[id(member)]])
+                        if posixpath.normpath(m.name) == target
+                    ),
+                    None,
+                )
         else:
             member = None
+        if opened_from_disk:
+            extracted[name] = member if member is not None and member.isreg() else None
         if member is not None and member.isreg() and member.name != name:
             linked[name] = member
     return linked
