@@ -297,14 +297,14 @@ def _unverified_test(verified: Verified | None, root: Path, base: Path) -> Calla
     """
     if verified is None or "unsafe-allow-extra" in verified.unsafe:
         return None
+    from airlock.integrity._walk import is_excluded  # only for a verified scan (loaded already)
+
     listed = {f.path for f in verified.manifest.files}
     excluded = verified.manifest.params.excluded
 
     def test(entry: Entry) -> bool:
         name = "." if base != root else entry.path.relative_to(root).as_posix()
-        if name in listed:
-            return False
-        return not any(name == ex or name.startswith(ex + "/") for ex in excluded)
+        return name not in listed and not is_excluded(name, excluded)
 
     return test
 
