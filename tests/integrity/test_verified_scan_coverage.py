@@ -335,3 +335,38 @@ def test_oversized_verified_config_is_refused(tmp_path: Path) -> None:
         "config.json: 5033 bytes exceeds limit max_header_bytes 4096" in m
         for m in _messages(report, "config.json")
     )
+
+
+def test_folder_checks_read_file_content_only_through_read_folder_file() -> None:
+    # The class, not the one reader: a check that opens a path by name itself would judge the
+    # disk's bytes in a verified scan. Readers get bytes, never paths; the only content reads by
+    # name in the format package are base.read_folder_file and resolving an hf:// name (before
+    # any scan, outside the scanned folder).
+    import ast
+
+    import airlock._formats as formats
+
+    allowed = {("base.py", "read_folder_file"), ("hf_cache.py", "resolve_hf_uri")}
+    found = []
+    for source in sorted(Path(formats.__file__).parent.glob("*.py")):
+        tree = ast.parse(source.read_text())
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                opens = (isinstance(func, ast.Name) and func.id == "open") or (
+                    isinstance(func, ast.Attribute)
+                    and (
+                        func.attr in ("read_bytes", "read_text", "fdopen")
+                        or (
+                            func.attr == "open"
+                            and not (isinstance(func.value, ast.Name) and func.value.id == "tarfile")
+                        )
+                    )
+                )
+                if opens and (source.name, function.name) not in allowed:
+                    found.append(f"{source.name}:{node.lineno} in {function.name}")
+    assert found == []
