@@ -370,3 +370,22 @@ def test_folder_checks_read_file_content_only_through_read_folder_file() -> None
                 if opens and (source.name, function.name) not in allowed:
                     found.append(f"{source.name}:{node.lineno} in {function.name}")
     assert found == []
+
+
+def test_verified_hugging_face_cache_repository_bookkeeping(tmp_path: Path) -> None:
+    # The cache's bookkeeping folder (.no_exist: empty markers, never loaded) is not a name to
+    # blame; a file with bytes put in it after the check is, like any other added name.
+    from tests.scan.test_hf_cache import build_cache
+
+    source = build_model(tmp_path / "src", {"config.json": b'{"model_type": "gpt2"}', "w.pkl": PICKLE})
+    repo = build_cache(tmp_path / "hub", "org/name", source)
+    lock = tmp_path / "model.lock"
+    lock.write_text(render_lock(hash(repo, allow_symlinks=True)))
+    verified = verify(repo, lock=lock, unsafe_allow_symlinks=True)
+    report = scan(repo, verified=verified)
+    assert report.verdict.value == "CLEAN", _rules(report)
+    marker_dir = next((repo / ".no_exist").iterdir())
+    (marker_dir / "added.pkl").write_bytes(PICKLE)
+    rules = _rules(scan(repo, verified=verified))
+    assert rules[f".no_exist/{marker_dir.name}/added.pkl"] == [RULE]
+    assert all(RULE not in found for name, found in rules.items() if not name.endswith("added.pkl"))

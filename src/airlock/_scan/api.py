@@ -346,6 +346,10 @@ def _unverified_test(verified: Verified | None, root: Path, base: Path) -> Calla
         name = name_of(entry)
         if name is None:
             return True
+        if entry.kind == "bookkeeping":
+            # a folder of the Hugging Face cache, never read: its empty markers are not entries
+            # (nor ever loaded), anything else in it is an entry of its own, checked as any other
+            return False
         ref = refs.get(name)
         if ref is not None:
             return not (entry.kind == "file" or (ref.via_symlink and entry.kind == "symlink"))
