@@ -389,3 +389,29 @@ def test_verified_hugging_face_cache_repository_bookkeeping(tmp_path: Path) -> N
     rules = _rules(scan(repo, verified=verified))
     assert rules[f".no_exist/{marker_dir.name}/added.pkl"] == [RULE]
     assert all(RULE not in found for name, found in rules.items() if not name.endswith("added.pkl"))
+
+
+def test_one_verified_file_is_judged_as_its_verified_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One file given (`airlock scan config.json --expect sha256:...`): the check of its folder
+    # reads it as "." of the verification. The disk shows a config without auto_map while the
+    # check runs; the loader gets the verified config that names remote code.
+    import hashlib
+
+    tame = b'{"model_type": "gpt2", "note": {"AutoModel": "modeling_x.Model"}}'
+    tame = tame + b" " * (len(CONFIG) - len(tame))
+    assert len(tame) == len(CONFIG)
+    model = build_model(tmp_path / "model", {"config.json": CONFIG})
+    config = model / "config.json"
+    close = _rewrite_between_check_and_read(monkeypatch, config, tame)
+    try:
+        digest = hashlib.sha256(config.read_bytes()).hexdigest()
+        code = main(["scan", str(config), "--expect", f"sha256:{digest}", "--format", "json"])
+        doc = json.loads(capsys.readouterr().out)
+    finally:
+        close()
+    assert config.read_bytes() == CONFIG
+    rules = [i["rule"] for f in doc["files"] for i in f["findings"]]
+    assert RULE in rules, rules
+    assert code != 0 and doc["verdict"] == "ERROR"
