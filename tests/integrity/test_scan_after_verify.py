@@ -87,10 +87,18 @@ def test_a_name_added_after_verification_is_an_error(tmp_path: Path, change) -> 
     assert report.verdict.value == "ERROR"
     rules = _rules(report)
     assert rules[added] == [RULE]
-    # only the added name is blamed
-    assert all(RULE not in found for name, found in rules.items() if name != added)
-    message = next(i.message for f in report.files for i in f.findings if i.rule == RULE)
-    assert message.startswith("not in the verified manifest")
+    # only the added name is blamed (and the verified name it took the place of: gone)
+    gone = added.split("/")[0] if change is _file_becomes_folder else None
+    assert all(RULE not in found for name, found in rules.items() if name not in (added, gone))
+    messages = {
+        os.path.relpath(f.path, report.root): f.findings[0].message
+        for f in report.files
+        if f.findings and f.findings[0].rule == RULE
+    }
+    assert messages[added].startswith("not in the verified manifest")
+    if gone is not None:
+        assert rules[gone] == [RULE]
+        assert messages[gone].startswith("missing after verification")
 
 
 def test_unsafe_allow_extra_still_scans_extra_files(tmp_path: Path) -> None:

@@ -186,6 +186,43 @@ class ReadContext(NamedTuple):
     on_disk: bool = True
     #: raises LimitError when the per-file time budget is spent; readers call it in long loops
     check_time: Callable[[], None] = _no_time_limit
+    #: in a verified scan (folder checks only): ``read_verified(name, limit)`` gives the verified
+    #: bytes of the file named ``name`` (at most ``limit``; FormatError when it is larger), None
+    #: when verification accepted that name unchecked (``--unsafe-ignore``/``--unsafe-allow-extra``:
+    #: read it from disk), and raises IntegrityError when the name is not the verified file
+    read_verified: Callable[[Path, int], bytes | None] | None = None
+
+
+def read_folder_file(name: Path, ctx: ReadContext, target: Path | None = None) -> bytes:
+    """The bytes of the file a folder check meets as ``name`` (at most ``max_header_bytes``).
+
+    Every content read of a folder check goes through here. In a verified scan they are the
+    verified bytes (``ctx.read_verified``: a sealed copy hashed again, never the disk's bytes of
+    the moment); otherwise ``target`` (what a link ``name`` resolves to; ``name`` itself when
+    None) is opened without following links and must be a regular file. FormatError when it is
+    not a regular file or too large; IntegrityError when it is not the verified file."""
+    limit = ctx.limits.max_header_bytes
+    if ctx.read_verified is not None:
+        verified = ctx.read_verified(name, limit)
+        if verified is not None:
+            return verified
+    import os
+    import stat
+
+    from airlock.errors import FormatError
+
+    # O_NONBLOCK: a file swapped for a FIFO since the folder was listed must not block the open
+    fd = os.open(target or name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError("not a regular file")
+        if st.st_size > limit:
+            raise FormatError(f"{st.st_size} bytes exceeds limit max_header_bytes {limit}")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(limit + 1)
+    finally:
+        os.close(fd)
 
 
 class Reader(Protocol):
@@ -211,6 +248,9 @@ class FolderCheck(Protocol):
     Yields ``(relative path, fact)`` pairs, the facts being an :class:`Issue`, a
     :class:`Template`, a :class:`PythonSource` or a :class:`CodeReference` found in that file; the scan judges them and attaches the findings to that
     file's report (or to the folder itself when the path is ``.``).
+
+    A check reads a file's content only with :func:`read_folder_file` (so that a verified scan
+    judges the verified bytes, not what lies on disk when the check runs).
     """
 
     @property

@@ -31,7 +31,15 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
-from airlock._formats.base import CodeReference, FolderFact, Issue, PythonSource, ReadContext, Template
+from airlock._formats.base import (
+    CodeReference,
+    FolderFact,
+    Issue,
+    PythonSource,
+    ReadContext,
+    Template,
+    read_folder_file,
+)
 from airlock._formats.hf_cache import cache_link_target
 from airlock._formats.hf_code_refs import (
     auto_map,
@@ -43,7 +51,7 @@ from airlock._formats.hf_code_refs import (
     sentence_transformers,
 )
 from airlock._formats.registry import HF_FOLDER_SUFFIXES
-from airlock.errors import FormatError
+from airlock.errors import FormatError, IntegrityError
 from airlock.results import Severity
 
 #: ``typing.TYPE_CHECKING`` without importing ``typing``: every folder scan imports this module,
@@ -102,9 +110,9 @@ class HFFolderCheck:
             if name.endswith(".jinja"):
                 # Loaders read templates wherever they are (chat_template.jinja,
                 # additional_chat_templates/*.jinja): never skipped, whatever the folder holds.
-                yield from _template_file(name, path, ctx)
+                yield from _template_file(name, path, folder, ctx)
             elif name.endswith(".py") and hf:
-                yield from _python_file(name, path, ctx)
+                yield from _python_file(name, path, folder, ctx)
             elif name.endswith(".json") and (hf or name in HF_FILES):
                 yield from _json_file(name, path, folder, files, ctx)
 
@@ -151,22 +159,14 @@ def _names(folder: Path) -> list[str]:
         return []
 
 
-def _read(path: Path, ctx: ReadContext) -> bytes:
-    """The bytes of a regular file, opened without following links, bounded by max_header_bytes."""
-    # O_NONBLOCK: a file swapped for a FIFO since the folder was listed must not block the open
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FormatError("not a regular file")
-        if st.st_size > ctx.limits.max_header_bytes:
-            raise FormatError(
-                f"{st.st_size} bytes exceeds limit max_header_bytes {ctx.limits.max_header_bytes}"
-            )
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            return handle.read(ctx.limits.max_header_bytes + 1)
-    finally:
-        os.close(fd)
+def _read(name: str, path: Path, folder: Path, ctx: ReadContext) -> bytes:
+    """The bytes of ``folder/name`` (``path``: what it resolves to, a link's target), bounded by
+    max_header_bytes; in a verified scan the verified bytes (``read_folder_file``)."""
+    return read_folder_file(folder / name, ctx, path)
+
+
+def _changed(name: str, exc: IntegrityError) -> tuple[str, Issue]:
+    return name, Issue("integrity.changed", Severity.ERROR, f"{name}: {exc}; not analysed")
 
 
 def _analysed(name: str, what: str) -> tuple[str, Issue]:
@@ -179,7 +179,10 @@ def _json_file(
     from airlock._strictjson import parse_json_strict  # json: only when a config is read
 
     try:
-        value = parse_json_strict(_read(path, ctx), name)
+        value = parse_json_strict(_read(name, path, folder, ctx), name)
+    except IntegrityError as exc:
+        yield _changed(name, exc)
+        return
     except (FormatError, OSError) as exc:
         yield name, Issue("hf.json", Severity.ERROR, f"{name}: {exc}; transformers cannot load it")
         return
@@ -242,9 +245,14 @@ def _chat_templates(name: str, template: object) -> Iterator[tuple[str, Issue | 
     )
 
 
-def _template_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | Template]]:
+def _template_file(
+    name: str, path: Path, folder: Path, ctx: ReadContext
+) -> Iterator[tuple[str, Issue | Template]]:
     try:
-        text = _read(path, ctx).decode("utf-8")
+        text = _read(name, path, folder, ctx).decode("utf-8")
+    except IntegrityError as exc:
+        yield _changed(name, exc)
+        return
     except (FormatError, OSError, UnicodeDecodeError) as exc:
         yield name, Issue("template.parse", Severity.ERROR, f"{name}: cannot read as a UTF-8 template: {exc}")
         return
@@ -252,9 +260,14 @@ def _template_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[st
     yield name, Template(name, text, None)
 
 
-def _python_file(name: str, path: Path, ctx: ReadContext) -> Iterator[tuple[str, Issue | PythonSource]]:
+def _python_file(
+    name: str, path: Path, folder: Path, ctx: ReadContext
+) -> Iterator[tuple[str, Issue | PythonSource]]:
     try:
-        source = _read(path, ctx)
+        source = _read(name, path, folder, ctx)
+    except IntegrityError as exc:
+        yield _changed(name, exc)
+        return
     except (FormatError, OSError) as exc:
         yield name, Issue("hf.python-parse", Severity.ERROR, f"{name}: does not parse as Python: {exc}")
         return

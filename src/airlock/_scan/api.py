@@ -184,13 +184,20 @@ def plan_scan(
     checks = folder_checks(None if base == root else [entry.path.name for _, entry in files]) if files else ()
     if checks:
         folder_format = checks[0].name
-        by_file, others = _run_folder_checks(base, entries, [i for i, _ in files], limits, policy, checks)
+        reader = _verified_reader(verified, root, base) if verified is not None else None
+        by_file, others = _run_folder_checks(
+            base, entries, [i for i, _ in files], limits, policy, checks, reader
+        )
         # One file given: the checks of its folder say what its name makes of it (a template,
         # remote code); findings about the folder's other files are not part of this scan.
         # A name the verification did not cover is already an error of its own (above).
         others = [(display, issues) for display, issues in others if display not in stray]
         for offset, (display, issues) in enumerate(others if base == root else []):
             reports[len(entries) + offset] = _folder_report(display, issues, limits, folder_format)
+    for name in _missing(verified, entries, root, base):
+        display = str(root) if base != root else f"{root.as_posix().rstrip('/')}/{name}"
+        after = max(reports, default=len(entries) - 1) + 1  # after the walk's and the checks' reports
+        reports[max(after, len(entries))] = _folder_report(display, [_MISSING], limits, None)
 
     def rel(entry: Entry) -> str | None:
         if verified is None:
@@ -253,6 +260,7 @@ def _run_folder_checks(
     limits: Limits,
     policy: Policy,
     checks: tuple[FolderCheck, ...],
+    read_verified: Callable[[Path, int], bytes | None] | None = None,
 ) -> tuple[dict[int, tuple[Issue, ...]], list[tuple[str, list[Issue]]]]:
     # The folders of the scanned files: the walk's own folder objects (one per folder; hashed
     # once), not a Path or a dirname per file.
@@ -263,7 +271,7 @@ def _run_folder_checks(
     by_file: dict[int, list[Issue]] = {}
     others: dict[str, list[Issue]] = {}
     for folder in folders:
-        ctx = ReadContext(limits=limits, file_path=folder, root=base)
+        ctx = ReadContext(limits=limits, file_path=folder, root=base, read_verified=read_verified)
         for check in checks:
             for rel, found in check.check(folder, ctx):
                 if by_path is None:
@@ -287,26 +295,110 @@ _UNVERIFIED = Issue(
     Severity.ERROR,
     "not in the verified manifest: added, or put in place of a verified file, after verification; not scanned",
 )
+_MISSING = Issue(
+    "integrity.changed",
+    Severity.ERROR,
+    "missing after verification: a verified file is gone (deleted, or replaced by a folder); not scanned",
+)
+
+
+def _verified_name(root: Path, base: Path) -> Callable[[Path], str | None]:
+    """The manifest name of a path met in a verified scan: relative to the folder scanned, ``.``
+    for the one file scanned; None for a path outside what was verified (a neighbour of the one
+    file given, which only its folder's checks look at)."""
+
+    def name(path: Path) -> str | None:
+        if base != root:
+            return "." if path == root else None  # (the walk's one entry: see _entry_name)
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            return None
+
+    return name
+
+
+def _entry_name(root: Path, base: Path) -> Callable[[Entry], str | None]:
+    """The manifest name of a walked entry: for one file given, its one entry is ``.`` (even
+    when the walk met it as the target of the link named on the command line)."""
+    name_of = _verified_name(root, base)
+    return (lambda entry: ".") if base != root else (lambda entry: name_of(entry.path))
 
 
 def _unverified_test(verified: Verified | None, root: Path, base: Path) -> Callable[[Entry], bool] | None:
     """For a verified scan: a test that is true for a walked entry the verification did not cover.
 
-    Covered are the manifest's files and what the verification left out on purpose (its excluded
-    paths: ``--unsafe-ignore``, the signature file); with ``--unsafe-allow-extra`` everything is.
+    A name of the manifest is covered as what was hashed: a file the scan reads through the
+    verification (or, hashed through a link under ``--unsafe-allow-symlinks``, a link); met as a
+    link, a FIFO or another special file (put in its place after the check) it is not. Any other
+    name is covered only when the verification accepted it on purpose (``Verified.exempt``: under
+    an ``--unsafe-ignore`` path, or the very signature file that was read; never a folder, link or
+    other file in the signature's place, nor anything under its name), or under
+    ``--unsafe-allow-extra``.
     """
-    if verified is None or "unsafe-allow-extra" in verified.unsafe:
+    if verified is None:
         return None
-    from airlock.integrity._walk import is_excluded  # only for a verified scan (loaded already)
-
-    listed = {f.path for f in verified.manifest.files}
-    excluded = verified.manifest.params.excluded
+    refs = {ref.rel: ref for ref in verified._files}
+    allow_extra = "unsafe-allow-extra" in verified.unsafe
+    name_of = _entry_name(root, base)
 
     def test(entry: Entry) -> bool:
-        name = "." if base != root else entry.path.relative_to(root).as_posix()
-        return name not in listed and not is_excluded(name, excluded)
+        name = name_of(entry)
+        if name is None:
+            return True
+        if entry.kind == "bookkeeping":
+            # a folder of the Hugging Face cache, never read: its empty markers are not entries
+            # (nor ever loaded), anything else in it is an entry of its own, checked as any other
+            return False
+        ref = refs.get(name)
+        if ref is not None:
+            return not (entry.kind == "file" or (ref.via_symlink and entry.kind == "symlink"))
+        return not allow_extra and not verified.exempt(name, entry.path)
 
     return test
+
+
+def _verified_reader(verified: Verified, root: Path, base: Path) -> Callable[[Path, int], bytes | None]:
+    """``ReadContext.read_verified`` of a verified scan's folder checks: a name of the manifest is
+    read through ``Verified.open`` (the bytes hashed again into a sealed copy, whatever lies on
+    disk now), a name verification accepted unchecked from disk (None), any other name not at all
+    (IntegrityError: the walk reports it as unverified)."""
+    from airlock.errors import FormatError, IntegrityError
+
+    sizes = {f.path: f.size for f in verified.manifest.files}
+    allow_extra = "unsafe-allow-extra" in verified.unsafe
+    name_of = _verified_name(root, base)
+
+    def read(path: Path, limit: int) -> bytes | None:
+        name = name_of(path)
+        if name is None:
+            if base != root:
+                return None  # a neighbour of the one file scanned: its findings are not reported
+            raise IntegrityError(f"changed after verification: {path} lies outside the verified folder")
+        size = sizes.get(name)
+        if size is None:
+            if allow_extra or verified.exempt(name, path):
+                return None
+            raise IntegrityError(f"changed after verification: {name} is not in the verified manifest")
+        if size > limit:  # before the sealed copy is made: it holds the whole file
+            raise FormatError(f"{size} bytes exceeds limit max_header_bytes {limit}")
+        with verified.open(name) as handle:
+            return handle.read(limit + 1)
+
+    return read
+
+
+def _missing(verified: Verified | None, entries: list[Entry], root: Path, base: Path) -> list[str]:
+    """The manifest's names the walk did not meet (deleted, or a folder now, since the check)."""
+    if verified is None:
+        return []
+    from airlock.integrity._walk import is_excluded  # only for a verified scan (loaded already)
+
+    name_of = _entry_name(root, base)
+    met = {name_of(entry) for entry in entries}
+    # empty markers in the Hugging Face cache's bookkeeping folders are not entries of their own
+    books = tuple(n for e in entries if e.kind == "bookkeeping" and (n := name_of(e)) is not None)
+    return [f.path for f in verified.manifest.files if f.path not in met and not is_excluded(f.path, books)]
 
 
 def _folder_report(display: str, issues: list[Issue], limits: Limits, fmt: str | None) -> FileReport:

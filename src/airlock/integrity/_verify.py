@@ -28,7 +28,7 @@ from airlock.integrity._lock import parse_digest, read_bounded, read_lock
 from airlock.integrity._manifest import FileEntry, Manifest, build_manifest
 from airlock.integrity._oms import Bundle, pae, parse_bundle, parse_statement
 from airlock.integrity._params import Algorithm, HashLimits, HashParams, Method
-from airlock.integrity._walk import SINGLE_FILE_NAME, FileRef, Tree, walk
+from airlock.integrity._walk import SINGLE_FILE_NAME, FileRef, Tree, is_excluded, walk
 
 __all__ = ["TrustMode", "Verified", "verify"]
 
@@ -61,6 +61,23 @@ class Verified:
     #: unsafe options that were in force (empty when fully strict); renderers must show them
     unsafe: tuple[str, ...] = ()
     _files: tuple[FileRef, ...] = field(default=(), repr=False, compare=False)
+    #: the paths ``--unsafe-ignore`` left out: the user's choice covers them and all under them
+    _ignored: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    #: the signature inside the folder (its name, and ``_entry_id`` when it was read): left out
+    #: of the comparison as that one regular file only, never as a folder or a link
+    _signature: tuple[str, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
+
+    def exempt(self, rel: str, path: str | os.PathLike[str]) -> bool:
+        """True when ``rel`` (found at ``path``) is not in the manifest but verification accepted
+        it on purpose: under a ``--unsafe-ignore`` path, or the signature file that was read
+        itself (the same regular file: a folder, link or other file of that name, or any name
+        under it, is not exempt). ``--unsafe-allow-extra`` is the caller's to check (``unsafe``)."""
+        if is_excluded(rel, self._ignored):
+            return True
+        if self._signature is None or rel != self._signature[0]:
+            return False
+        now = _entry_id(os.fspath(path))
+        return now is not None and stat.S_ISREG(now[2]) and now == self._signature[1]
 
     def open(self, rel: str) -> BinaryIO:
         """Open one verified file for reading: a private, sealed copy of bytes that were hashed again.
@@ -379,4 +396,8 @@ def verify(
             )
     if problems:
         raise integrity_error(tree.name, problems)
-    return Verified(root, manifest, src.mode, exp.source, src.signer, tuple(unsafe), tree.files)
+    sig_exempt = (sig_rel, src.signature_id) if sig_rel is not None and src.signature_id is not None else None
+    return Verified(
+        root, manifest, src.mode, exp.source, src.signer, tuple(unsafe), tree.files, tuple(unsafe_ignore),
+        sig_exempt,
+    )  # fmt: skip
