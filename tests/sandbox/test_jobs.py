@@ -554,7 +554,7 @@ def test_a_private_copy_replaces_each_shared_mapping() -> None:
         "    maps = open('/proc/self/maps').read().splitlines()\n"
         "    left = [l for l in maps if l.split()[1][3] == 's']\n"
         "    line = [l for l in maps if int(l.split('-')[0], 16) == ro][0]\n"
-        "    print('child', n >= 2, left, anon[:4], ctypes.string_at(ro, 3), ctypes.string_at(ro + 5000, 2), line.split()[1])\n"
+        "    print('child', n >= 2, left, anon[:4], ctypes.string_at(ro, 3), ctypes.string_at(ro + 5000, 2), line.split()[1], flush=True)\n"
         "    anon[:4] = b'BBBB'\n"
         "    os._exit(0)\n"
         "os.waitpid(pid, 0)\n"
@@ -563,5 +563,5 @@ def test_a_private_copy_replaces_each_shared_mapping() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=False)
     out = done.stdout.decode()
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert "child True [] b'AAAA' b'FFF' b'\\x00\\x00' r--p" in out, out
+    assert "child True [] b'AAAA' b'FFF' b'\\x00\\x00' r--p" in out, out + done.stderr.decode()[-2000:]
     assert "parent b'AAAA'" in out, out
