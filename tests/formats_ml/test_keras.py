@@ -14,7 +14,7 @@ import pytest
 from airlock import Verdict
 from airlock._formats.base import Issue, Nested
 from airlock._formats.keras import KerasConfigReader, KerasH5Reader, KerasZipReader
-from airlock.errors import FormatError
+from airlock.errors import FormatError, LimitError
 from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.results import Severity
 from tests.formats_ml.helpers import assert_clean, issues, only, read_all, rules, scan_one
@@ -348,7 +348,9 @@ def test_the_hdf5_answer_is_capped_at_what_the_scan_accepts(
         assert not [i for i in found if i.severity is Severity.ERROR], found
     else:
         with pytest.raises(
-            FormatError, match=rf"answer was refused: .*frame of {cap + 1} bytes exceeds the cap of {cap}$"
+            LimitError,
+            match=rf"larger than {1 << 16} bytes each \(limit max_header_bytes\): the sandboxed reader's "
+            rf"answer was refused: .*frame of {cap + 1} bytes exceeds the cap of {cap}$",
         ):
             _h5_read(path, limits)
     assert seen["policy"].limits.frame_bytes == cap

@@ -237,6 +237,11 @@ def _h5_attributes_in_sandbox(data: memoryview, ctx: ReadContext) -> tuple[dict[
             try:
                 arrays = worker.state_dict()
             except SandboxError as exc:  # the sandbox ran and loaded the file: its answer is refused
+                if "exceeds the cap" in str(exc):  # the frame cap derived from max_header_bytes
+                    raise LimitError(
+                        f"HDF5 attributes are larger than {ctx.limits.max_header_bytes} bytes each "
+                        f"(limit max_header_bytes): the sandboxed reader's answer was refused: {exc}"
+                    ) from exc
                 raise FormatError(f"HDF5 file: the sandboxed reader's answer was refused: {exc}") from exc
     except SandboxError as exc:
         message = str(exc)
