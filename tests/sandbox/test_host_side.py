@@ -467,6 +467,16 @@ def test_absurd_tensor_tables_are_sandbox_errors(
     assert "\x1b" not in str(caught.value)
 
 
+def test_a_pid_the_worker_claims_is_checked_before_use(warm: Sandbox) -> None:
+    """Without a pid namespace the host keeps a pidfd of each job the worker says it spawned; a
+    worker taken over could claim any number: 2**40 raised OverflowError out of pidfd_open
+    (outside review 11), a pid that is not the worker's child must not be tracked either."""
+    before = dict(warm._job_pidfds)
+    for claimed in (2**40, 2**70, 1 << 22, 0, -1, os.getpid()):
+        warm._track_job(claimed)
+    assert warm._job_pidfds == before
+
+
 # --- special files: refused before any blocking open --------------------------------------------
 
 
