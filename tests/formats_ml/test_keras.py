@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from airlock import Verdict
-from airlock._formats.base import Nested
+from airlock._formats.base import Issue, Nested
 from airlock._formats.keras import KerasConfigReader, KerasH5Reader, KerasZipReader
-from airlock.errors import FormatError
+from airlock.errors import FormatError, LimitError
+from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.results import Severity
 from tests.formats_ml.helpers import assert_clean, issues, only, read_all, rules, scan_one
 from tests.formats_ml.kerasgen import (
@@ -254,3 +255,102 @@ def test_libhdf5_never_runs_in_the_scanning_process(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert proc.stdout.split() == ["CLEAN", "False"]
+
+
+# ---- the HDF5 job's answer is hostile (outside review 11) ----------------------------------------
+# libhdf5 runs on the file's bytes in the job; a file that exploits it controls what the job
+# answers. An exploit is stood in for by a torch payload that speaks the frame protocol itself
+# (tests/sandbox/test_host_side.py): everything on the scanner's side -- Worker, channel, frame
+# cap, reader -- is the real code.
+
+
+def _exploited(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str) -> dict[str, Any]:
+    from airlock import sandbox
+    from tests.sandbox.test_host_side import hostile
+
+    model = hostile(tmp_path / "exploit.pt", source)
+    real = sandbox.Worker
+    seen: dict[str, Any] = {}
+
+    def exploited(path: str, runtime: str | None = None, **kwargs: Any) -> Any:
+        assert runtime == "hdf5-attributes"
+        seen.update(kwargs)
+        return real(model, runtime="torch", **kwargs)
+
+    monkeypatch.setattr(sandbox, "Worker", exploited)
+    return seen
+
+
+def _answer(specs: str, payload: str, pad: int = 0) -> str:
+    return (
+        "S.sendall(LOADED)\n"
+        f"raw = json.dumps({{'type': 'tensors', 'tensors': {specs}}}).encode()\n"
+        f"raw = raw + b' ' * max(0, {pad} - len(raw))\n"
+        f"body = {payload}\n"
+        "S.sendall(struct.pack('<4sIQ', b'ALF1', len(raw), len(body)) + raw + body)\n"
+        "time.sleep(30)"
+    )
+
+
+def _h5_read(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[Issue]:
+    return issues(read_all(KerasH5Reader(), path.read_bytes(), path, limits=limits))
+
+
+@pytest.mark.parametrize(
+    ("specs", "payload", "message"),
+    [
+        # int() of a 5000-digit byte string raised ValueError out of the scan (a traceback)
+        ("[{'name': 'keras_layout', 'dtype': 'bytes', 'shape': [1], 'offset': 0, 'nbytes': 5008}]",
+         "struct.pack('<Q', 5000) + b'1' * 5000", "layout flag that is not 0 or 1"),
+        ("[{'name': 'keras_layout', 'dtype': 'complex64', 'shape': [1], 'offset': 0, 'nbytes': 8}]",
+         "bytes(8)", "layout flag that is not 0 or 1"),
+        ("[{'name': 'keras_layout', 'dtype': 'uint8', 'shape': [1], 'offset': 0, 'nbytes': 1}]",
+         "b'\\x02'", "layout flag that is not 0 or 1"),
+        ("[{'name': 'model_config', 'dtype': 'float32', 'shape': [1], 'offset': 0, 'nbytes': 4}]",
+         "bytes(4)", "answered model_config that is not bytes"),
+        ("[{'name': 'x', 'dtype': 'uint8', 'shape': [1], 'offset': 0, 'nbytes': 1}]",
+         "b'1'", "answered unknown entries (x)"),
+    ],
+)  # fmt: skip
+def test_a_hostile_hdf5_answer_is_an_error_verdict(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, specs: str, payload: str, message: str
+) -> None:
+    _exploited(monkeypatch, tmp_path, _answer(specs, payload))
+    report = scan_one(write_h5(tmp_path / "m.h5", legacy_sequential()))
+    assert report.verdict is Verdict.ERROR
+    assert any(message in f.message for f in report.findings), [f.message for f in report.findings]
+
+
+@pytest.mark.parametrize(("extra", "ok"), [(-1, True), (0, True), (1, False)])
+def test_the_hdf5_answer_is_capped_at_what_the_scan_accepts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, extra: int, ok: bool
+) -> None:
+    """The job's frame is capped at two configs of max_header_bytes plus the layout flag and
+    its table (it was the job's memory, 8 GiB: a 1 GiB attribute was received and copied before
+    the size check). An answer of N-1 and N bytes is read, N+1 refused before its payload."""
+    from airlock._formats.keras import _h5_reply_cap
+
+    limits = Limits(max_header_bytes=1 << 16)
+    cap = _h5_reply_cap(limits)
+    size = 1 << 16
+    config = json.dumps(legacy_sequential()).encode()
+    specs = (
+        f"[{{'name': 'model_config', 'dtype': 'uint8', 'shape': [{size}], 'offset': 0, 'nbytes': {size}}}, "
+        f"{{'name': 'training_config', 'dtype': 'uint8', 'shape': [{size}], 'offset': {size}, 'nbytes': {size}}}, "
+        f"{{'name': 'keras_layout', 'dtype': 'uint8', 'shape': [1], 'offset': {2 * size}, 'nbytes': 1}}]"
+    )
+    body = f"({config!r} + b' ' * {size - len(config)}) * 2 + b'\\x00'"
+    header = cap - (2 * size + 1) + extra  # the frame is header + payload: cap + extra bytes
+    seen = _exploited(monkeypatch, tmp_path, _answer(specs, body, pad=header))
+    path = write_h5(tmp_path / "m.h5", legacy_sequential())
+    if ok:
+        found = _h5_read(path, limits)
+        assert not [i for i in found if i.severity is Severity.ERROR], found
+    else:
+        with pytest.raises(
+            LimitError,
+            match=rf"larger than {1 << 16} bytes each \(limit max_header_bytes\): the sandboxed reader's "
+            rf"answer was refused: .*frame of {cap + 1} bytes exceeds the cap of {cap}$",
+        ):
+            _h5_read(path, limits)
+    assert seen["policy"].limits.frame_bytes == cap

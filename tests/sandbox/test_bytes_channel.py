@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 
 from airlock.errors import SandboxError
 from airlock.sandbox import Sandbox, SandboxPolicy
-from airlock.sandbox._messages import BYTES_DTYPE, TensorCaps, decode_tensors, encode_tensors
+from airlock.sandbox._messages import (
+    BYTES_DTYPE,
+    HOST_BYTES_PER_ELEMENT,
+    TensorCaps,
+    decode_tensors,
+    encode_tensors,
+)
 from tests.sandbox.conftest import FAST_LIMITS
 from tests.sandbox.test_host_side import hostile
 
@@ -114,6 +120,45 @@ def test_a_huge_claimed_count_allocates_nothing() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20 and time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(("slack", "ok"), [(-1, False), (0, True), (1, True)])
+def test_decoded_objects_are_charged_against_the_frame_cap(slack: int, ok: bool) -> None:
+    """Ten elements of 6 bytes in all (two tensors) cost 10 * HOST_BYTES_PER_ELEMENT + 2 * 6 on the
+    host: at a cap of exactly that they decode, one byte under it they are refused (outside review
+    11: 8-byte empty elements became ~100-byte objects, so a reply under the cap held ten times it)."""
+    first, second = _region([1, 2, 3, 4], b"abcd"), _region([0] * 5 + [2], b"ef")
+    table = _table([4], len(first), name="a") + _table([2, 3], len(second), offset=len(first), name="b")
+    payload = memoryview(first + second)
+    cost = 10 * HOST_BYTES_PER_ELEMENT + 2 * 6
+    caps = TensorCaps(8, 8, cost + slack)
+    if ok:
+        got = decode_tensors(table, payload, caps)
+        assert got["a"].tolist() == [b"a", b"b", b"c", b"d"]
+        assert got["b"].tolist() == [[b"", b"", b""], [b"", b"", b"ef"]]
+    else:
+        with pytest.raises(
+            SandboxError, match=rf"tensor 'b' of 6 elements would hold {cost} bytes .* cap of {cost - 1}$"
+        ):
+            decode_tensors(table, payload, caps)
+    # kept packed (the gateway's form) there is no object per element: nothing to charge
+    assert decode_tensors(table, payload, TensorCaps(8, 8, cost - 1), packed=True)["b"].size == 6
+
+
+def test_many_empty_elements_cost_the_host_no_more_than_the_cap() -> None:
+    """The attack: a payload of empty elements (8 bytes each) at a quarter of the cap. Refused
+    before any object is made: the host's memory stays far below the cap."""
+    cap = 8 << 20
+    count = cap // 4 // 8
+    payload = memoryview(bytes(8 * count))
+    tracemalloc.start()
+    try:
+        with pytest.raises(SandboxError, match=f"of {count} elements would hold"):
+            decode_tensors(_table([count], 8 * count), payload, TensorCaps(8, 8, cap))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
 
 
 _dims = st.lists(st.one_of(st.integers(0, 5), st.sampled_from([2**31, 2**62, 2**64, -1])), max_size=4)

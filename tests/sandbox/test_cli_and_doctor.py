@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,101 @@ def test_run_cli_skip_scan_still_sandboxed(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err
     assert "--unsafe-skip-scan" in err and "sandboxed load failed: AssertionError" in err
     assert not marker.exists()
+
+
+# --- what `airlock run --output` writes: every name, dtype and value came from the job ------------
+
+#: the job answers the inference with a tensors frame whose names, dtypes and bytes it chose
+_ANSWER = """
+S.sendall(LOADED)
+specs, body, at = [], b'', 0
+for name, dtype, shape, data in OUT:
+    specs.append({'name': name, 'dtype': dtype, 'shape': shape, 'offset': at, 'nbytes': len(data)})
+    body += data
+    at += len(data)
+S.sendall(tensors_frame(specs, body))
+time.sleep(30)
+"""
+
+
+def _float32(*values: float) -> bytes:
+    return np.array(values, dtype="<f4").tobytes()
+
+
+_BIG = 16 << 20  # run_cmd.MAX_JSON_OUTPUT (checked below)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "out", "message"),
+    [
+        (".json", [("c", "complex64", [1], np.zeros(1, "<c8").tobytes())], "'c' is complex64, which JSON"),
+        (".json", [("a", "float32", [1], _float32(1)), ("n", "float32", [2], _float32(1, np.nan))],
+         "'n' holds NaN or infinity"),
+        (".json", [("i", "float64", [1], np.array([np.inf]).tobytes())], "'i' holds NaN or infinity"),
+        (".json", [("s", "bytes", [1], struct.pack("<Q", 2) + b"hi")], "'s' is a tensor of byte strings"),
+        (".json", [("big", "uint8", [_BIG // 2 + 1], bytes(_BIG // 2 + 1))],
+         f"more than {_BIG // 2} elements, more than JSON output may hold"),
+        (".safetensors", [("__metadata__", "float32", [1], _float32(1))], "the name safetensors keeps for"),
+        (".safetensors", [("c", "complex128", [1], np.zeros(1, "<c16").tobytes())],
+         "'c' is complex128, which safetensors cannot hold"),
+        (".safetensors", [("s", "bytes", [1], struct.pack("<Q", 2) + b"hi")], "'s' is a tensor of byte strings"),
+    ],
+)  # fmt: skip
+def test_run_cli_refuses_outputs_its_format_cannot_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str, out: list[object], message: str
+) -> None:
+    """Outside review 11: a complex or byte-string output crashed `airlock run --output x.json`
+    with a TypeError traceback, NaN was written as the invalid JSON token ``NaN``, a model output
+    named ``__metadata__`` left a safetensors file that no reader opens (exit 0), and a JSON
+    output's size had no bound (``tolist`` of gigabytes). Each is exit 2 with a message, and no
+    file is written."""
+    from airlock._cli import run_cmd
+    from tests.sandbox.test_host_side import hostile
+
+    assert run_cmd.MAX_JSON_OUTPUT == _BIG
+    model = hostile(tmp_path / "out.pt", f"OUT = {out!r}\n" + _ANSWER)
+    (tmp_path / "in.json").write_text(json.dumps({"x": [1.0]}))
+    target = tmp_path / f"out{suffix}"
+    argv = ["run", str(model), "--unsafe-skip-scan", "--input", str(tmp_path / "in.json")]
+    assert main([*argv, "--output", str(target), "--timeout", "60"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("slack", [-1, 0, 1])
+def test_json_output_size_at_the_cap(tmp_path: Path, slack: int) -> None:
+    from airlock._cli.run_cmd import json_outputs
+    from airlock.errors import UsageError
+
+    outputs = {"a": np.array([0, 1], dtype=np.int64), "b": np.array([0.5], dtype=np.float32)}
+    text = '{"a": [0, 1], "b": [0.5]}'
+    if slack >= 0:
+        assert json_outputs(tmp_path / "o.json", outputs, len(text) + slack) == text
+    else:
+        with pytest.raises(UsageError, match=f"take {len(text)} bytes of JSON, above {len(text) - 1}"):
+            json_outputs(tmp_path / "o.json", outputs, len(text) - 1)
+
+
+def test_run_cli_writes_what_its_format_holds(tmp_path: Path) -> None:
+    """The near misses pass: finite floats, bfloat16, integers and bools in JSON (strict JSON,
+    read back with airlock's own strict parser); complex64 and a name like ``__metadata_`` in
+    safetensors."""
+    from airlock._strictjson import parse_json_strict
+    from tests.sandbox.test_host_side import hostile
+
+    out = [("f", "float32", [2], _float32(1.5, -0.0)), ("b", "bool", [1], b"\x01"),
+           ("u", "uint64", [1], struct.pack("<Q", 2**64 - 1)), ("h", "bfloat16", [1], b"\x80\x3f")]  # fmt: skip
+    (tmp_path / "in.json").write_text(json.dumps({"x": [1.0]}))
+    model = hostile(tmp_path / "ok.pt", f"OUT = {out!r}\n" + _ANSWER)
+    argv = ["run", str(model), "--unsafe-skip-scan", "--input", str(tmp_path / "in.json"), "--timeout", "60"]
+    assert main([*argv, "--output", str(tmp_path / "o.json")]) == 0
+    got = parse_json_strict((tmp_path / "o.json").read_bytes(), "output")
+    assert got == {"f": [1.5, -0.0], "b": [True], "u": [2**64 - 1], "h": [1.0]}
+    out = [("__metadata_", "float32", [1], _float32(2)), ("c", "complex64", [1], np.ones(1, "<c8").tobytes())]
+    model = hostile(tmp_path / "ok2.pt", f"OUT = {out!r}\n" + _ANSWER)
+    assert main([*argv[:1], str(model), *argv[2:], "--output", str(tmp_path / "o.safetensors")]) == 0
+    from safetensors.numpy import load_file
+
+    loaded = load_file(str(tmp_path / "o.safetensors"))
+    assert loaded["__metadata_"].tolist() == [2.0] and loaded["c"].tolist() == [1 + 0j]

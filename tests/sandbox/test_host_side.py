@@ -252,6 +252,36 @@ def test_a_large_reply_at_the_cap(capped: Sandbox, tmp_path: Path, delta: int, o
                 worker.state_dict()
 
 
+def test_a_reply_of_empty_strings_cannot_make_the_host_hold_ten_times_the_cap(
+    capped: Sandbox, tmp_path: Path
+) -> None:
+    """A ``bytes`` tensor of empty elements costs 8 bytes each on the wire and about a hundred on
+    the host once decoded (a ``bytes`` object, its end as an int, three pointers): under the cap
+    on the wire, ten times it in the host (outside review 11). Each element is charged
+    HOST_BYTES_PER_ELEMENT against the cap before any object is made."""
+    from airlock.sandbox._messages import HOST_BYTES_PER_ELEMENT
+
+    count = (CAP - HEADER) // 8  # the whole reply is under the cap
+    assert count * HOST_BYTES_PER_ELEMENT > CAP
+    model = hostile(
+        tmp_path / "strings.pt",
+        f"n = {count}\n"
+        "S.sendall(LOADED)\n"
+        "S.sendall(tensors_frame([{'name': 's', 'dtype': 'bytes', 'shape': [n], 'offset': 0, "
+        "'nbytes': 8 * n}], bytes(8 * n)))\n"
+        "time.sleep(30)",
+    )
+    with (
+        capped.open(model) as worker,
+        pytest.raises(
+            SandboxError,
+            match=rf"bad tensor table: channel: bytes tensor 's' of {count} elements would hold "
+            rf"{count * HOST_BYTES_PER_ELEMENT} bytes of Python objects on the host .* above the cap of {CAP}$",
+        ),
+    ):
+        worker.state_dict()
+
+
 def test_a_large_reply_cut_short_by_the_job_exiting(capped: Sandbox, tmp_path: Path) -> None:
     sent = 1 << 20  # of a reply's payload of CAP - HEADER bytes
     model = hostile(tmp_path / "cut.pt", _AT_SIZE + f"sized({CAP}, cut={16 + HEADER + sent}, then='exit')")
@@ -435,6 +465,16 @@ def test_absurd_tensor_tables_are_sandbox_errors(
     with warm.open(model) as worker, pytest.raises(SandboxError, match=message) as caught:
         worker.state_dict()
     assert "\x1b" not in str(caught.value)
+
+
+def test_a_pid_the_worker_claims_is_checked_before_use(warm: Sandbox) -> None:
+    """Without a pid namespace the host keeps a pidfd of each job the worker says it spawned; a
+    worker taken over could claim any number: 2**40 raised OverflowError out of pidfd_open
+    (outside review 11), a pid that is not the worker's child must not be tracked either."""
+    before = dict(warm._job_pidfds)
+    for claimed in (2**40, 2**70, 1 << 22, 0, -1, os.getpid()):
+        warm._track_job(claimed)
+    assert warm._job_pidfds == before
 
 
 # --- special files: refused before any blocking open --------------------------------------------

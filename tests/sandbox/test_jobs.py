@@ -487,3 +487,81 @@ def test_the_model_descriptor_cannot_be_reopened_or_located(jobs: Sandbox, tmp_p
     assert all(value in (errno.ENOENT, errno.EACCES, errno.EPERM) for value in seen.values()), seen
     assert str(tmp_path) not in json.dumps(seen)
     assert os.stat(tmp_path / "reopen.pt").st_mode & 0o777 != 0o666
+
+
+# --- memory shared through the warm worker (outside review 11) -------------------------------------
+
+#: every shared mapping of the job (an ``s`` in its permissions), as [start, end, perms]
+_SHARED = """
+def shared():
+    found = []
+    for line in open('/proc/self/maps').read().splitlines():
+        span, perms = line.split()[:2]
+        if perms[3] == 's':
+            start, end = (int(x, 16) for x in span.split('-'))
+            found.append([start, end, perms])
+    return found
+"""
+
+
+def test_jobs_share_no_memory_with_the_worker_or_each_other(tmp_path: Path) -> None:
+    """onnxruntime's import in the warm worker started Microsoft's telemetry, whose SQLite
+    shared-memory index was mapped MAP_SHARED and writable: every job inherited it, so one job
+    wrote what the next job (another model) read, and what the worker's own telemetry thread read.
+    Now a job holds no shared mapping at all: nothing it writes reaches another process."""
+    marker = "airlock-review-eleven-marker"
+    writer = _SHARED + (
+        "def probe():\n"
+        "    import ctypes\n"
+        "    written = []\n"
+        "    for start, end, perms in shared():\n"
+        "        if perms[1] == 'w':\n"
+        f"            ctypes.memmove(start + 64, {marker.encode()!r}, {len(marker)})\n"
+        "            written.append(perms)\n"
+        "    return [written, shared()]\n"
+    )
+    reader = _SHARED + (
+        "def probe():\n"
+        "    import ctypes\n"
+        f"    return [ctypes.string_at(s + 64, {len(marker)}).decode('latin-1') for s, e, p in shared() if p[0] == 'r']\n"
+    )
+    with Sandbox(SandboxPolicy(limits=FAST_LIMITS), runtimes=("torch", "onnx")) as sandbox:
+        written, mappings = _probe(sandbox, tmp_path / "writer.pt", writer)
+        seen = _probe(sandbox, tmp_path / "reader.pt", reader)
+    assert marker not in seen, "a job read what an earlier job wrote into memory shared through the worker"
+    assert written == [] and mappings == [], mappings
+
+
+def test_a_private_copy_replaces_each_shared_mapping() -> None:
+    """The mechanism on its own, with real shared mappings in a real fork (a subprocess): an
+    anonymous MAP_SHARED page and a shared file mapping longer than its file. The child's copy
+    keeps every byte (zeros past the file's end, where a read would be a SIGBUS) and its
+    protection; what the child writes no longer reaches the parent."""
+    import subprocess
+    import sys
+
+    script = (
+        "import ctypes, mmap, os, tempfile\n"
+        "from airlock.sandbox._kernel import privatise_shared_mappings\n"
+        "anon = mmap.mmap(-1, 8192, flags=mmap.MAP_SHARED); anon[:4] = b'AAAA'\n"
+        "f = tempfile.TemporaryFile(); f.write(b'F' * 100); f.flush()\n"
+        "libc = ctypes.CDLL(None); libc.mmap.restype = ctypes.c_void_p\n"
+        "libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)\n"
+        "ro = libc.mmap(None, 3 * 4096, 1, 1, f.fileno(), 0)  # PROT_READ, MAP_SHARED: 2 pages past EOF\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    n = privatise_shared_mappings()\n"
+        "    maps = open('/proc/self/maps').read().splitlines()\n"
+        "    left = [l for l in maps if l.split()[1][3] == 's']\n"
+        "    line = [l for l in maps if int(l.split('-')[0], 16) == ro][0]\n"
+        "    print('child', n >= 2, left, anon[:4], ctypes.string_at(ro, 3), ctypes.string_at(ro + 5000, 2), line.split()[1], flush=True)\n"
+        "    anon[:4] = b'BBBB'\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print('parent', anon[:4])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=False)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "child True [] b'AAAA' b'FFF' b'\\x00\\x00' r--p" in out, out + done.stderr.decode()[-2000:]
+    assert "parent b'AAAA'" in out, out

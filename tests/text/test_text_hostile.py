@@ -92,3 +92,37 @@ def test_honest_edges_are_accepted(warm: Sandbox, tmp_path: Path) -> None:
 def test_a_job_that_stops_answering_meets_the_deadline(warm: Sandbox, tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="exceeded the wall-clock limit of 8"):
         _generate(warm, tmp_path, _text(1), None, max_tokens=5)
+
+
+#: a reply cap of 16 KiB: the text of one generation may hold 16384 // 4 = 4096 characters
+_CAP = 16 << 10
+
+
+@pytest.fixture(scope="module")
+def capped() -> Iterator[Sandbox]:
+    with Sandbox(SandboxPolicy(limits=LIMITS.replace(max_frame_bytes=_CAP)), runtimes=("torch",)) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.parametrize(("extra", "ok"), [(-1, True), (0, True), (1, False)])
+def test_the_text_of_one_generation_is_capped_like_a_reply(
+    capped: Sandbox, tmp_path: Path, extra: int, ok: bool
+) -> None:
+    """Outside review 11: the host kept every token's text, bounded only by max_tokens * 1024
+    characters (4 bytes each once one is beyond U+FFFF): a caller's large --max-tokens let a job
+    make the host hold gigabytes. The text is a reply: at most frame_bytes at 4 bytes a character,
+    whatever max_tokens says. N-1, N, N+1 characters at N = 4096."""
+    from airlock.sandbox._text import BYTES_PER_CHAR
+
+    limit = _CAP // BYTES_PER_CHAR
+    frames = _text(limit // MAX_PIECE - 1, "y" * MAX_PIECE)  # every token within MAX_PIECE
+    frames += _text(1, "y" * (MAX_PIECE + min(extra, 0))) + _text(max(extra, 0), "z")
+    count = len(frames)
+    if ok:
+        done = _generate(capped, tmp_path, frames, ("stop", 0, count), max_tokens=10**6)
+        assert len(done.text) == limit + extra  # type: ignore[attr-defined]
+    else:
+        with pytest.raises(
+            SandboxError, match=f"more than {limit} characters of text .* reply cap of {_CAP} bytes"
+        ):
+            _generate(capped, tmp_path, frames, ("stop", 0, count), max_tokens=10**6)

@@ -49,10 +49,71 @@ def _read_inputs(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     return dict(load_file(str(path)))
 
 
-def _write_outputs(path: Path, outputs: dict[str, np.ndarray[Any, Any]]) -> None:
+#: bytes the JSON text of ``--output out.json`` may have: JSON is for small tensors, the same
+#: bound as ``--input`` (what ``airlock run`` writes, it can read back)
+MAX_JSON_OUTPUT = _MAX_JSON_INPUT
+#: dtype kinds JSON holds: bool, integers, real floats (bfloat16 is kind "V" and handled by name)
+_JSON_KINDS = frozenset("biuf")
+#: dtypes ``safetensors.numpy`` writes, of those the channel carries (not complex128, not bytes)
+_SAFETENSORS_DTYPES = frozenset(
+    ["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16",
+     "float32", "float64", "complex64", "bfloat16"]
+)  # fmt: skip
+#: a name that is the safetensors header's metadata key, not a tensor: writing it corrupts the file
+_SAFETENSORS_RESERVED = "__metadata__"
+_NO_BYTES = "neither output format holds byte strings (use airlock.sandbox.Worker from Python)"
+
+
+def _refuse(path: Path, name: str, why: str, hint: str) -> UsageError:
+    return UsageError(f"--output {path}: the model's output {printable(name, 200)!r} {why}; {hint}")
+
+
+def json_outputs(path: Path, outputs: dict[str, Any], cap: int = MAX_JSON_OUTPUT) -> str:
+    """The JSON text of ``outputs`` (every name, dtype, value and size came from the job), or
+    :class:`UsageError` naming the first output JSON cannot hold: not a bool, integer or real
+    float (complex, byte strings), a NaN or infinity (which ``json`` would write as the invalid
+    token ``NaN``), or a text above ``cap`` bytes. The size is bounded *before* any Python list
+    is made: every element takes at least two characters (a digit and a separator)."""
+    hint = "write .safetensors instead"
+    elements = 0
+    for name, value in outputs.items():
+        dtype = getattr(value, "dtype", None)
+        if not isinstance(value, np.ndarray) or dtype is None or dtype.kind == "O":
+            raise _refuse(path, name, "is a tensor of byte strings", _NO_BYTES)
+        if dtype.kind not in _JSON_KINDS and dtype.name != "bfloat16":
+            raise _refuse(path, name, f"is {dtype.name}, which JSON cannot hold", hint)
+        elements += value.size
+        if 2 * elements > cap:
+            raise UsageError(
+                f"--output {path}: the model's outputs have more than {cap // 2} elements, more than "
+                f"JSON output may hold ({cap} bytes); {hint}"
+            )
+        if (dtype.kind == "f" or dtype.name == "bfloat16") and not bool(
+            np.isfinite(value.astype(np.float64)).all()
+        ):
+            raise _refuse(path, name, "holds NaN or infinity, which JSON cannot hold", hint)
+    text = json.dumps({name: value.tolist() for name, value in outputs.items()}, allow_nan=False)
+    if len(text) > cap:
+        raise UsageError(f"--output {path}: the outputs take {len(text)} bytes of JSON, above {cap}; {hint}")
+    return text
+
+
+def _write_outputs(path: Path, outputs: dict[str, Any]) -> None:
+    """Write what the job answered: every output is checked against what the format can hold
+    *before* the file is created (a name, dtype or value the job chose never leaves a corrupt
+    file or a traceback)."""
     if path.suffix == ".json":
-        path.write_text(json.dumps({k: v.tolist() for k, v in outputs.items()}), encoding="utf-8")
+        path.write_text(json_outputs(path, outputs), encoding="utf-8")
         return
+    hint = "write .json, or change the model"
+    for name, value in outputs.items():
+        if name == _SAFETENSORS_RESERVED:
+            raise _refuse(path, name, "is the name safetensors keeps for its metadata", hint)
+        dtype = getattr(value, "dtype", None)
+        if not isinstance(value, np.ndarray) or dtype is None or dtype.name not in _SAFETENSORS_DTYPES:
+            if dtype is None or dtype.kind == "O":
+                raise _refuse(path, name, "is a tensor of byte strings", _NO_BYTES)
+            raise _refuse(path, name, f"is {dtype.name}, which safetensors cannot hold", hint)
     from safetensors.numpy import save_file
 
     save_file({k: np.ascontiguousarray(v) for k, v in outputs.items()}, str(path))

@@ -216,7 +216,7 @@ def _h5_attributes_in_sandbox(data: memoryview, ctx: ReadContext) -> tuple[dict[
     if importlib.util.find_spec("h5py") is None:  # the job imports it; this process never does
         raise _Unavailable("h5py is not installed (install model-airlock[keras-h5])")
     try:
-        from airlock.sandbox import Worker
+        from airlock.sandbox import SandboxLimits, SandboxPolicy, Worker
     except ImportError as exc:
         raise _Unavailable(f"{exc.name} is not installed (install model-airlock[sandbox])") from exc
     memfd = -1
@@ -229,8 +229,20 @@ def _h5_attributes_in_sandbox(data: memoryview, ctx: ReadContext) -> tuple[dict[
         path = f"/proc/self/fd/{memfd}"
         # Worker, not load_state_dict: load_state_dict scans first, and this IS the scan (its
         # reader would come back here, without end); only attributes are read, in the sandbox.
-        with Worker(path, runtime="hdf5-attributes") as worker:
-            arrays = worker.state_dict()
+        # The job runs libhdf5 on hostile bytes: its answer is hostile too. Its frame is capped at
+        # what this scan accepts (two attributes of max_header_bytes, the layout flag), not at the
+        # job's memory: a 1 GiB attribute used to be received, then copied, before being refused.
+        policy = SandboxPolicy(limits=SandboxLimits(max_frame_bytes=_h5_reply_cap(ctx.limits)))
+        with Worker(path, runtime="hdf5-attributes", policy=policy) as worker:
+            try:
+                arrays = worker.state_dict()
+            except SandboxError as exc:  # the sandbox ran and loaded the file: its answer is refused
+                if "exceeds the cap" in str(exc):  # the frame cap derived from max_header_bytes
+                    raise LimitError(
+                        f"HDF5 attributes are larger than {ctx.limits.max_header_bytes} bytes each "
+                        f"(limit max_header_bytes): the sandboxed reader's answer was refused: {exc}"
+                    ) from exc
+                raise FormatError(f"HDF5 file: the sandboxed reader's answer was refused: {exc}") from exc
     except SandboxError as exc:
         message = str(exc)
         if "does not parse" in message or "HDF5" in message or "OSError" in message:
@@ -239,17 +251,59 @@ def _h5_attributes_in_sandbox(data: memoryview, ctx: ReadContext) -> tuple[dict[
     finally:
         if memfd >= 0:
             os.close(memfd)
+    return _h5_answer(arrays, ctx.limits)
+
+
+#: the attributes the ``hdf5-attributes`` job hands back, and its layout flag
+_H5_CONFIGS: Final = ("model_config", "training_config")
+_H5_LAYOUT: Final = "keras_layout"
+#: room in a reply frame for its JSON tensor table (three entries), beyond the attribute bytes
+_H5_TABLE_BYTES: Final = 4096
+
+
+def _h5_reply_cap(limits: Limits) -> int:
+    """The frame cap of the HDF5 job's answer: both configs at this scan's ``max_header_bytes``,
+    the one-byte layout flag and its tensor table; nothing larger is ever read."""
+    return 2 * limits.max_header_bytes + 1 + _H5_TABLE_BYTES
+
+
+def _h5_answer(arrays: dict[str, Any], limits: Limits) -> tuple[dict[str, bytes], bool]:
+    """The job's answer, checked as hostile (it ran libhdf5 on the file): only the two configs as
+    1-D uint8 of at most ``max_header_bytes`` (sizes checked before any copy) and the layout flag
+    as uint8[1] of 0 or 1. Anything else is a :class:`FormatError` (an ERROR verdict), never an
+    exception of this process (a 5000-digit byte string as the flag crashed the scan in ``int``)."""
+    import numpy as np  # only when the sandbox answered: numpy is already loaded then
+
+    from airlock.sandbox._messages import printable
+
+    unknown = sorted(set(arrays) - {*_H5_CONFIGS, _H5_LAYOUT})
+    if unknown:
+        raise FormatError(
+            f"HDF5 file: the sandboxed reader answered unknown entries ({printable(', '.join(unknown), 200)})"
+        )
     configs: dict[str, bytes] = {}
-    for key in ("model_config", "training_config"):
-        if key in arrays:
-            raw = arrays[key].tobytes()
-            if len(raw) > ctx.limits.max_header_bytes:
-                raise LimitError(
-                    f"HDF5 attribute {key} is larger than {ctx.limits.max_header_bytes} bytes (limit max_header_bytes)"
-                )
-            configs[key] = raw
-    layout = arrays.get("keras_layout")
-    return configs, bool(layout is not None and layout.size and int(layout[0]))
+    for key in _H5_CONFIGS:
+        value = arrays.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.ndim != 1:
+            raise FormatError(f"HDF5 file: the sandboxed reader answered {key} that is not bytes")
+        if value.nbytes > limits.max_header_bytes:
+            raise LimitError(
+                f"HDF5 attribute {key} is larger than {limits.max_header_bytes} bytes (limit max_header_bytes)"
+            )
+        configs[key] = value.tobytes()
+    layout = arrays.get(_H5_LAYOUT)
+    if layout is None:
+        return configs, False
+    if (
+        not isinstance(layout, np.ndarray)
+        or layout.dtype != np.uint8
+        or layout.shape != (1,)
+        or int(layout[0]) not in (0, 1)
+    ):
+        raise FormatError("HDF5 file: the sandboxed reader answered a layout flag that is not 0 or 1")
+    return configs, bool(layout[0])
 
 
 #: The instances the registry loads (``airlock._formats.registry.READERS``).

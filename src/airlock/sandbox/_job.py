@@ -27,6 +27,7 @@ from airlock.sandbox._kernel import (
     own_pid_guard,
     private_proc,
     private_tmp,
+    privatise_shared_mappings,
     set_dumpable,
 )
 from airlock.sandbox._messages import TensorCaps, check_header, decode_tensors, encode_tensors
@@ -39,6 +40,9 @@ _MAX_MESSAGE = 4000
 
 
 def _lockdown(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> str:
+    # first of all: no memory shared with the worker or with other jobs (a runtime's MAP_SHARED
+    # mapping in the warm worker is inherited by every job fork)
+    privatise_shared_mappings()
     size = os.fstat(job_bpf_fd).st_size
     job_bpf = os.pread(job_bpf_fd, size, 0)
     if len(job_bpf) != size:

@@ -26,6 +26,7 @@ from airlock.errors import SandboxError
 __all__ = [
     "BYTES_DTYPE",
     "DTYPES",
+    "HOST_BYTES_PER_ELEMENT",
     "SCHEMAS",
     "PackedBytes",
     "Tensor",
@@ -56,6 +57,11 @@ DTYPES: Final[Mapping[str, str]] = {
 }
 #: wire name of byte-string tensors (object arrays of ``bytes``); see the module docstring
 BYTES_DTYPE: Final = "bytes"
+#: what one element of a decoded byte-string tensor costs the receiver beyond its bytes: the
+#: ``bytes`` object, the integer of its end and three pointers to it while the object array is
+#: built (measured about 105 bytes on 64-bit CPython 3.11; a payload of 2-byte elements grew the
+#: host tenfold). Each byte of the blob is held twice (the blob and the element).
+HOST_BYTES_PER_ELEMENT: Final = 128
 _END: Final = np.dtype("<u8")
 _MAX_NAME: Final = 1024
 
@@ -282,6 +288,8 @@ def decode_tensors(
         )
     result: dict[str, Any] = {}
     position = 0
+    #: bytes the decoded byte-string tensors of this frame hold as Python objects (not ``packed``)
+    held = 0
     for index, spec in enumerate(specs):
         if not isinstance(spec, dict) or set(spec) != {"name", "dtype", "shape", "offset", "nbytes"}:
             raise SandboxError(
@@ -342,7 +350,7 @@ def decode_tensors(
                 except SandboxError as exc:
                     raise SandboxError(f"channel: tensor {name!r}: {exc}") from None
             else:
-                result[name] = _decode_bytes(name, shape, region, caps)
+                result[name], held = _decode_bytes(name, shape, region, caps, held)
             position = offset + nbytes
             continue
         array = np.frombuffer(payload, dtype=np_dtype, count=count, offset=offset)
@@ -353,14 +361,29 @@ def decode_tensors(
     return result
 
 
-def _decode_bytes(name: str, shape: object, region: memoryview, caps: TensorCaps) -> np.ndarray[Any, Any]:
-    """A ``bytes`` tensor from its region (ends table + blob), every end checked before any slice."""
+def _decode_bytes(
+    name: str, shape: object, region: memoryview, caps: TensorCaps, held: int
+) -> tuple[np.ndarray[Any, Any], int]:
+    """A ``bytes`` tensor from its region (ends table + blob), every end checked before any slice,
+    and the bytes the frame's decoded byte strings hold with it (``held`` before it).
+
+    An element is a Python object of its own: eight bytes on the wire (an empty one) became about
+    a hundred on the host, so a reply under the frame cap could make the host hold ten times
+    the cap. Every element is charged :data:`HOST_BYTES_PER_ELEMENT`, every blob byte two,
+    against the frame cap (``caps.max_bytes``) before any object is made."""
     count = _element_count(name, shape, _END.itemsize, caps)
     table = count * _END.itemsize
     if table > region.nbytes:
         raise SandboxError(
             f"channel: bytes tensor {name!r} of {count} elements needs {table} bytes of offsets, "
             f"its region has {region.nbytes}"
+        )
+    held += count * HOST_BYTES_PER_ELEMENT + 2 * (region.nbytes - table)
+    if held > caps.max_bytes:
+        raise SandboxError(
+            f"channel: bytes tensor {name!r} of {count} elements would hold {held} bytes of Python "
+            f"objects on the host ({HOST_BYTES_PER_ELEMENT} an element, 2 a byte), above the cap of "
+            f"{caps.max_bytes}"
         )
     ends = np.frombuffer(region, dtype=_END, count=count)
     blob = region[table:]
@@ -376,7 +399,7 @@ def _decode_bytes(name: str, shape: object, region: memoryview, caps: TensorCaps
     array = np.empty(count, dtype=object)
     array[:] = [data[start:end] for start, end in zip([0, *bounds][: len(bounds)], bounds, strict=True)]
     assert isinstance(shape, list)  # checked by _element_count
-    return array.reshape(tuple(shape))
+    return array.reshape(tuple(shape)), held
 
 
 def _encode_bytes(name: str, given: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], bytes]:

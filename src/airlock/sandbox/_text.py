@@ -24,13 +24,24 @@ from airlock.sandbox._runtimes.text_gguf import check_request
 if TYPE_CHECKING:
     from airlock.sandbox._worker import Worker
 
-__all__ = ["CANCEL_GRACE", "MAX_PIECE", "Generation", "TextStream", "build_request", "terminal_text"]
+__all__ = [
+    "BYTES_PER_CHAR",
+    "CANCEL_GRACE",
+    "MAX_PIECE",
+    "Generation",
+    "TextStream",
+    "build_request",
+    "terminal_text",
+]
 
 #: characters one token's text may have (the longest tokens of real vocabularies are far shorter)
 MAX_PIECE = 1024
 #: seconds a cancelled job has to answer ``done`` before it is dropped
 CANCEL_GRACE = 2.0
 _FINISHES = frozenset({"stop", "length", "cancelled", "context"})
+#: bytes the host may hold for one character of a generation's text (a ``str`` holding any
+#: character beyond U+FFFF takes four bytes for every character)
+BYTES_PER_CHAR = 4
 _MAX_COUNT = 2**31
 
 
@@ -90,6 +101,10 @@ class TextStream:
         self._max_tokens = int(request["max_tokens"])
         self._count = 0
         self._pieces: list[str] = []
+        #: the text of one generation is a reply: at most the worker's reply cap (``frame_bytes``,
+        #: never more than the job's memory) at BYTES_PER_CHAR a character, whatever max_tokens is
+        self._max_chars = worker._caps.max_frame_bytes // BYTES_PER_CHAR
+        self._chars = 0
         self._cancelled = False
         self.result: Generation | None = None
         #: the whole exchange's deadline (``time.monotonic()``): the worker's ``wall_seconds`` from now by default
@@ -118,6 +133,12 @@ class TextStream:
                 self._fail(f"more than max_tokens={self._max_tokens} tokens")
             if len(text) > MAX_PIECE:
                 self._fail(f"a token of {len(text)} characters (the cap is {MAX_PIECE})")
+            self._chars += len(text)
+            if self._chars > self._max_chars:
+                self._fail(
+                    f"more than {self._max_chars} characters of text (the reply cap of "
+                    f"{self._worker._caps.max_frame_bytes} bytes, {BYTES_PER_CHAR} a character)"
+                )
             self._pieces.append(text)
             return text
         finish = str(header["finish"])

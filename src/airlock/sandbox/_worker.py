@@ -42,6 +42,8 @@ from airlock.sandbox._text import TextStream, build_request
 __all__ = ["LoadInfo", "Sandbox", "Worker", "load_state_dict"]
 
 _MAX_EXITS = 4096
+#: pids are below this on every Linux (``PID_MAX_LIMIT``, the most ``kernel.pid_max`` can be)
+_PID_LIMIT = 1 << 22
 _CONTROL_CAPS = FrameCaps(max_header_bytes=1 << 16, max_frame_bytes=1 << 16, payload_types=frozenset())
 #: the only message a job sends with a payload (its raw tensor buffers)
 _JOB_PAYLOADS = frozenset({"tensors"})
@@ -167,6 +169,8 @@ class Sandbox:
         The worker may be hostile by now, so the pid is trusted only if that process is the
         worker's own child: the pidfd pins the process, then its parent is checked."""
         assert self._launched is not None
+        if not 0 < pid < _PID_LIMIT:  # no pid is larger (pid_max); 2**40 was an OverflowError here
+            return
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:

@@ -13,6 +13,7 @@ String outputs come back as ``str`` elements and cross the channel as UTF-8 (``_
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -70,14 +71,25 @@ def _feed(name: str, declared: str | None, value: np.ndarray[Any, Any]) -> np.nd
     return value
 
 
+def _no_telemetry() -> None:
+    """onnxruntime (1.2x+ Linux wheels) starts Microsoft's 1DS telemetry when imported: a thread,
+    a device id and a SQLite database under ``$HOME/.cache`` whose shared-memory index is mapped
+    ``MAP_SHARED`` -- in the warm worker, so every job forked from it shared that memory with the
+    worker and with each other (outside review 11). Off before the import; jobs also replace any
+    shared mapping with a private copy (``privatise_shared_mappings``)."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+
 class _OnnxRuntime:
     name = "onnx"
     files = 1
 
     def warm_up(self) -> None:
+        _no_telemetry()
         importlib.import_module("onnxruntime")
 
     def load(self, files: Sequence[BinaryIO], definition: str | None, threads: int) -> Loaded:
+        _no_telemetry()
         import onnxruntime  # type: ignore[import-untyped]
 
         raw = files[0].read()
