@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,48 @@ def test_password_files(tmp_path: Path) -> None:
     path.unlink()
     with pytest.raises(UsageError, match="cannot read the password file"):
         read()
+
+
+@pytest.mark.parametrize(
+    ("table", "url"),
+    [
+        ("state", "postgresql://airlock@127.0.0.1:9/db?password=SECRETpwMARKER"),  # libpq reads it
+        ("state", "postgresql://airlock@127.0.0.1:9/db?sslmode=disable&x=SECRETpwMARKER"),
+        ("limits", "redis://127.0.0.1:9/0?password=SECRETpwMARKER"),  # redis-py: over password_file
+        ("limits", "rediss://127.0.0.1:9/0?ssl_cert_reqs=none&p=SECRETpwMARKER"),  # TLS check undone
+        ("limits", "redis://127.0.0.1:9/0#SECRETpwMARKER"),
+    ],
+)
+def test_a_url_query_is_refused_and_never_shown(tmp_path: Path, table: str, url: str) -> None:
+    """Both clients take settings from the URL's query, and redis-py lets them override its keyword
+    arguments: a password there slipped past the no-password-in-the-URL check and was printed in
+    'cannot reach PostgreSQL at …' (and the log); ``ssl_cert_reqs=none`` silently undid ca_file."""
+    (tmp_path / "c.toml").write_text(
+        f'[server]\nstate = "s.db"\n[{table}]\nurl = "{url}"\n', encoding="utf-8"
+    )
+    args = ["tenant", "list"] if table == "state" else ["serve"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "airlock", *args, "--config", "c.toml"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"config: {table}.url must not carry a query or fragment" in proc.stderr
+    assert "SECRETpwMARKER" not in proc.stdout + proc.stderr
+    assert redact(url).count("***") == 1 and "SECRETpwMARKER" not in redact(url)
+
+
+def test_a_ca_file_is_used_or_refused(tmp_path: Path) -> None:
+    """libpq ignores sslrootcert under its default sslmode "prefer" (and falls back to plaintext):
+    a ca_file without sslmode verifies the server (verify-full); with an sslmode that never checks a
+    certificate it is refused rather than silently unused."""
+    head = '[state]\nurl = "postgresql://u@db/air"\nca_file = "/ca.pem"\n'
+    state = load_config(_config(tmp_path, head)).state_backend
+    assert state is not None and state.sslmode == "verify-full"
+    for mode in ("verify-ca", "verify-full", "require"):  # require with a root certificate: verify-ca
+        state = load_config(_config(tmp_path, head + f'sslmode = "{mode}"\n')).state_backend
+        assert state is not None and state.sslmode == mode
+    for mode in ("disable", "allow", "prefer"):
+        with pytest.raises(UsageError, match=f'state.ca_file is never used with sslmode = "{mode}"'):
+            load_config(_config(tmp_path, head + f'sslmode = "{mode}"\n'))
+    plain = load_config(_config(tmp_path, '[state]\nurl = "postgresql://u@db/air"\n')).state_backend
+    assert plain is not None and plain.sslmode is None  # no ca_file: libpq's default, as documented

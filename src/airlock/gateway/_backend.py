@@ -46,6 +46,8 @@ THREADS: Final = 16
 _MAX_PASSWORD_FILE: Final = 4096
 _NAMESPACE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _SSLMODES: Final = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+#: the sslmodes under which libpq ignores sslrootcert (and may fall back to plaintext)
+_SSLMODES_UNVERIFIED: Final = frozenset({"disable", "allow", "prefer"})
 
 
 class BackendUnavailable(AirlockError):
@@ -71,8 +73,11 @@ class BackendConfig:
 def redact(url: str) -> str:
     """``url`` with any password replaced by ``***`` (the only form in which URLs are logged)."""
     parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        # a query or fragment may hold a password (``?password=``): never shown
+        parts = parts._replace(query="***" if parts.query else "", fragment="***" if parts.fragment else "")
     if parts.password is None:
-        return url
+        return parts.geturl()
     host = parts.hostname or ""
     netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return parts._replace(netloc=netloc).geturl()
@@ -130,6 +135,14 @@ def parse_backend(
         )
     if not parts.hostname:
         raise UsageError(f"config: {where}.url needs a host")
+    if parts.query or parts.fragment:
+        # both clients read settings from the query (libpq: password, sslmode, options; redis-py:
+        # password, ssl_cert_reqs, socket_timeout) and redis-py lets them override its keyword
+        # arguments: a password there would be logged, a TLS check or timeout silently undone
+        raise UsageError(
+            f"config: {where}.url must not carry a query or fragment ({redact(url)}): settings go in "
+            f"[{where}]'s own keys (password_file, ca_file, sslmode, *_timeout_seconds)"
+        )
 
     def path(key: str) -> Path | None:
         value = data.get(key)
@@ -151,6 +164,16 @@ def parse_backend(
             f"config: {where}.sslmode must be one of {', '.join(sorted(_SSLMODES))} ([state] only)"
         )
     assert sslmode is None or isinstance(sslmode, str)
+    if where == "state" and "ca_file" in data:
+        # libpq reads sslrootcert only from verify-ca on ("require" with it acts as verify-ca); under
+        # its default "prefer" a server with another CA's certificate is taken over plaintext
+        if sslmode is None:
+            sslmode = "verify-full"
+        elif sslmode in _SSLMODES_UNVERIFIED:
+            raise UsageError(
+                f'config: state.ca_file is never used with sslmode = "{sslmode}" (no certificate check, '
+                'plaintext allowed): use "verify-full" (the default with ca_file) or "verify-ca"'
+            )
     namespace = data.get("namespace", "airlock")
     if where != "limits" and "namespace" in data:
         raise UsageError(f"config: {where}.namespace is for [limits] only")

@@ -74,8 +74,22 @@ CREATE TABLE airlock_audit_head (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, row_hash TEXT NOT NULL
 );
 INSERT INTO airlock_audit_head VALUES (1, 0, '""" + GENESIS + "');"),
+    # a guarded text model's decisions (AuditEntry.guard): version 1 had no column for them, so they
+    # were neither stored nor covered by the row's MAC. Rows written before keep '' (their MAC never
+    # covered a guard, so the chain verifies as it did)
+    (2, "ALTER TABLE airlock_audit ADD COLUMN guard TEXT NOT NULL DEFAULT '';"),
 )  # fmt: skip
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
+#: airlock_audit's columns are named in AuditRow's order (a column added later never shifts a read)
+_AUDIT_INSERT: Final = (
+    b"INSERT INTO airlock_audit (seq, time, tenant, key_id, model, model_digest, request_id, decision, "
+    b"status, prev_hash, row_hash, prompt_tokens, completion_tokens, guard) "
+    b"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_AUDIT_PAGE: Final = (
+    "SELECT seq, time, tenant, key_id, model, model_digest, request_id, decision, status, prev_hash, "
+    "row_hash, prompt_tokens, completion_tokens, guard FROM airlock_audit WHERE seq > %s ORDER BY seq LIMIT 1000"
+)
 #: pg_advisory_xact_lock key of migrations (any constant; "airlock" in ASCII)
 _MIGRATE_LOCK: Final = 0x61_69_72_6C_6F_63_6B
 #: one connection for each of the gateway's threads and one for the watch: no call waits for one
@@ -291,16 +305,17 @@ class PostgresStore:
                         entry.request_id, entry.decision, entry.status,
                     )  # fmt: skip
                     tokens = (entry.prompt_tokens, entry.completion_tokens)
-                    row = AuditRow(seq, *fields, prev, chain_hash(key, prev, seq, *fields, tokens), *tokens)
+                    mac = chain_hash(key, prev, seq, *fields, tokens, entry.guard)
+                    row = AuditRow(seq, *fields, prev, mac, *tokens, entry.guard)
                     rows.append(row)
                     seq, prev = seq + 1, row.row_hash
                 with conn.cursor() as cursor:
                     cursor.executemany(
-                        b"INSERT INTO airlock_audit VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        _AUDIT_INSERT,
                         [
                             (r.seq, r.time, r.tenant, r.key_id, r.model, r.model_digest, r.request_id,
                              r.decision, r.status, r.prev_hash, r.row_hash, r.prompt_tokens,
-                             r.completion_tokens)
+                             r.completion_tokens, r.guard)
                             for r in rows
                         ],
                     )  # fmt: skip
@@ -323,12 +338,14 @@ class PostgresStore:
         """The rows from seq ``start`` on, read in pages (a long log is never held in memory at once)."""
         after = start - 1
         while True:
-            page = self._run("SELECT * FROM airlock_audit WHERE seq > %s ORDER BY seq LIMIT 1000", (after,))
+            page = self._run(_AUDIT_PAGE, (after,))
             for row in page:
-                seq, when, tenant, key_id, model, digest, request_id, decision, status, prev, mac, p, c = row
+                seq, when, tenant, key_id, model, digest, request_id, decision, status, prev, mac, p, c, g = (
+                    row
+                )
                 yield AuditRow(
                     int(seq), float(when), tenant, key_id, model, digest, request_id, decision, int(status),
-                    prev, mac, int(p), int(c),
+                    prev, mac, int(p), int(c), g,
                 )  # fmt: skip
             if len(page) < 1000:
                 return
