@@ -203,6 +203,23 @@ def test_a_version_1_database_is_migrated_and_its_chain_still_verifies(postgres:
         store.close()
 
 
+def test_a_valid_chain_verifies_whatever_the_database_rounds_floats_to(postgres: Postgres) -> None:
+    """A row's time is in its MAC (repr); PostgreSQL prints float8 with extra_float_digits more
+    digits, and a database or role default of 0 (PostgreSQL 11's own default) rounded every time
+    read back to 15 digits: a valid chain was reported as edited row by row."""
+    config = fresh_database(postgres)
+    with psycopg.connect(config.url, password=PASSWORD, autocommit=True) as conn:
+        database = config.url.rsplit("/", 1)[1]
+        conn.execute(f"ALTER DATABASE {database} SET extra_float_digits = 0".encode())
+    store = PostgresStore(config, KEY)
+    try:
+        written = store.append_audit_many([_entry(i) for i in range(1, 8)])
+        assert list(store.audit_rows()) == written  # 1e9 + i / 7: 17 significant digits
+        assert verify_chain(store.audit_rows(), KEY).ok
+    finally:
+        store.close()
+
+
 def test_audit_rows_are_read_in_pages_at_the_page_edge(postgres: Postgres) -> None:
     config = fresh_database(postgres)
     store = PostgresStore(config, KEY)

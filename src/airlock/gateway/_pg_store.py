@@ -100,7 +100,10 @@ def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
     timeout_ms = int(config.timeout_seconds * 1000)
     kwargs: dict[str, Any] = {
         "connect_timeout": max(1, math.ceil(config.connect_timeout_seconds)),
-        "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}",
+        # extra_float_digits=3: every float8 read back is the one written (an audit row's time is in
+        # its MAC as repr(time)); a database or role default of 0 (PostgreSQL 11's own) rounded it to
+        # 15 digits and a valid chain read as edited. Options sent at connect win over those defaults
+        "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms} -c extra_float_digits=3",
         "tcp_user_timeout": timeout_ms,
         "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
         "application_name": "airlock",
