@@ -131,3 +131,19 @@ def test_a_ca_file_is_used_or_refused(tmp_path: Path) -> None:
             load_config(_config(tmp_path, head + f'sslmode = "{mode}"\n'))
     plain = load_config(_config(tmp_path, '[state]\nurl = "postgresql://u@db/air"\n')).state_backend
     assert plain is not None and plain.sslmode is None  # no ca_file: libpq's default, as documented
+
+
+def test_names_with_a_final_newline_are_refused(tmp_path: Path) -> None:
+    """Tenant names become Redis keys (``<namespace>:<tenant>:<budget>``) and rows in PostgreSQL;
+    the pattern's ``$`` also matched before a final newline, so ``airlock tenant add 'acme\\n'``
+    made a second tenant shown as "acme" (and a key under a namespace with a newline)."""
+    (tmp_path / "c.toml").write_text('[server]\nstate = "s.db"\n', encoding="utf-8")
+    for name in ("acme\n", "acme\r", "acme\n\n"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "airlock", "tenant", "add", name, "--config", "c.toml"],
+            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 2 and "must be 1-63 characters" in proc.stderr, proc.stdout
+    with pytest.raises(UsageError, match=r"limits\.namespace must be"):
+        load_config(_config(tmp_path, '[limits]\nurl = "redis://cache"\nnamespace = "airlock\\n"\n'))
+    assert load_config(_config(tmp_path, '[limits]\nurl = "redis://cache"\nnamespace = "a.b-c_9"\n'))

@@ -44,7 +44,7 @@ _PROBE_SECONDS: Final = 0.5
 THREADS: Final = 16
 #: a password file holds one line; anything bigger is not one
 _MAX_PASSWORD_FILE: Final = 4096
-_NAMESPACE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_NAMESPACE: Final = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,62}\Z")
 _SSLMODES: Final = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 #: the sslmodes under which libpq ignores sslrootcert (and may fall back to plaintext)
 _SSLMODES_UNVERIFIED: Final = frozenset({"disable", "allow", "prefer"})
