@@ -19,7 +19,7 @@ from airlock.gateway import create_key, load_config, verify_chain
 from airlock.gateway._audit import GENESIS, chain_hash
 from airlock.gateway._backend import BackendConfig, BackendUnavailable
 from airlock.gateway._config import TenantLimits
-from airlock.gateway._pg_store import MIGRATIONS, SCHEMA_VERSION, PostgresStore, migrate
+from airlock.gateway._pg_store import MIGRATIONS, SCHEMA_VERSION, PostgresStore, _connect_kwargs, migrate
 from airlock.gateway._store import AdmissionRecord, AuditEntry, AuditUnavailable
 from airlock.gateway._tls import DevCertificates, dev_certificates
 from tests.gateway._servers import PASSWORD, Postgres
@@ -232,6 +232,36 @@ def test_audit_rows_are_read_in_pages_at_the_page_edge(postgres: Postgres) -> No
         assert len(rows) == 1001
     finally:
         store.close()
+
+
+def test_a_replica_frozen_inside_an_append_does_not_stop_the_others(postgres: Postgres) -> None:
+    """A replica that stops between the statements of an append (SIGSTOP, a paused container or VM:
+    its kernel still answers keepalives) holds the head row's lock. The other replicas' appends wait
+    lock_timeout and fail; before, they failed for as long as it stayed frozen (every request 503 on
+    every replica). The server now ends the frozen session after the timeout and the lock is free."""
+    base = fresh_database(postgres)
+    config = BackendConfig(base.url, base.password_file, timeout_seconds=1.0)
+    # a replica's connection (the same options), frozen right after taking the head row's lock
+    frozen = psycopg.connect(config.url, **_connect_kwargs(config))
+    frozen.execute("BEGIN")
+    frozen.execute("SELECT seq FROM airlock_audit_head WHERE id = 1 FOR UPDATE")
+    store = PostgresStore(config, KEY)
+    try:
+        end = time.monotonic() + 20
+        while True:
+            try:
+                row = store.append_audit_many([_entry(1)])[0]
+                break
+            except AuditUnavailable:  # while it holds the lock (lock_timeout)
+                assert time.monotonic() < end, "the frozen replica's lock was never freed"
+                while not up(store) and time.monotonic() < end:
+                    time.sleep(0.05)
+        assert row.seq == 1 and verify_chain(store.audit_rows(), KEY).ok
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):  # the server ended it
+            frozen.execute("SELECT 1")
+    finally:
+        store.close()
+        frozen.close()
 
 
 def test_append_without_the_key_is_refused(postgres: Postgres) -> None:

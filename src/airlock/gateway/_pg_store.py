@@ -7,7 +7,9 @@ request. The audit chain has a head row (``airlock_audit_head``, one row): an ap
 concurrent replicas serialise on that lock and the chain never forks.
 
 Bounded waits: connecting (``connect_timeout``), waiting for a pooled connection, every statement
-(``statement_timeout``, lock waits included) and unacknowledged writes (``tcp_user_timeout``). A
+(``statement_timeout``, lock waits included), unacknowledged writes (``tcp_user_timeout``) and a
+transaction whose client stopped between statements (``idle_in_transaction_session_timeout``: the
+head row's lock of a frozen replica is freed). A
 failure marks the server down (:class:`._backend.Backend`); calls then fail at once with
 :class:`BackendUnavailable` (audit appends with :class:`AuditUnavailable`) until the watch thread
 reaches the server again.
@@ -100,10 +102,17 @@ def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
     timeout_ms = int(config.timeout_seconds * 1000)
     kwargs: dict[str, Any] = {
         "connect_timeout": max(1, math.ceil(config.connect_timeout_seconds)),
+        # idle_in_transaction_session_timeout: a replica that stops between the statements of an
+        # append (frozen: SIGSTOP, a paused container or VM, whose kernel still answers keepalives)
+        # held the audit head's row lock for good, and every other replica's appends timed out
+        # behind it: the server now ends that session after the same bound and the lock is freed.
         # extra_float_digits=3: every float8 read back is the one written (an audit row's time is in
         # its MAC as repr(time)); a database or role default of 0 (PostgreSQL 11's own) rounded it to
         # 15 digits and a valid chain read as edited. Options sent at connect win over those defaults
-        "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms} -c extra_float_digits=3",
+        "options": (
+            f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms} "
+            f"-c idle_in_transaction_session_timeout={timeout_ms} -c extra_float_digits=3"
+        ),
         "tcp_user_timeout": timeout_ms,
         "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
         "application_name": "airlock",
