@@ -236,3 +236,21 @@ def test_redis_over_tls(certificates: tuple[DevCertificates, DevCertificates]) -
                 )
     finally:
         server.close()
+
+
+def test_redis_tls_checks_the_host_name(tmp_path: Path) -> None:
+    """rediss:// checks that the certificate names the host (set explicitly: redis-py before 6.0,
+    which pyproject allows, did not by default: a certificate the CA signed for another name passed)."""
+    named = dev_certificates(tmp_path / "named", ["localhost"])  # valid, but not for 127.0.0.1
+    server = Redis(tls=(named.server_cert, named.server_key))
+    try:
+        with pytest.raises(UsageError, match="cannot reach Redis"):
+            RedisLimiter(BackendConfig(server.url, server.password_file, named.ca_cert),
+                         request_seconds=1, generation_seconds=1)  # fmt: skip
+        by_name = server.url.replace("127.0.0.1", "localhost")
+        lim = RedisLimiter(BackendConfig(by_name, server.password_file, named.ca_cert),
+                           request_seconds=1, generation_seconds=1)  # fmt: skip
+        assert lim.take_request(tenant(), TenantLimits(), 0.0).allowed
+        lim.close()
+    finally:
+        server.close()

@@ -105,10 +105,15 @@ class RedisLimiter:
             "retry": Retry(NoBackoff(), 0),
             "client_name": "airlock",
         }
-        if config.ca_file is not None:
-            if not config.url.startswith("rediss://"):
-                raise UsageError("config: limits.ca_file needs a rediss:// URL (TLS)")
-            options["ssl_ca_certs"] = str(config.ca_file)
+        if config.ca_file is not None and not config.url.startswith("rediss://"):
+            raise UsageError("config: limits.ca_file needs a rediss:// URL (TLS)")
+        if config.url.startswith("rediss://"):
+            # said, not left to redis-py's defaults: before 6.0 it did not check the host name, so
+            # any certificate the CA (or, without ca_file, any public CA) signed for any name passed
+            options["ssl_cert_reqs"] = "required"
+            options["ssl_check_hostname"] = True
+            if config.ca_file is not None:
+                options["ssl_ca_certs"] = str(config.ca_file)
         self._client = redis.Redis.from_url(config.url, **options)
         self._bucket = self._client.register_script(_BUCKET)
         self._enter = self._client.register_script(_ENTER)
