@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from airlock.errors import UsageError
 from airlock.gateway import load_config
-from airlock.gateway._backend import BackendConfig, read_password, redact
+from airlock.gateway._backend import BackendConfig, read_password, redact, warn_unauthenticated
 from tests.ecosystem.test_cli_shell import _without
 
 
@@ -147,3 +148,29 @@ def test_names_with_a_final_newline_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"limits\.namespace must be"):
         load_config(_config(tmp_path, '[limits]\nurl = "redis://cache"\nnamespace = "airlock\\n"\n'))
     assert load_config(_config(tmp_path, '[limits]\nurl = "redis://cache"\nnamespace = "a.b-c_9"\n'))
+
+
+def test_a_server_off_this_machine_without_verified_tls_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """libpq's default sslmode ("prefer") and redis:// do not authenticate the server: anyone on the
+    path can answer as PostgreSQL (keys it never issued) or Redis (every budget lifted). Allowed
+    (a private network may be trusted), but reported at start, never silently."""
+    pg = "postgresql://u@db.internal/air"
+    cases = [
+        ("state", BackendConfig(pg), False, True),
+        ("state", BackendConfig(pg, sslmode="require"), False, True),  # encrypted, server unchecked
+        ("state", BackendConfig(pg, sslmode="verify-full"), True, False),
+        ("state", BackendConfig("postgresql://u@127.0.0.1/air"), False, False),  # loopback
+        ("state", BackendConfig("postgresql://u@[::1]/air"), False, False),
+        ("state", BackendConfig("postgresql://u@localhost/air"), False, False),
+        ("state", BackendConfig("postgresql://u@127.0.0.1.evil.example/air"), False, True),  # a name
+        ("limits", BackendConfig("redis://10.0.0.7:6379/0"), False, True),
+        ("limits", BackendConfig("rediss://10.0.0.7:6380/0"), True, False),
+    ]
+    for what, config, verified, warned in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="airlock.gateway"):
+            message = warn_unauthenticated(what, config, verified=verified, advice="fix it")
+        assert (message is not None) == warned, (what, config.url)
+        assert [r.getMessage() for r in caplog.records] == ([message] if warned else [])
+        if message is not None:
+            assert "not authenticated by TLS" in message and message.endswith("fix it")

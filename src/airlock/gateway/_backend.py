@@ -13,6 +13,7 @@ Passwords never come from the URL: a URL holding one is refused, and the passwor
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import threading
@@ -34,6 +35,7 @@ __all__ = [
     "parse_backend",
     "read_password",
     "redact",
+    "warn_unauthenticated",
 ]
 
 _log = logging.getLogger("airlock.gateway")
@@ -81,6 +83,31 @@ def redact(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return parts._replace(netloc=netloc).geturl()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_unauthenticated(what: str, config: BackendConfig, *, verified: bool, advice: str) -> str | None:
+    """Log (and return) a warning when the server at ``config.url`` is off this machine and the
+    connection does not check its certificate: anyone on the path can read the traffic and answer
+    as the server (keys it never issued, budgets never spent). Reported, never silently accepted."""
+    host = urlsplit(config.url).hostname or ""
+    if verified or _loopback(host):
+        return None
+    message = (
+        f"{what}: the connection to {host} is not authenticated by TLS: anyone on the path can answer "
+        f"as the server ({'accept keys it never issued' if what == 'state' else 'lift every budget'}); "
+        f"{advice}"
+    )
+    _log.warning(message, extra={"url": redact(config.url)})
+    return message
 
 
 def read_password(config: BackendConfig) -> str | None:

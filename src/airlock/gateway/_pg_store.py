@@ -38,6 +38,7 @@ from airlock.gateway._backend import (
     BackendUnavailable,
     read_password,
     redact,
+    warn_unauthenticated,
 )
 from airlock.gateway._config import LIMIT_FIELDS, TenantLimits
 from airlock.gateway._store import (
@@ -184,6 +185,13 @@ class PostgresStore:
                 f"state: the database at {self._url} has schema version {version}, this airlock needs "
                 f"{SCHEMA_VERSION}: run `airlock serve --config FILE --migrate` first"
             )
+        warn_unauthenticated(
+            "state", config,
+            # libpq: "require" with a root certificate checks it as "verify-ca" does
+            verified=config.sslmode in ("verify-ca", "verify-full")
+            or (config.sslmode == "require" and config.ca_file is not None),
+            advice='set [state] sslmode = "verify-full" (and ca_file for a private CA)',
+        )  # fmt: skip
         self.backend = Backend(
             "state", config.url, self._probe, config.connect_timeout_seconds + config.timeout_seconds + 1.0
         )

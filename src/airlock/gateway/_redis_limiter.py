@@ -35,7 +35,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from airlock.errors import UsageError
-from airlock.gateway._backend import Backend, BackendConfig, read_password, redact
+from airlock.gateway._backend import Backend, BackendConfig, read_password, redact, warn_unauthenticated
 from airlock.gateway._config import TenantLimits
 from airlock.gateway._limiter import Admit
 
@@ -133,6 +133,10 @@ class RedisLimiter:
         except redis.RedisError as exc:
             self._client.close()
             raise UsageError(f"limits: cannot reach Redis at {self._url} ({type(exc).__name__})") from exc
+        warn_unauthenticated(
+            "limits", config, verified=config.url.startswith("rediss://"),
+            advice="use a rediss:// URL (and [limits] ca_file for a private CA)",
+        )  # fmt: skip
         self.backend = Backend(
             "limits", config.url, self._probe, config.connect_timeout_seconds + config.timeout_seconds + 1.0
         )
