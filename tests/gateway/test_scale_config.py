@@ -162,6 +162,7 @@ def test_a_server_off_this_machine_without_verified_tls_is_reported(caplog: pyte
         ("state", BackendConfig("postgresql://u@127.0.0.1/air"), False, False),  # loopback
         ("state", BackendConfig("postgresql://u@[::1]/air"), False, False),
         ("state", BackendConfig("postgresql://u@localhost/air"), False, False),
+        ("state", BackendConfig("postgresql://u@%2Frun%2Fpostgresql/air"), False, False),  # a socket
         ("state", BackendConfig("postgresql://u@127.0.0.1.evil.example/air"), False, True),  # a name
         ("limits", BackendConfig("redis://10.0.0.7:6379/0"), False, True),
         ("limits", BackendConfig("rediss://10.0.0.7:6380/0"), True, False),

@@ -86,7 +86,8 @@ def redact(url: str) -> str:
 
 
 def _loopback(host: str) -> bool:
-    if host == "localhost":
+    """This machine: localhost, a loopback address, or a Unix socket's folder (libpq: ``%2F…``)."""
+    if host == "localhost" or host.lower().startswith("%2f"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
