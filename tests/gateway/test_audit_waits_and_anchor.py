@@ -149,6 +149,30 @@ def test_rows_replaced_under_a_running_gateway_are_reported_and_refuse_the_next_
     assert head_file.read_bytes() == recorded
 
 
+def test_a_start_without_a_head_file_refuses_a_key_the_log_was_not_written_with(make_gateway: Any) -> None:
+    """A new replica of a shared store (no head file yet) whose [audit] key_file holds another key
+    used to start and append rows under it: every one of them broke the chain all replicas share.
+    Now the log's last row must carry this key's MAC; with the right key the start goes on."""
+    gateway = make_gateway()
+    with gateway.client("acme") as client:
+        assert client.post("/v2/models/affine/infer", json=BODY).status_code == 200
+    gateway.stop()
+    config = gateway.config
+    right = config.audit.key_file.read_bytes()
+    config.audit.head_file.unlink()
+    config.audit.key_file.write_text("ab" * 32 + "\n", encoding="ascii")  # another valid key
+    with pytest.raises(UsageError, match=r"last row \(seq 2\) does not carry this \[audit\] key_file's MAC"):
+        Running(Gateway(config))
+    assert not config.audit.head_file.exists()  # nothing recorded under the wrong key
+    config.audit.key_file.write_bytes(right)
+    again = Running(Gateway(config))  # the right key: the log's end is recorded as it is
+    try:
+        assert json.loads(config.audit.head_file.read_text())["seq"] == 2
+    finally:
+        again.stop()
+    assert main(["audit", "verify", "--config", str(config.source)]) == 0
+
+
 # the anchor rule, row by row -----------------------------------------------------------------
 
 KEY = bytes(range(32))

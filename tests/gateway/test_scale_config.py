@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from airlock.errors import UsageError
 from airlock.gateway import load_config
-from airlock.gateway._backend import BackendConfig, read_password, redact
+from airlock.gateway._backend import BackendConfig, read_password, redact, warn_unauthenticated
 from tests.ecosystem.test_cli_shell import _without
 
 
@@ -84,3 +87,91 @@ def test_password_files(tmp_path: Path) -> None:
     path.unlink()
     with pytest.raises(UsageError, match="cannot read the password file"):
         read()
+
+
+@pytest.mark.parametrize(
+    ("table", "url"),
+    [
+        ("state", "postgresql://airlock@127.0.0.1:9/db?password=SECRETpwMARKER"),  # libpq reads it
+        ("state", "postgresql://airlock@127.0.0.1:9/db?sslmode=disable&x=SECRETpwMARKER"),
+        ("limits", "redis://127.0.0.1:9/0?password=SECRETpwMARKER"),  # redis-py: over password_file
+        ("limits", "rediss://127.0.0.1:9/0?ssl_cert_reqs=none&p=SECRETpwMARKER"),  # TLS check undone
+        ("limits", "redis://127.0.0.1:9/0#SECRETpwMARKER"),
+    ],
+)
+def test_a_url_query_is_refused_and_never_shown(tmp_path: Path, table: str, url: str) -> None:
+    """Both clients take settings from the URL's query, and redis-py lets them override its keyword
+    arguments: a password there slipped past the no-password-in-the-URL check and was printed in
+    'cannot reach PostgreSQL at …' (and the log); ``ssl_cert_reqs=none`` silently undid ca_file."""
+    (tmp_path / "c.toml").write_text(
+        f'[server]\nstate = "s.db"\n[{table}]\nurl = "{url}"\n', encoding="utf-8"
+    )
+    args = ["tenant", "list"] if table == "state" else ["serve"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "airlock", *args, "--config", "c.toml"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"config: {table}.url must not carry a query or fragment" in proc.stderr
+    assert "SECRETpwMARKER" not in proc.stdout + proc.stderr
+    assert redact(url).count("***") == 1 and "SECRETpwMARKER" not in redact(url)
+
+
+def test_a_ca_file_is_used_or_refused(tmp_path: Path) -> None:
+    """libpq ignores sslrootcert under its default sslmode "prefer" (and falls back to plaintext):
+    a ca_file without sslmode verifies the server (verify-full); with an sslmode that never checks a
+    certificate it is refused rather than silently unused."""
+    head = '[state]\nurl = "postgresql://u@db/air"\nca_file = "/ca.pem"\n'
+    state = load_config(_config(tmp_path, head)).state_backend
+    assert state is not None and state.sslmode == "verify-full"
+    for mode in ("verify-ca", "verify-full", "require"):  # require with a root certificate: verify-ca
+        state = load_config(_config(tmp_path, head + f'sslmode = "{mode}"\n')).state_backend
+        assert state is not None and state.sslmode == mode
+    for mode in ("disable", "allow", "prefer"):
+        with pytest.raises(UsageError, match=f'state.ca_file is never used with sslmode = "{mode}"'):
+            load_config(_config(tmp_path, head + f'sslmode = "{mode}"\n'))
+    plain = load_config(_config(tmp_path, '[state]\nurl = "postgresql://u@db/air"\n')).state_backend
+    assert plain is not None and plain.sslmode is None  # no ca_file: libpq's default, as documented
+
+
+def test_names_with_a_final_newline_are_refused(tmp_path: Path) -> None:
+    """Tenant names become Redis keys (``<namespace>:<tenant>:<budget>``) and rows in PostgreSQL;
+    the pattern's ``$`` also matched before a final newline, so ``airlock tenant add 'acme\\n'``
+    made a second tenant shown as "acme" (and a key under a namespace with a newline)."""
+    (tmp_path / "c.toml").write_text('[server]\nstate = "s.db"\n', encoding="utf-8")
+    for name in ("acme\n", "acme\r", "acme\n\n"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "airlock", "tenant", "add", name, "--config", "c.toml"],
+            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 2 and "must be 1-63 characters" in proc.stderr, proc.stdout
+    with pytest.raises(UsageError, match=r"limits\.namespace must be"):
+        load_config(_config(tmp_path, '[limits]\nurl = "redis://cache"\nnamespace = "airlock\\n"\n'))
+    assert load_config(_config(tmp_path, '[limits]\nurl = "redis://cache"\nnamespace = "a.b-c_9"\n'))
+
+
+def test_a_server_off_this_machine_without_verified_tls_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """libpq's default sslmode ("prefer") and redis:// do not authenticate the server: anyone on the
+    path can answer as PostgreSQL (keys it never issued) or Redis (every budget lifted). Allowed
+    (a private network may be trusted), but reported at start, never silently."""
+    pg = "postgresql://u@db.internal/air"
+    cases = [
+        ("state", BackendConfig(pg), False, True),
+        ("state", BackendConfig(pg, sslmode="require"), False, True),  # encrypted, server unchecked
+        ("state", BackendConfig(pg, sslmode="verify-full"), True, False),
+        ("state", BackendConfig("postgresql://u@127.0.0.1/air"), False, False),  # loopback
+        ("state", BackendConfig("postgresql://u@[::1]/air"), False, False),
+        ("state", BackendConfig("postgresql://u@localhost/air"), False, False),
+        ("state", BackendConfig("postgresql://u@%2Frun%2Fpostgresql/air"), False, False),  # a socket
+        ("state", BackendConfig("postgresql://u@127.0.0.1.evil.example/air"), False, True),  # a name
+        ("limits", BackendConfig("redis://10.0.0.7:6379/0"), False, True),
+        ("limits", BackendConfig("rediss://10.0.0.7:6380/0"), True, False),
+    ]
+    for what, config, verified, warned in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="airlock.gateway"):
+            message = warn_unauthenticated(what, config, verified=verified, advice="fix it")
+        assert (message is not None) == warned, (what, config.url)
+        assert [r.getMessage() for r in caplog.records] == ([message] if warned else [])
+        if message is not None:
+            assert "not authenticated by TLS" in message and message.endswith("fix it")

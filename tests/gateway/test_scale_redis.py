@@ -17,7 +17,7 @@ from airlock.gateway._backend import BackendConfig, BackendUnavailable
 from airlock.gateway._config import TenantLimits
 from airlock.gateway._redis_limiter import RedisLimiter
 from airlock.gateway._tls import DevCertificates, dev_certificates
-from tests.gateway._servers import PASSWORD, Redis
+from tests.gateway._servers import PASSWORD, Redis, pause
 
 pytestmark = pytest.mark.xdist_group("scale")
 
@@ -168,6 +168,38 @@ def test_redis_down_fails_closed_then_recovers_by_itself() -> None:
         server.close()
 
 
+def test_slots_given_back_while_redis_hangs_are_freed_when_it_answers() -> None:
+    """A request that ends while Redis does not answer cannot remove its in-flight ticket. It was
+    left to expire at its deadline plus the margin (here 30 + 60 s): after a one-second blip the
+    tenant ran with fewer slots (none, at its cap) for a minute and a half. Now it is removed as
+    soon as the watch reaches Redis again."""
+    server = Redis()
+    try:
+        config = BackendConfig(server.url, server.password_file, connect_timeout_seconds=0.5,
+                               timeout_seconds=0.5)  # fmt: skip
+        lim = RedisLimiter(config, request_seconds=30.0, generation_seconds=30.0)
+        name, limits = tenant(), TenantLimits(max_concurrent=1, max_generations=1)
+        assert lim.enter(name, limits) and lim.enter_generation(name, limits)
+        pause(server.process, True)  # holds its sockets, answers nothing
+        try:
+            with pytest.raises(BackendUnavailable):
+                lim.take_request(name, limits, 0.0)
+            assert not up(lim)
+            lim.leave_generation(name)  # never raises, never waits
+            lim.leave(name)
+        finally:
+            pause(server.process, False)
+        end = time.monotonic() + 20
+        while not up(lim) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert up(lim)
+        assert lim.enter(name, limits) and lim.enter_generation(name, limits)  # free at once
+        assert not lim.enter(name, limits) and not lim.enter_generation(name, limits)  # cap still 1
+        lim.close()
+    finally:
+        server.close()
+
+
 def test_wrong_password_is_refused_at_start(redis_server: Redis, tmp_path: Path) -> None:
     wrong = tmp_path / "pw"
     wrong.write_text("not-it\n", encoding="utf-8")
@@ -202,5 +234,23 @@ def test_redis_over_tls(certificates: tuple[DevCertificates, DevCertificates]) -
                 RedisLimiter(
                     BackendConfig(url, server.password_file, ca), request_seconds=1, generation_seconds=1
                 )
+    finally:
+        server.close()
+
+
+def test_redis_tls_checks_the_host_name(tmp_path: Path) -> None:
+    """rediss:// checks that the certificate names the host (set explicitly: redis-py before 6.0,
+    which pyproject allows, did not by default: a certificate the CA signed for another name passed)."""
+    named = dev_certificates(tmp_path / "named", ["localhost"])  # valid, but not for 127.0.0.1
+    server = Redis(tls=(named.server_cert, named.server_key))
+    try:
+        with pytest.raises(UsageError, match="cannot reach Redis"):
+            RedisLimiter(BackendConfig(server.url, server.password_file, named.ca_cert),
+                         request_seconds=1, generation_seconds=1)  # fmt: skip
+        by_name = server.url.replace("127.0.0.1", "localhost")
+        lim = RedisLimiter(BackendConfig(by_name, server.password_file, named.ca_cert),
+                           request_seconds=1, generation_seconds=1)  # fmt: skip
+        assert lim.take_request(tenant(), TenantLimits(), 0.0).allowed
+        lim.close()
     finally:
         server.close()

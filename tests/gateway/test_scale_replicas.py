@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from airlock.gateway import load_config, open_store
+from airlock.gateway._pg_store import SCHEMA_VERSION
 from tests.gateway import _models
 from tests.gateway._servers import PASSWORD, Postgres, Redis, backend_config, pause
 from tests.gateway.conftest import write_config
@@ -110,9 +111,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             server = "request_timeout_seconds = 30\nmax_connections_per_address = 1024\n"
             configs.append(write_config(folder, extra + backend_config(postgres, redis), server=server))
         migrated = airlock("serve", "--config", str(configs[0]), "--migrate")
-        assert migrated.returncode == 0 and "migrated from schema version 0 to 1" in migrated.stdout
+        assert (
+            migrated.returncode == 0
+            and f"migrated from schema version 0 to {SCHEMA_VERSION}" in migrated.stdout
+        )
         again = airlock("serve", "--config", str(configs[1]), "--migrate")
-        assert again.returncode == 0 and "at schema version 1; nothing to migrate" in again.stdout
+        assert (
+            again.returncode == 0
+            and f"at schema version {SCHEMA_VERSION}; nothing to migrate" in again.stdout
+        )
         for tenant, limits in [("acme", ["--requests-per-minute", "100", "--max-concurrent", "1000"]),
                                ("beta", []), ("gamma", [])]:  # fmt: skip
             added = airlock("tenant", "add", tenant, *limits, "--config", str(configs[0]))

@@ -41,6 +41,7 @@ __all__ = [
     "AuditHead",
     "AuditReport",
     "advance",
+    "carries_mac",
     "chain_hash",
     "load_key",
     "read_head",
@@ -227,6 +228,11 @@ def _row_mac(key: bytes, row: AuditRow) -> str:
         key, row.prev_hash, row.seq, row.time, row.tenant, row.key_id, row.model, row.model_digest,
         row.request_id, row.decision, row.status, (row.prompt_tokens, row.completion_tokens), row.guard,
     )  # fmt: skip
+
+
+def carries_mac(key: bytes, row: AuditRow) -> bool:
+    """Whether ``row``'s MAC is the one ``key`` gives its fields (and its ``prev_hash``)."""
+    return hmac.compare_digest(_row_mac(key, row), row.row_hash)
 
 
 def advance(rows: Iterable[AuditRow], key: bytes, anchor: AuditHead) -> tuple[AuditHead, str | None]:

@@ -13,6 +13,7 @@ Passwords never come from the URL: a URL holding one is refused, and the passwor
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import threading
@@ -34,6 +35,7 @@ __all__ = [
     "parse_backend",
     "read_password",
     "redact",
+    "warn_unauthenticated",
 ]
 
 _log = logging.getLogger("airlock.gateway")
@@ -44,8 +46,10 @@ _PROBE_SECONDS: Final = 0.5
 THREADS: Final = 16
 #: a password file holds one line; anything bigger is not one
 _MAX_PASSWORD_FILE: Final = 4096
-_NAMESPACE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_NAMESPACE: Final = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,62}\Z")
 _SSLMODES: Final = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+#: the sslmodes under which libpq ignores sslrootcert (and may fall back to plaintext)
+_SSLMODES_UNVERIFIED: Final = frozenset({"disable", "allow", "prefer"})
 
 
 class BackendUnavailable(AirlockError):
@@ -71,11 +75,40 @@ class BackendConfig:
 def redact(url: str) -> str:
     """``url`` with any password replaced by ``***`` (the only form in which URLs are logged)."""
     parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        # a query or fragment may hold a password (``?password=``): never shown
+        parts = parts._replace(query="***" if parts.query else "", fragment="***" if parts.fragment else "")
     if parts.password is None:
-        return url
+        return parts.geturl()
     host = parts.hostname or ""
     netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return parts._replace(netloc=netloc).geturl()
+
+
+def _loopback(host: str) -> bool:
+    """This machine: localhost, a loopback address, or a Unix socket's folder (libpq: ``%2F…``)."""
+    if host == "localhost" or host.lower().startswith("%2f"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_unauthenticated(what: str, config: BackendConfig, *, verified: bool, advice: str) -> str | None:
+    """Log (and return) a warning when the server at ``config.url`` is off this machine and the
+    connection does not check its certificate: anyone on the path can read the traffic and answer
+    as the server (keys it never issued, budgets never spent). Reported, never silently accepted."""
+    host = urlsplit(config.url).hostname or ""
+    if verified or _loopback(host):
+        return None
+    message = (
+        f"{what}: the connection to {host} is not authenticated by TLS: anyone on the path can answer "
+        f"as the server ({'accept keys it never issued' if what == 'state' else 'lift every budget'}); "
+        f"{advice}"
+    )
+    _log.warning(message, extra={"url": redact(config.url)})
+    return message
 
 
 def read_password(config: BackendConfig) -> str | None:
@@ -130,6 +163,14 @@ def parse_backend(
         )
     if not parts.hostname:
         raise UsageError(f"config: {where}.url needs a host")
+    if parts.query or parts.fragment:
+        # both clients read settings from the query (libpq: password, sslmode, options; redis-py:
+        # password, ssl_cert_reqs, socket_timeout) and redis-py lets them override its keyword
+        # arguments: a password there would be logged, a TLS check or timeout silently undone
+        raise UsageError(
+            f"config: {where}.url must not carry a query or fragment ({redact(url)}): settings go in "
+            f"[{where}]'s own keys (password_file, ca_file, sslmode, *_timeout_seconds)"
+        )
 
     def path(key: str) -> Path | None:
         value = data.get(key)
@@ -151,6 +192,16 @@ def parse_backend(
             f"config: {where}.sslmode must be one of {', '.join(sorted(_SSLMODES))} ([state] only)"
         )
     assert sslmode is None or isinstance(sslmode, str)
+    if where == "state" and "ca_file" in data:
+        # libpq reads sslrootcert only from verify-ca on ("require" with it acts as verify-ca); under
+        # its default "prefer" a server with another CA's certificate is taken over plaintext
+        if sslmode is None:
+            sslmode = "verify-full"
+        elif sslmode in _SSLMODES_UNVERIFIED:
+            raise UsageError(
+                f'config: state.ca_file is never used with sslmode = "{sslmode}" (no certificate check, '
+                'plaintext allowed): use "verify-full" (the default with ca_file) or "verify-ca"'
+            )
     namespace = data.get("namespace", "airlock")
     if where != "limits" and "namespace" in data:
         raise UsageError(f"config: {where}.namespace is for [limits] only")

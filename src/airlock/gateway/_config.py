@@ -34,7 +34,7 @@ __all__ = [
     "load_config",
 ]
 
-_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_NAME: Final = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,62}\Z")  # \Z: "$" let a final newline through
 #: KServe v2 datatypes the gateway accepts and their numpy dtype strings (little endian)
 DATATYPES: Final[Mapping[str, str]] = {
     "BOOL": "|b1",

@@ -20,7 +20,7 @@ from airlock.gateway._store import KeyRecord, Store
 
 __all__ = ["Authenticated", "authenticate", "create_key", "hash_token"]
 
-_TOKEN: Final = re.compile(r"^alk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_TOKEN: Final = re.compile(r"\Aalk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})\Z")
 #: compared against when the key id is unknown, so both paths do the same work
 _DUMMY: Final = hashlib.sha256(b"airlock: no such key").digest()
 

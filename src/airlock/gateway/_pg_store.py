@@ -7,7 +7,9 @@ request. The audit chain has a head row (``airlock_audit_head``, one row): an ap
 concurrent replicas serialise on that lock and the chain never forks.
 
 Bounded waits: connecting (``connect_timeout``), waiting for a pooled connection, every statement
-(``statement_timeout``, lock waits included) and unacknowledged writes (``tcp_user_timeout``). A
+(``statement_timeout``, lock waits included), unacknowledged writes (``tcp_user_timeout``) and a
+transaction whose client stopped between statements (``idle_in_transaction_session_timeout``: the
+head row's lock of a frozen replica is freed). A
 failure marks the server down (:class:`._backend.Backend`); calls then fail at once with
 :class:`BackendUnavailable` (audit appends with :class:`AuditUnavailable`) until the watch thread
 reaches the server again.
@@ -36,6 +38,7 @@ from airlock.gateway._backend import (
     BackendUnavailable,
     read_password,
     redact,
+    warn_unauthenticated,
 )
 from airlock.gateway._config import LIMIT_FIELDS, TenantLimits
 from airlock.gateway._store import (
@@ -74,8 +77,22 @@ CREATE TABLE airlock_audit_head (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, row_hash TEXT NOT NULL
 );
 INSERT INTO airlock_audit_head VALUES (1, 0, '""" + GENESIS + "');"),
+    # a guarded text model's decisions (AuditEntry.guard): version 1 had no column for them, so they
+    # were neither stored nor covered by the row's MAC. Rows written before keep '' (their MAC never
+    # covered a guard, so the chain verifies as it did)
+    (2, "ALTER TABLE airlock_audit ADD COLUMN guard TEXT NOT NULL DEFAULT '';"),
 )  # fmt: skip
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
+#: airlock_audit's columns are named in AuditRow's order (a column added later never shifts a read)
+_AUDIT_INSERT: Final = (
+    b"INSERT INTO airlock_audit (seq, time, tenant, key_id, model, model_digest, request_id, decision, "
+    b"status, prev_hash, row_hash, prompt_tokens, completion_tokens, guard) "
+    b"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_AUDIT_PAGE: Final = (
+    "SELECT seq, time, tenant, key_id, model, model_digest, request_id, decision, status, prev_hash, "
+    "row_hash, prompt_tokens, completion_tokens, guard FROM airlock_audit WHERE seq > %s ORDER BY seq LIMIT 1000"
+)
 #: pg_advisory_xact_lock key of migrations (any constant; "airlock" in ASCII)
 _MIGRATE_LOCK: Final = 0x61_69_72_6C_6F_63_6B
 #: one connection for each of the gateway's threads and one for the watch: no call waits for one
@@ -86,7 +103,17 @@ def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
     timeout_ms = int(config.timeout_seconds * 1000)
     kwargs: dict[str, Any] = {
         "connect_timeout": max(1, math.ceil(config.connect_timeout_seconds)),
-        "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}",
+        # idle_in_transaction_session_timeout: a replica that stops between the statements of an
+        # append (frozen: SIGSTOP, a paused container or VM, whose kernel still answers keepalives)
+        # held the audit head's row lock for good, and every other replica's appends timed out
+        # behind it: the server now ends that session after the same bound and the lock is freed.
+        # extra_float_digits=3: every float8 read back is the one written (an audit row's time is in
+        # its MAC as repr(time)); a database or role default of 0 (PostgreSQL 11's own) rounded it to
+        # 15 digits and a valid chain read as edited. Options sent at connect win over those defaults
+        "options": (
+            f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms} "
+            f"-c idle_in_transaction_session_timeout={timeout_ms} -c extra_float_digits=3"
+        ),
         "tcp_user_timeout": timeout_ms,
         "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
         "application_name": "airlock",
@@ -158,6 +185,13 @@ class PostgresStore:
                 f"state: the database at {self._url} has schema version {version}, this airlock needs "
                 f"{SCHEMA_VERSION}: run `airlock serve --config FILE --migrate` first"
             )
+        warn_unauthenticated(
+            "state", config,
+            # libpq: "require" with a root certificate checks it as "verify-ca" does
+            verified=config.sslmode in ("verify-ca", "verify-full")
+            or (config.sslmode == "require" and config.ca_file is not None),
+            advice='set [state] sslmode = "verify-full" (and ca_file for a private CA)',
+        )  # fmt: skip
         self.backend = Backend(
             "state", config.url, self._probe, config.connect_timeout_seconds + config.timeout_seconds + 1.0
         )
@@ -291,16 +325,17 @@ class PostgresStore:
                         entry.request_id, entry.decision, entry.status,
                     )  # fmt: skip
                     tokens = (entry.prompt_tokens, entry.completion_tokens)
-                    row = AuditRow(seq, *fields, prev, chain_hash(key, prev, seq, *fields, tokens), *tokens)
+                    mac = chain_hash(key, prev, seq, *fields, tokens, entry.guard)
+                    row = AuditRow(seq, *fields, prev, mac, *tokens, entry.guard)
                     rows.append(row)
                     seq, prev = seq + 1, row.row_hash
                 with conn.cursor() as cursor:
                     cursor.executemany(
-                        b"INSERT INTO airlock_audit VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        _AUDIT_INSERT,
                         [
                             (r.seq, r.time, r.tenant, r.key_id, r.model, r.model_digest, r.request_id,
                              r.decision, r.status, r.prev_hash, r.row_hash, r.prompt_tokens,
-                             r.completion_tokens)
+                             r.completion_tokens, r.guard)
                             for r in rows
                         ],
                     )  # fmt: skip
@@ -323,12 +358,14 @@ class PostgresStore:
         """The rows from seq ``start`` on, read in pages (a long log is never held in memory at once)."""
         after = start - 1
         while True:
-            page = self._run("SELECT * FROM airlock_audit WHERE seq > %s ORDER BY seq LIMIT 1000", (after,))
+            page = self._run(_AUDIT_PAGE, (after,))
             for row in page:
-                seq, when, tenant, key_id, model, digest, request_id, decision, status, prev, mac, p, c = row
+                seq, when, tenant, key_id, model, digest, request_id, decision, status, prev, mac, p, c, g = (
+                    row
+                )
                 yield AuditRow(
                     int(seq), float(when), tenant, key_id, model, digest, request_id, decision, int(status),
-                    prev, mac, int(p), int(c),
+                    prev, mac, int(p), int(c), g,
                 )  # fmt: skip
             if len(page) < 1000:
                 return

@@ -11,18 +11,18 @@ clocks disagree still share one refill rate.
 * In-flight counts (requests, text generations): a sorted set per tenant whose members are this
   replica's request tickets, scored by the time each one expires (the request deadline plus a
   margin). Every entry first drops expired tickets: a replica killed mid-request leaks its slots
-  only until their deadlines pass, never for good.
+  only until their deadlines pass, never for good. A slot given back while Redis does not answer
+  is remembered and removed as soon as the watch reaches Redis again.
 
 Keys: ``<namespace>:<tenant>:<budget>`` (namespace ``airlock`` unless ``[limits] namespace`` says
 otherwise; tenant names are ``[a-z0-9_.-]``, so no key can collide).
 Every failure to reach Redis marks it down (:class:`._backend.Backend`) and raises
 :class:`BackendUnavailable`: the request is refused, never served unlimited. ``leave`` never
-raises (its ticket expires by itself).
+raises (its ticket is removed when Redis answers again, or expires).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import secrets
@@ -35,7 +35,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from airlock.errors import UsageError
-from airlock.gateway._backend import Backend, BackendConfig, read_password, redact
+from airlock.gateway._backend import Backend, BackendConfig, read_password, redact, warn_unauthenticated
 from airlock.gateway._config import TenantLimits
 from airlock.gateway._limiter import Admit
 
@@ -84,6 +84,8 @@ return 1
 
 #: a ticket outlives its request's deadline by this much (the outcome row, the reply, a slow loop)
 _TICKET_MARGIN: Final = 60.0
+#: tickets given back during an outage, kept to remove when Redis returns (beyond: they expire)
+_MAX_UNRELEASED: Final = 65536
 
 
 class RedisLimiter:
@@ -103,10 +105,15 @@ class RedisLimiter:
             "retry": Retry(NoBackoff(), 0),
             "client_name": "airlock",
         }
-        if config.ca_file is not None:
-            if not config.url.startswith("rediss://"):
-                raise UsageError("config: limits.ca_file needs a rediss:// URL (TLS)")
-            options["ssl_ca_certs"] = str(config.ca_file)
+        if config.ca_file is not None and not config.url.startswith("rediss://"):
+            raise UsageError("config: limits.ca_file needs a rediss:// URL (TLS)")
+        if config.url.startswith("rediss://"):
+            # said, not left to redis-py's defaults: before 6.0 it did not check the host name, so
+            # any certificate the CA (or, without ca_file, any public CA) signed for any name passed
+            options["ssl_cert_reqs"] = "required"
+            options["ssl_check_hostname"] = True
+            if config.ca_file is not None:
+                options["ssl_ca_certs"] = str(config.ca_file)
         self._client = redis.Redis.from_url(config.url, **options)
         self._bucket = self._client.register_script(_BUCKET)
         self._enter = self._client.register_script(_ENTER)
@@ -119,11 +126,17 @@ class RedisLimiter:
         #: this replica's tickets per in-flight key (any one of them may be given back)
         self._tickets: dict[str, list[str]] = {}
         self._lock = threading.Lock()  # the gateway calls from its threads (._offload)
+        #: (key, ticket) given back while Redis did not answer: removed by the next good probe
+        self._unreleased: list[tuple[str, str]] = []
         try:
             self._client.ping()
         except redis.RedisError as exc:
             self._client.close()
             raise UsageError(f"limits: cannot reach Redis at {self._url} ({type(exc).__name__})") from exc
+        warn_unauthenticated(
+            "limits", config, verified=config.url.startswith("rediss://"),
+            advice="use a rediss:// URL (and [limits] ca_file for a private CA)",
+        )  # fmt: skip
         self.backend = Backend(
             "limits", config.url, self._probe, config.connect_timeout_seconds + config.timeout_seconds + 1.0
         )
@@ -133,7 +146,22 @@ class RedisLimiter:
         return self.backend.available
 
     def _probe(self) -> None:
+        """Redis answers, and the slots given back while it did not are removed (before it is marked
+        up again: a tenant's first request after an outage sees them free)."""
         self._client.ping()
+        with self._lock:
+            unreleased, self._unreleased = self._unreleased, []
+        if not unreleased:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, ticket in unreleased:
+                pipe.zrem(key, ticket)
+            pipe.execute()
+        except redis.RedisError:
+            with self._lock:  # kept for the next probe; it stays down meanwhile
+                self._unreleased[:0] = unreleased
+            raise
 
     def _call(self, call: Callable[[], _T]) -> _T:
         self.backend.check()
@@ -180,10 +208,18 @@ class RedisLimiter:
             ticket = tickets.pop()
             if not tickets:
                 del self._tickets[key]
-        # never raises: a ticket that cannot be removed now expires at its deadline
-        with contextlib.suppress(redis.RedisError):
+        # never raises: a ticket that cannot be removed now (Redis down, or failing this call) is
+        # removed by the watch once Redis answers again (else its tenant would run with one slot
+        # less until the ticket's deadline: minutes after a blip of a second)
+        try:
             if self.backend.available:
                 self._client.zrem(key, ticket)
+                return
+        except redis.RedisError as exc:
+            self.backend.failed(exc)
+        with self._lock:
+            if len(self._unreleased) < _MAX_UNRELEASED:  # beyond: they expire at their deadlines
+                self._unreleased.append((key, ticket))
 
     def enter(self, tenant: str, limits: TenantLimits) -> bool:
         return self._enter_set(

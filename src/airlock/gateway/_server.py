@@ -31,7 +31,7 @@ from airlock._net import is_loopback
 from airlock.errors import UsageError
 from airlock.gateway._admission import admit
 from airlock.gateway._app import CLIENT_CN_KEY, GatewayState, build_app
-from airlock.gateway._audit import AuditHead, advance, load_key, read_head, write_head
+from airlock.gateway._audit import AuditHead, advance, carries_mac, load_key, read_head, write_head
 from airlock.gateway._audit_writer import AuditWriter
 from airlock.gateway._config import GatewayConfig, ModelConfig, TlsConfig
 from airlock.gateway._guard import (
@@ -348,6 +348,16 @@ class Gateway:
         if recorded is None:
             head = state.store.audit_head()
             if head.seq:
+                # a new replica of a shared store (or a gateway whose key file was replaced) must
+                # hold the key the log was written with: with another one, every row it appends
+                # breaks the one chain every replica shares (verify: "the row was edited")
+                last = next(iter(state.store.audit_rows(head.seq)), None)
+                if last is not None and not carries_mac(key, last):
+                    raise UsageError(
+                        f"audit: the log's last row (seq {head.seq}) does not carry this [audit] key_file's "
+                        "MAC: the key differs from the one the log was written with (every replica needs "
+                        "the same key file), or the row was edited; `airlock audit verify` tells which"
+                    )
                 _log.warning("audit: no head file; recording the log's end as it is",
                              extra={"seq": head.seq, "head_file": str(path)})  # fmt: skip
         else:
