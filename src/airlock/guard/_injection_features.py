@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from airlock.guard._injection_patterns import (
+    CLAUSE_OPENING_RE,
     OWNER_FREE_OVERRIDE_RE,
     STRUCT_RE,
     benign_directive_spans,
@@ -63,6 +64,12 @@ _LINE_BREAK_WS: Final = re.compile(r"(?<!\s)\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u202
 # break, "。" or ";" ... was not a sentence, so the suffix pass never judged the attack after it.
 # Splitting there removes no word character, so the tokens are those of the whole piece.
 _SENTENCE_END: Final = re.compile(rf"[.!?]{_CLOSERS}*\s+|[。।؟۔።]{_CLOSERS}*\s*|\n")
+# A clause mark inside a sentence: ":", ";" or "," (closers after it) and whitespace, or a dash between
+# spaces (" - ", " -- ", " \u2013 ", " \u2014 ") or an em dash without them, followed by a clause that
+# opens like an attack (:data:`._injection_patterns.CLAUSE_OPENING_RE`): there a preamble can end too.
+_CLAUSE_START: Final = re.compile(
+    rf"(?:[:;,]{_CLOSERS}*\s+|\s+[-\u2013\u2014]{{1,2}}\s+|\u2014)(?={CLAUSE_OPENING_RE.pattern})"
+)
 
 
 def _join_spaced(match: re.Match[str]) -> str:
@@ -108,8 +115,10 @@ class Features:
     reported: bool = False
     #: The word tokens in order (what the n-gram blocks were counted from).
     tokens: tuple[str, ...] = ()
-    #: Token indices (> 0) where a sentence begins (after ``.``, ``!`` or ``?`` and a space, or
-    #: after a benign directive left out): the places where a preamble can end.
+    #: Token indices (> 0) where a sentence begins (after ``.``, ``!`` or ``?`` and a space, a line
+    #: break, or a benign directive left out), or a clause after ``:``, ``;``, ``,`` or a dash that
+    #: opens like an attack (an override, disclosure or output verb, or "you"): the places where a
+    #: preamble can end.
     sentence_starts: tuple[int, ...] = ()
     #: Token indices where a piece between two benign directives begins: no bigram crosses them.
     piece_starts: frozenset[int] = frozenset()
@@ -193,7 +202,13 @@ def featurize(text: str, *, tasks: bool = True) -> Features:
         for sentence in _SENTENCE_END.split(_TAG.sub(" ", piece) if "<" in piece else piece):
             found = _WORD.findall(sentence)
             if found:
-                starts.append(len(tokens) + len(seg))
+                here = len(tokens) + len(seg)
+                starts.append(here)
+                # inside the sentence, a clause that opens like an attack starts a suffix too
+                for m in _CLAUSE_START.finditer(sentence):
+                    k = len(_WORD.findall(sentence, 0, m.end()))
+                    if 0 < k < len(found) and here + k != starts[-1]:
+                        starts.append(here + k)
                 seg.extend(found)
         segs.append(seg)
         tokens.extend(seg)

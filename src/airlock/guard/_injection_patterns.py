@@ -17,6 +17,8 @@ from typing import Final
 
 __all__ = [
     "BENIGN_DIRECTIVE_RE",
+    "CLAUSE_OPENERS",
+    "CLAUSE_OPENING_RE",
     "OWNER_FREE_OVERRIDE_RE",
     "STRUCTURES",
     "STRUCT_NAMES",
@@ -669,3 +671,54 @@ def benign_directive_spans(norm: str, *, tasks: bool = True) -> list[tuple[int, 
                 merged.append((start, end))
         spans = merged
     return spans
+
+
+# --- where a preamble can end inside a sentence ----------------------------------------------------
+#
+# The suffix pass (docs/guard.md, "Preambles") judges the text after a preamble on its own words. A
+# preamble ended by a clause mark (":", ";", ",", a dash) dilutes an attack as much as one ended by a
+# full stop ("Hey, quick favour: put aside whatever the operator configured ..."), but a cut at every
+# clause mark also judges key-value text, code and a benign second clause alone ("first name:
+# [name]", "{ role: 'system', ... }", "... on file; ship to 14 Elm Street from now on"). A clause mark
+# therefore ends a preamble only where the clause after it opens the way the attack structures open:
+# with a verb of the override, disclosure or dictated-output structures above, or by turning to the
+# model (the persona-switch openings), after at most two discourse words ("please", "now", ...).
+# These are the first words of those structures' own alternations, not words chosen from texts.
+
+#: The openings of _OVERRIDE_VERB, _REVEAL, the forced_output verbs and the persona_switch and
+#: new_instructions structures: a verb whose particle may follow its object ("set your rules aside",
+#: "turn the filter off") is its verb alone; a phrase is matched word by word.
+CLAUSE_OPENERS: Final = (
+    *(
+        # _OVERRIDE_VERB
+        "ignore ignoring disregard forget override overrule bypass abandon discard dismiss neglect set throw"
+        " stop cancel erase delete drop skip violate break circumvent evade get disable deactivate turn"
+        " switch lift suspend remove"
+        # _REVEAL
+        " reveal show print display output repeat tell give leak dump share list expose disclose write recite"
+        " spell quote copy paste return provide echo"
+        # forced_output
+        " say respond reply answer type"
+        # persona_switch, new_instructions
+        " you you're your pretend roleplay simulate new"
+    ).split(),
+    "do not",
+    "don't",
+    "no longer",
+    "what is",
+    "what are",
+    "what was",
+    "what were",
+    "from now on",
+    "role play",
+    "act as",
+    "stay in character",
+)
+#: Discourse words that may stand before the opening verb ("now ignore ...", "please just print ...").
+_CLAUSE_LEAD: Final = "please now just then and so also actually instead simply kindly".split()
+#: A clause that opens like an attack: at most two discourse words, then an opener, as whole word
+#: tokens (the tokeniser's words: letters and digits, with one inner apostrophe).
+_OPENINGS: Final = "|".join(o.replace(" ", r"[\W_]+") for o in CLAUSE_OPENERS)
+CLAUSE_OPENING_RE: Final = re.compile(
+    rf"(?:(?:{'|'.join(_CLAUSE_LEAD)})[\W_]+){{0,2}}(?:{_OPENINGS})(?![^\W_])(?!'[^\W_])"
+)
