@@ -777,34 +777,31 @@ def benign_directive_spans(norm: str, *, tasks: bool = True) -> list[tuple[int, 
 # clause mark also judges key-value text, code and a benign second clause alone ("first name:
 # [name]", "{ role: 'system', ... }", "... on file; ship to 14 Elm Street from now on"). A clause mark
 # therefore ends a preamble only where the clause after it opens the way the attack structures open:
-# with a verb of the override, disclosure or dictated-output structures above, or by turning to the
-# model (the persona-switch openings), after at most two discourse words ("please", "now", ...).
-# These are the first words of those structures' own alternations, not words chosen from texts.
+# with a verb of the override structures or a verb that only discloses, or by turning to the model
+# (the persona-switch openings), after at most two discourse words ("please", "now", ...). These are
+# words of those structures' own alternations, not words chosen from texts.
 
-#: The openings of _OVERRIDE_VERB, _REVEAL, the forced_output verbs and the persona_switch and
-#: new_instructions structures: a verb whose particle may follow its object ("set your rules aside",
-#: "turn the filter off") is its verb alone; a phrase is matched word by word.
+#: The openings of _OVERRIDE_VERB, of _REVEAL and the forced_output verbs that only disclose
+#: (not the ordinary ways to ask an assistant for something: "tell", "write", "list", "give", "show",
+#: "answer", "say", "reply", "what is", ... open a benign request as often as an attack, and a
+#: clause the vocabulary flags alone ("tell me what you think of it") would then be flagged after
+#: any lead-in), and of the persona_switch and new_instructions structures. A verb whose particle
+#: may follow its object ("set your rules aside", "turn the filter off") is its verb alone; a phrase
+#: is matched word by word.
 CLAUSE_OPENERS: Final = (
     *(
         # _OVERRIDE_VERB
         "ignore ignoring disregard forget override overrule bypass abandon discard dismiss neglect set throw"
         " stop cancel erase delete drop skip violate break circumvent evade get disable deactivate turn"
         " switch lift suspend remove"
-        # _REVEAL
-        " reveal show print display output repeat tell give leak dump share list expose disclose write recite"
-        " spell quote copy paste return provide echo"
-        # forced_output
-        " say respond reply answer type"
+        # _REVEAL and forced_output: the disclosing verbs
+        " reveal print output repeat leak dump expose disclose recite spell quote copy paste echo"
         # persona_switch, new_instructions
         " you you're your pretend roleplay simulate new"
     ).split(),
     "do not",
     "don't",
     "no longer",
-    "what is",
-    "what are",
-    "what was",
-    "what were",
     "from now on",
     "role play",
     "act as",
