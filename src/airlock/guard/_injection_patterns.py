@@ -200,15 +200,16 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     (
         "override_prior",
         "instruction override aimed at prior instructions",
+        # (\b before the look-behinds: they then run only where a word starts; 0.07 -> 0.04 ms per KB)
         # group 1 / 2: a context word before the noun (then the owner rule does not apply)
-        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\W{{1,3}}(?:(?:({_CONTEXT_WORD})|{_PRIOR})\W{{1,3}}){{1,3}}"
+        rf"\b{_NOT_REPORTED}{_OVERRIDE_VERB}\W{{1,3}}(?:(?:({_CONTEXT_WORD})|{_PRIOR})\W{{1,3}}){{1,3}}"
         rf"(?:(?:({_CONTEXT_WORD})|[^\W_]+)\W{{1,3}}){{0,4}}{_INSTR_NOUN}\b(?(1)|(?(2)|{_NOT_OWNED_BY_OTHER}))",
         _OVERRIDE_TRIGGERS,
     ),
     (
         "override_any",
         "override verb near instruction words",
-        rf"{_NOT_REPORTED}\b{_OVERRIDE_VERB}\b\W{{1,3}}(?:(?:({_CONTEXT_WORD})|[^\W_]+)\W{{1,3}}){{0,4}}"
+        rf"\b{_NOT_REPORTED}{_OVERRIDE_VERB}\b\W{{1,3}}(?:(?:({_CONTEXT_WORD})|[^\W_]+)\W{{1,3}}){{0,4}}"
         rf"{_INSTR_NOUN}\b(?(1)|{_NOT_OWNED_BY_OTHER})",
         _OVERRIDE_TRIGGERS,
     ),
@@ -429,8 +430,11 @@ STRUCTURES: Final[tuple[tuple[str, str, str, tuple[str, ...]], ...]] = (
     (
         "code_execution",
         "asks to run a shell command or code payload",
-        r"\b(?:run|execute|exec|eval)\W{0,3}:\W{0,6}`|\bwhoami\b|/etc/(?:passwd|shadow)\b|\bos\.(?:system|popen)\b"
-        r"|/dev/tcp/|\b(?:curl|wget)\b[^\n|`]{0,200}\|\s?(?:ba)?sh\b|\brm -rf /",
+        # (a look-ahead for the alternatives' first characters: tried at every position, the seven
+        # alternatives cost 0.08 ms per KB, the look-ahead first 0.03)
+        r"(?=[rewo/c])(?:\b(?:run|execute|exec|eval)\W{0,3}:\W{0,6}`|\bwhoami\b|/etc/(?:passwd|shadow)\b"
+        r"|\bos\.(?:system|popen)\b"
+        r"|/dev/tcp/|\b(?:curl|wget)\b[^\n|`]{0,200}\|\s?(?:ba)?sh\b|\brm -rf /)",
         ("run", "exec", "eval", "whoami", "/etc/", "os.", "/dev/tcp", "curl", "wget", "rm -rf"),
     ),
     (
