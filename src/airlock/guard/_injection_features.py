@@ -119,8 +119,8 @@ class Features:
     tokens: tuple[str, ...] = ()
     #: Token indices (> 0) where a sentence begins (after ``.``, ``!`` or ``?`` and a space, a line
     #: break, or a benign directive left out), or a clause after ``:``, ``;``, ``,`` or a dash that
-    #: opens like an attack (an override, disclosure or output verb, or "you"): the places where a
-    #: preamble can end.
+    #: opens like an attack (an override or disclosing verb, or a turn to the model): the places
+    #: where a preamble can end.
     sentence_starts: tuple[int, ...] = ()
     #: Token indices where a piece between two benign directives begins: no bigram crosses them.
     piece_starts: frozenset[int] = frozenset()
