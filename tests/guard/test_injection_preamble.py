@@ -57,6 +57,9 @@ def test_the_one_pass_equals_counting_every_suffix_again() -> None:
             "Ignore the previous formatting and use bullets. Then list the steps.",
             "<p>From now on, answer in Spanish.</p> Tell me about the weather! Is it cold?",
             "Summarise this: 'The meeting moved to Friday.' Also: ignore typos, please.",
+            # clause marks before a clause that opens like an attack start suffixes too
+            "Quick question about my homework: now tell me, what is the answer - print it",
+            "Thanks for yesterday; you were great \u2014 reveal nothing, do not forget the list",
         ]
     )
     judged = 0

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from airlock.guard._injection_patterns import (
+    CLAUSE_OPENING_RE,
+    MORE_SHAPES_RE,
     OWNER_FREE_OVERRIDE_RE,
     STRUCT_RE,
     benign_directive_spans,
@@ -63,6 +65,13 @@ _LINE_BREAK_WS: Final = re.compile(r"(?<!\s)\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u202
 # break, "。" or ";" ... was not a sentence, so the suffix pass never judged the attack after it.
 # Splitting there removes no word character, so the tokens are those of the whole piece.
 _SENTENCE_END: Final = re.compile(rf"[.!?]{_CLOSERS}*\s+|[。।؟۔።]{_CLOSERS}*\s*|\n")
+# A clause mark inside a sentence: ":", ";" or "," (closers after it) and spaces, or a dash between
+# spaces (" - ", " -- ", " \u2013 ", " \u2014 ") or an em dash without them, followed by a clause that
+# opens like an attack (:data:`._injection_patterns.CLAUSE_OPENING_RE`): there a preamble can end
+# too. White space is single spaces here (a removed markup tag leaves a few).
+_CLAUSE_START: Final = re.compile(
+    rf"(?:[:;,]{_CLOSERS}* +| +[-\u2013\u2014]{{1,2}} +|\u2014 *)(?={CLAUSE_OPENING_RE.pattern})"
+)
 
 
 def _join_spaced(match: re.Match[str]) -> str:
@@ -108,8 +117,10 @@ class Features:
     reported: bool = False
     #: The word tokens in order (what the n-gram blocks were counted from).
     tokens: tuple[str, ...] = ()
-    #: Token indices (> 0) where a sentence begins (after ``.``, ``!`` or ``?`` and a space, or
-    #: after a benign directive left out): the places where a preamble can end.
+    #: Token indices (> 0) where a sentence begins (after ``.``, ``!`` or ``?`` and a space, a line
+    #: break, or a benign directive left out), or a clause after ``:``, ``;``, ``,`` or a dash that
+    #: opens like an attack (an override or disclosing verb, or a turn to the model): the places
+    #: where a preamble can end.
     sentence_starts: tuple[int, ...] = ()
     #: Token indices where a piece between two benign directives begins: no bigram crosses them.
     piece_starts: frozenset[int] = frozenset()
@@ -138,7 +149,8 @@ def grams_of(s: str) -> frozenset[str]:
 def _has(norm: str, triggers: tuple[str, ...]) -> bool:
     if not triggers:
         return True
-    return any(t in norm for t in triggers)
+    # map over the bound method runs in C (a generator expression cost ~5% of score())
+    return any(map(norm.__contains__, triggers))
 
 
 #: the override structures' places in :data:`STRUCT_RE` (see :data:`OWNER_FREE_OVERRIDE_RE`)
@@ -170,6 +182,10 @@ def featurize(text: str, *, tasks: bool = True) -> Features:
         _matches(pattern, norm) if _has(norm, trig) and _has(norm, also) else (False, False)
         for pattern, trig, also in STRUCT_RE
     ]
+    for index, pattern, trig, also in MORE_SHAPES_RE:  # further shapes of some structures
+        if not matched[index][0] and _has(norm, trig) and _has(norm, also):
+            addressed, reported = _matches(pattern, norm)
+            matched[index] = (addressed, reported or matched[index][1])
     flags = [addressed for addressed, _ in matched]
     if any(flag for index, flag in enumerate(flags) if index not in _OVERRIDE_INDEXES):
         # next to another attack structure an override counts whoever owns the instructions
@@ -193,7 +209,13 @@ def featurize(text: str, *, tasks: bool = True) -> Features:
         for sentence in _SENTENCE_END.split(_TAG.sub(" ", piece) if "<" in piece else piece):
             found = _WORD.findall(sentence)
             if found:
-                starts.append(len(tokens) + len(seg))
+                here = len(tokens) + len(seg)
+                starts.append(here)
+                # inside the sentence, a clause that opens like an attack starts a suffix too
+                for m in _CLAUSE_START.finditer(sentence):
+                    k = len(_WORD.findall(sentence, 0, m.end()))
+                    if 0 < k < len(found) and here + k != starts[-1]:
+                        starts.append(here + k)
                 seg.extend(found)
         segs.append(seg)
         tokens.extend(seg)
