@@ -83,5 +83,5 @@ def test_the_walk_holds_no_descriptor_after_it_ends(tmp_path: Path) -> None:
         list(walk(root, DEFAULT_LIMITS.replace(max_files=5)))
     abandoned = walk(root, DEFAULT_LIMITS)
     next(abandoned)
-    abandoned.close()
+    del abandoned  # the suspended generator is closed (CPython: at once)
     assert set(os.listdir("/proc/self/fd")) == before

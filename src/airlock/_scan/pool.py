@@ -16,7 +16,9 @@ result pipe, and the parent spent its time feeding them instead of scanning. Her
   anonymous in-memory file of its own, which the parent reads frame by frame as they complete
   (between its own batches, and while the worker finishes), so a worker never blocks on the
   parent; a four-byte note on a second pipe tells the parent's progress display that a batch is
-  done;
+  done; its last frame is an end frame, and the parent waits for that, not for the worker's exit
+  (which tears down its copy of the address space): the workers are reaped after the report
+  (:func:`reap_after`), killed if they linger;
 * a worker parses untrusted bytes, so its answer is untrusted too: never unpickled, only records
   of a fixed shape, each value checked (:func:`airlock._scan.records.unpack`); an answer that does
   not fit makes every file of its batch an ERROR (``scan.bad-result``), never clean; a second
