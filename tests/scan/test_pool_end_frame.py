@@ -222,3 +222,22 @@ def test_a_worker_that_dies_without_an_end_frame_is_still_found(
     report = airlock.scan(root, jobs=2)
     assert len(report.files) == 400 and report.verdict is Verdict.MALICIOUS
     assert all(f.verdict is not Verdict.ERROR for f in report.files)
+
+
+def test_scans_of_many_paths_keep_one_scans_workers_unreaped_at_most(tmp_path: Path) -> None:
+    """Within ``reap_after`` (``airlock scan PATH PATH ...``) each scan reaps the workers the
+    previous one left to reap before it forks its own: a scan of hundreds of paths never holds
+    hundreds of exited workers (each a process slot under RLIMIT_NPROC) until the end."""
+    roots = [_tree(tmp_path / f"t{i}", 200) for i in range(4)]
+    held: list[list[int]] = []
+    with pool.reap_after():
+        for root in roots:
+            airlock.scan(root, jobs=3)
+            assert pool._later is not None
+            held.append(list(pool._later))
+        assert all(len(pids) <= 2 for pids in held), held  # this scan's two workers at most
+        assert sum(map(len, held)) >= 4  # the reaping was deferred (a worker per scan at least)
+        earlier = [pid for pids in held[:-1] for pid in pids]
+        assert all(_gone(pid) for pid in earlier)
+    assert pool._later is None
+    assert all(_gone(pid) for pids in held for pid in pids)

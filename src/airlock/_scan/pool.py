@@ -228,6 +228,7 @@ def _run_batches(
 
     # the parent takes a batch itself: one batch is scanned without forking anything
     workers = min(jobs - 1, len(work) - 1) if parent_scans else min(jobs, len(work))
+    _reap_earlier()  # a previous scan's workers (reap_after): never more than one scan's left over
     todo_r, todo_w = os.pipe()
     done_r, done_w = os.pipe()
     children: list[tuple[int, int]] = []  # (pid, file holding its results)
@@ -391,6 +392,18 @@ def reap_after() -> Iterator[None]:
         pids, _later = _later, None
         for pid in pids:
             _reap(pid)
+
+
+def _reap_earlier() -> None:
+    """Reap the workers this thread's :func:`reap_after` holds from earlier scans (each has
+    written its end frame long ago): ``airlock scan`` of many paths keeps at most one scan's
+    workers unreaped (each would hold a process slot, RLIMIT_NPROC)."""
+    if _later:
+        import _thread
+
+        if _later_thread == _thread.get_ident():
+            while _later:
+                _reap(_later.pop())
 
 
 def _reap_later(pid: int) -> None:
