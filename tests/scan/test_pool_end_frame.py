@@ -46,6 +46,14 @@ def _gone(pid: int) -> bool:
     return False
 
 
+def _state(pid: int) -> str:
+    """The process state letter of ``pid`` (``Z``: exited, not yet reaped), or ``gone``."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+
+
 def _lingering(pids: Path) -> Callable[..., None]:
     """A worker that scans as the real one does and then, its end frame written, stays for
     :data:`LINGER` seconds before it exits (its pid noted in the folder ``pids``). Rescue workers
@@ -160,10 +168,17 @@ def test_the_command_line_reaps_its_workers_after_writing_the_report(
     monkeypatch.setattr(pool, "_worker", _lingering(pids))
     output = tmp_path / "report.txt"
     seen: list[str] = []
+    states: list[str] = []
     real_reap = pool._reap
 
     def reap(pid: int) -> None:
         seen.append(output.read_text() if output.exists() else "")
+        # killed when its end frame was read, before the report was made: by now it has exited
+        # (a zombie), it does not linger while the report is written
+        deadline = time.monotonic() + 5
+        while _state(pid) not in ("Z", "gone") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        states.append(_state(pid))
         real_reap(pid)
 
     monkeypatch.setattr(pool, "_reap", reap)
@@ -172,6 +187,7 @@ def test_the_command_line_reaps_its_workers_after_writing_the_report(
     assert time.monotonic() - started < LINGER / 3
     assert code == 1
     assert len(seen) == 1 and "verdict: MALICIOUS" in seen[0]
+    assert states == ["Z"]
     (worker,) = [int(p.name) for p in pids.iterdir()]
     assert _gone(worker)
 

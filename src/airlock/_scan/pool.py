@@ -372,10 +372,10 @@ _later_thread = 0
 
 @contextlib.contextmanager
 def reap_after() -> Iterator[None]:
-    """Within it, a worker that has given all its answers (its end frame) is reaped as the block
-    ends, not as its scan ends: the command line writes its report while the workers exit. Every
-    such worker is then killed (it has nothing left to do: a worker that lingers is not waited
-    for, it is ended) and reaped, also when the block ends with an exception."""
+    """Within it, a worker that has given all its answers (its end frame) is killed at once but
+    reaped as the block ends (or as the next scan starts), not as its scan ends: the command line
+    writes its report while the workers' exits run. Reaped also when the block ends with an
+    exception."""
     import _thread
 
     global _later, _later_thread
@@ -407,8 +407,14 @@ def _reap_earlier() -> None:
 
 
 def _reap_later(pid: int) -> None:
-    """Reap ``pid`` (a worker that wrote its end frame) now, or at the end of this thread's
-    :func:`reap_after`."""
+    """Kill ``pid`` (a worker that wrote its end frame: it has nothing left to do) and reap it now,
+    or at the end of this thread's :func:`reap_after`. The kill is at once either way: a worker
+    taken over that lingers after its end frame does nothing more while the report is made (a
+    signal costs no wait; the exit it causes is what the reaping waits for)."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
     if _later is not None:
         import _thread
 
