@@ -257,3 +257,91 @@ def test_scans_of_many_paths_keep_one_scans_workers_unreaped_at_most(tmp_path: P
         assert all(_gone(pid) for pid in earlier)
     assert pool._later is None
     assert all(_gone(pid) for pids in held for pid in pids)
+
+
+def _model_tree(root: Path, links: bool) -> Path:
+    """A folder whose checks speak (a config naming remote code: ``hf.*`` findings for the config
+    and the code file), 300 pickles over two folders (one calling os.system) and, with ``links``,
+    a link inside the tree (an alias) and one leaving it."""
+    tree = _tree(root, 150)
+    (tree / "sub").mkdir()
+    for i in range(150):
+        (tree / "sub" / f"q{i:04d}.pkl").write_bytes(pickle.dumps([i, "y" * (i % 30)]))
+    (tree / "config.json").write_text(
+        '{"model_type": "tiny", "auto_map": {"AutoModel": "modeling_tiny.TinyModel"}}'
+    )
+    (tree / "modeling_tiny.py").write_text("import os\n\nclass TinyModel:\n    pass\n")
+    if links:
+        (tree / "pytorch_model.bin").symlink_to("p0001.pkl")
+        (tree / "away.pkl").symlink_to(root.parent)
+    return tree
+
+
+def _cache_repo(hub: Path) -> Path:
+    """``acme/tiny`` as the Hugging Face hub leaves it: blobs named by hash, snapshot links."""
+    import hashlib
+
+    repo = hub / "models--acme--tiny"
+    commit = "0" * 40
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    files = {f"w{i:03d}.bin": pickle.dumps({"w": [i] * 5}, protocol=2) for i in range(300)}
+    files["config.json"] = b'{"model_type": "tiny"}'
+    for name, data in files.items():
+        digest = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / digest).write_bytes(data)
+        (snapshot / name).symlink_to(f"../../blobs/{digest}")
+    return repo
+
+
+def _without_timings(text: str) -> object:
+    import json
+
+    doc = json.loads(text)
+
+    def strip(node: object) -> object:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in ("seconds", "duration_seconds")}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(doc)
+
+
+def test_command_line_reports_are_the_same_for_any_jobs_with_folder_checks_links_and_a_lock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``airlock scan`` of a tree whose folder checks speak, with links inside and out, and of a
+    Hugging Face cache repository (two PATHs: the second scan reaps the first one's workers), then
+    such a tree (without links) verified against a lock file: the text and JSON reports (apart from
+    timings) are the same with ``--jobs 1`` and ``--jobs 2``."""
+    (tmp_path / "models").mkdir()
+    tree = _model_tree(tmp_path / "models" / "t", links=True)
+    locked = _model_tree(tmp_path / "models" / "l", links=False)  # a lock file lists no links
+    repo = _cache_repo(tmp_path / "hub")
+    assert main(["hash", str(locked), "--format", "lock"]) == 0
+    lock = tmp_path / "model.lock"
+    lock.write_text(capsys.readouterr().out)
+    runs: dict[str, list[tuple[int, str]]] = {}
+    for jobs in ("1", "2"):
+        for args in (
+            ["-q", str(tree), str(repo)],
+            ["-q", "--format", "json", str(tree), str(repo)],
+            ["-q", "--lock", str(lock), str(locked)],
+            ["-q", "--lock", str(lock), "--format", "json", str(locked)],
+        ):
+            code = main(["scan", "--jobs", jobs, *args])
+            runs.setdefault(jobs, []).append((code, capsys.readouterr().out))
+    for (code1, out1), (code2, out2) in zip(runs["1"], runs["2"], strict=True):
+        assert code1 == code2 == 1  # p0007 calls os.system
+        if out1.startswith("{"):
+            assert _without_timings(out1) == _without_timings(out2)
+        else:
+            assert out1 == out2
+    text = runs["1"][0][1]
+    assert "hf." in text and "fs.symlink-outside" in text and "MALICIOUS" in text
+    assert "integrity:" in runs["1"][2][1]
