@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from airlock._scan.walk import _child, walk
+from airlock.errors import LimitError, UsageError
 from airlock.limits import DEFAULT_LIMITS
 
 NAMES = ["a.pkl", ".hidden", "...", " lead", "trail ", "é.pt", "a\\b", "x:y", "tab\tname", "\udcff.bin", "-x"]
@@ -39,3 +42,46 @@ def test_walked_paths_and_folders(tmp_path: Path) -> None:
         assert entry.folder == entry.path.parent
         if entry.kind == "file":
             assert entry.size == entry.path.lstat().st_size
+
+
+def test_a_folder_swapped_for_a_link_after_it_was_seen_is_not_walked_into(tmp_path: Path) -> None:
+    """Round 5 (folders listed through a descriptor opened with O_NOFOLLOW). The walk saw ``sub``
+    as a folder while listing the root; before it lists ``sub`` that folder becomes a link to a
+    folder outside the tree. Before: ``os.scandir(path)`` followed the link and the walk reported
+    the outside folder's files as ``sub/...``. Now the listing is refused (``cannot list``): the
+    scan fails, it never reads outside the tree under the tree's names."""
+    root = tmp_path / "t"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.pkl").write_bytes(b"x")
+    (root / "sub" / "in.pkl").write_bytes(b"x")
+    (root / "z.pkl").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.pkl").write_bytes(b"x")
+    entries = walk(root, DEFAULT_LIMITS)
+    seen = [next(entries).display, next(entries).display]  # a.pkl, then z.pkl: sub seen as a folder
+    assert [name.rsplit("/", 1)[1] for name in seen] == ["a.pkl", "z.pkl"]
+    (root / "sub" / "in.pkl").unlink()
+    (root / "sub").rmdir()
+    os.symlink(outside, root / "sub")
+    with pytest.raises(UsageError, match="cannot list"):
+        rest = [entry.display for entry in entries]
+        assert not any("secret" in name for name in rest), rest  # before: sub/secret.pkl
+
+
+def test_the_walk_holds_no_descriptor_after_it_ends(tmp_path: Path) -> None:
+    """Each folder's descriptor is closed once its children are listed and stat'ed, also when
+    the walk stops early (a limit) or is abandoned."""
+    root = tmp_path / "t"
+    for folder in ("a", "b/c", "d"):
+        (root / folder).mkdir(parents=True)
+        for i in range(3):
+            (root / folder / f"f{i}").write_bytes(b"x")
+    before = set(os.listdir("/proc/self/fd"))
+    assert len(list(walk(root, DEFAULT_LIMITS))) == 9
+    with pytest.raises(LimitError):
+        list(walk(root, DEFAULT_LIMITS.replace(max_files=5)))
+    abandoned = walk(root, DEFAULT_LIMITS)
+    next(abandoned)
+    del abandoned  # the suspended generator is closed (CPython: at once)
+    assert set(os.listdir("/proc/self/fd")) == before

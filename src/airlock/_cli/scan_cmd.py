@@ -17,6 +17,7 @@ from airlock._cli.verify_cmd import (
 from airlock._record import replace
 from airlock._render import FORMATS, render
 from airlock._scan.api import scan
+from airlock._scan.pool import reap_after
 from airlock.errors import IntegrityError, UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.policy import DEFAULT_PROFILES, Policy
@@ -194,6 +195,12 @@ class ScanCommand:
         )
 
     def run(self, args: argparse.Namespace) -> int:
+        # The workers of a scan are reaped after the report is written, not before: their exits
+        # (each tears down its copy of the address space) overlap the report's rendering.
+        with reap_after():
+            return self._run(args)
+
+    def _run(self, args: argparse.Namespace) -> int:
         policy = _policy(args)
         changes = {n: getattr(args, n) for n in _LIMIT_FLAGS if getattr(args, n) is not None}
         limits: Limits = DEFAULT_LIMITS.replace(**changes) if changes else DEFAULT_LIMITS

@@ -16,7 +16,9 @@ result pipe, and the parent spent its time feeding them instead of scanning. Her
   anonymous in-memory file of its own, which the parent reads frame by frame as they complete
   (between its own batches, and while the worker finishes), so a worker never blocks on the
   parent; a four-byte note on a second pipe tells the parent's progress display that a batch is
-  done;
+  done; its last frame is an end frame, and the parent waits for that, not for the worker's exit
+  (which tears down its copy of the address space): the workers are reaped after the report
+  (:func:`reap_after`), killed if they linger;
 * a worker parses untrusted bytes, so its answer is untrusted too: never unpickled, only records
   of a fixed shape, each value checked (:func:`airlock._scan.records.unpack`); an answer that does
   not fit makes every file of its batch an ERROR (``scan.bad-result``), never clean; a second
@@ -68,6 +70,7 @@ __all__ = [
     "Task",
     "auto_jobs",
     "batches",
+    "reap_after",
     "run",
 ]
 
@@ -93,6 +96,11 @@ _TAIL_SPLIT: Final = 4
 
 _NUMBER = struct.Struct("<I")  # a batch number on the pipes
 _FRAME = struct.Struct("<IQ")  # a batch's results in a worker's file: number, length of its records
+#: the number of a worker's last frame (length 0): it has written every answer it will write
+_END: Final = 0xFFFFFFFF
+#: SIGKILL, which POSIX (XSI) numbers 9: ``import signal`` builds its enums (~1-4 ms measured),
+#: and every scan with workers now kills them on its way to the report
+_SIGKILL: Final = 9
 
 
 class Task(NamedTuple):
@@ -223,6 +231,7 @@ def _run_batches(
 
     # the parent takes a batch itself: one batch is scanned without forking anything
     workers = min(jobs - 1, len(work) - 1) if parent_scans else min(jobs, len(work))
+    _reap_earlier()  # a previous scan's workers (reap_after): never more than one scan's left over
     todo_r, todo_w = os.pipe()
     done_r, done_w = os.pipe()
     children: list[tuple[int, int]] = []  # (pid, file holding its results)
@@ -288,16 +297,10 @@ def _run_batches(
                 # workers then take more of), not all after the workers have exited
                 for pid, _ in children:
                     yield from collect(pid)
-        while children:
-            pid, out = children[0]
-            yield from collect(pid)  # while it finishes its last batch
-            os.waitpid(pid, 0)  # its exit status is not what counts: which batches came back is
-            children.pop(0)
-            try:
-                _advance_done(done_r, work, advance)
-                yield from collect(pid)
-            finally:
-                os.close(out)
+        # No batch is left to take: wait for the workers' last answers (each ends its results
+        # file with an end frame), not for their exits (an exit tears down the worker's copy of
+        # the address space: a millisecond or more that the report need not wait for).
+        yield from _last_answers(children, answers, collect, done_r, work, advance)
         return True
     finally:
         for fd in (todo_r, todo_w, done_r, done_w):
@@ -306,6 +309,120 @@ def _run_batches(
         for pid, out in children:  # only left running when the parent fails (Ctrl-C)
             _reap(pid)
             os.close(out)
+
+
+def _last_answers(
+    children: list[tuple[int, int]],
+    answers: dict[int, _Answers],
+    collect: Callable[[int], Iterator[Result]],
+    done_r: int,
+    work: list[list[Task]],
+    advance: Callable[[int, int], None],
+) -> Iterator[Result]:
+    """Read each worker's answers until its end frame (then it is reaped later, :func:`_reap_later`)
+    or its exit (a worker that died: what it wrote before counts, the rest is rescued). Removes
+    each worker from ``children`` (closing its results file) once done with it.
+
+    Between two looks the parent sleeps in ``poll`` on the progress pipe (a worker writes a note
+    after each answer and after its end frame) and on a pidfd per worker (readable at its exit);
+    where pidfds are missing, a look every 20 ms finds the exits (``waitpid`` with ``WNOHANG``)."""
+    import select
+
+    waiter = select.poll()
+    waiter.register(done_r, select.POLLIN)
+    pidfds: dict[int, int] = {}
+    for pid, _ in children:
+        try:
+            pidfds[pid] = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # not Linux 5.3+: the timeout below finds the exits
+            continue
+        waiter.register(pidfds[pid], select.POLLIN)
+    try:
+        while children:
+            for pid, out in list(children):
+                yield from collect(pid)
+                if answers[pid].ended:  # every answer it wrote is read; it is leaving
+                    gone = True
+                    _reap_later(pid)
+                else:
+                    exited, _ = os.waitpid(pid, os.WNOHANG)
+                    # its exit status is not what counts: which batches came back is
+                    gone = exited == pid
+                    if gone:
+                        _advance_done(done_r, work, advance)
+                        yield from collect(pid)  # all it wrote before it exited
+                if gone:
+                    children.remove((pid, out))
+                    os.close(out)
+                    if pid in pidfds:
+                        waiter.unregister(pidfds[pid])
+                        os.close(pidfds.pop(pid))
+            if not children:
+                break
+            for fd, event in waiter.poll(None if len(pidfds) == len(children) else 20):
+                if fd == done_r and event & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    waiter.unregister(done_r)  # every worker closed it: the pidfds (or the timeout) remain
+            _advance_done(done_r, work, advance)
+    finally:
+        for fd in pidfds.values():
+            os.close(fd)
+
+
+#: workers to reap when the outermost :func:`reap_after` of their thread ends (None: none open)
+_later: list[int] | None = None
+_later_thread = 0
+
+
+@contextlib.contextmanager
+def reap_after() -> Iterator[None]:
+    """Within it, a worker that has given all its answers (its end frame) is killed at once but
+    reaped as the block ends (or as the next scan starts), not as its scan ends: the command line
+    writes its report while the workers' exits run. Reaped also when the block ends with an
+    exception."""
+    import _thread
+
+    global _later, _later_thread
+    if _later is not None and _later_thread == _thread.get_ident():
+        yield  # nested: the outermost block reaps
+        return
+    if _later is not None:  # another thread's block: this one reaps as its scans end
+        yield
+        return
+    _later, _later_thread = [], _thread.get_ident()
+    try:
+        yield
+    finally:
+        pids, _later = _later, None
+        for pid in pids:
+            _reap(pid)
+
+
+def _reap_earlier() -> None:
+    """Reap the workers this thread's :func:`reap_after` holds from earlier scans (each has
+    written its end frame long ago): ``airlock scan`` of many paths keeps at most one scan's
+    workers unreaped (each would hold a process slot, RLIMIT_NPROC)."""
+    if _later:
+        import _thread
+
+        if _later_thread == _thread.get_ident():
+            while _later:
+                _reap(_later.pop())
+
+
+def _reap_later(pid: int) -> None:
+    """Kill ``pid`` (a worker that wrote its end frame: it has nothing left to do) and reap it now,
+    or at the end of this thread's :func:`reap_after`. The kill is at once either way: a worker
+    taken over that lingers after its end frame does nothing more while the report is made (a
+    signal costs no wait; the exit it causes is what the reaping waits for)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, _SIGKILL)
+    if _later is not None:
+        import _thread
+
+        if _later_thread == _thread.get_ident():
+            _later.append(pid)
+            return
+    _reap(pid)
 
 
 def _rescue(
@@ -390,6 +507,11 @@ def _worker(work: list[list[Task]], shared: _Shared, todo: int, done: int, out: 
             if done >= 0:
                 with contextlib.suppress(BlockingIOError):
                     os.write(done, _NUMBER.pack(number))
+        # the end frame: every answer of this worker is written (the parent stops waiting for it)
+        _write_all(out, _FRAME.pack(_END, 0))
+        if done >= 0:
+            with contextlib.suppress(BlockingIOError):
+                os.write(done, _NUMBER.pack(_END))  # names no batch: a wake-up, not progress
         code = 0
     except KeyboardInterrupt:
         pass
@@ -472,7 +594,7 @@ class _Answers:
     frames costs one ERROR batch, not a loop over every frame); and a file that shrinks under the
     reader (a short read) is "not complete yet"."""
 
-    __slots__ = ("at", "fd", "limits", "seen", "stopped", "work")
+    __slots__ = ("at", "ended", "fd", "limits", "seen", "stopped", "work")
 
     def __init__(self, fd: int, work: list[list[Task]], limits: Limits) -> None:
         self.fd = fd
@@ -480,6 +602,8 @@ class _Answers:
         self.limits = limits
         self.at = 0  # where the first frame not yet taken starts
         self.stopped = False
+        #: its end frame was read: every answer the worker wrote before it is taken
+        self.ended = False
         self.seen: set[int] = set()  # the batches this file has answered
 
     def take(self) -> list[tuple[int, list[Result]]]:
@@ -494,7 +618,10 @@ class _Answers:
                 break  # the file shrank under us: not complete (yet)
             number, length = _FRAME.unpack(head)
             if number >= len(self.work):
-                self.stopped = True  # names no batch: nothing after it is believed either
+                # names no batch: nothing after it is believed either; the end frame (the
+                # worker's last) says so on purpose
+                self.stopped = True
+                self.ended = number == _END and length == 0
                 break
             start = self.at + _FRAME.size
             if start + length > size:
@@ -537,10 +664,8 @@ def _bad(batch: list[Task], limits: Limits, message: str) -> list[Result]:
 
 
 def _reap(pid: int) -> None:
-    import signal
-
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, _SIGKILL)
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass

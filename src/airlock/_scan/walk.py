@@ -15,7 +15,7 @@ from airlock.limits import Limits
 #: ``typing.TYPE_CHECKING`` without importing ``typing``: this module is on the path of every scan
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NamedTuple
+    from typing import Final, NamedTuple
 else:
     from airlock._record import NamedTuple
 
@@ -47,6 +47,15 @@ class Entry(NamedTuple):
 #: which its glob uses; where a Python has none, the division (tests/scan/test_walk_paths.py
 #: compares the two)
 _child = getattr(Path, "_make_child_relpath", None) or Path.__truediv__
+
+#: list a folder through a descriptor of it (``os.scandir(fd)``: its entries' ``stat`` is then an
+#: ``fstatat`` relative to it) where the platform can
+_BY_DESCRIPTOR: Final = (
+    os.scandir in os.supports_fd and hasattr(os, "O_DIRECTORY") and hasattr(os, "O_NOFOLLOW")
+)
+_OPEN_FOLDER: Final = (
+    os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 def _display(path: Path, root: Path, root_is_dir: bool) -> str:
@@ -91,35 +100,48 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
     stack = [(root, False, f"{root.as_posix().rstrip('/')}/")]
     while stack:
         folder, bookkeeping, shown = stack.pop()
+        # Listed through a descriptor of the folder (opened without following a link: a folder
+        # swapped for a link after its parent was listed is refused, never walked into), each
+        # child's lstat is then relative to it: no lookup of the whole path again per file
+        # (2,000 files: ~1.3 ms), and every child is looked up in the folder that was listed.
+        listed = -1
         try:
-            with os.scandir(folder) as it:
+            if _BY_DESCRIPTOR:
+                listed = os.open(folder, _OPEN_FOLDER)
+            with os.scandir(folder if listed < 0 else listed) as it:
                 children = sorted(it, key=lambda e: e.name)
         except OSError as exc:
+            if listed >= 0:
+                os.close(listed)
             raise UsageError(f"cannot list {folder}: {exc.strerror}") from exc
         subdirs: list[tuple[Path, bool, str]] = []
-        for child in children:
-            count += 1
-            if count > limits.max_files:
-                raise LimitError(f"folder holds more than {limits.max_files} entries (limit max_files)")
-            path: Path = _child(folder, child.name)
-            display = shown + child.name  # _display(path, root, True), without pathlib's parsing
-            cst = child.stat(follow_symlinks=False)
-            if stat.S_ISREG(cst.st_mode) and not bookkeeping:
-                # the usual entry, built with every field given (no keyword binding)
-                yield Entry(path, display, "file", None, True, None, cst.st_size, folder)
-            elif stat.S_ISDIR(cst.st_mode):
-                if not bookkeeping and child.name in BOOKKEEPING and _in_cache(path):
-                    yield Entry(path, display, "bookkeeping")
-                    subdirs.append((path, True, f"{display}/"))
+        try:
+            for child in children:
+                count += 1
+                if count > limits.max_files:
+                    raise LimitError(f"folder holds more than {limits.max_files} entries (limit max_files)")
+                path: Path = _child(folder, child.name)
+                display = shown + child.name  # _display(path, root, True), without pathlib's parsing
+                cst = child.stat(follow_symlinks=False)
+                if stat.S_ISREG(cst.st_mode) and not bookkeeping:
+                    # the usual entry, built with every field given (no keyword binding)
+                    yield Entry(path, display, "file", None, True, None, cst.st_size, folder)
+                elif stat.S_ISDIR(cst.st_mode):
+                    if not bookkeeping and child.name in BOOKKEEPING and _in_cache(path):
+                        yield Entry(path, display, "bookkeeping")
+                        subdirs.append((path, True, f"{display}/"))
+                    else:
+                        subdirs.append((path, bookkeeping, f"{display}/"))
+                elif bookkeeping and stat.S_ISREG(cst.st_mode) and cst.st_size == 0:
+                    continue  # a marker or a lock: empty, never loaded (covered by the folder's entry)
                 else:
-                    subdirs.append((path, bookkeeping, f"{display}/"))
-            elif bookkeeping and stat.S_ISREG(cst.st_mode) and cst.st_size == 0:
-                continue  # a marker or a lock: empty, never loaded (covered by the folder's entry)
-            else:
-                # Bookkeeping is verified, not assumed from the folder's name: anything in it that
-                # is not an empty marker (bytes, a link, a device) is scanned like any other file;
-                # a link elsewhere in the model may point at it.
-                yield _entry(path, cst, display, real_root, folder)
+                    # Bookkeeping is verified, not assumed from the folder's name: anything in it that
+                    # is not an empty marker (bytes, a link, a device) is scanned like any other file;
+                    # a link elsewhere in the model may point at it.
+                    yield _entry(path, cst, display, real_root, folder)
+        finally:
+            if listed >= 0:
+                os.close(listed)  # the children's stat() reads through it: closed after the last
         stack.extend(reversed(subdirs))
 
 
