@@ -2,8 +2,8 @@
 
 One gateway for the module: the real SmolLM2-135M-Instruct GGUF (tests/text/conftest.py) served
 to tenant ``acme`` (lane of one worker, context cut to 256 tokens) and to tenant ``tight`` (a
-budget of 100 tokens per minute),
-an ONNX tensor model served to ``acme`` and ``globex``. Each lane loads the model once (~20-40 s).
+budget of 100 tokens per minute), a copy whose chat template refuses system messages to tenant
+``strict``, an ONNX tensor model served to ``acme`` and ``globex``. Each lane loads the model once (~20-40 s).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ max_tokens = 60
 [models.smol-strict]
 path = "strict.gguf"
 runtime = "text-gguf"
-tenants = ["acme"]
+tenants = ["strict"]
 max_tokens = 16
 
 [models.affine]
@@ -125,7 +125,8 @@ inputs = [{{ name = "x", datatype = "FP32", shape = [-1, 4] }}]
     store.add_tenant("acme", TenantLimits(tokens_per_minute=100000, max_generations=4))
     store.add_tenant("globex", None)
     store.add_tenant("tight", TenantLimits(tokens_per_minute=100, max_generations=4))
-    tokens = {t: create_key(store, t)[1] for t in ("acme", "globex", "tight")}
+    store.add_tenant("strict", TenantLimits(tokens_per_minute=100000, max_generations=4))
+    tokens = {t: create_key(store, t)[1] for t in ("acme", "globex", "tight", "strict")}
     store.close()
     running = Running(Gateway(config), start_timeout=900)
     served = Text(
@@ -360,9 +361,9 @@ def test_a_request_the_chat_template_refuses_is_a_400_and_the_worker_serves_on(t
     waits for the next request, as on /v2: a 400 naming no model text, and the same worker serves on."""
     state = text.running.gateway.state
     assert state is not None
-    lane = state.text_lanes[("acme", "smol-strict")]
+    lane = state.text_lanes[("strict", "smol-strict")]
     pids, restarted = lane.pids(), lane.restarted
-    client = text.client()
+    client = text.client("strict")
     system: list[Any] = [{"role": "system", "content": MARKER}, *QUESTION]
     for stream in (False, True, False):
         with pytest.raises(openai.BadRequestError) as refused:
