@@ -10,7 +10,8 @@ parameter is named), ``max_tokens`` above the model's ceiling or context -> 400 
 model's input guard (:mod:`._text_guard`; the worker gets the texts it rewrote) -> 429 generations
 running -> 400 (larger than a minute's budget) / 429 tokens-per-minute budget -> audit row
 "started" -> a free worker of the tenant's own lane (504 none before the deadline, 503) -> 400 when
-the prompt and ``max_tokens`` do not fit the model's context -> 200.
+the prompt and ``max_tokens`` do not fit the model's context, or the job refused the request with
+the model's own error (its chat template raised: ``failed:model``, the worker serves on) -> 200.
 
 Token budget: before generating, ``max_tokens`` plus an estimate of the prompt (a quarter of its
 UTF-8 bytes, at most the context) is reserved; when the generation ended, the reservation is

@@ -163,6 +163,8 @@ class TextStream:
             self._worker._send("cancel", {"type": "cancel"}, (), [], deadline)
             while self._receive(deadline) is not None:
                 pass
+        except ModelError:
+            raise  # the job ended the request with the model's error: it waits for the next one
         except SandboxError:
             self._worker._drop()
             raise
