@@ -385,6 +385,12 @@ def test_a_request_the_chat_template_refuses_is_a_400_and_the_worker_serves_on(t
             "SELECT decision, status FROM audit WHERE model = 'smol-strict' AND decision != 'started'"
         ).fetchall()
     assert rows[:3] == [("failed:model", 400)] * 3 and rows[3] == ("allowed", 200), rows
+    # an empty raw prompt: an answer or the model's own error (a 400), never a restart
+    try:
+        client.completions.create(model="smol-strict", prompt="", max_tokens=2, temperature=0)
+    except openai.BadRequestError as error:  # transformers refuses an empty input: the model's error
+        assert error.status_code == 400 and error.message.endswith("could not run on this request")
+    assert lane.pids() == pids and lane.restarted == restarted and lane.ready
 
 
 def test_disconnecting_a_stream_stops_its_generation_between_two_tokens_and_frees_the_worker(
