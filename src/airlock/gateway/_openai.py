@@ -10,7 +10,8 @@ parameter is named), ``max_tokens`` above the model's ceiling or context -> 400 
 model's input guard (:mod:`._text_guard`; the worker gets the texts it rewrote) -> 429 generations
 running -> 400 (larger than a minute's budget) / 429 tokens-per-minute budget -> audit row
 "started" -> a free worker of the tenant's own lane (504 none before the deadline, 503) -> 400 when
-the prompt and ``max_tokens`` do not fit the model's context -> 200.
+the prompt and ``max_tokens`` do not fit the model's context, or the job refused the request with
+the model's own error (its chat template raised: ``failed:model``, the worker serves on) -> 200.
 
 Token budget: before generating, ``max_tokens`` plus an estimate of the prompt (a quarter of its
 UTF-8 bytes, at most the context) is reserved; when the generation ended, the reservation is
@@ -72,7 +73,7 @@ from airlock.gateway._offload import background, offload
 from airlock.gateway._store import AuditUnavailable
 from airlock.gateway._text_guard import GuardTrail, guard_input, guard_output
 from airlock.gateway._text_lane import KILL_AFTER, TextLane, TextRun
-from airlock.gateway._workers import WorkerCrashed, WorkerTimeout
+from airlock.gateway._workers import ModelFailed, WorkerCrashed, WorkerTimeout
 from airlock.guard import Pseudonyms
 from airlock.sandbox._text import Generation, build_request
 
@@ -114,6 +115,9 @@ _COMPLETION_DEFAULT_MAX: Final = 16
 #: model's context window in tokens
 MAX_MESSAGES: Final = 2048
 _NOT_JSON: Final = "the body is not valid JSON"
+#: the job refused the request with an error of the model's (its chat template raised, or there is
+#: none): a fixed phrase, never the model's words
+MODEL_REFUSED: Final = "the model could not run on this request"
 #: a caller's parameter name that an error may name: an identifier (what OpenAI's parameters are)
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
@@ -701,6 +705,10 @@ async def _handle(request: Request, chat: bool) -> Response:
         response, decision = _as_openai(refused.response), refused.decision
     except TimeoutError:
         response, decision = _oai(504, "request timed out"), "failed:timeout"
+    except ModelFailed:
+        # the job refused this request (its chat template raised, say) and serves on: the
+        # model's words are not echoed
+        response, decision = _oai(400, MODEL_REFUSED, param="messages" if chat else "prompt"), "failed:model"
     except WorkerCrashed:
         response, decision = _oai(503, "model worker unavailable; it is being restarted"), "failed:worker"
     except BackendUnavailable:
@@ -785,6 +793,10 @@ async def _stream(
         except TimeoutError:
             decision, status = "failed:timeout", 504
             yield _error_event(504, "request timed out")
+            return
+        except ModelFailed:
+            decision, status = "failed:model", 400
+            yield _error_event(400, MODEL_REFUSED)
             return
         except WorkerCrashed:
             decision, status = "failed:worker", 503

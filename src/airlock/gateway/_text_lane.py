@@ -25,7 +25,14 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
-from airlock.gateway._workers import WorkerCrashed, WorkerTimeout, kill_off_loop, start_replacement
+from airlock.errors import ModelError
+from airlock.gateway._workers import (
+    ModelFailed,
+    WorkerCrashed,
+    WorkerTimeout,
+    kill_off_loop,
+    start_replacement,
+)
 from airlock.sandbox._text import CANCEL_GRACE, Generation, TextStream
 
 __all__ = ["KILL_AFTER", "TextBackend", "TextLane", "TextRun"]
@@ -86,6 +93,8 @@ class TextRun:
                 self._drained = True
                 break
             yield piece
+        if isinstance(self.error, ModelError):
+            raise ModelFailed("the model refused the request") from self.error
         if self.error is not None:
             raise WorkerCrashed("the worker failed during the generation") from self.error
 
@@ -258,7 +267,11 @@ class TextLane:
         self.running -= 1
         run.ended.set()
         run._queue.put_nowait(None)
-        if error is None and result is not None and run.backend.alive() and not self._closed:
+        # a ModelError: the job caught the model's error on this request (its chat template's
+        # raise_exception, no template at all) and waits for the next one; nothing to replace (a
+        # restart per such request would let a caller keep model loads running)
+        answered = (error is None and result is not None) or isinstance(error, ModelError)
+        if answered and run.backend.alive() and not self._closed:
             self._release(run.backend)
         else:
             if error is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from airlock.errors import SandboxError
+from airlock.errors import ModelError, SandboxError
 from airlock.sandbox._runtimes.text_gguf import check_request
 
 if TYPE_CHECKING:
@@ -106,6 +106,9 @@ class TextStream:
         self._max_chars = worker._caps.max_frame_bytes // BYTES_PER_CHAR
         self._chars = 0
         self._cancelled = False
+        #: the job answered this request with an error of the model's (it caught it and waits for
+        #: the next request): nothing more comes, nothing to cancel
+        self.refused = False
         self.result: Generation | None = None
         #: the whole exchange's deadline (``time.monotonic()``): the worker's ``wall_seconds`` from now by default
         self._deadline = worker._deadline() if deadline is None else deadline
@@ -115,7 +118,7 @@ class TextStream:
         return self
 
     def __next__(self) -> str:
-        if self.result is not None:
+        if self.result is not None or self.refused:
             raise StopIteration
         piece = self._receive(self._deadline)
         if piece is None:
@@ -124,7 +127,11 @@ class TextStream:
 
     def _receive(self, deadline: float) -> str | None:
         """The next token's text, or None once ``done`` arrived (then :attr:`result` is set)."""
-        frame = self._worker._expect("generate", ("text", "done"), deadline)
+        try:
+            frame = self._worker._expect("generate", ("text", "done"), deadline)
+        except ModelError:
+            self.refused = True
+            raise
         header = frame.header
         if header["type"] == "text":
             text = str(header["text"])
@@ -169,7 +176,7 @@ class TextStream:
 
     def close(self) -> None:
         """Stop early: the job is asked to cancel; one that does not answer in time is dropped."""
-        if self.result is not None or self._worker._sock is None:
+        if self.result is not None or self.refused or self._worker._sock is None:
             return
         self._cancelled = True
         deadline = min(self._deadline, time.monotonic() + CANCEL_GRACE)
@@ -177,6 +184,8 @@ class TextStream:
             self._worker._send("cancel", {"type": "cancel"}, (), [], deadline)
             while self._receive(deadline) is not None:
                 pass
+        except ModelError:
+            raise  # the job ended the request with the model's error: it waits for the next one
         except SandboxError:
             self._worker._drop()
             raise

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -167,11 +168,6 @@ class _Chat:
     def infer(self, inputs: dict[str, np.ndarray[Any, Any]]) -> NamedArrays:
         raise ValueError("infer: a text model generates text (use generate)")
 
-    def _prompt_text(self, request: dict[str, Any]) -> str:
-        if request["prompt"] is not None:
-            return str(request["prompt"])
-        return self.prompt_text(request["messages"])
-
     def prompt_text(self, messages: list[dict[str, str]]) -> str:
         """``messages`` rendered by the chat template, with the bounds of ``_template``."""
         if self.template is None:
@@ -184,6 +180,50 @@ class _Chat:
         }
         return render_chat(self.template, messages, tokens)
 
+    def prompt_ids(self, request: dict[str, Any]) -> list[int]:
+        """The prompt's token ids. A raw ``prompt`` is the caller's whole text, read as the
+        tokenizer reads text (its control tokens included: the caller writes the format). Chat
+        ``messages`` are rendered by the template, and only the template's text may hold control
+        tokens: a message's content is text, so a special token's string in it ("<|im_end|>") is
+        tokenized as the characters it is, never as the token (it would end the caller's turn and
+        open one of another role: a forged system message)."""
+        if request["prompt"] is not None:
+            return self._ids(str(request["prompt"]))
+        messages: list[dict[str, str]] = request["messages"]
+        specials = _special_strings(self.tokenizer)
+        found = re.compile("|".join(map(re.escape, specials))) if specials else None
+        if found is None or not any(found.search(m["content"]) for m in messages):
+            return self._ids(self.prompt_text(messages))
+        # each special token's string in a content becomes one private-use character the contents
+        # and the template do not hold; the rendered prompt is cut there, and each mark is
+        # tokenized as the text it stands for
+        taken = set(self.template or "").union(*(m["content"] for m in messages))
+        spare = (c for c in map(chr, _MARKS) if c not in taken)
+        marks: dict[str, str] = {}
+
+        def mark(match: re.Match[str]) -> str:
+            token = match.group(0)
+            if token not in marks:
+                marks[token] = next(spare, "")
+                if not marks[token]:
+                    raise ValueError("generate: the messages hold too many distinct special tokens")
+            return marks[token]
+
+        rendered = self.prompt_text([{**m, "content": found.sub(mark, m["content"])} for m in messages])
+        texts = {c: t for t, c in marks.items()}
+        ids: list[int] = []
+        for index, piece in enumerate(re.split("(" + "|".join(map(re.escape, texts)) + ")", rendered)):
+            if index % 2:
+                ids += self._ids(texts[piece], literal=True)
+            elif piece:
+                ids += self._ids(piece)
+        return ids
+
+    def _ids(self, text: str, literal: bool = False) -> list[int]:
+        """``text``'s token ids; ``literal``: with no special token matched in it."""
+        encoded = self.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)
+        return [int(i) for i in encoded.input_ids]
+
     def generate(
         self, request: dict[str, Any], emit: Callable[[str], None], cancelled: Callable[[], bool]
     ) -> Generated:
@@ -191,10 +231,7 @@ class _Chat:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         request = check_request(request)
-        text = self._prompt_text(request)
-        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(
-            self.model.device
-        )
+        ids = torch.tensor([self.prompt_ids(request)], dtype=torch.long).to(self.model.device)
         prompt_tokens = int(ids.shape[1])
         window = min(c for c in (self.context, request["context"], 2**31) if c)
         if prompt_tokens + request["max_tokens"] > window:
@@ -244,6 +281,19 @@ class _Chat:
         else:
             finish = "length"
         return Generated(finish, prompt_tokens, int(state["count"]))
+
+
+#: the private-use planes 15 and 16 (U+F0000..U+10FFFD): marks for special tokens' strings in messages
+_MARKS = range(0xF0000, 0x10FFFE)
+
+
+def _special_strings(tokenizer: Any) -> list[str]:
+    """The strings the tokenizer reads as special tokens when it meets them in text, longest first
+    (where two overlap the longer is the one matched)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    found = {str(t.content) for t in added.values() if getattr(t, "special", False) and t.content}
+    found.update(str(t) for t in getattr(tokenizer, "all_special_tokens", ()) if t)
+    return sorted(found, key=lambda t: (-len(t), t))
 
 
 def _device(torch: Any) -> Any:
