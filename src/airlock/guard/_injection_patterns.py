@@ -138,8 +138,12 @@ _OBEY: Final = (
     r"(?:do|say|write|answer|output|respond with) (?:exactly |only )?(?:whatever|anything|everything|what|as)"
     r" (?:that )?(?:i|we|the user|the users|users) (?:say|says|tell you|tells you|ask|asks|ask you|want|wants"
     r"|command|commands|order|orders|request|requests|type|types|instruct|instructs|demand|demands)\b"
-    r"|(?:obey|follow|comply with) (?:me|us|only me|the user|my (?:every |own )?(?:commands?|orders?|demands?"
-    r"|wishes|every word))\b"
+    # a person as the object: "obey" only. "follow me / us / the user" is as often the body or a feed
+    # ("follow me to the kitchen", "follow us on LinkedIn", "the cursor follows the user") as
+    # obedience (outside review 16: four blog and page trailers were flagged), so "follow" and
+    # "comply with" count with a commanding object only
+    r"|obey (?:me|us|only me|the user|my (?:every |own )?(?:commands?|orders?|demands?|wishes|every word))\b"
+    r"|(?:follow|comply with) my (?:every |own )?(?:commands?|orders?|demands?|wishes|every word)\b"
     r"|comply with (?:every|any|each) (?:single )?(?:request|command|order|demand)s?\b"
     r"(?! (?:from|of|by|made by|sent by) )"
 )
@@ -151,10 +155,6 @@ _OBEY_TRIGGERS: Final = (
         for who in ("i", "we", "the user", "users")
     ),
     "obey",
-    "follow me",
-    "follow us",
-    "follow only",
-    "follow the user",
     "follow my",
     "comply with",
 )
