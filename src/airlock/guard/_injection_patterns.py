@@ -513,7 +513,10 @@ _MORE_SHAPES: Final[tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...
     (
         "rules_suspended",
         r"\b(?:you|you're|you are|u) (?:now )?(?:no longer|not|never|no more|aren't|are not)"
-        r" (?:bound|restricted|limited|constrained|governed|held back|obliged to follow|subject) (?:by|to)"
+        # "by" for release, "to" only where it binds: "not limited|restricted to X" widens a choice
+        # ("you're not limited to the default filter, any regex works"), it frees from nothing
+        r" (?:(?:bound|restricted|limited|constrained|governed|held back) by|(?:bound|subject) to"
+        r"|obliged to follow)"
         r"\W{1,3}(?:(?:any|your|the|its|these|those|all|such|previous|prior|old|original|current|of"
         r"|[^\W_]+'s)\W{1,3}){0,2}(?:[^\W_]+\W{1,3})?"
         rf"(?:{_INSTR_NOUN}|policy|rule|guideline|restriction|filter)\b",
