@@ -111,3 +111,39 @@ def test_the_openers_are_the_structures_first_words() -> None:
     assert not CLAUSE_OPENING_RE.match("donate it")  # whole words only
     assert not CLAUSE_OPENING_RE.match("do it")  # "do not" is the opening, not "do"
     assert not CLAUSE_OPENING_RE.match("from paris")  # "from now on" is
+
+
+@pytest.mark.parametrize(
+    ("text", "starts"),
+    [
+        # several clauses in one sentence: each index counted on from the clause before it
+        ("a b, ignore c; you d - print e", (2, 4, 6)),
+        ("well: now ignore it, then you're free \u2014 print don't stop", (1, 4, 7)),
+        ("x, you, you, you", (1, 2, 3)),
+    ],
+)
+def test_clause_indexes_in_one_sentence(text: str, starts: tuple[int, ...]) -> None:
+    assert featurize(text).sentence_starts == starts
+
+
+def test_many_clause_marks_cost_no_more_than_plain_text() -> None:
+    # outside review 16: each clause boundary re-tokenised its sentence from the start, so a
+    # window of ", you" clauses (400 in 2 KiB) cost 400 tokenisations: 256 KiB took 7 s (0.2 s
+    # before the clause boundaries; plain text 0.8 s). Measured against plain text of the same
+    # length in the same process (the best of three each: the machine is shared).
+    import time
+
+    d = detector()
+    size = 64 * 1024
+    clauses = ("hello" + ", you" * size)[:size]
+    plain = ("the quick brown fox jumps over the lazy dog. " * size)[:size]
+
+    def best(text: str) -> float:
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            d.score(text)
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    assert best(clauses) < 4 * best(plain)

@@ -85,3 +85,51 @@ def test_the_walk_holds_no_descriptor_after_it_ends(tmp_path: Path) -> None:
     next(abandoned)
     del abandoned  # the suspended generator is closed (CPython: at once)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_folder_above_swapped_for_a_link_after_it_was_listed_is_not_walked_into(tmp_path: Path) -> None:
+    """Outside review 16: O_NOFOLLOW guards the last name of a path only. The walk listed ``sub``
+    (it holds ``deep/``); then ``sub`` became a link to a folder outside the tree that has a
+    ``deep/`` too. Opening ``sub/deep`` followed the link ``sub`` and the walk reported the outside
+    folder's files as ``sub/deep/...``. The folder opened must be the one the walk saw there."""
+    root = tmp_path / "t"
+    (root / "sub" / "deep").mkdir(parents=True)
+    (root / "sub" / "x.pkl").write_bytes(b"x")
+    (root / "sub" / "deep" / "in.pkl").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "secret.pkl").write_bytes(b"x")
+    entries = walk(root, DEFAULT_LIMITS)
+    first = next(entries)  # sub/x.pkl: sub is listed, sub/deep is next
+    assert first.display.endswith("sub/x.pkl")
+    (root / "sub").rename(tmp_path / "sub_old")
+    os.symlink(outside, root / "sub")
+    with pytest.raises(UsageError, match=r"cannot list .*replaced"):
+        rest = [entry.display for entry in entries]
+        assert not any("secret" in name for name in rest), rest  # before: sub/deep/secret.pkl
+
+
+def test_the_root_replaced_before_it_is_listed_is_refused(tmp_path: Path) -> None:
+    """The root is checked the same way: the folder listed is the one its lstat saw."""
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "a.pkl").write_bytes(b"x")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "b.pkl").write_bytes(b"x")
+    entries = walk(root, DEFAULT_LIMITS)
+    real_lstat = Path.lstat
+
+    def lstat_then_swap(self: Path) -> os.stat_result:
+        found = real_lstat(self)
+        if self == root:  # between the walk's lstat of the root and its listing
+            root.rename(tmp_path / "t_old")
+            other.rename(root)
+        return found
+
+    Path.lstat = lstat_then_swap  # type: ignore[method-assign]
+    try:
+        with pytest.raises(UsageError, match="replaced"):
+            list(entries)
+    finally:
+        Path.lstat = real_lstat  # type: ignore[method-assign]

@@ -58,6 +58,10 @@ _OPEN_FOLDER: Final = (
 )
 
 
+class _Replaced(Exception):
+    """A folder opened for listing is not the one the walk saw at its path."""
+
+
 def _display(path: Path, root: Path, root_is_dir: bool) -> str:
     if not root_is_dir:
         return str(path)
@@ -96,25 +100,34 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
     count = 0
     real_root = root.resolve()
     #: (folder, inside a bookkeeping folder of the Hugging Face cache, the display of its children
-    #: before their names: ``_display`` of the folder and a slash, built once per folder)
-    stack = [(root, False, f"{root.as_posix().rstrip('/')}/")]
+    #: before their names: ``_display`` of the folder and a slash, built once per folder, and the
+    #: (device, inode) the folder had where it was seen: the root's lstat, its parent's listing)
+    stack = [(root, False, f"{root.as_posix().rstrip('/')}/", (st.st_dev, st.st_ino))]
     while stack:
-        folder, bookkeeping, shown = stack.pop()
+        folder, bookkeeping, shown, seen = stack.pop()
         # Listed through a descriptor of the folder (opened without following a link: a folder
         # swapped for a link after its parent was listed is refused, never walked into), each
         # child's lstat is then relative to it: no lookup of the whole path again per file
         # (2,000 files: ~1.3 ms), and every child is looked up in the folder that was listed.
+        # O_NOFOLLOW guards the last name of the path only: a folder *above* it swapped for a
+        # link (sub -> elsewhere, after sub/ was listed) would still lead the open of sub/deep
+        # elsewhere. So the folder opened must be the one seen (its device and inode), whatever
+        # any name on its path became meanwhile.
         listed = -1
         try:
             if _BY_DESCRIPTOR:
                 listed = os.open(folder, _OPEN_FOLDER)
+                opened = os.fstat(listed)
+                if (opened.st_dev, opened.st_ino) != seen:
+                    raise _Replaced
             with os.scandir(folder if listed < 0 else listed) as it:
                 children = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
+        except (OSError, _Replaced) as exc:
             if listed >= 0:
                 os.close(listed)
-            raise UsageError(f"cannot list {folder}: {exc.strerror}") from exc
-        subdirs: list[tuple[Path, bool, str]] = []
+            why = exc.strerror if isinstance(exc, OSError) else "it was replaced while the tree was walked"
+            raise UsageError(f"cannot list {folder}: {why}") from exc
+        subdirs: list[tuple[Path, bool, str, tuple[int, int]]] = []
         try:
             for child in children:
                 count += 1
@@ -129,9 +142,9 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
                 elif stat.S_ISDIR(cst.st_mode):
                     if not bookkeeping and child.name in BOOKKEEPING and _in_cache(path):
                         yield Entry(path, display, "bookkeeping")
-                        subdirs.append((path, True, f"{display}/"))
+                        subdirs.append((path, True, f"{display}/", (cst.st_dev, cst.st_ino)))
                     else:
-                        subdirs.append((path, bookkeeping, f"{display}/"))
+                        subdirs.append((path, bookkeeping, f"{display}/", (cst.st_dev, cst.st_ino)))
                 elif bookkeeping and stat.S_ISREG(cst.st_mode) and cst.st_size == 0:
                     continue  # a marker or a lock: empty, never loaded (covered by the folder's entry)
                 else:

@@ -138,8 +138,12 @@ _OBEY: Final = (
     r"(?:do|say|write|answer|output|respond with) (?:exactly |only )?(?:whatever|anything|everything|what|as)"
     r" (?:that )?(?:i|we|the user|the users|users) (?:say|says|tell you|tells you|ask|asks|ask you|want|wants"
     r"|command|commands|order|orders|request|requests|type|types|instruct|instructs|demand|demands)\b"
-    r"|(?:obey|follow|comply with) (?:me|us|only me|the user|my (?:every |own )?(?:commands?|orders?|demands?"
-    r"|wishes|every word))\b"
+    # a person as the object: "obey" only. "follow me / us / the user" is as often the body or a feed
+    # ("follow me to the kitchen", "follow us on LinkedIn", "the cursor follows the user") as
+    # obedience (outside review 16: four blog and page trailers were flagged), so "follow" and
+    # "comply with" count with a commanding object only
+    r"|obey (?:me|us|only me|the user|my (?:every |own )?(?:commands?|orders?|demands?|wishes|every word))\b"
+    r"|(?:follow|comply with) my (?:every |own )?(?:commands?|orders?|demands?|wishes|every word)\b"
     r"|comply with (?:every|any|each) (?:single )?(?:request|command|order|demand)s?\b"
     r"(?! (?:from|of|by|made by|sent by) )"
 )
@@ -151,10 +155,6 @@ _OBEY_TRIGGERS: Final = (
         for who in ("i", "we", "the user", "users")
     ),
     "obey",
-    "follow me",
-    "follow us",
-    "follow only",
-    "follow the user",
     "follow my",
     "comply with",
 )
@@ -513,7 +513,10 @@ _MORE_SHAPES: Final[tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...
     (
         "rules_suspended",
         r"\b(?:you|you're|you are|u) (?:now )?(?:no longer|not|never|no more|aren't|are not)"
-        r" (?:bound|restricted|limited|constrained|governed|held back|obliged to follow|subject) (?:by|to)"
+        # "by" for release, "to" only where it binds: "not limited|restricted to X" widens a choice
+        # ("you're not limited to the default filter, any regex works"), it frees from nothing
+        r" (?:(?:bound|restricted|limited|constrained|governed|held back) by|(?:bound|subject) to"
+        r"|obliged to follow)"
         r"\W{1,3}(?:(?:any|your|the|its|these|those|all|such|previous|prior|old|original|current|of"
         r"|[^\W_]+'s)\W{1,3}){0,2}(?:[^\W_]+\W{1,3})?"
         rf"(?:{_INSTR_NOUN}|policy|rule|guideline|restriction|filter)\b",
