@@ -138,6 +138,12 @@ _OBEY: Final = (
     r"(?:do|say|write|answer|output|respond with) (?:exactly |only )?(?:whatever|anything|everything|what|as)"
     r" (?:that )?(?:i|we|the user|the users|users) (?:say|says|tell you|tells you|ask|asks|ask you|want|wants"
     r"|command|commands|order|orders|request|requests|type|types|instruct|instructs|demand|demands)\b"
+    # an object bounded by the rules the model keeps is a request within them ("do whatever the user
+    # asks within the policy", "anything we ask as long as it is safe"): not unconditional obedience
+    r"(?!(?: (?!within\b|as\b|unless\b)[\w']+){0,3}? (?:within (?:the|your|our|its|their|company|house)"
+    r" (?:policy|policies|rules|guidelines|limits|bounds|law|terms)"
+    r"|as long as (?:it|that|they)(?:'s| is| are| stays?| remains?) (?:safe|legal|allowed|appropriate|ethical"
+    r"|within)|unless (?:it|that|they) (?:breaks?|violates?|goes against|conflicts? with)))"
     # a person as the object: "obey" only. "follow me / us / the user" is as often the body or a feed
     # ("follow me to the kitchen", "follow us on LinkedIn", "the cursor follows the user") as
     # obedience (outside review 16: four blog and page trailers were flagged), so "follow" and
