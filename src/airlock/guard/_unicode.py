@@ -267,9 +267,10 @@ class ConfusablesStep:
             foreign = [c for c in letters if not c.isascii() and c in lookalikes and _script(c) != "LATIN"]
             if not foreign:
                 continue
-            scripts = sorted({_script(c) for c in foreign})
+            imitators = frozenset(foreign)  # membership per character: a list made a word quadratic
+            scripts = sorted({_script(c) for c in imitators})
             if latin and self.config.homoglyphs is not None:
-                fixed = "".join(lookalikes.get(c, c) if c in foreign else c for c in word)
+                fixed = "".join(lookalikes[c] if c in imitators else c for c in word)
                 reason = f"mixed-script word: {len(foreign)} {'/'.join(scripts)} letters imitate Latin"
                 hits.append(
                     Hit(
