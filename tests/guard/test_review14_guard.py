@@ -140,3 +140,33 @@ def test_one_long_mixed_script_word_is_linear() -> None:
     assert result.text is not None and result.text.isascii()
     assert [f.rule for f in result.findings] == ["unicode.homoglyph"]
     assert elapsed < 8.0, elapsed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "![a\\]b]\n\n[a\\]b]: https://evil.example/i.png",  # an escaped bracket in the label
+        "![x][a\\]b]\n\n[a\\]b]: https://evil.example/i.png",
+        "![a\nb]\n\n[a\nb]: https://evil.example/i.png",  # a line break in the label
+        "![a b]\n\n[a\nb]: https://evil.example/i.png",  # ... matching a space
+        "![x]\n\n> [x]:\n> https://evil.example/i.png",  # the destination on the quote's next line
+        "![x]\n\n> [x]:\n>https://evil.example/i.png",
+    ],
+    ids=["escaped", "escaped-full", "newline", "newline-space", "quote-next-line", "quote-tight"],
+)
+def test_reference_image_through_any_label_is_removed(text: str) -> None:
+    """Reference definitions whose label holds an escaped ``]`` or a line break, or whose
+    destination stands on the next line of a block quote, were not read as definitions at all: the
+    image they define was rendered (markdown-it-py shows the fixture is an image) and nothing was
+    reported."""
+    assert _images(text) == ["https://evil.example/i.png"]
+    result = Guard(ONLY_FILTER).check(text)
+    assert [f.rule for f in result.findings] == ["filter.exfil-image"]
+    assert result.text is not None and _images(result.text) == []
+
+
+def test_definition_without_any_image_is_still_a_link() -> None:
+    """Without image syntax in the text a definition is a link's: flagged when it carries data,
+    not removed."""
+    result = Guard(ONLY_FILTER).check("[a\\]b]\n\n[a\\]b]: https://evil.example/p?q=secret")
+    assert [(f.rule, f.action.value) for f in result.findings] == [("filter.exfil-link", "flag")]

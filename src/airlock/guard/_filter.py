@@ -63,14 +63,19 @@ _URL_ATTRS_LINK: Final = frozenset(
 _CSS_URL: Final = re.compile(r"url\s*\(|@import|expression\s*\(", re.IGNORECASE)
 _MD_OPEN: Final = re.compile(r"(!?)\[")
 #: a reference definition at the start of a line, also inside block quotes and list items (CommonMark
-#: reads definitions in any container: "> [a]: https://..." defines [a])
+#: reads definitions in any container: "> [a]: https://..." defines [a]). The label as CommonMark
+#: reads it: up to 999 characters, backslash escapes (``[a\\]b]``) and line breaks allowed, no
+#: unescaped bracket; the destination may start on the next line, after that line's block-quote
+#: markers. Linear: the alternatives of the label start with different characters.
 _REF_DEF: Final = re.compile(
-    r"^ {0,3}(?:(?:>|[-*+]|\d{1,9}[.)])[ \t]*){0,16}\[([^\]\n]{1,999})\]:[ \t]*\n?[ \t]*(<[^>\n]*>|\S+)",
+    r"^ {0,3}(?:(?:>|[-*+]|\d{1,9}[.)])[ \t]*){0,16}\[((?:\\[\s\S]|[^\[\]\\]){1,999})\]:"
+    r"[ \t]*(?:\n[ \t]*(?:>[ \t]*){0,16})?(<[^>\n]*>|\S+)",
     re.MULTILINE,
 )
-_REF_IMAGE: Final = re.compile(
-    r"!\[([^\]\n]{0,999})\](?:[ \t]?\[([^\]\n]{0,999})\])?"
-)  # a space: Markdown.pl
+#: what can open an image: where it stands, every reference definition in the text is judged as an
+#: image's (fetched without a click): which labels match is the renderer's business (escapes, line
+#: breaks, Unicode case folding, container markers), and a guess that misses one lets an image out
+_IMAGE_OPEN: Final = "!["
 #: a CSS escape: up to six hex digits (and one white-space character after them), or any other character
 _CSS_ESCAPE: Final = re.compile(r"\\([0-9a-fA-F]{1,6})[ \t\n\r\f]?|\\(.)", re.DOTALL)
 
@@ -85,11 +90,6 @@ def _css_unescape(value: str) -> str:
         return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
 
     return _CSS_ESCAPE.sub(one, value)
-
-
-def _label(text: str) -> str:
-    """A link label as CommonMark matches it: inner white space collapsed, Unicode case-folded."""
-    return " ".join(text.split()).casefold()
 
 
 _AUTOLINK: Final = re.compile(r"<([a-zA-Z][a-zA-Z0-9+.-]{1,31}:[^\s<>]*)>")
@@ -285,13 +285,12 @@ class FilterStep:
             inside = (close + 2, end)
             image = opening.group(1) == "!"
             self._url(hits, url, opening.start(), end, auto_loads=image)
-        image_labels = {_label(m.group(2) if m.group(2) else m.group(1)) for m in _REF_IMAGE.finditer(text)}
+        images = _IMAGE_OPEN in text
         for ref in _REF_DEF.finditer(text):
             url = ref.group(2)
             if url.startswith("<") and url.endswith(">"):
                 url = url[1:-1]
-            image = _label(ref.group(1)) in image_labels
-            self._url(hits, url, ref.start(), ref.end(), auto_loads=image)
+            self._url(hits, url, ref.start(), ref.end(), auto_loads=images)
 
     def _autolinks(self, text: str, hits: list[Hit]) -> None:
         for link in _AUTOLINK.finditer(text):
