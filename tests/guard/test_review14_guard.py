@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import html.parser
 import re
+import shlex
+import subprocess
 import time
 
 import pytest
 from markdown_it import MarkdownIt
 
-from airlock.guard import Decision, Guard, GuardConfig
+from airlock.errors import UsageError
+from airlock.guard import Decision, EncodeConfig, Guard, GuardConfig, Sink, Span, encode
 from airlock.guard._filter import REMOVED
+from airlock.guard._table import config_from_table
 
 ONLY_FILTER = GuardConfig(unicode=None, pii=None)
 EVIL = "https://evil.example/i.png?q=secret"
@@ -170,3 +174,38 @@ def test_definition_without_any_image_is_still_a_link() -> None:
     not removed."""
     result = Guard(ONLY_FILTER).check("[a\\]b]\n\n[a\\]b]: https://evil.example/p?q=secret")
     assert [(f.rule, f.action.value) for f in result.findings] == [("filter.exfil-link", "flag")]
+
+
+def test_shell_word_starting_with_dash_is_refused() -> None:
+    """``shlex.quote("-la")`` is ``-la`` (no quotes needed) and ``'--upload-pack=...'`` is one word:
+    the command still reads it as an option. Proven with the real shell and a real command (``ls``
+    lists in long form, ``-l`` output starts with the file mode), then refused."""
+    quoted = shlex.quote("-l")
+    listing = subprocess.run(
+        ["sh", "-c", f"ls {quoted} /dev/null"], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert listing.stdout.startswith("c")  # "crw-rw-rw- ... /dev/null": the word was an option
+    with pytest.raises(UsageError, match="option"):
+        encode("-l", Sink.SHELL)
+    config = GuardConfig(unicode=None, filter=None, pii=None, encode=EncodeConfig(Sink.SHELL))
+    for text in ("-l", "--upload-pack=touch x", "-"):
+        result = Guard(config).check(text)
+        assert result.decision is Decision.BLOCKED
+        assert [(f.rule, f.span) for f in result.findings] == [("encode.leading-dash", Span(0, 1))]
+    assert Guard(config).check("x-l").text == "x-l"
+    assert Guard(config).check(" -l").text == "' -l'"
+
+
+def test_shell_word_after_double_dash_may_start_with_dash() -> None:
+    ended = EncodeConfig(Sink.SHELL, shell_options_ended=True)
+    out = Guard(GuardConfig(unicode=None, filter=None, pii=None, encode=ended)).check("-l")
+    assert out.decision is Decision.ALLOWED and out.text == "-l"
+    printed = subprocess.run(
+        ["sh", "-c", f"printf -- '%s' {out.text}"], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert printed.stdout == "-l"
+    assert encode("-l", Sink.SHELL, shell_options_ended=True) == "-l"
+    with pytest.raises(UsageError, match="shell_options_ended needs"):
+        config_from_table({"shell_options_ended": True}, "t")
+    table = config_from_table({"sink": "shell", "shell_options_ended": True}, "t")
+    assert table.encode == ended
