@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import time
+import unicodedata
 
 import pytest
 from markdown_it import MarkdownIt
@@ -257,3 +258,18 @@ def test_view_table_covers_every_separator_and_digit() -> None:
 
     above = [cp for cp in range(0x20000, 0x110000) if unicodedata.category(chr(cp)) in ("Pd", "Zs", "Nd")]
     assert above == []
+
+
+@pytest.mark.parametrize("space", [" ", "\u3000", "\u00a0"])
+def test_span_after_nfkc_is_exactly_the_value(space: str) -> None:
+    """A fullwidth address after a fullwidth word: NFKC was one rewrite per non-ASCII run (and the
+    character before it), so the address's span began at the word (``\\u3000``) or at the space
+    before it. Oracle: the span is where the address stands in the input, and NFKC of what it
+    covers is the address."""
+    address = "\uff41\uff4c\uff49@\uff45\uff58.\uff43\uff4f\uff4d"
+    text = "\uff4d\uff41\uff49\uff4c" + space + address + " x"
+    result = Guard(GuardConfig(filter=None)).check(text)
+    spans = [f.span for f in result.findings if f.rule == "pii.email_address"]
+    start = text.index(address)
+    assert spans == [Span(start, start + len(address))]
+    assert unicodedata.normalize("NFKC", text[start : start + len(address)]) == "ali@ex.com"

@@ -190,7 +190,11 @@ class NFKCStep:
 
     ASCII characters are unchanged by NFKC and never the second half of a composition, so each
     maximal non-ASCII run together with the character before it normalises on its own: the joined
-    result equals NFKC of the whole text, and every rewrite keeps its exact origin.
+    result equals NFKC of the whole text. Within a run each character with the marks that follow it
+    is rewritten on its own wherever that gives the same result, so that a finding in the output
+    maps back to exactly its characters: one rewrite per run made ``ｍａｉｌ　ａ@ｂ.ｃｏｍ``'s address
+    start at the ``ｍ`` and every fullwidth word's span take in the character before it (outside
+    review 14).
     """
 
     name = "nfkc"
@@ -204,8 +208,22 @@ class NFKCStep:
             piece = text[start : match.end()]
             normal = unicodedata.normalize("NFKC", piece)
             if normal != piece:
-                edits.append(Edit(start, match.end(), normal))
+                edits.extend(_segment_edits(piece, normal, start))
         return StepReport(edits=tuple(edits))
+
+
+def _segment_edits(piece: str, normal: str, offset: int) -> list[Edit]:
+    """The rewrites of ``piece`` (at ``offset``) whose result is ``normal``: one per character and the
+    combining marks after it, where NFKC of those pieces joined is ``normal``; else one for all."""
+    bounds = [0] + [i for i in range(1, len(piece)) if not unicodedata.combining(piece[i])]
+    bounds.append(len(piece))
+    parts = [
+        (bounds[k], bounds[k + 1], unicodedata.normalize("NFKC", piece[bounds[k] : bounds[k + 1]]))
+        for k in range(len(bounds) - 1)
+    ]
+    if "".join(p[2] for p in parts) != normal:  # a composition across characters (Hangul jamo, ...)
+        return [Edit(offset, offset + len(piece), normal)]
+    return [Edit(offset + a, offset + b, out) for a, b, out in parts if out != piece[a:b]]
 
 
 @lru_cache(maxsize=1)
