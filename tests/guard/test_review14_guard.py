@@ -7,14 +7,25 @@ import html.parser
 import re
 import shlex
 import subprocess
+import sys
 import time
 import unicodedata
+from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
 
 from airlock.errors import UsageError
-from airlock.guard import Decision, EncodeConfig, Guard, GuardConfig, Sink, Span, encode
+from airlock.guard import (
+    Decision,
+    EncodeConfig,
+    Guard,
+    GuardConfig,
+    Sink,
+    Span,
+    ValidationConfig,
+    encode,
+)
 from airlock.guard._filter import REMOVED
 from airlock.guard._table import config_from_table
 
@@ -273,3 +284,40 @@ def test_span_after_nfkc_is_exactly_the_value(space: str) -> None:
     start = text.index(address)
     assert spans == [Span(start, start + len(address))]
     assert unicodedata.normalize("NFKC", text[start : start + len(address)]) == "ali@ex.com"
+
+
+def _schema_guard(schema: dict[str, object]) -> Guard:
+    return Guard(
+        GuardConfig(unicode=None, filter=None, pii=None, validation=ValidationConfig(json_schema=schema))
+    )
+
+
+def test_schema_validator_error_is_a_block_not_an_exception(tmp_path: Path) -> None:
+    """``"multipleOf": 0.1`` against a 401-digit integer: jsonschema raised OverflowError out of
+    ``Guard.check`` (which never raises for what the text holds) and ``airlock guard`` printed a
+    traceback. Now the document is refused."""
+    text = "1" + "0" * 400
+    result = _schema_guard({"type": "number", "multipleOf": 0.1}).check(text)
+    assert result.decision is Decision.BLOCKED
+    assert [f.rule for f in result.findings] == ["validate.json-schema"]
+    assert "OverflowError" in result.findings[0].reason
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "number", "multipleOf": 0.1}')
+    done = subprocess.run(
+        [sys.executable, "-m", "airlock", "guard", "--text", "--json-schema", str(schema), text],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("text", ["1e999999", '[1, {"a": -1e400}]'])
+def test_number_that_overflows_to_infinity_is_not_strict_json(text: str) -> None:
+    """The strict parser refuses ``Infinity`` but ``1e999999`` overflows to it and passed
+    ``"type": "number"``."""
+    result = _schema_guard({}).check(text)
+    assert result.decision is Decision.BLOCKED
+    assert [f.rule for f in result.findings] == ["validate.json"]
+    assert _schema_guard({}).check("1e308").decision is Decision.ALLOWED
