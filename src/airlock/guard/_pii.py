@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Final
 
 from airlock.errors import UsageError
 from airlock.guard._step import StepReport
-from airlock.guard._types import Action, Hit
+from airlock.guard._types import _PSEUDONYM_SHAPE, Action, Hit
 
 __all__ = ["DEFAULT_ENTITIES", "PIIConfig", "PIIStep"]
 
@@ -289,6 +289,10 @@ class PIIStep:
         mapping: dict[str, str] = {}
         by_value: dict[tuple[str, str], str] = {}
         counts: dict[str, int] = {}
+        # pseudonym-shaped text the sender wrote is never handed out: "<EMAIL_ADDRESS_1>" typed
+        # into the input would otherwise come back from restore() as the address found elsewhere
+        # (a forged placeholder: outside review 14)
+        present = set(_PSEUDONYM_SHAPE.findall(text)) if self.config.pseudonymize else set()
         for result in kept:
             entity = result.entity_type
             replacement = f"<{entity}>"
@@ -296,6 +300,8 @@ class PIIStep:
                 key = (entity, text[result.start : result.end])
                 if key not in by_value:
                     counts[entity] = counts.get(entity, 0) + 1
+                    while f"<{entity}_{counts[entity]}>" in present:
+                        counts[entity] += 1
                     by_value[key] = f"<{entity}_{counts[entity]}>"
                     mapping[by_value[key]] = key[1]
                 replacement = by_value[key]
