@@ -2,7 +2,8 @@
 the output inert in the place it goes.
 
 * ``html``: ``& < > " '`` become character references (safe in element content and in quoted
-  attribute values; never put text into a script, style or unquoted attribute).
+  attribute values; never put text into a script, style or unquoted attribute, nor into a URL
+  attribute such as ``href``: ``javascript:alert(1)`` has nothing to escape).
 * ``markdown``: every ASCII punctuation character is backslash-escaped (CommonMark lets any of
   them be escaped, and an escaped one is literal: no emphasis, link, image, HTML or entity), and
   ``<``, ``>`` and ``&`` are also written as character references for renderers that allow HTML.
