@@ -19,6 +19,7 @@ from airlock.errors import UsageError
 from airlock.guard import (
     Decision,
     EncodeConfig,
+    FilterConfig,
     Guard,
     GuardConfig,
     PIIConfig,
@@ -353,3 +354,37 @@ def test_gateway_merge_never_reuses_a_placeholder_written_in_another_message() -
     assert "bob@example.com" in mapping.values()
     restored = Pseudonyms(mapping).restore_all(outcome.texts)
     assert restored == texts
+
+
+ALLOW_ONE = GuardConfig(
+    unicode=None, pii=None, filter=FilterConfig(allowed_hosts=frozenset({"allowed.example"}))
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "![x](https://allowed.example\\@evil.example/i.png)",
+        "![x](https://allowed.example\\\\@evil.example/i.png)",
+        "![x](https://allowed.example\\)@evil.example/i.png)",
+        "![x](<https://allowed.example\\>@evil.example/i.png>)",
+        "![x][r]\n\n[r]: <https://allowed.example\\>@evil.example/i.png>",
+        "![x][r]\n\n[r]: https://allowed.example\\@evil.example/i.png",
+    ],
+    ids=["escaped-at", "escaped-backslash", "escaped-paren", "pointy", "ref-pointy", "ref"],
+)
+def test_markdown_escapes_in_a_destination_are_read_as_the_renderer_reads_them(text: str) -> None:
+    """The filter read ``\\`` in a destination as a slash (a browser's reading of a raw URL), so
+    ``allowed.example\\@evil.example`` had host allowed.example; a Markdown renderer undoes the
+    escape (or percent-encodes the backslash) and fetches from evil.example. markdown-it-py shows
+    the fixture's image goes to evil.example; the output has no image."""
+    hosts = [src.split("@", 1)[1].split("/", 1)[0] for src in _images(text)]
+    assert hosts == ["evil.example"]
+    result = Guard(ALLOW_ONE).check(text)
+    assert [f.rule for f in result.findings] == ["filter.exfil-image"]
+    assert result.text is not None and _images(result.text) == []
+
+
+def test_allowed_host_with_escapes_still_passes() -> None:
+    text = "![x](https://allowed.example/a\\_b.png)"
+    assert Guard(ALLOW_ONE).check(text).decision is Decision.ALLOWED

@@ -69,7 +69,7 @@ _MD_OPEN: Final = re.compile(r"(!?)\[")
 #: markers. Linear: the alternatives of the label start with different characters.
 _REF_DEF: Final = re.compile(
     r"^ {0,3}(?:(?:>|[-*+]|\d{1,9}[.)])[ \t]*){0,16}\[((?:\\[\s\S]|[^\[\]\\]){1,999})\]:"
-    r"[ \t]*(?:\n[ \t]*(?:>[ \t]*){0,16})?(<[^>\n]*>|\S+)",
+    r"[ \t]*(?:\n[ \t]*(?:>[ \t]*){0,16})?(<(?:\\.|[^<>\\\n])*>|\S+)",
     re.MULTILINE,
 )
 #: what can open an image: where it stands, every reference definition in the text is judged as an
@@ -92,6 +92,8 @@ def _css_unescape(value: str) -> str:
     return _CSS_ESCAPE.sub(one, value)
 
 
+#: a CommonMark backslash escape: a backslash before an ASCII punctuation character
+_MD_ESCAPE: Final = re.compile(r"\\([!-/:-@\[-`{-~])")
 _AUTOLINK: Final = re.compile(r"<([a-zA-Z][a-zA-Z0-9+.-]{1,31}:[^\s<>]*)>")
 _BARE_URL: Final = re.compile(r"(?:\b(?:https?|ftp)://|(?<![\w/])www\.)[^\s<>\"'`]+", re.IGNORECASE)
 
@@ -163,8 +165,11 @@ def _link_destination(text: str, at: int, limit: int) -> tuple[str, int] | None:
     while i < n and text[i] in " \t\n":
         i += 1
     if i < n and text[i] == "<":
-        close = text.find(">", i, i + limit + 2)
-        if close < 0:
+        # CommonMark's pointy destination: no line break, no unescaped "<" or ">" ("\\>" is data)
+        close, stop = i + 1, min(n, i + limit + 2)
+        while close < stop and text[close] not in "<>\n":
+            close += 2 if text[close] == "\\" else 1
+        if close >= stop or text[close] != ">":
             return None
         url, i = text[i + 1 : close], close + 1
     else:
@@ -227,6 +232,17 @@ class FilterStep:
             self._add(hits, found[0], found[1], start, end)
         return found is not None
 
+    def _markdown_url(self, hits: list[Hit], raw: str, start: int, end: int, *, auto_loads: bool) -> None:
+        """A markdown destination, judged as written and as a Markdown renderer reads it: backslash
+        escapes undone and a remaining backslash percent-encoded (``%5C``), as markdown-it and cmark
+        write it into ``href``/``src``. The reading a browser gives a raw ``\\`` (a slash) let
+        ``https://allowed.example\\@evil.example/i.png`` pass an allowlist; the renderer made it
+        ``https://allowed.example@evil.example/i.png`` (outside review 14)."""
+        if self._url(hits, raw, start, end, auto_loads=auto_loads) or "\\" not in raw:
+            return
+        rendered = _MD_ESCAPE.sub(r"\1", raw).replace("\\", "%5C")
+        self._url(hits, rendered, start, end, auto_loads=auto_loads)
+
     def _html(self, text: str, hits: list[Hit]) -> None:
         closings: dict[str, tuple[int, int]] = {}
         for tag in _TAG.finditer(text):
@@ -284,13 +300,13 @@ class FilterStep:
             url, end = found
             inside = (close + 2, end)
             image = opening.group(1) == "!"
-            self._url(hits, url, opening.start(), end, auto_loads=image)
+            self._markdown_url(hits, url, opening.start(), end, auto_loads=image)
         images = _IMAGE_OPEN in text
         for ref in _REF_DEF.finditer(text):
             url = ref.group(2)
             if url.startswith("<") and url.endswith(">"):
                 url = url[1:-1]
-            self._url(hits, url, ref.start(), ref.end(), auto_loads=images)
+            self._markdown_url(hits, url, ref.start(), ref.end(), auto_loads=images)
 
     def _autolinks(self, text: str, hits: list[Hit]) -> None:
         for link in _AUTOLINK.finditer(text):
