@@ -381,10 +381,32 @@ def test_markdown_escapes_in_a_destination_are_read_as_the_renderer_reads_them(t
     hosts = [src.split("@", 1)[1].split("/", 1)[0] for src in _images(text)]
     assert hosts == ["evil.example"]
     result = Guard(ALLOW_ONE).check(text)
-    assert [f.rule for f in result.findings] == ["filter.exfil-image"]
+    assert "filter.exfil-image" in [f.rule for f in result.findings]
     assert result.text is not None and _images(result.text) == []
 
 
 def test_allowed_host_with_escapes_still_passes() -> None:
     text = "![x](https://allowed.example/a\\_b.png)"
     assert Guard(ALLOW_ONE).check(text).decision is Decision.ALLOWED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<https://allowed.example\\@evil.example/x?q=1>",
+        "see https://allowed.example\\@evil.example/x?q=1 ok",
+    ],
+    ids=["autolink", "bare"],
+)
+def test_backslash_in_an_autolink_is_data_not_a_slash(text: str) -> None:
+    """In an autolink or a bare URL (GFM) a backslash is data: markdown-it writes ``%5C`` and the
+    host is evil.example; the filter read it as a slash (host allowed.example) and let the
+    data-carrying link pass unflagged."""
+    links = [
+        str(child.attrs.get("href", ""))
+        for token in MarkdownIt("gfm-like").parse(text)
+        for child in token.children or ()
+        if child.type == "link_open"
+    ]
+    assert links == ["https://allowed.example%5C@evil.example/x?q=1"]
+    assert [f.rule for f in Guard(ALLOW_ONE).check(text).findings] == ["filter.exfil-link"]

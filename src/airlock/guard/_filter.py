@@ -232,15 +232,18 @@ class FilterStep:
             self._add(hits, found[0], found[1], start, end)
         return found is not None
 
-    def _markdown_url(self, hits: list[Hit], raw: str, start: int, end: int, *, auto_loads: bool) -> None:
+    def _markdown_url(
+        self, hits: list[Hit], raw: str, start: int, end: int, *, auto_loads: bool, escapes: bool = True
+    ) -> None:
         """A markdown destination, judged as written and as a Markdown renderer reads it: backslash
         escapes undone and a remaining backslash percent-encoded (``%5C``), as markdown-it and cmark
         write it into ``href``/``src``. The reading a browser gives a raw ``\\`` (a slash) let
         ``https://allowed.example\\@evil.example/i.png`` pass an allowlist; the renderer made it
-        ``https://allowed.example@evil.example/i.png`` (outside review 14)."""
+        ``https://allowed.example@evil.example/i.png`` (outside review 14). ``escapes``: False for
+        autolinks and bare URLs, where a backslash is data (written as ``%5C``)."""
         if self._url(hits, raw, start, end, auto_loads=auto_loads) or "\\" not in raw:
             return
-        rendered = _MD_ESCAPE.sub(r"\1", raw).replace("\\", "%5C")
+        rendered = (_MD_ESCAPE.sub(r"\1", raw) if escapes else raw).replace("\\", "%5C")
         self._url(hits, rendered, start, end, auto_loads=auto_loads)
 
     def _html(self, text: str, hits: list[Hit]) -> None:
@@ -310,7 +313,7 @@ class FilterStep:
 
     def _autolinks(self, text: str, hits: list[Hit]) -> None:
         for link in _AUTOLINK.finditer(text):
-            self._url(hits, link.group(1), link.start(), link.end(), auto_loads=False)
+            self._markdown_url(hits, link.group(1), link.start(), link.end(), auto_loads=False, escapes=False)
 
     def _bare(self, text: str, hits: list[Hit]) -> None:
         covered = [(h.start, h.end) for h in hits]
@@ -320,10 +323,11 @@ class FilterStep:
             url = bare.group(0).rstrip(".,;:!?)]}")
             if url.lower().startswith("www."):
                 url = "http://" + url
-            self._url(
+            self._markdown_url(
                 hits,
                 url,
                 bare.start(),
                 bare.start() + len(bare.group(0).rstrip(".,;:!?)]}")),
                 auto_loads=False,
+                escapes=False,
             )
