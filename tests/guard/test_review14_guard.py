@@ -3,6 +3,7 @@ review and names what it proves."""
 
 from __future__ import annotations
 
+import html
 import html.parser
 import re
 import shlex
@@ -410,3 +411,14 @@ def test_backslash_in_an_autolink_is_data_not_a_slash(text: str) -> None:
     ]
     assert links == ["https://allowed.example%5C@evil.example/x?q=1"]
     assert [f.rule for f in Guard(ALLOW_ONE).check(text).findings] == ["filter.exfil-link"]
+
+
+@pytest.mark.parametrize("text", ["    a*b & [c](d)", "x\n\n\ta_b_c", "x\r\n\r\n        <i>y</i>"])
+def test_markdown_encoding_never_makes_indented_code(text: str) -> None:
+    """Four spaces (or a tab) at the start of a line made the encoded text an indented code block,
+    where a renderer shows escapes and references as written (``a\\*b &amp;amp\\;``). Proven with
+    markdown-it-py: the rendered text is the input's text, and no ``<pre>``/``<code>``."""
+    rendered = MarkdownIt("commonmark").render(encode(text, Sink.MARKDOWN))
+    assert "<pre>" not in rendered and "<code>" not in rendered
+    shown = html.unescape(re.sub(r"</?p>", "", rendered))
+    assert shown.split() == text.split()

@@ -7,6 +7,8 @@ the output inert in the place it goes.
 * ``markdown``: every ASCII punctuation character is backslash-escaped (CommonMark lets any of
   them be escaped, and an escaped one is literal: no emphasis, link, image, HTML or entity), and
   ``<``, ``>`` and ``&`` are also written as character references for renderers that allow HTML.
+  The first space or tab of each line is a character reference (``&#32;``), so no line is
+  indented code, where escapes are shown as written (outside review 14).
 * ``shell``: one POSIX shell word (``shlex.quote``: single quotes, ``'`` as ``'"'"'``); text with
   a NUL byte cannot be an argument and is BLOCKED. So is text that starts with ``-`` unless the
   configuration says the command line ends its options (``--``) before this word
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import html
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Final
@@ -49,6 +52,12 @@ _MD_TABLE: Final = {ord(c): "\\" + c for c in _MD_PUNCT} | {
 }
 
 
+#: the first space or tab of a line: four of them start an indented code block, where escapes and
+#: references are shown as written ("    a*b" rendered as "a\\*b"); written as a reference it is
+#: not indentation (CommonMark counts indentation on the characters themselves)
+_MD_INDENT: Final = re.compile(r"(?:^|(?<=[\n\r]))[ \t]")
+
+
 def encode(text: str, sink: Sink, *, shell_options_ended: bool = False) -> str:
     """``text`` made inert for ``sink``. Raises :class:`UsageError` for text that cannot be
     encoded for it (a NUL for shell and SQL; for shell, a leading ``-`` unless
@@ -56,7 +65,7 @@ def encode(text: str, sink: Sink, *, shell_options_ended: bool = False) -> str:
     if sink is Sink.HTML:
         return html.escape(text, quote=True)
     if sink is Sink.MARKDOWN:
-        return text.translate(_MD_TABLE)
+        return _MD_INDENT.sub(lambda m: f"&#{ord(m.group(0))};", text.translate(_MD_TABLE))
     if "\x00" in text:
         raise UsageError(f"text with a NUL character cannot be encoded for {sink.value}")
     if sink is Sink.SHELL:
