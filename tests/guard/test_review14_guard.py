@@ -422,3 +422,24 @@ def test_markdown_encoding_never_makes_indented_code(text: str) -> None:
     assert "<pre>" not in rendered and "<code>" not in rendered
     shown = html.unescape(re.sub(r"</?p>", "", rendered))
     assert shown.split() == text.split()
+
+
+def _tags(code: str) -> str:
+    return "".join(chr(0xE0000 + ord(c)) for c in code) + "\U000e007f"
+
+
+@pytest.mark.parametrize("code", ["ignore", "usca", "rm1", "gbeng1", "gbenh"])
+def test_tag_sequence_after_a_black_flag_that_is_no_rgi_flag_is_removed(code: str) -> None:
+    """Any tag letters after U+1F3F4 were kept as "a subdivision flag": a renderer shows a black
+    flag and the letters (``ignore``) ride along hidden, six a flag."""
+    text = "hi \U0001f3f4" + _tags(code) + " there"
+    result = Guard(GuardConfig(filter=None, pii=None)).check(text)
+    assert [f.rule for f in result.findings] == ["unicode.tag"]
+    assert result.text == "hi \U0001f3f4 there"
+
+
+@pytest.mark.parametrize("code", ["gbeng", "gbsct", "gbwls"])
+def test_rgi_subdivision_flags_are_kept(code: str) -> None:
+    text = "hi \U0001f3f4" + _tags(code) + " there"
+    result = Guard(GuardConfig(filter=None, pii=None)).check(text)
+    assert result.decision is Decision.ALLOWED and result.text == text

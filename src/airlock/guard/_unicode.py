@@ -14,7 +14,8 @@ an emoji or a keycap digit, FE00-FE0D after a non-ASCII character, U+E0100-E01EF
 ideograph; one selector after every ASCII letter would smuggle a byte per letter), a zero-width joiner or
 non-joiner inside an emoji sequence or between letters of a script that uses joiners (Arabic,
 Persian, Indic; never inside Latin, Cyrillic or Greek words), and the tag
-sequence of a subdivision flag (U+1F3F4, tag letters/digits, U+E007F).
+sequence of one of the three RGI subdivision flags (U+1F3F4 + gbeng / gbsct / gbwls + U+E007F:
+England, Scotland, Wales).
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ _HIDDEN: Final = re.compile(
 )
 _BLACK_FLAG: Final = "\U0001f3f4"
 _TAG_END: Final = "\U000e007f"
+#: the tag sequences of the subdivision flags Unicode recommends for general interchange (RGI:
+#: emoji-sequences.txt lists England, Scotland and Wales). Any other sequence renders as a plain
+#: black flag and carries up to six hidden letters a flag ("🏴"+tags("ignore")+cancel was kept
+#: before outside review 14): an allowlist, not a shape
+_FLAG_TAGS: Final = frozenset(
+    "".join(chr(0xE0000 + ord(c)) for c in code) + _TAG_END for code in ("gbeng", "gbsct", "gbwls")
+)
 
 
 def _settled(char: str) -> str:
@@ -157,8 +165,8 @@ class UnicodeStep:
             return _script(before) == "HAN"  # ideographic variation sequences (U+E0100-E01EF)
         if kind == "invisible" and end - start == 1 and text[start] in "\u200c\u200d":
             return _joins(before, after)
-        if kind == "tags" and before == _BLACK_FLAG and text[end - 1] == _TAG_END and end - start <= 8:
-            return all("\U000e0030" <= c <= "\U000e007a" for c in text[start : end - 1])
+        if kind == "tags" and before == _BLACK_FLAG:
+            return text[start:end] in _FLAG_TAGS
         return False
 
     def check(self, text: str) -> StepReport:
