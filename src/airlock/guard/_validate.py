@@ -11,6 +11,7 @@ value of the input.
 from __future__ import annotations
 
 import copy
+import math
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,23 @@ def _validator(schema: Mapping[str, Any]) -> Any:
     return cls(schema)
 
 
+def _has_overflowed_number(value: Any) -> bool:
+    """A float that is not finite: the strict parser refuses ``NaN`` and ``Infinity`` literals, but
+    ``1e999999`` overflows to infinity and passed ``"type": "number"`` (nesting is bounded by the
+    parser; this walk keeps its own stack)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 class ValidationStep:
     name = "validate"
 
@@ -141,9 +159,20 @@ class ValidationStep:
         except FormatError as exc:
             reason = str(exc).split(":", 1)[0] if "not valid JSON" in str(exc) else "not strict JSON"
             return [Hit("validate.json", reason, 0, len(text), Action.BLOCK)]
-        errors = (
-            sorted(self._schema.iter_errors(value), key=lambda e: list(e.schema_path)) if self._schema else []
-        )
+        if _has_overflowed_number(value):
+            reason = "not strict JSON: a number beyond the range of a double (it reads as Infinity)"
+            return [Hit("validate.json", reason, 0, len(text), Action.BLOCK)]
+        try:
+            errors = (
+                sorted(self._schema.iter_errors(value), key=lambda e: list(e.schema_path))
+                if self._schema
+                else []
+            )
+        except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+            # fail closed: a document the validator cannot judge is refused, never an exception
+            # (a 401-digit integer against "multipleOf": 0.1 raised OverflowError: outside review 14)
+            reason = f"the document cannot be checked against the schema ({type(exc).__name__})"
+            return [Hit("validate.json-schema", reason, 0, len(text), Action.BLOCK)]
         if not errors:
             return []
         first = errors[0]
