@@ -399,12 +399,12 @@ def test_worker_deaths_requeue_then_split_then_give_an_error() -> None:
     batch = _batch()
     results: dict[int, FileReport | Skipped] = {}
     notes: list[str] = []
-    first = _requeue(_Job(0, batch, 0), RuntimeError("died"), DEFAULT_LIMITS, results, notes.append)
+    first = _requeue(_Job(0, batch, 0), "RuntimeError", DEFAULT_LIMITS, results, notes.append)
     assert [(j.batch, j.attempts) for j in first] == [(batch, 1)]  # the whole batch again
-    second = _requeue(first[0], RuntimeError("died"), DEFAULT_LIMITS, results, notes.append)
+    second = _requeue(first[0], "RuntimeError", DEFAULT_LIMITS, results, notes.append)
     assert sorted((j.batch[0].position, j.attempts) for j in second) == [(3, 2), (7, 2)]  # file by file
     assert not results
-    last = _requeue(second[0], RuntimeError("died"), DEFAULT_LIMITS, results, notes.append)
+    last = _requeue(second[0], "RuntimeError", DEFAULT_LIMITS, results, notes.append)
     assert last == [] and MAX_ATTEMPTS == 3
     ((_position, report),) = results.items()
     assert isinstance(report, FileReport) and report.verdict is Verdict.ERROR

@@ -21,9 +21,10 @@ for byte apart from timings.
   (``cluster.worker-died``), never missing and never clean.
 * **Worker answers are checked** (:func:`decode`): one record per file of the batch, the right
   names, the documented shape and bounded size; the verdict is derived here from the findings.
-  Anything else makes each file of the batch an ERROR (``cluster.bad-result``). Ray's transport
-  itself unpickles what workers return, so the cluster stays inside the trusted base (the token
-  decides who joins it); the check is against broken, mismatched or confused workers.
+  Anything else makes each file of the batch an ERROR (``cluster.bad-result``).
+* **A worker's answer runs no code here** (:func:`_stored`): ``ray.get`` unpickles what a worker
+  stored (its return value or its exception), so the client never calls it on an answer; it reads
+  the stored bytes and Ray's type tag itself and believes only raw bytes (outside review 15).
 
 The workers must see the files at the same paths as the client (a shared or identically mounted
 file system, the Hugging Face cache included) and run the same airlock version (checked).
@@ -77,6 +78,8 @@ MAX_ATTEMPTS: Final = 3
 MAX_IN_FLIGHT: Final = 256
 #: seconds added to the longest a batch may take before a cluster that finishes nothing has stalled
 _STALL_SLACK: Final = 300.0
+#: the type tag Ray stores ``bytes`` under (its ``OBJECT_METADATA_TYPE_RAW``): no pickle in them
+_RAW: Final = b"RAW"
 #: how long the token probes (:func:`_probe`) wait for the cluster's GCS
 _PROBE_TIMEOUT_MS: Final = 10_000
 
@@ -311,7 +314,14 @@ def connect(address: str) -> Any:
         ) from exc
     finally:
         os.chdir(here)
+    # Ray unpickles an error object that is freed unread, to log it ("Unhandled error"): what a
+    # worker wrote. Every answer is read here without deserializing (_stored), so nothing is lost.
+    ray._private.worker.global_worker.raise_errors = _unread_errors  # type: ignore[method-assign]
     return ray
+
+
+def _unread_errors(serialized_objects: object, object_refs: object) -> None:
+    """Ray's ``Worker.raise_errors`` for this client: deserializes nothing."""
 
 
 def _probe(address: str, token: str | None, cluster_id: str | None) -> str | None:
@@ -393,21 +403,51 @@ def run_plans(
                 job = pending.pop(ref)
                 limits = plans[job.plan].limits
                 decoded: list[tuple[int, FileReport | Skipped]]
-                try:
-                    answer = ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:  # the scan raised: a bug, fail closed
-                    message = f"the scan failed on the Ray worker: {type(exc.cause).__name__}"
-                    decoded = [
-                        (t.position, error(t, limits, "cluster.bad-result", message)) for t in job.batch
-                    ]
-                except ray.exceptions.RayError as exc:  # the worker (or its node) died
-                    queue.extend(_requeue(job, exc, limits, results[job.plan], note))
-                    continue
-                else:
+                answer = _stored(ray, ref, limits, len(job.batch), stall)
+                if isinstance(answer, bytes):
                     decoded = decode(answer, job.batch, limits)
+                elif answer[0]:  # the worker (or its node) died
+                    queue.extend(_requeue(job, answer[1], limits, results[job.plan], note))
+                    continue
+                else:  # the scan raised (a bug) or the worker stored no bytes: fail closed
+                    decoded = [
+                        (t.position, error(t, limits, "cluster.bad-result", answer[1])) for t in job.batch
+                    ]
                 results[job.plan].update(decoded)
                 _progress.advance(sum(t.size for t in job.batch), files=len(job.batch))
     return results
+
+
+def _stored(ray: Any, ref: Any, limits: Limits, files: int, timeout: float) -> bytes | tuple[bool, str]:
+    """What the task of ``ref`` stored, read WITHOUT deserializing it: the raw bytes of its answer
+    (at most :func:`answer_bytes`), ``(True, why)`` for an error Ray stores when a worker or node
+    is lost, ``(False, why)`` for anything else.
+
+    ``ray.get`` unpickles what a worker stored (its return value, or the exception it raised,
+    whose pickle the worker writes): a worker taken over by the bytes it parsed ran code in this
+    process that way (outside review 15). Honest workers return ``bytes``, which Ray stores as raw
+    bytes under the type tag ``RAW``; only those are believed, their size checked before they are
+    copied. Error tags are numbers (Ray's ``ErrorType``), taken by number alone."""
+    from ray.core.generated.common_pb2 import ErrorType  # type: ignore[attr-defined]
+
+    core = ray._private.worker.global_worker.core_worker
+    try:
+        [stored] = core.get_objects([ref], int(timeout * 1000))
+    except ray.exceptions.RayError as exc:  # lost, or not fetched in time: as a death
+        return True, type(exc).__name__
+    data, metadata = stored[0], stored[1]
+    tag = bytes(metadata or b"").split(b",")[0]
+    if tag == _RAW:
+        size = 0 if data is None else len(data)
+        if size > answer_bytes(limits, files):
+            return False, f"the worker's answer is {size} bytes, more than {answer_bytes(limits, 1)} a file"
+        return b"" if data is None else bytes(data.to_pybytes())
+    if tag.isdigit() and tag.isascii():
+        code = int(tag)
+        if code == ErrorType.Value("TASK_EXECUTION_EXCEPTION"):
+            return False, "the scan failed on the Ray worker (its exception is not read)"
+        return True, ErrorType.Name(code) if code in ErrorType.values() else f"Ray error {code}"
+    return False, f"the worker stored {_text(tag[:20])} data, not the JSON record's bytes"
 
 
 def _absolute(path: Path) -> Path:
@@ -418,13 +458,12 @@ def _absolute(path: Path) -> Path:
 
 def _requeue(
     job: _Job,
-    exc: Exception,
+    what: str,
     limits: Limits,
     results: dict[int, FileReport | Skipped],
     note: Callable[[str], None],
 ) -> list[_Job]:
     attempts = job.attempts + 1
-    what = type(exc).__name__
     if attempts >= MAX_ATTEMPTS:
         for task in job.batch:
             results[task.position] = error(

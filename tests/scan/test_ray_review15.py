@@ -1,0 +1,90 @@
+"""Outside review 15 of ``airlock scan --ray``: a taken-over Ray worker (one that parsed hostile
+bytes) against the client that builds the report.
+
+A worker's answer reaches the client through Ray's object store, and ``ray.get`` unpickles
+whatever the worker stored: a worker that stores a pickle instead of the JSON record's bytes (or
+raises an exception whose pickle does something) ran code in the trusted client. The client now
+reads the stored bytes and their type tag itself and believes only raw bytes.
+
+The hostile worker is the real scan task replaced in the client (a closure, so Ray ships it by
+value to the real workers of a real local cluster with token authentication on); its payload
+only writes a marker file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests._ray_cluster import Cluster, running_cluster
+
+ray_group = pytest.mark.xdist_group("ray")
+
+# the client with the scan task replaced by a hostile one (argv: marker, how, then airlock's argv)
+HOSTILE_CLIENT = r"""
+import sys
+
+import airlock._scan.cluster as cluster
+from airlock._cli import main
+
+
+def hostile(marker, how):
+    code = f"import sys; open({marker!r}, 'w').write(repr(sys.argv))"  # which process ran it
+
+    class Payload:  # unpickling it runs exec(code)
+        def __reduce__(self):
+            return (exec, (code,))
+
+    class PayloadError(Exception):
+        def __reduce__(self):
+            return (exec, (code,))
+
+    def scan_batch(shared, batch):
+        if how == "error":
+            raise PayloadError("hostile")
+        if how == "object":
+            return Payload()
+        return b"x" * (64 * 1024 * 1024)  # "huge": far more than an answer may be
+
+    return scan_batch
+
+
+cluster.scan_batch = hostile(sys.argv[1], sys.argv[2])
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with running_cluster() as started:
+        yield started
+
+
+@ray_group
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["object", "error", "huge"])
+def test_a_hostile_worker_answer_runs_no_code_in_the_client(
+    cluster: Cluster, tmp_path: Path, how: str
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"m{i}.pkl").write_bytes(b"\x80\x02K\x01.")  # the int 1: CLEAN locally
+    marker = tmp_path / "marker"
+    proc = subprocess.run(
+        [sys.executable, "-c", HOSTILE_CLIENT, str(marker), how, "scan", "--format", "json", "--ray", cluster.address,
+         str(folder)],
+        check=False, cwd=tmp_path, env=cluster.env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert not marker.exists(), f"a worker's answer ran code in {marker.read_text()}"
+    assert proc.stdout, proc.stderr
+    files = json.loads(proc.stdout)["files"]
+    assert sorted(f["path"] for f in files) == [str(folder / f"m{i}.pkl") for i in range(3)]
+    for f in files:  # never clean: the answer could not be believed
+        assert f["verdict"] == "ERROR", f
+        assert [x["rule"] for x in f["findings"]] == ["cluster.bad-result"], f
+    assert proc.returncode == 2, proc.stderr
