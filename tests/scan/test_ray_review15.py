@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from airlock._scan.cluster import batch_seconds
+from airlock.limits import DEFAULT_LIMITS
 from tests._ray_cluster import Cluster, running_cluster
 
 ray_group = pytest.mark.xdist_group("ray")
@@ -44,6 +47,12 @@ def hostile(marker, how):
             return (exec, (code,))
 
     def scan_batch(shared, batch):
+        if how == "hang":  # a worker that never answers for a batch holding hang.pkl
+            if any(task.path.name == "hang.pkl" for task in batch):
+                import time
+
+                time.sleep(3600)
+            return real(shared, batch)
         if how == "error":
             raise PayloadError("hostile")
         if how == "object":
@@ -53,6 +62,7 @@ def hostile(marker, how):
     return scan_batch
 
 
+real = cluster.scan_batch
 cluster.scan_batch = hostile(sys.argv[1], sys.argv[2])
 sys.exit(main(sys.argv[3:]))
 """
@@ -88,3 +98,40 @@ def test_a_hostile_worker_answer_runs_no_code_in_the_client(
         assert f["verdict"] == "ERROR", f
         assert [x["rule"] for x in f["findings"]] == ["cluster.bad-result"], f
     assert proc.returncode == 2, proc.stderr
+
+
+@ray_group
+@pytest.mark.slow
+def test_a_worker_that_never_answers_is_cancelled_and_its_file_is_an_error(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A batch has a deadline from max_seconds_per_file (batch_seconds): a worker that hangs is
+    killed and its batch re-queued, then file by file; the file it hangs on is an ERROR after
+    MAX_ATTEMPTS, the others are scanned. Before, the client waited for 64 x max_seconds_per_file
+    + 300 s (2.2 h by default) and then wrote no report at all."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("hang.pkl", "ok0.pkl", "ok1.pkl"):
+        (folder / name).write_bytes(b"\x80\x02K\x01.")
+    limit = 0.2
+    expected = 2 * batch_seconds(3, DEFAULT_LIMITS.replace(max_seconds_per_file=limit)) + batch_seconds(
+        1, DEFAULT_LIMITS.replace(max_seconds_per_file=limit)
+    )
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", HOSTILE_CLIENT, str(tmp_path / "marker"), "hang", "scan", "--format", "json",
+         "--max-seconds-per-file", str(limit), "--ray", cluster.address, str(folder)],
+        check=False, cwd=tmp_path, env=cluster.env(), capture_output=True, text=True, timeout=expected + 120,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert proc.stdout, proc.stderr
+    files = {Path(f["path"]).name: f for f in json.loads(proc.stdout)["files"]}
+    assert {name: f["verdict"] for name, f in files.items()} == {
+        "hang.pkl": "ERROR",
+        "ok0.pkl": "CLEAN",
+        "ok1.pkl": "CLEAN",
+    }
+    assert [x["rule"] for x in files["hang.pkl"]["findings"]] == ["cluster.worker-died"]
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("re-queued") == 2, proc.stderr
+    assert elapsed >= expected - 5  # the deadlines were waited for, not cut short

@@ -32,10 +32,12 @@ file system, the Hugging Face cache included) and run the same airlock version (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -62,6 +64,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "MAX_IN_FLIGHT",
     "PROTOCOL",
+    "batch_seconds",
     "connect",
     "decode",
     "encode",
@@ -76,8 +79,8 @@ PROTOCOL: Final = 1
 MAX_ATTEMPTS: Final = 3
 #: batches in flight at most, whatever the cluster's size (each holds a result in the object store)
 MAX_IN_FLIGHT: Final = 256
-#: seconds added to the longest a batch may take before a cluster that finishes nothing has stalled
-_STALL_SLACK: Final = 300.0
+#: seconds a batch's deadline adds for starting a worker and carrying its answer back
+_START_SLACK: Final = 30.0
 #: the type tag Ray stores ``bytes`` under (its ``OBJECT_METADATA_TYPE_RAW``): no pickle in them
 _RAW: Final = b"RAW"
 #: how long the token probes (:func:`_probe`) wait for the cluster's GCS
@@ -383,10 +386,13 @@ def run_plans(
     if cpus < 1:
         raise AirlockError("the Ray cluster has no CPU to run scans on; no report")
     limit = in_flight(cpus)
-    # a batch is at most BATCH_FILES files, each stopped at max_seconds_per_file: a cluster that
-    # finishes nothing for longer has stalled (its nodes lost, its tasks never scheduled)
-    stall = max(p.limits.max_seconds_per_file for p in plans) * BATCH_FILES + _STALL_SLACK
-    pending: dict[Any, _Job] = {}
+    # every batch has a deadline (batch_seconds): one that does not answer by then is cancelled
+    # (its worker killed) and re-queued like a dead one. A cluster that answers nothing for as
+    # long as a batch's every attempt may take has stalled (its nodes lost, its tasks never
+    # scheduled): no report.
+    stall = MAX_ATTEMPTS * max(batch_seconds(BATCH_FILES, p.limits) for p in plans)
+    pending: dict[Any, tuple[_Job, float]] = {}  # the job and its deadline (monotonic)
+    answered = time.monotonic()
     total = sum(p.total_bytes for p in plans)
     with _progress.task("scanning on the Ray cluster", total, sum(len(p.tasks) for p in plans)):
         while queue or pending:
@@ -395,12 +401,17 @@ def run_plans(
                 batch = [  # workers run elsewhere: paths from this process's directory
                     t._replace(path=_absolute(t.path), blob=t.blob and _absolute(t.blob)) for t in job.batch
                 ]
-                pending[remote.remote(shared[job.plan], batch)] = job
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=stall)
-            if not done:
-                raise AirlockError(f"the Ray cluster finished no scan in {stall:.0f} s; no report")
+                due = time.monotonic() + batch_seconds(len(batch), plans[job.plan].limits)
+                pending[remote.remote(shared[job.plan], batch)] = (job, due)
+            now = time.monotonic()
+            if now - answered > stall:
+                raise AirlockError(f"the Ray cluster answered no scan in {stall:.0f} s; no report")
+            wait = max(0.0, min([due for _, due in pending.values()] + [answered + stall]) - now)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
+            if done:
+                answered = time.monotonic()
             for ref in done:
-                job = pending.pop(ref)
+                job, _ = pending.pop(ref)
                 limits = plans[job.plan].limits
                 decoded: list[tuple[int, FileReport | Skipped]]
                 answer = _stored(ray, ref, limits, len(job.batch), stall)
@@ -415,7 +426,38 @@ def run_plans(
                     ]
                 results[job.plan].update(decoded)
                 _progress.advance(sum(t.size for t in job.batch), files=len(job.batch))
+            queue.extend(_overdue(ray, pending, plans, results, note))
     return results
+
+
+def batch_seconds(files: int, limits: Limits) -> float:
+    """Seconds a batch of ``files`` files may take from its submission to its answer: a full batch
+    ahead of it on its CPU (:func:`in_flight` is twice the CPUs), then its own files, each stopped
+    at ``max_seconds_per_file`` by the engine, and the start of a worker."""
+    return (BATCH_FILES + files) * limits.max_seconds_per_file + _START_SLACK
+
+
+def _overdue(
+    ray: Any,
+    pending: dict[Any, tuple[_Job, float]],
+    plans: list[Plan],
+    results: list[dict[int, FileReport | Skipped]],
+    note: Callable[[str], None],
+) -> list[_Job]:
+    """Cancel the batches past their deadline (force: their workers are killed, a worker that
+    hangs forever included) and re-queue them as for a death (:func:`_requeue`)."""
+    now = time.monotonic()
+    again: list[_Job] = []
+    for ref, (job, due) in list(pending.items()):
+        if due > now:
+            continue
+        del pending[ref]
+        with contextlib.suppress(Exception):  # it may have ended meanwhile: its answer is dropped
+            ray.cancel(ref, force=True)
+        limits = plans[job.plan].limits
+        seconds = batch_seconds(len(job.batch), limits)
+        again += _requeue(job, f"no answer in {seconds:.0f} s", limits, results[job.plan], note)
+    return again
 
 
 def _stored(ray: Any, ref: Any, limits: Limits, files: int, timeout: float) -> bytes | tuple[bool, str]:
