@@ -367,7 +367,8 @@ def test_a_model_file_or_a_file_with_folder_findings_is_never_skipped() -> None:
         answer = encode([(task.position, Skipped(task.display, SKIPPED_UNKNOWN))])
         ((_, result),) = decode(answer, [task], DEFAULT_LIMITS)
         verdicts.append(result.verdict if isinstance(result, FileReport) else "skipped")
-    assert verdicts == ["skipped", Verdict.ERROR, Verdict.ERROR, Verdict.ERROR]
+    # the last: refused, with the client's own folder finding kept (outside review 15)
+    assert verdicts == ["skipped", Verdict.ERROR, Verdict.ERROR, Verdict.MALICIOUS]
     answer = encode([(1, Skipped("notes.txt", "some other reason"))])
     assert isinstance(decode(answer, cases[:1], DEFAULT_LIMITS)[0][1], FileReport)
 
@@ -382,8 +383,9 @@ def test_a_folder_finding_the_client_handed_out_cannot_be_dropped() -> None:
     assert decode(encode([(4, good)]), [task], DEFAULT_LIMITS) == [(4, good)]
     dropped = FileReport("modeling_x.py", "hf-folder", Verdict.CLEAN, (), 5, 0.1)
     ((_, result),) = decode(encode([(4, dropped)]), [task], DEFAULT_LIMITS)
-    assert isinstance(result, FileReport) and result.verdict is Verdict.ERROR
-    assert [f.rule for f in result.findings] == ["cluster.bad-result"]
+    # refused; the folder finding the client knows stays (outside review 15: it was a bare ERROR)
+    assert isinstance(result, FileReport) and result.verdict is Verdict.MALICIOUS
+    assert [f.rule for f in result.findings] == ["hf.remote-code", "cluster.bad-result"]
 
 
 def test_the_verdict_is_derived_from_the_findings_not_sent() -> None:

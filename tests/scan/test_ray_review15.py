@@ -18,11 +18,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from airlock._scan.cluster import batch_seconds
+from airlock import __version__
+from airlock._formats.base import Issue
+from airlock._scan.cluster import MAX_ATTEMPTS, PROTOCOL, _Job, _requeue, batch_seconds, decode
+from airlock._scan.pool import Task
 from airlock.limits import DEFAULT_LIMITS
+from airlock.results import FileReport, Severity, Skipped, Verdict
 from tests._ray_cluster import Cluster, running_cluster
 
 ray_group = pytest.mark.xdist_group("ray")
@@ -135,3 +140,87 @@ def test_a_worker_that_never_answers_is_cancelled_and_its_file_is_an_error(
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("re-queued") == 2, proc.stderr
     assert elapsed >= expected - 5  # the deadlines were waited for, not cut short
+
+
+def _record(p: int, path: str, size: int, findings: list[Any]) -> dict[str, object]:
+    return {"p": p, "path": path, "format": None if not size else "pickle", "size": size, "seconds": 0.01,
+            "blob": None, "findings": findings}  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", ["file.unreadable", "integrity.changed"])
+def test_a_file_the_worker_cannot_open_is_that_files_error_alone(rule: str) -> None:
+    """A node that lacks the mount (or reads another version of a file) answers what the local
+    scan answers for a file it cannot open: that file an ERROR of size 0, under its own rule; the
+    rest of the batch is believed. Before, the size check made every file of the batch
+    cluster.bad-result ("is about 0 bytes")."""
+    batch = [
+        Task(i, Path(f"/m/{n}"), n, 100 + i, None, None, (), ()) for i, n in enumerate(["a.pkl", "gone.pkl"])
+    ]
+    unread: list[object] = [rule, "ERROR", "cannot open: No such file or directory", [], None, None, None, 1]
+    answer = json.dumps({"protocol": PROTOCOL, "airlock": __version__, "results": [
+        _record(0, "a.pkl", 100, []), _record(1, "gone.pkl", 0, [unread]),
+    ]}).encode()  # fmt: skip
+    results = dict(decode(answer, batch, DEFAULT_LIMITS))
+    a, gone = results[0], results[1]
+    assert isinstance(a, FileReport) and isinstance(gone, FileReport)
+    assert (a.verdict, a.size, a.findings) == (Verdict.CLEAN, 100, ())
+    assert (gone.verdict, gone.size, [f.rule for f in gone.findings]) == (Verdict.ERROR, 0, [rule])
+
+
+@pytest.mark.parametrize(
+    ("size", "severity", "rule"),
+    [(0, "SUSPICIOUS", "file.unreadable"), (0, "ERROR", "file.unreadablex"), (1, "ERROR", "file.unreadable"),
+     (0, "INFO", "file.unreadable")],
+)  # fmt: skip
+def test_only_an_unopened_file_error_of_size_0_excuses_the_size(size: int, severity: str, rule: str) -> None:
+    task = Task(0, Path("/m/model.pkl"), "model.pkl", 1000, None, None, (), ())
+    finding: list[object] = [rule, severity, "cannot open", [], None, None, None, 1]
+    answer = json.dumps(
+        {"protocol": PROTOCOL, "airlock": __version__, "results": [_record(0, "model.pkl", size, [finding])]}
+    ).encode()
+    [(_, result)] = decode(answer, [task], DEFAULT_LIMITS)
+    assert isinstance(result, FileReport)
+    assert [f.rule for f in result.findings] == ["cluster.bad-result"]
+
+
+def test_an_unopened_file_record_still_needs_its_folder_findings() -> None:
+    """The folder finding the client knows stays in the report of an answer it refuses."""
+    issue = Issue("hf.remote-code", Severity.MALICIOUS, "auto_map names remote code", callable="x.Y")
+    task = Task(0, Path("/m/config.json"), "config.json", 100, None, None, (issue,), ())
+    unread: list[object] = ["file.unreadable", "ERROR", "cannot open", [], None, None, None, 1]
+    answer = json.dumps(
+        {"protocol": PROTOCOL, "airlock": __version__, "results": [_record(0, "config.json", 0, [unread])]}
+    ).encode()
+    [(_, result)] = decode(answer, [task], DEFAULT_LIMITS)
+    assert isinstance(result, FileReport)
+    assert [f.rule for f in result.findings] == ["hf.remote-code", "cluster.bad-result"]
+
+
+_REMOTE_CODE = Issue("hf.remote-code", Severity.MALICIOUS, "auto_map names remote code", callable="x.Y")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"not json", b"", json.dumps({"protocol": PROTOCOL, "airlock": __version__, "results": []}).encode()],
+)
+def test_a_refused_answer_keeps_the_clients_folder_findings(answer: bytes) -> None:
+    """A worker cannot make a file the client itself knows to be MALICIOUS (a folder check) milder
+    by answering garbage: the refused answer's ERROR comes with the folder findings, as in a local
+    scan with forked workers (bad_batch). Before, the file was a bare ERROR (exit 2, not 1)."""
+    task = Task(0, Path("/m/config.json"), "config.json", 100, None, None, (_REMOTE_CODE,), ())
+    [(_, result)] = decode(answer, [task], DEFAULT_LIMITS)
+    assert isinstance(result, FileReport)
+    assert result.verdict is Verdict.MALICIOUS
+    assert [f.rule for f in result.findings] == ["hf.remote-code", "cluster.bad-result"]
+
+
+def test_a_file_whose_worker_keeps_dying_keeps_the_clients_folder_findings() -> None:
+    task = Task(0, Path("/m/config.json"), "config.json", 100, None, None, (_REMOTE_CODE,), ())
+    results: dict[int, FileReport | Skipped] = {}
+    assert (
+        _requeue(_Job(0, [task], MAX_ATTEMPTS - 1), "WORKER_DIED", DEFAULT_LIMITS, results, lambda _: None)
+        == []
+    )
+    report = results[0]
+    assert isinstance(report, FileReport) and report.verdict is Verdict.MALICIOUS
+    assert [f.rule for f in report.findings] == ["hf.remote-code", "cluster.worker-died"]

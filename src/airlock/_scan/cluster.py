@@ -48,6 +48,7 @@ from airlock._scan.records import (
     SEVERITIES,
     BadResult,
     answer_bytes,
+    bad_batch,
     error,
     judge,
     judge_skipped,
@@ -132,7 +133,7 @@ def decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, F
     try:
         return _decode(data, batch, limits)
     except BadResult as exc:
-        return [(task.position, error(task, limits, "cluster.bad-result", str(exc))) for task in batch]
+        return bad_batch(batch, limits, "cluster.bad-result", str(exc))
 
 
 def _decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, FileReport | Skipped]]:
@@ -421,9 +422,7 @@ def run_plans(
                     queue.extend(_requeue(job, answer[1], limits, results[job.plan], note))
                     continue
                 else:  # the scan raised (a bug) or the worker stored no bytes: fail closed
-                    decoded = [
-                        (t.position, error(t, limits, "cluster.bad-result", answer[1])) for t in job.batch
-                    ]
+                    decoded = bad_batch(job.batch, limits, "cluster.bad-result", answer[1])
                 results[job.plan].update(decoded)
                 _progress.advance(sum(t.size for t in job.batch), files=len(job.batch))
             queue.extend(_overdue(ray, pending, plans, results, note))
@@ -513,6 +512,7 @@ def _requeue(
                 limits,
                 "cluster.worker-died",
                 f"the Ray worker scanning this file died {attempts} times ({what})",
+                folder_findings=True,
             )
         _progress.advance(sum(t.size for t in job.batch), files=len(job.batch))
         note(
