@@ -367,7 +367,8 @@ def test_a_model_file_or_a_file_with_folder_findings_is_never_skipped() -> None:
         answer = encode([(task.position, Skipped(task.display, SKIPPED_UNKNOWN))])
         ((_, result),) = decode(answer, [task], DEFAULT_LIMITS)
         verdicts.append(result.verdict if isinstance(result, FileReport) else "skipped")
-    assert verdicts == ["skipped", Verdict.ERROR, Verdict.ERROR, Verdict.ERROR]
+    # the last: refused, with the client's own folder finding kept (outside review 15)
+    assert verdicts == ["skipped", Verdict.ERROR, Verdict.ERROR, Verdict.MALICIOUS]
     answer = encode([(1, Skipped("notes.txt", "some other reason"))])
     assert isinstance(decode(answer, cases[:1], DEFAULT_LIMITS)[0][1], FileReport)
 
@@ -382,8 +383,9 @@ def test_a_folder_finding_the_client_handed_out_cannot_be_dropped() -> None:
     assert decode(encode([(4, good)]), [task], DEFAULT_LIMITS) == [(4, good)]
     dropped = FileReport("modeling_x.py", "hf-folder", Verdict.CLEAN, (), 5, 0.1)
     ((_, result),) = decode(encode([(4, dropped)]), [task], DEFAULT_LIMITS)
-    assert isinstance(result, FileReport) and result.verdict is Verdict.ERROR
-    assert [f.rule for f in result.findings] == ["cluster.bad-result"]
+    # refused; the folder finding the client knows stays (outside review 15: it was a bare ERROR)
+    assert isinstance(result, FileReport) and result.verdict is Verdict.MALICIOUS
+    assert [f.rule for f in result.findings] == ["hf.remote-code", "cluster.bad-result"]
 
 
 def test_the_verdict_is_derived_from_the_findings_not_sent() -> None:
@@ -399,12 +401,12 @@ def test_worker_deaths_requeue_then_split_then_give_an_error() -> None:
     batch = _batch()
     results: dict[int, FileReport | Skipped] = {}
     notes: list[str] = []
-    first = _requeue(_Job(0, batch, 0), RuntimeError("died"), DEFAULT_LIMITS, results, notes.append)
+    first = _requeue(_Job(0, batch, 0), "RuntimeError", DEFAULT_LIMITS, results, notes.append)
     assert [(j.batch, j.attempts) for j in first] == [(batch, 1)]  # the whole batch again
-    second = _requeue(first[0], RuntimeError("died"), DEFAULT_LIMITS, results, notes.append)
+    second = _requeue(first[0], "RuntimeError", DEFAULT_LIMITS, results, notes.append)
     assert sorted((j.batch[0].position, j.attempts) for j in second) == [(3, 2), (7, 2)]  # file by file
     assert not results
-    last = _requeue(second[0], RuntimeError("died"), DEFAULT_LIMITS, results, notes.append)
+    last = _requeue(second[0], "RuntimeError", DEFAULT_LIMITS, results, notes.append)
     assert last == [] and MAX_ATTEMPTS == 3
     ((_position, report),) = results.items()
     assert isinstance(report, FileReport) and report.verdict is Verdict.ERROR

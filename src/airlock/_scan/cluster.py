@@ -21,9 +21,10 @@ for byte apart from timings.
   (``cluster.worker-died``), never missing and never clean.
 * **Worker answers are checked** (:func:`decode`): one record per file of the batch, the right
   names, the documented shape and bounded size; the verdict is derived here from the findings.
-  Anything else makes each file of the batch an ERROR (``cluster.bad-result``). Ray's transport
-  itself unpickles what workers return, so the cluster stays inside the trusted base (the token
-  decides who joins it); the check is against broken, mismatched or confused workers.
+  Anything else makes each file of the batch an ERROR (``cluster.bad-result``).
+* **A worker's answer runs no code here** (:func:`_stored`): ``ray.get`` unpickles what a worker
+  stored (its return value or its exception), so the client never calls it on an answer; it reads
+  the stored bytes and Ray's type tag itself and believes only raw bytes (outside review 15).
 
 The workers must see the files at the same paths as the client (a shared or identically mounted
 file system, the Hugging Face cache included) and run the same airlock version (checked).
@@ -31,10 +32,12 @@ file system, the Hugging Face cache included) and run the same airlock version (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -45,6 +48,7 @@ from airlock._scan.records import (
     SEVERITIES,
     BadResult,
     answer_bytes,
+    bad_batch,
     error,
     judge,
     judge_skipped,
@@ -61,6 +65,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "MAX_IN_FLIGHT",
     "PROTOCOL",
+    "batch_seconds",
     "connect",
     "decode",
     "encode",
@@ -75,8 +80,10 @@ PROTOCOL: Final = 1
 MAX_ATTEMPTS: Final = 3
 #: batches in flight at most, whatever the cluster's size (each holds a result in the object store)
 MAX_IN_FLIGHT: Final = 256
-#: seconds added to the longest a batch may take before a cluster that finishes nothing has stalled
-_STALL_SLACK: Final = 300.0
+#: seconds a batch's deadline adds for starting a worker and carrying its answer back
+_START_SLACK: Final = 30.0
+#: the type tag Ray stores ``bytes`` under (its ``OBJECT_METADATA_TYPE_RAW``): no pickle in them
+_RAW: Final = b"RAW"
 #: how long the token probes (:func:`_probe`) wait for the cluster's GCS
 _PROBE_TIMEOUT_MS: Final = 10_000
 
@@ -126,7 +133,7 @@ def decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, F
     try:
         return _decode(data, batch, limits)
     except BadResult as exc:
-        return [(task.position, error(task, limits, "cluster.bad-result", str(exc))) for task in batch]
+        return bad_batch(batch, limits, "cluster.bad-result", str(exc))
 
 
 def _decode(data: object, batch: list[Task], limits: Limits) -> list[tuple[int, FileReport | Skipped]]:
@@ -311,7 +318,14 @@ def connect(address: str) -> Any:
         ) from exc
     finally:
         os.chdir(here)
+    # Ray unpickles an error object that is freed unread, to log it ("Unhandled error"): what a
+    # worker wrote. Every answer is read here without deserializing (_stored), so nothing is lost.
+    ray._private.worker.global_worker.raise_errors = _unread_errors  # type: ignore[method-assign]
     return ray
+
+
+def _unread_errors(serialized_objects: object, object_refs: object) -> None:
+    """Ray's ``Worker.raise_errors`` for this client: deserializes nothing."""
 
 
 def _probe(address: str, token: str | None, cluster_id: str | None) -> str | None:
@@ -373,10 +387,13 @@ def run_plans(
     if cpus < 1:
         raise AirlockError("the Ray cluster has no CPU to run scans on; no report")
     limit = in_flight(cpus)
-    # a batch is at most BATCH_FILES files, each stopped at max_seconds_per_file: a cluster that
-    # finishes nothing for longer has stalled (its nodes lost, its tasks never scheduled)
-    stall = max(p.limits.max_seconds_per_file for p in plans) * BATCH_FILES + _STALL_SLACK
-    pending: dict[Any, _Job] = {}
+    # every batch has a deadline (batch_seconds): one that does not answer by then is cancelled
+    # (its worker killed) and re-queued like a dead one. A cluster that answers nothing for as
+    # long as a batch's every attempt may take has stalled (its nodes lost, its tasks never
+    # scheduled): no report.
+    stall = MAX_ATTEMPTS * max(batch_seconds(BATCH_FILES, p.limits) for p in plans)
+    pending: dict[Any, tuple[_Job, float]] = {}  # the job and its deadline (monotonic)
+    answered = time.monotonic()
     total = sum(p.total_bytes for p in plans)
     with _progress.task("scanning on the Ray cluster", total, sum(len(p.tasks) for p in plans)):
         while queue or pending:
@@ -385,29 +402,93 @@ def run_plans(
                 batch = [  # workers run elsewhere: paths from this process's directory
                     t._replace(path=_absolute(t.path), blob=t.blob and _absolute(t.blob)) for t in job.batch
                 ]
-                pending[remote.remote(shared[job.plan], batch)] = job
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=stall)
-            if not done:
-                raise AirlockError(f"the Ray cluster finished no scan in {stall:.0f} s; no report")
+                due = time.monotonic() + batch_seconds(len(batch), plans[job.plan].limits)
+                pending[remote.remote(shared[job.plan], batch)] = (job, due)
+            now = time.monotonic()
+            if now - answered > stall:
+                raise AirlockError(f"the Ray cluster answered no scan in {stall:.0f} s; no report")
+            wait = max(0.0, min([due for _, due in pending.values()] + [answered + stall]) - now)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
+            if done:
+                answered = time.monotonic()
             for ref in done:
-                job = pending.pop(ref)
+                job, _ = pending.pop(ref)
                 limits = plans[job.plan].limits
                 decoded: list[tuple[int, FileReport | Skipped]]
-                try:
-                    answer = ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:  # the scan raised: a bug, fail closed
-                    message = f"the scan failed on the Ray worker: {type(exc.cause).__name__}"
-                    decoded = [
-                        (t.position, error(t, limits, "cluster.bad-result", message)) for t in job.batch
-                    ]
-                except ray.exceptions.RayError as exc:  # the worker (or its node) died
-                    queue.extend(_requeue(job, exc, limits, results[job.plan], note))
-                    continue
-                else:
+                answer = _stored(ray, ref, limits, len(job.batch), stall)
+                if isinstance(answer, bytes):
                     decoded = decode(answer, job.batch, limits)
+                elif answer[0]:  # the worker (or its node) died
+                    queue.extend(_requeue(job, answer[1], limits, results[job.plan], note))
+                    continue
+                else:  # the scan raised (a bug) or the worker stored no bytes: fail closed
+                    decoded = bad_batch(job.batch, limits, "cluster.bad-result", answer[1])
                 results[job.plan].update(decoded)
                 _progress.advance(sum(t.size for t in job.batch), files=len(job.batch))
+            queue.extend(_overdue(ray, pending, plans, results, note))
     return results
+
+
+def batch_seconds(files: int, limits: Limits) -> float:
+    """Seconds a batch of ``files`` files may take from its submission to its answer: a full batch
+    ahead of it on its CPU (:func:`in_flight` is twice the CPUs), then its own files, each stopped
+    at ``max_seconds_per_file`` by the engine, and the start of a worker."""
+    return (BATCH_FILES + files) * limits.max_seconds_per_file + _START_SLACK
+
+
+def _overdue(
+    ray: Any,
+    pending: dict[Any, tuple[_Job, float]],
+    plans: list[Plan],
+    results: list[dict[int, FileReport | Skipped]],
+    note: Callable[[str], None],
+) -> list[_Job]:
+    """Cancel the batches past their deadline (force: their workers are killed, a worker that
+    hangs forever included) and re-queue them as for a death (:func:`_requeue`)."""
+    now = time.monotonic()
+    again: list[_Job] = []
+    for ref, (job, due) in list(pending.items()):
+        if due > now:
+            continue
+        del pending[ref]
+        with contextlib.suppress(Exception):  # it may have ended meanwhile: its answer is dropped
+            ray.cancel(ref, force=True)
+        limits = plans[job.plan].limits
+        seconds = batch_seconds(len(job.batch), limits)
+        again += _requeue(job, f"no answer in {seconds:.0f} s", limits, results[job.plan], note)
+    return again
+
+
+def _stored(ray: Any, ref: Any, limits: Limits, files: int, timeout: float) -> bytes | tuple[bool, str]:
+    """What the task of ``ref`` stored, read WITHOUT deserializing it: the raw bytes of its answer
+    (at most :func:`answer_bytes`), ``(True, why)`` for an error Ray stores when a worker or node
+    is lost, ``(False, why)`` for anything else.
+
+    ``ray.get`` unpickles what a worker stored (its return value, or the exception it raised,
+    whose pickle the worker writes): a worker taken over by the bytes it parsed ran code in this
+    process that way (outside review 15). Honest workers return ``bytes``, which Ray stores as raw
+    bytes under the type tag ``RAW``; only those are believed, their size checked before they are
+    copied. Error tags are numbers (Ray's ``ErrorType``), taken by number alone."""
+    from ray.core.generated.common_pb2 import ErrorType  # type: ignore[attr-defined]
+
+    core = ray._private.worker.global_worker.core_worker
+    try:
+        [stored] = core.get_objects([ref], int(timeout * 1000))
+    except ray.exceptions.RayError as exc:  # lost, or not fetched in time: as a death
+        return True, type(exc).__name__
+    data, metadata = stored[0], stored[1]
+    tag = bytes(metadata or b"").split(b",")[0]
+    if tag == _RAW:
+        size = 0 if data is None else len(data)
+        if size > answer_bytes(limits, files):
+            return False, f"the worker's answer is {size} bytes, more than {answer_bytes(limits, 1)} a file"
+        return b"" if data is None else bytes(data.to_pybytes())
+    if tag.isdigit() and tag.isascii():
+        code = int(tag)
+        if code == ErrorType.Value("TASK_EXECUTION_EXCEPTION"):
+            return False, "the scan failed on the Ray worker (its exception is not read)"
+        return True, ErrorType.Name(code) if code in ErrorType.values() else f"Ray error {code}"
+    return False, f"the worker stored {_text(tag[:20])} data, not the JSON record's bytes"
 
 
 def _absolute(path: Path) -> Path:
@@ -418,13 +499,12 @@ def _absolute(path: Path) -> Path:
 
 def _requeue(
     job: _Job,
-    exc: Exception,
+    what: str,
     limits: Limits,
     results: dict[int, FileReport | Skipped],
     note: Callable[[str], None],
 ) -> list[_Job]:
     attempts = job.attempts + 1
-    what = type(exc).__name__
     if attempts >= MAX_ATTEMPTS:
         for task in job.batch:
             results[task.position] = error(
@@ -432,6 +512,7 @@ def _requeue(
                 limits,
                 "cluster.worker-died",
                 f"the Ray worker scanning this file died {attempts} times ({what})",
+                folder_findings=True,
             )
         _progress.advance(sum(t.size for t in job.batch), files=len(job.batch))
         note(

@@ -111,9 +111,9 @@ def judge(
         raise BadResult(f"the record of {task.display} names a blob it was not given")
     if not 0 <= seconds < 1e9:  # NaN fails too
         raise BadResult(f"the record of {task.display} has no valid seconds")
-    if walked_size and size != task.size:
-        raise BadResult(f"the record of {task.display} is about {size} bytes, the file has {task.size}")
     verdict = Verdict.worst([f.severity.verdict for f in findings]) if findings else Verdict.CLEAN
+    if walked_size and size != task.size and not _unopened(size, verdict, findings):
+        raise BadResult(f"the record of {task.display} is about {size} bytes, the file has {task.size}")
     if task.folder_issues:
         # what the folder checks found about the file is known here: it must be in the report
         # (unless the findings limit dropped it, which a limit.findings summary then says), by
@@ -129,6 +129,19 @@ def judge(
             raise BadResult(f"the record of {task.display} is milder than its folder findings")
     # the verdict is derived here, as Collector.report derives it: never the worker's word
     return FileReport(task.display, fmt, verdict, findings, size, float(seconds), blob)
+
+
+#: the rules under which the engine reports a file it could not open or read (size 0): where the
+#: worker's view of the file system is not the client's (a mount missing on its node)
+_UNOPENED: Final = frozenset({"file.unreadable", "integrity.changed"})
+
+
+def _unopened(size: int, verdict: Verdict, findings: tuple[Finding, ...]) -> bool:
+    """A record that says its worker could not open or read the file: size 0, an ERROR verdict
+    under a rule of :data:`_UNOPENED`. It stands for that file alone, as in a local scan (outside
+    review 15: a node without the mount made every file of the batch ``cluster.bad-result``); a
+    worker that lies so gains nothing, the file is an ERROR either way."""
+    return size == 0 and verdict is Verdict.ERROR and any(f.rule in _UNOPENED for f in findings)
 
 
 def error(
