@@ -1,0 +1,64 @@
+"""Outside review 19: nothing in the current directory changes what airlock runs.
+
+``shutil.which("bwrap")`` honoured relative PATH entries (``.``, ``bin``): a ``bwrap`` lying in the
+folder the command ran from (a downloaded model's folder) was run by ``airlock doctor``/``run``,
+as the caller, and chosen as the sandbox itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_CODE = "from airlock.sandbox import _layers\nprint(_layers.bwrap_source()[0])\n"
+
+
+@pytest.mark.parametrize("entry", [".", "bin", "./bin", ""])
+def test_a_bwrap_in_the_current_directory_is_never_run(tmp_path: Path, entry: str) -> None:
+    marker = tmp_path / "FAKE_BWRAP_RAN"
+    for folder in (tmp_path, tmp_path / "bin"):
+        folder.mkdir(exist_ok=True)
+        fake = folder / "bwrap"
+        fake.write_text(f"#!/bin/sh\ntouch {marker}\necho 'bubblewrap 0.9.0'\n")
+        fake.chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, "-c", _CODE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "PATH": f"{entry}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(str(ROOT / "src")),
+        },
+    )
+    chosen = done.stdout.strip()
+    assert not marker.exists(), chosen
+    assert not chosen.endswith(("./bwrap", "bin/bwrap")) or os.path.isabs(chosen), chosen
+    assert not os.path.realpath(os.path.join(tmp_path, chosen)).startswith(str(tmp_path)), chosen
+
+
+def test_an_absolute_path_entry_is_still_searched(tmp_path: Path) -> None:
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bubblewrap 0.9.0'\n")
+    fake.chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, "-c", _CODE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd="/",
+        env={
+            **os.environ,
+            "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(str(ROOT / "src")),
+        },
+    )
+    assert done.stdout.strip() == str(fake)
