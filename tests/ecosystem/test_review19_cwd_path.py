@@ -62,3 +62,33 @@ def test_an_absolute_path_entry_is_still_searched(tmp_path: Path) -> None:
         },
     )
     assert done.stdout.strip() == str(fake)
+
+
+def test_the_command_line_drops_relative_path_entries(tmp_path: Path) -> None:
+    """Libraries look programs up on PATH too (``ctypes.util.find_library`` runs ``gcc`` and
+    ``objdump`` when the loader cache lacks a library, as pyseccomp's lookup does on a host without
+    libseccomp): the entry point leaves no relative entry for them. The lookup runs at exit, after
+    the real entry point handled ``--version``."""
+    marker = tmp_path / "FAKE_TOOL_RAN"
+    for tool in ("gcc", "cc", "objdump", "ld"):
+        fake = tmp_path / tool
+        fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+        fake.chmod(0o755)
+    code = (
+        "import atexit, ctypes.util, sys\n"
+        "from airlock._cli import entry_point\n"
+        "atexit.register(lambda: print('found', ctypes.util.find_library('airlock-review19-none')))\n"
+        "sys.argv = ['airlock', '--version']\n"
+        "entry_point()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r})\n{code}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f".{os.pathsep}{os.environ['PATH']}"},
+    )
+    assert "found None" in done.stdout, done.stdout + done.stderr
+    assert not marker.exists()
