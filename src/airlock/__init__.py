@@ -8,9 +8,48 @@ Public API (pinned by ``tests/test_public_api.py``)::
 
 from __future__ import annotations
 
+import sys as _sys
+
+
+def _run_as_module() -> bool:
+    """Whether this interpreter was started as ``python -m airlock...`` (``sys.orig_argv``)."""
+    argv = getattr(_sys, "orig_argv", [])
+    for index, arg in enumerate(argv[1:], 1):
+        if arg == "-m":
+            target = argv[index + 1] if index + 1 < len(argv) else ""
+        elif arg.startswith("-m"):
+            target = arg[2:]
+        elif arg.startswith("-") and not arg.startswith("--"):
+            continue
+        else:
+            return False
+        return target == "airlock" or target.startswith("airlock.")
+    return False
+
+
+def _forget_the_current_directory() -> None:
+    """``python -m airlock ...`` puts the current directory first on ``sys.path`` (without ``-P``):
+    run from inside a model's folder, its ``struct.py`` or ``json.py`` would replace the standard
+    module the moment airlock first imports it, in the trusted process (outside review 19). The
+    entry is removed while ``airlock`` itself is imported, before any of its lazy imports."""
+    if _sys.flags.safe_path or not _sys.path or not _run_as_module():
+        return
+    import os
+
+    first = _sys.path[0]
+    try:
+        here = os.getcwd()
+    except OSError:
+        here = None
+    if first == "" or (here is not None and os.path.realpath(first) == os.path.realpath(here)):
+        del _sys.path[0]
+
+
+_forget_the_current_directory()
+
 __version__ = "0.1.0"
 
-from airlock.errors import (
+from airlock.errors import (  # noqa: E402 (the path is fixed first)
     AirlockError,
     FormatError,
     IntegrityError,

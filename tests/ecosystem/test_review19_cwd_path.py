@@ -92,3 +92,46 @@ def test_the_command_line_drops_relative_path_entries(tmp_path: Path) -> None:
     )
     assert "found None" in done.stdout, done.stdout + done.stderr
     assert not marker.exists()
+
+
+_SHADOWED = ("struct", "json", "argparse", "hashlib", "zipfile", "numpy", "httpx", "textwrap")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["-m", "airlock", "scan", "model.safetensors"], ["-m", "airlock.probe.memorization", "--help"]],
+)
+def test_python_dash_m_from_a_model_folder_imports_nothing_from_it(tmp_path: Path, argv: list[str]) -> None:
+    """README's ``python -m airlock scan ...`` run inside a model's folder: Python puts that folder
+    first on sys.path, and its ``struct.py`` ran in the trusted process at airlock's first lazy
+    import of struct."""
+    marker = tmp_path / "SHADOW_RAN"
+    for name in _SHADOWED:
+        (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r} + '\\n')\n")
+    (tmp_path / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    done = subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert not marker.exists(), marker.read_text() + done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_program_importing_airlock_keeps_its_own_path(tmp_path: Path) -> None:
+    """Only ``python -m airlock...`` loses the current directory; a user's script keeps it."""
+    (tmp_path / "mine.py").write_text("VALUE = 7\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "import airlock, mine; print(mine.VALUE)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert done.stdout.strip() == "7", done.stderr
