@@ -99,7 +99,36 @@ _MIGRATE_LOCK: Final = 0x61_69_72_6C_6F_63_6B
 _POOL_MAX: Final = THREADS + 1
 
 
+#: libpq variables that no connection option names (service files, locale, session settings)
+_LIBPQ_EXTRA_ENV: Final = (
+    "PGSERVICEFILE",
+    "PGSYSCONFDIR",
+    "PGLOCALEDIR",
+    "PGREALM",
+    "PGDATESTYLE",
+    "PGTZ",
+    "PGGEQO",
+)
+#: a password file that cannot exist (/dev/null is no folder): libpq reads none, not even ~/.pgpass
+_NO_PASSFILE: Final = "/dev/null/airlock-reads-no-passfile"
+
+
+def _forget_libpq_environment() -> None:
+    """libpq fills every connection option the URL and airlock leave unset from a ``PG*``
+    environment variable (``PGHOSTADDR`` sends the connection to another address than the URL's
+    host, ``PGSSLMODE``/``PGSSLROOTCERT`` change the TLS check, ``PGSERVICE`` reads a service file
+    from the home folder), and the password from ``~/.pgpass``. The gateway's configuration is its
+    file only (docs/serve.md): every variable libpq itself lists is removed from this process
+    before the first connection (outside review 19)."""
+    import os
+
+    names = {option.envvar.decode() for option in psycopg.pq.Conninfo.get_defaults() if option.envvar}
+    for name in sorted(names.union(_LIBPQ_EXTRA_ENV)):
+        os.environ.pop(name, None)
+
+
 def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
+    _forget_libpq_environment()
     timeout_ms = int(config.timeout_seconds * 1000)
     kwargs: dict[str, Any] = {
         "connect_timeout": max(1, math.ceil(config.connect_timeout_seconds)),
@@ -117,6 +146,7 @@ def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
         "tcp_user_timeout": timeout_ms,
         "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
         "application_name": "airlock",
+        "passfile": _NO_PASSFILE,
         "autocommit": True,
     }  # fmt: skip
     password = read_password(config)
