@@ -84,3 +84,39 @@ def test_pgsslmode_does_not_turn_tls_off() -> None:
     got = _run(url, PGSSLMODE="disable")
     assert got["outcome"] == "UsageError"
     assert got["first"][:1] == ["ssl-request"], got
+
+
+@pytest.mark.xdist_group("scale")
+def test_a_root_certificate_in_the_home_folder_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq read ``~/.postgresql/root.crt`` when ``ca_file`` was not set: ``sslmode = "require"``
+    became a CA check against a file of the home folder (here another CA: the start failed)."""
+    import psycopg
+
+    from airlock.gateway._backend import BackendConfig
+    from airlock.gateway._pg_store import PostgresStore, migrate
+    from airlock.gateway._tls import dev_certificates
+    from tests.gateway._servers import PASSWORD, Postgres
+
+    real = dev_certificates(tmp_path / "real", ["127.0.0.1"])
+    other = dev_certificates(tmp_path / "other", ["127.0.0.1"])
+    home = tmp_path / "home"
+    (home / ".postgresql").mkdir(parents=True)
+    (home / ".postgresql" / "root.crt").write_bytes(other.ca_cert.read_bytes())
+    server = Postgres(tls=(real.server_cert, real.server_key))
+    try:
+        with psycopg.connect(server.url, password=PASSWORD, autocommit=True, sslmode="require") as conn:
+            conn.execute(b"CREATE DATABASE review19")
+        config = BackendConfig(
+            server.url.rsplit("/", 1)[0] + "/review19", server.password_file, None, "require"
+        )
+        monkeypatch.setenv("HOME", str(home))
+        migrate(config)
+        store = PostgresStore(config)
+        try:
+            assert store._run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [(True,)]
+        finally:
+            store.close()
+    finally:
+        server.close()

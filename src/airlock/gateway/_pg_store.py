@@ -109,8 +109,9 @@ _LIBPQ_EXTRA_ENV: Final = (
     "PGTZ",
     "PGGEQO",
 )
-#: a password file that cannot exist (/dev/null is no folder): libpq reads none, not even ~/.pgpass
-_NO_PASSFILE: Final = "/dev/null/airlock-reads-no-passfile"
+#: a file that cannot exist (ENOENT): named for each file libpq would otherwise take from the home
+#: folder (~/.pgpass, ~/.postgresql/root.crt, postgresql.crt and .key), so it reads none of them
+_NO_FILE: Final = "/proc/self/airlock-reads-no-file"
 
 
 def _forget_libpq_environment() -> None:
@@ -146,7 +147,9 @@ def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
         "tcp_user_timeout": timeout_ms,
         "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
         "application_name": "airlock",
-        "passfile": _NO_PASSFILE,
+        "passfile": _NO_FILE,
+        # no client certificate from ~/.postgresql/ (airlock has no option for one)
+        "sslcert": _NO_FILE, "sslkey": _NO_FILE,
         "autocommit": True,
     }  # fmt: skip
     password = read_password(config)
@@ -156,6 +159,12 @@ def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
         kwargs["sslmode"] = config.sslmode
     if config.ca_file is not None:
         kwargs["sslrootcert"] = str(config.ca_file)
+    elif config.sslmode == "verify-full":
+        kwargs["sslrootcert"] = "system"  # the system's CAs (docs/serve.md), not ~/.postgresql/root.crt
+    else:
+        # ~/.postgresql/root.crt would turn require/prefer into a CA check against a file of the
+        # home folder; verify-ca without ca_file is then libpq's own error (no root certificate)
+        kwargs["sslrootcert"] = _NO_FILE
     return kwargs
 
 
