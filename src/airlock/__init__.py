@@ -12,18 +12,29 @@ import sys as _sys
 
 
 def _run_as_module() -> bool:
-    """Whether this interpreter was started as ``python -m airlock...`` (``sys.orig_argv``)."""
-    argv = getattr(_sys, "orig_argv", [])
-    for index, arg in enumerate(argv[1:], 1):
-        if arg == "-m":
-            target = argv[index + 1] if index + 1 < len(argv) else ""
-        elif arg.startswith("-m"):
-            target = arg[2:]
-        elif arg.startswith("-") and not arg.startswith("--"):
+    """Whether this interpreter was started as ``python -m airlock...`` (``sys.orig_argv``, read as
+    CPython parses it: clustered short flags, ``-X``/``-W`` values, ``-c``/a script ends it)."""
+    argv = list(getattr(_sys, "orig_argv", []))[1:]
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        index += 1
+        if arg == "--check-hash-based-pycs":
+            index += 1
             continue
-        else:
+        if not arg.startswith("-") or arg in {"-", "--"}:
             return False
-        return target == "airlock" or target.startswith("airlock.")
+        if arg.startswith("--"):
+            continue
+        for position in range(1, len(arg)):
+            flag = arg[position]
+            if flag in "cm":
+                value = arg[position + 1 :] or (argv[index] if index < len(argv) else "")
+                return flag == "m" and (value == "airlock" or value.startswith("airlock."))
+            if flag in "XW":
+                if position + 1 == len(arg):
+                    index += 1  # the value is the next argument
+                break
     return False
 
 

@@ -99,7 +99,11 @@ _SHADOWED = ("struct", "json", "argparse", "hashlib", "zipfile", "numpy", "httpx
 
 @pytest.mark.parametrize(
     "argv",
-    [["-m", "airlock", "scan", "model.safetensors"], ["-m", "airlock.probe.memorization", "--help"]],
+    [
+        ["-m", "airlock", "scan", "model.safetensors"],
+        ["-X", "utf8", "-Bm", "airlock", "scan", "model.safetensors"],
+        ["-m", "airlock.probe.memorization", "--help"],
+    ],
 )
 def test_python_dash_m_from_a_model_folder_imports_nothing_from_it(tmp_path: Path, argv: list[str]) -> None:
     """README's ``python -m airlock scan ...`` run inside a model's folder: Python puts that folder
