@@ -250,7 +250,19 @@ def _started() -> None:
     gc.freeze()
 
 
+def _absolute_path_only() -> None:
+    """Drop the relative entries of PATH (empty, ``.``, ``bin``) for this process: they name the
+    current directory -- a model's folder -- and every program the command or a library looks up
+    by name (``bwrap``; ``gcc``/``objdump`` that ``ctypes.util.find_library`` runs when the
+    loader's cache lacks a library) would otherwise be taken from there (outside review 19)."""
+    entries = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    kept = [entry for entry in entries if os.path.isabs(entry)]
+    if kept != entries:
+        os.environ["PATH"] = os.pathsep.join(kept)
+
+
 def entry_point() -> None:
+    _absolute_path_only()
     # Start-up is mostly imports: tens of thousands of long-lived objects and no garbage worth a
     # collection, yet the collector would walk them again and again (a tenth of a small scan's
     # time). It is off until the command runs; then they are frozen out of every later collection.

@@ -99,7 +99,37 @@ _MIGRATE_LOCK: Final = 0x61_69_72_6C_6F_63_6B
 _POOL_MAX: Final = THREADS + 1
 
 
+#: libpq variables that no connection option names (service files, locale, session settings)
+_LIBPQ_EXTRA_ENV: Final = (
+    "PGSERVICEFILE",
+    "PGSYSCONFDIR",
+    "PGLOCALEDIR",
+    "PGREALM",
+    "PGDATESTYLE",
+    "PGTZ",
+    "PGGEQO",
+)
+#: a file that cannot exist (ENOENT): named for each file libpq would otherwise take from the home
+#: folder (~/.pgpass, ~/.postgresql/root.crt, postgresql.crt and .key), so it reads none of them
+_NO_FILE: Final = "/proc/self/airlock-reads-no-file"
+
+
+def _forget_libpq_environment() -> None:
+    """libpq fills every connection option the URL and airlock leave unset from a ``PG*``
+    environment variable (``PGHOSTADDR`` sends the connection to another address than the URL's
+    host, ``PGSSLMODE``/``PGSSLROOTCERT`` change the TLS check, ``PGSERVICE`` reads a service file
+    from the home folder), and the password from ``~/.pgpass``. The gateway's configuration is its
+    file only (docs/serve.md): every variable libpq itself lists is removed from this process
+    before the first connection (outside review 19)."""
+    import os
+
+    names = {option.envvar.decode() for option in psycopg.pq.Conninfo.get_defaults() if option.envvar}
+    for name in sorted(names.union(_LIBPQ_EXTRA_ENV)):
+        os.environ.pop(name, None)
+
+
 def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
+    _forget_libpq_environment()
     timeout_ms = int(config.timeout_seconds * 1000)
     kwargs: dict[str, Any] = {
         "connect_timeout": max(1, math.ceil(config.connect_timeout_seconds)),
@@ -117,6 +147,9 @@ def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
         "tcp_user_timeout": timeout_ms,
         "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
         "application_name": "airlock",
+        "passfile": _NO_FILE,
+        # no client certificate from ~/.postgresql/ (airlock has no option for one)
+        "sslcert": _NO_FILE, "sslkey": _NO_FILE,
         "autocommit": True,
     }  # fmt: skip
     password = read_password(config)
@@ -126,6 +159,12 @@ def _connect_kwargs(config: BackendConfig) -> dict[str, Any]:
         kwargs["sslmode"] = config.sslmode
     if config.ca_file is not None:
         kwargs["sslrootcert"] = str(config.ca_file)
+    elif config.sslmode == "verify-full":
+        kwargs["sslrootcert"] = "system"  # the system's CAs (docs/serve.md), not ~/.postgresql/root.crt
+    else:
+        # ~/.postgresql/root.crt would turn require/prefer into a CA check against a file of the
+        # home folder; verify-ca without ca_file is then libpq's own error (no root certificate)
+        kwargs["sslrootcert"] = _NO_FILE
     return kwargs
 
 

@@ -75,7 +75,53 @@ def _validator(schema: Mapping[str, Any]) -> Any:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise UsageError(f"json_schema is not a valid JSON Schema: {exc.message}") from exc
-    return cls(schema)
+    remote = _remote_refs(schema)
+    if remote:
+        raise UsageError(
+            f"json_schema refers to {remote[0]!r} outside itself: airlock never fetches a schema "
+            "(put the referenced schema under $defs and refer to it with '#/$defs/...')"
+        )
+    # jsonschema's default registry fetches any $ref it cannot resolve with urllib at validation
+    # time (a DNS lookup and an HTTP GET, outside review 19); this registry holds only the bundled
+    # meta-schemas and its retrieve refuses, so a reference is resolved inside the schema or not at all
+    from jsonschema_specifications import REGISTRY as OFFLINE  # type: ignore[import-untyped]
+
+    return cls(schema, registry=OFFLINE)
+
+
+#: keywords whose string value is a URI reference to another schema
+_REF_KEYWORDS: Final = ("$ref", "$dynamicRef", "$recursiveRef", "$schema")
+
+
+def _remote_refs(schema: Mapping[str, Any]) -> list[str]:
+    """Every reference in ``schema`` that names a document other than the schema itself (anything
+    but a '#' fragment, a bundled meta-schema for ``$schema``, or an ``$id`` the schema declares).
+    Found at construction so a configuration that would need the network is refused up front; the
+    offline registry refuses whatever this misses (a check sees it as an unjudgeable document)."""
+    from jsonschema_specifications import REGISTRY as OFFLINE
+
+    ids: set[str] = set()
+    refs: list[tuple[str, str]] = []
+    stack: list[Any] = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key in ("$id", "id") and isinstance(value, str):
+                    ids.add(value.split("#", 1)[0])
+                elif key in _REF_KEYWORDS and isinstance(value, str):
+                    refs.append((key, value))
+                else:
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    known = set(OFFLINE) | {u.rstrip("/") for u in OFFLINE}
+    remote: list[str] = []
+    for _key, ref in refs:
+        document = ref.split("#", 1)[0]
+        if document and document not in ids and document.rstrip("/") not in known:
+            remote.append(ref)
+    return remote
 
 
 def _has_overflowed_number(value: Any) -> bool:
@@ -162,13 +208,15 @@ class ValidationStep:
         if _has_overflowed_number(value):
             reason = "not strict JSON: a number beyond the range of a double (it reads as Infinity)"
             return [Hit("validate.json", reason, 0, len(text), Action.BLOCK)]
+        from referencing.exceptions import Unresolvable as _Unresolvable
+
         try:
             errors = (
                 sorted(self._schema.iter_errors(value), key=lambda e: list(e.schema_path))
                 if self._schema
                 else []
             )
-        except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+        except (ArithmeticError, ValueError, TypeError, RecursionError, LookupError, _Unresolvable) as exc:
             # fail closed: a document the validator cannot judge is refused, never an exception
             # (a 401-digit integer against "multipleOf": 0.1 raised OverflowError: outside review 14)
             reason = f"the document cannot be checked against the schema ({type(exc).__name__})"

@@ -69,8 +69,16 @@ MIN_SYSTEM_BWRAP: Final = (0, 8, 0)
 
 @functools.cache
 def _system_bwrap() -> tuple[str, tuple[int, ...]] | None:
-    """A ``bwrap`` on PATH and its version, when it is at least :data:`MIN_SYSTEM_BWRAP`."""
-    path = shutil.which("bwrap")
+    """A ``bwrap`` on PATH and its version, when it is at least :data:`MIN_SYSTEM_BWRAP`.
+
+    Only absolute PATH entries are searched: an empty entry, ``.`` or any relative folder names
+    the current directory (or one below it), and ``shutil.which`` would then pick a ``bwrap`` lying
+    in the folder the command runs from (a model's folder) and run it, as the caller and as the
+    sandbox itself (outside review 19)."""
+    search = os.pathsep.join(
+        entry for entry in os.environ.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(entry)
+    )
+    path = shutil.which("bwrap", path=search) if search else None
     if path is None:
         return None
     try:
