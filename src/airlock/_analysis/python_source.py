@@ -30,7 +30,18 @@ _IMPORT_TIME_DANGER: Final = frozenset(
     http.client.HTTPSConnection requests.get requests.post requests.request httpx.get httpx.post
     webbrowser.open shutil.rmtree shutil.move pickle.loads pickle.load marshal.loads marshal.load
     dill.loads dill.load torch.load ctypes.CDLL ctypes.PyDLL ctypes.cdll.LoadLibrary
-    ctypes.pydll.LoadLibrary ctypes.CDLL importlib.import_module multiprocessing.Process""".split()
+    ctypes.pydll.LoadLibrary ctypes.CDLL importlib.import_module multiprocessing.Process
+    asyncio.create_subprocess_exec asyncio.create_subprocess_shell asyncio.open_connection
+    torch.utils.cpp_extension.load torch.utils.cpp_extension.load_inline torch.ops.load_library
+    torch.classes.load_library torch.jit.load numpy.load pandas.read_pickle
+    huggingface_hub.hf_hub_download huggingface_hub.snapshot_download""".split()
+)
+#: modules that exist to run processes, reach the network, unpickle or load native code: any use of
+#: them at import time (bound by an import of the file) is reported, whatever the member
+_DANGER_NAMESPACES: Final = frozenset(
+    """subprocess pty posix nt _posixsubprocess socket ssl ctypes _ctypes cffi pickle _pickle marshal
+    shelve dill cloudpickle runpy code codeop multiprocessing urllib.request http.client ftplib smtplib
+    telnetlib poplib imaplib xmlrpc requests httpx aiohttp urllib3 webbrowser asyncio.subprocess""".split()
 )
 
 
@@ -60,51 +71,141 @@ def analyse_python(fact: PythonSource) -> Iterator[Issue]:
         )
 
 
+#: modules whose use as a value (``m = os``, ``getattr(os, name)``) is reported: those that exist
+#: for danger, and the ones that hold exec and process calls. Not ``torch``, ``numpy``, ``shutil``:
+#: ``getattr(torch, dtype_name)`` is how modeling code reads a dtype from its config.
+_VALUE_MODULES: Final = _DANGER_NAMESPACES | {"os", "posix", "nt", "builtins", "importlib", "sys"}
+#: reflection that reaches any module or builtin by a computed name
+_REFLECTION: Final = frozenset({"sys.modules", "__builtins__", "globals", "vars", "locals", "sys._getframe"})
+#: attributes that lead from any object to module globals, builtins or every class
+_REFLECTIVE_ATTRS: Final = frozenset(
+    "__globals__ __builtins__ __subclasses__ __import__ f_globals f_builtins f_back gi_frame".split()
+)
+
+
 def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
-    """Calls of dangerous primitives that run at import: module and class bodies, decorators,
-    default values and annotations, not function bodies. Names are resolved through the file's
-    imports (``from os import system as s``; ``import subprocess as sp``)."""
+    """Uses of dangerous primitives that run at import: module and class bodies, decorators,
+    default values and annotations, and the bodies of the file's own functions and classes that
+    import-time code names. Names are resolved through the file's imports (``from os import
+    system as s``; ``import subprocess as sp``).
+
+    A primitive *referenced* at import time is reported like a call (outside review 17): ``f =
+    os.system``, ``map(os.system, ...)``, ``os.system.__call__``, ``getattr(os, "system")``,
+    ``[os.system][0]``, ``p.os.system`` all call it without a call node naming it. So are a module
+    holding one used as a value (``m = os``, ``getattr(os, name)``) and reflection that reaches
+    any name (``sys.modules``, ``__builtins__``, ``globals()``, ``vars()``, ``__dict__`` ...)."""
     aliases: dict[str, str] = {}
+    imported: set[str] = set()
+    stars: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
                     aliases[alias.asname] = alias.name
+                imported.add(alias.asname or alias.name.partition(".")[0])
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             for alias in node.names:
+                if alias.name == "*":  # from os import *: every free name may be os.<name>
+                    stars.append(node.module)
+                    continue
                 aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                imported.add(alias.asname or alias.name)
+    # the file's own functions and classes by name, in any scope (a name may mean any of them)
+    defs: dict[str, list[ast.AST]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defs.setdefault(node.name, []).append(node)
 
-    def resolve(func: ast.AST) -> str | None:
-        dotted = _dotted(func)
-        if dotted is None:
-            return None
-        head, _, rest = dotted.partition(".")
-        resolved = aliases.get(head, head) + (f".{rest}" if rest else "")
-        return resolved if resolved in _IMPORT_TIME_DANGER or dotted in _IMPORT_TIME_DANGER else None
+    def hit(dotted: str) -> str | None:
+        head = dotted.partition(".")[0]
+        if head not in aliases and head not in imported and head not in defs:
+            for module in stars:
+                found = one(f"{module}.{dotted}", module.partition(".")[0])
+                if found is not None:
+                    return found
+        return one(dotted, head)
 
+    def one(dotted: str, head: str) -> str | None:
+        rest = dotted.partition(".")[2]
+        parts = (aliases.get(head, head) + (f".{rest}" if rest else "")).split(".")
+        if head in imported or head in stars_heads:
+            for j in range(1, len(parts) + 1):
+                if ".".join(parts[:j]) in _DANGER_NAMESPACES:
+                    return ".".join(parts)
+        for j in range(1, len(parts) + 1):  # os.system, os.system.__call__
+            if ".".join(parts[:j]) in _IMPORT_TIME_DANGER or ".".join(parts[:j]) in _REFLECTION:
+                return ".".join(parts[:j])
+        for i in range(1, len(parts) - 1):  # p.os.system: a module re-exported by another
+            for j in range(i + 2, len(parts) + 1):
+                if ".".join(parts[i:j]) in _IMPORT_TIME_DANGER:
+                    return ".".join(parts[i:j])
+        if head in imported:
+            for j in range(1, len(parts) + 1):  # the module itself as a value, or os.__dict__
+                if ".".join(parts[:j]) in _VALUE_MODULES and (j == len(parts) or parts[j].startswith("__")):
+                    return ".".join(parts)
+        reflective = [part for part in parts[1:] if part in _REFLECTIVE_ATTRS]
+        return f"{'.'.join(parts)} (reflection)" if reflective else None
+
+    stars_heads = {module.partition(".")[0] for module in stars}
+    seen: set[int] = set()
     stack: list[ast.AST] = list(tree.body)
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            for decorator in node.decorator_list:  # ``@os.system`` calls it with the function
-                hit = None if isinstance(decorator, ast.Call) else resolve(decorator)
-                if hit is not None:
-                    yield hit, decorator.lineno
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            # the body runs when called; decorators, defaults and annotations run now
+            # the body runs when called (walked once import-time code names the function);
+            # decorators, defaults and annotations run now
             stack.extend(node.decorator_list)
             stack.append(node.args)
             if node.returns is not None:
                 stack.append(node.returns)
             continue
-        if isinstance(node, ast.Lambda):
-            stack.append(node.args)
-            continue
-        if isinstance(node, ast.Call):
-            hit = resolve(node.func)
-            if hit is not None:
-                yield hit, node.lineno
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
+            target = _dotted(node.args[0]) if node.args else None
+            name = node.args[1] if len(node.args) > 1 else None
+            if target is not None and isinstance(name, ast.Constant) and isinstance(name.value, str):
+                found = hit(f"{target}.{name.value}")  # getattr(os, "system") is os.system
+                if found is not None:
+                    yield found, node.lineno
+                    continue
+                stack.extend(defs.get(target.partition(".")[0], []))
+                continue
+            elif target is not None and name is not None:
+                found = hit(target)
+                if found is not None:
+                    yield found, node.lineno
+        dotted = _dotted(node) if isinstance(node, ast.Name | ast.Attribute) else None
+        if dotted is not None:
+            found = hit(dotted)
+            if found is not None:
+                yield found, getattr(node, "lineno", 0)
+                continue
+            for part in dotted.split("."):
+                for definition in defs.get(part, []):
+                    if id(definition) not in seen:  # the file's own code named now may run now
+                        seen.add(id(definition))
+                        stack.extend(_bodies(definition))
+            continue  # a chain's inner names are the chain, judged as a whole
+        if isinstance(node, ast.Attribute):  # make().method: the method may run now
+            for definition in defs.get(node.attr, []):
+                if id(definition) not in seen:
+                    seen.add(id(definition))
+                    stack.extend(_bodies(definition))
         stack.extend(ast.iter_child_nodes(node))
+
+
+def _bodies(definition: ast.AST) -> list[ast.AST]:
+    """What may run once a function or class is named: a function's body; a class's body and
+    every method's (instantiating, subclassing or using it runs ``__init__``, ``__init_subclass__``,
+    ``__set_name__``, a metaclass's ``__new__`` ...)."""
+    if isinstance(definition, ast.FunctionDef | ast.AsyncFunctionDef):
+        return list(definition.body)
+    if not isinstance(definition, ast.ClassDef):
+        return []
+    nodes: list[ast.AST] = list(definition.body)
+    for item in definition.body:  # Python calls the special methods by itself; others when named
+        if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef) and item.name.startswith("__"):
+            nodes.extend(item.body)
+    return nodes
 
 
 def _dotted(node: ast.AST) -> str | None:
