@@ -545,3 +545,17 @@ def test_review17_ordinary_import_time_code_is_not_malicious(
     (folder / "modeling_x.py").write_text(source)
     report = airlock.scan(folder)
     assert report.verdict is Verdict.SUSPICIOUS, render_text(report)
+
+
+def test_review17_long_attribute_chains_are_analysed_in_linear_time(hf_folder: Path, tmp_path: Path) -> None:
+    """Names are judged in windows of at most a few parts: 300 chains of 900 attributes (the
+    parser's limit is near 1000) take well under a second, not the minutes a cubic judge needs."""
+    import time
+
+    folder = _copy(hf_folder, tmp_path / "f")
+    lines = [f"x{i} = os{'.a' * 900}\ny{i} = f(){'.a' * 900}" for i in range(300)]
+    (folder / "modeling_x.py").write_text("import os\n" + "\n".join(lines) + "\n")
+    started = time.monotonic()
+    report = airlock.scan(folder)
+    assert time.monotonic() - started < 30
+    assert report.verdict is Verdict.SUSPICIOUS, render_text(report)

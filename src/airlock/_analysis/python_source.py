@@ -75,6 +75,16 @@ def analyse_python(fact: PythonSource) -> Iterator[Issue]:
 #: for danger, and the ones that hold exec and process calls. Not ``torch``, ``numpy``, ``shutil``:
 #: ``getattr(torch, dtype_name)`` is how modeling code reads a dtype from its config.
 _VALUE_MODULES: Final = _DANGER_NAMESPACES | {"os", "posix", "nt", "builtins", "importlib", "sys"}
+#: the most parts of any name above (``torch.utils.cpp_extension.load_inline``)
+_MAX_SEGMENTS: Final = max(
+    n.count(".") + 1 for n in _IMPORT_TIME_DANGER | _DANGER_NAMESPACES | _VALUE_MODULES
+)
+#: modules whose ``import *`` can bind a dangerous name
+_STAR_MODULES: Final = (
+    frozenset(".".join(n.split(".")[:i]) for n in _IMPORT_TIME_DANGER for i in range(1, n.count(".") + 1))
+    | _DANGER_NAMESPACES
+    | _VALUE_MODULES
+)
 #: reflection that reaches any module or builtin by a computed name
 _REFLECTION: Final = frozenset({"sys.modules", "__builtins__", "globals", "vars", "locals", "sys._getframe"})
 #: attributes that lead from any object to module globals, builtins or every class
@@ -96,9 +106,13 @@ def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
     any name (``sys.modules``, ``__builtins__``, ``globals()``, ``vars()``, ``__dict__`` ...)."""
     aliases: dict[str, str] = {}
     imported: set[str] = set()
-    stars: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+    stars: set[str] = set()
+    # the file's own functions and classes by name, in any scope (a name may mean any of them)
+    defs: dict[str, list[ast.AST]] = {}
+    for node in ast.walk(tree):  # one pass: imports and definitions
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defs.setdefault(node.name, []).append(node)
+        elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
                     aliases[alias.asname] = alias.name
@@ -106,15 +120,11 @@ def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             for alias in node.names:
                 if alias.name == "*":  # from os import *: every free name may be os.<name>
-                    stars.append(node.module)
+                    if node.module in _STAR_MODULES:  # a fixed set: a name costs O(1) lookups
+                        stars.add(node.module)
                     continue
                 aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
                 imported.add(alias.asname or alias.name)
-    # the file's own functions and classes by name, in any scope (a name may mean any of them)
-    defs: dict[str, list[ast.AST]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            defs.setdefault(node.name, []).append(node)
 
     def hit(dotted: str) -> str | None:
         head = dotted.partition(".")[0]
@@ -126,25 +136,26 @@ def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
         return one(dotted, head)
 
     def one(dotted: str, head: str) -> str | None:
+        # every name judged has at most _MAX_SEGMENTS parts: windows are bounded by it, so a chain
+        # of n attributes costs O(n), not O(n**3)
         rest = dotted.partition(".")[2]
         parts = (aliases.get(head, head) + (f".{rest}" if rest else "")).split(".")
-        if head in imported or head in stars_heads:
-            for j in range(1, len(parts) + 1):
-                if ".".join(parts[:j]) in _DANGER_NAMESPACES:
-                    return ".".join(parts)
-        for j in range(1, len(parts) + 1):  # os.system, os.system.__call__
-            if ".".join(parts[:j]) in _IMPORT_TIME_DANGER or ".".join(parts[:j]) in _REFLECTION:
-                return ".".join(parts[:j])
+        prefixes = [".".join(parts[:j]) for j in range(1, min(len(parts), _MAX_SEGMENTS) + 1)]
+        if (head in imported or head in stars_heads) and any(p in _DANGER_NAMESPACES for p in prefixes):
+            return ".".join(parts[: _MAX_SEGMENTS + 1])
+        for prefix in prefixes:  # os.system, os.system.__call__
+            if prefix in _IMPORT_TIME_DANGER or prefix in _REFLECTION:
+                return prefix
         for i in range(1, len(parts) - 1):  # p.os.system: a module re-exported by another
-            for j in range(i + 2, len(parts) + 1):
+            for j in range(i + 2, min(len(parts), i + _MAX_SEGMENTS) + 1):
                 if ".".join(parts[i:j]) in _IMPORT_TIME_DANGER:
                     return ".".join(parts[i:j])
         if head in imported:
-            for j in range(1, len(parts) + 1):  # the module itself as a value, or os.__dict__
-                if ".".join(parts[:j]) in _VALUE_MODULES and (j == len(parts) or parts[j].startswith("__")):
-                    return ".".join(parts)
+            for j, prefix in enumerate(prefixes, 1):  # the module itself as a value, or os.__dict__
+                if prefix in _VALUE_MODULES and (j == len(parts) or parts[j].startswith("__")):
+                    return ".".join(parts[: j + 1])
         reflective = [part for part in parts[1:] if part in _REFLECTIVE_ATTRS]
-        return f"{'.'.join(parts)} (reflection)" if reflective else None
+        return f"{'.'.join(parts[: _MAX_SEGMENTS + 1])} (reflection)" if reflective else None
 
     stars_heads = {module.partition(".")[0] for module in stars}
     seen: set[int] = set()
@@ -185,11 +196,17 @@ def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
                         seen.add(id(definition))
                         stack.extend(_bodies(definition))
             continue  # a chain's inner names are the chain, judged as a whole
-        if isinstance(node, ast.Attribute):  # make().method: the method may run now
-            for definition in defs.get(node.attr, []):
-                if id(definition) not in seen:
-                    seen.add(id(definition))
-                    stack.extend(_bodies(definition))
+        if isinstance(node, ast.Attribute):
+            # make().a.b: no part of the chain is a dotted name (its base is not a name), so it
+            # is walked down to its base once (linear in its length); a method named may run now
+            while isinstance(node, ast.Attribute):
+                for definition in defs.get(node.attr, []):
+                    if id(definition) not in seen:
+                        seen.add(id(definition))
+                        stack.extend(_bodies(definition))
+                node = node.value
+            stack.append(node)
+            continue
         stack.extend(ast.iter_child_nodes(node))
 
 
