@@ -492,6 +492,10 @@ _REVIEW17_FORMS = {
         "os.system",
     ),
     "lambda": ("import os\n(lambda: os.system({cmd!r}))()\n", "os.system"),
+    "globals-builtins": (
+        "globals()['__builtins__']['exec']('import os; os.system(%r)' % {cmd!r})\n",
+        "globals",
+    ),
     "star-import": ("from os import *\nsystem({cmd!r})\n", "os.system"),
     "other-subprocess": (
         "import subprocess\nsubprocess.getstatusoutput({cmd!r})\n",
@@ -536,6 +540,8 @@ def test_review17_import_time_primitive_reached_indirectly_is_malicious(
         "        os.system('true')\nM().eval()\n",
         "DOC = 'os.system(\"x\") and subprocess.run'\ncode = 3\nsocket = code + 1\n",
         "import torch\ndef f(x):\n    return torch.relu(x)\nACT = {'relu': f}\n",
+        # lazy-module code reads/replaces the module's own entry; vars(obj) is an object's attributes
+        "import sys\nsys.modules[__name__] = object()\nF = globals()['__file__']\nV = vars(object)\n",
     ],
 )
 def test_review17_ordinary_import_time_code_is_not_malicious(

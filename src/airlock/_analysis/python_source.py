@@ -86,7 +86,8 @@ _STAR_MODULES: Final = (
     | _VALUE_MODULES
 )
 #: reflection that reaches any module or builtin by a computed name
-_REFLECTION: Final = frozenset({"sys.modules", "__builtins__", "globals", "vars", "locals", "sys._getframe"})
+#: (``vars`` with an argument is an object's attributes: only ``vars()``, the module's globals, counts)
+_REFLECTION: Final = frozenset({"sys.modules", "__builtins__", "globals", "locals", "sys._getframe"})
 #: attributes that lead from any object to module globals, builtins or every class
 _REFLECTIVE_ATTRS: Final = frozenset(
     "__globals__ __builtins__ __subclasses__ __import__ f_globals f_builtins f_back gi_frame".split()
@@ -170,6 +171,18 @@ def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
             if node.returns is not None:
                 stack.append(node.returns)
             continue
+        if isinstance(node, ast.Subscript) and _own_module_entry(node):
+            continue  # sys.modules[__name__] = ..., globals()["__file__"]: the module's own entry
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "vars"
+            and not node.args
+            and "vars" not in defs
+            and "vars" not in aliases
+        ):
+            yield "vars", node.lineno
+            continue
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
             target = _dotted(node.args[0]) if node.args else None
             name = node.args[1] if len(node.args) > 1 else None
@@ -208,6 +221,27 @@ def _import_time_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
             stack.append(node)
             continue
         stack.extend(ast.iter_child_nodes(node))
+
+
+#: a module's own entries, read or replaced by lazy-module code (transformers' ``__init__.py``)
+_OWN_ENTRIES: Final = frozenset({"__name__", "__file__", "__spec__", "__doc__", "__package__", "__path__"})
+
+
+def _own_module_entry(node: ast.Subscript) -> bool:
+    """``sys.modules[__name__]`` or ``globals()["__file__"]``: reflection on the module itself,
+    not on a name chosen by data (``sys.modules['os']``, ``globals()[x]`` stay findings)."""
+    key = node.slice
+    own = (isinstance(key, ast.Name) and key.id == "__name__") or (
+        isinstance(key, ast.Constant) and key.value in _OWN_ENTRIES
+    )
+    target = node.value
+    table = _dotted(target) == "sys.modules" or (
+        isinstance(target, ast.Call)
+        and isinstance(target.func, ast.Name)
+        and target.func.id in {"globals", "vars"}
+        and not target.args
+    )
+    return own and table
 
 
 def _bodies(definition: ast.AST) -> list[ast.AST]:
