@@ -565,3 +565,29 @@ def test_review17_long_attribute_chains_are_analysed_in_linear_time(hf_folder: P
     report = airlock.scan(folder)
     assert time.monotonic() - started < 30
     assert report.verdict is Verdict.SUSPICIOUS, render_text(report)
+
+
+@pytest.mark.parametrize(
+    ("source", "callable_"),
+    [
+        (
+            "import importlib.util as u\ns = u.spec_from_file_location('m', 'x.so')\n",
+            "importlib.util.spec_from_file_location",
+        ),
+        (
+            "from importlib.machinery import ExtensionFileLoader as E\nE('m', 'x.so')\n",
+            "importlib.machinery.ExtensionFileLoader",
+        ),
+        ("vars()['o' + 's']\n", "vars"),
+        ("import os\nm = os\n", "os"),
+    ],
+)
+def test_review17_loaders_of_files_and_module_values(
+    hf_folder: Path, tmp_path: Path, source: str, callable_: str
+) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    (folder / "modeling_x.py").write_text(
+        source + "import importlib.util\nOK = importlib.util.find_spec('x') is None\n"
+    )
+    report = airlock.scan(folder)
+    assert {f.callable for f in report.findings() if f.severity is Severity.MALICIOUS} == {callable_}

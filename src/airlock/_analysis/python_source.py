@@ -34,7 +34,9 @@ _IMPORT_TIME_DANGER: Final = frozenset(
     asyncio.create_subprocess_exec asyncio.create_subprocess_shell asyncio.open_connection
     torch.utils.cpp_extension.load torch.utils.cpp_extension.load_inline torch.ops.load_library
     torch.classes.load_library torch.jit.load numpy.load pandas.read_pickle
-    huggingface_hub.hf_hub_download huggingface_hub.snapshot_download""".split()
+    huggingface_hub.hf_hub_download huggingface_hub.snapshot_download
+    importlib.util.spec_from_file_location importlib.util.module_from_spec importlib.machinery.SourceFileLoader
+    importlib.machinery.SourcelessFileLoader importlib.machinery.ExtensionFileLoader zipimport.zipimporter""".split()
 )
 #: modules that exist to run processes, reach the network, unpickle or load native code: any use of
 #: them at import time (bound by an import of the file) is reported, whatever the member
