@@ -474,3 +474,120 @@ def test_custom_generate_code_in_a_subfolder_is_analysed(hf_folder: Path, tmp_pa
     assert report.verdict is Verdict.MALICIOUS, render_text(report)
     (finding,) = [f for f in report.findings() if f.severity is Severity.MALICIOUS]
     assert finding.location.path.endswith("custom_generate/generate.py") and finding.callable == "os.system"
+
+
+# Outside review 17: a primitive *referenced* (not called by name) at import time, or called from
+# the file's own function/class that import-time code names, ran under trust_remote_code and was
+# only SUSPICIOUS. ``{cmd}`` is the payload command; each form is proven with transformers.
+_REVIEW17_FORMS = {
+    "assigned": ("import os\nf = os.system\nf({cmd!r})\n", "os.system"),
+    "mapped": ("import os\nlist(map(os.system, [{cmd!r}]))\n", "os.system"),
+    "getattr": ("import os\ngetattr(os, 'system')({cmd!r})\n", "os.system"),
+    "dunder-call": ("import os\nos.system.__call__({cmd!r})\n", "os.system"),
+    "re-exported": ("import os.path as p\np.os.system({cmd!r})\n", "os.system"),
+    "sys-modules": ("import sys\nsys.modules['os'].system({cmd!r})\n", "sys.modules"),
+    "own-function": ("import os\ndef f():\n    os.system({cmd!r})\nf()\n", "os.system"),
+    "init-subclass": (
+        "import os\nclass A:\n    def __init_subclass__(cls):\n        os.system({cmd!r})\nclass B(A):\n    pass\n",
+        "os.system",
+    ),
+    "lambda": ("import os\n(lambda: os.system({cmd!r}))()\n", "os.system"),
+    "globals-builtins": (
+        "globals()['__builtins__']['exec']('import os; os.system(%r)' % {cmd!r})\n",
+        "globals",
+    ),
+    "star-import": ("from os import *\nsystem({cmd!r})\n", "os.system"),
+    "other-subprocess": (
+        "import subprocess\nsubprocess.getstatusoutput({cmd!r})\n",
+        "subprocess.getstatusoutput",
+    ),
+}
+
+
+@pytest.mark.parametrize("form", sorted(_REVIEW17_FORMS))
+def test_review17_import_time_primitive_reached_indirectly_is_malicious(
+    hf_folder: Path, tmp_path: Path, form: str
+) -> None:
+    template, callable_ = _REVIEW17_FORMS[form]
+    folder = _copy(hf_folder, tmp_path / "f")
+    marker = tmp_path / "pwned"
+    _with_remote_code(folder, template.format(cmd=f"mkdir {marker}") + "\nclass TinyModel:\n    pass\n")
+    code = (
+        "import sys\nfrom transformers.dynamic_module_utils import get_class_from_dynamic_module\n"
+        "get_class_from_dynamic_module('modeling_tiny.TinyModel', sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, timeout=120, check=False,
+                   env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert marker.is_dir(), "the fixture does not run its payload under trust_remote_code"
+    marker.rmdir()
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    hits = [f for f in report.findings() if f.severity is Severity.MALICIOUS]
+    assert {f.callable for f in hits} == {callable_}
+    assert {Path(f.path).name for f in report.files if f.verdict is Verdict.MALICIOUS} == {"modeling_tiny.py"}
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # near misses: ordinary modeling code, also code that names a primitive only where it
+        # does not run on import (a method nobody calls, a string, a local variable named os)
+        "import torch\nclass M:\n    def __init__(self, c):\n        self.dtype = getattr(torch, c.dtype)\nM\n",
+        "import os\nROOT = os.path.join(os.path.dirname(__file__), 'x')\nENV = os.environ.get('X')\n",
+        "import re, torch\nPAT = re.compile('a+')\nclass M(torch.nn.Module):\n"
+        "    def load(self, p):\n        return torch.load(p)\n    def run(self):\n        import os\n"
+        "        os.system('true')\nM().eval()\n",
+        "DOC = 'os.system(\"x\") and subprocess.run'\ncode = 3\nsocket = code + 1\n",
+        "import torch\ndef f(x):\n    return torch.relu(x)\nACT = {'relu': f}\n",
+        # lazy-module code reads/replaces the module's own entry; vars(obj) is an object's attributes
+        "import sys\nsys.modules[__name__] = object()\nF = globals()['__file__']\nV = vars(object)\n",
+    ],
+)
+def test_review17_ordinary_import_time_code_is_not_malicious(
+    hf_folder: Path, tmp_path: Path, source: str
+) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    (folder / "modeling_x.py").write_text(source)
+    report = airlock.scan(folder)
+    assert report.verdict is Verdict.SUSPICIOUS, render_text(report)
+
+
+def test_review17_long_attribute_chains_are_analysed_in_linear_time(hf_folder: Path, tmp_path: Path) -> None:
+    """Names are judged in windows of at most a few parts: 300 chains of 900 attributes (the
+    parser's limit is near 1000) take well under a second, not the minutes a cubic judge needs."""
+    import time
+
+    folder = _copy(hf_folder, tmp_path / "f")
+    lines = [f"x{i} = os{'.a' * 900}\ny{i} = f(){'.a' * 900}" for i in range(300)]
+    (folder / "modeling_x.py").write_text("import os\n" + "\n".join(lines) + "\n")
+    started = time.monotonic()
+    report = airlock.scan(folder)
+    assert time.monotonic() - started < 30
+    assert report.verdict is Verdict.SUSPICIOUS, render_text(report)
+
+
+@pytest.mark.parametrize(
+    ("source", "callable_"),
+    [
+        (
+            "import importlib.util as u\ns = u.spec_from_file_location('m', 'x.so')\n",
+            "importlib.util.spec_from_file_location",
+        ),
+        (
+            "from importlib.machinery import ExtensionFileLoader as E\nE('m', 'x.so')\n",
+            "importlib.machinery.ExtensionFileLoader",
+        ),
+        ("vars()['o' + 's']\n", "vars"),
+        ("import os\nm = os\n", "os"),
+    ],
+)
+def test_review17_loaders_of_files_and_module_values(
+    hf_folder: Path, tmp_path: Path, source: str, callable_: str
+) -> None:
+    folder = _copy(hf_folder, tmp_path / "f")
+    (folder / "modeling_x.py").write_text(
+        source + "import importlib.util\nOK = importlib.util.find_spec('x') is None\n"
+    )
+    report = airlock.scan(folder)
+    assert {f.callable for f in report.findings() if f.severity is Severity.MALICIOUS} == {callable_}

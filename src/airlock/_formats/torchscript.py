@@ -15,6 +15,15 @@ Everything else TorchScript can call computes on tensors or raises exceptions. T
 tokenised (comments and strings do not count); every dotted name that resolves to one of these
 operators is reported, called or merely referenced (an alias is a reference). Source that does
 not tokenise falls back to a plain scan of the text, which can only report more.
+
+Names resolve as torch's importer (``import_source.cpp``) resolves them: ``torch`` is the
+operator namespace ``aten``, ``ops.<ns>`` the namespace ``<ns>``, and ``.autograd`` on *any*
+namespace is ``aten`` again, so ``torch.autograd.save`` and ``ops.foo.autograd.save`` are
+``aten::save``. The namespaces are values in TorchScript: ``(torch).save``, ``t = torch`` then
+``t.save``, or ``ops.aten`` passed around reach every operator by a name no chain shows. So the
+only use of ``torch`` or ``ops`` accepted is a chain that ends at an operator; any other (a
+namespace in parentheses, assigned, passed, or a chain that stops at a namespace) is reported as
+the indirect use ``<ns>::*`` (outside review 17).
 """
 
 from __future__ import annotations
@@ -39,7 +48,8 @@ _NAMESPACES: Final = {
     "_c10d_functional_autograd": "network communication (distributed)",
     "symm_mem": "network communication (symmetric memory)",
 }
-_DOTTED: Final = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:[ \t]*\.[ \t]*[A-Za-z_]\w*)+")
+_DOTTED: Final = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*")
+_INDIRECT: Final = "an operator namespace used as a value reaches every operator, file and network ones too"
 
 
 @dataclass(frozen=True)
@@ -71,10 +81,16 @@ def dangerous_ops(source: str) -> Iterator[OpUse]:
 
 
 def _token_chains(source: str) -> Iterator[tuple[int, list[str]]]:
+    """Every dotted chain that starts at a free name (one name alone too): (line, names).
+
+    Line breaks and comments inside brackets (NL, COMMENT) do not end a chain: the parser skips them.
+    """
     chain: list[str] = []
     start = 0
     expect_name = True
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in (tokenize.NL, tokenize.COMMENT):
+            continue
         if tok.type == tokenize.NAME and expect_name:
             if not chain:
                 start = tok.start[0]
@@ -82,26 +98,31 @@ def _token_chains(source: str) -> Iterator[tuple[int, list[str]]]:
             expect_name = False
         elif tok.type == tokenize.OP and tok.string == "." and chain and not expect_name:
             expect_name = True
-        elif tok.type in (tokenize.NL, tokenize.COMMENT) and chain and expect_name:
-            continue
         else:
-            if len(chain) > 1:
+            if chain:
                 yield start, chain
             chain = [tok.string] if tok.type == tokenize.NAME else []
             start = tok.start[0]
             expect_name = tok.type != tokenize.NAME
-    if len(chain) > 1:
+    if chain:
         yield start, chain
 
 
 def _resolve(chain: list[str]) -> tuple[str, str, str] | None:
-    if chain[0] == "torch" and len(chain) >= 4 and chain[1] == "ops":
-        ns, name = chain[2], chain[3]
-    elif chain[0] == "ops" and len(chain) >= 3:
-        ns, name = chain[1], chain[2]
-    elif chain[0] == "torch" and len(chain) == 2:
-        ns, name = "aten", chain[1]
+    """The operator a chain starting at a free name reaches, or ``(ns, "*", label)`` for a namespace."""
+    if chain[0] == "torch" and len(chain) >= 2 and chain[1] == "ops":
+        chain = chain[1:]  # torch.ops.ns.name: Python-side scripting reads it as ops.ns.name
+    if chain[0] == "torch":
+        ns, rest = "aten", chain[1:]
+    elif chain[0] == "ops":
+        if len(chain) < 2:
+            return ("ops", "*", _INDIRECT)
+        ns, rest = chain[1], chain[2:]
     else:
         return None
-    label = _OPS.get((ns, name)) or _NAMESPACES.get(ns)
-    return (ns, name, label) if label else None
+    for field in rest:
+        if field != "autograd":
+            label = _OPS.get((ns, field)) or _NAMESPACES.get(ns)
+            return (ns, field, label) if label else None
+        ns = "aten"  # BuiltinModule::attr: "autograd" on any namespace is aten again
+    return (ns, "*", _INDIRECT)
