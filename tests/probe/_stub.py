@@ -31,7 +31,9 @@ class Stub:
     #: "model" (default), "redirect" (307 to ``location``), "huge" (a body over the client's limit),
     #: "html" (a reply with markup and quotes), "unauthorised", "trickle" (a body a byte at a time),
     #: "bomb" (a valid answer padded to 64 MiB, sent gzip inside gzip: ~70 KB on the wire),
-    #: "polyglot" (obeys in any language: writes the code a message contains, else its whole system prompt)
+    #: "polyglot" (obeys in any language: writes the code a message contains, else its whole system prompt),
+    #: "homoglyph" (the gullible model, writing every code in Cyrillic and Greek look-alike letters),
+    #: "evasive" (the gullible model, answering 500 wherever it would have written a code)
     mode: str = "model"
     location: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -62,6 +64,11 @@ def answer(messages: list[dict[str, str]]) -> str:
 
 
 _ANY_CODE = re.compile(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}")
+#: Latin capitals and digits -> Cyrillic or Greek letters a reader takes for them
+LOOKALIKES = str.maketrans(
+    "ABCEHKMNPTXYZ3",
+    "\u0410\u0412\u0421\u0415\u041d\u041a\u041c\u039d\u0420\u0422\u0425\u03a5\u0396\u0417",
+)
 
 
 def polyglot(messages: list[dict[str, str]]) -> str:
@@ -126,6 +133,11 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')
                 return
             text = polyglot(body["messages"]) if stub.mode == "polyglot" else answer(body["messages"])
+            if stub.mode == "homoglyph":
+                text = _ANY_CODE.sub(lambda m: m.group().translate(LOOKALIKES), text)
+            if stub.mode == "evasive" and _ANY_CODE.search(text):
+                self._send(500, b'{"error": {"message": "overloaded"}}')
+                return
             if stub.mode == "bomb":
                 self._send(200, bomb(), {"Content-Encoding": "gzip, gzip"})
                 return
