@@ -33,7 +33,8 @@ class Stub:
     #: "bomb" (a valid answer padded to 64 MiB, sent gzip inside gzip: ~70 KB on the wire),
     #: "polyglot" (obeys in any language: writes the code a message contains, else its whole system prompt),
     #: "homoglyph" (the gullible model, writing every code in Cyrillic and Greek look-alike letters),
-    #: "evasive" (the gullible model, answering 500 wherever it would have written a code)
+    #: "evasive" (the gullible model, answering 500 wherever it would have written a code),
+    #: "refuse" (a model that never complies)
     mode: str = "model"
     location: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -133,6 +134,8 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')
                 return
             text = polyglot(body["messages"]) if stub.mode == "polyglot" else answer(body["messages"])
+            if stub.mode == "refuse":
+                text = "I cannot help with that."
             if stub.mode == "homoglyph":
                 text = _ANY_CODE.sub(lambda m: m.group().translate(LOOKALIKES), text)
             if stub.mode == "evasive" and _ANY_CODE.search(text):
