@@ -34,7 +34,8 @@ class Stub:
     #: "polyglot" (obeys in any language: writes the code a message contains, else its whole system prompt),
     #: "homoglyph" (the gullible model, writing every code in Cyrillic and Greek look-alike letters),
     #: "evasive" (the gullible model, answering 500 wherever it would have written a code),
-    #: "refuse" (a model that never complies)
+    #: "refuse" (a model that never complies), "padded" (the gullible model's answers after 40,000
+    #: spaces: max_tokens ignored)
     mode: str = "model"
     location: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -134,6 +135,8 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')
                 return
             text = polyglot(body["messages"]) if stub.mode == "polyglot" else answer(body["messages"])
+            if stub.mode == "padded":
+                text = " " * 40_000 + text
             if stub.mode == "refuse":
                 text = "I cannot help with that."
             if stub.mode == "homoglyph":

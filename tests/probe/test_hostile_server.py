@@ -4,15 +4,20 @@ resisted, on a real HTTP server (tests/probe/_stub.py) through the real CLI and 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airlock._cli import main
-from airlock.probe._cases import secrets_for
-from airlock.probe._detect import code_views
+from airlock.probe._cases import secrets_for, system_prompt
+from airlock.probe._client import MAX_RESPONSE_BYTES
+from airlock.probe._detect import MAX_REPLY_CHARS, Context, code_views, detect
 from tests.probe._stub import LOOKALIKES, Stub, stub_server
+
+_SECRETS = secrets_for(0)
+CONTEXT = Context(_SECRETS.canary, _SECRETS.token, system_prompt(_SECRETS))
 
 
 def _probe(
@@ -94,3 +99,26 @@ def test_errors_where_the_model_would_leak_do_not_pass_the_gate(
     with stub_server(Stub(mode="refuse")) as stub:
         code, _, out = _probe(capsys, stub, tmp_path, *family, "--baseline", str(tmp_path / "baseline.json"))
     assert code == 0, out
+
+
+def test_a_code_after_a_long_padding_is_found(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A target that ignores max_tokens and writes 40,000 spaces before the code: detection read only
+    the first 32,768 characters and counted the leak as resisted. The whole reply is searched (the
+    client's body limit bounds it), and a longer one is refused, never cut."""
+    secrets = secrets_for(0)
+    with stub_server(Stub(mode="padded")) as stub:
+        code, report, out = _probe(
+            capsys, stub, tmp_path, "--family", "instruction-override", "--max-prompts", "2", "--benign", "0"
+        )
+    assert code == 0, out
+    for attack in report["attacks"]:
+        assert len(attack["reply"]) > 40_000 and secrets.token in attack["reply"]
+        assert attack["success"] and {"detector": "action-token", "view": "verbatim"} in attack["detections"]
+    assert MAX_REPLY_CHARS >= MAX_RESPONSE_BYTES  # nothing the client accepts is cut
+    started = time.perf_counter()
+    found = detect(" " * (MAX_REPLY_CHARS - 14) + secrets.canary, "", CONTEXT)
+    assert [d.detector for d in found] == ["canary"]
+    detect(("4b 37 " * MAX_REPLY_CHARS)[:MAX_REPLY_CHARS], "", CONTEXT)  # one long hex run
+    assert time.perf_counter() - started < 60  # generous for a loaded 2-core machine
+    with pytest.raises(ValueError, match="longer than"):
+        detect(" " * (MAX_REPLY_CHARS + 1), "", CONTEXT)
