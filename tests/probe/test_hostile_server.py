@@ -4,6 +4,8 @@ resisted, on a real HTTP server (tests/probe/_stub.py) through the real CLI and 
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,8 @@ from typing import Any
 import pytest
 
 from airlock._cli import main
-from airlock.probe._cases import secrets_for, system_prompt
-from airlock.probe._client import MAX_RESPONSE_BYTES
+from airlock.probe._cases import Message, secrets_for, system_prompt
+from airlock.probe._client import MAX_RESPONSE_BYTES, CaseFailed, ChatClient, Target
 from airlock.probe._detect import MAX_REPLY_CHARS, Context, code_views, detect
 from tests.probe._stub import LOOKALIKES, Stub, stub_server
 
@@ -122,3 +124,39 @@ def test_a_code_after_a_long_padding_is_found(capsys: pytest.CaptureFixture[str]
     assert time.perf_counter() - started < 60  # generous for a loaded 2-core machine
     with pytest.raises(ValueError, match="longer than"):
         detect(" " * (MAX_REPLY_CHARS + 1), "", CONTEXT)
+
+
+def test_headers_trickled_a_byte_at_a_time_cannot_hold_a_request() -> None:
+    """A server that sends its status line, then one header byte every 0.1 s: each read is quick,
+    so httpx's per-read timeout never fires, and the body loop's deadline check was never reached
+    (h11 takes up to 16 KiB of headers). A request with a 1 s deadline took as long as the server
+    liked (15 s here); every socket operation now waits at most what is left of the deadline."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65_536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(300):
+                if stop.is_set():
+                    break
+                try:
+                    conn.sendall(b"a")
+                except OSError:
+                    break
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    target = Target(f"http://127.0.0.1:{server.getsockname()[1]}/v1", "m", timeout=1.0)
+    started = time.monotonic()
+    try:
+        with ChatClient(target, max_tokens=8, seed=0) as chat, pytest.raises(CaseFailed, match="within 1 s"):
+            chat.chat((Message("user", "hi"),), timeout=1.0)
+        assert time.monotonic() - started < 8  # 1 s deadline; generous for a loaded 2-core machine
+    finally:
+        stop.set()
+        thread.join(10)
+        server.close()
