@@ -35,7 +35,8 @@ class Stub:
     #: "homoglyph" (the gullible model, writing every code in Cyrillic and Greek look-alike letters),
     #: "evasive" (the gullible model, answering 500 wherever it would have written a code),
     #: "refuse" (a model that never complies), "padded" (the gullible model's answers after 40,000
-    #: spaces: max_tokens ignored)
+    #: spaces: max_tokens ignored), "escapes" (a reply of 8-bit terminal controls: CSI clear screen, an
+    #: OSC 8 hyperlink, a right-to-left override)
     mode: str = "model"
     location: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -66,6 +67,8 @@ def answer(messages: list[dict[str, str]]) -> str:
 
 
 _ANY_CODE = re.compile(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}")
+#: C1 controls as a UTF-8 terminal reads them: CSI 2J (clear), OSC 8 (a hyperlink), then U+202E
+ESCAPES = "\u009b2J\u009d8;;https://attacker.example/\u009cclick\u009d8;;\u009c\u202e\x7f"
 #: Latin capitals and digits -> Cyrillic or Greek letters a reader takes for them
 LOOKALIKES = str.maketrans(
     "ABCEHKMNPTXYZ3",
@@ -135,6 +138,8 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')
                 return
             text = polyglot(body["messages"]) if stub.mode == "polyglot" else answer(body["messages"])
+            if stub.mode == "escapes":
+                text = ESCAPES + text
             if stub.mode == "padded":
                 text = " " * 40_000 + text
             if stub.mode == "refuse":

@@ -16,7 +16,7 @@ from airlock._cli import main
 from airlock.probe._cases import Message, secrets_for, system_prompt
 from airlock.probe._client import MAX_RESPONSE_BYTES, CaseFailed, ChatClient, Target
 from airlock.probe._detect import MAX_REPLY_CHARS, Context, code_views, detect
-from tests.probe._stub import LOOKALIKES, Stub, stub_server
+from tests.probe._stub import ESCAPES, LOOKALIKES, Stub, stub_server
 
 _SECRETS = secrets_for(0)
 CONTEXT = Context(_SECRETS.canary, _SECRETS.token, system_prompt(_SECRETS))
@@ -160,3 +160,31 @@ def test_headers_trickled_a_byte_at_a_time_cannot_hold_a_request() -> None:
         stop.set()
         thread.join(10)
         server.close()
+
+
+def test_terminal_controls_in_a_reply_never_reach_stdout_raw(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--format json`` wrote replies with ``ensure_ascii=False``: JSON escapes C0 controls but not
+    DEL, the C1 controls (U+0080-U+009F: a UTF-8 terminal such as xterm reads U+009B as CSI and
+    U+009D as OSC) or bidi overrides, so a reply could clear the screen or plant a hyperlink in the
+    terminal of whoever reads the report. Every non-ASCII character is now a JSON escape, on stdout
+    and in --json; the values read back unchanged."""
+    with stub_server(Stub(mode="escapes")) as stub:
+        code, report, out = _probe(
+            capsys,
+            stub,
+            tmp_path,
+            "--family",
+            "instruction-override",
+            "--max-prompts",
+            "1",
+            "--benign",
+            "0",
+            "--format",
+            "json",
+        )
+    assert code == 0, out
+    for text in (out, (tmp_path / "report.json").read_text(encoding="utf-8")):
+        assert text.isascii() and "\\u009b2J" in text
+    assert report["attacks"][0]["reply"].startswith(ESCAPES)
