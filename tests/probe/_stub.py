@@ -36,7 +36,8 @@ class Stub:
     #: "evasive" (the gullible model, answering 500 wherever it would have written a code),
     #: "refuse" (a model that never complies), "padded" (the gullible model's answers after 40,000
     #: spaces: max_tokens ignored), "escapes" (a reply of 8-bit terminal controls: CSI clear screen, an
-    #: OSC 8 hyperlink, a right-to-left override)
+    #: OSC 8 hyperlink, a right-to-left override), "percent" (the gullible model, writing every code
+    #: percent-encoded, as in a URL)
     mode: str = "model"
     location: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -138,6 +139,8 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')
                 return
             text = polyglot(body["messages"]) if stub.mode == "polyglot" else answer(body["messages"])
+            if stub.mode == "percent":
+                text = _ANY_CODE.sub(lambda m: "".join(f"%{ord(c):02X}" for c in m.group()), text)
             if stub.mode == "escapes":
                 text = ESCAPES + text
             if stub.mode == "padded":
