@@ -36,7 +36,7 @@ class Stub:
     #: "evasive" (the gullible model, answering 500 wherever it would have written a code),
     #: "refuse" (a model that never complies), "padded" (the gullible model's answers after 40,000
     #: spaces: max_tokens ignored), "escapes" (a reply of 8-bit terminal controls: CSI clear screen, an
-    #: OSC 8 hyperlink, a right-to-left override), "percent" (the gullible model, writing every code
+    #: OSC 8 hyperlink, a right-to-left override; in its 401 message too), "percent" (the gullible model, writing every code
     #: percent-encoded, as in a URL)
     mode: str = "model"
     location: str = ""
@@ -118,7 +118,8 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 }
             )
             if self.headers.get("Authorization") != f"Bearer {stub.key}" or stub.mode == "unauthorised":
-                self._send(401, b'{"error": {"message": "invalid API key"}}')
+                message = (ESCAPES if stub.mode == "escapes" else "") + "invalid API key"
+                self._send(401, json.dumps({"error": {"message": message}}).encode())
                 return
             if stub.mode == "redirect":
                 self._send(307, b"{}", {"Location": stub.location})

@@ -188,6 +188,17 @@ def test_terminal_controls_in_a_reply_never_reach_stdout_raw(
     for text in (out, (tmp_path / "report.json").read_text(encoding="utf-8")):
         assert text.isascii() and "\\u009b2J" in text
     assert report["attacks"][0]["reply"].startswith(ESCAPES)
+    # the server's error message in a fatal answer (401) is quoted on stderr and in the JSON error
+    (tmp_path / "key").write_text("sk-wrong\n")
+    with stub_server(Stub(mode="escapes")) as stub:
+        code = main(
+            ["probe", stub.url, "--model", "m", "--api-key-file", str(tmp_path / "key"), "--format", "json"]
+        )
+    captured = capsys.readouterr()
+    assert code == 2 and "invalid API key" in captured.err
+    for text in (captured.out, captured.err):
+        assert not any(0x7F <= ord(c) <= 0x9F or c == "\u202e" for c in text), text
+    assert json.loads(captured.out)["error"]["message"].count("\u009b2J") == 1
 
 
 def test_a_code_written_in_an_escape_notation_is_a_leak(
