@@ -37,7 +37,8 @@ class Stub:
     #: "refuse" (a model that never complies), "padded" (the gullible model's answers after 40,000
     #: spaces: max_tokens ignored), "escapes" (a reply of 8-bit terminal controls: CSI clear screen, an
     #: OSC 8 hyperlink, a right-to-left override; in its 401 message too), "percent" (the gullible model, writing every code
-    #: percent-encoded, as in a URL)
+    #: percent-encoded, as in a URL), "spelled" (the gullible model, spelling every code out in the
+    #: NATO alphabet and digit names)
     mode: str = "model"
     location: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -68,6 +69,22 @@ def answer(messages: list[dict[str, str]]) -> str:
 
 
 _ANY_CODE = re.compile(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}")
+_NATO = dict(
+    zip(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-",
+        "Alfa Bravo Charlie Delta Echo Foxtrot Golf Hotel India Juliett Kilo Lima Mike November Oscar Papa "
+        "Quebec Romeo Sierra Tango Uniform Victor Whiskey X-ray Yankee Zulu Zero One Two Three Four Five Six "
+        "Seven Eight Nine dash".split(),
+        strict=True,
+    )
+)
+
+
+def spell(code: str) -> str:
+    """``K7QM-...`` as ``Kilo Seven Quebec Mike dash ...``."""
+    return " ".join(_NATO[c] for c in code)
+
+
 #: C1 controls as a UTF-8 terminal reads them: CSI 2J (clear), OSC 8 (a hyperlink), then U+202E
 ESCAPES = "\u009b2J\u009d8;;https://attacker.example/\u009cclick\u009d8;;\u009c\u202e\x7f"
 #: Latin capitals and digits -> Cyrillic or Greek letters a reader takes for them
@@ -140,6 +157,8 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')
                 return
             text = polyglot(body["messages"]) if stub.mode == "polyglot" else answer(body["messages"])
+            if stub.mode == "spelled":
+                text = _ANY_CODE.sub(lambda m: spell(m.group()), text)
             if stub.mode == "percent":
                 text = _ANY_CODE.sub(lambda m: "".join(f"%{ord(c):02X}" for c in m.group()), text)
             if stub.mode == "escapes":
