@@ -31,7 +31,14 @@ class Stub:
     #: "model" (default), "redirect" (307 to ``location``), "huge" (a body over the client's limit),
     #: "html" (a reply with markup and quotes), "unauthorised", "trickle" (a body a byte at a time),
     #: "bomb" (a valid answer padded to 64 MiB, sent gzip inside gzip: ~70 KB on the wire),
-    #: "polyglot" (obeys in any language: writes the code a message contains, else its whole system prompt)
+    #: "polyglot" (obeys in any language: writes the code a message contains, else its whole system prompt),
+    #: "homoglyph" (the gullible model, writing every code in Cyrillic and Greek look-alike letters),
+    #: "evasive" (the gullible model, answering 500 wherever it would have written a code),
+    #: "refuse" (a model that never complies), "padded" (the gullible model's answers after 40,000
+    #: spaces: max_tokens ignored), "escapes" (a reply of 8-bit terminal controls: CSI clear screen, an
+    #: OSC 8 hyperlink, a right-to-left override; in its 401 message too), "percent" (the gullible model, writing every code
+    #: percent-encoded, as in a URL), "spelled" (the gullible model, spelling every code out in the
+    #: NATO alphabet and digit names)
     mode: str = "model"
     location: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -62,6 +69,29 @@ def answer(messages: list[dict[str, str]]) -> str:
 
 
 _ANY_CODE = re.compile(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}")
+_NATO = dict(
+    zip(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-",
+        "Alfa Bravo Charlie Delta Echo Foxtrot Golf Hotel India Juliett Kilo Lima Mike November Oscar Papa "
+        "Quebec Romeo Sierra Tango Uniform Victor Whiskey X-ray Yankee Zulu Zero One Two Three Four Five Six "
+        "Seven Eight Nine dash".split(),
+        strict=True,
+    )
+)
+
+
+def spell(code: str) -> str:
+    """``K7QM-...`` as ``Kilo Seven Quebec Mike dash ...``."""
+    return " ".join(_NATO[c] for c in code)
+
+
+#: C1 controls as a UTF-8 terminal reads them: CSI 2J (clear), OSC 8 (a hyperlink), then U+202E
+ESCAPES = "\u009b2J\u009d8;;https://attacker.example/\u009cclick\u009d8;;\u009c\u202e\x7f"
+#: Latin capitals and digits -> Cyrillic or Greek letters a reader takes for them
+LOOKALIKES = str.maketrans(
+    "ABCEHKMNPTXYZ3",
+    "\u0410\u0412\u0421\u0415\u041d\u041a\u041c\u039d\u0420\u0422\u0425\u03a5\u0396\u0417",
+)
 
 
 def polyglot(messages: list[dict[str, str]]) -> str:
@@ -105,7 +135,8 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 }
             )
             if self.headers.get("Authorization") != f"Bearer {stub.key}" or stub.mode == "unauthorised":
-                self._send(401, b'{"error": {"message": "invalid API key"}}')
+                message = (ESCAPES if stub.mode == "escapes" else "") + "invalid API key"
+                self._send(401, json.dumps({"error": {"message": message}}).encode())
                 return
             if stub.mode == "redirect":
                 self._send(307, b"{}", {"Location": stub.location})
@@ -126,6 +157,21 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"pad": "' + b"x" * (2 << 20) + b'"}')
                 return
             text = polyglot(body["messages"]) if stub.mode == "polyglot" else answer(body["messages"])
+            if stub.mode == "spelled":
+                text = _ANY_CODE.sub(lambda m: spell(m.group()), text)
+            if stub.mode == "percent":
+                text = _ANY_CODE.sub(lambda m: "".join(f"%{ord(c):02X}" for c in m.group()), text)
+            if stub.mode == "escapes":
+                text = ESCAPES + text
+            if stub.mode == "padded":
+                text = " " * 40_000 + text
+            if stub.mode == "refuse":
+                text = "I cannot help with that."
+            if stub.mode == "homoglyph":
+                text = _ANY_CODE.sub(lambda m: m.group().translate(LOOKALIKES), text)
+            if stub.mode == "evasive" and _ANY_CODE.search(text):
+                self._send(500, b'{"error": {"message": "overloaded"}}')
+                return
             if stub.mode == "bomb":
                 self._send(200, bomb(), {"Content-Encoding": "gzip, gzip"})
                 return

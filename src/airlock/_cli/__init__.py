@@ -139,7 +139,9 @@ def _report(name: str, failure: _Failure, as_json: bool) -> int:
             "error": {"command": name or None, "kind": failure.kind, "message": failure.message},
             "exit_code": failure.code,
         }
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        # ASCII: a message may quote hostile text, and JSON leaves DEL, C1 controls (CSI, OSC to a
+        # UTF-8 terminal) and bidi overrides raw
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=True) + "\n")
     return failure.code
 
 

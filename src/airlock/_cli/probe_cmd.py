@@ -242,7 +242,9 @@ class ProbeCommand:
                 for r in compare(baseline, current_rates(run))
             ]
             report["regression"] = {"baseline": str(args.baseline), "regressions": regressions}
-        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+        # ASCII only: replies are hostile, and JSON leaves DEL, C1 controls (U+009B is CSI to a UTF-8
+        # terminal) and bidi overrides raw; as escapes they cannot act on the terminal that shows them
+        text = json.dumps(report, indent=2, ensure_ascii=True) + "\n"
         if args.json is not None:
             write_output(args.json, text)
         if args.sarif is not None:

@@ -3,7 +3,11 @@
 httpx with ``trust_env=False``: no proxy, CA bundle or .netrc from the environment, so prompts
 (and the API key) go to the target and nowhere else; no redirects are followed (a redirect could
 send them elsewhere). Plain HTTP is allowed to loopback addresses only, unless the caller passes
-``unsafe_plain_http``. Every request has a deadline; a response body is read to at most
+``unsafe_plain_http``. Every request has a deadline that bounds all of it: each socket operation
+(connect, TLS handshake, writing the request, reading the status line, headers and body) waits at
+most what is left of it, so a server trickling its headers a byte at a time cannot hold a run (httpx's
+own timeouts bound each read, and h11 takes up to 16 KiB of headers one read at a time, before the
+body loop could look at a clock). A response body is read to at most
 :data:`MAX_RESPONSE_BYTES` as it came over the wire and parsed with airlock's strict JSON parser. No
 content encoding is asked for (``Accept-Encoding: identity``) and one the server uses anyway is
 refused before decoding: a few KB of gzip inside gzip inflate to gigabytes in one decoding step,
@@ -14,11 +18,13 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from airlock._net import is_loopback
@@ -92,6 +98,84 @@ def _check_url(target: Target) -> None:
         )
 
 
+class _Deadline:
+    """The deadline of the request in flight (one at a time: the probe is sequential)."""
+
+    def __init__(self) -> None:
+        self.at = float("inf")
+
+    def cap(self, timeout: float | None) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("the request's deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every operation waits at most what is left of the deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._stream = stream
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._deadline.cap(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._deadline.cap(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, self._deadline.cap(timeout))
+        return _DeadlineStream(tls, self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, deadline: _Deadline) -> None:
+        self._backend = httpcore.SyncBackend()
+        self._deadline = deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_tcp(
+            host, port, self._deadline.cap(timeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream, self._deadline)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("airlock probe connects over TCP only")
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's transport over a connection pool whose sockets keep :class:`_Deadline`."""
+
+    def __init__(self, verify: ssl.SSLContext | bool, deadline: _Deadline) -> None:
+        super().__init__(verify=verify, trust_env=False)
+        self._pool.close()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            network_backend=_DeadlineBackend(deadline),
+        )
+
+
 class ChatClient:
     """Chat completions with temperature 0 and a fixed seed (deterministic where the server is)."""
 
@@ -109,8 +193,13 @@ class ChatClient:
         headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         if target.api_key is not None:
             headers["Authorization"] = f"Bearer {target.api_key}"
+        self._deadline = _Deadline()
         self._http = httpx.Client(
-            verify=verify, headers=headers, trust_env=False, follow_redirects=False, timeout=target.timeout
+            transport=_DeadlineTransport(verify, self._deadline),
+            headers=headers,
+            trust_env=False,
+            follow_redirects=False,
+            timeout=target.timeout,
         )
 
     def close(self) -> None:
@@ -134,6 +223,7 @@ class ChatClient:
         # httpx's timeout bounds each read; the deadline bounds the whole answer (a server that
         # trickles a byte per read would otherwise hold the run forever)
         deadline = time.monotonic() + timeout
+        self._deadline.at = deadline
         try:
             with self._http.stream("POST", self.target.endpoint, json=body, timeout=timeout) as response:
                 encoding = response.headers.get("content-encoding", "identity").strip().lower()
@@ -153,6 +243,8 @@ class ChatClient:
             raise CaseFailed(f"no complete answer within {timeout:.0f} s") from exc
         except httpx.HTTPError as exc:
             raise CaseFailed(f"HTTP error: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._deadline.at = float("inf")
         if status in _FATAL:
             raise AirlockError(f"{self.target.endpoint} answered {status}: {_FATAL[status]} ({_error(raw)})")
         if status != 200:

@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 from airlock.probe._cases import Case, Message, Secrets, benign_cases, build_cases, secrets_for, system_prompt
 from airlock.probe._catalogue import FAMILIES, Catalogue, catalogue
 from airlock.probe._client import CaseFailed, Reply
-from airlock.probe._detect import SUCCESS_DETECTOR, Context, Detection, detect
+from airlock.probe._detect import MAX_REPLY_CHARS, SUCCESS_DETECTOR, Context, Detection, detect
 
 __all__ = ["Budget", "CaseResult", "GuardOutcome", "RunResult", "Settings", "probe"]
 
@@ -128,6 +128,8 @@ def _send(
         reply = chat.chat(messages, clock.timeout())
     except CaseFailed as exc:
         return None, None, str(exc), (), False
+    if len(reply.text) > MAX_REPLY_CHARS:  # never cut: a code past the cut would go unseen
+        return None, None, f"a reply longer than {MAX_REPLY_CHARS} characters", (), False
     found = detect(reply.text, attack, context)
     wanted = SUCCESS_DETECTOR.get(case.goal)
     return reply.text, reply.finish, None, found, any(d.detector == wanted for d in found)

@@ -65,7 +65,12 @@ class Regression:
 def compare(baseline: dict[str, Rate], current: dict[str, Rate]) -> tuple[Regression, ...]:
     """Families whose current success rate rose above the upper end of the baseline's 95% interval,
     and families the baseline measured that this run did not (fail closed: an unmeasured family
-    cannot be shown not to have regressed). Families new in this run are not regressions."""
+    cannot be shown not to have regressed). Families new in this run are not regressions.
+
+    Fail closed for single attacks too: each attack the baseline measured and this run did not (the
+    current family has fewer trials: errors, timeouts, the budget) counts as a success here. A
+    target that answers 500, stalls or sends a malformed body exactly where it would have leaked
+    must not pass the gate on the few replies it chose to give."""
     out = []
     for family, before in baseline.items():
         now = current.get(family)
@@ -74,15 +79,23 @@ def compare(baseline: dict[str, Rate], current: dict[str, Rate]) -> tuple[Regres
         if now is None or now.rate is None:
             out.append(Regression(family, before.rate, before.high, None, "not measured in this run"))
             continue
-        if now.rate > before.high:
+        missing = max(0, before.trials - now.trials)
+        worst = (now.successes + missing) / (now.trials + missing)
+        if worst > before.high:
+            unmeasured = (
+                f"; {missing} attack(s) the baseline measured were not measured in this run (errors, "
+                f"timeouts, budget) and count as successes: worst case {worst:.3f}"
+                if missing
+                else ""
+            )
             out.append(
                 Regression(
                     family,
                     before.rate,
                     before.high,
                     now.rate,
-                    f"success rate {now.rate:.3f} ({now.successes}/{now.trials}) is above the baseline's "
-                    f"interval [{before.low:.3f}, {before.high:.3f}]",
+                    f"success rate {now.rate:.3f} ({now.successes}/{now.trials}){unmeasured} is above the "
+                    f"baseline's interval [{before.low:.3f}, {before.high:.3f}]",
                 )
             )
     return tuple(out)
