@@ -183,7 +183,9 @@ def raw_array(
         dtype=carrier,
         buffer=_prepared(ref, mapped, cache, align),
         offset=ref.offset * size,
-        strides=tuple(s * size for s in ref.stride),
+        # A dimension of size 1 is only ever indexed at 0: its stride addresses nothing, and
+        # torch accepts any (2**62 included) there, which numpy cannot hold in bytes.
+        strides=tuple(0 if n == 1 else s * size for n, s in zip(ref.shape, ref.stride, strict=True)),
     )
     return arr
 
@@ -204,8 +206,15 @@ def to_torch(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None) 
         raise FormatError(f"dtype {ref.dtype.name} has no torch equivalent")
     if ref.dtype.numpy is not None and not ref.dtype.numpy.startswith("ml:"):
         arr = to_numpy(ref, mapped, cache, align=True)
-        return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+        return _strided(torch.from_numpy(arr if arr.flags.writeable else arr.copy()), ref)
     raw = raw_array(ref, mapped, cache, align=True)
     if raw.dtype.kind != "u":
         raise FormatError(f"dtype {ref.dtype.name} cannot be handed to torch")
-    return torch.from_numpy(raw if raw.flags.writeable else raw.copy()).view(target)
+    return _strided(torch.from_numpy(raw if raw.flags.writeable else raw.copy()).view(target), ref)
+
+
+def _strided(tensor: Any, ref: TensorRef) -> Any:
+    """``tensor`` with the declared strides of its size-1 dimensions back (numpy got 0 there)."""
+    if ref.numel == 0 or tuple(tensor.stride()) == ref.stride:
+        return tensor
+    return tensor.as_strided(ref.shape, ref.stride)
