@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from airlock._load.model import Storage, TensorRef
+from airlock._load.model import MAX_LOGICAL_BYTES, Storage, TensorRef
 from airlock.errors import FormatError, UsageError
 
 if TYPE_CHECKING:
@@ -183,11 +183,18 @@ def raw_array(
         dtype=carrier,
         buffer=_prepared(ref, mapped, cache, align),
         offset=ref.offset * size,
-        # A dimension of size 1 is only ever indexed at 0: its stride addresses nothing, and
-        # torch accepts any (2**62 included) there, which numpy cannot hold in bytes.
-        strides=tuple(0 if n == 1 else s * size for n, s in zip(ref.shape, ref.stride, strict=True)),
+        strides=tuple(_byte_stride(n, s, size) for n, s in zip(ref.shape, ref.stride, strict=True)),
     )
     return arr
+
+
+def _byte_stride(n: int, stride: int, size: int) -> int:
+    """numpy's stride in bytes. A size-1 dimension is only indexed at 0, so its stride addresses
+    nothing and torch accepts any there (``2**62`` included); where it does not fit numpy's signed
+    64-bit byte stride it becomes 0. Other strides are bounded by the storage (``check_view``)."""
+    if n == 1 and stride * size > MAX_LOGICAL_BYTES:
+        return 0
+    return stride * size
 
 
 def to_numpy(
@@ -206,15 +213,8 @@ def to_torch(ref: TensorRef, mapped: memoryview, cache: Prepared | None = None) 
         raise FormatError(f"dtype {ref.dtype.name} has no torch equivalent")
     if ref.dtype.numpy is not None and not ref.dtype.numpy.startswith("ml:"):
         arr = to_numpy(ref, mapped, cache, align=True)
-        return _strided(torch.from_numpy(arr if arr.flags.writeable else arr.copy()), ref)
+        return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
     raw = raw_array(ref, mapped, cache, align=True)
     if raw.dtype.kind != "u":
         raise FormatError(f"dtype {ref.dtype.name} cannot be handed to torch")
-    return _strided(torch.from_numpy(raw if raw.flags.writeable else raw.copy()).view(target), ref)
-
-
-def _strided(tensor: Any, ref: TensorRef) -> Any:
-    """``tensor`` with the declared strides of its size-1 dimensions back (numpy got 0 there)."""
-    if ref.numel == 0 or tuple(tensor.stride()) == ref.stride:
-        return tensor
-    return tensor.as_strided(ref.shape, ref.stride)
+    return torch.from_numpy(raw if raw.flags.writeable else raw.copy()).view(target)
