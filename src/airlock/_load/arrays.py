@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from airlock._load.model import Storage, TensorRef
+from airlock._load.model import MAX_LOGICAL_BYTES, Storage, TensorRef
 from airlock.errors import FormatError, UsageError
 
 if TYPE_CHECKING:
@@ -183,9 +183,18 @@ def raw_array(
         dtype=carrier,
         buffer=_prepared(ref, mapped, cache, align),
         offset=ref.offset * size,
-        strides=tuple(s * size for s in ref.stride),
+        strides=tuple(_byte_stride(n, s, size) for n, s in zip(ref.shape, ref.stride, strict=True)),
     )
     return arr
+
+
+def _byte_stride(n: int, stride: int, size: int) -> int:
+    """numpy's stride in bytes. A size-1 dimension is only indexed at 0, so its stride addresses
+    nothing and torch accepts any there (``2**62`` included); where it does not fit numpy's signed
+    64-bit byte stride it becomes 0. Other strides are bounded by the storage (``check_view``)."""
+    if n == 1 and stride * size > MAX_LOGICAL_BYTES:
+        return 0
+    return stride * size
 
 
 def to_numpy(
