@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 _CODE = re.compile(r"code word ([A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4})")
@@ -200,3 +201,31 @@ def stub_server(stub: Stub | None = None) -> Iterator[Stub]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+def run_probe_cli(
+    capsys: Any, stub: Stub, tmp_path: Path, *extra: str, key: str = "sk-test"
+) -> tuple[int, dict[str, Any], str]:
+    """``airlock probe`` against ``stub`` through the real CLI: (exit code, the JSON report or {},
+    stdout + stderr). A report left by an earlier call in the same folder is removed first."""
+    from airlock._cli import main
+
+    (tmp_path / "key").write_text(key + "\n")
+    out = tmp_path / "report.json"
+    out.unlink(missing_ok=True)
+    code = main(
+        [
+            "probe",
+            stub.url,
+            "--model",
+            "m",
+            "--api-key-file",
+            str(tmp_path / "key"),
+            "--json",
+            str(out),
+            *extra,
+        ]
+    )
+    captured = capsys.readouterr()
+    report = json.loads(out.read_text()) if out.exists() else {}
+    return code, report, captured.out + captured.err

@@ -16,32 +16,12 @@ import pytest
 from airlock._cli import main
 from airlock.probe._cases import Message
 from airlock.probe._client import MAX_RESPONSE_BYTES, CaseFailed, ChatClient, Target
-from tests.probe._stub import Stub, bomb, stub_server
+from tests.probe._stub import Stub, bomb, run_probe_cli, stub_server
 
 GUARD = 'injection = "block"\npii = "off"\n'
 
 
-def _probe(
-    capsys: pytest.CaptureFixture[str], stub: Stub, tmp_path: Path, *extra: str, key: str = "sk-test"
-) -> tuple[int, dict[str, Any], str]:
-    (tmp_path / "key").write_text(key + "\n")
-    out = tmp_path / "report.json"
-    code = main(
-        [
-            "probe",
-            stub.url,
-            "--model",
-            "m",
-            "--api-key-file",
-            str(tmp_path / "key"),
-            "--json",
-            str(out),
-            *extra,
-        ]
-    )
-    captured = capsys.readouterr()
-    report = json.loads(out.read_text()) if out.exists() else {}
-    return code, report, captured.out + captured.err
+_probe = run_probe_cli
 
 
 def _without_timings(report: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,34 +15,13 @@ from airlock._cli import main
 from airlock.probe._cases import Message, secrets_for, system_prompt
 from airlock.probe._client import MAX_RESPONSE_BYTES, CaseFailed, ChatClient, Target
 from airlock.probe._detect import MAX_REPLY_CHARS, Context, code_views, detect
-from tests.probe._stub import ESCAPES, LOOKALIKES, Stub, spell, stub_server
+from tests.probe._stub import ESCAPES, LOOKALIKES, Stub, run_probe_cli, spell, stub_server
 
 _SECRETS = secrets_for(0)
 CONTEXT = Context(_SECRETS.canary, _SECRETS.token, system_prompt(_SECRETS))
 
 
-def _probe(
-    capsys: pytest.CaptureFixture[str], stub: Stub, tmp_path: Path, *extra: str
-) -> tuple[int, dict[str, Any], str]:
-    (tmp_path / "key").write_text("sk-test\n")
-    out = tmp_path / "report.json"
-    out.unlink(missing_ok=True)
-    code = main(
-        [
-            "probe",
-            stub.url,
-            "--model",
-            "m",
-            "--api-key-file",
-            str(tmp_path / "key"),
-            "--json",
-            str(out),
-            *extra,
-        ]
-    )
-    captured = capsys.readouterr()
-    report = json.loads(out.read_text()) if out.exists() else {}
-    return code, report, captured.out + captured.err
+_probe = run_probe_cli
 
 
 def test_a_canary_written_in_look_alike_letters_is_a_leak(
