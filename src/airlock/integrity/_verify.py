@@ -213,6 +213,11 @@ def _from_bundle(
         raise UsageError(
             f"a signature needs exactly one of a public key, a CA certificate or a trust root, got {modes or 'none'}"
         )
+    # Every signer option given is a requirement: one the chosen method cannot check is refused,
+    # never dropped (a --key with --identity used to verify whoever held the key).
+    for option, value in (("identity", identity), ("issuer", issuer), ("chain", chain)):
+        if value and modes[0] not in _OPTION_MODES[option][0]:
+            raise UsageError(_OPTION_MODES[option][1])
     message = pae(bundle.payload_type, bundle.payload)
     if key is not None:
         public = load_public_key(key)
@@ -237,8 +242,6 @@ def _from_bundle(
                 "this is a Sigstore keyless bundle: verify it with --trust-root, --identity and "
                 "--issuer (a CA certificate alone would accept any identity it issued to)"
             )
-        if identity or issuer:
-            raise UsageError("--identity and --issuer apply to Sigstore keyless bundles (--trust-root)")
         anchors = load_certificates(certs, "CA certificate")
         extra = load_certificates(chain, "certificate chain")
         leaf = verify_chain(bundle.certificates[0], bundle.certificates[1:], anchors, extra)
@@ -258,6 +261,14 @@ def _from_bundle(
         mode = TrustMode.SIGSTORE
     return parse_statement(bundle.payload_type, bundle.payload, limits, source), mode, signer
 
+
+_KEYLESS_ONLY = "--identity and --issuer apply to Sigstore keyless bundles (--trust-root)"
+#: the trust methods (``_from_bundle``'s ``modes``) each signer option applies to, and the refusal
+_OPTION_MODES: dict[str, tuple[frozenset[str], str]] = {
+    "identity": (frozenset({"trust_root"}), _KEYLESS_ONLY),
+    "issuer": (frozenset({"trust_root"}), _KEYLESS_ONLY),
+    "chain": (frozenset({"cert"}), "--chain applies to the certificate method (--cert)"),
+}
 
 #: Fulcio's OIDC issuer extensions (v1 and v2): a certificate for a keyless signature
 _FULCIO_ISSUER_OIDS = ("1.3.6.1.4.1.57264.1.1", "1.3.6.1.4.1.57264.1.8")
