@@ -66,6 +66,16 @@ class Verified:
     #: the signature inside the folder (its name, and ``_entry_id`` when it was read): left out
     #: of the comparison as that one regular file only, never as a folder or a link
     _signature: tuple[str, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
+    #: ``_files`` and the manifest's entries by name, built once: ``open`` is called once per file
+    #: of a verified scan, and a search of the lists each time made that scan quadratic
+    _index: tuple[dict[str, FileRef], dict[str, FileEntry]] = field(
+        init=False, default=({}, {}), repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        refs = {ref.rel: ref for ref in self._files}
+        entries = {entry.path: entry for entry in self.manifest.files}
+        object.__setattr__(self, "_index", (refs, entries))
 
     def exempt(self, rel: str, path: str | os.PathLike[str]) -> bool:
         """True when ``rel`` (found at ``path``) is not in the manifest but verification accepted
@@ -89,11 +99,12 @@ class Verified:
         A file that is not the one that was hashed (device, inode, size, times) is refused first.
         The copy lives in memory (or swap) while the returned file is open.
         """
-        ref = next((f for f in self._files if f.rel == rel), None)
+        refs, by_path = self._index
+        ref = refs.get(rel)
         if ref is None:
             raise UsageError(f"{rel} is not a file of the verified manifest for {self.path}")
         entries = self.manifest.files
-        entry = next((e for e in entries if e.path == rel), entries[0] if len(entries) == 1 else None)
+        entry = by_path.get(rel, entries[0] if len(entries) == 1 else None)
         if entry is None or entry.size != ref.size:
             raise UsageError(f"{rel} has no entry in the verified manifest for {self.path}")
         flags = (
