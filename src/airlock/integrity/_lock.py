@@ -101,7 +101,9 @@ def check_rel_path(path: object, what: str) -> str:
 
 
 def parse_digest(value: object, what: str, default: Algorithm | None = None) -> tuple[Algorithm, str]:
-    """``ALG:HEX`` (or bare HEX when ``default`` is given) -> (algorithm, lowercase hex), length-checked."""
+    """``ALG:HEX`` (or bare HEX when ``default`` is given) -> (algorithm, lowercase hex), length-checked.
+
+    ``default`` is the algorithm a document declares for its digests: a prefix must then name it."""
     if not isinstance(value, str):
         raise FormatError(f"{what}: digest must be a string like sha256:HEX, got {value!r}")
     name, sep, hexdigest = value.partition(":")
@@ -113,6 +115,12 @@ def parse_digest(value: object, what: str, default: Algorithm | None = None) -> 
         algorithm = Algorithm.parse(name)
     except UsageError as exc:
         raise FormatError(f"{what}: {exc}") from exc
+    if default is not None and algorithm is not default:
+        # ``default`` is the algorithm the document declares for all its digests: a digest whose
+        # own prefix names another one would be compared as a digest of the declared algorithm
+        raise FormatError(
+            f"{what}: digest is labelled {algorithm.value}, but the document declares {default.value}"
+        )
     if not _HEX.fullmatch(hexdigest) or len(hexdigest) != 2 * algorithm.digest_size:
         raise FormatError(
             f"{what}: {algorithm.value} digest must be {2 * algorithm.digest_size} hex digits, "
