@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from typing import Any, Final
 
 from airlock._strictjson import parse_json_strict
@@ -40,16 +41,43 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 _TEXT_LINE = re.compile(r"(\\?)([0-9a-fA-F]+) [ *](.+)")
 
 
+#: opening never waits: a FIFO opened for reading without O_NONBLOCK blocks until a writer comes
+_OPEN_DOCUMENT: Final = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
 def read_bounded(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
-    """Read a small document whole, refusing anything larger than ``limit`` before reading it."""
+    """Read a small document whole, refusing anything larger than ``limit`` before reading it.
+
+    Only a regular file is read (an allowlist): a signature may sit inside the untrusted model
+    folder, and a FIFO at its name blocked verification forever, a device fed it without end.
+    """
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > limit:
-                raise LimitError(f"{what} size limit: {os.fspath(path)} is {size} bytes, limit {limit}")
+        fd = os.open(path, _OPEN_DOCUMENT)
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {os.fspath(path)}: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(
+                f"cannot read {what} {os.fspath(path)}: it is {_kind(st.st_mode)}, not a regular file"
+            )
+        if st.st_size > limit:
+            raise LimitError(f"{what} size limit: {os.fspath(path)} is {st.st_size} bytes, limit {limit}")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(limit + 1)
     except OSError as exc:
         raise UsageError(f"cannot read {what} {os.fspath(path)}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise LimitError(f"{what} size limit: {os.fspath(path)} grew past {limit} bytes while read")
     return data
@@ -73,7 +101,9 @@ def check_rel_path(path: object, what: str) -> str:
 
 
 def parse_digest(value: object, what: str, default: Algorithm | None = None) -> tuple[Algorithm, str]:
-    """``ALG:HEX`` (or bare HEX when ``default`` is given) -> (algorithm, lowercase hex), length-checked."""
+    """``ALG:HEX`` (or bare HEX when ``default`` is given) -> (algorithm, lowercase hex), length-checked.
+
+    ``default`` is the algorithm a document declares for its digests: a prefix must then name it."""
     if not isinstance(value, str):
         raise FormatError(f"{what}: digest must be a string like sha256:HEX, got {value!r}")
     name, sep, hexdigest = value.partition(":")
@@ -85,6 +115,12 @@ def parse_digest(value: object, what: str, default: Algorithm | None = None) -> 
         algorithm = Algorithm.parse(name)
     except UsageError as exc:
         raise FormatError(f"{what}: {exc}") from exc
+    if default is not None and algorithm is not default:
+        # ``default`` is the algorithm the document declares for all its digests: a digest whose
+        # own prefix names another one would be compared as a digest of the declared algorithm
+        raise FormatError(
+            f"{what}: digest is labelled {algorithm.value}, but the document declares {default.value}"
+        )
     if not _HEX.fullmatch(hexdigest) or len(hexdigest) != 2 * algorithm.digest_size:
         raise FormatError(
             f"{what}: {algorithm.value} digest must be {2 * algorithm.digest_size} hex digits, "

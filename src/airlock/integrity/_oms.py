@@ -24,6 +24,7 @@ from airlock.integrity._params import Algorithm, HashLimits, Method, check_shard
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
+    "MAX_BUNDLE_VALUES",
     "PAYLOAD_TYPE",
     "PREDICATE_TYPE",
     "Bundle",
@@ -114,8 +115,34 @@ def _obj(value: object, what: str) -> dict[str, Any]:
     return value
 
 
+#: JSON values a signature bundle may hold, bounded *before* it is parsed. The bundle is read before
+#: anything in it is authenticated, and a parsed JSON value costs 20-60 bytes of memory per byte of
+#: ``[],``: a 64 MiB bundle of empty arrays took 1.7 GB and 16 s to parse. A real bundle's bulk is in
+#: a few strings (payload, certificates); its structure is one envelope with one signature, a short
+#: certificate chain and a few log entries (each with an inclusion proof of at most 64 hashes):
+#: model-signing's and airlock's hold 14 values, a Rekor-logged Sigstore bundle under 100.
+MAX_BUNDLE_VALUES: Final = 10_000
+
+
+def _check_structure(data: bytes) -> None:
+    """LimitError when ``data`` may hold more than ``MAX_BUNDLE_VALUES`` JSON values.
+
+    Every value after a container's first is preceded by a comma, and every container opens with
+    a bracket, outside strings; counting them everywhere (strings included) over-counts, so
+    ``1 + commas + brackets`` bounds the values (and object keys) parsing can make. Linear, no
+    allocation.
+    """
+    bound = 1 + data.count(b",") + data.count(b"[") + data.count(b"{")
+    if bound > MAX_BUNDLE_VALUES:
+        raise LimitError(
+            f"signature bundle: up to {bound} JSON values (commas and brackets), more than the "
+            f"{MAX_BUNDLE_VALUES} a bundle holds; refused before parsing"
+        )
+
+
 def parse_bundle(data: bytes) -> Bundle:
     """Parse a bundle's JSON; signatures are checked later by the verifier for its trust mode."""
+    _check_structure(data)
     doc = _obj(load_json_document(data, "signature bundle"), "the document")
     media = doc.get("mediaType")
     if media not in _ACCEPTED_MEDIA_TYPES:

@@ -83,7 +83,7 @@ class HashParams:
 class HashLimits:
     """Bounds on one hashing run. Memory in use is about ``workers * chunk_size`` plus the file list."""
 
-    #: regular files in one folder
+    #: entries under the root: regular files, folders, links and special files (as the scanner counts)
     max_files: int = 1_000_000
     #: directory nesting below the root
     max_depth: int = 64

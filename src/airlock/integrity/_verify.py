@@ -66,6 +66,16 @@ class Verified:
     #: the signature inside the folder (its name, and ``_entry_id`` when it was read): left out
     #: of the comparison as that one regular file only, never as a folder or a link
     _signature: tuple[str, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
+    #: ``_files`` and the manifest's entries by name, built once: ``open`` is called once per file
+    #: of a verified scan, and a search of the lists each time made that scan quadratic
+    _index: tuple[dict[str, FileRef], dict[str, FileEntry]] = field(
+        init=False, default=({}, {}), repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        refs = {ref.rel: ref for ref in self._files}
+        entries = {entry.path: entry for entry in self.manifest.files}
+        object.__setattr__(self, "_index", (refs, entries))
 
     def exempt(self, rel: str, path: str | os.PathLike[str]) -> bool:
         """True when ``rel`` (found at ``path``) is not in the manifest but verification accepted
@@ -89,11 +99,12 @@ class Verified:
         A file that is not the one that was hashed (device, inode, size, times) is refused first.
         The copy lives in memory (or swap) while the returned file is open.
         """
-        ref = next((f for f in self._files if f.rel == rel), None)
+        refs, by_path = self._index
+        ref = refs.get(rel)
         if ref is None:
             raise UsageError(f"{rel} is not a file of the verified manifest for {self.path}")
         entries = self.manifest.files
-        entry = next((e for e in entries if e.path == rel), entries[0] if len(entries) == 1 else None)
+        entry = by_path.get(rel, entries[0] if len(entries) == 1 else None)
         if entry is None or entry.size != ref.size:
             raise UsageError(f"{rel} has no entry in the verified manifest for {self.path}")
         flags = (
@@ -213,6 +224,11 @@ def _from_bundle(
         raise UsageError(
             f"a signature needs exactly one of a public key, a CA certificate or a trust root, got {modes or 'none'}"
         )
+    # Every signer option given is a requirement: one the chosen method cannot check is refused,
+    # never dropped (a --key with --identity used to verify whoever held the key).
+    for option, value in (("identity", identity), ("issuer", issuer), ("chain", chain)):
+        if value and modes[0] not in _OPTION_MODES[option][0]:
+            raise UsageError(_OPTION_MODES[option][1])
     message = pae(bundle.payload_type, bundle.payload)
     if key is not None:
         public = load_public_key(key)
@@ -237,8 +253,6 @@ def _from_bundle(
                 "this is a Sigstore keyless bundle: verify it with --trust-root, --identity and "
                 "--issuer (a CA certificate alone would accept any identity it issued to)"
             )
-        if identity or issuer:
-            raise UsageError("--identity and --issuer apply to Sigstore keyless bundles (--trust-root)")
         anchors = load_certificates(certs, "CA certificate")
         extra = load_certificates(chain, "certificate chain")
         leaf = verify_chain(bundle.certificates[0], bundle.certificates[1:], anchors, extra)
@@ -258,6 +272,14 @@ def _from_bundle(
         mode = TrustMode.SIGSTORE
     return parse_statement(bundle.payload_type, bundle.payload, limits, source), mode, signer
 
+
+_KEYLESS_ONLY = "--identity and --issuer apply to Sigstore keyless bundles (--trust-root)"
+#: the trust methods (``_from_bundle``'s ``modes``) each signer option applies to, and the refusal
+_OPTION_MODES: dict[str, tuple[frozenset[str], str]] = {
+    "identity": (frozenset({"trust_root"}), _KEYLESS_ONLY),
+    "issuer": (frozenset({"trust_root"}), _KEYLESS_ONLY),
+    "chain": (frozenset({"cert"}), "--chain applies to the certificate method (--cert)"),
+}
 
 #: Fulcio's OIDC issuer extensions (v1 and v2): a certificate for a keyless signature
 _FULCIO_ISSUER_OIDS = ("1.3.6.1.4.1.57264.1.1", "1.3.6.1.4.1.57264.1.8")

@@ -8,6 +8,7 @@ directory never is (loops, and trees that grow without bound).
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from dataclasses import dataclass
@@ -120,16 +121,27 @@ def walk(root: str | os.PathLike[str], params: HashParams, limits: HashLimits) -
     files: list[FileRef] = []
     problems: list[str] = []
     stack: list[tuple[str, str, int]] = [(root_str, "", 0)]
+    #: entries listed so far: files, folders, links and special files all count against
+    #: ``max_files`` (as in the scanner's walk), so a tree of empty folders or of links is bounded
+    #: too, and no listing holds more than what is left of the limit
+    listed = 0
     while stack:
         dir_abs, dir_rel, depth = stack.pop()
         if depth > limits.max_depth:
             raise LimitError(f"directory depth limit: {dir_rel} is deeper than {limits.max_depth} levels")
+        left = limits.max_files - listed
         try:
             with os.scandir(dir_abs) as it:
-                entries = list(it)
+                entries = list(itertools.islice(it, left + 1))
         except OSError as exc:
             problems.append(f"unreadable directory: {dir_rel or '.'} ({exc.strerror})")
             continue
+        listed += len(entries)
+        if listed > limits.max_files:
+            raise LimitError(
+                f"file count limit: more than {limits.max_files} files under {name} "
+                "(folders, links and special files count too)"
+            )
         for entry in entries:
             rel = f"{dir_rel}/{entry.name}" if dir_rel else entry.name
             if is_excluded(rel, params.excluded):
@@ -148,8 +160,6 @@ def walk(root: str | os.PathLike[str], params: HashParams, limits: HashLimits) -
                 problems.append(problem)
             if ref:
                 files.append(ref)
-                if len(files) > limits.max_files:
-                    raise LimitError(f"file count limit: more than {limits.max_files} files under {name}")
             if descend:
                 stack.append((entry.path, rel, depth + 1))
     files.sort(key=lambda f: path_sort_key(f.rel))
