@@ -89,7 +89,7 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
             # convert read through: scan the regular file it points to, under the name given.
             # (Links met inside a scanned folder are still never followed; a Hugging Face cache
             # link is an entry of its own below, named by the link and read from its blob.)
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: a loop, before Python 3.13
                 target = root.resolve(strict=True)
                 target_st = target.stat()
                 if stat.S_ISREG(target_st.st_mode):
@@ -166,7 +166,9 @@ def _entry(
         blob = cache_link_target(path)
         if blob is not None:
             return Entry(path, display, "file", target=target, blob=blob, folder=folder)
-        resolved = path.resolve()
+        resolved = _resolved(path)
+        if resolved is None:  # a loop: it names no file, no loader can open it, nothing is followed
+            return Entry(path, display, "symlink", target=target, inside=False, folder=folder)
         # Under a cache snapshot the hub client only ever links files to blobs of the repository:
         # any other link there (to a folder, to a link elsewhere) is not "scanned in place" even
         # when its target lies in the scanned tree, because the target's names (blobs/<x>/...)
@@ -176,6 +178,16 @@ def _entry(
     if stat.S_ISREG(st.st_mode):
         return Entry(path, display, "file", size=st.st_size, folder=folder)
     return Entry(path, display, "special", folder=folder)
+
+
+def _resolved(path: Path) -> Path | None:
+    """``path.resolve()``, or None for a link that loops (``a -> b -> a``, or one through itself):
+    Python raises RuntimeError for it before 3.13, OSError (ELOOP) since; either escaped the walk
+    and ended the whole scan with a traceback and no report (outside review 27)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
 
 
 def _in_cache(folder: Path) -> bool:
