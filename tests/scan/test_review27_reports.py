@@ -209,3 +209,73 @@ def test_a_link_gives_a_fifo_the_name_a_loader_opens(
     assert code == 2
     (special,) = [f for f in json.loads(out)["files"] if f["path"].endswith("/pipe")]
     assert [x["rule"] for x in special["findings"]] == ["file.unreadable"]
+
+
+# --- a report that cannot be written ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [("malicious", 1), ("clean", 2), ("suspicious", 2)],
+)
+@pytest.mark.parametrize("fmt", ["sarif", "json", "text"])
+def test_a_report_that_cannot_be_written_never_lowers_the_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, code: int, fmt: str
+) -> None:
+    """The action runs ``airlock scan --format sarif -o airlock.sarif`` in the checkout; a pull
+    request that adds a folder of that name made the write fail, exit 2, which ``fail-on:
+    malicious`` tolerates, although a malicious model was found."""
+    body = {
+        "malicious": _payload(tmp_path / "marker"),
+        "clean": _clean(),
+        "suspicious": program(call_global("mypkg.layers", "MyLayer")),
+    }[content]
+    (tmp_path / "model.pkl").write_bytes(body)
+    (tmp_path / "airlock.sarif").mkdir()
+    assert (
+        main(["scan", "--format", fmt, "-o", str(tmp_path / "airlock.sarif"), str(tmp_path / "model.pkl")])
+        == code
+    )
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "the report was not written" in err
+
+
+@pytest.mark.parametrize("planted", ["airlock.sarif", "reports"])
+def test_a_link_in_the_scanned_tree_does_not_choose_the_file_the_report_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    """action.yml writes ``airlock.sarif`` into the checkout it scans; a pull request that adds the
+    link ``airlock.sarif -> ~/.bashrc`` (or a folder link on the way) had the report overwrite it."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    victim = tmp_path / "home"
+    victim.mkdir()
+    (victim / "airlock.sarif").write_text("precious\n")
+    (checkout / "model.pkl").write_bytes(_payload(tmp_path / "marker"))
+    if planted == "airlock.sarif":
+        os.symlink(victim / "airlock.sarif", checkout / "airlock.sarif")
+        output = "airlock.sarif"
+    else:
+        os.symlink(victim, checkout / "reports")
+        output = "reports/airlock.sarif"
+    monkeypatch.chdir(checkout)
+    code = main(["scan", "--quiet", "--format", "sarif", "-o", output, "--", "."])
+    assert code == 1
+    assert (victim / "airlock.sarif").read_text() == "precious\n"
+    assert "not followed" in capsys.readouterr().err
+
+
+def test_a_report_inside_the_tree_without_links_and_one_through_a_link_outside_are_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "out").mkdir(parents=True)
+    (checkout / "model.pkl").write_bytes(_clean())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere / "r.json", tmp_path / "link.json")  # the caller's own link, outside the tree
+    monkeypatch.chdir(checkout)
+    assert main(["scan", "--format", "json", "-o", "out/r.json", "--", "."]) == 0
+    assert json.loads((checkout / "out" / "r.json").read_text())["verdict"] == "CLEAN"
+    assert main(["scan", "--format", "json", "-o", str(tmp_path / "link.json"), "--", "."]) == 0
+    assert json.loads((elsewhere / "r.json").read_text())["verdict"] == "CLEAN"
