@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -279,3 +280,74 @@ def test_a_report_inside_the_tree_without_links_and_one_through_a_link_outside_a
     assert json.loads((checkout / "out" / "r.json").read_text())["verdict"] == "CLEAN"
     assert main(["scan", "--format", "json", "-o", str(tmp_path / "link.json"), "--", "."]) == 0
     assert json.loads((elsewhere / "r.json").read_text())["verdict"] == "CLEAN"
+
+
+# --- a folder this user may not list -------------------------------------------------------------
+
+
+def _without_read_override() -> list[str]:
+    """A command prefix under which permissions apply: none for a user; for root, its capabilities
+    to bypass them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) dropped with setpriv."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root without setpriv: cannot make a folder unlistable")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.parametrize("depth", ["locked", "a/b/locked"])
+def test_a_folder_that_cannot_be_listed_is_an_error_and_the_rest_is_scanned(
+    tmp_path: Path, depth: str
+) -> None:
+    """``cannot list FOLDER`` ended the scan (exit 2, no report): every other file, a MALICIOUS
+    one too, went unreported, and ``fail-on: malicious`` tolerates exit 2."""
+    tree = tmp_path / "tree"
+    locked = tree / depth
+    locked.mkdir(parents=True)
+    (locked / "hidden.pkl").write_bytes(_clean())
+    (tree / "model.pkl").write_bytes(_payload(tmp_path / "marker"))
+    locked.chmod(0)
+    try:
+        proc = subprocess.run(
+            [
+                *_without_read_override(),
+                sys.executable,
+                "-m",
+                "airlock",
+                "scan",
+                "--format",
+                "json",
+                str(tree),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        locked.chmod(0o700)
+    assert proc.returncode == 1, proc.stderr
+    files = {f["path"]: f for f in json.loads(proc.stdout)["files"]}
+    assert files[f"{tree}/model.pkl"]["verdict"] == "MALICIOUS"
+    assert files[f"{tree}/{depth}"]["verdict"] == "ERROR"
+    assert [x["rule"] for x in files[f"{tree}/{depth}"]["findings"]] == ["file.unreadable"]
+    assert f"{tree}/{depth}/hidden.pkl" not in files
+
+
+def test_a_root_folder_that_cannot_be_listed_is_still_refused(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    tree.chmod(0)
+    try:
+        proc = subprocess.run(
+            [*_without_read_override(), sys.executable, "-m", "airlock", "scan", str(tree)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        tree.chmod(0o700)
+    assert proc.returncode == 2
+    assert "cannot list" in proc.stderr

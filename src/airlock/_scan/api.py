@@ -159,6 +159,8 @@ def plan_scan(
             skipped.append(
                 Skipped(entry.display, "Hugging Face cache bookkeeping (markers and locks, never loaded)")
             )
+        elif entry.kind == "unlistable":
+            reports[index] = _folder_report(entry.display, [_UNLISTABLE], limits, None)
         elif entry.kind == "symlink":
             if entry.inside:
                 skipped.append(
@@ -311,6 +313,11 @@ _MISSING = Issue(
     "integrity.changed",
     Severity.ERROR,
     "missing after verification: a verified file is gone (deleted, or replaced by a folder); not scanned",
+)
+_UNLISTABLE = Issue(
+    "file.unreadable",
+    Severity.ERROR,
+    "a folder this user may not list (permission denied): none of its files was scanned",
 )
 _SPECIAL = Issue(
     "file.unreadable",

@@ -23,9 +23,10 @@ __all__ = ["Entry", "walk"]
 
 
 class Entry(NamedTuple):
-    """A path met while walking. ``kind`` is ``file``, ``symlink``, ``special`` or ``bookkeeping``
+    """A path met while walking. ``kind`` is ``file``, ``symlink``, ``special``, ``bookkeeping``
     (a folder of the Hugging Face cache for markers and locks, never loaded: its empty files are
-    not listed, any other file in it is an entry of its own kind)."""
+    not listed, any other file in it is an entry of its own kind) or ``unlistable`` (a folder below
+    the root that this user may not list)."""
 
     path: Path
     display: str
@@ -125,6 +126,13 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
         except (OSError, _Replaced) as exc:
             if listed >= 0:
                 os.close(listed)
+            if isinstance(exc, PermissionError) and folder is not root:
+                # A folder below the root that this user may not list is an entry of its own (an
+                # ERROR in the report), as an unreadable file is, and the walk goes on: ending the
+                # scan here (exit 2, no report) hid every other file of the tree, a MALICIOUS one
+                # too (outside review 27). A folder replaced while walked still ends the scan.
+                yield Entry(folder, shown[:-1], "unlistable", folder=folder.parent)
+                continue
             why = exc.strerror if isinstance(exc, OSError) else "it was replaced while the tree was walked"
             raise UsageError(f"cannot list {folder}: {why}") from exc
         subdirs: list[tuple[Path, bool, str, tuple[int, int]]] = []
