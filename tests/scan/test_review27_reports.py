@@ -351,3 +351,20 @@ def test_a_root_folder_that_cannot_be_listed_is_still_refused(tmp_path: Path) ->
         tree.chmod(0o700)
     assert proc.returncode == 2
     assert "cannot list" in proc.stderr
+
+
+def test_the_place_a_planted_link_names_is_one_shown_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error names where the link leads; that is the tree's text, and a newline in it printed a
+    fake summary line of its own on stderr, which CI logs show."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "model.pkl").write_bytes(_payload(tmp_path / "marker"))
+    fake = "\nverdict: CLEAN (1 clean; 0 skipped) exit code 0"
+    os.symlink(str(tmp_path / f"x{fake}"), checkout / "airlock.sarif")
+    monkeypatch.chdir(checkout)
+    assert main(["scan", "-o", "airlock.sarif", "--", "."]) == 1
+    err = capsys.readouterr().err
+    assert not any(line.startswith("verdict:") for line in err.splitlines()), err
+    assert "x\\nverdict: CLEAN" in err

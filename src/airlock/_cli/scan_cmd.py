@@ -15,7 +15,7 @@ from airlock._cli.verify_cmd import (
     wants_verification,
 )
 from airlock._record import replace
-from airlock._render import FORMATS, render
+from airlock._render import FORMATS, render, shown_name
 from airlock._scan.api import scan
 from airlock._scan.pool import reap_after
 from airlock.errors import AirlockError, IntegrityError, UsageError
@@ -270,9 +270,10 @@ def _refuse_links_in_scanned_trees(output: Path, roots: list[str]) -> None:
             continue
         expected = os.path.join(os.path.realpath(base), os.path.relpath(wanted, base))
         if os.path.realpath(wanted) != expected:
+            # the place is the tree's text: one shown name, never a line of its own
             raise AirlockError(
                 f"cannot write {output}: a link inside the scanned tree {root} leads it elsewhere "
-                f"({os.path.realpath(wanted)}); not followed"
+                f"({shown_name(os.path.realpath(wanted))}); not followed"
             )
 
 

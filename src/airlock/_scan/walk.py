@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from airlock._formats.hf_cache import BOOKKEEPING, cache_link_target, cache_repo
+from airlock._render import shown_name
 from airlock.errors import LimitError, UsageError
 from airlock.limits import Limits
 
@@ -134,7 +135,8 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
                 yield Entry(folder, shown[:-1], "unlistable", folder=folder.parent)
                 continue
             why = exc.strerror if isinstance(exc, OSError) else "it was replaced while the tree was walked"
-            raise UsageError(f"cannot list {folder}: {why}") from exc
+            # the folder's name is the tree's text: shown as one name, never as lines of its own
+            raise UsageError(f"cannot list {shown_name(str(folder))}: {why}") from exc
         subdirs: list[tuple[Path, bool, str, tuple[int, int]]] = []
         try:
             for child in children:
