@@ -322,8 +322,9 @@ _UNLISTABLE = Issue(
 _SPECIAL = Issue(
     "file.unreadable",
     Severity.ERROR,
-    "a device, FIFO or socket with the name of a file loaders read (a model, config, template or "
-    "Python file): a loader would read whatever it gives, which cannot be proven clean; not opened",
+    "special file (device, FIFO or socket) with the name of a file loaders read (a model, config, "
+    "template or Python file): a loader would read whatever it gives, which cannot be proven clean; "
+    "not opened",
 )
 
 
