@@ -368,3 +368,31 @@ def test_the_place_a_planted_link_names_is_one_shown_name(
     err = capsys.readouterr().err
     assert not any(line.startswith("verdict:") for line in err.splitlines()), err
     assert "x\\nverdict: CLEAN" in err
+
+
+@pytest.mark.parametrize(("content", "code"), [("malicious", 1), ("clean", 2)])
+@pytest.mark.parametrize("fmt", ["text", "sarif"])
+def test_a_reader_that_went_away_never_changes_the_verdict_into_another(
+    tmp_path: Path, content: str, code: int, fmt: str
+) -> None:
+    """``airlock scan . | head -1``: the reader has gone when the report is written. That was a
+    BrokenPipeError traceback and exit 1 ("malicious") for a clean scan."""
+    (tmp_path / "model.pkl").write_bytes(
+        _payload(tmp_path / "marker") if content == "malicious" else _clean()
+    )
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the report is written
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "airlock", "scan", "--format", fmt, str(tmp_path)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "cannot write the report to standard output" in proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -230,12 +231,12 @@ class ScanCommand:
             reports = [_scan_one(path, policy, limits, args.jobs, verified) for path in paths]
         report = reports[0] if len(reports) == 1 else _merge(reports)
         text = render(report, args.format)
-        if args.output is None:
-            sys.stdout.write(text)
-            return report.exit_code
         try:
-            _refuse_links_in_scanned_trees(args.output, [str(p) for p in paths])
-            write_output(args.output, text)
+            if args.output is None:
+                _write_stdout(text)
+            else:
+                _refuse_links_in_scanned_trees(args.output, [str(p) for p in paths])
+                write_output(args.output, text)
         except AirlockError as exc:
             # Not writing the report is an ERROR that joins the verdict, worst first: a scan that
             # found a MALICIOUS file still exits 1. It exited 2, which `fail-on: malicious` in
@@ -251,6 +252,27 @@ class ScanCommand:
             )
             return worst.exit_code
         return report.exit_code
+
+
+def _write_stdout(text: str) -> None:
+    """The report on standard output, flushed. A stdout that is closed or whose reader has gone
+    (``airlock scan . | head -1``) is an AirlockError like an ``-o`` that cannot be written, and
+    standard output then goes to the null device, so the interpreter's own flush at exit cannot
+    fail again: the exit code was 1 (a BrokenPipeError traceback), "malicious" for a clean scan,
+    or 120 (outside review 27)."""
+    import os
+
+    try:
+        if sys.stdout is None:
+            raise OSError(9, "standard output is closed")
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        raise AirlockError(f"cannot write the report to standard output: {exc.strerror or exc}") from exc
 
 
 def _refuse_links_in_scanned_trees(output: Path, roots: list[str]) -> None:
