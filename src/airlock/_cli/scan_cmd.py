@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -15,13 +16,13 @@ from airlock._cli.verify_cmd import (
     wants_verification,
 )
 from airlock._record import replace
-from airlock._render import FORMATS, render
+from airlock._render import FORMATS, render, shown_name
 from airlock._scan.api import scan
 from airlock._scan.pool import reap_after
-from airlock.errors import IntegrityError, UsageError
+from airlock.errors import AirlockError, IntegrityError, UsageError
 from airlock.limits import DEFAULT_LIMITS, Limits
 from airlock.policy import DEFAULT_PROFILES, Policy
-from airlock.results import Report
+from airlock.results import Report, Verdict
 
 #: ``typing.TYPE_CHECKING`` without importing ``typing`` (see ``airlock/__init__.py``)
 TYPE_CHECKING = False
@@ -230,11 +231,72 @@ class ScanCommand:
             reports = [_scan_one(path, policy, limits, args.jobs, verified) for path in paths]
         report = reports[0] if len(reports) == 1 else _merge(reports)
         text = render(report, args.format)
-        if args.output is not None:
-            write_output(args.output, text)
-        else:
-            sys.stdout.write(text)
+        try:
+            if args.output is None:
+                _write_stdout(text)
+            else:
+                _refuse_links_in_scanned_trees(args.output, [str(p) for p in paths])
+                write_output(args.output, text)
+        except AirlockError as exc:
+            # Not writing the report is an ERROR that joins the verdict, worst first: a scan that
+            # found a MALICIOUS file still exits 1. It exited 2, which `fail-on: malicious` in
+            # action.yml tolerates: a folder named airlock.sarif in a pull request turned a
+            # malicious model into a passing job (outside review 27).
+            from airlock._cli import _escaped
+
+            worst = Verdict.worst([report.verdict, Verdict.ERROR])
+            print(
+                f"airlock scan: error: {_escaped(str(exc))}; the report was not written (verdict "
+                f"{report.verdict.value}, exit code {worst.exit_code})",
+                file=sys.stderr,
+            )
+            return worst.exit_code
         return report.exit_code
+
+
+def _write_stdout(text: str) -> None:
+    """The report on standard output, flushed. A stdout that is closed or whose reader has gone
+    (``airlock scan . | head -1``) is an AirlockError like an ``-o`` that cannot be written, and
+    standard output then goes to the null device, so the interpreter's own flush at exit cannot
+    fail again: the exit code was 1 (a BrokenPipeError traceback), "malicious" for a clean scan,
+    or 120 (outside review 27)."""
+    import os
+
+    try:
+        if sys.stdout is None:
+            raise OSError(9, "standard output is closed")
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        raise AirlockError(f"cannot write the report to standard output: {exc.strerror or exc}") from exc
+
+
+def _refuse_links_in_scanned_trees(output: Path, roots: list[str]) -> None:
+    """A report written inside a scanned tree goes where its name says. The tree is what is being
+    inspected (the checkout of a pull request, where action.yml writes ``airlock.sarif``): a link
+    it holds at the report's name, or at a folder on the way, chose another file to overwrite
+    (``airlock.sarif -> ~/.bashrc`` was truncated and rewritten). Refused, with an error; outside
+    the scanned trees the caller's own links (``-o /dev/stdout``) are followed as always."""
+    import os
+
+    wanted = os.path.abspath(output)
+    for root in roots:
+        if root == STDIN:
+            continue
+        base = os.path.abspath(root)
+        if not os.path.isdir(base) or os.path.commonpath([wanted, base]) != base:
+            continue
+        expected = os.path.join(os.path.realpath(base), os.path.relpath(wanted, base))
+        if os.path.realpath(wanted) != expected:
+            # the place is the tree's text: one shown name, never a line of its own
+            raise AirlockError(
+                f"cannot write {output}: a link inside the scanned tree {root} leads it elsewhere "
+                f"({shown_name(os.path.realpath(wanted))}); not followed"
+            )
 
 
 def _path(text: str) -> Path:

@@ -5,7 +5,8 @@
 * URIs are relative, with a ``uriBaseId``: ``%SRCROOT%`` (the current directory, which is the
   checkout in CI) for files below it, ``ROOT1``, ``ROOT2``, ... (the scanned folder) for files
   elsewhere; ``originalUriBaseIds`` gives each base as an absolute ``file://`` URI. A dashboard
-  therefore shows ``models/x.bin``, never the runner's absolute path.
+  therefore shows ``models/x.bin``, never the runner's absolute path. A URI percent-encodes the
+  name's bytes on disk, so a name that is not UTF-8 is named exactly (``h%FF.pkl``).
 * ``partialFingerprints`` (``airlock/v1``) hash the rule, the relative path, the archive members,
   the callable and the byte offset, plus an occurrence number, so several findings at one file
   stay several alerts and an alert keeps its identity between runs.
@@ -137,7 +138,11 @@ def _below(path: str, base: str) -> bool:
 
 
 def _uri(relative: str) -> str:
-    return quote(Path(relative).as_posix(), safe="/")
+    """A relative URI reference for a path: its bytes on disk, percent-encoded (RFC 3986, as
+    ``Path.as_uri`` does). A name that is not UTF-8 holds lone surrogates for its bytes
+    (``os.fsdecode``), which ``quote`` of the string could not encode: the whole report failed
+    with a traceback (outside review 27); ``h%FF.pkl`` now names exactly that file."""
+    return quote(os.fsencode(Path(relative).as_posix()), safe="/")
 
 
 def _fingerprint(uri: str, finding: Finding, occurrence: int) -> str:

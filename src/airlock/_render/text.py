@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
+from airlock._render import printable as _safe
+from airlock._render import shown_name as _name
 from airlock.results import Report, Severity, Verdict
-
-
-def _safe(text: str) -> str:
-    """A field that may quote the scanned file (member names, callables, evidence) made safe for a
-    terminal: control, format (bidi) and line-break characters are escaped, so a name cannot clear
-    the screen, recolour the verdict or print a fake line of its own."""
-    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def render(report: Report) -> str:
@@ -22,14 +17,14 @@ def render(report: Report) -> str:
         lines.append(f"note: extra allowances in force: {', '.join(map(_safe, report.allowances))}")
     for file in report.files:
         fmt = f" [{_safe(file.format)}]" if file.format else ""
-        blob = f" (blob {_safe(file.blob)})" if file.blob else ""
-        lines.append(f"{file.verdict.value:<10} {_safe(file.path)}{fmt}{blob}")
+        blob = f" (blob {_name(file.blob)})" if file.blob else ""
+        lines.append(f"{file.verdict.value:<10} {_name(file.path)}{fmt}{blob}")
         for finding in file.findings:
             if finding.severity is Severity.INFO:
                 continue  # never weighs on a verdict; the JSON and SARIF reports keep them
             where = ""
             if finding.location.members:
-                where += " in " + " > ".join(map(_safe, finding.location.members))
+                where += " in " + " > ".join(map(_name, finding.location.members))
             if finding.location.offset is not None:
                 where += f" @ byte {finding.location.offset}"
             count = f" (x{finding.count})" if finding.count > 1 else ""
@@ -38,7 +33,7 @@ def render(report: Report) -> str:
             if finding.evidence:
                 lines.append(f"             would run: {_safe(finding.evidence)}")
     for skipped in report.skipped:
-        lines.append(f"{'SKIPPED':<10} {_safe(skipped.path)}: {_safe(skipped.reason)}")
+        lines.append(f"{'SKIPPED':<10} {_name(skipped.path)}: {_safe(skipped.reason)}")
     counts: dict[Verdict, int] = {}
     for file in report.files:
         counts[file.verdict] = counts.get(file.verdict, 0) + 1

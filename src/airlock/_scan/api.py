@@ -7,7 +7,7 @@ from pathlib import Path
 
 from airlock import _progress
 from airlock._formats.base import FolderCheck, Issue, ReadContext
-from airlock._formats.registry import folder_checks
+from airlock._formats.registry import HF_FOLDER_SUFFIXES, folder_checks, looks_like_model_file
 from airlock._scan.collect import Collector
 from airlock._scan.engine import judge_folder_fact, scan_file
 from airlock._scan.pool import Task, auto_jobs, run
@@ -139,6 +139,7 @@ def plan_scan(
     linked = {entry.blob for entry in entries if entry.blob is not None}
     unverified = _unverified_test(verified, root, base)
     stray: set[str] = set()
+    specials: list[tuple[int, Entry]] = []
     for index, entry in enumerate(entries):
         if unverified is not None and unverified(entry):
             # The walk met a name the verification never saw (added, or a file replaced by a
@@ -158,6 +159,8 @@ def plan_scan(
             skipped.append(
                 Skipped(entry.display, "Hugging Face cache bookkeeping (markers and locks, never loaded)")
             )
+        elif entry.kind == "unlistable":
+            reports[index] = _folder_report(entry.display, [_UNLISTABLE], limits, None)
         elif entry.kind == "symlink":
             if entry.inside:
                 skipped.append(
@@ -168,13 +171,24 @@ def plan_scan(
             else:
                 reports[index] = _symlink_report(entry, limits)
         else:
-            skipped.append(Skipped(entry.display, "special file (device, FIFO or socket): not opened"))
+            specials.append((index, entry))
     # A link inside the folder gives its target another name, the one the loader opens.
     aliases: dict[Path, tuple[str, ...]] = {}
     for entry in entries:
         if entry.kind == "symlink" and entry.inside:
             target = entry.path.resolve()
             aliases[target] = (*aliases.get(target, ()), entry.path.name)
+    for index, entry in specials:
+        # A device, FIFO or socket is never opened (a FIFO would block, a device never end). By
+        # the rule for content no reader knows, its name decides: a loader opens a model file name,
+        # and transformers a config, template or remote-code file (the names the folder check
+        # judges), by its own name or a link's in the folder, and reads whatever the FIFO or device
+        # gives it, which nothing proved clean: an ERROR. Any other name is listed as skipped.
+        names = (entry.path.name, *(aliases.get(entry.path.resolve(), ()) if aliases else ()))
+        if any(looks_like_model_file(name) or name.endswith(HF_FOLDER_SUFFIXES) for name in names):
+            reports[index] = _folder_report(entry.display, [_SPECIAL], limits, None)
+        else:
+            skipped.append(Skipped(entry.display, "special file (device, FIFO or socket): not opened"))
     listed = {f.path for f in verified.manifest.files} if verified is not None else set()
     # Folder checks first: what they find about a file joins that file's report while it is
     # still open (scan_file), so no report is ever rebuilt from its findings.
@@ -300,6 +314,18 @@ _MISSING = Issue(
     Severity.ERROR,
     "missing after verification: a verified file is gone (deleted, or replaced by a folder); not scanned",
 )
+_UNLISTABLE = Issue(
+    "file.unreadable",
+    Severity.ERROR,
+    "a folder this user may not list (permission denied): none of its files was scanned",
+)
+_SPECIAL = Issue(
+    "file.unreadable",
+    Severity.ERROR,
+    "special file (device, FIFO or socket) with the name of a file loaders read (a model, config, "
+    "template or Python file): a loader would read whatever it gives, which cannot be proven clean; "
+    "not opened",
+)
 
 
 def _verified_name(root: Path, base: Path) -> Callable[[Path], str | None]:
@@ -415,8 +441,8 @@ def _symlink_report(entry: Entry, limits: Limits) -> FileReport:
         Issue(
             "fs.symlink-outside",
             Severity.SUSPICIOUS,
-            f"symlink to {entry.target} leaves the scanned folder, or is a Hugging Face cache link that is "
-            "not a file of its repository; not followed, so its target is unscanned",
+            f"symlink to {entry.target} leaves the scanned folder, loops, or is a Hugging Face cache link "
+            "that is not a file of its repository; not followed, so its target is unscanned",
         ),
     )
     return collector.report(None, 0, 0.0)

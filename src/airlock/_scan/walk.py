@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from airlock._formats.hf_cache import BOOKKEEPING, cache_link_target, cache_repo
+from airlock._render import shown_name
 from airlock.errors import LimitError, UsageError
 from airlock.limits import Limits
 
@@ -23,9 +24,10 @@ __all__ = ["Entry", "walk"]
 
 
 class Entry(NamedTuple):
-    """A path met while walking. ``kind`` is ``file``, ``symlink``, ``special`` or ``bookkeeping``
+    """A path met while walking. ``kind`` is ``file``, ``symlink``, ``special``, ``bookkeeping``
     (a folder of the Hugging Face cache for markers and locks, never loaded: its empty files are
-    not listed, any other file in it is an entry of its own kind)."""
+    not listed, any other file in it is an entry of its own kind) or ``unlistable`` (a folder below
+    the root that this user may not list)."""
 
     path: Path
     display: str
@@ -89,7 +91,7 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
             # convert read through: scan the regular file it points to, under the name given.
             # (Links met inside a scanned folder are still never followed; a Hugging Face cache
             # link is an entry of its own below, named by the link and read from its blob.)
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: a loop, before Python 3.13
                 target = root.resolve(strict=True)
                 target_st = target.stat()
                 if stat.S_ISREG(target_st.st_mode):
@@ -125,8 +127,16 @@ def walk(root: Path, limits: Limits) -> Iterator[Entry]:
         except (OSError, _Replaced) as exc:
             if listed >= 0:
                 os.close(listed)
+            if isinstance(exc, PermissionError) and folder is not root:
+                # A folder below the root that this user may not list is an entry of its own (an
+                # ERROR in the report), as an unreadable file is, and the walk goes on: ending the
+                # scan here (exit 2, no report) hid every other file of the tree, a MALICIOUS one
+                # too (outside review 27). A folder replaced while walked still ends the scan.
+                yield Entry(folder, shown[:-1], "unlistable", folder=folder.parent)
+                continue
             why = exc.strerror if isinstance(exc, OSError) else "it was replaced while the tree was walked"
-            raise UsageError(f"cannot list {folder}: {why}") from exc
+            # the folder's name is the tree's text: shown as one name, never as lines of its own
+            raise UsageError(f"cannot list {shown_name(str(folder))}: {why}") from exc
         subdirs: list[tuple[Path, bool, str, tuple[int, int]]] = []
         try:
             for child in children:
@@ -166,7 +176,9 @@ def _entry(
         blob = cache_link_target(path)
         if blob is not None:
             return Entry(path, display, "file", target=target, blob=blob, folder=folder)
-        resolved = path.resolve()
+        resolved = _resolved(path)
+        if resolved is None:  # a loop: it names no file, no loader can open it, nothing is followed
+            return Entry(path, display, "symlink", target=target, inside=False, folder=folder)
         # Under a cache snapshot the hub client only ever links files to blobs of the repository:
         # any other link there (to a folder, to a link elsewhere) is not "scanned in place" even
         # when its target lies in the scanned tree, because the target's names (blobs/<x>/...)
@@ -176,6 +188,16 @@ def _entry(
     if stat.S_ISREG(st.st_mode):
         return Entry(path, display, "file", size=st.st_size, folder=folder)
     return Entry(path, display, "special", folder=folder)
+
+
+def _resolved(path: Path) -> Path | None:
+    """``path.resolve()``, or None for a link that loops (``a -> b -> a``, or one through itself):
+    Python raises RuntimeError for it before 3.13, OSError (ELOOP) since; either escaped the walk
+    and ended the whole scan with a traceback and no report (outside review 27)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
 
 
 def _in_cache(folder: Path) -> bool:
