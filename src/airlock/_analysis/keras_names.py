@@ -66,7 +66,7 @@ KERAS_BUILTIN_CLASSES: Final = frozenset(
     TimeDistributed ConvLSTM1D ConvLSTM2D ConvLSTM3D MultiHeadAttention Attention
     AdditiveAttention GroupQueryAttention ReLU LeakyReLU PReLU ELU Softmax ThresholdedReLU
     GaussianNoise GaussianDropout AlphaDropout SpatialDropout1D SpatialDropout2D SpatialDropout3D
-    ActivityRegularization Rescaling Resizing CenterCrop RandomCrop RandomFlip RandomRotation
+    ActivityRegularization InputSpec Rescaling Resizing CenterCrop RandomCrop RandomFlip RandomRotation
     RandomZoom RandomTranslation RandomContrast RandomBrightness StringLookup IntegerLookup
     CategoryEncoding Hashing Discretization TextVectorization
     GlorotUniform GlorotNormal HeUniform HeNormal LecunUniform LecunNormal Zeros Ones Constant
@@ -80,6 +80,12 @@ KERAS_BUILTIN_CLASSES: Final = frozenset(
     SparseTopKCategoricalAccuracy AUC Precision Recall Mean Sum MeanMetricWrapper
     ExponentialDecay PiecewiseConstantDecay PolynomialDecay InverseTimeDecay CosineDecay
     CosineDecayRestarts""".split()
+) | frozenset(
+    # tf_keras registers its own optimizers under the default package ("Custom>Adam") and writes
+    # that name into every compiled model's training_config; its loader resolves them from its
+    # registry (tf_keras/src/optimizers, @register_keras_serializable())
+    f"Custom>{name}"
+    for name in "Adadelta Adafactor Adagrad Adam AdamW Adamax Ftrl Lion Nadam RMSprop SGD".split()
 )
 
 
