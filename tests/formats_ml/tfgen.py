@@ -71,3 +71,15 @@ def saved_model_with_objects(*user_objects: tuple[str, str | bytes]) -> bytes:
         for identifier, metadata in user_objects
     )
     return number(1, 1) + field(2, meta_info + field(2, graph) + field(7, nodes))
+
+
+def saved_model_with_assets(*filenames: str) -> bytes:
+    """An ordinary SavedModel whose meta graph lists assets (MetaGraphDef field 6: AssetFileDef,
+    tensor_info 1 with a name, filename 2), as tf.saved_model.save writes a vocabulary file."""
+    meta_info = field(1, field(4, "serve") + field(5, "2.18.0"))
+    graph = b"".join(field(1, n) for n in ordinary()) + field(4, number(1, 1987))
+    assets = b"".join(
+        field(6, field(1, field(1, f"asset_path_initializer_{i}:0")) + field(2, name))
+        for i, name in enumerate(filenames)
+    )
+    return number(1, 1) + field(2, meta_info + field(2, graph) + assets)

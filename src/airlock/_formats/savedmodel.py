@@ -33,10 +33,12 @@ from collections.abc import Iterator
 from typing import Final
 
 from airlock._formats import protobuf as pb
-from airlock._formats.base import Fact, GraphOp, ReadContext
+from airlock._formats.base import Fact, GraphOp, Issue, ReadContext
 from airlock._formats.keras_config import analyse_config
+from airlock._formats.onnx_external import location_problem
 from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
+from airlock.results import Severity
 
 __all__ = ["SavedModelReader"]
 
@@ -124,6 +126,31 @@ def _meta_graph(data: memoryview, f: pb.Field, ctx: ReadContext, depth: int) -> 
                     yield from _node(data, node, ctx, fn_depth, where, functions)
     for objects in _children(data, f, 7, "object_graph_def"):
         yield from _object_graph(data, objects, ctx, depth)
+    for asset in _children(data, f, 6, "asset_file_def"):
+        yield from _asset(data, asset, ctx, depth)
+
+
+def _asset(data: memoryview, f: pb.Field, ctx: ReadContext, depth: int) -> Iterator[Fact]:
+    """An ``AssetFileDef`` (tensor_info 1, filename 2): the loader opens
+    ``join(export_dir, "assets", filename)`` (a vocabulary for a lookup table, read on load), so
+    a filename that is absolute or climbs with ``..`` makes it read a host file."""
+    pb.enter(depth, ctx.limits, f.offset)
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number != 2:
+            continue
+        filename = pb.text(data, g, "asset filename")
+        problem = location_problem(filename)
+        if problem is not None:
+            yield Issue(
+                "savedmodel.asset-path",
+                Severity.MALICIOUS,
+                f"asset file {_show(filename)!r} {problem}: the loader opens it as assets/{_show(filename)} "
+                "when the model loads (a lookup table's vocabulary: a host file read into the model) "
+                "(expected a plain name inside the assets folder)",
+                offset=g.offset,
+                callable=_show(filename),
+                evidence=_show(filename),
+            )
 
 
 def _object_graph(data: memoryview, f: pb.Field, ctx: ReadContext, depth: int) -> Iterator[Fact]:
