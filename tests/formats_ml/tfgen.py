@@ -58,3 +58,28 @@ def ordinary() -> list[bytes]:
         node("save/RestoreV2", "RestoreV2"),
         node("p", "PrintV2", {"output_stream": "stderr"}),
     ]
+
+
+def saved_model_with_objects(*user_objects: tuple[str, str | bytes]) -> bytes:
+    """An ordinary SavedModel whose object graph (MetaGraphDef field 7: SavedObjectGraph, nodes 1)
+    holds one SavedObject per ``(identifier, metadata)``: user_object 4 = SavedUserObject
+    (identifier 1, metadata 3), as Keras wrote it before keras_metadata.pb (TF < 2.5)."""
+    meta_info = field(1, field(4, "serve") + field(5, "2.4.0"))
+    graph = b"".join(field(1, n) for n in ordinary()) + field(4, number(1, 1987))
+    nodes = b"".join(
+        field(1, field(4, field(1, identifier) + field(2, number(1, 1)) + field(3, metadata)))
+        for identifier, metadata in user_objects
+    )
+    return number(1, 1) + field(2, meta_info + field(2, graph) + field(7, nodes))
+
+
+def saved_model_with_assets(*filenames: str) -> bytes:
+    """An ordinary SavedModel whose meta graph lists assets (MetaGraphDef field 6: AssetFileDef,
+    tensor_info 1 with a name, filename 2), as tf.saved_model.save writes a vocabulary file."""
+    meta_info = field(1, field(4, "serve") + field(5, "2.18.0"))
+    graph = b"".join(field(1, n) for n in ordinary()) + field(4, number(1, 1987))
+    assets = b"".join(
+        field(6, field(1, field(1, f"asset_path_initializer_{i}:0")) + field(2, name))
+        for i, name in enumerate(filenames)
+    )
+    return number(1, 1) + field(2, meta_info + field(2, graph) + assets)

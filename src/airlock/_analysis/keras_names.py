@@ -29,6 +29,32 @@ def _show(text: str) -> str:
     return text if len(text) <= _SHOW else text[:_SHOW] + "..."
 
 
+#: Keras' own non-modeling functions, the names ``keras.src.saving.serialization_lib`` itself
+#: refuses since 3.12 (``NON_MODELING_APIS``): before that, Keras 3.9-3.11 in safe mode handed them
+#: to the layer that named them (a Lambda called ``keras.utils.save_img`` with a host path from its
+#: inbound node and wrote the file). Their ``keras.src`` homes are caught by the module allowlist.
+_NON_MODELING: Final = {
+    **dict.fromkeys(
+        ["keras.models.save_model", "keras.saving.save_model", "keras.saving.save_weights",
+         "keras.preprocessing.image.save_img", "keras.utils.save_img"],
+        "writes files on the host",
+    ),
+    **dict.fromkeys(
+        ["keras.saving.load_weights", "keras.preprocessing.image.load_img", "keras.utils.load_img",
+         "keras.preprocessing.image_dataset_from_directory", "keras.preprocessing.text_dataset_from_directory",
+         "keras.utils.audio_dataset_from_directory", "keras.utils.image_dataset_from_directory",
+         "keras.utils.text_dataset_from_directory"],
+        "reads or lists host files",
+    ),
+    **dict.fromkeys(
+        ["keras.models.model_from_json", "keras.saving.deserialize_keras_object",
+         "keras.utils.deserialize_keras_object", "keras.saving.serialize_keras_object",
+         "keras.utils.serialize_keras_object", "keras.saving.register_keras_serializable",
+         "keras.utils.register_keras_serializable", "keras.backend.clear_session", "keras.utils.clear_session"],
+        "changes the loader's state or deserializes again",
+    ),
+}  # fmt: skip
+
 #: Keras functions with side effects that a config can reach from inside the allowed packages
 #: (the bypasses of the CVE-2025-1550 fix). A prefix covers everything reached through it.
 KERAS_DANGEROUS: Final[dict[str, str]] = {
@@ -46,6 +72,7 @@ KERAS_DANGEROUS: Final[dict[str, str]] = {
     "keras.src.utils.io_utils": "file access",
     "tf_keras.src.utils.data_utils.get_file": "downloads a file to any path",
     "tf_keras.utils.get_file": "downloads a file to any path",
+    **_NON_MODELING,
 }
 
 #: Class names legacy configs (no ``module`` key) use for Keras' own objects. An unknown name
@@ -66,7 +93,7 @@ KERAS_BUILTIN_CLASSES: Final = frozenset(
     TimeDistributed ConvLSTM1D ConvLSTM2D ConvLSTM3D MultiHeadAttention Attention
     AdditiveAttention GroupQueryAttention ReLU LeakyReLU PReLU ELU Softmax ThresholdedReLU
     GaussianNoise GaussianDropout AlphaDropout SpatialDropout1D SpatialDropout2D SpatialDropout3D
-    ActivityRegularization Rescaling Resizing CenterCrop RandomCrop RandomFlip RandomRotation
+    ActivityRegularization InputSpec Rescaling Resizing CenterCrop RandomCrop RandomFlip RandomRotation
     RandomZoom RandomTranslation RandomContrast RandomBrightness StringLookup IntegerLookup
     CategoryEncoding Hashing Discretization TextVectorization
     GlorotUniform GlorotNormal HeUniform HeNormal LecunUniform LecunNormal Zeros Ones Constant
@@ -80,7 +107,38 @@ KERAS_BUILTIN_CLASSES: Final = frozenset(
     SparseTopKCategoricalAccuracy AUC Precision Recall Mean Sum MeanMetricWrapper
     ExponentialDecay PiecewiseConstantDecay PolynomialDecay InverseTimeDecay CosineDecay
     CosineDecayRestarts""".split()
+) | frozenset(
+    # tf_keras registers its own optimizers under the default package ("Custom>Adam") and writes
+    # that name into every compiled model's training_config; its loader resolves them from its
+    # registry (tf_keras/src/optimizers, @register_keras_serializable())
+    f"Custom>{name}"
+    for name in "Adadelta Adafactor Adagrad Adam AdamW Adamax Ftrl Lion Nadam RMSprop SGD".split()
 )
+
+
+#: Where Keras' modeling functions live (activations, losses, metrics, ops, initializers ...): a
+#: ``function`` a config names inside Keras' packages must come from one of these (after
+#: ``keras.``/``keras.src.``, ``tf_keras.``/``tf_keras.src.``, ``keras_hub.src.`` ...). Any other
+#: Keras function (file utilities, saving, configuration, dataset readers) is not a model's
+#: building block: ``keras.custom-object``, as Keras >= 3.12 refuses such names itself.
+KERAS_FUNCTION_MODULES: Final = frozenset(
+    """activations losses metrics ops initializers regularizers constraints random layers
+    optimizers quantizers dtype_policies""".split()
+)
+#: keras_hub/keras_nlp/keras_cv modules of modeling helpers (``gelu_approximate`` ...)
+_HUB_FUNCTION_MODULES: Final = frozenset({"layers", "models", "losses", "metrics", "utils.keras_utils"})
+
+
+def _modeling_function(module: str) -> bool:
+    """True when ``module`` is one of Keras' modeling namespaces (:data:`KERAS_FUNCTION_MODULES`)."""
+    package, _, rest = module.partition(".")
+    if package in ("keras", "tf_keras"):
+        rest = rest.removeprefix("src.")
+        return any(rest == m or rest.startswith(f"{m}.") for m in KERAS_FUNCTION_MODULES)
+    if not rest.startswith("src."):
+        return False
+    rest = rest.removeprefix("src.")
+    return any(rest == m or rest.startswith(f"{m}.") for m in _HUB_FUNCTION_MODULES)
 
 
 def _dangerous(dotted: str) -> str | None:
@@ -135,7 +193,16 @@ def _check_name(module: str | None, name: str, where: str, kind: str) -> Iterato
             callable=_show(dotted),
         )
     elif module and _package(module) in KERAS_PACKAGES and not name.startswith("_"):
-        return
+        if kind != "function" or _modeling_function(module):
+            return
+        yield Issue(
+            "keras.custom-object",
+            Severity.SUSPICIOUS,
+            f"{kind} at {where} names {_show(dotted)!r}, a Keras function outside its modeling modules "
+            f"(activations, losses, metrics, ops, layers ...): not a model's building block "
+            f"(Keras >= 3.12 refuses it)",
+            callable=_show(dotted),
+        )
     else:
         yield Issue(
             "keras.custom-object",

@@ -34,6 +34,10 @@ KERAS_PACKAGES: Final = frozenset({"keras", "keras_hub", "keras_nlp", "keras_cv"
 _DATA_CLASSES: Final = frozenset(
     {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"}
 )
+#: tf_keras' JSON markers (``saving/legacy/saved_model/json_utils.py::_decode_helper``): values its
+#: decoder builds without importing anything (a registered TypeSpec is looked up, never imported),
+#: data when they name no ``module`` (with one, Keras 3 would import it: judged as a class)
+_TF_KERAS_DATA: Final = frozenset({"TensorShape", "TypeSpec", "CompositeTensor", "__tuple__"})
 _SHOW: Final = 120
 _B64_PROBE: Final = 24
 #: bytes of one base64 bytecode string decoded to list the names in it
@@ -283,7 +287,7 @@ def _check_object(obj: dict[str, Any], class_name: str, where: str) -> Iterator[
             where, code if isinstance(code, str) else "", "keras.serialized-function", "a __lambda__ object"
         )
         return
-    if class_name in _DATA_CLASSES:
+    if class_name in _DATA_CLASSES or (class_name in _TF_KERAS_DATA and "module" not in obj):
         return
     if class_name == "Lambda" and (module is None or _package(module) in KERAS_PACKAGES):
         yield from _lambda(inner, where)

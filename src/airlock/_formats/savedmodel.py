@@ -17,17 +17,28 @@ by the analysis (``_analysis/tf_ops.py``) with an ALLOWLIST:
   (``--allow tf.OpName`` accepts one).
 
 ``PrintV2`` is CLEAN to stdout/stderr/log and MALICIOUS to a ``file://`` stream.
+
+The meta graph's object graph (``object_graph_def``) can also carry a Keras config: each
+``SavedUserObject`` has a ``metadata`` string, where Keras (TF < 2.5, and tf_keras' loader to
+this day when ``keras_metadata.pb`` is absent) keeps the layer's JSON config. tf_keras'
+``load_model`` revives layers from it outside any safe mode, so a ``Lambda`` there runs its
+marshalled bytecode. Every non-empty ``metadata`` is parsed as JSON (bounded by
+``max_header_bytes``) and analysed as a Keras config (``keras_config.analyse_config``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Final
 
 from airlock._formats import protobuf as pb
-from airlock._formats.base import Fact, GraphOp, ReadContext
-from airlock.errors import FormatError
+from airlock._formats.base import Fact, GraphOp, Issue, ReadContext
+from airlock._formats.keras_config import analyse_config
+from airlock._formats.onnx_external import location_problem
+from airlock.errors import FormatError, LimitError
 from airlock.limits import Limits
+from airlock.results import Severity
 
 __all__ = ["SavedModelReader"]
 
@@ -113,6 +124,71 @@ def _meta_graph(data: memoryview, f: pb.Field, ctx: ReadContext, depth: int) -> 
                 where = f"function {_show(_function_name(data, function, ctx.limits, fn_depth))!r}"
                 for node in _children(data, function, 3, "node_def"):
                     yield from _node(data, node, ctx, fn_depth, where, functions)
+    for objects in _children(data, f, 7, "object_graph_def"):
+        yield from _object_graph(data, objects, ctx, depth)
+    for asset in _children(data, f, 6, "asset_file_def"):
+        yield from _asset(data, asset, ctx, depth)
+
+
+def _asset(data: memoryview, f: pb.Field, ctx: ReadContext, depth: int) -> Iterator[Fact]:
+    """An ``AssetFileDef`` (tensor_info 1, filename 2): the loader opens
+    ``join(export_dir, "assets", filename)`` (a vocabulary for a lookup table, read on load), so
+    a filename that is absolute or climbs with ``..`` makes it read a host file."""
+    pb.enter(depth, ctx.limits, f.offset)
+    for g in pb.iter_fields(data, f.start, f.end):
+        if g.number != 2:
+            continue
+        filename = pb.text(data, g, "asset filename")
+        problem = location_problem(filename)
+        if problem is not None:
+            yield Issue(
+                "savedmodel.asset-path",
+                Severity.MALICIOUS,
+                f"asset file {_show(filename)!r} {problem}: the loader opens it as assets/{_show(filename)} "
+                "when the model loads (a lookup table's vocabulary: a host file read into the model) "
+                "(expected a plain name inside the assets folder)",
+                offset=g.offset,
+                callable=_show(filename),
+                evidence=_show(filename),
+            )
+
+
+def _object_graph(data: memoryview, f: pb.Field, ctx: ReadContext, depth: int) -> Iterator[Fact]:
+    """The Keras configs in a SavedObjectGraph: ``nodes`` (1) -> SavedObject ``user_object`` (4)
+    -> SavedUserObject ``identifier`` (1), ``metadata`` (3), as tf_keras' loader reads them."""
+    depth = pb.enter(depth, ctx.limits, f.offset)
+    for index, saved in enumerate(_children(data, f, 1, "saved object")):
+        saved_depth = pb.enter(depth, ctx.limits, saved.offset)
+        ctx.check_time()
+        for user in _children(data, saved, 4, "user_object"):
+            pb.enter(saved_depth, ctx.limits, user.offset)
+            identifier = ""
+            metadata: pb.Field | None = None
+            for g in pb.iter_fields(data, user.start, user.end):
+                if g.number == 1:
+                    identifier = pb.text(data, g, "user object identifier")
+                elif g.number == 3:
+                    metadata = g
+            if metadata is None or _message(metadata, "user object metadata").start == metadata.end:
+                continue  # no Keras config (every object that is not a Keras layer or model)
+            what = f"object graph node {index} ({_show(identifier)}) metadata"
+            yield from analyse_config(_metadata_json(data, metadata, ctx.limits, what), ctx, what)
+
+
+def _metadata_json(data: memoryview, f: pb.Field, limits: Limits, what: str) -> object:
+    """The JSON of a SavedUserObject's ``metadata``, size checked before it is decoded."""
+    if f.end - f.start > limits.max_header_bytes:
+        raise LimitError(
+            f"{what} is {f.end - f.start} bytes, more than {limits.max_header_bytes} "
+            "(limit max_header_bytes)",
+            offset=f.offset,
+        )
+    try:
+        return json.loads(bytes(data[f.start : f.end]))
+    except RecursionError as exc:
+        raise LimitError(f"{what} nests deeper than the JSON parser allows", offset=f.offset) from exc
+    except ValueError as exc:
+        raise FormatError(f"{what} is not valid JSON: {exc}", offset=f.offset) from exc
 
 
 def _function_name(data: memoryview, function: pb.Field, limits: Limits, depth: int) -> str:
