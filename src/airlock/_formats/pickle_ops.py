@@ -297,16 +297,24 @@ def _decode_text_op(data: memoryview, pos: int, code: int, name: str) -> tuple[i
         except UnicodeDecodeError as exc:
             raise FormatError(f"{name}: module or name is not UTF-8", offset=pos) from exc
     text, nxt = _line(data, p, name)
+    # CPython reads numbers from the line as a C string (strtol, PyLong_FromString,
+    # PyOS_string_to_double): the first NUL ends the number, whatever follows it on the line.
     if code == 0x49:  # INT: C strtol(base 0) first, then int(text, 0); "00" "01" "+0" ... are bools
-        value = _c_int(text, pos, name, 0, strtol=True)
+        number, nul, _rest = text.partition(b"\0")
+        # strtol reads no digit from an empty string and stops at its NUL: accepted, 0
+        value = 0 if nul and not number else _c_int(number, pos, name, 0, strtol=True)
         return code, (bool(value) if len(text) == 2 and value in (0, 1) else value), nxt
-    if code == 0x4C:  # LONG: an optional trailing L, then int(text, 0)
-        return code, _c_int(text[:-1] if text.endswith(b"L") else text, pos, name, 0), nxt
+    if code == 0x4C:  # LONG: the line's last character dropped when it is L, then int(text, 0)
+        number = (text[:-1] if text.endswith(b"L") else text).partition(b"\0")[0]
+        return code, _c_int(number, pos, name, 0), nxt
     if code in (0x67, 0x70):  # GET PUT: int(text, 10)
-        return code, _c_int(text, pos, name, 10), nxt
-    if code == 0x46:  # FLOAT
+        return code, _c_int(text.partition(b"\0")[0], pos, name, 10), nxt
+    if code == 0x46:  # FLOAT: PyOS_string_to_double must end at the newline or a NUL
+        number = text.partition(b"\0")[0]
         try:
-            return code, float(text.decode("ascii")), nxt
+            if number.strip(b" \t\v\f\r") != number or b"_" in number:
+                raise ValueError  # float() allows them, PyOS_string_to_double does not
+            return code, float(number.decode("ascii")), nxt
         except (UnicodeDecodeError, ValueError) as exc:
             raise FormatError(f"FLOAT: not a number: {text[:40]!r}", offset=pos) from exc
     if code == 0x53:  # STRING
