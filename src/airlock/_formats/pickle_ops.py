@@ -309,11 +309,14 @@ def _decode_text_op(data: memoryview, pos: int, code: int, name: str) -> tuple[i
         return code, _c_int(number, pos, name, 0), nxt
     if code in (0x67, 0x70):  # GET PUT: int(text, 10)
         return code, _c_int(text.partition(b"\0")[0], pos, name, 10), nxt
-    if code == 0x46:  # FLOAT: PyOS_string_to_double must end at the newline or a NUL
-        number = text.partition(b"\0")[0]
+    if code == 0x46:  # FLOAT
+        # _pickle: PyOS_string_to_double, which must end at the newline or a NUL; the pure-Python
+        # unpickler (joblib's): float() of the line, which also takes whitespace and underscores
+        # but no NUL. The reading goes on where either does.
+        number, nul, _rest = text.partition(b"\0")
         try:
-            if number.strip(b" \t\v\f\r") != number or b"_" in number:
-                raise ValueError  # float() allows them, PyOS_string_to_double does not
+            if nul and (number.strip(b" \t\v\f\r") != number or b"_" in number):
+                raise ValueError  # a NUL: only _pickle reads on, and not past these
             return code, float(number.decode("ascii")), nxt
         except (UnicodeDecodeError, ValueError) as exc:
             raise FormatError(f"FLOAT: not a number: {text[:40]!r}", offset=pos) from exc
