@@ -114,6 +114,81 @@ def test_torch_load_runs_the_file_reading_and_airlock_names_it(name: str, tmp_pa
     assert not marker.exists()
 
 
+def mixed_crossing(marker: Path) -> bytes:
+    """Two crossings, read differently by a buffered file (``pickle.load(open(path))``,
+    ``numpy.load``): the first frame is small and sits in the window the reader peeked, so it
+    is read in order; the second is 8 KiB or more, which the C unpickler ``read()``s exactly, so
+    its rest is dropped. Neither ``pickle.loads`` (in order at both) nor a reader without peek
+    (drops at both, and stops at the first) runs the payload, which has no newline: in order, it
+    is the text of one UNICODE line."""
+    cmd = f"touch {marker}".encode()
+    payload = b"\x8c\x02os\x8c\x06system\x93\x8c" + bytes([len(cmd)]) + cmd + b"\x85R."
+    assert b"\n" not in payload
+    first = _frame(b"\x8c\x0512") + b"345" + b"0K."  # dropped: "345" + "0K" and STOP
+    filler = b"B" + struct.pack("<I", 9000) + b"z" * 9000 + b"0"
+    second = b"0" + _frame(filler + b"\x8c\x0512") + b"345" + b"Vx" + payload + b"\n0."
+    return b"\x80\x04" + first + second
+
+
+_PEEK = (
+    "as a buffered file reader may read it (pickle.load(open(path)), numpy.load): each FRAME crossing "
+    "read in order or dropped"
+)
+
+
+def _npy(data: bytes) -> bytes:
+    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + data
+
+
+@pytest.mark.parametrize("form", ["pickle", "npy"])
+def test_a_buffered_file_reads_each_crossing_its_own_way(form: str, tmp_path: Path) -> None:
+    """A reading that mixes the two (in order at one crossing, dropped at another) is analysed: the
+    two pure readings were, and pickle.load(open(path)) ran what neither had (outside review 21)."""
+    marker = tmp_path / "pwned"
+    data = mixed_crossing(marker)
+    offset = data.index(b"\x93")  # the STACK_GLOBAL, in the file
+    if form == "npy":
+        path = tmp_path / "array.npy"
+        path.write_bytes(_npy(data))
+        offset += len(_npy(b""))
+        assert runs_payload("numpy.load", path, marker)
+    else:
+        path = tmp_path / "model.pkl"
+        path.write_bytes(data)
+        assert runs_payload("pickle.load(open)", path, marker)
+    assert not runs_payload("pickle.loads", path, marker)
+    assert not runs_payload("pickle.load(BytesIO)", path, marker)
+
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    finding = _dangerous(report)
+    assert (finding.location.members, finding.location.offset) == ((_PEEK,), offset)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("limit", [7, 8, 9])
+def test_the_mixed_readings_are_bounded_by_max_pickles_per_stream(limit: int) -> None:
+    """Three crossings, 2**3 ways to read them: all eight are read within the limit, and an error
+    says the rest are not analysed when it is smaller."""
+    from airlock._analysis.pickle_findings import analyse_pickle_stream
+    from airlock._formats.base import PickleStream, ReadContext
+    from airlock.limits import DEFAULT_LIMITS
+    from airlock.policy import Policy
+
+    data = b"\x80\x04" + (_frame(b"Vab") + b"c\n0") * 3 + b"N."
+    assert pickle.loads(data) is None
+    ctx = ReadContext(DEFAULT_LIMITS.replace(max_pickles_per_stream=limit), Path("m.pkl"), Path("."))
+    stream = PickleStream(memoryview(data), 0, "pickle", None)
+    found = [
+        (members, issue.rule, issue.severity)
+        for members, issue in analyse_pickle_stream(stream, ctx, Policy())
+    ]
+    cut = [((_PEEK,), "limit.exceeded", Severity.ERROR)] if limit < 8 else []
+    assert found == [((), "pickle.frame-differential", Severity.SUSPICIOUS), *cut]
+
+
 def test_ordinary_framed_pickles_have_one_reading() -> None:
     """The pickler ends frames between opcodes: big protocol 4/5 pickles never cross a frame end."""
     value = {"rows": [{"id": i, "name": f"n{i}", "blob": b"x" * (i % 300)} for i in range(20_000)]}

@@ -27,7 +27,7 @@ from airlock._analysis.pickle_vm import (
 )
 from airlock._analysis.symbolic import callee, fold_bytes, render
 from airlock._formats.base import Issue, PickleStream, ReadContext
-from airlock._formats.pickle_ops import file_reading
+from airlock._formats.pickle_ops import FileReading, file_reading
 from airlock.errors import FormatError, LimitError
 from airlock.policy import Decision, Policy
 from airlock.results import Severity
@@ -238,7 +238,12 @@ def _as_file_reader(
     ``pickle_ops.FileReading``): an opcode that crosses the end of a FRAME is read from other bytes
     there than ``pickle.loads`` reads. Ordinary pickles never do this (the pickler ends frames
     between opcodes), so the crossing itself is reported, and every finding of that reading too,
-    at its offset in the file."""
+    at its offset in the file.
+
+    A reader with ``peek`` (``pickle.load(open(path, "rb"))``, ``numpy.load``) reads each crossing
+    one way or the other, by the frame's size and where its buffer stands (``file_reading``'s
+    ``across``): every mix of the two is a reading of its own, analysed in turn (each mix is found
+    from a reading that went the other way at that crossing), at most ``max_pickles_per_stream``."""
     reading = file_reading(data, start, ctx.limits.max_decompressed_bytes)
     if reading is None:
         return
@@ -255,9 +260,65 @@ def _as_file_reader(
                 offset=result.frame_crossing,
             ),
         )
+    step = _FILE_STEP
+    across: tuple[bool, ...] = ()
+    pending: list[tuple[bool, ...]] = []
+    budget = ctx.limits.max_pickles_per_stream
+    passes = 1
+    incomplete = False
+    while True:
+        if reading is not None:
+            stopped: list[LimitError] = []
+            yield from _file_reading_findings(
+                reading, start, step, ctx, policy, nested_depth, reported, stopped
+            )
+            if stopped:  # a limit (the time budget too) stopped this reading: no more readings
+                return
+            # the readings that go in order at one more of this reading's crossings (the first
+            # crossings as this one went; a crossing read in order is a reading of its own)
+            for i in range(len(across), reading.crossings):
+                if passes + len(pending) >= budget:
+                    incomplete = True
+                    break
+                pending.append(across + (False,) * (i - len(across)) + (True,))
+        if not pending:
+            break
+        across = pending.pop()
+        passes += 1
+        step = _PEEK_STEP
+        reading = file_reading(data, start, ctx.limits.max_decompressed_bytes, across)
+    if incomplete:
+        yield (
+            (_PEEK_STEP,),
+            Issue(
+                "limit.exceeded",
+                Severity.ERROR,
+                f"the FRAME crossings give more than {budget} readings (limit max_pickles_per_stream); "
+                "the rest are not analysed",
+                offset=result.frame_crossing,
+            ),
+        )
+
+
+_PEEK_STEP: Final = (
+    "as a buffered file reader may read it (pickle.load(open(path)), numpy.load): each FRAME crossing "
+    "read in order or dropped"
+)
+
+
+def _file_reading_findings(
+    reading: FileReading,
+    start: int,
+    step: str,
+    ctx: ReadContext,
+    policy: Policy,
+    nested_depth: int,
+    reported: set[tuple[str, str | None, str]],
+    stopped: list[LimitError],
+) -> Iterator[Located]:
     if reading.cut:
         yield (
-            (_FILE_STEP,),
+            (step,),
             Issue(
                 "limit.exceeded",
                 Severity.ERROR,
@@ -271,11 +332,12 @@ def _as_file_reader(
         if _key(issue) in reported:
             continue
         reported.add(_key(issue))
-        yield (_FILE_STEP, *members), issue._replace(offset=reading.original_offset(issue.offset))
+        yield (step, *members), issue._replace(offset=reading.original_offset(issue.offset))
     if isinstance(other.error, LimitError):
         # the reading stopped at a limit (opcodes, memo, the time budget): its rest is not analysed
+        stopped.append(other.error)
         error = _error_issue(other.error, 0)
-        yield (_FILE_STEP,), error._replace(offset=reading.original_offset(error.offset))
+        yield (step,), error._replace(offset=reading.original_offset(error.offset))
 
 
 def _error_issue(error: FormatError, index: int) -> Issue:

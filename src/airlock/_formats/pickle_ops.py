@@ -431,7 +431,7 @@ class FileReading:
     consumes, in order; ``dropped`` the (start, end) ranges of the original it skips.
     """
 
-    __slots__ = ("_starts", "cut", "data", "dropped", "segments")
+    __slots__ = ("_starts", "crossings", "cut", "data", "dropped", "segments")
 
     def __init__(self, data: bytes, segments: list[tuple[int, int]], dropped: list[tuple[int, int]]) -> None:
         self.data = data
@@ -441,6 +441,8 @@ class FileReading:
         self.dropped = dropped
         #: the reading stopped at ``max_bytes`` before STOP or an error: the rest is not in ``data``
         self.cut = False
+        #: reads that crossed the end of a FRAME's buffer (see :func:`file_reading`'s ``across``)
+        self.crossings = 0
 
     def original_offset(self, offset: int | None) -> int | None:
         """Where ``offset`` in :attr:`data` lies in the original bytes."""
@@ -451,10 +453,20 @@ class FileReading:
         return there + offset - here
 
 
-def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | None:
+def file_reading(
+    data: memoryview, start: int, max_bytes: int, across: tuple[bool, ...] = ()
+) -> FileReading | None:
     """The bytes a ``peek``-less file reader consumes for the pickle at ``start`` (see
     :class:`FileReading`), up to STOP, the first undecodable opcode, or ``max_bytes`` consumed.
-    None when it consumes the same bytes as ``pickle.loads`` (no read crosses a FRAME's end)."""
+    None when it consumes the same bytes as ``pickle.loads`` (no read crosses a FRAME's end).
+
+    ``across``: a reader *with* ``peek`` (``pickle.load(open(path, "rb"))``, ``numpy.load``, torch's
+    legacy format) holds a FRAME in the window it peeked when the frame fits there, and reads across
+    its end in order like ``pickle.loads``; a frame of 8 KiB or more, or one past the end of the
+    file object's buffer (its size is the file system's block size), it ``read()``s exactly, and
+    drops the rest at a crossing like a reader without ``peek``. So every crossing can go either
+    way: ``across[i]`` True reads the i-th crossing in order, False (and every crossing past the
+    tuple) drops. :attr:`FileReading.crossings` counts the crossings of this reading."""
     size = len(data)
     pos = start  # next byte the unpickler reads
     buf_end = start  # end of the buffered bytes; reads at buf_end come straight from the file
@@ -463,6 +475,13 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
     piece = start
     skipped = 0
     cut = False
+    crossings = 0
+
+    def in_order() -> bool:
+        # this read crosses the end of the buffered bytes: read on in order, or drop the rest
+        nonlocal crossings
+        crossings += 1
+        return crossings <= len(across) and across[crossings - 1]
 
     def drop() -> None:
         nonlocal piece, skipped
@@ -481,6 +500,12 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
             pos += n
             return at
         if pos < buf_end:
+            if in_order():
+                at = pos
+                pos = buf_end = pos + n
+                if pos > size:
+                    raise FormatError("file ends inside an argument", offset=at)
+                return at
             drop()
         at = buf_end
         pos = buf_end = at + n
@@ -494,6 +519,13 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
         if nl >= 0:
             at = pos
             pos += nl + 1
+            return at
+        if pos < buf_end and in_order():
+            found = bytes(data[pos : min(size, pos + MAX_TEXT_LINE)]).find(b"\n")
+            if found < 0:
+                raise FormatError("file ends inside a text line", offset=pos)
+            at = pos
+            pos = buf_end = pos + found + 1
             return at
         if pos < buf_end:
             drop()
@@ -555,4 +587,5 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
         out += data[s:e]
     reading = FileReading(bytes(out), segments, dropped)
     reading.cut = cut
+    reading.crossings = crossings
     return reading
