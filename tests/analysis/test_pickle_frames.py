@@ -17,8 +17,10 @@ import pytest
 
 import airlock
 from airlock import Severity, Verdict
+from airlock._analysis.pickle_vm import Machine
 from airlock._formats.pickle_ops import file_reading
 from airlock._render.text import render as render_text
+from airlock.limits import DEFAULT_LIMITS
 from airlock.results import Finding
 from tests.fixtures.loaders import runs_payload
 
@@ -189,6 +191,69 @@ def test_the_mixed_readings_are_bounded_by_max_pickles_per_stream(limit: int) ->
     assert found == [((), "pickle.frame-differential", Severity.SUSPICIOUS), *cut]
 
 
+_RESUME = (
+    "as the next load of the same file reads it (a file reader stands at the end of a FRAME it read whole)"
+)
+
+
+def resumed_load(marker: Path, frame_size: int) -> tuple[bytes, bytes, int]:
+    """A pickle that STOPs early inside a FRAME: a file reader that read the frame whole stands at
+    its end, and the next load of the same file starts there, with the payload. Read after STOP
+    instead, the rest of the frame is a BINBYTES whose body runs over the payload (harmless).
+    Returns the framed pickle, what follows it, and the payload's offset in the latter."""
+    payload = b"cos\nmkdir\n(S'" + str(marker).encode() + b"'\ntR."
+    first = b"}."
+    rest = frame_size - len(first) - 5  # the BINBYTES opcode and its length end the frame
+    body = b"B" + struct.pack("<I", rest + len(payload)) + b"z" * rest
+    return b"\x80\x04" + _frame(first + body), payload + b".", 0
+
+
+def test_torch_legacy_reads_the_next_pickle_where_the_file_stands(tmp_path: Path) -> None:
+    """torch.load of the legacy format loads five pickles from one open file. A sys-info pickle
+    that STOPs inside a FRAME of 8 KiB (read whole) hid the main pickle: the scan was CLEAN and
+    torch.load ran os.mkdir (outside review 21)."""
+    pytest.importorskip("torch")
+    from tests._proof import TORCH_LOAD, loader_runs_payload
+
+    marker = tmp_path / "pwned"
+    framed, after, at = resumed_load(marker, 9000)
+    magic = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
+    head = magic + pickle.dumps(1001, protocol=2) + framed
+    path = tmp_path / "model.pt"
+    path.write_bytes(head + after + b"].")
+    loader_runs_payload(TORCH_LOAD, path, marker)
+
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    (finding,) = [f for f in report.findings() if f.rule == "pickle.dangerous-global"]
+    assert (finding.callable, finding.location.members) == ("os.mkdir", (_RESUME,))
+    assert finding.location.offset == len(head) + at
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("frame_size", "reader"), [(9000, "open(sys.argv[1], 'rb')"), (40, "io.BytesIO(data)")]
+)
+def test_pickle_load_twice_reads_on_where_the_file_stands(
+    frame_size: int, reader: str, tmp_path: Path
+) -> None:
+    """The same with two pickle.load calls on one file: a buffered file reads a frame of 8 KiB or
+    more whole, a file without peek reads every frame whole."""
+    from tests._proof import loader_runs_payload
+
+    marker = tmp_path / "pwned"
+    framed, after, at = resumed_load(marker, frame_size)
+    path = tmp_path / "two.pkl"
+    path.write_bytes(framed + after)
+    code = f"import io, pickle, sys\ndata = open(sys.argv[1], 'rb').read()\nf = {reader}\npickle.load(f)\npickle.load(f)"
+    loader_runs_payload(code, path, marker)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.MALICIOUS, render_text(report)
+    (finding,) = [f for f in report.findings() if f.rule == "pickle.dangerous-global"]
+    assert (finding.callable, finding.location.members) == ("os.mkdir", (_RESUME,))
+    assert finding.location.offset == len(framed) + at
+
+
 def test_ordinary_framed_pickles_have_one_reading() -> None:
     """The pickler ends frames between opcodes: big protocol 4/5 pickles never cross a frame end."""
     value = {"rows": [{"id": i, "name": f"n{i}", "blob": b"x" * (i % 300)} for i in range(20_000)]}
@@ -196,6 +261,8 @@ def test_ordinary_framed_pickles_have_one_reading() -> None:
         data = pickle.dumps(value, protocol=protocol)
         assert data.count(b"\x95") >= 1
         assert file_reading(memoryview(data), 0, len(data)) is None
+        # the pickler ends the last frame with STOP: the next load starts right after it
+        assert Machine(memoryview(data), DEFAULT_LIMITS).run(0).resume is None
 
 
 def test_frame_inside_a_frame_that_overruns_it(tmp_path: Path) -> None:

@@ -180,6 +180,8 @@ class Machine:
                 if code == 0x2E:  # STOP
                     result.end = nxt
                     result.root = self._pop(pos)
+                    if nxt < frame_end != _NO_FRAME:
+                        result.resume = frame_end
                     return
                 if code in const_ops:
                     if code == 0x88:

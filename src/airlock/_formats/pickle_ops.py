@@ -431,7 +431,7 @@ class FileReading:
     consumes, in order; ``dropped`` the (start, end) ranges of the original it skips.
     """
 
-    __slots__ = ("_starts", "crossings", "cut", "data", "dropped", "segments")
+    __slots__ = ("_starts", "crossings", "cut", "data", "dropped", "resume", "segments")
 
     def __init__(self, data: bytes, segments: list[tuple[int, int]], dropped: list[tuple[int, int]]) -> None:
         self.data = data
@@ -443,6 +443,9 @@ class FileReading:
         self.cut = False
         #: reads that crossed the end of a FRAME's buffer (see :func:`file_reading`'s ``across``)
         self.crossings = 0
+        #: where the file stands after STOP (the end of a frame read exactly, when STOP came inside
+        #: it): the next ``load`` of the same file starts there. None: no STOP in this reading.
+        self.resume: int | None = None
 
     def original_offset(self, offset: int | None) -> int | None:
         """Where ``offset`` in :attr:`data` lies in the original bytes."""
@@ -476,6 +479,7 @@ def file_reading(
     skipped = 0
     cut = False
     crossings = 0
+    resume: int | None = None
 
     def in_order() -> bool:
         # this read crosses the end of the buffered bytes: read on in order, or drop the rest
@@ -574,6 +578,7 @@ def file_reading(
                 else:
                     read(n)
             if code == _STOP:
+                resume = max(pos, buf_end)
                 break
     except (FormatError, IndexError):
         pass
@@ -588,4 +593,5 @@ def file_reading(
     reading = FileReading(bytes(out), segments, dropped)
     reading.cut = cut
     reading.crossings = crossings
+    reading.resume = resume
     return reading
