@@ -318,3 +318,48 @@ def test_the_second_reading_is_bounded_by_max_decompressed_bytes(extra: int, tmp
     assert bool(limited) == (extra < 0), render_text(report)
     # the payload comes before the cut: named either way (MALICIOUS outranks the limit's ERROR)
     assert report.verdict is Verdict.MALICIOUS
+
+
+def joblib_array_in_a_frame(marker: Path) -> tuple[bytes, int]:
+    """joblib.dump of a 4-byte array, with the wrapper's BUILD moved inside a FRAME that goes on.
+    joblib's pure-Python unpickler has read the whole frame: it reads the array (a pad length, the
+    pad, the bytes) where the file stands, after the frame, then runs the frame's rest, then what
+    follows the array: the payload. Read after BUILD instead (what airlock did), the pad length is
+    the frame's next byte, the array ends inside the frame before a STOP, and what follows is a
+    pickle whose BINBYTES runs over the payload. Returns the file and the BUILD's offset."""
+    import io
+
+    import joblib
+    import numpy as np
+
+    buf = io.BytesIO()
+    joblib.dump(np.arange(4, dtype=np.uint8), buf)
+    dumped = buf.getvalue()
+    content = dumped[11 : 11 + struct.unpack_from("<Q", dumped, 3)[0]]
+    assert content.endswith(b"ub")  # joblib ends the frame with the wrapper's BUILD
+    payload = b"cos\nmkdir\n(S'" + str(marker).encode() + b"'\ntR."
+    rest = b"0" + b"B" + struct.pack("<I", 48) + b"z" * 47 + b"."  # "0" = 48: airlock's pad length
+    after_array = b"\x00\x01\x02\x03" + payload
+    pad = b"0B" + struct.pack("<I", 72 + len(after_array)) + b"p" * 72  # "N" = 78 bytes of pad
+    data = b"\x80\x04" + _frame(content + rest) + b"N" + pad + after_array + b"."
+    return data, 11 + len(content) - 1
+
+
+def test_a_joblib_array_inside_a_frame_that_goes_on_is_an_error(tmp_path: Path) -> None:
+    """joblib commits the frame before each array; a BUILD inside a frame that goes on is read by
+    joblib.load in an order airlock does not follow: a format error, never clean (the scan was
+    CLEAN and joblib.load ran os.mkdir: outside review 21)."""
+    pytest.importorskip("joblib")
+    from tests._proof import loader_runs_payload
+
+    marker = tmp_path / "pwned"
+    data, build = joblib_array_in_a_frame(marker)
+    path = tmp_path / "model.joblib"
+    path.write_bytes(data)
+    loader_runs_payload("import joblib, sys\njoblib.load(sys.argv[1])", path, marker)
+    report = airlock.scan(path)
+    assert report.verdict is Verdict.ERROR, render_text(report)
+    errors = [f for f in report.findings() if f.severity is Severity.ERROR]
+    assert [(f.rule, f.location.offset) for f in errors] == [("format.error", build)]
+    assert data[build : build + 1] == b"b"
+    assert "joblib reads the array from the frame's end" in errors[0].message
