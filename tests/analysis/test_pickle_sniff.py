@@ -72,6 +72,19 @@ _PUSHES: list[tuple[str, bytes]] = [
     ("NONE-BINPUT", b"Nq\x00"),
     ("NONE-MEMOIZE", b"N\x94"),
     ("NONE-DUP", b"N20"),
+    # CPython reads protocol-0 numbers as C strings: the first NUL ends the number (outside review 21)
+    ("INT-NUL", b"I7\x00junk\n"),
+    ("INT-only-NUL", b"I\x00junk\n"),  # strtol reads no digit and stops at the NUL: 0
+    ("LONG-NUL", b"L12\x00junkL\n"),
+    ("FLOAT-NUL", b"F1.5\x00junk\n"),
+    ("NONE-PUT-GET-NUL", b"Np0\x00junk\n0g0\x00junk\n"),
+    # a number's line longer than the sniffed head (4096 bytes), as CPython reads it
+    ("INT-long-whitespace", b"I" + b" " * 5000 + b"7\n"),
+    ("INT-long-after-NUL", b"I7\x00" + b"z" * 5000 + b"\n"),
+    ("LONG-long-hex", b"L0x" + b"f" * 5000 + b"\n"),
+    ("LONG-long-underscores", b"L1" + b"_1" * 3000 + b"L\n"),
+    ("FLOAT-long-after-NUL", b"F1.5\x00" + b"z" * 5000 + b"\n"),
+    ("NONE-PUT-long-whitespace", b"Np" + b" " * 5000 + b"0\n"),
 ]
 CASES: list[tuple[str, bytes, str]] = (
     [("GLOBAL-first", b"", "global"), ("INST-first", b"", "inst"), ("STACK_GLOBAL-no-PROTO", b"", "stack")]
@@ -142,6 +155,10 @@ NEAR_MISSES: list[tuple[str, bytes]] = [
     ("PROTO-6", b"\x80\x06" + b"cos\nsystem\n(S'x'\ntR."),
     ("STACK_GLOBAL-on-ints", b"K\x01K\x02\x93" + b"cos\nsystem\n(S'x'\ntR."),
     ("INT-not-decimal", b"Ifoo\n" + b"cos\nsystem\n(S'x'\ntR."),
+    ("INT-not-decimal-before-NUL", b"I1x\x00\n" + b"cos\nsystem\n(S'x'\ntR."),
+    ("LONG-L-before-NUL", b"L5L\x00\n" + b"cos\nsystem\n(S'x'\ntR."),  # the L is not the line's last
+    ("LONG-only-NUL", b"L\x00\n" + b"cos\nsystem\n(S'x'\ntR."),  # PyLong_FromString(""): no number
+    ("INT-long-letters", b"I12" + b"g" * 5000 + b"\n" + b"cos\nsystem\n(S'x'\ntR."),
     ("licence", b"MIT License\n\nCopyright (c) 2024\n"),
 ]
 
@@ -175,6 +192,58 @@ def test_a_pickle_longer_than_the_sniffed_head_is_a_pickle(tmp_path: Path) -> No
     assert looks_like_pickle((b"cmod" + b"x" * 5000)[:4096], 6000)  # a long module name
     assert not looks_like_pickle((b"PK\x03\x04" + bytes(range(200, 256)) * 80)[:4096], 10**6)  # PERSID: ASCII
     assert not looks_like_pickle((b"I12" + b"a" * 5000)[:4096], 6000)  # INT: digits
+
+
+def test_protocol0_numbers_end_at_a_nul_as_cpython_reads_them() -> None:
+    """INT, LONG, GET, PUT and FLOAT text is read by C functions that stop at the first NUL
+    (strtol, PyLong_FromString, PyOS_string_to_double): the values, and the errors, are CPython's.
+    A reader that refused "7\\0junk" stopped where pickle.load reads on (outside review 21).
+    The pure-Python unpickler (joblib.load's) reads FLOAT with float(): where only it reads on
+    (whitespace, underscores), its value."""
+    import subprocess
+    import sys
+
+    from airlock._formats.pickle_ops import decode_op
+
+    lines = [b" 1.5 ", b"1_0", b"7\x00junk", b"\x00", b"\x0012", b"0\x00", b"1\x00", b"\x00\x00", b" 1 \x00zz", b"010\x00",
+             b"0x10\x00z", b"1_0\x00", b"1x\x00", b"-\x00", b"99999999999999999999\x00z", b"5L\x00",
+             b"5\x00L", b"\x00L", b"1.5\x00z", b"inf\x00", b"1e3\x00\x00"]  # fmt: skip
+    ops = [op + line + b"\n" for op in (b"I", b"L", b"F") for line in lines]
+    # (a memo key past ssize_t is an error to CPython; the reader reads on, which hides nothing)
+    ops += [b"Np" + line + b"\n0g" + line + b"\n" for line in lines if not line.startswith(b"999")]
+    code = (
+        "import pickle, sys\n"
+        "for line in sys.stdin.read().split():\n"
+        "    data = bytes.fromhex(line) + b'.'\n"
+        "    try: print(repr(pickle.loads(data)))\n"
+        "    except Exception:\n"
+        "        try: print(repr(pickle._loads(data)))\n"
+        "        except Exception: print('ERR')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=" ".join(op.hex() for op in ops),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    real = out.stdout.split("\n")[:-1]
+
+    def ours(op: bytes) -> str:
+        view = memoryview(op)
+        try:
+            pos, args = 0, []
+            while pos < len(op):
+                _code, value, pos = decode_op(view, pos)
+                args.append(value)
+        except Exception:
+            return "ERR"
+        if op.startswith(b"Np"):  # NONE, PUT k, POP, GET k: None when both keys read as one
+            return "None" if args[1] == args[3] else "ERR"
+        return repr(args[0])
+
+    assert [ours(op) for op in ops] == real
 
 
 def test_opcode_table_is_the_unpicklers() -> None:

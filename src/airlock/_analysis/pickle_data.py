@@ -143,6 +143,8 @@ def _run(
                     if not depth:
                         raise FormatError("stack underflow", offset=pos)
                     result.end = nxt
+                    if nxt < frame_end != _NO_FRAME:
+                        result.resume = frame_end  # as the machine: the next load may start there
                     return result
                 if code in literals:
                     depth += 1

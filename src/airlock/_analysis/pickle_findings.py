@@ -27,7 +27,7 @@ from airlock._analysis.pickle_vm import (
 )
 from airlock._analysis.symbolic import callee, fold_bytes, render
 from airlock._formats.base import Issue, PickleStream, ReadContext
-from airlock._formats.pickle_ops import file_reading
+from airlock._formats.pickle_ops import FileReading, file_reading
 from airlock.errors import FormatError, LimitError
 from airlock.policy import Decision, Policy
 from airlock.results import Severity
@@ -74,110 +74,171 @@ def _analyse_stream(
     nested_depth: int,
 ) -> Iterator[Located]:
     limits = ctx.limits
-    pos = start
-    index = 0
-    while True:
-        nested_results: list[PickleResult] = []
+    # where a pickle was analysed; the count before it matters when the format fixes it (legacy: 5)
+    visited: set[tuple[int, int]] = set()
 
-        def nested(at: int, _sink: list[PickleResult] = nested_results) -> int:
-            # joblib object arrays: a complete pickle inline; joblib loads it with a fresh unpickler.
-            inner = Machine(data, limits, ctx.check_time, build_hook=None).run(at)
-            _sink.append(inner)
-            if inner.error is not None:
-                raise inner.error
-            return inner.end
+    def key(pos: int, index: int) -> tuple[int, int]:
+        return (pos, index if max_pickles is not None else 0)
 
-        joblib_hook = make_build_hook(data, nested)
-        skipped: list[int] = []
+    #: (position, pickles read before it) where another chain of loads of the same file starts
+    alternatives: list[tuple[int, int]] = []
 
-        def hook(node: Node, at: int, _skipped: list[int] = skipped, _joblib: BuildHook = joblib_hook) -> int:
-            after = _joblib(node, at)
-            if after != at:
-                _skipped.append(at)
-            return after
+    def chain(pos: int, index: int, alternative: bool) -> Iterator[Located]:
+        while True:
+            if key(pos, index) in visited:
+                return  # another chain of loads reads on from here: analysed there
+            visited.add(key(pos, index))
+            nested_results: list[PickleResult] = []
 
-        # Plain data (most big pickles) needs no object graph: a counting pass judges it.
-        result = scan_data_pickle(data, pos, limits, ctx.check_time)
-        if result is None:
-            result = Machine(data, limits, ctx.check_time, build_hook=hook).run(pos)
-        if (
-            index > 0
-            and max_pickles is None
-            and result.error is not None
-            and result.opcodes <= 1
-            and not result.globals
-        ):
-            # Not a pickle at all: bytes after the last pickle. A lenient stream (raw tensor
-            # bytes) goes on after any pickle its first bytes happen to spell (b"\x89." is
-            # ``False``): that is what raw bytes do, not a hiding place.
-            if not (trailing_ok or lenient):
+            def nested(at: int, _sink: list[PickleResult] = nested_results) -> int:
+                # joblib object arrays: a complete pickle inline; joblib loads it with a fresh unpickler.
+                inner = Machine(data, limits, ctx.check_time, build_hook=None).run(at)
+                _sink.append(inner)
+                if inner.error is not None:
+                    raise inner.error
+                return inner.end
+
+            joblib_hook = make_build_hook(data, nested)
+            skipped: list[int] = []
+
+            def hook(
+                node: Node, at: int, _skipped: list[int] = skipped, _joblib: BuildHook = joblib_hook
+            ) -> int:
+                after = _joblib(node, at)
+                if after != at:
+                    _skipped.append(at)
+                return after
+
+            # Plain data (most big pickles) needs no object graph: a counting pass judges it.
+            result = scan_data_pickle(data, pos, limits, ctx.check_time)
+            if result is None:
+                result = Machine(data, limits, ctx.check_time, build_hook=hook).run(pos)
+            if (
+                index > 0
+                and max_pickles is None
+                and result.error is not None
+                and result.opcodes <= 1
+                and not result.globals
+            ):
+                # Not a pickle at all: bytes after the last pickle. A lenient stream (raw tensor
+                # bytes) goes on after any pickle its first bytes happen to spell (b"\x89." is
+                # ``False``): that is what raw bytes do, not a hiding place.
+                # (where another chain starts, bytes that are no pickle are what a loader that
+                # reads on there fails on at once: nothing hides in them)
+                if not (trailing_ok or lenient or alternative):
+                    yield (
+                        (),
+                        Issue(
+                            "pickle.trailing-data",
+                            Severity.SUSPICIOUS,
+                            f"{len(data) - pos} bytes after the last pickle that no unpickler reads; "
+                            "a place to hide data from tools that read only the first pickle",
+                            offset=pos,
+                        ),
+                    )
+                return
+            reported: set[tuple[str, str | None, str]] = set()
+            # Raw tensor bytes that happen to decode (lenient) and import nothing: their structural
+            # oddities (a FRAME that overruns, an extension code, a call of what they built, a
+            # STACK_GLOBAL of constants that are not strings) are noise, not findings. Without an
+            # import no unpickler reaches code: an extension code resolves only through copyreg's
+            # registry, which bytes cannot fill (empty in a fresh interpreter, also after importing
+            # torch, numpy, sklearn, joblib, transformers), and STACK_GLOBAL refuses constant operands
+            # that are not strings. Every other global is an import: by name, by Python 2 strings
+            # (str to every default unpickler), or on computed operands ("opaque": a call's result
+            # may be a string). Seeded random storages: tests/scan/test_storage_sniff.py.
+            quiet = lenient and all(g.dynamic and not g.opaque for g in result.globals)
+            for item in () if quiet else (result, *nested_results):
+                for members, issue in _findings(item, data, ctx, policy, nested_depth):
+                    reported.add(_key(issue))
+                    yield members, issue
+            if skipped:
+                yield from _as_plain_pickle(data, pos, ctx, policy, nested_depth, reported)
+            resumes: list[int | None] = [result.resume]
+            if result.frame_crossing is not None:
+                yield from _as_file_reader(
+                    data, pos, result, ctx, policy, nested_depth, reported, lenient, resumes
+                )
+            if result.error is not None:
+                if quiet and not isinstance(result.error, LimitError):
+                    # the bytes broke off where any unpickler stops too; a limit of this reader
+                    # (opcodes, memo, stack, time) stopped it early instead: what follows is not analysed
+                    return
+                yield (), _error_issue(result.error, index)
+                return
+            index += 1
+            # A file reader that read a FRAME exactly stands at its end after STOP: the next load of the
+            # same file starts there, another chain of pickles than the one after STOP.
+            alternatives.extend(
+                (at, index) for at in sorted({r for r in resumes if r is not None}) if at != result.end
+            )
+            pos = result.end
+            if pos >= len(data):
+                if max_pickles is not None and index < max_pickles:
+                    # The format says how many pickles there are (torch legacy: five); fewer is a
+                    # truncated file, which the real loader would fail on.
+                    yield (
+                        (),
+                        Issue(
+                            "format.error",
+                            Severity.ERROR,
+                            f"stream ends after {index} pickle(s); this format holds {max_pickles}",
+                            offset=pos,
+                        ),
+                    )
+                return
+            if max_pickles is not None and index >= max_pickles:
+                return
+            if index >= limits.max_pickles_per_stream:
                 yield (
                     (),
                     Issue(
-                        "pickle.trailing-data",
-                        Severity.SUSPICIOUS,
-                        f"{len(data) - pos} bytes after the last pickle that no unpickler reads; "
-                        "a place to hide data from tools that read only the first pickle",
+                        "limit.exceeded",
+                        Severity.ERROR,
+                        f"more than {limits.max_pickles_per_stream} pickles in one stream (limit max_pickles_per_stream)",
                         offset=pos,
                     ),
                 )
-            return
-        reported: set[tuple[str, str | None, str]] = set()
-        # Raw tensor bytes that happen to decode (lenient) and import nothing: their structural
-        # oddities (a FRAME that overruns, an extension code, a call of what they built, a
-        # STACK_GLOBAL of constants that are not strings) are noise, not findings. Without an
-        # import no unpickler reaches code: an extension code resolves only through copyreg's
-        # registry, which bytes cannot fill (empty in a fresh interpreter, also after importing
-        # torch, numpy, sklearn, joblib, transformers), and STACK_GLOBAL refuses constant operands
-        # that are not strings. Every other global is an import: by name, by Python 2 strings
-        # (str to every default unpickler), or on computed operands ("opaque": a call's result
-        # may be a string). Seeded random storages: tests/scan/test_storage_sniff.py.
-        quiet = lenient and all(g.dynamic and not g.opaque for g in result.globals)
-        for item in () if quiet else (result, *nested_results):
-            for members, issue in _findings(item, data, ctx, policy, nested_depth):
-                reported.add(_key(issue))
-                yield members, issue
-        if skipped:
-            yield from _as_plain_pickle(data, pos, ctx, policy, nested_depth, reported)
-        if result.frame_crossing is not None:
-            yield from _as_file_reader(data, pos, result, ctx, policy, nested_depth, reported, lenient)
-        if result.error is not None:
-            if quiet and not isinstance(result.error, LimitError):
-                # the bytes broke off where any unpickler stops too; a limit of this reader
-                # (opcodes, memo, stack, time) stopped it early instead: what follows is not analysed
                 return
-            yield (), _error_issue(result.error, index)
+
+    yield from chain(start, 0, False)
+    chains = 1
+    while alternatives:
+        at, index = alternatives.pop(0)
+        if key(at, index) in visited:
+            continue
+        if chains >= limits.max_pickles_per_stream:
+            yield (
+                (_RESUME_STEP,),
+                Issue(
+                    "limit.exceeded",
+                    Severity.ERROR,
+                    f"more than {limits.max_pickles_per_stream} chains of pickles in one stream "
+                    "(limit max_pickles_per_stream); the rest are not analysed",
+                    offset=at,
+                ),
+            )
             return
-        index += 1
-        pos = result.end
-        if pos >= len(data):
+        chains += 1
+        if at >= len(data):
             if max_pickles is not None and index < max_pickles:
-                # The format says how many pickles there are (torch legacy: five); fewer is a
-                # truncated file, which the real loader would fail on.
                 yield (
-                    (),
+                    (_RESUME_STEP,),
                     Issue(
                         "format.error",
                         Severity.ERROR,
                         f"stream ends after {index} pickle(s); this format holds {max_pickles}",
-                        offset=pos,
+                        offset=at,
                     ),
                 )
-            return
-        if max_pickles is not None and index >= max_pickles:
-            return
-        if index >= limits.max_pickles_per_stream:
-            yield (
-                (),
-                Issue(
-                    "limit.exceeded",
-                    Severity.ERROR,
-                    f"more than {limits.max_pickles_per_stream} pickles in one stream (limit max_pickles_per_stream)",
-                    offset=pos,
-                ),
-            )
-            return
+            continue
+        for members, issue in chain(at, index, True):
+            yield (_RESUME_STEP, *members), issue
 
+
+_RESUME_STEP: Final = (
+    "as the next load of the same file reads it (a file reader stands at the end of a FRAME it read whole)"
+)
 
 _PLAIN_READING_RULES: Final = frozenset(
     {"pickle.dangerous-global", "pickle.unknown-global", "pickle.dangerous-call"}
@@ -233,12 +294,18 @@ def _as_file_reader(
     nested_depth: int,
     reported: set[tuple[str, str | None, str]],
     lenient: bool,
+    resumes: list[int | None],
 ) -> Iterator[Located]:
     """The pickle as CPython reads it from a file object without ``peek`` (see
     ``pickle_ops.FileReading``): an opcode that crosses the end of a FRAME is read from other bytes
     there than ``pickle.loads`` reads. Ordinary pickles never do this (the pickler ends frames
     between opcodes), so the crossing itself is reported, and every finding of that reading too,
-    at its offset in the file."""
+    at its offset in the file.
+
+    A reader with ``peek`` (``pickle.load(open(path, "rb"))``, ``numpy.load``) reads each crossing
+    one way or the other, by the frame's size and where its buffer stands (``file_reading``'s
+    ``across``): every mix of the two is a reading of its own, analysed in turn (each mix is found
+    from a reading that went the other way at that crossing), at most ``max_pickles_per_stream``."""
     reading = file_reading(data, start, ctx.limits.max_decompressed_bytes)
     if reading is None:
         return
@@ -255,9 +322,66 @@ def _as_file_reader(
                 offset=result.frame_crossing,
             ),
         )
+    step = _FILE_STEP
+    across: tuple[bool, ...] = ()
+    pending: list[tuple[bool, ...]] = []
+    budget = ctx.limits.max_pickles_per_stream
+    passes = 1
+    incomplete = False
+    while True:
+        if reading is not None:
+            resumes.append(reading.resume)
+            stopped: list[LimitError] = []
+            yield from _file_reading_findings(
+                reading, start, step, ctx, policy, nested_depth, reported, stopped
+            )
+            if stopped:  # a limit (the time budget too) stopped this reading: no more readings
+                return
+            # the readings that go in order at one more of this reading's crossings (the first
+            # crossings as this one went; a crossing read in order is a reading of its own)
+            for i in range(len(across), reading.crossings):
+                if passes + len(pending) >= budget:
+                    incomplete = True
+                    break
+                pending.append(across + (False,) * (i - len(across)) + (True,))
+        if not pending:
+            break
+        across = pending.pop()
+        passes += 1
+        step = _PEEK_STEP
+        reading = file_reading(data, start, ctx.limits.max_decompressed_bytes, across)
+    if incomplete:
+        yield (
+            (_PEEK_STEP,),
+            Issue(
+                "limit.exceeded",
+                Severity.ERROR,
+                f"the FRAME crossings give more than {budget} readings (limit max_pickles_per_stream); "
+                "the rest are not analysed",
+                offset=result.frame_crossing,
+            ),
+        )
+
+
+_PEEK_STEP: Final = (
+    "as a buffered file reader may read it (pickle.load(open(path)), numpy.load): each FRAME crossing "
+    "read in order or dropped"
+)
+
+
+def _file_reading_findings(
+    reading: FileReading,
+    start: int,
+    step: str,
+    ctx: ReadContext,
+    policy: Policy,
+    nested_depth: int,
+    reported: set[tuple[str, str | None, str]],
+    stopped: list[LimitError],
+) -> Iterator[Located]:
     if reading.cut:
         yield (
-            (_FILE_STEP,),
+            (step,),
             Issue(
                 "limit.exceeded",
                 Severity.ERROR,
@@ -271,11 +395,12 @@ def _as_file_reader(
         if _key(issue) in reported:
             continue
         reported.add(_key(issue))
-        yield (_FILE_STEP, *members), issue._replace(offset=reading.original_offset(issue.offset))
+        yield (step, *members), issue._replace(offset=reading.original_offset(issue.offset))
     if isinstance(other.error, LimitError):
         # the reading stopped at a limit (opcodes, memo, the time budget): its rest is not analysed
+        stopped.append(other.error)
         error = _error_issue(other.error, 0)
-        yield (_FILE_STEP,), error._replace(offset=reading.original_offset(error.offset))
+        yield (step,), error._replace(offset=reading.original_offset(error.offset))
 
 
 def _error_issue(error: FormatError, index: int) -> Issue:

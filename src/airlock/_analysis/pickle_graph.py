@@ -193,6 +193,7 @@ class PickleResult:
         "opcodes",
         "persids",
         "protocol",
+        "resume",
         "root",
         "start",
     )
@@ -209,6 +210,10 @@ class PickleResult:
         self.persids: list[PersId] = []
         #: structural oddities: (kind, offset, detail)
         self.anomalies: list[tuple[str, int, str]] = []
+        #: STOP came inside a FRAME that goes on: the end of that frame, where a file reader that
+        #: read the frame exactly (no ``peek``, or a frame of 8 KiB or more) stands after ``load``
+        #: and the next ``load`` of the same file starts (pickle_ops.FileReading)
+        self.resume: int | None = None
         #: offset of the first opcode that reads past the end of a FRAME (readers disagree there)
         self.frame_crossing: int | None = None
         self.opcodes = 0

@@ -180,6 +180,8 @@ class Machine:
                 if code == 0x2E:  # STOP
                     result.end = nxt
                     result.root = self._pop(pos)
+                    if nxt < frame_end != _NO_FRAME:
+                        result.resume = frame_end
                     return
                 if code in const_ops:
                     if code == 0x88:
@@ -202,7 +204,18 @@ class Machine:
                     memo[arg] = self._stack[-1]  # type: ignore[index]
                 elif code == 0x62 and build_hook is not None:  # BUILD, then joblib's inline arrays
                     self._op_build(arg, pos, result)
-                    nxt = build_hook(self._top(pos), nxt)
+                    after = build_hook(self._top(pos), nxt)
+                    if after != nxt and nxt < frame_end != _NO_FRAME:
+                        # joblib's pure-Python unpickler has read the whole FRAME: it reads the
+                        # array where the file stands, at the frame's end, then the rest of the
+                        # frame as opcodes, then what follows the array. joblib commits the frame
+                        # before an array; another order is a reading not followed here.
+                        raise FormatError(
+                            f"joblib array after a BUILD inside a FRAME that goes on to {frame_end}: "
+                            "joblib reads the array from the frame's end and the frame's rest as opcodes",
+                            offset=pos,
+                        )
+                    nxt = after
                 else:
                     handlers[code](self, arg, pos, result)
                 pos = nxt

@@ -149,17 +149,23 @@ def _probe(view: memoryview, total: int, more: bool) -> bool:
 
 
 # patterns, compiled on first use (re caches them): most scans never need them
-_DIGITS: Final = rb"[+-]?[0-9]*L?"
-_FLOAT: Final = rb"[-+0-9.eEinfatyINFATY]*"
+#: a start of what PyLong_FromString / strtol accept (whitespace, sign, 0x 0o 0b and strtol's
+#: octal, underscores), LONG's final L; then the first NUL, which ends the C string, and anything
+_NUL_TAIL: Final = rb"(?:\x00.*)?"
+_DIGITS: Final = (
+    rb"[ \t\v\f\r]*[+-]?(?:(?:0(?:[xX][0-9a-fA-F_]*|[oO][0-7_]*|[bB][01_]*|[0-9_]*)|[1-9][0-9_]*)"
+    rb"[ \t\v\f\r]*L?)?" + _NUL_TAIL
+)
+_FLOAT: Final = rb"[-+0-9.eEinfatyINFATY]*" + _NUL_TAIL
 _DOTTED: Final = rb"[A-Za-z0-9_.\x80-\xff]*"
 
 
 def _plausible_line(code: int, partial: bytes) -> bool:
     """Could an unterminated text argument that starts with ``partial`` still be valid?"""
     if code in (0x49, 0x4C, 0x67, 0x70):  # INT LONG GET PUT
-        return re.fullmatch(_DIGITS, partial) is not None
+        return re.fullmatch(_DIGITS, partial, re.DOTALL) is not None
     if code == 0x46:  # FLOAT
-        return re.fullmatch(_FLOAT, partial) is not None
+        return re.fullmatch(_FLOAT, partial, re.DOTALL) is not None
     if code in _GLOBAL_OPS:
         return re.fullmatch(_DOTTED, partial) is not None
     if code == 0x53:  # STRING: a quoted literal

@@ -297,16 +297,27 @@ def _decode_text_op(data: memoryview, pos: int, code: int, name: str) -> tuple[i
         except UnicodeDecodeError as exc:
             raise FormatError(f"{name}: module or name is not UTF-8", offset=pos) from exc
     text, nxt = _line(data, p, name)
+    # CPython reads numbers from the line as a C string (strtol, PyLong_FromString,
+    # PyOS_string_to_double): the first NUL ends the number, whatever follows it on the line.
     if code == 0x49:  # INT: C strtol(base 0) first, then int(text, 0); "00" "01" "+0" ... are bools
-        value = _c_int(text, pos, name, 0, strtol=True)
+        number, nul, _rest = text.partition(b"\0")
+        # strtol reads no digit from an empty string and stops at its NUL: accepted, 0
+        value = 0 if nul and not number else _c_int(number, pos, name, 0, strtol=True)
         return code, (bool(value) if len(text) == 2 and value in (0, 1) else value), nxt
-    if code == 0x4C:  # LONG: an optional trailing L, then int(text, 0)
-        return code, _c_int(text[:-1] if text.endswith(b"L") else text, pos, name, 0), nxt
+    if code == 0x4C:  # LONG: the line's last character dropped when it is L, then int(text, 0)
+        number = (text[:-1] if text.endswith(b"L") else text).partition(b"\0")[0]
+        return code, _c_int(number, pos, name, 0), nxt
     if code in (0x67, 0x70):  # GET PUT: int(text, 10)
-        return code, _c_int(text, pos, name, 10), nxt
+        return code, _c_int(text.partition(b"\0")[0], pos, name, 10), nxt
     if code == 0x46:  # FLOAT
+        # _pickle: PyOS_string_to_double, which must end at the newline or a NUL; the pure-Python
+        # unpickler (joblib's): float() of the line, which also takes whitespace and underscores
+        # but no NUL. The reading goes on where either does.
+        number, nul, _rest = text.partition(b"\0")
         try:
-            return code, float(text.decode("ascii")), nxt
+            if nul and (number.strip(b" \t\v\f\r") != number or b"_" in number):
+                raise ValueError  # a NUL: only _pickle reads on, and not past these
+            return code, float(number.decode("ascii")), nxt
         except (UnicodeDecodeError, ValueError) as exc:
             raise FormatError(f"FLOAT: not a number: {text[:40]!r}", offset=pos) from exc
     if code == 0x53:  # STRING
@@ -420,7 +431,7 @@ class FileReading:
     consumes, in order; ``dropped`` the (start, end) ranges of the original it skips.
     """
 
-    __slots__ = ("_starts", "cut", "data", "dropped", "segments")
+    __slots__ = ("_starts", "crossings", "cut", "data", "dropped", "resume", "segments")
 
     def __init__(self, data: bytes, segments: list[tuple[int, int]], dropped: list[tuple[int, int]]) -> None:
         self.data = data
@@ -430,6 +441,11 @@ class FileReading:
         self.dropped = dropped
         #: the reading stopped at ``max_bytes`` before STOP or an error: the rest is not in ``data``
         self.cut = False
+        #: reads that crossed the end of a FRAME's buffer (see :func:`file_reading`'s ``across``)
+        self.crossings = 0
+        #: where the file stands after STOP (the end of a frame read exactly, when STOP came inside
+        #: it): the next ``load`` of the same file starts there. None: no STOP in this reading.
+        self.resume: int | None = None
 
     def original_offset(self, offset: int | None) -> int | None:
         """Where ``offset`` in :attr:`data` lies in the original bytes."""
@@ -440,10 +456,20 @@ class FileReading:
         return there + offset - here
 
 
-def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | None:
+def file_reading(
+    data: memoryview, start: int, max_bytes: int, across: tuple[bool, ...] = ()
+) -> FileReading | None:
     """The bytes a ``peek``-less file reader consumes for the pickle at ``start`` (see
     :class:`FileReading`), up to STOP, the first undecodable opcode, or ``max_bytes`` consumed.
-    None when it consumes the same bytes as ``pickle.loads`` (no read crosses a FRAME's end)."""
+    None when it consumes the same bytes as ``pickle.loads`` (no read crosses a FRAME's end).
+
+    ``across``: a reader *with* ``peek`` (``pickle.load(open(path, "rb"))``, ``numpy.load``, torch's
+    legacy format) holds a FRAME in the window it peeked when the frame fits there, and reads across
+    its end in order like ``pickle.loads``; a frame of 8 KiB or more, or one past the end of the
+    file object's buffer (its size is the file system's block size), it ``read()``s exactly, and
+    drops the rest at a crossing like a reader without ``peek``. So every crossing can go either
+    way: ``across[i]`` True reads the i-th crossing in order, False (and every crossing past the
+    tuple) drops. :attr:`FileReading.crossings` counts the crossings of this reading."""
     size = len(data)
     pos = start  # next byte the unpickler reads
     buf_end = start  # end of the buffered bytes; reads at buf_end come straight from the file
@@ -452,6 +478,14 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
     piece = start
     skipped = 0
     cut = False
+    crossings = 0
+    resume: int | None = None
+
+    def in_order() -> bool:
+        # this read crosses the end of the buffered bytes: read on in order, or drop the rest
+        nonlocal crossings
+        crossings += 1
+        return crossings <= len(across) and across[crossings - 1]
 
     def drop() -> None:
         nonlocal piece, skipped
@@ -470,6 +504,12 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
             pos += n
             return at
         if pos < buf_end:
+            if in_order():
+                at = pos
+                pos = buf_end = pos + n
+                if pos > size:
+                    raise FormatError("file ends inside an argument", offset=at)
+                return at
             drop()
         at = buf_end
         pos = buf_end = at + n
@@ -483,6 +523,13 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
         if nl >= 0:
             at = pos
             pos += nl + 1
+            return at
+        if pos < buf_end and in_order():
+            found = bytes(data[pos : min(size, pos + MAX_TEXT_LINE)]).find(b"\n")
+            if found < 0:
+                raise FormatError("file ends inside a text line", offset=pos)
+            at = pos
+            pos = buf_end = pos + found + 1
             return at
         if pos < buf_end:
             drop()
@@ -531,6 +578,7 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
                 else:
                     read(n)
             if code == _STOP:
+                resume = max(pos, buf_end)
                 break
     except (FormatError, IndexError):
         pass
@@ -544,4 +592,6 @@ def file_reading(data: memoryview, start: int, max_bytes: int) -> FileReading | 
         out += data[s:e]
     reading = FileReading(bytes(out), segments, dropped)
     reading.cut = cut
+    reading.crossings = crossings
+    reading.resume = resume
     return reading
