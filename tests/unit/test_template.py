@@ -890,3 +890,59 @@ def test_the_bypasses_are_real(text: str, output: str, tmp_path: Path) -> None:
     )
     assert proc.stdout.strip() == output
     assert issues(text) != [] or "sum" in text
+
+
+# Outside review 22: the constant folder dropped arguments it did not model and returned a wrong
+# value, which the walker trusted as the key: ``'x__init__x'|trim('x')`` folded to 'x__init__x'
+# (trim without its ``chars``), so CVE-2024-34359's chain with its keys spelled that way was only
+# SUSPICIOUS (the two method calls), never template.ssti. The same with ``.strip('x')``, a join
+# separator given by keyword, a format argument the folder could not fold ('None').
+_RCE = "{{ cycler(1)[%s][%s]['os'].popen('touch marker').read() }}"
+_PLAIN = """
+import sys, jinja2
+jinja2.Environment().from_string(sys.argv[1]).render()
+"""
+
+
+@pytest.mark.parametrize(
+    ("init", "globals_"),
+    [
+        ("'x__init__x'|trim('x')", "'x__globals__x'|trim('x')"),
+        ("'x__init__x'|trim(chars='x')", "'x__globals__x'|trim(chars='x')"),
+        ("'x__init__x'.strip('x')", "'y__globals__'.lstrip('y')"),
+        ("['_', 'init', '_']|join(d='_')", "['_', 'globals', '_']|join(d='_')"),
+    ],
+)
+def test_keys_folded_with_every_argument_reach_the_ssti_rule(
+    init: str, globals_: str, tmp_path: Path
+) -> None:
+    text = _RCE % (init, globals_)
+    # real: plain jinja2 (as llama-cpp-python rendered chat templates) runs the command
+    subprocess.run(
+        [sys.executable, "-c", _PLAIN, text], cwd=tmp_path, timeout=60, check=True, capture_output=True
+    )
+    assert (tmp_path / "marker").exists()
+    found = [row for row in issues(text) if row[0] == "template.ssti"]
+    assert found, issues(text)
+    assert {row[1] for row in found} == {MAL}
+    assert found[-1][2] == _ssti("item '__init__' accessed via a subscript built from constants")
+    assert found[-1][3] == f"cycler()[{_expr_of(init)}]"
+
+
+def _expr_of(key: str) -> str:
+    """How the walker's ``_expr`` shows a key expression (its first 40 characters for constants)."""
+    from airlock._analysis.template import _environment, _expr
+
+    output = _environment().parse("{{ " + key + " }}").body[0]
+    return _expr(output.nodes[0])  # type: ignore[attr-defined]
+
+
+def test_a_format_argument_the_folder_cannot_fold_leaves_the_key_unknown() -> None:
+    """``'_%s_'|format(<not folded>)`` folded to '_None_' (a private attribute, a wrong value);
+    the key is computed at render time now, and reported as such."""
+    init, globals_ = "'_%s_'|format('_init_'|center(6))", "'_%s_'|format('_globals_'|center(9))"
+    found = issues(_RCE % (init, globals_))
+    assert [(row[0], row[1], row[3]) for row in found if row[0] != "template.method-call"] == [
+        ("template.computed-key", SUS, f"cycler()[{_expr_of(init)}][{_expr_of(globals_)}]"),
+        ("template.computed-key", SUS, f"cycler()[{_expr_of(init)}]"),
+    ]
