@@ -673,6 +673,8 @@ CASES: dict[str, tuple[str, list[Row]]] = {
         "{% set a, b = '__class__', 1 %}{{ x[a] }}",
         [
             ('template.ssti', MAL, _ssti("string constant '__class__' names a Python internal"), '__class__', "{% set a, b = '__class__', 1 %}{{ x[a] }}"),
+            # outside review 22: the key is followed through the name's binding to that constant
+            ('template.computed-key', SUS, 'template t: subscript key computed at render time (a) cannot be checked statically (line 1)', 'x[a]', "{% set a, b = '__class__', 1 %}{{ x[a] }}"),
         ],
     ),
     'macro-param-shadow': (
@@ -946,3 +948,65 @@ def test_a_format_argument_the_folder_cannot_fold_leaves_the_key_unknown() -> No
         ("template.computed-key", SUS, f"cycler()[{_expr_of(init)}][{_expr_of(globals_)}]"),
         ("template.computed-key", SUS, f"cycler()[{_expr_of(init)}]"),
     ]
+
+
+# Outside review 22: a key the folder could not resolve was judged by its own expression only,
+# so a name bound to a string the template builds elsewhere passed as data: with plain jinja2
+# (llama-cpp-python's renderer, CVE-2024-34359) each template below reaches jinja2.utils' ``os``
+# through ``cycler.__init__.__globals__`` and renames a file with ``os.replace`` — a method name
+# chat templates use (``str.replace``) — and scanned CLEAN. Keys are now followed through the
+# template's own bindings (set, set blocks, namespace attributes, with, loop targets, macro
+# parameters, defaults and arguments, caller() arguments, a macro's output).
+_TAIL_OS = "{{ cycler(1)[%s][%s]['os'].replace('victim', 'moved') }}"
+_BOUND_KEYS = {
+    "set-block": "{% set k %}__init__{% endset %}{% set g %}__globals__{% endset %}" + _TAIL_OS % ("k", "g"),
+    "set-block-filtered": "{% set k | lower %}__INIT__{% endset %}{% set g | lower %}__GLOBALS__{% endset %}"
+    + _TAIL_OS % ("k", "g"),
+    "set-block-pieces": "{% set k %}{{ '_' }}_init__{% endset %}{% set g %}{{ '_' }}_globals__{% endset %}"
+    + _TAIL_OS % ("k", "g"),
+    "namespace-set-block": "{% set ns = namespace() %}{% set ns.k %}__init__{% endset %}"
+    "{% set ns.g %}__globals__{% endset %}" + _TAIL_OS % ("ns.k", "ns.g"),
+    "macro-output": "{% macro k() %}__init__{% endmacro %}{% macro g() %}__globals__{% endmacro %}"
+    + _TAIL_OS % ("k()", "g()"),
+    "with": "{% with k = 'xinitx'|replace('x', '__'), g = 'xglobalsx'|replace('x', '__') %}"
+    + _TAIL_OS % ("k", "g")
+    + "{% endwith %}",
+    "loop-over-map": "{% for k in ['xinitx']|map('replace', 'x', '__') %}"
+    "{% for g in ['xglobalsx']|map('replace', 'x', '__') %}"
+    + _TAIL_OS % ("k", "g")
+    + "{% endfor %}{% endfor %}",
+    "dict-value": "{% set d = {'k': 'xinitx'|replace('x', '__'), 'g': 'xglobalsx'|replace('x', '__')} %}"
+    + _TAIL_OS % ("d.k", "d.g"),
+    "macro-default": "{% macro f(k='xinitx'|replace('x', '__'), g='xglobalsx'|replace('x', '__')) %}"
+    + _TAIL_OS % ("k", "g")
+    + "{% endmacro %}{{ f() }}",
+    "macro-keyword": "{% macro f(k, g) %}" + _TAIL_OS % ("k", "g") + "{% endmacro %}"
+    "{{ f(g='xglobalsx'|replace('x', '__'), k='xinitx'|replace('x', '__')) }}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BOUND_KEYS))
+def test_keys_are_followed_through_the_templates_own_names(name: str, tmp_path: Path) -> None:
+    text = _BOUND_KEYS[name]
+    (tmp_path / "victim").write_text("x", encoding="utf-8")
+    subprocess.run(
+        [sys.executable, "-c", _PLAIN, text], cwd=tmp_path, timeout=60, check=True, capture_output=True
+    )
+    assert (tmp_path / "moved").exists() and not (tmp_path / "victim").exists()  # real
+    found = issues(text)
+    assert found, "CLEAN"
+    keys = [row for row in found if row[0] in ("template.computed-key", "template.ssti")]
+    assert len(keys) == 2, found  # the '__init__' key and the '__globals__' key
+    # (a macro's or caller()'s positional string arguments were already checked where passed)
+    assert {row[0] for row in found} <= {"template.computed-key", "template.ssti"}
+    assert all(row[3] is not None and row[3].startswith("cycler()[") for row in keys), keys
+
+
+def test_a_key_from_the_runtimes_data_is_not_a_computed_key() -> None:
+    """Not vacuous: the loop variable over the caller's data (a tool's parameter names, as Qwen's
+    and Hermes' templates read them) is data, not a string the template built."""
+    text = (
+        "{% for tool in tools %}{% for key in tool.parameters.properties %}{% set p = key %}"
+        "{{ tool.parameters.properties[p]['type'] }}{% endfor %}{% endfor %}"
+    )
+    assert issues(text) == []

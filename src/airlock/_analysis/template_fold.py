@@ -12,7 +12,7 @@ from typing import Final
 
 import jinja2.nodes as jn
 
-__all__ = ["fold", "may_build_string"]
+__all__ = ["BUILT", "built_names", "fold", "may_build_string"]
 
 _PRINTF_SIMPLE: Final = re.compile(r"%[%scd]")
 _PRINTF_ANY: Final = re.compile(r"%")
@@ -32,25 +32,82 @@ _FILTER_PARAMS: Final[dict[str, tuple[str, ...] | None]] = {
 }  # fmt: skip
 
 
-def may_build_string(node: jn.Node, consts: dict[str, object] | None = None) -> bool:
+#: what a name bound to a string the template writes (``{% set k %}...{% endset %}``) stands for
+BUILT: Final = jn.Concat([])
+
+
+def may_build_string(
+    node: jn.Node, consts: dict[str, object] | None = None, built: frozenset[str] | set[str] = frozenset()
+) -> bool:
     """True when an unresolved key expression may assemble a string (and so an attribute name).
 
     Besides the string-building operators, any key computed from a constant that holds a Python
     internal's name (``'zz__class__'.split('zz')[1]``, ``'zz__class__'[n:]`` with ``n`` from data):
     the folder does not model every string operation, and what it cannot fold it must not trust.
+    ``built`` (:func:`built_names`): the template's names bound to such strings, followed through.
     """
-    if _holds_internal(node, consts or {}):
+    consts = consts or {}
+    return _builds(node, consts) or bool(built and not built.isdisjoint(_references(node)))
+
+
+def built_names(bindings: dict[str, list[jn.Node]], consts: dict[str, object]) -> set[str]:
+    """The names (a name, ``.attr`` for a namespace attribute, ``()m`` for macro ``m``'s output)
+    that some binding of the template makes a string it assembles, directly or through other such
+    names: ``{% set k %}__init__{% endset %}`` then ``x[k]``, a dict value, a loop over strings
+    the template built, a macro's parameter given one. ``bindings``: every expression each name is
+    bound to (:data:`BUILT` for a string the template writes). One pass over the bindings, then
+    the names that depend on a built one (linear; names the template does not bind are data)."""
+    built: set[str] = set()
+    users: dict[str, set[str]] = {}
+    for name, values in bindings.items():
+        for value in values:
+            if _builds(value, consts):
+                built.add(name)
+            for used in _references(value):
+                users.setdefault(used, set()).add(name)
+    todo = list(built)
+    while todo:
+        for user in users.get(todo.pop(), ()):
+            if user not in built:
+                built.add(user)
+                todo.append(user)
+    return built
+
+
+def _references(node: jn.Node) -> set[str]:
+    """The names an expression reads (``.attr`` for attribute reads, ``()m`` for calls of ``m``)."""
+    found: set[str] = set()
+    for sub in [node, *node.find_all((jn.Name, jn.Getattr, jn.Call))]:
+        if isinstance(sub, jn.Name) and sub.ctx == "load":
+            found.add(sub.name)
+        elif isinstance(sub, jn.Getattr):
+            found.add("." + sub.attr)
+        elif isinstance(sub, jn.Call) and isinstance(sub.node, jn.Name):
+            found.add("()" + sub.node.name)
+    return found
+
+
+def _builds(node: jn.Node, consts: dict[str, object]) -> bool:
+    """The expression, or a part of it, assembles a string (or names an internal in a constant)."""
+    if _holds_internal(node, consts) or isinstance(node, jn.Concat):
         return True
+    for sub in [node, *node.find_all((jn.Add, jn.Mul, jn.Mod, jn.Filter, jn.Call, jn.Concat))]:
+        if sub is not node and _builds_here(sub, consts):
+            return True
+    return _builds_here(node, consts)
+
+
+def _builds_here(node: jn.Node, consts: dict[str, object]) -> bool:
     if isinstance(node, jn.Concat):
         return True
     if isinstance(node, jn.Add | jn.Mul | jn.Mod):
-        return any(isinstance(c.value, str) for c in node.find_all(jn.Const)) or any(
-            may_build_string(n) for n in (node.left, node.right)
-        )
+        return any(isinstance(c.value, str) for c in node.find_all(jn.Const))
     if isinstance(node, jn.Filter):
-        return node.name in _STRING_FILTERS
+        # map('replace', ...) applies a string filter to every item
+        applied = fold(node.args[0], consts) if node.name == "map" and node.args else None
+        return node.name in _STRING_FILTERS or applied in _STRING_FILTERS
     if isinstance(node, jn.Call) and isinstance(node.node, jn.Getattr):
-        return node.node.attr in ("join", "format", "replace", "lower", "upper", "strip")
+        return node.node.attr in ("join", "format", "replace", "lower", "upper", "strip", "lstrip", "rstrip")
     return False
 
 
