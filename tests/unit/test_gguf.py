@@ -1227,3 +1227,24 @@ def test_a_vocab_only_file_written_by_gguf_py_is_clean(tmp_path: Path) -> None:
     raw = path.read_bytes()
     assert len(raw) % 32 == 0  # not vacuous: padded, with nothing after
     assert [f for f in _read(raw) if isinstance(f, Issue)] == []
+
+
+def test_a_file_of_many_templates_meets_the_files_deadline(tmp_path: Path) -> None:
+    """Outside review 22: every string value that looks like Jinja is analysed, and the reader
+    checked the file's deadline once per 1024 metadata keys, so 24 slow templates (a list of
+    30,000 items each: seconds of analysis apiece) ran for minutes past max_seconds_per_file.
+    The deadline is checked before each template now: at most one template's analysis past it."""
+    import time
+
+    import airlock
+
+    template = "{{ [" + "1," * 30_000 + "] }}"
+    kv = [(f"x.t{i}", STRING, template) for i in range(24)]
+    path = tmp_path / "many.gguf"
+    path.write_bytes(GGUF(kv=kv).build())
+    started = time.monotonic()
+    report = airlock.scan(path, limits=dataclasses.replace(DEFAULT_LIMITS, max_seconds_per_file=1.0))
+    took = time.monotonic() - started
+    messages = [f.message for f in report.findings()]
+    assert any("limit max_seconds_per_file" in m for m in messages), messages
+    assert took < 45, took
