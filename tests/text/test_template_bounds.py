@@ -10,10 +10,15 @@ that limit while it renders, and arms an interval timer: neither belongs in the 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from airlock.sandbox._runtimes._template import HARD_CPU_FACTOR
 from tests.text.test_attack_templates import _TAIL, EXHAUSTING
 
 _SRC = Path(__file__).resolve().parents[2] / "src"
@@ -115,3 +120,55 @@ def test_templates_that_reach_for_python_internals_are_refused() -> None:
     assert out[4] == ""  # the sandbox's formatter reads fields as the template would: undefined
     assert out[5] == "chat template: UndefinedError: 'strftime_now' is undefined"
     assert out[6] == "chat template: said no"
+
+
+#: A tuple whose items are one tuple repeated, nested eight deep: hashing it (a dict key) walks
+#: ``n**8`` items in ONE C call, which no Python signal handler interrupts, in kilobytes of
+#: memory. Its size follows the number of messages ``n``, so the scanner's bound (a polynomial of
+#: degree at most 8 in the caller's data, template_cost.MAX_DEGREE) lets it through as CLEAN; the
+#: renderer's bounds are what stop it. With 18 messages plain Jinja hashes for minutes.
+NESTED_HASH = (
+    "{% set n = messages|length %}{% set a = (0,) * n %}"
+    + "{% set a = (a,) * n %}" * 7
+    + "{{ {a: 1}|length }}{% for m in messages %}{{ m.content }}{% endfor %}"
+)
+
+_HARD = """
+import json, resource, signal, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+from airlock.sandbox._runtimes._template import render_chat
+template, count, seconds = json.loads(sys.stdin.read())
+mine = lambda signum, frame: None
+signal.signal(signal.SIGPROF, mine)
+text = render_chat(template, [{"role": "user", "content": "hi"}] * count, {}, seconds=seconds)
+print(json.dumps([text, signal.getsignal(signal.SIGPROF) is mine, signal.getitimer(signal.ITIMER_PROF)[0]]))
+"""
+
+
+def _hard(count: int) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _HARD],
+            input=json.dumps([NESTED_HASH, count, SECONDS]),
+            capture_output=True, text=True, timeout=60, check=False,
+            env={"PYTHONPATH": str(_SRC), "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"a rendering bounded to {SECONDS} s was still running after 60 s")
+    return done, time.monotonic() - start
+
+
+def test_an_operation_the_timer_cannot_interrupt_ends_the_job_at_the_cpu_bound() -> None:
+    """Outside review 22: the interval timer's handler runs only between two Python instructions,
+    so one long C call (the hash above, 18**8 items) ran on for minutes past the 0.5 s bound. The
+    kernel's CPU-time timer ends the job (SIGPROF's default action) at HARD_CPU_FACTOR times the
+    bound; a rendering that stays within its bounds leaves the job's own SIGPROF handler and
+    timer as they were."""
+    done, took = _hard(18)
+    assert done.returncode == -signal.SIGPROF, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
+    # CPU time HARD_CPU_FACTOR * SECONDS, then the start of a Python process (a loaded CI)
+    assert took < HARD_CPU_FACTOR * SECONDS + 15, took
+    done, _ = _hard(4)  # 4**8 items: milliseconds
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == ["1" + "hi" * 4, True, 0.0]

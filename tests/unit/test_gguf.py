@@ -1183,3 +1183,68 @@ def test_keys_with_two_nuls_are_cut_at_the_first(first: str, second: str) -> Non
 def test_string_value_length_past_the_end_names_the_key() -> None:
     raw = _header(0, 1) + _kv("k", STRING, struct.pack("<Q", 10) + b"v" * 9)
     assert _read(raw) == [_length_issue("string 'k' length", 10, 9, len(raw), len(raw) - 9)]
+
+
+@pytest.mark.parametrize(
+    ("beyond", "flagged"), [(-1, False), (0, False), (31, False), (32, True), (33, True)]
+)
+def test_trailing_bytes_of_a_file_without_tensors(beyond: int, flagged: bool) -> None:
+    """Outside review 22: with no tensors the data region went unchecked, so bytes of any kind
+    appended after the metadata (a zip, a pickle) were CLEAN, where one tensor made the same bytes
+    ``gguf.trailing``. ``beyond`` counts bytes past the header's padding (-1: the file ends
+    unpadded, as gguf-py's own builder and llama.cpp's vocab-only files may)."""
+    head = GGUF(kv=[("general.name", STRING, "vocab")]).build()
+    padded = -(-len(head) // 32) * 32
+    raw = head + b"PK\x03\x04" * 64
+    raw = raw[: len(head) if beyond < 0 else padded + beyond]
+    issues = _read(raw)
+    if flagged:
+        assert issues == [
+            Issue(
+                "gguf.trailing",
+                Severity.ERROR,
+                f"{beyond} bytes after the header, and no tensor data references them "
+                "(more than alignment padding of 32)",
+                offset=padded,
+            )
+        ]
+    else:
+        assert issues == []
+
+
+def test_a_vocab_only_file_written_by_gguf_py_is_clean(tmp_path: Path) -> None:
+    """gguf-py's writer pads the header of a file without tensors to the alignment: no finding."""
+    import gguf
+
+    path = tmp_path / "vocab.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_token_list(["a", "b", "c"])
+    writer.add_chat_template(TEMPLATE)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    raw = path.read_bytes()
+    assert len(raw) % 32 == 0  # not vacuous: padded, with nothing after
+    assert [f for f in _read(raw) if isinstance(f, Issue)] == []
+
+
+def test_a_file_of_many_templates_meets_the_files_deadline(tmp_path: Path) -> None:
+    """Outside review 22: every string value that looks like Jinja is analysed, and the reader
+    checked the file's deadline once per 1024 metadata keys, so 24 slow templates (a list of
+    30,000 items each: seconds of analysis apiece) ran for minutes past max_seconds_per_file.
+    The deadline is checked before each template now: at most one template's analysis past it."""
+    import time
+
+    import airlock
+
+    template = "{{ [" + "1," * 30_000 + "] }}"
+    kv = [(f"x.t{i}", STRING, template) for i in range(24)]
+    path = tmp_path / "many.gguf"
+    path.write_bytes(GGUF(kv=kv).build())
+    started = time.monotonic()
+    report = airlock.scan(path, limits=dataclasses.replace(DEFAULT_LIMITS, max_seconds_per_file=1.0))
+    took = time.monotonic() - started
+    messages = [f.message for f in report.findings()]
+    assert any("limit max_seconds_per_file" in m for m in messages), messages
+    assert took < 45, took

@@ -673,6 +673,8 @@ CASES: dict[str, tuple[str, list[Row]]] = {
         "{% set a, b = '__class__', 1 %}{{ x[a] }}",
         [
             ('template.ssti', MAL, _ssti("string constant '__class__' names a Python internal"), '__class__', "{% set a, b = '__class__', 1 %}{{ x[a] }}"),
+            # outside review 22: the key is followed through the name's binding to that constant
+            ('template.computed-key', SUS, 'template t: subscript key computed at render time (a) cannot be checked statically (line 1)', 'x[a]', "{% set a, b = '__class__', 1 %}{{ x[a] }}"),
         ],
     ),
     'macro-param-shadow': (
@@ -890,3 +892,121 @@ def test_the_bypasses_are_real(text: str, output: str, tmp_path: Path) -> None:
     )
     assert proc.stdout.strip() == output
     assert issues(text) != [] or "sum" in text
+
+
+# Outside review 22: the constant folder dropped arguments it did not model and returned a wrong
+# value, which the walker trusted as the key: ``'x__init__x'|trim('x')`` folded to 'x__init__x'
+# (trim without its ``chars``), so CVE-2024-34359's chain with its keys spelled that way was only
+# SUSPICIOUS (the two method calls), never template.ssti. The same with ``.strip('x')``, a join
+# separator given by keyword, a format argument the folder could not fold ('None').
+_RCE = "{{ cycler(1)[%s][%s]['os'].popen('touch marker').read() }}"
+_PLAIN = """
+import sys, jinja2
+jinja2.Environment().from_string(sys.argv[1]).render()
+"""
+
+
+@pytest.mark.parametrize(
+    ("init", "globals_"),
+    [
+        ("'x__init__x'|trim('x')", "'x__globals__x'|trim('x')"),
+        ("'x__init__x'|trim(chars='x')", "'x__globals__x'|trim(chars='x')"),
+        ("'x__init__x'.strip('x')", "'y__globals__'.lstrip('y')"),
+        ("['_', 'init', '_']|join(d='_')", "['_', 'globals', '_']|join(d='_')"),
+    ],
+)
+def test_keys_folded_with_every_argument_reach_the_ssti_rule(
+    init: str, globals_: str, tmp_path: Path
+) -> None:
+    text = _RCE % (init, globals_)
+    # real: plain jinja2 (as llama-cpp-python rendered chat templates) runs the command
+    subprocess.run(
+        [sys.executable, "-c", _PLAIN, text], cwd=tmp_path, timeout=60, check=True, capture_output=True
+    )
+    assert (tmp_path / "marker").exists()
+    found = [row for row in issues(text) if row[0] == "template.ssti"]
+    assert found, issues(text)
+    assert {row[1] for row in found} == {MAL}
+    assert found[-1][2] == _ssti("item '__init__' accessed via a subscript built from constants")
+    assert found[-1][3] == f"cycler()[{_expr_of(init)}]"
+
+
+def _expr_of(key: str) -> str:
+    """How the walker's ``_expr`` shows a key expression (its first 40 characters for constants)."""
+    from airlock._analysis.template import _environment, _expr
+
+    output = _environment().parse("{{ " + key + " }}").body[0]
+    return _expr(output.nodes[0])  # type: ignore[attr-defined]
+
+
+def test_a_format_argument_the_folder_cannot_fold_leaves_the_key_unknown() -> None:
+    """``'_%s_'|format(<not folded>)`` folded to '_None_' (a private attribute, a wrong value);
+    the key is computed at render time now, and reported as such."""
+    init, globals_ = "'_%s_'|format('_init_'|center(6))", "'_%s_'|format('_globals_'|center(9))"
+    found = issues(_RCE % (init, globals_))
+    assert [(row[0], row[1], row[3]) for row in found if row[0] != "template.method-call"] == [
+        ("template.computed-key", SUS, f"cycler()[{_expr_of(init)}][{_expr_of(globals_)}]"),
+        ("template.computed-key", SUS, f"cycler()[{_expr_of(init)}]"),
+    ]
+
+
+# Outside review 22: a key the folder could not resolve was judged by its own expression only,
+# so a name bound to a string the template builds elsewhere passed as data: with plain jinja2
+# (llama-cpp-python's renderer, CVE-2024-34359) each template below reaches jinja2.utils' ``os``
+# through ``cycler.__init__.__globals__`` and renames a file with ``os.replace`` — a method name
+# chat templates use (``str.replace``) — and scanned CLEAN. Keys are now followed through the
+# template's own bindings (set, set blocks, namespace attributes, with, loop targets, macro
+# parameters, defaults and arguments, caller() arguments, a macro's output).
+_TAIL_OS = "{{ cycler(1)[%s][%s]['os'].replace('victim', 'moved') }}"
+_BOUND_KEYS = {
+    "set-block": "{% set k %}__init__{% endset %}{% set g %}__globals__{% endset %}" + _TAIL_OS % ("k", "g"),
+    "set-block-filtered": "{% set k | lower %}__INIT__{% endset %}{% set g | lower %}__GLOBALS__{% endset %}"
+    + _TAIL_OS % ("k", "g"),
+    "set-block-pieces": "{% set k %}{{ '_' }}_init__{% endset %}{% set g %}{{ '_' }}_globals__{% endset %}"
+    + _TAIL_OS % ("k", "g"),
+    "namespace-set-block": "{% set ns = namespace() %}{% set ns.k %}__init__{% endset %}"
+    "{% set ns.g %}__globals__{% endset %}" + _TAIL_OS % ("ns.k", "ns.g"),
+    "macro-output": "{% macro k() %}__init__{% endmacro %}{% macro g() %}__globals__{% endmacro %}"
+    + _TAIL_OS % ("k()", "g()"),
+    "with": "{% with k = 'xinitx'|replace('x', '__'), g = 'xglobalsx'|replace('x', '__') %}"
+    + _TAIL_OS % ("k", "g")
+    + "{% endwith %}",
+    "loop-over-map": "{% for k in ['xinitx']|map('replace', 'x', '__') %}"
+    "{% for g in ['xglobalsx']|map('replace', 'x', '__') %}"
+    + _TAIL_OS % ("k", "g")
+    + "{% endfor %}{% endfor %}",
+    "dict-value": "{% set d = {'k': 'xinitx'|replace('x', '__'), 'g': 'xglobalsx'|replace('x', '__')} %}"
+    + _TAIL_OS % ("d.k", "d.g"),
+    "macro-default": "{% macro f(k='xinitx'|replace('x', '__'), g='xglobalsx'|replace('x', '__')) %}"
+    + _TAIL_OS % ("k", "g")
+    + "{% endmacro %}{{ f() }}",
+    "macro-keyword": "{% macro f(k, g) %}" + _TAIL_OS % ("k", "g") + "{% endmacro %}"
+    "{{ f(g='xglobalsx'|replace('x', '__'), k='xinitx'|replace('x', '__')) }}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BOUND_KEYS))
+def test_keys_are_followed_through_the_templates_own_names(name: str, tmp_path: Path) -> None:
+    text = _BOUND_KEYS[name]
+    (tmp_path / "victim").write_text("x", encoding="utf-8")
+    subprocess.run(
+        [sys.executable, "-c", _PLAIN, text], cwd=tmp_path, timeout=60, check=True, capture_output=True
+    )
+    assert (tmp_path / "moved").exists() and not (tmp_path / "victim").exists()  # real
+    found = issues(text)
+    assert found, "CLEAN"
+    keys = [row for row in found if row[0] in ("template.computed-key", "template.ssti")]
+    assert len(keys) == 2, found  # the '__init__' key and the '__globals__' key
+    # (a macro's or caller()'s positional string arguments were already checked where passed)
+    assert {row[0] for row in found} <= {"template.computed-key", "template.ssti"}
+    assert all(row[3] is not None and row[3].startswith("cycler()[") for row in keys), keys
+
+
+def test_a_key_from_the_runtimes_data_is_not_a_computed_key() -> None:
+    """Not vacuous: the loop variable over the caller's data (a tool's parameter names, as Qwen's
+    and Hermes' templates read them) is data, not a string the template built."""
+    text = (
+        "{% for tool in tools %}{% for key in tool.parameters.properties %}{% set p = key %}"
+        "{{ tool.parameters.properties[p]['type'] }}{% endfor %}{% endfor %}"
+    )
+    assert issues(text) == []

@@ -42,6 +42,8 @@ import jinja2.nodes as jn
 from jinja2.exceptions import TemplateSyntaxError
 
 from airlock._analysis.template_cost import bound_template
+from airlock._analysis.template_fold import BUILT as _BUILT
+from airlock._analysis.template_fold import built_names as _built_names
 from airlock._analysis.template_fold import fold as _fold
 from airlock._analysis.template_fold import may_build_string as _may_build_string
 from airlock._formats.base import Issue
@@ -187,6 +189,10 @@ class _Walker:
         self.macros: set[str] = set()
         #: ids of Name nodes that are called directly (``range(3)``): the one allowed use of a global
         self.callees: set[int] = set()
+        #: what the template binds each of its names to, and those bound to strings it assembles
+        #: (template_fold.built_names)
+        self.bindings: dict[str, list[jn.Node]] = {}
+        self.built: set[str] = set()
         self._seen: set[tuple[str, str]] = set()
 
     # ---- reporting -------------------------------------------------------------------------
@@ -253,11 +259,55 @@ class _Walker:
                 value = _fold(node.node, self.consts)
                 if value is not None:
                     self.consts[node.target.name] = value
+        self.bind(tree)
+        self.built = _built_names(self.bindings, self.consts)
         stack: list[jn.Node] = [tree]
         while stack:
             node = stack.pop()
             self.visit(node)
             stack.extend(reversed(list(node.iter_child_nodes())))
+
+    def bind(self, tree: jn.Template) -> None:
+        """Every expression each name of the template is bound to; a key built through them is
+        followed (``{% set k %}__init__{% endset %}`` then ``x[k]``)."""
+
+        def add(target: jn.Node, value: jn.Node) -> None:
+            if isinstance(target, jn.NSRef):
+                self.bindings.setdefault("." + target.attr, []).append(value)
+            for name in target.find_all(jn.Name) if not isinstance(target, jn.Name) else [target]:
+                self.bindings.setdefault(name.name, []).append(value)
+
+        macros: dict[str, jn.Macro] = {}
+        for node in tree.find_all((jn.Assign, jn.AssignBlock, jn.For, jn.With, jn.Macro, jn.CallBlock)):
+            if isinstance(node, jn.Assign):
+                add(node.target, node.node)
+            elif isinstance(node, jn.AssignBlock):
+                add(node.target, _BUILT)
+            elif isinstance(node, jn.For):
+                add(node.target, node.iter)
+            elif isinstance(node, jn.With):
+                for target, value in zip(node.targets, node.values, strict=False):
+                    add(target, value)
+            elif isinstance(node, jn.Macro | jn.CallBlock):
+                if isinstance(node, jn.Macro):
+                    macros[node.name] = node
+                    self.bindings.setdefault("()" + node.name, []).append(_BUILT)  # its output
+                params = node.args
+                for param, default in zip(
+                    params[len(params) - len(node.defaults) :], node.defaults, strict=True
+                ):
+                    add(param, default)
+                if isinstance(node, jn.CallBlock):  # caller(x) binds the block's parameters
+                    for call in node.find_all(jn.Call):
+                        if isinstance(call.node, jn.Name) and call.node.name == "caller":
+                            for param, arg in zip(params, call.args, strict=False):
+                                add(param, arg)
+        for call in tree.find_all(jn.Call):  # a macro's arguments bind its parameters
+            if isinstance(call.node, jn.Name) and (macro := macros.get(call.node.name)) is not None:
+                for param, arg in zip(macro.args, call.args, strict=False):
+                    add(param, arg)
+                for keyword in call.kwargs:
+                    add(jn.Name(keyword.key, "param"), keyword.value)
 
     def visit(self, node: jn.Node) -> None:
         if not isinstance(node, _ALLOWED_NODES):
@@ -329,7 +379,7 @@ class _Walker:
                 self.ssti(f"item {key!r} accessed via {how}", node, _expr(node))
             elif key.startswith("_"):
                 self.check_key(key, node, how)
-        elif key is None and _may_build_string(node.arg, self.consts):
+        elif key is None and _may_build_string(node.arg, self.consts, self.built):
             self.add(
                 Severity.SUSPICIOUS,
                 "template.computed-key",

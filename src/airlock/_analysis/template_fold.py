@@ -12,7 +12,7 @@ from typing import Final
 
 import jinja2.nodes as jn
 
-__all__ = ["fold", "may_build_string"]
+__all__ = ["BUILT", "built_names", "fold", "may_build_string"]
 
 _PRINTF_SIMPLE: Final = re.compile(r"%[%scd]")
 _PRINTF_ANY: Final = re.compile(r"%")
@@ -25,27 +25,89 @@ _INTERNAL_TEXT: Final = re.compile(
 _STRING_FILTERS: Final = frozenset(
     "join format string replace reverse lower upper trim first last center".split()
 )
+#: the parameters a keyword argument may name, by filter folded (``join(d='_')``, ``trim(chars='x')``);
+#: None: positional arguments only (``format``, whose keywords fill ``%(name)s``)
+_FILTER_PARAMS: Final[dict[str, tuple[str, ...] | None]] = {
+    "join": ("d",), "trim": ("chars",), "replace": ("old", "new"), "format": None,
+}  # fmt: skip
 
 
-def may_build_string(node: jn.Node, consts: dict[str, object] | None = None) -> bool:
+#: what a name bound to a string the template writes (``{% set k %}...{% endset %}``) stands for
+BUILT: Final = jn.Concat([])
+
+
+def may_build_string(
+    node: jn.Node, consts: dict[str, object] | None = None, built: frozenset[str] | set[str] = frozenset()
+) -> bool:
     """True when an unresolved key expression may assemble a string (and so an attribute name).
 
     Besides the string-building operators, any key computed from a constant that holds a Python
     internal's name (``'zz__class__'.split('zz')[1]``, ``'zz__class__'[n:]`` with ``n`` from data):
     the folder does not model every string operation, and what it cannot fold it must not trust.
+    ``built`` (:func:`built_names`): the template's names bound to such strings, followed through.
     """
-    if _holds_internal(node, consts or {}):
+    consts = consts or {}
+    return _builds(node, consts) or bool(built and not built.isdisjoint(_references(node)))
+
+
+def built_names(bindings: dict[str, list[jn.Node]], consts: dict[str, object]) -> set[str]:
+    """The names (a name, ``.attr`` for a namespace attribute, ``()m`` for macro ``m``'s output)
+    that some binding of the template makes a string it assembles, directly or through other such
+    names: ``{% set k %}__init__{% endset %}`` then ``x[k]``, a dict value, a loop over strings
+    the template built, a macro's parameter given one. ``bindings``: every expression each name is
+    bound to (:data:`BUILT` for a string the template writes). One pass over the bindings, then
+    the names that depend on a built one (linear; names the template does not bind are data)."""
+    built: set[str] = set()
+    users: dict[str, set[str]] = {}
+    for name, values in bindings.items():
+        for value in values:
+            if _builds(value, consts):
+                built.add(name)
+            for used in _references(value):
+                users.setdefault(used, set()).add(name)
+    todo = list(built)
+    while todo:
+        for user in users.get(todo.pop(), ()):
+            if user not in built:
+                built.add(user)
+                todo.append(user)
+    return built
+
+
+def _references(node: jn.Node) -> set[str]:
+    """The names an expression reads (``.attr`` for attribute reads, ``()m`` for calls of ``m``)."""
+    found: set[str] = set()
+    for sub in [node, *node.find_all((jn.Name, jn.Getattr, jn.Call))]:
+        if isinstance(sub, jn.Name) and sub.ctx == "load":
+            found.add(sub.name)
+        elif isinstance(sub, jn.Getattr):
+            found.add("." + sub.attr)
+        elif isinstance(sub, jn.Call) and isinstance(sub.node, jn.Name):
+            found.add("()" + sub.node.name)
+    return found
+
+
+def _builds(node: jn.Node, consts: dict[str, object]) -> bool:
+    """The expression, or a part of it, assembles a string (or names an internal in a constant)."""
+    if _holds_internal(node, consts) or isinstance(node, jn.Concat):
         return True
+    for sub in [node, *node.find_all((jn.Add, jn.Mul, jn.Mod, jn.Filter, jn.Call, jn.Concat))]:
+        if sub is not node and _builds_here(sub, consts):
+            return True
+    return _builds_here(node, consts)
+
+
+def _builds_here(node: jn.Node, consts: dict[str, object]) -> bool:
     if isinstance(node, jn.Concat):
         return True
     if isinstance(node, jn.Add | jn.Mul | jn.Mod):
-        return any(isinstance(c.value, str) for c in node.find_all(jn.Const)) or any(
-            may_build_string(n) for n in (node.left, node.right)
-        )
+        return any(isinstance(c.value, str) for c in node.find_all(jn.Const))
     if isinstance(node, jn.Filter):
-        return node.name in _STRING_FILTERS
+        # map('replace', ...) applies a string filter to every item
+        applied = fold(node.args[0], consts) if node.name == "map" and node.args else None
+        return node.name in _STRING_FILTERS or applied in _STRING_FILTERS
     if isinstance(node, jn.Call) and isinstance(node.node, jn.Getattr):
-        return node.node.attr in ("join", "format", "replace", "lower", "upper", "strip")
+        return node.node.attr in ("join", "format", "replace", "lower", "upper", "strip", "lstrip", "rstrip")
     return False
 
 
@@ -94,22 +156,42 @@ def fold(node: jn.Node, consts: dict[str, object]) -> object:
             return base[index]
         return None
     if isinstance(node, jn.Filter) and node.node is not None:
-        return _fold_filter(node, fold(node.node, consts), [fold(a, consts) for a in node.args])
+        args = _arguments(node, consts, _FILTER_PARAMS.get(node.name, ()))
+        return None if args is None else _fold_filter(node, fold(node.node, consts), args)
     if isinstance(node, jn.Call) and isinstance(node.node, jn.Getattr):
         receiver = fold(node.node.node, consts)
-        args = [fold(a, consts) for a in node.args]
-        if (
-            isinstance(receiver, str)
-            and node.node.attr == "join"
-            and len(args) == 1
-            and isinstance(args[0], list)
-        ):
+        args = _arguments(node, consts, ())
+        if args is None or not isinstance(receiver, str):
+            return None
+        attr = node.node.attr
+        if attr == "join" and len(args) == 1 and isinstance(args[0], list):
             return _bounded(receiver.join(str(a) for a in args[0]))
-        if isinstance(receiver, str) and node.node.attr in ("lower", "upper", "strip") and not args:
-            return getattr(receiver, node.node.attr)()
-        if isinstance(receiver, str) and node.node.attr == "replace":
+        if attr in ("lower", "upper") and not args:
+            return getattr(receiver, attr)()
+        if attr in ("strip", "lstrip", "rstrip") and (
+            not args or (len(args) == 1 and isinstance(args[0], str))
+        ):
+            return getattr(receiver, attr)(*args)
+        if attr == "replace":
             return _replace(receiver, args)
     return None
+
+
+def _arguments(
+    node: jn.Filter | jn.Call, consts: dict[str, object], params: tuple[str, ...] | None
+) -> list[object] | None:
+    """Every argument of a filter or call folded, keywords put at their parameter's position
+    (``params``; None: positional arguments only, as ``format`` takes them), or None when any is
+    unknown: a value folded without one of its arguments would be a wrong value, trusted as a key
+    (``'x__class__x'|trim('x')`` is ``'__class__'``, not ``'x__class__x'``)."""
+    if node.dyn_args is not None or node.dyn_kwargs is not None:
+        return None
+    args = [fold(a, consts) for a in node.args]
+    for keyword in node.kwargs:
+        if params is None or keyword.key not in params or params.index(keyword.key) != len(args):
+            return None
+        args.append(fold(keyword.value, consts))
+    return None if any(a is None for a in args) else args
 
 
 def _binary(node: jn.Node, left: object, right: object) -> object:
@@ -138,15 +220,18 @@ def _binary(node: jn.Node, left: object, right: object) -> object:
 def _fold_filter(node: jn.Filter, value: object, args: list[object]) -> object:
     if value is None:
         return None
-    if node.name == "join" and isinstance(value, list):
-        sep = args[0] if args and isinstance(args[0], str) else ""
-        return _bounded(sep.join(str(v) for v in value))
+    if node.name == "join" and isinstance(value, list) and len(args) <= 1:
+        sep = args[0] if args else ""  # jinja joins with str(d): join(2) puts '2' between items
+        return _bounded(str(sep).join(str(v) for v in value)) if type(sep) in (str, int) else None
+    if node.name == "trim" and isinstance(value, str) and len(args) <= 1:
+        chars = args[0] if args else None
+        return value.strip(chars) if chars is None or isinstance(chars, str) else None
+    if args and node.name not in ("format", "replace"):
+        return None  # the filters below take no arguments
     if node.name == "reverse" and isinstance(value, str | list):
         return value[::-1]
-    if node.name in ("lower", "upper", "trim", "string") and isinstance(value, str):
-        if node.name == "lower":
-            return value.lower()
-        return value.upper() if node.name == "upper" else value.strip() if node.name == "trim" else value
+    if node.name in ("lower", "upper", "string") and isinstance(value, str):
+        return value.lower() if node.name == "lower" else value.upper() if node.name == "upper" else value
     if node.name in ("first", "last") and isinstance(value, str | list) and value:
         return value[0] if node.name == "first" else value[-1]
     if node.name == "format" and isinstance(value, str):

@@ -448,15 +448,16 @@ def _tensor_infos(cur: _Cursor, ctx: ReadContext, n_tensors: int, alignment: int
             )
         spans.append((offset, offset + elements // block * type_size, name))
     data_start = -(-cur.pos // alignment) * alignment
-    yield from _check_data(spans, data_start, cur.size, alignment)
+    if spans or n_tensors == 0:  # tensors whose data cannot be placed were reported above
+        yield from _check_data(spans, data_start, cur.size, alignment)
 
 
 def _check_data(
     spans: list[tuple[int, int, str]], data_start: int, size: int, alignment: int
 ) -> Iterator[Issue]:
-    if not spans:
-        return
-    if data_start > size:
+    if data_start > size:  # the file ends before the padding: no data region (nothing after the header)
+        if not spans:  # a file that declares no tensors: nothing to place
+            return
         yield Issue(
             "gguf.tensor-out-of-bounds",
             Severity.ERROR,
@@ -497,10 +498,12 @@ def _check_data(
             covered = end
             last = name
     if data_size - covered >= alignment:
+        # a file that declares no tensors: every byte after the header's padding is unreferenced
+        where = "the last tensor" if spans else "the header, and no tensor data references them"
         yield Issue(
             "gguf.trailing",
             Severity.ERROR,
-            f"{data_size - covered} bytes after the last tensor (more than alignment padding of {alignment})",
+            f"{data_size - covered} bytes after {where} (more than alignment padding of {alignment})",
             offset=data_start + covered,
         )
 

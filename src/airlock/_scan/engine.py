@@ -389,6 +389,9 @@ def _route(fact: Fact, ctx: ReadContext, collector: Collector, policy: Policy) -
     elif isinstance(fact, Nested):
         _scan_nested(fact, ctx, collector, policy)
     else:
+        # one template's analysis is bounded by its size (max_template_bytes), not the file's: a
+        # file of many templates is checked against the file's deadline before each one
+        ctx.check_time()
         for issue in analyse_template(fact.name, fact.text, ctx.limits, fact.offset):
             collector.add(ctx.members, issue)
 

@@ -10,15 +10,23 @@ cannot spend the job's whole budget on one prompt:
   text: a template adds markup around the messages, it does not multiply them), counted as the
   template streams its output, so an endless loop that writes is stopped when it passes the bound;
 * **time**: :data:`RENDER_SECONDS` of wall-clock time (an interval timer whose signal interrupts
-  the renderer between two Python instructions: a loop that writes nothing is stopped too);
+  the renderer between two Python instructions: a loop that writes nothing is stopped too). One
+  C-level operation runs to its end before a Python signal handler can run, and some take time
+  exponential in a template's few lines: hashing a tuple whose items are one tuple repeated,
+  nested ``k`` deep (``(a,) * n`` eight times walks ``n**8`` items, in kilobytes of memory). So
+  the kernel also bounds it: a CPU-time timer (``ITIMER_PROF``) armed for
+  :data:`HARD_CPU_FACTOR` times the bound, whose ``SIGPROF`` keeps its default action while the
+  template renders and ends the job ("killed by SIGPROF"; the request fails, the host replaces the
+  job). Only an operation the first timer cannot interrupt lives that long;
 * **memory**: :data:`RENDER_MEMORY` bytes of address space beyond what the job holds when the
   rendering starts (its ``RLIMIT_AS`` is lowered for the rendering and restored after), so one
   operation that asks for gigabytes (``'x' * 2000000000``, a padding width) fails at once. A job
   without an address-space limit (a GPU job, bounded by its cgroup) keeps the two other bounds.
 
 Each ends the rendering with :class:`TemplateError` (a ``ValueError``: the job reports it as the
-request's error and waits for the next request). ``strftime_now`` is not given: a prompt that
-depends on the date would make a seeded run depend on the day (templates test ``is defined``).
+request's error and waits for the next request), but for the kernel's CPU-time backstop, which
+ends the job. ``strftime_now`` is not given: a prompt that depends on the date would make a
+seeded run depend on the day (templates test ``is defined``).
 """
 
 from __future__ import annotations
@@ -32,10 +40,20 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
-__all__ = ["RENDER_MEMORY", "RENDER_SECONDS", "TemplateError", "prompt_limit", "render_chat"]
+__all__ = [
+    "HARD_CPU_FACTOR",
+    "RENDER_MEMORY",
+    "RENDER_SECONDS",
+    "TemplateError",
+    "prompt_limit",
+    "render_chat",
+]
 
 #: seconds one rendering may take (real templates take milliseconds)
 RENDER_SECONDS: Final = 10.0
+#: the job ends once one rendering has spent this many times its time bound in CPU time (only an
+#: operation the interval timer cannot interrupt gets there; a rendering takes milliseconds)
+HARD_CPU_FACTOR: Final = 2.0
 #: bytes of address space one rendering may add to the job's
 RENDER_MEMORY: Final = 256 << 20
 #: characters any prompt may have, whatever the messages
@@ -82,12 +100,18 @@ def _bounded(seconds: float, memory: int) -> Iterator[None]:
     held = _address_space() if soft != resource.RLIM_INFINITY else None
     if held is not None and held + memory < soft:
         resource.setrlimit(resource.RLIMIT_AS, (held + memory, hard))
+    # the kernel's bound: SIGPROF's default action ends the process whatever it is running
+    previous_prof = signal.signal(signal.SIGPROF, signal.SIG_DFL)
+    previous_timer = signal.setitimer(signal.ITIMER_PROF, seconds * HARD_CPU_FACTOR)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         armed[0] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, *previous_timer)
+        if previous_prof is not None:
+            signal.signal(signal.SIGPROF, previous_prof)
         signal.signal(signal.SIGALRM, previous)
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
