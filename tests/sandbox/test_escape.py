@@ -306,3 +306,96 @@ def test_load_state_dict_refuses_the_same_payload(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match=r"sandboxed load failed: AssertionError"):
         load_state_dict(model, policy=SandboxPolicy(limits=FAST_LIMITS), unsafe_skip_scan=True)
     assert not (tmp_path / "pwned").exists()
+
+
+#: a job's attempt on the kernel budgets of its host user (stdlib only: it runs inside the sandbox):
+#: inotify instances until refused, one fanotify group (FAN_REPORT_FID: allowed unprivileged), then
+#: queued real-time signals to itself until EAGAIN, all held while the job lives
+_HOST_BUDGETS = """
+import builtins, ctypes, errno, os, resource, signal
+libc = ctypes.CDLL(None, use_errno=True)
+def err():
+    return errno.errorcode.get(ctypes.get_errno(), '?')
+held = []
+inotify = 'none'
+for _ in range(4096):
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        inotify = err()
+        break
+    held.append(fd)
+fan = libc.fanotify_init(0x200, 0)
+fanotify = err() if fan < 0 else 'ok'
+held.append(fan)
+class Value(ctypes.Union):
+    _fields_ = [('i', ctypes.c_int), ('p', ctypes.c_void_p)]
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+cap = resource.getrlimit(resource.RLIMIT_SIGPENDING)[0]
+queued = 0
+while queued <= (cap if cap >= 0 else 1 << 20):
+    if libc.sigqueue(os.getpid(), int(signal.SIGRTMIN), Value(0)) != 0:
+        break
+    queued += 1
+builtins.airlock_held = held
+builtins.airlock_seen = f'{len(held) - 1} {inotify} {fanotify} {queued}'.encode()
+"""
+
+
+def _as_sandbox_user(probe: str) -> str:
+    """Run ``probe`` (it sets ``result``) in a forked child as the sandbox's host uid: 65534 for a
+    root caller, the caller itself otherwise; its ``result`` comes back."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(SandboxPolicy().sandbox_gid)
+                os.setuid(SandboxPolicy().sandbox_uid)
+            scope: dict[str, object] = {}
+            exec(probe, scope)  # noqa: S102 - the test's own probe, not model bytes
+            os.write(write, str(scope["result"]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as answer:
+        return answer.read().decode()
+
+
+_HOST_USER_PROBE = """
+import ctypes, errno, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+def status(rc):
+    return 'ok' if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), '?')
+class Value(ctypes.Union):
+    _fields_ = [('i', ctypes.c_int), ('p', ctypes.c_void_p)]
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+timer = ctypes.c_void_p()
+result = ' '.join((
+    status(libc.inotify_init1(0)),
+    status(libc.sigqueue(os.getpid(), int(signal.SIGRTMIN), Value(0))),
+    status(libc.timer_create(1, None, ctypes.byref(timer))),
+))
+"""
+
+
+def test_a_job_takes_nothing_from_its_host_users_kernel_budgets(warm: Sandbox, tmp_path: Path) -> None:
+    """inotify instances (128 per user on the host), fanotify groups and queued signals are counted
+    per *host* user, across every user namespace: a job that held them all made inotify_init,
+    sigqueue and timer_create fail for every process of the sandbox's host uid (the caller itself
+    when it is not root) for as long as it lived (outside review 26)."""
+    assert _as_sandbox_user(_HOST_USER_PROBE) == "ok ok ok"
+    model = exec_then_eval_checkpoint(
+        tmp_path / "budgets.pt",
+        f"exec({_HOST_BUDGETS!r}, {{}})",
+        bytes_tensor("__import__('builtins').airlock_seen"),
+    )
+    with warm.open(model) as worker:  # the job lives, holding what it got, while the host looks
+        seen = worker.state_dict()["evidence"].tobytes().decode()
+        on_the_host = _as_sandbox_user(_HOST_USER_PROBE)
+    # refused by the job filter (EPERM), not by the per-user limit (EMFILE); queued signals stop at
+    # the job's own RLIMIT_SIGPENDING, one per task it may have
+    assert seen == f"0 EPERM EPERM {FAST_LIMITS.tasks}"
+    assert on_the_host == "ok ok ok"
+    _still_serves(warm, tmp_path)

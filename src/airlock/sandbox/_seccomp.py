@@ -12,7 +12,8 @@
   ``CLONE_THREAD``), no sockets at all (the inherited socket keeps working), no mounts or
   namespaces, no memory outside the address-space limit (memfd_create, SysV shm/msg/sem, POSIX
   message queues), no process groups or sessions, no chmod/chown/xattrs (ACLs): a read-only
-  model file stays read-only.
+  model file stays read-only; no inotify/fanotify (their instances, groups, watches and marks
+  count against the host user's budget, which no limit of the job bounds).
 * **own-pid** guard (see :func:`own_pid_rules`): each job builds a tiny third program with its own
   pid, so that signals (kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo) reach only itself,
   and the calls that read a process by pid (getsid, getpgid, sched_get*, getpriority, ioprio_get)
@@ -82,6 +83,11 @@ _JOB_DENIED: Final = (
     "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "fchownat", "lchown",
     "setxattr", "lsetxattr", "fsetxattr", "setxattrat", "removexattr", "lremovexattr", "fremovexattr",
     "removexattrat",
+    # kernel objects charged to a budget of the *host* user (ucounts of the initial user namespace:
+    # 128 inotify instances, fanotify groups, their watches and marks), shared with the caller (or
+    # every sandbox of uid 65534) and bounded by no limit of the job: a job holding all 128 made
+    # inotify_init fail for every process of that uid on the host (outside review 26)
+    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
 )  # fmt: skip
 
 #: fcntl F_SETOWN, F_SETSIG, F_SETOWN_EX and ioctl FIOSETOWN, SIOCSPGRP: who gets SIGIO for a file
