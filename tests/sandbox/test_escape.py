@@ -394,8 +394,63 @@ def test_a_job_takes_nothing_from_its_host_users_kernel_budgets(warm: Sandbox, t
     with warm.open(model) as worker:  # the job lives, holding what it got, while the host looks
         seen = worker.state_dict()["evidence"].tobytes().decode()
         on_the_host = _as_sandbox_user(_HOST_USER_PROBE)
+    assert on_the_host == "ok ok ok"
     # refused by the job filter (EPERM), not by the per-user limit (EMFILE); queued signals stop at
     # the job's own RLIMIT_SIGPENDING, one per task it may have
     assert seen == f"0 EPERM EPERM {FAST_LIMITS.tasks}"
-    assert on_the_host == "ok ok ok"
+    _still_serves(warm, tmp_path)
+
+
+#: pipes grown to 1 MiB until refused, then default pipes until the descriptors run out, all held
+_PIPE_BUDGET = """
+import builtins, fcntl, os
+held = []
+grown = 0
+refused = ''
+try:
+    while True:
+        read, write = os.pipe()
+        held += [read, write]
+        fcntl.fcntl(write, 1031, 1 << 20)
+        grown += 1
+except OSError as exc:
+    refused = exc.strerror
+try:
+    while True:
+        held += os.pipe()
+except OSError:
+    pass
+builtins.airlock_held = held
+builtins.airlock_seen = f'{grown} {refused}'.encode()
+"""
+
+_HOST_PIPE_PROBE = """
+import fcntl, os
+read, write = os.pipe()
+size = fcntl.fcntl(write, 1032)
+try:
+    fcntl.fcntl(write, 1031, 1 << 20)
+    grow = 'ok'
+except OSError as exc:
+    grow = exc.strerror
+result = f'{size} {grow}'
+"""
+
+
+def test_a_job_cannot_grow_pipes_into_its_host_users_budget(warm: Sandbox, tmp_path: Path) -> None:
+    """Pipe buffers are charged to one budget per host user (fs.pipe-user-pages-soft, 64 MiB): a job
+    that grew its pipes to 1 MiB filled it, and while it lived every process of the sandbox's host
+    uid (the caller itself when it is not root) got pipes of 2 pages and could not grow one
+    (EPERM) (outside review 26). A job's pipes keep the default size now."""
+    assert _as_sandbox_user(_HOST_PIPE_PROBE) == "65536 ok"
+    model = exec_then_eval_checkpoint(
+        tmp_path / "pipes.pt",
+        f"exec({_PIPE_BUDGET!r}, {{}})",
+        bytes_tensor("__import__('builtins').airlock_seen"),
+    )
+    with warm.open(model) as worker:
+        seen = worker.state_dict()["evidence"].tobytes().decode()
+        on_the_host = _as_sandbox_user(_HOST_PIPE_PROBE)
+    assert on_the_host == "65536 ok"
+    assert seen == "0 Operation not permitted"  # the job filter, at the first pipe
     _still_serves(warm, tmp_path)

@@ -13,7 +13,8 @@
   namespaces, no memory outside the address-space limit (memfd_create, SysV shm/msg/sem, POSIX
   message queues), no process groups or sessions, no chmod/chown/xattrs (ACLs): a read-only
   model file stays read-only; no inotify/fanotify (their instances, groups, watches and marks
-  count against the host user's budget, which no limit of the job bounds).
+  count against the host user's budget, which no limit of the job bounds), no pipe grown past its
+  default size (pipe buffers too).
 * **own-pid** guard (see :func:`own_pid_rules`): each job builds a tiny third program with its own
   pid, so that signals (kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo) reach only itself,
   and the calls that read a process by pid (getsid, getpgid, sched_get*, getpriority, ioprio_get)
@@ -93,6 +94,10 @@ _JOB_DENIED: Final = (
 #: fcntl F_SETOWN, F_SETSIG, F_SETOWN_EX and ioctl FIOSETOWN, SIOCSPGRP: who gets SIGIO for a file
 _FCNTL_OWNER: Final = (8, 10, 15)
 _IOCTL_OWNER: Final = (0x8901, 0x8902)
+#: fcntl F_SETPIPE_SZ: pipe buffers are charged to the *host* user (one budget, 64 MiB by default,
+#: shared with the caller or every sandbox of its uid); past it, that user's pipes cannot grow and
+#: new ones get 2 pages. A job keeps the default size: at most ``open_files`` pipes of 16 pages
+_FCNTL_PIPE_SIZE: Final = 1031
 
 #: signals: allowed only to the job itself; (syscall, index of its pid argument)
 _SIGNAL_CALLS: Final = (
@@ -191,7 +196,7 @@ def compile_filter(stage: FilterStage) -> bytes:
         # signals by way of a file's owner (SIGIO/F_SETSIG to any pid of the same uid when the fd
         # becomes ready): no job may set an owner or the signal; cmd is a 32-bit int to the kernel
         masked = sc.MASKED_EQ  # type: ignore[attr-defined]
-        for cmd in _FCNTL_OWNER:
+        for cmd in (*_FCNTL_OWNER, _FCNTL_PIPE_SIZE):
             rule(deny, "fcntl", arg(1, masked, 0xFFFFFFFF, cmd))
         for cmd in _IOCTL_OWNER:
             rule(deny, "ioctl", arg(1, masked, 0xFFFFFFFF, cmd))
