@@ -454,3 +454,39 @@ def test_a_job_cannot_grow_pipes_into_its_host_users_budget(warm: Sandbox, tmp_p
     assert on_the_host == "65536 ok"
     assert seen == "0 Operation not permitted"  # the job filter, at the first pipe
     _still_serves(warm, tmp_path)
+
+
+#: epoll items multiplied past the descriptors: each (epoll, file, descriptor number) is one item,
+#: and it stays when the number is re-used for the next file (the file is still open elsewhere)
+_EPOLL_ITEMS = """
+import builtins, os, select
+items = 0
+refused = ''
+try:
+    files = [os.eventfd(0) for _ in range(20)]
+    polls = [select.epoll() for _ in range(20)]
+    for poll in polls:
+        for file in files:
+            for number in range(100, 150):
+                os.dup2(file, number, inheritable=False)
+                poll.register(number, select.EPOLLIN)
+                items += 1
+    builtins.airlock_held = (files, polls)
+except OSError as exc:
+    refused = exc.strerror
+builtins.airlock_seen = f'{items} {refused}'.encode()
+"""
+
+
+def test_a_job_cannot_multiply_epoll_items_past_its_descriptors(warm: Sandbox, tmp_path: Path) -> None:
+    """A job with 90 descriptors held 20,000 epoll items (kernel memory outside RLIMIT_AS, counted
+    against the host user's fs.epoll.max_user_watches; 460,000 items took 100 MB from 200
+    descriptors): epoll is refused in a CPU job (outside review 26)."""
+    model = exec_then_eval_checkpoint(
+        tmp_path / "epoll.pt",
+        f"exec({_EPOLL_ITEMS!r}, {{}})",
+        bytes_tensor("__import__('builtins').airlock_seen"),
+    )
+    seen = _load(warm, model)["evidence"].tobytes().decode()
+    assert seen == "0 Operation not permitted"  # the job filter, at the first epoll_create1
+    _still_serves(warm, tmp_path)

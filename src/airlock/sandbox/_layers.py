@@ -185,7 +185,7 @@ class _SeccompJob:
     blocks = (
         "exec, new processes (threads allowed), every new socket, mounts, signals to any pid but the job's "
         "own, memory RLIMIT_AS does not count (memfd, SysV shm/msg/sem, mqueues), chmod/chown/xattrs, "
-        "inotify/fanotify, growing pipes (budgets of the host user)"
+        "inotify/fanotify, growing pipes (budgets of the host user), epoll (CPU jobs)"
     )
     levels = _ALL
 

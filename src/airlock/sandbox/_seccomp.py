@@ -14,7 +14,7 @@
   message queues), no process groups or sessions, no chmod/chown/xattrs (ACLs): a read-only
   model file stays read-only; no inotify/fanotify (their instances, groups, watches and marks
   count against the host user's budget, which no limit of the job bounds), no pipe grown past its
-  default size (pipe buffers too).
+  default size (pipe buffers too), no epoll in a CPU job (items multiply past the descriptors).
 * **own-pid** guard (see :func:`own_pid_rules`): each job builds a tiny third program with its own
   pid, so that signals (kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo) reach only itself,
   and the calls that read a process by pid (getsid, getpgid, sched_get*, getpriority, ioprio_get)
@@ -144,9 +144,19 @@ def seccomp_available() -> tuple[bool, str]:
     return True, "libseccomp via pyseccomp"
 
 
+#: epoll in a CPU job: an item is keyed by file *and descriptor number* and outlives the number while
+#: the file stays open, so ``dup2`` onto spare numbers multiplies items far past ``open_files``
+#: (460,000 items, 100 MB of kernel memory outside RLIMIT_AS, from 200 descriptors), each counted
+#: against the host user's ``fs.epoll.max_user_watches`` (outside review 26). No loader needs an
+#: event loop in a job (asyncio already has no socketpair there). A GPU job keeps epoll: whether
+#: the driver needs it is unverified, and its memory is bounded by the cgroup a GPU policy requires.
+_JOB_EPOLL: Final = ("epoll_create", "epoll_create1")
+
+
 @functools.cache
-def compile_filter(stage: FilterStage) -> bytes:
-    """The BPF program of ``stage`` for the native architecture, as raw ``sock_filter`` bytes."""
+def compile_filter(stage: FilterStage, *, gpu: bool = False) -> bytes:
+    """The BPF program of ``stage`` for the native architecture, as raw ``sock_filter`` bytes;
+    ``gpu``: the job filter of a GPU worker (it keeps epoll, see :data:`_JOB_EPOLL`)."""
     sc = _import_pyseccomp()
     native = sc.Arch.NATIVE  # type: ignore[attr-defined]
     deny = sc.ERRNO(errno.EPERM)  # type: ignore[attr-defined]
@@ -183,7 +193,7 @@ def compile_filter(stage: FilterStage) -> bytes:
             sc.Arg(0, sc.NE, _AF_UNIX),  # type: ignore[attr-defined]
         )
     else:
-        for name in _JOB_DENIED:
+        for name in (*_JOB_DENIED, *(() if gpu else _JOB_EPOLL)):
             rule(deny, name)
         # getpriority/ioprio_get of a process group or a user (every process of the sandbox uid);
         # a process by pid is left to the own-pid guard. capget names its pid inside a struct no
