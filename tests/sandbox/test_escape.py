@@ -306,3 +306,187 @@ def test_load_state_dict_refuses_the_same_payload(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match=r"sandboxed load failed: AssertionError"):
         load_state_dict(model, policy=SandboxPolicy(limits=FAST_LIMITS), unsafe_skip_scan=True)
     assert not (tmp_path / "pwned").exists()
+
+
+#: a job's attempt on the kernel budgets of its host user (stdlib only: it runs inside the sandbox):
+#: inotify instances until refused, one fanotify group (FAN_REPORT_FID: allowed unprivileged), then
+#: queued real-time signals to itself until EAGAIN, all held while the job lives
+_HOST_BUDGETS = """
+import builtins, ctypes, errno, os, resource, signal
+libc = ctypes.CDLL(None, use_errno=True)
+def err():
+    return errno.errorcode.get(ctypes.get_errno(), '?')
+held = []
+inotify = 'none'
+for _ in range(4096):
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        inotify = err()
+        break
+    held.append(fd)
+fan = libc.fanotify_init(0x200, 0)
+fanotify = err() if fan < 0 else 'ok'
+held.append(fan)
+class Value(ctypes.Union):
+    _fields_ = [('i', ctypes.c_int), ('p', ctypes.c_void_p)]
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+cap = resource.getrlimit(resource.RLIMIT_SIGPENDING)[0]
+queued = 0
+while queued <= (cap if cap >= 0 else 1 << 20):
+    if libc.sigqueue(os.getpid(), int(signal.SIGRTMIN), Value(0)) != 0:
+        break
+    queued += 1
+builtins.airlock_held = held
+builtins.airlock_seen = f'{len(held) - 1} {inotify} {fanotify} {queued}'.encode()
+"""
+
+
+def _as_sandbox_user(probe: str) -> str:
+    """Run ``probe`` (it sets ``result``) in a forked child as the sandbox's host uid: 65534 for a
+    root caller, the caller itself otherwise; its ``result`` comes back."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(SandboxPolicy().sandbox_gid)
+                os.setuid(SandboxPolicy().sandbox_uid)
+            scope: dict[str, object] = {}
+            exec(probe, scope)  # noqa: S102 - the test's own probe, not model bytes
+            os.write(write, str(scope["result"]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as answer:
+        return answer.read().decode()
+
+
+_HOST_USER_PROBE = """
+import ctypes, errno, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+def status(rc):
+    return 'ok' if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), '?')
+class Value(ctypes.Union):
+    _fields_ = [('i', ctypes.c_int), ('p', ctypes.c_void_p)]
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+timer = ctypes.c_void_p()
+result = ' '.join((
+    status(libc.inotify_init1(0)),
+    status(libc.sigqueue(os.getpid(), int(signal.SIGRTMIN), Value(0))),
+    status(libc.timer_create(1, None, ctypes.byref(timer))),
+))
+"""
+
+
+def test_a_job_takes_nothing_from_its_host_users_kernel_budgets(warm: Sandbox, tmp_path: Path) -> None:
+    """inotify instances (128 per user on the host), fanotify groups and queued signals are counted
+    per *host* user, across every user namespace: a job that held them all made inotify_init,
+    sigqueue and timer_create fail for every process of the sandbox's host uid (the caller itself
+    when it is not root) for as long as it lived (outside review 26)."""
+    assert _as_sandbox_user(_HOST_USER_PROBE) == "ok ok ok"
+    model = exec_then_eval_checkpoint(
+        tmp_path / "budgets.pt",
+        f"exec({_HOST_BUDGETS!r}, {{}})",
+        bytes_tensor("__import__('builtins').airlock_seen"),
+    )
+    with warm.open(model) as worker:  # the job lives, holding what it got, while the host looks
+        seen = worker.state_dict()["evidence"].tobytes().decode()
+        on_the_host = _as_sandbox_user(_HOST_USER_PROBE)
+    assert on_the_host == "ok ok ok"
+    # refused by the job filter (EPERM), not by the per-user limit (EMFILE); queued signals stop at
+    # the job's own RLIMIT_SIGPENDING, one per task it may have
+    assert seen == f"0 EPERM EPERM {FAST_LIMITS.tasks}"
+    _still_serves(warm, tmp_path)
+
+
+#: pipes grown to 1 MiB until refused, then default pipes until the descriptors run out, all held
+_PIPE_BUDGET = """
+import builtins, fcntl, os
+held = []
+grown = 0
+refused = ''
+try:
+    while True:
+        read, write = os.pipe()
+        held += [read, write]
+        fcntl.fcntl(write, 1031, 1 << 20)
+        grown += 1
+except OSError as exc:
+    refused = exc.strerror
+try:
+    while True:
+        held += os.pipe()
+except OSError:
+    pass
+builtins.airlock_held = held
+builtins.airlock_seen = f'{grown} {refused}'.encode()
+"""
+
+_HOST_PIPE_PROBE = """
+import fcntl, os
+read, write = os.pipe()
+size = fcntl.fcntl(write, 1032)
+try:
+    fcntl.fcntl(write, 1031, 1 << 20)
+    grow = 'ok'
+except OSError as exc:
+    grow = exc.strerror
+result = f'{size} {grow}'
+"""
+
+
+def test_a_job_cannot_grow_pipes_into_its_host_users_budget(warm: Sandbox, tmp_path: Path) -> None:
+    """Pipe buffers are charged to one budget per host user (fs.pipe-user-pages-soft, 64 MiB): a job
+    that grew its pipes to 1 MiB filled it, and while it lived every process of the sandbox's host
+    uid (the caller itself when it is not root) got pipes of 2 pages and could not grow one
+    (EPERM) (outside review 26). A job's pipes keep the default size now."""
+    assert _as_sandbox_user(_HOST_PIPE_PROBE) == "65536 ok"
+    model = exec_then_eval_checkpoint(
+        tmp_path / "pipes.pt",
+        f"exec({_PIPE_BUDGET!r}, {{}})",
+        bytes_tensor("__import__('builtins').airlock_seen"),
+    )
+    with warm.open(model) as worker:
+        seen = worker.state_dict()["evidence"].tobytes().decode()
+        on_the_host = _as_sandbox_user(_HOST_PIPE_PROBE)
+    assert on_the_host == "65536 ok"
+    assert seen == "0 Operation not permitted"  # the job filter, at the first pipe
+    _still_serves(warm, tmp_path)
+
+
+#: epoll items multiplied past the descriptors: each (epoll, file, descriptor number) is one item,
+#: and it stays when the number is re-used for the next file (the file is still open elsewhere)
+_EPOLL_ITEMS = """
+import builtins, os, select
+items = 0
+refused = ''
+try:
+    files = [os.eventfd(0) for _ in range(20)]
+    polls = [select.epoll() for _ in range(20)]
+    for poll in polls:
+        for file in files:
+            for number in range(100, 150):
+                os.dup2(file, number, inheritable=False)
+                poll.register(number, select.EPOLLIN)
+                items += 1
+    builtins.airlock_held = (files, polls)
+except OSError as exc:
+    refused = exc.strerror
+builtins.airlock_seen = f'{items} {refused}'.encode()
+"""
+
+
+def test_a_job_cannot_multiply_epoll_items_past_its_descriptors(warm: Sandbox, tmp_path: Path) -> None:
+    """A job with 90 descriptors held 20,000 epoll items (kernel memory outside RLIMIT_AS, counted
+    against the host user's fs.epoll.max_user_watches; 460,000 items took 100 MB from 200
+    descriptors): epoll is refused in a CPU job (outside review 26)."""
+    model = exec_then_eval_checkpoint(
+        tmp_path / "epoll.pt",
+        f"exec({_EPOLL_ITEMS!r}, {{}})",
+        bytes_tensor("__import__('builtins').airlock_seen"),
+    )
+    seen = _load(warm, model)["evidence"].tobytes().decode()
+    assert seen == "0 Operation not permitted"  # the job filter, at the first epoll_create1
+    _still_serves(warm, tmp_path)

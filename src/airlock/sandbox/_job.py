@@ -72,6 +72,11 @@ def _lockdown(sock_fd: int, job_bpf_fd: int, cfg: dict[str, Any]) -> str:
         (resource.RLIMIT_FSIZE, limits["file_size_bytes"], limits["file_size_bytes"]),
         (resource.RLIMIT_NOFILE, limits["open_files"], limits["open_files"]),
         (resource.RLIMIT_NPROC, limits["tasks"], limits["tasks"]),
+        # queued signals count against the host user's budget too (ucounts: the sandbox's count is
+        # checked against the launcher's RLIMIT_SIGPENDING at the host level, shared with the caller
+        # and every sandbox of its uid); unbounded here, one job filled it and every process of that
+        # uid got EAGAIN from timer_create and sigqueue (outside review 26). One per task it may have.
+        (resource.RLIMIT_SIGPENDING, limits["tasks"], limits["tasks"]),
         (resource.RLIMIT_CORE, 0, 0),
     ):
         resource.setrlimit(kind, (int(soft), int(hard)))

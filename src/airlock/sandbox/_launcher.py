@@ -288,7 +288,9 @@ def launch(policy: SandboxPolicy, runtimes: tuple[str, ...]) -> Launched:
     memfds: list[int] = []
     try:
         memfds.append(launch_fd := _memfd("airlock-launch-filter", compile_filter(FilterStage.LAUNCH)))
-        memfds.append(job_fd := _memfd("airlock-job-filter", compile_filter(FilterStage.JOB)))
+        memfds.append(
+            job_fd := _memfd("airlock-job-filter", compile_filter(FilterStage.JOB, gpu=gpu is not None))
+        )
         config = {
             "root": view.inside(_AIRLOCK_ROOT),
             "views": view.neutral,

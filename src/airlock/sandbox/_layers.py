@@ -184,7 +184,8 @@ class _SeccompJob:
     name = "seccomp-job"
     blocks = (
         "exec, new processes (threads allowed), every new socket, mounts, signals to any pid but the job's "
-        "own, memory RLIMIT_AS does not count (memfd, SysV shm/msg/sem, mqueues), chmod/chown/xattrs"
+        "own, memory RLIMIT_AS does not count (memfd, SysV shm/msg/sem, mqueues), chmod/chown/xattrs, "
+        "inotify/fanotify, growing pipes (budgets of the host user), epoll (CPU jobs)"
     )
     levels = _ALL
 
@@ -215,14 +216,14 @@ class _Landlock:
 
 class _Rlimits:
     name = "rlimits"
-    blocks = "address space, CPU seconds, file size, open files, tasks, core dumps"
+    blocks = "address space, CPU seconds, file size, open files, tasks, queued signals, core dumps"
     levels = _ALL
 
     def probe(self, policy: SandboxPolicy) -> tuple[bool, str]:
         lim = policy.limits
         return True, (
             f"AS {lim.memory_bytes} B, CPU {lim.cpu_seconds} s, FSIZE {lim.file_size_bytes} B, "
-            f"NOFILE {lim.open_files}, NPROC {lim.tasks}, CORE 0; memory a job can hold outside AS: "
+            f"NOFILE {lim.open_files}, NPROC {lim.tasks}, SIGPENDING {lim.tasks}, CORE 0; memory a job can hold outside AS: "
             f"its own /tmp only ({lim.tmpfs_bytes} B; memfd, SysV and POSIX IPC refused)"
         )
 

@@ -12,7 +12,9 @@
   ``CLONE_THREAD``), no sockets at all (the inherited socket keeps working), no mounts or
   namespaces, no memory outside the address-space limit (memfd_create, SysV shm/msg/sem, POSIX
   message queues), no process groups or sessions, no chmod/chown/xattrs (ACLs): a read-only
-  model file stays read-only.
+  model file stays read-only; no inotify/fanotify (their instances, groups, watches and marks
+  count against the host user's budget, which no limit of the job bounds), no pipe grown past its
+  default size (pipe buffers too), no epoll in a CPU job (items multiply past the descriptors).
 * **own-pid** guard (see :func:`own_pid_rules`): each job builds a tiny third program with its own
   pid, so that signals (kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo) reach only itself,
   and the calls that read a process by pid (getsid, getpgid, sched_get*, getpriority, ioprio_get)
@@ -82,11 +84,20 @@ _JOB_DENIED: Final = (
     "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "fchownat", "lchown",
     "setxattr", "lsetxattr", "fsetxattr", "setxattrat", "removexattr", "lremovexattr", "fremovexattr",
     "removexattrat",
+    # kernel objects charged to a budget of the *host* user (ucounts of the initial user namespace:
+    # 128 inotify instances, fanotify groups, their watches and marks), shared with the caller (or
+    # every sandbox of uid 65534) and bounded by no limit of the job: a job holding all 128 made
+    # inotify_init fail for every process of that uid on the host (outside review 26)
+    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
 )  # fmt: skip
 
 #: fcntl F_SETOWN, F_SETSIG, F_SETOWN_EX and ioctl FIOSETOWN, SIOCSPGRP: who gets SIGIO for a file
 _FCNTL_OWNER: Final = (8, 10, 15)
 _IOCTL_OWNER: Final = (0x8901, 0x8902)
+#: fcntl F_SETPIPE_SZ: pipe buffers are charged to the *host* user (one budget, 64 MiB by default,
+#: shared with the caller or every sandbox of its uid); past it, that user's pipes cannot grow and
+#: new ones get 2 pages. A job keeps the default size: at most ``open_files`` pipes of 16 pages
+_FCNTL_PIPE_SIZE: Final = 1031
 
 #: signals: allowed only to the job itself; (syscall, index of its pid argument)
 _SIGNAL_CALLS: Final = (
@@ -133,9 +144,19 @@ def seccomp_available() -> tuple[bool, str]:
     return True, "libseccomp via pyseccomp"
 
 
+#: epoll in a CPU job: an item is keyed by file *and descriptor number* and outlives the number while
+#: the file stays open, so ``dup2`` onto spare numbers multiplies items far past ``open_files``
+#: (460,000 items, 100 MB of kernel memory outside RLIMIT_AS, from 200 descriptors), each counted
+#: against the host user's ``fs.epoll.max_user_watches`` (outside review 26). No loader needs an
+#: event loop in a job (asyncio already has no socketpair there). A GPU job keeps epoll: whether
+#: the driver needs it is unverified, and its memory is bounded by the cgroup a GPU policy requires.
+_JOB_EPOLL: Final = ("epoll_create", "epoll_create1")
+
+
 @functools.cache
-def compile_filter(stage: FilterStage) -> bytes:
-    """The BPF program of ``stage`` for the native architecture, as raw ``sock_filter`` bytes."""
+def compile_filter(stage: FilterStage, *, gpu: bool = False) -> bytes:
+    """The BPF program of ``stage`` for the native architecture, as raw ``sock_filter`` bytes;
+    ``gpu``: the job filter of a GPU worker (it keeps epoll, see :data:`_JOB_EPOLL`)."""
     sc = _import_pyseccomp()
     native = sc.Arch.NATIVE  # type: ignore[attr-defined]
     deny = sc.ERRNO(errno.EPERM)  # type: ignore[attr-defined]
@@ -172,7 +193,7 @@ def compile_filter(stage: FilterStage) -> bytes:
             sc.Arg(0, sc.NE, _AF_UNIX),  # type: ignore[attr-defined]
         )
     else:
-        for name in _JOB_DENIED:
+        for name in (*_JOB_DENIED, *(() if gpu else _JOB_EPOLL)):
             rule(deny, name)
         # getpriority/ioprio_get of a process group or a user (every process of the sandbox uid);
         # a process by pid is left to the own-pid guard. capget names its pid inside a struct no
@@ -185,7 +206,7 @@ def compile_filter(stage: FilterStage) -> bytes:
         # signals by way of a file's owner (SIGIO/F_SETSIG to any pid of the same uid when the fd
         # becomes ready): no job may set an owner or the signal; cmd is a 32-bit int to the kernel
         masked = sc.MASKED_EQ  # type: ignore[attr-defined]
-        for cmd in _FCNTL_OWNER:
+        for cmd in (*_FCNTL_OWNER, _FCNTL_PIPE_SIZE):
             rule(deny, "fcntl", arg(1, masked, 0xFFFFFFFF, cmd))
         for cmd in _IOCTL_OWNER:
             rule(deny, "ioctl", arg(1, masked, 0xFFFFFFFF, cmd))
