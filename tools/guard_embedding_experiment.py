@@ -34,7 +34,7 @@ Usage (an experiment's dependencies, none of them airlock's)::
 Embeddings and detector scores are cached under --cache (default ~/.cache/airlock-guard-embedding;
 keyed by sha256 of the texts and of the model files). The first run embeds ~22,000 texts: ~20 min,
 and a rerun ~10 min (mostly the MLP heads), at load 9 on 2 cores. Seeded (numpy 0, the heads'
-random_state 0); one BLAS/OpenMP/onnxruntime thread. Two runs printed the same numbers.
+random_state 0); one BLAS/OpenMP/onnxruntime thread. Three runs printed the same numbers.
 """
 
 from __future__ import annotations
