@@ -296,6 +296,36 @@ def test_a_burst_above_the_token_budget_gets_429_with_retry_after(text: Text) ->
     assert "per minute" in str(never.value.message)
 
 
+def test_a_prompt_the_estimate_undercounts_cannot_pass_a_minutes_token_budget(text: Text) -> None:
+    """Outside review 25: the reservation estimates the prompt as a quarter of its content's bytes,
+    but the model's own tokenizer counts it: empty messages are 0 bytes (an estimate of 0 tokens)
+    and ~5 template tokens each. Tenant ``tight`` (100 tokens a minute) got 40 of them prefilled
+    (~220 tokens, more than twice a minute's budget) and a 200, although a request larger than a
+    minute's budget is a 400. Now the job itself refuses, with the model's count and before any
+    prefill, a prompt whose tokens and max_tokens exceed a minute's budget."""
+    client = text.client("tight")
+    lane = text.running.gateway.state.text_lanes[("tight", "smol-tight")]  # type: ignore[union-attr]
+    # a stream cut short before this may have had its worker killed: wait for the replacement's load
+    end = time.monotonic() + 600
+    while (lane._replacing or lane.live_workers() != 1) and time.monotonic() < end:
+        time.sleep(0.5)
+    messages: list[Any] = [{"role": "user", "content": ""}] * 40
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="smol-tight", messages=messages, max_tokens=1)
+    message = str(refused.value.message)
+    assert "budget of 100 tokens per minute" in message and "max_tokens (1)" in message, message
+    counted = int(re.search(r"prompt \((\d+) tokens\)", message).group(1))  # type: ignore[union-attr]
+    assert counted > 100
+    with sqlite3.connect(text.state) as db:
+        row = db.execute(
+            "SELECT decision, status, completion_tokens FROM audit WHERE model = 'smol-tight' "
+            "ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert row == ("denied:tokens", 400, 0)  # refused by the job before generating anything
+    # the worker was not taken for a liar (its refusal is true): it serves on, no replacement started
+    assert not lane._replacing and lane.live_workers() == 1
+
+
 def test_a_prompt_that_does_not_fit_the_context_is_400_before_generation(text: Text) -> None:
     client = text.client()
     prompt = "one two three four five " * 50  # about 250 tokens: with 40 more, above the context of 256

@@ -16,7 +16,7 @@ import pytest
 from airlock.errors import UsageError
 from airlock.gateway._audit import GENESIS, chain_hash, verify_chain
 from airlock.gateway._config import LIMIT_FIELDS, MAX_CONTEXT, TenantLimits, load_config
-from airlock.gateway._openai import _Invalid, _spent, parse_text_request
+from airlock.gateway._openai import _Invalid, _spent, _window, parse_text_request
 from airlock.gateway._sqlite_store import SqliteStore
 from airlock.gateway._store import AuditEntry
 from airlock.gateway._workers import context_claim
@@ -174,14 +174,27 @@ def test_content_parts_roles_and_prompt_arrays() -> None:
 
 
 def test_spent_tokens_bound_the_jobs_prompt_claim() -> None:
-    class Lane:
-        context = 100
-
     done = Generation("x", "stop", 10**9, 7)  # the job claims a billion prompt tokens
-    assert _spent(Lane(), done, reserved=50) == 100 + 7  # type: ignore[arg-type]
-    Lane.context = 0  # unknown context: the reservation bounds the claim
-    assert _spent(Lane(), done, reserved=50) == 50 + 7  # type: ignore[arg-type]
-    assert _spent(Lane(), None, reserved=50) == 50  # type: ignore[arg-type]  # nothing ran: charged in full
+    assert _spent(100, done, reserved=50) == 100 + 7  # the request's window bounds the claim
+    assert _spent(0, done, reserved=50) == 50 + 7  # no window: the reservation bounds it
+    assert _spent(100, None, reserved=50) == 50  # nothing ran: charged in full
+
+
+@pytest.mark.parametrize(
+    ("context", "per_minute", "window"),
+    [(256, 255, 255), (256, 256, 256), (256, 257, 256), (0, 100, 100), (0, 2**40, 2**31 - 1)],
+)
+def test_a_requests_window_is_the_context_and_at_most_a_minutes_token_budget(
+    context: int, per_minute: int, window: int
+) -> None:
+    """Outside review 25: the job holds prompt + max_tokens, as the model counts them, to this."""
+
+    class Lane:
+        pass
+
+    lane = Lane()
+    lane.context = context  # type: ignore[attr-defined]
+    assert _window(lane, per_minute) == window  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -235,6 +235,31 @@ def test_a_context_refusal_the_counts_support_keeps_the_worker() -> None:
     assert asyncio.run(run())
 
 
+@pytest.mark.parametrize(("window", "kept"), [(18, True), (19, False), (0, False)])
+def test_a_context_refusal_is_judged_against_the_requests_window(window: int, kept: bool) -> None:
+    """Outside review 25: a request's window (a minute of its tenant's token budget) can be smaller
+    than the lane's context; a refusal true for the window (3 + 16 > 18) is not a lie, and the
+    worker that told it stays; one the window contradicts (3 + 16 <= 19), or the context does (no
+    window), replaces it."""
+
+    async def run() -> tuple[bool, int]:
+        lane = TextLane("acme", "m", "d", _ContextLiar, 1, context_length=256)
+        await lane.start()
+        opened = await lane.open({"max_tokens": 16, "context": window}, asyncio.get_running_loop().time() + 5)
+        with contextlib.suppress(WorkerCrashed):
+            async for _ in opened.pieces():
+                pass
+        for _ in range(100):
+            if lane.restarted:
+                break
+            await asyncio.sleep(0.01)
+        told = opened.result is not None and opened.result.finish == "context" and opened.error is None
+        await lane.close()
+        return told, lane.restarted
+
+    assert asyncio.run(run()) == ((True, 0) if kept else (False, 1))
+
+
 # -- review 3: a chat request's message count is bounded before any per-message work ---------------
 
 

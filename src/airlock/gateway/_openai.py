@@ -16,7 +16,10 @@ the model's own error (its chat template raised: ``failed:model``, the worker se
 Token budget: before generating, ``max_tokens`` plus an estimate of the prompt (a quarter of its
 UTF-8 bytes, at most the context) is reserved; when the generation ended, the reservation is
 settled against the real counts (the job's count of the prompt is a claim, bounded by the model's
-context). A guarded model's answer is checked before the caller sees any of it (502 when
+context). The estimate is no bound (template tokens, text cut finer than 4 bytes a token), so the
+job gets a window of at most a minute's budget (:func:`_window`): it refuses, with the model's own
+count and before it runs anything, a prompt and ``max_tokens`` above it (400 ``denied:tokens``).
+A guarded model's answer is checked before the caller sees any of it (502 when
 withheld; streamed, it is held and sent whole, or the stream ends with an ``error`` event). A
 streamed answer starts only once the first token (or the end) is there, so a refusal by the model
 is still a plain 4xx/5xx answer; after that, a failure ends the stream with an
@@ -40,7 +43,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
 from starlette.requests import Request
@@ -351,17 +354,31 @@ def _reserve(state: GatewayState, lane: TextLane, request: TextRequest) -> int:
     return int(request.generate["max_tokens"]) + estimate
 
 
-def _spent(lane: TextLane, done: Generation | None, reserved: int) -> int:
-    """Tokens the generation used: the job's prompt count (a claim: at most the context, or the
-    reservation when the context is unknown) plus the completion tokens the host counted."""
+#: the largest window a request can give the job (its ``context`` field is below 2**31)
+_MAX_WINDOW: Final = 2**31 - 1
+
+
+def _window(lane: TextLane, tokens_per_minute: int) -> int:
+    """The tokens one generation may take, its prompt and max_tokens together, as the model's own
+    tokenizer counts them: the lane's context, and never more than a minute of the tenant's token
+    budget. The reservation only estimates the prompt (a quarter of its bytes: the chat template's
+    tokens, or text the model's tokenizer cuts finer, are not in it); the job refuses a request
+    above this window after counting its prompt, before it runs anything (outside review 25)."""
+    window = min(tokens_per_minute, _MAX_WINDOW)
+    return min(window, lane.context) if lane.context else window
+
+
+def _spent(window: int, done: Generation | None, reserved: int) -> int:
+    """Tokens the generation used: the job's prompt count (a claim: at most the request's
+    ``window``, or the reservation when there is none) plus the completion tokens the host counted."""
     if done is None:
         return reserved
-    bound = lane.context or reserved
+    bound = window or reserved
     return min(done.prompt_tokens, bound) + done.completion_tokens
 
 
-def _usage(done: Generation, lane: TextLane) -> dict[str, int]:
-    prompt = min(done.prompt_tokens, lane.context) if lane.context else done.prompt_tokens
+def _usage(done: Generation, window: int) -> dict[str, int]:
+    prompt = min(done.prompt_tokens, window) if window else done.prompt_tokens
     return {"prompt_tokens": prompt, "completion_tokens": done.completion_tokens,
             "total_tokens": prompt + done.completion_tokens}  # fmt: skip
 
@@ -370,10 +387,19 @@ def _finish(done: Generation) -> str:
     return "length" if done.finish == "length" else "stop"
 
 
-def _context_refusal(lane: TextLane, done: Generation, max_tokens: int) -> _Refused:
-    """The job said the prompt does not fit: believed only when its count makes that true."""
-    if lane.context and done.prompt_tokens + max_tokens <= lane.context:
+def _context_refusal(call: _Call, lane: TextLane, done: Generation) -> _Refused:
+    """The job said the prompt does not fit the request's window: believed only when its count makes
+    that true. Beyond the model's context it is a context refusal; within it, the window was a
+    minute of the tenant's token budget (:func:`_window`)."""
+    max_tokens, needed = call.max_tokens, done.prompt_tokens + call.max_tokens
+    if call.window and needed <= call.window:
         raise WorkerCrashed("the worker claimed a context overflow that its own counts contradict")
+    if call.budget and needed > call.budget and (not lane.context or needed <= lane.context):
+        return _Refused(
+            _oai(400, f"the prompt ({done.prompt_tokens} tokens) and max_tokens ({max_tokens}) exceed the "
+                      f"tenant's budget of {call.budget} tokens per minute", param="max_tokens"),
+            "denied:tokens",
+        )  # fmt: skip
     return _Refused(
         _oai(400, f"the prompt ({done.prompt_tokens} tokens) and max_tokens ({max_tokens}) do not fit this "
                   f"model's context of {lane.context or 'unknown'} tokens", param="messages"),
@@ -403,6 +429,9 @@ class _Call:
     lane: TextLane | None = None
     run: TextRun | None = None
     max_tokens: int = 0
+    #: the request's window (:func:`_window`) and the tenant's tokens per minute it came from
+    window: int = 0
+    budget: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     #: the outcome row was written (or is being written)
@@ -425,14 +454,14 @@ class _Call:
             self.run.cancel()  # no-op once it ended
         if self.reserved and self.lane is not None:
             done = self.run.result if self.run is not None else None
-            used = _spent(self.lane, done, self.reserved) if self.run is not None else 0
+            used = _spent(self.window, done, self.reserved) if self.run is not None else 0
             background(state.limiter, _settle, state, who.tenant, used - self.reserved)
             self.reserved = 0
             if done is None and self.run is not None:
                 self.completion_tokens = self.run.received  # it failed before its count came
             if done is not None:
                 self.prompt_tokens, self.completion_tokens = (
-                    _usage(done, self.lane)["prompt_tokens"],
+                    _usage(done, self.window)["prompt_tokens"],
                     done.completion_tokens,
                 )
                 state.metrics.child(state.metrics.tokens, who.tenant, self.name, "prompt").inc(
@@ -509,6 +538,9 @@ async def _admit(call: _Call, request: Request, chat: bool) -> tuple[TextRequest
     if not admit.allowed:
         raise _limited(state, who.tenant, admit)
     call.reserved, call.lane, call.max_tokens = reserve, lane, int(parsed.generate["max_tokens"])
+    # the job holds the request to the window with the model's own count of the prompt
+    call.window, call.budget = _window(lane, limits.tokens_per_minute), limits.tokens_per_minute
+    parsed = replace(parsed, generate={**parsed.generate, "context": call.window})
     try:
         await _audit(state, who, name, call.request_id, "started", 0, deadline=deadline)
     except AuditUnavailable:
@@ -660,7 +692,7 @@ async def _handle(request: Request, chat: bool) -> Response:
         first = await _unless_gone(_first(run, deadline), watcher)
         done = run.result if first is None else None
         if done is not None and done.finish == "context":
-            raise _context_refusal(lane, done, call.max_tokens)
+            raise _context_refusal(call, lane, done)
         created = int(time.time())
         call_id = ("chatcmpl-" if chat else "cmpl-") + call.request_id
         if parsed.stream:
@@ -677,11 +709,11 @@ async def _handle(request: Request, chat: bool) -> Response:
         done = run.result
         assert done is not None
         if done.finish == "context":
-            raise _context_refusal(lane, done, call.max_tokens)
+            raise _context_refusal(call, lane, done)
         if done.finish == "cancelled":
             raise _Refused(_oai(499, "client closed the request"), "failed:disconnected")
         call.release()
-        usage = _usage(done, lane)
+        usage = _usage(done, call.window)
         content = "".join(text)
         if call.holds_output:
             assert call.policy is not None
@@ -830,7 +862,7 @@ async def _stream(
             yield _chunk(kind, call_id, created, name, [{"index": 0, "text": "", "logprobs": None,
                                                          "finish_reason": finish}])  # fmt: skip
         if parsed.include_usage:
-            yield _chunk(kind, call_id, created, name, [], _usage(done, lane))
+            yield _chunk(kind, call_id, created, name, [], _usage(done, call.window))
         yield b"data: [DONE]\n\n"
     except BaseException:
         # the client went away (the task is cancelled) or the send failed: stop the generation now

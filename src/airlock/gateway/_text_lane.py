@@ -80,6 +80,9 @@ class TextRun:
         self.received = 0
         #: the request's max_tokens (to judge the job's claims)
         self.max_tokens = 0
+        #: the window the request gave the job (its ``context``; 0: the model's own): prompt and
+        #: max_tokens must fit in it and the lane's context both
+        self.window = 0
         self.error: BaseException | None = None
         #: the end of the pieces was read (later calls of :meth:`pieces` yield nothing)
         self._drained = False
@@ -225,6 +228,7 @@ class TextLane:
             raise WorkerTimeout("no worker became free before the deadline") from exc
         run = TextRun(self, backend)
         run.max_tokens = int(request.get("max_tokens", 0))
+        run.window = int(request.get("context", 0) or 0)
         self.running += 1
         loop = asyncio.get_running_loop()
         try:
@@ -256,8 +260,10 @@ class TextLane:
 
     def _ended(self, run: TextRun, result: Generation | None, error: BaseException | None) -> None:
         """On the loop: the worker's thread finished the generation."""
-        refused = result is not None and result.finish == "context" and bool(self.context)
-        if refused and result is not None and result.prompt_tokens + run.max_tokens <= self.context:
+        # the window the job had to keep to: the smaller of the lane's context and the request's
+        window = min((c for c in (self.context, run.window) if c), default=0)
+        refused = result is not None and result.finish == "context" and bool(window)
+        if refused and result is not None and result.prompt_tokens + run.max_tokens <= window:
             # a job that refuses a request its own count says fits is lying: it is not kept
             result, error = (
                 None,
