@@ -215,6 +215,11 @@ def scan_file(
             return collector.report(None, 0, time.monotonic() - start)
         size = before.st_size
         if size == 0:
+            # No bytes is content no reader knows: the rule below for such content applies (an
+            # empty `.gitkeep` or `__init__.py` is listed as skipped); a file a loader opens as a
+            # model, by its name or a link's, is a model with nothing in it: not proven clean.
+            if not folder_issues and not any(looks_like_model_file(n) for n in (path.name, *aliases)):
+                return Skipped(display, SKIPPED_UNKNOWN)
             collector.add((), Issue("format.empty", Severity.ERROR, "empty file: nothing to prove clean"))
             return close(None, 0)
         mapped: mmap.mmap | None = None
