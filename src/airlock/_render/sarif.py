@@ -15,6 +15,9 @@
   fired with) and ``tags``.
 * Archive members and byte offsets go into the message, a ``logicalLocation`` and ``properties``,
   since SARIF regions cannot address members; a top-level byte offset is a ``region.byteOffset``.
+* The message is for people: what it quotes from the scanned file (evidence, member names) is
+  escaped as in the text report (``airlock._render.printable``), so control and bidi characters
+  cannot reorder or forge an alert's text; ``properties`` keep the exact values.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from airlock import __version__
+from airlock._render import printable, shown_name
 from airlock.results import Finding, Report, Severity
 
 _LEVEL = {Severity.MALICIOUS: "error", Severity.ERROR: "error", Severity.SUSPICIOUS: "warning"}
@@ -170,14 +174,17 @@ def to_dict(report: Report) -> dict[str, Any]:
             previous = worst.get(finding.rule)
             if previous is None or _RANK[finding.severity] > _RANK[previous]:
                 worst[finding.rule] = finding.severity
-            where = " > ".join(finding.location.members)
-            text = finding.message
+            # The message is what a person reads (GitHub's code scanning shows it): what it quotes
+            # from the scanned file is escaped as in the text report, so a bidi override in a
+            # pickle's string cannot reorder the alert; ``properties`` keep the exact values.
+            where = " > ".join(map(shown_name, finding.location.members))
+            text = printable(finding.message)
             if where:
                 text += f" (in {where})"
             if finding.location.offset is not None:
                 text += f" at byte {finding.location.offset}"
             if finding.evidence:
-                text += f"; would run: {finding.evidence}"
+                text += f"; would run: {printable(finding.evidence)}"
             location: dict[str, Any] = {
                 "physicalLocation": {"artifactLocation": {"uri": uri, "uriBaseId": base_id}}
             }
