@@ -64,7 +64,7 @@ class SigningKey:
 
 
 def load_private_key(path: str | os.PathLike[str], password: bytes | None = None) -> SigningKey:
-    data = read_bounded(path, _PEM_LIMIT, "private key")
+    data = read_bounded(path, _PEM_LIMIT, "private key", pipe=True)
     try:
         key = serialization.load_pem_private_key(data, password)
     except TypeError as exc:  # encrypted without a password, or a password for a plain key
@@ -78,7 +78,7 @@ def load_private_key(path: str | os.PathLike[str], password: bytes | None = None
 
 
 def load_public_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePublicKey:
-    data = read_bounded(path, _PEM_LIMIT, "public key")
+    data = read_bounded(path, _PEM_LIMIT, "public key", pipe=True)
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -92,7 +92,7 @@ def load_public_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePublicKey:
 def load_certificates(paths: Sequence[str | os.PathLike[str]], what: str) -> list[x509.Certificate]:
     out: list[x509.Certificate] = []
     for path in paths:
-        data = read_bounded(path, 16 * _PEM_LIMIT, what)
+        data = read_bounded(path, 16 * _PEM_LIMIT, what, pipe=True)
         try:
             out.extend(x509.load_pem_x509_certificates(data))
         except ValueError as exc:

@@ -53,11 +53,15 @@ def _kind(mode: int) -> str:
     return "a socket" if stat.S_ISSOCK(mode) else "a device"
 
 
-def read_bounded(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
+def read_bounded(path: str | os.PathLike[str], limit: int, what: str, *, pipe: bool = False) -> bytes:
     """Read a small document whole, refusing anything larger than ``limit`` before reading it.
 
     Only a regular file is read (an allowlist): a signature may sit inside the untrusted model
     folder, and a FIFO at its name blocked verification forever, a device fed it without end.
+    ``pipe``: the caller's own trust material (a key, certificate or trusted root, never taken
+    from the model), which may also come through a pipe (``--key <(vault read ...)``); opened
+    without waiting for a writer, a FIFO that nobody writes reads as empty at once (outside
+    review 28). Devices, sockets and folders are refused for every document.
     """
     try:
         fd = os.open(path, _OPEN_DOCUMENT)
@@ -65,9 +69,10 @@ def read_bounded(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
         raise UsageError(f"cannot read {what} {os.fspath(path)}: {exc.strerror}") from exc
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not (stat.S_ISREG(st.st_mode) or (pipe and stat.S_ISFIFO(st.st_mode))):
+            allowed = "a regular file or pipe" if pipe else "a regular file"
             raise UsageError(
-                f"cannot read {what} {os.fspath(path)}: it is {_kind(st.st_mode)}, not a regular file"
+                f"cannot read {what} {os.fspath(path)}: it is {_kind(st.st_mode)}, not {allowed}"
             )
         if st.st_size > limit:
             raise LimitError(f"{what} size limit: {os.fspath(path)} is {st.st_size} bytes, limit {limit}")

@@ -37,7 +37,7 @@ def verify_sigstore_bundle(
         from sigstore.verify import Verifier, policy
     except ImportError as exc:
         raise UsageError(f"Sigstore keyless verification needs the sigstore package: {_EXTRA}") from exc
-    raw_root = read_bounded(trust_root, limits.max_document_bytes, "trusted root")
+    raw_root = read_bounded(trust_root, limits.max_document_bytes, "trusted root", pipe=True)
     try:
         from sigstore_models.trustroot.v1 import TrustedRoot as _RootMessage
 
