@@ -155,10 +155,22 @@ class Postgres:
                 time.sleep(0.1)
 
     def kill(self) -> None:
+        """The server dies as a crashed machine's would: the postmaster and every backend at once.
+        SIGKILL to the postmaster alone leaves each backend (its own session: no process group to
+        signal) alive until it notices, so a pooled connection could still be answered for a
+        moment after this returned, and a test of the outage saw its query served."""
         assert self.process is not None
+        backends = _children(self.process.pid)
         self.process.send_signal(signal.SIGKILL)
+        for pid in backends:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.process.wait(10)
         self.process = None
+        end = time.monotonic() + 10
+        while any(_alive(pid) for pid in backends):
+            assert time.monotonic() < end, "a postgres backend outlived SIGKILL for 10 s"
+            time.sleep(0.01)
 
     def close(self) -> None:
         if self.process is not None:
@@ -169,6 +181,29 @@ class Postgres:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text(encoding="ascii", errors="replace")
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie nobody reaps yet has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 class Redis:
