@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from airlock.errors import LimitError
-from airlock.integrity import TrustMode, sign, verify
-from tests.integrity.integrity_helpers import build_model, write_key_pair
+from airlock.integrity import TrustMode, verify
 
 #: ``airlock.integrity._oms.MAX_BUNDLE_VALUES`` (docs/integrity.md)
 MAX_BUNDLE_VALUES = 10_000
@@ -25,15 +24,6 @@ MAX_BUNDLE_VALUES = 10_000
 
 def _bound(data: bytes) -> int:
     return 1 + data.count(b",") + data.count(b"[") + data.count(b"{")
-
-
-@pytest.fixture
-def signed(tmp_path: Path) -> tuple[Path, Path, Path]:
-    model = build_model(tmp_path / "model")
-    private, public = write_key_pair(tmp_path, "signer")
-    sig = tmp_path / "model.sig"
-    sign(model, key=private, output=sig)
-    return model, sig, public
 
 
 def test_padding_with_many_empty_arrays_is_refused_before_parsing(signed: tuple[Path, Path, Path]) -> None:

@@ -17,16 +17,7 @@ import pytest
 from airlock._cli import main
 from airlock.errors import UsageError
 from airlock.integrity import TrustMode, sign, verify
-from tests.integrity.integrity_helpers import build_model, issue, make_ca, write_issued, write_key_pair
-
-
-@pytest.fixture
-def signed(tmp_path: Path) -> tuple[Path, Path, Path]:
-    model = build_model(tmp_path / "model")
-    private, public = write_key_pair(tmp_path, "signer")
-    sig = tmp_path / "model.sig"
-    sign(model, key=private, output=sig)
-    return model, sig, public
+from tests.integrity.integrity_helpers import build_model, issue, make_ca, write_issued
 
 
 def test_key_method_still_verifies_with_only_its_own_options(signed: tuple[Path, Path, Path]) -> None:
