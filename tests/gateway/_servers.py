@@ -160,11 +160,14 @@ class Postgres:
         signal) alive until it notices, so a pooled connection could still be answered for a
         moment after this returned, and a test of the outage saw its query served."""
         assert self.process is not None
+        # Stopped, the postmaster forks no new backend and reaps none: every backend in the list
+        # stays its child (a zombie at worst), so no number in it can be another process's yet.
+        self.process.send_signal(signal.SIGSTOP)
         backends = _children(self.process.pid)
-        self.process.send_signal(signal.SIGKILL)
         for pid in backends:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
         self.process = None
         end = time.monotonic() + 10

@@ -103,3 +103,26 @@ def test_the_pool_gives_the_same_report(tmp_path: Path) -> None:
     ]
     assert [s.path for s in pooled.skipped] == [s.path for s in alone.skipped]
     assert len(alone.skipped) == 60 and alone.verdict is Verdict.ERROR
+
+
+@pytest.mark.parametrize("data", [b"", b"hello\n"])
+def test_standard_input_is_always_judged_as_a_model(tmp_path: Path, data: bytes) -> None:
+    """``airlock scan -``: piped bytes are meant as a model, so none at all or content no reader
+    knows is an ERROR beside a clean file, never a skipped README (outside pass after review 28)."""
+    import subprocess
+    import sys
+
+    clean = tmp_path / "ok.npy"
+    np.save(clean, np.zeros(3))
+    done = subprocess.run(
+        [sys.executable, "-m", "airlock", "scan", "-", str(clean)],
+        check=False,
+        input=data,
+        capture_output=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stdout
+    out = done.stdout.decode()
+    assert "SKIPPED    -" not in out
+    assert ("format.empty" if not data else "format.unsupported") in out

@@ -39,7 +39,7 @@ def test_evidence_stays_escaped_in_a_sarif_message(tmp_path: Path) -> None:
     for result in results:
         text = result["message"]["text"]  # type: ignore[index]
         assert "\u202e" not in text and "\x1b" not in text and "\n" not in text
-        assert "\\u202e" in text and "\\x1b[2J" in text and "\\n" in text
+        assert "\\u202e" in text and "\\x1b\\[2J" in text and "\\n" in text  # SARIF: \[ is a bracket
 
 
 def test_a_member_name_in_a_sarif_message_is_escaped(tmp_path: Path) -> None:
@@ -53,3 +53,27 @@ def test_a_member_name_in_a_sarif_message_is_escaped(tmp_path: Path) -> None:
     texts = [str(r["message"]["text"]) for r in _messages(root)]  # type: ignore[index]
     assert any("(in archive/\\u202elkp.data)" in t for t in texts)
     assert all("\u202e" not in t and "\x1b" not in t for t in texts)
+
+
+def test_a_member_name_makes_no_link_and_its_logical_location_is_escaped(tmp_path: Path) -> None:
+    """SARIF 3.11.6: ``[text](target)`` in a plain-text message is a link a viewer follows; the
+    logical location is shown by viewers too (outside pass after review 28)."""
+    root = tmp_path / "t"
+    root.mkdir()
+    member = "archive/x [details](https://evil.example/x)\u202e.data"
+    with zipfile.ZipFile(root / "model.pt", "w") as archive:  # a fixture written by the test
+        archive.writestr("archive/data.pkl", pickle.dumps(_Payload(), protocol=2))
+        archive.writestr(member, b"x")
+        archive.writestr("archive/version", b"3\n")
+    results = _messages(root)
+    texts = [str(r["message"]["text"]) for r in results]  # type: ignore[index]
+    assert any("\\[details\\](https://evil.example/x)" in t for t in texts)
+    assert not any("[details]" in t.replace("\\[details\\]", "") for t in texts)
+    names = [
+        str(place["fullyQualifiedName"])
+        for r in results
+        for loc in r["locations"]  # type: ignore[attr-defined]
+        for place in loc.get("logicalLocations", [])
+    ]
+    assert names and all("\u202e" not in n for n in names)
+    assert any("\\u202e" in n for n in names)

@@ -2,7 +2,8 @@
 
 The copy goes into a fresh 0700 temporary folder (a 0600 file), is bounded by the scan's
 ``max_total_decompressed_bytes`` limit (exceeding it is an error, never a partial scan), and is
-removed when the scan is done. The report names it ``-``.
+removed when the scan is done. The report names it ``-``. It is judged as a model file: content no
+reader knows, or none, is an ERROR (never skipped).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def spooled_stdin(max_bytes: int) -> Iterator[Path]:
 
     folder = tempfile.mkdtemp(prefix="airlock-stdin-")
     try:
-        path = Path(folder) / "stdin"
+        # Piped bytes are always meant as a model: the spooled copy has a model file name, so
+        # content no reader knows (or none at all) is an ERROR, never skipped as a README would be.
+        path = Path(folder) / "stdin.bin"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         total = 0
         with os.fdopen(fd, "wb") as out:

@@ -17,7 +17,9 @@
   since SARIF regions cannot address members; a top-level byte offset is a ``region.byteOffset``.
 * The message is for people: what it quotes from the scanned file (evidence, member names) is
   escaped as in the text report (``airlock._render.printable``), so control and bidi characters
-  cannot reorder or forge an alert's text; ``properties`` keep the exact values.
+  cannot reorder or forge an alert's text, and its brackets are escaped (SARIF 3.11.6), so a name
+  cannot make a link in it; the logical location shows members the same way; ``properties`` keep
+  the exact values.
 """
 
 from __future__ import annotations
@@ -185,15 +187,16 @@ def to_dict(report: Report) -> dict[str, Any]:
                 text += f" at byte {finding.location.offset}"
             if finding.evidence:
                 text += f"; would run: {printable(finding.evidence)}"
+            # SARIF 3.11.6: "[text](target)" in a plain-text message is a link; a bracket the file
+            # chose (a member named "[x](https://...)") is escaped so it stays text.
+            text = text.replace("[", "\\[").replace("]", "\\]")
             location: dict[str, Any] = {
                 "physicalLocation": {"artifactLocation": {"uri": uri, "uriBaseId": base_id}}
             }
             if finding.location.offset is not None and not finding.location.members:
                 location["physicalLocation"]["region"] = {"byteOffset": finding.location.offset}
             if finding.location.members:
-                location["logicalLocations"] = [
-                    {"fullyQualifiedName": " > ".join(finding.location.members), "kind": "member"}
-                ]
+                location["logicalLocations"] = [{"fullyQualifiedName": where, "kind": "member"}]
             key = _fingerprint(uri, finding, 0)
             occurrence = seen.get(key, 0)
             seen[key] = occurrence + 1
